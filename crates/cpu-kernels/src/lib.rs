@@ -2,6 +2,10 @@
 //! rayon. The CUDA kernels in `diffuse-cuda-kernels` take the same arguments in the same order, and the property tests of
 //! that crate hold each GPU kernel against its twin here.
 
+pub mod elementwise;
 pub mod error;
+pub mod index;
+pub mod reduce;
+pub mod strided;
 
 pub use error::{KernelError, Result};

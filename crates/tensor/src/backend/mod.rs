@@ -1,0 +1,3 @@
+//! One module per device; each offers the same functions, called only from [`crate::storage::Storage`].
+
+pub mod cpu;

@@ -1,0 +1,24 @@
+//! Tensors for diffuse.
+//!
+//! A [`Tensor`] is a reference-counted [`storage::Storage`] (a buffer on one [`Device`] in one [`DType`]) seen through a
+//! [`layout::Layout`] (shape, strides, offset). Views share storage; operations return new contiguous tensors. Every
+//! fallible call returns [`Result`] with an [`Error`] that names the operation and what disagreed.
+//!
+//! Operations are grouped by kind under `ops/`; each one checks its arguments, then asks the storage to run it, and
+//! the storage dispatches to the backend of its device (see `docs/architecture.md`).
+
+pub mod backend;
+mod device;
+mod dtype;
+pub mod error;
+pub mod layout;
+mod ops;
+pub mod storage;
+mod tensor;
+
+pub use device::Device;
+pub use diffuse_cpu_kernels::elementwise::{BinaryOp, UnaryOp};
+pub use diffuse_cpu_kernels::reduce::ReduceOp;
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use tensor::Tensor;

@@ -1,0 +1,143 @@
+//! Element-wise operations: unary functions, scalar arithmetic, and broadcasting binary and ternary operations.
+
+use crate::error::Result;
+use crate::layout::broadcast_shapes;
+use crate::{BinaryOp, Tensor, UnaryOp};
+
+macro_rules! unary_methods {
+    ($($name:ident => $op:expr, $doc:literal;)*) => {
+        $(
+            #[doc = $doc]
+            pub fn $name(&self) -> Result<Tensor> {
+                self.unary($op)
+            }
+        )*
+    };
+}
+
+macro_rules! binary_methods {
+    ($($name:ident => $op:expr;)*) => {
+        $(
+            #[doc = concat!("Element-wise `", stringify!($name), "` with NumPy broadcasting.")]
+            pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+                self.binary(rhs, $op)
+            }
+        )*
+    };
+}
+
+impl Tensor {
+    /// `op` applied to every element.
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let storage = self.storage().unary(self.layout(), op)?;
+        Tensor::from_contiguous(storage, self.shape())
+    }
+
+    unary_methods! {
+        neg => UnaryOp::Neg, "−x";
+        exp => UnaryOp::Exp, "eˣ";
+        log => UnaryOp::Log, "natural logarithm";
+        sqrt => UnaryOp::Sqrt, "√x";
+        rsqrt => UnaryOp::Rsqrt, "1/√x";
+        abs => UnaryOp::Abs, "|x|";
+        square => UnaryOp::Square, "x²";
+        recip => UnaryOp::Recip, "1/x";
+        relu => UnaryOp::Relu, "max(x, 0)";
+        tanh => UnaryOp::Tanh, "tanh x";
+        sigmoid => UnaryOp::Sigmoid, "1/(1 + e⁻ˣ)";
+        silu => UnaryOp::Silu, "x·σ(x)";
+        gelu => UnaryOp::Gelu, "x·Φ(x) (exact, erf-based)";
+    }
+
+    /// xᵖ.
+    pub fn powf(&self, p: f32) -> Result<Tensor> {
+        self.unary(UnaryOp::Powf(p))
+    }
+
+    /// min(max(x, lo), hi).
+    pub fn clamp(&self, lo: f32, hi: f32) -> Result<Tensor> {
+        if lo > hi || lo.is_nan() || hi.is_nan() {
+            return Err(crate::Error::argument(
+                "clamp",
+                format!("lower bound {lo} must not exceed upper bound {hi}"),
+            ));
+        }
+        self.unary(UnaryOp::Clamp(lo, hi))
+    }
+
+    /// x·mul + add.
+    pub fn affine(&self, mul: f32, add: f32) -> Result<Tensor> {
+        self.unary(UnaryOp::Affine(mul, add))
+    }
+
+    pub fn add_scalar(&self, value: f32) -> Result<Tensor> {
+        self.affine(1.0, value)
+    }
+
+    pub fn mul_scalar(&self, value: f32) -> Result<Tensor> {
+        self.affine(value, 0.0)
+    }
+
+    /// `op(self, rhs)` after broadcasting both to their common shape.
+    pub fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        let name = binary_name(op);
+        self.check_compatible(name, rhs)?;
+        let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
+        let (a, b) = (
+            self.layout().broadcast_to(&shape)?,
+            rhs.layout().broadcast_to(&shape)?,
+        );
+        let storage = {
+            let (sa, sb) = (self.storage(), rhs.storage());
+            sa.binary(&a, &sb, &b, op)?
+        };
+        Tensor::from_contiguous(storage, &shape)
+    }
+
+    binary_methods! {
+        add => BinaryOp::Add;
+        sub => BinaryOp::Sub;
+        mul => BinaryOp::Mul;
+        div => BinaryOp::Div;
+        maximum => BinaryOp::Maximum;
+        minimum => BinaryOp::Minimum;
+    }
+
+    /// `if self != 0 { on_true } else { on_false }`, all three broadcast together.
+    pub fn where_select(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        on_true.check_compatible("where", on_false)?;
+        if self.device() != on_true.device() {
+            return Err(crate::Error::DeviceMismatch {
+                op: "where",
+                lhs: self.device(),
+                rhs: on_true.device(),
+            });
+        }
+        let shape = broadcast_shapes(
+            "where",
+            &broadcast_shapes("where", self.shape(), on_true.shape())?,
+            on_false.shape(),
+        )?;
+        let (c, a, b) = (
+            self.layout().broadcast_to(&shape)?,
+            on_true.layout().broadcast_to(&shape)?,
+            on_false.layout().broadcast_to(&shape)?,
+        );
+        let storage = {
+            let (sc, sa, sb) = (self.storage(), on_true.storage(), on_false.storage());
+            sc.where_select(&c, (&sa, &a), (&sb, &b))?
+        };
+        Tensor::from_contiguous(storage, &shape)
+    }
+}
+
+fn binary_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Add => "add",
+        BinaryOp::Sub => "sub",
+        BinaryOp::Mul => "mul",
+        BinaryOp::Div => "div",
+        BinaryOp::Maximum => "maximum",
+        BinaryOp::Minimum => "minimum",
+    }
+}
