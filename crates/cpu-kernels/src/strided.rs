@@ -126,14 +126,14 @@ pub fn for_each_row<const K: usize, F>(
                 row(out_row, offsets, inner_strides);
                 for d in (0..outer_shape.len()).rev() {
                     index[d] += 1;
-                    for o in 0..K {
-                        offsets[o] += col.strides[o][d];
+                    for (off, strides) in offsets.iter_mut().zip(&col.strides) {
+                        *off += strides[d];
                     }
                     if index[d] < outer_shape[d] {
                         break;
                     }
-                    for o in 0..K {
-                        offsets[o] -= col.strides[o][d] * outer_shape[d];
+                    for (off, strides) in offsets.iter_mut().zip(&col.strides) {
+                        *off -= strides[d] * outer_shape[d];
                     }
                     index[d] = 0;
                 }
