@@ -3,5 +3,7 @@
 //! that crate hold each GPU kernel against its twin here.
 
 pub mod error;
+pub mod gemm;
 
 pub use error::{KernelError, Result};
+pub use gemm::{sgemm, sgemm_batched, MatMut, MatRef};
