@@ -303,10 +303,8 @@ impl SharedC {
     /// The offset stays inside the allocation.
     unsafe fn offset(&self, by: usize) -> Self {
         // SAFETY: forwarded from the caller.
-        Self {
-            ptr: unsafe { self.ptr.add(by) },
-            ..*self
-        }
+        let ptr = unsafe { self.ptr.add(by) };
+        Self { ptr, ..*self }
     }
 
     /// The `rows × cols` tile whose top-left element is `(i, j)`.
