@@ -2,10 +2,14 @@
 //! rayon. The CUDA kernels in `diffuse-cuda-kernels` take the same arguments in the same order, and the property tests of
 //! that crate hold each GPU kernel against its twin here.
 
+pub mod conv2d;
 pub mod elementwise;
 pub mod error;
+pub mod gemm;
 pub mod index;
 pub mod reduce;
 pub mod strided;
 
+pub use conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape};
 pub use error::{KernelError, Result};
+pub use gemm::{sgemm, sgemm_batched, MatMut, MatRef};
