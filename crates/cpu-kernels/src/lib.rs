@@ -5,3 +5,4 @@
 pub mod error;
 
 pub use error::{KernelError, Result};
+pub mod philox;
