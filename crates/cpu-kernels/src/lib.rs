@@ -6,3 +6,4 @@ pub mod error;
 
 pub use error::{KernelError, Result};
 pub mod philox;
+pub mod softmax;
