@@ -5,5 +5,8 @@
 pub mod error;
 
 pub use error::{KernelError, Result};
+pub mod group_norm;
+pub mod layer_norm;
+mod moments;
 pub mod philox;
 pub mod softmax;
