@@ -5,6 +5,7 @@
 pub mod error;
 
 pub use error::{KernelError, Result};
+pub mod adamw;
 pub mod group_norm;
 pub mod layer_norm;
 mod moments;
