@@ -9,5 +9,6 @@ pub mod adamw;
 pub mod group_norm;
 pub mod layer_norm;
 mod moments;
+pub mod noise;
 pub mod philox;
 pub mod softmax;
