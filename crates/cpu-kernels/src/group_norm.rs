@@ -32,7 +32,7 @@ impl GroupNormShape {
 
     fn validate(&self, op: &'static str) -> Result<usize> {
         let fail = |message: String| Err(KernelError::new(op, message));
-        if self.groups == 0 || self.channels == 0 || self.channels % self.groups != 0 {
+        if self.groups == 0 || self.channels == 0 || !self.channels.is_multiple_of(self.groups) {
             return fail(format!(
                 "groups {} must be ≥ 1 and divide channels {} (≥ 1)",
                 self.groups, self.channels

@@ -36,7 +36,7 @@ fn per_sample_len(op: &'static str, len: usize, batch: usize, offset: u64) -> Re
             ))
         };
     }
-    if len % batch != 0 {
+    if !len.is_multiple_of(batch) {
         return Err(KernelError::new(
             op,
             format!("{len} elements do not split into {batch} equal samples"),
@@ -245,7 +245,7 @@ pub fn sampler_step(
     check_len(OP, "x_prev", x_prev.len(), x_t.len())?;
     check_len(OP, "x0_hat", x0_hat.len(), x_t.len())?;
     let bound = match clip {
-        Some(c) if !(c >= 0.0) => {
+        Some(c) if c.is_nan() || c < 0.0 => {
             return Err(KernelError::new(OP, format!("clip bound {c} must be ≥ 0")))
         }
         Some(c) => c,

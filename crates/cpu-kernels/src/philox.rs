@@ -127,7 +127,7 @@ pub fn normal_at(seed: u64, index: u64) -> f32 {
     let w = block(seed, index / 4);
     let pair = (index % 4) as usize / 2;
     let (z_even, z_odd) = box_muller(w[2 * pair], w[2 * pair + 1]);
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         z_even
     } else {
         z_odd

@@ -9,7 +9,7 @@ use diffuse_cpu_kernels::noise::{
 use diffuse_cpu_kernels::philox::{fill_normal, normal_at};
 use proptest::prelude::*;
 
-const SEED: u64 = 0xD1FF_05E;
+const SEED: u64 = 0x0D1F_F05E;
 
 #[test]
 fn q_sample_noise_is_the_philox_stream_and_x_t_the_forward_process() {
