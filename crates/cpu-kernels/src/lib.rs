@@ -12,4 +12,12 @@ pub mod strided;
 
 pub use conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape};
 pub use error::{KernelError, Result};
+mod moments;
+pub mod adamw;
+pub mod attention;
+pub mod group_norm;
+pub mod layer_norm;
+pub mod noise;
+pub mod philox;
+pub mod softmax;
 pub use gemm::{sgemm, sgemm_batched, MatMut, MatRef};
