@@ -1,0 +1,437 @@
+//! Scaled dot-product attention for `BH` independent (batch·head) problems, in the blocked online-softmax form of
+//! FlashAttention (Dao et al., 2022; backward as in FlashAttention-2, Dao, 2023).
+//!
+//! Math, per problem: `S = scale·Q·Kᵀ + bias` (`[Lq, Lk]`), `P = softmax_rows(S)`, `O = P·V`,
+//! `lse_i = ln Σ_j exp(S_ij)`. Backward with `dO`: `D_i = Σ_c dO_ic·O_ic`, `P_ij = exp(S_ij − lse_i)`,
+//! `dP = dO·Vᵀ`, `dS = P∘(dP − D)`, `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`, `dV = Pᵀ·dO`.
+//!
+//! Loop structure: the query rows are cut into tiles of `BQ`, the key/value rows into tiles of `BK`; only a
+//! `BQ × BK` block of scores exists at a time. Forward, one task per (problem, query tile): for each key tile,
+//! `S_tile = Q_tile·K_tileᵀ`, then per row the running maximum `m`, running sum `l` and unnormalised output are
+//! rescaled by `exp(m_old − m_new)` and extended by `exp(S − m_new)·V_tile`; at the end `O = acc / l`,
+//! `lse = m + ln l`. Backward recomputes `P` from `lse` tile by tile in two passes without atomics: one task per
+//! (problem, query tile) accumulates `dQ`, one task per (problem, key tile) accumulates `dK` and `dV`.
+//!
+//! Masking: `bias` (`[Lq, Lk]`, shared by all problems) may hold −∞. A query row whose scores are all −∞ attends
+//! to nothing: its output is 0, its `lse` is −∞, and it contributes no gradient (no NaN anywhere).
+//!
+//! The tile products are written so LLVM vectorises them (`K_tile` is transposed so the inner loop runs over `BK`
+//! contiguous keys); on x86-64 the tile routines are also compiled for AVX2 and picked at run time. Multiplications
+//! and additions stay separate (no fused multiply-add), so both builds give bit-identical results.
+
+use rayon::prelude::*;
+
+use crate::error::{check_len, KernelError, Result};
+
+/// Query rows per tile (and per forward / dQ task).
+const BQ: usize = 32;
+/// Key/value rows per tile (and per dK/dV task).
+const BK: usize = 64;
+
+/// The shape of an attention call: `q [batch_heads, q_len, head_dim]`, `k, v [batch_heads, kv_len, head_dim]`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub batch_heads: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+impl AttentionShape {
+    /// Checks the shape and returns the lengths of `q`/`out` and of `k`/`v`.
+    fn validate(&self, op: &'static str) -> Result<(usize, usize)> {
+        let overflow = || KernelError::new(op, format!("shape {self:?} overflows usize"));
+        if self.head_dim == 0 {
+            return Err(KernelError::new(op, "head_dim is 0"));
+        }
+        if self.kv_len == 0 && self.q_len > 0 {
+            return Err(KernelError::new(
+                op,
+                format!(
+                    "kv_len is 0 but q_len is {}: nothing to attend to",
+                    self.q_len
+                ),
+            ));
+        }
+        if !self.scale.is_finite() {
+            return Err(KernelError::new(
+                op,
+                format!("scale {} is not finite", self.scale),
+            ));
+        }
+        let rows = |len: usize| {
+            self.batch_heads
+                .checked_mul(len)
+                .and_then(|r| r.checked_mul(self.head_dim))
+        };
+        let q_elems = rows(self.q_len).ok_or_else(overflow)?;
+        let kv_elems = rows(self.kv_len).ok_or_else(overflow)?;
+        self.q_len.checked_mul(self.kv_len).ok_or_else(overflow)?;
+        Ok((q_elems, kv_elems))
+    }
+}
+
+/// Runs `body` compiled for AVX2 when the CPU has it, otherwise for the baseline target.
+#[inline(always)]
+fn dispatch<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `with_avx2` only requires AVX2, which the CPU was just checked to support.
+            return unsafe { with_avx2(body) };
+        }
+    }
+    body()
+}
+
+/// Writes the `rows × d` tile `src` transposed into `dst` (`d × BK`), zero-filling columns `rows..BK`.
+#[inline(always)]
+fn transpose_into(src: &[f32], d: usize, dst: &mut [f32]) {
+    dst.fill(0.0);
+    for (j, row) in src.chunks_exact(d).enumerate() {
+        for (p, &value) in row.iter().enumerate() {
+            dst[p * BK + j] = value;
+        }
+    }
+}
+
+/// `out[i][j] = Σ_p a[i, p]·bt[p, j]` for the `out.len()` rows of `a` (`· × d`) against `bt` (`d × BK`).
+#[inline(always)]
+fn tile_products(a: &[f32], d: usize, bt: &[f32], out: &mut [[f32; BK]]) {
+    for (row, a_row) in out.iter_mut().zip(a.chunks_exact(d)) {
+        let mut acc = [0.0f32; BK];
+        for (&a_ip, bt_row) in a_row.iter().zip(bt.chunks_exact(BK)) {
+            for (acc, &b) in acc.iter_mut().zip(bt_row) {
+                *acc += a_ip * b;
+            }
+        }
+        *row = acc;
+    }
+}
+
+/// `y += alpha·x`.
+#[inline(always)]
+fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += alpha * x;
+    }
+}
+
+/// Turns raw products `s = q·k` of query rows `i0..` and key rows `j0..j0 + nk` into scores `scale·s + bias`.
+#[inline(always)]
+fn to_scores(
+    s: &mut [[f32; BK]],
+    nk: usize,
+    scale: f32,
+    bias: Option<&[f32]>,
+    i0: usize,
+    j0: usize,
+    kv_len: usize,
+) {
+    for (i, row) in s.iter_mut().enumerate() {
+        let row = &mut row[..nk];
+        match bias {
+            Some(bias) => {
+                let bias_row = &bias[(i0 + i) * kv_len + j0..][..nk];
+                for (x, &b) in row.iter_mut().zip(bias_row) {
+                    *x = *x * scale + b;
+                }
+            }
+            None => row.iter_mut().for_each(|x| *x *= scale),
+        }
+    }
+}
+
+/// Forward attention: `out = softmax(scale·Q·Kᵀ + bias)·V` and the row log-sum-exp `lse` (`[BH, Lq]`).
+pub fn attention_forward(
+    s: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    lse: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "attention_forward";
+    let (q_elems, kv_elems) = s.validate(OP)?;
+    check_len(OP, "q", q.len(), q_elems)?;
+    check_len(OP, "k", k.len(), kv_elems)?;
+    check_len(OP, "v", v.len(), kv_elems)?;
+    check_len(OP, "out", out.len(), q_elems)?;
+    check_len(OP, "lse", lse.len(), s.batch_heads * s.q_len)?;
+    if let Some(bias) = bias {
+        check_len(OP, "bias", bias.len(), s.q_len * s.kv_len)?;
+    }
+    if q_elems == 0 {
+        return Ok(());
+    }
+
+    let (d, lq, lk) = (s.head_dim, s.q_len, s.kv_len);
+    out.par_chunks_mut(lq * d)
+        .zip(lse.par_chunks_mut(lq))
+        .enumerate()
+        .for_each(|(bh, (out, lse))| {
+            let (k, v) = (&k[bh * lk * d..][..lk * d], &v[bh * lk * d..][..lk * d]);
+            out.par_chunks_mut(BQ * d)
+                .zip(lse.par_chunks_mut(BQ))
+                .enumerate()
+                .for_each(|(tile, (out, lse))| {
+                    let i0 = tile * BQ;
+                    let q = &q[(bh * lq + i0) * d..][..out.len()];
+                    dispatch(|| forward_tile(s, q, k, v, bias, i0, out, lse));
+                });
+        });
+    Ok(())
+}
+
+/// One query tile (`q`, rows `i0..`) of one problem against all its keys: online softmax over key tiles.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward_tile(
+    s: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<&[f32]>,
+    i0: usize,
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    let (d, lk, nq) = (s.head_dim, s.kv_len, lse.len());
+    let mut kt = vec![0.0f32; d * BK];
+    let mut scores = vec![[0.0f32; BK]; nq];
+    let mut row_max = vec![f32::NEG_INFINITY; nq];
+    let mut row_sum = vec![0.0f32; nq];
+    out.fill(0.0);
+
+    for j0 in (0..lk).step_by(BK) {
+        let nk = BK.min(lk - j0);
+        transpose_into(&k[j0 * d..(j0 + nk) * d], d, &mut kt);
+        tile_products(q, d, &kt, &mut scores);
+        to_scores(&mut scores, nk, s.scale, bias, i0, j0, lk);
+        let v_tile = &v[j0 * d..(j0 + nk) * d];
+        for (i, (row, acc)) in scores.iter_mut().zip(out.chunks_exact_mut(d)).enumerate() {
+            let row = &mut row[..nk];
+            let new_max = row.iter().copied().fold(row_max[i], f32::max);
+            if new_max == f32::NEG_INFINITY {
+                continue; // every key so far is masked for this row
+            }
+            let rescale = (row_max[i] - new_max).exp(); // 0 when the old maximum was −∞
+            if rescale != 1.0 {
+                row_sum[i] *= rescale;
+                acc.iter_mut().for_each(|a| *a *= rescale);
+            }
+            for (p, v_row) in row.iter_mut().zip(v_tile.chunks_exact(d)) {
+                *p = (*p - new_max).exp();
+                row_sum[i] += *p;
+                axpy(*p, v_row, acc);
+            }
+            row_max[i] = new_max;
+        }
+    }
+
+    for ((acc, lse), (&m, &l)) in out
+        .chunks_exact_mut(d)
+        .zip(lse.iter_mut())
+        .zip(row_max.iter().zip(&row_sum))
+    {
+        if l > 0.0 {
+            let inv = 1.0 / l;
+            acc.iter_mut().for_each(|a| *a *= inv);
+            *lse = m + l.ln();
+        } else {
+            *lse = f32::NEG_INFINITY; // fully masked row: output stays 0
+        }
+    }
+}
+
+/// Backward attention: `grad_q`, `grad_k`, `grad_v` (overwritten) from the forward's `out` and `lse` and `grad_out`.
+#[allow(clippy::too_many_arguments)] // the fixed kernel signature shared with the CUDA crate
+pub fn attention_backward(
+    s: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<&[f32]>,
+    out: &[f32],
+    lse: &[f32],
+    grad_out: &[f32],
+    grad_q: &mut [f32],
+    grad_k: &mut [f32],
+    grad_v: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "attention_backward";
+    let (q_elems, kv_elems) = s.validate(OP)?;
+    check_len(OP, "q", q.len(), q_elems)?;
+    check_len(OP, "k", k.len(), kv_elems)?;
+    check_len(OP, "v", v.len(), kv_elems)?;
+    check_len(OP, "out", out.len(), q_elems)?;
+    check_len(OP, "lse", lse.len(), s.batch_heads * s.q_len)?;
+    check_len(OP, "grad_out", grad_out.len(), q_elems)?;
+    check_len(OP, "grad_q", grad_q.len(), q_elems)?;
+    check_len(OP, "grad_k", grad_k.len(), kv_elems)?;
+    check_len(OP, "grad_v", grad_v.len(), kv_elems)?;
+    if let Some(bias) = bias {
+        check_len(OP, "bias", bias.len(), s.q_len * s.kv_len)?;
+    }
+    grad_k.fill(0.0);
+    grad_v.fill(0.0);
+    if q_elems == 0 {
+        return Ok(());
+    }
+
+    let (d, lq, lk) = (s.head_dim, s.q_len, s.kv_len);
+    // D_i = Σ_c dO_ic·O_ic, the row correction of dS = P∘(dP − D).
+    let mut delta = vec![0.0f32; s.batch_heads * lq];
+    delta
+        .par_iter_mut()
+        .zip(out.par_chunks(d).zip(grad_out.par_chunks(d)))
+        .with_min_len(256)
+        .for_each(|(delta, (o, g))| *delta = o.iter().zip(g).map(|(&o, &g)| o * g).sum());
+    let problem = |bh: usize| Problem {
+        s,
+        q: &q[bh * lq * d..][..lq * d],
+        k: &k[bh * lk * d..][..lk * d],
+        v: &v[bh * lk * d..][..lk * d],
+        bias,
+        lse: &lse[bh * lq..][..lq],
+        delta: &delta[bh * lq..][..lq],
+        grad_out: &grad_out[bh * lq * d..][..lq * d],
+    };
+
+    grad_q
+        .par_chunks_mut(lq * d)
+        .enumerate()
+        .for_each(|(bh, grad_q)| {
+            let p = problem(bh);
+            grad_q
+                .par_chunks_mut(BQ * d)
+                .enumerate()
+                .for_each(|(tile, grad_q)| {
+                    dispatch(|| p.grad_q_tile(tile * BQ, grad_q));
+                });
+        });
+    grad_k
+        .par_chunks_mut(lk * d)
+        .zip(grad_v.par_chunks_mut(lk * d))
+        .enumerate()
+        .for_each(|(bh, (grad_k, grad_v))| {
+            let p = problem(bh);
+            grad_k
+                .par_chunks_mut(BK * d)
+                .zip(grad_v.par_chunks_mut(BK * d))
+                .enumerate()
+                .for_each(|(tile, (grad_k, grad_v))| {
+                    dispatch(|| p.grad_kv_tile(tile * BK, grad_k, grad_v))
+                });
+        });
+    Ok(())
+}
+
+/// The slices of one (batch·head) problem that the backward tiles read.
+struct Problem<'a> {
+    s: &'a AttentionShape,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    bias: Option<&'a [f32]>,
+    lse: &'a [f32],
+    delta: &'a [f32],
+    grad_out: &'a [f32],
+}
+
+impl Problem<'_> {
+    /// Replaces the products in `p` (query rows `i0..`, key rows `j0..j0 + nk`) by `P = exp(S − lse)` and `dp`
+    /// (holding `dO·Vᵀ`) by `dS = P∘(dP − D)`. Rows with `lse = −∞` (fully masked) get `P = dS = 0`.
+    #[inline(always)]
+    fn probabilities_and_score_grads(
+        &self,
+        p: &mut [[f32; BK]],
+        dp: &mut [[f32; BK]],
+        i0: usize,
+        j0: usize,
+        nk: usize,
+    ) {
+        to_scores(p, nk, self.s.scale, self.bias, i0, j0, self.s.kv_len);
+        for (i, (p_row, dp_row)) in p.iter_mut().zip(dp.iter_mut()).enumerate() {
+            let (lse, delta) = (self.lse[i0 + i], self.delta[i0 + i]);
+            for (p, dp) in p_row[..nk].iter_mut().zip(&mut dp_row[..nk]) {
+                *p = if lse == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (*p - lse).exp()
+                };
+                *dp = *p * (*dp - delta);
+            }
+        }
+    }
+
+    /// `dQ` of query rows `i0..`: `scale·Σ_j dS_ij·k_j` over all key tiles.
+    #[inline(always)]
+    fn grad_q_tile(&self, i0: usize, grad_q: &mut [f32]) {
+        let (d, lk) = (self.s.head_dim, self.s.kv_len);
+        let nq = grad_q.len() / d;
+        let (q, grad_out) = (
+            &self.q[i0 * d..][..nq * d],
+            &self.grad_out[i0 * d..][..nq * d],
+        );
+        let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
+        let (mut p, mut ds) = (vec![[0.0f32; BK]; nq], vec![[0.0f32; BK]; nq]);
+        grad_q.fill(0.0);
+        for j0 in (0..lk).step_by(BK) {
+            let nk = BK.min(lk - j0);
+            let k_tile = &self.k[j0 * d..(j0 + nk) * d];
+            transpose_into(k_tile, d, &mut kt);
+            transpose_into(&self.v[j0 * d..(j0 + nk) * d], d, &mut vt);
+            tile_products(q, d, &kt, &mut p);
+            tile_products(grad_out, d, &vt, &mut ds);
+            self.probabilities_and_score_grads(&mut p, &mut ds, i0, j0, nk);
+            for (ds_row, grad_q_row) in ds.iter().zip(grad_q.chunks_exact_mut(d)) {
+                for (&ds_ij, k_row) in ds_row[..nk].iter().zip(k_tile.chunks_exact(d)) {
+                    axpy(ds_ij * self.s.scale, k_row, grad_q_row);
+                }
+            }
+        }
+    }
+
+    /// `dK`, `dV` of key rows `j0..`: `scale·Σ_i dS_ij·q_i` and `Σ_i P_ij·dO_i` over all query tiles.
+    #[inline(always)]
+    fn grad_kv_tile(&self, j0: usize, grad_k: &mut [f32], grad_v: &mut [f32]) {
+        let (d, lq) = (self.s.head_dim, self.s.q_len);
+        let nk = grad_k.len() / d;
+        let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
+        transpose_into(&self.k[j0 * d..(j0 + nk) * d], d, &mut kt);
+        transpose_into(&self.v[j0 * d..(j0 + nk) * d], d, &mut vt);
+        let (mut p, mut ds) = (vec![[0.0f32; BK]; BQ], vec![[0.0f32; BK]; BQ]);
+        for i0 in (0..lq).step_by(BQ) {
+            let nq = BQ.min(lq - i0);
+            let (q, grad_out) = (
+                &self.q[i0 * d..][..nq * d],
+                &self.grad_out[i0 * d..][..nq * d],
+            );
+            let (p, ds) = (&mut p[..nq], &mut ds[..nq]);
+            tile_products(q, d, &kt, p);
+            tile_products(grad_out, d, &vt, ds);
+            self.probabilities_and_score_grads(p, ds, i0, j0, nk);
+            for ((p_row, ds_row), (q_row, grad_out_row)) in p
+                .iter()
+                .zip(ds.iter())
+                .zip(q.chunks_exact(d).zip(grad_out.chunks_exact(d)))
+            {
+                for (j, (grad_k_row, grad_v_row)) in grad_k
+                    .chunks_exact_mut(d)
+                    .zip(grad_v.chunks_exact_mut(d))
+                    .enumerate()
+                {
+                    axpy(p_row[j], grad_out_row, grad_v_row);
+                    axpy(ds_row[j] * self.s.scale, q_row, grad_k_row);
+                }
+            }
+        }
+    }
+}

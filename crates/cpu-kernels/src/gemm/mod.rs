@@ -1,0 +1,393 @@
+//! Single-precision GEMM, `C[m×n] = alpha·A[m×k]·B[k×n] + beta·C`, on strided `f32` slices.
+//!
+//! The algorithm is Goto's, as structured by BLIS: five loops around a register-tile micro-kernel, with A and B copied
+//! ("packed") into cache-sized contiguous blocks so the innermost loop streams unit-stride memory.
+//!
+//! ```text
+//! for jc in 0..n step NC                      B block  B̃ = B[pc.., jc..]  kc×nc   lives in L3
+//!   for pc in 0..k step KC                    pack B̃ (NR-column panels, in parallel)
+//!     for ic in 0..m step MC      (parallel)  pack Ã = A[ic.., pc..]  mc×kc     lives in L2, one per task
+//!       for jr in 0..nc step NR   (parallel)  B̃ panel kc×NR                    lives in L1
+//!         for ir in 0..mc step MR             micro-kernel: C[ic+ir.., jc+jr..] (MR×NR) ← alpha·Ã·B̃ + beta'·C
+//! ```
+//!
+//! `beta' = beta` for the first `pc` block and 1 afterwards, so C accumulates the k-blocks in order. Every element of C
+//! therefore receives its k-terms in the same order (ascending `p` inside a block, blocks ascending) whatever the
+//! number of threads and however rayon splits the `ic` and `jr` loops: results are bit-identical across thread counts.
+//! Threads only ever split the `ic`/`jr` loops, whose C tiles are disjoint; small products run on the calling thread.
+//!
+//! Sizes (f32, MR×NR = 6×16): the B̃ panel is KC·NR·4 = 16 KiB (half of a 32 KiB L1d), an Ã block MC·KC·4 = 120 KiB
+//! (a quarter of a 512 KiB L2), B̃ at most KC·NC·4 = 4 MiB (a slice of L3). Packing costs O(mk + kn) copies against
+//! the O(mnk) multiply-adds.
+
+mod check;
+mod microkernel;
+mod pack;
+
+use rayon::prelude::*;
+
+pub use microkernel::MicroKernel;
+
+use crate::error::{KernelError, Result};
+use check::Axis;
+use microkernel::{CTile, MR, NR};
+use pack::PackBuf;
+
+/// Depth of a packed block: the k-extent one micro-kernel call sums over.
+const KC: usize = 256;
+/// Rows of A packed per task (a multiple of MR).
+const MC: usize = 120;
+/// Columns of B packed per k-block (a multiple of NR).
+const NC: usize = 4096;
+/// Products with fewer multiply-adds than this run on the calling thread: a rayon task costs about a microsecond.
+const PARALLEL_MIN_MACS: usize = 1 << 17;
+
+/// A read-only strided matrix view: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+/// A writable strided matrix view: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix with `cols` columns: `(i, j)` at `i·cols + j`.
+    pub fn row_major(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, as a view of the same data (strides swapped).
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+}
+
+impl<'a> MatMut<'a> {
+    /// A row-major matrix with `cols` columns: `(i, j)` at `i·cols + j`.
+    pub fn row_major(data: &'a mut [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+}
+
+/// C[m×n] = alpha·A[m×k]·B[k×n] + beta·C; element (i,j) of a matrix lives at i*row_stride + j*col_stride.
+/// Transposes are expressed through strides. beta == 0 means C is overwritten (NaNs in C ignored).
+///
+/// Errors when an addressed element lies outside its slice or when two elements of C share a slot.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: MatMut,
+) -> Result<()> {
+    sgemm_batched_using(
+        MicroKernel::detect(),
+        1,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        0,
+        b,
+        0,
+        beta,
+        c,
+        0,
+    )
+}
+
+/// `batch` independent products; matrix b of each operand starts at b*batch_stride (a batch stride of 0 broadcasts).
+///
+/// C may not broadcast (its batch stride must separate the products) since every product writes its own C.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_batched(
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef,
+    a_batch_stride: usize,
+    b: MatRef,
+    b_batch_stride: usize,
+    beta: f32,
+    c: MatMut,
+    c_batch_stride: usize,
+) -> Result<()> {
+    sgemm_batched_using(
+        MicroKernel::detect(),
+        batch,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        a_batch_stride,
+        b,
+        b_batch_stride,
+        beta,
+        c,
+        c_batch_stride,
+    )
+}
+
+/// [`sgemm_batched`] with a chosen micro-kernel, for tests and benchmarks that compare kernels. Errors if this CPU
+/// cannot run `kernel`.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_batched_using(
+    kernel: MicroKernel,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef,
+    a_batch_stride: usize,
+    b: MatRef,
+    b_batch_stride: usize,
+    beta: f32,
+    c: MatMut,
+    c_batch_stride: usize,
+) -> Result<()> {
+    const OP: &str = "sgemm";
+    if !kernel.is_supported() {
+        return Err(KernelError::new(
+            OP,
+            format!("this CPU cannot run the {kernel} micro-kernel"),
+        ));
+    }
+    let axes = |batch_stride: usize,
+                rows: (&'static str, usize, usize),
+                cols: (&'static str, usize, usize)| {
+        [
+            Axis {
+                name: "batch",
+                extent: batch,
+                stride: batch_stride,
+            },
+            Axis {
+                name: rows.0,
+                extent: rows.1,
+                stride: rows.2,
+            },
+            Axis {
+                name: cols.0,
+                extent: cols.1,
+                stride: cols.2,
+            },
+        ]
+    };
+    let a_axes = axes(
+        a_batch_stride,
+        ("m", m, a.row_stride),
+        ("k", k, a.col_stride),
+    );
+    let b_axes = axes(
+        b_batch_stride,
+        ("k", k, b.row_stride),
+        ("n", n, b.col_stride),
+    );
+    let c_axes = axes(
+        c_batch_stride,
+        ("m", m, c.row_stride),
+        ("n", n, c.col_stride),
+    );
+    // A and B are read only when some element of C is computed; C is touched whenever it is non-empty.
+    if n > 0 {
+        check::in_bounds(OP, "A", &a_axes, a.data.len())?;
+    }
+    if m > 0 {
+        check::in_bounds(OP, "B", &b_axes, b.data.len())?;
+    }
+    check::in_bounds(OP, "C", &c_axes, c.data.len())?;
+    check::injective(OP, "C", &c_axes)?;
+
+    if batch == 0 || m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        scale(batch, m, n, beta, c, c_batch_stride);
+        return Ok(());
+    }
+
+    let parallel = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
+    let c_base = SharedC {
+        ptr: c.data.as_mut_ptr(),
+        row_stride: c.row_stride,
+        col_stride: c.col_stride,
+    };
+    let product = |index: usize| {
+        let a_i = MatRef {
+            data: &a.data[index * a_batch_stride..],
+            ..a
+        };
+        let b_i = MatRef {
+            data: &b.data[index * b_batch_stride..],
+            ..b
+        };
+        // SAFETY: the bounds check covered offset index·c_batch_stride, so the pointer stays inside C's slice.
+        let c_i = unsafe { c_base.offset(index * c_batch_stride) };
+        // SAFETY: `c_i` addresses product `index` of C: in bounds by `in_bounds`, disjoint from the other products'
+        // elements by `injective`, and nothing else touches C's slice while `c` is mutably borrowed here.
+        unsafe { gemm_blocked(kernel, m, n, k, alpha, &a_i, &b_i, beta, c_i, parallel) };
+    };
+    if batch > 1 && parallel_batch(batch, m, n, k) {
+        (0..batch).into_par_iter().for_each(product);
+    } else {
+        (0..batch).for_each(product);
+    }
+    Ok(())
+}
+
+/// Whether a batch is worth spreading over threads product by product.
+fn parallel_batch(batch: usize, m: usize, n: usize, k: usize) -> bool {
+    batch.saturating_mul(m).saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS
+}
+
+/// `C ← beta·C` (zeros when beta == 0): the product of an empty sum.
+fn scale(batch: usize, m: usize, n: usize, beta: f32, c: MatMut, c_batch_stride: usize) {
+    for index in 0..batch {
+        for i in 0..m {
+            for j in 0..n {
+                let slot =
+                    &mut c.data[index * c_batch_stride + i * c.row_stride + j * c.col_stride];
+                *slot = if beta == 0.0 { 0.0 } else { beta * *slot };
+            }
+        }
+    }
+}
+
+/// The base of one C matrix, shared by the tasks that write its disjoint tiles.
+#[derive(Clone, Copy)]
+struct SharedC {
+    ptr: *mut f32,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+// SAFETY: a `SharedC` is only dereferenced through `tile`, and the loop nest hands each (ic, jr, ir) tile to exactly
+// one task, so no element is ever written by two threads or read while another writes it.
+unsafe impl Send for SharedC {}
+// SAFETY: as for `Send`: concurrent holders write pairwise disjoint tiles.
+unsafe impl Sync for SharedC {}
+
+impl SharedC {
+    /// The matrix starting `by` floats further on, with the same strides.
+    ///
+    /// # Safety
+    /// The offset stays inside the allocation.
+    unsafe fn offset(&self, by: usize) -> Self {
+        // SAFETY: forwarded from the caller.
+        let ptr = unsafe { self.ptr.add(by) };
+        Self { ptr, ..*self }
+    }
+
+    /// The `rows × cols` tile whose top-left element is `(i, j)`.
+    ///
+    /// # Safety
+    /// `(i, j)` is inside the matrix this `SharedC` addresses, so the offset stays inside its allocation.
+    unsafe fn tile(&self, i: usize, j: usize, rows: usize, cols: usize) -> CTile {
+        CTile {
+            // SAFETY: forwarded from the caller.
+            ptr: unsafe { self.ptr.add(i * self.row_stride + j * self.col_stride) },
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+            rows,
+            cols,
+        }
+    }
+}
+
+/// The five-loop blocked product of one matrix triple (see the module header), with `k > 0`.
+///
+/// # Safety
+/// `kernel` is supported; A and B address only elements inside their slices; every element of the `m × n` matrix
+/// `c` is inside one allocation, has a slot of its own, and no other code reads or writes those slots meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_blocked(
+    kernel: MicroKernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &MatRef,
+    b: &MatRef,
+    beta: f32,
+    c: SharedC,
+    parallel: bool,
+) {
+    let mut b_buf = PackBuf::with_len(KC * n.min(NC).next_multiple_of(NR));
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let beta_block = if pc == 0 { beta } else { 1.0 };
+            let b_packed = b_buf.floats(nc.next_multiple_of(NR) * kc);
+            pack::pack_b(b, pc, kc, jc, nc, b_packed, parallel);
+            let b_packed: &[f32] = b_packed;
+
+            let row_block = |a_buf: &mut PackBuf, ic: usize| {
+                let mc = MC.min(m - ic);
+                let a_packed = a_buf.floats(mc.next_multiple_of(MR) * kc);
+                pack::pack_a(a, ic, mc, pc, kc, a_packed);
+                let a_packed: &[f32] = a_packed;
+                let column_panel = |(q, b_panel): (usize, &[f32])| {
+                    let jr = q * NR;
+                    for (ir, a_panel) in (0..mc).step_by(MR).zip(a_packed.chunks_exact(MR * kc)) {
+                        // SAFETY: (ic + ir, jc + jr) is inside C, and this task alone owns the tile, which the
+                        // rows/cols clamp to C's edge; the kernel and panel lengths are as `run` requires.
+                        unsafe {
+                            let tile = c.tile(ic + ir, jc + jr, MR.min(mc - ir), NR.min(nc - jr));
+                            microkernel::run(kernel, kc, a_panel, b_panel, alpha, beta_block, tile);
+                        }
+                    }
+                };
+                if parallel {
+                    b_packed
+                        .par_chunks_exact(NR * kc)
+                        .enumerate()
+                        .for_each(column_panel);
+                } else {
+                    b_packed
+                        .chunks_exact(NR * kc)
+                        .enumerate()
+                        .for_each(column_panel);
+                }
+            };
+            if parallel {
+                (0..m)
+                    .into_par_iter()
+                    .step_by(MC)
+                    .for_each_init(|| PackBuf::with_len(MC * kc), row_block);
+            } else {
+                let mut a_buf = PackBuf::with_len(MC * kc);
+                (0..m).step_by(MC).for_each(|ic| row_block(&mut a_buf, ic));
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Packing: copy a block of A or B into the order the micro-kernel reads it, so that its inner loop walks memory with
+//! unit stride whatever the strides of the caller's matrices.
+//!
+//! A block `A[ic..ic+mc, pc..pc+kc]` becomes ⌈mc/MR⌉ *row panels*; panel `q` holds rows `q·MR .. q·MR+MR` column by
+//! column: `panel[p·MR + r] = A[ic + q·MR + r, pc + p]`. A block `B[pc..pc+kc, jc..jc+nc]` becomes ⌈nc/NR⌉ *column
+//! panels*; panel `q` holds columns `q·NR .. q·NR+NR` row by row: `panel[p·NR + c] = B[pc + p, jc + q·NR + c]`.
+//! Rows (columns) past the edge of the matrix are filled with zeros, so the micro-kernel always multiplies a full
+//! MR×NR tile and the padding contributes exact zeros that the write-back then ignores.
+
+use rayon::prelude::*;
+
+use super::microkernel::{MR, NR};
+use super::MatRef;
+
+/// A zeroed `f32` buffer whose start is aligned to a 64-byte cache line, so packed panels never straddle one more line
+/// than they must and vector loads from them are aligned.
+pub(super) struct PackBuf {
+    lines: Vec<CacheLine>,
+}
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct CacheLine([f32; 16]);
+
+impl PackBuf {
+    pub(super) fn with_len(len: usize) -> Self {
+        Self {
+            lines: vec![CacheLine([0.0; 16]); len.div_ceil(16)],
+        }
+    }
+
+    /// The first `len` floats of the buffer, growing it if needed.
+    pub(super) fn floats(&mut self, len: usize) -> &mut [f32] {
+        let lines = len.div_ceil(16);
+        if self.lines.len() < lines {
+            self.lines.resize(lines, CacheLine([0.0; 16]));
+        }
+        // SAFETY: `CacheLine` is `repr(C)` around `[f32; 16]` (64 bytes, alignment 64, no padding), so the vector's
+        // storage is `16 · lines.len() ≥ len` contiguous, initialised `f32`s, borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), len) }
+    }
+}
+
+/// Packs `A[ic..ic+mc, pc..pc+kc]` into `out` (length `⌈mc/MR⌉·MR·kc`) as MR-row panels.
+pub(super) fn pack_a(a: &MatRef, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [f32]) {
+    for (q, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
+        let row0 = ic + q * MR;
+        let rows = MR.min(ic + mc - row0);
+        for r in 0..MR {
+            if r < rows {
+                let base = (row0 + r) * a.row_stride + pc * a.col_stride;
+                for p in 0..kc {
+                    panel[p * MR + r] = a.data[base + p * a.col_stride];
+                }
+            } else {
+                for p in 0..kc {
+                    panel[p * MR + r] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// Packs `B[pc..pc+kc, jc..jc+nc]` into `out` (length `⌈nc/NR⌉·NR·kc`) as NR-column panels, panels in parallel when
+/// `parallel` is set.
+pub(super) fn pack_b(
+    b: &MatRef,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    out: &mut [f32],
+    parallel: bool,
+) {
+    let pack_panel = |(q, panel): (usize, &mut [f32])| {
+        let col0 = jc + q * NR;
+        let cols = NR.min(jc + nc - col0);
+        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            let base = (pc + p) * b.row_stride + col0 * b.col_stride;
+            if b.col_stride == 1 {
+                dst[..cols].copy_from_slice(&b.data[base..base + cols]);
+            } else {
+                for (c, d) in dst[..cols].iter_mut().enumerate() {
+                    *d = b.data[base + c * b.col_stride];
+                }
+            }
+            dst[cols..].fill(0.0);
+        }
+    };
+    if parallel {
+        out.par_chunks_exact_mut(NR * kc)
+            .enumerate()
+            .for_each(pack_panel);
+    } else {
+        out.chunks_exact_mut(NR * kc)
+            .enumerate()
+            .for_each(pack_panel);
+    }
+}

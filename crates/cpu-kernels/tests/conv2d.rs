@@ -1,0 +1,452 @@
+//! conv2d forward and backward against a direct f64 reference: the forward element by element, the gradients against
+//! central finite differences of the reference forward, and all three against the adjoint identities.
+//!
+//! Tolerance: an output (or gradient) element is a T-term f32 sum computed by GEMM, plus at most two more roundings
+//! (bias add / col2im accumulation). As for GEMM we allow |got − exact| ≤ 2·(T + 3)·2^-24·M, where M is the same
+//! sum taken over absolute values (computed exactly by running the f64 reference on |x|, |w|, |b|, |dy|).
+//! Finite differences of the f64 reference are exact up to ~1e-14 here because the convolution is linear in each of
+//! its arguments, so they serve as the exact gradient.
+
+mod common;
+
+use common::{assert_within, random_vec, F32_UNIT_ROUNDOFF};
+use diffuse_cpu_kernels::conv2d::{
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+};
+use proptest::prelude::*;
+
+/// Direct convolution in f64: the textbook seven loops.
+fn conv_ref(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+    let (cg, og) = (s.in_channels / s.groups, s.out_channels / s.groups);
+    let (oh_n, ow_n) = (s.out_h(), s.out_w());
+    let mut y = vec![0.0; s.output_len()];
+    for n in 0..s.batch {
+        for co in 0..s.out_channels {
+            let g = co / og;
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let mut sum = b.map_or(0.0, |b| b[co]);
+                    for c in 0..cg {
+                        for kh in 0..s.kernel_h {
+                            for kw in 0..s.kernel_w {
+                                let ih = (oh * s.stride.0 + kh * s.dilation.0) as isize
+                                    - s.padding.0 as isize;
+                                let iw = (ow * s.stride.1 + kw * s.dilation.1) as isize
+                                    - s.padding.1 as isize;
+                                if ih < 0
+                                    || iw < 0
+                                    || ih >= s.in_h as isize
+                                    || iw >= s.in_w as isize
+                                {
+                                    continue;
+                                }
+                                let ci = g * cg + c;
+                                let xv = x[((n * s.in_channels + ci) * s.in_h + ih as usize)
+                                    * s.in_w
+                                    + iw as usize];
+                                let wv = w[((co * cg + c) * s.kernel_h + kh) * s.kernel_w + kw];
+                                sum += xv * wv;
+                            }
+                        }
+                    }
+                    y[((n * s.out_channels + co) * oh_n + oh) * ow_n + ow] = sum;
+                }
+            }
+        }
+    }
+    y
+}
+
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+fn abs(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Tolerances `2·(terms + 3)·2^-24·magnitude` (plus a floor for finite-difference noise around exact zeros).
+fn tolerance(terms: usize, magnitude: &[f64]) -> Vec<f64> {
+    magnitude
+        .iter()
+        .map(|m| 2.0 * (terms as f64 + 3.0) * F32_UNIT_ROUNDOFF * m + 1e-9)
+        .collect()
+}
+
+/// `∂/∂v_i ⟨f(v), dy⟩` for every i by central differences of the f64 function `f`.
+fn finite_differences(v: &[f64], dy: &[f64], f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
+    let h = 0.5;
+    let mut probe = v.to_vec();
+    (0..v.len())
+        .map(|i| {
+            probe[i] = v[i] + h;
+            let up = dot(&f(&probe), dy);
+            probe[i] = v[i] - h;
+            let down = dot(&f(&probe), dy);
+            probe[i] = v[i];
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// Random data for one shape.
+struct Data {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+impl Data {
+    fn new(s: &Conv2dShape, seed: u64) -> Self {
+        Self {
+            x: random_vec(s.input_len(), seed),
+            w: random_vec(s.weight_len(), seed + 1),
+            b: random_vec(s.out_channels, seed + 2),
+            dy: random_vec(s.output_len(), seed + 3),
+        }
+    }
+}
+
+/// Shapes over every awkward case: batch 1, one channel, depthwise and grouped, 1×1 and non-square kernels, odd sizes,
+/// stride 2, padding 0 and 2, dilation 2. `max_side` bounds the image sides.
+fn shapes(max_side: usize) -> impl Strategy<Value = Conv2dShape> {
+    (
+        (1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3),
+        (1..=max_side, 1..=max_side, 1usize..=3, 1usize..=3),
+        (
+            (1usize..=2, 1usize..=2),
+            (0usize..=2, 0usize..=2),
+            (1usize..=2, 1usize..=2),
+        ),
+    )
+        .prop_map(
+            |(
+                (batch, groups, cg, og),
+                (in_h, in_w, kernel_h, kernel_w),
+                (stride, padding, dilation),
+            )| {
+                Conv2dShape {
+                    batch,
+                    in_channels: groups * cg,
+                    in_h,
+                    in_w,
+                    out_channels: groups * og,
+                    kernel_h,
+                    kernel_w,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                }
+            },
+        )
+        .prop_filter("the dilated kernel must fit the padded input", |s| {
+            s.validate().is_ok()
+        })
+}
+
+fn forward(s: &Conv2dShape, d: &Data, bias: bool) -> Vec<f32> {
+    let mut y = vec![f32::NAN; s.output_len()];
+    conv2d_forward(s, &d.x, &d.w, bias.then_some(&d.b[..]), &mut y).unwrap();
+    y
+}
+
+fn backward_input(s: &Conv2dShape, d: &Data) -> Vec<f32> {
+    let mut dx = vec![f32::NAN; s.input_len()];
+    conv2d_backward_input(s, &d.dy, &d.w, &mut dx).unwrap();
+    dx
+}
+
+fn backward_weight(s: &Conv2dShape, d: &Data) -> (Vec<f32>, Vec<f32>) {
+    let (mut dw, mut db) = (
+        vec![f32::NAN; s.weight_len()],
+        vec![f32::NAN; s.out_channels],
+    );
+    conv2d_backward_weight(s, &d.x, &d.dy, &mut dw, Some(&mut db)).unwrap();
+    (dw, db)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn conv2d_forward_matches_f64_reference(s in shapes(9), bias in any::<bool>(), seed in any::<u64>()) {
+        let d = Data::new(&s, seed);
+        let (x, w, b) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b));
+        let b = bias.then_some(&b[..]);
+        let want = conv_ref(&s, &x, &w, b);
+        let magnitude = conv_ref(&s, &abs(&x), &abs(&w), b.map(abs).as_deref());
+        let tol = tolerance(s.in_channels / s.groups * s.kernel_h * s.kernel_w, &magnitude);
+        assert_within(&forward(&s, &d, bias), &want, &tol, &format!("{s:?}"));
+    }
+
+    /// ⟨conv(x, w), dy⟩ = ⟨x, backward_input(dy)⟩ = ⟨w, backward_weight(dy)⟩ and Σ dy = ⟨1, grad_bias⟩ on larger shapes.
+    #[test]
+    fn conv2d_backward_kernels_are_adjoint_to_forward(s in shapes(12), seed in any::<u64>()) {
+        let d = Data::new(&s, seed);
+        let y = to_f64(&forward(&s, &d, false));
+        let dy = to_f64(&d.dy);
+        let dx = to_f64(&backward_input(&s, &d));
+        let (dw, db) = backward_weight(&s, &d);
+        let lhs = dot(&y, &dy);
+        // Every side is the same sum of |x·w·dy| terms, each f32 side rounded along a reduction no longer than
+        // (total terms); dot products of f32 results are taken in f64.
+        let magnitude = dot(&conv_ref(&s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.w)), None), &abs(&dy));
+        let terms = s.batch * s.out_h() * s.out_w() + s.weight_len();
+        let tol = 2.0 * (terms as f64 + 3.0) * F32_UNIT_ROUNDOFF * magnitude + 1e-9;
+        for (what, rhs) in [("input", dot(&to_f64(&d.x), &dx)), ("weight", dot(&to_f64(&d.w), &to_f64(&dw)))] {
+            prop_assert!((lhs - rhs).abs() <= tol, "{what}: {lhs} vs {rhs} (tolerance {tol:e}) for {s:?}");
+        }
+        // Each bias gradient is summed in f64 and rounded once to f32: relative error 2^-24 per channel.
+        let bias_sum: f64 = to_f64(&db).iter().sum();
+        let dy_sum: f64 = dy.iter().sum();
+        let bias_tol = 2.0 * F32_UNIT_ROUNDOFF * abs(&dy).iter().sum::<f64>() + 1e-9;
+        prop_assert!((bias_sum - dy_sum).abs() <= bias_tol, "bias: {bias_sum} vs {dy_sum}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn conv2d_backward_matches_finite_differences(s in shapes(6), seed in any::<u64>()) {
+        let d = Data::new(&s, seed);
+        let (x, w, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.dy));
+        let (ax, aw, ady) = (abs(&x), abs(&w), abs(&dy));
+
+        let want_dx = finite_differences(&x, &dy, |x| conv_ref(&s, x, &w, None));
+        let magnitude_dx = finite_differences(&ax, &ady, |x| conv_ref(&s, x, &aw, None));
+        let terms_dx = s.out_channels / s.groups * s.kernel_h * s.kernel_w;
+        assert_within(&backward_input(&s, &d), &want_dx, &tolerance(terms_dx, &magnitude_dx), "grad_input");
+
+        let want_dw = finite_differences(&w, &dy, |w| conv_ref(&s, &x, w, None));
+        let magnitude_dw = finite_differences(&aw, &ady, |w| conv_ref(&s, &ax, w, None));
+        let (dw, db) = backward_weight(&s, &d);
+        assert_within(&dw, &want_dw, &tolerance(s.batch * s.out_h() * s.out_w(), &magnitude_dw), "grad_weight");
+
+        let b = vec![0.0; s.out_channels];
+        let want_db = finite_differences(&b, &dy, |b| conv_ref(&s, &x, &w, Some(b)));
+        let magnitude_db = finite_differences(&b, &ady, |b| conv_ref(&s, &x, &w, Some(b)));
+        assert_within(&db, &want_db, &tolerance(s.batch * s.out_h() * s.out_w(), &magnitude_db), "grad_bias");
+    }
+}
+
+/// Shape with the fields every test below starts from: one 3×3 convolution of a small image.
+fn base() -> Conv2dShape {
+    Conv2dShape {
+        batch: 2,
+        in_channels: 4,
+        in_h: 5,
+        in_w: 5,
+        out_channels: 6,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: (1, 1),
+        padding: (1, 1),
+        dilation: (1, 1),
+        groups: 2,
+    }
+}
+
+#[test]
+fn conv2d_results_are_bit_identical_for_any_thread_count() {
+    let s = Conv2dShape {
+        batch: 5,
+        in_channels: 16,
+        in_h: 17,
+        in_w: 15,
+        out_channels: 24,
+        ..base()
+    };
+    let d = Data::new(&s, 11);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            (
+                forward(&s, &d, true),
+                backward_input(&s, &d),
+                backward_weight(&s, &d),
+            )
+        })
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let (y1, dx1, (dw1, db1)) = run(1);
+    let (y2, dx2, (dw2, db2)) = run(2);
+    assert_eq!(bits(&y1), bits(&y2), "forward");
+    assert_eq!(bits(&dx1), bits(&dx2), "backward input");
+    assert_eq!(bits(&dw1), bits(&dw2), "backward weight");
+    assert_eq!(bits(&db1), bits(&db2), "backward bias");
+}
+
+#[test]
+fn conv2d_with_empty_batch_is_a_no_op() {
+    let s = Conv2dShape { batch: 0, ..base() };
+    assert_eq!((s.input_len(), s.output_len()), (0, 0));
+    let w = vec![1.0; s.weight_len()];
+    conv2d_forward(&s, &[], &w, None, &mut []).unwrap();
+    conv2d_backward_input(&s, &[], &w, &mut []).unwrap();
+    let (mut dw, mut db) = (vec![f32::NAN; s.weight_len()], vec![f32::NAN; 6]);
+    conv2d_backward_weight(&s, &[], &[], &mut dw, Some(&mut db)).unwrap();
+    assert!(
+        dw.iter().chain(&db).all(|&v| v == 0.0),
+        "gradients of an empty batch are zero"
+    );
+}
+
+#[test]
+fn conv2d_shape_reports_output_geometry() {
+    let s = Conv2dShape {
+        in_h: 7,
+        in_w: 8,
+        stride: (2, 3),
+        padding: (2, 0),
+        dilation: (2, 1),
+        ..base()
+    };
+    // h: (7 + 4 − 5) / 2 + 1 = 4; w: (8 − 3) / 3 + 1 = 2.
+    assert_eq!((s.out_h(), s.out_w()), (4, 2));
+    assert_eq!(
+        (s.input_len(), s.weight_len(), s.output_len()),
+        (2 * 4 * 56, 6 * 2 * 9, 2 * 6 * 8)
+    );
+}
+
+#[test]
+fn conv2d_shape_validation_names_the_bad_field() {
+    let cases = [
+        (
+            Conv2dShape {
+                in_channels: 0,
+                ..base()
+            },
+            "in_channels is 0",
+        ),
+        (Conv2dShape { in_w: 0, ..base() }, "in_w is 0"),
+        (
+            Conv2dShape {
+                kernel_h: 0,
+                ..base()
+            },
+            "kernel_h is 0",
+        ),
+        (
+            Conv2dShape {
+                stride: (1, 0),
+                ..base()
+            },
+            "stride.1 (w) is 0",
+        ),
+        (
+            Conv2dShape {
+                dilation: (0, 1),
+                ..base()
+            },
+            "dilation.0 (h) is 0",
+        ),
+        (
+            Conv2dShape {
+                groups: 0,
+                ..base()
+            },
+            "groups is 0",
+        ),
+        (
+            Conv2dShape {
+                groups: 3,
+                ..base()
+            },
+            "in_channels = 4 is not divisible by groups = 3",
+        ),
+        (
+            Conv2dShape {
+                groups: 4,
+                ..base()
+            },
+            "out_channels = 6 is not divisible by groups = 4",
+        ),
+        (
+            Conv2dShape {
+                kernel_w: 8,
+                ..base()
+            },
+            "kernel_w = 8 with dilation 1 spans 8 positions, more than the padded in_w of 7",
+        ),
+        (
+            Conv2dShape {
+                dilation: (4, 1),
+                ..base()
+            },
+            "kernel_h = 3 with dilation 4 spans 9",
+        ),
+        (
+            Conv2dShape {
+                padding: (usize::MAX, 0),
+                ..base()
+            },
+            "extent overflows",
+        ),
+        (
+            Conv2dShape {
+                batch: usize::MAX / 4,
+                ..base()
+            },
+            "input length overflows",
+        ),
+    ];
+    for (shape, expected) in cases {
+        let err = shape.validate().expect_err(expected);
+        assert_eq!(err.op, "conv2d");
+        assert!(
+            err.message.contains(expected),
+            "{:?}: got {:?}, expected {expected:?}",
+            shape,
+            err.message
+        );
+    }
+}
+
+#[test]
+fn conv2d_kernels_reject_buffers_of_the_wrong_length() {
+    let s = base();
+    let d = Data::new(&s, 1);
+    let mut y = vec![0.0; s.output_len()];
+    let err = conv2d_forward(&s, &d.x[1..], &d.w, None, &mut y).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "conv2d_forward: input has {} elements but its shape implies {}",
+            s.input_len() - 1,
+            s.input_len()
+        )
+    );
+    let err = conv2d_forward(&s, &d.x, &d.w, Some(&d.b[1..]), &mut y).unwrap_err();
+    assert!(err.message.starts_with("bias has 5 elements"), "{err}");
+    let err = conv2d_forward(&s, &d.x, &d.w, None, &mut y[1..]).unwrap_err();
+    assert!(err.message.starts_with("output has"), "{err}");
+    let mut dx = vec![0.0; s.input_len()];
+    let err = conv2d_backward_input(&s, &d.dy, &d.w[1..], &mut dx).unwrap_err();
+    assert_eq!(
+        (err.op, err.message.starts_with("weight has")),
+        ("conv2d_backward_input", true),
+        "{err}"
+    );
+    let mut dw = vec![0.0; s.weight_len()];
+    let mut db = vec![0.0; 5];
+    let err = conv2d_backward_weight(&s, &d.x, &d.dy, &mut dw, Some(&mut db)).unwrap_err();
+    assert_eq!(
+        (err.op, err.message.starts_with("grad_bias has 5")),
+        ("conv2d_backward_weight", true),
+        "{err}"
+    );
+    let bad = Conv2dShape { groups: 3, ..s };
+    let err = conv2d_backward_weight(&bad, &d.x, &d.dy, &mut dw, None).unwrap_err();
+    assert_eq!(err.op, "conv2d_backward_weight");
+}

@@ -1,0 +1,559 @@
+//! `sgemm` / `sgemm_batched` against a naive f64 reference, over random shapes, strides and kernels.
+//!
+//! Tolerance: each C element is a k-term f32 dot product, then scaled by alpha and added to beta·C. Recursive summation
+//! (with or without FMA) errs by at most γ_k·Σ|a_ip·b_pj|, γ_k ≈ k·2^-24, and the scale/add steps add three more
+//! roundings. We allow twice that: |c − c_ref| ≤ 2·(k + 3)·2^-24·(|alpha|·Σ_p|a_ip·b_pj| + |beta·c_ij|).
+
+mod common;
+
+use common::{assert_within, random_vec, F32_UNIT_ROUNDOFF};
+use diffuse_cpu_kernels::gemm::{
+    sgemm, sgemm_batched, sgemm_batched_using, MatMut, MatRef, MicroKernel,
+};
+use proptest::prelude::*;
+
+/// How one operand is stored: which index is contiguous, how far apart its lines are, how far apart its batches.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    transposed: bool,
+    line_pad: usize,
+    broadcast: bool,
+}
+
+impl Layout {
+    const ROW_MAJOR: Layout = Layout {
+        transposed: false,
+        line_pad: 0,
+        broadcast: false,
+    };
+
+    /// (row_stride, col_stride, batch_stride, slice length) of a `batch` stack of rows × cols matrices.
+    fn strides(self, batch: usize, rows: usize, cols: usize) -> (usize, usize, usize, usize) {
+        let (lines, line_len) = if self.transposed {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        let lead = line_len + self.line_pad;
+        let matrix = lines * lead;
+        let (rs, cs) = if self.transposed {
+            (1, lead)
+        } else {
+            (lead, 1)
+        };
+        if self.broadcast {
+            (rs, cs, 0, matrix)
+        } else {
+            (rs, cs, matrix, batch * matrix)
+        }
+    }
+}
+
+fn layout() -> impl Strategy<Value = Layout> {
+    (
+        any::<bool>(),
+        prop_oneof![Just(0usize), Just(3)],
+        any::<bool>(),
+    )
+        .prop_map(|(transposed, line_pad, broadcast)| Layout {
+            transposed,
+            line_pad,
+            broadcast,
+        })
+}
+
+/// A complete problem: shapes, scalars, operands and C's initial contents.
+#[derive(Debug)]
+struct Problem {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    beta: f32,
+    a: Vec<f32>,
+    a_strides: (usize, usize, usize),
+    b: Vec<f32>,
+    b_strides: (usize, usize, usize),
+    c: Vec<f32>,
+    c_strides: (usize, usize, usize),
+}
+
+impl Problem {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        (batch, m, n, k): (usize, usize, usize, usize),
+        alpha: f32,
+        beta: f32,
+        a_layout: Layout,
+        b_layout: Layout,
+        c_layout: Layout,
+        seed: u64,
+    ) -> Self {
+        let (ar, ac, ab, a_len) = a_layout.strides(batch, m, k);
+        let (br, bc, bb, b_len) = b_layout.strides(batch, k, n);
+        let c_layout = Layout {
+            broadcast: false,
+            ..c_layout
+        };
+        let (cr, cc, cb, c_len) = c_layout.strides(batch, m, n);
+        let mut c = random_vec(c_len, seed + 2);
+        if beta == 0.0 {
+            // beta == 0 must ignore C entirely, NaNs included.
+            c.iter_mut().step_by(3).for_each(|x| *x = f32::NAN);
+        }
+        Self {
+            batch,
+            m,
+            n,
+            k,
+            alpha,
+            beta,
+            a: random_vec(a_len, seed),
+            a_strides: (ar, ac, ab),
+            b: random_vec(b_len, seed + 1),
+            b_strides: (br, bc, bb),
+            c,
+            c_strides: (cr, cc, cb),
+        }
+    }
+
+    fn run(&self, kernel: MicroKernel) -> Vec<f32> {
+        let mut c = self.c.clone();
+        let (ar, ac, ab) = self.a_strides;
+        let (br, bc, bb) = self.b_strides;
+        let (cr, cc, cb) = self.c_strides;
+        sgemm_batched_using(
+            kernel,
+            self.batch,
+            self.m,
+            self.n,
+            self.k,
+            self.alpha,
+            MatRef {
+                data: &self.a,
+                row_stride: ar,
+                col_stride: ac,
+            },
+            ab,
+            MatRef {
+                data: &self.b,
+                row_stride: br,
+                col_stride: bc,
+            },
+            bb,
+            self.beta,
+            MatMut {
+                data: &mut c,
+                row_stride: cr,
+                col_stride: cc,
+            },
+            cb,
+        )
+        .expect("valid problem");
+        c
+    }
+
+    /// The exact result (in f64) and the tolerance of every slot of C; slots outside the matrices keep their value.
+    fn reference(&self) -> (Vec<f64>, Vec<f64>) {
+        let mut want: Vec<f64> = self.c.iter().map(|&x| f64::from(x)).collect();
+        let mut tol = vec![0.0; self.c.len()];
+        let (ar, ac, ab) = self.a_strides;
+        let (br, bc, bb) = self.b_strides;
+        let (cr, cc, cb) = self.c_strides;
+        let roundings = 2.0 * (self.k as f64 + 3.0) * F32_UNIT_ROUNDOFF;
+        for t in 0..self.batch {
+            for i in 0..self.m {
+                for j in 0..self.n {
+                    let (mut dot, mut magnitude) = (0.0f64, 0.0f64);
+                    for p in 0..self.k {
+                        let term = f64::from(self.a[t * ab + i * ar + p * ac])
+                            * f64::from(self.b[t * bb + p * br + j * bc]);
+                        dot += term;
+                        magnitude += term.abs();
+                    }
+                    let slot = t * cb + i * cr + j * cc;
+                    let alpha = f64::from(self.alpha);
+                    let old = if self.beta == 0.0 {
+                        0.0
+                    } else {
+                        f64::from(self.beta) * want[slot]
+                    };
+                    want[slot] = alpha * dot + old;
+                    tol[slot] =
+                        roundings * (alpha.abs() * magnitude + old.abs()) + f64::MIN_POSITIVE;
+                }
+            }
+        }
+        (want, tol)
+    }
+}
+
+fn kernels() -> Vec<MicroKernel> {
+    [MicroKernel::Portable, MicroKernel::Avx2Fma]
+        .into_iter()
+        .filter(|k| k.is_supported())
+        .collect()
+}
+
+fn check_all_kernels(problem: &Problem) {
+    let (want, tol) = problem.reference();
+    for kernel in kernels() {
+        assert_within(
+            &problem.run(kernel),
+            &want,
+            &tol,
+            &format!("{kernel} kernel"),
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Sizes straddle the register tile (6×16) and the depth block (256), with every transpose and padding choice.
+    #[test]
+    fn sgemm_batched_matches_f64_reference_for_any_layout(
+        batch in 1usize..=3,
+        m in prop_oneof![1usize..=8, 9usize..=40],
+        n in prop_oneof![1usize..=17, 18usize..=50],
+        k in prop_oneof![1usize..=8, 250usize..=300],
+        alpha in prop_oneof![Just(1.0f32), Just(-0.75)],
+        beta in prop_oneof![Just(0.0f32), Just(1.0), Just(0.5)],
+        (a_layout, b_layout, c_layout) in (layout(), layout(), layout()),
+        seed in any::<u64>(),
+    ) {
+        check_all_kernels(&Problem::new((batch, m, n, k), alpha, beta, a_layout, b_layout, c_layout, seed));
+    }
+}
+
+#[test]
+fn sgemm_crosses_every_block_boundary() {
+    // m > MC (120), n > NC (4096), k > KC (256): every loop of the nest runs more than once, with ragged edges.
+    let layout = Layout::ROW_MAJOR;
+    check_all_kernels(&Problem::new(
+        (1, 127, 20, 520),
+        1.0,
+        0.5,
+        layout,
+        layout,
+        layout,
+        7,
+    ));
+    check_all_kernels(&Problem::new(
+        (1, 7, 4100, 3),
+        1.0,
+        0.0,
+        layout,
+        layout,
+        layout,
+        8,
+    ));
+}
+
+#[test]
+fn sgemm_is_large_enough_to_run_in_parallel_and_still_matches_reference() {
+    let t = Layout {
+        transposed: true,
+        line_pad: 1,
+        broadcast: false,
+    };
+    check_all_kernels(&Problem::new(
+        (1, 190, 170, 300),
+        0.5,
+        1.0,
+        t,
+        Layout::ROW_MAJOR,
+        t,
+        9,
+    ));
+}
+
+#[test]
+fn sgemm_with_k_zero_scales_c_by_beta() {
+    let mut c = vec![1.0, 2.0, f32::NAN, 4.0];
+    let empty = MatRef {
+        data: &[],
+        row_stride: 0,
+        col_stride: 0,
+    };
+    sgemm(
+        2,
+        2,
+        0,
+        1.0,
+        empty,
+        empty,
+        0.5,
+        MatMut::row_major(&mut c, 2),
+    )
+    .unwrap();
+    assert_eq!(&c[..2], &[0.5, 1.0]);
+    assert!(c[2].is_nan());
+    sgemm(
+        2,
+        2,
+        0,
+        1.0,
+        empty,
+        empty,
+        0.0,
+        MatMut::row_major(&mut c, 2),
+    )
+    .unwrap();
+    assert_eq!(c, vec![0.0; 4]);
+}
+
+#[test]
+fn sgemm_with_empty_output_touches_nothing() {
+    let a = [1.0f32; 6];
+    let mut c: [f32; 0] = [];
+    sgemm(
+        0,
+        3,
+        2,
+        1.0,
+        MatRef::row_major(&a, 2),
+        MatRef::row_major(&a, 3),
+        0.0,
+        MatMut::row_major(&mut c, 3),
+    )
+    .unwrap();
+    sgemm(
+        3,
+        0,
+        2,
+        1.0,
+        MatRef::row_major(&a, 2),
+        MatRef::row_major(&a, 0),
+        0.0,
+        MatMut::row_major(&mut c, 0),
+    )
+    .unwrap();
+}
+
+#[test]
+fn sgemm_broadcasts_an_operand_with_batch_stride_zero() {
+    let (m, n, k) = (5, 7, 9);
+    let a = random_vec(m * k, 1);
+    let b = random_vec(2 * k * n, 2);
+    let mut batched = vec![0.0; 2 * m * n];
+    sgemm_batched(
+        2,
+        m,
+        n,
+        k,
+        1.0,
+        MatRef::row_major(&a, k),
+        0,
+        MatRef::row_major(&b, n),
+        k * n,
+        0.0,
+        MatMut::row_major(&mut batched, n),
+        m * n,
+    )
+    .unwrap();
+    for t in 0..2 {
+        let mut single = vec![0.0; m * n];
+        let b_t = MatRef::row_major(&b[t * k * n..], n);
+        sgemm(
+            m,
+            n,
+            k,
+            1.0,
+            MatRef::row_major(&a, k),
+            b_t,
+            0.0,
+            MatMut::row_major(&mut single, n),
+        )
+        .unwrap();
+        assert_eq!(single, batched[t * m * n..(t + 1) * m * n], "product {t}");
+    }
+}
+
+#[test]
+fn sgemm_is_bit_identical_for_any_thread_count() {
+    let t = Layout {
+        transposed: true,
+        line_pad: 0,
+        broadcast: false,
+    };
+    let problems = [
+        Problem::new(
+            (1, 300, 260, 600),
+            1.0,
+            0.0,
+            Layout::ROW_MAJOR,
+            Layout::ROW_MAJOR,
+            Layout::ROW_MAJOR,
+            3,
+        ),
+        Problem::new((4, 61, 75, 270), -1.0, 0.5, t, Layout::ROW_MAJOR, t, 4),
+    ];
+    for problem in &problems {
+        for kernel in kernels() {
+            let with_threads = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| problem.run(kernel))
+            };
+            let serial = with_threads(1);
+            for threads in [2, 3] {
+                let parallel = with_threads(threads);
+                assert!(
+                    serial
+                        .iter()
+                        .zip(&parallel)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{kernel} kernel: 1 and {threads} threads differ"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn avx2_and_portable_kernels_agree_to_rounding() {
+    if !MicroKernel::Avx2Fma.is_supported() {
+        return;
+    }
+    let layout = Layout::ROW_MAJOR;
+    let problem = Problem::new((1, 50, 70, 400), 1.0, 0.0, layout, layout, layout, 5);
+    let (_, tol) = problem.reference();
+    let portable: Vec<f64> = problem
+        .run(MicroKernel::Portable)
+        .iter()
+        .map(|&x| f64::from(x))
+        .collect();
+    // Both kernels are within `tol` of the exact result, so within 2·tol of each other.
+    let doubled: Vec<f64> = tol.iter().map(|t| 2.0 * t).collect();
+    assert_within(
+        &problem.run(MicroKernel::Avx2Fma),
+        &portable,
+        &doubled,
+        "avx2 vs portable",
+    );
+}
+
+fn error_of(result: diffuse_cpu_kernels::Result<()>) -> String {
+    let err = result.expect_err("the call must be refused");
+    assert_eq!(err.op, "sgemm");
+    err.message
+}
+
+#[test]
+fn sgemm_rejects_operands_shorter_than_their_shape() {
+    let short = [0.0f32; 5];
+    let six = [0.0f32; 6];
+    let mut c = [0.0f32; 4];
+    let msg = error_of(sgemm(
+        2,
+        2,
+        3,
+        1.0,
+        MatRef::row_major(&short, 3),
+        MatRef::row_major(&six, 2),
+        0.0,
+        MatMut::row_major(&mut c, 2),
+    ));
+    assert!(msg.starts_with("A addresses element 5"), "{msg}");
+    let msg = error_of(sgemm(
+        2,
+        2,
+        3,
+        1.0,
+        MatRef::row_major(&six, 3),
+        MatRef::row_major(&short, 2),
+        0.0,
+        MatMut::row_major(&mut c, 2),
+    ));
+    assert!(msg.starts_with("B addresses element 5"), "{msg}");
+    let mut short_c = [0.0f32; 3];
+    let msg = error_of(sgemm(
+        2,
+        2,
+        3,
+        1.0,
+        MatRef::row_major(&six, 3),
+        MatRef::row_major(&six, 2),
+        0.0,
+        MatMut::row_major(&mut short_c, 2),
+    ));
+    assert!(msg.starts_with("C addresses element 3"), "{msg}");
+}
+
+#[test]
+fn sgemm_rejects_offsets_that_overflow() {
+    let a = [0.0f32; 4];
+    let mut c = [0.0f32; 4];
+    let huge = MatRef {
+        data: &a,
+        row_stride: usize::MAX,
+        col_stride: 1,
+    };
+    let msg = error_of(sgemm(
+        2,
+        2,
+        2,
+        1.0,
+        huge,
+        MatRef::row_major(&a, 2),
+        0.0,
+        MatMut::row_major(&mut c, 2),
+    ));
+    assert!(msg.contains("overflows"), "{msg}");
+}
+
+#[test]
+fn sgemm_rejects_an_output_that_writes_one_slot_twice() {
+    let a = [0.0f32; 4];
+    let mut c = [0.0f32; 4];
+    let rows_alias = MatMut {
+        data: &mut c,
+        row_stride: 0,
+        col_stride: 1,
+    };
+    let msg = error_of(sgemm(
+        2,
+        2,
+        2,
+        1.0,
+        MatRef::row_major(&a, 2),
+        MatRef::row_major(&a, 2),
+        0.0,
+        rows_alias,
+    ));
+    assert!(msg.contains("m stride 0"), "{msg}");
+    let overlapping = MatMut {
+        data: &mut c,
+        row_stride: 1,
+        col_stride: 1,
+    };
+    error_of(sgemm(
+        2,
+        2,
+        2,
+        1.0,
+        MatRef::row_major(&a, 2),
+        MatRef::row_major(&a, 2),
+        0.0,
+        overlapping,
+    ));
+    let msg = error_of(sgemm_batched(
+        2,
+        2,
+        2,
+        2,
+        1.0,
+        MatRef::row_major(&a, 2),
+        0,
+        MatRef::row_major(&a, 2),
+        0,
+        0.0,
+        MatMut::row_major(&mut c, 2),
+        0,
+    ));
+    assert!(msg.contains("batch stride 0"), "{msg}");
+}

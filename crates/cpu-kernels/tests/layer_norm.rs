@@ -1,0 +1,128 @@
+//! Layer norm against an f64 reference, its backward against finite differences.
+
+mod common;
+
+use common::{assert_close, finite_differences, to_f64, values, weighted_sum, with_threads};
+use diffuse_cpu_kernels::layer_norm::{layer_norm_backward, layer_norm_forward, LayerNormShape};
+use proptest::prelude::*;
+
+fn reference(s: &LayerNormShape, x: &[f64], gamma: &[f64], beta: &[f64]) -> Vec<f64> {
+    x.chunks(s.dim)
+        .flat_map(|row| {
+            let mean = row.iter().sum::<f64>() / s.dim as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / s.dim as f64;
+            let rstd = 1.0 / (var + f64::from(s.eps)).sqrt();
+            row.iter()
+                .zip(gamma)
+                .zip(beta)
+                .map(move |((v, g), b)| (v - mean) * rstd * g + b)
+        })
+        .collect()
+}
+
+struct Case {
+    s: LayerNormShape,
+    x: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+fn case(rows: usize, dim: usize, seed: u64) -> Case {
+    let s = LayerNormShape {
+        rows,
+        dim,
+        eps: 1e-5,
+    };
+    Case {
+        s,
+        x: values(seed, rows * dim)
+            .iter()
+            .map(|v| 0.5 + 2.0 * v)
+            .collect(),
+        gamma: values(seed + 1, dim).iter().map(|v| 1.0 + v).collect(),
+        beta: values(seed + 2, dim),
+    }
+}
+
+fn run(c: &Case, gy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mut y, mut mean, mut rstd) = (
+        vec![0.0; c.x.len()],
+        vec![0.0; c.s.rows],
+        vec![0.0; c.s.rows],
+    );
+    layer_norm_forward(&c.s, &c.x, &c.gamma, &c.beta, &mut y, &mut mean, &mut rstd).unwrap();
+    let (mut gx, mut gg, mut gb) = (vec![0.0; c.x.len()], vec![7.0; c.s.dim], vec![7.0; c.s.dim]);
+    layer_norm_backward(
+        &c.s, &c.x, &c.gamma, &mean, &rstd, gy, &mut gx, &mut gg, &mut gb,
+    )
+    .unwrap();
+    (y, gx, gg, gb)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn layer_norm_forward_matches_reference(rows in 1usize..40, dim in 1usize..70, seed in 0u64..1000) {
+        let c = case(rows, dim, seed);
+        let (y, ..) = run(&c, &vec![0.0; c.x.len()]);
+        // As for group norm: ~4 f32 roundings of terms |x̂γ| + |β| ≤ ~8.
+        assert_close("y", &y, &reference(&c.s, &to_f64(&c.x), &to_f64(&c.gamma), &to_f64(&c.beta)), 0.0, 2f64.powi(-17));
+    }
+
+    #[test]
+    fn layer_norm_backward_matches_finite_differences(rows in 1usize..20, dim in 1usize..9, seed in 0u64..1000) {
+        let c = case(rows, dim, seed);
+        let w = to_f64(&values(seed + 3, c.x.len()));
+        let gy: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let (_, gx, gg, gb) = run(&c, &gy);
+        let (x, gamma, beta) = (to_f64(&c.x), to_f64(&c.gamma), to_f64(&c.beta));
+        let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| weighted_sum(&w, &reference(&c.s, x, gamma, beta));
+        // dim 1 makes rstd = 1/sqrt(eps) ≈ 316 (x̂ = 0): grad_x is O(rstd) and carries ~rstd·2^-20 error.
+        let rstd_bound = if dim == 1 { 1.0 / 1e-5f64.sqrt() } else { 50.0 };
+        assert_close("grad_x", &gx, &finite_differences(&x, |x| loss(x, &gamma, &beta)), 0.0, rstd_bound * 2f64.powi(-16));
+        let atol = rows as f64 * 2f64.powi(-20);
+        assert_close("grad_gamma", &gg, &finite_differences(&gamma, |g| loss(&x, g, &beta)), 0.0, atol);
+        assert_close("grad_beta", &gb, &finite_differences(&beta, |b| loss(&x, &gamma, b)), 0.0, atol);
+    }
+}
+
+#[test]
+fn layer_norm_does_not_depend_on_the_thread_count() {
+    let c = case(203, 67, 3);
+    let gy = values(4, c.x.len());
+    assert_eq!(
+        with_threads(1, || run(&c, &gy)),
+        with_threads(3, || run(&c, &gy))
+    );
+}
+
+#[test]
+fn layer_norm_rejects_bad_shapes_and_lengths() {
+    let s = LayerNormShape {
+        rows: 2,
+        dim: 3,
+        eps: 1e-5,
+    };
+    let (x, g) = (vec![0.0; 6], vec![1.0; 3]);
+    let (mut y, mut m, mut r) = (vec![0.0; 6], vec![0.0; 2], vec![0.0; 2]);
+    let err = layer_norm_forward(&s, &x[..5], &g, &g, &mut y, &mut m, &mut r).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "layer_norm_forward: x has 5 elements but its shape implies 6"
+    );
+    let err = layer_norm_forward(
+        &LayerNormShape { dim: 0, ..s },
+        &[],
+        &[],
+        &[],
+        &mut [],
+        &mut m,
+        &mut r,
+    )
+    .unwrap_err();
+    assert!(err.message.contains("dim is 0"), "{err}");
+    let (mut gx, mut gg, mut gb) = (vec![0.0; 6], vec![0.0; 3], vec![0.0; 2]);
+    let err = layer_norm_backward(&s, &x, &g, &m, &r, &x, &mut gx, &mut gg, &mut gb).unwrap_err();
+    assert!(err.message.contains("grad_beta has 2 elements"), "{err}");
+}
