@@ -1,0 +1,9 @@
+//! The diffusion layer of diffuse: everything a denoising diffusion model needs that is not a tensor operation.
+//!
+//! - [`data`]: image datasets (IDX files as used by MNIST / Fashion-MNIST / KMNIST, or a folder of PNGs), normalised to
+//!   `[-1, 1]`, with deterministic shuffling and batching.
+//! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
+//!   replayed from a `u64` seed.
+
+pub mod data;
+pub mod rng;
