@@ -205,3 +205,49 @@ fn missing_file_is_an_error_naming_it() {
         "{error}"
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn any_u8_array_round_trips(
+            dims in proptest::collection::vec(0usize..6, 1..4), gzip: bool, seed: u8
+        ) {
+            let dir = TempDir::new("idx-prop-roundtrip");
+            let len: usize = dims.iter().product();
+            let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+            let path = dir.path().join("array");
+            write_idx_u8(&path, &dims, &data, gzip).unwrap();
+            let back = read_idx_u8(&path).unwrap();
+            prop_assert_eq!(back.dims, dims);
+            prop_assert_eq!(back.data, data);
+        }
+
+        #[test]
+        fn every_proper_prefix_of_a_valid_file_is_rejected(cut_fraction in 0.0f64..1.0, gzip: bool) {
+            let dir = TempDir::new("idx-prop-prefix");
+            let full = dir.path().join("full");
+            write_idx_u8(&full, &[3, 2, 2], &[9; 12], false).unwrap();
+            let bytes = std::fs::read(&full).unwrap();
+            let cut = (cut_fraction * bytes.len() as f64) as usize;
+            let prefix = &bytes[..cut];
+            let path = dir.path().join("prefix");
+            std::fs::write(&path, if gzip { gzipped(prefix) } else { prefix.to_vec() }).unwrap();
+            prop_assert!(read_idx_u8(&path).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let dir = TempDir::new("idx-prop-fuzz");
+            let path = dir.path().join("noise");
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = read_idx_u8(&path);
+            let _ = read_idx_images(&path);
+            let _ = read_idx_labels(&path);
+        }
+    }
+}
