@@ -76,6 +76,15 @@ fn missing_split_is_an_error_naming_what_was_looked_for() {
         error.contains("t10k-images-idx3-ubyte") && error.contains("test/"),
         "{error}"
     );
+
+    let empty = TempDir::new("ds-empty");
+    let error = Dataset::load(empty.path(), Split::Train)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("train-images-idx3-ubyte") && error.contains("no .png files"),
+        "{error}"
+    );
 }
 
 #[test]

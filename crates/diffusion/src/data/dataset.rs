@@ -67,7 +67,13 @@ impl Dataset {
             return Self::from_png_folder(&sub_folder);
         }
         if split == Split::Train {
-            return Self::from_png_folder(dir);
+            return Self::from_png_folder(dir).map_err(|e| match e.path.as_deref() {
+                Some(path) if path == dir => DataError::at(
+                    dir,
+                    format!("found neither {prefix}-images-idx3-ubyte[.gz], a train/ folder, nor usable PNGs: {}", e.message),
+                ),
+                _ => e,
+            });
         }
         Err(DataError::at(
             dir,
