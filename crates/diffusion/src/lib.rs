@@ -1,0 +1,12 @@
+//! The diffusion layer of diffuse: everything a denoising diffusion model needs that is not a tensor operation.
+//!
+//! - [`data`]: image datasets (IDX files as used by MNIST / Fashion-MNIST / KMNIST, or a folder of PNGs), normalised to
+//!   `[-1, 1]`, with deterministic shuffling and batching.
+//! - [`schedule`]: discrete noise schedules (betas, alphas, cumulative products) computed in `f64` exactly as diffusers'
+//!   `DDPMScheduler` defines them, inference timestep spacings, Karras sigmas, and diffusers `scheduler_config.json`.
+//! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
+//!   replayed from a `u64` seed.
+
+pub mod data;
+pub mod rng;
+pub mod schedule;
