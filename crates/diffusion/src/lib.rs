@@ -4,9 +4,14 @@
 //!   `[-1, 1]`, with deterministic shuffling and batching.
 //! - [`schedule`]: discrete noise schedules (betas, alphas, cumulative products) computed in `f64` exactly as diffusers'
 //!   `DDPMScheduler` defines them, inference timestep spacings, Karras sigmas, and diffusers `scheduler_config.json`.
+//! - [`forward`]: the forward process q(x_t | x_0), sampled in one fused pass.
 //! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
 //!   replayed from a `u64` seed.
 
 pub mod data;
+pub mod error;
+pub mod forward;
 pub mod rng;
 pub mod schedule;
+
+pub use error::{Error, Result};

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::{DType, Device};
 use diffuse_cpu_kernels::elementwise::{BinaryOp, UnaryOp};
+use diffuse_cpu_kernels::noise::StepCoefficients;
 use diffuse_cpu_kernels::reduce::ReduceOp;
 
 #[derive(Debug)]
@@ -207,6 +208,41 @@ impl Storage {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::upsample_nearest2x_backward(
                 s, planes, h, w,
             )?)),
+        }
+    }
+}
+
+impl Storage {
+    /// The fused forward process on a contiguous batch; returns `(x_t, ε)`.
+    pub fn q_sample(
+        &self,
+        sqrt_ab: &[f32],
+        sqrt_1mab: &[f32],
+        seed: u64,
+        offset: u64,
+    ) -> Result<(Self, Self)> {
+        match self {
+            Storage::Cpu(s) => {
+                let (x_t, eps) = cpu::q_sample(s, sqrt_ab, sqrt_1mab, seed, offset)?;
+                Ok((Storage::Cpu(x_t), Storage::Cpu(eps)))
+            }
+        }
+    }
+
+    /// The fused reverse step on contiguous `x_t` (self) and model output; returns `(x_prev, x̂0)`.
+    pub fn sampler_step(
+        &self,
+        model_out: &Storage,
+        coef: &[StepCoefficients],
+        clip: Option<f32>,
+        seed: u64,
+        offset: u64,
+    ) -> Result<(Self, Self)> {
+        match (self, model_out) {
+            (Storage::Cpu(x), Storage::Cpu(m)) => {
+                let (prev, x0) = cpu::sampler_step(x, m, coef, clip, seed, offset)?;
+                Ok((Storage::Cpu(prev), Storage::Cpu(x0)))
+            }
         }
     }
 }

@@ -348,3 +348,33 @@ fn arange_and_full_create_what_they_say() {
         2.0
     );
 }
+
+#[test]
+fn q_sample_mixes_data_and_the_philox_stream_per_sample() {
+    let x0 = Tensor::from_vec(
+        (0..12).map(|i| i as f32 / 6.0 - 1.0).collect(),
+        &[2, 2, 3],
+        Device::Cpu,
+    )
+    .unwrap();
+    let (sa, sb) = ([0.9f32, 0.3], [0.435_889_9_f32, 0.953_939_2]);
+    let (x_t, eps) = x0.q_sample(&sa, &sb, 7, 100).unwrap();
+    let mut stream = vec![0.0; 12];
+    diffuse_cpu_kernels::philox::fill_normal(7, 100, &mut stream);
+    assert_eq!(eps.to_vec().unwrap(), stream);
+    let (x, xt) = (x0.to_vec().unwrap(), x_t.to_vec().unwrap());
+    for i in 0..12 {
+        let b = i / 6;
+        let want = f64::from(sa[b]) * f64::from(x[i]) + f64::from(sb[b]) * f64::from(stream[i]);
+        assert!(
+            (f64::from(xt[i]) - want).abs() <= 1e-6,
+            "element {i}: {} vs {want}",
+            xt[i]
+        );
+    }
+    assert!(x0
+        .q_sample(&sa[..1], &sb, 7, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("2 samples"));
+}

@@ -8,6 +8,7 @@ use crate::layout::Layout;
 use crate::DType;
 use diffuse_cpu_kernels::elementwise::{self, BinaryOp, UnaryOp};
 use diffuse_cpu_kernels::index;
+use diffuse_cpu_kernels::noise::{self, StepCoefficients};
 use diffuse_cpu_kernels::reduce::{self, ReduceOp};
 use half::{bf16, f16};
 use std::borrow::Cow;
@@ -227,4 +228,37 @@ pub fn upsample_nearest2x_backward(
     let mut out = vec![0.0; planes * h * w];
     index::upsample_nearest2x_backward(&g.to_f32(), planes, h, w, &mut out)?;
     Ok(CpuStorage::from_f32(out, g.dtype()))
+}
+
+pub fn q_sample(
+    x0: &CpuStorage,
+    sqrt_ab: &[f32],
+    sqrt_1mab: &[f32],
+    seed: u64,
+    offset: u64,
+) -> Result<(CpuStorage, CpuStorage)> {
+    let x = x0.to_f32();
+    let (mut x_t, mut eps) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    noise::q_sample(&x, sqrt_ab, sqrt_1mab, seed, offset, &mut x_t, &mut eps)?;
+    Ok((
+        CpuStorage::from_f32(x_t, x0.dtype()),
+        CpuStorage::from_f32(eps, x0.dtype()),
+    ))
+}
+
+pub fn sampler_step(
+    x_t: &CpuStorage,
+    model_out: &CpuStorage,
+    coef: &[StepCoefficients],
+    clip: Option<f32>,
+    seed: u64,
+    offset: u64,
+) -> Result<(CpuStorage, CpuStorage)> {
+    let (x, m) = (x_t.to_f32(), model_out.to_f32());
+    let (mut prev, mut x0) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    noise::sampler_step(&x, &m, coef, clip, seed, offset, &mut prev, &mut x0)?;
+    Ok((
+        CpuStorage::from_f32(prev, x_t.dtype()),
+        CpuStorage::from_f32(x0, x_t.dtype()),
+    ))
 }

@@ -3,4 +3,5 @@
 
 mod elementwise;
 mod index;
+pub mod noise;
 mod reduce;

@@ -1,0 +1,44 @@
+//! The crate's error: whichever layer refused, with its own message.
+
+use crate::data::DataError;
+use crate::schedule::ScheduleError;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    Data(DataError),
+    Schedule(ScheduleError),
+    Tensor(diffuse_tensor::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Data(e) => e.fmt(f),
+            Error::Schedule(e) => e.fmt(f),
+            Error::Tensor(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<DataError> for Error {
+    fn from(e: DataError) -> Self {
+        Error::Data(e)
+    }
+}
+
+impl From<ScheduleError> for Error {
+    fn from(e: ScheduleError) -> Self {
+        Error::Schedule(e)
+    }
+}
+
+impl From<diffuse_tensor::Error> for Error {
+    fn from(e: diffuse_tensor::Error) -> Self {
+        Error::Tensor(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
