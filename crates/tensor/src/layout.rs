@@ -148,7 +148,8 @@ impl Layout {
         }
     }
 
-    fn check_dim(&self, op: &'static str, dim: usize) -> Result<()> {
+    /// An error naming `op` unless `dim` indexes a dimension of this layout.
+    pub fn check_dim(&self, op: &'static str, dim: usize) -> Result<()> {
         if dim < self.rank() {
             Ok(())
         } else {

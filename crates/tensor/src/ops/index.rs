@@ -17,26 +17,12 @@ fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
 }
 
 impl Tensor {
-    fn check_dim_arg(&self, op: &'static str, dim: usize) -> Result<()> {
-        if dim < self.rank() {
-            Ok(())
-        } else {
-            Err(Error::argument(
-                op,
-                format!(
-                    "dimension {dim} is out of range for shape {:?}",
-                    self.shape()
-                ),
-            ))
-        }
-    }
-
     /// Joins tensors along an existing dimension; all other dimensions must agree.
     pub fn concat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
         let first = *tensors
             .first()
             .ok_or_else(|| Error::argument("concat", "needs at least one tensor"))?;
-        first.check_dim_arg("concat", dim)?;
+        first.layout().check_dim("concat", dim)?;
         for (i, t) in tensors.iter().enumerate().skip(1) {
             first.check_compatible("concat", t)?;
             let same = t.rank() == first.rank()
@@ -88,7 +74,7 @@ impl Tensor {
 
     /// Picks the slices `indices` along `dim` (repeats allowed): `out[.., j, ..] = self[.., indices[j], ..]`.
     pub fn index_select(&self, dim: usize, indices: &[usize]) -> Result<Tensor> {
-        self.check_dim_arg("index_select", dim)?;
+        self.layout().check_dim("index_select", dim)?;
         let src = self.contiguous()?;
         let (outer, size, inner) = split_at_dim(self.shape(), dim);
         let storage = src.storage().index_select(outer, size, inner, indices)?;
@@ -105,7 +91,7 @@ impl Tensor {
         dim_size: usize,
         indices: &[usize],
     ) -> Result<Tensor> {
-        self.check_dim_arg("index_select_backward", dim)?;
+        self.layout().check_dim("index_select_backward", dim)?;
         let g = self.contiguous()?;
         let (outer, _, inner) = split_at_dim(self.shape(), dim);
         let storage = g
@@ -119,7 +105,7 @@ impl Tensor {
     /// `out[o, j, i] = self[o, index[o, j, i], i]` around `dim`; `index_shape` is `self`'s shape with `dim` replaced by
     /// the number of picks, and `index` lists them in row-major order.
     pub fn gather(&self, dim: usize, index_shape: &[usize], index: &[usize]) -> Result<Tensor> {
-        self.check_dim_arg("gather", dim)?;
+        self.layout().check_dim("gather", dim)?;
         let k = self.check_gather_shape("gather", dim, index_shape)?;
         let src = self.contiguous()?;
         let (outer, size, inner) = split_at_dim(self.shape(), dim);
@@ -135,7 +121,7 @@ impl Tensor {
         index: &[usize],
     ) -> Result<Tensor> {
         let probe = Tensor::zeros(&[], self.dtype(), self.device())?.broadcast_to(src_shape)?;
-        probe.check_dim_arg("gather_backward", dim)?;
+        probe.layout().check_dim("gather_backward", dim)?;
         let k = probe.check_gather_shape("gather_backward", dim, self.shape())?;
         let g = self.contiguous()?;
         let (outer, size, inner) = split_at_dim(src_shape, dim);
