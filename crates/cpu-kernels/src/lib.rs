@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod conv2d;
+mod dispatch;
 pub mod elementwise;
 pub mod error;
 pub mod gemm;

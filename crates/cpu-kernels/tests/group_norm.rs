@@ -118,7 +118,8 @@ proptest! {
         assert_close("grad_x", &gx, &finite_differences(&x, |x| loss(x, &gamma, &beta)), 0.0, scale * 2f64.powi(-16));
         // grad_γ, grad_β: f64 sums of N·S products of f32 values: a few f32 roundings per term, ~(N·S)·2^-22.
         let atol = (batch * spatial) as f64 * 2f64.powi(-20);
-        assert_close("grad_gamma", &gg, &finite_differences(&gamma, |g| loss(&x, g, &beta)), 0.0, atol);
+        // grad_γ's terms g·x̂ also carry x̂'s error: the f32 mean's rounding times rstd, as for grad_x above.
+        assert_close("grad_gamma", &gg, &finite_differences(&gamma, |g| loss(&x, g, &beta)), 0.0, atol * scale);
         assert_close("grad_beta", &gb, &finite_differences(&beta, |b| loss(&x, &gamma, b)), 0.0, atol);
     }
 }
