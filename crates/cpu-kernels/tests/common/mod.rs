@@ -1,5 +1,4 @@
-<<<<<<< HEAD
-//! Helpers shared by the integration tests: reproducible random data and tolerance checks.
+//! Helpers shared by the kernel tests: reproducible random data, tolerance checks, thread pools, finite differences.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
@@ -16,46 +15,10 @@ pub fn random_vec(len: usize, seed: u64) -> Vec<f32> {
             state ^= state >> 27;
             let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40; // 24 random bits
             (bits as f32 / (1u32 << 23) as f32) - 1.0
-=======
-//! Helpers shared by the kernel tests: comparisons with a stated tolerance, thread pools, finite differences.
-#![allow(dead_code)] // each test binary uses a different subset
-
-/// Runs `f` inside a rayon pool of exactly `threads` threads.
-pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("thread pool")
-        .install(f)
-}
-
-/// Asserts `|actual − expected| ≤ atol + rtol·|expected|` element-wise, naming the first index that fails.
-pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], rtol: f64, atol: f64) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-        let err = (f64::from(a) - e).abs();
-        assert!(
-            err <= atol + rtol * e.abs(),
-            "{what}[{i}]: kernel {a} vs reference {e} (|error| {err:e})"
-        );
-    }
-}
-
-/// Deterministic pseudo-random values in [-1, 1) for test inputs (a small LCG; the tests need variety, not quality).
-pub fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 40) as f64 / (1u64 << 23) as f64 - 1.0) as f32
->>>>>>> norm-attn
         })
         .collect()
 }
 
-<<<<<<< HEAD
 /// Asserts `|actual[i] − expected[i]| ≤ bound[i]` everywhere (an expected NaN must come out NaN), naming the first
 /// offending index.
 pub fn assert_within(actual: &[f32], expected: &[f64], bound: &[f64], what: &str) {
@@ -71,14 +34,43 @@ pub fn assert_within(actual: &[f32], expected: &[f64], bound: &[f64], what: &str
             "{what}: element {i} is {got}, expected {want} (error {err:e} > tolerance {tol:e})"
         );
     }
-=======
+}
+
+pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+        .install(f)
+}
+
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], rtol: f64, atol: f64) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let err = (f64::from(a) - e).abs();
+        assert!(
+            err <= atol + rtol * e.abs(),
+            "{what}[{i}]: kernel {a} vs reference {e} (|error| {err:e})"
+        );
+    }
+}
+
+pub fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 40) as f64 / (1u64 << 23) as f64 - 1.0) as f32
+        })
+        .collect()
+}
+
 pub fn to_f64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| f64::from(v)).collect()
 }
 
-/// Central finite differences of the scalar `loss(x)` at `x`: `(loss(x + h e_i) − loss(x − h e_i)) / 2h`.
-/// In f64 with h = 1e-5 the truncation error is O(h²) ≈ 1e-10 and the rounding error O(ε/h) ≈ 1e-11 relative to the
-/// loss scale, far below the f32 kernel's own error, so the comparison measures the kernel.
 pub fn finite_differences(x: &[f64], loss: impl Fn(&[f64]) -> f64) -> Vec<f64> {
     let h = 1e-5;
     let mut probe = x.to_vec();
@@ -94,8 +86,6 @@ pub fn finite_differences(x: &[f64], loss: impl Fn(&[f64]) -> f64) -> Vec<f64> {
         .collect()
 }
 
-/// `Σ w_i y_i`: the scalar loss whose gradient with respect to `y` is `w`, used to test backward passes.
 pub fn weighted_sum(w: &[f64], y: &[f64]) -> f64 {
     w.iter().zip(y).map(|(a, b)| a * b).sum()
->>>>>>> norm-attn
 }
