@@ -3,4 +3,10 @@
 
 mod elementwise;
 mod index;
+mod matmul;
+mod nn;
+mod optim;
+mod random;
 mod reduce;
+
+pub use nn::Conv2dParams;
