@@ -395,6 +395,12 @@ impl Storage {
             }
         }
     }
+    /// Overwrites this whole buffer with the elements of `src` under `layout` (the caller checked the counts agree).
+    pub fn assign(&mut self, src: &Storage, layout: &Layout) -> Result<()> {
+        match (self, src) {
+            (Storage::Cpu(d), Storage::Cpu(s)) => cpu::assign(d, s, layout),
+        }
+    }
 }
 
 fn no_cuda(device: Device) -> Error {

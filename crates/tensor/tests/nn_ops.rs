@@ -377,3 +377,19 @@ fn adamw_step_refuses_aliased_buffers_and_views() {
         .to_string();
     assert!(msg.contains("param is a view"), "{msg}");
 }
+
+#[test]
+fn assign_overwrites_in_place_from_a_strided_source() {
+    let target = Tensor::zeros(&[2, 3], DType::F32, CPU).unwrap();
+    let alias = target.clone();
+    let src = Tensor::arange(0.0, 6.0, 1.0, CPU)
+        .unwrap()
+        .reshape(&[3, 2])
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap();
+    target.assign(&src).unwrap();
+    assert_eq!(alias.to_vec().unwrap(), vec![0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+    let msg = target.assign(&seq(&[3, 2], 1)).unwrap_err().to_string();
+    assert!(msg.contains("[3, 2]") && msg.contains("[2, 3]"), "{msg}");
+}

@@ -509,3 +509,9 @@ pub fn adamw_step(
     adamw::adamw_step(cfg, step, p, &grad.to_f32(), m, v)?;
     Ok(())
 }
+
+/// Overwrites the whole of `dst` with the elements of `src` under `layout` (same count), in `dst`'s dtype.
+pub fn assign(dst: &mut CpuStorage, src: &CpuStorage, layout: &Layout) -> Result<()> {
+    *dst = copy_contiguous(src, layout, dst.dtype())?;
+    Ok(())
+}

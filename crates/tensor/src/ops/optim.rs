@@ -1,6 +1,6 @@
-//! In-place optimiser steps on parameter tensors.
+//! In-place updates of parameter tensors: the fused AdamW step, and assignment (loading a checkpoint).
 //!
-//! A step rewrites the parameter and its moment buffers where they lie, so each must own its whole buffer
+//! An update rewrites the parameter and its moment buffers where they lie, so each must own its whole buffer
 //! (contiguous, no offset, no other view sharing it with a different layout) and none may share a buffer with
 //! another: an aliased update would read values it has already overwritten.
 
@@ -65,6 +65,41 @@ impl Tensor {
         let (mut p, mut ms, mut vs) = (self.storage_mut(), m.storage_mut(), v.storage_mut());
         let g = grad.storage();
         p.adamw_step(cfg, step, &g, &mut ms, &mut vs)
+    }
+
+    /// Overwrites the values of `self` in place with those of `src` (same shape; any layout, dtype converted), so that
+    /// every holder of `self` sees the new values.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        const OP: &str = "assign";
+        if src.shape() != self.shape() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "source has shape {:?} but the target has {:?}",
+                    src.shape(),
+                    self.shape()
+                ),
+            ));
+        }
+        if src.device() != self.device() {
+            return Err(Error::DeviceMismatch {
+                op: OP,
+                lhs: self.device(),
+                rhs: src.device(),
+            });
+        }
+        if !self.owns_whole_buffer() {
+            return Err(Error::argument(
+                OP,
+                "the target is a view into a larger or reordered buffer; assignment needs a contiguous tensor that owns its storage",
+            ));
+        }
+        if self.same_storage(src) {
+            return Ok(());
+        }
+        let mut dst = self.storage_mut();
+        let s = src.storage();
+        dst.assign(&s, src.layout())
     }
 
     fn owns_whole_buffer(&self) -> bool {
