@@ -94,12 +94,15 @@ fn col2im_row(s: &Conv2dShape, src: &[f32], row: usize, dx: &mut [f32]) {
     {
         let ih = tap.first_in_row + (oh - tap.rows.start) * s.stride.0;
         let dst = &mut plane[ih * s.in_w + tap.first_in_col..(ih + 1) * s.in_w];
-        for (d, &g) in dst
-            .iter_mut()
-            .step_by(s.stride.1)
-            .zip(&src_row[tap.cols.clone()])
-        {
-            *d += g;
+        let src_inside = &src_row[tap.cols.clone()];
+        if s.stride.1 == 1 {
+            for (d, &g) in dst.iter_mut().zip(src_inside) {
+                *d += g;
+            }
+        } else {
+            for (d, &g) in dst.iter_mut().step_by(s.stride.1).zip(src_inside) {
+                *d += g;
+            }
         }
     }
 }
