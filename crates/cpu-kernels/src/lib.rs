@@ -7,6 +7,7 @@ pub mod error;
 pub use error::{KernelError, Result};
 pub mod adamw;
 pub mod attention;
+pub mod exp;
 pub mod group_norm;
 pub mod layer_norm;
 mod moments;
