@@ -16,13 +16,14 @@
 //! to nothing: its output is 0, its `lse` is −∞, and it contributes no gradient (no NaN anywhere).
 //!
 //! The tile products are written so LLVM vectorises them (`K_tile` is transposed so the inner loop runs over `BK`
-//! contiguous keys); on x86-64 the tile routines are also compiled for AVX2 and picked at run time. Multiplications
-//! and additions stay separate (no fused multiply-add), so both builds give bit-identical results.
+//! contiguous keys); on x86-64 the tile routines are also compiled for AVX2 and picked at run time (see
+//! `dispatch.rs`); both builds give bit-identical results.
 
 use rayon::prelude::*;
 
+use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
-use crate::exp::exp;
+use crate::math::exp;
 
 /// Query rows per tile (and per forward / dQ task).
 const BQ: usize = 32;
@@ -71,31 +72,6 @@ impl AttentionShape {
         self.q_len.checked_mul(self.kv_len).ok_or_else(overflow)?;
         Ok((q_elems, kv_elems))
     }
-}
-
-/// Calls the `#[inline(always)]` tile routine `$f` through a `#[target_feature(enable = "avx2")]` wrapper when the
-/// CPU has AVX2 (the routine is inlined into, and so compiled for, the wrapper), otherwise its baseline build.
-macro_rules! dispatch {
-    ($f:ident($($arg:ident: $ty:ty),* $(,)?)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[allow(clippy::too_many_arguments)]
-            #[target_feature(enable = "avx2")]
-            unsafe fn with_avx2($($arg: $ty),*) {
-                $f($($arg),*)
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: `with_avx2` only requires AVX2, which the CPU was just checked to support.
-                unsafe { with_avx2($($arg),*) }
-            } else {
-                $f($($arg),*)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $f($($arg),*)
-        }
-    }};
 }
 
 /// Writes the `rows × d` tile `src` transposed into `dst` (`d × BK`), zero-filling columns `rows..BK`.
