@@ -77,12 +77,13 @@ fn generate_blocks(seed: u64, first_block: u64, words: &mut [u32]) {
     let key = key_of(seed);
     for (group, words) in words.chunks_exact_mut(4 * LANES).enumerate() {
         let n0 = first_block.wrapping_add((group * LANES) as u64);
-        let mut c: [[u32; LANES]; 4] = [[0; LANES]; 4];
-        for lane in 0..LANES {
-            let n = n0.wrapping_add(lane as u64);
-            c[0][lane] = n as u32;
-            c[1][lane] = (n >> 32) as u32;
-        }
+        let counters: [u64; LANES] = std::array::from_fn(|lane| n0.wrapping_add(lane as u64));
+        let mut c: [[u32; LANES]; 4] = [
+            counters.map(|n| n as u32),
+            counters.map(|n| (n >> 32) as u32),
+            [0; LANES],
+            [0; LANES],
+        ];
         let mut k = key;
         for round in 0..10 {
             if round > 0 {
