@@ -1,11 +1,12 @@
 //! Backward rules against finite differences over random small shapes: broadcast operands (missing leading axes and
 //! size-1 axes), non-contiguous leaves (transposed and narrowed views), reductions over random axis sets, and batched
-//! matmul with broadcast batches. Tolerance as in `common`.
+//! matmul with broadcast batches, and the heavy operations over random geometry (convolution stride, padding 0..=2,
+//! dilation and groups; normalisation and attention sizes including 1). Tolerance as in `common`.
 
 mod common;
 
 use common::*;
-use diffuse_tensor::Tensor;
+use diffuse_tensor::{Conv2dParams, Tensor};
 use proptest::prelude::*;
 
 /// A tensor of `shape` stored transposed (last two axes swapped) or as a narrow of a wider buffer, so that the leaf
@@ -25,6 +26,23 @@ fn strided(shape: &[usize], seed: u64, how: u8) -> Tensor {
         }
         _ => randn(shape, seed),
     }
+}
+
+/// Noise (σ = 0.3) on a ramp `0, 1, 2, …` over every axis but the first, so that each normalised group or row has a
+/// standard deviation of order 1. Normalisation is ill-conditioned when its values nearly coincide: the gradient
+/// grows like rstd and the third derivative like rstd³, and a step of 1e-2 no longer resolves it (the kernels are
+/// right there too; the finite difference is not).
+fn spread(shape: &[usize], seed: u64) -> Tensor {
+    let per_item: usize = shape[1..].iter().product();
+    let ramp = Tensor::arange(0.0, per_item as f32, 1.0, CPU)
+        .unwrap()
+        .reshape(&shape[1..])
+        .unwrap();
+    randn(shape, seed)
+        .mul_scalar(0.3)
+        .unwrap()
+        .add(&ramp)
+        .unwrap()
 }
 
 fn small_shape() -> impl Strategy<Value = Vec<usize>> {
@@ -86,5 +104,49 @@ proptest! {
         b_shape.extend([k, n]);
         let (a, b) = (strided(&a_shape, seed, how_a), strided(&b_shape, seed + 3, how_b));
         check_gradients(&[&a, &b], |v| v[0].matmul(&v[1]));
+    }
+
+    #[test]
+    fn conv2d_over_random_geometry_matches_finite_differences(
+        (batch, group_in, group_out, groups) in (1usize..3, 1usize..3, 1usize..3, 1usize..3),
+        (kh, kw) in (1usize..4, 1usize..4),
+        (h, w) in (3usize..7, 3usize..7),
+        (sh, sw, ph, pw, dh, dw) in (1usize..3, 1usize..3, 0usize..3, 0usize..3, 1usize..3, 1usize..3),
+        with_bias in any::<bool>(),
+        seed in 0u64..1000,
+    ) {
+        let p = Conv2dParams { stride: (sh, sw), padding: (ph, pw), dilation: (dh, dw), groups };
+        // Skip geometries whose dilated kernel does not fit the padded input (no output).
+        prop_assume!(dh * (kh - 1) < h + 2 * ph && dw * (kw - 1) < w + 2 * pw);
+        let x = randn(&[batch, group_in * groups, h, w], seed);
+        let wt = randn(&[group_out * groups, group_in, kh, kw], seed + 1);
+        let b = randn(&[group_out * groups], seed + 2);
+        if with_bias {
+            check_gradients(&[&x, &wt, &b], |v| v[0].conv2d(&v[1], Some(&v[2]), &p));
+        } else {
+            check_gradients(&[&x, &wt], |v| v[0].conv2d(&v[1], None, &p));
+        }
+    }
+
+    #[test]
+    fn normalisation_and_attention_over_random_sizes_match_finite_differences(
+        (batch, groups, per_group, spatial) in (1usize..3, 1usize..3, 1usize..3, 1usize..5),
+        (bh, lq, lk, d) in (1usize..3, 1usize..4, 1usize..4, 1usize..5),
+        seed in 0u64..1000,
+    ) {
+        let c = groups * per_group;
+        let x = spread(&[batch, c, spatial], seed);
+        let (gamma, beta) = (randn(&[c], seed + 1), randn(&[c], seed + 2));
+        // A group of one or two elements normalises to (nearly) 0 or ±1 whatever its values; keep three or more.
+        if per_group * spatial >= 3 {
+            check_gradients(&[&x, &gamma, &beta], |v| v[0].group_norm(groups, &v[1], &v[2], 1e-5));
+        }
+        let rows = spread(&[batch, spatial + 2], seed + 3);
+        let (g1, b1) = (randn(&[spatial + 2], seed + 4), randn(&[spatial + 2], seed + 5));
+        check_gradients(&[&rows, &g1, &b1], |v| v[0].layer_norm(&v[1], &v[2], 1e-5));
+        let q = randn(&[bh, lq, d], seed + 6);
+        let k = randn(&[bh, lk, d], seed + 7);
+        let vv = randn(&[bh, lk, d], seed + 8);
+        check_gradients(&[&q, &k, &vv], |v| v[0].attention(&v[1], &v[2], 1.0 / (d as f32).sqrt()));
     }
 }
