@@ -134,6 +134,24 @@ fn matmul_rejects_mismatched_inner_dimensions_naming_both_shapes() {
 }
 
 #[test]
+fn matmul_with_empty_dimensions_gives_empty_or_zero_results() {
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32, Device::Cpu).unwrap();
+    assert_eq!(z(&[0, 3]).matmul(&z(&[3, 2])).unwrap().shape(), &[0, 2]);
+    assert_eq!(
+        z(&[2, 0, 3]).matmul(&z(&[3, 2])).unwrap().shape(),
+        &[2, 0, 2]
+    );
+    assert_eq!(
+        z(&[0, 2, 3]).matmul(&z(&[3, 2])).unwrap().shape(),
+        &[0, 2, 2]
+    );
+    // k = 0: every output is an empty sum.
+    let ones = |s: &[usize]| Tensor::ones(s, DType::F32, Device::Cpu).unwrap();
+    let c = ones(&[2, 0]).matmul(&ones(&[0, 3])).unwrap();
+    assert_eq!(c.to_vec().unwrap(), vec![0.0; 6]);
+}
+
+#[test]
 fn matmul_rejects_rank_one_operands() {
     let a = Tensor::zeros(&[3], DType::F32, Device::Cpu).unwrap();
     let b = Tensor::zeros(&[3, 2], DType::F32, Device::Cpu).unwrap();
