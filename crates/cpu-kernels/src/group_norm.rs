@@ -91,11 +91,12 @@ pub fn group_norm_forward(
                 .zip(x.chunks_exact(s.spatial))
                 .enumerate()
             {
-                // y = (x − mean)·rstd·γ + β = x·a + b with a = rstd·γ, b = β − mean·a.
+                // y = (x − mean)·a + β with a = rstd·γ. (Folding mean into the offset, x·a + (β − mean·a), would cancel
+                // two large terms when rstd is large, e.g. a near-constant group.)
                 let a = r * gamma[first_channel + c];
-                let b = beta[first_channel + c] - mu * a;
+                let b = beta[first_channel + c];
                 for (y, &x) in y.iter_mut().zip(x) {
-                    *y = x * a + b;
+                    *y = (x - mu) * a + b;
                 }
             }
         });

@@ -5,12 +5,14 @@
 pub mod adamw;
 pub mod attention;
 pub mod conv2d;
+mod dispatch;
 pub mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod group_norm;
 pub mod index;
 pub mod layer_norm;
+pub mod math;
 mod moments;
 pub mod noise;
 pub mod philox;

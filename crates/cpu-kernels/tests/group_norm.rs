@@ -81,7 +81,7 @@ fn backward(c: &Case, mean: &[f32], rstd: &[f32], gy: &[f32]) -> (Vec<f32>, Vec<
     (gx, gg, gb)
 }
 
-// Forward tolerance: mean and rstd are exact to f32 rounding (f64 sums), then y = x·a + b costs ~4 roundings of
+// Forward tolerance: mean and rstd are exact to f32 rounding (f64 sums), then y = (x − mean)·a + β costs ~4 roundings of
 // terms of size |x̂·γ| + |β| ≤ ~8 here: absolute error ≲ 8·4·2^-24 ≈ 2e-6; 2^-17 leaves headroom.
 const FORWARD_ATOL: f64 = 1.0 / 131_072.0;
 
