@@ -15,9 +15,10 @@
 //! Masking: `bias` (`[Lq, Lk]`, shared by all problems) may hold −∞. A query row whose scores are all −∞ attends
 //! to nothing: its output is 0, its `lse` is −∞, and it contributes no gradient (no NaN anywhere).
 //!
-//! The tile products are written so LLVM vectorises them (`K_tile` is transposed so the inner loop runs over `BK`
-//! contiguous keys); on x86-64 the tile routines are also compiled for AVX2 and picked at run time (see
-//! `dispatch.rs`); both builds give bit-identical results.
+//! Inner loops, written so LLVM vectorises them: score tiles transpose `K_tile` so the innermost loop runs over `BK`
+//! contiguous keys; the weighted row sums (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`) keep 32 output columns in registers over
+//! a whole tile (`add_weighted_rows`); `exp` is the vectorisable [`crate::math::exp`]. On x86-64 the tile routines
+//! are also compiled for AVX2 and picked at run time (`dispatch.rs`); both builds give bit-identical results.
 
 use rayon::prelude::*;
 
@@ -139,6 +140,20 @@ fn add_weighted_rows(weights: impl Iterator<Item = f32> + Clone, rows: &[f32], a
     }
 }
 
+/// `Σ x` in eight interleaved partial sums, so the additions vectorise (a single running sum is a serial chain).
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// Turns raw products `s = q·k` of query rows `i0..` and key rows `j0..j0 + nk` into scores `scale·s + bias`.
 #[inline(always)]
 fn to_scores(
@@ -253,7 +268,7 @@ fn forward_tile(
                 acc.iter_mut().for_each(|a| *a *= rescale);
             }
             row.iter_mut().for_each(|p| *p = exp(*p - new_max));
-            row_sum[i] += row.iter().sum::<f32>();
+            row_sum[i] += lane_sum(row);
             add_weighted_rows(row.iter().copied(), &v_tile, acc);
             row_max[i] = new_max;
         }
