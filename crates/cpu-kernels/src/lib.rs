@@ -4,7 +4,6 @@
 
 pub mod error;
 
-pub use error::{KernelError, Result};
 pub mod adamw;
 pub mod attention;
 mod dispatch;
@@ -15,3 +14,5 @@ mod moments;
 pub mod noise;
 pub mod philox;
 pub mod softmax;
+
+pub use error::{KernelError, Result};
