@@ -17,8 +17,9 @@
 //!
 //! Inner loops, written so LLVM vectorises them: score tiles transpose `K_tile` so the innermost loop runs over `BK`
 //! contiguous keys; the weighted row sums (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`) keep 32 output columns in registers over
-//! a whole tile (`add_weighted_rows`); `exp` is the vectorisable [`crate::math::exp`]. On x86-64 the tile routines
-//! are also compiled for AVX2 and picked at run time (`dispatch.rs`); both builds give bit-identical results.
+//! a whole tile (`add_weighted_rows`), both with explicit fused multiply-adds; `exp` is the vectorisable
+//! [`crate::math::exp`]. On x86-64 the tile routines are also compiled for AVX2 + FMA and picked at run time
+//! (`dispatch.rs`); both builds give bit-identical results.
 
 use rayon::prelude::*;
 
@@ -93,7 +94,7 @@ fn tile_products(a: &[f32], d: usize, bt: &[f32], out: &mut [[f32; BK]]) {
         let mut acc = [0.0f32; BK];
         for (&a_ip, bt_row) in a_row.iter().zip(bt.chunks_exact(BK)) {
             for (acc, &b) in acc.iter_mut().zip(bt_row) {
-                *acc += a_ip * b;
+                *acc = a_ip.mul_add(b, *acc);
             }
         }
         *row = acc;
@@ -131,7 +132,7 @@ fn add_weighted_rows(weights: impl Iterator<Item = f32> + Clone, rows: &[f32], a
                 .try_into()
                 .expect("rows are padded to whole blocks");
             for (s, &x) in sum.iter_mut().zip(row) {
-                *s += w * x;
+                *s = w.mul_add(x, *s);
             }
         }
         for (a, s) in acc.iter_mut().zip(sum) {
