@@ -5,8 +5,8 @@
 //! Backward, with `g = ∂L/∂y`, per group: `∂L/∂x = rstd·(γ[c]·g − mean(γ·g) − x̂·mean(γ·g·x̂))`; per channel
 //! `∂L/∂γ[c] = Σ_{n,s} g·x̂`, `∂L/∂β[c] = Σ_{n,s} g`. Each group task writes its per-(n, c) partial sums of `g` and
 //! `g·x̂`; a fixed-order sum over `n` finishes γ and β, so the result does not depend on the thread count.
-//! The per-group bodies run in their AVX2 + FMA build when the CPU has it (`dispatch.rs`); moments accumulate in f64 lanes
-//! (`moments.rs`).
+//! The per-group bodies run in their AVX2 + FMA build when the CPU has it (`dispatch.rs`); moments accumulate in
+//! f64 lanes (`moments.rs`).
 
 use rayon::prelude::*;
 

@@ -4,8 +4,8 @@
 //! `y = x̂·γ + β` with `γ, β [D]`. Rows are independent: rayon hands out blocks of rows.
 //! Backward, with `g = ∂L/∂y`, per row: `∂L/∂x = rstd·(γ∘g − mean(γ∘g) − x̂·mean(γ∘g∘x̂))`; per feature
 //! `∂L/∂γ = Σ_rows g∘x̂`, `∂L/∂β = Σ_rows g`. Each fixed block of `ROWS_PER_TASK` rows writes partial γ/β sums,
-//! added in block order afterwards, so the result does not depend on the thread count. Row bodies run in their AVX2 + FMA
-//! build when the CPU has it (`dispatch.rs`).
+//! added in block order afterwards, so the result does not depend on the thread count. Row bodies run in their
+//! AVX2 + FMA build when the CPU has it (`dispatch.rs`).
 
 use rayon::prelude::*;
 
