@@ -87,10 +87,36 @@ fn transpose_into(src: &[f32], d: usize, dst: &mut [f32]) {
     }
 }
 
+/// Score-tile columns per register block of [`tile_products`]: two rows × 32 columns are eight 8-lane accumulators.
+const BJ: usize = 32;
+
 /// `out[i][j] = Σ_p a[i, p]·bt[p, j]` for the `out.len()` rows of `a` (`· × d`) against `bt` (`d × BK`).
+/// Rows go in pairs so each loaded slice of `bt` feeds two rows' fused multiply-adds; every element is still summed
+/// over `p` in order, so pairing does not change the result.
 #[inline(always)]
 fn tile_products(a: &[f32], d: usize, bt: &[f32], out: &mut [[f32; BK]]) {
-    for (row, a_row) in out.iter_mut().zip(a.chunks_exact(d)) {
+    let mut out_pairs = out.chunks_exact_mut(2);
+    let mut a_pairs = a.chunks_exact(2 * d);
+    for (rows, a_rows) in (&mut out_pairs).zip(&mut a_pairs) {
+        let (a0, a1) = a_rows.split_at(d);
+        for j0 in (0..BK).step_by(BJ) {
+            let (mut acc0, mut acc1) = ([0.0f32; BJ], [0.0f32; BJ]);
+            for ((&x0, &x1), bt_row) in a0.iter().zip(a1).zip(bt.chunks_exact(BK)) {
+                let b: &[f32; BJ] = bt_row[j0..j0 + BJ].try_into().expect("BJ divides BK");
+                for ((c0, c1), &b) in acc0.iter_mut().zip(acc1.iter_mut()).zip(b) {
+                    *c0 = x0.mul_add(b, *c0);
+                    *c1 = x1.mul_add(b, *c1);
+                }
+            }
+            rows[0][j0..j0 + BJ].copy_from_slice(&acc0);
+            rows[1][j0..j0 + BJ].copy_from_slice(&acc1);
+        }
+    }
+    for (row, a_row) in out_pairs
+        .into_remainder()
+        .iter_mut()
+        .zip(a_pairs.remainder().chunks_exact(d))
+    {
         let mut acc = [0.0f32; BK];
         for (&a_ip, bt_row) in a_row.iter().zip(bt.chunks_exact(BK)) {
             for (acc, &b) in acc.iter_mut().zip(bt_row) {
