@@ -15,9 +15,11 @@
 //! Masking: `bias` (`[Lq, Lk]`, shared by all problems) may hold −∞. A query row whose scores are all −∞ attends
 //! to nothing: its output is 0, its `lse` is −∞, and it contributes no gradient (no NaN anywhere).
 //!
-//! The tile products are written so LLVM vectorises them (`K_tile` is transposed so the inner loop runs over `BK`
-//! contiguous keys); on x86-64 the tile routines are also compiled for AVX2 and picked at run time (see
-//! `dispatch.rs`); both builds give bit-identical results.
+//! Inner loops, written so LLVM vectorises them: score tiles transpose `K_tile` so the innermost loop runs over `BK`
+//! contiguous keys; the weighted row sums (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`) keep 32 output columns in registers over
+//! a whole tile (`add_weighted_rows`), both with explicit fused multiply-adds; `exp` is the vectorisable
+//! [`crate::math::exp`]. On x86-64 the tile routines are also compiled for AVX2 + FMA and picked at run time
+//! (`dispatch.rs`); both builds give bit-identical results.
 
 use rayon::prelude::*;
 
@@ -85,14 +87,40 @@ fn transpose_into(src: &[f32], d: usize, dst: &mut [f32]) {
     }
 }
 
+/// Score-tile columns per register block of [`tile_products`]: two rows × 32 columns are eight 8-lane accumulators.
+const BJ: usize = 32;
+
 /// `out[i][j] = Σ_p a[i, p]·bt[p, j]` for the `out.len()` rows of `a` (`· × d`) against `bt` (`d × BK`).
+/// Rows go in pairs so each loaded slice of `bt` feeds two rows' fused multiply-adds; every element is still summed
+/// over `p` in order, so pairing does not change the result.
 #[inline(always)]
 fn tile_products(a: &[f32], d: usize, bt: &[f32], out: &mut [[f32; BK]]) {
-    for (row, a_row) in out.iter_mut().zip(a.chunks_exact(d)) {
+    let mut out_pairs = out.chunks_exact_mut(2);
+    let mut a_pairs = a.chunks_exact(2 * d);
+    for (rows, a_rows) in (&mut out_pairs).zip(&mut a_pairs) {
+        let (a0, a1) = a_rows.split_at(d);
+        for j0 in (0..BK).step_by(BJ) {
+            let (mut acc0, mut acc1) = ([0.0f32; BJ], [0.0f32; BJ]);
+            for ((&x0, &x1), bt_row) in a0.iter().zip(a1).zip(bt.chunks_exact(BK)) {
+                let b: &[f32; BJ] = bt_row[j0..j0 + BJ].try_into().expect("BJ divides BK");
+                for ((c0, c1), &b) in acc0.iter_mut().zip(acc1.iter_mut()).zip(b) {
+                    *c0 = x0.mul_add(b, *c0);
+                    *c1 = x1.mul_add(b, *c1);
+                }
+            }
+            rows[0][j0..j0 + BJ].copy_from_slice(&acc0);
+            rows[1][j0..j0 + BJ].copy_from_slice(&acc1);
+        }
+    }
+    for (row, a_row) in out_pairs
+        .into_remainder()
+        .iter_mut()
+        .zip(a_pairs.remainder().chunks_exact(d))
+    {
         let mut acc = [0.0f32; BK];
         for (&a_ip, bt_row) in a_row.iter().zip(bt.chunks_exact(BK)) {
             for (acc, &b) in acc.iter_mut().zip(bt_row) {
-                *acc += a_ip * b;
+                *acc = a_ip.mul_add(b, *acc);
             }
         }
         *row = acc;
@@ -130,13 +158,27 @@ fn add_weighted_rows(weights: impl Iterator<Item = f32> + Clone, rows: &[f32], a
                 .try_into()
                 .expect("rows are padded to whole blocks");
             for (s, &x) in sum.iter_mut().zip(row) {
-                *s += w * x;
+                *s = w.mul_add(x, *s);
             }
         }
         for (a, s) in acc.iter_mut().zip(sum) {
             *a += s;
         }
     }
+}
+
+/// `Σ x` in eight interleaved partial sums, so the additions vectorise (a single running sum is a serial chain).
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Turns raw products `s = q·k` of query rows `i0..` and key rows `j0..j0 + nk` into scores `scale·s + bias`.
@@ -253,7 +295,7 @@ fn forward_tile(
                 acc.iter_mut().for_each(|a| *a *= rescale);
             }
             row.iter_mut().for_each(|p| *p = exp(*p - new_max));
-            row_sum[i] += row.iter().sum::<f32>();
+            row_sum[i] += lane_sum(row);
             add_weighted_rows(row.iter().copied(), &v_tile, acc);
             row_max[i] = new_max;
         }

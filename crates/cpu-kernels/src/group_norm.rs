@@ -5,9 +5,12 @@
 //! Backward, with `g = ∂L/∂y`, per group: `∂L/∂x = rstd·(γ[c]·g − mean(γ·g) − x̂·mean(γ·g·x̂))`; per channel
 //! `∂L/∂γ[c] = Σ_{n,s} g·x̂`, `∂L/∂β[c] = Σ_{n,s} g`. Each group task writes its per-(n, c) partial sums of `g` and
 //! `g·x̂`; a fixed-order sum over `n` finishes γ and β, so the result does not depend on the thread count.
+//! The per-group bodies run in their AVX2 + FMA build when the CPU has it (`dispatch.rs`); moments accumulate in
+//! f64 lanes (`moments.rs`).
 
 use rayon::prelude::*;
 
+use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
 use crate::moments::{mean_rstd, sum2_f64, sum_f64};
 
@@ -75,30 +78,23 @@ pub fn group_norm_forward(
     check_len(OP, "mean", mean.len(), s.batch * s.groups)?;
     check_len(OP, "rstd", rstd.len(), s.batch * s.groups)?;
 
-    let (cpg, m) = (s.channels_per_group(), s.group_len());
+    let m = s.group_len();
     y.par_chunks_mut(m)
         .zip(x.par_chunks(m))
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .enumerate()
         .with_min_len(groups_per_task(m))
         .for_each(|(ng, ((y, x), (mean, rstd)))| {
-            let (mu, r) = mean_rstd(x, s.eps);
-            *mean = mu;
-            *rstd = r;
-            let first_channel = (ng % s.groups) * cpg;
-            for (c, (y, x)) in y
-                .chunks_exact_mut(s.spatial)
-                .zip(x.chunks_exact(s.spatial))
-                .enumerate()
-            {
-                // y = (x − mean)·a + β with a = rstd·γ. (Folding mean into the offset, x·a + (β − mean·a), would cancel
-                // two large terms when rstd is large, e.g. a near-constant group.)
-                let a = r * gamma[first_channel + c];
-                let b = beta[first_channel + c];
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = (x - mu) * a + b;
-                }
-            }
+            dispatch!(normalise_group(
+                s: &GroupNormShape,
+                ng: usize,
+                x: &[f32],
+                gamma: &[f32],
+                beta: &[f32],
+                y: &mut [f32],
+                mean: &mut f32,
+                rstd: &mut f32,
+            ))
         });
     Ok(())
 }
@@ -141,35 +137,20 @@ pub fn group_norm_backward(
         )
         .enumerate()
         .with_min_len(groups_per_task(m))
-        .for_each(|(ng, ((gx, (x, gy)), (sum_g, sum_g_xhat)))| {
-            let (mu, r) = (f64::from(mean[ng]), f64::from(rstd[ng]));
-            let first_channel = (ng % s.groups) * cpg;
-            let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
-            for c in 0..cpg {
-                let range = c * s.spatial..(c + 1) * s.spatial;
-                let (x, gy) = (&x[range.clone()], &gy[range]);
-                sum_g[c] = sum_f64(gy, |g| g);
-                sum_g_xhat[c] = sum2_f64(gy, x, |g, x| g * (x - mu)) * r;
-                let gamma_c = f64::from(gamma[first_channel + c]);
-                sum_dxhat += gamma_c * sum_g[c];
-                sum_dxhat_xhat += gamma_c * sum_g_xhat[c];
-            }
-            let (mean_dxhat, mean_dxhat_xhat) = (
-                (sum_dxhat / m as f64) as f32,
-                (sum_dxhat_xhat / m as f64) as f32,
-            );
-            let (mu, r) = (mu as f32, r as f32);
-            for (c, (gx, (x, gy))) in gx
-                .chunks_exact_mut(s.spatial)
-                .zip(x.chunks_exact(s.spatial).zip(gy.chunks_exact(s.spatial)))
-                .enumerate()
-            {
-                let gamma_c = gamma[first_channel + c];
-                for ((gx, &x), &gy) in gx.iter_mut().zip(x).zip(gy) {
-                    let xhat = (x - mu) * r;
-                    *gx = r * (gamma_c * gy - mean_dxhat - xhat * mean_dxhat_xhat);
-                }
-            }
+        .for_each(|(ng, ((grad_x, (x, grad_y)), (sum_g, sum_g_xhat)))| {
+            let (mean, rstd) = (mean[ng], rstd[ng]);
+            dispatch!(group_backward(
+                s: &GroupNormShape,
+                ng: usize,
+                x: &[f32],
+                gamma: &[f32],
+                mean: f32,
+                rstd: f32,
+                grad_y: &[f32],
+                grad_x: &mut [f32],
+                sum_g: &mut [f64],
+                sum_g_xhat: &mut [f64],
+            ))
         });
 
     for c in 0..s.channels {
@@ -182,4 +163,86 @@ pub fn group_norm_backward(
         grad_gamma[c] = over_batch(&sum_g_xhat);
     }
     Ok(())
+}
+
+/// Forward of group `ng`: its moments, then `y = (x − mean)·(rstd·γ[c]) + β[c]` channel by channel.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn normalise_group(
+    s: &GroupNormShape,
+    ng: usize,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    mean: &mut f32,
+    rstd: &mut f32,
+) {
+    let (mu, r) = mean_rstd(x, s.eps);
+    *mean = mu;
+    *rstd = r;
+    let first_channel = (ng % s.groups) * s.channels_per_group();
+    for (c, (y, x)) in y
+        .chunks_exact_mut(s.spatial)
+        .zip(x.chunks_exact(s.spatial))
+        .enumerate()
+    {
+        // y = (x − mean)·a + β with a = rstd·γ. (Folding mean into the offset, x·a + (β − mean·a), would cancel
+        // two large terms when rstd is large, e.g. a near-constant group.)
+        let a = r * gamma[first_channel + c];
+        let b = beta[first_channel + c];
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = (x - mu) * a + b;
+        }
+    }
+}
+
+/// Backward of group `ng`: writes its `grad_x` and its channels' sums `Σ_s g` and `Σ_s g·x̂`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn group_backward(
+    s: &GroupNormShape,
+    ng: usize,
+    x: &[f32],
+    gamma: &[f32],
+    mean: f32,
+    rstd: f32,
+    grad_y: &[f32],
+    grad_x: &mut [f32],
+    sum_g: &mut [f64],
+    sum_g_xhat: &mut [f64],
+) {
+    let (cpg, m) = (s.channels_per_group(), s.group_len());
+    let (mu, r) = (f64::from(mean), f64::from(rstd));
+    let first_channel = (ng % s.groups) * cpg;
+    let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
+    for (c, (x, gy)) in x
+        .chunks_exact(s.spatial)
+        .zip(grad_y.chunks_exact(s.spatial))
+        .enumerate()
+    {
+        sum_g[c] = sum_f64(gy, |g| g);
+        sum_g_xhat[c] = sum2_f64(gy, x, |g, x| g * (x - mu)) * r;
+        let gamma_c = f64::from(gamma[first_channel + c]);
+        sum_dxhat += gamma_c * sum_g[c];
+        sum_dxhat_xhat += gamma_c * sum_g_xhat[c];
+    }
+    let (mean_dxhat, mean_dxhat_xhat) = (
+        (sum_dxhat / m as f64) as f32,
+        (sum_dxhat_xhat / m as f64) as f32,
+    );
+    for (c, (gx, (x, gy))) in grad_x
+        .chunks_exact_mut(s.spatial)
+        .zip(
+            x.chunks_exact(s.spatial)
+                .zip(grad_y.chunks_exact(s.spatial)),
+        )
+        .enumerate()
+    {
+        let gamma_c = gamma[first_channel + c];
+        for ((gx, &x), &gy) in gx.iter_mut().zip(x).zip(gy) {
+            let xhat = (x - mean) * rstd;
+            *gx = rstd * (gamma_c * gy - mean_dxhat - xhat * mean_dxhat_xhat);
+        }
+    }
 }

@@ -7,7 +7,7 @@
 const LANES: usize = 8;
 
 /// `Σ f(x_i)` accumulated in f64 lanes.
-#[inline]
+#[inline(always)]
 pub(crate) fn sum_f64(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0.0f64; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -22,7 +22,7 @@ pub(crate) fn sum_f64(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
 }
 
 /// `Σ f(a_i, b_i)` over two equally long runs, accumulated in f64 lanes.
-#[inline]
+#[inline(always)]
 pub(crate) fn sum2_f64(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
     let mut acc = [0.0f64; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -41,6 +41,7 @@ pub(crate) fn sum2_f64(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64
 }
 
 /// `(mean, rstd)` of a non-empty run, the biased variance regularised by `eps`.
+#[inline(always)]
 pub(crate) fn mean_rstd(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f64;
     let mean = sum_f64(x, |v| v) / n;
