@@ -2,7 +2,6 @@
 //! rayon. The CUDA kernels in `diffuse-cuda-kernels` take the same arguments in the same order, and the property tests of
 //! that crate hold each GPU kernel against its twin here.
 
-pub mod error;
 pub mod adamw;
 pub mod attention;
 pub mod conv2d;
@@ -20,6 +19,7 @@ pub mod philox;
 pub mod reduce;
 pub mod softmax;
 pub mod strided;
+
 pub use conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape};
 pub use error::{KernelError, Result};
 pub use gemm::{sgemm, sgemm_batched, MatMut, MatRef};
