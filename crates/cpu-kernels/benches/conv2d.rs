@@ -1,1 +1,77 @@
-fn main() {}
+//! conv2d throughput on ResNet-like 3×3, padding-1 layers (criterion "elem/s" = FLOP/s). A forward pass costs
+//! 2·N·Cout·OH·OW·(Cin/groups)·KH·KW FLOP; each backward (input, weight) costs the same again.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use diffuse_cpu_kernels::conv2d::{
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+};
+
+fn layer(batch: usize, channels: usize, side: usize) -> Conv2dShape {
+    Conv2dShape {
+        batch,
+        in_channels: channels,
+        in_h: side,
+        in_w: side,
+        out_channels: channels,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: (1, 1),
+        padding: (1, 1),
+        dilation: (1, 1),
+        groups: 1,
+    }
+}
+
+fn forward_flops(s: &Conv2dShape) -> u64 {
+    let per_output = s.in_channels / s.groups * s.kernel_h * s.kernel_w;
+    2 * (s.output_len() * per_output) as u64
+}
+
+fn filled(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+fn bench_conv2d(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2d_3x3");
+    group.sample_size(10);
+    let layers = [
+        (layer(32, 64, 28), false),
+        (layer(32, 128, 14), true),
+        (layer(32, 256, 7), false),
+    ];
+    for (s, with_backward) in layers {
+        let name = format!("N{}_C{}_{}x{}", s.batch, s.in_channels, s.in_h, s.in_w);
+        let (x, w, b) = (
+            filled(s.input_len()),
+            filled(s.weight_len()),
+            filled(s.out_channels),
+        );
+        let (mut y, mut dx, mut dw, mut db) = (
+            vec![0.0; s.output_len()],
+            vec![0.0; s.input_len()],
+            vec![0.0; s.weight_len()],
+            vec![0.0; s.out_channels],
+        );
+
+        group.throughput(Throughput::Elements(forward_flops(&s)));
+        group.bench_function(BenchmarkId::new("forward", &name), |bench| {
+            bench.iter(|| conv2d_forward(&s, &x, &w, Some(&b), &mut y).unwrap())
+        });
+        if with_backward {
+            group.throughput(Throughput::Elements(3 * forward_flops(&s)));
+            group.bench_function(BenchmarkId::new("forward+backward", &name), |bench| {
+                bench.iter(|| {
+                    conv2d_forward(&s, &x, &w, Some(&b), &mut y).unwrap();
+                    conv2d_backward_input(&s, &y, &w, &mut dx).unwrap();
+                    conv2d_backward_weight(&s, &x, &y, &mut dw, Some(&mut db)).unwrap();
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_conv2d);
+criterion_main!(benches);

@@ -15,13 +15,17 @@
 //! Masking: `bias` (`[Lq, Lk]`, shared by all problems) may hold −∞. A query row whose scores are all −∞ attends
 //! to nothing: its output is 0, its `lse` is −∞, and it contributes no gradient (no NaN anywhere).
 //!
-//! The tile products are written so LLVM vectorises them (`K_tile` is transposed so the inner loop runs over `BK`
-//! contiguous keys); on x86-64 the tile routines are also compiled for AVX2 and picked at run time. Multiplications
-//! and additions stay separate (no fused multiply-add), so both builds give bit-identical results.
+//! Inner loops, written so LLVM vectorises them: score tiles transpose `K_tile` so the innermost loop runs over `BK`
+//! contiguous keys; the weighted row sums (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`) keep 32 output columns in registers over
+//! a whole tile (`add_weighted_rows`), both with explicit fused multiply-adds; `exp` is the vectorisable
+//! [`crate::math::exp`]. On x86-64 the tile routines are also compiled for AVX2 + FMA and picked at run time
+//! (`dispatch.rs`); both builds give bit-identical results.
 
 use rayon::prelude::*;
 
+use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
+use crate::math::exp;
 
 /// Query rows per tile (and per forward / dQ task).
 const BQ: usize = 32;
@@ -72,23 +76,6 @@ impl AttentionShape {
     }
 }
 
-/// Runs `body` compiled for AVX2 when the CPU has it, otherwise for the baseline target.
-#[inline(always)]
-fn dispatch<R>(body: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: `with_avx2` only requires AVX2, which the CPU was just checked to support.
-            return unsafe { with_avx2(body) };
-        }
-    }
-    body()
-}
-
 /// Writes the `rows × d` tile `src` transposed into `dst` (`d × BK`), zero-filling columns `rows..BK`.
 #[inline(always)]
 fn transpose_into(src: &[f32], d: usize, dst: &mut [f32]) {
@@ -100,26 +87,98 @@ fn transpose_into(src: &[f32], d: usize, dst: &mut [f32]) {
     }
 }
 
+/// Score-tile columns per register block of [`tile_products`]: two rows × 32 columns are eight 8-lane accumulators.
+const BJ: usize = 32;
+
 /// `out[i][j] = Σ_p a[i, p]·bt[p, j]` for the `out.len()` rows of `a` (`· × d`) against `bt` (`d × BK`).
+/// Rows go in pairs so each loaded slice of `bt` feeds two rows' fused multiply-adds; every element is still summed
+/// over `p` in order, so pairing does not change the result.
 #[inline(always)]
 fn tile_products(a: &[f32], d: usize, bt: &[f32], out: &mut [[f32; BK]]) {
-    for (row, a_row) in out.iter_mut().zip(a.chunks_exact(d)) {
+    let mut out_pairs = out.chunks_exact_mut(2);
+    let mut a_pairs = a.chunks_exact(2 * d);
+    for (rows, a_rows) in (&mut out_pairs).zip(&mut a_pairs) {
+        let (a0, a1) = a_rows.split_at(d);
+        for j0 in (0..BK).step_by(BJ) {
+            let (mut acc0, mut acc1) = ([0.0f32; BJ], [0.0f32; BJ]);
+            for ((&x0, &x1), bt_row) in a0.iter().zip(a1).zip(bt.chunks_exact(BK)) {
+                let b: &[f32; BJ] = bt_row[j0..j0 + BJ].try_into().expect("BJ divides BK");
+                for ((c0, c1), &b) in acc0.iter_mut().zip(acc1.iter_mut()).zip(b) {
+                    *c0 = x0.mul_add(b, *c0);
+                    *c1 = x1.mul_add(b, *c1);
+                }
+            }
+            rows[0][j0..j0 + BJ].copy_from_slice(&acc0);
+            rows[1][j0..j0 + BJ].copy_from_slice(&acc1);
+        }
+    }
+    for (row, a_row) in out_pairs
+        .into_remainder()
+        .iter_mut()
+        .zip(a_pairs.remainder().chunks_exact(d))
+    {
         let mut acc = [0.0f32; BK];
         for (&a_ip, bt_row) in a_row.iter().zip(bt.chunks_exact(BK)) {
             for (acc, &b) in acc.iter_mut().zip(bt_row) {
-                *acc += a_ip * b;
+                *acc = a_ip.mul_add(b, *acc);
             }
         }
         *row = acc;
     }
 }
 
-/// `y += alpha·x`.
+/// Output columns per register block of [`add_weighted_rows`].
+const DC: usize = 32;
+
+/// `d` rounded up to whole register blocks: the row stride of padded tiles.
+fn padded(d: usize) -> usize {
+    d.div_ceil(DC) * DC
+}
+
+/// Copies the `rows × d` tile `src` into `dst` with row stride `padded(d)`, zero-filling the extra columns.
 #[inline(always)]
-fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
+fn pad_into(src: &[f32], d: usize, dst: &mut [f32]) {
+    let dp = padded(d);
+    for (dst, src) in dst.chunks_exact_mut(dp).zip(src.chunks_exact(d)) {
+        dst[..d].copy_from_slice(src);
+        dst[d..].fill(0.0);
     }
+}
+
+/// `acc[c] += Σ_r w_r·rows[r, c]` for `c < acc.len()`, with `rows` padded to stride `padded(acc.len())`.
+/// Each block of `DC` columns is summed in registers over all rows (four independent 8-lane chains), then added
+/// once: accumulating into `acc` row by row instead would chain every addition through memory.
+#[inline(always)]
+fn add_weighted_rows(weights: impl Iterator<Item = f32> + Clone, rows: &[f32], acc: &mut [f32]) {
+    let dp = padded(acc.len());
+    for (block, acc) in acc.chunks_mut(DC).enumerate() {
+        let mut sum = [0.0f32; DC];
+        for (w, row) in weights.clone().zip(rows.chunks_exact(dp)) {
+            let row: &[f32; DC] = row[block * DC..][..DC]
+                .try_into()
+                .expect("rows are padded to whole blocks");
+            for (s, &x) in sum.iter_mut().zip(row) {
+                *s = w.mul_add(x, *s);
+            }
+        }
+        for (a, s) in acc.iter_mut().zip(sum) {
+            *a += s;
+        }
+    }
+}
+
+/// `Σ x` in eight interleaved partial sums, so the additions vectorise (a single running sum is a serial chain).
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Turns raw products `s = q·k` of query rows `i0..` and key rows `j0..j0 + nk` into scores `scale·s + bias`.
@@ -183,7 +242,16 @@ pub fn attention_forward(
                 .for_each(|(tile, (out, lse))| {
                     let i0 = tile * BQ;
                     let q = &q[(bh * lq + i0) * d..][..out.len()];
-                    dispatch(|| forward_tile(s, q, k, v, bias, i0, out, lse));
+                    dispatch!(forward_tile(
+                        s: &AttentionShape,
+                        q: &[f32],
+                        k: &[f32],
+                        v: &[f32],
+                        bias: Option<&[f32]>,
+                        i0: usize,
+                        out: &mut [f32],
+                        lse: &mut [f32],
+                    ));
                 });
         });
     Ok(())
@@ -203,7 +271,7 @@ fn forward_tile(
     lse: &mut [f32],
 ) {
     let (d, lk, nq) = (s.head_dim, s.kv_len, lse.len());
-    let mut kt = vec![0.0f32; d * BK];
+    let (mut kt, mut v_tile) = (vec![0.0f32; d * BK], vec![0.0f32; BK * padded(d)]);
     let mut scores = vec![[0.0f32; BK]; nq];
     let mut row_max = vec![f32::NEG_INFINITY; nq];
     let mut row_sum = vec![0.0f32; nq];
@@ -214,23 +282,21 @@ fn forward_tile(
         transpose_into(&k[j0 * d..(j0 + nk) * d], d, &mut kt);
         tile_products(q, d, &kt, &mut scores);
         to_scores(&mut scores, nk, s.scale, bias, i0, j0, lk);
-        let v_tile = &v[j0 * d..(j0 + nk) * d];
+        pad_into(&v[j0 * d..(j0 + nk) * d], d, &mut v_tile);
         for (i, (row, acc)) in scores.iter_mut().zip(out.chunks_exact_mut(d)).enumerate() {
             let row = &mut row[..nk];
             let new_max = row.iter().copied().fold(row_max[i], f32::max);
             if new_max == f32::NEG_INFINITY {
                 continue; // every key so far is masked for this row
             }
-            let rescale = (row_max[i] - new_max).exp(); // 0 when the old maximum was −∞
+            let rescale = exp(row_max[i] - new_max); // 0 when the old maximum was −∞
             if rescale != 1.0 {
                 row_sum[i] *= rescale;
                 acc.iter_mut().for_each(|a| *a *= rescale);
             }
-            for (p, v_row) in row.iter_mut().zip(v_tile.chunks_exact(d)) {
-                *p = (*p - new_max).exp();
-                row_sum[i] += *p;
-                axpy(*p, v_row, acc);
-            }
+            row.iter_mut().for_each(|p| *p = exp(*p - new_max));
+            row_sum[i] += lane_sum(row);
+            add_weighted_rows(row.iter().copied(), &v_tile, acc);
             row_max[i] = new_max;
         }
     }
@@ -308,28 +374,26 @@ pub fn attention_backward(
         .par_chunks_mut(lq * d)
         .enumerate()
         .for_each(|(bh, grad_q)| {
-            let p = problem(bh);
+            let p = &problem(bh);
             grad_q
                 .par_chunks_mut(BQ * d)
                 .enumerate()
                 .for_each(|(tile, grad_q)| {
-                    dispatch(|| p.grad_q_tile(tile * BQ, grad_q));
+                    let i0 = tile * BQ;
+                    dispatch!(grad_q_tile(p: &Problem, i0: usize, grad_q: &mut [f32]));
                 });
         });
-    grad_k
-        .par_chunks_mut(lk * d)
-        .zip(grad_v.par_chunks_mut(lk * d))
-        .enumerate()
-        .for_each(|(bh, (grad_k, grad_v))| {
-            let p = problem(bh);
-            grad_k
-                .par_chunks_mut(BK * d)
-                .zip(grad_v.par_chunks_mut(BK * d))
-                .enumerate()
-                .for_each(|(tile, (grad_k, grad_v))| {
-                    dispatch(|| p.grad_kv_tile(tile * BK, grad_k, grad_v))
-                });
-        });
+    grad_k.par_chunks_mut(lk * d).zip(grad_v.par_chunks_mut(lk * d)).enumerate().for_each(
+        |(bh, (grad_k, grad_v))| {
+            let p = &problem(bh);
+            grad_k.par_chunks_mut(BK * d).zip(grad_v.par_chunks_mut(BK * d)).enumerate().for_each(
+                |(tile, (grad_k, grad_v))| {
+                    let j0 = tile * BK;
+                    dispatch!(grad_kv_tile(p: &Problem, j0: usize, grad_k: &mut [f32], grad_v: &mut [f32]));
+                },
+            );
+        },
+    );
     Ok(())
 }
 
@@ -345,93 +409,88 @@ struct Problem<'a> {
     grad_out: &'a [f32],
 }
 
-impl Problem<'_> {
-    /// Replaces the products in `p` (query rows `i0..`, key rows `j0..j0 + nk`) by `P = exp(S − lse)` and `dp`
-    /// (holding `dO·Vᵀ`) by `dS = P∘(dP − D)`. Rows with `lse = −∞` (fully masked) get `P = dS = 0`.
-    #[inline(always)]
-    fn probabilities_and_score_grads(
-        &self,
-        p: &mut [[f32; BK]],
-        dp: &mut [[f32; BK]],
-        i0: usize,
-        j0: usize,
-        nk: usize,
-    ) {
-        to_scores(p, nk, self.s.scale, self.bias, i0, j0, self.s.kv_len);
-        for (i, (p_row, dp_row)) in p.iter_mut().zip(dp.iter_mut()).enumerate() {
-            let (lse, delta) = (self.lse[i0 + i], self.delta[i0 + i]);
-            for (p, dp) in p_row[..nk].iter_mut().zip(&mut dp_row[..nk]) {
-                *p = if lse == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    (*p - lse).exp()
-                };
-                *dp = *p * (*dp - delta);
-            }
+/// Replaces the products in `p` (query rows `i0..`, key rows `j0..j0 + nk`) by `P = exp(S − lse)` and `dp`
+/// (holding `dO·Vᵀ`) by `dS = P∘(dP − D)`. Rows with `lse = −∞` (fully masked) get `P = dS = 0`.
+#[inline(always)]
+fn probabilities_and_score_grads(
+    pr: &Problem,
+    p: &mut [[f32; BK]],
+    dp: &mut [[f32; BK]],
+    i0: usize,
+    j0: usize,
+    nk: usize,
+) {
+    to_scores(p, nk, pr.s.scale, pr.bias, i0, j0, pr.s.kv_len);
+    for (i, (p_row, dp_row)) in p.iter_mut().zip(dp.iter_mut()).enumerate() {
+        let (lse, delta) = (pr.lse[i0 + i], pr.delta[i0 + i]);
+        for (p, dp) in p_row[..nk].iter_mut().zip(&mut dp_row[..nk]) {
+            *p = if lse == f32::NEG_INFINITY {
+                0.0
+            } else {
+                exp(*p - lse)
+            };
+            *dp = *p * (*dp - delta);
         }
     }
+}
 
-    /// `dQ` of query rows `i0..`: `scale·Σ_j dS_ij·k_j` over all key tiles.
-    #[inline(always)]
-    fn grad_q_tile(&self, i0: usize, grad_q: &mut [f32]) {
-        let (d, lk) = (self.s.head_dim, self.s.kv_len);
-        let nq = grad_q.len() / d;
-        let (q, grad_out) = (
-            &self.q[i0 * d..][..nq * d],
-            &self.grad_out[i0 * d..][..nq * d],
-        );
-        let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
-        let (mut p, mut ds) = (vec![[0.0f32; BK]; nq], vec![[0.0f32; BK]; nq]);
-        grad_q.fill(0.0);
-        for j0 in (0..lk).step_by(BK) {
-            let nk = BK.min(lk - j0);
-            let k_tile = &self.k[j0 * d..(j0 + nk) * d];
-            transpose_into(k_tile, d, &mut kt);
-            transpose_into(&self.v[j0 * d..(j0 + nk) * d], d, &mut vt);
-            tile_products(q, d, &kt, &mut p);
-            tile_products(grad_out, d, &vt, &mut ds);
-            self.probabilities_and_score_grads(&mut p, &mut ds, i0, j0, nk);
-            for (ds_row, grad_q_row) in ds.iter().zip(grad_q.chunks_exact_mut(d)) {
-                for (&ds_ij, k_row) in ds_row[..nk].iter().zip(k_tile.chunks_exact(d)) {
-                    axpy(ds_ij * self.s.scale, k_row, grad_q_row);
-                }
-            }
-        }
-    }
-
-    /// `dK`, `dV` of key rows `j0..`: `scale·Σ_i dS_ij·q_i` and `Σ_i P_ij·dO_i` over all query tiles.
-    #[inline(always)]
-    fn grad_kv_tile(&self, j0: usize, grad_k: &mut [f32], grad_v: &mut [f32]) {
-        let (d, lq) = (self.s.head_dim, self.s.q_len);
-        let nk = grad_k.len() / d;
-        let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
-        transpose_into(&self.k[j0 * d..(j0 + nk) * d], d, &mut kt);
-        transpose_into(&self.v[j0 * d..(j0 + nk) * d], d, &mut vt);
-        let (mut p, mut ds) = (vec![[0.0f32; BK]; BQ], vec![[0.0f32; BK]; BQ]);
-        for i0 in (0..lq).step_by(BQ) {
-            let nq = BQ.min(lq - i0);
-            let (q, grad_out) = (
-                &self.q[i0 * d..][..nq * d],
-                &self.grad_out[i0 * d..][..nq * d],
+/// `dQ` of query rows `i0..`: `scale·Σ_j dS_ij·k_j` over all key tiles.
+#[inline(always)]
+fn grad_q_tile(pr: &Problem, i0: usize, grad_q: &mut [f32]) {
+    let (d, lk) = (pr.s.head_dim, pr.s.kv_len);
+    let nq = grad_q.len() / d;
+    let (q, grad_out) = (&pr.q[i0 * d..][..nq * d], &pr.grad_out[i0 * d..][..nq * d]);
+    let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
+    let mut k_tile = vec![0.0f32; BK * padded(d)];
+    let (mut p, mut ds) = (vec![[0.0f32; BK]; nq], vec![[0.0f32; BK]; nq]);
+    grad_q.fill(0.0);
+    for j0 in (0..lk).step_by(BK) {
+        let nk = BK.min(lk - j0);
+        let k_rows = &pr.k[j0 * d..(j0 + nk) * d];
+        transpose_into(k_rows, d, &mut kt);
+        pad_into(k_rows, d, &mut k_tile);
+        transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, &mut vt);
+        tile_products(q, d, &kt, &mut p);
+        tile_products(grad_out, d, &vt, &mut ds);
+        probabilities_and_score_grads(pr, &mut p, &mut ds, i0, j0, nk);
+        for (ds_row, grad_q_row) in ds.iter().zip(grad_q.chunks_exact_mut(d)) {
+            add_weighted_rows(
+                ds_row[..nk].iter().map(|&x| x * pr.s.scale),
+                &k_tile,
+                grad_q_row,
             );
-            let (p, ds) = (&mut p[..nq], &mut ds[..nq]);
-            tile_products(q, d, &kt, p);
-            tile_products(grad_out, d, &vt, ds);
-            self.probabilities_and_score_grads(p, ds, i0, j0, nk);
-            for ((p_row, ds_row), (q_row, grad_out_row)) in p
-                .iter()
-                .zip(ds.iter())
-                .zip(q.chunks_exact(d).zip(grad_out.chunks_exact(d)))
-            {
-                for (j, (grad_k_row, grad_v_row)) in grad_k
-                    .chunks_exact_mut(d)
-                    .zip(grad_v.chunks_exact_mut(d))
-                    .enumerate()
-                {
-                    axpy(p_row[j], grad_out_row, grad_v_row);
-                    axpy(ds_row[j] * self.s.scale, q_row, grad_k_row);
-                }
-            }
+        }
+    }
+}
+
+/// `dK`, `dV` of key rows `j0..`: `scale·Σ_i dS_ij·q_i` and `Σ_i P_ij·dO_i` over all query tiles.
+#[inline(always)]
+fn grad_kv_tile(pr: &Problem, j0: usize, grad_k: &mut [f32], grad_v: &mut [f32]) {
+    let (d, lq) = (pr.s.head_dim, pr.s.q_len);
+    let nk = grad_k.len() / d;
+    let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
+    transpose_into(&pr.k[j0 * d..(j0 + nk) * d], d, &mut kt);
+    transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, &mut vt);
+    let (mut p, mut ds) = (vec![[0.0f32; BK]; BQ], vec![[0.0f32; BK]; BQ]);
+    let (mut q_tile, mut grad_out_tile) =
+        (vec![0.0f32; BQ * padded(d)], vec![0.0f32; BQ * padded(d)]);
+    for i0 in (0..lq).step_by(BQ) {
+        let nq = BQ.min(lq - i0);
+        let (q, grad_out) = (&pr.q[i0 * d..][..nq * d], &pr.grad_out[i0 * d..][..nq * d]);
+        let (p, ds) = (&mut p[..nq], &mut ds[..nq]);
+        tile_products(q, d, &kt, p);
+        tile_products(grad_out, d, &vt, ds);
+        probabilities_and_score_grads(pr, p, ds, i0, j0, nk);
+        pad_into(q, d, &mut q_tile);
+        pad_into(grad_out, d, &mut grad_out_tile);
+        let (q_tile, grad_out_tile) = (&q_tile[..nq * padded(d)], &grad_out_tile[..nq * padded(d)]);
+        for (j, (grad_k_row, grad_v_row)) in grad_k
+            .chunks_exact_mut(d)
+            .zip(grad_v.chunks_exact_mut(d))
+            .enumerate()
+        {
+            add_weighted_rows(p.iter().map(|row| row[j]), grad_out_tile, grad_v_row);
+            add_weighted_rows(ds.iter().map(|row| row[j] * pr.s.scale), q_tile, grad_k_row);
         }
     }
 }

@@ -4,10 +4,12 @@
 //! `y = x̂·γ + β` with `γ, β [D]`. Rows are independent: rayon hands out blocks of rows.
 //! Backward, with `g = ∂L/∂y`, per row: `∂L/∂x = rstd·(γ∘g − mean(γ∘g) − x̂·mean(γ∘g∘x̂))`; per feature
 //! `∂L/∂γ = Σ_rows g∘x̂`, `∂L/∂β = Σ_rows g`. Each fixed block of `ROWS_PER_TASK` rows writes partial γ/β sums,
-//! added in block order afterwards, so the result does not depend on the thread count.
+//! added in block order afterwards, so the result does not depend on the thread count. Row bodies run in their
+//! AVX2 + FMA build when the CPU has it (`dispatch.rs`).
 
 use rayon::prelude::*;
 
+use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
 use crate::moments::{mean_rstd, sum2_f64};
 
@@ -63,12 +65,15 @@ pub fn layer_norm_forward(
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .with_min_len((4096 / s.dim).max(1))
         .for_each(|((y, x), (mean, rstd))| {
-            let (mu, r) = mean_rstd(x, s.eps);
-            *mean = mu;
-            *rstd = r;
-            for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                *y = (x - mu) * r * g + b;
-            }
+            dispatch!(normalise_row(
+                s: &LayerNormShape,
+                x: &[f32],
+                gamma: &[f32],
+                beta: &[f32],
+                y: &mut [f32],
+                mean: &mut f32,
+                rstd: &mut f32,
+            ))
         });
     Ok(())
 }
@@ -107,32 +112,19 @@ pub fn layer_norm_backward(
         .zip(x.par_chunks(block).zip(grad_y.par_chunks(block)))
         .zip(partial.par_chunks_mut(2 * d))
         .enumerate()
-        .for_each(|(task, ((gx, (x, gy)), partial))| {
-            let (sum_g, sum_g_xhat) = partial.split_at_mut(d);
-            for (i, (gx, (x, gy))) in gx
-                .chunks_exact_mut(d)
-                .zip(x.chunks_exact(d).zip(gy.chunks_exact(d)))
-                .enumerate()
-            {
-                let row = task * ROWS_PER_TASK + i;
-                let (mu, r) = (mean[row], rstd[row]);
-                let (mu64, r64) = (f64::from(mu), f64::from(r));
-                let mean_dxhat = sum2_f64(gy, gamma, |g, w| g * w) / d as f64;
-                let sum_dxhat_centred: f64 = gy
-                    .iter()
-                    .zip(gamma)
-                    .zip(x)
-                    .map(|((&g, &w), &x)| f64::from(g) * f64::from(w) * (f64::from(x) - mu64))
-                    .sum();
-                let mean_dxhat_xhat = sum_dxhat_centred * r64 / d as f64;
-                let (mean_dxhat, mean_dxhat_xhat) = (mean_dxhat as f32, mean_dxhat_xhat as f32);
-                for j in 0..d {
-                    let xhat = (x[j] - mu) * r;
-                    gx[j] = r * (gamma[j] * gy[j] - mean_dxhat - xhat * mean_dxhat_xhat);
-                    sum_g[j] += f64::from(gy[j]);
-                    sum_g_xhat[j] += f64::from(gy[j]) * (f64::from(x[j]) - mu64) * r64;
-                }
-            }
+        .for_each(|(task, ((grad_x, (x, grad_y)), partial))| {
+            let rows = task * ROWS_PER_TASK..task * ROWS_PER_TASK + x.len() / d;
+            let (mean, rstd) = (&mean[rows.clone()], &rstd[rows]);
+            dispatch!(rows_backward(
+                d: usize,
+                x: &[f32],
+                gamma: &[f32],
+                mean: &[f32],
+                rstd: &[f32],
+                grad_y: &[f32],
+                grad_x: &mut [f32],
+                partial: &mut [f64],
+            ))
         });
 
     let (mut beta_acc, mut gamma_acc) = (vec![0.0f64; d], vec![0.0f64; d]);
@@ -147,4 +139,61 @@ pub fn layer_norm_backward(
         grad_gamma[j] = gamma_acc[j] as f32;
     }
     Ok(())
+}
+
+/// Forward of one row: its moments, then `y = (x − mean)·rstd·γ + β`.
+#[inline(always)]
+fn normalise_row(
+    s: &LayerNormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    mean: &mut f32,
+    rstd: &mut f32,
+) {
+    let (mu, r) = mean_rstd(x, s.eps);
+    *mean = mu;
+    *rstd = r;
+    for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+        *y = (x - mu) * r * g + b;
+    }
+}
+
+/// Backward of a block of rows (`d` features each): writes their `grad_x` and adds the block's `Σ g` and `Σ g∘x̂` into
+/// `partial` (`[Σ g ; Σ g∘x̂]`, `2·d` values, zero on entry).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows_backward(
+    d: usize,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    grad_y: &[f32],
+    grad_x: &mut [f32],
+    partial: &mut [f64],
+) {
+    let (sum_g, sum_g_xhat) = partial.split_at_mut(d);
+    let rows = grad_x
+        .chunks_exact_mut(d)
+        .zip(x.chunks_exact(d).zip(grad_y.chunks_exact(d)));
+    for ((gx, (x, gy)), (&mu, &r)) in rows.zip(mean.iter().zip(rstd)) {
+        let (mu64, r64) = (f64::from(mu), f64::from(r));
+        let mean_dxhat = sum2_f64(gy, gamma, |g, w| g * w) / d as f64;
+        let sum_dxhat_centred: f64 = gy
+            .iter()
+            .zip(gamma)
+            .zip(x)
+            .map(|((&g, &w), &x)| f64::from(g) * f64::from(w) * (f64::from(x) - mu64))
+            .sum();
+        let mean_dxhat_xhat = sum_dxhat_centred * r64 / d as f64;
+        let (mean_dxhat, mean_dxhat_xhat) = (mean_dxhat as f32, mean_dxhat_xhat as f32);
+        for j in 0..d {
+            let xhat = (x[j] - mu) * r;
+            gx[j] = r * (gamma[j] * gy[j] - mean_dxhat - xhat * mean_dxhat_xhat);
+            sum_g[j] += f64::from(gy[j]);
+            sum_g_xhat[j] += f64::from(gy[j]) * (f64::from(x[j]) - mu64) * r64;
+        }
+    }
 }

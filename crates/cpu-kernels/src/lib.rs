@@ -12,6 +12,7 @@ pub mod gemm;
 pub mod group_norm;
 pub mod index;
 pub mod layer_norm;
+pub mod math;
 mod moments;
 pub mod noise;
 pub mod philox;

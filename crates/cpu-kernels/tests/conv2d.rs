@@ -171,18 +171,69 @@ fn backward_weight(s: &Conv2dShape, d: &Data) -> (Vec<f32>, Vec<f32>) {
     (dw, db)
 }
 
+/// The forward pass (with or without bias) against the f64 reference.
+fn check_forward(s: &Conv2dShape, bias: bool, seed: u64) {
+    let d = Data::new(s, seed);
+    let (x, w, b) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b));
+    let b = bias.then_some(&b[..]);
+    let want = conv_ref(s, &x, &w, b);
+    let magnitude = conv_ref(s, &abs(&x), &abs(&w), b.map(abs).as_deref());
+    let tol = tolerance(
+        s.in_channels / s.groups * s.kernel_h * s.kernel_w,
+        &magnitude,
+    );
+    assert_within(
+        &forward(s, &d, bias),
+        &want,
+        &tol,
+        &format!("forward {s:?}"),
+    );
+}
+
+/// All three gradients against central finite differences of the f64 reference forward.
+fn check_backward_by_finite_differences(s: &Conv2dShape, seed: u64) {
+    let d = Data::new(s, seed);
+    let (x, w, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.dy));
+    let (ax, aw, ady) = (abs(&x), abs(&w), abs(&dy));
+
+    let want_dx = finite_differences(&x, &dy, |x| conv_ref(s, x, &w, None));
+    let magnitude_dx = finite_differences(&ax, &ady, |x| conv_ref(s, x, &aw, None));
+    let terms_dx = s.out_channels / s.groups * s.kernel_h * s.kernel_w;
+    assert_within(
+        &backward_input(s, &d),
+        &want_dx,
+        &tolerance(terms_dx, &magnitude_dx),
+        &format!("grad_input {s:?}"),
+    );
+
+    let want_dw = finite_differences(&w, &dy, |w| conv_ref(s, &x, w, None));
+    let magnitude_dw = finite_differences(&aw, &ady, |w| conv_ref(s, &ax, w, None));
+    let (dw, db) = backward_weight(s, &d);
+    let terms_dw = s.batch * s.out_h() * s.out_w();
+    assert_within(
+        &dw,
+        &want_dw,
+        &tolerance(terms_dw, &magnitude_dw),
+        &format!("grad_weight {s:?}"),
+    );
+
+    let b = vec![0.0; s.out_channels];
+    let want_db = finite_differences(&b, &dy, |b| conv_ref(s, &x, &w, Some(b)));
+    let magnitude_db = finite_differences(&b, &ady, |b| conv_ref(s, &x, &w, Some(b)));
+    assert_within(
+        &db,
+        &want_db,
+        &tolerance(terms_dw, &magnitude_db),
+        &format!("grad_bias {s:?}"),
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
     fn conv2d_forward_matches_f64_reference(s in shapes(9), bias in any::<bool>(), seed in any::<u64>()) {
-        let d = Data::new(&s, seed);
-        let (x, w, b) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b));
-        let b = bias.then_some(&b[..]);
-        let want = conv_ref(&s, &x, &w, b);
-        let magnitude = conv_ref(&s, &abs(&x), &abs(&w), b.map(abs).as_deref());
-        let tol = tolerance(s.in_channels / s.groups * s.kernel_h * s.kernel_w, &magnitude);
-        assert_within(&forward(&s, &d, bias), &want, &tol, &format!("{s:?}"));
+        check_forward(&s, bias, seed);
     }
 
     /// ⟨conv(x, w), dy⟩ = ⟨x, backward_input(dy)⟩ = ⟨w, backward_weight(dy)⟩ and Σ dy = ⟨1, grad_bias⟩ on larger shapes.
@@ -215,24 +266,54 @@ proptest! {
 
     #[test]
     fn conv2d_backward_matches_finite_differences(s in shapes(6), seed in any::<u64>()) {
-        let d = Data::new(&s, seed);
-        let (x, w, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.dy));
-        let (ax, aw, ady) = (abs(&x), abs(&w), abs(&dy));
+        check_backward_by_finite_differences(&s, seed);
+    }
+}
 
-        let want_dx = finite_differences(&x, &dy, |x| conv_ref(&s, x, &w, None));
-        let magnitude_dx = finite_differences(&ax, &ady, |x| conv_ref(&s, x, &aw, None));
-        let terms_dx = s.out_channels / s.groups * s.kernel_h * s.kernel_w;
-        assert_within(&backward_input(&s, &d), &want_dx, &tolerance(terms_dx, &magnitude_dx), "grad_input");
-
-        let want_dw = finite_differences(&w, &dy, |w| conv_ref(&s, &x, w, None));
-        let magnitude_dw = finite_differences(&aw, &ady, |w| conv_ref(&s, &ax, w, None));
-        let (dw, db) = backward_weight(&s, &d);
-        assert_within(&dw, &want_dw, &tolerance(s.batch * s.out_h() * s.out_w(), &magnitude_dw), "grad_weight");
-
-        let b = vec![0.0; s.out_channels];
-        let want_db = finite_differences(&b, &dy, |b| conv_ref(&s, &x, &w, Some(b)));
-        let magnitude_db = finite_differences(&b, &ady, |b| conv_ref(&s, &x, &w, Some(b)));
-        assert_within(&db, &want_db, &tolerance(s.batch * s.out_h() * s.out_w(), &magnitude_db), "grad_bias");
+/// Images with at least 256 output positions get one GEMM each (smaller ones are stacked, as in the property tests);
+/// a pointwise convolution of such images skips im2col altogether.
+#[test]
+fn conv2d_of_large_images_one_gemm_per_image_matches_reference() {
+    let pointwise = Conv2dShape {
+        batch: 2,
+        in_channels: 3,
+        in_h: 16,
+        in_w: 17,
+        out_channels: 4,
+        kernel_h: 1,
+        kernel_w: 1,
+        stride: (1, 1),
+        padding: (0, 0),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    let depthwise = Conv2dShape {
+        in_channels: 2,
+        in_h: 16,
+        in_w: 16,
+        out_channels: 2,
+        kernel_h: 3,
+        kernel_w: 3,
+        padding: (1, 1),
+        groups: 2,
+        ..pointwise
+    };
+    let strided = Conv2dShape {
+        batch: 1,
+        in_h: 33,
+        in_w: 34,
+        stride: (2, 2),
+        dilation: (2, 1),
+        groups: 1,
+        ..depthwise
+    };
+    for s in [pointwise, depthwise, strided] {
+        assert!(
+            s.out_h() * s.out_w() >= 256,
+            "{s:?} must fill a GEMM on its own"
+        );
+        check_forward(&s, true, 21);
+        check_backward_by_finite_differences(&s, 22);
     }
 }
 

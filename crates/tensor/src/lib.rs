@@ -17,8 +17,10 @@ pub mod storage;
 mod tensor;
 
 pub use device::Device;
+pub use diffuse_cpu_kernels::adamw::AdamWConfig;
 pub use diffuse_cpu_kernels::elementwise::{BinaryOp, UnaryOp};
 pub use diffuse_cpu_kernels::reduce::ReduceOp;
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use ops::Conv2dParams;
 pub use tensor::Tensor;

@@ -8,9 +8,24 @@ use crate::backend::cpu::{self, CpuStorage};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::{DType, Device};
+use diffuse_cpu_kernels::adamw::AdamWConfig;
+use diffuse_cpu_kernels::attention::AttentionShape;
 use diffuse_cpu_kernels::elementwise::{BinaryOp, UnaryOp};
+use diffuse_cpu_kernels::group_norm::GroupNormShape;
+use diffuse_cpu_kernels::layer_norm::LayerNormShape;
 use diffuse_cpu_kernels::noise::StepCoefficients;
 use diffuse_cpu_kernels::reduce::ReduceOp;
+use diffuse_cpu_kernels::Conv2dShape;
+
+/// One operand of a batched matrix product as strides into its buffer: element `(b, i, j)` lies at
+/// `offset + b·batch_stride + i·row_stride + j·col_stride` (a batch stride of 0 repeats one matrix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulOperand {
+    pub offset: usize,
+    pub batch_stride: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
 
 #[derive(Debug)]
 pub enum Storage {
@@ -208,6 +223,183 @@ impl Storage {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::upsample_nearest2x_backward(
                 s, planes, h, w,
             )?)),
+        }
+    }
+    /// `batch` products of `[m, k] × [k, n]` matrices read through strides; `dims` is `(batch, m, n, k)`.
+    pub fn matmul(
+        &self,
+        a: &MatmulOperand,
+        rhs: &Storage,
+        b: &MatmulOperand,
+        dims: (usize, usize, usize, usize),
+    ) -> Result<Self> {
+        match (self, rhs) {
+            (Storage::Cpu(x), Storage::Cpu(y)) => {
+                Ok(Storage::Cpu(cpu::matmul((x, a), (y, b), dims)?))
+            }
+        }
+    }
+
+    /// Softmax (`log` false) or log-softmax (`log` true) of the rows of a contiguous `[rows, cols]` buffer.
+    pub fn softmax(&self, rows: usize, cols: usize, log: bool) -> Result<Self> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(cpu::softmax(s, rows, cols, log)?)),
+        }
+    }
+
+    /// `self` is the softmax (or log-softmax) output, `grad` the gradient at it.
+    pub fn softmax_backward(
+        &self,
+        grad: &Storage,
+        rows: usize,
+        cols: usize,
+        log: bool,
+    ) -> Result<Self> {
+        match (self, grad) {
+            (Storage::Cpu(y), Storage::Cpu(g)) => {
+                Ok(Storage::Cpu(cpu::softmax_backward(y, g, rows, cols, log)?))
+            }
+        }
+    }
+
+    /// `self` is the input (contiguous NCHW).
+    pub fn conv2d(
+        &self,
+        shape: &Conv2dShape,
+        weight: &Storage,
+        bias: Option<&Storage>,
+    ) -> Result<Self> {
+        match (self, weight, bias) {
+            (Storage::Cpu(x), Storage::Cpu(w), None) => {
+                Ok(Storage::Cpu(cpu::conv2d(shape, x, w, None)?))
+            }
+            (Storage::Cpu(x), Storage::Cpu(w), Some(Storage::Cpu(b))) => {
+                Ok(Storage::Cpu(cpu::conv2d(shape, x, w, Some(b))?))
+            }
+        }
+    }
+
+    /// `self` is the output gradient.
+    pub fn conv2d_backward_input(&self, shape: &Conv2dShape, weight: &Storage) -> Result<Self> {
+        match (self, weight) {
+            (Storage::Cpu(g), Storage::Cpu(w)) => {
+                Ok(Storage::Cpu(cpu::conv2d_backward_input(shape, g, w)?))
+            }
+        }
+    }
+
+    /// `self` is the input; returns the weight gradient and, when `with_bias`, the bias gradient.
+    pub fn conv2d_backward_weight(
+        &self,
+        shape: &Conv2dShape,
+        grad_out: &Storage,
+        with_bias: bool,
+    ) -> Result<(Self, Option<Self>)> {
+        match (self, grad_out) {
+            (Storage::Cpu(x), Storage::Cpu(g)) => {
+                let (gw, gb) = cpu::conv2d_backward_weight(shape, x, g, with_bias)?;
+                Ok((Storage::Cpu(gw), gb.map(Storage::Cpu)))
+            }
+        }
+    }
+
+    /// `self` is the input; returns (y, mean, rstd).
+    pub fn group_norm(
+        &self,
+        shape: &GroupNormShape,
+        gamma: &Storage,
+        beta: &Storage,
+    ) -> Result<[Self; 3]> {
+        match (self, gamma, beta) {
+            (Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(b)) => {
+                Ok(cpu::group_norm(shape, x, g, b)?.map(Storage::Cpu))
+            }
+        }
+    }
+
+    /// `t` is `[x, gamma, mean, rstd, grad_y]`; returns (∂x, ∂γ, ∂β).
+    pub fn group_norm_backward(shape: &GroupNormShape, t: [&Storage; 5]) -> Result<[Self; 3]> {
+        match t {
+            [Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(r), Storage::Cpu(gy)] => {
+                Ok(cpu::group_norm_backward(shape, [x, g, m, r, gy])?.map(Storage::Cpu))
+            }
+        }
+    }
+
+    /// `self` is the input; returns (y, mean, rstd).
+    pub fn layer_norm(
+        &self,
+        shape: &LayerNormShape,
+        gamma: &Storage,
+        beta: &Storage,
+    ) -> Result<[Self; 3]> {
+        match (self, gamma, beta) {
+            (Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(b)) => {
+                Ok(cpu::layer_norm(shape, x, g, b)?.map(Storage::Cpu))
+            }
+        }
+    }
+
+    /// `t` is `[x, gamma, mean, rstd, grad_y]`; returns (∂x, ∂γ, ∂β).
+    pub fn layer_norm_backward(shape: &LayerNormShape, t: [&Storage; 5]) -> Result<[Self; 3]> {
+        match t {
+            [Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(r), Storage::Cpu(gy)] => {
+                Ok(cpu::layer_norm_backward(shape, [x, g, m, r, gy])?.map(Storage::Cpu))
+            }
+        }
+    }
+
+    /// Returns (out, lse) for `[q, k, v]`.
+    pub fn attention(shape: &AttentionShape, t: [&Storage; 3]) -> Result<[Self; 2]> {
+        match t {
+            [Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v)] => {
+                Ok(cpu::attention(shape, q, k, v)?.map(Storage::Cpu))
+            }
+        }
+    }
+
+    /// `t` is `[q, k, v, out, lse, grad_out]`; returns (∂q, ∂k, ∂v).
+    pub fn attention_backward(shape: &AttentionShape, t: [&Storage; 6]) -> Result<[Self; 3]> {
+        match t {
+            [Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v), Storage::Cpu(o), Storage::Cpu(l), Storage::Cpu(g)] => {
+                Ok(cpu::attention_backward(shape, [q, k, v, o, l, g])?.map(Storage::Cpu))
+            }
+        }
+    }
+
+    /// `len` Philox stream elements from `offset`: standard normal when `normal`, else uniform on (0, 1).
+    pub fn random(
+        device: Device,
+        dtype: DType,
+        len: usize,
+        (seed, offset): (u64, u64),
+        normal: bool,
+    ) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(cpu::random(len, seed, offset, normal, dtype))),
+            Device::Cuda(_) => Err(no_cuda(device)),
+        }
+    }
+
+    /// One fused AdamW step on `self` (the parameters) in place, with moment buffers `m` and `v`.
+    pub fn adamw_step(
+        &mut self,
+        cfg: &AdamWConfig,
+        step: u64,
+        grad: &Storage,
+        m: &mut Storage,
+        v: &mut Storage,
+    ) -> Result<()> {
+        match (self, grad, m, v) {
+            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
+                cpu::adamw_step(cfg, step, p, g, m, v)
+            }
+        }
+    }
+    /// Overwrites this whole buffer with the elements of `src` under `layout` (the caller checked the counts agree).
+    pub fn assign(&mut self, src: &Storage, layout: &Layout) -> Result<()> {
+        match (self, src) {
+            (Storage::Cpu(d), Storage::Cpu(s)) => cpu::assign(d, s, layout),
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::layout::{checked_numel, Layout};
 use crate::storage::Storage;
 use crate::{DType, Device};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[derive(Clone)]
 pub struct Tensor {
@@ -55,6 +55,13 @@ impl Tensor {
     /// Read access to the storage. A poisoned lock (a panic elsewhere while writing) still holds valid f32 data.
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
         self.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write access to the storage, for in-place updates (optimiser steps). Callers must make sure no other tensor
+    /// taking part in the update shares this storage (see [`Tensor::same_storage`]), or the second lock would wait
+    /// forever.
+    pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
+        self.storage.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True when both tensors share one buffer (used to refuse in-place updates that would alias).

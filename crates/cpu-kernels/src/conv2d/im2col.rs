@@ -94,33 +94,42 @@ fn col2im_row(s: &Conv2dShape, src: &[f32], row: usize, dx: &mut [f32]) {
     {
         let ih = tap.first_in_row + (oh - tap.rows.start) * s.stride.0;
         let dst = &mut plane[ih * s.in_w + tap.first_in_col..(ih + 1) * s.in_w];
-        for (d, &g) in dst
-            .iter_mut()
-            .step_by(s.stride.1)
-            .zip(&src_row[tap.cols.clone()])
-        {
-            *d += g;
+        let src_inside = &src_row[tap.cols.clone()];
+        if s.stride.1 == 1 {
+            for (d, &g) in dst.iter_mut().zip(src_inside) {
+                *d += g;
+            }
+        } else {
+            for (d, &g) in dst.iter_mut().step_by(s.stride.1).zip(src_inside) {
+                *d += g;
+            }
         }
     }
 }
 
-/// Builds the column matrix `[patch_len × out_h·out_w]` of slab `x`, rows in parallel when `parallel` is set.
-pub(super) fn im2col(s: &Conv2dShape, x: &[f32], col: &mut [f32], parallel: bool) {
+/// Writes the column matrix `[patch_len × out_h·out_w]` of slab `x` into `col`, whose rows lie `ld ≥ out_h·out_w`
+/// floats apart (so the matrices of several images can sit side by side), rows in parallel when `parallel` is set.
+pub(super) fn im2col(s: &Conv2dShape, x: &[f32], col: &mut [f32], ld: usize, parallel: bool) {
     let plane = s.out_plane();
+    let fill_row = |(row, dst): (usize, &mut [f32])| im2col_row(s, x, row, &mut dst[..plane]);
     if parallel {
-        col.par_chunks_exact_mut(plane)
+        col.par_chunks_mut(ld)
+            .take(s.patch_len())
             .enumerate()
-            .for_each(|(row, dst)| im2col_row(s, x, row, dst));
+            .for_each(fill_row);
     } else {
-        col.chunks_exact_mut(plane)
+        col.chunks_mut(ld)
+            .take(s.patch_len())
             .enumerate()
-            .for_each(|(row, dst)| im2col_row(s, x, row, dst));
+            .for_each(fill_row);
     }
 }
 
-/// `dx += col2im(col)`: scatters a column matrix back onto slab gradient `dx`, rows in ascending order.
-pub(super) fn col2im_add(s: &Conv2dShape, col: &[f32], dx: &mut [f32]) {
-    for (row, src) in col.chunks_exact(s.out_plane()).enumerate() {
-        col2im_row(s, src, row, dx);
+/// `dx += col2im(col)`: scatters a column matrix with rows `ld` floats apart back onto slab gradient `dx`, rows in
+/// ascending order.
+pub(super) fn col2im_add(s: &Conv2dShape, col: &[f32], ld: usize, dx: &mut [f32]) {
+    let plane = s.out_plane();
+    for (row, src) in col.chunks(ld).take(s.patch_len()).enumerate() {
+        col2im_row(s, &src[..plane], row, dx);
     }
 }

@@ -15,14 +15,20 @@
 //! backward weight  dW_g  = Σ_n dy_g[n] · col[n]ᵀ           db = Σ_{n, oh, ow} dy
 //! ```
 //!
-//! A 1×1 kernel with stride 1 and no padding needs no im2col: the input slab already is `col`.
+//! Small images make thin GEMMs (7×7 outputs are 49 columns: a quarter of the 16-wide register tile wasted, and
+//! the whole weight repacked for 49 columns of work), so `images = ⌈MIN_GEMM_COLUMNS / (OH·OW)⌉` images are put side
+//! by side: their column matrices form one `[Cg·KH·KW × images·OH·OW]` matrix and each step above is one GEMM per
+//! chunk of images, with `y_g`/`dy_g` copied between NCHW and `[Og × images·OH·OW]` (a copy of the output, cheap
+//! against the `Cg·KH·KW` multiply-adds per output). A chunk of one image writes/reads NCHW directly, and a 1×1
+//! kernel with stride 1 and no padding uses the input slab itself as `col`.
 //!
-//! Threading and memory. Forward and backward-input run images in parallel (rayon over `n`); each task keeps one
-//! scratch column matrix of `Cg·KH·KW · OH·OW` floats, reused across its images and groups, so the extra memory is
-//! about one such buffer per thread (1.8 MiB for 64 channels, 3×3, 28×28). The GEMMs inside parallelise as well,
-//! which keeps both cores busy when the batch is 1. Backward-weight sums over images, so it walks them in order
-//! (the sum order, hence the result, never depends on the thread count) with a single scratch buffer, and
-//! parallelises inside: im2col row by row and the GEMM over its tiles. Every result is bit-identical for any number
+//! Threading and memory. Forward and backward-input run chunks in parallel (rayon); each task keeps a scratch
+//! column matrix of `Cg·KH·KW · images·OH·OW` floats and, for chunks of several images, an output block of
+//! `Og · images·OH·OW`, reused across its chunks and groups: about one set per thread (1.8 MiB for 64 channels, 3×3,
+//! 28×28; 2.7 MiB for 256 channels, 3×3, 6 images of 7×7). The GEMMs inside parallelise too, which keeps both cores
+//! busy when the batch is 1. Backward-weight sums over chunks, so it walks them in order (the sum order, hence the
+//! result, never depends on the thread count) with a single scratch set and parallelises inside: im2col row by row
+//! and the GEMM over its tiles. Chunking depends only on the shape, so every result is bit-identical for any number
 //! of threads.
 
 mod im2col;
@@ -35,22 +41,114 @@ pub use shape::Conv2dShape;
 use crate::error::{check_len, Result};
 use crate::gemm::{sgemm, MatMut, MatRef};
 
-/// im2col scratch: empty until first used, then `patch_len · out_plane` floats.
-type Scratch = Vec<f32>;
+/// Narrowest GEMM (in output positions) worth running: 16 register tiles of 16 columns.
+const MIN_GEMM_COLUMNS: usize = 256;
 
-/// The column matrix of group slab `x`: the slab itself for pointwise convolutions, else `scratch` filled by im2col.
-fn columns<'a>(
-    s: &Conv2dShape,
-    x: &'a [f32],
-    scratch: &'a mut Scratch,
-    parallel: bool,
-) -> &'a [f32] {
-    if s.is_pointwise() {
-        return x;
+/// Sizes derived from the shape, shared by the three kernels.
+struct Plan {
+    /// Output channels per group: the GEMM rows of the forward pass.
+    og: usize,
+    /// `Cg·KH·KW`: rows of the column matrix.
+    patch: usize,
+    /// `OH·OW`: output positions per image.
+    plane: usize,
+    /// Floats per image of input and of output.
+    in_image: usize,
+    out_image: usize,
+    /// Floats per group inside one image of input, output and in the weight.
+    in_slab: usize,
+    out_slab: usize,
+    weight_slab: usize,
+    /// Images per GEMM.
+    images: usize,
+}
+
+impl Plan {
+    fn new(s: &Conv2dShape) -> Self {
+        let plane = s.out_plane();
+        let (in_image, out_image) = (s.in_channels * s.in_h * s.in_w, s.out_channels * plane);
+        Self {
+            og: s.group_out_channels(),
+            patch: s.patch_len(),
+            plane,
+            in_image,
+            out_image,
+            in_slab: in_image / s.groups,
+            out_slab: out_image / s.groups,
+            weight_slab: s.weight_len() / s.groups,
+            images: MIN_GEMM_COLUMNS.div_ceil(plane).min(s.batch).max(1),
+        }
     }
-    scratch.resize(s.patch_len() * s.out_plane(), 0.0);
-    im2col::im2col(s, x, scratch, parallel);
-    scratch
+
+    /// The weight of group `g` as an `[Og × Cg·KH·KW]` matrix.
+    fn weight<'a>(&self, weight: &'a [f32], g: usize) -> MatRef<'a> {
+        MatRef::row_major(
+            &weight[g * self.weight_slab..][..self.weight_slab],
+            self.patch,
+        )
+    }
+
+    /// The column matrix of group `g` of a chunk of images (`x` holds them whole), `[Cg·KH·KW × images·OH·OW]`: the
+    /// input slab itself for a pointwise convolution of one image, else built in `scratch`.
+    fn columns<'a>(
+        &self,
+        s: &Conv2dShape,
+        x: &'a [f32],
+        g: usize,
+        scratch: &'a mut Vec<f32>,
+        parallel: bool,
+    ) -> &'a [f32] {
+        let images = x.len() / self.in_image;
+        if s.is_pointwise() && images == 1 {
+            return &x[g * self.in_slab..][..self.in_slab];
+        }
+        let ld = images * self.plane;
+        scratch.resize(self.patch * ld, 0.0);
+        for (i, x_i) in x.chunks_exact(self.in_image).enumerate() {
+            im2col::im2col(
+                s,
+                &x_i[g * self.in_slab..][..self.in_slab],
+                &mut scratch[i * self.plane..],
+                ld,
+                parallel,
+            );
+        }
+        scratch
+    }
+
+    /// Copies group `g` of a chunk of NCHW images `y` into the `[Og × images·OH·OW]` matrix `block`.
+    fn gather(&self, y: &[f32], g: usize, block: &mut Vec<f32>) {
+        let ld = y.len() / self.out_image * self.plane;
+        block.resize(self.og * ld, 0.0);
+        for (i, y_i) in y.chunks_exact(self.out_image).enumerate() {
+            for (o, src) in y_i[g * self.out_slab..][..self.out_slab]
+                .chunks_exact(self.plane)
+                .enumerate()
+            {
+                block[o * ld + i * self.plane..][..self.plane].copy_from_slice(src);
+            }
+        }
+    }
+
+    /// The inverse of [`Plan::gather`]: copies `block` into group `g` of the chunk of NCHW images `y`.
+    fn scatter(&self, block: &[f32], g: usize, y: &mut [f32]) {
+        let ld = y.len() / self.out_image * self.plane;
+        for (i, y_i) in y.chunks_exact_mut(self.out_image).enumerate() {
+            for (o, dst) in y_i[g * self.out_slab..][..self.out_slab]
+                .chunks_exact_mut(self.plane)
+                .enumerate()
+            {
+                dst.copy_from_slice(&block[o * ld + i * self.plane..][..self.plane]);
+            }
+        }
+    }
+}
+
+/// Per-task scratch: a column matrix and an output block (both empty until first needed).
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    block: Vec<f32>,
 }
 
 /// Forward convolution: `output = conv(input, weight) + bias`. `output` is overwritten.
@@ -73,40 +171,45 @@ pub fn conv2d_forward(
         return Ok(());
     }
 
-    let (in_image, out_image) = (s.input_len() / s.batch, s.output_len() / s.batch);
-    let (in_slab, out_slab, weight_slab) = (
-        s.group_in_channels() * s.in_h * s.in_w,
-        s.group_out_channels() * s.out_plane(),
-        s.weight_len() / s.groups,
-    );
-    let (og, k, p) = (s.group_out_channels(), s.patch_len(), s.out_plane());
+    let plan = Plan::new(s);
+    let (og, k) = (plan.og, plan.patch);
     output
-        .par_chunks_exact_mut(out_image)
-        .zip(input.par_chunks_exact(in_image))
-        .try_for_each_init(Scratch::new, |scratch, (y, x)| {
+        .par_chunks_mut(plan.images * plan.out_image)
+        .zip(input.par_chunks(plan.images * plan.in_image))
+        .try_for_each_init(Scratch::default, |scratch, (y, x)| {
+            let images = y.len() / plan.out_image;
+            let ld = images * plan.plane;
             for g in 0..s.groups {
-                let y_g = &mut y[g * out_slab..][..out_slab];
+                let col = plan.columns(s, x, g, &mut scratch.col, false);
+                let y_g = if images == 1 {
+                    &mut y[g * plan.out_slab..][..plan.out_slab]
+                } else {
+                    scratch.block.resize(og * ld, 0.0);
+                    &mut scratch.block[..]
+                };
                 let beta = match bias {
                     Some(bias) => {
-                        for (row, &b) in y_g.chunks_exact_mut(p).zip(&bias[g * og..][..og]) {
+                        for (row, &b) in y_g.chunks_exact_mut(ld).zip(&bias[g * og..][..og]) {
                             row.fill(b);
                         }
                         1.0
                     }
                     None => 0.0,
                 };
-                let col = columns(s, &x[g * in_slab..][..in_slab], scratch, false);
-                let w_g = MatRef::row_major(&weight[g * weight_slab..][..weight_slab], k);
+                let col = MatRef::row_major(col, ld);
                 sgemm(
                     og,
-                    p,
+                    ld,
                     k,
                     1.0,
-                    w_g,
-                    MatRef::row_major(col, p),
+                    plan.weight(weight, g),
+                    col,
                     beta,
-                    MatMut::row_major(y_g, p),
+                    MatMut::row_major(y_g, ld),
                 )?;
+                if images > 1 {
+                    plan.scatter(&scratch.block, g, y);
+                }
             }
             Ok(())
         })
@@ -129,38 +232,43 @@ pub fn conv2d_backward_input(
         return Ok(());
     }
 
-    let (in_image, out_image) = (s.input_len() / s.batch, s.output_len() / s.batch);
-    let (in_slab, out_slab, weight_slab) = (
-        s.group_in_channels() * s.in_h * s.in_w,
-        s.group_out_channels() * s.out_plane(),
-        s.weight_len() / s.groups,
-    );
-    let (og, k, p) = (s.group_out_channels(), s.patch_len(), s.out_plane());
+    let plan = Plan::new(s);
+    let (og, k) = (plan.og, plan.patch);
     grad_input
-        .par_chunks_exact_mut(in_image)
-        .zip(grad_output.par_chunks_exact(out_image))
-        .try_for_each_init(Scratch::new, |scratch, (dx, dy)| {
+        .par_chunks_mut(plan.images * plan.in_image)
+        .zip(grad_output.par_chunks(plan.images * plan.out_image))
+        .try_for_each_init(Scratch::default, |scratch, (dx, dy)| {
+            let images = dx.len() / plan.in_image;
+            let ld = images * plan.plane;
             for g in 0..s.groups {
-                let dx_g = &mut dx[g * in_slab..][..in_slab];
-                let dy_g = MatRef::row_major(&dy[g * out_slab..][..out_slab], p);
-                let w_g_t = MatRef::row_major(&weight[g * weight_slab..][..weight_slab], k).t();
-                if s.is_pointwise() {
-                    // col2im is the identity: the column gradient is the input gradient.
-                    sgemm(k, p, og, 1.0, w_g_t, dy_g, 0.0, MatMut::row_major(dx_g, p))?;
+                let dy_g = if images == 1 {
+                    &dy[g * plan.out_slab..][..plan.out_slab]
                 } else {
-                    scratch.resize(k * p, 0.0);
-                    sgemm(
-                        k,
-                        p,
-                        og,
-                        1.0,
-                        w_g_t,
-                        dy_g,
-                        0.0,
-                        MatMut::row_major(scratch, p),
-                    )?;
-                    dx_g.fill(0.0);
-                    im2col::col2im_add(s, scratch, dx_g);
+                    plan.gather(dy, g, &mut scratch.block);
+                    &scratch.block[..]
+                };
+                let (w_g_t, dy_g) = (plan.weight(weight, g).t(), MatRef::row_major(dy_g, ld));
+                if s.is_pointwise() && images == 1 {
+                    // col2im is the identity: the column gradient is the input gradient.
+                    let dx_g = MatMut::row_major(&mut dx[g * plan.in_slab..][..plan.in_slab], ld);
+                    sgemm(k, ld, og, 1.0, w_g_t, dy_g, 0.0, dx_g)?;
+                    continue;
+                }
+                scratch.col.resize(k * ld, 0.0);
+                sgemm(
+                    k,
+                    ld,
+                    og,
+                    1.0,
+                    w_g_t,
+                    dy_g,
+                    0.0,
+                    MatMut::row_major(&mut scratch.col, ld),
+                )?;
+                for (i, dx_i) in dx.chunks_exact_mut(plan.in_image).enumerate() {
+                    let dx_ig = &mut dx_i[g * plan.in_slab..][..plan.in_slab];
+                    dx_ig.fill(0.0);
+                    im2col::col2im_add(s, &scratch.col[i * plan.plane..], ld, dx_ig);
                 }
             }
             Ok(())
@@ -184,44 +292,40 @@ pub fn conv2d_backward_weight(
         check_len(OP, "grad_bias", grad_bias.len(), s.out_channels)?;
     }
 
-    let (in_slab, out_slab, weight_slab) = (
-        s.group_in_channels() * s.in_h * s.in_w,
-        s.group_out_channels() * s.out_plane(),
-        s.weight_len() / s.groups,
-    );
-    let (og, k, p) = (s.group_out_channels(), s.patch_len(), s.out_plane());
+    let plan = Plan::new(s);
+    let (og, k) = (plan.og, plan.patch);
     grad_weight.fill(0.0);
-    let mut scratch = Scratch::new();
-    for (x, dy) in input
-        .chunks_exact(s.groups * in_slab)
-        .zip(grad_output.chunks_exact(s.groups * out_slab))
-    {
+    let mut scratch = Scratch::default();
+    let chunks = input
+        .chunks(plan.images * plan.in_image)
+        .zip(grad_output.chunks(plan.images * plan.out_image));
+    for (x, dy) in chunks {
+        let ld = x.len() / plan.in_image * plan.plane;
         for g in 0..s.groups {
-            let dw_g = MatMut::row_major(&mut grad_weight[g * weight_slab..][..weight_slab], k);
-            let col = columns(s, &x[g * in_slab..][..in_slab], &mut scratch, true);
-            let dy_g = MatRef::row_major(&dy[g * out_slab..][..out_slab], p);
-            sgemm(
-                og,
+            let col = plan.columns(s, x, g, &mut scratch.col, true);
+            let dy_g = if ld == plan.plane {
+                &dy[g * plan.out_slab..][..plan.out_slab]
+            } else {
+                plan.gather(dy, g, &mut scratch.block);
+                &scratch.block[..]
+            };
+            let dw_g = MatMut::row_major(
+                &mut grad_weight[g * plan.weight_slab..][..plan.weight_slab],
                 k,
-                p,
-                1.0,
-                dy_g,
-                MatRef::row_major(col, p).t(),
-                1.0,
-                dw_g,
-            )?;
+            );
+            let (dy_g, col_t) = (MatRef::row_major(dy_g, ld), MatRef::row_major(col, ld).t());
+            sgemm(og, k, ld, 1.0, dy_g, col_t, 1.0, dw_g)?;
         }
     }
 
     if let Some(grad_bias) = grad_bias {
-        let out_image = s.out_channels * p;
         grad_bias
             .par_iter_mut()
             .enumerate()
             .for_each(|(channel, db)| {
                 let sum: f64 = grad_output
-                    .chunks_exact(out_image)
-                    .flat_map(|dy| &dy[channel * p..][..p])
+                    .chunks_exact(plan.out_image)
+                    .flat_map(|dy| &dy[channel * plan.plane..][..plan.plane])
                     .map(|&v| f64::from(v))
                     .sum();
                 *db = sum as f32;

@@ -146,6 +146,16 @@ mod avx2 {
         beta: f32,
         c: CTile,
     ) {
+        if c.col_stride == 1 {
+            for r in 0..c.rows {
+                // SAFETY: a prefetch never faults; the address is the first element of tile row r, inside C.
+                unsafe {
+                    let row = c.ptr.add(r * c.row_stride);
+                    _mm_prefetch::<_MM_HINT_T0>(row.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(row.add(NR - 1).cast());
+                }
+            }
+        }
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         for p in 0..kc {
             // SAFETY: p < kc, so the NR floats of B̃ row p and the MR floats of Ã column p are inside the panels.

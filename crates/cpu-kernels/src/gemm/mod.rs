@@ -31,7 +31,7 @@ pub use microkernel::MicroKernel;
 use crate::error::{KernelError, Result};
 use check::Axis;
 use microkernel::{CTile, MR, NR};
-use pack::PackBuf;
+use pack::{Operand, PackBuf};
 
 /// Depth of a packed block: the k-extent one micro-kernel call sums over.
 const KC: usize = 256;
@@ -341,7 +341,7 @@ unsafe fn gemm_blocked(
     c: SharedC,
     parallel: bool,
 ) {
-    let mut b_buf = PackBuf::with_len(KC * n.min(NC).next_multiple_of(NR));
+    let mut b_buf = PackBuf::take(Operand::B);
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
@@ -383,9 +383,9 @@ unsafe fn gemm_blocked(
                 (0..m)
                     .into_par_iter()
                     .step_by(MC)
-                    .for_each_init(|| PackBuf::with_len(MC * kc), row_block);
+                    .for_each_init(|| PackBuf::take(Operand::A), row_block);
             } else {
-                let mut a_buf = PackBuf::with_len(MC * kc);
+                let mut a_buf = PackBuf::take(Operand::A);
                 (0..m).step_by(MC).for_each(|ic| row_block(&mut a_buf, ic));
             }
         }

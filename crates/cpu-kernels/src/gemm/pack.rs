@@ -7,29 +7,57 @@
 //! Rows (columns) past the edge of the matrix are filled with zeros, so the micro-kernel always multiplies a full
 //! MR×NR tile and the padding contributes exact zeros that the write-back then ignores.
 
+use std::cell::Cell;
+use std::thread::LocalKey;
+
 use rayon::prelude::*;
 
 use super::microkernel::{MR, NR};
 use super::MatRef;
 
-/// A zeroed `f32` buffer whose start is aligned to a 64-byte cache line, so packed panels never straddle one more line
+/// An `f32` buffer whose start is aligned to a 64-byte cache line, so packed panels never straddle one more line
 /// than they must and vector loads from them are aligned.
+///
+/// Buffers are recycled per thread ([`PackBuf::take`] / drop): a GEMM called in a loop (as conv2d does, image after
+/// image) reuses the same warm memory instead of allocating and zeroing it on every call.
 pub(super) struct PackBuf {
     lines: Vec<CacheLine>,
+    home: &'static LocalKey<Cell<Vec<CacheLine>>>,
+}
+
+/// Which operand a buffer packs; each has its own spare per thread, since one GEMM holds both at once.
+#[derive(Clone, Copy)]
+pub(super) enum Operand {
+    A,
+    B,
 }
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct CacheLine([f32; 16]);
 
+thread_local! {
+    /// This thread's spare buffer for packed A blocks.
+    static SPARE_A: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
+    /// This thread's spare buffer for packed B blocks.
+    static SPARE_B: Cell<Vec<CacheLine>> = const { Cell::new(Vec::new()) };
+}
+
 impl PackBuf {
-    pub(super) fn with_len(len: usize) -> Self {
+    /// Takes the calling thread's spare buffer for `operand` (empty if a caller up the stack holds it); dropping the
+    /// `PackBuf` puts it back.
+    pub(super) fn take(operand: Operand) -> Self {
+        let home = match operand {
+            Operand::A => &SPARE_A,
+            Operand::B => &SPARE_B,
+        };
         Self {
-            lines: vec![CacheLine([0.0; 16]); len.div_ceil(16)],
+            lines: home.with(Cell::take),
+            home,
         }
     }
 
-    /// The first `len` floats of the buffer, growing it if needed.
+    /// The first `len` floats of the buffer, growing it if needed. Their contents are whatever was packed last.
     pub(super) fn floats(&mut self, len: usize) -> &mut [f32] {
         let lines = len.div_ceil(16);
         if self.lines.len() < lines {
@@ -41,20 +69,43 @@ impl PackBuf {
     }
 }
 
+impl Drop for PackBuf {
+    fn drop(&mut self) {
+        let lines = std::mem::take(&mut self.lines);
+        // `try_with` fails only while the thread is being torn down; the buffer is then simply freed.
+        let _ = self.home.try_with(|spare| spare.set(lines));
+    }
+}
+
 /// Packs `A[ic..ic+mc, pc..pc+kc]` into `out` (length `⌈mc/MR⌉·MR·kc`) as MR-row panels.
 pub(super) fn pack_a(a: &MatRef, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [f32]) {
     for (q, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
         let row0 = ic + q * MR;
         let rows = MR.min(ic + mc - row0);
-        for r in 0..MR {
-            if r < rows {
-                let base = (row0 + r) * a.row_stride + pc * a.col_stride;
-                for p in 0..kc {
-                    panel[p * MR + r] = a.data[base + p * a.col_stride];
+        if a.col_stride == 1 {
+            // Row-major A: read `rows` contiguous rows side by side, write the panel front to back.
+            let start = |r: usize| (row0 + r) * a.row_stride + pc;
+            let lines: [&[f32]; MR] = std::array::from_fn(|r| {
+                if r < rows {
+                    &a.data[start(r)..start(r) + kc]
+                } else {
+                    &[]
                 }
-            } else {
-                for p in 0..kc {
-                    panel[p * MR + r] = 0.0;
+            });
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = lines[r].get(p).copied().unwrap_or(0.0);
+                }
+            }
+        } else {
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                let base = row0 * a.row_stride + (pc + p) * a.col_stride;
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = if r < rows {
+                        a.data[base + r * a.row_stride]
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -75,9 +126,29 @@ pub(super) fn pack_b(
     let pack_panel = |(q, panel): (usize, &mut [f32])| {
         let col0 = jc + q * NR;
         let cols = NR.min(jc + nc - col0);
+        if b.row_stride == 1 && b.col_stride != 1 {
+            // Column-major B (a transposed view): read `cols` contiguous columns side by side.
+            let start = |c: usize| (col0 + c) * b.col_stride + pc;
+            let lines: [&[f32]; NR] = std::array::from_fn(|c| {
+                if c < cols {
+                    &b.data[start(c)..start(c) + kc]
+                } else {
+                    &[]
+                }
+            });
+            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                for (c, d) in dst.iter_mut().enumerate() {
+                    *d = lines[c].get(p).copied().unwrap_or(0.0);
+                }
+            }
+            return;
+        }
         for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
             let base = (pc + p) * b.row_stride + col0 * b.col_stride;
-            if b.col_stride == 1 {
+            if b.col_stride == 1 && cols == NR {
+                // A constant-length copy: the compiler emits two vector moves instead of a call to memcpy.
+                dst.copy_from_slice(&b.data[base..base + NR]);
+            } else if b.col_stride == 1 {
                 dst[..cols].copy_from_slice(&b.data[base..base + cols]);
             } else {
                 for (c, d) in dst[..cols].iter_mut().enumerate() {

@@ -5,11 +5,16 @@
 
 use crate::error::Result;
 use crate::layout::Layout;
+use crate::storage::MatmulOperand;
 use crate::DType;
+use diffuse_cpu_kernels::adamw::{self, AdamWConfig};
+use diffuse_cpu_kernels::attention::{self, AttentionShape};
 use diffuse_cpu_kernels::elementwise::{self, BinaryOp, UnaryOp};
-use diffuse_cpu_kernels::index;
+use diffuse_cpu_kernels::group_norm::{self, GroupNormShape};
+use diffuse_cpu_kernels::layer_norm::{self, LayerNormShape};
 use diffuse_cpu_kernels::noise::{self, StepCoefficients};
 use diffuse_cpu_kernels::reduce::{self, ReduceOp};
+use diffuse_cpu_kernels::{conv2d, gemm, index, philox, softmax, Conv2dShape, MatMut, MatRef};
 use half::{bf16, f16};
 use std::borrow::Cow;
 
@@ -261,4 +266,286 @@ pub fn sampler_step(
         CpuStorage::from_f32(prev, x_t.dtype()),
         CpuStorage::from_f32(x0, x_t.dtype()),
     ))
+}
+
+// ---- heavy kernels: matmul, softmax, convolution, normalisation, attention, random numbers, optimiser ----------------
+
+fn operand<'a>(data: &'a [f32], view: &MatmulOperand) -> MatRef<'a> {
+    MatRef {
+        data: data.get(view.offset..).unwrap_or(&[]),
+        row_stride: view.row_stride,
+        col_stride: view.col_stride,
+    }
+}
+
+/// `batch` products `C_b = A_b · B_b` read through strides; the result is contiguous `[batch, m, n]`.
+pub fn matmul(
+    a: (&CpuStorage, &MatmulOperand),
+    b: (&CpuStorage, &MatmulOperand),
+    (batch, m, n, k): (usize, usize, usize, usize),
+) -> Result<CpuStorage> {
+    let (x, y) = (a.0.to_f32(), b.0.to_f32());
+    let mut out = vec![0.0; batch * m * n];
+    gemm::sgemm_batched(
+        batch,
+        m,
+        n,
+        k,
+        1.0,
+        operand(&x, a.1),
+        a.1.batch_stride,
+        operand(&y, b.1),
+        b.1.batch_stride,
+        0.0,
+        MatMut::row_major(&mut out, n),
+        m * n,
+    )?;
+    Ok(CpuStorage::from_f32(out, a.0.dtype()))
+}
+
+/// Softmax (or log-softmax) of each row of a contiguous `[rows, cols]` buffer.
+pub fn softmax(s: &CpuStorage, rows: usize, cols: usize, log: bool) -> Result<CpuStorage> {
+    let mut out = vec![0.0; rows * cols];
+    if log {
+        softmax::log_softmax(rows, cols, &s.to_f32(), &mut out)?;
+    } else {
+        softmax::softmax(rows, cols, &s.to_f32(), &mut out)?;
+    }
+    Ok(CpuStorage::from_f32(out, s.dtype()))
+}
+
+/// The input gradient of [`softmax`] from its output `y` and the output gradient `g`.
+pub fn softmax_backward(
+    y: &CpuStorage,
+    g: &CpuStorage,
+    rows: usize,
+    cols: usize,
+    log: bool,
+) -> Result<CpuStorage> {
+    let mut out = vec![0.0; rows * cols];
+    let (y32, g32) = (y.to_f32(), g.to_f32());
+    if log {
+        softmax::log_softmax_backward(rows, cols, &y32, &g32, &mut out)?;
+    } else {
+        softmax::softmax_backward(rows, cols, &y32, &g32, &mut out)?;
+    }
+    Ok(CpuStorage::from_f32(out, y.dtype()))
+}
+
+pub fn conv2d(
+    s: &Conv2dShape,
+    x: &CpuStorage,
+    w: &CpuStorage,
+    bias: Option<&CpuStorage>,
+) -> Result<CpuStorage> {
+    let mut out = vec![0.0; s.output_len()];
+    let bias32 = bias.map(CpuStorage::to_f32);
+    conv2d::conv2d_forward(s, &x.to_f32(), &w.to_f32(), bias32.as_deref(), &mut out)?;
+    Ok(CpuStorage::from_f32(out, x.dtype()))
+}
+
+pub fn conv2d_backward_input(
+    s: &Conv2dShape,
+    grad_out: &CpuStorage,
+    w: &CpuStorage,
+) -> Result<CpuStorage> {
+    let mut out = vec![0.0; s.input_len()];
+    conv2d::conv2d_backward_input(s, &grad_out.to_f32(), &w.to_f32(), &mut out)?;
+    Ok(CpuStorage::from_f32(out, grad_out.dtype()))
+}
+
+/// The weight gradient and, when `with_bias`, the bias gradient.
+pub fn conv2d_backward_weight(
+    s: &Conv2dShape,
+    x: &CpuStorage,
+    grad_out: &CpuStorage,
+    with_bias: bool,
+) -> Result<(CpuStorage, Option<CpuStorage>)> {
+    let mut gw = vec![0.0; s.weight_len()];
+    let mut gb = with_bias.then(|| vec![0.0; s.out_channels]);
+    conv2d::conv2d_backward_weight(
+        s,
+        &x.to_f32(),
+        &grad_out.to_f32(),
+        &mut gw,
+        gb.as_deref_mut(),
+    )?;
+    let dtype = grad_out.dtype();
+    Ok((
+        CpuStorage::from_f32(gw, dtype),
+        gb.map(|b| CpuStorage::from_f32(b, dtype)),
+    ))
+}
+
+/// (y, mean, rstd); the statistics stay f32 whatever the dtype of `x`.
+pub fn group_norm(
+    s: &GroupNormShape,
+    x: &CpuStorage,
+    gamma: &CpuStorage,
+    beta: &CpuStorage,
+) -> Result<[CpuStorage; 3]> {
+    let stats = s.batch * s.groups;
+    let (mut y, mut mean, mut rstd) = (vec![0.0; x.len()], vec![0.0; stats], vec![0.0; stats]);
+    group_norm::group_norm_forward(
+        s,
+        &x.to_f32(),
+        &gamma.to_f32(),
+        &beta.to_f32(),
+        &mut y,
+        &mut mean,
+        &mut rstd,
+    )?;
+    Ok([
+        CpuStorage::from_f32(y, x.dtype()),
+        CpuStorage::F32(mean),
+        CpuStorage::F32(rstd),
+    ])
+}
+
+/// (∂x, ∂γ, ∂β) from the input, γ, the saved statistics and ∂y: `[x, gamma, mean, rstd, grad_y]`.
+pub fn group_norm_backward(s: &GroupNormShape, t: [&CpuStorage; 5]) -> Result<[CpuStorage; 3]> {
+    let [x, gamma, mean, rstd, gy] = t;
+    let (mut gx, mut gg, mut gb) = (
+        vec![0.0; x.len()],
+        vec![0.0; s.channels],
+        vec![0.0; s.channels],
+    );
+    group_norm::group_norm_backward(
+        s,
+        &x.to_f32(),
+        &gamma.to_f32(),
+        &mean.to_f32(),
+        &rstd.to_f32(),
+        &gy.to_f32(),
+        &mut gx,
+        &mut gg,
+        &mut gb,
+    )?;
+    let dtype = gy.dtype();
+    Ok([gx, gg, gb].map(|v| CpuStorage::from_f32(v, dtype)))
+}
+
+/// (y, mean, rstd); the statistics stay f32.
+pub fn layer_norm(
+    s: &LayerNormShape,
+    x: &CpuStorage,
+    gamma: &CpuStorage,
+    beta: &CpuStorage,
+) -> Result<[CpuStorage; 3]> {
+    let (mut y, mut mean, mut rstd) = (vec![0.0; x.len()], vec![0.0; s.rows], vec![0.0; s.rows]);
+    layer_norm::layer_norm_forward(
+        s,
+        &x.to_f32(),
+        &gamma.to_f32(),
+        &beta.to_f32(),
+        &mut y,
+        &mut mean,
+        &mut rstd,
+    )?;
+    Ok([
+        CpuStorage::from_f32(y, x.dtype()),
+        CpuStorage::F32(mean),
+        CpuStorage::F32(rstd),
+    ])
+}
+
+/// (∂x, ∂γ, ∂β) from `[x, gamma, mean, rstd, grad_y]`.
+pub fn layer_norm_backward(s: &LayerNormShape, t: [&CpuStorage; 5]) -> Result<[CpuStorage; 3]> {
+    let [x, gamma, mean, rstd, gy] = t;
+    let (mut gx, mut gg, mut gb) = (vec![0.0; x.len()], vec![0.0; s.dim], vec![0.0; s.dim]);
+    layer_norm::layer_norm_backward(
+        s,
+        &x.to_f32(),
+        &gamma.to_f32(),
+        &mean.to_f32(),
+        &rstd.to_f32(),
+        &gy.to_f32(),
+        &mut gx,
+        &mut gg,
+        &mut gb,
+    )?;
+    let dtype = gy.dtype();
+    Ok([gx, gg, gb].map(|v| CpuStorage::from_f32(v, dtype)))
+}
+
+/// (out, lse) of attention without a bias; `lse` stays f32.
+pub fn attention(
+    s: &AttentionShape,
+    q: &CpuStorage,
+    k: &CpuStorage,
+    v: &CpuStorage,
+) -> Result<[CpuStorage; 2]> {
+    let mut out = vec![0.0; q.len()];
+    let mut lse = vec![0.0; s.batch_heads * s.q_len];
+    attention::attention_forward(
+        s,
+        &q.to_f32(),
+        &k.to_f32(),
+        &v.to_f32(),
+        None,
+        &mut out,
+        &mut lse,
+    )?;
+    Ok([CpuStorage::from_f32(out, q.dtype()), CpuStorage::F32(lse)])
+}
+
+/// (∂q, ∂k, ∂v) from `[q, k, v, out, lse, grad_out]`.
+pub fn attention_backward(s: &AttentionShape, t: [&CpuStorage; 6]) -> Result<[CpuStorage; 3]> {
+    let [q, k, v, out, lse, gout] = t;
+    let (mut gq, mut gk, mut gv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    attention::attention_backward(
+        s,
+        &q.to_f32(),
+        &k.to_f32(),
+        &v.to_f32(),
+        None,
+        &out.to_f32(),
+        &lse.to_f32(),
+        &gout.to_f32(),
+        &mut gq,
+        &mut gk,
+        &mut gv,
+    )?;
+    let dtype = gout.dtype();
+    Ok([gq, gk, gv].map(|x| CpuStorage::from_f32(x, dtype)))
+}
+
+/// Philox stream elements `offset..offset + len`, standard normal or uniform on (0, 1).
+pub fn random(len: usize, seed: u64, offset: u64, normal: bool, dtype: DType) -> CpuStorage {
+    let mut out = vec![0.0; len];
+    if normal {
+        philox::fill_normal(seed, offset, &mut out);
+    } else {
+        philox::fill_uniform(seed, offset, &mut out);
+    }
+    CpuStorage::from_f32(out, dtype)
+}
+
+/// One fused AdamW step on f32 buffers, in place.
+pub fn adamw_step(
+    cfg: &AdamWConfig,
+    step: u64,
+    param: &mut CpuStorage,
+    grad: &CpuStorage,
+    m: &mut CpuStorage,
+    v: &mut CpuStorage,
+) -> Result<()> {
+    let not_f32 = |what: &str, d: DType| {
+        crate::Error::argument(
+            "adamw_step",
+            format!("{what} is {d}; the optimiser updates f32 buffers only"),
+        )
+    };
+    let (pd, md, vd) = (param.dtype(), m.dtype(), v.dtype());
+    let p = param.as_f32_mut().ok_or_else(|| not_f32("param", pd))?;
+    let m = m.as_f32_mut().ok_or_else(|| not_f32("m", md))?;
+    let v = v.as_f32_mut().ok_or_else(|| not_f32("v", vd))?;
+    adamw::adamw_step(cfg, step, p, &grad.to_f32(), m, v)?;
+    Ok(())
+}
+
+/// Overwrites the whole of `dst` with the elements of `src` under `layout` (same count), in `dst`'s dtype.
+pub fn assign(dst: &mut CpuStorage, src: &CpuStorage, layout: &Layout) -> Result<()> {
+    *dst = copy_contiguous(src, layout, dst.dtype())?;
+    Ok(())
 }

@@ -3,5 +3,11 @@
 
 mod elementwise;
 mod index;
+mod matmul;
+mod nn;
 pub mod noise;
+mod optim;
+mod random;
 mod reduce;
+
+pub use nn::Conv2dParams;

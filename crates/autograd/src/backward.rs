@@ -1,0 +1,123 @@
+//! The reverse walk: topological order, gradient accumulation, and the gradients of the leaves.
+
+use crate::var::Var;
+use diffuse_tensor::{Error, Result, Tensor};
+use std::collections::{HashMap, HashSet};
+
+/// The gradients of the leaves reached by one backward pass, by variable.
+#[derive(Debug, Default)]
+pub struct Gradients {
+    by_id: HashMap<usize, Tensor>,
+}
+
+impl Gradients {
+    /// ∂loss/∂`var`, or `None` when the loss does not depend on `var`.
+    pub fn get(&self, var: &Var) -> Option<&Tensor> {
+        self.by_id.get(&var.id())
+    }
+
+    /// Removes and returns the gradient of `var`.
+    pub fn remove(&mut self, var: &Var) -> Option<Tensor> {
+        self.by_id.remove(&var.id())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// The nodes that need a gradient and are reachable from `root`, each after all of its parents (iterative
+/// depth-first post-order, so deep graphs cannot overflow the stack).
+fn topological_order(root: &Var) -> Vec<Var> {
+    let mut order = Vec::new();
+    let mut visited = HashSet::new();
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((var, parents_done)) = stack.pop() {
+        if parents_done {
+            order.push(var);
+            continue;
+        }
+        if !var.requires_grad() || !visited.insert(var.id()) {
+            continue;
+        }
+        stack.push((var.clone(), true));
+        for parent in var.0.parents.iter().rev() {
+            if parent.requires_grad() && !visited.contains(&parent.id()) {
+                stack.push((parent.clone(), false));
+            }
+        }
+    }
+    order
+}
+
+impl Var {
+    /// Back-propagates from this scalar (one-element) variable and returns the gradients of the leaves it depends on.
+    ///
+    /// The backward rules run once: afterwards the graph below `self` holds no saved tensors, and a second call
+    /// through the same nodes is an error (run the forward again).
+    pub fn backward(&self) -> Result<Gradients> {
+        let value = self.tensor();
+        if value.numel() != 1 {
+            return Err(Error::shape(
+                "backward",
+                format!(
+                    "backward starts from a scalar loss, got shape {:?} (reduce it with sum or mean first)",
+                    value.shape()
+                ),
+            ));
+        }
+        let mut pending: HashMap<usize, Tensor> = HashMap::new();
+        pending.insert(
+            self.id(),
+            Tensor::ones(value.shape(), value.dtype(), value.device())?,
+        );
+        let mut leaves = Gradients::default();
+        for var in topological_order(self).iter().rev() {
+            let Some(grad) = pending.remove(&var.id()) else {
+                continue;
+            };
+            if var.is_leaf() {
+                leaves.by_id.insert(var.id(), grad);
+                continue;
+            }
+            let rule = var.0.backward.borrow_mut().take().ok_or_else(|| {
+                Error::argument(
+                    "backward",
+                    "this graph was already back-propagated and its saved tensors freed; run the forward again",
+                )
+            })?;
+            let parent_grads = rule(&grad)?;
+            for (parent, g) in var.0.parents.iter().zip(parent_grads) {
+                let Some(g) = g else { continue };
+                if !parent.requires_grad() {
+                    continue;
+                }
+                if g.shape() != parent.shape() {
+                    return Err(Error::shape(
+                        "backward",
+                        format!(
+                            "a rule produced a gradient of shape {:?} for an input of shape {:?}",
+                            g.shape(),
+                            parent.shape()
+                        ),
+                    ));
+                }
+                let total = match pending.remove(&parent.id()) {
+                    Some(acc) => acc.add(&g)?,
+                    None => g,
+                };
+                pending.insert(parent.id(), total);
+            }
+        }
+        Ok(leaves)
+    }
+}
+
+/// Zeros of `shape` in the dtype and on the device of `like` (used by rules that pad a gradient).
+pub(crate) fn zeros(shape: &[usize], like: &Tensor) -> Result<Tensor> {
+    Tensor::zeros(shape, like.dtype(), like.device())
+}

@@ -1,0 +1,6 @@
+//! The differentiable operations, one file per kind, each forward next to its backward rule.
+
+mod elementwise;
+mod nn;
+mod reduce;
+mod shape;

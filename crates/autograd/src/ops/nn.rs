@@ -1,0 +1,98 @@
+//! The heavy operations, whose rules call the backward kernels through the tensor layer:
+//!
+//! - matmul `Y = A·B`: `∂A = G·Bᵀ`, `∂B = Aᵀ·G`, each summed over broadcast batch axes;
+//! - softmax / log-softmax along a dimension, from the saved output;
+//! - conv2d, group norm, layer norm and attention, from their saved inputs (and saved statistics).
+
+use crate::reduce_to::sum_to_shape;
+use crate::var::Var;
+use diffuse_tensor::{Conv2dParams, Result};
+
+impl Var {
+    /// Batched matrix product over the last two dimensions, batch dimensions broadcast.
+    pub fn matmul(&self, rhs: &Var) -> Result<Var> {
+        let (a, b) = (self.tensor().clone(), rhs.tensor().clone());
+        let y = a.matmul(&b)?;
+        Ok(Var::from_op(y, &[self, rhs], move |g| {
+            let (ra, rb) = (a.rank(), b.rank());
+            let ga = g.matmul(&b.transpose(rb - 2, rb - 1)?)?;
+            let gb = a.transpose(ra - 2, ra - 1)?.matmul(g)?;
+            Ok(vec![
+                Some(sum_to_shape(&ga, a.shape())?),
+                Some(sum_to_shape(&gb, b.shape())?),
+            ])
+        }))
+    }
+
+    /// Softmax along `dim`: `∂x = y∘(g − Σ g∘y)`.
+    pub fn softmax(&self, dim: usize) -> Result<Var> {
+        let y = self.tensor().softmax(dim)?;
+        let saved = y.clone();
+        Ok(Var::from_op(y, &[self], move |g| {
+            Ok(vec![Some(saved.softmax_backward(g, dim)?)])
+        }))
+    }
+
+    /// Log-softmax along `dim`: `∂x = g − exp(y)·Σ g`.
+    pub fn log_softmax(&self, dim: usize) -> Result<Var> {
+        let y = self.tensor().log_softmax(dim)?;
+        let saved = y.clone();
+        Ok(Var::from_op(y, &[self], move |g| {
+            Ok(vec![Some(saved.log_softmax_backward(g, dim)?)])
+        }))
+    }
+
+    /// 2-D convolution of `self` (N, C, H, W) with `weight` (O, C/groups, KH, KW) and an optional `bias` (O).
+    pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, p: &Conv2dParams) -> Result<Var> {
+        let (x, w) = (self.tensor().clone(), weight.tensor().clone());
+        let y = x.conv2d(&w, bias.map(Var::tensor), p)?;
+        let p = *p;
+        let mut parents = vec![self, weight];
+        parents.extend(bias);
+        let with_bias = bias.is_some();
+        Ok(Var::from_op(y, &parents, move |g| {
+            let gx = g.conv2d_backward_input(&w, x.shape(), &p)?;
+            let (gw, gb) = x.conv2d_backward_weight(g, w.shape(), &p, with_bias)?;
+            let mut grads = vec![Some(gx), Some(gw)];
+            if with_bias {
+                grads.push(gb);
+            }
+            Ok(grads)
+        }))
+    }
+
+    /// Group normalisation of (N, C, ...) in `groups` channel groups with per-channel `gamma` and `beta`.
+    pub fn group_norm(&self, groups: usize, gamma: &Var, beta: &Var, eps: f32) -> Result<Var> {
+        let (x, gm) = (self.tensor().clone(), gamma.tensor().clone());
+        let (y, mean, rstd) = x.group_norm(groups, &gm, beta.tensor(), eps)?;
+        Ok(Var::from_op(y, &[self, gamma, beta], move |g| {
+            let (gx, gg, gb) = g.group_norm_backward(&x, &gm, (&mean, &rstd), groups)?;
+            Ok(vec![Some(gx), Some(gg), Some(gb)])
+        }))
+    }
+
+    /// Layer normalisation over the last dimension with `gamma` and `beta` of that size.
+    pub fn layer_norm(&self, gamma: &Var, beta: &Var, eps: f32) -> Result<Var> {
+        let (x, gm) = (self.tensor().clone(), gamma.tensor().clone());
+        let (y, mean, rstd) = x.layer_norm(&gm, beta.tensor(), eps)?;
+        Ok(Var::from_op(y, &[self, gamma, beta], move |g| {
+            let (gx, gg, gb) = g.layer_norm_backward(&x, &gm, (&mean, &rstd))?;
+            Ok(vec![Some(gx), Some(gg), Some(gb)])
+        }))
+    }
+
+    /// Scaled dot-product attention of `self` = Q (BH, Lq, d) over K, V (BH, Lk, d).
+    pub fn attention(&self, k: &Var, v: &Var, scale: f32) -> Result<Var> {
+        let (q, kt, vt) = (
+            self.tensor().clone(),
+            k.tensor().clone(),
+            v.tensor().clone(),
+        );
+        let (out, lse) = q.attention(&kt, &vt, scale)?;
+        let saved = out.clone();
+        Ok(Var::from_op(out, &[self, k, v], move |g| {
+            let (gq, gk, gv) = g.attention_backward((&q, &kt, &vt), (&saved, &lse), scale)?;
+            Ok(vec![Some(gq), Some(gk), Some(gv)])
+        }))
+    }
+}

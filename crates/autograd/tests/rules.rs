@@ -1,0 +1,172 @@
+//! Every backward rule against central finite differences (see `common` for the check and its tolerance).
+
+mod common;
+
+use common::*;
+use diffuse_autograd::Var;
+use diffuse_tensor::{Conv2dParams, Tensor};
+
+#[test]
+fn add_sub_mul_div_with_broadcasting_match_finite_differences() {
+    let a = randn(&[2, 3, 4], 1);
+    let b = uniform(&[3, 1], 2, 0.5, 1.5);
+    check_gradients(&[&a, &b], |v| v[0].add(&v[1]));
+    check_gradients(&[&a, &b], |v| v[1].sub(&v[0]));
+    check_gradients(&[&a, &b], |v| v[0].mul(&v[1]));
+    check_gradients(&[&a, &b], |v| v[0].div(&v[1]));
+}
+
+#[test]
+fn neg_affine_and_scalar_ops_match_finite_differences() {
+    let x = randn(&[3, 4], 3);
+    check_gradients(&[&x], |v| v[0].neg());
+    check_gradients(&[&x], |v| v[0].affine(-1.5, 0.25));
+    check_gradients(&[&x], |v| v[0].mul_scalar(3.0));
+    check_gradients(&[&x], |v| v[0].add_scalar(2.0));
+}
+
+#[test]
+fn exp_log_sqrt_square_powf_match_finite_differences() {
+    let x = randn(&[2, 5], 4);
+    let positive = uniform(&[2, 5], 5, 0.5, 2.0);
+    check_gradients(&[&x], |v| v[0].exp());
+    check_gradients(&[&positive], |v| v[0].log());
+    check_gradients(&[&positive], |v| v[0].sqrt());
+    check_gradients(&[&x], |v| v[0].square());
+    check_gradients(&[&positive], |v| v[0].powf(2.5));
+    check_gradients(&[&positive], |v| v[0].powf(-0.5));
+}
+
+#[test]
+fn activations_match_finite_differences() {
+    let x = randn(&[3, 5], 6);
+    check_gradients(&[&x], |v| v[0].tanh());
+    check_gradients(&[&x], |v| v[0].sigmoid());
+    check_gradients(&[&x], |v| v[0].silu());
+    check_gradients(&[&x], |v| v[0].gelu());
+    check_gradients(&[&away_from_zero(&[3, 5], 7)], |v| v[0].relu());
+}
+
+#[test]
+fn gelu_gradient_at_zero_is_one_half() {
+    let x = Var::leaf(Tensor::zeros(&[1], diffuse_tensor::DType::F32, CPU).unwrap());
+    let g = x.gelu().unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), vec![0.5]);
+}
+
+#[test]
+fn sum_and_mean_over_axes_match_finite_differences() {
+    let x = randn(&[2, 3, 4], 8);
+    check_gradients(&[&x], |v| v[0].sum(&[0, 2], false));
+    check_gradients(&[&x], |v| v[0].sum(&[1], true));
+    check_gradients(&[&x], |v| v[0].mean(&[2, 0], true));
+    check_gradients(&[&x], |v| v[0].mean_all());
+    check_gradients(&[&x], |v| v[0].sum_all());
+}
+
+#[test]
+fn matmul_with_broadcast_batch_and_transposed_operand_matches_finite_differences() {
+    let a = randn(&[2, 1, 3, 4], 9);
+    let b_t = randn(&[3, 5, 4], 10);
+    check_gradients(&[&a, &b_t], |v| v[0].matmul(&v[1].transpose(1, 2)?));
+}
+
+#[test]
+fn views_match_finite_differences() {
+    let x = randn(&[2, 3, 4], 11);
+    check_gradients(&[&x], |v| {
+        v[0].reshape(&[4, 6])?.mul(&v[0].reshape(&[4, 6])?)
+    });
+    check_gradients(&[&x], |v| v[0].permute(&[2, 0, 1])?.exp());
+    check_gradients(&[&x], |v| v[0].transpose(0, 2)?.square());
+    check_gradients(&[&x], |v| v[0].narrow(2, 1, 2)?.square());
+    check_gradients(&[&x], |v| v[0].narrow(1, 0, 1)?.exp());
+    check_gradients(&[&randn(&[3, 1], 12)], |v| {
+        v[0].broadcast_to(&[2, 3, 4])?.square()
+    });
+    check_gradients(&[&x], |v| v[0].unsqueeze(1)?.squeeze(1)?.tanh());
+}
+
+#[test]
+fn concat_matches_finite_differences() {
+    let a = randn(&[2, 3], 13);
+    let b = randn(&[2, 1], 14);
+    let c = randn(&[2, 2], 15);
+    check_gradients(&[&a, &b, &c], |v| {
+        Var::concat(&[&v[0], &v[1], &v[2]], 1)?.square()
+    });
+}
+
+#[test]
+fn index_select_with_repeats_matches_finite_differences() {
+    // An embedding table of 5 rows of width 3, looked up with a repeated index.
+    let table = randn(&[5, 3], 16);
+    check_gradients(&[&table], |v| v[0].index_select(0, &[4, 1, 1, 0]));
+}
+
+#[test]
+fn gather_matches_finite_differences() {
+    let x = randn(&[2, 4], 17);
+    check_gradients(&[&x], |v| v[0].gather(1, &[2, 3], &[3, 0, 3, 1, 1, 2]));
+}
+
+#[test]
+fn softmax_and_log_softmax_match_finite_differences() {
+    let x = randn(&[3, 4, 2], 18);
+    check_gradients(&[&x], |v| v[0].softmax(1));
+    check_gradients(&[&x], |v| v[0].log_softmax(2));
+    check_gradients(&[&x], |v| v[0].log_softmax(0));
+}
+
+#[test]
+fn conv2d_matches_finite_differences() {
+    let p = Conv2dParams {
+        stride: (2, 1),
+        padding: (1, 0),
+        dilation: (1, 2),
+        groups: 2,
+    };
+    let x = randn(&[2, 4, 5, 5], 19);
+    let w = randn(&[4, 2, 3, 2], 20);
+    let b = randn(&[4], 21);
+    check_gradients(&[&x, &w, &b], |v| v[0].conv2d(&v[1], Some(&v[2]), &p));
+    let w1 = randn(&[3, 4, 2, 2], 22);
+    check_gradients(&[&x, &w1], |v| {
+        v[0].conv2d(&v[1], None, &Conv2dParams::default())
+    });
+}
+
+#[test]
+fn group_norm_matches_finite_differences() {
+    let x = randn(&[2, 4, 3, 2], 22);
+    let gamma = randn(&[4], 23);
+    let beta = randn(&[4], 24);
+    check_gradients(&[&x, &gamma, &beta], |v| {
+        v[0].group_norm(2, &v[1], &v[2], 1e-5)
+    });
+}
+
+#[test]
+fn layer_norm_matches_finite_differences() {
+    let x = randn(&[3, 2, 5], 25);
+    let gamma = randn(&[5], 26);
+    let beta = randn(&[5], 27);
+    check_gradients(&[&x, &gamma, &beta], |v| {
+        v[0].layer_norm(&v[1], &v[2], 1e-5)
+    });
+}
+
+#[test]
+fn attention_matches_finite_differences() {
+    let q = randn(&[2, 3, 4], 28);
+    let k = randn(&[2, 5, 4], 29);
+    let v = randn(&[2, 5, 4], 30);
+    check_gradients(&[&q, &k, &v], |x| x[0].attention(&x[1], &x[2], 0.5));
+}
+
+#[test]
+fn upsample_nearest2x_matches_finite_differences() {
+    check_gradients(&[&randn(&[1, 2, 2, 3], 31)], |v| {
+        v[0].upsample_nearest2x()?.square()
+    });
+}

@@ -1,0 +1,66 @@
+//! Attention forward (and backward at the small shape) at two shapes: a 14×14 vision block (B32 H4 L196 d32) and a
+//! long sequence (B8 H8 L1024 d64). Throughput is counted in FLOPs (2 matmuls of 2·L²·d each per problem forward).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use diffuse_cpu_kernels::attention::{attention_backward, attention_forward, AttentionShape};
+
+fn filled(len: usize, salt: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(salt) >> 8) as f32 / 16_777_216.0
+                - 0.5
+        })
+        .collect()
+}
+
+fn bench_shape(
+    c: &mut Criterion,
+    name: &str,
+    batch_heads: usize,
+    len: usize,
+    d: usize,
+    with_backward: bool,
+) {
+    let s = AttentionShape {
+        batch_heads,
+        q_len: len,
+        kv_len: len,
+        head_dim: d,
+        scale: 1.0 / (d as f32).sqrt(),
+    };
+    let n = batch_heads * len * d;
+    let (q, k, v, go) = (filled(n, 1), filled(n, 2), filled(n, 3), filled(n, 4));
+    let (mut out, mut lse) = (vec![0.0; n], vec![0.0; batch_heads * len]);
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    let flops = 4 * batch_heads * len * len * d;
+    group.throughput(Throughput::Elements(flops as u64));
+    group.bench_function("forward", |b| {
+        b.iter(|| attention_forward(&s, &q, &k, &v, None, &mut out, &mut lse).unwrap())
+    });
+    if with_backward {
+        let (mut gq, mut gk, mut gv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        // Backward recomputes S twice and dP twice (two passes) plus dQ, dK, dV: 2·(2 + 2) + 3 = 11 L²d-sized
+        // products of 2 FLOPs; count the 5 of the textbook backward (S, dP, dV, dQ, dK) so numbers compare.
+        group.throughput(Throughput::Elements(
+            (5 * 2 * batch_heads * len * len * d) as u64,
+        ));
+        group.bench_function("backward", |b| {
+            b.iter(|| {
+                attention_backward(
+                    &s, &q, &k, &v, None, &out, &lse, &go, &mut gq, &mut gk, &mut gv,
+                )
+                .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    bench_shape(c, "attention B32 H4 L196 d32", 32 * 4, 196, 32, true);
+    bench_shape(c, "attention B8 H8 L1024 d64", 8 * 8, 1024, 64, false);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,19 @@
+//! Neural-network building blocks on top of `diffuse-autograd`.
+//!
+//! Parameters live in a [`ParamStore`] under hierarchical names in the diffusers/PyTorch key style
+//! (`down.0.conv1.weight`): a layer is built from a [`Path`] into the store and registers its parameters under it.
+//! Parameters are autograd leaves whose tensors own their buffers, so the optimiser ([`AdamW`]) and checkpoint
+//! loading ([`ParamStore::load`]) update them in place and every layer holding them sees the new values.
+//!
+//! Initialisation follows PyTorch's defaults, drawn from the store's seeded Philox stream: weights of linear and
+//! convolution layers Kaiming-uniform with `a = √5`, which is `U(−1/√fan_in, 1/√fan_in)`, biases with the same bound,
+//! embeddings `N(0, 1)`, normalisation scales 1 and shifts 0.
+
+mod checkpoint;
+mod layers;
+mod optim;
+mod store;
+
+pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Module, SiLU};
+pub use optim::AdamW;
+pub use store::{Init, ParamStore, Path};

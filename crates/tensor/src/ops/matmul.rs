@@ -1,0 +1,98 @@
+//! Batched matrix product `[..., m, k] × [..., k, n] → [..., m, n]` with NumPy broadcasting of the batch dimensions.
+//!
+//! The operands are handed to the GEMM kernel as strides into their own buffers, so a transposed or narrowed view
+//! costs no copy. The kernel takes one batch stride per operand; when the (broadcast) batch dimensions of an operand
+//! cannot be walked with a single stride (say `[2, 3]` broadcast from `[1, 3]`), that operand alone is copied to a
+//! contiguous buffer first.
+
+use crate::error::{Error, Result};
+use crate::layout::{broadcast_shapes, Layout};
+use crate::storage::MatmulOperand;
+use crate::Tensor;
+
+/// The single stride that walks every batch index of `layout` (all but the last two dimensions) in row-major
+/// order, if there is one.
+fn uniform_batch_stride(layout: &Layout) -> Option<usize> {
+    let rank = layout.rank();
+    let (shape, strides) = (&layout.shape()[..rank - 2], &layout.strides()[..rank - 2]);
+    let moving: Vec<usize> = (0..shape.len()).filter(|&d| shape[d] > 1).collect();
+    let Some(&last) = moving.last() else {
+        return Some(0);
+    };
+    let stride = strides[last];
+    let mut expected = stride;
+    for &d in moving.iter().rev() {
+        if strides[d] != expected {
+            return None;
+        }
+        expected *= shape[d];
+    }
+    Some(stride)
+}
+
+impl Tensor {
+    /// The matrix product over the last two dimensions, the leading (batch) dimensions broadcast together.
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        const OP: &str = "matmul";
+        self.check_compatible(OP, rhs)?;
+        let (ra, rb) = (self.rank(), rhs.rank());
+        if ra < 2 || rb < 2 {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "operands need at least two dimensions, got {:?} × {:?}",
+                    self.shape(),
+                    rhs.shape()
+                ),
+            ));
+        }
+        let (m, k) = (self.shape()[ra - 2], self.shape()[ra - 1]);
+        let (k2, n) = (rhs.shape()[rb - 2], rhs.shape()[rb - 1]);
+        if k != k2 {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "inner dimensions differ: {:?} × {:?} ({k} vs {k2})",
+                    self.shape(),
+                    rhs.shape()
+                ),
+            ));
+        }
+        let batch_shape = broadcast_shapes(OP, &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])?;
+        let batch: usize = batch_shape.iter().product();
+        let a = self.batch_operand(&batch_shape, m, k)?;
+        let b = rhs.batch_operand(&batch_shape, k, n)?;
+        let storage = {
+            let (sa, sb) = (a.0.storage(), b.0.storage());
+            sa.matmul(&a.1, &sb, &b.1, (batch, m, n, k))?
+        };
+        let mut shape = batch_shape;
+        shape.extend_from_slice(&[m, n]);
+        Tensor::from_contiguous(storage, &shape)
+    }
+
+    /// `self` broadcast to `batch_shape + [rows, cols]`, as a tensor and the strides the GEMM reads it with.
+    fn batch_operand(
+        &self,
+        batch_shape: &[usize],
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Tensor, MatmulOperand)> {
+        let mut full = batch_shape.to_vec();
+        full.extend_from_slice(&[rows, cols]);
+        let view = self.broadcast_to(&full)?;
+        let view = match uniform_batch_stride(view.layout()) {
+            Some(_) => view,
+            None => view.contiguous()?,
+        };
+        let layout = view.layout();
+        let r = layout.rank();
+        let operand = MatmulOperand {
+            offset: layout.offset(),
+            batch_stride: uniform_batch_stride(layout).unwrap_or(rows * cols),
+            row_stride: layout.strides()[r - 2],
+            col_stride: layout.strides()[r - 1],
+        };
+        Ok((view, operand))
+    }
+}

@@ -1,0 +1,108 @@
+//! In-place updates of parameter tensors: the fused AdamW step, and assignment (loading a checkpoint).
+//!
+//! An update rewrites the parameter and its moment buffers where they lie, so each must own its whole buffer
+//! (contiguous, no offset, no other view sharing it with a different layout) and none may share a buffer with
+//! another: an aliased update would read values it has already overwritten.
+
+use crate::error::{Error, Result};
+use crate::{DType, Tensor};
+use diffuse_cpu_kernels::adamw::AdamWConfig;
+
+impl Tensor {
+    /// One fused AdamW step (PyTorch semantics, `step` counted from 1) on `self`, the parameter, in place, with
+    /// gradient `grad` and the first and second moment buffers `m` and `v`, which are updated in place too.
+    pub fn adamw_step(
+        &self,
+        grad: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        cfg: &AdamWConfig,
+        step: u64,
+    ) -> Result<()> {
+        const OP: &str = "adamw_step";
+        let named = [("param", self), ("grad", grad), ("m", m), ("v", v)];
+        for (what, t) in named {
+            self.check_compatible(OP, t)?;
+            if t.shape() != self.shape() {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "{what} has shape {:?} but the parameter has {:?}",
+                        t.shape(),
+                        self.shape()
+                    ),
+                ));
+            }
+        }
+        if self.dtype() != DType::F32 {
+            return Err(Error::argument(
+                OP,
+                format!(
+                    "the parameter is {}; only f32 parameters are updated in place",
+                    self.dtype()
+                ),
+            ));
+        }
+        for (what, t) in [("param", self), ("m", m), ("v", v)] {
+            if !t.owns_whole_buffer() {
+                return Err(Error::argument(
+                    OP,
+                    format!("{what} is a view into a larger or reordered buffer; an in-place update needs a contiguous tensor that owns its storage"),
+                ));
+            }
+        }
+        for (i, (a_name, a)) in named.iter().enumerate() {
+            for (b_name, b) in &named[i + 1..] {
+                if a.same_storage(b) {
+                    return Err(Error::argument(
+                        OP,
+                        format!("{a_name} and {b_name} share one buffer; an in-place update would read what it has already written"),
+                    ));
+                }
+            }
+        }
+        let grad = grad.contiguous()?;
+        let (mut p, mut ms, mut vs) = (self.storage_mut(), m.storage_mut(), v.storage_mut());
+        let g = grad.storage();
+        p.adamw_step(cfg, step, &g, &mut ms, &mut vs)
+    }
+
+    /// Overwrites the values of `self` in place with those of `src` (same shape; any layout, dtype converted), so that
+    /// every holder of `self` sees the new values.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        const OP: &str = "assign";
+        if src.shape() != self.shape() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "source has shape {:?} but the target has {:?}",
+                    src.shape(),
+                    self.shape()
+                ),
+            ));
+        }
+        if src.device() != self.device() {
+            return Err(Error::DeviceMismatch {
+                op: OP,
+                lhs: self.device(),
+                rhs: src.device(),
+            });
+        }
+        if !self.owns_whole_buffer() {
+            return Err(Error::argument(
+                OP,
+                "the target is a view into a larger or reordered buffer; assignment needs a contiguous tensor that owns its storage",
+            ));
+        }
+        if self.same_storage(src) {
+            return Ok(());
+        }
+        let mut dst = self.storage_mut();
+        let s = src.storage();
+        dst.assign(&s, src.layout())
+    }
+
+    fn owns_whole_buffer(&self) -> bool {
+        self.is_contiguous() && self.layout().offset() == 0 && self.storage().len() == self.numel()
+    }
+}

@@ -1,0 +1,177 @@
+//! `Tensor::matmul` against an f64 reference over random shapes: batch dimensions broadcast against each other
+//! (size 1 against n, missing leading dimensions), operands given as contiguous tensors, transposed views of a stored
+//! transpose, or broadcast views. Tolerance: each output is a k-term f32 dot product (k ≤ 9, |x| < 3), so the rounding
+//! error is below k·2⁻²⁴·Σ|a·b| ≤ 9·6e-8·81 ≈ 4.4e-5; 1e-4 absolute plus 1e-5 relative covers it.
+
+use diffuse_tensor::{DType, Device, Tensor};
+use proptest::prelude::*;
+
+/// A tensor of `shape` built one of three ways: contiguous, as the transpose of a stored `[.., n, m]`, or broadcast
+/// from a size-1 leading dimension. Returns the tensor and its row-major values.
+fn operand(shape: &[usize], how: u8, data: &[f32]) -> (Tensor, Vec<f32>) {
+    let r = shape.len();
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = data.iter().cycle().take(n).copied().collect();
+    let contiguous = Tensor::from_vec(values.clone(), shape, Device::Cpu).unwrap();
+    match how % 3 {
+        0 => (contiguous, values),
+        1 => {
+            let mut stored = shape.to_vec();
+            stored.swap(r - 2, r - 1);
+            let t = contiguous
+                .transpose(r - 2, r - 1)
+                .unwrap()
+                .contiguous()
+                .unwrap();
+            let t = t.reshape(&stored).unwrap().transpose(r - 2, r - 1).unwrap();
+            assert!(!t.is_contiguous() || shape[r - 1] == 1 || shape[r - 2] == 1);
+            (t, values)
+        }
+        _ => {
+            let mut one = shape.to_vec();
+            one[0] = 1;
+            let m: usize = one.iter().product();
+            let base: Vec<f32> = values[..m].to_vec();
+            let t = Tensor::from_vec(base.clone(), &one, Device::Cpu)
+                .unwrap()
+                .broadcast_to(shape)
+                .unwrap();
+            let full: Vec<f32> = base.iter().cycle().take(n).copied().collect();
+            (t, full)
+        }
+    }
+}
+
+/// Row-major index of `idx` (already reduced for broadcasting) in `shape`.
+fn offset(shape: &[usize], idx: &[usize]) -> usize {
+    shape
+        .iter()
+        .zip(idx)
+        .fold(0, |acc, (&s, &i)| acc * s + if s == 1 { 0 } else { i })
+}
+
+fn reference(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    batch: &[usize],
+) -> Vec<f64> {
+    let (ra, rb) = (a_shape.len(), b_shape.len());
+    let (m, k, n) = (a_shape[ra - 2], a_shape[ra - 1], b_shape[rb - 1]);
+    let count: usize = batch.iter().product();
+    let mut out = Vec::with_capacity(count * m * n);
+    for flat in 0..count {
+        let mut idx = vec![0; batch.len()];
+        let mut rest = flat;
+        for d in (0..batch.len()).rev() {
+            idx[d] = rest % batch[d];
+            rest /= batch[d];
+        }
+        let ia = offset(&a_shape[..ra - 2], &idx[batch.len() - (ra - 2)..]) * m * k;
+        let ib = offset(&b_shape[..rb - 2], &idx[batch.len() - (rb - 2)..]) * k * n;
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k)
+                    .map(|p| f64::from(a[ia + i * k + p]) * f64::from(b[ib + p * n + j]))
+                    .sum();
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+fn dims() -> impl Strategy<Value = usize> {
+    prop_oneof![1 => Just(1usize), 3 => 2usize..10]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn matmul_matches_reference_with_broadcast_batches_and_transposed_views(
+        (m, k, n) in (dims(), dims(), dims()),
+        batch in prop::collection::vec(prop_oneof![Just(1usize), 2usize..4], 0..3),
+        a_ones in prop::collection::vec(any::<bool>(), 3),
+        drop_a in 0usize..3,
+        (how_a, how_b) in (0u8..3, 0u8..3),
+        data in prop::collection::vec(-3.0f32..3.0, 64),
+    ) {
+        // a keeps a suffix of the batch dims (some forced to 1); b keeps all of them.
+        let keep = batch.len().saturating_sub(drop_a);
+        let mut a_shape: Vec<usize> = batch[batch.len() - keep..]
+            .iter()
+            .zip(&a_ones)
+            .map(|(&s, &one)| if one { 1 } else { s })
+            .collect();
+        a_shape.extend([m, k]);
+        let mut b_shape = batch.clone();
+        b_shape.extend([k, n]);
+        let (how_a, how_b) = (
+            if a_shape.len() > 2 { how_a } else { how_a % 2 },
+            if b_shape.len() > 2 { how_b } else { how_b % 2 },
+        );
+        let (a, av) = operand(&a_shape, how_a, &data);
+        let (b, bv) = operand(&b_shape, how_b, &data[7..]);
+        let got = a.matmul(&b).unwrap();
+        let mut out_shape = batch.clone();
+        out_shape.extend([m, n]);
+        prop_assert_eq!(got.shape(), &out_shape[..]);
+        let want = reference(&av, &a_shape, &bv, &b_shape, &batch);
+        for (i, (&g, &w)) in got.to_vec().unwrap().iter().zip(&want).enumerate() {
+            prop_assert!((f64::from(g) - w).abs() <= 1e-4 + 1e-5 * w.abs(), "element {}: {} vs {}", i, g, w);
+        }
+    }
+}
+
+#[test]
+fn matmul_rejects_mismatched_inner_dimensions_naming_both_shapes() {
+    let a = Tensor::zeros(&[2, 3], DType::F32, Device::Cpu).unwrap();
+    let b = Tensor::zeros(&[4, 5], DType::F32, Device::Cpu).unwrap();
+    let msg = a.matmul(&b).unwrap_err().to_string();
+    assert!(msg.contains("[2, 3]") && msg.contains("[4, 5]"), "{msg}");
+}
+
+#[test]
+fn matmul_with_empty_dimensions_gives_empty_or_zero_results() {
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32, Device::Cpu).unwrap();
+    assert_eq!(z(&[0, 3]).matmul(&z(&[3, 2])).unwrap().shape(), &[0, 2]);
+    assert_eq!(
+        z(&[2, 0, 3]).matmul(&z(&[3, 2])).unwrap().shape(),
+        &[2, 0, 2]
+    );
+    assert_eq!(
+        z(&[0, 2, 3]).matmul(&z(&[3, 2])).unwrap().shape(),
+        &[0, 2, 2]
+    );
+    // k = 0: every output is an empty sum.
+    let ones = |s: &[usize]| Tensor::ones(s, DType::F32, Device::Cpu).unwrap();
+    let c = ones(&[2, 0]).matmul(&ones(&[0, 3])).unwrap();
+    assert_eq!(c.to_vec().unwrap(), vec![0.0; 6]);
+}
+
+#[test]
+fn matmul_rejects_rank_one_operands() {
+    let a = Tensor::zeros(&[3], DType::F32, Device::Cpu).unwrap();
+    let b = Tensor::zeros(&[3, 2], DType::F32, Device::Cpu).unwrap();
+    assert!(a
+        .matmul(&b)
+        .unwrap_err()
+        .to_string()
+        .contains("two dimensions"));
+}
+
+#[test]
+fn matmul_copies_batches_that_no_single_stride_walks() {
+    // [1, 3, 2, 2] broadcast to [2, 3, 2, 2]: batch strides (0, 4) cannot be one stride.
+    let a = Tensor::arange(0.0, 12.0, 1.0, Device::Cpu)
+        .unwrap()
+        .reshape(&[1, 3, 2, 2])
+        .unwrap();
+    let a = a.broadcast_to(&[2, 3, 2, 2]).unwrap();
+    let eye = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0], &[2, 2], Device::Cpu).unwrap();
+    let got = a.matmul(&eye).unwrap().to_vec().unwrap();
+    let want: Vec<f32> = (0..24).map(|i| (i % 12) as f32).collect();
+    assert_eq!(got, want);
+}
