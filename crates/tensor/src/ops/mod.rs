@@ -4,4 +4,5 @@
 mod elementwise;
 mod index;
 pub mod noise;
+mod random;
 mod reduce;
