@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use diffuse_diffusion::sampler::sigmas::{timestep_to_sigma, training_sigmas};
+use diffuse_diffusion::sampler::sigmas::{sigma_to_timestep, timestep_to_sigma, training_sigmas};
 use diffuse_diffusion::sampler::{
     ClassifierFreeGuidance, DdpmVariance, Denoiser, Prediction, Sampler, SamplerOptions,
 };
@@ -497,4 +497,58 @@ fn class_labels_must_match_the_batch() {
         err.to_string().contains("3 labels for a batch of 4"),
         "{err}"
     );
+}
+
+// ---- σ ↔ timestep --------------------------------------------------------------------------------------------------
+
+#[test]
+fn timestep_to_sigma_inverts_sigma_to_timestep() {
+    let table = training_sigmas(&linear_schedule()).unwrap();
+    for t in [0.0, 0.25, 1.0, 17.5, 500.0, 998.9, 999.0] {
+        let back = sigma_to_timestep(&table, timestep_to_sigma(&table, t));
+        assert!((back - t).abs() < 1e-9, "t = {t} came back as {back}");
+    }
+    // Outside the table σ clamps to the ends.
+    assert_eq!(sigma_to_timestep(&table, table[0] / 2.0), 0.0);
+    assert_eq!(sigma_to_timestep(&table, table[999] * 2.0), 999.0);
+}
+
+/// Records the timesteps it is called with; predicts ε = 0.
+struct Recorder(RefCell<Vec<f64>>);
+
+impl Denoiser for Recorder {
+    fn predict(&self, x_t: &Tensor, t: &[f64], _class: Option<&[u32]>) -> Result<Tensor> {
+        self.0.borrow_mut().push(t[0]);
+        Ok(x_t.zeros_like()?)
+    }
+    fn prediction(&self) -> Prediction {
+        Prediction::Epsilon
+    }
+}
+
+#[test]
+fn sigma_samplers_without_karras_visit_the_spaced_timesteps() {
+    let model = Recorder(RefCell::new(Vec::new()));
+    let options = SamplerOptions {
+        steps: 4,
+        spacing: TimestepSpacing::Leading,
+        steps_offset: 1,
+        karras_sigmas: false,
+        ..SamplerOptions::default()
+    };
+    Sampler::Euler
+        .sample(
+            &model,
+            &linear_schedule(),
+            &options,
+            &[2, 3],
+            Device::Cpu,
+            None,
+        )
+        .unwrap();
+    let visited = model.0.borrow();
+    assert_eq!(visited.len(), 4);
+    for (got, want) in visited.iter().zip([751.0, 501.0, 251.0, 1.0]) {
+        assert!((got - want).abs() < 1e-9, "visited {visited:?}");
+    }
 }
