@@ -3,6 +3,9 @@
 //! From `x_t`: predict `x̂0` and the noise it implies, `ε̂ = (x_t − √ᾱ_t·x̂0)/√(1−ᾱ_t)`; then
 //! `x_prev = √ᾱ_prev·x̂0 + √(1−ᾱ_prev−σ²)·ε̂ + σ·z` with `σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev)`.
 //! η = 0 is the deterministic DDIM ODE solver; η = 1 has DDPM's posterior variance.
+//!
+//! With `clip_sample_range`, ε̂ is recomputed from the clipped x̂0 (the fused step works on x_t and x̂0 only), so the
+//! pair stays consistent with x_t; diffusers' `DDIMScheduler` keeps the unclipped ε̂ instead.
 
 use super::{discrete, Denoiser, SamplerOptions, StepCoefficients};
 use crate::error::Result;

@@ -30,7 +30,8 @@ pub fn dpm_solver_pp_2m(
         let (sigma, sigma_next) = (pair[0], pair[1]);
         let x0 = denoiser.x0(&x, sigma)?;
         if sigma_next == 0.0 {
-            return Ok(x0);
+            x = x0;
+            break;
         }
         let h = sigma.ln() - sigma_next.ln();
         let x0_bar = match &previous {

@@ -21,7 +21,7 @@ pub fn euler(
     let mut x = initial_x(noise, sigmas[0])?;
     for pair in sigmas.windows(2) {
         let (sigma, sigma_next) = (pair[0], pair[1]);
-        let (slope, _x0) = denoiser.slope(&x, sigma)?;
+        let slope = denoiser.slope(&x, sigma)?;
         x = x.add(&slope.mul_scalar((sigma_next - sigma) as f32)?)?;
     }
     Ok(x)

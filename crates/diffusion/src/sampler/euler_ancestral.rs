@@ -31,7 +31,7 @@ pub fn euler_ancestral(
         let sigma_down = (sigma_next * sigma_next - sigma_up * sigma_up)
             .max(0.0)
             .sqrt();
-        let (slope, _x0) = denoiser.slope(&x, sigma)?;
+        let slope = denoiser.slope(&x, sigma)?;
         x = x.add(&slope.mul_scalar((sigma_down - sigma) as f32)?)?;
         if sigma_up > 0.0 {
             let offset = step_offset(step, x.numel())?;

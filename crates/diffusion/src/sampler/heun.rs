@@ -23,13 +23,13 @@ pub fn heun(
     for pair in sigmas.windows(2) {
         let (sigma, sigma_next) = (pair[0], pair[1]);
         let dt = (sigma_next - sigma) as f32;
-        let (slope, _x0) = denoiser.slope(&x, sigma)?;
+        let slope = denoiser.slope(&x, sigma)?;
         let predictor = x.add(&slope.mul_scalar(dt)?)?;
         if sigma_next == 0.0 {
             x = predictor;
             continue;
         }
-        let (slope_next, _x0) = denoiser.slope(&predictor, sigma_next)?;
+        let slope_next = denoiser.slope(&predictor, sigma_next)?;
         let mean_slope = slope.add(&slope_next)?.mul_scalar(0.5)?;
         x = x.add(&mean_slope.mul_scalar(dt)?)?;
     }

@@ -140,11 +140,10 @@ impl<'a> SigmaDenoiser<'a> {
         }
     }
 
-    /// The ODE slope `dx/dσ = (x − D(x, σ))/σ`, and `D(x, σ)`.
-    pub fn slope(&self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+    /// The ODE slope `dx/dσ = (x − D(x, σ))/σ`.
+    pub fn slope(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let x0 = self.x0(x, sigma)?;
-        let d = x.sub(&x0)?.mul_scalar((1.0 / sigma) as f32)?;
-        Ok((d, x0))
+        Ok(x.sub(&x0)?.mul_scalar((1.0 / sigma) as f32)?)
     }
 }
 
