@@ -9,6 +9,20 @@ pub enum Error {
     Data(DataError),
     Schedule(ScheduleError),
     Tensor(diffuse_tensor::Error),
+    /// A sampler could not run: `what` names the argument, `message` says what was wrong with it.
+    Sampler {
+        what: &'static str,
+        message: String,
+    },
+}
+
+impl Error {
+    pub fn sampler(what: &'static str, message: impl Into<String>) -> Self {
+        Error::Sampler {
+            what,
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -17,6 +31,7 @@ impl fmt::Display for Error {
             Error::Data(e) => e.fmt(f),
             Error::Schedule(e) => e.fmt(f),
             Error::Tensor(e) => e.fmt(f),
+            Error::Sampler { what, message } => write!(f, "{what}: {message}"),
         }
     }
 }
@@ -38,6 +53,12 @@ impl From<ScheduleError> for Error {
 impl From<diffuse_tensor::Error> for Error {
     fn from(e: diffuse_tensor::Error) -> Self {
         Error::Tensor(e)
+    }
+}
+
+impl From<diffuse_cpu_kernels::KernelError> for Error {
+    fn from(e: diffuse_cpu_kernels::KernelError) -> Self {
+        Error::Tensor(e.into())
     }
 }
 

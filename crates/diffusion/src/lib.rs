@@ -5,6 +5,8 @@
 //! - [`schedule`]: discrete noise schedules (betas, alphas, cumulative products) computed in `f64` exactly as diffusers'
 //!   `DDPMScheduler` defines them, inference timestep spacings, Karras sigmas, and diffusers `scheduler_config.json`.
 //! - [`forward`]: the forward process q(x_t | x_0), sampled in one fused pass.
+//! - [`sampler`]: reverse-process samplers (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++(2M)) driving any
+//!   [`sampler::Denoiser`], and classifier-free guidance.
 //! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
 //!   replayed from a `u64` seed.
 
@@ -12,6 +14,7 @@ pub mod data;
 pub mod error;
 pub mod forward;
 pub mod rng;
+pub mod sampler;
 pub mod schedule;
 
 pub use error::{Error, Result};

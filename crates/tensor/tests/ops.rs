@@ -378,3 +378,13 @@ fn q_sample_mixes_data_and_the_philox_stream_per_sample() {
         .to_string()
         .contains("2 samples"));
 }
+
+#[test]
+fn randn_is_the_philox_normal_stream_from_its_offset() {
+    let t = Tensor::randn(&[2, 3], 42, 5, Device::Cpu).unwrap();
+    assert_eq!(t.shape(), &[2, 3]);
+    let want: Vec<f32> = (5..11)
+        .map(|i| diffuse_cpu_kernels::philox::normal_at(42, i))
+        .collect();
+    assert_eq!(t.to_vec().unwrap(), want);
+}
