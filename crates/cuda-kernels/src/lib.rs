@@ -1,0 +1,15 @@
+//! CUDA kernels for diffuse: every kernel is hand-written PTX (`kernels/*.ptx`, embedded at compile time), launched
+//! through cudarc's driver API. Each operation takes the same arguments in the same order as its twin in
+//! `diffuse-cpu-kernels`, on device buffers instead of slices; `tests/gpu_vs_cpu.rs` holds the two against each other.
+//!
+//! Nothing here needs a GPU to build: the driver is loaded at run time, and [`Gpu::new`] returns a [`KernelError`]
+//! when there is none.
+
+pub mod alloc;
+pub mod context;
+pub mod error;
+mod launch;
+pub mod philox;
+
+pub use context::{DeviceLimits, Gpu, Module};
+pub use error::{KernelError, Result};
