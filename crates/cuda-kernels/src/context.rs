@@ -15,17 +15,20 @@ use crate::error::{KernelError, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Module {
     Philox,
+    Elementwise,
 }
 
 impl Module {
-    pub const ALL: [Module; 1] = [
+    pub const ALL: [Module; 2] = [
         Module::Philox,
+        Module::Elementwise,
     ];
 
     /// The file name under `kernels/`.
     pub fn file(self) -> &'static str {
         match self {
             Module::Philox => "philox.ptx",
+            Module::Elementwise => "elementwise.ptx",
         }
     }
 
@@ -33,6 +36,7 @@ impl Module {
     pub fn source(self) -> &'static str {
         match self {
             Module::Philox => include_str!("../../../kernels/philox.ptx"),
+            Module::Elementwise => include_str!("../../../kernels/elementwise.ptx"),
         }
     }
 }

@@ -5,6 +5,7 @@ use cudarc::driver::sys::CUfunction_attribute as FuncAttr;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use crate::context::{Gpu, Module};
+use crate::elementwise::LayoutParam;
 use crate::error::{KernelError, Result};
 
 /// One kernel parameter. Device pointers travel as `Ptr` (a raw `CUdeviceptr`, taken from a buffer with
@@ -14,8 +15,8 @@ pub(crate) enum Arg {
     Ptr(u64),
     U64(u64),
     U32(u32),
-    I32(i32),
     F32(f32),
+    Layout(LayoutParam),
 }
 
 /// A kernel and the shape to launch it with.
@@ -97,8 +98,8 @@ pub(crate) fn launch(gpu: &Gpu, op: &'static str, launch: Launch, args: &[Arg]) 
         match arg {
             Arg::Ptr(v) | Arg::U64(v) => builder.arg(v),
             Arg::U32(v) => builder.arg(v),
-            Arg::I32(v) => builder.arg(v),
             Arg::F32(v) => builder.arg(v),
+            Arg::Layout(v) => builder.arg(v),
         };
     }
     let config = LaunchConfig {
@@ -107,7 +108,7 @@ pub(crate) fn launch(gpu: &Gpu, op: &'static str, launch: Launch, args: &[Arg]) 
         shared_mem_bytes: launch.shared_bytes,
     };
     // SAFETY: every caller passes exactly the parameters the PTX entry declares, in order and with the declared
-    // widths (u64 for pointers and sizes, u32/s32/f32 for scalars), and has checked that each buffer behind a `Ptr`
+    // widths (u64 for pointers and sizes, u32/f32 for scalars, the 152-byte layout struct), and has checked that each buffer behind a `Ptr`
     // holds at least as many elements as the kernel will index for these arguments. The buffers' guards outlive this
     // call, and the stream orders the kernel after earlier work on them.
     unsafe { builder.launch(config) }

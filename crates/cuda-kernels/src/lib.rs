@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod context;
+pub mod elementwise;
 pub mod error;
 mod launch;
 pub mod philox;

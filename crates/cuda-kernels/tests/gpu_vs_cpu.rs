@@ -9,6 +9,7 @@ mod reference;
 use std::sync::OnceLock;
 
 use cudarc::driver::CudaSlice;
+use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::{philox, Gpu, KernelError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -88,4 +89,183 @@ fn fill_normal_with_a_huge_offset_uses_the_high_counter_word() {
     let mut out = zeros(gpu, 7);
     philox::fill_normal(gpu, 42, offset, &mut out).unwrap();
     assert_close("fill_normal", &download(gpu, &out), &reference::philox::normals(42, offset, 7), 1e-5).unwrap();
+}
+
+// ----------------------------------------------------------------------------------------------------- elementwise
+
+/// A random operand for `shape`: each dimension is either broadcast (stride 0) or stored, stored dimensions are laid
+/// out row-major, and one of them may run backwards (negative stride, offset at its far end). Returns the buffer
+/// length, the strides and the offset.
+fn operand_strategy(shape: Vec<usize>) -> impl Strategy<Value = (usize, Vec<isize>, usize)> {
+    let rank = shape.len();
+    (proptest::collection::vec(any::<bool>(), rank), 0..rank.max(1) + 1).prop_map(move |(broadcast, flip)| {
+        let mut strides = vec![0isize; rank];
+        let mut len = 1usize;
+        for d in (0..rank).rev() {
+            if !broadcast[d] {
+                strides[d] = len as isize;
+                len *= shape[d];
+            }
+        }
+        let mut offset = 0;
+        if flip < rank && strides[flip] != 0 {
+            offset = (shape[flip] - 1) * strides[flip] as usize;
+            strides[flip] = -strides[flip];
+        }
+        (len, strides, offset)
+    })
+}
+
+/// Reads the operand in output order (the naive reference of the strided walk).
+fn gather(values: &[f32], shape: &[usize], strides: &[isize], offset: usize) -> Vec<f32> {
+    let numel: usize = shape.iter().product();
+    (0..numel)
+        .map(|mut i| {
+            let mut at = offset as isize;
+            for d in (0..shape.len()).rev() {
+                at += (i % shape[d]) as isize * strides[d];
+                i /= shape[d];
+            }
+            values[at as usize]
+        })
+        .collect()
+}
+
+fn shape_strategy() -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(1usize..7, 0..5)
+}
+
+fn unary_reference(op: UnaryOp, x: f32) -> f32 {
+    let x = f64::from(x);
+    let y = match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Silu => x / (1.0 + (-x).exp()),
+        UnaryOp::Gelu => 0.5 * x * (1.0 + reference::erf(x / std::f64::consts::SQRT_2)),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Powf(p) => x.powf(f64::from(p)),
+        UnaryOp::Clamp { lo, hi } => x.clamp(f64::from(lo), f64::from(hi)),
+    };
+    y as f32
+}
+
+fn unary_op_strategy() -> impl Strategy<Value = UnaryOp> {
+    prop_oneof![
+        Just(UnaryOp::Neg),
+        Just(UnaryOp::Exp),
+        Just(UnaryOp::Log),
+        Just(UnaryOp::Sqrt),
+        Just(UnaryOp::Rsqrt),
+        Just(UnaryOp::Abs),
+        Just(UnaryOp::Silu),
+        Just(UnaryOp::Gelu),
+        Just(UnaryOp::Tanh),
+        Just(UnaryOp::Sigmoid),
+        (-3.0f32..3.0).prop_map(UnaryOp::Powf),
+        Just(UnaryOp::Clamp { lo: -0.5, hi: 0.75 }),
+    ]
+}
+
+#[test]
+fn unary_maps_on_strided_broadcast_operands_match_the_reference() {
+    let Some(gpu) = gpu_or_skip("unary_maps_on_strided_broadcast_operands_match_the_reference") else { return };
+    let case = shape_strategy().prop_flat_map(|shape| (Just(shape.clone()), operand_strategy(shape), unary_op_strategy()));
+    // Inputs in [-8, 8] (positive (0.01, 8] for log, sqrt, rsqrt, powf). The GPU's transcendentals are within ~1e-6
+    // relative of the correctly rounded value, and gelu's erfc within 1.5e-7 absolute: 1e-5 relative (absolute
+    // below 1) holds all of them.
+    runner()
+        .run(&(case, any::<u64>()), |((shape, (len, strides, offset), op), seed)| {
+            let positive = matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Powf(_));
+            let host: Vec<f32> = reference::philox::uniforms(seed, 0, len)
+                .iter()
+                .map(|u| if positive { 0.01 + 7.99 * u } else { 16.0 * u - 8.0 })
+                .collect();
+            let x = upload(gpu, &host);
+            let numel = shape.iter().product();
+            let mut out = zeros(gpu, numel);
+            elementwise::unary(gpu, op, &shape, &x, Operand::new(&strides, offset), &mut out).unwrap();
+            let want: Vec<f32> =
+                gather(&host, &shape, &strides, offset).into_iter().map(|v| unary_reference(op, v)).collect();
+            assert_close(&format!("{op:?}"), &download(gpu, &out), &want, 1e-5)
+        })
+        .unwrap();
+}
+
+#[test]
+fn copy_strided_makes_any_layout_contiguous_exactly() {
+    let Some(gpu) = gpu_or_skip("copy_strided_makes_any_layout_contiguous_exactly") else { return };
+    let case = shape_strategy().prop_flat_map(|shape| (Just(shape.clone()), operand_strategy(shape)));
+    runner()
+        .run(&(case, any::<u64>()), |((shape, (len, strides, offset)), seed)| {
+            let host = reference::philox::uniforms(seed, 0, len);
+            let x = upload(gpu, &host);
+            let mut out = zeros(gpu, shape.iter().product());
+            elementwise::copy_strided(gpu, &shape, &x, Operand::new(&strides, offset), &mut out).unwrap();
+            prop_assert_eq!(download(gpu, &out), gather(&host, &shape, &strides, offset));
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn binary_maps_broadcast_both_operands_exactly() {
+    let Some(gpu) = gpu_or_skip("binary_maps_broadcast_both_operands_exactly") else { return };
+    let ops = prop_oneof![
+        Just(BinaryOp::Add),
+        Just(BinaryOp::Sub),
+        Just(BinaryOp::Mul),
+        Just(BinaryOp::Div),
+        Just(BinaryOp::Max),
+        Just(BinaryOp::Min)
+    ];
+    let case = shape_strategy()
+        .prop_flat_map(|shape| (Just(shape.clone()), operand_strategy(shape.clone()), operand_strategy(shape)));
+    // One correctly rounded f32 operation per element (add.rn, div.rn, ...): the result is bit-exact.
+    runner()
+        .run(&(case, ops, any::<u64>()), |((shape, (a_len, a_strides, a_off), (b_len, b_strides, b_off)), op, seed)| {
+            let a_host: Vec<f32> = reference::philox::uniforms(seed, 0, a_len).iter().map(|u| 4.0 * u - 2.0).collect();
+            let b_host: Vec<f32> = reference::philox::uniforms(seed, 1 << 20, b_len).iter().map(|u| 0.5 + u).collect();
+            let (a, b) = (upload(gpu, &a_host), upload(gpu, &b_host));
+            let mut out = zeros(gpu, shape.iter().product());
+            elementwise::binary(
+                gpu,
+                op,
+                &shape,
+                &a,
+                Operand::new(&a_strides, a_off),
+                &b,
+                Operand::new(&b_strides, b_off),
+                &mut out,
+            )
+            .unwrap();
+            let want: Vec<f32> = gather(&a_host, &shape, &a_strides, a_off)
+                .into_iter()
+                .zip(gather(&b_host, &shape, &b_strides, b_off))
+                .map(|(x, y)| match op {
+                    BinaryOp::Add => x + y,
+                    BinaryOp::Sub => x - y,
+                    BinaryOp::Mul => x * y,
+                    BinaryOp::Div => x / y,
+                    BinaryOp::Max => x.max(y),
+                    BinaryOp::Min => x.min(y),
+                })
+                .collect();
+            prop_assert_eq!(download(gpu, &out), want);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn an_operand_that_reaches_past_its_buffer_is_refused() {
+    let Some(gpu) = gpu_or_skip("an_operand_that_reaches_past_its_buffer_is_refused") else { return };
+    let x = zeros(gpu, 5);
+    let mut out = zeros(gpu, 6);
+    let err = elementwise::copy_strided(gpu, &[2, 3], &x, Operand::new(&[3, 1], 0), &mut out).unwrap_err();
+    assert!(err.message.contains("reaches elements 0..=5 of a buffer of 5"), "{err}");
 }

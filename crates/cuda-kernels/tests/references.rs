@@ -1,8 +1,9 @@
-//! The test-side Philox reference against the published known-answer vectors of Random123 (Salmon et al., SC'11),
-//! so that the GPU stream is held against a generator that is itself known to be right. Runs without a GPU.
+//! The test-side references checked against published values (Random123's known-answer vectors for Philox, tabulated
+//! erf), so that the GPU kernels are held against references that are themselves known to be right. Runs without a GPU.
 
 mod reference;
 
+use reference::erf;
 use reference::philox::{philox4x32_10, uniform};
 
 #[test]
@@ -23,4 +24,17 @@ fn uniforms_lie_in_the_half_open_unit_interval() {
     assert_eq!(uniform(0), 0.5 / 16_777_216.0);
     assert!(uniform(u32::MAX) <= 1.0);
     assert!(uniform(0xFFFF_FE00) < 1.0);
+}
+
+#[test]
+fn erf_reference_matches_tabulated_values() {
+    for (x, want) in [
+        (0.0, 0.0),
+        (0.5, 0.520_499_877_813_046_5),
+        (1.0, 0.842_700_792_949_714_9),
+        (-2.0, -0.995_322_265_018_952_7),
+        (3.5, 0.999_999_256_901_627_7),
+    ] {
+        assert!((erf(x) - want).abs() < 1e-14, "erf({x}) = {} but tables say {want}", erf(x));
+    }
 }
