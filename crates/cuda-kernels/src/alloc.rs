@@ -70,7 +70,11 @@ impl BufferPool {
         // SAFETY: the allocation is uninitialised device memory; every bit pattern is a valid f32 and the pool's
         // contract (module docs) is that callers write a buffer before they read it.
         let slice = unsafe { stream.alloc::<f32>(bucket) }.map_err(|e| {
-            KernelError::driver("alloc", &format!("allocating {bucket} f32 ({len} requested)"), e)
+            KernelError::driver(
+                "alloc",
+                &format!("allocating {bucket} f32 ({len} requested)"),
+                e,
+            )
         })?;
         Ok(PooledBuffer { slice, len })
     }

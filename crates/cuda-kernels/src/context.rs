@@ -16,19 +16,18 @@ use crate::error::{KernelError, Result};
 pub enum Module {
     Philox,
     Elementwise,
+    Noise,
 }
 
 impl Module {
-    pub const ALL: [Module; 2] = [
-        Module::Philox,
-        Module::Elementwise,
-    ];
+    pub const ALL: [Module; 3] = [Module::Philox, Module::Elementwise, Module::Noise];
 
     /// The file name under `kernels/`.
     pub fn file(self) -> &'static str {
         match self {
             Module::Philox => "philox.ptx",
             Module::Elementwise => "elementwise.ptx",
+            Module::Noise => "noise.ptx",
         }
     }
 
@@ -37,6 +36,7 @@ impl Module {
         match self {
             Module::Philox => include_str!("../../../kernels/philox.ptx"),
             Module::Elementwise => include_str!("../../../kernels/elementwise.ptx"),
+            Module::Noise => include_str!("../../../kernels/noise.ptx"),
         }
     }
 }
@@ -143,13 +143,16 @@ impl Gpu {
 
     /// The entry point `name` of `module`, looked up once and cached.
     pub(crate) fn function(&self, module: Module, name: &'static str) -> Result<CudaFunction> {
-        let mut functions = self.functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut functions = self
+            .functions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(f) = functions.get(name) {
             return Ok(f.clone());
         }
-        let f = self.modules[&module]
-            .load_function(name)
-            .map_err(|e| KernelError::driver(OP, &format!("finding {name} in {}", module.file()), e))?;
+        let f = self.modules[&module].load_function(name).map_err(|e| {
+            KernelError::driver(OP, &format!("finding {name} in {}", module.file()), e)
+        })?;
         functions.insert(name, f.clone());
         Ok(f)
     }
@@ -180,6 +183,8 @@ fn read_limits(ctx: &Arc<CudaContext>) -> Result<DeviceLimits> {
             attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z)?,
         ],
         max_shared_per_block: attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?,
-        max_shared_per_block_optin: attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
+        max_shared_per_block_optin: attr(
+            Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+        )?,
     })
 }

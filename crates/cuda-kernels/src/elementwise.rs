@@ -46,7 +46,10 @@ pub enum UnaryOp {
     /// x^p
     Powf(f32),
     /// min(max(x, lo), hi)
-    Clamp { lo: f32, hi: f32 },
+    Clamp {
+        lo: f32,
+        hi: f32,
+    },
 }
 
 impl UnaryOp {
@@ -112,7 +115,11 @@ unsafe impl DeviceRepr for LayoutParam {}
 
 /// Drops size-1 dimensions and merges each pair of neighbours that is contiguous in both operands, so a contiguous
 /// map becomes rank 1. Returns (shape, strides_a, strides_b), outermost first, never empty.
-pub fn merge_dimensions(shape: &[usize], a: &[isize], b: &[isize]) -> (Vec<usize>, Vec<isize>, Vec<isize>) {
+pub fn merge_dimensions(
+    shape: &[usize],
+    a: &[isize],
+    b: &[isize],
+) -> (Vec<usize>, Vec<isize>, Vec<isize>) {
     let mut merged: (Vec<usize>, Vec<isize>, Vec<isize>) = (Vec::new(), Vec::new(), Vec::new());
     for d in 0..shape.len() {
         if shape[d] == 1 {
@@ -138,11 +145,21 @@ pub fn merge_dimensions(shape: &[usize], a: &[isize], b: &[isize]) -> (Vec<usize
 }
 
 /// Checks one operand's strides against the shape, and that every element it reaches lies inside its buffer.
-fn check_operand(op: &'static str, name: &str, shape: &[usize], operand: &Operand, buffer_len: usize) -> Result<()> {
+fn check_operand(
+    op: &'static str,
+    name: &str,
+    shape: &[usize],
+    operand: &Operand,
+    buffer_len: usize,
+) -> Result<()> {
     if operand.strides.len() != shape.len() {
         return Err(KernelError::new(
             op,
-            format!("{name} has {} strides for a rank-{} shape {shape:?}", operand.strides.len(), shape.len()),
+            format!(
+                "{name} has {} strides for a rank-{} shape {shape:?}",
+                operand.strides.len(),
+                shape.len()
+            ),
         ));
     }
     if shape.contains(&0) {
@@ -172,15 +189,26 @@ fn check_operand(op: &'static str, name: &str, shape: &[usize], operand: &Operan
     Ok(())
 }
 
-fn layout_param(op: &'static str, shape: &[usize], a: &[isize], b: &[isize]) -> Result<(LayoutParam, u64)> {
+fn layout_param(
+    op: &'static str,
+    shape: &[usize],
+    a: &[isize],
+    b: &[isize],
+) -> Result<(LayoutParam, u64)> {
     let (shape, a, b) = merge_dimensions(shape, a, b);
     if shape.len() > MAX_RANK {
         return Err(KernelError::new(
             op,
-            format!("rank {} after merging contiguous dimensions exceeds {MAX_RANK}", shape.len()),
+            format!(
+                "rank {} after merging contiguous dimensions exceeds {MAX_RANK}",
+                shape.len()
+            ),
         ));
     }
-    let mut param = LayoutParam { rank: shape.len() as u64, ..LayoutParam::default() };
+    let mut param = LayoutParam {
+        rank: shape.len() as u64,
+        ..LayoutParam::default()
+    };
     for (slot, d) in (0..shape.len()).rev().enumerate() {
         param.shape[slot] = shape[d] as u64;
         param.stride_a[slot] = a[d] as i64;
@@ -210,7 +238,17 @@ pub fn copy_strided(
     x_layout: Operand,
     out: &mut impl DevicePtrMut<f32>,
 ) -> Result<()> {
-    unary_code(gpu, "copy_strided", IDENTITY, 0.0, 0.0, shape, x, x_layout, out)
+    unary_code(
+        gpu,
+        "copy_strided",
+        IDENTITY,
+        0.0,
+        0.0,
+        shape,
+        x,
+        x_layout,
+        out,
+    )
 }
 
 #[allow(clippy::too_many_arguments)] // the kernel's own parameter list
@@ -238,7 +276,12 @@ fn unary_code(
     launch(
         gpu,
         op,
-        Launch::linear(Module::Elementwise, "unary_strided", grid_for(n, THREADS, gpu), THREADS),
+        Launch::linear(
+            Module::Elementwise,
+            "unary_strided",
+            grid_for(n, THREADS, gpu),
+            THREADS,
+        ),
         &[
             Arg::Ptr(out_ptr),
             Arg::Ptr(x_ptr + 4 * x_layout.offset as u64),
@@ -279,7 +322,12 @@ pub fn binary(
     launch(
         gpu,
         OP,
-        Launch::linear(Module::Elementwise, "binary_strided", grid_for(n, THREADS, gpu), THREADS),
+        Launch::linear(
+            Module::Elementwise,
+            "binary_strided",
+            grid_for(n, THREADS, gpu),
+            THREADS,
+        ),
         &[
             Arg::Ptr(out_ptr),
             Arg::Ptr(a_ptr + 4 * a_layout.offset as u64),
@@ -297,7 +345,10 @@ mod tests {
 
     #[test]
     fn contiguous_operands_merge_to_rank_one() {
-        assert_eq!(merge_dimensions(&[2, 3, 4], &[12, 4, 1], &[12, 4, 1]), (vec![24], vec![1], vec![1]));
+        assert_eq!(
+            merge_dimensions(&[2, 3, 4], &[12, 4, 1], &[12, 4, 1]),
+            (vec![24], vec![1], vec![1])
+        );
     }
 
     #[test]
@@ -308,12 +359,18 @@ mod tests {
             (vec![2, 3, 4], vec![12, 4, 1], vec![4, 0, 1])
         );
         // b broadcasts over the leading two: they merge with each other but not with the last
-        assert_eq!(merge_dimensions(&[2, 3, 4], &[12, 4, 1], &[0, 0, 1]), (vec![6, 4], vec![4, 1], vec![0, 1]));
+        assert_eq!(
+            merge_dimensions(&[2, 3, 4], &[12, 4, 1], &[0, 0, 1]),
+            (vec![6, 4], vec![4, 1], vec![0, 1])
+        );
     }
 
     #[test]
     fn unit_dimensions_vanish_and_a_scalar_is_rank_one() {
-        assert_eq!(merge_dimensions(&[1, 5, 1], &[5, 1, 1], &[0, 1, 0]), (vec![5], vec![1], vec![1]));
+        assert_eq!(
+            merge_dimensions(&[1, 5, 1], &[5, 1, 1], &[0, 1, 0]),
+            (vec![5], vec![1], vec![1])
+        );
         assert_eq!(merge_dimensions(&[], &[], &[]), (vec![1], vec![0], vec![0]));
     }
 }

@@ -18,7 +18,10 @@ pub struct KernelError {
 
 impl KernelError {
     pub fn new(op: &'static str, message: impl Into<String>) -> Self {
-        Self { op, message: message.into() }
+        Self {
+            op,
+            message: message.into(),
+        }
     }
 
     /// Wraps a CUDA driver error with what we were doing when it happened.

@@ -32,7 +32,13 @@ pub(crate) struct Launch {
 impl Launch {
     /// A 1-D launch of `blocks` blocks of `threads` threads, no dynamic shared memory.
     pub fn linear(module: Module, kernel: &'static str, blocks: u32, threads: u32) -> Launch {
-        Launch { module, kernel, grid: (blocks, 1, 1), block: (threads, 1, 1), shared_bytes: 0 }
+        Launch {
+            module,
+            kernel,
+            grid: (blocks, 1, 1),
+            block: (threads, 1, 1),
+            shared_bytes: 0,
+        }
     }
 
     fn describe(&self) -> String {
@@ -79,9 +85,9 @@ impl Launch {
 
 /// Checks `launch` against the device limits and launches it on the handle's stream with `args`.
 pub(crate) fn launch(gpu: &Gpu, op: &'static str, launch: Launch, args: &[Arg]) -> Result<()> {
-    launch
-        .check(gpu)
-        .map_err(|why| KernelError::new(op, format!("cannot launch {}: {why}", launch.describe())))?;
+    launch.check(gpu).map_err(|why| {
+        KernelError::new(op, format!("cannot launch {}: {why}", launch.describe()))
+    })?;
     let function = gpu.function(launch.module, launch.kernel)?;
     if launch.shared_bytes > gpu.limits().max_shared_per_block {
         // Above 48 KiB a kernel must opt in to the larger carve-out; the value was checked against the device above.
@@ -90,7 +96,13 @@ pub(crate) fn launch(gpu: &Gpu, op: &'static str, launch: Launch, args: &[Arg]) 
                 FuncAttr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 launch.shared_bytes as i32,
             )
-            .map_err(|e| KernelError::driver(op, &format!("raising shared memory for {}", launch.describe()), e))?;
+            .map_err(|e| {
+                KernelError::driver(
+                    op,
+                    &format!("raising shared memory for {}", launch.describe()),
+                    e,
+                )
+            })?;
     }
     let stream = gpu.stream();
     let mut builder = stream.launch_builder(&function);

@@ -10,6 +10,7 @@ pub mod context;
 pub mod elementwise;
 pub mod error;
 mod launch;
+pub mod noise;
 pub mod philox;
 
 pub use context::{DeviceLimits, Gpu, Module};

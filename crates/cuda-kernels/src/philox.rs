@@ -10,16 +10,32 @@ use crate::launch::{grid_for, launch, Arg, Launch};
 const THREADS: u32 = 256;
 
 /// Writes stream elements `offset .. offset + out.len()` of the uniform stream of `seed` into `out` (values in (0, 1]).
-pub fn fill_uniform(gpu: &Gpu, seed: u64, offset: u64, out: &mut impl DevicePtrMut<f32>) -> Result<()> {
+pub fn fill_uniform(
+    gpu: &Gpu,
+    seed: u64,
+    offset: u64,
+    out: &mut impl DevicePtrMut<f32>,
+) -> Result<()> {
     fill(gpu, "fill_uniform", seed, offset, out)
 }
 
 /// Writes stream elements `offset .. offset + out.len()` of the standard-normal stream of `seed` into `out`.
-pub fn fill_normal(gpu: &Gpu, seed: u64, offset: u64, out: &mut impl DevicePtrMut<f32>) -> Result<()> {
+pub fn fill_normal(
+    gpu: &Gpu,
+    seed: u64,
+    offset: u64,
+    out: &mut impl DevicePtrMut<f32>,
+) -> Result<()> {
     fill(gpu, "fill_normal", seed, offset, out)
 }
 
-fn fill(gpu: &Gpu, kernel: &'static str, seed: u64, offset: u64, out: &mut impl DevicePtrMut<f32>) -> Result<()> {
+fn fill(
+    gpu: &Gpu,
+    kernel: &'static str,
+    seed: u64,
+    offset: u64,
+    out: &mut impl DevicePtrMut<f32>,
+) -> Result<()> {
     let len = out.len() as u64;
     if len == 0 {
         return Ok(());
@@ -32,6 +48,11 @@ fn fill(gpu: &Gpu, kernel: &'static str, seed: u64, offset: u64, out: &mut impl 
         gpu,
         kernel,
         Launch::linear(Module::Philox, kernel, grid, THREADS),
-        &[Arg::Ptr(out_ptr), Arg::U64(len), Arg::U64(seed), Arg::U64(offset)],
+        &[
+            Arg::Ptr(out_ptr),
+            Arg::U64(len),
+            Arg::U64(seed),
+            Arg::U64(offset),
+        ],
     )
 }

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
+use diffuse_cuda_kernels::noise::{self, StepCoefficients};
 use diffuse_cuda_kernels::{philox, Gpu, KernelError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -27,7 +28,10 @@ fn gpu_or_skip(test: &str) -> Option<&'static Gpu> {
 }
 
 fn runner() -> TestRunner {
-    TestRunner::new(Config { cases: 32, ..Config::default() })
+    TestRunner::new(Config {
+        cases: 32,
+        ..Config::default()
+    })
 }
 
 fn upload(gpu: &Gpu, host: &[f32]) -> CudaSlice<f32> {
@@ -35,7 +39,9 @@ fn upload(gpu: &Gpu, host: &[f32]) -> CudaSlice<f32> {
 }
 
 fn download(gpu: &Gpu, device: &CudaSlice<f32>) -> Vec<f32> {
-    gpu.stream().clone_dtoh(device).expect("device-to-host copy")
+    gpu.stream()
+        .clone_dtoh(device)
+        .expect("device-to-host copy")
 }
 
 fn zeros(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
@@ -48,7 +54,15 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<(), T
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let (g, w) = (f64::from(g), f64::from(w));
         let ok = (g - w).abs() <= tol * w.abs().max(1.0) || (g.is_nan() && w.is_nan());
-        prop_assert!(ok, "{}: element {} is {} but the reference says {} (tol {})", what, i, g, w, tol);
+        prop_assert!(
+            ok,
+            "{}: element {} is {} but the reference says {} (tol {})",
+            what,
+            i,
+            g,
+            w,
+            tol
+        );
     }
     Ok(())
 }
@@ -57,38 +71,64 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<(), T
 
 #[test]
 fn fill_uniform_reproduces_the_cpu_stream_bit_for_bit() {
-    let Some(gpu) = gpu_or_skip("fill_uniform_reproduces_the_cpu_stream_bit_for_bit") else { return };
+    let Some(gpu) = gpu_or_skip("fill_uniform_reproduces_the_cpu_stream_bit_for_bit") else {
+        return;
+    };
     runner()
-        .run(&(any::<u64>(), 0u64..64, 1usize..3000), |(seed, offset, len)| {
-            let mut out = zeros(gpu, len);
-            philox::fill_uniform(gpu, seed, offset, &mut out).unwrap();
-            prop_assert_eq!(download(gpu, &out), reference::philox::uniforms(seed, offset, len));
-            Ok(())
-        })
+        .run(
+            &(any::<u64>(), 0u64..64, 1usize..3000),
+            |(seed, offset, len)| {
+                let mut out = zeros(gpu, len);
+                philox::fill_uniform(gpu, seed, offset, &mut out).unwrap();
+                prop_assert_eq!(
+                    download(gpu, &out),
+                    reference::philox::uniforms(seed, offset, len)
+                );
+                Ok(())
+            },
+        )
         .unwrap();
 }
 
 #[test]
 fn fill_normal_matches_the_cpu_stream() {
-    let Some(gpu) = gpu_or_skip("fill_normal_matches_the_cpu_stream") else { return };
+    let Some(gpu) = gpu_or_skip("fill_normal_matches_the_cpu_stream") else {
+        return;
+    };
     // The uniforms are bit-exact; the GPU's cos.approx/sin.approx (absolute error <= 2^-20.9 on [-pi, pi]) times
     // r <= 5.9, plus a few f32 roundings in ln and 2*pi*u, bound the difference by ~5e-6 absolute.
     runner()
-        .run(&(any::<u64>(), 0u64..64, 1usize..3000), |(seed, offset, len)| {
-            let mut out = zeros(gpu, len);
-            philox::fill_normal(gpu, seed, offset, &mut out).unwrap();
-            assert_close("fill_normal", &download(gpu, &out), &reference::philox::normals(seed, offset, len), 1e-5)
-        })
+        .run(
+            &(any::<u64>(), 0u64..64, 1usize..3000),
+            |(seed, offset, len)| {
+                let mut out = zeros(gpu, len);
+                philox::fill_normal(gpu, seed, offset, &mut out).unwrap();
+                assert_close(
+                    "fill_normal",
+                    &download(gpu, &out),
+                    &reference::philox::normals(seed, offset, len),
+                    1e-5,
+                )
+            },
+        )
         .unwrap();
 }
 
 #[test]
 fn fill_normal_with_a_huge_offset_uses_the_high_counter_word() {
-    let Some(gpu) = gpu_or_skip("fill_normal_with_a_huge_offset_uses_the_high_counter_word") else { return };
+    let Some(gpu) = gpu_or_skip("fill_normal_with_a_huge_offset_uses_the_high_counter_word") else {
+        return;
+    };
     let offset = (1u64 << 34) + 3;
     let mut out = zeros(gpu, 7);
     philox::fill_normal(gpu, 42, offset, &mut out).unwrap();
-    assert_close("fill_normal", &download(gpu, &out), &reference::philox::normals(42, offset, 7), 1e-5).unwrap();
+    assert_close(
+        "fill_normal",
+        &download(gpu, &out),
+        &reference::philox::normals(42, offset, 7),
+        1e-5,
+    )
+    .unwrap();
 }
 
 // ----------------------------------------------------------------------------------------------------- elementwise
@@ -98,22 +138,26 @@ fn fill_normal_with_a_huge_offset_uses_the_high_counter_word() {
 /// length, the strides and the offset.
 fn operand_strategy(shape: Vec<usize>) -> impl Strategy<Value = (usize, Vec<isize>, usize)> {
     let rank = shape.len();
-    (proptest::collection::vec(any::<bool>(), rank), 0..rank.max(1) + 1).prop_map(move |(broadcast, flip)| {
-        let mut strides = vec![0isize; rank];
-        let mut len = 1usize;
-        for d in (0..rank).rev() {
-            if !broadcast[d] {
-                strides[d] = len as isize;
-                len *= shape[d];
+    (
+        proptest::collection::vec(any::<bool>(), rank),
+        0..rank.max(1) + 1,
+    )
+        .prop_map(move |(broadcast, flip)| {
+            let mut strides = vec![0isize; rank];
+            let mut len = 1usize;
+            for d in (0..rank).rev() {
+                if !broadcast[d] {
+                    strides[d] = len as isize;
+                    len *= shape[d];
+                }
             }
-        }
-        let mut offset = 0;
-        if flip < rank && strides[flip] != 0 {
-            offset = (shape[flip] - 1) * strides[flip] as usize;
-            strides[flip] = -strides[flip];
-        }
-        (len, strides, offset)
-    })
+            let mut offset = 0;
+            if flip < rank && strides[flip] != 0 {
+                offset = (shape[flip] - 1) * strides[flip] as usize;
+                strides[flip] = -strides[flip];
+            }
+            (len, strides, offset)
+        })
 }
 
 /// Reads the operand in output order (the naive reference of the strided walk).
@@ -173,48 +217,94 @@ fn unary_op_strategy() -> impl Strategy<Value = UnaryOp> {
 
 #[test]
 fn unary_maps_on_strided_broadcast_operands_match_the_reference() {
-    let Some(gpu) = gpu_or_skip("unary_maps_on_strided_broadcast_operands_match_the_reference") else { return };
-    let case = shape_strategy().prop_flat_map(|shape| (Just(shape.clone()), operand_strategy(shape), unary_op_strategy()));
+    let Some(gpu) = gpu_or_skip("unary_maps_on_strided_broadcast_operands_match_the_reference")
+    else {
+        return;
+    };
+    let case = shape_strategy().prop_flat_map(|shape| {
+        (
+            Just(shape.clone()),
+            operand_strategy(shape),
+            unary_op_strategy(),
+        )
+    });
     // Inputs in [-8, 8] (positive (0.01, 8] for log, sqrt, rsqrt, powf). The GPU's transcendentals are within ~1e-6
     // relative of the correctly rounded value, and gelu's erfc within 1.5e-7 absolute: 1e-5 relative (absolute
     // below 1) holds all of them.
     runner()
-        .run(&(case, any::<u64>()), |((shape, (len, strides, offset), op), seed)| {
-            let positive = matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Powf(_));
-            let host: Vec<f32> = reference::philox::uniforms(seed, 0, len)
-                .iter()
-                .map(|u| if positive { 0.01 + 7.99 * u } else { 16.0 * u - 8.0 })
-                .collect();
-            let x = upload(gpu, &host);
-            let numel = shape.iter().product();
-            let mut out = zeros(gpu, numel);
-            elementwise::unary(gpu, op, &shape, &x, Operand::new(&strides, offset), &mut out).unwrap();
-            let want: Vec<f32> =
-                gather(&host, &shape, &strides, offset).into_iter().map(|v| unary_reference(op, v)).collect();
-            assert_close(&format!("{op:?}"), &download(gpu, &out), &want, 1e-5)
-        })
+        .run(
+            &(case, any::<u64>()),
+            |((shape, (len, strides, offset), op), seed)| {
+                let positive = matches!(
+                    op,
+                    UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Powf(_)
+                );
+                let host: Vec<f32> = reference::philox::uniforms(seed, 0, len)
+                    .iter()
+                    .map(|u| {
+                        if positive {
+                            0.01 + 7.99 * u
+                        } else {
+                            16.0 * u - 8.0
+                        }
+                    })
+                    .collect();
+                let x = upload(gpu, &host);
+                let numel = shape.iter().product();
+                let mut out = zeros(gpu, numel);
+                elementwise::unary(
+                    gpu,
+                    op,
+                    &shape,
+                    &x,
+                    Operand::new(&strides, offset),
+                    &mut out,
+                )
+                .unwrap();
+                let want: Vec<f32> = gather(&host, &shape, &strides, offset)
+                    .into_iter()
+                    .map(|v| unary_reference(op, v))
+                    .collect();
+                assert_close(&format!("{op:?}"), &download(gpu, &out), &want, 1e-5)
+            },
+        )
         .unwrap();
 }
 
 #[test]
 fn copy_strided_makes_any_layout_contiguous_exactly() {
-    let Some(gpu) = gpu_or_skip("copy_strided_makes_any_layout_contiguous_exactly") else { return };
-    let case = shape_strategy().prop_flat_map(|shape| (Just(shape.clone()), operand_strategy(shape)));
+    let Some(gpu) = gpu_or_skip("copy_strided_makes_any_layout_contiguous_exactly") else {
+        return;
+    };
+    let case =
+        shape_strategy().prop_flat_map(|shape| (Just(shape.clone()), operand_strategy(shape)));
     runner()
-        .run(&(case, any::<u64>()), |((shape, (len, strides, offset)), seed)| {
-            let host = reference::philox::uniforms(seed, 0, len);
-            let x = upload(gpu, &host);
-            let mut out = zeros(gpu, shape.iter().product());
-            elementwise::copy_strided(gpu, &shape, &x, Operand::new(&strides, offset), &mut out).unwrap();
-            prop_assert_eq!(download(gpu, &out), gather(&host, &shape, &strides, offset));
-            Ok(())
-        })
+        .run(
+            &(case, any::<u64>()),
+            |((shape, (len, strides, offset)), seed)| {
+                let host = reference::philox::uniforms(seed, 0, len);
+                let x = upload(gpu, &host);
+                let mut out = zeros(gpu, shape.iter().product());
+                elementwise::copy_strided(
+                    gpu,
+                    &shape,
+                    &x,
+                    Operand::new(&strides, offset),
+                    &mut out,
+                )
+                .unwrap();
+                prop_assert_eq!(download(gpu, &out), gather(&host, &shape, &strides, offset));
+                Ok(())
+            },
+        )
         .unwrap();
 }
 
 #[test]
 fn binary_maps_broadcast_both_operands_exactly() {
-    let Some(gpu) = gpu_or_skip("binary_maps_broadcast_both_operands_exactly") else { return };
+    let Some(gpu) = gpu_or_skip("binary_maps_broadcast_both_operands_exactly") else {
+        return;
+    };
     let ops = prop_oneof![
         Just(BinaryOp::Add),
         Just(BinaryOp::Sub),
@@ -223,49 +313,188 @@ fn binary_maps_broadcast_both_operands_exactly() {
         Just(BinaryOp::Max),
         Just(BinaryOp::Min)
     ];
-    let case = shape_strategy()
-        .prop_flat_map(|shape| (Just(shape.clone()), operand_strategy(shape.clone()), operand_strategy(shape)));
+    let case = shape_strategy().prop_flat_map(|shape| {
+        (
+            Just(shape.clone()),
+            operand_strategy(shape.clone()),
+            operand_strategy(shape),
+        )
+    });
     // One correctly rounded f32 operation per element (add.rn, div.rn, ...): the result is bit-exact.
     runner()
-        .run(&(case, ops, any::<u64>()), |((shape, (a_len, a_strides, a_off), (b_len, b_strides, b_off)), op, seed)| {
-            let a_host: Vec<f32> = reference::philox::uniforms(seed, 0, a_len).iter().map(|u| 4.0 * u - 2.0).collect();
-            let b_host: Vec<f32> = reference::philox::uniforms(seed, 1 << 20, b_len).iter().map(|u| 0.5 + u).collect();
-            let (a, b) = (upload(gpu, &a_host), upload(gpu, &b_host));
-            let mut out = zeros(gpu, shape.iter().product());
-            elementwise::binary(
-                gpu,
-                op,
-                &shape,
-                &a,
-                Operand::new(&a_strides, a_off),
-                &b,
-                Operand::new(&b_strides, b_off),
-                &mut out,
-            )
-            .unwrap();
-            let want: Vec<f32> = gather(&a_host, &shape, &a_strides, a_off)
-                .into_iter()
-                .zip(gather(&b_host, &shape, &b_strides, b_off))
-                .map(|(x, y)| match op {
-                    BinaryOp::Add => x + y,
-                    BinaryOp::Sub => x - y,
-                    BinaryOp::Mul => x * y,
-                    BinaryOp::Div => x / y,
-                    BinaryOp::Max => x.max(y),
-                    BinaryOp::Min => x.min(y),
-                })
-                .collect();
-            prop_assert_eq!(download(gpu, &out), want);
-            Ok(())
-        })
+        .run(
+            &(case, ops, any::<u64>()),
+            |((shape, (a_len, a_strides, a_off), (b_len, b_strides, b_off)), op, seed)| {
+                let a_host: Vec<f32> = reference::philox::uniforms(seed, 0, a_len)
+                    .iter()
+                    .map(|u| 4.0 * u - 2.0)
+                    .collect();
+                let b_host: Vec<f32> = reference::philox::uniforms(seed, 1 << 20, b_len)
+                    .iter()
+                    .map(|u| 0.5 + u)
+                    .collect();
+                let (a, b) = (upload(gpu, &a_host), upload(gpu, &b_host));
+                let mut out = zeros(gpu, shape.iter().product());
+                elementwise::binary(
+                    gpu,
+                    op,
+                    &shape,
+                    &a,
+                    Operand::new(&a_strides, a_off),
+                    &b,
+                    Operand::new(&b_strides, b_off),
+                    &mut out,
+                )
+                .unwrap();
+                let want: Vec<f32> = gather(&a_host, &shape, &a_strides, a_off)
+                    .into_iter()
+                    .zip(gather(&b_host, &shape, &b_strides, b_off))
+                    .map(|(x, y)| match op {
+                        BinaryOp::Add => x + y,
+                        BinaryOp::Sub => x - y,
+                        BinaryOp::Mul => x * y,
+                        BinaryOp::Div => x / y,
+                        BinaryOp::Max => x.max(y),
+                        BinaryOp::Min => x.min(y),
+                    })
+                    .collect();
+                prop_assert_eq!(download(gpu, &out), want);
+                Ok(())
+            },
+        )
         .unwrap();
 }
 
 #[test]
 fn an_operand_that_reaches_past_its_buffer_is_refused() {
-    let Some(gpu) = gpu_or_skip("an_operand_that_reaches_past_its_buffer_is_refused") else { return };
+    let Some(gpu) = gpu_or_skip("an_operand_that_reaches_past_its_buffer_is_refused") else {
+        return;
+    };
     let x = zeros(gpu, 5);
     let mut out = zeros(gpu, 6);
-    let err = elementwise::copy_strided(gpu, &[2, 3], &x, Operand::new(&[3, 1], 0), &mut out).unwrap_err();
-    assert!(err.message.contains("reaches elements 0..=5 of a buffer of 5"), "{err}");
+    let err = elementwise::copy_strided(gpu, &[2, 3], &x, Operand::new(&[3, 1], 0), &mut out)
+        .unwrap_err();
+    assert!(
+        err.message
+            .contains("reaches elements 0..=5 of a buffer of 5"),
+        "{err}"
+    );
+}
+
+// ----------------------------------------------------------------------------------------------------------- noise
+
+fn batch_case() -> impl Strategy<Value = (usize, usize, u64, u64)> {
+    (1usize..5, 1usize..700, any::<u64>(), 0u64..37)
+}
+
+#[test]
+fn q_sample_mixes_x0_with_the_philox_noise_of_the_cpu() {
+    let Some(gpu) = gpu_or_skip("q_sample_mixes_x0_with_the_philox_noise_of_the_cpu") else {
+        return;
+    };
+    // eps is the normal stream (within 1e-5, see fill_normal); x_t adds one fma on top.
+    runner()
+        .run(&batch_case(), |(batch, per_sample, seed, offset)| {
+            let n = batch * per_sample;
+            let x0_host: Vec<f32> = reference::philox::uniforms(seed ^ 1, 0, n)
+                .iter()
+                .map(|u| 2.0 * u - 1.0)
+                .collect();
+            let ab: Vec<f32> = (0..batch).map(|b| 0.9 - 0.2 * b as f32).collect();
+            let sqrt_ab: Vec<f32> = ab.iter().map(|a| a.sqrt()).collect();
+            let sqrt_1mab: Vec<f32> = ab.iter().map(|a| (1.0 - a).sqrt()).collect();
+            let (x0, sa, sb) = (
+                upload(gpu, &x0_host),
+                upload(gpu, &sqrt_ab),
+                upload(gpu, &sqrt_1mab),
+            );
+            let (mut x_t, mut eps) = (zeros(gpu, n), zeros(gpu, n));
+            noise::q_sample(gpu, &x0, &sa, &sb, seed, offset, &mut x_t, &mut eps).unwrap();
+            let z = reference::philox::normals(seed, offset, n);
+            let want: Vec<f32> = (0..n)
+                .map(|i| sqrt_ab[i / per_sample] * x0_host[i] + sqrt_1mab[i / per_sample] * z[i])
+                .collect();
+            assert_close("eps", &download(gpu, &eps), &z, 1e-5)?;
+            assert_close("x_t", &download(gpu, &x_t), &want, 1e-5)
+        })
+        .unwrap();
+}
+
+#[test]
+fn sampler_step_matches_the_reference_step_with_and_without_clipping() {
+    let Some(gpu) =
+        gpu_or_skip("sampler_step_matches_the_reference_step_with_and_without_clipping")
+    else {
+        return;
+    };
+    runner()
+        .run(
+            &(batch_case(), any::<bool>()),
+            |((batch, per_sample, seed, offset), clip)| {
+                let n = batch * per_sample;
+                let xt_host: Vec<f32> = reference::philox::uniforms(seed ^ 1, 0, n)
+                    .iter()
+                    .map(|u| 4.0 * u - 2.0)
+                    .collect();
+                let model_host: Vec<f32> = reference::philox::uniforms(seed ^ 2, 0, n)
+                    .iter()
+                    .map(|u| 4.0 * u - 2.0)
+                    .collect();
+                let coef_host: Vec<StepCoefficients> = (0..batch)
+                    .map(|b| StepCoefficients {
+                        x0_from_xt: 1.2 + 0.1 * b as f32,
+                        x0_from_model: -0.7,
+                        mean_from_x0: 0.3,
+                        mean_from_xt: 0.6,
+                        sigma: if b == 0 { 0.0 } else { 0.15 },
+                    })
+                    .collect();
+                let (xt, model) = (upload(gpu, &xt_host), upload(gpu, &model_host));
+                let coef = gpu.stream().clone_htod(&coef_host).unwrap();
+                let (mut x_prev, mut x0_hat) = (zeros(gpu, n), zeros(gpu, n));
+                noise::sampler_step(
+                    gpu,
+                    &xt,
+                    &model,
+                    &coef,
+                    clip,
+                    seed,
+                    offset,
+                    &mut x_prev,
+                    &mut x0_hat,
+                )
+                .unwrap();
+                let z = reference::philox::normals(seed, offset, n);
+                let mut want_x0 = vec![0f32; n];
+                let mut want_prev = vec![0f32; n];
+                for i in 0..n {
+                    let c = coef_host[i / per_sample];
+                    let mut x0 = c.x0_from_xt * xt_host[i] + c.x0_from_model * model_host[i];
+                    if clip {
+                        x0 = x0.clamp(-1.0, 1.0);
+                    }
+                    want_x0[i] = x0;
+                    want_prev[i] =
+                        c.mean_from_x0 * x0 + c.mean_from_xt * xt_host[i] + c.sigma * z[i];
+                }
+                assert_close("x0_hat", &download(gpu, &x0_hat), &want_x0, 1e-5)?;
+                assert_close("x_prev", &download(gpu, &x_prev), &want_prev, 1e-5)
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn q_sample_refuses_x0_that_does_not_split_into_the_batch() {
+    let Some(gpu) = gpu_or_skip("q_sample_refuses_x0_that_does_not_split_into_the_batch") else {
+        return;
+    };
+    let (x0, s) = (zeros(gpu, 7), zeros(gpu, 2));
+    let (mut x_t, mut eps) = (zeros(gpu, 7), zeros(gpu, 7));
+    let err = noise::q_sample(gpu, &x0, &s, &s, 0, 0, &mut x_t, &mut eps).unwrap_err();
+    assert!(
+        err.message
+            .contains("7 elements do not split into 2 samples"),
+        "{err}"
+    );
 }

@@ -8,13 +8,19 @@ use reference::philox::{philox4x32_10, uniform};
 
 #[test]
 fn philox_reference_matches_random123_known_answers() {
-    assert_eq!(philox4x32_10([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+    assert_eq!(
+        philox4x32_10([0, 0, 0, 0], [0, 0]),
+        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+    );
     assert_eq!(
         philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
         [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
     );
     assert_eq!(
-        philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+        philox4x32_10(
+            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+            [0xa4093822, 0x299f31d0]
+        ),
         [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
     );
 }
@@ -35,6 +41,10 @@ fn erf_reference_matches_tabulated_values() {
         (-2.0, -0.995_322_265_018_952_7),
         (3.5, 0.999_999_256_901_627_7),
     ] {
-        assert!((erf(x) - want).abs() < 1e-14, "erf({x}) = {} but tables say {want}", erf(x));
+        assert!(
+            (erf(x) - want).abs() < 1e-14,
+            "erf({x}) = {} but tables say {want}",
+            erf(x)
+        );
     }
 }

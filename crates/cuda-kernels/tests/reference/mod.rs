@@ -32,7 +32,10 @@ pub mod philox {
 
     /// The 4 words of block `n` of the stream of `seed`.
     pub fn block(seed: u64, n: u64) -> [u32; 4] {
-        philox4x32_10([n as u32, (n >> 32) as u32, 0, 0], [seed as u32, (seed >> 32) as u32])
+        philox4x32_10(
+            [n as u32, (n >> 32) as u32, 0, 0],
+            [seed as u32, (seed >> 32) as u32],
+        )
     }
 
     /// u = ((w >> 8) + 0.5) * 2^-24, in f32 arithmetic.
@@ -42,7 +45,9 @@ pub mod philox {
 
     /// Stream elements offset..offset+len of the uniform stream.
     pub fn uniforms(seed: u64, offset: u64, len: usize) -> Vec<f32> {
-        (offset..offset + len as u64).map(|j| uniform(block(seed, j / 4)[(j % 4) as usize])).collect()
+        (offset..offset + len as u64)
+            .map(|j| uniform(block(seed, j / 4)[(j % 4) as usize]))
+            .collect()
     }
 
     /// Stream elements offset..offset+len of the normal stream (Box-Muller evaluated in f64 from the f32 uniforms).
@@ -55,7 +60,11 @@ pub mod philox {
                 let ub = f64::from(uniform(w[2 * pair + 1]));
                 let r = (-2.0 * ua.ln()).sqrt();
                 let theta = std::f64::consts::TAU * ub;
-                (if j % 2 == 0 { r * theta.cos() } else { r * theta.sin() }) as f32
+                (if j % 2 == 0 {
+                    r * theta.cos()
+                } else {
+                    r * theta.sin()
+                }) as f32
             })
             .collect()
     }
