@@ -17,6 +17,7 @@ pub enum Module {
     Philox,
     Elementwise,
     Noise,
+    Adamw,
 }
 
 impl Module {
@@ -28,6 +29,7 @@ impl Module {
             Module::Philox => "philox.ptx",
             Module::Elementwise => "elementwise.ptx",
             Module::Noise => "noise.ptx",
+            Module::Adamw => "adamw.ptx",
         }
     }
 
@@ -37,6 +39,7 @@ impl Module {
             Module::Philox => include_str!("../../../kernels/philox.ptx"),
             Module::Elementwise => include_str!("../../../kernels/elementwise.ptx"),
             Module::Noise => include_str!("../../../kernels/noise.ptx"),
+            Module::Adamw => include_str!("../../../kernels/adamw.ptx"),
         }
     }
 }

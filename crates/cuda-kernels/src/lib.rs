@@ -5,6 +5,7 @@
 //! Nothing here needs a GPU to build: the driver is loaded at run time, and [`Gpu::new`] returns a [`KernelError`]
 //! when there is none.
 
+pub mod adamw;
 pub mod alloc;
 pub mod context;
 pub mod elementwise;

@@ -9,6 +9,7 @@ mod reference;
 use std::sync::OnceLock;
 
 use cudarc::driver::CudaSlice;
+use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::noise::{self, StepCoefficients};
 use diffuse_cuda_kernels::{philox, Gpu, KernelError};
@@ -497,4 +498,83 @@ fn q_sample_refuses_x0_that_does_not_split_into_the_batch() {
             .contains("7 elements do not split into 2 samples"),
         "{err}"
     );
+}
+
+// ----------------------------------------------------------------------------------------------------------- adamw
+
+#[test]
+fn adamw_step_matches_pytorch_semantics_in_f64() {
+    let Some(gpu) = gpu_or_skip("adamw_step_matches_pytorch_semantics_in_f64") else {
+        return;
+    };
+    let cfg = AdamWConfig {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.05,
+    };
+    // A handful of f32 roundings per element on values of order 1; the quotient m/denom is well conditioned once
+    // v >> eps^2, which the reference's inputs ensure (|g| >= 0.05): 1e-5 relative.
+    runner()
+        .run(
+            &(1usize..3000, 1u64..50, any::<u64>()),
+            |(n, step, seed)| {
+                let u = |k: u64| reference::philox::uniforms(seed ^ k, 0, n);
+                let p_host: Vec<f32> = u(1).iter().map(|x| 2.0 * x - 1.0).collect();
+                let g_host: Vec<f32> = u(2)
+                    .iter()
+                    .map(|x| if *x < 0.5 { x - 0.55 } else { x - 0.45 })
+                    .collect();
+                let m_host: Vec<f32> = u(3).iter().map(|x| 0.2 * x - 0.1).collect();
+                let v_host: Vec<f32> = u(4).iter().map(|x| 0.01 * x).collect();
+                let (mut p, g, mut m, mut v) = (
+                    upload(gpu, &p_host),
+                    upload(gpu, &g_host),
+                    upload(gpu, &m_host),
+                    upload(gpu, &v_host),
+                );
+                adamw::adamw_step(gpu, &cfg, step, &mut p, &g, &mut m, &mut v).unwrap();
+                let (lr, b1, b2, eps, wd) = (
+                    f64::from(cfg.lr),
+                    f64::from(cfg.beta1),
+                    f64::from(cfg.beta2),
+                    f64::from(cfg.eps),
+                    f64::from(cfg.weight_decay),
+                );
+                let (mut want_p, mut want_m, mut want_v) =
+                    (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+                for i in 0..n {
+                    let g = f64::from(g_host[i]);
+                    let mi = b1 * f64::from(m_host[i]) + (1.0 - b1) * g;
+                    let vi = b2 * f64::from(v_host[i]) + (1.0 - b2) * g * g;
+                    let m_hat = mi / (1.0 - b1.powi(step as i32));
+                    let v_hat = vi / (1.0 - b2.powi(step as i32));
+                    let p =
+                        f64::from(p_host[i]) * (1.0 - lr * wd) - lr * m_hat / (v_hat.sqrt() + eps);
+                    (want_p[i], want_m[i], want_v[i]) = (p as f32, mi as f32, vi as f32);
+                }
+                assert_close("m", &download(gpu, &m), &want_m, 1e-5)?;
+                assert_close("v", &download(gpu, &v), &want_v, 1e-5)?;
+                assert_close("params", &download(gpu, &p), &want_p, 1e-5)
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn adamw_step_zero_is_refused() {
+    let Some(gpu) = gpu_or_skip("adamw_step_zero_is_refused") else {
+        return;
+    };
+    let cfg = AdamWConfig {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let (mut p, g, mut m, mut v) = (zeros(gpu, 3), zeros(gpu, 3), zeros(gpu, 3), zeros(gpu, 3));
+    let err = adamw::adamw_step(gpu, &cfg, 0, &mut p, &g, &mut m, &mut v).unwrap_err();
+    assert!(err.message.contains("step counts from 1"), "{err}");
 }
