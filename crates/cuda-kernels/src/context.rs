@@ -18,6 +18,8 @@ pub enum Module {
     Elementwise,
     Noise,
     Adamw,
+    Reduce,
+    Softmax,
 }
 
 impl Module {
@@ -30,6 +32,8 @@ impl Module {
             Module::Elementwise => "elementwise.ptx",
             Module::Noise => "noise.ptx",
             Module::Adamw => "adamw.ptx",
+            Module::Reduce => "reduce.ptx",
+            Module::Softmax => "softmax.ptx",
         }
     }
 
@@ -40,6 +44,8 @@ impl Module {
             Module::Elementwise => include_str!("../../../kernels/elementwise.ptx"),
             Module::Noise => include_str!("../../../kernels/noise.ptx"),
             Module::Adamw => include_str!("../../../kernels/adamw.ptx"),
+            Module::Reduce => include_str!("../../../kernels/reduce.ptx"),
+            Module::Softmax => include_str!("../../../kernels/softmax.ptx"),
         }
     }
 }

@@ -13,6 +13,8 @@ pub mod error;
 mod launch;
 pub mod noise;
 pub mod philox;
+pub mod reduce;
+pub mod softmax;
 
 pub use context::{DeviceLimits, Gpu, Module};
 pub use error::{KernelError, Result};

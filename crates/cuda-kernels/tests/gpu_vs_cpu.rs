@@ -12,7 +12,7 @@ use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::noise::{self, StepCoefficients};
-use diffuse_cuda_kernels::{philox, Gpu, KernelError};
+use diffuse_cuda_kernels::{philox, reduce, softmax, Gpu, KernelError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -577,4 +577,101 @@ fn adamw_step_zero_is_refused() {
     let (mut p, g, mut m, mut v) = (zeros(gpu, 3), zeros(gpu, 3), zeros(gpu, 3), zeros(gpu, 3));
     let err = adamw::adamw_step(gpu, &cfg, 0, &mut p, &g, &mut m, &mut v).unwrap_err();
     assert!(err.message.contains("step counts from 1"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------------ reduce, softmax
+
+fn rows_case() -> impl Strategy<Value = (usize, usize, u64)> {
+    (
+        1usize..9,
+        prop_oneof![1usize..40, 200usize..3000],
+        any::<u64>(),
+    )
+}
+
+fn matrix(seed: u64, len: usize, scale: f32) -> Vec<f32> {
+    reference::philox::uniforms(seed, 0, len)
+        .iter()
+        .map(|u| scale * (2.0 * u - 1.0))
+        .collect()
+}
+
+#[test]
+fn row_sum_and_row_max_match_the_f64_reference() {
+    let Some(gpu) = gpu_or_skip("row_sum_and_row_max_match_the_f64_reference") else {
+        return;
+    };
+    runner()
+        .run(&rows_case(), |(rows, cols, seed)| {
+            let host = matrix(seed, rows * cols, 3.0);
+            let x = upload(gpu, &host);
+            let (mut sum, mut max) = (zeros(gpu, rows), zeros(gpu, rows));
+            reduce::row_sum(gpu, rows, cols, &x, &mut sum).unwrap();
+            reduce::row_max(gpu, rows, cols, &x, &mut max).unwrap();
+            let (sum, max) = (download(gpu, &sum), download(gpu, &max));
+            for r in 0..rows {
+                let row = &host[r * cols..(r + 1) * cols];
+                let want: f64 = row.iter().map(|&v| f64::from(v)).sum();
+                let magnitude: f64 = row.iter().map(|&v| f64::from(v).abs()).sum();
+                // each partial sum passes through at most cols/256 + 8 roundings of relative size 2^-24
+                let tol =
+                    (cols as f64 / 256.0 + 8.0) * magnitude * f64::from(f32::EPSILON) / 2.0 + 1e-30;
+                prop_assert!(
+                    (f64::from(sum[r]) - want).abs() <= tol,
+                    "row {} sum {} vs {}",
+                    r,
+                    sum[r],
+                    want
+                );
+                prop_assert_eq!(
+                    max[r],
+                    row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn softmax_and_log_softmax_match_the_f64_reference() {
+    let Some(gpu) = gpu_or_skip("softmax_and_log_softmax_match_the_f64_reference") else {
+        return;
+    };
+    // exp within ~2^-21 relative, a cols-term sum within (cols/256 + 8) 2^-24, one rcp/lg2: 1e-5 relative for
+    // softmax; log-softmax values are O(10) with ~1e-6 absolute error: 1e-5 relative (absolute below 1).
+    runner()
+        .run(&rows_case(), |(rows, cols, seed)| {
+            let host = matrix(seed, rows * cols, 8.0);
+            let x = upload(gpu, &host);
+            let (mut sm, mut lsm) = (zeros(gpu, rows * cols), zeros(gpu, rows * cols));
+            softmax::softmax(gpu, rows, cols, &x, &mut sm).unwrap();
+            softmax::log_softmax(gpu, rows, cols, &x, &mut lsm).unwrap();
+            let mut want_sm = Vec::with_capacity(rows * cols);
+            let mut want_lsm = Vec::with_capacity(rows * cols);
+            for row in host.chunks(cols) {
+                let m = row
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = row.iter().map(|&v| (f64::from(v) - m).exp()).sum();
+                for &v in row {
+                    want_sm.push(((f64::from(v) - m).exp() / s) as f32);
+                    want_lsm.push((f64::from(v) - m - s.ln()) as f32);
+                }
+            }
+            let got_sm = download(gpu, &sm);
+            for (i, (&g, &w)) in got_sm.iter().zip(&want_sm).enumerate() {
+                let ok = (f64::from(g) - f64::from(w)).abs() <= 1e-5 * f64::from(w) + 1e-12;
+                prop_assert!(
+                    ok,
+                    "softmax element {} is {} but the reference says {}",
+                    i,
+                    g,
+                    w
+                );
+            }
+            assert_close("log_softmax", &download(gpu, &lsm), &want_lsm, 1e-5)
+        })
+        .unwrap();
 }
