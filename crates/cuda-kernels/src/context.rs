@@ -20,6 +20,7 @@ pub enum Module {
     Adamw,
     Reduce,
     Softmax,
+    GroupNorm,
 }
 
 impl Module {
@@ -34,6 +35,7 @@ impl Module {
             Module::Adamw => "adamw.ptx",
             Module::Reduce => "reduce.ptx",
             Module::Softmax => "softmax.ptx",
+            Module::GroupNorm => "group_norm.ptx",
         }
     }
 
@@ -46,6 +48,7 @@ impl Module {
             Module::Adamw => include_str!("../../../kernels/adamw.ptx"),
             Module::Reduce => include_str!("../../../kernels/reduce.ptx"),
             Module::Softmax => include_str!("../../../kernels/softmax.ptx"),
+            Module::GroupNorm => include_str!("../../../kernels/group_norm.ptx"),
         }
     }
 }

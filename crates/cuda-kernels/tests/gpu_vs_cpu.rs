@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
+use diffuse_cuda_kernels::group_norm::{self, GroupNormShape};
 use diffuse_cuda_kernels::noise::{self, StepCoefficients};
 use diffuse_cuda_kernels::{philox, reduce, softmax, Gpu, KernelError};
 use proptest::prelude::*;
@@ -674,4 +675,237 @@ fn softmax_and_log_softmax_match_the_f64_reference() {
             assert_close("log_softmax", &download(gpu, &lsm), &want_lsm, 1e-5)
         })
         .unwrap();
+}
+
+// ------------------------------------------------------------------------------------------------------ group norm
+
+fn group_norm_case() -> impl Strategy<Value = (GroupNormShape, u64)> {
+    (
+        1usize..3,
+        1usize..5,
+        1usize..4,
+        prop_oneof![
+            Just(1usize),
+            Just(3),
+            Just(4),
+            Just(16),
+            Just(37),
+            Just(300)
+        ],
+        any::<u64>(),
+    )
+        .prop_map(|(batch, groups, cpg, spatial, seed)| {
+            (
+                GroupNormShape {
+                    batch,
+                    channels: groups * cpg,
+                    spatial,
+                    groups,
+                    eps: 1e-5,
+                },
+                seed,
+            )
+        })
+}
+
+/// The forward in f64: (y, mean, rstd).
+fn group_norm_reference(
+    s: &GroupNormShape,
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let cpg = s.channels / s.groups;
+    let len = cpg * s.spatial;
+    let (mut y, mut mean, mut rstd) = (vec![0.0; x.len()], vec![], vec![]);
+    for (group, chunk) in x.chunks(len).enumerate() {
+        let mu = chunk.iter().sum::<f64>() / len as f64;
+        let var = chunk.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / len as f64;
+        let r = 1.0 / (var + f64::from(s.eps)).sqrt();
+        for (e, v) in chunk.iter().enumerate() {
+            let c = (group % s.groups) * cpg + e / s.spatial;
+            y[group * len + e] = (v - mu) * r * gamma[c] + beta[c];
+        }
+        mean.push(mu);
+        rstd.push(r);
+    }
+    (y, mean, rstd)
+}
+
+fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+#[test]
+fn group_norm_forward_matches_the_f64_reference() {
+    let Some(gpu) = gpu_or_skip("group_norm_forward_matches_the_f64_reference") else {
+        return;
+    };
+    // Welford in f32 over L <= 3600 elements: mean and variance within ~(L/256 + 8) 2^-24 relative; y within 1e-5
+    // relative for |y| >= 1, 1e-5 absolute below (inputs have mean 0.5 and spread 1, so var is well away from 0).
+    runner()
+        .run(&group_norm_case(), |(s, seed)| {
+            let n = s.batch * s.channels * s.spatial;
+            let x_host = reference::philox::uniforms(seed, 0, n)
+                .iter()
+                .map(|u| 2.0 * u - 0.5)
+                .collect::<Vec<f32>>();
+            let gamma_host: Vec<f32> = (0..s.channels).map(|c| 0.5 + 0.25 * c as f32).collect();
+            let beta_host: Vec<f32> = (0..s.channels).map(|c| 0.1 * c as f32 - 0.2).collect();
+            let (x, gamma, beta) = (
+                upload(gpu, &x_host),
+                upload(gpu, &gamma_host),
+                upload(gpu, &beta_host),
+            );
+            let (mut y, mut mean, mut rstd) = (
+                zeros(gpu, n),
+                zeros(gpu, s.batch * s.groups),
+                zeros(gpu, s.batch * s.groups),
+            );
+            group_norm::group_norm_forward(
+                gpu, &s, &x, &gamma, &beta, &mut y, &mut mean, &mut rstd,
+            )
+            .unwrap();
+            let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+            let (want_y, want_mean, want_rstd) =
+                group_norm_reference(&s, &f64s(&x_host), &f64s(&gamma_host), &f64s(&beta_host));
+            assert_close("mean", &download(gpu, &mean), &to_f32(&want_mean), 1e-5)?;
+            assert_close("rstd", &download(gpu, &rstd), &to_f32(&want_rstd), 1e-5)?;
+            assert_close("y", &download(gpu, &y), &to_f32(&want_y), 1e-5)
+        })
+        .unwrap();
+}
+
+#[test]
+fn group_norm_backward_matches_finite_differences() {
+    let Some(gpu) = gpu_or_skip("group_norm_backward_matches_finite_differences") else {
+        return;
+    };
+    // loss = sum w y with fixed random w (so dy = w); the gradient of the f64 forward by central differences with
+    // h = 1e-5 is accurate to ~1e-9; the f32 kernels carry ~1e-6 relative error on O(1) gradients: 1e-4 covers both.
+    let small = group_norm_case().prop_filter("small enough for finite differences", |(s, _)| {
+        s.spatial <= 37
+    });
+    TestRunner::new(Config {
+        cases: 16,
+        ..Config::default()
+    })
+    .run(&small, |(s, seed)| {
+        let n = s.batch * s.channels * s.spatial;
+        let x_host: Vec<f32> = reference::philox::uniforms(seed, 0, n)
+            .iter()
+            .map(|u| 2.0 * u - 0.5)
+            .collect();
+        let w_host: Vec<f32> = reference::philox::uniforms(seed ^ 7, 0, n)
+            .iter()
+            .map(|u| 2.0 * u - 1.0)
+            .collect();
+        let gamma_host: Vec<f32> = (0..s.channels).map(|c| 0.5 + 0.25 * c as f32).collect();
+        let beta_host: Vec<f32> = (0..s.channels).map(|c| 0.1 * c as f32 - 0.2).collect();
+        let stats = s.batch * s.groups;
+        let (x, gamma, beta, dy) = (
+            upload(gpu, &x_host),
+            upload(gpu, &gamma_host),
+            upload(gpu, &beta_host),
+            upload(gpu, &w_host),
+        );
+        let (mut y, mut mean, mut rstd) = (zeros(gpu, n), zeros(gpu, stats), zeros(gpu, stats));
+        group_norm::group_norm_forward(gpu, &s, &x, &gamma, &beta, &mut y, &mut mean, &mut rstd)
+            .unwrap();
+        let (mut dx, mut dgamma, mut dbeta) = (
+            zeros(gpu, n),
+            zeros(gpu, s.channels),
+            zeros(gpu, s.channels),
+        );
+        group_norm::group_norm_backward(
+            gpu,
+            &s,
+            &x,
+            &gamma,
+            &mean,
+            &rstd,
+            &dy,
+            &mut dx,
+            &mut dgamma,
+            &mut dbeta,
+        )
+        .unwrap();
+
+        let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        let (x64, g64, b64, w64) = (
+            f64s(&x_host),
+            f64s(&gamma_host),
+            f64s(&beta_host),
+            f64s(&w_host),
+        );
+        let loss = |x: &[f64], g: &[f64], b: &[f64]| -> f64 {
+            group_norm_reference(&s, x, g, b)
+                .0
+                .iter()
+                .zip(&w64)
+                .map(|(y, w)| y * w)
+                .sum()
+        };
+        let h = 1e-5;
+        let central = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
+        let want_dx: Vec<f64> = (0..n)
+            .map(|i| {
+                central(&|d| {
+                    let mut xp = x64.clone();
+                    xp[i] += d;
+                    loss(&xp, &g64, &b64)
+                })
+            })
+            .collect();
+        let want_dgamma: Vec<f64> = (0..s.channels)
+            .map(|c| {
+                central(&|d| {
+                    let mut gp = g64.clone();
+                    gp[c] += d;
+                    loss(&x64, &gp, &b64)
+                })
+            })
+            .collect();
+        let want_dbeta: Vec<f64> = (0..s.channels)
+            .map(|c| {
+                central(&|d| {
+                    let mut bp = b64.clone();
+                    bp[c] += d;
+                    loss(&x64, &g64, &bp)
+                })
+            })
+            .collect();
+        assert_close("dx", &download(gpu, &dx), &to_f32(&want_dx), 1e-4)?;
+        assert_close(
+            "dgamma",
+            &download(gpu, &dgamma),
+            &to_f32(&want_dgamma),
+            1e-4,
+        )?;
+        assert_close("dbeta", &download(gpu, &dbeta), &to_f32(&want_dbeta), 1e-4)
+    })
+    .unwrap();
+}
+
+#[test]
+fn group_norm_refuses_channels_that_do_not_split_into_groups() {
+    let Some(gpu) = gpu_or_skip("group_norm_refuses_channels_that_do_not_split_into_groups") else {
+        return;
+    };
+    let s = GroupNormShape {
+        batch: 1,
+        channels: 6,
+        spatial: 4,
+        groups: 4,
+        eps: 1e-5,
+    };
+    let (x, g) = (zeros(gpu, 24), zeros(gpu, 6));
+    let (mut y, mut m, mut r) = (zeros(gpu, 24), zeros(gpu, 4), zeros(gpu, 4));
+    let err =
+        group_norm::group_norm_forward(gpu, &s, &x, &g, &g, &mut y, &mut m, &mut r).unwrap_err();
+    assert!(
+        err.message
+            .contains("6 channels do not split into 4 groups"),
+        "{err}"
+    );
 }
