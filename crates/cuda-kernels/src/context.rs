@@ -21,6 +21,7 @@ pub enum Module {
     Reduce,
     Softmax,
     GroupNorm,
+    GemmF32,
 }
 
 impl Module {
@@ -36,6 +37,7 @@ impl Module {
             Module::Reduce => "reduce.ptx",
             Module::Softmax => "softmax.ptx",
             Module::GroupNorm => "group_norm.ptx",
+            Module::GemmF32 => "gemm_f32.ptx",
         }
     }
 
@@ -49,6 +51,7 @@ impl Module {
             Module::Reduce => include_str!("../../../kernels/reduce.ptx"),
             Module::Softmax => include_str!("../../../kernels/softmax.ptx"),
             Module::GroupNorm => include_str!("../../../kernels/group_norm.ptx"),
+            Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod context;
 pub mod elementwise;
 pub mod error;
+pub mod gemm;
 pub mod group_norm;
 mod launch;
 pub mod noise;

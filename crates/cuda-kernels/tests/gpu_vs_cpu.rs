@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
+use diffuse_cuda_kernels::gemm::{self, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{self, GroupNormShape};
 use diffuse_cuda_kernels::noise::{self, StepCoefficients};
 use diffuse_cuda_kernels::{philox, reduce, softmax, Gpu, KernelError};
@@ -908,4 +909,105 @@ fn group_norm_refuses_channels_that_do_not_split_into_groups() {
             .contains("6 channels do not split into 4 groups"),
         "{err}"
     );
+}
+
+// ------------------------------------------------------------------------------------------------------------ gemm
+
+#[test]
+fn sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes() {
+    let Some(gpu) = gpu_or_skip("sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes")
+    else {
+        return;
+    };
+    let size = || prop_oneof![1usize..20, 120usize..140, 250usize..300];
+    runner()
+        .run(
+            &(
+                size(),
+                size(),
+                prop_oneof![0usize..3, 1usize..300],
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<u64>(),
+            ),
+            |(m, n, k, a_t, b_t, accumulate, seed)| {
+                let a_host = matrix(seed, m * k, 1.0);
+                let b_host = matrix(seed ^ 3, k * n, 1.0);
+                let c_host = matrix(seed ^ 5, m * n, 1.0);
+                let a_layout = if a_t {
+                    MatrixLayout::transposed(m)
+                } else {
+                    MatrixLayout::row_major(k)
+                };
+                let b_layout = if b_t {
+                    MatrixLayout::transposed(k)
+                } else {
+                    MatrixLayout::row_major(n)
+                };
+                let (alpha, beta) = (1.5f32, if accumulate { -0.5f32 } else { 0.0 });
+                let (a, b, mut c) = (
+                    upload(gpu, &a_host),
+                    upload(gpu, &b_host),
+                    upload(gpu, &c_host),
+                );
+                gemm::sgemm(
+                    gpu, m, n, k, alpha, &a, a_layout, &b, b_layout, beta, &mut c,
+                )
+                .unwrap();
+                let got = download(gpu, &c);
+                let at = |l: MatrixLayout, v: &[f32], r: usize, col: usize| {
+                    f64::from(v[r * l.row_stride + col * l.col_stride])
+                };
+                for r in 0..m {
+                    for col in 0..n {
+                        let (mut dot, mut magnitude) = (0.0f64, 0.0f64);
+                        for x in 0..k {
+                            let p = at(a_layout, &a_host, r, x) * at(b_layout, &b_host, x, col);
+                            dot += p;
+                            magnitude += p.abs();
+                        }
+                        let want = f64::from(alpha) * dot
+                            + f64::from(beta) * f64::from(c_host[r * n + col]);
+                        // k fused multiply-adds in f32: error <= k 2^-24 sum |a b| (times alpha), plus the epilogue
+                        let tol = (k as f64 + 2.0) * f64::from(f32::EPSILON) / 2.0
+                            * (1.5 * magnitude + 1.0);
+                        let g = f64::from(got[r * n + col]);
+                        prop_assert!(
+                            (g - want).abs() <= tol,
+                            "C[{}, {}] = {} but the reference says {}",
+                            r,
+                            col,
+                            g,
+                            want
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn sgemm_refuses_an_operand_shorter_than_its_shape() {
+    let Some(gpu) = gpu_or_skip("sgemm_refuses_an_operand_shorter_than_its_shape") else {
+        return;
+    };
+    let (a, b, mut c) = (zeros(gpu, 5), zeros(gpu, 6), zeros(gpu, 4));
+    let err = gemm::sgemm(
+        gpu,
+        2,
+        2,
+        3,
+        1.0,
+        &a,
+        MatrixLayout::row_major(3),
+        &b,
+        MatrixLayout::row_major(2),
+        0.0,
+        &mut c,
+    )
+    .unwrap_err();
+    assert!(err.message.contains("A [2, 3]"), "{err}");
 }
