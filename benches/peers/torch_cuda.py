@@ -100,6 +100,10 @@ def main():
     ms = median_ms(lambda: torch.matmul(a, b, out=c))
     print(f"{'sgemm (fp32, no tf32)':<22} {'4096^3':<26} {ms:>9.3} ms {2 * s**3 / ms / 1e9:>9.2f} TFLOP/s")
 
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    ms = median_ms(lambda: torch.matmul(a16, b16))
+    print(f"{'matmul bf16':<22} {'4096^3':<26} {ms:>9.3} ms {2 * s**3 / ms / 1e9:>9.2f} TFLOP/s")
+
 
 if __name__ == "__main__":
     main()

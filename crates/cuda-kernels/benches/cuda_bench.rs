@@ -11,7 +11,7 @@ use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::adamw::{adamw_step, AdamWConfig};
 use diffuse_cuda_kernels::elementwise::{binary, copy_strided, unary, BinaryOp, Operand, UnaryOp};
-use diffuse_cuda_kernels::gemm::{sgemm, MatrixLayout};
+use diffuse_cuda_kernels::gemm::{gemm_bf16, sgemm, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{group_norm_forward, GroupNormShape};
 use diffuse_cuda_kernels::noise::{q_sample, sampler_step, StepCoefficients};
 use diffuse_cuda_kernels::philox::fill_normal;
@@ -56,6 +56,12 @@ fn median_ms(gpu: &Gpu, mut work: impl FnMut() -> Result<()>) -> Result<f64> {
 
 fn buffer(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
     gpu.stream().alloc_zeros(len).expect("device allocation")
+}
+
+fn bf16_buffer(gpu: &Gpu, len: usize) -> Result<CudaSlice<half::bf16>> {
+    gpu.stream()
+        .alloc_zeros(len)
+        .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("allocation: {e}")))
 }
 
 fn report_bandwidth(name: &str, shape: &str, ms: f64, bytes: f64, copy_gbs: f64) {

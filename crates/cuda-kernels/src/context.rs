@@ -22,6 +22,7 @@ pub enum Module {
     Softmax,
     GroupNorm,
     GemmF32,
+    GemmBf16,
 }
 
 impl Module {
@@ -38,6 +39,7 @@ impl Module {
             Module::Softmax => "softmax.ptx",
             Module::GroupNorm => "group_norm.ptx",
             Module::GemmF32 => "gemm_f32.ptx",
+            Module::GemmBf16 => "gemm_bf16.ptx",
         }
     }
 
@@ -52,6 +54,7 @@ impl Module {
             Module::Softmax => include_str!("../../../kernels/softmax.ptx"),
             Module::GroupNorm => include_str!("../../../kernels/group_norm.ptx"),
             Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
+            Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
         }
     }
 }

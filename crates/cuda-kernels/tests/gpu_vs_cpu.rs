@@ -15,6 +15,7 @@ use diffuse_cuda_kernels::gemm::{self, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{self, GroupNormShape};
 use diffuse_cuda_kernels::noise::{self, StepCoefficients};
 use diffuse_cuda_kernels::{philox, reduce, softmax, Gpu, KernelError};
+use half::bf16;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -1010,4 +1011,79 @@ fn sgemm_refuses_an_operand_shorter_than_its_shape() {
     )
     .unwrap_err();
     assert!(err.message.contains("A [2, 3]"), "{err}");
+}
+
+#[test]
+fn gemm_bf16_matches_the_f64_reference_on_ragged_shapes() {
+    let Some(gpu) = gpu_or_skip("gemm_bf16_matches_the_f64_reference_on_ragged_shapes") else {
+        return;
+    };
+    let multiple_of_8 = || prop_oneof![1usize..4, 15usize..18, 30usize..40].prop_map(|x| 8 * x);
+    runner()
+        .run(
+            &(
+                prop_oneof![1usize..20, 120usize..140, 250usize..270],
+                multiple_of_8(),
+                multiple_of_8(),
+                any::<bool>(),
+                any::<u64>(),
+            ),
+            |(m, n, k, accumulate, seed)| {
+                // bf16 inputs convert exactly to f32 and their products are exact in f32, so the only error is the
+                // k-term f32 accumulation: k 2^-24 sum |a b|.
+                let a_host: Vec<bf16> = matrix(seed, m * k, 1.0)
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect();
+                let b_host: Vec<bf16> = matrix(seed ^ 3, k * n, 1.0)
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect();
+                let c_host = matrix(seed ^ 5, m * n, 1.0);
+                let (alpha, beta) = (0.75f32, if accumulate { 2.0f32 } else { 0.0 });
+                let a = gpu.stream().clone_htod(&a_host).unwrap();
+                let b = gpu.stream().clone_htod(&b_host).unwrap();
+                let mut c = upload(gpu, &c_host);
+                gemm::gemm_bf16(gpu, m, n, k, alpha, &a, &b, beta, &mut c).unwrap();
+                let got = download(gpu, &c);
+                for r in 0..m {
+                    for col in 0..n {
+                        let (mut dot, mut magnitude) = (0.0f64, 0.0f64);
+                        for x in 0..k {
+                            let p = f64::from(a_host[r * k + x].to_f32())
+                                * f64::from(b_host[x * n + col].to_f32());
+                            dot += p;
+                            magnitude += p.abs();
+                        }
+                        let want = f64::from(alpha) * dot
+                            + f64::from(beta) * f64::from(c_host[r * n + col]);
+                        let tol =
+                            (k as f64 + 2.0) * f64::from(f32::EPSILON) / 2.0 * (magnitude + 2.0);
+                        let g = f64::from(got[r * n + col]);
+                        prop_assert!(
+                            (g - want).abs() <= tol,
+                            "C[{}, {}] = {} but the reference says {}",
+                            r,
+                            col,
+                            g,
+                            want
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn gemm_bf16_refuses_k_that_is_not_a_multiple_of_8() {
+    let Some(gpu) = gpu_or_skip("gemm_bf16_refuses_k_that_is_not_a_multiple_of_8") else {
+        return;
+    };
+    let a = gpu.stream().alloc_zeros::<bf16>(12).unwrap();
+    let b = gpu.stream().alloc_zeros::<bf16>(48).unwrap();
+    let mut c = zeros(gpu, 32);
+    let err = gemm::gemm_bf16(gpu, 4, 8, 3, 1.0, &a, &b, 0.0, &mut c).unwrap_err();
+    assert!(err.message.contains("multiples of 8"), "{err}");
 }
