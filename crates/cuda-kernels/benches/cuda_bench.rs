@@ -217,6 +217,16 @@ fn run(gpu: &Gpu) -> Result<()> {
         "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
         "sgemm", "4096^3"
     );
+
+    let (a16, b16) = (bf16_buffer(gpu, s * s)?, bf16_buffer(gpu, s * s)?);
+    let ms = median_ms(gpu, || {
+        gemm_bf16(gpu, s, s, s, 1.0, &a16, &b16, 0.0, &mut c)
+    })?;
+    let tflops = 2.0 * (s as f64).powi(3) / ms / 1e9;
+    println!(
+        "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
+        "gemm_bf16 (f32 acc)", "4096^3"
+    );
     Ok(())
 }
 
