@@ -104,6 +104,14 @@ def main():
     ms = median_ms(lambda: torch.matmul(a16, b16))
     print(f"{'matmul bf16':<22} {'4096^3':<26} {ms:>9.3} ms {2 * s**3 / ms / 1e9:>9.2f} TFLOP/s")
 
+    xc = torch.randn(8, 256, 64, 64, device=dev)
+    wc = torch.randn(256, 256, 3, 3, device=dev)
+    bc = torch.randn(256, device=dev)
+    torch.backends.cudnn.allow_tf32 = False
+    ms = median_ms(lambda: F.conv2d(xc, wc, bc, padding=1))
+    flops = 2 * 8 * 256 * 64 * 64 * 256 * 9
+    print(f"{'conv2d 3x3 (cuDNN fp32)':<22} {'[8,256,64,64]':<26} {ms:>9.3} ms {flops / ms / 1e9:>9.2f} TFLOP/s")
+
 
 if __name__ == "__main__":
     main()

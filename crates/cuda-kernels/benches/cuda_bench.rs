@@ -10,6 +10,7 @@
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::adamw::{adamw_step, AdamWConfig};
+use diffuse_cuda_kernels::conv::{conv2d_forward, Conv2dShape};
 use diffuse_cuda_kernels::elementwise::{binary, copy_strided, unary, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{gemm_bf16, sgemm, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{group_norm_forward, GroupNormShape};
@@ -226,6 +227,35 @@ fn run(gpu: &Gpu) -> Result<()> {
     println!(
         "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
         "gemm_bf16 (f32 acc)", "4096^3"
+    );
+
+    // a UNet-sized 3x3 convolution: [8, 256, 64, 64] -> [8, 256, 64, 64]
+    let cs = Conv2dShape {
+        batch: 8,
+        in_channels: 256,
+        in_h: 64,
+        in_w: 64,
+        out_channels: 256,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+        groups: 1,
+    };
+    let (cx, cw, cb) = (
+        buffer(gpu, 8 * 256 * 64 * 64),
+        buffer(gpu, 256 * 256 * 9),
+        buffer(gpu, 256),
+    );
+    let mut cy = buffer(gpu, 8 * 256 * 64 * 64);
+    let ms = median_ms(gpu, || {
+        conv2d_forward(gpu, &cs, &cx, &cw, Some(&cb), &mut cy)
+    })?;
+    let tflops = 2.0 * (8.0 * 256.0 * 64.0 * 64.0) * (256.0 * 9.0) / ms / 1e9;
+    println!(
+        "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
+        "conv2d_forward 3x3", "[8,256,64,64]"
     );
     Ok(())
 }

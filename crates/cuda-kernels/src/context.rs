@@ -23,6 +23,7 @@ pub enum Module {
     GroupNorm,
     GemmF32,
     GemmBf16,
+    Conv2d,
 }
 
 impl Module {
@@ -40,6 +41,7 @@ impl Module {
             Module::GroupNorm => "group_norm.ptx",
             Module::GemmF32 => "gemm_f32.ptx",
             Module::GemmBf16 => "gemm_bf16.ptx",
+            Module::Conv2d => "conv2d.ptx",
         }
     }
 
@@ -55,6 +57,7 @@ impl Module {
             Module::GroupNorm => include_str!("../../../kernels/group_norm.ptx"),
             Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
             Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
+            Module::Conv2d => include_str!("../../../kernels/conv2d.ptx"),
         }
     }
 }

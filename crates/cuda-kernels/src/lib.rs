@@ -8,6 +8,7 @@
 pub mod adamw;
 pub mod alloc;
 pub mod context;
+pub mod conv;
 pub mod elementwise;
 pub mod error;
 pub mod gemm;

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
+use diffuse_cuda_kernels::conv::{self, Conv2dShape};
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{self, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{self, GroupNormShape};
@@ -1086,4 +1087,147 @@ fn gemm_bf16_refuses_k_that_is_not_a_multiple_of_8() {
     let mut c = zeros(gpu, 32);
     let err = gemm::gemm_bf16(gpu, 4, 8, 3, 1.0, &a, &b, 0.0, &mut c).unwrap_err();
     assert!(err.message.contains("multiples of 8"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------------------- conv2d
+
+fn conv_case() -> impl Strategy<Value = (Conv2dShape, bool, u64)> {
+    (
+        (1usize..3, 1usize..4, 1usize..4, 1usize..12, 1usize..12),
+        (
+            prop_oneof![Just(1usize), Just(3)],
+            1usize..3,
+            prop_oneof![Just(0usize), Just(1), Just(2)],
+            1usize..3,
+        ),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                (batch, groups, cpg, in_h, in_w),
+                (kernel, stride, padding, dilation),
+                bias,
+                seed,
+            )| {
+                let shape = Conv2dShape {
+                    batch,
+                    in_channels: groups * cpg,
+                    in_h,
+                    in_w,
+                    out_channels: groups * (1 + (seed % 3) as usize),
+                    kernel_h: kernel,
+                    kernel_w: kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                };
+                (shape, bias, seed)
+            },
+        )
+        .prop_filter("the kernel fits the padded input", |(s, _, _)| {
+            s.output_hw().is_some()
+        })
+}
+
+#[test]
+fn conv2d_forward_matches_the_naive_f64_convolution() {
+    let Some(gpu) = gpu_or_skip("conv2d_forward_matches_the_naive_f64_convolution") else {
+        return;
+    };
+    runner()
+        .run(&conv_case(), |(s, with_bias, seed)| {
+            let (oh, ow) = s.output_hw().unwrap();
+            let cg = s.in_channels / s.groups;
+            let ocg = s.out_channels / s.groups;
+            let x_host = matrix(seed, s.batch * s.in_channels * s.in_h * s.in_w, 1.0);
+            let w_host = matrix(seed ^ 9, s.out_channels * cg * s.kernel_h * s.kernel_w, 1.0);
+            let b_host = matrix(seed ^ 11, s.out_channels, 1.0);
+            let (x, w, b) = (
+                upload(gpu, &x_host),
+                upload(gpu, &w_host),
+                upload(gpu, &b_host),
+            );
+            let mut y = zeros(gpu, s.batch * s.out_channels * oh * ow);
+            conv::conv2d_forward(gpu, &s, &x, &w, with_bias.then_some(&b), &mut y).unwrap();
+            let got = download(gpu, &y);
+            for bi in 0..s.batch {
+                for oc in 0..s.out_channels {
+                    let g = oc / ocg;
+                    for (i, j) in (0..oh).flat_map(|i| (0..ow).map(move |j| (i, j))) {
+                        let (mut sum, mut magnitude) = (0.0f64, 0.0f64);
+                        for ic in 0..cg {
+                            for kh in 0..s.kernel_h {
+                                for kw in 0..s.kernel_w {
+                                    let ih = (i * s.stride + kh * s.dilation) as isize
+                                        - s.padding as isize;
+                                    let iw = (j * s.stride + kw * s.dilation) as isize
+                                        - s.padding as isize;
+                                    if ih < 0
+                                        || iw < 0
+                                        || ih >= s.in_h as isize
+                                        || iw >= s.in_w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x_host[((bi * s.in_channels + g * cg + ic) * s.in_h
+                                        + ih as usize)
+                                        * s.in_w
+                                        + iw as usize];
+                                    let wv = w_host
+                                        [((oc * cg + ic) * s.kernel_h + kh) * s.kernel_w + kw];
+                                    sum += f64::from(xv) * f64::from(wv);
+                                    magnitude += (f64::from(xv) * f64::from(wv)).abs();
+                                }
+                            }
+                        }
+                        if with_bias {
+                            sum += f64::from(b_host[oc]);
+                        }
+                        let k = (cg * s.kernel_h * s.kernel_w) as f64;
+                        // K fused multiply-adds and one bias add in f32: (K + 1) 2^-24 (sum |w x| + |bias|)
+                        let tol = (k + 2.0) * f64::from(f32::EPSILON) / 2.0 * (magnitude + 1.0);
+                        let g_val = f64::from(got[((bi * s.out_channels + oc) * oh + i) * ow + j]);
+                        prop_assert!(
+                            (g_val - sum).abs() <= tol,
+                            "y[{}, {}, {}, {}] = {} but the reference says {} ({:?})",
+                            bi,
+                            oc,
+                            i,
+                            j,
+                            g_val,
+                            sum,
+                            s
+                        );
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn conv2d_refuses_a_kernel_larger_than_the_padded_input() {
+    let Some(gpu) = gpu_or_skip("conv2d_refuses_a_kernel_larger_than_the_padded_input") else {
+        return;
+    };
+    let s = Conv2dShape {
+        batch: 1,
+        in_channels: 1,
+        in_h: 2,
+        in_w: 2,
+        out_channels: 1,
+        kernel_h: 5,
+        kernel_w: 5,
+        stride: 1,
+        padding: 0,
+        dilation: 1,
+        groups: 1,
+    };
+    let (x, w) = (zeros(gpu, 4), zeros(gpu, 25));
+    let mut y = zeros(gpu, 1);
+    let err = conv::conv2d_forward(gpu, &s, &x, &w, None::<&CudaSlice<f32>>, &mut y).unwrap_err();
+    assert!(err.message.contains("does not fit"), "{err}");
 }
