@@ -112,6 +112,13 @@ def main():
     flops = 2 * 8 * 256 * 64 * 64 * 256 * 9
     print(f"{'conv2d 3x3 (cuDNN fp32)':<22} {'[8,256,64,64]':<26} {ms:>9.3} ms {flops / ms / 1e9:>9.2f} TFLOP/s")
 
+    qa = torch.randn(8, 8, 1024, 64, device=dev)
+    ka = torch.randn(8, 8, 1024, 64, device=dev)
+    va = torch.randn(8, 8, 1024, 64, device=dev)
+    ms = median_ms(lambda: F.scaled_dot_product_attention(qa, ka, va))
+    flops = 4 * 64 * 1024 * 1024 * 64
+    print(f"{'sdpa fp32':<22} {'[64,1024,1024,64]':<26} {ms:>9.3} ms {flops / ms / 1e9:>9.2f} TFLOP/s")
+
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::adamw::{adamw_step, AdamWConfig};
+use diffuse_cuda_kernels::attention::{attention_forward, AttentionShape};
 use diffuse_cuda_kernels::conv::{conv2d_forward, Conv2dShape};
 use diffuse_cuda_kernels::elementwise::{binary, copy_strided, unary, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{gemm_bf16, sgemm, MatrixLayout};
@@ -256,6 +257,39 @@ fn run(gpu: &Gpu) -> Result<()> {
     println!(
         "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
         "conv2d_forward 3x3", "[8,256,64,64]"
+    );
+
+    // self-attention of a 32x32 feature map: [8 batch x 8 heads, 1024 tokens, 64]
+    let at = AttentionShape {
+        batch_heads: 64,
+        q_len: 1024,
+        kv_len: 1024,
+        head_dim: 64,
+        scale: 0.125,
+    };
+    let qkv_len = 64 * 1024 * 64;
+    let (aq, ak, av) = (
+        buffer(gpu, qkv_len),
+        buffer(gpu, qkv_len),
+        buffer(gpu, qkv_len),
+    );
+    let (mut ao, mut alse) = (buffer(gpu, qkv_len), buffer(gpu, 64 * 1024));
+    let ms = median_ms(gpu, || {
+        attention_forward(
+            gpu,
+            &at,
+            &aq,
+            &ak,
+            &av,
+            None::<&CudaSlice<f32>>,
+            &mut ao,
+            &mut alse,
+        )
+    })?;
+    let tflops = 4.0 * 64.0 * 1024.0 * 1024.0 * 64.0 / ms / 1e9;
+    println!(
+        "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
+        "attention_forward", "[64,1024,1024,64]"
     );
     Ok(())
 }

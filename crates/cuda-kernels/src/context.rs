@@ -24,6 +24,7 @@ pub enum Module {
     GemmF32,
     GemmBf16,
     Conv2d,
+    Attention,
 }
 
 impl Module {
@@ -42,6 +43,7 @@ impl Module {
             Module::GemmF32 => "gemm_f32.ptx",
             Module::GemmBf16 => "gemm_bf16.ptx",
             Module::Conv2d => "conv2d.ptx",
+            Module::Attention => "attention.ptx",
         }
     }
 
@@ -58,6 +60,7 @@ impl Module {
             Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
             Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
             Module::Conv2d => include_str!("../../../kernels/conv2d.ptx"),
+            Module::Attention => include_str!("../../../kernels/attention.ptx"),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod adamw;
 pub mod alloc;
+pub mod attention;
 pub mod context;
 pub mod conv;
 pub mod elementwise;

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
+use diffuse_cuda_kernels::attention::{self, AttentionShape};
 use diffuse_cuda_kernels::conv::{self, Conv2dShape};
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{self, MatrixLayout};
@@ -1230,4 +1231,142 @@ fn conv2d_refuses_a_kernel_larger_than_the_padded_input() {
     let mut y = zeros(gpu, 1);
     let err = conv::conv2d_forward(gpu, &s, &x, &w, None::<&CudaSlice<f32>>, &mut y).unwrap_err();
     assert!(err.message.contains("does not fit"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------------------- attention
+
+#[test]
+fn attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias() {
+    let Some(gpu) =
+        gpu_or_skip("attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias")
+    else {
+        return;
+    };
+    let case = (
+        1usize..4,
+        prop_oneof![1usize..9, 30usize..40, 60usize..70],
+        prop_oneof![1usize..9, 30usize..40, 60usize..70],
+        prop_oneof![
+            Just(1usize),
+            Just(8),
+            Just(31),
+            Just(64),
+            Just(100),
+            Just(128)
+        ],
+        any::<bool>(),
+        any::<u64>(),
+    );
+    // Scores are O(sqrt(head_dim) scale) = O(1); exp within ~2^-21, a kv_len-term online sum, one rcp: 1e-5 relative
+    // (absolute below 1) on out (a convex combination of v in [-1, 1]) and on lse.
+    runner()
+        .run(
+            &case,
+            |(batch_heads, q_len, kv_len, head_dim, causal, seed)| {
+                let s = AttentionShape {
+                    batch_heads,
+                    q_len,
+                    kv_len,
+                    head_dim,
+                    scale: 1.0 / (head_dim as f32).sqrt(),
+                };
+                let q_host = matrix(seed, batch_heads * q_len * head_dim, 1.0);
+                let k_host = matrix(seed ^ 1, batch_heads * kv_len * head_dim, 1.0);
+                let v_host = matrix(seed ^ 2, batch_heads * kv_len * head_dim, 1.0);
+                // causal: key j is visible to query i when j <= i + (kv_len - q_len), and row 0 always sees key 0
+                let visible = |i: usize, j: usize| !causal || j + q_len <= i + kv_len || j == 0;
+                let bias_host: Vec<f32> = (0..batch_heads * q_len * kv_len)
+                    .map(|e| {
+                        if visible((e / kv_len) % q_len, e % kv_len) {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                    .collect();
+                let (q, k, v, b) = (
+                    upload(gpu, &q_host),
+                    upload(gpu, &k_host),
+                    upload(gpu, &v_host),
+                    upload(gpu, &bias_host),
+                );
+                let (mut out, mut lse) = (
+                    zeros(gpu, batch_heads * q_len * head_dim),
+                    zeros(gpu, batch_heads * q_len),
+                );
+                attention::attention_forward(
+                    gpu,
+                    &s,
+                    &q,
+                    &k,
+                    &v,
+                    causal.then_some(&b),
+                    &mut out,
+                    &mut lse,
+                )
+                .unwrap();
+                let (mut want_out, mut want_lse) = (Vec::new(), Vec::new());
+                for h in 0..batch_heads {
+                    for i in 0..q_len {
+                        let scores: Vec<f64> = (0..kv_len)
+                            .map(|j| {
+                                if !visible(i, j) {
+                                    return f64::NEG_INFINITY;
+                                }
+                                let dot: f64 = (0..head_dim)
+                                    .map(|c| {
+                                        f64::from(q_host[(h * q_len + i) * head_dim + c])
+                                            * f64::from(k_host[(h * kv_len + j) * head_dim + c])
+                                    })
+                                    .sum();
+                                dot * f64::from(s.scale)
+                            })
+                            .collect();
+                        let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let l: f64 = scores.iter().map(|x| (x - m).exp()).sum();
+                        for c in 0..head_dim {
+                            let o: f64 = (0..kv_len)
+                                .map(|j| {
+                                    (scores[j] - m).exp()
+                                        * f64::from(v_host[(h * kv_len + j) * head_dim + c])
+                                })
+                                .sum();
+                            want_out.push((o / l) as f32);
+                        }
+                        want_lse.push((m + l.ln()) as f32);
+                    }
+                }
+                assert_close("out", &download(gpu, &out), &want_out, 1e-5)?;
+                assert_close("lse", &download(gpu, &lse), &want_lse, 1e-5)
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn attention_refuses_a_head_dim_above_128() {
+    let Some(gpu) = gpu_or_skip("attention_refuses_a_head_dim_above_128") else {
+        return;
+    };
+    let s = AttentionShape {
+        batch_heads: 1,
+        q_len: 1,
+        kv_len: 1,
+        head_dim: 129,
+        scale: 1.0,
+    };
+    let x = zeros(gpu, 129);
+    let (mut out, mut lse) = (zeros(gpu, 129), zeros(gpu, 1));
+    let err = attention::attention_forward(
+        gpu,
+        &s,
+        &x,
+        &x,
+        &x,
+        None::<&CudaSlice<f32>>,
+        &mut out,
+        &mut lse,
+    )
+    .unwrap_err();
+    assert!(err.message.contains("head_dim 129"), "{err}");
 }

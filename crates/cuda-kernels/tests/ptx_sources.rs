@@ -50,3 +50,21 @@ fn every_module_targets_sm_80_with_64_bit_addresses_and_ptx_isa_at_most_8() {
         );
     }
 }
+
+/// The text of device function `name` in a module: from its `.func` line to the first line that is just `}`.
+fn device_function<'a>(source: &'a str, name: &str) -> &'a str {
+    let start = source
+        .find(&format!(") {name}("))
+        .expect("function present");
+    let start = source[..start].rfind(".func").expect(".func line");
+    let end = start + source[start..].find("\n}\n").expect("closing brace");
+    &source[start..end]
+}
+
+#[test]
+fn the_exp_of_softmax_ptx_is_the_one_in_attention_ptx() {
+    assert_eq!(
+        device_function(Module::Softmax.source(), "exp_nonpositive"),
+        device_function(Module::Attention.source(), "exp_nonpositive")
+    );
+}
