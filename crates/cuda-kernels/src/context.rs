@@ -8,7 +8,7 @@ use cudarc::driver::sys::CUdevice_attribute as Attr;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
-use crate::alloc::BufferPool;
+use crate::alloc::{BufferPool, PooledBuffer};
 use crate::error::{KernelError, Result};
 
 /// One hand-written PTX file in `kernels/`, embedded in the binary.
@@ -156,6 +156,22 @@ impl Gpu {
     /// The caching allocator of this device (see [`crate::alloc`]).
     pub fn pool(&self) -> &Mutex<BufferPool> {
         &self.pool
+    }
+
+    /// A device buffer of `len` f32s from the caching allocator (contents are whatever its last user left).
+    pub fn take_buffer(&self, len: usize) -> Result<PooledBuffer> {
+        self.pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(&self.stream, len)
+    }
+
+    /// Returns a buffer to the caching allocator for reuse.
+    pub fn give_back_buffer(&self, buffer: PooledBuffer) {
+        self.pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .give_back(buffer);
     }
 
     /// Waits until every launched kernel has finished.

@@ -1370,3 +1370,27 @@ fn attention_refuses_a_head_dim_above_128() {
     .unwrap_err();
     assert!(err.message.contains("head_dim 129"), "{err}");
 }
+
+// ----------------------------------------------------------------------------------------------- caching allocator
+
+#[test]
+fn a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket() {
+    let Some(gpu) =
+        gpu_or_skip("a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket")
+    else {
+        return;
+    };
+    use cudarc::driver::DevicePtr;
+    let first = gpu.take_buffer(1100).unwrap();
+    let address = first.view().device_ptr(gpu.stream()).0;
+    gpu.give_back_buffer(first);
+    let mut second = gpu.take_buffer(1200).unwrap(); // 1100 and 1200 both round to the 1280 bucket
+    assert_eq!(second.view().device_ptr(gpu.stream()).0, address);
+    assert_eq!(second.len(), 1200);
+    philox::fill_uniform(gpu, 1, 0, &mut second.view_mut()).unwrap();
+    assert_eq!(
+        gpu.stream().clone_dtoh(&second.view()).unwrap(),
+        reference::philox::uniforms(1, 0, 1200)
+    );
+    gpu.give_back_buffer(second);
+}
