@@ -51,6 +51,10 @@ fn download(gpu: &Gpu, device: &CudaSlice<f32>) -> Vec<f32> {
 }
 
 fn zeros(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
+    if len == 0 {
+        // cudarc's explicit empty slice (no zero-byte allocation is asked of the driver)
+        return gpu.stream().null().expect("empty device slice");
+    }
     gpu.stream().alloc_zeros(len).expect("device allocation")
 }
 
@@ -1393,4 +1397,65 @@ fn a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket() {
         reference::philox::uniforms(1, 0, 1200)
     );
     gpu.give_back_buffer(second);
+}
+
+// ----------------------------------------------------------------------------------------------------------- empty
+
+#[test]
+fn empty_inputs_are_accepted_and_launch_nothing() {
+    let Some(gpu) = gpu_or_skip("empty_inputs_are_accepted_and_launch_nothing") else {
+        return;
+    };
+    let (empty, mut empty_out) = (zeros(gpu, 0), zeros(gpu, 0));
+    philox::fill_normal(gpu, 1, 0, &mut empty_out).unwrap();
+    elementwise::unary(
+        gpu,
+        UnaryOp::Exp,
+        &[0, 3],
+        &empty,
+        Operand::new(&[3, 1], 0),
+        &mut empty_out,
+    )
+    .unwrap();
+    reduce::row_sum(gpu, 0, 5, &empty, &mut empty_out).unwrap();
+    softmax::softmax(gpu, 3, 0, &empty, &mut empty_out).unwrap();
+    gemm::sgemm(
+        gpu,
+        0,
+        4,
+        3,
+        1.0,
+        &empty,
+        MatrixLayout::row_major(3),
+        &zeros(gpu, 12),
+        MatrixLayout::row_major(4),
+        0.0,
+        &mut empty_out,
+    )
+    .unwrap();
+    gpu.synchronize().unwrap();
+}
+
+#[test]
+fn sgemm_with_k_zero_scales_c_by_beta() {
+    let Some(gpu) = gpu_or_skip("sgemm_with_k_zero_scales_c_by_beta") else {
+        return;
+    };
+    let mut c = upload(gpu, &[1.0, -2.0, 3.0, 4.0]);
+    let empty = zeros(gpu, 0);
+    gemm::sgemm(
+        gpu,
+        2,
+        2,
+        0,
+        1.0,
+        &empty,
+        MatrixLayout::row_major(0),
+        &empty,
+        MatrixLayout::row_major(2),
+        0.5,
+        &mut c,
+    )
+    .unwrap();
+    assert_eq!(download(gpu, &c), vec![0.5, -1.0, 1.5, 2.0]);
 }
