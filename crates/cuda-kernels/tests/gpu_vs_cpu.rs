@@ -41,6 +41,9 @@ fn runner() -> TestRunner {
 }
 
 fn upload(gpu: &Gpu, host: &[f32]) -> CudaSlice<f32> {
+    if host.is_empty() {
+        return zeros(gpu, 0);
+    }
     gpu.stream().clone_htod(host).expect("host-to-device copy")
 }
 
