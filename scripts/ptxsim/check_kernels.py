@@ -232,7 +232,7 @@ def check_group_norm():
 def check_gemm_f32():
     random.seed(5)
     mod = Module(open(K+'gemm_f32.ptx').read())
-    for (m, n, k, at, bt, beta) in [(3, 5, 2, False, False, 0.0), (130, 9, 11, True, False, -0.5), (5, 131, 17, False, True, 0.5)]:
+    for (m, n, k, at, bt, beta) in [(3, 5, 2, False, False, 0.0), (130, 9, 11, True, False, -0.5), (5, 131, 17, False, True, 0.5), (7, 3, 0, False, False, 0.5), (2, 3, 41, True, True, 0.0)]:
         A = [r32(random.uniform(-1,1)) for _ in range(m*k)]; B = [r32(random.uniform(-1,1)) for _ in range(k*n)]; C = [r32(random.uniform(-1,1)) for _ in range(m*n)]
         ars, acs = (1, m) if at else (k, 1); brs, bcs = (1, k) if bt else (n, 1)
         mem = Memory(); pa = mem.alloc(4*m*k); pb = mem.alloc(4*k*n); pc = mem.alloc(4*m*n)
