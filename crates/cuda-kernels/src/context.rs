@@ -87,7 +87,7 @@ pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     modules: HashMap<Module, Arc<CudaModule>>,
-    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    functions: Mutex<HashMap<(Module, &'static str), CudaFunction>>,
     limits: DeviceLimits,
     pool: Mutex<BufferPool>,
 }
@@ -187,13 +187,13 @@ impl Gpu {
             .functions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(f) = functions.get(name) {
+        if let Some(f) = functions.get(&(module, name)) {
             return Ok(f.clone());
         }
         let f = self.modules[&module].load_function(name).map_err(|e| {
             KernelError::driver(OP, &format!("finding {name} in {}", module.file()), e)
         })?;
-        functions.insert(name, f.clone());
+        functions.insert((module, name), f.clone());
         Ok(f)
     }
 }

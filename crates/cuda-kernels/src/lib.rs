@@ -1,6 +1,8 @@
 //! CUDA kernels for diffuse: every kernel is hand-written PTX (`kernels/*.ptx`, embedded at compile time), launched
 //! through cudarc's driver API. Each operation takes the same arguments in the same order as its twin in
-//! `diffuse-cpu-kernels`, on device buffers instead of slices; `tests/gpu_vs_cpu.rs` holds the two against each other.
+//! `diffuse-cpu-kernels`, on device buffers instead of slices. `tests/gpu_vs_cpu.rs` holds every kernel against a
+//! naive f64 reference (in `tests/reference/` until the CPU twins land), and `scripts/ptxsim/` runs the PTX itself in
+//! an interpreter where no GPU is available. `docs/kernels/cuda.md` indexes the kernels.
 //!
 //! Nothing here needs a GPU to build: the driver is loaded at run time, and [`Gpu::new`] returns a [`KernelError`]
 //! when there is none.
