@@ -1,0 +1,314 @@
+//! Times each kernel with CUDA events (3 warm-up runs, median of 20) and prints its achieved bandwidth (GB/s) or
+//! throughput (TFLOP/s), with bandwidth-bound kernels also as a fraction of the measured device-to-device copy
+//! bandwidth (the practical ceiling of a streaming kernel on this device).
+//!
+//! Bytes counted are the ideal DRAM traffic (each input read once, each output written once); kernels that re-read
+//! (softmax, group norm) can therefore show less than their true traffic.
+//!
+//! Run: `cargo bench -p diffuse-cuda-kernels --bench cuda_bench`. The shapes match `benches/peers/torch_cuda.py`.
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::CudaSlice;
+use diffuse_cuda_kernels::adamw::{adamw_step, AdamWConfig};
+use diffuse_cuda_kernels::attention::{attention_forward, AttentionShape};
+use diffuse_cuda_kernels::conv::{conv2d_forward, Conv2dShape};
+use diffuse_cuda_kernels::elementwise::{binary, copy_strided, unary, BinaryOp, Operand, UnaryOp};
+use diffuse_cuda_kernels::gemm::{gemm_bf16, sgemm, MatrixLayout};
+use diffuse_cuda_kernels::group_norm::{group_norm_forward, GroupNormShape};
+use diffuse_cuda_kernels::noise::{q_sample, sampler_step, StepCoefficients};
+use diffuse_cuda_kernels::philox::fill_normal;
+use diffuse_cuda_kernels::reduce::row_sum;
+use diffuse_cuda_kernels::softmax::softmax;
+use diffuse_cuda_kernels::{Gpu, Result};
+
+const WARMUP: usize = 3;
+const RUNS: usize = 20;
+
+/// Median time of `work` in milliseconds, measured with events on the handle's stream.
+fn median_ms(gpu: &Gpu, mut work: impl FnMut() -> Result<()>) -> Result<f64> {
+    let event = || {
+        gpu.context()
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| {
+                diffuse_cuda_kernels::KernelError::new("bench", format!("creating an event: {e}"))
+            })
+    };
+    for _ in 0..WARMUP {
+        work()?;
+    }
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let (start, end) = (event()?, event()?);
+        let record = |e: &cudarc::driver::CudaEvent| {
+            e.record(gpu.stream()).map_err(|err| {
+                diffuse_cuda_kernels::KernelError::new("bench", format!("recording: {err}"))
+            })
+        };
+        record(&start)?;
+        work()?;
+        record(&end)?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("timing: {e}")))?;
+        times.push(f64::from(ms));
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[RUNS / 2])
+}
+
+fn buffer(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
+    gpu.stream().alloc_zeros(len).expect("device allocation")
+}
+
+fn bf16_buffer(gpu: &Gpu, len: usize) -> Result<CudaSlice<half::bf16>> {
+    gpu.stream()
+        .alloc_zeros(len)
+        .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("allocation: {e}")))
+}
+
+fn report_bandwidth(name: &str, shape: &str, ms: f64, bytes: f64, copy_gbs: f64) {
+    let gbs = bytes / ms / 1e6;
+    println!(
+        "{name:<22} {shape:<26} {ms:>9.3} ms {gbs:>9.1} GB/s  {:>5.1}% of copy",
+        100.0 * gbs / copy_gbs
+    );
+}
+
+fn run(gpu: &Gpu) -> Result<()> {
+    let n = 1usize << 26; // 64 Mi floats, 256 MiB per buffer
+    let (mut x, mut y, mut z) = (buffer(gpu, n), buffer(gpu, n), buffer(gpu, n));
+    fill_normal(gpu, 1, 0, &mut x)?;
+
+    let copy_ms = median_ms(gpu, || {
+        gpu.stream()
+            .memcpy_dtod(&x, &mut y)
+            .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("copy: {e}")))
+    })?;
+    let copy_gbs = 8.0 * n as f64 / copy_ms / 1e6;
+    println!(
+        "device-to-device copy of 256 MiB: {copy_ms:.3} ms, {copy_gbs:.1} GB/s (read + write)"
+    );
+    let nf = n as f64;
+
+    let ms = median_ms(gpu, || fill_normal(gpu, 7, 0, &mut y))?;
+    report_bandwidth("fill_normal", "[64Mi]", ms, 4.0 * nf, copy_gbs);
+
+    let contiguous = [1isize];
+    let ms = median_ms(gpu, || {
+        unary(
+            gpu,
+            UnaryOp::Gelu,
+            &[n],
+            &x,
+            Operand::new(&contiguous, 0),
+            &mut y,
+        )
+    })?;
+    report_bandwidth("unary gelu", "[64Mi]", ms, 8.0 * nf, copy_gbs);
+
+    // x [16, 256, 16384] + bias [1, 256, 1]
+    let shape = [16usize, 256, 16384];
+    let bias = buffer(gpu, 256);
+    let ms = median_ms(gpu, || {
+        binary(
+            gpu,
+            BinaryOp::Add,
+            &shape,
+            &x,
+            Operand::new(&[256 * 16384, 16384, 1], 0),
+            &bias,
+            Operand::new(&[0, 1, 0], 0),
+            &mut y,
+        )
+    })?;
+    report_bandwidth(
+        "binary add broadcast",
+        "[16,256,16384]+[256]",
+        ms,
+        8.0 * nf,
+        copy_gbs,
+    );
+
+    let ms = median_ms(gpu, || {
+        copy_strided(gpu, &[8192, 8192], &x, Operand::new(&[1, 8192], 0), &mut y)
+    })?;
+    report_bandwidth(
+        "copy_strided transpose",
+        "[8192,8192]^T",
+        ms,
+        8.0 * nf,
+        copy_gbs,
+    );
+
+    let batch = 16;
+    let (sa, sb) = (buffer(gpu, batch), buffer(gpu, batch));
+    let ms = median_ms(gpu, || q_sample(gpu, &x, &sa, &sb, 3, 0, &mut y, &mut z))?;
+    report_bandwidth("q_sample", "[16,4Mi]", ms, 12.0 * nf, copy_gbs);
+
+    let coef = gpu
+        .stream()
+        .clone_htod(&vec![StepCoefficients::default(); batch])
+        .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("upload: {e}")))?;
+    let mut w = buffer(gpu, n);
+    let ms = median_ms(gpu, || {
+        sampler_step(gpu, &x, &z, &coef, true, 3, 0, &mut y, &mut w)
+    })?;
+    report_bandwidth("sampler_step", "[16,4Mi]", ms, 16.0 * nf, copy_gbs);
+
+    let cfg = AdamWConfig {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 1e-2,
+    };
+    let mut step = 0;
+    let ms = median_ms(gpu, || {
+        step += 1;
+        adamw_step(gpu, &cfg, step, &mut y, &x, &mut z, &mut w)
+    })?;
+    report_bandwidth("adamw_step", "[64Mi]", ms, 28.0 * nf, copy_gbs);
+
+    let (rows, cols) = (16384usize, 4096usize);
+    let mut sums = buffer(gpu, rows);
+    let ms = median_ms(gpu, || row_sum(gpu, rows, cols, &x, &mut sums))?;
+    report_bandwidth("row_sum", "[16384,4096]", ms, 4.0 * nf, copy_gbs);
+
+    let ms = median_ms(gpu, || softmax(gpu, rows, cols, &x, &mut y))?;
+    report_bandwidth("softmax", "[16384,4096]", ms, 8.0 * nf, copy_gbs);
+
+    let gn = GroupNormShape {
+        batch: 16,
+        channels: 256,
+        spatial: 16384,
+        groups: 32,
+        eps: 1e-5,
+    };
+    let (gamma, beta) = (buffer(gpu, 256), buffer(gpu, 256));
+    let (mut mean, mut rstd) = (buffer(gpu, 16 * 32), buffer(gpu, 16 * 32));
+    let ms = median_ms(gpu, || {
+        group_norm_forward(gpu, &gn, &x, &gamma, &beta, &mut y, &mut mean, &mut rstd)
+    })?;
+    report_bandwidth(
+        "group_norm_forward",
+        "[16,256,16384] g=32",
+        ms,
+        8.0 * nf,
+        copy_gbs,
+    );
+
+    let s = 4096usize;
+    let (a, b, mut c) = (buffer(gpu, s * s), buffer(gpu, s * s), buffer(gpu, s * s));
+    let ms = median_ms(gpu, || {
+        sgemm(
+            gpu,
+            s,
+            s,
+            s,
+            1.0,
+            &a,
+            MatrixLayout::row_major(s),
+            &b,
+            MatrixLayout::row_major(s),
+            0.0,
+            &mut c,
+        )
+    })?;
+    let tflops = 2.0 * (s as f64).powi(3) / ms / 1e9;
+    println!(
+        "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
+        "sgemm", "4096^3"
+    );
+
+    let (a16, b16) = (bf16_buffer(gpu, s * s)?, bf16_buffer(gpu, s * s)?);
+    let ms = median_ms(gpu, || {
+        gemm_bf16(gpu, s, s, s, 1.0, &a16, &b16, 0.0, &mut c)
+    })?;
+    let tflops = 2.0 * (s as f64).powi(3) / ms / 1e9;
+    println!(
+        "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
+        "gemm_bf16 (f32 acc)", "4096^3"
+    );
+
+    // a UNet-sized 3x3 convolution: [8, 256, 64, 64] -> [8, 256, 64, 64]
+    let cs = Conv2dShape {
+        batch: 8,
+        in_channels: 256,
+        in_h: 64,
+        in_w: 64,
+        out_channels: 256,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+        groups: 1,
+    };
+    let (cx, cw, cb) = (
+        buffer(gpu, 8 * 256 * 64 * 64),
+        buffer(gpu, 256 * 256 * 9),
+        buffer(gpu, 256),
+    );
+    let mut cy = buffer(gpu, 8 * 256 * 64 * 64);
+    let ms = median_ms(gpu, || {
+        conv2d_forward(gpu, &cs, &cx, &cw, Some(&cb), &mut cy)
+    })?;
+    let tflops = 2.0 * (8.0 * 256.0 * 64.0 * 64.0) * (256.0 * 9.0) / ms / 1e9;
+    println!(
+        "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
+        "conv2d_forward 3x3", "[8,256,64,64]"
+    );
+
+    // self-attention of a 32x32 feature map: [8 batch x 8 heads, 1024 tokens, 64]
+    let at = AttentionShape {
+        batch_heads: 64,
+        q_len: 1024,
+        kv_len: 1024,
+        head_dim: 64,
+        scale: 0.125,
+    };
+    let qkv_len = 64 * 1024 * 64;
+    let (aq, ak, av) = (
+        buffer(gpu, qkv_len),
+        buffer(gpu, qkv_len),
+        buffer(gpu, qkv_len),
+    );
+    let (mut ao, mut alse) = (buffer(gpu, qkv_len), buffer(gpu, 64 * 1024));
+    let ms = median_ms(gpu, || {
+        attention_forward(
+            gpu,
+            &at,
+            &aq,
+            &ak,
+            &av,
+            None::<&CudaSlice<f32>>,
+            &mut ao,
+            &mut alse,
+        )
+    })?;
+    let tflops = 4.0 * 64.0 * 1024.0 * 1024.0 * 64.0 / ms / 1e9;
+    println!(
+        "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
+        "attention_forward", "[64,1024,1024,64]"
+    );
+    Ok(())
+}
+
+fn main() {
+    let gpu = match Gpu::new(0) {
+        Ok(gpu) => gpu,
+        Err(err) => {
+            eprintln!("cuda_bench: skipped: no CUDA driver ({err})");
+            return;
+        }
+    };
+    let limits = gpu.limits();
+    println!(
+        "device 0: sm_{}{}, {} SMs",
+        limits.compute_capability.0, limits.compute_capability.1, limits.multiprocessors
+    );
+    if let Err(err) = run(&gpu) {
+        eprintln!("cuda_bench: {err}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,123 @@
+//! A caching allocator: device buffers are kept in free lists by size bucket and handed out again, so the training
+//! loop does not call `cuMemAlloc` / `cuMemFree` once it has warmed up.
+//!
+//! Buckets: a request for `len` f32s is rounded up to a quarter-octave size (the next multiple of 2^(floor(log2 len)-2),
+//! at least 256 elements), so a buffer is at most 25% larger than asked for and one bucket serves all requests that
+//! round to it. A buffer taken from the pool holds whatever its last user left in it: callers write before they read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut};
+
+use crate::error::{KernelError, Result};
+
+/// The smallest bucket, in elements (1 KiB of f32).
+const MIN_BUCKET: usize = 256;
+
+/// The bucket size (in elements) that serves a request for `len` elements.
+pub fn bucket_len(len: usize) -> usize {
+    if len <= MIN_BUCKET {
+        return MIN_BUCKET;
+    }
+    let octave = usize::BITS - 1 - len.leading_zeros(); // floor(log2 len), >= 8 here
+    let step = 1usize << (octave - 2);
+    len.div_ceil(step) * step
+}
+
+/// A device buffer of `len` f32s on loan from a [`BufferPool`] (its allocation may be larger).
+#[derive(Debug)]
+pub struct PooledBuffer {
+    slice: CudaSlice<f32>,
+    len: usize,
+}
+
+impl PooledBuffer {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `len` elements, for reading.
+    pub fn view(&self) -> CudaView<'_, f32> {
+        self.slice.slice(..self.len)
+    }
+
+    /// The first `len` elements, for writing.
+    pub fn view_mut(&mut self) -> CudaViewMut<'_, f32> {
+        self.slice.slice_mut(..self.len)
+    }
+}
+
+/// Free lists of device buffers, keyed by bucket size.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    free: HashMap<usize, Vec<CudaSlice<f32>>>,
+    cached_elements: usize,
+}
+
+impl BufferPool {
+    /// A buffer of `len` f32s: a cached one of the right bucket if there is one, else a fresh allocation on `stream`.
+    pub fn take(&mut self, stream: &Arc<CudaStream>, len: usize) -> Result<PooledBuffer> {
+        let bucket = bucket_len(len);
+        if let Some(slice) = self.free.get_mut(&bucket).and_then(Vec::pop) {
+            self.cached_elements -= bucket;
+            return Ok(PooledBuffer { slice, len });
+        }
+        // SAFETY: the allocation is uninitialised device memory; every bit pattern is a valid f32 and the pool's
+        // contract (module docs) is that callers write a buffer before they read it.
+        let slice = unsafe { stream.alloc::<f32>(bucket) }.map_err(|e| {
+            KernelError::driver(
+                "alloc",
+                &format!("allocating {bucket} f32 ({len} requested)"),
+                e,
+            )
+        })?;
+        Ok(PooledBuffer { slice, len })
+    }
+
+    /// Returns a buffer to its free list.
+    pub fn give_back(&mut self, buffer: PooledBuffer) {
+        let bucket = buffer.slice.len();
+        self.cached_elements += bucket;
+        self.free.entry(bucket).or_default().push(buffer.slice);
+    }
+
+    /// Frees every cached buffer (e.g. before a phase with different shapes).
+    pub fn release_all(&mut self) {
+        self.free.clear();
+        self.cached_elements = 0;
+    }
+
+    /// Bytes held in the free lists.
+    pub fn cached_bytes(&self) -> usize {
+        self.cached_elements * std::mem::size_of::<f32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_len;
+
+    #[test]
+    fn buckets_cover_the_request_with_at_most_a_quarter_to_spare() {
+        for len in (0..5000).chain([1 << 20, (1 << 20) + 1, 3_000_001]) {
+            let bucket = bucket_len(len);
+            assert!(bucket >= len, "bucket {bucket} < request {len}");
+            if len > 256 {
+                assert!(bucket * 4 < len * 5, "bucket {bucket} wastes >25% of {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn requests_in_one_quarter_octave_share_a_bucket() {
+        assert_eq!(bucket_len(1025), bucket_len(1280));
+        assert_eq!(bucket_len(1280), 1280);
+        assert_eq!(bucket_len(1281), 1536);
+        assert_eq!(bucket_len(1), 256);
+    }
+}

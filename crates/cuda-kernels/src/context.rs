@@ -1,0 +1,230 @@
+//! The GPU handle: one CUDA context, one stream, the PTX modules (loaded once per context) and the device limits the
+//! launch helper checks against.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::sys::CUdevice_attribute as Attr;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+
+use crate::alloc::{BufferPool, PooledBuffer};
+use crate::error::{KernelError, Result};
+
+/// One hand-written PTX file in `kernels/`, embedded in the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Module {
+    Philox,
+    Elementwise,
+    Noise,
+    Adamw,
+    Reduce,
+    Softmax,
+    GroupNorm,
+    GemmF32,
+    GemmBf16,
+    Conv2d,
+    Attention,
+}
+
+impl Module {
+    pub const ALL: [Module; 3] = [Module::Philox, Module::Elementwise, Module::Noise];
+
+    /// The file name under `kernels/`.
+    pub fn file(self) -> &'static str {
+        match self {
+            Module::Philox => "philox.ptx",
+            Module::Elementwise => "elementwise.ptx",
+            Module::Noise => "noise.ptx",
+            Module::Adamw => "adamw.ptx",
+            Module::Reduce => "reduce.ptx",
+            Module::Softmax => "softmax.ptx",
+            Module::GroupNorm => "group_norm.ptx",
+            Module::GemmF32 => "gemm_f32.ptx",
+            Module::GemmBf16 => "gemm_bf16.ptx",
+            Module::Conv2d => "conv2d.ptx",
+            Module::Attention => "attention.ptx",
+        }
+    }
+
+    /// The PTX source text.
+    pub fn source(self) -> &'static str {
+        match self {
+            Module::Philox => include_str!("../../../kernels/philox.ptx"),
+            Module::Elementwise => include_str!("../../../kernels/elementwise.ptx"),
+            Module::Noise => include_str!("../../../kernels/noise.ptx"),
+            Module::Adamw => include_str!("../../../kernels/adamw.ptx"),
+            Module::Reduce => include_str!("../../../kernels/reduce.ptx"),
+            Module::Softmax => include_str!("../../../kernels/softmax.ptx"),
+            Module::GroupNorm => include_str!("../../../kernels/group_norm.ptx"),
+            Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
+            Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
+            Module::Conv2d => include_str!("../../../kernels/conv2d.ptx"),
+            Module::Attention => include_str!("../../../kernels/attention.ptx"),
+        }
+    }
+}
+
+/// The device limits a launch is checked against (read once, at context creation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    pub compute_capability: (i32, i32),
+    pub multiprocessors: u32,
+    pub max_threads_per_block: u32,
+    pub max_block_dim: [u32; 3],
+    pub max_grid_dim: [u32; 3],
+    /// Shared memory a block may use without opting in (48 KiB on every sm_80+ part).
+    pub max_shared_per_block: u32,
+    /// Shared memory a block may use after `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` is raised.
+    pub max_shared_per_block_optin: u32,
+}
+
+/// A CUDA device ready to run diffuse's kernels.
+///
+/// Create one with [`Gpu::new`]; it returns a [`KernelError`] (never panics) when there is no CUDA driver, no device
+/// with that ordinal, or a device older than sm_80.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    modules: HashMap<Module, Arc<CudaModule>>,
+    functions: Mutex<HashMap<(Module, &'static str), CudaFunction>>,
+    limits: DeviceLimits,
+    pool: Mutex<BufferPool>,
+}
+
+const OP: &str = "gpu";
+
+impl Gpu {
+    /// Opens device `ordinal`: checks that the CUDA driver library can be loaded, creates the context and a stream,
+    /// reads the device limits and loads every PTX module.
+    pub fn new(ordinal: usize) -> Result<Gpu> {
+        // SAFETY: `is_culib_present` only tries to open the driver library by its usual names and closes it again;
+        // it has no preconditions. Checking first matters: with dynamic loading, any driver call panics when the
+        // library is missing.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(KernelError::new(
+                OP,
+                "no CUDA driver: the driver library (libcuda.so / nvcuda.dll) could not be loaded",
+            ));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| {
+            KernelError::driver(OP, &format!("creating a context on device {ordinal}"), e)
+        })?;
+        let limits = read_limits(&ctx)?;
+        if limits.compute_capability.0 < 8 {
+            return Err(KernelError::new(
+                OP,
+                format!(
+                    "device {ordinal} has compute capability {}.{}; the kernels need sm_80 or newer",
+                    limits.compute_capability.0, limits.compute_capability.1
+                ),
+            ));
+        }
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| KernelError::driver(OP, "creating a stream", e))?;
+        let mut modules = HashMap::new();
+        for module in Module::ALL {
+            let loaded = ctx
+                .load_module(Ptx::from_src(module.source()))
+                .map_err(|e| KernelError::driver(OP, &format!("loading {}", module.file()), e))?;
+            modules.insert(module, loaded);
+        }
+        Ok(Gpu {
+            ctx,
+            stream,
+            modules,
+            functions: Mutex::new(HashMap::new()),
+            limits,
+            pool: Mutex::new(BufferPool::default()),
+        })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every kernel of this handle is launched on, in call order.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub fn limits(&self) -> &DeviceLimits {
+        &self.limits
+    }
+
+    /// The caching allocator of this device (see [`crate::alloc`]).
+    pub fn pool(&self) -> &Mutex<BufferPool> {
+        &self.pool
+    }
+
+    /// A device buffer of `len` f32s from the caching allocator (contents are whatever its last user left).
+    pub fn take_buffer(&self, len: usize) -> Result<PooledBuffer> {
+        self.pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(&self.stream, len)
+    }
+
+    /// Returns a buffer to the caching allocator for reuse.
+    pub fn give_back_buffer(&self, buffer: PooledBuffer) {
+        self.pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .give_back(buffer);
+    }
+
+    /// Waits until every launched kernel has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| KernelError::driver(OP, "synchronising the stream", e))
+    }
+
+    /// The entry point `name` of `module`, looked up once and cached.
+    pub(crate) fn function(&self, module: Module, name: &'static str) -> Result<CudaFunction> {
+        let mut functions = self
+            .functions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(f) = functions.get(&(module, name)) {
+            return Ok(f.clone());
+        }
+        let f = self.modules[&module].load_function(name).map_err(|e| {
+            KernelError::driver(OP, &format!("finding {name} in {}", module.file()), e)
+        })?;
+        functions.insert((module, name), f.clone());
+        Ok(f)
+    }
+}
+
+fn read_limits(ctx: &Arc<CudaContext>) -> Result<DeviceLimits> {
+    let attr = |a: Attr| -> Result<u32> {
+        let v = ctx
+            .attribute(a)
+            .map_err(|e| KernelError::driver(OP, &format!("reading device attribute {a:?}"), e))?;
+        Ok(u32::try_from(v).unwrap_or(0))
+    };
+    let compute_capability = ctx
+        .compute_capability()
+        .map_err(|e| KernelError::driver(OP, "reading the compute capability", e))?;
+    Ok(DeviceLimits {
+        compute_capability,
+        multiprocessors: attr(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+        max_threads_per_block: attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?,
+        max_block_dim: [
+            attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X)?,
+            attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y)?,
+            attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z)?,
+        ],
+        max_grid_dim: [
+            attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X)?,
+            attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y)?,
+            attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z)?,
+        ],
+        max_shared_per_block: attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?,
+        max_shared_per_block_optin: attr(
+            Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+        )?,
+    })
+}

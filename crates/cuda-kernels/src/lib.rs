@@ -1,0 +1,26 @@
+//! CUDA kernels for diffuse: every kernel is hand-written PTX (`kernels/*.ptx`, embedded at compile time), launched
+//! through cudarc's driver API. Each operation takes the same arguments in the same order as its twin in
+//! `diffuse-cpu-kernels`, on device buffers instead of slices. `tests/gpu_vs_cpu.rs` holds every kernel against a
+//! naive f64 reference (in `tests/reference/` until the CPU twins land), and `scripts/ptxsim/` runs the PTX itself in
+//! an interpreter where no GPU is available. `docs/kernels/cuda.md` indexes the kernels.
+//!
+//! Nothing here needs a GPU to build: the driver is loaded at run time, and [`Gpu::new`] returns a [`KernelError`]
+//! when there is none.
+
+pub mod adamw;
+pub mod alloc;
+pub mod attention;
+pub mod context;
+pub mod conv;
+pub mod elementwise;
+pub mod error;
+pub mod gemm;
+pub mod group_norm;
+mod launch;
+pub mod noise;
+pub mod philox;
+pub mod reduce;
+pub mod softmax;
+
+pub use context::{DeviceLimits, Gpu, Module};
+pub use error::{KernelError, Result};

@@ -1,0 +1,1464 @@
+//! Every GPU kernel held against its CPU twin (or, where the CPU crate does not have it yet, against the naive
+//! reference in `reference/`), over random shapes that include the awkward ones: length 1, lengths that are not a
+//! multiple of any tile or vector width, offsets that start mid-block.
+//!
+//! Without a CUDA driver or device every test prints `skipped: no CUDA driver (<reason>)` to stderr and returns.
+
+mod reference;
+
+use std::sync::OnceLock;
+
+use cudarc::driver::CudaSlice;
+use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
+use diffuse_cuda_kernels::attention::{self, AttentionShape};
+use diffuse_cuda_kernels::conv::{self, Conv2dShape};
+use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
+use diffuse_cuda_kernels::gemm::{self, MatrixLayout};
+use diffuse_cuda_kernels::group_norm::{self, GroupNormShape};
+use diffuse_cuda_kernels::noise::{self, StepCoefficients};
+use diffuse_cuda_kernels::{philox, reduce, softmax, Gpu, KernelError};
+use half::bf16;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// The device shared by all tests of this binary, opened once.
+fn gpu_or_skip(test: &str) -> Option<&'static Gpu> {
+    static GPU: OnceLock<Result<Gpu, KernelError>> = OnceLock::new();
+    match GPU.get_or_init(|| Gpu::new(0)) {
+        Ok(gpu) => Some(gpu),
+        Err(err) => {
+            eprintln!("{test}: skipped: no CUDA driver ({err})");
+            None
+        }
+    }
+}
+
+fn runner() -> TestRunner {
+    TestRunner::new(Config {
+        cases: 32,
+        ..Config::default()
+    })
+}
+
+fn upload(gpu: &Gpu, host: &[f32]) -> CudaSlice<f32> {
+    if host.is_empty() {
+        return zeros(gpu, 0);
+    }
+    gpu.stream().clone_htod(host).expect("host-to-device copy")
+}
+
+fn download(gpu: &Gpu, device: &CudaSlice<f32>) -> Vec<f32> {
+    gpu.stream()
+        .clone_dtoh(device)
+        .expect("device-to-host copy")
+}
+
+fn zeros(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
+    if len == 0 {
+        // cudarc's explicit empty slice (no zero-byte allocation is asked of the driver)
+        return gpu.stream().null().expect("empty device slice");
+    }
+    gpu.stream().alloc_zeros(len).expect("device allocation")
+}
+
+/// |got - want| <= tol * max(1, |want|) elementwise, with the first offender named.
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len(), "{}: lengths differ", what);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (f64::from(g), f64::from(w));
+        let ok = (g - w).abs() <= tol * w.abs().max(1.0) || (g.is_nan() && w.is_nan());
+        prop_assert!(
+            ok,
+            "{}: element {} is {} but the reference says {} (tol {})",
+            what,
+            i,
+            g,
+            w,
+            tol
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------- philox
+
+#[test]
+fn fill_uniform_reproduces_the_cpu_stream_bit_for_bit() {
+    let Some(gpu) = gpu_or_skip("fill_uniform_reproduces_the_cpu_stream_bit_for_bit") else {
+        return;
+    };
+    runner()
+        .run(
+            &(any::<u64>(), 0u64..64, 1usize..3000),
+            |(seed, offset, len)| {
+                let mut out = zeros(gpu, len);
+                philox::fill_uniform(gpu, seed, offset, &mut out).unwrap();
+                prop_assert_eq!(
+                    download(gpu, &out),
+                    reference::philox::uniforms(seed, offset, len)
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn fill_normal_matches_the_cpu_stream() {
+    let Some(gpu) = gpu_or_skip("fill_normal_matches_the_cpu_stream") else {
+        return;
+    };
+    // The uniforms are bit-exact; the GPU's cos.approx/sin.approx (absolute error <= 2^-20.9 on [-pi, pi]) times
+    // r <= 5.9, plus a few f32 roundings in ln and 2*pi*u, bound the difference by ~5e-6 absolute.
+    runner()
+        .run(
+            &(any::<u64>(), 0u64..64, 1usize..3000),
+            |(seed, offset, len)| {
+                let mut out = zeros(gpu, len);
+                philox::fill_normal(gpu, seed, offset, &mut out).unwrap();
+                assert_close(
+                    "fill_normal",
+                    &download(gpu, &out),
+                    &reference::philox::normals(seed, offset, len),
+                    1e-5,
+                )
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn fill_normal_with_a_huge_offset_uses_the_high_counter_word() {
+    let Some(gpu) = gpu_or_skip("fill_normal_with_a_huge_offset_uses_the_high_counter_word") else {
+        return;
+    };
+    let offset = (1u64 << 34) + 3;
+    let mut out = zeros(gpu, 7);
+    philox::fill_normal(gpu, 42, offset, &mut out).unwrap();
+    assert_close(
+        "fill_normal",
+        &download(gpu, &out),
+        &reference::philox::normals(42, offset, 7),
+        1e-5,
+    )
+    .unwrap();
+}
+
+// ----------------------------------------------------------------------------------------------------- elementwise
+
+/// A random operand for `shape`: each dimension is either broadcast (stride 0) or stored, stored dimensions are laid
+/// out row-major, and one of them may run backwards (negative stride, offset at its far end). Returns the buffer
+/// length, the strides and the offset.
+fn operand_strategy(shape: Vec<usize>) -> impl Strategy<Value = (usize, Vec<isize>, usize)> {
+    let rank = shape.len();
+    (
+        proptest::collection::vec(any::<bool>(), rank),
+        0..rank.max(1) + 1,
+    )
+        .prop_map(move |(broadcast, flip)| {
+            let mut strides = vec![0isize; rank];
+            let mut len = 1usize;
+            for d in (0..rank).rev() {
+                if !broadcast[d] {
+                    strides[d] = len as isize;
+                    len *= shape[d];
+                }
+            }
+            let mut offset = 0;
+            if flip < rank && strides[flip] != 0 {
+                offset = (shape[flip] - 1) * strides[flip] as usize;
+                strides[flip] = -strides[flip];
+            }
+            (len, strides, offset)
+        })
+}
+
+/// Reads the operand in output order (the naive reference of the strided walk).
+fn gather(values: &[f32], shape: &[usize], strides: &[isize], offset: usize) -> Vec<f32> {
+    let numel: usize = shape.iter().product();
+    (0..numel)
+        .map(|mut i| {
+            let mut at = offset as isize;
+            for d in (0..shape.len()).rev() {
+                at += (i % shape[d]) as isize * strides[d];
+                i /= shape[d];
+            }
+            values[at as usize]
+        })
+        .collect()
+}
+
+fn shape_strategy() -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(1usize..7, 0..5)
+}
+
+fn unary_reference(op: UnaryOp, x: f32) -> f32 {
+    let x = f64::from(x);
+    let y = match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Silu => x / (1.0 + (-x).exp()),
+        UnaryOp::Gelu => 0.5 * x * (1.0 + reference::erf(x / std::f64::consts::SQRT_2)),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Powf(p) => x.powf(f64::from(p)),
+        UnaryOp::Clamp { lo, hi } => x.clamp(f64::from(lo), f64::from(hi)),
+    };
+    y as f32
+}
+
+fn unary_op_strategy() -> impl Strategy<Value = UnaryOp> {
+    prop_oneof![
+        Just(UnaryOp::Neg),
+        Just(UnaryOp::Exp),
+        Just(UnaryOp::Log),
+        Just(UnaryOp::Sqrt),
+        Just(UnaryOp::Rsqrt),
+        Just(UnaryOp::Abs),
+        Just(UnaryOp::Silu),
+        Just(UnaryOp::Gelu),
+        Just(UnaryOp::Tanh),
+        Just(UnaryOp::Sigmoid),
+        (-3.0f32..3.0).prop_map(UnaryOp::Powf),
+        Just(UnaryOp::Clamp { lo: -0.5, hi: 0.75 }),
+    ]
+}
+
+#[test]
+fn unary_maps_on_strided_broadcast_operands_match_the_reference() {
+    let Some(gpu) = gpu_or_skip("unary_maps_on_strided_broadcast_operands_match_the_reference")
+    else {
+        return;
+    };
+    let case = shape_strategy().prop_flat_map(|shape| {
+        (
+            Just(shape.clone()),
+            operand_strategy(shape),
+            unary_op_strategy(),
+        )
+    });
+    // Inputs in [-8, 8] (positive (0.01, 8] for log, sqrt, rsqrt, powf). The GPU's transcendentals are within ~1e-6
+    // relative of the correctly rounded value, and gelu's erfc within 1.5e-7 absolute: 1e-5 relative (absolute
+    // below 1) holds all of them.
+    runner()
+        .run(
+            &(case, any::<u64>()),
+            |((shape, (len, strides, offset), op), seed)| {
+                let positive = matches!(
+                    op,
+                    UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Powf(_)
+                );
+                let host: Vec<f32> = reference::philox::uniforms(seed, 0, len)
+                    .iter()
+                    .map(|u| {
+                        if positive {
+                            0.01 + 7.99 * u
+                        } else {
+                            16.0 * u - 8.0
+                        }
+                    })
+                    .collect();
+                let x = upload(gpu, &host);
+                let numel = shape.iter().product();
+                let mut out = zeros(gpu, numel);
+                elementwise::unary(
+                    gpu,
+                    op,
+                    &shape,
+                    &x,
+                    Operand::new(&strides, offset),
+                    &mut out,
+                )
+                .unwrap();
+                let want: Vec<f32> = gather(&host, &shape, &strides, offset)
+                    .into_iter()
+                    .map(|v| unary_reference(op, v))
+                    .collect();
+                assert_close(&format!("{op:?}"), &download(gpu, &out), &want, 1e-5)
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn copy_strided_makes_any_layout_contiguous_exactly() {
+    let Some(gpu) = gpu_or_skip("copy_strided_makes_any_layout_contiguous_exactly") else {
+        return;
+    };
+    let case =
+        shape_strategy().prop_flat_map(|shape| (Just(shape.clone()), operand_strategy(shape)));
+    runner()
+        .run(
+            &(case, any::<u64>()),
+            |((shape, (len, strides, offset)), seed)| {
+                let host = reference::philox::uniforms(seed, 0, len);
+                let x = upload(gpu, &host);
+                let mut out = zeros(gpu, shape.iter().product());
+                elementwise::copy_strided(
+                    gpu,
+                    &shape,
+                    &x,
+                    Operand::new(&strides, offset),
+                    &mut out,
+                )
+                .unwrap();
+                prop_assert_eq!(download(gpu, &out), gather(&host, &shape, &strides, offset));
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn binary_maps_broadcast_both_operands_exactly() {
+    let Some(gpu) = gpu_or_skip("binary_maps_broadcast_both_operands_exactly") else {
+        return;
+    };
+    let ops = prop_oneof![
+        Just(BinaryOp::Add),
+        Just(BinaryOp::Sub),
+        Just(BinaryOp::Mul),
+        Just(BinaryOp::Div),
+        Just(BinaryOp::Max),
+        Just(BinaryOp::Min)
+    ];
+    let case = shape_strategy().prop_flat_map(|shape| {
+        (
+            Just(shape.clone()),
+            operand_strategy(shape.clone()),
+            operand_strategy(shape),
+        )
+    });
+    // One correctly rounded f32 operation per element (add.rn, div.rn, ...): the result is bit-exact.
+    runner()
+        .run(
+            &(case, ops, any::<u64>()),
+            |((shape, (a_len, a_strides, a_off), (b_len, b_strides, b_off)), op, seed)| {
+                let a_host: Vec<f32> = reference::philox::uniforms(seed, 0, a_len)
+                    .iter()
+                    .map(|u| 4.0 * u - 2.0)
+                    .collect();
+                let b_host: Vec<f32> = reference::philox::uniforms(seed, 1 << 20, b_len)
+                    .iter()
+                    .map(|u| 0.5 + u)
+                    .collect();
+                let (a, b) = (upload(gpu, &a_host), upload(gpu, &b_host));
+                let mut out = zeros(gpu, shape.iter().product());
+                elementwise::binary(
+                    gpu,
+                    op,
+                    &shape,
+                    &a,
+                    Operand::new(&a_strides, a_off),
+                    &b,
+                    Operand::new(&b_strides, b_off),
+                    &mut out,
+                )
+                .unwrap();
+                let want: Vec<f32> = gather(&a_host, &shape, &a_strides, a_off)
+                    .into_iter()
+                    .zip(gather(&b_host, &shape, &b_strides, b_off))
+                    .map(|(x, y)| match op {
+                        BinaryOp::Add => x + y,
+                        BinaryOp::Sub => x - y,
+                        BinaryOp::Mul => x * y,
+                        BinaryOp::Div => x / y,
+                        BinaryOp::Max => x.max(y),
+                        BinaryOp::Min => x.min(y),
+                    })
+                    .collect();
+                prop_assert_eq!(download(gpu, &out), want);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn an_operand_that_reaches_past_its_buffer_is_refused() {
+    let Some(gpu) = gpu_or_skip("an_operand_that_reaches_past_its_buffer_is_refused") else {
+        return;
+    };
+    let x = zeros(gpu, 5);
+    let mut out = zeros(gpu, 6);
+    let err = elementwise::copy_strided(gpu, &[2, 3], &x, Operand::new(&[3, 1], 0), &mut out)
+        .unwrap_err();
+    assert!(
+        err.message
+            .contains("reaches elements 0..=5 of a buffer of 5"),
+        "{err}"
+    );
+}
+
+// ----------------------------------------------------------------------------------------------------------- noise
+
+fn batch_case() -> impl Strategy<Value = (usize, usize, u64, u64)> {
+    (1usize..5, 1usize..700, any::<u64>(), 0u64..37)
+}
+
+#[test]
+fn q_sample_mixes_x0_with_the_philox_noise_of_the_cpu() {
+    let Some(gpu) = gpu_or_skip("q_sample_mixes_x0_with_the_philox_noise_of_the_cpu") else {
+        return;
+    };
+    // eps is the normal stream (within 1e-5, see fill_normal); x_t adds one fma on top.
+    runner()
+        .run(&batch_case(), |(batch, per_sample, seed, offset)| {
+            let n = batch * per_sample;
+            let x0_host: Vec<f32> = reference::philox::uniforms(seed ^ 1, 0, n)
+                .iter()
+                .map(|u| 2.0 * u - 1.0)
+                .collect();
+            let ab: Vec<f32> = (0..batch).map(|b| 0.9 - 0.2 * b as f32).collect();
+            let sqrt_ab: Vec<f32> = ab.iter().map(|a| a.sqrt()).collect();
+            let sqrt_1mab: Vec<f32> = ab.iter().map(|a| (1.0 - a).sqrt()).collect();
+            let (x0, sa, sb) = (
+                upload(gpu, &x0_host),
+                upload(gpu, &sqrt_ab),
+                upload(gpu, &sqrt_1mab),
+            );
+            let (mut x_t, mut eps) = (zeros(gpu, n), zeros(gpu, n));
+            noise::q_sample(gpu, &x0, &sa, &sb, seed, offset, &mut x_t, &mut eps).unwrap();
+            let z = reference::philox::normals(seed, offset, n);
+            let want: Vec<f32> = (0..n)
+                .map(|i| sqrt_ab[i / per_sample] * x0_host[i] + sqrt_1mab[i / per_sample] * z[i])
+                .collect();
+            assert_close("eps", &download(gpu, &eps), &z, 1e-5)?;
+            assert_close("x_t", &download(gpu, &x_t), &want, 1e-5)
+        })
+        .unwrap();
+}
+
+#[test]
+fn sampler_step_matches_the_reference_step_with_and_without_clipping() {
+    let Some(gpu) =
+        gpu_or_skip("sampler_step_matches_the_reference_step_with_and_without_clipping")
+    else {
+        return;
+    };
+    runner()
+        .run(
+            &(batch_case(), any::<bool>()),
+            |((batch, per_sample, seed, offset), clip)| {
+                let n = batch * per_sample;
+                let xt_host: Vec<f32> = reference::philox::uniforms(seed ^ 1, 0, n)
+                    .iter()
+                    .map(|u| 4.0 * u - 2.0)
+                    .collect();
+                let model_host: Vec<f32> = reference::philox::uniforms(seed ^ 2, 0, n)
+                    .iter()
+                    .map(|u| 4.0 * u - 2.0)
+                    .collect();
+                let coef_host: Vec<StepCoefficients> = (0..batch)
+                    .map(|b| StepCoefficients {
+                        x0_from_xt: 1.2 + 0.1 * b as f32,
+                        x0_from_model: -0.7,
+                        mean_from_x0: 0.3,
+                        mean_from_xt: 0.6,
+                        sigma: if b == 0 { 0.0 } else { 0.15 },
+                    })
+                    .collect();
+                let (xt, model) = (upload(gpu, &xt_host), upload(gpu, &model_host));
+                let coef = gpu.stream().clone_htod(&coef_host).unwrap();
+                let (mut x_prev, mut x0_hat) = (zeros(gpu, n), zeros(gpu, n));
+                noise::sampler_step(
+                    gpu,
+                    &xt,
+                    &model,
+                    &coef,
+                    clip,
+                    seed,
+                    offset,
+                    &mut x_prev,
+                    &mut x0_hat,
+                )
+                .unwrap();
+                let z = reference::philox::normals(seed, offset, n);
+                let mut want_x0 = vec![0f32; n];
+                let mut want_prev = vec![0f32; n];
+                for i in 0..n {
+                    let c = coef_host[i / per_sample];
+                    let mut x0 = c.x0_from_xt * xt_host[i] + c.x0_from_model * model_host[i];
+                    if clip {
+                        x0 = x0.clamp(-1.0, 1.0);
+                    }
+                    want_x0[i] = x0;
+                    want_prev[i] =
+                        c.mean_from_x0 * x0 + c.mean_from_xt * xt_host[i] + c.sigma * z[i];
+                }
+                assert_close("x0_hat", &download(gpu, &x0_hat), &want_x0, 1e-5)?;
+                assert_close("x_prev", &download(gpu, &x_prev), &want_prev, 1e-5)
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn q_sample_refuses_x0_that_does_not_split_into_the_batch() {
+    let Some(gpu) = gpu_or_skip("q_sample_refuses_x0_that_does_not_split_into_the_batch") else {
+        return;
+    };
+    let (x0, s) = (zeros(gpu, 7), zeros(gpu, 2));
+    let (mut x_t, mut eps) = (zeros(gpu, 7), zeros(gpu, 7));
+    let err = noise::q_sample(gpu, &x0, &s, &s, 0, 0, &mut x_t, &mut eps).unwrap_err();
+    assert!(
+        err.message
+            .contains("7 elements do not split into 2 samples"),
+        "{err}"
+    );
+}
+
+// ----------------------------------------------------------------------------------------------------------- adamw
+
+#[test]
+fn adamw_step_matches_pytorch_semantics_in_f64() {
+    let Some(gpu) = gpu_or_skip("adamw_step_matches_pytorch_semantics_in_f64") else {
+        return;
+    };
+    let cfg = AdamWConfig {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.05,
+    };
+    // A handful of f32 roundings per element on values of order 1; the quotient m/denom is well conditioned once
+    // v >> eps^2, which the reference's inputs ensure (|g| >= 0.05): 1e-5 relative.
+    runner()
+        .run(
+            &(1usize..3000, 1u64..50, any::<u64>()),
+            |(n, step, seed)| {
+                let u = |k: u64| reference::philox::uniforms(seed ^ k, 0, n);
+                let p_host: Vec<f32> = u(1).iter().map(|x| 2.0 * x - 1.0).collect();
+                let g_host: Vec<f32> = u(2)
+                    .iter()
+                    .map(|x| if *x < 0.5 { x - 0.55 } else { x - 0.45 })
+                    .collect();
+                let m_host: Vec<f32> = u(3).iter().map(|x| 0.2 * x - 0.1).collect();
+                let v_host: Vec<f32> = u(4).iter().map(|x| 0.01 * x).collect();
+                let (mut p, g, mut m, mut v) = (
+                    upload(gpu, &p_host),
+                    upload(gpu, &g_host),
+                    upload(gpu, &m_host),
+                    upload(gpu, &v_host),
+                );
+                adamw::adamw_step(gpu, &cfg, step, &mut p, &g, &mut m, &mut v).unwrap();
+                let (lr, b1, b2, eps, wd) = (
+                    f64::from(cfg.lr),
+                    f64::from(cfg.beta1),
+                    f64::from(cfg.beta2),
+                    f64::from(cfg.eps),
+                    f64::from(cfg.weight_decay),
+                );
+                let (mut want_p, mut want_m, mut want_v) =
+                    (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+                for i in 0..n {
+                    let g = f64::from(g_host[i]);
+                    let mi = b1 * f64::from(m_host[i]) + (1.0 - b1) * g;
+                    let vi = b2 * f64::from(v_host[i]) + (1.0 - b2) * g * g;
+                    let m_hat = mi / (1.0 - b1.powi(step as i32));
+                    let v_hat = vi / (1.0 - b2.powi(step as i32));
+                    let p =
+                        f64::from(p_host[i]) * (1.0 - lr * wd) - lr * m_hat / (v_hat.sqrt() + eps);
+                    (want_p[i], want_m[i], want_v[i]) = (p as f32, mi as f32, vi as f32);
+                }
+                assert_close("m", &download(gpu, &m), &want_m, 1e-5)?;
+                assert_close("v", &download(gpu, &v), &want_v, 1e-5)?;
+                assert_close("params", &download(gpu, &p), &want_p, 1e-5)
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn adamw_step_zero_is_refused() {
+    let Some(gpu) = gpu_or_skip("adamw_step_zero_is_refused") else {
+        return;
+    };
+    let cfg = AdamWConfig {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let (mut p, g, mut m, mut v) = (zeros(gpu, 3), zeros(gpu, 3), zeros(gpu, 3), zeros(gpu, 3));
+    let err = adamw::adamw_step(gpu, &cfg, 0, &mut p, &g, &mut m, &mut v).unwrap_err();
+    assert!(err.message.contains("step counts from 1"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------------ reduce, softmax
+
+fn rows_case() -> impl Strategy<Value = (usize, usize, u64)> {
+    (
+        1usize..9,
+        prop_oneof![1usize..40, 200usize..3000],
+        any::<u64>(),
+    )
+}
+
+fn matrix(seed: u64, len: usize, scale: f32) -> Vec<f32> {
+    reference::philox::uniforms(seed, 0, len)
+        .iter()
+        .map(|u| scale * (2.0 * u - 1.0))
+        .collect()
+}
+
+#[test]
+fn row_sum_and_row_max_match_the_f64_reference() {
+    let Some(gpu) = gpu_or_skip("row_sum_and_row_max_match_the_f64_reference") else {
+        return;
+    };
+    runner()
+        .run(&rows_case(), |(rows, cols, seed)| {
+            let host = matrix(seed, rows * cols, 3.0);
+            let x = upload(gpu, &host);
+            let (mut sum, mut max) = (zeros(gpu, rows), zeros(gpu, rows));
+            reduce::row_sum(gpu, rows, cols, &x, &mut sum).unwrap();
+            reduce::row_max(gpu, rows, cols, &x, &mut max).unwrap();
+            let (sum, max) = (download(gpu, &sum), download(gpu, &max));
+            for r in 0..rows {
+                let row = &host[r * cols..(r + 1) * cols];
+                let want: f64 = row.iter().map(|&v| f64::from(v)).sum();
+                let magnitude: f64 = row.iter().map(|&v| f64::from(v).abs()).sum();
+                // each partial sum passes through at most cols/256 + 8 roundings of relative size 2^-24
+                let tol =
+                    (cols as f64 / 256.0 + 8.0) * magnitude * f64::from(f32::EPSILON) / 2.0 + 1e-30;
+                prop_assert!(
+                    (f64::from(sum[r]) - want).abs() <= tol,
+                    "row {} sum {} vs {}",
+                    r,
+                    sum[r],
+                    want
+                );
+                prop_assert_eq!(
+                    max[r],
+                    row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn softmax_and_log_softmax_match_the_f64_reference() {
+    let Some(gpu) = gpu_or_skip("softmax_and_log_softmax_match_the_f64_reference") else {
+        return;
+    };
+    // exp within ~2^-21 relative, a cols-term sum within (cols/256 + 8) 2^-24, one rcp/lg2: 1e-5 relative for
+    // softmax; log-softmax values are O(10) with ~1e-6 absolute error: 1e-5 relative (absolute below 1).
+    runner()
+        .run(&rows_case(), |(rows, cols, seed)| {
+            let host = matrix(seed, rows * cols, 8.0);
+            let x = upload(gpu, &host);
+            let (mut sm, mut lsm) = (zeros(gpu, rows * cols), zeros(gpu, rows * cols));
+            softmax::softmax(gpu, rows, cols, &x, &mut sm).unwrap();
+            softmax::log_softmax(gpu, rows, cols, &x, &mut lsm).unwrap();
+            let mut want_sm = Vec::with_capacity(rows * cols);
+            let mut want_lsm = Vec::with_capacity(rows * cols);
+            for row in host.chunks(cols) {
+                let m = row
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = row.iter().map(|&v| (f64::from(v) - m).exp()).sum();
+                for &v in row {
+                    want_sm.push(((f64::from(v) - m).exp() / s) as f32);
+                    want_lsm.push((f64::from(v) - m - s.ln()) as f32);
+                }
+            }
+            let got_sm = download(gpu, &sm);
+            for (i, (&g, &w)) in got_sm.iter().zip(&want_sm).enumerate() {
+                let ok = (f64::from(g) - f64::from(w)).abs() <= 1e-5 * f64::from(w) + 1e-12;
+                prop_assert!(
+                    ok,
+                    "softmax element {} is {} but the reference says {}",
+                    i,
+                    g,
+                    w
+                );
+            }
+            assert_close("log_softmax", &download(gpu, &lsm), &want_lsm, 1e-5)
+        })
+        .unwrap();
+}
+
+// ------------------------------------------------------------------------------------------------------ group norm
+
+fn group_norm_case() -> impl Strategy<Value = (GroupNormShape, u64)> {
+    (
+        1usize..3,
+        1usize..5,
+        1usize..4,
+        prop_oneof![
+            Just(1usize),
+            Just(3),
+            Just(4),
+            Just(16),
+            Just(37),
+            Just(300)
+        ],
+        any::<u64>(),
+    )
+        .prop_map(|(batch, groups, cpg, spatial, seed)| {
+            (
+                GroupNormShape {
+                    batch,
+                    channels: groups * cpg,
+                    spatial,
+                    groups,
+                    eps: 1e-5,
+                },
+                seed,
+            )
+        })
+}
+
+/// The forward in f64: (y, mean, rstd).
+fn group_norm_reference(
+    s: &GroupNormShape,
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let cpg = s.channels / s.groups;
+    let len = cpg * s.spatial;
+    let (mut y, mut mean, mut rstd) = (vec![0.0; x.len()], vec![], vec![]);
+    for (group, chunk) in x.chunks(len).enumerate() {
+        let mu = chunk.iter().sum::<f64>() / len as f64;
+        let var = chunk.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / len as f64;
+        let r = 1.0 / (var + f64::from(s.eps)).sqrt();
+        for (e, v) in chunk.iter().enumerate() {
+            let c = (group % s.groups) * cpg + e / s.spatial;
+            y[group * len + e] = (v - mu) * r * gamma[c] + beta[c];
+        }
+        mean.push(mu);
+        rstd.push(r);
+    }
+    (y, mean, rstd)
+}
+
+fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+#[test]
+fn group_norm_forward_matches_the_f64_reference() {
+    let Some(gpu) = gpu_or_skip("group_norm_forward_matches_the_f64_reference") else {
+        return;
+    };
+    // Welford in f32 over L <= 3600 elements: mean and variance within ~(L/256 + 8) 2^-24 relative; y within 1e-5
+    // relative for |y| >= 1, 1e-5 absolute below (inputs have mean 0.5 and spread 1, so var is well away from 0).
+    runner()
+        .run(&group_norm_case(), |(s, seed)| {
+            let n = s.batch * s.channels * s.spatial;
+            let x_host = reference::philox::uniforms(seed, 0, n)
+                .iter()
+                .map(|u| 2.0 * u - 0.5)
+                .collect::<Vec<f32>>();
+            let gamma_host: Vec<f32> = (0..s.channels).map(|c| 0.5 + 0.25 * c as f32).collect();
+            let beta_host: Vec<f32> = (0..s.channels).map(|c| 0.1 * c as f32 - 0.2).collect();
+            let (x, gamma, beta) = (
+                upload(gpu, &x_host),
+                upload(gpu, &gamma_host),
+                upload(gpu, &beta_host),
+            );
+            let (mut y, mut mean, mut rstd) = (
+                zeros(gpu, n),
+                zeros(gpu, s.batch * s.groups),
+                zeros(gpu, s.batch * s.groups),
+            );
+            group_norm::group_norm_forward(
+                gpu, &s, &x, &gamma, &beta, &mut y, &mut mean, &mut rstd,
+            )
+            .unwrap();
+            let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+            let (want_y, want_mean, want_rstd) =
+                group_norm_reference(&s, &f64s(&x_host), &f64s(&gamma_host), &f64s(&beta_host));
+            assert_close("mean", &download(gpu, &mean), &to_f32(&want_mean), 1e-5)?;
+            assert_close("rstd", &download(gpu, &rstd), &to_f32(&want_rstd), 1e-5)?;
+            assert_close("y", &download(gpu, &y), &to_f32(&want_y), 1e-5)
+        })
+        .unwrap();
+}
+
+#[test]
+fn group_norm_backward_matches_finite_differences() {
+    let Some(gpu) = gpu_or_skip("group_norm_backward_matches_finite_differences") else {
+        return;
+    };
+    // loss = sum w y with fixed random w (so dy = w); the gradient of the f64 forward by central differences with
+    // h = 1e-5 is accurate to ~1e-9; the f32 kernels carry ~1e-6 relative error on O(1) gradients: 1e-4 covers both.
+    let small = group_norm_case().prop_filter("small enough for finite differences", |(s, _)| {
+        s.spatial <= 37
+    });
+    TestRunner::new(Config {
+        cases: 16,
+        ..Config::default()
+    })
+    .run(&small, |(s, seed)| {
+        let n = s.batch * s.channels * s.spatial;
+        let x_host: Vec<f32> = reference::philox::uniforms(seed, 0, n)
+            .iter()
+            .map(|u| 2.0 * u - 0.5)
+            .collect();
+        let w_host: Vec<f32> = reference::philox::uniforms(seed ^ 7, 0, n)
+            .iter()
+            .map(|u| 2.0 * u - 1.0)
+            .collect();
+        let gamma_host: Vec<f32> = (0..s.channels).map(|c| 0.5 + 0.25 * c as f32).collect();
+        let beta_host: Vec<f32> = (0..s.channels).map(|c| 0.1 * c as f32 - 0.2).collect();
+        let stats = s.batch * s.groups;
+        let (x, gamma, beta, dy) = (
+            upload(gpu, &x_host),
+            upload(gpu, &gamma_host),
+            upload(gpu, &beta_host),
+            upload(gpu, &w_host),
+        );
+        let (mut y, mut mean, mut rstd) = (zeros(gpu, n), zeros(gpu, stats), zeros(gpu, stats));
+        group_norm::group_norm_forward(gpu, &s, &x, &gamma, &beta, &mut y, &mut mean, &mut rstd)
+            .unwrap();
+        let (mut dx, mut dgamma, mut dbeta) = (
+            zeros(gpu, n),
+            zeros(gpu, s.channels),
+            zeros(gpu, s.channels),
+        );
+        group_norm::group_norm_backward(
+            gpu,
+            &s,
+            &x,
+            &gamma,
+            &mean,
+            &rstd,
+            &dy,
+            &mut dx,
+            &mut dgamma,
+            &mut dbeta,
+        )
+        .unwrap();
+
+        let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        let (x64, g64, b64, w64) = (
+            f64s(&x_host),
+            f64s(&gamma_host),
+            f64s(&beta_host),
+            f64s(&w_host),
+        );
+        let loss = |x: &[f64], g: &[f64], b: &[f64]| -> f64 {
+            group_norm_reference(&s, x, g, b)
+                .0
+                .iter()
+                .zip(&w64)
+                .map(|(y, w)| y * w)
+                .sum()
+        };
+        let h = 1e-5;
+        let central = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
+        let want_dx: Vec<f64> = (0..n)
+            .map(|i| {
+                central(&|d| {
+                    let mut xp = x64.clone();
+                    xp[i] += d;
+                    loss(&xp, &g64, &b64)
+                })
+            })
+            .collect();
+        let want_dgamma: Vec<f64> = (0..s.channels)
+            .map(|c| {
+                central(&|d| {
+                    let mut gp = g64.clone();
+                    gp[c] += d;
+                    loss(&x64, &gp, &b64)
+                })
+            })
+            .collect();
+        let want_dbeta: Vec<f64> = (0..s.channels)
+            .map(|c| {
+                central(&|d| {
+                    let mut bp = b64.clone();
+                    bp[c] += d;
+                    loss(&x64, &g64, &bp)
+                })
+            })
+            .collect();
+        assert_close("dx", &download(gpu, &dx), &to_f32(&want_dx), 1e-4)?;
+        assert_close(
+            "dgamma",
+            &download(gpu, &dgamma),
+            &to_f32(&want_dgamma),
+            1e-4,
+        )?;
+        assert_close("dbeta", &download(gpu, &dbeta), &to_f32(&want_dbeta), 1e-4)
+    })
+    .unwrap();
+}
+
+#[test]
+fn group_norm_refuses_channels_that_do_not_split_into_groups() {
+    let Some(gpu) = gpu_or_skip("group_norm_refuses_channels_that_do_not_split_into_groups") else {
+        return;
+    };
+    let s = GroupNormShape {
+        batch: 1,
+        channels: 6,
+        spatial: 4,
+        groups: 4,
+        eps: 1e-5,
+    };
+    let (x, g) = (zeros(gpu, 24), zeros(gpu, 6));
+    let (mut y, mut m, mut r) = (zeros(gpu, 24), zeros(gpu, 4), zeros(gpu, 4));
+    let err =
+        group_norm::group_norm_forward(gpu, &s, &x, &g, &g, &mut y, &mut m, &mut r).unwrap_err();
+    assert!(
+        err.message
+            .contains("6 channels do not split into 4 groups"),
+        "{err}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------------------------ gemm
+
+#[test]
+fn sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes() {
+    let Some(gpu) = gpu_or_skip("sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes")
+    else {
+        return;
+    };
+    let size = || prop_oneof![1usize..20, 120usize..140, 250usize..300];
+    runner()
+        .run(
+            &(
+                size(),
+                size(),
+                prop_oneof![0usize..3, 1usize..300],
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<u64>(),
+            ),
+            |(m, n, k, a_t, b_t, accumulate, seed)| {
+                let a_host = matrix(seed, m * k, 1.0);
+                let b_host = matrix(seed ^ 3, k * n, 1.0);
+                let c_host = matrix(seed ^ 5, m * n, 1.0);
+                let a_layout = if a_t {
+                    MatrixLayout::transposed(m)
+                } else {
+                    MatrixLayout::row_major(k)
+                };
+                let b_layout = if b_t {
+                    MatrixLayout::transposed(k)
+                } else {
+                    MatrixLayout::row_major(n)
+                };
+                let (alpha, beta) = (1.5f32, if accumulate { -0.5f32 } else { 0.0 });
+                let (a, b, mut c) = (
+                    upload(gpu, &a_host),
+                    upload(gpu, &b_host),
+                    upload(gpu, &c_host),
+                );
+                gemm::sgemm(
+                    gpu, m, n, k, alpha, &a, a_layout, &b, b_layout, beta, &mut c,
+                )
+                .unwrap();
+                let got = download(gpu, &c);
+                let at = |l: MatrixLayout, v: &[f32], r: usize, col: usize| {
+                    f64::from(v[r * l.row_stride + col * l.col_stride])
+                };
+                for r in 0..m {
+                    for col in 0..n {
+                        let (mut dot, mut magnitude) = (0.0f64, 0.0f64);
+                        for x in 0..k {
+                            let p = at(a_layout, &a_host, r, x) * at(b_layout, &b_host, x, col);
+                            dot += p;
+                            magnitude += p.abs();
+                        }
+                        let want = f64::from(alpha) * dot
+                            + f64::from(beta) * f64::from(c_host[r * n + col]);
+                        // k fused multiply-adds in f32: error <= k 2^-24 sum |a b| (times alpha), plus the epilogue
+                        let tol = (k as f64 + 2.0) * f64::from(f32::EPSILON) / 2.0
+                            * (1.5 * magnitude + 1.0);
+                        let g = f64::from(got[r * n + col]);
+                        prop_assert!(
+                            (g - want).abs() <= tol,
+                            "C[{}, {}] = {} but the reference says {}",
+                            r,
+                            col,
+                            g,
+                            want
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn sgemm_refuses_an_operand_shorter_than_its_shape() {
+    let Some(gpu) = gpu_or_skip("sgemm_refuses_an_operand_shorter_than_its_shape") else {
+        return;
+    };
+    let (a, b, mut c) = (zeros(gpu, 5), zeros(gpu, 6), zeros(gpu, 4));
+    let err = gemm::sgemm(
+        gpu,
+        2,
+        2,
+        3,
+        1.0,
+        &a,
+        MatrixLayout::row_major(3),
+        &b,
+        MatrixLayout::row_major(2),
+        0.0,
+        &mut c,
+    )
+    .unwrap_err();
+    assert!(err.message.contains("A [2, 3]"), "{err}");
+}
+
+#[test]
+fn gemm_bf16_matches_the_f64_reference_on_ragged_shapes() {
+    let Some(gpu) = gpu_or_skip("gemm_bf16_matches_the_f64_reference_on_ragged_shapes") else {
+        return;
+    };
+    let multiple_of_8 = || prop_oneof![1usize..4, 15usize..18, 30usize..40].prop_map(|x| 8 * x);
+    runner()
+        .run(
+            &(
+                prop_oneof![1usize..20, 120usize..140, 250usize..270],
+                multiple_of_8(),
+                multiple_of_8(),
+                any::<bool>(),
+                any::<u64>(),
+            ),
+            |(m, n, k, accumulate, seed)| {
+                // bf16 inputs convert exactly to f32 and their products are exact in f32, so the only error is the
+                // k-term f32 accumulation: k 2^-24 sum |a b|.
+                let a_host: Vec<bf16> = matrix(seed, m * k, 1.0)
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect();
+                let b_host: Vec<bf16> = matrix(seed ^ 3, k * n, 1.0)
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect();
+                let c_host = matrix(seed ^ 5, m * n, 1.0);
+                let (alpha, beta) = (0.75f32, if accumulate { 2.0f32 } else { 0.0 });
+                let a = gpu.stream().clone_htod(&a_host).unwrap();
+                let b = gpu.stream().clone_htod(&b_host).unwrap();
+                let mut c = upload(gpu, &c_host);
+                gemm::gemm_bf16(gpu, m, n, k, alpha, &a, &b, beta, &mut c).unwrap();
+                let got = download(gpu, &c);
+                for r in 0..m {
+                    for col in 0..n {
+                        let (mut dot, mut magnitude) = (0.0f64, 0.0f64);
+                        for x in 0..k {
+                            let p = f64::from(a_host[r * k + x].to_f32())
+                                * f64::from(b_host[x * n + col].to_f32());
+                            dot += p;
+                            magnitude += p.abs();
+                        }
+                        let want = f64::from(alpha) * dot
+                            + f64::from(beta) * f64::from(c_host[r * n + col]);
+                        let tol =
+                            (k as f64 + 2.0) * f64::from(f32::EPSILON) / 2.0 * (magnitude + 2.0);
+                        let g = f64::from(got[r * n + col]);
+                        prop_assert!(
+                            (g - want).abs() <= tol,
+                            "C[{}, {}] = {} but the reference says {}",
+                            r,
+                            col,
+                            g,
+                            want
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn gemm_bf16_refuses_k_that_is_not_a_multiple_of_8() {
+    let Some(gpu) = gpu_or_skip("gemm_bf16_refuses_k_that_is_not_a_multiple_of_8") else {
+        return;
+    };
+    let a = gpu.stream().alloc_zeros::<bf16>(12).unwrap();
+    let b = gpu.stream().alloc_zeros::<bf16>(48).unwrap();
+    let mut c = zeros(gpu, 32);
+    let err = gemm::gemm_bf16(gpu, 4, 8, 3, 1.0, &a, &b, 0.0, &mut c).unwrap_err();
+    assert!(err.message.contains("multiples of 8"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------------------- conv2d
+
+fn conv_case() -> impl Strategy<Value = (Conv2dShape, bool, u64)> {
+    (
+        (1usize..3, 1usize..4, 1usize..4, 1usize..12, 1usize..12),
+        (
+            prop_oneof![Just(1usize), Just(3)],
+            1usize..3,
+            prop_oneof![Just(0usize), Just(1), Just(2)],
+            1usize..3,
+        ),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                (batch, groups, cpg, in_h, in_w),
+                (kernel, stride, padding, dilation),
+                bias,
+                seed,
+            )| {
+                let shape = Conv2dShape {
+                    batch,
+                    in_channels: groups * cpg,
+                    in_h,
+                    in_w,
+                    out_channels: groups * (1 + (seed % 3) as usize),
+                    kernel_h: kernel,
+                    kernel_w: kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                };
+                (shape, bias, seed)
+            },
+        )
+        .prop_filter("the kernel fits the padded input", |(s, _, _)| {
+            s.output_hw().is_some()
+        })
+}
+
+#[test]
+fn conv2d_forward_matches_the_naive_f64_convolution() {
+    let Some(gpu) = gpu_or_skip("conv2d_forward_matches_the_naive_f64_convolution") else {
+        return;
+    };
+    runner()
+        .run(&conv_case(), |(s, with_bias, seed)| {
+            let (oh, ow) = s.output_hw().unwrap();
+            let cg = s.in_channels / s.groups;
+            let ocg = s.out_channels / s.groups;
+            let x_host = matrix(seed, s.batch * s.in_channels * s.in_h * s.in_w, 1.0);
+            let w_host = matrix(seed ^ 9, s.out_channels * cg * s.kernel_h * s.kernel_w, 1.0);
+            let b_host = matrix(seed ^ 11, s.out_channels, 1.0);
+            let (x, w, b) = (
+                upload(gpu, &x_host),
+                upload(gpu, &w_host),
+                upload(gpu, &b_host),
+            );
+            let mut y = zeros(gpu, s.batch * s.out_channels * oh * ow);
+            conv::conv2d_forward(gpu, &s, &x, &w, with_bias.then_some(&b), &mut y).unwrap();
+            let got = download(gpu, &y);
+            for bi in 0..s.batch {
+                for oc in 0..s.out_channels {
+                    let g = oc / ocg;
+                    for (i, j) in (0..oh).flat_map(|i| (0..ow).map(move |j| (i, j))) {
+                        let (mut sum, mut magnitude) = (0.0f64, 0.0f64);
+                        for ic in 0..cg {
+                            for kh in 0..s.kernel_h {
+                                for kw in 0..s.kernel_w {
+                                    let ih = (i * s.stride + kh * s.dilation) as isize
+                                        - s.padding as isize;
+                                    let iw = (j * s.stride + kw * s.dilation) as isize
+                                        - s.padding as isize;
+                                    if ih < 0
+                                        || iw < 0
+                                        || ih >= s.in_h as isize
+                                        || iw >= s.in_w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x_host[((bi * s.in_channels + g * cg + ic) * s.in_h
+                                        + ih as usize)
+                                        * s.in_w
+                                        + iw as usize];
+                                    let wv = w_host
+                                        [((oc * cg + ic) * s.kernel_h + kh) * s.kernel_w + kw];
+                                    sum += f64::from(xv) * f64::from(wv);
+                                    magnitude += (f64::from(xv) * f64::from(wv)).abs();
+                                }
+                            }
+                        }
+                        if with_bias {
+                            sum += f64::from(b_host[oc]);
+                        }
+                        let k = (cg * s.kernel_h * s.kernel_w) as f64;
+                        // K fused multiply-adds and one bias add in f32: (K + 1) 2^-24 (sum |w x| + |bias|)
+                        let tol = (k + 2.0) * f64::from(f32::EPSILON) / 2.0 * (magnitude + 1.0);
+                        let g_val = f64::from(got[((bi * s.out_channels + oc) * oh + i) * ow + j]);
+                        prop_assert!(
+                            (g_val - sum).abs() <= tol,
+                            "y[{}, {}, {}, {}] = {} but the reference says {} ({:?})",
+                            bi,
+                            oc,
+                            i,
+                            j,
+                            g_val,
+                            sum,
+                            s
+                        );
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn conv2d_refuses_a_kernel_larger_than_the_padded_input() {
+    let Some(gpu) = gpu_or_skip("conv2d_refuses_a_kernel_larger_than_the_padded_input") else {
+        return;
+    };
+    let s = Conv2dShape {
+        batch: 1,
+        in_channels: 1,
+        in_h: 2,
+        in_w: 2,
+        out_channels: 1,
+        kernel_h: 5,
+        kernel_w: 5,
+        stride: 1,
+        padding: 0,
+        dilation: 1,
+        groups: 1,
+    };
+    let (x, w) = (zeros(gpu, 4), zeros(gpu, 25));
+    let mut y = zeros(gpu, 1);
+    let err = conv::conv2d_forward(gpu, &s, &x, &w, None::<&CudaSlice<f32>>, &mut y).unwrap_err();
+    assert!(err.message.contains("does not fit"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------------------- attention
+
+#[test]
+fn attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias() {
+    let Some(gpu) =
+        gpu_or_skip("attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias")
+    else {
+        return;
+    };
+    let case = (
+        1usize..4,
+        prop_oneof![1usize..9, 30usize..40, 60usize..70],
+        prop_oneof![1usize..9, 30usize..40, 60usize..70],
+        prop_oneof![
+            Just(1usize),
+            Just(8),
+            Just(31),
+            Just(64),
+            Just(100),
+            Just(128)
+        ],
+        any::<bool>(),
+        any::<u64>(),
+    );
+    // Scores are O(sqrt(head_dim) scale) = O(1); exp within ~2^-21, a kv_len-term online sum, one rcp: 1e-5 relative
+    // (absolute below 1) on out (a convex combination of v in [-1, 1]) and on lse.
+    runner()
+        .run(
+            &case,
+            |(batch_heads, q_len, kv_len, head_dim, causal, seed)| {
+                let s = AttentionShape {
+                    batch_heads,
+                    q_len,
+                    kv_len,
+                    head_dim,
+                    scale: 1.0 / (head_dim as f32).sqrt(),
+                };
+                let q_host = matrix(seed, batch_heads * q_len * head_dim, 1.0);
+                let k_host = matrix(seed ^ 1, batch_heads * kv_len * head_dim, 1.0);
+                let v_host = matrix(seed ^ 2, batch_heads * kv_len * head_dim, 1.0);
+                // causal: key j is visible to query i when j <= i + (kv_len - q_len), and row 0 always sees key 0
+                let visible = |i: usize, j: usize| !causal || j + q_len <= i + kv_len || j == 0;
+                let bias_host: Vec<f32> = (0..batch_heads * q_len * kv_len)
+                    .map(|e| {
+                        if visible((e / kv_len) % q_len, e % kv_len) {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                    .collect();
+                let (q, k, v, b) = (
+                    upload(gpu, &q_host),
+                    upload(gpu, &k_host),
+                    upload(gpu, &v_host),
+                    upload(gpu, &bias_host),
+                );
+                let (mut out, mut lse) = (
+                    zeros(gpu, batch_heads * q_len * head_dim),
+                    zeros(gpu, batch_heads * q_len),
+                );
+                attention::attention_forward(
+                    gpu,
+                    &s,
+                    &q,
+                    &k,
+                    &v,
+                    causal.then_some(&b),
+                    &mut out,
+                    &mut lse,
+                )
+                .unwrap();
+                let (mut want_out, mut want_lse) = (Vec::new(), Vec::new());
+                for h in 0..batch_heads {
+                    for i in 0..q_len {
+                        let scores: Vec<f64> = (0..kv_len)
+                            .map(|j| {
+                                if !visible(i, j) {
+                                    return f64::NEG_INFINITY;
+                                }
+                                let dot: f64 = (0..head_dim)
+                                    .map(|c| {
+                                        f64::from(q_host[(h * q_len + i) * head_dim + c])
+                                            * f64::from(k_host[(h * kv_len + j) * head_dim + c])
+                                    })
+                                    .sum();
+                                dot * f64::from(s.scale)
+                            })
+                            .collect();
+                        let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let l: f64 = scores.iter().map(|x| (x - m).exp()).sum();
+                        for c in 0..head_dim {
+                            let o: f64 = (0..kv_len)
+                                .map(|j| {
+                                    (scores[j] - m).exp()
+                                        * f64::from(v_host[(h * kv_len + j) * head_dim + c])
+                                })
+                                .sum();
+                            want_out.push((o / l) as f32);
+                        }
+                        want_lse.push((m + l.ln()) as f32);
+                    }
+                }
+                assert_close("out", &download(gpu, &out), &want_out, 1e-5)?;
+                assert_close("lse", &download(gpu, &lse), &want_lse, 1e-5)
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn attention_refuses_a_head_dim_above_128() {
+    let Some(gpu) = gpu_or_skip("attention_refuses_a_head_dim_above_128") else {
+        return;
+    };
+    let s = AttentionShape {
+        batch_heads: 1,
+        q_len: 1,
+        kv_len: 1,
+        head_dim: 129,
+        scale: 1.0,
+    };
+    let x = zeros(gpu, 129);
+    let (mut out, mut lse) = (zeros(gpu, 129), zeros(gpu, 1));
+    let err = attention::attention_forward(
+        gpu,
+        &s,
+        &x,
+        &x,
+        &x,
+        None::<&CudaSlice<f32>>,
+        &mut out,
+        &mut lse,
+    )
+    .unwrap_err();
+    assert!(err.message.contains("head_dim 129"), "{err}");
+}
+
+// ----------------------------------------------------------------------------------------------- caching allocator
+
+#[test]
+fn a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket() {
+    let Some(gpu) =
+        gpu_or_skip("a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket")
+    else {
+        return;
+    };
+    use cudarc::driver::DevicePtr;
+    let first = gpu.take_buffer(1100).unwrap();
+    let address = first.view().device_ptr(gpu.stream()).0;
+    gpu.give_back_buffer(first);
+    let mut second = gpu.take_buffer(1200).unwrap(); // 1100 and 1200 both round to the 1280 bucket
+    assert_eq!(second.view().device_ptr(gpu.stream()).0, address);
+    assert_eq!(second.len(), 1200);
+    philox::fill_uniform(gpu, 1, 0, &mut second.view_mut()).unwrap();
+    assert_eq!(
+        gpu.stream().clone_dtoh(&second.view()).unwrap(),
+        reference::philox::uniforms(1, 0, 1200)
+    );
+    gpu.give_back_buffer(second);
+}
+
+// ----------------------------------------------------------------------------------------------------------- empty
+
+#[test]
+fn empty_inputs_are_accepted_and_launch_nothing() {
+    let Some(gpu) = gpu_or_skip("empty_inputs_are_accepted_and_launch_nothing") else {
+        return;
+    };
+    let (empty, mut empty_out) = (zeros(gpu, 0), zeros(gpu, 0));
+    philox::fill_normal(gpu, 1, 0, &mut empty_out).unwrap();
+    elementwise::unary(
+        gpu,
+        UnaryOp::Exp,
+        &[0, 3],
+        &empty,
+        Operand::new(&[3, 1], 0),
+        &mut empty_out,
+    )
+    .unwrap();
+    reduce::row_sum(gpu, 0, 5, &empty, &mut empty_out).unwrap();
+    softmax::softmax(gpu, 3, 0, &empty, &mut empty_out).unwrap();
+    gemm::sgemm(
+        gpu,
+        0,
+        4,
+        3,
+        1.0,
+        &empty,
+        MatrixLayout::row_major(3),
+        &zeros(gpu, 12),
+        MatrixLayout::row_major(4),
+        0.0,
+        &mut empty_out,
+    )
+    .unwrap();
+    gpu.synchronize().unwrap();
+}
+
+#[test]
+fn sgemm_with_k_zero_scales_c_by_beta() {
+    let Some(gpu) = gpu_or_skip("sgemm_with_k_zero_scales_c_by_beta") else {
+        return;
+    };
+    let mut c = upload(gpu, &[1.0, -2.0, 3.0, 4.0]);
+    let empty = zeros(gpu, 0);
+    gemm::sgemm(
+        gpu,
+        2,
+        2,
+        0,
+        1.0,
+        &empty,
+        MatrixLayout::row_major(0),
+        &empty,
+        MatrixLayout::row_major(2),
+        0.5,
+        &mut c,
+    )
+    .unwrap();
+    assert_eq!(download(gpu, &c), vec![0.5, -1.0, 1.5, 2.0]);
+}
