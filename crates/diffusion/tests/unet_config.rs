@@ -256,7 +256,7 @@ fn forward_refuses_inputs_that_do_not_fit() {
         Var::constant(Tensor::zeros(shape, diffuse_tensor::DType::F32, Device::Cpu).unwrap())
     };
     let good = x(&[2, 3, 8, 8]);
-    let err = |r: diffuse_diffusion::Result<Var>| r.err().expect("an error").to_string();
+    let err = |r: diffuse_diffusion::Result<Var>| r.expect_err("an error").to_string();
     assert!(err(model.forward(&good, &[1.0, 2.0], None)).contains("pass class labels"));
     assert!(err(model.forward(&good, &[1.0, 2.0], Some(&[0, 5]))).contains("class label 5"));
     assert!(err(model.forward(&good, &[1.0, 2.0], Some(&[0])))
