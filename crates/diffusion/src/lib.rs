@@ -7,6 +7,7 @@
 //! - [`forward`]: the forward process q(x_t | x_0), sampled in one fused pass.
 //! - [`sampler`]: reverse-process samplers (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++(2M)) driving any
 //!   [`sampler::Denoiser`], and classifier-free guidance.
+//! - [`unet`]: the denoising network, diffusers' `UNet2DModel` (same architecture, parameter names and files).
 //! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
 //!   replayed from a `u64` seed.
 
