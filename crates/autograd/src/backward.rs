@@ -21,6 +21,12 @@ impl Gradients {
         self.by_id.remove(&var.id())
     }
 
+    /// Every gradient, mutably, in no particular order: to rescale them all (gradient clipping). Replace a tensor
+    /// rather than writing into it: one gradient tensor may be shared by several leaves.
+    pub fn tensors_mut(&mut self) -> impl Iterator<Item = &mut Tensor> {
+        self.by_id.values_mut()
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
