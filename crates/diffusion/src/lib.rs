@@ -7,6 +7,8 @@
 //! - [`forward`]: the forward process q(x_t | x_0), sampled in one fused pass.
 //! - [`sampler`]: reverse-process samplers (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++(2M)) driving any
 //!   [`sampler::Denoiser`], and classifier-free guidance.
+//! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
+//!   atomic, exactly resumable checkpoints.
 //! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
 //!   replayed from a `u64` seed.
 
@@ -16,5 +18,6 @@ pub mod forward;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod train;
 
 pub use error::{Error, Result};

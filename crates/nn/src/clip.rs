@@ -32,9 +32,9 @@ pub fn clip_grad_norm(grads: &mut Gradients, max_norm: f32) -> Result<f32> {
 }
 
 /// `√(Σ g²)` over every gradient of the set, in `f64`.
-fn grad_norm(grads: &mut Gradients) -> Result<f64> {
+pub fn grad_norm(grads: &Gradients) -> Result<f64> {
     let mut partial = Vec::with_capacity(grads.len());
-    for g in grads.tensors_mut() {
+    for g in grads.tensors() {
         partial.push(
             g.to_vec()?
                 .iter()

@@ -52,6 +52,27 @@ pub struct Ema {
 impl Ema {
     /// A shadow copy of every parameter of `live` (on the same device), with no updates taken yet.
     pub fn new(live: &ParamStore, max_decay: f64, warmup: EmaWarmup) -> Result<Ema> {
+        let params = live.params();
+        let device = params
+            .first()
+            .map_or(diffuse_tensor::Device::Cpu, |(_, v)| v.tensor().device());
+        let shadow = ParamStore::new(0, device);
+        for (name, var) in &params {
+            shadow
+                .root()
+                .param(name, var.shape(), Init::Constant(0.0))?;
+        }
+        Self::with_shadow(live, shadow, max_decay, warmup)
+    }
+
+    /// Averages `live` into `shadow`, a store with the same parameter names and shapes (e.g. the same model built
+    /// twice, so that the second build is the averaged model), first overwriting `shadow` with the live values.
+    pub fn with_shadow(
+        live: &ParamStore,
+        shadow: ParamStore,
+        max_decay: f64,
+        warmup: EmaWarmup,
+    ) -> Result<Ema> {
         if !(0.0..=1.0).contains(&max_decay) {
             return Err(Error::argument(
                 "Ema",
@@ -59,14 +80,20 @@ impl Ema {
             ));
         }
         let params = live.params();
-        let device = params
-            .first()
-            .map_or(diffuse_tensor::Device::Cpu, |(_, v)| v.tensor().device());
-        let shadow = ParamStore::new(0, device);
+        if shadow.len() != params.len() {
+            return Err(Error::argument(
+                "Ema",
+                format!(
+                    "the shadow store has {} parameters but the live one {}",
+                    shadow.len(),
+                    params.len()
+                ),
+            ));
+        }
         for (name, var) in &params {
-            let s = shadow
-                .root()
-                .param(name, var.shape(), Init::Constant(0.0))?;
+            let s = shadow.get(name).ok_or_else(|| {
+                Error::argument("Ema", format!("the shadow store has no parameter '{name}'"))
+            })?;
             s.tensor().assign(var.tensor())?;
         }
         Ok(Ema {

@@ -21,7 +21,7 @@ mod lr;
 mod optim;
 mod store;
 
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, grad_norm};
 pub use ema::{ema_decay, Ema, EmaWarmup};
 pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Module, SiLU};
 pub use lr::LrSchedule;
