@@ -187,7 +187,7 @@ fn tiny_dataset() -> Dataset {
         let class = i % 3;
         for y in 0..6 {
             for x in 0..6 {
-                let inside = (x / 2) as u32 == class && (2..4).contains(&y);
+                let inside = x / 2 == class && (2..4).contains(&y);
                 pixels.push(if inside {
                     250
                 } else {
