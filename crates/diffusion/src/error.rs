@@ -14,12 +14,26 @@ pub enum Error {
         what: &'static str,
         message: String,
     },
+    /// A model could not be built, loaded or saved: `what` names the file or option, `message` the problem.
+    Model {
+        what: String,
+        message: String,
+    },
 }
 
 impl Error {
     pub fn sampler(what: &'static str, message: impl Into<String>) -> Self {
         Error::Sampler {
             what,
+            message: message.into(),
+        }
+    }
+}
+
+impl Error {
+    pub fn model(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Model {
+            what: what.into(),
             message: message.into(),
         }
     }
@@ -32,6 +46,7 @@ impl fmt::Display for Error {
             Error::Schedule(e) => e.fmt(f),
             Error::Tensor(e) => e.fmt(f),
             Error::Sampler { what, message } => write!(f, "{what}: {message}"),
+            Error::Model { what, message } => write!(f, "{what}: {message}"),
         }
     }
 }

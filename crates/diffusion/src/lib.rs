@@ -16,5 +16,6 @@ pub mod forward;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod unet;
 
 pub use error::{Error, Result};

@@ -9,11 +9,13 @@
 //! convolution layers Kaiming-uniform with `a = √5`, which is `U(−1/√fan_in, 1/√fan_in)`, biases with the same bound,
 //! embeddings `N(0, 1)`, normalisation scales 1 and shifts 0.
 
+mod attention;
 mod checkpoint;
 mod layers;
 mod optim;
 mod store;
 
+pub use attention::SpatialSelfAttention;
 pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Module, SiLU};
 pub use optim::AdamW;
 pub use store::{Init, ParamStore, Path};
