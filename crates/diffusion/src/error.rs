@@ -14,6 +14,11 @@ pub enum Error {
         what: &'static str,
         message: String,
     },
+    /// A model could not be built, loaded or saved: `what` names the file or option, `message` the problem.
+    Model {
+        what: String,
+        message: String,
+    },
     /// Training or a training checkpoint failed: `what` names the setting or file, `message` the problem.
     Train {
         what: String,
@@ -31,6 +36,13 @@ impl Error {
 }
 
 impl Error {
+    pub fn model(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Model {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn train(what: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Train {
             what: what.into(),
@@ -46,6 +58,7 @@ impl fmt::Display for Error {
             Error::Schedule(e) => e.fmt(f),
             Error::Tensor(e) => e.fmt(f),
             Error::Sampler { what, message } => write!(f, "{what}: {message}"),
+            Error::Model { what, message } => write!(f, "{what}: {message}"),
             Error::Train { what, message } => write!(f, "{what}: {message}"),
         }
     }

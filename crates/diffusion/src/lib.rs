@@ -19,5 +19,6 @@ pub mod rng;
 pub mod sampler;
 pub mod schedule;
 pub mod train;
+pub mod unet;
 
 pub use error::{Error, Result};

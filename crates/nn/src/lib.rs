@@ -13,6 +13,7 @@
 //! convolution layers Kaiming-uniform with `a = √5`, which is `U(−1/√fan_in, 1/√fan_in)`, biases with the same bound,
 //! embeddings `N(0, 1)`, normalisation scales 1 and shifts 0.
 
+mod attention;
 mod checkpoint;
 mod clip;
 mod ema;
@@ -21,6 +22,7 @@ mod lr;
 mod optim;
 mod store;
 
+pub use attention::SpatialSelfAttention;
 pub use clip::{clip_grad_norm, grad_norm};
 pub use ema::{ema_decay, Ema, EmaWarmup};
 pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Module, SiLU};

@@ -34,3 +34,13 @@ impl<M: TrainableModel> Denoiser for ModelDenoiser<'_, M> {
         self.prediction
     }
 }
+
+impl TrainableModel for crate::unet::UNet2DModel {
+    fn forward(&self, sample: &Var, timesteps: &[f64], class_labels: Option<&[u32]>) -> Result<Var> {
+        crate::unet::UNet2DModel::forward(self, sample, timesteps, class_labels)
+    }
+
+    fn config_json(&self) -> String {
+        self.config().to_json_string()
+    }
+}

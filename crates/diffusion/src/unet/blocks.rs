@@ -1,0 +1,259 @@
+//! The levels of the U-Net, as diffusers names them:
+//!
+//! - `DownBlock2D` / `AttnDownBlock2D` (`down_blocks.i`): `layers_per_block` residual blocks (each followed by
+//!   self-attention in the `Attn` kind), then, except at the last level, a stride-2 3×3 convolution
+//!   (`downsamplers.0.conv`). Every residual/attention output and the downsampled map are kept as skips.
+//! - `UNetMidBlock2D` (`mid_block`): residual block, self-attention, residual block.
+//! - `UpBlock2D` / `AttnUpBlock2D` (`up_blocks.i`): `layers_per_block + 1` residual blocks, each fed the running map
+//!   concatenated (along channels) with the most recent unused skip, then, except at the last level, nearest 2×
+//!   upsampling and a 3×3 convolution (`upsamplers.0.conv`).
+
+use super::resnet::{conv3x3, ResnetBlock2D};
+use diffuse_autograd::Var;
+use diffuse_nn::{Conv2d, Module, Path, SpatialSelfAttention};
+use diffuse_tensor::{Error, Result, Tensor};
+
+/// What every block of one network shares.
+#[derive(Clone, Copy)]
+pub(crate) struct BlockSettings {
+    pub temb_channels: usize,
+    pub groups: usize,
+    pub eps: f32,
+    /// Channels per head; `None` = one head over all channels.
+    pub head_dim: Option<usize>,
+}
+
+impl BlockSettings {
+    fn resnet(&self, path: &Path, in_c: usize, out_c: usize) -> Result<ResnetBlock2D> {
+        ResnetBlock2D::new(path, in_c, out_c, self.temb_channels, self.groups, self.eps)
+    }
+
+    fn attention(&self, path: &Path, channels: usize) -> Result<SpatialSelfAttention> {
+        let head_dim = self.head_dim.unwrap_or(channels);
+        SpatialSelfAttention::new(
+            path,
+            channels,
+            channels / head_dim,
+            head_dim,
+            self.groups,
+            self.eps,
+        )
+    }
+}
+
+/// diffusers' `Downsample2D` with a convolution: 3×3, stride 2. Padding 0 means diffusers' asymmetric padding, one
+/// zero row at the bottom and one zero column at the right (the original DDPM code's "SAME" padding).
+pub struct Downsample2D {
+    pub conv: Conv2d,
+    pad_bottom_right: bool,
+}
+
+impl Downsample2D {
+    fn new(path: &Path, channels: usize, padding: usize) -> Result<Downsample2D> {
+        Ok(Downsample2D {
+            conv: conv3x3(&path.sub("conv"), channels, channels, 2, padding)?,
+            pad_bottom_right: padding == 0,
+        })
+    }
+
+    fn forward(&self, x: &Var) -> Result<Var> {
+        if !self.pad_bottom_right {
+            return self.conv.forward(x);
+        }
+        let [n, c, h, w] = x.shape().try_into().map_err(|_| {
+            Error::shape(
+                "Downsample2D",
+                format!("expects (N, C, H, W), got {:?}", x.shape()),
+            )
+        })?;
+        let device = x.tensor().device();
+        let dtype = x.tensor().dtype();
+        let column = Var::constant(Tensor::zeros(&[n, c, h, 1], dtype, device)?);
+        let row = Var::constant(Tensor::zeros(&[n, c, 1, w + 1], dtype, device)?);
+        let padded = Var::concat(&[&Var::concat(&[x, &column], 3)?, &row], 2)?;
+        self.conv.forward(&padded)
+    }
+}
+
+/// diffusers' `Upsample2D` with a convolution: nearest-neighbour 2× then 3×3, padding 1.
+pub struct Upsample2D {
+    pub conv: Conv2d,
+}
+
+impl Upsample2D {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        self.conv.forward(&x.upsample_nearest2x()?)
+    }
+}
+
+/// `DownBlock2D` (no attention) or `AttnDownBlock2D`.
+pub struct DownBlock {
+    pub resnets: Vec<ResnetBlock2D>,
+    /// Empty for `DownBlock2D`; one per residual block for `AttnDownBlock2D`.
+    pub attentions: Vec<SpatialSelfAttention>,
+    pub downsampler: Option<Downsample2D>,
+}
+
+impl DownBlock {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        path: &Path,
+        s: &BlockSettings,
+        in_channels: usize,
+        out_channels: usize,
+        layers: usize,
+        with_attention: bool,
+        downsample_padding: Option<usize>,
+    ) -> Result<DownBlock> {
+        let mut block = DownBlock {
+            resnets: Vec::with_capacity(layers),
+            attentions: Vec::new(),
+            downsampler: None,
+        };
+        for j in 0..layers {
+            let in_c = if j == 0 { in_channels } else { out_channels };
+            block
+                .resnets
+                .push(s.resnet(&path.sub("resnets").sub(j), in_c, out_channels)?);
+            if with_attention {
+                block
+                    .attentions
+                    .push(s.attention(&path.sub("attentions").sub(j), out_channels)?);
+            }
+        }
+        if let Some(padding) = downsample_padding {
+            let p = path.sub("downsamplers").sub(0);
+            block.downsampler = Some(Downsample2D::new(&p, out_channels, padding)?);
+        }
+        Ok(block)
+    }
+
+    /// Runs the block on `x`, pushing every output it keeps for the up path onto `skips`.
+    pub fn forward(&self, x: &Var, temb_act: &Var, skips: &mut Vec<Var>) -> Result<Var> {
+        let mut x = x.clone();
+        for (j, resnet) in self.resnets.iter().enumerate() {
+            x = resnet.forward(&x, temb_act)?;
+            if let Some(attention) = self.attentions.get(j) {
+                x = attention.forward(&x)?;
+            }
+            skips.push(x.clone());
+        }
+        if let Some(down) = &self.downsampler {
+            x = down.forward(&x)?;
+            skips.push(x.clone());
+        }
+        Ok(x)
+    }
+}
+
+/// `UNetMidBlock2D` with attention: resnet, attention, resnet.
+pub struct MidBlock {
+    pub resnets: [ResnetBlock2D; 2],
+    pub attention: SpatialSelfAttention,
+}
+
+impl MidBlock {
+    pub(crate) fn new(path: &Path, s: &BlockSettings, channels: usize) -> Result<MidBlock> {
+        let resnet = |j: usize| s.resnet(&path.sub("resnets").sub(j), channels, channels);
+        Ok(MidBlock {
+            resnets: [resnet(0)?, resnet(1)?],
+            attention: s.attention(&path.sub("attentions").sub(0), channels)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Var, temb_act: &Var) -> Result<Var> {
+        let x = self.resnets[0].forward(x, temb_act)?;
+        let x = self.attention.forward(&x)?;
+        self.resnets[1].forward(&x, temb_act)
+    }
+}
+
+/// `UpBlock2D` (no attention) or `AttnUpBlock2D`.
+pub struct UpBlock {
+    pub resnets: Vec<ResnetBlock2D>,
+    /// Empty for `UpBlock2D`; one per residual block for `AttnUpBlock2D`.
+    pub attentions: Vec<SpatialSelfAttention>,
+    pub upsampler: Option<Upsample2D>,
+}
+
+/// Channel counts of one up level, in diffusers' terms.
+pub(crate) struct UpChannels {
+    /// Channels of the map arriving from the level below (or the mid block).
+    pub prev_output: usize,
+    /// This level's channels.
+    pub out: usize,
+    /// Channels of the skip taken by the last residual block (the down level above's width).
+    pub last_skip: usize,
+}
+
+impl UpBlock {
+    pub(crate) fn new(
+        path: &Path,
+        s: &BlockSettings,
+        ch: UpChannels,
+        layers: usize,
+        with_attention: bool,
+        upsample: bool,
+    ) -> Result<UpBlock> {
+        let mut block = UpBlock {
+            resnets: Vec::with_capacity(layers),
+            attentions: Vec::new(),
+            upsampler: None,
+        };
+        for j in 0..layers {
+            let skip = if j + 1 == layers {
+                ch.last_skip
+            } else {
+                ch.out
+            };
+            let running = if j == 0 { ch.prev_output } else { ch.out };
+            block
+                .resnets
+                .push(s.resnet(&path.sub("resnets").sub(j), running + skip, ch.out)?);
+            if with_attention {
+                block
+                    .attentions
+                    .push(s.attention(&path.sub("attentions").sub(j), ch.out)?);
+            }
+        }
+        if upsample {
+            let p = path.sub("upsamplers").sub(0).sub("conv");
+            block.upsampler = Some(Upsample2D {
+                conv: conv3x3(&p, ch.out, ch.out, 1, 1)?,
+            });
+        }
+        Ok(block)
+    }
+
+    /// Runs the block on `x`, taking one skip per residual block from the end of `skips`.
+    pub fn forward(&self, x: &Var, temb_act: &Var, skips: &mut Vec<Var>) -> Result<Var> {
+        let mut x = x.clone();
+        for (j, resnet) in self.resnets.iter().enumerate() {
+            let skip = skips.pop().ok_or_else(|| {
+                Error::argument(
+                    "UpBlock",
+                    "the down path left fewer skips than the up path takes",
+                )
+            })?;
+            if skip.shape()[2..] != x.shape()[2..] {
+                return Err(Error::shape(
+                    "UNet2DModel",
+                    format!(
+                        "the up path reached {:?} where the down path had {:?}: the sample's height and width must \
+                         survive each halving without remainder",
+                        &x.shape()[2..],
+                        &skip.shape()[2..]
+                    ),
+                ));
+            }
+            x = resnet.forward(&Var::concat(&[&x, &skip], 1)?, temb_act)?;
+            if let Some(attention) = self.attentions.get(j) {
+                x = attention.forward(&x)?;
+            }
+        }
+        match &self.upsampler {
+            Some(up) => up.forward(&x),
+            None => Ok(x),
+        }
+    }
+}

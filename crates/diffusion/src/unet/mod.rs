@@ -1,0 +1,22 @@
+//! A U-Net with the architecture, parameter names and files of diffusers' `UNet2DModel` (diffusers 0.42.1), for
+//! the options listed in [`UNetConfig::validate`]; `docs/unet.md` walks through it.
+//!
+//! - [`config`]: `config.json` ([`UNetConfig`]) and the named architectures;
+//! - [`embedding`]: the sinusoidal timestep code and its MLP;
+//! - [`resnet`]: the residual block; [`blocks`]: the down, mid and up levels (attention comes from
+//!   [`diffuse_nn::SpatialSelfAttention`]);
+//! - [`model`]: [`UNet2DModel`] and its forward pass; `io`: the diffusers folder (load and save);
+//! - [`denoiser`]: [`UNetDenoiser`], the model as the samplers' [`crate::sampler::Denoiser`].
+
+pub mod blocks;
+pub mod config;
+pub mod denoiser;
+pub mod embedding;
+mod io;
+pub mod model;
+pub mod resnet;
+
+pub use config::{SampleSize, UNetConfig, NAMED_CONFIGS};
+pub use denoiser::UNetDenoiser;
+pub use io::{CONFIG_FILE, WEIGHTS_FILE};
+pub use model::UNet2DModel;

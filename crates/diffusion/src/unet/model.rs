@@ -1,0 +1,218 @@
+//! The whole network, diffusers' `UNet2DModel`:
+//!
+//! ```text
+//! temb = time_embedding(code(t)) (+ class_embedding[label])           (N, 4·C₀)
+//! x    = conv_in(sample)                                             (N, C₀, H, W)         skip 0
+//! down: for each level i: x = down_blocks[i](x)                      pushes its skips, halves H, W except the last
+//! mid:  x = mid_block(x)
+//! up:   for each level i: x = up_blocks[i](x ⧺ skips popped)          doubles H, W except the last
+//! out  = conv_out(SiLU(conv_norm_out(x)))                            (N, out_channels, H, W)
+//! ```
+
+use super::blocks::{BlockSettings, DownBlock, MidBlock, UpBlock, UpChannels};
+use super::config::UNetConfig;
+use super::embedding::{timestep_code, TimestepEmbedding};
+use super::resnet::conv3x3;
+use crate::error::{Error, Result};
+use diffuse_autograd::Var;
+use diffuse_nn::{Conv2d, Embedding, GroupNorm, Module, ParamStore};
+
+/// A U-Net with exactly the structure and parameter names of diffusers' `UNet2DModel` for the supported subset of
+/// its options (see [`UNetConfig::validate`]).
+pub struct UNet2DModel {
+    config: UNetConfig,
+    pub conv_in: Conv2d,
+    pub time_embedding: TimestepEmbedding,
+    pub class_embedding: Option<Embedding>,
+    pub down_blocks: Vec<DownBlock>,
+    pub mid_block: MidBlock,
+    pub up_blocks: Vec<UpBlock>,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+}
+
+impl UNet2DModel {
+    /// Builds the network for `config` (checked first), registering its parameters at the root of `store` with
+    /// PyTorch's default initialisation.
+    pub fn new(config: UNetConfig, store: &ParamStore) -> Result<UNet2DModel> {
+        config.validate()?;
+        let root = store.root();
+        let channels = &config.block_out_channels;
+        let levels = channels.len();
+        let temb = config.time_embed_dim();
+        let settings = BlockSettings {
+            temb_channels: temb,
+            groups: config.norm_num_groups,
+            eps: config.norm_eps as f32,
+            head_dim: config.attention_head_dim,
+        };
+        let layers = config.layers_per_block;
+
+        let conv_in = conv3x3(&root.sub("conv_in"), config.in_channels, channels[0], 1, 1)?;
+        let time_embedding =
+            TimestepEmbedding::new(&root.sub("time_embedding"), channels[0], temb)?;
+        let class_embedding = config
+            .num_class_embeds
+            .map(|num| Embedding::new(&root.sub("class_embedding"), num, temb))
+            .transpose()?;
+
+        let mut down_blocks = Vec::with_capacity(levels);
+        for (i, kind) in config.down_block_types.iter().enumerate() {
+            let in_c = channels[i.saturating_sub(1)];
+            let is_final = i + 1 == levels;
+            down_blocks.push(DownBlock::new(
+                &root.sub("down_blocks").sub(i),
+                &settings,
+                in_c,
+                channels[i],
+                layers,
+                kind == "AttnDownBlock2D",
+                (!is_final).then_some(config.downsample_padding),
+            )?);
+        }
+
+        let mid_block = MidBlock::new(&root.sub("mid_block"), &settings, channels[levels - 1])?;
+
+        let mut up_blocks = Vec::with_capacity(levels);
+        for (i, kind) in config.up_block_types.iter().enumerate() {
+            let level = levels - 1 - i;
+            let ch = UpChannels {
+                prev_output: channels[(level + 1).min(levels - 1)],
+                out: channels[level],
+                last_skip: channels[level.saturating_sub(1)],
+            };
+            up_blocks.push(UpBlock::new(
+                &root.sub("up_blocks").sub(i),
+                &settings,
+                ch,
+                layers + 1,
+                kind == "AttnUpBlock2D",
+                level > 0,
+            )?);
+        }
+
+        let conv_norm_out = GroupNorm::new(
+            &root.sub("conv_norm_out"),
+            config.norm_num_groups,
+            channels[0],
+            config.norm_eps as f32,
+        )?;
+        let conv_out = conv3x3(
+            &root.sub("conv_out"),
+            channels[0],
+            config.out_channels,
+            1,
+            1,
+        )?;
+        Ok(UNet2DModel {
+            config,
+            conv_in,
+            time_embedding,
+            class_embedding,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out,
+            conv_out,
+        })
+    }
+
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
+    }
+
+    /// The network output for `sample` (N, in_channels, H, W) at `timesteps` (one per sample, or one for all;
+    /// fractional values allowed) with optional `class_labels` (one per sample; required exactly when the model
+    /// has a class embedding). H and W must be divisible by 2^(levels − 1).
+    pub fn forward(
+        &self,
+        sample: &Var,
+        timesteps: &[f64],
+        class_labels: Option<&[u32]>,
+    ) -> Result<Var> {
+        let temb_act = self.embedding(sample, timesteps, class_labels)?.silu()?;
+        let sample = if self.config.center_input_sample {
+            sample.affine(2.0, -1.0)?
+        } else {
+            sample.clone()
+        };
+        let mut x = self.conv_in.forward(&sample)?;
+        let mut skips = vec![x.clone()];
+        for block in &self.down_blocks {
+            x = block.forward(&x, &temb_act, &mut skips)?;
+        }
+        x = self.mid_block.forward(&x, &temb_act)?;
+        for block in &self.up_blocks {
+            x = block.forward(&x, &temb_act, &mut skips)?;
+        }
+        let x = self.conv_norm_out.forward(&x)?.silu()?;
+        Ok(self.conv_out.forward(&x)?)
+    }
+
+    /// The time embedding of each sample, plus its class embedding when the model has one: (N, 4·C₀).
+    fn embedding(
+        &self,
+        sample: &Var,
+        timesteps: &[f64],
+        class_labels: Option<&[u32]>,
+    ) -> Result<Var> {
+        let c = &self.config;
+        let shape = sample.shape();
+        if shape.len() != 4 || shape[1] != c.in_channels {
+            return Err(Error::model(
+                "UNet2DModel",
+                format!(
+                    "the sample must be (N, {}, H, W), got {shape:?}",
+                    c.in_channels
+                ),
+            ));
+        }
+        let n = shape[0];
+        let t: Vec<f64> = match timesteps.len() {
+            1 => vec![timesteps[0]; n],
+            len if len == n => timesteps.to_vec(),
+            len => {
+                return Err(Error::model(
+                    "UNet2DModel",
+                    format!("{len} timesteps for a batch of {n} samples (give one per sample, or one for all)"),
+                ))
+            }
+        };
+        let code = timestep_code(
+            &t,
+            c.block_out_channels[0],
+            c.flip_sin_to_cos,
+            c.freq_shift,
+            sample.tensor().device(),
+        )?;
+        let temb = self.time_embedding.forward(&Var::constant(code))?;
+        match (&self.class_embedding, class_labels) {
+            (None, None) => Ok(temb),
+            (Some(table), Some(labels)) => {
+                let num = table.weight.shape()[0];
+                if labels.len() != n {
+                    return Err(Error::model(
+                        "UNet2DModel",
+                        format!("{} class labels for a batch of {n} samples", labels.len()),
+                    ));
+                }
+                if let Some(bad) = labels.iter().find(|&&l| l as usize >= num) {
+                    return Err(Error::model(
+                        "UNet2DModel",
+                        format!("class label {bad} is out of range: the model has {num} class embeddings"),
+                    ));
+                }
+                let ids: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+                Ok(temb.add(&table.forward(&ids)?)?)
+            }
+            (Some(_), None) => Err(Error::model(
+                "UNet2DModel",
+                "this model is class-conditional (num_class_embeds is set): pass class labels",
+            )),
+            (None, Some(_)) => Err(Error::model(
+                "UNet2DModel",
+                "class labels given, but this model has no class embedding (num_class_embeds is null)",
+            )),
+        }
+    }
+}
