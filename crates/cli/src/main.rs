@@ -3,6 +3,10 @@
 mod files;
 mod forward;
 mod grid;
+mod interrupt;
+mod plot;
+mod sampling;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -17,12 +21,15 @@ struct Cli {
 enum Command {
     /// Show the forward (noising) process on dataset images as a grid: rows are images, columns timesteps.
     Forward(forward::ForwardArgs),
+    /// Train a U-Net on an image dataset, with EMA, atomic checkpoints, sample grids and metrics.
+    Train(Box<train::TrainArgs>),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Forward(args) => forward::run(args),
+        Command::Train(args) => train::run(args),
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

@@ -36,7 +36,12 @@ impl<M: TrainableModel> Denoiser for ModelDenoiser<'_, M> {
 }
 
 impl TrainableModel for crate::unet::UNet2DModel {
-    fn forward(&self, sample: &Var, timesteps: &[f64], class_labels: Option<&[u32]>) -> Result<Var> {
+    fn forward(
+        &self,
+        sample: &Var,
+        timesteps: &[f64],
+        class_labels: Option<&[u32]>,
+    ) -> Result<Var> {
         crate::unet::UNet2DModel::forward(self, sample, timesteps, class_labels)
     }
 
