@@ -46,6 +46,29 @@ pub fn draw(
     request: &GridRequest,
     init_noise: Option<&Tensor>,
 ) -> Result<Tensor, String> {
+    draw_with(
+        model,
+        prediction,
+        schedule,
+        request,
+        init_noise,
+        |denoiser, sample| sample(denoiser),
+    )
+}
+
+/// As [`draw`], but `wrap` receives the (guided) denoiser and the sampling run, so that it can run it around a
+/// wrapper of the denoiser (to record the trajectory).
+pub fn draw_with(
+    model: &UNet2DModel,
+    prediction: Prediction,
+    schedule: &NoiseSchedule,
+    request: &GridRequest,
+    init_noise: Option<&Tensor>,
+    wrap: impl FnOnce(
+        &dyn Denoiser,
+        &dyn Fn(&dyn Denoiser) -> Result<Tensor, String>,
+    ) -> Result<Tensor, String>,
+) -> Result<Tensor, String> {
     let config = model.config();
     let (h, w) = config.sample_size.map_or((28, 28), |s| s.height_width());
     let shape = [request.count, config.in_channels, h, w];
@@ -68,20 +91,23 @@ pub fn draw(
         clip_sample_range: Some(1.0),
         ..SamplerOptions::default()
     };
-    let result = match init_noise {
-        Some(noise) => {
-            request
-                .sampler
-                .sample_from(denoiser, schedule, &options, noise, request.classes)
-        }
-        None => request.sampler.sample(
-            denoiser,
-            schedule,
-            &options,
-            &shape,
-            Device::Cpu,
-            request.classes,
-        ),
+    let sample = |denoiser: &dyn Denoiser| {
+        let result = match init_noise {
+            Some(noise) => {
+                request
+                    .sampler
+                    .sample_from(denoiser, schedule, &options, noise, request.classes)
+            }
+            None => request.sampler.sample(
+                denoiser,
+                schedule,
+                &options,
+                &shape,
+                Device::Cpu,
+                request.classes,
+            ),
+        };
+        result.map_err(|e| e.to_string())
     };
-    result.map_err(|e| e.to_string())
+    wrap(denoiser, &sample)
 }

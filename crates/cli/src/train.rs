@@ -34,7 +34,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "runs/fashion-small")]
     out: PathBuf,
     /// Total optimiser steps (with --resume: the new total).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 400)]
     steps: u64,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -42,7 +42,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 2e-3)]
     lr: f32,
     /// Linear warm-up steps.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     warmup: u64,
     /// After the warm-up: constant, or cosine decay to --lr-floor at the last step.
     #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine"])]
@@ -80,10 +80,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Save a checkpoint every N steps (0: only at the end).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
     /// Draw a sample grid every N steps (0: only at the end).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 250)]
     sample_every: u64,
     /// Checkpoints to keep.
     #[arg(long, default_value_t = 2)]

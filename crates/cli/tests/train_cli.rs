@@ -113,6 +113,78 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
     // --keep 2 (the default): step-2 is gone.
     assert!(!out.join("step-2").exists());
     assert!(out.join("step-4").is_dir() && out.join("step-5").is_dir());
+
+    let info = diffuse(&["info", &out_s]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success() && text.contains("step         5 of 5"),
+        "{text}"
+    );
+
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (grid, tensor, again, traj, each) = (
+        path("grid.png"),
+        path("samples.safetensors"),
+        path("again.safetensors"),
+        path("trajectory.png"),
+        path("each"),
+    );
+    let sample = diffuse(&[
+        "sample",
+        "--checkpoint",
+        &out_s,
+        "--sampler",
+        "ddim",
+        "--steps",
+        "3",
+        "--count",
+        "2",
+        "--guidance",
+        "2",
+        "--out",
+        &grid,
+        "--out-tensor",
+        &tensor,
+        "--trajectory",
+        &traj,
+        "--out-dir",
+        &each,
+    ]);
+    assert!(
+        sample.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sample.stderr)
+    );
+    for file in [&grid, &tensor, &traj] {
+        assert!(Path::new(file).is_file(), "{file} is missing");
+    }
+    // One row of two per class 0..9.
+    assert!(Path::new(&each).join("sample-0019.png").is_file());
+    // Starting from the first run's output as noise is accepted and deterministic.
+    let from_noise = |out: &str| {
+        let run = diffuse(&[
+            "sample",
+            "--checkpoint",
+            &out_s,
+            "--steps",
+            "2",
+            "--count",
+            "2",
+            "--out",
+            &grid,
+            "--init-noise",
+            &tensor,
+            "--out-tensor",
+            out,
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(from_noise(&again), from_noise(&path("third.safetensors")));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -27,7 +27,8 @@ use diffuse_nn::{clip_grad_norm, grad_norm, AdamW, Ema, ParamStore};
 use diffuse_tensor::{AdamWConfig, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-/// How much of the newest loss enters the smoothed loss: `ℓ̄ ← (1 − α)·ℓ̄ + α·ℓ`.
+/// How much of the newest loss enters the smoothed loss: `ℓ̄ ← ℓ̄ + max(α, 1/n)·(ℓ − ℓ̄)` after the `n`-th update (a
+/// plain running mean until `n = 1/α`, so the start does not linger).
 pub const LOSS_SMOOTHING: f64 = 0.02;
 
 /// What carries from one step to the next besides the weights and the optimiser: saved as `trainer_state.json`.
@@ -270,10 +271,10 @@ impl<M: TrainableModel> Trainer<M> {
             .collect();
         self.state.sampler.record(&timesteps, &sample_losses);
         self.state.consecutive_nonfinite = 0;
-        let smoothed = match self.state.smoothed_loss {
-            Some(s) => (1.0 - LOSS_SMOOTHING) * s + LOSS_SMOOTHING * loss_value,
-            None => loss_value,
-        };
+        // A running mean for the first 1/α updates, then an exponential average.
+        let rate = LOSS_SMOOTHING.max(1.0 / self.optimizer.steps() as f64);
+        let previous = self.state.smoothed_loss.unwrap_or(loss_value);
+        let smoothed = previous + rate * (loss_value - previous);
         self.state.smoothed_loss = Some(smoothed);
         Ok(StepReport {
             step,
