@@ -189,6 +189,61 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
 }
 
 #[test]
+fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
+    let dir = temp_dir("sigint");
+    let config = dir.join("tiny.json");
+    std::fs::write(&config, TINY_CONFIG).unwrap();
+    let out = dir.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(["train", "--config", config.to_str().unwrap(), "--data"])
+        .arg(data_dir())
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--steps",
+            "100000",
+            "--batch-size",
+            "4",
+            "--log-every",
+            "1",
+            "--num-train-timesteps",
+            "50",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = out.join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "training never logged a step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sends SIGINT to the child this test spawned and still owns.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let latest = std::fs::read_to_string(out.join("latest")).unwrap();
+    let step: u64 = latest
+        .trim()
+        .strip_prefix("step-")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(step >= 2, "{latest}");
+    assert!(out
+        .join(latest.trim())
+        .join("optimizer.safetensors")
+        .is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn train_on_cuda_explains_that_it_is_not_wired_yet() {
     let run = diffuse(&["train", "--device", "cuda", "--steps", "1"]);
     assert!(!run.status.success());
