@@ -32,9 +32,10 @@ pub struct SampleArgs {
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
-    /// Draw only this class (default: one row per class of a class-conditional model).
+    /// Draw only this class.  [default: one row per class of a class-conditional model]
     #[arg(long)]
     class: Option<u32>,
+    /// Seed of the starting noise and of the stochastic samplers' noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Samples per class (or in all, for an unconditional model or with --class).
@@ -43,16 +44,16 @@ pub struct SampleArgs {
     /// The grid PNG.
     #[arg(long, default_value = "grid.png")]
     out: PathBuf,
-    /// Also write every sample as DIR/sample-NNNN.png.
+    /// Also write every sample as DIR/sample-NNNN.png.  [default: none]
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// Also write the samples (N, C, H, W, in [−1, 1]) as the tensor "samples" of a safetensors file.
+    /// Also write the samples (N, C, H, W, in [−1, 1]) as the tensor "samples" of a safetensors file.  [default: none]
     #[arg(long)]
     out_tensor: Option<PathBuf>,
-    /// Start from this noise (a safetensors file with one f32 tensor of the samples' shape) instead of the seed's.
+    /// Start from this noise (a safetensors file with one f32 tensor of the samples' shape).  [default: the seed's]
     #[arg(long)]
     init_noise: Option<PathBuf>,
-    /// Also write the first sample's x_t at every model call, left to right, ending with the result.
+    /// Also write the first sample's x_t at every model call, left to right, ending with the result.  [default: none]
     #[arg(long)]
     trajectory: Option<PathBuf>,
 }

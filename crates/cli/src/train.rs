@@ -36,6 +36,7 @@ pub struct TrainArgs {
     /// Total optimiser steps (with --resume: the new total).
     #[arg(long, default_value_t = 400)]
     steps: u64,
+    /// Images per step.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Peak learning rate.
@@ -62,11 +63,13 @@ pub struct TrainArgs {
     /// What the network predicts.
     #[arg(long, default_value = "epsilon", value_parser = ["epsilon", "sample", "v_prediction"])]
     prediction: String,
+    /// Per-timestep loss weights: uniform, or min-SNR-γ (Hang et al. 2023).
     #[arg(long, default_value = "min-snr", value_parser = ["uniform", "min-snr"])]
     loss_weighting: String,
     /// γ of min-SNR-γ weighting.
     #[arg(long, default_value_t = 5.0)]
     min_snr_gamma: f64,
+    /// Timestep distribution: uniform, or loss-aware importance sampling (Nichol & Dhariwal 2021).
     #[arg(long, default_value = "uniform", value_parser = ["uniform", "importance"])]
     timestep_sampler: String,
     /// Probability of training a sample with the null class (for classifier-free guidance).
@@ -75,8 +78,10 @@ pub struct TrainArgs {
     /// Beta schedule: linear, scaled_linear, squaredcos_cap_v2, sigmoid or laplace.
     #[arg(long, default_value = "squaredcos_cap_v2")]
     schedule: String,
+    /// Training timesteps T.
     #[arg(long, default_value_t = 1000)]
     num_train_timesteps: usize,
+    /// Seeds the initial weights, data order, timesteps, dropout, flips and noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Save a checkpoint every N steps (0: only at the end).
@@ -88,11 +93,12 @@ pub struct TrainArgs {
     /// Checkpoints to keep.
     #[arg(long, default_value_t = 2)]
     keep: usize,
-    /// Continue the run in this folder from its latest checkpoint (its stored settings apply, except --steps,
-    /// --checkpoint-every, --sample-every, --keep and the grid options); outputs go to this folder.
+    /// Continue the run in this folder from its latest checkpoint; its stored settings apply except --steps and the
+    /// output options (--checkpoint-every, --sample-every, --keep, --log-every, the grid options); --data must name
+    /// the same dataset; outputs go to this folder.  [default: none: a new run]
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Mirror training images left-to-right at random.
+    /// Mirror training images left-to-right at random.  [default: off]
     #[arg(long, default_value_t = false)]
     hflip: bool,
     /// auto (= cpu for now), cpu or cuda.
@@ -107,6 +113,7 @@ pub struct TrainArgs {
     /// Sampler of the grids: ddpm, ddim, euler, euler-a, heun or dpm++2m.
     #[arg(long, default_value = "dpm++2m")]
     grid_sampler: String,
+    /// Denoising steps of the grids.
     #[arg(long, default_value_t = 20)]
     grid_steps: usize,
     /// Samples per row of the grids (one row per class for a class-conditional model).
