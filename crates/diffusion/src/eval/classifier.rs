@@ -130,3 +130,64 @@ pub fn cross_entropy(logits: &Var, labels: &[u32]) -> Result<Var> {
     let picked = logits.log_softmax(1)?.gather(1, &[n, 1], &index)?;
     Ok(picked.mean_all()?.neg()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffuse_tensor::Tensor;
+
+    #[test]
+    fn cross_entropy_matches_a_hand_computation_and_its_gradient() {
+        // Row 0: softmax(0, ln 3) = (¼, ¾), label 1 → −ln ¾. Row 1: uniform over 2, label 0 → ln 2.
+        let logits = Var::leaf(
+            Tensor::from_slice(&[0.0, 3f32.ln(), 5.0, 5.0], &[2, 2], Device::Cpu).unwrap(),
+        );
+        let loss = cross_entropy(&logits, &[1, 0]).unwrap();
+        let want = (-(0.75f64).ln() + 2f64.ln()) / 2.0;
+        assert!((f64::from(loss.tensor().to_scalar().unwrap()) - want).abs() < 1e-6);
+        // ∂loss/∂logits = (softmax − onehot)/N.
+        let grad = loss
+            .backward()
+            .unwrap()
+            .get(&logits)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let want = [0.125, -0.125, -0.25, 0.25];
+        assert!(
+            grad.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6),
+            "{grad:?}"
+        );
+    }
+
+    #[test]
+    fn cross_entropy_refuses_bad_labels() {
+        let logits =
+            Var::constant(Tensor::zeros(&[2, 3], diffuse_tensor::DType::F32, Device::Cpu).unwrap());
+        assert!(cross_entropy(&logits, &[0])
+            .unwrap_err()
+            .to_string()
+            .contains("1 labels for 2 rows"));
+        assert!(cross_entropy(&logits, &[0, 3])
+            .unwrap_err()
+            .to_string()
+            .contains("label 3"));
+    }
+
+    #[test]
+    fn forward_gives_features_and_logits_of_the_documented_shapes() {
+        let model = FashionClassifier::new(1, Device::Cpu).unwrap();
+        // 32·9+32 + 64·32·9+64 + 64·64·9+64 + 3136·128+128 + 128·10+10 parameters.
+        assert_eq!(model.store.numel(), 320 + 18_496 + 36_928 + 401_536 + 1_290);
+        let x = Var::constant(
+            Tensor::zeros(&[3, 1, 28, 28], diffuse_tensor::DType::F32, Device::Cpu).unwrap(),
+        );
+        let y = model.forward(&x).unwrap();
+        assert_eq!(y.features.shape(), &[3, FEATURE_DIM]);
+        assert_eq!(y.logits.shape(), &[3, NUM_CLASSES]);
+        let wrong = Var::constant(
+            Tensor::zeros(&[3, 1, 32, 32], diffuse_tensor::DType::F32, Device::Cpu).unwrap(),
+        );
+        assert!(model.forward(&wrong).is_err());
+    }
+}

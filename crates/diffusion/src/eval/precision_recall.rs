@@ -178,7 +178,7 @@ mod tests {
         // And the squared distance of 19-vectors (two chunks of 8 and a tail of 3).
         let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
         assert_eq!(
-            squared_distance(&a, &vec![0.0; 19]),
+            squared_distance(&a, &[0.0; 19]),
             (0..19).map(|i| (i * i) as f32).sum::<f32>()
         );
     }
