@@ -97,6 +97,51 @@ fn predicted_x0(prediction: Prediction, alpha_bar: f64, x_t: f64, output: f64) -
     }
 }
 
+/// The schedule as the terms of the bound use it (array index t is the paper's step t + 1).
+struct Terms<'a> {
+    betas: &'a [f64],
+    alpha_bars: &'a [f64],
+    variance: DdpmVariance,
+}
+
+impl Terms<'_> {
+    /// β̃ at index t ≥ 1.
+    fn posterior_variance(&self, t: usize) -> f64 {
+        self.betas[t] * (1.0 - self.alpha_bars[t - 1]) / (1.0 - self.alpha_bars[t])
+    }
+
+    /// L_T of one image, in nats: Σ_d KL(N(√ᾱ_T x₀, 1 − ᾱ_T) ‖ N(0, 1)).
+    fn prior_nats(&self, x0: &[f64]) -> f64 {
+        let a = self.alpha_bars[self.alpha_bars.len() - 1];
+        x0.iter()
+            .map(|&v| 0.5 * (a * v * v - a - (1.0 - a).ln()))
+            .sum()
+    }
+
+    /// The term of index t of one image, in nats, given its x₀ and the model's x̂₀: the decoder L₀ at t = 0, the
+    /// KL L_t (paper numbering) otherwise. The μ̃ of q and p_θ share the x_t part, which cancels in the difference.
+    fn step_nats(&self, t: usize, x0: &[f64], x0_hat: impl Iterator<Item = f64>) -> f64 {
+        if t == 0 {
+            let std = self.posterior_variance(1).sqrt();
+            return x0
+                .iter()
+                .zip(x0_hat)
+                .map(|(&v, m)| -discretised_gaussian_log_likelihood(v, m, std))
+                .sum();
+        }
+        let q_var = self.posterior_variance(t);
+        let p_var = match self.variance {
+            DdpmVariance::FixedSmall => q_var,
+            DdpmVariance::FixedLarge => self.betas[t],
+        };
+        let coef = self.alpha_bars[t - 1].sqrt() * self.betas[t] / (1.0 - self.alpha_bars[t]);
+        x0.iter()
+            .zip(x0_hat)
+            .map(|(&v, m)| gaussian_kl(coef * v, q_var, coef * m, p_var))
+            .sum()
+    }
+}
+
 /// Snaps a value in [−1, 1] to the nearest of the 256 pixel levels k/127.5 − 1.
 fn quantise(x: f32) -> f64 {
     ((f64::from(x) + 1.0) * 127.5).round().clamp(0.0, 255.0) / 127.5 - 1.0
@@ -135,7 +180,7 @@ pub fn variational_bound(
             ),
         ));
     }
-    let (betas, alpha_bars) = (&schedule.betas, &schedule.alphas_cumprod);
+    let alpha_bars = &schedule.alphas_cumprod;
     if alpha_bars.iter().any(|&a| !(a > 0.0 && a < 1.0)) {
         return Err(invalid(
             OP,
@@ -144,24 +189,22 @@ pub fn variational_bound(
     }
     let dim = images.numel() / n;
     let x0: Vec<f64> = images.to_vec()?.into_iter().map(quantise).collect();
-    let posterior_variance =
-        |t: usize| betas[t] * (1.0 - alpha_bars[t - 1]) / (1.0 - alpha_bars[t]);
-    let decoder_std = posterior_variance(1).sqrt();
+    let terms_of = Terms {
+        betas: &schedule.betas,
+        alpha_bars,
+        variance: options.variance,
+    };
     let nats_to_bits = 1.0 / (dim as f64 * LN_2);
-
-    let a_last = alpha_bars[steps - 1];
     let mut terms: Vec<BoundTerms> = x0
         .chunks_exact(dim)
         .map(|x| BoundTerms {
-            prior: x
-                .iter()
-                .map(|&v| 0.5 * (a_last * v * v - a_last - (1.0 - a_last).ln()))
-                .sum::<f64>()
-                * nats_to_bits,
+            prior: terms_of.prior_nats(x) * nats_to_bits,
             ..BoundTerms::default()
         })
         .collect();
 
+    // Pair p = image·T + t, in chunks of `batch` pairs: one noise draw and one model call per chunk.
+    let (image_of, t_of) = (|p: usize| p / steps, |p: usize| p % steps);
     let pairs = n * steps;
     let mut shape = images.shape().to_vec();
     for start in (0..pairs).step_by(options.batch) {
@@ -171,7 +214,7 @@ pub fn variational_bound(
             .checked_mul(dim as u64)
             .ok_or_else(|| invalid(OP, "noise offset overflows u64"))?;
         let noise = Tensor::randn(&[len * dim], options.seed, offset, images.device())?.to_vec()?;
-        let (image_of, t_of) = (|p: usize| p / steps, |p: usize| p % steps);
+        // x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε.
         let mut x_t = Vec::with_capacity(len * dim);
         for (k, eps) in noise.chunks_exact(dim).enumerate() {
             let (i, t) = (image_of(start + k), t_of(start + k));
@@ -217,27 +260,11 @@ pub fn variational_bound(
                         x
                     }
                 });
-            let x = &x0[i * dim..(i + 1) * dim];
+            let bits = terms_of.step_nats(t, &x0[i * dim..(i + 1) * dim], x0_hat) * nats_to_bits;
             if t == 0 {
-                let nll: f64 = x
-                    .iter()
-                    .zip(x0_hat)
-                    .map(|(&v, m)| -discretised_gaussian_log_likelihood(v, m, decoder_std))
-                    .sum();
-                terms[i].decoder = nll * nats_to_bits;
+                terms[i].decoder = bits;
             } else {
-                let q_var = posterior_variance(t);
-                let p_var = match options.variance {
-                    DdpmVariance::FixedSmall => q_var,
-                    DdpmVariance::FixedLarge => betas[t],
-                };
-                let coef = alpha_bars[t - 1].sqrt() * betas[t] / (1.0 - alpha_bars[t]);
-                let kl: f64 = x
-                    .iter()
-                    .zip(x0_hat)
-                    .map(|(&v, m)| gaussian_kl(coef * v, q_var, coef * m, p_var))
-                    .sum();
-                terms[i].diffusion += kl * nats_to_bits;
+                terms[i].diffusion += bits;
             }
         }
     }
