@@ -33,18 +33,11 @@ impl ClassifierFeatures {
         self.len() == 0
     }
 
-    /// The feature vector of image `i`.
-    pub fn feature(&self, i: usize) -> &[f32] {
-        &self.features[i * self.feature_dim..(i + 1) * self.feature_dim]
-    }
-
-    /// The class probabilities of image `i`.
-    pub fn prob(&self, i: usize) -> &[f32] {
-        &self.probs[i * self.num_classes..(i + 1) * self.num_classes]
-    }
-
     /// The most probable class of every image (the first on ties).
     pub fn predicted(&self) -> Vec<u32> {
+        if self.num_classes == 0 {
+            return Vec::new();
+        }
         self.probs
             .chunks_exact(self.num_classes)
             .map(|p| {
