@@ -1,7 +1,7 @@
 //! Trains the evaluation classifier (`diffuse_diffusion::eval::FashionClassifier`) on Fashion-MNIST and saves it.
 //!
 //! ```text
-//! cargo run --release -p diffuse-diffusion --example fashion_classifier -- [--full] [--epochs N] [--out FILE]
+//! cargo run --release -p diffuse-diffusion --example fashion_classifier -- [--full] [--epochs N (5)] [--out FILE]
 //! ```
 //!
 //! - training data: the 10,000-image subset shipped in `data/fashion-mnist`, or with `--full` the 60,000 images of
@@ -36,7 +36,7 @@ fn parse_args() -> Result<Args, String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut args = Args {
         data: root.join("data/fashion-mnist"),
-        epochs: 3,
+        epochs: 5,
         lr: 2e-3,
         seed: 0,
         out: root.join("data/classifier/fashion-classifier.safetensors"),
