@@ -6,8 +6,8 @@
 //! - [`features`]: running it over a set of images: features and class probabilities.
 //! - [`frechet`]: Fréchet distance between feature Gaussians, with the symmetric eigensolver of [`jacobi`].
 //! - [`accuracy`]: per-class and overall accuracy of class-conditional samples.
-//! - [`inception_score`]: exp E[KL(p(y|x) ‖ p(y))].
-//! - [`precision_recall`]: k-NN manifold precision and recall.
+//! - [`mod@inception_score`]: exp E[KL(p(y|x) ‖ p(y))].
+//! - [`mod@precision_recall`]: k-NN manifold precision and recall.
 //! - [`bound`]: the variational bound in bits per dimension, with the Gaussian helpers of [`normal`].
 //! - [`report`]: all of the above for a set of samples against reference features, as one JSON-serialisable
 //!   [`EvalReport`].
