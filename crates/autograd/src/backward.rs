@@ -21,6 +21,17 @@ impl Gradients {
         self.by_id.remove(&var.id())
     }
 
+    /// Every gradient, in no particular order.
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.by_id.values()
+    }
+
+    /// Every gradient, mutably, in no particular order: to rescale them all (gradient clipping). Replace a tensor
+    /// rather than writing into it: one gradient tensor may be shared by several leaves.
+    pub fn tensors_mut(&mut self) -> impl Iterator<Item = &mut Tensor> {
+        self.by_id.values_mut()
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

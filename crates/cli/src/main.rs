@@ -3,6 +3,12 @@
 mod files;
 mod forward;
 mod grid;
+mod info;
+mod interrupt;
+mod plot;
+mod sample;
+mod sampling;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -17,12 +23,24 @@ struct Cli {
 enum Command {
     /// Show the forward (noising) process on dataset images as a grid: rows are images, columns timesteps.
     Forward(forward::ForwardArgs),
+    /// Train a U-Net on an image dataset, with EMA, atomic checkpoints, sample grids and metrics.
+    Train(Box<train::TrainArgs>),
+    /// Draw samples from a trained U-Net (a run folder, a checkpoint, or a diffusers model folder).
+    Sample(Box<sample::SampleArgs>),
+    /// Describe a training run, checkpoint or diffusers model folder.
+    Info {
+        /// The folder.
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Forward(args) => forward::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
+        Command::Info { dir } => info::run(dir),
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

@@ -106,7 +106,7 @@ pub fn q_sample(
 }
 
 /// Per-sample coefficients of the general sampler step (see [`sampler_step`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepCoefficients {
     pub x0_from_xt: f32,
     pub x0_from_model: f32,

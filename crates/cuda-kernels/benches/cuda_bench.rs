@@ -15,7 +15,7 @@ use diffuse_cuda_kernels::conv::{conv2d_forward, Conv2dShape};
 use diffuse_cuda_kernels::elementwise::{binary, copy_strided, unary, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{gemm_bf16, sgemm, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{group_norm_forward, GroupNormShape};
-use diffuse_cuda_kernels::noise::{q_sample, sampler_step, StepCoefficients};
+use diffuse_cuda_kernels::noise::{pack_coefficients, q_sample, sampler_step, StepCoefficients};
 use diffuse_cuda_kernels::philox::fill_normal;
 use diffuse_cuda_kernels::reduce::row_sum;
 use diffuse_cuda_kernels::softmax::softmax;
@@ -147,7 +147,10 @@ fn run(gpu: &Gpu) -> Result<()> {
 
     let coef = gpu
         .stream()
-        .clone_htod(&vec![StepCoefficients::default(); batch])
+        .clone_htod(&pack_coefficients(&vec![
+            StepCoefficients::default();
+            batch
+        ]))
         .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("upload: {e}")))?;
     let mut w = buffer(gpu, n);
     let ms = median_ms(gpu, || {

@@ -6,18 +6,9 @@ use cudarc::driver::DevicePtrMut;
 use crate::context::{Gpu, Module};
 use crate::error::{check_len, KernelError, Result};
 use crate::launch::{grid_for, launch, Arg, Launch};
+pub use diffuse_cpu_kernels::adamw::AdamWConfig;
 
 const THREADS: u32 = 256;
-
-/// AdamW hyper-parameters (PyTorch defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamWConfig {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-}
 
 /// Step `step` (counting from 1) of AdamW on `params` given `grads`, updating the moments `m` and `v` in place.
 pub fn adamw_step(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut};
 
-use crate::error::{KernelError, Result};
+use crate::error::{driver_error, Result};
 
 /// The smallest bucket, in elements (1 KiB of f32).
 const MIN_BUCKET: usize = 256;
@@ -70,7 +70,7 @@ impl BufferPool {
         // SAFETY: the allocation is uninitialised device memory; every bit pattern is a valid f32 and the pool's
         // contract (module docs) is that callers write a buffer before they read it.
         let slice = unsafe { stream.alloc::<f32>(bucket) }.map_err(|e| {
-            KernelError::driver(
+            driver_error(
                 "alloc",
                 &format!("allocating {bucket} f32 ({len} requested)"),
                 e,

@@ -5,21 +5,11 @@ use cudarc::driver::{DevicePtr, DevicePtrMut};
 use crate::context::{Gpu, Module};
 use crate::error::{check_len, KernelError, Result};
 use crate::launch::{launch, Arg, Launch};
+pub use diffuse_cpu_kernels::attention::AttentionShape;
 
 /// Query rows per block (one warp each) and the largest head dimension the kernel holds in registers.
 const ROWS_PER_BLOCK: usize = 8;
 pub const MAX_HEAD_DIM: usize = 128;
-
-/// q is `[batch_heads, q_len, head_dim]`, k and v `[batch_heads, kv_len, head_dim]`, out like q, lse
-/// `[batch_heads, q_len]`; scores are `scale <q, k>` (plus the optional additive bias `[batch_heads, q_len, kv_len]`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AttentionShape {
-    pub batch_heads: usize,
-    pub q_len: usize,
-    pub kv_len: usize,
-    pub head_dim: usize,
-    pub scale: f32,
-}
 
 /// `out = softmax(scale q k^T + bias) v` row by row, and `lse` = the log-sum-exp of each row's scores. A row whose
 /// scores are all -inf (fully masked by the bias) gets NaN outputs and lse = -inf.

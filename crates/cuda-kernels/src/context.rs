@@ -9,7 +9,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 use crate::alloc::{BufferPool, PooledBuffer};
-use crate::error::{KernelError, Result};
+use crate::error::{driver_error, KernelError, Result};
 
 /// One hand-written PTX file in `kernels/`, embedded in the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,9 +107,8 @@ impl Gpu {
                 "no CUDA driver: the driver library (libcuda.so / nvcuda.dll) could not be loaded",
             ));
         }
-        let ctx = CudaContext::new(ordinal).map_err(|e| {
-            KernelError::driver(OP, &format!("creating a context on device {ordinal}"), e)
-        })?;
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| driver_error(OP, &format!("creating a context on device {ordinal}"), e))?;
         let limits = read_limits(&ctx)?;
         if limits.compute_capability.0 < 8 {
             return Err(KernelError::new(
@@ -122,12 +121,12 @@ impl Gpu {
         }
         let stream = ctx
             .new_stream()
-            .map_err(|e| KernelError::driver(OP, "creating a stream", e))?;
+            .map_err(|e| driver_error(OP, "creating a stream", e))?;
         let mut modules = HashMap::new();
         for module in Module::ALL {
             let loaded = ctx
                 .load_module(Ptx::from_src(module.source()))
-                .map_err(|e| KernelError::driver(OP, &format!("loading {}", module.file()), e))?;
+                .map_err(|e| driver_error(OP, &format!("loading {}", module.file()), e))?;
             modules.insert(module, loaded);
         }
         Ok(Gpu {
@@ -178,7 +177,7 @@ impl Gpu {
     pub fn synchronize(&self) -> Result<()> {
         self.stream
             .synchronize()
-            .map_err(|e| KernelError::driver(OP, "synchronising the stream", e))
+            .map_err(|e| driver_error(OP, "synchronising the stream", e))
     }
 
     /// The entry point `name` of `module`, looked up once and cached.
@@ -190,9 +189,9 @@ impl Gpu {
         if let Some(f) = functions.get(&(module, name)) {
             return Ok(f.clone());
         }
-        let f = self.modules[&module].load_function(name).map_err(|e| {
-            KernelError::driver(OP, &format!("finding {name} in {}", module.file()), e)
-        })?;
+        let f = self.modules[&module]
+            .load_function(name)
+            .map_err(|e| driver_error(OP, &format!("finding {name} in {}", module.file()), e))?;
         functions.insert((module, name), f.clone());
         Ok(f)
     }
@@ -202,12 +201,12 @@ fn read_limits(ctx: &Arc<CudaContext>) -> Result<DeviceLimits> {
     let attr = |a: Attr| -> Result<u32> {
         let v = ctx
             .attribute(a)
-            .map_err(|e| KernelError::driver(OP, &format!("reading device attribute {a:?}"), e))?;
+            .map_err(|e| driver_error(OP, &format!("reading device attribute {a:?}"), e))?;
         Ok(u32::try_from(v).unwrap_or(0))
     };
     let compute_capability = ctx
         .compute_capability()
-        .map_err(|e| KernelError::driver(OP, "reading the compute capability", e))?;
+        .map_err(|e| driver_error(OP, "reading the compute capability", e))?;
     Ok(DeviceLimits {
         compute_capability,
         multiprocessors: attr(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,

@@ -6,18 +6,9 @@ use cudarc::driver::{DevicePtr, DevicePtrMut};
 use crate::context::{Gpu, Module};
 use crate::error::{check_len, KernelError, Result};
 use crate::launch::{launch, Arg, Launch};
+pub use diffuse_cpu_kernels::group_norm::GroupNormShape;
 
 const THREADS: u32 = 256;
-
-/// The shape of a GroupNorm: `x` is `[batch, channels, spatial]`, channels split into `groups` equal groups.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GroupNormShape {
-    pub batch: usize,
-    pub channels: usize,
-    pub spatial: usize,
-    pub groups: usize,
-    pub eps: f32,
-}
 
 /// Sizes the kernels index with u32, checked: (groups, channels per group, spatial, blocks).
 fn check_shape(op: &'static str, s: &GroupNormShape) -> Result<(u32, u32, u32, u32)> {

@@ -6,7 +6,7 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use crate::context::{Gpu, Module};
 use crate::elementwise::LayoutParam;
-use crate::error::{KernelError, Result};
+use crate::error::{driver_error, KernelError, Result};
 
 /// One kernel parameter. Device pointers travel as `Ptr` (a raw `CUdeviceptr`, taken from a buffer with
 /// `device_ptr` / `device_ptr_mut` while its guard is alive).
@@ -97,7 +97,7 @@ pub(crate) fn launch(gpu: &Gpu, op: &'static str, launch: Launch, args: &[Arg]) 
                 launch.shared_bytes as i32,
             )
             .map_err(|e| {
-                KernelError::driver(
+                driver_error(
                     op,
                     &format!("raising shared memory for {}", launch.describe()),
                     e,
@@ -125,7 +125,7 @@ pub(crate) fn launch(gpu: &Gpu, op: &'static str, launch: Launch, args: &[Arg]) 
     // call, and the stream orders the kernel after earlier work on them.
     unsafe { builder.launch(config) }
         .map(|_| ())
-        .map_err(|e| KernelError::driver(op, &format!("launching {}", launch.describe()), e))
+        .map_err(|e| driver_error(op, &format!("launching {}", launch.describe()), e))
 }
 
 /// Blocks of `threads` threads needed to give one thread to each of `work` items, capped so that a grid-stride loop

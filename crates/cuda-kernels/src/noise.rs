@@ -2,29 +2,33 @@
 //! (`kernels/noise.ptx` has the math). The noise is element `offset + i` of the Philox normal stream of `seed`, the
 //! same stream as [`crate::philox::fill_normal`] and the CPU generator.
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use crate::context::{Gpu, Module};
 use crate::error::{check_len, KernelError, Result};
 use crate::launch::{grid_for, launch, Arg, Launch};
+pub use diffuse_cpu_kernels::noise::StepCoefficients;
 
 const THREADS: u32 = 256;
 
-/// One sample's coefficients of a reverse-diffusion step:
-/// `x0_hat = x0_from_xt * x_t + x0_from_model * model_out` (then clipped to [-1, 1] if asked),
-/// `x_prev = mean_from_x0 * x0_hat + mean_from_xt * x_t + sigma * z`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct StepCoefficients {
-    pub x0_from_xt: f32,
-    pub x0_from_model: f32,
-    pub mean_from_x0: f32,
-    pub mean_from_xt: f32,
-    pub sigma: f32,
-}
+/// Floats per sample in the packed coefficient buffer of [`sampler_step`].
+pub const COEFFICIENTS_PER_SAMPLE: usize = 5;
 
-// SAFETY: `repr(C)` struct of five f32 (20 bytes, 4-aligned, no padding); sampler_step reads it as 5 consecutive f32.
-unsafe impl DeviceRepr for StepCoefficients {}
+/// Packs per-sample [`StepCoefficients`] for [`sampler_step`]: sample `b`'s five values
+/// `(x0_from_xt, x0_from_model, mean_from_x0, mean_from_xt, sigma)` at `5b .. 5b + 5`, the layout the kernel reads.
+pub fn pack_coefficients(coef: &[StepCoefficients]) -> Vec<f32> {
+    coef.iter()
+        .flat_map(|c| {
+            [
+                c.x0_from_xt,
+                c.x0_from_model,
+                c.mean_from_x0,
+                c.mean_from_xt,
+                c.sigma,
+            ]
+        })
+        .collect()
+}
 
 /// Shape of a `[batch, per_sample]` tensor given its length and the batch (from a per-sample coefficient array).
 fn per_sample(op: &'static str, numel: usize, batch: usize) -> Result<usize> {
@@ -92,14 +96,16 @@ pub fn q_sample(
     )
 }
 
-/// One reverse-diffusion step for x_t of shape `[batch, per_sample]`, `batch = coef.len()`: writes the predicted
-/// clean sample `x0_hat` and the next sample `x_prev` (see [`StepCoefficients`]), with `z = z(offset..)`.
+/// One reverse-diffusion step for x_t of shape `[batch, per_sample]`, `coef` the [`pack_coefficients`] of `batch`
+/// samples' [`StepCoefficients`]: writes the predicted clean sample
+/// `x0_hat = x0_from_xt·x_t + x0_from_model·model_out` (clipped to [−1, 1] if asked) and the next sample
+/// `x_prev = mean_from_x0·x0_hat + mean_from_xt·x_t + sigma·z`, with `z = z(offset..)`.
 #[allow(clippy::too_many_arguments)] // the operation's own argument list, as on the CPU
 pub fn sampler_step(
     gpu: &Gpu,
     x_t: &impl DevicePtr<f32>,
     model_out: &impl DevicePtr<f32>,
-    coef: &impl DevicePtr<StepCoefficients>,
+    coef: &impl DevicePtr<f32>,
     clip: bool,
     seed: u64,
     offset: u64,
@@ -108,7 +114,16 @@ pub fn sampler_step(
 ) -> Result<()> {
     const OP: &str = "sampler_step";
     let n = x_t.len();
-    let per_sample = per_sample(OP, n, coef.len())?;
+    if coef.len() % COEFFICIENTS_PER_SAMPLE != 0 {
+        return Err(KernelError::new(
+            OP,
+            format!(
+                "coef has {} floats, not a whole number of samples of {COEFFICIENTS_PER_SAMPLE}",
+                coef.len()
+            ),
+        ));
+    }
+    let per_sample = per_sample(OP, n, coef.len() / COEFFICIENTS_PER_SAMPLE)?;
     check_len(OP, "model_out", model_out.len(), n)?;
     check_len(OP, "x_prev", x_prev.len(), n)?;
     check_len(OP, "x0_hat", x0_hat.len(), n)?;

@@ -463,7 +463,10 @@ fn sampler_step_matches_the_reference_step_with_and_without_clipping() {
                     })
                     .collect();
                 let (xt, model) = (upload(gpu, &xt_host), upload(gpu, &model_host));
-                let coef = gpu.stream().clone_htod(&coef_host).unwrap();
+                let coef = gpu
+                    .stream()
+                    .clone_htod(&noise::pack_coefficients(&coef_host))
+                    .unwrap();
                 let (mut x_prev, mut x0_hat) = (zeros(gpu, n), zeros(gpu, n));
                 noise::sampler_step(
                     gpu,

@@ -19,6 +19,11 @@ pub enum Error {
         what: String,
         message: String,
     },
+    /// Training or a training checkpoint failed: `what` names the setting or file, `message` the problem.
+    Train {
+        what: String,
+        message: String,
+    },
 }
 
 impl Error {
@@ -37,6 +42,13 @@ impl Error {
             message: message.into(),
         }
     }
+
+    pub fn train(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Train {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -47,6 +59,7 @@ impl fmt::Display for Error {
             Error::Tensor(e) => e.fmt(f),
             Error::Sampler { what, message } => write!(f, "{what}: {message}"),
             Error::Model { what, message } => write!(f, "{what}: {message}"),
+            Error::Train { what, message } => write!(f, "{what}: {message}"),
         }
     }
 }

@@ -5,17 +5,27 @@
 //! Parameters are autograd leaves whose tensors own their buffers, so the optimiser ([`AdamW`]) and checkpoint
 //! loading ([`ParamStore::load`]) update them in place and every layer holding them sees the new values.
 //!
+//! Training around the optimiser: [`LrSchedule`] (constant, linear warm-up, cosine to a floor), [`clip_grad_norm`]
+//! (global L2 norm), [`Ema`] (moving average of the weights with diffusers' decay warm-up), and AdamW state that saves
+//! and loads ([`AdamW::save_state`]) so a run resumes exactly.
+//!
 //! Initialisation follows PyTorch's defaults, drawn from the store's seeded Philox stream: weights of linear and
 //! convolution layers Kaiming-uniform with `a = √5`, which is `U(−1/√fan_in, 1/√fan_in)`, biases with the same bound,
 //! embeddings `N(0, 1)`, normalisation scales 1 and shifts 0.
 
 mod attention;
 mod checkpoint;
+mod clip;
+mod ema;
 mod layers;
+mod lr;
 mod optim;
 mod store;
 
 pub use attention::SpatialSelfAttention;
+pub use clip::{clip_grad_norm, grad_norm};
+pub use ema::{ema_decay, Ema, EmaWarmup};
 pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Module, SiLU};
+pub use lr::LrSchedule;
 pub use optim::AdamW;
 pub use store::{Init, ParamStore, Path};

@@ -1,0 +1,64 @@
+//! `diffuse info DIR`: what a training run, checkpoint or diffusers model folder holds.
+
+use diffuse_diffusion::train::checkpoint::{latest_checkpoint, read_trainer_state};
+use diffuse_diffusion::unet::{UNet2DModel, CONFIG_FILE};
+use diffuse_tensor::Device;
+use std::path::Path;
+
+pub fn run(dir: &Path) -> Result<(), String> {
+    let step_dir = if dir.join("latest").is_file() {
+        latest_checkpoint(dir).map_err(|e| e.to_string())?
+    } else {
+        dir.to_path_buf()
+    };
+    let model_dir = if step_dir.join(CONFIG_FILE).is_file() {
+        step_dir.clone()
+    } else {
+        step_dir.join("model")
+    };
+    let (model, store) =
+        UNet2DModel::load_diffusers(&model_dir, Device::Cpu).map_err(|e| e.to_string())?;
+    let c = model.config();
+    println!("model        {}", model_dir.display());
+    println!(
+        "architecture {} levels {:?}, {} per level, blocks {:?}",
+        c.block_out_channels.len(),
+        c.block_out_channels,
+        c.layers_per_block,
+        c.down_block_types
+    );
+    println!("parameters   {} in {} tensors", store.numel(), store.len());
+    println!(
+        "classes      {}",
+        c.num_class_embeds
+            .map_or("unconditional".to_string(), |n| format!(
+                "{} embeddings (last = null class)",
+                n
+            ))
+    );
+    if let Ok(state) = read_trainer_state(&step_dir) {
+        let t = &state.config;
+        println!(
+            "step         {} of {} (epoch {}, batch {})",
+            state.step, t.steps, state.epoch, state.batch_in_epoch
+        );
+        println!(
+            "loss         {} (smoothed), {} steps skipped",
+            state
+                .smoothed_loss
+                .map_or("-".into(), |l| format!("{l:.5}")),
+            state.skipped_steps
+        );
+        println!(
+            "schedule     {} over {} steps, predicting {}",
+            t.scheduler.beta_schedule.name(),
+            t.scheduler.num_train_timesteps,
+            t.scheduler.prediction_type.name()
+        );
+        println!(
+            "training     batch {}, lr {:?}, weighting {:?}, EMA ≤ {}, seed {}",
+            t.batch_size, t.lr, t.loss_weighting, t.ema_decay, t.seed
+        );
+    }
+    Ok(())
+}

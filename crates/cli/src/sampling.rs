@@ -1,0 +1,113 @@
+//! Sample grids from a U-Net: one row per class (or plain rows for an unconditional model), drawn with one of the
+//! library's samplers and, for `guidance ≠ 1`, classifier-free guidance around the null class.
+
+use diffuse_diffusion::sampler::{
+    ClassifierFreeGuidance, DdpmVariance, Denoiser, Sampler, SamplerOptions,
+};
+use diffuse_diffusion::schedule::NoiseSchedule;
+use diffuse_diffusion::train::{ModelDenoiser, Prediction};
+use diffuse_diffusion::unet::UNet2DModel;
+use diffuse_tensor::{Device, Tensor};
+
+/// The sampler a command-line name stands for.
+pub fn sampler_named(name: &str) -> Result<Sampler, String> {
+    Ok(match name {
+        "ddpm" => Sampler::Ddpm(DdpmVariance::FixedSmall),
+        "ddim" => Sampler::Ddim { eta: 0.0 },
+        "euler" => Sampler::Euler,
+        "euler-a" => Sampler::EulerAncestral,
+        "heun" => Sampler::Heun,
+        "dpm++2m" => Sampler::DpmSolverPp2m,
+        other => {
+            return Err(format!(
+                "unknown sampler '{other}' (expected ddpm, ddim, euler, euler-a, heun or dpm++2m)"
+            ))
+        }
+    })
+}
+
+/// What to draw.
+pub struct GridRequest<'a> {
+    pub sampler: Sampler,
+    pub steps: usize,
+    pub seed: u64,
+    /// The class of each sample (`None`: unconditional).
+    pub classes: Option<&'a [u32]>,
+    pub count: usize,
+    pub guidance: f64,
+    pub null_class: Option<u32>,
+}
+
+/// Draws `request.count` samples (N, C, H, W) from `model`, which predicts `prediction` under `schedule`.
+pub fn draw(
+    model: &UNet2DModel,
+    prediction: Prediction,
+    schedule: &NoiseSchedule,
+    request: &GridRequest,
+    init_noise: Option<&Tensor>,
+) -> Result<Tensor, String> {
+    draw_with(
+        model,
+        prediction,
+        schedule,
+        request,
+        init_noise,
+        |denoiser, sample| sample(denoiser),
+    )
+}
+
+/// As [`draw`], but `wrap` receives the (guided) denoiser and the sampling run, so that it can run it around a
+/// wrapper of the denoiser (to record the trajectory).
+pub fn draw_with(
+    model: &UNet2DModel,
+    prediction: Prediction,
+    schedule: &NoiseSchedule,
+    request: &GridRequest,
+    init_noise: Option<&Tensor>,
+    wrap: impl FnOnce(
+        &dyn Denoiser,
+        &dyn Fn(&dyn Denoiser) -> Result<Tensor, String>,
+    ) -> Result<Tensor, String>,
+) -> Result<Tensor, String> {
+    let config = model.config();
+    let (h, w) = config.sample_size.map_or((28, 28), |s| s.height_width());
+    let shape = [request.count, config.in_channels, h, w];
+    let plain = ModelDenoiser { model, prediction };
+    let guided;
+    let denoiser: &dyn Denoiser = match (request.classes, request.null_class) {
+        (Some(_), Some(null)) if request.guidance != 1.0 => {
+            guided = ClassifierFreeGuidance {
+                model: &plain,
+                scale: request.guidance,
+                null_class: null,
+            };
+            &guided
+        }
+        _ => &plain,
+    };
+    let options = SamplerOptions {
+        steps: request.steps,
+        seed: request.seed,
+        clip_sample_range: Some(1.0),
+        ..SamplerOptions::default()
+    };
+    let sample = |denoiser: &dyn Denoiser| {
+        let result = match init_noise {
+            Some(noise) => {
+                request
+                    .sampler
+                    .sample_from(denoiser, schedule, &options, noise, request.classes)
+            }
+            None => request.sampler.sample(
+                denoiser,
+                schedule,
+                &options,
+                &shape,
+                Device::Cpu,
+                request.classes,
+            ),
+        };
+        result.map_err(|e| e.to_string())
+    };
+    wrap(denoiser, &sample)
+}

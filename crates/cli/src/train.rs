@@ -1,0 +1,482 @@
+//! `diffuse train`: trains a diffusers-layout U-Net on an image dataset, with an EMA, atomic checkpoints every
+//! `--checkpoint-every` steps (`OUT/step-N/`, `OUT/latest`), sample grids (`OUT/samples/step-N.png`), one line of
+//! metrics per logged step (`OUT/metrics.jsonl`) and the loss curve at the end (`OUT/loss.png`). Ctrl-C writes a
+//! checkpoint and stops; `--resume OUT` continues bit for bit where the last checkpoint left off.
+
+use crate::grid::Grid;
+use crate::plot::save_loss_curve;
+use crate::sampling::{draw, sampler_named, GridRequest};
+use clap::Args;
+use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig};
+use diffuse_diffusion::train::checkpoint::latest_checkpoint;
+use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
+use diffuse_diffusion::unet::{UNet2DModel, UNetConfig, CONFIG_FILE};
+use diffuse_nn::{EmaWarmup, LrSchedule, ParamStore};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where `--data fashion-mnist-full` looks (Debian's `dataset-fashion-mnist` package).
+const FULL_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Model architecture: a named config (fashion-small, fashion-base, ddpm-cifar10) or a diffusers config.json.
+    #[arg(long, default_value = "fashion-small")]
+    config: String,
+    /// Dataset: a folder of IDX files or PNG images, or `fashion-mnist-full` for the 60,000-image training set.
+    #[arg(long, default_value = "data/fashion-mnist")]
+    data: String,
+    /// Output folder: checkpoints, samples, metrics and the loss curve.
+    #[arg(long, default_value = "runs/fashion-small")]
+    out: PathBuf,
+    /// Total optimiser steps (with --resume: the new total).
+    #[arg(long, default_value_t = 400)]
+    steps: u64,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f32,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 50)]
+    warmup: u64,
+    /// After the warm-up: constant, or cosine decay to --lr-floor at the last step.
+    #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine"])]
+    lr_schedule: String,
+    /// The cosine schedule's final learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    lr_floor: f32,
+    /// AdamW's decoupled weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f32,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f32,
+    /// Maximum decay of the EMA of the weights (warmed up as (1+k)/(10+k)).
+    #[arg(long, default_value_t = 0.999)]
+    ema_decay: f64,
+    /// What the network predicts.
+    #[arg(long, default_value = "epsilon", value_parser = ["epsilon", "sample", "v_prediction"])]
+    prediction: String,
+    /// Per-timestep loss weights: uniform, or min-SNR-γ (Hang et al. 2023).
+    #[arg(long, default_value = "min-snr", value_parser = ["uniform", "min-snr"])]
+    loss_weighting: String,
+    /// γ of min-SNR-γ weighting.
+    #[arg(long, default_value_t = 5.0)]
+    min_snr_gamma: f64,
+    /// Timestep distribution: uniform, or loss-aware importance sampling (Nichol & Dhariwal 2021).
+    #[arg(long, default_value = "uniform", value_parser = ["uniform", "importance"])]
+    timestep_sampler: String,
+    /// Probability of training a sample with the null class (for classifier-free guidance).
+    #[arg(long, default_value_t = 0.1)]
+    label_dropout: f64,
+    /// Beta schedule: linear, scaled_linear, squaredcos_cap_v2, sigmoid or laplace.
+    #[arg(long, default_value = "squaredcos_cap_v2")]
+    schedule: String,
+    /// Training timesteps T.
+    #[arg(long, default_value_t = 1000)]
+    num_train_timesteps: usize,
+    /// Seeds the initial weights, data order, timesteps, dropout, flips and noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Save a checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Draw a sample grid every N steps (0: only at the end).
+    #[arg(long, default_value_t = 250)]
+    sample_every: u64,
+    /// Checkpoints to keep.
+    #[arg(long, default_value_t = 2)]
+    keep: usize,
+    /// Continue the run in this folder from its latest checkpoint; its stored settings apply except --steps and the
+    /// output options (--checkpoint-every, --sample-every, --keep, --log-every, the grid options); --data must name
+    /// the same dataset; outputs go to this folder.  [default: none: a new run]
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Mirror training images left-to-right at random.  [default: off]
+    #[arg(long, default_value_t = false)]
+    hflip: bool,
+    /// auto (= cpu for now), cpu or cuda.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+    device: String,
+    /// Fail after this many consecutive non-finite losses.
+    #[arg(long, default_value_t = 5)]
+    max_nonfinite: u32,
+    /// Write a metrics line every N steps.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// Sampler of the grids: ddpm, ddim, euler, euler-a, heun or dpm++2m.
+    #[arg(long, default_value = "dpm++2m")]
+    grid_sampler: String,
+    /// Denoising steps of the grids.
+    #[arg(long, default_value_t = 20)]
+    grid_steps: usize,
+    /// Samples per row of the grids (one row per class for a class-conditional model).
+    #[arg(long, default_value_t = 8)]
+    grid_columns: usize,
+    /// Classifier-free guidance scale of the grids (1: plain conditional).
+    #[arg(long, default_value_t = 1.0)]
+    grid_guidance: f64,
+}
+
+/// The dataset `--data` names.
+pub fn load_data(name: &str) -> Result<Dataset, String> {
+    let dir = if name == "fashion-mnist-full" {
+        let dir = PathBuf::from(FULL_FASHION_MNIST);
+        if !dir.is_dir() {
+            return Err(format!(
+                "the full Fashion-MNIST is not installed at {FULL_FASHION_MNIST}; run `apt install dataset-fashion-mnist`"
+            ));
+        }
+        dir
+    } else {
+        PathBuf::from(name)
+    };
+    Dataset::load(&dir, Split::Train)
+        .map_err(|e| format!("{e}\n(pass --data DIR with IDX files or PNG images)"))
+}
+
+/// `--config`: a named architecture or a path to a diffusers config.json.
+pub fn model_config(name: &str) -> Result<UNetConfig, String> {
+    let path = Path::new(name);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return UNetConfig::from_json_str(&text).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    UNetConfig::named(name).map_err(|e| e.to_string())
+}
+
+fn check_device(name: &str) -> Result<(), String> {
+    match name {
+        "cuda" => Err("--device cuda: training on CUDA is not wired yet (the tensor crate has no CUDA storage); use --device cpu".into()),
+        _ => Ok(()),
+    }
+}
+
+fn new_config(args: &TrainArgs, model: &UNetConfig, data: &Dataset) -> Result<TrainConfig, String> {
+    let beta_schedule = BetaSchedule::from_name(&args.schedule).ok_or_else(|| {
+        format!("unknown --schedule '{}' (expected linear, scaled_linear, squaredcos_cap_v2, sigmoid or laplace)", args.schedule)
+    })?;
+    let (beta_start, beta_end) = match beta_schedule {
+        BetaSchedule::ScaledLinear => (0.00085, 0.012),
+        _ => (1e-4, 0.02),
+    };
+    let scheduler = SchedulerConfig {
+        class_name: Some("DDPMScheduler".into()),
+        num_train_timesteps: args.num_train_timesteps,
+        beta_start,
+        beta_end,
+        beta_schedule,
+        prediction_type: PredictionType::from_name(&args.prediction).ok_or("bad --prediction")?,
+        ..SchedulerConfig::default()
+    };
+    let lr = match (args.lr_schedule.as_str(), args.warmup) {
+        ("cosine", warmup) => LrSchedule::Cosine {
+            lr: args.lr,
+            warmup,
+            total: args.steps,
+            floor: args.lr_floor,
+        },
+        (_, 0) => LrSchedule::Constant { lr: args.lr },
+        (_, warmup) => LrSchedule::LinearWarmup {
+            lr: args.lr,
+            warmup,
+        },
+    };
+    let null_class = match model.num_class_embeds {
+        Some(n) if data.labels.is_some() => {
+            if n <= data.num_classes {
+                return Err(format!(
+                    "the model has {n} class embeddings but classifier-free training needs the dataset's {} classes plus a null class",
+                    data.num_classes
+                ));
+            }
+            Some(data.num_classes as u32)
+        }
+        Some(_) => {
+            return Err("the model is class-conditional but the dataset has no labels".into())
+        }
+        None => None,
+    };
+    let config = TrainConfig {
+        seed: args.seed,
+        steps: args.steps,
+        batch_size: args.batch_size,
+        lr,
+        adam_beta1: 0.9,
+        adam_beta2: 0.999,
+        adam_eps: 1e-8,
+        weight_decay: args.weight_decay,
+        grad_clip: (args.grad_clip > 0.0).then_some(args.grad_clip),
+        ema_decay: args.ema_decay,
+        ema_warmup: EmaWarmup::Fraction,
+        scheduler,
+        loss_weighting: match args.loss_weighting.as_str() {
+            "min-snr" => LossWeighting::MinSnr {
+                gamma: args.min_snr_gamma,
+            },
+            _ => LossWeighting::Uniform,
+        },
+        importance_sampling: args.timestep_sampler == "importance",
+        null_class,
+        label_dropout: if null_class.is_some() {
+            args.label_dropout
+        } else {
+            0.0
+        },
+        hflip: args.hflip,
+        max_nonfinite: args.max_nonfinite,
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn build(
+    config: &UNetConfig,
+) -> impl Fn(&ParamStore) -> diffuse_diffusion::Result<UNet2DModel> + '_ {
+    move |store| UNet2DModel::new(config.clone(), store)
+}
+
+/// Keeps the metrics lines of steps before `step` (a resumed run rewrites what came after its checkpoint).
+fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+                .is_some_and(|s| s < step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    crate::files::write_atomically(path, kept.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `(step, loss, smoothed)` of every metrics line.
+fn read_metrics(path: &Path) -> Vec<(u64, f64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some((
+                v["step"].as_u64()?,
+                v["loss"].as_f64()?,
+                v["smoothed_loss"].as_f64()?,
+            ))
+        })
+        .collect()
+}
+
+struct Grids<'a> {
+    args: &'a TrainArgs,
+    out: &'a Path,
+}
+
+impl Grids<'_> {
+    /// Samples a grid from the EMA model and writes it to `OUT/samples/NAME.png`.
+    fn write(
+        &self,
+        trainer: &Trainer<UNet2DModel>,
+        name: &str,
+        data: &Dataset,
+    ) -> Result<PathBuf, String> {
+        let config = trainer.config();
+        let columns = self.args.grid_columns.max(1);
+        let classes: Option<Vec<u32>> = config.null_class.map(|null| {
+            (0..null)
+                .flat_map(|c| std::iter::repeat_n(c, columns))
+                .collect()
+        });
+        let count = classes.as_ref().map_or(columns * 4, Vec::len);
+        let request = GridRequest {
+            sampler: sampler_named(&self.args.grid_sampler)?,
+            steps: self.args.grid_steps,
+            seed: config.seed,
+            classes: classes.as_deref(),
+            count,
+            guidance: self.args.grid_guidance,
+            null_class: config.null_class,
+        };
+        let images = draw(
+            &trainer.ema_model,
+            config.prediction(),
+            trainer.schedule(),
+            &request,
+            None,
+        )?;
+        let path = self.out.join("samples").join(format!("{name}.png"));
+        Grid {
+            pixels: &images.to_vec().map_err(|e| e.to_string())?,
+            count,
+            channels: data.channels,
+            height: data.height,
+            width: data.width,
+            columns,
+        }
+        .save(&path)?;
+        Ok(path)
+    }
+}
+
+fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String {
+    let num = |x: f64| {
+        if x.is_finite() {
+            serde_json::json!(x)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    serde_json::json!({
+        "step": report.step,
+        "loss": num(report.loss),
+        "smoothed_loss": report.smoothed_loss.map(num),
+        "grad_norm": report.grad_norm.map(|g| num(f64::from(g))),
+        "lr": report.lr,
+        "skipped": report.skipped,
+        "images_per_s": images_per_s,
+        "elapsed_s": elapsed,
+    })
+    .to_string()
+}
+
+pub fn run(args: &TrainArgs) -> Result<(), String> {
+    check_device(&args.device)?;
+    let data = load_data(&args.data)?;
+    let (mut trainer, model_config, out) = match &args.resume {
+        Some(dir) => {
+            let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;
+            let config_path = step_dir.join("model").join(CONFIG_FILE);
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| format!("{}: {e}", config_path.display()))?;
+            let model_config = UNetConfig::from_json_str(&text).map_err(|e| e.to_string())?;
+            let mut trainer =
+                Trainer::resume(dir, build(&model_config)).map_err(|e| e.to_string())?;
+            trainer.set_total_steps(args.steps);
+            eprintln!(
+                "resuming {} at step {}",
+                step_dir.display(),
+                trainer.step_index()
+            );
+            (trainer, model_config, dir.clone())
+        }
+        None => {
+            let model_config = model_config(&args.config)?;
+            let config = new_config(args, &model_config, &data)?;
+            let trainer = Trainer::new(config, build(&model_config)).map_err(|e| e.to_string())?;
+            (trainer, model_config, args.out.clone())
+        }
+    };
+    if model_config.in_channels != data.channels {
+        return Err(format!(
+            "the model takes {} channels but the dataset's images have {}",
+            model_config.in_channels, data.channels
+        ));
+    }
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let metrics_path = out.join("metrics.jsonl");
+    truncate_metrics(&metrics_path, trainer.step_index())?;
+    let mut metrics = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    crate::interrupt::install()?;
+
+    let total = trainer.config().steps;
+    let batch = trainer.config().batch_size;
+    eprintln!(
+        "training {} parameters on {} images of {}×{}×{}, batch {batch}, to step {total}; outputs in {}",
+        trainer.store.numel(),
+        data.len(),
+        data.channels,
+        data.height,
+        data.width,
+        out.display()
+    );
+    let bar = ProgressBar::new(total).with_position(trainer.step_index());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
+            .map_err(|e| e.to_string())?,
+    );
+    let grids = Grids { args, out: &out };
+    let start = Instant::now();
+    let first_step = trainer.step_index();
+    let mut saved_at = None;
+    let save = |trainer: &Trainer<UNet2DModel>| -> Result<u64, String> {
+        trainer
+            .save_checkpoint(&out, args.keep)
+            .map_err(|e| e.to_string())?;
+        Ok(trainer.step_index())
+    };
+    while trainer.step_index() < total {
+        if crate::interrupt::requested() {
+            bar.suspend(|| {
+                eprintln!(
+                    "interrupted: writing a checkpoint at step {}",
+                    trainer.step_index()
+                )
+            });
+            save(&trainer)?;
+            bar.abandon();
+            eprintln!(
+                "stopped at step {}; continue with --resume {}",
+                trainer.step_index(),
+                out.display()
+            );
+            return Ok(());
+        }
+        let report = trainer.step(&data).map_err(|e| e.to_string())?;
+        let done = trainer.step_index();
+        let elapsed = start.elapsed().as_secs_f64();
+        let images_per_s = (done - first_step) as f64 * batch as f64 / elapsed.max(1e-9);
+        bar.set_position(done);
+        bar.set_message(format!(
+            "loss {:.4} | {images_per_s:.0} img/s",
+            report.smoothed_loss.unwrap_or(f64::NAN)
+        ));
+        if report.skipped {
+            bar.suspend(|| eprintln!("step {}: non-finite loss, skipped", report.step));
+        }
+        if args.log_every > 0 && (report.step % args.log_every == 0 || done == total) {
+            writeln!(metrics, "{}", metrics_line(&report, images_per_s, elapsed))
+                .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+        }
+        if args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total {
+            saved_at = Some(save(&trainer)?);
+        }
+        if args.sample_every > 0 && done % args.sample_every == 0 && done < total {
+            let path = grids.write(&trainer, &format!("step-{done}"), &data)?;
+            bar.suspend(|| eprintln!("step {done}: samples in {}", path.display()));
+        }
+    }
+    bar.finish();
+    metrics.flush().map_err(|e| e.to_string())?;
+    if saved_at != Some(trainer.step_index()) {
+        save(&trainer)?;
+    }
+    let grid = grids.write(&trainer, "final", &data)?;
+    let curve = out.join("loss.png");
+    let points = read_metrics(&metrics_path);
+    if !points.is_empty() {
+        save_loss_curve(&points, &curve)?;
+    }
+    eprintln!(
+        "done: step {}, smoothed loss {:.4}, {:.1} s; samples {}, loss curve {}",
+        trainer.step_index(),
+        trainer.state().smoothed_loss.unwrap_or(f64::NAN),
+        start.elapsed().as_secs_f64(),
+        grid.display(),
+        curve.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! `diffuse train` end to end on a tiny U-Net: the run folder's files exist, and `--resume` continues the run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Two levels of 8 and 16 channels, no attention, class-conditional with a null class: ~30k parameters.
+const TINY_CONFIG: &str = r#"{
+  "_class_name": "UNet2DModel",
+  "sample_size": 28, "in_channels": 1, "out_channels": 1,
+  "block_out_channels": [8, 16], "layers_per_block": 1,
+  "down_block_types": ["DownBlock2D", "DownBlock2D"],
+  "up_block_types": ["UpBlock2D", "UpBlock2D"],
+  "norm_num_groups": 4, "num_class_embeds": 11
+}"#;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("diffuse-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fashion-mnist")
+}
+
+fn diffuse(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn metric_steps(out: &Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["step"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
+    let dir = temp_dir("train");
+    let config = dir.join("tiny.json");
+    std::fs::write(&config, TINY_CONFIG).unwrap();
+    let out = dir.join("run");
+    let (config, out_s, data) = (
+        config.to_str().unwrap().to_string(),
+        out.to_str().unwrap().to_string(),
+        data_dir().to_str().unwrap().to_string(),
+    );
+    let common = [
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--sample-every",
+        "2",
+        "--grid-steps",
+        "2",
+        "--grid-columns",
+        "2",
+        "--log-every",
+        "1",
+        "--num-train-timesteps",
+        "50",
+    ];
+    let mut args = vec![
+        "train", "--config", &config, "--data", &data, "--out", &out_s, "--steps", "3",
+    ];
+    args.extend(common);
+    let run = diffuse(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for file in [
+        "latest",
+        "step-2/trainer_state.json",
+        "step-3/model/config.json",
+        "step-3/model/diffusion_pytorch_model.safetensors",
+        "step-3/ema/diffusion_pytorch_model.safetensors",
+        "step-3/optimizer.safetensors",
+        "samples/step-2.png",
+        "samples/final.png",
+        "metrics.jsonl",
+        "loss.png",
+    ] {
+        assert!(out.join(file).is_file(), "{file} is missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("latest")).unwrap(),
+        "step-3\n"
+    );
+    assert_eq!(metric_steps(&out), [0, 1, 2]);
+
+    let mut args = vec!["train", "--resume", &out_s, "--data", &data, "--steps", "5"];
+    args.extend(common);
+    let resumed = diffuse(&args);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("at step 3"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("latest")).unwrap(),
+        "step-5\n"
+    );
+    assert_eq!(metric_steps(&out), [0, 1, 2, 3, 4]);
+    // --keep 2 (the default): step-2 is gone.
+    assert!(!out.join("step-2").exists());
+    assert!(out.join("step-4").is_dir() && out.join("step-5").is_dir());
+
+    let info = diffuse(&["info", &out_s]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success() && text.contains("step         5 of 5"),
+        "{text}"
+    );
+
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (grid, tensor, again, traj, each) = (
+        path("grid.png"),
+        path("samples.safetensors"),
+        path("again.safetensors"),
+        path("trajectory.png"),
+        path("each"),
+    );
+    let sample = diffuse(&[
+        "sample",
+        "--checkpoint",
+        &out_s,
+        "--sampler",
+        "ddim",
+        "--steps",
+        "3",
+        "--count",
+        "2",
+        "--guidance",
+        "2",
+        "--out",
+        &grid,
+        "--out-tensor",
+        &tensor,
+        "--trajectory",
+        &traj,
+        "--out-dir",
+        &each,
+    ]);
+    assert!(
+        sample.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sample.stderr)
+    );
+    for file in [&grid, &tensor, &traj] {
+        assert!(Path::new(file).is_file(), "{file} is missing");
+    }
+    // One row of two per class 0..9.
+    assert!(Path::new(&each).join("sample-0019.png").is_file());
+    // Starting from the first run's output as noise is accepted and deterministic.
+    let from_noise = |out: &str| {
+        let run = diffuse(&[
+            "sample",
+            "--checkpoint",
+            &out_s,
+            "--steps",
+            "2",
+            "--count",
+            "2",
+            "--out",
+            &grid,
+            "--init-noise",
+            &tensor,
+            "--out-tensor",
+            out,
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(from_noise(&again), from_noise(&path("third.safetensors")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
+    let dir = temp_dir("sigint");
+    let config = dir.join("tiny.json");
+    std::fs::write(&config, TINY_CONFIG).unwrap();
+    let out = dir.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(["train", "--config", config.to_str().unwrap(), "--data"])
+        .arg(data_dir())
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--steps",
+            "100000",
+            "--batch-size",
+            "4",
+            "--log-every",
+            "1",
+            "--num-train-timesteps",
+            "50",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = out.join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "training never logged a step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sends SIGINT to the child this test spawned and still owns.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let latest = std::fs::read_to_string(out.join("latest")).unwrap();
+    let step: u64 = latest
+        .trim()
+        .strip_prefix("step-")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(step >= 2, "{latest}");
+    assert!(out
+        .join(latest.trim())
+        .join("optimizer.safetensors")
+        .is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn train_on_cuda_explains_that_it_is_not_wired_yet() {
+    let run = diffuse(&["train", "--device", "cuda", "--steps", "1"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("not wired yet"), "{stderr}");
+}
+
+#[test]
+fn train_help_shows_every_default() {
+    let help = diffuse(&["train", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for option in [
+        "--steps",
+        "--batch-size",
+        "--lr ",
+        "--schedule",
+        "--prediction",
+        "--ema-decay",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(option))
+            .unwrap_or_default();
+        let block: String = text
+            .split(option)
+            .nth(1)
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        assert!(
+            block.contains("[default:") || line.contains("[default:"),
+            "{option} shows no default"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! Everything that defines a training run, saved whole in every checkpoint's `trainer_state.json`.
+
+use super::target::{prediction_of, Prediction};
+use super::weighting::LossWeighting;
+use crate::error::{Error, Result};
+use crate::schedule::{NoiseSchedule, SchedulerConfig};
+use diffuse_nn::{EmaWarmup, LrSchedule};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The settings of a training run. The noise schedule and the prediction target are those of `scheduler`, the
+/// diffusers scheduler config the model is trained for (and saved with).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Seeds the data order, timesteps, dropout, flips and noise (see [`super::random`]).
+    pub seed: u64,
+    /// Total optimiser steps of the run.
+    pub steps: u64,
+    pub batch_size: usize,
+    pub lr: LrSchedule,
+    pub adam_beta1: f32,
+    pub adam_beta2: f32,
+    pub adam_eps: f32,
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this (none: no clipping).
+    pub grad_clip: Option<f32>,
+    /// The EMA's maximum decay.
+    pub ema_decay: f64,
+    pub ema_warmup: EmaWarmup,
+    #[serde(
+        serialize_with = "scheduler_to_json",
+        deserialize_with = "scheduler_from_json"
+    )]
+    pub scheduler: SchedulerConfig,
+    pub loss_weighting: LossWeighting,
+    /// Loss-aware importance sampling of timesteps instead of uniform.
+    pub importance_sampling: bool,
+    /// Train class-conditionally on the dataset's labels, with this null class (the label that dropped-out samples
+    /// get, `num_classes` by convention); `None`: unconditional.
+    pub null_class: Option<u32>,
+    /// The probability of replacing a sample's label by the null class (classifier-free guidance training).
+    pub label_dropout: f64,
+    /// Mirror each image left-to-right with probability ½.
+    pub hflip: bool,
+    /// Fail after this many consecutive steps with a non-finite loss or gradient norm.
+    pub max_nonfinite: u32,
+}
+
+impl TrainConfig {
+    /// The prediction target of the scheduler config.
+    pub fn prediction(&self) -> Prediction {
+        prediction_of(self.scheduler.prediction_type)
+    }
+
+    /// The noise schedule of the scheduler config.
+    pub fn noise_schedule(&self) -> Result<NoiseSchedule> {
+        Ok(NoiseSchedule::from_config(&self.scheduler)?)
+    }
+
+    /// Refuses settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, message: String| Err(Error::train(what, message));
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.label_dropout) {
+            return bad(
+                "label_dropout",
+                format!("{} is not in [0, 1]", self.label_dropout),
+            );
+        }
+        if self.label_dropout > 0.0 && self.null_class.is_none() {
+            return bad(
+                "label_dropout",
+                "needs class-conditional training (a null class)".into(),
+            );
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c > 0.0 && c.is_finite()) {
+                return bad("grad_clip", format!("{c} must be positive and finite"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.ema_decay) {
+            return bad("ema_decay", format!("{} is not in [0, 1]", self.ema_decay));
+        }
+        if let LossWeighting::MinSnr { gamma } = self.loss_weighting {
+            if gamma.is_nan() || gamma <= 0.0 {
+                return bad("min_snr_gamma", format!("{gamma} must be positive"));
+            }
+        }
+        if self.max_nonfinite == 0 {
+            return bad("max_nonfinite", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn scheduler_to_json<S: Serializer>(
+    config: &SchedulerConfig,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    config.to_json_value().serialize(s)
+}
+
+fn scheduler_from_json<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<SchedulerConfig, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    SchedulerConfig::from_json_str(&value.to_string()).map_err(serde::de::Error::custom)
+}

@@ -1,0 +1,27 @@
+//! Training a denoising diffusion model: the pieces of one optimisation step, each in its own file.
+//!
+//! - [`target`]: ε-, x0- and v-prediction targets and the conversions between them;
+//! - [`weighting`]: uniform and min-SNR-γ loss weights;
+//! - [`timesteps`]: uniform and loss-aware importance sampling of timesteps;
+//! - [`random`]: how every random draw derives from `(seed, step)`, so that a resumed run replays exactly;
+//! - [`config`]: [`TrainConfig`], the settings of a run;
+//! - [`model`]: [`TrainableModel`], the network as the trainer sees it, and [`ModelDenoiser`] for sampling;
+//! - [`trainer`]: [`Trainer`], one step (noise, forward, weighted MSE, backward, clip, AdamW, EMA);
+//! - [`checkpoint`]: atomic checkpoint folders and resuming.
+
+pub mod checkpoint;
+pub mod config;
+pub mod model;
+pub mod random;
+pub mod target;
+pub mod timesteps;
+pub mod trainer;
+pub mod weighting;
+
+pub use checkpoint::{latest_checkpoint, read_trainer_state, write_diffusers_model};
+pub use config::TrainConfig;
+pub use model::{ModelDenoiser, TrainableModel};
+pub use target::Prediction;
+pub use timesteps::{LossHistory, TimestepSampler};
+pub use trainer::{StepReport, Trainer, TrainerState};
+pub use weighting::LossWeighting;

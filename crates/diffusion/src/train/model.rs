@@ -1,0 +1,51 @@
+//! The network as the trainer sees it, and the sampler's view of a trained one.
+
+use super::target::Prediction;
+use crate::error::Result;
+use crate::sampler::Denoiser;
+use diffuse_autograd::{no_grad, Var};
+use diffuse_tensor::Tensor;
+
+/// A denoising network that can be trained: a differentiable forward pass and a diffusers `config.json`.
+pub trait TrainableModel {
+    /// The network output for the noisy batch `sample` at per-sample `timesteps`, optionally class-conditioned.
+    fn forward(&self, sample: &Var, timesteps: &[f64], class_labels: Option<&[u32]>)
+        -> Result<Var>;
+
+    /// The model's configuration as the text of a diffusers `config.json`.
+    fn config_json(&self) -> String;
+}
+
+/// A [`TrainableModel`] used for sampling: runs it without recording a graph.
+pub struct ModelDenoiser<'a, M: TrainableModel> {
+    pub model: &'a M,
+    pub prediction: Prediction,
+}
+
+impl<M: TrainableModel> Denoiser for ModelDenoiser<'_, M> {
+    fn predict(&self, x_t: &Tensor, t: &[f64], class: Option<&[u32]>) -> Result<Tensor> {
+        no_grad(|| {
+            let out = self.model.forward(&Var::constant(x_t.clone()), t, class)?;
+            Ok(out.tensor().clone())
+        })
+    }
+
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+}
+
+impl TrainableModel for crate::unet::UNet2DModel {
+    fn forward(
+        &self,
+        sample: &Var,
+        timesteps: &[f64],
+        class_labels: Option<&[u32]>,
+    ) -> Result<Var> {
+        crate::unet::UNet2DModel::forward(self, sample, timesteps, class_labels)
+    }
+
+    fn config_json(&self) -> String {
+        self.config().to_json_string()
+    }
+}

@@ -1,0 +1,318 @@
+//! [`Trainer`]: one optimisation step of a denoising diffusion model, and the state that carries from step to step.
+//!
+//! Step `s`:
+//! 1. take batch `s` of the shuffled data, draw timesteps, label-dropout coins and flips (see [`super::random`]);
+//! 2. noise the batch in one fused pass, `x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε` ([`crate::forward::q_sample`]), and form the
+//!    target (ε, x0 or v, [`super::target`]);
+//! 3. per-sample loss `L_b = mean over pixels of (f(x_t, t, y) − target)²`, weighted by the timestep weighting
+//!    ([`super::weighting`]) and, under importance sampling, by `1/(T·p_t)`; the batch loss is their mean;
+//! 4. a non-finite loss or gradient norm skips the step (no update, counted; the run fails after `max_nonfinite` in a
+//!    row); otherwise back-propagate, clip the global gradient norm, take an AdamW step at the scheduled learning rate,
+//!    update the EMA, and tell the timestep sampler the losses.
+//!
+//! The step counter advances on skipped steps too, so the data order and random draws of later steps do not depend on
+//! whether an earlier one was skipped.
+
+use super::config::TrainConfig;
+use super::model::TrainableModel;
+use super::random::{noise_stream, step_rng};
+use super::target::training_target;
+use super::timesteps::{LossHistory, TimestepSampler};
+use crate::data::{Dataset, EpochBatches};
+use crate::error::{Error, Result};
+use crate::forward::q_sample;
+use crate::schedule::NoiseSchedule;
+use diffuse_autograd::Var;
+use diffuse_nn::{clip_grad_norm, grad_norm, AdamW, Ema, ParamStore};
+use diffuse_tensor::{AdamWConfig, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// How much of the newest loss enters the smoothed loss: `ℓ̄ ← ℓ̄ + max(α, 1/n)·(ℓ − ℓ̄)` after the `n`-th update (a
+/// plain running mean until `n = 1/α`, so the start does not linger).
+pub const LOSS_SMOOTHING: f64 = 0.02;
+
+/// What carries from one step to the next besides the weights and the optimiser: saved as `trainer_state.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Steps taken (skipped ones included): the index of the next step.
+    pub step: u64,
+    /// The epoch and the batch within it of the next step (derived from `step`; written for the reader).
+    pub epoch: u64,
+    pub batch_in_epoch: u64,
+    pub sampler: TimestepSampler,
+    /// Exponential moving average of the batch loss, `None` before the first finite one.
+    pub smoothed_loss: Option<f64>,
+    /// Steps skipped for a non-finite loss or gradient norm, in all and in a row.
+    pub skipped_steps: u64,
+    pub consecutive_nonfinite: u32,
+    pub config: TrainConfig,
+}
+
+/// What one step did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step's index.
+    pub step: u64,
+    /// The weighted batch loss (non-finite when skipped).
+    pub loss: f64,
+    pub smoothed_loss: Option<f64>,
+    /// The global gradient norm before clipping (`None` when the loss was non-finite).
+    pub grad_norm: Option<f32>,
+    pub lr: f32,
+    /// The step took no update.
+    pub skipped: bool,
+}
+
+/// A model, its EMA, its optimiser and the run's state.
+pub struct Trainer<M: TrainableModel> {
+    pub model: M,
+    pub store: ParamStore,
+    /// The same architecture over the EMA weights.
+    pub ema_model: M,
+    pub(super) ema: Ema,
+    pub(super) optimizer: AdamW,
+    pub(super) state: TrainerState,
+    schedule: NoiseSchedule,
+    /// The shuffled order of the epoch last used.
+    epoch_order: Option<(u64, Vec<usize>)>,
+}
+
+impl<M: TrainableModel> Trainer<M> {
+    /// A fresh run: `build` makes the model over a parameter store (called twice: the live weights, initialised from
+    /// `config.seed`, and the EMA weights, which start as a copy).
+    pub fn new(config: TrainConfig, build: impl Fn(&ParamStore) -> Result<M>) -> Result<Self> {
+        config.validate()?;
+        let schedule = config.noise_schedule()?;
+        let store = ParamStore::new(config.seed, Device::Cpu);
+        let model = build(&store)?;
+        let shadow = ParamStore::new(config.seed, Device::Cpu);
+        let ema_model = build(&shadow)?;
+        let ema = Ema::with_shadow(&store, shadow, config.ema_decay, config.ema_warmup)?;
+        let optimizer = AdamW::for_store(
+            &store,
+            AdamWConfig {
+                lr: config.lr.lr_at(0),
+                beta1: config.adam_beta1,
+                beta2: config.adam_beta2,
+                eps: config.adam_eps,
+                weight_decay: config.weight_decay,
+            },
+        )?;
+        let t = schedule.len();
+        let sampler = if config.importance_sampling {
+            TimestepSampler::Importance(LossHistory::new(t))
+        } else {
+            TimestepSampler::Uniform { num_timesteps: t }
+        };
+        Ok(Self {
+            model,
+            store,
+            ema_model,
+            ema,
+            optimizer,
+            state: TrainerState {
+                step: 0,
+                epoch: 0,
+                batch_in_epoch: 0,
+                sampler,
+                smoothed_loss: None,
+                skipped_steps: 0,
+                consecutive_nonfinite: 0,
+                config,
+            },
+            schedule,
+            epoch_order: None,
+        })
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.state.config
+    }
+
+    pub fn state(&self) -> &TrainerState {
+        &self.state
+    }
+
+    /// The index of the next step.
+    pub fn step_index(&self) -> u64 {
+        self.state.step
+    }
+
+    pub fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    /// The EMA weights.
+    pub fn ema_store(&self) -> &ParamStore {
+        self.ema.store()
+    }
+
+    /// The optimiser (its state is part of a checkpoint).
+    pub fn optimizer(&self) -> &AdamW {
+        &self.optimizer
+    }
+
+    /// Sets the total number of steps (to extend a resumed run); the learning-rate schedule is kept.
+    pub fn set_total_steps(&mut self, steps: u64) {
+        self.state.config.steps = steps;
+    }
+
+    /// The dataset indices of batch `s`: batch `s mod K` of epoch `⌊s/K⌋`, `K = ⌊len/B⌋`.
+    fn batch_indices(&mut self, data: &Dataset, step: u64) -> Result<Vec<usize>> {
+        let b = self.state.config.batch_size;
+        let per_epoch = (data.len() / b) as u64;
+        if per_epoch == 0 {
+            return Err(Error::train(
+                "batch_size",
+                format!("{b} is larger than the dataset ({} images)", data.len()),
+            ));
+        }
+        let (epoch, k) = (step / per_epoch, (step % per_epoch) as usize);
+        if self.epoch_order.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let order = EpochBatches::new(data.len(), b, self.state.config.seed, epoch, true)?;
+            self.epoch_order = Some((epoch, order.order().to_vec()));
+        }
+        let order = &self.epoch_order.as_ref().expect("just set").1;
+        Ok(order[k * b..(k + 1) * b].to_vec())
+    }
+
+    /// Runs step `self.step_index()` on `data` and advances to the next.
+    pub fn step(&mut self, data: &Dataset) -> Result<StepReport> {
+        let step = self.state.step;
+        let config = self.state.config.clone();
+        let b = config.batch_size;
+        let indices = self.batch_indices(data, step)?;
+
+        let mut rng = step_rng(config.seed, step);
+        let (timesteps, importance) = self.state.sampler.sample(&mut rng, b);
+        let dropped: Vec<bool> = (0..b)
+            .map(|_| rng.next_f64() < config.label_dropout)
+            .collect();
+        let flip_seed = rng.next_u64();
+        let (pixels, labels) = data.batch(&indices, config.hflip.then_some(flip_seed))?;
+        let labels: Option<Vec<u32>> = match config.null_class {
+            Some(null) if labels.len() == b => Some(
+                labels
+                    .iter()
+                    .zip(&dropped)
+                    .map(|(&y, &drop)| if drop { null } else { y })
+                    .collect(),
+            ),
+            Some(_) => {
+                return Err(Error::train(
+                    "data",
+                    "class-conditional training needs a labelled dataset",
+                ))
+            }
+            None => None,
+        };
+
+        let shape = [b, data.channels, data.height, data.width];
+        let x0 = Tensor::from_vec(pixels, &shape, Device::Cpu)?;
+        let (key, offset) = noise_stream(config.seed, step, x0.numel())?;
+        let (x_t, eps) = q_sample(&self.schedule, &x0, &timesteps, key, offset)?;
+        let alpha_bars = timesteps
+            .iter()
+            .map(|&t| self.schedule.alpha_bar(t))
+            .collect::<std::result::Result<Vec<f64>, _>>()?;
+        let prediction = config.prediction();
+        let target = training_target(prediction, &x0, &eps, &alpha_bars)?;
+
+        let t_f64: Vec<f64> = timesteps.iter().map(|&t| t as f64).collect();
+        let out = self
+            .model
+            .forward(&Var::constant(x_t), &t_f64, labels.as_deref())?;
+        let per_sample = out
+            .sub(&Var::constant(target))?
+            .square()?
+            .mean(&(1..shape.len()).collect::<Vec<_>>(), false)?;
+        let timestep_weights: Vec<f64> = alpha_bars
+            .iter()
+            .map(|&ab| config.loss_weighting.weight(ab / (1.0 - ab), prediction))
+            .collect();
+        let weights: Vec<f32> = timestep_weights
+            .iter()
+            .zip(&importance)
+            .map(|(w, i)| (w * i) as f32)
+            .collect();
+        let loss = per_sample
+            .mul(&Var::constant(Tensor::from_vec(
+                weights,
+                &[b],
+                Device::Cpu,
+            )?))?
+            .mean_all()?;
+        let loss_value = f64::from(loss.tensor().to_scalar()?);
+        let lr = config.lr.lr_at(step);
+        self.state.step += 1;
+        self.state.epoch = self.state.step / (data.len() / b) as u64;
+        self.state.batch_in_epoch = self.state.step % (data.len() / b) as u64;
+
+        if !loss_value.is_finite() {
+            return self.skip(step, loss_value, None, lr);
+        }
+        let mut grads = loss.backward()?;
+        let grad_norm = match config.grad_clip {
+            Some(max) => clip_grad_norm(&mut grads, max)?,
+            None => grad_norm(&grads)? as f32,
+        };
+        if !grad_norm.is_finite() {
+            return self.skip(step, loss_value, Some(grad_norm), lr);
+        }
+        self.optimizer.config.lr = lr;
+        self.optimizer.step(&grads)?;
+        self.ema.update()?;
+        let sample_losses: Vec<f64> = per_sample
+            .tensor()
+            .to_vec()?
+            .iter()
+            .zip(&timestep_weights)
+            .map(|(&l, w)| f64::from(l) * w)
+            .collect();
+        self.state.sampler.record(&timesteps, &sample_losses);
+        self.state.consecutive_nonfinite = 0;
+        // A running mean for the first 1/α updates, then an exponential average.
+        let rate = LOSS_SMOOTHING.max(1.0 / self.optimizer.steps() as f64);
+        let previous = self.state.smoothed_loss.unwrap_or(loss_value);
+        let smoothed = previous + rate * (loss_value - previous);
+        self.state.smoothed_loss = Some(smoothed);
+        Ok(StepReport {
+            step,
+            loss: loss_value,
+            smoothed_loss: Some(smoothed),
+            grad_norm: Some(grad_norm),
+            lr,
+            skipped: false,
+        })
+    }
+
+    /// Records a skipped step; an error once `max_nonfinite` have been skipped in a row.
+    fn skip(
+        &mut self,
+        step: u64,
+        loss: f64,
+        grad_norm: Option<f32>,
+        lr: f32,
+    ) -> Result<StepReport> {
+        self.state.skipped_steps += 1;
+        self.state.consecutive_nonfinite += 1;
+        let max = self.state.config.max_nonfinite;
+        if self.state.consecutive_nonfinite >= max {
+            return Err(Error::train(
+                "loss",
+                format!(
+                    "{max} consecutive steps (the last is step {step}) had a non-finite loss or gradient norm \
+                     (loss {loss}, gradient norm {grad_norm:?}); lower the learning rate or enable --grad-clip"
+                ),
+            ));
+        }
+        Ok(StepReport {
+            step,
+            loss,
+            smoothed_loss: self.state.smoothed_loss,
+            grad_norm,
+            lr,
+            skipped: true,
+        })
+    }
+}
