@@ -1,7 +1,7 @@
 //! Fréchet distance against the number of sampling steps, one coloured line per sampler, as a small PNG drawn on the
-//! canvas of [`crate::plot`]: steps on a log axis labelled at every swept count, FD on a linear axis from 0 to the
-//! largest value, and in the top-right corner a coloured swatch numbered 1, 2, … for each sampler in the given order
-//! (the 3×5 font has digits only; the command prints which number is which sampler).
+//! canvas of [`crate::plot`]: steps on a log axis labelled at every swept count, FD on a linear axis spanning the
+//! values (padded by 5 %, its ends labelled), and under the step labels a coloured swatch numbered 1, 2, … for each
+//! sampler in the given order (the 3×5 font has digits only; the command prints which number is which sampler).
 
 use crate::plot::{Canvas, BOTTOM, H, LEFT, RIGHT, TOP, W};
 use std::path::Path;
@@ -21,6 +21,12 @@ pub struct Curve {
     pub points: Vec<(usize, f64)>,
 }
 
+/// An axis value with about four significant digits (at most 7 characters for values below 10⁶).
+fn label(value: f64) -> String {
+    let magnitude = value.abs().max(1e-3).log10().floor() as i32;
+    format!("{value:.*}", (3 - magnitude).clamp(0, 3) as usize)
+}
+
 /// Renders the curves as PNG bytes. Every step count must be at least 1 and every FD finite.
 pub fn fd_sweep_png(curves: &[Curve]) -> Result<Vec<u8>, String> {
     let all = || curves.iter().flat_map(|c| c.points.iter().copied());
@@ -38,7 +44,11 @@ pub fn fd_sweep_png(curves: &[Curve]) -> Result<Vec<u8>, String> {
         (first as f64).log10(),
         (last as f64).log10().max((first as f64).log10() + 1e-9),
     );
-    let top = all().map(|p| p.1).fold(0.0, f64::max).max(1e-12);
+    // FD axis: the range of the values, padded by 5 % on each side (a flat sweep gets ±1).
+    let lo = all().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = all().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let pad = if hi > lo { 0.05 * (hi - lo) } else { 1.0 };
+    let (bottom, top) = (lo - pad, hi + pad);
     let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
     let to_px = |steps: usize, fd: f64| -> (i64, i64) {
         let fx = if last == first {
@@ -48,7 +58,7 @@ pub fn fd_sweep_png(curves: &[Curve]) -> Result<Vec<u8>, String> {
         };
         (
             (LEFT as f64 + fx * pw).round() as i64,
-            (TOP as f64 + (1.0 - fd.max(0.0) / top) * ph).round() as i64,
+            (TOP as f64 + (top - fd) / (top - bottom) * ph).round() as i64,
         )
     };
     let mut c = Canvas::white();
@@ -57,8 +67,8 @@ pub fn fd_sweep_png(curves: &[Curve]) -> Result<Vec<u8>, String> {
     c.line((x0, TOP as i64), (x0, y0), axis);
     c.line((x0, y0), (x1, y0), axis);
     c.line((x0, TOP as i64), (x1, TOP as i64), [225, 225, 225]);
-    c.text(4, H - BOTTOM - 5, "0");
-    c.text(4, TOP, &format!("{top:.3}"));
+    c.text(4, H - BOTTOM - 5, &label(bottom));
+    c.text(4, TOP, &label(top));
     let mut labelled: Vec<usize> = all().map(|p| p.0).collect();
     labelled.sort_unstable();
     labelled.dedup();
@@ -88,14 +98,14 @@ pub fn fd_sweep_png(curves: &[Curve]) -> Result<Vec<u8>, String> {
                 }
             }
         }
-        // Legend: a swatch, then the sampler's number.
-        let y = TOP + 4 + 14 * k;
+        // Legend, under the step labels: a swatch, then the sampler's number.
+        let (x, y) = (LEFT + 48 * k, H - 14);
         for dx in 0..16 {
             for dy in 4..7 {
-                c.set(W - RIGHT - 40 + dx, y + dy, color);
+                c.set(x + dx, y + dy, color);
             }
         }
-        c.text(W - RIGHT - 18, y, &(k + 1).to_string());
+        c.text(x + 20, y, &(k + 1).to_string());
     }
     c.png()
 }
