@@ -85,13 +85,14 @@ pub struct EvalArgs {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Evaluate at each of these step counts (comma-separated), for each of --samplers, instead of --steps once.
+    /// [default: none]
     #[arg(long, value_delimiter = ',')]
     sweep_steps: Vec<usize>,
     /// The samplers of a sweep (comma-separated).  [default: --sampler]
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', requires = "sweep_steps")]
     samplers: Vec<String>,
     /// The PNG of FD against steps of a sweep.  [default: the --json file with extension .png, else sweep.png]
-    #[arg(long)]
+    #[arg(long, requires = "sweep_steps")]
     plot: Option<PathBuf>,
     /// Also evaluate the floor: the first --num training images of --data scored as samples against the test set.
     #[arg(long)]
@@ -319,7 +320,7 @@ fn print_report(report: &EvalReport, floor: Option<&EvalReport>) {
     }
     let header = match floor {
         Some(f) => format!(
-            "{:<26} {:>18} {:>12}",
+            "{:<26} {:>18} {:>14}",
             "metric",
             "value",
             format!("floor ({})", f.samples)
@@ -329,7 +330,7 @@ fn print_report(report: &EvalReport, floor: Option<&EvalReport>) {
     println!("{header}");
     for (name, value, floor) in rows {
         match floor {
-            Some(f) => println!("{name:<26} {value:>18} {f:>12}"),
+            Some(f) => println!("{name:<26} {value:>18} {f:>14}"),
             None => println!("{name:<26} {value:>18}"),
         }
     }

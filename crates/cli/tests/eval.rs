@@ -284,3 +284,26 @@ fn eval_bpd_of_a_conditional_model_needs_test_labels() {
     let err = stderr(&out);
     assert!(err.contains("needs the test images' labels"), "{err}");
 }
+
+#[test]
+fn eval_help_shows_every_default() {
+    let help = diffuse(&["eval", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    let options: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !["checkpoint", "floor", "help"].contains(name))
+        .collect();
+    assert!(options.len() >= 14, "{text}");
+    for name in options {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("--{name} ")))
+            .unwrap_or_default();
+        assert!(
+            line.contains("[default:"),
+            "--{name} shows no default: {line}"
+        );
+    }
+}
