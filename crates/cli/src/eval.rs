@@ -7,6 +7,7 @@
 //! Every run (sampler, steps) starts sample batch `b` from the same noise: batch seeds are the successive outputs of
 //! `SplitMix64::new(--seed)`, so the rows of a sweep differ only in how they integrate, not in their starting points.
 
+use crate::eval_table::{print_report, print_sweep};
 use crate::sample::resolve;
 use crate::sampling::{draw, sampler_named, GridRequest};
 use crate::sweep_plot::{save_fd_sweep, Curve, COLORS};
@@ -26,20 +27,6 @@ use diffuse_tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-/// The Fashion-MNIST class names, by label.
-const CLASS_NAMES: [&str; NUM_CLASSES] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
 
 /// The command that makes the classifier weights.
 const TRAIN_CLASSIFIER: &str =
@@ -262,102 +249,6 @@ fn settings(args: &EvalArgs, model: &Model, sampler: &str, steps: usize) -> Valu
         "classifier": args.classifier,
         "bpd_images": args.bpd,
     })
-}
-
-fn percent(x: Option<f64>) -> String {
-    x.map_or("–".into(), |a| format!("{:.2} %", 100.0 * a))
-}
-
-/// The metric table of one report, with the floor's values beside it.
-fn print_report(report: &EvalReport, floor: Option<&EvalReport>) {
-    let mut rows: Vec<(String, String, Option<String>)> = vec![
-        (
-            "FD (fashion_classifier)".into(),
-            format!("{:.3}", report.fd_fashion_classifier),
-            floor.map(|f| format!("{:.3}", f.fd_fashion_classifier)),
-        ),
-        (
-            "accuracy".into(),
-            percent(report.accuracy),
-            floor.map(|f| percent(f.accuracy)),
-        ),
-    ];
-    if let Some(per_class) = &report.per_class_accuracy {
-        for (c, acc) in per_class.iter().enumerate() {
-            let floor_acc = floor
-                .and_then(|f| f.per_class_accuracy.as_ref())
-                .and_then(|p| p.get(c).copied().flatten());
-            rows.push((
-                format!("  {c} {}", CLASS_NAMES.get(c).unwrap_or(&"")),
-                percent(*acc),
-                floor.map(|_| percent(floor_acc)),
-            ));
-        }
-    }
-    rows.extend([
-        (
-            "IS-style score".into(),
-            format!("{:.3}", report.inception_score),
-            floor.map(|f| format!("{:.3}", f.inception_score)),
-        ),
-        (
-            "precision".into(),
-            format!("{:.4}", report.precision),
-            floor.map(|f| format!("{:.4}", f.precision)),
-        ),
-        (
-            "recall".into(),
-            format!("{:.4}", report.recall),
-            floor.map(|f| format!("{:.4}", f.recall)),
-        ),
-    ]);
-    if let Some(bpd) = report.bpd {
-        rows.push((
-            "bits/dim (bound)".into(),
-            format!("{:.4} ± {:.4}", bpd.mean, bpd.std_error),
-            floor.map(|_| "–".into()),
-        ));
-    }
-    let header = match floor {
-        Some(f) => format!(
-            "{:<26} {:>18} {:>14}",
-            "metric",
-            "value",
-            format!("floor ({})", f.samples)
-        ),
-        None => format!("{:<26} {:>18}", "metric", "value"),
-    };
-    println!("{header}");
-    for (name, value, floor) in rows {
-        match floor {
-            Some(f) => println!("{name:<26} {value:>18} {f:>14}"),
-            None => println!("{name:<26} {value:>18}"),
-        }
-    }
-}
-
-/// One line per sweep row.
-fn print_sweep(rows: &[(String, usize, EvalReport)], floor: Option<&EvalReport>) {
-    println!(
-        "{:<10} {:>6} {:>10} {:>9} {:>8} {:>9} {:>9}",
-        "sampler", "steps", "FD", "accuracy", "IS", "precision", "recall"
-    );
-    let line = |name: &str, steps: String, r: &EvalReport| {
-        println!(
-            "{name:<10} {steps:>6} {:>10.3} {:>9} {:>8.3} {:>9.4} {:>9.4}",
-            r.fd_fashion_classifier,
-            percent(r.accuracy),
-            r.inception_score,
-            r.precision,
-            r.recall
-        );
-    };
-    for (sampler, steps, report) in rows {
-        line(sampler, steps.to_string(), report);
-    }
-    if let Some(f) = floor {
-        line("floor", "–".into(), f);
-    }
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<(), String> {

@@ -1,6 +1,7 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
 mod eval;
+mod eval_table;
 mod files;
 mod forward;
 mod grid;

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Two levels of 8 and 16 channels, no attention, class-conditional with a null class.
+/// Two levels of 8 and 16 channels, no attention, class-conditional with a null class (the last line; without it
+/// the model is unconditional).
 const TINY_CONFIG: &str = r#"{
   "_class_name": "UNet2DModel",
   "sample_size": 28, "in_channels": 1, "out_channels": 1,
@@ -78,10 +79,16 @@ fn synthetic_data(dir: &Path, count: u32, labels: bool) {
     }
 }
 
-/// Trains the tiny model for two steps into `dir/run` and returns that folder.
-fn tiny_run(dir: &Path) -> String {
+/// Trains the tiny model (class-conditional or not) for two steps into `dir/run` and returns that folder.
+fn tiny_run(dir: &Path, conditional: bool) -> String {
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    let text = if conditional {
+        TINY_CONFIG.to_string()
+    } else {
+        TINY_CONFIG.replace(r#", "num_class_embeds": 11"#, "")
+    };
+    assert_ne!(text.contains("num_class_embeds"), !conditional);
+    std::fs::write(&config, text).unwrap();
     let out = dir.join("run").to_str().unwrap().to_string();
     let train = diffuse(&[
         "train",
@@ -117,7 +124,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 #[test]
 fn eval_writes_a_report_with_settings_accuracy_bpd_and_floor() {
     let dir = temp_dir("report");
-    let run = tiny_run(&dir);
+    let run = tiny_run(&dir, true);
     let data = dir.join("data");
     synthetic_data(&data, 40, true);
     let json = dir.join("out.json");
@@ -180,9 +187,9 @@ fn eval_writes_a_report_with_settings_accuracy_bpd_and_floor() {
 }
 
 #[test]
-fn eval_sweep_writes_one_row_per_sampler_and_step_count_and_a_plot() {
+fn eval_sweep_of_an_unconditional_model_writes_one_row_per_sampler_and_step_count_and_a_plot() {
     let dir = temp_dir("sweep");
-    let run = tiny_run(&dir);
+    let run = tiny_run(&dir, false);
     let data = dir.join("data");
     synthetic_data(&data, 24, false);
     let json = dir.join("sweep.json");
@@ -220,6 +227,11 @@ fn eval_sweep_writes_one_row_per_sampler_and_step_count_and_a_plot() {
         .map(|&(s, n)| (s.to_string(), n))
         .collect();
     assert_eq!(settings, expected);
+    for row in rows {
+        assert!(row["report"]["accuracy"].is_null());
+        assert!(row["report"]["per_class_accuracy"].is_null());
+        assert!(row["report"]["inception_score"].as_f64().unwrap() >= 1.0 - 1e-9);
+    }
     let png = std::fs::read(dir.join("sweep.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
 }
@@ -262,7 +274,7 @@ fn eval_says_where_the_classifier_belongs_and_how_to_train_it() {
 #[test]
 fn eval_bpd_of_a_conditional_model_needs_test_labels() {
     let dir = temp_dir("no-labels");
-    let run = tiny_run(&dir);
+    let run = tiny_run(&dir, true);
     let data = dir.join("data");
     synthetic_data(&data, 12, false);
     let out = diffuse(&[
