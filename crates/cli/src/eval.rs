@@ -257,6 +257,42 @@ fn write_json(path: &Path, value: &Value) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// Plots FD against steps, one curve per sampler in the order given (rows come sampler-major), and says which
+/// legend number is which sampler.
+fn plot_sweep(args: &EvalArgs, rows: &[(String, usize, EvalReport)]) -> Result<(), String> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut curves: Vec<Curve> = Vec::new();
+    for (sampler, steps, report) in rows {
+        if names.last() != Some(&sampler.as_str()) {
+            names.push(sampler);
+            curves.push(Curve { points: Vec::new() });
+        }
+        if let Some(curve) = curves.last_mut() {
+            curve.points.push((*steps, report.fd_fashion_classifier));
+        }
+    }
+    for curve in &mut curves {
+        curve.points.sort_by_key(|p| p.0);
+    }
+    let plot = args.plot.clone().unwrap_or_else(|| {
+        args.json
+            .as_ref()
+            .map_or(PathBuf::from("sweep.png"), |j| j.with_extension("png"))
+    });
+    save_fd_sweep(&curves, &plot)?;
+    let legend: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(k, s)| format!("{} {s} ({})", k + 1, COLORS[k % COLORS.len()].1))
+        .collect();
+    eprintln!(
+        "FD against steps in {}: {}",
+        plot.display(),
+        legend.join(", ")
+    );
+    Ok(())
+}
+
 pub fn run(args: &EvalArgs) -> Result<(), String> {
     if args.num < 2 || args.batch == 0 {
         return Err(format!(
@@ -352,36 +388,5 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     if let Some(path) = &args.json {
         write_json(path, &Value::Array(rows.iter().map(record).collect()))?;
     }
-    // One curve per sampler, in the order given; rows come sampler-major.
-    let mut names: Vec<&str> = Vec::new();
-    let mut curves: Vec<Curve> = Vec::new();
-    for (sampler, steps, report) in &rows {
-        if names.last() != Some(&sampler.as_str()) {
-            names.push(sampler);
-            curves.push(Curve { points: Vec::new() });
-        }
-        if let Some(curve) = curves.last_mut() {
-            curve.points.push((*steps, report.fd_fashion_classifier));
-        }
-    }
-    for curve in &mut curves {
-        curve.points.sort_by_key(|p| p.0);
-    }
-    let plot = args.plot.clone().unwrap_or_else(|| {
-        args.json
-            .as_ref()
-            .map_or(PathBuf::from("sweep.png"), |j| j.with_extension("png"))
-    });
-    save_fd_sweep(&curves, &plot)?;
-    let legend: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(k, s)| format!("{} {s} ({})", k + 1, COLORS[k % COLORS.len()].1))
-        .collect();
-    eprintln!(
-        "FD against steps in {}: {}",
-        plot.display(),
-        legend.join(", ")
-    );
-    Ok(())
+    plot_sweep(args, &rows)
 }
