@@ -1,5 +1,7 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
+mod eval;
+mod eval_table;
 mod files;
 mod forward;
 mod grid;
@@ -8,6 +10,7 @@ mod interrupt;
 mod plot;
 mod sample;
 mod sampling;
+mod sweep_plot;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +30,9 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Draw samples from a trained U-Net (a run folder, a checkpoint, or a diffusers model folder).
     Sample(Box<sample::SampleArgs>),
+    /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in the Fashion-MNIST classifier's
+    /// feature space, and optionally bits/dim, the floor, and a sweep over sampling steps.
+    Eval(Box<eval::EvalArgs>),
     /// Describe a training run, checkpoint or diffusers model folder.
     Info {
         /// The folder.
@@ -40,6 +46,7 @@ fn main() {
         Command::Forward(args) => forward::run(args),
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Info { dir } => info::run(dir),
     };
     if let Err(message) = result {

@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-const W: usize = 560;
-const H: usize = 320;
-const LEFT: usize = 70;
-const RIGHT: usize = 16;
-const TOP: usize = 16;
-const BOTTOM: usize = 40;
+pub(crate) const W: usize = 560;
+pub(crate) const H: usize = 320;
+pub(crate) const LEFT: usize = 70;
+pub(crate) const RIGHT: usize = 16;
+pub(crate) const TOP: usize = 16;
+pub(crate) const BOTTOM: usize = 40;
 
 /// Rows of 3-bit glyphs, top to bottom.
 fn glyph(c: char) -> Option<[u8; 5]> {
@@ -31,12 +31,12 @@ fn glyph(c: char) -> Option<[u8; 5]> {
     })
 }
 
-struct Canvas {
+pub(crate) struct Canvas {
     rgb: Vec<u8>,
 }
 
 impl Canvas {
-    fn set(&mut self, x: usize, y: usize, color: [u8; 3]) {
+    pub(crate) fn set(&mut self, x: usize, y: usize, color: [u8; 3]) {
         if x < W && y < H {
             let i = (y * W + x) * 3;
             self.rgb[i..i + 3].copy_from_slice(&color);
@@ -44,7 +44,7 @@ impl Canvas {
     }
 
     /// A straight line (Bresenham).
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), color: [u8; 3]) {
+    pub(crate) fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), color: [u8; 3]) {
         let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
         let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
         let (mut x, mut y, mut err) = (x0, y0, dx + dy);
@@ -67,8 +67,29 @@ impl Canvas {
         }
     }
 
+    /// A blank white canvas of W×H pixels.
+    pub(crate) fn white() -> Canvas {
+        Canvas {
+            rgb: vec![255; W * H * 3],
+        }
+    }
+
+    /// The canvas as PNG bytes (8-bit RGB).
+    pub(crate) fn png(&self) -> Result<Vec<u8>, String> {
+        let mut bytes = Vec::new();
+        let mut encoder = png::Encoder::new(&mut bytes, W as u32, H as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer
+            .write_image_data(&self.rgb)
+            .map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+        Ok(bytes)
+    }
+
     /// `text` with its top-left corner at (x, y), 2× scale.
-    fn text(&mut self, x: usize, y: usize, text: &str) {
+    pub(crate) fn text(&mut self, x: usize, y: usize, text: &str) {
         for (k, c) in text.chars().enumerate() {
             let Some(rows) = glyph(c) else { continue };
             for (r, bits) in rows.iter().enumerate() {
@@ -104,9 +125,7 @@ pub fn loss_curve_png(points: &[(u64, f64, f64)]) -> Result<Vec<u8>, String> {
         lo.log10().floor(),
         hi.log10().ceil().max(lo.log10().floor() + 1.0),
     );
-    let mut c = Canvas {
-        rgb: vec![255; W * H * 3],
-    };
+    let mut c = Canvas::white();
     let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
     let to_px = |step: u64, loss: f64| -> (i64, i64) {
         let fx = (step - first) as f64 / (last - first) as f64;
@@ -156,14 +175,7 @@ pub fn loss_curve_png(points: &[(u64, f64, f64)]) -> Result<Vec<u8>, String> {
             [20, 60, 170],
         );
     }
-    let mut bytes = Vec::new();
-    let mut encoder = png::Encoder::new(&mut bytes, W as u32, H as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-    writer.write_image_data(&c.rgb).map_err(|e| e.to_string())?;
-    writer.finish().map_err(|e| e.to_string())?;
-    Ok(bytes)
+    c.png()
 }
 
 /// Writes the loss curve of `points` to `path` atomically.

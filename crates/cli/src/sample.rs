@@ -58,18 +58,18 @@ pub struct SampleArgs {
     trajectory: Option<PathBuf>,
 }
 
-/// The model folder and scheduler config that `--checkpoint` names.
-fn resolve(args: &SampleArgs) -> Result<(PathBuf, SchedulerConfig), String> {
-    let dir = &args.checkpoint;
+/// The model folder and scheduler config that `dir` names: a training run (its latest checkpoint), a `step-N`
+/// checkpoint (its EMA weights when `ema`, else its raw weights), or a diffusers model folder.
+pub(crate) fn resolve(dir: &Path, ema: bool) -> Result<(PathBuf, SchedulerConfig), String> {
     let step_dir = if dir.join("latest").is_file() {
         latest_checkpoint(dir).map_err(|e| e.to_string())?
     } else {
-        dir.clone()
+        dir.to_path_buf()
     };
     let model_dir = if step_dir.join(CONFIG_FILE).is_file() {
         step_dir.clone()
     } else {
-        step_dir.join(if args.ema { "ema" } else { "model" })
+        step_dir.join(if ema { "ema" } else { "model" })
     };
     if !model_dir.join(CONFIG_FILE).is_file() {
         return Err(format!(
@@ -167,7 +167,7 @@ fn save_grid(images: &Tensor, columns: usize, path: &Path) -> Result<(), String>
 }
 
 pub fn run(args: &SampleArgs) -> Result<(), String> {
-    let (model_dir, scheduler) = resolve(args)?;
+    let (model_dir, scheduler) = resolve(&args.checkpoint, args.ema)?;
     let (model, _store) =
         UNet2DModel::load_diffusers(&model_dir, Device::Cpu).map_err(|e| e.to_string())?;
     let schedule = NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?;

@@ -1,0 +1,392 @@
+//! `diffuse eval`: scores a trained U-Net by drawing `--num` samples and comparing them with the test set in the
+//! feature space of the shipped Fashion-MNIST classifier (Fréchet distance, class accuracy of conditional samples,
+//! Inception-style score, precision and recall), optionally with the variational bound in bits per dimension on
+//! test images and with the floor (the same metrics for real training images). `--sweep-steps` repeats the
+//! sampling for several step counts and samplers, and plots FD against steps.
+//!
+//! Every run (sampler, steps) starts sample batch `b` from the same noise: batch seeds are the successive outputs of
+//! `SplitMix64::new(--seed)`, so the rows of a sweep differ only in how they integrate, not in their starting points.
+
+use crate::eval_table::{print_report, print_sweep};
+use crate::sample::resolve;
+use crate::sampling::{draw, sampler_named, GridRequest};
+use crate::sweep_plot::{save_fd_sweep, Curve, COLORS};
+use clap::Args;
+use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
+use diffuse_diffusion::eval::{
+    evaluate_samples, variational_bound, BoundOptions, BpdSummary, EvalReport, FashionClassifier,
+    ReferenceFeatures,
+};
+use diffuse_diffusion::rng::SplitMix64;
+use diffuse_diffusion::schedule::NoiseSchedule;
+use diffuse_diffusion::train::target::prediction_of;
+use diffuse_diffusion::train::{ModelDenoiser, Prediction};
+use diffuse_diffusion::unet::UNet2DModel;
+use diffuse_tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// The command that makes the classifier weights.
+const TRAIN_CLASSIFIER: &str =
+    "cargo run --release -p diffuse-diffusion --example fashion_classifier -- --full --epochs 5";
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A training run folder (its latest checkpoint), a step-N checkpoint, or a diffusers model folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Which weights of a checkpoint to sample: the EMA weights or the raw model weights.
+    #[arg(long, default_value = "ema", value_parser = ["ema", "model"])]
+    weights: String,
+    /// ddpm, ddim, euler, euler-a, heun or dpm++2m.
+    #[arg(long, default_value = "dpm++2m")]
+    sampler: String,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f64,
+    /// Samples to generate (a class-conditional model cycles through its classes: 0, 1, …, 9, 0, …).
+    #[arg(long, default_value_t = 10_000)]
+    num: usize,
+    /// Samples per model batch.
+    #[arg(long, default_value_t = 250)]
+    batch: usize,
+    /// Seed of the starting noise and of the stochastic samplers' noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The dataset folder whose test split is the reference set (and whose training split gives --floor).
+    #[arg(long, default_value = "data/fashion-mnist")]
+    data: PathBuf,
+    /// The feature extractor's weights.
+    #[arg(long, default_value = "data/classifier/fashion-classifier.safetensors")]
+    classifier: PathBuf,
+    /// Compute the variational bound in bits/dim on the first N test images (0: skip; each image costs as many
+    /// model evaluations as the schedule has timesteps).
+    #[arg(long, default_value_t = 0)]
+    bpd: usize,
+    /// Write the settings and the report (a list of them with --sweep-steps) as JSON to this file.  [default: none]
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Evaluate at each of these step counts (comma-separated), for each of --samplers, instead of --steps once.
+    /// [default: none]
+    #[arg(long, value_delimiter = ',')]
+    sweep_steps: Vec<usize>,
+    /// The samplers of a sweep (comma-separated).  [default: --sampler]
+    #[arg(long, value_delimiter = ',', requires = "sweep_steps")]
+    samplers: Vec<String>,
+    /// The PNG of FD against steps of a sweep.  [default: the --json file with extension .png, else sweep.png]
+    #[arg(long, requires = "sweep_steps")]
+    plot: Option<PathBuf>,
+    /// Also evaluate the floor: the first --num training images of --data scored as samples against the test set.
+    #[arg(long)]
+    floor: bool,
+}
+
+/// A loaded model and how to sample it.
+struct Model {
+    unet: UNet2DModel,
+    prediction: Prediction,
+    schedule: NoiseSchedule,
+    /// The classes of a class-conditional model (its null class is the last embedding).
+    num_classes: Option<u32>,
+    /// The N of the `step-N` checkpoint the weights come from, when they do.
+    step: Option<u64>,
+}
+
+fn load_model(args: &EvalArgs) -> Result<Model, String> {
+    let (model_dir, scheduler) = resolve(&args.checkpoint, args.weights == "ema")?;
+    let (unet, _store) = UNet2DModel::load_diffusers(&model_dir, Device::Cpu)
+        .map_err(|e| format!("{}: {e}", model_dir.display()))?;
+    let config = unet.config();
+    let (h, w) = config
+        .sample_size
+        .map_or((IMAGE_SIZE, IMAGE_SIZE), |s| s.height_width());
+    if (config.in_channels, h, w) != (1, IMAGE_SIZE, IMAGE_SIZE) {
+        return Err(format!(
+            "{} makes {}×{h}×{w} images; the Fashion-MNIST classifier scores 1×{IMAGE_SIZE}×{IMAGE_SIZE} images only",
+            model_dir.display(),
+            config.in_channels
+        ));
+    }
+    let step = model_dir
+        .ancestors()
+        .find_map(|p| p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok());
+    Ok(Model {
+        num_classes: config.num_class_embeds.map(|n| n as u32 - 1),
+        prediction: prediction_of(scheduler.prediction_type),
+        schedule: NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?,
+        unet,
+        step,
+    })
+}
+
+fn load_classifier(path: &Path) -> Result<FashionClassifier, String> {
+    if !path.is_file() {
+        return Err(format!(
+            "no classifier weights at {}: pass --classifier FILE, or make them (they are written to \
+             data/classifier/fashion-classifier.safetensors) with\n  {TRAIN_CLASSIFIER}",
+            path.display()
+        ));
+    }
+    FashionClassifier::load(path, Device::Cpu).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `count` images (or all there are) of `data`, from the first, as an (N, 1, 28, 28) tensor, with their labels.
+fn first_images(data: &Dataset, count: usize) -> Result<(Tensor, Option<Vec<u32>>), String> {
+    let count = count.min(data.len());
+    let pixels = &data.images[..count * data.image_len()];
+    let images = Tensor::from_slice(pixels, &[count, 1, IMAGE_SIZE, IMAGE_SIZE], Device::Cpu)
+        .map_err(|e| e.to_string())?;
+    Ok((images, data.labels.as_ref().map(|l| l[..count].to_vec())))
+}
+
+fn load_split(dir: &Path, split: Split) -> Result<Dataset, String> {
+    let data = Dataset::load(dir, split).map_err(|e| e.to_string())?;
+    if (data.channels, data.height, data.width) != (1, IMAGE_SIZE, IMAGE_SIZE) {
+        return Err(format!(
+            "{} holds {}×{}×{} images; the Fashion-MNIST classifier scores 1×{IMAGE_SIZE}×{IMAGE_SIZE} images only",
+            dir.display(),
+            data.channels,
+            data.height,
+            data.width
+        ));
+    }
+    Ok(data)
+}
+
+/// Draws `args.num` samples with `sampler` in `steps`, `args.batch` at a time, behind a progress bar.
+fn generate(
+    args: &EvalArgs,
+    model: &Model,
+    sampler: &str,
+    steps: usize,
+    classes: Option<&[u32]>,
+) -> Result<Tensor, String> {
+    let sampler = sampler_named(sampler)?;
+    let bar = ProgressBar::new(args.num as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} samples ETA {eta}")
+            .map_err(|e| e.to_string())?,
+    );
+    let mut seeds = SplitMix64::new(args.seed);
+    let mut pixels = Vec::with_capacity(args.num * IMAGE_SIZE * IMAGE_SIZE);
+    for start in (0..args.num).step_by(args.batch) {
+        let count = args.batch.min(args.num - start);
+        let request = GridRequest {
+            sampler,
+            steps,
+            seed: seeds.next_u64(),
+            classes: classes.map(|c| &c[start..start + count]),
+            count,
+            guidance: args.guidance,
+            null_class: model.num_classes,
+        };
+        let images = draw(
+            &model.unet,
+            model.prediction,
+            &model.schedule,
+            &request,
+            None,
+        )?;
+        pixels.extend(images.to_vec().map_err(|e| e.to_string())?);
+        bar.inc(count as u64);
+    }
+    bar.finish_and_clear();
+    Tensor::from_vec(pixels, &[args.num, 1, IMAGE_SIZE, IMAGE_SIZE], Device::Cpu)
+        .map_err(|e| e.to_string())
+}
+
+/// The bound on the first `args.bpd` test images (with their labels for a conditional model).
+fn bits_per_dim(args: &EvalArgs, model: &Model, test: &Dataset) -> Result<BpdSummary, String> {
+    let (images, labels) = first_images(test, args.bpd)?;
+    if model.num_classes.is_some() && labels.is_none() {
+        return Err(format!(
+            "--bpd on a class-conditional model needs the test images' labels, and {} has none \
+             (t10k-labels-idx1-ubyte[.gz]); pass --bpd 0 to skip the bound",
+            args.data.display()
+        ));
+    }
+    eprintln!(
+        "bits/dim on {} test images ({} model evaluations each)",
+        images.shape()[0],
+        model.schedule.len()
+    );
+    let denoiser = ModelDenoiser {
+        model: &model.unet,
+        prediction: model.prediction,
+    };
+    let bound = variational_bound(
+        &denoiser,
+        &model.schedule,
+        &images,
+        labels.as_deref(),
+        &BoundOptions {
+            seed: args.seed,
+            ..BoundOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(BpdSummary::from(&bound))
+}
+
+/// The settings of one row, as recorded in the JSON.
+fn settings(args: &EvalArgs, model: &Model, sampler: &str, steps: usize) -> Value {
+    json!({
+        "checkpoint": args.checkpoint,
+        "checkpoint_step": model.step,
+        "weights": args.weights,
+        "sampler": sampler,
+        "steps": steps,
+        "guidance": args.guidance,
+        "num": args.num,
+        "batch": args.batch,
+        "seed": args.seed,
+        "data": args.data,
+        "classifier": args.classifier,
+        "bpd_images": args.bpd,
+    })
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    crate::files::write_atomically(path, text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Plots FD against steps, one curve per sampler in the order given (rows come sampler-major), and says which
+/// legend number is which sampler.
+fn plot_sweep(args: &EvalArgs, rows: &[(String, usize, EvalReport)]) -> Result<(), String> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut curves: Vec<Curve> = Vec::new();
+    for (sampler, steps, report) in rows {
+        if names.last() != Some(&sampler.as_str()) {
+            names.push(sampler);
+            curves.push(Curve { points: Vec::new() });
+        }
+        if let Some(curve) = curves.last_mut() {
+            curve.points.push((*steps, report.fd_fashion_classifier));
+        }
+    }
+    for curve in &mut curves {
+        curve.points.sort_by_key(|p| p.0);
+    }
+    let plot = args.plot.clone().unwrap_or_else(|| {
+        args.json
+            .as_ref()
+            .map_or(PathBuf::from("sweep.png"), |j| j.with_extension("png"))
+    });
+    save_fd_sweep(&curves, &plot)?;
+    let legend: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(k, s)| format!("{} {s} ({})", k + 1, COLORS[k % COLORS.len()].1))
+        .collect();
+    eprintln!(
+        "FD against steps in {}: {}",
+        plot.display(),
+        legend.join(", ")
+    );
+    Ok(())
+}
+
+pub fn run(args: &EvalArgs) -> Result<(), String> {
+    if args.num < 2 || args.batch == 0 {
+        return Err(format!(
+            "--num must be at least 2 (got {}) and --batch at least 1 (got {})",
+            args.num, args.batch
+        ));
+    }
+    let classifier = load_classifier(&args.classifier)?;
+    let model = load_model(args)?;
+    if args.guidance != 1.0 && model.num_classes.is_none() {
+        return Err("--guidance other than 1 needs a class-conditional model".into());
+    }
+    let test = load_split(&args.data, Split::Test)?;
+    eprintln!(
+        "reference: {} test images of {}",
+        test.len(),
+        args.data.display()
+    );
+    let reference =
+        ReferenceFeatures::from_images(&classifier, &first_images(&test, test.len())?.0)
+            .map_err(|e| e.to_string())?;
+
+    // Conditional samples cycle through the classes; accuracy needs them to be the classifier's ten.
+    let classes: Option<Vec<u32>> = model
+        .num_classes
+        .map(|n| (0..args.num).map(|i| i as u32 % n.max(1)).collect());
+    let scored_classes = match (&classes, model.num_classes) {
+        (Some(c), Some(n)) if n as usize == NUM_CLASSES => Some(c.as_slice()),
+        (Some(_), Some(n)) => {
+            eprintln!("the model has {n} classes, not Fashion-MNIST's {NUM_CLASSES}: accuracy is not scored");
+            None
+        }
+        _ => None,
+    };
+
+    let bpd = (args.bpd > 0)
+        .then(|| bits_per_dim(args, &model, &test))
+        .transpose()?;
+    let floor = if args.floor {
+        let train = load_split(&args.data, Split::Train)?;
+        let (images, labels) = first_images(&train, args.num)?;
+        let labels = labels.filter(|_| train.num_classes <= NUM_CLASSES);
+        Some(
+            evaluate_samples(&classifier, &images, labels.as_deref(), &reference)
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+
+    let runs: Vec<(String, usize)> = if args.sweep_steps.is_empty() {
+        vec![(args.sampler.clone(), args.steps)]
+    } else {
+        let samplers = if args.samplers.is_empty() {
+            std::slice::from_ref(&args.sampler)
+        } else {
+            args.samplers.as_slice()
+        };
+        samplers
+            .iter()
+            .flat_map(|s| args.sweep_steps.iter().map(move |&n| (s.clone(), n)))
+            .collect()
+    };
+    // Reject a bad sampler name before any sampling.
+    for (sampler, _) in &runs {
+        sampler_named(sampler)?;
+    }
+    let mut rows = Vec::with_capacity(runs.len());
+    for (sampler, steps) in runs {
+        eprintln!("{sampler}, {steps} steps: {} samples", args.num);
+        let samples = generate(args, &model, &sampler, steps, classes.as_deref())?;
+        let mut report = evaluate_samples(&classifier, &samples, scored_classes, &reference)
+            .map_err(|e| e.to_string())?;
+        report.bpd = bpd;
+        rows.push((sampler, steps, report));
+    }
+
+    let record = |(sampler, steps, report): &(String, usize, EvalReport)| {
+        json!({
+            "settings": settings(args, &model, sampler, *steps),
+            "report": report,
+            "floor": floor,
+        })
+    };
+    if args.sweep_steps.is_empty() {
+        print_report(&rows[0].2, floor.as_ref());
+        if let Some(path) = &args.json {
+            write_json(path, &record(&rows[0]))?;
+        }
+        return Ok(());
+    }
+    print_sweep(&rows, floor.as_ref());
+    if let Some(path) = &args.json {
+        write_json(path, &Value::Array(rows.iter().map(record).collect()))?;
+    }
+    plot_sweep(args, &rows)
+}
