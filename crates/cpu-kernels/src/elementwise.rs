@@ -67,6 +67,9 @@ pub enum BinaryOp {
     Div,
     Maximum,
     Minimum,
+    /// The gradient of SiLU in one pass: `a` is SiLU's input x, `b` the gradient g of its output, and the result
+    /// g·σ(x)·(1 + x·(1 − σ(x))), the derivative of x·σ(x) times g.
+    SiluBackward,
 }
 
 impl BinaryOp {
@@ -79,6 +82,10 @@ impl BinaryOp {
             BinaryOp::Div => a / b,
             BinaryOp::Maximum => a.max(b),
             BinaryOp::Minimum => a.min(b),
+            BinaryOp::SiluBackward => {
+                let s = sigmoid(a);
+                b * s * (1.0 + a * (1.0 - s))
+            }
         }
     }
 }

@@ -7,13 +7,17 @@
 //! - [`forward`]: the forward process q(x_t | x_0), sampled in one fused pass.
 //! - [`sampler`]: reverse-process samplers (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++(2M)) driving any
 //!   [`sampler::Denoiser`], and classifier-free guidance.
+//! - [`unet`]: the denoising network, diffusers' `UNet2DModel` (same architecture, parameter names and files).
 //! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
 //!   atomic, exactly resumable checkpoints.
+//! - [`eval`]: metrics of generated images (Fréchet distance, classifier accuracy, Inception-style score,
+//!   precision/recall in a classifier's feature space) and the variational bound in bits per dimension.
 //! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
 //!   replayed from a `u64` seed.
 
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod forward;
 pub mod rng;
 pub mod sampler;

@@ -36,13 +36,23 @@ fn named_configs_build_with_diffusers_parameter_counts() {
 }
 
 #[test]
-fn fashion_small_maps_a_batch_to_its_own_shape() {
-    let store = ParamStore::new(1, Device::Cpu);
-    let model = UNet2DModel::new(UNetConfig::named("fashion-small").unwrap(), &store).unwrap();
-    let x = Var::constant(Tensor::randn(&[2, 1, 28, 28], 3, 0, Device::Cpu).unwrap());
-    let y = model.forward(&x, &[10.0, 500.5], Some(&[3, 10])).unwrap();
-    assert_eq!(y.shape(), &[2, 1, 28, 28]);
-    assert!(y.tensor().to_vec().unwrap().iter().all(|v| v.is_finite()));
+fn named_configs_map_a_sample_to_its_own_shape() {
+    for (name, shape, labels) in [
+        ("fashion-small", [2, 1, 28, 28], Some(&[3u32, 10][..])),
+        ("fashion-base", [1, 1, 28, 28], Some(&[10u32][..])),
+        ("ddpm-cifar10", [1, 3, 32, 32], None),
+    ] {
+        let store = ParamStore::new(1, Device::Cpu);
+        let model = UNet2DModel::new(UNetConfig::named(name).unwrap(), &store).unwrap();
+        let x = Var::constant(Tensor::randn(&shape, 3, 0, Device::Cpu).unwrap());
+        let t = [10.0, 500.5];
+        let y = model.forward(&x, &t[..shape[0]], labels).unwrap();
+        assert_eq!(y.shape(), &shape, "{name}");
+        assert!(
+            y.tensor().to_vec().unwrap().iter().all(|v| v.is_finite()),
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -138,7 +138,7 @@ proptest! {
     #[test]
     fn binary_ops_broadcast_like_numpy(
         (sa, sb) in broadcast_pair(),
-        op in 0..6usize,
+        op in 0..7usize,
         seed in any::<u64>(),
     ) {
         let (ta, aa) = draw(tensor_of(sa), seed ^ 1);
@@ -149,7 +149,11 @@ proptest! {
             2 => (ta.mul(&tb).unwrap(), |x, y| x * y),
             3 => (ta.div(&tb).unwrap(), |x, y| x / y),
             4 => (ta.maximum(&tb).unwrap(), f64::max),
-            _ => (ta.minimum(&tb).unwrap(), f64::min),
+            5 => (ta.minimum(&tb).unwrap(), f64::min),
+            _ => (ta.silu_backward(&tb).unwrap(), |x, g| {
+                let s = 1.0 / (1.0 + (-x).exp());
+                g * s * (1.0 + x * (1.0 - s))
+            }),
         };
         let want = reference_broadcast(&aa, &ab, f);
         prop_assert_eq!(got.shape(), want.shape());

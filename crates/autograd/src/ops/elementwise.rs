@@ -124,11 +124,7 @@ impl Var {
     /// x·σ(x): ∂x = g·σ(x)·(1 + x·(1 − σ(x))).
     pub fn silu(&self) -> Result<Var> {
         let x = self.tensor().clone();
-        Ok(self.unary_op(x.silu()?, move |g| {
-            let s = x.sigmoid()?;
-            let inner = x.mul(&s.affine(-1.0, 1.0)?)?.add_scalar(1.0)?;
-            g.mul(&s.mul(&inner)?)
-        }))
+        Ok(self.unary_op(x.silu()?, move |g| x.silu_backward(g)))
     }
 
     /// x·Φ(x) (exact GELU): ∂x = g·(Φ(x) + x·φ(x)), φ the standard normal density.

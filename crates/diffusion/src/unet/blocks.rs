@@ -94,17 +94,28 @@ pub struct DownBlock {
     pub downsampler: Option<Downsample2D>,
 }
 
+/// Channel counts of one down level.
+pub(crate) struct DownChannels {
+    /// Channels of the map arriving from the level above (or `conv_in`).
+    pub input: usize,
+    /// This level's channels.
+    pub out: usize,
+}
+
 impl DownBlock {
-    #[allow(clippy::too_many_arguments)]
+    /// `downsample_padding` is `None` at the last level, which keeps its resolution.
     pub(crate) fn new(
         path: &Path,
         s: &BlockSettings,
-        in_channels: usize,
-        out_channels: usize,
+        ch: DownChannels,
         layers: usize,
         with_attention: bool,
         downsample_padding: Option<usize>,
     ) -> Result<DownBlock> {
+        let DownChannels {
+            input: in_channels,
+            out: out_channels,
+        } = ch;
         let mut block = DownBlock {
             resnets: Vec::with_capacity(layers),
             attentions: Vec::new(),

@@ -9,7 +9,7 @@
 //! out  = conv_out(SiLU(conv_norm_out(x)))                            (N, out_channels, H, W)
 //! ```
 
-use super::blocks::{BlockSettings, DownBlock, MidBlock, UpBlock, UpChannels};
+use super::blocks::{BlockSettings, DownBlock, DownChannels, MidBlock, UpBlock, UpChannels};
 use super::config::UNetConfig;
 use super::embedding::{timestep_code, TimestepEmbedding};
 use super::resnet::conv3x3;
@@ -58,13 +58,15 @@ impl UNet2DModel {
 
         let mut down_blocks = Vec::with_capacity(levels);
         for (i, kind) in config.down_block_types.iter().enumerate() {
-            let in_c = channels[i.saturating_sub(1)];
+            let ch = DownChannels {
+                input: channels[i.saturating_sub(1)],
+                out: channels[i],
+            };
             let is_final = i + 1 == levels;
             down_blocks.push(DownBlock::new(
                 &root.sub("down_blocks").sub(i),
                 &settings,
-                in_c,
-                channels[i],
+                ch,
                 layers,
                 kind == "AttnDownBlock2D",
                 (!is_final).then_some(config.downsample_padding),

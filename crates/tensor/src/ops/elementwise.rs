@@ -103,6 +103,12 @@ impl Tensor {
         minimum => BinaryOp::Minimum;
     }
 
+    /// The gradient of [`Tensor::silu`] at input `self` given the output gradient `grad`: one fused pass,
+    /// `grad·σ(x)·(1 + x·(1 − σ(x)))`, broadcasting like the binary operations.
+    pub fn silu_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        self.binary(grad, BinaryOp::SiluBackward)
+    }
+
     /// `if self != 0 { on_true } else { on_false }`, all three broadcast together.
     pub fn where_select(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
         on_true.check_compatible("where", on_false)?;
@@ -139,5 +145,6 @@ fn binary_name(op: BinaryOp) -> &'static str {
         BinaryOp::Div => "div",
         BinaryOp::Maximum => "maximum",
         BinaryOp::Minimum => "minimum",
+        BinaryOp::SiluBackward => "silu_backward",
     }
 }
