@@ -119,8 +119,9 @@ pub struct TrainArgs {
     /// Samples per row of the grids (one row per class for a class-conditional model).
     #[arg(long, default_value_t = 8)]
     grid_columns: usize,
-    /// Classifier-free guidance scale of the grids (1: plain conditional).
-    #[arg(long, default_value_t = 1.0)]
+    /// Classifier-free guidance scale of the grids (1: plain conditional; 2 sharpens the classes of a short run at
+    /// twice the sampling cost).
+    #[arg(long, default_value_t = 2.0)]
     grid_guidance: f64,
 }
 

@@ -68,6 +68,9 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
         "1",
         "--num-train-timesteps",
         "50",
+        // A schedule that does not depend on the total, so that `--steps 5` means the same in both runs below.
+        "--lr-schedule",
+        "constant",
     ];
     let mut args = vec![
         "train", "--config", &config, "--data", &data, "--out", &out_s, "--steps", "3",
@@ -113,6 +116,41 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
     // --keep 2 (the default): step-2 is gone.
     assert!(!out.join("step-2").exists());
     assert!(out.join("step-4").is_dir() && out.join("step-5").is_dir());
+
+    // Five steps in one process give the same bytes as three, a checkpoint, and two more in a second process.
+    let straight = dir.join("straight");
+    let straight_s = straight.to_str().unwrap().to_string();
+    let mut args = vec![
+        "train",
+        "--config",
+        &config,
+        "--data",
+        &data,
+        "--out",
+        &straight_s,
+        "--steps",
+        "5",
+    ];
+    args.extend(common);
+    let run = diffuse(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for file in [
+        "model/diffusion_pytorch_model.safetensors",
+        "ema/diffusion_pytorch_model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        let a = std::fs::read(out.join("step-5").join(file)).unwrap();
+        let b = std::fs::read(straight.join("step-5").join(file)).unwrap();
+        assert!(
+            a == b,
+            "{file} differs between the resumed and the uninterrupted run"
+        );
+    }
 
     let info = diffuse(&["info", &out_s]);
     let text = String::from_utf8_lossy(&info.stdout);

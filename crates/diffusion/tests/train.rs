@@ -350,32 +350,33 @@ fn non_finite_losses_skip_the_step_and_fail_after_the_configured_run_of_them() {
 
 // ---- checkpoints ----------------------------------------------------------------------------------------------------
 
-#[test]
-fn six_steps_equal_three_steps_checkpoint_resume_three_steps_bit_for_bit() {
+/// Trains `2n` steps straight and `n` + checkpoint + a fresh trainer from the checkpoint + `n`; everything must agree
+/// bit for bit: weights, EMA weights, optimiser moments, trainer state (sampler history, smoothed loss, position).
+fn assert_resume_is_exact(config: TrainConfig, n: usize, name: &str) {
     let data = tiny_dataset();
-    let dir = temp_dir("resume");
-    let mut straight = Trainer::new(tiny_config(), build).unwrap();
-    for _ in 0..6 {
+    let dir = temp_dir(name);
+    let mut straight = Trainer::new(config.clone(), build).unwrap();
+    for _ in 0..2 * n {
         straight.step(&data).unwrap();
     }
 
-    let mut first = Trainer::new(tiny_config(), build).unwrap();
-    for _ in 0..3 {
+    let mut first = Trainer::new(config, build).unwrap();
+    for _ in 0..n {
         first.step(&data).unwrap();
     }
     let saved = first.save_checkpoint(&dir, 2).unwrap();
-    assert_eq!(saved, dir.join("step-3"));
+    assert_eq!(saved, dir.join(format!("step-{n}")));
     drop(first);
     let mut resumed = Trainer::resume(&dir, build).unwrap();
-    assert_eq!(resumed.step_index(), 3);
-    for _ in 0..3 {
+    assert_eq!(resumed.step_index(), n as u64);
+    for _ in 0..n {
         resumed.step(&data).unwrap();
     }
 
     assert_eq!(values(&resumed.store), values(&straight.store));
     assert_eq!(values(resumed.ema_store()), values(straight.ema_store()));
     assert_eq!(resumed.state(), straight.state());
-    assert_eq!(resumed.optimizer().steps(), 6);
+    assert_eq!(resumed.optimizer().steps(), 2 * n as u64);
     // The optimiser moments: save both and compare the files byte for byte.
     resumed.save_checkpoint(&dir.join("a"), 1).unwrap();
     straight.save_checkpoint(&dir.join("b"), 1).unwrap();
@@ -385,11 +386,40 @@ fn six_steps_equal_three_steps_checkpoint_resume_three_steps_bit_for_bit() {
         "model/diffusion_pytorch_model.safetensors",
         "ema/diffusion_pytorch_model.safetensors",
     ] {
-        let a = std::fs::read(dir.join("a/step-6").join(file)).unwrap();
-        let b = std::fs::read(dir.join("b/step-6").join(file)).unwrap();
+        let step = format!("step-{}", 2 * n);
+        let a = std::fs::read(dir.join("a").join(&step).join(file)).unwrap();
+        let b = std::fs::read(dir.join("b").join(&step).join(file)).unwrap();
         assert!(a == b, "{file} differs");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn six_steps_equal_three_steps_checkpoint_resume_three_steps_bit_for_bit() {
+    assert_resume_is_exact(tiny_config(), 3, "resume");
+}
+
+#[test]
+fn resume_is_exact_with_a_warm_importance_sampler_and_an_epoch_boundary() {
+    // T = 3: every timestep's history of 10 is full after the first 12 steps of 4 samples, so the second half samples
+    // by importance; 24 images in batches of 4 make an epoch of 6 steps, crossed in both halves.
+    let mut config = tiny_config();
+    config.scheduler.num_train_timesteps = 3;
+    config.lr = LrSchedule::LinearWarmup {
+        lr: 1e-2,
+        warmup: 3,
+    };
+    let n = 12;
+    let data = tiny_dataset();
+    let mut probe = Trainer::new(config.clone(), build).unwrap();
+    for _ in 0..n {
+        probe.step(&data).unwrap();
+    }
+    let TimestepSampler::Importance(history) = &probe.state().sampler else {
+        panic!("importance sampling is configured")
+    };
+    assert!(history.is_warm(), "{history:?}");
+    assert_resume_is_exact(config, n, "resume-importance");
 }
 
 #[test]

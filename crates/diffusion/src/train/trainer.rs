@@ -48,6 +48,14 @@ pub struct TrainerState {
     pub config: TrainConfig,
 }
 
+/// One step's batch and random draws.
+struct Draw {
+    x0: Tensor,
+    labels: Option<Vec<u32>>,
+    timesteps: Vec<usize>,
+    importance: Vec<f64>,
+}
+
 /// What one step did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepReport {
@@ -176,21 +184,23 @@ impl<M: TrainableModel> Trainer<M> {
         Ok(order[k * b..(k + 1) * b].to_vec())
     }
 
-    /// Runs step `self.step_index()` on `data` and advances to the next.
-    pub fn step(&mut self, data: &Dataset) -> Result<StepReport> {
-        let step = self.state.step;
-        let config = self.state.config.clone();
-        let b = config.batch_size;
+    /// The batch of step `step` with its random draws: images, (dropped-out) labels, timesteps, importance weights.
+    fn draw(&mut self, data: &Dataset, step: u64) -> Result<Draw> {
+        let config = &self.state.config;
+        let (b, seed, dropout, hflip, null_class) = (
+            config.batch_size,
+            config.seed,
+            config.label_dropout,
+            config.hflip,
+            config.null_class,
+        );
         let indices = self.batch_indices(data, step)?;
-
-        let mut rng = step_rng(config.seed, step);
+        let mut rng = step_rng(seed, step);
         let (timesteps, importance) = self.state.sampler.sample(&mut rng, b);
-        let dropped: Vec<bool> = (0..b)
-            .map(|_| rng.next_f64() < config.label_dropout)
-            .collect();
+        let dropped: Vec<bool> = (0..b).map(|_| rng.next_f64() < dropout).collect();
         let flip_seed = rng.next_u64();
-        let (pixels, labels) = data.batch(&indices, config.hflip.then_some(flip_seed))?;
-        let labels: Option<Vec<u32>> = match config.null_class {
+        let (pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
+        let labels = match null_class {
             Some(null) if labels.len() == b => Some(
                 labels
                     .iter()
@@ -206,42 +216,63 @@ impl<M: TrainableModel> Trainer<M> {
             }
             None => None,
         };
+        let x0 = Tensor::from_vec(
+            pixels,
+            &[b, data.channels, data.height, data.width],
+            Device::Cpu,
+        )?;
+        Ok(Draw {
+            x0,
+            labels,
+            timesteps,
+            importance,
+        })
+    }
 
-        let shape = [b, data.channels, data.height, data.width];
-        let x0 = Tensor::from_vec(pixels, &shape, Device::Cpu)?;
-        let (key, offset) = noise_stream(config.seed, step, x0.numel())?;
-        let (x_t, eps) = q_sample(&self.schedule, &x0, &timesteps, key, offset)?;
-        let alpha_bars = timesteps
+    /// The weighted loss of a drawn batch: `mean_b w_b·mean(f(x_t) − target)²` with `w_b` the timestep weight times
+    /// the importance weight. Returns the loss, the per-sample MSEs and the timestep weights.
+    fn weighted_loss(&self, batch: &Draw, step: u64) -> Result<(Var, Var, Vec<f64>)> {
+        let config = &self.state.config;
+        let (key, offset) = noise_stream(config.seed, step, batch.x0.numel())?;
+        let (x_t, eps) = q_sample(&self.schedule, &batch.x0, &batch.timesteps, key, offset)?;
+        let alpha_bars = batch
+            .timesteps
             .iter()
             .map(|&t| self.schedule.alpha_bar(t))
             .collect::<std::result::Result<Vec<f64>, _>>()?;
         let prediction = config.prediction();
-        let target = training_target(prediction, &x0, &eps, &alpha_bars)?;
-
-        let t_f64: Vec<f64> = timesteps.iter().map(|&t| t as f64).collect();
+        let target = training_target(prediction, &batch.x0, &eps, &alpha_bars)?;
+        let t: Vec<f64> = batch.timesteps.iter().map(|&t| t as f64).collect();
         let out = self
             .model
-            .forward(&Var::constant(x_t), &t_f64, labels.as_deref())?;
+            .forward(&Var::constant(x_t), &t, batch.labels.as_deref())?;
+        let pixel_dims: Vec<usize> = (1..batch.x0.rank()).collect();
         let per_sample = out
             .sub(&Var::constant(target))?
             .square()?
-            .mean(&(1..shape.len()).collect::<Vec<_>>(), false)?;
+            .mean(&pixel_dims, false)?;
         let timestep_weights: Vec<f64> = alpha_bars
             .iter()
             .map(|&ab| config.loss_weighting.weight(ab / (1.0 - ab), prediction))
             .collect();
         let weights: Vec<f32> = timestep_weights
             .iter()
-            .zip(&importance)
+            .zip(&batch.importance)
             .map(|(w, i)| (w * i) as f32)
             .collect();
-        let loss = per_sample
-            .mul(&Var::constant(Tensor::from_vec(
-                weights,
-                &[b],
-                Device::Cpu,
-            )?))?
-            .mean_all()?;
+        let n = weights.len();
+        let weights = Var::constant(Tensor::from_vec(weights, &[n], Device::Cpu)?);
+        let loss = per_sample.mul(&weights)?.mean_all()?;
+        Ok((loss, per_sample, timestep_weights))
+    }
+
+    /// Runs step `self.step_index()` on `data` and advances to the next.
+    pub fn step(&mut self, data: &Dataset) -> Result<StepReport> {
+        let step = self.state.step;
+        let config = self.state.config.clone();
+        let b = config.batch_size;
+        let batch = self.draw(data, step)?;
+        let (loss, per_sample, timestep_weights) = self.weighted_loss(&batch, step)?;
         let loss_value = f64::from(loss.tensor().to_scalar()?);
         let lr = config.lr.lr_at(step);
         self.state.step += 1;
@@ -269,7 +300,7 @@ impl<M: TrainableModel> Trainer<M> {
             .zip(&timestep_weights)
             .map(|(&l, w)| f64::from(l) * w)
             .collect();
-        self.state.sampler.record(&timesteps, &sample_losses);
+        self.state.sampler.record(&batch.timesteps, &sample_losses);
         self.state.consecutive_nonfinite = 0;
         // A running mean for the first 1/α updates, then an exponential average.
         let rate = LOSS_SMOOTHING.max(1.0 / self.optimizer.steps() as f64);
