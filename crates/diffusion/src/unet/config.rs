@@ -379,8 +379,7 @@ impl UNetConfig {
 /// `google/ddpm-cifar10-32`'s `config.json` as published on the Hugging Face Hub (the DDPM paper's CIFAR-10 model
 /// converted to diffusers). Every field was checked against a copy of that config kept in a public research
 /// repository (re-saved by diffusers 0.24, which adds only the defaults we also use). The model mirrors the original
-/// TensorFlow code, so
-/// its timestep embedding is `[sin, cos]` with denominator `half − 1` and its downsampling pads bottom/right only.
+/// TensorFlow code, so its timestep embedding is `[sin, cos]` with denominator `half − 1` and its downsampling pads bottom/right only.
 const DDPM_CIFAR10_CONFIG: &str = r#"{
   "_class_name": "UNet2DModel",
   "_diffusers_version": "0.1.1",
