@@ -101,6 +101,25 @@ fn config_round_trips_through_json_text() {
     assert!(text.contains("\"clip_sample_range\": 1.0"), "{text}");
 }
 
+/// Found by the `scheduler_config` fuzz target: serde_json's default float parser can land one ulp off the nearest
+/// f64, so a value Python wrote (shortest round-trip form) read back as a different number and a config did not
+/// survive a write/read round trip.
+#[test]
+fn floats_read_as_the_nearest_f64_and_round_trip() {
+    let text = "0.06000000000000101";
+    let nearest: f64 = text.parse().unwrap();
+    let config = SchedulerConfig::from_json_str(&format!(
+        r#"{{"beta_start": {text}, "trained_betas": [{text}], "other": [{text}]}}"#
+    ))
+    .unwrap();
+    assert_eq!(config.beta_start, nearest);
+    assert_eq!(config.trained_betas, Some(vec![nearest]));
+    assert_eq!(
+        SchedulerConfig::from_json_str(&config.to_json_string()).unwrap(),
+        config
+    );
+}
+
 #[test]
 fn default_config_is_ddpm_schedulers_default() {
     let config = SchedulerConfig::from_json_str("{}").unwrap();

@@ -4,7 +4,7 @@
 //! buffer and converts the others) and rounded back on the way out ([`CpuStorage::from_f32`]).
 
 use crate::error::Result;
-use crate::layout::Layout;
+use crate::layout::{dims_product, Layout};
 use crate::storage::MatmulOperand;
 use crate::DType;
 use diffuse_cpu_kernels::adamw::{self, AdamWConfig};
@@ -139,9 +139,7 @@ pub fn where_select(
 
 pub fn reduce_last(s: &CpuStorage, layout: &Layout, op: ReduceOp) -> Result<CpuStorage> {
     let n = layout.shape().last().copied().unwrap_or(1);
-    let rows = layout.shape()[..layout.rank().saturating_sub(1)]
-        .iter()
-        .product();
+    let rows = dims_product(&layout.shape()[..layout.rank().saturating_sub(1)]);
     let src = copy_contiguous(s, layout, DType::F32)?.into_f32();
     let mut out = vec![0.0; rows];
     reduce::reduce_rows(op, rows, n, &src, &mut out)?;
