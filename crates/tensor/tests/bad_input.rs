@@ -647,7 +647,7 @@ fn every_bad_call_returns_an_error_naming_the_problem() {
 
 /// Shapes with a zero dimension hold nothing whatever their other sizes; views and operations on them must not
 /// overflow while computing sizes, strides or offsets (the `tensor_views` fuzz target found `[usize::MAX, usize::MAX,
-/// 0]` overflowing `numel` after a transpose).
+/// 0]` overflowing `numel` after a transpose, and the strided copy multiplying the sizes of such a view).
 #[test]
 fn empty_tensors_with_huge_dimensions_work_without_overflow() {
     let e = t(&[BIG, BIG, 0]);
@@ -663,6 +663,17 @@ fn empty_tensors_with_huge_dimensions_work_without_overflow() {
     assert_eq!(e.reshape(&[0]).unwrap().shape(), &[0]);
     assert_eq!(e.exp().unwrap().shape(), &[BIG, BIG, 0]);
     assert!(e.to_vec().unwrap().is_empty());
+    // Copying a strided empty view walks no rows; the row loop used to multiply the sizes first (debug builds
+    // panicked on the overflow; `cargo test` without `--release` checks this).
+    assert!(moved.transpose(0, 2).unwrap().to_vec().unwrap().is_empty());
+    assert!(e
+        .transpose(0, 1)
+        .unwrap()
+        .add_scalar(1.0)
+        .unwrap()
+        .to_vec()
+        .unwrap()
+        .is_empty());
     let row = t(&[0, BIG]);
     assert_eq!(Tensor::concat(&[&row, &row], 0).unwrap().shape(), &[0, BIG]);
     assert_eq!(row.index_select(1, &[0, BIG - 1]).unwrap().shape(), &[0, 2]);
