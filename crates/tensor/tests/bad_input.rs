@@ -678,6 +678,14 @@ fn empty_tensors_with_huge_dimensions_work_without_overflow() {
     assert_eq!(Tensor::concat(&[&row, &row], 0).unwrap().shape(), &[0, BIG]);
     assert_eq!(row.index_select(1, &[0, BIG - 1]).unwrap().shape(), &[0, 2]);
     assert_eq!(row.matmul(&t(&[BIG, 0])).unwrap().shape(), &[0, 0]);
+    // Found by the `tensor_views` fuzz target: the batch-stride fallback multiplied rows × cols of an empty operand.
+    let no_batch = t(&[0, BIG, 2]);
+    let product = no_batch.matmul(&no_batch.transpose(1, 2).unwrap()).unwrap();
+    assert_eq!(product.shape(), &[0, BIG, BIG]);
+    assert_eq!(
+        t(&[2, 0]).matmul(&t(&[0, 3])).unwrap().to_vec().unwrap(),
+        vec![0.0; 6]
+    );
     let wide = t(&[BIG, BIG, 0]);
     assert_eq!(wide.index_select(1, &[1]).unwrap().shape(), &[BIG, 1, 0]);
     assert_eq!(wide.max(&[0], false).unwrap().shape(), &[BIG, 0]);

@@ -71,7 +71,11 @@ impl Tensor {
             })?;
         let out_shape: Vec<usize> = batch_shape.iter().copied().chain([m, n]).collect();
         // `[n, 0] × [0, n]` has no elements to read but n² to write; refuse it before allocating if n² overflows.
-        checked_numel(OP, &out_shape)?;
+        if checked_numel(OP, &out_shape)? == 0 || k == 0 {
+            // Nothing to compute: no output elements, or each one a sum of no terms. Shapes like `[usize::MAX, 0]`
+            // never reach the stride arithmetic below.
+            return Tensor::zeros(&out_shape, self.dtype(), self.device());
+        }
         let batch = dims_product(&batch_shape);
         let a = self.batch_operand(&batch_shape, m, k)?;
         let b = rhs.batch_operand(&batch_shape, k, n)?;
@@ -100,7 +104,7 @@ impl Tensor {
         let r = layout.rank();
         let operand = MatmulOperand {
             offset: layout.offset(),
-            batch_stride: uniform_batch_stride(layout).unwrap_or(rows * cols),
+            batch_stride: uniform_batch_stride(layout).unwrap_or_else(|| rows * cols),
             row_stride: layout.strides()[r - 2],
             col_stride: layout.strides()[r - 1],
         };
