@@ -59,7 +59,7 @@ fuzz_target!(|input: Input| {
     }
     let data: Vec<f32> = (0..numel).map(|i| i as f32).collect();
     let base = Tensor::from_vec(data.clone(), &input.shape, Device::Cpu).expect("shape fits");
-    let mut t = base;
+    let mut t = base.clone();
     for view in &input.views {
         let next = match view {
             View::Permute(dims) => t.permute(dims),
@@ -78,7 +78,10 @@ fuzz_target!(|input: Input| {
             t = next;
         }
     }
-    check_view_reads_its_layout(&t, &data);
+    // A reshape of a non-contiguous view copies; only views still over the base storage can be checked by its layout.
+    if t.same_storage(&base) {
+        check_view_reads_its_layout(&t, &data);
+    }
     for op in &input.ops {
         if would_allocate_too_much(op, &t) {
             continue;
