@@ -12,7 +12,9 @@ use std::path::Path;
 
 fuzz_target!(|plain: &[u8]| {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-    encoder.write_all(plain).expect("writing to a Vec cannot fail");
+    encoder
+        .write_all(plain)
+        .expect("writing to a Vec cannot fail");
     let gz = encoder.finish().expect("writing to a Vec cannot fail");
     let source = Path::new("fuzz.idx.gz");
     let from_gz = parse_idx_u8(gz.as_slice(), source).map_err(|e| e.message);

@@ -19,7 +19,11 @@ struct Input {
 enum View {
     Permute(Vec<usize>),
     Transpose(usize, usize),
-    Narrow { dim: usize, start: usize, len: usize },
+    Narrow {
+        dim: usize,
+        start: usize,
+        len: usize,
+    },
     BroadcastTo(Vec<usize>),
     Unsqueeze(usize),
     Squeeze(usize),

@@ -9,6 +9,9 @@ use std::path::Path;
 fuzz_target!(|data: &[u8]| {
     if let Ok(image) = decode_png_image(data, Path::new("fuzz.png")) {
         assert!(image.channels == 1 || image.channels == 3);
-        assert_eq!(image.planar.len(), image.channels * image.height * image.width);
+        assert_eq!(
+            image.planar.len(),
+            image.channels * image.height * image.width
+        );
     }
 });

@@ -17,6 +17,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again, config);
     if let Ok(schedule) = NoiseSchedule::from_config(&config) {
         assert_eq!(schedule.len(), config.num_train_timesteps);
-        assert!(schedule.alphas_cumprod.iter().all(|a| (0.0..=1.0).contains(a)));
+        assert!(schedule
+            .alphas_cumprod
+            .iter()
+            .all(|a| (0.0..=1.0).contains(a)));
     }
 });

@@ -21,7 +21,11 @@ struct Input {
 enum View {
     Permute(Vec<usize>),
     Transpose(usize, usize),
-    Narrow { dim: usize, start: usize, len: usize },
+    Narrow {
+        dim: usize,
+        start: usize,
+        len: usize,
+    },
     BroadcastTo(Vec<usize>),
     Unsqueeze(usize),
     Squeeze(usize),
@@ -149,7 +153,10 @@ fn check_view_reads_its_layout(view: &Tensor, data: &[f32]) {
                 .zip(layout.strides())
                 .map(|(i, s)| i * s)
                 .sum::<usize>();
-        assert_eq!(*value, data[at], "element {index:?} of a view read the wrong value");
+        assert_eq!(
+            *value, data[at],
+            "element {index:?} of a view read the wrong value"
+        );
     }
 }
 
@@ -169,7 +176,11 @@ fn would_allocate_too_much(op: &Op, t: &Tensor) -> bool {
         Op::Argmax(dim, _) => without(&[*dim]),
         Op::MatmulTransposed if shape.len() >= 2 => {
             let m = shape[shape.len() - 2];
-            shape[..shape.len() - 2].iter().copied().chain([m, m]).collect()
+            shape[..shape.len() - 2]
+                .iter()
+                .copied()
+                .chain([m, m])
+                .collect()
         }
         Op::IndexSelect(dim, indices) if *dim < shape.len() => {
             let mut out = shape.to_vec();
