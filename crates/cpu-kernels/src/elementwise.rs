@@ -214,7 +214,12 @@ pub fn check_operand(
 }
 
 fn check_output(op: &'static str, shape: &[usize], out: &[f32]) -> Result<()> {
-    let numel = shape.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n));
+    // A zero dimension empties the shape whatever the order of the others (`[usize::MAX, usize::MAX, 0]`).
+    let numel = if shape.contains(&0) {
+        Some(0)
+    } else {
+        shape.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n))
+    };
     match numel {
         Some(n) if n == out.len() => Ok(()),
         Some(n) => Err(KernelError::new(

@@ -7,7 +7,11 @@
 use crate::error::{check_len, KernelError, Result};
 use rayon::prelude::*;
 
+/// `Π dims`; 0 whenever one of them is 0, even if the others alone would overflow.
 fn product(op: &'static str, dims: &[usize]) -> Result<usize> {
+    if dims.contains(&0) {
+        return Ok(0);
+    }
     dims.iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| KernelError::new(op, format!("{dims:?} overflows usize")))

@@ -91,11 +91,13 @@ pub fn for_each_row<const K: usize, F>(
 ) where
     F: Fn(&mut [f32], [usize; K], [usize; K]) + Sync,
 {
-    let numel: usize = shape.iter().product();
-    debug_assert_eq!(out.len(), numel);
-    if numel == 0 {
+    // An empty shape may have other dimensions whose product overflows (`[usize::MAX, usize::MAX, 0]`): test for the
+    // zero before multiplying.
+    if shape.contains(&0) {
+        debug_assert!(out.is_empty());
         return;
     }
+    debug_assert_eq!(out.len(), shape.iter().product::<usize>());
     let col = collapse(shape, inputs.map(|r| r.strides));
     let rank = col.shape.len();
     let inner = col.shape[rank - 1];

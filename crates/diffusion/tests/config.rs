@@ -1,7 +1,8 @@
 //! `SchedulerConfig`: reading real diffusers `scheduler_config.json` files, rejecting bad values by key, writing back.
 
 use diffuse_diffusion::schedule::{
-    BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing, VarianceType,
+    BetaSchedule, NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, VarianceType,
+    MAX_TRAIN_TIMESTEPS,
 };
 use serde_json::Value;
 
@@ -99,6 +100,25 @@ fn config_round_trips_through_json_text() {
     sorted.sort_unstable();
     assert_eq!(keys, sorted);
     assert!(text.contains("\"clip_sample_range\": 1.0"), "{text}");
+}
+
+/// Found by the `scheduler_config` fuzz target: serde_json's default float parser can land one ulp off the nearest
+/// f64, so a value Python wrote (shortest round-trip form) read back as a different number and a config did not
+/// survive a write/read round trip.
+#[test]
+fn floats_read_as_the_nearest_f64_and_round_trip() {
+    let text = "0.06000000000000101";
+    let nearest: f64 = text.parse().unwrap();
+    let config = SchedulerConfig::from_json_str(&format!(
+        r#"{{"beta_start": {text}, "trained_betas": [{text}], "other": [{text}]}}"#
+    ))
+    .unwrap();
+    assert_eq!(config.beta_start, nearest);
+    assert_eq!(config.trained_betas, Some(vec![nearest]));
+    assert_eq!(
+        SchedulerConfig::from_json_str(&config.to_json_string()).unwrap(),
+        config
+    );
 }
 
 #[test]
@@ -202,5 +222,25 @@ fn config_file_errors_name_the_file() {
     assert!(
         error.contains(&path.display().to_string()) && error.contains("beta_schedule"),
         "{error}"
+    );
+}
+
+/// Found by the `scheduler_config` fuzz target: `num_train_timesteps` of ten billion made building the schedule
+/// allocate 80 GB. Past the supported maximum the schedule is refused with an error naming the key.
+#[test]
+fn a_schedule_with_billions_of_steps_is_refused_before_allocating() {
+    let config = SchedulerConfig::from_json_str(r#"{"num_train_timesteps": 10000000000}"#).unwrap();
+    let error = NoiseSchedule::from_config(&config).unwrap_err().to_string();
+    assert!(
+        error.contains("num_train_timesteps") && error.contains(&MAX_TRAIN_TIMESTEPS.to_string()),
+        "{error}"
+    );
+    let config = SchedulerConfig {
+        num_train_timesteps: MAX_TRAIN_TIMESTEPS,
+        ..SchedulerConfig::default()
+    };
+    assert_eq!(
+        NoiseSchedule::from_config(&config).unwrap().len(),
+        MAX_TRAIN_TIMESTEPS
     );
 }

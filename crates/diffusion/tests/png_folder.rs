@@ -5,7 +5,8 @@ mod common;
 use std::path::Path;
 
 use common::TempDir;
-use diffuse_diffusion::data::{read_png_folder, Dataset};
+use diffuse_diffusion::data::png_folder::MAX_DECODED_BYTES;
+use diffuse_diffusion::data::{decode_png_image, read_png_folder, Dataset};
 
 /// Writes an 8-bit PNG with interleaved `samples` (row-major, `color` samples per pixel).
 fn write_png(path: &Path, width: u32, height: u32, color: png::ColorType, samples: &[u8]) {
@@ -232,6 +233,29 @@ fn sixteen_bit_png_is_rejected() {
     let error = read_png_folder(dir.path()).unwrap_err().to_string();
     assert!(
         error.contains("deep.png") && error.contains("16-bit"),
+        "{error}"
+    );
+}
+
+/// Found by the `png` fuzz target: a 395-byte file whose header claims 28 × 4 294 967 044 grey pixels made the reader
+/// allocate 120 GB for the decoded image before reading any data. The size is now checked against a limit first.
+#[test]
+fn png_whose_header_claims_a_huge_image_is_refused_before_allocating() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/png_header_claims_120_gb.png");
+    let bytes = std::fs::read(&fixture).unwrap();
+    let error = decode_png_image(bytes.as_slice(), &fixture)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("28×4294967044") && error.contains(&MAX_DECODED_BYTES.to_string()),
+        "{error}"
+    );
+    let dir = TempDir::new("png-huge-header");
+    std::fs::write(dir.path().join("huge.png"), &bytes).unwrap();
+    let error = read_png_folder(dir.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("huge.png") && error.contains("pixels"),
         "{error}"
     );
 }

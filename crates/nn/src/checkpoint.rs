@@ -2,11 +2,16 @@
 //!
 //! Loading is strict: every parameter of the model must be in the file with its exact shape and no tensor of the file
 //! may be left over; the first disagreement is reported by name and nothing is written until all of them are checked.
+//!
+//! Saving is atomic: the file is written under a temporary name in the same folder, flushed to disk, then renamed over
+//! the target, so a failed save (full disk, killed process) leaves any previous checkpoint intact.
 
 use crate::store::ParamStore;
 use diffuse_tensor::{Error, Result, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::path::Path;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 fn io_error(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
     Error::argument(op, format!("{}: {e}", path.display()))
@@ -35,15 +40,21 @@ impl ParamStore {
                     .map_err(|e| io_error(OP, path, format!("{name}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        safetensors::serialize_to_file(views, &None, path).map_err(|e| io_error(OP, path, e))
+        let bytes = safetensors::serialize(views, &None).map_err(|e| io_error(OP, path, e))?;
+        write_atomically(path, &bytes).map_err(|e| io_error(OP, path, e))
     }
 
     /// Overwrites every parameter in place with the tensor of the same name in the file.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<()> {
-        const OP: &str = "load";
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| io_error(OP, path, e))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| io_error(OP, path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| io_error("load", path, e))?;
+        self.load_bytes(&bytes, path)
+    }
+
+    /// As [`ParamStore::load`], from the bytes of a safetensors file; errors name `path`, where they came from.
+    pub fn load_bytes(&self, bytes: &[u8], path: &Path) -> Result<()> {
+        const OP: &str = "load";
+        let file = SafeTensors::deserialize(bytes).map_err(|e| io_error(OP, path, e))?;
         let params = self.params();
         let mut values = Vec::with_capacity(params.len());
         for (name, var) in &params {
@@ -104,4 +115,31 @@ impl ParamStore {
         }
         Ok(())
     }
+}
+
+/// Writes `bytes` to `path` so that `path` holds either its old contents or all of `bytes`, never a part: a temporary
+/// file beside it is written and synced, then renamed over it (rename within a folder is atomic on POSIX and Windows).
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = temporary_path(path)?;
+    let written = File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, path));
+    if renamed.is_err() {
+        // The temporary file may not exist (creation failed); either way the error to report is the first one.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// `.NAME.PID.tmp` in the folder of `path`.
+fn temporary_path(path: &Path) -> std::io::Result<PathBuf> {
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    Ok(path.with_file_name(tmp_name))
 }

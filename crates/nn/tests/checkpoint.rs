@@ -3,6 +3,7 @@
 
 use diffuse_nn::{Linear, ParamStore};
 use diffuse_tensor::Device;
+use safetensors::tensor::{Dtype, TensorView};
 use std::path::PathBuf;
 
 fn temp_file(name: &str) -> PathBuf {
@@ -88,4 +89,107 @@ fn load_reports_an_unreadable_file_with_its_path() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("/nonexistent/dir/x.safetensors"), "{msg}");
+}
+
+#[test]
+fn load_refuses_a_truncated_file_and_changes_nothing() {
+    let path = temp_file("truncated");
+    model(1, 2).0.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (b, lin) = model(2, 2);
+    let before = lin.weight.tensor().to_vec().unwrap();
+    // Cut inside the header and inside the data: both are refused, naming the file.
+    for cut in [4, 20, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let msg = b.load(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains(&path.display().to_string()),
+            "cut {cut}: {msg}"
+        );
+        assert_eq!(lin.weight.tensor().to_vec().unwrap(), before);
+    }
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn load_refuses_a_tensor_of_another_dtype_naming_it() {
+    let (store, _) = model(1, 2);
+    let weight = vec![0u8; 2 * 3 * 2];
+    let bias = vec![0u8; 2 * 4];
+    let views = vec![
+        (
+            "proj.weight",
+            TensorView::new(Dtype::F16, vec![2, 3], &weight).unwrap(),
+        ),
+        (
+            "proj.bias",
+            TensorView::new(Dtype::F32, vec![2], &bias).unwrap(),
+        ),
+    ];
+    let bytes = safetensors::serialize(views, &None).unwrap();
+    let msg = store
+        .load_bytes(&bytes, std::path::Path::new("half.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("'proj.weight'") && msg.contains("F16"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn save_into_a_missing_folder_is_an_error_naming_the_path() {
+    let path = std::env::temp_dir().join(format!(
+        "diffuse-nn-{}-no-such-folder/model.safetensors",
+        std::process::id()
+    ));
+    let msg = model(1, 2).0.save(&path).unwrap_err().to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn save_onto_a_folder_is_an_error_and_leaves_no_temporary_file() {
+    let dir = temp_file("is-a-folder");
+    std::fs::create_dir_all(dir.join("inside")).unwrap();
+    let msg = model(1, 2).0.save(&dir).unwrap_err().to_string();
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    let parent = dir.parent().unwrap();
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&format!(".{name}")) && n.ends_with(".tmp")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Saving is atomic: the new file is written beside the old one and renamed over it, so a save that fails part-way
+/// leaves the previous checkpoint whole. The failure is forced by occupying the temporary name (`.NAME.PID.tmp`) with
+/// a folder, which makes creating the temporary file fail whatever the user's permissions.
+#[test]
+fn a_failed_save_leaves_the_previous_checkpoint_intact() {
+    let path = temp_file("atomic");
+    let (old, _) = model(1, 2);
+    old.save(&path).unwrap();
+    let saved = std::fs::read(&path).unwrap();
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::create_dir(&tmp).unwrap();
+    let (new, _) = model(2, 2);
+    assert!(new.save(&path).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), saved);
+    std::fs::remove_dir(&tmp).unwrap();
+    // With the name free again the save goes through and replaces the file.
+    new.save(&path).unwrap();
+    assert_ne!(std::fs::read(&path).unwrap(), saved);
+    assert!(!tmp.exists());
+    std::fs::remove_file(path).unwrap();
 }

@@ -13,8 +13,12 @@ pub struct Layout {
     offset: usize,
 }
 
-/// Number of elements of `shape`, or an error naming the shape if it overflows.
+/// Number of elements of `shape`, or an error naming the shape if it overflows. A shape with a zero dimension has no
+/// elements whatever its other sizes, in any order: `[usize::MAX, usize::MAX, 0]` is as empty as `[0, usize::MAX, 2]`.
 pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    if shape.contains(&0) {
+        return Ok(0);
+    }
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -26,11 +30,22 @@ pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
         })
 }
 
-/// Row-major strides of `shape` (the last dimension has stride 1).
+/// The product of `dims`, some of the dimensions of a shape whose element count fits in `usize`: 0 if one of them is
+/// 0, exact if the shape has elements, and saturated at `usize::MAX` only when another dimension of the shape is 0 (as
+/// `[usize::MAX, usize::MAX]` in `[usize::MAX, usize::MAX, 0]`), where it sizes a loop that runs zero times.
+pub fn dims_product(dims: &[usize]) -> usize {
+    if dims.contains(&0) {
+        return 0;
+    }
+    dims.iter().fold(1, |acc, &d| acc.saturating_mul(d))
+}
+
+/// Row-major strides of `shape` (the last dimension has stride 1). A shape without elements may have dimensions whose
+/// product overflows (`[0, usize::MAX, 2]`); its strides saturate, harmlessly, since they never address an element.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
+    let mut strides = vec![1usize; shape.len()];
     for d in (0..shape.len().saturating_sub(1)).rev() {
-        strides[d] = strides[d + 1] * shape[d + 1].max(1);
+        strides[d] = strides[d + 1].saturating_mul(shape[d + 1].max(1));
     }
     strides
 }
@@ -104,7 +119,7 @@ impl Layout {
         self.shape.len()
     }
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        dims_product(&self.shape)
     }
 
     /// One past the largest storage index this layout touches (its offset if it has no elements).
@@ -213,7 +228,9 @@ impl Layout {
             }
         }
         let mut out = self.clone();
-        if len > 0 {
+        // Element `start` of `dim` exists in a non-empty view, so its offset lies within `extent` and cannot overflow.
+        // An empty view addresses nothing and keeps its offset.
+        if len > 0 && !self.shape.contains(&0) {
             out.offset += start * self.strides[dim];
         }
         out.shape[dim] = len;
@@ -268,8 +285,10 @@ impl Layout {
             ));
         }
         let mut out = self.clone();
+        // A size-1 dimension never moves through storage; its stride only matters for telling contiguity, and can only
+        // overflow in a view without elements.
         let stride = if dim < self.rank() {
-            self.strides[dim] * self.shape[dim]
+            self.strides[dim].saturating_mul(self.shape[dim])
         } else {
             1
         };

@@ -249,7 +249,7 @@ impl Tensor {
         }
         let s = self.shape();
         let mut shape = s[..start].to_vec();
-        shape.push(s[start..=end].iter().product());
+        shape.push(checked_numel("flatten", &s[start..=end])?);
         shape.extend_from_slice(&s[end + 1..]);
         self.reshape(&shape)
     }

@@ -27,7 +27,9 @@ impl Var {
     /// Mean over `dims`.
     pub fn mean(&self, dims: &[usize], keepdim: bool) -> Result<Var> {
         let y = self.tensor().mean(dims, keepdim)?;
-        let count: usize = dims.iter().map(|&d| self.shape()[d]).product();
+        let sizes: Vec<usize> = dims.iter().map(|&d| self.shape()[d]).collect();
+        // Exact for a tensor with elements; `mean` above has refused a reduction over no elements.
+        let count = diffuse_tensor::layout::dims_product(&sizes);
         let (shape, dims) = (self.shape().to_vec(), dims.to_vec());
         Ok(Var::from_op(y, &[self], move |g| {
             let g = g.mul_scalar(1.0 / count as f32)?;

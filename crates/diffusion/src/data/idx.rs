@@ -48,15 +48,20 @@ pub struct IdxImages {
 /// Reads an IDX file of unsigned bytes with any number of dimensions, plain or gzip-compressed.
 pub fn read_idx_u8(path: &Path) -> Result<IdxArray> {
     let file = File::open(path).map_err(|e| DataError::at(path, format!("cannot open: {e}")))?;
-    let mut buffered = BufReader::new(file);
+    parse_idx_u8(file, path)
+}
+
+/// Parses the bytes of an IDX u8 file from `reader`, plain or gzip-compressed; errors name `source`.
+pub fn parse_idx_u8(reader: impl Read, source: &Path) -> Result<IdxArray> {
+    let mut buffered = BufReader::new(reader);
     let starts_with_gzip_magic = buffered
         .fill_buf()
-        .map_err(|e| DataError::at(path, format!("cannot read: {e}")))?
+        .map_err(|e| DataError::at(source, format!("cannot read: {e}")))?
         .starts_with(&GZIP_MAGIC);
     if starts_with_gzip_magic {
-        parse_idx_u8(BufReader::new(MultiGzDecoder::new(buffered)), path)
+        parse_plain_idx_u8(BufReader::new(MultiGzDecoder::new(buffered)), source)
     } else {
-        parse_idx_u8(buffered, path)
+        parse_plain_idx_u8(buffered, source)
     }
 }
 
@@ -157,7 +162,7 @@ fn element_count(dims: &[usize]) -> std::result::Result<usize, String> {
         })
 }
 
-fn parse_idx_u8(mut reader: impl Read, path: &Path) -> Result<IdxArray> {
+fn parse_plain_idx_u8(mut reader: impl Read, path: &Path) -> Result<IdxArray> {
     let mut magic = [0u8; 4];
     let got = read_up_to(&mut reader, &mut magic, path)?;
     if got < magic.len() {

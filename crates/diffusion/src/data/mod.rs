@@ -9,6 +9,8 @@ pub mod shuffle;
 
 pub use dataset::{Dataset, Split};
 pub use error::{DataError, Result};
-pub use idx::{read_idx_images, read_idx_labels, read_idx_u8, write_idx_u8, IdxArray, IdxImages};
-pub use png_folder::{read_png_folder, PngFolder};
+pub use idx::{
+    parse_idx_u8, read_idx_images, read_idx_labels, read_idx_u8, write_idx_u8, IdxArray, IdxImages,
+};
+pub use png_folder::{decode_png_image, read_png_folder, PngFolder, PngImage};
 pub use shuffle::EpochBatches;

@@ -10,10 +10,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::error::{DataError, Result};
+
+/// The most bytes one decoded image may take (64 MiB, the `png` decoder's own default limit): 4096 × 4096 RGBA.
+pub const MAX_DECODED_BYTES: usize = 64 << 20;
 
 /// The decoded contents of a PNG folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,22 +95,43 @@ fn png_file_names(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-struct DecodedImage {
-    channels: usize,
-    height: usize,
-    width: usize,
+/// One decoded image: 1 (grey) or 3 (colour) channels of 8-bit samples, planar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PngImage {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
     /// `channels × height × width` bytes.
-    planar: Vec<u8>,
+    pub planar: Vec<u8>,
 }
 
-fn decode_png(path: &Path) -> Result<DecodedImage> {
+fn decode_png(path: &Path) -> Result<PngImage> {
     let file = File::open(path).map_err(|e| DataError::at(path, format!("cannot open: {e}")))?;
-    let mut decoder = png::Decoder::new(BufReader::new(file));
+    decode_png_image(BufReader::new(file), path)
+}
+
+/// Decodes the bytes of one PNG file from `reader` under the rules of the folder reader; errors name `path`.
+pub fn decode_png_image(reader: impl Read, path: &Path) -> Result<PngImage> {
+    let mut decoder = png::Decoder::new(reader);
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder
         .read_info()
         .map_err(|e| DataError::at(path, format!("not a valid PNG: {e}")))?;
-    let mut buffer = vec![0u8; reader.output_buffer_size()];
+    // The header alone decides the buffer size: a 60-byte file may claim 28 × 4 294 967 044 pixels. Refuse anything
+    // beyond the limit the decoder applies to its own allocations before allocating.
+    let decoded_bytes = reader.output_buffer_size();
+    if decoded_bytes > MAX_DECODED_BYTES {
+        let info = reader.info();
+        return Err(DataError::at(
+            path,
+            format!(
+                "the header declares {}×{} pixels ({decoded_bytes} bytes decoded), more than the {MAX_DECODED_BYTES} \
+                 bytes allowed per image",
+                info.width, info.height
+            ),
+        ));
+    }
+    let mut buffer = vec![0u8; decoded_bytes];
     let frame = reader
         .next_frame(&mut buffer)
         .map_err(|e| DataError::at(path, format!("not a valid PNG: {e}")))?;
@@ -153,7 +177,7 @@ fn decode_png(path: &Path) -> Result<DecodedImage> {
             }
         }
     }
-    Ok(DecodedImage {
+    Ok(PngImage {
         channels: kept,
         height,
         width,

@@ -51,6 +51,10 @@ impl BetaSchedule {
     }
 }
 
+/// The most training timesteps a schedule may have. Models use 1000 (a few use 4000); the limit keeps a config that
+/// claims billions of steps from allocating tables of that length.
+pub const MAX_TRAIN_TIMESTEPS: usize = 1_000_000;
+
 /// The largest beta the `ᾱ`-discretised schedules allow; `β = 1` would erase the signal in one step.
 pub const MAX_BETA: f64 = 0.999;
 
@@ -66,6 +70,12 @@ pub fn beta_schedule(
         return Err(ScheduleError::new(
             "num_train_timesteps",
             "must be at least 1",
+        ));
+    }
+    if num_train_timesteps > MAX_TRAIN_TIMESTEPS {
+        return Err(ScheduleError::new(
+            "num_train_timesteps",
+            format!("{num_train_timesteps} exceeds the supported maximum of {MAX_TRAIN_TIMESTEPS}"),
         ));
     }
     for (name, value) in [("beta_start", beta_start), ("beta_end", beta_end)] {

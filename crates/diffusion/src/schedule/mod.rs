@@ -18,7 +18,7 @@ pub mod karras;
 pub mod noise;
 pub mod spacing;
 
-pub use betas::{beta_schedule, rescale_zero_terminal_snr, BetaSchedule};
+pub use betas::{beta_schedule, rescale_zero_terminal_snr, BetaSchedule, MAX_TRAIN_TIMESTEPS};
 pub use config::{PredictionType, SchedulerConfig, VarianceType};
 pub use error::{Result, ScheduleError};
 pub use karras::karras_sigmas;

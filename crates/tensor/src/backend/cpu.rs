@@ -3,8 +3,8 @@
 //! Kernels compute in f32. An f16/bf16 buffer is widened to f32 on the way in ([`CpuStorage::to_f32`] borrows an f32
 //! buffer and converts the others) and rounded back on the way out ([`CpuStorage::from_f32`]).
 
-use crate::error::Result;
-use crate::layout::Layout;
+use crate::error::{Error, Result};
+use crate::layout::{checked_numel, dims_product, Layout};
 use crate::storage::MatmulOperand;
 use crate::DType;
 use diffuse_cpu_kernels::adamw::{self, AdamWConfig};
@@ -80,6 +80,13 @@ impl CpuStorage {
     }
 }
 
+/// A zeroed output buffer of `Π dims` elements. The sizes come from shapes that may be empty yet huge
+/// (`[usize::MAX, 2, 0]`), so the product is taken zero-first and checked: an overflow is an error, never a wrapped
+/// length or a panic.
+fn zeroed(op: &'static str, dims: &[usize]) -> Result<Vec<f32>> {
+    Ok(vec![0.0; checked_numel(op, dims)?])
+}
+
 pub fn copy_contiguous(s: &CpuStorage, layout: &Layout, dtype: DType) -> Result<CpuStorage> {
     let src = s.to_f32();
     let mut out = vec![0.0; layout.numel()];
@@ -139,9 +146,7 @@ pub fn where_select(
 
 pub fn reduce_last(s: &CpuStorage, layout: &Layout, op: ReduceOp) -> Result<CpuStorage> {
     let n = layout.shape().last().copied().unwrap_or(1);
-    let rows = layout.shape()[..layout.rank().saturating_sub(1)]
-        .iter()
-        .product();
+    let rows = dims_product(&layout.shape()[..layout.rank().saturating_sub(1)]);
     let src = copy_contiguous(s, layout, DType::F32)?.into_f32();
     let mut out = vec![0.0; rows];
     reduce::reduce_rows(op, rows, n, &src, &mut out)?;
@@ -163,7 +168,11 @@ pub fn concat(
 ) -> Result<CpuStorage> {
     let widened: Vec<Cow<'_, [f32]>> = parts.iter().map(|p| p.to_f32()).collect();
     let slices: Vec<&[f32]> = widened.iter().map(|c| c.as_ref()).collect();
-    let mut out = vec![0.0; outer * sizes.iter().sum::<usize>() * inner];
+    let total = sizes
+        .iter()
+        .try_fold(0usize, |acc, &size| acc.checked_add(size))
+        .ok_or_else(|| Error::shape("concat", format!("sizes {sizes:?} overflow usize")))?;
+    let mut out = zeroed("concat", &[outer, total, inner])?;
     index::concat(&slices, sizes, outer, inner, &mut out)?;
     Ok(CpuStorage::from_f32(out, dtype))
 }
@@ -175,7 +184,7 @@ pub fn index_select(
     inner: usize,
     indices: &[usize],
 ) -> Result<CpuStorage> {
-    let mut out = vec![0.0; outer * indices.len() * inner];
+    let mut out = zeroed("index_select", &[outer, indices.len(), inner])?;
     index::index_select(&s.to_f32(), outer, dim, inner, indices, &mut out)?;
     Ok(CpuStorage::from_f32(out, s.dtype()))
 }
@@ -187,7 +196,7 @@ pub fn index_select_backward(
     inner: usize,
     indices: &[usize],
 ) -> Result<CpuStorage> {
-    let mut out = vec![0.0; outer * dim * inner];
+    let mut out = zeroed("index_select_backward", &[outer, dim, inner])?;
     index::index_select_backward(&g.to_f32(), outer, dim, inner, indices, &mut out)?;
     Ok(CpuStorage::from_f32(out, g.dtype()))
 }
@@ -200,7 +209,7 @@ pub fn gather(
     idx: &[usize],
     k: usize,
 ) -> Result<CpuStorage> {
-    let mut out = vec![0.0; outer * k * inner];
+    let mut out = zeroed("gather", &[outer, k, inner])?;
     index::gather(&s.to_f32(), outer, dim, inner, idx, k, &mut out)?;
     Ok(CpuStorage::from_f32(out, s.dtype()))
 }
@@ -213,13 +222,13 @@ pub fn gather_backward(
     idx: &[usize],
     k: usize,
 ) -> Result<CpuStorage> {
-    let mut out = vec![0.0; outer * dim * inner];
+    let mut out = zeroed("gather_backward", &[outer, dim, inner])?;
     index::gather_backward(&g.to_f32(), outer, dim, inner, idx, k, &mut out)?;
     Ok(CpuStorage::from_f32(out, g.dtype()))
 }
 
 pub fn upsample_nearest2x(s: &CpuStorage, planes: usize, h: usize, w: usize) -> Result<CpuStorage> {
-    let mut out = vec![0.0; planes * 4 * h * w];
+    let mut out = zeroed("upsample_nearest2x", &[planes, 4, h, w])?;
     index::upsample_nearest2x(&s.to_f32(), planes, h, w, &mut out)?;
     Ok(CpuStorage::from_f32(out, s.dtype()))
 }
@@ -230,7 +239,7 @@ pub fn upsample_nearest2x_backward(
     h: usize,
     w: usize,
 ) -> Result<CpuStorage> {
-    let mut out = vec![0.0; planes * h * w];
+    let mut out = zeroed("upsample_nearest2x_backward", &[planes, h, w])?;
     index::upsample_nearest2x_backward(&g.to_f32(), planes, h, w, &mut out)?;
     Ok(CpuStorage::from_f32(out, g.dtype()))
 }
@@ -285,7 +294,7 @@ pub fn matmul(
     (batch, m, n, k): (usize, usize, usize, usize),
 ) -> Result<CpuStorage> {
     let (x, y) = (a.0.to_f32(), b.0.to_f32());
-    let mut out = vec![0.0; batch * m * n];
+    let mut out = zeroed("matmul", &[batch, m, n])?;
     gemm::sgemm_batched(
         batch,
         m,
@@ -298,14 +307,14 @@ pub fn matmul(
         b.1.batch_stride,
         0.0,
         MatMut::row_major(&mut out, n),
-        m * n,
+        dims_product(&[m, n]),
     )?;
     Ok(CpuStorage::from_f32(out, a.0.dtype()))
 }
 
 /// Softmax (or log-softmax) of each row of a contiguous `[rows, cols]` buffer.
 pub fn softmax(s: &CpuStorage, rows: usize, cols: usize, log: bool) -> Result<CpuStorage> {
-    let mut out = vec![0.0; rows * cols];
+    let mut out = zeroed("softmax", &[rows, cols])?;
     if log {
         softmax::log_softmax(rows, cols, &s.to_f32(), &mut out)?;
     } else {
@@ -322,7 +331,7 @@ pub fn softmax_backward(
     cols: usize,
     log: bool,
 ) -> Result<CpuStorage> {
-    let mut out = vec![0.0; rows * cols];
+    let mut out = zeroed("softmax", &[rows, cols])?;
     let (y32, g32) = (y.to_f32(), g.to_f32());
     if log {
         softmax::log_softmax_backward(rows, cols, &y32, &g32, &mut out)?;
@@ -384,8 +393,11 @@ pub fn group_norm(
     gamma: &CpuStorage,
     beta: &CpuStorage,
 ) -> Result<[CpuStorage; 3]> {
-    let stats = s.batch * s.groups;
-    let (mut y, mut mean, mut rstd) = (vec![0.0; x.len()], vec![0.0; stats], vec![0.0; stats]);
+    let (mut y, mut mean, mut rstd) = (
+        vec![0.0; x.len()],
+        zeroed("group_norm", &[s.batch, s.groups])?,
+        zeroed("group_norm", &[s.batch, s.groups])?,
+    );
     group_norm::group_norm_forward(
         s,
         &x.to_f32(),
@@ -476,7 +488,7 @@ pub fn attention(
     v: &CpuStorage,
 ) -> Result<[CpuStorage; 2]> {
     let mut out = vec![0.0; q.len()];
-    let mut lse = vec![0.0; s.batch_heads * s.q_len];
+    let mut lse = zeroed("attention", &[s.batch_heads, s.q_len])?;
     attention::attention_forward(
         s,
         &q.to_f32(),

@@ -4,15 +4,16 @@
 //! Each works on a contiguous tensor seen as `[outer, dim, inner]` around the dimension it indexes.
 
 use crate::error::{Error, Result};
+use crate::layout::dims_product;
 use crate::storage::Storage;
 use crate::Tensor;
 
 /// (outer, size of dim, inner) of `shape` around `dim`.
 fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
     (
-        shape[..dim].iter().product(),
+        dims_product(&shape[..dim]),
         shape[dim],
-        shape[dim + 1..].iter().product(),
+        dims_product(&shape[dim + 1..]),
     )
 }
 
@@ -151,7 +152,7 @@ impl Tensor {
 
     fn check_image(&self, op: &'static str) -> Result<(usize, usize, usize)> {
         match self.shape() {
-            &[n, c, h, w] => Ok((n * c, h, w)),
+            &[n, c, h, w] => Ok((dims_product(&[n, c]), h, w)),
             s => Err(Error::shape(
                 op,
                 format!("expects an (N, C, H, W) tensor, got shape {s:?}"),
@@ -161,11 +162,21 @@ impl Tensor {
 
     /// Nearest-neighbour 2× upsampling of an (N, C, H, W) tensor to (N, C, 2H, 2W).
     pub fn upsample_nearest2x(&self) -> Result<Tensor> {
-        let (planes, h, w) = self.check_image("upsample_nearest2x")?;
+        const OP: &str = "upsample_nearest2x";
+        let (planes, h, w) = self.check_image(OP)?;
+        let (Some(h2), Some(w2)) = (h.checked_mul(2), w.checked_mul(2)) else {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "doubling {h}×{w} overflows usize (shape {:?})",
+                    self.shape()
+                ),
+            ));
+        };
         let src = self.contiguous()?;
         let storage = src.storage().upsample_nearest2x(planes, h, w)?;
         let s = self.shape();
-        Tensor::from_contiguous(storage, &[s[0], s[1], 2 * h, 2 * w])
+        Tensor::from_contiguous(storage, &[s[0], s[1], h2, w2])
     }
 
     /// The gradient of `upsample_nearest2x`: sums each 2×2 block of the (N, C, 2H, 2W) gradient.

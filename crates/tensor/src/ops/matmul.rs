@@ -6,7 +6,7 @@
 //! contiguous buffer first.
 
 use crate::error::{Error, Result};
-use crate::layout::{broadcast_shapes, Layout};
+use crate::layout::{broadcast_shapes, checked_numel, dims_product, Layout};
 use crate::storage::MatmulOperand;
 use crate::Tensor;
 
@@ -58,17 +58,32 @@ impl Tensor {
                 ),
             ));
         }
-        let batch_shape = broadcast_shapes(OP, &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])?;
-        let batch: usize = batch_shape.iter().product();
+        let batch_shape = broadcast_shapes(OP, &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])
+            .map_err(|e| {
+                Error::shape(
+                    OP,
+                    format!(
+                        "batch dimensions of {:?} × {:?} do not broadcast: {e}",
+                        self.shape(),
+                        rhs.shape()
+                    ),
+                )
+            })?;
+        let out_shape: Vec<usize> = batch_shape.iter().copied().chain([m, n]).collect();
+        // `[n, 0] × [0, n]` has no elements to read but n² to write; refuse it before allocating if n² overflows.
+        if checked_numel(OP, &out_shape)? == 0 || k == 0 {
+            // Nothing to compute: no output elements, or each one a sum of no terms. Shapes like `[usize::MAX, 0]`
+            // never reach the stride arithmetic below.
+            return Tensor::zeros(&out_shape, self.dtype(), self.device());
+        }
+        let batch = dims_product(&batch_shape);
         let a = self.batch_operand(&batch_shape, m, k)?;
         let b = rhs.batch_operand(&batch_shape, k, n)?;
         let storage = {
             let (sa, sb) = (a.0.storage(), b.0.storage());
             sa.matmul(&a.1, &sb, &b.1, (batch, m, n, k))?
         };
-        let mut shape = batch_shape;
-        shape.extend_from_slice(&[m, n]);
-        Tensor::from_contiguous(storage, &shape)
+        Tensor::from_contiguous(storage, &out_shape)
     }
 
     /// `self` broadcast to `batch_shape + [rows, cols]`, as a tensor and the strides the GEMM reads it with.
@@ -89,7 +104,7 @@ impl Tensor {
         let r = layout.rank();
         let operand = MatmulOperand {
             offset: layout.offset(),
-            batch_stride: uniform_batch_stride(layout).unwrap_or(rows * cols),
+            batch_stride: uniform_batch_stride(layout).unwrap_or_else(|| rows * cols),
             row_stride: layout.strides()[r - 2],
             col_stride: layout.strides()[r - 1],
         };

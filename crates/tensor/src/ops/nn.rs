@@ -5,6 +5,7 @@
 //! the others, and returns an error naming the operand that disagrees.
 
 use crate::error::{Error, Result};
+use crate::layout::dims_product;
 use crate::storage::Storage;
 use crate::Tensor;
 use diffuse_cpu_kernels::attention::AttentionShape;
@@ -278,7 +279,7 @@ impl Tensor {
         Ok(GroupNormShape {
             batch: self.shape()[0],
             channels,
-            spatial: self.shape()[2..].iter().product(),
+            spatial: dims_product(&self.shape()[2..]),
             groups,
             eps,
         })
@@ -456,13 +457,12 @@ fn conv_shape(
         groups: p.groups,
     };
     shape.validate().map_err(|e| Error::shape(op, e.message))?;
-    if ws[1] * p.groups != c {
+    if ws[1].checked_mul(p.groups) != Some(c) {
         return Err(Error::shape(
             op,
             format!(
-                "weight {ws:?} expects {} input channels in {} groups, but the input {input:?} has {c}",
-                ws[1] * p.groups,
-                p.groups
+                "weight {ws:?} expects {} input channels per group in {} groups, but the input {input:?} has {c}",
+                ws[1], p.groups
             ),
         ));
     }

@@ -4,6 +4,7 @@
 //! Π(reduced sizes). The kept axes keep their order; `keepdim` re-inserts the reduced axes with size 1.
 
 use crate::error::{Error, Result};
+use crate::layout::{checked_numel, dims_product};
 use crate::{ReduceOp, Tensor};
 
 impl Tensor {
@@ -38,7 +39,10 @@ impl Tensor {
             .collect();
         let permuted = self.layout().permute(&order)?;
         let kept_shape: Vec<usize> = kept.iter().map(|&d| self.shape()[d]).collect();
-        let row_len: usize = dims.iter().map(|&d| self.shape()[d]).product();
+        // Reducing the zero dimension of an empty tensor can leave a shape too large to exist: `[usize::MAX, 2, 0]`.
+        checked_numel(op_name, &kept_shape)?;
+        let reduced_sizes: Vec<usize> = dims.iter().map(|&d| self.shape()[d]).collect();
+        let row_len = dims_product(&reduced_sizes);
         let mut rows_shape = kept_shape.clone();
         rows_shape.push(row_len);
         let rows_view = match permuted.reshape(&rows_shape)? {
@@ -72,7 +76,12 @@ impl Tensor {
 
     /// Mean over `dims` (an empty reduction is an error rather than NaN).
     pub fn mean(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-        let count: usize = dims.iter().filter_map(|&d| self.shape().get(d)).product();
+        let sizes: Vec<usize> = dims
+            .iter()
+            .filter_map(|&d| self.shape().get(d))
+            .copied()
+            .collect();
+        let count = dims_product(&sizes);
         if count == 0 {
             return Err(Error::argument(
                 "mean",
