@@ -1,42 +1,11 @@
 //! `diffuse eval` end to end on a tiny U-Net trained for two steps, scored against a small synthetic reference set
 //! (so that the classifier runs over a few dozen images, not the 10,000 of the shipped test split).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-/// Two levels of 8 and 16 channels, no attention, class-conditional with a null class (the last line; without it
-/// the model is unconditional).
-const TINY_CONFIG: &str = r#"{
-  "_class_name": "UNet2DModel",
-  "sample_size": 28, "in_channels": 1, "out_channels": 1,
-  "block_out_channels": [8, 16], "layers_per_block": 1,
-  "down_block_types": ["DownBlock2D", "DownBlock2D"],
-  "up_block_types": ["UpBlock2D", "UpBlock2D"],
-  "norm_num_groups": 4, "num_class_embeds": 11
-}"#;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("diffuse-eval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-fn diffuse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{diffuse, repo, temp_dir, TINY_CONFIG};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -1,35 +1,10 @@
 //! `diffuse train` end to end on a tiny U-Net: the run folder's files exist, and `--resume` continues the run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// Two levels of 8 and 16 channels, no attention, class-conditional with a null class: ~30k parameters.
-const TINY_CONFIG: &str = r#"{
-  "_class_name": "UNet2DModel",
-  "sample_size": 28, "in_channels": 1, "out_channels": 1,
-  "block_out_channels": [8, 16], "layers_per_block": 1,
-  "down_block_types": ["DownBlock2D", "DownBlock2D"],
-  "up_block_types": ["UpBlock2D", "UpBlock2D"],
-  "norm_num_groups": 4, "num_class_embeds": 11
-}"#;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("diffuse-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fashion-mnist")
-}
-
-fn diffuse(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{diffuse, repo, temp_dir, TINY_CONFIG};
 
 fn metric_steps(out: &Path) -> Vec<u64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -51,7 +26,7 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
     let (config, out_s, data) = (
         config.to_str().unwrap().to_string(),
         out.to_str().unwrap().to_string(),
-        data_dir().to_str().unwrap().to_string(),
+        repo("data/fashion-mnist"),
     );
     let common = [
         "--batch-size",
@@ -234,7 +209,7 @@ fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
     let out = dir.join("run");
     let child = Command::new(env!("CARGO_BIN_EXE_diffuse"))
         .args(["train", "--config", config.to_str().unwrap(), "--data"])
-        .arg(data_dir())
+        .arg(repo("data/fashion-mnist"))
         .arg("--out")
         .arg(&out)
         .args([
