@@ -5,7 +5,8 @@ use std::cell::RefCell;
 
 use diffuse_diffusion::sampler::sigmas::{sigma_to_timestep, timestep_to_sigma, training_sigmas};
 use diffuse_diffusion::sampler::{
-    ClassifierFreeGuidance, DdpmVariance, Denoiser, Prediction, Sampler, SamplerOptions,
+    ClassifierFreeGuidance, DdpmVariance, Denoiser, DynamicThreshold, Prediction, Sampler,
+    SamplerOptions,
 };
 use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use diffuse_diffusion::{Error, Result};
@@ -550,5 +551,114 @@ fn sigma_samplers_without_karras_visit_the_spaced_timesteps() {
     assert_eq!(visited.len(), 4);
     for (got, want) in visited.iter().zip([751.0, 501.0, 251.0, 1.0]) {
         assert!((got - want).abs() < 1e-9, "visited {visited:?}");
+    }
+}
+
+// ---- dynamic thresholding -----------------------------------------------------------------------------------------
+
+#[test]
+fn dynamic_threshold_scales_each_sample_by_its_own_quantile() {
+    // Sample 0 stays inside [−1, 1]: its quantile is below 1, so s = 1 and nothing changes.
+    // Sample 1: |x| sorted = [0, 1, 2, 4]; the 0.5 quantile sits at position 1.5 → s = 1.5.
+    // Sample 2: |x| sorted = [0, 0, 8, 8]; position 1.5 → 4, clamped to max = 3.
+    let x0 = Tensor::from_vec(
+        vec![
+            0.5, -0.2, 0.1, 0.3, 2.0, -4.0, 1.0, 0.0, 8.0, 0.0, -8.0, 0.0,
+        ],
+        &[3, 4],
+        Device::Cpu,
+    )
+    .unwrap();
+    let threshold = DynamicThreshold {
+        ratio: 0.5,
+        max: 3.0,
+    };
+    let got = f64s(&threshold.apply(&x0).unwrap());
+    let want = [
+        0.5,
+        -0.2,
+        0.1,
+        0.3,
+        1.0,
+        -1.0,
+        1.0 / 1.5,
+        0.0,
+        1.0,
+        0.0,
+        -1.0,
+        0.0,
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn dynamic_threshold_refuses_bad_settings() {
+    let x0 = Tensor::zeros(&[1, 4], diffuse_tensor::DType::F32, Device::Cpu).unwrap();
+    for bad in [
+        DynamicThreshold {
+            ratio: 0.0,
+            max: 1.0,
+        },
+        DynamicThreshold {
+            ratio: 1.5,
+            max: 1.0,
+        },
+        DynamicThreshold {
+            ratio: 0.9,
+            max: 0.5,
+        },
+        DynamicThreshold {
+            ratio: f64::NAN,
+            max: 1.0,
+        },
+    ] {
+        let err = bad.apply(&x0).unwrap_err().to_string();
+        assert!(err.contains("dynamic_threshold"), "{err}");
+    }
+}
+
+/// Predicts the clean sample directly: the same large x̂0 whatever it is given.
+struct FixedSample(Tensor);
+
+impl Denoiser for FixedSample {
+    fn predict(&self, _x_t: &Tensor, _t: &[f64], _class: Option<&[u32]>) -> Result<Tensor> {
+        Ok(self.0.clone())
+    }
+    fn prediction(&self) -> Prediction {
+        Prediction::Sample
+    }
+}
+
+#[test]
+fn one_step_samplers_return_the_thresholded_prediction() {
+    // One step ends at ᾱ = 1 (σ = 0), where DDIM's and Euler's update returns x̂0 itself, so the sample must be the
+    // thresholded prediction: |x̂0| sorted = [0, 1.5, 3, 3], whose 0.995 quantile (position 2.985) is 3, below
+    // max = 5, so s = 3 and the sample is [1, −1, 0.5, 0].
+    let prediction = Tensor::from_vec(vec![3.0, -3.0, 1.5, 0.0], &[1, 4], Device::Cpu).unwrap();
+    let threshold = DynamicThreshold {
+        ratio: 0.995,
+        max: 5.0,
+    };
+    let want = [1.0, -1.0, 0.5, 0.0];
+    let options = SamplerOptions {
+        steps: 1,
+        dynamic_threshold: Some(threshold),
+        ..SamplerOptions::default()
+    };
+    let model = FixedSample(prediction);
+    let noise = Tensor::from_vec(vec![0.3, -0.1, 0.7, 0.2], &[1, 4], Device::Cpu).unwrap();
+    for sampler in [Sampler::Ddim { eta: 0.0 }, Sampler::Euler] {
+        let got = f64s(
+            &sampler
+                .sample_from(&model, &linear_schedule(), &options, &noise, None)
+                .unwrap(),
+        );
+        // Euler's step x + (0 − σ)·(x − x̂0)/σ cancels x ≈ σ_max·z (σ_max ≈ 157 here) in f32: a few roundings of
+        // ~50 give ~1e-5; DDIM's coefficients are exact at ᾱ_prev = 1.
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{sampler:?}: {got:?} vs {want:?}");
+        }
     }
 }

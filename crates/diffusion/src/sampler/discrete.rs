@@ -34,7 +34,23 @@ pub(super) fn run(
         let coef = coefficients(alpha_bar, alpha_bar_prev)?;
         let out = model.predict(&x, &vec![t as f64; batch], class)?;
         let offset = step_offset(step, x.numel())?;
-        let (next, _x0) = x.sampler_step(&out, &vec![coef; batch], clip, options.seed, offset)?;
+        let (next, _x0) = match &options.dynamic_threshold {
+            None => x.sampler_step(&out, &vec![coef; batch], clip, options.seed, offset)?,
+            Some(threshold) => {
+                // Form x̂0 here, threshold it, and hand the kernel x̂0 itself as the "model output" with
+                // coefficients that take it as is (x̂0 = 0·x_t + 1·x̂0).
+                let x0 = x
+                    .mul_scalar(coef.x0_from_xt)?
+                    .add(&out.mul_scalar(coef.x0_from_model)?)?;
+                let as_is = StepCoefficients {
+                    x0_from_xt: 0.0,
+                    x0_from_model: 1.0,
+                    ..coef
+                };
+                let x0 = threshold.apply(&x0)?;
+                x.sampler_step(&x0, &vec![as_is; batch], None, options.seed, offset)?
+            }
+        };
         x = next;
     }
     Ok(x)

@@ -24,6 +24,7 @@ pub mod euler_ancestral;
 pub mod guidance;
 pub mod heun;
 pub mod sigmas;
+pub mod threshold;
 
 pub use ddim::ddim;
 pub use ddpm::ddpm;
@@ -33,6 +34,7 @@ pub use euler::euler;
 pub use euler_ancestral::euler_ancestral;
 pub use guidance::ClassifierFreeGuidance;
 pub use heun::heun;
+pub use threshold::DynamicThreshold;
 
 use crate::error::{Error, Result};
 use crate::schedule::{NoiseSchedule, TimestepSpacing};
@@ -63,6 +65,9 @@ pub struct SamplerOptions {
     pub karras_sigmas: bool,
     /// Clip every predicted x0 to `[−r, r]` (diffusers' `clip_sample_range` when `clip_sample`).
     pub clip_sample_range: Option<f64>,
+    /// Dynamic thresholding of every predicted x0 (see [`threshold`]); when set, it is used instead of
+    /// `clip_sample_range`.
+    pub dynamic_threshold: Option<DynamicThreshold>,
     /// The Philox stream of all noise the sampler draws.
     pub seed: u64,
 }
@@ -75,6 +80,7 @@ impl Default for SamplerOptions {
             steps_offset: 0,
             karras_sigmas: true,
             clip_sample_range: None,
+            dynamic_threshold: None,
             seed: 0,
         }
     }

@@ -5,7 +5,7 @@
 //! mapped to a fractional timestep by linear interpolation in `log σ` ([`sigma_to_timestep`], as diffusers'
 //! `_sigma_to_t`); [`timestep_to_sigma`] is its exact inverse, for models defined in continuous time.
 
-use super::{batch_of, clip_bound, Denoiser, Prediction, SamplerOptions};
+use super::{batch_of, clip_bound, Denoiser, DynamicThreshold, Prediction, SamplerOptions};
 use crate::error::{Error, Result};
 use crate::schedule::karras::KARRAS_RHO;
 use crate::schedule::{karras_sigmas, timesteps, NoiseSchedule};
@@ -95,10 +95,11 @@ pub struct SigmaDenoiser<'a> {
     batch: usize,
     table: Vec<f64>,
     clip: Option<f32>,
+    threshold: Option<DynamicThreshold>,
 }
 
 impl<'a> SigmaDenoiser<'a> {
-    /// Wraps `model` for batches shaped like `like`, with the options' clipping.
+    /// Wraps `model` for batches shaped like `like`, with the options' clipping or dynamic thresholding.
     pub fn new(
         model: &'a dyn Denoiser,
         schedule: &NoiseSchedule,
@@ -112,11 +113,12 @@ impl<'a> SigmaDenoiser<'a> {
             batch: batch_of(like, class)?,
             table: training_sigmas(schedule)?,
             clip: clip_bound(options)?,
+            threshold: options.dynamic_threshold,
         })
     }
 
     /// `x̂0 = D(x, σ)`: call the model on `x_vp = x/√(1+σ²)` at the timestep of `σ`, and turn its output into x0 with
-    /// `ᾱ = 1/(1+σ²)`: ε → `(x_vp − √(1−ᾱ)·ε)/√ᾱ`, v → `√ᾱ·x_vp − √(1−ᾱ)·v`, x0 as is. Then clip if asked.
+    /// `ᾱ = 1/(1+σ²)`: ε → `(x_vp − √(1−ᾱ)·ε)/√ᾱ`, v → `√ᾱ·x_vp − √(1−ᾱ)·v`, x0 as is. Then threshold or clip if asked.
     pub fn x0(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let scale = 1.0 / (1.0 + sigma * sigma).sqrt();
         let (sqrt_ab, sqrt_one_minus_ab) = (scale, sigma * scale);
@@ -134,9 +136,10 @@ impl<'a> SigmaDenoiser<'a> {
                 .mul_scalar(sqrt_ab as f32)?
                 .sub(&out.mul_scalar(sqrt_one_minus_ab as f32)?)?,
         };
-        match self.clip {
-            Some(r) => Ok(x0.clamp(-r, r)?),
-            None => Ok(x0),
+        match (self.threshold, self.clip) {
+            (Some(threshold), _) => threshold.apply(&x0),
+            (None, Some(r)) => Ok(x0.clamp(-r, r)?),
+            (None, None) => Ok(x0),
         }
     }
 
