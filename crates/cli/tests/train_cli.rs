@@ -293,3 +293,133 @@ fn train_help_shows_every_default() {
         );
     }
 }
+
+/// The checkpoint `latest` names, as its step, after checking that it is complete and readable.
+fn latest_readable_step(out: &Path) -> Option<u64> {
+    let latest = std::fs::read_to_string(out.join("latest")).ok()?;
+    let dir = out.join(latest.trim());
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json")).unwrap())
+            .unwrap_or_else(|e| panic!("{}: unreadable trainer_state.json: {e}", dir.display()));
+    let info = diffuse(&["info", dir.to_str().unwrap()]);
+    assert!(
+        info.status.success(),
+        "{} is not a readable checkpoint: {}",
+        dir.display(),
+        String::from_utf8_lossy(&info.stderr)
+    );
+    Some(state["step"].as_u64().unwrap())
+}
+
+#[test]
+fn sigkill_at_any_moment_leaves_a_readable_checkpoint_and_the_resumed_run_is_exact() {
+    let dir = temp_dir("sigkill");
+    let config = dir.join("tiny.json");
+    std::fs::write(&config, TINY_CONFIG).unwrap();
+    let data = repo("data/fashion-mnist");
+    let settings = [
+        "--steps",
+        "12",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "1",
+        "--sample-every",
+        "0",
+        "--grid-steps",
+        "1",
+        "--grid-columns",
+        "1",
+        "--num-train-timesteps",
+        "50",
+        "--lr-schedule",
+        "constant",
+    ];
+    let straight = dir.join("straight");
+    let mut args = vec![
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        &data,
+        "--out",
+        straight.to_str().unwrap(),
+    ];
+    args.extend(settings);
+    assert!(diffuse(&args).status.success());
+
+    // The same run, killed with SIGKILL at fixed pseudo-random moments once it has a checkpoint, then resumed,
+    // until it reaches step 12. Every kill must leave `latest` naming a complete checkpoint, and progress never goes
+    // back by more than the steps since that checkpoint (here: none, one checkpoint per step).
+    let out = dir.join("killed");
+    let delays_ms = [40u64, 170, 5, 90, 260, 15, 130];
+    let (mut kills, mut last_step) = (0, 0);
+    for (round, delay) in delays_ms
+        .iter()
+        .chain(std::iter::repeat(&u64::MAX))
+        .enumerate()
+    {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_diffuse"));
+        command.arg("train").args(["--data", &data]);
+        if round == 0 {
+            command
+                .args(["--config", config.to_str().unwrap(), "--out"])
+                .arg(&out);
+        } else {
+            command.arg("--resume").arg(&out);
+        }
+        let mut child = command
+            .args(settings)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if *delay != u64::MAX {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !out.join("latest").is_file() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no checkpoint was ever written"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(*delay));
+            child.kill().unwrap();
+        }
+        let status = child.wait().unwrap();
+        // A kill that arrives after the run finished does not count: only a death by SIGKILL does.
+        if std::os::unix::process::ExitStatusExt::signal(&status) == Some(9) {
+            kills += 1;
+        }
+        let step = latest_readable_step(&out).expect("a checkpoint survives every kill");
+        assert!(
+            step >= last_step,
+            "latest went back from step {last_step} to {step}"
+        );
+        last_step = step;
+        if step == 12 {
+            assert!(status.success() || round < delays_ms.len());
+            break;
+        }
+        assert!(
+            round < delays_ms.len() + 1,
+            "the unkilled run did not finish"
+        );
+    }
+    assert!(
+        kills >= 3,
+        "only {kills} kills landed before the run finished"
+    );
+    for file in [
+        "model/diffusion_pytorch_model.safetensors",
+        "ema/diffusion_pytorch_model.safetensors",
+        "optimizer.safetensors",
+    ] {
+        let a = std::fs::read(out.join("step-12").join(file)).unwrap();
+        let b = std::fs::read(straight.join("step-12").join(file)).unwrap();
+        assert!(
+            a == b,
+            "{file}: the killed-and-resumed run differs from the straight one"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
