@@ -10,6 +10,7 @@ mod interrupt;
 mod plot;
 mod sample;
 mod sampling;
+mod scoring;
 mod sweep_plot;
 mod train;
 
