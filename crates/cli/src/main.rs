@@ -13,6 +13,7 @@ mod sampling;
 mod scoring;
 mod sweep_plot;
 mod train;
+mod train_eval;
 
 use clap::{Parser, Subcommand};
 
