@@ -9,28 +9,26 @@
 
 use crate::eval_table::{print_report, print_sweep};
 use crate::sample::resolve;
-use crate::sampling::{draw, sampler_named, GridRequest};
+use crate::sampling::sampler_named;
+use crate::scoring::{
+    check_image_shape, first_images, load_classifier, load_split, SampleModel, Sampling, Scorer,
+    DEFAULT_CLASSIFIER, SAMPLE_BATCH,
+};
 use crate::sweep_plot::{save_fd_sweep, Curve, COLORS};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
-use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
+use diffuse_diffusion::eval::classifier::NUM_CLASSES;
 use diffuse_diffusion::eval::{
-    evaluate_samples, variational_bound, BoundOptions, BpdSummary, EvalReport, FashionClassifier,
-    ReferenceFeatures,
+    evaluate_samples, variational_bound, BoundOptions, BpdSummary, EvalReport,
 };
-use diffuse_diffusion::rng::SplitMix64;
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::target::prediction_of;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
 use diffuse_diffusion::unet::UNet2DModel;
-use diffuse_tensor::{Device, Tensor};
+use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-/// The command that makes the classifier weights.
-const TRAIN_CLASSIFIER: &str =
-    "cargo run --release -p diffuse-diffusion --example fashion_classifier -- --full --epochs 5";
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -53,7 +51,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 10_000)]
     num: usize,
     /// Samples per model batch.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = SAMPLE_BATCH)]
     batch: usize,
     /// Seed of the starting noise and of the stochastic samplers' noise.
     #[arg(long, default_value_t = 0)]
@@ -62,7 +60,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "data/fashion-mnist")]
     data: PathBuf,
     /// The feature extractor's weights.
-    #[arg(long, default_value = "data/classifier/fashion-classifier.safetensors")]
+    #[arg(long, default_value = DEFAULT_CLASSIFIER)]
     classifier: PathBuf,
     /// Compute the variational bound in bits/dim on the first N test images (0: skip; each image costs as many
     /// model evaluations as the schedule has timesteps).
@@ -102,16 +100,11 @@ fn load_model(args: &EvalArgs) -> Result<Model, String> {
     let (unet, _store) = UNet2DModel::load_diffusers(&model_dir, Device::Cpu)
         .map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let config = unet.config();
-    let (h, w) = config
-        .sample_size
-        .map_or((IMAGE_SIZE, IMAGE_SIZE), |s| s.height_width());
-    if (config.in_channels, h, w) != (1, IMAGE_SIZE, IMAGE_SIZE) {
-        return Err(format!(
-            "{} makes {}×{h}×{w} images; the Fashion-MNIST classifier scores 1×{IMAGE_SIZE}×{IMAGE_SIZE} images only",
-            model_dir.display(),
-            config.in_channels
-        ));
-    }
+    let (h, w) = config.sample_size.map_or((28, 28), |s| s.height_width());
+    check_image_shape(
+        &format!("{} (its samples)", model_dir.display()),
+        (config.in_channels, h, w),
+    )?;
     let step = model_dir
         .ancestors()
         .find_map(|p| p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok());
@@ -124,80 +117,43 @@ fn load_model(args: &EvalArgs) -> Result<Model, String> {
     })
 }
 
-fn load_classifier(path: &Path) -> Result<FashionClassifier, String> {
-    if !path.is_file() {
-        return Err(format!(
-            "no classifier weights at {}: pass --classifier FILE, or make them (they are written to \
-             data/classifier/fashion-classifier.safetensors) with\n  {TRAIN_CLASSIFIER}",
-            path.display()
-        ));
+impl Model {
+    /// The view of it that sampling and scoring take.
+    fn sample_model(&self) -> SampleModel<'_> {
+        SampleModel {
+            unet: &self.unet,
+            prediction: self.prediction,
+            schedule: &self.schedule,
+            null_class: self.num_classes,
+        }
     }
-    FashionClassifier::load(path, Device::Cpu).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// `count` images (or all there are) of `data`, from the first, as an (N, 1, 28, 28) tensor, with their labels.
-fn first_images(data: &Dataset, count: usize) -> Result<(Tensor, Option<Vec<u32>>), String> {
-    let count = count.min(data.len());
-    let pixels = &data.images[..count * data.image_len()];
-    let images = Tensor::from_slice(pixels, &[count, 1, IMAGE_SIZE, IMAGE_SIZE], Device::Cpu)
-        .map_err(|e| e.to_string())?;
-    Ok((images, data.labels.as_ref().map(|l| l[..count].to_vec())))
-}
-
-fn load_split(dir: &Path, split: Split) -> Result<Dataset, String> {
-    let data = Dataset::load(dir, split).map_err(|e| e.to_string())?;
-    if (data.channels, data.height, data.width) != (1, IMAGE_SIZE, IMAGE_SIZE) {
-        return Err(format!(
-            "{} holds {}×{}×{} images; the Fashion-MNIST classifier scores 1×{IMAGE_SIZE}×{IMAGE_SIZE} images only",
-            dir.display(),
-            data.channels,
-            data.height,
-            data.width
-        ));
-    }
-    Ok(data)
-}
-
-/// Draws `args.num` samples with `sampler` in `steps`, `args.batch` at a time, behind a progress bar.
-fn generate(
+/// Draws `args.num` samples with `sampler` in `steps`, `args.batch` at a time, behind a progress bar, and scores
+/// them.
+fn evaluate(
     args: &EvalArgs,
     model: &Model,
+    scorer: &Scorer,
     sampler: &str,
     steps: usize,
-    classes: Option<&[u32]>,
-) -> Result<Tensor, String> {
-    let sampler = sampler_named(sampler)?;
+) -> Result<EvalReport, String> {
+    let sampling = Sampling {
+        sampler: sampler_named(sampler)?,
+        steps,
+        guidance: args.guidance,
+        num: args.num,
+        batch: args.batch,
+        seed: args.seed,
+    };
     let bar = ProgressBar::new(args.num as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} samples ETA {eta}")
             .map_err(|e| e.to_string())?,
     );
-    let mut seeds = SplitMix64::new(args.seed);
-    let mut pixels = Vec::with_capacity(args.num * IMAGE_SIZE * IMAGE_SIZE);
-    for start in (0..args.num).step_by(args.batch) {
-        let count = args.batch.min(args.num - start);
-        let request = GridRequest {
-            sampler,
-            steps,
-            seed: seeds.next_u64(),
-            classes: classes.map(|c| &c[start..start + count]),
-            count,
-            guidance: args.guidance,
-            null_class: model.num_classes,
-        };
-        let images = draw(
-            &model.unet,
-            model.prediction,
-            &model.schedule,
-            &request,
-            None,
-        )?;
-        pixels.extend(images.to_vec().map_err(|e| e.to_string())?);
-        bar.inc(count as u64);
-    }
+    let report = scorer.evaluate(&model.sample_model(), &sampling, &bar);
     bar.finish_and_clear();
-    Tensor::from_vec(pixels, &[args.num, 1, IMAGE_SIZE, IMAGE_SIZE], Device::Cpu)
-        .map_err(|e| e.to_string())
+    report
 }
 
 /// The bound on the first `args.bpd` test images (with their labels for a conditional model).
@@ -311,22 +267,15 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         test.len(),
         args.data.display()
     );
-    let reference =
-        ReferenceFeatures::from_images(&classifier, &first_images(&test, test.len())?.0)
-            .map_err(|e| e.to_string())?;
-
-    // Conditional samples cycle through the classes; accuracy needs them to be the classifier's ten.
-    let classes: Option<Vec<u32>> = model
+    let scorer = Scorer::new(classifier, &test)?;
+    if let Some(n) = model
         .num_classes
-        .map(|n| (0..args.num).map(|i| i as u32 % n.max(1)).collect());
-    let scored_classes = match (&classes, model.num_classes) {
-        (Some(c), Some(n)) if n as usize == NUM_CLASSES => Some(c.as_slice()),
-        (Some(_), Some(n)) => {
-            eprintln!("the model has {n} classes, not Fashion-MNIST's {NUM_CLASSES}: accuracy is not scored");
-            None
-        }
-        _ => None,
-    };
+        .filter(|_| !model.sample_model().scores_accuracy())
+    {
+        eprintln!(
+            "the model has {n} classes, not Fashion-MNIST's {NUM_CLASSES}: accuracy is not scored"
+        );
+    }
 
     let bpd = (args.bpd > 0)
         .then(|| bits_per_dim(args, &model, &test))
@@ -336,8 +285,13 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         let (images, labels) = first_images(&train, args.num)?;
         let labels = labels.filter(|_| train.num_classes <= NUM_CLASSES);
         Some(
-            evaluate_samples(&classifier, &images, labels.as_deref(), &reference)
-                .map_err(|e| e.to_string())?,
+            evaluate_samples(
+                &scorer.classifier,
+                &images,
+                labels.as_deref(),
+                &scorer.reference,
+            )
+            .map_err(|e| e.to_string())?,
         )
     } else {
         None
@@ -363,9 +317,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     let mut rows = Vec::with_capacity(runs.len());
     for (sampler, steps) in runs {
         eprintln!("{sampler}, {steps} steps: {} samples", args.num);
-        let samples = generate(args, &model, &sampler, steps, classes.as_deref())?;
-        let mut report = evaluate_samples(&classifier, &samples, scored_classes, &reference)
-            .map_err(|e| e.to_string())?;
+        let mut report = evaluate(args, &model, &scorer, &sampler, steps)?;
         report.bpd = bpd;
         rows.push((sampler, steps, report));
     }

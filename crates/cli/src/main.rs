@@ -10,8 +10,10 @@ mod interrupt;
 mod plot;
 mod sample;
 mod sampling;
+mod scoring;
 mod sweep_plot;
 mod train;
+mod train_eval;
 
 use clap::{Parser, Subcommand};
 

@@ -1,5 +1,6 @@
 //! Fréchet distance against the number of sampling steps, one coloured line per sampler, as a small PNG drawn on the
-//! canvas of [`crate::plot`]: steps on a log axis labelled at every swept count, FD on a linear axis spanning the
+//! canvas of [`crate::plot`]: steps on a log axis with a tick at every swept count, labelled where the label does not
+//! run into the one after it (a training run's many evaluations crowd the right end), FD on a linear axis spanning the
 //! values (padded by 5 %, its ends labelled), and under the step labels a coloured swatch numbered 1, 2, … for each
 //! sampler in the given order (the 3×5 font has digits only; the command prints which number is which sampler).
 
@@ -72,14 +73,20 @@ pub fn fd_sweep_png(curves: &[Curve]) -> Result<Vec<u8>, String> {
     let mut labelled: Vec<usize> = all().map(|p| p.0).collect();
     labelled.sort_unstable();
     labelled.dedup();
-    for steps in labelled {
+    // Right to left, so that the last count is always labelled; `free_until` is where the label to its right begins,
+    // less one blank character.
+    let mut free_until = W;
+    for steps in labelled.into_iter().rev() {
         let (x, _) = to_px(steps, 0.0);
         c.line((x, y0), (x, y0 + 4), axis);
         let label = steps.to_string();
         let left = (x as usize)
             .saturating_sub(4 * label.len())
             .min(W - 8 * label.len());
-        c.text(left, H - BOTTOM + 8, &label);
+        if left + 8 * label.len() <= free_until {
+            c.text(left, H - BOTTOM + 8, &label);
+            free_until = left.saturating_sub(8);
+        }
     }
     for (k, curve) in curves.iter().enumerate() {
         let color = COLORS[k % COLORS.len()].0;

@@ -1,11 +1,13 @@
 //! `diffuse train`: trains a diffusers-layout U-Net on an image dataset, with an EMA, atomic checkpoints every
 //! `--checkpoint-every` steps (`OUT/step-N/`, `OUT/latest`), sample grids (`OUT/samples/step-N.png`), one line of
-//! metrics per logged step (`OUT/metrics.jsonl`) and the loss curve at the end (`OUT/loss.png`). Ctrl-C writes a
-//! checkpoint and stops; `--resume OUT` continues bit for bit where the last checkpoint left off.
+//! metrics per logged step (`OUT/metrics.jsonl`) and the loss curve at the end (`OUT/loss.png`); with `--eval-every`
+//! also evaluations of the EMA weights ([`crate::train_eval`]: metrics lines, progress line, `OUT/eval.png`).
+//! Ctrl-C writes a checkpoint and stops; `--resume OUT` continues bit for bit where the last checkpoint left off.
 
 use crate::grid::Grid;
 use crate::plot::save_loss_curve;
 use crate::sampling::{draw, sampler_named, GridRequest};
+use crate::train_eval::{read_evaluations, save_eval_curve, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig};
@@ -14,7 +16,7 @@ use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
 use diffuse_diffusion::unet::{UNet2DModel, UNetConfig, CONFIG_FILE};
 use diffuse_nn::{EmaWarmup, LrSchedule, ParamStore};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -94,8 +96,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 2)]
     keep: usize,
     /// Continue the run in this folder from its latest checkpoint; its stored settings apply except --steps and the
-    /// output options (--checkpoint-every, --sample-every, --keep, --log-every, the grid options); --data must name
-    /// the same dataset; outputs go to this folder.  [default: none: a new run]
+    /// output options (--checkpoint-every, --sample-every, --keep, --log-every, the grid and evaluation options);
+    /// --data must name the same dataset; outputs go to this folder.  [default: none: a new run]
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Mirror training images left-to-right at random.  [default: off]
@@ -123,22 +125,27 @@ pub struct TrainArgs {
     /// twice the sampling cost).
     #[arg(long, default_value_t = 2.0)]
     grid_guidance: f64,
+    #[command(flatten)]
+    eval: TrainEvalArgs,
 }
 
-/// The dataset `--data` names.
+/// The folder `--data` names.
+fn data_dir(name: &str) -> Result<PathBuf, String> {
+    if name != "fashion-mnist-full" {
+        return Ok(PathBuf::from(name));
+    }
+    let dir = PathBuf::from(FULL_FASHION_MNIST);
+    if !dir.is_dir() {
+        return Err(format!(
+            "the full Fashion-MNIST is not installed at {FULL_FASHION_MNIST}; run `apt install dataset-fashion-mnist`"
+        ));
+    }
+    Ok(dir)
+}
+
+/// The training split of the dataset `--data` names.
 pub fn load_data(name: &str) -> Result<Dataset, String> {
-    let dir = if name == "fashion-mnist-full" {
-        let dir = PathBuf::from(FULL_FASHION_MNIST);
-        if !dir.is_dir() {
-            return Err(format!(
-                "the full Fashion-MNIST is not installed at {FULL_FASHION_MNIST}; run `apt install dataset-fashion-mnist`"
-            ));
-        }
-        dir
-    } else {
-        PathBuf::from(name)
-    };
-    Dataset::load(&dir, Split::Train)
+    Dataset::load(&data_dir(name)?, Split::Train)
         .map_err(|e| format!("{e}\n(pass --data DIR with IDX files or PNG images)"))
 }
 
@@ -243,7 +250,8 @@ fn build(
     move |store| UNet2DModel::new(config.clone(), store)
 }
 
-/// Keeps the metrics lines of steps before `step` (a resumed run rewrites what came after its checkpoint).
+/// Keeps the metrics lines of what the checkpoint after `step` steps contains (a resumed run rewrites what came
+/// after it): the loss lines of steps `s < step` and the evaluations after `s ≤ step` steps.
 fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
@@ -253,8 +261,11 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
         .filter(|line| {
             serde_json::from_str::<serde_json::Value>(line)
                 .ok()
-                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
-                .is_some_and(|s| s < step)
+                .is_some_and(|v| match (v["step"].as_u64(), v.get("eval")) {
+                    (Some(s), Some(_)) => s <= step,
+                    (Some(s), None) => s < step,
+                    (None, _) => false,
+                })
         })
         .map(|line| format!("{line}\n"))
         .collect();
@@ -383,9 +394,19 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             model_config.in_channels, data.channels
         ));
     }
+    let evaluator = Evaluator::new(
+        &args.eval,
+        &data_dir(&args.data)?,
+        &data,
+        &model_config,
+        trainer.config().null_class,
+        trainer.config().seed,
+    )?;
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let metrics_path = out.join("metrics.jsonl");
     truncate_metrics(&metrics_path, trainer.step_index())?;
+    let mut evaluated_at = read_evaluations(&metrics_path).last().map(|e| e.0);
+    let mut latest_eval = String::new();
     let mut metrics = OpenOptions::new()
         .create(true)
         .append(true)
@@ -413,6 +434,16 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     let start = Instant::now();
     let first_step = trainer.step_index();
     let mut saved_at = None;
+    // Seconds spent evaluating, left out of the training throughput.
+    let mut eval_seconds = 0.0;
+    let evaluate = |trainer: &Trainer<UNet2DModel>, evaluator: &Evaluator, metrics: &mut File| {
+        let begun = Instant::now();
+        let report = evaluator.run(trainer)?;
+        let seconds = begun.elapsed().as_secs_f64();
+        let line = evaluator.metrics_line(trainer.step_index(), &report, seconds);
+        writeln!(metrics, "{line}").map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+        Ok::<_, String>((summary(&report), seconds))
+    };
     let save = |trainer: &Trainer<UNet2DModel>| -> Result<u64, String> {
         trainer
             .save_checkpoint(&out, args.keep)
@@ -439,12 +470,11 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         let report = trainer.step(&data).map_err(|e| e.to_string())?;
         let done = trainer.step_index();
         let elapsed = start.elapsed().as_secs_f64();
-        let images_per_s = (done - first_step) as f64 * batch as f64 / elapsed.max(1e-9);
+        let images_per_s =
+            (done - first_step) as f64 * batch as f64 / (elapsed - eval_seconds).max(1e-9);
+        let loss = format!("loss {:.4}", report.smoothed_loss.unwrap_or(f64::NAN));
         bar.set_position(done);
-        bar.set_message(format!(
-            "loss {:.4} | {images_per_s:.0} img/s",
-            report.smoothed_loss.unwrap_or(f64::NAN)
-        ));
+        bar.set_message(format!("{loss}{latest_eval} | {images_per_s:.0} img/s"));
         if report.skipped {
             bar.suspend(|| eprintln!("step {}: non-finite loss, skipped", report.step));
         }
@@ -452,12 +482,26 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             writeln!(metrics, "{}", metrics_line(&report, images_per_s, elapsed))
                 .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
         }
+        // Before the checkpoint, so that a checkpoint after `done` steps implies its evaluation is logged.
+        if let Some(evaluator) = evaluator.as_ref().filter(|e| e.due(done) && done < total) {
+            bar.set_message(format!("{loss}{latest_eval} | evaluating"));
+            let (text, seconds) = evaluate(&trainer, evaluator, &mut metrics)?;
+            (latest_eval, evaluated_at) = (format!(" | {text}"), Some(done));
+            eval_seconds += seconds;
+            bar.set_message(format!("{loss}{latest_eval} | {images_per_s:.0} img/s"));
+        }
         if args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total {
             saved_at = Some(save(&trainer)?);
         }
         if args.sample_every > 0 && done % args.sample_every == 0 && done < total {
             let path = grids.write(&trainer, &format!("step-{done}"), &data)?;
             bar.suspend(|| eprintln!("step {done}: samples in {}", path.display()));
+        }
+    }
+    if let Some(evaluator) = &evaluator {
+        if evaluated_at != Some(trainer.step_index()) {
+            let (text, _) = evaluate(&trainer, evaluator, &mut metrics)?;
+            bar.suspend(|| eprintln!("step {}: {text}", trainer.step_index()));
         }
     }
     bar.finish();
@@ -470,6 +514,12 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     let points = read_metrics(&metrics_path);
     if !points.is_empty() {
         save_loss_curve(&points, &curve)?;
+    }
+    let evaluations = read_evaluations(&metrics_path);
+    if !evaluations.is_empty() {
+        let path = out.join("eval.png");
+        save_eval_curve(&evaluations, &path)?;
+        eprintln!("FD against step in {}", path.display());
     }
     eprintln!(
         "done: step {}, smoothed loss {:.4}, {:.1} s; samples {}, loss curve {}",

@@ -5,47 +5,10 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{diffuse, repo, temp_dir, TINY_CONFIG};
+use common::{diffuse, repo, synthetic_data, temp_dir, TINY_CONFIG};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Writes an uncompressed IDX file: magic (0, 0, type 0x08 = u8, rank), big-endian dims, then the bytes.
-fn write_idx(path: &Path, dims: &[u32], data: &[u8]) {
-    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        bytes.extend(d.to_be_bytes());
-    }
-    bytes.extend(data);
-    std::fs::write(path, bytes).unwrap();
-}
-
-/// A dataset folder with `count` pseudo-random 28×28 images per split, labelled 0..9 cyclically when `labels`.
-fn synthetic_data(dir: &Path, count: u32, labels: bool) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut state = 0x2545_f491_u32;
-    let pixels: Vec<u8> = (0..count * 28 * 28)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 24) as u8
-        })
-        .collect();
-    let classes: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
-    for prefix in ["train", "t10k"] {
-        write_idx(
-            &dir.join(format!("{prefix}-images-idx3-ubyte")),
-            &[count, 28, 28],
-            &pixels,
-        );
-        if labels {
-            write_idx(
-                &dir.join(format!("{prefix}-labels-idx1-ubyte")),
-                &[count],
-                &classes,
-            );
-        }
-    }
 }
 
 /// Trains the tiny model (class-conditional or not) for two steps into `dir/run` and returns that folder.

@@ -275,6 +275,12 @@ fn train_help_shows_every_default() {
         "--schedule",
         "--prediction",
         "--ema-decay",
+        "--eval-every",
+        "--eval-num",
+        "--eval-sampler",
+        "--eval-steps",
+        "--eval-guidance",
+        "--classifier",
     ] {
         let line = text
             .lines()

@@ -1,5 +1,5 @@
-//! Helpers shared by the `diffuse` end-to-end tests: a tiny model config, scratch folders, paths into the repository
-//! and running the binary.
+//! Helpers shared by the `diffuse` end-to-end tests: a tiny model config, synthetic datasets, scratch folders, paths
+//! into the repository and running the binary.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
@@ -40,4 +40,48 @@ pub fn diffuse(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// Writes an uncompressed IDX file: magic (0, 0, type 0x08 = u8, rank), big-endian dims, then the bytes.
+pub fn write_idx(path: &Path, dims: &[u32], data: &[u8]) {
+    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        bytes.extend(d.to_be_bytes());
+    }
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Writes split `prefix` (`train` or `t10k`) of `count` pseudo-random `side`×`side` images into `dir`, labelled 0..9
+/// cyclically when `labels`.
+pub fn synthetic_split(dir: &Path, prefix: &str, count: u32, side: u32, labels: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 0x2545_f491_u32;
+    let pixels: Vec<u8> = (0..count * side * side)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 24) as u8
+        })
+        .collect();
+    write_idx(
+        &dir.join(format!("{prefix}-images-idx3-ubyte")),
+        &[count, side, side],
+        &pixels,
+    );
+    if labels {
+        let classes: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
+        write_idx(
+            &dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            &[count],
+            &classes,
+        );
+    }
+}
+
+/// A dataset folder with the same `count` pseudo-random 28×28 images in both splits, labelled 0..9 cyclically when
+/// `labels`.
+pub fn synthetic_data(dir: &Path, count: u32, labels: bool) {
+    for prefix in ["train", "t10k"] {
+        synthetic_split(dir, prefix, count, 28, labels);
+    }
 }

@@ -1,0 +1,185 @@
+//! The evaluation that `diffuse eval` and `diffuse train --eval-every` share, so both report the same numbers for the
+//! same weights and settings:
+//!
+//! ```text
+//! reference  = ReferenceFeatures(classifier, test split)          once per command
+//! classes    = 0, 1, …, K−1, 0, 1, …  (class-conditional models)
+//! samples    = `num` samples, `batch` at a time; batch b starts from the noise of seed b of SplitMix64(seed)
+//! report     = evaluate_samples(classifier, samples, classes if K = 10, reference)
+//! ```
+//!
+//! Accuracy is scored only when the model's classes are the classifier's ten Fashion-MNIST classes.
+
+use crate::sampling::{draw, GridRequest};
+use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
+use diffuse_diffusion::eval::{evaluate_samples, EvalReport, FashionClassifier, ReferenceFeatures};
+use diffuse_diffusion::rng::SplitMix64;
+use diffuse_diffusion::sampler::Sampler;
+use diffuse_diffusion::schedule::NoiseSchedule;
+use diffuse_diffusion::train::Prediction;
+use diffuse_diffusion::unet::UNet2DModel;
+use diffuse_tensor::{Device, Tensor};
+use indicatif::ProgressBar;
+use std::path::Path;
+
+/// Where the classifier weights are unless `--classifier` says otherwise.
+pub const DEFAULT_CLASSIFIER: &str = "data/classifier/fashion-classifier.safetensors";
+
+/// Samples per model batch unless `--batch` says otherwise.
+pub const SAMPLE_BATCH: usize = 250;
+
+/// The command that makes the classifier weights.
+const TRAIN_CLASSIFIER: &str =
+    "cargo run --release -p diffuse-diffusion --example fashion_classifier -- --full --epochs 5";
+
+/// The classifier weights at `path`, or an error that says how to make them.
+pub fn load_classifier(path: &Path) -> Result<FashionClassifier, String> {
+    if !path.is_file() {
+        return Err(format!(
+            "no classifier weights at {}: pass --classifier FILE, or make them (they are written to \
+             {DEFAULT_CLASSIFIER}) with\n  {TRAIN_CLASSIFIER}",
+            path.display()
+        ));
+    }
+    FashionClassifier::load(path, Device::Cpu).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Checks that images of `channels×height×width` (from `source`) are what the classifier reads.
+pub fn check_image_shape(
+    source: &str,
+    (channels, height, width): (usize, usize, usize),
+) -> Result<(), String> {
+    if (channels, height, width) != (1, IMAGE_SIZE, IMAGE_SIZE) {
+        return Err(format!(
+            "{source} holds {channels}×{height}×{width} images; the Fashion-MNIST classifier scores \
+             1×{IMAGE_SIZE}×{IMAGE_SIZE} images only"
+        ));
+    }
+    Ok(())
+}
+
+/// One split of the dataset in `dir`, which must hold images the classifier reads.
+pub fn load_split(dir: &Path, split: Split) -> Result<Dataset, String> {
+    let data = Dataset::load(dir, split).map_err(|e| e.to_string())?;
+    check_image_shape(
+        &dir.display().to_string(),
+        (data.channels, data.height, data.width),
+    )?;
+    Ok(data)
+}
+
+/// `count` images (or all there are) of `data`, from the first, as an (N, C, H, W) tensor, with their labels.
+pub fn first_images(data: &Dataset, count: usize) -> Result<(Tensor, Option<Vec<u32>>), String> {
+    let count = count.min(data.len());
+    let pixels = &data.images[..count * data.image_len()];
+    let shape = [count, data.channels, data.height, data.width];
+    let images = Tensor::from_slice(pixels, &shape, Device::Cpu).map_err(|e| e.to_string())?;
+    Ok((images, data.labels.as_ref().map(|l| l[..count].to_vec())))
+}
+
+/// A U-Net and how to sample it.
+pub struct SampleModel<'a> {
+    pub unet: &'a UNet2DModel,
+    pub prediction: Prediction,
+    pub schedule: &'a NoiseSchedule,
+    /// The null class of a class-conditional model, which is also its number of real classes.
+    pub null_class: Option<u32>,
+}
+
+impl SampleModel<'_> {
+    /// Whether its classes are the classifier's, so that class accuracy means something.
+    pub fn scores_accuracy(&self) -> bool {
+        self.null_class == Some(NUM_CLASSES as u32)
+    }
+
+    /// The class of each of `num` samples: 0, 1, …, K−1, 0, … (`None` for an unconditional model).
+    pub fn requested_classes(&self, num: usize) -> Option<Vec<u32>> {
+        self.null_class
+            .map(|k| (0..num).map(|i| i as u32 % k.max(1)).collect())
+    }
+}
+
+/// How to draw the samples of one evaluation.
+#[derive(Clone, Copy, Debug)]
+pub struct Sampling {
+    pub sampler: Sampler,
+    pub steps: usize,
+    pub guidance: f64,
+    pub num: usize,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+/// Draws `sampling.num` samples of `model` for `classes`, `sampling.batch` at a time, advancing `bar` per batch.
+pub fn generate(
+    model: &SampleModel,
+    sampling: &Sampling,
+    classes: Option<&[u32]>,
+    bar: &ProgressBar,
+) -> Result<Tensor, String> {
+    let mut seeds = SplitMix64::new(sampling.seed);
+    let mut pixels = Vec::new();
+    let mut image_shape = Vec::new();
+    for start in (0..sampling.num).step_by(sampling.batch.max(1)) {
+        let count = sampling.batch.min(sampling.num - start);
+        let request = GridRequest {
+            sampler: sampling.sampler,
+            steps: sampling.steps,
+            seed: seeds.next_u64(),
+            classes: classes.map(|c| &c[start..start + count]),
+            count,
+            guidance: sampling.guidance,
+            null_class: model.null_class,
+        };
+        let images = draw(model.unet, model.prediction, model.schedule, &request, None)?;
+        image_shape = images.shape()[1..].to_vec();
+        pixels.extend(images.to_vec().map_err(|e| e.to_string())?);
+        bar.inc(count as u64);
+    }
+    let shape: Vec<usize> = std::iter::once(sampling.num).chain(image_shape).collect();
+    Tensor::from_vec(pixels, &shape, Device::Cpu).map_err(|e| e.to_string())
+}
+
+/// The classifier and the reference set's features: what every evaluation of one command compares against.
+pub struct Scorer {
+    pub classifier: FashionClassifier,
+    pub reference: ReferenceFeatures,
+}
+
+impl Scorer {
+    /// Runs `classifier` over every image of `reference` (the test split) once.
+    pub fn new(classifier: FashionClassifier, reference: &Dataset) -> Result<Scorer, String> {
+        let images = first_images(reference, reference.len())?.0;
+        let reference =
+            ReferenceFeatures::from_images(&classifier, &images).map_err(|e| e.to_string())?;
+        Ok(Scorer {
+            classifier,
+            reference,
+        })
+    }
+
+    /// The report of `samples` generated for `classes` (accuracy only when `model` scores it).
+    pub fn score(
+        &self,
+        model: &SampleModel,
+        samples: &Tensor,
+        classes: Option<&[u32]>,
+    ) -> Result<EvalReport, String> {
+        let scored = classes.filter(|_| model.scores_accuracy());
+        evaluate_samples(&self.classifier, samples, scored, &self.reference)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Draws the samples `sampling` describes and scores them.
+    pub fn evaluate(
+        &self,
+        model: &SampleModel,
+        sampling: &Sampling,
+        bar: &ProgressBar,
+    ) -> Result<EvalReport, String> {
+        let classes = model.requested_classes(sampling.num);
+        let samples = generate(model, sampling, classes.as_deref(), bar)?;
+        self.score(model, &samples, classes.as_deref())
+    }
+}

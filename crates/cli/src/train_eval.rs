@@ -1,0 +1,189 @@
+//! Evaluation during training (`diffuse train --eval-every N`): after every N-th step and after the last, draw
+//! `--eval-num` samples from the EMA weights and score them against the test split of `--data` with
+//! [`crate::scoring`], the code `diffuse eval` runs; at equal settings the numbers are those of
+//! `diffuse eval --checkpoint OUT --num N --seed SEED` on that step's checkpoint.
+//!
+//! - Every evaluation starts from the same noise (batch seeds from the run's seed), so the curve shows the model
+//!   changing, not the noise.
+//! - The samplers draw from their own Philox streams and read the EMA weights only, while the trainer's draws come
+//!   from (seed, step): a run with evaluation ends with the same weights, bit for bit, as one without.
+//! - Everything that can be wrong (no test split, images the classifier does not read, no classifier weights) fails
+//!   before the first step, and the test set's features are computed once per run.
+
+use crate::sampling::sampler_named;
+use crate::scoring::{
+    check_image_shape, load_classifier, load_split, SampleModel, Sampling, Scorer,
+    DEFAULT_CLASSIFIER, SAMPLE_BATCH,
+};
+use crate::sweep_plot::{save_fd_sweep, Curve};
+use clap::Args;
+use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::eval::EvalReport;
+use diffuse_diffusion::train::Trainer;
+use diffuse_diffusion::unet::{UNet2DModel, UNetConfig};
+use indicatif::ProgressBar;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct TrainEvalArgs {
+    /// Score samples of the EMA weights every N steps and at the end (FD, accuracy, IS-style score, precision and
+    /// recall against the test split of --data, as `diffuse eval` does), in metrics.jsonl, the progress line and
+    /// OUT/eval.png (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: u64,
+    /// Samples per evaluation (compare FDs at equal numbers only: FD is biased upwards by few samples).
+    #[arg(long, default_value_t = 1000)]
+    pub eval_num: usize,
+    /// Sampler of the evaluations (the default is `diffuse eval`'s, so that their numbers agree).
+    #[arg(long, default_value = "dpm++2m")]
+    pub eval_sampler: String,
+    /// Denoising steps of the evaluations.
+    #[arg(long, default_value_t = 20)]
+    pub eval_steps: usize,
+    /// Classifier-free guidance scale of the evaluations (1: the model itself, at half the cost of guidance).
+    #[arg(long, default_value_t = 1.0)]
+    pub eval_guidance: f64,
+    /// The evaluations' feature extractor.
+    #[arg(long, default_value = DEFAULT_CLASSIFIER)]
+    pub classifier: PathBuf,
+}
+
+/// What an evaluation during training needs: the classifier with the test set's features, and the sampling.
+pub struct Evaluator {
+    scorer: Scorer,
+    sampling: Sampling,
+    sampler_name: String,
+    every: u64,
+}
+
+impl Evaluator {
+    /// `None` when `--eval-every` is 0. Checks the settings, the dataset in `data_dir` (its training images
+    /// `train`, and its test split) and the model before anything runs, then computes the test set's features.
+    pub fn new(
+        args: &TrainEvalArgs,
+        data_dir: &Path,
+        train: &Dataset,
+        model: &UNetConfig,
+        null_class: Option<u32>,
+        seed: u64,
+    ) -> Result<Option<Evaluator>, String> {
+        if args.eval_every == 0 {
+            return Ok(None);
+        }
+        if args.eval_num < 2 || args.eval_steps == 0 {
+            return Err(format!(
+                "--eval-num must be at least 2 (got {}) and --eval-steps at least 1 (got {})",
+                args.eval_num, args.eval_steps
+            ));
+        }
+        let sampler =
+            sampler_named(&args.eval_sampler).map_err(|e| format!("--eval-sampler: {e}"))?;
+        if args.eval_guidance != 1.0 && null_class.is_none() {
+            return Err("--eval-guidance other than 1 needs a class-conditional model".into());
+        }
+        let context = |e: String| format!("--eval-every: {e}");
+        check_image_shape(
+            &format!("the training set of {}", data_dir.display()),
+            (train.channels, train.height, train.width),
+        )
+        .map_err(context)?;
+        let (h, w) = model.sample_size.map_or((28, 28), |s| s.height_width());
+        check_image_shape("the model's samples", (model.in_channels, h, w)).map_err(context)?;
+        let classifier = load_classifier(&args.classifier).map_err(context)?;
+        let test = load_split(data_dir, Split::Test).map_err(|e| {
+            format!("--eval-every scores samples against the test split of --data, and {e}")
+        })?;
+        eprintln!(
+            "evaluation every {} steps: {} samples ({}, {} steps, guidance {}) against the {} test images of {}",
+            args.eval_every,
+            args.eval_num,
+            args.eval_sampler,
+            args.eval_steps,
+            args.eval_guidance,
+            test.len(),
+            data_dir.display()
+        );
+        Ok(Some(Evaluator {
+            scorer: Scorer::new(classifier, &test)?,
+            sampling: Sampling {
+                sampler,
+                steps: args.eval_steps,
+                guidance: args.eval_guidance,
+                num: args.eval_num,
+                batch: SAMPLE_BATCH,
+                seed,
+            },
+            sampler_name: args.eval_sampler.clone(),
+            every: args.eval_every,
+        }))
+    }
+
+    /// Whether the evaluation is due after `done` steps (the one after the last step is the caller's).
+    pub fn due(&self, done: u64) -> bool {
+        done.is_multiple_of(self.every)
+    }
+
+    /// Scores samples of the trainer's EMA weights.
+    pub fn run(&self, trainer: &Trainer<UNet2DModel>) -> Result<EvalReport, String> {
+        let config = trainer.config();
+        let model = SampleModel {
+            unet: &trainer.ema_model,
+            prediction: config.prediction(),
+            schedule: trainer.schedule(),
+            null_class: config.null_class,
+        };
+        self.scorer
+            .evaluate(&model, &self.sampling, &ProgressBar::hidden())
+    }
+
+    /// The metrics line of the evaluation after `step` steps, which took `seconds`.
+    pub fn metrics_line(&self, step: u64, report: &EvalReport, seconds: f64) -> String {
+        json!({
+            "step": step,
+            "eval": report,
+            "eval_settings": {
+                "sampler": self.sampler_name,
+                "steps": self.sampling.steps,
+                "guidance": self.sampling.guidance,
+                "num": self.sampling.num,
+                "seed": self.sampling.seed,
+            },
+            "eval_s": seconds,
+        })
+        .to_string()
+    }
+}
+
+/// The progress line's summary of a report.
+pub fn summary(report: &EvalReport) -> String {
+    let accuracy = report
+        .accuracy
+        .map_or(String::new(), |a| format!(" acc {:.1} %", 100.0 * a));
+    format!("FD {:.2}{accuracy}", report.fd_fashion_classifier)
+}
+
+/// `(step, FD)` of the evaluation lines of a metrics file, in file order.
+pub fn read_evaluations(path: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some((
+                v["step"].as_u64()?,
+                v["eval"]["fd_fashion_classifier"].as_f64()?,
+            ))
+        })
+        .collect()
+}
+
+/// Plots FD against step (log-scaled) to `path`, with the plot of `diffuse eval --sweep-steps`.
+pub fn save_eval_curve(points: &[(u64, f64)], path: &Path) -> Result<(), String> {
+    let points = points
+        .iter()
+        .filter(|(step, fd)| *step > 0 && fd.is_finite())
+        .map(|&(step, fd)| (step as usize, fd))
+        .collect();
+    save_fd_sweep(&[Curve { points }], path)
+}
