@@ -9,7 +9,7 @@
 
 use crate::eval_table::{print_report, print_sweep};
 use crate::sample::resolve;
-use crate::sampling::sampler_named;
+use crate::sampling::{sampler_named, ThresholdArgs};
 use crate::scoring::{
     check_image_shape, first_images, load_classifier, load_split, SampleModel, Sampling, Scorer,
     DEFAULT_CLASSIFIER, SAMPLE_BATCH,
@@ -47,6 +47,8 @@ pub struct EvalArgs {
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
+    #[command(flatten)]
+    threshold: ThresholdArgs,
     /// Samples to generate (a class-conditional model cycles through its classes: 0, 1, …, 9, 0, …).
     #[arg(long, default_value_t = 10_000)]
     num: usize,
@@ -145,6 +147,7 @@ fn evaluate(
         num: args.num,
         batch: args.batch,
         seed: args.seed,
+        threshold: args.threshold.threshold()?,
     };
     let bar = ProgressBar::new(args.num as u64);
     bar.set_style(
@@ -198,6 +201,8 @@ fn settings(args: &EvalArgs, model: &Model, sampler: &str, steps: usize) -> Valu
         "sampler": sampler,
         "steps": steps,
         "guidance": args.guidance,
+        "dynamic_threshold": args.threshold.dynamic_threshold,
+        "threshold_max": args.threshold.threshold_max,
         "num": args.num,
         "batch": args.batch,
         "seed": args.seed,

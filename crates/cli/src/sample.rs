@@ -3,7 +3,7 @@
 //! a grid, and on request each image, the raw tensor, and the trajectory of the first sample.
 
 use crate::grid::Grid;
-use crate::sampling::{draw_with, sampler_named, GridRequest};
+use crate::sampling::{draw_with, sampler_named, GridRequest, ThresholdArgs};
 use clap::Args;
 use diffuse_diffusion::sampler::{Denoiser, Prediction};
 use diffuse_diffusion::schedule::{NoiseSchedule, SchedulerConfig};
@@ -32,6 +32,8 @@ pub struct SampleArgs {
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
+    #[command(flatten)]
+    threshold: ThresholdArgs,
     /// Draw only this class.  [default: one row per class of a class-conditional model]
     #[arg(long)]
     class: Option<u32>,
@@ -195,6 +197,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         count: total,
         guidance: args.guidance,
         null_class,
+        threshold: args.threshold.threshold()?,
     };
     let mut frames = Vec::new();
     let images = draw_with(

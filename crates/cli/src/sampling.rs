@@ -2,7 +2,7 @@
 //! library's samplers and, for `guidance ≠ 1`, classifier-free guidance around the null class.
 
 use diffuse_diffusion::sampler::{
-    ClassifierFreeGuidance, DdpmVariance, Denoiser, Sampler, SamplerOptions,
+    ClassifierFreeGuidance, DdpmVariance, Denoiser, DynamicThreshold, Sampler, SamplerOptions,
 };
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
@@ -36,6 +36,40 @@ pub struct GridRequest<'a> {
     pub count: usize,
     pub guidance: f64,
     pub null_class: Option<u32>,
+    /// Dynamic thresholding of the predicted x0 instead of clipping it to [−1, 1].
+    pub threshold: Option<DynamicThreshold>,
+}
+
+/// Dynamic thresholding on the command line (`diffuse sample` and `diffuse eval`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ThresholdArgs {
+    /// Dynamic thresholding (Imagen): scale each predicted x0 back into [−1, 1] by this quantile of |x0| (0.995 in
+    /// Imagen and diffusers) instead of clipping it there.  [default: none: clip to [−1, 1]]
+    #[arg(long, value_name = "RATIO")]
+    pub dynamic_threshold: Option<f64>,
+    /// The largest threshold dynamic thresholding may use (diffusers' sample_max_value).  [default: none: no cap]
+    #[arg(long, value_name = "MAX")]
+    pub threshold_max: Option<f64>,
+}
+
+impl ThresholdArgs {
+    /// The threshold asked for, checked.
+    pub fn threshold(&self) -> Result<Option<DynamicThreshold>, String> {
+        let Some(ratio) = self.dynamic_threshold else {
+            return match self.threshold_max {
+                Some(_) => Err("--threshold-max needs --dynamic-threshold".into()),
+                None => Ok(None),
+            };
+        };
+        let threshold = DynamicThreshold {
+            ratio,
+            max: self.threshold_max.unwrap_or(f64::MAX),
+        };
+        threshold
+            .validate()
+            .map_err(|e| format!("--dynamic-threshold: {e}"))?;
+        Ok(Some(threshold))
+    }
 }
 
 /// Draws `request.count` samples (N, C, H, W) from `model`, which predicts `prediction` under `schedule`.
@@ -89,6 +123,7 @@ pub fn draw_with(
         steps: request.steps,
         seed: request.seed,
         clip_sample_range: Some(1.0),
+        dynamic_threshold: request.threshold,
         ..SamplerOptions::default()
     };
     let sample = |denoiser: &dyn Denoiser| {

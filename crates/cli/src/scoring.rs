@@ -15,7 +15,7 @@ use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
 use diffuse_diffusion::eval::{evaluate_samples, EvalReport, FashionClassifier, ReferenceFeatures};
 use diffuse_diffusion::rng::SplitMix64;
-use diffuse_diffusion::sampler::Sampler;
+use diffuse_diffusion::sampler::{DynamicThreshold, Sampler};
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::Prediction;
 use diffuse_diffusion::unet::UNet2DModel;
@@ -109,6 +109,8 @@ pub struct Sampling {
     pub num: usize,
     pub batch: usize,
     pub seed: u64,
+    /// Dynamic thresholding of the predicted x0 instead of clipping it.
+    pub threshold: Option<DynamicThreshold>,
 }
 
 /// Draws `sampling.num` samples of `model` for `classes`, `sampling.batch` at a time, advancing `bar` per batch.
@@ -131,6 +133,7 @@ pub fn generate(
             count,
             guidance: sampling.guidance,
             null_class: model.null_class,
+            threshold: sampling.threshold,
         };
         let images = draw(model.unet, model.prediction, model.schedule, &request, None)?;
         image_shape = images.shape()[1..].to_vec();

@@ -318,6 +318,7 @@ impl Grids<'_> {
             count,
             guidance: self.args.grid_guidance,
             null_class: config.null_class,
+            threshold: None,
         };
         let images = draw(
             &trainer.ema_model,

@@ -113,6 +113,7 @@ impl Evaluator {
                 num: args.eval_num,
                 batch: SAMPLE_BATCH,
                 seed,
+                threshold: None,
             },
             sampler_name: args.eval_sampler.clone(),
             every: args.eval_every,

@@ -174,8 +174,8 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
     // One row of two per class 0..9.
     assert!(Path::new(&each).join("sample-0019.png").is_file());
     // Starting from the first run's output as noise is accepted and deterministic.
-    let from_noise = |out: &str| {
-        let run = diffuse(&[
+    let from_noise = |out: &str, extra: &[&str]| {
+        let mut args = vec![
             "sample",
             "--checkpoint",
             &out_s,
@@ -189,7 +189,9 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
             &tensor,
             "--out-tensor",
             out,
-        ]);
+        ];
+        args.extend(extra);
+        let run = diffuse(&args);
         assert!(
             run.status.success(),
             "{}",
@@ -197,7 +199,35 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
         );
         std::fs::read(out).unwrap()
     };
-    assert_eq!(from_noise(&again), from_noise(&path("third.safetensors")));
+    let plain = from_noise(&again, &[]);
+    assert_eq!(plain, from_noise(&path("third.safetensors"), &[]));
+    // Dynamic thresholding reaches the sampler: from the same noise, an untrained model's predicted x0 overshoots
+    // [−1, 1] and is rescaled rather than clipped, so the samples change.
+    let thresholded = from_noise(
+        &path("thresholded.safetensors"),
+        &["--dynamic-threshold", "0.9"],
+    );
+    assert_ne!(plain, thresholded);
+    for (bad, says) in [
+        (
+            vec!["--dynamic-threshold", "1.5"],
+            "ratio 1.5 must be in (0, 1]",
+        ),
+        (
+            vec!["--dynamic-threshold", "0.9", "--threshold-max", "0.5"],
+            "max 0.5",
+        ),
+        (
+            vec!["--threshold-max", "2"],
+            "--threshold-max needs --dynamic-threshold",
+        ),
+    ] {
+        let mut args = vec!["sample", "--checkpoint", &out_s, "--out", &grid];
+        args.extend(bad);
+        let run = diffuse(&args);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && stderr.contains(says), "{stderr}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
