@@ -381,7 +381,9 @@ fn binary_maps_broadcast_both_operands_exactly() {
                         BinaryOp::Max => x.max(y),
                         BinaryOp::Min => x.min(y),
                         // not drawn here: its sigmoid is not correctly rounded (gpu_vs_cpu_index.rs holds it)
-                        BinaryOp::SiluBackward => unreachable!("silu_backward is tested with a tolerance"),
+                        BinaryOp::SiluBackward => {
+                            unreachable!("silu_backward is tested with a tolerance")
+                        }
                     })
                     .collect();
                 prop_assert_eq!(download(gpu, &out), want);
