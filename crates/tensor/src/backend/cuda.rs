@@ -508,8 +508,8 @@ pub fn matmul(
     const OP: &str = "matmul";
     let per = dims_product(&[m, n]);
     let len = checked_numel(OP, &[batch, m, n])?;
-    if k == 0 {
-        // an empty inner dimension: every entry is the empty sum
+    if len == 0 || k == 0 {
+        // no entries, or every entry the empty sum (and the operands may hold no element to point at)
         return from_host(a.0.ordinal, &vec![0.0; len]);
     }
     let mut out = a.0.sibling(len)?;
