@@ -865,3 +865,71 @@ pub fn sampler_step(
     )?;
     Ok((prev, x0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(stride: (usize, usize), padding: (usize, usize)) -> Conv2dShape {
+        Conv2dShape {
+            batch: 1,
+            in_channels: 2,
+            in_h: 5,
+            in_w: 6,
+            out_channels: 4,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride,
+            padding,
+            dilation: (1, 1),
+            groups: 2,
+        }
+    }
+
+    #[test]
+    fn a_convolution_with_one_stride_and_padding_per_axis_maps_to_the_cuda_shape() {
+        let gpu = gpu_conv_shape(&shape((2, 2), (1, 1))).unwrap();
+        assert_eq!(
+            (gpu.stride, gpu.padding, gpu.dilation, gpu.groups),
+            (2, 1, 1, 2)
+        );
+        assert_eq!(
+            (gpu.in_h, gpu.in_w, gpu.in_channels, gpu.out_channels),
+            (5, 6, 2, 4)
+        );
+    }
+
+    #[test]
+    fn a_convolution_with_different_strides_per_axis_is_refused_by_name() {
+        let err = gpu_conv_shape(&shape((1, 2), (0, 0)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stride (1, 2)"), "{err}");
+        let err = gpu_conv_shape(&shape((1, 1), (0, 2)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("padding (0, 2)"), "{err}");
+    }
+
+    #[test]
+    fn layer_norm_is_group_norm_with_one_group_of_single_element_channels() {
+        let s = as_group_norm(&LayerNormShape {
+            rows: 6,
+            dim: 33,
+            eps: 1e-5,
+        });
+        assert_eq!(
+            (s.batch, s.channels, s.spatial, s.groups, s.eps),
+            (6, 33, 1, 1, 1e-5)
+        );
+    }
+
+    #[test]
+    fn a_missing_kernel_is_named_with_the_device() {
+        let err = missing_kernel(Device::Cuda(1), "attention_backward").to_string();
+        assert!(
+            err.contains("cuda:1") && err.contains("no attention_backward kernel"),
+            "{err}"
+        );
+    }
+}
