@@ -112,12 +112,7 @@ impl Storage {
         match device {
             Device::Cpu => Ok(Storage::Cpu(CpuStorage::from_f32(data, dtype))),
             Device::Cuda(n) => {
-                if dtype != DType::F32 {
-                    return Err(Error::argument(
-                        "from_f32",
-                        format!("{device} stores f32 only, not {dtype}"),
-                    ));
-                }
+                cuda::check_storable("from_f32", n, dtype)?;
                 Ok(Storage::Cuda(cuda::from_host(n, &data)?))
             }
         }
@@ -147,15 +142,7 @@ impl Storage {
                 Ok(Storage::Cpu(cpu::copy_contiguous(s, layout, s.dtype())?))
             }
             (Storage::Cpu(s), Device::Cuda(n)) => {
-                if s.dtype() != DType::F32 {
-                    return Err(Error::argument(
-                        "to_device",
-                        format!(
-                            "{device} stores f32 only, not {}; convert with .to_dtype(DType::F32) first",
-                            s.dtype()
-                        ),
-                    ));
-                }
+                cuda::check_storable("to_device", n, s.dtype())?;
                 let host = cpu::copy_contiguous(s, layout, DType::F32)?.into_f32();
                 Ok(Storage::Cuda(cuda::from_host(n, &host)?))
             }

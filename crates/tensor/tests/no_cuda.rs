@@ -46,6 +46,14 @@ fn cuda_without_a_driver_is_a_clear_error_through_to_device_and_creation() {
         "randn",
         Tensor::randn(&[4], 1, 0, Device::Cuda(0)).unwrap_err(),
     );
+    // the missing driver is named before anything else that would also stand in the way (a bf16 tensor)
+    assert_names_the_device_and_the_driver(
+        "to_device of bf16",
+        t.to_dtype(DType::BF16)
+            .unwrap()
+            .to_device(Device::Cuda(0))
+            .unwrap_err(),
+    );
     // asking twice gives the same answer (the failed open is remembered, not retried into a different error)
     assert_names_the_device_and_the_driver(
         "to_device again",

@@ -58,9 +58,11 @@ fn gpu(ordinal: usize) -> Result<&'static Gpu> {
     })
 }
 
-/// Whether device `ordinal` can be opened, and if not, why (the same error every CUDA operation on it returns).
-pub fn check_device(ordinal: usize) -> Result<()> {
-    gpu(ordinal).map(|_| ())
+/// Checks that device `ordinal` opens (else the reason, as every operation on it would say) and that it can hold
+/// `dtype` (f32 only), in that order: a missing driver is the more useful thing to hear first.
+pub fn check_storable(op: &'static str, ordinal: usize, dtype: DType) -> Result<()> {
+    gpu(ordinal)?;
+    require_f32(op, Device::Cuda(ordinal), dtype)
 }
 
 /// A buffer of f32 on one CUDA device, on loan from its caching allocator until dropped.
@@ -178,7 +180,7 @@ pub fn from_host(ordinal: usize, data: &[f32]) -> Result<CudaStorage> {
 
 /// `len` copies of `value` on device `ordinal`, in `dtype` (f32 only).
 pub fn full(ordinal: usize, dtype: DType, len: usize, value: f32) -> Result<CudaStorage> {
-    require_f32("full", Device::Cuda(ordinal), dtype)?;
+    check_storable("full", ordinal, dtype)?;
     from_host(ordinal, &vec![value; len])
 }
 
@@ -761,7 +763,7 @@ pub fn random(
     (seed, offset): (u64, u64),
     normal: bool,
 ) -> Result<CudaStorage> {
-    require_f32("random", Device::Cuda(ordinal), dtype)?;
+    check_storable("random", ordinal, dtype)?;
     let gpu = gpu(ordinal)?;
     let mut out = CudaStorage::uninit(gpu, ordinal, len)?;
     if normal {
