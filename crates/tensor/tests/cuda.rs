@@ -13,26 +13,49 @@
 //!   k·2⁻²⁴ relative to Σ|a·b|, bounded here by 2e-6·k against values of magnitude ≤ 3·3·k;
 //! - normalisation (Welford against two-pass): 1e-4, the statistics' rounding amplified by rstd ≤ 1/√eps for flat rows.
 //!
+//! Outputs come from the caching allocator, which each test first fills with NaN buffers, so an element a kernel
+//! never writes shows up as a NaN where the CPU has a number.
+//!
 //! Without a CUDA driver or device, every test prints `<test>: skipped: no CUDA driver (<reason>)` and returns.
 
 mod common;
 
 use common::{draw, nonempty_shape, view_kind, ViewKind};
+use diffuse_cuda_kernels::alloc::bucket_len;
 use diffuse_tensor::{AdamWConfig, BinaryOp, Conv2dParams, DType, Device, Tensor, UnaryOp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 const GPU: Device = Device::Cuda(0);
 
-/// `Some(())` when device 0 opens; otherwise prints why the test is skipped.
+/// `Some(())` when device 0 opens (after poisoning its allocator); otherwise prints why the test is skipped.
 fn cuda_or_skip(test: &str) -> Option<()> {
     match Tensor::zeros(&[1], DType::F32, GPU) {
-        Ok(_) => Some(()),
+        Ok(_) => {
+            poison_the_allocator();
+            Some(())
+        }
         Err(err) => {
             eprintln!("{test}: skipped: no CUDA driver ({err})");
             None
         }
     }
+}
+
+/// Fills the caching allocator with NaN buffers of every bucket up to 2^16 elements, four of each, so that an output
+/// element a kernel forgets to write reads NaN (which no comparison below accepts against a number) rather than
+/// whatever an earlier test left there.
+fn poison_the_allocator() {
+    let mut poisoned = Vec::new();
+    let mut len = 1;
+    while len <= 1 << 16 {
+        let bucket = bucket_len(len);
+        for _ in 0..4 {
+            poisoned.push(Tensor::full(&[bucket], f32::NAN, DType::F32, GPU).unwrap());
+        }
+        len = bucket + 1;
+    }
+    // dropping them hands the NaN-filled buffers back to the pool
 }
 
 fn runner() -> TestRunner {
