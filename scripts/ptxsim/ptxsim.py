@@ -369,7 +369,7 @@ def exec_func(mod, func, args, ret_buf, env, mem, shared):
                 a, b = fval(ops[1]), fval(ops[2])
                 nan = a != a or b != b
                 res = {'lt': a < b, 'le': a <= b, 'gt': a > b, 'ge': a >= b, 'eq': a == b, 'ne': (a != b) and not nan,
-                       'neu': (a != b) or nan}[cmp]
+                       'neu': (a != b) or nan, 'nan': nan, 'num': not nan}[cmp]
             else:
                 a, b = ival(ops[1], ty), ival(ops[2], ty)
                 res = {'lt': a < b, 'le': a <= b, 'gt': a > b, 'ge': a >= b, 'eq': a == b, 'ne': a != b}[cmp]

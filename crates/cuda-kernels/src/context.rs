@@ -25,10 +25,27 @@ pub enum Module {
     GemmBf16,
     Conv2d,
     Attention,
+    Index,
+    Select,
 }
 
 impl Module {
-    pub const ALL: [Module; 3] = [Module::Philox, Module::Elementwise, Module::Noise];
+    /// Every module; [`Gpu::new`] loads them all, so any entry point can be looked up.
+    pub const ALL: [Module; 13] = [
+        Module::Philox,
+        Module::Elementwise,
+        Module::Noise,
+        Module::Adamw,
+        Module::Reduce,
+        Module::Softmax,
+        Module::GroupNorm,
+        Module::GemmF32,
+        Module::GemmBf16,
+        Module::Conv2d,
+        Module::Attention,
+        Module::Index,
+        Module::Select,
+    ];
 
     /// The file name under `kernels/`.
     pub fn file(self) -> &'static str {
@@ -44,6 +61,8 @@ impl Module {
             Module::GemmBf16 => "gemm_bf16.ptx",
             Module::Conv2d => "conv2d.ptx",
             Module::Attention => "attention.ptx",
+            Module::Index => "index.ptx",
+            Module::Select => "select.ptx",
         }
     }
 
@@ -61,6 +80,8 @@ impl Module {
             Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
             Module::Conv2d => include_str!("../../../kernels/conv2d.ptx"),
             Module::Attention => include_str!("../../../kernels/attention.ptx"),
+            Module::Index => include_str!("../../../kernels/index.ptx"),
+            Module::Select => include_str!("../../../kernels/select.ptx"),
         }
     }
 }

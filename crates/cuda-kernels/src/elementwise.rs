@@ -50,6 +50,17 @@ pub enum UnaryOp {
         lo: f32,
         hi: f32,
     },
+    /// x * x
+    Square,
+    /// 1 / x
+    Recip,
+    /// max(x, 0)
+    Relu,
+    /// x * mul + add
+    Affine {
+        mul: f32,
+        add: f32,
+    },
 }
 
 impl UnaryOp {
@@ -68,6 +79,10 @@ impl UnaryOp {
             UnaryOp::Sigmoid => (9, 0.0, 0.0),
             UnaryOp::Powf(p) => (10, p, 0.0),
             UnaryOp::Clamp { lo, hi } => (11, lo, hi),
+            UnaryOp::Square => (13, 0.0, 0.0),
+            UnaryOp::Recip => (14, 0.0, 0.0),
+            UnaryOp::Relu => (15, 0.0, 0.0),
+            UnaryOp::Affine { mul, add } => (16, mul, add),
         }
     }
 }
@@ -84,6 +99,8 @@ pub enum BinaryOp {
     Div,
     Max,
     Min,
+    /// The gradient of SiLU: `a` is its input x, `b` the output gradient g; `g s (1 + x (1 - s))`, `s = sigmoid(x)`.
+    SiluBackward,
 }
 
 impl BinaryOp {
@@ -95,6 +112,7 @@ impl BinaryOp {
             BinaryOp::Div => 3,
             BinaryOp::Max => 4,
             BinaryOp::Min => 5,
+            BinaryOp::SiluBackward => 6,
         }
     }
 }

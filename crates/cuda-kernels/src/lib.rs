@@ -16,10 +16,12 @@ pub mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod group_norm;
+pub mod index;
 mod launch;
 pub mod noise;
 pub mod philox;
 pub mod reduce;
+pub mod select;
 pub mod softmax;
 
 pub use context::{DeviceLimits, Gpu, Module};

@@ -1,10 +1,12 @@
 //! Storage: the buffer behind one or more tensors, on one device, in one dtype.
 //!
 //! This is the dispatch point between devices. Every operation of [`crate::Tensor`] calls one method here, and each
-//! method matches on the device and calls the backend module for it (`backend::cpu` today; a `Cuda` variant and
-//! `backend::cuda` join the same matches). Call sites above this file never name a device.
+//! method matches on the device and calls the backend module for it (`backend::cpu` or `backend::cuda`). Operations on
+//! several buffers first check that they all live on one device ([`same_device`]), so mixed operands are an error
+//! naming both devices. Call sites above this file never name a device.
 
 use crate::backend::cpu::{self, CpuStorage};
+use crate::backend::cuda::{self, CudaStorage};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::{DType, Device};
@@ -30,24 +32,67 @@ pub struct MatmulOperand {
 #[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Cuda(CudaStorage),
+}
+
+/// The operands of one operation, all on one device.
+enum Same<'a, const N: usize> {
+    Cpu([&'a CpuStorage; N]),
+    Cuda([&'a CudaStorage; N]),
+}
+
+/// Checks that every operand lives on the device of the first (an error naming both devices otherwise) and returns
+/// them as that backend's buffers.
+fn same_device<'a, const N: usize>(op: &'static str, t: [&'a Storage; N]) -> Result<Same<'a, N>> {
+    let devices = t.map(Storage::device);
+    if let Some(pair) = devices.windows(2).find(|pair| pair[0] != pair[1]) {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: pair[0],
+            rhs: pair[1],
+        });
+    }
+    let cpu: Option<Vec<&CpuStorage>> = t
+        .iter()
+        .map(|s| match s {
+            Storage::Cpu(c) => Some(c),
+            Storage::Cuda(_) => None,
+        })
+        .collect();
+    if let Some(all) = cpu.and_then(|v| v.try_into().ok()) {
+        return Ok(Same::Cpu(all));
+    }
+    let gpu: Option<Vec<&CudaStorage>> = t
+        .iter()
+        .map(|s| match s {
+            Storage::Cuda(c) => Some(c),
+            Storage::Cpu(_) => None,
+        })
+        .collect();
+    gpu.and_then(|v| v.try_into().ok())
+        .map(Same::Cuda)
+        .ok_or_else(|| Error::argument(op, "no operands"))
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(s) => s.device(),
         }
     }
 
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(s) => s.dtype(),
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(s) => s.len(),
+            Storage::Cuda(s) => s.len(),
         }
     }
 
@@ -59,14 +104,17 @@ impl Storage {
     pub fn full(device: Device, dtype: DType, len: usize, value: f32) -> Result<Self> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(CpuStorage::from_f32(vec![value; len], dtype))),
-            Device::Cuda(_) => Err(no_cuda(device)),
+            Device::Cuda(n) => Ok(Storage::Cuda(cuda::full(n, dtype, len, value)?)),
         }
     }
 
     pub fn from_f32(device: Device, dtype: DType, data: Vec<f32>) -> Result<Self> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(CpuStorage::from_f32(data, dtype))),
-            Device::Cuda(_) => Err(no_cuda(device)),
+            Device::Cuda(n) => {
+                cuda::check_storable("from_f32", n, dtype)?;
+                Ok(Storage::Cuda(cuda::from_host(n, &data)?))
+            }
         }
     }
 
@@ -76,6 +124,7 @@ impl Storage {
             Storage::Cpu(s) => {
                 cpu::copy_contiguous(s, layout, DType::F32).map(CpuStorage::into_f32)
             }
+            Storage::Cuda(s) => cuda::to_f32_vec(s, layout),
         }
     }
 
@@ -83,6 +132,7 @@ impl Storage {
     pub fn copy_contiguous(&self, layout: &Layout, dtype: DType) -> Result<Self> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::copy_contiguous(s, layout, dtype)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::copy_contiguous_as(s, layout, dtype)?)),
         }
     }
 
@@ -91,13 +141,22 @@ impl Storage {
             (Storage::Cpu(s), Device::Cpu) => {
                 Ok(Storage::Cpu(cpu::copy_contiguous(s, layout, s.dtype())?))
             }
-            (_, Device::Cuda(_)) => Err(no_cuda(device)),
+            (Storage::Cpu(s), Device::Cuda(n)) => {
+                cuda::check_storable("to_device", n, s.dtype())?;
+                let host = cpu::copy_contiguous(s, layout, DType::F32)?.into_f32();
+                Ok(Storage::Cuda(cuda::from_host(n, &host)?))
+            }
+            (Storage::Cuda(s), Device::Cpu) => {
+                Ok(Storage::Cpu(CpuStorage::F32(cuda::to_f32_vec(s, layout)?)))
+            }
+            (Storage::Cuda(s), Device::Cuda(n)) => Ok(Storage::Cuda(cuda::to_cuda(s, layout, n)?)),
         }
     }
 
     pub fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::unary(s, layout, op)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::unary(s, layout, op)?)),
         }
     }
 
@@ -108,10 +167,9 @@ impl Storage {
         rhs_layout: &Layout,
         op: BinaryOp,
     ) -> Result<Self> {
-        match (self, rhs) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => {
-                Ok(Storage::Cpu(cpu::binary(a, layout, b, rhs_layout, op)?))
-            }
+        match same_device("binary", [self, rhs])? {
+            Same::Cpu([a, b]) => Ok(Storage::Cpu(cpu::binary(a, layout, b, rhs_layout, op)?)),
+            Same::Cuda([a, b]) => Ok(Storage::Cuda(cuda::binary(a, layout, b, rhs_layout, op)?)),
         }
     }
 
@@ -121,10 +179,19 @@ impl Storage {
         a: (&Storage, &Layout),
         b: (&Storage, &Layout),
     ) -> Result<Self> {
-        match (self, a.0, b.0) {
-            (Storage::Cpu(c), Storage::Cpu(x), Storage::Cpu(y)) => Ok(Storage::Cpu(
-                cpu::where_select(c, layout, (x, a.1), (y, b.1))?,
-            )),
+        match same_device("where", [self, a.0, b.0])? {
+            Same::Cpu([c, x, y]) => Ok(Storage::Cpu(cpu::where_select(
+                c,
+                layout,
+                (x, a.1),
+                (y, b.1),
+            )?)),
+            Same::Cuda([c, x, y]) => Ok(Storage::Cuda(cuda::where_select(
+                c,
+                layout,
+                (x, a.1),
+                (y, b.1),
+            )?)),
         }
     }
 
@@ -132,6 +199,7 @@ impl Storage {
     pub fn reduce_last(&self, layout: &Layout, op: ReduceOp) -> Result<Self> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::reduce_last(s, layout, op)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::reduce_last(s, layout, op)?)),
         }
     }
 
@@ -143,15 +211,35 @@ impl Storage {
         inner: usize,
         dtype: DType,
     ) -> Result<Self> {
-        let cpu_parts: Option<Vec<&CpuStorage>> = parts
-            .iter()
-            .map(|p| match p {
-                Storage::Cpu(s) => Some(s),
-            })
-            .collect();
-        match cpu_parts {
-            Some(ps) => Ok(Storage::Cpu(cpu::concat(&ps, sizes, outer, inner, dtype)?)),
-            None => Err(Error::argument("concat", "parts live on different devices")),
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::argument("concat", "no parts to concatenate"))?;
+        for part in parts {
+            same_device("concat", [*first, *part])?;
+        }
+        match first {
+            Storage::Cpu(_) => {
+                let ps: Vec<&CpuStorage> = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Storage::Cpu(s) => Some(s),
+                        Storage::Cuda(_) => None,
+                    })
+                    .collect();
+                Ok(Storage::Cpu(cpu::concat(&ps, sizes, outer, inner, dtype)?))
+            }
+            Storage::Cuda(_) => {
+                let ps: Vec<&CudaStorage> = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Storage::Cuda(s) => Some(s),
+                        Storage::Cpu(_) => None,
+                    })
+                    .collect();
+                Ok(Storage::Cuda(cuda::concat(
+                    &ps, sizes, outer, inner, dtype,
+                )?))
+            }
         }
     }
 
@@ -165,6 +253,9 @@ impl Storage {
     ) -> Result<Self> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::index_select(
+                s, outer, dim, inner, indices,
+            )?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::index_select(
                 s, outer, dim, inner, indices,
             )?)),
         }
@@ -181,6 +272,9 @@ impl Storage {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::index_select_backward(
                 s, outer, dim, inner, indices,
             )?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::index_select_backward(
+                s, outer, dim, inner, indices,
+            )?)),
         }
     }
 
@@ -194,6 +288,7 @@ impl Storage {
     ) -> Result<Self> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::gather(s, outer, dim, inner, index, k)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::gather(s, outer, dim, inner, index, k)?)),
         }
     }
 
@@ -209,18 +304,25 @@ impl Storage {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::gather_backward(
                 s, outer, dim, inner, index, k,
             )?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::gather_backward(
+                s, outer, dim, inner, index, k,
+            )?)),
         }
     }
 
     pub fn upsample_nearest2x(&self, planes: usize, h: usize, w: usize) -> Result<Self> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::upsample_nearest2x(s, planes, h, w)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::upsample_nearest2x(s, planes, h, w)?)),
         }
     }
 
     pub fn upsample_nearest2x_backward(&self, planes: usize, h: usize, w: usize) -> Result<Self> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::upsample_nearest2x_backward(
+                s, planes, h, w,
+            )?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::upsample_nearest2x_backward(
                 s, planes, h, w,
             )?)),
         }
@@ -233,10 +335,9 @@ impl Storage {
         b: &MatmulOperand,
         dims: (usize, usize, usize, usize),
     ) -> Result<Self> {
-        match (self, rhs) {
-            (Storage::Cpu(x), Storage::Cpu(y)) => {
-                Ok(Storage::Cpu(cpu::matmul((x, a), (y, b), dims)?))
-            }
+        match same_device("matmul", [self, rhs])? {
+            Same::Cpu([x, y]) => Ok(Storage::Cpu(cpu::matmul((x, a), (y, b), dims)?)),
+            Same::Cuda([x, y]) => Ok(Storage::Cuda(cuda::matmul((x, a), (y, b), dims)?)),
         }
     }
 
@@ -244,6 +345,7 @@ impl Storage {
     pub fn softmax(&self, rows: usize, cols: usize, log: bool) -> Result<Self> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::softmax(s, rows, cols, log)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(cuda::softmax(s, rows, cols, log)?)),
         }
     }
 
@@ -255,10 +357,11 @@ impl Storage {
         cols: usize,
         log: bool,
     ) -> Result<Self> {
-        match (self, grad) {
-            (Storage::Cpu(y), Storage::Cpu(g)) => {
-                Ok(Storage::Cpu(cpu::softmax_backward(y, g, rows, cols, log)?))
-            }
+        match same_device("softmax_backward", [self, grad])? {
+            Same::Cpu([y, g]) => Ok(Storage::Cpu(cpu::softmax_backward(y, g, rows, cols, log)?)),
+            Same::Cuda([y, g]) => Ok(Storage::Cuda(cuda::softmax_backward(
+                y, g, rows, cols, log,
+            )?)),
         }
     }
 
@@ -269,22 +372,23 @@ impl Storage {
         weight: &Storage,
         bias: Option<&Storage>,
     ) -> Result<Self> {
-        match (self, weight, bias) {
-            (Storage::Cpu(x), Storage::Cpu(w), None) => {
-                Ok(Storage::Cpu(cpu::conv2d(shape, x, w, None)?))
-            }
-            (Storage::Cpu(x), Storage::Cpu(w), Some(Storage::Cpu(b))) => {
-                Ok(Storage::Cpu(cpu::conv2d(shape, x, w, Some(b))?))
-            }
+        match bias {
+            None => match same_device("conv2d", [self, weight])? {
+                Same::Cpu([x, w]) => Ok(Storage::Cpu(cpu::conv2d(shape, x, w, None)?)),
+                Same::Cuda([x, w]) => Ok(Storage::Cuda(cuda::conv2d(shape, x, w, None)?)),
+            },
+            Some(bias) => match same_device("conv2d", [self, weight, bias])? {
+                Same::Cpu([x, w, b]) => Ok(Storage::Cpu(cpu::conv2d(shape, x, w, Some(b))?)),
+                Same::Cuda([x, w, b]) => Ok(Storage::Cuda(cuda::conv2d(shape, x, w, Some(b))?)),
+            },
         }
     }
 
     /// `self` is the output gradient.
     pub fn conv2d_backward_input(&self, shape: &Conv2dShape, weight: &Storage) -> Result<Self> {
-        match (self, weight) {
-            (Storage::Cpu(g), Storage::Cpu(w)) => {
-                Ok(Storage::Cpu(cpu::conv2d_backward_input(shape, g, w)?))
-            }
+        match same_device("conv2d_backward_input", [self, weight])? {
+            Same::Cpu([g, w]) => Ok(Storage::Cpu(cpu::conv2d_backward_input(shape, g, w)?)),
+            Same::Cuda(_) => Err(cuda::missing_kernel(self.device(), "conv2d_backward_input")),
         }
     }
 
@@ -295,11 +399,15 @@ impl Storage {
         grad_out: &Storage,
         with_bias: bool,
     ) -> Result<(Self, Option<Self>)> {
-        match (self, grad_out) {
-            (Storage::Cpu(x), Storage::Cpu(g)) => {
+        match same_device("conv2d_backward_weight", [self, grad_out])? {
+            Same::Cpu([x, g]) => {
                 let (gw, gb) = cpu::conv2d_backward_weight(shape, x, g, with_bias)?;
                 Ok((Storage::Cpu(gw), gb.map(Storage::Cpu)))
             }
+            Same::Cuda(_) => Err(cuda::missing_kernel(
+                self.device(),
+                "conv2d_backward_weight",
+            )),
         }
     }
 
@@ -310,19 +418,17 @@ impl Storage {
         gamma: &Storage,
         beta: &Storage,
     ) -> Result<[Self; 3]> {
-        match (self, gamma, beta) {
-            (Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(b)) => {
-                Ok(cpu::group_norm(shape, x, g, b)?.map(Storage::Cpu))
-            }
+        match same_device("group_norm", [self, gamma, beta])? {
+            Same::Cpu([x, g, b]) => Ok(cpu::group_norm(shape, x, g, b)?.map(Storage::Cpu)),
+            Same::Cuda([x, g, b]) => Ok(cuda::group_norm(shape, x, g, b)?.map(Storage::Cuda)),
         }
     }
 
     /// `t` is `[x, gamma, mean, rstd, grad_y]`; returns (∂x, ∂γ, ∂β).
     pub fn group_norm_backward(shape: &GroupNormShape, t: [&Storage; 5]) -> Result<[Self; 3]> {
-        match t {
-            [Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(r), Storage::Cpu(gy)] => {
-                Ok(cpu::group_norm_backward(shape, [x, g, m, r, gy])?.map(Storage::Cpu))
-            }
+        match same_device("group_norm_backward", t)? {
+            Same::Cpu(t) => Ok(cpu::group_norm_backward(shape, t)?.map(Storage::Cpu)),
+            Same::Cuda(t) => Ok(cuda::group_norm_backward(shape, t)?.map(Storage::Cuda)),
         }
     }
 
@@ -333,37 +439,33 @@ impl Storage {
         gamma: &Storage,
         beta: &Storage,
     ) -> Result<[Self; 3]> {
-        match (self, gamma, beta) {
-            (Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(b)) => {
-                Ok(cpu::layer_norm(shape, x, g, b)?.map(Storage::Cpu))
-            }
+        match same_device("layer_norm", [self, gamma, beta])? {
+            Same::Cpu([x, g, b]) => Ok(cpu::layer_norm(shape, x, g, b)?.map(Storage::Cpu)),
+            Same::Cuda([x, g, b]) => Ok(cuda::layer_norm(shape, x, g, b)?.map(Storage::Cuda)),
         }
     }
 
     /// `t` is `[x, gamma, mean, rstd, grad_y]`; returns (∂x, ∂γ, ∂β).
     pub fn layer_norm_backward(shape: &LayerNormShape, t: [&Storage; 5]) -> Result<[Self; 3]> {
-        match t {
-            [Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(r), Storage::Cpu(gy)] => {
-                Ok(cpu::layer_norm_backward(shape, [x, g, m, r, gy])?.map(Storage::Cpu))
-            }
+        match same_device("layer_norm_backward", t)? {
+            Same::Cpu(t) => Ok(cpu::layer_norm_backward(shape, t)?.map(Storage::Cpu)),
+            Same::Cuda(t) => Ok(cuda::layer_norm_backward(shape, t)?.map(Storage::Cuda)),
         }
     }
 
     /// Returns (out, lse) for `[q, k, v]`.
     pub fn attention(shape: &AttentionShape, t: [&Storage; 3]) -> Result<[Self; 2]> {
-        match t {
-            [Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v)] => {
-                Ok(cpu::attention(shape, q, k, v)?.map(Storage::Cpu))
-            }
+        match same_device("attention", t)? {
+            Same::Cpu([q, k, v]) => Ok(cpu::attention(shape, q, k, v)?.map(Storage::Cpu)),
+            Same::Cuda([q, k, v]) => Ok(cuda::attention(shape, q, k, v)?.map(Storage::Cuda)),
         }
     }
 
     /// `t` is `[q, k, v, out, lse, grad_out]`; returns (∂q, ∂k, ∂v).
     pub fn attention_backward(shape: &AttentionShape, t: [&Storage; 6]) -> Result<[Self; 3]> {
-        match t {
-            [Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v), Storage::Cpu(o), Storage::Cpu(l), Storage::Cpu(g)] => {
-                Ok(cpu::attention_backward(shape, [q, k, v, o, l, g])?.map(Storage::Cpu))
-            }
+        match same_device("attention_backward", t)? {
+            Same::Cpu(t) => Ok(cpu::attention_backward(shape, t)?.map(Storage::Cpu)),
+            Same::Cuda(_) => Err(cuda::missing_kernel(t[0].device(), "attention_backward")),
         }
     }
 
@@ -377,7 +479,13 @@ impl Storage {
     ) -> Result<Self> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(cpu::random(len, seed, offset, normal, dtype))),
-            Device::Cuda(_) => Err(no_cuda(device)),
+            Device::Cuda(n) => Ok(Storage::Cuda(cuda::random(
+                n,
+                dtype,
+                len,
+                (seed, offset),
+                normal,
+            )?)),
         }
     }
 
@@ -390,16 +498,35 @@ impl Storage {
         m: &mut Storage,
         v: &mut Storage,
     ) -> Result<()> {
+        same_device("adamw_step", [&*self, grad, &*m, &*v])?;
+        let device = self.device();
         match (self, grad, m, v) {
             (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
                 cpu::adamw_step(cfg, step, p, g, m, v)
             }
+            (Storage::Cuda(p), Storage::Cuda(g), Storage::Cuda(m), Storage::Cuda(v)) => {
+                cuda::adamw_step(cfg, step, p, g, m, v)
+            }
+            (_, other, _, _) => Err(Error::DeviceMismatch {
+                op: "adamw_step",
+                lhs: device,
+                rhs: other.device(),
+            }),
         }
     }
     /// Overwrites this whole buffer with the elements of `src` under `layout` (the caller checked the counts agree).
     pub fn assign(&mut self, src: &Storage, layout: &Layout) -> Result<()> {
+        let device = self.device();
         match (self, src) {
             (Storage::Cpu(d), Storage::Cpu(s)) => cpu::assign(d, s, layout),
+            (Storage::Cuda(d), Storage::Cuda(s)) if d.device() == s.device() => {
+                cuda::assign(d, s, layout)
+            }
+            (_, s) => Err(Error::DeviceMismatch {
+                op: "assign",
+                lhs: device,
+                rhs: s.device(),
+            }),
         }
     }
 }
@@ -418,6 +545,10 @@ impl Storage {
                 let (x_t, eps) = cpu::q_sample(s, sqrt_ab, sqrt_1mab, seed, offset)?;
                 Ok((Storage::Cpu(x_t), Storage::Cpu(eps)))
             }
+            Storage::Cuda(s) => {
+                let (x_t, eps) = cuda::q_sample(s, sqrt_ab, sqrt_1mab, seed, offset)?;
+                Ok((Storage::Cuda(x_t), Storage::Cuda(eps)))
+            }
         }
     }
 
@@ -430,18 +561,15 @@ impl Storage {
         seed: u64,
         offset: u64,
     ) -> Result<(Self, Self)> {
-        match (self, model_out) {
-            (Storage::Cpu(x), Storage::Cpu(m)) => {
+        match same_device("sampler_step", [self, model_out])? {
+            Same::Cpu([x, m]) => {
                 let (prev, x0) = cpu::sampler_step(x, m, coef, clip, seed, offset)?;
                 Ok((Storage::Cpu(prev), Storage::Cpu(x0)))
             }
+            Same::Cuda([x, m]) => {
+                let (prev, x0) = cuda::sampler_step(x, m, coef, clip, seed, offset)?;
+                Ok((Storage::Cuda(prev), Storage::Cuda(x0)))
+            }
         }
-    }
-}
-
-fn no_cuda(device: Device) -> Error {
-    Error::DeviceUnavailable {
-        device,
-        message: "this build's tensor crate has no CUDA backend yet; use --device cpu".into(),
     }
 }

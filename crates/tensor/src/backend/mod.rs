@@ -1,3 +1,4 @@
 //! One module per device; each offers the same functions, called only from [`crate::storage::Storage`].
 
 pub mod cpu;
+pub mod cuda;

@@ -1,0 +1,811 @@
+//! Every tensor operation on `Device::Cuda(0)` held against the same operation on the CPU, over shapes that include
+//! batch 1, one channel, size-1 and ragged dimensions, and inputs that are permuted, narrowed or broadcast views.
+//! The GPU side receives its inputs through `.to_device()` and nothing else changes, which is the backend's promise.
+//!
+//! Tolerances (|gpu − cpu| ≤ abs + rel·|cpu|), by what separates the two computations:
+//! - data movement (copies, views, concat, index, gather, upsample, where, argmax) and single correctly rounded f32
+//!   operations (add, sub, mul, div, max, min, square, recip, relu, affine): exact;
+//! - transcendental maps (exp, log, tanh, gelu, sigmoid, silu, pow, rsqrt): the PTX approximations are within ~1e-6
+//!   relative of the correctly rounded value, so 1e-5 relative plus 1e-6 absolute near zero;
+//! - sums of n terms: the CPU accumulates in f64 and rounds once, the GPU in f32 along a tree of ~(n/256 + 8) levels,
+//!   so (n/256 + 8)·2⁻²⁴ relative to Σ|x| (≤ 3n here); means add one rounding;
+//! - matmul, convolution and attention with k-term dot products in f32 on both sides in different orders:
+//!   k·2⁻²⁴ relative to Σ|a·b|, bounded here by 2e-6·k against values of magnitude ≤ 3·3·k;
+//! - normalisation (Welford against two-pass): 1e-4, the statistics' rounding amplified by rstd ≤ 1/√eps for flat rows.
+//!
+//! Outputs come from the caching allocator, which each test first fills with NaN buffers, so an element a kernel
+//! never writes shows up as a NaN where the CPU has a number.
+//!
+//! Without a CUDA driver or device, every test prints `<test>: skipped: no CUDA driver (<reason>)` and returns.
+
+mod common;
+
+use common::{draw, nonempty_shape, view_kind, ViewKind};
+use diffuse_cuda_kernels::alloc::bucket_len;
+use diffuse_tensor::{AdamWConfig, BinaryOp, Conv2dParams, DType, Device, Tensor, UnaryOp};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+const GPU: Device = Device::Cuda(0);
+
+/// `Some(())` when device 0 opens (after poisoning its allocator); otherwise prints why the test is skipped.
+fn cuda_or_skip(test: &str) -> Option<()> {
+    match Tensor::zeros(&[1], DType::F32, GPU) {
+        Ok(_) => {
+            poison_the_allocator();
+            Some(())
+        }
+        Err(err) => {
+            eprintln!("{test}: skipped: no CUDA driver ({err})");
+            None
+        }
+    }
+}
+
+/// Fills the caching allocator with NaN buffers of every bucket up to 2^16 elements, four of each, so that an output
+/// element a kernel forgets to write reads NaN (which no comparison below accepts against a number) rather than
+/// whatever an earlier test left there.
+fn poison_the_allocator() {
+    let mut poisoned = Vec::new();
+    let mut len = 1;
+    while len <= 1 << 16 {
+        let bucket = bucket_len(len);
+        for _ in 0..4 {
+            poisoned.push(Tensor::full(&[bucket], f32::NAN, DType::F32, GPU).unwrap());
+        }
+        len = bucket + 1;
+    }
+    // dropping them hands the NaN-filled buffers back to the pool
+}
+
+fn runner() -> TestRunner {
+    TestRunner::new(Config {
+        cases: 32,
+        ..Config::default()
+    })
+}
+
+/// Deterministic values in [-3, 3) (a xorshift stream; the tests need spread, not statistics).
+fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0
+        })
+        .collect()
+}
+
+/// The shape of the buffer a view of `shape` is cut from.
+fn base_shape(shape: &[usize], kind: &ViewKind) -> Vec<usize> {
+    match kind {
+        ViewKind::Contiguous => shape.to_vec(),
+        ViewKind::Permuted(p) => {
+            let mut b = vec![0; shape.len()];
+            for (i, &d) in p.iter().enumerate() {
+                b[d] = shape[i];
+            }
+            b
+        }
+        ViewKind::Narrowed { dim, extra, .. } => {
+            let mut b = shape.to_vec();
+            b[*dim] += extra;
+            b
+        }
+        ViewKind::Broadcast(ones) => shape
+            .iter()
+            .zip(ones)
+            .map(|(&n, &one)| if one { 1 } else { n })
+            .collect(),
+    }
+}
+
+fn cut(base: &Tensor, shape: &[usize], kind: &ViewKind) -> Tensor {
+    match kind {
+        ViewKind::Contiguous => base.clone(),
+        ViewKind::Permuted(p) => base.permute(p).unwrap(),
+        ViewKind::Narrowed { dim, start, .. } => base.narrow(*dim, *start, shape[*dim]).unwrap(),
+        ViewKind::Broadcast(_) => base.broadcast_to(shape).unwrap(),
+    }
+}
+
+/// The same view of the same values on the CPU and on the GPU (the GPU base arrives through `.to_device()`).
+fn twins(shape: &[usize], kind: &ViewKind, seed: u64) -> (Tensor, Tensor) {
+    let base_shape = base_shape(shape, kind);
+    let data = values(seed, base_shape.iter().product());
+    let base = Tensor::from_vec(data, &base_shape, Device::Cpu).unwrap();
+    let on_gpu = base.to_device(GPU).unwrap();
+    assert_eq!(on_gpu.device(), GPU);
+    (cut(&base, shape, kind), cut(&on_gpu, shape, kind))
+}
+
+/// A contiguous tensor of `shape` on both devices.
+fn pair(shape: &[usize], seed: u64) -> (Tensor, Tensor) {
+    twins(shape, &ViewKind::Contiguous, seed)
+}
+
+/// A shape with a random view of it.
+fn viewed(max_rank: usize) -> impl Strategy<Value = (Vec<usize>, ViewKind, u64)> {
+    nonempty_shape(max_rank)
+        .prop_flat_map(|shape| (Just(shape.clone()), view_kind(shape), any::<u64>()))
+}
+
+/// |gpu − cpu| ≤ abs + rel·|cpu| element-wise (NaN pairs and equal infinities agree), shapes equal.
+fn close(what: &str, gpu: &Tensor, cpu: &Tensor, abs: f64, rel: f64) -> Result<(), TestCaseError> {
+    prop_assert_eq!(gpu.shape(), cpu.shape(), "{}: shapes differ", what);
+    prop_assert_eq!(gpu.device(), GPU, "{}: the result left the GPU", what);
+    let (g, c) = (gpu.to_vec().unwrap(), cpu.to_vec().unwrap());
+    for (i, (&x, &y)) in g.iter().zip(&c).enumerate() {
+        let (x, y) = (f64::from(x), f64::from(y));
+        let same_special = (x.is_nan() && y.is_nan()) || (x.is_infinite() && x == y);
+        prop_assert!(
+            same_special || (x - y).abs() <= abs + rel * y.abs(),
+            "{}: element {} is {} on the GPU and {} on the CPU",
+            what,
+            i,
+            x,
+            y
+        );
+    }
+    Ok(())
+}
+
+fn exact(what: &str, gpu: &Tensor, cpu: &Tensor) -> Result<(), TestCaseError> {
+    close(what, gpu, cpu, 0.0, 0.0)
+}
+
+// ---- copies -------------------------------------------------------------------------------------------------------
+
+#[test]
+fn to_device_and_back_returns_every_view_bit_for_bit() {
+    let Some(()) = cuda_or_skip("to_device_and_back_returns_every_view_bit_for_bit") else {
+        return;
+    };
+    runner()
+        .run(&viewed(4), |(shape, kind, seed)| {
+            let (cpu, gpu) = twins(&shape, &kind, seed);
+            prop_assert_eq!(gpu.to_vec().unwrap(), cpu.to_vec().unwrap());
+            let back = gpu.to_device(Device::Cpu).unwrap();
+            prop_assert_eq!(back.device(), Device::Cpu);
+            prop_assert_eq!(back.to_vec().unwrap(), cpu.to_vec().unwrap());
+            exact("contiguous", &gpu.contiguous().unwrap(), &cpu)
+        })
+        .unwrap();
+    // empty and rank-0 tensors travel too
+    let empty = Tensor::zeros(&[3, 0], DType::F32, Device::Cpu).unwrap();
+    assert_eq!(
+        empty.to_device(GPU).unwrap().to_vec().unwrap(),
+        Vec::<f32>::new()
+    );
+    let scalar = Tensor::scalar(2.5, GPU).unwrap();
+    assert_eq!(scalar.to_scalar().unwrap(), 2.5);
+}
+
+#[test]
+fn creation_functions_fill_the_same_values_on_the_gpu() {
+    let Some(()) = cuda_or_skip("creation_functions_fill_the_same_values_on_the_gpu") else {
+        return;
+    };
+    let full = Tensor::full(&[3, 5], -1.25, DType::F32, GPU).unwrap();
+    assert_eq!(full.to_vec().unwrap(), vec![-1.25; 15]);
+    let range = Tensor::arange(0.0, 7.0, 1.5, GPU).unwrap();
+    let want = Tensor::arange(0.0, 7.0, 1.5, Device::Cpu).unwrap();
+    assert_eq!(range.to_vec().unwrap(), want.to_vec().unwrap());
+    // uniform is the CPU's stream bit for bit; normal within the PTX sin/cos/log approximations
+    let (u_gpu, u_cpu) = (
+        Tensor::rand(&[7, 37], 11, 5, GPU).unwrap(),
+        Tensor::rand(&[7, 37], 11, 5, Device::Cpu).unwrap(),
+    );
+    close("rand", &u_gpu, &u_cpu, 0.0, 0.0).unwrap();
+    let (n_gpu, n_cpu) = (
+        Tensor::randn(&[3, 101], 7, 3, GPU).unwrap(),
+        Tensor::randn(&[3, 101], 7, 3, Device::Cpu).unwrap(),
+    );
+    close("randn", &n_gpu, &n_cpu, 1e-5, 1e-5).unwrap();
+}
+
+#[test]
+fn assign_writes_a_view_into_a_gpu_tensor() {
+    let Some(()) = cuda_or_skip("assign_writes_a_view_into_a_gpu_tensor") else {
+        return;
+    };
+    runner()
+        .run(&viewed(3), |(shape, kind, seed)| {
+            let (cpu_src, gpu_src) = twins(&shape, &kind, seed);
+            let gpu_dst = Tensor::zeros(&shape, DType::F32, GPU).unwrap();
+            gpu_dst.assign(&gpu_src).unwrap();
+            prop_assert_eq!(gpu_dst.to_vec().unwrap(), cpu_src.to_vec().unwrap());
+            Ok(())
+        })
+        .unwrap();
+}
+
+// ---- element-wise -------------------------------------------------------------------------------------------------
+
+#[test]
+fn unary_maps_on_gpu_views_match_the_cpu() {
+    let Some(()) = cuda_or_skip("unary_maps_on_gpu_views_match_the_cpu") else {
+        return;
+    };
+    let ops = [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Rsqrt,
+        UnaryOp::Abs,
+        UnaryOp::Square,
+        UnaryOp::Recip,
+        UnaryOp::Relu,
+        UnaryOp::Tanh,
+        UnaryOp::Sigmoid,
+        UnaryOp::Silu,
+        UnaryOp::Gelu,
+        UnaryOp::Powf(1.7),
+        UnaryOp::Clamp(-0.5, 0.75),
+        UnaryOp::Affine(-1.5, 0.25),
+    ];
+    runner()
+        .run(
+            &(viewed(4), 0..ops.len()),
+            |((shape, kind, seed), which)| {
+                let op = ops[which];
+                let (mut cpu, mut gpu) = twins(&shape, &kind, seed);
+                if matches!(
+                    op,
+                    UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Powf(_)
+                ) {
+                    // positive inputs in [0.01, 3.01)
+                    cpu = cpu.abs().unwrap().add_scalar(0.01).unwrap();
+                    gpu = gpu.abs().unwrap().add_scalar(0.01).unwrap();
+                }
+                let exact_op = matches!(
+                    op,
+                    UnaryOp::Neg
+                        | UnaryOp::Abs
+                        | UnaryOp::Square
+                        | UnaryOp::Recip
+                        | UnaryOp::Relu
+                        | UnaryOp::Clamp(..)
+                        | UnaryOp::Affine(..)
+                );
+                let (abs, rel) = if exact_op { (0.0, 0.0) } else { (1e-6, 1e-5) };
+                close(
+                    &format!("{op:?}"),
+                    &gpu.unary(op).unwrap(),
+                    &cpu.unary(op).unwrap(),
+                    abs,
+                    rel,
+                )
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn binary_maps_broadcast_gpu_views_like_the_cpu() {
+    let Some(()) = cuda_or_skip("binary_maps_broadcast_gpu_views_like_the_cpu") else {
+        return;
+    };
+    let ops = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+        BinaryOp::SiluBackward,
+    ];
+    runner()
+        .run(
+            &(viewed(4), 0..ops.len(), any::<u64>()),
+            |((shape, kind, seed), which, seed_b)| {
+                let op = ops[which];
+                let (a_cpu, a_gpu) = twins(&shape, &kind, seed);
+                // b broadcasts along the leading dimension
+                let b_shape = &shape[1.min(shape.len())..];
+                let (b_cpu, b_gpu) = pair(b_shape, seed_b);
+                let (abs, rel) = if op == BinaryOp::SiluBackward {
+                    (1e-6, 1e-5)
+                } else {
+                    (0.0, 0.0)
+                };
+                close(
+                    &format!("{op:?}"),
+                    &a_gpu.binary(&b_gpu, op).unwrap(),
+                    &a_cpu.binary(&b_cpu, op).unwrap(),
+                    abs,
+                    rel,
+                )
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn where_select_with_a_broadcast_condition_matches_the_cpu() {
+    let Some(()) = cuda_or_skip("where_select_with_a_broadcast_condition_matches_the_cpu") else {
+        return;
+    };
+    runner()
+        .run(&viewed(3), |(shape, kind, seed)| {
+            let (a_cpu, a_gpu) = twins(&shape, &kind, seed);
+            let (b_cpu, b_gpu) = pair(&shape, seed ^ 1);
+            let last = &shape[shape.len() - 1..];
+            let (c_cpu, c_gpu) = pair(last, seed ^ 2);
+            let (c_cpu, c_gpu) = (c_cpu.relu().unwrap(), c_gpu.relu().unwrap()); // zeros and non-zeros
+            exact(
+                "where",
+                &c_gpu.where_select(&a_gpu, &b_gpu).unwrap(),
+                &c_cpu.where_select(&a_cpu, &b_cpu).unwrap(),
+            )
+        })
+        .unwrap();
+}
+
+// ---- reductions, softmax ------------------------------------------------------------------------------------------
+
+#[test]
+fn reductions_over_any_dimension_match_the_cpu() {
+    let Some(()) = cuda_or_skip("reductions_over_any_dimension_match_the_cpu") else {
+        return;
+    };
+    runner()
+        .run(
+            &(viewed(4), any::<bool>()),
+            |((shape, kind, seed), keep)| {
+                let (cpu, gpu) = twins(&shape, &kind, seed);
+                let dim = seed as usize % shape.len();
+                let n = shape[dim] as f64;
+                // (n/256 + 8) roundings relative to Σ|x| ≤ 3n (module docs)
+                let sum_tol = (n / 256.0 + 8.0) * 3.0 * n * f64::from(f32::EPSILON);
+                close(
+                    "sum",
+                    &gpu.sum(&[dim], keep).unwrap(),
+                    &cpu.sum(&[dim], keep).unwrap(),
+                    sum_tol,
+                    0.0,
+                )?;
+                close(
+                    "mean",
+                    &gpu.mean(&[dim], keep).unwrap(),
+                    &cpu.mean(&[dim], keep).unwrap(),
+                    sum_tol / n,
+                    f64::from(f32::EPSILON),
+                )?;
+                exact(
+                    "max",
+                    &gpu.max(&[dim], keep).unwrap(),
+                    &cpu.max(&[dim], keep).unwrap(),
+                )?;
+                exact(
+                    "min",
+                    &gpu.min(&[dim], keep).unwrap(),
+                    &cpu.min(&[dim], keep).unwrap(),
+                )?;
+                exact(
+                    "argmax",
+                    &gpu.argmax(dim, keep).unwrap(),
+                    &cpu.argmax(dim, keep).unwrap(),
+                )
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn softmax_and_its_backward_match_the_cpu() {
+    let Some(()) = cuda_or_skip("softmax_and_its_backward_match_the_cpu") else {
+        return;
+    };
+    runner()
+        .run(&viewed(3), |(shape, kind, seed)| {
+            let (cpu, gpu) = twins(&shape, &kind, seed);
+            let (g_cpu, g_gpu) = pair(&shape, seed ^ 1);
+            let dim = seed as usize % shape.len();
+            let n = shape[dim] as f64;
+            let tol = 1e-6 + (n / 256.0 + 8.0) * 9.0 * n * f64::from(f32::EPSILON);
+            let (y_cpu, y_gpu) = (cpu.softmax(dim).unwrap(), gpu.softmax(dim).unwrap());
+            close("softmax", &y_gpu, &y_cpu, 1e-6, 1e-5)?;
+            close(
+                "softmax_backward",
+                &y_gpu.softmax_backward(&g_gpu, dim).unwrap(),
+                &y_cpu.softmax_backward(&g_cpu, dim).unwrap(),
+                tol,
+                1e-5,
+            )?;
+            let (l_cpu, l_gpu) = (cpu.log_softmax(dim).unwrap(), gpu.log_softmax(dim).unwrap());
+            close("log_softmax", &l_gpu, &l_cpu, 1e-5, 1e-5)?;
+            close(
+                "log_softmax_backward",
+                &l_gpu.log_softmax_backward(&g_gpu, dim).unwrap(),
+                &l_cpu.log_softmax_backward(&g_cpu, dim).unwrap(),
+                tol,
+                1e-5,
+            )
+        })
+        .unwrap();
+}
+
+// ---- data movement ------------------------------------------------------------------------------------------------
+
+#[test]
+fn concat_stack_and_index_ops_move_the_same_elements() {
+    let Some(()) = cuda_or_skip("concat_stack_and_index_ops_move_the_same_elements") else {
+        return;
+    };
+    runner()
+        .run(&(viewed(3), 0usize..4), |((shape, kind, seed), extra)| {
+            let (a_cpu, a_gpu) = twins(&shape, &kind, seed);
+            let dim = seed as usize % shape.len();
+            let mut other = shape.clone();
+            other[dim] = extra; // 0 makes an empty part
+            let (b_cpu, b_gpu) = pair(&other, seed ^ 1);
+            exact(
+                "concat",
+                &Tensor::concat(&[&a_gpu, &b_gpu, &a_gpu], dim).unwrap(),
+                &Tensor::concat(&[&a_cpu, &b_cpu, &a_cpu], dim).unwrap(),
+            )?;
+            exact(
+                "stack",
+                &Tensor::stack(&[&a_gpu, &a_gpu], dim).unwrap(),
+                &Tensor::stack(&[&a_cpu, &a_cpu], dim).unwrap(),
+            )?;
+            let size = shape[dim];
+            let indices: Vec<usize> = (0..extra + 2)
+                .map(|j| (j * 7 + seed as usize) % size)
+                .collect();
+            let (sel_cpu, sel_gpu) = (
+                a_cpu.index_select(dim, &indices).unwrap(),
+                a_gpu.index_select(dim, &indices).unwrap(),
+            );
+            exact("index_select", &sel_gpu, &sel_cpu)?;
+            exact(
+                "index_select_backward",
+                &sel_gpu.index_select_backward(dim, size, &indices).unwrap(),
+                &sel_cpu.index_select_backward(dim, size, &indices).unwrap(),
+            )?;
+            let mut index_shape = shape.clone();
+            index_shape[dim] = extra + 1;
+            let count: usize = index_shape.iter().product();
+            let index: Vec<usize> = (0..count).map(|j| (j * 5 + seed as usize) % size).collect();
+            let (gat_cpu, gat_gpu) = (
+                a_cpu.gather(dim, &index_shape, &index).unwrap(),
+                a_gpu.gather(dim, &index_shape, &index).unwrap(),
+            );
+            exact("gather", &gat_gpu, &gat_cpu)?;
+            exact(
+                "gather_backward",
+                &gat_gpu.gather_backward(dim, &shape, &index).unwrap(),
+                &gat_cpu.gather_backward(dim, &shape, &index).unwrap(),
+            )
+        })
+        .unwrap();
+}
+
+#[test]
+fn upsampling_and_its_backward_match_the_cpu() {
+    let Some(()) = cuda_or_skip("upsampling_and_its_backward_match_the_cpu") else {
+        return;
+    };
+    runner()
+        .run(
+            &(1usize..3, 1usize..4, 1usize..6, 1usize..7, any::<u64>()),
+            |(n, c, h, w, seed)| {
+                // a view narrowed along the width: rows do not start where the previous one ends
+                let narrowed = ViewKind::Narrowed {
+                    dim: 3,
+                    extra: 2,
+                    start: 1,
+                };
+                let (cpu, gpu) = twins(&[n, c, h, w], &narrowed, seed);
+                let (up_cpu, up_gpu) = (
+                    cpu.upsample_nearest2x().unwrap(),
+                    gpu.upsample_nearest2x().unwrap(),
+                );
+                exact("upsample_nearest2x", &up_gpu, &up_cpu)?;
+                exact(
+                    "upsample_nearest2x_backward",
+                    &up_gpu.upsample_nearest2x_backward().unwrap(),
+                    &up_cpu.upsample_nearest2x_backward().unwrap(),
+                )
+            },
+        )
+        .unwrap();
+}
+
+// ---- matmul, convolution, normalisation, attention ----------------------------------------------------------------
+
+#[test]
+fn batched_matmul_of_transposed_broadcast_operands_matches_the_cpu() {
+    let Some(()) = cuda_or_skip("batched_matmul_of_transposed_broadcast_operands_matches_the_cpu")
+    else {
+        return;
+    };
+    runner()
+        .run(
+            &(1usize..4, 1usize..40, 1usize..40, 1usize..70, any::<u64>()),
+            |(batch, m, n, k, seed)| {
+                let (a_cpu, a_gpu) = pair(&[batch, k, m], seed);
+                let (a_cpu, a_gpu) = (
+                    a_cpu.transpose(1, 2).unwrap(),
+                    a_gpu.transpose(1, 2).unwrap(),
+                );
+                let (b_cpu, b_gpu) = pair(&[k, n], seed ^ 1); // one matrix for every batch
+                close(
+                    "matmul",
+                    &a_gpu.matmul(&b_gpu).unwrap(),
+                    &a_cpu.matmul(&b_cpu).unwrap(),
+                    2e-6 * 9.0 * k as f64,
+                    0.0,
+                )
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn conv2d_forward_matches_the_cpu_on_awkward_shapes() {
+    let Some(()) = cuda_or_skip("conv2d_forward_matches_the_cpu_on_awkward_shapes") else {
+        return;
+    };
+    let case = (
+        1usize..3,
+        1usize..3,
+        1usize..4,
+        1usize..4,
+        3usize..10,
+        3usize..10,
+        1usize..4,
+        0usize..3,
+        1usize..3,
+        any::<bool>(),
+        any::<u64>(),
+    );
+    runner()
+        .run(
+            &case,
+            |(n, groups, cin_g, cout_g, h, w, kernel, padding, stride, bias, seed)| {
+                prop_assume!(h + 2 * padding >= kernel && w + 2 * padding >= kernel);
+                let (x_cpu, x_gpu) = pair(&[n, groups * cin_g, h, w], seed);
+                let (w_cpu, w_gpu) = pair(&[groups * cout_g, cin_g, kernel, kernel], seed ^ 1);
+                let (b_cpu, b_gpu) = pair(&[groups * cout_g], seed ^ 2);
+                let p = Conv2dParams {
+                    stride: (stride, stride),
+                    padding: (padding, padding),
+                    dilation: (1, 1),
+                    groups,
+                };
+                let k = (cin_g * kernel * kernel) as f64;
+                close(
+                    "conv2d",
+                    &x_gpu.conv2d(&w_gpu, bias.then_some(&b_gpu), &p).unwrap(),
+                    &x_cpu.conv2d(&w_cpu, bias.then_some(&b_cpu), &p).unwrap(),
+                    2e-6 * 9.0 * (k + 1.0),
+                    0.0,
+                )
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn group_norm_and_layer_norm_match_the_cpu_forward_and_backward() {
+    let Some(()) = cuda_or_skip("group_norm_and_layer_norm_match_the_cpu_forward_and_backward")
+    else {
+        return;
+    };
+    runner()
+        .run(
+            &(1usize..3, 1usize..4, 1usize..4, 1usize..30, any::<u64>()),
+            |(n, groups, per_group, spatial, seed)| {
+                let c = groups * per_group;
+                let (x_cpu, x_gpu) = pair(&[n, c, spatial], seed);
+                let (g_cpu, g_gpu) = pair(&[c], seed ^ 1);
+                let (b_cpu, b_gpu) = pair(&[c], seed ^ 2);
+                let (dy_cpu, dy_gpu) = pair(&[n, c, spatial], seed ^ 3);
+                let fc = x_cpu.group_norm(groups, &g_cpu, &b_cpu, 1e-5).unwrap();
+                let fg = x_gpu.group_norm(groups, &g_gpu, &b_gpu, 1e-5).unwrap();
+                close("group_norm y", &fg.0, &fc.0, 1e-4, 1e-4)?;
+                close("group_norm mean", &fg.1, &fc.1, 1e-5, 1e-5)?;
+                close("group_norm rstd", &fg.2, &fc.2, 1e-5, 1e-4)?;
+                let bc = dy_cpu
+                    .group_norm_backward(&x_cpu, &g_cpu, (&fc.1, &fc.2), groups)
+                    .unwrap();
+                let bg = dy_gpu
+                    .group_norm_backward(&x_gpu, &g_gpu, (&fg.1, &fg.2), groups)
+                    .unwrap();
+                close("group_norm dx", &bg.0, &bc.0, 1e-4, 1e-4)?;
+                close("group_norm dgamma", &bg.1, &bc.1, 1e-4, 1e-4)?;
+                close("group_norm dbeta", &bg.2, &bc.2, 1e-4, 1e-4)?;
+
+                // layer norm over the last dimension of [n·c, spatial]
+                let rows = [n * c, spatial];
+                let (lx_cpu, lx_gpu) =
+                    (x_cpu.reshape(&rows).unwrap(), x_gpu.reshape(&rows).unwrap());
+                let (lg_cpu, lg_gpu) = pair(&[spatial], seed ^ 4);
+                let (lb_cpu, lb_gpu) = pair(&[spatial], seed ^ 5);
+                let lc = lx_cpu.layer_norm(&lg_cpu, &lb_cpu, 1e-5).unwrap();
+                let lgpu = lx_gpu.layer_norm(&lg_gpu, &lb_gpu, 1e-5).unwrap();
+                close("layer_norm y", &lgpu.0, &lc.0, 1e-4, 1e-4)?;
+                let (ldy_cpu, ldy_gpu) = (
+                    dy_cpu.reshape(&rows).unwrap(),
+                    dy_gpu.reshape(&rows).unwrap(),
+                );
+                let bc = ldy_cpu
+                    .layer_norm_backward(&lx_cpu, &lg_cpu, (&lc.1, &lc.2))
+                    .unwrap();
+                let bg = ldy_gpu
+                    .layer_norm_backward(&lx_gpu, &lg_gpu, (&lgpu.1, &lgpu.2))
+                    .unwrap();
+                close("layer_norm dx", &bg.0, &bc.0, 1e-4, 1e-4)?;
+                close("layer_norm dgamma", &bg.1, &bc.1, 1e-4, 1e-4)?;
+                close("layer_norm dbeta", &bg.2, &bc.2, 1e-4, 1e-4)
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn attention_forward_matches_the_cpu() {
+    let Some(()) = cuda_or_skip("attention_forward_matches_the_cpu") else {
+        return;
+    };
+    runner()
+        .run(
+            &(1usize..4, 1usize..40, 1usize..40, 1usize..65, any::<u64>()),
+            |(bh, lq, lk, d, seed)| {
+                let (q_cpu, q_gpu) = pair(&[bh, lq, d], seed);
+                let (k_cpu, k_gpu) = pair(&[bh, lk, d], seed ^ 1);
+                let (v_cpu, v_gpu) = pair(&[bh, lk, d], seed ^ 2);
+                let scale = 1.0 / (d as f32).sqrt();
+                let (o_cpu, lse_cpu) = q_cpu.attention(&k_cpu, &v_cpu, scale).unwrap();
+                let (o_gpu, lse_gpu) = q_gpu.attention(&k_gpu, &v_gpu, scale).unwrap();
+                close("attention out", &o_gpu, &o_cpu, 1e-4, 1e-4)?;
+                close("attention lse", &lse_gpu, &lse_cpu, 1e-4, 1e-5)
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn the_backward_kernels_not_yet_on_cuda_name_themselves() {
+    let Some(()) = cuda_or_skip("the_backward_kernels_not_yet_on_cuda_name_themselves") else {
+        return;
+    };
+    let x = Tensor::zeros(&[1, 2, 5, 5], DType::F32, GPU).unwrap();
+    let w = Tensor::zeros(&[3, 2, 3, 3], DType::F32, GPU).unwrap();
+    let gy = Tensor::zeros(&[1, 3, 3, 3], DType::F32, GPU).unwrap();
+    let p = Conv2dParams::default();
+    let err = gy
+        .conv2d_backward_input(&w, &[1, 2, 5, 5], &p)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d_backward_input") && err.contains("cuda:0"),
+        "{err}"
+    );
+    let err = x
+        .conv2d_backward_weight(&gy, &[3, 2, 3, 3], &p, true)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv2d_backward_weight"), "{err}");
+    let q = Tensor::zeros(&[1, 4, 8], DType::F32, GPU).unwrap();
+    let (o, lse) = q.attention(&q, &q, 0.5).unwrap();
+    let err = o
+        .attention_backward((&q, &q, &q), (&o, &lse), 0.5)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("attention_backward"), "{err}");
+}
+
+// ---- noise, optimiser ---------------------------------------------------------------------------------------------
+
+#[test]
+fn q_sample_and_sampler_step_match_the_cpu() {
+    let Some(()) = cuda_or_skip("q_sample_and_sampler_step_match_the_cpu") else {
+        return;
+    };
+    use diffuse_cpu_kernels::noise::StepCoefficients;
+    runner()
+        .run(
+            &(1usize..4, 1usize..300, any::<u64>()),
+            |(batch, per, seed)| {
+                let (x_cpu, x_gpu) = pair(&[batch, per], seed);
+                let sa: Vec<f32> = (0..batch).map(|b| 0.9 - 0.2 * b as f32).collect();
+                let sb: Vec<f32> = sa.iter().map(|a| (1.0 - a * a).sqrt()).collect();
+                let (xt_cpu, eps_cpu) = x_cpu.q_sample(&sa, &sb, seed, 17).unwrap();
+                let (xt_gpu, eps_gpu) = x_gpu.q_sample(&sa, &sb, seed, 17).unwrap();
+                close("q_sample eps", &eps_gpu, &eps_cpu, 1e-5, 1e-5)?;
+                close("q_sample x_t", &xt_gpu, &xt_cpu, 1e-5, 1e-5)?;
+                let coef: Vec<StepCoefficients> = (0..batch)
+                    .map(|b| StepCoefficients {
+                        x0_from_xt: 1.1 + 0.1 * b as f32,
+                        x0_from_model: -0.4,
+                        mean_from_x0: 0.3,
+                        mean_from_xt: 0.7,
+                        sigma: 0.05 * b as f32,
+                    })
+                    .collect();
+                let (m_cpu, m_gpu) = pair(&[batch, per], seed ^ 1);
+                for clip in [None, Some(1.0)] {
+                    let (p_cpu, h_cpu) = x_cpu.sampler_step(&m_cpu, &coef, clip, seed, 3).unwrap();
+                    let (p_gpu, h_gpu) = x_gpu.sampler_step(&m_gpu, &coef, clip, seed, 3).unwrap();
+                    close("sampler_step x0_hat", &h_gpu, &h_cpu, 1e-5, 1e-5)?;
+                    close("sampler_step x_prev", &p_gpu, &p_cpu, 1e-5, 1e-5)?;
+                }
+                let err = x_gpu
+                    .sampler_step(&m_gpu, &coef, Some(2.0), seed, 3)
+                    .map(|_| ())
+                    .unwrap_err();
+                prop_assert!(err.to_string().contains("clip"), "{}", err);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn adamw_step_updates_gpu_parameters_like_the_cpu() {
+    let Some(()) = cuda_or_skip("adamw_step_updates_gpu_parameters_like_the_cpu") else {
+        return;
+    };
+    let cfg = AdamWConfig {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    runner()
+        .run(&(1usize..600, any::<u64>()), |(len, seed)| {
+            let (p_cpu, p_gpu) = pair(&[len], seed);
+            let (m_cpu, m_gpu) = pair(&[len], seed ^ 1);
+            let (v_cpu, v_gpu) = pair(&[len], seed ^ 2);
+            let (v_cpu, v_gpu) = (v_cpu.abs().unwrap(), v_gpu.abs().unwrap());
+            for step in 1..4 {
+                let (g_cpu, g_gpu) = pair(&[len], seed ^ (step + 10));
+                p_cpu
+                    .adamw_step(&g_cpu, &m_cpu, &v_cpu, &cfg, step)
+                    .unwrap();
+                p_gpu
+                    .adamw_step(&g_gpu, &m_gpu, &v_gpu, &cfg, step)
+                    .unwrap();
+            }
+            close("adamw m", &m_gpu, &m_cpu, 1e-6, 1e-6)?;
+            close("adamw v", &v_gpu, &v_cpu, 1e-6, 1e-6)?;
+            close("adamw param", &p_gpu, &p_cpu, 1e-6, 1e-5)
+        })
+        .unwrap();
+}
+
+// ---- errors -------------------------------------------------------------------------------------------------------
+
+#[test]
+fn mixed_devices_and_half_precision_on_the_gpu_are_errors_that_say_so() {
+    let Some(()) =
+        cuda_or_skip("mixed_devices_and_half_precision_on_the_gpu_are_errors_that_say_so")
+    else {
+        return;
+    };
+    let (cpu, gpu) = pair(&[2, 3], draw(any::<u64>(), 1));
+    let err = cpu.add(&gpu).unwrap_err().to_string();
+    assert!(err.contains("cpu") && err.contains("cuda:0"), "{err}");
+    let err = Tensor::concat(&[&cpu, &gpu], 0).unwrap_err().to_string();
+    assert!(err.contains("cpu") && err.contains("cuda:0"), "{err}");
+    let err = Tensor::zeros(&[2], DType::BF16, GPU)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cuda:0") && err.contains("f32 only"), "{err}");
+    let err = cpu
+        .to_dtype(DType::F16)
+        .unwrap()
+        .to_device(GPU)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("f32 only"), "{err}");
+}
