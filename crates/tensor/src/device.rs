@@ -2,11 +2,33 @@
 
 use std::fmt;
 
+use crate::backend::cuda::check_storable;
+use crate::DType;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     Cpu,
     /// A CUDA device by ordinal.
     Cuda(usize),
+}
+
+impl Device {
+    /// Ok when tensors can live on this device: always for the CPU; for a CUDA device, when the driver loads and the
+    /// device opens (else [`crate::Error::DeviceUnavailable`] naming the device and the reason).
+    pub fn check_available(self) -> crate::Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Cuda(ordinal) => check_storable("device", ordinal, DType::F32),
+        }
+    }
+
+    /// The first CUDA device when one opens, else the CPU: what `--device auto` means.
+    pub fn auto() -> Device {
+        match Device::Cuda(0).check_available() {
+            Ok(()) => Device::Cuda(0),
+            Err(_) => Device::Cpu,
+        }
+    }
 }
 
 impl fmt::Display for Device {

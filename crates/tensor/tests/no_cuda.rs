@@ -64,3 +64,18 @@ fn cuda_without_a_driver_is_a_clear_error_through_to_device_and_creation() {
         t.to_device(Device::Cuda(0)).unwrap_err()
     );
 }
+
+#[test]
+fn device_auto_falls_back_to_the_cpu_and_check_available_says_why() {
+    if driver_present() {
+        assert_eq!(Device::auto(), Device::Cuda(0));
+        assert!(Device::Cuda(0).check_available().is_ok());
+        return;
+    }
+    assert_eq!(Device::auto(), Device::Cpu);
+    assert!(Device::Cpu.check_available().is_ok());
+    assert_names_the_device_and_the_driver(
+        "check_available",
+        Device::Cuda(0).check_available().unwrap_err(),
+    );
+}
