@@ -119,7 +119,7 @@ impl ParamStore {
 
 /// Writes `bytes` to `path` so that `path` holds either its old contents or all of `bytes`, never a part: a temporary
 /// file beside it is written and synced, then renamed over it (rename within a folder is atomic on POSIX and Windows).
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temporary_path(path)?;
     let written = File::create(&tmp).and_then(|mut file| {
         file.write_all(bytes)?;

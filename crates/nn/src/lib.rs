@@ -5,7 +5,8 @@
 //! Parameters are autograd leaves whose tensors own their buffers, so the optimiser ([`AdamW`]) and checkpoint
 //! loading ([`ParamStore::load`]) update them in place and every layer holding them sees the new values.
 //!
-//! Training around the optimiser: [`LrSchedule`] (constant, linear warm-up, cosine to a floor), [`clip_grad_norm`]
+//! Optimisers: [`AdamW`] and [`Sgd`] with momentum, both fused in-place kernel steps behind the [`Optimizer`] trait.
+//! Training around them: [`LrSchedule`] (constant, linear warm-up, cosine to a floor), [`clip_grad_norm`]
 //! (global L2 norm), [`Ema`] (moving average of the weights with diffusers' decay warm-up), and AdamW state that saves
 //! and loads ([`AdamW::save_state`]) so a run resumes exactly.
 //!
@@ -20,6 +21,8 @@ mod ema;
 mod layers;
 mod lr;
 mod optim;
+mod optim_state;
+mod sgd;
 mod store;
 
 pub use attention::SpatialSelfAttention;
@@ -27,5 +30,6 @@ pub use clip::{clip_grad_norm, grad_norm};
 pub use ema::{ema_decay, Ema, EmaWarmup};
 pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Module, SiLU};
 pub use lr::LrSchedule;
-pub use optim::AdamW;
+pub use optim::{AdamW, Optimizer};
+pub use sgd::{Sgd, SgdConfig};
 pub use store::{Init, ParamStore, Path};
