@@ -17,6 +17,7 @@
 mod attention;
 mod checkpoint;
 mod clip;
+mod dropout;
 mod ema;
 mod layers;
 mod lr;
@@ -27,8 +28,9 @@ mod store;
 
 pub use attention::SpatialSelfAttention;
 pub use clip::{clip_grad_norm, grad_norm};
+pub use dropout::Dropout;
 pub use ema::{ema_decay, Ema, EmaWarmup};
-pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Module, SiLU};
+pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Module, SiLU, GELU};
 pub use lr::LrSchedule;
 pub use optim::{AdamW, Optimizer};
 pub use sgd::{Sgd, SgdConfig};
