@@ -17,6 +17,7 @@
 mod attention;
 mod checkpoint;
 mod clip;
+mod cross_attention;
 mod dropout;
 mod ema;
 mod layers;
@@ -28,6 +29,7 @@ mod store;
 
 pub use attention::SpatialSelfAttention;
 pub use clip::{clip_grad_norm, grad_norm};
+pub use cross_attention::CrossAttention;
 pub use dropout::Dropout;
 pub use ema::{ema_decay, Ema, EmaWarmup};
 pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Module, SiLU, GELU};
