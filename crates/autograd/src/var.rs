@@ -1,6 +1,6 @@
 //! The graph: variables, their nodes, and the switch that turns recording off.
 
-use diffuse_tensor::{Result, Tensor};
+use diffuse_tensor::{Error, Result, Tensor};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,8 @@ pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor
 pub(crate) struct Node {
     pub id: usize,
     pub value: Tensor,
-    pub requires_grad: bool,
+    /// Fixed for nodes made by operations; switchable on leaves (freezing a parameter).
+    pub requires_grad: Cell<bool>,
     pub parents: Vec<Var>,
     /// Taken (and so dropped, with everything it saved) when backward runs it.
     pub backward: RefCell<Option<BackwardFn>>,
@@ -27,7 +28,9 @@ impl std::fmt::Debug for Var {
         write!(
             f,
             "Var{{id: {}, {:?}, requires_grad: {}}}",
-            self.0.id, self.0.value, self.0.requires_grad
+            self.0.id,
+            self.0.value,
+            self.0.requires_grad.get()
         )
     }
 }
@@ -66,7 +69,7 @@ impl Var {
         Var(Rc::new(Node {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             value,
-            requires_grad,
+            requires_grad: Cell::new(requires_grad),
             parents,
             backward: RefCell::new(backward),
         }))
@@ -111,7 +114,21 @@ impl Var {
     }
 
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad
+        self.0.requires_grad.get()
+    }
+
+    /// Turns gradient tracking of a leaf on or off: operations recorded afterwards see the new setting, so a leaf
+    /// switched off (a frozen parameter) gets no gradient and costs the backward pass nothing. The result of an
+    /// operation keeps the setting it was made with (an error).
+    pub fn set_requires_grad(&self, requires_grad: bool) -> Result<()> {
+        if !self.is_leaf() {
+            return Err(Error::argument(
+                "set_requires_grad",
+                "only a leaf can be switched; this variable is the result of an operation (detach it first)",
+            ));
+        }
+        self.0.requires_grad.set(requires_grad);
+        Ok(())
     }
 
     /// True for variables made by [`Var::leaf`] (their gradients are what [`Var::backward`] returns).

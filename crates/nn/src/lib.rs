@@ -4,6 +4,8 @@
 //! (`down.0.conv1.weight`): a layer is built from a [`Path`] into the store and registers its parameters under it.
 //! Parameters are autograd leaves whose tensors own their buffers, so the optimiser ([`AdamW`]) and checkpoint
 //! loading ([`ParamStore::load`]) update them in place and every layer holding them sees the new values.
+//! Parameters freeze and unfreeze by name prefix ([`ParamStore::freeze`]: no gradient, no optimiser update), and a
+//! store copies to another device ([`ParamStore::to_device`]), where a model built again adopts the copies.
 //!
 //! Optimisers: [`AdamW`] and [`Sgd`] with momentum, both fused in-place kernel steps behind the [`Optimizer`] trait.
 //! Training around them: [`LrSchedule`] (constant, linear warm-up, cosine to a floor), [`clip_grad_norm`]

@@ -82,11 +82,14 @@ impl AdamW {
         self.step
     }
 
-    /// One step on every parameter that has a gradient in `grads` (the others are left alone, as PyTorch skips
-    /// parameters whose gradient is `None`).
+    /// One step on every trainable parameter that has a gradient in `grads`; frozen parameters and those without
+    /// a gradient are left alone (PyTorch skips parameters whose gradient is `None`).
     pub fn step(&mut self, grads: &Gradients) -> Result<()> {
         self.step += 1;
         for slot in &self.slots {
+            if !slot.param.requires_grad() {
+                continue; // frozen, perhaps after these gradients were taken
+            }
             if let Some(g) = grads.get(&slot.param) {
                 slot.param
                     .tensor()

@@ -106,6 +106,9 @@ impl Sgd {
             weight_decay,
         } = self.config;
         for slot in &self.slots {
+            if !slot.param.requires_grad() {
+                continue; // frozen, perhaps after these gradients were taken
+            }
             if let Some(g) = grads.get(&slot.param) {
                 slot.param.tensor().sgd_momentum_step(
                     g,
