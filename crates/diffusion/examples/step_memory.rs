@@ -12,8 +12,8 @@
 //! - one whole `Trainer::step` (draw, noise, forward, weighted loss, backward, clipping, AdamW, EMA): its peak above
 //!   the resident state;
 //! - the same forward and backward spelled out, to split that peak: the bytes the graph holds when the forward pass
-//!   ends (activations saved for backward, and every intermediate output), the peak during backward, what the graph
-//!   still holds when backward has run every rule, and the gradients (4 bytes per parameter).
+//!   ends (the tensors the backward rules saved), the peak during backward, what is still held when backward has run
+//!   every rule, and the gradients (4 bytes per parameter).
 //!
 //! Figures are bytes of heap in use, not the process's resident set (the allocator may hold freed pages).
 
@@ -180,7 +180,7 @@ fn measure(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("  split (forward + backward alone):");
     println!(
-        "    graph when the forward ends               {:>11}  (activations saved for backward, outputs)",
+        "    graph when the forward ends               {:>11}  (tensors saved for backward)",
         mib(after_forward)
     );
     println!(
@@ -188,7 +188,7 @@ fn measure(name: &str) -> Result<(), Box<dyn std::error::Error>> {
         mib(backward_peak)
     );
     println!(
-        "    graph + gradients after the last rule     {:>11}  (the graph still holds every node's output)",
+        "    graph + gradients after the last rule     {:>11}",
         mib(graph_after_backward)
     );
     println!(
