@@ -11,7 +11,7 @@ use diffuse_tensor::{AdamWConfig, Result, Tensor};
 use std::path::Path;
 
 /// An optimiser that updates its parameters in place from one backward pass's gradients ([`AdamW`],
-/// [`crate::Sgd`]).
+/// [`crate::Sgd`]); what [`crate::LossScaler::step`] steps.
 pub trait Optimizer {
     fn step(&mut self, grads: &Gradients) -> Result<()>;
 }

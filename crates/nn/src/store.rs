@@ -188,7 +188,7 @@ impl ParamStore {
 
     fn create(&self, name: String, shape: &[usize], init: Init) -> Result<Var> {
         let mut inner = self.inner.borrow_mut();
-        if inner.unclaimed.remove(&name) {
+        if inner.unclaimed.contains(&name) {
             let var = inner.params[&name].clone();
             if var.shape() != shape {
                 return Err(Error::shape(
@@ -199,6 +199,7 @@ impl ParamStore {
                     ),
                 ));
             }
+            inner.unclaimed.remove(&name);
             // Advance the stream as a fresh draw would, so that parameters the copy lacks get the values they
             // would have had.
             if matches!(init, Init::Uniform { .. } | Init::Normal { .. }) {
