@@ -1,8 +1,9 @@
 //! The reverse walk: topological order, gradient accumulation, and the gradients of the leaves.
 
-use crate::var::Var;
+use crate::var::{Node, Var};
 use diffuse_tensor::{Error, Result, Tensor};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 /// The gradients of the leaves reached by one backward pass, by variable.
 #[derive(Debug, Default)]
@@ -43,22 +44,22 @@ impl Gradients {
 
 /// The nodes that need a gradient and are reachable from `root`, each after all of its parents (iterative
 /// depth-first post-order, so deep graphs cannot overflow the stack).
-fn topological_order(root: &Var) -> Vec<Var> {
+fn topological_order(root: &Rc<Node>) -> Vec<Rc<Node>> {
     let mut order = Vec::new();
     let mut visited = HashSet::new();
-    let mut stack = vec![(root.clone(), false)];
-    while let Some((var, parents_done)) = stack.pop() {
+    let mut stack = vec![(Rc::clone(root), false)];
+    while let Some((node, parents_done)) = stack.pop() {
         if parents_done {
-            order.push(var);
+            order.push(node);
             continue;
         }
-        if !var.requires_grad() || !visited.insert(var.id()) {
+        if !node.requires_grad.get() || !visited.insert(node.id) {
             continue;
         }
-        stack.push((var.clone(), true));
-        for parent in var.0.parents.iter().rev() {
-            if parent.requires_grad() && !visited.contains(&parent.id()) {
-                stack.push((parent.clone(), false));
+        stack.push((Rc::clone(&node), true));
+        for parent in node.parents.borrow().iter().rev() {
+            if parent.requires_grad.get() && !visited.contains(&parent.id) {
+                stack.push((Rc::clone(parent), false));
             }
         }
     }
@@ -68,8 +69,9 @@ fn topological_order(root: &Var) -> Vec<Var> {
 impl Var {
     /// Back-propagates from this scalar (one-element) variable and returns the gradients of the leaves it depends on.
     ///
-    /// The backward rules run once: afterwards the graph below `self` holds no saved tensors, and a second call
-    /// through the same nodes is an error (run the forward again).
+    /// The backward rules run once, each followed by dropping what it saved and its links to its parents, so memory
+    /// falls as the walk proceeds; afterwards the graph below `self` is gone, and a second call through the same
+    /// nodes is an error (run the forward again).
     pub fn backward(&self) -> Result<Gradients> {
         let value = self.tensor();
         if value.numel() != 1 {
@@ -87,41 +89,44 @@ impl Var {
             Tensor::ones(value.shape(), value.dtype(), value.device())?,
         );
         let mut leaves = Gradients::default();
-        for var in topological_order(self).iter().rev() {
-            let Some(grad) = pending.remove(&var.id()) else {
+        // Consumed from the end, so each node is released as soon as it has been processed.
+        let mut order = topological_order(&self.node);
+        while let Some(node) = order.pop() {
+            let Some(grad) = pending.remove(&node.id) else {
                 continue;
             };
-            if var.is_leaf() {
-                leaves.by_id.insert(var.id(), grad);
+            if node.leaf {
+                leaves.by_id.insert(node.id, grad);
                 continue;
             }
-            let rule = var.0.backward.borrow_mut().take().ok_or_else(|| {
+            let rule = node.backward.borrow_mut().take().ok_or_else(|| {
                 Error::argument(
                     "backward",
                     "this graph was already back-propagated and its saved tensors freed; run the forward again",
                 )
             })?;
             let parent_grads = rule(&grad)?;
-            for (parent, g) in var.0.parents.iter().zip(parent_grads) {
+            let parents = std::mem::take(&mut *node.parents.borrow_mut());
+            for (parent, g) in parents.iter().zip(parent_grads) {
                 let Some(g) = g else { continue };
-                if !parent.requires_grad() {
+                if !parent.requires_grad.get() {
                     continue;
                 }
-                if g.shape() != parent.shape() {
+                if g.shape() != parent.shape.as_slice() {
                     return Err(Error::shape(
                         "backward",
                         format!(
                             "a rule produced a gradient of shape {:?} for an input of shape {:?}",
                             g.shape(),
-                            parent.shape()
+                            parent.shape
                         ),
                     ));
                 }
-                let total = match pending.remove(&parent.id()) {
+                let total = match pending.remove(&parent.id) {
                     Some(acc) => acc.add(&g)?,
                     None => g,
                 };
-                pending.insert(parent.id(), total);
+                pending.insert(parent.id, total);
             }
         }
         Ok(leaves)

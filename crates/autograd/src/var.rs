@@ -1,6 +1,6 @@
 //! The graph: variables, their nodes, and the switch that turns recording off.
 
-use diffuse_tensor::{Result, Tensor};
+use diffuse_tensor::{Error, Result, Tensor};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,25 +9,38 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// to that parent).
 pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>>>;
 
+/// A variable's place in the graph. It does not hold the variable's value: an output lives only while user code
+/// holds its [`Var`] or a backward rule saved it, so outputs that no rule needs are freed as soon as the forward
+/// code drops them.
 pub(crate) struct Node {
     pub id: usize,
-    pub value: Tensor,
-    pub requires_grad: bool,
-    pub parents: Vec<Var>,
+    /// Made by [`Var::leaf`] or [`Var::constant`] (not by an operation).
+    pub leaf: bool,
+    /// Fixed for nodes made by operations; switchable on leaves (freezing a parameter).
+    pub requires_grad: Cell<bool>,
+    /// The shape of the value, which the gradient arriving here must have.
+    pub shape: Vec<usize>,
+    /// Emptied when backward has run this node's rule, so that the nodes above can be freed as the walk goes.
+    pub parents: RefCell<Vec<Rc<Node>>>,
     /// Taken (and so dropped, with everything it saved) when backward runs it.
     pub backward: RefCell<Option<BackwardFn>>,
 }
 
-/// A tensor in the autograd graph. Cloning shares the node.
+/// A tensor in the autograd graph: its value and its node. Cloning shares both.
 #[derive(Clone)]
-pub struct Var(pub(crate) Rc<Node>);
+pub struct Var {
+    value: Tensor,
+    pub(crate) node: Rc<Node>,
+}
 
 impl std::fmt::Debug for Var {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "Var{{id: {}, {:?}, requires_grad: {}}}",
-            self.0.id, self.0.value, self.0.requires_grad
+            self.node.id,
+            self.value,
+            self.node.requires_grad.get()
         )
     }
 }
@@ -60,16 +73,21 @@ impl Var {
     fn new(
         value: Tensor,
         requires_grad: bool,
-        parents: Vec<Var>,
+        parents: Vec<Rc<Node>>,
         backward: Option<BackwardFn>,
     ) -> Var {
-        Var(Rc::new(Node {
+        let node = Node {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            value,
-            requires_grad,
-            parents,
+            leaf: backward.is_none(),
+            requires_grad: Cell::new(requires_grad),
+            shape: value.shape().to_vec(),
+            parents: RefCell::new(parents),
             backward: RefCell::new(backward),
-        }))
+        };
+        Var {
+            value,
+            node: Rc::new(node),
+        }
     }
 
     /// A variable whose gradient [`Var::backward`] reports: a parameter or an input being differentiated.
@@ -90,7 +108,7 @@ impl Var {
         backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
     ) -> Var {
         if is_grad_enabled() && parents.iter().any(|p| p.requires_grad()) {
-            let parents = parents.iter().map(|&p| p.clone()).collect();
+            let parents = parents.iter().map(|p| Rc::clone(&p.node)).collect();
             Var::new(value, true, parents, Some(Box::new(backward)))
         } else {
             Var::constant(value)
@@ -99,28 +117,42 @@ impl Var {
 
     /// The same value as a constant: gradients stop here.
     pub fn detach(&self) -> Var {
-        Var::constant(self.0.value.clone())
+        Var::constant(self.value.clone())
     }
 
     pub fn tensor(&self) -> &Tensor {
-        &self.0.value
+        &self.value
     }
 
     pub fn shape(&self) -> &[usize] {
-        self.0.value.shape()
+        self.value.shape()
     }
 
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad
+        self.node.requires_grad.get()
+    }
+
+    /// Turns gradient tracking of a leaf on or off: operations recorded afterwards see the new setting, so a leaf
+    /// switched off (a frozen parameter) gets no gradient and costs the backward pass nothing. The result of an
+    /// operation keeps the setting it was made with (an error).
+    pub fn set_requires_grad(&self, requires_grad: bool) -> Result<()> {
+        if !self.is_leaf() {
+            return Err(Error::argument(
+                "set_requires_grad",
+                "only a leaf can be switched; this variable is the result of an operation (detach it first)",
+            ));
+        }
+        self.node.requires_grad.set(requires_grad);
+        Ok(())
     }
 
     /// True for variables made by [`Var::leaf`] (their gradients are what [`Var::backward`] returns).
     pub fn is_leaf(&self) -> bool {
-        self.0.parents.is_empty()
+        self.node.leaf
     }
 
     /// A number unique to this variable's node, the key of its gradient.
     pub fn id(&self) -> usize {
-        self.0.id
+        self.node.id
     }
 }

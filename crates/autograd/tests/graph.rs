@@ -89,3 +89,31 @@ fn a_deep_chain_back_propagates_without_overflowing_the_stack() {
     let g = y.sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), vec![1.0]);
 }
+
+#[test]
+fn a_leaf_switched_off_gets_no_gradient_until_switched_back_on() {
+    let (a, b) = (Var::leaf(randn(&[3], 1)), Var::leaf(randn(&[3], 2)));
+    a.set_requires_grad(false).unwrap();
+    assert!(!a.requires_grad());
+    let g = a.mul(&b).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&a).is_none());
+    assert_eq!(
+        g.get(&b).unwrap().to_vec().unwrap(),
+        a.tensor().to_vec().unwrap()
+    );
+    // Nothing needs a gradient: the product is a constant and backward has nothing to walk.
+    b.set_requires_grad(false).unwrap();
+    assert!(!a.mul(&b).unwrap().requires_grad());
+    a.set_requires_grad(true).unwrap();
+    let g = a.mul(&b).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        g.get(&a).unwrap().to_vec().unwrap(),
+        b.tensor().to_vec().unwrap()
+    );
+    let err = a
+        .mul_scalar(2.0)
+        .unwrap()
+        .set_requires_grad(false)
+        .unwrap_err();
+    assert!(err.to_string().contains("only a leaf"), "{err}");
+}

@@ -55,6 +55,13 @@ fn gelu_gradient_at_zero_is_one_half() {
 }
 
 #[test]
+fn dropout_with_a_fixed_mask_matches_finite_differences() {
+    // A fixed (seed, offset) fixes the mask, so dropout is a linear function of x that the check can probe.
+    let x = randn(&[4, 6], 9);
+    check_gradients(&[&x], |v| v[0].dropout(0.4, 17, 3));
+}
+
+#[test]
 fn sum_and_mean_over_axes_match_finite_differences() {
     let x = randn(&[2, 3, 4], 8);
     check_gradients(&[&x], |v| v[0].sum(&[0, 2], false));

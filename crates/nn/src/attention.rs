@@ -10,7 +10,8 @@
 //!
 //! The channel-first feature map is read as tokens through a transposed view, which the GEMM takes by strides, and
 //! the output projection is computed as `Wo·oᵀ`, which lands directly in channel-first order: the only copies are
-//! the head split before the attention kernel and the head merge after it (none with one head).
+//! the head split before the attention kernel and the head merge after it (none with one head). The token view and
+//! the attention core are shared with [`crate::CrossAttention`], which takes keys and values from a context instead.
 
 use crate::layers::{GroupNorm, Linear, Module};
 use crate::store::Path;
@@ -62,46 +63,72 @@ impl SpatialSelfAttention {
 
     /// `x` (N, C, H, W) → same shape.
     pub fn forward(&self, x: &Var) -> Result<Var> {
-        let &[n, c, h, w] = x.shape() else {
-            return Err(Error::shape(
-                "SpatialSelfAttention",
-                format!("expects an (N, C, H, W) input, got {:?}", x.shape()),
-            ));
-        };
-        let (len, heads, d) = (h * w, self.heads, self.head_dim);
-        // (N, C, L) viewed as (N, L, C): the GEMM reads the transpose by strides.
-        let tokens = self
-            .group_norm
-            .forward(x)?
-            .reshape(&[n, c, len])?
-            .transpose(1, 2)?;
-        let split_heads = |proj: &Linear| -> Result<Var> {
-            let y = proj.forward(&tokens)?; // (N, L, inner)
-            if heads == 1 {
-                return Ok(y);
-            }
-            y.reshape(&[n, len, heads, d])?
-                .permute(&[0, 2, 1, 3])?
-                .reshape(&[n * heads, len, d])
-        };
-        let (q, k, v) = (
-            split_heads(&self.to_q)?,
-            split_heads(&self.to_k)?,
-            split_heads(&self.to_v)?,
-        );
-        let o = q.attention(&k, &v, 1.0 / (d as f32).sqrt())?;
-        let o = if heads == 1 {
-            o
-        } else {
-            o.reshape(&[n, heads, len, d])?
-                .permute(&[0, 2, 1, 3])?
-                .reshape(&[n, len, heads * d])?
-        };
-        // Wo·oᵀ + bo: (C, inner) × (N, inner, L) → (N, C, L), already channel-first.
-        let mut y = self.to_out.weight.matmul(&o.transpose(1, 2)?)?;
-        if let Some(b) = &self.to_out.bias {
-            y = y.add(&b.reshape(&[c, 1])?)?;
-        }
+        let (tokens, [n, c, h, w]) =
+            feature_map_tokens("SpatialSelfAttention", &self.group_norm, x)?;
+        let projections = [&self.to_q, &self.to_k, &self.to_v, &self.to_out];
+        let y = multi_head_attention(&tokens, &tokens, projections, self.heads, self.head_dim)?;
         y.reshape(&[n, c, h, w])?.add(x)
     }
+}
+
+/// The group-normalised feature map `x` (N, C, H, W) as N sequences of H·W tokens of size C, (N, H·W, C): a
+/// transposed view of the channel-first data, which the projections' GEMM reads by strides. Also returns the shape.
+pub(crate) fn feature_map_tokens(
+    op: &'static str,
+    group_norm: &GroupNorm,
+    x: &Var,
+) -> Result<(Var, [usize; 4])> {
+    let &[n, c, h, w] = x.shape() else {
+        return Err(Error::shape(
+            op,
+            format!("expects an (N, C, H, W) input, got {:?}", x.shape()),
+        ));
+    };
+    let tokens = group_norm
+        .forward(x)?
+        .reshape(&[n, c, h * w])?
+        .transpose(1, 2)?;
+    Ok((tokens, [n, c, h, w]))
+}
+
+/// Multi-head attention of the `queries` (N, Lq, C) over the `context` (N, Lk, D), through the projections
+/// `[to_q, to_k, to_v, to_out]`, returned channel-first as (N, C, Lq): `Wo·oᵀ + bo` lands in that order directly.
+pub(crate) fn multi_head_attention(
+    queries: &Var,
+    context: &Var,
+    [to_q, to_k, to_v, to_out]: [&Linear; 4],
+    heads: usize,
+    head_dim: usize,
+) -> Result<Var> {
+    let n = queries.shape()[0];
+    let split_heads = |proj: &Linear, input: &Var| -> Result<Var> {
+        let y = proj.forward(input)?; // (N, L, inner)
+        if heads == 1 {
+            return Ok(y);
+        }
+        let len = y.shape()[1];
+        y.reshape(&[n, len, heads, head_dim])?
+            .permute(&[0, 2, 1, 3])?
+            .reshape(&[n * heads, len, head_dim])
+    };
+    let (q, k, v) = (
+        split_heads(to_q, queries)?,
+        split_heads(to_k, context)?,
+        split_heads(to_v, context)?,
+    );
+    let o = q.attention(&k, &v, 1.0 / (head_dim as f32).sqrt())?;
+    let len = queries.shape()[1];
+    let o = if heads == 1 {
+        o
+    } else {
+        o.reshape(&[n, heads, len, head_dim])?
+            .permute(&[0, 2, 1, 3])?
+            .reshape(&[n, len, heads * head_dim])?
+    };
+    // Wo·oᵀ + bo: (C, inner) × (N, inner, Lq) → (N, C, Lq), already channel-first.
+    let mut y = to_out.weight.matmul(&o.transpose(1, 2)?)?;
+    if let Some(b) = &to_out.bias {
+        y = y.add(&b.reshape(&[b.shape()[0], 1])?)?;
+    }
+    Ok(y)
 }

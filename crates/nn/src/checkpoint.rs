@@ -1,4 +1,6 @@
-//! Saving and loading the parameters of a store as safetensors (f32, little-endian), by name.
+//! Saving and loading the parameters of a store as safetensors, by name, in f32, f16 or bf16 (little-endian; the
+//! header's dtype field says which). Parameters are always f32: saving in half precision rounds each value to the
+//! nearest representable one (ties to even), and loading widens exactly.
 //!
 //! Loading is strict: every parameter of the model must be in the file with its exact shape and no tensor of the file
 //! may be left over; the first disagreement is reported by name and nothing is written until all of them are checked.
@@ -7,7 +9,8 @@
 //! the target, so a failed save (full disk, killed process) leaves any previous checkpoint intact.
 
 use crate::store::ParamStore;
-use diffuse_tensor::{Error, Result, Tensor};
+use diffuse_tensor::{DType, Error, Result, Tensor};
+use half::{bf16, f16};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::fs::File;
 use std::io::Write;
@@ -18,24 +21,41 @@ fn io_error(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 impl ParamStore {
-    /// Writes every parameter under its name.
+    /// Writes every parameter under its name, in f32.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.save_as(path, DType::F32)
+    }
+
+    /// Writes every parameter under its name in `dtype` (f16 halves the file and keeps about 3 decimal digits
+    /// over ±65504; bf16 keeps the f32 range with about 2 digits).
+    pub fn save_as(&self, path: impl AsRef<Path>, dtype: DType) -> Result<()> {
         const OP: &str = "save";
         let path = path.as_ref();
+        let file_dtype = match dtype {
+            DType::F32 => Dtype::F32,
+            DType::F16 => Dtype::F16,
+            DType::BF16 => Dtype::BF16,
+        };
         let mut buffers = Vec::new();
         for (name, var) in self.params() {
-            let bytes: Vec<u8> = var
-                .tensor()
-                .to_vec()?
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect();
+            let values = var.tensor().to_vec()?;
+            let bytes: Vec<u8> = match dtype {
+                DType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                DType::F16 => values
+                    .iter()
+                    .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                    .collect(),
+                DType::BF16 => values
+                    .iter()
+                    .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+                    .collect(),
+            };
             buffers.push((name, var.shape().to_vec(), bytes));
         }
         let views = buffers
             .iter()
             .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
+                TensorView::new(file_dtype, shape.clone(), bytes)
                     .map(|v| (name.clone(), v))
                     .map_err(|e| io_error(OP, path, format!("{name}: {e}")))
             })
@@ -68,15 +88,6 @@ impl ParamStore {
                     ),
                 )
             })?;
-            if view.dtype() != Dtype::F32 {
-                return Err(Error::argument(
-                    OP,
-                    format!(
-                        "tensor '{name}' is {:?}; only F32 checkpoints are read",
-                        view.dtype()
-                    ),
-                ));
-            }
             if view.shape() != var.shape() {
                 return Err(Error::shape(
                     OP,
@@ -88,11 +99,31 @@ impl ParamStore {
                     ),
                 ));
             }
-            let data: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                Dtype::F16 => view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                other => {
+                    return Err(Error::argument(
+                        OP,
+                        format!(
+                        "tensor '{name}' is {other:?}; checkpoints are read in F32, F16 or BF16"
+                    ),
+                    ))
+                }
+            };
             values.push(Tensor::from_vec(data, var.shape(), var.tensor().device())?);
         }
         let mut extra: Vec<&String> = file
@@ -119,7 +150,7 @@ impl ParamStore {
 
 /// Writes `bytes` to `path` so that `path` holds either its old contents or all of `bytes`, never a part: a temporary
 /// file beside it is written and synced, then renamed over it (rename within a folder is atomic on POSIX and Windows).
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temporary_path(path)?;
     let written = File::create(&tmp).and_then(|mut file| {
         file.write_all(bytes)?;

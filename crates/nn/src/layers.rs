@@ -162,3 +162,12 @@ impl Module for SiLU {
         x.silu()
     }
 }
+
+/// x·Φ(x), the exact GELU (`torch.nn.GELU()` with `approximate='none'`), Φ the standard normal distribution.
+pub struct GELU;
+
+impl Module for GELU {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        x.gelu()
+    }
+}

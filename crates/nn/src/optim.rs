@@ -4,12 +4,17 @@
 //! safetensors file, `exp_avg.NAME` and `exp_avg_sq.NAME` per parameter (PyTorch's names for m and v) and the step in
 //! the file's metadata, so a resumed run continues exactly where it stopped.
 
+use crate::optim_state;
 use crate::store::ParamStore;
 use diffuse_autograd::{Gradients, Var};
-use diffuse_tensor::{AdamWConfig, Error, Result, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::HashMap;
+use diffuse_tensor::{AdamWConfig, Result, Tensor};
 use std::path::Path;
+
+/// An optimiser that updates its parameters in place from one backward pass's gradients ([`AdamW`],
+/// [`crate::Sgd`]); what [`crate::LossScaler::step`] steps.
+pub trait Optimizer {
+    fn step(&mut self, grads: &Gradients) -> Result<()>;
+}
 
 struct Slot {
     name: String,
@@ -77,11 +82,14 @@ impl AdamW {
         self.step
     }
 
-    /// One step on every parameter that has a gradient in `grads` (the others are left alone, as PyTorch skips
-    /// parameters whose gradient is `None`).
+    /// One step on every trainable parameter that has a gradient in `grads`; frozen parameters and those without
+    /// a gradient are left alone (PyTorch skips parameters whose gradient is `None`).
     pub fn step(&mut self, grads: &Gradients) -> Result<()> {
         self.step += 1;
         for slot in &self.slots {
+            if !slot.param.requires_grad() {
+                continue; // frozen, perhaps after these gradients were taken
+            }
             if let Some(g) = grads.get(&slot.param) {
                 slot.param
                     .tensor()
@@ -92,88 +100,34 @@ impl AdamW {
     }
 }
 
-fn state_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::argument("AdamW state", format!("{}: {e}", path.display()))
+impl Optimizer for AdamW {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        AdamW::step(self, grads)
+    }
 }
 
 impl AdamW {
+    fn buffers(&self) -> Vec<(String, &Tensor)> {
+        self.slots
+            .iter()
+            .flat_map(|s| {
+                [
+                    (format!("exp_avg.{}", s.name), &s.m),
+                    (format!("exp_avg_sq.{}", s.name), &s.v),
+                ]
+            })
+            .collect()
+    }
+
     /// Writes the step count and every moment buffer to the safetensors file `path`.
     pub fn save_state(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let mut buffers = Vec::with_capacity(2 * self.slots.len());
-        for slot in &self.slots {
-            for (kind, t) in [("exp_avg", &slot.m), ("exp_avg_sq", &slot.v)] {
-                let bytes: Vec<u8> = t.to_vec()?.iter().flat_map(|x| x.to_le_bytes()).collect();
-                buffers.push((format!("{kind}.{}", slot.name), t.shape().to_vec(), bytes));
-            }
-        }
-        let views = buffers
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| state_error(path, e))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let metadata = HashMap::from([("step".to_string(), self.step.to_string())]);
-        safetensors::serialize_to_file(views, &Some(metadata), path)
-            .map_err(|e| state_error(path, e))
+        optim_state::save("AdamW state", path.as_ref(), self.step, &self.buffers())
     }
 
     /// Restores the step count and every moment buffer from `path`, which must hold exactly this optimiser's
     /// buffers with their shapes; nothing changes unless all of them check.
     pub fn load_state(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| state_error(path, e))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| state_error(path, e))?;
-        let step: u64 = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("step"))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| state_error(path, "no integer 'step' in the metadata"))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| state_error(path, e))?;
-        if file.len() != 2 * self.slots.len() {
-            return Err(state_error(
-                path,
-                format!(
-                    "holds {} tensors but this optimiser has {} (two per parameter)",
-                    file.len(),
-                    2 * self.slots.len()
-                ),
-            ));
-        }
-        let mut values = Vec::with_capacity(2 * self.slots.len());
-        for slot in &self.slots {
-            for (kind, t) in [("exp_avg", &slot.m), ("exp_avg_sq", &slot.v)] {
-                let name = format!("{kind}.{}", slot.name);
-                let view = file
-                    .tensor(&name)
-                    .map_err(|_| state_error(path, format!("has no tensor '{name}'")))?;
-                if view.dtype() != Dtype::F32 || view.shape() != t.shape() {
-                    return Err(state_error(
-                        path,
-                        format!(
-                            "'{name}' is {:?} {:?}, expected F32 {:?}",
-                            view.dtype(),
-                            view.shape(),
-                            t.shape()
-                        ),
-                    ));
-                }
-                let data: Vec<f32> = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                values.push(Tensor::from_vec(data, t.shape(), t.device())?);
-            }
-        }
-        let targets = self.slots.iter().flat_map(|s| [&s.m, &s.v]);
-        for (t, value) in targets.zip(&values) {
-            t.assign(value)?;
-        }
-        self.step = step;
+        self.step = optim_state::load("AdamW state", path.as_ref(), &self.buffers())?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use diffuse_autograd::Var;
 use diffuse_tensor::{Device, Error, Result, Tensor};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 /// How a new parameter is filled.
@@ -31,6 +31,9 @@ impl Init {
 
 struct Inner {
     params: BTreeMap<String, Var>,
+    /// Parameters a store was made with ([`ParamStore::to_device`]) that no layer has registered yet: the first
+    /// registration of such a name takes the existing parameter instead of a new one.
+    unclaimed: BTreeSet<String>,
     device: Device,
     seed: u64,
     /// The next unused element of the Philox stream: each parameter draws its own range.
@@ -49,6 +52,7 @@ impl ParamStore {
         ParamStore {
             inner: Rc::new(RefCell::new(Inner {
                 params: BTreeMap::new(),
+                unclaimed: BTreeSet::new(),
                 device,
                 seed,
                 offset: 0,
@@ -96,8 +100,113 @@ impl ParamStore {
             .sum()
     }
 
+    /// The parameters whose name is `prefix` or starts with `prefix.` (every parameter for an empty prefix); an
+    /// error naming the prefix when there are none, which is almost always a typo.
+    fn matching(&self, op: &'static str, prefix: &str) -> Result<Vec<Var>> {
+        let inner = self.inner.borrow();
+        let found: Vec<Var> = inner
+            .params
+            .iter()
+            .filter(|(name, _)| {
+                prefix.is_empty()
+                    || name.as_str() == prefix
+                    || name
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        if found.is_empty() {
+            return Err(Error::argument(
+                op,
+                format!("no parameter is named '{prefix}' or lies under it"),
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Freezes every parameter under `prefix` (by whole name components: `down.1` covers `down.1.conv.weight`, not
+    /// `down.10.…`; the empty prefix covers all) and returns how many: a frozen parameter gets no gradient from
+    /// forward passes recorded afterwards, and the optimisers leave it alone.
+    pub fn freeze(&self, prefix: &str) -> Result<usize> {
+        self.set_trainable("freeze", prefix, false)
+    }
+
+    /// Undoes [`ParamStore::freeze`] for every parameter under `prefix`; returns how many.
+    pub fn unfreeze(&self, prefix: &str) -> Result<usize> {
+        self.set_trainable("unfreeze", prefix, true)
+    }
+
+    fn set_trainable(&self, op: &'static str, prefix: &str, trainable: bool) -> Result<usize> {
+        let params = self.matching(op, prefix)?;
+        for p in &params {
+            p.set_requires_grad(trainable)?;
+        }
+        Ok(params.len())
+    }
+
+    /// The parameters that are not frozen, with their names, sorted by name.
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        self.params()
+            .into_iter()
+            .filter(|(_, v)| v.requires_grad())
+            .collect()
+    }
+
+    /// A store on `device` holding a copy of every parameter under the same name, frozen where this one is, with
+    /// the same initialisation stream. Layers hold their parameters, so a model moves by being built again on the
+    /// new store's root: each layer's registration then takes the copied parameter of its name (which must have
+    /// the shape the layer asks for) instead of drawing a new one. A device this build cannot reach is the tensor
+    /// crate's error, and leaves nothing half-moved.
+    pub fn to_device(&self, device: Device) -> Result<ParamStore> {
+        let inner = self.inner.borrow();
+        let mut params = BTreeMap::new();
+        for (name, var) in &inner.params {
+            // A buffer of its own on `device` (to_device alone would share the buffer when nothing moves).
+            let t = var.tensor();
+            let copy = Tensor::zeros(t.shape(), t.dtype(), device)?;
+            copy.assign(&t.to_device(device)?)?;
+            let moved = Var::leaf(copy);
+            moved.set_requires_grad(var.requires_grad())?;
+            params.insert(name.clone(), moved);
+        }
+        Ok(ParamStore {
+            inner: Rc::new(RefCell::new(Inner {
+                unclaimed: params.keys().cloned().collect(),
+                params,
+                device,
+                seed: inner.seed,
+                offset: 0,
+            })),
+        })
+    }
+
+    /// The device new parameters are created on.
+    pub fn device(&self) -> Device {
+        self.inner.borrow().device
+    }
+
     fn create(&self, name: String, shape: &[usize], init: Init) -> Result<Var> {
         let mut inner = self.inner.borrow_mut();
+        if inner.unclaimed.contains(&name) {
+            let var = inner.params[&name].clone();
+            if var.shape() != shape {
+                return Err(Error::shape(
+                    "ParamStore",
+                    format!(
+                        "parameter '{name}' exists with shape {:?} but the layer asks for {shape:?}",
+                        var.shape()
+                    ),
+                ));
+            }
+            inner.unclaimed.remove(&name);
+            // Advance the stream as a fresh draw would, so that parameters the copy lacks get the values they
+            // would have had.
+            if matches!(init, Init::Uniform { .. } | Init::Normal { .. }) {
+                inner.offset += var.tensor().numel() as u64;
+            }
+            return Ok(var);
+        }
         if inner.params.contains_key(&name) {
             return Err(Error::argument(
                 "ParamStore",

@@ -2,7 +2,7 @@
 //! is refused with the offending tensor named, before anything is overwritten.
 
 use diffuse_nn::{Linear, ParamStore};
-use diffuse_tensor::Device;
+use diffuse_tensor::{DType, Device};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::PathBuf;
 
@@ -114,12 +114,12 @@ fn load_refuses_a_truncated_file_and_changes_nothing() {
 #[test]
 fn load_refuses_a_tensor_of_another_dtype_naming_it() {
     let (store, _) = model(1, 2);
-    let weight = vec![0u8; 2 * 3 * 2];
+    let weight = vec![0u8; 2 * 3 * 8];
     let bias = vec![0u8; 2 * 4];
     let views = vec![
         (
             "proj.weight",
-            TensorView::new(Dtype::F16, vec![2, 3], &weight).unwrap(),
+            TensorView::new(Dtype::F64, vec![2, 3], &weight).unwrap(),
         ),
         (
             "proj.bias",
@@ -128,13 +128,102 @@ fn load_refuses_a_tensor_of_another_dtype_naming_it() {
     ];
     let bytes = safetensors::serialize(views, &None).unwrap();
     let msg = store
-        .load_bytes(&bytes, std::path::Path::new("half.safetensors"))
+        .load_bytes(&bytes, std::path::Path::new("double.safetensors"))
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("'proj.weight'") && msg.contains("F16"),
+        msg.contains("'proj.weight'") && msg.contains("F64"),
         "{msg}"
     );
+}
+
+#[test]
+fn half_precision_checkpoints_round_trip_within_the_dtype_epsilon() {
+    // Saving rounds each f32 to the nearest value of the format, loading widens exactly, so the loaded value is
+    // bit for bit `from_f32(x).to_f32()`, and |loaded − x| ≤ u·|x| + s/2 with u the unit roundoff (f16: 2⁻¹¹,
+    // bf16: 2⁻⁸) and s the smallest subnormal spacing (f16: 2⁻²⁴; bf16 shares f32's range, so none here).
+    let (store, lin) = model(5, 4);
+    let original: Vec<Vec<f32>> = store
+        .params()
+        .iter()
+        .map(|(_, v)| v.tensor().to_vec().unwrap())
+        .collect();
+    type Round = fn(f32) -> f32;
+    let cases: [(DType, Dtype, Round, f32, f32); 3] = [
+        (
+            DType::F16,
+            Dtype::F16,
+            |x| half::f16::from_f32(x).to_f32(),
+            2f32.powi(-11),
+            2f32.powi(-25),
+        ),
+        (
+            DType::BF16,
+            Dtype::BF16,
+            |x| half::bf16::from_f32(x).to_f32(),
+            2f32.powi(-8),
+            0.0,
+        ),
+        (DType::F32, Dtype::F32, |x| x, 0.0, 0.0),
+    ];
+    for (dtype, file_dtype, round, u, half_spacing) in cases {
+        let path = temp_file(&format!("round-trip-{dtype}"));
+        store.save_as(&path, dtype).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (name, _) in store.params() {
+            assert_eq!(file.tensor(&name).unwrap().dtype(), file_dtype, "{name}");
+        }
+        let (other, _) = model(6, 4);
+        other.load(&path).unwrap();
+        for ((name, v), x) in other.params().iter().zip(&original) {
+            for (&got, &x) in v.tensor().to_vec().unwrap().iter().zip(x) {
+                assert_eq!(got.to_bits(), round(x).to_bits(), "{dtype} {name}");
+                assert!(
+                    (got - x).abs() <= u * x.abs() + half_spacing,
+                    "{dtype} {name}: {got} vs {x}"
+                );
+            }
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+    // A value f16 cannot hold (beyond ±65504) saves as infinity, as PyTorch's .half() does; bf16 keeps it.
+    lin.bias
+        .as_ref()
+        .unwrap()
+        .tensor()
+        .assign(
+            &diffuse_tensor::Tensor::from_slice(&[1e5, -3.0, 0.5, 1e-6], &[4], Device::Cpu)
+                .unwrap(),
+        )
+        .unwrap();
+    let path = temp_file("f16-overflow");
+    store.save_as(&path, DType::F16).unwrap();
+    let (other, other_lin) = model(6, 4);
+    other.load(&path).unwrap();
+    let bias = other_lin.bias.as_ref().unwrap().tensor().to_vec().unwrap();
+    assert_eq!(bias[0], f32::INFINITY);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn half_precision_files_that_do_not_fit_are_refused_naming_the_tensor() {
+    let (store, _) = model(1, 2);
+    let path = temp_file("bf16-mismatch");
+    store.save_as(&path, DType::BF16).unwrap();
+    let (wider, _) = model(1, 3);
+    let msg = wider.load(&path).unwrap_err().to_string();
+    assert!(msg.contains("'proj.bias'") && msg.contains("[3]"), "{msg}");
+    let extra = ParamStore::new(0, Device::Cpu);
+    Linear::new(&extra.root().sub("proj"), 3, 2, true).unwrap();
+    Linear::new(&extra.root().sub("head"), 2, 1, false).unwrap();
+    let msg = extra.load(&path).unwrap_err().to_string();
+    assert!(msg.contains("'head.weight'"), "{msg}");
+    let fewer = ParamStore::new(0, Device::Cpu);
+    Linear::new(&fewer.root().sub("proj"), 3, 2, false).unwrap();
+    let msg = fewer.load(&path).unwrap_err().to_string();
+    assert!(msg.contains("proj.bias"), "{msg}");
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]

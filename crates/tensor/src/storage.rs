@@ -514,6 +514,22 @@ impl Storage {
             }),
         }
     }
+    /// One fused SGD-with-momentum step on `self` (the parameters) in place, with momentum buffer `velocity`.
+    pub fn sgd_momentum_step(
+        &mut self,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        grad: &Storage,
+        velocity: &mut Storage,
+    ) -> Result<()> {
+        match (self, grad, velocity) {
+            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(b)) => {
+                cpu::sgd_momentum_step(lr, momentum, weight_decay, p, g, b)
+            }
+        }
+    }
+
     /// Overwrites this whole buffer with the elements of `src` under `layout` (the caller checked the counts agree).
     pub fn assign(&mut self, src: &Storage, layout: &Layout) -> Result<()> {
         let device = self.device();

@@ -379,6 +379,46 @@ fn adamw_step_refuses_aliased_buffers_and_views() {
 }
 
 #[test]
+fn sgd_momentum_step_updates_parameter_and_velocity_in_place_like_the_kernel() {
+    let (lr, momentum, wd) = (0.05, 0.9, 0.01);
+    let p = seq(&[2, 3], 30).contiguous().unwrap();
+    let g = seq(&[3, 2], 31).transpose(0, 1).unwrap();
+    let b = Tensor::zeros(&[2, 3], DType::F32, CPU).unwrap();
+    let (mut pw, gw, mut bw) = (p.to_vec().unwrap(), g.to_vec().unwrap(), vec![0.0; 6]);
+    for _ in 0..3 {
+        p.sgd_momentum_step(&g, &b, lr, momentum, wd).unwrap();
+        k::adamw::sgd_momentum_step(lr, momentum, wd, &mut pw, &gw, &mut bw).unwrap();
+    }
+    assert_eq!(p.to_vec().unwrap(), pw);
+    assert_eq!(b.to_vec().unwrap(), bw);
+}
+
+#[test]
+fn sgd_momentum_step_refuses_aliased_buffers_views_and_other_shapes() {
+    let p = seq(&[4], 1).contiguous().unwrap();
+    let b = Tensor::zeros(&[4], DType::F32, CPU).unwrap();
+    let msg = p
+        .sgd_momentum_step(&b, &b, 0.1, 0.9, 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("grad and velocity share one buffer"), "{msg}");
+    let msg = p
+        .sgd_momentum_step(&seq(&[3], 2), &b, 0.1, 0.9, 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("sgd_momentum_step") && msg.contains("grad has shape [3]"),
+        "{msg}"
+    );
+    let big = seq(&[8], 4);
+    let msg = p
+        .sgd_momentum_step(&seq(&[4], 2), &big.narrow(0, 2, 4).unwrap(), 0.1, 0.9, 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("velocity is a view"), "{msg}");
+}
+
+#[test]
 fn assign_overwrites_in_place_from_a_strided_source() {
     let target = Tensor::zeros(&[2, 3], DType::F32, CPU).unwrap();
     let alias = target.clone();

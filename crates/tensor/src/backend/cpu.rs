@@ -556,6 +556,30 @@ pub fn adamw_step(
     Ok(())
 }
 
+/// One fused SGD-with-momentum step on f32 buffers, in place.
+pub fn sgd_momentum_step(
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    param: &mut CpuStorage,
+    grad: &CpuStorage,
+    velocity: &mut CpuStorage,
+) -> Result<()> {
+    let not_f32 = |what: &str, d: DType| {
+        crate::Error::argument(
+            "sgd_momentum_step",
+            format!("{what} is {d}; the optimiser updates f32 buffers only"),
+        )
+    };
+    let (pd, bd) = (param.dtype(), velocity.dtype());
+    let p = param.as_f32_mut().ok_or_else(|| not_f32("param", pd))?;
+    let b = velocity
+        .as_f32_mut()
+        .ok_or_else(|| not_f32("velocity", bd))?;
+    adamw::sgd_momentum_step(lr, momentum, weight_decay, p, &grad.to_f32(), b)?;
+    Ok(())
+}
+
 /// Overwrites the whole of `dst` with the elements of `src` under `layout` (same count), in `dst`'s dtype.
 pub fn assign(dst: &mut CpuStorage, src: &CpuStorage, layout: &Layout) -> Result<()> {
     *dst = copy_contiguous(src, layout, dst.dtype())?;

@@ -1,4 +1,5 @@
-//! In-place updates of parameter tensors: the fused AdamW step, and assignment (loading a checkpoint).
+//! In-place updates of parameter tensors: the fused AdamW and SGD-with-momentum steps, and assignment (loading a
+//! checkpoint).
 //!
 //! An update rewrites the parameter and its moment buffers where they lie, so each must own its whole buffer
 //! (contiguous, no offset, no other view sharing it with a different layout) and none may share a buffer with
@@ -19,54 +20,33 @@ impl Tensor {
         cfg: &AdamWConfig,
         step: u64,
     ) -> Result<()> {
-        const OP: &str = "adamw_step";
-        let named = [("param", self), ("grad", grad), ("m", m), ("v", v)];
-        for (what, t) in named {
-            self.check_compatible(OP, t)?;
-            if t.shape() != self.shape() {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "{what} has shape {:?} but the parameter has {:?}",
-                        t.shape(),
-                        self.shape()
-                    ),
-                ));
-            }
-        }
-        if self.dtype() != DType::F32 {
-            return Err(Error::argument(
-                OP,
-                format!(
-                    "the parameter is {}; only f32 parameters are updated in place",
-                    self.dtype()
-                ),
-            ));
-        }
-        for (what, t) in [("param", self), ("m", m), ("v", v)] {
-            if !t.owns_whole_buffer() {
-                return Err(Error::argument(
-                    OP,
-                    format!("{what} is a view into a larger or reordered buffer; an in-place update needs a contiguous tensor that owns its storage"),
-                ));
-            }
-        }
-        for (i, (a_name, a)) in named.iter().enumerate() {
-            for (b_name, b) in &named[i + 1..] {
-                if a.same_storage(b) {
-                    return Err(Error::argument(
-                        OP,
-                        format!("{a_name} and {b_name} share one buffer; an in-place update would read what it has already written"),
-                    ));
-                }
-            }
-        }
-        let grad = grad.contiguous()?;
+        let grad =
+            check_in_place_update("adamw_step", [("param", self), ("m", m), ("v", v)], grad)?;
         let (mut p, mut ms, mut vs) = (self.storage_mut(), m.storage_mut(), v.storage_mut());
         let g = grad.storage();
         p.adamw_step(cfg, step, &g, &mut ms, &mut vs)
     }
 
+    /// One fused SGD-with-momentum step (PyTorch semantics: dampening 0, no Nesterov, weight decay added to the
+    /// gradient) on `self`, the parameter, in place, with gradient `grad` and the momentum buffer `velocity`, updated
+    /// in place too. A zeroed `velocity` makes the first step store `grad`, PyTorch's first-step buffer.
+    pub fn sgd_momentum_step(
+        &self,
+        grad: &Tensor,
+        velocity: &Tensor,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+    ) -> Result<()> {
+        let grad = check_in_place_update(
+            "sgd_momentum_step",
+            [("param", self), ("velocity", velocity)],
+            grad,
+        )?;
+        let (mut p, mut b) = (self.storage_mut(), velocity.storage_mut());
+        let g = grad.storage();
+        p.sgd_momentum_step(lr, momentum, weight_decay, &g, &mut b)
+    }
     /// Overwrites the values of `self` in place with those of `src` (same shape; any layout, dtype converted), so that
     /// every holder of `self` sees the new values.
     pub fn assign(&self, src: &Tensor) -> Result<()> {
@@ -105,4 +85,58 @@ impl Tensor {
     fn owns_whole_buffer(&self) -> bool {
         self.is_contiguous() && self.layout().offset() == 0 && self.storage().len() == self.numel()
     }
+}
+
+/// The checks every fused optimiser step makes before it writes: the gradient and the `state` tensors (the parameter
+/// first, then its buffers) agree in device, dtype and shape with the parameter, the parameter is f32, each state
+/// tensor owns its whole buffer and no two of the tensors share one. Returns the gradient in contiguous form.
+fn check_in_place_update<const N: usize>(
+    op: &'static str,
+    state: [(&str, &Tensor); N],
+    grad: &Tensor,
+) -> Result<Tensor> {
+    let param = state[0].1;
+    let mut named = vec![state[0], ("grad", grad)];
+    named.extend_from_slice(&state[1..]);
+    for &(what, t) in &named {
+        param.check_compatible(op, t)?;
+        if t.shape() != param.shape() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{what} has shape {:?} but the parameter has {:?}",
+                    t.shape(),
+                    param.shape()
+                ),
+            ));
+        }
+    }
+    if param.dtype() != DType::F32 {
+        return Err(Error::argument(
+            op,
+            format!(
+                "the parameter is {}; only f32 parameters are updated in place",
+                param.dtype()
+            ),
+        ));
+    }
+    for (what, t) in state {
+        if !t.owns_whole_buffer() {
+            return Err(Error::argument(
+                op,
+                format!("{what} is a view into a larger or reordered buffer; an in-place update needs a contiguous tensor that owns its storage"),
+            ));
+        }
+    }
+    for (i, (a_name, a)) in named.iter().enumerate() {
+        for (b_name, b) in &named[i + 1..] {
+            if a.same_storage(b) {
+                return Err(Error::argument(
+                    op,
+                    format!("{a_name} and {b_name} share one buffer; an in-place update would read what it has already written"),
+                ));
+            }
+        }
+    }
+    grad.contiguous()
 }
