@@ -514,7 +514,8 @@ impl Storage {
             }),
         }
     }
-    /// One fused SGD-with-momentum step on `self` (the parameters) in place, with momentum buffer `velocity`.
+
+    /// One SGD-with-momentum step on `self` (the parameters) in place, with momentum buffer `velocity`.
     pub fn sgd_momentum_step(
         &mut self,
         lr: f32,
@@ -523,10 +524,20 @@ impl Storage {
         grad: &Storage,
         velocity: &mut Storage,
     ) -> Result<()> {
+        same_device("sgd_momentum_step", [&*self, grad, &*velocity])?;
+        let device = self.device();
         match (self, grad, velocity) {
             (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(b)) => {
                 cpu::sgd_momentum_step(lr, momentum, weight_decay, p, g, b)
             }
+            (Storage::Cuda(p), Storage::Cuda(g), Storage::Cuda(b)) => {
+                cuda::sgd_momentum_step(lr, momentum, weight_decay, p, g, b)
+            }
+            (_, other, _) => Err(Error::DeviceMismatch {
+                op: "sgd_momentum_step",
+                lhs: device,
+                rhs: other.device(),
+            }),
         }
     }
 

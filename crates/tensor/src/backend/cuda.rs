@@ -796,6 +796,27 @@ pub fn adamw_step(
     Ok(())
 }
 
+/// One SGD-with-momentum step in place (PyTorch: `g ← g + wd·p`, `b ← μ·b + g`, `p ← p − lr·b`), composed of the
+/// element-wise kernels (an optimiser step is a small share of a training step; AdamW has its own fused kernel).
+pub fn sgd_momentum_step(
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    param: &mut CudaStorage,
+    grad: &CudaStorage,
+    velocity: &mut CudaStorage,
+) -> Result<()> {
+    let flat = Layout::contiguous(&[param.len()])?;
+    let decayed = unary(param, &flat, UnaryOp::Affine(weight_decay, 0.0))?;
+    let g = binary(grad, &flat, &decayed, &flat, BinaryOp::Add)?;
+    let carried = unary(velocity, &flat, UnaryOp::Affine(momentum, 0.0))?;
+    let b = binary(&carried, &flat, &g, &flat, BinaryOp::Add)?;
+    let step = unary(&b, &flat, UnaryOp::Affine(-lr, 0.0))?;
+    let p = binary(param, &flat, &step, &flat, BinaryOp::Add)?;
+    assign(velocity, &b, &flat)?;
+    assign(param, &p, &flat)
+}
+
 /// Overwrites the whole of `dst` with the elements of `src` under `layout` (same count).
 pub fn assign(dst: &mut CudaStorage, src: &CudaStorage, layout: &Layout) -> Result<()> {
     let strides = operand_strides(layout);
