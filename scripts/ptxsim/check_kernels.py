@@ -274,6 +274,49 @@ def check_conv2d():
         check_sum(f'conv {Bn,C,H,W,OC,KH,KW,s,p,d,g,bias}', mem.get_f32(py, len(want)), want, mags, cg*KH*KW)
 
 
+def check_conv2d_backward():
+    random.seed(13)
+    mod = Module(open(K+'conv2d_backward.ptx').read())
+    # (batch, C, H, W, OC, KH, KW, stride, padding, dilation, groups, splits): stride 2 without padding, dilation 2 with
+    # groups, a pointwise kernel, one channel; splits > 1 exercises the partial slabs and their ordered sum
+    for (Bn, C, H, W, OC, KH, KW, s, p, d, g, splits) in [(1, 1, 5, 4, 1, 3, 3, 1, 1, 1, 1, 1), (2, 4, 7, 6, 4, 3, 3, 2, 0, 1, 2, 3),
+                                                          (1, 2, 6, 5, 4, 3, 2, 1, 2, 2, 2, 2), (2, 3, 3, 3, 3, 1, 1, 2, 0, 1, 1, 1)]:
+        OH = (H + 2*p - d*(KH-1) - 1)//s + 1; OW = (W + 2*p - d*(KW-1) - 1)//s + 1
+        cg = C//g; ocg = OC//g; R = Bn*OH*OW; K_w = cg*KH*KW
+        X = [r32(random.uniform(-1,1)) for _ in range(Bn*C*H*W)]; Wt = [r32(random.uniform(-1,1)) for _ in range(OC*K_w)]
+        DY = [r32(random.uniform(-1,1)) for _ in range(Bn*OC*OH*OW)]
+        chunk = ((R + splits - 1)//splits + 7)//8*8; splits = (R + chunk - 1)//chunk
+        mem = Memory(); px = mem.alloc(4*len(X)); pw = mem.alloc(4*len(Wt)); pdy = mem.alloc(4*len(DY)); pdx = mem.alloc(4*len(X))
+        ppart = mem.alloc(4*splits*len(Wt)); pdw = mem.alloc(4*len(Wt)); pdb = mem.alloc(4*OC)
+        mem.put_f32(px, X); mem.put_f32(pw, Wt); mem.put_f32(pdy, DY)
+        mem.put_f32(pdx, [float('nan')]*len(X)); mem.put_f32(ppart, [float('nan')]*(splits*len(Wt)))
+        geo = [Bn, C, H, W, OC, KH, KW, s, p, d, g, OH, OW]
+        launch(mod, 'conv2d_backward_input', ((Bn*H*W+127)//128, (cg+127)//128, g), (256,1,1), [pdy, pw, pdx] + geo, mem)
+        launch(mod, 'conv2d_backward_weight', ((K_w+127)//128, (ocg+127)//128, g*splits), (256,1,1), [px, pdy, ppart] + geo + [splits, chunk], mem)
+        launch(mod, 'conv2d_sum_splits', (2,1,1), (64,1,1), [ppart, pdw, len(Wt), splits], mem)
+        launch(mod, 'conv2d_backward_bias', (OC,1,1), (256,1,1), [pdy, pdb, Bn, OC, OH*OW], mem)
+        terms_dx = [[] for _ in X]; terms_dw = [[] for _ in Wt]
+        for b in range(Bn):
+            for oc in range(OC):
+                gi = oc // ocg
+                for i in range(OH):
+                    for j in range(OW):
+                        dy = DY[((b*OC + oc)*OH + i)*OW + j]
+                        for ic in range(cg):
+                            for kh in range(KH):
+                                for kw in range(KW):
+                                    ih = i*s - p + kh*d; iw = j*s - p + kw*d
+                                    if 0 <= ih < H and 0 <= iw < W:
+                                        xi = ((b*C + gi*cg + ic)*H + ih)*W + iw; wi = ((oc*cg + ic)*KH + kh)*KW + kw
+                                        terms_dx[xi].append(Wt[wi]*dy); terms_dw[wi].append(X[xi]*dy)
+        tag = (Bn, C, H, W, OC, KH, KW, s, p, d, g, splits)
+        check_sum(f'conv dx {tag}', mem.get_f32(pdx, len(X)), [sum(t) for t in terms_dx], [sum(map(abs, t)) for t in terms_dx], ocg*KH*KW)
+        check_sum(f'conv dw {tag}', mem.get_f32(pdw, len(Wt)), [sum(t) for t in terms_dw], [sum(map(abs, t)) for t in terms_dw], R)
+        db = [sum(DY[(b*OC + oc)*OH*OW + e] for b in range(Bn) for e in range(OH*OW)) for oc in range(OC)]
+        dbm = [sum(abs(DY[(b*OC + oc)*OH*OW + e]) for b in range(Bn) for e in range(OH*OW)) for oc in range(OC)]
+        check_sum(f'conv db {tag}', mem.get_f32(pdb, OC), db, dbm, R)
+
+
 def check_attention():
     random.seed(9)
     mod = Module(open(K+'attention.ptx').read())
