@@ -324,7 +324,7 @@ def check_attention():
         scale = 1/math.sqrt(D)
         Q = [r32(random.uniform(-1,1)) for _ in range(BH*QL*D)]; Kt = [r32(random.uniform(-1,1)) for _ in range(BH*KL*D)]; V = [r32(random.uniform(-1,1)) for _ in range(BH*KL*D)]
         vis = lambda i, j: (not causal) or j + QL <= i + KL or j == 0
-        bias = [0.0 if vis((e//KL)%QL, e%KL) else -math.inf for e in range(BH*QL*KL)]
+        bias = [0.0 if vis(e//KL, e%KL) else -math.inf for e in range(QL*KL)]   # [QL, KL], shared by all heads
         mem = Memory(); pq = mem.alloc(4*len(Q)); pk = mem.alloc(4*len(Kt)); pv = mem.alloc(4*len(V)); pb = mem.alloc(4*len(bias)); po = mem.alloc(4*len(Q)); pl = mem.alloc(4*BH*QL)
         mem.put_f32(pq, Q); mem.put_f32(pk, Kt); mem.put_f32(pv, V); mem.put_f32(pb, bias)
         launch(mod, 'attention_forward', ((QL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, po, pl, int(causal), QL, KL, D, scale], mem)
@@ -338,6 +338,66 @@ def check_attention():
         got = mem.get_f32(po, len(wo)); gl = mem.get_f32(pl, len(wl))
         bad = [(i,g,w) for i,(g,w) in enumerate(zip(got+gl, wo+wl)) if not abs(g-w) <= 1e-5*max(1,abs(w))]
         print('attention', (BH,QL,KL,D,causal), 'bad', bad[:3]); assert not bad
+
+
+def attention_reference(BH, QL, KL, D, scale, Q, Kt, V, bias):
+    """f64 forward: the scores, P (0 rows where fully masked), out and lse of every head"""
+    S, P, O, L = [], [], [], []
+    for h in range(BH):
+        for i in range(QL):
+            sc = [sum(Q[(h*QL+i)*D+c]*Kt[(h*KL+j)*D+c] for c in range(D))*r32(scale) + bias[i*KL+j] for j in range(KL)]
+            m = max(sc)
+            if m == -math.inf:
+                P.append([0.0]*KL); O.append([0.0]*D); L.append(-math.inf); continue
+            e = [math.exp(x-m) for x in sc]; l = sum(e)
+            P.append([x/l for x in e]); L.append(m + math.log(l))
+            O.append([sum(P[-1][j]*V[(h*KL+j)*D+c] for j in range(KL)) for c in range(D)])
+    return P, O, L
+
+
+def check_attention_backward():
+    random.seed(15)
+    mod = Module(open(K+'attention_backward.ptx').read())
+    fwd = Module(open(K+'attention.ptx').read())
+    # ragged tiles (kv_len 40, q_len 37 against 32-row tiles and 8-warp blocks), D = 33 and 128 (all four lane slots),
+    # a causal mask, a fully masked query row (forward output 0, no gradient)
+    for (BH, QL, KL, D, mask) in [(1, 3, 5, 8, 'none'), (2, 37, 40, 33, 'causal'), (1, 4, 3, 128, 'row1')]:
+        scale = 1/math.sqrt(D)
+        rnd = lambda n: [r32(random.uniform(-1,1)) for _ in range(n)]
+        Q, Kt, V, G = rnd(BH*QL*D), rnd(BH*KL*D), rnd(BH*KL*D), rnd(BH*QL*D)
+        def vis(i, j):
+            if mask == 'causal': return j + QL <= i + KL or j == 0
+            if mask == 'row1': return i != 1
+            return True
+        bias = [0.0 if vis(e//KL, e%KL) else -math.inf for e in range(QL*KL)]
+        has_bias = int(mask != 'none')
+        mem = Memory(); al = lambda n: mem.alloc(4*n)
+        pq, pk, pv, pb, po, pl, pg = al(len(Q)), al(len(Kt)), al(len(V)), al(len(bias)), al(len(Q)), al(BH*QL), al(len(G))
+        pd, pdq, pdk, pdv = al(BH*QL), al(len(Q)), al(len(Kt)), al(len(V))
+        mem.put_f32(pq, Q); mem.put_f32(pk, Kt); mem.put_f32(pv, V); mem.put_f32(pb, bias); mem.put_f32(pg, G)
+        launch(fwd, 'attention_forward', ((QL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, po, pl, has_bias, QL, KL, D, scale], mem)
+        args = [has_bias, QL, KL, D, scale]
+        launch(mod, 'attention_backward_dq', ((QL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, po, pg, pl, pd, pdq] + args, mem)
+        launch(mod, 'attention_backward_dkv', ((KL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, pg, pl, pd, pdk, pdv] + args, mem)
+        P, O, L = attention_reference(BH, QL, KL, D, scale, Q, Kt, V, bias)
+        close(f'attention forward out {BH,QL,KL,D,mask}', mem.get_f32(po, len(Q)), [x for row in O for x in row])
+        wdq, wdk, wdv = [0.0]*len(Q), [0.0]*len(Kt), [0.0]*len(V)
+        for h in range(BH):
+            for i in range(QL):
+                r = h*QL + i
+                Dv = sum(G[r*D+c]*O[r][c] for c in range(D))
+                for j in range(KL):
+                    dp = sum(G[r*D+c]*V[(h*KL+j)*D+c] for c in range(D))
+                    ds = P[r][j]*(dp - Dv)
+                    for c in range(D):
+                        wdq[r*D+c] += scale*ds*Kt[(h*KL+j)*D+c]
+                        wdk[(h*KL+j)*D+c] += scale*ds*Q[r*D+c]
+                        wdv[(h*KL+j)*D+c] += P[r][j]*G[r*D+c]
+        # f32 sums of up to max(QL, KL) terms of size <= 1 after exps good to ~2^-21: 5e-5 of max(1, |want|)
+        tag = (BH, QL, KL, D, mask)
+        close(f'attention dq {tag}', mem.get_f32(pdq, len(Q)), wdq, 5e-5)
+        close(f'attention dk {tag}', mem.get_f32(pdk, len(Kt)), wdk, 5e-5)
+        close(f'attention dv {tag}', mem.get_f32(pdv, len(V)), wdv, 5e-5)
 
 
 def check_gemm_bf16():

@@ -24,11 +24,28 @@ pub enum Module {
     GemmF32,
     GemmBf16,
     Conv2d,
+    Conv2dBackward,
     Attention,
+    AttentionBackward,
 }
 
 impl Module {
-    pub const ALL: [Module; 3] = [Module::Philox, Module::Elementwise, Module::Noise];
+    /// Every module: [`Gpu::new`] loads each of them.
+    pub const ALL: [Module; 13] = [
+        Module::Philox,
+        Module::Elementwise,
+        Module::Noise,
+        Module::Adamw,
+        Module::Reduce,
+        Module::Softmax,
+        Module::GroupNorm,
+        Module::GemmF32,
+        Module::GemmBf16,
+        Module::Conv2d,
+        Module::Conv2dBackward,
+        Module::Attention,
+        Module::AttentionBackward,
+    ];
 
     /// The file name under `kernels/`.
     pub fn file(self) -> &'static str {
@@ -43,7 +60,9 @@ impl Module {
             Module::GemmF32 => "gemm_f32.ptx",
             Module::GemmBf16 => "gemm_bf16.ptx",
             Module::Conv2d => "conv2d.ptx",
+            Module::Conv2dBackward => "conv2d_backward.ptx",
             Module::Attention => "attention.ptx",
+            Module::AttentionBackward => "attention_backward.ptx",
         }
     }
 
@@ -60,7 +79,9 @@ impl Module {
             Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
             Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
             Module::Conv2d => include_str!("../../../kernels/conv2d.ptx"),
+            Module::Conv2dBackward => include_str!("../../../kernels/conv2d_backward.ptx"),
             Module::Attention => include_str!("../../../kernels/attention.ptx"),
+            Module::AttentionBackward => include_str!("../../../kernels/attention_backward.ptx"),
         }
     }
 }

@@ -1285,9 +1285,9 @@ fn attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias() 
                 let v_host = matrix(seed ^ 2, batch_heads * kv_len * head_dim, 1.0);
                 // causal: key j is visible to query i when j <= i + (kv_len - q_len), and row 0 always sees key 0
                 let visible = |i: usize, j: usize| !causal || j + q_len <= i + kv_len || j == 0;
-                let bias_host: Vec<f32> = (0..batch_heads * q_len * kv_len)
+                let bias_host: Vec<f32> = (0..q_len * kv_len)
                     .map(|e| {
-                        if visible((e / kv_len) % q_len, e % kv_len) {
+                        if visible(e / kv_len, e % kv_len) {
                             0.0
                         } else {
                             f32::NEG_INFINITY
