@@ -279,8 +279,12 @@ def check_conv2d_backward():
     mod = Module(open(K+'conv2d_backward.ptx').read())
     # (batch, C, H, W, OC, KH, KW, stride, padding, dilation, groups, splits): stride 2 without padding, dilation 2 with
     # groups, a pointwise kernel, one channel; splits > 1 exercises the partial slabs and their ordered sum
+    # stride 3 with padding 1 (phases with 1 or 2 taps per axis), stride 2 with dilation 2 (phases without taps: those
+    # pixels get dx = 0), and phases of 147 and 126 pixels (the second's block 1 leaves early)
     for (Bn, C, H, W, OC, KH, KW, s, p, d, g, splits) in [(1, 1, 5, 4, 1, 3, 3, 1, 1, 1, 1, 1), (2, 4, 7, 6, 4, 3, 3, 2, 0, 1, 2, 3),
-                                                          (1, 2, 6, 5, 4, 3, 2, 1, 2, 2, 2, 2), (2, 3, 3, 3, 3, 1, 1, 2, 0, 1, 1, 1)]:
+                                                          (1, 2, 6, 5, 4, 3, 2, 1, 2, 2, 2, 2), (2, 3, 3, 3, 3, 1, 1, 2, 0, 1, 1, 1),
+                                                          (1, 2, 8, 7, 2, 4, 3, 3, 1, 1, 1, 1), (1, 1, 7, 6, 2, 3, 3, 2, 2, 2, 1, 1),
+                                                          (3, 1, 14, 13, 1, 3, 3, 2, 1, 1, 1, 1)]:
         OH = (H + 2*p - d*(KH-1) - 1)//s + 1; OW = (W + 2*p - d*(KW-1) - 1)//s + 1
         cg = C//g; ocg = OC//g; R = Bn*OH*OW; K_w = cg*KH*KW
         X = [r32(random.uniform(-1,1)) for _ in range(Bn*C*H*W)]; Wt = [r32(random.uniform(-1,1)) for _ in range(OC*K_w)]
@@ -291,7 +295,7 @@ def check_conv2d_backward():
         mem.put_f32(px, X); mem.put_f32(pw, Wt); mem.put_f32(pdy, DY)
         mem.put_f32(pdx, [float('nan')]*len(X)); mem.put_f32(ppart, [float('nan')]*(splits*len(Wt)))
         geo = [Bn, C, H, W, OC, KH, KW, s, p, d, g, OH, OW]
-        launch(mod, 'conv2d_backward_input', ((Bn*H*W+127)//128, (cg+127)//128, g), (256,1,1), [pdy, pw, pdx] + geo, mem)
+        launch(mod, 'conv2d_backward_input', ((Bn*-(-H//s)*-(-W//s)+127)//128, (cg+127)//128, g*s*s), (256,1,1), [pdy, pw, pdx] + geo, mem)
         launch(mod, 'conv2d_backward_weight', ((K_w+127)//128, (ocg+127)//128, g*splits), (256,1,1), [px, pdy, ppart] + geo + [splits, chunk], mem)
         launch(mod, 'conv2d_sum_splits', (2,1,1), (64,1,1), [ppart, pdw, len(Wt), splits], mem)
         launch(mod, 'conv2d_backward_bias', (OC,1,1), (256,1,1), [pdy, pdb, Bn, OC, OH*OW], mem)

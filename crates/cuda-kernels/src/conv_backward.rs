@@ -59,7 +59,11 @@ fn geometry(op: &'static str, s: &Conv2dShape) -> Result<Geometry> {
         && fits(Some(s.in_w + s.padding))
         && fits(s.kernel_h.checked_mul(s.dilation))
         && fits(s.kernel_w.checked_mul(s.dilation))
-        && s.groups < 65536;
+        && fits(s.stride.checked_mul(s.dilation))
+        && s.stride
+            .checked_mul(s.stride)
+            .and_then(|phases| phases.checked_mul(s.groups))
+            .is_some_and(|z| z < 65536);
     if !within {
         return Err(KernelError::new(
             op,
@@ -95,7 +99,8 @@ fn geometry_args(s: &Conv2dShape, g: &Geometry) -> [Arg; 13] {
 }
 
 /// `grad_input = convᵀ(grad_output, weight)`: the gradient of [`crate::conv::conv2d_forward`] with respect to `x`,
-/// overwritten. `grad_output` is `[batch, out_channels, out_h, out_w]`, `weight` as in the forward.
+/// overwritten. `grad_output` is `[batch, out_channels, out_h, out_w]`, `weight` as in the forward. One GEMM per
+/// group and stride phase, each multiplying only the taps that reach its pixels.
 pub fn conv2d_backward_input(
     gpu: &Gpu,
     shape: &Conv2dShape,
@@ -124,7 +129,8 @@ pub fn conv2d_backward_input(
         grad_input.len(),
         s.batch * s.in_channels * s.in_h * s.in_w,
     )?;
-    let pixels = s.batch * s.in_h * s.in_w;
+    // the largest stride phase: ⌈H / s⌉·⌈W / s⌉ pixels per image
+    let pixels = s.batch * s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
     if pixels == 0 {
         return Ok(());
     }
@@ -143,7 +149,7 @@ pub fn conv2d_backward_input(
             grid: (
                 pixels.div_ceil(TILE) as u32,
                 g.cg.div_ceil(TILE) as u32,
-                s.groups as u32,
+                (s.groups * s.stride * s.stride) as u32,
             ),
             block: (THREADS, 1, 1),
             shared_bytes: 0,
