@@ -115,14 +115,14 @@ fn cpu_shape(s: &Conv2dShape) -> CpuConv2dShape {
     }
 }
 
-/// Random convolutions: batch 1..3, 1..4 groups of 1..4 input channels, 1..12 pixels a side (so batch H W crosses the
-/// 128-wide tile edge), 1x1 and 3x3 kernels, stride 1 and 2, padding 0..2, dilation 1 and 2.
+/// Random convolutions: batch 1..3, 1..3 groups of 1..4 input channels, 1..12 pixels a side (so batch H W crosses the
+/// 128-wide tile edge), 1x1 and 3x3 kernels, stride 1..3 (1, 4 or 9 stride phases), padding 0..2, dilation 1 and 2.
 fn conv_case() -> impl Strategy<Value = (Conv2dShape, u64)> {
     (
         (1usize..4, 1usize..4, 1usize..5, 1usize..13, 1usize..13),
         (
             prop_oneof![Just(1usize), Just(3)],
-            1usize..3,
+            1usize..4,
             0usize..3,
             1usize..3,
             1usize..4,
@@ -337,6 +337,25 @@ fn conv2d_backward_weight_gives_the_same_bits_every_run() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&runs[0]), bits(&runs[1]));
     assert_eq!(bits(&runs[0]), bits(&runs[2]));
+}
+
+#[test]
+fn conv2d_backward_of_an_empty_batch_is_an_empty_sum() {
+    let Some(gpu) = gpu_or_skip("conv2d_backward_of_an_empty_batch_is_an_empty_sum") else {
+        return;
+    };
+    let s = Conv2dShape {
+        batch: 0,
+        ..wide_shapes()[1]
+    };
+    let (_, w_len, _) = conv_lens(&s);
+    let empty = upload(gpu, &[]);
+    let (mut dw, mut db) = (poisoned(gpu, w_len), poisoned(gpu, s.out_channels));
+    conv2d_backward_weight(gpu, &s, &empty, &empty, &mut dw, Some(&mut db)).unwrap();
+    assert!(download(gpu, &dw).iter().all(|&x| x == 0.0));
+    assert!(download(gpu, &db).iter().all(|&x| x == 0.0));
+    let mut dx = upload(gpu, &[]);
+    conv2d_backward_input(gpu, &s, &empty, &upload(gpu, &values(1, w_len)), &mut dx).unwrap();
 }
 
 #[test]
