@@ -119,6 +119,51 @@ def main():
     flops = 4 * 64 * 1024 * 1024 * 64
     print(f"{'sdpa fp32':<22} {'[64,1024,1024,64]':<26} {ms:>9.3} ms {flops / ms / 1e9:>9.2f} TFLOP/s")
 
+    backward_kernels(dev)
+
+
+# The shapes of backward_kernels in cuda_bench.rs: the U-Net's convolutions at batch 128, then attention.
+UNET_CONVS = [("fashion 3x3", 128, 64, 28, 64, 1), ("fashion 3x3", 128, 128, 14, 128, 1),
+              ("fashion down s2", 128, 64, 28, 64, 2), ("cifar 3x3", 128, 128, 32, 128, 1),
+              ("cifar 3x3", 128, 256, 16, 256, 1)]
+ATTENTION = [(512, 196, 32), (512, 256, 64), (64, 1024, 64), (8, 4096, 64)]
+
+
+def backward_kernels(dev):
+    torch.backends.cudnn.allow_tf32 = False
+    for name, batch, channels, size, out_channels, stride in UNET_CONVS:
+        x = torch.randn(batch, channels, size, size, device=dev)
+        w = torch.randn(out_channels, channels, 3, 3, device=dev)
+        b = torch.randn(out_channels, device=dev)
+        y = F.conv2d(x, w, b, stride=stride, padding=1)
+        dy = torch.randn_like(y)
+        oh, ow = y.shape[2], y.shape[3]
+        flop = 2 * batch * out_channels * oh * ow * channels * 9
+        label = f"[{batch},{channels},{size},{size}]->{out_channels}"
+
+        def backward(mask):
+            return torch.ops.aten.convolution_backward(dy, x, w, [out_channels], [stride, stride], [1, 1], [1, 1],
+                                                       False, [0, 0], 1, mask)
+
+        for pass_name, work in [("fwd", lambda: F.conv2d(x, w, b, stride=stride, padding=1)),
+                                ("bwd-in", lambda: backward([True, False, False])),
+                                ("bwd-w", lambda: backward([False, True, True]))]:
+            ms = median_ms(work)
+            print(f"{'conv ' + pass_name + ' ' + name:<22} {label:<26} {ms:>9.3} ms {flop / ms / 1e9:>9.2f} TFLOP/s")
+
+    for batch_heads, length, head_dim in ATTENTION:
+        shape = (batch_heads, 1, length, head_dim)
+        q, k, v = (torch.randn(shape, device=dev, requires_grad=True) for _ in range(3))
+        out = F.scaled_dot_product_attention(q, k, v)
+        g = torch.randn_like(out)
+        pairs = batch_heads * length * length * head_dim
+        label = f"[{batch_heads},{length},{length},{head_dim}]"
+        with torch.no_grad():
+            ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v))
+        print(f"{'sdpa fp32 fwd':<22} {label:<26} {ms:>9.3} ms {4 * pairs / ms / 1e9:>9.2f} TFLOP/s")
+        ms = median_ms(lambda: torch.autograd.grad(out, (q, k, v), g, retain_graph=True))
+        print(f"{'sdpa fp32 bwd':<22} {label:<26} {ms:>9.3} ms {10 * pairs / ms / 1e9:>9.2f} TFLOP/s")
+
 
 if __name__ == "__main__":
     main()

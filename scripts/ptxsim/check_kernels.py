@@ -274,6 +274,53 @@ def check_conv2d():
         check_sum(f'conv {Bn,C,H,W,OC,KH,KW,s,p,d,g,bias}', mem.get_f32(py, len(want)), want, mags, cg*KH*KW)
 
 
+def check_conv2d_backward():
+    random.seed(13)
+    mod = Module(open(K+'conv2d_backward.ptx').read())
+    # (batch, C, H, W, OC, KH, KW, stride, padding, dilation, groups, splits): stride 2 without padding, dilation 2 with
+    # groups, a pointwise kernel, one channel; splits > 1 exercises the partial slabs and their ordered sum
+    # stride 3 with padding 1 (phases with 1 or 2 taps per axis), stride 2 with dilation 2 (phases without taps: those
+    # pixels get dx = 0), and phases of 147 and 126 pixels (the second's block 1 leaves early)
+    for (Bn, C, H, W, OC, KH, KW, s, p, d, g, splits) in [(1, 1, 5, 4, 1, 3, 3, 1, 1, 1, 1, 1), (2, 4, 7, 6, 4, 3, 3, 2, 0, 1, 2, 3),
+                                                          (1, 2, 6, 5, 4, 3, 2, 1, 2, 2, 2, 2), (2, 3, 3, 3, 3, 1, 1, 2, 0, 1, 1, 1),
+                                                          (1, 2, 8, 7, 2, 4, 3, 3, 1, 1, 1, 1), (1, 1, 7, 6, 2, 3, 3, 2, 2, 2, 1, 1),
+                                                          (3, 1, 14, 13, 1, 3, 3, 2, 1, 1, 1, 1)]:
+        OH = (H + 2*p - d*(KH-1) - 1)//s + 1; OW = (W + 2*p - d*(KW-1) - 1)//s + 1
+        cg = C//g; ocg = OC//g; R = Bn*OH*OW; K_w = cg*KH*KW
+        X = [r32(random.uniform(-1,1)) for _ in range(Bn*C*H*W)]; Wt = [r32(random.uniform(-1,1)) for _ in range(OC*K_w)]
+        DY = [r32(random.uniform(-1,1)) for _ in range(Bn*OC*OH*OW)]
+        chunk = ((R + splits - 1)//splits + 7)//8*8; splits = (R + chunk - 1)//chunk
+        mem = Memory(); px = mem.alloc(4*len(X)); pw = mem.alloc(4*len(Wt)); pdy = mem.alloc(4*len(DY)); pdx = mem.alloc(4*len(X))
+        ppart = mem.alloc(4*splits*len(Wt)); pdw = mem.alloc(4*len(Wt)); pdb = mem.alloc(4*OC)
+        mem.put_f32(px, X); mem.put_f32(pw, Wt); mem.put_f32(pdy, DY)
+        mem.put_f32(pdx, [float('nan')]*len(X)); mem.put_f32(ppart, [float('nan')]*(splits*len(Wt)))
+        geo = [Bn, C, H, W, OC, KH, KW, s, p, d, g, OH, OW]
+        launch(mod, 'conv2d_backward_input', ((Bn*-(-H//s)*-(-W//s)+127)//128, (cg+127)//128, g*s*s), (256,1,1), [pdy, pw, pdx] + geo, mem)
+        launch(mod, 'conv2d_backward_weight', ((K_w+127)//128, (ocg+127)//128, g*splits), (256,1,1), [px, pdy, ppart] + geo + [splits, chunk], mem)
+        launch(mod, 'conv2d_sum_splits', (2,1,1), (64,1,1), [ppart, pdw, len(Wt), splits], mem)
+        launch(mod, 'conv2d_backward_bias', (OC,1,1), (256,1,1), [pdy, pdb, Bn, OC, OH*OW], mem)
+        terms_dx = [[] for _ in X]; terms_dw = [[] for _ in Wt]
+        for b in range(Bn):
+            for oc in range(OC):
+                gi = oc // ocg
+                for i in range(OH):
+                    for j in range(OW):
+                        dy = DY[((b*OC + oc)*OH + i)*OW + j]
+                        for ic in range(cg):
+                            for kh in range(KH):
+                                for kw in range(KW):
+                                    ih = i*s - p + kh*d; iw = j*s - p + kw*d
+                                    if 0 <= ih < H and 0 <= iw < W:
+                                        xi = ((b*C + gi*cg + ic)*H + ih)*W + iw; wi = ((oc*cg + ic)*KH + kh)*KW + kw
+                                        terms_dx[xi].append(Wt[wi]*dy); terms_dw[wi].append(X[xi]*dy)
+        tag = (Bn, C, H, W, OC, KH, KW, s, p, d, g, splits)
+        check_sum(f'conv dx {tag}', mem.get_f32(pdx, len(X)), [sum(t) for t in terms_dx], [sum(map(abs, t)) for t in terms_dx], ocg*KH*KW)
+        check_sum(f'conv dw {tag}', mem.get_f32(pdw, len(Wt)), [sum(t) for t in terms_dw], [sum(map(abs, t)) for t in terms_dw], R)
+        db = [sum(DY[(b*OC + oc)*OH*OW + e] for b in range(Bn) for e in range(OH*OW)) for oc in range(OC)]
+        dbm = [sum(abs(DY[(b*OC + oc)*OH*OW + e]) for b in range(Bn) for e in range(OH*OW)) for oc in range(OC)]
+        check_sum(f'conv db {tag}', mem.get_f32(pdb, OC), db, dbm, R)
+
+
 def check_attention():
     random.seed(9)
     mod = Module(open(K+'attention.ptx').read())
@@ -281,7 +328,7 @@ def check_attention():
         scale = 1/math.sqrt(D)
         Q = [r32(random.uniform(-1,1)) for _ in range(BH*QL*D)]; Kt = [r32(random.uniform(-1,1)) for _ in range(BH*KL*D)]; V = [r32(random.uniform(-1,1)) for _ in range(BH*KL*D)]
         vis = lambda i, j: (not causal) or j + QL <= i + KL or j == 0
-        bias = [0.0 if vis((e//KL)%QL, e%KL) else -math.inf for e in range(BH*QL*KL)]
+        bias = [0.0 if vis(e//KL, e%KL) else -math.inf for e in range(QL*KL)]   # [QL, KL], shared by all heads
         mem = Memory(); pq = mem.alloc(4*len(Q)); pk = mem.alloc(4*len(Kt)); pv = mem.alloc(4*len(V)); pb = mem.alloc(4*len(bias)); po = mem.alloc(4*len(Q)); pl = mem.alloc(4*BH*QL)
         mem.put_f32(pq, Q); mem.put_f32(pk, Kt); mem.put_f32(pv, V); mem.put_f32(pb, bias)
         launch(mod, 'attention_forward', ((QL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, po, pl, int(causal), QL, KL, D, scale], mem)
@@ -295,6 +342,66 @@ def check_attention():
         got = mem.get_f32(po, len(wo)); gl = mem.get_f32(pl, len(wl))
         bad = [(i,g,w) for i,(g,w) in enumerate(zip(got+gl, wo+wl)) if not abs(g-w) <= 1e-5*max(1,abs(w))]
         print('attention', (BH,QL,KL,D,causal), 'bad', bad[:3]); assert not bad
+
+
+def attention_reference(BH, QL, KL, D, scale, Q, Kt, V, bias):
+    """f64 forward: the scores, P (0 rows where fully masked), out and lse of every head"""
+    S, P, O, L = [], [], [], []
+    for h in range(BH):
+        for i in range(QL):
+            sc = [sum(Q[(h*QL+i)*D+c]*Kt[(h*KL+j)*D+c] for c in range(D))*r32(scale) + bias[i*KL+j] for j in range(KL)]
+            m = max(sc)
+            if m == -math.inf:
+                P.append([0.0]*KL); O.append([0.0]*D); L.append(-math.inf); continue
+            e = [math.exp(x-m) for x in sc]; l = sum(e)
+            P.append([x/l for x in e]); L.append(m + math.log(l))
+            O.append([sum(P[-1][j]*V[(h*KL+j)*D+c] for j in range(KL)) for c in range(D)])
+    return P, O, L
+
+
+def check_attention_backward():
+    random.seed(15)
+    mod = Module(open(K+'attention_backward.ptx').read())
+    fwd = Module(open(K+'attention.ptx').read())
+    # ragged tiles (kv_len 40, q_len 37 against 32-row tiles and 8-warp blocks), D = 33 and 128 (all four lane slots),
+    # a causal mask, a fully masked query row (forward output 0, no gradient)
+    for (BH, QL, KL, D, mask) in [(1, 3, 5, 8, 'none'), (2, 37, 40, 33, 'causal'), (1, 4, 3, 128, 'row1')]:
+        scale = 1/math.sqrt(D)
+        rnd = lambda n: [r32(random.uniform(-1,1)) for _ in range(n)]
+        Q, Kt, V, G = rnd(BH*QL*D), rnd(BH*KL*D), rnd(BH*KL*D), rnd(BH*QL*D)
+        def vis(i, j):
+            if mask == 'causal': return j + QL <= i + KL or j == 0
+            if mask == 'row1': return i != 1
+            return True
+        bias = [0.0 if vis(e//KL, e%KL) else -math.inf for e in range(QL*KL)]
+        has_bias = int(mask != 'none')
+        mem = Memory(); al = lambda n: mem.alloc(4*n)
+        pq, pk, pv, pb, po, pl, pg = al(len(Q)), al(len(Kt)), al(len(V)), al(len(bias)), al(len(Q)), al(BH*QL), al(len(G))
+        pd, pdq, pdk, pdv = al(BH*QL), al(len(Q)), al(len(Kt)), al(len(V))
+        mem.put_f32(pq, Q); mem.put_f32(pk, Kt); mem.put_f32(pv, V); mem.put_f32(pb, bias); mem.put_f32(pg, G)
+        launch(fwd, 'attention_forward', ((QL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, po, pl, has_bias, QL, KL, D, scale], mem)
+        args = [has_bias, QL, KL, D, scale]
+        launch(mod, 'attention_backward_dq', ((QL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, po, pg, pl, pd, pdq] + args, mem)
+        launch(mod, 'attention_backward_dkv', ((KL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, pg, pl, pd, pdk, pdv] + args, mem)
+        P, O, L = attention_reference(BH, QL, KL, D, scale, Q, Kt, V, bias)
+        close(f'attention forward out {BH,QL,KL,D,mask}', mem.get_f32(po, len(Q)), [x for row in O for x in row])
+        wdq, wdk, wdv = [0.0]*len(Q), [0.0]*len(Kt), [0.0]*len(V)
+        for h in range(BH):
+            for i in range(QL):
+                r = h*QL + i
+                Dv = sum(G[r*D+c]*O[r][c] for c in range(D))
+                for j in range(KL):
+                    dp = sum(G[r*D+c]*V[(h*KL+j)*D+c] for c in range(D))
+                    ds = P[r][j]*(dp - Dv)
+                    for c in range(D):
+                        wdq[r*D+c] += scale*ds*Kt[(h*KL+j)*D+c]
+                        wdk[(h*KL+j)*D+c] += scale*ds*Q[r*D+c]
+                        wdv[(h*KL+j)*D+c] += P[r][j]*G[r*D+c]
+        # f32 sums of up to max(QL, KL) terms of size <= 1 after exps good to ~2^-21: 5e-5 of max(1, |want|)
+        tag = (BH, QL, KL, D, mask)
+        close(f'attention dq {tag}', mem.get_f32(pdq, len(Q)), wdq, 5e-5)
+        close(f'attention dk {tag}', mem.get_f32(pdk, len(Kt)), wdk, 5e-5)
+        close(f'attention dv {tag}', mem.get_f32(pdv, len(V)), wdv, 5e-5)
 
 
 def check_gemm_bf16():

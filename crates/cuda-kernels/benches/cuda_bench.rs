@@ -11,7 +11,9 @@ use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
 use diffuse_cuda_kernels::adamw::{adamw_step, AdamWConfig};
 use diffuse_cuda_kernels::attention::{attention_forward, AttentionShape};
+use diffuse_cuda_kernels::attention_backward::attention_backward;
 use diffuse_cuda_kernels::conv::{conv2d_forward, Conv2dShape};
+use diffuse_cuda_kernels::conv_backward::{conv2d_backward_input, conv2d_backward_weight};
 use diffuse_cuda_kernels::elementwise::{binary, copy_strided, unary, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{gemm_bf16, sgemm, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{group_norm_forward, GroupNormShape};
@@ -294,6 +296,119 @@ fn run(gpu: &Gpu) -> Result<()> {
         "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
         "attention_forward", "[64,1024,1024,64]"
     );
+    backward_kernels(gpu)
+}
+
+/// The U-Net's convolutions at batch 128 (fashion-base's 3x3 levels and stride-2 downsampler, ddpm-cifar10's first
+/// two levels): forward, backward to the input, backward to the weight (with bias), as `name [B,C,H,W]->OC`.
+const UNET_CONVS: [(&str, usize, usize, usize, usize, usize); 5] = [
+    ("fashion 3x3", 128, 64, 28, 64, 1),
+    ("fashion 3x3", 128, 128, 14, 128, 1),
+    ("fashion down s2", 128, 64, 28, 64, 2),
+    ("cifar 3x3", 128, 128, 32, 128, 1),
+    ("cifar 3x3", 128, 256, 16, 256, 1),
+];
+
+/// Attention shapes `(batch_heads, length, head_dim)`: fashion-base's 14x14 level (batch 128 x 4 heads of 32), and
+/// L = 256, 1024, 4096 at head_dim 64.
+const ATTENTION: [(usize, usize, usize); 4] = [
+    (512, 196, 32),
+    (512, 256, 64),
+    (64, 1024, 64),
+    (8, 4096, 64),
+];
+
+fn backward_kernels(gpu: &Gpu) -> Result<()> {
+    for (name, batch, channels, size, out_channels, stride) in UNET_CONVS {
+        let s = Conv2dShape {
+            batch,
+            in_channels: channels,
+            in_h: size,
+            in_w: size,
+            out_channels,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride,
+            padding: 1,
+            dilation: 1,
+            groups: 1,
+        };
+        let (oh, ow) = s.output_hw().expect("valid U-Net shape");
+        let (x, w, b) = (
+            buffer(gpu, batch * channels * size * size),
+            buffer(gpu, out_channels * channels * 9),
+            buffer(gpu, out_channels),
+        );
+        let (mut y, mut dx) = (
+            buffer(gpu, batch * out_channels * oh * ow),
+            buffer(gpu, x.len()),
+        );
+        let (mut dw, mut db) = (buffer(gpu, w.len()), buffer(gpu, out_channels));
+        // the useful multiply-adds of each of the three passes
+        let flop = 2.0 * (batch * out_channels * oh * ow * channels * 9) as f64;
+        let label = format!("[{batch},{channels},{size},{size}]->{out_channels}");
+        let report = |pass: &str, ms: f64| {
+            println!(
+                "{:<22} {label:<26} {ms:>9.3} ms {:>9.2} TFLOP/s",
+                format!("conv {pass} {name}"),
+                flop / ms / 1e9
+            );
+        };
+        report(
+            "fwd",
+            median_ms(gpu, || conv2d_forward(gpu, &s, &x, &w, Some(&b), &mut y))?,
+        );
+        report(
+            "bwd-in",
+            median_ms(gpu, || conv2d_backward_input(gpu, &s, &y, &w, &mut dx))?,
+        );
+        report(
+            "bwd-w",
+            median_ms(gpu, || {
+                conv2d_backward_weight(gpu, &s, &x, &y, &mut dw, Some(&mut db))
+            })?,
+        );
+    }
+    for (batch_heads, len, head_dim) in ATTENTION {
+        let s = AttentionShape {
+            batch_heads,
+            q_len: len,
+            kv_len: len,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        };
+        let elems = batch_heads * len * head_dim;
+        let (q, k, v, g) = (
+            buffer(gpu, elems),
+            buffer(gpu, elems),
+            buffer(gpu, elems),
+            buffer(gpu, elems),
+        );
+        let (mut out, mut lse) = (buffer(gpu, elems), buffer(gpu, batch_heads * len));
+        let (mut dq, mut dk, mut dv) = (buffer(gpu, elems), buffer(gpu, elems), buffer(gpu, elems));
+        let none = None::<&CudaSlice<f32>>;
+        let label = format!("[{batch_heads},{len},{len},{head_dim}]");
+        // FlashAttention's counts: forward 2 matrix products (4 BH L^2 d), backward 5 (10 BH L^2 d)
+        let pairs = (batch_heads * len * len * head_dim) as f64;
+        let ms = median_ms(gpu, || {
+            attention_forward(gpu, &s, &q, &k, &v, none, &mut out, &mut lse)
+        })?;
+        println!(
+            "{:<22} {label:<26} {ms:>9.3} ms {:>9.2} TFLOP/s",
+            "attention fwd",
+            4.0 * pairs / ms / 1e9
+        );
+        let ms = median_ms(gpu, || {
+            attention_backward(
+                gpu, &s, &q, &k, &v, none, &out, &lse, &g, &mut dq, &mut dk, &mut dv,
+            )
+        })?;
+        println!(
+            "{:<22} {label:<26} {ms:>9.3} ms {:>9.2} TFLOP/s",
+            "attention bwd",
+            10.0 * pairs / ms / 1e9
+        );
+    }
     Ok(())
 }
 

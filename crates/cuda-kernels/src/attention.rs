@@ -11,8 +11,9 @@ pub use diffuse_cpu_kernels::attention::AttentionShape;
 const ROWS_PER_BLOCK: usize = 8;
 pub const MAX_HEAD_DIM: usize = 128;
 
-/// `out = softmax(scale q k^T + bias) v` row by row, and `lse` = the log-sum-exp of each row's scores. A row whose
-/// scores are all -inf (fully masked by the bias) gets NaN outputs and lse = -inf.
+/// `out = softmax(scale q k^T + bias) v` row by row, and `lse` = the log-sum-exp of each row's scores. `bias` is
+/// `[q_len, kv_len]`, shared by every batch-head (as on the CPU). A row whose scores are all -inf (fully masked by the
+/// bias) attends to nothing: zero outputs and lse = -inf.
 #[allow(clippy::too_many_arguments)] // the operation's own argument list, as on the CPU
 pub fn attention_forward(
     gpu: &Gpu,
@@ -47,7 +48,7 @@ pub fn attention_forward(
     check_len(OP, "k", k.len(), s.batch_heads * s.kv_len * s.head_dim)?;
     check_len(OP, "v", v.len(), s.batch_heads * s.kv_len * s.head_dim)?;
     if let Some(b) = &bias {
-        check_len(OP, "bias", b.len(), s.batch_heads * s.q_len * s.kv_len)?;
+        check_len(OP, "bias", b.len(), s.q_len * s.kv_len)?;
     }
     check_len(OP, "out", out.len(), s.batch_heads * s.q_len * s.head_dim)?;
     check_len(OP, "lse", lse.len(), s.batch_heads * s.q_len)?;

@@ -24,14 +24,16 @@ pub enum Module {
     GemmF32,
     GemmBf16,
     Conv2d,
+    Conv2dBackward,
     Attention,
+    AttentionBackward,
     Index,
     Select,
 }
 
 impl Module {
     /// Every module; [`Gpu::new`] loads them all, so any entry point can be looked up.
-    pub const ALL: [Module; 13] = [
+    pub const ALL: [Module; 15] = [
         Module::Philox,
         Module::Elementwise,
         Module::Noise,
@@ -42,7 +44,9 @@ impl Module {
         Module::GemmF32,
         Module::GemmBf16,
         Module::Conv2d,
+        Module::Conv2dBackward,
         Module::Attention,
+        Module::AttentionBackward,
         Module::Index,
         Module::Select,
     ];
@@ -60,7 +64,9 @@ impl Module {
             Module::GemmF32 => "gemm_f32.ptx",
             Module::GemmBf16 => "gemm_bf16.ptx",
             Module::Conv2d => "conv2d.ptx",
+            Module::Conv2dBackward => "conv2d_backward.ptx",
             Module::Attention => "attention.ptx",
+            Module::AttentionBackward => "attention_backward.ptx",
             Module::Index => "index.ptx",
             Module::Select => "select.ptx",
         }
@@ -79,7 +85,9 @@ impl Module {
             Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
             Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
             Module::Conv2d => include_str!("../../../kernels/conv2d.ptx"),
+            Module::Conv2dBackward => include_str!("../../../kernels/conv2d_backward.ptx"),
             Module::Attention => include_str!("../../../kernels/attention.ptx"),
+            Module::AttentionBackward => include_str!("../../../kernels/attention_backward.ptx"),
             Module::Index => include_str!("../../../kernels/index.ptx"),
             Module::Select => include_str!("../../../kernels/select.ptx"),
         }

@@ -10,8 +10,10 @@
 pub mod adamw;
 pub mod alloc;
 pub mod attention;
+pub mod attention_backward;
 pub mod context;
 pub mod conv;
+pub mod conv_backward;
 pub mod elementwise;
 pub mod error;
 pub mod gemm;

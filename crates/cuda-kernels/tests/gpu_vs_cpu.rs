@@ -1,6 +1,8 @@
-//! Every GPU kernel held against its CPU twin (or, where the CPU crate does not have it yet, against the naive
-//! reference in `reference/`), over random shapes that include the awkward ones: length 1, lengths that are not a
-//! multiple of any tile or vector width, offsets that start mid-block.
+//! Every GPU kernel held against a naive f64 reference (in `reference/` or written out in the test; the stronger check,
+//! with a bound derived from the reduction length) and, where `diffuse-cpu-kernels` has the same operation (Philox
+//! fills, softmax, sgemm, conv2d forward), against its CPU twin too, over random shapes that include the awkward ones:
+//! length 1, lengths that are not a multiple of any tile or vector width, offsets that start mid-block. The backward
+//! kernels are held against their CPU twins in `backward_vs_cpu.rs`.
 //!
 //! Without a CUDA driver or device every test prints `skipped: no CUDA driver (<reason>)` to stderr and returns.
 
@@ -9,6 +11,7 @@ mod reference;
 use std::sync::OnceLock;
 
 use cudarc::driver::CudaSlice;
+use diffuse_cpu_kernels as cpu_kernels;
 use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
 use diffuse_cuda_kernels::attention::{self, AttentionShape};
 use diffuse_cuda_kernels::conv::{self, Conv2dShape};
@@ -93,10 +96,11 @@ fn fill_uniform_reproduces_the_cpu_stream_bit_for_bit() {
             |(seed, offset, len)| {
                 let mut out = zeros(gpu, len);
                 philox::fill_uniform(gpu, seed, offset, &mut out).unwrap();
-                prop_assert_eq!(
-                    download(gpu, &out),
-                    reference::philox::uniforms(seed, offset, len)
-                );
+                let got = download(gpu, &out);
+                let mut cpu = vec![0.0f32; len];
+                cpu_kernels::philox::fill_uniform(seed, offset, &mut cpu);
+                prop_assert_eq!(&got, &cpu);
+                prop_assert_eq!(got, reference::philox::uniforms(seed, offset, len));
                 Ok(())
             },
         )
@@ -116,9 +120,13 @@ fn fill_normal_matches_the_cpu_stream() {
             |(seed, offset, len)| {
                 let mut out = zeros(gpu, len);
                 philox::fill_normal(gpu, seed, offset, &mut out).unwrap();
+                let got = download(gpu, &out);
+                let mut cpu = vec![0.0f32; len];
+                cpu_kernels::philox::fill_normal(seed, offset, &mut cpu);
+                assert_close("fill_normal vs the CPU kernel", &got, &cpu, 1e-5)?;
                 assert_close(
                     "fill_normal",
-                    &download(gpu, &out),
+                    &got,
                     &reference::philox::normals(seed, offset, len),
                     1e-5,
                 )
@@ -701,7 +709,23 @@ fn softmax_and_log_softmax_match_the_f64_reference() {
                     w
                 );
             }
-            assert_close("log_softmax", &download(gpu, &lsm), &want_lsm, 1e-5)
+            let got_lsm = download(gpu, &lsm);
+            assert_close("log_softmax", &got_lsm, &want_lsm, 1e-5)?;
+            // the CPU kernels are within the same bounds of the f64 values, so within twice them of the GPU
+            let (mut cpu_sm, mut cpu_lsm) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
+            cpu_kernels::softmax::softmax(rows, cols, &host, &mut cpu_sm).unwrap();
+            cpu_kernels::softmax::log_softmax(rows, cols, &host, &mut cpu_lsm).unwrap();
+            for (i, (&g, &w)) in got_sm.iter().zip(&cpu_sm).enumerate() {
+                let ok = (f64::from(g) - f64::from(w)).abs() <= 2e-5 * f64::from(w) + 1e-12;
+                prop_assert!(
+                    ok,
+                    "softmax element {} is {} but the CPU kernel says {}",
+                    i,
+                    g,
+                    w
+                );
+            }
+            assert_close("log_softmax vs the CPU kernel", &got_lsm, &cpu_lsm, 2e-5)
         })
         .unwrap();
 }
@@ -941,6 +965,21 @@ fn group_norm_refuses_channels_that_do_not_split_into_groups() {
 
 // ------------------------------------------------------------------------------------------------------------ gemm
 
+/// An `[rows × cols]` operand for the CPU sgemm: `v` row-major, or (`transposed`) `v` holding its `[cols × rows]`
+/// transpose row-major.
+fn cpu_operand(
+    v: &[f32],
+    cols: usize,
+    transposed: bool,
+    rows: usize,
+) -> cpu_kernels::gemm::MatRef<'_> {
+    if transposed {
+        cpu_kernels::gemm::MatRef::row_major(v, rows).t()
+    } else {
+        cpu_kernels::gemm::MatRef::row_major(v, cols)
+    }
+}
+
 #[test]
 fn sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes() {
     let Some(gpu) = gpu_or_skip("sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes")
@@ -984,6 +1023,18 @@ fn sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes() {
                 )
                 .unwrap();
                 let got = download(gpu, &c);
+                let mut cpu = c_host.clone();
+                cpu_kernels::gemm::sgemm(
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    cpu_operand(&a_host, k, a_t, m),
+                    cpu_operand(&b_host, n, b_t, k),
+                    beta,
+                    cpu_kernels::gemm::MatMut::row_major(&mut cpu, n),
+                )
+                .unwrap();
                 let at = |l: MatrixLayout, v: &[f32], r: usize, col: usize| {
                     f64::from(v[r * l.row_stride + col * l.col_stride])
                 };
@@ -1008,6 +1059,16 @@ fn sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes() {
                             col,
                             g,
                             want
+                        );
+                        // the CPU kernel is within the same bound of the exact value: within twice it of the GPU
+                        let cpu_value = f64::from(cpu[r * n + col]);
+                        prop_assert!(
+                            (g - cpu_value).abs() <= 2.0 * tol,
+                            "C[{}, {}] = {} but the CPU kernel says {}",
+                            r,
+                            col,
+                            g,
+                            cpu_value
                         );
                     }
                 }
@@ -1178,6 +1239,28 @@ fn conv2d_forward_matches_the_naive_f64_convolution() {
             let mut y = zeros(gpu, s.batch * s.out_channels * oh * ow);
             conv::conv2d_forward(gpu, &s, &x, &w, with_bias.then_some(&b), &mut y).unwrap();
             let got = download(gpu, &y);
+            let cpu_shape = cpu_kernels::conv2d::Conv2dShape {
+                batch: s.batch,
+                in_channels: s.in_channels,
+                in_h: s.in_h,
+                in_w: s.in_w,
+                out_channels: s.out_channels,
+                kernel_h: s.kernel_h,
+                kernel_w: s.kernel_w,
+                stride: (s.stride, s.stride),
+                padding: (s.padding, s.padding),
+                dilation: (s.dilation, s.dilation),
+                groups: s.groups,
+            };
+            let mut cpu = vec![0.0; got.len()];
+            cpu_kernels::conv2d::conv2d_forward(
+                &cpu_shape,
+                &x_host,
+                &w_host,
+                with_bias.then_some(&b_host[..]),
+                &mut cpu,
+            )
+            .unwrap();
             for bi in 0..s.batch {
                 for oc in 0..s.out_channels {
                     let g = oc / ocg;
@@ -1214,7 +1297,16 @@ fn conv2d_forward_matches_the_naive_f64_convolution() {
                         let k = (cg * s.kernel_h * s.kernel_w) as f64;
                         // K fused multiply-adds and one bias add in f32: (K + 1) 2^-24 (sum |w x| + |bias|)
                         let tol = (k + 2.0) * f64::from(f32::EPSILON) / 2.0 * (magnitude + 1.0);
-                        let g_val = f64::from(got[((bi * s.out_channels + oc) * oh + i) * ow + j]);
+                        let at = ((bi * s.out_channels + oc) * oh + i) * ow + j;
+                        let g_val = f64::from(got[at]);
+                        // the CPU kernel is within the same bound of the exact sum: within twice it of the GPU
+                        prop_assert!(
+                            (g_val - f64::from(cpu[at])).abs() <= 2.0 * tol,
+                            "y[{}] = {} but the CPU kernel says {}",
+                            at,
+                            g_val,
+                            cpu[at]
+                        );
                         prop_assert!(
                             (g_val - sum).abs() <= tol,
                             "y[{}, {}, {}, {}] = {} but the reference says {} ({:?})",
@@ -1300,9 +1392,9 @@ fn attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias() 
                 let v_host = matrix(seed ^ 2, batch_heads * kv_len * head_dim, 1.0);
                 // causal: key j is visible to query i when j <= i + (kv_len - q_len), and row 0 always sees key 0
                 let visible = |i: usize, j: usize| !causal || j + q_len <= i + kv_len || j == 0;
-                let bias_host: Vec<f32> = (0..batch_heads * q_len * kv_len)
+                let bias_host: Vec<f32> = (0..q_len * kv_len)
                     .map(|e| {
-                        if visible((e / kv_len) % q_len, e % kv_len) {
+                        if visible(e / kv_len, e % kv_len) {
                             0.0
                         } else {
                             f32::NEG_INFINITY

@@ -68,3 +68,11 @@ fn the_exp_of_softmax_ptx_is_the_one_in_attention_ptx() {
         device_function(Module::Attention.source(), "exp_nonpositive")
     );
 }
+
+#[test]
+fn the_exp_of_softmax_ptx_is_the_one_in_attention_backward_ptx() {
+    assert_eq!(
+        device_function(Module::Softmax.source(), "exp_nonpositive"),
+        device_function(Module::AttentionBackward.source(), "exp_nonpositive")
+    );
+}

@@ -388,7 +388,7 @@ impl Storage {
     pub fn conv2d_backward_input(&self, shape: &Conv2dShape, weight: &Storage) -> Result<Self> {
         match same_device("conv2d_backward_input", [self, weight])? {
             Same::Cpu([g, w]) => Ok(Storage::Cpu(cpu::conv2d_backward_input(shape, g, w)?)),
-            Same::Cuda(_) => Err(cuda::missing_kernel(self.device(), "conv2d_backward_input")),
+            Same::Cuda([g, w]) => Ok(Storage::Cuda(cuda::conv2d_backward_input(shape, g, w)?)),
         }
     }
 
@@ -404,10 +404,10 @@ impl Storage {
                 let (gw, gb) = cpu::conv2d_backward_weight(shape, x, g, with_bias)?;
                 Ok((Storage::Cpu(gw), gb.map(Storage::Cpu)))
             }
-            Same::Cuda(_) => Err(cuda::missing_kernel(
-                self.device(),
-                "conv2d_backward_weight",
-            )),
+            Same::Cuda([x, g]) => {
+                let (gw, gb) = cuda::conv2d_backward_weight(shape, x, g, with_bias)?;
+                Ok((Storage::Cuda(gw), gb.map(Storage::Cuda)))
+            }
         }
     }
 
@@ -465,7 +465,7 @@ impl Storage {
     pub fn attention_backward(shape: &AttentionShape, t: [&Storage; 6]) -> Result<[Self; 3]> {
         match same_device("attention_backward", t)? {
             Same::Cpu(t) => Ok(cpu::attention_backward(shape, t)?.map(Storage::Cpu)),
-            Same::Cuda(_) => Err(cuda::missing_kernel(t[0].device(), "attention_backward")),
+            Same::Cuda(t) => Ok(cuda::attention_backward(shape, t)?.map(Storage::Cuda)),
         }
     }
 

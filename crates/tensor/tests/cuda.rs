@@ -579,13 +579,51 @@ fn conv2d_forward_matches_the_cpu_on_awkward_shapes() {
                     groups,
                 };
                 let k = (cin_g * kernel * kernel) as f64;
+                let y_cpu = x_cpu.conv2d(&w_cpu, bias.then_some(&b_cpu), &p).unwrap();
                 close(
                     "conv2d",
                     &x_gpu.conv2d(&w_gpu, bias.then_some(&b_gpu), &p).unwrap(),
-                    &x_cpu.conv2d(&w_cpu, bias.then_some(&b_cpu), &p).unwrap(),
+                    &y_cpu,
                     2e-6 * 9.0 * (k + 1.0),
                     0.0,
-                )
+                )?;
+                // The backward passes reduce over the taps that reach an input pixel (at most cout_g·kernel²) and
+                // over every output pixel of every image (n·oh·ow), with the same per-term bound.
+                let (gy_cpu, gy_gpu) = pair(y_cpu.shape(), seed ^ 3);
+                let x_shape = x_cpu.shape().to_vec();
+                close(
+                    "conv2d_backward_input",
+                    &gy_gpu.conv2d_backward_input(&w_gpu, &x_shape, &p).unwrap(),
+                    &gy_cpu.conv2d_backward_input(&w_cpu, &x_shape, &p).unwrap(),
+                    2e-6 * 9.0 * ((cout_g * kernel * kernel) as f64 + 1.0),
+                    0.0,
+                )?;
+                let w_shape = w_cpu.shape().to_vec();
+                let (gw_gpu, gb_gpu) = x_gpu
+                    .conv2d_backward_weight(&gy_gpu, &w_shape, &p, bias)
+                    .unwrap();
+                let (gw_cpu, gb_cpu) = x_cpu
+                    .conv2d_backward_weight(&gy_cpu, &w_shape, &p, bias)
+                    .unwrap();
+                let pixels = (gy_cpu.numel() / (groups * cout_g)) as f64;
+                close(
+                    "conv2d_backward_weight",
+                    &gw_gpu,
+                    &gw_cpu,
+                    2e-6 * 9.0 * (pixels + 1.0),
+                    0.0,
+                )?;
+                match (gb_gpu, gb_cpu) {
+                    (Some(g), Some(c)) => close(
+                        "conv2d bias gradient",
+                        &g,
+                        &c,
+                        2e-6 * 9.0 * (pixels + 1.0),
+                        0.0,
+                    ),
+                    (None, None) => Ok(()),
+                    _ => Err(TestCaseError::fail("one side returned a bias gradient")),
+                }
             },
         )
         .unwrap();
@@ -671,36 +709,35 @@ fn attention_forward_matches_the_cpu() {
 }
 
 #[test]
-fn the_backward_kernels_not_yet_on_cuda_name_themselves() {
-    let Some(()) = cuda_or_skip("the_backward_kernels_not_yet_on_cuda_name_themselves") else {
+fn attention_backward_matches_the_cpu() {
+    let Some(()) = cuda_or_skip("attention_backward_matches_the_cpu") else {
         return;
     };
-    let x = Tensor::zeros(&[1, 2, 5, 5], DType::F32, GPU).unwrap();
-    let w = Tensor::zeros(&[3, 2, 3, 3], DType::F32, GPU).unwrap();
-    let gy = Tensor::zeros(&[1, 3, 3, 3], DType::F32, GPU).unwrap();
-    let p = Conv2dParams::default();
-    let err = gy
-        .conv2d_backward_input(&w, &[1, 2, 5, 5], &p)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("conv2d_backward_input") && err.contains("cuda:0"),
-        "{err}"
-    );
-    let err = x
-        .conv2d_backward_weight(&gy, &[3, 2, 3, 3], &p, true)
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("conv2d_backward_weight"), "{err}");
-    let q = Tensor::zeros(&[1, 4, 8], DType::F32, GPU).unwrap();
-    let (o, lse) = q.attention(&q, &q, 0.5).unwrap();
-    let err = o
-        .attention_backward((&q, &q, &q), (&o, &lse), 0.5)
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("attention_backward"), "{err}");
+    runner()
+        .run(
+            &(1usize..4, 1usize..40, 1usize..40, 1usize..65, any::<u64>()),
+            |(bh, lq, lk, d, seed)| {
+                let (q_cpu, q_gpu) = pair(&[bh, lq, d], seed);
+                let (k_cpu, k_gpu) = pair(&[bh, lk, d], seed ^ 1);
+                let (v_cpu, v_gpu) = pair(&[bh, lk, d], seed ^ 2);
+                let (go_cpu, go_gpu) = pair(&[bh, lq, d], seed ^ 3);
+                let scale = 1.0 / (d as f32).sqrt();
+                let (o_cpu, lse_cpu) = q_cpu.attention(&k_cpu, &v_cpu, scale).unwrap();
+                let (o_gpu, lse_gpu) = q_gpu.attention(&k_gpu, &v_gpu, scale).unwrap();
+                let c = go_cpu
+                    .attention_backward((&q_cpu, &k_cpu, &v_cpu), (&o_cpu, &lse_cpu), scale)
+                    .unwrap();
+                let g = go_gpu
+                    .attention_backward((&q_gpu, &k_gpu, &v_gpu), (&o_gpu, &lse_gpu), scale)
+                    .unwrap();
+                // Each gradient sums over up to max(lq, lk) rows of products of d-long dot products.
+                let tol = 2e-6 * 9.0 * ((lq.max(lk) * d) as f64 + 1.0);
+                close("attention dq", &g.0, &c.0, tol, 1e-4)?;
+                close("attention dk", &g.1, &c.1, tol, 1e-4)?;
+                close("attention dv", &g.2, &c.2, tol, 1e-4)
+            },
+        )
+        .unwrap();
 }
 
 // ---- noise, optimiser ---------------------------------------------------------------------------------------------
