@@ -7,6 +7,7 @@
 //! Every run (sampler, steps) starts sample batch `b` from the same noise: batch seeds are the successive outputs of
 //! `SplitMix64::new(--seed)`, so the rows of a sweep differ only in how they integrate, not in their starting points.
 
+use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
 use crate::sample::resolve;
 use crate::sampling::{sampler_named, ThresholdArgs};
@@ -49,6 +50,8 @@ pub struct EvalArgs {
     guidance: f64,
     #[command(flatten)]
     threshold: ThresholdArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Samples to generate (a class-conditional model cycles through its classes: 0, 1, …, 9, 0, …).
     #[arg(long, default_value_t = 10_000)]
     num: usize,
@@ -97,9 +100,9 @@ struct Model {
     step: Option<u64>,
 }
 
-fn load_model(args: &EvalArgs) -> Result<Model, String> {
+fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
     let (model_dir, scheduler) = resolve(&args.checkpoint, args.weights == "ema")?;
-    let (unet, _store) = UNet2DModel::load_diffusers(&model_dir, Device::Cpu)
+    let (unet, _store) = UNet2DModel::load_diffusers(&model_dir, device)
         .map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let config = unet.config();
     let (h, w) = config.sample_size.map_or((28, 28), |s| s.height_width());
@@ -261,8 +264,9 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
             args.num, args.batch
         ));
     }
+    let device = args.device.resolve()?;
     let classifier = load_classifier(&args.classifier)?;
-    let model = load_model(args)?;
+    let model = load_model(args, device)?;
     if args.guidance != 1.0 && model.num_classes.is_none() {
         return Err("--guidance other than 1 needs a class-conditional model".into());
     }

@@ -1,5 +1,6 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
+mod device;
 mod eval;
 mod eval_table;
 mod files;

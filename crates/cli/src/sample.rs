@@ -2,6 +2,7 @@
 //! diffusers model folder) with any of the library's samplers, optionally with classifier-free guidance, and writes
 //! a grid, and on request each image, the raw tensor, and the trajectory of the first sample.
 
+use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::sampling::{draw_with, sampler_named, GridRequest, ThresholdArgs};
 use clap::Args;
@@ -34,6 +35,8 @@ pub struct SampleArgs {
     guidance: f64,
     #[command(flatten)]
     threshold: ThresholdArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Draw only this class.  [default: one row per class of a class-conditional model]
     #[arg(long)]
     class: Option<u32>,
@@ -169,9 +172,10 @@ fn save_grid(images: &Tensor, columns: usize, path: &Path) -> Result<(), String>
 }
 
 pub fn run(args: &SampleArgs) -> Result<(), String> {
+    let device = args.device.resolve()?;
     let (model_dir, scheduler) = resolve(&args.checkpoint, args.ema)?;
     let (model, _store) =
-        UNet2DModel::load_diffusers(&model_dir, Device::Cpu).map_err(|e| e.to_string())?;
+        UNet2DModel::load_diffusers(&model_dir, device).map_err(|e| e.to_string())?;
     let schedule = NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?;
     let prediction = prediction_of(scheduler.prediction_type);
     // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
@@ -188,7 +192,14 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         return Err("--guidance other than 1 needs a class-conditional model".into());
     }
     let total = classes.as_ref().map_or(count, Vec::len);
-    let init = args.init_noise.as_deref().map(read_tensor).transpose()?;
+    let init = match args.init_noise.as_deref() {
+        Some(path) => Some(
+            read_tensor(path)?
+                .to_device(model.device())
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let request = GridRequest {
         sampler: sampler_named(&args.sampler)?,
         steps: args.steps,

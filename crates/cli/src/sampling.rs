@@ -7,7 +7,7 @@ use diffuse_diffusion::sampler::{
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
 use diffuse_diffusion::unet::UNet2DModel;
-use diffuse_tensor::{Device, Tensor};
+use diffuse_tensor::Tensor;
 
 /// The sampler a command-line name stands for.
 pub fn sampler_named(name: &str) -> Result<Sampler, String> {
@@ -138,7 +138,7 @@ pub fn draw_with(
                 schedule,
                 &options,
                 &shape,
-                Device::Cpu,
+                model.device(),
                 request.classes,
             ),
         };

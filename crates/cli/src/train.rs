@@ -4,6 +4,7 @@
 //! also evaluations of the EMA weights ([`crate::train_eval`]: metrics lines, progress line, `OUT/eval.png`).
 //! Ctrl-C writes a checkpoint and stops; `--resume OUT` continues bit for bit where the last checkpoint left off.
 
+use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::plot::save_loss_curve;
 use crate::sampling::{draw, sampler_named, GridRequest};
@@ -103,9 +104,8 @@ pub struct TrainArgs {
     /// Mirror training images left-to-right at random.  [default: off]
     #[arg(long, default_value_t = false)]
     hflip: bool,
-    /// auto (= cpu for now), cpu or cuda.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Fail after this many consecutive non-finite losses.
     #[arg(long, default_value_t = 5)]
     max_nonfinite: u32,
@@ -157,13 +157,6 @@ pub fn model_config(name: &str) -> Result<UNetConfig, String> {
         return UNetConfig::from_json_str(&text).map_err(|e| format!("{}: {e}", path.display()));
     }
     UNetConfig::named(name).map_err(|e| e.to_string())
-}
-
-fn check_device(name: &str) -> Result<(), String> {
-    match name {
-        "cuda" => Err("--device cuda: training on CUDA is not wired yet (the tensor crate has no CUDA storage); use --device cpu".into()),
-        _ => Ok(()),
-    }
 }
 
 fn new_config(args: &TrainArgs, model: &UNetConfig, data: &Dataset) -> Result<TrainConfig, String> {
@@ -363,7 +356,7 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
 }
 
 pub fn run(args: &TrainArgs) -> Result<(), String> {
-    check_device(&args.device)?;
+    let device = args.device.resolve()?;
     let data = load_data(&args.data)?;
     let (mut trainer, model_config, out) = match &args.resume {
         Some(dir) => {
@@ -373,7 +366,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
                 .map_err(|e| format!("{}: {e}", config_path.display()))?;
             let model_config = UNetConfig::from_json_str(&text).map_err(|e| e.to_string())?;
             let mut trainer =
-                Trainer::resume(dir, build(&model_config)).map_err(|e| e.to_string())?;
+                Trainer::resume_on(dir, device, build(&model_config)).map_err(|e| e.to_string())?;
             trainer.set_total_steps(args.steps);
             eprintln!(
                 "resuming {} at step {}",
@@ -385,7 +378,8 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         None => {
             let model_config = model_config(&args.config)?;
             let config = new_config(args, &model_config, &data)?;
-            let trainer = Trainer::new(config, build(&model_config)).map_err(|e| e.to_string())?;
+            let trainer =
+                Trainer::new_on(config, device, build(&model_config)).map_err(|e| e.to_string())?;
             (trainer, model_config, args.out.clone())
         }
     };
@@ -418,8 +412,9 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     let total = trainer.config().steps;
     let batch = trainer.config().batch_size;
     eprintln!(
-        "training {} parameters on {} images of {}×{}×{}, batch {batch}, to step {total}; outputs in {}",
+        "training {} parameters on {} on {} images of {}×{}×{}, batch {batch}, to step {total}; outputs in {}",
         trainer.store.numel(),
+        trainer.device,
         data.len(),
         data.channels,
         data.height,

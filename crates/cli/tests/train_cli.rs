@@ -287,11 +287,29 @@ fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
 }
 
 #[test]
-fn train_on_cuda_explains_that_it_is_not_wired_yet() {
-    let run = diffuse(&["train", "--device", "cuda", "--steps", "1"]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("not wired yet"), "{stderr}");
+fn every_command_asked_for_cuda_without_a_driver_says_so_and_auto_falls_back_to_the_cpu() {
+    if diffuse_tensor::Device::auto() != diffuse_tensor::Device::Cpu {
+        eprintln!("a CUDA device is present: the no-driver messages cannot be checked here");
+        return;
+    }
+    let missing = repo("runs/no-such-run");
+    for command in [
+        vec!["train", "--device", "cuda", "--steps", "1"],
+        vec!["sample", "--device", "cuda:0", "--checkpoint", &missing],
+        vec!["eval", "--device", "cuda", "--checkpoint", &missing],
+    ] {
+        let run = diffuse(&command);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{command:?}");
+        assert!(
+            stderr.contains("cuda:0")
+                && stderr.contains("no CUDA driver")
+                && stderr.contains("--device cpu"),
+            "{command:?}: {stderr}"
+        );
+    }
+    let run = diffuse(&["train", "--device", "tpu", "--steps", "1"]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("unknown device 'tpu'"));
 }
 
 #[test]

@@ -19,6 +19,7 @@ use super::model::TrainableModel;
 use super::trainer::{Trainer, TrainerState};
 use crate::error::{Error, Result};
 use diffuse_nn::ParamStore;
+use diffuse_tensor::Device;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -146,9 +147,18 @@ impl<M: TrainableModel> Trainer<M> {
     /// Continues the run saved in `dir` (its `latest` checkpoint) with the model `build` makes, exactly where it
     /// stopped: weights, EMA, optimiser moments, data position, timestep-sampler history and loss smoothing.
     pub fn resume(dir: &Path, build: impl Fn(&ParamStore) -> Result<M>) -> Result<Self> {
+        Self::resume_on(dir, Device::Cpu, build)
+    }
+
+    /// As [`Trainer::resume`], with the run's state loaded onto `device` (a run may continue on another device).
+    pub fn resume_on(
+        dir: &Path,
+        device: Device,
+        build: impl Fn(&ParamStore) -> Result<M>,
+    ) -> Result<Self> {
         let step_dir = latest_checkpoint(dir)?;
         let state = read_trainer_state(&step_dir)?;
-        let mut trainer = Trainer::new(state.config.clone(), build)?;
+        let mut trainer = Trainer::new_on(state.config.clone(), device, build)?;
         trainer
             .store
             .load(step_dir.join("model").join(WEIGHTS_FILE))?;

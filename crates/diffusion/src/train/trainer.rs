@@ -73,6 +73,8 @@ pub struct StepReport {
 
 /// A model, its EMA, its optimiser and the run's state.
 pub struct Trainer<M: TrainableModel> {
+    /// Where the weights, the optimiser state and the batches live.
+    pub device: Device,
     pub model: M,
     pub store: ParamStore,
     /// The same architecture over the EMA weights.
@@ -86,14 +88,24 @@ pub struct Trainer<M: TrainableModel> {
 }
 
 impl<M: TrainableModel> Trainer<M> {
-    /// A fresh run: `build` makes the model over a parameter store (called twice: the live weights, initialised from
-    /// `config.seed`, and the EMA weights, which start as a copy).
+    /// A fresh run on the CPU: `build` makes the model over a parameter store (called twice: the live weights,
+    /// initialised from `config.seed`, and the EMA weights, which start as a copy).
     pub fn new(config: TrainConfig, build: impl Fn(&ParamStore) -> Result<M>) -> Result<Self> {
+        Self::new_on(config, Device::Cpu, build)
+    }
+
+    /// A fresh run whose weights, optimiser state and batches live on `device`. The initial weights are the same
+    /// on every device (the Philox stream is), so a run differs between devices only by the kernels' rounding.
+    pub fn new_on(
+        config: TrainConfig,
+        device: Device,
+        build: impl Fn(&ParamStore) -> Result<M>,
+    ) -> Result<Self> {
         config.validate()?;
         let schedule = config.noise_schedule()?;
-        let store = ParamStore::new(config.seed, Device::Cpu);
+        let store = ParamStore::new(config.seed, device);
         let model = build(&store)?;
-        let shadow = ParamStore::new(config.seed, Device::Cpu);
+        let shadow = ParamStore::new(config.seed, device);
         let ema_model = build(&shadow)?;
         let ema = Ema::with_shadow(&store, shadow, config.ema_decay, config.ema_warmup)?;
         let optimizer = AdamW::for_store(
@@ -113,6 +125,7 @@ impl<M: TrainableModel> Trainer<M> {
             TimestepSampler::Uniform { num_timesteps: t }
         };
         Ok(Self {
+            device,
             model,
             store,
             ema_model,
@@ -219,7 +232,7 @@ impl<M: TrainableModel> Trainer<M> {
         let x0 = Tensor::from_vec(
             pixels,
             &[b, data.channels, data.height, data.width],
-            Device::Cpu,
+            self.device,
         )?;
         Ok(Draw {
             x0,
@@ -261,7 +274,7 @@ impl<M: TrainableModel> Trainer<M> {
             .map(|(w, i)| (w * i) as f32)
             .collect();
         let n = weights.len();
-        let weights = Var::constant(Tensor::from_vec(weights, &[n], Device::Cpu)?);
+        let weights = Var::constant(Tensor::from_vec(weights, &[n], self.device)?);
         let loss = per_sample.mul(&weights)?.mean_all()?;
         Ok((loss, per_sample, timestep_weights))
     }

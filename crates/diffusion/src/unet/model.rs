@@ -119,6 +119,11 @@ impl UNet2DModel {
         })
     }
 
+    /// The device its weights live on.
+    pub fn device(&self) -> diffuse_tensor::Device {
+        self.conv_in.weight.tensor().device()
+    }
+
     pub fn config(&self) -> &UNetConfig {
         &self.config
     }
