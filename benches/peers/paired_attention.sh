@@ -25,7 +25,7 @@ for round in $(seq "$rounds"); do
     ours=$(cargo bench -q -p diffuse-cpu-kernels --bench attention -- "^${case}\$" --warm-up-time 1 --measurement-time 3 2>/dev/null |
       awk '/time:/ { v = $4; u = $5; if (u == "s") v *= 1000; if (u == "µs" || u == "us") v /= 1000; print v; exit }')
     theirs=$("$python" benches/peers/torch_cpu_norm_attn.py --threads "$threads" --only "${case%/*}" |
-      awk -v pass="${case#*/}" '$0 ~ pass { print $(NF-3) }')
+      awk -v pass="${case#*/}" '$0 ~ pass { for (i = 1; i < NF; i++) if ($(i + 1) == "ms") { print $i; exit } }')
     ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f", b / a }')
     printf '%-36s %5s %9s %9s %7s  %s\n' "$case" "$round" "$ours" "$theirs" "$ratio" "$(cut -d' ' -f1 /proc/loadavg)"
   done

@@ -25,22 +25,25 @@ def wanted(name):
 
 
 def median_seconds(fn, min_time=2.0, min_reps=5):
+    """Median wall time per call, and mean process CPU time per call (all threads; on a shared machine the CPU time
+    is the steadier figure)."""
     fn()  # warm-up
     times = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     while len(times) < min_reps or time.perf_counter() - start < min_time:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), (time.process_time() - cpu_start) / len(times)
 
 
-def report(name, seconds, amount, unit):
+def report(name, timing, amount, unit):
+    seconds, cpu = timing
     if unit == "GB/s":
         rate = f"{amount / seconds / 2**30:.2f} GiB/s"
     else:
         rate = f"{amount / seconds / 1e9:.2f} GFLOP/s"
-    print(f"{name:48s} {seconds * 1e3:10.3f} ms   {rate}")
+    print(f"{name:48s} {seconds * 1e3:10.3f} ms   {rate}   (CPU {cpu * 1e3:.3f} ms per call)")
 
 
 def group_norm():
