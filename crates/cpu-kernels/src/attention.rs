@@ -104,16 +104,17 @@ fn transposed_tiles(rows: &[f32], d: usize) -> Vec<f32> {
 /// Score-tile columns per register block of [`tile_products`]: two rows × 32 columns are eight 8-lane accumulators.
 const BJ: usize = 32;
 
-/// `out[i][j] = Σ_p a[i, p]·bt[p, j]` for the `out.len()` rows of `a` (`· × d`) against `bt` (`d × BK`).
-/// Rows go in pairs so each loaded slice of `bt` feeds two rows' fused multiply-adds; every element is still summed
-/// over `p` in order, so pairing does not change the result.
+/// `out[i][j] = Σ_p a[i, p]·bt[p, j]` for the `out.len()` rows of `a` (`· × d`) against `bt` (`d × BK`), for the
+/// columns `j < nk` (a ragged last key tile computes only the register blocks it needs; later columns keep stale
+/// values and are never read). Rows go in pairs so each loaded slice of `bt` feeds two rows' fused multiply-adds;
+/// every element is still summed over `p` in order, so pairing does not change the result.
 #[inline(always)]
-fn tile_products(a: &[f32], d: usize, bt: &[f32], out: &mut [[f32; BK]]) {
+fn tile_products(a: &[f32], d: usize, bt: &[f32], nk: usize, out: &mut [[f32; BK]]) {
     let mut out_pairs = out.chunks_exact_mut(2);
     let mut a_pairs = a.chunks_exact(2 * d);
     for (rows, a_rows) in (&mut out_pairs).zip(&mut a_pairs) {
         let (a0, a1) = a_rows.split_at(d);
-        for j0 in (0..BK).step_by(BJ) {
+        for j0 in (0..nk).step_by(BJ) {
             let (mut acc0, mut acc1) = ([0.0f32; BJ], [0.0f32; BJ]);
             for ((&x0, &x1), bt_row) in a0.iter().zip(a1).zip(bt.chunks_exact(BK)) {
                 let b: &[f32; BJ] = bt_row[j0..j0 + BJ].try_into().expect("BJ divides BK");
@@ -372,7 +373,7 @@ fn forward_tile(
 
     for (kt, j0) in kt.chunks_exact(d * BK).zip((0..lk).step_by(BK)) {
         let nk = BK.min(lk - j0);
-        tile_products(q, d, kt, &mut scores);
+        tile_products(q, d, kt, nk, &mut scores);
         to_scores(&mut scores, nk, s.scale, bias, i0, j0, lk);
         attending.clear();
         for (i, (row, acc)) in scores.iter_mut().zip(out.chunks_exact_mut(d)).enumerate() {
@@ -584,8 +585,8 @@ fn grad_q_tile(
         .zip((0..lk).step_by(BK))
     {
         let nk = BK.min(lk - j0);
-        tile_products(q, d, kt, &mut p);
-        tile_products(grad_out, d, vt, &mut ds);
+        tile_products(q, d, kt, nk, &mut p);
+        tile_products(grad_out, d, vt, nk, &mut ds);
         probabilities_and_score_grads(pr, &mut p, &mut ds, i0, j0, nk);
         add_weighted_rows_to(
             &every_row,
@@ -619,8 +620,8 @@ fn grad_kv_tile(
         let nq = BQ.min(lq - i0);
         let (q, grad_out) = (&pr.q[i0 * d..][..nq * d], &pr.grad_out[i0 * d..][..nq * d]);
         let (p, ds) = (&mut p[..nq], &mut ds[..nq]);
-        tile_products(q, d, &kt, p);
-        tile_products(grad_out, d, &vt, ds);
+        tile_products(q, d, &kt, nk, p);
+        tile_products(grad_out, d, &vt, nk, ds);
         probabilities_and_score_grads(pr, p, ds, i0, j0, nk);
         let (p, ds) = (&*p, &*ds);
         add_weighted_rows_to(
