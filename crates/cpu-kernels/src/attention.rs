@@ -19,7 +19,7 @@
 //! into `d × BK` tiles shared by all its query tiles, so the innermost loop of a score tile runs over `BK` contiguous
 //! keys; the weighted row sums (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`) take two output rows at a time and keep 2 × 32
 //! output columns in registers over a whole tile (`add_weighted_rows_2`), both with explicit fused multiply-adds;
-//! `exp` is the vectorisable [`crate::math::exp`]. On x86-64 the tile routines are also compiled for AVX2 + FMA and
+//! `exp` is the vectorisable [`crate::math::exp_fused`] (its polynomial in fused multiply-adds). On x86-64 the tile routines are also compiled for AVX2 + FMA and
 //! picked at run time (`dispatch.rs`); both builds give bit-identical results.
 
 use std::borrow::Cow;
@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
-use crate::math::exp;
+use crate::math::exp_fused as exp;
 
 /// Query rows per tile (and per forward / dQ task).
 const BQ: usize = 32;

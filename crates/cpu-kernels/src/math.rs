@@ -50,16 +50,50 @@ fn pow2(n: i32) -> f32 {
 /// `e^x` in f32 to within 2 ulp, written for auto-vectorisation.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    exp_with::<false>(x)
+}
+
+/// [`exp`] with its polynomial evaluated by fused multiply-adds (7 instead of 14 operations), to within 2 ulp
+/// as well. Only for routines compiled through `dispatch!`: with FMA, `mul_add` is one instruction; a build
+/// without it calls libm's exact (and slow, scalar) `fmaf`, which gives the same bits.
+#[inline(always)]
+pub fn exp_fused(x: f32) -> f32 {
+    exp_with::<true>(x)
+}
+
+/// `a·b + c`, fused (one rounding) or not.
+#[inline(always)]
+fn mul_add<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+#[inline(always)]
+fn exp_with<const FUSED: bool>(x: f32) -> f32 {
     let clamped = x.clamp(MIN_ARG, MAX_ARG);
     let (n, n_int) = round_to_int(clamped * LOG2_E);
     let r = (clamped - n * LN2_HI) - n * LN2_LO;
     // Horner form of Σ_{k ≤ 7} r^k / k!.
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let step = |coefficient: f32, acc: f32| mul_add::<FUSED>(r, acc, coefficient);
+    let p = step(
+        1.0,
+        step(
+            1.0,
+            step(
+                0.5,
+                step(
+                    1.0 / 6.0,
+                    step(
+                        1.0 / 24.0,
+                        step(1.0 / 120.0, step(1.0 / 720.0, 1.0 / 5040.0)),
+                    ),
+                ),
+            ),
+        ),
+    );
     // 2^n as two factors 2^(n/2)·2^(n − n/2), so n = 128 (x near 88.7) does not overflow the exponent field.
     let half = n_int >> 1;
     let y = p * pow2(half) * pow2(n_int - half);
