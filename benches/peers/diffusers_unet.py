@@ -1,12 +1,13 @@
 """PyTorch CPU peer for diffuse's U-Net bench (crates/diffusion/benches/unet.rs): diffusers' UNet2DModel with the
 same named configs, batch 64 of 28x28x1, 2 threads.
 
-Run: /opt/torchenv/bin/python benches/peers/diffusers_unet.py
+Run: /opt/torchenv/bin/python benches/peers/diffusers_unet.py [--threads N] [--only SUBSTRING] [--min-time SECONDS]
 Cases (median wall time over repeats after one warm-up):
   train_step: forward at random timesteps with class labels, MSE against noise, backward, AdamW step (lr 1e-4);
   sample_step: one forward pass under no_grad (what a sampler does per step).
 """
 
+import argparse
 import statistics
 import time
 
@@ -15,7 +16,12 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-torch.set_num_threads(2)
+ARGS = argparse.ArgumentParser()
+ARGS.add_argument("--threads", type=int, default=2)
+ARGS.add_argument("--only", default="", help="run the cases whose name contains this, e.g. fashion-base/train")
+ARGS.add_argument("--min-time", type=float, default=10.0, help="seconds of repeats per case (at least 5 repeats)")
+ARGS = ARGS.parse_args()
+torch.set_num_threads(ARGS.threads)
 torch.manual_seed(0)
 
 COMMON = dict(sample_size=28, in_channels=1, out_channels=1, attention_head_dim=32, norm_num_groups=8, num_class_embeds=11)
@@ -38,15 +44,18 @@ CONFIGS = {
 BATCH = 64
 
 
-def median_seconds(fn, min_time=10.0, min_reps=5):
+def median_seconds(fn, min_reps=5):
+    """Median wall time per call, and mean process CPU time per call (all threads; on a shared machine the CPU time
+    is the steadier figure)."""
+    min_time = ARGS.min_time
     fn()  # warm-up
     times = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     while len(times) < min_reps or time.perf_counter() - start < min_time:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), (time.process_time() - cpu_start) / len(times)
 
 
 def main():
@@ -70,7 +79,10 @@ def main():
                 model(x, t, class_labels=labels)
 
         for case, fn in [("train_step", train_step), ("sample_step", sample_step)]:
-            print(f"unet/{name}/{case}/batch{BATCH}: {median_seconds(fn) * 1e3:9.1f} ms")
+            if ARGS.only not in f"{name}/{case}":
+                continue
+            wall, cpu = median_seconds(fn)
+            print(f"unet/{name}/{case}/batch{BATCH}: {wall * 1e3:9.1f} ms   (CPU {cpu * 1e3:9.1f} ms per step)")
 
 
 if __name__ == "__main__":

@@ -1,39 +1,54 @@
 """PyTorch CPU peer for the diffuse-cpu-kernels norm/attention/noise/optimiser benches (same shapes, 2 threads).
 
-Run: /opt/torchenv/bin/python benches/peers/torch_cpu_norm_attn.py
+Run: /opt/torchenv/bin/python benches/peers/torch_cpu_norm_attn.py [--threads N] [--only SUBSTRING]
 Prints one line per case: median time over repeats and the same throughput unit the criterion bench reports.
+`--only` runs the cases whose name contains SUBSTRING (e.g. "attention B32").
 """
 
+import argparse
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-torch.set_num_threads(2)
+ARGS = argparse.ArgumentParser()
+ARGS.add_argument("--threads", type=int, default=2)
+ARGS.add_argument("--only", default="")
+ARGS = ARGS.parse_args()
+torch.set_num_threads(ARGS.threads)
 torch.manual_seed(0)
 
 
+def wanted(name):
+    return ARGS.only in name
+
+
 def median_seconds(fn, min_time=2.0, min_reps=5):
+    """Median wall time per call, and mean process CPU time per call (all threads; on a shared machine the CPU time
+    is the steadier figure)."""
     fn()  # warm-up
     times = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     while len(times) < min_reps or time.perf_counter() - start < min_time:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), (time.process_time() - cpu_start) / len(times)
 
 
-def report(name, seconds, amount, unit):
+def report(name, timing, amount, unit):
+    seconds, cpu = timing
     if unit == "GB/s":
         rate = f"{amount / seconds / 2**30:.2f} GiB/s"
     else:
         rate = f"{amount / seconds / 1e9:.2f} GFLOP/s"
-    print(f"{name:48s} {seconds * 1e3:10.3f} ms   {rate}")
+    print(f"{name:48s} {seconds * 1e3:10.3f} ms   {rate}   (CPU {cpu * 1e3:.3f} ms per call)")
 
 
 def group_norm():
+    if not wanted("group_norm N32 C128 14x14 G32"):
+        return
     n, c, h, w, g = 32, 128, 14, 14, 32
     x = torch.randn(n, c, h, w, requires_grad=True)
     gamma = torch.randn(c, requires_grad=True)
@@ -58,6 +73,8 @@ def attention(batch, heads, length, d, with_backward):
     v = torch.randn(batch, heads, length, d, requires_grad=with_backward)
     flops = 4 * batch * heads * length * length * d
     name = f"attention B{batch} H{heads} L{length} d{d}"
+    if not wanted(name):
+        return
     with torch.no_grad():
         t = median_seconds(lambda: F.scaled_dot_product_attention(q, k, v), min_time=3.0, min_reps=3)
     report(name + " forward", t, flops, "FLOP")
@@ -75,6 +92,8 @@ def noise(batch, per_sample_shape):
     somab = (1 - t_coef).sqrt().view(-1, *([1] * len(per_sample_shape)))
     elems = x0.numel()
     shape = "x".join(str(s) for s in (batch, *per_sample_shape))
+    if not wanted(f"q_sample sampler_step memcpy {shape}"):
+        return
 
     def q_sample():
         eps = torch.randn_like(x0)
@@ -95,6 +114,8 @@ def noise(batch, per_sample_shape):
 
 
 def adamw():
+    if not wanted("adamw 10M"):
+        return
     n = 10_000_000
     p = torch.nn.Parameter(torch.full((n,), 0.5))
     p.grad = (torch.arange(n) % 1000 - 500).float() * 1e-3
@@ -106,6 +127,7 @@ if __name__ == "__main__":
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     group_norm()
     attention(32, 4, 196, 32, with_backward=True)
+    attention(64, 4, 49, 32, with_backward=True)
     attention(8, 8, 1024, 64, with_backward=False)
     noise(64, (1, 28, 28))
     noise(128, (3, 32, 32))

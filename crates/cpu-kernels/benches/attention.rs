@@ -1,5 +1,5 @@
-//! Attention forward (and backward at the small shape) at two shapes: a 14×14 vision block (B32 H4 L196 d32) and a
-//! long sequence (B8 H8 L1024 d64). Throughput is counted in FLOPs (2 matmuls of 2·L²·d each per problem forward).
+//! Attention forward (and backward at the short shapes) at three shapes: a 14×14 vision block (B32 H4 L196 d32), the
+//! 7×7 block of the `fashion-base` U-Net at batch 64 (B64 H4 L49 d32) and a long sequence (B8 H8 L1024 d64). Throughput is counted in FLOPs (2 matmuls of 2·L²·d each per problem forward).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diffuse_cpu_kernels::attention::{attention_backward, attention_forward, AttentionShape};
@@ -59,6 +59,7 @@ fn bench_shape(
 
 fn bench(c: &mut Criterion) {
     bench_shape(c, "attention B32 H4 L196 d32", 32 * 4, 196, 32, true);
+    bench_shape(c, "attention B64 H4 L49 d32", 64 * 4, 49, 32, true);
     bench_shape(c, "attention B8 H8 L1024 d64", 8 * 8, 1024, 64, false);
 }
 

@@ -15,17 +15,20 @@
 //! Masking: `bias` (`[Lq, Lk]`, shared by all problems) may hold −∞. A query row whose scores are all −∞ attends
 //! to nothing: its output is 0, its `lse` is −∞, and it contributes no gradient (no NaN anywhere).
 //!
-//! Inner loops, written so LLVM vectorises them: score tiles transpose `K_tile` so the innermost loop runs over `BK`
-//! contiguous keys; the weighted row sums (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`) keep 32 output columns in registers over
-//! a whole tile (`add_weighted_rows`), both with explicit fused multiply-adds; `exp` is the vectorisable
-//! [`crate::math::exp`]. On x86-64 the tile routines are also compiled for AVX2 + FMA and picked at run time
-//! (`dispatch.rs`); both builds give bit-identical results.
+//! Inner loops, written so LLVM vectorises them: each problem's `K` (and, for the backward, `V`) is transposed once
+//! into `d × BK` tiles shared by all its query tiles, so the innermost loop of a score tile runs over `BK` contiguous
+//! keys; the weighted row sums (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`) take two output rows at a time and keep 2 × 32
+//! output columns in registers over a whole tile (`add_weighted_rows_2`), both with explicit fused multiply-adds;
+//! `exp` is the vectorisable [`crate::math::exp_fused`] (its polynomial in fused multiply-adds). On x86-64 the tile routines are also compiled for AVX2 + FMA and
+//! picked at run time (`dispatch.rs`); both builds give bit-identical results.
+
+use std::borrow::Cow;
 
 use rayon::prelude::*;
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
-use crate::math::exp;
+use crate::math::exp_fused as exp;
 
 /// Query rows per tile (and per forward / dQ task).
 const BQ: usize = 32;
@@ -87,19 +90,31 @@ fn transpose_into(src: &[f32], d: usize, dst: &mut [f32]) {
     }
 }
 
+/// The `len × d` rows of one problem as consecutive transposed tiles: tile `t` (`d × BK`, at `t·d·BK`) holds rows
+/// `t·BK..` as [`transpose_into`] writes them. Made once per problem and read by all its query tiles.
+fn transposed_tiles(rows: &[f32], d: usize) -> Vec<f32> {
+    let tiles = (rows.len() / d).div_ceil(BK);
+    let mut out = vec![0.0f32; tiles * d * BK];
+    for (src, dst) in rows.chunks(BK * d).zip(out.chunks_exact_mut(d * BK)) {
+        transpose_into(src, d, dst);
+    }
+    out
+}
+
 /// Score-tile columns per register block of [`tile_products`]: two rows × 32 columns are eight 8-lane accumulators.
 const BJ: usize = 32;
 
-/// `out[i][j] = Σ_p a[i, p]·bt[p, j]` for the `out.len()` rows of `a` (`· × d`) against `bt` (`d × BK`).
-/// Rows go in pairs so each loaded slice of `bt` feeds two rows' fused multiply-adds; every element is still summed
-/// over `p` in order, so pairing does not change the result.
+/// `out[i][j] = Σ_p a[i, p]·bt[p, j]` for the `out.len()` rows of `a` (`· × d`) against `bt` (`d × BK`), for the
+/// columns `j < nk` (a ragged last key tile computes only the register blocks it needs; later columns keep stale
+/// values and are never read). Rows go in pairs so each loaded slice of `bt` feeds two rows' fused multiply-adds;
+/// every element is still summed over `p` in order, so pairing does not change the result.
 #[inline(always)]
-fn tile_products(a: &[f32], d: usize, bt: &[f32], out: &mut [[f32; BK]]) {
+fn tile_products(a: &[f32], d: usize, bt: &[f32], nk: usize, out: &mut [[f32; BK]]) {
     let mut out_pairs = out.chunks_exact_mut(2);
     let mut a_pairs = a.chunks_exact(2 * d);
     for (rows, a_rows) in (&mut out_pairs).zip(&mut a_pairs) {
         let (a0, a1) = a_rows.split_at(d);
-        for j0 in (0..BK).step_by(BJ) {
+        for j0 in (0..nk).step_by(BJ) {
             let (mut acc0, mut acc1) = ([0.0f32; BJ], [0.0f32; BJ]);
             for ((&x0, &x1), bt_row) in a0.iter().zip(a1).zip(bt.chunks_exact(BK)) {
                 let b: &[f32; BJ] = bt_row[j0..j0 + BJ].try_into().expect("BJ divides BK");
@@ -135,14 +150,18 @@ fn padded(d: usize) -> usize {
     d.div_ceil(DC) * DC
 }
 
-/// Copies the `rows × d` tile `src` into `dst` with row stride `padded(d)`, zero-filling the extra columns.
-#[inline(always)]
-fn pad_into(src: &[f32], d: usize, dst: &mut [f32]) {
+/// The `· × d` rows `src` with row stride `padded(d)` (extra columns zero); borrowed as they are when `d` already is
+/// a whole number of register blocks.
+fn padded_rows(src: &[f32], d: usize) -> Cow<'_, [f32]> {
     let dp = padded(d);
+    if dp == d {
+        return Cow::Borrowed(src);
+    }
+    let mut dst = vec![0.0f32; src.len() / d * dp];
     for (dst, src) in dst.chunks_exact_mut(dp).zip(src.chunks_exact(d)) {
         dst[..d].copy_from_slice(src);
-        dst[d..].fill(0.0);
     }
+    Cow::Owned(dst)
 }
 
 /// `acc[c] += Σ_r w_r·rows[r, c]` for `c < acc.len()`, with `rows` padded to stride `padded(acc.len())`.
@@ -165,6 +184,79 @@ fn add_weighted_rows(weights: impl Iterator<Item = f32> + Clone, rows: &[f32], a
             *a += s;
         }
     }
+}
+
+/// [`add_weighted_rows`] for two weight sequences and two accumulators at once: each loaded block of `rows` feeds
+/// both (eight independent 8-lane chains instead of four), and every element is summed exactly as there.
+#[inline(always)]
+fn add_weighted_rows_2(
+    weights: [impl Iterator<Item = f32> + Clone; 2],
+    rows: &[f32],
+    acc: [&mut [f32]; 2],
+) {
+    let [w0, w1] = weights;
+    let [acc0, acc1] = acc;
+    let dp = padded(acc0.len());
+    for (block, (acc0, acc1)) in acc0.chunks_mut(DC).zip(acc1.chunks_mut(DC)).enumerate() {
+        let (mut sum0, mut sum1) = ([0.0f32; DC], [0.0f32; DC]);
+        for ((w0, w1), row) in w0.clone().zip(w1.clone()).zip(rows.chunks_exact(dp)) {
+            let row: &[f32; DC] = row[block * DC..][..DC]
+                .try_into()
+                .expect("rows are padded to whole blocks");
+            for ((s0, s1), &x) in sum0.iter_mut().zip(sum1.iter_mut()).zip(row) {
+                *s0 = w0.mul_add(x, *s0);
+                *s1 = w1.mul_add(x, *s1);
+            }
+        }
+        for (a, s) in acc0.iter_mut().zip(sum0) {
+            *a += s;
+        }
+        for (a, s) in acc1.iter_mut().zip(sum1) {
+            *a += s;
+        }
+    }
+}
+
+/// Rows `i < j` of the `· × d` matrix `m`, borrowed together.
+#[inline(always)]
+fn two_rows(m: &mut [f32], d: usize, i: usize, j: usize) -> [&mut [f32]; 2] {
+    let (head, tail) = m.split_at_mut(j * d);
+    [&mut head[i * d..][..d], &mut tail[..d]]
+}
+
+/// `out_i += Σ_j w(i, j)·rows[j]` for the rows `i` listed in `which` (ascending), two at a time; `w(i, ·)` yields
+/// row `i`'s weights and `rows` is padded to stride `padded(d)`.
+#[inline(always)]
+fn add_weighted_rows_to<W: Iterator<Item = f32> + Clone>(
+    which: &[usize],
+    w: impl Fn(usize) -> W,
+    rows: &[f32],
+    out: &mut [f32],
+    d: usize,
+) {
+    let mut pairs = which.chunks_exact(2);
+    for pair in &mut pairs {
+        let (i, j) = (pair[0], pair[1]);
+        add_weighted_rows_2([w(i), w(j)], rows, two_rows(out, d, i, j));
+    }
+    if let [i] = *pairs.remainder() {
+        add_weighted_rows(w(i), rows, &mut out[i * d..][..d]);
+    }
+}
+
+/// `max(init, max x)` over eight interleaved lanes, so the comparisons vectorise; the maximum does not depend on the
+/// order (NaNs are skipped either way), so this equals the sequential fold.
+#[inline(always)]
+fn lane_max(init: f32, x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder().iter().copied().fold(init, f32::max);
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    lanes.iter().copied().fold(tail, f32::max)
 }
 
 /// `Σ x` in eight interleaved partial sums, so the additions vectorise (a single running sum is a serial chain).
@@ -235,7 +327,8 @@ pub fn attention_forward(
         .zip(lse.par_chunks_mut(lq))
         .enumerate()
         .for_each(|(bh, (out, lse))| {
-            let (k, v) = (&k[bh * lk * d..][..lk * d], &v[bh * lk * d..][..lk * d]);
+            let kt = &transposed_tiles(&k[bh * lk * d..][..lk * d], d)[..];
+            let v = &padded_rows(&v[bh * lk * d..][..lk * d], d)[..];
             out.par_chunks_mut(BQ * d)
                 .zip(lse.par_chunks_mut(BQ))
                 .enumerate()
@@ -245,7 +338,7 @@ pub fn attention_forward(
                     dispatch!(forward_tile(
                         s: &AttentionShape,
                         q: &[f32],
-                        k: &[f32],
+                        kt: &[f32],
                         v: &[f32],
                         bias: Option<&[f32]>,
                         i0: usize,
@@ -257,35 +350,35 @@ pub fn attention_forward(
     Ok(())
 }
 
-/// One query tile (`q`, rows `i0..`) of one problem against all its keys: online softmax over key tiles.
+/// One query tile (`q`, rows `i0..`) of one problem against all its keys (`kt` from [`transposed_tiles`], `v` from
+/// [`padded_rows`]): online softmax over key tiles.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_tile(
     s: &AttentionShape,
     q: &[f32],
-    k: &[f32],
+    kt: &[f32],
     v: &[f32],
     bias: Option<&[f32]>,
     i0: usize,
     out: &mut [f32],
     lse: &mut [f32],
 ) {
-    let (d, lk, nq) = (s.head_dim, s.kv_len, lse.len());
-    let (mut kt, mut v_tile) = (vec![0.0f32; d * BK], vec![0.0f32; BK * padded(d)]);
+    let (d, dp, lk, nq) = (s.head_dim, padded(s.head_dim), s.kv_len, lse.len());
     let mut scores = vec![[0.0f32; BK]; nq];
     let mut row_max = vec![f32::NEG_INFINITY; nq];
     let mut row_sum = vec![0.0f32; nq];
+    let mut attending = Vec::with_capacity(nq);
     out.fill(0.0);
 
-    for j0 in (0..lk).step_by(BK) {
+    for (kt, j0) in kt.chunks_exact(d * BK).zip((0..lk).step_by(BK)) {
         let nk = BK.min(lk - j0);
-        transpose_into(&k[j0 * d..(j0 + nk) * d], d, &mut kt);
-        tile_products(q, d, &kt, &mut scores);
+        tile_products(q, d, kt, nk, &mut scores);
         to_scores(&mut scores, nk, s.scale, bias, i0, j0, lk);
-        pad_into(&v[j0 * d..(j0 + nk) * d], d, &mut v_tile);
+        attending.clear();
         for (i, (row, acc)) in scores.iter_mut().zip(out.chunks_exact_mut(d)).enumerate() {
             let row = &mut row[..nk];
-            let new_max = row.iter().copied().fold(row_max[i], f32::max);
+            let new_max = lane_max(row_max[i], row);
             if new_max == f32::NEG_INFINITY {
                 continue; // every key so far is masked for this row
             }
@@ -296,9 +389,17 @@ fn forward_tile(
             }
             row.iter_mut().for_each(|p| *p = exp(*p - new_max));
             row_sum[i] += lane_sum(row);
-            add_weighted_rows(row.iter().copied(), &v_tile, acc);
             row_max[i] = new_max;
+            attending.push(i);
         }
+        let v_tile = &v[j0 * dp..(j0 + nk) * dp];
+        add_weighted_rows_to(
+            &attending,
+            |i| scores[i][..nk].iter().copied(),
+            v_tile,
+            out,
+            d,
+        );
     }
 
     for ((acc, lse), (&m, &l)) in out
@@ -375,25 +476,47 @@ pub fn attention_backward(
         .enumerate()
         .for_each(|(bh, grad_q)| {
             let p = &problem(bh);
+            let (kt, vt) = (&transposed_tiles(p.k, d)[..], &transposed_tiles(p.v, d)[..]);
+            let k_rows = &padded_rows(p.k, d)[..];
             grad_q
                 .par_chunks_mut(BQ * d)
                 .enumerate()
                 .for_each(|(tile, grad_q)| {
                     let i0 = tile * BQ;
-                    dispatch!(grad_q_tile(p: &Problem, i0: usize, grad_q: &mut [f32]));
+                    dispatch!(grad_q_tile(
+                        p: &Problem,
+                        kt: &[f32],
+                        vt: &[f32],
+                        k_rows: &[f32],
+                        i0: usize,
+                        grad_q: &mut [f32],
+                    ));
                 });
         });
-    grad_k.par_chunks_mut(lk * d).zip(grad_v.par_chunks_mut(lk * d)).enumerate().for_each(
-        |(bh, (grad_k, grad_v))| {
+    grad_k
+        .par_chunks_mut(lk * d)
+        .zip(grad_v.par_chunks_mut(lk * d))
+        .enumerate()
+        .for_each(|(bh, (grad_k, grad_v))| {
             let p = &problem(bh);
-            grad_k.par_chunks_mut(BK * d).zip(grad_v.par_chunks_mut(BK * d)).enumerate().for_each(
-                |(tile, (grad_k, grad_v))| {
+            let (q_rows, grad_out_rows) =
+                (&padded_rows(p.q, d)[..], &padded_rows(p.grad_out, d)[..]);
+            grad_k
+                .par_chunks_mut(BK * d)
+                .zip(grad_v.par_chunks_mut(BK * d))
+                .enumerate()
+                .for_each(|(tile, (grad_k, grad_v))| {
                     let j0 = tile * BK;
-                    dispatch!(grad_kv_tile(p: &Problem, j0: usize, grad_k: &mut [f32], grad_v: &mut [f32]));
-                },
-            );
-        },
-    );
+                    dispatch!(grad_kv_tile(
+                        p: &Problem,
+                        q_rows: &[f32],
+                        grad_out_rows: &[f32],
+                        j0: usize,
+                        grad_k: &mut [f32],
+                        grad_v: &mut [f32],
+                    ));
+                });
+        });
     Ok(())
 }
 
@@ -434,63 +557,86 @@ fn probabilities_and_score_grads(
     }
 }
 
-/// `dQ` of query rows `i0..`: `scale·Σ_j dS_ij·k_j` over all key tiles.
+/// `dQ` of query rows `i0..`: `scale·Σ_j dS_ij·k_j` over all key tiles (`kt`, `vt` from [`transposed_tiles`] of
+/// `K` and `V`, `k_rows` from [`padded_rows`] of `K`).
 #[inline(always)]
-fn grad_q_tile(pr: &Problem, i0: usize, grad_q: &mut [f32]) {
-    let (d, lk) = (pr.s.head_dim, pr.s.kv_len);
+fn grad_q_tile(
+    pr: &Problem,
+    kt: &[f32],
+    vt: &[f32],
+    k_rows: &[f32],
+    i0: usize,
+    grad_q: &mut [f32],
+) {
+    let (d, dp, lk, scale) = (
+        pr.s.head_dim,
+        padded(pr.s.head_dim),
+        pr.s.kv_len,
+        pr.s.scale,
+    );
     let nq = grad_q.len() / d;
     let (q, grad_out) = (&pr.q[i0 * d..][..nq * d], &pr.grad_out[i0 * d..][..nq * d]);
-    let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
-    let mut k_tile = vec![0.0f32; BK * padded(d)];
     let (mut p, mut ds) = (vec![[0.0f32; BK]; nq], vec![[0.0f32; BK]; nq]);
+    let every_row: Vec<usize> = (0..nq).collect();
     grad_q.fill(0.0);
-    for j0 in (0..lk).step_by(BK) {
+    for ((kt, vt), j0) in kt
+        .chunks_exact(d * BK)
+        .zip(vt.chunks_exact(d * BK))
+        .zip((0..lk).step_by(BK))
+    {
         let nk = BK.min(lk - j0);
-        let k_rows = &pr.k[j0 * d..(j0 + nk) * d];
-        transpose_into(k_rows, d, &mut kt);
-        pad_into(k_rows, d, &mut k_tile);
-        transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, &mut vt);
-        tile_products(q, d, &kt, &mut p);
-        tile_products(grad_out, d, &vt, &mut ds);
+        tile_products(q, d, kt, nk, &mut p);
+        tile_products(grad_out, d, vt, nk, &mut ds);
         probabilities_and_score_grads(pr, &mut p, &mut ds, i0, j0, nk);
-        for (ds_row, grad_q_row) in ds.iter().zip(grad_q.chunks_exact_mut(d)) {
-            add_weighted_rows(
-                ds_row[..nk].iter().map(|&x| x * pr.s.scale),
-                &k_tile,
-                grad_q_row,
-            );
-        }
+        add_weighted_rows_to(
+            &every_row,
+            |i| ds[i][..nk].iter().map(move |&x| x * scale),
+            &k_rows[j0 * dp..(j0 + nk) * dp],
+            grad_q,
+            d,
+        );
     }
 }
 
-/// `dK`, `dV` of key rows `j0..`: `scale·Σ_i dS_ij·q_i` and `Σ_i P_ij·dO_i` over all query tiles.
+/// `dK`, `dV` of key rows `j0..`: `scale·Σ_i dS_ij·q_i` and `Σ_i P_ij·dO_i` over all query tiles (`q_rows`,
+/// `grad_out_rows` from [`padded_rows`]).
 #[inline(always)]
-fn grad_kv_tile(pr: &Problem, j0: usize, grad_k: &mut [f32], grad_v: &mut [f32]) {
-    let (d, lq) = (pr.s.head_dim, pr.s.q_len);
+fn grad_kv_tile(
+    pr: &Problem,
+    q_rows: &[f32],
+    grad_out_rows: &[f32],
+    j0: usize,
+    grad_k: &mut [f32],
+    grad_v: &mut [f32],
+) {
+    let (d, dp, lq, scale) = (pr.s.head_dim, padded(pr.s.head_dim), pr.s.q_len, pr.s.scale);
     let nk = grad_k.len() / d;
     let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
     transpose_into(&pr.k[j0 * d..(j0 + nk) * d], d, &mut kt);
     transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, &mut vt);
     let (mut p, mut ds) = (vec![[0.0f32; BK]; BQ], vec![[0.0f32; BK]; BQ]);
-    let (mut q_tile, mut grad_out_tile) =
-        (vec![0.0f32; BQ * padded(d)], vec![0.0f32; BQ * padded(d)]);
+    let every_key: Vec<usize> = (0..nk).collect();
     for i0 in (0..lq).step_by(BQ) {
         let nq = BQ.min(lq - i0);
         let (q, grad_out) = (&pr.q[i0 * d..][..nq * d], &pr.grad_out[i0 * d..][..nq * d]);
         let (p, ds) = (&mut p[..nq], &mut ds[..nq]);
-        tile_products(q, d, &kt, p);
-        tile_products(grad_out, d, &vt, ds);
+        tile_products(q, d, &kt, nk, p);
+        tile_products(grad_out, d, &vt, nk, ds);
         probabilities_and_score_grads(pr, p, ds, i0, j0, nk);
-        pad_into(q, d, &mut q_tile);
-        pad_into(grad_out, d, &mut grad_out_tile);
-        let (q_tile, grad_out_tile) = (&q_tile[..nq * padded(d)], &grad_out_tile[..nq * padded(d)]);
-        for (j, (grad_k_row, grad_v_row)) in grad_k
-            .chunks_exact_mut(d)
-            .zip(grad_v.chunks_exact_mut(d))
-            .enumerate()
-        {
-            add_weighted_rows(p.iter().map(|row| row[j]), grad_out_tile, grad_v_row);
-            add_weighted_rows(ds.iter().map(|row| row[j] * pr.s.scale), q_tile, grad_k_row);
-        }
+        let (p, ds) = (&*p, &*ds);
+        add_weighted_rows_to(
+            &every_key,
+            |j| p.iter().map(move |row| row[j]),
+            &grad_out_rows[i0 * dp..(i0 + nq) * dp],
+            grad_v,
+            d,
+        );
+        add_weighted_rows_to(
+            &every_key,
+            |j| ds.iter().map(move |row| row[j] * scale),
+            &q_rows[i0 * dp..(i0 + nq) * dp],
+            grad_k,
+            d,
+        );
     }
 }

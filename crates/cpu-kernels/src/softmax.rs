@@ -5,10 +5,12 @@
 //! Backward, per row with `g = ∂L/∂y`: softmax `∂L/∂x_j = y_j (g_j − Σ_k g_k y_k)`; log-softmax
 //! `∂L/∂x_j = g_j − exp(y_j) Σ_k g_k`. Rows are independent: rayon splits the matrix by rows.
 //! A row whose entries are all −∞ has no distribution; its softmax is written as 0 (log-softmax −∞), not NaN.
+//! `exp` is the vectorisable [`crate::math::exp`] (≤ 2 ulp), so the element loops vectorise.
 
 use rayon::prelude::*;
 
 use crate::error::{check_len, KernelError, Result};
+use crate::math::exp;
 
 /// Rows per rayon task: enough work per task for short rows, and still many tasks for a few long ones.
 fn rows_per_task(cols: usize) -> usize {
@@ -52,7 +54,7 @@ fn max_and_sum(x: &[f32]) -> (f32, f32) {
     if m == f32::NEG_INFINITY {
         return (m, 0.0);
     }
-    (m, x.iter().map(|&v| (v - m).exp()).sum())
+    (m, x.iter().map(|&v| exp(v - m)).sum())
 }
 
 /// `y = softmax(x)` over each row of `[rows, cols]`.
@@ -62,7 +64,7 @@ pub fn softmax(rows: usize, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()>
         let (m, s) = max_and_sum(x);
         let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
         for (yj, &xj) in y.iter_mut().zip(x) {
-            *yj = if s > 0.0 { (xj - m).exp() * inv } else { 0.0 };
+            *yj = if s > 0.0 { exp(xj - m) * inv } else { 0.0 };
         }
     });
     Ok(())
@@ -160,7 +162,7 @@ pub fn log_softmax_backward(
     for_each_row_backward(cols, y, grad_y, grad_x, |y, gy, gx| {
         let total: f32 = gy.iter().sum();
         for ((gxj, &yj), &gyj) in gx.iter_mut().zip(y).zip(gy) {
-            *gxj = gyj - yj.exp() * total;
+            *gxj = gyj - exp(yj) * total;
         }
     });
     Ok(())

@@ -11,7 +11,8 @@
 //! 2. The collapsed shape is split into *rows*: all dimensions but the last are the row index, the last is the inner
 //!    loop, walked with a fixed stride per operand.
 //! 3. Rows are handed to rayon in chunks; a chunk computes the multi-index of its first row once and then steps an
-//!    odometer, so no division happens inside the loops.
+//!    odometer, so no division happens inside the loops. A row longer than one task's share (a contiguous tensor is
+//!    a single row) is cut into segments instead, so element-wise work on large tensors uses every thread.
 
 use rayon::prelude::*;
 
@@ -78,11 +79,13 @@ pub fn max_offset(shape: &[usize], strides: &[usize], offset: usize) -> Option<u
     })
 }
 
-/// Rows below this many elements per rayon task are batched together, so tiny tensors stay on one thread.
+/// Rows below this many elements per rayon task are batched together, so tiny tensors stay on one thread; rows
+/// longer than this (a contiguous tensor collapses to one row) are cut into segments of this many elements.
 const MIN_ELEMENTS_PER_TASK: usize = 1 << 14;
 
 /// Calls `row(out_row, base_offsets, inner_strides)` for every row of the collapsed shape, in parallel.
-/// `out` is the contiguous output (length = product of `shape`); `out_row` is the slice of one row.
+/// `out` is the contiguous output (length = product of `shape`); `out_row` is the slice of one row, or of one segment
+/// of a long row (with the offsets of the segment's first element).
 pub fn for_each_row<const K: usize, F>(
     out: &mut [f32],
     shape: &[usize],
@@ -103,27 +106,53 @@ pub fn for_each_row<const K: usize, F>(
     let inner = col.shape[rank - 1];
     let inner_strides: [usize; K] = std::array::from_fn(|o| col.strides[o][rank - 1]);
     let outer_shape = &col.shape[..rank - 1];
-    let rows_per_task = (MIN_ELEMENTS_PER_TASK / inner).max(1);
     let bases: [usize; K] = inputs.map(|r| r.offset);
+    // Offsets of the first element of row `r`.
+    let row_offsets = |r: usize| -> [usize; K] {
+        let mut rem = r;
+        let mut offsets = bases;
+        for d in (0..outer_shape.len()).rev() {
+            let i = rem % outer_shape[d];
+            rem /= outer_shape[d];
+            for (off, strides) in offsets.iter_mut().zip(&col.strides) {
+                *off += i * strides[d];
+            }
+        }
+        offsets
+    };
+
+    if inner > MIN_ELEMENTS_PER_TASK {
+        // Long rows: one task per segment, its offsets advanced along the row.
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(r, out_row)| {
+                let offsets = row_offsets(r);
+                out_row
+                    .par_chunks_mut(MIN_ELEMENTS_PER_TASK)
+                    .enumerate()
+                    .for_each(|(segment, out_segment)| {
+                        let start = segment * MIN_ELEMENTS_PER_TASK;
+                        let offsets: [usize; K] =
+                            std::array::from_fn(|o| offsets[o] + start * inner_strides[o]);
+                        row(out_segment, offsets, inner_strides);
+                    });
+            });
+        return;
+    }
+
+    let rows_per_task = MIN_ELEMENTS_PER_TASK / inner;
     out.par_chunks_mut(rows_per_task * inner)
         .enumerate()
         .for_each(|(task, chunk)| {
-            let first_row = task * rows_per_task;
             // Multi-index of the first row, then odometer steps.
+            let first_row = task * rows_per_task;
             let mut index = vec![0usize; outer_shape.len()];
             let mut rem = first_row;
             for d in (0..outer_shape.len()).rev() {
                 index[d] = rem % outer_shape[d];
                 rem /= outer_shape[d];
             }
-            let mut offsets: [usize; K] = std::array::from_fn(|o| {
-                bases[o]
-                    + index
-                        .iter()
-                        .enumerate()
-                        .map(|(d, &i)| i * col.strides[o][d])
-                        .sum::<usize>()
-            });
+            let mut offsets = row_offsets(first_row);
             for out_row in chunk.chunks_mut(inner) {
                 row(out_row, offsets, inner_strides);
                 for d in (0..outer_shape.len()).rev() {

@@ -1,6 +1,6 @@
 //! The vectorisable elementary functions against f64's.
 
-use diffuse_cpu_kernels::math::{exp, ln, sin_cos_turns};
+use diffuse_cpu_kernels::math::{exp, exp_fused, ln, sin_cos_turns};
 
 /// Distance in units in the last place of the f32 nearest to `expected`.
 fn ulps(actual: f32, expected: f64) -> f64 {
@@ -25,6 +25,22 @@ fn exp_is_within_two_ulp_over_the_normal_range() {
 }
 
 #[test]
+fn exp_fused_is_within_two_ulp_over_the_normal_range_and_handles_the_edges() {
+    let steps = 2_000_000;
+    for i in 0..=steps {
+        let x = -87.0 + 175.5 * i as f32 / steps as f32;
+        let err = ulps(exp_fused(x), f64::from(x).exp());
+        assert!(err <= 2.0, "exp_fused({x}) = {} ({err} ulp)", exp_fused(x));
+    }
+    for x in [-100.0, -87.34, f32::NEG_INFINITY] {
+        assert_eq!(exp_fused(x), 0.0, "exp_fused({x})");
+    }
+    assert_eq!(exp_fused(0.0), 1.0);
+    assert_eq!(exp_fused(100.0), f32::INFINITY);
+    assert!(exp_fused(f32::NAN).is_nan());
+}
+
+#[test]
 fn exp_handles_the_edges() {
     assert_eq!(exp(0.0), 1.0);
     assert_eq!(exp(f32::NEG_INFINITY), 0.0);
@@ -32,6 +48,49 @@ fn exp_handles_the_edges() {
     assert_eq!(exp(100.0), f32::INFINITY);
     assert_eq!(exp(f32::INFINITY), f32::INFINITY);
     assert!(exp(f32::NAN).is_nan());
+}
+
+/// Every f32 in `[lo, hi]` (both of one sign), by bit pattern.
+fn every_float(lo: f32, hi: f32) -> impl Iterator<Item = f32> {
+    let (a, b) = (lo.to_bits(), hi.to_bits());
+    (a.min(b)..=a.max(b)).map(f32::from_bits)
+}
+
+#[test]
+fn exp_is_exact_to_two_ulp_or_flushed_at_both_ends_of_the_range() {
+    // Every float near the ends: within 2 ulp from −87.33 up; below −87.33 the result is flushed to 0 (the true
+    // value is then under 1.19e-38, at most 0.7% above the smallest normal 2^-126 ≈ 1.18e-38: an absolute error
+    // that small is all the flush costs); above 88.72 it is +∞ (the true value overflows f32 from 88.7228 on).
+    for x in every_float(-88.9, -86.0).chain(every_float(86.0, 88.9)) {
+        let (got, want) = (exp(x), f64::from(x).exp());
+        if x < -87.33 {
+            assert_eq!(got, 0.0, "exp({x})");
+            assert!(want < 1.19e-38, "exp({x}) = {want} should not be flushed");
+        } else if want > f64::from(f32::MAX) {
+            assert_eq!(got, f32::INFINITY, "exp({x})");
+        } else if x > 88.72 {
+            // Between the cut-off and overflow: +∞ for a value just below f32::MAX.
+            assert!(
+                got == f32::INFINITY || ulps(got, want) <= 2.0,
+                "exp({x}) = {got}"
+            );
+        } else {
+            assert!(ulps(got, want) <= 2.0, "exp({x}) = {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn exp_of_any_nan_is_nan() {
+    for bits in [
+        0x7fc0_0000u32,
+        0xffc0_0000,
+        0x7f80_0001,
+        0xff80_1234,
+        0x7fff_ffff,
+    ] {
+        assert!(exp(f32::from_bits(bits)).is_nan(), "{bits:#x}");
+    }
 }
 
 #[test]
