@@ -676,7 +676,6 @@ pub fn conv2d_backward_weight(
         &mut gw.view_mut(),
         gb_view.as_mut(),
     )?;
-    drop(gb_view);
     Ok((gw, gb))
 }
 
