@@ -5,7 +5,9 @@
 //!
 //! Without a CUDA driver or device every test prints `skipped: no CUDA driver (<reason>)` to stderr and returns.
 
-use std::sync::OnceLock;
+mod common;
+
+use common::{download, gpu_or_skip, runner, upload};
 
 use cudarc::driver::CudaSlice;
 use diffuse_cpu_kernels::attention as cpu_attention;
@@ -14,45 +16,12 @@ use diffuse_cuda_kernels::attention::{self, AttentionShape};
 use diffuse_cuda_kernels::attention_backward::attention_backward;
 use diffuse_cuda_kernels::conv::Conv2dShape;
 use diffuse_cuda_kernels::conv_backward::{conv2d_backward_input, conv2d_backward_weight};
-use diffuse_cuda_kernels::{Gpu, KernelError};
+use diffuse_cuda_kernels::Gpu;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
-
-/// The device shared by all tests of this binary, opened once.
-fn gpu_or_skip(test: &str) -> Option<&'static Gpu> {
-    static GPU: OnceLock<Result<Gpu, KernelError>> = OnceLock::new();
-    match GPU.get_or_init(|| Gpu::new(0)) {
-        Ok(gpu) => Some(gpu),
-        Err(err) => {
-            eprintln!("{test}: skipped: no CUDA driver ({err})");
-            None
-        }
-    }
-}
-
-fn runner() -> TestRunner {
-    TestRunner::new(Config {
-        cases: 32,
-        ..Config::default()
-    })
-}
-
-fn upload(gpu: &Gpu, host: &[f32]) -> CudaSlice<f32> {
-    if host.is_empty() {
-        return gpu.stream().null().expect("empty device slice");
-    }
-    gpu.stream().clone_htod(host).expect("host-to-device copy")
-}
 
 /// A device buffer filled with NaN, so that an element a kernel forgets to write cannot pass.
 fn poisoned(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
     upload(gpu, &vec![f32::NAN; len])
-}
-
-fn download(gpu: &Gpu, device: &CudaSlice<f32>) -> Vec<f32> {
-    gpu.stream()
-        .clone_dtoh(device)
-        .expect("device-to-host copy")
 }
 
 /// `len` values uniform in [-1, 1) from a SplitMix64 stream.

@@ -8,7 +8,9 @@
 
 mod reference;
 
-use std::sync::OnceLock;
+mod common;
+
+use common::{download, gpu_or_skip, runner, upload, zeros};
 
 use cudarc::driver::CudaSlice;
 use diffuse_cpu_kernels as cpu_kernels;
@@ -19,50 +21,10 @@ use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{self, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{self, GroupNormShape};
 use diffuse_cuda_kernels::noise::{self, StepCoefficients};
-use diffuse_cuda_kernels::{philox, reduce, softmax, Gpu, KernelError};
+use diffuse_cuda_kernels::{philox, reduce, softmax};
 use half::bf16;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-
-/// The device shared by all tests of this binary, opened once.
-fn gpu_or_skip(test: &str) -> Option<&'static Gpu> {
-    static GPU: OnceLock<Result<Gpu, KernelError>> = OnceLock::new();
-    match GPU.get_or_init(|| Gpu::new(0)) {
-        Ok(gpu) => Some(gpu),
-        Err(err) => {
-            eprintln!("{test}: skipped: no CUDA driver ({err})");
-            None
-        }
-    }
-}
-
-fn runner() -> TestRunner {
-    TestRunner::new(Config {
-        cases: 32,
-        ..Config::default()
-    })
-}
-
-fn upload(gpu: &Gpu, host: &[f32]) -> CudaSlice<f32> {
-    if host.is_empty() {
-        return zeros(gpu, 0);
-    }
-    gpu.stream().clone_htod(host).expect("host-to-device copy")
-}
-
-fn download(gpu: &Gpu, device: &CudaSlice<f32>) -> Vec<f32> {
-    gpu.stream()
-        .clone_dtoh(device)
-        .expect("device-to-host copy")
-}
-
-fn zeros(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
-    if len == 0 {
-        // cudarc's explicit empty slice (no zero-byte allocation is asked of the driver)
-        return gpu.stream().null().expect("empty device slice");
-    }
-    gpu.stream().alloc_zeros(len).expect("device allocation")
-}
 
 /// |got - want| <= tol * max(1, |want|) elementwise, with the first offender named.
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<(), TestCaseError> {

@@ -5,7 +5,9 @@
 //! Without a CUDA driver or device every test prints `skipped: no CUDA driver (<reason>)` to stderr and returns.
 //! `scripts/ptxsim/check_index_select.py` runs the same PTX in the interpreter where there is no GPU.
 
-use std::sync::OnceLock;
+mod common;
+
+use common::{download, gpu_or_skip, runner, upload, zeros};
 
 use cudarc::driver::CudaSlice;
 use diffuse_cpu_kernels::elementwise as cpu_elementwise;
@@ -13,47 +15,8 @@ use diffuse_cpu_kernels::index as cpu_index;
 use diffuse_cpu_kernels::reduce::{reduce_rows, ReduceOp};
 use diffuse_cpu_kernels::strided::StridedRef;
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand};
-use diffuse_cuda_kernels::{index, select, Gpu, KernelError};
+use diffuse_cuda_kernels::{index, select};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
-
-fn gpu_or_skip(test: &str) -> Option<&'static Gpu> {
-    static GPU: OnceLock<Result<Gpu, KernelError>> = OnceLock::new();
-    match GPU.get_or_init(|| Gpu::new(0)) {
-        Ok(gpu) => Some(gpu),
-        Err(err) => {
-            eprintln!("{test}: skipped: no CUDA driver ({err})");
-            None
-        }
-    }
-}
-
-fn runner() -> TestRunner {
-    TestRunner::new(Config {
-        cases: 32,
-        ..Config::default()
-    })
-}
-
-fn upload(gpu: &Gpu, host: &[f32]) -> CudaSlice<f32> {
-    if host.is_empty() {
-        return gpu.stream().null().expect("empty device slice");
-    }
-    gpu.stream().clone_htod(host).expect("host-to-device copy")
-}
-
-fn download(gpu: &Gpu, device: &CudaSlice<f32>) -> Vec<f32> {
-    gpu.stream()
-        .clone_dtoh(device)
-        .expect("device-to-host copy")
-}
-
-fn zeros(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
-    if len == 0 {
-        return gpu.stream().null().expect("empty device slice");
-    }
-    gpu.stream().alloc_zeros(len).expect("device allocation")
-}
 
 /// Deterministic values in [-2, 2) from a seed (no f32 rounding subtleties: the kernels only move and add them).
 fn values(seed: u64, len: usize) -> Vec<f32> {
