@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut};
+use cudarc::driver::sys::CUresult;
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DriverError};
 
-use crate::error::{driver_error, Result};
+use crate::error::{driver_error, KernelError, Result};
 
 /// The smallest bucket, in elements (1 KiB of f32).
 const MIN_BUCKET: usize = 256;
@@ -69,13 +70,17 @@ impl BufferPool {
         }
         // SAFETY: the allocation is uninitialised device memory; every bit pattern is a valid f32 and the pool's
         // contract (module docs) is that callers write a buffer before they read it.
-        let slice = unsafe { stream.alloc::<f32>(bucket) }.map_err(|e| {
-            driver_error(
-                "alloc",
-                &format!("allocating {bucket} f32 ({len} requested)"),
-                e,
-            )
-        })?;
+        let allocate = || unsafe { stream.alloc::<f32>(bucket) };
+        let slice = match allocate() {
+            Ok(slice) => slice,
+            // Out of memory with buffers of other sizes cached: give those back to the driver and try once more.
+            Err(e) if is_out_of_memory(&e) && self.cached_elements > 0 => {
+                let released = self.cached_bytes();
+                self.release_all();
+                allocate().map_err(|e| allocation_error(bucket, released, e))?
+            }
+            Err(e) => return Err(allocation_error(bucket, 0, e)),
+        };
         Ok(PooledBuffer { slice, len })
     }
 
@@ -98,9 +103,48 @@ impl BufferPool {
     }
 }
 
+fn is_out_of_memory(e: &DriverError) -> bool {
+    e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY
+}
+
+/// The error of a failed allocation of `elements` f32: out of memory names the size and what to do about it.
+fn allocation_error(elements: usize, released_bytes: usize, e: DriverError) -> KernelError {
+    if is_out_of_memory(&e) {
+        KernelError::new("alloc", out_of_memory_message(elements, released_bytes))
+    } else {
+        driver_error("alloc", &format!("allocating {elements} f32"), e)
+    }
+}
+
+fn out_of_memory_message(elements: usize, released_bytes: usize) -> String {
+    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+    let bytes = elements.saturating_mul(std::mem::size_of::<f32>());
+    let released = if released_bytes > 0 {
+        format!(
+            " (after returning {:.1} MiB of cached buffers to the driver)",
+            mib(released_bytes)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "out of device memory allocating {:.1} MiB ({elements} f32){released}; try a smaller --batch-size, or --device cpu",
+        mib(bytes)
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::bucket_len;
+    use super::{bucket_len, out_of_memory_message};
+
+    #[test]
+    fn out_of_memory_names_the_size_and_suggests_a_smaller_batch() {
+        let text = out_of_memory_message(64 << 20, 3 << 20);
+        assert!(text.contains("256.0 MiB (67108864 f32)"), "{text}");
+        assert!(text.contains("3.0 MiB of cached buffers"), "{text}");
+        assert!(text.contains("smaller --batch-size"), "{text}");
+        assert!(!out_of_memory_message(256, 0).contains("cached"));
+    }
 
     #[test]
     fn buckets_cover_the_request_with_at_most_a_quarter_to_spare() {
