@@ -414,7 +414,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     eprintln!(
         "training {} parameters on {} on {} images of {}×{}×{}, batch {batch}, to step {total}; outputs in {}",
         trainer.store.numel(),
-        trainer.device,
+        trainer.device(),
         data.len(),
         data.channels,
         data.height,

@@ -27,6 +27,30 @@ pub struct Conv2dShape {
 }
 
 impl Conv2dShape {
+    /// `(out_h, out_w)` after checking that the channels split into the groups and that the kernel fits the padded
+    /// input; otherwise an error of `op` saying which.
+    pub(crate) fn checked_output_hw(&self, op: &'static str) -> Result<(usize, usize)> {
+        let s = self;
+        if s.groups == 0 || s.in_channels % s.groups != 0 || s.out_channels % s.groups != 0 {
+            return Err(KernelError::new(
+                op,
+                format!(
+                    "{} input and {} output channels do not split into {} groups",
+                    s.in_channels, s.out_channels, s.groups
+                ),
+            ));
+        }
+        s.output_hw().ok_or_else(|| {
+            KernelError::new(
+                op,
+                format!(
+                    "a {}x{} kernel (dilation {}, stride {}) does not fit a {}x{} input padded by {}",
+                    s.kernel_h, s.kernel_w, s.dilation, s.stride, s.in_h, s.in_w, s.padding
+                ),
+            )
+        })
+    }
+
     /// `(out_h, out_w)`, or `None` when the dilated kernel does not fit in the padded input (or stride/dilation is 0).
     pub fn output_hw(&self) -> Option<(usize, usize)> {
         let out = |input: usize, kernel: usize| {
@@ -55,24 +79,7 @@ pub fn conv2d_forward(
 ) -> Result<()> {
     const OP: &str = "conv2d_forward";
     let s = shape;
-    if s.groups == 0 || s.in_channels % s.groups != 0 || s.out_channels % s.groups != 0 {
-        return Err(KernelError::new(
-            OP,
-            format!(
-                "{} input and {} output channels do not split into {} groups",
-                s.in_channels, s.out_channels, s.groups
-            ),
-        ));
-    }
-    let (out_h, out_w) = s.output_hw().ok_or_else(|| {
-        KernelError::new(
-            OP,
-            format!(
-                "a {}x{} kernel (dilation {}, stride {}) does not fit a {}x{} input padded by {}",
-                s.kernel_h, s.kernel_w, s.dilation, s.stride, s.in_h, s.in_w, s.padding
-            ),
-        )
-    })?;
+    let (out_h, out_w) = s.checked_output_hw(OP)?;
     let cg = s.in_channels / s.groups;
     let k = cg * s.kernel_h * s.kernel_w;
     let n = s.batch * out_h * out_w;

@@ -29,24 +29,7 @@ struct Geometry {
 
 /// Checks the shape (groups, the kernel fitting the padded input, every 32-bit index of the PTX) and derives sizes.
 fn geometry(op: &'static str, s: &Conv2dShape) -> Result<Geometry> {
-    if s.groups == 0 || s.in_channels % s.groups != 0 || s.out_channels % s.groups != 0 {
-        return Err(KernelError::new(
-            op,
-            format!(
-                "{} input and {} output channels do not split into {} groups",
-                s.in_channels, s.out_channels, s.groups
-            ),
-        ));
-    }
-    let (out_h, out_w) = s.output_hw().ok_or_else(|| {
-        KernelError::new(
-            op,
-            format!(
-                "a {}x{} kernel (dilation {}, stride {}) does not fit a {}x{} input padded by {}",
-                s.kernel_h, s.kernel_w, s.dilation, s.stride, s.in_h, s.in_w, s.padding
-            ),
-        )
-    })?;
+    let (out_h, out_w) = s.checked_output_hw(op)?;
     let (cg, ocg) = (s.in_channels / s.groups, s.out_channels / s.groups);
     let khw = s.kernel_h * s.kernel_w;
     let fits = |v: Option<usize>| v.is_some_and(|v| v < (1usize << 31));

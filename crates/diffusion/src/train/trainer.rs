@@ -73,8 +73,6 @@ pub struct StepReport {
 
 /// A model, its EMA, its optimiser and the run's state.
 pub struct Trainer<M: TrainableModel> {
-    /// Where the weights, the optimiser state and the batches live.
-    pub device: Device,
     pub model: M,
     pub store: ParamStore,
     /// The same architecture over the EMA weights.
@@ -125,7 +123,6 @@ impl<M: TrainableModel> Trainer<M> {
             TimestepSampler::Uniform { num_timesteps: t }
         };
         Ok(Self {
-            device,
             model,
             store,
             ema_model,
@@ -232,7 +229,7 @@ impl<M: TrainableModel> Trainer<M> {
         let x0 = Tensor::from_vec(
             pixels,
             &[b, data.channels, data.height, data.width],
-            self.device,
+            self.device(),
         )?;
         Ok(Draw {
             x0,
@@ -274,9 +271,14 @@ impl<M: TrainableModel> Trainer<M> {
             .map(|(w, i)| (w * i) as f32)
             .collect();
         let n = weights.len();
-        let weights = Var::constant(Tensor::from_vec(weights, &[n], self.device)?);
+        let weights = Var::constant(Tensor::from_vec(weights, &[n], self.device())?);
         let loss = per_sample.mul(&weights)?.mean_all()?;
         Ok((loss, per_sample, timestep_weights))
+    }
+
+    /// Where the weights, the optimiser state and the batches live: the parameter store's device.
+    pub fn device(&self) -> Device {
+        self.store.device()
     }
 
     /// Runs step `self.step_index()` on `data` and advances to the next.
