@@ -7,6 +7,7 @@
 
 use crate::backend::cpu::{self, CpuStorage};
 use crate::backend::cuda::{self, CudaStorage};
+use crate::backend::host_cache;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::{DType, Device};
@@ -103,7 +104,11 @@ impl Storage {
     /// A new buffer of `len` elements, each `value`.
     pub fn full(device: Device, dtype: DType, len: usize, value: f32) -> Result<Self> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(CpuStorage::from_f32(vec![value; len], dtype))),
+            Device::Cpu => {
+                let mut data = host_cache::take(len);
+                data.fill(value);
+                Ok(Storage::Cpu(CpuStorage::from_f32(data, dtype)))
+            }
             Device::Cuda(n) => Ok(Storage::Cuda(cuda::full(n, dtype, len, value)?)),
         }
     }
@@ -146,9 +151,9 @@ impl Storage {
                 let host = cpu::copy_contiguous(s, layout, DType::F32)?.into_f32();
                 Ok(Storage::Cuda(cuda::from_host(n, &host)?))
             }
-            (Storage::Cuda(s), Device::Cpu) => {
-                Ok(Storage::Cpu(CpuStorage::F32(cuda::to_f32_vec(s, layout)?)))
-            }
+            (Storage::Cuda(s), Device::Cpu) => Ok(Storage::Cpu(CpuStorage::F32(
+                cuda::to_f32_vec(s, layout)?.into(),
+            ))),
             (Storage::Cuda(s), Device::Cuda(n)) => Ok(Storage::Cuda(cuda::to_cuda(s, layout, n)?)),
         }
     }

@@ -3,6 +3,7 @@
 //! Kernels compute in f32. An f16/bf16 buffer is widened to f32 on the way in ([`CpuStorage::to_f32`] borrows an f32
 //! buffer and converts the others) and rounded back on the way out ([`CpuStorage::from_f32`]).
 
+use super::host_cache::{take, HostVec};
 use crate::error::{Error, Result};
 use crate::layout::{checked_numel, dims_product, Layout};
 use crate::storage::MatmulOperand;
@@ -20,7 +21,7 @@ use std::borrow::Cow;
 
 #[derive(Debug, Clone)]
 pub enum CpuStorage {
-    F32(Vec<f32>),
+    F32(HostVec),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
 }
@@ -49,7 +50,7 @@ impl CpuStorage {
     /// The whole buffer as f32: borrowed when it already is, widened otherwise.
     pub fn to_f32(&self) -> Cow<'_, [f32]> {
         match self {
-            CpuStorage::F32(v) => Cow::Borrowed(v),
+            CpuStorage::F32(v) => Cow::Borrowed(&v[..]),
             CpuStorage::F16(v) => Cow::Owned(v.iter().map(|x| x.to_f32()).collect()),
             CpuStorage::BF16(v) => Cow::Owned(v.iter().map(|x| x.to_f32()).collect()),
         }
@@ -58,7 +59,7 @@ impl CpuStorage {
     /// An f32 result stored as `dtype` (rounding to nearest even for the half types).
     pub fn from_f32(data: Vec<f32>, dtype: DType) -> Self {
         match dtype {
-            DType::F32 => CpuStorage::F32(data),
+            DType::F32 => CpuStorage::F32(data.into()),
             DType::F16 => CpuStorage::F16(data.iter().map(|&x| f16::from_f32(x)).collect()),
             DType::BF16 => CpuStorage::BF16(data.iter().map(|&x| bf16::from_f32(x)).collect()),
         }
@@ -66,7 +67,7 @@ impl CpuStorage {
 
     pub fn into_f32(self) -> Vec<f32> {
         match self {
-            CpuStorage::F32(v) => v,
+            CpuStorage::F32(v) => v.into_vec(),
             other => other.to_f32().into_owned(),
         }
     }
@@ -80,23 +81,23 @@ impl CpuStorage {
     }
 }
 
-/// A zeroed output buffer of `Π dims` elements. The sizes come from shapes that may be empty yet huge
-/// (`[usize::MAX, 2, 0]`), so the product is taken zero-first and checked: an overflow is an error, never a wrapped
-/// length or a panic.
-fn zeroed(op: &'static str, dims: &[usize]) -> Result<Vec<f32>> {
-    Ok(vec![0.0; checked_numel(op, dims)?])
+/// An output buffer of `Π dims` elements from the [`host_cache`] (its contents are stale: every kernel overwrites its
+/// whole output). The sizes come from shapes that may be empty yet huge (`[usize::MAX, 2, 0]`), so the product is
+/// taken zero-first and checked: an overflow is an error, never a wrapped length or a panic.
+fn output(op: &'static str, dims: &[usize]) -> Result<Vec<f32>> {
+    Ok(take(checked_numel(op, dims)?))
 }
 
 pub fn copy_contiguous(s: &CpuStorage, layout: &Layout, dtype: DType) -> Result<CpuStorage> {
     let src = s.to_f32();
-    let mut out = vec![0.0; layout.numel()];
+    let mut out = take(layout.numel());
     elementwise::copy_strided(layout.shape(), &src, layout.strided_ref(), &mut out)?;
     Ok(CpuStorage::from_f32(out, dtype))
 }
 
 pub fn unary(s: &CpuStorage, layout: &Layout, op: UnaryOp) -> Result<CpuStorage> {
     let src = s.to_f32();
-    let mut out = vec![0.0; layout.numel()];
+    let mut out = take(layout.numel());
     elementwise::unary(op, layout.shape(), &src, layout.strided_ref(), &mut out)?;
     Ok(CpuStorage::from_f32(out, s.dtype()))
 }
@@ -110,7 +111,7 @@ pub fn binary(
     op: BinaryOp,
 ) -> Result<CpuStorage> {
     let (x, y) = (a.to_f32(), b.to_f32());
-    let mut out = vec![0.0; al.numel()];
+    let mut out = take(al.numel());
     elementwise::binary(
         op,
         al.shape(),
@@ -130,7 +131,7 @@ pub fn where_select(
     b: (&CpuStorage, &Layout),
 ) -> Result<CpuStorage> {
     let (cond, x, y) = (c.to_f32(), a.0.to_f32(), b.0.to_f32());
-    let mut out = vec![0.0; cl.numel()];
+    let mut out = take(cl.numel());
     elementwise::where_select(
         cl.shape(),
         &cond,
@@ -147,8 +148,9 @@ pub fn where_select(
 pub fn reduce_last(s: &CpuStorage, layout: &Layout, op: ReduceOp) -> Result<CpuStorage> {
     let n = layout.shape().last().copied().unwrap_or(1);
     let rows = dims_product(&layout.shape()[..layout.rank().saturating_sub(1)]);
-    let src = copy_contiguous(s, layout, DType::F32)?.into_f32();
-    let mut out = vec![0.0; rows];
+    let contiguous = copy_contiguous(s, layout, DType::F32)?;
+    let src = contiguous.to_f32();
+    let mut out = take(rows);
     reduce::reduce_rows(op, rows, n, &src, &mut out)?;
     // Indices stay exact only in f32.
     let dtype = if op == ReduceOp::ArgMax {
@@ -172,7 +174,7 @@ pub fn concat(
         .iter()
         .try_fold(0usize, |acc, &size| acc.checked_add(size))
         .ok_or_else(|| Error::shape("concat", format!("sizes {sizes:?} overflow usize")))?;
-    let mut out = zeroed("concat", &[outer, total, inner])?;
+    let mut out = output("concat", &[outer, total, inner])?;
     index::concat(&slices, sizes, outer, inner, &mut out)?;
     Ok(CpuStorage::from_f32(out, dtype))
 }
@@ -184,7 +186,7 @@ pub fn index_select(
     inner: usize,
     indices: &[usize],
 ) -> Result<CpuStorage> {
-    let mut out = zeroed("index_select", &[outer, indices.len(), inner])?;
+    let mut out = output("index_select", &[outer, indices.len(), inner])?;
     index::index_select(&s.to_f32(), outer, dim, inner, indices, &mut out)?;
     Ok(CpuStorage::from_f32(out, s.dtype()))
 }
@@ -196,7 +198,7 @@ pub fn index_select_backward(
     inner: usize,
     indices: &[usize],
 ) -> Result<CpuStorage> {
-    let mut out = zeroed("index_select_backward", &[outer, dim, inner])?;
+    let mut out = output("index_select_backward", &[outer, dim, inner])?;
     index::index_select_backward(&g.to_f32(), outer, dim, inner, indices, &mut out)?;
     Ok(CpuStorage::from_f32(out, g.dtype()))
 }
@@ -209,7 +211,7 @@ pub fn gather(
     idx: &[usize],
     k: usize,
 ) -> Result<CpuStorage> {
-    let mut out = zeroed("gather", &[outer, k, inner])?;
+    let mut out = output("gather", &[outer, k, inner])?;
     index::gather(&s.to_f32(), outer, dim, inner, idx, k, &mut out)?;
     Ok(CpuStorage::from_f32(out, s.dtype()))
 }
@@ -222,13 +224,13 @@ pub fn gather_backward(
     idx: &[usize],
     k: usize,
 ) -> Result<CpuStorage> {
-    let mut out = zeroed("gather_backward", &[outer, dim, inner])?;
+    let mut out = output("gather_backward", &[outer, dim, inner])?;
     index::gather_backward(&g.to_f32(), outer, dim, inner, idx, k, &mut out)?;
     Ok(CpuStorage::from_f32(out, g.dtype()))
 }
 
 pub fn upsample_nearest2x(s: &CpuStorage, planes: usize, h: usize, w: usize) -> Result<CpuStorage> {
-    let mut out = zeroed("upsample_nearest2x", &[planes, 4, h, w])?;
+    let mut out = output("upsample_nearest2x", &[planes, 4, h, w])?;
     index::upsample_nearest2x(&s.to_f32(), planes, h, w, &mut out)?;
     Ok(CpuStorage::from_f32(out, s.dtype()))
 }
@@ -239,7 +241,7 @@ pub fn upsample_nearest2x_backward(
     h: usize,
     w: usize,
 ) -> Result<CpuStorage> {
-    let mut out = zeroed("upsample_nearest2x_backward", &[planes, h, w])?;
+    let mut out = output("upsample_nearest2x_backward", &[planes, h, w])?;
     index::upsample_nearest2x_backward(&g.to_f32(), planes, h, w, &mut out)?;
     Ok(CpuStorage::from_f32(out, g.dtype()))
 }
@@ -252,7 +254,7 @@ pub fn q_sample(
     offset: u64,
 ) -> Result<(CpuStorage, CpuStorage)> {
     let x = x0.to_f32();
-    let (mut x_t, mut eps) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    let (mut x_t, mut eps) = (take(x.len()), take(x.len()));
     noise::q_sample(&x, sqrt_ab, sqrt_1mab, seed, offset, &mut x_t, &mut eps)?;
     Ok((
         CpuStorage::from_f32(x_t, x0.dtype()),
@@ -269,7 +271,7 @@ pub fn sampler_step(
     offset: u64,
 ) -> Result<(CpuStorage, CpuStorage)> {
     let (x, m) = (x_t.to_f32(), model_out.to_f32());
-    let (mut prev, mut x0) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    let (mut prev, mut x0) = (take(x.len()), take(x.len()));
     noise::sampler_step(&x, &m, coef, clip, seed, offset, &mut prev, &mut x0)?;
     Ok((
         CpuStorage::from_f32(prev, x_t.dtype()),
@@ -294,7 +296,7 @@ pub fn matmul(
     (batch, m, n, k): (usize, usize, usize, usize),
 ) -> Result<CpuStorage> {
     let (x, y) = (a.0.to_f32(), b.0.to_f32());
-    let mut out = zeroed("matmul", &[batch, m, n])?;
+    let mut out = output("matmul", &[batch, m, n])?;
     gemm::sgemm_batched(
         batch,
         m,
@@ -314,7 +316,7 @@ pub fn matmul(
 
 /// Softmax (or log-softmax) of each row of a contiguous `[rows, cols]` buffer.
 pub fn softmax(s: &CpuStorage, rows: usize, cols: usize, log: bool) -> Result<CpuStorage> {
-    let mut out = zeroed("softmax", &[rows, cols])?;
+    let mut out = output("softmax", &[rows, cols])?;
     if log {
         softmax::log_softmax(rows, cols, &s.to_f32(), &mut out)?;
     } else {
@@ -331,7 +333,7 @@ pub fn softmax_backward(
     cols: usize,
     log: bool,
 ) -> Result<CpuStorage> {
-    let mut out = zeroed("softmax", &[rows, cols])?;
+    let mut out = output("softmax", &[rows, cols])?;
     let (y32, g32) = (y.to_f32(), g.to_f32());
     if log {
         softmax::log_softmax_backward(rows, cols, &y32, &g32, &mut out)?;
@@ -347,7 +349,7 @@ pub fn conv2d(
     w: &CpuStorage,
     bias: Option<&CpuStorage>,
 ) -> Result<CpuStorage> {
-    let mut out = vec![0.0; s.output_len()];
+    let mut out = take(s.output_len());
     let bias32 = bias.map(CpuStorage::to_f32);
     conv2d::conv2d_forward(s, &x.to_f32(), &w.to_f32(), bias32.as_deref(), &mut out)?;
     Ok(CpuStorage::from_f32(out, x.dtype()))
@@ -358,7 +360,7 @@ pub fn conv2d_backward_input(
     grad_out: &CpuStorage,
     w: &CpuStorage,
 ) -> Result<CpuStorage> {
-    let mut out = vec![0.0; s.input_len()];
+    let mut out = take(s.input_len());
     conv2d::conv2d_backward_input(s, &grad_out.to_f32(), &w.to_f32(), &mut out)?;
     Ok(CpuStorage::from_f32(out, grad_out.dtype()))
 }
@@ -370,8 +372,8 @@ pub fn conv2d_backward_weight(
     grad_out: &CpuStorage,
     with_bias: bool,
 ) -> Result<(CpuStorage, Option<CpuStorage>)> {
-    let mut gw = vec![0.0; s.weight_len()];
-    let mut gb = with_bias.then(|| vec![0.0; s.out_channels]);
+    let mut gw = take(s.weight_len());
+    let mut gb = with_bias.then(|| take(s.out_channels));
     conv2d::conv2d_backward_weight(
         s,
         &x.to_f32(),
@@ -394,9 +396,9 @@ pub fn group_norm(
     beta: &CpuStorage,
 ) -> Result<[CpuStorage; 3]> {
     let (mut y, mut mean, mut rstd) = (
-        vec![0.0; x.len()],
-        zeroed("group_norm", &[s.batch, s.groups])?,
-        zeroed("group_norm", &[s.batch, s.groups])?,
+        take(x.len()),
+        output("group_norm", &[s.batch, s.groups])?,
+        output("group_norm", &[s.batch, s.groups])?,
     );
     group_norm::group_norm_forward(
         s,
@@ -409,19 +411,15 @@ pub fn group_norm(
     )?;
     Ok([
         CpuStorage::from_f32(y, x.dtype()),
-        CpuStorage::F32(mean),
-        CpuStorage::F32(rstd),
+        CpuStorage::F32(mean.into()),
+        CpuStorage::F32(rstd.into()),
     ])
 }
 
 /// (∂x, ∂γ, ∂β) from the input, γ, the saved statistics and ∂y: `[x, gamma, mean, rstd, grad_y]`.
 pub fn group_norm_backward(s: &GroupNormShape, t: [&CpuStorage; 5]) -> Result<[CpuStorage; 3]> {
     let [x, gamma, mean, rstd, gy] = t;
-    let (mut gx, mut gg, mut gb) = (
-        vec![0.0; x.len()],
-        vec![0.0; s.channels],
-        vec![0.0; s.channels],
-    );
+    let (mut gx, mut gg, mut gb) = (take(x.len()), take(s.channels), take(s.channels));
     group_norm::group_norm_backward(
         s,
         &x.to_f32(),
@@ -444,7 +442,7 @@ pub fn layer_norm(
     gamma: &CpuStorage,
     beta: &CpuStorage,
 ) -> Result<[CpuStorage; 3]> {
-    let (mut y, mut mean, mut rstd) = (vec![0.0; x.len()], vec![0.0; s.rows], vec![0.0; s.rows]);
+    let (mut y, mut mean, mut rstd) = (take(x.len()), take(s.rows), take(s.rows));
     layer_norm::layer_norm_forward(
         s,
         &x.to_f32(),
@@ -456,15 +454,15 @@ pub fn layer_norm(
     )?;
     Ok([
         CpuStorage::from_f32(y, x.dtype()),
-        CpuStorage::F32(mean),
-        CpuStorage::F32(rstd),
+        CpuStorage::F32(mean.into()),
+        CpuStorage::F32(rstd.into()),
     ])
 }
 
 /// (∂x, ∂γ, ∂β) from `[x, gamma, mean, rstd, grad_y]`.
 pub fn layer_norm_backward(s: &LayerNormShape, t: [&CpuStorage; 5]) -> Result<[CpuStorage; 3]> {
     let [x, gamma, mean, rstd, gy] = t;
-    let (mut gx, mut gg, mut gb) = (vec![0.0; x.len()], vec![0.0; s.dim], vec![0.0; s.dim]);
+    let (mut gx, mut gg, mut gb) = (take(x.len()), take(s.dim), take(s.dim));
     layer_norm::layer_norm_backward(
         s,
         &x.to_f32(),
@@ -487,8 +485,8 @@ pub fn attention(
     k: &CpuStorage,
     v: &CpuStorage,
 ) -> Result<[CpuStorage; 2]> {
-    let mut out = vec![0.0; q.len()];
-    let mut lse = zeroed("attention", &[s.batch_heads, s.q_len])?;
+    let mut out = take(q.len());
+    let mut lse = output("attention", &[s.batch_heads, s.q_len])?;
     attention::attention_forward(
         s,
         &q.to_f32(),
@@ -498,13 +496,16 @@ pub fn attention(
         &mut out,
         &mut lse,
     )?;
-    Ok([CpuStorage::from_f32(out, q.dtype()), CpuStorage::F32(lse)])
+    Ok([
+        CpuStorage::from_f32(out, q.dtype()),
+        CpuStorage::F32(lse.into()),
+    ])
 }
 
 /// (∂q, ∂k, ∂v) from `[q, k, v, out, lse, grad_out]`.
 pub fn attention_backward(s: &AttentionShape, t: [&CpuStorage; 6]) -> Result<[CpuStorage; 3]> {
     let [q, k, v, out, lse, gout] = t;
-    let (mut gq, mut gk, mut gv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    let (mut gq, mut gk, mut gv) = (take(q.len()), take(k.len()), take(v.len()));
     attention::attention_backward(
         s,
         &q.to_f32(),
@@ -524,7 +525,7 @@ pub fn attention_backward(s: &AttentionShape, t: [&CpuStorage; 6]) -> Result<[Cp
 
 /// Philox stream elements `offset..offset + len`, standard normal or uniform on (0, 1).
 pub fn random(len: usize, seed: u64, offset: u64, normal: bool, dtype: DType) -> CpuStorage {
-    let mut out = vec![0.0; len];
+    let mut out = take(len);
     if normal {
         philox::fill_normal(seed, offset, &mut out);
     } else {
