@@ -1,0 +1,74 @@
+//! Times the U-Net's training or sampling step (the `unet` bench's cases) in a plain loop and prints wall time and
+//! process CPU time per step. On a shared machine the CPU time (read from `/proc/self/stat`, 10 ms ticks) is the
+//! steadier figure; with `RAYON_NUM_THREADS=1` it compares directly with the CPU time that
+//! `benches/peers/diffusers_unet.py --threads 1` prints for PyTorch.
+//!
+//! Run: `RAYON_NUM_THREADS=1 cargo run --release -p diffuse-diffusion --example unet_time -- CONFIG train|sample STEPS`
+//! (e.g. `fashion-small train 5`).
+
+use diffuse_autograd::{no_grad, Var};
+use diffuse_diffusion::unet::{UNet2DModel, UNetConfig};
+use diffuse_nn::{AdamW, ParamStore};
+use diffuse_tensor::{Device, Tensor};
+use std::time::Instant;
+
+const BATCH: usize = 64;
+
+/// User plus system CPU seconds of this process so far (Linux); `None` where `/proc` is unavailable.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is parenthesised and may hold spaces: utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: unet_time CONFIG train|sample STEPS";
+    let (name, case, steps) = match args.as_slice() {
+        [name, case, steps] => (name.as_str(), case.as_str(), steps.parse::<usize>()?),
+        _ => return Err(usage.into()),
+    };
+    let train = match case {
+        "train" => true,
+        "sample" => false,
+        _ => return Err(usage.into()),
+    };
+    let store = ParamStore::new(0, Device::Cpu);
+    let model = UNet2DModel::new(UNetConfig::named(name)?, &store)?;
+    let params = store.params().into_iter().map(|(_, v)| v);
+    let mut opt = AdamW::new(params, AdamW::default_config(1e-4))?;
+    let x = Tensor::randn(&[BATCH, 1, 28, 28], 1, 0, Device::Cpu)?;
+    let noise = Var::constant(Tensor::randn(&[BATCH, 1, 28, 28], 2, 0, Device::Cpu)?);
+    let t: Vec<f64> = (0..BATCH).map(|i| ((i * 397) % 1000) as f64).collect();
+    let labels: Vec<u32> = (0..BATCH as u32).map(|i| i % 11).collect();
+
+    let mut step = || -> Result<(), Box<dyn std::error::Error>> {
+        if train {
+            let out = model.forward(&Var::constant(x.clone()), &t, Some(&labels))?;
+            let loss = out.sub(&noise)?.square()?.mean_all()?;
+            let grads = loss.backward()?;
+            opt.step(&grads)?;
+        } else {
+            no_grad(|| model.forward(&Var::constant(x.clone()), &t, Some(&labels)))?;
+        }
+        Ok(())
+    };
+    step()?; // warm-up: first-touch allocations and the host cache
+    let (wall, cpu) = (Instant::now(), cpu_seconds());
+    for _ in 0..steps.max(1) {
+        step()?;
+    }
+    let per_step = |seconds: f64| seconds / steps.max(1) as f64 * 1e3;
+    let cpu = cpu_seconds()
+        .zip(cpu)
+        .map(|(end, start)| per_step(end - start));
+    println!(
+        "unet/{name}/{case}_step/batch{BATCH}: {:9.1} ms wall, {} ms CPU per step",
+        per_step(wall.elapsed().as_secs_f64()),
+        cpu.map_or("?".into(), |c| format!("{c:.1}"))
+    );
+    Ok(())
+}
