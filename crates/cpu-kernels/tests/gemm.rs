@@ -229,8 +229,18 @@ proptest! {
 
 #[test]
 fn sgemm_crosses_every_block_boundary() {
-    // m > MC (120), n > NC (4096), k > KC (256): every loop of the nest runs more than once, with ragged edges.
+    // m > MC (120), n > NC (4096), k > KC (256): every loop of the nest runs more than once, with ragged edges; m = 127
+    // takes the short loop order (m ≤ 256), m = 263 the blocked one.
     let layout = Layout::ROW_MAJOR;
+    check_all_kernels(&Problem::new(
+        (1, 263, 20, 520),
+        1.0,
+        0.5,
+        layout,
+        layout,
+        layout,
+        6,
+    ));
     check_all_kernels(&Problem::new(
         (1, 127, 20, 520),
         1.0,
@@ -249,6 +259,45 @@ fn sgemm_crosses_every_block_boundary() {
         layout,
         8,
     ));
+}
+
+#[test]
+fn short_and_blocked_loop_orders_give_identical_bits() {
+    // 256 rows take the short loop order, 257 the blocked one; the first 256 rows of C must agree bit for bit, since
+    // both orders add every element's k-terms in the same order.
+    let (n, k) = (300, 600);
+    let a = random_vec(257 * k, 11);
+    let b = random_vec(k * n, 12);
+    for kernel in kernels() {
+        let product = |m: usize| {
+            let mut c = vec![0.0; m * n];
+            sgemm_batched_using(
+                kernel,
+                1,
+                m,
+                n,
+                k,
+                1.0,
+                MatRef::row_major(&a[..m * k], k),
+                0,
+                MatRef::row_major(&b, n),
+                0,
+                0.0,
+                MatMut::row_major(&mut c, n),
+                0,
+            )
+            .unwrap();
+            c
+        };
+        let (short, blocked) = (product(256), product(257));
+        assert!(
+            short
+                .iter()
+                .zip(&blocked)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{kernel} kernel: the two loop orders differ"
+        );
+    }
 }
 
 #[test]

@@ -19,6 +19,10 @@
 //! Sizes (f32, MR×NR = 6×16): the B̃ panel is KC·NR·4 = 16 KiB (half of a 32 KiB L1d), an Ã block MC·KC·4 = 120 KiB
 //! (a quarter of a 512 KiB L2), B̃ at most KC·NC·4 = 4 MiB (a slice of L3). Packing costs O(mk + kn) copies against
 //! the O(mnk) multiply-adds.
+//!
+//! Short, wide products (`m ≤ 256` rows, as in a convolution's `[out_channels × positions]`) use a second loop order,
+//! [`gemm_short`]: A's whole k-block is packed once and each B panel is packed just before its tiles run, so it never
+//! leaves L1. The sum order, hence every bit of the result, is the same in both.
 
 mod check;
 mod microkernel;
@@ -39,6 +43,8 @@ const KC: usize = 256;
 const MC: usize = 120;
 /// Columns of B packed per k-block (a multiple of NR).
 const NC: usize = 4096;
+/// Products with at most this many rows take the short-and-wide loop order of [`gemm_short`].
+const SHORT_M: usize = 256;
 /// Products with fewer multiply-adds than this run on the calling thread: a rayon task costs about a microsecond.
 const PARALLEL_MIN_MACS: usize = 1 << 17;
 
@@ -254,7 +260,13 @@ pub fn sgemm_batched_using(
         let c_i = unsafe { c_base.offset(index * c_batch_stride) };
         // SAFETY: `c_i` addresses product `index` of C: in bounds by `in_bounds`, disjoint from the other products'
         // elements by `injective`, and nothing else touches C's slice while `c` is mutably borrowed here.
-        unsafe { gemm_blocked(kernel, m, n, k, alpha, &a_i, &b_i, beta, c_i, parallel) };
+        unsafe {
+            if m <= SHORT_M {
+                gemm_short(kernel, m, n, k, alpha, &a_i, &b_i, beta, c_i, parallel)
+            } else {
+                gemm_blocked(kernel, m, n, k, alpha, &a_i, &b_i, beta, c_i, parallel)
+            }
+        };
     };
     if batch > 1 && parallel_batch(batch, m, n, k) {
         (0..batch).into_par_iter().for_each(product);
@@ -388,6 +400,68 @@ unsafe fn gemm_blocked(
                 let mut a_buf = PackBuf::take(Operand::A);
                 (0..m).step_by(MC).for_each(|ic| row_block(&mut a_buf, ic));
             }
+        }
+    }
+}
+
+/// The loop order for short, wide products (`m ≤ SHORT_M`, e.g. a convolution's `[out_channels × positions]`):
+///
+/// ```text
+/// for pc in 0..k step KC                      pack Ã = A[.., pc..]  m×kc  (≤ 256 KiB: lives in L2)
+///   for jr in 0..n step NR      (parallel)    pack one B̃ panel kc×NR  (16 KiB: lives in L1)
+///     for ir in 0..m step MR                  micro-kernel on that panel
+/// ```
+///
+/// [`gemm_blocked`] packs a whole kc×nc block of B before any tile runs, so each packed panel is written out to L2 or
+/// L3 and read back later; when A has few rows each panel is used by only ⌈m/MR⌉ tiles, and that round trip costs
+/// as much as the tiles' arithmetic. Packing each panel just before its tiles keeps it in L1. Every element of C still
+/// receives its k-terms in the same order (blocks ascending, `p` ascending), so both orders give identical bits.
+///
+/// # Safety
+/// As for [`gemm_blocked`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_short(
+    kernel: MicroKernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &MatRef,
+    b: &MatRef,
+    beta: f32,
+    c: SharedC,
+    parallel: bool,
+) {
+    let mut a_buf = PackBuf::take(Operand::A);
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        let beta_block = if pc == 0 { beta } else { 1.0 };
+        let a_packed = a_buf.floats(m.next_multiple_of(MR) * kc);
+        pack::pack_a(a, 0, m, pc, kc, a_packed);
+        let a_packed: &[f32] = a_packed;
+        let column_panel = |b_buf: &mut PackBuf, jr: usize| {
+            let cols = NR.min(n - jr);
+            let b_panel = b_buf.floats(NR * kc);
+            pack::pack_b_panel(b, pc, kc, jr, cols, b_panel);
+            for (ir, a_panel) in (0..m).step_by(MR).zip(a_packed.chunks_exact(MR * kc)) {
+                // SAFETY: (ir, jr) is inside C, and this task alone owns the tile, which the rows/cols clamp to C's
+                // edge; the kernel and panel lengths are as `run` requires.
+                unsafe {
+                    let tile = c.tile(ir, jr, MR.min(m - ir), cols);
+                    microkernel::run(kernel, kc, a_panel, b_panel, alpha, beta_block, tile);
+                }
+            }
+        };
+        if parallel {
+            (0..n)
+                .into_par_iter()
+                .step_by(NR)
+                .for_each_init(|| PackBuf::take(Operand::B), column_panel);
+        } else {
+            let mut b_buf = PackBuf::take(Operand::B);
+            (0..n)
+                .step_by(NR)
+                .for_each(|jr| column_panel(&mut b_buf, jr));
         }
     }
 }

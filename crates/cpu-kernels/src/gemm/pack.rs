@@ -125,38 +125,7 @@ pub(super) fn pack_b(
 ) {
     let pack_panel = |(q, panel): (usize, &mut [f32])| {
         let col0 = jc + q * NR;
-        let cols = NR.min(jc + nc - col0);
-        if b.row_stride == 1 && b.col_stride != 1 {
-            // Column-major B (a transposed view): read `cols` contiguous columns side by side.
-            let start = |c: usize| (col0 + c) * b.col_stride + pc;
-            let lines: [&[f32]; NR] = std::array::from_fn(|c| {
-                if c < cols {
-                    &b.data[start(c)..start(c) + kc]
-                } else {
-                    &[]
-                }
-            });
-            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                for (c, d) in dst.iter_mut().enumerate() {
-                    *d = lines[c].get(p).copied().unwrap_or(0.0);
-                }
-            }
-            return;
-        }
-        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-            let base = (pc + p) * b.row_stride + col0 * b.col_stride;
-            if b.col_stride == 1 && cols == NR {
-                // A constant-length copy: the compiler emits two vector moves instead of a call to memcpy.
-                dst.copy_from_slice(&b.data[base..base + NR]);
-            } else if b.col_stride == 1 {
-                dst[..cols].copy_from_slice(&b.data[base..base + cols]);
-            } else {
-                for (c, d) in dst[..cols].iter_mut().enumerate() {
-                    *d = b.data[base + c * b.col_stride];
-                }
-            }
-            dst[cols..].fill(0.0);
-        }
+        pack_b_panel(b, pc, kc, col0, NR.min(jc + nc - col0), panel);
     };
     if parallel {
         out.par_chunks_exact_mut(NR * kc)
@@ -166,5 +135,48 @@ pub(super) fn pack_b(
         out.chunks_exact_mut(NR * kc)
             .enumerate()
             .for_each(pack_panel);
+    }
+}
+
+/// Packs the one panel `B[pc..pc+kc, col0..col0+cols]` (`cols ≤ NR`) into `panel` (length `NR·kc`), zero-padded to
+/// NR columns.
+pub(super) fn pack_b_panel(
+    b: &MatRef,
+    pc: usize,
+    kc: usize,
+    col0: usize,
+    cols: usize,
+    panel: &mut [f32],
+) {
+    if b.row_stride == 1 && b.col_stride != 1 {
+        // Column-major B (a transposed view): read `cols` contiguous columns side by side.
+        let start = |c: usize| (col0 + c) * b.col_stride + pc;
+        let lines: [&[f32]; NR] = std::array::from_fn(|c| {
+            if c < cols {
+                &b.data[start(c)..start(c) + kc]
+            } else {
+                &[]
+            }
+        });
+        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            for (c, d) in dst.iter_mut().enumerate() {
+                *d = lines[c].get(p).copied().unwrap_or(0.0);
+            }
+        }
+        return;
+    }
+    for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+        let base = (pc + p) * b.row_stride + col0 * b.col_stride;
+        if b.col_stride == 1 && cols == NR {
+            // A constant-length copy: the compiler emits two vector moves instead of a call to memcpy.
+            dst.copy_from_slice(&b.data[base..base + NR]);
+        } else if b.col_stride == 1 {
+            dst[..cols].copy_from_slice(&b.data[base..base + cols]);
+        } else {
+            for (c, d) in dst[..cols].iter_mut().enumerate() {
+                *d = b.data[base + c * b.col_stride];
+            }
+        }
+        dst[cols..].fill(0.0);
     }
 }
