@@ -15,7 +15,9 @@
 //!   ends (the tensors the backward rules saved), the peak during backward, what is still held when backward has run
 //!   every rule, and the gradients (4 bytes per parameter).
 //!
-//! Figures are bytes of heap in use, not the process's resident set (the allocator may hold freed pages).
+//! Figures are bytes of heap in use, not the process's resident set (the allocator may hold freed pages). The tensor
+//! crate's host cache is turned off here, so a freed tensor's buffer is freed at once and the figures are what the
+//! step itself holds; in a normal run the cache keeps freed buffers (up to 1 GiB) for the next step to reuse.
 
 use diffuse_autograd::Var;
 use diffuse_diffusion::data::Dataset;
@@ -23,6 +25,7 @@ use diffuse_diffusion::schedule::SchedulerConfig;
 use diffuse_diffusion::train::{LossWeighting, TrainConfig, Trainer};
 use diffuse_diffusion::unet::{UNet2DModel, UNetConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule};
+use diffuse_tensor::backend::host_cache;
 use diffuse_tensor::{Device, Tensor};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -212,6 +215,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         names
     };
+    host_cache::set_limit(0);
     for name in &names {
         measure(name)?;
     }
