@@ -370,14 +370,13 @@ unsafe fn gemm_blocked(
                 let a_packed: &[f32] = a_packed;
                 let column_panel = |(q, b_panel): (usize, &[f32])| {
                     let jr = q * NR;
-                    for (ir, a_panel) in (0..mc).step_by(MR).zip(a_packed.chunks_exact(MR * kc)) {
-                        // SAFETY: (ic + ir, jc + jr) is inside C, and this task alone owns the tile, which the
-                        // rows/cols clamp to C's edge; the kernel and panel lengths are as `run` requires.
-                        unsafe {
-                            let tile = c.tile(ic + ir, jc + jr, MR.min(mc - ir), NR.min(nc - jr));
-                            microkernel::run(kernel, kc, a_panel, b_panel, alpha, beta_block, tile);
-                        }
-                    }
+                    let (rows, cols) = ((ic, mc), (jc + jr, NR.min(nc - jr)));
+                    // SAFETY: the rows and columns are inside C, and this task alone owns their tiles.
+                    unsafe {
+                        panel_tiles(
+                            kernel, kc, a_packed, b_panel, alpha, beta_block, c, rows, cols,
+                        )
+                    };
                 };
                 if parallel {
                     b_packed
@@ -400,6 +399,33 @@ unsafe fn gemm_blocked(
                 let mut a_buf = PackBuf::take(Operand::A);
                 (0..m).step_by(MC).for_each(|ic| row_block(&mut a_buf, ic));
             }
+        }
+    }
+}
+
+/// The innermost loop of both orders: the tiles of one column panel of C, `rows = (first, count)` ×
+/// `cols = (first, count ≤ NR)`, from the packed A block of those rows and one packed B panel.
+///
+/// # Safety
+/// `kernel` is supported; the rows and columns are inside C, and no other code touches their elements meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_tiles(
+    kernel: MicroKernel,
+    kc: usize,
+    a_packed: &[f32],
+    b_panel: &[f32],
+    alpha: f32,
+    beta: f32,
+    c: SharedC,
+    (row0, rows): (usize, usize),
+    (col0, cols): (usize, usize),
+) {
+    for (ir, a_panel) in (0..rows).step_by(MR).zip(a_packed.chunks_exact(MR * kc)) {
+        // SAFETY: (row0 + ir, col0) is inside C and the tile, clamped to C's edge, belongs to the caller alone; the
+        // kernel and panel lengths are as `run` requires.
+        unsafe {
+            let tile = c.tile(row0 + ir, col0, MR.min(rows - ir), cols);
+            microkernel::run(kernel, kc, a_panel, b_panel, alpha, beta, tile);
         }
     }
 }
@@ -443,14 +469,20 @@ unsafe fn gemm_short(
             let cols = NR.min(n - jr);
             let b_panel = b_buf.floats(NR * kc);
             pack::pack_b_panel(b, pc, kc, jr, cols, b_panel);
-            for (ir, a_panel) in (0..m).step_by(MR).zip(a_packed.chunks_exact(MR * kc)) {
-                // SAFETY: (ir, jr) is inside C, and this task alone owns the tile, which the rows/cols clamp to C's
-                // edge; the kernel and panel lengths are as `run` requires.
-                unsafe {
-                    let tile = c.tile(ir, jr, MR.min(m - ir), cols);
-                    microkernel::run(kernel, kc, a_panel, b_panel, alpha, beta_block, tile);
-                }
-            }
+            // SAFETY: the rows and columns are inside C, and this task alone owns their tiles.
+            unsafe {
+                panel_tiles(
+                    kernel,
+                    kc,
+                    a_packed,
+                    b_panel,
+                    alpha,
+                    beta_block,
+                    c,
+                    (0, m),
+                    (jr, cols),
+                )
+            };
         };
         if parallel {
             (0..n)
