@@ -22,18 +22,21 @@
 //! `exp` is the vectorisable [`crate::math::exp_fused`] (its polynomial in fused multiply-adds). On x86-64 the tile routines are also compiled for AVX2 + FMA and
 //! picked at run time (`dispatch.rs`); both builds give bit-identical results.
 
-use std::borrow::Cow;
-
 use rayon::prelude::*;
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
 use crate::math::exp_fused as exp;
 
-/// Query rows per tile (and per forward / dQ task).
-const BQ: usize = 32;
-/// Key/value rows per tile (and per dK/dV task).
-const BK: usize = 64;
+mod product;
+use product::{product, Init, Rows, Strided, MR, NR};
+
+/// Query rows per tile (and per forward task): a whole number of register tiles ([`MR`] rows).
+const BQ: usize = 48;
+/// Key/value rows per tile (and per backward task): a whole number of register tiles as rows ([`MR`]) and as
+/// columns ([`NR`]).
+const BK: usize = 48;
+const _: () = assert!(BQ % MR == 0 && BK % MR == 0 && BK % NR == 0);
 
 /// The shape of an attention call: `q [batch_heads, q_len, head_dim]`, `k, v [batch_heads, kv_len, head_dim]`.
 #[derive(Clone, Copy, Debug)]
@@ -101,147 +104,20 @@ fn transposed_tiles(rows: &[f32], d: usize) -> Vec<f32> {
     out
 }
 
-/// Score-tile columns per register block of [`tile_products`]: two rows × 32 columns are eight 8-lane accumulators.
-const BJ: usize = 32;
-
-/// `out[i][j] = Σ_p a[i, p]·bt[p, j]` for the `out.len()` rows of `a` (`· × d`) against `bt` (`d × BK`), for the
-/// columns `j < nk` (a ragged last key tile computes only the register blocks it needs; later columns keep stale
-/// values and are never read). Rows go in pairs so each loaded slice of `bt` feeds two rows' fused multiply-adds;
-/// every element is still summed over `p` in order, so pairing does not change the result.
-#[inline(always)]
-fn tile_products(a: &[f32], d: usize, bt: &[f32], nk: usize, out: &mut [[f32; BK]]) {
-    let mut out_pairs = out.chunks_exact_mut(2);
-    let mut a_pairs = a.chunks_exact(2 * d);
-    for (rows, a_rows) in (&mut out_pairs).zip(&mut a_pairs) {
-        let (a0, a1) = a_rows.split_at(d);
-        for j0 in (0..nk).step_by(BJ) {
-            let (mut acc0, mut acc1) = ([0.0f32; BJ], [0.0f32; BJ]);
-            for ((&x0, &x1), bt_row) in a0.iter().zip(a1).zip(bt.chunks_exact(BK)) {
-                let b: &[f32; BJ] = bt_row[j0..j0 + BJ].try_into().expect("BJ divides BK");
-                for ((c0, c1), &b) in acc0.iter_mut().zip(acc1.iter_mut()).zip(b) {
-                    *c0 = x0.mul_add(b, *c0);
-                    *c1 = x1.mul_add(b, *c1);
-                }
-            }
-            rows[0][j0..j0 + BJ].copy_from_slice(&acc0);
-            rows[1][j0..j0 + BJ].copy_from_slice(&acc1);
-        }
-    }
-    for (row, a_row) in out_pairs
-        .into_remainder()
-        .iter_mut()
-        .zip(a_pairs.remainder().chunks_exact(d))
-    {
-        let mut acc = [0.0f32; BK];
-        for (&a_ip, bt_row) in a_row.iter().zip(bt.chunks_exact(BK)) {
-            for (acc, &b) in acc.iter_mut().zip(bt_row) {
-                *acc = a_ip.mul_add(b, *acc);
-            }
-        }
-        *row = acc;
-    }
-}
-
-/// Output columns per register block of [`add_weighted_rows`].
-const DC: usize = 32;
-
-/// `d` rounded up to whole register blocks: the row stride of padded tiles.
+/// `d` rounded up to whole register tiles ([`NR`] columns): the row stride of the padded copies below.
 fn padded(d: usize) -> usize {
-    d.div_ceil(DC) * DC
+    d.div_ceil(NR) * NR
 }
 
-/// The `· × d` rows `src` with row stride `padded(d)` (extra columns zero); borrowed as they are when `d` already is
-/// a whole number of register blocks.
-fn padded_rows(src: &[f32], d: usize) -> Cow<'_, [f32]> {
+/// The `· × d` rows `src` copied with row stride `padded(d)` and followed by zero rows up to `rows` in all (the extra
+/// columns zero too), so that products over whole register tiles read only defined values.
+fn padded_rows(src: &[f32], d: usize, rows: usize) -> Vec<f32> {
     let dp = padded(d);
-    if dp == d {
-        return Cow::Borrowed(src);
-    }
-    let mut dst = vec![0.0f32; src.len() / d * dp];
+    let mut dst = vec![0.0f32; rows * dp];
     for (dst, src) in dst.chunks_exact_mut(dp).zip(src.chunks_exact(d)) {
         dst[..d].copy_from_slice(src);
     }
-    Cow::Owned(dst)
-}
-
-/// `acc[c] += Σ_r w_r·rows[r, c]` for `c < acc.len()`, with `rows` padded to stride `padded(acc.len())`.
-/// Each block of `DC` columns is summed in registers over all rows (four independent 8-lane chains), then added
-/// once: accumulating into `acc` row by row instead would chain every addition through memory.
-#[inline(always)]
-fn add_weighted_rows(weights: impl Iterator<Item = f32> + Clone, rows: &[f32], acc: &mut [f32]) {
-    let dp = padded(acc.len());
-    for (block, acc) in acc.chunks_mut(DC).enumerate() {
-        let mut sum = [0.0f32; DC];
-        for (w, row) in weights.clone().zip(rows.chunks_exact(dp)) {
-            let row: &[f32; DC] = row[block * DC..][..DC]
-                .try_into()
-                .expect("rows are padded to whole blocks");
-            for (s, &x) in sum.iter_mut().zip(row) {
-                *s = w.mul_add(x, *s);
-            }
-        }
-        for (a, s) in acc.iter_mut().zip(sum) {
-            *a += s;
-        }
-    }
-}
-
-/// [`add_weighted_rows`] for two weight sequences and two accumulators at once: each loaded block of `rows` feeds
-/// both (eight independent 8-lane chains instead of four), and every element is summed exactly as there.
-#[inline(always)]
-fn add_weighted_rows_2(
-    weights: [impl Iterator<Item = f32> + Clone; 2],
-    rows: &[f32],
-    acc: [&mut [f32]; 2],
-) {
-    let [w0, w1] = weights;
-    let [acc0, acc1] = acc;
-    let dp = padded(acc0.len());
-    for (block, (acc0, acc1)) in acc0.chunks_mut(DC).zip(acc1.chunks_mut(DC)).enumerate() {
-        let (mut sum0, mut sum1) = ([0.0f32; DC], [0.0f32; DC]);
-        for ((w0, w1), row) in w0.clone().zip(w1.clone()).zip(rows.chunks_exact(dp)) {
-            let row: &[f32; DC] = row[block * DC..][..DC]
-                .try_into()
-                .expect("rows are padded to whole blocks");
-            for ((s0, s1), &x) in sum0.iter_mut().zip(sum1.iter_mut()).zip(row) {
-                *s0 = w0.mul_add(x, *s0);
-                *s1 = w1.mul_add(x, *s1);
-            }
-        }
-        for (a, s) in acc0.iter_mut().zip(sum0) {
-            *a += s;
-        }
-        for (a, s) in acc1.iter_mut().zip(sum1) {
-            *a += s;
-        }
-    }
-}
-
-/// Rows `i < j` of the `· × d` matrix `m`, borrowed together.
-#[inline(always)]
-fn two_rows(m: &mut [f32], d: usize, i: usize, j: usize) -> [&mut [f32]; 2] {
-    let (head, tail) = m.split_at_mut(j * d);
-    [&mut head[i * d..][..d], &mut tail[..d]]
-}
-
-/// `out_i += Σ_j w(i, j)·rows[j]` for the rows `i` listed in `which` (ascending), two at a time; `w(i, ·)` yields
-/// row `i`'s weights and `rows` is padded to stride `padded(d)`.
-#[inline(always)]
-fn add_weighted_rows_to<W: Iterator<Item = f32> + Clone>(
-    which: &[usize],
-    w: impl Fn(usize) -> W,
-    rows: &[f32],
-    out: &mut [f32],
-    d: usize,
-) {
-    let mut pairs = which.chunks_exact(2);
-    for pair in &mut pairs {
-        let (i, j) = (pair[0], pair[1]);
-        add_weighted_rows_2([w(i), w(j)], rows, two_rows(out, d, i, j));
-    }
-    if let [i] = *pairs.remainder() {
-        add_weighted_rows(w(i), rows, &mut out[i * d..][..d]);
-    }
+    dst
 }
 
 /// `max(init, max x)` over eight interleaved lanes, so the comparisons vectorise; the maximum does not depend on the
@@ -273,10 +149,13 @@ fn lane_sum(x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Turns raw products `s = q·k` of query rows `i0..` and key rows `j0..j0 + nk` into scores `scale·s + bias`.
+/// Turns raw products `s = q·k` in the first `nq` rows (stride `BK`) of a score tile, query rows `i0..` against key
+/// rows `j0..j0 + nk`, into scores `scale·s + bias`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn to_scores(
-    s: &mut [[f32; BK]],
+    s: &mut [f32],
+    nq: usize,
     nk: usize,
     scale: f32,
     bias: Option<&[f32]>,
@@ -284,7 +163,7 @@ fn to_scores(
     j0: usize,
     kv_len: usize,
 ) {
-    for (i, row) in s.iter_mut().enumerate() {
+    for (i, row) in s.chunks_exact_mut(BK).take(nq).enumerate() {
         let row = &mut row[..nk];
         match bias {
             Some(bias) => {
@@ -328,7 +207,7 @@ pub fn attention_forward(
         .enumerate()
         .for_each(|(bh, (out, lse))| {
             let kt = &transposed_tiles(&k[bh * lk * d..][..lk * d], d)[..];
-            let v = &padded_rows(&v[bh * lk * d..][..lk * d], d)[..];
+            let v = &padded_rows(&v[bh * lk * d..][..lk * d], d, lk)[..];
             out.par_chunks_mut(BQ * d)
                 .zip(lse.par_chunks_mut(BQ))
                 .enumerate()
@@ -365,22 +244,40 @@ fn forward_tile(
     lse: &mut [f32],
 ) {
     let (d, dp, lk, nq) = (s.head_dim, padded(s.head_dim), s.kv_len, lse.len());
-    let mut scores = vec![[0.0f32; BK]; nq];
+    let mut q_tile = vec![0.0f32; BQ * d]; // rows beyond nq stay 0: the products run over whole register tiles
+    q_tile[..nq * d].copy_from_slice(q);
+    let q_tile = Strided {
+        data: &q_tile,
+        row: d,
+        step: 1,
+    };
+    let mut scores = vec![0.0f32; BQ * BK];
+    let mut acc = vec![0.0f32; BQ * dp];
     let mut row_max = vec![f32::NEG_INFINITY; nq];
     let mut row_sum = vec![0.0f32; nq];
-    let mut attending = Vec::with_capacity(nq);
-    out.fill(0.0);
 
     for (kt, j0) in kt.chunks_exact(d * BK).zip((0..lk).step_by(BK)) {
         let nk = BK.min(lk - j0);
-        tile_products(q, d, kt, nk, &mut scores);
-        to_scores(&mut scores, nk, s.scale, bias, i0, j0, lk);
-        attending.clear();
-        for (i, (row, acc)) in scores.iter_mut().zip(out.chunks_exact_mut(d)).enumerate() {
+        let (kt, scores_out) = (
+            Rows { data: kt, ld: BK },
+            Rows {
+                data: &mut scores[..],
+                ld: BK,
+            },
+        );
+        product(nq, nk, d, q_tile, kt, scores_out, Init::Zero);
+        to_scores(&mut scores, nq, nk, s.scale, bias, i0, j0, lk);
+        for (i, (row, acc)) in scores
+            .chunks_exact_mut(BK)
+            .zip(acc.chunks_exact_mut(dp))
+            .take(nq)
+            .enumerate()
+        {
             let row = &mut row[..nk];
             let new_max = lane_max(row_max[i], row);
             if new_max == f32::NEG_INFINITY {
-                continue; // every key so far is masked for this row
+                row.fill(0.0); // every key so far is masked for this row: it adds nothing
+                continue;
             }
             let rescale = exp(row_max[i] - new_max); // 0 when the old maximum was −∞
             if rescale != 1.0 {
@@ -390,29 +287,42 @@ fn forward_tile(
             row.iter_mut().for_each(|p| *p = exp(*p - new_max));
             row_sum[i] += lane_sum(row);
             row_max[i] = new_max;
-            attending.push(i);
         }
-        let v_tile = &v[j0 * dp..(j0 + nk) * dp];
-        add_weighted_rows_to(
-            &attending,
-            |i| scores[i][..nk].iter().copied(),
-            v_tile,
-            out,
+        let p = Strided {
+            data: &scores,
+            row: BK,
+            step: 1,
+        };
+        let v_tile = Rows {
+            data: &v[j0 * dp..],
+            ld: dp,
+        };
+        product(
+            nq,
             d,
+            nk,
+            p,
+            v_tile,
+            Rows {
+                data: &mut acc[..],
+                ld: dp,
+            },
+            Init::Accumulate,
         );
     }
 
-    for ((acc, lse), (&m, &l)) in out
+    for ((out, acc), (lse, (&m, &l))) in out
         .chunks_exact_mut(d)
-        .zip(lse.iter_mut())
-        .zip(row_max.iter().zip(&row_sum))
+        .zip(acc.chunks_exact(dp))
+        .zip(lse.iter_mut().zip(row_max.iter().zip(&row_sum)))
     {
         if l > 0.0 {
             let inv = 1.0 / l;
-            acc.iter_mut().for_each(|a| *a *= inv);
+            out.iter_mut().zip(acc).for_each(|(o, &a)| *o = a * inv);
             *lse = m + l.ln();
         } else {
-            *lse = f32::NEG_INFINITY; // fully masked row: output stays 0
+            out.fill(0.0); // fully masked row
+            *lse = f32::NEG_INFINITY;
         }
     }
 }
@@ -471,51 +381,51 @@ pub fn attention_backward(
         grad_out: &grad_out[bh * lq * d..][..lq * d],
     };
 
+    let (dp, lq_padded) = (padded(d), lq.div_ceil(MR) * MR);
     grad_q
         .par_chunks_mut(lq * d)
+        .zip(
+            grad_k
+                .par_chunks_mut(lk * d)
+                .zip(grad_v.par_chunks_mut(lk * d)),
+        )
         .enumerate()
-        .for_each(|(bh, grad_q)| {
+        .for_each(|(bh, (grad_q, (grad_k, grad_v)))| {
             let p = &problem(bh);
-            let (kt, vt) = (&transposed_tiles(p.k, d)[..], &transposed_tiles(p.v, d)[..]);
-            let k_rows = &padded_rows(p.k, d)[..];
-            grad_q
-                .par_chunks_mut(BQ * d)
-                .enumerate()
-                .for_each(|(tile, grad_q)| {
-                    let i0 = tile * BQ;
-                    dispatch!(grad_q_tile(
-                        p: &Problem,
-                        kt: &[f32],
-                        vt: &[f32],
-                        k_rows: &[f32],
-                        i0: usize,
-                        grad_q: &mut [f32],
-                    ));
-                });
-        });
-    grad_k
-        .par_chunks_mut(lk * d)
-        .zip(grad_v.par_chunks_mut(lk * d))
-        .enumerate()
-        .for_each(|(bh, (grad_k, grad_v))| {
-            let p = &problem(bh);
-            let (q_rows, grad_out_rows) =
-                (&padded_rows(p.q, d)[..], &padded_rows(p.grad_out, d)[..]);
+            let q_rows = &padded_rows(p.q, d, lq_padded)[..];
+            let grad_out_rows = &padded_rows(p.grad_out, d, lq_padded)[..];
+            let k_rows = &padded_rows(p.k, d, lk)[..];
+            // dQ's share of each key tile, summed over the tiles in order below.
+            let mut grad_q_parts = vec![0.0f32; lk.div_ceil(BK) * lq_padded * dp];
             grad_k
                 .par_chunks_mut(BK * d)
                 .zip(grad_v.par_chunks_mut(BK * d))
+                .zip(grad_q_parts.par_chunks_mut(lq_padded * dp))
                 .enumerate()
-                .for_each(|(tile, (grad_k, grad_v))| {
+                .for_each(|(tile, ((grad_k, grad_v), grad_q_part))| {
                     let j0 = tile * BK;
-                    dispatch!(grad_kv_tile(
+                    dispatch!(key_tile_grads(
                         p: &Problem,
                         q_rows: &[f32],
                         grad_out_rows: &[f32],
+                        k_rows: &[f32],
                         j0: usize,
                         grad_k: &mut [f32],
                         grad_v: &mut [f32],
+                        grad_q_part: &mut [f32],
                     ));
                 });
+            let mut parts = grad_q_parts.chunks_exact(lq_padded * dp);
+            let first = parts.next().expect("kv_len > 0 when q_len > 0");
+            for (g, row) in grad_q.chunks_exact_mut(d).zip(first.chunks_exact(dp)) {
+                g.copy_from_slice(&row[..d]);
+            }
+            for part in parts {
+                for (g, row) in grad_q.chunks_exact_mut(d).zip(part.chunks_exact(dp)) {
+                    g.iter_mut().zip(row).for_each(|(g, &x)| *g += x);
+                }
+            }
+            grad_q.iter_mut().for_each(|g| *g *= s.scale);
         });
     Ok(())
 }
@@ -532,19 +442,26 @@ struct Problem<'a> {
     grad_out: &'a [f32],
 }
 
-/// Replaces the products in `p` (query rows `i0..`, key rows `j0..j0 + nk`) by `P = exp(S − lse)` and `dp`
-/// (holding `dO·Vᵀ`) by `dS = P∘(dP − D)`. Rows with `lse = −∞` (fully masked) get `P = dS = 0`.
+/// Replaces the products in the first `nq` rows (stride `BK`) of `p` (query rows `i0..`, key rows `j0..j0 + nk`) by
+/// `P = exp(S − lse)` and of `dp` (holding `dO·Vᵀ`) by `dS = P∘(dP − D)`. Rows with `lse = −∞` (fully masked) get
+/// `P = dS = 0`.
 #[inline(always)]
 fn probabilities_and_score_grads(
     pr: &Problem,
-    p: &mut [[f32; BK]],
-    dp: &mut [[f32; BK]],
+    p: &mut [f32],
+    dp: &mut [f32],
     i0: usize,
     j0: usize,
+    nq: usize,
     nk: usize,
 ) {
-    to_scores(p, nk, pr.s.scale, pr.bias, i0, j0, pr.s.kv_len);
-    for (i, (p_row, dp_row)) in p.iter_mut().zip(dp.iter_mut()).enumerate() {
+    to_scores(p, nq, nk, pr.s.scale, pr.bias, i0, j0, pr.s.kv_len);
+    for (i, (p_row, dp_row)) in p
+        .chunks_exact_mut(BK)
+        .zip(dp.chunks_exact_mut(BK))
+        .take(nq)
+        .enumerate()
+    {
         let (lse, delta) = (pr.lse[i0 + i], pr.delta[i0 + i]);
         for (p, dp) in p_row[..nk].iter_mut().zip(&mut dp_row[..nk]) {
             *p = if lse == f32::NEG_INFINITY {
@@ -557,86 +474,116 @@ fn probabilities_and_score_grads(
     }
 }
 
-/// `dQ` of query rows `i0..`: `scale·Σ_j dS_ij·k_j` over all key tiles (`kt`, `vt` from [`transposed_tiles`] of
-/// `K` and `V`, `k_rows` from [`padded_rows`] of `K`).
+/// All three gradients' shares of the key rows `j0..` (one key tile), over every query tile in order:
+/// `dV = Σ_i Pᵀ·dO`, `dK = scale·Σ_i dSᵀ·Q` (written to `grad_k`, `grad_v`) and `dS·K` for every query row (written
+/// to `grad_q_part`, stride `padded(d)`, unscaled). `q_rows`, `grad_out_rows` and `k_rows` are [`padded_rows`].
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn grad_q_tile(
-    pr: &Problem,
-    kt: &[f32],
-    vt: &[f32],
-    k_rows: &[f32],
-    i0: usize,
-    grad_q: &mut [f32],
-) {
-    let (d, dp, lk, scale) = (
-        pr.s.head_dim,
-        padded(pr.s.head_dim),
-        pr.s.kv_len,
-        pr.s.scale,
-    );
-    let nq = grad_q.len() / d;
-    let (q, grad_out) = (&pr.q[i0 * d..][..nq * d], &pr.grad_out[i0 * d..][..nq * d]);
-    let (mut p, mut ds) = (vec![[0.0f32; BK]; nq], vec![[0.0f32; BK]; nq]);
-    let every_row: Vec<usize> = (0..nq).collect();
-    grad_q.fill(0.0);
-    for ((kt, vt), j0) in kt
-        .chunks_exact(d * BK)
-        .zip(vt.chunks_exact(d * BK))
-        .zip((0..lk).step_by(BK))
-    {
-        let nk = BK.min(lk - j0);
-        tile_products(q, d, kt, nk, &mut p);
-        tile_products(grad_out, d, vt, nk, &mut ds);
-        probabilities_and_score_grads(pr, &mut p, &mut ds, i0, j0, nk);
-        add_weighted_rows_to(
-            &every_row,
-            |i| ds[i][..nk].iter().map(move |&x| x * scale),
-            &k_rows[j0 * dp..(j0 + nk) * dp],
-            grad_q,
-            d,
-        );
-    }
-}
-
-/// `dK`, `dV` of key rows `j0..`: `scale·Σ_i dS_ij·q_i` and `Σ_i P_ij·dO_i` over all query tiles (`q_rows`,
-/// `grad_out_rows` from [`padded_rows`]).
-#[inline(always)]
-fn grad_kv_tile(
+fn key_tile_grads(
     pr: &Problem,
     q_rows: &[f32],
     grad_out_rows: &[f32],
+    k_rows: &[f32],
     j0: usize,
     grad_k: &mut [f32],
     grad_v: &mut [f32],
+    grad_q_part: &mut [f32],
 ) {
-    let (d, dp, lq, scale) = (pr.s.head_dim, padded(pr.s.head_dim), pr.s.q_len, pr.s.scale);
+    let (d, dp, lq) = (pr.s.head_dim, padded(pr.s.head_dim), pr.s.q_len);
     let nk = grad_k.len() / d;
     let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
     transpose_into(&pr.k[j0 * d..(j0 + nk) * d], d, &mut kt);
     transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, &mut vt);
-    let (mut p, mut ds) = (vec![[0.0f32; BK]; BQ], vec![[0.0f32; BK]; BQ]);
-    let every_key: Vec<usize> = (0..nk).collect();
+    let (mut dk, mut dv) = (vec![0.0f32; BK * dp], vec![0.0f32; BK * dp]);
+    let (mut p, mut ds) = (vec![0.0f32; BQ * BK], vec![0.0f32; BQ * BK]);
     for i0 in (0..lq).step_by(BQ) {
         let nq = BQ.min(lq - i0);
-        let (q, grad_out) = (&pr.q[i0 * d..][..nq * d], &pr.grad_out[i0 * d..][..nq * d]);
-        let (p, ds) = (&mut p[..nq], &mut ds[..nq]);
-        tile_products(q, d, &kt, nk, p);
-        tile_products(grad_out, d, &vt, nk, ds);
-        probabilities_and_score_grads(pr, p, ds, i0, j0, nk);
-        let (p, ds) = (&*p, &*ds);
-        add_weighted_rows_to(
-            &every_key,
-            |j| p.iter().map(move |row| row[j]),
-            &grad_out_rows[i0 * dp..(i0 + nq) * dp],
-            grad_v,
+        let (q, grad_out) = (&q_rows[i0 * dp..], &grad_out_rows[i0 * dp..]);
+        let q_by_rows = Strided::by_rows(q, dp);
+        product(
+            nq,
+            nk,
             d,
+            q_by_rows,
+            Rows { data: &kt, ld: BK },
+            Rows {
+                data: &mut p[..],
+                ld: BK,
+            },
+            Init::Zero,
         );
-        add_weighted_rows_to(
-            &every_key,
-            |j| ds.iter().map(move |row| row[j] * scale),
-            &q_rows[i0 * dp..(i0 + nq) * dp],
-            grad_k,
+        let grad_out_by_rows = Strided::by_rows(grad_out, dp);
+        product(
+            nq,
+            nk,
             d,
+            grad_out_by_rows,
+            Rows { data: &vt, ld: BK },
+            Rows {
+                data: &mut ds[..],
+                ld: BK,
+            },
+            Init::Zero,
         );
+        probabilities_and_score_grads(pr, &mut p, &mut ds, i0, j0, nq, nk);
+        let (grad_out, q) = (
+            Rows {
+                data: grad_out,
+                ld: dp,
+            },
+            Rows { data: q, ld: dp },
+        );
+        product(
+            nk,
+            d,
+            nq,
+            Strided::by_columns(&p, BK),
+            grad_out,
+            Rows {
+                data: &mut dv[..],
+                ld: dp,
+            },
+            Init::Accumulate,
+        );
+        product(
+            nk,
+            d,
+            nq,
+            Strided::by_columns(&ds, BK),
+            q,
+            Rows {
+                data: &mut dk[..],
+                ld: dp,
+            },
+            Init::Accumulate,
+        );
+        let k_tile = Rows {
+            data: &k_rows[j0 * dp..],
+            ld: dp,
+        };
+        let grad_q_rows = Rows {
+            data: &mut grad_q_part[i0 * dp..],
+            ld: dp,
+        };
+        product(
+            nq,
+            d,
+            nk,
+            Strided::by_rows(&ds, BK),
+            k_tile,
+            grad_q_rows,
+            Init::Zero,
+        );
+    }
+    for ((grad_k, dk), (grad_v, dv)) in grad_k
+        .chunks_exact_mut(d)
+        .zip(dk.chunks_exact(dp))
+        .zip(grad_v.chunks_exact_mut(d).zip(dv.chunks_exact(dp)))
+    {
+        grad_k
+            .iter_mut()
+            .zip(dk)
+            .for_each(|(g, &x)| *g = pr.s.scale * x);
+        grad_v.copy_from_slice(&dv[..d]);
     }
 }
