@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
-use crate::math::exp_fused as exp;
+use crate::math::exp_shifted as exp;
 
 mod product;
 use product::{product, Init, Rows, Strided, MR, NR};
@@ -120,61 +120,66 @@ fn padded_rows(src: &[f32], d: usize, rows: usize) -> Vec<f32> {
     dst
 }
 
-/// `max(init, max x)` over eight interleaved lanes, so the comparisons vectorise; the maximum does not depend on the
-/// order (NaNs are skipped either way), so this equals the sequential fold.
+/// Turns the raw products `s = q·k` of one score row into scores `scale·s + bias` (in place) and returns
+/// `max(init, max of the row)`. The maximum runs in eight interleaved lanes, so the loop vectorises; it does not
+/// depend on the order (NaNs are skipped either way), so this equals the sequential fold.
 #[inline(always)]
-fn lane_max(init: f32, x: &[f32]) -> f32 {
+fn scores_and_max(row: &mut [f32], scale: f32, bias_row: Option<&[f32]>, init: f32) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder().iter().copied().fold(init, f32::max);
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(v);
+    let mut tail = init;
+    let mut chunks = row.chunks_exact_mut(8);
+    match bias_row {
+        Some(bias_row) => {
+            let mut bias_chunks = bias_row.chunks_exact(8);
+            for (chunk, bias) in (&mut chunks).zip(&mut bias_chunks) {
+                for ((lane, x), &b) in lanes.iter_mut().zip(chunk).zip(bias) {
+                    *x = *x * scale + b;
+                    *lane = lane.max(*x);
+                }
+            }
+            for (x, &b) in chunks
+                .into_remainder()
+                .iter_mut()
+                .zip(bias_chunks.remainder())
+            {
+                *x = *x * scale + b;
+                tail = tail.max(*x);
+            }
+        }
+        None => {
+            for chunk in &mut chunks {
+                for (lane, x) in lanes.iter_mut().zip(chunk) {
+                    *x *= scale;
+                    *lane = lane.max(*x);
+                }
+            }
+            for x in chunks.into_remainder() {
+                *x *= scale;
+                tail = tail.max(*x);
+            }
         }
     }
     lanes.iter().copied().fold(tail, f32::max)
 }
 
-/// `Σ x` in eight interleaved partial sums, so the additions vectorise (a single running sum is a serial chain).
+/// Replaces the scores of one row by `exp(x − m)` and returns their sum, taken in eight interleaved partial sums so
+/// the loop vectorises (a single running sum is a serial chain).
 #[inline(always)]
-fn lane_sum(x: &[f32]) -> f32 {
+fn exp_and_sum(row: &mut [f32], m: f32) -> f32 {
     let mut lanes = [0.0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+    let mut chunks = row.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *x = exp(*x - m);
+            *lane += *x;
         }
+    }
+    let mut tail = 0.0f32;
+    for x in chunks.into_remainder() {
+        *x = exp(*x - m);
+        tail += *x;
     }
     lanes.iter().sum::<f32>() + tail
-}
-
-/// Turns raw products `s = q·k` in the first `nq` rows (stride `BK`) of a score tile, query rows `i0..` against key
-/// rows `j0..j0 + nk`, into scores `scale·s + bias`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn to_scores(
-    s: &mut [f32],
-    nq: usize,
-    nk: usize,
-    scale: f32,
-    bias: Option<&[f32]>,
-    i0: usize,
-    j0: usize,
-    kv_len: usize,
-) {
-    for (i, row) in s.chunks_exact_mut(BK).take(nq).enumerate() {
-        let row = &mut row[..nk];
-        match bias {
-            Some(bias) => {
-                let bias_row = &bias[(i0 + i) * kv_len + j0..][..nk];
-                for (x, &b) in row.iter_mut().zip(bias_row) {
-                    *x = *x * scale + b;
-                }
-            }
-            None => row.iter_mut().for_each(|x| *x *= scale),
-        }
-    }
 }
 
 /// Forward attention: `out = softmax(scale·Q·Kᵀ + bias)·V` and the row log-sum-exp `lse` (`[BH, Lq]`).
@@ -246,27 +251,35 @@ fn forward_tile(
     let (d, dp, lk, nq) = (s.head_dim, padded(s.head_dim), s.kv_len, lse.len());
     let mut q_tile = vec![0.0f32; BQ * d]; // rows beyond nq stay 0: the products run over whole register tiles
     q_tile[..nq * d].copy_from_slice(q);
-    let q_tile = Strided {
-        data: &q_tile,
-        row: d,
-        step: 1,
-    };
+    let q_tile = Strided::by_rows(&q_tile, d);
     let mut scores = vec![0.0f32; BQ * BK];
     let mut acc = vec![0.0f32; BQ * dp];
-    let mut row_max = vec![f32::NEG_INFINITY; nq];
-    let mut row_sum = vec![0.0f32; nq];
+    let (mut row_max, mut new_max) = (vec![f32::NEG_INFINITY; nq], vec![0.0f32; nq]);
+    let (mut row_sum, mut rescale) = (vec![0.0f32; nq], vec![0.0f32; nq]);
 
     for (kt, j0) in kt.chunks_exact(d * BK).zip((0..lk).step_by(BK)) {
         let nk = BK.min(lk - j0);
-        let (kt, scores_out) = (
+        let scores_out = Rows {
+            data: &mut scores[..],
+            ld: BK,
+        };
+        product(
+            nq,
+            nk,
+            d,
+            q_tile,
             Rows { data: kt, ld: BK },
-            Rows {
-                data: &mut scores[..],
-                ld: BK,
-            },
+            scores_out,
+            Init::Zero,
         );
-        product(nq, nk, d, q_tile, kt, scores_out, Init::Zero);
-        to_scores(&mut scores, nq, nk, s.scale, bias, i0, j0, lk);
+        for (i, (row, new_max)) in scores.chunks_exact_mut(BK).zip(&mut new_max).enumerate() {
+            let bias_row = bias.map(|b| &b[(i0 + i) * lk + j0..][..nk]);
+            *new_max = scores_and_max(&mut row[..nk], s.scale, bias_row, row_max[i]);
+        }
+        // exp(m − m'), 0 when the old maximum was −∞ (NaN, and unused, while a row is still fully masked).
+        for (r, (&m, &new_m)) in rescale.iter_mut().zip(row_max.iter().zip(&new_max)) {
+            *r = exp(m - new_m);
+        }
         for (i, (row, acc)) in scores
             .chunks_exact_mut(BK)
             .zip(acc.chunks_exact_mut(dp))
@@ -274,25 +287,18 @@ fn forward_tile(
             .enumerate()
         {
             let row = &mut row[..nk];
-            let new_max = lane_max(row_max[i], row);
-            if new_max == f32::NEG_INFINITY {
+            if new_max[i] == f32::NEG_INFINITY {
                 row.fill(0.0); // every key so far is masked for this row: it adds nothing
                 continue;
             }
-            let rescale = exp(row_max[i] - new_max); // 0 when the old maximum was −∞
-            if rescale != 1.0 {
-                row_sum[i] *= rescale;
-                acc.iter_mut().for_each(|a| *a *= rescale);
+            if rescale[i] != 1.0 {
+                row_sum[i] *= rescale[i];
+                acc.iter_mut().for_each(|a| *a *= rescale[i]);
             }
-            row.iter_mut().for_each(|p| *p = exp(*p - new_max));
-            row_sum[i] += lane_sum(row);
-            row_max[i] = new_max;
+            row_sum[i] += exp_and_sum(row, new_max[i]);
+            row_max[i] = new_max[i];
         }
-        let p = Strided {
-            data: &scores,
-            row: BK,
-            step: 1,
-        };
+        let p = Strided::by_rows(&scores, BK);
         let v_tile = Rows {
             data: &v[j0 * dp..],
             ld: dp,
@@ -442,9 +448,10 @@ struct Problem<'a> {
     grad_out: &'a [f32],
 }
 
-/// Replaces the products in the first `nq` rows (stride `BK`) of `p` (query rows `i0..`, key rows `j0..j0 + nk`) by
-/// `P = exp(S − lse)` and of `dp` (holding `dO·Vᵀ`) by `dS = P∘(dP − D)`. Rows with `lse = −∞` (fully masked) get
-/// `P = dS = 0`.
+/// Replaces the raw products `s = q·k` in the first `nq` rows (stride `BK`) of `p` (query rows `i0..`, key rows
+/// `j0..j0 + nk`) by `P = exp(scale·s + bias − lse)` and of `dp` (holding `dO·Vᵀ`) by `dS = P∘(dP − D)`, in one pass.
+/// Rows with `lse = −∞` (fully masked) get `P = dS = 0`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn probabilities_and_score_grads(
     pr: &Problem,
@@ -455,21 +462,34 @@ fn probabilities_and_score_grads(
     nq: usize,
     nk: usize,
 ) {
-    to_scores(p, nq, nk, pr.s.scale, pr.bias, i0, j0, pr.s.kv_len);
+    let (scale, lk) = (pr.s.scale, pr.s.kv_len);
     for (i, (p_row, dp_row)) in p
         .chunks_exact_mut(BK)
         .zip(dp.chunks_exact_mut(BK))
         .take(nq)
         .enumerate()
     {
+        let (p_row, dp_row) = (&mut p_row[..nk], &mut dp_row[..nk]);
         let (lse, delta) = (pr.lse[i0 + i], pr.delta[i0 + i]);
-        for (p, dp) in p_row[..nk].iter_mut().zip(&mut dp_row[..nk]) {
-            *p = if lse == f32::NEG_INFINITY {
-                0.0
-            } else {
-                exp(*p - lse)
-            };
-            *dp = *p * (*dp - delta);
+        if lse == f32::NEG_INFINITY {
+            p_row.fill(0.0);
+            dp_row.fill(0.0);
+            continue;
+        }
+        match pr.bias {
+            Some(bias) => {
+                let bias_row = &bias[(i0 + i) * lk + j0..][..nk];
+                for ((p, dp), &b) in p_row.iter_mut().zip(dp_row.iter_mut()).zip(bias_row) {
+                    *p = exp(*p * scale + b - lse);
+                    *dp = *p * (*dp - delta);
+                }
+            }
+            None => {
+                for (p, dp) in p_row.iter_mut().zip(dp_row.iter_mut()) {
+                    *p = exp(*p * scale - lse);
+                    *dp = *p * (*dp - delta);
+                }
+            }
         }
     }
 }
