@@ -72,7 +72,15 @@ pub fn exp_shifted(x: f32) -> f32 {
     let (n, n_int) = round_to_int(clamped * LOG2_E);
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, clamped));
     let mut p = 1.0 / 5040.0;
-    for coefficient in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+    for coefficient in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
         p = r.mul_add(p, coefficient);
     }
     let y = p * pow2(n_int);

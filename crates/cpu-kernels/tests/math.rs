@@ -46,7 +46,11 @@ fn exp_shifted_is_within_two_ulp_up_to_88_and_handles_the_edges() {
     for i in 0..=steps {
         let x = -87.3 + 175.3 * i as f32 / steps as f32;
         let err = ulps(exp_shifted(x), f64::from(x).exp());
-        assert!(err <= 2.0, "exp_shifted({x}) = {} ({err} ulp)", exp_shifted(x));
+        assert!(
+            err <= 2.0,
+            "exp_shifted({x}) = {} ({err} ulp)",
+            exp_shifted(x)
+        );
     }
     for x in [-100.0, -87.34, f32::NEG_INFINITY] {
         assert_eq!(exp_shifted(x), 0.0, "exp_shifted({x})");

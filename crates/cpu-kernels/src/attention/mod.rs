@@ -159,7 +159,8 @@ fn scores_and_max(row: &mut [f32], scale: f32, bias_row: Option<&[f32]>, init: f
             }
         }
     }
-    lanes.iter().copied().fold(tail, f32::max)
+    let [a, b, c, d, e, f, g, h] = lanes;
+    tail.max((a.max(e)).max(c.max(g)).max((b.max(f)).max(d.max(h))))
 }
 
 /// Replaces the scores of one row by `exp(x − m)` and returns their sum, taken in eight interleaved partial sums so
@@ -179,7 +180,13 @@ fn exp_and_sum(row: &mut [f32], m: f32) -> f32 {
         *x = exp(*x - m);
         tail += *x;
     }
-    lanes.iter().sum::<f32>() + tail
+    sum_lanes(lanes) + tail
+}
+
+/// The sum of eight partial sums, pairwise.
+#[inline(always)]
+fn sum_lanes([a, b, c, d, e, f, g, h]: [f32; 8]) -> f32 {
+    ((a + e) + (c + g)) + ((b + f) + (d + h))
 }
 
 /// Forward attention: `out = softmax(scale·Q·Kᵀ + bias)·V` and the row log-sum-exp `lse` (`[BH, Lq]`).
