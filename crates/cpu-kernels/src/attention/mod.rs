@@ -22,6 +22,8 @@
 //! `exp` is the vectorisable [`crate::math::exp_fused`] (its polynomial in fused multiply-adds). On x86-64 the tile routines are also compiled for AVX2 + FMA and
 //! picked at run time (`dispatch.rs`); both builds give bit-identical results.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::dispatch::dispatch;
@@ -93,15 +95,13 @@ fn transpose_into(src: &[f32], d: usize, dst: &mut [f32]) {
     }
 }
 
-/// The `len × d` rows of one problem as consecutive transposed tiles: tile `t` (`d × BK`, at `t·d·BK`) holds rows
-/// `t·BK..` as [`transpose_into`] writes them. Made once per problem and read by all its query tiles.
-fn transposed_tiles(rows: &[f32], d: usize) -> Vec<f32> {
-    let tiles = (rows.len() / d).div_ceil(BK);
-    let mut out = vec![0.0f32; tiles * d * BK];
-    for (src, dst) in rows.chunks(BK * d).zip(out.chunks_exact_mut(d * BK)) {
+/// Writes the `len × d` rows of one problem into `dst` as consecutive transposed tiles: tile `t` (`d × BK`, at
+/// `t·d·BK`) holds rows `t·BK..` as [`transpose_into`] writes them. Made once per problem and read by all its query
+/// tiles.
+fn transposed_tiles_into(rows: &[f32], d: usize, dst: &mut [f32]) {
+    for (src, dst) in rows.chunks(BK * d).zip(dst.chunks_exact_mut(d * BK)) {
         transpose_into(src, d, dst);
     }
-    out
 }
 
 /// `d` rounded up to whole register tiles ([`NR`] columns): the row stride of the padded copies below.
@@ -109,15 +109,41 @@ fn padded(d: usize) -> usize {
     d.div_ceil(NR) * NR
 }
 
-/// The `· × d` rows `src` copied with row stride `padded(d)` and followed by zero rows up to `rows` in all (the extra
-/// columns zero too), so that products over whole register tiles read only defined values.
-fn padded_rows(src: &[f32], d: usize, rows: usize) -> Vec<f32> {
+/// Writes the `· × d` rows `src` into `dst` with row stride `padded(d)`, zero-filling the extra columns and the rows
+/// after `src`'s, so that products over whole register tiles read only defined values.
+fn padded_rows_into(src: &[f32], d: usize, dst: &mut [f32]) {
     let dp = padded(d);
-    let mut dst = vec![0.0f32; rows * dp];
-    for (dst, src) in dst.chunks_exact_mut(dp).zip(src.chunks_exact(d)) {
+    let mut dst_rows = dst.chunks_exact_mut(dp);
+    for (dst, src) in (&mut dst_rows).zip(src.chunks_exact(d)) {
         dst[..d].copy_from_slice(src);
+        dst[d..].fill(0.0);
     }
-    dst
+    dst_rows.for_each(|row| row.fill(0.0));
+}
+
+/// Splits `len` floats off the front of `buf`.
+fn take<'a>(buf: &mut &'a mut [f32], len: usize) -> &'a mut [f32] {
+    let (head, tail) = std::mem::take(buf).split_at_mut(len);
+    *buf = tail;
+    head
+}
+
+thread_local! {
+    /// Working memory of the tile tasks, reused from task to task on each thread. A task holds it only while it runs
+    /// its tile routine, which never calls back into rayon, so no other task on the same thread can ask for it then.
+    static TILE_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's tile scratch; their contents are left over from earlier tasks, so `f`
+/// must write every element it reads.
+fn with_tile_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    TILE_SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
 }
 
 /// Turns the raw products `s = q·k` of one score row into scores `scale·s + bias` (in place) and returns
@@ -213,36 +239,44 @@ pub fn attention_forward(
         return Ok(());
     }
 
-    let (d, lq, lk) = (s.head_dim, s.q_len, s.kv_len);
+    let (d, dp, lq, lk) = (s.head_dim, padded(s.head_dim), s.q_len, s.kv_len);
+    let kt_len = lk.div_ceil(BK) * d * BK;
+    let tile_scratch = BQ * d + BQ * BK + BQ * dp;
     out.par_chunks_mut(lq * d)
         .zip(lse.par_chunks_mut(lq))
         .enumerate()
-        .for_each(|(bh, (out, lse))| {
-            let kt = &transposed_tiles(&k[bh * lk * d..][..lk * d], d)[..];
-            let v = &padded_rows(&v[bh * lk * d..][..lk * d], d, lk)[..];
+        .for_each_init(Vec::new, |problem_scratch, (bh, (out, lse))| {
+            problem_scratch.resize(kt_len + lk * dp, 0.0);
+            let (kt, v_rows) = problem_scratch.split_at_mut(kt_len);
+            transposed_tiles_into(&k[bh * lk * d..][..lk * d], d, kt);
+            padded_rows_into(&v[bh * lk * d..][..lk * d], d, v_rows);
+            let (kt, v) = (&*kt, &*v_rows);
             out.par_chunks_mut(BQ * d)
                 .zip(lse.par_chunks_mut(BQ))
                 .enumerate()
                 .for_each(|(tile, (out, lse))| {
                     let i0 = tile * BQ;
                     let q = &q[(bh * lq + i0) * d..][..out.len()];
-                    dispatch!(forward_tile(
-                        s: &AttentionShape,
-                        q: &[f32],
-                        kt: &[f32],
-                        v: &[f32],
-                        bias: Option<&[f32]>,
-                        i0: usize,
-                        out: &mut [f32],
-                        lse: &mut [f32],
-                    ));
+                    with_tile_scratch(tile_scratch, |scratch| {
+                        dispatch!(forward_tile(
+                            s: &AttentionShape,
+                            q: &[f32],
+                            kt: &[f32],
+                            v: &[f32],
+                            bias: Option<&[f32]>,
+                            i0: usize,
+                            out: &mut [f32],
+                            lse: &mut [f32],
+                            scratch: &mut [f32],
+                        ))
+                    });
                 });
         });
     Ok(())
 }
 
-/// One query tile (`q`, rows `i0..`) of one problem against all its keys (`kt` from [`transposed_tiles`], `v` from
-/// [`padded_rows`]): online softmax over key tiles.
+/// One query tile (`q`, rows `i0..`) of one problem against all its keys (`kt` from [`transposed_tiles_into`], `v`
+/// from [`padded_rows_into`]): online softmax over key tiles. `scratch` holds `BQ·(d + BK + padded(d))` floats.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_tile(
@@ -254,13 +288,16 @@ fn forward_tile(
     i0: usize,
     out: &mut [f32],
     lse: &mut [f32],
+    mut scratch: &mut [f32],
 ) {
     let (d, dp, lk, nq) = (s.head_dim, padded(s.head_dim), s.kv_len, lse.len());
-    let mut q_tile = vec![0.0f32; BQ * d]; // rows beyond nq stay 0: the products run over whole register tiles
+    let q_tile = take(&mut scratch, BQ * d);
     q_tile[..nq * d].copy_from_slice(q);
-    let q_tile = Strided::by_rows(&q_tile, d);
-    let mut scores = vec![0.0f32; BQ * BK];
-    let mut acc = vec![0.0f32; BQ * dp];
+    q_tile[nq * d..].fill(0.0); // the products run over whole register tiles of rows
+    let q_tile = Strided::by_rows(q_tile, d);
+    let scores = take(&mut scratch, BQ * BK); // the score product writes every element that is read
+    let acc = take(&mut scratch, BQ * dp);
+    acc.fill(0.0);
     let (mut row_max, mut new_max) = (vec![f32::NEG_INFINITY; nq], vec![0.0f32; nq]);
     let (mut row_sum, mut rescale) = (vec![0.0f32; nq], vec![0.0f32; nq]);
 
@@ -394,7 +431,9 @@ pub fn attention_backward(
         grad_out: &grad_out[bh * lq * d..][..lq * d],
     };
 
-    let (dp, lq_padded) = (padded(d), lq.div_ceil(MR) * MR);
+    let (dp, lq_padded, key_tiles) = (padded(d), lq.div_ceil(MR) * MR, lk.div_ceil(BK));
+    let problem_scratch = 2 * lq_padded * dp + lk * dp + key_tiles * lq_padded * dp;
+    let tile_scratch = 2 * d * BK + 2 * BK * dp + 2 * BQ * BK;
     grad_q
         .par_chunks_mut(lq * d)
         .zip(
@@ -403,13 +442,19 @@ pub fn attention_backward(
                 .zip(grad_v.par_chunks_mut(lk * d)),
         )
         .enumerate()
-        .for_each(|(bh, (grad_q, (grad_k, grad_v)))| {
+        .for_each_init(Vec::new, |buffer, (bh, (grad_q, (grad_k, grad_v)))| {
             let p = &problem(bh);
-            let q_rows = &padded_rows(p.q, d, lq_padded)[..];
-            let grad_out_rows = &padded_rows(p.grad_out, d, lq_padded)[..];
-            let k_rows = &padded_rows(p.k, d, lk)[..];
-            // dQ's share of each key tile, summed over the tiles in order below.
-            let mut grad_q_parts = vec![0.0f32; lk.div_ceil(BK) * lq_padded * dp];
+            buffer.resize(problem_scratch, 0.0);
+            let mut buffer = &mut buffer[..];
+            let q_rows = take(&mut buffer, lq_padded * dp);
+            let grad_out_rows = take(&mut buffer, lq_padded * dp);
+            let k_rows = take(&mut buffer, lk * dp);
+            padded_rows_into(p.q, d, q_rows);
+            padded_rows_into(p.grad_out, d, grad_out_rows);
+            padded_rows_into(p.k, d, k_rows);
+            let (q_rows, grad_out_rows, k_rows) = (&*q_rows, &*grad_out_rows, &*k_rows);
+            // dQ's share of each key tile (every element is written), summed over the tiles in order below.
+            let grad_q_parts = buffer;
             grad_k
                 .par_chunks_mut(BK * d)
                 .zip(grad_v.par_chunks_mut(BK * d))
@@ -417,16 +462,19 @@ pub fn attention_backward(
                 .enumerate()
                 .for_each(|(tile, ((grad_k, grad_v), grad_q_part))| {
                     let j0 = tile * BK;
-                    dispatch!(key_tile_grads(
-                        p: &Problem,
-                        q_rows: &[f32],
-                        grad_out_rows: &[f32],
-                        k_rows: &[f32],
-                        j0: usize,
-                        grad_k: &mut [f32],
-                        grad_v: &mut [f32],
-                        grad_q_part: &mut [f32],
-                    ));
+                    with_tile_scratch(tile_scratch, |scratch| {
+                        dispatch!(key_tile_grads(
+                            p: &Problem,
+                            q_rows: &[f32],
+                            grad_out_rows: &[f32],
+                            k_rows: &[f32],
+                            j0: usize,
+                            grad_k: &mut [f32],
+                            grad_v: &mut [f32],
+                            grad_q_part: &mut [f32],
+                            scratch: &mut [f32],
+                        ))
+                    });
                 });
             let mut parts = grad_q_parts.chunks_exact(lq_padded * dp);
             let first = parts.next().expect("kv_len > 0 when q_len > 0");
@@ -515,88 +563,75 @@ fn key_tile_grads(
     grad_k: &mut [f32],
     grad_v: &mut [f32],
     grad_q_part: &mut [f32],
+    mut scratch: &mut [f32],
 ) {
     let (d, dp, lq) = (pr.s.head_dim, padded(pr.s.head_dim), pr.s.q_len);
     let nk = grad_k.len() / d;
-    let (mut kt, mut vt) = (vec![0.0f32; d * BK], vec![0.0f32; d * BK]);
-    transpose_into(&pr.k[j0 * d..(j0 + nk) * d], d, &mut kt);
-    transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, &mut vt);
-    let (mut dk, mut dv) = (vec![0.0f32; BK * dp], vec![0.0f32; BK * dp]);
-    let (mut p, mut ds) = (vec![0.0f32; BQ * BK], vec![0.0f32; BQ * BK]);
+    let (kt, vt) = (take(&mut scratch, d * BK), take(&mut scratch, d * BK));
+    transpose_into(&pr.k[j0 * d..(j0 + nk) * d], d, kt);
+    transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, vt);
+    let (kt, vt) = (&*kt, &*vt);
+    // The first query tile overwrites dK and dV, the score products write every element of P and dS that is read.
+    let (dk, dv) = (take(&mut scratch, BK * dp), take(&mut scratch, BK * dp));
+    let (p, ds) = (take(&mut scratch, BQ * BK), take(&mut scratch, BQ * BK));
     for i0 in (0..lq).step_by(BQ) {
         let nq = BQ.min(lq - i0);
         let (q, grad_out) = (&q_rows[i0 * dp..], &grad_out_rows[i0 * dp..]);
-        let q_by_rows = Strided::by_rows(q, dp);
+        let (q_by_rows, grad_out_by_rows) =
+            (Strided::by_rows(q, dp), Strided::by_rows(grad_out, dp));
         product(
             nq,
             nk,
             d,
             q_by_rows,
-            Rows { data: &kt, ld: BK },
-            Rows {
-                data: &mut p[..],
-                ld: BK,
-            },
+            Rows::new(kt, BK),
+            Rows::new(&mut *p, BK),
             Init::Zero,
         );
-        let grad_out_by_rows = Strided::by_rows(grad_out, dp);
         product(
             nq,
             nk,
             d,
             grad_out_by_rows,
-            Rows { data: &vt, ld: BK },
-            Rows {
-                data: &mut ds[..],
-                ld: BK,
-            },
+            Rows::new(vt, BK),
+            Rows::new(&mut *ds, BK),
             Init::Zero,
         );
-        probabilities_and_score_grads(pr, &mut p, &mut ds, i0, j0, nq, nk);
-        let (grad_out, q) = (
-            Rows {
-                data: grad_out,
-                ld: dp,
-            },
-            Rows { data: q, ld: dp },
-        );
-        product(
-            nk,
-            d,
-            nq,
-            Strided::by_columns(&p, BK),
-            grad_out,
-            Rows {
-                data: &mut dv[..],
-                ld: dp,
-            },
-            Init::Accumulate,
-        );
-        product(
-            nk,
-            d,
-            nq,
-            Strided::by_columns(&ds, BK),
-            q,
-            Rows {
-                data: &mut dk[..],
-                ld: dp,
-            },
-            Init::Accumulate,
-        );
-        let k_tile = Rows {
-            data: &k_rows[j0 * dp..],
-            ld: dp,
+        probabilities_and_score_grads(pr, p, ds, i0, j0, nq, nk);
+        let init = if i0 == 0 {
+            Init::Zero
+        } else {
+            Init::Accumulate
         };
-        let grad_q_rows = Rows {
-            data: &mut grad_q_part[i0 * dp..],
-            ld: dp,
-        };
+        let (p_by_columns, ds_by_columns) =
+            (Strided::by_columns(p, BK), Strided::by_columns(ds, BK));
+        product(
+            nk,
+            d,
+            nq,
+            p_by_columns,
+            Rows::new(grad_out, dp),
+            Rows::new(&mut *dv, dp),
+            init,
+        );
+        product(
+            nk,
+            d,
+            nq,
+            ds_by_columns,
+            Rows::new(q, dp),
+            Rows::new(&mut *dk, dp),
+            init,
+        );
+        let (k_tile, grad_q_rows) = (
+            Rows::new(&k_rows[j0 * dp..], dp),
+            Rows::new(&mut grad_q_part[i0 * dp..], dp),
+        );
         product(
             nq,
             d,
             nk,
-            Strided::by_rows(&ds, BK),
+            Strided::by_rows(ds, BK),
             k_tile,
             grad_q_rows,
             Init::Zero,

@@ -55,6 +55,12 @@ pub(super) struct Rows<T> {
     pub ld: usize,
 }
 
+impl<T> Rows<T> {
+    pub fn new(data: T, ld: usize) -> Self {
+        Self { data, ld }
+    }
+}
+
 /// Whether a product starts from zero or adds to what `out` holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Init {
