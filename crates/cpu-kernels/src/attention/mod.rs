@@ -38,7 +38,7 @@ const BQ: usize = 48;
 /// Key/value rows per tile (and per backward task): a whole number of register tiles as rows ([`MR`]) and as
 /// columns ([`NR`]).
 const BK: usize = 48;
-const _: () = assert!(BQ % MR == 0 && BK % MR == 0 && BK % NR == 0);
+const _: () = assert!(BQ.is_multiple_of(MR) && BK.is_multiple_of(MR) && BK.is_multiple_of(NR));
 
 /// The shape of an attention call: `q [batch_heads, q_len, head_dim]`, `k, v [batch_heads, kv_len, head_dim]`.
 #[derive(Clone, Copy, Debug)]
@@ -303,19 +303,8 @@ fn forward_tile(
 
     for (kt, j0) in kt.chunks_exact(d * BK).zip((0..lk).step_by(BK)) {
         let nk = BK.min(lk - j0);
-        let scores_out = Rows {
-            data: &mut scores[..],
-            ld: BK,
-        };
-        product(
-            nq,
-            nk,
-            d,
-            q_tile,
-            Rows { data: kt, ld: BK },
-            scores_out,
-            Init::Zero,
-        );
+        let (kt, scores_out) = (Rows::new(kt, BK), Rows::new(&mut *scores, BK));
+        product(nq, nk, d, q_tile, kt, scores_out, Init::Zero);
         for (i, (row, new_max)) in scores.chunks_exact_mut(BK).zip(&mut new_max).enumerate() {
             let bias_row = bias.map(|b| &b[(i0 + i) * lk + j0..][..nk]);
             *new_max = scores_and_max(&mut row[..nk], s.scale, bias_row, row_max[i]);
@@ -342,21 +331,14 @@ fn forward_tile(
             row_sum[i] += exp_and_sum(row, new_max[i]);
             row_max[i] = new_max[i];
         }
-        let p = Strided::by_rows(&scores, BK);
-        let v_tile = Rows {
-            data: &v[j0 * dp..],
-            ld: dp,
-        };
+        let (p, v_tile) = (Strided::by_rows(scores, BK), Rows::new(&v[j0 * dp..], dp));
         product(
             nq,
             d,
             nk,
             p,
             v_tile,
-            Rows {
-                data: &mut acc[..],
-                ld: dp,
-            },
+            Rows::new(&mut *acc, dp),
             Init::Accumulate,
         );
     }
