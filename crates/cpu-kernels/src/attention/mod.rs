@@ -39,6 +39,8 @@ const BQ: usize = 48;
 /// columns ([`NR`]).
 const BK: usize = 48;
 const _: () = assert!(BQ.is_multiple_of(MR) && BK.is_multiple_of(MR) && BK.is_multiple_of(NR));
+/// Up to this many keys the forward takes a whole row of scores at once ([`forward_key_tile`]).
+const WHOLE_ROW_KEYS: usize = 256;
 
 /// The shape of an attention call: `q [batch_heads, q_len, head_dim]`, `k, v [batch_heads, kv_len, head_dim]`.
 #[derive(Clone, Copy, Debug)]
@@ -84,23 +86,33 @@ impl AttentionShape {
     }
 }
 
-/// Writes the `rows × d` tile `src` transposed into `dst` (`d × BK`), zero-filling columns `rows..BK`.
+/// Writes the `rows × d` tile `src` transposed into `dst` (`d × width`), zero-filling columns `rows..width`.
 #[inline(always)]
-fn transpose_into(src: &[f32], d: usize, dst: &mut [f32]) {
+fn transpose_into(src: &[f32], d: usize, dst: &mut [f32], width: usize) {
     dst.fill(0.0);
     for (j, row) in src.chunks_exact(d).enumerate() {
         for (p, &value) in row.iter().enumerate() {
-            dst[p * BK + j] = value;
+            dst[p * width + j] = value;
         }
     }
 }
 
-/// Writes the `len × d` rows of one problem into `dst` as consecutive transposed tiles: tile `t` (`d × BK`, at
-/// `t·d·BK`) holds rows `t·BK..` as [`transpose_into`] writes them. Made once per problem and read by all its query
-/// tiles.
-fn transposed_tiles_into(rows: &[f32], d: usize, dst: &mut [f32]) {
-    for (src, dst) in rows.chunks(BK * d).zip(dst.chunks_exact_mut(d * BK)) {
-        transpose_into(src, d, dst);
+/// Writes the `len × d` rows of one problem into `dst` as consecutive transposed tiles of `width` rows: tile `t`
+/// (`d × width`, at `t·d·width`) holds rows `t·width..` as [`transpose_into`] writes them. Made once per problem and
+/// read by all its query tiles.
+fn transposed_tiles_into(rows: &[f32], d: usize, dst: &mut [f32], width: usize) {
+    for (src, dst) in rows.chunks(width * d).zip(dst.chunks_exact_mut(d * width)) {
+        transpose_into(src, d, dst, width);
+    }
+}
+
+/// Keys per forward tile: all of them, rounded up to whole register tiles, when there are at most
+/// [`WHOLE_ROW_KEYS`] (one pass per row and nothing to rescale); otherwise [`BK`].
+fn forward_key_tile(kv_len: usize) -> usize {
+    if kv_len <= WHOLE_ROW_KEYS {
+        kv_len.div_ceil(NR) * NR
+    } else {
+        BK
     }
 }
 
@@ -240,15 +252,16 @@ pub fn attention_forward(
     }
 
     let (d, dp, lq, lk) = (s.head_dim, padded(s.head_dim), s.q_len, s.kv_len);
-    let kt_len = lk.div_ceil(BK) * d * BK;
-    let tile_scratch = BQ * d + BQ * BK + BQ * dp;
+    let bk = forward_key_tile(lk);
+    let kt_len = lk.div_ceil(bk) * d * bk;
+    let tile_scratch = BQ * (d + bk + dp);
     out.par_chunks_mut(lq * d)
         .zip(lse.par_chunks_mut(lq))
         .enumerate()
         .for_each_init(Vec::new, |problem_scratch, (bh, (out, lse))| {
             problem_scratch.resize(kt_len + lk * dp, 0.0);
             let (kt, v_rows) = problem_scratch.split_at_mut(kt_len);
-            transposed_tiles_into(&k[bh * lk * d..][..lk * d], d, kt);
+            transposed_tiles_into(&k[bh * lk * d..][..lk * d], d, kt, bk);
             padded_rows_into(&v[bh * lk * d..][..lk * d], d, v_rows);
             let (kt, v) = (&*kt, &*v_rows);
             out.par_chunks_mut(BQ * d)
@@ -262,6 +275,7 @@ pub fn attention_forward(
                             s: &AttentionShape,
                             q: &[f32],
                             kt: &[f32],
+                            bk: usize,
                             v: &[f32],
                             bias: Option<&[f32]>,
                             i0: usize,
@@ -275,14 +289,16 @@ pub fn attention_forward(
     Ok(())
 }
 
-/// One query tile (`q`, rows `i0..`) of one problem against all its keys (`kt` from [`transposed_tiles_into`], `v`
-/// from [`padded_rows_into`]): online softmax over key tiles. `scratch` holds `BQ·(d + BK + padded(d))` floats.
+/// One query tile (`q`, rows `i0..`) of one problem against all its keys (`kt` from [`transposed_tiles_into`] with
+/// tiles of `bk` keys, `v` from [`padded_rows_into`]): online softmax over key tiles. `scratch` holds
+/// `BQ·(d + bk + padded(d))` floats.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_tile(
     s: &AttentionShape,
     q: &[f32],
     kt: &[f32],
+    bk: usize,
     v: &[f32],
     bias: Option<&[f32]>,
     i0: usize,
@@ -295,17 +311,17 @@ fn forward_tile(
     q_tile[..nq * d].copy_from_slice(q);
     q_tile[nq * d..].fill(0.0); // the products run over whole register tiles of rows
     let q_tile = Strided::by_rows(q_tile, d);
-    let scores = take(&mut scratch, BQ * BK); // the score product writes every element that is read
+    let scores = take(&mut scratch, BQ * bk); // the score product writes every element that is read
     let acc = take(&mut scratch, BQ * dp);
     acc.fill(0.0);
     let (mut row_max, mut new_max) = (vec![f32::NEG_INFINITY; nq], vec![0.0f32; nq]);
     let (mut row_sum, mut rescale) = (vec![0.0f32; nq], vec![0.0f32; nq]);
 
-    for (kt, j0) in kt.chunks_exact(d * BK).zip((0..lk).step_by(BK)) {
-        let nk = BK.min(lk - j0);
-        let (kt, scores_out) = (Rows::new(kt, BK), Rows::new(&mut *scores, BK));
+    for (kt, j0) in kt.chunks_exact(d * bk).zip((0..lk).step_by(bk)) {
+        let nk = bk.min(lk - j0);
+        let (kt, scores_out) = (Rows::new(kt, bk), Rows::new(&mut *scores, bk));
         product(nq, nk, d, q_tile, kt, scores_out, Init::Zero);
-        for (i, (row, new_max)) in scores.chunks_exact_mut(BK).zip(&mut new_max).enumerate() {
+        for (i, (row, new_max)) in scores.chunks_exact_mut(bk).zip(&mut new_max).enumerate() {
             let bias_row = bias.map(|b| &b[(i0 + i) * lk + j0..][..nk]);
             *new_max = scores_and_max(&mut row[..nk], s.scale, bias_row, row_max[i]);
         }
@@ -314,7 +330,7 @@ fn forward_tile(
             *r = exp(m - new_m);
         }
         for (i, (row, acc)) in scores
-            .chunks_exact_mut(BK)
+            .chunks_exact_mut(bk)
             .zip(acc.chunks_exact_mut(dp))
             .take(nq)
             .enumerate()
@@ -331,7 +347,7 @@ fn forward_tile(
             row_sum[i] += exp_and_sum(row, new_max[i]);
             row_max[i] = new_max[i];
         }
-        let (p, v_tile) = (Strided::by_rows(scores, BK), Rows::new(&v[j0 * dp..], dp));
+        let (p, v_tile) = (Strided::by_rows(scores, bk), Rows::new(&v[j0 * dp..], dp));
         product(
             nq,
             d,
@@ -550,8 +566,8 @@ fn key_tile_grads(
     let (d, dp, lq) = (pr.s.head_dim, padded(pr.s.head_dim), pr.s.q_len);
     let nk = grad_k.len() / d;
     let (kt, vt) = (take(&mut scratch, d * BK), take(&mut scratch, d * BK));
-    transpose_into(&pr.k[j0 * d..(j0 + nk) * d], d, kt);
-    transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, vt);
+    transpose_into(&pr.k[j0 * d..(j0 + nk) * d], d, kt, BK);
+    transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, vt, BK);
     let (kt, vt) = (&*kt, &*vt);
     // The first query tile overwrites dK and dV, the score products write every element of P and dS that is read.
     let (dk, dv) = (take(&mut scratch, BK * dp), take(&mut scratch, BK * dp));
