@@ -5,22 +5,27 @@
 //! `lse_i = ln Σ_j exp(S_ij)`. Backward with `dO`: `D_i = Σ_c dO_ic·O_ic`, `P_ij = exp(S_ij − lse_i)`,
 //! `dP = dO·Vᵀ`, `dS = P∘(dP − D)`, `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`, `dV = Pᵀ·dO`.
 //!
-//! Loop structure: the query rows are cut into tiles of `BQ`, the key/value rows into tiles of `BK`; only a
-//! `BQ × BK` block of scores exists at a time. Forward, one task per (problem, query tile): for each key tile,
-//! `S_tile = Q_tile·K_tileᵀ`, then per row the running maximum `m`, running sum `l` and unnormalised output are
-//! rescaled by `exp(m_old − m_new)` and extended by `exp(S − m_new)·V_tile`; at the end `O = acc / l`,
-//! `lse = m + ln l`. Backward recomputes `P` from `lse` tile by tile in two passes without atomics: one task per
-//! (problem, query tile) accumulates `dQ`, one task per (problem, key tile) accumulates `dK` and `dV`.
+//! Loop structure: the query rows are cut into tiles of `BQ`, the key/value rows into tiles of `BK` (in the forward,
+//! up to `WHOLE_ROW_KEYS` keys make a single tile); only a `BQ × BK` block of scores exists at a time.
+//! Forward, one task per (problem, query tile): for each key tile, `S_tile = Q_tile·K_tileᵀ`, then per row the
+//! running maximum `m`, running sum `l` and unnormalised output are rescaled by `exp(m_old − m_new)` and extended by
+//! `exp(S − m_new)·V_tile`; at the end `O = acc / l`, `lse = m + ln l`.
+//! Backward, one task per (problem, key tile), in one pass over the query tiles (five products per tile pair, as
+//! FlashAttention-2): `S` and `dP = dO·Vᵀ` are recomputed, `P = exp(S − lse)`, `dS = P∘(dP − D)`; the task
+//! accumulates its key tile's `dV += Pᵀ·dO` and `dK += dSᵀ·Q` and writes its share `dS·K` of every query row's `dQ`
+//! to a buffer of its own; the shares are then summed over the key tiles in order. No atomics, and no sum's order
+//! depends on the thread count.
 //!
 //! Masking: `bias` (`[Lq, Lk]`, shared by all problems) may hold −∞. A query row whose scores are all −∞ attends
 //! to nothing: its output is 0, its `lse` is −∞, and it contributes no gradient (no NaN anywhere).
 //!
-//! Inner loops, written so LLVM vectorises them: each problem's `K` (and, for the backward, `V`) is transposed once
-//! into `d × BK` tiles shared by all its query tiles, so the innermost loop of a score tile runs over `BK` contiguous
-//! keys; the weighted row sums (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`) take two output rows at a time and keep 2 × 32
-//! output columns in registers over a whole tile (`add_weighted_rows_2`), both with explicit fused multiply-adds;
-//! `exp` is the vectorisable [`crate::math::exp_fused`] (its polynomial in fused multiply-adds). On x86-64 the tile routines are also compiled for AVX2 + FMA and
-//! picked at run time (`dispatch.rs`); both builds give bit-identical results.
+//! Inner loops: every product is the register-tiled routine of `product.rs` (6 × 16 tiles of fused multiply-adds;
+//! AVX2 intrinsics where the CPU has them). Each problem's `K` is transposed once into `d × BK` tiles shared by all
+//! its query tiles (the backward transposes its key tile's `K` and `V`), and the operands are copied with rows padded
+//! to whole register tiles. The element-wise steps (scale and bias, row maximum, `exp` and row sum, `dS`) take few
+//! passes over a tile, with eight-lane partial maxima and sums reduced pairwise; `exp` is
+//! [`crate::math::exp_shifted`] (all its arguments are ≤ 0 up to rounding). They are compiled for AVX2 + FMA as well
+//! and picked at run time (`dispatch.rs`), with bit-identical results either way.
 
 use std::cell::RefCell;
 
