@@ -554,7 +554,8 @@ fn probabilities_and_score_grads(
 
 /// All three gradients' shares of the key rows `j0..` (one key tile), over every query tile in order:
 /// `dV = Σ_i Pᵀ·dO`, `dK = scale·Σ_i dSᵀ·Q` (written to `grad_k`, `grad_v`) and `dS·K` for every query row (written
-/// to `grad_q_part`, stride `padded(d)`, unscaled). `q_rows`, `grad_out_rows` and `k_rows` are written by [`padded_rows_into`].
+/// to `grad_q_part`, stride `padded(d)`, unscaled). `q_rows`, `grad_out_rows` and `k_rows` are written by
+/// [`padded_rows_into`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn key_tile_grads(
