@@ -40,8 +40,7 @@ fn bench_shape(
     });
     if with_backward {
         let (mut gq, mut gk, mut gv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-        // Backward recomputes S twice and dP twice (two passes) plus dQ, dK, dV: 2·(2 + 2) + 3 = 11 L²d-sized
-        // products of 2 FLOPs; count the 5 of the textbook backward (S, dP, dV, dQ, dK) so numbers compare.
+        // Backward: the 5 L²d-sized products of the textbook backward (S, dP, dV, dQ, dK), 2 FLOPs each.
         group.throughput(Throughput::Elements(
             (5 * 2 * batch_heads * len * len * d) as u64,
         ));

@@ -61,6 +61,36 @@ pub fn exp_fused(x: f32) -> f32 {
     exp_with::<true>(x)
 }
 
+/// `e^x` for `x ≤ 88` (a softmax's shifted scores `s − max`, or `s − lse`), to within 2 ulp: [`exp_fused`] without
+/// what such arguments never need, so about half the operations. `n = round(x/ln 2) ≤ 127`, so `2^n` is one factor
+/// and nothing overflows; the reduction `r = x − n·ln 2` is fused too. `x < −87.33` (including −∞) gives 0, NaN
+/// stays NaN. Only for routines compiled through `dispatch!`, like [`exp_fused`].
+#[inline(always)]
+pub fn exp_shifted(x: f32) -> f32 {
+    // A compare-and-select, not `f32::max`, so that NaN passes through (as NaN) in one instruction.
+    let clamped = if x < MIN_ARG { MIN_ARG } else { x };
+    let (n, n_int) = round_to_int(clamped * LOG2_E);
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, clamped));
+    let mut p = 1.0 / 5040.0;
+    for coefficient in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = r.mul_add(p, coefficient);
+    }
+    let y = p * pow2(n_int);
+    if x < MIN_ARG {
+        0.0
+    } else {
+        y
+    }
+}
+
 /// `a·b + c`, fused (one rounding) or not.
 #[inline(always)]
 fn mul_add<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {

@@ -190,6 +190,26 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Beyond 256 keys the forward runs its online softmax over several key tiles (rescaling the running sum and
+    /// output whenever a row's maximum grows), with a ragged last tile.
+    #[test]
+    fn attention_forward_matches_reference_over_several_key_tiles(
+        lq in 1usize..60, lk in 257usize..420, d in 1usize..20, masked in prop::option::of(-3i64..300),
+        seed in 0u64..1000,
+    ) {
+        let c = case(2, lq, lk, d, masked, seed);
+        let (out, lse) = forward(&c);
+        let (r_out, r_lse) = reference_of(&c);
+        // As in `attention_forward_matches_reference`.
+        let atol = (d as f64 + lk as f64 + 8.0) * 2f64.powi(-22);
+        assert_close("out", &out, &r_out, 0.0, atol);
+        assert_lse_close(&lse, &r_lse, atol * 4.0);
+    }
+}
+
 #[test]
 fn fully_masked_rows_give_zero_output_and_no_nan() {
     // shift −3: query rows 0..3 see no key at all.
@@ -216,21 +236,27 @@ fn fully_masked_rows_give_zero_output_and_no_nan() {
 
 #[test]
 fn attention_does_not_depend_on_the_thread_count() {
-    let c = case(3, 97, 130, 24, Some(20), 6);
-    let grad_out = values(9, c.q.len());
-    let run = |threads| {
-        with_threads(threads, || {
-            let (out, lse) = forward(&c);
-            let grads = backward(&c, &out, &lse, &grad_out);
-            (out, lse, grads)
-        })
-    };
-    assert_eq!(run(1), run(2));
+    // One forward key tile (130 keys) and several (300 keys); several backward key tiles in both.
+    for c in [
+        case(3, 97, 130, 24, Some(20), 6),
+        case(2, 50, 300, 16, Some(100), 7),
+    ] {
+        let grad_out = values(9, c.q.len());
+        let run = |threads| {
+            with_threads(threads, || {
+                let (out, lse) = forward(&c);
+                let grads = backward(&c, &out, &lse, &grad_out);
+                (out, lse, grads)
+            })
+        };
+        assert_eq!(run(1), run(2));
+    }
 }
 
 #[test]
 fn attention_matches_reference_at_a_vision_shape() {
-    // L = 196 (14×14), d = 32: several key tiles, a ragged last tile of 4 rows.
+    // L = 196 (14×14), d = 32: one forward key tile of 196 (padded to 208) columns; a ragged last query tile of 4
+    // rows.
     let c = case(2, 196, 196, 32, None, 1);
     let (out, lse) = forward(&c);
     let (r_out, r_lse) = reference_of(&c);

@@ -1,6 +1,6 @@
 //! The vectorisable elementary functions against f64's.
 
-use diffuse_cpu_kernels::math::{exp, exp_fused, ln, sin_cos_turns};
+use diffuse_cpu_kernels::math::{exp, exp_fused, exp_shifted, ln, sin_cos_turns};
 
 /// Distance in units in the last place of the f32 nearest to `expected`.
 fn ulps(actual: f32, expected: f64) -> f64 {
@@ -38,6 +38,25 @@ fn exp_fused_is_within_two_ulp_over_the_normal_range_and_handles_the_edges() {
     assert_eq!(exp_fused(0.0), 1.0);
     assert_eq!(exp_fused(100.0), f32::INFINITY);
     assert!(exp_fused(f32::NAN).is_nan());
+}
+
+#[test]
+fn exp_shifted_is_within_two_ulp_up_to_88_and_handles_the_edges() {
+    let steps = 2_000_000;
+    for i in 0..=steps {
+        let x = -87.3 + 175.3 * i as f32 / steps as f32;
+        let err = ulps(exp_shifted(x), f64::from(x).exp());
+        assert!(
+            err <= 2.0,
+            "exp_shifted({x}) = {} ({err} ulp)",
+            exp_shifted(x)
+        );
+    }
+    for x in [-100.0, -87.34, f32::NEG_INFINITY] {
+        assert_eq!(exp_shifted(x), 0.0, "exp_shifted({x})");
+    }
+    assert_eq!(exp_shifted(0.0), 1.0);
+    assert!(exp_shifted(f32::NAN).is_nan());
 }
 
 #[test]

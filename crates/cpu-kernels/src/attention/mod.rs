@@ -1,0 +1,655 @@
+//! Scaled dot-product attention for `BH` independent (batch·head) problems, in the blocked online-softmax form of
+//! FlashAttention (Dao et al., 2022; backward as in FlashAttention-2, Dao, 2023).
+//!
+//! Math, per problem: `S = scale·Q·Kᵀ + bias` (`[Lq, Lk]`), `P = softmax_rows(S)`, `O = P·V`,
+//! `lse_i = ln Σ_j exp(S_ij)`. Backward with `dO`: `D_i = Σ_c dO_ic·O_ic`, `P_ij = exp(S_ij − lse_i)`,
+//! `dP = dO·Vᵀ`, `dS = P∘(dP − D)`, `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`, `dV = Pᵀ·dO`.
+//!
+//! Loop structure: the query rows are cut into tiles of `BQ`, the key/value rows into tiles of `BK` (in the forward,
+//! up to `WHOLE_ROW_KEYS` keys make a single tile); only a `BQ × BK` block of scores exists at a time.
+//! Forward, one task per (problem, query tile): for each key tile, `S_tile = Q_tile·K_tileᵀ`, then per row the
+//! running maximum `m`, running sum `l` and unnormalised output are rescaled by `exp(m_old − m_new)` and extended by
+//! `exp(S − m_new)·V_tile`; at the end `O = acc / l`, `lse = m + ln l`.
+//! Backward, one task per (problem, key tile), in one pass over the query tiles (five products per tile pair, as
+//! FlashAttention-2): `S` and `dP = dO·Vᵀ` are recomputed, `P = exp(S − lse)`, `dS = P∘(dP − D)`; the task
+//! accumulates its key tile's `dV += Pᵀ·dO` and `dK += dSᵀ·Q` and writes its share `dS·K` of every query row's `dQ`
+//! to a buffer of its own; the shares are then summed over the key tiles in order. No atomics, and no sum's order
+//! depends on the thread count.
+//!
+//! Masking: `bias` (`[Lq, Lk]`, shared by all problems) may hold −∞. A query row whose scores are all −∞ attends
+//! to nothing: its output is 0, its `lse` is −∞, and it contributes no gradient (no NaN anywhere).
+//!
+//! Inner loops: every product is the register-tiled routine of `product.rs` (6 × 16 tiles of fused multiply-adds;
+//! AVX2 intrinsics where the CPU has them). Each problem's `K` is transposed once into `d × BK` tiles shared by all
+//! its query tiles (the backward transposes its key tile's `K` and `V`), and the operands are copied with rows padded
+//! to whole register tiles. The element-wise steps (scale and bias, row maximum, `exp` and row sum, `dS`) take few
+//! passes over a tile, with eight-lane partial maxima and sums reduced pairwise; `exp` is
+//! [`crate::math::exp_shifted`] (all its arguments are ≤ 0 up to rounding). They are compiled for AVX2 + FMA as well
+//! and picked at run time (`dispatch.rs`), with bit-identical results either way.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::dispatch::dispatch;
+use crate::error::{check_len, KernelError, Result};
+use crate::math::exp_shifted as exp;
+
+mod product;
+use product::{product, Init, Rows, Strided, MR, NR};
+
+/// Query rows per tile (and per forward task): a whole number of register tiles ([`MR`] rows).
+const BQ: usize = 48;
+/// Key/value rows per tile (and per backward task): a whole number of register tiles as rows ([`MR`]) and as
+/// columns ([`NR`]).
+const BK: usize = 48;
+const _: () = assert!(BQ.is_multiple_of(MR) && BK.is_multiple_of(MR) && BK.is_multiple_of(NR));
+/// Up to this many keys the forward takes a whole row of scores at once ([`forward_key_tile`]).
+const WHOLE_ROW_KEYS: usize = 256;
+
+/// The shape of an attention call: `q [batch_heads, q_len, head_dim]`, `k, v [batch_heads, kv_len, head_dim]`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub batch_heads: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+impl AttentionShape {
+    /// Checks the shape and returns the lengths of `q`/`out` and of `k`/`v`.
+    fn validate(&self, op: &'static str) -> Result<(usize, usize)> {
+        let overflow = || KernelError::new(op, format!("shape {self:?} overflows usize"));
+        if self.head_dim == 0 {
+            return Err(KernelError::new(op, "head_dim is 0"));
+        }
+        if self.kv_len == 0 && self.q_len > 0 {
+            return Err(KernelError::new(
+                op,
+                format!(
+                    "kv_len is 0 but q_len is {}: nothing to attend to",
+                    self.q_len
+                ),
+            ));
+        }
+        if !self.scale.is_finite() {
+            return Err(KernelError::new(
+                op,
+                format!("scale {} is not finite", self.scale),
+            ));
+        }
+        let rows = |len: usize| {
+            self.batch_heads
+                .checked_mul(len)
+                .and_then(|r| r.checked_mul(self.head_dim))
+        };
+        let q_elems = rows(self.q_len).ok_or_else(overflow)?;
+        let kv_elems = rows(self.kv_len).ok_or_else(overflow)?;
+        self.q_len.checked_mul(self.kv_len).ok_or_else(overflow)?;
+        Ok((q_elems, kv_elems))
+    }
+}
+
+/// Writes the `rows × d` tile `src` transposed into `dst` (`d × width`), zero-filling columns `rows..width`.
+#[inline(always)]
+fn transpose_into(src: &[f32], d: usize, dst: &mut [f32], width: usize) {
+    dst.fill(0.0);
+    for (j, row) in src.chunks_exact(d).enumerate() {
+        for (p, &value) in row.iter().enumerate() {
+            dst[p * width + j] = value;
+        }
+    }
+}
+
+/// Writes the `len × d` rows of one problem into `dst` as consecutive transposed tiles of `width` rows: tile `t`
+/// (`d × width`, at `t·d·width`) holds rows `t·width..` as [`transpose_into`] writes them. Made once per problem and
+/// read by all its query tiles.
+fn transposed_tiles_into(rows: &[f32], d: usize, dst: &mut [f32], width: usize) {
+    for (src, dst) in rows.chunks(width * d).zip(dst.chunks_exact_mut(d * width)) {
+        transpose_into(src, d, dst, width);
+    }
+}
+
+/// Keys per forward tile: all of them, rounded up to whole register tiles, when there are at most
+/// [`WHOLE_ROW_KEYS`] (one pass per row and nothing to rescale); otherwise [`BK`].
+fn forward_key_tile(kv_len: usize) -> usize {
+    if kv_len <= WHOLE_ROW_KEYS {
+        kv_len.div_ceil(NR) * NR
+    } else {
+        BK
+    }
+}
+
+/// `d` rounded up to whole register tiles ([`NR`] columns): the row stride of the padded copies below.
+fn padded(d: usize) -> usize {
+    d.div_ceil(NR) * NR
+}
+
+/// Writes the `· × d` rows `src` into `dst` with row stride `padded(d)`, zero-filling the extra columns and the rows
+/// after `src`'s, so that products over whole register tiles read only defined values.
+fn padded_rows_into(src: &[f32], d: usize, dst: &mut [f32]) {
+    let dp = padded(d);
+    let mut dst_rows = dst.chunks_exact_mut(dp);
+    for (dst, src) in (&mut dst_rows).zip(src.chunks_exact(d)) {
+        dst[..d].copy_from_slice(src);
+        dst[d..].fill(0.0);
+    }
+    dst_rows.for_each(|row| row.fill(0.0));
+}
+
+/// Splits `len` floats off the front of `buf`.
+fn take<'a>(buf: &mut &'a mut [f32], len: usize) -> &'a mut [f32] {
+    let (head, tail) = std::mem::take(buf).split_at_mut(len);
+    *buf = tail;
+    head
+}
+
+thread_local! {
+    /// Working memory of the tile tasks, reused from task to task on each thread. A task holds it only while it runs
+    /// its tile routine, which never calls back into rayon, so no other task on the same thread can ask for it then.
+    static TILE_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's tile scratch; their contents are left over from earlier tasks, so `f`
+/// must write every element it reads.
+fn with_tile_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    TILE_SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
+}
+
+/// Turns the raw products `s = q·k` of one score row into scores `scale·s + bias` (in place) and returns
+/// `max(init, max of the row)`. The maximum runs in eight interleaved lanes, so the loop vectorises; it does not
+/// depend on the order (NaNs are skipped either way), so this equals the sequential fold.
+#[inline(always)]
+fn scores_and_max(row: &mut [f32], scale: f32, bias_row: Option<&[f32]>, init: f32) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut tail = init;
+    let mut chunks = row.chunks_exact_mut(8);
+    match bias_row {
+        Some(bias_row) => {
+            let mut bias_chunks = bias_row.chunks_exact(8);
+            for (chunk, bias) in (&mut chunks).zip(&mut bias_chunks) {
+                for ((lane, x), &b) in lanes.iter_mut().zip(chunk).zip(bias) {
+                    *x = *x * scale + b;
+                    *lane = lane.max(*x);
+                }
+            }
+            for (x, &b) in chunks
+                .into_remainder()
+                .iter_mut()
+                .zip(bias_chunks.remainder())
+            {
+                *x = *x * scale + b;
+                tail = tail.max(*x);
+            }
+        }
+        None => {
+            for chunk in &mut chunks {
+                for (lane, x) in lanes.iter_mut().zip(chunk) {
+                    *x *= scale;
+                    *lane = lane.max(*x);
+                }
+            }
+            for x in chunks.into_remainder() {
+                *x *= scale;
+                tail = tail.max(*x);
+            }
+        }
+    }
+    let [a, b, c, d, e, f, g, h] = lanes;
+    tail.max((a.max(e)).max(c.max(g)).max((b.max(f)).max(d.max(h))))
+}
+
+/// Replaces the scores of one row by `exp(x − m)` and returns their sum, taken in eight interleaved partial sums so
+/// the loop vectorises (a single running sum is a serial chain).
+#[inline(always)]
+fn exp_and_sum(row: &mut [f32], m: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = row.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *x = exp(*x - m);
+            *lane += *x;
+        }
+    }
+    let mut tail = 0.0f32;
+    for x in chunks.into_remainder() {
+        *x = exp(*x - m);
+        tail += *x;
+    }
+    sum_lanes(lanes) + tail
+}
+
+/// The sum of eight partial sums, pairwise.
+#[inline(always)]
+fn sum_lanes([a, b, c, d, e, f, g, h]: [f32; 8]) -> f32 {
+    ((a + e) + (c + g)) + ((b + f) + (d + h))
+}
+
+/// Forward attention: `out = softmax(scale·Q·Kᵀ + bias)·V` and the row log-sum-exp `lse` (`[BH, Lq]`).
+pub fn attention_forward(
+    s: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    lse: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "attention_forward";
+    let (q_elems, kv_elems) = s.validate(OP)?;
+    check_len(OP, "q", q.len(), q_elems)?;
+    check_len(OP, "k", k.len(), kv_elems)?;
+    check_len(OP, "v", v.len(), kv_elems)?;
+    check_len(OP, "out", out.len(), q_elems)?;
+    check_len(OP, "lse", lse.len(), s.batch_heads * s.q_len)?;
+    if let Some(bias) = bias {
+        check_len(OP, "bias", bias.len(), s.q_len * s.kv_len)?;
+    }
+    if q_elems == 0 {
+        return Ok(());
+    }
+
+    let (d, dp, lq, lk) = (s.head_dim, padded(s.head_dim), s.q_len, s.kv_len);
+    let bk = forward_key_tile(lk);
+    let kt_len = lk.div_ceil(bk) * d * bk;
+    let tile_scratch = BQ * (d + bk + dp);
+    out.par_chunks_mut(lq * d)
+        .zip(lse.par_chunks_mut(lq))
+        .enumerate()
+        .for_each_init(Vec::new, |problem_scratch, (bh, (out, lse))| {
+            problem_scratch.resize(kt_len + lk * dp, 0.0);
+            let (kt, v_rows) = problem_scratch.split_at_mut(kt_len);
+            transposed_tiles_into(&k[bh * lk * d..][..lk * d], d, kt, bk);
+            padded_rows_into(&v[bh * lk * d..][..lk * d], d, v_rows);
+            let (kt, v) = (&*kt, &*v_rows);
+            out.par_chunks_mut(BQ * d)
+                .zip(lse.par_chunks_mut(BQ))
+                .enumerate()
+                .for_each(|(tile, (out, lse))| {
+                    let i0 = tile * BQ;
+                    let q = &q[(bh * lq + i0) * d..][..out.len()];
+                    with_tile_scratch(tile_scratch, |scratch| {
+                        dispatch!(forward_tile(
+                            s: &AttentionShape,
+                            q: &[f32],
+                            kt: &[f32],
+                            bk: usize,
+                            v: &[f32],
+                            bias: Option<&[f32]>,
+                            i0: usize,
+                            out: &mut [f32],
+                            lse: &mut [f32],
+                            scratch: &mut [f32],
+                        ))
+                    });
+                });
+        });
+    Ok(())
+}
+
+/// One query tile (`q`, rows `i0..`) of one problem against all its keys (`kt` from [`transposed_tiles_into`] with
+/// tiles of `bk` keys, `v` from [`padded_rows_into`]): online softmax over key tiles. `scratch` holds
+/// `BQ·(d + bk + padded(d))` floats.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward_tile(
+    s: &AttentionShape,
+    q: &[f32],
+    kt: &[f32],
+    bk: usize,
+    v: &[f32],
+    bias: Option<&[f32]>,
+    i0: usize,
+    out: &mut [f32],
+    lse: &mut [f32],
+    mut scratch: &mut [f32],
+) {
+    let (d, dp, lk, nq) = (s.head_dim, padded(s.head_dim), s.kv_len, lse.len());
+    let q_tile = take(&mut scratch, BQ * d);
+    q_tile[..nq * d].copy_from_slice(q);
+    q_tile[nq * d..].fill(0.0); // the products run over whole register tiles of rows
+    let q_tile = Strided::by_rows(q_tile, d);
+    let scores = take(&mut scratch, BQ * bk); // the score product writes every element that is read
+    let acc = take(&mut scratch, BQ * dp);
+    acc.fill(0.0);
+    let (mut row_max, mut new_max) = (vec![f32::NEG_INFINITY; nq], vec![0.0f32; nq]);
+    let (mut row_sum, mut rescale) = (vec![0.0f32; nq], vec![0.0f32; nq]);
+
+    for (kt, j0) in kt.chunks_exact(d * bk).zip((0..lk).step_by(bk)) {
+        let nk = bk.min(lk - j0);
+        let (kt, scores_out) = (Rows::new(kt, bk), Rows::new(&mut *scores, bk));
+        product(nq, nk, d, q_tile, kt, scores_out, Init::Zero);
+        for (i, (row, new_max)) in scores.chunks_exact_mut(bk).zip(&mut new_max).enumerate() {
+            let bias_row = bias.map(|b| &b[(i0 + i) * lk + j0..][..nk]);
+            *new_max = scores_and_max(&mut row[..nk], s.scale, bias_row, row_max[i]);
+        }
+        // exp(m − m'), 0 when the old maximum was −∞ (NaN, and unused, while a row is still fully masked).
+        for (r, (&m, &new_m)) in rescale.iter_mut().zip(row_max.iter().zip(&new_max)) {
+            *r = exp(m - new_m);
+        }
+        for (i, (row, acc)) in scores
+            .chunks_exact_mut(bk)
+            .zip(acc.chunks_exact_mut(dp))
+            .take(nq)
+            .enumerate()
+        {
+            let row = &mut row[..nk];
+            if new_max[i] == f32::NEG_INFINITY {
+                row.fill(0.0); // every key so far is masked for this row: it adds nothing
+                continue;
+            }
+            if rescale[i] != 1.0 {
+                row_sum[i] *= rescale[i];
+                acc.iter_mut().for_each(|a| *a *= rescale[i]);
+            }
+            row_sum[i] += exp_and_sum(row, new_max[i]);
+            row_max[i] = new_max[i];
+        }
+        let (p, v_tile) = (Strided::by_rows(scores, bk), Rows::new(&v[j0 * dp..], dp));
+        product(
+            nq,
+            d,
+            nk,
+            p,
+            v_tile,
+            Rows::new(&mut *acc, dp),
+            Init::Accumulate,
+        );
+    }
+
+    for ((out, acc), (lse, (&m, &l))) in out
+        .chunks_exact_mut(d)
+        .zip(acc.chunks_exact(dp))
+        .zip(lse.iter_mut().zip(row_max.iter().zip(&row_sum)))
+    {
+        if l > 0.0 {
+            let inv = 1.0 / l;
+            out.iter_mut().zip(acc).for_each(|(o, &a)| *o = a * inv);
+            *lse = m + l.ln();
+        } else {
+            out.fill(0.0); // fully masked row
+            *lse = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// Backward attention: `grad_q`, `grad_k`, `grad_v` (overwritten) from the forward's `out` and `lse` and `grad_out`.
+#[allow(clippy::too_many_arguments)] // the fixed kernel signature shared with the CUDA crate
+pub fn attention_backward(
+    s: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<&[f32]>,
+    out: &[f32],
+    lse: &[f32],
+    grad_out: &[f32],
+    grad_q: &mut [f32],
+    grad_k: &mut [f32],
+    grad_v: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "attention_backward";
+    let (q_elems, kv_elems) = s.validate(OP)?;
+    check_len(OP, "q", q.len(), q_elems)?;
+    check_len(OP, "k", k.len(), kv_elems)?;
+    check_len(OP, "v", v.len(), kv_elems)?;
+    check_len(OP, "out", out.len(), q_elems)?;
+    check_len(OP, "lse", lse.len(), s.batch_heads * s.q_len)?;
+    check_len(OP, "grad_out", grad_out.len(), q_elems)?;
+    check_len(OP, "grad_q", grad_q.len(), q_elems)?;
+    check_len(OP, "grad_k", grad_k.len(), kv_elems)?;
+    check_len(OP, "grad_v", grad_v.len(), kv_elems)?;
+    if let Some(bias) = bias {
+        check_len(OP, "bias", bias.len(), s.q_len * s.kv_len)?;
+    }
+    grad_k.fill(0.0);
+    grad_v.fill(0.0);
+    if q_elems == 0 {
+        return Ok(());
+    }
+
+    let (d, lq, lk) = (s.head_dim, s.q_len, s.kv_len);
+    // D_i = Σ_c dO_ic·O_ic, the row correction of dS = P∘(dP − D).
+    let mut delta = vec![0.0f32; s.batch_heads * lq];
+    delta
+        .par_iter_mut()
+        .zip(out.par_chunks(d).zip(grad_out.par_chunks(d)))
+        .with_min_len(256)
+        .for_each(|(delta, (o, g))| *delta = o.iter().zip(g).map(|(&o, &g)| o * g).sum());
+    let problem = |bh: usize| Problem {
+        s,
+        q: &q[bh * lq * d..][..lq * d],
+        k: &k[bh * lk * d..][..lk * d],
+        v: &v[bh * lk * d..][..lk * d],
+        bias,
+        lse: &lse[bh * lq..][..lq],
+        delta: &delta[bh * lq..][..lq],
+        grad_out: &grad_out[bh * lq * d..][..lq * d],
+    };
+
+    let (dp, lq_padded, key_tiles) = (padded(d), lq.div_ceil(MR) * MR, lk.div_ceil(BK));
+    let problem_scratch = 2 * lq_padded * dp + lk * dp + key_tiles * lq_padded * dp;
+    let tile_scratch = 2 * d * BK + 2 * BK * dp + 2 * BQ * BK;
+    grad_q
+        .par_chunks_mut(lq * d)
+        .zip(
+            grad_k
+                .par_chunks_mut(lk * d)
+                .zip(grad_v.par_chunks_mut(lk * d)),
+        )
+        .enumerate()
+        .for_each_init(Vec::new, |buffer, (bh, (grad_q, (grad_k, grad_v)))| {
+            let p = &problem(bh);
+            buffer.resize(problem_scratch, 0.0);
+            let mut buffer = &mut buffer[..];
+            let q_rows = take(&mut buffer, lq_padded * dp);
+            let grad_out_rows = take(&mut buffer, lq_padded * dp);
+            let k_rows = take(&mut buffer, lk * dp);
+            padded_rows_into(p.q, d, q_rows);
+            padded_rows_into(p.grad_out, d, grad_out_rows);
+            padded_rows_into(p.k, d, k_rows);
+            let (q_rows, grad_out_rows, k_rows) = (&*q_rows, &*grad_out_rows, &*k_rows);
+            // dQ's share of each key tile (every element is written), summed over the tiles in order below.
+            let grad_q_parts = buffer;
+            grad_k
+                .par_chunks_mut(BK * d)
+                .zip(grad_v.par_chunks_mut(BK * d))
+                .zip(grad_q_parts.par_chunks_mut(lq_padded * dp))
+                .enumerate()
+                .for_each(|(tile, ((grad_k, grad_v), grad_q_part))| {
+                    let j0 = tile * BK;
+                    with_tile_scratch(tile_scratch, |scratch| {
+                        dispatch!(key_tile_grads(
+                            p: &Problem,
+                            q_rows: &[f32],
+                            grad_out_rows: &[f32],
+                            k_rows: &[f32],
+                            j0: usize,
+                            grad_k: &mut [f32],
+                            grad_v: &mut [f32],
+                            grad_q_part: &mut [f32],
+                            scratch: &mut [f32],
+                        ))
+                    });
+                });
+            let mut parts = grad_q_parts.chunks_exact(lq_padded * dp);
+            let first = parts.next().expect("kv_len > 0 when q_len > 0");
+            for (g, row) in grad_q.chunks_exact_mut(d).zip(first.chunks_exact(dp)) {
+                g.copy_from_slice(&row[..d]);
+            }
+            for part in parts {
+                for (g, row) in grad_q.chunks_exact_mut(d).zip(part.chunks_exact(dp)) {
+                    g.iter_mut().zip(row).for_each(|(g, &x)| *g += x);
+                }
+            }
+            grad_q.iter_mut().for_each(|g| *g *= s.scale);
+        });
+    Ok(())
+}
+
+/// The slices of one (batch·head) problem that the backward tiles read.
+struct Problem<'a> {
+    s: &'a AttentionShape,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    bias: Option<&'a [f32]>,
+    lse: &'a [f32],
+    delta: &'a [f32],
+    grad_out: &'a [f32],
+}
+
+/// Replaces the raw products `s = q·k` in the first `nq` rows (stride `BK`) of `p` (query rows `i0..`, key rows
+/// `j0..j0 + nk`) by `P = exp(scale·s + bias − lse)` and of `dp` (holding `dO·Vᵀ`) by `dS = P∘(dP − D)`, in one pass.
+/// Rows with `lse = −∞` (fully masked) get `P = dS = 0`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn probabilities_and_score_grads(
+    pr: &Problem,
+    p: &mut [f32],
+    dp: &mut [f32],
+    i0: usize,
+    j0: usize,
+    nq: usize,
+    nk: usize,
+) {
+    let (scale, lk) = (pr.s.scale, pr.s.kv_len);
+    for (i, (p_row, dp_row)) in p
+        .chunks_exact_mut(BK)
+        .zip(dp.chunks_exact_mut(BK))
+        .take(nq)
+        .enumerate()
+    {
+        let (p_row, dp_row) = (&mut p_row[..nk], &mut dp_row[..nk]);
+        let (lse, delta) = (pr.lse[i0 + i], pr.delta[i0 + i]);
+        if lse == f32::NEG_INFINITY {
+            p_row.fill(0.0);
+            dp_row.fill(0.0);
+            continue;
+        }
+        match pr.bias {
+            Some(bias) => {
+                let bias_row = &bias[(i0 + i) * lk + j0..][..nk];
+                for ((p, dp), &b) in p_row.iter_mut().zip(dp_row.iter_mut()).zip(bias_row) {
+                    *p = exp(*p * scale + b - lse);
+                    *dp = *p * (*dp - delta);
+                }
+            }
+            None => {
+                for (p, dp) in p_row.iter_mut().zip(dp_row.iter_mut()) {
+                    *p = exp(*p * scale - lse);
+                    *dp = *p * (*dp - delta);
+                }
+            }
+        }
+    }
+}
+
+/// All three gradients' shares of the key rows `j0..` (one key tile), over every query tile in order:
+/// `dV = Σ_i Pᵀ·dO`, `dK = scale·Σ_i dSᵀ·Q` (written to `grad_k`, `grad_v`) and `dS·K` for every query row (written
+/// to `grad_q_part`, stride `padded(d)`, unscaled). `q_rows`, `grad_out_rows` and `k_rows` are written by
+/// [`padded_rows_into`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn key_tile_grads(
+    pr: &Problem,
+    q_rows: &[f32],
+    grad_out_rows: &[f32],
+    k_rows: &[f32],
+    j0: usize,
+    grad_k: &mut [f32],
+    grad_v: &mut [f32],
+    grad_q_part: &mut [f32],
+    mut scratch: &mut [f32],
+) {
+    let (d, dp, lq) = (pr.s.head_dim, padded(pr.s.head_dim), pr.s.q_len);
+    let nk = grad_k.len() / d;
+    let (kt, vt) = (take(&mut scratch, d * BK), take(&mut scratch, d * BK));
+    transpose_into(&pr.k[j0 * d..(j0 + nk) * d], d, kt, BK);
+    transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, vt, BK);
+    let (kt, vt) = (&*kt, &*vt);
+    // The first query tile overwrites dK and dV, the score products write every element of P and dS that is read.
+    let (dk, dv) = (take(&mut scratch, BK * dp), take(&mut scratch, BK * dp));
+    let (p, ds) = (take(&mut scratch, BQ * BK), take(&mut scratch, BQ * BK));
+    for i0 in (0..lq).step_by(BQ) {
+        let nq = BQ.min(lq - i0);
+        let (q, grad_out) = (&q_rows[i0 * dp..], &grad_out_rows[i0 * dp..]);
+        let (q_by_rows, grad_out_by_rows) =
+            (Strided::by_rows(q, dp), Strided::by_rows(grad_out, dp));
+        product(
+            nq,
+            nk,
+            d,
+            q_by_rows,
+            Rows::new(kt, BK),
+            Rows::new(&mut *p, BK),
+            Init::Zero,
+        );
+        product(
+            nq,
+            nk,
+            d,
+            grad_out_by_rows,
+            Rows::new(vt, BK),
+            Rows::new(&mut *ds, BK),
+            Init::Zero,
+        );
+        probabilities_and_score_grads(pr, p, ds, i0, j0, nq, nk);
+        let init = if i0 == 0 {
+            Init::Zero
+        } else {
+            Init::Accumulate
+        };
+        let (p_by_columns, ds_by_columns) =
+            (Strided::by_columns(p, BK), Strided::by_columns(ds, BK));
+        product(
+            nk,
+            d,
+            nq,
+            p_by_columns,
+            Rows::new(grad_out, dp),
+            Rows::new(&mut *dv, dp),
+            init,
+        );
+        product(
+            nk,
+            d,
+            nq,
+            ds_by_columns,
+            Rows::new(q, dp),
+            Rows::new(&mut *dk, dp),
+            init,
+        );
+        let (k_tile, grad_q_rows) = (
+            Rows::new(&k_rows[j0 * dp..], dp),
+            Rows::new(&mut grad_q_part[i0 * dp..], dp),
+        );
+        product(
+            nq,
+            d,
+            nk,
+            Strided::by_rows(ds, BK),
+            k_tile,
+            grad_q_rows,
+            Init::Zero,
+        );
+    }
+    for ((grad_k, dk), (grad_v, dv)) in grad_k
+        .chunks_exact_mut(d)
+        .zip(dk.chunks_exact(dp))
+        .zip(grad_v.chunks_exact_mut(d).zip(dv.chunks_exact(dp)))
+    {
+        grad_k
+            .iter_mut()
+            .zip(dk)
+            .for_each(|(g, &x)| *g = pr.s.scale * x);
+        grad_v.copy_from_slice(&dv[..d]);
+    }
+}
