@@ -1,0 +1,297 @@
+//! 3×3, stride-1 convolutions by Winograd's F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2015): 16 multiplications per 2×2 output block instead of 36.
+//!
+//! The output is cut into 2×2 tiles (`tiles_h = ⌈OH/2⌉`, `tiles_w = ⌈OW/2⌉`); tile `(i, j)` reads the 4×4 input
+//! block at rows `2i − ph ..`, columns `2j − pw ..` (tiles overlap by 2; zero outside the image). With the transforms
+//! of `transform.rs`, for every image tile t, output channel o and position ξ of the 4×4 transformed tile
+//!
+//! ```text
+//! U[ξ][o][c] = (G·w[o, c]·Gᵀ)[ξ]            weight transform, once per call
+//! V[ξ][c][t] = (Bᵀ·x[c, tile t]·B)[ξ]       input transform
+//! M[ξ][o][t] = Σ_c U[ξ][o][c] · V[ξ][c][t]   16 GEMMs  (O × C) · (C × tiles)
+//! y[o, tile t] = Aᵀ·M[·][o][t]·A + b[o]     output transform (2×2; cropped at odd edges)
+//! ```
+//!
+//! Backward-input of a stride-1 3×3 convolution with padding p is itself one: `dx = conv(dy, w')` with
+//! `w'[c, o, kh, kw] = w[o, c, 2 − kh, 2 − kw]` and padding `2 − p`, so both kernels run the same loop.
+//!
+//! Loop structure and memory. Tiles are processed in chunks that depend only on the shape: a chunk is
+//! `⌈TILE_TARGET / tiles per image⌉` whole images, or, for images of at least `TILE_TARGET` tiles, one image cut into
+//! bands of `⌊TILE_TARGET / tiles_w⌋` tile rows. Rayon runs chunks of images in parallel; for each band of a chunk a
+//! task transforms the input into V, runs the 16 GEMMs (`sgemm_batched`, which parallelises inside too), and
+//! transforms M into the output. A task's scratch is `16·(C + O)·T` floats for `T ≤ 2·TILE_TARGET` tiles (V and M;
+//! 2 MiB for 64 → 64 channels at 28×28, 4 MiB for 128 → 128 at 14×14) plus a few rows; U is `16·O·C` floats
+//! (16/9 of the weight). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][col]` (U
+//! `[O][16][C]`, V `[C][16][T]`, M `[O][16][T]`) so each transform writes one contiguous block per channel; the GEMM
+//! reads the ξ-th matrix through strides. Every output element is computed by the same operations in the same order
+//! whatever the number of threads, so results are bit-identical for any thread count.
+//!
+//! Rounding: the transforms multiply only by 0, ±1 and ±½, so each transformed value is a short sum (≤ 9 terms)
+//! rounded a few times; the error is a small constant factor over direct summation (see `tests/conv2d.rs`).
+
+mod transform;
+
+use rayon::prelude::*;
+
+use super::scratch::{Buffer, Role};
+use super::Conv2dShape;
+use crate::dispatch::dispatch;
+use crate::error::Result;
+use crate::gemm::{sgemm_batched, MatMut, MatRef};
+
+/// Tiles per GEMM aimed at: wide enough that packing the 16 weight matrices costs little against the products,
+/// small enough that V and M stay within a few MiB.
+const TILE_TARGET: usize = 256;
+
+/// Why Winograd F(2×2, 3×3) cannot compute `s`, or `None` if it can.
+pub(super) fn unsupported(s: &Conv2dShape) -> Option<String> {
+    let why = if (s.kernel_h, s.kernel_w) != (3, 3) {
+        format!("a {}×{} kernel", s.kernel_h, s.kernel_w)
+    } else if s.stride != (1, 1) {
+        format!("stride {:?}", s.stride)
+    } else if s.dilation != (1, 1) {
+        format!("dilation {:?}", s.dilation)
+    } else if s.padding.0 > 2 || s.padding.1 > 2 {
+        format!("padding {:?}", s.padding)
+    } else if s.groups != 1 {
+        format!("groups = {}", s.groups)
+    } else {
+        return None;
+    };
+    Some(format!(
+        "Winograd F(2×2, 3×3) needs a 3×3 kernel, stride 1, dilation 1, padding ≤ 2 and groups = 1; got {why}"
+    ))
+}
+
+/// The stride-1 3×3 convolution a Winograd call computes, from a `[batch, in_channels, in_h, in_w]` input.
+pub(super) struct Geometry {
+    batch: usize,
+    in_channels: usize,
+    in_h: usize,
+    in_w: usize,
+    out_channels: usize,
+    pad_h: usize,
+    pad_w: usize,
+    out_h: usize,
+    out_w: usize,
+    tiles_w: usize,
+    tiles_h: usize,
+}
+
+impl Geometry {
+    fn new(
+        batch: usize,
+        (in_channels, in_h, in_w): (usize, usize, usize),
+        (out_channels, out_h, out_w): (usize, usize, usize),
+        (pad_h, pad_w): (usize, usize),
+    ) -> Self {
+        Self {
+            batch,
+            in_channels,
+            in_h,
+            in_w,
+            out_channels,
+            pad_h,
+            pad_w,
+            out_h,
+            out_w,
+            tiles_w: out_w.div_ceil(2),
+            tiles_h: out_h.div_ceil(2),
+        }
+    }
+
+    /// Images per chunk and tile rows per band (see the module header).
+    fn chunking(&self) -> (usize, usize) {
+        let per_image = self.tiles_h * self.tiles_w;
+        if per_image >= TILE_TARGET {
+            (1, (TILE_TARGET / self.tiles_w).clamp(1, self.tiles_h))
+        } else {
+            (
+                TILE_TARGET.div_ceil(per_image).min(self.batch).max(1),
+                self.tiles_h,
+            )
+        }
+    }
+}
+
+/// Forward convolution of a shape for which [`unsupported`] is `None`; lengths already checked.
+pub(super) fn forward(
+    s: &Conv2dShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<()> {
+    let geo = Geometry::new(
+        s.batch,
+        (s.in_channels, s.in_h, s.in_w),
+        (s.out_channels, s.out_h(), s.out_w()),
+        s.padding,
+    );
+    let mut u = Buffer::take(Role::Weights);
+    let u = u.floats(16 * s.out_channels * s.in_channels);
+    // Row o of U is [16][C]: kernel w[o, c] becomes column c.
+    u.par_chunks_mut(16 * s.in_channels)
+        .zip(weight.par_chunks(9 * s.in_channels))
+        .for_each(|(u_o, w_o)| {
+            for (c, g) in w_o.chunks_exact(9).enumerate() {
+                let g = std::array::from_fn(|k| g[k]);
+                for (xi, value) in transform::kernel(&g).into_iter().enumerate() {
+                    u_o[xi * s.in_channels + c] = value;
+                }
+            }
+        });
+    run(&geo, input, u, bias, output)
+}
+
+/// Backward-input of a shape for which [`unsupported`] is `None`, as the forward convolution of `grad_output` with
+/// the flipped, transposed kernel and padding `2 − p`; lengths already checked.
+pub(super) fn backward_input(
+    s: &Conv2dShape,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) -> Result<()> {
+    let geo = Geometry::new(
+        s.batch,
+        (s.out_channels, s.out_h(), s.out_w()),
+        (s.in_channels, s.in_h, s.in_w),
+        (2 - s.padding.0, 2 - s.padding.1),
+    );
+    let (c_n, o_n) = (s.in_channels, s.out_channels);
+    let mut u = Buffer::take(Role::Weights);
+    let u = u.floats(16 * c_n * o_n);
+    // Row c of U is [16][O]: kernel w[o, c] rotated by 180° becomes column o.
+    u.par_chunks_mut(16 * o_n).enumerate().for_each(|(c, u_c)| {
+        for o in 0..o_n {
+            let g = &weight[(o * c_n + c) * 9..][..9];
+            let flipped = std::array::from_fn(|k| g[8 - k]);
+            for (xi, value) in transform::kernel(&flipped).into_iter().enumerate() {
+                u_c[xi * o_n + o] = value;
+            }
+        }
+    });
+    run(&geo, grad_output, u, None, grad_input)
+}
+
+/// The chunked tile loop of the module header: `y = conv(x)` with transformed weights `u` (`[O][16][C]`).
+fn run(geo: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
+    let (c_n, o_n, tw) = (geo.in_channels, geo.out_channels, geo.tiles_w);
+    let (in_plane, out_plane) = (geo.in_h * geo.in_w, geo.out_h * geo.out_w);
+    let (in_image, out_image) = (c_n * in_plane, o_n * out_plane);
+    let (images, band_rows) = geo.chunking();
+    let scratch = || {
+        (
+            Buffer::take(Role::Tiles),
+            Buffer::take(Role::Products),
+            Buffer::take(Role::Rows),
+        )
+    };
+    y.par_chunks_mut(images * out_image)
+        .zip(x.par_chunks(images * in_image))
+        .try_for_each_init(scratch, |(v_buf, m_buf, work_buf), (y, x)| {
+            let images = y.len() / out_image;
+            let work = work_buf.floats(transform::work_len(geo, band_rows));
+            for first in (0..geo.tiles_h).step_by(band_rows) {
+                let bands = band_rows.min(geo.tiles_h - first);
+                let (band_tiles, ld) = (bands * tw, images * bands * tw);
+                let v = v_buf.floats(c_n * 16 * ld);
+                for (n, x_n) in x.chunks_exact(in_image).enumerate() {
+                    dispatch!(input_image(
+                        geo: &Geometry,
+                        x_n: &[f32],
+                        first: usize,
+                        bands: usize,
+                        work: &mut [f32],
+                        v: &mut [f32],
+                        ld: usize,
+                        n: usize,
+                    ));
+                }
+                let m = m_buf.floats(o_n * 16 * ld);
+                sgemm_batched(
+                    16,
+                    o_n,
+                    ld,
+                    c_n,
+                    1.0,
+                    MatRef {
+                        data: u,
+                        row_stride: 16 * c_n,
+                        col_stride: 1,
+                    },
+                    c_n,
+                    MatRef {
+                        data: v,
+                        row_stride: 16 * ld,
+                        col_stride: 1,
+                    },
+                    ld,
+                    0.0,
+                    MatMut {
+                        data: m,
+                        row_stride: 16 * ld,
+                        col_stride: 1,
+                    },
+                    ld,
+                )?;
+                let m: &[f32] = m;
+                for (n, y_n) in y.chunks_exact_mut(out_image).enumerate() {
+                    let m_n = &m[n * band_tiles..];
+                    dispatch!(output_image(
+                        geo: &Geometry,
+                        m_n: &[f32],
+                        ld: usize,
+                        first: usize,
+                        bands: usize,
+                        bias: Option<&[f32]>,
+                        work: &mut [f32],
+                        y_n: &mut [f32],
+                    ));
+                }
+            }
+            Ok(())
+        })
+}
+
+/// The input transform of every channel of image `n` of a chunk, for one band of tile rows, into V (`[C][16][ld]`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn input_image(
+    geo: &Geometry,
+    x_n: &[f32],
+    first: usize,
+    bands: usize,
+    work: &mut [f32],
+    v: &mut [f32],
+    ld: usize,
+    n: usize,
+) {
+    let offset = n * bands * geo.tiles_w;
+    for (plane, v_c) in x_n
+        .chunks_exact(geo.in_h * geo.in_w)
+        .zip(v.chunks_exact_mut(16 * ld))
+    {
+        transform::input_band(geo, plane, first, bands, work, &mut v_c[offset..], ld);
+    }
+}
+
+/// The output transform of every channel of one image for one band of tile rows, from M (`[O][16][ld]`, starting
+/// at this image's first tile).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn output_image(
+    geo: &Geometry,
+    m_n: &[f32],
+    ld: usize,
+    first: usize,
+    bands: usize,
+    bias: Option<&[f32]>,
+    work: &mut [f32],
+    y_n: &mut [f32],
+) {
+    for (o, plane) in y_n.chunks_exact_mut(geo.out_h * geo.out_w).enumerate() {
+        let b = bias.map_or(0.0, |b| b[o]);
+        transform::output_band(geo, &m_n[o * 16 * ld..], ld, first, bands, b, work, plane);
+    }
+}
