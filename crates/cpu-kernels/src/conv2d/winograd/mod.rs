@@ -191,24 +191,22 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]
         .zip(x.par_chunks(images * in_image))
         .try_for_each_init(scratch, |(v_buf, m_buf, work_buf), (y, x)| {
             let images = y.len() / out_image;
-            let work = work_buf.floats(transform::work_len(geo, band_rows));
             for first in (0..geo.tiles_h).step_by(band_rows) {
                 let bands = band_rows.min(geo.tiles_h - first);
-                let (band_tiles, ld) = (bands * tw, images * bands * tw);
-                let v = v_buf.floats(c_n * 16 * ld);
-                for (n, x_n) in x.chunks_exact(in_image).enumerate() {
-                    dispatch!(input_image(
-                        geo: &Geometry,
-                        x_n: &[f32],
-                        first: usize,
-                        bands: usize,
-                        work: &mut [f32],
-                        v: &mut [f32],
-                        ld: usize,
-                        n: usize,
-                    ));
-                }
-                let m = m_buf.floats(o_n * 16 * ld);
+                let ld = images * bands * tw;
+                let stride = transform::plane_stride(ld);
+                let work = work_buf.floats(transform::work_len(geo, bands));
+                let v = v_buf.floats(c_n * 16 * stride);
+                dispatch!(input_transform(
+                    geo: &Geometry,
+                    x: &[f32],
+                    first: usize,
+                    bands: usize,
+                    work: &mut [f32],
+                    v: &mut [f32],
+                    stride: usize,
+                ));
+                let m = m_buf.floats(o_n * 16 * stride);
                 sgemm_batched(
                     16,
                     o_n,
@@ -223,75 +221,64 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]
                     c_n,
                     MatRef {
                         data: v,
-                        row_stride: 16 * ld,
+                        row_stride: 16 * stride,
                         col_stride: 1,
                     },
-                    ld,
+                    stride,
                     0.0,
                     MatMut {
                         data: m,
-                        row_stride: 16 * ld,
+                        row_stride: 16 * stride,
                         col_stride: 1,
                     },
-                    ld,
+                    stride,
                 )?;
                 let m: &[f32] = m;
-                for (n, y_n) in y.chunks_exact_mut(out_image).enumerate() {
-                    let m_n = &m[n * band_tiles..];
-                    dispatch!(output_image(
-                        geo: &Geometry,
-                        m_n: &[f32],
-                        ld: usize,
-                        first: usize,
-                        bands: usize,
-                        bias: Option<&[f32]>,
-                        work: &mut [f32],
-                        y_n: &mut [f32],
-                    ));
-                }
+                dispatch!(output_transform(
+                    geo: &Geometry,
+                    m: &[f32],
+                    stride: usize,
+                    first: usize,
+                    bands: usize,
+                    bias: Option<&[f32]>,
+                    y: &mut [f32],
+                ));
             }
             Ok(())
         })
 }
 
-/// The input transform of every channel of image `n` of a chunk, for one band of tile rows, into V (`[C][16][ld]`).
+/// The input transform of every channel of a chunk's images `x`, for one band of tile rows, into V
+/// (`[C][16][stride]`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn input_image(
+fn input_transform(
     geo: &Geometry,
-    x_n: &[f32],
+    x: &[f32],
     first: usize,
     bands: usize,
     work: &mut [f32],
     v: &mut [f32],
-    ld: usize,
-    n: usize,
+    stride: usize,
 ) {
-    let offset = n * bands * geo.tiles_w;
-    for (plane, v_c) in x_n
-        .chunks_exact(geo.in_h * geo.in_w)
-        .zip(v.chunks_exact_mut(16 * ld))
-    {
-        transform::input_band(geo, plane, first, bands, work, &mut v_c[offset..], ld);
+    for (c, v_c) in v.chunks_exact_mut(16 * stride).enumerate() {
+        transform::input_channel(geo, x, c, first, bands, work, v_c, stride);
     }
 }
 
-/// The output transform of every channel of one image for one band of tile rows, from M (`[O][16][ld]`, starting
-/// at this image's first tile).
+/// The output transform of every channel of a chunk's images `y`, for one band of tile rows, from M
+/// (`[O][16][stride]`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn output_image(
+fn output_transform(
     geo: &Geometry,
-    m_n: &[f32],
-    ld: usize,
+    m: &[f32],
+    stride: usize,
     first: usize,
     bands: usize,
     bias: Option<&[f32]>,
-    work: &mut [f32],
-    y_n: &mut [f32],
+    y: &mut [f32],
 ) {
-    for (o, plane) in y_n.chunks_exact_mut(geo.out_h * geo.out_w).enumerate() {
+    for (o, m_o) in m.chunks_exact(16 * stride).enumerate() {
         let b = bias.map_or(0.0, |b| b[o]);
-        transform::output_band(geo, &m_n[o * 16 * ld..], ld, first, bands, b, work, plane);
+        transform::output_channel(geo, m_o, stride, first, bands, b, y, o);
     }
 }

@@ -14,11 +14,10 @@
 //! `m0 = g0·(d0 − d2)`, `m1 = ½(g0 + g1 + g2)·(d1 + d2)`, `m2 = ½(g0 − g1 + g2)·(d2 − d1)`, `m3 = g2·(d1 − d3)`,
 //! `y0 = m0 + m1 + m2`, `y1 = m1 − m2 − m3`.
 //!
-//! Layouts: transformed values of one row (an input channel of V, an output channel of M) are `[16][ld]`, element ξ of
-//! tile t at `ξ·ld + t`, ξ = 4·a + b for row a, column b of the 4×4 matrix. Tiles of one image band are numbered row
-//! by row, `t = i·tiles_w + j`. The loops are written along `j` (contiguous) so they vectorise: an input row is first
-//! split into its even and odd padded columns, so tile `j` reads `even[j], odd[j], even[j+1], odd[j+1]`; an output
-//! row is produced as its even and odd columns and then interleaved.
+//! Layouts: the transformed values of one channel (an input channel of V, an output channel of M) are
+//! `[16][stride]`, element ξ of tile t at `ξ·stride + t`, ξ = 4·a + b for row a, column b of the 4×4 matrix; the tiles
+//! of a chunk are numbered image by image, row by row. The arithmetic runs on `LANES` consecutive tiles of a tile row
+//! at once (`[f32; LANES]` per matrix entry, which compiles to one vector register each).
 
 use super::Geometry;
 
@@ -34,151 +33,209 @@ pub(super) fn kernel(g: &[f32; 9]) -> [f32; 16] {
     u
 }
 
-/// Work floats the two tile transforms need for one band of `bands` tile rows.
-pub(super) fn work_len(geo: &Geometry, bands: usize) -> usize {
-    let rows = 2 * bands + 2;
-    (2 * rows * (geo.tiles_w + 1) + 4 * rows * geo.tiles_w).max(10 * geo.tiles_w)
+/// Tiles transformed together: one AVX2 register of f32.
+const LANES: usize = 8;
+
+/// One value of the transforms for `N` tiles at once.
+type Lanes<const N: usize> = [f32; N];
+
+#[inline(always)]
+fn add<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a += b;
+    }
+    a
 }
 
-/// `V = Bᵀ·d·B` for every tile of tile rows `first..first + bands` of one input `plane` (`in_h × in_w`), into `v`
-/// (`[16][ld]`, tile `t` of the band at `v[ξ·ld + t]`).
 #[inline(always)]
-pub(super) fn input_band(
+fn sub<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a -= b;
+    }
+    a
+}
+
+/// `Bᵀ·d·B` of `N` tiles, `d[4k + l]` = entry (k, l): along each row first, then down each column.
+#[inline(always)]
+fn input_lanes<const N: usize>(d: &[Lanes<N>; 16]) -> [Lanes<N>; 16] {
+    let mut h = [[0.0; N]; 16];
+    for k in 0..4 {
+        let row = |l: usize| d[4 * k + l];
+        h[4 * k] = sub(row(0), row(2));
+        h[4 * k + 1] = add(row(1), row(2));
+        h[4 * k + 2] = sub(row(2), row(1));
+        h[4 * k + 3] = sub(row(1), row(3));
+    }
+    let mut v = [[0.0; N]; 16];
+    for b in 0..4 {
+        let col = |k: usize| h[4 * k + b];
+        v[b] = sub(col(0), col(2));
+        v[4 + b] = add(col(1), col(2));
+        v[8 + b] = sub(col(2), col(1));
+        v[12 + b] = sub(col(1), col(3));
+    }
+    v
+}
+
+/// `Aᵀ·m·A + bias` of `N` tiles, `m[4a + b]` = entry (a, b); returns `y[2r + q]` = entry (r, q).
+#[inline(always)]
+fn output_lanes<const N: usize>(m: &[Lanes<N>; 16], bias: f32) -> [Lanes<N>; 4] {
+    let mut s = [[0.0; N]; 8];
+    for b in 0..4 {
+        s[b] = add(add(m[b], m[4 + b]), m[8 + b]);
+        s[4 + b] = sub(sub(m[4 + b], m[8 + b]), m[12 + b]);
+    }
+    let bias = [bias; N];
+    let mut y = [[0.0; N]; 4];
+    for r in 0..2 {
+        let s = |b: usize| s[4 * r + b];
+        y[2 * r] = add(add(add(s(0), s(1)), s(2)), bias);
+        y[2 * r + 1] = add(sub(sub(s(1), s(2)), s(3)), bias);
+    }
+    y
+}
+
+/// Floats between the transformed planes of one channel for a chunk of `ld` tiles: `LANES` more than the tiles, so
+/// the vector stores of a tile row's last lanes (which run past the row) stay inside the plane.
+pub(super) fn plane_stride(ld: usize) -> usize {
+    ld + LANES
+}
+
+/// Work floats the input transform needs for one band of `bands` tile rows: its padded rows split by parity.
+pub(super) fn work_len(geo: &Geometry, bands: usize) -> usize {
+    2 * (2 * bands + 2) * (geo.tiles_w + 1 + LANES)
+}
+
+/// `V = Bᵀ·d·B` for every tile of tile rows `first..first + bands` of every image of `x` (whole NCHW images), for
+/// input channel `c`, into `v` (`[16][stride]`, tile t at `ξ·stride + t`, `stride = plane_stride(tiles)`).
+///
+/// Each padded input row is split into its even and odd columns, so tile `j` of a row reads `even[j], odd[j],
+/// even[j + 1], odd[j + 1]` and `LANES` consecutive tiles read contiguous lanes. A row's last lanes run past it:
+/// they read the zeros after the split rows and store into the next tile row (or the plane's spare `LANES` floats),
+/// which is written afterwards.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn input_channel(
     geo: &Geometry,
-    plane: &[f32],
+    x: &[f32],
+    c: usize,
     first: usize,
     bands: usize,
     work: &mut [f32],
     v: &mut [f32],
-    ld: usize,
+    stride: usize,
 ) {
-    let tw = geo.tiles_w;
-    let (rows, half) = (2 * bands + 2, tw + 1);
-    let (even, rest) = work.split_at_mut(rows * half);
-    let (odd, rest) = rest.split_at_mut(rows * half);
-    let h = &mut rest[..4 * rows * tw];
-
-    // Padded input rows 2·first − pad_h .. +rows, columns −pad_w .. 2·tw + 2 − pad_w, split by column parity.
-    // Every padded row holds all in_w input columns, since 2·tw ≥ out_w = in_w + 2·pad_w − 2.
-    let (pad, ew, ow) = (
-        geo.pad_w,
-        even.chunks_exact_mut(half),
-        odd.chunks_exact_mut(half),
-    );
-    for (r, (e, o)) in ew.zip(ow).enumerate() {
-        e.fill(0.0);
-        o.fill(0.0);
-        let Some(ih) = (2 * first + r)
-            .checked_sub(geo.pad_h)
-            .filter(|&ih| ih < geo.in_h)
-        else {
-            continue;
-        };
-        let src = &plane[ih * geo.in_w..][..geo.in_w];
-        // Input column k is padded column k + pad: even ones go to column (k + pad) / 2 of `e` or `o`.
-        let (to_even, to_odd) = if pad % 2 == 0 { (e, o) } else { (o, e) };
-        for (d, &x) in to_even[pad / 2..].iter_mut().zip(src.iter().step_by(2)) {
-            *d = x;
-        }
-        for (d, &x) in to_odd[(pad + 1) / 2..]
-            .iter_mut()
-            .zip(src.iter().skip(1).step_by(2))
-        {
-            *d = x;
-        }
-    }
-
-    // Along each padded row: h[r][b][j] = (d·B)[b] of the 4 columns 2j..2j+4 (p0..p3 = e[j], o[j], e[j+1], o[j+1]).
-    for ((e, o), h) in even
-        .chunks_exact(half)
-        .zip(odd.chunks_exact(half))
-        .zip(h.chunks_exact_mut(4 * tw))
+    let (tw, width) = (geo.tiles_w, geo.tiles_w + 1 + LANES);
+    let rows = 2 * bands + 2;
+    let (even, odd) = work[..2 * rows * width].split_at_mut(rows * width);
+    let plane_len = geo.in_h * geo.in_w;
+    let planes = x.chunks_exact(geo.in_channels * plane_len);
+    for (n, plane) in planes
+        .map(|x_n| &x_n[c * plane_len..][..plane_len])
+        .enumerate()
     {
-        let (h0, rest) = h.split_at_mut(tw);
-        let (h1, rest) = rest.split_at_mut(tw);
-        let (h2, h3) = rest.split_at_mut(tw);
-        for j in 0..tw {
-            let (p0, p1, p2, p3) = (e[j], o[j], e[j + 1], o[j + 1]);
-            h0[j] = p0 - p2;
-            h1[j] = p1 + p2;
-            h2[j] = p2 - p1;
-            h3[j] = p1 - p3;
+        // Padded rows 2·first − pad_h .., columns −pad_w .. 2·tw + 2 − pad_w (then zeros), split by parity. Every
+        // padded row holds all in_w input columns, since 2·tw ≥ out_w = in_w + 2·pad_w − 2.
+        let split = even
+            .chunks_exact_mut(width)
+            .zip(odd.chunks_exact_mut(width));
+        for (r, (e, o)) in split.enumerate() {
+            e.fill(0.0);
+            o.fill(0.0);
+            let Some(ih) = (2 * first + r)
+                .checked_sub(geo.pad_h)
+                .filter(|&ih| ih < geo.in_h)
+            else {
+                continue;
+            };
+            let src = &plane[ih * geo.in_w..][..geo.in_w];
+            // Input column k is padded column k + pad_w, which goes to column (k + pad_w) / 2 of its parity.
+            let pad = geo.pad_w;
+            let (to_even, to_odd) = if pad.is_multiple_of(2) {
+                (e, o)
+            } else {
+                (o, e)
+            };
+            for (dst, &x) in to_even[pad / 2..].iter_mut().zip(src.iter().step_by(2)) {
+                *dst = x;
+            }
+            for (dst, &x) in to_odd[pad.div_ceil(2)..]
+                .iter_mut()
+                .zip(src.iter().skip(1).step_by(2))
+            {
+                *dst = x;
+            }
         }
-    }
-
-    // Down each column of a tile: V[a][b] = (Bᵀ·h)[a] over the 4 padded rows 2i..2i+4.
-    for i in 0..bands {
-        for b in 0..4 {
-            let c = |k: usize| &h[(2 * i + k) * 4 * tw + b * tw..][..tw];
-            let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
-            let at = |a: usize| (4 * a + b) * ld + i * tw;
-            for j in 0..tw {
-                v[at(0) + j] = c0[j] - c2[j];
-            }
-            for j in 0..tw {
-                v[at(1) + j] = c1[j] + c2[j];
-            }
-            for j in 0..tw {
-                v[at(2) + j] = c2[j] - c1[j];
-            }
-            for j in 0..tw {
-                v[at(3) + j] = c1[j] - c3[j];
+        for i in 0..bands {
+            let base = (n * bands + i) * tw;
+            for j in (0..tw).step_by(LANES) {
+                let mut d = [[0.0; LANES]; 16];
+                for k in 0..4 {
+                    let (e, o) = (
+                        &even[(2 * i + k) * width + j..],
+                        &odd[(2 * i + k) * width + j..],
+                    );
+                    d[4 * k].copy_from_slice(&e[..LANES]);
+                    d[4 * k + 1].copy_from_slice(&o[..LANES]);
+                    d[4 * k + 2].copy_from_slice(&e[1..=LANES]);
+                    d[4 * k + 3].copy_from_slice(&o[1..=LANES]);
+                }
+                for (q, value) in input_lanes(&d).iter().enumerate() {
+                    v[q * stride + base + j..][..LANES].copy_from_slice(value);
+                }
             }
         }
     }
 }
 
-/// `Y = Aᵀ·M·A + bias` for every tile of tile rows `first..first + bands`, from `m` (`[16][ld]`, as `v` above) into
-/// the output `plane` (`out_h × out_w`); tiles at the bottom and right edges keep only their rows and columns inside.
+/// `Y = Aᵀ·M·A + bias` for every tile of tile rows `first..first + bands` of every image of `y` (whole NCHW images),
+/// from `m` (`[16][stride]`, as `v` above) into output channel `o`; tiles at the bottom and right edges keep only
+/// their rows and columns inside. A row's last lanes read past it (into the next row or the plane's spare floats)
+/// and are dropped.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn output_band(
+pub(super) fn output_channel(
     geo: &Geometry,
     m: &[f32],
-    ld: usize,
+    stride: usize,
     first: usize,
     bands: usize,
     bias: f32,
-    work: &mut [f32],
-    plane: &mut [f32],
+    y: &mut [f32],
+    o: usize,
 ) {
-    let tw = geo.tiles_w;
-    let (s, rest) = work.split_at_mut(8 * tw);
-    let (even, rest) = rest.split_at_mut(tw);
-    let odd = &mut rest[..tw];
-    for i in 0..bands {
-        // Down each column: s[r][b] = (Aᵀ·M)[r][b].
-        let (s0, s1) = s.split_at_mut(4 * tw);
-        for b in 0..4 {
-            let m = |a: usize| &m[(4 * a + b) * ld + i * tw..][..tw];
-            let (m0, m1, m2, m3) = (m(0), m(1), m(2), m(3));
-            let (s0, s1) = (&mut s0[b * tw..][..tw], &mut s1[b * tw..][..tw]);
-            for j in 0..tw {
-                s0[j] = m0[j] + m1[j] + m2[j];
-                s1[j] = m1[j] - m2[j] - m3[j];
-            }
-        }
-        // Along each row: Y[r] = (s[r]·A), then interleaved into output columns 2j, 2j+1.
-        for (r, s_r) in s.chunks_exact(4 * tw).enumerate() {
-            let oh = 2 * (first + i) + r;
-            if oh >= geo.out_h {
-                break;
-            }
-            let (q0, q1, q2, q3) = (
-                &s_r[..tw],
-                &s_r[tw..2 * tw],
-                &s_r[2 * tw..3 * tw],
-                &s_r[3 * tw..],
-            );
-            for j in 0..tw {
-                even[j] = q0[j] + q1[j] + q2[j] + bias;
-                odd[j] = q1[j] - q2[j] - q3[j] + bias;
-            }
-            let row = &mut plane[oh * geo.out_w..][..geo.out_w];
-            for (pair, (&e, &o)) in row.chunks_mut(2).zip(even.iter().zip(odd.iter())) {
-                pair[0] = e;
-                if let Some(second) = pair.get_mut(1) {
-                    *second = o;
+    let (tw, plane_len) = (geo.tiles_w, geo.out_h * geo.out_w);
+    let images = y.chunks_exact_mut(geo.out_channels * plane_len);
+    for (n, plane) in images
+        .map(|y_n| &mut y_n[o * plane_len..][..plane_len])
+        .enumerate()
+    {
+        for i in 0..bands {
+            let base = (n * bands + i) * tw;
+            for j in (0..tw).step_by(LANES) {
+                let mut lanes = [[0.0; LANES]; 16];
+                for (q, lane) in lanes.iter_mut().enumerate() {
+                    lane.copy_from_slice(&m[q * stride + base + j..][..LANES]);
+                }
+                let values = output_lanes(&lanes, bias);
+                for r in 0..2 {
+                    let oh = 2 * (first + i) + r;
+                    if oh >= geo.out_h {
+                        break;
+                    }
+                    // Output columns 2j .. 2j + 2·LANES of this row (fewer at its end), interleaving the tiles' two
+                    // columns; an odd last column takes only the left one.
+                    let end = (2 * (j + LANES)).min(geo.out_w);
+                    let row = &mut plane[oh * geo.out_w..][2 * j..end];
+                    let (left, right) = (&values[2 * r], &values[2 * r + 1]);
+                    let mut pairs = row.chunks_exact_mut(2);
+                    for (pair, (&l, &r)) in (&mut pairs).zip(left.iter().zip(right)) {
+                        pair[0] = l;
+                        pair[1] = r;
+                    }
+                    if let [last] = pairs.into_remainder() {
+                        *last = left[geo.out_w / 2 - j];
+                    }
                 }
             }
         }
