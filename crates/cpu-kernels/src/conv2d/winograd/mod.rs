@@ -15,15 +15,17 @@
 //! Backward-input of a stride-1 3×3 convolution with padding p is itself one: `dx = conv(dy, w')` with
 //! `w'[c, o, kh, kw] = w[o, c, 2 − kh, 2 − kw]` and padding `2 − p`, so both kernels run the same loop.
 //!
-//! Loop structure and memory. Tiles are processed in chunks that depend only on the shape: a chunk is
-//! `⌈TILE_TARGET / tiles per image⌉` whole images, or, for images of at least `TILE_TARGET` tiles, one image cut into
-//! bands of `⌊TILE_TARGET / tiles_w⌋` tile rows. Rayon runs chunks of images in parallel; for each band of a chunk a
+//! Loop structure and memory. Tiles are processed in chunks that depend only on the shape. With
+//! `target = clamp(2^16 / (C + O), 64, 256)` tiles (so that V and M, `16·(C + O)` floats per tile, stay near 4 MiB),
+//! a chunk is `⌈target / tiles per image⌉` whole images or, for images of at least `target` tiles, one image cut
+//! into bands of `⌊target / tiles_w⌋` tile rows. Rayon runs chunks of images in parallel; for each band of a chunk a
 //! task transforms the input into V, runs the 16 GEMMs (`sgemm_batched`, which parallelises inside too), and
-//! transforms M into the output. A task's scratch is `16·(C + O)·T` floats for `T ≤ 2·TILE_TARGET` tiles (V and M;
-//! 2 MiB for 64 → 64 channels at 28×28, 4 MiB for 128 → 128 at 14×14) plus a few rows; U is `16·O·C` floats
-//! (16/9 of the weight). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][col]` (U
-//! `[O][16][C]`, V `[C][16][T]`, M `[O][16][T]`) so each transform writes one contiguous block per channel; the GEMM
-//! reads the ξ-th matrix through strides. Every output element is computed by the same operations in the same order
+//! transforms M into the output. A task's scratch is `16·(C + O)·(T + 8)` floats for V and M with `T < 2·target`
+//! tiles (3.1 MiB for 64 → 64 channels at 28×28, T = 392; 4.7 MiB for 128 → 128 at 14×14, T = 294; 4.3 MiB for
+//! 256 → 256 at 7×7, T = 128) plus a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. Scratch
+//! is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][stride]` (U `[O][16][C]`, V
+//! `[C][16][T + 8]`, M `[O][16][T + 8]`) so each transform touches one contiguous block per channel; the GEMM reads
+//! the ξ-th matrix through strides. Every output element is computed by the same operations in the same order
 //! whatever the number of threads, so results are bit-identical for any thread count.
 //!
 //! Rounding: the transforms multiply only by 0, ±1 and ±½, so each transformed value is a short sum (≤ 9 terms)
@@ -39,9 +41,11 @@ use crate::dispatch::dispatch;
 use crate::error::Result;
 use crate::gemm::{sgemm_batched, MatMut, MatRef};
 
-/// Tiles per GEMM aimed at: wide enough that packing the 16 weight matrices costs little against the products,
-/// small enough that V and M stay within a few MiB.
-const TILE_TARGET: usize = 256;
+/// Floats of V and M together a chunk aims at (4 MiB): the tile target is this over `16·(C + O)`.
+const CHUNK_FLOATS: usize = 1 << 20;
+/// Bounds on the tiles per GEMM: wide enough that packing the 16 weight matrices costs little against the
+/// products, and no wider than needed for that.
+const TILE_TARGET: (usize, usize) = (64, 256);
 
 /// Why Winograd F(2×2, 3×3) cannot compute `s`, or `None` if it can.
 pub(super) fn unsupported(s: &Conv2dShape) -> Option<String> {
@@ -102,12 +106,14 @@ impl Geometry {
 
     /// Images per chunk and tile rows per band (see the module header).
     fn chunking(&self) -> (usize, usize) {
+        let per_tile = 16 * (self.in_channels + self.out_channels);
+        let target = (CHUNK_FLOATS / per_tile).clamp(TILE_TARGET.0, TILE_TARGET.1);
         let per_image = self.tiles_h * self.tiles_w;
-        if per_image >= TILE_TARGET {
-            (1, (TILE_TARGET / self.tiles_w).clamp(1, self.tiles_h))
+        if per_image >= target {
+            (1, (target / self.tiles_w).clamp(1, self.tiles_h))
         } else {
             (
-                TILE_TARGET.div_ceil(per_image).min(self.batch).max(1),
+                target.div_ceil(per_image).min(self.batch).max(1),
                 self.tiles_h,
             )
         }
