@@ -13,8 +13,9 @@ mod common;
 
 use common::{assert_within, random_vec, with_threads, F32_UNIT_ROUNDOFF};
 use diffuse_cpu_kernels::conv2d::{
-    conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight, conv2d_forward,
-    conv2d_forward_with, Conv2dAlgorithm, Conv2dShape, WINOGRAD_MIN_CHANNELS,
+    conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
+    conv2d_backward_weight_with, conv2d_forward, conv2d_forward_with, Conv2dAlgorithm, Conv2dShape,
+    WINOGRAD_MIN_CHANNELS,
 };
 use proptest::prelude::*;
 
@@ -581,6 +582,100 @@ fn winograd_tolerance(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) 
     tol
 }
 
+/// Tolerances for Winograd's weight gradient of the stride-1 3×3 convolution `s`, summed over `T = N·tiles` tiles.
+///
+/// `dw[o, c] = Gᵀ·[Σ_t (A·dy_t·Aᵀ) ⊙ (Bᵀ·x_t·B)]·G` with `dy_t` the 2×2 output-gradient block and `x_t` the 4×4 input
+/// block of tile t. Rounding: the two tile transforms twice each, the GEMM T times (chunks accumulate in order), the
+/// output transform 4 times: γ_{T+8} times the magnitude `Σ_t |Gᵀ|(|A||dy_t||Aᵀ| ⊙ |Bᵀ||x_t||B|)|G|`. Per axis,
+/// `Σ_ξ |G_ξk|·|A_ξi|·|Bᵀ_ξm| ≤ 2` for every tap k, block row i and input row m, so the magnitude is at most
+/// `4·Σ_t ‖dy_t[o]‖₁·‖x_t[c]‖₁`; the tolerance is `2·(T + 9)·2^-24` times that.
+fn winograd_weight_tolerance(s: &Conv2dShape, x: &[f64], dy: &[f64]) -> Vec<f64> {
+    let (th, tw) = (s.out_h().div_ceil(2), s.out_w().div_ceil(2));
+    // Σ|·| over the block of tile (i, j): rows 2i − pad .. + size, columns likewise, inside the plane.
+    let block = |plane: &[f64],
+                 (h, w): (usize, usize),
+                 pad: (usize, usize),
+                 size: usize,
+                 (i, j): (usize, usize)| {
+        let mut sum = 0.0;
+        for r in 0..size {
+            for q in 0..size {
+                let (row, col) = (
+                    (2 * i + r).checked_sub(pad.0),
+                    (2 * j + q).checked_sub(pad.1),
+                );
+                if let (Some(row), Some(col)) = (row, col) {
+                    if row < h && col < w {
+                        sum += plane[row * w + col].abs();
+                    }
+                }
+            }
+        }
+        sum
+    };
+    let (in_plane, out_plane) = (s.in_h * s.in_w, s.out_h() * s.out_w());
+    let mut magnitude = vec![0.0; s.out_channels * s.in_channels];
+    for n in 0..s.batch {
+        for i in 0..th {
+            for j in 0..tw {
+                let xs: Vec<f64> = (0..s.in_channels)
+                    .map(|c| {
+                        let plane = &x[(n * s.in_channels + c) * in_plane..][..in_plane];
+                        block(plane, (s.in_h, s.in_w), s.padding, 4, (i, j))
+                    })
+                    .collect();
+                for o in 0..s.out_channels {
+                    let plane = &dy[(n * s.out_channels + o) * out_plane..][..out_plane];
+                    let e = block(plane, (s.out_h(), s.out_w()), (0, 0), 2, (i, j));
+                    for (c, xs) in xs.iter().enumerate() {
+                        magnitude[o * s.in_channels + c] += 4.0 * e * xs;
+                    }
+                }
+            }
+        }
+    }
+    let terms = (s.batch * th * tw) as f64;
+    magnitude
+        .iter()
+        .flat_map(|&m| [2.0 * (terms + 9.0) * F32_UNIT_ROUNDOFF * m + 1e-9; 9])
+        .collect()
+}
+
+/// The weight gradient `dw[o, c, kh, kw] = Σ_{n, oh, ow} dy[n, o, oh, ow] · x[n, c, oh + kh − ph, ow + kw − pw]` of a
+/// stride-1, one-group convolution, in f64.
+fn weight_gradient_ref(s: &Conv2dShape, x: &[f64], dy: &[f64]) -> Vec<f64> {
+    let (oh_n, ow_n) = (s.out_h(), s.out_w());
+    let mut dw = vec![0.0; s.weight_len()];
+    for n in 0..s.batch {
+        for o in 0..s.out_channels {
+            for c in 0..s.in_channels {
+                for kh in 0..s.kernel_h {
+                    for kw in 0..s.kernel_w {
+                        let mut sum = 0.0;
+                        for oh in 0..oh_n {
+                            for ow in 0..ow_n {
+                                let (ih, iw) = (
+                                    (oh + kh).checked_sub(s.padding.0),
+                                    (ow + kw).checked_sub(s.padding.1),
+                                );
+                                let (Some(ih), Some(iw)) = (ih, iw) else {
+                                    continue;
+                                };
+                                if ih < s.in_h && iw < s.in_w {
+                                    sum += dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow]
+                                        * x[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw];
+                                }
+                            }
+                        }
+                        dw[((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw] += sum;
+                    }
+                }
+            }
+        }
+    }
+    dw
+}
+
 /// The stride-1 3×3 convolution that computes the input gradient of `s`: `dy` convolved with the kernel rotated by
 /// 180° and transposed (`w'[c, o] = rot180(w[o, c])`), padding `2 − p`.
 fn backward_input_as_forward(s: &Conv2dShape, w: &[f64]) -> (Conv2dShape, Vec<f64>) {
@@ -603,9 +698,10 @@ fn backward_input_as_forward(s: &Conv2dShape, w: &[f64]) -> (Conv2dShape, Vec<f6
     (t, w_t)
 }
 
-/// Winograd's forward pass and input gradient against the f64 reference: the forward element by element, the input
-/// gradient against the reference of its equivalent forward convolution (exact, as finite differences are, and far
-/// cheaper on these sizes) and, if `finite_differences_too`, against central finite differences of the forward.
+/// Winograd's forward pass and gradients against the f64 reference: the forward element by element, the input
+/// gradient against the reference of its equivalent forward convolution and the weight gradient against a direct
+/// f64 sum (both exact, as finite differences are, and far cheaper on these sizes) and, if
+/// `finite_differences_too`, both gradients against central finite differences of the forward.
 fn check_winograd(s: &Conv2dShape, bias: bool, seed: u64, finite_differences_too: bool) {
     let d = Data::new(s, seed);
     let (x, w, b, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.dy));
@@ -626,6 +722,27 @@ fn check_winograd(s: &Conv2dShape, bias: bool, seed: u64, finite_differences_too
         let want = finite_differences(&x, &dy, |x| conv_ref(s, x, &w, None));
         assert_within(&dx, &want, &tol, &what);
     }
+
+    let (mut dw, mut db) = (
+        vec![f32::NAN; s.weight_len()],
+        vec![f32::NAN; s.out_channels],
+    );
+    conv2d_backward_weight_with(algo, s, &d.x, &d.dy, &mut dw, Some(&mut db)).unwrap();
+    let tol = winograd_weight_tolerance(s, &x, &dy);
+    let what = format!("grad_weight {s:?}");
+    assert_within(&dw, &weight_gradient_ref(s, &x, &dy), &tol, &what);
+    if finite_differences_too {
+        let want = finite_differences(&w, &dy, |w| conv_ref(s, &x, w, None));
+        assert_within(&dw, &want, &tol, &what);
+    }
+    let (mut dw_im2col, mut db_im2col) = (vec![0.0; s.weight_len()], vec![0.0; s.out_channels]);
+    let im2col = Conv2dAlgorithm::Im2col;
+    conv2d_backward_weight_with(im2col, s, &d.x, &d.dy, &mut dw_im2col, Some(&mut db_im2col))
+        .unwrap();
+    assert_eq!(
+        db, db_im2col,
+        "the bias gradient does not depend on the algorithm"
+    );
 }
 
 /// Winograd-eligible shapes: 3×3 kernel, stride 1, one group; batch 1–3, 1 to `max_channels` channels (not multiples
@@ -669,7 +786,7 @@ proptest! {
     }
 
     #[test]
-    fn conv2d_winograd_backward_input_matches_finite_differences(s in winograd_shapes(3, 7), seed in any::<u64>()) {
+    fn conv2d_winograd_backward_matches_finite_differences(s in winograd_shapes(3, 7), seed in any::<u64>()) {
         check_winograd(&s, false, seed, true);
     }
 }
@@ -749,10 +866,12 @@ fn conv2d_winograd_results_are_bit_identical_for_any_thread_count() {
         let run = |threads: usize| {
             with_threads(threads, || {
                 let (mut y, mut dx) = (vec![0.0; s.output_len()], vec![0.0; s.input_len()]);
+                let mut dw = vec![0.0; s.weight_len()];
                 let algo = Conv2dAlgorithm::Winograd;
                 conv2d_forward_with(algo, &s, &d.x, &d.w, Some(&d.b), &mut y).unwrap();
                 conv2d_backward_input_with(algo, &s, &d.dy, &d.w, &mut dx).unwrap();
-                (bits(&y), bits(&dx))
+                conv2d_backward_weight_with(algo, &s, &d.x, &d.dy, &mut dw, None).unwrap();
+                (bits(&y), bits(&dx), bits(&dw))
             })
         };
         let one = run(1);
@@ -805,8 +924,14 @@ fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
             conv2d_backward_input_with(algo, &s, &d.dy, &d.w, &mut dx).unwrap();
             dx
         };
+        let weight = |algo| {
+            let mut dw = vec![0.0; s.weight_len()];
+            conv2d_backward_weight_with(algo, &s, &d.x, &d.dy, &mut dw, None).unwrap();
+            dw
+        };
         assert_eq!(forward(Conv2dAlgorithm::Auto), forward(expected), "{s:?}");
         assert_eq!(backward(Conv2dAlgorithm::Auto), backward(expected), "{s:?}");
+        assert_eq!(weight(Conv2dAlgorithm::Auto), weight(expected), "{s:?}");
     }
 }
 
@@ -855,6 +980,12 @@ fn conv2d_winograd_refuses_shapes_it_cannot_compute() {
         let err = conv2d_backward_input_with(Conv2dAlgorithm::Winograd, &s, &d.dy, &d.w, &mut dx)
             .unwrap_err();
         assert_eq!(err.op, "conv2d_backward_input");
+        assert!(err.message.contains(expected), "{s:?}: {err}");
+        let mut dw = vec![0.0; s.weight_len()];
+        let err =
+            conv2d_backward_weight_with(Conv2dAlgorithm::Winograd, &s, &d.x, &d.dy, &mut dw, None)
+                .unwrap_err();
+        assert_eq!(err.op, "conv2d_backward_weight");
         assert!(err.message.contains(expected), "{s:?}: {err}");
     }
 }

@@ -361,6 +361,25 @@ pub fn conv2d_backward_weight(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
+    conv2d_backward_weight_with(
+        Conv2dAlgorithm::Auto,
+        s,
+        input,
+        grad_output,
+        grad_weight,
+        grad_bias,
+    )
+}
+
+/// [`conv2d_backward_weight`] by a chosen algorithm (the bias gradient is the same f64 sum for both).
+pub fn conv2d_backward_weight_with(
+    algorithm: Conv2dAlgorithm,
+    s: &Conv2dShape,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) -> Result<()> {
     const OP: &str = "conv2d_backward_weight";
     s.validate_for(OP)?;
     check_len(OP, "input", input.len(), s.input_len())?;
@@ -369,8 +388,36 @@ pub fn conv2d_backward_weight(
     if let Some(grad_bias) = &grad_bias {
         check_len(OP, "grad_bias", grad_bias.len(), s.out_channels)?;
     }
-
     let plan = Plan::new(s);
+    if algorithm.winograd(OP, s)? && s.batch > 0 {
+        winograd::backward_weight(s, input, grad_output, grad_weight)?;
+    } else {
+        weight_gradient_im2col(s, &plan, input, grad_output, grad_weight)?;
+    }
+    if let Some(grad_bias) = grad_bias {
+        grad_bias
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(channel, db)| {
+                let sum: f64 = grad_output
+                    .chunks_exact(plan.out_image)
+                    .flat_map(|dy| &dy[channel * plan.plane..][..plan.plane])
+                    .map(|&v| f64::from(v))
+                    .sum();
+                *db = sum as f32;
+            });
+    }
+    Ok(())
+}
+
+/// The weight gradient by im2col + GEMM: `dW_g = Σ_chunks dy_g · colᵀ`.
+fn weight_gradient_im2col(
+    s: &Conv2dShape,
+    plan: &Plan,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) -> Result<()> {
     let (og, k) = (plan.og, plan.patch);
     grad_weight.fill(0.0);
     let mut scratch = Scratch::take();
@@ -393,20 +440,6 @@ pub fn conv2d_backward_weight(
             let (dy_g, col_t) = (MatRef::row_major(dy_g, ld), MatRef::row_major(col, ld).t());
             sgemm(og, k, ld, 1.0, dy_g, col_t, 1.0, dw_g)?;
         }
-    }
-
-    if let Some(grad_bias) = grad_bias {
-        grad_bias
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(channel, db)| {
-                let sum: f64 = grad_output
-                    .chunks_exact(plan.out_image)
-                    .flat_map(|dy| &dy[channel * plan.plane..][..plan.plane])
-                    .map(|&v| f64::from(v))
-                    .sum();
-                *db = sum as f32;
-            });
     }
     Ok(())
 }

@@ -18,13 +18,15 @@ pub(super) enum Role {
     Weights,
     /// Winograd: the transformed input tiles `V`.
     Tiles,
+    /// Winograd: the transformed output-gradient tiles of the weight gradient.
+    GradientTiles,
     /// Winograd: the tile products `M`.
     Products,
     /// Winograd: the per-plane work rows of the input and output transforms.
     Rows,
 }
 
-const ROLES: usize = 6;
+const ROLES: usize = 7;
 
 thread_local! {
     static SPARE: RefCell<[Vec<f32>; ROLES]> = const { RefCell::new([const { Vec::new() }; ROLES]) };

@@ -180,6 +180,118 @@ pub(super) fn backward_input(
     run(&geo, grad_output, u, None, grad_input)
 }
 
+/// Weight gradient (not the bias) of a shape for which [`unsupported`] is `None`, batch > 0; lengths already checked.
+///
+/// By the transposition principle (`⟨dy, Aᵀ[(G·g) ⊙ (Bᵀ·d)]⟩ = ⟨g, Gᵀ[(A·dy) ⊙ (Bᵀ·d)]⟩`), the gradient of one tile's
+/// output with respect to its kernel is `Gᵀ·[(A·dy_t·Aᵀ) ⊙ (Bᵀ·d_t·B)]·G`, so summed over tiles:
+/// `M[ξ][o][c] = Σ_t E[ξ][o][t] · V[ξ][c][t]` (16 GEMMs (O × T)·(T × C), accumulated chunk after chunk) and
+/// `dw[o, c] = Gᵀ·M[·][o][c]·G`. Chunks run in order (the sum order never depends on threads); inside a chunk the
+/// transforms run channel by channel in parallel and the GEMMs parallelise themselves.
+pub(super) fn backward_weight(
+    s: &Conv2dShape,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) -> Result<()> {
+    use transform::{gradient_channel, input_channel};
+    let geo = Geometry::new(
+        s.batch,
+        (s.in_channels, s.in_h, s.in_w),
+        (s.out_channels, s.out_h(), s.out_w()),
+        s.padding,
+    );
+    let (c_n, o_n, tw) = (s.in_channels, s.out_channels, geo.tiles_w);
+    let (in_image, out_image) = (c_n * s.in_h * s.in_w, o_n * geo.out_h * geo.out_w);
+    let (images, band_rows) = geo.chunking();
+    let (mut v_buf, mut e_buf) = (Buffer::take(Role::Tiles), Buffer::take(Role::GradientTiles));
+    let mut m_buf = Buffer::take(Role::Products);
+    let m = m_buf.floats(o_n * 16 * c_n);
+    let rows = || Buffer::take(Role::Rows);
+    let mut beta = 0.0;
+    let chunks = input
+        .chunks(images * in_image)
+        .zip(grad_output.chunks(images * out_image));
+    for (x, dy) in chunks {
+        for first in (0..geo.tiles_h).step_by(band_rows) {
+            let bands = band_rows.min(geo.tiles_h - first);
+            let ld = x.len() / in_image * bands * tw;
+            let stride = transform::plane_stride(ld);
+            let v = v_buf.floats(c_n * 16 * stride);
+            v.par_chunks_mut(16 * stride)
+                .enumerate()
+                .for_each_init(rows, |work, (c, v)| {
+                    let work = work.floats(transform::work_len(&geo, bands));
+                    let geo = &geo;
+                    dispatch!(input_channel(
+                        geo: &Geometry,
+                        x: &[f32],
+                        c: usize,
+                        first: usize,
+                        bands: usize,
+                        work: &mut [f32],
+                        v: &mut [f32],
+                        stride: usize,
+                    ));
+                });
+            let e = e_buf.floats(o_n * 16 * stride);
+            e.par_chunks_mut(16 * stride)
+                .enumerate()
+                .for_each_init(rows, |work, (o, e)| {
+                    let work = work.floats(transform::gradient_work_len(&geo));
+                    let geo = &geo;
+                    dispatch!(gradient_channel(
+                        geo: &Geometry,
+                        dy: &[f32],
+                        o: usize,
+                        first: usize,
+                        bands: usize,
+                        work: &mut [f32],
+                        e: &mut [f32],
+                        stride: usize,
+                    ));
+                });
+            sgemm_batched(
+                16,
+                o_n,
+                c_n,
+                ld,
+                1.0,
+                MatRef {
+                    data: e,
+                    row_stride: 16 * stride,
+                    col_stride: 1,
+                },
+                stride,
+                MatRef {
+                    data: v,
+                    row_stride: 1,
+                    col_stride: 16 * stride,
+                },
+                stride,
+                beta,
+                MatMut {
+                    data: &mut *m,
+                    row_stride: 16 * c_n,
+                    col_stride: 1,
+                },
+                c_n,
+            )?;
+            beta = 1.0;
+        }
+    }
+    let m: &[f32] = m;
+    grad_weight
+        .par_chunks_mut(9 * c_n)
+        .zip(m.par_chunks(16 * c_n))
+        .for_each(|(dw_o, m_o)| {
+            for (c, dw) in dw_o.chunks_exact_mut(9).enumerate() {
+                let m_oc = std::array::from_fn(|xi| m_o[xi * c_n + c]);
+                dw.copy_from_slice(&transform::kernel_gradient(&m_oc));
+            }
+        });
+    Ok(())
+}
+
 /// The chunked tile loop of the module header: `y = conv(x)` with transformed weights `u` (`[O][16][C]`).
 fn run(geo: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
     let (c_n, o_n, tw) = (geo.in_channels, geo.out_channels, geo.tiles_w);

@@ -33,6 +33,23 @@ pub(super) fn kernel(g: &[f32; 9]) -> [f32; 16] {
     u
 }
 
+/// `Gᵀ·m·G` (3×3, row-major) of one 4×4 matrix `m` (ξ = 4·a + b): the weight gradient's output transform.
+pub(super) fn kernel_gradient(m: &[f32; 16]) -> [f32; 9] {
+    let along = |m0: f32, m1: f32, m2: f32, m3: f32| {
+        [m0 + 0.5 * (m1 + m2), 0.5 * (m1 - m2), 0.5 * (m1 + m2) + m3]
+    };
+    let rows: [[f32; 3]; 4] =
+        std::array::from_fn(|a| along(m[4 * a], m[4 * a + 1], m[4 * a + 2], m[4 * a + 3]));
+    let mut w = [0.0; 9];
+    for l in 0..3 {
+        let col = along(rows[0][l], rows[1][l], rows[2][l], rows[3][l]);
+        for k in 0..3 {
+            w[3 * k + l] = col[k];
+        }
+    }
+    w
+}
+
 /// Tiles transformed together: one AVX2 register of f32.
 const LANES: usize = 8;
 
@@ -75,6 +92,22 @@ fn input_lanes<const N: usize>(d: &[Lanes<N>; 16]) -> [Lanes<N>; 16] {
         v[12 + b] = sub(col(1), col(3));
     }
     v
+}
+
+/// `A·e·Aᵀ` of `N` 2×2 output-gradient blocks, `e[2r + q]` = entry (r, q): along each row first, then down each
+/// column (the transposed output transform; the weight gradient's "kernel" side).
+#[inline(always)]
+fn gradient_lanes<const N: usize>(e: &[Lanes<N>; 4]) -> [Lanes<N>; 16] {
+    let along = |a0: Lanes<N>, a1: Lanes<N>| [a0, add(a0, a1), sub(a0, a1), sub([0.0; N], a1)];
+    let rows = [along(e[0], e[1]), along(e[2], e[3])];
+    let mut u = [[0.0; N]; 16];
+    for b in 0..4 {
+        let col = along(rows[0][b], rows[1][b]);
+        for a in 0..4 {
+            u[4 * a + b] = col[a];
+        }
+    }
+    u
 }
 
 /// `Aᵀ·m·A + bias` of `N` tiles, `m[4a + b]` = entry (a, b); returns `y[2r + q]` = entry (r, q).
@@ -236,6 +269,66 @@ pub(super) fn output_channel(
                     if let [last] = pairs.into_remainder() {
                         *last = left[geo.out_w / 2 - j];
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Work floats [`gradient_channel`] needs: two output rows split by parity.
+pub(super) fn gradient_work_len(geo: &Geometry) -> usize {
+    4 * (geo.tiles_w + LANES)
+}
+
+/// `A·e·Aᵀ` for every 2×2 block `e` of tile rows `first..first + bands` of output channel `o` of every image of the
+/// output gradient `dy` (whole NCHW images), into `u` (`[16][stride]`, as `v` of [`input_channel`]); outside the
+/// output (odd edges) the blocks hold zeros. Lanes past a tile row are handled as in [`input_channel`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gradient_channel(
+    geo: &Geometry,
+    dy: &[f32],
+    o: usize,
+    first: usize,
+    bands: usize,
+    work: &mut [f32],
+    u: &mut [f32],
+    stride: usize,
+) {
+    let (tw, width) = (geo.tiles_w, geo.tiles_w + LANES);
+    let plane_len = geo.out_h * geo.out_w;
+    let planes = dy.chunks_exact(geo.out_channels * plane_len);
+    for (n, plane) in planes
+        .map(|dy_n| &dy_n[o * plane_len..][..plane_len])
+        .enumerate()
+    {
+        for i in 0..bands {
+            // Output rows 2·(first + i) and the next, split by column parity (zeros past the edges).
+            let mut split = work[..4 * width].chunks_exact_mut(width);
+            for r in 0..2 {
+                let (e, od) = (split.next().unwrap(), split.next().unwrap());
+                e.fill(0.0);
+                od.fill(0.0);
+                let oh = 2 * (first + i) + r;
+                if oh >= geo.out_h {
+                    continue;
+                }
+                let src = &plane[oh * geo.out_w..][..geo.out_w];
+                for (dst, &x) in e.iter_mut().zip(src.iter().step_by(2)) {
+                    *dst = x;
+                }
+                for (dst, &x) in od.iter_mut().zip(src.iter().skip(1).step_by(2)) {
+                    *dst = x;
+                }
+            }
+            let base = (n * bands + i) * tw;
+            for j in (0..tw).step_by(LANES) {
+                let mut e = [[0.0; LANES]; 4];
+                for (q, lane) in e.iter_mut().enumerate() {
+                    lane.copy_from_slice(&work[q * width + j..][..LANES]);
+                }
+                for (q, value) in gradient_lanes(&e).iter().enumerate() {
+                    u[q * stride + base + j..][..LANES].copy_from_slice(value);
                 }
             }
         }
