@@ -1,4 +1,5 @@
-//! NCHW 2-D convolution (stride, padding, dilation, groups) and its two gradients, as im2col + GEMM.
+//! NCHW 2-D convolution (stride, padding, dilation, groups) and its two gradients, as im2col + GEMM or, for 3×3
+//! stride-1 convolutions with enough channels, Winograd F(2×2, 3×3) (`winograd/`; see [`Conv2dAlgorithm`]).
 //!
 //! With `G = groups`, `Cg = in_channels / G`, `Og = out_channels / G`, group `g` of image `n` computes
 //!
@@ -24,8 +25,9 @@
 //!
 //! Threading and memory. Forward and backward-input run chunks in parallel (rayon); each task keeps a scratch
 //! column matrix of `Cg·KH·KW · images·OH·OW` floats and, for chunks of several images, an output block of
-//! `Og · images·OH·OW`, reused across its chunks and groups: about one set per thread (1.8 MiB for 64 channels, 3×3,
-//! 28×28; 2.7 MiB for 256 channels, 3×3, 6 images of 7×7). The GEMMs inside parallelise too, which keeps both cores
+//! `Og · images·OH·OW`, taken from a per-thread spare and never cleared (every float is written before it is read;
+//! see `scratch.rs`): about one set per thread (1.8 MiB for 64 channels, 3×3, 28×28; 2.7 MiB for 256 channels, 3×3,
+//! 6 images of 7×7). The GEMMs inside parallelise too, which keeps both cores
 //! busy when the batch is 1. Backward-weight sums over chunks, so it walks them in order (the sum order, hence the
 //! result, never depends on the thread count) with a single scratch set and parallelises inside: im2col row by row
 //! and the GEMM over its tiles. Chunking depends only on the shape, so every result is bit-identical for any number
@@ -165,7 +167,7 @@ impl Scratch {
     }
 }
 
-/// How a forward or backward-input convolution is computed. Every algorithm gives the same result up to rounding;
+/// How a convolution or one of its gradients is computed. Every algorithm gives the same result up to rounding;
 /// each is deterministic and bit-identical for any thread count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Conv2dAlgorithm {

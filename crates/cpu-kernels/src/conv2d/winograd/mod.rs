@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Backward-input of a stride-1 3×3 convolution with padding p is itself one: `dx = conv(dy, w')` with
-//! `w'[c, o, kh, kw] = w[o, c, 2 − kh, 2 − kw]` and padding `2 − p`, so both kernels run the same loop.
+//! `w'[c, o, kh, kw] = w[o, c, 2 − kh, 2 − kw]` and padding `2 − p`, so both kernels run the same loop. The weight
+//! gradient runs the transposed algorithm (see [`backward_weight`]): `dw[o, c] = Gᵀ·[Σ_t (A·dy_t·Aᵀ) ⊙ V_t]·G`.
 //!
 //! Loop structure and memory. Tiles are processed in chunks that depend only on the shape. With
 //! `target = clamp(2^16 / (C + O), 64, 256)` tiles (so that V and M, `16·(C + O)` floats per tile, stay near 4 MiB),
@@ -22,8 +23,9 @@
 //! task transforms the input into V, runs the 16 GEMMs (`sgemm_batched`, which parallelises inside too), and
 //! transforms M into the output. A task's scratch is `16·(C + O)·(T + 8)` floats for V and M with `T < 2·target`
 //! tiles (3.1 MiB for 64 → 64 channels at 28×28, T = 392; 4.7 MiB for 128 → 128 at 14×14, T = 294; 4.3 MiB for
-//! 256 → 256 at 7×7, T = 128) plus a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. Scratch
-//! is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][stride]` (U `[O][16][C]`, V
+//! 256 → 256 at 7×7, T = 128) plus a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. The
+//! weight gradient walks the same chunks in order with one V, one transformed output gradient (`16·O·(T + 8)`) and
+//! M (`16·O·C`). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][stride]` (U `[O][16][C]`, V
 //! `[C][16][T + 8]`, M `[O][16][T + 8]`) so each transform touches one contiguous block per channel; the GEMM reads
 //! the ξ-th matrix through strides. Every output element is computed by the same operations in the same order
 //! whatever the number of threads, so results are bit-identical for any thread count.
