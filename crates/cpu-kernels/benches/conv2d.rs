@@ -1,9 +1,12 @@
 //! conv2d throughput on ResNet-like 3×3, padding-1 layers (criterion "elem/s" = FLOP/s). A forward pass costs
-//! 2·N·Cout·OH·OW·(Cin/groups)·KH·KW FLOP; each backward (input, weight) costs the same again.
+//! 2·N·Cout·OH·OW·(Cin/groups)·KH·KW FLOP; each backward (input, weight) costs the same again. These are the direct
+//! algorithm's FLOPs: the default algorithm here is Winograd F(2×2, 3×3), which does 2.25× fewer multiply-adds (1.72×
+//! on 7×7), so its figures are effective rates. `forward-im2col` forces im2col + GEMM on the same layers.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use diffuse_cpu_kernels::conv2d::{
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, conv2d_forward_with,
+    Conv2dAlgorithm, Conv2dShape,
 };
 
 fn layer(batch: usize, channels: usize, side: usize) -> Conv2dShape {
@@ -58,6 +61,10 @@ fn bench_conv2d(c: &mut Criterion) {
         group.throughput(Throughput::Elements(forward_flops(&s)));
         group.bench_function(BenchmarkId::new("forward", &name), |bench| {
             bench.iter(|| conv2d_forward(&s, &x, &w, Some(&b), &mut y).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("forward-im2col", &name), |bench| {
+            let im2col = Conv2dAlgorithm::Im2col;
+            bench.iter(|| conv2d_forward_with(im2col, &s, &x, &w, Some(&b), &mut y).unwrap())
         });
         if with_backward {
             group.throughput(Throughput::Elements(3 * forward_flops(&s)));

@@ -6,12 +6,16 @@
 //! sum taken over absolute values (computed exactly by running the f64 reference on |x|, |w|, |b|, |dy|).
 //! Finite differences of the f64 reference are exact up to ~1e-14 here because the convolution is linear in each of
 //! its arguments, so they serve as the exact gradient.
+//!
+//! Winograd F(2×2, 3×3) rounds differently; its tolerance is derived at [`winograd_tolerance`].
 
 mod common;
 
-use common::{assert_within, random_vec, F32_UNIT_ROUNDOFF};
+use common::{assert_within, random_vec, with_threads, F32_UNIT_ROUNDOFF};
 use diffuse_cpu_kernels::conv2d::{
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+    conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
+    conv2d_backward_weight_with, conv2d_forward, conv2d_forward_with, Conv2dAlgorithm, Conv2dShape,
+    WINOGRAD_MIN_CHANNELS,
 };
 use proptest::prelude::*;
 
@@ -530,4 +534,458 @@ fn conv2d_kernels_reject_buffers_of_the_wrong_length() {
     let bad = Conv2dShape { groups: 3, ..s };
     let err = conv2d_backward_weight(&bad, &d.x, &d.dy, &mut dw, None).unwrap_err();
     assert_eq!(err.op, "conv2d_backward_weight");
+}
+
+/// Tolerances for Winograd F(2×2, 3×3) computing the stride-1 3×3 convolution `s` of `x` (f64 copies of the f32
+/// inputs), with reduction length `C = s.in_channels`.
+///
+/// Every transform entry is 0, ±1 or ±½, so (with γ_k = k·2^-24 and |·| taken entrywise): U = G·g·Gᵀ is rounded at
+/// most 4 times (two 3-term sums; halving is exact), V = Bᵀ·d·B twice, the GEMM's C products and sum C times, the
+/// output transform 4 times and the bias once: the error is at most γ_{C+11}·Σ_c |Aᵀ|·(|G||g||Gᵀ| ⊙ |Bᵀ||d||B|)·|A|
+/// (first order). In 1-D that magnitude, for output 0, is |g0|(|d0| + |d2|) + ½‖g‖₁·2(|d1| + |d2|) ≤ 2·‖g‖₁·‖d‖₁
+/// over the output's own 3-window d0..d2 (output 1 likewise over d1..d3), and the 2-D one is the product of two
+/// such factors: at most 4·‖w[o, c]‖₁·‖x[c, window]‖₁. Direct summation's bound has Σ|w·x| over the window instead,
+/// smaller by up to 9× (Winograd mixes every tap with every window value), so the tolerance is
+/// `2·(C + 12)·2^-24·(4·Σ_c ‖w[o, c]‖₁·‖x[c, window]‖₁ + |b|)`, doubled as the other tolerances are. Measured over
+/// the forward passes of the Winograd tests (74 shapes, 1–70 channels), the largest error is 1.02·2^-24·Σ_c ‖w‖₁‖x‖₁, at least 100 times
+/// inside the tolerance, and 9.2·2^-24·Σ|w·x| when measured against direct summation's magnitude.
+fn winograd_tolerance(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+    let (c_n, o_n) = (s.in_channels, s.out_channels);
+    // ‖x[c, window]‖₁: a depthwise convolution of |x| with a kernel of ones.
+    let window = Conv2dShape {
+        out_channels: c_n,
+        groups: c_n,
+        ..*s
+    };
+    let boxed = conv_ref(&window, &abs(x), &vec![1.0; window.weight_len()], None);
+    let plane = s.out_h() * s.out_w();
+    let w_norm: Vec<f64> = w
+        .chunks_exact(9)
+        .map(|g| g.iter().map(|v| v.abs()).sum())
+        .collect();
+    let mut tol = vec![0.0; s.output_len()];
+    for n in 0..s.batch {
+        for o in 0..o_n {
+            let t = &mut tol[(n * o_n + o) * plane..][..plane];
+            for c in 0..c_n {
+                let boxed = &boxed[(n * c_n + c) * plane..][..plane];
+                for (t, &x) in t.iter_mut().zip(boxed) {
+                    *t += 4.0 * w_norm[o * c_n + c] * x;
+                }
+            }
+            let bias = b.map_or(0.0, |b| b[o].abs());
+            for t in t.iter_mut() {
+                *t = 2.0 * (c_n as f64 + 12.0) * F32_UNIT_ROUNDOFF * (*t + bias) + 1e-9;
+            }
+        }
+    }
+    tol
+}
+
+/// Tolerances for Winograd's weight gradient of the stride-1 3×3 convolution `s`, summed over `T = N·tiles` tiles.
+///
+/// `dw[o, c] = Gᵀ·[Σ_t (A·dy_t·Aᵀ) ⊙ (Bᵀ·x_t·B)]·G` with `dy_t` the 2×2 output-gradient block and `x_t` the 4×4 input
+/// block of tile t. Rounding: the two tile transforms twice each, the GEMM T times (chunks accumulate in order), the
+/// output transform 4 times: γ_{T+8} times the magnitude `Σ_t |Gᵀ|(|A||dy_t||Aᵀ| ⊙ |Bᵀ||x_t||B|)|G|`. Per axis,
+/// `Σ_ξ |G_ξk|·|A_ξi|·|Bᵀ_ξm| ≤ 2` for every tap k, block row i and input row m, so the magnitude is at most
+/// `4·Σ_t ‖dy_t[o]‖₁·‖x_t[c]‖₁`; the tolerance is `2·(T + 9)·2^-24` times that.
+fn winograd_weight_tolerance(s: &Conv2dShape, x: &[f64], dy: &[f64]) -> Vec<f64> {
+    let (th, tw) = (s.out_h().div_ceil(2), s.out_w().div_ceil(2));
+    // Σ|·| over the block of tile (i, j): rows 2i − pad .. + size, columns likewise, inside the plane.
+    let block = |plane: &[f64],
+                 (h, w): (usize, usize),
+                 pad: (usize, usize),
+                 size: usize,
+                 (i, j): (usize, usize)| {
+        let mut sum = 0.0;
+        for r in 0..size {
+            for q in 0..size {
+                let (row, col) = (
+                    (2 * i + r).checked_sub(pad.0),
+                    (2 * j + q).checked_sub(pad.1),
+                );
+                if let (Some(row), Some(col)) = (row, col) {
+                    if row < h && col < w {
+                        sum += plane[row * w + col].abs();
+                    }
+                }
+            }
+        }
+        sum
+    };
+    let (in_plane, out_plane) = (s.in_h * s.in_w, s.out_h() * s.out_w());
+    let mut magnitude = vec![0.0; s.out_channels * s.in_channels];
+    for n in 0..s.batch {
+        for i in 0..th {
+            for j in 0..tw {
+                let xs: Vec<f64> = (0..s.in_channels)
+                    .map(|c| {
+                        let plane = &x[(n * s.in_channels + c) * in_plane..][..in_plane];
+                        block(plane, (s.in_h, s.in_w), s.padding, 4, (i, j))
+                    })
+                    .collect();
+                for o in 0..s.out_channels {
+                    let plane = &dy[(n * s.out_channels + o) * out_plane..][..out_plane];
+                    let e = block(plane, (s.out_h(), s.out_w()), (0, 0), 2, (i, j));
+                    for (c, xs) in xs.iter().enumerate() {
+                        magnitude[o * s.in_channels + c] += 4.0 * e * xs;
+                    }
+                }
+            }
+        }
+    }
+    let terms = (s.batch * th * tw) as f64;
+    magnitude
+        .iter()
+        .flat_map(|&m| [2.0 * (terms + 9.0) * F32_UNIT_ROUNDOFF * m + 1e-9; 9])
+        .collect()
+}
+
+/// The weight gradient `dw[o, c, kh, kw] = Σ_{n, oh, ow} dy[n, o, oh, ow] · x[n, c, oh + kh − ph, ow + kw − pw]` of a
+/// stride-1, one-group convolution, in f64.
+fn weight_gradient_ref(s: &Conv2dShape, x: &[f64], dy: &[f64]) -> Vec<f64> {
+    let (oh_n, ow_n) = (s.out_h(), s.out_w());
+    let mut dw = vec![0.0; s.weight_len()];
+    for n in 0..s.batch {
+        for o in 0..s.out_channels {
+            for c in 0..s.in_channels {
+                for kh in 0..s.kernel_h {
+                    for kw in 0..s.kernel_w {
+                        let mut sum = 0.0;
+                        for oh in 0..oh_n {
+                            for ow in 0..ow_n {
+                                let (ih, iw) = (
+                                    (oh + kh).checked_sub(s.padding.0),
+                                    (ow + kw).checked_sub(s.padding.1),
+                                );
+                                let (Some(ih), Some(iw)) = (ih, iw) else {
+                                    continue;
+                                };
+                                if ih < s.in_h && iw < s.in_w {
+                                    sum += dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow]
+                                        * x[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw];
+                                }
+                            }
+                        }
+                        dw[((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw] += sum;
+                    }
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// The stride-1 3×3 convolution that computes the input gradient of `s`: `dy` convolved with the kernel rotated by
+/// 180° and transposed (`w'[c, o] = rot180(w[o, c])`), padding `2 − p`.
+fn backward_input_as_forward(s: &Conv2dShape, w: &[f64]) -> (Conv2dShape, Vec<f64>) {
+    let t = Conv2dShape {
+        in_channels: s.out_channels,
+        in_h: s.out_h(),
+        in_w: s.out_w(),
+        out_channels: s.in_channels,
+        padding: (2 - s.padding.0, 2 - s.padding.1),
+        ..*s
+    };
+    let mut w_t = vec![0.0; w.len()];
+    for o in 0..s.out_channels {
+        for c in 0..s.in_channels {
+            for k in 0..9 {
+                w_t[(c * s.out_channels + o) * 9 + 8 - k] = w[(o * s.in_channels + c) * 9 + k];
+            }
+        }
+    }
+    (t, w_t)
+}
+
+/// Winograd's forward pass and gradients against the f64 reference: the forward element by element, the input
+/// gradient against the reference of its equivalent forward convolution and the weight gradient against a direct
+/// f64 sum (both exact, as finite differences are, and far cheaper on these sizes) and, if
+/// `finite_differences_too`, both gradients against central finite differences of the forward.
+fn check_winograd(s: &Conv2dShape, bias: bool, seed: u64, finite_differences_too: bool) {
+    let d = Data::new(s, seed);
+    let (x, w, b, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.dy));
+    let b = bias.then_some(&b[..]);
+    let mut y = vec![f32::NAN; s.output_len()];
+    let algo = Conv2dAlgorithm::Winograd;
+    conv2d_forward_with(algo, s, &d.x, &d.w, bias.then_some(&d.b[..]), &mut y).unwrap();
+    let tol = winograd_tolerance(s, &x, &w, b);
+    assert_within(&y, &conv_ref(s, &x, &w, b), &tol, &format!("forward {s:?}"));
+
+    let mut dx = vec![f32::NAN; s.input_len()];
+    conv2d_backward_input_with(algo, s, &d.dy, &d.w, &mut dx).unwrap();
+    let (t, w_t) = backward_input_as_forward(s, &w);
+    let tol = winograd_tolerance(&t, &dy, &w_t, None);
+    let what = format!("grad_input {s:?}");
+    assert_within(&dx, &conv_ref(&t, &dy, &w_t, None), &tol, &what);
+    if finite_differences_too {
+        let want = finite_differences(&x, &dy, |x| conv_ref(s, x, &w, None));
+        assert_within(&dx, &want, &tol, &what);
+    }
+
+    let (mut dw, mut db) = (
+        vec![f32::NAN; s.weight_len()],
+        vec![f32::NAN; s.out_channels],
+    );
+    conv2d_backward_weight_with(algo, s, &d.x, &d.dy, &mut dw, Some(&mut db)).unwrap();
+    let tol = winograd_weight_tolerance(s, &x, &dy);
+    let what = format!("grad_weight {s:?}");
+    assert_within(&dw, &weight_gradient_ref(s, &x, &dy), &tol, &what);
+    if finite_differences_too {
+        let want = finite_differences(&w, &dy, |w| conv_ref(s, &x, w, None));
+        assert_within(&dw, &want, &tol, &what);
+    }
+    let (mut dw_im2col, mut db_im2col) = (vec![0.0; s.weight_len()], vec![0.0; s.out_channels]);
+    let im2col = Conv2dAlgorithm::Im2col;
+    conv2d_backward_weight_with(im2col, s, &d.x, &d.dy, &mut dw_im2col, Some(&mut db_im2col))
+        .unwrap();
+    assert_eq!(
+        db, db_im2col,
+        "the bias gradient does not depend on the algorithm"
+    );
+}
+
+/// Winograd-eligible shapes: 3×3 kernel, stride 1, one group; batch 1–3, 1 to `max_channels` channels (not multiples
+/// of any tile size in particular), sides 1 to `max_side` (odd and even, so partial tiles at both edges), padding 0–2
+/// per axis.
+fn winograd_shapes(max_channels: usize, max_side: usize) -> impl Strategy<Value = Conv2dShape> {
+    (
+        (1usize..=3, 1..=max_channels, 1..=max_channels),
+        (1..=max_side, 1..=max_side, 0usize..=2, 0usize..=2),
+    )
+        .prop_map(
+            |((batch, in_channels, out_channels), (in_h, in_w, pad_h, pad_w))| Conv2dShape {
+                batch,
+                in_channels,
+                in_h,
+                in_w,
+                out_channels,
+                kernel_h: 3,
+                kernel_w: 3,
+                stride: (1, 1),
+                padding: (pad_h, pad_w),
+                dilation: (1, 1),
+                groups: 1,
+            },
+        )
+        .prop_filter("the kernel must fit the padded input", |s| {
+            s.validate().is_ok()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn conv2d_winograd_matches_f64_reference(
+        s in winograd_shapes(20, 13),
+        bias in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        check_winograd(&s, bias, seed, false);
+    }
+
+    #[test]
+    fn conv2d_winograd_backward_matches_finite_differences(s in winograd_shapes(3, 7), seed in any::<u64>()) {
+        check_winograd(&s, false, seed, true);
+    }
+}
+
+/// The awkward sizes by name: 1×1 (only with padding), 1×5, 3×3, 7×7 and 13×9 images, padding 0, 1 and 2, with one
+/// channel in and out, and with 3 → 5 channels.
+#[test]
+fn conv2d_winograd_handles_odd_sides_paddings_and_single_channels() {
+    for (in_h, in_w) in [(1, 1), (1, 5), (3, 3), (7, 7), (13, 9)] {
+        for padding in [(0, 0), (1, 1), (2, 2), (0, 2), (2, 1)] {
+            for (in_channels, out_channels) in [(1, 1), (3, 5)] {
+                let s = Conv2dShape {
+                    batch: 1,
+                    in_channels,
+                    in_h,
+                    in_w,
+                    out_channels,
+                    padding,
+                    groups: 1,
+                    ..base()
+                };
+                if s.validate().is_ok() {
+                    check_winograd(&s, true, (in_h * 31 + in_w) as u64, true);
+                }
+            }
+        }
+    }
+}
+
+/// Wide channels (the reduction is long) and images large enough to be cut into bands of tile rows.
+#[test]
+fn conv2d_winograd_of_wide_and_large_convolutions_matches_reference() {
+    let wide = Conv2dShape {
+        batch: 2,
+        in_channels: 70,
+        in_h: 9,
+        in_w: 8,
+        out_channels: 21,
+        groups: 1,
+        ..base()
+    };
+    let banded = Conv2dShape {
+        batch: 1,
+        in_channels: 2,
+        in_h: 41,
+        in_w: 38,
+        out_channels: 3,
+        padding: (2, 0),
+        groups: 1,
+        ..base()
+    };
+    for s in [wide, banded] {
+        check_winograd(&s, true, 5, false);
+    }
+}
+
+#[test]
+fn conv2d_winograd_results_are_bit_identical_for_any_thread_count() {
+    let stacked = Conv2dShape {
+        batch: 21,
+        in_channels: 17,
+        in_h: 7,
+        in_w: 7,
+        out_channels: 19,
+        groups: 1,
+        ..base()
+    };
+    let banded = Conv2dShape {
+        batch: 3,
+        in_h: 40,
+        in_w: 37,
+        ..stacked
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for s in [stacked, banded] {
+        let d = Data::new(&s, 3);
+        let run = |threads: usize| {
+            with_threads(threads, || {
+                let (mut y, mut dx) = (vec![0.0; s.output_len()], vec![0.0; s.input_len()]);
+                let mut dw = vec![0.0; s.weight_len()];
+                let algo = Conv2dAlgorithm::Winograd;
+                conv2d_forward_with(algo, &s, &d.x, &d.w, Some(&d.b), &mut y).unwrap();
+                conv2d_backward_input_with(algo, &s, &d.dy, &d.w, &mut dx).unwrap();
+                conv2d_backward_weight_with(algo, &s, &d.x, &d.dy, &mut dw, None).unwrap();
+                (bits(&y), bits(&dx), bits(&dw))
+            })
+        };
+        let one = run(1);
+        assert!(one == run(2) && one == run(3), "{s:?}");
+    }
+}
+
+/// `Auto` runs Winograd on 3×3 stride-1 convolutions with at least `WINOGRAD_MIN_CHANNELS` channels each way, and
+/// im2col otherwise (checked bit for bit against the forced algorithms).
+#[test]
+fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
+    let wide = Conv2dShape {
+        batch: 2,
+        in_channels: WINOGRAD_MIN_CHANNELS,
+        in_h: 6,
+        in_w: 7,
+        out_channels: WINOGRAD_MIN_CHANNELS + 1,
+        groups: 1,
+        ..base()
+    };
+    let narrow = Conv2dShape {
+        in_channels: WINOGRAD_MIN_CHANNELS - 1,
+        ..wide
+    };
+    let strided = Conv2dShape {
+        stride: (2, 1),
+        ..wide
+    };
+    let grouped = Conv2dShape {
+        groups: 2,
+        in_channels: 2 * WINOGRAD_MIN_CHANNELS,
+        out_channels: 2 * WINOGRAD_MIN_CHANNELS,
+        ..wide
+    };
+    for (s, expected) in [
+        (wide, Conv2dAlgorithm::Winograd),
+        (narrow, Conv2dAlgorithm::Im2col),
+        (strided, Conv2dAlgorithm::Im2col),
+        (grouped, Conv2dAlgorithm::Im2col),
+    ] {
+        assert_eq!(s.supports_winograd(), s.stride == (1, 1) && s.groups == 1);
+        let d = Data::new(&s, 9);
+        let forward = |algo| {
+            let mut y = vec![0.0; s.output_len()];
+            conv2d_forward_with(algo, &s, &d.x, &d.w, Some(&d.b), &mut y).unwrap();
+            y
+        };
+        let backward = |algo| {
+            let mut dx = vec![0.0; s.input_len()];
+            conv2d_backward_input_with(algo, &s, &d.dy, &d.w, &mut dx).unwrap();
+            dx
+        };
+        let weight = |algo| {
+            let mut dw = vec![0.0; s.weight_len()];
+            conv2d_backward_weight_with(algo, &s, &d.x, &d.dy, &mut dw, None).unwrap();
+            dw
+        };
+        assert_eq!(forward(Conv2dAlgorithm::Auto), forward(expected), "{s:?}");
+        assert_eq!(backward(Conv2dAlgorithm::Auto), backward(expected), "{s:?}");
+        assert_eq!(weight(Conv2dAlgorithm::Auto), weight(expected), "{s:?}");
+    }
+}
+
+#[test]
+fn conv2d_winograd_refuses_shapes_it_cannot_compute() {
+    let cases = [
+        (
+            Conv2dShape {
+                kernel_w: 2,
+                ..base()
+            },
+            "got a 3×2 kernel",
+        ),
+        (
+            Conv2dShape {
+                stride: (1, 2),
+                ..base()
+            },
+            "got stride (1, 2)",
+        ),
+        (
+            Conv2dShape {
+                dilation: (2, 1),
+                in_h: 9,
+                ..base()
+            },
+            "got dilation (2, 1)",
+        ),
+        (
+            Conv2dShape {
+                padding: (3, 1),
+                ..base()
+            },
+            "got padding (3, 1)",
+        ),
+        (base(), "got groups = 2"),
+    ];
+    for (s, expected) in cases {
+        let d = Data::new(&s, 1);
+        let mut y = vec![0.0; s.output_len()];
+        let err = conv2d_forward_with(Conv2dAlgorithm::Winograd, &s, &d.x, &d.w, None, &mut y)
+            .unwrap_err();
+        assert_eq!(err.op, "conv2d_forward");
+        assert!(err.message.contains(expected), "{s:?}: {err}");
+        let mut dx = vec![0.0; s.input_len()];
+        let err = conv2d_backward_input_with(Conv2dAlgorithm::Winograd, &s, &d.dy, &d.w, &mut dx)
+            .unwrap_err();
+        assert_eq!(err.op, "conv2d_backward_input");
+        assert!(err.message.contains(expected), "{s:?}: {err}");
+        let mut dw = vec![0.0; s.weight_len()];
+        let err =
+            conv2d_backward_weight_with(Conv2dAlgorithm::Winograd, &s, &d.x, &d.dy, &mut dw, None)
+                .unwrap_err();
+        assert_eq!(err.op, "conv2d_backward_weight");
+        assert!(err.message.contains(expected), "{s:?}: {err}");
+    }
 }

@@ -1,4 +1,5 @@
-//! NCHW 2-D convolution (stride, padding, dilation, groups) and its two gradients, as im2col + GEMM.
+//! NCHW 2-D convolution (stride, padding, dilation, groups) and its two gradients, as im2col + GEMM or, for 3×3
+//! stride-1 convolutions with enough channels, Winograd F(2×2, 3×3) (`winograd/`; see [`Conv2dAlgorithm`]).
 //!
 //! With `G = groups`, `Cg = in_channels / G`, `Og = out_channels / G`, group `g` of image `n` computes
 //!
@@ -24,21 +25,26 @@
 //!
 //! Threading and memory. Forward and backward-input run chunks in parallel (rayon); each task keeps a scratch
 //! column matrix of `Cg·KH·KW · images·OH·OW` floats and, for chunks of several images, an output block of
-//! `Og · images·OH·OW`, reused across its chunks and groups: about one set per thread (1.8 MiB for 64 channels, 3×3,
-//! 28×28; 2.7 MiB for 256 channels, 3×3, 6 images of 7×7). The GEMMs inside parallelise too, which keeps both cores
+//! `Og · images·OH·OW`, taken from a per-thread spare and never cleared (every float is written before it is read;
+//! see `scratch.rs`): about one set per thread (1.8 MiB for 64 channels, 3×3, 28×28; 2.7 MiB for 256 channels, 3×3,
+//! 6 images of 7×7). The GEMMs inside parallelise too, which keeps both cores
 //! busy when the batch is 1. Backward-weight sums over chunks, so it walks them in order (the sum order, hence the
 //! result, never depends on the thread count) with a single scratch set and parallelises inside: im2col row by row
 //! and the GEMM over its tiles. Chunking depends only on the shape, so every result is bit-identical for any number
 //! of threads.
 
 mod im2col;
+mod scratch;
 mod shape;
+mod winograd;
 
 use rayon::prelude::*;
 
 pub use shape::Conv2dShape;
 
-use crate::error::{check_len, Result};
+use scratch::{Buffer, Role};
+
+use crate::error::{check_len, KernelError, Result};
 use crate::gemm::{sgemm, MatMut, MatRef};
 
 /// Narrowest GEMM (in output positions) worth running: 16 register tiles of 16 columns.
@@ -95,7 +101,7 @@ impl Plan {
         s: &Conv2dShape,
         x: &'a [f32],
         g: usize,
-        scratch: &'a mut Vec<f32>,
+        scratch: &'a mut Buffer,
         parallel: bool,
     ) -> &'a [f32] {
         let images = x.len() / self.in_image;
@@ -103,23 +109,24 @@ impl Plan {
             return &x[g * self.in_slab..][..self.in_slab];
         }
         let ld = images * self.plane;
-        scratch.resize(self.patch * ld, 0.0);
+        // im2col writes every float of the matrix (zeros for the padding), so the buffer is not cleared first.
+        let col = scratch.floats(self.patch * ld);
         for (i, x_i) in x.chunks_exact(self.in_image).enumerate() {
             im2col::im2col(
                 s,
                 &x_i[g * self.in_slab..][..self.in_slab],
-                &mut scratch[i * self.plane..],
+                &mut col[i * self.plane..],
                 ld,
                 parallel,
             );
         }
-        scratch
+        col
     }
 
-    /// Copies group `g` of a chunk of NCHW images `y` into the `[Og × images·OH·OW]` matrix `block`.
-    fn gather(&self, y: &[f32], g: usize, block: &mut Vec<f32>) {
+    /// Copies group `g` of a chunk of NCHW images `y` into the `[Og × images·OH·OW]` matrix `block` (every float).
+    fn gather<'a>(&self, y: &[f32], g: usize, block: &'a mut Buffer) -> &'a [f32] {
         let ld = y.len() / self.out_image * self.plane;
-        block.resize(self.og * ld, 0.0);
+        let block = block.floats(self.og * ld);
         for (i, y_i) in y.chunks_exact(self.out_image).enumerate() {
             for (o, src) in y_i[g * self.out_slab..][..self.out_slab]
                 .chunks_exact(self.plane)
@@ -128,6 +135,7 @@ impl Plan {
                 block[o * ld + i * self.plane..][..self.plane].copy_from_slice(src);
             }
         }
+        block
     }
 
     /// The inverse of [`Plan::gather`]: copies `block` into group `g` of the chunk of NCHW images `y`.
@@ -144,15 +152,78 @@ impl Plan {
     }
 }
 
-/// Per-task scratch: a column matrix and an output block (both empty until first needed).
-#[derive(Default)]
+/// Per-task scratch: a column matrix and an output block, recycled per thread (see `scratch.rs`).
 struct Scratch {
-    col: Vec<f32>,
-    block: Vec<f32>,
+    col: Buffer,
+    block: Buffer,
+}
+
+impl Scratch {
+    fn take() -> Self {
+        Self {
+            col: Buffer::take(Role::Columns),
+            block: Buffer::take(Role::Block),
+        }
+    }
+}
+
+/// How a convolution or one of its gradients is computed. Every algorithm gives the same result up to rounding;
+/// each is deterministic and bit-identical for any thread count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Conv2dAlgorithm {
+    /// Winograd where it applies ([`Conv2dShape::supports_winograd`]) and both channel counts are at least
+    /// [`WINOGRAD_MIN_CHANNELS`]; im2col + GEMM otherwise.
+    #[default]
+    Auto,
+    /// im2col + GEMM (`im2col.rs`), any shape.
+    Im2col,
+    /// Winograd F(2×2, 3×3) (`winograd/`); a shape it cannot compute is an error.
+    Winograd,
+}
+
+/// Fewest input and output channels for which [`Conv2dAlgorithm::Auto`] picks Winograd: with fewer, its 16 thin
+/// GEMMs and the transforms' memory traffic cost more than the multiplications it saves.
+pub const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+impl Conv2dAlgorithm {
+    /// Whether `s` runs on Winograd under this choice; an error if Winograd was asked for and cannot run `s`.
+    fn winograd(self, op: &'static str, s: &Conv2dShape) -> Result<bool> {
+        match self {
+            Self::Auto => {
+                Ok(s.supports_winograd()
+                    && s.in_channels.min(s.out_channels) >= WINOGRAD_MIN_CHANNELS)
+            }
+            Self::Im2col => Ok(false),
+            Self::Winograd => match winograd::unsupported(s) {
+                Some(why) => Err(KernelError::new(op, why)),
+                None => Ok(true),
+            },
+        }
+    }
+}
+
+impl Conv2dShape {
+    /// Whether Winograd F(2×2, 3×3) can compute this convolution: a 3×3 kernel, stride 1, dilation 1, padding ≤ 2
+    /// and one group.
+    pub fn supports_winograd(&self) -> bool {
+        winograd::unsupported(self).is_none()
+    }
 }
 
 /// Forward convolution: `output = conv(input, weight) + bias`. `output` is overwritten.
 pub fn conv2d_forward(
+    s: &Conv2dShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<()> {
+    conv2d_forward_with(Conv2dAlgorithm::Auto, s, input, weight, bias, output)
+}
+
+/// [`conv2d_forward`] by a chosen algorithm.
+pub fn conv2d_forward_with(
+    algorithm: Conv2dAlgorithm,
     s: &Conv2dShape,
     input: &[f32],
     weight: &[f32],
@@ -167,8 +238,12 @@ pub fn conv2d_forward(
         check_len(OP, "bias", bias.len(), s.out_channels)?;
     }
     check_len(OP, "output", output.len(), s.output_len())?;
+    let winograd = algorithm.winograd(OP, s)?;
     if s.batch == 0 {
         return Ok(());
+    }
+    if winograd {
+        return winograd::forward(s, input, weight, bias, output);
     }
 
     let plan = Plan::new(s);
@@ -176,7 +251,7 @@ pub fn conv2d_forward(
     output
         .par_chunks_mut(plan.images * plan.out_image)
         .zip(input.par_chunks(plan.images * plan.in_image))
-        .try_for_each_init(Scratch::default, |scratch, (y, x)| {
+        .try_for_each_init(Scratch::take, |scratch, (y, x)| {
             let images = y.len() / plan.out_image;
             let ld = images * plan.plane;
             for g in 0..s.groups {
@@ -184,8 +259,7 @@ pub fn conv2d_forward(
                 let y_g = if images == 1 {
                     &mut y[g * plan.out_slab..][..plan.out_slab]
                 } else {
-                    scratch.block.resize(og * ld, 0.0);
-                    &mut scratch.block[..]
+                    scratch.block.floats(og * ld)
                 };
                 let beta = match bias {
                     Some(bias) => {
@@ -208,7 +282,7 @@ pub fn conv2d_forward(
                     MatMut::row_major(y_g, ld),
                 )?;
                 if images > 1 {
-                    plan.scatter(&scratch.block, g, y);
+                    plan.scatter(scratch.block.floats(og * ld), g, y);
                 }
             }
             Ok(())
@@ -223,13 +297,28 @@ pub fn conv2d_backward_input(
     weight: &[f32],
     grad_input: &mut [f32],
 ) -> Result<()> {
+    conv2d_backward_input_with(Conv2dAlgorithm::Auto, s, grad_output, weight, grad_input)
+}
+
+/// [`conv2d_backward_input`] by a chosen algorithm.
+pub fn conv2d_backward_input_with(
+    algorithm: Conv2dAlgorithm,
+    s: &Conv2dShape,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) -> Result<()> {
     const OP: &str = "conv2d_backward_input";
     s.validate_for(OP)?;
     check_len(OP, "grad_output", grad_output.len(), s.output_len())?;
     check_len(OP, "weight", weight.len(), s.weight_len())?;
     check_len(OP, "grad_input", grad_input.len(), s.input_len())?;
+    let winograd = algorithm.winograd(OP, s)?;
     if s.batch == 0 {
         return Ok(());
+    }
+    if winograd {
+        return winograd::backward_input(s, grad_output, weight, grad_input);
     }
 
     let plan = Plan::new(s);
@@ -237,15 +326,14 @@ pub fn conv2d_backward_input(
     grad_input
         .par_chunks_mut(plan.images * plan.in_image)
         .zip(grad_output.par_chunks(plan.images * plan.out_image))
-        .try_for_each_init(Scratch::default, |scratch, (dx, dy)| {
+        .try_for_each_init(Scratch::take, |scratch, (dx, dy)| {
             let images = dx.len() / plan.in_image;
             let ld = images * plan.plane;
             for g in 0..s.groups {
                 let dy_g = if images == 1 {
                     &dy[g * plan.out_slab..][..plan.out_slab]
                 } else {
-                    plan.gather(dy, g, &mut scratch.block);
-                    &scratch.block[..]
+                    plan.gather(dy, g, &mut scratch.block)
                 };
                 let (w_g_t, dy_g) = (plan.weight(weight, g).t(), MatRef::row_major(dy_g, ld));
                 if s.is_pointwise() && images == 1 {
@@ -254,21 +342,13 @@ pub fn conv2d_backward_input(
                     sgemm(k, ld, og, 1.0, w_g_t, dy_g, 0.0, dx_g)?;
                     continue;
                 }
-                scratch.col.resize(k * ld, 0.0);
-                sgemm(
-                    k,
-                    ld,
-                    og,
-                    1.0,
-                    w_g_t,
-                    dy_g,
-                    0.0,
-                    MatMut::row_major(&mut scratch.col, ld),
-                )?;
+                // beta = 0: the GEMM overwrites every float of the column gradient.
+                let col = scratch.col.floats(k * ld);
+                sgemm(k, ld, og, 1.0, w_g_t, dy_g, 0.0, MatMut::row_major(col, ld))?;
                 for (i, dx_i) in dx.chunks_exact_mut(plan.in_image).enumerate() {
                     let dx_ig = &mut dx_i[g * plan.in_slab..][..plan.in_slab];
                     dx_ig.fill(0.0);
-                    im2col::col2im_add(s, &scratch.col[i * plan.plane..], ld, dx_ig);
+                    im2col::col2im_add(s, &col[i * plan.plane..], ld, dx_ig);
                 }
             }
             Ok(())
@@ -283,6 +363,25 @@ pub fn conv2d_backward_weight(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
+    conv2d_backward_weight_with(
+        Conv2dAlgorithm::Auto,
+        s,
+        input,
+        grad_output,
+        grad_weight,
+        grad_bias,
+    )
+}
+
+/// [`conv2d_backward_weight`] by a chosen algorithm (the bias gradient is the same f64 sum for both).
+pub fn conv2d_backward_weight_with(
+    algorithm: Conv2dAlgorithm,
+    s: &Conv2dShape,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) -> Result<()> {
     const OP: &str = "conv2d_backward_weight";
     s.validate_for(OP)?;
     check_len(OP, "input", input.len(), s.input_len())?;
@@ -291,33 +390,12 @@ pub fn conv2d_backward_weight(
     if let Some(grad_bias) = &grad_bias {
         check_len(OP, "grad_bias", grad_bias.len(), s.out_channels)?;
     }
-
     let plan = Plan::new(s);
-    let (og, k) = (plan.og, plan.patch);
-    grad_weight.fill(0.0);
-    let mut scratch = Scratch::default();
-    let chunks = input
-        .chunks(plan.images * plan.in_image)
-        .zip(grad_output.chunks(plan.images * plan.out_image));
-    for (x, dy) in chunks {
-        let ld = x.len() / plan.in_image * plan.plane;
-        for g in 0..s.groups {
-            let col = plan.columns(s, x, g, &mut scratch.col, true);
-            let dy_g = if ld == plan.plane {
-                &dy[g * plan.out_slab..][..plan.out_slab]
-            } else {
-                plan.gather(dy, g, &mut scratch.block);
-                &scratch.block[..]
-            };
-            let dw_g = MatMut::row_major(
-                &mut grad_weight[g * plan.weight_slab..][..plan.weight_slab],
-                k,
-            );
-            let (dy_g, col_t) = (MatRef::row_major(dy_g, ld), MatRef::row_major(col, ld).t());
-            sgemm(og, k, ld, 1.0, dy_g, col_t, 1.0, dw_g)?;
-        }
+    if algorithm.winograd(OP, s)? && s.batch > 0 {
+        winograd::backward_weight(s, input, grad_output, grad_weight)?;
+    } else {
+        weight_gradient_im2col(s, &plan, input, grad_output, grad_weight)?;
     }
-
     if let Some(grad_bias) = grad_bias {
         grad_bias
             .par_iter_mut()
@@ -330,6 +408,40 @@ pub fn conv2d_backward_weight(
                     .sum();
                 *db = sum as f32;
             });
+    }
+    Ok(())
+}
+
+/// The weight gradient by im2col + GEMM: `dW_g = Σ_chunks dy_g · colᵀ`.
+fn weight_gradient_im2col(
+    s: &Conv2dShape,
+    plan: &Plan,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) -> Result<()> {
+    let (og, k) = (plan.og, plan.patch);
+    grad_weight.fill(0.0);
+    let mut scratch = Scratch::take();
+    let chunks = input
+        .chunks(plan.images * plan.in_image)
+        .zip(grad_output.chunks(plan.images * plan.out_image));
+    for (x, dy) in chunks {
+        let ld = x.len() / plan.in_image * plan.plane;
+        for g in 0..s.groups {
+            let col = plan.columns(s, x, g, &mut scratch.col, true);
+            let dy_g = if ld == plan.plane {
+                &dy[g * plan.out_slab..][..plan.out_slab]
+            } else {
+                plan.gather(dy, g, &mut scratch.block)
+            };
+            let dw_g = MatMut::row_major(
+                &mut grad_weight[g * plan.weight_slab..][..plan.weight_slab],
+                k,
+            );
+            let (dy_g, col_t) = (MatRef::row_major(dy_g, ld), MatRef::row_major(col, ld).t());
+            sgemm(og, k, ld, 1.0, dy_g, col_t, 1.0, dw_g)?;
+        }
     }
     Ok(())
 }

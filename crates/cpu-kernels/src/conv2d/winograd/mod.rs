@@ -1,0 +1,404 @@
+//! 3×3, stride-1 convolutions by Winograd's F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2015): 16 multiplications per 2×2 output block instead of 36.
+//!
+//! The output is cut into 2×2 tiles (`tiles_h = ⌈OH/2⌉`, `tiles_w = ⌈OW/2⌉`); tile `(i, j)` reads the 4×4 input
+//! block at rows `2i − ph ..`, columns `2j − pw ..` (tiles overlap by 2; zero outside the image). With the transforms
+//! of `transform.rs`, for every image tile t, output channel o and position ξ of the 4×4 transformed tile
+//!
+//! ```text
+//! U[ξ][o][c] = (G·w[o, c]·Gᵀ)[ξ]            weight transform, once per call
+//! V[ξ][c][t] = (Bᵀ·x[c, tile t]·B)[ξ]       input transform
+//! M[ξ][o][t] = Σ_c U[ξ][o][c] · V[ξ][c][t]   16 GEMMs  (O × C) · (C × tiles)
+//! y[o, tile t] = Aᵀ·M[·][o][t]·A + b[o]     output transform (2×2; cropped at odd edges)
+//! ```
+//!
+//! Backward-input of a stride-1 3×3 convolution with padding p is itself one: `dx = conv(dy, w')` with
+//! `w'[c, o, kh, kw] = w[o, c, 2 − kh, 2 − kw]` and padding `2 − p`, so both kernels run the same loop. The weight
+//! gradient runs the transposed algorithm (see [`backward_weight`]): `dw[o, c] = Gᵀ·[Σ_t (A·dy_t·Aᵀ) ⊙ V_t]·G`.
+//!
+//! Loop structure and memory. Tiles are processed in chunks that depend only on the shape. With
+//! `target = clamp(2^16 / (C + O), 64, 256)` tiles (so that V and M, `16·(C + O)` floats per tile, stay near 4 MiB),
+//! a chunk is `⌈target / tiles per image⌉` whole images or, for images of at least `target` tiles, one image cut
+//! into bands of `⌊target / tiles_w⌋` tile rows. Rayon runs chunks of images in parallel; for each band of a chunk a
+//! task transforms the input into V, runs the 16 GEMMs (`sgemm_batched`, which parallelises inside too), and
+//! transforms M into the output. A task's scratch is `16·(C + O)·(T + 8)` floats for V and M with `T < 2·target`
+//! tiles (3.1 MiB for 64 → 64 channels at 28×28, T = 392; 4.7 MiB for 128 → 128 at 14×14, T = 294; 4.3 MiB for
+//! 256 → 256 at 7×7, T = 128) plus a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. The
+//! weight gradient walks the same chunks in order with one V, one transformed output gradient (`16·O·(T + 8)`) and
+//! M (`16·O·C`). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][stride]` (U `[O][16][C]`, V
+//! `[C][16][T + 8]`, M `[O][16][T + 8]`) so each transform touches one contiguous block per channel; the GEMM reads
+//! the ξ-th matrix through strides. Every output element is computed by the same operations in the same order
+//! whatever the number of threads, so results are bit-identical for any thread count.
+//!
+//! Rounding: the transforms multiply only by 0, ±1 and ±½, so each transformed value is a short sum (≤ 9 terms)
+//! rounded a few times; the error is a small constant factor over direct summation (see `tests/conv2d.rs`).
+
+mod transform;
+
+use rayon::prelude::*;
+
+use super::scratch::{Buffer, Role};
+use super::Conv2dShape;
+use crate::dispatch::dispatch;
+use crate::error::Result;
+use crate::gemm::{sgemm_batched, MatMut, MatRef};
+
+/// Floats of V and M together a chunk aims at (4 MiB): the tile target is this over `16·(C + O)`.
+const CHUNK_FLOATS: usize = 1 << 20;
+/// Bounds on the tiles per GEMM: wide enough that packing the 16 weight matrices costs little against the
+/// products, and no wider than needed for that.
+const TILE_TARGET: (usize, usize) = (64, 256);
+
+/// Why Winograd F(2×2, 3×3) cannot compute `s`, or `None` if it can.
+pub(super) fn unsupported(s: &Conv2dShape) -> Option<String> {
+    let why = if (s.kernel_h, s.kernel_w) != (3, 3) {
+        format!("a {}×{} kernel", s.kernel_h, s.kernel_w)
+    } else if s.stride != (1, 1) {
+        format!("stride {:?}", s.stride)
+    } else if s.dilation != (1, 1) {
+        format!("dilation {:?}", s.dilation)
+    } else if s.padding.0 > 2 || s.padding.1 > 2 {
+        format!("padding {:?}", s.padding)
+    } else if s.groups != 1 {
+        format!("groups = {}", s.groups)
+    } else {
+        return None;
+    };
+    Some(format!(
+        "Winograd F(2×2, 3×3) needs a 3×3 kernel, stride 1, dilation 1, padding ≤ 2 and groups = 1; got {why}"
+    ))
+}
+
+/// The stride-1 3×3 convolution a Winograd call computes, from a `[batch, in_channels, in_h, in_w]` input.
+pub(super) struct Geometry {
+    batch: usize,
+    in_channels: usize,
+    in_h: usize,
+    in_w: usize,
+    out_channels: usize,
+    pad_h: usize,
+    pad_w: usize,
+    out_h: usize,
+    out_w: usize,
+    tiles_w: usize,
+    tiles_h: usize,
+}
+
+impl Geometry {
+    fn new(
+        batch: usize,
+        (in_channels, in_h, in_w): (usize, usize, usize),
+        (out_channels, out_h, out_w): (usize, usize, usize),
+        (pad_h, pad_w): (usize, usize),
+    ) -> Self {
+        Self {
+            batch,
+            in_channels,
+            in_h,
+            in_w,
+            out_channels,
+            pad_h,
+            pad_w,
+            out_h,
+            out_w,
+            tiles_w: out_w.div_ceil(2),
+            tiles_h: out_h.div_ceil(2),
+        }
+    }
+
+    /// Images per chunk and tile rows per band (see the module header).
+    fn chunking(&self) -> (usize, usize) {
+        let per_tile = 16 * (self.in_channels + self.out_channels);
+        let target = (CHUNK_FLOATS / per_tile).clamp(TILE_TARGET.0, TILE_TARGET.1);
+        let per_image = self.tiles_h * self.tiles_w;
+        if per_image >= target {
+            (1, (target / self.tiles_w).clamp(1, self.tiles_h))
+        } else {
+            (
+                target.div_ceil(per_image).min(self.batch).max(1),
+                self.tiles_h,
+            )
+        }
+    }
+}
+
+/// Forward convolution of a shape for which [`unsupported`] is `None`; lengths already checked.
+pub(super) fn forward(
+    s: &Conv2dShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<()> {
+    let geo = Geometry::new(
+        s.batch,
+        (s.in_channels, s.in_h, s.in_w),
+        (s.out_channels, s.out_h(), s.out_w()),
+        s.padding,
+    );
+    let mut u = Buffer::take(Role::Weights);
+    let u = u.floats(16 * s.out_channels * s.in_channels);
+    // Row o of U is [16][C]: kernel w[o, c] becomes column c.
+    u.par_chunks_mut(16 * s.in_channels)
+        .zip(weight.par_chunks(9 * s.in_channels))
+        .for_each(|(u_o, w_o)| {
+            for (c, g) in w_o.chunks_exact(9).enumerate() {
+                let g = std::array::from_fn(|k| g[k]);
+                for (xi, value) in transform::kernel(&g).into_iter().enumerate() {
+                    u_o[xi * s.in_channels + c] = value;
+                }
+            }
+        });
+    run(&geo, input, u, bias, output)
+}
+
+/// Backward-input of a shape for which [`unsupported`] is `None`, as the forward convolution of `grad_output` with
+/// the flipped, transposed kernel and padding `2 − p`; lengths already checked.
+pub(super) fn backward_input(
+    s: &Conv2dShape,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) -> Result<()> {
+    let geo = Geometry::new(
+        s.batch,
+        (s.out_channels, s.out_h(), s.out_w()),
+        (s.in_channels, s.in_h, s.in_w),
+        (2 - s.padding.0, 2 - s.padding.1),
+    );
+    let (c_n, o_n) = (s.in_channels, s.out_channels);
+    let mut u = Buffer::take(Role::Weights);
+    let u = u.floats(16 * c_n * o_n);
+    // Row c of U is [16][O]: kernel w[o, c] rotated by 180° becomes column o.
+    u.par_chunks_mut(16 * o_n).enumerate().for_each(|(c, u_c)| {
+        for o in 0..o_n {
+            let g = &weight[(o * c_n + c) * 9..][..9];
+            let flipped = std::array::from_fn(|k| g[8 - k]);
+            for (xi, value) in transform::kernel(&flipped).into_iter().enumerate() {
+                u_c[xi * o_n + o] = value;
+            }
+        }
+    });
+    run(&geo, grad_output, u, None, grad_input)
+}
+
+/// Weight gradient (not the bias) of a shape for which [`unsupported`] is `None`, batch > 0; lengths already checked.
+///
+/// By the transposition principle (`⟨dy, Aᵀ[(G·g) ⊙ (Bᵀ·d)]⟩ = ⟨g, Gᵀ[(A·dy) ⊙ (Bᵀ·d)]⟩`), the gradient of one tile's
+/// output with respect to its kernel is `Gᵀ·[(A·dy_t·Aᵀ) ⊙ (Bᵀ·d_t·B)]·G`, so summed over tiles:
+/// `M[ξ][o][c] = Σ_t E[ξ][o][t] · V[ξ][c][t]` (16 GEMMs (O × T)·(T × C), accumulated chunk after chunk) and
+/// `dw[o, c] = Gᵀ·M[·][o][c]·G`. Chunks run in order (the sum order never depends on threads); inside a chunk the
+/// transforms run channel by channel in parallel and the GEMMs parallelise themselves.
+pub(super) fn backward_weight(
+    s: &Conv2dShape,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) -> Result<()> {
+    use transform::{gradient_channel, input_channel};
+    let geo = Geometry::new(
+        s.batch,
+        (s.in_channels, s.in_h, s.in_w),
+        (s.out_channels, s.out_h(), s.out_w()),
+        s.padding,
+    );
+    let (c_n, o_n, tw) = (s.in_channels, s.out_channels, geo.tiles_w);
+    let (in_image, out_image) = (c_n * s.in_h * s.in_w, o_n * geo.out_h * geo.out_w);
+    let (images, band_rows) = geo.chunking();
+    let (mut v_buf, mut e_buf) = (Buffer::take(Role::Tiles), Buffer::take(Role::GradientTiles));
+    let mut m_buf = Buffer::take(Role::Products);
+    let m = m_buf.floats(o_n * 16 * c_n);
+    let rows = || Buffer::take(Role::Rows);
+    let mut beta = 0.0;
+    let chunks = input
+        .chunks(images * in_image)
+        .zip(grad_output.chunks(images * out_image));
+    for (x, dy) in chunks {
+        for first in (0..geo.tiles_h).step_by(band_rows) {
+            let bands = band_rows.min(geo.tiles_h - first);
+            let ld = x.len() / in_image * bands * tw;
+            let stride = transform::plane_stride(ld);
+            let v = v_buf.floats(c_n * 16 * stride);
+            v.par_chunks_mut(16 * stride)
+                .enumerate()
+                .for_each_init(rows, |work, (c, v)| {
+                    let work = work.floats(transform::work_len(&geo, bands));
+                    let geo = &geo;
+                    dispatch!(input_channel(
+                        geo: &Geometry,
+                        x: &[f32],
+                        c: usize,
+                        first: usize,
+                        bands: usize,
+                        work: &mut [f32],
+                        v: &mut [f32],
+                        stride: usize,
+                    ));
+                });
+            let e = e_buf.floats(o_n * 16 * stride);
+            e.par_chunks_mut(16 * stride)
+                .enumerate()
+                .for_each_init(rows, |work, (o, e)| {
+                    let work = work.floats(transform::gradient_work_len(&geo));
+                    let geo = &geo;
+                    dispatch!(gradient_channel(
+                        geo: &Geometry,
+                        dy: &[f32],
+                        o: usize,
+                        first: usize,
+                        bands: usize,
+                        work: &mut [f32],
+                        e: &mut [f32],
+                        stride: usize,
+                    ));
+                });
+            sgemm_batched(
+                16,
+                o_n,
+                c_n,
+                ld,
+                1.0,
+                MatRef {
+                    data: e,
+                    row_stride: 16 * stride,
+                    col_stride: 1,
+                },
+                stride,
+                MatRef {
+                    data: v,
+                    row_stride: 1,
+                    col_stride: 16 * stride,
+                },
+                stride,
+                beta,
+                MatMut {
+                    data: &mut *m,
+                    row_stride: 16 * c_n,
+                    col_stride: 1,
+                },
+                c_n,
+            )?;
+            beta = 1.0;
+        }
+    }
+    let m: &[f32] = m;
+    grad_weight
+        .par_chunks_mut(9 * c_n)
+        .zip(m.par_chunks(16 * c_n))
+        .for_each(|(dw_o, m_o)| {
+            for (c, dw) in dw_o.chunks_exact_mut(9).enumerate() {
+                let m_oc = std::array::from_fn(|xi| m_o[xi * c_n + c]);
+                dw.copy_from_slice(&transform::kernel_gradient(&m_oc));
+            }
+        });
+    Ok(())
+}
+
+/// The chunked tile loop of the module header: `y = conv(x)` with transformed weights `u` (`[O][16][C]`).
+fn run(geo: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
+    let (c_n, o_n, tw) = (geo.in_channels, geo.out_channels, geo.tiles_w);
+    let (in_plane, out_plane) = (geo.in_h * geo.in_w, geo.out_h * geo.out_w);
+    let (in_image, out_image) = (c_n * in_plane, o_n * out_plane);
+    let (images, band_rows) = geo.chunking();
+    let scratch = || {
+        (
+            Buffer::take(Role::Tiles),
+            Buffer::take(Role::Products),
+            Buffer::take(Role::Rows),
+        )
+    };
+    y.par_chunks_mut(images * out_image)
+        .zip(x.par_chunks(images * in_image))
+        .try_for_each_init(scratch, |(v_buf, m_buf, work_buf), (y, x)| {
+            let images = y.len() / out_image;
+            for first in (0..geo.tiles_h).step_by(band_rows) {
+                let bands = band_rows.min(geo.tiles_h - first);
+                let ld = images * bands * tw;
+                let stride = transform::plane_stride(ld);
+                let work = work_buf.floats(transform::work_len(geo, bands));
+                let v = v_buf.floats(c_n * 16 * stride);
+                dispatch!(input_transform(
+                    geo: &Geometry,
+                    x: &[f32],
+                    first: usize,
+                    bands: usize,
+                    work: &mut [f32],
+                    v: &mut [f32],
+                    stride: usize,
+                ));
+                let m = m_buf.floats(o_n * 16 * stride);
+                sgemm_batched(
+                    16,
+                    o_n,
+                    ld,
+                    c_n,
+                    1.0,
+                    MatRef {
+                        data: u,
+                        row_stride: 16 * c_n,
+                        col_stride: 1,
+                    },
+                    c_n,
+                    MatRef {
+                        data: v,
+                        row_stride: 16 * stride,
+                        col_stride: 1,
+                    },
+                    stride,
+                    0.0,
+                    MatMut {
+                        data: m,
+                        row_stride: 16 * stride,
+                        col_stride: 1,
+                    },
+                    stride,
+                )?;
+                let m: &[f32] = m;
+                dispatch!(output_transform(
+                    geo: &Geometry,
+                    m: &[f32],
+                    stride: usize,
+                    first: usize,
+                    bands: usize,
+                    bias: Option<&[f32]>,
+                    y: &mut [f32],
+                ));
+            }
+            Ok(())
+        })
+}
+
+/// The input transform of every channel of a chunk's images `x`, for one band of tile rows, into V
+/// (`[C][16][stride]`).
+#[inline(always)]
+fn input_transform(
+    geo: &Geometry,
+    x: &[f32],
+    first: usize,
+    bands: usize,
+    work: &mut [f32],
+    v: &mut [f32],
+    stride: usize,
+) {
+    for (c, v_c) in v.chunks_exact_mut(16 * stride).enumerate() {
+        transform::input_channel(geo, x, c, first, bands, work, v_c, stride);
+    }
+}
+
+/// The output transform of every channel of a chunk's images `y`, for one band of tile rows, from M
+/// (`[O][16][stride]`).
+#[inline(always)]
+fn output_transform(
+    geo: &Geometry,
+    m: &[f32],
+    stride: usize,
+    first: usize,
+    bands: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    for (o, m_o) in m.chunks_exact(16 * stride).enumerate() {
+        let b = bias.map_or(0.0, |b| b[o]);
+        transform::output_channel(geo, m_o, stride, first, bands, b, y, o);
+    }
+}

@@ -1,0 +1,336 @@
+//! The three transforms of Winograd's minimal filtering algorithm F(2×2, 3×3):
+//!
+//! ```text
+//!       ⎡ 1   0   0 ⎤          ⎡ 1   0  −1   0 ⎤
+//!   G = ⎢ ½   ½   ½ ⎥     Bᵀ = ⎢ 0   1   1   0 ⎥     Aᵀ = ⎡ 1   1   1   0 ⎤
+//!       ⎢ ½  −½   ½ ⎥          ⎢ 0  −1   1   0 ⎥          ⎣ 0   1  −1  −1 ⎦
+//!       ⎣ 0   0   1 ⎦          ⎣ 0   1   0  −1 ⎦
+//!
+//!   U = G·g·Gᵀ (4×4, from a 3×3 kernel g)     V = Bᵀ·d·B (4×4, from a 4×4 input tile d)     Y = Aᵀ·M·A (2×2)
+//! ```
+//!
+//! so that `Y = Aᵀ·(U ⊙ V)·A` is the 2×2 block of the (cross-)correlation of `d` with `g`. Each 2-D transform is the
+//! 1-D one along rows and then along columns. In 1-D (`y0 = Σ g_k d_k`, `y1 = Σ g_k d_{k+1}`):
+//! `m0 = g0·(d0 − d2)`, `m1 = ½(g0 + g1 + g2)·(d1 + d2)`, `m2 = ½(g0 − g1 + g2)·(d2 − d1)`, `m3 = g2·(d1 − d3)`,
+//! `y0 = m0 + m1 + m2`, `y1 = m1 − m2 − m3`.
+//!
+//! Layouts: the transformed values of one channel (an input channel of V, an output channel of M) are
+//! `[16][stride]`, element ξ of tile t at `ξ·stride + t`, ξ = 4·a + b for row a, column b of the 4×4 matrix; the tiles
+//! of a chunk are numbered image by image, row by row. The arithmetic runs on `LANES` consecutive tiles of a tile row
+//! at once (`[f32; LANES]` per matrix entry, which compiles to one vector register each).
+
+use super::Geometry;
+
+/// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 16 values, ξ = 4·a + b.
+pub(super) fn kernel(g: &[f32; 9]) -> [f32; 16] {
+    let along = |g0: f32, g1: f32, g2: f32| [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2];
+    // Columns of g first (t = G·g, 4×3), then the rows of t (t·Gᵀ, 4×4).
+    let cols: [[f32; 4]; 3] = std::array::from_fn(|l| along(g[l], g[3 + l], g[6 + l]));
+    let mut u = [0.0; 16];
+    for a in 0..4 {
+        u[4 * a..4 * a + 4].copy_from_slice(&along(cols[0][a], cols[1][a], cols[2][a]));
+    }
+    u
+}
+
+/// `Gᵀ·m·G` (3×3, row-major) of one 4×4 matrix `m` (ξ = 4·a + b): the weight gradient's output transform.
+pub(super) fn kernel_gradient(m: &[f32; 16]) -> [f32; 9] {
+    let along = |m0: f32, m1: f32, m2: f32, m3: f32| {
+        [m0 + 0.5 * (m1 + m2), 0.5 * (m1 - m2), 0.5 * (m1 + m2) + m3]
+    };
+    let rows: [[f32; 3]; 4] =
+        std::array::from_fn(|a| along(m[4 * a], m[4 * a + 1], m[4 * a + 2], m[4 * a + 3]));
+    let mut w = [0.0; 9];
+    for l in 0..3 {
+        let col = along(rows[0][l], rows[1][l], rows[2][l], rows[3][l]);
+        for k in 0..3 {
+            w[3 * k + l] = col[k];
+        }
+    }
+    w
+}
+
+/// Tiles transformed together: one AVX2 register of f32.
+const LANES: usize = 8;
+
+/// One value of the transforms for `N` tiles at once.
+type Lanes<const N: usize> = [f32; N];
+
+#[inline(always)]
+fn add<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a += b;
+    }
+    a
+}
+
+#[inline(always)]
+fn sub<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a -= b;
+    }
+    a
+}
+
+/// `Bᵀ·d·B` of `N` tiles, `d[4k + l]` = entry (k, l): along each row first, then down each column.
+#[inline(always)]
+fn input_lanes<const N: usize>(d: &[Lanes<N>; 16]) -> [Lanes<N>; 16] {
+    let mut h = [[0.0; N]; 16];
+    for k in 0..4 {
+        let row = |l: usize| d[4 * k + l];
+        h[4 * k] = sub(row(0), row(2));
+        h[4 * k + 1] = add(row(1), row(2));
+        h[4 * k + 2] = sub(row(2), row(1));
+        h[4 * k + 3] = sub(row(1), row(3));
+    }
+    let mut v = [[0.0; N]; 16];
+    for b in 0..4 {
+        let col = |k: usize| h[4 * k + b];
+        v[b] = sub(col(0), col(2));
+        v[4 + b] = add(col(1), col(2));
+        v[8 + b] = sub(col(2), col(1));
+        v[12 + b] = sub(col(1), col(3));
+    }
+    v
+}
+
+/// `A·e·Aᵀ` of `N` 2×2 output-gradient blocks, `e[2r + q]` = entry (r, q): along each row first, then down each
+/// column (the transposed output transform; the weight gradient's "kernel" side).
+#[inline(always)]
+fn gradient_lanes<const N: usize>(e: &[Lanes<N>; 4]) -> [Lanes<N>; 16] {
+    let along = |a0: Lanes<N>, a1: Lanes<N>| [a0, add(a0, a1), sub(a0, a1), sub([0.0; N], a1)];
+    let rows = [along(e[0], e[1]), along(e[2], e[3])];
+    let mut u = [[0.0; N]; 16];
+    for b in 0..4 {
+        let col = along(rows[0][b], rows[1][b]);
+        for a in 0..4 {
+            u[4 * a + b] = col[a];
+        }
+    }
+    u
+}
+
+/// `Aᵀ·m·A + bias` of `N` tiles, `m[4a + b]` = entry (a, b); returns `y[2r + q]` = entry (r, q).
+#[inline(always)]
+fn output_lanes<const N: usize>(m: &[Lanes<N>; 16], bias: f32) -> [Lanes<N>; 4] {
+    let mut s = [[0.0; N]; 8];
+    for b in 0..4 {
+        s[b] = add(add(m[b], m[4 + b]), m[8 + b]);
+        s[4 + b] = sub(sub(m[4 + b], m[8 + b]), m[12 + b]);
+    }
+    let bias = [bias; N];
+    let mut y = [[0.0; N]; 4];
+    for r in 0..2 {
+        let s = |b: usize| s[4 * r + b];
+        y[2 * r] = add(add(add(s(0), s(1)), s(2)), bias);
+        y[2 * r + 1] = add(sub(sub(s(1), s(2)), s(3)), bias);
+    }
+    y
+}
+
+/// Floats between the transformed planes of one channel for a chunk of `ld` tiles: `LANES` more than the tiles, so
+/// the vector stores of a tile row's last lanes (which run past the row) stay inside the plane.
+pub(super) fn plane_stride(ld: usize) -> usize {
+    ld + LANES
+}
+
+/// Work floats the input transform needs for one band of `bands` tile rows: its padded rows split by parity.
+pub(super) fn work_len(geo: &Geometry, bands: usize) -> usize {
+    2 * (2 * bands + 2) * (geo.tiles_w + 1 + LANES)
+}
+
+/// `V = Bᵀ·d·B` for every tile of tile rows `first..first + bands` of every image of `x` (whole NCHW images), for
+/// input channel `c`, into `v` (`[16][stride]`, tile t at `ξ·stride + t`, `stride = plane_stride(tiles)`).
+///
+/// Each padded input row is split into its even and odd columns, so tile `j` of a row reads `even[j], odd[j],
+/// even[j + 1], odd[j + 1]` and `LANES` consecutive tiles read contiguous lanes. A row's last lanes run past it:
+/// they read the zeros after the split rows and store into the next tile row (or the plane's spare `LANES` floats),
+/// which is written afterwards.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn input_channel(
+    geo: &Geometry,
+    x: &[f32],
+    c: usize,
+    first: usize,
+    bands: usize,
+    work: &mut [f32],
+    v: &mut [f32],
+    stride: usize,
+) {
+    let (tw, width) = (geo.tiles_w, geo.tiles_w + 1 + LANES);
+    let rows = 2 * bands + 2;
+    let (even, odd) = work[..2 * rows * width].split_at_mut(rows * width);
+    let plane_len = geo.in_h * geo.in_w;
+    let planes = x.chunks_exact(geo.in_channels * plane_len);
+    for (n, plane) in planes
+        .map(|x_n| &x_n[c * plane_len..][..plane_len])
+        .enumerate()
+    {
+        // Padded rows 2·first − pad_h .., columns −pad_w .. 2·tw + 2 − pad_w (then zeros), split by parity. Every
+        // padded row holds all in_w input columns, since 2·tw ≥ out_w = in_w + 2·pad_w − 2.
+        let split = even
+            .chunks_exact_mut(width)
+            .zip(odd.chunks_exact_mut(width));
+        for (r, (e, o)) in split.enumerate() {
+            e.fill(0.0);
+            o.fill(0.0);
+            let Some(ih) = (2 * first + r)
+                .checked_sub(geo.pad_h)
+                .filter(|&ih| ih < geo.in_h)
+            else {
+                continue;
+            };
+            let src = &plane[ih * geo.in_w..][..geo.in_w];
+            // Input column k is padded column k + pad_w, which goes to column (k + pad_w) / 2 of its parity.
+            let pad = geo.pad_w;
+            let (to_even, to_odd) = if pad.is_multiple_of(2) {
+                (e, o)
+            } else {
+                (o, e)
+            };
+            for (dst, &x) in to_even[pad / 2..].iter_mut().zip(src.iter().step_by(2)) {
+                *dst = x;
+            }
+            for (dst, &x) in to_odd[pad.div_ceil(2)..]
+                .iter_mut()
+                .zip(src.iter().skip(1).step_by(2))
+            {
+                *dst = x;
+            }
+        }
+        for i in 0..bands {
+            let base = (n * bands + i) * tw;
+            for j in (0..tw).step_by(LANES) {
+                let mut d = [[0.0; LANES]; 16];
+                for k in 0..4 {
+                    let (e, o) = (
+                        &even[(2 * i + k) * width + j..],
+                        &odd[(2 * i + k) * width + j..],
+                    );
+                    d[4 * k].copy_from_slice(&e[..LANES]);
+                    d[4 * k + 1].copy_from_slice(&o[..LANES]);
+                    d[4 * k + 2].copy_from_slice(&e[1..=LANES]);
+                    d[4 * k + 3].copy_from_slice(&o[1..=LANES]);
+                }
+                for (q, value) in input_lanes(&d).iter().enumerate() {
+                    v[q * stride + base + j..][..LANES].copy_from_slice(value);
+                }
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ·M·A + bias` for every tile of tile rows `first..first + bands` of every image of `y` (whole NCHW images),
+/// from `m` (`[16][stride]`, as `v` above) into output channel `o`; tiles at the bottom and right edges keep only
+/// their rows and columns inside. A row's last lanes read past it (into the next row or the plane's spare floats)
+/// and are dropped.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn output_channel(
+    geo: &Geometry,
+    m: &[f32],
+    stride: usize,
+    first: usize,
+    bands: usize,
+    bias: f32,
+    y: &mut [f32],
+    o: usize,
+) {
+    let (tw, plane_len) = (geo.tiles_w, geo.out_h * geo.out_w);
+    let images = y.chunks_exact_mut(geo.out_channels * plane_len);
+    for (n, plane) in images
+        .map(|y_n| &mut y_n[o * plane_len..][..plane_len])
+        .enumerate()
+    {
+        for i in 0..bands {
+            let base = (n * bands + i) * tw;
+            for j in (0..tw).step_by(LANES) {
+                let mut lanes = [[0.0; LANES]; 16];
+                for (q, lane) in lanes.iter_mut().enumerate() {
+                    lane.copy_from_slice(&m[q * stride + base + j..][..LANES]);
+                }
+                let values = output_lanes(&lanes, bias);
+                for r in 0..2 {
+                    let oh = 2 * (first + i) + r;
+                    if oh >= geo.out_h {
+                        break;
+                    }
+                    // Output columns 2j .. 2j + 2·LANES of this row (fewer at its end), interleaving the tiles' two
+                    // columns; an odd last column takes only the left one.
+                    let end = (2 * (j + LANES)).min(geo.out_w);
+                    let row = &mut plane[oh * geo.out_w..][2 * j..end];
+                    let (left, right) = (&values[2 * r], &values[2 * r + 1]);
+                    let mut pairs = row.chunks_exact_mut(2);
+                    for (pair, (&l, &r)) in (&mut pairs).zip(left.iter().zip(right)) {
+                        pair[0] = l;
+                        pair[1] = r;
+                    }
+                    if let [last] = pairs.into_remainder() {
+                        *last = left[geo.out_w / 2 - j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Work floats [`gradient_channel`] needs: two output rows split by parity.
+pub(super) fn gradient_work_len(geo: &Geometry) -> usize {
+    4 * (geo.tiles_w + LANES)
+}
+
+/// `A·e·Aᵀ` for every 2×2 block `e` of tile rows `first..first + bands` of output channel `o` of every image of the
+/// output gradient `dy` (whole NCHW images), into `u` (`[16][stride]`, as `v` of [`input_channel`]); outside the
+/// output (odd edges) the blocks hold zeros. Lanes past a tile row are handled as in [`input_channel`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gradient_channel(
+    geo: &Geometry,
+    dy: &[f32],
+    o: usize,
+    first: usize,
+    bands: usize,
+    work: &mut [f32],
+    u: &mut [f32],
+    stride: usize,
+) {
+    let (tw, width) = (geo.tiles_w, geo.tiles_w + LANES);
+    let plane_len = geo.out_h * geo.out_w;
+    let planes = dy.chunks_exact(geo.out_channels * plane_len);
+    for (n, plane) in planes
+        .map(|dy_n| &dy_n[o * plane_len..][..plane_len])
+        .enumerate()
+    {
+        for i in 0..bands {
+            // Output rows 2·(first + i) and the next, split by column parity (zeros past the edges).
+            let mut split = work[..4 * width].chunks_exact_mut(width);
+            for r in 0..2 {
+                let (e, od) = (split.next().unwrap(), split.next().unwrap());
+                e.fill(0.0);
+                od.fill(0.0);
+                let oh = 2 * (first + i) + r;
+                if oh >= geo.out_h {
+                    continue;
+                }
+                let src = &plane[oh * geo.out_w..][..geo.out_w];
+                for (dst, &x) in e.iter_mut().zip(src.iter().step_by(2)) {
+                    *dst = x;
+                }
+                for (dst, &x) in od.iter_mut().zip(src.iter().skip(1).step_by(2)) {
+                    *dst = x;
+                }
+            }
+            let base = (n * bands + i) * tw;
+            for j in (0..tw).step_by(LANES) {
+                let mut e = [[0.0; LANES]; 4];
+                for (q, lane) in e.iter_mut().enumerate() {
+                    lane.copy_from_slice(&work[q * width + j..][..LANES]);
+                }
+                for (q, value) in gradient_lanes(&e).iter().enumerate() {
+                    u[q * stride + base + j..][..LANES].copy_from_slice(value);
+                }
+            }
+        }
+    }
+}
