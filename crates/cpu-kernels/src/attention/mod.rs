@@ -58,6 +58,26 @@ pub struct AttentionShape {
 }
 
 impl AttentionShape {
+    /// Checks the shape and the lengths of the forward's operands `[q, k, v, out, lse]` and `bias`, which the
+    /// backward reads too; returns the lengths of `q`/`out` and of `k`/`v`.
+    fn check_operands(
+        &self,
+        op: &'static str,
+        [q, k, v, out, lse]: [&[f32]; 5],
+        bias: Option<&[f32]>,
+    ) -> Result<(usize, usize)> {
+        let (q_elems, kv_elems) = self.validate(op)?;
+        check_len(op, "q", q.len(), q_elems)?;
+        check_len(op, "k", k.len(), kv_elems)?;
+        check_len(op, "v", v.len(), kv_elems)?;
+        check_len(op, "out", out.len(), q_elems)?;
+        check_len(op, "lse", lse.len(), self.batch_heads * self.q_len)?;
+        if let Some(bias) = bias {
+            check_len(op, "bias", bias.len(), self.q_len * self.kv_len)?;
+        }
+        Ok((q_elems, kv_elems))
+    }
+
     /// Checks the shape and returns the lengths of `q`/`out` and of `k`/`v`.
     fn validate(&self, op: &'static str) -> Result<(usize, usize)> {
         let overflow = || KernelError::new(op, format!("shape {self:?} overflows usize"));
@@ -243,15 +263,7 @@ pub fn attention_forward(
     lse: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "attention_forward";
-    let (q_elems, kv_elems) = s.validate(OP)?;
-    check_len(OP, "q", q.len(), q_elems)?;
-    check_len(OP, "k", k.len(), kv_elems)?;
-    check_len(OP, "v", v.len(), kv_elems)?;
-    check_len(OP, "out", out.len(), q_elems)?;
-    check_len(OP, "lse", lse.len(), s.batch_heads * s.q_len)?;
-    if let Some(bias) = bias {
-        check_len(OP, "bias", bias.len(), s.q_len * s.kv_len)?;
-    }
+    let (q_elems, _) = s.check_operands(OP, [q, k, v, &*out, &*lse], bias)?;
     if q_elems == 0 {
         return Ok(());
     }
@@ -396,19 +408,11 @@ pub fn attention_backward(
     grad_v: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "attention_backward";
-    let (q_elems, kv_elems) = s.validate(OP)?;
-    check_len(OP, "q", q.len(), q_elems)?;
-    check_len(OP, "k", k.len(), kv_elems)?;
-    check_len(OP, "v", v.len(), kv_elems)?;
-    check_len(OP, "out", out.len(), q_elems)?;
-    check_len(OP, "lse", lse.len(), s.batch_heads * s.q_len)?;
+    let (q_elems, kv_elems) = s.check_operands(OP, [q, k, v, out, lse], bias)?;
     check_len(OP, "grad_out", grad_out.len(), q_elems)?;
     check_len(OP, "grad_q", grad_q.len(), q_elems)?;
     check_len(OP, "grad_k", grad_k.len(), kv_elems)?;
     check_len(OP, "grad_v", grad_v.len(), kv_elems)?;
-    if let Some(bias) = bias {
-        check_len(OP, "bias", bias.len(), s.q_len * s.kv_len)?;
-    }
     grad_k.fill(0.0);
     grad_v.fill(0.0);
     if q_elems == 0 {
