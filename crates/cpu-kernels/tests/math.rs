@@ -1,6 +1,6 @@
 //! The vectorisable elementary functions against f64's.
 
-use diffuse_cpu_kernels::math::{exp, exp_fused, exp_shifted, ln, sin_cos_turns};
+use diffuse_cpu_kernels::math::{exp, exp2_shifted, exp_fused, ln, sin_cos_turns};
 
 /// Distance in units in the last place of the f32 nearest to `expected`.
 fn ulps(actual: f32, expected: f64) -> f64 {
@@ -41,22 +41,42 @@ fn exp_fused_is_within_two_ulp_over_the_normal_range_and_handles_the_edges() {
 }
 
 #[test]
-fn exp_shifted_is_within_two_ulp_up_to_88_and_handles_the_edges() {
+fn exp2_shifted_is_within_two_ulp_from_minus_126_to_127_and_flushes_below() {
     let steps = 2_000_000;
     for i in 0..=steps {
-        let x = -87.3 + 175.3 * i as f32 / steps as f32;
-        let err = ulps(exp_shifted(x), f64::from(x).exp());
+        let x = -126.0 + 253.0 * i as f32 / steps as f32;
+        let err = ulps(exp2_shifted(x), f64::from(x).exp2());
         assert!(
             err <= 2.0,
-            "exp_shifted({x}) = {} ({err} ulp)",
-            exp_shifted(x)
+            "exp2_shifted({x}) = {} ({err} ulp)",
+            exp2_shifted(x)
         );
     }
-    for x in [-100.0, -87.34, f32::NEG_INFINITY] {
-        assert_eq!(exp_shifted(x), 0.0, "exp_shifted({x})");
+    // Every float where the rounding of n changes (x near −½ and −1, where r jumps from ½ to −½) and just above
+    // the flush threshold, and the tiny arguments of a softmax's largest terms.
+    for x in every_float(-0.5001, -0.4999)
+        .chain(every_float(-1.0001, -0.9999))
+        .chain(every_float(-126.0, -125.99))
+        .chain([-1e-30, -1e-10, -1e-7, 1e-7])
+    {
+        let err = ulps(exp2_shifted(x), f64::from(x).exp2());
+        assert!(err <= 2.0, "exp2_shifted({x}) ({err} ulp)");
     }
-    assert_eq!(exp_shifted(0.0), 1.0);
-    assert!(exp_shifted(f32::NAN).is_nan());
+    // Between −127 and −126 the result is 0 or subnormal, never above the true value's bound 2^−126.
+    for x in every_float(-127.0, -126.0001) {
+        let y = exp2_shifted(x);
+        assert!(
+            (0.0..=f32::MIN_POSITIVE).contains(&y),
+            "exp2_shifted({x}) = {y}"
+        );
+    }
+    for x in [-127.0, -127.5, -200.0, f32::MIN, f32::NEG_INFINITY] {
+        assert_eq!(exp2_shifted(x).to_bits(), 0, "exp2_shifted({x})");
+    }
+    assert_eq!(exp2_shifted(0.0), 1.0);
+    assert_eq!(exp2_shifted(-1.0), 0.5);
+    assert_eq!(exp2_shifted(127.0), 2f32.powi(127));
+    assert!(exp2_shifted(f32::NAN).is_nan());
 }
 
 #[test]

@@ -19,21 +19,27 @@
 //! Masking: `bias` (`[Lq, Lk]`, shared by all problems) may hold −∞. A query row whose scores are all −∞ attends
 //! to nothing: its output is 0, its `lse` is −∞, and it contributes no gradient (no NaN anywhere).
 //!
+//! Base 2: the element-wise steps work with `log2(e)·S` rather than `S` (the forward folds `scale·log2(e)` into its
+//! copy of `Q`; the backward folds it into the one fused multiply-add that forms the power's argument), so every
+//! `exp` is a `2^x` ([`crate::math::exp2_shifted`], all its arguments ≤ 0 up to rounding), whose range reduction
+//! is exact and whose polynomial has a short dependency chain. `lse` is stored in natural units.
+//!
 //! Inner loops: every product is the register-tiled routine of `product.rs` (6 × 16 tiles of fused multiply-adds;
 //! AVX2 intrinsics where the CPU has them). Each problem's `K` is transposed once into `d × BK` tiles shared by all
 //! its query tiles (the backward transposes its key tile's `K` and `V`), and the operands are copied with rows padded
-//! to whole register tiles. The element-wise steps (scale and bias, row maximum, `exp` and row sum, `dS`) take few
-//! passes over a tile, with eight-lane partial maxima and sums reduced pairwise; `exp` is
-//! [`crate::math::exp_shifted`] (all its arguments are ≤ 0 up to rounding). They are compiled for AVX2 + FMA as well
+//! to whole register tiles. The element-wise steps (bias, row maximum, `2^x` and row sum, `dS`) take few passes
+//! over a tile, with eight-lane partial maxima and sums reduced pairwise. They are compiled for AVX2 + FMA as well
 //! and picked at run time (`dispatch.rs`), with bit-identical results either way.
 
 use std::cell::RefCell;
+
+use std::f32::consts::{LN_2, LOG2_E};
 
 use rayon::prelude::*;
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
-use crate::math::exp_shifted as exp;
+use crate::math::exp2_shifted as exp2;
 
 mod product;
 use product::{product, Init, Rows, Strided, MR, NR};
@@ -46,6 +52,10 @@ const BK: usize = 48;
 const _: () = assert!(BQ.is_multiple_of(MR) && BK.is_multiple_of(MR) && BK.is_multiple_of(NR));
 /// Up to this many keys the forward takes a whole row of scores at once ([`forward_key_tile`]).
 const WHOLE_ROW_KEYS: usize = 256;
+/// Keys per forward tile beyond [`WHOLE_ROW_KEYS`]. Each tile costs every row a horizontal maximum and sum and a
+/// rescale of its output accumulator, so the forward takes twice the backward's tile; at L = 1024, d = 64 that was
+/// 5–8% faster than 48 keys, and 256 keys slower (interleaved runs of the builds, session 5).
+const LONG_FORWARD_BK: usize = 2 * BK;
 
 /// The shape of an attention call: `q [batch_heads, q_len, head_dim]`, `k, v [batch_heads, kv_len, head_dim]`.
 #[derive(Clone, Copy, Debug)]
@@ -132,12 +142,12 @@ fn transposed_tiles_into(rows: &[f32], d: usize, dst: &mut [f32], width: usize) 
 }
 
 /// Keys per forward tile: all of them, rounded up to whole register tiles, when there are at most
-/// [`WHOLE_ROW_KEYS`] (one pass per row and nothing to rescale); otherwise [`BK`].
+/// [`WHOLE_ROW_KEYS`] (one pass per row and nothing to rescale); otherwise [`LONG_FORWARD_BK`].
 fn forward_key_tile(kv_len: usize) -> usize {
     if kv_len <= WHOLE_ROW_KEYS {
         kv_len.div_ceil(NR) * NR
     } else {
-        BK
+        LONG_FORWARD_BK
     }
 }
 
@@ -183,21 +193,31 @@ fn with_tile_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// Turns the raw products `s = q·k` of one score row into scores `scale·s + bias` (in place) and returns
-/// `max(init, max of the row)`. The maximum runs in eight interleaved lanes, so the loop vectorises; it does not
-/// depend on the order (NaNs are skipped either way), so this equals the sequential fold.
+/// The larger of `a` and `b`, where `b` is never NaN: a compare and select, which is one `maxps` instruction where
+/// `f32::max` takes three (it must also pass a NaN `b` over). A NaN `a` is skipped.
 #[inline(always)]
-fn scores_and_max(row: &mut [f32], scale: f32, bias_row: Option<&[f32]>, init: f32) -> f32 {
+fn max_not_nan(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Adds `log2(e)·bias` to one row of base-2 scores (when there is a bias) and returns `max(init, max of the row)`.
+/// The maximum runs in eight interleaved lanes, so the loop vectorises; NaN scores are skipped, so it does not
+/// depend on the order and equals the sequential fold.
+#[inline(always)]
+fn biased_row_max(row: &mut [f32], bias_row: Option<&[f32]>, init: f32) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut tail = init;
-    let mut chunks = row.chunks_exact_mut(8);
     match bias_row {
         Some(bias_row) => {
-            let mut bias_chunks = bias_row.chunks_exact(8);
+            let (mut chunks, mut bias_chunks) = (row.chunks_exact_mut(8), bias_row.chunks_exact(8));
             for (chunk, bias) in (&mut chunks).zip(&mut bias_chunks) {
                 for ((lane, x), &b) in lanes.iter_mut().zip(chunk).zip(bias) {
-                    *x = *x * scale + b;
-                    *lane = lane.max(*x);
+                    *x = b.mul_add(LOG2_E, *x);
+                    *lane = max_not_nan(*x, *lane);
                 }
             }
             for (x, &b) in chunks
@@ -205,45 +225,42 @@ fn scores_and_max(row: &mut [f32], scale: f32, bias_row: Option<&[f32]>, init: f
                 .iter_mut()
                 .zip(bias_chunks.remainder())
             {
-                *x = *x * scale + b;
-                tail = tail.max(*x);
+                *x = b.mul_add(LOG2_E, *x);
+                tail = max_not_nan(*x, tail);
             }
         }
         None => {
+            let mut chunks = row.chunks_exact(8);
             for chunk in &mut chunks {
-                for (lane, x) in lanes.iter_mut().zip(chunk) {
-                    *x *= scale;
-                    *lane = lane.max(*x);
+                for (lane, &x) in lanes.iter_mut().zip(chunk) {
+                    *lane = max_not_nan(x, *lane);
                 }
             }
-            for x in chunks.into_remainder() {
-                *x *= scale;
-                tail = tail.max(*x);
+            for &x in chunks.remainder() {
+                tail = max_not_nan(x, tail);
             }
         }
     }
     let [a, b, c, d, e, f, g, h] = lanes;
-    tail.max((a.max(e)).max(c.max(g)).max((b.max(f)).max(d.max(h))))
+    let m = max_not_nan;
+    m(m(m(m(a, e), m(c, g)), m(m(b, f), m(d, h))), tail)
 }
 
-/// Replaces the scores of one row by `exp(x − m)` and returns their sum, taken in eight interleaved partial sums so
-/// the loop vectorises (a single running sum is a serial chain).
+/// Replaces the base-2 scores of one row by `2^(x − m)` and returns their sum. Two loops, each of which LLVM
+/// vectorises whole: the powers, then the sum in eight interleaved partial sums (a single running sum is a serial
+/// chain). Fused into one loop, the eight-lane sum turns the powers into half-width code.
 #[inline(always)]
-fn exp_and_sum(row: &mut [f32], m: f32) -> f32 {
+fn exp2_and_sum(row: &mut [f32], m: f32) -> f32 {
+    row.iter_mut().for_each(|x| *x = exp2(*x - m));
     let mut lanes = [0.0f32; 8];
-    let mut chunks = row.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        for (lane, x) in lanes.iter_mut().zip(chunk) {
-            *x = exp(*x - m);
-            *lane += *x;
-        }
+    let (chunks, rest) = row.as_chunks::<8>();
+    for chunk in chunks {
+        lanes
+            .iter_mut()
+            .zip(chunk)
+            .for_each(|(lane, &x)| *lane += x);
     }
-    let mut tail = 0.0f32;
-    for x in chunks.into_remainder() {
-        *x = exp(*x - m);
-        tail += *x;
-    }
-    sum_lanes(lanes) + tail
+    sum_lanes(lanes) + rest.iter().sum::<f32>()
 }
 
 /// The sum of eight partial sums, pairwise.
@@ -324,8 +341,12 @@ fn forward_tile(
     mut scratch: &mut [f32],
 ) {
     let (d, dp, lk, nq) = (s.head_dim, padded(s.head_dim), s.kv_len, lse.len());
+    // Scores in base 2: `scale·log2(e)` goes into the copy of Q, so the score product yields `log2(e)·scale·q·k`.
     let q_tile = take(&mut scratch, BQ * d);
-    q_tile[..nq * d].copy_from_slice(q);
+    let q_scale = s.scale * LOG2_E;
+    for (to, &from) in q_tile.iter_mut().zip(q) {
+        *to = q_scale * from;
+    }
     q_tile[nq * d..].fill(0.0); // the products run over whole register tiles of rows
     let q_tile = Strided::by_rows(q_tile, d);
     let scores = take(&mut scratch, BQ * bk); // the score product writes every element that is read
@@ -340,11 +361,11 @@ fn forward_tile(
         product(nq, nk, d, q_tile, kt, scores_out, Init::Zero);
         for (i, (row, new_max)) in scores.chunks_exact_mut(bk).zip(&mut new_max).enumerate() {
             let bias_row = bias.map(|b| &b[(i0 + i) * lk + j0..][..nk]);
-            *new_max = scores_and_max(&mut row[..nk], s.scale, bias_row, row_max[i]);
+            *new_max = biased_row_max(&mut row[..nk], bias_row, row_max[i]);
         }
-        // exp(m − m'), 0 when the old maximum was −∞ (NaN, and unused, while a row is still fully masked).
+        // 2^(m − m'), 0 when the old maximum was −∞ (NaN, and unused, while a row is still fully masked).
         for (r, (&m, &new_m)) in rescale.iter_mut().zip(row_max.iter().zip(&new_max)) {
-            *r = exp(m - new_m);
+            *r = exp2(m - new_m);
         }
         for (i, (row, acc)) in scores
             .chunks_exact_mut(bk)
@@ -361,7 +382,7 @@ fn forward_tile(
                 row_sum[i] *= rescale[i];
                 acc.iter_mut().for_each(|a| *a *= rescale[i]);
             }
-            row_sum[i] += exp_and_sum(row, new_max[i]);
+            row_sum[i] += exp2_and_sum(row, new_max[i]);
             row_max[i] = new_max[i];
         }
         let (p, v_tile) = (Strided::by_rows(scores, bk), Rows::new(&v[j0 * dp..], dp));
@@ -384,7 +405,7 @@ fn forward_tile(
         if l > 0.0 {
             let inv = 1.0 / l;
             out.iter_mut().zip(acc).for_each(|(o, &a)| *o = a * inv);
-            *lse = m + l.ln();
+            *lse = m * LN_2 + l.ln(); // m is in base 2
         } else {
             out.fill(0.0); // fully masked row
             *lse = f32::NEG_INFINITY;
@@ -524,7 +545,8 @@ fn probabilities_and_score_grads(
     nq: usize,
     nk: usize,
 ) {
-    let (scale, lk) = (pr.s.scale, pr.s.kv_len);
+    // In base 2: P = 2^(log2(e)·(scale·s + bias − lse)), one fused multiply-add per score before the power.
+    let (scale, lk) = (pr.s.scale * LOG2_E, pr.s.kv_len);
     for (i, (p_row, dp_row)) in p
         .chunks_exact_mut(BK)
         .zip(dp.chunks_exact_mut(BK))
@@ -533,6 +555,7 @@ fn probabilities_and_score_grads(
     {
         let (p_row, dp_row) = (&mut p_row[..nk], &mut dp_row[..nk]);
         let (lse, delta) = (pr.lse[i0 + i], pr.delta[i0 + i]);
+        let minus_lse = -LOG2_E * lse;
         if lse == f32::NEG_INFINITY {
             p_row.fill(0.0);
             dp_row.fill(0.0);
@@ -542,13 +565,13 @@ fn probabilities_and_score_grads(
             Some(bias) => {
                 let bias_row = &bias[(i0 + i) * lk + j0..][..nk];
                 for ((p, dp), &b) in p_row.iter_mut().zip(dp_row.iter_mut()).zip(bias_row) {
-                    *p = exp(*p * scale + b - lse);
+                    *p = exp2(p.mul_add(scale, b.mul_add(LOG2_E, minus_lse)));
                     *dp = *p * (*dp - delta);
                 }
             }
             None => {
                 for (p, dp) in p_row.iter_mut().zip(dp_row.iter_mut()) {
-                    *p = exp(*p * scale - lse);
+                    *p = exp2(p.mul_add(scale, minus_lse));
                     *dp = *p * (*dp - delta);
                 }
             }
