@@ -54,7 +54,7 @@ const _: () = assert!(BQ.is_multiple_of(MR) && BK.is_multiple_of(MR) && BK.is_mu
 const WHOLE_ROW_KEYS: usize = 256;
 /// Keys per forward tile beyond [`WHOLE_ROW_KEYS`]. Each tile costs every row a horizontal maximum and sum and a
 /// rescale of its output accumulator, so the forward takes twice the backward's tile; at L = 1024, d = 64 that was
-/// 5–8% faster than 48 keys, and 256 keys slower (interleaved runs of the builds, session 5).
+/// 5–8% faster than 48 keys, and 256 keys slower (interleaved runs of the three builds, 2026-11-23).
 const LONG_FORWARD_BK: usize = 2 * BK;
 
 /// The shape of an attention call: `q [batch_heads, q_len, head_dim]`, `k, v [batch_heads, kv_len, head_dim]`.
