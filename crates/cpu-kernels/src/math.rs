@@ -45,7 +45,7 @@ fn round_to_int(x: f32) -> (f32, i32) {
     )
 }
 
-/// `2^n` for −126 ≤ n ≤ 127, built in the exponent bits; `n = −127` gives the bit pattern 0, the float 0.
+/// `2^n` for −127 ≤ n ≤ 127, built in the exponent bits (`n = −127` gives the bit pattern 0: the float 0).
 #[inline(always)]
 fn pow2(n: i32) -> f32 {
     f32::from_bits(((n + 127) as u32) << 23)

@@ -32,7 +32,6 @@
 //! and picked at run time (`dispatch.rs`), with bit-identical results either way.
 
 use std::cell::RefCell;
-
 use std::f32::consts::{LN_2, LOG2_E};
 
 use rayon::prelude::*;
@@ -555,12 +554,12 @@ fn probabilities_and_score_grads(
     {
         let (p_row, dp_row) = (&mut p_row[..nk], &mut dp_row[..nk]);
         let (lse, delta) = (pr.lse[i0 + i], pr.delta[i0 + i]);
-        let minus_lse = -LOG2_E * lse;
         if lse == f32::NEG_INFINITY {
             p_row.fill(0.0);
             dp_row.fill(0.0);
             continue;
         }
+        let minus_lse = -LOG2_E * lse;
         match pr.bias {
             Some(bias) => {
                 let bias_row = &bias[(i0 + i) * lk + j0..][..nk];
