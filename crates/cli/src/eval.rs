@@ -25,7 +25,7 @@ use diffuse_diffusion::eval::{
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::target::prediction_of;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
-use diffuse_diffusion::unet::UNet2DModel;
+use diffuse_models::unet::UNet2DModel;
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};

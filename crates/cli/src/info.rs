@@ -1,7 +1,7 @@
 //! `diffuse info DIR`: what a training run, checkpoint or diffusers model folder holds.
 
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, read_trainer_state};
-use diffuse_diffusion::unet::{UNet2DModel, CONFIG_FILE};
+use diffuse_models::unet::{UNet2DModel, CONFIG_FILE};
 use diffuse_tensor::Device;
 use std::path::Path;
 

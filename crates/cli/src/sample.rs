@@ -10,7 +10,7 @@ use diffuse_diffusion::sampler::{Denoiser, Prediction};
 use diffuse_diffusion::schedule::{NoiseSchedule, SchedulerConfig};
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
 use diffuse_diffusion::train::target::prediction_of;
-use diffuse_diffusion::unet::{UNet2DModel, CONFIG_FILE};
+use diffuse_models::unet::{UNet2DModel, CONFIG_FILE};
 use diffuse_tensor::{Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::cell::RefCell;

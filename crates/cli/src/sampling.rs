@@ -6,7 +6,7 @@ use diffuse_diffusion::sampler::{
 };
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
-use diffuse_diffusion::unet::UNet2DModel;
+use diffuse_models::unet::UNet2DModel;
 use diffuse_tensor::Tensor;
 
 /// The sampler a command-line name stands for.

@@ -18,7 +18,7 @@ use diffuse_diffusion::rng::SplitMix64;
 use diffuse_diffusion::sampler::{DynamicThreshold, Sampler};
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::Prediction;
-use diffuse_diffusion::unet::UNet2DModel;
+use diffuse_models::unet::UNet2DModel;
 use diffuse_tensor::{Device, Tensor};
 use indicatif::ProgressBar;
 use std::path::Path;

@@ -14,7 +14,7 @@ use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig};
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
 use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
-use diffuse_diffusion::unet::{UNet2DModel, UNetConfig, CONFIG_FILE};
+use diffuse_models::unet::{UNet2DModel, UNetConfig, CONFIG_FILE};
 use diffuse_nn::{EmaWarmup, LrSchedule, ParamStore};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::{File, OpenOptions};
@@ -240,7 +240,7 @@ fn new_config(args: &TrainArgs, model: &UNetConfig, data: &Dataset) -> Result<Tr
 fn build(
     config: &UNetConfig,
 ) -> impl Fn(&ParamStore) -> diffuse_diffusion::Result<UNet2DModel> + '_ {
-    move |store| UNet2DModel::new(config.clone(), store)
+    move |store| Ok(UNet2DModel::new(config.clone(), store)?)
 }
 
 /// Keeps the metrics lines of what the checkpoint after `step` steps contains (a resumed run rewrites what came

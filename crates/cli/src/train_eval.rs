@@ -20,7 +20,7 @@ use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::EvalReport;
 use diffuse_diffusion::train::Trainer;
-use diffuse_diffusion::unet::{UNet2DModel, UNetConfig};
+use diffuse_models::unet::{UNet2DModel, UNetConfig};
 use indicatif::ProgressBar;
 use serde_json::json;
 use std::path::{Path, PathBuf};

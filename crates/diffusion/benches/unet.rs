@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use diffuse_autograd::{no_grad, Var};
-use diffuse_diffusion::unet::{UNet2DModel, UNetConfig};
+use diffuse_models::unet::{UNet2DModel, UNetConfig};
 use diffuse_nn::{AdamW, ParamStore};
 use diffuse_tensor::{Device, Tensor};
 use std::time::Duration;

@@ -23,7 +23,7 @@ use diffuse_autograd::Var;
 use diffuse_diffusion::data::Dataset;
 use diffuse_diffusion::schedule::SchedulerConfig;
 use diffuse_diffusion::train::{LossWeighting, TrainConfig, Trainer};
-use diffuse_diffusion::unet::{UNet2DModel, UNetConfig};
+use diffuse_models::unet::{UNet2DModel, UNetConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule};
 use diffuse_tensor::backend::host_cache;
 use diffuse_tensor::{Device, Tensor};

@@ -7,7 +7,7 @@
 //! (e.g. `fashion-small train 5`).
 
 use diffuse_autograd::{no_grad, Var};
-use diffuse_diffusion::unet::{UNet2DModel, UNetConfig};
+use diffuse_models::unet::{UNet2DModel, UNetConfig};
 use diffuse_nn::{AdamW, ParamStore};
 use diffuse_tensor::{Device, Tensor};
 use std::time::Instant;

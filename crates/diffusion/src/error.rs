@@ -78,6 +78,15 @@ impl From<ScheduleError> for Error {
     }
 }
 
+impl From<diffuse_models::Error> for Error {
+    fn from(e: diffuse_models::Error) -> Self {
+        match e {
+            diffuse_models::Error::Tensor(e) => Error::Tensor(e),
+            diffuse_models::Error::Model { what, message } => Error::Model { what, message },
+        }
+    }
+}
+
 impl From<diffuse_tensor::Error> for Error {
     fn from(e: diffuse_tensor::Error) -> Self {
         Error::Tensor(e)

@@ -1,4 +1,5 @@
-//! The diffusion layer of diffuse: everything a denoising diffusion model needs that is not a tensor operation.
+//! The diffusion layer of diffuse: the processes that train and sample a denoising network (the networks themselves
+//! live in `diffuse-models`).
 //!
 //! - [`data`]: image datasets (IDX files as used by MNIST / Fashion-MNIST / KMNIST, or a folder of PNGs), normalised to
 //!   `[-1, 1]`, with deterministic shuffling and batching.
@@ -7,7 +8,6 @@
 //! - [`forward`]: the forward process q(x_t | x_0), sampled in one fused pass.
 //! - [`sampler`]: reverse-process samplers (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++(2M)) driving any
 //!   [`sampler::Denoiser`], and classifier-free guidance.
-//! - [`unet`]: the denoising network, diffusers' `UNet2DModel` (same architecture, parameter names and files).
 //! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
 //!   atomic, exactly resumable checkpoints.
 //! - [`eval`]: metrics of generated images (Fréchet distance, classifier accuracy, Inception-style score,
@@ -23,6 +23,5 @@ pub mod rng;
 pub mod sampler;
 pub mod schedule;
 pub mod train;
-pub mod unet;
 
 pub use error::{Error, Result};

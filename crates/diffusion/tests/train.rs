@@ -335,7 +335,7 @@ impl TrainableModel for NanNet {
 fn non_finite_losses_skip_the_step_and_fail_after_the_configured_run_of_them() {
     let data = tiny_dataset();
     let config = tiny_config();
-    let mut trainer = Trainer::new(config, |s: &ParamStore| Ok(NanNet(build(s)?))).unwrap();
+    let mut trainer = Trainer::new(config, |s: &ParamStore| build(s).map(NanNet)).unwrap();
     let before = values(&trainer.store);
     for step in 0..2 {
         let report = trainer.step(&data).unwrap();

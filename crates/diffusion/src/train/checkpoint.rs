@@ -146,15 +146,18 @@ impl<M: TrainableModel> Trainer<M> {
 
     /// Continues the run saved in `dir` (its `latest` checkpoint) with the model `build` makes, exactly where it
     /// stopped: weights, EMA, optimiser moments, data position, timestep-sampler history and loss smoothing.
-    pub fn resume(dir: &Path, build: impl Fn(&ParamStore) -> Result<M>) -> Result<Self> {
+    pub fn resume<E: Into<Error>>(
+        dir: &Path,
+        build: impl Fn(&ParamStore) -> std::result::Result<M, E>,
+    ) -> Result<Self> {
         Self::resume_on(dir, Device::Cpu, build)
     }
 
     /// As [`Trainer::resume`], with the run's state loaded onto `device` (a run may continue on another device).
-    pub fn resume_on(
+    pub fn resume_on<E: Into<Error>>(
         dir: &Path,
         device: Device,
-        build: impl Fn(&ParamStore) -> Result<M>,
+        build: impl Fn(&ParamStore) -> std::result::Result<M, E>,
     ) -> Result<Self> {
         let step_dir = latest_checkpoint(dir)?;
         let state = read_trainer_state(&step_dir)?;

@@ -35,14 +35,19 @@ impl<M: TrainableModel> Denoiser for ModelDenoiser<'_, M> {
     }
 }
 
-impl TrainableModel for crate::unet::UNet2DModel {
+impl TrainableModel for diffuse_models::unet::UNet2DModel {
     fn forward(
         &self,
         sample: &Var,
         timesteps: &[f64],
         class_labels: Option<&[u32]>,
     ) -> Result<Var> {
-        crate::unet::UNet2DModel::forward(self, sample, timesteps, class_labels)
+        Ok(diffuse_models::unet::UNet2DModel::forward(
+            self,
+            sample,
+            timesteps,
+            class_labels,
+        )?)
     }
 
     fn config_json(&self) -> String {

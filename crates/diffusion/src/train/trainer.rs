@@ -88,23 +88,26 @@ pub struct Trainer<M: TrainableModel> {
 impl<M: TrainableModel> Trainer<M> {
     /// A fresh run on the CPU: `build` makes the model over a parameter store (called twice: the live weights,
     /// initialised from `config.seed`, and the EMA weights, which start as a copy).
-    pub fn new(config: TrainConfig, build: impl Fn(&ParamStore) -> Result<M>) -> Result<Self> {
+    pub fn new<E: Into<Error>>(
+        config: TrainConfig,
+        build: impl Fn(&ParamStore) -> std::result::Result<M, E>,
+    ) -> Result<Self> {
         Self::new_on(config, Device::Cpu, build)
     }
 
     /// A fresh run whose weights, optimiser state and batches live on `device`. The initial weights are the same
     /// on every device (the Philox stream is), so a run differs between devices only by the kernels' rounding.
-    pub fn new_on(
+    pub fn new_on<E: Into<Error>>(
         config: TrainConfig,
         device: Device,
-        build: impl Fn(&ParamStore) -> Result<M>,
+        build: impl Fn(&ParamStore) -> std::result::Result<M, E>,
     ) -> Result<Self> {
         config.validate()?;
         let schedule = config.noise_schedule()?;
         let store = ParamStore::new(config.seed, device);
-        let model = build(&store)?;
+        let model = build(&store).map_err(Into::into)?;
         let shadow = ParamStore::new(config.seed, device);
-        let ema_model = build(&shadow)?;
+        let ema_model = build(&shadow).map_err(Into::into)?;
         let ema = Ema::with_shadow(&store, shadow, config.ema_decay, config.ema_warmup)?;
         let optimizer = AdamW::for_store(
             &store,

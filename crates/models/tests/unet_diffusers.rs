@@ -2,7 +2,7 @@
 //! `UNet2DModel`, randomly initialised, with its forward output), and the diffusers folder round trip.
 
 use diffuse_autograd::Var;
-use diffuse_diffusion::unet::{UNet2DModel, UNetConfig, WEIGHTS_FILE};
+use diffuse_models::unet::{UNet2DModel, UNetConfig, WEIGHTS_FILE};
 use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
 use safetensors::tensor::Dtype;
@@ -249,23 +249,4 @@ fn half_precision_checkpoints_load_widened_to_f32() {
             }
         }
     }
-}
-
-#[test]
-fn denoiser_predicts_the_diffusers_output_and_leaves_recording_on() {
-    use diffuse_diffusion::sampler::{Denoiser, Prediction};
-    use diffuse_diffusion::unet::UNetDenoiser;
-    let dir = fixture_dir("attn_heads_classes");
-    let (model, _store) = UNet2DModel::load_diffusers(&dir, Device::Cpu).unwrap();
-    let io = read_io(&dir.join("io.safetensors"));
-    let denoiser = UNetDenoiser {
-        unet: &model,
-        prediction: Prediction::VPrediction,
-    };
-    assert_eq!(denoiser.prediction(), Prediction::VPrediction);
-    let out = denoiser
-        .predict(&io.sample, &io.timesteps, io.class_labels.as_deref())
-        .unwrap();
-    assert!(scaled_error(&out, &io.output) < TOLERANCE);
-    assert!(diffuse_autograd::is_grad_enabled());
 }

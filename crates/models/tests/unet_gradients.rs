@@ -3,7 +3,7 @@
 //! gradient, and the gradient predicts how the loss changes along a direction.
 
 use diffuse_autograd::Var;
-use diffuse_diffusion::unet::{UNet2DModel, UNetConfig, CONFIG_FILE};
+use diffuse_models::unet::{UNet2DModel, UNetConfig, CONFIG_FILE};
 use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
 use std::path::Path;

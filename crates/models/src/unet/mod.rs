@@ -5,18 +5,15 @@
 //! - [`embedding`]: the sinusoidal timestep code and its MLP;
 //! - [`resnet`]: the residual block; [`blocks`]: the down, mid and up levels (attention comes from
 //!   [`diffuse_nn::SpatialSelfAttention`]);
-//! - [`model`]: [`UNet2DModel`] and its forward pass; `io`: the diffusers folder (load and save);
-//! - [`denoiser`]: [`UNetDenoiser`], the model as the samplers' [`crate::sampler::Denoiser`].
+//! - [`model`]: [`UNet2DModel`] and its forward pass; `io`: the diffusers folder (load and save).
 
 pub mod blocks;
 pub mod config;
-pub mod denoiser;
 pub mod embedding;
 mod io;
 pub mod model;
 pub mod resnet;
 
+pub use crate::folder::{CONFIG_FILE, DIFFUSERS_WEIGHTS_FILE as WEIGHTS_FILE};
 pub use config::{SampleSize, UNetConfig, NAMED_CONFIGS};
-pub use denoiser::UNetDenoiser;
-pub use io::{CONFIG_FILE, WEIGHTS_FILE};
 pub use model::UNet2DModel;

@@ -1,7 +1,7 @@
 //! Configuration, construction and the errors of the U-Net: every refusal names what it refused.
 
 use diffuse_autograd::Var;
-use diffuse_diffusion::unet::{UNet2DModel, UNetConfig, CONFIG_FILE, NAMED_CONFIGS, WEIGHTS_FILE};
+use diffuse_models::unet::{UNet2DModel, UNetConfig, CONFIG_FILE, NAMED_CONFIGS, WEIGHTS_FILE};
 use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
@@ -266,7 +266,7 @@ fn forward_refuses_inputs_that_do_not_fit() {
         Var::constant(Tensor::zeros(shape, diffuse_tensor::DType::F32, Device::Cpu).unwrap())
     };
     let good = x(&[2, 3, 8, 8]);
-    let err = |r: diffuse_diffusion::Result<Var>| r.expect_err("an error").to_string();
+    let err = |r: diffuse_models::Result<Var>| r.expect_err("an error").to_string();
     assert!(err(model.forward(&good, &[1.0, 2.0], None)).contains("pass class labels"));
     assert!(err(model.forward(&good, &[1.0, 2.0], Some(&[0, 5]))).contains("class label 5"));
     assert!(err(model.forward(&good, &[1.0, 2.0], Some(&[0])))

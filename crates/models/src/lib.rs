@@ -1,0 +1,14 @@
+//! The networks of diffuse, each with the architecture, parameter names and folder format of its reference library,
+//! so that a folder saved by diffusers or transformers loads here and one saved here loads there.
+//!
+//! - [`unet`]: diffusers' `UNet2DModel`, the pixel-space denoiser;
+//! - [`folder`]: what every network's folder shares: a `config.json` and a safetensors file of named tensors, read
+//!   strictly and written atomically.
+//!
+//! The diffusion processes that train and sample these networks live one layer up, in `diffuse-diffusion`.
+
+pub mod error;
+pub mod folder;
+pub mod unet;
+
+pub use error::{Error, Result};
