@@ -6,7 +6,7 @@ use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::sampling::{draw_with, sampler_named, GridRequest, ThresholdArgs};
 use clap::Args;
-use diffuse_diffusion::sampler::{Denoiser, Prediction};
+use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
 use diffuse_diffusion::schedule::{NoiseSchedule, SchedulerConfig};
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
 use diffuse_diffusion::train::target::prediction_of;
@@ -145,12 +145,12 @@ impl Denoiser for Recorder<'_> {
         &self,
         x_t: &Tensor,
         t: &[f64],
-        class: Option<&[u32]>,
+        cond: Condition<'_>,
     ) -> diffuse_diffusion::Result<Tensor> {
         self.frames
             .borrow_mut()
             .push(x_t.narrow(0, 0, 1)?.contiguous()?);
-        self.inner.predict(x_t, t, class)
+        self.inner.predict(x_t, t, cond)
     }
 
     fn prediction(&self) -> Prediction {

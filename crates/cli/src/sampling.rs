@@ -2,7 +2,8 @@
 //! library's samplers and, for `guidance ≠ 1`, classifier-free guidance around the null class.
 
 use diffuse_diffusion::sampler::{
-    ClassifierFreeGuidance, DdpmVariance, Denoiser, DynamicThreshold, Sampler, SamplerOptions,
+    ClassifierFreeGuidance, Condition, DdpmVariance, Denoiser, DynamicThreshold, Sampler,
+    SamplerOptions,
 };
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
@@ -113,7 +114,8 @@ pub fn draw_with(
             guided = ClassifierFreeGuidance {
                 model: &plain,
                 scale: request.guidance,
-                null_class: null,
+                null_class: Some(null),
+                null_context: None,
             };
             &guided
         }
@@ -128,18 +130,20 @@ pub fn draw_with(
     };
     let sample = |denoiser: &dyn Denoiser| {
         let result = match init_noise {
-            Some(noise) => {
-                request
-                    .sampler
-                    .sample_from(denoiser, schedule, &options, noise, request.classes)
-            }
+            Some(noise) => request.sampler.sample_from(
+                denoiser,
+                schedule,
+                &options,
+                noise,
+                Condition::class_opt(request.classes),
+            ),
             None => request.sampler.sample(
                 denoiser,
                 schedule,
                 &options,
                 &shape,
                 model.device(),
-                request.classes,
+                Condition::class_opt(request.classes),
             ),
         };
         result.map_err(|e| e.to_string())

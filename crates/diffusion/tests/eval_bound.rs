@@ -8,7 +8,7 @@
 use diffuse_diffusion::eval::normal::discretised_gaussian_log_likelihood;
 use diffuse_diffusion::eval::{variational_bound, BoundOptions};
 use diffuse_diffusion::rng::SplitMix64;
-use diffuse_diffusion::sampler::{DdpmVariance, Denoiser, Prediction};
+use diffuse_diffusion::sampler::{Condition, DdpmVariance, Denoiser, Prediction};
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::Result;
 use diffuse_tensor::{Device, Tensor};
@@ -29,7 +29,7 @@ struct GaussianDenoiser {
 }
 
 impl Denoiser for GaussianDenoiser {
-    fn predict(&self, x_t: &Tensor, t: &[f64], _class: Option<&[u32]>) -> Result<Tensor> {
+    fn predict(&self, x_t: &Tensor, t: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
         let d = self.mean.len();
         let x = x_t.to_vec()?;
         let mut out = Vec::with_capacity(x.len());

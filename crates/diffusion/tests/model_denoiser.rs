@@ -1,7 +1,7 @@
 //! A trained network as the samplers see it: [`ModelDenoiser`] runs the model without recording a graph and returns
 //! its output unchanged (checked on a diffusers golden fixture of `diffuse-models`).
 
-use diffuse_diffusion::sampler::{Denoiser, Prediction};
+use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
 use diffuse_diffusion::train::ModelDenoiser;
 use diffuse_models::unet::UNet2DModel;
 use diffuse_tensor::{Device, Tensor};
@@ -50,7 +50,7 @@ fn denoiser_predicts_the_diffusers_output_and_leaves_recording_on() {
     };
     assert_eq!(denoiser.prediction(), Prediction::VPrediction);
     let out = denoiser
-        .predict(&sample, &timesteps, Some(&labels))
+        .predict(&sample, &timesteps, Condition::class(&labels))
         .unwrap()
         .to_vec()
         .unwrap();

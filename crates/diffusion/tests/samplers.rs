@@ -5,8 +5,8 @@ use std::cell::RefCell;
 
 use diffuse_diffusion::sampler::sigmas::{sigma_to_timestep, timestep_to_sigma, training_sigmas};
 use diffuse_diffusion::sampler::{
-    ClassifierFreeGuidance, DdpmVariance, Denoiser, DynamicThreshold, Prediction, Sampler,
-    SamplerOptions,
+    ClassifierFreeGuidance, Condition, DdpmVariance, Denoiser, DynamicThreshold, Prediction,
+    Sampler, SamplerOptions,
 };
 use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use diffuse_diffusion::{Error, Result};
@@ -46,7 +46,7 @@ impl AffineEpsilon {
 }
 
 impl Denoiser for AffineEpsilon {
-    fn predict(&self, x_t: &Tensor, t: &[f64], _class: Option<&[u32]>) -> Result<Tensor> {
+    fn predict(&self, x_t: &Tensor, t: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
         self.calls.borrow_mut().push(t.to_vec());
         Ok(x_t.affine(0.5, 0.1)?)
     }
@@ -80,7 +80,7 @@ fn check_two_steps(
                 &options,
                 &shape,
                 Device::Cpu,
-                None,
+                Condition::NONE,
             )
             .unwrap(),
     );
@@ -250,7 +250,7 @@ impl Mixture {
 }
 
 impl Denoiser for Mixture {
-    fn predict(&self, x_t: &Tensor, t: &[f64], _class: Option<&[u32]>) -> Result<Tensor> {
+    fn predict(&self, x_t: &Tensor, t: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
         let x = f64s(x_t);
         let out: Vec<f32> = x
             .chunks(DIM)
@@ -295,7 +295,7 @@ fn run(sampler: Sampler, model: &Mixture, steps: usize, batch: usize, seed: u64)
             &options,
             &[batch, DIM],
             Device::Cpu,
-            None,
+            Condition::NONE,
         )
         .unwrap();
     f64s(&x)
@@ -418,8 +418,8 @@ struct ClassShift {
 }
 
 impl Denoiser for ClassShift {
-    fn predict(&self, x_t: &Tensor, _t: &[f64], class: Option<&[u32]>) -> Result<Tensor> {
-        let class = class.unwrap();
+    fn predict(&self, x_t: &Tensor, _t: &[f64], cond: Condition<'_>) -> Result<Tensor> {
+        let class = cond.class.unwrap();
         self.calls.borrow_mut().push(class.to_vec());
         let per = x_t.numel() / class.len();
         let shift: Vec<f32> = class.iter().flat_map(|&c| vec![c as f32; per]).collect();
@@ -438,10 +438,15 @@ fn guidance_extrapolates_from_unconditional_in_one_batched_call() {
     let guided = ClassifierFreeGuidance {
         model: &model,
         scale: 3.0,
-        null_class: 10,
+        null_class: Some(10),
+        null_context: None,
     };
     let x = Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.25], &[2, 2], Device::Cpu).unwrap();
-    let out = f64s(&guided.predict(&x, &[7.0, 7.0], Some(&[2, 5])).unwrap());
+    let out = f64s(
+        &guided
+            .predict(&x, &[7.0, 7.0], Condition::class(&[2, 5]))
+            .unwrap(),
+    );
     assert_eq!(*model.calls.borrow(), vec![vec![2, 5, 10, 10]]);
     // ε_c = x + c, ε_u = x + 10: ε_u + 3(ε_c − ε_u) = x + 10 + 3(c − 10).
     let want = [0.5 - 14.0, -1.0 - 14.0, 2.0 - 5.0, 0.25 - 5.0];
@@ -457,11 +462,96 @@ fn guidance_without_class_labels_is_refused() {
     let guided = ClassifierFreeGuidance {
         model: &model,
         scale: 2.0,
-        null_class: 0,
+        null_class: Some(0),
+        null_context: None,
     };
     let x = Tensor::zeros(&[2, 3], diffuse_tensor::DType::F32, Device::Cpu).unwrap();
-    let err = guided.predict(&x, &[1.0, 1.0], None).unwrap_err();
+    let err = guided
+        .predict(&x, &[1.0, 1.0], Condition::NONE)
+        .unwrap_err();
     assert!(matches!(err, Error::Sampler { what: "class", .. }), "{err}");
+}
+
+/// Outputs `x + mean of the context` per sample and records the contexts it saw.
+struct ContextShift {
+    calls: RefCell<Vec<Vec<f32>>>,
+}
+
+impl Denoiser for ContextShift {
+    fn predict(&self, x_t: &Tensor, _t: &[f64], cond: Condition<'_>) -> Result<Tensor> {
+        assert!(cond.class.is_none());
+        let context = cond.context.unwrap();
+        let values = context.to_vec()?;
+        self.calls.borrow_mut().push(values.clone());
+        let batch = context.shape()[0];
+        let (per_context, per_sample) = (values.len() / batch, x_t.numel() / batch);
+        let shift: Vec<f32> = values
+            .chunks(per_context)
+            .flat_map(|c| vec![c.iter().sum::<f32>() / per_context as f32; per_sample])
+            .collect();
+        Ok(x_t.add(&Tensor::from_vec(shift, x_t.shape(), x_t.device())?)?)
+    }
+    fn prediction(&self) -> Prediction {
+        Prediction::Epsilon
+    }
+}
+
+#[test]
+fn guidance_on_a_context_repeats_a_shared_null_context_after_the_conditional_half() {
+    let model = ContextShift {
+        calls: RefCell::new(Vec::new()),
+    };
+    // Null context (1, L = 2, D = 1) with mean 1; contexts of the two samples with means 4 and −2.
+    let guided = ClassifierFreeGuidance {
+        model: &model,
+        scale: 2.0,
+        null_class: None,
+        null_context: Some(Tensor::from_vec(vec![0.5, 1.5], &[1, 2, 1], Device::Cpu).unwrap()),
+    };
+    let context = Tensor::from_vec(vec![3.0, 5.0, -2.0, -2.0], &[2, 2, 1], Device::Cpu).unwrap();
+    let x = Tensor::from_vec(vec![0.5, -1.0], &[2, 1], Device::Cpu).unwrap();
+    let cond = Condition {
+        class: None,
+        context: Some(&context),
+    };
+    let out = f64s(&guided.predict(&x, &[7.0, 7.0], cond).unwrap());
+    assert_eq!(
+        *model.calls.borrow(),
+        vec![vec![3.0, 5.0, -2.0, -2.0, 0.5, 1.5, 0.5, 1.5]]
+    );
+    // ε_c = x + m, ε_u = x + 1: ε_u + 2(ε_c − ε_u) = x + 1 + 2(m − 1).
+    assert_eq!(out, [0.5 + 7.0, -1.0 - 5.0]);
+}
+
+#[test]
+fn guidance_on_a_context_without_its_null_context_is_refused() {
+    let model = ContextShift {
+        calls: RefCell::new(Vec::new()),
+    };
+    let guided = ClassifierFreeGuidance {
+        model: &model,
+        scale: 2.0,
+        null_class: None,
+        null_context: None,
+    };
+    let context = Tensor::zeros(&[2, 2, 1], diffuse_tensor::DType::F32, Device::Cpu).unwrap();
+    let x = Tensor::zeros(&[2, 1], diffuse_tensor::DType::F32, Device::Cpu).unwrap();
+    let cond = Condition {
+        class: None,
+        context: Some(&context),
+    };
+    let err = guided.predict(&x, &[1.0, 1.0], cond).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Sampler {
+                what: "null_context",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(model.calls.borrow().is_empty());
 }
 
 // ---- bad input -----------------------------------------------------------------------------------------------------
@@ -476,7 +566,7 @@ fn sigma_samplers_refuse_a_zero_terminal_snr_schedule() {
             &SamplerOptions::default(),
             &[4, DIM],
             Device::Cpu,
-            None,
+            Condition::NONE,
         )
         .unwrap_err();
     assert!(err.to_string().contains("σ_999"), "{err}");
@@ -491,7 +581,7 @@ fn class_labels_must_match_the_batch() {
             &SamplerOptions::default(),
             &[4, DIM],
             Device::Cpu,
-            Some(&[1, 2, 3]),
+            Condition::class(&[1, 2, 3]),
         )
         .unwrap_err();
     assert!(
@@ -518,7 +608,7 @@ fn timestep_to_sigma_inverts_sigma_to_timestep() {
 struct Recorder(RefCell<Vec<f64>>);
 
 impl Denoiser for Recorder {
-    fn predict(&self, x_t: &Tensor, t: &[f64], _class: Option<&[u32]>) -> Result<Tensor> {
+    fn predict(&self, x_t: &Tensor, t: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
         self.0.borrow_mut().push(t[0]);
         Ok(x_t.zeros_like()?)
     }
@@ -544,7 +634,7 @@ fn sigma_samplers_without_karras_visit_the_spaced_timesteps() {
             &options,
             &[2, 3],
             Device::Cpu,
-            None,
+            Condition::NONE,
         )
         .unwrap();
     let visited = model.0.borrow();
@@ -623,7 +713,7 @@ fn dynamic_threshold_refuses_bad_settings() {
 struct FixedSample(Tensor);
 
 impl Denoiser for FixedSample {
-    fn predict(&self, _x_t: &Tensor, _t: &[f64], _class: Option<&[u32]>) -> Result<Tensor> {
+    fn predict(&self, _x_t: &Tensor, _t: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
         Ok(self.0.clone())
     }
     fn prediction(&self) -> Prediction {
@@ -652,7 +742,13 @@ fn one_step_samplers_return_the_thresholded_prediction() {
     for sampler in [Sampler::Ddim { eta: 0.0 }, Sampler::Euler] {
         let got = f64s(
             &sampler
-                .sample_from(&model, &linear_schedule(), &options, &noise, None)
+                .sample_from(
+                    &model,
+                    &linear_schedule(),
+                    &options,
+                    &noise,
+                    Condition::NONE,
+                )
                 .unwrap(),
         );
         // Euler's step x + (0 − σ)·(x − x̂0)/σ cancels x ≈ σ_max·z (σ_max ≈ 157 here) in f32: a few roundings of

@@ -4,6 +4,7 @@
 use diffuse_autograd::Var;
 use diffuse_diffusion::data::Dataset;
 use diffuse_diffusion::rng::SplitMix64;
+use diffuse_diffusion::sampler::Condition;
 use diffuse_diffusion::schedule::{PredictionType, SchedulerConfig};
 use diffuse_diffusion::train::random::{noise_stream, step_rng};
 use diffuse_diffusion::train::target::{convert, target_coefficients};
@@ -156,12 +157,12 @@ impl TinyNet {
 }
 
 impl TrainableModel for TinyNet {
-    fn forward(&self, x: &Var, t: &[f64], labels: Option<&[u32]>) -> Result<Var> {
+    fn forward(&self, x: &Var, t: &[f64], given: Condition<'_>) -> Result<Var> {
         let b = t.len();
         let tt: Vec<f32> = t.iter().map(|&t| (t / 1000.0) as f32).collect();
         let t_in = Var::constant(Tensor::from_vec(tt, &[b, 1], Device::Cpu)?);
         let mut cond = self.time.forward(&t_in)?;
-        if let (Some(emb), Some(labels)) = (&self.class, labels) {
+        if let (Some(emb), Some(labels)) = (&self.class, given.class) {
             self.labels_seen.borrow_mut().push(labels.to_vec());
             let ids: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
             cond = cond.add(&emb.forward(&ids)?)?;
@@ -275,7 +276,7 @@ fn the_step_loss_equals_the_weighted_mse_recomputed_from_the_documented_streams(
     let t_f64: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
     let out = trainer
         .model
-        .forward(&Var::constant(x_t), &t_f64, Some(&labels))
+        .forward(&Var::constant(x_t), &t_f64, Condition::class(&labels))
         .unwrap()
         .tensor()
         .to_vec()
@@ -323,8 +324,8 @@ fn label_dropout_replaces_labels_by_the_null_class_at_the_configured_rate() {
 struct NanNet(TinyNet);
 
 impl TrainableModel for NanNet {
-    fn forward(&self, x: &Var, t: &[f64], labels: Option<&[u32]>) -> Result<Var> {
-        Ok(self.0.forward(x, t, labels)?.mul_scalar(f32::NAN)?)
+    fn forward(&self, x: &Var, t: &[f64], cond: Condition<'_>) -> Result<Var> {
+        Ok(self.0.forward(x, t, cond)?.mul_scalar(f32::NAN)?)
     }
     fn config_json(&self) -> String {
         self.0.config_json()

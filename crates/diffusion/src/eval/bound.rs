@@ -29,7 +29,7 @@
 use super::invalid;
 use super::normal::{discretised_gaussian_log_likelihood, gaussian_kl};
 use crate::error::Result;
-use crate::sampler::{DdpmVariance, Denoiser, Prediction};
+use crate::sampler::{Condition, DdpmVariance, Denoiser, Prediction};
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -230,7 +230,7 @@ pub fn variational_bound(
         let labels: Option<Vec<u32>> =
             class.map(|c| (start..start + len).map(|p| c[image_of(p)]).collect());
         let input = Tensor::from_vec(x_t.clone(), &shape, images.device())?;
-        let output = model.predict(&input, &timesteps, labels.as_deref())?;
+        let output = model.predict(&input, &timesteps, Condition::class_opt(labels.as_deref()))?;
         if output.numel() != len * dim {
             return Err(invalid(
                 OP,

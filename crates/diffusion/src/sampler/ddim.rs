@@ -7,7 +7,7 @@
 //! With `clip_sample_range`, ε̂ is recomputed from the clipped x̂0 (the fused step works on x_t and x̂0 only), so the
 //! pair stays consistent with x_t; diffusers' `DDIMScheduler` keeps the unclipped ε̂ instead.
 
-use super::{discrete, Denoiser, SamplerOptions, StepCoefficients};
+use super::{discrete, Condition, Denoiser, SamplerOptions, StepCoefficients};
 use crate::error::Result;
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -19,10 +19,10 @@ pub fn ddim(
     options: &SamplerOptions,
     eta: f64,
     noise: &Tensor,
-    class: Option<&[u32]>,
+    cond: Condition<'_>,
 ) -> Result<Tensor> {
     let target = model.prediction();
-    discrete::run(model, schedule, options, noise, class, |ab, ab_prev| {
+    discrete::run(model, schedule, options, noise, cond, |ab, ab_prev| {
         Ok(StepCoefficients::ddim(ab, ab_prev, eta, target)?)
     })
 }

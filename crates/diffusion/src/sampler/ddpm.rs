@@ -5,7 +5,7 @@
 //! the whole jump between visited timesteps. `σ² = β̃_t = β_t·(1−ᾱ_prev)/(1−ᾱ_t)` (fixed small, the true posterior
 //! variance) or `σ² = β_t` (fixed large). The last step adds no noise.
 
-use super::{discrete, DdpmVariance, Denoiser, SamplerOptions, StepCoefficients};
+use super::{discrete, Condition, DdpmVariance, Denoiser, SamplerOptions, StepCoefficients};
 use crate::error::Result;
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -17,10 +17,10 @@ pub fn ddpm(
     options: &SamplerOptions,
     variance: DdpmVariance,
     noise: &Tensor,
-    class: Option<&[u32]>,
+    cond: Condition<'_>,
 ) -> Result<Tensor> {
     let target = model.prediction();
-    discrete::run(model, schedule, options, noise, class, |ab, ab_prev| {
+    discrete::run(model, schedule, options, noise, cond, |ab, ab_prev| {
         Ok(StepCoefficients::ddpm(ab, ab_prev, target, variance)?)
     })
 }

@@ -2,7 +2,9 @@
 //! call the model, then take one fused [`Tensor::sampler_step`] to the next timestep (`ᾱ_prev = 1` after the last,
 //! so the final step returns the mean, i.e. the clean sample, without noise).
 
-use super::{batch_of, clip_bound, step_offset, Denoiser, SamplerOptions, StepCoefficients};
+use super::{
+    batch_of, clip_bound, step_offset, Condition, Denoiser, SamplerOptions, StepCoefficients,
+};
 use crate::error::Result;
 use crate::schedule::{timesteps, NoiseSchedule};
 use diffuse_tensor::Tensor;
@@ -13,10 +15,10 @@ pub(super) fn run(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     noise: &Tensor,
-    class: Option<&[u32]>,
+    cond: Condition<'_>,
     coefficients: impl Fn(f64, f64) -> Result<StepCoefficients>,
 ) -> Result<Tensor> {
-    let batch = batch_of(noise, class)?;
+    let batch = batch_of(noise, cond)?;
     let clip = clip_bound(options)?;
     let visited = timesteps(
         options.spacing,
@@ -32,7 +34,7 @@ pub(super) fn run(
             None => 1.0,
         };
         let coef = coefficients(alpha_bar, alpha_bar_prev)?;
-        let out = model.predict(&x, &vec![t as f64; batch], class)?;
+        let out = model.predict(&x, &vec![t as f64; batch], cond)?;
         let offset = step_offset(step, x.numel())?;
         let (next, _x0) = match &options.dynamic_threshold {
             None => x.sampler_step(&out, &vec![coef; batch], clip, options.seed, offset)?,

@@ -8,7 +8,7 @@
 //! Second order with one model call per step.
 
 use super::sigmas::{initial_x, sampling_sigmas, SigmaDenoiser};
-use super::{Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions};
 use crate::error::Result;
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -19,9 +19,9 @@ pub fn dpm_solver_pp_2m(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     noise: &Tensor,
-    class: Option<&[u32]>,
+    cond: Condition<'_>,
 ) -> Result<Tensor> {
-    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, class)?;
+    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, cond)?;
     let sigmas = sampling_sigmas(schedule, options)?;
     let mut x = initial_x(noise, sigmas[0])?;
     // The previous step's D and its step size h.

@@ -3,7 +3,7 @@
 //! First order: halving the step size halves the error. The last step, to σ = 0, lands exactly on `D(x, σ)`.
 
 use super::sigmas::{initial_x, sampling_sigmas, SigmaDenoiser};
-use super::{Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions};
 use crate::error::Result;
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -14,9 +14,9 @@ pub fn euler(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     noise: &Tensor,
-    class: Option<&[u32]>,
+    cond: Condition<'_>,
 ) -> Result<Tensor> {
-    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, class)?;
+    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, cond)?;
     let sigmas = sampling_sigmas(schedule, options)?;
     let mut x = initial_x(noise, sigmas[0])?;
     for pair in sigmas.windows(2) {

@@ -5,7 +5,7 @@
 //! `x ← x + (σ_down − σ)·(x − D(x, σ))/σ + σ_up·z`. This is the DDPM posterior step written in σ-space.
 
 use super::sigmas::{initial_x, sampling_sigmas, SigmaDenoiser};
-use super::{step_offset, Denoiser, SamplerOptions};
+use super::{step_offset, Condition, Denoiser, SamplerOptions};
 use crate::error::Result;
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -17,9 +17,9 @@ pub fn euler_ancestral(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     noise: &Tensor,
-    class: Option<&[u32]>,
+    cond: Condition<'_>,
 ) -> Result<Tensor> {
-    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, class)?;
+    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, cond)?;
     let sigmas = sampling_sigmas(schedule, options)?;
     let mut x = initial_x(noise, sigmas[0])?;
     for (step, pair) in sigmas.windows(2).enumerate() {

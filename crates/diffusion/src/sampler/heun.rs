@@ -4,7 +4,7 @@
 //! Second order, two model calls per step; the last step, to σ = 0 where `d'` is undefined, stays an Euler step.
 
 use super::sigmas::{initial_x, sampling_sigmas, SigmaDenoiser};
-use super::{Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions};
 use crate::error::Result;
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -15,9 +15,9 @@ pub fn heun(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     noise: &Tensor,
-    class: Option<&[u32]>,
+    cond: Condition<'_>,
 ) -> Result<Tensor> {
-    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, class)?;
+    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, cond)?;
     let sigmas = sampling_sigmas(schedule, options)?;
     let mut x = initial_x(noise, sigmas[0])?;
     for pair in sigmas.windows(2) {

@@ -15,6 +15,7 @@
 //! noise is stream elements `0 .. n` (`n` = elements of the batch), the noise of step `k` (counting from 0) is
 //! elements `(k+1)·n .. (k+2)·n`. `docs/samplers.md` states each update rule.
 
+pub mod condition;
 pub mod ddim;
 pub mod ddpm;
 mod discrete;
@@ -26,6 +27,7 @@ pub mod heun;
 pub mod sigmas;
 pub mod threshold;
 
+pub use condition::Condition;
 pub use ddim::ddim;
 pub use ddpm::ddpm;
 pub use diffuse_cpu_kernels::noise::{DdpmVariance, Prediction, StepCoefficients};
@@ -43,9 +45,9 @@ use diffuse_tensor::{Device, Tensor};
 /// A trained denoising network, as the samplers see it.
 pub trait Denoiser {
     /// The network output for the variance-preserving noisy batch `x_t` (dimension 0 = samples) at per-sample
-    /// timesteps `t` (training timestep indices as `f64`; the σ-samplers pass fractional ones), optionally
-    /// conditioned on per-sample class labels.
-    fn predict(&self, x_t: &Tensor, t: &[f64], class: Option<&[u32]>) -> Result<Tensor>;
+    /// timesteps `t` (training timestep indices as `f64`; the σ-samplers pass fractional ones), under the
+    /// conditioning `cond` (class labels, a cross-attention context, or nothing).
+    fn predict(&self, x_t: &Tensor, t: &[f64], cond: Condition<'_>) -> Result<Tensor>;
 
     /// What [`Denoiser::predict`] returns: ε, x0 or v.
     fn prediction(&self) -> Prediction;
@@ -106,10 +108,10 @@ impl Sampler {
         options: &SamplerOptions,
         shape: &[usize],
         device: Device,
-        class: Option<&[u32]>,
+        cond: Condition<'_>,
     ) -> Result<Tensor> {
         let noise = Tensor::randn(shape, options.seed, 0, device)?;
-        self.sample_from(model, schedule, options, &noise, class)
+        self.sample_from(model, schedule, options, &noise, cond)
     }
 
     /// Samples starting from the given standard normal `noise` (the variance-preserving `x_T`).
@@ -119,21 +121,21 @@ impl Sampler {
         schedule: &NoiseSchedule,
         options: &SamplerOptions,
         noise: &Tensor,
-        class: Option<&[u32]>,
+        cond: Condition<'_>,
     ) -> Result<Tensor> {
         match self {
-            Sampler::Ddpm(variance) => ddpm(model, schedule, options, variance, noise, class),
-            Sampler::Ddim { eta } => ddim(model, schedule, options, eta, noise, class),
-            Sampler::Euler => euler(model, schedule, options, noise, class),
-            Sampler::EulerAncestral => euler_ancestral(model, schedule, options, noise, class),
-            Sampler::Heun => heun(model, schedule, options, noise, class),
-            Sampler::DpmSolverPp2m => dpm_solver_pp_2m(model, schedule, options, noise, class),
+            Sampler::Ddpm(variance) => ddpm(model, schedule, options, variance, noise, cond),
+            Sampler::Ddim { eta } => ddim(model, schedule, options, eta, noise, cond),
+            Sampler::Euler => euler(model, schedule, options, noise, cond),
+            Sampler::EulerAncestral => euler_ancestral(model, schedule, options, noise, cond),
+            Sampler::Heun => heun(model, schedule, options, noise, cond),
+            Sampler::DpmSolverPp2m => dpm_solver_pp_2m(model, schedule, options, noise, cond),
         }
     }
 }
 
-/// The batch size of `x` and, when given, a check that there is one class label per sample.
-fn batch_of(x: &Tensor, class: Option<&[u32]>) -> Result<usize> {
+/// The batch size of `x`, and a check that the conditioning has one entry per sample.
+fn batch_of(x: &Tensor, cond: Condition<'_>) -> Result<usize> {
     let batch = match x.shape().first() {
         Some(&b) => b,
         None => {
@@ -143,14 +145,7 @@ fn batch_of(x: &Tensor, class: Option<&[u32]>) -> Result<usize> {
             ))
         }
     };
-    if let Some(class) = class {
-        if class.len() != batch {
-            return Err(Error::sampler(
-                "class",
-                format!("{} labels for a batch of {batch} samples", class.len()),
-            ));
-        }
-    }
+    cond.check_batch(batch)?;
     Ok(batch)
 }
 

@@ -5,7 +5,9 @@
 //! mapped to a fractional timestep by linear interpolation in `log σ` ([`sigma_to_timestep`], as diffusers'
 //! `_sigma_to_t`); [`timestep_to_sigma`] is its exact inverse, for models defined in continuous time.
 
-use super::{batch_of, clip_bound, Denoiser, DynamicThreshold, Prediction, SamplerOptions};
+use super::{
+    batch_of, clip_bound, Condition, Denoiser, DynamicThreshold, Prediction, SamplerOptions,
+};
 use crate::error::{Error, Result};
 use crate::schedule::karras::KARRAS_RHO;
 use crate::schedule::{karras_sigmas, timesteps, NoiseSchedule};
@@ -91,7 +93,7 @@ pub fn sampling_sigmas(schedule: &NoiseSchedule, options: &SamplerOptions) -> Re
 /// A [`Denoiser`] seen as the σ-space denoiser `D(x, σ) ≈ E[x0 | x]` of Karras et al.
 pub struct SigmaDenoiser<'a> {
     model: &'a dyn Denoiser,
-    class: Option<&'a [u32]>,
+    cond: Condition<'a>,
     batch: usize,
     table: Vec<f64>,
     clip: Option<f32>,
@@ -105,12 +107,12 @@ impl<'a> SigmaDenoiser<'a> {
         schedule: &NoiseSchedule,
         options: &SamplerOptions,
         like: &Tensor,
-        class: Option<&'a [u32]>,
+        cond: Condition<'a>,
     ) -> Result<Self> {
         Ok(Self {
             model,
-            class,
-            batch: batch_of(like, class)?,
+            cond,
+            batch: batch_of(like, cond)?,
             table: training_sigmas(schedule)?,
             clip: clip_bound(options)?,
             threshold: options.dynamic_threshold,
@@ -124,9 +126,7 @@ impl<'a> SigmaDenoiser<'a> {
         let (sqrt_ab, sqrt_one_minus_ab) = (scale, sigma * scale);
         let x_vp = x.mul_scalar(scale as f32)?;
         let t = sigma_to_timestep(&self.table, sigma);
-        let out = self
-            .model
-            .predict(&x_vp, &vec![t; self.batch], self.class)?;
+        let out = self.model.predict(&x_vp, &vec![t; self.batch], self.cond)?;
         let x0 = match self.model.prediction() {
             Prediction::Epsilon => x_vp
                 .sub(&out.mul_scalar(sqrt_one_minus_ab as f32)?)?

@@ -20,7 +20,7 @@ pub mod weighting;
 
 pub use checkpoint::{latest_checkpoint, read_trainer_state, write_diffusers_model};
 pub use config::TrainConfig;
-pub use model::{ModelDenoiser, TrainableModel};
+pub use model::{refuse_context, ModelDenoiser, TrainableModel};
 pub use target::Prediction;
 pub use timesteps::{LossHistory, TimestepSampler};
 pub use trainer::{StepReport, Trainer, TrainerState};

@@ -1,16 +1,15 @@
 //! The network as the trainer sees it, and the sampler's view of a trained one.
 
 use super::target::Prediction;
-use crate::error::Result;
-use crate::sampler::Denoiser;
+use crate::error::{Error, Result};
+use crate::sampler::{Condition, Denoiser};
 use diffuse_autograd::{no_grad, Var};
 use diffuse_tensor::Tensor;
 
 /// A denoising network that can be trained: a differentiable forward pass and a diffusers `config.json`.
 pub trait TrainableModel {
-    /// The network output for the noisy batch `sample` at per-sample `timesteps`, optionally class-conditioned.
-    fn forward(&self, sample: &Var, timesteps: &[f64], class_labels: Option<&[u32]>)
-        -> Result<Var>;
+    /// The network output for the noisy batch `sample` at per-sample `timesteps`, under the conditioning `cond`.
+    fn forward(&self, sample: &Var, timesteps: &[f64], cond: Condition<'_>) -> Result<Var>;
 
     /// The model's configuration as the text of a diffusers `config.json`.
     fn config_json(&self) -> String;
@@ -23,9 +22,9 @@ pub struct ModelDenoiser<'a, M: TrainableModel> {
 }
 
 impl<M: TrainableModel> Denoiser for ModelDenoiser<'_, M> {
-    fn predict(&self, x_t: &Tensor, t: &[f64], class: Option<&[u32]>) -> Result<Tensor> {
+    fn predict(&self, x_t: &Tensor, t: &[f64], cond: Condition<'_>) -> Result<Tensor> {
         no_grad(|| {
-            let out = self.model.forward(&Var::constant(x_t.clone()), t, class)?;
+            let out = self.model.forward(&Var::constant(x_t.clone()), t, cond)?;
             Ok(out.tensor().clone())
         })
     }
@@ -35,18 +34,22 @@ impl<M: TrainableModel> Denoiser for ModelDenoiser<'_, M> {
     }
 }
 
+/// Refuses a cross-attention context for a network that has no cross-attention.
+pub fn refuse_context(cond: Condition<'_>, network: &str) -> Result<()> {
+    match cond.context {
+        Some(_) => Err(Error::model(
+            network,
+            "has no cross-attention, so it cannot be conditioned on a context (a prompt)",
+        )),
+        None => Ok(()),
+    }
+}
+
 impl TrainableModel for diffuse_models::unet::UNet2DModel {
-    fn forward(
-        &self,
-        sample: &Var,
-        timesteps: &[f64],
-        class_labels: Option<&[u32]>,
-    ) -> Result<Var> {
+    fn forward(&self, sample: &Var, timesteps: &[f64], cond: Condition<'_>) -> Result<Var> {
+        refuse_context(cond, "UNet2DModel")?;
         Ok(diffuse_models::unet::UNet2DModel::forward(
-            self,
-            sample,
-            timesteps,
-            class_labels,
+            self, sample, timesteps, cond.class,
         )?)
     }
 

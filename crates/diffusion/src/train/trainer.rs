@@ -21,6 +21,7 @@ use super::timesteps::{LossHistory, TimestepSampler};
 use crate::data::{Dataset, EpochBatches};
 use crate::error::{Error, Result};
 use crate::forward::q_sample;
+use crate::sampler::Condition;
 use crate::schedule::NoiseSchedule;
 use diffuse_autograd::Var;
 use diffuse_nn::{clip_grad_norm, grad_norm, AdamW, Ema, ParamStore};
@@ -256,9 +257,11 @@ impl<M: TrainableModel> Trainer<M> {
         let prediction = config.prediction();
         let target = training_target(prediction, &batch.x0, &eps, &alpha_bars)?;
         let t: Vec<f64> = batch.timesteps.iter().map(|&t| t as f64).collect();
-        let out = self
-            .model
-            .forward(&Var::constant(x_t), &t, batch.labels.as_deref())?;
+        let out = self.model.forward(
+            &Var::constant(x_t),
+            &t,
+            Condition::class_opt(batch.labels.as_deref()),
+        )?;
         let pixel_dims: Vec<usize> = (1..batch.x0.rank()).collect();
         let per_sample = out
             .sub(&Var::constant(target))?
