@@ -25,7 +25,7 @@ use diffuse_diffusion::eval::{
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::target::prediction_of;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
-use diffuse_models::unet::UNet2DModel;
+use diffuse_models::Backbone;
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -91,7 +91,7 @@ pub struct EvalArgs {
 
 /// A loaded model and how to sample it.
 struct Model {
-    unet: UNet2DModel,
+    unet: Backbone,
     prediction: Prediction,
     schedule: NoiseSchedule,
     /// The classes of a class-conditional model (its null class is the last embedding).
@@ -102,19 +102,19 @@ struct Model {
 
 fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
     let (model_dir, scheduler) = resolve(&args.checkpoint, args.weights == "ema")?;
-    let (unet, _store) = UNet2DModel::load_diffusers(&model_dir, device)
+    let (unet, _store) = Backbone::load_diffusers(&model_dir, device)
         .map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let config = unet.config();
-    let (h, w) = config.sample_size.map_or((28, 28), |s| s.height_width());
+    let (h, w) = config.sample_size().unwrap_or((28, 28));
     check_image_shape(
         &format!("{} (its samples)", model_dir.display()),
-        (config.in_channels, h, w),
+        (config.in_channels(), h, w),
     )?;
     let step = model_dir
         .ancestors()
         .find_map(|p| p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok());
     Ok(Model {
-        num_classes: config.num_class_embeds.map(|n| n as u32 - 1),
+        num_classes: config.num_class_embeds().map(|n| n as u32 - 1),
         prediction: prediction_of(scheduler.prediction_type),
         schedule: NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?,
         unet,

@@ -1,7 +1,8 @@
 //! `diffuse info DIR`: what a training run, checkpoint or diffusers model folder holds.
 
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, read_trainer_state};
-use diffuse_models::unet::{UNet2DModel, CONFIG_FILE};
+use diffuse_models::folder::CONFIG_FILE;
+use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_tensor::Device;
 use std::path::Path;
 
@@ -17,20 +18,23 @@ pub fn run(dir: &Path) -> Result<(), String> {
         step_dir.join("model")
     };
     let (model, store) =
-        UNet2DModel::load_diffusers(&model_dir, Device::Cpu).map_err(|e| e.to_string())?;
-    let c = model.config();
+        Backbone::load_diffusers(&model_dir, Device::Cpu).map_err(|e| e.to_string())?;
+    let config = model.config();
     println!("model        {}", model_dir.display());
-    println!(
-        "architecture {} levels {:?}, {} per level, blocks {:?}",
-        c.block_out_channels.len(),
-        c.block_out_channels,
-        c.layers_per_block,
-        c.down_block_types
-    );
+    match &config {
+        BackboneConfig::UNet2D(c) => println!(
+            "architecture UNet2DModel, {} levels {:?}, {} per level, blocks {:?}",
+            c.block_out_channels.len(),
+            c.block_out_channels,
+            c.layers_per_block,
+            c.down_block_types
+        ),
+    }
     println!("parameters   {} in {} tensors", store.numel(), store.len());
     println!(
         "classes      {}",
-        c.num_class_embeds
+        config
+            .num_class_embeds()
             .map_or("unconditional".to_string(), |n| format!(
                 "{} embeddings (last = null class)",
                 n

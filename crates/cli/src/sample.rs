@@ -10,7 +10,8 @@ use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
 use diffuse_diffusion::schedule::{NoiseSchedule, SchedulerConfig};
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
 use diffuse_diffusion::train::target::prediction_of;
-use diffuse_models::unet::{UNet2DModel, CONFIG_FILE};
+use diffuse_models::folder::CONFIG_FILE;
+use diffuse_models::Backbone;
 use diffuse_tensor::{Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::cell::RefCell;
@@ -175,11 +176,11 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
     let (model_dir, scheduler) = resolve(&args.checkpoint, args.ema)?;
     let (model, _store) =
-        UNet2DModel::load_diffusers(&model_dir, device).map_err(|e| e.to_string())?;
+        Backbone::load_diffusers(&model_dir, device).map_err(|e| e.to_string())?;
     let schedule = NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?;
     let prediction = prediction_of(scheduler.prediction_type);
     // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
-    let null_class = model.config().num_class_embeds.map(|n| n as u32 - 1);
+    let null_class = model.config().num_class_embeds().map(|n| n as u32 - 1);
     let count = args.count.max(1);
     let classes: Option<Vec<u32>> = match (null_class, args.class) {
         (Some(null), Some(c)) if c <= null => Some(vec![c; count]),

@@ -1,4 +1,4 @@
-//! Sample grids from a U-Net: one row per class (or plain rows for an unconditional model), drawn with one of the
+//! Sample grids from a denoising network: one row per class (or plain rows for an unconditional model), drawn with one of the
 //! library's samplers and, for `guidance ≠ 1`, classifier-free guidance around the null class.
 
 use diffuse_diffusion::sampler::{
@@ -7,7 +7,7 @@ use diffuse_diffusion::sampler::{
 };
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
-use diffuse_models::unet::UNet2DModel;
+use diffuse_models::Backbone;
 use diffuse_tensor::Tensor;
 
 /// The sampler a command-line name stands for.
@@ -75,7 +75,7 @@ impl ThresholdArgs {
 
 /// Draws `request.count` samples (N, C, H, W) from `model`, which predicts `prediction` under `schedule`.
 pub fn draw(
-    model: &UNet2DModel,
+    model: &Backbone,
     prediction: Prediction,
     schedule: &NoiseSchedule,
     request: &GridRequest,
@@ -94,7 +94,7 @@ pub fn draw(
 /// As [`draw`], but `wrap` receives the (guided) denoiser and the sampling run, so that it can run it around a
 /// wrapper of the denoiser (to record the trajectory).
 pub fn draw_with(
-    model: &UNet2DModel,
+    model: &Backbone,
     prediction: Prediction,
     schedule: &NoiseSchedule,
     request: &GridRequest,
@@ -105,8 +105,8 @@ pub fn draw_with(
     ) -> Result<Tensor, String>,
 ) -> Result<Tensor, String> {
     let config = model.config();
-    let (h, w) = config.sample_size.map_or((28, 28), |s| s.height_width());
-    let shape = [request.count, config.in_channels, h, w];
+    let (h, w) = config.sample_size().unwrap_or((28, 28));
+    let shape = [request.count, config.in_channels(), h, w];
     let plain = ModelDenoiser { model, prediction };
     let guided;
     let denoiser: &dyn Denoiser = match (request.classes, request.null_class) {

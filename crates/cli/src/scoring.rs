@@ -18,7 +18,7 @@ use diffuse_diffusion::rng::SplitMix64;
 use diffuse_diffusion::sampler::{DynamicThreshold, Sampler};
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::Prediction;
-use diffuse_models::unet::UNet2DModel;
+use diffuse_models::Backbone;
 use diffuse_tensor::{Device, Tensor};
 use indicatif::ProgressBar;
 use std::path::Path;
@@ -78,9 +78,9 @@ pub fn first_images(data: &Dataset, count: usize) -> Result<(Tensor, Option<Vec<
     Ok((images, data.labels.as_ref().map(|l| l[..count].to_vec())))
 }
 
-/// A U-Net and how to sample it.
+/// A denoising network and how to sample it.
 pub struct SampleModel<'a> {
-    pub unet: &'a UNet2DModel,
+    pub unet: &'a Backbone,
     pub prediction: Prediction,
     pub schedule: &'a NoiseSchedule,
     /// The null class of a class-conditional model, which is also its number of real classes.

@@ -14,7 +14,8 @@ use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig};
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
 use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
-use diffuse_models::unet::{UNet2DModel, UNetConfig, CONFIG_FILE};
+use diffuse_models::folder::CONFIG_FILE;
+use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule, ParamStore};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::{File, OpenOptions};
@@ -150,16 +151,21 @@ pub fn load_data(name: &str) -> Result<Dataset, String> {
 }
 
 /// `--config`: a named architecture or a path to a diffusers config.json.
-pub fn model_config(name: &str) -> Result<UNetConfig, String> {
+pub fn model_config(name: &str) -> Result<BackboneConfig, String> {
     let path = Path::new(name);
     if path.is_file() {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        return UNetConfig::from_json_str(&text).map_err(|e| format!("{}: {e}", path.display()));
+        return BackboneConfig::from_json_str(&text)
+            .map_err(|e| format!("{}: {e}", path.display()));
     }
-    UNetConfig::named(name).map_err(|e| e.to_string())
+    BackboneConfig::named(name).map_err(|e| e.to_string())
 }
 
-fn new_config(args: &TrainArgs, model: &UNetConfig, data: &Dataset) -> Result<TrainConfig, String> {
+fn new_config(
+    args: &TrainArgs,
+    model: &BackboneConfig,
+    data: &Dataset,
+) -> Result<TrainConfig, String> {
     let beta_schedule = BetaSchedule::from_name(&args.schedule).ok_or_else(|| {
         format!("unknown --schedule '{}' (expected linear, scaled_linear, squaredcos_cap_v2, sigmoid or laplace)", args.schedule)
     })?;
@@ -189,7 +195,7 @@ fn new_config(args: &TrainArgs, model: &UNetConfig, data: &Dataset) -> Result<Tr
             warmup,
         },
     };
-    let null_class = match model.num_class_embeds {
+    let null_class = match model.num_class_embeds() {
         Some(n) if data.labels.is_some() => {
             if n <= data.num_classes {
                 return Err(format!(
@@ -237,10 +243,8 @@ fn new_config(args: &TrainArgs, model: &UNetConfig, data: &Dataset) -> Result<Tr
     Ok(config)
 }
 
-fn build(
-    config: &UNetConfig,
-) -> impl Fn(&ParamStore) -> diffuse_diffusion::Result<UNet2DModel> + '_ {
-    move |store| Ok(UNet2DModel::new(config.clone(), store)?)
+fn build(config: &BackboneConfig) -> impl Fn(&ParamStore) -> diffuse_models::Result<Backbone> + '_ {
+    move |store| Backbone::new(config.clone(), store)
 }
 
 /// Keeps the metrics lines of what the checkpoint after `step` steps contains (a resumed run rewrites what came
@@ -291,7 +295,7 @@ impl Grids<'_> {
     /// Samples a grid from the EMA model and writes it to `OUT/samples/NAME.png`.
     fn write(
         &self,
-        trainer: &Trainer<UNet2DModel>,
+        trainer: &Trainer<Backbone>,
         name: &str,
         data: &Dataset,
     ) -> Result<PathBuf, String> {
@@ -364,7 +368,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             let config_path = step_dir.join("model").join(CONFIG_FILE);
             let text = std::fs::read_to_string(&config_path)
                 .map_err(|e| format!("{}: {e}", config_path.display()))?;
-            let model_config = UNetConfig::from_json_str(&text).map_err(|e| e.to_string())?;
+            let model_config = BackboneConfig::from_json_str(&text).map_err(|e| e.to_string())?;
             let mut trainer =
                 Trainer::resume_on(dir, device, build(&model_config)).map_err(|e| e.to_string())?;
             trainer.set_total_steps(args.steps);
@@ -383,10 +387,11 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             (trainer, model_config, args.out.clone())
         }
     };
-    if model_config.in_channels != data.channels {
+    if model_config.in_channels() != data.channels {
         return Err(format!(
             "the model takes {} channels but the dataset's images have {}",
-            model_config.in_channels, data.channels
+            model_config.in_channels(),
+            data.channels
         ));
     }
     let evaluator = Evaluator::new(
@@ -432,7 +437,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     let mut saved_at = None;
     // Seconds spent evaluating, left out of the training throughput.
     let mut eval_seconds = 0.0;
-    let evaluate = |trainer: &Trainer<UNet2DModel>, evaluator: &Evaluator, metrics: &mut File| {
+    let evaluate = |trainer: &Trainer<Backbone>, evaluator: &Evaluator, metrics: &mut File| {
         let begun = Instant::now();
         let report = evaluator.run(trainer)?;
         let seconds = begun.elapsed().as_secs_f64();
@@ -440,7 +445,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         writeln!(metrics, "{line}").map_err(|e| format!("{}: {e}", metrics_path.display()))?;
         Ok::<_, String>((summary(&report), seconds))
     };
-    let save = |trainer: &Trainer<UNet2DModel>| -> Result<u64, String> {
+    let save = |trainer: &Trainer<Backbone>| -> Result<u64, String> {
         trainer
             .save_checkpoint(&out, args.keep)
             .map_err(|e| e.to_string())?;

@@ -20,7 +20,7 @@ use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::EvalReport;
 use diffuse_diffusion::train::Trainer;
-use diffuse_models::unet::{UNet2DModel, UNetConfig};
+use diffuse_models::{Backbone, BackboneConfig};
 use indicatif::ProgressBar;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -64,7 +64,7 @@ impl Evaluator {
         args: &TrainEvalArgs,
         data_dir: &Path,
         train: &Dataset,
-        model: &UNetConfig,
+        model: &BackboneConfig,
         null_class: Option<u32>,
         seed: u64,
     ) -> Result<Option<Evaluator>, String> {
@@ -88,8 +88,8 @@ impl Evaluator {
             (train.channels, train.height, train.width),
         )
         .map_err(context)?;
-        let (h, w) = model.sample_size.map_or((28, 28), |s| s.height_width());
-        check_image_shape("the model's samples", (model.in_channels, h, w)).map_err(context)?;
+        let (h, w) = model.sample_size().unwrap_or((28, 28));
+        check_image_shape("the model's samples", (model.in_channels(), h, w)).map_err(context)?;
         let classifier = load_classifier(&args.classifier).map_err(context)?;
         let test = load_split(data_dir, Split::Test).map_err(|e| {
             format!("--eval-every scores samples against the test split of --data, and {e}")
@@ -126,7 +126,7 @@ impl Evaluator {
     }
 
     /// Scores samples of the trainer's EMA weights.
-    pub fn run(&self, trainer: &Trainer<UNet2DModel>) -> Result<EvalReport, String> {
+    pub fn run(&self, trainer: &Trainer<Backbone>) -> Result<EvalReport, String> {
         let config = trainer.config();
         let model = SampleModel {
             unet: &trainer.ema_model,

@@ -57,3 +57,19 @@ impl TrainableModel for diffuse_models::unet::UNet2DModel {
         self.config().to_json_string()
     }
 }
+
+impl TrainableModel for diffuse_models::Backbone {
+    fn forward(&self, sample: &Var, timesteps: &[f64], cond: Condition<'_>) -> Result<Var> {
+        Ok(diffuse_models::Backbone::forward(
+            self,
+            sample,
+            timesteps,
+            cond.class,
+            cond.context,
+        )?)
+    }
+
+    fn config_json(&self) -> String {
+        self.config().to_json_string()
+    }
+}

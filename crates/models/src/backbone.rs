@@ -1,0 +1,168 @@
+//! The denoising network of a diffusion model, whichever architecture it is. A diffusion process (training, the
+//! samplers) needs only a forward pass `(x_t, t, condition) → output` and the network's `config.json`; this enum
+//! gives it that for every architecture here, so that the command line can train and sample any of them.
+//!
+//! A folder's `config.json` names its architecture in `_class_name`, as diffusers writes it; a file without one is
+//! read as a `UNet2DModel` (diffusers' own older files).
+
+use crate::error::{Error, Result};
+use crate::folder::{load_weights, read_config, save_folder, DIFFUSERS_WEIGHTS_FILE};
+use crate::unet::{UNet2DModel, UNetConfig, NAMED_CONFIGS as UNET_NAMED_CONFIGS};
+use diffuse_autograd::Var;
+use diffuse_nn::ParamStore;
+use diffuse_tensor::{Device, Tensor};
+use serde_json::Value;
+use std::path::Path;
+
+/// The architecture and its settings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackboneConfig {
+    UNet2D(UNetConfig),
+}
+
+impl BackboneConfig {
+    /// Every named configuration, of every architecture.
+    pub fn named_configs() -> Vec<&'static str> {
+        UNET_NAMED_CONFIGS.to_vec()
+    }
+
+    /// A built-in architecture by name (see [`BackboneConfig::named_configs`]).
+    pub fn named(name: &str) -> Result<BackboneConfig> {
+        if UNET_NAMED_CONFIGS.contains(&name) {
+            return Ok(BackboneConfig::UNet2D(UNetConfig::named(name)?));
+        }
+        Err(Error::model(
+            "config",
+            format!(
+                "unknown model config '{name}'; known: {}",
+                Self::named_configs().join(", ")
+            ),
+        ))
+    }
+
+    /// Parses a diffusers `config.json` of any architecture here, chosen by its `_class_name`.
+    pub fn from_json_str(text: &str) -> Result<BackboneConfig> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::model("config.json", format!("not valid JSON: {e}")))?;
+        match value.get("_class_name").and_then(Value::as_str) {
+            None | Some("UNet2DModel") => Ok(BackboneConfig::UNet2D(UNetConfig::from_json_str(
+                text,
+            )?)),
+            Some(other) => Err(Error::model(
+                "config.json",
+                format!("_class_name = \"{other}\" is not a denoising network diffuse builds; supported: \"UNet2DModel\""),
+            )),
+        }
+    }
+
+    /// The `config.json` its reference library reads.
+    pub fn to_json_string(&self) -> String {
+        match self {
+            BackboneConfig::UNet2D(c) => c.to_json_string(),
+        }
+    }
+
+    /// The diffusers class name of the architecture.
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            BackboneConfig::UNet2D(_) => "UNet2DModel",
+        }
+    }
+
+    /// Channels of the noisy input.
+    pub fn in_channels(&self) -> usize {
+        match self {
+            BackboneConfig::UNet2D(c) => c.in_channels,
+        }
+    }
+
+    /// Channels of the output.
+    pub fn out_channels(&self) -> usize {
+        match self {
+            BackboneConfig::UNet2D(c) => c.out_channels,
+        }
+    }
+
+    /// (height, width) the network was configured for, if the config says.
+    pub fn sample_size(&self) -> Option<(usize, usize)> {
+        match self {
+            BackboneConfig::UNet2D(c) => c.sample_size.map(|s| s.height_width()),
+        }
+    }
+
+    /// Number of class embeddings (the null class included), if the network is class-conditional.
+    pub fn num_class_embeds(&self) -> Option<usize> {
+        match self {
+            BackboneConfig::UNet2D(c) => c.num_class_embeds,
+        }
+    }
+}
+
+/// A denoising network of any architecture here.
+pub enum Backbone {
+    UNet2D(UNet2DModel),
+}
+
+impl Backbone {
+    /// Builds the network in `store`, initialised as its reference library initialises it.
+    pub fn new(config: BackboneConfig, store: &ParamStore) -> Result<Backbone> {
+        Ok(match config {
+            BackboneConfig::UNet2D(c) => Backbone::UNet2D(UNet2DModel::new(c, store)?),
+        })
+    }
+
+    /// Loads a diffusers model folder of any architecture here onto `device`.
+    pub fn load_diffusers(dir: &Path, device: Device) -> Result<(Backbone, ParamStore)> {
+        let config = read_config(dir, BackboneConfig::from_json_str)?;
+        let store = ParamStore::new(0, device);
+        let model = Backbone::new(config, &store)?;
+        load_weights(&store, &dir.join(DIFFUSERS_WEIGHTS_FILE))?;
+        Ok((model, store))
+    }
+
+    /// Writes the network's folder (its `config.json` and its parameters from `store`) into `dir`.
+    pub fn save_diffusers(&self, store: &ParamStore, dir: &Path) -> Result<()> {
+        save_folder(
+            dir,
+            &self.config().to_json_string(),
+            store,
+            DIFFUSERS_WEIGHTS_FILE,
+        )
+    }
+
+    /// The architecture and its settings.
+    pub fn config(&self) -> BackboneConfig {
+        match self {
+            Backbone::UNet2D(m) => BackboneConfig::UNet2D(m.config().clone()),
+        }
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        match self {
+            Backbone::UNet2D(m) => m.device(),
+        }
+    }
+
+    /// The output for the noisy batch `sample` (N, C, H, W) at per-sample `timesteps`, conditioned on class labels
+    /// and/or a cross-attention `context` (N, L, D) when the architecture takes them.
+    pub fn forward(
+        &self,
+        sample: &Var,
+        timesteps: &[f64],
+        class_labels: Option<&[u32]>,
+        context: Option<&Tensor>,
+    ) -> Result<Var> {
+        match self {
+            Backbone::UNet2D(m) => {
+                if context.is_some() {
+                    return Err(Error::model(
+                        "UNet2DModel",
+                        "has no cross-attention, so it cannot be conditioned on a context (a prompt)",
+                    ));
+                }
+                m.forward(sample, timesteps, class_labels)
+            }
+        }
+    }
+}
