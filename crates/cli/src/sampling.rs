@@ -2,29 +2,20 @@
 //! library's samplers and, for `guidance ≠ 1`, classifier-free guidance around the null class.
 
 use diffuse_diffusion::sampler::{
-    ClassifierFreeGuidance, Condition, DdpmVariance, Denoiser, DynamicThreshold, Sampler,
-    SamplerOptions,
+    ClassifierFreeGuidance, Condition, Denoiser, DynamicThreshold, Sampler, SamplerOptions,
+    Scheduler, SigmaRange, SigmaSchedule, SigmaSpacing,
 };
 use diffuse_diffusion::schedule::NoiseSchedule;
+use diffuse_diffusion::schedule::TimestepSpacing;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
 use diffuse_models::Backbone;
 use diffuse_tensor::Tensor;
 
 /// The sampler a command-line name stands for.
 pub fn sampler_named(name: &str) -> Result<Sampler, String> {
-    Ok(match name {
-        "ddpm" => Sampler::Ddpm(DdpmVariance::FixedSmall),
-        "ddim" => Sampler::Ddim { eta: 0.0 },
-        "euler" => Sampler::Euler,
-        "euler-a" => Sampler::EulerAncestral,
-        "heun" => Sampler::Heun,
-        "dpm++2m" => Sampler::DpmSolverPp2m,
-        other => {
-            return Err(format!(
-                "unknown sampler '{other}' (expected ddpm, ddim, euler, euler-a, heun or dpm++2m)"
-            ))
-        }
-    })
+    Scheduler::named(name)
+        .map(|s| s.sampler)
+        .map_err(|e| e.to_string())
 }
 
 /// What to draw.
@@ -124,6 +115,12 @@ pub fn draw_with(
     let options = SamplerOptions {
         steps: request.steps,
         seed: request.seed,
+        spacing: TimestepSpacing::Trailing,
+        sigmas: SigmaSchedule {
+            spacing: SigmaSpacing::Karras,
+            range: SigmaRange::Training,
+            ..SigmaSchedule::default()
+        },
         clip_sample_range: Some(1.0),
         dynamic_threshold: request.threshold,
         ..SamplerOptions::default()

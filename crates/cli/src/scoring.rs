@@ -101,7 +101,7 @@ impl SampleModel<'_> {
 }
 
 /// How to draw the samples of one evaluation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Sampling {
     pub sampler: Sampler,
     pub steps: usize,
@@ -126,7 +126,7 @@ pub fn generate(
     for start in (0..sampling.num).step_by(sampling.batch.max(1)) {
         let count = sampling.batch.min(sampling.num - start);
         let request = GridRequest {
-            sampler: sampling.sampler,
+            sampler: sampling.sampler.clone(),
             steps: sampling.steps,
             seed: seeds.next_u64(),
             classes: classes.map(|c| &c[start..start + count]),

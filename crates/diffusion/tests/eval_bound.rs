@@ -6,9 +6,10 @@
 //! `E[(x₀ − x̂₀)²] = (1 − g√ᾱ)²(x₀ − m)² + g²(1 − ᾱ)`). The schedule is tiny (T = 4) so every term matters.
 
 use diffuse_diffusion::eval::normal::discretised_gaussian_log_likelihood;
+use diffuse_diffusion::eval::DdpmVariance;
 use diffuse_diffusion::eval::{variational_bound, BoundOptions};
 use diffuse_diffusion::rng::SplitMix64;
-use diffuse_diffusion::sampler::{Condition, DdpmVariance, Denoiser, Prediction};
+use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::Result;
 use diffuse_tensor::{Device, Tensor};

@@ -29,8 +29,9 @@
 use super::invalid;
 use super::normal::{discretised_gaussian_log_likelihood, gaussian_kl};
 use crate::error::Result;
-use crate::sampler::{Condition, DdpmVariance, Denoiser, Prediction};
+use crate::sampler::{Condition, Denoiser, Prediction};
 use crate::schedule::NoiseSchedule;
+pub use diffuse_cpu_kernels::noise::DdpmVariance;
 use diffuse_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::LN_2;

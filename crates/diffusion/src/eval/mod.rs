@@ -24,7 +24,7 @@ pub mod precision_recall;
 pub mod report;
 
 pub use accuracy::{class_accuracy, ClassAccuracy};
-pub use bound::{variational_bound, BitsPerDim, BoundOptions, BoundTerms};
+pub use bound::{variational_bound, BitsPerDim, BoundOptions, BoundTerms, DdpmVariance};
 pub use classifier::{cross_entropy, FashionClassifier};
 pub use features::{extract_features, ClassifierFeatures};
 pub use frechet::{frechet_distance, FeatureStatistics};

@@ -1,17 +1,18 @@
-//! Euler ancestral sampling (k-diffusion's `sample_euler_ancestral`, diffusers' `EulerAncestralDiscreteScheduler`):
-//! each step from σ to σ_next is split into a deterministic Euler step down to
-//! `σ_down = √(σ_next² − σ_up²)` and fresh noise of standard deviation
-//! `σ_up = min(σ_next, √(σ_next²·(σ² − σ_next²)/σ²))`, so the marginal noise level is σ_next again:
-//! `x ← x + (σ_down − σ)·(x − D(x, σ))/σ + σ_up·z`. This is the DDPM posterior step written in σ-space.
+//! Euler ancestral sampling (k-diffusion's `sample_euler_ancestral`), as diffusers' `EulerAncestralDiscreteScheduler`:
+//! each step from σ to σ_next is split into a deterministic Euler step down to `σ_down = √(σ_next² − σ_up²)` and fresh
+//! noise of standard deviation `σ_up = √(σ_next²·(σ² − σ_next²)/σ²)`, so the marginal noise level is σ_next again:
+//! `x ← x + (σ_down − σ)·(x − D(x, σ))/σ + σ_up·z`. This is the DDPM posterior step written in σ-space. Noise is
+//! drawn at every step (σ_up = 0 on the last, to σ = 0).
 
-use super::sigmas::{initial_x, sampling_sigmas, SigmaDenoiser};
-use super::{step_offset, Condition, Denoiser, SamplerOptions};
+use super::grid::{k_grid, SigmaInterpolation};
+use super::k_diffusion::{init_noise_sigma, SigmaDenoiser};
+use super::noise::StepNoise;
+use super::{Condition, Denoiser, SamplerOptions};
 use crate::error::Result;
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
 
-/// Stochastic Euler ancestral sampling from the variance-preserving noise `noise` (= `x_T`); the noise of step `k`
-/// is stream `(options.seed, (k+1)·numel)`.
+/// Stochastic Euler ancestral sampling from the unit normal `noise` (scaled here by `init_noise_sigma`).
 pub fn euler_ancestral(
     model: &dyn Denoiser,
     schedule: &NoiseSchedule,
@@ -19,25 +20,33 @@ pub fn euler_ancestral(
     noise: &Tensor,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
-    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, cond)?;
-    let sigmas = sampling_sigmas(schedule, options)?;
-    let mut x = initial_x(noise, sigmas[0])?;
-    for (step, pair) in sigmas.windows(2).enumerate() {
-        let (sigma, sigma_next) = (pair[0], pair[1]);
+    let grid = k_grid(schedule, options, SigmaInterpolation::Linear, false)?;
+    let step_noise = StepNoise::new(
+        options.seed,
+        options.step_noise.as_ref(),
+        grid.timesteps.len(),
+        noise,
+        true,
+    )?;
+    let denoiser = SigmaDenoiser {
+        model,
+        cond,
+        limit: options.x0_limit(),
+    };
+    let mut x = noise.mul_scalar(init_noise_sigma(&grid, options.spacing))?;
+    for (step, &t) in grid.timesteps.iter().enumerate() {
+        let (sigma, sigma_next) = (grid.sigmas[step] as f32, grid.sigmas[step + 1] as f32);
         let sigma_up = (sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next)
             / (sigma * sigma))
-            .sqrt()
-            .min(sigma_next);
+            .max(0.0)
+            .sqrt();
         let sigma_down = (sigma_next * sigma_next - sigma_up * sigma_up)
             .max(0.0)
             .sqrt();
-        let slope = denoiser.slope(&x, sigma)?;
-        x = x.add(&slope.mul_scalar((sigma_down - sigma) as f32)?)?;
-        if sigma_up > 0.0 {
-            let offset = step_offset(step, x.numel())?;
-            let z = Tensor::randn(x.shape(), options.seed, offset, x.device())?;
-            x = x.add(&z.mul_scalar(sigma_up as f32)?)?;
-        }
+        let slope = denoiser.slope(&x, sigma, t)?;
+        x = x.add(&slope.mul_scalar(sigma_down - sigma)?)?;
+        let z = step_noise.draw(step, &x)?;
+        x = x.add(&z.mul_scalar(sigma_up)?)?;
     }
     Ok(x)
 }

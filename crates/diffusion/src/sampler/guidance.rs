@@ -4,7 +4,8 @@
 //! stronger adherence to the condition). This is diffusers' convention; Ho & Salimans write the same combination as
 //! `(1 + w')·ε_c − w'·ε_u` with `w' = w − 1`. Both passes run as one batch of `2B` samples, the conditional half
 //! first. The combination is applied to whatever the network predicts (ε, x0 or v), as diffusers' pipelines do; all
-//! three are affine in the score, so it means the same thing.
+//! three are affine in the score, so it means the same thing. Of a learned-variance output (twice the channels) only the
+//! prediction half is guided; the variance half is the conditional one.
 
 use super::{batch_of, Condition, Denoiser, Prediction};
 use crate::error::{Error, Result};
@@ -101,7 +102,19 @@ impl Denoiser for ClassifierFreeGuidance<'_> {
         };
         let out = self.model.predict(&x_both, &t_both, both)?;
         let (cond, uncond) = (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?);
-        Ok(uncond.add(&cond.sub(&uncond)?.mul_scalar(self.scale as f32)?)?)
+        let guide = |c: &Tensor, u: &Tensor| -> Result<Tensor> {
+            Ok(u.add(&c.sub(u)?.mul_scalar(self.scale as f32)?)?)
+        };
+        let channels = x_t.shape().get(1).copied();
+        match channels {
+            // A learned variance (twice the channels): guide the prediction, keep the conditional variance, as
+            // diffusers' DiT pipeline does.
+            Some(c) if out.rank() == x_t.rank() && out.shape()[1] == 2 * c => {
+                let prediction = guide(&cond.narrow(1, 0, c)?, &uncond.narrow(1, 0, c)?)?;
+                Ok(Tensor::concat(&[&prediction, &cond.narrow(1, c, c)?], 1)?)
+            }
+            _ => guide(&cond, &uncond),
+        }
     }
 
     fn prediction(&self) -> Prediction {

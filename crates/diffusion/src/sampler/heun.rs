@@ -1,15 +1,17 @@
-//! Heun's method (the explicit trapezoidal rule) on `dx/dσ = (x − D(x, σ))/σ` (Karras et al. 2022, Algorithm 1;
-//! diffusers' `HeunDiscreteScheduler`): an Euler predictor `x̃ = x + (σ_next − σ)·d` with `d = (x − D(x, σ))/σ`, then
+//! Heun's method (the explicit trapezoidal rule) on `dx/dσ = (x − D(x, σ))/σ` (Karras et al. 2022, Algorithm 1), as
+//! diffusers' `HeunDiscreteScheduler`: an Euler predictor `x̃ = x + (σ_next − σ)·d` with `d = (x − D(x, σ))/σ`, then
 //! the slope there, `d' = (x̃ − D(x̃, σ_next))/σ_next`, and the corrected step `x ← x + (σ_next − σ)·(d + d')/2`.
-//! Second order, two model calls per step; the last step, to σ = 0 where `d'` is undefined, stays an Euler step.
+//! Second order, two network calls per step (`2N − 1` in all); the last step, to σ = 0 where `d'` is undefined,
+//! stays an Euler step.
 
-use super::sigmas::{initial_x, sampling_sigmas, SigmaDenoiser};
+use super::grid::{k_grid, SigmaInterpolation};
+use super::k_diffusion::{init_noise_sigma, SigmaDenoiser};
 use super::{Condition, Denoiser, SamplerOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
 
-/// Deterministic Heun sampling from the variance-preserving noise `noise` (= `x_T`).
+/// Deterministic Heun sampling from the unit normal `noise` (scaled here by `init_noise_sigma`).
 pub fn heun(
     model: &dyn Denoiser,
     schedule: &NoiseSchedule,
@@ -17,19 +19,30 @@ pub fn heun(
     noise: &Tensor,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
-    let denoiser = SigmaDenoiser::new(model, schedule, options, noise, cond)?;
-    let sigmas = sampling_sigmas(schedule, options)?;
-    let mut x = initial_x(noise, sigmas[0])?;
-    for pair in sigmas.windows(2) {
-        let (sigma, sigma_next) = (pair[0], pair[1]);
-        let dt = (sigma_next - sigma) as f32;
-        let slope = denoiser.slope(&x, sigma)?;
+    if options.step_noise.is_some() {
+        return Err(Error::sampler(
+            "step noise",
+            "Heun is deterministic and draws no noise",
+        ));
+    }
+    let grid = k_grid(schedule, options, SigmaInterpolation::Linear, false)?;
+    let denoiser = SigmaDenoiser {
+        model,
+        cond,
+        limit: options.x0_limit(),
+    };
+    let mut x = noise.mul_scalar(init_noise_sigma(&grid, options.spacing))?;
+    let n = grid.timesteps.len();
+    for i in 0..n {
+        let (sigma, sigma_next) = (grid.sigmas[i] as f32, grid.sigmas[i + 1] as f32);
+        let dt = sigma_next - sigma;
+        let slope = denoiser.slope(&x, sigma, grid.timesteps[i])?;
         let predictor = x.add(&slope.mul_scalar(dt)?)?;
-        if sigma_next == 0.0 {
+        if i + 1 == n {
             x = predictor;
-            continue;
+            break;
         }
-        let slope_next = denoiser.slope(&predictor, sigma_next)?;
+        let slope_next = denoiser.slope(&predictor, sigma_next, grid.timesteps[i + 1])?;
         let mean_slope = slope.add(&slope_next)?.mul_scalar(0.5)?;
         x = x.add(&mean_slope.mul_scalar(dt)?)?;
     }

@@ -1,70 +1,88 @@
-//! Reverse-process samplers: turn Gaussian noise into data with a trained [`Denoiser`].
+//! Reverse-process samplers: turn Gaussian noise into data with a trained [`Denoiser`], each as the diffusers
+//! scheduler of the same name computes it (same timesteps, noise levels, updates and quirks; `docs/samplers.md`
+//! states every update rule and where diffuse offers another choice).
 //!
-//! Two families, both device-agnostic on [`Tensor`]:
+//! - On the training timesteps, in the variance-preserving view `x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε`: [`ddpm()`] (ancestral,
+//!   with fixed or learned variance), [`ddim()`] (with stochasticity η), [`pndm()`] (pseudo Runge–Kutta and linear
+//!   multistep).
+//! - In the σ-parameterisation `x = x0 + σ·ε` (Karras et al. 2022), integrating the probability flow ODE
+//!   `dx/dσ = (x − D(x, σ))/σ` or its ancestral SDE: [`euler()`], [`euler_ancestral()`], [`heun()`], [`lms()`].
+//! - Exponential integrators in log-SNR: [`dpm_solver()`] (DPM-Solver and DPM-Solver++, orders 1–3, and their SDE
+//!   forms) and [`unipc()`] (UniPC's predictor–corrector, bh1 and bh2, orders 1–3).
 //!
-//! - Discrete-time samplers on the training timesteps, one fused kernel pass per step
-//!   ([`Tensor::sampler_step`] with [`StepCoefficients`]): [`ddpm()`] (ancestral, fixed small or fixed large variance)
-//!   and [`ddim()`] (with stochasticity η).
-//! - Noise-level samplers in the σ-parameterisation `x = x0 + σ·ε` (Karras et al. 2022), integrating the probability
-//!   flow ODE `dx/dσ = (x − D(x, σ))/σ` or its ancestral SDE: [`euler()`], [`euler_ancestral()`], [`heun()`],
-//!   [`dpm_solver_pp_2m()`]. The model is trained on the variance-preserving `x_vp = x/√(1+σ²)` at discrete
-//!   timesteps, so [`sigmas::SigmaDenoiser`] rescales its input and maps σ to a fractional timestep by log-σ
-//!   interpolation (see [`sigmas`]).
-//!
-//! [`Sampler`] names any of them and runs it from a seed. All randomness comes from one Philox stream: the starting
-//! noise is stream elements `0 .. n` (`n` = elements of the batch), the noise of step `k` (counting from 0) is
-//! elements `(k+1)·n .. (k+2)·n`. `docs/samplers.md` states each update rule.
+//! [`Sampler`] names any of them with its own settings, [`SamplerOptions`] holds what they share, and
+//! [`scheduler::Scheduler`] builds both from a diffusers `scheduler_config.json`. Every sampler is written in tensor
+//! operations, so it runs on any device, and calls the model through [`Denoiser`], so it runs guided
+//! ([`ClassifierFreeGuidance`]) as well. Randomness comes from one Philox stream per seed: the starting noise is
+//! stream elements `0 .. n` (`n` = elements of the batch), the noise of step `k` (counting from 0) elements
+//! `(k+1)·n .. (k+2)·n`, unless the caller gives the step noise ([`noise`]).
 
 pub mod condition;
 pub mod ddim;
 pub mod ddpm;
-mod discrete;
 pub mod dpm_solver;
 pub mod euler;
 pub mod euler_ancestral;
+pub mod grid;
 pub mod guidance;
 pub mod heun;
+pub mod k_diffusion;
+pub mod learned_range;
+pub mod lms;
+pub mod named;
+pub mod noise;
+pub mod pndm;
+pub mod prediction;
+pub mod scheduler;
 pub mod sigmas;
 pub mod threshold;
+pub mod unipc;
 
 pub use condition::Condition;
-pub use ddim::ddim;
+pub use ddim::{ddim, Ddim};
 pub use ddpm::ddpm;
-pub use diffuse_cpu_kernels::noise::{DdpmVariance, Prediction, StepCoefficients};
-pub use dpm_solver::dpm_solver_pp_2m;
-pub use euler::euler;
+pub use diffuse_cpu_kernels::noise::Prediction;
+pub use dpm_solver::{dpm_solver, DpmAlgorithm, DpmSolver, DpmSolverType};
+pub use euler::{euler, Euler};
 pub use euler_ancestral::euler_ancestral;
+pub use grid::{FinalSigma, SigmaInterpolation, SigmaRange, SigmaSchedule, SigmaSpacing};
 pub use guidance::ClassifierFreeGuidance;
 pub use heun::heun;
+pub use learned_range::LearnedRange;
+pub use lms::lms;
+pub use pndm::{pndm, Pndm};
+pub use prediction::X0Limit;
+pub use scheduler::Scheduler;
 pub use threshold::DynamicThreshold;
+pub use unipc::{unipc, UniPc, UniPcVariant};
 
 use crate::error::{Error, Result};
-use crate::schedule::{NoiseSchedule, TimestepSpacing};
+use crate::schedule::{NoiseSchedule, TimestepSpacing, VarianceType};
 use diffuse_tensor::{Device, Tensor};
 
 /// A trained denoising network, as the samplers see it.
 pub trait Denoiser {
     /// The network output for the variance-preserving noisy batch `x_t` (dimension 0 = samples) at per-sample
     /// timesteps `t` (training timestep indices as `f64`; the σ-samplers pass fractional ones), under the
-    /// conditioning `cond` (class labels, a cross-attention context, or nothing).
+    /// conditioning `cond` (class labels, a cross-attention context, or nothing). A network with a learned
+    /// variance returns twice the channels of `x_t` (dimension 1): the prediction, then the variance.
     fn predict(&self, x_t: &Tensor, t: &[f64], cond: Condition<'_>) -> Result<Tensor>;
 
     /// What [`Denoiser::predict`] returns: ε, x0 or v.
     fn prediction(&self) -> Prediction;
 }
 
-/// Settings shared by every sampler.
-#[derive(Clone, Debug, PartialEq)]
+/// Settings shared by every sampler (each reads those that apply to it).
+#[derive(Clone, Debug)]
 pub struct SamplerOptions {
-    /// Number of denoising steps `N` (Heun calls the model about twice per step).
+    /// Number of denoising steps `N` (Heun calls the model `2N − 1` times, PNDM with PRK steps `N + 9`).
     pub steps: usize,
-    /// Which training timesteps the discrete samplers visit, and the σ-samplers too unless `karras_sigmas`.
+    /// Which training timesteps are visited (diffusers' `timestep_spacing`).
     pub spacing: TimestepSpacing,
     /// Shift of `leading` spacing (diffusers' `steps_offset`).
     pub steps_offset: usize,
-    /// σ-samplers only: step through the Karras ramp (ρ = 7) between the schedule's smallest and largest σ
-    /// instead of the σ of the spaced timesteps.
-    pub karras_sigmas: bool,
+    /// How the σ-samplers (Euler, Euler ancestral, Heun, LMS, DPM-Solver, UniPC) choose their noise levels.
+    pub sigmas: SigmaSchedule,
     /// Clip every predicted x0 to `[−r, r]` (diffusers' `clip_sample_range` when `clip_sample`).
     pub clip_sample_range: Option<f64>,
     /// Dynamic thresholding of every predicted x0 (see [`threshold`]); when set, it is used instead of
@@ -72,37 +90,96 @@ pub struct SamplerOptions {
     pub dynamic_threshold: Option<DynamicThreshold>,
     /// The Philox stream of all noise the sampler draws.
     pub seed: u64,
+    /// The stochastic samplers' fresh noise, one slice per step (`[steps, …sample shape]`), instead of the seed's
+    /// (see [`noise`]).
+    pub step_noise: Option<Tensor>,
 }
 
 impl Default for SamplerOptions {
+    /// 50 steps with diffusers' `DDPMScheduler` defaults: `leading` spacing, no offset, the σ of the spaced
+    /// timesteps, no clipping or thresholding.
     fn default() -> Self {
         Self {
             steps: 50,
-            spacing: TimestepSpacing::Trailing,
+            spacing: TimestepSpacing::Leading,
             steps_offset: 0,
-            karras_sigmas: true,
+            sigmas: SigmaSchedule::default(),
             clip_sample_range: None,
             dynamic_threshold: None,
             seed: 0,
+            step_noise: None,
         }
     }
 }
 
-/// One of the samplers of this module.
-#[derive(Clone, Copy, Debug, PartialEq)]
+impl SamplerOptions {
+    /// How x̂0 is kept in range.
+    pub fn x0_limit(&self) -> X0Limit {
+        X0Limit {
+            clip: self.clip_sample_range,
+            threshold: self.dynamic_threshold,
+        }
+    }
+}
+
+/// One of the samplers of this module, with its own settings. Each is the diffusers scheduler class
+/// [`Sampler::class_name`] names.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Sampler {
-    Ddpm(DdpmVariance),
-    Ddim { eta: f64 },
-    Euler,
+    /// DDPM ancestral sampling with its reverse-step variance.
+    Ddpm {
+        variance: VarianceType,
+    },
+    Ddim(Ddim),
+    Pndm(Pndm),
+    Euler(Euler),
     EulerAncestral,
     Heun,
-    DpmSolverPp2m,
+    /// Linear multistep of the given order (diffusers: 4).
+    Lms {
+        order: usize,
+    },
+    DpmSolver(DpmSolver),
+    UniPc(UniPc),
 }
 
 impl Sampler {
+    /// The diffusers scheduler class this sampler is.
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            Sampler::Ddpm { .. } => "DDPMScheduler",
+            Sampler::Ddim(_) => "DDIMScheduler",
+            Sampler::Pndm(_) => "PNDMScheduler",
+            Sampler::Euler(_) => "EulerDiscreteScheduler",
+            Sampler::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            Sampler::Heun => "HeunDiscreteScheduler",
+            Sampler::Lms { .. } => "LMSDiscreteScheduler",
+            Sampler::DpmSolver(_) => "DPMSolverMultistepScheduler",
+            Sampler::UniPc(_) => "UniPCMultistepScheduler",
+        }
+    }
+
+    /// Whether it draws fresh noise during the run (and so takes step noise).
+    pub fn is_stochastic(&self) -> bool {
+        match self {
+            Sampler::Ddpm { .. } | Sampler::EulerAncestral => true,
+            Sampler::Ddim(ddim) => ddim.eta > 0.0,
+            Sampler::DpmSolver(dpm) => dpm.algorithm.is_sde(),
+            _ => false,
+        }
+    }
+
+    /// Whether it steps through noise levels σ (and so reads [`SamplerOptions::sigmas`]).
+    pub fn uses_sigmas(&self) -> bool {
+        !matches!(
+            self,
+            Sampler::Ddpm { .. } | Sampler::Ddim(_) | Sampler::Pndm(_)
+        )
+    }
+
     /// Draws the starting noise of `shape` from stream `(options.seed, 0)` on `device` and samples from it.
     pub fn sample(
-        self,
+        &self,
         model: &dyn Denoiser,
         schedule: &NoiseSchedule,
         options: &SamplerOptions,
@@ -114,22 +191,30 @@ impl Sampler {
         self.sample_from(model, schedule, options, &noise, cond)
     }
 
-    /// Samples starting from the given standard normal `noise` (the variance-preserving `x_T`).
+    /// Samples starting from the given unit normal `noise` (the latents of a diffusers pipeline; the σ-samplers
+    /// scale it by their initial noise level, as diffusers' `init_noise_sigma`).
     pub fn sample_from(
-        self,
+        &self,
         model: &dyn Denoiser,
         schedule: &NoiseSchedule,
         options: &SamplerOptions,
         noise: &Tensor,
         cond: Condition<'_>,
     ) -> Result<Tensor> {
+        batch_of(noise, cond)?;
+        options.x0_limit().validate()?;
         match self {
-            Sampler::Ddpm(variance) => ddpm(model, schedule, options, variance, noise, cond),
-            Sampler::Ddim { eta } => ddim(model, schedule, options, eta, noise, cond),
-            Sampler::Euler => euler(model, schedule, options, noise, cond),
+            Sampler::Ddpm { variance } => ddpm(model, schedule, options, *variance, noise, cond),
+            Sampler::Ddim(settings) => ddim(model, schedule, options, settings, noise, cond),
+            Sampler::Pndm(settings) => pndm(model, schedule, options, settings, noise, cond),
+            Sampler::Euler(settings) => euler(model, schedule, options, settings, noise, cond),
             Sampler::EulerAncestral => euler_ancestral(model, schedule, options, noise, cond),
             Sampler::Heun => heun(model, schedule, options, noise, cond),
-            Sampler::DpmSolverPp2m => dpm_solver_pp_2m(model, schedule, options, noise, cond),
+            Sampler::Lms { order } => lms(model, schedule, options, *order, noise, cond),
+            Sampler::DpmSolver(settings) => {
+                dpm_solver(model, schedule, options, settings, noise, cond)
+            }
+            Sampler::UniPc(settings) => unipc(model, schedule, options, settings, noise, cond),
         }
     }
 }
@@ -147,23 +232,4 @@ fn batch_of(x: &Tensor, cond: Condition<'_>) -> Result<usize> {
     };
     cond.check_batch(batch)?;
     Ok(batch)
-}
-
-/// The stream offset of the noise drawn at step `step` for a batch of `numel` elements.
-fn step_offset(step: usize, numel: usize) -> Result<u64> {
-    (step as u64 + 1)
-        .checked_mul(numel as u64)
-        .ok_or_else(|| Error::sampler("steps", format!("step {step} noise offset overflows u64")))
-}
-
-/// The clip bound as the kernels take it, refusing a negative or NaN range.
-fn clip_bound(options: &SamplerOptions) -> Result<Option<f32>> {
-    match options.clip_sample_range {
-        Some(r) if r.is_nan() || r < 0.0 => Err(Error::sampler(
-            "clip_sample_range",
-            format!("{r} must be ≥ 0"),
-        )),
-        Some(r) => Ok(Some(r as f32)),
-        None => Ok(None),
-    }
 }

@@ -1,9 +1,10 @@
 //! diffusers' `scheduler_config.json`: the keys `DDPMScheduler` (and its DDIM / Euler relatives) are built from.
 //!
 //! Reading checks every known key's type and value; a value this crate does not support is an error that names the key
-//! and the value. A missing key or a `null` takes diffusers' `DDPMScheduler` default. Keys this crate does not use
+//! and the value. A missing key or a `null` takes diffusers' `DDPMScheduler` default. Keys this struct does not type
 //! (other schedulers' options such as `set_alpha_to_one` or `use_karras_sigmas`) are kept verbatim in
-//! [`SchedulerConfig::extra`] and written back unchanged, so a config survives a round trip.
+//! [`SchedulerConfig::extra`] and written back unchanged, so a config survives a round trip; what each scheduler
+//! class makes of them is [`crate::sampler::scheduler`]'s business.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use serde_json::{Map, Number, Value};
 
 use super::betas::BetaSchedule;
 use super::error::{Result, ScheduleError};
+use super::python_json;
 use super::spacing::TimestepSpacing;
 
 /// What the denoising network predicts.
@@ -122,11 +124,17 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// Parses the text of a `scheduler_config.json`.
+    /// Parses the text of a `scheduler_config.json` (as Python writes JSON: `NaN`, `Infinity` and `-Infinity` are
+    /// accepted, see [`python_json`]).
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
+        let value: Value = python_json::parse(text).map_err(|e| {
             ScheduleError::new("scheduler_config.json", format!("not valid JSON: {e}"))
         })?;
+        Self::from_json_value(value)
+    }
+
+    /// Reads a config from its JSON object (non-finite floats as [`python_json::parse`] leaves them).
+    pub fn from_json_value(value: Value) -> Result<Self> {
         let Value::Object(map) = value else {
             return Err(ScheduleError::new(
                 "scheduler_config.json",
@@ -257,7 +265,7 @@ impl SchedulerConfig {
     pub fn to_json_string(&self) -> String {
         // The object was filled from a BTreeMap, so its keys are in sorted order with or without serde_json's
         // `preserve_order` feature.
-        format!("{:#}\n", self.to_json_value())
+        format!("{}\n", python_json::to_string_pretty(&self.to_json_value()))
     }
 }
 
@@ -285,6 +293,9 @@ fn float_value(x: f64) -> Value {
 }
 
 fn found(value: &Value) -> String {
+    if let Some(x) = python_json::non_finite(value) {
+        return x.to_string();
+    }
     let text = value.to_string();
     if text.chars().count() > 60 {
         format!("{}…", text.chars().take(60).collect::<String>())

@@ -6,16 +6,20 @@
 //!
 //! - [`betas`]: the beta schedules (`linear`, `scaled_linear`, `squaredcos_cap_v2`, `sigmoid`, `laplace`) and the
 //!   zero-terminal-SNR rescaling.
-//! - [`noise`]: [`NoiseSchedule`], the `β`, `α`, `ᾱ` tables with `σ_t` and the signal-to-noise ratio.
+//! - [`noise`]: [`NoiseSchedule`], the `β`, `α`, `ᾱ` tables with `σ_t` and the signal-to-noise ratio ([`float32`]:
+//!   the same tables rounded as diffusers computes them, for sampling).
 //! - [`spacing`]: which training timesteps an `N`-step sampler visits (`leading`, `trailing`, `linspace`).
 //! - [`karras`]: the Karras et al. (2022) sigma ramp.
-//! - [`config`]: diffusers' `scheduler_config.json`, read and written.
+//! - [`config`]: diffusers' `scheduler_config.json`, read and written ([`python_json`]: with Python's `NaN` and
+//!   `Infinity`).
 
 pub mod betas;
 pub mod config;
 pub mod error;
+pub mod float32;
 pub mod karras;
 pub mod noise;
+pub mod python_json;
 pub mod spacing;
 
 pub use betas::{beta_schedule, rescale_zero_terminal_snr, BetaSchedule, MAX_TRAIN_TIMESTEPS};
@@ -24,5 +28,6 @@ pub use error::{Result, ScheduleError};
 pub use karras::karras_sigmas;
 pub use noise::NoiseSchedule;
 pub use spacing::{
-    leading_timesteps, linspace_timesteps, timesteps, trailing_timesteps, TimestepSpacing,
+    check_counts, leading_timesteps, linspace_timesteps, timesteps, trailing_timesteps,
+    TimestepSpacing,
 };

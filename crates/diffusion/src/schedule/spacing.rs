@@ -149,7 +149,8 @@ pub fn trailing_timesteps(
         .collect()
 }
 
-fn check_counts(num_train_timesteps: usize, num_inference_steps: usize) -> Result<()> {
+/// Refuses zero inference steps and more inference steps than training timesteps.
+pub fn check_counts(num_train_timesteps: usize, num_inference_steps: usize) -> Result<()> {
     if num_inference_steps == 0 {
         return Err(ScheduleError::new(
             "num_inference_steps",
