@@ -8,7 +8,9 @@
 //! finite, or ≤ 0 on a log axis) are left out; a chart with no drawable point at all is an error.
 
 use crate::font::FAMILY;
-use crate::style::{self, FAINT, GRID_BOLD, GRID_LIGHT, LABEL_SIZE, LEGEND_SIZE, TICK_SIZE, TITLE_SIZE};
+use crate::style::{
+    self, FAINT, GRID_BOLD, GRID_LIGHT, LABEL_SIZE, LEGEND_SIZE, TICK_SIZE, TITLE_SIZE,
+};
 use crate::PlotError;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
@@ -201,6 +203,8 @@ pub enum SeriesStyle {
     Dashed,
     /// Dots only.
     Markers,
+    /// Small light-grey dots, for a cloud of data under the series that matter.
+    Dots,
     /// A line with a dot at every point.
     LineMarkers,
 }
@@ -241,6 +245,10 @@ impl Series {
 
     pub fn markers(label: &str, points: Vec<(f64, f64)>) -> Series {
         Series::new(label, points, SeriesStyle::Markers)
+    }
+
+    pub fn dots(label: &str, points: Vec<(f64, f64)>) -> Series {
+        Series::new(label, points, SeriesStyle::Dots)
     }
 
     pub fn line_markers(label: &str, points: Vec<(f64, f64)>) -> Series {
@@ -323,7 +331,10 @@ impl Chart {
             .filter(|&(x, y)| self.x.drawable(x) && self.y.drawable(y))
     }
 
-    pub(crate) fn draw(&self, area: &DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), PlotError> {
+    pub(crate) fn draw(
+        &self,
+        area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    ) -> Result<(), PlotError> {
         let all = || self.series.iter().flat_map(|s| self.drawable(s));
         if all().next().is_none() {
             return Err(PlotError::new(format!(
@@ -339,6 +350,7 @@ impl Chart {
         let (x0, x1) = self.x.span(all().map(|p| p.0))?;
         let (y0, y1) = self.y.span(all().map(|p| p.1))?;
         let (x, y) = (self.x.ranged((x0, x1)), self.y.ranged((y0, y1)));
+        let (xs, ys) = ((x.lo, x.hi), (y.lo, y.hi));
         let mut chart = ChartBuilder::on(area)
             .caption(&self.title, (FAMILY, TITLE_SIZE))
             .margin(14)
@@ -368,7 +380,9 @@ impl Chart {
         let mut next_color = 0;
         for series in &self.series {
             let color = style::color(series.color.unwrap_or(next_color));
-            if series.style != SeriesStyle::Faint && series.color.is_none() {
+            if !matches!(series.style, SeriesStyle::Faint | SeriesStyle::Dots)
+                && series.color.is_none()
+            {
                 next_color += 1;
             }
             let points: Vec<(f64, f64)> = self
@@ -376,43 +390,74 @@ impl Chart {
                 .map(|(x, y)| (self.x.coordinate(x), self.y.coordinate(y)))
                 .collect();
             let (line, width) = match series.style {
-                SeriesStyle::Faint => (FAINT, 1),
+                SeriesStyle::Faint | SeriesStyle::Dots => (FAINT, 1),
                 _ => (color, 2),
             };
             let drawn = match series.style {
                 SeriesStyle::Line | SeriesStyle::Faint | SeriesStyle::LineMarkers => chart
-                    .draw_series(LineSeries::new(points.clone(), line.stroke_width(width)))
+                    .draw_series(
+                        clip(&points, &xs, &ys)
+                            .into_iter()
+                            .map(|piece| PathElement::new(piece, line.stroke_width(width))),
+                    )
                     .map_err(PlotError::drawing)?,
-                SeriesStyle::Dashed => chart
-                    .draw_series(DashedLineSeries::new(
-                        points.clone(),
-                        10,
-                        6,
-                        line.stroke_width(width),
-                    ))
-                    .map_err(PlotError::drawing)?,
+                SeriesStyle::Dashed => {
+                    let mut drawn = None;
+                    for piece in clip(&points, &xs, &ys) {
+                        drawn = Some(
+                            chart
+                                .draw_series(DashedLineSeries::new(
+                                    piece,
+                                    10,
+                                    6,
+                                    line.stroke_width(width),
+                                ))
+                                .map_err(PlotError::drawing)?,
+                        );
+                    }
+                    match drawn {
+                        Some(drawn) => drawn,
+                        None => chart
+                            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                            .map_err(PlotError::drawing)?,
+                    }
+                }
                 SeriesStyle::Markers => chart
-                    .draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled())))
+                    .draw_series(
+                        inside(&points, &xs, &ys).map(|p| Circle::new(p, 5, color.filled())),
+                    )
+                    .map_err(PlotError::drawing)?,
+                SeriesStyle::Dots => chart
+                    .draw_series(
+                        inside(&points, &xs, &ys).map(|p| Circle::new(p, 2, FAINT.filled())),
+                    )
                     .map_err(PlotError::drawing)?,
             };
             if let Some(label) = &series.label {
                 labelled = true;
                 let style = series.style;
-                drawn.label(label).legend(move |(x, y)| legend_mark(style, line, width, x, y));
+                drawn
+                    .label(label)
+                    .legend(move |(x, y)| legend_mark(style, line, width, x, y));
             }
             if series.style == SeriesStyle::LineMarkers {
                 chart
-                    .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                    .draw_series(
+                        inside(&points, &xs, &ys).map(|p| Circle::new(p, 4, color.filled())),
+                    )
                     .map_err(PlotError::drawing)?;
             }
         }
         chart
-            .draw_series(self.annotations.iter().filter(|a| {
-                self.x.drawable(a.at.0) && self.y.drawable(a.at.1)
-            }).map(|a| {
-                EmptyElement::at((self.x.coordinate(a.at.0), self.y.coordinate(a.at.1)))
-                    + Text::new(a.text.clone(), (7, -22), (FAMILY, LEGEND_SIZE).into_font())
-            }))
+            .draw_series(
+                self.annotations
+                    .iter()
+                    .filter(|a| self.x.drawable(a.at.0) && self.y.drawable(a.at.1))
+                    .map(|a| {
+                        EmptyElement::at((self.x.coordinate(a.at.0), self.y.coordinate(a.at.1)))
+                            + Text::new(a.text.clone(), (7, -22), (FAMILY, LEGEND_SIZE).into_font())
+                    }),
+            )
             .map_err(PlotError::drawing)?;
         if labelled {
             chart
@@ -434,6 +479,57 @@ impl Chart {
     }
 }
 
+/// The points (coordinates) inside the ranges `x` and `y`: plotters draws outside its plotting area otherwise.
+fn inside<'p>(
+    points: &'p [(f64, f64)],
+    x: &'p (f64, f64),
+    y: &'p (f64, f64),
+) -> impl Iterator<Item = (f64, f64)> + 'p {
+    points
+        .iter()
+        .copied()
+        .filter(|&(a, b)| a >= x.0 && a <= x.1 && b >= y.0 && b <= y.1)
+}
+
+/// The polyline `points` cut to the rectangle `x × y` (Liang–Barsky on each segment), as the pieces that lie inside.
+fn clip(points: &[(f64, f64)], x: &(f64, f64), y: &(f64, f64)) -> Vec<Vec<(f64, f64)>> {
+    let mut pieces: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut open = false;
+    for pair in points.windows(2) {
+        let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+        let (dx, dy) = (x1 - x0, y1 - y0);
+        let (mut enter, mut leave) = (0.0f64, 1.0f64);
+        let mut visible = true;
+        for (p, q) in [
+            (-dx, x0 - x.0),
+            (dx, x.1 - x0),
+            (-dy, y0 - y.0),
+            (dy, y.1 - y0),
+        ] {
+            if p == 0.0 {
+                visible &= q >= 0.0;
+            } else if p < 0.0 {
+                enter = enter.max(q / p);
+            } else {
+                leave = leave.min(q / p);
+            }
+        }
+        if !visible || enter > leave {
+            open = false;
+            continue;
+        }
+        let at = |s: f64| (x0 + s * dx, y0 + s * dy);
+        if !(open && enter == 0.0) {
+            pieces.push(vec![at(enter)]);
+        }
+        if let Some(piece) = pieces.last_mut() {
+            piece.push(at(leave));
+        }
+        open = leave == 1.0;
+    }
+    pieces
+}
+
 /// The legend's sample of a series: a short line, a dashed line or a dot.
 fn legend_mark<'b>(
     style: SeriesStyle,
@@ -444,6 +540,7 @@ fn legend_mark<'b>(
 ) -> DynElement<'static, BitMapBackend<'b>, (i32, i32)> {
     match style {
         SeriesStyle::Markers => Circle::new((x + 10, y), 5, color.filled()).into_dyn(),
+        SeriesStyle::Dots => Circle::new((x + 10, y), 3, FAINT.filled()).into_dyn(),
         SeriesStyle::Dashed => PathElement::new(
             vec![(x, y), (x + 7, y), (x + 13, y), (x + 20, y)],
             color.stroke_width(width),

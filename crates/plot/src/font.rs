@@ -13,11 +13,13 @@ static DEJAVU_SANS: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
 /// Registers the font (the first call does the work; later calls return its outcome).
 pub(crate) fn register() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED
-        .get_or_init(|| register_font(FAMILY, FontStyle::Normal, DEJAVU_SANS).is_ok());
+    let ok =
+        *REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, DEJAVU_SANS).is_ok());
     if ok {
         Ok(())
     } else {
-        Err(PlotError::new("the bundled DejaVu Sans font does not parse"))
+        Err(PlotError::new(
+            "the bundled DejaVu Sans font does not parse",
+        ))
     }
 }

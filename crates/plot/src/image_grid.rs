@@ -36,7 +36,8 @@ impl RgbImage {
         let level = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
         let rgb = (0..plane)
             .flat_map(|i| {
-                let channel = |c: usize| level(values[if channels == 1 { i } else { c * plane + i }]);
+                let channel =
+                    |c: usize| level(values[if channels == 1 { i } else { c * plane + i }]);
                 [channel(0), channel(1), channel(2)]
             })
             .collect();
@@ -80,9 +81,15 @@ pub struct ImageGrid {
 const GAP: u32 = 4;
 
 impl ImageGrid {
-    pub(crate) fn draw(&self, area: &DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), PlotError> {
+    pub(crate) fn draw(
+        &self,
+        area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    ) -> Result<(), PlotError> {
         let Some(first) = self.images.first() else {
-            return Err(PlotError::new(format!("image grid \"{}\" has no images", self.title)));
+            return Err(PlotError::new(format!(
+                "image grid \"{}\" has no images",
+                self.title
+            )));
         };
         let (w, h) = (first.width, first.height);
         if self.columns == 0 || self.images.iter().any(|i| (i.width, i.height) != (w, h)) {
@@ -124,25 +131,40 @@ impl ImageGrid {
             TextStyle::from((FAMILY, size).into_font()).pos(Pos::new(h, v))
         };
         if !self.title.is_empty() {
-            area.draw_text(&self.title, &text(TITLE_SIZE, HPos::Center, VPos::Top), ((width / 2) as i32, 8))
-                .map_err(PlotError::drawing)?;
+            area.draw_text(
+                &self.title,
+                &text(TITLE_SIZE, HPos::Center, VPos::Top),
+                ((width / 2) as i32, 8),
+            )
+            .map_err(PlotError::drawing)?;
         }
         for (c, label) in self.column_labels.iter().enumerate() {
             let x = left + c as u32 * cell_w + w * factor / 2;
-            area.draw_text(label, &text(TICK_SIZE, HPos::Center, VPos::Bottom), (x as i32, top as i32 - 6))
-                .map_err(PlotError::drawing)?;
+            area.draw_text(
+                label,
+                &text(TICK_SIZE, HPos::Center, VPos::Bottom),
+                (x as i32, top as i32 - 6),
+            )
+            .map_err(PlotError::drawing)?;
         }
         for (r, label) in self.row_labels.iter().enumerate() {
             let y = top + r as u32 * cell_h + h * factor / 2;
-            area.draw_text(label, &text(LABEL_SIZE, HPos::Right, VPos::Center), (left as i32 - 10, y as i32))
-                .map_err(PlotError::drawing)?;
+            area.draw_text(
+                label,
+                &text(LABEL_SIZE, HPos::Right, VPos::Center),
+                (left as i32 - 10, y as i32),
+            )
+            .map_err(PlotError::drawing)?;
         }
         for (k, image) in self.images.iter().enumerate() {
             let (r, c) = ((k / self.columns) as u32, (k % self.columns) as u32);
             let at = ((left + c * cell_w) as i32, (top + r * cell_h) as i32);
-            let element =
-                BitMapElement::with_owned_buffer(at, (w * factor, h * factor), image.enlarged(factor))
-                    .ok_or_else(|| PlotError::new("an image buffer has the wrong length"))?;
+            let element = BitMapElement::with_owned_buffer(
+                at,
+                (w * factor, h * factor),
+                image.enlarged(factor),
+            )
+            .ok_or_else(|| PlotError::new("an image buffer has the wrong length"))?;
             area.draw(&element).map_err(PlotError::drawing)?;
         }
         Ok(())

@@ -31,10 +31,11 @@ pub use style::{palette_name, PALETTE};
 use plotters::prelude::*;
 use std::path::Path;
 
-/// One panel of a figure.
+/// One panel of a figure: a chart, an image grid, or charts side by side.
 pub enum Panel {
     Chart(Chart),
     Images(ImageGrid),
+    Row(Vec<Chart>),
 }
 
 /// Panels stacked from top to bottom, each with a share of the height.
@@ -69,7 +70,11 @@ impl Figure {
                 self.panels.len()
             )));
         }
-        if let Some((_, share)) = self.panels.iter().find(|(_, s)| !(*s > 0.0 && s.is_finite())) {
+        if let Some((_, share)) = self
+            .panels
+            .iter()
+            .find(|(_, s)| !(*s > 0.0 && s.is_finite()))
+        {
             return Err(PlotError::new(format!(
                 "a panel's share of the height must be positive, not {share}"
             )));
@@ -94,6 +99,14 @@ impl Figure {
                 match panel {
                     Panel::Chart(chart) => chart.draw(&area)?,
                     Panel::Images(grid) => grid.draw(&area)?,
+                    Panel::Row(charts) => {
+                        for (chart, cell) in charts
+                            .iter()
+                            .zip(area.split_evenly((1, charts.len().max(1))))
+                        {
+                            chart.draw(&cell)?;
+                        }
+                    }
                 }
                 left -= share;
                 if let Some(below) = below {
