@@ -6,7 +6,7 @@
 //! - against the unmodified float32 `DDPMScheduler` (`alphas_cumprod_diffusers_f32`): there ᾱ_t is a running product of
 //!   t + 1 float32 factors in [0, 1], each rounding by at most 2^-24 absolute, plus the float32 rounding of each beta and,
 //!   with zero-SNR rescaling, a few more roundings per step; so |Δᾱ_t| ≤ 4 (t + 1) 2^-24 (observed: ≤ 2.7 (t + 1) 2^-24).
-//!   That bound grows to 2.4e-4 at t = 999, but the errors partly cancel: the largest |Δᾱ_t| in any table is 7.7e-7.
+//!   That bound grows to 2.4e-4 at t = 999, but the errors partly cancel: the largest |Δᾱ_t| in any table is 1.04e-6.
 
 use diffuse_diffusion::schedule::{
     beta_schedule, rescale_zero_terminal_snr, BetaSchedule, NoiseSchedule, SchedulerConfig,
@@ -77,10 +77,10 @@ fn every_schedule_matches_diffusers_float64_to_1e_12_and_float32_within_rounding
 }
 
 /// What `docs/diffusion-schedules.md` says of float32: its rounding moves ᾱ_t by far more than 1e-12 (so a float64
-/// implementation cannot match the float32 table to that tolerance) but by less than 1e-6 in every table, while the
-/// worst-case bound 2.7 (t + 1) 2^-24 is 1.6e-4 at t = 999.
+/// implementation cannot match the float32 table to that tolerance) but by at most about 1e-6 in every table (1.04e-6,
+/// scaled linear rescaled at T = 50), while the worst-case bound 2.7 (t + 1) 2^-24 is 1.6e-4 at t = 999.
 #[test]
-fn float32_rounding_moves_alpha_bar_by_more_than_1e_12_and_less_than_1e_6() {
+fn float32_rounding_moves_alpha_bar_by_more_than_1e_12_and_about_1e_6_at_most() {
     let mut largest: f64 = 0.0;
     for schedule in BetaSchedule::ALL {
         for steps in [1000, 50] {
@@ -102,7 +102,7 @@ fn float32_rounding_moves_alpha_bar_by_more_than_1e_12_and_less_than_1e_6() {
             }
         }
     }
-    assert!(largest < 1e-6, "largest float32 deviation {largest:e}");
+    assert!(largest < 1.1e-6, "largest float32 deviation {largest:e}");
     let bound_at_999 = 2.7 * 1000.0 * 2f64.powi(-24);
     assert!((bound_at_999 - 1.6e-4).abs() < 0.05e-4, "{bound_at_999:e}");
 }
