@@ -6,9 +6,10 @@
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::{evaluate_samples, FashionClassifier, ReferenceFeatures};
 use diffuse_diffusion::sampler::{
-    ClassifierFreeGuidance, Condition, Denoiser, Sampler, SamplerOptions,
+    ClassifierFreeGuidance, Condition, Denoiser, DpmSolver, Sampler, SamplerOptions, SigmaRange,
+    SigmaSchedule, SigmaSpacing,
 };
-use diffuse_diffusion::schedule::{NoiseSchedule, SchedulerConfig};
+use diffuse_diffusion::schedule::{NoiseSchedule, SchedulerConfig, TimestepSpacing};
 use diffuse_diffusion::train::target::prediction_of;
 use diffuse_diffusion::train::{latest_checkpoint, ModelDenoiser};
 use diffuse_models::Backbone;
@@ -77,13 +78,20 @@ fn sample(
     let denoiser: &dyn Denoiser = &guided;
     let config = model.config();
     let (h, w) = config.sample_size().unwrap_or((28, 28));
+    // diffuse's grid setting: trailing timesteps, the Karras ramp over the training range, x̂0 clipped to ±1.
     let options = SamplerOptions {
         steps: args.steps,
         seed: args.seed,
+        spacing: TimestepSpacing::Trailing,
+        sigmas: SigmaSchedule {
+            spacing: SigmaSpacing::Karras,
+            range: SigmaRange::Training,
+            ..SigmaSchedule::default()
+        },
         clip_sample_range: Some(1.0),
         ..SamplerOptions::default()
     };
-    Sampler::DpmSolverPp2m
+    Sampler::DpmSolver(DpmSolver::default())
         .sample(
             denoiser,
             schedule,

@@ -8,8 +8,11 @@
 //!   quantity `ode_samplers_converge_at_their_order` asserts on (its ratios between 32 and 64 steps).
 
 use crate::mixture::Mixture;
-use diffuse_diffusion::sampler::{Condition, DdpmVariance, Sampler, SamplerOptions};
-use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule};
+use diffuse_diffusion::sampler::{
+    Condition, Ddim, DpmSolver, Euler, Sampler, SamplerOptions, SigmaRange, SigmaSchedule,
+    SigmaSpacing,
+};
+use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing, VarianceType};
 use diffuse_plot::{Axis, Chart, Figure, Legend, Panel, Series};
 use diffuse_tensor::Device;
 use std::path::Path;
@@ -20,16 +23,24 @@ fn linear_schedule() -> Result<NoiseSchedule, String> {
 
 /// Runs `sampler` on `batch` 2-D points from seed `seed`; returns the samples.
 fn run(
-    sampler: Sampler,
+    sampler: &Sampler,
     model: &Mixture,
     schedule: &NoiseSchedule,
     steps: usize,
     batch: usize,
     seed: u64,
 ) -> Result<Vec<f32>, String> {
+    // The sampler tests' setting: trailing timesteps (the first is T − 1), the σ-samplers on the Karras ramp over
+    // the whole training range.
     let options = SamplerOptions {
         steps,
         seed,
+        spacing: TimestepSpacing::Trailing,
+        sigmas: SigmaSchedule {
+            spacing: SigmaSpacing::Karras,
+            range: SigmaRange::Training,
+            ..SigmaSchedule::default()
+        },
         ..SamplerOptions::default()
     };
     sampler
@@ -54,20 +65,30 @@ fn paths(out: &Path) -> Result<(), String> {
     let schedule = linear_schedule()?;
     let panels = [
         (
-            Sampler::Ddpm(DdpmVariance::FixedSmall),
+            Sampler::Ddpm {
+                variance: VarianceType::FixedSmall,
+            },
             50,
             "DDPM (ancestral), 50 steps",
         ),
-        (Sampler::Ddim { eta: 0.0 }, 10, "DDIM (η = 0), 10 steps"),
-        (Sampler::Euler, 10, "Euler on the Karras σ ramp, 10 steps"),
-        (Sampler::DpmSolverPp2m, 10, "DPM-Solver++(2M), 10 steps"),
+        (Sampler::Ddim(Ddim::default()), 10, "DDIM (η = 0), 10 steps"),
+        (
+            Sampler::Euler(Euler::default()),
+            10,
+            "Euler on the Karras σ ramp, 10 steps",
+        ),
+        (
+            Sampler::DpmSolver(DpmSolver::default()),
+            10,
+            "DPM-Solver++(2M), 10 steps",
+        ),
     ];
     let mut charts = Vec::new();
     for (sampler, steps, title) in panels {
         // The random walks of the ancestral sampler are read best a few at a time.
         let starts = if steps == 50 { 3 } else { 6 };
         let model = Mixture::three_blobs(&schedule).map_err(|e| e.to_string())?;
-        let samples = run(sampler, &model, &schedule, steps, starts, 3)?;
+        let samples = run(&sampler, &model, &schedule, steps, starts, 3)?;
         let calls = model.calls.borrow();
         let mut chart = Chart::new(
             title,
@@ -99,7 +120,7 @@ fn convergence(out: &Path) -> Result<(), String> {
     let schedule = linear_schedule()?;
     let model = Mixture::of_the_tests(&schedule).map_err(|e| e.to_string())?;
     let (batch, seed) = (256, 9);
-    let reference = run(Sampler::Heun, &model, &schedule, 1000, batch, seed)?;
+    let reference = run(&Sampler::Heun, &model, &schedule, 1000, batch, seed)?;
     let steps = [4usize, 8, 16, 32, 64, 128];
     let mut chart = Chart::new(
         "Error against steps on a Gaussian mixture (exact denoiser)",
@@ -109,14 +130,14 @@ fn convergence(out: &Path) -> Result<(), String> {
     .legend(Legend::LowerLeft);
     let mut at_32 = Vec::new();
     for (sampler, name) in [
-        (Sampler::Euler, "Euler"),
-        (Sampler::Ddim { eta: 0.0 }, "DDIM (η = 0)"),
+        (Sampler::Euler(Euler::default()), "Euler"),
+        (Sampler::Ddim(Ddim::default()), "DDIM (η = 0)"),
         (Sampler::Heun, "Heun"),
-        (Sampler::DpmSolverPp2m, "DPM-Solver++(2M)"),
+        (Sampler::DpmSolver(DpmSolver::default()), "DPM-Solver++(2M)"),
     ] {
         let mut points = Vec::new();
         for &n in &steps {
-            let x = run(sampler, &model, &schedule, n, batch, seed)?;
+            let x = run(&sampler, &model, &schedule, n, batch, seed)?;
             let sq: f64 = x
                 .iter()
                 .zip(&reference)

@@ -39,7 +39,6 @@ pub struct Pndm {
     pub set_alpha_to_one: bool,
 }
 
-
 /// The network calls of a run, as diffusers lists them: the PRK timesteps (four per PRK step), then the PLMS ones.
 fn schedule_of(
     settings: &Pndm,
