@@ -10,8 +10,8 @@
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
 use crate::plots::{save_fd_sweep, Curve};
-use crate::sample::resolve;
-use crate::sampling::{sampler_named, ThresholdArgs};
+use crate::sample::open_folder;
+use crate::sampling::SamplerArgs;
 use crate::scoring::{
     check_image_shape, first_images, load_classifier, load_split, SampleModel, Sampling, Scorer,
     DEFAULT_CLASSIFIER, SAMPLE_BATCH,
@@ -22,9 +22,11 @@ use diffuse_diffusion::eval::classifier::NUM_CLASSES;
 use diffuse_diffusion::eval::{
     evaluate_samples, variational_bound, BoundOptions, BpdSummary, EvalReport,
 };
+use diffuse_diffusion::pipeline::Weights;
+use diffuse_diffusion::sampler::named::{self, label};
+use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_diffusion::schedule::NoiseSchedule;
-use diffuse_diffusion::train::target::prediction_of;
-use diffuse_diffusion::train::{ModelDenoiser, Prediction};
+use diffuse_diffusion::train::ModelDenoiser;
 use diffuse_models::Backbone;
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -33,23 +35,17 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A training run folder (its latest checkpoint), a step-N checkpoint, or a diffusers model folder.
+    /// A diffusers pipeline folder, a model folder, a training run (its latest checkpoint) or a step-N checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Which weights of a checkpoint to sample: the EMA weights or the raw model weights.
     #[arg(long, default_value = "ema", value_parser = ["ema", "model"])]
     weights: String,
-    /// ddpm, ddim, euler, euler-a, heun or dpm++2m.
-    #[arg(long, default_value = "dpm++2m")]
-    sampler: String,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
+    #[command(flatten)]
+    sampling: SamplerArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
-    #[command(flatten)]
-    threshold: ThresholdArgs,
     #[command(flatten)]
     device: DeviceArgs,
     /// Samples to generate (a class-conditional model cycles through its classes: 0, 1, …, 9, 0, …).
@@ -78,7 +74,7 @@ pub struct EvalArgs {
     /// [default: none]
     #[arg(long, value_delimiter = ',')]
     sweep_steps: Vec<usize>,
-    /// The samplers of a sweep (comma-separated).  [default: --sampler]
+    /// The samplers of a sweep (comma-separated), or `all` for the twelve of docs/samplers.md.  [default: --sampler]
     #[arg(long, value_delimiter = ',', requires = "sweep_steps")]
     samplers: Vec<String>,
     /// The PNG of FD against steps of a sweep.  [default: the --json file with extension .png, else sweep.png]
@@ -92,8 +88,8 @@ pub struct EvalArgs {
 /// A loaded model and how to sample it.
 struct Model {
     unet: Backbone,
-    prediction: Prediction,
-    schedule: NoiseSchedule,
+    /// The folder's own scheduler (before `--sampler` and the other sampler options).
+    scheduler: Scheduler,
     /// The classes of a class-conditional model (its null class is the last embedding).
     num_classes: Option<u32>,
     /// The N of the `step-N` checkpoint the weights come from, when they do.
@@ -101,8 +97,14 @@ struct Model {
 }
 
 fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
-    let (model_dir, scheduler) = resolve(&args.checkpoint, args.weights == "ema")?;
-    let (unet, _store) = Backbone::load_diffusers(&model_dir, device)
+    let weights = if args.weights == "ema" {
+        Weights::Ema
+    } else {
+        Weights::Model
+    };
+    let (folder, scheduler) = open_folder(&args.checkpoint, weights)?;
+    let model_dir = &folder.denoiser;
+    let (unet, _store) = Backbone::load_diffusers(model_dir, device)
         .map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let config = unet.config();
     let (h, w) = config.sample_size().unwrap_or((28, 28));
@@ -115,8 +117,7 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         .find_map(|p| p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok());
     Ok(Model {
         num_classes: config.num_class_embeds().map(|n| n as u32 - 1),
-        prediction: prediction_of(scheduler.prediction_type),
-        schedule: NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?,
+        scheduler,
         unet,
         step,
     })
@@ -127,30 +128,39 @@ impl Model {
     fn sample_model(&self) -> SampleModel<'_> {
         SampleModel {
             unet: &self.unet,
-            prediction: self.prediction,
-            schedule: &self.schedule,
             null_class: self.num_classes,
         }
     }
 }
 
-/// Draws `args.num` samples with `sampler` in `steps`, `args.batch` at a time, behind a progress bar, and scores
-/// them.
+/// The sampler of one evaluation: the sampler options with `sampler` (when given) and `steps`.
+fn scheduler_for(
+    args: &EvalArgs,
+    model: &Model,
+    sampler: Option<&str>,
+    steps: usize,
+) -> Result<Scheduler, String> {
+    let mut sampling = args.sampling.clone();
+    if let Some(name) = sampler {
+        sampling.sampler = Some(name.to_string());
+    }
+    sampling.steps = steps;
+    sampling.resolve(&model.scheduler)
+}
+
+/// Draws `args.num` samples with `scheduler`, `args.batch` at a time, behind a progress bar, and scores them.
 fn evaluate(
     args: &EvalArgs,
     model: &Model,
     scorer: &Scorer,
-    sampler: &str,
-    steps: usize,
+    scheduler: &Scheduler,
 ) -> Result<EvalReport, String> {
     let sampling = Sampling {
-        sampler: sampler_named(sampler)?,
-        steps,
+        scheduler: scheduler.clone(),
         guidance: args.guidance,
         num: args.num,
         batch: args.batch,
         seed: args.seed,
-        threshold: args.threshold.threshold()?,
     };
     let bar = ProgressBar::new(args.num as u64);
     bar.set_style(
@@ -172,18 +182,21 @@ fn bits_per_dim(args: &EvalArgs, model: &Model, test: &Dataset) -> Result<BpdSum
             args.data.display()
         ));
     }
+    // The training schedule in f64, as training defines it.
+    let schedule =
+        NoiseSchedule::from_config(&model.scheduler.schedule_config).map_err(|e| e.to_string())?;
     eprintln!(
         "bits/dim on {} test images ({} model evaluations each)",
         images.shape()[0],
-        model.schedule.len()
+        schedule.len()
     );
     let denoiser = ModelDenoiser {
         model: &model.unet,
-        prediction: model.prediction,
+        prediction: model.scheduler.prediction(),
     };
     let bound = variational_bound(
         &denoiser,
-        &model.schedule,
+        &schedule,
         &images,
         labels.as_deref(),
         &BoundOptions {
@@ -196,16 +209,32 @@ fn bits_per_dim(args: &EvalArgs, model: &Model, test: &Dataset) -> Result<BpdSum
 }
 
 /// The settings of one row, as recorded in the JSON.
-fn settings(args: &EvalArgs, model: &Model, sampler: &str, steps: usize) -> Value {
+fn settings(args: &EvalArgs, model: &Model, scheduler: &Scheduler) -> Value {
+    let sampler_settings: serde_json::Map<String, Value> =
+        scheduler
+            .settings()
+            .into_iter()
+            .fold(serde_json::Map::new(), |mut map, (key, value)| {
+                // Repeated keys (ignored settings, notes) are joined.
+                match map.get_mut(&key) {
+                    Some(Value::String(s)) => {
+                        s.push_str("; ");
+                        s.push_str(&value);
+                    }
+                    _ => {
+                        map.insert(key, Value::String(value));
+                    }
+                }
+                map
+            });
     json!({
         "checkpoint": args.checkpoint,
         "checkpoint_step": model.step,
         "weights": args.weights,
-        "sampler": sampler,
-        "steps": steps,
+        "sampler": label(&scheduler.sampler),
+        "steps": scheduler.options.steps,
+        "sampler_settings": sampler_settings,
         "guidance": args.guidance,
-        "dynamic_threshold": args.threshold.dynamic_threshold,
-        "threshold_max": args.threshold.threshold_max,
         "num": args.num,
         "batch": args.batch,
         "seed": args.seed,
@@ -297,48 +326,61 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         None
     };
 
-    let runs: Vec<(String, usize)> = if args.sweep_steps.is_empty() {
-        vec![(args.sampler.clone(), args.steps)]
+    let samplers: Vec<Option<String>> = if args.sweep_steps.is_empty() || args.samplers.is_empty() {
+        vec![args.sampling.sampler.clone()]
     } else {
-        let samplers = if args.samplers.is_empty() {
-            std::slice::from_ref(&args.sampler)
-        } else {
-            args.samplers.as_slice()
-        };
-        samplers
+        args.samplers
             .iter()
-            .flat_map(|s| args.sweep_steps.iter().map(move |&n| (s.clone(), n)))
+            .flat_map(|s| match s.as_str() {
+                "all" => named::ALL.iter().map(|n| Some(n.to_string())).collect(),
+                name => vec![Some(name.to_string())],
+            })
             .collect()
     };
-    // Reject a bad sampler name before any sampling.
-    for (sampler, _) in &runs {
-        sampler_named(sampler)?;
+    let step_counts = if args.sweep_steps.is_empty() {
+        vec![args.sampling.steps]
+    } else {
+        args.sweep_steps.clone()
+    };
+    // Resolve every row before any sampling, so that a bad name or setting fails at once.
+    let mut runs = Vec::new();
+    for sampler in &samplers {
+        for &steps in &step_counts {
+            let scheduler = scheduler_for(args, &model, sampler.as_deref(), steps)?;
+            runs.push((label(&scheduler.sampler), scheduler));
+        }
     }
     let mut rows = Vec::with_capacity(runs.len());
-    for (sampler, steps) in runs {
-        eprintln!("{sampler}, {steps} steps: {} samples", args.num);
-        let mut report = evaluate(args, &model, &scorer, &sampler, steps)?;
+    let mut schedulers = Vec::with_capacity(runs.len());
+    for (name, scheduler) in runs {
+        let steps = scheduler.options.steps;
+        eprintln!("{name}, {steps} steps: {} samples", args.num);
+        let mut report = evaluate(args, &model, &scorer, &scheduler)?;
         report.bpd = bpd;
-        rows.push((sampler, steps, report));
+        rows.push((name, steps, report));
+        schedulers.push(scheduler);
     }
 
-    let record = |(sampler, steps, report): &(String, usize, EvalReport)| {
+    let record = |(row, scheduler): (&(String, usize, EvalReport), &Scheduler)| {
         json!({
-            "settings": settings(args, &model, sampler, *steps),
-            "report": report,
+            "settings": settings(args, &model, scheduler),
+            "report": row.2,
             "floor": floor,
         })
     };
     if args.sweep_steps.is_empty() {
         print_report(&rows[0].2, floor.as_ref());
         if let Some(path) = &args.json {
-            write_json(path, &record(&rows[0]))?;
+            write_json(path, &record((&rows[0], &schedulers[0])))?;
         }
         return Ok(());
     }
     print_sweep(&rows, floor.as_ref());
     if let Some(path) = &args.json {
-        write_json(path, &Value::Array(rows.iter().map(record).collect()))?;
+        write_json(
+            path,
+            &Value::Array(rows.iter().zip(&schedulers).map(record).collect()),
+        )?;
     }
     plot_sweep(args, &rows)
 }

@@ -93,12 +93,12 @@ pub fn print_report(report: &EvalReport, floor: Option<&EvalReport>) {
 /// One line per sweep row.
 pub fn print_sweep(rows: &[(String, usize, EvalReport)], floor: Option<&EvalReport>) {
     println!(
-        "{:<10} {:>6} {:>10} {:>9} {:>8} {:>9} {:>9}",
+        "{:<12} {:>6} {:>10} {:>9} {:>8} {:>9} {:>9}",
         "sampler", "steps", "FD", "accuracy", "IS", "precision", "recall"
     );
     let line = |name: &str, steps: String, r: &EvalReport| {
         println!(
-            "{name:<10} {steps:>6} {:>10.3} {:>9} {:>8.3} {:>9.4} {:>9.4}",
+            "{name:<12} {steps:>6} {:>10.3} {:>9} {:>8.3} {:>9.4} {:>9.4}",
             r.fd_fashion_classifier,
             percent(r.accuracy),
             r.inception_score,

@@ -1,24 +1,34 @@
-//! `diffuse info DIR`: what a training run, checkpoint or diffusers model folder holds.
+//! `diffuse info DIR`: what a diffusers pipeline, model folder, training run or checkpoint holds, and the sampler and
+//! every setting `diffuse sample` would use on it (with the same sampler options).
 
-use diffuse_diffusion::train::checkpoint::{latest_checkpoint, read_trainer_state};
-use diffuse_models::folder::CONFIG_FILE;
+use crate::sample::open_folder;
+use crate::sampling::SamplerArgs;
+use clap::Args;
+use diffuse_diffusion::pipeline::Weights;
+use diffuse_diffusion::train::checkpoint::read_trainer_state;
 use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_tensor::Device;
-use std::path::Path;
+use std::path::PathBuf;
 
-pub fn run(dir: &Path) -> Result<(), String> {
-    let step_dir = if dir.join("latest").is_file() {
-        latest_checkpoint(dir).map_err(|e| e.to_string())?
-    } else {
-        dir.to_path_buf()
-    };
-    let model_dir = if step_dir.join(CONFIG_FILE).is_file() {
-        step_dir.clone()
-    } else {
-        step_dir.join("model")
-    };
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// The folder.
+    dir: PathBuf,
+    #[command(flatten)]
+    sampling: SamplerArgs,
+}
+
+pub fn run(args: &InfoArgs) -> Result<(), String> {
+    let (folder, base) = open_folder(&args.dir, Weights::Model)?;
+    let scheduler = args.sampling.resolve(&base)?;
+    let model_dir = &folder.denoiser;
+    println!(
+        "folder       {} ({})",
+        folder.root.display(),
+        folder.kind.describe()
+    );
     let (model, store) =
-        Backbone::load_diffusers(&model_dir, Device::Cpu).map_err(|e| e.to_string())?;
+        Backbone::load_diffusers(model_dir, Device::Cpu).map_err(|e| e.to_string())?;
     let config = model.config();
     println!("model        {}", model_dir.display());
     match &config {
@@ -40,7 +50,11 @@ pub fn run(dir: &Path) -> Result<(), String> {
                 n
             ))
     );
-    if let Ok(state) = read_trainer_state(&step_dir) {
+    if let Some(state) = folder
+        .checkpoint
+        .as_deref()
+        .and_then(|dir| read_trainer_state(dir).ok())
+    {
         let t = &state.config;
         println!(
             "step         {} of {} (epoch {}, batch {})",
@@ -64,5 +78,23 @@ pub fn run(dir: &Path) -> Result<(), String> {
             t.batch_size, t.lr, t.loss_weighting, t.ema_decay, t.seed
         );
     }
+    println!(
+        "scheduler    {}",
+        folder
+            .scheduler_config
+            .as_ref()
+            .map_or("none (DDPMScheduler defaults)".into(), |p| p
+                .display()
+                .to_string())
+    );
+    for (key, value) in scheduler.settings() {
+        println!("  {key:<25} {value}");
+    }
+    let timesteps = scheduler
+        .sampler
+        .model_timesteps(&scheduler.schedule, &scheduler.options)
+        .map_err(|e| e.to_string())?;
+    let shown: Vec<String> = timesteps.iter().map(|t| format!("{t}")).collect();
+    println!("  {:<25} {}", "model timesteps", shown.join(" "));
     Ok(())
 }

@@ -30,16 +30,14 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Train a U-Net on an image dataset, with EMA, atomic checkpoints, sample grids and metrics.
     Train(Box<train::TrainArgs>),
-    /// Draw samples from a trained U-Net (a run folder, a checkpoint, or a diffusers model folder).
+    /// Draw samples from a denoising network (a diffusers pipeline or model folder, a run folder, or a checkpoint)
+    /// with the sampler its scheduler config names or another.
     Sample(Box<sample::SampleArgs>),
     /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in the Fashion-MNIST classifier's
     /// feature space, and optionally bits/dim, the floor, and a sweep over sampling steps.
     Eval(Box<eval::EvalArgs>),
-    /// Describe a training run, checkpoint or diffusers model folder.
-    Info {
-        /// The folder.
-        dir: std::path::PathBuf,
-    },
+    /// Describe a diffusers pipeline, model folder, training run or checkpoint, and the sampler `sample` would use.
+    Info(Box<info::InfoArgs>),
 }
 
 fn main() {
@@ -49,7 +47,7 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Info { dir } => info::run(dir),
+        Command::Info(args) => info::run(args),
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

@@ -1,16 +1,19 @@
-//! `diffuse sample`: draws images from a trained U-Net (a training run folder, one of its `step-N` checkpoints, or a
-//! diffusers model folder) with any of the library's samplers, optionally with classifier-free guidance, and writes
-//! a grid, and on request each image, the raw tensor, and the trajectory of the first sample.
+//! `diffuse sample`: draws images from a denoising network — a diffusers pipeline folder, a model folder (with its
+//! sibling `scheduler/`), a training run or one of its `step-N` checkpoints — with the sampler its scheduler config
+//! names or another (see [`crate::sampling`]), optionally with classifier-free guidance, and writes a grid and on
+//! request each image, the raw tensor (exactly as the sampler returns it) and the trajectory of the first sample.
+//!
+//! `--init-noise` takes the unit normal latents a diffusers pipeline takes (the sampler scales them by its initial
+//! noise level, as `init_noise_sigma`), `--noise` the fresh noise of every step of a stochastic sampler. Everything is
+//! checked before anything is written.
 
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
-use crate::sampling::{draw_with, sampler_named, GridRequest, ThresholdArgs};
+use crate::sampling::{draw_with, GridRequest, SamplerArgs};
 use clap::Args;
+use diffuse_diffusion::pipeline::{Pipeline, Weights};
+use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
-use diffuse_diffusion::schedule::{NoiseSchedule, SchedulerConfig};
-use diffuse_diffusion::train::checkpoint::latest_checkpoint;
-use diffuse_diffusion::train::target::prediction_of;
-use diffuse_models::folder::CONFIG_FILE;
 use diffuse_models::Backbone;
 use diffuse_tensor::{Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -19,23 +22,18 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
-    /// A training run folder (its latest checkpoint), a step-N checkpoint, or a diffusers model folder.
+    /// A diffusers pipeline folder (model_index.json), a model folder, a training run (its latest checkpoint) or a
+    /// step-N checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Use the EMA weights of a checkpoint (false: the raw weights).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ema: bool,
-    /// ddpm, ddim, euler, euler-a, heun or dpm++2m.
-    #[arg(long, default_value = "dpm++2m")]
-    sampler: String,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
+    #[command(flatten)]
+    sampling: SamplerArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
-    #[command(flatten)]
-    threshold: ThresholdArgs,
     #[command(flatten)]
     device: DeviceArgs,
     /// Draw only this class.  [default: one row per class of a class-conditional model]
@@ -47,53 +45,34 @@ pub struct SampleArgs {
     /// Samples per class (or in all, for an unconditional model or with --class).
     #[arg(long, default_value_t = 8)]
     count: usize,
-    /// The grid PNG.
+    /// The grid PNG (values clamped to [−1, 1] for display).
     #[arg(long, default_value = "grid.png")]
     out: PathBuf,
     /// Also write every sample as DIR/sample-NNNN.png.  [default: none]
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// Also write the samples (N, C, H, W, in [−1, 1]) as the tensor "samples" of a safetensors file.  [default: none]
+    /// Also write the samples (N, C, H, W) exactly as the sampler returns them, unclipped unless the scheduler clips,
+    /// as the tensor "samples" of a safetensors file.  [default: none]
     #[arg(long)]
     out_tensor: Option<PathBuf>,
-    /// Start from this noise (a safetensors file with one f32 tensor of the samples' shape).  [default: the seed's]
+    /// Start from these unit normal latents (a safetensors file with one f32 tensor of the samples' shape, as a
+    /// diffusers pipeline's `latents`).  [default: the seed's]
     #[arg(long)]
     init_noise: Option<PathBuf>,
+    /// The fresh noise of a stochastic sampler's steps (a safetensors file with one f32 tensor of shape
+    /// [steps, N, C, H, W], slice k for step k).  [default: the seed's]
+    #[arg(long)]
+    noise: Option<PathBuf>,
     /// Also write the first sample's x_t at every model call, left to right, ending with the result.  [default: none]
     #[arg(long)]
     trajectory: Option<PathBuf>,
 }
 
-/// The model folder and scheduler config that `dir` names: a training run (its latest checkpoint), a `step-N`
-/// checkpoint (its EMA weights when `ema`, else its raw weights), or a diffusers model folder.
-pub(crate) fn resolve(dir: &Path, ema: bool) -> Result<(PathBuf, SchedulerConfig), String> {
-    let step_dir = if dir.join("latest").is_file() {
-        latest_checkpoint(dir).map_err(|e| e.to_string())?
-    } else {
-        dir.to_path_buf()
-    };
-    let model_dir = if step_dir.join(CONFIG_FILE).is_file() {
-        step_dir.clone()
-    } else {
-        step_dir.join(if ema { "ema" } else { "model" })
-    };
-    if !model_dir.join(CONFIG_FILE).is_file() {
-        return Err(format!(
-            "{} is neither a training run, a checkpoint, nor a diffusers model folder (no {CONFIG_FILE})",
-            dir.display()
-        ));
-    }
-    let scheduler_path = [
-        step_dir.join("scheduler/scheduler_config.json"),
-        model_dir.join("../scheduler/scheduler_config.json"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file());
-    let scheduler = match scheduler_path {
-        Some(path) => SchedulerConfig::from_file(&path).map_err(|e| e.to_string())?,
-        None => SchedulerConfig::default(),
-    };
-    Ok((model_dir, scheduler))
+/// The folder `dir` and the scheduler its config describes.
+pub(crate) fn open_folder(dir: &Path, weights: Weights) -> Result<(Pipeline, Scheduler), String> {
+    let folder = Pipeline::open(dir, weights).map_err(|e| e.to_string())?;
+    let scheduler = folder.scheduler().map_err(|e| e.to_string())?;
+    Ok((folder, scheduler))
 }
 
 fn read_tensor(path: &Path) -> Result<Tensor, String> {
@@ -174,11 +153,21 @@ fn save_grid(images: &Tensor, columns: usize, path: &Path) -> Result<(), String>
 
 pub fn run(args: &SampleArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
-    let (model_dir, scheduler) = resolve(&args.checkpoint, args.ema)?;
-    let (model, _store) =
-        Backbone::load_diffusers(&model_dir, device).map_err(|e| e.to_string())?;
-    let schedule = NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?;
-    let prediction = prediction_of(scheduler.prediction_type);
+    let weights = if args.ema {
+        Weights::Ema
+    } else {
+        Weights::Model
+    };
+    let (folder, base) = open_folder(&args.checkpoint, weights)?;
+    let mut scheduler = args.sampling.resolve(&base)?;
+    for (key, value) in &scheduler.dropped {
+        eprintln!(
+            "note: {key} = {value} is not a {} setting and is left out",
+            scheduler.class.name()
+        );
+    }
+    let (model, _store) = Backbone::load_diffusers(&folder.denoiser, device)
+        .map_err(|e| format!("{}: {e}", folder.denoiser.display()))?;
     // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
     let null_class = model.config().num_class_embeds().map(|n| n as u32 - 1);
     let count = args.count.max(1);
@@ -194,45 +183,56 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     }
     let total = classes.as_ref().map_or(count, Vec::len);
     let init = match args.init_noise.as_deref() {
-        Some(path) => Some(
-            read_tensor(path)?
-                .to_device(model.device())
-                .map_err(|e| e.to_string())?,
-        ),
+        Some(path) => {
+            let noise = read_tensor(path)?;
+            if noise.shape().first() != Some(&total) {
+                return Err(format!(
+                    "{}: holds latents of shape {:?}, but {total} samples are asked for (--count, --class)",
+                    path.display(),
+                    noise.shape()
+                ));
+            }
+            Some(noise.to_device(model.device()).map_err(|e| e.to_string())?)
+        }
         None => None,
     };
+    if let Some(path) = args.noise.as_deref() {
+        let noise = read_tensor(path)?;
+        scheduler.options.step_noise =
+            Some(noise.to_device(model.device()).map_err(|e| e.to_string())?);
+    }
+    scheduler.options.seed = args.seed;
     let request = GridRequest {
-        sampler: sampler_named(&args.sampler)?,
-        steps: args.steps,
-        seed: args.seed,
+        scheduler: &scheduler,
         classes: classes.as_deref(),
         count: total,
         guidance: args.guidance,
         null_class,
-        threshold: args.threshold.threshold()?,
     };
     let mut frames = Vec::new();
-    let images = draw_with(
-        &model,
-        prediction,
-        &schedule,
-        &request,
-        init.as_ref(),
-        |denoiser, sample| {
-            if args.trajectory.is_none() {
-                return sample(denoiser);
-            }
-            let recorder = Recorder {
-                inner: denoiser,
-                frames: RefCell::new(Vec::new()),
-            };
-            let out = sample(&recorder);
-            frames = recorder.frames.into_inner();
-            out
-        },
-    )?;
+    let images = draw_with(&model, &request, init.as_ref(), |denoiser, sample| {
+        if args.trajectory.is_none() {
+            return sample(denoiser);
+        }
+        let recorder = Recorder {
+            inner: denoiser,
+            frames: RefCell::new(Vec::new()),
+        };
+        let out = sample(&recorder);
+        frames = recorder.frames.into_inner();
+        out
+    })
+    .map_err(|e| match args.noise.as_deref() {
+        Some(path) if e.contains("step noise") => format!("--noise {}: {e}", path.display()),
+        _ => e,
+    })?;
     save_grid(&images, count, &args.out)?;
-    eprintln!("{total} samples in {}", args.out.display());
+    eprintln!(
+        "{total} samples ({}, {} steps) in {}",
+        diffuse_diffusion::sampler::named::label(&scheduler.sampler),
+        scheduler.options.steps,
+        args.out.display()
+    );
     if let Some(dir) = &args.out_dir {
         for i in 0..total {
             let one = images.narrow(0, i, 1).map_err(|e| e.to_string())?;

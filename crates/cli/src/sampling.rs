@@ -1,93 +1,176 @@
-//! Sample grids from a denoising network: one row per class (or plain rows for an unconditional model), drawn with one of the
-//! library's samplers and, for `guidance ≠ 1`, classifier-free guidance around the null class.
+//! How the commands that sample choose their sampler, and sample grids from a denoising network.
+//!
+//! The folder's scheduler config decides, as in diffusers ([`diffuse_diffusion::sampler::scheduler`]): with no
+//! `--sampler`, its class runs with all of its settings; `--sampler NAME` builds another sampler from the same
+//! config (diffusers' `from_config`); `--eta`, `--spacing`, `--karras` / `--no-karras`, `--sigma-range`,
+//! `--clip`, `--order`, `--clipped-eps` and the thresholding options change single settings.
+//!
+//! A grid is one row per class (or plain rows for an unconditional model), drawn with the resolved sampler and, for
+//! `guidance ≠ 1`, classifier-free guidance around the null class.
 
+use clap::Args;
+use diffuse_diffusion::sampler::scheduler::{SamplerOverrides, Scheduler};
 use diffuse_diffusion::sampler::{
-    ClassifierFreeGuidance, Condition, Denoiser, DynamicThreshold, Sampler, SamplerOptions,
-    Scheduler, SigmaRange, SigmaSchedule, SigmaSpacing,
+    ClassifierFreeGuidance, Condition, Denoiser, DynamicThreshold, SigmaRange,
 };
-use diffuse_diffusion::schedule::NoiseSchedule;
-use diffuse_diffusion::schedule::TimestepSpacing;
-use diffuse_diffusion::train::{ModelDenoiser, Prediction};
+use diffuse_diffusion::schedule::{SchedulerConfig, TimestepSpacing};
+use diffuse_diffusion::train::ModelDenoiser;
 use diffuse_models::Backbone;
 use diffuse_tensor::Tensor;
 
-/// The sampler a command-line name stands for.
-pub fn sampler_named(name: &str) -> Result<Sampler, String> {
-    Scheduler::named(name)
-        .map(|s| s.sampler)
+/// The sampler options of `diffuse sample`, `eval` and `info`.
+#[derive(Args, Clone, Debug)]
+pub struct SamplerArgs {
+    /// The sampler: ddpm, ddim, pndm, plms, euler, euler-a, heun, lms, dpm2m, dpm++2m, dpm++3m, dpm++2m-sde,
+    /// unipc, unipc-bh1 (and dpm[++]Km[-sde] for orders K = 1–3), built from the folder's scheduler config.
+    /// [default: the folder's scheduler, with all its settings]
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// DDIM's stochasticity η (0: deterministic, 1: DDPM's variance).  [default: 0]
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Which training timesteps are visited: leading, trailing or linspace.  [default: the config's]
+    #[arg(long, value_parser = ["leading", "trailing", "linspace"])]
+    pub spacing: Option<String>,
+    /// Step through the Karras σ ramp (σ-samplers).  [default: the config's use_karras_sigmas]
+    #[arg(long, conflicts_with = "no_karras")]
+    pub karras: bool,
+    /// Do not use the Karras σ ramp.
+    #[arg(long)]
+    pub no_karras: bool,
+    /// Where a σ ramp starts and ends: the visited timesteps' σ (diffusers' Euler, Heun, LMS) or the training range
+    /// (diffusers' DPM-Solver and UniPC).  [default: the sampler's, as in diffusers]
+    #[arg(long, value_parser = ["visited", "training"])]
+    pub sigma_range: Option<String>,
+    /// Clip every predicted x0 to [−RANGE, RANGE], or `none` for no clipping or thresholding.  [default: the config's
+    /// clip_sample and clip_sample_range]
+    #[arg(long, value_name = "RANGE|none")]
+    pub clip: Option<String>,
+    /// The order of DPM-Solver (1–3), UniPC (1–3) or LMS (1–6).  [default: the config's]
+    #[arg(long)]
+    pub order: Option<usize>,
+    /// DDIM: take the noise from the clipped x0 (diffusers' use_clipped_model_output) instead of the network's.
+    #[arg(long)]
+    pub clipped_eps: bool,
+    /// Dynamic thresholding (Imagen): scale each predicted x0 back into [−1, 1] by this quantile of |x0| (0.995 in
+    /// Imagen and diffusers).  [default: the config's thresholding]
+    #[arg(long, value_name = "RATIO")]
+    pub dynamic_threshold: Option<f64>,
+    /// The largest threshold dynamic thresholding may use (diffusers' sample_max_value).  [default: no cap]
+    #[arg(long, value_name = "MAX", requires = "dynamic_threshold")]
+    pub threshold_max: Option<f64>,
+}
+
+impl SamplerArgs {
+    /// The single-setting changes asked for, checked.
+    pub fn overrides(&self) -> Result<SamplerOverrides, String> {
+        let spacing = self
+            .spacing
+            .as_deref()
+            .map(|s| TimestepSpacing::from_name(s).expect("clap admits the spacing names only"));
+        let clip = match self.clip.as_deref() {
+            None => None,
+            Some("none") => Some(None),
+            Some(text) => match text.parse::<f64>() {
+                Ok(r) if r.is_finite() && r > 0.0 => Some(Some(r)),
+                _ => return Err(format!("--clip {text}: expected a positive range or none")),
+            },
+        };
+        let threshold = match self.dynamic_threshold {
+            None => None,
+            Some(ratio) => {
+                let threshold = DynamicThreshold {
+                    ratio,
+                    max: self.threshold_max.unwrap_or(f64::MAX),
+                };
+                threshold
+                    .validate()
+                    .map_err(|e| format!("--dynamic-threshold: {e}"))?;
+                Some(threshold)
+            }
+        };
+        Ok(SamplerOverrides {
+            steps: Some(self.steps),
+            eta: self.eta,
+            spacing,
+            karras: match (self.karras, self.no_karras) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            sigma_range: self.sigma_range.as_deref().map(|r| match r {
+                "training" => SigmaRange::Training,
+                _ => SigmaRange::Visited,
+            }),
+            clip,
+            threshold,
+            order: self.order,
+            use_clipped_model_output: self.clipped_eps.then_some(true),
+        })
+    }
+
+    /// The sampler these options choose for a folder whose scheduler is `base`.
+    pub fn resolve(&self, base: &Scheduler) -> Result<Scheduler, String> {
+        let scheduler = match &self.sampler {
+            Some(name) => base
+                .switch_to(name)
+                .map_err(|e| format!("--sampler: {e}"))?,
+            None => base.clone(),
+        };
+        scheduler
+            .apply(&self.overrides()?)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The sampler `name` of a training run whose scheduler config is `config`, with `steps` steps: the command-line
+/// `--sampler` rule, used for the grids and evaluations during training.
+pub fn run_sampler(
+    config: &SchedulerConfig,
+    name: &str,
+    steps: usize,
+) -> Result<Scheduler, String> {
+    Scheduler::from_config(config)
+        .and_then(|s| s.switch_to(name))
+        .and_then(|s| {
+            s.apply(&SamplerOverrides {
+                steps: Some(steps),
+                ..SamplerOverrides::default()
+            })
+        })
         .map_err(|e| e.to_string())
 }
 
 /// What to draw.
 pub struct GridRequest<'a> {
-    pub sampler: Sampler,
-    pub steps: usize,
-    pub seed: u64,
+    /// The sampler, its options (steps, seed, step noise) and its training schedule.
+    pub scheduler: &'a Scheduler,
     /// The class of each sample (`None`: unconditional).
     pub classes: Option<&'a [u32]>,
     pub count: usize,
     pub guidance: f64,
     pub null_class: Option<u32>,
-    /// Dynamic thresholding of the predicted x0 instead of clipping it to [−1, 1].
-    pub threshold: Option<DynamicThreshold>,
 }
 
-/// Dynamic thresholding on the command line (`diffuse sample` and `diffuse eval`).
-#[derive(clap::Args, Clone, Debug)]
-pub struct ThresholdArgs {
-    /// Dynamic thresholding (Imagen): scale each predicted x0 back into [−1, 1] by this quantile of |x0| (0.995 in
-    /// Imagen and diffusers) instead of clipping it there.  [default: none: clip to [−1, 1]]
-    #[arg(long, value_name = "RATIO")]
-    pub dynamic_threshold: Option<f64>,
-    /// The largest threshold dynamic thresholding may use (diffusers' sample_max_value).  [default: none: no cap]
-    #[arg(long, value_name = "MAX")]
-    pub threshold_max: Option<f64>,
-}
-
-impl ThresholdArgs {
-    /// The threshold asked for, checked.
-    pub fn threshold(&self) -> Result<Option<DynamicThreshold>, String> {
-        let Some(ratio) = self.dynamic_threshold else {
-            return match self.threshold_max {
-                Some(_) => Err("--threshold-max needs --dynamic-threshold".into()),
-                None => Ok(None),
-            };
-        };
-        let threshold = DynamicThreshold {
-            ratio,
-            max: self.threshold_max.unwrap_or(f64::MAX),
-        };
-        threshold
-            .validate()
-            .map_err(|e| format!("--dynamic-threshold: {e}"))?;
-        Ok(Some(threshold))
-    }
-}
-
-/// Draws `request.count` samples (N, C, H, W) from `model`, which predicts `prediction` under `schedule`.
+/// Draws `request.count` samples (N, C, H, W) from `model`; `init_noise` are the unit normal latents (the seed's
+/// when `None`).
 pub fn draw(
     model: &Backbone,
-    prediction: Prediction,
-    schedule: &NoiseSchedule,
     request: &GridRequest,
     init_noise: Option<&Tensor>,
 ) -> Result<Tensor, String> {
-    draw_with(
-        model,
-        prediction,
-        schedule,
-        request,
-        init_noise,
-        |denoiser, sample| sample(denoiser),
-    )
+    draw_with(model, request, init_noise, |denoiser, sample| {
+        sample(denoiser)
+    })
 }
 
 /// As [`draw`], but `wrap` receives the (guided) denoiser and the sampling run, so that it can run it around a
 /// wrapper of the denoiser (to record the trajectory).
 pub fn draw_with(
     model: &Backbone,
-    prediction: Prediction,
-    schedule: &NoiseSchedule,
     request: &GridRequest,
     init_noise: Option<&Tensor>,
     wrap: impl FnOnce(
@@ -98,7 +181,11 @@ pub fn draw_with(
     let config = model.config();
     let (h, w) = config.sample_size().unwrap_or((28, 28));
     let shape = [request.count, config.in_channels(), h, w];
-    let plain = ModelDenoiser { model, prediction };
+    let scheduler = request.scheduler;
+    let plain = ModelDenoiser {
+        model,
+        prediction: scheduler.prediction(),
+    };
     let guided;
     let denoiser: &dyn Denoiser = match (request.classes, request.null_class) {
         (Some(_), Some(null)) if request.guidance != 1.0 => {
@@ -112,35 +199,17 @@ pub fn draw_with(
         }
         _ => &plain,
     };
-    let options = SamplerOptions {
-        steps: request.steps,
-        seed: request.seed,
-        spacing: TimestepSpacing::Trailing,
-        sigmas: SigmaSchedule {
-            spacing: SigmaSpacing::Karras,
-            range: SigmaRange::Training,
-            ..SigmaSchedule::default()
-        },
-        clip_sample_range: Some(1.0),
-        dynamic_threshold: request.threshold,
-        ..SamplerOptions::default()
-    };
+    let cond = Condition::class_opt(request.classes);
     let sample = |denoiser: &dyn Denoiser| {
         let result = match init_noise {
-            Some(noise) => request.sampler.sample_from(
+            Some(noise) => scheduler.sample_from(denoiser, noise, cond),
+            None => scheduler.sampler.sample(
                 denoiser,
-                schedule,
-                &options,
-                noise,
-                Condition::class_opt(request.classes),
-            ),
-            None => request.sampler.sample(
-                denoiser,
-                schedule,
-                &options,
+                &scheduler.schedule,
+                &scheduler.options,
                 &shape,
                 model.device(),
-                Condition::class_opt(request.classes),
+                cond,
             ),
         };
         result.map_err(|e| e.to_string())

@@ -15,9 +15,7 @@ use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
 use diffuse_diffusion::eval::{evaluate_samples, EvalReport, FashionClassifier, ReferenceFeatures};
 use diffuse_diffusion::rng::SplitMix64;
-use diffuse_diffusion::sampler::{DynamicThreshold, Sampler};
-use diffuse_diffusion::schedule::NoiseSchedule;
-use diffuse_diffusion::train::Prediction;
+use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_models::Backbone;
 use diffuse_tensor::{Device, Tensor};
 use indicatif::ProgressBar;
@@ -78,11 +76,9 @@ pub fn first_images(data: &Dataset, count: usize) -> Result<(Tensor, Option<Vec<
     Ok((images, data.labels.as_ref().map(|l| l[..count].to_vec())))
 }
 
-/// A denoising network and how to sample it.
+/// A denoising network to sample.
 pub struct SampleModel<'a> {
     pub unet: &'a Backbone,
-    pub prediction: Prediction,
-    pub schedule: &'a NoiseSchedule,
     /// The null class of a class-conditional model, which is also its number of real classes.
     pub null_class: Option<u32>,
 }
@@ -103,14 +99,12 @@ impl SampleModel<'_> {
 /// How to draw the samples of one evaluation.
 #[derive(Clone, Debug)]
 pub struct Sampling {
-    pub sampler: Sampler,
-    pub steps: usize,
+    /// The sampler with its options (steps, thresholding, …) and training schedule.
+    pub scheduler: Scheduler,
     pub guidance: f64,
     pub num: usize,
     pub batch: usize,
     pub seed: u64,
-    /// Dynamic thresholding of the predicted x0 instead of clipping it.
-    pub threshold: Option<DynamicThreshold>,
 }
 
 /// Draws `sampling.num` samples of `model` for `classes`, `sampling.batch` at a time, advancing `bar` per batch.
@@ -123,19 +117,18 @@ pub fn generate(
     let mut seeds = SplitMix64::new(sampling.seed);
     let mut pixels = Vec::new();
     let mut image_shape = Vec::new();
+    let mut scheduler = sampling.scheduler.clone();
     for start in (0..sampling.num).step_by(sampling.batch.max(1)) {
         let count = sampling.batch.min(sampling.num - start);
+        scheduler.options.seed = seeds.next_u64();
         let request = GridRequest {
-            sampler: sampling.sampler.clone(),
-            steps: sampling.steps,
-            seed: seeds.next_u64(),
+            scheduler: &scheduler,
             classes: classes.map(|c| &c[start..start + count]),
             count,
             guidance: sampling.guidance,
             null_class: model.null_class,
-            threshold: sampling.threshold,
         };
-        let images = draw(model.unet, model.prediction, model.schedule, &request, None)?;
+        let images = draw(model.unet, &request, None)?;
         image_shape = images.shape()[1..].to_vec();
         pixels.extend(images.to_vec().map_err(|e| e.to_string())?);
         bar.inc(count as u64);

@@ -7,10 +7,11 @@
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
-use crate::sampling::{draw, sampler_named, GridRequest};
+use crate::sampling::{draw, run_sampler, GridRequest};
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig};
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
 use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
@@ -113,7 +114,7 @@ pub struct TrainArgs {
     /// Write a metrics line every N steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
-    /// Sampler of the grids: ddpm, ddim, euler, euler-a, heun or dpm++2m.
+    /// Sampler of the grids (any `diffuse sample --sampler` name), built from the run's scheduler config.
     #[arg(long, default_value = "dpm++2m")]
     grid_sampler: String,
     /// Denoising steps of the grids.
@@ -290,6 +291,8 @@ fn read_metrics(path: &Path) -> Vec<LossPoint> {
 struct Grids<'a> {
     args: &'a TrainArgs,
     out: &'a Path,
+    /// `--grid-sampler` with `--grid-steps` on the run's scheduler config.
+    scheduler: Scheduler,
 }
 
 impl Grids<'_> {
@@ -308,23 +311,16 @@ impl Grids<'_> {
                 .collect()
         });
         let count = classes.as_ref().map_or(columns * 4, Vec::len);
+        let mut scheduler = self.scheduler.clone();
+        scheduler.options.seed = config.seed;
         let request = GridRequest {
-            sampler: sampler_named(&self.args.grid_sampler)?,
-            steps: self.args.grid_steps,
-            seed: config.seed,
+            scheduler: &scheduler,
             classes: classes.as_deref(),
             count,
             guidance: self.args.grid_guidance,
             null_class: config.null_class,
-            threshold: None,
         };
-        let images = draw(
-            &trainer.ema_model,
-            config.prediction(),
-            trainer.schedule(),
-            &request,
-            None,
-        )?;
+        let images = draw(&trainer.ema_model, &request, None)?;
         let path = self.out.join("samples").join(format!("{name}.png"));
         Grid {
             pixels: &images.to_vec().map_err(|e| e.to_string())?,
@@ -400,6 +396,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         &data_dir(&args.data)?,
         &data,
         &model_config,
+        &trainer.config().scheduler,
         trainer.config().null_class,
         trainer.config().seed,
     )?;
@@ -432,7 +429,16 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
             .map_err(|e| e.to_string())?,
     );
-    let grids = Grids { args, out: &out };
+    let grids = Grids {
+        args,
+        out: &out,
+        scheduler: run_sampler(
+            &trainer.config().scheduler,
+            &args.grid_sampler,
+            args.grid_steps,
+        )
+        .map_err(|e| format!("--grid-sampler: {e}"))?,
+    };
     let start = Instant::now();
     let first_step = trainer.step_index();
     let mut saved_at = None;

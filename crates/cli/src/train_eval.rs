@@ -10,7 +10,7 @@
 //! - Everything that can be wrong (no test split, images the classifier does not read, no classifier weights) fails
 //!   before the first step, and the test set's features are computed once per run.
 
-use crate::sampling::sampler_named;
+use crate::sampling::run_sampler;
 use crate::scoring::{
     check_image_shape, load_classifier, load_split, SampleModel, Sampling, Scorer,
     DEFAULT_CLASSIFIER, SAMPLE_BATCH,
@@ -18,6 +18,7 @@ use crate::scoring::{
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::EvalReport;
+use diffuse_diffusion::schedule::SchedulerConfig;
 use diffuse_diffusion::train::Trainer;
 use diffuse_models::{Backbone, BackboneConfig};
 use indicatif::ProgressBar;
@@ -34,7 +35,8 @@ pub struct TrainEvalArgs {
     /// Samples per evaluation (compare FDs at equal numbers only: FD is biased upwards by few samples).
     #[arg(long, default_value_t = 1000)]
     pub eval_num: usize,
-    /// Sampler of the evaluations (the default is `diffuse eval`'s, so that their numbers agree).
+    /// Sampler of the evaluations (any `diffuse sample --sampler` name), built from the run's scheduler config; at
+    /// equal settings the numbers are those of `diffuse eval --sampler NAME` on the checkpoint.
     #[arg(long, default_value = "dpm++2m")]
     pub eval_sampler: String,
     /// Denoising steps of the evaluations.
@@ -64,6 +66,7 @@ impl Evaluator {
         data_dir: &Path,
         train: &Dataset,
         model: &BackboneConfig,
+        scheduler: &SchedulerConfig,
         null_class: Option<u32>,
         seed: u64,
     ) -> Result<Option<Evaluator>, String> {
@@ -76,8 +79,8 @@ impl Evaluator {
                 args.eval_num, args.eval_steps
             ));
         }
-        let sampler =
-            sampler_named(&args.eval_sampler).map_err(|e| format!("--eval-sampler: {e}"))?;
+        let scheduler = run_sampler(scheduler, &args.eval_sampler, args.eval_steps)
+            .map_err(|e| format!("--eval-sampler: {e}"))?;
         if args.eval_guidance != 1.0 && null_class.is_none() {
             return Err("--eval-guidance other than 1 needs a class-conditional model".into());
         }
@@ -106,13 +109,11 @@ impl Evaluator {
         Ok(Some(Evaluator {
             scorer: Scorer::new(classifier, &test)?,
             sampling: Sampling {
-                sampler,
-                steps: args.eval_steps,
+                scheduler,
                 guidance: args.eval_guidance,
                 num: args.eval_num,
                 batch: SAMPLE_BATCH,
                 seed,
-                threshold: None,
             },
             sampler_name: args.eval_sampler.clone(),
             every: args.eval_every,
@@ -129,8 +130,6 @@ impl Evaluator {
         let config = trainer.config();
         let model = SampleModel {
             unet: &trainer.ema_model,
-            prediction: config.prediction(),
-            schedule: trainer.schedule(),
             null_class: config.null_class,
         };
         self.scorer
@@ -144,7 +143,7 @@ impl Evaluator {
             "eval": report,
             "eval_settings": {
                 "sampler": self.sampler_name,
-                "steps": self.sampling.steps,
+                "steps": self.sampling.scheduler.options.steps,
                 "guidance": self.sampling.guidance,
                 "num": self.sampling.num,
                 "seed": self.sampling.seed,

@@ -6,8 +6,11 @@
 //! - [`schedule`]: discrete noise schedules (betas, alphas, cumulative products) computed in `f64` exactly as diffusers'
 //!   `DDPMScheduler` defines them, inference timestep spacings, Karras sigmas, and diffusers `scheduler_config.json`.
 //! - [`forward`]: the forward process q(x_t | x_0), sampled in one fused pass.
-//! - [`sampler`]: reverse-process samplers (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++(2M)) driving any
-//!   [`sampler::Denoiser`], and classifier-free guidance.
+//! - [`sampler`]: reverse-process samplers (DDPM, DDIM, PNDM, Euler, Euler ancestral, Heun, LMS, DPM-Solver,
+//!   UniPC), each as the diffusers scheduler class of the same name runs it and built from its `scheduler_config.json`,
+//!   driving any [`sampler::Denoiser`], and classifier-free guidance.
+//! - [`pipeline`]: the folders a sampling run starts from (diffusers pipelines with `model_index.json`, model
+//!   folders, training runs and checkpoints).
 //! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
 //!   atomic, exactly resumable checkpoints.
 //! - [`eval`]: metrics of generated images (Fréchet distance, classifier accuracy, Inception-style score,
@@ -19,6 +22,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod forward;
+pub mod pipeline;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;

@@ -138,6 +138,15 @@ fn check(case: &Value) -> std::result::Result<(), String> {
             "model timesteps {calls:?}, diffusers {want_calls:?}"
         ));
     }
+    let listed = scheduler
+        .sampler
+        .model_timesteps(&scheduler.schedule, &scheduler.options)
+        .map_err(|e| format!("model_timesteps: {e}"))?;
+    if listed != calls {
+        return Err(format!(
+            "model_timesteps lists {listed:?}, the run called {calls:?}"
+        ));
+    }
     let want = floats(&case["sample"]);
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     // f32 on both sides with the same float32 tables and the same order of operations; what remains are scalars

@@ -177,6 +177,58 @@ impl Sampler {
         )
     }
 
+    /// The timesteps at which a run calls the network, in order (fractional for the k-diffusion-style samplers;
+    /// Heun's inner timesteps twice, PNDM's PRK steps four times).
+    pub fn model_timesteps(
+        &self,
+        schedule: &NoiseSchedule,
+        options: &SamplerOptions,
+    ) -> Result<Vec<f64>> {
+        let whole = |ts: Vec<usize>| ts.into_iter().map(|t| t as f64).collect::<Vec<f64>>();
+        Ok(match self {
+            Sampler::Ddpm { .. } | Sampler::Ddim(_) => whole(crate::schedule::timesteps(
+                options.spacing,
+                schedule.len(),
+                options.steps,
+                options.steps_offset,
+            )?),
+            Sampler::Pndm(settings) => pndm::model_timesteps(schedule, options, settings)?,
+            Sampler::Euler(settings) => {
+                grid::k_grid(
+                    schedule,
+                    options,
+                    settings.interpolation,
+                    settings.continuous_timesteps,
+                )?
+                .timesteps
+            }
+            Sampler::EulerAncestral | Sampler::Lms { .. } => {
+                grid::k_grid(schedule, options, SigmaInterpolation::Linear, false)?.timesteps
+            }
+            Sampler::Heun => {
+                let t =
+                    grid::k_grid(schedule, options, SigmaInterpolation::Linear, false)?.timesteps;
+                let mut calls = vec![t[0]];
+                calls.extend(t[1..].iter().flat_map(|&t| [t, t]));
+                calls
+            }
+            Sampler::DpmSolver(settings) => {
+                grid::multistep_grid(
+                    schedule,
+                    options,
+                    grid::Multistep::DpmSolver {
+                        lambda_min_clipped: settings.lambda_min_clipped,
+                        truncate_ramp_timesteps: settings.truncate_ramp_timesteps,
+                    },
+                )?
+                .timesteps
+            }
+            Sampler::UniPc(_) => {
+                grid::multistep_grid(schedule, options, grid::Multistep::UniPc)?.timesteps
+            }
+        })
+    }
+
     /// Draws the starting noise of `shape` from stream `(options.seed, 0)` on `device` and samples from it.
     pub fn sample(
         &self,

@@ -108,6 +108,24 @@ impl Transfer<'_> {
     }
 }
 
+/// The timesteps at which a PNDM run calls the network, in order.
+pub fn model_timesteps(
+    schedule: &NoiseSchedule,
+    options: &SamplerOptions,
+    settings: &Pndm,
+) -> Result<Vec<f64>> {
+    let mut ascending = timesteps(
+        options.spacing,
+        schedule.len(),
+        options.steps,
+        options.steps_offset,
+    )?;
+    ascending.reverse();
+    let half = schedule.len() / options.steps / 2;
+    let (prk, plms) = schedule_of(settings, &ascending, half)?;
+    Ok(prk.iter().chain(&plms).map(|&t| t as f64).collect())
+}
+
 /// `t − d`, or `None` below timestep 0.
 fn back(t: usize, d: usize) -> Option<usize> {
     t.checked_sub(d)

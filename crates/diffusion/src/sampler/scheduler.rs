@@ -10,9 +10,10 @@
 //!   dynamic shifting, …) is an error naming the key and the value, never silently dropped; contradictory settings
 //!   (two σ ramps at once) are errors too.
 //! - **Another sampler** ([`Scheduler::switch_to`], the command line's `--sampler`): as diffusers'
-//!   `OtherScheduler.from_config(config)`, the new class keeps every setting the two classes share (the training
-//!   schedule, the prediction type, the spacing, …) and takes its own defaults for the rest; the settings the old
-//!   class had and the new one lacks are listed in [`Scheduler::dropped`].
+//!   `OtherScheduler.from_config(config)`, the new class keeps every setting the config gave that the two classes
+//!   share (the training schedule, the prediction type, the spacing, …) and takes its own defaults for the rest,
+//!   including the keys the file left out (diffusers' `_use_default_values`); the settings of the old class the new
+//!   one lacks are listed in [`Scheduler::dropped`].
 //! - **Overrides** ([`Scheduler::apply`]) change single settings of the resolved sampler (η, spacing, Karras σ,
 //!   clipping, order); they may go beyond what the class offers in diffusers (Karras σ for Euler ancestral, clipping
 //!   for DPM-Solver), which is then diffuse's own choice, and each is listed in [`Scheduler::notes`].
@@ -28,7 +29,7 @@ use crate::schedule::{
     BetaSchedule, NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, VarianceType,
 };
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The scheduler classes of diffusers that diffuse runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -266,6 +267,9 @@ pub struct Scheduler {
     pub class: SchedulerClass,
     /// Every key of the class, from the file or diffusers' default.
     pub config: BTreeMap<String, Value>,
+    /// The keys whose values came from the file (or the sampler name), not from the class's defaults: only these
+    /// carry over to another class, whose own defaults fill the rest (diffusers' `_use_default_values`).
+    pub explicit: BTreeSet<String>,
     /// Keys of the file that belong to other classes, ignored (as diffusers ignores them).
     pub ignored: Vec<(String, Value)>,
     /// Settings of the original class that a switch to another sampler left behind (as diffusers' `from_config`).
@@ -336,6 +340,7 @@ impl Scheduler {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         let mut ignored = Vec::new();
+        let mut explicit = BTreeSet::new();
         for (key, value) in map {
             if is_private(key) {
                 continue;
@@ -344,6 +349,7 @@ impl Scheduler {
                 // diffusers writes `null` for an unset option; it keeps the default.
                 if !value.is_null() {
                     config.insert(key.clone(), value.clone());
+                    explicit.insert(key.clone());
                 }
             } else if known_to_some_class(key) {
                 ignored.push((key.clone(), value.clone()));
@@ -358,7 +364,7 @@ impl Scheduler {
                 ));
             }
         }
-        Self::resolve(class, config, ignored, Vec::new(), Vec::new())
+        Self::resolve(class, config, explicit, ignored, Vec::new(), Vec::new())
     }
 
     /// The scheduler `name` (a command-line sampler name, see [`named`]) with diffusers' defaults for everything.
@@ -369,7 +375,8 @@ impl Scheduler {
     }
 
     /// The same training schedule and shared settings sampled by `name` instead (see [`named`]), as diffusers'
-    /// `NewScheduler.from_config(config)` followed by the settings the name fixes.
+    /// `NewScheduler.from_config(config)` followed by the settings the name fixes: the settings the config gave
+    /// (not those it left to the old class's defaults) carry over where the new class has them.
     pub fn switch_to(&self, name: &str) -> Result<Self> {
         let (class, fixed) = named::lookup(name)?;
         let mut config: BTreeMap<String, Value> = class
@@ -377,15 +384,21 @@ impl Scheduler {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+        let mut explicit = BTreeSet::new();
         let mut dropped = Vec::new();
-        for (key, value) in &self.config {
+        for key in &self.explicit {
+            let value = &self.config[key];
             match config.get_mut(key) {
-                Some(slot) => *slot = value.clone(),
+                Some(slot) => {
+                    *slot = value.clone();
+                    explicit.insert(key.clone());
+                }
                 None => dropped.push((key.clone(), value.clone())),
             }
         }
         for (key, value) in fixed {
             config.insert(key.to_string(), value);
+            explicit.insert(key.to_string());
         }
         let mut notes = self.notes.clone();
         if class != self.class {
@@ -396,13 +409,21 @@ impl Scheduler {
                 class.name()
             ));
         }
-        Self::resolve(class, config, self.ignored.clone(), dropped, notes)
+        Self::resolve(
+            class,
+            config,
+            explicit,
+            self.ignored.clone(),
+            dropped,
+            notes,
+        )
     }
 
     /// Builds the sampler and options a complete class config describes.
     fn resolve(
         class: SchedulerClass,
         config: BTreeMap<String, Value>,
+        explicit: BTreeSet<String>,
         ignored: Vec<(String, Value)>,
         dropped: Vec<(String, Value)>,
         mut notes: Vec<String>,
@@ -564,7 +585,10 @@ impl Scheduler {
                     exact_third_order: false,
                 };
                 settings.validate(options.sigmas.final_sigma)?;
-                if read.has("variance_type") && !config["variance_type"].is_null() {
+                if matches!(
+                    config["variance_type"].as_str(),
+                    Some("learned" | "learned_range")
+                ) {
                     notes.push(
                         "variance_type: the first half of a learned-variance output is the prediction".into(),
                     );
@@ -602,6 +626,7 @@ impl Scheduler {
         let scheduler = Self {
             class,
             config,
+            explicit,
             ignored,
             dropped,
             notes,

@@ -1,0 +1,254 @@
+//! The folders a sampling run starts from: where the denoising network is, and which scheduler config decides how
+//! it is sampled.
+//!
+//! | folder | recognised by | network | scheduler config |
+//! |---|---|---|---|
+//! | diffusers pipeline | `model_index.json` | its `unet` component | its `scheduler` component |
+//! | diffuse training run | `latest` | the latest checkpoint's `ema/` or `model/` | that checkpoint's `scheduler/` |
+//! | `step-N` checkpoint | `trainer_state.json` or `model/config.json` | its `ema/` or `model/` | its `scheduler/` |
+//! | model folder | `config.json` | the folder | a sibling `../scheduler/`, else none |
+//!
+//! Without a scheduler config the sampler is diffusers' `DDPMScheduler` with its defaults. A pipeline's
+//! `model_index.json` ([`model_index`]) must name a pipeline class and components diffuse reads ([`Component`]);
+//! each named component's folder must exist; a component saved as `[null, null]` is absent and skipped.
+
+pub mod model_index;
+
+pub use model_index::{ComponentRef, ModelIndex, MODEL_INDEX_FILE};
+
+use crate::error::{Error, Result};
+use crate::sampler::scheduler::{Scheduler, SchedulerClass};
+use crate::train::checkpoint::latest_checkpoint;
+use std::path::{Path, PathBuf};
+
+/// The model file every network folder has.
+const CONFIG_FILE: &str = "config.json";
+/// The scheduler config inside a scheduler folder.
+pub const SCHEDULER_CONFIG_FILE: &str = "scheduler_config.json";
+
+/// The pipeline classes diffuse runs (`_class_name` of `model_index.json`): the unconditional image pipelines,
+/// which all sample their `unet` with their `scheduler`.
+pub const PIPELINES: [&str; 3] = ["DDPMPipeline", "DDIMPipeline", "PNDMPipeline"];
+
+/// The components diffuse reads. A component of another name in `model_index.json` is refused; new networks join
+/// here (with the classes they load) and in [`Pipeline`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// The denoising network.
+    Unet,
+    Scheduler,
+}
+
+impl Component {
+    pub const ALL: [Component; 2] = [Component::Unet, Component::Scheduler];
+
+    /// Its name in `model_index.json`, which is also its folder's.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Unet => "unet",
+            Component::Scheduler => "scheduler",
+        }
+    }
+
+    /// The component called `name`, if diffuse reads it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The classes of this component diffuse loads.
+    pub fn classes(self) -> Vec<&'static str> {
+        match self {
+            Component::Unet => vec!["UNet2DModel"],
+            Component::Scheduler => SchedulerClass::ALL.map(SchedulerClass::name).to_vec(),
+        }
+    }
+}
+
+/// What kind of folder was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FolderKind {
+    Pipeline,
+    TrainingRun,
+    Checkpoint,
+    Model,
+}
+
+impl FolderKind {
+    /// How it is described to a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FolderKind::Pipeline => "diffusers pipeline",
+            FolderKind::TrainingRun => "training run",
+            FolderKind::Checkpoint => "training checkpoint",
+            FolderKind::Model => "model folder",
+        }
+    }
+}
+
+/// Which weights of a training checkpoint to sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// The exponential moving average (`ema/`).
+    Ema,
+    /// The raw weights (`model/`).
+    Model,
+}
+
+/// An opened folder: what it is, where its network is, and its scheduler config.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub kind: FolderKind,
+    /// The folder that was opened.
+    pub root: PathBuf,
+    /// A pipeline's table of contents.
+    pub index: Option<ModelIndex>,
+    /// The denoising network's folder (`config.json` and weights).
+    pub denoiser: PathBuf,
+    /// The scheduler config file, when there is one.
+    pub scheduler_config: Option<PathBuf>,
+    /// The training checkpoint the weights come from (it holds `trainer_state.json`).
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// An error about the folder `dir`.
+fn folder_error(dir: &Path, message: impl Into<String>) -> Error {
+    Error::model(dir.display().to_string(), message)
+}
+
+impl Pipeline {
+    /// Opens `dir` as whichever kind of folder it is (see the module documentation); `weights` chooses between a
+    /// checkpoint's EMA and raw weights.
+    pub fn open(dir: &Path, weights: Weights) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(folder_error(dir, "is not a folder"));
+        }
+        if dir.join(MODEL_INDEX_FILE).is_file() {
+            return Self::open_pipeline(dir);
+        }
+        if dir.join("latest").is_file() {
+            let step_dir = latest_checkpoint(dir)?;
+            let mut opened = Self::open_checkpoint(&step_dir, weights)?;
+            opened.kind = FolderKind::TrainingRun;
+            opened.root = dir.to_path_buf();
+            return Ok(opened);
+        }
+        if dir.join("trainer_state.json").is_file() || dir.join("model").join(CONFIG_FILE).is_file()
+        {
+            return Self::open_checkpoint(dir, weights);
+        }
+        if dir.join(CONFIG_FILE).is_file() {
+            let sibling = dir.join("..").join("scheduler").join(SCHEDULER_CONFIG_FILE);
+            return Ok(Self {
+                kind: FolderKind::Model,
+                root: dir.to_path_buf(),
+                index: None,
+                denoiser: dir.to_path_buf(),
+                scheduler_config: sibling.is_file().then_some(sibling),
+                checkpoint: None,
+            });
+        }
+        Err(folder_error(
+            dir,
+            "is neither a diffusers pipeline (model_index.json), a training run (latest), a checkpoint \
+             (trainer_state.json, model/), nor a model folder (config.json)",
+        ))
+    }
+
+    fn open_checkpoint(step_dir: &Path, weights: Weights) -> Result<Self> {
+        let denoiser = step_dir.join(match weights {
+            Weights::Ema => "ema",
+            Weights::Model => "model",
+        });
+        if !denoiser.join(CONFIG_FILE).is_file() {
+            return Err(folder_error(
+                &denoiser,
+                format!("the checkpoint has no {CONFIG_FILE} here"),
+            ));
+        }
+        let scheduler = step_dir.join("scheduler").join(SCHEDULER_CONFIG_FILE);
+        Ok(Self {
+            kind: FolderKind::Checkpoint,
+            root: step_dir.to_path_buf(),
+            index: None,
+            denoiser,
+            scheduler_config: scheduler.is_file().then_some(scheduler),
+            checkpoint: Some(step_dir.to_path_buf()),
+        })
+    }
+
+    fn open_pipeline(dir: &Path) -> Result<Self> {
+        let index = ModelIndex::read(dir)?;
+        let index_path = dir.join(MODEL_INDEX_FILE);
+        let bad = |message: String| folder_error(&index_path, message);
+        if !PIPELINES.contains(&index.class_name.as_str()) {
+            return Err(bad(format!(
+                "_class_name '{}' is not a pipeline diffuse runs ({})",
+                index.class_name,
+                PIPELINES.join(", ")
+            )));
+        }
+        for (name, component) in &index.components {
+            let Some(component) = component else {
+                continue;
+            };
+            let Some(known) = Component::from_name(name) else {
+                return Err(bad(format!(
+                    "names component '{name}' ({}, {}), which diffuse does not read",
+                    component.library, component.class_name
+                )));
+            };
+            if !known.classes().contains(&component.class_name.as_str()) {
+                return Err(bad(format!(
+                    "component '{name}' is a {}; diffuse reads {}",
+                    component.class_name,
+                    known.classes().join(", ")
+                )));
+            }
+            if !dir.join(name).is_dir() {
+                return Err(bad(format!(
+                    "names component '{name}' ({}), but the folder {} is missing",
+                    component.class_name,
+                    dir.join(name).display()
+                )));
+            }
+        }
+        let present = |name: &str| matches!(index.components.get(name), Some(Some(_)));
+        for required in [Component::Unet, Component::Scheduler].map(Component::name) {
+            if !present(required) {
+                return Err(bad(format!(
+                    "{} has no '{required}' component",
+                    index.class_name
+                )));
+            }
+        }
+        let scheduler = dir.join("scheduler").join(SCHEDULER_CONFIG_FILE);
+        if !scheduler.is_file() {
+            return Err(folder_error(
+                &scheduler,
+                "the scheduler component has no config",
+            ));
+        }
+        Ok(Self {
+            kind: FolderKind::Pipeline,
+            root: dir.to_path_buf(),
+            index: Some(index),
+            denoiser: dir.join("unet"),
+            scheduler_config: Some(scheduler),
+            checkpoint: None,
+        })
+    }
+
+    /// The scheduler the folder's config describes, or diffusers' `DDPMScheduler` defaults without one.
+    pub fn scheduler(&self) -> Result<Scheduler> {
+        match &self.scheduler_config {
+            Some(path) => Scheduler::from_file(path),
+            None => {
+                let mut scheduler = Scheduler::named("ddpm")?;
+                scheduler
+                    .notes
+                    .push("no scheduler config in the folder: DDPMScheduler's defaults".into());
+                Ok(scheduler)
+            }
+        }
+    }
+}
