@@ -347,7 +347,12 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     for sampler in &samplers {
         for &steps in &step_counts {
             let scheduler = scheduler_for(args, &model, sampler.as_deref(), steps)?;
-            runs.push((label(&scheduler.sampler), scheduler));
+            let name = label(&scheduler.sampler);
+            scheduler
+                .sampler
+                .model_timesteps(&scheduler.schedule, &scheduler.options)
+                .map_err(|e| format!("{name}, {steps} steps: {e}"))?;
+            runs.push((name, scheduler));
         }
     }
     let mut rows = Vec::with_capacity(runs.len());

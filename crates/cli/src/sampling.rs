@@ -38,7 +38,7 @@ pub struct SamplerArgs {
     /// Step through the Karras σ ramp (σ-samplers).  [default: the config's use_karras_sigmas]
     #[arg(long, conflicts_with = "no_karras")]
     pub karras: bool,
-    /// Do not use the Karras σ ramp.
+    /// Do not use the Karras σ ramp.  [default: the config's use_karras_sigmas]
     #[arg(long)]
     pub no_karras: bool,
     /// Where a σ ramp starts and ends: the visited timesteps' σ (diffusers' Euler, Heun, LMS) or the training range
@@ -53,6 +53,7 @@ pub struct SamplerArgs {
     #[arg(long)]
     pub order: Option<usize>,
     /// DDIM: take the noise from the clipped x0 (diffusers' use_clipped_model_output) instead of the network's.
+    /// [default: off, as diffusers' pipelines]
     #[arg(long)]
     pub clipped_eps: bool,
     /// Dynamic thresholding (Imagen): scale each predicted x0 back into [−1, 1] by this quantile of |x0| (0.995 in
@@ -60,7 +61,7 @@ pub struct SamplerArgs {
     #[arg(long, value_name = "RATIO")]
     pub dynamic_threshold: Option<f64>,
     /// The largest threshold dynamic thresholding may use (diffusers' sample_max_value).  [default: no cap]
-    #[arg(long, value_name = "MAX", requires = "dynamic_threshold")]
+    #[arg(long, value_name = "MAX")]
     pub threshold_max: Option<f64>,
 }
 
@@ -80,6 +81,9 @@ impl SamplerArgs {
             },
         };
         let threshold = match self.dynamic_threshold {
+            None if self.threshold_max.is_some() => {
+                return Err("--threshold-max needs --dynamic-threshold".into())
+            }
             None => None,
             Some(ratio) => {
                 let threshold = DynamicThreshold {

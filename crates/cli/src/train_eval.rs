@@ -1,7 +1,7 @@
 //! Evaluation during training (`diffuse train --eval-every N`): after every N-th step and after the last, draw
 //! `--eval-num` samples from the EMA weights and score them against the test split of `--data` with
 //! [`crate::scoring`], the code `diffuse eval` runs; at equal settings the numbers are those of
-//! `diffuse eval --checkpoint OUT --num N --seed SEED` on that step's checkpoint.
+//! `diffuse eval --checkpoint OUT --sampler SAMPLER --steps S --num N --seed SEED` on that step's checkpoint.
 //!
 //! - Every evaluation starts from the same noise (batch seeds from the run's seed), so the curve shows the model
 //!   changing, not the noise.

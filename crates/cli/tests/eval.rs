@@ -94,7 +94,9 @@ fn eval_writes_a_report_with_settings_accuracy_bpd_and_floor() {
     }
     let v = read_json(&json);
     let settings = &v["settings"];
-    assert_eq!(settings["sampler"], "dpm++2m");
+    // No --sampler: the run's own scheduler config decides (diffuse's runs save a DDPMScheduler config).
+    assert_eq!(settings["sampler"], "ddpm");
+    assert_eq!(settings["sampler_settings"]["class"], "DDPMScheduler");
     assert_eq!(settings["steps"], 2);
     assert_eq!(settings["num"], 20);
     assert_eq!(settings["seed"], 0);
@@ -164,6 +166,33 @@ fn eval_sweep_of_an_unconditional_model_writes_one_row_per_sampler_and_step_coun
         assert!(row["report"]["per_class_accuracy"].is_null());
         assert!(row["report"]["inception_score"].as_f64().unwrap() >= 1.0 - 1e-9);
     }
+    // `all` is the twelve samplers of docs/samplers.md.
+    let all = dir.join("all.json");
+    let out = diffuse(&[
+        "eval",
+        "--checkpoint",
+        &run,
+        "--data",
+        data.to_str().unwrap(),
+        "--classifier",
+        &repo("data/classifier/fashion-classifier.safetensors"),
+        "--num",
+        "4",
+        "--sweep-steps",
+        "4",
+        "--samplers",
+        "all",
+        "--json",
+        all.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = read_json(&all)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["settings"]["sampler"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, diffuse_diffusion::sampler::named::ALL);
     let png = std::fs::read(dir.join("sweep.png")).unwrap();
     // A chart of diffuse-plot's size whose plotting area holds the drawn lines and markers.
     let image = diffuse_plot::check_png(&png).unwrap();
@@ -184,7 +213,7 @@ fn eval_names_a_checkpoint_folder_without_a_model() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("is neither a training run, a checkpoint, nor a diffusers model folder"),
+        err.contains("is neither a diffusers pipeline (model_index.json), a training run (latest)"),
         "{err}"
     );
 }

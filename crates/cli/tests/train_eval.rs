@@ -122,7 +122,8 @@ fn evaluation_during_training_is_logged_matches_diffuse_eval_and_leaves_the_weig
     assert_eq!(&png[1..4], b"PNG");
     assert!(!plain.join("eval.png").exists());
 
-    // The last evaluation is what `diffuse eval` reports for the final checkpoint at the same settings.
+    // The last evaluation is what `diffuse eval` reports for the final checkpoint at the same settings (the same
+    // sampler, built from the run's scheduler config in both).
     let json = dir.join("eval.json");
     let eval = diffuse(&[
         "eval",
@@ -134,6 +135,8 @@ fn evaluation_during_training_is_logged_matches_diffuse_eval_and_leaves_the_weig
         &classifier,
         "--num",
         "6",
+        "--sampler",
+        "dpm++2m",
         "--steps",
         "2",
         "--json",

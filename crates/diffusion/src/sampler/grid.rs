@@ -280,8 +280,10 @@ fn multistep_timesteps(options: &SamplerOptions, t: usize, last: usize) -> Resul
             .collect(),
         TimestepSpacing::Leading => {
             let ratio = last / (n + 1);
-            let top = n * ratio + options.steps_offset;
-            if top >= t {
+            if (n * ratio)
+                .checked_add(options.steps_offset)
+                .is_none_or(|top| top >= t)
+            {
                 return Err(Error::sampler(
                     "steps_offset",
                     format!(
@@ -329,6 +331,12 @@ pub fn multistep_grid(
         }
         Multistep::UniPc => t,
     };
+    if last == 0 {
+        return Err(Error::sampler(
+            "lambda_min_clipped",
+            "clips away every timestep; no step is left to take",
+        ));
+    }
     let mut timesteps = multistep_timesteps(options, t, last)?;
     let visited: Vec<f64> = timesteps.iter().map(|&t| table[t as usize]).collect();
     let mut sigmas = visited.clone();
