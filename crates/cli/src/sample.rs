@@ -160,14 +160,25 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     };
     let (folder, base) = open_folder(&args.checkpoint, weights)?;
     let mut scheduler = args.sampling.resolve(&base)?;
-    for (key, value) in &scheduler.dropped {
+    for (key, value) in scheduler.ignored.iter().chain(&scheduler.dropped) {
         eprintln!(
-            "note: {key} = {value} is not a {} setting and is left out",
+            "note: {key} = {value} is not a {} setting and is left out, as in diffusers",
             scheduler.class.name()
         );
     }
     let (model, _store) = Backbone::load_diffusers(&folder.denoiser, device)
         .map_err(|e| format!("{}: {e}", folder.denoiser.display()))?;
+    // A PNG shows 1 (grey) or 3 (RGB) channels; other samples (latents) are written as a tensor only.
+    let channels = model.config().in_channels();
+    let images_as_png = matches!(channels, 1 | 3);
+    if !images_as_png {
+        if args.out_tensor.is_none() {
+            return Err(format!(
+                "the samples have {channels} channels, which a PNG cannot show; pass --out-tensor FILE"
+            ));
+        }
+        eprintln!("note: {channels}-channel samples are written as a tensor only (no PNG)");
+    }
     // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
     let null_class = model.config().num_class_embeds().map(|n| n as u32 - 1);
     let count = args.count.max(1);
@@ -226,21 +237,24 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         Some(path) if e.contains("step noise") => format!("--noise {}: {e}", path.display()),
         _ => e,
     })?;
+    if let Some(path) = &args.out_tensor {
+        write_tensor(path, "samples", &images)?;
+    }
+    let name = diffuse_diffusion::sampler::named::label(&scheduler.sampler);
+    let steps = scheduler.options.steps;
+    if !images_as_png {
+        if let Some(path) = &args.out_tensor {
+            eprintln!("{total} samples ({name}, {steps} steps) in {}", path.display());
+        }
+        return Ok(());
+    }
     save_grid(&images, count, &args.out)?;
-    eprintln!(
-        "{total} samples ({}, {} steps) in {}",
-        diffuse_diffusion::sampler::named::label(&scheduler.sampler),
-        scheduler.options.steps,
-        args.out.display()
-    );
+    eprintln!("{total} samples ({name}, {steps} steps) in {}", args.out.display());
     if let Some(dir) = &args.out_dir {
         for i in 0..total {
             let one = images.narrow(0, i, 1).map_err(|e| e.to_string())?;
             save_grid(&one, 1, &dir.join(format!("sample-{i:04}.png")))?;
         }
-    }
-    if let Some(path) = &args.out_tensor {
-        write_tensor(path, "samples", &images)?;
     }
     if let Some(path) = &args.trajectory {
         frames.push(
