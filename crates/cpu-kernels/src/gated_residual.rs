@@ -104,7 +104,10 @@ pub fn gated_residual_backward(
     let mut partial = vec![0.0f64; s.batch * blocks * d];
     grad_y
         .par_chunks_mut(sample_len)
-        .zip(y.par_chunks(sample_len).zip(grad_out.par_chunks(sample_len)))
+        .zip(
+            y.par_chunks(sample_len)
+                .zip(grad_out.par_chunks(sample_len)),
+        )
         .zip(partial.par_chunks_mut(blocks * d))
         .zip(gate.par_chunks(d))
         .for_each(|(((grad_y, (y, grad_out)), partial), gate)| {

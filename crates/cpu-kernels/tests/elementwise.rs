@@ -156,7 +156,8 @@ fn gelu_tanh_is_within_a_few_ulp_of_the_f64_definition() {
     let got = unary_contiguous(UnaryOp::GeluTanh, &x);
     for (&xi, &y) in x.iter().zip(&got) {
         let want = gelu_tanh_f64(f64::from(xi));
-        let u = (2.0 / std::f64::consts::PI).sqrt() * (f64::from(xi) + 0.044715 * f64::from(xi).powi(3));
+        let u = (2.0 / std::f64::consts::PI).sqrt()
+            * (f64::from(xi) + 0.044715 * f64::from(xi).powi(3));
         let tol = (8.0 + 8.0 * (2.0 * u).abs()) * F32_UNIT_ROUNDOFF * want.abs()
             + f64::from(xi.abs()) * f64::from(f32::MIN_POSITIVE);
         assert!(

@@ -59,10 +59,8 @@ struct Outputs {
 fn run(c: &Case, gy: &[f32]) -> Outputs {
     let rows = c.s.batch * c.s.tokens;
     let (mut y, mut mean, mut rstd) = (vec![0.0; c.x.len()], vec![0.0; rows], vec![0.0; rows]);
-    layer_norm_modulate_forward(
-        &c.s, &c.x, &c.scale, &c.shift, &mut y, &mut mean, &mut rstd,
-    )
-    .unwrap();
+    layer_norm_modulate_forward(&c.s, &c.x, &c.scale, &c.shift, &mut y, &mut mean, &mut rstd)
+        .unwrap();
     // Stale values in every output buffer: the kernel must overwrite them all.
     let cond = c.scale.len();
     let (mut gx, mut gs, mut gb) = (vec![7.0; c.x.len()], vec![7.0; cond], vec![7.0; cond]);
@@ -160,7 +158,8 @@ fn layer_norm_modulate_does_not_depend_on_the_thread_count() {
     let c = case(3, 37, 67, 3);
     let gy = values(4, c.x.len());
     let bits = |o: Outputs| {
-        [o.y, o.grad_x, o.grad_scale, o.grad_shift].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        [o.y, o.grad_x, o.grad_scale, o.grad_shift]
+            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
     };
     assert_eq!(
         bits(with_threads(1, || run(&c, &gy))),
@@ -194,8 +193,8 @@ fn layer_norm_modulate_rejects_bad_shapes_and_lengths() {
         "layer_norm_modulate_forward: scale has 4 elements but its shape implies 8"
     );
     let zero_dim = ModulateShape { dim: 0, ..s };
-    let err = layer_norm_modulate_forward(&zero_dim, &[], &[], &[], &mut [], &mut m, &mut r)
-        .unwrap_err();
+    let err =
+        layer_norm_modulate_forward(&zero_dim, &[], &[], &[], &mut [], &mut m, &mut r).unwrap_err();
     assert!(err.message.contains("dim is 0"), "{err}");
     let (mut gx, mut gs, mut gb) = (vec![0.0; 24], vec![0.0; 8], vec![0.0; 7]);
     let err = layer_norm_modulate_backward(&s, &x, &cond, &m, &r, &x, &mut gx, &mut gs, &mut gb)
