@@ -1,7 +1,7 @@
 //! The adaLN kernels (`layer_norm_modulate.ptx`, `gated_residual.ptx`) and the tanh-GELU op codes of
 //! `elementwise.ptx` held against their CPU twins in `diffuse-cpu-kernels`, over random shapes that include batch 1,
 //! one token, one feature, features off every multiple of the warp and of the 256-thread block, and more rows than
-//! one block of 8 warps.
+//! one block of 8 warps. Also the attention kernels at the DiT's shapes (49 and 196 tokens, heads of 32 and 64).
 //!
 //! Tolerances (|gpu − cpu| ≤ abs + rel·|cpu|): the CPU accumulates the row statistics and the per-sample sums in f64
 //! and rounds once, the GPU in f32 (a lane's dim/32 terms, then 5 butterfly levels; or a thread's `tokens` terms in
@@ -16,9 +16,12 @@ mod common;
 
 use common::{download, gpu_or_skip, runner, upload, zeros};
 
+use diffuse_cpu_kernels::attention as cpu_attention;
 use diffuse_cpu_kernels::elementwise as cpu_elementwise;
 use diffuse_cpu_kernels::gated_residual as cpu_gated;
 use diffuse_cpu_kernels::layer_norm_modulate as cpu_modulate;
+use diffuse_cuda_kernels::attention::{attention_forward, AttentionShape};
+use diffuse_cuda_kernels::attention_backward::attention_backward;
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gated_residual::{
     gated_residual_backward, gated_residual_forward, GatedShape,
@@ -249,4 +252,64 @@ fn gelu_tanh_and_its_backward_match_the_cpu_kernels() {
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn attention_and_its_backward_match_the_cpu_at_dit_shapes() {
+    let Some(gpu) = gpu_or_skip("attention_and_its_backward_match_the_cpu_at_dit_shapes") else {
+        return;
+    };
+    // (batch·heads, tokens, head size): patch 4 or latents (49 tokens) and patch 2 (196) at the named configs'
+    // heads of 64, and a batch of 32-channel heads. Inputs in [−1, 1) and the scale 1/√d keep the scores O(1); the
+    // kernels sum d-term dot products and L-term softmax rows in different orders: 1e-4 relative (absolute below 1)
+    // holds out, lse and the gradients.
+    for (bh, len, d) in [(6, 49, 64), (3, 196, 64), (8, 196, 32)] {
+        let s = AttentionShape {
+            batch_heads: bh,
+            q_len: len,
+            kv_len: len,
+            head_dim: d,
+            scale: 1.0 / (d as f32).sqrt(),
+        };
+        let n = bh * len * d;
+        let third = |seed: u64| -> Vec<f32> { values(seed, n).iter().map(|v| v / 3.0).collect() };
+        let (q, k, v, g) = (third(1), third(2), third(3), third(4));
+        let (mut out, mut lse) = (vec![0.0; n], vec![0.0; bh * len]);
+        cpu_attention::attention_forward(&s, &q, &k, &v, None, &mut out, &mut lse).unwrap();
+        let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        cpu_attention::attention_backward(
+            &s, &q, &k, &v, None, &out, &lse, &g, &mut dq, &mut dk, &mut dv,
+        )
+        .unwrap();
+
+        let (gq, gk, gv, gg) = (
+            upload(gpu, &q),
+            upload(gpu, &k),
+            upload(gpu, &v),
+            upload(gpu, &g),
+        );
+        let no_bias: Option<&cudarc::driver::CudaSlice<f32>> = None;
+        let (mut gout, mut glse) = (zeros(gpu, n), zeros(gpu, bh * len));
+        attention_forward(gpu, &s, &gq, &gk, &gv, no_bias, &mut gout, &mut glse).unwrap();
+        let check = |what: &str, gpu_values: &[f32], cpu_values: &[f32]| {
+            for (i, (&a, &b)) in gpu_values.iter().zip(cpu_values).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{what} {bh}×{len}×{d} [{i}]: gpu {a} vs cpu {b}"
+                );
+            }
+        };
+        check("out", &download(gpu, &gout), &out);
+        check("lse", &download(gpu, &glse), &lse);
+        // the backward from the CPU's forward, so that only the backward kernels differ
+        let (co, cl) = (upload(gpu, &out), upload(gpu, &lse));
+        let (mut gdq, mut gdk, mut gdv) = (zeros(gpu, n), zeros(gpu, n), zeros(gpu, n));
+        attention_backward(
+            gpu, &s, &gq, &gk, &gv, no_bias, &co, &cl, &gg, &mut gdq, &mut gdk, &mut gdv,
+        )
+        .unwrap();
+        check("dq", &download(gpu, &gdq), &dq);
+        check("dk", &download(gpu, &gdk), &dk);
+        check("dv", &download(gpu, &gdv), &dv);
+    }
 }
