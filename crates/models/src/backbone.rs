@@ -16,6 +16,8 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The architecture and its settings.
+// One value per model, made once: the variants' sizes do not matter enough to box them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum BackboneConfig {
     UNet2D(UNetConfig),
@@ -127,6 +129,8 @@ impl BackboneConfig {
 }
 
 /// A denoising network of any architecture here.
+// One value per model, made once: the variants' sizes do not matter enough to box them.
+#[allow(clippy::large_enum_variant)]
 pub enum Backbone {
     UNet2D(UNet2DModel),
     DiT(DiTTransformer2DModel),
