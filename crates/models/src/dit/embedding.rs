@@ -17,7 +17,7 @@ use super::init::{normal, xavier_uniform, zeros};
 use crate::unet::embedding::{timestep_code, TimestepEmbedding};
 use diffuse_autograd::Var;
 use diffuse_nn::{Conv2d, Embedding, Linear, Module, Path};
-use diffuse_tensor::{Conv2dParams, Device, Result, Tensor};
+use diffuse_tensor::{Conv2dParams, Device, Error, Result, Tensor};
 
 /// Channels of the sinusoidal timestep code (diffusers' `Timesteps(num_channels=256)`).
 pub const TIMESTEP_CODE_CHANNELS: usize = 256;
@@ -92,7 +92,13 @@ impl PatchEmbed {
     pub fn forward(&self, x: &Var) -> Result<Var> {
         let y = self.proj.forward(x)?; // (N, D, h, w)
         let &[n, d, h, w] = y.shape() else {
-            unreachable!("a 2-D convolution of a 4-D input is 4-D")
+            return Err(Error::shape(
+                "PatchEmbed",
+                format!(
+                    "the patch projection gave {:?}, not (N, D, h, w)",
+                    y.shape()
+                ),
+            ));
         };
         let tokens = y.reshape(&[n, d, h * w])?.transpose(1, 2)?;
         let pos = position_embedding(h, w, self.base_size, d, x.tensor().device())?;
