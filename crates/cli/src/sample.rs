@@ -244,12 +244,18 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     let steps = scheduler.options.steps;
     if !images_as_png {
         if let Some(path) = &args.out_tensor {
-            eprintln!("{total} samples ({name}, {steps} steps) in {}", path.display());
+            eprintln!(
+                "{total} samples ({name}, {steps} steps) in {}",
+                path.display()
+            );
         }
         return Ok(());
     }
     save_grid(&images, count, &args.out)?;
-    eprintln!("{total} samples ({name}, {steps} steps) in {}", args.out.display());
+    eprintln!(
+        "{total} samples ({name}, {steps} steps) in {}",
+        args.out.display()
+    );
     if let Some(dir) = &args.out_dir {
         for i in 0..total {
             let one = images.narrow(0, i, 1).map_err(|e| e.to_string())?;

@@ -6,6 +6,8 @@
 //! - [`schedule`]: discrete noise schedules (betas, alphas, cumulative products) computed in `f64` exactly as diffusers'
 //!   `DDPMScheduler` defines them, inference timestep spacings, Karras sigmas, and diffusers `scheduler_config.json`.
 //! - [`forward`]: the forward process q(x_t | x_0), sampled in one fused pass.
+//! - [`learned_range`]: the learned-range variance of a network that predicts its own (Nichol & Dhariwal 2021), for
+//!   the hybrid loss and the DDPM sampler.
 //! - [`sampler`]: reverse-process samplers (DDPM, DDIM, PNDM, Euler, Euler ancestral, Heun, LMS, DPM-Solver,
 //!   UniPC), each as the diffusers scheduler class of the same name runs it and built from its `scheduler_config.json`,
 //!   driving any [`sampler::Denoiser`], and classifier-free guidance.
@@ -22,6 +24,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod forward;
+pub mod learned_range;
 pub mod pipeline;
 pub mod rng;
 pub mod sampler;

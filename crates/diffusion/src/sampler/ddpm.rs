@@ -10,17 +10,18 @@
 //! | `fixed_small`, `fixed_small_log` | `β̃ = β·(1−ᾱ_prev)/(1−ᾱ_t)` (the true posterior variance), at least 1e-20 |
 //! | `fixed_large` | `β` |
 //! | `learned` | the network's second output half, as is |
-//! | `learned_range` | `exp(v·log β + (1−v)·log β̃)`, `v = (out + 1)/2` from the second half ([`super::learned_range`]) |
+//! | `learned_range` | `exp(v·log β + (1−v)·log β̃)`, `v = (out + 1)/2` from the second half ([`crate::learned_range`]) |
 //!
 //! No noise is added at `t = 0`. (`fixed_large_log`, whose diffusers implementation takes the square root of a
 //! logarithm and returns NaN, is refused.)
 
-use super::learned_range::LearnedRange;
 use super::noise::StepNoise;
 use super::prediction::{lin, predict, x0_from};
 use super::{Condition, Denoiser, SamplerOptions};
 use crate::error::{Error, Result};
+use crate::learned_range::learned_range_log_variance;
 use crate::schedule::{timesteps, NoiseSchedule, VarianceType};
+use diffuse_autograd::Var;
 use diffuse_tensor::Tensor;
 
 /// DDPM sampling from the unit normal `noise` (= `x_T`; DDPM's initial noise scale is 1).
@@ -90,12 +91,14 @@ pub fn ddpm(
             VarianceType::FixedLarge => z.mul_scalar(beta.sqrt())?,
             VarianceType::Learned => learned_half(&out.variance, variance)?.sqrt()?.mul(&z)?,
             VarianceType::LearnedRange => {
-                let range = LearnedRange {
-                    log_min: f64::from(posterior.ln()),
-                    log_max: f64::from(beta.ln()),
-                };
-                let log_variance = range.log_variance(learned_half(&out.variance, variance)?)?;
-                log_variance.mul_scalar(0.5)?.exp()?.mul(&z)?
+                let v = learned_half(&out.variance, variance)?;
+                let batch = v.shape()[0];
+                let log_variance = learned_range_log_variance(
+                    &Var::constant(v.clone()),
+                    &vec![f64::from(posterior.ln()); batch],
+                    &vec![f64::from(beta.ln()); batch],
+                )?;
+                log_variance.tensor().mul_scalar(0.5)?.exp()?.mul(&z)?
             }
             VarianceType::FixedLargeLog => unreachable!("refused above"),
         };

@@ -15,7 +15,9 @@ pub trait TrainableModel {
     fn config_json(&self) -> String;
 }
 
-/// A [`TrainableModel`] used for sampling: runs it without recording a graph.
+/// A [`TrainableModel`] used for sampling: runs it without recording a graph. A network that also predicts its
+/// variance returns twice the input's channels; the samplers use the first half (as diffusers' `DiTPipeline` passes
+/// it), and DDPM with `learned_range` the second as well.
 pub struct ModelDenoiser<'a, M: TrainableModel> {
     pub model: &'a M,
     pub prediction: Prediction,
