@@ -2,6 +2,8 @@
 //! so that a folder saved by diffusers or transformers loads here and one saved here loads there.
 //!
 //! - [`unet`]: diffusers' `UNet2DModel`, the pixel-space denoiser;
+//! - [`vae`]: diffusers' `AutoencoderKL`, which maps images to the latents of latent diffusion and back;
+//! - [`layers`]: the residual block, resampling and mid block the U-Net and the autoencoder share;
 //! - [`backbone`]: any of the denoising networks behind one forward pass and one config, for the processes and the
 //!   command line;
 //! - [`folder`]: what every network's folder shares: a `config.json` and a safetensors file of named tensors, read
@@ -12,7 +14,9 @@
 pub mod backbone;
 pub mod error;
 pub mod folder;
+pub mod layers;
 pub mod unet;
+pub mod vae;
 
 pub use backbone::{Backbone, BackboneConfig};
 pub use error::{Error, Result};
