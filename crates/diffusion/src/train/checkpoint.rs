@@ -31,13 +31,13 @@ fn io(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::train(path.display().to_string(), e.to_string())
 }
 
-fn sync(path: &Path) -> Result<()> {
+pub(crate) fn sync(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| io(path, e))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| io(path, e))?;
     f.write_all(bytes).map_err(|e| io(path, e))?;
     f.sync_all().map_err(|e| io(path, e))
@@ -95,53 +95,66 @@ fn checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
+/// Writes checkpoint `step-{step}` of the run in `dir` as the module documentation describes: `fill` writes the
+/// checkpoint's files into a temporary folder (each synced), which is then renamed into place and named by
+/// `DIR/latest`; older checkpoints beyond the newest `keep` (at least one) are removed. Returns the new folder.
+pub fn write_checkpoint_folder(
+    dir: &Path,
+    step: u64,
+    keep: usize,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let name = format!("step-{step}");
+    let tmp = dir.join(format!(".tmp-{name}"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    fill(&tmp)?;
+    sync(&tmp)?;
+
+    let target = dir.join(&name);
+    if target.exists() {
+        fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
+    }
+    fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
+    sync(dir)?;
+    let pointer_tmp = dir.join(".latest.tmp");
+    write_synced(&pointer_tmp, format!("{name}\n").as_bytes())?;
+    fs::rename(&pointer_tmp, dir.join("latest")).map_err(|e| io(dir, e))?;
+    sync(dir)?;
+
+    let all = checkpoints(dir)?;
+    let excess = all.len().saturating_sub(keep.max(1));
+    for (n, path) in &all[..excess] {
+        if *n != step {
+            fs::remove_dir_all(path).map_err(|e| io(path, e))?;
+        }
+    }
+    Ok(target)
+}
+
 impl<M: TrainableModel> Trainer<M> {
     /// Saves the run at its current step into `dir` (see the module documentation) and keeps the newest `keep`
     /// checkpoints (at least one). Returns the new checkpoint's folder.
     pub fn save_checkpoint(&self, dir: &Path, keep: usize) -> Result<PathBuf> {
-        let step = self.state.step;
-        let name = format!("step-{step}");
-        let tmp = dir.join(format!(".tmp-{name}"));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        }
-        fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        let config_json = self.model.config_json();
-        write_diffusers_model(&self.store, &config_json, &tmp.join("model"))?;
-        write_diffusers_model(self.ema.store(), &config_json, &tmp.join("ema"))?;
-        let scheduler = tmp.join("scheduler");
-        fs::create_dir_all(&scheduler).map_err(|e| io(&scheduler, e))?;
-        write_synced(
-            &scheduler.join("scheduler_config.json"),
-            self.state.config.scheduler.to_json_string().as_bytes(),
-        )?;
-        sync(&scheduler)?;
-        let optimizer = tmp.join("optimizer.safetensors");
-        self.optimizer.save_state(&optimizer)?;
-        sync(&optimizer)?;
-        let state = serde_json::to_string_pretty(&self.state).map_err(|e| io(&tmp, e))?;
-        write_synced(&tmp.join("trainer_state.json"), state.as_bytes())?;
-        sync(&tmp)?;
-
-        let target = dir.join(&name);
-        if target.exists() {
-            fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
-        }
-        fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
-        sync(dir)?;
-        let pointer_tmp = dir.join(".latest.tmp");
-        write_synced(&pointer_tmp, format!("{name}\n").as_bytes())?;
-        fs::rename(&pointer_tmp, dir.join("latest")).map_err(|e| io(dir, e))?;
-        sync(dir)?;
-
-        let all = checkpoints(dir)?;
-        let excess = all.len().saturating_sub(keep.max(1));
-        for (n, path) in &all[..excess] {
-            if *n != step {
-                fs::remove_dir_all(path).map_err(|e| io(path, e))?;
-            }
-        }
-        Ok(target)
+        write_checkpoint_folder(dir, self.state.step, keep, |tmp| {
+            let config_json = self.model.config_json();
+            write_diffusers_model(&self.store, &config_json, &tmp.join("model"))?;
+            write_diffusers_model(self.ema.store(), &config_json, &tmp.join("ema"))?;
+            let scheduler = tmp.join("scheduler");
+            fs::create_dir_all(&scheduler).map_err(|e| io(&scheduler, e))?;
+            write_synced(
+                &scheduler.join("scheduler_config.json"),
+                self.state.config.scheduler.to_json_string().as_bytes(),
+            )?;
+            sync(&scheduler)?;
+            let optimizer = tmp.join("optimizer.safetensors");
+            self.optimizer.save_state(&optimizer)?;
+            sync(&optimizer)?;
+            let state = serde_json::to_string_pretty(&self.state).map_err(|e| io(tmp, e))?;
+            write_synced(&tmp.join("trainer_state.json"), state.as_bytes())
+        })
     }
 
     /// Continues the run saved in `dir` (its `latest` checkpoint) with the model `build` makes, exactly where it
