@@ -13,8 +13,13 @@ mod sample;
 mod sampling;
 mod scoring;
 mod sweep_plot;
+mod tensor_file;
 mod train;
 mod train_eval;
+mod vae;
+mod vae_codec;
+mod vae_eval;
+mod vae_train;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +41,9 @@ enum Command {
     /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in the Fashion-MNIST classifier's
     /// feature space, and optionally bits/dim, the floor, and a sweep over sampling steps.
     Eval(Box<eval::EvalArgs>),
+    /// The autoencoder of latent diffusion: train it, encode images to latents, decode latents, score it.
+    #[command(subcommand)]
+    Vae(vae::VaeCommand),
     /// Describe a training run, checkpoint or diffusers model folder.
     Info {
         /// The folder.
@@ -51,6 +59,7 @@ fn main() {
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Info { dir } => info::run(dir),
+        Command::Vae(command) => vae::run(command),
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

@@ -16,6 +16,14 @@ pub enum Reconstruction {
 }
 
 impl Reconstruction {
+    /// The command-line name: `l1` or `mse`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reconstruction::L1 => "l1",
+            Reconstruction::Mse => "mse",
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Reconstruction> {
         match name {
             "l1" => Some(Reconstruction::L1),

@@ -16,7 +16,7 @@ use super::posterior::DiagonalGaussian;
 use crate::error::{Error, Result};
 use crate::folder::{load_weights, read_config, save_folder, DIFFUSERS_WEIGHTS_FILE};
 use crate::layers::resnet::conv1x1;
-use diffuse_autograd::Var;
+use diffuse_autograd::{no_grad, Var};
 use diffuse_nn::{Conv2d, Module, ParamStore};
 use diffuse_tensor::{Device, Tensor};
 use std::path::Path;
@@ -150,6 +150,22 @@ impl AutoencoderKL {
         };
         let decoded = self.decode(&z)?;
         Ok((posterior, decoded))
+    }
+
+    /// Inference: the posterior mean and (clamped) log-variance of `images`, without recording a graph.
+    pub fn encode_tensor(&self, images: &Tensor) -> Result<(Tensor, Tensor)> {
+        no_grad(|| {
+            let posterior = self.encode(&Var::constant(images.clone()))?;
+            Ok((
+                posterior.mean.tensor().clone(),
+                posterior.logvar.tensor().clone(),
+            ))
+        })
+    }
+
+    /// Inference: the images decoded from latents `z` (unscaled), without recording a graph.
+    pub fn decode_tensor(&self, z: &Tensor) -> Result<Tensor> {
+        no_grad(|| Ok(self.decode(&Var::constant(z.clone()))?.tensor().clone()))
     }
 
     /// The latents a diffusion model sees: `(z − shift_factor)·scaling_factor`.
