@@ -8,6 +8,7 @@ mod forward;
 mod grid;
 mod info;
 mod interrupt;
+mod latent;
 mod plot;
 mod sample;
 mod sampling;

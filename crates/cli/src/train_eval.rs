@@ -10,6 +10,7 @@
 //! - Everything that can be wrong (no test split, images the classifier does not read, no classifier weights) fails
 //!   before the first step, and the test set's features are computed once per run.
 
+use crate::latent::LatentDecoder;
 use crate::sampling::sampler_named;
 use crate::scoring::{
     check_image_shape, load_classifier, load_split, SampleModel, Sampling, Scorer,
@@ -65,6 +66,7 @@ impl Evaluator {
         data_dir: &Path,
         train: &Dataset,
         model: &BackboneConfig,
+        decoder: Option<&LatentDecoder>,
         null_class: Option<u32>,
         seed: u64,
     ) -> Result<Option<Evaluator>, String> {
@@ -89,7 +91,11 @@ impl Evaluator {
         )
         .map_err(context)?;
         let (h, w) = model.sample_size().unwrap_or((28, 28));
-        check_image_shape("the model's samples", (model.in_channels(), h, w)).map_err(context)?;
+        let samples = match decoder {
+            Some(decoder) => decoder.image_shape((h, w)),
+            None => (model.in_channels(), h, w),
+        };
+        check_image_shape("the model's samples", samples).map_err(context)?;
         let classifier = load_classifier(&args.classifier).map_err(context)?;
         let test = load_split(data_dir, Split::Test).map_err(|e| {
             format!("--eval-every scores samples against the test split of --data, and {e}")
@@ -125,14 +131,19 @@ impl Evaluator {
         done.is_multiple_of(self.every)
     }
 
-    /// Scores samples of the trainer's EMA weights.
-    pub fn run(&self, trainer: &Trainer<Backbone>) -> Result<EvalReport, String> {
+    /// Scores samples of the trainer's EMA weights (decoded by `decoder` in a latent run).
+    pub fn run(
+        &self,
+        trainer: &Trainer<Backbone>,
+        decoder: Option<&LatentDecoder>,
+    ) -> Result<EvalReport, String> {
         let config = trainer.config();
         let model = SampleModel {
             unet: &trainer.ema_model,
             prediction: config.prediction(),
             schedule: trainer.schedule(),
             null_class: config.null_class,
+            decoder,
         };
         self.scorer
             .evaluate(&model, &self.sampling, &ProgressBar::hidden())
