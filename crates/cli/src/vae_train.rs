@@ -7,9 +7,9 @@
 
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
-use crate::plot::save_loss_curve;
+use crate::plots::save_loss_curve;
 use crate::scoring::{load_classifier, DEFAULT_CLASSIFIER};
-use crate::train::load_data;
+use crate::train::{load_data, read_metrics};
 use clap::Args;
 use diffuse_diffusion::autoencoder::{
     AdversarialConfig, AutoencoderStepReport, AutoencoderTrainConfig, AutoencoderTrainer,
@@ -255,22 +255,6 @@ fn metrics_line(report: &AutoencoderStepReport, images_per_s: f64, elapsed: f64)
         "elapsed_s": elapsed,
     })
     .to_string()
-}
-
-/// `(step, loss, smoothed)` of every metrics line.
-fn read_metrics(path: &Path) -> Vec<(u64, f64, f64)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            Some((
-                v["step"].as_u64()?,
-                v["loss"].as_f64()?,
-                v["smoothed_loss"].as_f64()?,
-            ))
-        })
-        .collect()
 }
 
 /// Keeps the metrics lines of the steps before `step` (a resumed run rewrites what came after its checkpoint).
