@@ -13,7 +13,6 @@
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use diffuse_autograd::{no_grad, Var};
 use diffuse_models::vae::AutoencoderKL;
 use diffuse_tensor::{Device, Tensor};
 
@@ -109,13 +108,8 @@ fn moments_of(
         &[count, data.channels, data.height, data.width],
         device,
     )?;
-    no_grad(|| {
-        let posterior = vae.encode(&Var::constant(images))?;
-        Ok(Tensor::concat(
-            &[posterior.mean.tensor(), posterior.logvar.tensor()],
-            1,
-        )?)
-    })
+    let (mean, logvar) = vae.encode_tensor(&images)?;
+    Ok(Tensor::concat(&[&mean, &logvar], 1)?)
 }
 
 /// Every image's posterior moments under `vae` as a dataset of (2L, h, w) "images" (μ then log σ²) with the same
