@@ -1,4 +1,5 @@
-//! `diffuse info DIR`: what a training run, checkpoint or diffusers model folder holds.
+//! `diffuse info DIR`: what a training run, checkpoint or diffusers model folder holds (an autoencoder's is described
+//! by [`crate::vae::describe`]).
 
 use crate::latent::{decoder_for, pipeline_denoiser_dir};
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, read_trainer_state};
@@ -8,6 +9,9 @@ use diffuse_tensor::Device;
 use std::path::Path;
 
 pub fn run(dir: &Path) -> Result<(), String> {
+    if crate::vae::describe(dir)? {
+        return Ok(());
+    }
     let step_dir = if dir.join("latest").is_file() {
         latest_checkpoint(dir).map_err(|e| e.to_string())?
     } else {

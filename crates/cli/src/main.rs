@@ -44,7 +44,7 @@ enum Command {
     /// The autoencoder of latent diffusion: train it, encode images to latents, decode latents, score it.
     #[command(subcommand)]
     Vae(vae::VaeCommand),
-    /// Describe a training run, checkpoint or diffusers model folder.
+    /// Describe a training run, checkpoint or diffusers model folder (a denoiser's, a pipeline's or an autoencoder's).
     Info {
         /// The folder.
         dir: std::path::PathBuf,

@@ -101,6 +101,16 @@ fn vae_train_resumes_exactly_and_encode_decode_round_trip() {
         );
     }
 
+    let info = diffuse(&["info", &out]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success()
+            && text.contains("AutoencoderKL, 3 levels [8, 8, 8]")
+            && text.contains("latents      4×7×7 of 1×28×28 images")
+            && text.contains("step         5 of 5"),
+        "{text}"
+    );
+
     // Encode three PNGs, decode the latents, and decode a posterior sample too.
     let images = dir.join("images");
     write_pngs(&images, 3);
