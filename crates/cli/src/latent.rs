@@ -115,10 +115,17 @@ pub fn check_latent_setup(
     diffuse_diffusion::autoencoder::latents::check_images(&decoder.vae, data)
         .map_err(|e| format!("--vae {where_}: {e}"))?;
     let latent = vae.latent_channels;
-    if model.in_channels() != latent || model.out_channels() != latent {
+    // A network that learns its variance gives twice its input's channels.
+    let out = if model.learns_variance() {
+        2 * latent
+    } else {
+        latent
+    };
+    if model.in_channels() != latent || model.out_channels() != out {
         return Err(format!(
             "the autoencoder {where_} has latent_channels = {latent} but the {} takes in_channels = {} and gives \
-             out_channels = {}; a latent denoiser needs both equal to latent_channels (e.g. --config fashion-latent)",
+             out_channels = {}; a latent denoiser takes latent_channels and gives as many ({out} with a learned \
+             variance), e.g. --config fashion-latent or dit-latent-s",
             model.class_name(),
             model.in_channels(),
             model.out_channels()

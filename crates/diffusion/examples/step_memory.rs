@@ -126,6 +126,7 @@ fn config() -> TrainConfig {
         label_dropout: 0.1,
         hflip: false,
         max_nonfinite: 3,
+        vlb_weight: 0.001,
     }
 }
 

@@ -2,6 +2,7 @@
 //! so that a folder saved by diffusers or transformers loads here and one saved here loads there.
 //!
 //! - [`unet`]: diffusers' `UNet2DModel`, the pixel-space denoiser;
+//! - [`dit`]: diffusers' `DiTTransformer2DModel`, the diffusion transformer (patches, adaLN-Zero blocks);
 //! - [`vae`]: diffusers' `AutoencoderKL`, which maps images to the latents of latent diffusion and back;
 //! - [`layers`]: the residual block, resampling and mid block the U-Net and the autoencoder share;
 //! - [`backbone`]: any of the denoising networks behind one forward pass and one config, for the processes and the
@@ -12,6 +13,7 @@
 //! The diffusion processes that train and sample these networks live one layer up, in `diffuse-diffusion`.
 
 pub mod backbone;
+pub mod dit;
 pub mod error;
 pub mod folder;
 pub mod layers;
