@@ -18,6 +18,13 @@ const TINY_LATENT_CONFIG: &str = r#"{
   "attention_head_dim": 8, "norm_num_groups": 4, "num_class_embeds": 11
 }"#;
 
+/// A DiT over 4×7×7 latents in 7×7 patches, learned variance (8 output channels), one block (~10k parameters).
+const TINY_LATENT_DIT: &str = r#"{
+  "_class_name": "DiTTransformer2DModel",
+  "num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 4, "out_channels": 8,
+  "num_layers": 1, "sample_size": 7, "patch_size": 7, "num_embeds_ada_norm": 10
+}"#;
+
 fn ok(args: &[&str]) -> String {
     let run = diffuse(args);
     let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
@@ -46,6 +53,7 @@ impl Setup {
         std::fs::write(dir.join("vae.json"), TINY_VAE_CONFIG).unwrap();
         std::fs::write(dir.join("latent.json"), TINY_LATENT_CONFIG).unwrap();
         std::fs::write(dir.join("pixel.json"), TINY_CONFIG).unwrap();
+        std::fs::write(dir.join("dit.json"), TINY_LATENT_DIT).unwrap();
         let setup = Setup {
             data: data.to_str().unwrap().to_string(),
             vae: dir.join("vae").to_str().unwrap().to_string(),
@@ -252,6 +260,34 @@ fn a_latent_run_is_a_pipeline_folder_resumes_exactly_and_samples_evaluates_and_d
         "2",
     ]);
     assert!(err.contains("--bpd") && err.contains("latents"), "{err}");
+
+    // Any backbone: a DiT whose learned variance doubles its output channels trains and samples on the latents.
+    let dit = s.path("dit-run");
+    success(s.train(&[
+        "--config",
+        &s.path("dit.json"),
+        "--vae",
+        &s.vae,
+        "--out",
+        &dit,
+        "--steps",
+        "2",
+    ]));
+    let index = std::fs::read_to_string(Path::new(&dit).join("step-2/model_index.json")).unwrap();
+    assert!(index.contains("DiTTransformer2DModel"), "{index}");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        &dit,
+        "--steps",
+        "2",
+        "--count",
+        "1",
+        "--class",
+        "0",
+        "--out",
+        &grid,
+    ]);
     std::fs::remove_dir_all(&s.dir).unwrap();
 }
 
