@@ -1,8 +1,9 @@
 //! The CUDA backend: device buffers, and the glue from tensor layouts to the launch wrappers of `diffuse-cuda-kernels`.
 //!
 //! Each ordinal gets one [`Gpu`] (context, stream, PTX modules, caching allocator), opened on first use and kept for
-//! the life of the process; a failure to open it (no driver, no such device, a device older than sm_80) is remembered
-//! and returned as [`Error::DeviceUnavailable`] naming the device and the reason. Buffers come from the device's
+//! the life of the process; a failure to open it (no driver, no such device, a device older than sm_80, a module
+//! that does not JIT) is remembered and returned as [`Error::DeviceUnavailable`] naming the device and the reason.
+//! An empty tensor's buffer owns no device memory (see [`DeviceBuffer`]). Buffers come from the device's
 //! [`ck::alloc::BufferPool`] and go back to it when a [`CudaStorage`] drops, so a training loop that repeats the same
 //! shapes stops calling `cuMemAlloc` after its first step.
 //!
@@ -28,10 +29,10 @@ use diffuse_cpu_kernels::noise::StepCoefficients;
 use diffuse_cpu_kernels::reduce::ReduceOp;
 use diffuse_cpu_kernels::Conv2dShape;
 use diffuse_cuda_kernels as ck;
-use diffuse_cuda_kernels::alloc::PooledBuffer;
 use diffuse_cuda_kernels::elementwise::Operand;
 use diffuse_cuda_kernels::gemm::MatrixLayout;
-use diffuse_cuda_kernels::Gpu;
+use diffuse_cuda_kernels::DeviceBuffer;
+use diffuse_cuda_kernels::{Gpu, OpenError};
 
 use crate::error::{Error, Result};
 use crate::layout::{checked_numel, dims_product, Layout};
@@ -39,23 +40,43 @@ use crate::storage::MatmulOperand;
 use crate::{DType, Device};
 
 /// The opened device of each ordinal (or why it could not be opened), for the life of the process.
-fn gpu(ordinal: usize) -> Result<&'static Gpu> {
-    type Opened = std::result::Result<&'static Gpu, String>;
+fn open(ordinal: usize) -> std::result::Result<&'static Gpu, OpenError> {
+    type Opened = std::result::Result<&'static Gpu, OpenError>;
     static GPUS: OnceLock<Mutex<HashMap<usize, Opened>>> = OnceLock::new();
     let mut gpus = GPUS
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let opened = gpus.entry(ordinal).or_insert_with(|| {
-        // A device lives as long as the process: its buffers may be dropped at any time, even at exit.
-        Gpu::new(ordinal)
-            .map(|gpu| &*Box::leak(Box::new(gpu)))
-            .map_err(|e| e.to_string())
-    });
-    opened.clone().map_err(|message| Error::DeviceUnavailable {
+    gpus.entry(ordinal)
+        .or_insert_with(|| {
+            // A device lives as long as the process: its buffers may be dropped at any time, even at exit.
+            Gpu::new(ordinal).map(|gpu| &*Box::leak(Box::new(gpu)))
+        })
+        .clone()
+}
+
+fn gpu(ordinal: usize) -> Result<&'static Gpu> {
+    open(ordinal).map_err(|reason| Error::DeviceUnavailable {
         device: Device::Cuda(ordinal),
-        message,
+        reason,
     })
+}
+
+/// Whether device `ordinal` opens, and if not, why (no device, or a device that cannot run the kernels).
+pub fn availability(ordinal: usize) -> std::result::Result<(), OpenError> {
+    open(ordinal).map(|_| ())
+}
+
+/// "NVIDIA H200, compute capability 9.0, 132 SMs" for a device that opens.
+pub fn describe(ordinal: usize) -> Result<String> {
+    let gpu = gpu(ordinal)?;
+    let limits = gpu.limits();
+    let (major, minor) = limits.compute_capability;
+    Ok(format!(
+        "{}, compute capability {major}.{minor}, {} SMs",
+        gpu.name(),
+        limits.multiprocessors
+    ))
 }
 
 /// Checks that device `ordinal` opens (else the reason, as every operation on it would say) and that it can hold
@@ -69,7 +90,7 @@ pub fn check_storable(op: &'static str, ordinal: usize, dtype: DType) -> Result<
 pub struct CudaStorage {
     gpu: &'static Gpu,
     ordinal: usize,
-    buffer: ManuallyDrop<PooledBuffer>,
+    buffer: ManuallyDrop<DeviceBuffer>,
 }
 
 impl fmt::Debug for CudaStorage {
