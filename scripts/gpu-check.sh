@@ -16,7 +16,8 @@
 #         env        the machine, the driver, `diffuse info --devices` (cuda:0 must open)
 #         tests      every GPU test binary with DIFFUSE_REQUIRE_GPU=1 (a missing GPU fails, never skips)
 #         train      200 steps of `diffuse train --device cuda` beside the same run on the CPU and a one-ulp
-#                    control on the CPU; the loss curves must agree (scripts/gpu-check/compare_losses.py)
+#                    control on the CPU, then the CUDA run again with --precision bf16; the loss curves must agree
+#                    (scripts/gpu-check/compare_losses.py)
 #         bench      cuda_bench, then benches/peers/torch_cuda.py, then the two side by side
 #         memcheck racecheck synccheck initcheck
 #                    compute-sanitizer on the kernel test binaries, one proptest case per property
@@ -29,7 +30,7 @@ cd "$(dirname "$0")/.."
 BIN=.device-bin
 PARTS=(env tests train bench memcheck racecheck synccheck initcheck)
 # seconds each part may take at most; the whole run stops starting parts at DEADLINE
-declare -A CAP=([env]=30 [tests]=150 [train]=120 [bench]=150 [memcheck]=90 [racecheck]=90 [synccheck]=60 [initcheck]=75)
+declare -A CAP=([env]=30 [tests]=150 [train]=150 [bench]=150 [memcheck]=90 [racecheck]=90 [synccheck]=60 [initcheck]=75)
 DEADLINE=${GPU_CHECK_DEADLINE:-450}
 TRAIN_STEPS=${GPU_CHECK_TRAIN_STEPS:-200}
 # The largest .device-bin we accept: the device tool carries at most 64 MiB with the working tree.
@@ -200,17 +201,21 @@ part_train() {
     local status=0
     echo "== diffuse train --device cuda ${args[*]}"
     within "$BIN/diffuse" train --device cuda --out "$runs/cuda" "${args[@]}" 2>&1 || status=1
+    echo "== diffuse train --device cuda --precision bf16 (the same run)"
+    within "$BIN/diffuse" train --device cuda --precision bf16 --out "$runs/cuda-bf16" "${args[@]}" 2>&1 || status=1
     wait $cpu || { echo "the CPU run failed:"; status=1; }
     wait $control || { echo "the CPU control run failed:"; status=1; }
     for run in cpu control; do
         echo "== diffuse train --device cpu ($run)"
         tail -3 "$runs/$run.log"
     done
-    for run in cuda cpu control; do
+    for run in cuda cuda-bf16 cpu control; do
         [[ -f $runs/$run/metrics.jsonl ]] && cp "$runs/$run/metrics.jsonl" "$WORK/train-$run-metrics.jsonl"
     done
     echo "== loss curves, cuda against cpu (the control is the cpu run with the lr one ulp higher)"
     python3 scripts/gpu-check/compare_losses.py "$runs/cuda" "$runs/cpu" "$runs/control" || status=1
+    echo "== loss curves, cuda bf16 against cuda f32"
+    python3 scripts/gpu-check/compare_losses.py --bf16 "$runs/cuda-bf16" "$runs/cuda" || status=1
     rm -rf "$runs"
     return $status
 }
@@ -257,7 +262,7 @@ detail() {
     tests)
         awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d ignored", p, f, i }' "$log"
         ;;
-    train) grep -E '^(agree|DISAGREE|compare_losses)' "$log" | tail -1 | cut -c1-110 ;;
+    train) grep -E '^(agree|DISAGREE|compare_losses)' "$log" | cut -d: -f1 | paste -sd' ' | cut -c1-110 ;;
     bench) printf '%s targets met, %s missed' "$(grep -cE 'met$' "$log")" "$(grep -cE 'MISSED$' "$log")" ;;
     memcheck | racecheck | synccheck | initcheck)
         grep -hoE 'ERROR SUMMARY: [0-9]+ error' "$log" |

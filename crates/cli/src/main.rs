@@ -10,6 +10,7 @@ mod grid;
 mod info;
 mod interrupt;
 mod plots;
+mod precision;
 mod sample;
 mod sampling;
 mod scoring;

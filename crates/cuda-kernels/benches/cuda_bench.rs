@@ -22,6 +22,7 @@ use diffuse_cuda_kernels::gemm::{gemm_bf16, sgemm, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{group_norm_forward, GroupNormShape};
 use diffuse_cuda_kernels::noise::{pack_coefficients, q_sample, sampler_step, StepCoefficients};
 use diffuse_cuda_kernels::open_error::driver_library_present;
+use diffuse_cuda_kernels::pack_bf16::pack_bf16;
 use diffuse_cuda_kernels::philox::fill_normal;
 use diffuse_cuda_kernels::reduce::row_sum;
 use diffuse_cuda_kernels::softmax::softmax;
@@ -262,6 +263,19 @@ fn run(gpu: &Gpu) -> Result<()> {
     println!(
         "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
         "gemm_bf16 (f32 acc)", "4096^3"
+    );
+
+    // rounding an f32 operand of the bf16 matmul: read 4 bytes, write 2 per element
+    let mut packed = bf16_buffer(gpu, s * s, 3)?;
+    let ms = median_ms(gpu, || {
+        pack_bf16(gpu, &a, s, s, MatrixLayout::row_major(s), s, s, &mut packed)
+    })?;
+    report_bandwidth(
+        "pack_bf16",
+        "[4096,4096]",
+        ms,
+        6.0 * (s * s) as f64,
+        copy_gbs,
     );
 
     // a UNet-sized 3x3 convolution: [8, 256, 64, 64] -> [8, 256, 64, 64]

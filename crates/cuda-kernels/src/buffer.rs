@@ -155,3 +155,54 @@ impl DevicePtrMut<f32> for DeviceBuffer {
         self.slice_mut().device_ptr_mut(stream)
     }
 }
+
+/// A buffer of f32 read as twice as many bf16: the caching allocator holds f32 buffers, and bf16 scratch (the packed
+/// operands of [`crate::gemm::gemm_bf16`]) borrows them.
+pub struct Bf16View<'a>(&'a DeviceBuffer);
+
+/// [`Bf16View`], for writing.
+pub struct Bf16ViewMut<'a>(&'a mut DeviceBuffer);
+
+impl DeviceBuffer {
+    /// The buffer's bytes as `2 · len` bf16.
+    pub fn as_bf16(&self) -> Bf16View<'_> {
+        Bf16View(self)
+    }
+
+    /// The buffer's bytes as `2 · len` bf16, for writing.
+    pub fn as_bf16_mut(&mut self) -> Bf16ViewMut<'_> {
+        Bf16ViewMut(self)
+    }
+}
+
+impl DeviceSlice<half::bf16> for Bf16View<'_> {
+    fn len(&self) -> usize {
+        2 * self.0.len
+    }
+
+    fn stream(&self) -> &Arc<CudaStream> {
+        self.0.slice().stream()
+    }
+}
+
+impl DevicePtr<half::bf16> for Bf16View<'_> {
+    fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (CUdeviceptr, SyncOnDrop<'a>) {
+        self.0.slice().device_ptr(stream)
+    }
+}
+
+impl DeviceSlice<half::bf16> for Bf16ViewMut<'_> {
+    fn len(&self) -> usize {
+        2 * self.0.len
+    }
+
+    fn stream(&self) -> &Arc<CudaStream> {
+        self.0.slice().stream()
+    }
+}
+
+impl DevicePtrMut<half::bf16> for Bf16ViewMut<'_> {
+    fn device_ptr_mut<'a>(&'a mut self, stream: &'a CudaStream) -> (CUdeviceptr, SyncOnDrop<'a>) {
+        self.0.slice_mut().device_ptr_mut(stream)
+    }
+}

@@ -26,6 +26,7 @@ pub enum Module {
     GroupNorm,
     GemmF32,
     GemmBf16,
+    PackBf16,
     Conv2d,
     Conv2dBackward,
     Attention,
@@ -36,7 +37,7 @@ pub enum Module {
 
 impl Module {
     /// Every module; [`Gpu::new`] loads them all, so any entry point can be looked up.
-    pub const ALL: [Module; 15] = [
+    pub const ALL: [Module; 16] = [
         Module::Philox,
         Module::Elementwise,
         Module::Noise,
@@ -46,6 +47,7 @@ impl Module {
         Module::GroupNorm,
         Module::GemmF32,
         Module::GemmBf16,
+        Module::PackBf16,
         Module::Conv2d,
         Module::Conv2dBackward,
         Module::Attention,
@@ -66,6 +68,7 @@ impl Module {
             Module::GroupNorm => "group_norm.ptx",
             Module::GemmF32 => "gemm_f32.ptx",
             Module::GemmBf16 => "gemm_bf16.ptx",
+            Module::PackBf16 => "pack_bf16.ptx",
             Module::Conv2d => "conv2d.ptx",
             Module::Conv2dBackward => "conv2d_backward.ptx",
             Module::Attention => "attention.ptx",
@@ -87,6 +90,7 @@ impl Module {
             Module::GroupNorm => include_str!("../../../kernels/group_norm.ptx"),
             Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
             Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
+            Module::PackBf16 => include_str!("../../../kernels/pack_bf16.ptx"),
             Module::Conv2d => include_str!("../../../kernels/conv2d.ptx"),
             Module::Conv2dBackward => include_str!("../../../kernels/conv2d_backward.ptx"),
             Module::Attention => include_str!("../../../kernels/attention.ptx"),

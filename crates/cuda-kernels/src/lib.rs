@@ -25,6 +25,7 @@ mod jit;
 mod launch;
 pub mod noise;
 pub mod open_error;
+pub mod pack_bf16;
 pub mod philox;
 pub mod reduce;
 pub mod select;

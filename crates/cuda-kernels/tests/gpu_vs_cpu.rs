@@ -21,7 +21,7 @@ use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{self, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{self, GroupNormShape};
 use diffuse_cuda_kernels::noise::{self, StepCoefficients};
-use diffuse_cuda_kernels::{philox, reduce, softmax};
+use diffuse_cuda_kernels::{pack_bf16, philox, reduce, softmax};
 use diffuse_cuda_kernels::{DeviceBuffer, Gpu};
 use half::bf16;
 use proptest::prelude::*;
@@ -1049,6 +1049,92 @@ fn gemm_bf16_refuses_k_that_is_not_a_multiple_of_8(gpu: &Gpu) {
     assert!(err.message.contains("multiples of 8"), "{err}");
 }
 
+fn pack_bf16_rounds_like_half_and_pads_with_zeros(gpu: &Gpu) {
+    // bit for bit against half::bf16::from_f32 (round to nearest, ties to even, NaN kept quiet), on any f32 bit
+    // pattern (every other value: NaNs, infinities and subnormals included) read straight or transposed, with the
+    // padding rows and columns zero; the destination starts poisoned (all ones) so an unwritten element shows.
+    runner()
+        .run(
+            &(
+                1usize..20,
+                1usize..20,
+                0usize..3,
+                0usize..9,
+                any::<u64>(),
+                any::<bool>(),
+            ),
+            |(rows, cols, extra_rows, extra_cols, seed, transposed)| {
+                let (rows_out, cols_out) =
+                    (rows + extra_rows, (cols + extra_cols).next_multiple_of(2));
+                let mut state = seed | 1;
+                let host: Vec<f32> = (0..rows * cols)
+                    .map(|i| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        if i % 2 == 0 {
+                            f32::from_bits(state as u32)
+                        } else {
+                            (state >> 40) as f32 / (1u64 << 20) as f32 - 8.0
+                        }
+                    })
+                    .collect();
+                let layout = if transposed {
+                    MatrixLayout::transposed(rows)
+                } else {
+                    MatrixLayout::row_major(cols)
+                };
+                let src = upload(gpu, &host);
+                let mut dst = gpu
+                    .stream()
+                    .clone_htod(&vec![bf16::from_bits(0xFFFF); rows_out * cols_out])
+                    .unwrap();
+                pack_bf16::pack_bf16(gpu, &src, rows, cols, layout, rows_out, cols_out, &mut dst)
+                    .unwrap();
+                let got: Vec<u16> = gpu
+                    .stream()
+                    .clone_dtoh(&dst)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.to_bits())
+                    .collect();
+                let want: Vec<u16> = (0..rows_out)
+                    .flat_map(|r| (0..cols_out).map(move |c| (r, c)))
+                    .map(|(r, c)| {
+                        if r < rows && c < cols {
+                            bf16::from_f32(host[r * layout.row_stride + c * layout.col_stride])
+                                .to_bits()
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                prop_assert_eq!(got, want);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+fn pack_bf16_refuses_a_padding_that_does_not_hold_the_matrix(gpu: &Gpu) {
+    let src = zeros(gpu, 12);
+    let mut dst = gpu.stream().alloc_zeros::<bf16>(16).unwrap();
+    for (rows_out, cols_out) in [(2, 8), (4, 3)] {
+        let err = pack_bf16::pack_bf16(
+            gpu,
+            &src,
+            3,
+            4,
+            MatrixLayout::row_major(4),
+            rows_out,
+            cols_out,
+            &mut dst,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("cannot be padded"), "{err}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------- conv2d
 
 fn conv_case() -> impl Strategy<Value = (Conv2dShape, bool, u64)> {
@@ -1455,6 +1541,8 @@ fn main() {
         sgemm_refuses_an_operand_shorter_than_its_shape,
         gemm_bf16_matches_the_f64_reference_on_ragged_shapes,
         gemm_bf16_refuses_k_that_is_not_a_multiple_of_8,
+        pack_bf16_rounds_like_half_and_pads_with_zeros,
+        pack_bf16_refuses_a_padding_that_does_not_hold_the_matrix,
         conv2d_forward_matches_the_naive_f64_convolution,
         conv2d_refuses_a_kernel_larger_than_the_padded_input,
         attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias,

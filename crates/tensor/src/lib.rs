@@ -13,6 +13,7 @@ mod dtype;
 pub mod error;
 pub mod layout;
 mod ops;
+mod precision;
 pub mod storage;
 mod tensor;
 
@@ -26,4 +27,5 @@ pub use diffuse_cuda_kernels::OpenError;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ops::Conv2dParams;
+pub use precision::{matmul_precision, set_matmul_precision, Precision};
 pub use tensor::Tensor;

@@ -25,7 +25,8 @@ mod common;
 use common::{draw, nonempty_shape, view_kind, ViewKind};
 use diffuse_cuda_kernels::alloc::bucket_len;
 use diffuse_tensor::{
-    AdamWConfig, BinaryOp, Conv2dParams, DType, Device, OpenError, Tensor, UnaryOp,
+    set_matmul_precision, AdamWConfig, BinaryOp, Conv2dParams, DType, Device, OpenError, Precision,
+    Tensor, UnaryOp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -513,6 +514,80 @@ fn batched_matmul_of_transposed_broadcast_operands_matches_the_cpu(_: &Device) {
         .unwrap();
 }
 
+/// Restores this thread's matmul precision when dropped (also when a property fails and unwinds).
+struct PrecisionFor(Precision);
+
+impl PrecisionFor {
+    fn set(precision: Precision) -> PrecisionFor {
+        PrecisionFor(set_matmul_precision(precision))
+    }
+}
+
+impl Drop for PrecisionFor {
+    fn drop(&mut self) {
+        set_matmul_precision(self.0);
+    }
+}
+
+fn bf16_matmul_is_within_the_bf16_bound_of_the_f32_product(_: &Device) {
+    poison_the_allocator();
+    // Rounding each operand to bf16 (8 significant bits, to nearest) costs at most 2⁻⁹ relative, a product of two at
+    // most 2⁻⁸ + 2⁻¹⁸, and the f32 accumulation on each side (tensor cores here, the CPU's reference) at most
+    // (k + 2)·2⁻²⁴ of Σ|aᵢbᵢ|: |bf16 − cpu| ≤ (2⁻⁸ + (2k + 5)·2⁻²⁴)·(|A||B|)ᵢⱼ. Shapes are ragged against the 8-wide
+    // bf16 rows (k, n not multiples of 8) and the 128-wide tiles; A is transposed, B shared by the batch or not.
+    runner()
+        .run(
+            &(1usize..4, 1usize..40, 1usize..40, 1usize..70, any::<u64>()),
+            |(batch, m, n, k, seed)| {
+                let (a_cpu, a_gpu) = pair(&[batch, k, m], seed);
+                let (a_cpu, a_gpu) = (
+                    a_cpu.transpose(1, 2).unwrap(),
+                    a_gpu.transpose(1, 2).unwrap(),
+                );
+                let b_shape = if seed % 2 == 0 {
+                    vec![k, n]
+                } else {
+                    vec![batch, k, n]
+                };
+                let (b_cpu, b_gpu) = pair(&b_shape, seed ^ 1);
+                let f32_product = a_gpu.matmul(&b_gpu).unwrap().to_vec().unwrap();
+                let bf16_product = {
+                    let _bf16 = PrecisionFor::set(Precision::Bf16);
+                    a_gpu.matmul(&b_gpu).unwrap()
+                };
+                prop_assert_eq!(bf16_product.shape(), &[batch, m, n][..]);
+                let got = bf16_product.to_vec().unwrap();
+                let want = a_cpu.matmul(&b_cpu).unwrap().to_vec().unwrap();
+                let magnitude = a_cpu
+                    .abs()
+                    .unwrap()
+                    .matmul(&b_cpu.abs().unwrap())
+                    .unwrap()
+                    .to_vec()
+                    .unwrap();
+                let relative = 2f64.powi(-8) + (2 * k + 5) as f64 * 2f64.powi(-24);
+                for (i, ((&g, &w), &mag)) in got.iter().zip(&want).zip(&magnitude).enumerate() {
+                    let error = (f64::from(g) - f64::from(w)).abs();
+                    prop_assert!(
+                        error <= relative * f64::from(mag),
+                        "element {}: bf16 {} against {} (bound {})",
+                        i,
+                        g,
+                        w,
+                        relative * f64::from(mag)
+                    );
+                }
+                // the values carry 24 significant bits: rounding them to 8 changes some product
+                prop_assert!(
+                    got != f32_product,
+                    "the bf16 setting did not change the product"
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
 fn conv2d_forward_matches_the_cpu_on_awkward_shapes(_: &Device) {
     poison_the_allocator();
     let case = (
@@ -834,6 +909,7 @@ fn main() {
         concat_stack_and_index_ops_move_the_same_elements,
         upsampling_and_its_backward_match_the_cpu,
         batched_matmul_of_transposed_broadcast_operands_matches_the_cpu,
+        bf16_matmul_is_within_the_bf16_bound_of_the_f32_product,
         conv2d_forward_matches_the_cpu_on_awkward_shapes,
         group_norm_and_layer_norm_match_the_cpu_forward_and_backward,
         attention_forward_matches_the_cpu,
