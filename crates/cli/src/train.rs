@@ -10,6 +10,7 @@ use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::latent::{check_latent_setup, decoder_for, encode_training_set, LatentDecoder};
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
+use crate::precision::PrecisionArgs;
 use crate::sampling::{draw, sampler_named, GridRequest};
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
@@ -111,6 +112,8 @@ pub struct TrainArgs {
     hflip: bool,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Fail after this many consecutive non-finite losses.
     #[arg(long, default_value_t = 5)]
     max_nonfinite: u32,
@@ -384,6 +387,7 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
 
 pub fn run(args: &TrainArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
+    args.precision.apply(device)?;
     let data = load_data(&args.data)?;
     let (mut trainer, model_config, out, decoder) = match &args.resume {
         Some(dir) => {
