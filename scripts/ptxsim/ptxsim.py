@@ -17,9 +17,9 @@ garbage, not zeros (the schedule chooses which), and each space remembers which 
 
 Schedules. Blocks run one after another, in the order the schedule gives. Within a block every thread is a Python
 generator that runs until it must wait (a barrier, a warp collective) or, under a preempting schedule, until its next
-shared or global memory access; the schedule picks which ready thread runs next. InOrder is the fastest and the
-default; Reversed and Shuffled exist so that scripts/ptxsim/sanitize.py can check that a kernel's result does not
-depend on the interleaving.
+shared or global memory access; the schedule picks which ready thread runs next, and a warp collective completes as
+soon as its warp's last lane arrives. InOrder is the fastest and the default; Reversed and Shuffled exist so that
+scripts/ptxsim/sanitize.py can check that a kernel's result does not depend on the interleaving.
 
 Checks. `launch(..., checks=[...])` calls hooks on each check (see checks.py) at every shared and global access,
 barrier, warp barrier, cp.async issue and completion, and block and launch boundary; the sanitizers are such checks.
@@ -228,11 +228,13 @@ def signed(v, bits):
     return v - (1 << bits) if v >> (bits - 1) else v
 
 class InOrder:
-    """Blocks in launch order; in a block, the lowest ready thread runs until it must wait (the original schedule)."""
+    """Blocks in launch order; in a block, the lowest ready thread runs until it must wait. A warp whose lanes have all
+    reached a collective goes on at once, so warp 0 runs ahead to the next barrier before warp 1 starts."""
     name, preempt = 'in order', False
     garbage = staticmethod(fill_ff)
     def blocks(self, grid): return [(x, y, z) for z in range(grid[2]) for y in range(grid[1]) for x in range(grid[0])]
-    def order(self, threads): return sorted(threads)
+    def add(self, ready, threads):
+        for t in threads: bisect.insort(ready, t)          # ready stays sorted: the lowest first
     def pick(self, ready): return 0
 
 class Reversed(InOrder):
@@ -240,7 +242,8 @@ class Reversed(InOrder):
     name = 'reversed'
     garbage = staticmethod(lambda n: b'\x7f' * n)
     def blocks(self, grid): return InOrder.blocks(self, grid)[::-1]
-    def order(self, threads): return sorted(threads, reverse=True)
+    def add(self, ready, threads):
+        for t in threads: bisect.insort(ready, t, key=lambda x: -x)
 
 class Shuffled(InOrder):
     """Blocks in a seeded random order; in a block, a random ready thread runs until its next shared or global memory
@@ -251,6 +254,7 @@ class Shuffled(InOrder):
     def garbage(self, n): return self.rng.randbytes(n)
     def blocks(self, grid):
         order = InOrder.blocks(self, grid); self.rng.shuffle(order); return order
+    def add(self, ready, threads): ready.extend(threads)
     def pick(self, ready): return self.rng.randrange(len(ready))
 
 class Block:
@@ -291,7 +295,25 @@ def run_block(mod, kname, params, grid, block_dim, ctaid, mem, schedule=InOrder(
                                                  copies=AsyncCopies()), mem, block.shared)
             for t in range(nthreads)]
     results = [None]*nthreads; waiting = {}; done = set()
-    ready = schedule.order(range(nthreads))
+
+    def complete_collective(w):
+        """when every live lane of warp w waits at a warp collective, perform it and make the lanes ready"""
+        lanes = [t for t in range(32*w, min(32*w + 32, nthreads)) if t not in done]
+        if not lanes or not all(t in waiting and waiting[t][0] == 'warp' for t in lanes): return
+        kinds = {waiting[t][1] for t in lanes}
+        assert len(kinds) == 1, kinds
+        assert len(lanes) == 32, 'partial warp in a collective'
+        if waiting[lanes[0]][1] == 'warpsync':
+            for c in checks: c.warp_barrier(block, w)
+            outs = [None] * 32
+        else:
+            outs = warp_op(waiting[lanes[0]][1], [waiting[t][2] for t in lanes], block.shared)
+        for k, t in enumerate(lanes):
+            results[t] = outs[k]; del waiting[t]
+        schedule.add(ready, lanes)
+
+    ready = []
+    schedule.add(ready, range(nthreads))
     while True:
         while ready:
             i = schedule.pick(ready); t = ready[i]
@@ -299,29 +321,16 @@ def run_block(mod, kname, params, grid, block_dim, ctaid, mem, schedule=InOrder(
                 req = gens[t].send(results[t]); results[t] = None
             except StopIteration:
                 done.add(t); ready.pop(i); continue
-            if req is not PREEMPT:
-                waiting[t] = req; ready.pop(i)
+            if req is PREEMPT: continue
+            waiting[t] = req; ready.pop(i)
+            if req[0] == 'warp': complete_collective(t // 32)
         if not waiting: break
-        # every live thread waits: complete the warp collectives all of whose live lanes have arrived, else the barrier
-        for w in schedule.order(range(0, nthreads, 32)):
-            lanes = [t for t in range(w, min(w+32, nthreads)) if t not in done]
-            if lanes and all(t in waiting and waiting[t][0] == 'warp' for t in lanes):
-                kinds = {waiting[t][1] for t in lanes}
-                assert len(kinds) == 1, kinds
-                assert len(lanes) == 32, 'partial warp in a collective'
-                if waiting[lanes[0]][1] == 'warpsync':
-                    for c in checks: c.warp_barrier(block, w // 32)
-                    outs = [None] * 32
-                else:
-                    outs = warp_op(waiting[lanes[0]][1], [waiting[t][2] for t in lanes], block.shared)
-                for k, t in enumerate(lanes):
-                    results[t] = outs[k]; del waiting[t]
-                ready.extend(schedule.order(lanes))
-        if ready: continue
+        # every live thread waits, none at a collective its warp completed: a barrier, or a deadlock
         if all(req[0] == 'bar' for req in waiting.values()):
             for c in checks: c.barrier(block)
-            ready = schedule.order(waiting); waiting = {}
+            schedule.add(ready, list(waiting)); waiting = {}
             continue
+        for w in range((nthreads + 31) // 32): complete_collective(w)   # lanes exited while the others wait: refused
         raise RuntimeError(f'deadlock: {[(t, waiting[t][:2]) for t in sorted(waiting)][:8]}')
     for c in checks: c.block_end(block)
 

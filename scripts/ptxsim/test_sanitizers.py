@@ -36,9 +36,31 @@ def kinds(outcome, check):
     return {f.kind for f in outcome.findings.values() if f.check == check}
 
 
+# Smaller launches than the CI cases where a test needs only one block.
 def one_warp_softmax(k):
     """softmax_rows launched with a single warp (the kernel takes any multiple of 32 threads)"""
     k.launch('softmax_rows', (1, 1, 1), [k.f32(70), k.out(4 * 70), 70, 0], block=32)
+
+
+def one_tile_gemm_bf16(k):
+    """one 128 x 128 tile, two 32-deep k tiles (both stages), beta = 0 on an unfilled C"""
+    m, n, kk = 20, 24, 40
+    k.launch('gemm_bf16', (1, 1, 1), [k.bf16(m * kk), k.bf16(kk * n), k.out(4 * m * n), m, n, kk, 1.0, 0.0])
+
+
+def one_tile_sgemm(k):
+    m, n, kk = 9, 9, 8
+    k.launch('sgemm', (1, 1, 1), [k.f32(m * kk), k.f32(kk * n), k.out(4 * m * n), m, n, kk, kk, 1, n, 1, 1.0, 0.0])
+
+
+def two_tile_attention(k):
+    """8 query rows (one block), 40 keys (two K/V tiles), head_dim 8"""
+    ql, kl, d = 8, 40, 8
+    k.launch('attention_forward', (1, 1, 1), [k.f32(ql * d), k.f32(kl * d), k.f32(kl * d), 0, k.out(4 * ql * d),
+                                              k.out(4 * ql), 0, ql, kl, d, 0.25])
+
+
+BF16 = Case(one_tile_gemm_bf16, 'gemm_bf16.ptx', ('gemm_bf16',))
 
 
 class Racecheck_(unittest.TestCase):
@@ -72,7 +94,7 @@ class Racecheck_(unittest.TestCase):
 
     def test_reading_a_tile_before_its_cp_async_group_retires_is_reported(self):
         # gemm_bf16 waiting for all but the newest two groups: tile kt may still be in flight when it is read
-        outcome = check_case(real_case('gemm_bf16.ptx'), edit('cp.async.wait_group 1;', 'cp.async.wait_group 2;'),
+        outcome = check_case(BF16, edit('cp.async.wait_group 1;', 'cp.async.wait_group 2;'),
                              (Racecheck,), [InOrder()])
         self.assertIn('access to an in-flight cp.async destination', kinds(outcome, 'racecheck'))
 
@@ -80,7 +102,8 @@ class Racecheck_(unittest.TestCase):
         # attention_forward without the barrier that keeps tile j + 1 from overwriting tile j while warps still read
         # it: no detector on, the three interleavings alone see different results
         anchor = '$tile_done:\n    bar.sync 0;'
-        outcome = check_case(real_case('attention.ptx'), edit(anchor, '$tile_done:'), detectors=())
+        attention = Case(two_tile_attention, 'attention.ptx', ('attention_forward',))
+        outcome = check_case(attention, edit(anchor, '$tile_done:'), detectors=())
         self.assertTrue(outcome.disagreements, 'the schedules agreed')
         self.assertFalse(outcome.findings)
 
@@ -124,20 +147,20 @@ class Memcheck_(unittest.TestCase):
 class Aligncheck_(unittest.TestCase):
     def test_a_mispadded_tile_makes_vector_shared_loads_misaligned(self):
         # sgemm stepping its A-tile pointer by 130 floats instead of the padded row's 132
-        outcome = check_case(real_case('gemm_f32.ptx'), edit('add.u32 %row, %row, 528;', 'add.u32 %row, %row, 520;'),
+        outcome = check_case(Case(one_tile_sgemm, 'gemm_f32.ptx', ('sgemm',)), edit('add.u32 %row, %row, 528;', 'add.u32 %row, %row, 520;'),
                              (Aligncheck,), [InOrder()])
         self.assertEqual(kinds(outcome, 'aligncheck'), {'misaligned shared read'})
         self.assertTrue(all('ld.shared.v4.f32' in f.where for f in outcome.findings.values()))
 
     def test_a_mispadded_tile_makes_ldmatrix_rows_misaligned(self):
         # gemm_bf16's A fragment rows computed with a 36-element stride instead of 40 (72-byte rows)
-        outcome = check_case(real_case('gemm_bf16.ptx'), edit('mad.lo.u32 %x, %row, 40, %col;', 'mad.lo.u32 %x, %row, 36, %col;'),
+        outcome = check_case(BF16, edit('mad.lo.u32 %x, %row, 40, %col;', 'mad.lo.u32 %x, %row, 36, %col;'),
                              (Aligncheck,), [InOrder()])
         self.assertEqual(kinds(outcome, 'aligncheck'), {'misaligned shared read'})
         self.assertTrue(all(f.where.split(': ')[1].startswith('ldmatrix') for f in outcome.findings.values()))
 
     def test_a_mispadded_cp_async_destination_is_misaligned(self):
-        outcome = check_case(real_case('gemm_bf16.ptx'), edit('mad.lo.u32 %dst, %row, 40, %col;', 'mad.lo.u32 %dst, %row, 36, %col;'),
+        outcome = check_case(BF16, edit('mad.lo.u32 %dst, %row, 40, %col;', 'mad.lo.u32 %dst, %row, 36, %col;'),
                              (Aligncheck,), [InOrder()])
         self.assertEqual(kinds(outcome, 'aligncheck'), {'misaligned shared write'})
         self.assertTrue(all('cp.async.cg.shared.global' in f.where for f in outcome.findings.values()))
@@ -154,7 +177,7 @@ class Initcheck_(unittest.TestCase):
 
     def test_an_unfilled_output_read_as_input_is_reported(self):
         # gemm_bf16 reading C although beta = 0 (the kernel's guard removed): C came from the allocator unfilled
-        outcome = check_case(real_case('gemm_bf16.ptx'), edit('and.pred %load, %in, %read_c;', 'mov.pred %load, %in;'),
+        outcome = check_case(BF16, edit('and.pred %load, %in, %read_c;', 'mov.pred %load, %in;'),
                              (Initcheck,), [InOrder()])
         self.assertEqual(kinds(outcome, 'initcheck'), {'uninitialised global read'})
 
