@@ -330,7 +330,7 @@ def run_block(mod, kname, params, grid, block_dim, ctaid, mem, schedule=InOrder(
             for c in checks: c.barrier(block)
             schedule.add(ready, list(waiting)); waiting = {}
             continue
-        for w in range((nthreads + 31) // 32): complete_collective(w)   # lanes exited while the others wait: refused
+        for w in range((nthreads + 31) // 32): complete_collective(w)   # refuses a collective some lanes exited before
         raise RuntimeError(f'deadlock: {[(t, waiting[t][:2]) for t in sorted(waiting)][:8]}')
     for c in checks: c.block_end(block)
 
