@@ -8,11 +8,10 @@ mod forward;
 mod grid;
 mod info;
 mod interrupt;
-mod plot;
+mod plots;
 mod sample;
 mod sampling;
 mod scoring;
-mod sweep_plot;
 mod train;
 mod train_eval;
 
