@@ -61,13 +61,14 @@ def noise(k):
 
 @case('elementwise.ptx', 'unary_strided', 'binary_strided')
 def elementwise(k):
-    # a transposed [7, 9] view and a broadcast [3, 1, 5]: every op code on the first, the grid-stride loop wraps
-    vals = k.rng_values(63, 0.05, 4.0)
-    x = k.f32(vals)
+    # every op code on a transposed [7, 9] view; exp on a broadcast [3, 1, 5]; the copy of a transposed [17, 19]
+    # (323 elements: the grid-stride loop wraps)
+    x = k.f32(17 * 19, 0.05, 4.0)
     for op in range(17):
         a, b = {10: (1.7, 0.0), 11: (-0.5, 0.75), 16: (-1.5, 0.25)}.get(op, (0.0, 0.0))
         k.launch('unary_strided', (1, 1, 1), [k.out(4 * 63), x, 63, op, a, b, layout_bytes([7, 9], [1, 7], [1, 7])])
     k.launch('unary_strided', (1, 1, 1), [k.out(4 * 15), x, 15, 1, 0.0, 0.0, layout_bytes([3, 1, 5], [1, 0, 3], [1, 0, 3])])
+    k.launch('unary_strided', (1, 1, 1), [k.out(4 * 323), x, 323, 12, 0.0, 0.0, layout_bytes([17, 19], [1, 17], [1, 17])])
     # binary: a broadcast operand with a negative stride, passed as a pointer into the middle of its buffer
     a, b = k.f32(24), k.f32(3, 0.5, 1.5)
     for op in range(7):
@@ -159,7 +160,7 @@ def conv2d(k):
 
 @case('conv2d_backward.ptx', 'conv2d_backward_input', 'conv2d_backward_weight', 'conv2d_sum_splits', 'conv2d_backward_bias')
 def conv2d_backward(k):
-    # stride 2 without padding and two groups (4 phases, one of them without taps in x), the weight gradient's
+    # stride 2 without padding and two groups (4 stride phases, with 2 or 1 taps per axis), the weight gradient's
     # reduction over 2 x 3 x 2 = 12 rows split in two chunks of 8 (the second ragged)
     bn, c, h, w, oc, kh, kw, s, p, d, g = 2, 4, 7, 6, 4, 3, 3, 2, 0, 1, 2
     oh, ow = conv_out(h, w, kh, kw, s, p, d)
@@ -229,7 +230,7 @@ def index(k):
     src, ix, gout = k.f32(outer * dim * inner), k.u64(idx), k.f32(outer * kk * inner)
     k.launch('index_select', (1, 1, 1), [k.out(4 * outer * kk * inner), src, ix, outer * kk * inner, kk, dim, inner])
     k.launch('index_select_backward', (1, 1, 1), [k.out(4 * outer * dim * inner), gout, ix, outer * dim * inner, kk, dim, inner])
-    # an empty index list: the host allocates nothing for an empty tensor, so idx and gout are null pointers
+    # an empty index list: an empty tensor has no device buffer, so idx and gout are null pointers
     k.launch('index_select_backward', (1, 1, 1), [k.out(4 * outer * dim * inner), 0, 0, outer * dim * inner, 0, dim, inner])
     # gather and its backward: an index per output element
     outer, dim, inner, kk = 2, 4, 3, 5
