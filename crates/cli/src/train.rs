@@ -11,8 +11,9 @@ use crate::sampling::{draw, sampler_named, GridRequest};
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
-use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig};
+use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
+use diffuse_diffusion::train::hybrid::DEFAULT_VLB_WEIGHT;
 use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
 use diffuse_models::folder::CONFIG_FILE;
 use diffuse_models::{Backbone, BackboneConfig};
@@ -180,6 +181,12 @@ fn new_config(
         beta_end,
         beta_schedule,
         prediction_type: PredictionType::from_name(&args.prediction).ok_or("bad --prediction")?,
+        // A network that predicts its variance is sampled with it by diffusers' DDPM (the other samplers use the mean).
+        variance_type: if model.learns_variance() {
+            VarianceType::LearnedRange
+        } else {
+            VarianceType::FixedSmall
+        },
         ..SchedulerConfig::default()
     };
     let lr = match (args.lr_schedule.as_str(), args.warmup) {
@@ -238,6 +245,7 @@ fn new_config(
         },
         hflip: args.hflip,
         max_nonfinite: args.max_nonfinite,
+        vlb_weight: DEFAULT_VLB_WEIGHT,
     };
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)

@@ -230,6 +230,7 @@ fn tiny_config() -> TrainConfig {
         label_dropout: 0.3,
         hflip: true,
         max_nonfinite: 3,
+        vlb_weight: 0.001,
     }
 }
 

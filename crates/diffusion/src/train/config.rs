@@ -43,6 +43,13 @@ pub struct TrainConfig {
     pub hflip: bool,
     /// Fail after this many consecutive steps with a non-finite loss or gradient norm.
     pub max_nonfinite: u32,
+    /// λ of `L_simple + λ·L_vlb` when the network also predicts its variance ([`super::hybrid`]); unused otherwise.
+    #[serde(default = "default_vlb_weight")]
+    pub vlb_weight: f64,
+}
+
+fn default_vlb_weight() -> f64 {
+    super::hybrid::DEFAULT_VLB_WEIGHT
 }
 
 impl TrainConfig {
@@ -86,6 +93,12 @@ impl TrainConfig {
             if gamma.is_nan() || gamma <= 0.0 {
                 return bad("min_snr_gamma", format!("{gamma} must be positive"));
             }
+        }
+        if !(self.vlb_weight >= 0.0 && self.vlb_weight.is_finite()) {
+            return bad(
+                "vlb_weight",
+                format!("{} must be finite and ≥ 0", self.vlb_weight),
+            );
         }
         if self.max_nonfinite == 0 {
             return bad("max_nonfinite", "must be at least 1".into());
