@@ -64,14 +64,14 @@ def elementwise(k):
     # every op code on a transposed [7, 9] view; exp on a broadcast [3, 1, 5]; the copy of a transposed [17, 19]
     # (323 elements: the grid-stride loop wraps)
     x = k.f32(17 * 19, 0.05, 4.0)
-    for op in range(17):
+    for op in range(18):
         a, b = {10: (1.7, 0.0), 11: (-0.5, 0.75), 16: (-1.5, 0.25)}.get(op, (0.0, 0.0))
         k.launch('unary_strided', (1, 1, 1), [k.out(4 * 63), x, 63, op, a, b, layout_bytes([7, 9], [1, 7], [1, 7])])
     k.launch('unary_strided', (1, 1, 1), [k.out(4 * 15), x, 15, 1, 0.0, 0.0, layout_bytes([3, 1, 5], [1, 0, 3], [1, 0, 3])])
     k.launch('unary_strided', (1, 1, 1), [k.out(4 * 323), x, 323, 12, 0.0, 0.0, layout_bytes([17, 19], [1, 17], [1, 17])])
     # binary: a broadcast operand with a negative stride, passed as a pointer into the middle of its buffer
     a, b = k.f32(24), k.f32(3, 0.5, 1.5)
-    for op in range(7):
+    for op in range(8):
         k.launch('binary_strided', (1, 1, 1), [k.out(96), a, b + 8, 24, op, layout_bytes([2, 3, 4], [12, 4, 1], [0, -1, 0])])
 
 
@@ -139,6 +139,35 @@ def gemm_bf16(k):
     # m = 130: two block rows, the second with 2 of its 128 rows
     m, n, kk = 130, 8, 16
     k.launch('gemm_bf16', (1, 2, 1), [k.bf16(m * kk), k.bf16(kk * n), k.out(4 * m * n), m, n, kk, 1.0, 0.0])
+
+
+@case('layer_norm_modulate.ptx', 'layer_norm_modulate_forward', 'layer_norm_modulate_backward_dx',
+      'layer_norm_modulate_backward_cond')
+def layer_norm_modulate(k):
+    # (batch, tokens, dim): 9 rows (a second block with one busy warp of 8), lanes walking 2 or 3 of 70 features;
+    # dim 300: two 256-feature chunks of the conditioning gradient, the second ragged
+    for batch, tokens, dim in [(3, 3, 70), (1, 2, 300)]:
+        rows, chunks = batch * tokens, (dim + 255) // 256
+        x, scale, shift, dy = k.f32(rows * dim), k.f32(batch * dim), k.f32(batch * dim), k.f32(rows * dim)
+        mean, rstd = k.out(4 * rows), k.out(4 * rows)
+        k.launch('layer_norm_modulate_forward', ((rows + 7) // 8, 1, 1),
+                 [x, scale, shift, k.out(4 * rows * dim), mean, rstd, rows, tokens, dim, 1e-6])
+        k.launch('layer_norm_modulate_backward_dx', ((rows + 7) // 8, 1, 1),
+                 [x, scale, mean, rstd, dy, k.out(4 * rows * dim), rows, tokens, dim])
+        k.launch('layer_norm_modulate_backward_cond', (batch * chunks, 1, 1),
+                 [x, mean, rstd, dy, k.out(4 * batch * dim), k.out(4 * batch * dim), batch, tokens, dim])
+
+
+@case('gated_residual.ptx', 'gated_residual_forward', 'gated_residual_backward')
+def gated_residual(k):
+    # (batch, tokens, dim): 300 and 520 elements on one 256-thread block (the grid-stride loop wraps); dim 260: two
+    # 256-feature chunks of the gate gradient, the second ragged
+    for batch, tokens, dim in [(2, 3, 50), (1, 2, 260)]:
+        n, chunks = batch * tokens * dim, (dim + 255) // 256
+        x, gate, y = k.f32(n), k.f32(batch * dim), k.f32(n, -3, 3)
+        k.launch('gated_residual_forward', (1, 1, 1), [x, gate, y, k.out(4 * n), n, tokens * dim, dim])
+        k.launch('gated_residual_backward', (batch * chunks, 1, 1),
+                 [gate, y, k.f32(n), k.out(4 * n), k.out(4 * batch * dim), batch, tokens, dim])
 
 
 def conv_out(h, w, kh, kw, s, p, d):
