@@ -170,6 +170,19 @@ def gated_residual(k):
                  [gate, y, k.f32(n), k.out(4 * n), k.out(4 * batch * dim), batch, tokens, dim])
 
 
+@case('pack_bf16.ptx', 'pack_bf16')
+def pack_bf16(k):
+    # the bf16 matrix product as the CUDA backend runs it: A [37, 11] stored transposed and B [11, 6] a broadcast
+    # column (column stride 0), each rounded into a zero-padded row-major bf16 matrix (k to 16, n to 8), then gemm_bf16;
+    # A's 37 x 16 / 2 = 296 pairs make the grid-stride loop wrap
+    m, kk, n = 37, 11, 6
+    kp, np_ = (kk + 7) // 8 * 8, (n + 7) // 8 * 8
+    pa, pb = k.out(2 * m * kp), k.out(2 * kp * np_)
+    k.launch('pack_bf16', (1, 1, 1), [pa, k.f32(kk * m), m, kk, 1, m, m, kp])
+    k.launch('pack_bf16', (1, 1, 1), [pb, k.f32(kk), kk, n, 1, 0, kp, np_])
+    k.launch('gemm_bf16', (1, 1, 1), [pa, pb, k.out(4 * m * np_), m, np_, kp, 1.0, 0.0], ptx='gemm_bf16.ptx')
+
+
 def conv_out(h, w, kh, kw, s, p, d):
     return (h + 2 * p - d * (kh - 1) - 1) // s + 1, (w + 2 * p - d * (kw - 1) - 1) // s + 1
 

@@ -1,6 +1,7 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
 mod device;
+mod devices;
 mod eval;
 mod eval_table;
 mod files;
@@ -9,6 +10,7 @@ mod grid;
 mod info;
 mod interrupt;
 mod plots;
+mod precision;
 mod sample;
 mod sampling;
 mod scoring;
@@ -35,10 +37,14 @@ enum Command {
     /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in the Fashion-MNIST classifier's
     /// feature space, and optionally bits/dim, the floor, and a sweep over sampling steps.
     Eval(Box<eval::EvalArgs>),
-    /// Describe a training run, checkpoint or diffusers model folder.
+    /// Describe a training run, checkpoint or diffusers model folder; with --devices, the devices this machine has.
     Info {
         /// The folder.
-        dir: std::path::PathBuf,
+        #[arg(required_unless_present = "devices")]
+        dir: Option<std::path::PathBuf>,
+        /// List the CPU and every CUDA device the driver sees, whether each opens, and what --device auto picks.
+        #[arg(long)]
+        devices: bool,
     },
 }
 
@@ -49,7 +55,10 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Info { dir } => info::run(dir),
+        Command::Info { dir, devices } => {
+            let listed = if *devices { devices::run() } else { Ok(()) };
+            listed.and(dir.as_deref().map_or(Ok(()), info::run))
+        }
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

@@ -7,6 +7,7 @@
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
+use crate::precision::PrecisionArgs;
 use crate::sampling::{draw, sampler_named, GridRequest};
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
@@ -108,6 +109,8 @@ pub struct TrainArgs {
     hflip: bool,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Fail after this many consecutive non-finite losses.
     #[arg(long, default_value_t = 5)]
     max_nonfinite: u32,
@@ -370,6 +373,7 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
 
 pub fn run(args: &TrainArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
+    args.precision.apply(device)?;
     let data = load_data(&args.data)?;
     let (mut trainer, model_config, out) = match &args.resume {
         Some(dir) => {
