@@ -9,6 +9,7 @@
 
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
+use crate::latent::{check_decodes, decoder_for, LatentDecoder};
 use crate::plots::{save_fd_sweep, Curve};
 use crate::sample::open_folder;
 use crate::sampling::SamplerArgs;
@@ -94,6 +95,8 @@ struct Model {
     num_classes: Option<u32>,
     /// The N of the `step-N` checkpoint the weights come from, when they do.
     step: Option<u64>,
+    /// The autoencoder of a latent model.
+    decoder: Option<LatentDecoder>,
 }
 
 fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
@@ -108,10 +111,15 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         .map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let config = unet.config();
     let (h, w) = config.sample_size().unwrap_or((28, 28));
-    check_image_shape(
-        &format!("{} (its samples)", model_dir.display()),
-        (config.in_channels(), h, w),
-    )?;
+    let decoder = decoder_for(model_dir, device)?;
+    let samples = match &decoder {
+        Some(decoder) => {
+            check_decodes(decoder, &config)?;
+            decoder.image_shape((h, w))
+        }
+        None => (config.in_channels(), h, w),
+    };
+    check_image_shape(&format!("{} (its samples)", model_dir.display()), samples)?;
     let step = model_dir
         .ancestors()
         .find_map(|p| p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok());
@@ -120,6 +128,7 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         scheduler,
         unet,
         step,
+        decoder,
     })
 }
 
@@ -129,6 +138,7 @@ impl Model {
         SampleModel {
             unet: &self.unet,
             null_class: self.num_classes,
+            decoder: self.decoder.as_ref(),
         }
     }
 }
@@ -174,6 +184,13 @@ fn evaluate(
 
 /// The bound on the first `args.bpd` test images (with their labels for a conditional model).
 fn bits_per_dim(args: &EvalArgs, model: &Model, test: &Dataset) -> Result<BpdSummary, String> {
+    if let Some(decoder) = &model.decoder {
+        return Err(format!(
+            "--bpd bounds the likelihood of pixels, but this model generates latents of {}: its bound would be in \
+             bits per latent dimension, not comparable; pass --bpd 0",
+            decoder.dir.display()
+        ));
+    }
     let (images, labels) = first_images(test, args.bpd)?;
     if model.num_classes.is_some() && labels.is_none() {
         return Err(format!(

@@ -1,6 +1,8 @@
 //! `diffuse info DIR`: what a diffusers pipeline, model folder, training run or checkpoint holds, and the sampler and
-//! every setting `diffuse sample` would use on it (with the same sampler options).
+//! every setting `diffuse sample` would use on it (with the same sampler options); an autoencoder's folder is
+//! described by [`crate::vae::describe`]; `--devices` lists the devices.
 
+use crate::latent::decoder_for;
 use crate::sample::open_folder;
 use crate::sampling::SamplerArgs;
 use clap::Args;
@@ -8,19 +10,36 @@ use diffuse_diffusion::pipeline::Weights;
 use diffuse_diffusion::train::checkpoint::read_trainer_state;
 use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_tensor::Device;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// The folder.
-    dir: PathBuf,
+    #[arg(required_unless_present = "devices")]
+    dir: Option<PathBuf>,
+    /// List the CPU and every CUDA device the driver sees, whether each opens, and what --device auto picks.
+    #[arg(long)]
+    devices: bool,
     #[command(flatten)]
     sampling: SamplerArgs,
 }
 
 pub fn run(args: &InfoArgs) -> Result<(), String> {
-    let (folder, base) = open_folder(&args.dir, Weights::Model)?;
-    let scheduler = args.sampling.resolve(&base)?;
+    if args.devices {
+        crate::devices::run()?;
+    }
+    match &args.dir {
+        Some(dir) => describe(dir, &args.sampling),
+        None => Ok(()),
+    }
+}
+
+fn describe(dir: &Path, sampling: &SamplerArgs) -> Result<(), String> {
+    if crate::vae::describe(dir)? {
+        return Ok(());
+    }
+    let (folder, base) = open_folder(dir, Weights::Model)?;
+    let scheduler = sampling.resolve(&base)?;
     let model_dir = &folder.denoiser;
     println!(
         "folder       {} ({})",
@@ -52,6 +71,19 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
         ),
     }
     println!("parameters   {} in {} tensors", store.numel(), store.len());
+    if let Some(decoder) = decoder_for(model_dir, Device::Cpu)? {
+        let c = decoder.vae.config();
+        let (h, w) = config.sample_size().unwrap_or((0, 0));
+        let (ic, ih, iw) = decoder.image_shape((h, w));
+        println!(
+            "latents      {}×{h}×{w} of {ic}×{ih}×{iw} images, AutoencoderKL {:?} in {}, scaling_factor {}{}",
+            c.latent_channels,
+            c.block_out_channels,
+            decoder.dir.display(),
+            c.scaling_factor,
+            c.shift_factor.map_or(String::new(), |s| format!(", shift_factor {s}"))
+        );
+    }
     if let Some((h, w)) = config.sample_size() {
         if let Some(flops) = config.flops_per_sample(h, w) {
             println!(

@@ -1,6 +1,7 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
 mod device;
+mod devices;
 mod eval;
 mod eval_table;
 mod files;
@@ -8,12 +9,19 @@ mod forward;
 mod grid;
 mod info;
 mod interrupt;
+mod latent;
 mod plots;
+mod precision;
 mod sample;
 mod sampling;
 mod scoring;
+mod tensor_file;
 mod train;
 mod train_eval;
+mod vae;
+mod vae_codec;
+mod vae_eval;
+mod vae_train;
 
 use clap::{Parser, Subcommand};
 
@@ -36,7 +44,11 @@ enum Command {
     /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in the Fashion-MNIST classifier's
     /// feature space, and optionally bits/dim, the floor, and a sweep over sampling steps.
     Eval(Box<eval::EvalArgs>),
-    /// Describe a diffusers pipeline, model folder, training run or checkpoint, and the sampler `sample` would use.
+    /// The autoencoder of latent diffusion: train it, encode images to latents, decode latents, score it.
+    #[command(subcommand)]
+    Vae(vae::VaeCommand),
+    /// Describe a diffusers pipeline, model folder (a denoiser's or an autoencoder's), training run or checkpoint,
+    /// and the sampler `sample` would use; with --devices, the devices this machine has.
     Info(Box<info::InfoArgs>),
 }
 
@@ -48,6 +60,7 @@ fn main() {
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Info(args) => info::run(args),
+        Command::Vae(command) => vae::run(command),
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

@@ -9,6 +9,7 @@
 
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
+use crate::latent::{check_decodes, decoder_for};
 use crate::sampling::{draw_with, GridRequest, SamplerArgs};
 use clap::Args;
 use diffuse_diffusion::pipeline::{Pipeline, Weights};
@@ -51,8 +52,8 @@ pub struct SampleArgs {
     /// Also write every sample as DIR/sample-NNNN.png.  [default: none]
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// Also write the samples (N, C, H, W) exactly as the sampler returns them, unclipped unless the scheduler clips,
-    /// as the tensor "samples" of a safetensors file.  [default: none]
+    /// Also write the samples (N, C, H, W) exactly as the sampler returns them, unclipped unless the scheduler clips
+    /// (a latent model's: decoded into images), as the tensor "samples" of a safetensors file.  [default: none]
     #[arg(long)]
     out_tensor: Option<PathBuf>,
     /// Start from these unit normal latents (a safetensors file with one f32 tensor of the samples' shape, as a
@@ -168,8 +169,16 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     }
     let (model, _store) = Backbone::load_diffusers(&folder.denoiser, device)
         .map_err(|e| format!("{}: {e}", folder.denoiser.display()))?;
-    // A PNG shows 1 (grey) or 3 (RGB) channels; other samples (latents) are written as a tensor only.
-    let channels = model.config().in_channels();
+    // A latent model's samples (and trajectory) become images through its autoencoder.
+    let decoder = decoder_for(&folder.denoiser, device)?;
+    if let Some(decoder) = &decoder {
+        check_decodes(decoder, &model.config())?;
+    }
+    // A PNG shows 1 (grey) or 3 (RGB) channels; other samples are written as a tensor only.
+    let channels = match &decoder {
+        Some(decoder) => decoder.image_shape((1, 1)).0,
+        None => model.config().in_channels(),
+    };
     let images_as_png = matches!(channels, 1 | 3);
     if !images_as_png {
         if args.out_tensor.is_none() {
@@ -237,6 +246,12 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         Some(path) if e.contains("step noise") => format!("--noise {}: {e}", path.display()),
         _ => e,
     })?;
+    // The sampler's own output, unclipped; a latent model's decoded into (clamped) images.
+    let decode = |t: Tensor| match &decoder {
+        Some(decoder) => decoder.decode(&t),
+        None => Ok(t),
+    };
+    let images = decode(images)?;
     if let Some(path) = &args.out_tensor {
         write_tensor(path, "samples", &images)?;
     }
@@ -263,16 +278,23 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         }
     }
     if let Some(path) = &args.trajectory {
-        frames.push(
+        let mut parts = Vec::new();
+        if !frames.is_empty() {
+            let refs: Vec<&Tensor> = frames.iter().collect();
+            parts.push(decode(
+                Tensor::concat(&refs, 0).map_err(|e| e.to_string())?,
+            )?);
+        }
+        parts.push(
             images
                 .narrow(0, 0, 1)
                 .map_err(|e| e.to_string())?
                 .contiguous()
                 .map_err(|e| e.to_string())?,
         );
-        let refs: Vec<&Tensor> = frames.iter().collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
         let strip = Tensor::concat(&refs, 0).map_err(|e| e.to_string())?;
-        save_grid(&strip, frames.len(), path)?;
+        save_grid(&strip, frames.len() + 1, path)?;
     }
     Ok(())
 }

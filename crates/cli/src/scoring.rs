@@ -5,11 +5,13 @@
 //! reference  = ReferenceFeatures(classifier, test split)          once per command
 //! classes    = 0, 1, …, K−1, 0, 1, …  (class-conditional models)
 //! samples    = `num` samples, `batch` at a time; batch b starts from the noise of seed b of SplitMix64(seed)
+//!              (a latent model's samples decoded into images)
 //! report     = evaluate_samples(classifier, samples, classes if K = 10, reference)
 //! ```
 //!
 //! Accuracy is scored only when the model's classes are the classifier's ten Fashion-MNIST classes.
 
+use crate::latent::LatentDecoder;
 use crate::sampling::{draw, GridRequest};
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
@@ -81,6 +83,8 @@ pub struct SampleModel<'a> {
     pub unet: &'a Backbone,
     /// The null class of a class-conditional model, which is also its number of real classes.
     pub null_class: Option<u32>,
+    /// Decodes the samples of a latent model into images.
+    pub decoder: Option<&'a LatentDecoder>,
 }
 
 impl SampleModel<'_> {
@@ -129,6 +133,10 @@ pub fn generate(
             null_class: model.null_class,
         };
         let images = draw(model.unet, &request, None)?;
+        let images = match model.decoder {
+            Some(decoder) => decoder.decode(&images)?,
+            None => images,
+        };
         image_shape = images.shape()[1..].to_vec();
         pixels.extend(images.to_vec().map_err(|e| e.to_string())?);
         bar.inc(count as u64);

@@ -3,7 +3,7 @@
 //!
 //! | folder | recognised by | network | scheduler config |
 //! |---|---|---|---|
-//! | diffusers pipeline | `model_index.json` | its `unet` component | its `scheduler` component |
+//! | diffusers pipeline | `model_index.json` | its `unet` component (a latent run's checkpoint: `unet/` = EMA, `model/` = raw) | its `scheduler` component |
 //! | diffuse training run | `latest` | the latest checkpoint's `ema/` or `model/` | that checkpoint's `scheduler/` |
 //! | `step-N` checkpoint | `trainer_state.json` or `model/config.json` | its `ema/` or `model/` | its `scheduler/` |
 //! | model folder | `config.json` | the folder | a sibling `../scheduler/`, else none |
@@ -26,9 +26,15 @@ const CONFIG_FILE: &str = "config.json";
 /// The scheduler config inside a scheduler folder.
 pub const SCHEDULER_CONFIG_FILE: &str = "scheduler_config.json";
 
-/// The pipeline classes diffuse runs (`_class_name` of `model_index.json`): the unconditional image pipelines,
-/// which all sample their `unet` with their `scheduler`.
-pub const PIPELINES: [&str; 3] = ["DDPMPipeline", "DDIMPipeline", "PNDMPipeline"];
+/// The pipeline classes diffuse runs (`_class_name` of `model_index.json`): diffusers' unconditional image pipelines,
+/// which sample their `unet` with their `scheduler`, and the latent pipeline diffuse's latent training runs save
+/// (the same, then the `vae` decodes).
+pub const PIPELINES: [&str; 4] = [
+    "DDPMPipeline",
+    "DDIMPipeline",
+    "PNDMPipeline",
+    "LatentDiffusionPipeline",
+];
 
 /// The components diffuse reads. A component of another name in `model_index.json` is refused; new networks join
 /// here (with the classes they load) and in [`Pipeline`].
@@ -37,16 +43,19 @@ pub enum Component {
     /// The denoising network.
     Unet,
     Scheduler,
+    /// The autoencoder of a latent pipeline.
+    Vae,
 }
 
 impl Component {
-    pub const ALL: [Component; 2] = [Component::Unet, Component::Scheduler];
+    pub const ALL: [Component; 3] = [Component::Unet, Component::Scheduler, Component::Vae];
 
     /// Its name in `model_index.json`, which is also its folder's.
     pub fn name(self) -> &'static str {
         match self {
             Component::Unet => "unet",
             Component::Scheduler => "scheduler",
+            Component::Vae => "vae",
         }
     }
 
@@ -58,8 +67,10 @@ impl Component {
     /// The classes of this component diffuse loads.
     pub fn classes(self) -> Vec<&'static str> {
         match self {
-            Component::Unet => vec!["UNet2DModel"],
+            // The denoisers `diffuse_models::Backbone` loads.
+            Component::Unet => vec!["UNet2DModel", "DiTTransformer2DModel"],
             Component::Scheduler => SchedulerClass::ALL.map(SchedulerClass::name).to_vec(),
+            Component::Vae => vec!["AutoencoderKL"],
         }
     }
 }
@@ -106,6 +117,8 @@ pub struct Pipeline {
     pub denoiser: PathBuf,
     /// The scheduler config file, when there is one.
     pub scheduler_config: Option<PathBuf>,
+    /// A latent pipeline's autoencoder folder.
+    pub vae: Option<PathBuf>,
     /// The training checkpoint the weights come from (it holds `trainer_state.json`).
     pub checkpoint: Option<PathBuf>,
 }
@@ -122,15 +135,20 @@ impl Pipeline {
         if !dir.is_dir() {
             return Err(folder_error(dir, "is not a folder"));
         }
-        if dir.join(MODEL_INDEX_FILE).is_file() {
-            return Self::open_pipeline(dir);
-        }
         if dir.join("latest").is_file() {
             let step_dir = latest_checkpoint(dir)?;
-            let mut opened = Self::open_checkpoint(&step_dir, weights)?;
+            let mut opened = Self::open_step(&step_dir, weights)?;
             opened.kind = FolderKind::TrainingRun;
             opened.root = dir.to_path_buf();
             return Ok(opened);
+        }
+        Self::open_step(dir, weights)
+    }
+
+    /// A folder that is not a training run.
+    fn open_step(dir: &Path, weights: Weights) -> Result<Self> {
+        if dir.join(MODEL_INDEX_FILE).is_file() {
+            return Self::open_pipeline(dir, weights);
         }
         if dir.join("trainer_state.json").is_file() || dir.join("model").join(CONFIG_FILE).is_file()
         {
@@ -144,6 +162,7 @@ impl Pipeline {
                 index: None,
                 denoiser: dir.to_path_buf(),
                 scheduler_config: sibling.is_file().then_some(sibling),
+                vae: None,
                 checkpoint: None,
             });
         }
@@ -172,11 +191,14 @@ impl Pipeline {
             index: None,
             denoiser,
             scheduler_config: scheduler.is_file().then_some(scheduler),
+            vae: None,
             checkpoint: Some(step_dir.to_path_buf()),
         })
     }
 
-    fn open_pipeline(dir: &Path) -> Result<Self> {
+    /// A pipeline folder, which may also be a training checkpoint (a latent run's: `unet/` holds the EMA weights,
+    /// `model/` the raw ones, beside `trainer_state.json`).
+    fn open_pipeline(dir: &Path, weights: Weights) -> Result<Self> {
         let index = ModelIndex::read(dir)?;
         let index_path = dir.join(MODEL_INDEX_FILE);
         let bad = |message: String| folder_error(&index_path, message);
@@ -228,13 +250,25 @@ impl Pipeline {
                 "the scheduler component has no config",
             ));
         }
+        let is_checkpoint = dir.join("trainer_state.json").is_file();
+        let raw = dir.join("model");
+        let denoiser = if weights == Weights::Model && raw.join(CONFIG_FILE).is_file() {
+            raw
+        } else {
+            dir.join(Component::Unet.name())
+        };
         Ok(Self {
-            kind: FolderKind::Pipeline,
+            kind: if is_checkpoint {
+                FolderKind::Checkpoint
+            } else {
+                FolderKind::Pipeline
+            },
             root: dir.to_path_buf(),
+            vae: present(Component::Vae.name()).then(|| dir.join(Component::Vae.name())),
             index: Some(index),
-            denoiser: dir.join("unet"),
+            denoiser,
             scheduler_config: Some(scheduler),
-            checkpoint: None,
+            checkpoint: is_checkpoint.then(|| dir.to_path_buf()),
         })
     }
 

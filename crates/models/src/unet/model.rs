@@ -9,11 +9,12 @@
 //! out  = conv_out(SiLU(conv_norm_out(x)))                            (N, out_channels, H, W)
 //! ```
 
-use super::blocks::{BlockSettings, DownBlock, DownChannels, MidBlock, UpBlock, UpChannels};
+use super::blocks::{BlockSettings, DownBlock, DownChannels, UpBlock, UpChannels};
 use super::config::UNetConfig;
 use super::embedding::{timestep_code, TimestepEmbedding};
-use super::resnet::conv3x3;
 use crate::error::{Error, Result};
+use crate::layers::resnet::conv3x3;
+use crate::layers::UNetMidBlock2D;
 use diffuse_autograd::Var;
 use diffuse_nn::{Conv2d, Embedding, GroupNorm, Module, ParamStore};
 
@@ -25,7 +26,7 @@ pub struct UNet2DModel {
     pub time_embedding: TimestepEmbedding,
     pub class_embedding: Option<Embedding>,
     pub down_blocks: Vec<DownBlock>,
-    pub mid_block: MidBlock,
+    pub mid_block: UNetMidBlock2D,
     pub up_blocks: Vec<UpBlock>,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
@@ -73,7 +74,7 @@ impl UNet2DModel {
             )?);
         }
 
-        let mid_block = MidBlock::new(&root.sub("mid_block"), &settings, channels[levels - 1])?;
+        let mid_block = settings.mid_block(&root.sub("mid_block"), channels[levels - 1])?;
 
         let mut up_blocks = Vec::with_capacity(levels);
         for (i, kind) in config.up_block_types.iter().enumerate() {
@@ -148,7 +149,7 @@ impl UNet2DModel {
         for block in &self.down_blocks {
             x = block.forward(&x, &temb_act, &mut skips)?;
         }
-        x = self.mid_block.forward(&x, &temb_act)?;
+        x = self.mid_block.forward(&x, Some(&temb_act))?;
         for block in &self.up_blocks {
             x = block.forward(&x, &temb_act, &mut skips)?;
         }
