@@ -10,6 +10,9 @@
 //!   [`sampler::Denoiser`], and classifier-free guidance.
 //! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
 //!   atomic, exactly resumable checkpoints.
+//! - [`sde`]: score-based models: the VE, VP and sub-VP SDEs, denoising score matching, annealed Langevin
+//!   dynamics, predictor–corrector sampling, the probability-flow ODE with an adaptive RK45 solver, and exact
+//!   likelihoods.
 //! - [`eval`]: metrics of generated images (Fréchet distance, classifier accuracy, Inception-style score,
 //!   precision/recall in a classifier's feature space) and the variational bound in bits per dimension.
 //! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
@@ -22,6 +25,7 @@ pub mod forward;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod sde;
 pub mod train;
 
 pub use error::{Error, Result};
