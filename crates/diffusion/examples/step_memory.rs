@@ -123,6 +123,7 @@ fn config() -> TrainConfig {
         label_dropout: 0.1,
         hflip: false,
         max_nonfinite: 3,
+        score_matching: None,
     }
 }
 

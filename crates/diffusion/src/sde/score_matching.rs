@@ -17,6 +17,7 @@
 //! - `Likelihood`: `λ(t) = g(t)²`, the weighting under which the objective bounds the negative log-likelihood
 //!   (Song, Durkan, Murray & Ermon 2021), so the residual is weighted by `g(t)²/s(t)²`.
 
+use super::config::ScoreSdeConfig;
 use super::process::{time_grid, Sde};
 use super::score::{ScoreNetwork, ScoreParameterization};
 use crate::error::{Error, Result};
@@ -93,6 +94,20 @@ impl ScoreMatching {
             ));
         }
         Ok(())
+    }
+
+    /// The scheduler config a model trained with this objective is saved with (diffusers' `ScoreSdeVeScheduler` or
+    /// `ScoreSdeVpScheduler`, or diffuse's sub-VP one), carrying `T` for a timestep-conditioned network.
+    pub fn scheduler_config(&self) -> Result<ScoreSdeConfig> {
+        let mut config = match self.sde {
+            Sde::Ve {
+                sigma_min,
+                sigma_max,
+            } => ScoreSdeConfig::ve(sigma_min, sigma_max)?,
+            _ => ScoreSdeConfig::vp_like(self.sde.clone())?,
+        };
+        config.num_train_timesteps = self.parameterization.num_train_timesteps;
+        Ok(config)
     }
 
     /// `batch` training times drawn from `rng`.
