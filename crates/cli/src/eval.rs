@@ -10,7 +10,11 @@
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
 use crate::sample::resolve;
-use crate::sampling::{sampler_named, ThresholdArgs};
+use crate::sampling::ThresholdArgs;
+use crate::score::{
+    any_sampler, ode_bits_per_dim, refuse_discrete, refuse_threshold, AnySampler, NllArgs,
+    NllMethod, ScoreArgs, ScoreView,
+};
 use crate::scoring::{
     check_image_shape, first_images, load_classifier, load_split, SampleModel, Sampling, Scorer,
     DEFAULT_CLASSIFIER, SAMPLE_BATCH,
@@ -23,9 +27,11 @@ use diffuse_diffusion::eval::{
     evaluate_samples, variational_bound, BoundOptions, BpdSummary, EvalReport,
 };
 use diffuse_diffusion::schedule::NoiseSchedule;
+use diffuse_diffusion::sde::OdeLikelihood;
 use diffuse_diffusion::train::target::prediction_of;
 use diffuse_diffusion::train::{ModelDenoiser, Prediction};
 use diffuse_models::Backbone;
+use diffuse_nn::ParamStore;
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -39,12 +45,16 @@ pub struct EvalArgs {
     /// Which weights of a checkpoint to sample: the EMA weights or the raw model weights.
     #[arg(long, default_value = "ema", value_parser = ["ema", "model"])]
     weights: String,
-    /// ddpm, ddim, euler, euler-a, heun or dpm++2m.
+    /// ddpm, ddim, euler, euler-a, heun or dpm++2m, or a score sampler: langevin, pc or ode-rk45.
     #[arg(long, default_value = "dpm++2m")]
     sampler: String,
-    /// Denoising steps.
+    /// Denoising steps (langevin: noise levels; ode-rk45 chooses its own).
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    #[command(flatten)]
+    score: ScoreArgs,
+    #[command(flatten)]
+    nll: NllArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
@@ -67,8 +77,8 @@ pub struct EvalArgs {
     /// The feature extractor's weights.
     #[arg(long, default_value = DEFAULT_CLASSIFIER)]
     classifier: PathBuf,
-    /// Compute the variational bound in bits/dim on the first N test images (0: skip; each image costs as many
-    /// model evaluations as the schedule has timesteps).
+    /// Compute bits/dim on the first N test images (0: skip) by --nll: the variational bound (each image costs as
+    /// many model evaluations as the schedule has timesteps) and/or the probability-flow ODE.
     #[arg(long, default_value_t = 0)]
     bpd: usize,
     /// Write the settings and the report (a list of them with --sweep-steps) as JSON to this file.  [default: none]
@@ -92,6 +102,10 @@ pub struct EvalArgs {
 /// A loaded model and how to sample it.
 struct Model {
     unet: Backbone,
+    /// Its parameters (frozen for the ODE likelihood, which differentiates with respect to the input only).
+    store: ParamStore,
+    /// The model as a score model, or why it is not one.
+    score: Result<ScoreView, String>,
     prediction: Prediction,
     schedule: NoiseSchedule,
     /// The classes of a class-conditional model (its null class is the last embedding).
@@ -102,7 +116,7 @@ struct Model {
 
 fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
     let (model_dir, scheduler) = resolve(&args.checkpoint, args.weights == "ema")?;
-    let (unet, _store) = Backbone::load_diffusers(&model_dir, device)
+    let (unet, store) = Backbone::load_diffusers(&model_dir, device)
         .map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let config = unet.config();
     let (h, w) = config.sample_size().unwrap_or((28, 28));
@@ -114,6 +128,8 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         .ancestors()
         .find_map(|p| p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok());
     Ok(Model {
+        score: ScoreView::of_checkpoint(&config, &scheduler),
+        store,
         num_classes: config.num_class_embeds().map(|n| n as u32 - 1),
         prediction: prediction_of(scheduler.prediction_type),
         schedule: NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?,
@@ -130,21 +146,27 @@ impl Model {
             prediction: self.prediction,
             schedule: &self.schedule,
             null_class: self.num_classes,
+            score: &self.score,
         }
+    }
+
+    /// Whether it is a score-SDE model, which only the score samplers serve.
+    fn is_score_sde(&self) -> bool {
+        self.score.as_ref().is_ok_and(|v| v.score_sde)
     }
 }
 
 /// Draws `args.num` samples with `sampler` in `steps`, `args.batch` at a time, behind a progress bar, and scores
-/// them.
+/// them; with a score sampler, also the model evaluations per batch.
 fn evaluate(
     args: &EvalArgs,
     model: &Model,
     scorer: &Scorer,
     sampler: &str,
     steps: usize,
-) -> Result<EvalReport, String> {
+) -> Result<(EvalReport, Option<f64>), String> {
     let sampling = Sampling {
-        sampler: sampler_named(sampler)?,
+        sampler: any_sampler(sampler, steps, &args.score)?,
         steps,
         guidance: args.guidance,
         num: args.num,
@@ -162,8 +184,13 @@ fn evaluate(
     report
 }
 
-/// The bound on the first `args.bpd` test images (with their labels for a conditional model).
-fn bits_per_dim(args: &EvalArgs, model: &Model, test: &Dataset) -> Result<BpdSummary, String> {
+/// Bits/dim on the first `args.bpd` test images (with their labels for a conditional model): the variational
+/// bound and/or the probability-flow ODE's likelihood, as `--nll` asks.
+fn bits_per_dim(
+    args: &EvalArgs,
+    model: &Model,
+    test: &Dataset,
+) -> Result<(Option<BpdSummary>, Option<OdeLikelihood>), String> {
     let (images, labels) = first_images(test, args.bpd)?;
     if model.num_classes.is_some() && labels.is_none() {
         return Err(format!(
@@ -172,27 +199,59 @@ fn bits_per_dim(args: &EvalArgs, model: &Model, test: &Dataset) -> Result<BpdSum
             args.data.display()
         ));
     }
-    eprintln!(
-        "bits/dim on {} test images ({} model evaluations each)",
-        images.shape()[0],
-        model.schedule.len()
-    );
-    let denoiser = ModelDenoiser {
-        model: &model.unet,
-        prediction: model.prediction,
+    let n = images.shape()[0];
+    let vlb = if args.nll.nll == NllMethod::Ode {
+        None
+    } else if model.is_score_sde() {
+        return Err(
+            "the variational bound needs a discrete schedule, and this is a score-SDE model; use --nll ode".into(),
+        );
+    } else {
+        eprintln!(
+            "bits/dim (variational bound) on {n} test images ({} model evaluations each)",
+            model.schedule.len()
+        );
+        let denoiser = ModelDenoiser {
+            model: &model.unet,
+            prediction: model.prediction,
+        };
+        let bound = variational_bound(
+            &denoiser,
+            &model.schedule,
+            &images,
+            labels.as_deref(),
+            &BoundOptions {
+                seed: args.seed,
+                ..BoundOptions::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        Some(BpdSummary::from(&bound))
     };
-    let bound = variational_bound(
-        &denoiser,
-        &model.schedule,
-        &images,
-        labels.as_deref(),
-        &BoundOptions {
-            seed: args.seed,
-            ..BoundOptions::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(BpdSummary::from(&bound))
+    let ode = if args.nll.nll == NllMethod::Vlb {
+        None
+    } else {
+        let view = model
+            .score
+            .as_ref()
+            .map_err(|e| format!("--nll ode: {e}"))?;
+        eprintln!(
+            "bits/dim (probability-flow ODE, {} {:?} probe(s) per image) on {n} test images",
+            args.nll.probes, args.nll.probe
+        );
+        model.store.freeze("").map_err(|e| e.to_string())?;
+        let result = ode_bits_per_dim(
+            &model.unet,
+            view,
+            &images,
+            labels.as_deref(),
+            &args.nll,
+            &args.score,
+            args.seed,
+        )?;
+        Some(result)
+    };
+    Ok((vlb, ode))
 }
 
 /// The settings of one row, as recorded in the JSON.
@@ -212,6 +271,7 @@ fn settings(args: &EvalArgs, model: &Model, sampler: &str, steps: usize) -> Valu
         "data": args.data,
         "classifier": args.classifier,
         "bpd_images": args.bpd,
+        "nll": format!("{:?}", args.nll.nll).to_lowercase(),
     })
 }
 
@@ -286,9 +346,33 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         );
     }
 
-    let bpd = (args.bpd > 0)
-        .then(|| bits_per_dim(args, &model, &test))
-        .transpose()?;
+    // Reject a bad sampler name, or a discrete-time sampler for a score model, before any sampling.
+    let names: Vec<&String> = if args.samplers.is_empty() {
+        vec![&args.sampler]
+    } else {
+        args.samplers.iter().collect()
+    };
+    for name in names {
+        match any_sampler(name, args.steps, &args.score)? {
+            AnySampler::Discrete(_) if model.is_score_sde() => return Err(refuse_discrete(name)),
+            AnySampler::Score(_) => refuse_threshold(&args.threshold)?,
+            AnySampler::Discrete(_) => {}
+        }
+    }
+    let (bpd, ode_bpd) = if args.bpd > 0 {
+        bits_per_dim(args, &model, &test)?
+    } else {
+        (None, None)
+    };
+    if let Some(ode) = &ode_bpd {
+        eprintln!(
+            "bits/dim (probability-flow ODE): {:.4} ± {:.4} over {} images, {:.0} model evaluations per solve",
+            ode.mean,
+            ode.std_error,
+            ode.per_image.len(),
+            ode.nfe as f64 / ode.solves as f64
+        );
+    }
     let floor = if args.floor {
         let train = load_split(&args.data, Split::Train)?;
         let (images, labels) = first_images(&train, args.num)?;
@@ -319,35 +403,42 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
             .flat_map(|s| args.sweep_steps.iter().map(move |&n| (s.clone(), n)))
             .collect()
     };
-    // Reject a bad sampler name before any sampling.
-    for (sampler, _) in &runs {
-        sampler_named(sampler)?;
-    }
     let mut rows = Vec::with_capacity(runs.len());
+    let mut evaluations = Vec::with_capacity(runs.len());
     for (sampler, steps) in runs {
         eprintln!("{sampler}, {steps} steps: {} samples", args.num);
-        let mut report = evaluate(args, &model, &scorer, &sampler, steps)?;
+        let (mut report, nfe) = evaluate(args, &model, &scorer, &sampler, steps)?;
+        if let Some(nfe) = nfe {
+            eprintln!(
+                "{sampler}: {nfe:.1} model evaluations per batch of {}",
+                args.batch
+            );
+        }
         report.bpd = bpd;
         rows.push((sampler, steps, report));
+        evaluations.push(nfe);
     }
 
-    let record = |(sampler, steps, report): &(String, usize, EvalReport)| {
+    let record = |((sampler, steps, report), nfe): (&(String, usize, EvalReport), &Option<f64>)| {
         json!({
             "settings": settings(args, &model, sampler, *steps),
             "report": report,
+            "model_evaluations_per_batch": nfe,
+            "ode_bpd": ode_bpd,
             "floor": floor,
         })
     };
     if args.sweep_steps.is_empty() {
         print_report(&rows[0].2, floor.as_ref());
         if let Some(path) = &args.json {
-            write_json(path, &record(&rows[0]))?;
+            write_json(path, &record((&rows[0], &evaluations[0])))?;
         }
         return Ok(());
     }
     print_sweep(&rows, floor.as_ref());
     if let Some(path) = &args.json {
-        write_json(path, &Value::Array(rows.iter().map(record).collect()))?;
+        let all = rows.iter().zip(&evaluations).map(record).collect();
+        write_json(path, &Value::Array(all))?;
     }
     plot_sweep(args, &rows)
 }

@@ -11,6 +11,7 @@ mod interrupt;
 mod plot;
 mod sample;
 mod sampling;
+mod score;
 mod scoring;
 mod sweep_plot;
 mod train;

@@ -4,7 +4,10 @@
 
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
-use crate::sampling::{draw_with, sampler_named, GridRequest, ThresholdArgs};
+use crate::sampling::{draw_with, GridRequest, ThresholdArgs};
+use crate::score::{
+    any_sampler, refuse_discrete, refuse_threshold, AnySampler, ScoreArgs, ScoreRequest, ScoreView,
+};
 use clap::Args;
 use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
 use diffuse_diffusion::schedule::{NoiseSchedule, SchedulerConfig};
@@ -25,12 +28,15 @@ pub struct SampleArgs {
     /// Use the EMA weights of a checkpoint (false: the raw weights).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ema: bool,
-    /// ddpm, ddim, euler, euler-a, heun or dpm++2m.
+    /// ddpm, ddim, euler, euler-a, heun or dpm++2m, or a score sampler: langevin (annealed Langevin dynamics), pc
+    /// (predictor–corrector) or ode-rk45 (the probability-flow ODE, adaptive).
     #[arg(long, default_value = "dpm++2m")]
     sampler: String,
-    /// Denoising steps.
+    /// Denoising steps (langevin: noise levels; ode-rk45 chooses its own).
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    #[command(flatten)]
+    score: ScoreArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
@@ -201,36 +207,61 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         ),
         None => None,
     };
-    let request = GridRequest {
-        sampler: sampler_named(&args.sampler)?,
-        steps: args.steps,
-        seed: args.seed,
-        classes: classes.as_deref(),
-        count: total,
-        guidance: args.guidance,
-        null_class,
-        threshold: args.threshold.threshold()?,
-    };
     let mut frames = Vec::new();
-    let images = draw_with(
-        &model,
-        prediction,
-        &schedule,
-        &request,
-        init.as_ref(),
-        |denoiser, sample| {
-            if args.trajectory.is_none() {
-                return sample(denoiser);
-            }
-            let recorder = Recorder {
-                inner: denoiser,
-                frames: RefCell::new(Vec::new()),
+    let record = |denoiser: &dyn Denoiser,
+                  sample: &dyn Fn(&dyn Denoiser) -> Result<Tensor, String>| {
+        if args.trajectory.is_none() {
+            return sample(denoiser);
+        }
+        let recorder = Recorder {
+            inner: denoiser,
+            frames: RefCell::new(Vec::new()),
+        };
+        let out = sample(&recorder);
+        frames = recorder.frames.into_inner();
+        out
+    };
+    let view = ScoreView::of_checkpoint(&model.config(), &scheduler);
+    let images = match any_sampler(&args.sampler, args.steps, &args.score)? {
+        AnySampler::Discrete(_) if view.as_ref().is_ok_and(|v| v.score_sde) => {
+            return Err(refuse_discrete(&args.sampler))
+        }
+        AnySampler::Discrete(sampler) => {
+            let request = GridRequest {
+                sampler,
+                steps: args.steps,
+                seed: args.seed,
+                classes: classes.as_deref(),
+                count: total,
+                guidance: args.guidance,
+                null_class,
+                threshold: args.threshold.threshold()?,
             };
-            let out = sample(&recorder);
-            frames = recorder.frames.into_inner();
-            out
-        },
-    )?;
+            draw_with(
+                &model,
+                prediction,
+                &schedule,
+                &request,
+                init.as_ref(),
+                record,
+            )?
+        }
+        AnySampler::Score(sampler) => {
+            refuse_threshold(&args.threshold)?;
+            let request = ScoreRequest {
+                sampler,
+                seed: args.seed,
+                classes: classes.as_deref(),
+                count: total,
+                guidance: args.guidance,
+                null_class,
+            };
+            let (images, nfe) =
+                crate::score::draw_with(&model, &view?, &request, init.as_ref(), record)?;
+            eprintln!("{}: {nfe} model evaluations", args.sampler);
+            images
+        }
+    };
     save_grid(&images, count, &args.out)?;
     eprintln!("{total} samples in {}", args.out.display());
     if let Some(dir) = &args.out_dir {

@@ -11,11 +11,12 @@
 //! Accuracy is scored only when the model's classes are the classifier's ten Fashion-MNIST classes.
 
 use crate::sampling::{draw, GridRequest};
+use crate::score::{refuse_discrete, AnySampler, ScoreRequest, ScoreView};
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
 use diffuse_diffusion::eval::{evaluate_samples, EvalReport, FashionClassifier, ReferenceFeatures};
 use diffuse_diffusion::rng::SplitMix64;
-use diffuse_diffusion::sampler::{DynamicThreshold, Sampler};
+use diffuse_diffusion::sampler::DynamicThreshold;
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::Prediction;
 use diffuse_models::Backbone;
@@ -85,6 +86,8 @@ pub struct SampleModel<'a> {
     pub schedule: &'a NoiseSchedule,
     /// The null class of a class-conditional model, which is also its number of real classes.
     pub null_class: Option<u32>,
+    /// The model as a score model, for the score samplers (or why it is not one).
+    pub score: &'a Result<ScoreView, String>,
 }
 
 impl SampleModel<'_> {
@@ -103,7 +106,7 @@ impl SampleModel<'_> {
 /// How to draw the samples of one evaluation.
 #[derive(Clone, Copy, Debug)]
 pub struct Sampling {
-    pub sampler: Sampler,
+    pub sampler: AnySampler,
     pub steps: usize,
     pub guidance: f64,
     pub num: usize,
@@ -113,35 +116,63 @@ pub struct Sampling {
     pub threshold: Option<DynamicThreshold>,
 }
 
-/// Draws `sampling.num` samples of `model` for `classes`, `sampling.batch` at a time, advancing `bar` per batch.
+/// Draws `sampling.num` samples of `model` for `classes`, `sampling.batch` at a time, advancing `bar` per batch;
+/// with a score sampler, also the model evaluations per batch (averaged over the batches).
 pub fn generate(
     model: &SampleModel,
     sampling: &Sampling,
     classes: Option<&[u32]>,
     bar: &ProgressBar,
-) -> Result<Tensor, String> {
+) -> Result<(Tensor, Option<f64>), String> {
     let mut seeds = SplitMix64::new(sampling.seed);
     let mut pixels = Vec::new();
     let mut image_shape = Vec::new();
+    let (mut evaluations, mut batches) = (0, 0);
     for start in (0..sampling.num).step_by(sampling.batch.max(1)) {
         let count = sampling.batch.min(sampling.num - start);
-        let request = GridRequest {
-            sampler: sampling.sampler,
-            steps: sampling.steps,
-            seed: seeds.next_u64(),
-            classes: classes.map(|c| &c[start..start + count]),
-            count,
-            guidance: sampling.guidance,
-            null_class: model.null_class,
-            threshold: sampling.threshold,
+        let (seed, classes) = (seeds.next_u64(), classes.map(|c| &c[start..start + count]));
+        let images = match sampling.sampler {
+            AnySampler::Discrete(sampler) if model.score.as_ref().is_ok_and(|v| v.score_sde) => {
+                return Err(refuse_discrete(&format!("{sampler:?}")))
+            }
+            AnySampler::Discrete(sampler) => {
+                let request = GridRequest {
+                    sampler,
+                    steps: sampling.steps,
+                    seed,
+                    classes,
+                    count,
+                    guidance: sampling.guidance,
+                    null_class: model.null_class,
+                    threshold: sampling.threshold,
+                };
+                draw(model.unet, model.prediction, model.schedule, &request, None)?
+            }
+            AnySampler::Score(sampler) => {
+                let request = ScoreRequest {
+                    sampler,
+                    seed,
+                    classes,
+                    count,
+                    guidance: sampling.guidance,
+                    null_class: model.null_class,
+                };
+                let view = model.score.as_ref().map_err(String::clone)?;
+                let (images, nfe) = crate::score::draw(model.unet, view, &request)?;
+                (evaluations, batches) = (evaluations + nfe, batches + 1);
+                images
+            }
         };
-        let images = draw(model.unet, model.prediction, model.schedule, &request, None)?;
         image_shape = images.shape()[1..].to_vec();
         pixels.extend(images.to_vec().map_err(|e| e.to_string())?);
         bar.inc(count as u64);
     }
     let shape: Vec<usize> = std::iter::once(sampling.num).chain(image_shape).collect();
-    Tensor::from_vec(pixels, &shape, Device::Cpu).map_err(|e| e.to_string())
+    let images = Tensor::from_vec(pixels, &shape, Device::Cpu).map_err(|e| e.to_string())?;
+    Ok((
+        images,
+        (batches > 0).then(|| evaluations as f64 / batches as f64),
+    ))
 }
 
 /// The classifier and the reference set's features: what every evaluation of one command compares against.
@@ -174,15 +205,19 @@ impl Scorer {
             .map_err(|e| e.to_string())
     }
 
-    /// Draws the samples `sampling` describes and scores them.
+    /// Draws the samples `sampling` describes and scores them; with a score sampler, also the model evaluations
+    /// per batch.
     pub fn evaluate(
         &self,
         model: &SampleModel,
         sampling: &Sampling,
         bar: &ProgressBar,
-    ) -> Result<EvalReport, String> {
+    ) -> Result<(EvalReport, Option<f64>), String> {
         let classes = model.requested_classes(sampling.num);
-        let samples = generate(model, sampling, classes.as_deref(), bar)?;
-        self.score(model, &samples, classes.as_deref())
+        let (samples, evaluations) = generate(model, sampling, classes.as_deref(), bar)?;
+        Ok((
+            self.score(model, &samples, classes.as_deref())?,
+            evaluations,
+        ))
     }
 }

@@ -7,11 +7,15 @@
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::plot::save_loss_curve;
-use crate::sampling::{draw, sampler_named, GridRequest};
+use crate::sampling::{draw, GridRequest};
+use crate::score::{
+    any_sampler, refuse_discrete, AnySampler, ScoreArgs, ScoreRequest, ScoreView, SdeTrainArgs,
+};
 use crate::train_eval::{read_evaluations, save_eval_curve, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig};
+use diffuse_diffusion::sde::ScoreMatching;
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
 use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
 use diffuse_models::folder::CONFIG_FILE;
@@ -113,9 +117,10 @@ pub struct TrainArgs {
     /// Write a metrics line every N steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
-    /// Sampler of the grids: ddpm, ddim, euler, euler-a, heun or dpm++2m.
-    #[arg(long, default_value = "dpm++2m")]
-    grid_sampler: String,
+    /// Sampler of the grids: ddpm, ddim, euler, euler-a, heun or dpm++2m, or langevin, pc or ode-rk45.
+    /// [default: dpm++2m; pc with --sde]
+    #[arg(long)]
+    grid_sampler: Option<String>,
     /// Denoising steps of the grids.
     #[arg(long, default_value_t = 20)]
     grid_steps: usize,
@@ -128,6 +133,8 @@ pub struct TrainArgs {
     grid_guidance: f64,
     #[command(flatten)]
     eval: TrainEvalArgs,
+    #[command(flatten)]
+    sde: SdeTrainArgs,
 }
 
 /// The folder `--data` names.
@@ -165,6 +172,7 @@ fn new_config(
     args: &TrainArgs,
     model: &BackboneConfig,
     data: &Dataset,
+    score_matching: Option<ScoreMatching>,
 ) -> Result<TrainConfig, String> {
     let beta_schedule = BetaSchedule::from_name(&args.schedule).ok_or_else(|| {
         format!("unknown --schedule '{}' (expected linear, scaled_linear, squaredcos_cap_v2, sigmoid or laplace)", args.schedule)
@@ -223,8 +231,9 @@ fn new_config(
         ema_decay: args.ema_decay,
         ema_warmup: EmaWarmup::Fraction,
         scheduler,
+        // Score matching weights by its own λ(t) (--sde-weighting).
         loss_weighting: match args.loss_weighting.as_str() {
-            "min-snr" => LossWeighting::MinSnr {
+            "min-snr" if score_matching.is_none() => LossWeighting::MinSnr {
                 gamma: args.min_snr_gamma,
             },
             _ => LossWeighting::Uniform,
@@ -238,6 +247,7 @@ fn new_config(
         },
         hflip: args.hflip,
         max_nonfinite: args.max_nonfinite,
+        score_matching,
     };
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
@@ -307,23 +317,39 @@ impl Grids<'_> {
                 .collect()
         });
         let count = classes.as_ref().map_or(columns * 4, Vec::len);
-        let request = GridRequest {
-            sampler: sampler_named(&self.args.grid_sampler)?,
-            steps: self.args.grid_steps,
-            seed: config.seed,
-            classes: classes.as_deref(),
-            count,
-            guidance: self.args.grid_guidance,
-            null_class: config.null_class,
-            threshold: None,
+        let images = match grid_sampler(self.args, config)? {
+            AnySampler::Discrete(sampler) => {
+                let request = GridRequest {
+                    sampler,
+                    steps: self.args.grid_steps,
+                    seed: config.seed,
+                    classes: classes.as_deref(),
+                    count,
+                    guidance: self.args.grid_guidance,
+                    null_class: config.null_class,
+                    threshold: None,
+                };
+                draw(
+                    &trainer.ema_model,
+                    config.prediction(),
+                    trainer.schedule(),
+                    &request,
+                    None,
+                )?
+            }
+            AnySampler::Score(sampler) => {
+                let request = ScoreRequest {
+                    sampler,
+                    seed: config.seed,
+                    classes: classes.as_deref(),
+                    count,
+                    guidance: self.args.grid_guidance,
+                    null_class: config.null_class,
+                };
+                let view = ScoreView::of_training(&trainer.ema_model.config(), config)?;
+                crate::score::draw(&trainer.ema_model, &view, &request)?.0
+            }
         };
-        let images = draw(
-            &trainer.ema_model,
-            config.prediction(),
-            trainer.schedule(),
-            &request,
-            None,
-        )?;
         let path = self.out.join("samples").join(format!("{name}.png"));
         Grid {
             pixels: &images.to_vec().map_err(|e| e.to_string())?,
@@ -336,6 +362,22 @@ impl Grids<'_> {
         .save(&path)?;
         Ok(path)
     }
+}
+
+/// The sampler of the grids: `--grid-sampler`, by default DPM-Solver++(2M), or predictor–corrector for a score
+/// model (which the discrete-time samplers cannot serve).
+fn grid_sampler(args: &TrainArgs, config: &TrainConfig) -> Result<AnySampler, String> {
+    let score_sde = config.score_matching.is_some();
+    let name = args
+        .grid_sampler
+        .as_deref()
+        .unwrap_or(if score_sde { "pc" } else { "dpm++2m" });
+    let sampler = any_sampler(name, args.grid_steps, &ScoreArgs::default())
+        .map_err(|e| format!("--grid-sampler: {e}"))?;
+    if score_sde && matches!(sampler, AnySampler::Discrete(_)) {
+        return Err(format!("--grid-sampler: {}", refuse_discrete(name)));
+    }
+    Ok(sampler)
 }
 
 fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String {
@@ -380,8 +422,13 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             (trainer, model_config, dir.clone())
         }
         None => {
-            let model_config = model_config(&args.config)?;
-            let config = new_config(args, &model_config, &data)?;
+            let named = !Path::new(&args.config).is_file();
+            let (model_config, objective) = args.sde.objective(
+                &model_config(&args.config)?,
+                named,
+                args.num_train_timesteps,
+            )?;
+            let config = new_config(args, &model_config, &data, objective)?;
             let trainer =
                 Trainer::new_on(config, device, build(&model_config)).map_err(|e| e.to_string())?;
             (trainer, model_config, args.out.clone())
@@ -394,11 +441,13 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             data.channels
         ));
     }
+    grid_sampler(args, trainer.config())?;
     let evaluator = Evaluator::new(
         &args.eval,
         &data_dir(&args.data)?,
         &data,
         &model_config,
+        ScoreView::of_training(&model_config, trainer.config()),
         trainer.config().null_class,
         trainer.config().seed,
     )?;

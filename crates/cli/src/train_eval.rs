@@ -10,7 +10,7 @@
 //! - Everything that can be wrong (no test split, images the classifier does not read, no classifier weights) fails
 //!   before the first step, and the test set's features are computed once per run.
 
-use crate::sampling::sampler_named;
+use crate::score::{any_sampler, refuse_discrete, AnySampler, ScoreArgs, ScoreView};
 use crate::scoring::{
     check_image_shape, load_classifier, load_split, SampleModel, Sampling, Scorer,
     DEFAULT_CLASSIFIER, SAMPLE_BATCH,
@@ -35,9 +35,10 @@ pub struct TrainEvalArgs {
     /// Samples per evaluation (compare FDs at equal numbers only: FD is biased upwards by few samples).
     #[arg(long, default_value_t = 1000)]
     pub eval_num: usize,
-    /// Sampler of the evaluations (the default is `diffuse eval`'s, so that their numbers agree).
-    #[arg(long, default_value = "dpm++2m")]
-    pub eval_sampler: String,
+    /// Sampler of the evaluations (the default is `diffuse eval`'s, so that their numbers agree).  [default:
+    /// dpm++2m; pc with --sde]
+    #[arg(long)]
+    pub eval_sampler: Option<String>,
     /// Denoising steps of the evaluations.
     #[arg(long, default_value_t = 20)]
     pub eval_steps: usize,
@@ -55,16 +56,20 @@ pub struct Evaluator {
     sampling: Sampling,
     sampler_name: String,
     every: u64,
+    /// The trained model as a score model (for a score sampler).
+    score: Result<ScoreView, String>,
 }
 
 impl Evaluator {
     /// `None` when `--eval-every` is 0. Checks the settings, the dataset in `data_dir` (its training images
-    /// `train`, and its test split) and the model before anything runs, then computes the test set's features.
+    /// `train`, and its test split) and the model (`score`: its score view) before anything runs, then computes the
+    /// test set's features.
     pub fn new(
         args: &TrainEvalArgs,
         data_dir: &Path,
         train: &Dataset,
         model: &BackboneConfig,
+        score: Result<ScoreView, String>,
         null_class: Option<u32>,
         seed: u64,
     ) -> Result<Option<Evaluator>, String> {
@@ -77,8 +82,19 @@ impl Evaluator {
                 args.eval_num, args.eval_steps
             ));
         }
-        let sampler =
-            sampler_named(&args.eval_sampler).map_err(|e| format!("--eval-sampler: {e}"))?;
+        let score_sde = score.as_ref().is_ok_and(|v| v.score_sde);
+        let sampler_name = args
+            .eval_sampler
+            .clone()
+            .unwrap_or_else(|| if score_sde { "pc" } else { "dpm++2m" }.into());
+        let sampler = any_sampler(&sampler_name, args.eval_steps, &ScoreArgs::default())
+            .map_err(|e| format!("--eval-sampler: {e}"))?;
+        if score_sde && matches!(sampler, AnySampler::Discrete(_)) {
+            return Err(format!(
+                "--eval-sampler: {}",
+                refuse_discrete(&sampler_name)
+            ));
+        }
         if args.eval_guidance != 1.0 && null_class.is_none() {
             return Err("--eval-guidance other than 1 needs a class-conditional model".into());
         }
@@ -98,7 +114,7 @@ impl Evaluator {
             "evaluation every {} steps: {} samples ({}, {} steps, guidance {}) against the {} test images of {}",
             args.eval_every,
             args.eval_num,
-            args.eval_sampler,
+            sampler_name,
             args.eval_steps,
             args.eval_guidance,
             test.len(),
@@ -115,8 +131,9 @@ impl Evaluator {
                 seed,
                 threshold: None,
             },
-            sampler_name: args.eval_sampler.clone(),
+            sampler_name,
             every: args.eval_every,
+            score,
         }))
     }
 
@@ -133,9 +150,12 @@ impl Evaluator {
             prediction: config.prediction(),
             schedule: trainer.schedule(),
             null_class: config.null_class,
+            score: &self.score,
         };
-        self.scorer
-            .evaluate(&model, &self.sampling, &ProgressBar::hidden())
+        let (report, _) = self
+            .scorer
+            .evaluate(&model, &self.sampling, &ProgressBar::hidden())?;
+        Ok(report)
     }
 
     /// The metrics line of the evaluation after `step` steps, which took `seconds`.

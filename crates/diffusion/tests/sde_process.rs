@@ -4,7 +4,7 @@
 
 use diffuse_autograd::Var;
 use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
-use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule};
+use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule, SchedulerConfig};
 use diffuse_diffusion::sde::{
     predictor_corrector, DenoiserScore, LangevinOptions, PcOptions, PhiloxNoise, Predictor,
     ScoreMatching, ScoreModel, ScoreNetwork, ScoreParameterization, ScoreSdeConfig, ScoreWeighting,

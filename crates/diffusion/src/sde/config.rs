@@ -8,6 +8,7 @@
 use super::pc::{Corrector, PcOptions, Predictor};
 use super::process::Sde;
 use crate::error::{Error, Result};
+use crate::schedule::SchedulerConfig;
 use serde_json::{Map, Value};
 
 /// diffusers' class of the VE scheduler.
@@ -157,6 +158,21 @@ impl ScoreSdeConfig {
         config.correct_steps = count("correct_steps", config.correct_steps)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The score-SDE config inside a `scheduler_config.json` read as a [`SchedulerConfig`] (which keeps the keys it
+    /// does not know in `extra`): `None` when its class is not a score-SDE scheduler.
+    pub fn from_scheduler_config(config: &SchedulerConfig) -> Result<Option<ScoreSdeConfig>> {
+        if !Self::is_score_sde_class(config.class_name.as_deref()) {
+            return Ok(None);
+        }
+        let mut map: Map<String, Value> = config.extra.clone().into_iter().collect();
+        map.insert("_class_name".into(), config.class_name.clone().into());
+        map.insert(
+            "num_train_timesteps".into(),
+            config.num_train_timesteps.into(),
+        );
+        Self::from_json_str(&Value::Object(map).to_string()).map(Some)
     }
 
     /// Refuses values no sampler can use.

@@ -27,6 +27,11 @@ impl PhiloxNoise {
         PhiloxNoise { seed, position: 0 }
     }
 
+    /// The stream `seed` from element `position` on (as if `position` elements had been drawn).
+    pub fn at(seed: u64, position: u64) -> PhiloxNoise {
+        PhiloxNoise { seed, position }
+    }
+
     /// Elements drawn so far.
     pub fn position(&self) -> u64 {
         self.position

@@ -140,12 +140,21 @@ fn langevin_correct(
         let score = model.score(&x, &times, cond)?;
         let z = noise.next(x.shape(), x.device())?;
         let score_norm = mean_sample_norm(&score)?;
-        if !(score_norm > 0.0 && score_norm.is_finite()) {
+        if !score_norm.is_finite() {
+            return Err(Error::sampler(
+                "steps",
+                format!(
+                    "the samples are no longer finite at t = {t}: the sampler diverged (take more steps; a VP \
+                     Euler–Maruyama step multiplies x by 1 + β(t)/(2N))"
+                ),
+            ));
+        }
+        if score_norm == 0.0 {
             return Err(Error::sampler(
                 "model",
                 format!(
-                    "the Langevin corrector's step size needs a finite, non-zero score; the batch's mean score \
-                     norm at t = {t} is {score_norm}"
+                    "the score is zero for the whole batch at t = {t}, so the Langevin step size 2α(r·‖z‖/‖s‖)² \
+                     is undefined"
                 ),
             ));
         }
