@@ -9,6 +9,7 @@
 
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
+use crate::plots::{save_fd_sweep, Curve};
 use crate::sample::resolve;
 use crate::sampling::ThresholdArgs;
 use crate::score::{
@@ -19,7 +20,6 @@ use crate::scoring::{
     check_image_shape, first_images, load_classifier, load_split, SampleModel, Sampling, Scorer,
     DEFAULT_CLASSIFIER, SAMPLE_BATCH,
 };
-use crate::sweep_plot::{save_fd_sweep, Curve, COLORS};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::classifier::NUM_CLASSES;
@@ -281,15 +281,15 @@ fn write_json(path: &Path, value: &Value) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Plots FD against steps, one curve per sampler in the order given (rows come sampler-major), and says which
-/// legend number is which sampler.
+/// Plots FD against steps, one curve per sampler in the order given (rows come sampler-major).
 fn plot_sweep(args: &EvalArgs, rows: &[(String, usize, EvalReport)]) -> Result<(), String> {
-    let mut names: Vec<&str> = Vec::new();
     let mut curves: Vec<Curve> = Vec::new();
     for (sampler, steps, report) in rows {
-        if names.last() != Some(&sampler.as_str()) {
-            names.push(sampler);
-            curves.push(Curve { points: Vec::new() });
+        if curves.last().map(|c| c.name.as_str()) != Some(sampler.as_str()) {
+            curves.push(Curve {
+                name: sampler.clone(),
+                points: Vec::new(),
+            });
         }
         if let Some(curve) = curves.last_mut() {
             curve.points.push((*steps, report.fd_fashion_classifier));
@@ -304,16 +304,7 @@ fn plot_sweep(args: &EvalArgs, rows: &[(String, usize, EvalReport)]) -> Result<(
             .map_or(PathBuf::from("sweep.png"), |j| j.with_extension("png"))
     });
     save_fd_sweep(&curves, &plot)?;
-    let legend: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(k, s)| format!("{} {s} ({})", k + 1, COLORS[k % COLORS.len()].1))
-        .collect();
-    eprintln!(
-        "FD against steps in {}: {}",
-        plot.display(),
-        legend.join(", ")
-    );
+    eprintln!("FD against steps in {}", plot.display());
     Ok(())
 }
 

@@ -8,12 +8,11 @@ mod forward;
 mod grid;
 mod info;
 mod interrupt;
-mod plot;
+mod plots;
 mod sample;
 mod sampling;
 mod score;
 mod scoring;
-mod sweep_plot;
 mod train;
 mod train_eval;
 

@@ -6,12 +6,12 @@
 
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
-use crate::plot::save_loss_curve;
+use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
 use crate::sampling::{draw, GridRequest};
 use crate::score::{
     any_sampler, refuse_discrete, AnySampler, ScoreArgs, ScoreRequest, ScoreView, SdeTrainArgs,
 };
-use crate::train_eval::{read_evaluations, save_eval_curve, summary, Evaluator, TrainEvalArgs};
+use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig};
@@ -280,18 +280,19 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// `(step, loss, smoothed)` of every metrics line.
-fn read_metrics(path: &Path) -> Vec<(u64, f64, f64)> {
+/// Step, loss, smoothed loss and learning rate of every loss line of the metrics file.
+fn read_metrics(path: &Path) -> Vec<LossPoint> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            Some((
-                v["step"].as_u64()?,
-                v["loss"].as_f64()?,
-                v["smoothed_loss"].as_f64()?,
-            ))
+            Some(LossPoint {
+                step: v["step"].as_u64()?,
+                loss: v["loss"].as_f64()?,
+                smoothed: v["smoothed_loss"].as_f64()?,
+                lr: v["lr"].as_f64(),
+            })
         })
         .collect()
 }

@@ -15,7 +15,6 @@ use crate::scoring::{
     check_image_shape, load_classifier, load_split, SampleModel, Sampling, Scorer,
     DEFAULT_CLASSIFIER, SAMPLE_BATCH,
 };
-use crate::sweep_plot::{save_fd_sweep, Curve};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::EvalReport;
@@ -197,14 +196,4 @@ pub fn read_evaluations(path: &Path) -> Vec<(u64, f64)> {
             ))
         })
         .collect()
-}
-
-/// Plots FD against step (log-scaled) to `path`, with the plot of `diffuse eval --sweep-steps`.
-pub fn save_eval_curve(points: &[(u64, f64)], path: &Path) -> Result<(), String> {
-    let points = points
-        .iter()
-        .filter(|(step, fd)| *step > 0 && fd.is_finite())
-        .map(|&(step, fd)| (step as usize, fd))
-        .collect();
-    save_fd_sweep(&[Curve { points }], path)
 }

@@ -165,7 +165,10 @@ fn eval_sweep_of_an_unconditional_model_writes_one_row_per_sampler_and_step_coun
         assert!(row["report"]["inception_score"].as_f64().unwrap() >= 1.0 - 1e-9);
     }
     let png = std::fs::read(dir.join("sweep.png")).unwrap();
-    assert_eq!(&png[1..4], b"PNG");
+    // A chart of diffuse-plot's size whose plotting area holds the drawn lines and markers.
+    let image = diffuse_plot::check_png(&png).unwrap();
+    assert_eq!((image.width, image.height), diffuse_plot::CHART_SIZE);
+    assert!(image.ink((120, 880), (60, 480)) > 0.01);
 }
 
 #[test]

@@ -76,6 +76,16 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
         "step-3\n"
     );
     assert_eq!(metric_steps(&out), [0, 1, 2]);
+    // The loss curve over the learning-rate panel: taller than a single chart, ink in both panels' plotting areas.
+    let loss = diffuse_plot::check_png(&std::fs::read(out.join("loss.png")).unwrap()).unwrap();
+    let (width, single) = diffuse_plot::CHART_SIZE;
+    assert_eq!(loss.width, width);
+    assert!(loss.height > single);
+    assert!(loss.ink((120, width - 20), (60, 450)) > 0.01, "loss panel");
+    assert!(
+        loss.ink((120, width - 20), (loss.height - 200, loss.height - 70)) > 0.005,
+        "learning-rate panel"
+    );
 
     let mut args = vec!["train", "--resume", &out_s, "--data", &data, "--steps", "5"];
     args.extend(common);

@@ -211,7 +211,9 @@ impl StepCoefficients {
         let sigma = eta
             * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t) * (1.0 - alpha_bar_t / alpha_bar_prev))
                 .sqrt();
-        // 1 − ᾱ_prev − σ² is ≥ 0 for η ≤ 1 but may round to −1e-17; larger η has no deterministic part left.
+        // 1 − ᾱ_prev − σ² = (1 − ᾱ_prev)·(1 − η²·β/(1 − ᾱ_t)) with β = 1 − ᾱ_t/ᾱ_prev: negative only for
+        // η² > (1 − ᾱ_t)/β (≥ 1, so never for η ≤ 1, where it may still round to −1e-17). Past that threshold the step
+        // has no deterministic part left, and the clamp keeps the square root real.
         let k = (1.0 - alpha_bar_prev - sigma * sigma).max(0.0).sqrt() / (1.0 - alpha_bar_t).sqrt();
         let (x0_from_xt, x0_from_model) = x0_terms(alpha_bar_t, target);
         Ok(Self {

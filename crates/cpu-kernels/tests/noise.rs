@@ -205,6 +205,34 @@ fn ddim_with_eta_one_has_the_ddpm_posterior_variance() {
     assert!((ddim.mean_from_xt - ddpm.mean_from_xt).abs() < 1e-6);
 }
 
+/// `1 − ᾱ_prev − σ²` with `σ² = η²·β̃` factors as `(1 − ᾱ_prev)·(1 − η²·β/(1 − ᾱ_t))`, `β = 1 − ᾱ_t/ᾱ_prev`: it turns
+/// negative (and is clamped to 0) only for `η² > (1 − ᾱ_t)/β`, which is above 1 whenever `ᾱ_prev < 1`. Here
+/// ᾱ_t = 0.5, ᾱ_prev = 0.6: β = 1/6, the threshold is η = √3, and η = 1.5 still keeps a deterministic part.
+#[test]
+fn ddim_deterministic_part_vanishes_only_past_eta_squared_equal_to_one_minus_alpha_bar_over_beta() {
+    let (ab_t, ab_prev) = (0.5f64, 0.6f64);
+    let beta = 1.0 - ab_t / ab_prev;
+    let threshold = ((1.0 - ab_t) / beta).sqrt();
+    assert!((threshold - 3f64.sqrt()).abs() < 1e-12);
+    let k = |eta: f64| {
+        StepCoefficients::ddim(ab_t, ab_prev, eta, Prediction::Epsilon)
+            .unwrap()
+            .mean_from_xt
+    };
+    // k = √((1 − ᾱ_prev)(1 − η²β/(1 − ᾱ_t)))/√(1 − ᾱ_t); f32 coefficients: 1e-6 is a few ulps.
+    let want = |eta: f64| {
+        ((1.0 - ab_prev) * (1.0 - eta * eta * beta / (1.0 - ab_t))).sqrt() / (1.0 - ab_t).sqrt()
+    };
+    for eta in [1.0, 1.5, 1.7] {
+        assert!(eta < threshold);
+        assert!(k(eta) > 0.0, "η = {eta}");
+        assert!((f64::from(k(eta)) - want(eta)).abs() < 1e-6, "η = {eta}");
+    }
+    for eta in [1.75, 2.0, 5.0] {
+        assert_eq!(k(eta), 0.0, "η = {eta} is past the threshold {threshold}");
+    }
+}
+
 #[test]
 fn noise_updates_do_not_depend_on_the_thread_count() {
     let len = 4 * 3 * 32 * 32 + 5 * 4; // 4 samples of 3077 elements

@@ -70,6 +70,46 @@ fn level(k: u32) -> f64 {
     f64::from(k) / 127.5 - 1.0
 }
 
+/// Records every timestep it is asked about and answers ε̂ = 0.
+struct CountingDenoiser(std::cell::RefCell<Vec<f64>>);
+
+impl Denoiser for CountingDenoiser {
+    fn predict(&self, x_t: &Tensor, t: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
+        self.0.borrow_mut().extend_from_slice(t);
+        Ok(x_t.zeros_like()?)
+    }
+
+    fn prediction(&self) -> Prediction {
+        Prediction::Epsilon
+    }
+}
+
+/// A schedule of T steps gives T + 1 terms: the prior L_T (no network call), L_{t−1} for t = 2..T and the decoder
+/// L₀, i.e. T network calls per image, one per code index 0..T−1 (`docs/evaluation.md` counts 51 terms for T = 50).
+#[test]
+fn a_bound_of_t_steps_has_t_plus_one_terms_t_of_them_from_the_network() {
+    let betas: Vec<f64> = (0..50).map(|i| 0.01 + 0.004 * i as f64).collect();
+    let schedule = NoiseSchedule::from_betas(betas).unwrap();
+    let model = CountingDenoiser(std::cell::RefCell::new(Vec::new()));
+    let image = Tensor::from_vec(vec![0.0; 4], &[1, 1, 2, 2], Device::Cpu).unwrap();
+    let bound = variational_bound(
+        &model,
+        &schedule,
+        &image,
+        None,
+        &options(DdpmVariance::FixedLarge),
+    )
+    .unwrap();
+    let mut asked = model.0.borrow().clone();
+    asked.sort_by(f64::total_cmp);
+    assert_eq!(asked, (0..50).map(f64::from).collect::<Vec<_>>());
+    let terms = bound.per_image[0];
+    assert!(
+        terms.prior > 0.0 && terms.diffusion > 0.0 && terms.decoder > 0.0,
+        "{terms:?}"
+    );
+}
+
 #[test]
 fn prior_and_decoder_terms_match_hand_computations_for_a_point_mass() {
     // Data = one fixed image (s = 0): the exact denoiser always answers x̂₀ = x₀. With ᾱ = (0.9, 0.72, 0.504, 0.3024)

@@ -6,6 +6,7 @@
 //! - against the unmodified float32 `DDPMScheduler` (`alphas_cumprod_diffusers_f32`): there ᾱ_t is a running product of
 //!   t + 1 float32 factors in [0, 1], each rounding by at most 2^-24 absolute, plus the float32 rounding of each beta and,
 //!   with zero-SNR rescaling, a few more roundings per step; so |Δᾱ_t| ≤ 4 (t + 1) 2^-24 (observed: ≤ 2.7 (t + 1) 2^-24).
+//!   That bound grows to 2.4e-4 at t = 999, but the errors partly cancel: the largest |Δᾱ_t| in any table is 1.04e-6.
 
 use diffuse_diffusion::schedule::{
     beta_schedule, rescale_zero_terminal_snr, BetaSchedule, NoiseSchedule, SchedulerConfig,
@@ -73,6 +74,66 @@ fn every_schedule_matches_diffusers_float64_to_1e_12_and_float32_within_rounding
             }
         }
     }
+}
+
+/// What `docs/diffusion-schedules.md` says of float32: its rounding moves ᾱ_t by far more than 1e-12 (so a float64
+/// implementation cannot match the float32 table to that tolerance) but by at most about 1e-6 in every table (1.04e-6,
+/// scaled linear rescaled at T = 50), while the worst-case bound 2.7 (t + 1) 2^-24 is 1.6e-4 at t = 999.
+#[test]
+fn float32_rounding_moves_alpha_bar_by_more_than_1e_12_and_about_1e_6_at_most() {
+    let mut largest: f64 = 0.0;
+    for schedule in BetaSchedule::ALL {
+        for steps in [1000, 50] {
+            let golden = fixture(&format!("schedule_{}_T{steps}.json", schedule.name()));
+            for table in golden["tables"].as_array().unwrap() {
+                let f64s = floats(&table["alphas_cumprod_f64"]);
+                let f32s = floats(&table["alphas_cumprod_diffusers_f32"]);
+                let gap = f64s
+                    .iter()
+                    .zip(&f32s)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    gap > 1e-12,
+                    "{} T={steps}: float32 agrees to {gap:e}",
+                    schedule.name()
+                );
+                largest = largest.max(gap);
+            }
+        }
+    }
+    assert!(largest < 1.1e-6, "largest float32 deviation {largest:e}");
+    let bound_at_999 = 2.7 * 1000.0 * 2f64.powi(-24);
+    assert!((bound_at_999 - 1.6e-4).abs() < 0.05e-4, "{bound_at_999:e}");
+}
+
+/// Nichol & Dhariwal's ᾱ is `f(t/T)/f(0)` with `f(s) = cos²((s + 0.008)/1.008·π/2)`; the code builds the betas from
+/// ratios of `f`, where the division by `f(0)` cancels. So the running product of (1 − β) at code index `i` (paper
+/// step `t = i + 1`) is `f((i + 1)/T)/f(0)` wherever no beta was capped.
+#[test]
+fn cosine_alpha_bar_is_f_over_f_of_zero_at_the_next_step() {
+    let schedule =
+        NoiseSchedule::new(BetaSchedule::SquaredcosCapV2, 1000, 0.0, 0.0, false).unwrap();
+    let f = |s: f64| {
+        ((s + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+            .cos()
+            .powi(2)
+    };
+    let capped = schedule.betas.iter().position(|&b| b == 0.999).unwrap();
+    assert!(
+        capped > 990,
+        "the cap binds only at the very end (first at index {capped})"
+    );
+    for i in 0..capped {
+        let want = f((i + 1) as f64 / 1000.0) / f(0.0);
+        let got = schedule.alphas_cumprod[i];
+        // A product of up to 1000 f64 factors: a few hundred ulps at most.
+        assert!(
+            (got - want).abs() < 1e-13 * (1.0 + i as f64),
+            "index {i}: {got} vs {want}"
+        );
+    }
+    assert!(f(0.0) < 1.0 && (schedule.alphas_cumprod[0] - f(0.001)).abs() > 1e-6);
 }
 
 #[test]
