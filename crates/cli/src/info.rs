@@ -53,12 +53,23 @@ pub fn run(dir: &Path) -> Result<(), String> {
                 .map_or("-".into(), |l| format!("{l:.5}")),
             state.skipped_steps
         );
-        println!(
-            "schedule     {} over {} steps, predicting {}",
-            t.scheduler.beta_schedule.name(),
-            t.scheduler.num_train_timesteps,
-            t.scheduler.prediction_type.name()
-        );
+        match &t.score_matching {
+            Some(o) => println!(
+                "objective    score matching of {:?}, {:?} network, {:?} weighting, t from {} to 1{}",
+                o.sde,
+                o.parameterization.network,
+                o.weighting,
+                o.eps,
+                o.noise_levels
+                    .map_or(String::new(), |l| format!(" at {l} levels"))
+            ),
+            None => println!(
+                "schedule     {} over {} steps, predicting {}",
+                t.scheduler.beta_schedule.name(),
+                t.scheduler.num_train_timesteps,
+                t.scheduler.prediction_type.name()
+            ),
+        }
         println!(
             "training     batch {}, lr {:?}, weighting {:?}, EMA ≤ {}, seed {}",
             t.batch_size, t.lr, t.loss_weighting, t.ema_decay, t.seed

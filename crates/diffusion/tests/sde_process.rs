@@ -367,6 +367,14 @@ fn diffusers_scheduler_configs_read_and_round_trip() {
         (config.snr, config.correct_steps, config.sampling_eps),
         (0.2, 2, 1e-4)
     );
+    // Read through the DDPM-family parser (as the command line reads any scheduler folder), the same config.
+    let as_ddpm = SchedulerConfig::from_json_str(&text).unwrap();
+    let via = ScoreSdeConfig::from_scheduler_config(&as_ddpm).unwrap();
+    assert_eq!(via.as_ref(), Some(&config));
+    assert_eq!(
+        ScoreSdeConfig::from_scheduler_config(&SchedulerConfig::default()).unwrap(),
+        None
+    );
     for config in [
         config,
         ScoreSdeConfig::vp_like(Sde::vp(0.2, 15.0).unwrap()).unwrap(),
@@ -461,6 +469,59 @@ fn bad_input_is_refused_with_the_fix() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("DDPM objective"), "{err}");
+}
+
+/// A model whose score is NaN: the samplers must say they diverged instead of returning NaN samples.
+struct NanScore(Sde);
+
+impl ScoreModel for NanScore {
+    fn score(&self, x: &Tensor, _t: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
+        Ok(x.mul_scalar(f32::NAN)?)
+    }
+    fn sde(&self) -> &Sde {
+        &self.0
+    }
+}
+
+#[test]
+fn a_sampler_whose_samples_are_not_finite_says_it_diverged() {
+    let model = NanScore(Sde::vp(0.1, 20.0).unwrap());
+    let pc = PcOptions {
+        steps: 50,
+        predictor: Predictor::EulerMaruyama,
+        corrector: Corrector::None,
+        eps: 1e-3,
+        denoise: true,
+    };
+    let err = predictor_corrector(
+        &model,
+        &pc,
+        &[2, 3],
+        Device::Cpu,
+        &mut PhiloxNoise::new(0),
+        Condition::NONE,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("diverged"), "{err}");
+    let langevin = LangevinOptions {
+        levels: 3,
+        steps_per_level: 2,
+        step_size: 1e-3,
+        t_min: 1e-3,
+        denoise: false,
+    };
+    let err = diffuse_diffusion::sde::annealed_langevin(
+        &model,
+        &langevin,
+        &[2, 3],
+        Device::Cpu,
+        &mut PhiloxNoise::new(0),
+        Condition::NONE,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("diverged"), "{err}");
 }
 
 /// A score of −x at every time.

@@ -12,7 +12,7 @@
 //! (Jolicoeur-Martineau et al. 2021; Song & Ermon 2020 found it removes the last level's noise that FID punishes).
 
 use super::noise::NoiseSource;
-use super::pc::check_eps;
+use super::pc::{check_eps, check_finite};
 use super::process::time_grid;
 use super::score::ScoreModel;
 use crate::error::{Error, Result};
@@ -126,5 +126,6 @@ pub fn annealed_langevin(
     if options.denoise {
         x = tweedie_denoise(model, &x, t_last, cond)?;
     }
+    check_finite(&x, "annealed Langevin sampling")?;
     Ok(x)
 }

@@ -123,6 +123,21 @@ pub(super) fn mean_sample_norm(x: &Tensor) -> Result<f64> {
     Ok(f64::from(norms.mean_all()?.to_scalar()?))
 }
 
+/// Refuses samples that are no longer finite: a sampler that diverged (too few steps for the SDE's β, or a model
+/// that returns non-finite values) must not hand back NaN as a sample.
+pub(super) fn check_finite(x: &Tensor, sampler: &str) -> Result<()> {
+    if mean_sample_norm(x)?.is_finite() {
+        return Ok(());
+    }
+    Err(Error::sampler(
+        "steps",
+        format!(
+            "{sampler} diverged: its samples are not finite (take more steps; a VP step multiplies x by about \
+             1 + β(t)/(2N), and a cosine schedule's last β is in the thousands)"
+        ),
+    ))
+}
+
 /// `K` Langevin corrector steps at time `t` with `α = alpha`; returns the sample.
 #[allow(clippy::too_many_arguments)]
 fn langevin_correct(
@@ -145,7 +160,7 @@ fn langevin_correct(
                 "steps",
                 format!(
                     "the samples are no longer finite at t = {t}: the sampler diverged (take more steps; a VP \
-                     Euler–Maruyama step multiplies x by 1 + β(t)/(2N))"
+                     step multiplies x by about 1 + β(t)/(2N))"
                 ),
             ));
         }
@@ -216,5 +231,7 @@ pub fn predictor_corrector(
         let z = noise.next(shape, device)?;
         x = mean.add(&z.mul_scalar(noise_scale as f32)?)?;
     }
-    Ok(if options.denoise { mean } else { x })
+    let x = if options.denoise { mean } else { x };
+    check_finite(&x, "predictor–corrector sampling")?;
+    Ok(x)
 }

@@ -339,7 +339,7 @@ impl Sde {
                         format!(
                             "the VP reverse-diffusion step has β = β(t)/N = {beta:.3} ≥ 1 at N = {n} steps; \
                              use more steps (at least {}) or the Euler–Maruyama predictor",
-                            self.beta(level(k)).ceil() as usize + 1
+                            self.beta(level(k)).floor() as usize + 1
                         ),
                     ));
                 }
