@@ -29,8 +29,28 @@ pub fn run(dir: &Path) -> Result<(), String> {
             c.layers_per_block,
             c.down_block_types
         ),
+        BackboneConfig::DiT(c) => println!(
+            "architecture DiTTransformer2DModel, width {} in {} heads, {} blocks, patch {} ({} tokens at {}×{}){}",
+            c.inner_dim(),
+            c.num_attention_heads,
+            c.num_layers,
+            c.patch_size,
+            (c.sample_size / c.patch_size).pow(2),
+            c.sample_size,
+            c.sample_size,
+            if c.learns_variance() { ", learned variance" } else { "" }
+        ),
     }
     println!("parameters   {} in {} tensors", store.numel(), store.len());
+    if let Some((h, w)) = config.sample_size() {
+        if let Some(flops) = config.flops_per_sample(h, w) {
+            println!(
+                "compute      {:.3} GFLOPs per forward pass of one {h}×{w} sample ({:.3} G multiply-adds)",
+                flops / 1e9,
+                flops / 2e9
+            );
+        }
+    }
     println!(
         "classes      {}",
         config

@@ -463,7 +463,8 @@ pub struct SdeTrainArgs {
 }
 
 impl SdeTrainArgs {
-    /// The network to train (a named U-Net gets a Fourier embedding for VE) and the objective, when `--sde` is set.
+    /// The network to train (for VE, a named U-Net gets a Fourier embedding; an architecture without one predicts ε)
+    /// and the objective, when `--sde` is set.
     pub fn objective(
         &self,
         model: &BackboneConfig,
@@ -479,12 +480,17 @@ impl SdeTrainArgs {
             _ => Sde::sub_vp(self.beta_min, self.beta_max),
         }
         .map_err(|e| format!("--sde {kind}: {e}"))?;
-        let model = if kind == "ve" && named {
-            model
-                .with_noise_level_embedding()
-                .map_err(|e| e.to_string())?
-        } else {
-            model.clone()
+        if model.out_channels() != model.in_channels() {
+            return Err(format!(
+                "--sde {kind}: score matching needs a network whose output has the image's {} channels; this one \
+                 has {} (a learned variance), which only the discrete objective trains",
+                model.in_channels(),
+                model.out_channels()
+            ));
+        }
+        let model = match model.with_noise_level_embedding() {
+            Some(fourier) if kind == "ve" && named => fourier,
+            _ => model.clone(),
         };
         let network = if model.takes_noise_level() {
             ScoreNetwork::NoiseConditional

@@ -14,9 +14,10 @@ use crate::score::{
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
-use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig};
+use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
 use diffuse_diffusion::sde::ScoreMatching;
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
+use diffuse_diffusion::train::hybrid::DEFAULT_VLB_WEIGHT;
 use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
 use diffuse_models::folder::CONFIG_FILE;
 use diffuse_models::{Backbone, BackboneConfig};
@@ -188,6 +189,12 @@ fn new_config(
         beta_end,
         beta_schedule,
         prediction_type: PredictionType::from_name(&args.prediction).ok_or("bad --prediction")?,
+        // A network that predicts its variance is sampled with it by diffusers' DDPM (the other samplers use the mean).
+        variance_type: if model.learns_variance() {
+            VarianceType::LearnedRange
+        } else {
+            VarianceType::FixedSmall
+        },
         ..SchedulerConfig::default()
     };
     let lr = match (args.lr_schedule.as_str(), args.warmup) {
@@ -248,6 +255,7 @@ fn new_config(
         hflip: args.hflip,
         max_nonfinite: args.max_nonfinite,
         score_matching,
+        vlb_weight: DEFAULT_VLB_WEIGHT,
     };
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)

@@ -33,6 +33,10 @@ pub enum UnaryOp {
     Silu,
     /// x·Φ(x) with the exact normal CDF, Φ(x) = ½(1 + erf(x/√2)) (PyTorch's default GELU).
     Gelu,
+    /// The tanh approximation of GELU (PyTorch's `approximate='tanh'`), ½x(1 + tanh u) with
+    /// u = √(2/π)(x + 0.044715x³), computed as x·σ(2u) (the same function: ½(1 + tanh u) = σ(2u)), which keeps its
+    /// relative precision in the negative tail where 1 + tanh u cancels.
+    GeluTanh,
     /// x^p.
     Powf(f32),
     /// min(max(x, lo), hi).
@@ -58,6 +62,7 @@ impl UnaryOp {
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Silu => x * sigmoid(x),
             UnaryOp::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+            UnaryOp::GeluTanh => x * sigmoid(2.0 * gelu_tanh_inner(x)),
             UnaryOp::Powf(p) => x.powf(p),
             UnaryOp::Clamp(lo, hi) => x.max(lo).min(hi),
             UnaryOp::Affine(mul, add) => x * mul + add,
@@ -77,6 +82,9 @@ pub enum BinaryOp {
     /// The gradient of SiLU in one pass: `a` is SiLU's input x, `b` the gradient g of its output, and the result
     /// g·σ(x)·(1 + x·(1 − σ(x))), the derivative of x·σ(x) times g.
     SiluBackward,
+    /// The gradient of the tanh-approximated GELU in one pass: `a` is its input x, `b` the output gradient g, and the
+    /// result g·(s + x·s·(1 − s)·2u′) with s = σ(2u), u′ = √(2/π)(1 + 3·0.044715x²), the derivative of x·σ(2u) times g.
+    GeluTanhBackward,
 }
 
 impl BinaryOp {
@@ -93,8 +101,24 @@ impl BinaryOp {
                 let s = sigmoid(a);
                 b * s * (1.0 + a * (1.0 - s))
             }
+            BinaryOp::GeluTanhBackward => {
+                let s = sigmoid(2.0 * gelu_tanh_inner(a));
+                let du = GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * a * a);
+                b * (s + a * s * (1.0 - s) * 2.0 * du)
+            }
         }
     }
+}
+
+/// √(2/π), the scale of the tanh-GELU's argument.
+const GELU_TANH_SCALE: f32 = 0.797_884_6;
+/// The cubic coefficient of the tanh-GELU's argument (Hendrycks & Gimpel 2016).
+const GELU_TANH_CUBIC: f32 = 0.044_715;
+
+/// `u = √(2/π)(x + 0.044715x³)`, the argument of the tanh in the tanh-approximated GELU.
+#[inline(always)]
+fn gelu_tanh_inner(x: f32) -> f32 {
+    GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x * x * x)
 }
 
 /// `σ(x) = 1/(1 + e⁻ˣ)`, with the vectorisable `exp` (0 for x < −88.72, where e⁻ˣ overflows).
@@ -119,6 +143,7 @@ fn map_row(op: UnaryOp, src: &[f32], out: &mut [f32]) {
         UnaryOp::Exp => each(src, out, math::exp),
         UnaryOp::Sigmoid => each(src, out, sigmoid),
         UnaryOp::Silu => each(src, out, |x| UnaryOp::Silu.apply(x)),
+        UnaryOp::GeluTanh => each(src, out, |x| UnaryOp::GeluTanh.apply(x)),
         UnaryOp::Square => each(src, out, |x| x * x),
         UnaryOp::Neg => each(src, out, |x| -x),
         UnaryOp::Affine(mul, add) => each(src, out, |x| x * mul + add),
@@ -145,6 +170,9 @@ fn zip_rows(op: BinaryOp, a: &[f32], b: &[f32], out: &mut [f32]) {
         BinaryOp::Maximum => each2(a, b, out, f32::max),
         BinaryOp::Minimum => each2(a, b, out, f32::min),
         BinaryOp::SiluBackward => each2(a, b, out, |x, y| BinaryOp::SiluBackward.apply(x, y)),
+        BinaryOp::GeluTanhBackward => {
+            each2(a, b, out, |x, y| BinaryOp::GeluTanhBackward.apply(x, y))
+        }
     }
 }
 

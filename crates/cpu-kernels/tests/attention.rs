@@ -266,6 +266,21 @@ fn attention_matches_reference_at_a_vision_shape() {
 }
 
 #[test]
+fn attention_matches_reference_at_dit_shapes() {
+    // The DiT's token counts and head size: 49 tokens (7×7 patches: patch 4 on 28×28, or patch 1 on the 7×7
+    // latents) and 196 (patch 2 on 28×28), heads of 64 channels. The scores' dot products have 64 terms, the
+    // softmax sums L of them: the vision-shape tolerance with d = 64.
+    for (bh, len) in [(3, 49), (2, 196)] {
+        let c = case(bh, len, len, 64, None, 7);
+        let (out, lse) = forward(&c);
+        let (r_out, r_lse) = reference_of(&c);
+        let atol = (64.0 + len as f64 + 8.0) * 2f64.powi(-22);
+        assert_close("out", &out, &r_out, 0.0, atol);
+        assert_lse_close(&lse, &r_lse, 4.0 * atol);
+    }
+}
+
+#[test]
 fn attention_accepts_empty_problems() {
     let s = AttentionShape {
         batch_heads: 0,

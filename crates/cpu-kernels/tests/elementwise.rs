@@ -61,6 +61,7 @@ fn contiguous_unary_rows_equal_the_scalar_definition_bit_for_bit() {
         UnaryOp::Affine(0.5, -2.0),
         UnaryOp::Tanh,
         UnaryOp::Gelu,
+        UnaryOp::GeluTanh,
     ] {
         let got = unary_contiguous(op, &x);
         for (i, (&g, &xi)) in got.iter().zip(&x).enumerate() {
@@ -89,6 +90,7 @@ fn contiguous_binary_rows_equal_the_scalar_definition_bit_for_bit() {
         BinaryOp::Maximum,
         BinaryOp::Minimum,
         BinaryOp::SiluBackward,
+        BinaryOp::GeluTanhBackward,
     ] {
         let mut got = vec![0.0; a.len()];
         binary(op, &[a.len()], &a, layout, &b, layout, &mut got).unwrap();
@@ -130,6 +132,70 @@ fn sigmoid_and_silu_are_within_four_ulp_of_f64() {
             assert!(
                 (f64::from(y) - want).abs() <= tol,
                 "silu({xi}) = {y}, expected {want}"
+            );
+        }
+    }
+}
+
+/// PyTorch's tanh GELU, `½x(1 + tanh u)` with `u = √(2/π)(x + 0.044715x³)`, in f64, written as `x/(1 + e^{−2u})`
+/// (the same function) so that the reference itself does not cancel to 0 in the negative tail.
+fn gelu_tanh_f64(x: f64) -> f64 {
+    let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
+    x / (1.0 + (-2.0 * u).exp())
+}
+
+#[test]
+fn gelu_tanh_is_within_a_few_ulp_of_the_f64_definition() {
+    // x·σ(2u): u takes ~4 roundings (relative error ~4 ulp, amplified in σ(2u) by 2u·(1 − σ), at most ~|2u|·4 ulp of
+    // σ, which the factor x and the tail e^{2u} keep small in absolute terms), σ itself 4 ulp, the product one more.
+    // The bound is relative everywhere, plus the flush of σ below 2^-126 deep in the negative tail.
+    let x: Vec<f32> = inputs(20_000, 12.0, 9)
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .collect();
+    let got = unary_contiguous(UnaryOp::GeluTanh, &x);
+    for (&xi, &y) in x.iter().zip(&got) {
+        let want = gelu_tanh_f64(f64::from(xi));
+        let u = (2.0 / std::f64::consts::PI).sqrt()
+            * (f64::from(xi) + 0.044715 * f64::from(xi).powi(3));
+        let tol = (8.0 + 8.0 * (2.0 * u).abs()) * F32_UNIT_ROUNDOFF * want.abs()
+            + f64::from(xi.abs()) * f64::from(f32::MIN_POSITIVE);
+        assert!(
+            (f64::from(y) - want).abs() <= tol,
+            "gelu_tanh({xi}) = {y}, expected {want}"
+        );
+    }
+}
+
+#[test]
+fn gelu_tanh_backward_is_the_derivative_times_the_gradient() {
+    // Central differences of the f64 definition (h = 1e-4: truncation ~h²·|y'''| ≲ 1e-7) against the fused gradient
+    // with g = 1 and g = −2.5; the f32 evaluation adds ~10 ulp of terms of size ≲ 1.2·|g|.
+    let x: Vec<f32> = random_vec(4000, 10).iter().map(|v| v * 8.0).collect();
+    let layout = StridedRef {
+        strides: &[1],
+        offset: 0,
+    };
+    for g in [1.0f32, -2.5] {
+        let grads = vec![g; x.len()];
+        let mut got = vec![0.0; x.len()];
+        binary(
+            BinaryOp::GeluTanhBackward,
+            &[x.len()],
+            &x,
+            layout,
+            &grads,
+            layout,
+            &mut got,
+        )
+        .unwrap();
+        for (&xi, &d) in x.iter().zip(&got) {
+            let h = 1e-4;
+            let xi = f64::from(xi);
+            let want = f64::from(g) * (gelu_tanh_f64(xi + h) - gelu_tanh_f64(xi - h)) / (2.0 * h);
+            assert!(
+                (f64::from(d) - want).abs() <= 2e-6 * f64::from(g.abs()),
+                "gelu_tanh'({xi})·{g} = {d}, expected {want}"
             );
         }
     }

@@ -29,11 +29,13 @@ pub enum Module {
     AttentionBackward,
     Index,
     Select,
+    LayerNormModulate,
+    GatedResidual,
 }
 
 impl Module {
     /// Every module; [`Gpu::new`] loads them all, so any entry point can be looked up.
-    pub const ALL: [Module; 15] = [
+    pub const ALL: [Module; 17] = [
         Module::Philox,
         Module::Elementwise,
         Module::Noise,
@@ -49,6 +51,8 @@ impl Module {
         Module::AttentionBackward,
         Module::Index,
         Module::Select,
+        Module::LayerNormModulate,
+        Module::GatedResidual,
     ];
 
     /// The file name under `kernels/`.
@@ -69,6 +73,8 @@ impl Module {
             Module::AttentionBackward => "attention_backward.ptx",
             Module::Index => "index.ptx",
             Module::Select => "select.ptx",
+            Module::LayerNormModulate => "layer_norm_modulate.ptx",
+            Module::GatedResidual => "gated_residual.ptx",
         }
     }
 
@@ -90,6 +96,8 @@ impl Module {
             Module::AttentionBackward => include_str!("../../../kernels/attention_backward.ptx"),
             Module::Index => include_str!("../../../kernels/index.ptx"),
             Module::Select => include_str!("../../../kernels/select.ptx"),
+            Module::LayerNormModulate => include_str!("../../../kernels/layer_norm_modulate.ptx"),
+            Module::GatedResidual => include_str!("../../../kernels/gated_residual.ptx"),
         }
     }
 }

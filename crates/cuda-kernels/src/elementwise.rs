@@ -41,6 +41,8 @@ pub enum UnaryOp {
     Silu,
     /// The exact GELU, x/2 (1 + erf(x / sqrt 2)) (not the tanh approximation).
     Gelu,
+    /// The tanh-approximated GELU, x/2 (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3), computed as x sigmoid(2u).
+    GeluTanh,
     Tanh,
     Sigmoid,
     /// x^p
@@ -83,6 +85,7 @@ impl UnaryOp {
             UnaryOp::Recip => (14, 0.0, 0.0),
             UnaryOp::Relu => (15, 0.0, 0.0),
             UnaryOp::Affine { mul, add } => (16, mul, add),
+            UnaryOp::GeluTanh => (17, 0.0, 0.0),
         }
     }
 }
@@ -101,6 +104,9 @@ pub enum BinaryOp {
     Min,
     /// The gradient of SiLU: `a` is its input x, `b` the output gradient g; `g s (1 + x (1 - s))`, `s = sigmoid(x)`.
     SiluBackward,
+    /// The gradient of the tanh GELU: `a` is its input x, `b` the output gradient g; `g (s + x s (1 - s) 2u')`,
+    /// `s = sigmoid(2u)`.
+    GeluTanhBackward,
 }
 
 impl BinaryOp {
@@ -113,6 +119,7 @@ impl BinaryOp {
             BinaryOp::Max => 4,
             BinaryOp::Min => 5,
             BinaryOp::SiluBackward => 6,
+            BinaryOp::GeluTanhBackward => 7,
         }
     }
 }

@@ -173,6 +173,10 @@ fn unary_reference(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Abs => x.abs(),
         UnaryOp::Silu => x / (1.0 + (-x).exp()),
         UnaryOp::Gelu => 0.5 * x * (1.0 + reference::erf(x / std::f64::consts::SQRT_2)),
+        UnaryOp::GeluTanh => {
+            x / (1.0
+                + (-2.0 * (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).exp())
+        }
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         UnaryOp::Powf(p) => x.powf(f64::from(p)),
@@ -195,6 +199,7 @@ fn unary_op_strategy() -> impl Strategy<Value = UnaryOp> {
         Just(UnaryOp::Abs),
         Just(UnaryOp::Silu),
         Just(UnaryOp::Gelu),
+        Just(UnaryOp::GeluTanh),
         Just(UnaryOp::Tanh),
         Just(UnaryOp::Sigmoid),
         (-3.0f32..3.0).prop_map(UnaryOp::Powf),
@@ -351,8 +356,8 @@ fn binary_maps_broadcast_both_operands_exactly() {
                         BinaryOp::Max => x.max(y),
                         BinaryOp::Min => x.min(y),
                         // not drawn here: its sigmoid is not correctly rounded (gpu_vs_cpu_index.rs holds it)
-                        BinaryOp::SiluBackward => {
-                            unreachable!("silu_backward is tested with a tolerance")
+                        BinaryOp::SiluBackward | BinaryOp::GeluTanhBackward => {
+                            unreachable!("the activation gradients are tested with a tolerance")
                         }
                     })
                     .collect();

@@ -124,6 +124,7 @@ fn config() -> TrainConfig {
         hflip: false,
         max_nonfinite: 3,
         score_matching: None,
+        vlb_weight: 0.001,
     }
 }
 

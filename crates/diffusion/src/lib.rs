@@ -6,6 +6,7 @@
 //! - [`schedule`]: discrete noise schedules (betas, alphas, cumulative products) computed in `f64` exactly as diffusers'
 //!   `DDPMScheduler` defines them, inference timestep spacings, Karras sigmas, and diffusers `scheduler_config.json`.
 //! - [`forward`]: the forward process q(x_t | x_0), sampled in one fused pass.
+//! - [`learned_range`]: the learned-range variance of a network that predicts its own (Nichol & Dhariwal 2021).
 //! - [`sampler`]: reverse-process samplers (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++(2M)) driving any
 //!   [`sampler::Denoiser`], and classifier-free guidance.
 //! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
@@ -22,6 +23,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod forward;
+pub mod learned_range;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;

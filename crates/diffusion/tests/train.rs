@@ -234,6 +234,7 @@ fn tiny_config() -> TrainConfig {
         hflip: true,
         max_nonfinite: 3,
         score_matching: None,
+        vlb_weight: 0.001,
     }
 }
 

@@ -5,6 +5,7 @@
 //! A folder's `config.json` names its architecture in `_class_name`, as diffusers writes it; a file without one is
 //! read as a `UNet2DModel` (diffusers' own older files).
 
+use crate::dit::{DiTConfig, DiTTransformer2DModel, NAMED_CONFIGS as DIT_NAMED_CONFIGS};
 use crate::error::{Error, Result};
 use crate::folder::{load_weights, read_config, save_folder, DIFFUSERS_WEIGHTS_FILE};
 use crate::unet::{UNet2DModel, UNetConfig, NAMED_CONFIGS as UNET_NAMED_CONFIGS};
@@ -15,21 +16,27 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The architecture and its settings.
+// One value per model, made once: the variants' sizes do not matter enough to box them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum BackboneConfig {
     UNet2D(UNetConfig),
+    DiT(DiTConfig),
 }
 
 impl BackboneConfig {
     /// Every named configuration, of every architecture.
     pub fn named_configs() -> Vec<&'static str> {
-        UNET_NAMED_CONFIGS.to_vec()
+        [&UNET_NAMED_CONFIGS[..], &DIT_NAMED_CONFIGS[..]].concat()
     }
 
     /// A built-in architecture by name (see [`BackboneConfig::named_configs`]).
     pub fn named(name: &str) -> Result<BackboneConfig> {
         if UNET_NAMED_CONFIGS.contains(&name) {
             return Ok(BackboneConfig::UNet2D(UNetConfig::named(name)?));
+        }
+        if DIT_NAMED_CONFIGS.contains(&name) {
+            return Ok(BackboneConfig::DiT(DiTConfig::named(name)?));
         }
         Err(Error::model(
             "config",
@@ -48,9 +55,10 @@ impl BackboneConfig {
             None | Some("UNet2DModel") => Ok(BackboneConfig::UNet2D(UNetConfig::from_json_str(
                 text,
             )?)),
+            Some("DiTTransformer2DModel") => Ok(BackboneConfig::DiT(DiTConfig::from_json_str(text)?)),
             Some(other) => Err(Error::model(
                 "config.json",
-                format!("_class_name = \"{other}\" is not a denoising network diffuse builds; supported: \"UNet2DModel\""),
+                format!("_class_name = \"{other}\" is not a denoising network diffuse builds; supported: \"UNet2DModel\", \"DiTTransformer2DModel\""),
             )),
         }
     }
@@ -59,6 +67,7 @@ impl BackboneConfig {
     pub fn to_json_string(&self) -> String {
         match self {
             BackboneConfig::UNet2D(c) => c.to_json_string(),
+            BackboneConfig::DiT(c) => c.to_json_string(),
         }
     }
 
@@ -66,6 +75,7 @@ impl BackboneConfig {
     pub fn class_name(&self) -> &'static str {
         match self {
             BackboneConfig::UNet2D(_) => "UNet2DModel",
+            BackboneConfig::DiT(_) => "DiTTransformer2DModel",
         }
     }
 
@@ -73,13 +83,31 @@ impl BackboneConfig {
     pub fn in_channels(&self) -> usize {
         match self {
             BackboneConfig::UNet2D(c) => c.in_channels,
+            BackboneConfig::DiT(c) => c.in_channels,
         }
     }
 
-    /// Channels of the output.
+    /// Channels of the output (twice the input's when the network predicts a variance beside the mean).
     pub fn out_channels(&self) -> usize {
         match self {
             BackboneConfig::UNet2D(c) => c.out_channels,
+            BackboneConfig::DiT(c) => c.output_channels(),
+        }
+    }
+
+    /// Whether the output's second half is a learned variance (Nichol & Dhariwal 2021): `out = 2 · in` channels.
+    pub fn learns_variance(&self) -> bool {
+        match self {
+            BackboneConfig::UNet2D(_) => false,
+            BackboneConfig::DiT(c) => c.learns_variance(),
+        }
+    }
+
+    /// Floating-point operations of one forward pass of one `height × width` sample, where counted.
+    pub fn flops_per_sample(&self, height: usize, width: usize) -> Option<f64> {
+        match self {
+            BackboneConfig::UNet2D(_) => None,
+            BackboneConfig::DiT(c) => Some(crate::dit::flops::flops_per_image(c, height, width)),
         }
     }
 
@@ -87,6 +115,7 @@ impl BackboneConfig {
     pub fn sample_size(&self) -> Option<(usize, usize)> {
         match self {
             BackboneConfig::UNet2D(c) => c.sample_size.map(|s| s.height_width()),
+            BackboneConfig::DiT(c) => Some((c.sample_size, c.sample_size)),
         }
     }
 
@@ -95,17 +124,19 @@ impl BackboneConfig {
     pub fn takes_noise_level(&self) -> bool {
         match self {
             BackboneConfig::UNet2D(c) => c.is_fourier(),
+            BackboneConfig::DiT(_) => false,
         }
     }
 
-    /// The same network conditioned on noise levels (a Fourier time embedding), for score-SDE training; an error
-    /// for an architecture that has no such embedding.
-    pub fn with_noise_level_embedding(&self) -> Result<BackboneConfig> {
+    /// The same network conditioned on noise levels (a Fourier time embedding), for score-SDE training; `None` for
+    /// an architecture that has no such embedding.
+    pub fn with_noise_level_embedding(&self) -> Option<BackboneConfig> {
         match self {
-            BackboneConfig::UNet2D(c) => Ok(BackboneConfig::UNet2D(UNetConfig {
+            BackboneConfig::UNet2D(c) => Some(BackboneConfig::UNet2D(UNetConfig {
                 time_embedding_type: "fourier".into(),
                 ..c.clone()
             })),
+            BackboneConfig::DiT(_) => None,
         }
     }
 
@@ -113,13 +144,17 @@ impl BackboneConfig {
     pub fn num_class_embeds(&self) -> Option<usize> {
         match self {
             BackboneConfig::UNet2D(c) => c.num_class_embeds,
+            BackboneConfig::DiT(c) => Some(c.label_table_len()),
         }
     }
 }
 
 /// A denoising network of any architecture here.
+// One value per model, made once: the variants' sizes do not matter enough to box them.
+#[allow(clippy::large_enum_variant)]
 pub enum Backbone {
     UNet2D(UNet2DModel),
+    DiT(DiTTransformer2DModel),
 }
 
 impl Backbone {
@@ -127,6 +162,7 @@ impl Backbone {
     pub fn new(config: BackboneConfig, store: &ParamStore) -> Result<Backbone> {
         Ok(match config {
             BackboneConfig::UNet2D(c) => Backbone::UNet2D(UNet2DModel::new(c, store)?),
+            BackboneConfig::DiT(c) => Backbone::DiT(DiTTransformer2DModel::new(c, store)?),
         })
     }
 
@@ -153,6 +189,7 @@ impl Backbone {
     pub fn config(&self) -> BackboneConfig {
         match self {
             Backbone::UNet2D(m) => BackboneConfig::UNet2D(m.config().clone()),
+            Backbone::DiT(m) => BackboneConfig::DiT(m.config().clone()),
         }
     }
 
@@ -160,6 +197,7 @@ impl Backbone {
     pub fn device(&self) -> Device {
         match self {
             Backbone::UNet2D(m) => m.device(),
+            Backbone::DiT(m) => m.device(),
         }
     }
 
@@ -177,6 +215,15 @@ impl Backbone {
                 if context.is_some() {
                     return Err(Error::model(
                         "UNet2DModel",
+                        "has no cross-attention, so it cannot be conditioned on a context (a prompt)",
+                    ));
+                }
+                m.forward(sample, timesteps, class_labels)
+            }
+            Backbone::DiT(m) => {
+                if context.is_some() {
+                    return Err(Error::model(
+                        "DiTTransformer2DModel",
                         "has no cross-attention, so it cannot be conditioned on a context (a prompt)",
                     ));
                 }

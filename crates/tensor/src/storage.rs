@@ -14,8 +14,10 @@ use crate::{DType, Device};
 use diffuse_cpu_kernels::adamw::AdamWConfig;
 use diffuse_cpu_kernels::attention::AttentionShape;
 use diffuse_cpu_kernels::elementwise::{BinaryOp, UnaryOp};
+use diffuse_cpu_kernels::gated_residual::GatedShape;
 use diffuse_cpu_kernels::group_norm::GroupNormShape;
 use diffuse_cpu_kernels::layer_norm::LayerNormShape;
+use diffuse_cpu_kernels::layer_norm_modulate::ModulateShape;
 use diffuse_cpu_kernels::noise::StepCoefficients;
 use diffuse_cpu_kernels::reduce::ReduceOp;
 use diffuse_cpu_kernels::Conv2dShape;
@@ -455,6 +457,48 @@ impl Storage {
         match same_device("layer_norm_backward", t)? {
             Same::Cpu(t) => Ok(cpu::layer_norm_backward(shape, t)?.map(Storage::Cpu)),
             Same::Cuda(t) => Ok(cuda::layer_norm_backward(shape, t)?.map(Storage::Cuda)),
+        }
+    }
+
+    /// `self` is the input `x`; returns (y, mean, rstd) of the modulated layer norm.
+    pub fn layer_norm_modulate(
+        &self,
+        shape: &ModulateShape,
+        scale: &Storage,
+        shift: &Storage,
+    ) -> Result<[Self; 3]> {
+        match same_device("layer_norm_modulate", [self, scale, shift])? {
+            Same::Cpu([x, s, b]) => Ok(cpu::layer_norm_modulate(shape, x, s, b)?.map(Storage::Cpu)),
+            Same::Cuda([x, s, b]) => {
+                Ok(cuda::layer_norm_modulate(shape, x, s, b)?.map(Storage::Cuda))
+            }
+        }
+    }
+
+    /// `t` is `[x, scale, mean, rstd, grad_y]`; returns (∂x, ∂scale, ∂shift).
+    pub fn layer_norm_modulate_backward(
+        shape: &ModulateShape,
+        t: [&Storage; 5],
+    ) -> Result<[Self; 3]> {
+        match same_device("layer_norm_modulate_backward", t)? {
+            Same::Cpu(t) => Ok(cpu::layer_norm_modulate_backward(shape, t)?.map(Storage::Cpu)),
+            Same::Cuda(t) => Ok(cuda::layer_norm_modulate_backward(shape, t)?.map(Storage::Cuda)),
+        }
+    }
+
+    /// `self` is the residual `x`; returns `x + gate[n]∘y`.
+    pub fn gated_residual(&self, shape: &GatedShape, gate: &Storage, y: &Storage) -> Result<Self> {
+        match same_device("gated_residual", [self, gate, y])? {
+            Same::Cpu([x, g, y]) => Ok(Storage::Cpu(cpu::gated_residual(shape, x, g, y)?)),
+            Same::Cuda([x, g, y]) => Ok(Storage::Cuda(cuda::gated_residual(shape, x, g, y)?)),
+        }
+    }
+
+    /// `t` is `[gate, y, grad_out]`; returns (∂y, ∂gate).
+    pub fn gated_residual_backward(shape: &GatedShape, t: [&Storage; 3]) -> Result<[Self; 2]> {
+        match same_device("gated_residual_backward", t)? {
+            Same::Cpu(t) => Ok(cpu::gated_residual_backward(shape, t)?.map(Storage::Cpu)),
+            Same::Cuda(t) => Ok(cuda::gated_residual_backward(shape, t)?.map(Storage::Cuda)),
         }
     }
 

@@ -149,6 +149,13 @@ impl Var {
         }))
     }
 
+    /// The tanh-approximated GELU (PyTorch's `gelu(x, approximate='tanh')`): ∂x in one fused pass
+    /// ([`Tensor::gelu_tanh_backward`]).
+    pub fn gelu_tanh(&self) -> Result<Var> {
+        let x = self.tensor().clone();
+        Ok(self.unary_op(x.gelu_tanh()?, move |g| x.gelu_tanh_backward(g)))
+    }
+
     /// max(x, 0): ∂x = g where x > 0, else 0 (the subgradient 0 at the kink, as PyTorch).
     pub fn relu(&self) -> Result<Var> {
         let y = self.tensor().relu()?;

@@ -1,5 +1,6 @@
 //! The differentiable operations, one file per kind, each forward next to its backward rule.
 
+mod adaln;
 mod dropout;
 mod elementwise;
 mod nn;

@@ -181,7 +181,8 @@ impl ScoreModel for DenoiserScore<'_> {
     }
 }
 
-/// A [`TrainableModel`] read as a differentiable score model of `sde`.
+/// A [`TrainableModel`] read as a differentiable score model of `sde` (of a network that also predicts its variance,
+/// the prediction half of its channels, as [`crate::train::ModelDenoiser`] gives the samplers).
 pub struct NetworkScore<'a, M: TrainableModel + ?Sized> {
     pub model: &'a M,
     pub sde: Sde,
@@ -208,6 +209,13 @@ impl<M: TrainableModel + ?Sized> DifferentiableScore for NetworkScore<'_, M> {
         check_times(x.shape().first().copied().unwrap_or(0), t)?;
         let (times, a, b) = self.parameterization.prepare(&self.sde, t)?;
         let out = self.model.forward(x, &times, cond)?;
+        // A network that also predicts its variance: its prediction is the first half of the channels.
+        let channels = x.shape().get(1).copied().unwrap_or(0);
+        let out = if x.shape().len() >= 2 && out.shape().get(1) == Some(&(2 * channels)) {
+            out.narrow(1, 0, channels)?
+        } else {
+            out
+        };
         if out.shape() != x.shape() {
             return Err(Error::sampler(
                 "model",

@@ -166,6 +166,17 @@ impl ScoreMatching {
         let x_t = scale_samples(x0, &means)?.add(&scale_samples(z, &stds)?)?;
         let network_times: Vec<f64> = times.iter().map(|&t| p.network_time(sde, t)).collect();
         let out = model.forward(&Var::constant(x_t.clone()), &network_times, cond)?;
+        if out.shape() != x0.shape() {
+            return Err(Error::train(
+                "model",
+                format!(
+                    "returned shape {:?} for images of shape {:?}; score matching needs one output per pixel \
+                     (a network that also predicts its variance is trained with the discrete objective)",
+                    out.shape(),
+                    x0.shape()
+                ),
+            ));
+        }
         // s·score = s·a·x_t + s·b·out; the residual is s·score + z.
         let out_scale = f32s(&|t| sde.std(t) * p.score_coefficients(sde, t).1);
         let x_scale = f32s(&|t| sde.std(t) * p.score_coefficients(sde, t).0);

@@ -49,6 +49,13 @@ pub struct TrainConfig {
     /// discrete objective; `timestep sampling`, `loss_weighting` and the schedule of `scheduler` then do not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_matching: Option<ScoreMatching>,
+    /// λ of `L_simple + λ·L_vlb` when the network also predicts its variance ([`super::hybrid`]); unused otherwise.
+    #[serde(default = "default_vlb_weight")]
+    pub vlb_weight: f64,
+}
+
+fn default_vlb_weight() -> f64 {
+    super::hybrid::DEFAULT_VLB_WEIGHT
 }
 
 impl TrainConfig {
@@ -118,6 +125,12 @@ impl TrainConfig {
             if gamma.is_nan() || gamma <= 0.0 {
                 return bad("min_snr_gamma", format!("{gamma} must be positive"));
             }
+        }
+        if !(self.vlb_weight >= 0.0 && self.vlb_weight.is_finite()) {
+            return bad(
+                "vlb_weight",
+                format!("{} must be finite and ≥ 0", self.vlb_weight),
+            );
         }
         if self.max_nonfinite == 0 {
             return bad("max_nonfinite", "must be at least 1".into());

@@ -2,6 +2,7 @@
 //!
 //! - [`target`]: ε-, x0- and v-prediction targets and the conversions between them;
 //! - [`weighting`]: uniform and min-SNR-γ loss weights;
+//! - [`hybrid`]: `L_simple + λ·L_vlb` for a network that also predicts its variance (Nichol & Dhariwal 2021);
 //! - [`timesteps`]: uniform and loss-aware importance sampling of timesteps;
 //! - [`random`]: how every random draw derives from `(seed, step)`, so that a resumed run replays exactly;
 //! - [`config`]: [`TrainConfig`], the settings of a run;
@@ -11,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod hybrid;
 pub mod model;
 pub mod random;
 pub mod target;

@@ -15,7 +15,9 @@ pub trait TrainableModel {
     fn config_json(&self) -> String;
 }
 
-/// A [`TrainableModel`] used for sampling: runs it without recording a graph.
+/// A [`TrainableModel`] used for sampling: runs it without recording a graph. A network that also predicts its
+/// variance (twice the input's channels out) gives the samplers its prediction, the first half of the channels, as
+/// diffusers' `DiTPipeline` does.
 pub struct ModelDenoiser<'a, M: TrainableModel> {
     pub model: &'a M,
     pub prediction: Prediction,
@@ -25,6 +27,10 @@ impl<M: TrainableModel> Denoiser for ModelDenoiser<'_, M> {
     fn predict(&self, x_t: &Tensor, t: &[f64], cond: Condition<'_>) -> Result<Tensor> {
         no_grad(|| {
             let out = self.model.forward(&Var::constant(x_t.clone()), t, cond)?;
+            let channels = x_t.shape().get(1).copied().unwrap_or(0);
+            if x_t.rank() >= 2 && out.shape().get(1) == Some(&(2 * channels)) {
+                return Ok(out.tensor().narrow(1, 0, channels)?.contiguous()?);
+            }
             Ok(out.tensor().clone())
         })
     }

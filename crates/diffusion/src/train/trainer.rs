@@ -6,7 +6,9 @@
 //!    target (ε, x0 or v, [`super::target`]); under score matching, draw continuous times instead and take the
 //!    loss of [`crate::sde::ScoreMatching`] (same noise stream);
 //! 3. per-sample loss `L_b = mean over pixels of (f(x_t, t, y) − target)²`, weighted by the timestep weighting
-//!    ([`super::weighting`]) and, under importance sampling, by `1/(T·p_t)`; the batch loss is their mean;
+//!    ([`super::weighting`]); for a network that also predicts its variance (twice the image's channels out) plus
+//!    `λ·T·L_vlb` ([`super::hybrid`]); under importance sampling all of it weighted by `1/(T·p_t)`; the batch loss is
+//!    their mean;
 //! 4. a non-finite loss or gradient norm skips the step (no update, counted; the run fails after `max_nonfinite` in a
 //!    row); otherwise back-propagate, clip the global gradient norm, take an AdamW step at the scheduled learning rate,
 //!    update the EMA, and tell the timestep sampler the losses.
@@ -15,6 +17,7 @@
 //! whether an earlier one was skipped.
 
 use super::config::TrainConfig;
+use super::hybrid::{hybrid_terms, Batch as HybridBatch};
 use super::model::TrainableModel;
 use super::random::{noise_stream, step_rng};
 use super::target::training_target;
@@ -255,8 +258,9 @@ impl<M: TrainableModel> Trainer<M> {
         })
     }
 
-    /// The weighted loss of a drawn batch: `mean_b w_b·mean(f(x_t) − target)²` with `w_b` the timestep weight times
-    /// the importance weight. Returns the loss, the per-sample MSEs and the timestep weights.
+    /// The weighted loss of a drawn batch: `mean_b (w_b·i_b·mean(f(x_t) − target)² + i_b·λ·T·L_vlb,b)` with `w_b`
+    /// the timestep weight, `i_b` the importance weight, and the variational term only for a network that also
+    /// predicts its variance ([`super::hybrid`]). Returns the loss, the per-sample MSEs and the timestep weights.
     fn weighted_loss(&self, batch: &Draw, step: u64) -> Result<(Var, Var, Vec<f64>)> {
         let config = &self.state.config;
         let (key, offset) = noise_stream(config.seed, step, batch.x0.numel())?;
@@ -276,27 +280,60 @@ impl<M: TrainableModel> Trainer<M> {
         let target = training_target(prediction, &batch.x0, &eps, &alpha_bars)?;
         let t: Vec<f64> = batch.timesteps.iter().map(|&t| t as f64).collect();
         let out = self.model.forward(
-            &Var::constant(x_t),
+            &Var::constant(x_t.clone()),
             &t,
             Condition::class_opt(batch.labels.as_deref()),
         )?;
-        let pixel_dims: Vec<usize> = (1..batch.x0.rank()).collect();
-        let per_sample = out
-            .sub(&Var::constant(target))?
-            .square()?
-            .mean(&pixel_dims, false)?;
+        let (per_sample, vlb) =
+            if out.shape().get(1) == batch.x0.shape().get(1).map(|c| 2 * c).as_ref() {
+                let terms = hybrid_terms(
+                    &self.schedule,
+                    prediction,
+                    &out,
+                    &HybridBatch {
+                        x0: &batch.x0,
+                        x_t: &x_t,
+                        target: &target,
+                        timesteps: &batch.timesteps,
+                    },
+                )?;
+                (terms.mse, Some(terms.vlb))
+            } else {
+                let pixel_dims: Vec<usize> = (1..batch.x0.rank()).collect();
+                let mse = out
+                    .sub(&Var::constant(target))?
+                    .square()?
+                    .mean(&pixel_dims, false)?;
+                (mse, None)
+            };
         let timestep_weights: Vec<f64> = alpha_bars
             .iter()
             .map(|&ab| config.loss_weighting.weight(ab / (1.0 - ab), prediction))
             .collect();
-        let weights: Vec<f32> = timestep_weights
+        let n = timestep_weights.len();
+        let constant = |values: Vec<f32>| -> Result<Var> {
+            Ok(Var::constant(Tensor::from_vec(
+                values,
+                &[n],
+                self.device(),
+            )?))
+        };
+        let weights = timestep_weights
             .iter()
             .zip(&batch.importance)
             .map(|(w, i)| (w * i) as f32)
             .collect();
-        let n = weights.len();
-        let weights = Var::constant(Tensor::from_vec(weights, &[n], self.device())?);
-        let loss = per_sample.mul(&weights)?.mean_all()?;
+        let mut per_sample_loss = per_sample.mul(&constant(weights)?)?;
+        if let Some(vlb) = vlb {
+            let scale = config.vlb_weight * self.schedule.len() as f64;
+            let weights = batch
+                .importance
+                .iter()
+                .map(|i| (i * scale) as f32)
+                .collect();
+            per_sample_loss = per_sample_loss.add(&vlb.mul(&constant(weights)?)?)?;
+        }
+        let loss = per_sample_loss.mean_all()?;
         Ok((loss, per_sample, timestep_weights))
     }
 

@@ -11,8 +11,10 @@ use crate::DType;
 use diffuse_cpu_kernels::adamw::{self, AdamWConfig};
 use diffuse_cpu_kernels::attention::{self, AttentionShape};
 use diffuse_cpu_kernels::elementwise::{self, BinaryOp, UnaryOp};
+use diffuse_cpu_kernels::gated_residual::{self, GatedShape};
 use diffuse_cpu_kernels::group_norm::{self, GroupNormShape};
 use diffuse_cpu_kernels::layer_norm::{self, LayerNormShape};
+use diffuse_cpu_kernels::layer_norm_modulate::{self, ModulateShape};
 use diffuse_cpu_kernels::noise::{self, StepCoefficients};
 use diffuse_cpu_kernels::reduce::{self, ReduceOp};
 use diffuse_cpu_kernels::{conv2d, gemm, index, philox, softmax, Conv2dShape, MatMut, MatRef};
@@ -476,6 +478,81 @@ pub fn layer_norm_backward(s: &LayerNormShape, t: [&CpuStorage; 5]) -> Result<[C
     )?;
     let dtype = gy.dtype();
     Ok([gx, gg, gb].map(|v| CpuStorage::from_f32(v, dtype)))
+}
+
+/// (y, mean, rstd) of the modulated layer norm; the statistics stay f32.
+pub fn layer_norm_modulate(
+    s: &ModulateShape,
+    x: &CpuStorage,
+    scale: &CpuStorage,
+    shift: &CpuStorage,
+) -> Result<[CpuStorage; 3]> {
+    let rows = checked_numel("layer_norm_modulate", &[s.batch, s.tokens])?;
+    let (mut y, mut mean, mut rstd) = (take(x.len()), take(rows), take(rows));
+    layer_norm_modulate::layer_norm_modulate_forward(
+        s,
+        &x.to_f32(),
+        &scale.to_f32(),
+        &shift.to_f32(),
+        &mut y,
+        &mut mean,
+        &mut rstd,
+    )?;
+    Ok([
+        CpuStorage::from_f32(y, x.dtype()),
+        CpuStorage::F32(mean.into()),
+        CpuStorage::F32(rstd.into()),
+    ])
+}
+
+/// (∂x, ∂scale, ∂shift) from `[x, scale, mean, rstd, grad_y]`.
+pub fn layer_norm_modulate_backward(
+    s: &ModulateShape,
+    t: [&CpuStorage; 5],
+) -> Result<[CpuStorage; 3]> {
+    let [x, scale, mean, rstd, gy] = t;
+    let (mut gx, mut gs, mut gb) = (take(x.len()), take(scale.len()), take(scale.len()));
+    layer_norm_modulate::layer_norm_modulate_backward(
+        s,
+        &x.to_f32(),
+        &scale.to_f32(),
+        &mean.to_f32(),
+        &rstd.to_f32(),
+        &gy.to_f32(),
+        &mut gx,
+        &mut gs,
+        &mut gb,
+    )?;
+    let dtype = gy.dtype();
+    Ok([gx, gs, gb].map(|v| CpuStorage::from_f32(v, dtype)))
+}
+
+/// `x + gate[n]∘y`.
+pub fn gated_residual(
+    s: &GatedShape,
+    x: &CpuStorage,
+    gate: &CpuStorage,
+    y: &CpuStorage,
+) -> Result<CpuStorage> {
+    let mut out = take(x.len());
+    gated_residual::gated_residual_forward(s, &x.to_f32(), &gate.to_f32(), &y.to_f32(), &mut out)?;
+    Ok(CpuStorage::from_f32(out, x.dtype()))
+}
+
+/// (∂y, ∂gate) from `[gate, y, grad_out]`.
+pub fn gated_residual_backward(s: &GatedShape, t: [&CpuStorage; 3]) -> Result<[CpuStorage; 2]> {
+    let [gate, y, g] = t;
+    let (mut gy, mut gg) = (take(y.len()), take(gate.len()));
+    gated_residual::gated_residual_backward(
+        s,
+        &gate.to_f32(),
+        &y.to_f32(),
+        &g.to_f32(),
+        &mut gy,
+        &mut gg,
+    )?;
+    let dtype = g.dtype();
+    Ok([gy, gg].map(|v| CpuStorage::from_f32(v, dtype)))
 }
 
 /// (out, lse) of attention without a bias; `lse` stays f32.

@@ -22,8 +22,10 @@ use cudarc::driver::{CudaView, CudaViewMut};
 use diffuse_cpu_kernels::adamw::AdamWConfig;
 use diffuse_cpu_kernels::attention::AttentionShape;
 use diffuse_cpu_kernels::elementwise::{BinaryOp, UnaryOp};
+use diffuse_cpu_kernels::gated_residual::GatedShape;
 use diffuse_cpu_kernels::group_norm::GroupNormShape;
 use diffuse_cpu_kernels::layer_norm::LayerNormShape;
+use diffuse_cpu_kernels::layer_norm_modulate::ModulateShape;
 use diffuse_cpu_kernels::noise::StepCoefficients;
 use diffuse_cpu_kernels::reduce::ReduceOp;
 use diffuse_cpu_kernels::Conv2dShape;
@@ -254,6 +256,7 @@ fn unary_op(op: UnaryOp) -> ck::elementwise::UnaryOp {
         UnaryOp::Sigmoid => G::Sigmoid,
         UnaryOp::Silu => G::Silu,
         UnaryOp::Gelu => G::Gelu,
+        UnaryOp::GeluTanh => G::GeluTanh,
         UnaryOp::Powf(p) => G::Powf(p),
         UnaryOp::Clamp(lo, hi) => G::Clamp { lo, hi },
         UnaryOp::Affine(mul, add) => G::Affine { mul, add },
@@ -270,6 +273,7 @@ fn binary_op(op: BinaryOp) -> ck::elementwise::BinaryOp {
         BinaryOp::Maximum => G::Max,
         BinaryOp::Minimum => G::Min,
         BinaryOp::SiluBackward => G::SiluBackward,
+        BinaryOp::GeluTanhBackward => G::GeluTanhBackward,
     }
 }
 
@@ -762,6 +766,89 @@ pub fn layer_norm(
 pub fn layer_norm_backward(s: &LayerNormShape, t: [&CudaStorage; 5]) -> Result<[CudaStorage; 3]> {
     check_layer_norm("layer_norm_backward", s)?;
     group_norm_backward(&as_group_norm(s), t)
+}
+
+/// (y, mean, rstd) of the modulated layer norm; the statistics are `[batch·tokens]`.
+pub fn layer_norm_modulate(
+    s: &ModulateShape,
+    x: &CudaStorage,
+    scale: &CudaStorage,
+    shift: &CudaStorage,
+) -> Result<[CudaStorage; 3]> {
+    let rows = checked_numel("layer_norm_modulate", &[s.batch, s.tokens])?;
+    let (mut y, mut mean, mut rstd) = (x.sibling(x.len())?, x.sibling(rows)?, x.sibling(rows)?);
+    ck::layer_norm_modulate::layer_norm_modulate_forward(
+        x.gpu,
+        s,
+        &x.view(),
+        &scale.view(),
+        &shift.view(),
+        &mut y.view_mut(),
+        &mut mean.view_mut(),
+        &mut rstd.view_mut(),
+    )?;
+    Ok([y, mean, rstd])
+}
+
+/// (∂x, ∂scale, ∂shift) from `[x, scale, mean, rstd, grad_y]`.
+pub fn layer_norm_modulate_backward(
+    s: &ModulateShape,
+    t: [&CudaStorage; 5],
+) -> Result<[CudaStorage; 3]> {
+    let [x, scale, mean, rstd, gy] = t;
+    let (mut gx, mut gs, mut gb) = (
+        x.sibling(x.len())?,
+        x.sibling(scale.len())?,
+        x.sibling(scale.len())?,
+    );
+    ck::layer_norm_modulate::layer_norm_modulate_backward(
+        x.gpu,
+        s,
+        &x.view(),
+        &scale.view(),
+        &mean.view(),
+        &rstd.view(),
+        &gy.view(),
+        &mut gx.view_mut(),
+        &mut gs.view_mut(),
+        &mut gb.view_mut(),
+    )?;
+    Ok([gx, gs, gb])
+}
+
+/// `x + gate[n]∘y`.
+pub fn gated_residual(
+    s: &GatedShape,
+    x: &CudaStorage,
+    gate: &CudaStorage,
+    y: &CudaStorage,
+) -> Result<CudaStorage> {
+    let mut out = x.sibling(x.len())?;
+    ck::gated_residual::gated_residual_forward(
+        x.gpu,
+        s,
+        &x.view(),
+        &gate.view(),
+        &y.view(),
+        &mut out.view_mut(),
+    )?;
+    Ok(out)
+}
+
+/// (∂y, ∂gate) from `[gate, y, grad_out]`.
+pub fn gated_residual_backward(s: &GatedShape, t: [&CudaStorage; 3]) -> Result<[CudaStorage; 2]> {
+    let [gate, y, g] = t;
+    let (mut gy, mut gg) = (y.sibling(y.len())?, y.sibling(gate.len())?);
+    ck::gated_residual::gated_residual_backward(
+        y.gpu,
+        s,
+        &gate.view(),
+        &y.view(),
+        &g.view(),
+        &mut gy.view_mut(),
+        &mut gg.view_mut(),
+    )?;
+    Ok([gy, gg])
 }
 
 /// (out, lse) of attention without a bias.

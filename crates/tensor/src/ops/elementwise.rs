@@ -47,6 +47,7 @@ impl Tensor {
         sigmoid => UnaryOp::Sigmoid, "1/(1 + e⁻ˣ)";
         silu => UnaryOp::Silu, "x·σ(x)";
         gelu => UnaryOp::Gelu, "x·Φ(x) (exact, erf-based)";
+        gelu_tanh => UnaryOp::GeluTanh, "the tanh-approximated GELU, ½x(1 + tanh(√(2/π)(x + 0.044715x³)))";
     }
 
     /// xᵖ.
@@ -109,6 +110,12 @@ impl Tensor {
         self.binary(grad, BinaryOp::SiluBackward)
     }
 
+    /// The gradient of [`Tensor::gelu_tanh`] at input `self` given the output gradient `grad`, in one fused pass,
+    /// broadcasting like the binary operations.
+    pub fn gelu_tanh_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        self.binary(grad, BinaryOp::GeluTanhBackward)
+    }
+
     /// `if self != 0 { on_true } else { on_false }`, all three broadcast together.
     pub fn where_select(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
         on_true.check_compatible("where", on_false)?;
@@ -146,5 +153,6 @@ fn binary_name(op: BinaryOp) -> &'static str {
         BinaryOp::Maximum => "maximum",
         BinaryOp::Minimum => "minimum",
         BinaryOp::SiluBackward => "silu_backward",
+        BinaryOp::GeluTanhBackward => "gelu_tanh_backward",
     }
 }

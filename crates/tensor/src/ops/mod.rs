@@ -1,6 +1,7 @@
 //! Tensor operations, one file per kind. Each checks its arguments against the tensor's shape, dtype and device, then
 //! calls the storage, which dispatches to the device's backend.
 
+mod adaln;
 mod elementwise;
 mod index;
 mod matmul;
