@@ -42,18 +42,18 @@ pub enum PredictorArg {
 #[derive(Args, Clone, Copy, Debug)]
 pub struct ScoreArgs {
     /// pc: the predictor.  [default: reverse-diffusion for a VE model, euler-maruyama otherwise]
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, value_name = "NAME")]
     predictor: Option<PredictorArg>,
     /// pc: Langevin corrector steps per step (0: no corrector); langevin: Langevin steps per noise level.
     /// [default: the scheduler's correct_steps (1) for pc, 10 for langevin]
-    #[arg(long)]
+    #[arg(long, value_name = "K")]
     corrector_steps: Option<usize>,
     /// The Langevin corrector's signal-to-noise ratio r.  [default: the scheduler's snr for a VE model (diffusers:
     /// 0.15), 0.16 otherwise]
-    #[arg(long)]
+    #[arg(long, value_name = "R")]
     snr: Option<f64>,
     /// langevin: the step size ε at the smallest noise level (level i steps ε·σ_i²/σ_L²).
-    #[arg(long, default_value_t = 2e-5)]
+    #[arg(long, value_name = "EPS", default_value_t = 2e-5)]
     langevin_step: f64,
     /// ode-rk45 and --nll ode: the adaptive solver's relative tolerance.
     #[arg(long, default_value_t = 1e-5)]
@@ -63,9 +63,10 @@ pub struct ScoreArgs {
     atol: f64,
     /// The time the score samplers end at.  [default: the scheduler's sampling_eps (VE 1e-5, VP 1e-3); 1e-3 for a
     /// DDPM model]
-    #[arg(long)]
+    #[arg(long, value_name = "T")]
     sde_eps: Option<f64>,
     /// End on the last noisy sample instead of the denoised one (the last predictor mean, or a Tweedie step).
+    /// [default: off]
     #[arg(long)]
     no_denoise: bool,
 }
@@ -520,11 +521,9 @@ impl SdeTrainArgs {
 /// How `diffuse eval --bpd N` measures bits/dim.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NllMethod {
-    /// The variational bound (a model with a discrete schedule).
+    // (No doc comments on the variants: clap would switch the whole help to its multi-line layout.)
     Vlb,
-    /// The exact likelihood of the probability-flow ODE (any model).
     Ode,
-    /// Both, on the same images.
     Both,
 }
 
@@ -549,7 +548,7 @@ pub struct NllArgs {
     #[arg(long, value_enum, default_value = "rademacher")]
     pub probe: ProbeArg,
     /// --nll ode: images per ODE solve.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub nll_batch: usize,
 }
 
