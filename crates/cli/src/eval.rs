@@ -9,12 +9,12 @@
 
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
+use crate::nll::{ode_bits_per_dim, NllArgs, NllMethod};
 use crate::plots::{save_fd_sweep, Curve};
 use crate::sample::resolve;
 use crate::sampling::ThresholdArgs;
 use crate::score::{
-    any_sampler, ode_bits_per_dim, refuse_discrete, refuse_threshold, AnySampler, NllArgs,
-    NllMethod, ScoreArgs, ScoreView,
+    any_sampler, refuse_discrete, refuse_threshold, AnySampler, ScoreArgs, ScoreView,
 };
 use crate::scoring::{
     check_image_shape, first_images, load_classifier, load_split, SampleModel, Sampling, Scorer,

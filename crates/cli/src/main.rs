@@ -8,11 +8,13 @@ mod forward;
 mod grid;
 mod info;
 mod interrupt;
+mod nll;
 mod plots;
 mod sample;
 mod sampling;
 mod score;
 mod scoring;
+mod sde_train;
 mod train;
 mod train_eval;
 

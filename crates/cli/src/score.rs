@@ -1,5 +1,6 @@
-//! Score models on the command line ([`diffuse_diffusion::sde`]): the score samplers of `diffuse sample` and
-//! `diffuse eval` (`--sampler langevin|pc|ode-rk45`), `diffuse train --sde ve|vp|subvp`, and `diffuse eval --nll ode`.
+//! Score models on the command line ([`diffuse_diffusion::sde`]): how a loaded or trained model reads as a score
+//! model, and the score samplers of `diffuse sample`, `diffuse eval` and the training grids (`--sampler
+//! langevin|pc|ode-rk45`). Training is in [`crate::sde_train`], the ODE likelihood in [`crate::nll`].
 //!
 //! Which SDE a model belongs to comes from its scheduler config: diffusers' `ScoreSdeVeScheduler` /
 //! `ScoreSdeVpScheduler` (or diffuse's `ScoreSdeSubVpScheduler`) name a score model, any other config a discrete
@@ -16,10 +17,9 @@ use diffuse_diffusion::sampler::{
 };
 use diffuse_diffusion::schedule::{NoiseSchedule, SchedulerConfig};
 use diffuse_diffusion::sde::{
-    annealed_langevin, ode_likelihood, predictor_corrector, probability_flow, Corrector,
-    DenoiserScore, LangevinOptions, LikelihoodOptions, NetworkScore, NoiseSource, OdeLikelihood,
-    OdeOptions, PcOptions, PhiloxNoise, Predictor, Probe, ScoreMatching, ScoreNetwork,
-    ScoreParameterization, ScoreSdeConfig, ScoreWeighting, Sde, Tolerances,
+    annealed_langevin, predictor_corrector, probability_flow, Corrector, DenoiserScore,
+    LangevinOptions, NoiseSource, OdeOptions, PcOptions, PhiloxNoise, Predictor, ScoreNetwork,
+    ScoreParameterization, ScoreSdeConfig, Sde, Tolerances,
 };
 use diffuse_diffusion::train::target::prediction_of;
 use diffuse_diffusion::train::{ModelDenoiser, TrainConfig};
@@ -88,6 +88,11 @@ impl Default for ScoreArgs {
 }
 
 impl ScoreArgs {
+    /// `--sde-eps`, when given.
+    pub fn sde_eps(&self) -> Option<f64> {
+        self.sde_eps
+    }
+
     /// The solver tolerances, checked.
     pub fn tolerances(&self) -> Result<Tolerances, String> {
         let tol = Tolerances {
@@ -430,159 +435,4 @@ pub fn refuse_threshold(threshold: &ThresholdArgs) -> Result<(), String> {
         ),
         None => Ok(()),
     }
-}
-
-/// `diffuse train --sde`: score matching of a continuous SDE instead of the discrete objective.
-#[derive(Args, Clone, Debug)]
-pub struct SdeTrainArgs {
-    /// Train a score model of this SDE by denoising score matching: ve (NCSN / SMLD: a named U-Net config then
-    /// takes the noise level σ through a Fourier embedding and returns the score), vp or subvp (ε-prediction at the
-    /// fractional timestep (T − 1)·t).  [default: none: the discrete objective of --schedule]
-    #[arg(long, value_parser = ["ve", "vp", "subvp"])]
-    pub sde: Option<String>,
-    /// VE: the smallest noise level σ_min.
-    #[arg(long, default_value_t = 0.01)]
-    pub sigma_min: f64,
-    /// VE: the largest noise level σ_max (about the largest distance between training images).
-    #[arg(long, default_value_t = 50.0)]
-    pub sigma_max: f64,
-    /// VP and sub-VP: β(0).
-    #[arg(long, default_value_t = 0.1)]
-    pub beta_min: f64,
-    /// VP and sub-VP: β(1).
-    #[arg(long, default_value_t = 20.0)]
-    pub beta_max: f64,
-    /// The loss weighting λ(t): variance (s(t)², NCSN's σ²) or likelihood (g(t)²).
-    #[arg(long, default_value = "variance", value_parser = ["variance", "likelihood"])]
-    pub sde_weighting: String,
-    /// The smallest training time ε (t ~ U(ε, 1)).
-    #[arg(long, default_value_t = 1e-5)]
-    pub sde_eps: f64,
-    /// Train at this many discrete noise levels (NCSN) instead of continuous times.  [default: continuous]
-    #[arg(long)]
-    pub noise_levels: Option<usize>,
-}
-
-impl SdeTrainArgs {
-    /// The network to train (for VE, a named U-Net gets a Fourier embedding; an architecture without one predicts ε)
-    /// and the objective, when `--sde` is set.
-    pub fn objective(
-        &self,
-        model: &BackboneConfig,
-        named: bool,
-        num_train_timesteps: usize,
-    ) -> Result<(BackboneConfig, Option<ScoreMatching>), String> {
-        let Some(kind) = self.sde.as_deref() else {
-            return Ok((model.clone(), None));
-        };
-        let sde = match kind {
-            "ve" => Sde::ve(self.sigma_min, self.sigma_max),
-            "vp" => Sde::vp(self.beta_min, self.beta_max),
-            _ => Sde::sub_vp(self.beta_min, self.beta_max),
-        }
-        .map_err(|e| format!("--sde {kind}: {e}"))?;
-        if model.out_channels() != model.in_channels() {
-            return Err(format!(
-                "--sde {kind}: score matching needs a network whose output has the image's {} channels; this one \
-                 has {} (a learned variance), which only the discrete objective trains",
-                model.in_channels(),
-                model.out_channels()
-            ));
-        }
-        let model = match model.with_noise_level_embedding() {
-            Some(fourier) if kind == "ve" && named => fourier,
-            _ => model.clone(),
-        };
-        let network = if model.takes_noise_level() {
-            ScoreNetwork::NoiseConditional
-        } else {
-            ScoreNetwork::Epsilon
-        };
-        let objective = ScoreMatching {
-            sde,
-            parameterization: ScoreParameterization {
-                network,
-                num_train_timesteps,
-            },
-            weighting: match self.sde_weighting.as_str() {
-                "likelihood" => ScoreWeighting::Likelihood,
-                _ => ScoreWeighting::Variance,
-            },
-            eps: self.sde_eps,
-            noise_levels: self.noise_levels,
-        };
-        objective
-            .validate()
-            .map_err(|e| format!("--sde {kind}: {e}"))?;
-        Ok((model, Some(objective)))
-    }
-}
-
-/// How `diffuse eval --bpd N` measures bits/dim.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NllMethod {
-    // (No doc comments on the variants: clap would switch the whole help to its multi-line layout.)
-    Vlb,
-    Ode,
-    Both,
-}
-
-/// The distribution of the Hutchinson probes.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeArg {
-    Rademacher,
-    Gaussian,
-}
-
-/// `diffuse eval --nll`.
-#[derive(Args, Clone, Copy, Debug)]
-pub struct NllArgs {
-    /// How --bpd measures bits/dim: vlb (the variational bound), ode (the probability-flow ODE's likelihood of
-    /// dequantised images, with --rtol/--atol), or both on the same images.
-    #[arg(long, value_enum, default_value = "vlb")]
-    pub nll: NllMethod,
-    /// --nll ode: Hutchinson probes per image (each a copy of the image in the solve's batch).
-    #[arg(long, default_value_t = 1)]
-    pub probes: usize,
-    /// --nll ode: the probes' distribution.
-    #[arg(long, value_enum, default_value = "rademacher")]
-    pub probe: ProbeArg,
-    /// --nll ode: images per ODE solve.
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub nll_batch: usize,
-}
-
-/// The probability-flow likelihood of `images` (in [−1, 1], 8-bit levels) under `model`, in bits/dim of the
-/// dequantised data. The model's parameters should be frozen (each evaluation back-propagates to the input only).
-pub fn ode_bits_per_dim(
-    model: &Backbone,
-    view: &ScoreView,
-    images: &Tensor,
-    labels: Option<&[u32]>,
-    nll: &NllArgs,
-    score: &ScoreArgs,
-    seed: u64,
-) -> Result<OdeLikelihood, String> {
-    let network = NetworkScore {
-        model,
-        sde: view.sde.clone(),
-        parameterization: view.parameterization,
-    };
-    let options = LikelihoodOptions {
-        probe: match nll.probe {
-            ProbeArg::Rademacher => Probe::Rademacher,
-            ProbeArg::Gaussian => Probe::Gaussian,
-        },
-        probes: nll.probes,
-        tolerances: score.tolerances()?,
-        eps: score.sde_eps.unwrap_or(1e-5),
-        dequantize: true,
-        seed,
-        batch: nll.nll_batch,
-    };
-    let images = images
-        .to_device(model.device())
-        .map_err(|e| e.to_string())?;
-    ode_likelihood(&network, &images, Condition::class_opt(labels), &options)
-        .map_err(|e| format!("--nll ode: {e}"))
 }

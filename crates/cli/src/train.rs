@@ -8,9 +8,8 @@ use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
 use crate::sampling::{draw, GridRequest};
-use crate::score::{
-    any_sampler, refuse_discrete, AnySampler, ScoreArgs, ScoreRequest, ScoreView, SdeTrainArgs,
-};
+use crate::score::{any_sampler, refuse_discrete, AnySampler, ScoreArgs, ScoreRequest, ScoreView};
+use crate::sde_train::SdeTrainArgs;
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
