@@ -103,6 +103,8 @@ def main():
     a16, b16 = a.bfloat16(), b.bfloat16()
     ms = median_ms(lambda: torch.matmul(a16, b16))
     print(f"{'matmul bf16':<22} {'4096^3':<26} {ms:>9.3} ms {2 * s**3 / ms / 1e9:>9.2f} TFLOP/s")
+    # rounding an f32 operand to bf16 (diffuse's pack_bf16): read 4 bytes, write 2 per element
+    report("pack_bf16", "[4096,4096]", median_ms(lambda: a.to(torch.bfloat16)), 6 * s * s, copy_gbs)
 
     xc = torch.randn(8, 256, 64, 64, device=dev)
     wc = torch.randn(256, 256, 3, 3, device=dev)

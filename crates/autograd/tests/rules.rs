@@ -48,6 +48,41 @@ fn activations_match_finite_differences() {
 }
 
 #[test]
+fn abs_and_clamp_match_finite_differences() {
+    // Away from the kinks (the finite-difference step is 1e-2·max(1, |x|)): |x| ≥ 0.2 from `away_from_zero`, and
+    // points on both sides of the clamp bounds ±0.5, each at least 0.08 from them.
+    check_gradients(&[&away_from_zero(&[3, 5], 40)], |v| v[0].abs());
+    let values = [
+        -1.3, -0.62, -0.3, 0.0, 0.41, 0.8, 2.0, -0.05, 0.2, 1.1, -0.9, 0.33,
+    ];
+    let x = Tensor::from_slice(&values, &[3, 4], CPU).unwrap();
+    check_gradients(&[&x], |v| v[0].clamp(-0.5, 0.5));
+    // Every point outside: the gradient is zero everywhere.
+    check_gradients(&[&uniform(&[2, 3], 42, 2.0, 1.0)], |v| {
+        v[0].clamp(-1.0, 1.0)
+    });
+}
+
+#[test]
+fn abs_and_clamp_gradients_at_the_kinks_follow_pytorch() {
+    // PyTorch: d|x|/dx = sign(x) = 0 at 0; clamp passes the gradient on its bounds (lo ≤ x ≤ hi).
+    let x = Var::leaf(Tensor::from_slice(&[-2.0, -1.0, 0.0, 1.0, 3.0], &[5], CPU).unwrap());
+    let g = x.abs().unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        g.get(&x).unwrap().to_vec().unwrap(),
+        [-1.0, -1.0, 0.0, 1.0, 1.0]
+    );
+    let x = Var::leaf(Tensor::from_slice(&[-2.0, -1.0, 0.0, 1.0, 3.0], &[5], CPU).unwrap());
+    let y = x.clamp(-1.0, 1.0).unwrap();
+    assert_eq!(y.tensor().to_vec().unwrap(), [-1.0, -1.0, 0.0, 1.0, 1.0]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        g.get(&x).unwrap().to_vec().unwrap(),
+        [0.0, 1.0, 1.0, 1.0, 0.0]
+    );
+}
+
+#[test]
 fn gelu_gradient_at_zero_is_one_half() {
     let x = Var::leaf(Tensor::zeros(&[1], diffuse_tensor::DType::F32, CPU).unwrap());
     let g = x.gelu().unwrap().sum_all().unwrap().backward().unwrap();

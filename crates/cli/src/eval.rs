@@ -9,6 +9,7 @@
 
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
+use crate::latent::{check_decodes, decoder_for, LatentDecoder};
 use crate::nll::{ode_bits_per_dim, NllArgs, NllMethod};
 use crate::plots::{save_fd_sweep, Curve};
 use crate::sample::resolve;
@@ -112,6 +113,8 @@ struct Model {
     num_classes: Option<u32>,
     /// The N of the `step-N` checkpoint the weights come from, when they do.
     step: Option<u64>,
+    /// The autoencoder of a latent model.
+    decoder: Option<LatentDecoder>,
 }
 
 fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
@@ -120,10 +123,15 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         .map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let config = unet.config();
     let (h, w) = config.sample_size().unwrap_or((28, 28));
-    check_image_shape(
-        &format!("{} (its samples)", model_dir.display()),
-        (config.in_channels(), h, w),
-    )?;
+    let decoder = decoder_for(&model_dir, device)?;
+    let samples = match &decoder {
+        Some(decoder) => {
+            check_decodes(decoder, &config)?;
+            decoder.image_shape((h, w))
+        }
+        None => (config.in_channels(), h, w),
+    };
+    check_image_shape(&format!("{} (its samples)", model_dir.display()), samples)?;
     let step = model_dir
         .ancestors()
         .find_map(|p| p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok());
@@ -135,6 +143,7 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         schedule: NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?,
         unet,
         step,
+        decoder,
     })
 }
 
@@ -147,6 +156,7 @@ impl Model {
             schedule: &self.schedule,
             null_class: self.num_classes,
             score: &self.score,
+            decoder: self.decoder.as_ref(),
         }
     }
 
@@ -191,6 +201,13 @@ fn bits_per_dim(
     model: &Model,
     test: &Dataset,
 ) -> Result<(Option<BpdSummary>, Option<OdeLikelihood>), String> {
+    if let Some(decoder) = &model.decoder {
+        return Err(format!(
+            "--bpd bounds the likelihood of pixels, but this model generates latents of {}: its bound would be in \
+             bits per latent dimension, not comparable; pass --bpd 0",
+            decoder.dir.display()
+        ));
+    }
     let (images, labels) = first_images(test, args.bpd)?;
     if model.num_classes.is_some() && labels.is_none() {
         return Err(format!(

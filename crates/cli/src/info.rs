@@ -1,5 +1,7 @@
-//! `diffuse info DIR`: what a training run, checkpoint or diffusers model folder holds.
+//! `diffuse info DIR`: what a training run, checkpoint or diffusers model folder holds (an autoencoder's is described
+//! by [`crate::vae::describe`]).
 
+use crate::latent::{decoder_for, pipeline_denoiser_dir};
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, read_trainer_state};
 use diffuse_models::folder::CONFIG_FILE;
 use diffuse_models::{Backbone, BackboneConfig};
@@ -7,6 +9,9 @@ use diffuse_tensor::Device;
 use std::path::Path;
 
 pub fn run(dir: &Path) -> Result<(), String> {
+    if crate::vae::describe(dir)? {
+        return Ok(());
+    }
     let step_dir = if dir.join("latest").is_file() {
         latest_checkpoint(dir).map_err(|e| e.to_string())?
     } else {
@@ -14,6 +19,8 @@ pub fn run(dir: &Path) -> Result<(), String> {
     };
     let model_dir = if step_dir.join(CONFIG_FILE).is_file() {
         step_dir.clone()
+    } else if let Some(denoiser) = pipeline_denoiser_dir(&step_dir, false) {
+        denoiser
     } else {
         step_dir.join("model")
     };
@@ -42,6 +49,19 @@ pub fn run(dir: &Path) -> Result<(), String> {
         ),
     }
     println!("parameters   {} in {} tensors", store.numel(), store.len());
+    if let Some(decoder) = decoder_for(&model_dir, Device::Cpu)? {
+        let c = decoder.vae.config();
+        let (h, w) = config.sample_size().unwrap_or((0, 0));
+        let (ic, ih, iw) = decoder.image_shape((h, w));
+        println!(
+            "latents      {}×{h}×{w} of {ic}×{ih}×{iw} images, AutoencoderKL {:?} in {}, scaling_factor {}{}",
+            c.latent_channels,
+            c.block_out_channels,
+            decoder.dir.display(),
+            c.scaling_factor,
+            c.shift_factor.map_or(String::new(), |s| format!(", shift_factor {s}"))
+        );
+    }
     if let Some((h, w)) = config.sample_size() {
         if let Some(flops) = config.flops_per_sample(h, w) {
             println!(

@@ -1,6 +1,7 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
 mod device;
+mod devices;
 mod eval;
 mod eval_table;
 mod files;
@@ -8,15 +9,22 @@ mod forward;
 mod grid;
 mod info;
 mod interrupt;
+mod latent;
 mod nll;
 mod plots;
+mod precision;
 mod sample;
 mod sampling;
 mod score;
 mod scoring;
 mod sde_train;
+mod tensor_file;
 mod train;
 mod train_eval;
+mod vae;
+mod vae_codec;
+mod vae_eval;
+mod vae_train;
 
 use clap::{Parser, Subcommand};
 
@@ -38,10 +46,18 @@ enum Command {
     /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in the Fashion-MNIST classifier's
     /// feature space, and optionally bits/dim, the floor, and a sweep over sampling steps.
     Eval(Box<eval::EvalArgs>),
-    /// Describe a training run, checkpoint or diffusers model folder.
+    /// The autoencoder of latent diffusion: train it, encode images to latents, decode latents, score it.
+    #[command(subcommand)]
+    Vae(vae::VaeCommand),
+    /// Describe a training run, checkpoint or diffusers model folder (a denoiser's, a pipeline's or an autoencoder's);
+    /// with --devices, the devices this machine has.
     Info {
         /// The folder.
-        dir: std::path::PathBuf,
+        #[arg(required_unless_present = "devices")]
+        dir: Option<std::path::PathBuf>,
+        /// List the CPU and every CUDA device the driver sees, whether each opens, and what --device auto picks.
+        #[arg(long)]
+        devices: bool,
     },
 }
 
@@ -52,7 +68,11 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Info { dir } => info::run(dir),
+        Command::Info { dir, devices } => {
+            let listed = if *devices { devices::run() } else { Ok(()) };
+            listed.and(dir.as_deref().map_or(Ok(()), info::run))
+        }
+        Command::Vae(command) => vae::run(command),
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

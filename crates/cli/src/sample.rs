@@ -4,6 +4,7 @@
 
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
+use crate::latent::{check_decodes, decoder_for, pipeline_denoiser_dir};
 use crate::sampling::{draw_with, GridRequest, ThresholdArgs};
 use crate::score::{
     any_sampler, refuse_discrete, refuse_threshold, AnySampler, ScoreArgs, ScoreRequest, ScoreView,
@@ -80,6 +81,8 @@ pub(crate) fn resolve(dir: &Path, ema: bool) -> Result<(PathBuf, SchedulerConfig
     };
     let model_dir = if step_dir.join(CONFIG_FILE).is_file() {
         step_dir.clone()
+    } else if let Some(denoiser) = pipeline_denoiser_dir(&step_dir, ema) {
+        denoiser
     } else {
         step_dir.join(if ema { "ema" } else { "model" })
     };
@@ -183,6 +186,10 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     let (model_dir, scheduler) = resolve(&args.checkpoint, args.ema)?;
     let (model, _store) =
         Backbone::load_diffusers(&model_dir, device).map_err(|e| e.to_string())?;
+    let decoder = decoder_for(&model_dir, device)?;
+    if let Some(decoder) = &decoder {
+        check_decodes(decoder, &model.config())?;
+    }
     let schedule = NoiseSchedule::from_config(&scheduler).map_err(|e| e.to_string())?;
     let prediction = prediction_of(scheduler.prediction_type);
     // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
@@ -255,6 +262,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
                 count: total,
                 guidance: args.guidance,
                 null_class,
+                pixels: decoder.is_none(),
             };
             let (images, nfe) =
                 crate::score::draw_with(&model, &view?, &request, init.as_ref(), record)?;
@@ -262,6 +270,12 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
             images
         }
     };
+    // A latent model's samples (and trajectory) become images through its autoencoder.
+    let decode = |t: Tensor| match &decoder {
+        Some(decoder) => decoder.decode(&t),
+        None => Ok(t),
+    };
+    let images = decode(images)?;
     save_grid(&images, count, &args.out)?;
     eprintln!("{total} samples in {}", args.out.display());
     if let Some(dir) = &args.out_dir {
@@ -274,16 +288,23 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         write_tensor(path, "samples", &images)?;
     }
     if let Some(path) = &args.trajectory {
-        frames.push(
+        let mut parts = Vec::new();
+        if !frames.is_empty() {
+            let refs: Vec<&Tensor> = frames.iter().collect();
+            parts.push(decode(
+                Tensor::concat(&refs, 0).map_err(|e| e.to_string())?,
+            )?);
+        }
+        parts.push(
             images
                 .narrow(0, 0, 1)
                 .map_err(|e| e.to_string())?
                 .contiguous()
                 .map_err(|e| e.to_string())?,
         );
-        let refs: Vec<&Tensor> = frames.iter().collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
         let strip = Tensor::concat(&refs, 0).map_err(|e| e.to_string())?;
-        save_grid(&strip, frames.len(), path)?;
+        save_grid(&strip, frames.len() + 1, path)?;
     }
     Ok(())
 }

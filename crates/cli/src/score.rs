@@ -287,10 +287,13 @@ pub struct ScoreRequest<'a> {
     pub count: usize,
     pub guidance: f64,
     pub null_class: Option<u32>,
+    /// The samples are pixels, clamped to `[−1, 1]` at the end; false for a latent model's latents, which its
+    /// decoder turns into images.
+    pub pixels: bool,
 }
 
 impl ScoreSampler {
-    /// Runs the sampler on `model` for `shape` from `noise`; returns the samples clamped to `[−1, 1]`.
+    /// Runs the sampler on `model` for `shape` from `noise`.
     fn run(
         &self,
         model: &DenoiserScore,
@@ -351,13 +354,12 @@ impl ScoreSampler {
                 probability_flow(model, &options, shape, device, noise, cond).map(|(x, _)| x)
             }
         };
-        let x = x.map_err(|e| format!("--sampler {}: {e}", self.name))?;
-        x.clamp(-1.0, 1.0).map_err(|e| e.to_string())
+        x.map_err(|e| format!("--sampler {}: {e}", self.name))
     }
 }
 
-/// Draws `request.count` samples (N, C, H, W) of `model` with a score sampler; returns them and the number of model
-/// evaluations. `wrap` receives the (guided) denoiser and the sampling run, as [`crate::sampling::draw_with`]'s does.
+/// Draws `request.count` samples (N, C, H, W) of `model` with a score sampler (pixels clamped to `[−1, 1]`); returns
+/// them and the number of model evaluations. `wrap` receives the (guided) denoiser and the sampling run, as [`crate::sampling::draw_with`]'s does.
 pub fn draw_with(
     model: &Backbone,
     view: &ScoreView,
@@ -406,9 +408,13 @@ pub fn draw_with(
             rest: PhiloxNoise::at(request.seed, skipped),
         };
         let cond = Condition::class_opt(request.classes);
-        request
+        let x = request
             .sampler
-            .run(&score, view, &shape, model.device(), &mut noise, cond)
+            .run(&score, view, &shape, model.device(), &mut noise, cond)?;
+        match request.pixels {
+            true => x.clamp(-1.0, 1.0).map_err(|e| e.to_string()),
+            false => Ok(x),
+        }
     };
     let images = wrap(&counted, &sample)?;
     Ok((images, counted.calls.get()))

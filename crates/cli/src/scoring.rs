@@ -5,11 +5,13 @@
 //! reference  = ReferenceFeatures(classifier, test split)          once per command
 //! classes    = 0, 1, …, K−1, 0, 1, …  (class-conditional models)
 //! samples    = `num` samples, `batch` at a time; batch b starts from the noise of seed b of SplitMix64(seed)
+//!              (a latent model's samples decoded into images)
 //! report     = evaluate_samples(classifier, samples, classes if K = 10, reference)
 //! ```
 //!
 //! Accuracy is scored only when the model's classes are the classifier's ten Fashion-MNIST classes.
 
+use crate::latent::LatentDecoder;
 use crate::sampling::{draw, GridRequest};
 use crate::score::{refuse_discrete, AnySampler, ScoreRequest, ScoreView};
 use diffuse_diffusion::data::{Dataset, Split};
@@ -88,6 +90,8 @@ pub struct SampleModel<'a> {
     pub null_class: Option<u32>,
     /// The model as a score model, for the score samplers (or why it is not one).
     pub score: &'a Result<ScoreView, String>,
+    /// Decodes the samples of a latent model into images.
+    pub decoder: Option<&'a LatentDecoder>,
 }
 
 impl SampleModel<'_> {
@@ -156,12 +160,17 @@ pub fn generate(
                     count,
                     guidance: sampling.guidance,
                     null_class: model.null_class,
+                    pixels: model.decoder.is_none(),
                 };
                 let view = model.score.as_ref().map_err(String::clone)?;
                 let (images, nfe) = crate::score::draw(model.unet, view, &request)?;
                 (evaluations, batches) = (evaluations + nfe, batches + 1);
                 images
             }
+        };
+        let images = match model.decoder {
+            Some(decoder) => decoder.decode(&images)?,
+            None => images,
         };
         image_shape = images.shape()[1..].to_vec();
         pixels.extend(images.to_vec().map_err(|e| e.to_string())?);

@@ -3,10 +3,14 @@
 //! metrics per logged step (`OUT/metrics.jsonl`) and the loss curve at the end (`OUT/loss.png`); with `--eval-every`
 //! also evaluations of the EMA weights ([`crate::train_eval`]: metrics lines, progress line, `OUT/eval.png`).
 //! Ctrl-C writes a checkpoint and stops; `--resume OUT` continues bit for bit where the last checkpoint left off.
+//! With `--vae DIR` the model trains on the autoencoder's scaled latents and every checkpoint is a diffusers pipeline
+//! folder ([`crate::latent`]).
 
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
+use crate::latent::{check_latent_setup, decoder_for, encode_training_set, LatentDecoder};
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
+use crate::precision::PrecisionArgs;
 use crate::sampling::{draw, GridRequest};
 use crate::score::{any_sampler, refuse_discrete, AnySampler, ScoreArgs, ScoreRequest, ScoreView};
 use crate::sde_train::SdeTrainArgs;
@@ -15,7 +19,7 @@ use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
 use diffuse_diffusion::sde::ScoreMatching;
-use diffuse_diffusion::train::checkpoint::latest_checkpoint;
+use diffuse_diffusion::train::checkpoint::{latest_checkpoint, PIPELINE_UNET_DIR};
 use diffuse_diffusion::train::hybrid::DEFAULT_VLB_WEIGHT;
 use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
 use diffuse_models::folder::CONFIG_FILE;
@@ -111,6 +115,8 @@ pub struct TrainArgs {
     hflip: bool,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Fail after this many consecutive non-finite losses.
     #[arg(long, default_value_t = 5)]
     max_nonfinite: u32,
@@ -133,6 +139,11 @@ pub struct TrainArgs {
     grid_guidance: f64,
     #[command(flatten)]
     eval: TrainEvalArgs,
+    /// Latent diffusion: train on the scaled latents of this autoencoder (a `diffuse vae train` run or checkpoint,
+    /// a pipeline folder with vae/, or a vae/ folder); checkpoints become diffusers pipeline folders. A resumed run
+    /// takes its autoencoder from its checkpoint.  [default: none: pixels]
+    #[arg(long)]
+    vae: Option<PathBuf>,
     #[command(flatten)]
     sde: SdeTrainArgs,
 }
@@ -288,7 +299,7 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
 }
 
 /// Step, loss, smoothed loss and learning rate of every loss line of the metrics file.
-fn read_metrics(path: &Path) -> Vec<LossPoint> {
+pub fn read_metrics(path: &Path) -> Vec<LossPoint> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -307,6 +318,8 @@ fn read_metrics(path: &Path) -> Vec<LossPoint> {
 struct Grids<'a> {
     args: &'a TrainArgs,
     out: &'a Path,
+    /// Decodes the sampled latents of a latent run.
+    decoder: Option<&'a LatentDecoder>,
 }
 
 impl Grids<'_> {
@@ -353,10 +366,15 @@ impl Grids<'_> {
                     count,
                     guidance: self.args.grid_guidance,
                     null_class: config.null_class,
+                    pixels: self.decoder.is_none(),
                 };
                 let view = ScoreView::of_training(&trainer.ema_model.config(), config)?;
                 crate::score::draw(&trainer.ema_model, &view, &request)?.0
             }
+        };
+        let images = match self.decoder {
+            Some(decoder) => decoder.decode(&images)?,
+            None => images,
         };
         let path = self.out.join("samples").join(format!("{name}.png"));
         Grid {
@@ -411,8 +429,9 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
 
 pub fn run(args: &TrainArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
+    args.precision.apply(device)?;
     let data = load_data(&args.data)?;
-    let (mut trainer, model_config, out) = match &args.resume {
+    let (mut trainer, model_config, out, decoder) = match &args.resume {
         Some(dir) => {
             let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;
             let config_path = step_dir.join("model").join(CONFIG_FILE);
@@ -427,7 +446,14 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
                 step_dir.display(),
                 trainer.step_index()
             );
-            (trainer, model_config, dir.clone())
+            if args.vae.is_some() {
+                return Err(
+                    "--vae with --resume: a resumed run keeps the autoencoder of its checkpoint"
+                        .into(),
+                );
+            }
+            let decoder = decoder_for(&step_dir.join(PIPELINE_UNET_DIR), device)?;
+            (trainer, model_config, dir.clone(), decoder)
         }
         None => {
             let named = !Path::new(&args.config).is_file();
@@ -437,17 +463,31 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
                 args.num_train_timesteps,
             )?;
             let config = new_config(args, &model_config, &data, objective)?;
+            let decoder = args
+                .vae
+                .as_deref()
+                .map(|dir| LatentDecoder::load(dir, device))
+                .transpose()?;
+            if decoder.is_some() && config.hflip {
+                return Err("--hflip with --vae: a mirrored image's latent is not its latent mirrored; leave \
+                            --hflip off for latent diffusion"
+                    .into());
+            }
             let trainer =
                 Trainer::new_on(config, device, build(&model_config)).map_err(|e| e.to_string())?;
-            (trainer, model_config, args.out.clone())
+            (trainer, model_config, args.out.clone(), decoder)
         }
     };
-    if model_config.in_channels() != data.channels {
-        return Err(format!(
-            "the model takes {} channels but the dataset's images have {}",
-            model_config.in_channels(),
-            data.channels
-        ));
+    match &decoder {
+        Some(decoder) => check_latent_setup(decoder, &data, &model_config)?,
+        None if model_config.in_channels() != data.channels => {
+            return Err(format!(
+                "the model takes {} channels but the dataset's images have {}",
+                model_config.in_channels(),
+                data.channels
+            ))
+        }
+        None => {}
     }
     grid_sampler(args, trainer.config())?;
     let evaluator = Evaluator::new(
@@ -455,10 +495,17 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         &data_dir(&args.data)?,
         &data,
         &model_config,
-        ScoreView::of_training(&model_config, trainer.config()),
-        trainer.config().null_class,
-        trainer.config().seed,
+        decoder.as_ref(),
+        trainer.config(),
     )?;
+    let latents = match &decoder {
+        Some(decoder) => {
+            trainer.set_latent_space(decoder.space());
+            Some(encode_training_set(decoder, &data)?)
+        }
+        None => None,
+    };
+    let train_data = latents.as_ref().unwrap_or(&data);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let metrics_path = out.join("metrics.jsonl");
     truncate_metrics(&metrics_path, trainer.step_index())?;
@@ -473,8 +520,19 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
 
     let total = trainer.config().steps;
     let batch = trainer.config().batch_size;
+    let latent_note = match &decoder {
+        Some(d) => format!(
+            " as {}×{}×{} latents of {}",
+            d.vae.config().latent_channels,
+            train_data.height,
+            train_data.width,
+            d.dir.display()
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "training {} parameters on {} on {} images of {}×{}×{}, batch {batch}, to step {total}; outputs in {}",
+        "training {} parameters on {} on {} images of {}×{}×{}{latent_note}, batch {batch}, to step {total}; outputs \
+         in {}",
         trainer.store.numel(),
         trainer.device(),
         data.len(),
@@ -488,7 +546,11 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
             .map_err(|e| e.to_string())?,
     );
-    let grids = Grids { args, out: &out };
+    let grids = Grids {
+        args,
+        out: &out,
+        decoder: decoder.as_ref(),
+    };
     let start = Instant::now();
     let first_step = trainer.step_index();
     let mut saved_at = None;
@@ -496,16 +558,20 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     let mut eval_seconds = 0.0;
     let evaluate = |trainer: &Trainer<Backbone>, evaluator: &Evaluator, metrics: &mut File| {
         let begun = Instant::now();
-        let report = evaluator.run(trainer)?;
+        let report = evaluator.run(trainer, decoder.as_ref())?;
         let seconds = begun.elapsed().as_secs_f64();
         let line = evaluator.metrics_line(trainer.step_index(), &report, seconds);
         writeln!(metrics, "{line}").map_err(|e| format!("{}: {e}", metrics_path.display()))?;
         Ok::<_, String>((summary(&report), seconds))
     };
     let save = |trainer: &Trainer<Backbone>| -> Result<u64, String> {
-        trainer
-            .save_checkpoint(&out, args.keep)
-            .map_err(|e| e.to_string())?;
+        match &decoder {
+            Some(decoder) => trainer.save_pipeline_checkpoint(&out, args.keep, |dir| {
+                Ok(decoder.write_pipeline_components(dir, &model_config)?)
+            }),
+            None => trainer.save_checkpoint(&out, args.keep),
+        }
+        .map_err(|e| e.to_string())?;
         Ok(trainer.step_index())
     };
     while trainer.step_index() < total {
@@ -525,7 +591,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             );
             return Ok(());
         }
-        let report = trainer.step(&data).map_err(|e| e.to_string())?;
+        let report = trainer.step(train_data).map_err(|e| e.to_string())?;
         let done = trainer.step_index();
         let elapsed = start.elapsed().as_secs_f64();
         let images_per_s =

@@ -10,6 +10,7 @@
 //! - Everything that can be wrong (no test split, images the classifier does not read, no classifier weights) fails
 //!   before the first step, and the test set's features are computed once per run.
 
+use crate::latent::LatentDecoder;
 use crate::score::{any_sampler, refuse_discrete, AnySampler, ScoreArgs, ScoreView};
 use crate::scoring::{
     check_image_shape, load_classifier, load_split, SampleModel, Sampling, Scorer,
@@ -18,7 +19,7 @@ use crate::scoring::{
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::EvalReport;
-use diffuse_diffusion::train::Trainer;
+use diffuse_diffusion::train::{TrainConfig, Trainer};
 use diffuse_models::{Backbone, BackboneConfig};
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -61,20 +62,21 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// `None` when `--eval-every` is 0. Checks the settings, the dataset in `data_dir` (its training images
-    /// `train`, and its test split) and the model (`score`: its score view) before anything runs, then computes the
-    /// test set's features.
+    /// `train`, and its test split) and the model trained with `config` (through `decoder` for a latent model)
+    /// before anything runs, then computes the test set's features.
     pub fn new(
         args: &TrainEvalArgs,
         data_dir: &Path,
         train: &Dataset,
         model: &BackboneConfig,
-        score: Result<ScoreView, String>,
-        null_class: Option<u32>,
-        seed: u64,
+        decoder: Option<&LatentDecoder>,
+        config: &TrainConfig,
     ) -> Result<Option<Evaluator>, String> {
         if args.eval_every == 0 {
             return Ok(None);
         }
+        let (null_class, seed) = (config.null_class, config.seed);
+        let score = ScoreView::of_training(model, config);
         if args.eval_num < 2 || args.eval_steps == 0 {
             return Err(format!(
                 "--eval-num must be at least 2 (got {}) and --eval-steps at least 1 (got {})",
@@ -104,7 +106,11 @@ impl Evaluator {
         )
         .map_err(context)?;
         let (h, w) = model.sample_size().unwrap_or((28, 28));
-        check_image_shape("the model's samples", (model.in_channels(), h, w)).map_err(context)?;
+        let samples = match decoder {
+            Some(decoder) => decoder.image_shape((h, w)),
+            None => (model.in_channels(), h, w),
+        };
+        check_image_shape("the model's samples", samples).map_err(context)?;
         let classifier = load_classifier(&args.classifier).map_err(context)?;
         let test = load_split(data_dir, Split::Test).map_err(|e| {
             format!("--eval-every scores samples against the test split of --data, and {e}")
@@ -141,8 +147,12 @@ impl Evaluator {
         done.is_multiple_of(self.every)
     }
 
-    /// Scores samples of the trainer's EMA weights.
-    pub fn run(&self, trainer: &Trainer<Backbone>) -> Result<EvalReport, String> {
+    /// Scores samples of the trainer's EMA weights (decoded by `decoder` in a latent run).
+    pub fn run(
+        &self,
+        trainer: &Trainer<Backbone>,
+        decoder: Option<&LatentDecoder>,
+    ) -> Result<EvalReport, String> {
         let config = trainer.config();
         let model = SampleModel {
             unet: &trainer.ema_model,
@@ -150,6 +160,7 @@ impl Evaluator {
             schedule: trainer.schedule(),
             null_class: config.null_class,
             score: &self.score,
+            decoder,
         };
         let (report, _) = self
             .scorer

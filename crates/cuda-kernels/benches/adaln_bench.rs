@@ -4,7 +4,8 @@
 //! ideal DRAM traffic (each input read once, each output written once).
 //!
 //! PyTorch peer (composed eager ops, same shape): `python benches/peers/torch_adaln.py --device cuda`.
-//! Run: `cargo bench -p diffuse-cuda-kernels --bench adaln_bench` (prints a skip line without a GPU).
+//! Run: `cargo bench -p diffuse-cuda-kernels --bench adaln_bench` (without a CUDA driver it says so and exits 0;
+//! with a driver it cannot run on, it exits 1 with the driver's message).
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
@@ -16,6 +17,7 @@ use diffuse_cuda_kernels::group_norm::{group_norm_forward, GroupNormShape};
 use diffuse_cuda_kernels::layer_norm_modulate::{
     layer_norm_modulate_backward, layer_norm_modulate_forward, ModulateShape,
 };
+use diffuse_cuda_kernels::open_error::driver_library_present;
 use diffuse_cuda_kernels::philox::fill_normal;
 use diffuse_cuda_kernels::{Gpu, KernelError, Result};
 
@@ -178,9 +180,13 @@ fn run(gpu: &Gpu) -> Result<()> {
 fn main() {
     let gpu = match Gpu::new(0) {
         Ok(gpu) => gpu,
-        Err(err) => {
-            eprintln!("adaln_bench: skipped: no CUDA driver ({err})");
+        Err(err) if !driver_library_present() => {
+            eprintln!("adaln_bench: nothing to time: {err}");
             return;
+        }
+        Err(err) => {
+            eprintln!("adaln_bench: cannot run on device 0: {err}");
+            std::process::exit(1);
         }
     };
     println!("adaLN kernels at B{BATCH} L{TOKENS} D{DIM}; median of 20");

@@ -3,9 +3,12 @@
 //! bandwidth (the practical ceiling of a streaming kernel on this device).
 //!
 //! Bytes counted are the ideal DRAM traffic (each input read once, each output written once); kernels that re-read
-//! (softmax, group norm) can therefore show less than their true traffic.
+//! (softmax, group norm) can therefore show less than their true traffic. Every buffer starts as standard normal
+//! values (Philox), never zeros, which can run faster than real data.
 //!
 //! Run: `cargo bench -p diffuse-cuda-kernels --bench cuda_bench`. The shapes match `benches/peers/torch_cuda.py`.
+//! Without a CUDA driver it prints why and exits 0; with a driver, anything that stops it (no device, a context
+//! that cannot be created, a PTX module that does not JIT, a failed launch) exits 1 with the driver's message.
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
@@ -18,10 +21,13 @@ use diffuse_cuda_kernels::elementwise::{binary, copy_strided, unary, BinaryOp, O
 use diffuse_cuda_kernels::gemm::{gemm_bf16, sgemm, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{group_norm_forward, GroupNormShape};
 use diffuse_cuda_kernels::noise::{pack_coefficients, q_sample, sampler_step, StepCoefficients};
+use diffuse_cuda_kernels::open_error::driver_library_present;
+use diffuse_cuda_kernels::pack_bf16::pack_bf16;
 use diffuse_cuda_kernels::philox::fill_normal;
 use diffuse_cuda_kernels::reduce::row_sum;
 use diffuse_cuda_kernels::softmax::softmax;
-use diffuse_cuda_kernels::{Gpu, Result};
+use diffuse_cuda_kernels::{DeviceBuffer, Gpu, KernelError, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const WARMUP: usize = 3;
 const RUNS: usize = 20;
@@ -31,9 +37,7 @@ fn median_ms(gpu: &Gpu, mut work: impl FnMut() -> Result<()>) -> Result<f64> {
     let event = || {
         gpu.context()
             .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(|e| {
-                diffuse_cuda_kernels::KernelError::new("bench", format!("creating an event: {e}"))
-            })
+            .map_err(|e| KernelError::new("bench", format!("creating an event: {e}")))
     };
     for _ in 0..WARMUP {
         work()?;
@@ -42,30 +46,45 @@ fn median_ms(gpu: &Gpu, mut work: impl FnMut() -> Result<()>) -> Result<f64> {
     for _ in 0..RUNS {
         let (start, end) = (event()?, event()?);
         let record = |e: &cudarc::driver::CudaEvent| {
-            e.record(gpu.stream()).map_err(|err| {
-                diffuse_cuda_kernels::KernelError::new("bench", format!("recording: {err}"))
-            })
+            e.record(gpu.stream())
+                .map_err(|err| KernelError::new("bench", format!("recording: {err}")))
         };
         record(&start)?;
         work()?;
         record(&end)?;
         let ms = start
             .elapsed_ms(&end)
-            .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("timing: {e}")))?;
+            .map_err(|e| KernelError::new("bench", format!("timing: {e}")))?;
         times.push(f64::from(ms));
     }
     times.sort_by(f64::total_cmp);
     Ok(times[RUNS / 2])
 }
 
-fn buffer(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
-    gpu.stream().alloc_zeros(len).expect("device allocation")
+/// `len` standard normal values, from a new Philox seed for every buffer.
+fn buffer(gpu: &Gpu, len: usize) -> Result<DeviceBuffer> {
+    static SEED: AtomicU64 = AtomicU64::new(1);
+    let mut out = DeviceBuffer::zeros(gpu, len)?;
+    fill_normal(gpu, SEED.fetch_add(1, Ordering::Relaxed), 0, &mut out)?;
+    Ok(out)
 }
 
-fn bf16_buffer(gpu: &Gpu, len: usize) -> Result<CudaSlice<half::bf16>> {
+/// `len` bf16 values uniform in [-1, 1) (a SplitMix64 stream on the host; there is no bf16 fill kernel).
+fn bf16_buffer(gpu: &Gpu, len: usize, seed: u64) -> Result<CudaSlice<half::bf16>> {
+    let mut state = seed;
+    let host: Vec<half::bf16> = (0..len)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            half::bf16::from_f32((z >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        })
+        .collect();
     gpu.stream()
-        .alloc_zeros(len)
-        .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("allocation: {e}")))
+        .clone_htod(&host)
+        .map_err(|e| KernelError::new("bench", format!("copying bf16 inputs: {e}")))
 }
 
 fn report_bandwidth(name: &str, shape: &str, ms: f64, bytes: f64, copy_gbs: f64) {
@@ -78,13 +97,12 @@ fn report_bandwidth(name: &str, shape: &str, ms: f64, bytes: f64, copy_gbs: f64)
 
 fn run(gpu: &Gpu) -> Result<()> {
     let n = 1usize << 26; // 64 Mi floats, 256 MiB per buffer
-    let (mut x, mut y, mut z) = (buffer(gpu, n), buffer(gpu, n), buffer(gpu, n));
-    fill_normal(gpu, 1, 0, &mut x)?;
+    let (x, mut y, mut z) = (buffer(gpu, n)?, buffer(gpu, n)?, buffer(gpu, n)?);
 
     let copy_ms = median_ms(gpu, || {
         gpu.stream()
             .memcpy_dtod(&x, &mut y)
-            .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("copy: {e}")))
+            .map_err(|e| KernelError::new("bench", format!("copy: {e}")))
     })?;
     let copy_gbs = 8.0 * n as f64 / copy_ms / 1e6;
     println!(
@@ -110,7 +128,7 @@ fn run(gpu: &Gpu) -> Result<()> {
 
     // x [16, 256, 16384] + bias [1, 256, 1]
     let shape = [16usize, 256, 16384];
-    let bias = buffer(gpu, 256);
+    let bias = buffer(gpu, 256)?;
     let ms = median_ms(gpu, || {
         binary(
             gpu,
@@ -143,7 +161,7 @@ fn run(gpu: &Gpu) -> Result<()> {
     );
 
     let batch = 16;
-    let (sa, sb) = (buffer(gpu, batch), buffer(gpu, batch));
+    let (sa, sb) = (buffer(gpu, batch)?, buffer(gpu, batch)?);
     let ms = median_ms(gpu, || q_sample(gpu, &x, &sa, &sb, 3, 0, &mut y, &mut z))?;
     report_bandwidth("q_sample", "[16,4Mi]", ms, 12.0 * nf, copy_gbs);
 
@@ -153,8 +171,8 @@ fn run(gpu: &Gpu) -> Result<()> {
             StepCoefficients::default();
             batch
         ]))
-        .map_err(|e| diffuse_cuda_kernels::KernelError::new("bench", format!("upload: {e}")))?;
-    let mut w = buffer(gpu, n);
+        .map_err(|e| KernelError::new("bench", format!("upload: {e}")))?;
+    let mut w = buffer(gpu, n)?;
     let ms = median_ms(gpu, || {
         sampler_step(gpu, &x, &z, &coef, true, 3, 0, &mut y, &mut w)
     })?;
@@ -167,6 +185,14 @@ fn run(gpu: &Gpu) -> Result<()> {
         eps: 1e-8,
         weight_decay: 1e-2,
     };
+    // the moments start at zero, as in training (the second must stay non-negative)
+    let zero = |b: &mut DeviceBuffer| {
+        gpu.stream()
+            .memset_zeros(b)
+            .map_err(|e| KernelError::new("bench", format!("zeroing: {e}")))
+    };
+    zero(&mut z)?;
+    zero(&mut w)?;
     let mut step = 0;
     let ms = median_ms(gpu, || {
         step += 1;
@@ -175,7 +201,7 @@ fn run(gpu: &Gpu) -> Result<()> {
     report_bandwidth("adamw_step", "[64Mi]", ms, 28.0 * nf, copy_gbs);
 
     let (rows, cols) = (16384usize, 4096usize);
-    let mut sums = buffer(gpu, rows);
+    let mut sums = buffer(gpu, rows)?;
     let ms = median_ms(gpu, || row_sum(gpu, rows, cols, &x, &mut sums))?;
     report_bandwidth("row_sum", "[16384,4096]", ms, 4.0 * nf, copy_gbs);
 
@@ -189,8 +215,8 @@ fn run(gpu: &Gpu) -> Result<()> {
         groups: 32,
         eps: 1e-5,
     };
-    let (gamma, beta) = (buffer(gpu, 256), buffer(gpu, 256));
-    let (mut mean, mut rstd) = (buffer(gpu, 16 * 32), buffer(gpu, 16 * 32));
+    let (gamma, beta) = (buffer(gpu, 256)?, buffer(gpu, 256)?);
+    let (mut mean, mut rstd) = (buffer(gpu, 16 * 32)?, buffer(gpu, 16 * 32)?);
     let ms = median_ms(gpu, || {
         group_norm_forward(gpu, &gn, &x, &gamma, &beta, &mut y, &mut mean, &mut rstd)
     })?;
@@ -203,7 +229,11 @@ fn run(gpu: &Gpu) -> Result<()> {
     );
 
     let s = 4096usize;
-    let (a, b, mut c) = (buffer(gpu, s * s), buffer(gpu, s * s), buffer(gpu, s * s));
+    let (a, b, mut c) = (
+        buffer(gpu, s * s)?,
+        buffer(gpu, s * s)?,
+        buffer(gpu, s * s)?,
+    );
     let ms = median_ms(gpu, || {
         sgemm(
             gpu,
@@ -225,7 +255,7 @@ fn run(gpu: &Gpu) -> Result<()> {
         "sgemm", "4096^3"
     );
 
-    let (a16, b16) = (bf16_buffer(gpu, s * s)?, bf16_buffer(gpu, s * s)?);
+    let (a16, b16) = (bf16_buffer(gpu, s * s, 1)?, bf16_buffer(gpu, s * s, 2)?);
     let ms = median_ms(gpu, || {
         gemm_bf16(gpu, s, s, s, 1.0, &a16, &b16, 0.0, &mut c)
     })?;
@@ -233,6 +263,19 @@ fn run(gpu: &Gpu) -> Result<()> {
     println!(
         "{:<22} {:<26} {ms:>9.3} ms {tflops:>9.2} TFLOP/s",
         "gemm_bf16 (f32 acc)", "4096^3"
+    );
+
+    // rounding an f32 operand of the bf16 matmul: read 4 bytes, write 2 per element
+    let mut packed = bf16_buffer(gpu, s * s, 3)?;
+    let ms = median_ms(gpu, || {
+        pack_bf16(gpu, &a, s, s, MatrixLayout::row_major(s), s, s, &mut packed)
+    })?;
+    report_bandwidth(
+        "pack_bf16",
+        "[4096,4096]",
+        ms,
+        6.0 * (s * s) as f64,
+        copy_gbs,
     );
 
     // a UNet-sized 3x3 convolution: [8, 256, 64, 64] -> [8, 256, 64, 64]
@@ -250,11 +293,11 @@ fn run(gpu: &Gpu) -> Result<()> {
         groups: 1,
     };
     let (cx, cw, cb) = (
-        buffer(gpu, 8 * 256 * 64 * 64),
-        buffer(gpu, 256 * 256 * 9),
-        buffer(gpu, 256),
+        buffer(gpu, 8 * 256 * 64 * 64)?,
+        buffer(gpu, 256 * 256 * 9)?,
+        buffer(gpu, 256)?,
     );
-    let mut cy = buffer(gpu, 8 * 256 * 64 * 64);
+    let mut cy = buffer(gpu, 8 * 256 * 64 * 64)?;
     let ms = median_ms(gpu, || {
         conv2d_forward(gpu, &cs, &cx, &cw, Some(&cb), &mut cy)
     })?;
@@ -274,11 +317,11 @@ fn run(gpu: &Gpu) -> Result<()> {
     };
     let qkv_len = 64 * 1024 * 64;
     let (aq, ak, av) = (
-        buffer(gpu, qkv_len),
-        buffer(gpu, qkv_len),
-        buffer(gpu, qkv_len),
+        buffer(gpu, qkv_len)?,
+        buffer(gpu, qkv_len)?,
+        buffer(gpu, qkv_len)?,
     );
-    let (mut ao, mut alse) = (buffer(gpu, qkv_len), buffer(gpu, 64 * 1024));
+    let (mut ao, mut alse) = (buffer(gpu, qkv_len)?, buffer(gpu, 64 * 1024)?);
     let ms = median_ms(gpu, || {
         attention_forward(
             gpu,
@@ -335,15 +378,15 @@ fn backward_kernels(gpu: &Gpu) -> Result<()> {
         };
         let (oh, ow) = s.output_hw().expect("valid U-Net shape");
         let (x, w, b) = (
-            buffer(gpu, batch * channels * size * size),
-            buffer(gpu, out_channels * channels * 9),
-            buffer(gpu, out_channels),
+            buffer(gpu, batch * channels * size * size)?,
+            buffer(gpu, out_channels * channels * 9)?,
+            buffer(gpu, out_channels)?,
         );
         let (mut y, mut dx) = (
-            buffer(gpu, batch * out_channels * oh * ow),
-            buffer(gpu, x.len()),
+            buffer(gpu, batch * out_channels * oh * ow)?,
+            buffer(gpu, x.len())?,
         );
-        let (mut dw, mut db) = (buffer(gpu, w.len()), buffer(gpu, out_channels));
+        let (mut dw, mut db) = (buffer(gpu, w.len())?, buffer(gpu, out_channels)?);
         // the useful multiply-adds of each of the three passes
         let flop = 2.0 * (batch * out_channels * oh * ow * channels * 9) as f64;
         let label = format!("[{batch},{channels},{size},{size}]->{out_channels}");
@@ -379,13 +422,17 @@ fn backward_kernels(gpu: &Gpu) -> Result<()> {
         };
         let elems = batch_heads * len * head_dim;
         let (q, k, v, g) = (
-            buffer(gpu, elems),
-            buffer(gpu, elems),
-            buffer(gpu, elems),
-            buffer(gpu, elems),
+            buffer(gpu, elems)?,
+            buffer(gpu, elems)?,
+            buffer(gpu, elems)?,
+            buffer(gpu, elems)?,
         );
-        let (mut out, mut lse) = (buffer(gpu, elems), buffer(gpu, batch_heads * len));
-        let (mut dq, mut dk, mut dv) = (buffer(gpu, elems), buffer(gpu, elems), buffer(gpu, elems));
+        let (mut out, mut lse) = (buffer(gpu, elems)?, buffer(gpu, batch_heads * len)?);
+        let (mut dq, mut dk, mut dv) = (
+            buffer(gpu, elems)?,
+            buffer(gpu, elems)?,
+            buffer(gpu, elems)?,
+        );
         let none = None::<&CudaSlice<f32>>;
         let label = format!("[{batch_heads},{len},{len},{head_dim}]");
         // FlashAttention's counts: forward 2 matrix products (4 BH L^2 d), backward 5 (10 BH L^2 d)
@@ -415,15 +462,22 @@ fn backward_kernels(gpu: &Gpu) -> Result<()> {
 fn main() {
     let gpu = match Gpu::new(0) {
         Ok(gpu) => gpu,
-        Err(err) => {
-            eprintln!("cuda_bench: skipped: no CUDA driver ({err})");
+        Err(err) if !driver_library_present() => {
+            eprintln!("cuda_bench: nothing to time: {err}");
             return;
+        }
+        Err(err) => {
+            eprintln!("cuda_bench: cannot run on device 0: {err}");
+            std::process::exit(1);
         }
     };
     let limits = gpu.limits();
     println!(
-        "device 0: sm_{}{}, {} SMs",
-        limits.compute_capability.0, limits.compute_capability.1, limits.multiprocessors
+        "device 0: {}, sm_{}{}, {} SMs",
+        gpu.name(),
+        limits.compute_capability.0,
+        limits.compute_capability.1,
+        limits.multiprocessors
     );
     if let Err(err) = run(&gpu) {
         eprintln!("cuda_bench: {err}");

@@ -4,13 +4,15 @@
 //! Buckets: a request for `len` f32s is rounded up to a quarter-octave size (the next multiple of 2^(floor(log2 len)-2),
 //! at least 256 elements), so a buffer is at most 25% larger than asked for and one bucket serves all requests that
 //! round to it. A buffer taken from the pool holds whatever its last user left in it: callers write before they read.
+//! A request for 0 elements gets an empty [`DeviceBuffer`], which owns no device memory at all.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::sys::CUresult;
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DriverError};
+use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 
+use crate::buffer::DeviceBuffer;
 use crate::error::{driver_error, KernelError, Result};
 
 /// The smallest bucket, in elements (1 KiB of f32).
@@ -26,33 +28,6 @@ pub fn bucket_len(len: usize) -> usize {
     len.div_ceil(step) * step
 }
 
-/// A device buffer of `len` f32s on loan from a [`BufferPool`] (its allocation may be larger).
-#[derive(Debug)]
-pub struct PooledBuffer {
-    slice: CudaSlice<f32>,
-    len: usize,
-}
-
-impl PooledBuffer {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The first `len` elements, for reading.
-    pub fn view(&self) -> CudaView<'_, f32> {
-        self.slice.slice(..self.len)
-    }
-
-    /// The first `len` elements, for writing.
-    pub fn view_mut(&mut self) -> CudaViewMut<'_, f32> {
-        self.slice.slice_mut(..self.len)
-    }
-}
-
 /// Free lists of device buffers, keyed by bucket size.
 #[derive(Debug, Default)]
 pub struct BufferPool {
@@ -61,12 +36,16 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
-    /// A buffer of `len` f32s: a cached one of the right bucket if there is one, else a fresh allocation on `stream`.
-    pub fn take(&mut self, stream: &Arc<CudaStream>, len: usize) -> Result<PooledBuffer> {
+    /// A buffer of `len` f32s: a cached one of the right bucket if there is one, else a fresh allocation on `stream`;
+    /// for `len` 0 an empty buffer, which owns no device memory.
+    pub fn take(&mut self, stream: &Arc<CudaStream>, len: usize) -> Result<DeviceBuffer> {
+        if len == 0 {
+            return Ok(DeviceBuffer::empty(stream));
+        }
         let bucket = bucket_len(len);
         if let Some(slice) = self.free.get_mut(&bucket).and_then(Vec::pop) {
             self.cached_elements -= bucket;
-            return Ok(PooledBuffer { slice, len });
+            return Ok(DeviceBuffer::within(slice, len));
         }
         // SAFETY: the allocation is uninitialised device memory; every bit pattern is a valid f32 and the pool's
         // contract (module docs) is that callers write a buffer before they read it.
@@ -81,14 +60,16 @@ impl BufferPool {
             }
             Err(e) => return Err(allocation_error(bucket, 0, e)),
         };
-        Ok(PooledBuffer { slice, len })
+        Ok(DeviceBuffer::within(slice, len))
     }
 
-    /// Returns a buffer to its free list.
-    pub fn give_back(&mut self, buffer: PooledBuffer) {
-        let bucket = buffer.slice.len();
-        self.cached_elements += bucket;
-        self.free.entry(bucket).or_default().push(buffer.slice);
+    /// Returns a buffer's allocation to its free list (an empty buffer has none).
+    pub fn give_back(&mut self, buffer: DeviceBuffer) {
+        if let Some(slice) = buffer.into_allocation() {
+            let bucket = slice.len();
+            self.cached_elements += bucket;
+            self.free.entry(bucket).or_default().push(slice);
+        }
     }
 
     /// Frees every cached buffer (e.g. before a phase with different shapes).

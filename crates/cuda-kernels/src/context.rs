@@ -5,11 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::CUdevice_attribute as Attr;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
 use cudarc::nvrtc::Ptx;
 
-use crate::alloc::{BufferPool, PooledBuffer};
-use crate::error::{driver_error, KernelError, Result};
+use crate::alloc::BufferPool;
+use crate::buffer::DeviceBuffer;
+use crate::error::{driver_error, Result};
+use crate::jit::jit_error_log;
+use crate::open_error::{driver_library_present, OpenError};
 
 /// One hand-written PTX file in `kernels/`, embedded in the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,6 +26,7 @@ pub enum Module {
     GroupNorm,
     GemmF32,
     GemmBf16,
+    PackBf16,
     Conv2d,
     Conv2dBackward,
     Attention,
@@ -35,7 +39,7 @@ pub enum Module {
 
 impl Module {
     /// Every module; [`Gpu::new`] loads them all, so any entry point can be looked up.
-    pub const ALL: [Module; 17] = [
+    pub const ALL: [Module; 18] = [
         Module::Philox,
         Module::Elementwise,
         Module::Noise,
@@ -45,6 +49,7 @@ impl Module {
         Module::GroupNorm,
         Module::GemmF32,
         Module::GemmBf16,
+        Module::PackBf16,
         Module::Conv2d,
         Module::Conv2dBackward,
         Module::Attention,
@@ -67,6 +72,7 @@ impl Module {
             Module::GroupNorm => "group_norm.ptx",
             Module::GemmF32 => "gemm_f32.ptx",
             Module::GemmBf16 => "gemm_bf16.ptx",
+            Module::PackBf16 => "pack_bf16.ptx",
             Module::Conv2d => "conv2d.ptx",
             Module::Conv2dBackward => "conv2d_backward.ptx",
             Module::Attention => "attention.ptx",
@@ -90,6 +96,7 @@ impl Module {
             Module::GroupNorm => include_str!("../../../kernels/group_norm.ptx"),
             Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
             Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
+            Module::PackBf16 => include_str!("../../../kernels/pack_bf16.ptx"),
             Module::Conv2d => include_str!("../../../kernels/conv2d.ptx"),
             Module::Conv2dBackward => include_str!("../../../kernels/conv2d_backward.ptx"),
             Module::Attention => include_str!("../../../kernels/attention.ptx"),
@@ -118,13 +125,14 @@ pub struct DeviceLimits {
 
 /// A CUDA device ready to run diffuse's kernels.
 ///
-/// Create one with [`Gpu::new`]; it returns a [`KernelError`] (never panics) when there is no CUDA driver, no device
-/// with that ordinal, or a device older than sm_80.
+/// Create one with [`Gpu::new`]; it returns an [`OpenError`] (never panics) that says whether the machine has no such
+/// device or has one that cannot run the kernels.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     modules: HashMap<Module, Arc<CudaModule>>,
     functions: Mutex<HashMap<(Module, &'static str), CudaFunction>>,
+    name: String,
     limits: DeviceLimits,
     pool: Mutex<BufferPool>,
 }
@@ -133,37 +141,26 @@ const OP: &str = "gpu";
 
 impl Gpu {
     /// Opens device `ordinal`: checks that the CUDA driver library can be loaded, creates the context and a stream,
-    /// reads the device limits and loads every PTX module.
-    pub fn new(ordinal: usize) -> Result<Gpu> {
-        // SAFETY: `is_culib_present` only tries to open the driver library by its usual names and closes it again;
-        // it has no preconditions. Checking first matters: with dynamic loading, any driver call panics when the
-        // library is missing.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(KernelError::new(
-                OP,
-                "no CUDA driver: the driver library (libcuda.so / nvcuda.dll) could not be loaded",
-            ));
+    /// reads the device limits, checks the compute capability and loads (JIT-compiles) every PTX module.
+    pub fn new(ordinal: usize) -> std::result::Result<Gpu, OpenError> {
+        // Checking first matters: with dynamic loading, any driver call panics when the library is missing.
+        if !driver_library_present() {
+            return Err(OpenError::no_driver());
         }
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| driver_error(OP, &format!("creating a context on device {ordinal}"), e))?;
-        let limits = read_limits(&ctx)?;
-        if limits.compute_capability.0 < 8 {
-            return Err(KernelError::new(
-                OP,
-                format!(
-                    "device {ordinal} has compute capability {}.{}; the kernels need sm_80 or newer",
-                    limits.compute_capability.0, limits.compute_capability.1
-                ),
-            ));
-        }
-        let stream = ctx
-            .new_stream()
-            .map_err(|e| driver_error(OP, "creating a stream", e))?;
+        let driver = |doing: &str| {
+            let doing = format!("{doing} on device {ordinal}");
+            move |e| OpenError::from_driver(&doing, e)
+        };
+        let ctx = CudaContext::new(ordinal).map_err(driver("creating a context"))?;
+        let name = ctx.name().map_err(driver("reading the name"))?;
+        let limits = read_limits(&ctx).map_err(|e| OpenError::Unusable(e.to_string()))?;
+        check_compute_capability(ordinal, &name, limits.compute_capability)?;
+        let stream = ctx.new_stream().map_err(driver("creating a stream"))?;
         let mut modules = HashMap::new();
         for module in Module::ALL {
             let loaded = ctx
                 .load_module(Ptx::from_src(module.source()))
-                .map_err(|e| driver_error(OP, &format!("loading {}", module.file()), e))?;
+                .map_err(|e| module_error(ordinal, &name, module, e))?;
             modules.insert(module, loaded);
         }
         Ok(Gpu {
@@ -171,9 +168,15 @@ impl Gpu {
             stream,
             modules,
             functions: Mutex::new(HashMap::new()),
+            name,
             limits,
             pool: Mutex::new(BufferPool::default()),
         })
+    }
+
+    /// The device's name as the driver reports it, e.g. "NVIDIA H200".
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -195,7 +198,7 @@ impl Gpu {
     }
 
     /// A device buffer of `len` f32s from the caching allocator (contents are whatever its last user left).
-    pub fn take_buffer(&self, len: usize) -> Result<PooledBuffer> {
+    pub fn take_buffer(&self, len: usize) -> Result<DeviceBuffer> {
         self.pool
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -203,7 +206,7 @@ impl Gpu {
     }
 
     /// Returns a buffer to the caching allocator for reuse.
-    pub fn give_back_buffer(&self, buffer: PooledBuffer) {
+    pub fn give_back_buffer(&self, buffer: DeviceBuffer) {
         self.pool
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -231,6 +234,39 @@ impl Gpu {
             .map_err(|e| driver_error(OP, &format!("finding {name} in {}", module.file()), e))?;
         functions.insert((module, name), f.clone());
         Ok(f)
+    }
+}
+
+/// The oldest architecture the kernels are written for (`.target sm_80`: `cp.async`, bf16 `mma.sync`).
+const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
+
+/// An [`OpenError::Unusable`] naming the device when it is older than sm_80.
+pub fn check_compute_capability(
+    ordinal: usize,
+    name: &str,
+    (major, minor): (i32, i32),
+) -> std::result::Result<(), OpenError> {
+    if (major, minor) >= MIN_COMPUTE_CAPABILITY {
+        return Ok(());
+    }
+    Err(OpenError::Unusable(format!(
+        "device {ordinal} ({name}) has compute capability {major}.{minor}; the kernels need sm_80 or newer"
+    )))
+}
+
+/// A PTX module that did not load: the driver's error and, when it has one, its JIT log (the assembler's complaint
+/// with the line number).
+fn module_error(ordinal: usize, name: &str, module: Module, err: DriverError) -> OpenError {
+    let doing = format!(
+        "loading kernels/{} on device {ordinal} ({name})",
+        module.file()
+    );
+    match OpenError::from_driver(&doing, err) {
+        OpenError::Unusable(message) => OpenError::Unusable(match jit_error_log(module.source()) {
+            Some(log) => format!("{message}; the driver's JIT log:\n{log}"),
+            None => message,
+        }),
+        no_device => no_device,
     }
 }
 
@@ -263,4 +299,22 @@ fn read_limits(ctx: &Arc<CudaContext>) -> Result<DeviceLimits> {
             Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
         )?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_compute_capability;
+
+    #[test]
+    fn a_device_older_than_sm_80_is_unusable_and_named() {
+        let err = check_compute_capability(1, "Tesla T4", (7, 5)).unwrap_err();
+        assert!(!err.is_no_device(), "an old device is a device: {err}");
+        assert!(
+            err.message().contains("device 1 (Tesla T4)") && err.message().contains("7.5"),
+            "{err}"
+        );
+        for capability in [(8, 0), (8, 6), (9, 0), (12, 0)] {
+            assert!(check_compute_capability(0, "any", capability).is_ok());
+        }
+    }
 }

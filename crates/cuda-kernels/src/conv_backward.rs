@@ -4,7 +4,7 @@
 
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
-use crate::alloc::PooledBuffer;
+use crate::buffer::DeviceBuffer;
 use crate::context::{Gpu, Module};
 use crate::conv::Conv2dShape;
 use crate::error::{check_len, KernelError, Result};
@@ -244,7 +244,7 @@ fn weight_gradient(
     input: &impl DevicePtr<f32>,
     grad_output: &impl DevicePtr<f32>,
     grad_weight: &mut impl DevicePtrMut<f32>,
-    workspace: Option<&mut PooledBuffer>,
+    workspace: Option<&mut DeviceBuffer>,
     split: Split,
 ) -> Result<()> {
     const OP: &str = "conv2d_backward_weight";

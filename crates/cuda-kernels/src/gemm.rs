@@ -39,7 +39,8 @@ impl MatrixLayout {
 }
 
 /// Checks that every element of a `[rows, cols]` operand lies inside its buffer.
-fn check_operand(
+pub(crate) fn check_operand(
+    op: &'static str,
     name: &str,
     rows: usize,
     cols: usize,
@@ -53,7 +54,7 @@ fn check_operand(
         + (cols - 1) as u128 * layout.col_stride as u128;
     if last >= len as u128 {
         return Err(KernelError::new(
-            "sgemm",
+            op,
             format!("{name} [{rows}, {cols}] with strides {layout:?} reaches element {last} of a buffer of {len}"),
         ));
     }
@@ -84,8 +85,8 @@ pub fn sgemm(
             ));
         }
     }
-    check_operand("A", m, k, a_layout, a.len())?;
-    check_operand("B", k, n, b_layout, b.len())?;
+    check_operand(OP, "A", m, k, a_layout, a.len())?;
+    check_operand(OP, "B", k, n, b_layout, b.len())?;
     check_len(OP, "C", c.len(), m * n)?;
     if m == 0 || n == 0 {
         return Ok(());

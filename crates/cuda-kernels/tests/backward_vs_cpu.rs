@@ -3,24 +3,24 @@
 //! random and include the awkward ones: batch 1, one channel, stride 2, padding 0 and 2, dilation 2, groups, sizes
 //! that are not multiples of the 128-wide GEMM tiles or the 32-row attention tiles, fully masked attention rows.
 //!
-//! Without a CUDA driver or device every test prints `skipped: no CUDA driver (<reason>)` to stderr and returns.
+//! The tests run under `diffuse-gpu-test`'s harness: without a CUDA driver or device each is reported ignored, with
+//! the reason; on a device that cannot run the kernels each fails with the driver's message.
 
 mod common;
 
-use common::{download, gpu_or_skip, runner, upload};
+use common::{download, runner, upload};
 
-use cudarc::driver::CudaSlice;
 use diffuse_cpu_kernels::attention as cpu_attention;
 use diffuse_cpu_kernels::conv2d::{self as cpu_conv, Conv2dShape as CpuConv2dShape};
 use diffuse_cuda_kernels::attention::{self, AttentionShape};
 use diffuse_cuda_kernels::attention_backward::attention_backward;
 use diffuse_cuda_kernels::conv::Conv2dShape;
 use diffuse_cuda_kernels::conv_backward::{conv2d_backward_input, conv2d_backward_weight};
-use diffuse_cuda_kernels::Gpu;
+use diffuse_cuda_kernels::{DeviceBuffer, Gpu};
 use proptest::prelude::*;
 
 /// A device buffer filled with NaN, so that an element a kernel forgets to write cannot pass.
-fn poisoned(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
+fn poisoned(gpu: &Gpu, len: usize) -> DeviceBuffer {
     upload(gpu, &vec![f32::NAN; len])
 }
 
@@ -209,11 +209,7 @@ fn check_backward_weight(
     Ok(())
 }
 
-#[test]
-fn conv2d_backward_input_matches_the_cpu_kernel() {
-    let Some(gpu) = gpu_or_skip("conv2d_backward_input_matches_the_cpu_kernel") else {
-        return;
-    };
+fn conv2d_backward_input_matches_the_cpu_kernel(gpu: &Gpu) {
     runner()
         .run(&conv_case(), |(s, seed)| {
             check_backward_input(gpu, &s, seed)
@@ -221,11 +217,7 @@ fn conv2d_backward_input_matches_the_cpu_kernel() {
         .unwrap();
 }
 
-#[test]
-fn conv2d_backward_weight_and_bias_match_the_cpu_kernel() {
-    let Some(gpu) = gpu_or_skip("conv2d_backward_weight_and_bias_match_the_cpu_kernel") else {
-        return;
-    };
+fn conv2d_backward_weight_and_bias_match_the_cpu_kernel(gpu: &Gpu) {
     runner()
         .run(&(conv_case(), any::<bool>()), |((s, seed), bias)| {
             check_backward_weight(gpu, &s, seed, bias)
@@ -272,24 +264,14 @@ fn wide_shapes() -> Vec<Conv2dShape> {
     ]
 }
 
-#[test]
-fn conv2d_backward_matches_the_cpu_kernel_past_one_tile_and_with_a_split_reduction() {
-    let Some(gpu) = gpu_or_skip(
-        "conv2d_backward_matches_the_cpu_kernel_past_one_tile_and_with_a_split_reduction",
-    ) else {
-        return;
-    };
+fn conv2d_backward_matches_the_cpu_kernel_past_one_tile_and_with_a_split_reduction(gpu: &Gpu) {
     for (i, s) in wide_shapes().iter().enumerate() {
         check_backward_input(gpu, s, i as u64).unwrap();
         check_backward_weight(gpu, s, i as u64, true).unwrap();
     }
 }
 
-#[test]
-fn conv2d_backward_weight_gives_the_same_bits_every_run() {
-    let Some(gpu) = gpu_or_skip("conv2d_backward_weight_gives_the_same_bits_every_run") else {
-        return;
-    };
+fn conv2d_backward_weight_gives_the_same_bits_every_run(gpu: &Gpu) {
     let s = wide_shapes()[2];
     let (x_len, w_len, y_len) = conv_lens(&s);
     let (x, dy) = (
@@ -299,7 +281,7 @@ fn conv2d_backward_weight_gives_the_same_bits_every_run() {
     let runs: Vec<Vec<f32>> = (0..3)
         .map(|_| {
             let mut dw = poisoned(gpu, w_len);
-            conv2d_backward_weight(gpu, &s, &x, &dy, &mut dw, None::<&mut CudaSlice<f32>>).unwrap();
+            conv2d_backward_weight(gpu, &s, &x, &dy, &mut dw, None::<&mut DeviceBuffer>).unwrap();
             download(gpu, &dw)
         })
         .collect();
@@ -308,11 +290,7 @@ fn conv2d_backward_weight_gives_the_same_bits_every_run() {
     assert_eq!(bits(&runs[0]), bits(&runs[2]));
 }
 
-#[test]
-fn conv2d_backward_of_an_empty_batch_is_an_empty_sum() {
-    let Some(gpu) = gpu_or_skip("conv2d_backward_of_an_empty_batch_is_an_empty_sum") else {
-        return;
-    };
+fn conv2d_backward_of_an_empty_batch_is_an_empty_sum(gpu: &Gpu) {
     let s = Conv2dShape {
         batch: 0,
         ..wide_shapes()[1]
@@ -327,11 +305,7 @@ fn conv2d_backward_of_an_empty_batch_is_an_empty_sum() {
     conv2d_backward_input(gpu, &s, &empty, &upload(gpu, &values(1, w_len)), &mut dx).unwrap();
 }
 
-#[test]
-fn conv2d_backward_refuses_buffers_of_the_wrong_length() {
-    let Some(gpu) = gpu_or_skip("conv2d_backward_refuses_buffers_of_the_wrong_length") else {
-        return;
-    };
+fn conv2d_backward_refuses_buffers_of_the_wrong_length(gpu: &Gpu) {
     let s = wide_shapes()[0];
     let (x_len, w_len, y_len) = conv_lens(&s);
     let (x, w, dy) = (
@@ -419,11 +393,7 @@ fn attention_case() -> impl Strategy<Value = (AttentionShape, Mask, u64)> {
         })
 }
 
-#[test]
-fn attention_forward_and_backward_match_the_cpu_kernels() {
-    let Some(gpu) = gpu_or_skip("attention_forward_and_backward_match_the_cpu_kernels") else {
-        return;
-    };
+fn attention_forward_and_backward_match_the_cpu_kernels(gpu: &Gpu) {
     // Both sides compute in f32 with a ~2^-21-accurate exp. Scores are O(1) (scale = 1/sqrt(head_dim), entries in
     // [-1, 1)), probabilities are at most 1 and every gradient is a sum of at most 70 terms of size O(1): the two
     // differ by a few hundred ulps of the largest term. 1e-4 of max(1, |want|) holds that with room.
@@ -530,13 +500,7 @@ fn attention_forward_and_backward_match_the_cpu_kernels() {
         .unwrap();
 }
 
-#[test]
-fn attention_backward_without_queries_zeroes_the_key_and_value_gradients() {
-    let Some(gpu) =
-        gpu_or_skip("attention_backward_without_queries_zeroes_the_key_and_value_gradients")
-    else {
-        return;
-    };
+fn attention_backward_without_queries_zeroes_the_key_and_value_gradients(gpu: &Gpu) {
     let s = AttentionShape {
         batch_heads: 2,
         q_len: 0,
@@ -553,7 +517,7 @@ fn attention_backward_without_queries_zeroes_the_key_and_value_gradients() {
         &empty,
         &kv,
         &kv,
-        None::<&CudaSlice<f32>>,
+        None::<&DeviceBuffer>,
         &empty,
         &empty,
         &empty,
@@ -566,11 +530,7 @@ fn attention_backward_without_queries_zeroes_the_key_and_value_gradients() {
     assert!(download(gpu, &dv).iter().all(|&x| x == 0.0));
 }
 
-#[test]
-fn attention_backward_refuses_a_bias_of_the_wrong_length() {
-    let Some(gpu) = gpu_or_skip("attention_backward_refuses_a_bias_of_the_wrong_length") else {
-        return;
-    };
+fn attention_backward_refuses_a_bias_of_the_wrong_length(gpu: &Gpu) {
     let s = AttentionShape {
         batch_heads: 2,
         q_len: 3,
@@ -598,4 +558,19 @@ fn attention_backward_refuses_a_bias_of_the_wrong_length() {
     )
     .unwrap_err();
     assert!(err.message.contains("bias"), "{err}");
+}
+
+fn main() {
+    let tests = diffuse_gpu_test::on_gpu![
+        conv2d_backward_input_matches_the_cpu_kernel,
+        conv2d_backward_weight_and_bias_match_the_cpu_kernel,
+        conv2d_backward_matches_the_cpu_kernel_past_one_tile_and_with_a_split_reduction,
+        conv2d_backward_weight_gives_the_same_bits_every_run,
+        conv2d_backward_of_an_empty_batch_is_an_empty_sum,
+        conv2d_backward_refuses_buffers_of_the_wrong_length,
+        attention_forward_and_backward_match_the_cpu_kernels,
+        attention_backward_without_queries_zeroes_the_key_and_value_gradients,
+        attention_backward_refuses_a_bias_of_the_wrong_length,
+    ];
+    diffuse_gpu_test::run(|| Gpu::new(0), tests);
 }

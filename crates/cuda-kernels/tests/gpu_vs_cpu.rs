@@ -4,15 +4,15 @@
 //! length 1, lengths that are not a multiple of any tile or vector width, offsets that start mid-block. The backward
 //! kernels are held against their CPU twins in `backward_vs_cpu.rs`.
 //!
-//! Without a CUDA driver or device every test prints `skipped: no CUDA driver (<reason>)` to stderr and returns.
+//! The tests run under `diffuse-gpu-test`'s harness: without a CUDA driver or device each is reported ignored, with
+//! the reason; on a device that cannot run the kernels each fails with the driver's message.
 
 mod reference;
 
 mod common;
 
-use common::{download, gpu_or_skip, runner, upload, zeros};
+use common::{download, runner, runner_of, upload, zeros};
 
-use cudarc::driver::CudaSlice;
 use diffuse_cpu_kernels as cpu_kernels;
 use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
 use diffuse_cuda_kernels::attention::{self, AttentionShape};
@@ -21,10 +21,10 @@ use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{self, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{self, GroupNormShape};
 use diffuse_cuda_kernels::noise::{self, StepCoefficients};
-use diffuse_cuda_kernels::{philox, reduce, softmax};
+use diffuse_cuda_kernels::{pack_bf16, philox, reduce, softmax};
+use diffuse_cuda_kernels::{DeviceBuffer, Gpu};
 use half::bf16;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 
 /// |got - want| <= tol * max(1, |want|) elementwise, with the first offender named.
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<(), TestCaseError> {
@@ -47,11 +47,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<(), T
 
 // ---------------------------------------------------------------------------------------------------------- philox
 
-#[test]
-fn fill_uniform_reproduces_the_cpu_stream_bit_for_bit() {
-    let Some(gpu) = gpu_or_skip("fill_uniform_reproduces_the_cpu_stream_bit_for_bit") else {
-        return;
-    };
+fn fill_uniform_reproduces_the_cpu_stream_bit_for_bit(gpu: &Gpu) {
     runner()
         .run(
             &(any::<u64>(), 0u64..64, 1usize..3000),
@@ -69,11 +65,7 @@ fn fill_uniform_reproduces_the_cpu_stream_bit_for_bit() {
         .unwrap();
 }
 
-#[test]
-fn fill_normal_matches_the_cpu_stream() {
-    let Some(gpu) = gpu_or_skip("fill_normal_matches_the_cpu_stream") else {
-        return;
-    };
+fn fill_normal_matches_the_cpu_stream(gpu: &Gpu) {
     // The uniforms are bit-exact; the GPU's cos.approx/sin.approx (absolute error <= 2^-20.9 on [-pi, pi]) times
     // r <= 5.9, plus a few f32 roundings in ln and 2*pi*u, bound the difference by ~5e-6 absolute.
     runner()
@@ -97,11 +89,7 @@ fn fill_normal_matches_the_cpu_stream() {
         .unwrap();
 }
 
-#[test]
-fn fill_normal_with_a_huge_offset_uses_the_high_counter_word() {
-    let Some(gpu) = gpu_or_skip("fill_normal_with_a_huge_offset_uses_the_high_counter_word") else {
-        return;
-    };
+fn fill_normal_with_a_huge_offset_uses_the_high_counter_word(gpu: &Gpu) {
     let offset = (1u64 << 34) + 3;
     let mut out = zeros(gpu, 7);
     philox::fill_normal(gpu, 42, offset, &mut out).unwrap();
@@ -214,12 +202,7 @@ fn unary_op_strategy() -> impl Strategy<Value = UnaryOp> {
     ]
 }
 
-#[test]
-fn unary_maps_on_strided_broadcast_operands_match_the_reference() {
-    let Some(gpu) = gpu_or_skip("unary_maps_on_strided_broadcast_operands_match_the_reference")
-    else {
-        return;
-    };
+fn unary_maps_on_strided_broadcast_operands_match_the_reference(gpu: &Gpu) {
     let case = shape_strategy().prop_flat_map(|shape| {
         (
             Just(shape.clone()),
@@ -270,11 +253,7 @@ fn unary_maps_on_strided_broadcast_operands_match_the_reference() {
         .unwrap();
 }
 
-#[test]
-fn copy_strided_makes_any_layout_contiguous_exactly() {
-    let Some(gpu) = gpu_or_skip("copy_strided_makes_any_layout_contiguous_exactly") else {
-        return;
-    };
+fn copy_strided_makes_any_layout_contiguous_exactly(gpu: &Gpu) {
     let case =
         shape_strategy().prop_flat_map(|shape| (Just(shape.clone()), operand_strategy(shape)));
     runner()
@@ -299,11 +278,7 @@ fn copy_strided_makes_any_layout_contiguous_exactly() {
         .unwrap();
 }
 
-#[test]
-fn binary_maps_broadcast_both_operands_exactly() {
-    let Some(gpu) = gpu_or_skip("binary_maps_broadcast_both_operands_exactly") else {
-        return;
-    };
+fn binary_maps_broadcast_both_operands_exactly(gpu: &Gpu) {
     let ops = prop_oneof![
         Just(BinaryOp::Add),
         Just(BinaryOp::Sub),
@@ -368,11 +343,7 @@ fn binary_maps_broadcast_both_operands_exactly() {
         .unwrap();
 }
 
-#[test]
-fn an_operand_that_reaches_past_its_buffer_is_refused() {
-    let Some(gpu) = gpu_or_skip("an_operand_that_reaches_past_its_buffer_is_refused") else {
-        return;
-    };
+fn an_operand_that_reaches_past_its_buffer_is_refused(gpu: &Gpu) {
     let x = zeros(gpu, 5);
     let mut out = zeros(gpu, 6);
     let err = elementwise::copy_strided(gpu, &[2, 3], &x, Operand::new(&[3, 1], 0), &mut out)
@@ -390,11 +361,7 @@ fn batch_case() -> impl Strategy<Value = (usize, usize, u64, u64)> {
     (1usize..5, 1usize..700, any::<u64>(), 0u64..37)
 }
 
-#[test]
-fn q_sample_mixes_x0_with_the_philox_noise_of_the_cpu() {
-    let Some(gpu) = gpu_or_skip("q_sample_mixes_x0_with_the_philox_noise_of_the_cpu") else {
-        return;
-    };
+fn q_sample_mixes_x0_with_the_philox_noise_of_the_cpu(gpu: &Gpu) {
     // eps is the normal stream (within 1e-5, see fill_normal); x_t adds one fma on top.
     runner()
         .run(&batch_case(), |(batch, per_sample, seed, offset)| {
@@ -423,13 +390,7 @@ fn q_sample_mixes_x0_with_the_philox_noise_of_the_cpu() {
         .unwrap();
 }
 
-#[test]
-fn sampler_step_matches_the_reference_step_with_and_without_clipping() {
-    let Some(gpu) =
-        gpu_or_skip("sampler_step_matches_the_reference_step_with_and_without_clipping")
-    else {
-        return;
-    };
+fn sampler_step_matches_the_reference_step_with_and_without_clipping(gpu: &Gpu) {
     runner()
         .run(
             &(batch_case(), any::<bool>()),
@@ -490,11 +451,7 @@ fn sampler_step_matches_the_reference_step_with_and_without_clipping() {
         .unwrap();
 }
 
-#[test]
-fn q_sample_refuses_x0_that_does_not_split_into_the_batch() {
-    let Some(gpu) = gpu_or_skip("q_sample_refuses_x0_that_does_not_split_into_the_batch") else {
-        return;
-    };
+fn q_sample_refuses_x0_that_does_not_split_into_the_batch(gpu: &Gpu) {
     let (x0, s) = (zeros(gpu, 7), zeros(gpu, 2));
     let (mut x_t, mut eps) = (zeros(gpu, 7), zeros(gpu, 7));
     let err = noise::q_sample(gpu, &x0, &s, &s, 0, 0, &mut x_t, &mut eps).unwrap_err();
@@ -507,11 +464,7 @@ fn q_sample_refuses_x0_that_does_not_split_into_the_batch() {
 
 // ----------------------------------------------------------------------------------------------------------- adamw
 
-#[test]
-fn adamw_step_matches_pytorch_semantics_in_f64() {
-    let Some(gpu) = gpu_or_skip("adamw_step_matches_pytorch_semantics_in_f64") else {
-        return;
-    };
+fn adamw_step_matches_pytorch_semantics_in_f64(gpu: &Gpu) {
     let cfg = AdamWConfig {
         lr: 1e-2,
         beta1: 0.9,
@@ -567,11 +520,7 @@ fn adamw_step_matches_pytorch_semantics_in_f64() {
         .unwrap();
 }
 
-#[test]
-fn adamw_step_zero_is_refused() {
-    let Some(gpu) = gpu_or_skip("adamw_step_zero_is_refused") else {
-        return;
-    };
+fn adamw_step_zero_is_refused(gpu: &Gpu) {
     let cfg = AdamWConfig {
         lr: 1e-3,
         beta1: 0.9,
@@ -601,11 +550,7 @@ fn matrix(seed: u64, len: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn row_sum_and_row_max_match_the_f64_reference() {
-    let Some(gpu) = gpu_or_skip("row_sum_and_row_max_match_the_f64_reference") else {
-        return;
-    };
+fn row_sum_and_row_max_match_the_f64_reference(gpu: &Gpu) {
     runner()
         .run(&rows_case(), |(rows, cols, seed)| {
             let host = matrix(seed, rows * cols, 3.0);
@@ -638,11 +583,7 @@ fn row_sum_and_row_max_match_the_f64_reference() {
         .unwrap();
 }
 
-#[test]
-fn softmax_and_log_softmax_match_the_f64_reference() {
-    let Some(gpu) = gpu_or_skip("softmax_and_log_softmax_match_the_f64_reference") else {
-        return;
-    };
+fn softmax_and_log_softmax_match_the_f64_reference(gpu: &Gpu) {
     // exp within ~2^-21 relative, a cols-term sum within (cols/256 + 8) 2^-24, one rcp/lg2: 1e-5 relative for
     // softmax; log-softmax values are O(10) with ~1e-6 absolute error: 1e-5 relative (absolute below 1).
     runner()
@@ -756,11 +697,7 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
-#[test]
-fn group_norm_forward_matches_the_f64_reference() {
-    let Some(gpu) = gpu_or_skip("group_norm_forward_matches_the_f64_reference") else {
-        return;
-    };
+fn group_norm_forward_matches_the_f64_reference(gpu: &Gpu) {
     // Welford in f32 over L <= 3600 elements: mean and variance within ~(L/256 + 8) 2^-24 relative; y within 1e-5
     // relative for |y| >= 1, 1e-5 absolute below (inputs have mean 0.5 and spread 1, so var is well away from 0).
     runner()
@@ -796,122 +733,113 @@ fn group_norm_forward_matches_the_f64_reference() {
         .unwrap();
 }
 
-#[test]
-fn group_norm_backward_matches_finite_differences() {
-    let Some(gpu) = gpu_or_skip("group_norm_backward_matches_finite_differences") else {
-        return;
-    };
+fn group_norm_backward_matches_finite_differences(gpu: &Gpu) {
     // loss = sum w y with fixed random w (so dy = w); the gradient of the f64 forward by central differences with
     // h = 1e-5 is accurate to ~1e-9; the f32 kernels carry ~1e-6 relative error on O(1) gradients: 1e-4 covers both.
     let small = group_norm_case().prop_filter("small enough for finite differences", |(s, _)| {
         s.spatial <= 37
     });
-    TestRunner::new(Config {
-        cases: 16,
-        ..Config::default()
-    })
-    .run(&small, |(s, seed)| {
-        let n = s.batch * s.channels * s.spatial;
-        let x_host: Vec<f32> = reference::philox::uniforms(seed, 0, n)
-            .iter()
-            .map(|u| 2.0 * u - 0.5)
-            .collect();
-        let w_host: Vec<f32> = reference::philox::uniforms(seed ^ 7, 0, n)
-            .iter()
-            .map(|u| 2.0 * u - 1.0)
-            .collect();
-        let gamma_host: Vec<f32> = (0..s.channels).map(|c| 0.5 + 0.25 * c as f32).collect();
-        let beta_host: Vec<f32> = (0..s.channels).map(|c| 0.1 * c as f32 - 0.2).collect();
-        let stats = s.batch * s.groups;
-        let (x, gamma, beta, dy) = (
-            upload(gpu, &x_host),
-            upload(gpu, &gamma_host),
-            upload(gpu, &beta_host),
-            upload(gpu, &w_host),
-        );
-        let (mut y, mut mean, mut rstd) = (zeros(gpu, n), zeros(gpu, stats), zeros(gpu, stats));
-        group_norm::group_norm_forward(gpu, &s, &x, &gamma, &beta, &mut y, &mut mean, &mut rstd)
-            .unwrap();
-        let (mut dx, mut dgamma, mut dbeta) = (
-            zeros(gpu, n),
-            zeros(gpu, s.channels),
-            zeros(gpu, s.channels),
-        );
-        group_norm::group_norm_backward(
-            gpu,
-            &s,
-            &x,
-            &gamma,
-            &mean,
-            &rstd,
-            &dy,
-            &mut dx,
-            &mut dgamma,
-            &mut dbeta,
-        )
-        .unwrap();
-
-        let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-        let (x64, g64, b64, w64) = (
-            f64s(&x_host),
-            f64s(&gamma_host),
-            f64s(&beta_host),
-            f64s(&w_host),
-        );
-        let loss = |x: &[f64], g: &[f64], b: &[f64]| -> f64 {
-            group_norm_reference(&s, x, g, b)
-                .0
+    runner_of(16)
+        .run(&small, |(s, seed)| {
+            let n = s.batch * s.channels * s.spatial;
+            let x_host: Vec<f32> = reference::philox::uniforms(seed, 0, n)
                 .iter()
-                .zip(&w64)
-                .map(|(y, w)| y * w)
-                .sum()
-        };
-        let h = 1e-5;
-        let central = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
-        let want_dx: Vec<f64> = (0..n)
-            .map(|i| {
-                central(&|d| {
-                    let mut xp = x64.clone();
-                    xp[i] += d;
-                    loss(&xp, &g64, &b64)
+                .map(|u| 2.0 * u - 0.5)
+                .collect();
+            let w_host: Vec<f32> = reference::philox::uniforms(seed ^ 7, 0, n)
+                .iter()
+                .map(|u| 2.0 * u - 1.0)
+                .collect();
+            let gamma_host: Vec<f32> = (0..s.channels).map(|c| 0.5 + 0.25 * c as f32).collect();
+            let beta_host: Vec<f32> = (0..s.channels).map(|c| 0.1 * c as f32 - 0.2).collect();
+            let stats = s.batch * s.groups;
+            let (x, gamma, beta, dy) = (
+                upload(gpu, &x_host),
+                upload(gpu, &gamma_host),
+                upload(gpu, &beta_host),
+                upload(gpu, &w_host),
+            );
+            let (mut y, mut mean, mut rstd) = (zeros(gpu, n), zeros(gpu, stats), zeros(gpu, stats));
+            group_norm::group_norm_forward(
+                gpu, &s, &x, &gamma, &beta, &mut y, &mut mean, &mut rstd,
+            )
+            .unwrap();
+            let (mut dx, mut dgamma, mut dbeta) = (
+                zeros(gpu, n),
+                zeros(gpu, s.channels),
+                zeros(gpu, s.channels),
+            );
+            group_norm::group_norm_backward(
+                gpu,
+                &s,
+                &x,
+                &gamma,
+                &mean,
+                &rstd,
+                &dy,
+                &mut dx,
+                &mut dgamma,
+                &mut dbeta,
+            )
+            .unwrap();
+
+            let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+            let (x64, g64, b64, w64) = (
+                f64s(&x_host),
+                f64s(&gamma_host),
+                f64s(&beta_host),
+                f64s(&w_host),
+            );
+            let loss = |x: &[f64], g: &[f64], b: &[f64]| -> f64 {
+                group_norm_reference(&s, x, g, b)
+                    .0
+                    .iter()
+                    .zip(&w64)
+                    .map(|(y, w)| y * w)
+                    .sum()
+            };
+            let h = 1e-5;
+            let central = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
+            let want_dx: Vec<f64> = (0..n)
+                .map(|i| {
+                    central(&|d| {
+                        let mut xp = x64.clone();
+                        xp[i] += d;
+                        loss(&xp, &g64, &b64)
+                    })
                 })
-            })
-            .collect();
-        let want_dgamma: Vec<f64> = (0..s.channels)
-            .map(|c| {
-                central(&|d| {
-                    let mut gp = g64.clone();
-                    gp[c] += d;
-                    loss(&x64, &gp, &b64)
+                .collect();
+            let want_dgamma: Vec<f64> = (0..s.channels)
+                .map(|c| {
+                    central(&|d| {
+                        let mut gp = g64.clone();
+                        gp[c] += d;
+                        loss(&x64, &gp, &b64)
+                    })
                 })
-            })
-            .collect();
-        let want_dbeta: Vec<f64> = (0..s.channels)
-            .map(|c| {
-                central(&|d| {
-                    let mut bp = b64.clone();
-                    bp[c] += d;
-                    loss(&x64, &g64, &bp)
+                .collect();
+            let want_dbeta: Vec<f64> = (0..s.channels)
+                .map(|c| {
+                    central(&|d| {
+                        let mut bp = b64.clone();
+                        bp[c] += d;
+                        loss(&x64, &g64, &bp)
+                    })
                 })
-            })
-            .collect();
-        assert_close("dx", &download(gpu, &dx), &to_f32(&want_dx), 1e-4)?;
-        assert_close(
-            "dgamma",
-            &download(gpu, &dgamma),
-            &to_f32(&want_dgamma),
-            1e-4,
-        )?;
-        assert_close("dbeta", &download(gpu, &dbeta), &to_f32(&want_dbeta), 1e-4)
-    })
-    .unwrap();
+                .collect();
+            assert_close("dx", &download(gpu, &dx), &to_f32(&want_dx), 1e-4)?;
+            assert_close(
+                "dgamma",
+                &download(gpu, &dgamma),
+                &to_f32(&want_dgamma),
+                1e-4,
+            )?;
+            assert_close("dbeta", &download(gpu, &dbeta), &to_f32(&want_dbeta), 1e-4)
+        })
+        .unwrap();
 }
 
-#[test]
-fn group_norm_refuses_channels_that_do_not_split_into_groups() {
-    let Some(gpu) = gpu_or_skip("group_norm_refuses_channels_that_do_not_split_into_groups") else {
-        return;
-    };
+fn group_norm_refuses_channels_that_do_not_split_into_groups(gpu: &Gpu) {
     let s = GroupNormShape {
         batch: 1,
         channels: 6,
@@ -947,12 +875,7 @@ fn cpu_operand(
     }
 }
 
-#[test]
-fn sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes() {
-    let Some(gpu) = gpu_or_skip("sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes")
-    else {
-        return;
-    };
+fn sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes(gpu: &Gpu) {
     let size = || prop_oneof![1usize..20, 120usize..140, 250usize..300];
     runner()
         .run(
@@ -1045,11 +968,7 @@ fn sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes() {
         .unwrap();
 }
 
-#[test]
-fn sgemm_refuses_an_operand_shorter_than_its_shape() {
-    let Some(gpu) = gpu_or_skip("sgemm_refuses_an_operand_shorter_than_its_shape") else {
-        return;
-    };
+fn sgemm_refuses_an_operand_shorter_than_its_shape(gpu: &Gpu) {
     let (a, b, mut c) = (zeros(gpu, 5), zeros(gpu, 6), zeros(gpu, 4));
     let err = gemm::sgemm(
         gpu,
@@ -1068,11 +987,7 @@ fn sgemm_refuses_an_operand_shorter_than_its_shape() {
     assert!(err.message.contains("A [2, 3]"), "{err}");
 }
 
-#[test]
-fn gemm_bf16_matches_the_f64_reference_on_ragged_shapes() {
-    let Some(gpu) = gpu_or_skip("gemm_bf16_matches_the_f64_reference_on_ragged_shapes") else {
-        return;
-    };
+fn gemm_bf16_matches_the_f64_reference_on_ragged_shapes(gpu: &Gpu) {
     let multiple_of_8 = || prop_oneof![1usize..4, 15usize..18, 30usize..40].prop_map(|x| 8 * x);
     runner()
         .run(
@@ -1131,16 +1046,98 @@ fn gemm_bf16_matches_the_f64_reference_on_ragged_shapes() {
         .unwrap();
 }
 
-#[test]
-fn gemm_bf16_refuses_k_that_is_not_a_multiple_of_8() {
-    let Some(gpu) = gpu_or_skip("gemm_bf16_refuses_k_that_is_not_a_multiple_of_8") else {
-        return;
-    };
+fn gemm_bf16_refuses_k_that_is_not_a_multiple_of_8(gpu: &Gpu) {
     let a = gpu.stream().alloc_zeros::<bf16>(12).unwrap();
     let b = gpu.stream().alloc_zeros::<bf16>(48).unwrap();
     let mut c = zeros(gpu, 32);
     let err = gemm::gemm_bf16(gpu, 4, 8, 3, 1.0, &a, &b, 0.0, &mut c).unwrap_err();
     assert!(err.message.contains("multiples of 8"), "{err}");
+}
+
+fn pack_bf16_rounds_like_half_and_pads_with_zeros(gpu: &Gpu) {
+    // bit for bit against half::bf16::from_f32 (round to nearest, ties to even, NaN kept quiet), on any f32 bit
+    // pattern (every other value: NaNs, infinities and subnormals included) read straight or transposed, with the
+    // padding rows and columns zero; the destination starts poisoned (all ones) so an unwritten element shows.
+    runner()
+        .run(
+            &(
+                1usize..20,
+                1usize..20,
+                0usize..3,
+                0usize..9,
+                any::<u64>(),
+                any::<bool>(),
+            ),
+            |(rows, cols, extra_rows, extra_cols, seed, transposed)| {
+                let (rows_out, cols_out) =
+                    (rows + extra_rows, (cols + extra_cols).next_multiple_of(2));
+                let mut state = seed | 1;
+                let host: Vec<f32> = (0..rows * cols)
+                    .map(|i| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        if i % 2 == 0 {
+                            f32::from_bits(state as u32)
+                        } else {
+                            (state >> 40) as f32 / (1u64 << 20) as f32 - 8.0
+                        }
+                    })
+                    .collect();
+                let layout = if transposed {
+                    MatrixLayout::transposed(rows)
+                } else {
+                    MatrixLayout::row_major(cols)
+                };
+                let src = upload(gpu, &host);
+                let mut dst = gpu
+                    .stream()
+                    .clone_htod(&vec![bf16::from_bits(0xFFFF); rows_out * cols_out])
+                    .unwrap();
+                pack_bf16::pack_bf16(gpu, &src, rows, cols, layout, rows_out, cols_out, &mut dst)
+                    .unwrap();
+                let got: Vec<u16> = gpu
+                    .stream()
+                    .clone_dtoh(&dst)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.to_bits())
+                    .collect();
+                let want: Vec<u16> = (0..rows_out)
+                    .flat_map(|r| (0..cols_out).map(move |c| (r, c)))
+                    .map(|(r, c)| {
+                        if r < rows && c < cols {
+                            bf16::from_f32(host[r * layout.row_stride + c * layout.col_stride])
+                                .to_bits()
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                prop_assert_eq!(got, want);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+fn pack_bf16_refuses_a_padding_that_does_not_hold_the_matrix(gpu: &Gpu) {
+    let src = zeros(gpu, 12);
+    let mut dst = gpu.stream().alloc_zeros::<bf16>(16).unwrap();
+    for (rows_out, cols_out) in [(2, 8), (4, 3)] {
+        let err = pack_bf16::pack_bf16(
+            gpu,
+            &src,
+            3,
+            4,
+            MatrixLayout::row_major(4),
+            rows_out,
+            cols_out,
+            &mut dst,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("cannot be padded"), "{err}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------- conv2d
@@ -1185,11 +1182,7 @@ fn conv_case() -> impl Strategy<Value = (Conv2dShape, bool, u64)> {
         })
 }
 
-#[test]
-fn conv2d_forward_matches_the_naive_f64_convolution() {
-    let Some(gpu) = gpu_or_skip("conv2d_forward_matches_the_naive_f64_convolution") else {
-        return;
-    };
+fn conv2d_forward_matches_the_naive_f64_convolution(gpu: &Gpu) {
     runner()
         .run(&conv_case(), |(s, with_bias, seed)| {
             let (oh, ow) = s.output_hw().unwrap();
@@ -1293,11 +1286,7 @@ fn conv2d_forward_matches_the_naive_f64_convolution() {
         .unwrap();
 }
 
-#[test]
-fn conv2d_refuses_a_kernel_larger_than_the_padded_input() {
-    let Some(gpu) = gpu_or_skip("conv2d_refuses_a_kernel_larger_than_the_padded_input") else {
-        return;
-    };
+fn conv2d_refuses_a_kernel_larger_than_the_padded_input(gpu: &Gpu) {
     let s = Conv2dShape {
         batch: 1,
         in_channels: 1,
@@ -1313,19 +1302,13 @@ fn conv2d_refuses_a_kernel_larger_than_the_padded_input() {
     };
     let (x, w) = (zeros(gpu, 4), zeros(gpu, 25));
     let mut y = zeros(gpu, 1);
-    let err = conv::conv2d_forward(gpu, &s, &x, &w, None::<&CudaSlice<f32>>, &mut y).unwrap_err();
+    let err = conv::conv2d_forward(gpu, &s, &x, &w, None::<&DeviceBuffer>, &mut y).unwrap_err();
     assert!(err.message.contains("does not fit"), "{err}");
 }
 
 // ------------------------------------------------------------------------------------------------------- attention
 
-#[test]
-fn attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias() {
-    let Some(gpu) =
-        gpu_or_skip("attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias")
-    else {
-        return;
-    };
+fn attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias(gpu: &Gpu) {
     let case = (
         1usize..4,
         prop_oneof![1usize..9, 30usize..40, 60usize..70],
@@ -1427,11 +1410,7 @@ fn attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias() 
         .unwrap();
 }
 
-#[test]
-fn attention_refuses_a_head_dim_above_128() {
-    let Some(gpu) = gpu_or_skip("attention_refuses_a_head_dim_above_128") else {
-        return;
-    };
+fn attention_refuses_a_head_dim_above_128(gpu: &Gpu) {
     let s = AttentionShape {
         batch_heads: 1,
         q_len: 1,
@@ -1447,7 +1426,7 @@ fn attention_refuses_a_head_dim_above_128() {
         &x,
         &x,
         &x,
-        None::<&CudaSlice<f32>>,
+        None::<&DeviceBuffer>,
         &mut out,
         &mut lse,
     )
@@ -1457,13 +1436,7 @@ fn attention_refuses_a_head_dim_above_128() {
 
 // ----------------------------------------------------------------------------------------------- caching allocator
 
-#[test]
-fn a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket() {
-    let Some(gpu) =
-        gpu_or_skip("a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket")
-    else {
-        return;
-    };
+fn a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket(gpu: &Gpu) {
     use cudarc::driver::DevicePtr;
     let first = gpu.take_buffer(1100).unwrap();
     let address = first.view().device_ptr(gpu.stream()).0;
@@ -1481,11 +1454,25 @@ fn a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket() {
 
 // ----------------------------------------------------------------------------------------------------------- empty
 
-#[test]
-fn empty_inputs_are_accepted_and_launch_nothing() {
-    let Some(gpu) = gpu_or_skip("empty_inputs_are_accepted_and_launch_nothing") else {
-        return;
-    };
+fn an_empty_buffer_owns_no_device_memory(gpu: &Gpu) {
+    use cudarc::driver::DevicePtr;
+    // address 0 is never handed out by the driver: an empty buffer at 0 was never allocated
+    let address = |b: &DeviceBuffer| b.device_ptr(gpu.stream()).0;
+    assert_eq!(address(&zeros(gpu, 0)), 0);
+    assert_eq!(address(&upload(gpu, &[])), 0);
+    let cached = gpu.pool().lock().unwrap().cached_bytes();
+    let empty = gpu.take_buffer(0).unwrap();
+    assert_eq!((address(&empty), empty.len()), (0, 0));
+    gpu.give_back_buffer(empty);
+    assert_eq!(
+        gpu.pool().lock().unwrap().cached_bytes(),
+        cached,
+        "an empty buffer gave the pool an allocation"
+    );
+    assert_eq!(download(gpu, &zeros(gpu, 0)), Vec::<f32>::new());
+}
+
+fn empty_inputs_are_accepted_and_launch_nothing(gpu: &Gpu) {
     let (empty, mut empty_out) = (zeros(gpu, 0), zeros(gpu, 0));
     philox::fill_normal(gpu, 1, 0, &mut empty_out).unwrap();
     elementwise::unary(
@@ -1516,11 +1503,7 @@ fn empty_inputs_are_accepted_and_launch_nothing() {
     gpu.synchronize().unwrap();
 }
 
-#[test]
-fn sgemm_with_k_zero_scales_c_by_beta() {
-    let Some(gpu) = gpu_or_skip("sgemm_with_k_zero_scales_c_by_beta") else {
-        return;
-    };
+fn sgemm_with_k_zero_scales_c_by_beta(gpu: &Gpu) {
     let mut c = upload(gpu, &[1.0, -2.0, 3.0, 4.0]);
     let empty = zeros(gpu, 0);
     gemm::sgemm(
@@ -1538,4 +1521,41 @@ fn sgemm_with_k_zero_scales_c_by_beta() {
     )
     .unwrap();
     assert_eq!(download(gpu, &c), vec![0.5, -1.0, 1.5, 2.0]);
+}
+
+fn main() {
+    let tests = diffuse_gpu_test::on_gpu![
+        fill_uniform_reproduces_the_cpu_stream_bit_for_bit,
+        fill_normal_matches_the_cpu_stream,
+        fill_normal_with_a_huge_offset_uses_the_high_counter_word,
+        unary_maps_on_strided_broadcast_operands_match_the_reference,
+        copy_strided_makes_any_layout_contiguous_exactly,
+        binary_maps_broadcast_both_operands_exactly,
+        an_operand_that_reaches_past_its_buffer_is_refused,
+        q_sample_mixes_x0_with_the_philox_noise_of_the_cpu,
+        sampler_step_matches_the_reference_step_with_and_without_clipping,
+        q_sample_refuses_x0_that_does_not_split_into_the_batch,
+        adamw_step_matches_pytorch_semantics_in_f64,
+        adamw_step_zero_is_refused,
+        row_sum_and_row_max_match_the_f64_reference,
+        softmax_and_log_softmax_match_the_f64_reference,
+        group_norm_forward_matches_the_f64_reference,
+        group_norm_backward_matches_finite_differences,
+        group_norm_refuses_channels_that_do_not_split_into_groups,
+        sgemm_matches_the_f64_reference_on_ragged_and_transposed_shapes,
+        sgemm_refuses_an_operand_shorter_than_its_shape,
+        gemm_bf16_matches_the_f64_reference_on_ragged_shapes,
+        gemm_bf16_refuses_k_that_is_not_a_multiple_of_8,
+        pack_bf16_rounds_like_half_and_pads_with_zeros,
+        pack_bf16_refuses_a_padding_that_does_not_hold_the_matrix,
+        conv2d_forward_matches_the_naive_f64_convolution,
+        conv2d_refuses_a_kernel_larger_than_the_padded_input,
+        attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias,
+        attention_refuses_a_head_dim_above_128,
+        a_returned_buffer_is_handed_out_again_for_a_request_in_its_bucket,
+        an_empty_buffer_owns_no_device_memory,
+        empty_inputs_are_accepted_and_launch_nothing,
+        sgemm_with_k_zero_scales_c_by_beta,
+    ];
+    diffuse_gpu_test::run(|| Gpu::new(0), tests);
 }

@@ -9,12 +9,13 @@
 //! which reaches 1/√eps = 1000 for a row of one feature. The gated forward and ∂y are one or two correctly rounded
 //! operations on each side (the GPU fuses them into one fma): a few ulps.
 //!
-//! Without a CUDA driver or device every test prints `skipped: no CUDA driver (<reason>)` to stderr and returns.
+//! The tests run under `diffuse-gpu-test`'s harness: without a CUDA driver or device each is reported ignored, with
+//! the reason; on a device that cannot run the kernels each fails with the driver's message.
 //! `scripts/ptxsim/check_adaln.py` runs the same PTX in the interpreter where there is no GPU.
 
 mod common;
 
-use common::{download, gpu_or_skip, runner, upload, zeros};
+use common::{download, runner, upload, zeros};
 
 use diffuse_cpu_kernels::attention as cpu_attention;
 use diffuse_cpu_kernels::elementwise as cpu_elementwise;
@@ -29,6 +30,7 @@ use diffuse_cuda_kernels::gated_residual::{
 use diffuse_cuda_kernels::layer_norm_modulate::{
     layer_norm_modulate_backward, layer_norm_modulate_forward, ModulateShape,
 };
+use diffuse_cuda_kernels::{DeviceBuffer, Gpu};
 use proptest::prelude::*;
 
 /// Deterministic values in [-3, 3) from a seed.
@@ -74,12 +76,7 @@ fn shapes() -> impl Strategy<Value = (usize, usize, usize)> {
     )
 }
 
-#[test]
-fn layer_norm_modulate_and_its_backward_match_the_cpu_kernels() {
-    let Some(gpu) = gpu_or_skip("layer_norm_modulate_and_its_backward_match_the_cpu_kernels")
-    else {
-        return;
-    };
+fn layer_norm_modulate_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
     runner()
         .run(&(shapes(), any::<u64>()), |((batch, tokens, dim), seed)| {
             let s = ModulateShape {
@@ -153,11 +150,7 @@ fn layer_norm_modulate_and_its_backward_match_the_cpu_kernels() {
         .unwrap();
 }
 
-#[test]
-fn gated_residual_and_its_backward_match_the_cpu_kernels() {
-    let Some(gpu) = gpu_or_skip("gated_residual_and_its_backward_match_the_cpu_kernels") else {
-        return;
-    };
+fn gated_residual_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
     runner()
         .run(&(shapes(), any::<u64>()), |((batch, tokens, dim), seed)| {
             let s = GatedShape { batch, tokens, dim };
@@ -198,11 +191,7 @@ fn gated_residual_and_its_backward_match_the_cpu_kernels() {
         .unwrap();
 }
 
-#[test]
-fn gelu_tanh_and_its_backward_match_the_cpu_kernels() {
-    let Some(gpu) = gpu_or_skip("gelu_tanh_and_its_backward_match_the_cpu_kernels") else {
-        return;
-    };
+fn gelu_tanh_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
     runner()
         .run(&(1usize..3000, any::<u64>()), |(len, seed)| {
             // inputs in [-12, 12): both tails and the bend
@@ -254,11 +243,7 @@ fn gelu_tanh_and_its_backward_match_the_cpu_kernels() {
         .unwrap();
 }
 
-#[test]
-fn attention_and_its_backward_match_the_cpu_at_dit_shapes() {
-    let Some(gpu) = gpu_or_skip("attention_and_its_backward_match_the_cpu_at_dit_shapes") else {
-        return;
-    };
+fn attention_and_its_backward_match_the_cpu_at_dit_shapes(gpu: &Gpu) {
     // (batch·heads, tokens, head size): patch 4 or latents (49 tokens) and patch 2 (196) at the named configs'
     // heads of 64, and a batch of 32-channel heads. Inputs in [−1, 1) and the scale 1/√d keep the scores O(1); the
     // kernels sum d-term dot products and L-term softmax rows in different orders: 1e-4 relative (absolute below 1)
@@ -288,7 +273,7 @@ fn attention_and_its_backward_match_the_cpu_at_dit_shapes() {
             upload(gpu, &v),
             upload(gpu, &g),
         );
-        let no_bias: Option<&cudarc::driver::CudaSlice<f32>> = None;
+        let no_bias: Option<&DeviceBuffer> = None;
         let (mut gout, mut glse) = (zeros(gpu, n), zeros(gpu, bh * len));
         attention_forward(gpu, &s, &gq, &gk, &gv, no_bias, &mut gout, &mut glse).unwrap();
         let check = |what: &str, gpu_values: &[f32], cpu_values: &[f32]| {
@@ -312,4 +297,14 @@ fn attention_and_its_backward_match_the_cpu_at_dit_shapes() {
         check("dk", &download(gpu, &gdk), &dk);
         check("dv", &download(gpu, &gdv), &dv);
     }
+}
+
+fn main() {
+    let tests = diffuse_gpu_test::on_gpu![
+        layer_norm_modulate_and_its_backward_match_the_cpu_kernels,
+        gated_residual_and_its_backward_match_the_cpu_kernels,
+        gelu_tanh_and_its_backward_match_the_cpu_kernels,
+        attention_and_its_backward_match_the_cpu_at_dit_shapes,
+    ];
+    diffuse_gpu_test::run(|| Gpu::new(0), tests);
 }

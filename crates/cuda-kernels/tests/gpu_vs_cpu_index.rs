@@ -2,20 +2,21 @@
 //! twins in `diffuse-cpu-kernels`, over random shapes that include batch 1, one channel, k = 0, repeated indices and
 //! sizes that are not multiples of the block.
 //!
-//! Without a CUDA driver or device every test prints `skipped: no CUDA driver (<reason>)` to stderr and returns.
+//! The tests run under `diffuse-gpu-test`'s harness: without a CUDA driver or device each is reported ignored, with
+//! the reason; on a device that cannot run the kernels each fails with the driver's message.
 //! `scripts/ptxsim/check_index_select.py` runs the same PTX in the interpreter where there is no GPU.
 
 mod common;
 
-use common::{download, gpu_or_skip, runner, upload, zeros};
+use common::{download, runner, upload, zeros};
 
-use cudarc::driver::CudaSlice;
 use diffuse_cpu_kernels::elementwise as cpu_elementwise;
 use diffuse_cpu_kernels::index as cpu_index;
 use diffuse_cpu_kernels::reduce::{reduce_rows, ReduceOp};
 use diffuse_cpu_kernels::strided::StridedRef;
 use diffuse_cuda_kernels::elementwise::{self, BinaryOp, Operand};
 use diffuse_cuda_kernels::{index, select};
+use diffuse_cuda_kernels::{DeviceBuffer, Gpu};
 use proptest::prelude::*;
 
 /// Deterministic values in [-2, 2) from a seed (no f32 rounding subtleties: the kernels only move and add them).
@@ -36,11 +37,7 @@ fn odi() -> impl Strategy<Value = (usize, usize, usize)> {
     (1usize..4, 1usize..9, 1usize..6)
 }
 
-#[test]
-fn concat_matches_the_cpu_kernel_with_empty_parts() {
-    let Some(gpu) = gpu_or_skip("concat_matches_the_cpu_kernel_with_empty_parts") else {
-        return;
-    };
+fn concat_matches_the_cpu_kernel_with_empty_parts(gpu: &Gpu) {
     let case = (
         1usize..4,
         1usize..5,
@@ -54,8 +51,8 @@ fn concat_matches_the_cpu_kernel_with_empty_parts() {
                 .enumerate()
                 .map(|(p, &s)| values(seed + p as u64, outer * s * inner))
                 .collect();
-            let devices: Vec<CudaSlice<f32>> = hosts.iter().map(|h| upload(gpu, h)).collect();
-            let views: Vec<_> = devices.iter().map(|d| d.slice(..)).collect();
+            let devices: Vec<DeviceBuffer> = hosts.iter().map(|h| upload(gpu, h)).collect();
+            let views: Vec<_> = devices.iter().map(DeviceBuffer::view).collect();
             let total: usize = sizes.iter().sum();
             let mut out = zeros(gpu, outer * total * inner);
             index::concat(gpu, &views, &sizes, outer, inner, &mut out).unwrap();
@@ -68,12 +65,7 @@ fn concat_matches_the_cpu_kernel_with_empty_parts() {
         .unwrap();
 }
 
-#[test]
-fn index_select_and_its_backward_match_the_cpu_kernels_bit_for_bit() {
-    let Some(gpu) = gpu_or_skip("index_select_and_its_backward_match_the_cpu_kernels_bit_for_bit")
-    else {
-        return;
-    };
+fn index_select_and_its_backward_match_the_cpu_kernels_bit_for_bit(gpu: &Gpu) {
     let case = odi().prop_flat_map(|(outer, dim, inner)| {
         (
             Just((outer, dim, inner)),
@@ -122,11 +114,7 @@ fn index_select_and_its_backward_match_the_cpu_kernels_bit_for_bit() {
         .unwrap();
 }
 
-#[test]
-fn gather_and_its_backward_match_the_cpu_kernels_bit_for_bit() {
-    let Some(gpu) = gpu_or_skip("gather_and_its_backward_match_the_cpu_kernels_bit_for_bit") else {
-        return;
-    };
+fn gather_and_its_backward_match_the_cpu_kernels_bit_for_bit(gpu: &Gpu) {
     let case = (odi(), 0usize..6).prop_flat_map(|((outer, dim, inner), k)| {
         (
             Just((outer, dim, inner, k)),
@@ -174,13 +162,7 @@ fn gather_and_its_backward_match_the_cpu_kernels_bit_for_bit() {
         .unwrap();
 }
 
-#[test]
-fn upsample_nearest2x_and_its_backward_match_the_cpu_kernels_bit_for_bit() {
-    let Some(gpu) =
-        gpu_or_skip("upsample_nearest2x_and_its_backward_match_the_cpu_kernels_bit_for_bit")
-    else {
-        return;
-    };
+fn upsample_nearest2x_and_its_backward_match_the_cpu_kernels_bit_for_bit(gpu: &Gpu) {
     runner()
         .run(
             &(1usize..5, 1usize..8, 1usize..8, any::<u64>()),
@@ -212,11 +194,7 @@ fn upsample_nearest2x_and_its_backward_match_the_cpu_kernels_bit_for_bit() {
         .unwrap();
 }
 
-#[test]
-fn an_index_out_of_range_is_refused_before_the_launch() {
-    let Some(gpu) = gpu_or_skip("an_index_out_of_range_is_refused_before_the_launch") else {
-        return;
-    };
+fn an_index_out_of_range_is_refused_before_the_launch(gpu: &Gpu) {
     let src = upload(gpu, &[1.0, 2.0, 3.0]);
     let mut out = zeros(gpu, 2);
     let err = index::index_select(gpu, &src, 1, 3, 1, &[2, 3], &mut out).unwrap_err();
@@ -227,11 +205,7 @@ fn an_index_out_of_range_is_refused_before_the_launch() {
     );
 }
 
-#[test]
-fn where_select_and_row_argmax_match_the_cpu_kernels() {
-    let Some(gpu) = gpu_or_skip("where_select_and_row_argmax_match_the_cpu_kernels") else {
-        return;
-    };
+fn where_select_and_row_argmax_match_the_cpu_kernels(gpu: &Gpu) {
     runner()
         .run(
             &(1usize..6, 1usize..40, any::<u64>()),
@@ -282,12 +256,7 @@ fn where_select_and_row_argmax_match_the_cpu_kernels() {
         .unwrap();
 }
 
-#[test]
-fn silu_backward_matches_the_cpu_kernel_with_a_broadcast_gradient() {
-    let Some(gpu) = gpu_or_skip("silu_backward_matches_the_cpu_kernel_with_a_broadcast_gradient")
-    else {
-        return;
-    };
+fn silu_backward_matches_the_cpu_kernel_with_a_broadcast_gradient(gpu: &Gpu) {
     runner()
         .run(
             &(1usize..5, 1usize..30, any::<u64>()),
@@ -323,4 +292,17 @@ fn silu_backward_matches_the_cpu_kernel_with_a_broadcast_gradient() {
             },
         )
         .unwrap();
+}
+
+fn main() {
+    let tests = diffuse_gpu_test::on_gpu![
+        concat_matches_the_cpu_kernel_with_empty_parts,
+        index_select_and_its_backward_match_the_cpu_kernels_bit_for_bit,
+        gather_and_its_backward_match_the_cpu_kernels_bit_for_bit,
+        upsample_nearest2x_and_its_backward_match_the_cpu_kernels_bit_for_bit,
+        an_index_out_of_range_is_refused_before_the_launch,
+        where_select_and_row_argmax_match_the_cpu_kernels,
+        silu_backward_matches_the_cpu_kernel_with_a_broadcast_gradient,
+    ];
+    diffuse_gpu_test::run(|| Gpu::new(0), tests);
 }

@@ -1,7 +1,8 @@
-//! Peak heap memory of one U-Net training step at batch 64, for the `fashion-small` and `fashion-base` models.
+//! Peak heap memory of one training step at batch 64: of the U-Net for the `fashion-small` and `fashion-base` models,
+//! and of the autoencoder for `fashion-vae`.
 //!
 //! ```text
-//! cargo run --release -p diffuse-diffusion --example step_memory [-- CONFIG...]
+//! cargo run --release -p diffuse-diffusion --example step_memory [-- CONFIG...]     (default: every one of them)
 //! ```
 //!
 //! Every heap allocation of the process goes through a counting wrapper around the system allocator, which keeps the
@@ -20,10 +21,12 @@
 //! step itself holds; in a normal run the cache keeps freed buffers (up to 1 GiB) for the next step to reuse.
 
 use diffuse_autograd::Var;
+use diffuse_diffusion::autoencoder::{AutoencoderTrainConfig, AutoencoderTrainer, Reconstruction};
 use diffuse_diffusion::data::Dataset;
 use diffuse_diffusion::schedule::SchedulerConfig;
 use diffuse_diffusion::train::{LossWeighting, TrainConfig, Trainer};
 use diffuse_models::unet::{UNet2DModel, UNetConfig};
+use diffuse_models::vae::AutoencoderKLConfig;
 use diffuse_nn::{EmaWarmup, LrSchedule};
 use diffuse_tensor::backend::host_cache;
 use diffuse_tensor::{Device, Tensor};
@@ -135,7 +138,63 @@ fn dataset() -> Result<Dataset, Box<dyn std::error::Error>> {
     Ok(Dataset::from_u8(&pixels, Some(labels), 1, 28, 28)?)
 }
 
+/// `diffuse vae train`'s settings without the optional terms.
+fn autoencoder_config() -> AutoencoderTrainConfig {
+    AutoencoderTrainConfig {
+        seed: 0,
+        steps: 1000,
+        batch_size: BATCH,
+        lr: LrSchedule::Constant { lr: 1e-4 },
+        adam_beta1: 0.5,
+        adam_beta2: 0.9,
+        adam_eps: 1e-8,
+        weight_decay: 0.0,
+        grad_clip: None,
+        ema_decay: 0.999,
+        ema_warmup: EmaWarmup::Fraction,
+        reconstruction: Reconstruction::L1,
+        kl_weight: 1e-6,
+        perceptual_weight: 0.0,
+        adversarial: None,
+        hflip: false,
+        max_nonfinite: 3,
+        scale_images: 2,
+    }
+}
+
+/// The autoencoder's resident state and the peak of one `AutoencoderTrainer::step` (encode, sample, decode, the
+/// reconstruction gradient, one backward pass, AdamW, EMA).
+fn measure_autoencoder(name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let model = AutoencoderKLConfig::named(name)?;
+    let data = dataset()?;
+    let before = live();
+    let mut trainer = AutoencoderTrainer::new_on(autoencoder_config(), model, Device::Cpu, None)?;
+    let resident = live() - before;
+    let params = trainer.store.numel();
+    let start = reset_peak();
+    trainer.step(&data)?;
+    let step_peak = peak() - start;
+    println!("{name}: {params} parameters, batch {BATCH}");
+    println!(
+        "  resident: parameters + EMA + AdamW moments    {:>11}  ({:.1} bytes/parameter)",
+        mib(resident),
+        resident as f64 / params as f64
+    );
+    println!(
+        "  one AutoencoderTrainer::step, peak above resident {:>11}",
+        mib(step_peak)
+    );
+    println!(
+        "  peak of the step in all                     {:>11}",
+        mib(resident + step_peak)
+    );
+    Ok(())
+}
+
 fn measure(name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if AutoencoderKLConfig::named(name).is_ok() {
+        return measure_autoencoder(name);
+    }
     let unet = UNetConfig::named(name)?;
     let data = dataset()?;
     let before = live();
@@ -213,7 +272,9 @@ fn measure(name: &str) -> Result<(), Box<dyn std::error::Error>> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let names: Vec<String> = std::env::args().skip(1).collect();
     let names = if names.is_empty() {
-        vec!["fashion-small".to_string(), "fashion-base".to_string()]
+        ["fashion-small", "fashion-base", "fashion-vae"]
+            .map(String::from)
+            .to_vec()
     } else {
         names
     };

@@ -14,11 +14,14 @@
 //! - [`sde`]: score-based models: the VE, VP and sub-VP SDEs, denoising score matching, annealed Langevin
 //!   dynamics, predictor–corrector sampling, the probability-flow ODE with an adaptive RK45 solver, and exact
 //!   likelihoods.
+//! - [`autoencoder`]: training diffusers' `AutoencoderKL` with LDM's objective, and the cached, scaled latents that
+//!   latent diffusion trains on.
 //! - [`eval`]: metrics of generated images (Fréchet distance, classifier accuracy, Inception-style score,
 //!   precision/recall in a classifier's feature space) and the variational bound in bits per dimension.
 //! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
 //!   replayed from a `u64` seed.
 
+pub mod autoencoder;
 pub mod data;
 pub mod error;
 pub mod eval;

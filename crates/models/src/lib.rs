@@ -3,6 +3,8 @@
 //!
 //! - [`unet`]: diffusers' `UNet2DModel`, the pixel-space denoiser;
 //! - [`dit`]: diffusers' `DiTTransformer2DModel`, the diffusion transformer (patches, adaLN-Zero blocks);
+//! - [`vae`]: diffusers' `AutoencoderKL`, which maps images to the latents of latent diffusion and back;
+//! - [`layers`]: the residual block, resampling and mid block the U-Net and the autoencoder share;
 //! - [`backbone`]: any of the denoising networks behind one forward pass and one config, for the processes and the
 //!   command line;
 //! - [`folder`]: what every network's folder shares: a `config.json` and a safetensors file of named tensors, read
@@ -14,7 +16,9 @@ pub mod backbone;
 pub mod dit;
 pub mod error;
 pub mod folder;
+pub mod layers;
 pub mod unet;
+pub mod vae;
 
 pub use backbone::{Backbone, BackboneConfig};
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 
 use crate::{DType, Device};
 use diffuse_cpu_kernels::KernelError;
+use diffuse_cuda_kernels::OpenError;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +21,10 @@ pub enum Error {
         lhs: Device,
         rhs: Device,
     },
-    /// The device asked for cannot be used (no CUDA driver, no such ordinal).
-    DeviceUnavailable { device: Device, message: String },
+    /// The device asked for cannot be used: there is none (no CUDA driver, no such ordinal), or it cannot run the
+    /// kernels (its context, a PTX module or its compute capability failed); `reason` says which, in the driver's
+    /// words.
+    DeviceUnavailable { device: Device, reason: OpenError },
     /// A kernel refused its arguments.
     Kernel(KernelError),
 }
@@ -53,8 +56,8 @@ impl fmt::Display for Error {
             Error::DeviceMismatch { op, lhs, rhs } => {
                 write!(f, "{op}: tensors live on different devices: {lhs} and {rhs} (move one with .to_device())")
             }
-            Error::DeviceUnavailable { device, message } => {
-                write!(f, "device {device} is unavailable: {message}")
+            Error::DeviceUnavailable { device, reason } => {
+                write!(f, "device {device} is unavailable: {reason}")
             }
             Error::Kernel(e) => write!(f, "kernel {e}"),
         }

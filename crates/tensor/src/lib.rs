@@ -13,6 +13,7 @@ mod dtype;
 pub mod error;
 pub mod layout;
 mod ops;
+mod precision;
 pub mod storage;
 mod tensor;
 
@@ -20,7 +21,11 @@ pub use device::Device;
 pub use diffuse_cpu_kernels::adamw::AdamWConfig;
 pub use diffuse_cpu_kernels::elementwise::{BinaryOp, UnaryOp};
 pub use diffuse_cpu_kernels::reduce::ReduceOp;
+/// The CUDA devices the driver sees and its version, without opening any (`diffuse info --devices`).
+pub use diffuse_cuda_kernels::devices as cuda_devices;
+pub use diffuse_cuda_kernels::OpenError;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ops::Conv2dParams;
+pub use precision::{matmul_precision, set_matmul_precision, Precision};
 pub use tensor::Tensor;

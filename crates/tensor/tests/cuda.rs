@@ -16,30 +16,27 @@
 //! Outputs come from the caching allocator, which each test first fills with NaN buffers, so an element a kernel
 //! never writes shows up as a NaN where the CPU has a number.
 //!
-//! Without a CUDA driver or device, every test prints `<test>: skipped: no CUDA driver (<reason>)` and returns.
+//! The tests run under `diffuse-gpu-test`'s harness: without a CUDA driver or device each is reported ignored, with
+//! the reason; on a device that cannot run the kernels each fails with the driver's message. Each test takes the
+//! device it runs on (always `GPU`) and starts by poisoning its allocator.
 
 mod common;
 
 use common::{draw, nonempty_shape, view_kind, ViewKind};
 use diffuse_cuda_kernels::alloc::bucket_len;
-use diffuse_tensor::{AdamWConfig, BinaryOp, Conv2dParams, DType, Device, Tensor, UnaryOp};
+use diffuse_tensor::{
+    set_matmul_precision, AdamWConfig, BinaryOp, Conv2dParams, DType, Device, OpenError, Precision,
+    Tensor, UnaryOp,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 const GPU: Device = Device::Cuda(0);
 
-/// `Some(())` when device 0 opens (after poisoning its allocator); otherwise prints why the test is skipped.
-fn cuda_or_skip(test: &str) -> Option<()> {
-    match Tensor::zeros(&[1], DType::F32, GPU) {
-        Ok(_) => {
-            poison_the_allocator();
-            Some(())
-        }
-        Err(err) => {
-            eprintln!("{test}: skipped: no CUDA driver ({err})");
-            None
-        }
-    }
+/// The device every test runs on, or why there is none (the harness reports the tests ignored, or failed when a
+/// device is there but cannot run the kernels).
+fn open_cuda0() -> Result<Device, OpenError> {
+    GPU.open().map(|()| GPU)
 }
 
 /// Fills the caching allocator with NaN buffers of every bucket up to 2^16 elements, four of each, so that an output
@@ -58,9 +55,14 @@ fn poison_the_allocator() {
     // dropping them hands the NaN-filled buffers back to the pool
 }
 
+/// 32 cases per property, or `PROPTEST_CASES` when set (compute-sanitizer runs fewer).
 fn runner() -> TestRunner {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
     TestRunner::new(Config {
-        cases: 32,
+        cases,
         ..Config::default()
     })
 }
@@ -158,11 +160,8 @@ fn exact(what: &str, gpu: &Tensor, cpu: &Tensor) -> Result<(), TestCaseError> {
 
 // ---- copies -------------------------------------------------------------------------------------------------------
 
-#[test]
-fn to_device_and_back_returns_every_view_bit_for_bit() {
-    let Some(()) = cuda_or_skip("to_device_and_back_returns_every_view_bit_for_bit") else {
-        return;
-    };
+fn to_device_and_back_returns_every_view_bit_for_bit(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(&viewed(4), |(shape, kind, seed)| {
             let (cpu, gpu) = twins(&shape, &kind, seed);
@@ -183,11 +182,8 @@ fn to_device_and_back_returns_every_view_bit_for_bit() {
     assert_eq!(scalar.to_scalar().unwrap(), 2.5);
 }
 
-#[test]
-fn creation_functions_fill_the_same_values_on_the_gpu() {
-    let Some(()) = cuda_or_skip("creation_functions_fill_the_same_values_on_the_gpu") else {
-        return;
-    };
+fn creation_functions_fill_the_same_values_on_the_gpu(_: &Device) {
+    poison_the_allocator();
     let full = Tensor::full(&[3, 5], -1.25, DType::F32, GPU).unwrap();
     assert_eq!(full.to_vec().unwrap(), vec![-1.25; 15]);
     let range = Tensor::arange(0.0, 7.0, 1.5, GPU).unwrap();
@@ -206,11 +202,8 @@ fn creation_functions_fill_the_same_values_on_the_gpu() {
     close("randn", &n_gpu, &n_cpu, 1e-5, 1e-5).unwrap();
 }
 
-#[test]
-fn assign_writes_a_view_into_a_gpu_tensor() {
-    let Some(()) = cuda_or_skip("assign_writes_a_view_into_a_gpu_tensor") else {
-        return;
-    };
+fn assign_writes_a_view_into_a_gpu_tensor(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(&viewed(3), |(shape, kind, seed)| {
             let (cpu_src, gpu_src) = twins(&shape, &kind, seed);
@@ -224,11 +217,8 @@ fn assign_writes_a_view_into_a_gpu_tensor() {
 
 // ---- element-wise -------------------------------------------------------------------------------------------------
 
-#[test]
-fn unary_maps_on_gpu_views_match_the_cpu() {
-    let Some(()) = cuda_or_skip("unary_maps_on_gpu_views_match_the_cpu") else {
-        return;
-    };
+fn unary_maps_on_gpu_views_match_the_cpu(_: &Device) {
+    poison_the_allocator();
     let ops = [
         UnaryOp::Neg,
         UnaryOp::Exp,
@@ -284,11 +274,8 @@ fn unary_maps_on_gpu_views_match_the_cpu() {
         .unwrap();
 }
 
-#[test]
-fn binary_maps_broadcast_gpu_views_like_the_cpu() {
-    let Some(()) = cuda_or_skip("binary_maps_broadcast_gpu_views_like_the_cpu") else {
-        return;
-    };
+fn binary_maps_broadcast_gpu_views_like_the_cpu(_: &Device) {
+    poison_the_allocator();
     let ops = [
         BinaryOp::Add,
         BinaryOp::Sub,
@@ -324,11 +311,8 @@ fn binary_maps_broadcast_gpu_views_like_the_cpu() {
         .unwrap();
 }
 
-#[test]
-fn where_select_with_a_broadcast_condition_matches_the_cpu() {
-    let Some(()) = cuda_or_skip("where_select_with_a_broadcast_condition_matches_the_cpu") else {
-        return;
-    };
+fn where_select_with_a_broadcast_condition_matches_the_cpu(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(&viewed(3), |(shape, kind, seed)| {
             let (a_cpu, a_gpu) = twins(&shape, &kind, seed);
@@ -347,11 +331,8 @@ fn where_select_with_a_broadcast_condition_matches_the_cpu() {
 
 // ---- reductions, softmax ------------------------------------------------------------------------------------------
 
-#[test]
-fn reductions_over_any_dimension_match_the_cpu() {
-    let Some(()) = cuda_or_skip("reductions_over_any_dimension_match_the_cpu") else {
-        return;
-    };
+fn reductions_over_any_dimension_match_the_cpu(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(
             &(viewed(4), any::<bool>()),
@@ -395,11 +376,8 @@ fn reductions_over_any_dimension_match_the_cpu() {
         .unwrap();
 }
 
-#[test]
-fn softmax_and_its_backward_match_the_cpu() {
-    let Some(()) = cuda_or_skip("softmax_and_its_backward_match_the_cpu") else {
-        return;
-    };
+fn softmax_and_its_backward_match_the_cpu(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(&viewed(3), |(shape, kind, seed)| {
             let (cpu, gpu) = twins(&shape, &kind, seed);
@@ -431,11 +409,8 @@ fn softmax_and_its_backward_match_the_cpu() {
 
 // ---- data movement ------------------------------------------------------------------------------------------------
 
-#[test]
-fn concat_stack_and_index_ops_move_the_same_elements() {
-    let Some(()) = cuda_or_skip("concat_stack_and_index_ops_move_the_same_elements") else {
-        return;
-    };
+fn concat_stack_and_index_ops_move_the_same_elements(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(&(viewed(3), 0usize..4), |((shape, kind, seed), extra)| {
             let (a_cpu, a_gpu) = twins(&shape, &kind, seed);
@@ -485,11 +460,8 @@ fn concat_stack_and_index_ops_move_the_same_elements() {
         .unwrap();
 }
 
-#[test]
-fn upsampling_and_its_backward_match_the_cpu() {
-    let Some(()) = cuda_or_skip("upsampling_and_its_backward_match_the_cpu") else {
-        return;
-    };
+fn upsampling_and_its_backward_match_the_cpu(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(
             &(1usize..3, 1usize..4, 1usize..6, 1usize..7, any::<u64>()),
@@ -518,12 +490,8 @@ fn upsampling_and_its_backward_match_the_cpu() {
 
 // ---- matmul, convolution, normalisation, attention ----------------------------------------------------------------
 
-#[test]
-fn batched_matmul_of_transposed_broadcast_operands_matches_the_cpu() {
-    let Some(()) = cuda_or_skip("batched_matmul_of_transposed_broadcast_operands_matches_the_cpu")
-    else {
-        return;
-    };
+fn batched_matmul_of_transposed_broadcast_operands_matches_the_cpu(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(
             &(1usize..4, 1usize..40, 1usize..40, 1usize..70, any::<u64>()),
@@ -546,11 +514,82 @@ fn batched_matmul_of_transposed_broadcast_operands_matches_the_cpu() {
         .unwrap();
 }
 
-#[test]
-fn conv2d_forward_matches_the_cpu_on_awkward_shapes() {
-    let Some(()) = cuda_or_skip("conv2d_forward_matches_the_cpu_on_awkward_shapes") else {
-        return;
-    };
+/// Restores this thread's matmul precision when dropped (also when a property fails and unwinds).
+struct PrecisionFor(Precision);
+
+impl PrecisionFor {
+    fn set(precision: Precision) -> PrecisionFor {
+        PrecisionFor(set_matmul_precision(precision))
+    }
+}
+
+impl Drop for PrecisionFor {
+    fn drop(&mut self) {
+        set_matmul_precision(self.0);
+    }
+}
+
+fn bf16_matmul_is_within_the_bf16_bound_of_the_f32_product(_: &Device) {
+    poison_the_allocator();
+    // Rounding each operand to bf16 (8 significant bits, to nearest) costs at most 2⁻⁹ relative, a product of two at
+    // most 2⁻⁸ + 2⁻¹⁸, and the f32 accumulation on each side (tensor cores here, the CPU's reference) at most
+    // (k + 2)·2⁻²⁴ of Σ|aᵢbᵢ|: |bf16 − cpu| ≤ (2⁻⁸ + (2k + 5)·2⁻²⁴)·(|A||B|)ᵢⱼ. Shapes are ragged against the 8-wide
+    // bf16 rows (k, n not multiples of 8) and the 128-wide tiles; A is transposed, B shared by the batch or not.
+    runner()
+        .run(
+            &(1usize..4, 1usize..40, 1usize..40, 1usize..70, any::<u64>()),
+            |(batch, m, n, k, seed)| {
+                let (a_cpu, a_gpu) = pair(&[batch, k, m], seed);
+                let (a_cpu, a_gpu) = (
+                    a_cpu.transpose(1, 2).unwrap(),
+                    a_gpu.transpose(1, 2).unwrap(),
+                );
+                let b_shape = if seed % 2 == 0 {
+                    vec![k, n]
+                } else {
+                    vec![batch, k, n]
+                };
+                let (b_cpu, b_gpu) = pair(&b_shape, seed ^ 1);
+                let f32_product = a_gpu.matmul(&b_gpu).unwrap().to_vec().unwrap();
+                let bf16_product = {
+                    let _bf16 = PrecisionFor::set(Precision::Bf16);
+                    a_gpu.matmul(&b_gpu).unwrap()
+                };
+                prop_assert_eq!(bf16_product.shape(), &[batch, m, n][..]);
+                let got = bf16_product.to_vec().unwrap();
+                let want = a_cpu.matmul(&b_cpu).unwrap().to_vec().unwrap();
+                let magnitude = a_cpu
+                    .abs()
+                    .unwrap()
+                    .matmul(&b_cpu.abs().unwrap())
+                    .unwrap()
+                    .to_vec()
+                    .unwrap();
+                let relative = 2f64.powi(-8) + (2 * k + 5) as f64 * 2f64.powi(-24);
+                for (i, ((&g, &w), &mag)) in got.iter().zip(&want).zip(&magnitude).enumerate() {
+                    let error = (f64::from(g) - f64::from(w)).abs();
+                    prop_assert!(
+                        error <= relative * f64::from(mag),
+                        "element {}: bf16 {} against {} (bound {})",
+                        i,
+                        g,
+                        w,
+                        relative * f64::from(mag)
+                    );
+                }
+                // the values carry 24 significant bits: rounding them to 8 changes some product
+                prop_assert!(
+                    got != f32_product,
+                    "the bf16 setting did not change the product"
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+fn conv2d_forward_matches_the_cpu_on_awkward_shapes(_: &Device) {
+    poison_the_allocator();
     let case = (
         1usize..3,
         1usize..3,
@@ -629,12 +668,8 @@ fn conv2d_forward_matches_the_cpu_on_awkward_shapes() {
         .unwrap();
 }
 
-#[test]
-fn group_norm_and_layer_norm_match_the_cpu_forward_and_backward() {
-    let Some(()) = cuda_or_skip("group_norm_and_layer_norm_match_the_cpu_forward_and_backward")
-    else {
-        return;
-    };
+fn group_norm_and_layer_norm_match_the_cpu_forward_and_backward(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(
             &(1usize..3, 1usize..4, 1usize..4, 1usize..30, any::<u64>()),
@@ -686,11 +721,8 @@ fn group_norm_and_layer_norm_match_the_cpu_forward_and_backward() {
         .unwrap();
 }
 
-#[test]
-fn attention_forward_matches_the_cpu() {
-    let Some(()) = cuda_or_skip("attention_forward_matches_the_cpu") else {
-        return;
-    };
+fn attention_forward_matches_the_cpu(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(
             &(1usize..4, 1usize..40, 1usize..40, 1usize..65, any::<u64>()),
@@ -708,11 +740,8 @@ fn attention_forward_matches_the_cpu() {
         .unwrap();
 }
 
-#[test]
-fn attention_backward_matches_the_cpu() {
-    let Some(()) = cuda_or_skip("attention_backward_matches_the_cpu") else {
-        return;
-    };
+fn attention_backward_matches_the_cpu(_: &Device) {
+    poison_the_allocator();
     runner()
         .run(
             &(1usize..4, 1usize..40, 1usize..40, 1usize..65, any::<u64>()),
@@ -742,11 +771,8 @@ fn attention_backward_matches_the_cpu() {
 
 // ---- noise, optimiser ---------------------------------------------------------------------------------------------
 
-#[test]
-fn q_sample_and_sampler_step_match_the_cpu() {
-    let Some(()) = cuda_or_skip("q_sample_and_sampler_step_match_the_cpu") else {
-        return;
-    };
+fn q_sample_and_sampler_step_match_the_cpu(_: &Device) {
+    poison_the_allocator();
     use diffuse_cpu_kernels::noise::StepCoefficients;
     runner()
         .run(
@@ -786,11 +812,8 @@ fn q_sample_and_sampler_step_match_the_cpu() {
         .unwrap();
 }
 
-#[test]
-fn adamw_step_updates_gpu_parameters_like_the_cpu() {
-    let Some(()) = cuda_or_skip("adamw_step_updates_gpu_parameters_like_the_cpu") else {
-        return;
-    };
+fn adamw_step_updates_gpu_parameters_like_the_cpu(_: &Device) {
+    poison_the_allocator();
     let cfg = AdamWConfig {
         lr: 1e-2,
         beta1: 0.9,
@@ -820,15 +843,41 @@ fn adamw_step_updates_gpu_parameters_like_the_cpu() {
         .unwrap();
 }
 
+// ---- empty tensors ------------------------------------------------------------------------------------------------
+
+fn empty_tensors_move_and_compute_on_the_gpu(_: &Device) {
+    poison_the_allocator();
+    // an empty tensor's storage owns no device memory; every operation on it is a no-op or an empty sum
+    let empty = Tensor::zeros(&[0, 3], DType::F32, GPU).unwrap();
+    assert_eq!(
+        (empty.shape(), empty.to_vec().unwrap()),
+        (&[0usize, 3][..], vec![])
+    );
+    let moved = Tensor::from_vec(vec![], &[2, 0], Device::Cpu)
+        .unwrap()
+        .to_device(GPU)
+        .unwrap();
+    assert_eq!(moved.device(), GPU);
+    assert_eq!(
+        empty.add(&empty).unwrap().to_vec().unwrap(),
+        Vec::<f32>::new()
+    );
+    // [3, 0] · [0, 2]: every entry is the empty sum
+    let (a, b) = (
+        Tensor::zeros(&[3, 0], DType::F32, GPU).unwrap(),
+        Tensor::zeros(&[0, 2], DType::F32, GPU).unwrap(),
+    );
+    assert_eq!(a.matmul(&b).unwrap().to_vec().unwrap(), vec![0.0; 6]);
+    assert_eq!(
+        empty.sum(&[0], false).unwrap().to_vec().unwrap(),
+        vec![0.0; 3]
+    );
+}
+
 // ---- errors -------------------------------------------------------------------------------------------------------
 
-#[test]
-fn mixed_devices_and_half_precision_on_the_gpu_are_errors_that_say_so() {
-    let Some(()) =
-        cuda_or_skip("mixed_devices_and_half_precision_on_the_gpu_are_errors_that_say_so")
-    else {
-        return;
-    };
+fn mixed_devices_and_half_precision_on_the_gpu_are_errors_that_say_so(_: &Device) {
+    poison_the_allocator();
     let (cpu, gpu) = pair(&[2, 3], draw(any::<u64>(), 1));
     let err = cpu.add(&gpu).unwrap_err().to_string();
     assert!(err.contains("cpu") && err.contains("cuda:0"), "{err}");
@@ -845,4 +894,30 @@ fn mixed_devices_and_half_precision_on_the_gpu_are_errors_that_say_so() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("f32 only"), "{err}");
+}
+
+fn main() {
+    let tests = diffuse_gpu_test::on_gpu![
+        to_device_and_back_returns_every_view_bit_for_bit,
+        creation_functions_fill_the_same_values_on_the_gpu,
+        assign_writes_a_view_into_a_gpu_tensor,
+        unary_maps_on_gpu_views_match_the_cpu,
+        binary_maps_broadcast_gpu_views_like_the_cpu,
+        where_select_with_a_broadcast_condition_matches_the_cpu,
+        reductions_over_any_dimension_match_the_cpu,
+        softmax_and_its_backward_match_the_cpu,
+        concat_stack_and_index_ops_move_the_same_elements,
+        upsampling_and_its_backward_match_the_cpu,
+        batched_matmul_of_transposed_broadcast_operands_matches_the_cpu,
+        bf16_matmul_is_within_the_bf16_bound_of_the_f32_product,
+        conv2d_forward_matches_the_cpu_on_awkward_shapes,
+        group_norm_and_layer_norm_match_the_cpu_forward_and_backward,
+        attention_forward_matches_the_cpu,
+        attention_backward_matches_the_cpu,
+        q_sample_and_sampler_step_match_the_cpu,
+        adamw_step_updates_gpu_parameters_like_the_cpu,
+        empty_tensors_move_and_compute_on_the_gpu,
+        mixed_devices_and_half_precision_on_the_gpu_are_errors_that_say_so,
+    ];
+    diffuse_gpu_test::run(open_cuda0, tests);
 }

@@ -5,20 +5,17 @@
 //! GPU (see `diffuse-cuda-kernels/tests/gpu_vs_cpu_adaln.rs`), the tanh GELU's PTX exponential is within ~1e-6
 //! relative: 1e-4 covers every output at these sizes (dims ≥ 2, so rstd stays far below 1/√eps).
 //!
-//! Without a CUDA driver or device, every test prints `<test>: skipped: no CUDA driver (<reason>)` and returns.
+//! The tests run under `diffuse-gpu-test`'s harness: without a CUDA driver or device each is reported ignored, with
+//! the reason; on a device that cannot run the kernels each fails with the driver's message.
 
-use diffuse_tensor::{DType, Device, Tensor};
+use diffuse_tensor::{Device, OpenError, Tensor};
 
 const GPU: Device = Device::Cuda(0);
 
-fn cuda_or_skip(test: &str) -> Option<()> {
-    match Tensor::zeros(&[1], DType::F32, GPU) {
-        Ok(_) => Some(()),
-        Err(err) => {
-            eprintln!("{test}: skipped: no CUDA driver ({err})");
-            None
-        }
-    }
+/// The device every test runs on, or why there is none (the harness reports the tests ignored, or failed when a
+/// device is there but cannot run the kernels).
+fn open_cuda0() -> Result<Device, OpenError> {
+    GPU.open().map(|()| GPU)
 }
 
 /// The same values on the CPU and the GPU.
@@ -45,11 +42,7 @@ fn close(what: &str, gpu: &Tensor, cpu: &Tensor) {
     }
 }
 
-#[test]
-fn layer_norm_modulate_on_the_gpu_matches_the_cpu() {
-    let Some(()) = cuda_or_skip("layer_norm_modulate_on_the_gpu_matches_the_cpu") else {
-        return;
-    };
+fn layer_norm_modulate_on_the_gpu_matches_the_cpu(_: &Device) {
     for (n, l, d) in [(1, 1, 2), (2, 49, 64), (3, 17, 300)] {
         let (x, gx) = twins(&[n, d, l], 1);
         let (x, gx) = (x.transpose(1, 2).unwrap(), gx.transpose(1, 2).unwrap());
@@ -73,11 +66,7 @@ fn layer_norm_modulate_on_the_gpu_matches_the_cpu() {
     }
 }
 
-#[test]
-fn gated_residual_on_the_gpu_matches_the_cpu() {
-    let Some(()) = cuda_or_skip("gated_residual_on_the_gpu_matches_the_cpu") else {
-        return;
-    };
+fn gated_residual_on_the_gpu_matches_the_cpu(_: &Device) {
     for (n, l, d) in [(1, 1, 1), (2, 49, 64), (3, 17, 300)] {
         let (x, gx) = twins(&[n, l, d], 5);
         let (gate, ggate) = twins(&[n, d], 6);
@@ -95,11 +84,7 @@ fn gated_residual_on_the_gpu_matches_the_cpu() {
     }
 }
 
-#[test]
-fn gelu_tanh_on_the_gpu_matches_the_cpu() {
-    let Some(()) = cuda_or_skip("gelu_tanh_on_the_gpu_matches_the_cpu") else {
-        return;
-    };
+fn gelu_tanh_on_the_gpu_matches_the_cpu(_: &Device) {
     let (x, gx) = twins(&[7, 300], 9);
     let (x, gx) = (x.mul_scalar(4.0).unwrap(), gx.mul_scalar(4.0).unwrap());
     let (g, gg) = twins(&[7, 300], 10);
@@ -113,4 +98,13 @@ fn gelu_tanh_on_the_gpu_matches_the_cpu() {
         &gx.gelu_tanh_backward(&gg).unwrap(),
         &x.gelu_tanh_backward(&g).unwrap(),
     );
+}
+
+fn main() {
+    let tests = diffuse_gpu_test::on_gpu![
+        layer_norm_modulate_on_the_gpu_matches_the_cpu,
+        gated_residual_on_the_gpu_matches_the_cpu,
+        gelu_tanh_on_the_gpu_matches_the_cpu,
+    ];
+    diffuse_gpu_test::run(open_cuda0, tests);
 }

@@ -149,6 +149,32 @@ impl Var {
         }))
     }
 
+    /// |x|: ∂x = g·sign(x), with sign(0) = 0 (PyTorch's subgradient at the kink).
+    ///
+    /// The sign is selected, not computed as x/|x|: `g` where x > 0, −g where x < 0, 0 at 0.
+    pub fn abs(&self) -> Result<Var> {
+        let x = self.tensor().clone();
+        Ok(self.unary_op(x.abs()?, move |g| {
+            let zero = Tensor::full(&[], 0.0, g.dtype(), g.device())?;
+            let negative = x.neg()?.relu()?.where_select(&g.neg()?, &zero)?;
+            x.relu()?.where_select(g, &negative)
+        }))
+    }
+
+    /// min(max(x, lo), hi): ∂x = g where lo ≤ x ≤ hi, else 0 (bounds included, as PyTorch's `clamp`).
+    ///
+    /// The mask is where the clamp changed nothing: y − x = 0 exactly inside the bounds (and on them), non-zero
+    /// outside.
+    pub fn clamp(&self, lo: f32, hi: f32) -> Result<Var> {
+        let x = self.tensor().clone();
+        let y = x.clamp(lo, hi)?;
+        let moved = y.sub(&x)?;
+        Ok(self.unary_op(y, move |g| {
+            let zero = Tensor::full(&[], 0.0, g.dtype(), g.device())?;
+            moved.where_select(&zero, g)
+        }))
+    }
+
     /// The tanh-approximated GELU (PyTorch's `gelu(x, approximate='tanh')`): ∂x in one fused pass
     /// ([`Tensor::gelu_tanh_backward`]).
     pub fn gelu_tanh(&self) -> Result<Var> {

@@ -1,50 +1,39 @@
-//! What every GPU test binary of this crate shares: the device (opened once, or the reason it cannot be), the
-//! proptest runner, and host↔device copies. Each binary uses a different subset, hence the `dead_code` allowance.
+//! What every GPU test binary of this crate shares: the proptest runner and host↔device copies. Each binary uses a
+//! different subset, hence the `dead_code` allowance. The device itself is opened once by the harness
+//! (`diffuse-gpu-test`) and handed to each test.
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
-
-use cudarc::driver::CudaSlice;
-use diffuse_cuda_kernels::{Gpu, KernelError};
+use diffuse_cuda_kernels::{DeviceBuffer, Gpu};
 use proptest::test_runner::{Config, TestRunner};
 
-/// The device shared by all tests of this binary, opened once; without one, prints
-/// `<test>: skipped: no CUDA driver (<reason>)` and returns `None`, so a test never passes silently.
-pub fn gpu_or_skip(test: &str) -> Option<&'static Gpu> {
-    static GPU: OnceLock<Result<Gpu, KernelError>> = OnceLock::new();
-    match GPU.get_or_init(|| Gpu::new(0)) {
-        Ok(gpu) => Some(gpu),
-        Err(err) => {
-            eprintln!("{test}: skipped: no CUDA driver ({err})");
-            None
-        }
-    }
+/// 32 cases per property, or `PROPTEST_CASES` when set (compute-sanitizer runs a reduced set: one case per property
+/// is enough to visit every kernel, and each runs ~100× slower under its instrumentation).
+pub fn runner() -> TestRunner {
+    runner_of(32)
 }
 
-pub fn runner() -> TestRunner {
+/// `cases` cases per property, or `PROPTEST_CASES` when set.
+pub fn runner_of(cases: u32) -> TestRunner {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
     TestRunner::new(Config {
-        cases: 32,
+        cases,
         ..Config::default()
     })
 }
 
-/// A device copy of `host` (cudarc's explicit empty slice when it is empty: no zero-byte allocation).
-pub fn upload(gpu: &Gpu, host: &[f32]) -> CudaSlice<f32> {
-    if host.is_empty() {
-        return zeros(gpu, 0);
-    }
-    gpu.stream().clone_htod(host).expect("host-to-device copy")
+/// A device copy of `host`, in an allocation of exactly its length (none when it is empty).
+pub fn upload(gpu: &Gpu, host: &[f32]) -> DeviceBuffer {
+    DeviceBuffer::from_host(gpu, host).expect("host-to-device copy")
 }
 
-pub fn download(gpu: &Gpu, device: &CudaSlice<f32>) -> Vec<f32> {
-    gpu.stream()
-        .clone_dtoh(device)
-        .expect("device-to-host copy")
+pub fn download(gpu: &Gpu, device: &DeviceBuffer) -> Vec<f32> {
+    device.to_host(gpu).expect("device-to-host copy")
 }
 
-pub fn zeros(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
-    if len == 0 {
-        return gpu.stream().null().expect("empty device slice");
-    }
-    gpu.stream().alloc_zeros(len).expect("device allocation")
+/// `len` zeros in an allocation of exactly `len` elements; `zeros(gpu, 0)` allocates nothing.
+pub fn zeros(gpu: &Gpu, len: usize) -> DeviceBuffer {
+    DeviceBuffer::zeros(gpu, len).expect("device allocation")
 }

@@ -81,6 +81,14 @@ impl FashionClassifier {
 
     /// Features and logits of a batch `x` of shape (N, 1, 28, 28).
     pub fn forward(&self, x: &Var) -> Result<ClassifierOutput> {
+        let [.., features] = self.activations(x)?;
+        let logits = self.fc2.forward(&features)?;
+        Ok(ClassifierOutput { features, logits })
+    }
+
+    /// The ReLU activations of every hidden layer for a batch `x` (N, 1, 28, 28): conv1 (N, 32, 28, 28), conv2
+    /// (N, 64, 14, 14), conv3 (N, 64, 7, 7) and fc1 (N, 128), the last being the features.
+    pub fn activations(&self, x: &Var) -> Result<[Var; 4]> {
         let want = [1, IMAGE_SIZE, IMAGE_SIZE];
         if x.shape().len() != 4 || x.shape()[1..] != want {
             return Err(TensorError::shape(
@@ -90,13 +98,12 @@ impl FashionClassifier {
             .into());
         }
         let n = x.shape()[0];
-        let h = self.conv1.forward(x)?.relu()?;
-        let h = self.conv2.forward(&h)?.relu()?;
-        let h = self.conv3.forward(&h)?.relu()?;
-        let h = h.reshape(&[n, h.tensor().numel() / n.max(1)])?;
-        let features = self.fc1.forward(&h)?.relu()?;
-        let logits = self.fc2.forward(&features)?;
-        Ok(ClassifierOutput { features, logits })
+        let h1 = self.conv1.forward(x)?.relu()?;
+        let h2 = self.conv2.forward(&h1)?.relu()?;
+        let h3 = self.conv3.forward(&h2)?.relu()?;
+        let flat = h3.reshape(&[n, h3.tensor().numel() / n.max(1)])?;
+        let features = self.fc1.forward(&flat)?.relu()?;
+        Ok([h1, h2, h3, features])
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`accuracy`]: per-class and overall accuracy of class-conditional samples.
 //! - [`mod@inception_score`]: exp E[KL(p(y|x) ‖ p(y))].
 //! - [`mod@precision_recall`]: k-NN manifold precision and recall.
+//! - [`reconstruction`]: PSNR and SSIM of an autoencoder's reconstructions.
 //! - [`bound`]: the variational bound in bits per dimension, with the Gaussian helpers of [`normal`].
 //! - [`report`]: all of the above for a set of samples against reference features, as one JSON-serialisable
 //!   [`EvalReport`].
@@ -21,6 +22,7 @@ pub mod inception_score;
 pub mod jacobi;
 pub mod normal;
 pub mod precision_recall;
+pub mod reconstruction;
 pub mod report;
 
 pub use accuracy::{class_accuracy, ClassAccuracy};

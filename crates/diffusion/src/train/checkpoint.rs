@@ -10,6 +10,10 @@
 //! DIR/step-N/trainer_state.json    step, seed, data position, sampler history, loss smoothing, full config
 //! ```
 //!
+//! A checkpoint of a latent diffusion run is also a diffusers pipeline folder: the EMA weights, the pipeline's
+//! denoiser, are in `unet/` instead of `ema/`, beside `model_index.json`, `vae/` and `scheduler/`
+//! ([`Trainer::save_pipeline_checkpoint`]).
+//!
 //! Writing: everything goes into `DIR/.tmp-step-N/`; every file and folder is fsync-ed; the folder is renamed to
 //! `DIR/step-N/` (atomic within one file system) and `DIR` fsync-ed; then `latest` is replaced atomically (write
 //! `DIR/.latest.tmp`, fsync, rename over `latest`, fsync `DIR`). Only then are older checkpoints beyond the last `keep`
@@ -26,18 +30,31 @@ use std::path::{Path, PathBuf};
 
 /// The diffusers weights file name.
 pub const WEIGHTS_FILE: &str = "diffusion_pytorch_model.safetensors";
+/// The file that makes a folder a diffusers pipeline.
+pub const MODEL_INDEX_FILE: &str = "model_index.json";
+/// The denoiser's folder in a diffusers pipeline (the EMA weights, in a pipeline checkpoint).
+pub const PIPELINE_UNET_DIR: &str = "unet";
+
+/// The EMA weights' folder of a checkpoint: `unet/` when it is a pipeline folder, else `ema/`.
+pub fn ema_dir(step_dir: &Path) -> PathBuf {
+    if step_dir.join(MODEL_INDEX_FILE).is_file() {
+        step_dir.join(PIPELINE_UNET_DIR)
+    } else {
+        step_dir.join("ema")
+    }
+}
 
 fn io(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::train(path.display().to_string(), e.to_string())
 }
 
-fn sync(path: &Path) -> Result<()> {
+pub(crate) fn sync(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| io(path, e))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| io(path, e))?;
     f.write_all(bytes).map_err(|e| io(path, e))?;
     f.sync_all().map_err(|e| io(path, e))
@@ -95,20 +112,73 @@ fn checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
+/// Writes checkpoint `step-{step}` of the run in `dir` as the module documentation describes: `fill` writes the
+/// checkpoint's files into a temporary folder (each synced), which is then renamed into place and named by
+/// `DIR/latest`; older checkpoints beyond the newest `keep` (at least one) are removed. Returns the new folder.
+pub fn write_checkpoint_folder(
+    dir: &Path,
+    step: u64,
+    keep: usize,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let name = format!("step-{step}");
+    let tmp = dir.join(format!(".tmp-{name}"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    fill(&tmp)?;
+    sync(&tmp)?;
+
+    let target = dir.join(&name);
+    if target.exists() {
+        fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
+    }
+    fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
+    sync(dir)?;
+    let pointer_tmp = dir.join(".latest.tmp");
+    write_synced(&pointer_tmp, format!("{name}\n").as_bytes())?;
+    fs::rename(&pointer_tmp, dir.join("latest")).map_err(|e| io(dir, e))?;
+    sync(dir)?;
+
+    let all = checkpoints(dir)?;
+    let excess = all.len().saturating_sub(keep.max(1));
+    for (n, path) in &all[..excess] {
+        if *n != step {
+            fs::remove_dir_all(path).map_err(|e| io(path, e))?;
+        }
+    }
+    Ok(target)
+}
+
 impl<M: TrainableModel> Trainer<M> {
     /// Saves the run at its current step into `dir` (see the module documentation) and keeps the newest `keep`
     /// checkpoints (at least one). Returns the new checkpoint's folder.
     pub fn save_checkpoint(&self, dir: &Path, keep: usize) -> Result<PathBuf> {
-        let step = self.state.step;
-        let name = format!("step-{step}");
-        let tmp = dir.join(format!(".tmp-{name}"));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        }
-        fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        write_checkpoint_folder(dir, self.state.step, keep, |tmp| {
+            self.write_state(tmp, "ema")
+        })
+    }
+
+    /// As [`Trainer::save_checkpoint`], the checkpoint also being a diffusers pipeline folder: the EMA weights go in
+    /// `unet/`, and `add_components` writes the rest of the pipeline (`model_index.json`, `vae/`, ...) into it.
+    pub fn save_pipeline_checkpoint(
+        &self,
+        dir: &Path,
+        keep: usize,
+        add_components: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        write_checkpoint_folder(dir, self.state.step, keep, |tmp| {
+            self.write_state(tmp, PIPELINE_UNET_DIR)?;
+            add_components(tmp)
+        })
+    }
+
+    /// Writes the weights (the EMA ones into `tmp/ema_name`), scheduler, optimiser and trainer state into `tmp`.
+    fn write_state(&self, tmp: &Path, ema_name: &str) -> Result<()> {
         let config_json = self.model.config_json();
         write_diffusers_model(&self.store, &config_json, &tmp.join("model"))?;
-        write_diffusers_model(self.ema.store(), &config_json, &tmp.join("ema"))?;
+        write_diffusers_model(self.ema.store(), &config_json, &tmp.join(ema_name))?;
         let scheduler = tmp.join("scheduler");
         fs::create_dir_all(&scheduler).map_err(|e| io(&scheduler, e))?;
         write_synced(
@@ -119,29 +189,8 @@ impl<M: TrainableModel> Trainer<M> {
         let optimizer = tmp.join("optimizer.safetensors");
         self.optimizer.save_state(&optimizer)?;
         sync(&optimizer)?;
-        let state = serde_json::to_string_pretty(&self.state).map_err(|e| io(&tmp, e))?;
-        write_synced(&tmp.join("trainer_state.json"), state.as_bytes())?;
-        sync(&tmp)?;
-
-        let target = dir.join(&name);
-        if target.exists() {
-            fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
-        }
-        fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
-        sync(dir)?;
-        let pointer_tmp = dir.join(".latest.tmp");
-        write_synced(&pointer_tmp, format!("{name}\n").as_bytes())?;
-        fs::rename(&pointer_tmp, dir.join("latest")).map_err(|e| io(dir, e))?;
-        sync(dir)?;
-
-        let all = checkpoints(dir)?;
-        let excess = all.len().saturating_sub(keep.max(1));
-        for (n, path) in &all[..excess] {
-            if *n != step {
-                fs::remove_dir_all(path).map_err(|e| io(path, e))?;
-            }
-        }
-        Ok(target)
+        let state = serde_json::to_string_pretty(&self.state).map_err(|e| io(tmp, e))?;
+        write_synced(&tmp.join("trainer_state.json"), state.as_bytes())
     }
 
     /// Continues the run saved in `dir` (its `latest` checkpoint) with the model `build` makes, exactly where it
@@ -168,7 +217,7 @@ impl<M: TrainableModel> Trainer<M> {
         trainer
             .ema
             .store()
-            .load(step_dir.join("ema").join(WEIGHTS_FILE))?;
+            .load(ema_dir(&step_dir).join(WEIGHTS_FILE))?;
         trainer
             .optimizer
             .load_state(step_dir.join("optimizer.safetensors"))?;

@@ -22,6 +22,7 @@ use super::model::TrainableModel;
 use super::random::{noise_stream, step_rng};
 use super::target::training_target;
 use super::timesteps::{LossHistory, TimestepSampler};
+use crate::autoencoder::latents::{latent_stream, LatentSpace};
 use crate::data::{Dataset, EpochBatches};
 use crate::error::{Error, Result};
 use crate::forward::q_sample;
@@ -91,6 +92,8 @@ pub struct Trainer<M: TrainableModel> {
     schedule: NoiseSchedule,
     /// The shuffled order of the epoch last used.
     epoch_order: Option<(u64, Vec<usize>)>,
+    /// Latent diffusion: the dataset holds posterior moments, and x0 is a scaled latent drawn from them.
+    latents: Option<LatentSpace>,
 }
 
 impl<M: TrainableModel> Trainer<M> {
@@ -151,6 +154,7 @@ impl<M: TrainableModel> Trainer<M> {
             },
             schedule,
             epoch_order: None,
+            latents: None,
         })
     }
 
@@ -179,6 +183,18 @@ impl<M: TrainableModel> Trainer<M> {
     /// The optimiser (its state is part of a checkpoint).
     pub fn optimizer(&self) -> &AdamW {
         &self.optimizer
+    }
+
+    /// Trains in the latent space `space` of an autoencoder: the dataset given to [`Trainer::step`] then holds each
+    /// image's posterior moments (μ, log σ²) as [`crate::autoencoder::encode_posteriors`] makes them, and every
+    /// step draws its x0 from them afresh (see [`crate::autoencoder::latents`]).
+    pub fn set_latent_space(&mut self, space: LatentSpace) {
+        self.latents = Some(space);
+    }
+
+    /// The latent space of a latent diffusion run.
+    pub fn latent_space(&self) -> Option<&LatentSpace> {
+        self.latents.as_ref()
     }
 
     /// Sets the total number of steps (to extend a resumed run); the learning-rate schedule is kept.
@@ -249,6 +265,13 @@ impl<M: TrainableModel> Trainer<M> {
             &[b, data.channels, data.height, data.width],
             self.device(),
         )?;
+        let x0 = match &self.latents {
+            Some(space) => {
+                let (key, offset) = latent_stream(seed, step, x0.numel() / 2)?;
+                space.sample(&x0, key, offset)?
+            }
+            None => x0,
+        };
         Ok(Draw {
             x0,
             labels,

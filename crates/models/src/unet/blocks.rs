@@ -3,15 +3,15 @@
 //! - `DownBlock2D` / `AttnDownBlock2D` (`down_blocks.i`): `layers_per_block` residual blocks (each followed by
 //!   self-attention in the `Attn` kind), then, except at the last level, a stride-2 3×3 convolution
 //!   (`downsamplers.0.conv`). Every residual/attention output and the downsampled map are kept as skips.
-//! - `UNetMidBlock2D` (`mid_block`): residual block, self-attention, residual block.
+//! - `UNetMidBlock2D` (`mid_block`): residual block, self-attention, residual block ([`crate::layers::mid_block`]).
 //! - `UpBlock2D` / `AttnUpBlock2D` (`up_blocks.i`): `layers_per_block + 1` residual blocks, each fed the running map
 //!   concatenated (along channels) with the most recent unused skip, then, except at the last level, nearest 2×
 //!   upsampling and a 3×3 convolution (`upsamplers.0.conv`).
 
-use super::resnet::{conv3x3, ResnetBlock2D};
+use crate::layers::{Downsample2D, MidBlockSettings, ResnetBlock2D, UNetMidBlock2D, Upsample2D};
 use diffuse_autograd::Var;
-use diffuse_nn::{Conv2d, Module, Path, SpatialSelfAttention};
-use diffuse_tensor::{Error, Result, Tensor};
+use diffuse_nn::{Path, SpatialSelfAttention};
+use diffuse_tensor::{Error, Result};
 
 /// What every block of one network shares.
 #[derive(Clone, Copy)]
@@ -25,7 +25,14 @@ pub(crate) struct BlockSettings {
 
 impl BlockSettings {
     fn resnet(&self, path: &Path, in_c: usize, out_c: usize) -> Result<ResnetBlock2D> {
-        ResnetBlock2D::new(path, in_c, out_c, self.temb_channels, self.groups, self.eps)
+        ResnetBlock2D::new(
+            path,
+            in_c,
+            out_c,
+            Some(self.temb_channels),
+            self.groups,
+            self.eps,
+        )
     }
 
     fn attention(&self, path: &Path, channels: usize) -> Result<SpatialSelfAttention> {
@@ -39,50 +46,19 @@ impl BlockSettings {
             self.eps,
         )
     }
-}
 
-/// diffusers' `Downsample2D` with a convolution: 3×3, stride 2. Padding 0 means diffusers' asymmetric padding, one
-/// zero row at the bottom and one zero column at the right (the original DDPM code's "SAME" padding).
-pub struct Downsample2D {
-    pub conv: Conv2d,
-    pad_bottom_right: bool,
-}
-
-impl Downsample2D {
-    fn new(path: &Path, channels: usize, padding: usize) -> Result<Downsample2D> {
-        Ok(Downsample2D {
-            conv: conv3x3(&path.sub("conv"), channels, channels, 2, padding)?,
-            pad_bottom_right: padding == 0,
-        })
-    }
-
-    fn forward(&self, x: &Var) -> Result<Var> {
-        if !self.pad_bottom_right {
-            return self.conv.forward(x);
-        }
-        let [n, c, h, w] = x.shape().try_into().map_err(|_| {
-            Error::shape(
-                "Downsample2D",
-                format!("expects (N, C, H, W), got {:?}", x.shape()),
-            )
-        })?;
-        let device = x.tensor().device();
-        let dtype = x.tensor().dtype();
-        let column = Var::constant(Tensor::zeros(&[n, c, h, 1], dtype, device)?);
-        let row = Var::constant(Tensor::zeros(&[n, c, 1, w + 1], dtype, device)?);
-        let padded = Var::concat(&[&Var::concat(&[x, &column], 3)?, &row], 2)?;
-        self.conv.forward(&padded)
-    }
-}
-
-/// diffusers' `Upsample2D` with a convolution: nearest-neighbour 2× then 3×3, padding 1.
-pub struct Upsample2D {
-    pub conv: Conv2d,
-}
-
-impl Upsample2D {
-    fn forward(&self, x: &Var) -> Result<Var> {
-        self.conv.forward(&x.upsample_nearest2x()?)
+    /// The mid block at the innermost width: with the time embedding and attention in this network's heads.
+    pub(crate) fn mid_block(&self, path: &Path, channels: usize) -> Result<UNetMidBlock2D> {
+        UNetMidBlock2D::new(
+            path,
+            &MidBlockSettings {
+                channels,
+                temb_channels: Some(self.temb_channels),
+                groups: self.groups,
+                eps: self.eps,
+                attention_head_dim: Some(self.head_dim.unwrap_or(channels)),
+            },
+        )
     }
 }
 
@@ -143,7 +119,7 @@ impl DownBlock {
     pub fn forward(&self, x: &Var, temb_act: &Var, skips: &mut Vec<Var>) -> Result<Var> {
         let mut x = x.clone();
         for (j, resnet) in self.resnets.iter().enumerate() {
-            x = resnet.forward(&x, temb_act)?;
+            x = resnet.forward(&x, Some(temb_act))?;
             if let Some(attention) = self.attentions.get(j) {
                 x = attention.forward(&x)?;
             }
@@ -154,28 +130,6 @@ impl DownBlock {
             skips.push(x.clone());
         }
         Ok(x)
-    }
-}
-
-/// `UNetMidBlock2D` with attention: resnet, attention, resnet.
-pub struct MidBlock {
-    pub resnets: [ResnetBlock2D; 2],
-    pub attention: SpatialSelfAttention,
-}
-
-impl MidBlock {
-    pub(crate) fn new(path: &Path, s: &BlockSettings, channels: usize) -> Result<MidBlock> {
-        let resnet = |j: usize| s.resnet(&path.sub("resnets").sub(j), channels, channels);
-        Ok(MidBlock {
-            resnets: [resnet(0)?, resnet(1)?],
-            attention: s.attention(&path.sub("attentions").sub(0), channels)?,
-        })
-    }
-
-    pub fn forward(&self, x: &Var, temb_act: &Var) -> Result<Var> {
-        let x = self.resnets[0].forward(x, temb_act)?;
-        let x = self.attention.forward(&x)?;
-        self.resnets[1].forward(&x, temb_act)
     }
 }
 
@@ -228,10 +182,8 @@ impl UpBlock {
             }
         }
         if upsample {
-            let p = path.sub("upsamplers").sub(0).sub("conv");
-            block.upsampler = Some(Upsample2D {
-                conv: conv3x3(&p, ch.out, ch.out, 1, 1)?,
-            });
+            let p = path.sub("upsamplers").sub(0);
+            block.upsampler = Some(Upsample2D::new(&p, ch.out)?);
         }
         Ok(block)
     }
@@ -257,7 +209,7 @@ impl UpBlock {
                     ),
                 ));
             }
-            x = resnet.forward(&Var::concat(&[&x, &skip], 1)?, temb_act)?;
+            x = resnet.forward(&Var::concat(&[&x, &skip], 1)?, Some(temb_act))?;
             if let Some(attention) = self.attentions.get(j) {
                 x = attention.forward(&x)?;
             }

@@ -3,8 +3,8 @@
 //!
 //! - [`config`]: `config.json` ([`UNetConfig`]) and the named architectures;
 //! - [`embedding`]: the sinusoidal timestep code and its MLP;
-//! - [`resnet`]: the residual block; [`blocks`]: the down, mid and up levels (attention comes from
-//!   [`diffuse_nn::SpatialSelfAttention`]);
+//! - [`blocks`]: the down and up levels, built from the residual block, resampling and mid block of
+//!   [`crate::layers`] (attention comes from [`diffuse_nn::SpatialSelfAttention`]);
 //! - [`model`]: [`UNet2DModel`] and its forward pass; `io`: the diffusers folder (load and save).
 
 pub mod blocks;
@@ -12,7 +12,6 @@ pub mod config;
 pub mod embedding;
 mod io;
 pub mod model;
-pub mod resnet;
 
 pub use crate::folder::{CONFIG_FILE, DIFFUSERS_WEIGHTS_FILE as WEIGHTS_FILE};
 pub use config::{SampleSize, UNetConfig, NAMED_CONFIGS};

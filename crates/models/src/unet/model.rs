@@ -13,11 +13,12 @@
 //! The last line is diffusers' score-SDE convention: a Fourier-embedded model takes the noise level σ as its
 //! timestep and returns the score, its raw output scaled by 1/σ (NCSN's noise-conditional output scaling).
 
-use super::blocks::{BlockSettings, DownBlock, DownChannels, MidBlock, UpBlock, UpChannels};
+use super::blocks::{BlockSettings, DownBlock, DownChannels, UpBlock, UpChannels};
 use super::config::UNetConfig;
 use super::embedding::{timestep_code, GaussianFourierProjection, TimestepEmbedding};
-use super::resnet::conv3x3;
 use crate::error::{Error, Result};
+use crate::layers::resnet::conv3x3;
+use crate::layers::UNetMidBlock2D;
 use diffuse_autograd::Var;
 use diffuse_nn::{Conv2d, Embedding, GroupNorm, Module, ParamStore};
 use diffuse_tensor::Tensor;
@@ -32,7 +33,7 @@ pub struct UNet2DModel {
     pub time_embedding: TimestepEmbedding,
     pub class_embedding: Option<Embedding>,
     pub down_blocks: Vec<DownBlock>,
-    pub mid_block: MidBlock,
+    pub mid_block: UNetMidBlock2D,
     pub up_blocks: Vec<UpBlock>,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
@@ -88,7 +89,7 @@ impl UNet2DModel {
             )?);
         }
 
-        let mid_block = MidBlock::new(&root.sub("mid_block"), &settings, channels[levels - 1])?;
+        let mid_block = settings.mid_block(&root.sub("mid_block"), channels[levels - 1])?;
 
         let mut up_blocks = Vec::with_capacity(levels);
         for (i, kind) in config.up_block_types.iter().enumerate() {
@@ -166,7 +167,7 @@ impl UNet2DModel {
         for block in &self.down_blocks {
             x = block.forward(&x, &temb_act, &mut skips)?;
         }
-        x = self.mid_block.forward(&x, &temb_act)?;
+        x = self.mid_block.forward(&x, Some(&temb_act))?;
         for block in &self.up_blocks {
             x = block.forward(&x, &temb_act, &mut skips)?;
         }

@@ -1,8 +1,9 @@
 //! The CUDA backend: device buffers, and the glue from tensor layouts to the launch wrappers of `diffuse-cuda-kernels`.
 //!
 //! Each ordinal gets one [`Gpu`] (context, stream, PTX modules, caching allocator), opened on first use and kept for
-//! the life of the process; a failure to open it (no driver, no such device, a device older than sm_80) is remembered
-//! and returned as [`Error::DeviceUnavailable`] naming the device and the reason. Buffers come from the device's
+//! the life of the process; a failure to open it (no driver, no such device, a device older than sm_80, a module
+//! that does not JIT) is remembered and returned as [`Error::DeviceUnavailable`] naming the device and the reason.
+//! An empty tensor's buffer owns no device memory (see [`DeviceBuffer`]). Buffers come from the device's
 //! [`ck::alloc::BufferPool`] and go back to it when a [`CudaStorage`] drops, so a training loop that repeats the same
 //! shapes stops calling `cuMemAlloc` after its first step.
 //!
@@ -30,34 +31,54 @@ use diffuse_cpu_kernels::noise::StepCoefficients;
 use diffuse_cpu_kernels::reduce::ReduceOp;
 use diffuse_cpu_kernels::Conv2dShape;
 use diffuse_cuda_kernels as ck;
-use diffuse_cuda_kernels::alloc::PooledBuffer;
 use diffuse_cuda_kernels::elementwise::Operand;
 use diffuse_cuda_kernels::gemm::MatrixLayout;
-use diffuse_cuda_kernels::Gpu;
+use diffuse_cuda_kernels::DeviceBuffer;
+use diffuse_cuda_kernels::{Gpu, OpenError};
 
 use crate::error::{Error, Result};
 use crate::layout::{checked_numel, dims_product, Layout};
 use crate::storage::MatmulOperand;
-use crate::{DType, Device};
+use crate::{matmul_precision, DType, Device, Precision};
 
 /// The opened device of each ordinal (or why it could not be opened), for the life of the process.
-fn gpu(ordinal: usize) -> Result<&'static Gpu> {
-    type Opened = std::result::Result<&'static Gpu, String>;
+fn open(ordinal: usize) -> std::result::Result<&'static Gpu, OpenError> {
+    type Opened = std::result::Result<&'static Gpu, OpenError>;
     static GPUS: OnceLock<Mutex<HashMap<usize, Opened>>> = OnceLock::new();
     let mut gpus = GPUS
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let opened = gpus.entry(ordinal).or_insert_with(|| {
-        // A device lives as long as the process: its buffers may be dropped at any time, even at exit.
-        Gpu::new(ordinal)
-            .map(|gpu| &*Box::leak(Box::new(gpu)))
-            .map_err(|e| e.to_string())
-    });
-    opened.clone().map_err(|message| Error::DeviceUnavailable {
+    gpus.entry(ordinal)
+        .or_insert_with(|| {
+            // A device lives as long as the process: its buffers may be dropped at any time, even at exit.
+            Gpu::new(ordinal).map(|gpu| &*Box::leak(Box::new(gpu)))
+        })
+        .clone()
+}
+
+fn gpu(ordinal: usize) -> Result<&'static Gpu> {
+    open(ordinal).map_err(|reason| Error::DeviceUnavailable {
         device: Device::Cuda(ordinal),
-        message,
+        reason,
     })
+}
+
+/// Whether device `ordinal` opens, and if not, why (no device, or a device that cannot run the kernels).
+pub fn availability(ordinal: usize) -> std::result::Result<(), OpenError> {
+    open(ordinal).map(|_| ())
+}
+
+/// "NVIDIA H200, compute capability 9.0, 132 SMs" for a device that opens.
+pub fn describe(ordinal: usize) -> Result<String> {
+    let gpu = gpu(ordinal)?;
+    let limits = gpu.limits();
+    let (major, minor) = limits.compute_capability;
+    Ok(format!(
+        "{}, compute capability {major}.{minor}, {} SMs",
+        gpu.name(),
+        limits.multiprocessors
+    ))
 }
 
 /// Checks that device `ordinal` opens (else the reason, as every operation on it would say) and that it can hold
@@ -71,7 +92,7 @@ pub fn check_storable(op: &'static str, ordinal: usize, dtype: DType) -> Result<
 pub struct CudaStorage {
     gpu: &'static Gpu,
     ordinal: usize,
-    buffer: ManuallyDrop<PooledBuffer>,
+    buffer: ManuallyDrop<DeviceBuffer>,
 }
 
 impl fmt::Debug for CudaStorage {
@@ -504,8 +525,8 @@ pub fn upsample_nearest2x_backward(
 
 // ---- matmul, softmax, convolution, normalisation, attention --------------------------------------------------------
 
-/// `batch` products `C_b = A_b · B_b` read through strides, one SGEMM launch per product; the result is contiguous
-/// `[batch, m, n]`.
+/// `batch` products `C_b = A_b · B_b` read through strides; the result is contiguous `[batch, m, n]`. In f32 (the
+/// default) one SGEMM launch per product; in bf16 ([`crate::set_matmul_precision`]) see [`matmul_bf16`].
 pub fn matmul(
     a: (&CudaStorage, &MatmulOperand),
     b: (&CudaStorage, &MatmulOperand),
@@ -517,6 +538,9 @@ pub fn matmul(
     if len == 0 || k == 0 {
         // no entries, or every entry the empty sum (and the operands may hold no element to point at)
         return from_host(a.0.ordinal, &vec![0.0; len]);
+    }
+    if matmul_precision() == Precision::Bf16 {
+        return matmul_bf16(a, b, (batch, m, n, k));
     }
     let mut out = a.0.sibling(len)?;
     for index in 0..batch {
@@ -532,18 +556,79 @@ pub fn matmul(
             k,
             1.0,
             &x,
-            MatrixLayout {
-                row_stride: a.1.row_stride,
-                col_stride: a.1.col_stride,
-            },
+            operand_layout(a.1),
             &y,
-            MatrixLayout {
-                row_stride: b.1.row_stride,
-                col_stride: b.1.col_stride,
-            },
+            operand_layout(b.1),
             0.0,
             &mut c,
         )?;
+    }
+    Ok(out)
+}
+
+fn operand_layout(view: &MatmulOperand) -> MatrixLayout {
+    MatrixLayout {
+        row_stride: view.row_stride,
+        col_stride: view.col_stride,
+    }
+}
+
+/// The bf16 products on the tensor cores: per product, A `[m, k]` is rounded into a row-major bf16 `[m, k₈]` and B
+/// `[k, n]` into `[k₈, n₈]` (k₈, n₈: k and n rounded up to multiples of 8, the padding zero, so it adds nothing),
+/// `gemm_bf16` writes C `[m, n₈]` in f32, and when n₈ > n the first n columns are copied out. An operand broadcast
+/// over the batch (batch stride 0) is rounded once. The bf16 scratch borrows f32 buffers of the caching allocator.
+fn matmul_bf16(
+    a: (&CudaStorage, &MatmulOperand),
+    b: (&CudaStorage, &MatmulOperand),
+    (batch, m, n, k): (usize, usize, usize, usize),
+) -> Result<CudaStorage> {
+    const OP: &str = "matmul";
+    let (k8, n8) = (k.next_multiple_of(8), n.next_multiple_of(8));
+    let gpu = a.0.gpu;
+    // two bf16 per f32 element; m·k₈ and k₈·n₈ are even
+    let mut a16 = a.0.sibling(checked_numel(OP, &[m, k8])? / 2)?;
+    let mut b16 = a.0.sibling(checked_numel(OP, &[k8, n8])? / 2)?;
+    let per = m * n;
+    let mut out = a.0.sibling(checked_numel(OP, &[batch, m, n])?)?;
+    let mut wide = if n8 == n {
+        None
+    } else {
+        Some(a.0.sibling(checked_numel(OP, &[m, n8])?)?)
+    };
+    let packed = Layout::from_parts(vec![m, n], vec![n8, 1], 0)?;
+    for index in 0..batch {
+        let at = |view: &MatmulOperand| view.offset + index * view.batch_stride;
+        if index == 0 || a.1.batch_stride != 0 {
+            let x = a.0.view_from(OP, at(a.1))?;
+            let layout = operand_layout(a.1);
+            ck::pack_bf16::pack_bf16(gpu, &x, m, k, layout, m, k8, &mut a16.buffer.as_bf16_mut())?;
+        }
+        if index == 0 || b.1.batch_stride != 0 {
+            let y = b.0.view_from(OP, at(b.1))?;
+            let layout = operand_layout(b.1);
+            ck::pack_bf16::pack_bf16(gpu, &y, k, n, layout, k8, n8, &mut b16.buffer.as_bf16_mut())?;
+        }
+        let (x16, y16) = (a16.buffer.as_bf16(), b16.buffer.as_bf16());
+        match wide.as_mut() {
+            None => {
+                let mut whole = out.view_mut();
+                let mut c = whole.slice_mut(index * per..(index + 1) * per);
+                ck::gemm::gemm_bf16(gpu, m, n8, k8, 1.0, &x16, &y16, 0.0, &mut c)?;
+            }
+            Some(wide) => {
+                ck::gemm::gemm_bf16(gpu, m, n8, k8, 1.0, &x16, &y16, 0.0, &mut wide.view_mut())?;
+                let strides = operand_strides(&packed);
+                let mut whole = out.view_mut();
+                let mut c = whole.slice_mut(index * per..(index + 1) * per);
+                ck::elementwise::copy_strided(
+                    gpu,
+                    packed.shape(),
+                    &wide.view(),
+                    Operand::new(&strides, 0),
+                    &mut c,
+                )?;
+            }
+        }
     }
     Ok(out)
 }
