@@ -10,9 +10,11 @@
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
 use crate::latent::{check_decodes, decoder_for, LatentDecoder};
+use crate::nll::{ode_bits_per_dim, NllArgs, NllMethod};
 use crate::plots::{save_fd_sweep, Curve};
-use crate::sample::open_folder;
+use crate::sample::{open_folder, Folder};
 use crate::sampling::SamplerArgs;
+use crate::score::{AnySampler, ScoreArgs, ScoreView, SCORE_SAMPLERS};
 use crate::scoring::{
     check_image_shape, first_images, load_classifier, load_split, SampleModel, Sampling, Scorer,
     DEFAULT_CLASSIFIER, SAMPLE_BATCH,
@@ -24,11 +26,12 @@ use diffuse_diffusion::eval::{
     evaluate_samples, variational_bound, BoundOptions, BpdSummary, EvalReport,
 };
 use diffuse_diffusion::pipeline::Weights;
-use diffuse_diffusion::sampler::named::{self, label};
-use diffuse_diffusion::sampler::scheduler::Scheduler;
+use diffuse_diffusion::sampler::named;
 use diffuse_diffusion::schedule::NoiseSchedule;
+use diffuse_diffusion::sde::OdeLikelihood;
 use diffuse_diffusion::train::ModelDenoiser;
 use diffuse_models::Backbone;
+use diffuse_nn::ParamStore;
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -44,6 +47,10 @@ pub struct EvalArgs {
     weights: String,
     #[command(flatten)]
     sampling: SamplerArgs,
+    #[command(flatten)]
+    score: ScoreArgs,
+    #[command(flatten)]
+    nll: NllArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
@@ -64,8 +71,8 @@ pub struct EvalArgs {
     /// The feature extractor's weights.
     #[arg(long, default_value = DEFAULT_CLASSIFIER)]
     classifier: PathBuf,
-    /// Compute the variational bound in bits/dim on the first N test images (0: skip; each image costs as many
-    /// model evaluations as the schedule has timesteps).
+    /// Compute bits/dim on the first N test images (0: skip) by --nll: the variational bound (each image costs as
+    /// many model evaluations as the schedule has timesteps) and/or the probability-flow ODE.
     #[arg(long, default_value_t = 0)]
     bpd: usize,
     /// Write the settings and the report (a list of them with --sweep-steps) as JSON to this file.  [default: none]
@@ -75,7 +82,8 @@ pub struct EvalArgs {
     /// [default: none]
     #[arg(long, value_delimiter = ',')]
     sweep_steps: Vec<usize>,
-    /// The samplers of a sweep (comma-separated), or `all` for the twelve of docs/samplers.md.  [default: --sampler]
+    /// The samplers of a sweep (comma-separated), or `all` for the twelve of docs/samplers.md (the three score
+    /// samplers for a score-SDE model).  [default: --sampler]
     #[arg(long, value_delimiter = ',', requires = "sweep_steps")]
     samplers: Vec<String>,
     /// The PNG of FD against steps of a sweep.  [default: the --json file with extension .png, else sweep.png]
@@ -89,8 +97,12 @@ pub struct EvalArgs {
 /// A loaded model and how to sample it.
 struct Model {
     unet: Backbone,
-    /// The folder's own scheduler (before `--sampler` and the other sampler options).
-    scheduler: Scheduler,
+    /// Its parameters (frozen for the ODE likelihood, which differentiates with respect to the input only).
+    store: ParamStore,
+    /// The folder, with its own scheduler (before `--sampler` and the other sampler options).
+    folder: Folder,
+    /// The model as a score model, or why it is not one.
+    score: Result<ScoreView, String>,
     /// The classes of a class-conditional model (its null class is the last embedding).
     num_classes: Option<u32>,
     /// The N of the `step-N` checkpoint the weights come from, when they do.
@@ -105,9 +117,9 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
     } else {
         Weights::Model
     };
-    let (folder, scheduler) = open_folder(&args.checkpoint, weights)?;
-    let model_dir = &folder.denoiser;
-    let (unet, _store) = Backbone::load_diffusers(model_dir, device)
+    let folder = open_folder(&args.checkpoint, weights)?;
+    let model_dir = &folder.pipeline.denoiser;
+    let (unet, store) = Backbone::load_diffusers(model_dir, device)
         .map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let config = unet.config();
     let (h, w) = config.sample_size().unwrap_or((28, 28));
@@ -125,7 +137,9 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         .find_map(|p| p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok());
     Ok(Model {
         num_classes: config.num_class_embeds().map(|n| n as u32 - 1),
-        scheduler,
+        score: ScoreView::of_checkpoint(&config, &folder.config),
+        folder,
+        store,
         unet,
         step,
         decoder,
@@ -138,35 +152,45 @@ impl Model {
         SampleModel {
             unet: &self.unet,
             null_class: self.num_classes,
+            score: &self.score,
             decoder: self.decoder.as_ref(),
         }
+    }
+
+    /// Whether it is a score-SDE model, which only the score samplers serve.
+    fn is_score_sde(&self) -> bool {
+        self.folder.scheduler.is_none()
     }
 }
 
 /// The sampler of one evaluation: the sampler options with `sampler` (when given) and `steps`.
-fn scheduler_for(
+fn sampler_for(
     args: &EvalArgs,
     model: &Model,
     sampler: Option<&str>,
     steps: usize,
-) -> Result<Scheduler, String> {
+) -> Result<AnySampler, String> {
     let mut sampling = args.sampling.clone();
     if let Some(name) = sampler {
         sampling.sampler = Some(name.to_string());
     }
     sampling.steps = steps;
-    sampling.resolve(&model.scheduler)
+    let (sampler, _) = model
+        .folder
+        .sampler(&model.unet.config(), &sampling, &args.score)?;
+    Ok(sampler)
 }
 
-/// Draws `args.num` samples with `scheduler`, `args.batch` at a time, behind a progress bar, and scores them.
+/// Draws `args.num` samples with `sampler`, `args.batch` at a time, behind a progress bar, and scores them; with a
+/// score sampler, also the model evaluations per batch.
 fn evaluate(
     args: &EvalArgs,
     model: &Model,
     scorer: &Scorer,
-    scheduler: &Scheduler,
-) -> Result<EvalReport, String> {
+    sampler: &AnySampler,
+) -> Result<(EvalReport, Option<f64>), String> {
     let sampling = Sampling {
-        scheduler: scheduler.clone(),
+        sampler: sampler.clone(),
         guidance: args.guidance,
         num: args.num,
         batch: args.batch,
@@ -182,8 +206,13 @@ fn evaluate(
     report
 }
 
-/// The bound on the first `args.bpd` test images (with their labels for a conditional model).
-fn bits_per_dim(args: &EvalArgs, model: &Model, test: &Dataset) -> Result<BpdSummary, String> {
+/// Bits/dim on the first `args.bpd` test images (with their labels for a conditional model): the variational
+/// bound and/or the probability-flow ODE's likelihood, as `--nll` asks.
+fn bits_per_dim(
+    args: &EvalArgs,
+    model: &Model,
+    test: &Dataset,
+) -> Result<(Option<BpdSummary>, Option<OdeLikelihood>), String> {
     if let Some(decoder) = &model.decoder {
         return Err(format!(
             "--bpd bounds the likelihood of pixels, but this model generates latents of {}: its bound would be in \
@@ -199,37 +228,75 @@ fn bits_per_dim(args: &EvalArgs, model: &Model, test: &Dataset) -> Result<BpdSum
             args.data.display()
         ));
     }
-    // The training schedule in f64, as training defines it.
-    let schedule =
-        NoiseSchedule::from_config(&model.scheduler.schedule_config).map_err(|e| e.to_string())?;
-    eprintln!(
-        "bits/dim on {} test images ({} model evaluations each)",
-        images.shape()[0],
-        schedule.len()
-    );
-    let denoiser = ModelDenoiser {
-        model: &model.unet,
-        prediction: model.scheduler.prediction(),
+    let n = images.shape()[0];
+    let vlb = match (&model.folder.scheduler, args.nll.nll) {
+        (_, NllMethod::Ode) => None,
+        (None, _) => {
+            return Err(
+                "the variational bound needs a discrete schedule, and this is a score-SDE model; use --nll ode"
+                    .into(),
+            )
+        }
+        (Some(scheduler), _) => {
+            // The training schedule in f64, as training defines it.
+            let schedule = NoiseSchedule::from_config(&scheduler.schedule_config)
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "bits/dim (variational bound) on {n} test images ({} model evaluations each)",
+                schedule.len()
+            );
+            let denoiser = ModelDenoiser {
+                model: &model.unet,
+                prediction: scheduler.prediction(),
+            };
+            let bound = variational_bound(
+                &denoiser,
+                &schedule,
+                &images,
+                labels.as_deref(),
+                &BoundOptions {
+                    seed: args.seed,
+                    ..BoundOptions::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            Some(BpdSummary::from(&bound))
+        }
     };
-    let bound = variational_bound(
-        &denoiser,
-        &schedule,
-        &images,
-        labels.as_deref(),
-        &BoundOptions {
-            seed: args.seed,
-            ..BoundOptions::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(BpdSummary::from(&bound))
+    let ode = if args.nll.nll == NllMethod::Vlb {
+        None
+    } else {
+        let view = model
+            .score
+            .as_ref()
+            .map_err(|e| format!("--nll ode: {e}"))?;
+        eprintln!(
+            "bits/dim (probability-flow ODE, {} {:?} probe(s) per image) on {n} test images",
+            args.nll.probes, args.nll.probe
+        );
+        model.store.freeze("").map_err(|e| e.to_string())?;
+        let result = ode_bits_per_dim(
+            &model.unet,
+            view,
+            &images,
+            labels.as_deref(),
+            &args.nll,
+            &args.score,
+            args.seed,
+        )?;
+        Some(result)
+    };
+    Ok((vlb, ode))
 }
 
 /// The settings of one row, as recorded in the JSON.
-fn settings(args: &EvalArgs, model: &Model, scheduler: &Scheduler) -> Value {
+fn settings(args: &EvalArgs, model: &Model, sampler: &AnySampler) -> Value {
+    let settings = match sampler {
+        AnySampler::Discrete(scheduler) => scheduler.settings(),
+        AnySampler::Score(score) => vec![("score".to_string(), format!("{:?}", score.args))],
+    };
     let sampler_settings: serde_json::Map<String, Value> =
-        scheduler
-            .settings()
+        settings
             .into_iter()
             .fold(serde_json::Map::new(), |mut map, (key, value)| {
                 // Repeated keys (ignored settings, notes) are joined.
@@ -248,8 +315,8 @@ fn settings(args: &EvalArgs, model: &Model, scheduler: &Scheduler) -> Value {
         "checkpoint": args.checkpoint,
         "checkpoint_step": model.step,
         "weights": args.weights,
-        "sampler": label(&scheduler.sampler),
-        "steps": scheduler.options.steps,
+        "sampler": sampler.label(),
+        "steps": sampler.steps(),
         "sampler_settings": sampler_settings,
         "guidance": args.guidance,
         "num": args.num,
@@ -258,6 +325,7 @@ fn settings(args: &EvalArgs, model: &Model, scheduler: &Scheduler) -> Value {
         "data": args.data,
         "classifier": args.classifier,
         "bpd_images": args.bpd,
+        "nll": format!("{:?}", args.nll.nll).to_lowercase(),
     })
 }
 
@@ -323,9 +391,57 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         );
     }
 
-    let bpd = (args.bpd > 0)
-        .then(|| bits_per_dim(args, &model, &test))
-        .transpose()?;
+    let samplers: Vec<Option<String>> = if args.sweep_steps.is_empty() || args.samplers.is_empty() {
+        vec![args.sampling.sampler.clone()]
+    } else {
+        let all: Vec<&str> = match model.is_score_sde() {
+            true => SCORE_SAMPLERS.to_vec(),
+            false => named::ALL.to_vec(),
+        };
+        args.samplers
+            .iter()
+            .flat_map(|s| match s.as_str() {
+                "all" => all.iter().map(|n| Some(n.to_string())).collect(),
+                name => vec![Some(name.to_string())],
+            })
+            .collect()
+    };
+    let step_counts = if args.sweep_steps.is_empty() {
+        vec![args.sampling.steps]
+    } else {
+        args.sweep_steps.clone()
+    };
+    // Resolve every row before any sampling (and the bound), so that a bad name or setting, or a discrete-time
+    // sampler for a score model, fails at once.
+    let mut runs = Vec::new();
+    for sampler in &samplers {
+        for &steps in &step_counts {
+            let sampler = sampler_for(args, &model, sampler.as_deref(), steps)?;
+            let name = sampler.label();
+            if let AnySampler::Discrete(scheduler) = &sampler {
+                scheduler
+                    .sampler
+                    .model_timesteps(&scheduler.schedule, &scheduler.options)
+                    .map_err(|e| format!("{name}, {steps} steps: {e}"))?;
+            }
+            runs.push((name, sampler));
+        }
+    }
+
+    let (bpd, ode_bpd) = if args.bpd > 0 {
+        bits_per_dim(args, &model, &test)?
+    } else {
+        (None, None)
+    };
+    if let Some(ode) = &ode_bpd {
+        eprintln!(
+            "bits/dim (probability-flow ODE): {:.4} ± {:.4} over {} images, {:.0} model evaluations per solve",
+            ode.mean,
+            ode.std_error,
+            ode.per_image.len(),
+            ode.nfe as f64 / ode.solves as f64
+        );
+    }
     let floor = if args.floor {
         let train = load_split(&args.data, Split::Train)?;
         let (images, labels) = first_images(&train, args.num)?;
@@ -343,66 +459,44 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         None
     };
 
-    let samplers: Vec<Option<String>> = if args.sweep_steps.is_empty() || args.samplers.is_empty() {
-        vec![args.sampling.sampler.clone()]
-    } else {
-        args.samplers
-            .iter()
-            .flat_map(|s| match s.as_str() {
-                "all" => named::ALL.iter().map(|n| Some(n.to_string())).collect(),
-                name => vec![Some(name.to_string())],
-            })
-            .collect()
-    };
-    let step_counts = if args.sweep_steps.is_empty() {
-        vec![args.sampling.steps]
-    } else {
-        args.sweep_steps.clone()
-    };
-    // Resolve every row before any sampling, so that a bad name or setting fails at once.
-    let mut runs = Vec::new();
-    for sampler in &samplers {
-        for &steps in &step_counts {
-            let scheduler = scheduler_for(args, &model, sampler.as_deref(), steps)?;
-            let name = label(&scheduler.sampler);
-            scheduler
-                .sampler
-                .model_timesteps(&scheduler.schedule, &scheduler.options)
-                .map_err(|e| format!("{name}, {steps} steps: {e}"))?;
-            runs.push((name, scheduler));
-        }
-    }
     let mut rows = Vec::with_capacity(runs.len());
-    let mut schedulers = Vec::with_capacity(runs.len());
-    for (name, scheduler) in runs {
-        let steps = scheduler.options.steps;
+    let mut samplers = Vec::with_capacity(runs.len());
+    let mut evaluations = Vec::with_capacity(runs.len());
+    for (name, sampler) in runs {
+        let steps = sampler.steps();
         eprintln!("{name}, {steps} steps: {} samples", args.num);
-        let mut report = evaluate(args, &model, &scorer, &scheduler)?;
+        let (mut report, nfe) = evaluate(args, &model, &scorer, &sampler)?;
+        if let Some(nfe) = nfe {
+            eprintln!(
+                "{name}: {nfe:.1} model evaluations per batch of {}",
+                args.batch
+            );
+        }
         report.bpd = bpd;
         rows.push((name, steps, report));
-        schedulers.push(scheduler);
+        samplers.push(sampler);
+        evaluations.push(nfe);
     }
 
-    let record = |(row, scheduler): (&(String, usize, EvalReport), &Scheduler)| {
+    let record = |i: usize| {
         json!({
-            "settings": settings(args, &model, scheduler),
-            "report": row.2,
+            "settings": settings(args, &model, &samplers[i]),
+            "report": rows[i].2,
+            "model_evaluations_per_batch": evaluations[i],
+            "ode_bpd": ode_bpd,
             "floor": floor,
         })
     };
     if args.sweep_steps.is_empty() {
         print_report(&rows[0].2, floor.as_ref());
         if let Some(path) = &args.json {
-            write_json(path, &record((&rows[0], &schedulers[0])))?;
+            write_json(path, &record(0))?;
         }
         return Ok(());
     }
     print_sweep(&rows, floor.as_ref());
     if let Some(path) = &args.json {
-        write_json(
-            path,
-            &Value::Array(rows.iter().zip(&schedulers).map(record).collect()),
-        )?;
+        write_json(path, &Value::Array((0..rows.len()).map(record).collect()))?;
     }
     plot_sweep(args, &rows)
 }

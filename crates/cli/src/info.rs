@@ -5,6 +5,7 @@
 use crate::latent::decoder_for;
 use crate::sample::open_folder;
 use crate::sampling::SamplerArgs;
+use crate::score::{AnySampler, ScoreArgs};
 use clap::Args;
 use diffuse_diffusion::pipeline::Weights;
 use diffuse_diffusion::train::checkpoint::read_trainer_state;
@@ -22,6 +23,8 @@ pub struct InfoArgs {
     devices: bool,
     #[command(flatten)]
     sampling: SamplerArgs,
+    #[command(flatten)]
+    score: ScoreArgs,
 }
 
 pub fn run(args: &InfoArgs) -> Result<(), String> {
@@ -29,26 +32,27 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
         crate::devices::run()?;
     }
     match &args.dir {
-        Some(dir) => describe(dir, &args.sampling),
+        Some(dir) => describe(dir, &args.sampling, &args.score),
         None => Ok(()),
     }
 }
 
-fn describe(dir: &Path, sampling: &SamplerArgs) -> Result<(), String> {
+fn describe(dir: &Path, sampling: &SamplerArgs, score: &ScoreArgs) -> Result<(), String> {
     if crate::vae::describe(dir)? {
         return Ok(());
     }
-    let (folder, base) = open_folder(dir, Weights::Model)?;
-    let scheduler = sampling.resolve(&base)?;
+    let opened = open_folder(dir, Weights::Model)?;
+    let folder = &opened.pipeline;
     let model_dir = &folder.denoiser;
+    let (model, store) =
+        Backbone::load_diffusers(model_dir, Device::Cpu).map_err(|e| e.to_string())?;
+    let config = model.config();
+    let (sampler, view) = opened.sampler(&config, sampling, score)?;
     println!(
         "folder       {} ({})",
         folder.root.display(),
         folder.kind.describe()
     );
-    let (model, store) =
-        Backbone::load_diffusers(model_dir, Device::Cpu).map_err(|e| e.to_string())?;
-    let config = model.config();
     println!("model        {}", model_dir.display());
     match &config {
         BackboneConfig::UNet2D(c) => println!(
@@ -119,12 +123,23 @@ fn describe(dir: &Path, sampling: &SamplerArgs) -> Result<(), String> {
                 .map_or("-".into(), |l| format!("{l:.5}")),
             state.skipped_steps
         );
-        println!(
-            "schedule     {} over {} steps, predicting {}",
-            t.scheduler.beta_schedule.name(),
-            t.scheduler.num_train_timesteps,
-            t.scheduler.prediction_type.name()
-        );
+        match &t.score_matching {
+            Some(o) => println!(
+                "objective    score matching of {:?}, {:?} network, {:?} weighting, t from {} to 1{}",
+                o.sde,
+                o.parameterization.network,
+                o.weighting,
+                o.eps,
+                o.noise_levels
+                    .map_or(String::new(), |l| format!(" at {l} levels"))
+            ),
+            None => println!(
+                "schedule     {} over {} steps, predicting {}",
+                t.scheduler.beta_schedule.name(),
+                t.scheduler.num_train_timesteps,
+                t.scheduler.prediction_type.name()
+            ),
+        }
         println!(
             "training     batch {}, lr {:?}, weighting {:?}, EMA ≤ {}, seed {}",
             t.batch_size, t.lr, t.loss_weighting, t.ema_decay, t.seed
@@ -139,6 +154,20 @@ fn describe(dir: &Path, sampling: &SamplerArgs) -> Result<(), String> {
                 .display()
                 .to_string())
     );
+    let scheduler = match sampler {
+        AnySampler::Discrete(scheduler) => scheduler,
+        AnySampler::Score(sampler) => {
+            let view = view?;
+            println!("  {:<25} {}", "sampler", sampler.name);
+            println!("  {:<25} {}", "steps", sampler.steps);
+            println!("  {:<25} {:?}", "sde", view.sde);
+            println!("  {:<25} {:?}", "network", view.parameterization.network);
+            println!("  {:<25} {}", "sampling_eps", view.sampling_eps);
+            println!("  {:<25} {}", "snr", view.snr);
+            println!("  {:<25} {}", "correct_steps", view.correct_steps);
+            return Ok(());
+        }
+    };
     for (key, value) in scheduler.settings() {
         println!("  {key:<25} {value}");
     }

@@ -11,11 +11,15 @@ use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
 use crate::sampling::{draw_with, GridRequest, SamplerArgs};
+use crate::score::{
+    any_sampler, refuse_discrete_options, AnySampler, ScoreArgs, ScoreRequest, ScoreView,
+};
 use clap::Args;
 use diffuse_diffusion::pipeline::{Pipeline, Weights};
 use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
-use diffuse_models::Backbone;
+use diffuse_diffusion::schedule::SchedulerConfig;
+use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_tensor::{Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::cell::RefCell;
@@ -32,6 +36,8 @@ pub struct SampleArgs {
     ema: bool,
     #[command(flatten)]
     sampling: SamplerArgs,
+    #[command(flatten)]
+    score: ScoreArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
@@ -69,11 +75,58 @@ pub struct SampleArgs {
     trajectory: Option<PathBuf>,
 }
 
+/// A folder opened for sampling: where its network is, and what its scheduler config says.
+pub(crate) struct Folder {
+    pub pipeline: Pipeline,
+    /// The scheduler config, typed: the discrete scheduler's training schedule, or a score-SDE config.
+    pub config: SchedulerConfig,
+    /// The discrete-time scheduler the config describes (`None` for a score-SDE config, which the score samplers
+    /// run).
+    pub scheduler: Option<Scheduler>,
+}
+
+impl Folder {
+    /// The sampler `sampling` and `score` choose for this folder's network `model`, and the model seen as a score
+    /// model (or why it is not one).
+    pub fn sampler(
+        &self,
+        model: &BackboneConfig,
+        sampling: &SamplerArgs,
+        score: &ScoreArgs,
+    ) -> Result<(AnySampler, Result<ScoreView, String>), String> {
+        let view = ScoreView::of_checkpoint(model, &self.config);
+        let sampler = any_sampler(
+            sampling.sampler.as_deref(),
+            sampling.steps,
+            score,
+            self.scheduler.is_none(),
+            |_| match &self.scheduler {
+                Some(base) => sampling.resolve(base),
+                None => Err("a score-SDE model has no discrete-time scheduler".into()),
+            },
+        )?;
+        if let AnySampler::Score(s) = &sampler {
+            refuse_discrete_options(s.name, &sampling.discrete_options())?;
+        }
+        Ok((sampler, view))
+    }
+}
+
 /// The folder `dir` and the scheduler its config describes.
-pub(crate) fn open_folder(dir: &Path, weights: Weights) -> Result<(Pipeline, Scheduler), String> {
-    let folder = Pipeline::open(dir, weights).map_err(|e| e.to_string())?;
-    let scheduler = folder.scheduler().map_err(|e| e.to_string())?;
-    Ok((folder, scheduler))
+pub(crate) fn open_folder(dir: &Path, weights: Weights) -> Result<Folder, String> {
+    let pipeline = Pipeline::open(dir, weights).map_err(|e| e.to_string())?;
+    let (config, scheduler) = match pipeline.score_sde_config().map_err(|e| e.to_string())? {
+        Some(config) => (config, None),
+        None => {
+            let scheduler = pipeline.scheduler().map_err(|e| e.to_string())?;
+            (scheduler.schedule_config.clone(), Some(scheduler))
+        }
+    };
+    Ok(Folder {
+        pipeline,
+        config,
+        scheduler,
+    })
 }
 
 fn read_tensor(path: &Path) -> Result<Tensor, String> {
@@ -159,18 +212,21 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     } else {
         Weights::Model
     };
-    let (folder, base) = open_folder(&args.checkpoint, weights)?;
-    let mut scheduler = args.sampling.resolve(&base)?;
-    for (key, value) in scheduler.ignored.iter().chain(&scheduler.dropped) {
-        eprintln!(
-            "note: {key} = {value} is not a {} setting and is left out, as in diffusers",
-            scheduler.class.name()
-        );
+    let folder = open_folder(&args.checkpoint, weights)?;
+    let denoiser_dir = &folder.pipeline.denoiser;
+    let (model, _store) = Backbone::load_diffusers(denoiser_dir, device)
+        .map_err(|e| format!("{}: {e}", denoiser_dir.display()))?;
+    let (sampler, view) = folder.sampler(&model.config(), &args.sampling, &args.score)?;
+    if let AnySampler::Discrete(scheduler) = &sampler {
+        for (key, value) in scheduler.ignored.iter().chain(&scheduler.dropped) {
+            eprintln!(
+                "note: {key} = {value} is not a {} setting and is left out, as in diffusers",
+                scheduler.class.name()
+            );
+        }
     }
-    let (model, _store) = Backbone::load_diffusers(&folder.denoiser, device)
-        .map_err(|e| format!("{}: {e}", folder.denoiser.display()))?;
     // A latent model's samples (and trajectory) become images through its autoencoder.
-    let decoder = decoder_for(&folder.denoiser, device)?;
+    let decoder = decoder_for(denoiser_dir, device)?;
     if let Some(decoder) = &decoder {
         check_decodes(decoder, &model.config())?;
     }
@@ -216,21 +272,17 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         }
         None => None,
     };
-    if let Some(path) = args.noise.as_deref() {
-        let noise = read_tensor(path)?;
-        scheduler.options.step_noise =
-            Some(noise.to_device(model.device()).map_err(|e| e.to_string())?);
-    }
-    scheduler.options.seed = args.seed;
-    let request = GridRequest {
-        scheduler: &scheduler,
-        classes: classes.as_deref(),
-        count: total,
-        guidance: args.guidance,
-        null_class,
+    let step_noise = match args.noise.as_deref() {
+        Some(path) => Some(
+            read_tensor(path)?
+                .to_device(model.device())
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
     };
     let mut frames = Vec::new();
-    let images = draw_with(&model, &request, init.as_ref(), |denoiser, sample| {
+    let record = |denoiser: &dyn Denoiser,
+                  sample: &dyn Fn(&dyn Denoiser) -> Result<Tensor, String>| {
         if args.trajectory.is_none() {
             return sample(denoiser);
         }
@@ -241,11 +293,52 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         let out = sample(&recorder);
         frames = recorder.frames.into_inner();
         out
-    })
-    .map_err(|e| match args.noise.as_deref() {
-        Some(path) if e.contains("step noise") => format!("--noise {}: {e}", path.display()),
-        _ => e,
-    })?;
+    };
+    let (images, steps) = match &sampler {
+        AnySampler::Discrete(scheduler) => {
+            let mut scheduler = scheduler.as_ref().clone();
+            scheduler.options.step_noise = step_noise;
+            scheduler.options.seed = args.seed;
+            let request = GridRequest {
+                scheduler: &scheduler,
+                classes: classes.as_deref(),
+                count: total,
+                guidance: args.guidance,
+                null_class,
+            };
+            let images =
+                draw_with(&model, &request, init.as_ref(), record).map_err(|e| {
+                    match args.noise.as_deref() {
+                        Some(path) if e.contains("step noise") => {
+                            format!("--noise {}: {e}", path.display())
+                        }
+                        _ => e,
+                    }
+                })?;
+            (images, scheduler.options.steps)
+        }
+        AnySampler::Score(score) => {
+            if args.noise.is_some() {
+                return Err(format!(
+                    "--noise gives the steps of a discrete-time sampler; --sampler {} draws its own",
+                    score.name
+                ));
+            }
+            let request = ScoreRequest {
+                sampler: *score,
+                seed: args.seed,
+                classes: classes.as_deref(),
+                count: total,
+                guidance: args.guidance,
+                null_class,
+                pixels: decoder.is_none(),
+            };
+            let (images, nfe) =
+                crate::score::draw_with(&model, &view?, &request, init.as_ref(), record)?;
+            eprintln!("{}: {nfe} model evaluations", score.name);
+            (images, score.steps)
+        }
+    };
     // The sampler's own output, unclipped; a latent model's decoded into (clamped) images.
     let decode = |t: Tensor| match &decoder {
         Some(decoder) => decoder.decode(&t),
@@ -255,8 +348,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     if let Some(path) = &args.out_tensor {
         write_tensor(path, "samples", &images)?;
     }
-    let name = diffuse_diffusion::sampler::named::label(&scheduler.sampler);
-    let steps = scheduler.options.steps;
+    let name = sampler.label();
     if !images_as_png {
         if let Some(path) = &args.out_tensor {
             eprintln!(

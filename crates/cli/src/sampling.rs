@@ -22,11 +22,13 @@ use diffuse_tensor::Tensor;
 #[derive(Args, Clone, Debug)]
 pub struct SamplerArgs {
     /// The sampler: ddpm, ddim, pndm, plms, euler, euler-a, heun, lms, dpm2m, dpm++2m, dpm++3m, dpm++2m-sde,
-    /// unipc, unipc-bh1 (and dpm[++]Km[-sde] for orders K = 1–3), built from the folder's scheduler config.
-    /// [default: the folder's scheduler, with all its settings]
+    /// unipc, unipc-bh1 (and dpm[++]Km[-sde] for orders K = 1–3), built from the folder's scheduler config; or a
+    /// score sampler: langevin (annealed Langevin dynamics), pc (predictor–corrector) or ode-rk45 (the
+    /// probability-flow ODE, adaptive).  [default: the folder's scheduler, with all its settings; pc for a
+    /// score-SDE model]
     #[arg(long)]
     pub sampler: Option<String>,
-    /// Denoising steps.
+    /// Denoising steps (langevin: noise levels; ode-rk45 chooses its own).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// DDIM's stochasticity η (0: deterministic, 1: DDPM's variance).  [default: 0]
@@ -114,6 +116,25 @@ impl SamplerArgs {
             order: self.order,
             use_clipped_model_output: self.clipped_eps.then_some(true),
         })
+    }
+
+    /// The discrete-time samplers' options given (as flags), which a score sampler refuses.
+    pub fn discrete_options(&self) -> Vec<&'static str> {
+        [
+            ("--eta", self.eta.is_some()),
+            ("--spacing", self.spacing.is_some()),
+            ("--karras", self.karras),
+            ("--no-karras", self.no_karras),
+            ("--sigma-range", self.sigma_range.is_some()),
+            ("--clip", self.clip.is_some()),
+            ("--order", self.order.is_some()),
+            ("--clipped-eps", self.clipped_eps),
+            ("--dynamic-threshold", self.dynamic_threshold.is_some()),
+            ("--threshold-max", self.threshold_max.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
     }
 
     /// The sampler these options choose for a folder whose scheduler is `base`.

@@ -13,11 +13,11 @@
 
 use crate::latent::LatentDecoder;
 use crate::sampling::{draw, GridRequest};
+use crate::score::{AnySampler, ScoreRequest, ScoreView};
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
 use diffuse_diffusion::eval::{evaluate_samples, EvalReport, FashionClassifier, ReferenceFeatures};
 use diffuse_diffusion::rng::SplitMix64;
-use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_models::Backbone;
 use diffuse_tensor::{Device, Tensor};
 use indicatif::ProgressBar;
@@ -83,6 +83,8 @@ pub struct SampleModel<'a> {
     pub unet: &'a Backbone,
     /// The null class of a class-conditional model, which is also its number of real classes.
     pub null_class: Option<u32>,
+    /// The model as a score model, for the score samplers (or why it is not one).
+    pub score: &'a Result<ScoreView, String>,
     /// Decodes the samples of a latent model into images.
     pub decoder: Option<&'a LatentDecoder>,
 }
@@ -103,36 +105,59 @@ impl SampleModel<'_> {
 /// How to draw the samples of one evaluation.
 #[derive(Clone, Debug)]
 pub struct Sampling {
-    /// The sampler with its options (steps, thresholding, …) and training schedule.
-    pub scheduler: Scheduler,
+    /// The sampler: a discrete-time one with its options (steps, thresholding, …) and training schedule, or a
+    /// score sampler.
+    pub sampler: AnySampler,
     pub guidance: f64,
     pub num: usize,
     pub batch: usize,
     pub seed: u64,
 }
 
-/// Draws `sampling.num` samples of `model` for `classes`, `sampling.batch` at a time, advancing `bar` per batch.
+/// Draws `sampling.num` samples of `model` for `classes`, `sampling.batch` at a time, advancing `bar` per batch;
+/// with a score sampler, also the model evaluations per batch (averaged over the batches).
 pub fn generate(
     model: &SampleModel,
     sampling: &Sampling,
     classes: Option<&[u32]>,
     bar: &ProgressBar,
-) -> Result<Tensor, String> {
+) -> Result<(Tensor, Option<f64>), String> {
     let mut seeds = SplitMix64::new(sampling.seed);
     let mut pixels = Vec::new();
     let mut image_shape = Vec::new();
-    let mut scheduler = sampling.scheduler.clone();
+    let (mut evaluations, mut batches) = (0, 0);
+    let mut sampler = sampling.sampler.clone();
     for start in (0..sampling.num).step_by(sampling.batch.max(1)) {
         let count = sampling.batch.min(sampling.num - start);
-        scheduler.options.seed = seeds.next_u64();
-        let request = GridRequest {
-            scheduler: &scheduler,
-            classes: classes.map(|c| &c[start..start + count]),
-            count,
-            guidance: sampling.guidance,
-            null_class: model.null_class,
+        let (seed, classes) = (seeds.next_u64(), classes.map(|c| &c[start..start + count]));
+        let images = match &mut sampler {
+            AnySampler::Discrete(scheduler) => {
+                scheduler.options.seed = seed;
+                let request = GridRequest {
+                    scheduler,
+                    classes,
+                    count,
+                    guidance: sampling.guidance,
+                    null_class: model.null_class,
+                };
+                draw(model.unet, &request, None)?
+            }
+            AnySampler::Score(sampler) => {
+                let request = ScoreRequest {
+                    sampler: *sampler,
+                    seed,
+                    classes,
+                    count,
+                    guidance: sampling.guidance,
+                    null_class: model.null_class,
+                    pixels: model.decoder.is_none(),
+                };
+                let view = model.score.as_ref().map_err(String::clone)?;
+                let (images, nfe) = crate::score::draw(model.unet, view, &request)?;
+                (evaluations, batches) = (evaluations + nfe, batches + 1);
+                images
+            }
         };
-        let images = draw(model.unet, &request, None)?;
         let images = match model.decoder {
             Some(decoder) => decoder.decode(&images)?,
             None => images,
@@ -142,7 +167,11 @@ pub fn generate(
         bar.inc(count as u64);
     }
     let shape: Vec<usize> = std::iter::once(sampling.num).chain(image_shape).collect();
-    Tensor::from_vec(pixels, &shape, Device::Cpu).map_err(|e| e.to_string())
+    let images = Tensor::from_vec(pixels, &shape, Device::Cpu).map_err(|e| e.to_string())?;
+    Ok((
+        images,
+        (batches > 0).then(|| evaluations as f64 / batches as f64),
+    ))
 }
 
 /// The classifier and the reference set's features: what every evaluation of one command compares against.
@@ -175,15 +204,19 @@ impl Scorer {
             .map_err(|e| e.to_string())
     }
 
-    /// Draws the samples `sampling` describes and scores them.
+    /// Draws the samples `sampling` describes and scores them; with a score sampler, also the model evaluations
+    /// per batch.
     pub fn evaluate(
         &self,
         model: &SampleModel,
         sampling: &Sampling,
         bar: &ProgressBar,
-    ) -> Result<EvalReport, String> {
+    ) -> Result<(EvalReport, Option<f64>), String> {
         let classes = model.requested_classes(sampling.num);
-        let samples = generate(model, sampling, classes.as_deref(), bar)?;
-        self.score(model, &samples, classes.as_deref())
+        let (samples, evaluations) = generate(model, sampling, classes.as_deref(), bar)?;
+        Ok((
+            self.score(model, &samples, classes.as_deref())?,
+            evaluations,
+        ))
     }
 }

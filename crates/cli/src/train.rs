@@ -12,11 +12,13 @@ use crate::latent::{check_latent_setup, decoder_for, encode_training_set, Latent
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
 use crate::precision::PrecisionArgs;
 use crate::sampling::{draw, run_sampler, GridRequest};
+use crate::score::{any_sampler, AnySampler, ScoreArgs, ScoreRequest, ScoreView};
+use crate::sde_train::SdeTrainArgs;
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
-use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
+use diffuse_diffusion::sde::ScoreMatching;
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, PIPELINE_UNET_DIR};
 use diffuse_diffusion::train::hybrid::DEFAULT_VLB_WEIGHT;
 use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
@@ -122,8 +124,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 10)]
     log_every: u64,
     /// Sampler of the grids (any `diffuse sample --sampler` name), built from the run's scheduler config.
-    #[arg(long, default_value = "dpm++2m")]
-    grid_sampler: String,
+    /// [default: dpm++2m; pc with --sde]
+    #[arg(long)]
+    grid_sampler: Option<String>,
     /// Denoising steps of the grids.
     #[arg(long, default_value_t = 20)]
     grid_steps: usize,
@@ -141,6 +144,8 @@ pub struct TrainArgs {
     /// takes its autoencoder from its checkpoint.  [default: none: pixels]
     #[arg(long)]
     vae: Option<PathBuf>,
+    #[command(flatten)]
+    sde: SdeTrainArgs,
 }
 
 /// The folder `--data` names.
@@ -178,6 +183,7 @@ fn new_config(
     args: &TrainArgs,
     model: &BackboneConfig,
     data: &Dataset,
+    score_matching: Option<ScoreMatching>,
 ) -> Result<TrainConfig, String> {
     let beta_schedule = BetaSchedule::from_name(&args.schedule).ok_or_else(|| {
         format!("unknown --schedule '{}' (expected linear, scaled_linear, squaredcos_cap_v2, sigmoid or laplace)", args.schedule)
@@ -242,8 +248,9 @@ fn new_config(
         ema_decay: args.ema_decay,
         ema_warmup: EmaWarmup::Fraction,
         scheduler,
+        // Score matching weights by its own λ(t) (--sde-weighting).
         loss_weighting: match args.loss_weighting.as_str() {
-            "min-snr" => LossWeighting::MinSnr {
+            "min-snr" if score_matching.is_none() => LossWeighting::MinSnr {
                 gamma: args.min_snr_gamma,
             },
             _ => LossWeighting::Uniform,
@@ -257,6 +264,7 @@ fn new_config(
         },
         hflip: args.hflip,
         max_nonfinite: args.max_nonfinite,
+        score_matching,
         vlb_weight: DEFAULT_VLB_WEIGHT,
     };
     config.validate().map_err(|e| e.to_string())?;
@@ -310,8 +318,8 @@ pub fn read_metrics(path: &Path) -> Vec<LossPoint> {
 struct Grids<'a> {
     args: &'a TrainArgs,
     out: &'a Path,
-    /// `--grid-sampler` with `--grid-steps` on the run's scheduler config.
-    scheduler: Scheduler,
+    /// `--grid-sampler` with `--grid-steps` on the run's scheduler config, or a score sampler.
+    sampler: AnySampler,
     /// Decodes the sampled latents of a latent run.
     decoder: Option<&'a LatentDecoder>,
 }
@@ -332,16 +340,33 @@ impl Grids<'_> {
                 .collect()
         });
         let count = classes.as_ref().map_or(columns * 4, Vec::len);
-        let mut scheduler = self.scheduler.clone();
-        scheduler.options.seed = config.seed;
-        let request = GridRequest {
-            scheduler: &scheduler,
-            classes: classes.as_deref(),
-            count,
-            guidance: self.args.grid_guidance,
-            null_class: config.null_class,
+        let images = match &self.sampler {
+            AnySampler::Discrete(scheduler) => {
+                let mut scheduler = scheduler.as_ref().clone();
+                scheduler.options.seed = config.seed;
+                let request = GridRequest {
+                    scheduler: &scheduler,
+                    classes: classes.as_deref(),
+                    count,
+                    guidance: self.args.grid_guidance,
+                    null_class: config.null_class,
+                };
+                draw(&trainer.ema_model, &request, None)?
+            }
+            AnySampler::Score(sampler) => {
+                let request = ScoreRequest {
+                    sampler: *sampler,
+                    seed: config.seed,
+                    classes: classes.as_deref(),
+                    count,
+                    guidance: self.args.grid_guidance,
+                    null_class: config.null_class,
+                    pixels: self.decoder.is_none(),
+                };
+                let view = ScoreView::of_training(&trainer.ema_model.config(), config)?;
+                crate::score::draw(&trainer.ema_model, &view, &request)?.0
+            }
         };
-        let images = draw(&trainer.ema_model, &request, None)?;
         let images = match self.decoder {
             Some(decoder) => decoder.decode(&images)?,
             None => images,
@@ -358,6 +383,24 @@ impl Grids<'_> {
         .save(&path)?;
         Ok(path)
     }
+}
+
+/// The sampler of the grids: `--grid-sampler` built from the run's scheduler config, by default DPM-Solver++(2M), or
+/// predictor–corrector for a score model (which the discrete-time samplers cannot serve).
+fn grid_sampler(args: &TrainArgs, config: &TrainConfig) -> Result<AnySampler, String> {
+    let score_sde = config.score_matching.is_some();
+    let name = args
+        .grid_sampler
+        .as_deref()
+        .unwrap_or(if score_sde { "pc" } else { "dpm++2m" });
+    any_sampler(
+        Some(name),
+        args.grid_steps,
+        &ScoreArgs::default(),
+        score_sde,
+        |_| run_sampler(&config.scheduler, name, args.grid_steps),
+    )
+    .map_err(|e| format!("--grid-sampler: {e}"))
 }
 
 fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String {
@@ -410,8 +453,13 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             (trainer, model_config, dir.clone(), decoder)
         }
         None => {
-            let model_config = model_config(&args.config)?;
-            let config = new_config(args, &model_config, &data)?;
+            let named = !Path::new(&args.config).is_file();
+            let (model_config, objective) = args.sde.objective(
+                &model_config(&args.config)?,
+                named,
+                args.num_train_timesteps,
+            )?;
+            let config = new_config(args, &model_config, &data, objective)?;
             let decoder = args
                 .vae
                 .as_deref()
@@ -438,13 +486,14 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         }
         None => {}
     }
+    let grid_sampler = grid_sampler(args, trainer.config())?;
     let evaluator = Evaluator::new(
         &args.eval,
         &data_dir(&args.data)?,
         &data,
         &model_config,
-        trainer.config(),
         decoder.as_ref(),
+        trainer.config(),
     )?;
     let latents = match &decoder {
         Some(decoder) => {
@@ -497,12 +546,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     let grids = Grids {
         args,
         out: &out,
-        scheduler: run_sampler(
-            &trainer.config().scheduler,
-            &args.grid_sampler,
-            args.grid_steps,
-        )
-        .map_err(|e| format!("--grid-sampler: {e}"))?,
+        sampler: grid_sampler,
         decoder: decoder.as_ref(),
     };
     let start = Instant::now();

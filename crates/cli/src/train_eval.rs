@@ -12,6 +12,7 @@
 
 use crate::latent::LatentDecoder;
 use crate::sampling::run_sampler;
+use crate::score::{any_sampler, ScoreArgs, ScoreView};
 use crate::scoring::{
     check_image_shape, load_classifier, load_split, SampleModel, Sampling, Scorer,
     DEFAULT_CLASSIFIER, SAMPLE_BATCH,
@@ -36,9 +37,10 @@ pub struct TrainEvalArgs {
     #[arg(long, default_value_t = 1000)]
     pub eval_num: usize,
     /// Sampler of the evaluations (any `diffuse sample --sampler` name), built from the run's scheduler config; at
-    /// equal settings the numbers are those of `diffuse eval --sampler NAME` on the checkpoint.
-    #[arg(long, default_value = "dpm++2m")]
-    pub eval_sampler: String,
+    /// equal settings the numbers are those of `diffuse eval --sampler NAME` on the checkpoint.  [default: dpm++2m;
+    /// pc with --sde]
+    #[arg(long)]
+    pub eval_sampler: Option<String>,
     /// Denoising steps of the evaluations.
     #[arg(long, default_value_t = 20)]
     pub eval_steps: usize,
@@ -56,32 +58,47 @@ pub struct Evaluator {
     sampling: Sampling,
     sampler_name: String,
     every: u64,
+    /// The trained model as a score model (for a score sampler).
+    score: Result<ScoreView, String>,
 }
 
 impl Evaluator {
     /// `None` when `--eval-every` is 0. Checks the settings, the dataset in `data_dir` (its training images
-    /// `train`, and its test split) and the model before anything runs, then computes the test set's features. The
-    /// run's `config` gives the scheduler config the sampler is built from, the null class and the seed.
+    /// `train`, and its test split) and the model (through `decoder` for a latent model) before anything runs, then
+    /// computes the test set's features. The run's `config` gives the scheduler config the sampler is built from
+    /// (or the SDE of a score model), the null class and the seed.
     pub fn new(
         args: &TrainEvalArgs,
         data_dir: &Path,
         train: &Dataset,
         model: &BackboneConfig,
-        config: &TrainConfig,
         decoder: Option<&LatentDecoder>,
+        config: &TrainConfig,
     ) -> Result<Option<Evaluator>, String> {
-        let (scheduler, null_class, seed) = (&config.scheduler, config.null_class, config.seed);
+        let (null_class, seed) = (config.null_class, config.seed);
         if args.eval_every == 0 {
             return Ok(None);
         }
+        let score = ScoreView::of_training(model, config);
         if args.eval_num < 2 || args.eval_steps == 0 {
             return Err(format!(
                 "--eval-num must be at least 2 (got {}) and --eval-steps at least 1 (got {})",
                 args.eval_num, args.eval_steps
             ));
         }
-        let scheduler = run_sampler(scheduler, &args.eval_sampler, args.eval_steps)
-            .map_err(|e| format!("--eval-sampler: {e}"))?;
+        let score_sde = config.score_matching.is_some();
+        let sampler_name = args
+            .eval_sampler
+            .clone()
+            .unwrap_or_else(|| if score_sde { "pc" } else { "dpm++2m" }.into());
+        let sampler = any_sampler(
+            Some(&sampler_name),
+            args.eval_steps,
+            &ScoreArgs::default(),
+            score_sde,
+            |_| run_sampler(&config.scheduler, &sampler_name, args.eval_steps),
+        )
+        .map_err(|e| format!("--eval-sampler: {e}"))?;
         if args.eval_guidance != 1.0 && null_class.is_none() {
             return Err("--eval-guidance other than 1 needs a class-conditional model".into());
         }
@@ -105,7 +122,7 @@ impl Evaluator {
             "evaluation every {} steps: {} samples ({}, {} steps, guidance {}) against the {} test images of {}",
             args.eval_every,
             args.eval_num,
-            args.eval_sampler,
+            sampler_name,
             args.eval_steps,
             args.eval_guidance,
             test.len(),
@@ -114,14 +131,15 @@ impl Evaluator {
         Ok(Some(Evaluator {
             scorer: Scorer::new(classifier, &test)?,
             sampling: Sampling {
-                scheduler,
+                sampler,
                 guidance: args.eval_guidance,
                 num: args.eval_num,
                 batch: SAMPLE_BATCH,
                 seed,
             },
-            sampler_name: args.eval_sampler.clone(),
+            sampler_name,
             every: args.eval_every,
+            score,
         }))
     }
 
@@ -140,10 +158,13 @@ impl Evaluator {
         let model = SampleModel {
             unet: &trainer.ema_model,
             null_class: config.null_class,
+            score: &self.score,
             decoder,
         };
-        self.scorer
-            .evaluate(&model, &self.sampling, &ProgressBar::hidden())
+        let (report, _) = self
+            .scorer
+            .evaluate(&model, &self.sampling, &ProgressBar::hidden())?;
+        Ok(report)
     }
 
     /// The metrics line of the evaluation after `step` steps, which took `seconds`.
@@ -153,7 +174,7 @@ impl Evaluator {
             "eval": report,
             "eval_settings": {
                 "sampler": self.sampler_name,
-                "steps": self.sampling.scheduler.options.steps,
+                "steps": self.sampling.sampler.steps(),
                 "guidance": self.sampling.guidance,
                 "num": self.sampling.num,
                 "seed": self.sampling.seed,

@@ -15,6 +15,9 @@
 //!   folders, training runs and checkpoints).
 //! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
 //!   atomic, exactly resumable checkpoints.
+//! - [`sde`]: score-based models: the VE, VP and sub-VP SDEs, denoising score matching, annealed Langevin
+//!   dynamics, predictor–corrector sampling, the probability-flow ODE with an adaptive RK45 solver, and exact
+//!   likelihoods.
 //! - [`autoencoder`]: training diffusers' `AutoencoderKL` with LDM's objective, and the cached, scaled latents that
 //!   latent diffusion trains on.
 //! - [`eval`]: metrics of generated images (Fréchet distance, classifier accuracy, Inception-style score,
@@ -32,6 +35,7 @@ pub mod pipeline;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod sde;
 pub mod train;
 
 pub use error::{Error, Result};

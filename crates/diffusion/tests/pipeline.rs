@@ -223,3 +223,39 @@ fn broken_pipelines_are_refused_by_name() {
     assert!(error_of(&empty).contains("is neither a diffusers pipeline"));
     assert!(error_of(&tmp.path().join("absent")).contains("is not a folder"));
 }
+
+/// diffusers' `ScoreSdeVePipeline` folder (as `save_pretrained` writes it) opens; its scheduler is a score-SDE
+/// config, which the score samplers run and the discrete-time scheduler refuses by name.
+#[test]
+fn a_score_sde_pipeline_opens_with_its_score_sde_config() {
+    let tmp = TempDir::new("score-sde");
+    let dir = copy_pipeline("ddpm_v_cosine", tmp.path());
+    fs::write(
+        dir.join(MODEL_INDEX_FILE),
+        r#"{"_class_name": "ScoreSdeVePipeline", "_diffusers_version": "0.42.1",
+            "scheduler": ["diffusers", "ScoreSdeVeScheduler"], "unet": ["diffusers", "UNet2DModel"]}"#,
+    )
+    .unwrap();
+    fs::write(
+        dir.join("scheduler/scheduler_config.json"),
+        r#"{"_class_name": "ScoreSdeVeScheduler", "_diffusers_version": "0.42.1", "correct_steps": 1,
+            "num_train_timesteps": 2000, "sampling_eps": 1e-05, "sigma_max": 1348.0, "sigma_min": 0.01,
+            "snr": 0.15}"#,
+    )
+    .unwrap();
+    let pipeline = Pipeline::open(&dir, Weights::Ema).unwrap();
+    assert!(pipeline.is_score_sde().unwrap());
+    let config = pipeline.score_sde_config().unwrap().unwrap();
+    assert_eq!(config.class_name.as_deref(), Some("ScoreSdeVeScheduler"));
+    assert_eq!(config.num_train_timesteps, 2000);
+    let err = pipeline.scheduler().unwrap_err().to_string();
+    assert!(
+        err.contains("unknown scheduler class 'ScoreSdeVeScheduler'"),
+        "{err}"
+    );
+
+    // A discrete pipeline is not a score-SDE one.
+    let discrete = Pipeline::open(&fixture("ddpm_v_cosine"), Weights::Ema).unwrap();
+    assert!(!discrete.is_score_sde().unwrap());
+    assert!(discrete.score_sde_config().unwrap().is_none());
+}

@@ -6,6 +6,9 @@ use diffuse_diffusion::data::Dataset;
 use diffuse_diffusion::rng::SplitMix64;
 use diffuse_diffusion::sampler::Condition;
 use diffuse_diffusion::schedule::{PredictionType, SchedulerConfig};
+use diffuse_diffusion::sde::{
+    ScoreMatching, ScoreNetwork, ScoreParameterization, ScoreSdeConfig, ScoreWeighting, Sde,
+};
 use diffuse_diffusion::train::random::{noise_stream, step_rng};
 use diffuse_diffusion::train::target::{convert, target_coefficients};
 use diffuse_diffusion::train::timesteps::{HISTORY, UNIFORM_FLOOR};
@@ -230,6 +233,7 @@ fn tiny_config() -> TrainConfig {
         label_dropout: 0.3,
         hflip: true,
         max_nonfinite: 3,
+        score_matching: None,
         vlb_weight: 0.001,
     }
 }
@@ -399,6 +403,66 @@ fn assert_resume_is_exact(config: TrainConfig, n: usize, name: &str) {
 #[test]
 fn six_steps_equal_three_steps_checkpoint_resume_three_steps_bit_for_bit() {
     assert_resume_is_exact(tiny_config(), 3, "resume");
+}
+
+/// Score matching of the VE SDE: the objective with its own λ(t), continuous times, no importance sampling.
+fn score_matching_config() -> TrainConfig {
+    TrainConfig {
+        loss_weighting: LossWeighting::Uniform,
+        importance_sampling: false,
+        score_matching: Some(ScoreMatching {
+            sde: Sde::ve(0.05, 10.0).unwrap(),
+            parameterization: ScoreParameterization {
+                network: ScoreNetwork::Epsilon,
+                num_train_timesteps: 20,
+            },
+            weighting: ScoreWeighting::Likelihood,
+            eps: 1e-5,
+            noise_levels: None,
+        }),
+        ..tiny_config()
+    }
+}
+
+/// Under score matching the step draws its times from `step_rng` (after nothing else) and its noise from the same
+/// stream as the discrete objective, and its loss is the objective's on them.
+#[test]
+fn the_score_matching_step_loss_is_the_objective_on_the_documented_streams() {
+    let data = tiny_dataset();
+    let mut config = score_matching_config();
+    config.hflip = false;
+    config.label_dropout = 0.0;
+    let objective = config.score_matching.clone().unwrap();
+    let mut trainer = Trainer::new(config.clone(), build).unwrap();
+    let order = data.epoch(4, config.seed, 0, true).unwrap().order()[..4].to_vec();
+    let times = objective.draw_times(&mut step_rng(config.seed, 0), 4);
+    let (pixels, labels) = data.batch(&order, None).unwrap();
+    let x0 = Tensor::from_vec(pixels, &[4, 1, 6, 6], Device::Cpu).unwrap();
+    let (key, offset) = noise_stream(config.seed, 0, x0.numel()).unwrap();
+    let z = Tensor::randn(x0.shape(), key, offset, Device::Cpu).unwrap();
+    let want = objective
+        .loss(&trainer.model, &x0, &z, &times, Condition::class(&labels))
+        .unwrap();
+    let want = f64::from(want.loss.tensor().to_scalar().unwrap());
+    let report = trainer.step(&data).unwrap();
+    assert_eq!(report.loss, want);
+}
+
+#[test]
+fn score_matching_resumes_exactly_and_saves_its_sde_scheduler_config() {
+    assert_resume_is_exact(score_matching_config(), 3, "resume-sde");
+    let dir = temp_dir("sde-scheduler");
+    let trainer = Trainer::new(score_matching_config(), build).unwrap();
+    let saved = trainer.save_checkpoint(&dir, 1).unwrap();
+    let text = std::fs::read_to_string(saved.join("scheduler/scheduler_config.json")).unwrap();
+    let config = ScoreSdeConfig::from_json_str(&text).unwrap();
+    assert_eq!(config.sde, Sde::ve(0.05, 10.0).unwrap());
+    assert_eq!(config.num_train_timesteps, 20);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut bad = score_matching_config();
+    bad.loss_weighting = LossWeighting::MinSnr { gamma: 5.0 };
+    let err = Trainer::new(bad, build).err().unwrap().to_string();
+    assert!(err.contains("min-SNR"), "{err}");
 }
 
 #[test]

@@ -65,6 +65,7 @@ fn config(vlb_weight: f64) -> TrainConfig {
         hflip: false,
         max_nonfinite: 2,
         vlb_weight,
+        score_matching: None,
     }
 }
 

@@ -119,6 +119,27 @@ impl BackboneConfig {
         }
     }
 
+    /// Whether the network is conditioned on a noise level σ and returns a score (diffusers' score-SDE convention:
+    /// a Fourier time embedding of ln σ and the output divided by σ) rather than on a training timestep.
+    pub fn takes_noise_level(&self) -> bool {
+        match self {
+            BackboneConfig::UNet2D(c) => c.is_fourier(),
+            BackboneConfig::DiT(_) => false,
+        }
+    }
+
+    /// The same network conditioned on noise levels (a Fourier time embedding), for score-SDE training; `None` for
+    /// an architecture that has no such embedding.
+    pub fn with_noise_level_embedding(&self) -> Option<BackboneConfig> {
+        match self {
+            BackboneConfig::UNet2D(c) => Some(BackboneConfig::UNet2D(UNetConfig {
+                time_embedding_type: "fourier".into(),
+                ..c.clone()
+            })),
+            BackboneConfig::DiT(_) => None,
+        }
+    }
+
     /// Number of class embeddings (the null class included), if the network is class-conditional.
     pub fn num_class_embeds(&self) -> Option<usize> {
         match self {

@@ -109,8 +109,8 @@ fn unsupported_options_are_errors_naming_option_and_value() {
     for (key, value, expect) in [
         (
             "time_embedding_type",
-            "\"fourier\"",
-            "time_embedding_type = \"fourier\"",
+            "\"learned\"",
+            "time_embedding_type = \"learned\"",
         ),
         ("act_fn", "\"gelu\"", "act_fn = \"gelu\""),
         ("dropout", "0.1", "dropout = 0.1"),

@@ -10,10 +10,11 @@ use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-const FIXTURES: [&str; 3] = [
+const FIXTURES: [&str; 4] = [
     "attn_heads_classes",
     "null_head_ddpm_style",
     "uneven_heads_nonsquare",
+    "fourier_score_sde",
 ];
 
 fn fixture_dir(name: &str) -> PathBuf {
@@ -248,5 +249,24 @@ fn half_precision_checkpoints_load_widened_to_f32() {
                 assert_eq!(expected.to_bits(), y.to_bits(), "{tag} {name}");
             }
         }
+    }
+}
+
+/// A Fourier-embedded model embeds ln σ and divides by σ, so a noise level that is not positive is refused, naming
+/// what the timesteps must be.
+#[test]
+fn a_fourier_model_refuses_noise_levels_that_are_not_positive() {
+    let (model, _store) =
+        UNet2DModel::load_diffusers(&fixture_dir("fourier_score_sde"), Device::Cpu).unwrap();
+    let x = Var::constant(
+        Tensor::zeros(&[2, 2, 8, 8], diffuse_tensor::DType::F32, Device::Cpu).unwrap(),
+    );
+    for bad in [0.0, -1.0, f64::NAN] {
+        let err = model
+            .forward(&x, &[0.5, bad], Some(&[0, 1]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("noise levels σ > 0"), "{err}");
     }
 }

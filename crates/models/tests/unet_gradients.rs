@@ -114,3 +114,32 @@ fn gradient_predicts_the_change_of_the_loss_along_it() {
         );
     }
 }
+
+/// The Fourier frequencies are created frozen, as diffusers creates them with `requires_grad=False`: they get no
+/// gradient while every other parameter does.
+#[test]
+fn fourier_frequencies_are_frozen_while_the_rest_trains() {
+    let (model, store) = tiny("fourier_score_sde", 3);
+    let (x, target) = inputs(&model);
+    let sigma = [0.05, 20.0];
+    let out = model
+        .forward(&Var::constant(x.clone()), &sigma, Some(&[1, 2]))
+        .unwrap();
+    let grads = out
+        .sub(&Var::constant(target))
+        .unwrap()
+        .square()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, param) in store.params() {
+        match (name.as_str(), grads.get(&param)) {
+            ("time_proj.weight", Some(_)) => panic!("the Fourier frequencies got a gradient"),
+            ("time_proj.weight", None) => assert!(!param.requires_grad()),
+            (_, None) => panic!("{name} got no gradient"),
+            (_, Some(g)) => assert!(g.to_vec().unwrap().iter().all(|v| v.is_finite()), "{name}"),
+        }
+    }
+}

@@ -18,6 +18,8 @@ pub use model_index::{ComponentRef, ModelIndex, MODEL_INDEX_FILE};
 
 use crate::error::{Error, Result};
 use crate::sampler::scheduler::{Scheduler, SchedulerClass};
+use crate::schedule::{python_json, SchedulerConfig};
+use crate::sde::config as sde_config;
 use crate::train::checkpoint::latest_checkpoint;
 use std::path::{Path, PathBuf};
 
@@ -28,12 +30,14 @@ pub const SCHEDULER_CONFIG_FILE: &str = "scheduler_config.json";
 
 /// The pipeline classes diffuse runs (`_class_name` of `model_index.json`): diffusers' unconditional image pipelines,
 /// which sample their `unet` with their `scheduler`, and the latent pipeline diffuse's latent training runs save
-/// (the same, then the `vae` decodes).
-pub const PIPELINES: [&str; 4] = [
+/// (the same, then the `vae` decodes), and diffusers' score-SDE pipeline, whose scheduler is a score-SDE config
+/// ([`crate::sde::config`]) that the score samplers run.
+pub const PIPELINES: [&str; 5] = [
     "DDPMPipeline",
     "DDIMPipeline",
     "PNDMPipeline",
     "LatentDiffusionPipeline",
+    "ScoreSdeVePipeline",
 ];
 
 /// The components diffuse reads. A component of another name in `model_index.json` is refused; new networks join
@@ -69,7 +73,15 @@ impl Component {
         match self {
             // The denoisers `diffuse_models::Backbone` loads.
             Component::Unet => vec!["UNet2DModel", "DiTTransformer2DModel"],
-            Component::Scheduler => SchedulerClass::ALL.map(SchedulerClass::name).to_vec(),
+            Component::Scheduler => SchedulerClass::ALL
+                .map(SchedulerClass::name)
+                .into_iter()
+                .chain([
+                    sde_config::VE_CLASS,
+                    sde_config::VP_CLASS,
+                    sde_config::SUB_VP_CLASS,
+                ])
+                .collect(),
             Component::Vae => vec!["AutoencoderKL"],
         }
     }
@@ -272,7 +284,32 @@ impl Pipeline {
         })
     }
 
-    /// The scheduler the folder's config describes, or diffusers' `DDPMScheduler` defaults without one.
+    /// Whether the folder's scheduler config is a score-SDE one ([`crate::sde::config`]), which the score
+    /// samplers run rather than a discrete-time [`Scheduler`].
+    pub fn is_score_sde(&self) -> Result<bool> {
+        let Some(path) = &self.scheduler_config else {
+            return Ok(false);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::model(path.display().to_string(), format!("cannot read: {e}")))?;
+        let value = python_json::parse(&text).map_err(|e| {
+            Error::model(path.display().to_string(), format!("not valid JSON: {e}"))
+        })?;
+        let class = value.get("_class_name").and_then(|c| c.as_str());
+        Ok(sde_config::ScoreSdeConfig::is_score_sde_class(class))
+    }
+
+    /// The folder's score-SDE scheduler config as a typed [`SchedulerConfig`] (its SDE keys in `extra`), for
+    /// [`sde_config::ScoreSdeConfig::from_scheduler_config`]; `None` when the scheduler is not a score-SDE one.
+    pub fn score_sde_config(&self) -> Result<Option<SchedulerConfig>> {
+        match &self.scheduler_config {
+            Some(path) if self.is_score_sde()? => Ok(Some(SchedulerConfig::from_file(path)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The discrete-time scheduler the folder's config describes, or diffusers' `DDPMScheduler` defaults without
+    /// one.
     pub fn scheduler(&self) -> Result<Scheduler> {
         match &self.scheduler_config {
             Some(path) => Scheduler::from_file(path),

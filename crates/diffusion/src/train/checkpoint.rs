@@ -183,7 +183,7 @@ impl<M: TrainableModel> Trainer<M> {
         fs::create_dir_all(&scheduler).map_err(|e| io(&scheduler, e))?;
         write_synced(
             &scheduler.join("scheduler_config.json"),
-            self.state.config.scheduler.to_json_string().as_bytes(),
+            self.state.config.scheduler_json()?.as_bytes(),
         )?;
         sync(&scheduler)?;
         let optimizer = tmp.join("optimizer.safetensors");

@@ -4,11 +4,13 @@ use super::target::{prediction_of, Prediction};
 use super::weighting::LossWeighting;
 use crate::error::{Error, Result};
 use crate::schedule::{NoiseSchedule, SchedulerConfig};
+use crate::sde::ScoreMatching;
 use diffuse_nn::{EmaWarmup, LrSchedule};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The settings of a training run. The noise schedule and the prediction target are those of `scheduler`, the
-/// diffusers scheduler config the model is trained for (and saved with).
+/// diffusers scheduler config the model is trained for (and saved with) — unless `score_matching` is set, which
+/// trains a score model of a continuous SDE instead (and saves that SDE's scheduler config).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Seeds the data order, timesteps, dropout, flips and noise (see [`super::random`]).
@@ -43,6 +45,10 @@ pub struct TrainConfig {
     pub hflip: bool,
     /// Fail after this many consecutive steps with a non-finite loss or gradient norm.
     pub max_nonfinite: u32,
+    /// Denoising score matching of a VE, VP or sub-VP SDE ([`crate::sde::score_matching`]) instead of the
+    /// discrete objective; `timestep sampling`, `loss_weighting` and the schedule of `scheduler` then do not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_matching: Option<ScoreMatching>,
     /// λ of `L_simple + λ·L_vlb` when the network also predicts its variance ([`super::hybrid`]); unused otherwise.
     #[serde(default = "default_vlb_weight")]
     pub vlb_weight: f64,
@@ -63,9 +69,35 @@ impl TrainConfig {
         Ok(NoiseSchedule::from_config(&self.scheduler)?)
     }
 
+    /// The `scheduler_config.json` the model is saved with: the DDPM-family `scheduler`, or the SDE's.
+    pub fn scheduler_json(&self) -> Result<String> {
+        match &self.score_matching {
+            Some(objective) => Ok(objective.scheduler_config()?.to_json_string()),
+            None => Ok(self.scheduler.to_json_string()),
+        }
+    }
+
     /// Refuses settings that cannot train.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str, message: String| Err(Error::train(what, message));
+        if let Some(objective) = &self.score_matching {
+            objective.validate()?;
+            if self.importance_sampling {
+                return bad(
+                    "importance_sampling",
+                    "samples discrete timesteps; score matching draws continuous times (drop it)"
+                        .into(),
+                );
+            }
+            if self.loss_weighting != LossWeighting::Uniform {
+                return bad(
+                    "loss_weighting",
+                    "min-SNR weighting belongs to the discrete objective; score matching is weighted by its own \
+                     λ(t) (variance or likelihood)"
+                        .into(),
+                );
+            }
+        }
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());
         }

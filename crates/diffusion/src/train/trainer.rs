@@ -3,7 +3,8 @@
 //! Step `s`:
 //! 1. take batch `s` of the shuffled data, draw timesteps, label-dropout coins and flips (see [`super::random`]);
 //! 2. noise the batch in one fused pass, `x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε` ([`crate::forward::q_sample`]), and form the
-//!    target (ε, x0 or v, [`super::target`]);
+//!    target (ε, x0 or v, [`super::target`]); under score matching, draw continuous times instead and take the
+//!    loss of [`crate::sde::ScoreMatching`] (same noise stream);
 //! 3. per-sample loss `L_b = mean over pixels of (f(x_t, t, y) − target)²`, weighted by the timestep weighting
 //!    ([`super::weighting`]); for a network that also predicts its variance (twice the image's channels out) plus
 //!    `λ·T·L_vlb` ([`super::hybrid`]); under importance sampling all of it weighted by `1/(T·p_t)`; the batch loss is
@@ -59,6 +60,9 @@ struct Draw {
     labels: Option<Vec<u32>>,
     timesteps: Vec<usize>,
     importance: Vec<f64>,
+    /// The continuous times of score matching (empty for the discrete objective, whose `timesteps` are empty
+    /// under score matching).
+    times: Vec<f64>,
 }
 
 /// What one step did.
@@ -227,9 +231,16 @@ impl<M: TrainableModel> Trainer<M> {
             config.hflip,
             config.null_class,
         );
+        let objective = config.score_matching.clone();
         let indices = self.batch_indices(data, step)?;
         let mut rng = step_rng(seed, step);
-        let (timesteps, importance) = self.state.sampler.sample(&mut rng, b);
+        let (timesteps, importance, times) = match objective {
+            Some(objective) => (Vec::new(), vec![1.0; b], objective.draw_times(&mut rng, b)),
+            None => {
+                let (timesteps, importance) = self.state.sampler.sample(&mut rng, b);
+                (timesteps, importance, Vec::new())
+            }
+        };
         let dropped: Vec<bool> = (0..b).map(|_| rng.next_f64() < dropout).collect();
         let flip_seed = rng.next_u64();
         let (pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
@@ -266,6 +277,7 @@ impl<M: TrainableModel> Trainer<M> {
             labels,
             timesteps,
             importance,
+            times,
         })
     }
 
@@ -275,6 +287,12 @@ impl<M: TrainableModel> Trainer<M> {
     fn weighted_loss(&self, batch: &Draw, step: u64) -> Result<(Var, Var, Vec<f64>)> {
         let config = &self.state.config;
         let (key, offset) = noise_stream(config.seed, step, batch.x0.numel())?;
+        if let Some(objective) = &config.score_matching {
+            let z = Tensor::randn(batch.x0.shape(), key, offset, self.device())?;
+            let cond = Condition::class_opt(batch.labels.as_deref());
+            let loss = objective.loss(&self.model, &batch.x0, &z, &batch.times, cond)?;
+            return Ok((loss.loss, loss.per_sample, loss.weights));
+        }
         let (x_t, eps) = q_sample(&self.schedule, &batch.x0, &batch.timesteps, key, offset)?;
         let alpha_bars = batch
             .timesteps

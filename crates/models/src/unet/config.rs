@@ -21,13 +21,15 @@ pub struct UNetConfig {
     pub out_channels: usize,
     /// Map the input from `[0, 1]` to `[-1, 1]` (`2x − 1`) before the first convolution.
     pub center_input_sample: bool,
-    /// Only `"positional"` (sinusoidal).
+    /// `"positional"` (sinusoidal code of the timestep) or `"fourier"` (Gaussian Fourier code of the noise level σ
+    /// passed as the timestep, with the output divided by σ: diffusers' score-SDE models).
     pub time_embedding_type: String,
     /// Width of the time embedding; `None` means `4 · block_out_channels[0]` (the only supported value).
     pub time_embedding_dim: Option<usize>,
-    /// Shift of the frequency denominator: frequencies `exp(−ln(10⁴)·i/(half − freq_shift))`.
+    /// Shift of the frequency denominator: frequencies `exp(−ln(10⁴)·i/(half − freq_shift))` (positional only).
     pub freq_shift: f64,
-    /// Order of the sinusoid halves: `[cos, sin]` when true, `[sin, cos]` when false.
+    /// Order of the sinusoid halves: `[cos, sin]` when true, `[sin, cos]` when false (positional only; the Fourier
+    /// code is always `[sin, cos]`, as diffusers builds it).
     pub flip_sin_to_cos: bool,
     pub down_block_types: Vec<String>,
     /// Only `"UNetMidBlock2D"`.
@@ -236,6 +238,11 @@ impl UNetConfig {
         self.block_out_channels[0] * 4
     }
 
+    /// Whether the time embedding is the Fourier code of a noise level (and the output is divided by it).
+    pub fn is_fourier(&self) -> bool {
+        self.time_embedding_type == "fourier"
+    }
+
     /// Channels per attention head in a block of `channels` (all of them when `attention_head_dim` is null).
     pub fn head_dim(&self, channels: usize) -> usize {
         self.attention_head_dim.unwrap_or(channels)
@@ -243,11 +250,11 @@ impl UNetConfig {
 
     /// Checks that every option has a value this implementation builds, and that the numbers fit together.
     pub fn validate(&self) -> Result<()> {
-        if self.time_embedding_type != "positional" {
+        if self.time_embedding_type != "positional" && !self.is_fourier() {
             return Err(unsupported(
                 "time_embedding_type",
                 &self.time_embedding_type,
-                "\"positional\"",
+                "\"positional\", \"fourier\"",
             ));
         }
         if let Some(dim) = self.time_embedding_dim {

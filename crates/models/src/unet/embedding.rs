@@ -6,11 +6,19 @@
 //! emb    = linear_2(SiLU(linear_1(code)))                diffusers' `time_embedding.linear_{1,2}`
 //! ```
 //!
+//! With `time_embedding_type = "fourier"` (the score-SDE models) the "timestep" is a noise level σ and the code is
+//! diffusers' `GaussianFourierProjection` of `ln σ`, random frequencies `W_i ~ N(0, 16²)` fixed at initialisation
+//! (Tancik et al. 2020's Fourier features; Song et al. 2021 use them so that σ over five decades is resolved):
+//!
+//! ```text
+//! code = [sin(2π·W·ln σ), cos(2π·W·ln σ)]                 W: `time_proj.weight`, dim entries, never trained
+//! ```
+//!
 //! diffusers evaluates the code in f32 from `t` rounded to f32; so does this module, step by step in the same order,
 //! so that the argument `t·freq` (up to ~10³ for t = 999) carries the same rounding as diffusers' own.
 
 use diffuse_autograd::Var;
-use diffuse_nn::{Linear, Module, Path};
+use diffuse_nn::{Init, Linear, Module, Path};
 use diffuse_tensor::{Device, Result, Tensor};
 
 /// The sinusoidal code of each timestep, as a (t.len(), dim) tensor.
@@ -40,6 +48,46 @@ pub fn timestep_code(
         code.extend(std::iter::repeat_n(0.0, dim - 2 * half));
     }
     Tensor::from_vec(code, &[t.len(), dim], device)
+}
+
+/// The standard deviation diffusers' `UNet2DModel` draws the Fourier frequencies with (`scale=16`).
+pub const FOURIER_SCALE: f32 = 16.0;
+
+/// diffusers' `GaussianFourierProjection(embedding_size, scale=16)` with `log=True` and `[sin, cos]` order: the
+/// code of a noise level σ. Its frequencies are a parameter (saved and loaded as `time_proj.weight`) that is frozen
+/// from the start, as diffusers creates it with `requires_grad=False`.
+pub struct GaussianFourierProjection {
+    pub weight: Var,
+}
+
+impl GaussianFourierProjection {
+    /// `embedding_size` frequencies drawn from `N(0, 16²)`, frozen; the code has twice as many entries.
+    pub fn new(path: &Path, embedding_size: usize) -> Result<GaussianFourierProjection> {
+        let weight = path.param(
+            "weight",
+            &[embedding_size],
+            Init::Normal { std: FOURIER_SCALE },
+        )?;
+        weight.set_requires_grad(false)?;
+        Ok(GaussianFourierProjection { weight })
+    }
+
+    /// The (sigma.len(), 2·embedding_size) code of each noise level (which must be positive), on `device`.
+    pub fn code(&self, sigma: &[f64], device: Device) -> Result<Tensor> {
+        let w = self.weight.tensor().to_vec()?;
+        let mut code = Vec::with_capacity(sigma.len() * 2 * w.len());
+        for &s in sigma {
+            // torch: log(x) in f32, then x[:, None] * W[None, :] * 2 * π, left to right in f32.
+            let log_sigma = (f64::from(s as f32)).ln() as f32;
+            let args: Vec<f32> = w
+                .iter()
+                .map(|&w| log_sigma * w * 2.0 * std::f32::consts::PI)
+                .collect();
+            code.extend(args.iter().map(|&a| (a as f64).sin() as f32));
+            code.extend(args.iter().map(|&a| (a as f64).cos() as f32));
+        }
+        Tensor::from_vec(code, &[sigma.len(), 2 * w.len()], device)
+    }
 }
 
 /// diffusers' `TimestepEmbedding`: `linear_2(SiLU(linear_1(x)))`.

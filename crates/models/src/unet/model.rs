@@ -1,28 +1,35 @@
 //! The whole network, diffusers' `UNet2DModel`:
 //!
 //! ```text
-//! temb = time_embedding(code(t)) (+ class_embedding[label])           (N, 4·C₀)
+//! temb = time_embedding(code(t)) (+ class_embedding[label])           (N, 4·C₀); code: sinusoidal, or Fourier of ln σ
 //! x    = conv_in(sample)                                             (N, C₀, H, W)         skip 0
 //! down: for each level i: x = down_blocks[i](x)                      pushes its skips, halves H, W except the last
 //! mid:  x = mid_block(x)
 //! up:   for each level i: x = up_blocks[i](x ⧺ skips popped)          doubles H, W except the last
 //! out  = conv_out(SiLU(conv_norm_out(x)))                            (N, out_channels, H, W)
+//! out  = out / σ                                                      only with time_embedding_type "fourier"
 //! ```
+//!
+//! The last line is diffusers' score-SDE convention: a Fourier-embedded model takes the noise level σ as its
+//! timestep and returns the score, its raw output scaled by 1/σ (NCSN's noise-conditional output scaling).
 
 use super::blocks::{BlockSettings, DownBlock, DownChannels, UpBlock, UpChannels};
 use super::config::UNetConfig;
-use super::embedding::{timestep_code, TimestepEmbedding};
+use super::embedding::{timestep_code, GaussianFourierProjection, TimestepEmbedding};
 use crate::error::{Error, Result};
 use crate::layers::resnet::conv3x3;
 use crate::layers::UNetMidBlock2D;
 use diffuse_autograd::Var;
 use diffuse_nn::{Conv2d, Embedding, GroupNorm, Module, ParamStore};
+use diffuse_tensor::Tensor;
 
 /// A U-Net with exactly the structure and parameter names of diffusers' `UNet2DModel` for the supported subset of
 /// its options (see [`UNetConfig::validate`]).
 pub struct UNet2DModel {
     config: UNetConfig,
     pub conv_in: Conv2d,
+    /// The Fourier code of the noise level (`time_embedding_type = "fourier"`); `None`: the sinusoidal code.
+    pub time_proj: Option<GaussianFourierProjection>,
     pub time_embedding: TimestepEmbedding,
     pub class_embedding: Option<Embedding>,
     pub down_blocks: Vec<DownBlock>,
@@ -50,8 +57,16 @@ impl UNet2DModel {
         let layers = config.layers_per_block;
 
         let conv_in = conv3x3(&root.sub("conv_in"), config.in_channels, channels[0], 1, 1)?;
-        let time_embedding =
-            TimestepEmbedding::new(&root.sub("time_embedding"), channels[0], temb)?;
+        let time_proj = config
+            .is_fourier()
+            .then(|| GaussianFourierProjection::new(&root.sub("time_proj"), channels[0]))
+            .transpose()?;
+        let code_dim = if time_proj.is_some() {
+            2 * channels[0]
+        } else {
+            channels[0]
+        };
+        let time_embedding = TimestepEmbedding::new(&root.sub("time_embedding"), code_dim, temb)?;
         let class_embedding = config
             .num_class_embeds
             .map(|num| Embedding::new(&root.sub("class_embedding"), num, temb))
@@ -110,6 +125,7 @@ impl UNet2DModel {
         Ok(UNet2DModel {
             config,
             conv_in,
+            time_proj,
             time_embedding,
             class_embedding,
             down_blocks,
@@ -130,15 +146,17 @@ impl UNet2DModel {
     }
 
     /// The network output for `sample` (N, in_channels, H, W) at `timesteps` (one per sample, or one for all;
-    /// fractional values allowed) with optional `class_labels` (one per sample; required exactly when the model
-    /// has a class embedding). H and W must be divisible by 2^(levels − 1).
+    /// fractional values allowed; noise levels σ > 0 for a Fourier-embedded model, whose output is divided by
+    /// them) with optional `class_labels` (one per sample; required exactly when the model has a class
+    /// embedding). H and W must be divisible by 2^(levels − 1).
     pub fn forward(
         &self,
         sample: &Var,
         timesteps: &[f64],
         class_labels: Option<&[u32]>,
     ) -> Result<Var> {
-        let temb_act = self.embedding(sample, timesteps, class_labels)?.silu()?;
+        let t = self.per_sample_timesteps(sample, timesteps)?;
+        let temb_act = self.embedding(sample, &t, class_labels)?.silu()?;
         let sample = if self.config.center_input_sample {
             sample.affine(2.0, -1.0)?
         } else {
@@ -154,16 +172,18 @@ impl UNet2DModel {
             x = block.forward(&x, &temb_act, &mut skips)?;
         }
         let x = self.conv_norm_out.forward(&x)?.silu()?;
-        Ok(self.conv_out.forward(&x)?)
+        let out = self.conv_out.forward(&x)?;
+        if self.time_proj.is_none() {
+            return Ok(out);
+        }
+        let sigma: Vec<f32> = t.iter().map(|&s| s as f32).collect();
+        let sigma = Tensor::from_vec(sigma, &[t.len(), 1, 1, 1], out.tensor().device())?;
+        Ok(out.div(&Var::constant(sigma))?)
     }
 
-    /// The time embedding of each sample, plus its class embedding when the model has one: (N, 4·C₀).
-    fn embedding(
-        &self,
-        sample: &Var,
-        timesteps: &[f64],
-        class_labels: Option<&[u32]>,
-    ) -> Result<Var> {
+    /// One timestep per sample (a single one is repeated), checked: noise levels must be positive for a
+    /// Fourier-embedded model.
+    fn per_sample_timesteps(&self, sample: &Var, timesteps: &[f64]) -> Result<Vec<f64>> {
         let c = &self.config;
         let shape = sample.shape();
         if shape.len() != 4 || shape[1] != c.in_channels {
@@ -186,13 +206,36 @@ impl UNet2DModel {
                 ))
             }
         };
-        let code = timestep_code(
-            &t,
-            c.block_out_channels[0],
-            c.flip_sin_to_cos,
-            c.freq_shift,
-            sample.tensor().device(),
-        )?;
+        if self.time_proj.is_some() {
+            if let Some(bad) = t.iter().find(|&&s| !(s > 0.0 && s.is_finite())) {
+                return Err(Error::model(
+                    "UNet2DModel",
+                    format!(
+                        "a Fourier-embedded model takes noise levels σ > 0 as its timesteps (it embeds ln σ and \
+                         divides by σ), got {bad}"
+                    ),
+                ));
+            }
+        }
+        Ok(t)
+    }
+
+    /// The time embedding of each sample (at its timestep `t`), plus its class embedding when the model has one:
+    /// (N, 4·C₀).
+    fn embedding(&self, sample: &Var, t: &[f64], class_labels: Option<&[u32]>) -> Result<Var> {
+        let c = &self.config;
+        let n = t.len();
+        let device = sample.tensor().device();
+        let code = match &self.time_proj {
+            Some(fourier) => fourier.code(t, device)?,
+            None => timestep_code(
+                t,
+                c.block_out_channels[0],
+                c.flip_sin_to_cos,
+                c.freq_shift,
+                device,
+            )?,
+        };
         let temb = self.time_embedding.forward(&Var::constant(code))?;
         match (&self.class_embedding, class_labels) {
             (None, None) => Ok(temb),
