@@ -109,13 +109,12 @@ impl Tensor {
             if self.writable_alone() && other.is_contiguous() {
                 let offset = other.layout().offset();
                 let numel = self.numel();
-                let src = other.storage();
-                if let (Some(acc), Storage::Cpu(src)) = (self.cpu_f32_mut(), &*src) {
+                let guard = other.storage();
+                if let (Some(acc), Storage::Cpu(src)) = (self.cpu_f32_mut(), &*guard) {
                     diffuse_cpu_kernels::elementwise::add_assign(
                         acc,
                         &src.to_f32()[offset..offset + numel],
                     )?;
-                    drop(src);
                     return Ok(self);
                 }
             }
