@@ -114,13 +114,14 @@ impl Shard {
 }
 
 /// Replaces every gradient of `params` by its sum over the ranks of `collective`, in buckets of up to
-/// [`BUCKET_ELEMENTS`] values taken in `params`' order; returns the seconds spent communicating (packing and
+/// `bucket_elements` values ([`BUCKET_ELEMENTS`] in training) taken in `params`' order; returns the seconds spent communicating (packing and
 /// unpacking included). A parameter without a gradient on this rank contributes zeros; one without a gradient on
 /// every rank stays without one, as it would in a single process. With one process nothing is done.
 pub fn all_reduce_gradients(
     collective: &dyn Collective,
     params: &[(String, Var)],
     grads: &mut Gradients,
+    bucket_elements: usize,
 ) -> Result<f64> {
     if collective.size() == 1 {
         return Ok(0.0);
@@ -144,7 +145,7 @@ pub fn all_reduce_gradients(
         bucket.push(param);
         filled += param.tensor().numel();
         let last = i + 1 == reduced.len();
-        if filled >= BUCKET_ELEMENTS || last {
+        if filled >= bucket_elements || last {
             reduce_bucket(collective, &bucket, grads)?;
             bucket.clear();
             filled = 0;

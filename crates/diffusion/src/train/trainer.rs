@@ -22,7 +22,7 @@
 //! `Σ_{b∈shard} L_b / B` of the batch loss, and the gradients are summed over the ranks before clipping, so clipping,
 //! the optimiser and the EMA see the gradient of the whole batch's loss and every rank takes the same step.
 
-use super::collective::{all_reduce_gradients, Collective, Shard, SingleProcess};
+use super::collective::{all_reduce_gradients, Collective, Shard, SingleProcess, BUCKET_ELEMENTS};
 use super::config::TrainConfig;
 use super::hybrid::{hybrid_terms, Batch as HybridBatch};
 use super::model::TrainableModel;
@@ -476,6 +476,7 @@ impl<M: TrainableModel> Trainer<M> {
             self.collective.as_ref(),
             &self.store.trainable(),
             &mut grads,
+            BUCKET_ELEMENTS,
         )?;
         let grad_norm = match config.grad_clip {
             Some(max) => clip_grad_norm(&mut grads, max)?,
