@@ -3,7 +3,8 @@
 //! the tensor cores, accumulating in f32, while weights, the optimiser's state, activations and gradients stay f32
 //! (see `diffuse_tensor::Precision`).
 //! The CPU computes in f32 only, so `bf16` there is refused rather than ignored; `f16` is refused by name until
-//! diffuse has f16 tensor-core kernels (it would need loss scaling, which bf16, with f32's exponent range, does not).
+//! diffuse has f16 tensor-core kernels (it needs loss scaling, which bf16, with f32's exponent range, does not; the
+//! training loop takes a scaler already: `Trainer::set_loss_scaler`).
 
 use clap::Args;
 use diffuse_tensor::{set_matmul_precision, Device, Precision};
