@@ -11,7 +11,11 @@
 //!    their mean;
 //! 4. a non-finite loss or gradient norm skips the step (no update, counted; the run fails after `max_nonfinite` in a
 //!    row); otherwise back-propagate, clip the global gradient norm, take an AdamW step at the scheduled learning rate,
-//!    update the EMA, and tell the timestep sampler the losses.
+//!    update the EMA, and tell the timestep sampler the losses. With a loss scaler ([`Trainer::set_loss_scaler`],
+//!    for half-precision products whose small gradients would underflow), the scaled loss `S·loss` is
+//!    back-propagated and the gradients divided by `S` before clipping; gradients that overflowed skip the step and
+//!    halve `S` (the scaler's normal working, so not counted towards `max_nonfinite`), and `growth_interval` good
+//!    steps in a row double it, as PyTorch's `GradScaler` does ([`diffuse_nn::LossScaler`]).
 //!
 //! The step counter advances on skipped steps too, so the data order and random draws of later steps do not depend on
 //! whether an earlier one was skipped.
@@ -19,8 +23,8 @@
 //! Data parallel ([`super::collective`]): each of `N` ranks takes its [`Shard`] of the global batch with the random
 //! draws the single process makes for those samples (the step's scalar draws are made for the whole batch and
 //! sliced; the Gaussian noise is read from the same Philox stream at the shard's offset), back-propagates its part
-//! `Σ_{b∈shard} L_b / B` of the batch loss, and the gradients are summed over the ranks before clipping, so clipping,
-//! the optimiser and the EMA see the gradient of the whole batch's loss and every rank takes the same step.
+//! `Σ_{b∈shard} L_b / B` of the batch loss, and the gradients are summed over the ranks before anything reads them,
+//! so the loss scaler, clipping, the optimiser and the EMA see the gradient of the whole batch's loss and every rank takes the same step.
 
 use super::collective::{all_reduce_gradients, Collective, Shard, SingleProcess, BUCKET_ELEMENTS};
 use super::config::TrainConfig;
@@ -36,7 +40,7 @@ use crate::forward::q_sample;
 use crate::sampler::Condition;
 use crate::schedule::NoiseSchedule;
 use diffuse_autograd::Var;
-use diffuse_nn::{clip_grad_norm, grad_norm, AdamW, Ema, ParamStore};
+use diffuse_nn::{clip_grad_norm, grad_norm, AdamW, Ema, LossScaler, ParamStore};
 use diffuse_tensor::{AdamWConfig, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
@@ -56,10 +60,14 @@ pub struct TrainerState {
     pub sampler: TimestepSampler,
     /// Exponential moving average of the batch loss, `None` before the first finite one.
     pub smoothed_loss: Option<f64>,
-    /// Steps skipped for a non-finite loss or gradient norm, in all and in a row.
+    /// Steps skipped for a non-finite loss or gradient norm (or, under loss scaling, overflowed gradients), in all,
+    /// and those for a non-finite loss or gradient norm in a row.
     pub skipped_steps: u64,
     pub consecutive_nonfinite: u32,
     pub config: TrainConfig,
+    /// Dynamic loss scaling and its state (scale, good steps); absent from the file of a run without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<LossScaler>,
 }
 
 /// One step's batch and random draws: this rank's shard of them.
@@ -82,7 +90,7 @@ struct Draw {
 pub struct StepReport {
     /// The step's index.
     pub step: u64,
-    /// The weighted batch loss (non-finite when skipped).
+    /// The weighted batch loss (non-finite when that is why the step was skipped).
     pub loss: f64,
     pub smoothed_loss: Option<f64>,
     /// The global gradient norm before clipping (`None` when the loss was non-finite).
@@ -167,6 +175,7 @@ impl<M: TrainableModel> Trainer<M> {
                 skipped_steps: 0,
                 consecutive_nonfinite: 0,
                 config,
+                loss_scaler: None,
             },
             schedule,
             epoch_order: None,
@@ -212,6 +221,12 @@ impl<M: TrainableModel> Trainer<M> {
     /// The latent space of a latent diffusion run.
     pub fn latent_space(&self) -> Option<&LatentSpace> {
         self.latents.as_ref()
+    }
+
+    /// Scales the loss with `scaler` from the next step on (or stops scaling): see the module docs. The scaler's
+    /// state is saved with each checkpoint and restored on resume.
+    pub fn set_loss_scaler(&mut self, scaler: Option<LossScaler>) {
+        self.state.loss_scaler = scaler;
     }
 
     /// Trains as one rank of a data-parallel run: each step takes this rank's [`Shard`] of the global batch and sums
@@ -471,13 +486,25 @@ impl<M: TrainableModel> Trainer<M> {
         if !loss_value.is_finite() {
             return self.skip(step, loss_value, None, lr, communication_s);
         }
-        let mut grads = loss.backward()?;
+        let mut grads = match &self.state.loss_scaler {
+            Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
+            None => loss.backward()?,
+        };
+        // Summed over the ranks before anything reads them: the scaler's overflow check, clipping, AdamW and the
+        // EMA all see the whole batch's gradient, identical on every rank, so every rank takes the same decisions.
         communication_s += all_reduce_gradients(
             self.collective.as_ref(),
             &self.store.trainable(),
             &mut grads,
             BUCKET_ELEMENTS,
         )?;
+        if let Some(scaler) = self.state.loss_scaler.as_mut() {
+            let finite = scaler.unscale(&mut grads)?;
+            scaler.update(finite);
+            if !finite {
+                return Ok(self.overflow(step, loss_value, lr, communication_s));
+            }
+        }
         let grad_norm = match config.grad_clip {
             Some(max) => clip_grad_norm(&mut grads, max)?,
             None => grad_norm(&grads)? as f32,
@@ -510,6 +537,21 @@ impl<M: TrainableModel> Trainer<M> {
             skipped: false,
             communication_s,
         })
+    }
+
+    /// Records a step skipped because the scaled gradients overflowed (the scaler has halved its scale): counted with
+    /// the skipped steps, but not towards `max_nonfinite`, since the loss itself was finite.
+    fn overflow(&mut self, step: u64, loss: f64, lr: f32, communication_s: f64) -> StepReport {
+        self.state.skipped_steps += 1;
+        StepReport {
+            step,
+            loss,
+            smoothed_loss: self.state.smoothed_loss,
+            grad_norm: None,
+            lr,
+            skipped: true,
+            communication_s,
+        }
     }
 
     /// Records a skipped step; an error once `max_nonfinite` have been skipped in a row.
