@@ -2,6 +2,7 @@
 
 mod device;
 mod devices;
+mod edit;
 mod eval;
 mod eval_table;
 mod files;
