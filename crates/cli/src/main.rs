@@ -12,6 +12,7 @@ mod grid;
 mod info;
 mod interrupt;
 mod latent;
+mod launch;
 mod nll;
 mod plots;
 mod precision;
