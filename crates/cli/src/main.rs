@@ -3,6 +3,7 @@
 mod clip;
 mod device;
 mod devices;
+mod edit;
 mod eval;
 mod eval_table;
 mod files;
@@ -11,6 +12,7 @@ mod grid;
 mod info;
 mod interrupt;
 mod latent;
+mod launch;
 mod nll;
 mod plots;
 mod precision;
