@@ -115,7 +115,6 @@ impl Tensor {
                         acc,
                         &src.to_f32()[offset..offset + numel],
                     )?;
-                    drop(src);
                     return Ok(self);
                 }
             }
