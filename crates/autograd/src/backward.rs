@@ -128,8 +128,9 @@ impl Var {
                         ),
                     ));
                 }
+                // In place into whichever of the two the walk owns alone (bit for bit `acc + g`).
                 let total = match pending.remove(&parent.id) {
-                    Some(acc) => acc.add(&g)?,
+                    Some(acc) => acc.accumulate(g)?,
                     None => g,
                 };
                 pending.insert(parent.id, total);

@@ -59,6 +59,15 @@ pub enum EditRequest {
     },
 }
 
+impl EditRequest {
+    /// The images to edit.
+    pub fn images(&self) -> &Tensor {
+        match self {
+            EditRequest::Sdedit { images, .. } | EditRequest::RePaint { images, .. } => images,
+        }
+    }
+}
+
 impl EditArgs {
     /// The edit asked for (`None`: plain sampling), with its files read and checked.
     pub fn request(&self) -> Result<Option<EditRequest>, String> {
@@ -100,7 +109,7 @@ impl EditArgs {
 }
 
 /// The mask PNG as the known region (1, 1, H, W): 1 where it is black (keep), 0 where white (fill).
-fn read_mask(path: &Path, image_shape: &[usize]) -> Result<Tensor, String> {
+pub fn read_mask(path: &Path, image_shape: &[usize]) -> Result<Tensor, String> {
     let mask = read_images(path, None)?;
     let (m, x) = (mask.shape(), image_shape);
     if m[0] != 1 || m[2..] != x[2..] {
@@ -182,10 +191,14 @@ pub struct EditRun<'a> {
     pub decoder: Option<&'a LatentDecoder>,
     /// Edits per image.
     pub count: usize,
-    pub class: Option<u32>,
+    /// The class of each image's edits (`None`: an unconditional model).
+    pub classes: Option<Vec<u32>>,
     pub null_class: Option<u32>,
+    /// Classifier-free guidance scale around the null class.
     pub guidance: f64,
     pub seed: u64,
+    /// Print where the run starts (SDEdit) or its model calls (RePaint).
+    pub report: bool,
 }
 
 /// The result of an edit: the edited images (N·count, C, H, W) and the images shown beside them (N, C, H, W).
@@ -194,11 +207,31 @@ pub struct Edited {
     pub shown: Tensor,
 }
 
+/// The class of every edit of `images` images: `--class` for all, or the null class (unconditional) of a
+/// class-conditional model without it.
+pub fn edit_classes(
+    images: usize,
+    class: Option<u32>,
+    null_class: Option<u32>,
+    guidance: f64,
+) -> Result<Option<Vec<u32>>, String> {
+    if guidance != 1.0 && class.is_none() {
+        return Err("--guidance other than 1 needs --class".into());
+    }
+    match (null_class, class) {
+        (Some(null), Some(c)) if c <= null => Ok(Some(vec![c; images])),
+        (Some(null), Some(c)) => Err(format!(
+            "--class {c} is out of range: the model knows classes 0..{null} (and {null} = unconditional)"
+        )),
+        (Some(null), None) => Ok(Some(vec![null; images])),
+        (None, Some(_)) => Err("--class needs a class-conditional model".into()),
+        (None, None) => Ok(None),
+    }
+}
+
 impl EditRun<'_> {
     pub fn run(&self, request: &EditRequest) -> Result<Edited, String> {
-        let images = match request {
-            EditRequest::Sdedit { images, .. } | EditRequest::RePaint { images, .. } => images,
-        };
+        let images = request.images();
         check_images(images, self.model, self.decoder)?;
         if matches!(request, EditRequest::RePaint { .. }) && self.decoder.is_some() {
             return Err(
@@ -212,21 +245,11 @@ impl EditRun<'_> {
             Some(decoder) => encode(decoder, &guides)?,
             None => guides.to_device(device).map_err(|e| e.to_string())?,
         };
-        let total = data.shape()[0];
-        let classes: Option<Vec<u32>> = match (self.null_class, self.class) {
-            (Some(null), Some(c)) if c <= null => Some(vec![c; total]),
-            (Some(null), Some(c)) => {
-                return Err(format!(
-                    "--class {c} is out of range: the model knows classes 0..{null} (and {null} = unconditional)"
-                ))
-            }
-            (Some(null), None) => Some(vec![null; total]),
-            (None, Some(_)) => return Err("--class needs a class-conditional model".into()),
-            (None, None) => None,
-        };
-        if self.guidance != 1.0 && self.class.is_none() {
-            return Err("--guidance other than 1 needs --class".into());
-        }
+        let classes: Option<Vec<u32>> = self.classes.as_ref().map(|c| {
+            c.iter()
+                .flat_map(|&c| std::iter::repeat_n(c, self.count))
+                .collect()
+        });
         let plain = ModelDenoiser {
             model: self.model,
             prediction: self.scheduler.prediction(),
@@ -253,7 +276,9 @@ impl EditRun<'_> {
                     options: &self.scheduler.options,
                     strength: *strength,
                 };
-                report_start(&edit)?;
+                if self.report {
+                    report_start(&edit)?;
+                }
                 (
                     edit.run(denoiser, &data, &noise, cond).map_err(err)?,
                     images.clone(),
@@ -267,13 +292,15 @@ impl EditRun<'_> {
                     options: &self.scheduler.options,
                     settings: *settings,
                 };
-                eprintln!(
-                    "RePaint: {} steps, jumps of {} levels, {} passes each: {} model calls",
-                    self.scheduler.options.steps,
-                    settings.jump_length,
-                    settings.jump_n_sample,
-                    run.model_calls().map_err(err)?
-                );
+                if self.report {
+                    eprintln!(
+                        "RePaint: {} steps, jumps of {} levels, {} passes each: {} model calls",
+                        self.scheduler.options.steps,
+                        settings.jump_length,
+                        settings.jump_n_sample,
+                        run.model_calls().map_err(err)?
+                    );
+                }
                 let known = known.to_device(device).map_err(|e| e.to_string())?;
                 let out = run
                     .run(denoiser, &data, &known, &noise, cond)
@@ -306,7 +333,7 @@ fn encode(decoder: &LatentDecoder, images: &Tensor) -> Result<Tensor, String> {
 }
 
 /// Prints where an SDEdit run begins.
-fn report_start(edit: &Sdedit<'_>) -> Result<(), String> {
+pub fn report_start(edit: &Sdedit<'_>) -> Result<(), String> {
     let steps = edit
         .sampler
         .step_levels(edit.schedule, edit.options)

@@ -4,6 +4,7 @@ mod clip;
 mod device;
 mod devices;
 mod edit;
+mod edit_eval;
 mod eval;
 mod eval_table;
 mod files;
@@ -50,6 +51,9 @@ enum Command {
     /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in the Fashion-MNIST classifier's
     /// feature space, and optionally bits/dim, the floor, and a sweep over sampling steps.
     Eval(Box<eval::EvalArgs>),
+    /// Measure editing on the shipped data: SDEdit's distance to the guide against FD over strengths, or RePaint's
+    /// FD and class accuracy on masked training images.
+    EvalEdit(Box<edit_eval::EvalEditArgs>),
     /// The autoencoder of latent diffusion: train it, encode images to latents, decode latents, score it.
     #[command(subcommand)]
     Vae(vae::VaeCommand),
@@ -69,6 +73,7 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::EvalEdit(args) => edit_eval::run(args),
         Command::Info(args) => info::run(args),
         Command::Vae(command) => vae::run(command),
         Command::Clip(command) => clip::run(command),

@@ -8,7 +8,7 @@
 //! checked before anything is written.
 
 use crate::device::DeviceArgs;
-use crate::edit::{EditArgs, EditRun};
+use crate::edit::{edit_classes, EditArgs, EditRun};
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
 use crate::sampling::{draw_with, GridRequest, SamplerArgs};
@@ -309,15 +309,22 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         let mut scheduler = scheduler.as_ref().clone();
         scheduler.options.seed = args.seed;
         let count = args.count.max(1);
+        let classes = edit_classes(
+            request.images().shape()[0],
+            args.class,
+            null_class,
+            args.guidance,
+        )?;
         let edited = EditRun {
             model: &model,
             scheduler: &scheduler,
             decoder: decoder.as_ref(),
             count,
-            class: args.class,
+            classes,
             null_class,
             guidance: args.guidance,
             seed: args.seed,
+            report: true,
         }
         .run(&request)?;
         return write_edited(args, &edited.images, &edited.shown, count);

@@ -1,10 +1,11 @@
 //! `diffuse sample --init-image` end to end on a tiny pixel model: SDEdit prints the level it starts from and at
-//! strength 0 returns the image, RePaint keeps the unmasked pixels exactly, and every bad input is refused by name.
+//! strength 0 returns the image, RePaint keeps the unmasked pixels exactly, `eval-edit` scores both, and every bad
+//! input is refused by name.
 
 use std::path::Path;
 
 mod common;
-use common::{diffuse, synthetic_data, temp_dir, TINY_CONFIG};
+use common::{diffuse, repo, synthetic_data, temp_dir, TINY_CONFIG};
 
 fn ok(args: &[&str]) -> String {
     let run = diffuse(args);
@@ -247,6 +248,66 @@ fn sdedit_and_repaint_edit_images_and_bad_input_is_refused() {
         ),
     ];
     for (v, want) in cases {
+        let stderr = fails(&args(&v));
+        assert!(stderr.contains(want), "{v:?}: {stderr}");
+    }
+
+    // eval-edit: SDEdit rows (strength 0 is the guides themselves) and a RePaint row, scored with the classifier.
+    let classifier = repo("data/classifier/fashion-classifier.safetensors");
+    let data = data.to_str().unwrap();
+    let measure = |extra: &[&str]| -> Vec<String> {
+        let common = [
+            "eval-edit",
+            "--checkpoint",
+            run,
+            "--steps",
+            "2",
+            "--num",
+            "8",
+            "--batch",
+            "4",
+            "--data",
+            data,
+            "--classifier",
+            &classifier,
+        ];
+        common.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let json = p("edit.json");
+    let v = measure(&[
+        "--strengths",
+        "0,1",
+        "--mask",
+        &p("mask.png"),
+        "--json",
+        &json,
+    ]);
+    let run_out = diffuse(&args(&v));
+    let stdout = String::from_utf8_lossy(&run_out.stdout).into_owned();
+    assert!(
+        run_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run_out.stderr)
+    );
+    assert!(
+        stdout.contains("| SDEdit, strength 0 | 0.0000 |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| SDEdit, strength 1 |"), "{stdout}");
+    assert!(
+        stdout.contains("| RePaint, jumps of 10 levels × 1 passes |"),
+        "{stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["rows"].as_array().unwrap().len(), 3);
+    for (v, want) in [
+        (measure(&[]), "nothing to measure"),
+        (measure(&["--strengths", "0.5,2"]), "--strengths: "),
+        (
+            measure(&["--strengths", "0.5", "--guidance", "2"]),
+            "needs --conditional",
+        ),
+    ] {
         let stderr = fails(&args(&v));
         assert!(stderr.contains(want), "{v:?}: {stderr}");
     }
