@@ -46,7 +46,7 @@ pub struct ClipTrainArgs {
     #[arg(long, default_value = "runs/fashion-clip")]
     out: PathBuf,
     /// Total optimiser steps (with --resume: the new total).
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 1200)]
     steps: u64,
     /// Image–caption pairs per step (the contrastive loss's negatives are the rest of the batch).
     #[arg(long, default_value_t = 64)]
@@ -88,7 +88,7 @@ pub struct ClipTrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Save a checkpoint every N steps (0: only at the end).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 600)]
     checkpoint_every: u64,
     /// Checkpoints to keep.
     #[arg(long, default_value_t = 2)]

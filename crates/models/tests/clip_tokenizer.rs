@@ -195,3 +195,43 @@ fn folders_that_cannot_work_are_refused_with_the_reason() {
     let message = ClipTokenizer::load(&dir.0).err().unwrap().to_string();
     assert!(message.contains("vocab.json"), "{message}");
 }
+
+#[test]
+fn a_tokenizer_that_does_not_fit_the_text_encoder_is_named_with_it() {
+    use diffuse_models::clip::ClipTextConfig;
+    let tokenizer = ClipTokenizer::load(&fixtures().join("tokenizer")).unwrap();
+    let fits = ClipTextConfig {
+        vocab_size: tokenizer.vocab_size(),
+        max_position_embeddings: 16,
+        eos_token_id: Some(tokenizer.eos_id()),
+        ..ClipTextConfig::default()
+    };
+    tokenizer.check_fits(&fits).unwrap();
+    let small_vocab = ClipTextConfig {
+        vocab_size: 64,
+        ..fits.clone()
+    };
+    let message = tokenizer.check_fits(&small_vocab).unwrap_err().to_string();
+    assert!(
+        message.contains("ids up to 625") && message.contains("vocab_size is 64"),
+        "{message}"
+    );
+    let short = ClipTextConfig {
+        max_position_embeddings: 10,
+        ..fits.clone()
+    };
+    let message = tokenizer.check_fits(&short).unwrap_err().to_string();
+    assert!(
+        message.contains("pads to 16 tokens") && message.contains("max_position_embeddings = 10"),
+        "{message}"
+    );
+    let other_end = ClipTextConfig {
+        eos_token_id: Some(7),
+        ..fits
+    };
+    let message = tokenizer.check_fits(&other_end).unwrap_err().to_string();
+    assert!(
+        message.contains("has id 625 but the text encoder pools at eos_token_id = 7"),
+        "{message}"
+    );
+}

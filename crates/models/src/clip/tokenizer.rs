@@ -406,8 +406,10 @@ impl ClipTokenizer {
         }
         if text_encoder.eos_token_id != Some(2) && text_encoder.eos_token_id != Some(self.eos_id) {
             return Err(err(format!(
-                "the tokenizer's end token {:?} has id {} but the text encoder pools at eos_token_id = {:?}",
-                self.special.eos, self.eos_id, text_encoder.eos_token_id
+                "the tokenizer's end token {:?} has id {} but the text encoder pools at eos_token_id = {}",
+                self.special.eos,
+                self.eos_id,
+                text_encoder.eos_token_id.map_or("null".into(), |id| id.to_string())
             )));
         }
         Ok(())
