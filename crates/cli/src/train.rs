@@ -262,6 +262,7 @@ fn new_config(
         } else {
             0.0
         },
+        caption_dropout: 0.0,
         hflip: args.hflip,
         max_nonfinite: args.max_nonfinite,
         score_matching,

@@ -6,10 +6,12 @@
 //! - [`timesteps`]: uniform and loss-aware importance sampling of timesteps;
 //! - [`random`]: how every random draw derives from `(seed, step)`, so that a resumed run replays exactly;
 //! - [`config`]: [`TrainConfig`], the settings of a run;
+//! - [`captions`]: [`CaptionContexts`], the frozen text encoder's states of every caption of a text-conditioned run;
 //! - [`model`]: [`TrainableModel`], the network as the trainer sees it, and [`ModelDenoiser`] for sampling;
 //! - [`trainer`]: [`Trainer`], one step (noise, forward, weighted MSE, backward, clip, AdamW, EMA);
 //! - [`checkpoint`]: atomic checkpoint folders and resuming.
 
+pub mod captions;
 pub mod checkpoint;
 pub mod config;
 pub mod hybrid;
@@ -20,6 +22,7 @@ pub mod timesteps;
 pub mod trainer;
 pub mod weighting;
 
+pub use captions::CaptionContexts;
 pub use checkpoint::{latest_checkpoint, read_trainer_state, write_diffusers_model};
 pub use config::TrainConfig;
 pub use model::{refuse_context, ModelDenoiser, TrainableModel};

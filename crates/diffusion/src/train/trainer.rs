@@ -16,6 +16,7 @@
 //! The step counter advances on skipped steps too, so the data order and random draws of later steps do not depend on
 //! whether an earlier one was skipped.
 
+use super::captions::CaptionContexts;
 use super::config::TrainConfig;
 use super::hybrid::{hybrid_terms, Batch as HybridBatch};
 use super::model::TrainableModel;
@@ -58,11 +59,23 @@ pub struct TrainerState {
 struct Draw {
     x0: Tensor,
     labels: Option<Vec<u32>>,
+    /// The captions' states of a text-conditioned run (dropped ones the empty prompt's).
+    context: Option<Tensor>,
     timesteps: Vec<usize>,
     importance: Vec<f64>,
     /// The continuous times of score matching (empty for the discrete objective, whose `timesteps` are empty
     /// under score matching).
     times: Vec<f64>,
+}
+
+impl Draw {
+    /// What the network is conditioned on: the labels and the captions' states, where the run has them.
+    fn condition(&self) -> Condition<'_> {
+        Condition {
+            class: self.labels.as_deref(),
+            context: self.context.as_ref(),
+        }
+    }
 }
 
 /// What one step did.
@@ -94,6 +107,8 @@ pub struct Trainer<M: TrainableModel> {
     epoch_order: Option<(u64, Vec<usize>)>,
     /// Latent diffusion: the dataset holds posterior moments, and x0 is a scaled latent drawn from them.
     latents: Option<LatentSpace>,
+    /// Text conditioning: every training image's caption, encoded.
+    captions: Option<CaptionContexts>,
 }
 
 impl<M: TrainableModel> Trainer<M> {
@@ -155,6 +170,7 @@ impl<M: TrainableModel> Trainer<M> {
             schedule,
             epoch_order: None,
             latents: None,
+            captions: None,
         })
     }
 
@@ -192,6 +208,17 @@ impl<M: TrainableModel> Trainer<M> {
         self.latents = Some(space);
     }
 
+    /// Conditions every step on the training images' captions (`captions`, indexed like the dataset given to
+    /// [`Trainer::step`]), each dropped to the empty prompt with probability `caption_dropout`.
+    pub fn set_captions(&mut self, captions: CaptionContexts) {
+        self.captions = Some(captions);
+    }
+
+    /// The encoded captions of a text-conditioned run.
+    pub fn captions(&self) -> Option<&CaptionContexts> {
+        self.captions.as_ref()
+    }
+
     /// The latent space of a latent diffusion run.
     pub fn latent_space(&self) -> Option<&LatentSpace> {
         self.latents.as_ref()
@@ -224,10 +251,11 @@ impl<M: TrainableModel> Trainer<M> {
     /// The batch of step `step` with its random draws: images, (dropped-out) labels, timesteps, importance weights.
     fn draw(&mut self, data: &Dataset, step: u64) -> Result<Draw> {
         let config = &self.state.config;
-        let (b, seed, dropout, hflip, null_class) = (
+        let (b, seed, dropout, caption_dropout, hflip, null_class) = (
             config.batch_size,
             config.seed,
             config.label_dropout,
+            config.caption_dropout,
             config.hflip,
             config.null_class,
         );
@@ -241,7 +269,29 @@ impl<M: TrainableModel> Trainer<M> {
                 (timesteps, importance, Vec::new())
             }
         };
-        let dropped: Vec<bool> = (0..b).map(|_| rng.next_f64() < dropout).collect();
+        let draws: Vec<f64> = (0..b).map(|_| rng.next_f64()).collect();
+        let dropped: Vec<bool> = draws.iter().map(|&u| u < dropout).collect();
+        let context = match &self.captions {
+            Some(captions) if captions.len() == data.len() => {
+                let dropped: Vec<bool> = draws.iter().map(|&u| u < caption_dropout).collect();
+                Some(
+                    captions
+                        .batch(&indices, &dropped)?
+                        .to_device(self.device())?,
+                )
+            }
+            Some(captions) => {
+                return Err(Error::train(
+                    "captions",
+                    format!(
+                        "{} captions for a dataset of {} images",
+                        captions.len(),
+                        data.len()
+                    ),
+                ))
+            }
+            None => None,
+        };
         let flip_seed = rng.next_u64();
         let (pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
         let labels = match null_class {
@@ -275,6 +325,7 @@ impl<M: TrainableModel> Trainer<M> {
         Ok(Draw {
             x0,
             labels,
+            context,
             timesteps,
             importance,
             times,
@@ -289,7 +340,7 @@ impl<M: TrainableModel> Trainer<M> {
         let (key, offset) = noise_stream(config.seed, step, batch.x0.numel())?;
         if let Some(objective) = &config.score_matching {
             let z = Tensor::randn(batch.x0.shape(), key, offset, self.device())?;
-            let cond = Condition::class_opt(batch.labels.as_deref());
+            let cond = batch.condition();
             let loss = objective.loss(&self.model, &batch.x0, &z, &batch.times, cond)?;
             return Ok((loss.loss, loss.per_sample, loss.weights));
         }
@@ -302,11 +353,9 @@ impl<M: TrainableModel> Trainer<M> {
         let prediction = config.prediction();
         let target = training_target(prediction, &batch.x0, &eps, &alpha_bars)?;
         let t: Vec<f64> = batch.timesteps.iter().map(|&t| t as f64).collect();
-        let out = self.model.forward(
-            &Var::constant(x_t.clone()),
-            &t,
-            Condition::class_opt(batch.labels.as_deref()),
-        )?;
+        let out = self
+            .model
+            .forward(&Var::constant(x_t.clone()), &t, batch.condition())?;
         let (per_sample, vlb) =
             if out.shape().get(1) == batch.x0.shape().get(1).map(|c| 2 * c).as_ref() {
                 let terms = hybrid_terms(
