@@ -13,6 +13,7 @@ mod latent;
 mod nll;
 mod plots;
 mod precision;
+mod prompt;
 mod sample;
 mod sampling;
 mod score;

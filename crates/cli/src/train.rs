@@ -351,6 +351,7 @@ impl Grids<'_> {
                     count,
                     guidance: self.args.grid_guidance,
                     null_class: config.null_class,
+                    prompts: None,
                 };
                 draw(&trainer.ema_model, &request, None)?
             }
