@@ -2,6 +2,7 @@
 
 mod device;
 mod devices;
+mod edit;
 mod eval;
 mod eval_table;
 mod files;
@@ -10,6 +11,7 @@ mod grid;
 mod info;
 mod interrupt;
 mod latent;
+mod launch;
 mod nll;
 mod plots;
 mod precision;

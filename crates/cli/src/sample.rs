@@ -8,6 +8,7 @@
 //! checked before anything is written.
 
 use crate::device::DeviceArgs;
+use crate::edit::{EditArgs, EditRun};
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
 use crate::prompt::{read_prompts, PromptContexts, TextEncoder};
@@ -85,6 +86,8 @@ pub struct SampleArgs {
     /// Also write the first sample's x_t at every model call, left to right, ending with the result.  [default: none]
     #[arg(long)]
     trajectory: Option<PathBuf>,
+    #[command(flatten)]
+    edit: EditArgs,
 }
 
 /// A folder opened for sampling: where its network is, and what its scheduler config says.
@@ -204,6 +207,45 @@ impl Denoiser for Recorder<'_> {
     }
 }
 
+/// Writes edited images: the grid (each image, then its edits, one row per image), --out-tensor and --out-dir.
+fn write_edited(
+    args: &SampleArgs,
+    images: &Tensor,
+    shown: &Tensor,
+    count: usize,
+) -> Result<(), String> {
+    if let Some(path) = &args.out_tensor {
+        write_tensor(path, "samples", images)?;
+    }
+    let shown = shown.to_device(Device::Cpu).map_err(|e| e.to_string())?;
+    let images = images.to_device(Device::Cpu).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for i in 0..shown.shape()[0] {
+        rows.push(shown.narrow(0, i, 1).map_err(|e| e.to_string())?);
+        rows.push(
+            images
+                .narrow(0, i * count, count)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let refs: Vec<&Tensor> = rows.iter().collect();
+    let grid = Tensor::concat(&refs, 0).map_err(|e| e.to_string())?;
+    save_grid(&grid, count + 1, &args.out)?;
+    eprintln!(
+        "{} edits of {} images in {}",
+        images.shape()[0],
+        shown.shape()[0],
+        args.out.display()
+    );
+    if let Some(dir) = &args.out_dir {
+        for i in 0..images.shape()[0] {
+            let one = images.narrow(0, i, 1).map_err(|e| e.to_string())?;
+            save_grid(&one, 1, &dir.join(format!("sample-{i:04}.png")))?;
+        }
+    }
+    Ok(())
+}
+
 fn save_grid(images: &Tensor, columns: usize, path: &Path) -> Result<(), String> {
     let shape = images.shape();
     Grid {
@@ -300,6 +342,49 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
             ));
         }
         eprintln!("note: {channels}-channel samples are written as a tensor only (no PNG)");
+    }
+    if let Some(request) = args.edit.request()? {
+        if model.config().context_dim().is_some() {
+            return Err(
+                "--init-image edits with class-conditional and unconditional models; a text-to-image model is \
+                 sampled from noise only"
+                    .into(),
+            );
+        }
+        // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
+        let null_class = model.config().num_class_embeds().map(|n| n as u32 - 1);
+        let AnySampler::Discrete(scheduler) = &sampler else {
+            return Err(format!(
+                "--init-image runs a discrete-time sampler (SDEdit, RePaint); --sampler {} is a score sampler",
+                sampler.label()
+            ));
+        };
+        for (given, name) in [
+            (args.init_noise.is_some(), "--init-noise"),
+            (args.noise.is_some(), "--noise"),
+            (args.trajectory.is_some(), "--trajectory"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{name} is for sampling from noise, not with --init-image"
+                ));
+            }
+        }
+        let mut scheduler = scheduler.as_ref().clone();
+        scheduler.options.seed = args.seed;
+        let count = args.count.max(1);
+        let edited = EditRun {
+            model: &model,
+            scheduler: &scheduler,
+            decoder: decoder.as_ref(),
+            count,
+            class: args.class,
+            null_class,
+            guidance: args.guidance,
+            seed: args.seed,
+        }
+        .run(&request)?;
+        return write_edited(args, &edited.images, &edited.shown, count);
     }
     let count = args.count.max(1);
     let prompts = text_conditioning(args, &folder.pipeline, &model.config(), count, device)?;

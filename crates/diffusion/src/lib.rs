@@ -11,6 +11,7 @@
 //! - [`sampler`]: reverse-process samplers (DDPM, DDIM, PNDM, Euler, Euler ancestral, Heun, LMS, DPM-Solver,
 //!   UniPC), each as the diffusers scheduler class of the same name runs it and built from its `scheduler_config.json`,
 //!   driving any [`sampler::Denoiser`], and classifier-free guidance.
+//! - [`edit`]: image-to-image (SDEdit) and inpainting (RePaint) with any trained denoiser and sampler.
 //! - [`pipeline`]: the folders a sampling run starts from (diffusers pipelines with `model_index.json`, model
 //!   folders, training runs and checkpoints).
 //! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
@@ -27,6 +28,7 @@
 
 pub mod autoencoder;
 pub mod data;
+pub mod edit;
 pub mod error;
 pub mod eval;
 pub mod forward;
