@@ -96,6 +96,8 @@ pub fn read_prompts(given: &[String], file: Option<&Path>) -> Result<Vec<String>
 
 /// What a text-to-image sample is conditioned on.
 pub struct PromptContexts {
+    /// The prompts, each the condition of `count` consecutive samples.
+    pub prompts: Vec<String>,
     /// (N, L, D): each sample's prompt's states.
     pub context: Tensor,
     /// (1, L, D): the negative (by default the empty) prompt's states, the unconditional context.
@@ -116,8 +118,57 @@ impl PromptContexts {
             .flat_map(|p| std::iter::repeat_n(p.as_str(), count))
             .collect();
         Ok(PromptContexts {
+            prompts: prompts.to_vec(),
             context: text.encode(&repeated)?,
             null_context: text.encode(&[negative.unwrap_or("")])?,
         })
     }
+}
+
+/// Writes `images` (N, C, H, W) in [−1, 1], `columns` per prompt, as a PNG grid with each row labelled with its
+/// prompt (shortened to fit the label column).
+pub fn save_prompt_grid(
+    images: &Tensor,
+    prompts: &[String],
+    columns: usize,
+    path: &Path,
+) -> Result<(), String> {
+    use diffuse_plot::{Figure, ImageGrid, Panel, RgbImage};
+    let &[n, c, h, w] = images.shape() else {
+        return Err(format!(
+            "a grid needs (N, C, H, W) images, got {:?}",
+            images.shape()
+        ));
+    };
+    let values = images.to_vec().map_err(|e| e.to_string())?;
+    let plane = c * h * w;
+    let pictures = (0..n)
+        .map(|i| RgbImage::from_signed_unit(c, h, w, &values[i * plane..(i + 1) * plane]))
+        .collect::<Result<Vec<_>, _>>()?;
+    const LABEL_CHARS: usize = 22;
+    let labels = prompts
+        .iter()
+        .map(|p| match p.char_indices().nth(LABEL_CHARS) {
+            Some((cut, _)) => format!("{}…", &p[..cut]),
+            None => p.clone(),
+        })
+        .collect();
+    let rows = n.div_ceil(columns.max(1));
+    // Each image enlarged to about 96 pixels, beside a 150-pixel label column.
+    let factor = (96 / h.max(w)).max(1);
+    let grid = ImageGrid {
+        title: String::new(),
+        images: pictures,
+        columns,
+        row_labels: labels,
+        column_labels: Vec::new(),
+    };
+    let figure = Figure {
+        width: (180 + columns * (w * factor + 4)) as u32,
+        height: (24 + rows * (h * factor + 4)) as u32,
+        panels: vec![(Panel::Images(grid), 1.0)],
+    };
+    figure
+        .save(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }

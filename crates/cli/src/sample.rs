@@ -11,7 +11,7 @@ use crate::device::DeviceArgs;
 use crate::edit::{EditArgs, EditRun};
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
-use crate::prompt::{read_prompts, PromptContexts, TextEncoder};
+use crate::prompt::{read_prompts, save_prompt_grid, PromptContexts, TextEncoder};
 use crate::sampling::{draw_with, GridRequest, SamplerArgs};
 use crate::score::{
     any_sampler, refuse_discrete_options, AnySampler, ScoreArgs, ScoreRequest, ScoreView,
@@ -518,7 +518,10 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    save_grid(&images, count, &args.out)?;
+    match &prompts {
+        Some(p) => save_prompt_grid(&images, &p.prompts, count, &args.out)?,
+        None => save_grid(&images, count, &args.out)?,
+    }
     eprintln!(
         "{total} samples ({name}, {steps} steps) in {}",
         args.out.display()

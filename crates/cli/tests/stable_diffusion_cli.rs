@@ -117,7 +117,14 @@ fn sampling_a_stable_diffusion_pipeline_from_prompts_gives_diffusers_images() {
             worst <= 1e-4 * scale,
             "{name}: largest difference {worst:.3e}, output magnitude {scale:.3e}"
         );
-        assert!(dir.join("grid.png").is_file(), "{name}");
+        // The grid carries a column of prompt labels left of the images (a plain grid of 16-pixel images would be
+        // a few dozen pixels wide): the PNG's width, bytes 16..20 of its header.
+        let png = std::fs::read(dir.join("grid.png")).unwrap();
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        assert!(
+            width > 150,
+            "{name}: a grid {width} pixels wide has no label column"
+        );
     }
 }
 
