@@ -1,5 +1,6 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
+mod clip;
 mod device;
 mod devices;
 mod edit;
@@ -53,6 +54,10 @@ enum Command {
     /// The autoencoder of latent diffusion: train it, encode images to latents, decode latents, score it.
     #[command(subcommand)]
     Vae(vae::VaeCommand),
+    /// CLIP: contrastive pre-training of a text encoder and an image encoder on captioned images, and its
+    /// zero-shot and retrieval evaluation.
+    #[command(subcommand)]
+    Clip(clip::ClipCommand),
     /// Describe a diffusers pipeline, model folder (a denoiser's or an autoencoder's), training run or checkpoint,
     /// and the sampler `sample` would use; with --devices, the devices this machine has.
     Info(Box<info::InfoArgs>),
@@ -67,6 +72,7 @@ fn main() {
         Command::Eval(args) => eval::run(args),
         Command::Info(args) => info::run(args),
         Command::Vae(command) => vae::run(command),
+        Command::Clip(command) => clip::run(command),
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

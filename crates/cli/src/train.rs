@@ -154,7 +154,7 @@ pub struct TrainArgs {
 }
 
 /// The folder `--data` names.
-fn data_dir(name: &str) -> Result<PathBuf, String> {
+pub fn data_dir(name: &str) -> Result<PathBuf, String> {
     if name != "fashion-mnist-full" {
         return Ok(PathBuf::from(name));
     }

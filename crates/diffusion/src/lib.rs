@@ -21,12 +21,15 @@
 //!   likelihoods.
 //! - [`autoencoder`]: training diffusers' `AutoencoderKL` with LDM's objective, and the cached, scaled latents that
 //!   latent diffusion trains on.
+//! - [`contrastive`]: CLIP's contrastive pre-training on captioned images (the captions, the tokenizer trained on them,
+//!   both towers), with zero-shot and retrieval evaluation.
 //! - [`eval`]: metrics of generated images (Fréchet distance, classifier accuracy, Inception-style score,
 //!   precision/recall in a classifier's feature space) and the variational bound in bits per dimension.
 //! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
 //!   replayed from a `u64` seed.
 
 pub mod autoencoder;
+pub mod contrastive;
 pub mod data;
 pub mod edit;
 pub mod error;

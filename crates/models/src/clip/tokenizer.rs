@@ -388,6 +388,31 @@ impl ClipTokenizer {
         })
     }
 
+    /// An error naming both sides unless every id fits `text_encoder`'s token table and every encoding its positions.
+    pub fn check_fits(&self, text_encoder: &super::ClipTextConfig) -> Result<()> {
+        let err = |m: String| Error::model("tokenizer and text encoder", m);
+        if self.vocab_size() > text_encoder.vocab_size {
+            return Err(err(format!(
+                "the tokenizer's vocabulary has ids up to {} but the text encoder's vocab_size is {}; use the tokenizer/ saved with this text_encoder/",
+                self.vocab_size() - 1,
+                text_encoder.vocab_size
+            )));
+        }
+        if self.context_length > text_encoder.max_position_embeddings {
+            return Err(err(format!(
+                "the tokenizer pads to {} tokens (model_max_length) but the text encoder has max_position_embeddings = {}",
+                self.context_length, text_encoder.max_position_embeddings
+            )));
+        }
+        if text_encoder.eos_token_id != Some(2) && text_encoder.eos_token_id != Some(self.eos_id) {
+            return Err(err(format!(
+                "the tokenizer's end token {:?} has id {} but the text encoder pools at eos_token_id = {:?}",
+                self.special.eos, self.eos_id, text_encoder.eos_token_id
+            )));
+        }
+        Ok(())
+    }
+
     /// One more than the largest id: the token embedding needs at least this many rows.
     pub fn vocab_size(&self) -> usize {
         self.vocab.values().max().map_or(0, |&m| m as usize + 1)
