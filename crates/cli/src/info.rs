@@ -73,6 +73,15 @@ fn describe(dir: &Path, sampling: &SamplerArgs, score: &ScoreArgs) -> Result<(),
             c.sample_size,
             if c.learns_variance() { ", learned variance" } else { "" }
         ),
+        BackboneConfig::UNet2DCondition(c) => println!(
+            "architecture UNet2DConditionModel, {} levels {:?}, blocks {:?}, cross-attention to {}-wide context, \
+             heads {:?}",
+            c.block_out_channels.len(),
+            c.block_out_channels,
+            c.down_block_types,
+            c.context_dim(),
+            c.attention_head_dim
+        ),
     }
     println!("parameters   {} in {} tensors", store.numel(), store.len());
     if let Some(decoder) = decoder_for(model_dir, Device::Cpu)? {

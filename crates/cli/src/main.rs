@@ -17,6 +17,7 @@ mod launch;
 mod nll;
 mod plots;
 mod precision;
+mod prompt;
 mod sample;
 mod sampling;
 mod score;

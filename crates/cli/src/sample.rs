@@ -11,6 +11,7 @@ use crate::device::DeviceArgs;
 use crate::edit::{edit_classes, EditArgs, EditRun};
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
+use crate::prompt::{read_prompts, save_prompt_grid, PromptContexts, TextEncoder};
 use crate::sampling::{draw_with, GridRequest, SamplerArgs};
 use crate::score::{
     any_sampler, refuse_discrete_options, AnySampler, ScoreArgs, ScoreRequest, ScoreView,
@@ -39,9 +40,20 @@ pub struct SampleArgs {
     sampling: SamplerArgs,
     #[command(flatten)]
     score: ScoreArgs,
-    /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
+    /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise; with
+    /// prompts, as diffusers, only a scale above 1 guides).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
+    /// A prompt for a text-to-image model (a StableDiffusionPipeline folder); repeat for several, each a row of
+    /// --count samples.  [default: none]
+    #[arg(long)]
+    prompt: Vec<String>,
+    /// A file of prompts, one per line, after any --prompt.  [default: none]
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// What guidance steers away from (the unconditional context).  [default: the empty prompt]
+    #[arg(long)]
+    negative_prompt: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
     /// Draw only this class.  [default: one row per class of a class-conditional model]
@@ -50,7 +62,7 @@ pub struct SampleArgs {
     /// Seed of the starting noise and of the stochastic samplers' noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Samples per class (or in all, for an unconditional model or with --class).
+    /// Samples per class or prompt (or in all, for an unconditional model or with --class).
     #[arg(long, default_value_t = 8)]
     count: usize,
     /// The grid PNG (values clamped to [−1, 1] for display).
@@ -247,6 +259,51 @@ fn save_grid(images: &Tensor, columns: usize, path: &Path) -> Result<(), String>
     .save(path)
 }
 
+/// The prompts' states for a text-to-image model (`None` for any other model, which must not be given prompts):
+/// the pipeline's tokenizer and text encoder, checked against the U-Net, encode `--prompt` / `--prompts`, each
+/// repeated `count` times, and `--negative-prompt` (or the empty prompt).
+fn text_conditioning(
+    args: &SampleArgs,
+    pipeline: &Pipeline,
+    model: &BackboneConfig,
+    count: usize,
+    device: Device,
+) -> Result<Option<PromptContexts>, String> {
+    let prompts = read_prompts(&args.prompt, args.prompts.as_deref())?;
+    let Some(context_dim) = model.context_dim() else {
+        if !prompts.is_empty() || args.negative_prompt.is_some() {
+            return Err(format!(
+                "--prompt needs a text-to-image model; {} is a {} without cross-attention",
+                pipeline.denoiser.display(),
+                model.class_name()
+            ));
+        }
+        return Ok(None);
+    };
+    let (Some(tokenizer), Some(encoder)) = (&pipeline.tokenizer, &pipeline.text_encoder) else {
+        return Err(format!(
+            "{}: a {} attends to a prompt's states, but the folder has no tokenizer/ and text_encoder/ to encode \
+             one (open the StableDiffusionPipeline folder above it)",
+            pipeline.denoiser.display(),
+            model.class_name()
+        ));
+    };
+    if prompts.is_empty() {
+        return Err(format!(
+            "{} is a text-to-image model: pass --prompt P (or --prompts FILE)",
+            pipeline.root.display()
+        ));
+    }
+    if args.class.is_some() || model.num_class_embeds().is_some() {
+        return Err(
+            "--class: diffuse samples a text-to-image model from prompts only (no class labels)"
+                .into(),
+        );
+    }
+    let text = TextEncoder::load(tokenizer, encoder, Some(context_dim), device)?;
+    PromptContexts::encode(&text, &prompts, count, args.negative_prompt.as_deref()).map(Some)
+}
+
 pub fn run(args: &SampleArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
     let weights = if args.ema {
@@ -286,9 +343,16 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         }
         eprintln!("note: {channels}-channel samples are written as a tensor only (no PNG)");
     }
-    // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
-    let null_class = model.config().num_class_embeds().map(|n| n as u32 - 1);
     if let Some(request) = args.edit.request()? {
+        if model.config().context_dim().is_some() {
+            return Err(
+                "--init-image edits with class-conditional and unconditional models; a text-to-image model is \
+                 sampled from noise only"
+                    .into(),
+            );
+        }
+        // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
+        let null_class = model.config().num_class_embeds().map(|n| n as u32 - 1);
         let AnySampler::Discrete(scheduler) = &sampler else {
             return Err(format!(
                 "--init-image runs a discrete-time sampler (SDEdit, RePaint); --sampler {} is a score sampler",
@@ -330,6 +394,12 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         return write_edited(args, &edited.images, &edited.shown, count);
     }
     let count = args.count.max(1);
+    let prompts = text_conditioning(args, &folder.pipeline, &model.config(), count, device)?;
+    // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
+    let null_class = match prompts {
+        Some(_) => None,
+        None => model.config().num_class_embeds().map(|n| n as u32 - 1),
+    };
     let classes: Option<Vec<u32>> = match (null_class, args.class) {
         (Some(null), Some(c)) if c <= null => Some(vec![c; count]),
         (Some(null), Some(c)) => return Err(format!("--class {c} is out of range: the model knows classes 0..{null} (and {null} = unconditional)")),
@@ -337,10 +407,16 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         (None, Some(_)) => return Err("--class needs a class-conditional model".into()),
         (None, None) => None,
     };
-    if args.guidance != 1.0 && classes.is_none() {
-        return Err("--guidance other than 1 needs a class-conditional model".into());
+    if args.guidance != 1.0 && classes.is_none() && prompts.is_none() {
+        return Err(
+            "--guidance other than 1 needs a class-conditional or text-to-image model".into(),
+        );
     }
-    let total = classes.as_ref().map_or(count, Vec::len);
+    let total = match (&classes, &prompts) {
+        (Some(classes), _) => classes.len(),
+        (None, Some(p)) => p.context.shape()[0],
+        (None, None) => count,
+    };
     let init = match args.init_noise.as_deref() {
         Some(path) => {
             let noise = read_tensor(path)?;
@@ -388,6 +464,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
                 count: total,
                 guidance: args.guidance,
                 null_class,
+                prompts: prompts.as_ref(),
             };
             let images =
                 draw_with(&model, &request, init.as_ref(), record).map_err(|e| {
@@ -401,6 +478,13 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
             (images, scheduler.options.steps)
         }
         AnySampler::Score(score) => {
+            if prompts.is_some() {
+                return Err(format!(
+                    "--sampler {} is a score sampler, which diffuse runs on class-conditional and unconditional \
+                     models only; pick a discrete-time sampler for prompts",
+                    score.name
+                ));
+            }
             if args.noise.is_some() {
                 return Err(format!(
                     "--noise gives the steps of a discrete-time sampler; --sampler {} draws its own",
@@ -441,7 +525,10 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    save_grid(&images, count, &args.out)?;
+    match &prompts {
+        Some(p) => save_prompt_grid(&images, &p.prompts, count, &args.out)?,
+        None => save_grid(&images, count, &args.out)?,
+    }
     eprintln!(
         "{total} samples ({name}, {steps} steps) in {}",
         args.out.display()

@@ -8,6 +8,7 @@
 //! A grid is one row per class (or plain rows for an unconditional model), drawn with the resolved sampler and, for
 //! `guidance ≠ 1`, classifier-free guidance around the null class.
 
+use crate::prompt::PromptContexts;
 use clap::Args;
 use diffuse_diffusion::sampler::scheduler::{SamplerOverrides, Scheduler};
 use diffuse_diffusion::sampler::{
@@ -178,6 +179,8 @@ pub struct GridRequest<'a> {
     pub count: usize,
     pub guidance: f64,
     pub null_class: Option<u32>,
+    /// A text-to-image model's prompt states and unconditional context (then `classes` is `None`).
+    pub prompts: Option<&'a PromptContexts>,
 }
 
 /// Draws `request.count` samples (N, C, H, W) from `model`; `init_noise` are the unit normal latents (the seed's
@@ -212,8 +215,18 @@ pub fn draw_with(
         prediction: scheduler.prediction(),
     };
     let guided;
-    let denoiser: &dyn Denoiser = match (request.classes, request.null_class) {
-        (Some(_), Some(null)) if request.guidance != 1.0 => {
+    let denoiser: &dyn Denoiser = match (request.classes, request.null_class, request.prompts) {
+        // diffusers' StableDiffusionPipeline guides only above 1 (`do_classifier_free_guidance`).
+        (None, _, Some(prompts)) if request.guidance > 1.0 => {
+            guided = ClassifierFreeGuidance {
+                model: &plain,
+                scale: request.guidance,
+                null_class: None,
+                null_context: Some(prompts.null_context.clone()),
+            };
+            &guided
+        }
+        (Some(_), Some(null), None) if request.guidance != 1.0 => {
             guided = ClassifierFreeGuidance {
                 model: &plain,
                 scale: request.guidance,
@@ -224,7 +237,10 @@ pub fn draw_with(
         }
         _ => &plain,
     };
-    let cond = Condition::class_opt(request.classes);
+    let cond = Condition {
+        class: request.classes,
+        context: request.prompts.map(|p| &p.context),
+    };
     let sample = |denoiser: &dyn Denoiser| {
         let result = match init_noise {
             Some(noise) => scheduler.sample_from(denoiser, noise, cond),

@@ -139,6 +139,7 @@ pub fn generate(
                     count,
                     guidance: sampling.guidance,
                     null_class: model.null_class,
+                    prompts: None,
                 };
                 draw(model.unet, &request, None)?
             }

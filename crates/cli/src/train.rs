@@ -267,6 +267,7 @@ fn new_config(
         } else {
             0.0
         },
+        caption_dropout: 0.0,
         hflip: args.hflip,
         max_nonfinite: args.max_nonfinite,
         score_matching,
@@ -355,6 +356,7 @@ impl Grids<'_> {
                     count,
                     guidance: self.args.grid_guidance,
                     null_class: config.null_class,
+                    prompts: None,
                 };
                 draw(&trainer.ema_model, &request, None)?
             }

@@ -124,6 +124,7 @@ fn config() -> TrainConfig {
         importance_sampling: false,
         null_class: Some(10),
         label_dropout: 0.1,
+        caption_dropout: 0.0,
         hflip: false,
         max_nonfinite: 3,
         score_matching: None,

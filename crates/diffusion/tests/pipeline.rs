@@ -259,3 +259,52 @@ fn a_score_sde_pipeline_opens_with_its_score_sde_config() {
     assert!(!discrete.is_score_sde().unwrap());
     assert!(discrete.score_sde_config().unwrap().is_none());
 }
+
+/// The tiny Stable Diffusion pipeline of `fixtures/stable_diffusion/make_pipeline.py`, as diffusers saved it.
+fn stable_diffusion() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stable_diffusion/tiny_sd")
+}
+
+#[test]
+fn a_stable_diffusion_pipeline_opens_with_its_text_side() {
+    let dir = stable_diffusion();
+    let pipeline = Pipeline::open(&dir, Weights::Ema).unwrap();
+    assert_eq!(pipeline.kind, FolderKind::Pipeline);
+    assert_eq!(pipeline.denoiser, dir.join("unet"));
+    assert_eq!(pipeline.vae, Some(dir.join("vae")));
+    assert_eq!(pipeline.text_encoder, Some(dir.join("text_encoder")));
+    assert_eq!(pipeline.tokenizer, Some(dir.join("tokenizer")));
+    assert_eq!(pipeline.scheduler().unwrap().class, SchedulerClass::Ddim);
+}
+
+#[test]
+fn a_stable_diffusion_pipeline_without_its_text_encoder_is_refused_by_name() {
+    let tmp = TempDir::new("sd-without-text-encoder");
+    let dir = tmp.path().join("tiny_sd");
+    for part in ["unet", "scheduler", "vae", "tokenizer"] {
+        fs::create_dir_all(dir.join(part)).unwrap();
+        for entry in fs::read_dir(stable_diffusion().join(part)).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), dir.join(part).join(entry.file_name())).unwrap();
+        }
+    }
+    let index = fs::read_to_string(stable_diffusion().join(MODEL_INDEX_FILE)).unwrap();
+    let without = index.replace(
+        r#""transformers",
+    "CLIPTextModel""#,
+        "null,\n    null",
+    );
+    assert_ne!(without, index);
+    fs::write(dir.join(MODEL_INDEX_FILE), &without).unwrap();
+    let err = error_of(&dir);
+    assert!(
+        err.contains("StableDiffusionPipeline has no 'text_encoder'"),
+        "{err}"
+    );
+    fs::write(dir.join(MODEL_INDEX_FILE), &index).unwrap();
+    let err = error_of(&dir);
+    assert!(
+        err.contains("text_encoder") && err.contains("missing"),
+        "{err}"
+    );
+}

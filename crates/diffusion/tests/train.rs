@@ -233,6 +233,7 @@ fn tiny_config() -> TrainConfig {
         importance_sampling: true,
         null_class: Some(3),
         label_dropout: 0.3,
+        caption_dropout: 0.0,
         hflip: true,
         max_nonfinite: 3,
         score_matching: None,

@@ -62,6 +62,7 @@ fn config(vlb_weight: f64) -> TrainConfig {
         importance_sampling: false,
         null_class: Some(2),
         label_dropout: 0.25,
+        caption_dropout: 0.0,
         hflip: false,
         max_nonfinite: 2,
         vlb_weight,

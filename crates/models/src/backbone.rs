@@ -9,6 +9,7 @@ use crate::dit::{DiTConfig, DiTTransformer2DModel, NAMED_CONFIGS as DIT_NAMED_CO
 use crate::error::{Error, Result};
 use crate::folder::{load_weights, read_config, save_folder, DIFFUSERS_WEIGHTS_FILE};
 use crate::unet::{UNet2DModel, UNetConfig, NAMED_CONFIGS as UNET_NAMED_CONFIGS};
+use crate::unet_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffuse_autograd::Var;
 use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
@@ -22,6 +23,8 @@ use std::path::Path;
 pub enum BackboneConfig {
     UNet2D(UNetConfig),
     DiT(DiTConfig),
+    /// A U-Net with cross-attention to a context (Stable Diffusion's denoiser).
+    UNet2DCondition(UNet2DConditionConfig),
 }
 
 impl BackboneConfig {
@@ -56,9 +59,12 @@ impl BackboneConfig {
                 text,
             )?)),
             Some("DiTTransformer2DModel") => Ok(BackboneConfig::DiT(DiTConfig::from_json_str(text)?)),
+            Some("UNet2DConditionModel") => Ok(BackboneConfig::UNet2DCondition(
+                UNet2DConditionConfig::from_json_str(text)?,
+            )),
             Some(other) => Err(Error::model(
                 "config.json",
-                format!("_class_name = \"{other}\" is not a denoising network diffuse builds; supported: \"UNet2DModel\", \"DiTTransformer2DModel\""),
+                format!("_class_name = \"{other}\" is not a denoising network diffuse builds; supported: \"UNet2DModel\", \"DiTTransformer2DModel\", \"UNet2DConditionModel\""),
             )),
         }
     }
@@ -68,6 +74,7 @@ impl BackboneConfig {
         match self {
             BackboneConfig::UNet2D(c) => c.to_json_string(),
             BackboneConfig::DiT(c) => c.to_json_string(),
+            BackboneConfig::UNet2DCondition(c) => c.to_json_string(),
         }
     }
 
@@ -76,6 +83,7 @@ impl BackboneConfig {
         match self {
             BackboneConfig::UNet2D(_) => "UNet2DModel",
             BackboneConfig::DiT(_) => "DiTTransformer2DModel",
+            BackboneConfig::UNet2DCondition(_) => "UNet2DConditionModel",
         }
     }
 
@@ -84,6 +92,7 @@ impl BackboneConfig {
         match self {
             BackboneConfig::UNet2D(c) => c.in_channels,
             BackboneConfig::DiT(c) => c.in_channels,
+            BackboneConfig::UNet2DCondition(c) => c.in_channels,
         }
     }
 
@@ -92,13 +101,14 @@ impl BackboneConfig {
         match self {
             BackboneConfig::UNet2D(c) => c.out_channels,
             BackboneConfig::DiT(c) => c.output_channels(),
+            BackboneConfig::UNet2DCondition(c) => c.out_channels,
         }
     }
 
     /// Whether the output's second half is a learned variance (Nichol & Dhariwal 2021): `out = 2 · in` channels.
     pub fn learns_variance(&self) -> bool {
         match self {
-            BackboneConfig::UNet2D(_) => false,
+            BackboneConfig::UNet2D(_) | BackboneConfig::UNet2DCondition(_) => false,
             BackboneConfig::DiT(c) => c.learns_variance(),
         }
     }
@@ -106,7 +116,7 @@ impl BackboneConfig {
     /// Floating-point operations of one forward pass of one `height × width` sample, where counted.
     pub fn flops_per_sample(&self, height: usize, width: usize) -> Option<f64> {
         match self {
-            BackboneConfig::UNet2D(_) => None,
+            BackboneConfig::UNet2D(_) | BackboneConfig::UNet2DCondition(_) => None,
             BackboneConfig::DiT(c) => Some(crate::dit::flops::flops_per_image(c, height, width)),
         }
     }
@@ -116,6 +126,7 @@ impl BackboneConfig {
         match self {
             BackboneConfig::UNet2D(c) => c.sample_size.map(|s| s.height_width()),
             BackboneConfig::DiT(c) => Some((c.sample_size, c.sample_size)),
+            BackboneConfig::UNet2DCondition(c) => c.sample_size.map(|s| s.height_width()),
         }
     }
 
@@ -124,7 +135,7 @@ impl BackboneConfig {
     pub fn takes_noise_level(&self) -> bool {
         match self {
             BackboneConfig::UNet2D(c) => c.is_fourier(),
-            BackboneConfig::DiT(_) => false,
+            BackboneConfig::DiT(_) | BackboneConfig::UNet2DCondition(_) => false,
         }
     }
 
@@ -136,7 +147,7 @@ impl BackboneConfig {
                 time_embedding_type: "fourier".into(),
                 ..c.clone()
             })),
-            BackboneConfig::DiT(_) => None,
+            BackboneConfig::DiT(_) | BackboneConfig::UNet2DCondition(_) => None,
         }
     }
 
@@ -145,6 +156,16 @@ impl BackboneConfig {
         match self {
             BackboneConfig::UNet2D(c) => c.num_class_embeds,
             BackboneConfig::DiT(c) => Some(c.label_table_len()),
+            BackboneConfig::UNet2DCondition(c) => c.num_class_embeds,
+        }
+    }
+
+    /// Features per token of the cross-attention context the network takes (a text encoder's hidden size), if it
+    /// attends to one.
+    pub fn context_dim(&self) -> Option<usize> {
+        match self {
+            BackboneConfig::UNet2D(_) | BackboneConfig::DiT(_) => None,
+            BackboneConfig::UNet2DCondition(c) => Some(c.context_dim()),
         }
     }
 }
@@ -155,6 +176,7 @@ impl BackboneConfig {
 pub enum Backbone {
     UNet2D(UNet2DModel),
     DiT(DiTTransformer2DModel),
+    UNet2DCondition(UNet2DConditionModel),
 }
 
 impl Backbone {
@@ -163,6 +185,9 @@ impl Backbone {
         Ok(match config {
             BackboneConfig::UNet2D(c) => Backbone::UNet2D(UNet2DModel::new(c, store)?),
             BackboneConfig::DiT(c) => Backbone::DiT(DiTTransformer2DModel::new(c, store)?),
+            BackboneConfig::UNet2DCondition(c) => {
+                Backbone::UNet2DCondition(UNet2DConditionModel::new(c, store)?)
+            }
         })
     }
 
@@ -190,6 +215,7 @@ impl Backbone {
         match self {
             Backbone::UNet2D(m) => BackboneConfig::UNet2D(m.config().clone()),
             Backbone::DiT(m) => BackboneConfig::DiT(m.config().clone()),
+            Backbone::UNet2DCondition(m) => BackboneConfig::UNet2DCondition(m.config().clone()),
         }
     }
 
@@ -198,6 +224,7 @@ impl Backbone {
         match self {
             Backbone::UNet2D(m) => m.device(),
             Backbone::DiT(m) => m.device(),
+            Backbone::UNet2DCondition(m) => m.device(),
         }
     }
 
@@ -228,6 +255,21 @@ impl Backbone {
                     ));
                 }
                 m.forward(sample, timesteps, class_labels)
+            }
+            Backbone::UNet2DCondition(m) => {
+                let context = context.ok_or_else(|| {
+                    Error::model(
+                        "UNet2DConditionModel",
+                        "attends to a context (a prompt's text-encoder states, diffusers' encoder_hidden_states): \
+                         pass one, the empty prompt's for an unconditional sample",
+                    )
+                })?;
+                m.forward(
+                    sample,
+                    timesteps,
+                    &Var::constant(context.clone()),
+                    class_labels,
+                )
             }
         }
     }

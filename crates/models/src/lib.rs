@@ -2,6 +2,8 @@
 //! so that a folder saved by diffusers or transformers loads here and one saved here loads there.
 //!
 //! - [`unet`]: diffusers' `UNet2DModel`, the pixel-space denoiser;
+//! - [`unet_condition`]: diffusers' `UNet2DConditionModel`, the U-Net with cross-attention to a prompt (Stable
+//!   Diffusion's denoiser);
 //! - [`dit`]: diffusers' `DiTTransformer2DModel`, the diffusion transformer (patches, adaLN-Zero blocks);
 //! - [`vae`]: diffusers' `AutoencoderKL`, which maps images to the latents of latent diffusion and back;
 //! - [`clip`]: transformers' `CLIPTextModel` (Stable Diffusion's text encoder), `CLIPVisionModel`, `CLIPModel` and
@@ -21,6 +23,7 @@ pub mod error;
 pub mod folder;
 pub mod layers;
 pub mod unet;
+pub mod unet_condition;
 pub mod vae;
 
 pub use backbone::{Backbone, BackboneConfig};

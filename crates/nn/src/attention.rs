@@ -100,6 +100,24 @@ pub(crate) fn multi_head_attention(
     heads: usize,
     head_dim: usize,
 ) -> Result<Var> {
+    let o = attend_heads(queries, context, [to_q, to_k, to_v], heads, head_dim)?;
+    // Wo·oᵀ + bo: (C, inner) × (N, inner, Lq) → (N, C, Lq), already channel-first.
+    let mut y = to_out.weight.matmul(&o.transpose(1, 2)?)?;
+    if let Some(b) = &to_out.bias {
+        y = y.add(&b.reshape(&[b.shape()[0], 1])?)?;
+    }
+    Ok(y)
+}
+
+/// The attention core: the queries (N, Lq, C) and the context (N, Lk, D) projected by `[to_q, to_k, to_v]`, split
+/// into `heads` heads of `head_dim`, `softmax(q·kᵀ/√head_dim)·v` per head, the heads merged again: (N, Lq, inner).
+pub(crate) fn attend_heads(
+    queries: &Var,
+    context: &Var,
+    [to_q, to_k, to_v]: [&Linear; 3],
+    heads: usize,
+    head_dim: usize,
+) -> Result<Var> {
     let n = queries.shape()[0];
     let split_heads = |proj: &Linear, input: &Var| -> Result<Var> {
         let y = proj.forward(input)?; // (N, L, inner)
@@ -117,18 +135,11 @@ pub(crate) fn multi_head_attention(
         split_heads(to_v, context)?,
     );
     let o = q.attention(&k, &v, 1.0 / (head_dim as f32).sqrt())?;
-    let len = queries.shape()[1];
-    let o = if heads == 1 {
-        o
-    } else {
-        o.reshape(&[n, heads, len, head_dim])?
-            .permute(&[0, 2, 1, 3])?
-            .reshape(&[n, len, heads * head_dim])?
-    };
-    // Wo·oᵀ + bo: (C, inner) × (N, inner, Lq) → (N, C, Lq), already channel-first.
-    let mut y = to_out.weight.matmul(&o.transpose(1, 2)?)?;
-    if let Some(b) = &to_out.bias {
-        y = y.add(&b.reshape(&[b.shape()[0], 1])?)?;
+    if heads == 1 {
+        return Ok(o);
     }
-    Ok(y)
+    let len = queries.shape()[1];
+    o.reshape(&[n, heads, len, head_dim])?
+        .permute(&[0, 2, 1, 3])?
+        .reshape(&[n, len, heads * head_dim])
 }

@@ -29,6 +29,7 @@ mod optim;
 mod optim_state;
 mod sgd;
 mod store;
+mod token_attention;
 
 pub use attention::SpatialSelfAttention;
 pub use clip::{clip_grad_norm, grad_norm};
@@ -41,3 +42,4 @@ pub use lr::LrSchedule;
 pub use optim::{AdamW, Optimizer};
 pub use sgd::{Sgd, SgdConfig};
 pub use store::{Init, ParamStore, Path};
+pub use token_attention::Attention;

@@ -4,6 +4,10 @@
 //! | folder | recognised by | network | scheduler config |
 //! |---|---|---|---|
 //! | diffusers pipeline | `model_index.json` | its `unet` component (a latent run's checkpoint: `unet/` = EMA, `model/` = raw) | its `scheduler` component |
+//!
+//! A `StableDiffusionPipeline` folder also names the text side: `text_encoder/` (a transformers `CLIPTextModel`)
+//! and `tokenizer/` (a `CLIPTokenizer`), whose folders [`Pipeline::text_encoder`] and [`Pipeline::tokenizer`] give;
+//! its `unet` is a `UNet2DConditionModel` that attends to the encoded prompt, and its `vae` decodes the latents.
 //! | diffuse training run | `latest` | the latest checkpoint's `ema/` or `model/` | that checkpoint's `scheduler/` |
 //! | `step-N` checkpoint | `trainer_state.json` or `model/config.json` | its `ema/` or `model/` | its `scheduler/` |
 //! | model folder | `config.json` | the folder | a sibling `../scheduler/`, else none |
@@ -31,14 +35,18 @@ pub const SCHEDULER_CONFIG_FILE: &str = "scheduler_config.json";
 /// The pipeline classes diffuse runs (`_class_name` of `model_index.json`): diffusers' unconditional image pipelines,
 /// which sample their `unet` with their `scheduler`, and the latent pipeline diffuse's latent training runs save
 /// (the same, then the `vae` decodes), and diffusers' score-SDE pipeline, whose scheduler is a score-SDE config
-/// ([`crate::sde::config`]) that the score samplers run.
-pub const PIPELINES: [&str; 5] = [
+/// ([`crate::sde::config`]) that the score samplers run, and Stable Diffusion's text-to-image pipeline.
+pub const PIPELINES: [&str; 6] = [
     "DDPMPipeline",
     "DDIMPipeline",
     "PNDMPipeline",
     "LatentDiffusionPipeline",
     "ScoreSdeVePipeline",
+    STABLE_DIFFUSION_PIPELINE,
 ];
+
+/// diffusers' text-to-image latent pipeline: `unet`, `vae`, `text_encoder`, `tokenizer`, `scheduler`.
+pub const STABLE_DIFFUSION_PIPELINE: &str = "StableDiffusionPipeline";
 
 /// The components diffuse reads. A component of another name in `model_index.json` is refused; new networks join
 /// here (with the classes they load) and in [`Pipeline`].
@@ -49,10 +57,20 @@ pub enum Component {
     Scheduler,
     /// The autoencoder of a latent pipeline.
     Vae,
+    /// The text encoder of a text-to-image pipeline.
+    TextEncoder,
+    /// Its tokenizer.
+    Tokenizer,
 }
 
 impl Component {
-    pub const ALL: [Component; 3] = [Component::Unet, Component::Scheduler, Component::Vae];
+    pub const ALL: [Component; 5] = [
+        Component::Unet,
+        Component::Scheduler,
+        Component::Vae,
+        Component::TextEncoder,
+        Component::Tokenizer,
+    ];
 
     /// Its name in `model_index.json`, which is also its folder's.
     pub fn name(self) -> &'static str {
@@ -60,6 +78,8 @@ impl Component {
             Component::Unet => "unet",
             Component::Scheduler => "scheduler",
             Component::Vae => "vae",
+            Component::TextEncoder => "text_encoder",
+            Component::Tokenizer => "tokenizer",
         }
     }
 
@@ -72,7 +92,11 @@ impl Component {
     pub fn classes(self) -> Vec<&'static str> {
         match self {
             // The denoisers `diffuse_models::Backbone` loads.
-            Component::Unet => vec!["UNet2DModel", "DiTTransformer2DModel"],
+            Component::Unet => vec![
+                "UNet2DModel",
+                "DiTTransformer2DModel",
+                "UNet2DConditionModel",
+            ],
             Component::Scheduler => SchedulerClass::ALL
                 .map(SchedulerClass::name)
                 .into_iter()
@@ -83,6 +107,8 @@ impl Component {
                 ])
                 .collect(),
             Component::Vae => vec!["AutoencoderKL"],
+            Component::TextEncoder => vec!["CLIPTextModel"],
+            Component::Tokenizer => vec!["CLIPTokenizer", "CLIPTokenizerFast"],
         }
     }
 }
@@ -131,6 +157,10 @@ pub struct Pipeline {
     pub scheduler_config: Option<PathBuf>,
     /// A latent pipeline's autoencoder folder.
     pub vae: Option<PathBuf>,
+    /// A text-to-image pipeline's text encoder folder.
+    pub text_encoder: Option<PathBuf>,
+    /// A text-to-image pipeline's tokenizer folder.
+    pub tokenizer: Option<PathBuf>,
     /// The training checkpoint the weights come from (it holds `trainer_state.json`).
     pub checkpoint: Option<PathBuf>,
 }
@@ -175,6 +205,8 @@ impl Pipeline {
                 denoiser: dir.to_path_buf(),
                 scheduler_config: sibling.is_file().then_some(sibling),
                 vae: None,
+                text_encoder: None,
+                tokenizer: None,
                 checkpoint: None,
             });
         }
@@ -204,6 +236,8 @@ impl Pipeline {
             denoiser,
             scheduler_config: scheduler.is_file().then_some(scheduler),
             vae: None,
+            text_encoder: None,
+            tokenizer: None,
             checkpoint: Some(step_dir.to_path_buf()),
         })
     }
@@ -247,7 +281,12 @@ impl Pipeline {
             }
         }
         let present = |name: &str| matches!(index.components.get(name), Some(Some(_)));
-        for required in [Component::Unet, Component::Scheduler].map(Component::name) {
+        let required: &[Component] = if index.class_name == STABLE_DIFFUSION_PIPELINE {
+            &Component::ALL
+        } else {
+            &[Component::Unet, Component::Scheduler]
+        };
+        for required in required.iter().map(|c| c.name()) {
             if !present(required) {
                 return Err(bad(format!(
                     "{} has no '{required}' component",
@@ -277,6 +316,10 @@ impl Pipeline {
             },
             root: dir.to_path_buf(),
             vae: present(Component::Vae.name()).then(|| dir.join(Component::Vae.name())),
+            text_encoder: present(Component::TextEncoder.name())
+                .then(|| dir.join(Component::TextEncoder.name())),
+            tokenizer: present(Component::Tokenizer.name())
+                .then(|| dir.join(Component::Tokenizer.name())),
             index: Some(index),
             denoiser,
             scheduler_config: Some(scheduler),

@@ -41,6 +41,10 @@ pub struct TrainConfig {
     pub null_class: Option<u32>,
     /// The probability of replacing a sample's label by the null class (classifier-free guidance training).
     pub label_dropout: f64,
+    /// The probability of replacing a sample's caption by the empty prompt (classifier-free guidance training of a
+    /// text-conditioned run; [`super::CaptionContexts`]). The same uniform draw decides both dropouts.
+    #[serde(default)]
+    pub caption_dropout: f64,
     /// Mirror each image left-to-right with probability ½.
     pub hflip: bool,
     /// Fail after this many consecutive steps with a non-finite loss or gradient norm.
@@ -105,6 +109,12 @@ impl TrainConfig {
             return bad(
                 "label_dropout",
                 format!("{} is not in [0, 1]", self.label_dropout),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.caption_dropout) {
+            return bad(
+                "caption_dropout",
+                format!("{} is not in [0, 1]", self.caption_dropout),
             );
         }
         if self.label_dropout > 0.0 && self.null_class.is_none() {

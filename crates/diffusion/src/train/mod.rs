@@ -6,6 +6,7 @@
 //! - [`timesteps`]: uniform and loss-aware importance sampling of timesteps;
 //! - [`random`]: how every random draw derives from `(seed, step)`, so that a resumed run replays exactly;
 //! - [`config`]: [`TrainConfig`], the settings of a run;
+//! - [`captions`]: [`CaptionContexts`], the frozen text encoder's states of every caption of a text-conditioned run;
 //! - [`model`]: [`TrainableModel`], the network as the trainer sees it, and [`ModelDenoiser`] for sampling;
 //! - [`trainer`]: [`Trainer`], one step (noise, forward, weighted MSE, backward, clip, AdamW, EMA);
 //! - [`checkpoint`]: atomic checkpoint folders and resuming;
@@ -13,6 +14,7 @@
 //! - [`watchdog`]: a deadline around collectives, so a rank that died or hangs ends the job;
 //! - `mpi_collective` (feature `mpi`): the ranks of `mpirun`.
 
+pub mod captions;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
@@ -27,6 +29,7 @@ pub mod trainer;
 pub mod watchdog;
 pub mod weighting;
 
+pub use captions::CaptionContexts;
 pub use checkpoint::{latest_checkpoint, read_trainer_state, write_diffusers_model};
 pub use collective::{Collective, Shard, SingleProcess};
 pub use config::TrainConfig;

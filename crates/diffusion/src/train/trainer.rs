@@ -26,6 +26,7 @@
 //! `Σ_{b∈shard} L_b / B` of the batch loss, and the gradients are summed over the ranks before anything reads them,
 //! so the loss scaler, clipping, the optimiser and the EMA see the gradient of the whole batch's loss and every rank takes the same step.
 
+use super::captions::CaptionContexts;
 use super::collective::{all_reduce_gradients, Collective, Shard, SingleProcess, BUCKET_ELEMENTS};
 use super::config::TrainConfig;
 use super::hybrid::{hybrid_terms, Batch as HybridBatch};
@@ -76,6 +77,8 @@ struct Draw {
     shard: Shard,
     x0: Tensor,
     labels: Option<Vec<u32>>,
+    /// The captions' states of a text-conditioned run (dropped ones the empty prompt's).
+    context: Option<Tensor>,
     timesteps: Vec<usize>,
     /// The timesteps of the whole global batch (what the timestep sampler records).
     batch_timesteps: Vec<usize>,
@@ -83,6 +86,16 @@ struct Draw {
     /// The continuous times of score matching (empty for the discrete objective, whose `timesteps` are empty
     /// under score matching).
     times: Vec<f64>,
+}
+
+impl Draw {
+    /// What the network is conditioned on: the labels and the captions' states, where the run has them.
+    fn condition(&self) -> Condition<'_> {
+        Condition {
+            class: self.labels.as_deref(),
+            context: self.context.as_ref(),
+        }
+    }
 }
 
 /// What one step did.
@@ -116,6 +129,8 @@ pub struct Trainer<M: TrainableModel> {
     epoch_order: Option<(u64, Vec<usize>)>,
     /// Latent diffusion: the dataset holds posterior moments, and x0 is a scaled latent drawn from them.
     latents: Option<LatentSpace>,
+    /// Text conditioning: every training image's caption, encoded.
+    captions: Option<CaptionContexts>,
     /// The processes of a data-parallel run ([`SingleProcess`] by default).
     collective: Rc<dyn Collective>,
 }
@@ -180,6 +195,7 @@ impl<M: TrainableModel> Trainer<M> {
             schedule,
             epoch_order: None,
             latents: None,
+            captions: None,
             collective: Rc::new(SingleProcess),
         })
     }
@@ -216,6 +232,17 @@ impl<M: TrainableModel> Trainer<M> {
     /// step draws its x0 from them afresh (see [`crate::autoencoder::latents`]).
     pub fn set_latent_space(&mut self, space: LatentSpace) {
         self.latents = Some(space);
+    }
+
+    /// Conditions every step on the training images' captions (`captions`, indexed like the dataset given to
+    /// [`Trainer::step`]), each dropped to the empty prompt with probability `caption_dropout`.
+    pub fn set_captions(&mut self, captions: CaptionContexts) {
+        self.captions = Some(captions);
+    }
+
+    /// The encoded captions of a text-conditioned run.
+    pub fn captions(&self) -> Option<&CaptionContexts> {
+        self.captions.as_ref()
     }
 
     /// The latent space of a latent diffusion run.
@@ -279,10 +306,11 @@ impl<M: TrainableModel> Trainer<M> {
     fn draw(&mut self, data: &Dataset, step: u64) -> Result<Draw> {
         let shard = self.shard()?;
         let config = &self.state.config;
-        let (b, seed, dropout, hflip, null_class) = (
+        let (b, seed, dropout, caption_dropout, hflip, null_class) = (
             config.batch_size,
             config.seed,
             config.label_dropout,
+            config.caption_dropout,
             config.hflip,
             config.null_class,
         );
@@ -296,11 +324,34 @@ impl<M: TrainableModel> Trainer<M> {
                 (timesteps, importance, Vec::new())
             }
         };
-        let dropped: Vec<bool> = (0..b).map(|_| rng.next_f64() < dropout).collect();
+        let draws: Vec<f64> = (0..b).map(|_| rng.next_f64()).collect();
+        let dropped: Vec<bool> = draws.iter().map(|&u| u < dropout).collect();
         let flip_seed = rng.next_u64();
         let (pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
         let (start, end) = (shard.start, shard.end);
         let image_len = data.channels * data.height * data.width;
+        // The shard's samples' captions (the empty prompt's where dropped).
+        let context = match &self.captions {
+            Some(captions) if captions.len() == data.len() => {
+                let dropped: Vec<bool> = draws.iter().map(|&u| u < caption_dropout).collect();
+                Some(
+                    captions
+                        .batch(&indices[start..end], &dropped[start..end])?
+                        .to_device(self.device())?,
+                )
+            }
+            Some(captions) => {
+                return Err(Error::train(
+                    "captions",
+                    format!(
+                        "{} captions for a dataset of {} images",
+                        captions.len(),
+                        data.len()
+                    ),
+                ))
+            }
+            None => None,
+        };
         let pixels = pixels[start * image_len..end * image_len].to_vec();
         let labels = match null_class {
             Some(null) if labels.len() == b => Some(
@@ -339,6 +390,7 @@ impl<M: TrainableModel> Trainer<M> {
             shard,
             x0,
             labels,
+            context,
             timesteps: part(&timesteps, start, end),
             batch_timesteps: timesteps,
             importance: importance[start..end].to_vec(),
@@ -370,7 +422,7 @@ impl<M: TrainableModel> Trainer<M> {
         let offset = offset + (batch.shard.start * sample_len) as u64;
         if let Some(objective) = &config.score_matching {
             let z = Tensor::randn(batch.x0.shape(), key, offset, self.device())?;
-            let cond = Condition::class_opt(batch.labels.as_deref());
+            let cond = batch.condition();
             let loss = objective.loss(&self.model, &batch.x0, &z, &batch.times, cond)?;
             return Ok((loss.loss, loss.per_sample, loss.weights));
         }
@@ -383,11 +435,9 @@ impl<M: TrainableModel> Trainer<M> {
         let prediction = config.prediction();
         let target = training_target(prediction, &batch.x0, &eps, &alpha_bars)?;
         let t: Vec<f64> = batch.timesteps.iter().map(|&t| t as f64).collect();
-        let out = self.model.forward(
-            &Var::constant(x_t.clone()),
-            &t,
-            Condition::class_opt(batch.labels.as_deref()),
-        )?;
+        let out = self
+            .model
+            .forward(&Var::constant(x_t.clone()), &t, batch.condition())?;
         let (per_sample, vlb) =
             if out.shape().get(1) == batch.x0.shape().get(1).map(|c| 2 * c).as_ref() {
                 let terms = hybrid_terms(

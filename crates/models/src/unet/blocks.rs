@@ -7,11 +7,37 @@
 //! - `UpBlock2D` / `AttnUpBlock2D` (`up_blocks.i`): `layers_per_block + 1` residual blocks, each fed the running map
 //!   concatenated (along channels) with the most recent unused skip, then, except at the last level, nearest 2×
 //!   upsampling and a 3×3 convolution (`upsamplers.0.conv`).
+//!
+//! The attention after each residual block is a [`LevelAttention`]: self-attention here, a text-conditioned
+//! transformer in [`crate::unet_condition`], whose `CrossAttnDownBlock2D` / `CrossAttnUpBlock2D` are these blocks
+//! with that attention.
 
 use crate::layers::{Downsample2D, MidBlockSettings, ResnetBlock2D, UNetMidBlock2D, Upsample2D};
 use diffuse_autograd::Var;
 use diffuse_nn::{Path, SpatialSelfAttention};
 use diffuse_tensor::{Error, Result};
+
+/// The attention a level runs after each of its residual blocks, on the feature map (N, C, H, W), given the
+/// network's cross-attention context (N, L, D) when it has one.
+pub trait LevelAttention {
+    fn attend(&self, x: &Var, context: Option<&Var>) -> Result<Var>;
+}
+
+/// `UNet2DModel`'s attention: self-attention over the pixels, which takes no context.
+impl LevelAttention for SpatialSelfAttention {
+    fn attend(&self, x: &Var, context: Option<&Var>) -> Result<Var> {
+        if context.is_some() {
+            return Err(Error::argument(
+                "SpatialSelfAttention",
+                "self-attention takes no cross-attention context",
+            ));
+        }
+        self.forward(x)
+    }
+}
+
+/// Builds a level's attention from its path (`…attentions.j`) and its channels.
+pub(crate) type AttentionBuilder<'a, A> = &'a dyn Fn(&Path, usize) -> Result<A>;
 
 /// What every block of one network shares.
 #[derive(Clone, Copy)]
@@ -24,7 +50,7 @@ pub(crate) struct BlockSettings {
 }
 
 impl BlockSettings {
-    fn resnet(&self, path: &Path, in_c: usize, out_c: usize) -> Result<ResnetBlock2D> {
+    pub(crate) fn resnet(&self, path: &Path, in_c: usize, out_c: usize) -> Result<ResnetBlock2D> {
         ResnetBlock2D::new(
             path,
             in_c,
@@ -35,7 +61,7 @@ impl BlockSettings {
         )
     }
 
-    fn attention(&self, path: &Path, channels: usize) -> Result<SpatialSelfAttention> {
+    pub(crate) fn attention(&self, path: &Path, channels: usize) -> Result<SpatialSelfAttention> {
         let head_dim = self.head_dim.unwrap_or(channels);
         SpatialSelfAttention::new(
             path,
@@ -62,11 +88,11 @@ impl BlockSettings {
     }
 }
 
-/// `DownBlock2D` (no attention) or `AttnDownBlock2D`.
-pub struct DownBlock {
+/// `DownBlock2D` (no attention), `AttnDownBlock2D` (self-attention) or `CrossAttnDownBlock2D` (a transformer).
+pub struct DownBlock<A = SpatialSelfAttention> {
     pub resnets: Vec<ResnetBlock2D>,
-    /// Empty for `DownBlock2D`; one per residual block for `AttnDownBlock2D`.
-    pub attentions: Vec<SpatialSelfAttention>,
+    /// Empty for `DownBlock2D`; one per residual block otherwise.
+    pub attentions: Vec<A>,
     pub downsampler: Option<Downsample2D>,
 }
 
@@ -78,16 +104,17 @@ pub(crate) struct DownChannels {
     pub out: usize,
 }
 
-impl DownBlock {
-    /// `downsample_padding` is `None` at the last level, which keeps its resolution.
+impl<A: LevelAttention> DownBlock<A> {
+    /// `attention` builds the attention after each residual block (`None`: no attention); `downsample_padding` is
+    /// `None` at the last level, which keeps its resolution.
     pub(crate) fn new(
         path: &Path,
         s: &BlockSettings,
         ch: DownChannels,
         layers: usize,
-        with_attention: bool,
+        attention: Option<AttentionBuilder<A>>,
         downsample_padding: Option<usize>,
-    ) -> Result<DownBlock> {
+    ) -> Result<DownBlock<A>> {
         let DownChannels {
             input: in_channels,
             out: out_channels,
@@ -102,10 +129,10 @@ impl DownBlock {
             block
                 .resnets
                 .push(s.resnet(&path.sub("resnets").sub(j), in_c, out_channels)?);
-            if with_attention {
+            if let Some(build) = attention {
                 block
                     .attentions
-                    .push(s.attention(&path.sub("attentions").sub(j), out_channels)?);
+                    .push(build(&path.sub("attentions").sub(j), out_channels)?);
             }
         }
         if let Some(padding) = downsample_padding {
@@ -115,13 +142,20 @@ impl DownBlock {
         Ok(block)
     }
 
-    /// Runs the block on `x`, pushing every output it keeps for the up path onto `skips`.
-    pub fn forward(&self, x: &Var, temb_act: &Var, skips: &mut Vec<Var>) -> Result<Var> {
+    /// Runs the block on `x` (attending to `context` where its attention takes one), pushing every output it keeps
+    /// for the up path onto `skips`.
+    pub fn forward(
+        &self,
+        x: &Var,
+        temb_act: &Var,
+        context: Option<&Var>,
+        skips: &mut Vec<Var>,
+    ) -> Result<Var> {
         let mut x = x.clone();
         for (j, resnet) in self.resnets.iter().enumerate() {
             x = resnet.forward(&x, Some(temb_act))?;
             if let Some(attention) = self.attentions.get(j) {
-                x = attention.forward(&x)?;
+                x = attention.attend(&x, context)?;
             }
             skips.push(x.clone());
         }
@@ -133,11 +167,11 @@ impl DownBlock {
     }
 }
 
-/// `UpBlock2D` (no attention) or `AttnUpBlock2D`.
-pub struct UpBlock {
+/// `UpBlock2D` (no attention), `AttnUpBlock2D` (self-attention) or `CrossAttnUpBlock2D` (a transformer).
+pub struct UpBlock<A = SpatialSelfAttention> {
     pub resnets: Vec<ResnetBlock2D>,
-    /// Empty for `UpBlock2D`; one per residual block for `AttnUpBlock2D`.
-    pub attentions: Vec<SpatialSelfAttention>,
+    /// Empty for `UpBlock2D`; one per residual block otherwise.
+    pub attentions: Vec<A>,
     pub upsampler: Option<Upsample2D>,
 }
 
@@ -151,15 +185,16 @@ pub(crate) struct UpChannels {
     pub last_skip: usize,
 }
 
-impl UpBlock {
+impl<A: LevelAttention> UpBlock<A> {
+    /// `attention` builds the attention after each residual block (`None`: no attention).
     pub(crate) fn new(
         path: &Path,
         s: &BlockSettings,
         ch: UpChannels,
         layers: usize,
-        with_attention: bool,
+        attention: Option<AttentionBuilder<A>>,
         upsample: bool,
-    ) -> Result<UpBlock> {
+    ) -> Result<UpBlock<A>> {
         let mut block = UpBlock {
             resnets: Vec::with_capacity(layers),
             attentions: Vec::new(),
@@ -175,10 +210,10 @@ impl UpBlock {
             block
                 .resnets
                 .push(s.resnet(&path.sub("resnets").sub(j), running + skip, ch.out)?);
-            if with_attention {
+            if let Some(build) = attention {
                 block
                     .attentions
-                    .push(s.attention(&path.sub("attentions").sub(j), ch.out)?);
+                    .push(build(&path.sub("attentions").sub(j), ch.out)?);
             }
         }
         if upsample {
@@ -188,8 +223,15 @@ impl UpBlock {
         Ok(block)
     }
 
-    /// Runs the block on `x`, taking one skip per residual block from the end of `skips`.
-    pub fn forward(&self, x: &Var, temb_act: &Var, skips: &mut Vec<Var>) -> Result<Var> {
+    /// Runs the block on `x` (attending to `context` where its attention takes one), taking one skip per residual
+    /// block from the end of `skips`.
+    pub fn forward(
+        &self,
+        x: &Var,
+        temb_act: &Var,
+        context: Option<&Var>,
+        skips: &mut Vec<Var>,
+    ) -> Result<Var> {
         let mut x = x.clone();
         for (j, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().ok_or_else(|| {
@@ -211,7 +253,7 @@ impl UpBlock {
             }
             x = resnet.forward(&Var::concat(&[&x, &skip], 1)?, Some(temb_act))?;
             if let Some(attention) = self.attentions.get(j) {
-                x = attention.forward(&x)?;
+                x = attention.attend(&x, context)?;
             }
         }
         match &self.upsampler {

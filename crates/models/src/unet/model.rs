@@ -13,14 +13,16 @@
 //! The last line is diffusers' score-SDE convention: a Fourier-embedded model takes the noise level σ as its
 //! timestep and returns the score, its raw output scaled by 1/σ (NCSN's noise-conditional output scaling).
 
-use super::blocks::{BlockSettings, DownBlock, DownChannels, UpBlock, UpChannels};
+use super::blocks::{
+    AttentionBuilder, BlockSettings, DownBlock, DownChannels, UpBlock, UpChannels,
+};
 use super::config::UNetConfig;
 use super::embedding::{timestep_code, GaussianFourierProjection, TimestepEmbedding};
 use crate::error::{Error, Result};
 use crate::layers::resnet::conv3x3;
 use crate::layers::UNetMidBlock2D;
 use diffuse_autograd::Var;
-use diffuse_nn::{Conv2d, Embedding, GroupNorm, Module, ParamStore};
+use diffuse_nn::{Conv2d, Embedding, GroupNorm, Module, ParamStore, SpatialSelfAttention};
 use diffuse_tensor::Tensor;
 
 /// A U-Net with exactly the structure and parameter names of diffusers' `UNet2DModel` for the supported subset of
@@ -55,6 +57,8 @@ impl UNet2DModel {
             head_dim: config.attention_head_dim,
         };
         let layers = config.layers_per_block;
+        let attention: AttentionBuilder<SpatialSelfAttention> =
+            &|path, channels| settings.attention(path, channels);
 
         let conv_in = conv3x3(&root.sub("conv_in"), config.in_channels, channels[0], 1, 1)?;
         let time_proj = config
@@ -84,7 +88,7 @@ impl UNet2DModel {
                 &settings,
                 ch,
                 layers,
-                kind == "AttnDownBlock2D",
+                (kind == "AttnDownBlock2D").then_some(attention),
                 (!is_final).then_some(config.downsample_padding),
             )?);
         }
@@ -104,7 +108,7 @@ impl UNet2DModel {
                 &settings,
                 ch,
                 layers + 1,
-                kind == "AttnUpBlock2D",
+                (kind == "AttnUpBlock2D").then_some(attention),
                 level > 0,
             )?);
         }
@@ -165,11 +169,11 @@ impl UNet2DModel {
         let mut x = self.conv_in.forward(&sample)?;
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
-            x = block.forward(&x, &temb_act, &mut skips)?;
+            x = block.forward(&x, &temb_act, None, &mut skips)?;
         }
         x = self.mid_block.forward(&x, Some(&temb_act))?;
         for block in &self.up_blocks {
-            x = block.forward(&x, &temb_act, &mut skips)?;
+            x = block.forward(&x, &temb_act, None, &mut skips)?;
         }
         let x = self.conv_norm_out.forward_silu(&x)?;
         let out = self.conv_out.forward(&x)?;
