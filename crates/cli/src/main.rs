@@ -2,6 +2,7 @@
 
 mod device;
 mod devices;
+mod distill;
 mod eval;
 mod eval_table;
 mod files;
@@ -41,6 +42,9 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Train a U-Net on an image dataset, with EMA, atomic checkpoints, sample grids and metrics.
     Train(Box<train::TrainArgs>),
+    /// Distil a trained run into a few-step student: progressive distillation or consistency distillation.
+    #[command(subcommand)]
+    Distill(distill::DistillCommand),
     /// Draw samples from a denoising network (a diffusers pipeline or model folder, a run folder, or a checkpoint)
     /// with the sampler its scheduler config names or another.
     Sample(Box<sample::SampleArgs>),
@@ -60,6 +64,7 @@ fn main() {
     let result = match &cli.command {
         Command::Forward(args) => forward::run(args),
         Command::Train(args) => train::run(args),
+        Command::Distill(command) => distill::run(command),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Info(args) => info::run(args),

@@ -18,6 +18,8 @@
 //! - [`sde`]: score-based models: the VE, VP and sub-VP SDEs, denoising score matching, annealed Langevin
 //!   dynamics, predictor–corrector sampling, the probability-flow ODE with an adaptive RK45 solver, and exact
 //!   likelihoods.
+//! - [`distill`]: few-step students: progressive distillation, consistency distillation and consistency training,
+//!   and multistep consistency sampling.
 //! - [`autoencoder`]: training diffusers' `AutoencoderKL` with LDM's objective, and the cached, scaled latents that
 //!   latent diffusion trains on.
 //! - [`eval`]: metrics of generated images (Fréchet distance, classifier accuracy, Inception-style score,
@@ -27,6 +29,7 @@
 
 pub mod autoencoder;
 pub mod data;
+pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod forward;
