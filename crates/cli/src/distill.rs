@@ -6,6 +6,7 @@
 //! and shows one progress bar per round. Ctrl-C writes a checkpoint and stops; `--resume OUT` continues exactly.
 
 use crate::device::DeviceArgs;
+use crate::scoring::DEFAULT_CLASSIFIER;
 use crate::train::{load_data, model_config};
 use clap::{Args, Subcommand};
 use diffuse_diffusion::data::Dataset;
@@ -27,9 +28,6 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Where the shipped classifier of the perceptual distance is.
-const CLASSIFIER: &str = "data/classifier/fashion-classifier.safetensors";
 
 #[derive(Subcommand, Debug)]
 pub enum DistillCommand {
@@ -409,9 +407,11 @@ fn perceptual_classifier(
         Method::ConsistencyDistillation {
             distance: Distance::Perceptual,
             ..
-        } => FashionClassifier::load(CLASSIFIER, device)
+        } => FashionClassifier::load(DEFAULT_CLASSIFIER, device)
             .map(Some)
-            .map_err(|e| format!("{CLASSIFIER}: {e}")),
+            .map_err(|e| {
+                format!("the perceptual distance needs the shipped classifier ({e}); run from the repository root")
+            }),
         _ => Ok(None),
     }
 }

@@ -1,5 +1,6 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
+mod consistency;
 mod device;
 mod devices;
 mod distill;

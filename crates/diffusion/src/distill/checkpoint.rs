@@ -80,7 +80,6 @@ pub fn ddim_student_config(teacher: &SchedulerConfig) -> SchedulerConfig {
     config.timestep_spacing = TimestepSpacing::Trailing;
     config.steps_offset = 0;
     config.extra.remove("set_alpha_to_one");
-    config.extra.remove("variance_type");
     config
 }
 
@@ -102,7 +101,17 @@ fn sampling_info(config: &DistillConfig, round: u32) -> SamplingInfo {
 /// The scheduler config the student is saved with.
 fn student_scheduler_json(config: &DistillConfig) -> String {
     match config.method {
-        Method::Progressive { .. } => ddim_student_config(&config.scheduler).to_json_string(),
+        Method::Progressive { .. } => {
+            // DDIM has no variance type; leaving it out spares every reader diffusers' "ignored" note.
+            let mut value = ddim_student_config(&config.scheduler).to_json_value();
+            if let Some(map) = value.as_object_mut() {
+                map.remove("variance_type");
+            }
+            format!(
+                "{}\n",
+                crate::schedule::python_json::to_string_pretty(&value)
+            )
+        }
         _ => config.scheduler.to_json_string(),
     }
 }
