@@ -66,8 +66,7 @@ impl Curriculum {
         let doublings = (step / per_stage).min(63) as u32;
         let n = self
             .initial
-            .checked_mul(1usize << doublings.min(usize::BITS - 1))
-            .unwrap_or(usize::MAX);
+            .saturating_mul(1usize << doublings.min(usize::BITS - 1));
         n.min(self.last) + 1
     }
 
