@@ -1,12 +1,15 @@
 //! `--sampler consistency`: multistep consistency sampling ([`diffuse_diffusion::distill::consistency`]) of a
 //! consistency-distilled or consistency-trained network, through the noise schedule of its folder's scheduler
 //! config; `--steps 1|2|4` with the default levels (σ_max, then the inner points of the Karras ramp), or `--sigmas`.
+//! Each clean-sample estimate is clipped as the folder's scheduler clips x̂0 (`--clip none` turns it off).
 
 use diffuse_diffusion::distill::{
     consistency_sample_from, default_sampling_sigmas, ConsistencyFunction, NetworkConsistency,
 };
 use diffuse_diffusion::sampler::scheduler::Scheduler;
-use diffuse_diffusion::sampler::{ClassifierFreeGuidance, Condition, Denoiser, Prediction};
+use diffuse_diffusion::sampler::{
+    ClassifierFreeGuidance, Condition, Denoiser, Prediction, X0Limit,
+};
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_diffusion::train::ModelDenoiser;
 use diffuse_models::Backbone;
@@ -22,6 +25,8 @@ pub struct ConsistencySampler {
     pub sigmas: Vec<f64>,
     pub schedule: NoiseSchedule,
     pub prediction: Prediction,
+    /// How each clean-sample estimate is kept in range: the folder's clipping (`--clip` changes it).
+    pub limit: X0Limit,
 }
 
 impl ConsistencySampler {
@@ -60,6 +65,7 @@ impl ConsistencySampler {
             sigmas,
             schedule,
             prediction: scheduler.prediction(),
+            limit: scheduler.options.x0_limit(),
         })
     }
 
@@ -75,6 +81,7 @@ impl ConsistencySampler {
             ("steps".into(), self.steps().to_string()),
             ("sigmas".into(), shown.join(" ")),
             ("prediction_type".into(), format!("{:?}", self.prediction)),
+            ("x0".into(), format!("{:?}", self.limit)),
         ]
     }
 }
@@ -131,8 +138,15 @@ pub fn draw_with(
             }
         };
         let f: &dyn ConsistencyFunction = &f;
-        consistency_sample_from(f, &sampler.sigmas, &noise, request.seed, cond)
-            .map_err(|e| format!("--sampler consistency: {e}"))
+        consistency_sample_from(
+            f,
+            &sampler.sigmas,
+            sampler.limit,
+            &noise,
+            request.seed,
+            cond,
+        )
+        .map_err(|e| format!("--sampler consistency: {e}"))
     };
     wrap(denoiser, &sample)
 }

@@ -100,7 +100,7 @@ pub struct CommonArgs {
 pub struct ProgressiveArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// The student's final DDIM steps: a power of two below --teacher-steps.
+    /// The student's final DDIM steps: a power of two below --teacher-steps.  [required for a new run]
     #[arg(long)]
     to_steps: Option<usize>,
     /// The teacher's DDIM steps in the first round (a power of two).  [default: a distilled teacher's own count,

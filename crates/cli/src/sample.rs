@@ -110,9 +110,16 @@ impl Folder {
                     consistency::NAME
                 ));
             };
-            refuse_discrete_options(consistency::NAME, &sampling.discrete_options())?;
-            let sampler =
-                ConsistencySampler::new(scheduler, sampling.steps, sampling.sigmas.as_deref())?;
+            // The folder's own scheduler with --clip and the like: its schedule, prediction and clipping.
+            let base = SamplerArgs {
+                sampler: None,
+                ..sampling.clone()
+            };
+            let sampler = ConsistencySampler::new(
+                &base.resolve(scheduler)?,
+                sampling.steps,
+                sampling.sigmas.as_deref(),
+            )?;
             return Ok((AnySampler::Consistency(Box::new(sampler)), view));
         }
         if sampling.sigmas.is_some() {

@@ -447,11 +447,28 @@ fn consistency_samples_of_the_exact_function_have_the_datas_moments() {
     let (s2, m2) = (g.std * g.std, g.param.sigma_min.powi(2));
     let n = 20_000;
     // One step: x = σ_max z mapped by f: variance σ_max²·(s² + σ_min²)/(s² + σ_max²).
-    let one = consistency_sample(&g, &[80.0], &[n, 1], 3, Device::Cpu, Condition::NONE).unwrap();
+    let one = consistency_sample(
+        &g,
+        &[80.0],
+        X0Limit::default(),
+        &[n, 1],
+        3,
+        Device::Cpu,
+        Condition::NONE,
+    )
+    .unwrap();
     let var_one = 6400.0 * (s2 + m2) / (s2 + 6400.0);
     // Two steps through τ = 0.8: the first result plus √(τ² − σ_min²) z, mapped from τ.
-    let two =
-        consistency_sample(&g, &[80.0, 0.8], &[n, 1], 3, Device::Cpu, Condition::NONE).unwrap();
+    let two = consistency_sample(
+        &g,
+        &[80.0, 0.8],
+        X0Limit::default(),
+        &[n, 1],
+        3,
+        Device::Cpu,
+        Condition::NONE,
+    )
+    .unwrap();
     let var_two = (var_one + 0.64 - m2) * (s2 + m2) / (s2 + 0.64);
     for (label, x, var) in [("1 step", one, var_one), ("2 steps", two, var_two)] {
         let (mean, v, se_mean, se_var) = sample_moments(&f64s(&x));
@@ -480,9 +497,10 @@ fn sampling_levels_are_checked_and_default_to_the_karras_ramp() {
         (vec![80.0, 0.001], "outside"),
         (vec![2.0, 3.0], "must decrease"),
     ] {
-        let err = consistency_sample_from(&g, &sigmas, &noise, 0, Condition::NONE)
-            .unwrap_err()
-            .to_string();
+        let err =
+            consistency_sample_from(&g, &sigmas, X0Limit::default(), &noise, 0, Condition::NONE)
+                .unwrap_err()
+                .to_string();
         assert!(err.contains(want), "{sigmas:?}: {err}");
     }
     let sigmas = default_sampling_sigmas(&g.param, 4).unwrap();

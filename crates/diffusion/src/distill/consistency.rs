@@ -20,7 +20,7 @@
 use crate::error::{Error, Result};
 use crate::sampler::prediction::ModelOutput;
 use crate::sampler::sigmas::{sigma_to_timestep, training_sigmas};
-use crate::sampler::{Condition, Denoiser, Prediction};
+use crate::sampler::{Condition, Denoiser, Prediction, X0Limit};
 use crate::schedule::{karras_sigmas, NoiseSchedule};
 use crate::train::target::scale_samples;
 use crate::train::TrainableModel;
@@ -320,14 +320,6 @@ impl Distance {
         }
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Distance::L2 => "l2",
-            Distance::PseudoHuber => "pseudo-huber",
-            Distance::Perceptual => "perceptual",
-        }
-    }
-
     /// The per-sample distance `(N,)` between `a` (recorded) and the constant `b`; the perceptual distance needs
     /// the classifier.
     pub fn per_sample(
@@ -366,27 +358,31 @@ impl Distance {
 
 /// Multistep consistency sampling (Song et al. 2023, Algorithm 1): `x = f(σ_0·z_0, σ_0)`, then for each further level
 /// `τ`: `x = f(x + √(τ² − σ_min²)·z, τ)`. `sigmas` are decreasing, the first the start (`σ_max` as a rule); the noise
-/// `z_k` is Philox stream `(seed, k·n)` for `n` elements (`z_0` = the starting noise, as the other samplers').
+/// `z_k` is Philox stream `(seed, k·n)` for `n` elements (`z_0` = the starting noise, as the other samplers'). Each
+/// `f` is a clean-sample estimate, kept in range by `limit` as the samplers keep x̂0 (the identity by default).
 pub fn consistency_sample(
     f: &dyn ConsistencyFunction,
     sigmas: &[f64],
+    limit: X0Limit,
     shape: &[usize],
     seed: u64,
     device: diffuse_tensor::Device,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     let noise = Tensor::randn(shape, seed, 0, device)?;
-    consistency_sample_from(f, sigmas, &noise, seed, cond)
+    consistency_sample_from(f, sigmas, limit, &noise, seed, cond)
 }
 
 /// As [`consistency_sample`] from the given unit normal starting noise.
 pub fn consistency_sample_from(
     f: &dyn ConsistencyFunction,
     sigmas: &[f64],
+    limit: X0Limit,
     noise: &Tensor,
     seed: u64,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
+    limit.validate()?;
     let param = f.param();
     check_sampling_sigmas(sigmas, &param)?;
     let batch = noise.shape().first().copied().unwrap_or(0);
@@ -400,7 +396,7 @@ pub fn consistency_sample_from(
     for (k, &tau) in sigmas.iter().enumerate().skip(1) {
         let z = Tensor::randn(noise.shape(), seed, k as u64 * n, noise.device())?;
         let scale = (tau * tau - param.sigma_min * param.sigma_min).sqrt() as f32;
-        x = f.apply(&x.add(&z.mul_scalar(scale)?)?, &vec![tau; batch], cond)?;
+        x = limit.apply(f.apply(&x.add(&z.mul_scalar(scale)?)?, &vec![tau; batch], cond)?)?;
     }
     Ok(x)
 }

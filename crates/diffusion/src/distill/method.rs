@@ -1,11 +1,12 @@
 //! What a distillation (or consistency training) run does each step, and the settings that say so, saved whole in
 //! every checkpoint's `distill_state.json`.
 
-use super::consistency::{ConsistencyParam, Distance, OdeSolver};
+use super::consistency::{Distance, OdeSolver};
 use super::curriculum::Curriculum;
 use crate::error::{Error, Result};
 use crate::schedule::{NoiseSchedule, SchedulerConfig};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use crate::train::config::{scheduler_from_json, scheduler_to_json};
+use serde::{Deserialize, Serialize};
 
 /// The three objectives.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,11 +62,6 @@ impl Method {
     pub fn has_teacher(&self) -> bool {
         !matches!(self, Method::ConsistencyTraining { .. })
     }
-
-    /// Whether the student is a consistency function (sampled with `--sampler consistency`).
-    pub fn is_consistency(&self) -> bool {
-        !matches!(self, Method::Progressive { .. })
-    }
 }
 
 /// Where the teacher came from, to refuse resuming with another.
@@ -117,11 +113,6 @@ pub struct DistillConfig {
 impl DistillConfig {
     pub fn noise_schedule(&self) -> Result<NoiseSchedule> {
         Ok(NoiseSchedule::from_config(&self.scheduler)?)
-    }
-
-    /// The noise range of a consistency student.
-    pub fn consistency_param(&self) -> Result<ConsistencyParam> {
-        ConsistencyParam::for_schedule(&self.noise_schedule()?)
     }
 
     /// Refuses settings that cannot run.
@@ -214,18 +205,4 @@ pub fn check_halvings(from: usize, to: usize, num_train_timesteps: usize) -> Res
         ));
     }
     Ok(())
-}
-
-fn scheduler_to_json<S: Serializer>(
-    config: &SchedulerConfig,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    config.to_json_value().serialize(s)
-}
-
-fn scheduler_from_json<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<SchedulerConfig, D::Error> {
-    let value = serde_json::Value::deserialize(d)?;
-    SchedulerConfig::from_json_str(&value.to_string()).map_err(serde::de::Error::custom)
 }

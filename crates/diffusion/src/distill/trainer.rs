@@ -231,10 +231,6 @@ impl<M: TrainableModel> Distiller<M> {
         &self.optimizer
     }
 
-    pub fn schedule(&self) -> &NoiseSchedule {
-        &self.schedule
-    }
-
     /// The batch of global step `step`: images and (for a class-conditional model) labels.
     fn batch(&mut self, data: &Dataset, step: u64) -> Result<(Tensor, Option<Vec<u32>>)> {
         let config = &self.state.config;
