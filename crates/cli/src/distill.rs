@@ -257,7 +257,7 @@ pub fn run(command: &DistillCommand) -> Result<(), String> {
             out: dir.clone(),
             data: &data,
             device,
-            common,
+            cadence: common.into(),
         });
     }
     let teacher_dir = common
@@ -320,7 +320,7 @@ pub fn run(command: &DistillCommand) -> Result<(), String> {
         out,
         data: &data,
         device,
-        common,
+        cadence: common.into(),
     })
 }
 
@@ -342,7 +342,7 @@ impl From<&CommonArgs> for Cadence {
 }
 
 /// A run about to start or continue.
-pub struct Run<'a, C> {
+pub struct Run<'a> {
     pub state: DistillState,
     /// The checkpoint a resumed run continues from.
     pub resume_from: Option<PathBuf>,
@@ -352,7 +352,7 @@ pub struct Run<'a, C> {
     pub out: PathBuf,
     pub data: &'a Dataset,
     pub device: Device,
-    pub common: C,
+    pub cadence: Cadence,
 }
 
 fn build(config: &BackboneConfig) -> impl Fn(&ParamStore) -> diffuse_models::Result<Backbone> + '_ {
@@ -417,10 +417,7 @@ fn perceptual_classifier(
 }
 
 /// Runs the remaining rounds of `run`.
-pub fn run_rounds<'a, C>(run: Run<'a, C>) -> Result<(), String>
-where
-    Cadence: From<C>,
-{
+pub fn run_rounds(run: Run<'_>) -> Result<(), String> {
     let Run {
         mut state,
         mut resume_from,
@@ -429,9 +426,8 @@ where
         out,
         data,
         device,
-        common,
+        cadence,
     } = run;
-    let cadence = Cadence::from(common);
     if model.in_channels() != data.channels {
         return Err(format!(
             "the model takes {} channels but the dataset's images have {}",

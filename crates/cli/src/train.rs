@@ -501,7 +501,7 @@ fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
         out,
         data: &data,
         device,
-        common: cadence,
+        cadence,
     })
 }
 
