@@ -101,15 +101,24 @@ def select(k):
     k.launch('row_argmax', (1, 1, 1), [k.out(4 * rows), k.f32(rows * cols), rows, cols])
 
 
-@case('group_norm.ptx', 'group_norm_forward', 'group_norm_backward_dx', 'group_norm_backward_affine')
+@case('group_norm.ptx', 'group_norm_forward', 'group_norm_backward_dx', 'group_norm_backward_affine',
+      'group_norm_silu_backward_dz')
 def group_norm(k):
-    # (batch, channels, spatial, groups, vec4): scalar path with 300 > 256 elements per group, float4 path
-    for batch, channels, spatial, groups, vec4 in [(2, 6, 100, 3, 0), (1, 4, 12, 2, 1)]:
+    # (batch, channels, spatial, groups, vec4, silu): scalar path with 300 > 256 elements per group, float4 path,
+    # each with and without the fused SiLU (whose backward first turns dy into dz)
+    for batch, channels, spatial, groups, vec4, silu in [(2, 6, 100, 3, 0, 0), (1, 4, 12, 2, 1, 0),
+                                                         (2, 6, 100, 3, 0, 1), (1, 4, 12, 2, 1, 1)]:
         n, cpg = batch * channels * spatial, channels // groups
         x, gamma, beta = k.f32(n), k.f32(channels), k.f32(channels)
         y, mean, rstd = k.out(4 * n), k.out(4 * batch * groups), k.out(4 * batch * groups)
-        k.launch('group_norm_forward', (batch * groups, 1, 1), [x, gamma, beta, y, mean, rstd, groups, cpg, spatial, 1e-5, vec4])
+        k.launch('group_norm_forward', (batch * groups, 1, 1),
+                 [x, gamma, beta, y, mean, rstd, groups, cpg, spatial, 1e-5, vec4, silu])
         dy = k.f32(n)
+        if silu:
+            dz = k.out(4 * n)
+            k.launch('group_norm_silu_backward_dz', (batch * groups, 1, 1),
+                     [x, gamma, beta, mean, rstd, dy, dz, groups, cpg, spatial])
+            dy = dz
         k.launch('group_norm_backward_dx', (batch * groups, 1, 1), [x, gamma, mean, rstd, dy, k.out(4 * n), groups, cpg, spatial])
         k.launch('group_norm_backward_affine', (channels, 1, 1),
                  [x, mean, rstd, dy, k.out(4 * channels), k.out(4 * channels), batch, channels, groups, spatial])
@@ -185,6 +194,29 @@ def pack_bf16(k):
 
 def conv_out(h, w, kh, kw, s, p, d):
     return (h + 2 * p - d * (kh - 1) - 1) // s + 1, (w + 2 * p - d * (kw - 1) - 1) // s + 1
+
+
+@case('conv2d_bf16.ptx', 'im2col_bf16', 'col2im')
+def conv2d_bf16(k):
+    # the bf16 convolution's gathers as conv_bf16.rs launches them, on a stride-2, padding-2, dilation-2 3x3 over
+    # 2 x 3 x 9 x 8 (taps reaching outside on both sides, Q = 2 x 4 x 4 = 32, K = 27 padded to 32): col [32, 32] on
+    # a grid of 3 block rows (the row loop wraps), col^T [32, 32] on 5, and dY [3, 32] (the 1x1 gather of dy); a
+    # [1, 1200] matrix whose 600 pairs take two 256-thread blocks and wrap; then col2im folding a [27, 32 + 8] column
+    # gradient (a row stride past the width) over 432 elements on one block (the grid-stride loop wraps)
+    bn, c, h, w, kh, kw, s, p, d = 2, 3, 9, 8, 3, 3, 2, 2, 2
+    oh, ow = conv_out(h, w, kh, kw, s, p, d)
+    geo = [bn, c, h, w, kh, kw, s, p, d, oh, ow]
+    kk, q = c * kh * kw, bn * oh * ow
+    k8, q8 = (kk + 7) // 8 * 8, (q + 7) // 8 * 8
+    x = k.f32(bn * c * h * w)
+    k.launch('im2col_bf16', (1, 3, 1), [k.out(2 * k8 * q8), x, k8, q8, 0] + geo)
+    k.launch('im2col_bf16', (1, 5, 1), [k.out(2 * q8 * k8), x, q8, k8, 1] + geo)
+    oc = 3
+    k.launch('im2col_bf16', (1, 2, 1), [k.out(2 * oc * q8), k.f32(bn * oc * oh * ow), oc, q8, 0,
+                                        bn, oc, oh, ow, 1, 1, 1, 0, 1, oh, ow])
+    k.launch('im2col_bf16', (2, 1, 1), [k.out(2 * 1200), k.f32(1200), 1, 1200, 0, 1, 1, 30, 40, 1, 1, 1, 0, 1, 30, 40])
+    ld = q8 + 8
+    k.launch('col2im', (1, 1, 1), [k.out(4 * bn * c * h * w), k.f32(kk * ld), ld] + geo)
 
 
 @case('conv2d.ptx', 'conv2d_forward')

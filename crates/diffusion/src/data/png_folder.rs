@@ -70,7 +70,7 @@ pub fn read_png_folder(dir: &Path) -> Result<PngFolder> {
 }
 
 /// The sorted names of the `.png` files (any letter case) directly inside `dir`; an error if there are none.
-fn png_file_names(dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn png_file_names(dir: &Path) -> Result<Vec<String>> {
     let entries = fs::read_dir(dir).map_err(|e| DataError::at(dir, format!("cannot list: {e}")))?;
     let mut names = Vec::new();
     for entry in entries {

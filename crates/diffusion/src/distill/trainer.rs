@@ -443,6 +443,7 @@ impl<M: TrainableModel> Distiller<M> {
                 grad_norm,
                 lr,
                 skipped: true,
+                communication_s: 0.0,
             }
         };
         if !loss_value.is_finite() {
@@ -472,6 +473,7 @@ impl<M: TrainableModel> Distiller<M> {
             grad_norm: Some(norm),
             lr,
             skipped: false,
+            communication_s: 0.0,
         })
     }
 
