@@ -8,8 +8,9 @@
 # Sizes (environment): NUM evaluation samples (1000), PROG_STEPS steps per progressive round (400; four rounds
 # 16 → 8 → 4 → 2 → 1), CD_STEPS consistency-distillation steps (1600), CT_STEPS consistency-training steps (4000),
 # GUIDANCE the teacher's guidance scale, distilled into the students and used for the teacher's samplers (2), BATCH
-# (32). The teacher's samplers run on trailing timesteps (the first is T − 1, as the students' are). Wall times are
-# only comparable on an otherwise idle machine.
+# (32). The teacher's samplers run on trailing timesteps (the first is T − 1, as the students' are) and all clip x̂0
+# to [−1, 1] as the run's DDIM does: an ε model's x̂0 at T − 1 of the cosine schedule is divided by √ᾱ ≈ 5·10⁻⁵, and
+# unclipped DPM-Solver++ and UniPC diverge there. Wall times are only comparable on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEACHER=${1:-runs/fashion-small}
@@ -58,7 +59,7 @@ evaluate() { # NAME STEPS ARGS...: one evaluation into OUT/results/NAME-STEPS.js
 for n in 1 2 4 8; do
     for sampler in ddim dpm++2m unipc; do
         evaluate "teacher-$sampler" "$n" --checkpoint "$TEACHER" --sampler "$sampler" --spacing trailing \
-            --guidance "$GUIDANCE"
+            --clip 1 --guidance "$GUIDANCE"
     done
     # Round k of 16 → 1 is the 16/2^k-step student.
     round=$(( $(echo "l(16/$n)/l(2)" | bc -l | xargs printf '%.0f') ))
