@@ -13,7 +13,7 @@ use crate::latent::{check_decodes, decoder_for, LatentDecoder};
 use crate::nll::{ode_bits_per_dim, NllArgs, NllMethod};
 use crate::plots::{save_fd_sweep, Curve};
 use crate::sample::{open_folder, Folder};
-use crate::sampling::SamplerArgs;
+use crate::sampling::{SamplerArgs, DEFAULT_STEPS};
 use crate::score::{AnySampler, ScoreArgs, ScoreView, SCORE_SAMPLERS};
 use crate::scoring::{
     check_image_shape, first_images, load_classifier, load_split, SampleModel, Sampling, Scorer,
@@ -174,7 +174,7 @@ fn sampler_for(
     if let Some(name) = sampler {
         sampling.sampler = Some(name.to_string());
     }
-    sampling.steps = steps;
+    sampling.steps = Some(steps);
     let (sampler, _) = model
         .folder
         .sampler(&model.unet.config(), &sampling, &args.score)?;
@@ -294,6 +294,7 @@ fn settings(args: &EvalArgs, model: &Model, sampler: &AnySampler) -> Value {
     let settings = match sampler {
         AnySampler::Discrete(scheduler) => scheduler.settings(),
         AnySampler::Score(score) => vec![("score".to_string(), format!("{:?}", score.args))],
+        AnySampler::Consistency(sampler) => sampler.settings(),
     };
     let sampler_settings: serde_json::Map<String, Value> =
         settings
@@ -407,7 +408,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
             .collect()
     };
     let step_counts = if args.sweep_steps.is_empty() {
-        vec![args.sampling.steps]
+        vec![args.sampling.steps.unwrap_or(DEFAULT_STEPS)]
     } else {
         args.sweep_steps.clone()
     };

@@ -165,6 +165,12 @@ fn describe(dir: &Path, sampling: &SamplerArgs, score: &ScoreArgs) -> Result<(),
     );
     let scheduler = match sampler {
         AnySampler::Discrete(scheduler) => scheduler,
+        AnySampler::Consistency(sampler) => {
+            for (key, value) in sampler.settings() {
+                println!("  {key:<25} {value}");
+            }
+            return Ok(());
+        }
         AnySampler::Score(sampler) => {
             let view = view?;
             println!("  {:<25} {}", "sampler", sampler.name);

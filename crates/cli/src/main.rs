@@ -1,8 +1,10 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
 mod clip;
+mod consistency;
 mod device;
 mod devices;
+mod distill;
 mod edit;
 mod edit_eval;
 mod eval;
@@ -46,6 +48,9 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Train a U-Net on an image dataset, with EMA, atomic checkpoints, sample grids and metrics.
     Train(Box<train::TrainArgs>),
+    /// Distil a trained run into a few-step student: progressive distillation or consistency distillation.
+    #[command(subcommand)]
+    Distill(distill::DistillCommand),
     /// Draw samples from a denoising network (a diffusers pipeline or model folder, a run folder, or a checkpoint)
     /// with the sampler its scheduler config names or another.
     Sample(Box<sample::SampleArgs>),
@@ -72,6 +77,7 @@ fn main() {
     let result = match &cli.command {
         Command::Forward(args) => forward::run(args),
         Command::Train(args) => train::run(args),
+        Command::Distill(command) => distill::run(command),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::EvalEdit(args) => edit_eval::run(args),

@@ -7,16 +7,18 @@
 //! noise level, as `init_noise_sigma`), `--noise` the fresh noise of every step of a stochastic sampler. Everything is
 //! checked before anything is written.
 
+use crate::consistency::{self, ConsistencyRequest, ConsistencySampler};
 use crate::device::DeviceArgs;
 use crate::edit::{edit_classes, EditArgs, EditRun};
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
 use crate::prompt::{read_prompts, save_prompt_grid, PromptContexts, TextEncoder};
-use crate::sampling::{draw_with, GridRequest, SamplerArgs};
+use crate::sampling::{draw_with, GridRequest, SamplerArgs, DEFAULT_STEPS};
 use crate::score::{
     any_sampler, refuse_discrete_options, AnySampler, ScoreArgs, ScoreRequest, ScoreView,
 };
 use clap::Args;
+use diffuse_diffusion::distill::SamplingInfo;
 use diffuse_diffusion::pipeline::{Pipeline, Weights};
 use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
@@ -98,6 +100,8 @@ pub(crate) struct Folder {
     /// The discrete-time scheduler the config describes (`None` for a score-SDE config, which the score samplers
     /// run).
     pub scheduler: Option<Scheduler>,
+    /// How a distilled student is sampled (its sampler and step count), when the folder is one.
+    pub distilled: Option<SamplingInfo>,
 }
 
 impl Folder {
@@ -110,9 +114,44 @@ impl Folder {
         score: &ScoreArgs,
     ) -> Result<(AnySampler, Result<ScoreView, String>), String> {
         let view = ScoreView::of_checkpoint(model, &self.config);
+        let distilled = self.distilled.as_ref();
+        let name = sampling.sampler.as_deref().or(distilled
+            .map(|info| info.sampler.as_str())
+            .filter(|&s| s == consistency::NAME));
+        if name == Some(consistency::NAME) {
+            let Some(scheduler) = &self.scheduler else {
+                return Err(format!(
+                    "--sampler {} maps noise levels to a discrete schedule's timesteps, and this is a score-SDE                      model",
+                    consistency::NAME
+                ));
+            };
+            // The folder's own scheduler with --clip and the like: its schedule, prediction and clipping.
+            let base = SamplerArgs {
+                sampler: None,
+                ..sampling.clone()
+            };
+            let sampler = ConsistencySampler::new(
+                &base.resolve(scheduler)?,
+                sampling.steps,
+                sampling.sigmas.as_deref(),
+            )?;
+            return Ok((AnySampler::Consistency(Box::new(sampler)), view));
+        }
+        if sampling.sigmas.is_some() {
+            return Err(format!(
+                "--sigmas sets the noise levels of --sampler {}",
+                consistency::NAME
+            ));
+        }
+        let mut sampling = sampling.clone();
+        let steps = sampling
+            .steps
+            .or(distilled.and_then(|info| info.steps))
+            .unwrap_or(DEFAULT_STEPS);
+        sampling.steps = Some(steps);
         let sampler = any_sampler(
             sampling.sampler.as_deref(),
-            sampling.steps,
+            steps,
             score,
             self.scheduler.is_none(),
             |_| match &self.scheduler {
@@ -137,10 +176,15 @@ pub(crate) fn open_folder(dir: &Path, weights: Weights) -> Result<Folder, String
             (scheduler.schedule_config.clone(), Some(scheduler))
         }
     };
+    let distilled = match &pipeline.checkpoint {
+        Some(dir) => SamplingInfo::read(dir).map_err(|e| e.to_string())?,
+        None => None,
+    };
     Ok(Folder {
         pipeline,
         config,
         scheduler,
+        distilled,
     })
 }
 
@@ -476,6 +520,31 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
                     }
                 })?;
             (images, scheduler.options.steps)
+        }
+        AnySampler::Consistency(sampler) => {
+            if prompts.is_some() {
+                return Err(format!(
+                    "--sampler {} runs class-conditional and unconditional models only; pick a discrete-time \
+                     sampler for prompts",
+                    consistency::NAME
+                ));
+            }
+            if args.noise.is_some() {
+                return Err(format!(
+                    "--noise gives the steps of a discrete-time sampler; --sampler {} draws its own",
+                    consistency::NAME
+                ));
+            }
+            let request = ConsistencyRequest {
+                sampler,
+                seed: args.seed,
+                classes: classes.as_deref(),
+                count: total,
+                guidance: args.guidance,
+                null_class,
+            };
+            let images = consistency::draw_with(&model, &request, init.as_ref(), record)?;
+            (images, sampler.steps())
         }
         AnySampler::Score(score) => {
             if prompts.is_some() {

@@ -19,19 +19,27 @@ use diffuse_diffusion::train::ModelDenoiser;
 use diffuse_models::Backbone;
 use diffuse_tensor::Tensor;
 
+/// The steps of a run that does not say.
+pub const DEFAULT_STEPS: usize = 20;
+
 /// The sampler options of `diffuse sample`, `eval` and `info`.
 #[derive(Args, Clone, Debug)]
 pub struct SamplerArgs {
     /// The sampler: ddpm, ddim, pndm, plms, euler, euler-a, heun, lms, dpm2m, dpm++2m, dpm++3m, dpm++2m-sde,
-    /// unipc, unipc-bh1 (and dpm[++]Km[-sde] for orders K = 1–3), built from the folder's scheduler config; or a
+    /// unipc, unipc-bh1 (and dpm[++]Km[-sde] for orders K = 1–3), built from the folder's scheduler config; a
     /// score sampler: langevin (annealed Langevin dynamics), pc (predictor–corrector) or ode-rk45 (the
-    /// probability-flow ODE, adaptive).  [default: the folder's scheduler, with all its settings; pc for a
-    /// score-SDE model]
+    /// probability-flow ODE, adaptive); or consistency (a consistency model's multistep sampling).  [default: the
+    /// folder's scheduler, with all its settings; pc for a score-SDE model; consistency for a consistency model]
     #[arg(long)]
     pub sampler: Option<String>,
-    /// Denoising steps (langevin: noise levels; ode-rk45 chooses its own).
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
+    /// Denoising steps (langevin: noise levels; ode-rk45 chooses its own; consistency: 1, 2, 4, …).  [default: 20;
+    /// a distilled student's own count; 1 for a consistency model]
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// consistency: the noise levels, decreasing from at most σ_max (e.g. 80,0.8).  [default: σ_max, then the
+    /// inner points of the Karras ramp]
+    #[arg(long, value_name = "LIST")]
+    pub sigmas: Option<String>,
     /// DDIM's stochasticity η (0: deterministic, 1: DDPM's variance).  [default: 0]
     #[arg(long)]
     pub eta: Option<f64>,
@@ -100,7 +108,7 @@ impl SamplerArgs {
             }
         };
         Ok(SamplerOverrides {
-            steps: Some(self.steps),
+            steps: Some(self.steps.unwrap_or(DEFAULT_STEPS)),
             eta: self.eta,
             spacing,
             karras: match (self.karras, self.no_karras) {

@@ -10,6 +10,7 @@
 //! any other network takes the fractional training timestep and predicts what its scheduler says (ε for the score
 //! SDEs).
 
+use crate::consistency::ConsistencySampler;
 use clap::{Args, ValueEnum};
 use diffuse_diffusion::sampler::named::{self, label};
 use diffuse_diffusion::sampler::scheduler::Scheduler;
@@ -204,6 +205,8 @@ pub struct ScoreSampler {
 pub enum AnySampler {
     Discrete(Box<Scheduler>),
     Score(ScoreSampler),
+    /// Multistep consistency sampling of a consistency model.
+    Consistency(Box<ConsistencySampler>),
 }
 
 impl AnySampler {
@@ -212,6 +215,7 @@ impl AnySampler {
         match self {
             AnySampler::Discrete(scheduler) => label(&scheduler.sampler),
             AnySampler::Score(sampler) => sampler.name.into(),
+            AnySampler::Consistency(_) => crate::consistency::NAME.into(),
         }
     }
 
@@ -220,6 +224,7 @@ impl AnySampler {
         match self {
             AnySampler::Discrete(scheduler) => scheduler.options.steps,
             AnySampler::Score(sampler) => sampler.steps,
+            AnySampler::Consistency(sampler) => sampler.steps(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //!
 //! Accuracy is scored only when the model's classes are the classifier's ten Fashion-MNIST classes.
 
+use crate::consistency::ConsistencyRequest;
 use crate::latent::LatentDecoder;
 use crate::sampling::{draw, GridRequest};
 use crate::score::{AnySampler, ScoreRequest, ScoreView};
@@ -142,6 +143,17 @@ pub fn generate(
                     prompts: None,
                 };
                 draw(model.unet, &request, None)?
+            }
+            AnySampler::Consistency(sampler) => {
+                let request = ConsistencyRequest {
+                    sampler,
+                    seed,
+                    classes,
+                    count,
+                    guidance: sampling.guidance,
+                    null_class: model.null_class,
+                };
+                crate::consistency::draw_with(model.unet, &request, None, |d, sample| sample(d))?
             }
             AnySampler::Score(sampler) => {
                 let request = ScoreRequest {

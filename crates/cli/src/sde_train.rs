@@ -39,6 +39,11 @@ pub struct SdeTrainArgs {
 }
 
 impl SdeTrainArgs {
+    /// Whether `--sde` was given.
+    pub fn is_set(&self) -> bool {
+        self.sde.is_some()
+    }
+
     /// The network to train (for VE, a named U-Net gets a Fourier embedding; an architecture without one predicts ε)
     /// and the objective, when `--sde` is set.
     pub fn objective(

@@ -8,6 +8,7 @@
 //! writes the files and the progress bar, every rank reads the checkpoint it resumes from.
 
 use crate::device::DeviceArgs;
+use crate::distill::{run_rounds, Cadence, Run};
 use crate::grid::Grid;
 use crate::latent::{check_latent_setup, decoder_for, encode_training_set, LatentDecoder};
 use crate::launch::LaunchArgs;
@@ -19,6 +20,7 @@ use crate::sde_train::SdeTrainArgs;
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::distill::{read_state, Curriculum, DistillConfig, DistillState, Method};
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
 use diffuse_diffusion::sde::ScoreMatching;
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, PIPELINE_UNET_DIR};
@@ -149,6 +151,12 @@ pub struct TrainArgs {
     vae: Option<PathBuf>,
     #[command(flatten)]
     sde: SdeTrainArgs,
+    /// What the network learns: diffusion (denoising, as --prediction and --loss-weighting say) or consistency
+    /// (consistency training without a teacher, Song & Dhariwal 2023: discretisation curriculum 10 → 1280 levels,
+    /// log-normal noise levels, pseudo-Huber loss, no EMA target, constant --lr; no grids or evaluations: sample it
+    /// with diffuse sample --sampler consistency).
+    #[arg(long, default_value = "diffusion", value_parser = ["diffusion", "consistency"])]
+    objective: String,
     #[command(flatten)]
     launch: LaunchArgs,
 }
@@ -360,6 +368,10 @@ impl Grids<'_> {
                 };
                 draw(&trainer.ema_model, &request, None)?
             }
+            AnySampler::Consistency(_) => {
+                return Err("the training grids are drawn by a diffusion sampler; sample a consistency model with                             diffuse sample --sampler consistency"
+                    .into())
+            }
             AnySampler::Score(sampler) => {
                 let request = ScoreRequest {
                     sampler: *sampler,
@@ -432,7 +444,79 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
     .to_string()
 }
 
+/// `--objective consistency`: the consistency-training loop of [`crate::distill`], on this command's model, data
+/// and optimiser settings.
+fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
+    if args.vae.is_some() || args.sde.is_set() {
+        return Err("--objective consistency trains on pixels of a DDPM-style schedule; leave out --vae and --sde".into());
+    }
+    let device = args.device.resolve()?;
+    let data = load_data(&args.data)?;
+    let cadence = Cadence {
+        checkpoint_every: args.checkpoint_every,
+        keep: args.keep,
+        log_every: args.log_every,
+    };
+    let (state, resume_from, model, out) = match &args.resume {
+        Some(dir) => {
+            let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;
+            let state = read_state(&step_dir).map_err(|e| {
+                format!("{e} (--objective consistency resumes a consistency-training run)")
+            })?;
+            if !matches!(state.config.method, Method::ConsistencyTraining { .. }) {
+                return Err(format!(
+                    "{} is a {} run; resume it with diffuse distill",
+                    dir.display(),
+                    state.config.method.name()
+                ));
+            }
+            let text = std::fs::read_to_string(step_dir.join("model").join(CONFIG_FILE))
+                .map_err(|e| format!("{}: {e}", step_dir.display()))?;
+            let model = BackboneConfig::from_json_str(&text).map_err(|e| e.to_string())?;
+            (state, Some(step_dir), model, dir.clone())
+        }
+        None => {
+            let model = model_config(&args.config)?;
+            if model.learns_variance() {
+                return Err("--objective consistency: a network that predicts its variance has no use for it                             here; pick a config without a learned variance"
+                    .into());
+            }
+            let train = new_config(args, &model, &data, None)?;
+            let config = DistillConfig {
+                method: Method::ConsistencyTraining {
+                    curriculum: Curriculum::default(),
+                },
+                teacher: None,
+                scheduler: train.scheduler,
+                seed: args.seed,
+                batch_size: args.batch_size,
+                steps_per_round: args.steps,
+                lr: args.lr,
+                grad_clip: train.grad_clip,
+                ema_decay: args.ema_decay,
+                guidance: 1.0,
+                null_class: train.null_class,
+            };
+            config.validate().map_err(|e| e.to_string())?;
+            (DistillState::new(config), None, model, args.out.clone())
+        }
+    };
+    run_rounds(Run {
+        state,
+        resume_from,
+        teacher_weights: None,
+        model,
+        out,
+        data: &data,
+        device,
+        cadence,
+    })
+}
+
 pub fn run(args: &TrainArgs) -> Result<(), String> {
+    if args.objective == "consistency" {
+        return run_consistency_training(args);
+    }
     let out = args.resume.as_ref().unwrap_or(&args.out);
     let collective = crate::launch::collective(&args.launch, out)?;
     let result = train(args, Rc::clone(&collective));

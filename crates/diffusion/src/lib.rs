@@ -19,6 +19,8 @@
 //! - [`sde`]: score-based models: the VE, VP and sub-VP SDEs, denoising score matching, annealed Langevin
 //!   dynamics, predictor–corrector sampling, the probability-flow ODE with an adaptive RK45 solver, and exact
 //!   likelihoods.
+//! - [`distill`]: few-step students: progressive distillation, consistency distillation and consistency training,
+//!   and multistep consistency sampling.
 //! - [`autoencoder`]: training diffusers' `AutoencoderKL` with LDM's objective, and the cached, scaled latents that
 //!   latent diffusion trains on.
 //! - [`contrastive`]: CLIP's contrastive pre-training on captioned images (the captions, the tokenizer trained on them,
@@ -31,6 +33,7 @@
 pub mod autoencoder;
 pub mod contrastive;
 pub mod data;
+pub mod distill;
 pub mod edit;
 pub mod error;
 pub mod eval;

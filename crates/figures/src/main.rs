@@ -4,10 +4,12 @@
 //! cargo run --release -p diffuse-figures -- all                      # every figure that needs no trained model
 //! cargo run --release -p diffuse-figures -- guidance --checkpoint runs/fashion-small
 //! cargo run --release -p diffuse-figures -- roofline --criterion target/criterion
+//! cargo run --release -p diffuse-figures -- distill --results runs/distill-table/results --out runs/distill-table
 //! ```
 //!
 //! Each subcommand writes PNGs into `--out` (default `docs/images`) and prints what it wrote.
 
+mod distill_table;
 mod forward_grid;
 mod guidance;
 mod mixture;
@@ -47,6 +49,8 @@ enum Command {
     Guidance(guidance::GuidanceArgs),
     /// Roofline of the CPU kernels from criterion's results (roofline-cpu.png).
     Roofline(roofline::RooflineArgs),
+    /// The few-step table and plot of scripts/distill-table.sh's evaluations (distill-table.md, distill-fd.png).
+    Distill(distill_table::DistillArgs),
 }
 
 fn main() {
@@ -71,6 +75,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
         Command::Guidance(args) => guidance::draw(args, &cli.out),
         Command::Roofline(args) => roofline::draw(args, &cli.out),
+        Command::Distill(args) => distill_table::draw(args, &cli.out),
     }
 }
 

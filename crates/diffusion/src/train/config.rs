@@ -149,14 +149,16 @@ impl TrainConfig {
     }
 }
 
-fn scheduler_to_json<S: Serializer>(
+/// Serialises a scheduler config as its diffusers JSON object (also for [`crate::distill::DistillConfig`]).
+pub(crate) fn scheduler_to_json<S: Serializer>(
     config: &SchedulerConfig,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     config.to_json_value().serialize(s)
 }
 
-fn scheduler_from_json<'de, D: Deserializer<'de>>(
+/// Reads a scheduler config from its diffusers JSON object.
+pub(crate) fn scheduler_from_json<'de, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<SchedulerConfig, D::Error> {
     let value = serde_json::Value::deserialize(d)?;

@@ -1,0 +1,577 @@
+//! `diffuse distill progressive|consistency`: few-step students of a trained run ([`diffuse_diffusion::distill`]),
+//! and the loop `diffuse train --objective consistency` shares with them.
+//!
+//! Every run writes `OUT/step-G/` resumable checkpoints (`OUT/latest`), `OUT/round-K/` students (sampleable with
+//! `diffuse sample --checkpoint OUT/round-K`), `OUT/metrics.jsonl` (one line per logged step, with the wall time)
+//! and shows one progress bar per round. Ctrl-C writes a checkpoint and stops; `--resume OUT` continues exactly.
+
+use crate::device::DeviceArgs;
+use crate::scoring::DEFAULT_CLASSIFIER;
+use crate::train::{load_data, model_config};
+use clap::{Args, Subcommand};
+use diffuse_diffusion::data::Dataset;
+use diffuse_diffusion::distill::checkpoint::{read_state, SamplingInfo};
+use diffuse_diffusion::distill::{
+    check_halvings, fingerprint, round_name, Distance, DistillConfig, DistillState, Distiller,
+    Method, OdeSolver, RoundStart, TeacherId,
+};
+use diffuse_diffusion::eval::FashionClassifier;
+use diffuse_diffusion::pipeline::{Pipeline, Weights};
+use diffuse_diffusion::schedule::SchedulerConfig;
+use diffuse_diffusion::train::checkpoint::{latest_checkpoint, WEIGHTS_FILE};
+use diffuse_diffusion::train::StepReport;
+use diffuse_models::{Backbone, BackboneConfig};
+use diffuse_nn::ParamStore;
+use diffuse_tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Subcommand, Debug)]
+pub enum DistillCommand {
+    /// Progressive distillation (Salimans & Ho 2022): rounds that halve the DDIM step count, each student learning
+    /// two teacher steps in one.
+    Progressive(ProgressiveArgs),
+    /// Consistency distillation (Song et al. 2023): a student that maps any point of the teacher's ODE trajectories to
+    /// their origin, sampled with `diffuse sample --sampler consistency`.
+    Consistency(ConsistencyArgs),
+}
+
+/// The options every distillation shares.
+#[derive(Args, Debug)]
+pub struct CommonArgs {
+    /// The teacher: a training run, a step-N checkpoint, a distilled round-K folder or a diffusers pipeline.
+    /// [required for a new run; with --resume it must be the run's teacher]
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// The student's architecture (a named config or a config.json); it starts from the teacher's weights, so it
+    /// must be the teacher's.  [default: the teacher's]
+    #[arg(long)]
+    config: Option<String>,
+    /// Dataset the noisy inputs are made from: a folder of IDX files or PNG images, or fashion-mnist-full.
+    #[arg(long, default_value = "data/fashion-mnist")]
+    data: String,
+    /// Output folder: checkpoints, round students, metrics.  [default: runs/distill-progressive or
+    /// runs/distill-consistency]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Optimiser steps per round.
+    #[arg(long, default_value_t = 400)]
+    steps: u64,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Adam's learning rate (constant).
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f32,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f32,
+    /// Maximum decay of the EMA of the student's weights (what is sampled and teaches the next round).
+    #[arg(long, default_value_t = 0.999)]
+    ema_decay: f64,
+    /// The teacher's classifier-free guidance scale, distilled into the student (sample the student with
+    /// --guidance 1).
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f64,
+    /// Seeds the data order, the timesteps or noise levels and the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Save a resumable checkpoint every N steps (0: only at the end of each round).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Resumable checkpoints to keep (round students are all kept).
+    #[arg(long, default_value_t = 2)]
+    keep: usize,
+    /// Write a metrics line every N steps.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// Continue the run in this folder from its latest checkpoint (its stored settings apply; outputs go there).
+    /// [default: none: a new run]
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ProgressiveArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The student's final DDIM steps: a power of two below --teacher-steps.  [required for a new run]
+    #[arg(long)]
+    to_steps: Option<usize>,
+    /// The teacher's DDIM steps in the first round (a power of two).  [default: a distilled teacher's own count,
+    /// else 64]
+    #[arg(long)]
+    teacher_steps: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsistencyArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The teacher's ODE solver between adjacent noise levels: heun (two teacher calls) or ddim (one).
+    #[arg(long, default_value = "heun", value_parser = ["heun", "ddim"])]
+    solver: String,
+    /// The distance between the student's and the target network's outputs.
+    #[arg(long, default_value = "pseudo-huber", value_parser = ["pseudo-huber", "l2", "perceptual"])]
+    distance: String,
+    /// Karras noise levels N of the discretisation (Song et al.: 18 for CIFAR-10).
+    #[arg(long, default_value_t = 18)]
+    levels: usize,
+    /// EMA decay μ of the target network θ⁻.
+    #[arg(long, default_value_t = 0.95)]
+    target_decay: f64,
+}
+
+/// The teacher as a run sees it.
+struct Teacher {
+    id: TeacherId,
+    weights: PathBuf,
+    model: BackboneConfig,
+    scheduler: SchedulerConfig,
+    /// A distilled teacher's sampling info (its step count).
+    info: Option<SamplingInfo>,
+}
+
+impl Teacher {
+    fn open(dir: &Path) -> Result<Teacher, String> {
+        let folder = Pipeline::open(dir, Weights::Ema).map_err(|e| e.to_string())?;
+        if folder.vae.is_some() {
+            return Err(format!(
+                "{}: a latent diffusion teacher is not supported yet (its students would need the autoencoder)",
+                dir.display()
+            ));
+        }
+        if folder.is_score_sde().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "{}: a score-SDE model has no discrete schedule to distil on; distil a DDPM-style run",
+                dir.display()
+            ));
+        }
+        let model = read_model_config(&folder.denoiser)?;
+        let scheduler = match &folder.scheduler_config {
+            Some(path) => SchedulerConfig::from_file(path).map_err(|e| e.to_string())?,
+            None => SchedulerConfig::default(),
+        };
+        let weights = folder.denoiser.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights).map_err(|e| format!("{}: {e}", weights.display()))?;
+        let info = match &folder.checkpoint {
+            Some(step_dir) => SamplingInfo::read(step_dir).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        Ok(Teacher {
+            id: TeacherId {
+                path: dir.display().to_string(),
+                fingerprint: fingerprint(&bytes),
+            },
+            weights,
+            model,
+            scheduler,
+            info,
+        })
+    }
+}
+
+fn read_model_config(dir: &Path) -> Result<BackboneConfig, String> {
+    let path = dir.join(diffuse_models::folder::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    BackboneConfig::from_json_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Refuses a `--config` other than the teacher's architecture.
+fn check_student_config(config: Option<&str>, teacher: &Teacher) -> Result<(), String> {
+    let Some(name) = config else { return Ok(()) };
+    let student = model_config(name)?;
+    if student != teacher.model {
+        return Err(format!(
+            "--config {name} is another architecture than the teacher {} ({} with {} output channels); the \
+             student starts from the teacher's weights, so it must be the teacher's architecture: leave --config out",
+            teacher.id.path,
+            teacher.model.class_name(),
+            teacher.model.out_channels(),
+        ));
+    }
+    Ok(())
+}
+
+/// The null class of a class-conditional model (the last class embedding).
+fn null_class(model: &BackboneConfig) -> Option<u32> {
+    model.num_class_embeds().map(|n| n as u32 - 1)
+}
+
+pub fn run(command: &DistillCommand) -> Result<(), String> {
+    let (common, default_out) = match command {
+        DistillCommand::Progressive(args) => (&args.common, "runs/distill-progressive"),
+        DistillCommand::Consistency(args) => (&args.common, "runs/distill-consistency"),
+    };
+    let device = common.device.resolve()?;
+    let data = load_data(&common.data)?;
+    if let Some(dir) = &common.resume {
+        let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;
+        let state = read_state(&step_dir).map_err(|e| e.to_string())?;
+        let stored = state
+            .config
+            .teacher
+            .clone()
+            .ok_or("the run has no teacher: resume it with diffuse train --resume")?;
+        let teacher_dir = common
+            .teacher
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&stored.path));
+        let teacher = Teacher::open(&teacher_dir)?;
+        if teacher.id.fingerprint != stored.fingerprint {
+            return Err(format!(
+                "{} was distilled from the teacher {} (weights fingerprint {}), but --teacher {} has fingerprint {}; \
+                 resume with the run's own teacher, or start a new run in another --out",
+                dir.display(),
+                stored.path,
+                stored.fingerprint,
+                teacher_dir.display(),
+                teacher.id.fingerprint
+            ));
+        }
+        let kind_matches = matches!(
+            (command, &state.config.method),
+            (DistillCommand::Progressive(_), Method::Progressive { .. })
+                | (
+                    DistillCommand::Consistency(_),
+                    Method::ConsistencyDistillation { .. }
+                )
+        );
+        if !kind_matches {
+            return Err(format!(
+                "{} is a {} run; resume it with its own subcommand",
+                dir.display(),
+                state.config.method.name()
+            ));
+        }
+        return run_rounds(Run {
+            state,
+            resume_from: Some(step_dir),
+            teacher_weights: Some(teacher.weights),
+            model: teacher.model,
+            out: dir.clone(),
+            data: &data,
+            device,
+            cadence: common.into(),
+        });
+    }
+    let teacher_dir = common
+        .teacher
+        .as_ref()
+        .ok_or("--teacher RUN is required (the trained run to distil)")?;
+    let teacher = Teacher::open(teacher_dir)?;
+    check_student_config(common.config.as_deref(), &teacher)?;
+    let method = match command {
+        DistillCommand::Progressive(args) => {
+            let from = match (args.teacher_steps, &teacher.info) {
+                (Some(n), _) => n,
+                (None, Some(info)) if info.steps.is_some() => info.steps.unwrap_or(64),
+                _ => 64,
+            };
+            let to = args
+                .to_steps
+                .ok_or("--to-steps N is required (the student's final DDIM steps: 1, 2, 4, …)")?;
+            check_halvings(from, to, teacher.scheduler.num_train_timesteps)
+                .map_err(|e| e.to_string())?;
+            Method::Progressive {
+                from_steps: from,
+                to_steps: to,
+            }
+        }
+        DistillCommand::Consistency(args) => Method::ConsistencyDistillation {
+            levels: args.levels,
+            solver: if args.solver == "ddim" {
+                OdeSolver::Ddim
+            } else {
+                OdeSolver::Heun
+            },
+            distance: Distance::from_name(&args.distance).ok_or("bad --distance")?,
+            target_decay: args.target_decay,
+        },
+    };
+    let config = DistillConfig {
+        method,
+        teacher: Some(teacher.id.clone()),
+        scheduler: teacher.scheduler.clone(),
+        seed: common.seed,
+        batch_size: common.batch_size,
+        steps_per_round: common.steps,
+        lr: common.lr,
+        grad_clip: (common.grad_clip > 0.0).then_some(common.grad_clip),
+        ema_decay: common.ema_decay,
+        guidance: common.guidance,
+        null_class: null_class(&teacher.model),
+    };
+    config.validate().map_err(|e| format!("{e}"))?;
+    let out = common
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(default_out));
+    run_rounds(Run {
+        state: DistillState::new(config),
+        resume_from: None,
+        teacher_weights: Some(teacher.weights),
+        model: teacher.model,
+        out,
+        data: &data,
+        device,
+        cadence: common.into(),
+    })
+}
+
+/// The outputs and cadence shared by distillation and consistency training.
+pub struct Cadence {
+    pub checkpoint_every: u64,
+    pub keep: usize,
+    pub log_every: u64,
+}
+
+impl From<&CommonArgs> for Cadence {
+    fn from(c: &CommonArgs) -> Self {
+        Cadence {
+            checkpoint_every: c.checkpoint_every,
+            keep: c.keep,
+            log_every: c.log_every,
+        }
+    }
+}
+
+/// A run about to start or continue.
+pub struct Run<'a> {
+    pub state: DistillState,
+    /// The checkpoint a resumed run continues from.
+    pub resume_from: Option<PathBuf>,
+    /// The first round's teacher weights.
+    pub teacher_weights: Option<PathBuf>,
+    pub model: BackboneConfig,
+    pub out: PathBuf,
+    pub data: &'a Dataset,
+    pub device: Device,
+    pub cadence: Cadence,
+}
+
+fn build(config: &BackboneConfig) -> impl Fn(&ParamStore) -> diffuse_models::Result<Backbone> + '_ {
+    move |store| Backbone::new(config.clone(), store)
+}
+
+/// Keeps the metrics lines of steps before `step` (a resumed run rewrites what came after).
+fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s < step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    crate::files::write_atomically(path, kept.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn metrics_line(round: u32, report: &StepReport, elapsed: f64) -> String {
+    let num = |x: f64| {
+        if x.is_finite() {
+            serde_json::json!(x)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    serde_json::json!({
+        "round": round,
+        "step": report.step,
+        "loss": num(report.loss),
+        "smoothed_loss": report.smoothed_loss.map(num),
+        "grad_norm": report.grad_norm.map(|g| num(f64::from(g))),
+        "skipped": report.skipped,
+        "elapsed_s": elapsed,
+    })
+    .to_string()
+}
+
+/// The classifier of a perceptual distance (loaded for each round: the student owns it).
+fn perceptual_classifier(
+    method: &Method,
+    device: Device,
+) -> Result<Option<FashionClassifier>, String> {
+    match method {
+        Method::ConsistencyDistillation {
+            distance: Distance::Perceptual,
+            ..
+        } => FashionClassifier::load(DEFAULT_CLASSIFIER, device)
+            .map(Some)
+            .map_err(|e| {
+                format!("the perceptual distance needs the shipped classifier ({e}); run from the repository root")
+            }),
+        _ => Ok(None),
+    }
+}
+
+/// Runs the remaining rounds of `run`.
+pub fn run_rounds(run: Run<'_>) -> Result<(), String> {
+    let Run {
+        mut state,
+        mut resume_from,
+        teacher_weights,
+        model,
+        out,
+        data,
+        device,
+        cadence,
+    } = run;
+    if model.in_channels() != data.channels {
+        return Err(format!(
+            "the model takes {} channels but the dataset's images have {}",
+            model.in_channels(),
+            data.channels
+        ));
+    }
+    if state.done() {
+        eprintln!(
+            "{} is done ({} rounds); nothing to do",
+            out.display(),
+            state.config.method.rounds()
+        );
+        return Ok(());
+    }
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let metrics_path = out.join("metrics.jsonl");
+    truncate_metrics(&metrics_path, state.step)?;
+    let mut metrics = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    crate::interrupt::install()?;
+    let rounds = state.config.method.rounds();
+    let start = Instant::now();
+    loop {
+        let round = state.round;
+        let previous_round = out
+            .join(round_name(round.saturating_sub(1)))
+            .join("ema")
+            .join(WEIGHTS_FILE);
+        let teacher = if !state.config.method.has_teacher() {
+            None
+        } else if round == 1 {
+            teacher_weights.clone()
+        } else {
+            Some(previous_round)
+        };
+        let round_start = RoundStart {
+            teacher: teacher.as_deref(),
+            classifier: perceptual_classifier(&state.config.method, device)?,
+            device,
+        };
+        let mut distiller = match resume_from.take() {
+            Some(dir) if state.step_in_round > 0 => {
+                Distiller::resume(&dir, state.clone(), round_start, build(&model))
+            }
+            _ => Distiller::start_round(state.clone(), round_start, build(&model)),
+        }
+        .map_err(|e| e.to_string())?;
+        let what = match state.config.method.student_steps(round) {
+            Some(steps) => format!("round {round}/{rounds}: {} → {steps} steps", 2 * steps),
+            None => state.config.method.name().to_string(),
+        };
+        eprintln!(
+            "{what}: {} parameters on {}, batch {}, {} steps; outputs in {}",
+            distiller.store.numel(),
+            distiller.device(),
+            state.config.batch_size,
+            state.config.steps_per_round,
+            out.display()
+        );
+        let bar = ProgressBar::new(state.config.steps_per_round).with_position(state.step_in_round);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
+                .map_err(|e| e.to_string())?,
+        );
+        bar.set_prefix(format!("round {round}/{rounds}"));
+        while !distiller.state().round_done() {
+            if crate::interrupt::requested() {
+                let state = distiller.state().clone();
+                distiller
+                    .save_checkpoint(&out, &state, cadence.keep)
+                    .map_err(|e| e.to_string())?;
+                bar.abandon();
+                eprintln!(
+                    "stopped in round {round} at step {}; continue with --resume {}",
+                    state.step_in_round,
+                    out.display()
+                );
+                return Ok(());
+            }
+            let report = distiller.step(data).map_err(|e| e.to_string())?;
+            let done = distiller.state().step_in_round;
+            bar.set_position(done);
+            bar.set_message(format!(
+                "loss {:.4}",
+                report.smoothed_loss.unwrap_or(f64::NAN)
+            ));
+            if report.skipped {
+                bar.suspend(|| eprintln!("step {}: non-finite loss, skipped", report.step));
+            }
+            if cadence.log_every > 0
+                && (done % cadence.log_every == 0 || distiller.state().round_done())
+            {
+                writeln!(
+                    metrics,
+                    "{}",
+                    metrics_line(round, &report, start.elapsed().as_secs_f64())
+                )
+                .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            }
+            if cadence.checkpoint_every > 0
+                && done % cadence.checkpoint_every == 0
+                && !distiller.state().round_done()
+            {
+                let state = distiller.state().clone();
+                distiller
+                    .save_checkpoint(&out, &state, cadence.keep)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        bar.finish();
+        let student = distiller.write_round(&out).map_err(|e| e.to_string())?;
+        let next = if round < rounds {
+            distiller.next_round_state()
+        } else {
+            distiller.state().clone()
+        };
+        distiller
+            .save_checkpoint(&out, &next, cadence.keep)
+            .map_err(|e| e.to_string())?;
+        let how = match distiller.config().method.student_steps(round) {
+            Some(steps) => format!(
+                "diffuse sample --checkpoint {} (DDIM, {steps} step{})",
+                student.display(),
+                if steps == 1 { "" } else { "s" }
+            ),
+            None => format!(
+                "diffuse sample --checkpoint {} --sampler consistency --steps 1",
+                student.display()
+            ),
+        };
+        eprintln!(
+            "round {round} done: smoothed loss {:.4}, {:.1} s in all; sample it with {how}",
+            distiller.state().smoothed_loss.unwrap_or(f64::NAN),
+            start.elapsed().as_secs_f64()
+        );
+        if round >= rounds {
+            break;
+        }
+        state = next;
+    }
+    metrics.flush().map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! `diffuse distill` and `diffuse train --objective consistency` end to end on a tiny U-Net: the round folders,
+//! sampling them as distilled, resuming mid-round and between rounds exactly, and the refused inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod common;
+use common::{diffuse, synthetic_data, temp_dir, TINY_CONFIG};
+
+fn ok(run: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "{stderr}");
+    stderr
+}
+
+fn failed(run: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(!run.status.success(), "expected a failure:\n{stderr}");
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A scratch folder with a synthetic labelled dataset, the tiny config and a teacher trained for 2 steps (seed
+/// `seed`).
+struct Setup {
+    dir: PathBuf,
+    data: PathBuf,
+    config: PathBuf,
+    teacher: PathBuf,
+}
+
+fn prepare(name: &str, seed: &str) -> Setup {
+    let dir = temp_dir(name);
+    let data = dir.join("data");
+    synthetic_data(&data, 16, true);
+    let config = dir.join("tiny.json");
+    std::fs::write(&config, TINY_CONFIG).unwrap();
+    let teacher = dir.join("teacher");
+    ok(&diffuse(&[
+        "train",
+        "--config",
+        s(&config),
+        "--data",
+        s(&data),
+        "--out",
+        s(&teacher),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--sample-every",
+        "0",
+        "--grid-steps",
+        "1",
+        "--grid-columns",
+        "1",
+        "--prediction",
+        "v_prediction",
+        "--seed",
+        seed,
+    ]));
+    Setup {
+        dir,
+        data,
+        config,
+        teacher,
+    }
+}
+
+fn progressive(setup: &Setup, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "distill",
+        "progressive",
+        "--teacher",
+        s(&setup.teacher),
+        "--data",
+        s(&setup.data),
+        "--out",
+        s(out),
+        "--teacher-steps",
+        "4",
+        "--to-steps",
+        "1",
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--keep",
+        "10",
+        "--log-every",
+        "1",
+        "--guidance",
+        "2",
+    ];
+    args.extend(extra);
+    diffuse(&args)
+}
+
+fn weights(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("ema").join("diffusion_pytorch_model.safetensors")).unwrap()
+}
+
+/// A copy of the finished run `from` whose `latest` names `step-{step}` and without the rounds from `first_missing`
+/// on: the state of a run interrupted there.
+fn rewind(from: &Path, to: &Path, step: u64, first_missing: u32) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let later_round = name
+            .strip_prefix("round-")
+            .is_some_and(|k| k.parse::<u32>().unwrap() >= first_missing);
+        let later_step = name
+            .strip_prefix("step-")
+            .is_some_and(|g| g.parse::<u64>().unwrap() > step);
+        if later_round || later_step || name == "latest" {
+            continue;
+        }
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+    std::fs::write(to.join("latest"), format!("step-{step}\n")).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn progressive_distillation_writes_rounds_that_sample_with_ddim_and_resumes_exactly() {
+    let setup = prepare("distill-progressive", "0");
+    let out = setup.dir.join("prog");
+    let log = ok(&progressive(&setup, &out, &[]));
+    assert!(
+        log.contains("round 1/2: 4 → 2 steps") && log.contains("round 2/2: 2 → 1 steps"),
+        "{log}"
+    );
+    for (round, steps) in [(1, 2), (2, 1)] {
+        let folder = out.join(format!("round-{round}"));
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(folder.join("distillation.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(info["steps"], steps);
+        assert_eq!(info["guidance"], 2.0);
+        let scheduler =
+            std::fs::read_to_string(folder.join("scheduler/scheduler_config.json")).unwrap();
+        assert!(
+            scheduler.contains("DDIMScheduler") && scheduler.contains("\"trailing\""),
+            "{scheduler}"
+        );
+        // diffuse sample runs the student with DDIM at its own step count.
+        let grid = setup.dir.join(format!("round-{round}.png"));
+        let log = ok(&diffuse(&[
+            "sample",
+            "--checkpoint",
+            s(&folder),
+            "--count",
+            "1",
+            "--out",
+            s(&grid),
+        ]));
+        assert!(log.contains(&format!("(ddim, {steps} steps)")), "{log}");
+        assert!(!log.contains("note:"), "no ignored settings: {log}");
+    }
+    // Interrupted in round 1 (after 2 steps), between the rounds (step 4) and in round 2 (step 6): each resumed
+    // run ends with the same students, bit for bit.
+    for (step, first_missing) in [(2, 1), (4, 2), (6, 2)] {
+        let resumed = setup.dir.join(format!("resumed-{step}"));
+        rewind(&out, &resumed, step, first_missing);
+        let log = ok(&diffuse(&[
+            "distill",
+            "progressive",
+            "--resume",
+            s(&resumed),
+            "--data",
+            s(&setup.data),
+            "--log-every",
+            "1",
+        ]));
+        assert!(log.contains("round 2/2"), "{log}");
+        for round in ["round-1", "round-2"] {
+            assert!(
+                weights(&out.join(round)) == weights(&resumed.join(round)),
+                "resumed at step {step}: {round} differs"
+            );
+        }
+        let lines = std::fs::read_to_string(resumed.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(
+            lines, 8,
+            "one metrics line per step, the resumed ones once, after resuming at {step}"
+        );
+    }
+    let log = ok(&diffuse(&[
+        "distill",
+        "progressive",
+        "--resume",
+        s(&out),
+        "--data",
+        s(&setup.data),
+    ]));
+    assert!(log.contains("nothing to do"), "{log}");
+}
+
+#[test]
+fn bad_distillation_inputs_are_refused_by_name() {
+    let setup = prepare("distill-errors", "0");
+    let out = setup.dir.join("bad");
+    for (to, want) in [
+        ("3", "power of two"),
+        ("4", "below the teacher's 4"),
+        ("8", "below the teacher's 4"),
+    ] {
+        let args = [
+            "distill",
+            "progressive",
+            "--teacher",
+            s(&setup.teacher),
+            "--data",
+            s(&setup.data),
+            "--out",
+            s(&out),
+            "--teacher-steps",
+            "4",
+            "--to-steps",
+            to,
+        ];
+        let err = failed(&diffuse(&args));
+        assert!(
+            err.contains("--to-steps") && err.contains(want),
+            "--to-steps {to}: {err}"
+        );
+    }
+    // A student config of another architecture than the teacher's.
+    let other = setup.dir.join("other.json");
+    std::fs::write(&other, TINY_CONFIG.replace("[8, 16]", "[8, 8]")).unwrap();
+    for kind in ["progressive", "consistency"] {
+        let mut args = vec![
+            "distill",
+            kind,
+            "--teacher",
+            s(&setup.teacher),
+            "--data",
+            s(&setup.data),
+            "--out",
+            s(&out),
+            "--config",
+            s(&other),
+        ];
+        if kind == "progressive" {
+            args.extend(["--to-steps", "2"]);
+        }
+        let err = failed(&diffuse(&args));
+        assert!(
+            err.contains("another architecture") && err.contains("leave --config out"),
+            "{err}"
+        );
+    }
+    // The teacher's own config is accepted.
+    ok(&diffuse(&[
+        "distill",
+        "progressive",
+        "--teacher",
+        s(&setup.teacher),
+        "--data",
+        s(&setup.data),
+        "--out",
+        s(&out),
+        "--config",
+        s(&setup.config),
+        "--teacher-steps",
+        "4",
+        "--to-steps",
+        "2",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+    ]));
+    // Resuming with another teacher.
+    let other_teacher = prepare("distill-errors-other", "7").teacher;
+    let err = failed(&diffuse(&[
+        "distill",
+        "progressive",
+        "--resume",
+        s(&out),
+        "--teacher",
+        s(&other_teacher),
+        "--data",
+        s(&setup.data),
+    ]));
+    assert!(
+        err.contains("was distilled from the teacher") && err.contains("fingerprint"),
+        "{err}"
+    );
+    // Resuming with the other subcommand.
+    let err = failed(&diffuse(&[
+        "distill",
+        "consistency",
+        "--resume",
+        s(&out),
+        "--data",
+        s(&setup.data),
+    ]));
+    assert!(err.contains("progressive distillation run"), "{err}");
+}
+
+#[test]
+fn consistency_distillation_and_training_sample_with_the_consistency_sampler() {
+    let setup = prepare("distill-consistency", "0");
+    let cd = setup.dir.join("cd");
+    ok(&diffuse(&[
+        "distill",
+        "consistency",
+        "--teacher",
+        s(&setup.teacher),
+        "--data",
+        s(&setup.data),
+        "--out",
+        s(&cd),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--levels",
+        "6",
+    ]));
+    let ct = setup.dir.join("ct");
+    ok(&diffuse(&[
+        "train",
+        "--objective",
+        "consistency",
+        "--config",
+        s(&setup.config),
+        "--data",
+        s(&setup.data),
+        "--out",
+        s(&ct),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+    ]));
+    let grid = setup.dir.join("grid.png");
+    for run in [cd.join("round-1"), ct.clone()] {
+        // A consistency model samples with its own sampler unless told otherwise.
+        let log = ok(&diffuse(&[
+            "sample",
+            "--checkpoint",
+            s(&run),
+            "--count",
+            "1",
+            "--out",
+            s(&grid),
+        ]));
+        assert!(log.contains("(consistency, 1 steps)"), "{log}");
+        let log = ok(&diffuse(&[
+            "sample",
+            "--checkpoint",
+            s(&run),
+            "--count",
+            "1",
+            "--steps",
+            "2",
+            "--out",
+            s(&grid),
+        ]));
+        assert!(log.contains("(consistency, 2 steps)"), "{log}");
+        let log = ok(&diffuse(&[
+            "sample",
+            "--checkpoint",
+            s(&run),
+            "--count",
+            "1",
+            "--sigmas",
+            "80,2,0.5",
+            "--out",
+            s(&grid),
+        ]));
+        assert!(log.contains("(consistency, 3 steps)"), "{log}");
+        let err = failed(&diffuse(&[
+            "sample",
+            "--checkpoint",
+            s(&run),
+            "--count",
+            "1",
+            "--sigmas",
+            "0.5,2",
+            "--out",
+            s(&grid),
+        ]));
+        assert!(err.contains("must decrease"), "{err}");
+        let err = failed(&diffuse(&[
+            "sample",
+            "--checkpoint",
+            s(&run),
+            "--count",
+            "1",
+            "--sigmas",
+            "80",
+            "--steps",
+            "2",
+            "--out",
+            s(&grid),
+        ]));
+        assert!(err.contains("leave --steps out"), "{err}");
+    }
+    let err = failed(&diffuse(&[
+        "sample",
+        "--checkpoint",
+        s(&setup.teacher),
+        "--sampler",
+        "ddim",
+        "--sigmas",
+        "80",
+        "--out",
+        s(&grid),
+    ]));
+    assert!(
+        err.contains("--sigmas sets the noise levels of --sampler consistency"),
+        "{err}"
+    );
+    let err = failed(&diffuse(&[
+        "train",
+        "--objective",
+        "consistency",
+        "--sde",
+        "ve",
+        "--out",
+        s(&ct),
+    ]));
+    assert!(err.contains("leave out --vae and --sde"), "{err}");
+}

@@ -1,0 +1,197 @@
+//! Progressive distillation (Salimans & Ho 2022): a student learns to take in one DDIM step what its teacher takes
+//! in two, and the student of one round is the teacher of the next, halving the step count each round.
+//!
+//! **The grid.** A student of `N` steps is sampled by deterministic DDIM on diffusers' `trailing` timesteps (the
+//! visits `t_k` of [`crate::schedule::timesteps`], from `T − 1` down; each step goes to `t − ⌊T/N⌋`, to `ᾱ = 1` below
+//! zero). Its teacher goes the same way in two DDIM steps through the midpoint `t − ⌊T/2N⌋` (the teacher's own
+//! `2N`-step trailing grid when `T` is divisible by `2N`, as `T = 1000` is for `N ≤ 4`; otherwise within one
+//! timestep of it).
+//!
+//! **The target.** One deterministic DDIM step from `x_t` (with `a = √ᾱ_t`, `s = √(1−ᾱ_t)`) to level `t″` with the
+//! clean-sample estimate `x̃` lands on `a″·x̃ + s″·(x_t − a·x̃)/s`. Setting this equal to the teacher's two-step
+//! result `x_t″` and solving for `x̃`:
+//!
+//! `x̃ = (x_t″ − (s″/s)·x_t) / (a″ − (s″/s)·a)`
+//!
+//! (`x̃ = x_t″` on the last step, where `a″ = 1`, `s″ = 0`). A student whose x̂0 is `x̃` reproduces the teacher's
+//! two steps exactly; its output target is `x̃` expressed in the run's prediction (ε, x0 or v) at `x_t`.
+//!
+//! **The weighting.** The paper's truncated-SNR loss, `max(‖x̃ − x̂0‖², ‖ε̃ − ε̂‖²) = max(SNR_t, 1)·‖x̃ − x̂0‖²`,
+//! written on the network output: `x̂0` is affine in the output with slope `c` (ε: `−s/a`, x0: 1, v: `−s`), so the
+//! weight of `‖target − output‖²` is `max(SNR_t, 1)·c²` ([`truncated_snr_weight`], which says what an ε student
+//! gets instead).
+//!
+//! The teacher's steps keep x̂0 in range as the run's scheduler config says (clipping, thresholding), and the student's
+//! DDIM scheduler carries the same setting.
+
+use crate::error::{Error, Result};
+use crate::sampler::{Condition, Denoiser, Prediction, X0Limit};
+use crate::schedule::{timesteps, NoiseSchedule, TimestepSpacing};
+use crate::train::target::{convert, scale_samples};
+use diffuse_tensor::Tensor;
+
+/// One student step: from timestep `t` through the teacher's midpoint `mid` to `next` (`None`: `ᾱ = 1`, the end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DistillStep {
+    pub t: usize,
+    pub mid: usize,
+    pub next: Option<usize>,
+}
+
+/// The steps of a student sampled with `student_steps` DDIM steps on the trailing grid of a `T`-step schedule.
+pub fn student_grid(num_train_timesteps: usize, student_steps: usize) -> Result<Vec<DistillStep>> {
+    let total = num_train_timesteps;
+    if student_steps == 0 || 2 * student_steps > total {
+        return Err(Error::train(
+            "steps",
+            format!(
+                "a student of {student_steps} steps needs a teacher of {} steps, more than the schedule's {total} \
+                 timesteps",
+                2 * student_steps
+            ),
+        ));
+    }
+    let stride = total / student_steps;
+    let half = total / (2 * student_steps);
+    Ok(
+        timesteps(TimestepSpacing::Trailing, total, student_steps, 0)?
+            .into_iter()
+            .map(|t| DistillStep {
+                t,
+                mid: t.saturating_sub(half),
+                next: t.checked_sub(stride),
+            })
+            .collect(),
+    )
+}
+
+/// `ᾱ` at `t`, 1 for `None` (diffusers' `set_alpha_to_one`).
+fn alpha_bar(schedule: &NoiseSchedule, t: Option<usize>) -> Result<f64> {
+    match t {
+        Some(t) => Ok(schedule.alpha_bar(t)?),
+        None => Ok(1.0),
+    }
+}
+
+/// One deterministic DDIM step per sample: sample `b` goes from `from[b]` to `to[b]` given the network output `out`
+/// (a `prediction`) at `x`: `√ᾱ′·x̂0 + √(1−ᾱ′)·ε̂`, with x̂0 (kept in range by `limit`, as the sampler does) and the
+/// network's ε̂ from the output.
+pub fn ddim_step(
+    schedule: &NoiseSchedule,
+    prediction: Prediction,
+    limit: X0Limit,
+    x: &Tensor,
+    out: &Tensor,
+    from: &[usize],
+    to: &[Option<usize>],
+) -> Result<Tensor> {
+    let n = from.len();
+    let (mut x0_x, mut x0_o, mut e_x, mut e_o) = (vec![], vec![], vec![], vec![]);
+    let (mut a_next, mut s_next) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (&t, &next) in from.iter().zip(to) {
+        let (ab, ab_next) = (schedule.alpha_bar(t)?, alpha_bar(schedule, next)?);
+        let (cx, co) = convert(prediction, Prediction::Sample, ab);
+        x0_x.push(cx as f32);
+        x0_o.push(co as f32);
+        let (cx, co) = convert(prediction, Prediction::Epsilon, ab);
+        e_x.push(cx as f32);
+        e_o.push(co as f32);
+        a_next.push(ab_next.sqrt() as f32);
+        s_next.push((1.0 - ab_next).sqrt() as f32);
+    }
+    let affine = |cx: &[f32], co: &[f32]| -> Result<Tensor> {
+        Ok(scale_samples(x, cx)?.add(&scale_samples(out, co)?)?)
+    };
+    let x0 = limit.apply(affine(&x0_x, &x0_o)?)?;
+    let eps = affine(&e_x, &e_o)?;
+    Ok(scale_samples(&x0, &a_next)?.add(&scale_samples(&eps, &s_next)?)?)
+}
+
+/// The teacher's two DDIM steps from `x_t` along each sample's step, as `x_t″`.
+pub fn teacher_two_steps(
+    teacher: &dyn Denoiser,
+    schedule: &NoiseSchedule,
+    limit: X0Limit,
+    x_t: &Tensor,
+    steps: &[DistillStep],
+    cond: Condition<'_>,
+) -> Result<Tensor> {
+    let prediction = teacher.prediction();
+    let from: Vec<usize> = steps.iter().map(|s| s.t).collect();
+    let mid: Vec<usize> = steps.iter().map(|s| s.mid).collect();
+    let next: Vec<Option<usize>> = steps.iter().map(|s| s.next).collect();
+    let teacher_at = |x: &Tensor, t: &[usize]| -> Result<Tensor> {
+        let t: Vec<f64> = t.iter().map(|&t| t as f64).collect();
+        let out = teacher.predict(x, &t, cond)?;
+        Ok(crate::sampler::prediction::ModelOutput::split(out, x)?.prediction)
+    };
+    let out = teacher_at(x_t, &from)?;
+    let mid_some: Vec<Option<usize>> = mid.iter().map(|&m| Some(m)).collect();
+    let x_mid = ddim_step(schedule, prediction, limit, x_t, &out, &from, &mid_some)?;
+    let out = teacher_at(&x_mid, &mid)?;
+    ddim_step(schedule, prediction, limit, &x_mid, &out, &mid, &next)
+}
+
+/// The clean-sample target `x̃ = (x_t″ − (s″/s)·x_t)/(a″ − (s″/s)·a)` that makes one DDIM step from `x_t` land on
+/// the teacher's `x_t″` (see the module documentation).
+pub fn x0_target(
+    schedule: &NoiseSchedule,
+    x_t: &Tensor,
+    x_next: &Tensor,
+    steps: &[DistillStep],
+) -> Result<Tensor> {
+    let mut c_next = Vec::with_capacity(steps.len());
+    let mut c_t = Vec::with_capacity(steps.len());
+    for step in steps {
+        let ab = schedule.alpha_bar(step.t)?;
+        let ab_next = alpha_bar(schedule, step.next)?;
+        let (a, s) = (ab.sqrt(), (1.0 - ab).sqrt());
+        let (a2, s2) = (ab_next.sqrt(), (1.0 - ab_next).sqrt());
+        let ratio = s2 / s;
+        let denominator = a2 - ratio * a;
+        if denominator <= 0.0 {
+            return Err(Error::train(
+                "schedule",
+                format!(
+                    "ᾱ does not increase from timestep {} to {:?}: no DDIM step to solve for",
+                    step.t, step.next
+                ),
+            ));
+        }
+        c_next.push((1.0 / denominator) as f32);
+        c_t.push((-ratio / denominator) as f32);
+    }
+    Ok(scale_samples(x_next, &c_next)?.add(&scale_samples(x_t, &c_t)?)?)
+}
+
+/// The target `x̃` written as the network output of a `prediction` model at `x_t`.
+pub fn output_target(
+    schedule: &NoiseSchedule,
+    prediction: Prediction,
+    x_t: &Tensor,
+    x0: &Tensor,
+    steps: &[DistillStep],
+) -> Result<Tensor> {
+    let mut cx = Vec::with_capacity(steps.len());
+    let mut c0 = Vec::with_capacity(steps.len());
+    for step in steps {
+        let (from_x, from_x0) =
+            convert(Prediction::Sample, prediction, schedule.alpha_bar(step.t)?);
+        cx.push(from_x as f32);
+        c0.push(from_x0 as f32);
+    }
+    Ok(scale_samples(x_t, &cx)?.add(&scale_samples(x0, &c0)?)?)
+}
+
+/// The truncated-SNR weight of the squared output error at `ᾱ`: `max(SNR, 1)·c²` with `c = ∂x̂0/∂output`, for x0
+/// and v students. For an ε student this is `max(1, 1/SNR)`, unbounded at the trailing grid's first timestep (`1/SNR ≈
+/// 4·10⁸` at `t = 999` of the cosine schedule), which is the paper's reason to distil x- or v-models; an ε student's
+/// error is weighted 1 everywhere instead (the paper's weight wherever `SNR ≥ 1`).
+pub fn truncated_snr_weight(prediction: Prediction, alpha_bar: f64) -> f64 {
+    if prediction == Prediction::Epsilon {
+        return 1.0;
+    }
+    let snr = alpha_bar / (1.0 - alpha_bar);
+    let (_, slope) = convert(prediction, Prediction::Sample, alpha_bar);
+    snr.max(1.0) * slope * slope
+}

@@ -1,0 +1,572 @@
+//! Progressive distillation and consistency models against exact answers: the distillation target on the exact
+//! Gaussian-mixture denoiser, the consistency parameterisation's boundary condition, and the closed-form consistency
+//! function of Gaussian data.
+
+use diffuse_diffusion::distill::consistency::{
+    check_sampling_sigmas, denoised, NetworkDenoiser, SigmaDenoise,
+};
+use diffuse_diffusion::distill::progressive::{
+    output_target, student_grid, teacher_two_steps, truncated_snr_weight, x0_target, DistillStep,
+};
+use diffuse_diffusion::distill::{
+    check_halvings, consistency_sample, consistency_sample_from, default_sampling_sigmas,
+    ConsistencyFunction, ConsistencyParam, Curriculum, NetworkConsistency, OdeSolver,
+};
+use diffuse_diffusion::sampler::sigmas::{timestep_to_sigma, training_sigmas};
+use diffuse_diffusion::sampler::{
+    Condition, Ddim, Denoiser, Prediction, Sampler, SamplerOptions, X0Limit,
+};
+use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
+use diffuse_diffusion::Result;
+use diffuse_tensor::{Device, Tensor};
+
+const DIM: usize = 2;
+
+fn linear_schedule() -> NoiseSchedule {
+    NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02, false).unwrap()
+}
+
+fn f64s(x: &Tensor) -> Vec<f64> {
+    x.to_vec().unwrap().into_iter().map(f64::from).collect()
+}
+
+/// The exact denoiser of a two-component Gaussian mixture in 2-D under the VP process (as in `samplers.rs`): the
+/// marginal at ᾱ is Σ π_k N(√ᾱ μ_k, (ᾱ s_k² + 1 − ᾱ) I), and the optimal ε is √(1−ᾱ) Σ w_k (x − √ᾱ μ_k)/v_k.
+struct Mixture {
+    sigmas: Vec<f64>,
+    target: Prediction,
+}
+
+impl Mixture {
+    const WEIGHTS: [f64; 2] = [0.3, 0.7];
+    const MEANS: [[f64; DIM]; 2] = [[-1.0, 0.5], [0.8, -0.4]];
+    const STDS: [f64; 2] = [0.3, 0.5];
+
+    fn new(schedule: &NoiseSchedule, target: Prediction) -> Self {
+        Self {
+            sigmas: training_sigmas(schedule).unwrap(),
+            target,
+        }
+    }
+
+    fn optimal(&self, x: &[f64], ab: f64) -> [f64; DIM] {
+        let v: Vec<f64> = Self::STDS.iter().map(|s| ab * s * s + 1.0 - ab).collect();
+        let log_w: Vec<f64> = (0..2)
+            .map(|k| {
+                let r2: f64 = (0..DIM)
+                    .map(|d| (x[d] - ab.sqrt() * Self::MEANS[k][d]).powi(2))
+                    .sum();
+                Self::WEIGHTS[k].ln() - 0.5 * DIM as f64 * v[k].ln() - 0.5 * r2 / v[k]
+            })
+            .collect();
+        let top = log_w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = log_w.iter().map(|l| (l - top).exp()).sum();
+        let mut eps = [0.0; DIM];
+        for k in 0..2 {
+            let w = (log_w[k] - top).exp() / total;
+            for d in 0..DIM {
+                eps[d] += (1.0 - ab).sqrt() * w * (x[d] - ab.sqrt() * Self::MEANS[k][d]) / v[k];
+            }
+        }
+        let x0: [f64; DIM] =
+            std::array::from_fn(|d| (x[d] - (1.0 - ab).sqrt() * eps[d]) / ab.sqrt());
+        match self.target {
+            Prediction::Epsilon => eps,
+            Prediction::Sample => x0,
+            Prediction::VPrediction => {
+                std::array::from_fn(|d| ab.sqrt() * eps[d] - (1.0 - ab).sqrt() * x0[d])
+            }
+        }
+    }
+}
+
+impl Denoiser for Mixture {
+    fn predict(&self, x_t: &Tensor, t: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
+        let x = f64s(x_t);
+        let out: Vec<f32> = x
+            .chunks(DIM)
+            .zip(t)
+            .flat_map(|(x, &t)| {
+                let sigma = timestep_to_sigma(&self.sigmas, t);
+                self.optimal(x, 1.0 / (1.0 + sigma * sigma))
+            })
+            .map(|v| v as f32)
+            .collect();
+        Ok(Tensor::from_vec(out, x_t.shape(), x_t.device())?)
+    }
+    fn prediction(&self) -> Prediction {
+        self.target
+    }
+}
+
+/// A student that outputs, at each of its grid's timesteps, the distillation target computed from the teacher: a
+/// student that has learned its target exactly.
+struct ExactStudent<'a> {
+    teacher: &'a Mixture,
+    schedule: &'a NoiseSchedule,
+    grid: Vec<DistillStep>,
+}
+
+impl Denoiser for ExactStudent<'_> {
+    fn predict(&self, x_t: &Tensor, t: &[f64], cond: Condition<'_>) -> Result<Tensor> {
+        let steps: Vec<DistillStep> = t
+            .iter()
+            .map(|&t| {
+                *self
+                    .grid
+                    .iter()
+                    .find(|s| s.t as f64 == t)
+                    .expect("a grid timestep")
+            })
+            .collect();
+        let x_next = teacher_two_steps(
+            self.teacher,
+            self.schedule,
+            X0Limit::default(),
+            x_t,
+            &steps,
+            cond,
+        )?;
+        let x0 = x0_target(self.schedule, x_t, &x_next, &steps)?;
+        output_target(self.schedule, self.teacher.target, x_t, &x0, &steps)
+    }
+    fn prediction(&self) -> Prediction {
+        self.teacher.target
+    }
+}
+
+fn ddim_run(
+    model: &dyn Denoiser,
+    schedule: &NoiseSchedule,
+    steps: usize,
+    noise: &Tensor,
+) -> Vec<f64> {
+    let options = SamplerOptions {
+        steps,
+        spacing: TimestepSpacing::Trailing,
+        ..SamplerOptions::default()
+    };
+    f64s(
+        &Sampler::Ddim(Ddim::default())
+            .sample_from(model, schedule, &options, noise, Condition::NONE)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn the_distillation_target_takes_two_ddim_teacher_steps_in_one() {
+    let schedule = linear_schedule();
+    let noise = Tensor::randn(&[64, DIM], 5, 0, Device::Cpu).unwrap();
+    for target in [
+        Prediction::Epsilon,
+        Prediction::Sample,
+        Prediction::VPrediction,
+    ] {
+        let teacher = Mixture::new(&schedule, target);
+        for student_steps in [1, 2, 4] {
+            let student = ExactStudent {
+                teacher: &teacher,
+                schedule: &schedule,
+                grid: student_grid(1000, student_steps).unwrap(),
+            };
+            // The library's own DDIM sampler runs both: the teacher with 2N steps, the student with N.
+            let want = ddim_run(&teacher, &schedule, 2 * student_steps, &noise);
+            let got = ddim_run(&student, &schedule, student_steps, &noise);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                // f32 throughout; solving for x̃ divides by a″ − (s″/s)·a, which is ≥ √ᾱ_249 ≈ 0.68 on this grid
+                // except on the first step, where a = √ᾱ_999 = 0.006 makes it ≈ a″; O(1) values: 1e-4 absolute is
+                // a few hundred f32 roundings.
+                assert!(
+                    (g - w).abs() < 1e-4 * (1.0 + w.abs()),
+                    "{target:?}, {student_steps} student steps, element {i}: student {g}, teacher {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_student_grid_nests_in_the_teachers() {
+    // T = 1000: the 4-step student's steps 999→749→499→249→end, each through the 8-step teacher's midpoint.
+    let grid = student_grid(1000, 4).unwrap();
+    let t: Vec<(usize, usize, Option<usize>)> = grid.iter().map(|s| (s.t, s.mid, s.next)).collect();
+    assert_eq!(
+        t,
+        vec![
+            (999, 874, Some(749)),
+            (749, 624, Some(499)),
+            (499, 374, Some(249)),
+            (249, 124, None)
+        ]
+    );
+    let err = student_grid(1000, 600).unwrap_err().to_string();
+    assert!(err.contains("1200 steps"), "{err}");
+}
+
+#[test]
+fn the_truncated_snr_weight_is_max_snr_1_on_x0() {
+    for ab in [0.001, 0.3, 0.5, 0.9, 0.999] {
+        let snr: f64 = ab / (1.0 - ab);
+        // x0: max(SNR, 1); v: x̂0 = a·x − s·v, so max(SNR, 1)·(1 − ᾱ).
+        assert!(
+            (truncated_snr_weight(Prediction::Sample, ab) - snr.max(1.0)).abs()
+                < 1e-12 * snr.max(1.0)
+        );
+        let v = snr.max(1.0) * (1.0 - ab);
+        assert!((truncated_snr_weight(Prediction::VPrediction, ab) - v).abs() < 1e-12);
+        assert_eq!(truncated_snr_weight(Prediction::Epsilon, ab), 1.0);
+    }
+}
+
+#[test]
+fn progressive_step_counts_must_halve_to_a_power_of_two() {
+    let err = check_halvings(64, 3, 1000).unwrap_err().to_string();
+    assert!(
+        err.contains("--to-steps") && err.contains("power of two"),
+        "{err}"
+    );
+    let err = check_halvings(64, 64, 1000).unwrap_err().to_string();
+    assert!(err.contains("below the teacher's 64"), "{err}");
+    let err = check_halvings(48, 4, 1000).unwrap_err().to_string();
+    assert!(
+        err.contains("--teacher-steps") && err.contains("48"),
+        "{err}"
+    );
+    let err = check_halvings(2048, 4, 1000).unwrap_err().to_string();
+    assert!(err.contains("1000 timesteps"), "{err}");
+    check_halvings(64, 1, 1000).unwrap();
+}
+
+// ---- consistency models ----------------------------------------------------------------------------------------
+
+/// A network that outputs huge values whatever it is asked: the boundary condition must not let them through.
+struct Wild(Prediction);
+
+impl Denoiser for Wild {
+    fn predict(&self, x_t: &Tensor, _t: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
+        Ok(x_t.affine(-3e3, 7e2)?)
+    }
+    fn prediction(&self) -> Prediction {
+        self.0
+    }
+}
+
+#[test]
+fn the_consistency_function_is_the_identity_at_sigma_min_exactly() {
+    let schedule =
+        NoiseSchedule::new(BetaSchedule::SquaredcosCapV2, 1000, 1e-4, 0.02, false).unwrap();
+    let x = Tensor::randn(&[5, 1, 3, 4], 9, 0, Device::Cpu).unwrap();
+    for prediction in [
+        Prediction::Epsilon,
+        Prediction::Sample,
+        Prediction::VPrediction,
+    ] {
+        let model = Wild(prediction);
+        let f = NetworkConsistency::new(&model, &schedule).unwrap();
+        let sigma_min = f.param().sigma_min;
+        let out = f.apply(&x, &[sigma_min; 5], Condition::NONE).unwrap();
+        assert_eq!(out.to_vec().unwrap(), x.to_vec().unwrap(), "{prediction:?}");
+        // Just above σ_min the network already counts.
+        let out = f.apply(&x, &[sigma_min * 1.5; 5], Condition::NONE).unwrap();
+        assert_ne!(out.to_vec().unwrap(), x.to_vec().unwrap());
+        // Below σ_min is refused.
+        let err = f
+            .apply(&x, &[sigma_min * 0.5; 5], Condition::NONE)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outside"), "{err}");
+    }
+}
+
+#[test]
+fn the_parameterisation_has_the_papers_coefficients() {
+    let param = ConsistencyParam {
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+        sigma_data: 0.5,
+    };
+    for sigma in [0.002, 0.01, 0.5, 3.0, 80.0] {
+        // For an x0 network f = A·x + B·D; with D = c_skip^D x + c_out^D F that is c_skip x + c_out F.
+        let (a, b) = param.coefficients(Prediction::Sample, sigma).unwrap();
+        let d2: f64 = 0.25;
+        let (skip_d, out_d) = (
+            d2 / (sigma * sigma + d2),
+            sigma * 0.5 / (sigma * sigma + d2).sqrt(),
+        );
+        let c_skip = d2 / ((sigma - 0.002_f64).powi(2) + d2);
+        let c_out = (sigma - 0.002) * 0.5 / (sigma * sigma + d2).sqrt();
+        assert!((a + b * skip_d - c_skip).abs() < 1e-12, "σ = {sigma}");
+        assert!((b * out_d - c_out).abs() < 1e-12, "σ = {sigma}");
+    }
+}
+
+/// Gaussian data N(μ, s²) per coordinate: in the σ-view the marginal is N(μ, s² + σ²), the denoiser
+/// `D(x, σ) = μ + s²/(s² + σ²)·(x − μ)`, and the probability-flow ODE `dx/dσ = (x − D)/σ = σ(x − μ)/(s² + σ²)` keeps
+/// `(x − μ)/√(s² + σ²)` constant, so the consistency function is `f(x, σ) = μ + (x − μ)·√(s² + σ_min²)/√(s² + σ²)`.
+struct Gaussian {
+    mean: f64,
+    std: f64,
+    param: ConsistencyParam,
+}
+
+impl Gaussian {
+    fn new() -> Self {
+        Self {
+            mean: 0.3,
+            std: 0.5,
+            param: ConsistencyParam {
+                sigma_min: 0.002,
+                sigma_max: 80.0,
+                sigma_data: 0.5,
+            },
+        }
+    }
+
+    fn map(&self, x: &Tensor, sigmas: &[f64], scale: impl Fn(f64) -> f64) -> Tensor {
+        let per = x.numel() / sigmas.len();
+        let out: Vec<f32> = f64s(x)
+            .chunks(per)
+            .zip(sigmas)
+            .flat_map(|(xs, &s)| {
+                let k = scale(s);
+                xs.iter()
+                    .map(move |&x| (self.mean + (x - self.mean) * k) as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Tensor::from_vec(out, x.shape(), x.device()).unwrap()
+    }
+
+    /// The exact flow from σ to σ′.
+    fn flow(&self, x: &Tensor, from: &[f64], to: &[f64]) -> Tensor {
+        let s2 = self.std * self.std;
+        let ratios: Vec<f64> = from
+            .iter()
+            .zip(to)
+            .map(|(f, t)| ((s2 + t * t) / (s2 + f * f)).sqrt())
+            .collect();
+        let per = x.numel() / from.len();
+        let out: Vec<f32> = f64s(x)
+            .chunks(per)
+            .zip(&ratios)
+            .flat_map(|(xs, &k)| {
+                xs.iter()
+                    .map(move |&x| (self.mean + (x - self.mean) * k) as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Tensor::from_vec(out, x.shape(), x.device()).unwrap()
+    }
+}
+
+impl ConsistencyFunction for Gaussian {
+    fn apply(&self, x: &Tensor, sigmas: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
+        let s2 = self.std * self.std;
+        let m = self.param.sigma_min;
+        Ok(self.map(x, sigmas, |s| ((s2 + m * m) / (s2 + s * s)).sqrt()))
+    }
+    fn param(&self) -> ConsistencyParam {
+        self.param
+    }
+}
+
+impl SigmaDenoise for Gaussian {
+    fn denoise(&self, x: &Tensor, sigmas: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
+        let s2 = self.std * self.std;
+        Ok(self.map(x, sigmas, |s| s2 / (s2 + s * s)))
+    }
+}
+
+/// The largest |f(x_{n+1}, σ_{n+1}) − f(x̂_n, σ_n)| over a batch on a pair of adjacent levels, with `x̂_n` from `step`.
+fn consistency_gap(
+    g: &Gaussian,
+    sigma: f64,
+    sigma_next: f64,
+    step: impl Fn(&Tensor, &[f64], &[f64]) -> Tensor,
+) -> f64 {
+    let b = 256;
+    let x0 = Tensor::randn(&[b, 1], 1, 0, Device::Cpu)
+        .unwrap()
+        .affine(g.std as f32, g.mean as f32)
+        .unwrap();
+    let z = Tensor::randn(&[b, 1], 2, 0, Device::Cpu).unwrap();
+    let x_next = x0.add(&z.mul_scalar(sigma_next as f32).unwrap()).unwrap();
+    let (from, to) = (vec![sigma_next; b], vec![sigma; b]);
+    let x_hat = step(&x_next, &from, &to);
+    let a = f64s(&g.apply(&x_next, &from, Condition::NONE).unwrap());
+    let c = f64s(&g.apply(&x_hat, &to, Condition::NONE).unwrap());
+    a.iter()
+        .zip(&c)
+        .map(|(a, c)| (a - c).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn the_exact_consistency_function_has_zero_consistency_loss() {
+    let g = Gaussian::new();
+    let levels = g.param.levels(18).unwrap();
+    for pair in levels.windows(2) {
+        let gap = consistency_gap(&g, pair[0], pair[1], |x, f, t| g.flow(x, f, t));
+        // Only f32 rounding of O(σ_max) values: 80 · 2⁻²³ ≈ 1e-5.
+        assert!(gap < 2e-5, "levels {pair:?}: {gap}");
+    }
+}
+
+#[test]
+fn the_teachers_ode_step_converges_at_its_order() {
+    // On the exact denoiser, the consistency loss against the exact f is the ODE step's local error: O(h²) for the
+    // Euler/DDIM step, O(h³) for Heun. Halving the gap must divide it by about 4 and 8.
+    let g = Gaussian::new();
+    let gap = |solver: OdeSolver, h: f64| {
+        consistency_gap(&g, 1.0, 1.0 + h, |x, f, t| {
+            solver.step(&g, x, f, t, Condition::NONE).unwrap()
+        })
+    };
+    for (solver, order) in [(OdeSolver::Ddim, 2.0), (OdeSolver::Heun, 3.0)] {
+        let (coarse, fine) = (gap(solver, 0.2), gap(solver, 0.1));
+        let ratio = (coarse / fine).log2();
+        eprintln!("{solver:?}: gaps {coarse} → {fine}, order {ratio}");
+        assert!(
+            (ratio - order).abs() < 0.3,
+            "{solver:?}: gaps {coarse} → {fine}, order {ratio}"
+        );
+    }
+}
+
+fn sample_moments(x: &[f64]) -> (f64, f64, f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let m2 = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    let m4 = x.iter().map(|v| (v - mean).powi(4)).sum::<f64>() / n;
+    (mean, m2, (m2 / n).sqrt(), ((m4 - m2 * m2) / n).sqrt())
+}
+
+#[test]
+fn consistency_samples_of_the_exact_function_have_the_datas_moments() {
+    let g = Gaussian::new();
+    let (s2, m2) = (g.std * g.std, g.param.sigma_min.powi(2));
+    let n = 20_000;
+    // One step: x = σ_max z mapped by f: variance σ_max²·(s² + σ_min²)/(s² + σ_max²).
+    let one = consistency_sample(
+        &g,
+        &[80.0],
+        X0Limit::default(),
+        &[n, 1],
+        3,
+        Device::Cpu,
+        Condition::NONE,
+    )
+    .unwrap();
+    let var_one = 6400.0 * (s2 + m2) / (s2 + 6400.0);
+    // Two steps through τ = 0.8: the first result plus √(τ² − σ_min²) z, mapped from τ.
+    let two = consistency_sample(
+        &g,
+        &[80.0, 0.8],
+        X0Limit::default(),
+        &[n, 1],
+        3,
+        Device::Cpu,
+        Condition::NONE,
+    )
+    .unwrap();
+    let var_two = (var_one + 0.64 - m2) * (s2 + m2) / (s2 + 0.64);
+    for (label, x, var) in [("1 step", one, var_one), ("2 steps", two, var_two)] {
+        let (mean, v, se_mean, se_var) = sample_moments(&f64s(&x));
+        assert!(
+            (mean - g.mean).abs() < 4.0 * se_mean,
+            "{label}: mean {mean}"
+        );
+        assert!(
+            (v - var).abs() < 4.0 * se_var,
+            "{label}: variance {v}, want {var}"
+        );
+        assert!(
+            (var - s2).abs() < 1e-4,
+            "{label}: the exact variance {var} is the data's"
+        );
+    }
+}
+
+#[test]
+fn sampling_levels_are_checked_and_default_to_the_karras_ramp() {
+    let g = Gaussian::new();
+    let noise = Tensor::randn(&[2, 1], 0, 0, Device::Cpu).unwrap();
+    for (sigmas, want) in [
+        (vec![], "at least one"),
+        (vec![80.0, 90.0], "outside"),
+        (vec![80.0, 0.001], "outside"),
+        (vec![2.0, 3.0], "must decrease"),
+    ] {
+        let err =
+            consistency_sample_from(&g, &sigmas, X0Limit::default(), &noise, 0, Condition::NONE)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains(want), "{sigmas:?}: {err}");
+    }
+    let sigmas = default_sampling_sigmas(&g.param, 4).unwrap();
+    assert_eq!(sigmas.len(), 4);
+    assert_eq!(sigmas[0], 80.0);
+    check_sampling_sigmas(&sigmas, &g.param).unwrap();
+}
+
+#[test]
+fn the_network_view_denoises_exactly_for_every_prediction() {
+    // The σ-view denoiser of the VP mixture network is D(x, σ) = E[x0 | x0 + σε = x], whatever the network predicts.
+    let schedule = linear_schedule();
+    let x = Tensor::randn(&[6, DIM], 4, 0, Device::Cpu)
+        .unwrap()
+        .mul_scalar(2.0)
+        .unwrap();
+    let sigmas = [0.05, 0.3, 1.0, 2.5, 7.0, 40.0];
+    let reference = {
+        let m = Mixture::new(&schedule, Prediction::Sample);
+        f64s(&denoised(&m, &m.sigmas, &x, &sigmas, Condition::NONE).unwrap())
+    };
+    for prediction in [Prediction::Epsilon, Prediction::VPrediction] {
+        let m = Mixture::new(&schedule, prediction);
+        let d = NetworkDenoiser {
+            model: &m,
+            training_sigmas: m.sigmas.clone(),
+        };
+        let got = f64s(&d.denoise(&x, &sigmas, Condition::NONE).unwrap());
+        for (i, (g, w)) in got.iter().zip(&reference).enumerate() {
+            // ε at σ = 40 multiplies the network's f32 output by 40: 1e-4 relative to σ·|x|.
+            assert!(
+                (g - w).abs() < 1e-5 * (1.0 + 40.0 * w.abs()),
+                "{prediction:?} element {i}: {g} vs {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_curriculum_doubles_the_levels_in_equal_stages() {
+    let c = Curriculum::default();
+    // log2(1280/10) + 1 = 8 stages of K/8 steps: 11, 21, 41, … 1281.
+    let total = 800;
+    let levels: Vec<usize> = (0..8).map(|stage| c.levels(stage * 100, total)).collect();
+    assert_eq!(levels, vec![11, 21, 41, 81, 161, 321, 641, 1281]);
+    assert_eq!(c.levels(799, total), 1281);
+    let param = ConsistencyParam {
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+        sigma_data: 0.5,
+    };
+    let grid = param.levels(11).unwrap();
+    let p = c.pair_probabilities(&grid);
+    assert_eq!(p.len(), 10);
+    assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    // The log-normal's mode e^{-1.1} ≈ 0.33 lies in the most likely pair.
+    let best = p
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0;
+    assert!(
+        grid[best] < 0.6 && grid[best + 1] > 0.2,
+        "pair {best}: {} – {}",
+        grid[best],
+        grid[best + 1]
+    );
+}
