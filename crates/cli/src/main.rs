@@ -1,16 +1,20 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
+mod datasets;
 mod device;
 mod devices;
 mod eval;
 mod eval_table;
 mod files;
+mod fit_config;
 mod forward;
 mod grid;
 mod info;
 mod interrupt;
 mod latent;
+mod memory_check;
 mod nll;
+mod numbers;
 mod plots;
 mod precision;
 mod sample;

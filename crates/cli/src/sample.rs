@@ -10,6 +10,7 @@
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
+use crate::numbers::finite_f64;
 use crate::sampling::{draw_with, GridRequest, SamplerArgs};
 use crate::score::{
     any_sampler, refuse_discrete_options, AnySampler, ScoreArgs, ScoreRequest, ScoreView,
@@ -39,7 +40,7 @@ pub struct SampleArgs {
     #[command(flatten)]
     score: ScoreArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 1.0)]
     guidance: f64,
     #[command(flatten)]
     device: DeviceArgs,
@@ -205,6 +206,22 @@ fn save_grid(images: &Tensor, columns: usize, path: &Path) -> Result<(), String>
     .save(path)
 }
 
+/// Refuses a tensor file (given as `flag`) that holds NaN or infinity: it would make every sample NaN without a word.
+fn check_finite(tensor: &Tensor, flag: &str, path: &Path) -> Result<(), String> {
+    let values = tensor.to_vec().map_err(|e| e.to_string())?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(first) => Err(format!(
+            "{flag} {}: {bad} of its {} values are not finite (NaN or infinity), the first at flat index {first} \
+             ({}); every sample they reach would be NaN",
+            path.display(),
+            values.len(),
+            values[first]
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run(args: &SampleArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
     let weights = if args.ema {
@@ -261,23 +278,29 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     let init = match args.init_noise.as_deref() {
         Some(path) => {
             let noise = read_tensor(path)?;
-            if noise.shape().first() != Some(&total) {
+            let config = model.config();
+            let (h, w) = config.sample_size().unwrap_or((28, 28));
+            let expected = [total, config.in_channels(), h, w];
+            if noise.shape() != expected {
                 return Err(format!(
-                    "{}: holds latents of shape {:?}, but {total} samples are asked for (--count, --class)",
+                    "--init-noise {}: shape mismatch: the file holds latents of shape {:?}, the model samples {:?}                      ({total} samples from --count and --class, each in_channels × sample_size of {})",
                     path.display(),
-                    noise.shape()
+                    noise.shape(),
+                    expected,
+                    denoiser_dir.display()
                 ));
             }
+            check_finite(&noise, "--init-noise", path)?;
             Some(noise.to_device(model.device()).map_err(|e| e.to_string())?)
         }
         None => None,
     };
     let step_noise = match args.noise.as_deref() {
-        Some(path) => Some(
-            read_tensor(path)?
-                .to_device(model.device())
-                .map_err(|e| e.to_string())?,
-        ),
+        Some(path) => {
+            let noise = read_tensor(path)?;
+            check_finite(&noise, "--noise", path)?;
+            Some(noise.to_device(model.device()).map_err(|e| e.to_string())?)
+        }
         None => None,
     };
     let mut frames = Vec::new();
