@@ -147,9 +147,20 @@ def backward_kernels(dev):
             return torch.ops.aten.convolution_backward(dy, x, w, [out_channels], [stride, stride], [1, 1], [1, 1],
                                                        False, [0, 0], 1, mask)
 
+        # bf16: cuDNN on bf16 tensors (f32 accumulation; the casts are done beforehand and not timed, while diffuse's
+        # bf16 passes round their f32 operands inside the timed call)
+        x16, w16, b16, dy16 = x.bfloat16(), w.bfloat16(), b.bfloat16(), dy.bfloat16()
+
+        def backward16(mask):
+            return torch.ops.aten.convolution_backward(dy16, x16, w16, [out_channels], [stride, stride], [1, 1],
+                                                       [1, 1], False, [0, 0], 1, mask)
+
         for pass_name, work in [("fwd", lambda: F.conv2d(x, w, b, stride=stride, padding=1)),
                                 ("bwd-in", lambda: backward([True, False, False])),
-                                ("bwd-w", lambda: backward([False, True, True]))]:
+                                ("bwd-w", lambda: backward([False, True, True])),
+                                ("bf16 fwd", lambda: F.conv2d(x16, w16, b16, stride=stride, padding=1)),
+                                ("bf16 bwd-in", lambda: backward16([True, False, False])),
+                                ("bf16 bwd-w", lambda: backward16([False, True, True]))]:
             ms = median_ms(work)
             print(f"{'conv ' + pass_name + ' ' + name:<22} {label:<26} {ms:>9.3} ms {flop / ms / 1e9:>9.2f} TFLOP/s")
 

@@ -32,6 +32,7 @@ TARGETS = {
     "gemm_bf16": ("peer", 0.70),
     "conv fwd": ("peer", 0.70),
     "conv bwd": ("peer", 0.70),
+    "conv bf16": ("peer", 0.70),
     "attention_forward": ("peer", 0.70),
     "attention fwd": ("peer", 0.70),
     "attention bwd": ("peer", 0.50),

@@ -31,11 +31,17 @@ rounding moves the loss by far more.
 A non-finite GPU loss, or steps skipped on one device and not the other, fail outright.
 
 With --bf16 the two CUDA runs differ by design: bf16 rounds the operands of every matrix product (the time
-embedding's MLP, each ResNet block's time projection, the attention projections; the convolutions stay f32) to
-8 significant bits, 2^-9 relative each. Two checks:
-- step 0 (same weights) within 2e-2 relative: each product is off by at most 2^-8 of its magnitude sum, and the
-  longest chain of products from input to loss (time MLP 2, time projection 1, attention in and out 2) is five
-  deep: 5 * 2^-8 = 2e-2 in the worst case;
+embedding's MLP, each ResNet block's time projection, the attention projections) and of every convolution (all of
+fashion-small's are ungrouped) to 8 significant bits, 2^-9 relative each. Two checks:
+- step 0 (same weights) within 5e-2 relative. Each product is off by at most 2^-8 of its magnitude sum, and the
+  longest chain of products from input to loss is now some 36 deep (conv_in; two convolutions per ResNet block, 11
+  blocks on the way down, through the middle and up; the two downsamplers and two upsamplers; the attention in and
+  out projections of 4 attention layers; conv_out). Added up as worst cases that is 36 * 2^-8 = 0.14 on the
+  network's output, a bound that says nothing; but the roundings of different layers are independent and of either
+  sign, and every convolution is followed by a group norm that removes any common scale, so they add like a random
+  walk: sqrt(36) * 2^-8 = 2.3e-2 on the output, and a mean squared error moves by at most 2r + r^2 of itself for a
+  relative output error r: 4.8e-2. The threshold rests on that model, not on a proof; a broken convolution (a wrong
+  tap, a transposed operand) moves the loss by far more;
 - the mean loss of the last 50 steps within 5% of the f32 run's: by then the two trajectories have parted by far
   more than rounding (each bf16 step perturbs the update about 2^-9, ten thousand times the control's one ulp), so
   only the level the training reached is compared. The loss falls from about 0.84 to about 0.05 over these 200
@@ -108,7 +114,7 @@ def compare(cuda, cpu, control):
     return passed, lines
 
 
-BF16_STEP0 = 2e-2
+BF16_STEP0 = 5e-2
 BF16_LAST_MEAN = 5e-2
 LAST = 50
 

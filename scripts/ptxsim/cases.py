@@ -187,6 +187,29 @@ def conv_out(h, w, kh, kw, s, p, d):
     return (h + 2 * p - d * (kh - 1) - 1) // s + 1, (w + 2 * p - d * (kw - 1) - 1) // s + 1
 
 
+@case('conv2d_bf16.ptx', 'im2col_bf16', 'col2im')
+def conv2d_bf16(k):
+    # the bf16 convolution's gathers as conv_bf16.rs launches them, on a stride-2, padding-2, dilation-2 3x3 over
+    # 2 x 3 x 9 x 8 (taps reaching outside on both sides, Q = 2 x 4 x 4 = 32, K = 27 padded to 32): col [32, 32] on
+    # a grid of 3 block rows (the row loop wraps), col^T [32, 32] on 5, and dY [3, 32] (the 1x1 gather of dy); a
+    # [1, 1200] matrix whose 600 pairs take two 256-thread blocks and wrap; then col2im folding a [27, 32 + 8] column
+    # gradient (a row stride past the width) over 432 elements on one block (the grid-stride loop wraps)
+    bn, c, h, w, kh, kw, s, p, d = 2, 3, 9, 8, 3, 3, 2, 2, 2
+    oh, ow = conv_out(h, w, kh, kw, s, p, d)
+    geo = [bn, c, h, w, kh, kw, s, p, d, oh, ow]
+    kk, q = c * kh * kw, bn * oh * ow
+    k8, q8 = (kk + 7) // 8 * 8, (q + 7) // 8 * 8
+    x = k.f32(bn * c * h * w)
+    k.launch('im2col_bf16', (1, 3, 1), [k.out(2 * k8 * q8), x, k8, q8, 0] + geo)
+    k.launch('im2col_bf16', (1, 5, 1), [k.out(2 * q8 * k8), x, q8, k8, 1] + geo)
+    oc = 3
+    k.launch('im2col_bf16', (1, 2, 1), [k.out(2 * oc * q8), k.f32(bn * oc * oh * ow), oc, q8, 0,
+                                        bn, oc, oh, ow, 1, 1, 1, 0, 1, oh, ow])
+    k.launch('im2col_bf16', (2, 1, 1), [k.out(2 * 1200), k.f32(1200), 1, 1200, 0, 1, 1, 30, 40, 1, 1, 1, 0, 1, 30, 40])
+    ld = q8 + 8
+    k.launch('col2im', (1, 1, 1), [k.out(4 * bn * c * h * w), k.f32(kk * ld), ld] + geo)
+
+
 @case('conv2d.ptx', 'conv2d_forward')
 def conv2d(k):
     # (batch, C, H, W, OC, KH, KW, stride, pad, dil, groups, bias): stride 2 with dilation 2 and groups, no bias (a

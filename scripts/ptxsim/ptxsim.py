@@ -396,7 +396,7 @@ def exec_func(mod, func, args, ret_buf, env, mem, shared):
 
     # the special registers read like ordinary ones
     regs.update({'%tid.x': env['tid'], '%ntid.x': env['ntid'], '%ctaid.x': env['ctaid'][0], '%ctaid.y': env['ctaid'][1],
-                 '%ctaid.z': env['ctaid'][2], '%nctaid.x': env['nctaid'][0]})
+                 '%ctaid.z': env['ctaid'][2], '%nctaid.x': env['nctaid'][0], '%nctaid.y': env['nctaid'][1]})
 
     def val(op, ty):
         """operand -> bits (ints) for ty"""

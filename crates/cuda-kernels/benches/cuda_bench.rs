@@ -17,6 +17,9 @@ use diffuse_cuda_kernels::attention::{attention_forward, AttentionShape};
 use diffuse_cuda_kernels::attention_backward::attention_backward;
 use diffuse_cuda_kernels::conv::{conv2d_forward, Conv2dShape};
 use diffuse_cuda_kernels::conv_backward::{conv2d_backward_input, conv2d_backward_weight};
+use diffuse_cuda_kernels::conv_bf16::{
+    conv2d_backward_input_bf16, conv2d_backward_weight_bf16, conv2d_forward_bf16, Plan,
+};
 use diffuse_cuda_kernels::elementwise::{binary, copy_strided, unary, BinaryOp, Operand, UnaryOp};
 use diffuse_cuda_kernels::gemm::{gemm_bf16, sgemm, MatrixLayout};
 use diffuse_cuda_kernels::group_norm::{group_norm_forward, GroupNormShape};
@@ -343,7 +346,8 @@ fn run(gpu: &Gpu) -> Result<()> {
 }
 
 /// The U-Net's convolutions at batch 128 (fashion-base's 3x3 levels and stride-2 downsampler, ddpm-cifar10's first
-/// two levels): forward, backward to the input, backward to the weight (with bias), as `name [B,C,H,W]->OC`.
+/// two levels): forward, backward to the input, backward to the weight (with bias), as `name [B,C,H,W]->OC`, in f32
+/// and in bf16 (`conv bf16 ...`).
 const UNET_CONVS: [(&str, usize, usize, usize, usize, usize); 5] = [
     ("fashion 3x3", 128, 64, 28, 64, 1),
     ("fashion 3x3", 128, 128, 14, 128, 1),
@@ -409,6 +413,41 @@ fn backward_kernels(gpu: &Gpu) -> Result<()> {
             "bwd-w",
             median_ms(gpu, || {
                 conv2d_backward_weight(gpu, &s, &x, &y, &mut dw, Some(&mut db))
+            })?,
+        );
+        // the same passes in bf16 (conv_bf16: pack / im2col_bf16, gemm_bf16, col2im), f32 in and out
+        let plan = Plan::new("bench", &s)?;
+        report(
+            "bf16 fwd",
+            median_ms(gpu, || {
+                conv2d_forward_bf16(
+                    gpu,
+                    &plan,
+                    &x.view(),
+                    &w.view(),
+                    Some(&b.view()),
+                    &mut y.view_mut(),
+                )
+            })?,
+        );
+        report(
+            "bf16 bwd-in",
+            median_ms(gpu, || {
+                conv2d_backward_input_bf16(gpu, &plan, &y.view(), &w.view(), &mut dx.view_mut())
+            })?,
+        );
+        report(
+            "bf16 bwd-w",
+            median_ms(gpu, || {
+                let mut db_view = db.view_mut();
+                conv2d_backward_weight_bf16(
+                    gpu,
+                    &plan,
+                    &x.view(),
+                    &y.view(),
+                    &mut dw.view_mut(),
+                    Some(&mut db_view),
+                )
             })?,
         );
     }

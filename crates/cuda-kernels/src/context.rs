@@ -27,6 +27,7 @@ pub enum Module {
     GemmF32,
     GemmBf16,
     PackBf16,
+    Conv2dBf16,
     Conv2d,
     Conv2dBackward,
     Attention,
@@ -39,7 +40,7 @@ pub enum Module {
 
 impl Module {
     /// Every module; [`Gpu::new`] loads them all, so any entry point can be looked up.
-    pub const ALL: [Module; 18] = [
+    pub const ALL: [Module; 19] = [
         Module::Philox,
         Module::Elementwise,
         Module::Noise,
@@ -50,6 +51,7 @@ impl Module {
         Module::GemmF32,
         Module::GemmBf16,
         Module::PackBf16,
+        Module::Conv2dBf16,
         Module::Conv2d,
         Module::Conv2dBackward,
         Module::Attention,
@@ -73,6 +75,7 @@ impl Module {
             Module::GemmF32 => "gemm_f32.ptx",
             Module::GemmBf16 => "gemm_bf16.ptx",
             Module::PackBf16 => "pack_bf16.ptx",
+            Module::Conv2dBf16 => "conv2d_bf16.ptx",
             Module::Conv2d => "conv2d.ptx",
             Module::Conv2dBackward => "conv2d_backward.ptx",
             Module::Attention => "attention.ptx",
@@ -97,6 +100,7 @@ impl Module {
             Module::GemmF32 => include_str!("../../../kernels/gemm_f32.ptx"),
             Module::GemmBf16 => include_str!("../../../kernels/gemm_bf16.ptx"),
             Module::PackBf16 => include_str!("../../../kernels/pack_bf16.ptx"),
+            Module::Conv2dBf16 => include_str!("../../../kernels/conv2d_bf16.ptx"),
             Module::Conv2d => include_str!("../../../kernels/conv2d.ptx"),
             Module::Conv2dBackward => include_str!("../../../kernels/conv2d_backward.ptx"),
             Module::Attention => include_str!("../../../kernels/attention.ptx"),

@@ -301,7 +301,7 @@ fn weight_gradient(
 }
 
 /// `grad_bias[oc] = Σ_{b, pixel} grad_output[b, oc, pixel]`, one block per output channel.
-fn bias_gradient(
+pub(crate) fn bias_gradient(
     gpu: &Gpu,
     s: &Conv2dShape,
     plane: usize,

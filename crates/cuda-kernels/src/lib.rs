@@ -15,6 +15,7 @@ pub mod buffer;
 pub mod context;
 pub mod conv;
 pub mod conv_backward;
+pub mod conv_bf16;
 pub mod devices;
 pub mod elementwise;
 pub mod error;

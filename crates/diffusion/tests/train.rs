@@ -16,7 +16,9 @@ use diffuse_diffusion::train::{
     LossHistory, LossWeighting, Prediction, TimestepSampler, TrainConfig, TrainableModel, Trainer,
 };
 use diffuse_diffusion::Result;
-use diffuse_nn::{Conv2d, EmaWarmup, Embedding, Linear, LrSchedule, Module, ParamStore};
+use diffuse_nn::{
+    Conv2d, EmaWarmup, Embedding, Linear, LossScaler, LrSchedule, Module, ParamStore,
+};
 use diffuse_tensor::{Conv2dParams, Device, Tensor};
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -352,6 +354,105 @@ fn non_finite_losses_skip_the_step_and_fail_after_the_configured_run_of_them() {
     assert_eq!(values(&trainer.store), before);
     assert_eq!(trainer.state().skipped_steps, 3);
     assert_eq!(trainer.optimizer().steps(), 0);
+}
+
+// ---- loss scaling ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn loss_scaling_by_a_power_of_two_trains_bit_for_bit_like_none_and_doubles_after_its_interval() {
+    // Multiplying the loss by 2¹⁰ multiplies every gradient by exactly 2¹⁰ (no overflow or subnormal here), and the
+    // unscale multiplies by exactly 2⁻¹⁰: the optimiser sees the same gradients, so the weights agree bit for bit.
+    let data = tiny_dataset();
+    let mut plain = Trainer::new(tiny_config(), build).unwrap();
+    let mut scaled = Trainer::new(tiny_config(), build).unwrap();
+    scaled.set_loss_scaler(Some(LossScaler::new(1024.0, 2).unwrap()));
+    for step in 0..3 {
+        let (a, b) = (plain.step(&data).unwrap(), scaled.step(&data).unwrap());
+        assert!(!b.skipped, "step {step}");
+        assert_eq!(a, b, "step {step}");
+    }
+    assert_eq!(values(&scaled.store), values(&plain.store));
+    assert_eq!(values(scaled.ema_store()), values(plain.ema_store()));
+    // two good steps doubled the scale; the third is the first of the next interval
+    let scaler = scaled.state().loss_scaler.clone().unwrap();
+    assert_eq!((scaler.scale(), scaler.good_steps()), (2048.0, 1));
+}
+
+/// A [`TinyNet`] whose output is 2²⁰ times larger: gradients far above 1, which overflow at a large loss scale.
+struct LoudNet(TinyNet);
+
+impl TrainableModel for LoudNet {
+    fn forward(&self, x: &Var, t: &[f64], cond: Condition<'_>) -> Result<Var> {
+        Ok(self.0.forward(x, t, cond)?.mul_scalar(1048576.0)?)
+    }
+    fn config_json(&self) -> String {
+        self.0.config_json()
+    }
+}
+
+#[test]
+fn overflowing_scaled_gradients_skip_the_step_and_halve_the_scale_without_failing_the_run() {
+    // At the largest f32 scale the scaled gradients of LoudNet overflow; each skipped step halves the scale, leaves
+    // the weights and the optimiser alone and does not count towards max_nonfinite (3 here), until a scale small
+    // enough trains.
+    let data = tiny_dataset();
+    let mut trainer = Trainer::new(tiny_config(), |s: &ParamStore| build(s).map(LoudNet)).unwrap();
+    trainer.set_loss_scaler(Some(LossScaler::new(f32::MAX, 2000).unwrap()));
+    let before = values(&trainer.store);
+    let mut skips = 0;
+    let report = loop {
+        let report = trainer.step(&data).unwrap();
+        if !report.skipped {
+            break report;
+        }
+        skips += 1;
+        assert!(
+            report.loss.is_finite(),
+            "the loss itself is finite: {report:?}"
+        );
+        assert_eq!(values(&trainer.store), before);
+        assert_eq!(trainer.optimizer().steps(), 0);
+        assert_eq!(trainer.state().consecutive_nonfinite, 0);
+        let scale = trainer.state().loss_scaler.as_ref().unwrap().scale();
+        assert_eq!(
+            scale,
+            f32::MAX / 2f32.powi(skips),
+            "after {skips} overflows"
+        );
+        assert!(
+            skips < 128,
+            "the scale never came down to a finite gradient"
+        );
+    };
+    assert!(
+        skips > 3,
+        "only {skips} overflows: the test no longer passes max_nonfinite"
+    );
+    assert!(report.grad_norm.unwrap().is_finite());
+    assert_ne!(values(&trainer.store), before);
+    assert_eq!(trainer.optimizer().steps(), 1);
+    assert_eq!(trainer.state().skipped_steps, skips as u64);
+}
+
+#[test]
+fn the_loss_scaler_state_is_saved_with_a_checkpoint_and_restored_on_resume() {
+    let data = tiny_dataset();
+    let dir = temp_dir("loss-scale");
+    let mut trainer = Trainer::new(tiny_config(), build).unwrap();
+    trainer.set_loss_scaler(Some(LossScaler::new(1024.0, 2).unwrap()));
+    for _ in 0..3 {
+        trainer.step(&data).unwrap();
+    }
+    trainer.save_checkpoint(&dir, 1).unwrap();
+    let resumed = Trainer::resume(&dir, build).unwrap();
+    assert_eq!(resumed.state().loss_scaler, trainer.state().loss_scaler);
+    assert_eq!(resumed.state(), trainer.state());
+    // a run without a scaler writes no scaler field, so its state file is as before
+    let plain = Trainer::new(tiny_config(), build).unwrap();
+    plain.save_checkpoint(&dir.join("plain"), 1).unwrap();
+    let text = std::fs::read_to_string(dir.join("plain/step-0/trainer_state.json")).unwrap();
+    assert!(!text.contains("loss_scaler"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // ---- checkpoints ----------------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@
 use crate::optim::Optimizer;
 use diffuse_autograd::{Gradients, Var};
 use diffuse_tensor::{Error, Result};
+use serde::{Deserialize, Serialize};
 
-/// The loss scale and the count of overflow-free steps since it last changed.
-#[derive(Clone, Debug, PartialEq)]
+/// The loss scale and the count of overflow-free steps since it last changed (serialisable, so a training run's
+/// checkpoint can carry it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LossScaler {
     scale: f32,
     growth_interval: u32,

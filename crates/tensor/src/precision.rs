@@ -1,4 +1,5 @@
-//! The precision of matrix products on CUDA devices, set per thread (like PyTorch's autocast state).
+//! The precision of matrix products (and convolutions) on CUDA devices, set per thread (like PyTorch's autocast
+//! state).
 //!
 //! - [`Precision::F32`] (the default): `matmul` multiplies f32 on the FMA pipes (`kernels/gemm_f32.ptx`).
 //! - [`Precision::Bf16`]: `matmul` rounds both operands to bf16 (nearest, ties to even) and multiplies them on the
@@ -8,8 +9,12 @@
 //!   the backward pass. bf16 keeps f32's exponent range, so gradients need no loss scaling. The error of one product
 //!   is at most `(2⁻⁸ + (k + 2)·2⁻²⁴) Σᵢ |aᵢ bᵢ|` against the exact product of the f32 operands.
 //!
-//! Convolutions and attention compute in f32 whatever the setting, and so does every operation on the CPU: the
-//! setting changes nothing there (the CLI refuses `--precision bf16` with `--device cpu` rather than ignore it).
+//!   Ungrouped convolutions follow the setting too (forward and both gradients: `kernels/conv2d_bf16.ptx` lays the
+//!   patches out as bf16 operands of the same GEMM, see `diffuse_cuda_kernels::conv_bf16`), with the same bound over
+//!   each output's reduction.
+//!
+//! Grouped convolutions and attention compute in f32 whatever the setting, and so does every operation on the CPU:
+//! the setting changes nothing there (the CLI refuses `--precision bf16` with `--device cpu` rather than ignore it).
 
 use std::cell::Cell;
 

@@ -588,6 +588,147 @@ fn bf16_matmul_is_within_the_bf16_bound_of_the_f32_product(_: &Device) {
         .unwrap();
 }
 
+/// `|got − want| ≤ relative·magnitude` elementwise, naming the first offender.
+fn within_bf16(
+    what: &str,
+    got: &Tensor,
+    want: &Tensor,
+    magnitude: &Tensor,
+    relative: f64,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.shape(), want.shape(), "{}: shapes differ", what);
+    let (got, want, magnitude) = (
+        got.to_vec().unwrap(),
+        want.to_vec().unwrap(),
+        magnitude.to_vec().unwrap(),
+    );
+    for (i, ((&g, &w), &m)) in got.iter().zip(&want).zip(&magnitude).enumerate() {
+        let bound = relative * (f64::from(m) + 1e-30);
+        prop_assert!(
+            (f64::from(g) - f64::from(w)).abs() <= bound,
+            "{}: element {}: bf16 {} against {} (bound {})",
+            what,
+            i,
+            g,
+            w,
+            bound
+        );
+    }
+    Ok(())
+}
+
+fn bf16_conv2d_is_within_the_bf16_bound_and_grouped_ones_stay_f32(_: &Device) {
+    poison_the_allocator();
+    // With bf16 set, an ungrouped convolution's forward and both gradients go through conv_bf16 (bf16 operands, f32
+    // accumulation): each within (2⁻⁸ + (2R + 5)·2⁻²⁴)·Σ|terms| of the f32 CPU result, R the longest reduction on
+    // either side (K = C·k² forward, OC·k² + OC + k² for the input gradient, twice the output pixels plus one per
+    // sample for the weight gradient; see crates/cuda-kernels/tests/conv_bf16_vs_cpu.rs for the derivation), and
+    // different from the f32 GPU result. A grouped convolution has no bf16 path: its result is the f32 one, bit for
+    // bit. Batch 1, one channel, stride 2, no padding, and sizes off the 8-wide bf16 rows are all in range.
+    let case = (
+        (
+            1usize..3,
+            1usize..3,
+            1usize..4,
+            1usize..6,
+            3usize..10,
+            3usize..10,
+        ),
+        (
+            prop_oneof![Just(1usize), Just(3)],
+            0usize..2,
+            1usize..3,
+            any::<u64>(),
+        ),
+    );
+    runner()
+        .run(
+            &case,
+            |((n, groups, cin_g, cout_g, h, w), (kernel, padding, stride, seed))| {
+                prop_assume!(h + 2 * padding >= kernel && w + 2 * padding >= kernel);
+                let (x_cpu, x_gpu) = pair(&[n, groups * cin_g, h, w], seed);
+                let (w_cpu, w_gpu) = pair(&[groups * cout_g, cin_g, kernel, kernel], seed ^ 1);
+                let (b_cpu, b_gpu) = pair(&[groups * cout_g], seed ^ 2);
+                let p = Conv2dParams {
+                    stride: (stride, stride),
+                    padding: (padding, padding),
+                    dilation: (1, 1),
+                    groups,
+                };
+                let (x_shape, w_shape) = (x_cpu.shape().to_vec(), w_cpu.shape().to_vec());
+                let y_f32 = x_gpu.conv2d(&w_gpu, Some(&b_gpu), &p).unwrap();
+                let (gy_cpu, gy_gpu) = pair(y_f32.shape(), seed ^ 3);
+                let gx_f32 = gy_gpu.conv2d_backward_input(&w_gpu, &x_shape, &p).unwrap();
+                let gw_f32 = x_gpu
+                    .conv2d_backward_weight(&gy_gpu, &w_shape, &p, true)
+                    .unwrap()
+                    .0;
+                let (y, gx, gw) = {
+                    let _bf16 = PrecisionFor::set(Precision::Bf16);
+                    (
+                        x_gpu.conv2d(&w_gpu, Some(&b_gpu), &p).unwrap(),
+                        gy_gpu.conv2d_backward_input(&w_gpu, &x_shape, &p).unwrap(),
+                        x_gpu
+                            .conv2d_backward_weight(&gy_gpu, &w_shape, &p, true)
+                            .unwrap()
+                            .0,
+                    )
+                };
+                if groups > 1 {
+                    for (what, bf16, f32) in [
+                        ("y", &y, &y_f32),
+                        ("gx", &gx, &gx_f32),
+                        ("gw", &gw, &gw_f32),
+                    ] {
+                        prop_assert_eq!(
+                            bf16.to_vec().unwrap(),
+                            f32.to_vec().unwrap(),
+                            "grouped {} changed",
+                            what
+                        );
+                    }
+                    return Ok(());
+                }
+                let abs = |t: &Tensor| t.abs().unwrap();
+                let relative = |r: usize| 2f64.powi(-8) + (2 * r + 5) as f64 * 2f64.powi(-24);
+                let taps = kernel * kernel;
+                let y_cpu = x_cpu.conv2d(&w_cpu, Some(&b_cpu), &p).unwrap();
+                let y_mag = abs(&x_cpu)
+                    .conv2d(&abs(&w_cpu), Some(&abs(&b_cpu)), &p)
+                    .unwrap();
+                within_bf16("y", &y, &y_cpu, &y_mag, relative(cin_g * taps + 1))?;
+                let gx_cpu = gy_cpu.conv2d_backward_input(&w_cpu, &x_shape, &p).unwrap();
+                let gx_mag = abs(&gy_cpu)
+                    .conv2d_backward_input(&abs(&w_cpu), &x_shape, &p)
+                    .unwrap();
+                within_bf16(
+                    "gx",
+                    &gx,
+                    &gx_cpu,
+                    &gx_mag,
+                    relative(cout_g * taps + cout_g + taps),
+                )?;
+                let gw_cpu = x_cpu
+                    .conv2d_backward_weight(&gy_cpu, &w_shape, &p, false)
+                    .unwrap()
+                    .0;
+                let gw_mag = abs(&x_cpu)
+                    .conv2d_backward_weight(&abs(&gy_cpu), &w_shape, &p, false)
+                    .unwrap()
+                    .0;
+                let pixels = gy_cpu.numel() / cout_g;
+                within_bf16("gw", &gw, &gw_cpu, &gw_mag, relative(2 * pixels + n))?;
+                // the inputs carry 24 significant bits: rounding them to 8 changes some output
+                prop_assert!(
+                    y.to_vec().unwrap() != y_f32.to_vec().unwrap(),
+                    "the bf16 setting did not change y"
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
 fn conv2d_forward_matches_the_cpu_on_awkward_shapes(_: &Device) {
     poison_the_allocator();
     let case = (
@@ -910,6 +1051,7 @@ fn main() {
         upsampling_and_its_backward_match_the_cpu,
         batched_matmul_of_transposed_broadcast_operands_matches_the_cpu,
         bf16_matmul_is_within_the_bf16_bound_of_the_f32_product,
+        bf16_conv2d_is_within_the_bf16_bound_and_grouped_ones_stay_f32,
         conv2d_forward_matches_the_cpu_on_awkward_shapes,
         group_norm_and_layer_norm_match_the_cpu_forward_and_backward,
         attention_forward_matches_the_cpu,

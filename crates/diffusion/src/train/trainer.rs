@@ -11,7 +11,11 @@
 //!    their mean;
 //! 4. a non-finite loss or gradient norm skips the step (no update, counted; the run fails after `max_nonfinite` in a
 //!    row); otherwise back-propagate, clip the global gradient norm, take an AdamW step at the scheduled learning rate,
-//!    update the EMA, and tell the timestep sampler the losses.
+//!    update the EMA, and tell the timestep sampler the losses. With a loss scaler ([`Trainer::set_loss_scaler`],
+//!    for half-precision products whose small gradients would underflow), the scaled loss `S·loss` is
+//!    back-propagated and the gradients divided by `S` before clipping; gradients that overflowed skip the step and
+//!    halve `S` (the scaler's normal working, so not counted towards `max_nonfinite`), and `growth_interval` good
+//!    steps in a row double it, as PyTorch's `GradScaler` does ([`diffuse_nn::LossScaler`]).
 //!
 //! The step counter advances on skipped steps too, so the data order and random draws of later steps do not depend on
 //! whether an earlier one was skipped.
@@ -29,7 +33,7 @@ use crate::forward::q_sample;
 use crate::sampler::Condition;
 use crate::schedule::NoiseSchedule;
 use diffuse_autograd::Var;
-use diffuse_nn::{clip_grad_norm, grad_norm, AdamW, Ema, ParamStore};
+use diffuse_nn::{clip_grad_norm, grad_norm, AdamW, Ema, LossScaler, ParamStore};
 use diffuse_tensor::{AdamWConfig, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -48,10 +52,14 @@ pub struct TrainerState {
     pub sampler: TimestepSampler,
     /// Exponential moving average of the batch loss, `None` before the first finite one.
     pub smoothed_loss: Option<f64>,
-    /// Steps skipped for a non-finite loss or gradient norm, in all and in a row.
+    /// Steps skipped for a non-finite loss or gradient norm (or, under loss scaling, overflowed gradients), in all,
+    /// and those for a non-finite loss or gradient norm in a row.
     pub skipped_steps: u64,
     pub consecutive_nonfinite: u32,
     pub config: TrainConfig,
+    /// Dynamic loss scaling and its state (scale, good steps); absent from the file of a run without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<LossScaler>,
 }
 
 /// One step's batch and random draws.
@@ -70,7 +78,7 @@ struct Draw {
 pub struct StepReport {
     /// The step's index.
     pub step: u64,
-    /// The weighted batch loss (non-finite when skipped).
+    /// The weighted batch loss (non-finite when that is why the step was skipped).
     pub loss: f64,
     pub smoothed_loss: Option<f64>,
     /// The global gradient norm before clipping (`None` when the loss was non-finite).
@@ -151,6 +159,7 @@ impl<M: TrainableModel> Trainer<M> {
                 skipped_steps: 0,
                 consecutive_nonfinite: 0,
                 config,
+                loss_scaler: None,
             },
             schedule,
             epoch_order: None,
@@ -195,6 +204,12 @@ impl<M: TrainableModel> Trainer<M> {
     /// The latent space of a latent diffusion run.
     pub fn latent_space(&self) -> Option<&LatentSpace> {
         self.latents.as_ref()
+    }
+
+    /// Scales the loss with `scaler` from the next step on (or stops scaling): see the module docs. The scaler's
+    /// state is saved with each checkpoint and restored on resume.
+    pub fn set_loss_scaler(&mut self, scaler: Option<LossScaler>) {
+        self.state.loss_scaler = scaler;
     }
 
     /// Sets the total number of steps (to extend a resumed run); the learning-rate schedule is kept.
@@ -381,7 +396,17 @@ impl<M: TrainableModel> Trainer<M> {
         if !loss_value.is_finite() {
             return self.skip(step, loss_value, None, lr);
         }
-        let mut grads = loss.backward()?;
+        let mut grads = match &self.state.loss_scaler {
+            Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
+            None => loss.backward()?,
+        };
+        if let Some(scaler) = self.state.loss_scaler.as_mut() {
+            let finite = scaler.unscale(&mut grads)?;
+            scaler.update(finite);
+            if !finite {
+                return Ok(self.overflow(step, loss_value, lr));
+            }
+        }
         let grad_norm = match config.grad_clip {
             Some(max) => clip_grad_norm(&mut grads, max)?,
             None => grad_norm(&grads)? as f32,
@@ -414,6 +439,20 @@ impl<M: TrainableModel> Trainer<M> {
             lr,
             skipped: false,
         })
+    }
+
+    /// Records a step skipped because the scaled gradients overflowed (the scaler has halved its scale): counted with
+    /// the skipped steps, but not towards `max_nonfinite`, since the loss itself was finite.
+    fn overflow(&mut self, step: u64, loss: f64, lr: f32) -> StepReport {
+        self.state.skipped_steps += 1;
+        StepReport {
+            step,
+            loss,
+            smoothed_loss: self.state.smoothed_loss,
+            grad_norm: None,
+            lr,
+            skipped: true,
+        }
     }
 
     /// Records a skipped step; an error once `max_nonfinite` have been skipped in a row.

@@ -704,6 +704,19 @@ fn gpu_conv_shape(s: &Conv2dShape) -> Result<ck::conv::Conv2dShape> {
     })
 }
 
+/// The bf16 plan of a convolution when this thread's precision is bf16 and the convolution has a bf16 path
+/// (groups = 1: see [`ck::conv_bf16`]); `None` keeps it in f32 (the default, and every grouped convolution).
+fn bf16_plan(
+    op: &'static str,
+    shape: &ck::conv::Conv2dShape,
+) -> Result<Option<ck::conv_bf16::Plan>> {
+    if matmul_precision() != Precision::Bf16 || shape.groups != 1 {
+        return Ok(None);
+    }
+    Ok(Some(ck::conv_bf16::Plan::new(op, shape)?))
+}
+
+/// A convolution: f32 implicit GEMM, or in bf16 ([`crate::set_matmul_precision`]) see [`bf16_plan`].
 pub fn conv2d(
     s: &Conv2dShape,
     x: &CudaStorage,
@@ -713,6 +726,17 @@ pub fn conv2d(
     let shape = gpu_conv_shape(s)?;
     let mut out = x.sibling(s.output_len())?;
     let bias_view = bias.map(CudaStorage::view);
+    if let Some(plan) = bf16_plan("conv2d", &shape)? {
+        ck::conv_bf16::conv2d_forward_bf16(
+            x.gpu,
+            &plan,
+            &x.view(),
+            &w.view(),
+            bias_view.as_ref(),
+            &mut out.view_mut(),
+        )?;
+        return Ok(out);
+    }
     ck::conv::conv2d_forward(
         x.gpu,
         &shape,
@@ -732,6 +756,16 @@ pub fn conv2d_backward_input(
 ) -> Result<CudaStorage> {
     let shape = gpu_conv_shape(s)?;
     let mut gx = g.sibling(s.input_len())?;
+    if let Some(plan) = bf16_plan("conv2d_backward_input", &shape)? {
+        ck::conv_bf16::conv2d_backward_input_bf16(
+            g.gpu,
+            &plan,
+            &g.view(),
+            &w.view(),
+            &mut gx.view_mut(),
+        )?;
+        return Ok(gx);
+    }
     ck::conv_backward::conv2d_backward_input(
         g.gpu,
         &shape,
@@ -757,6 +791,17 @@ pub fn conv2d_backward_weight(
         None
     };
     let mut gb_view = gb.as_mut().map(CudaStorage::view_mut);
+    if let Some(plan) = bf16_plan("conv2d_backward_weight", &shape)? {
+        ck::conv_bf16::conv2d_backward_weight_bf16(
+            x.gpu,
+            &plan,
+            &x.view(),
+            &g.view(),
+            &mut gw.view_mut(),
+            gb_view.as_mut(),
+        )?;
+        return Ok((gw, gb));
+    }
     ck::conv_backward::conv2d_backward_weight(
         x.gpu,
         &shape,
