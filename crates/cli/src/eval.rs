@@ -487,16 +487,26 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
             "floor": floor,
         })
     };
+    let checkpoint = args.checkpoint.display();
     if args.sweep_steps.is_empty() {
         print_report(&rows[0].2, floor.as_ref());
         if let Some(path) = &args.json {
             write_json(path, &record(0))?;
         }
+        eprintln!(
+            "next: diffuse eval --checkpoint {checkpoint} --sweep-steps 5,10,20,50 --samplers all   (FD against \
+             sampling steps for every sampler, plotted)"
+        );
         return Ok(());
     }
     print_sweep(&rows, floor.as_ref());
     if let Some(path) = &args.json {
         write_json(path, &Value::Array((0..rows.len()).map(record).collect()))?;
     }
-    plot_sweep(args, &rows)
+    plot_sweep(args, &rows)?;
+    eprintln!(
+        "next: diffuse sample --checkpoint {checkpoint} --sampler NAME --steps N --out grid.png   (with the \
+         sampler and steps the sweep favours)"
+    );
+    Ok(())
 }

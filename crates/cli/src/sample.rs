@@ -22,6 +22,7 @@ use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
 use diffuse_diffusion::schedule::SchedulerConfig;
 use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -170,22 +171,31 @@ fn write_tensor(path: &Path, name: &str, t: &Tensor) -> Result<(), String> {
 }
 
 /// Records the first sample of every `x_t` the sampler passes to the model.
-struct Recorder<'a> {
+/// Wraps the denoiser the sampler calls: advances the progress bar once per model call and, for `--trajectory`,
+/// keeps the first sample's state before each call.
+struct Watcher<'a> {
     inner: &'a dyn Denoiser,
-    frames: RefCell<Vec<Tensor>>,
+    frames: Option<RefCell<Vec<Tensor>>>,
+    bar: &'a ProgressBar,
 }
 
-impl Denoiser for Recorder<'_> {
+impl Denoiser for Watcher<'_> {
     fn predict(
         &self,
         x_t: &Tensor,
         t: &[f64],
         cond: Condition<'_>,
     ) -> diffuse_diffusion::Result<Tensor> {
-        self.frames
-            .borrow_mut()
-            .push(x_t.narrow(0, 0, 1)?.contiguous()?);
-        self.inner.predict(x_t, t, cond)
+        if let Some(frames) = &self.frames {
+            frames.borrow_mut().push(x_t.narrow(0, 0, 1)?.contiguous()?);
+        }
+        // Samplers that call the model more than once a step (Heun, PNDM's warm-up, a corrector) lengthen the bar.
+        if self.bar.position() >= self.bar.length().unwrap_or(0) {
+            self.bar.inc_length(1);
+        }
+        let out = self.inner.predict(x_t, t, cond);
+        self.bar.inc(1);
+        out
     }
 
     fn prediction(&self) -> Prediction {
@@ -304,17 +314,25 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         None => None,
     };
     let mut frames = Vec::new();
+    // Model calls against the planned steps (hidden when stderr is not a terminal).
+    let planned = match &sampler {
+        AnySampler::Discrete(scheduler) => scheduler.options.steps,
+        AnySampler::Score(score) => score.steps,
+    };
+    let bar = ProgressBar::new(planned as u64).with_message(format!("{total} images"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} model calls, {msg} ETA {eta}")
+            .map_err(|e| e.to_string())?,
+    );
     let record = |denoiser: &dyn Denoiser,
                   sample: &dyn Fn(&dyn Denoiser) -> Result<Tensor, String>| {
-        if args.trajectory.is_none() {
-            return sample(denoiser);
-        }
-        let recorder = Recorder {
+        let watcher = Watcher {
             inner: denoiser,
-            frames: RefCell::new(Vec::new()),
+            frames: args.trajectory.is_some().then(|| RefCell::new(Vec::new())),
+            bar: &bar,
         };
-        let out = sample(&recorder);
-        frames = recorder.frames.into_inner();
+        let out = sample(&watcher);
+        frames = watcher.frames.map(RefCell::into_inner).unwrap_or_default();
         out
     };
     let (images, steps) = match &sampler {
@@ -362,6 +380,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
             (images, score.steps)
         }
     };
+    bar.finish_and_clear();
     // The sampler's own output, unclipped; a latent model's decoded into (clamped) images.
     let decode = |t: Tensor| match &decoder {
         Some(decoder) => decoder.decode(&t),
@@ -411,5 +430,9 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         let strip = Tensor::concat(&refs, 0).map_err(|e| e.to_string())?;
         save_grid(&strip, frames.len() + 1, path)?;
     }
+    eprintln!(
+        "next: diffuse eval --checkpoint {} --num 1000   (FD, precision and recall of its samples)",
+        args.checkpoint.display()
+    );
     Ok(())
 }

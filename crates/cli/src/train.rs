@@ -681,5 +681,11 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         grid.display(),
         curve.display()
     );
+    eprintln!(
+        "next: diffuse sample --checkpoint {} --steps 50 --out grid.png   (or diffuse eval --checkpoint {} \
+         --num 1000)",
+        out.display(),
+        out.display()
+    );
     Ok(())
 }

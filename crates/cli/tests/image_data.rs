@@ -63,6 +63,9 @@ fn train_then_sample(data: &Path, out: &Path) -> (String, String) {
         grid.to_str().unwrap(),
     ]);
     assert!(sample.status.success(), "{}", stderr(&sample));
+    // Each command ends with the natural next one.
+    assert!(stderr(&train).contains(&format!("next: diffuse sample --checkpoint {out_s}")));
+    assert!(stderr(&sample).contains(&format!("next: diffuse eval --checkpoint {out_s}")));
     let decoded = image::open(&grid).unwrap();
     assert!(
         decoded.color().has_color(),
