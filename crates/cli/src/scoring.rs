@@ -57,7 +57,10 @@ pub fn check_image_shape(
     if (channels, height, width) != (1, IMAGE_SIZE, IMAGE_SIZE) {
         return Err(format!(
             "{source} holds {channels}×{height}×{width} images; the Fashion-MNIST classifier scores \
-             1×{IMAGE_SIZE}×{IMAGE_SIZE} images only"
+             1×{IMAGE_SIZE}×{IMAGE_SIZE} images only. FD and precision/recall need a feature extractor for these \
+             images, which diffuse does not have yet: for 1×{IMAGE_SIZE}×{IMAGE_SIZE} grey images with up to \
+             {NUM_CLASSES} labelled classes, train one with `cargo run --release -p diffuse-diffusion --example \
+             fashion_classifier -- --data DIR --out FILE` and pass --classifier FILE"
         ));
     }
     Ok(())
