@@ -1,7 +1,8 @@
 """PyTorch CPU peer for diffuse's U-Net bench (crates/diffusion/benches/unet.rs): diffusers' UNet2DModel with the
-same named configs, batch 64 of 28x28x1, 2 threads.
+same named configs, batch 64 (or --batch) of 28x28x1, 2 threads.
 
 Run: /opt/torchenv/bin/python benches/peers/diffusers_unet.py [--threads N] [--only SUBSTRING] [--min-time SECONDS]
+     [--min-reps N] [--batch N]
 Cases (median wall time over repeats after one warm-up):
   train_step: forward at random timesteps with class labels, MSE against noise, backward, AdamW step (lr 1e-4);
   sample_step: one forward pass under no_grad (what a sampler does per step).
@@ -20,6 +21,8 @@ ARGS = argparse.ArgumentParser()
 ARGS.add_argument("--threads", type=int, default=2)
 ARGS.add_argument("--only", default="", help="run the cases whose name contains this, e.g. fashion-base/train")
 ARGS.add_argument("--min-time", type=float, default=10.0, help="seconds of repeats per case (at least 5 repeats)")
+ARGS.add_argument("--min-reps", type=int, default=5, help="at least this many timed repeats per case")
+ARGS.add_argument("--batch", type=int, default=64)
 ARGS = ARGS.parse_args()
 torch.set_num_threads(ARGS.threads)
 torch.manual_seed(0)
@@ -41,13 +44,13 @@ CONFIGS = {
         **COMMON,
     ),
 }
-BATCH = 64
+BATCH = ARGS.batch
 
 
-def median_seconds(fn, min_reps=5):
+def median_seconds(fn):
     """Median wall time per call, and mean process CPU time per call (all threads; on a shared machine the CPU time
     is the steadier figure)."""
-    min_time = ARGS.min_time
+    min_time, min_reps = ARGS.min_time, ARGS.min_reps
     fn()  # warm-up
     times = []
     start, cpu_start = time.perf_counter(), time.process_time()

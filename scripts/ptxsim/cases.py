@@ -101,15 +101,24 @@ def select(k):
     k.launch('row_argmax', (1, 1, 1), [k.out(4 * rows), k.f32(rows * cols), rows, cols])
 
 
-@case('group_norm.ptx', 'group_norm_forward', 'group_norm_backward_dx', 'group_norm_backward_affine')
+@case('group_norm.ptx', 'group_norm_forward', 'group_norm_backward_dx', 'group_norm_backward_affine',
+      'group_norm_silu_backward_dz')
 def group_norm(k):
-    # (batch, channels, spatial, groups, vec4): scalar path with 300 > 256 elements per group, float4 path
-    for batch, channels, spatial, groups, vec4 in [(2, 6, 100, 3, 0), (1, 4, 12, 2, 1)]:
+    # (batch, channels, spatial, groups, vec4, silu): scalar path with 300 > 256 elements per group, float4 path,
+    # each with and without the fused SiLU (whose backward first turns dy into dz)
+    for batch, channels, spatial, groups, vec4, silu in [(2, 6, 100, 3, 0, 0), (1, 4, 12, 2, 1, 0),
+                                                         (2, 6, 100, 3, 0, 1), (1, 4, 12, 2, 1, 1)]:
         n, cpg = batch * channels * spatial, channels // groups
         x, gamma, beta = k.f32(n), k.f32(channels), k.f32(channels)
         y, mean, rstd = k.out(4 * n), k.out(4 * batch * groups), k.out(4 * batch * groups)
-        k.launch('group_norm_forward', (batch * groups, 1, 1), [x, gamma, beta, y, mean, rstd, groups, cpg, spatial, 1e-5, vec4])
+        k.launch('group_norm_forward', (batch * groups, 1, 1),
+                 [x, gamma, beta, y, mean, rstd, groups, cpg, spatial, 1e-5, vec4, silu])
         dy = k.f32(n)
+        if silu:
+            dz = k.out(4 * n)
+            k.launch('group_norm_silu_backward_dz', (batch * groups, 1, 1),
+                     [x, gamma, beta, mean, rstd, dy, dz, groups, cpg, spatial])
+            dy = dz
         k.launch('group_norm_backward_dx', (batch * groups, 1, 1), [x, gamma, mean, rstd, dy, k.out(4 * n), groups, cpg, spatial])
         k.launch('group_norm_backward_affine', (channels, 1, 1),
                  [x, mean, rstd, dy, k.out(4 * channels), k.out(4 * channels), batch, channels, groups, spatial])

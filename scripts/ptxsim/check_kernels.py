@@ -76,6 +76,9 @@ def group_norm_ref(B, C, S, G, x, gamma, beta, eps=1e-5):
             c = (grp%G)*cpg + e//S; y[grp*L+e] = (v-mu)*r*gamma[c]+beta[c]
         mean.append(mu); rstd.append(r)
     return y, mean, rstd
+def group_norm_silu_ref(B, C, S, G, x, gamma, beta, eps=1e-5):
+    y, mean, rstd = group_norm_ref(B, C, S, G, x, gamma, beta, eps)
+    return [z/(1+math.exp(-z)) for z in y], mean, rstd
 
 def check_philox():
     random.seed(0)
@@ -208,7 +211,7 @@ def check_group_norm():
         x = [r32(random.uniform(-0.5, 1.5)) for _ in range(n)]; gamma = [r32(0.5+0.25*c) for c in range(C)]; beta = [r32(0.1*c-0.2) for c in range(C)]
         mem = Memory(); px = mem.alloc(4*n); pg = mem.alloc(4*C); pb = mem.alloc(4*C); py = mem.alloc(4*n); pm = mem.alloc(4*B*G); pr = mem.alloc(4*B*G)
         mem.put_f32(px, x); mem.put_f32(pg, gamma); mem.put_f32(pb, beta)
-        launch(mod, 'group_norm_forward', (B*G,1,1), (64,1,1), [px, pg, pb, py, pm, pr, G, C//G, S, 1e-5, vec4], mem)
+        launch(mod, 'group_norm_forward', (B*G,1,1), (64,1,1), [px, pg, pb, py, pm, pr, G, C//G, S, 1e-5, vec4, 0], mem)
         y, mean, rstd = group_norm_ref(B, C, S, G, x, gamma, beta)
         close(f'gn fwd {B,C,S,G,vec4} y', mem.get_f32(py, n), y); close('mean', mem.get_f32(pm, B*G), mean); close('rstd', mem.get_f32(pr, B*G), rstd)
         # backward vs finite differences of the f64 reference
@@ -227,6 +230,37 @@ def check_group_norm():
             close('gn dx', mem.get_f32(pdx, n), [fd(x, i, 'x') for i in range(n)], 1e-4)
         close('gn dgamma', mem.get_f32(pdg, C), [fd(gamma, c, 'g') for c in range(C)], 1e-4)
         close('gn dbeta', mem.get_f32(pdb, C), [fd(beta, c, 'b') for c in range(C)], 1e-4)
+
+
+def check_group_norm_silu():
+    # silu(group_norm(x)): the forward kernel with silu = 1; backward = group_norm_silu_backward_dz, then the two
+    # group norm backward kernels on dz, as crates/cuda-kernels/src/group_norm.rs launches them
+    random.seed(4)
+    mod = Module(open(K+'group_norm.ptx').read())
+    for (B, C, S, G, vec4) in [(2, 6, 5, 3, 0), (1, 4, 8, 2, 1), (1, 8, 300, 4, 1)]:
+        n = B*C*S
+        x = [r32(random.uniform(-0.5, 1.5)) for _ in range(n)]; gamma = [r32(0.5+0.25*c) for c in range(C)]; beta = [r32(0.3*c-0.6) for c in range(C)]
+        mem = Memory(); px = mem.alloc(4*n); pg = mem.alloc(4*C); pb = mem.alloc(4*C); py = mem.alloc(4*n); pm = mem.alloc(4*B*G); pr = mem.alloc(4*B*G)
+        mem.put_f32(px, x); mem.put_f32(pg, gamma); mem.put_f32(pb, beta)
+        launch(mod, 'group_norm_forward', (B*G,1,1), (64,1,1), [px, pg, pb, py, pm, pr, G, C//G, S, 1e-5, vec4, 1], mem)
+        y, mean, rstd = group_norm_silu_ref(B, C, S, G, x, gamma, beta)
+        close(f'gn+silu fwd {B,C,S,G,vec4} y', mem.get_f32(py, n), y); close('mean', mem.get_f32(pm, B*G), mean)
+        w = [random.uniform(-1,1) for _ in range(n)]
+        pdy = mem.alloc(4*n); pdz = mem.alloc(4*n); pdx = mem.alloc(4*n); pdg = mem.alloc(4*C); pdb = mem.alloc(4*C)
+        mem.put_f32(pdy, w); w = [r32(v) for v in w]
+        launch(mod, 'group_norm_silu_backward_dz', (B*G,1,1), (64,1,1), [px, pg, pb, pm, pr, pdy, pdz, G, C//G, S], mem)
+        launch(mod, 'group_norm_backward_dx', (B*G,1,1), (64,1,1), [px, pg, pm, pr, pdz, pdx, G, C//G, S], mem)
+        launch(mod, 'group_norm_backward_affine', (C,1,1), (64,1,1), [px, pm, pr, pdz, pdg, pdb, B, C, G, S], mem)
+        loss = lambda x_, g_, b_: sum(a*b for a,b in zip(group_norm_silu_ref(B,C,S,G,x_,g_,b_)[0], w))
+        h = 1e-5
+        def fd(vec, i, which):
+            up = list(vec); dn = list(vec); up[i] += h; dn[i] -= h
+            args = {'x': (lambda v: loss(v, gamma, beta)), 'g': (lambda v: loss(x, v, beta)), 'b': (lambda v: loss(x, gamma, v))}[which]
+            return (args(up) - args(dn)) / (2*h)
+        if n <= 200:
+            close('gn+silu dx', mem.get_f32(pdx, n), [fd(x, i, 'x') for i in range(n)], 1e-4)
+        close('gn+silu dgamma', mem.get_f32(pdg, C), [fd(gamma, c, 'g') for c in range(C)], 1e-4)
+        close('gn+silu dbeta', mem.get_f32(pdb, C), [fd(beta, c, 'b') for c in range(C)], 1e-4)
 
 
 def check_gemm_f32():

@@ -22,6 +22,12 @@ impl Gradients {
         self.by_id.remove(&var.id())
     }
 
+    /// Sets ∂loss/∂`var` to `grad` (replacing any gradient it had): a data-parallel run puts back the gradients
+    /// summed over its processes.
+    pub fn insert(&mut self, var: &Var, grad: Tensor) {
+        self.by_id.insert(var.id(), grad);
+    }
+
     /// Every gradient, in no particular order.
     pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
         self.by_id.values()
@@ -122,8 +128,9 @@ impl Var {
                         ),
                     ));
                 }
+                // In place into whichever of the two the walk owns alone (bit for bit `acc + g`).
                 let total = match pending.remove(&parent.id) {
-                    Some(acc) => acc.add(&g)?,
+                    Some(acc) => acc.accumulate(g)?,
                     None => g,
                 };
                 pending.insert(parent.id, total);

@@ -189,6 +189,42 @@ fn group_norm_matches_finite_differences() {
 }
 
 #[test]
+fn group_norm_silu_matches_finite_differences() {
+    let x = randn(&[2, 4, 3, 2], 22);
+    let gamma = randn(&[4], 23);
+    let beta = randn(&[4], 24);
+    check_gradients(&[&x, &gamma, &beta], |v| {
+        v[0].group_norm_silu(2, &v[1], &v[2], 1e-5)
+    });
+}
+
+/// The fused op computes what group norm followed by SiLU computes, forward and backward, bit for bit: the same
+/// normalised values, SiLU and sums in the same order (crates/cpu-kernels/src/group_norm_silu.rs).
+#[test]
+fn group_norm_silu_is_group_norm_then_silu() {
+    let (x, gamma, beta) = (randn(&[3, 8, 5, 7], 40), randn(&[8], 41), randn(&[8], 42));
+    let run = |fused: bool| {
+        let leaves = [&x, &gamma, &beta].map(|t| Var::leaf(t.clone()));
+        let [x, g, b] = &leaves;
+        let y = if fused {
+            x.group_norm_silu(4, g, b, 1e-5).unwrap()
+        } else {
+            x.group_norm(4, g, b, 1e-5).unwrap().silu().unwrap()
+        };
+        let w = Var::constant(randn(y.shape(), 43));
+        let grads = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![y.tensor().to_vec().unwrap()];
+        out.extend(
+            leaves
+                .iter()
+                .map(|v| grads.get(v).unwrap().to_vec().unwrap()),
+        );
+        out
+    };
+    assert_eq!(run(true), run(false));
+}
+
+#[test]
 fn layer_norm_matches_finite_differences() {
     let x = randn(&[3, 2, 5], 25);
     let gamma = randn(&[5], 26);

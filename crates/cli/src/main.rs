@@ -1,8 +1,11 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
+mod clip;
 mod datasets;
 mod device;
 mod devices;
+mod edit;
+mod edit_eval;
 mod eval;
 mod eval_table;
 mod files;
@@ -12,6 +15,7 @@ mod grid;
 mod info;
 mod interrupt;
 mod latent;
+mod launch;
 mod memory_check;
 mod nll;
 mod numbers;
@@ -51,9 +55,16 @@ enum Command {
     /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in the Fashion-MNIST classifier's
     /// feature space, and optionally bits/dim, the floor, and a sweep over sampling steps.
     Eval(Box<eval::EvalArgs>),
+    /// Measure editing on the shipped data: SDEdit's distance to the guide against FD over strengths, or RePaint's
+    /// FD and class accuracy on masked training images.
+    EvalEdit(Box<edit_eval::EvalEditArgs>),
     /// The autoencoder of latent diffusion: train it, encode images to latents, decode latents, score it.
     #[command(subcommand)]
     Vae(vae::VaeCommand),
+    /// CLIP: contrastive pre-training of a text encoder and an image encoder on captioned images, and its
+    /// zero-shot and retrieval evaluation.
+    #[command(subcommand)]
+    Clip(clip::ClipCommand),
     /// Describe a diffusers pipeline, model folder (a denoiser's or an autoencoder's), training run or checkpoint,
     /// and the sampler `sample` would use; with --devices, the devices this machine has.
     Info(Box<info::InfoArgs>),
@@ -66,8 +77,10 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::EvalEdit(args) => edit_eval::run(args),
         Command::Info(args) => info::run(args),
         Command::Vae(command) => vae::run(command),
+        Command::Clip(command) => clip::run(command),
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

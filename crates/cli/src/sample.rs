@@ -8,6 +8,7 @@
 //! checked before anything is written.
 
 use crate::device::DeviceArgs;
+use crate::edit::{edit_classes, EditArgs, EditRun};
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
 use crate::numbers::finite_f64;
@@ -75,6 +76,8 @@ pub struct SampleArgs {
     /// Also write the first sample's x_t at every model call, left to right, ending with the result.  [default: none]
     #[arg(long)]
     trajectory: Option<PathBuf>,
+    #[command(flatten)]
+    edit: EditArgs,
 }
 
 /// A folder opened for sampling: where its network is, and what its scheduler config says.
@@ -203,6 +206,45 @@ impl Denoiser for Watcher<'_> {
     }
 }
 
+/// Writes edited images: the grid (each image, then its edits, one row per image), --out-tensor and --out-dir.
+fn write_edited(
+    args: &SampleArgs,
+    images: &Tensor,
+    shown: &Tensor,
+    count: usize,
+) -> Result<(), String> {
+    if let Some(path) = &args.out_tensor {
+        write_tensor(path, "samples", images)?;
+    }
+    let shown = shown.to_device(Device::Cpu).map_err(|e| e.to_string())?;
+    let images = images.to_device(Device::Cpu).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for i in 0..shown.shape()[0] {
+        rows.push(shown.narrow(0, i, 1).map_err(|e| e.to_string())?);
+        rows.push(
+            images
+                .narrow(0, i * count, count)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let refs: Vec<&Tensor> = rows.iter().collect();
+    let grid = Tensor::concat(&refs, 0).map_err(|e| e.to_string())?;
+    save_grid(&grid, count + 1, &args.out)?;
+    eprintln!(
+        "{} edits of {} images in {}",
+        images.shape()[0],
+        shown.shape()[0],
+        args.out.display()
+    );
+    if let Some(dir) = &args.out_dir {
+        for i in 0..images.shape()[0] {
+            let one = images.narrow(0, i, 1).map_err(|e| e.to_string())?;
+            save_grid(&one, 1, &dir.join(format!("sample-{i:04}.png")))?;
+        }
+    }
+    Ok(())
+}
+
 fn save_grid(images: &Tensor, columns: usize, path: &Path) -> Result<(), String> {
     let shape = images.shape();
     Grid {
@@ -273,6 +315,47 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     }
     // Training uses the last class embedding as the null class (num_classes + 1 embeddings).
     let null_class = model.config().num_class_embeds().map(|n| n as u32 - 1);
+    if let Some(request) = args.edit.request()? {
+        let AnySampler::Discrete(scheduler) = &sampler else {
+            return Err(format!(
+                "--init-image runs a discrete-time sampler (SDEdit, RePaint); --sampler {} is a score sampler",
+                sampler.label()
+            ));
+        };
+        for (given, name) in [
+            (args.init_noise.is_some(), "--init-noise"),
+            (args.noise.is_some(), "--noise"),
+            (args.trajectory.is_some(), "--trajectory"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{name} is for sampling from noise, not with --init-image"
+                ));
+            }
+        }
+        let mut scheduler = scheduler.as_ref().clone();
+        scheduler.options.seed = args.seed;
+        let count = args.count.max(1);
+        let classes = edit_classes(
+            request.images().shape()[0],
+            args.class,
+            null_class,
+            args.guidance,
+        )?;
+        let edited = EditRun {
+            model: &model,
+            scheduler: &scheduler,
+            decoder: decoder.as_ref(),
+            count,
+            classes,
+            null_class,
+            guidance: args.guidance,
+            seed: args.seed,
+            report: true,
+        }
+        .run(&request)?;
+        return write_edited(args, &edited.images, &edited.shown, count);
+    }
     let count = args.count.max(1);
     let classes: Option<Vec<u32>> = match (null_class, args.class) {
         (Some(null), Some(c)) if c <= null => Some(vec![c; count]),

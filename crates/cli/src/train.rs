@@ -4,13 +4,15 @@
 //! also evaluations of the EMA weights ([`crate::train_eval`]: metrics lines, progress line, `OUT/eval.png`).
 //! Ctrl-C writes a checkpoint and stops; `--resume OUT` continues bit for bit where the last checkpoint left off.
 //! With `--vae DIR` the model trains on the autoencoder's scaled latents and every checkpoint is a diffusers pipeline
-//! folder ([`crate::latent`]).
+//! folder ([`crate::latent`]). Under `mpirun -np N` the ranks train data parallel ([`crate::launch`]): rank 0 alone
+//! writes the files and the progress bar, every rank reads the checkpoint it resumes from.
 
 use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::fit_config::{adapt_named, check_explicit, DataShape};
 use crate::grid::Grid;
 use crate::latent::{check_latent_setup, decoder_for, encode_training_set, LatentDecoder};
+use crate::launch::LaunchArgs;
 use crate::memory_check::check_training_fits;
 use crate::numbers::{finite_f32, finite_f64};
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
@@ -25,7 +27,7 @@ use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig,
 use diffuse_diffusion::sde::ScoreMatching;
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, PIPELINE_UNET_DIR};
 use diffuse_diffusion::train::hybrid::DEFAULT_VLB_WEIGHT;
-use diffuse_diffusion::train::{LossWeighting, StepReport, TrainConfig, Trainer};
+use diffuse_diffusion::train::{Collective, LossWeighting, StepReport, TrainConfig, Trainer};
 use diffuse_models::folder::CONFIG_FILE;
 use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule, ParamStore};
@@ -33,6 +35,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 #[derive(Args, Debug)]
@@ -157,6 +160,8 @@ pub struct TrainArgs {
     vae: Option<PathBuf>,
     #[command(flatten)]
     sde: SdeTrainArgs,
+    #[command(flatten)]
+    launch: LaunchArgs,
 }
 
 /// The training split of the dataset `--data` names, shaped by `options`, and where it came from.
@@ -418,12 +423,32 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
         "skipped": report.skipped,
         "images_per_s": images_per_s,
         "elapsed_s": elapsed,
+        "communication_s": report.communication_s,
     })
     .to_string()
 }
 
 pub fn run(args: &TrainArgs) -> Result<(), String> {
-    let device = args.device.resolve()?;
+    let out = args.resume.as_ref().unwrap_or(&args.out);
+    let collective = crate::launch::collective(&args.launch, out)?;
+    let result = train(args, Rc::clone(&collective));
+    if let Err(message) = &result {
+        if collective.size() > 1 {
+            // The other ranks wait in a collective: end them too rather than leave them to time out.
+            eprintln!("error on rank {}: {message}", collective.rank());
+            collective.abort(1);
+        }
+    }
+    result
+}
+
+fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String> {
+    let leader = collective.is_leader();
+    let device = if collective.size() > 1 {
+        args.device.resolve_for_rank(crate::launch::local_rank())?
+    } else {
+        args.device.resolve()?
+    };
     args.precision.apply(device)?;
     let options = FolderOptions {
         resolution: args.resolution,
@@ -441,11 +466,13 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             let mut trainer =
                 Trainer::resume_on(dir, device, build(&model_config)).map_err(|e| e.to_string())?;
             trainer.set_total_steps(args.steps);
-            eprintln!(
-                "resuming {} at step {}",
-                step_dir.display(),
-                trainer.step_index()
-            );
+            if leader {
+                eprintln!(
+                    "resuming {} at step {}",
+                    step_dir.display(),
+                    trainer.step_index()
+                );
+            }
             if args.vae.is_some() {
                 return Err(
                     "--vae with --resume: a resumed run keeps the autoencoder of its checkpoint"
@@ -517,14 +544,20 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         None => {}
     }
     let grid_sampler = grid_sampler(args, trainer.config())?;
-    let evaluator = Evaluator::new(
-        &args.eval,
-        &source,
-        &data,
-        &model_config,
-        decoder.as_ref(),
-        trainer.config(),
-    )?;
+    let evaluator = match leader {
+        true => Evaluator::new(
+            &args.eval,
+            &source,
+            &data,
+            &model_config,
+            decoder.as_ref(),
+            trainer.config(),
+        )?,
+        false => None,
+    };
+    trainer.set_collective(Rc::clone(&collective));
+    // Refuses a global batch smaller than the number of processes before anything is written.
+    let shard = trainer.shard().map_err(|e| e.to_string())?;
     let latents = match &decoder {
         Some(decoder) => {
             trainer.set_latent_space(decoder.space());
@@ -533,16 +566,22 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         None => None,
     };
     let train_data = latents.as_ref().unwrap_or(&data);
-    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let metrics_path = out.join("metrics.jsonl");
-    truncate_metrics(&metrics_path, trainer.step_index())?;
-    let mut evaluated_at = read_evaluations(&metrics_path).last().map(|e| e.0);
+    let mut evaluated_at = None;
+    let mut metrics = None;
+    if leader {
+        std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        truncate_metrics(&metrics_path, trainer.step_index())?;
+        evaluated_at = read_evaluations(&metrics_path).last().map(|e| e.0);
+        metrics = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| format!("{}: {e}", metrics_path.display()))?,
+        );
+    }
     let mut latest_eval = String::new();
-    let mut metrics = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
     crate::interrupt::install()?;
 
     let total = trainer.config().steps;
@@ -557,18 +596,31 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         ),
         None => String::new(),
     };
-    eprintln!(
-        "training {} parameters on {} on {} images of {}×{}×{}{latent_note}, batch {batch}, to step {total}; outputs \
-         in {}",
-        trainer.store.numel(),
-        trainer.device(),
-        data.len(),
-        data.channels,
-        data.height,
-        data.width,
-        out.display()
-    );
-    let bar = ProgressBar::new(total).with_position(trainer.step_index());
+    let processes = match collective.size() {
+        1 => String::new(),
+        n => format!(
+            " over {n} processes (rank 0: samples {}..{})",
+            shard.start, shard.end
+        ),
+    };
+    if leader {
+        eprintln!(
+            "training {} parameters on {} on {} images of {}×{}×{}{latent_note}, batch {batch}{processes}, to step \
+             {total}; outputs in {}",
+            trainer.store.numel(),
+            trainer.device(),
+            data.len(),
+            data.channels,
+            data.height,
+            data.width,
+            out.display()
+        );
+    }
+    let bar = match leader {
+        true => ProgressBar::new(total),
+        false => ProgressBar::hidden(),
+    }
+    .with_position(trainer.step_index());
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
             .map_err(|e| e.to_string())?,
@@ -584,14 +636,23 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     let mut saved_at = None;
     // Seconds spent evaluating, left out of the training throughput.
     let mut eval_seconds = 0.0;
-    let evaluate = |trainer: &Trainer<Backbone>, evaluator: &Evaluator, metrics: &mut File| {
-        let begun = Instant::now();
-        let report = evaluator.run(trainer, decoder.as_ref())?;
-        let seconds = begun.elapsed().as_secs_f64();
-        let line = evaluator.metrics_line(trainer.step_index(), &report, seconds);
-        writeln!(metrics, "{line}").map_err(|e| format!("{}: {e}", metrics_path.display()))?;
-        Ok::<_, String>((summary(&report), seconds))
+    let log = |metrics: &mut Option<File>, line: &str| match metrics {
+        Some(file) => {
+            writeln!(file, "{line}").map_err(|e| format!("{}: {e}", metrics_path.display()))
+        }
+        None => Ok(()),
     };
+    let evaluate =
+        |trainer: &Trainer<Backbone>, evaluator: &Evaluator, metrics: &mut Option<File>| {
+            let begun = Instant::now();
+            let report = evaluator.run(trainer, decoder.as_ref())?;
+            let seconds = begun.elapsed().as_secs_f64();
+            log(
+                metrics,
+                &evaluator.metrics_line(trainer.step_index(), &report, seconds),
+            )?;
+            Ok::<_, String>((summary(&report), seconds))
+        };
     let save = |trainer: &Trainer<Backbone>| -> Result<u64, String> {
         match &decoder {
             Some(decoder) => trainer.save_pipeline_checkpoint(&out, args.keep, |dir| {
@@ -603,7 +664,14 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         Ok(trainer.step_index())
     };
     while trainer.step_index() < total {
-        if crate::interrupt::requested() {
+        // Every rank stops at the same step, whichever of them was interrupted.
+        let interrupted = collective
+            .any(crate::interrupt::requested())
+            .map_err(|e| e.to_string())?;
+        if interrupted && !leader {
+            return Ok(());
+        }
+        if interrupted {
             bar.suspend(|| {
                 eprintln!(
                     "interrupted: writing a checkpoint at step {}",
@@ -631,8 +699,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             bar.suspend(|| eprintln!("step {}: non-finite loss, skipped", report.step));
         }
         if args.log_every > 0 && (report.step % args.log_every == 0 || done == total) {
-            writeln!(metrics, "{}", metrics_line(&report, images_per_s, elapsed))
-                .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            log(&mut metrics, &metrics_line(&report, images_per_s, elapsed))?;
         }
         // Before the checkpoint, so that a checkpoint after `done` steps implies its evaluation is logged.
         if let Some(evaluator) = evaluator.as_ref().filter(|e| e.due(done) && done < total) {
@@ -642,10 +709,11 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             eval_seconds += seconds;
             bar.set_message(format!("{loss}{latest_eval} | {images_per_s:.0} img/s"));
         }
-        if args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total {
+        if leader && args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total
+        {
             saved_at = Some(save(&trainer)?);
         }
-        if args.sample_every > 0 && done % args.sample_every == 0 && done < total {
+        if leader && args.sample_every > 0 && done % args.sample_every == 0 && done < total {
             let path = grids.write(&trainer, &format!("step-{done}"), &data)?;
             bar.suspend(|| eprintln!("step {done}: samples in {}", path.display()));
         }
@@ -656,8 +724,13 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             bar.suspend(|| eprintln!("step {}: {text}", trainer.step_index()));
         }
     }
+    if !leader {
+        return Ok(());
+    }
     bar.finish();
-    metrics.flush().map_err(|e| e.to_string())?;
+    if let Some(file) = metrics.as_mut() {
+        file.flush().map_err(|e| e.to_string())?;
+    }
     if saved_at != Some(trainer.step_index()) {
         save(&trainer)?;
     }

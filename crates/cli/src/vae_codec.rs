@@ -81,8 +81,9 @@ pub struct DecodeArgs {
     device: DeviceArgs,
 }
 
-/// The images `--input` names, as (N, C, H, W) in [−1, 1].
-fn read_images(input: &Path, tensor: Option<&str>) -> Result<Tensor, String> {
+/// The images a PNG or JPEG file, a folder of them or a safetensors file (its tensor `tensor`, or its only one)
+/// holds, as (N, C, H, W) in [−1, 1].
+pub fn read_images(input: &Path, tensor: Option<&str>) -> Result<Tensor, String> {
     let from_values = |values: Vec<f32>, shape: &[usize]| {
         Tensor::from_vec(values, shape, Device::Cpu).map_err(|e| e.to_string())
     };

@@ -230,6 +230,32 @@ fn a_latent_run_is_a_pipeline_folder_resumes_exactly_and_samples_evaluates_and_d
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(file.tensor("samples").unwrap().shape(), [1, 1, 28, 28]);
     assert!(Path::new(&trajectory).is_file());
+    // SDEdit on the latents of that sample (encoded through the run's autoencoder), decoded again.
+    let edited = s.path("edited.safetensors");
+    let text = ok(&[
+        "sample",
+        "--checkpoint",
+        &run,
+        "--steps",
+        "4",
+        "--count",
+        "2",
+        "--init-image",
+        &tensor,
+        "--strength",
+        "0.5",
+        "--out",
+        &s.path("edited.png"),
+        "--out-tensor",
+        &edited,
+    ]);
+    assert!(
+        text.contains("SDEdit: strength 0.5 keeps 2 of 4 steps"),
+        "{text}"
+    );
+    let bytes = std::fs::read(&edited).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(file.tensor("samples").unwrap().shape(), [2, 1, 28, 28]);
     let text = ok(&[
         "eval",
         "--checkpoint",

@@ -1,5 +1,5 @@
 //! Element-wise kernels over strided, broadcast operands: `out[i] = f(a[i])`, `f(a[i], b[i])`, `c[i] ? a[i] : b[i]`,
-//! and the strided copy that makes a tensor contiguous.
+//! the strided copy that makes a tensor contiguous, and `acc[i] += x[i]` in place (gradient accumulation).
 //!
 //! The output is contiguous in row-major order of `shape`; inputs are [`StridedRef`]s (a zero stride broadcasts).
 //! The loop over rows lives in [`crate::strided::for_each_row`]; this file only says what happens to one element.
@@ -10,8 +10,10 @@
 //! (`dispatch.rs`; both builds give identical bits). `exp`, `σ` and SiLU use the vectorisable [`crate::math::exp`]
 //! (≤ 2 ulp) instead of libm's scalar call.
 
+use rayon::prelude::*;
+
 use crate::dispatch::dispatch;
-use crate::error::{KernelError, Result};
+use crate::error::{check_len, KernelError, Result};
 use crate::math;
 use crate::strided::{for_each_row, max_offset, StridedRef};
 
@@ -441,4 +443,25 @@ pub fn copy_strided(
         }
     });
     Ok(())
+}
+
+/// Elements per rayon task of [`add_assign`]: a fixed size, so the split depends only on the length.
+const ADD_ASSIGN_CHUNK: usize = 1 << 14;
+
+/// `acc[i] += x[i]`: [`BinaryOp::Add`] written into the buffer of its left operand (the backward pass accumulates
+/// gradients this way when it owns the accumulator alone). Each element is one f32 addition, so the result is
+/// bit for bit that of `binary(Add, …)`.
+pub fn add_assign(acc: &mut [f32], x: &[f32]) -> Result<()> {
+    check_len("add_assign", "x", x.len(), acc.len())?;
+    acc.par_chunks_mut(ADD_ASSIGN_CHUNK)
+        .zip(x.par_chunks(ADD_ASSIGN_CHUNK))
+        .for_each(|(acc, x)| dispatch!(add_row(acc: &mut [f32], x: &[f32])));
+    Ok(())
+}
+
+#[inline(always)]
+fn add_row(acc: &mut [f32], x: &[f32]) {
+    for (a, &x) in acc.iter_mut().zip(x) {
+        *a += x;
+    }
 }

@@ -25,15 +25,15 @@ pub struct GroupNormShape {
 }
 
 impl GroupNormShape {
-    fn channels_per_group(&self) -> usize {
+    pub(crate) fn channels_per_group(&self) -> usize {
         self.channels / self.groups
     }
 
-    fn group_len(&self) -> usize {
+    pub(crate) fn group_len(&self) -> usize {
         self.channels_per_group() * self.spatial
     }
 
-    fn validate(&self, op: &'static str) -> Result<usize> {
+    pub(crate) fn validate(&self, op: &'static str) -> Result<usize> {
         let fail = |message: String| Err(KernelError::new(op, message));
         if self.groups == 0 || self.channels == 0 || !self.channels.is_multiple_of(self.groups) {
             return fail(format!(
@@ -55,7 +55,7 @@ impl GroupNormShape {
 }
 
 /// Groups per rayon task: small groups are batched so a task has a few thousand values.
-fn groups_per_task(group_len: usize) -> usize {
+pub(crate) fn groups_per_task(group_len: usize) -> usize {
     (4096 / group_len).max(1)
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod gated_residual;
 pub mod gemm;
 pub mod group_norm;
+pub mod group_norm_silu;
 pub mod index;
 pub mod layer_norm;
 pub mod layer_norm_modulate;

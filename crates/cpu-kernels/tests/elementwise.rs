@@ -4,7 +4,7 @@
 mod common;
 
 use common::{random_vec, with_threads, F32_UNIT_ROUNDOFF};
-use diffuse_cpu_kernels::elementwise::{binary, unary, BinaryOp, UnaryOp};
+use diffuse_cpu_kernels::elementwise::{add_assign, binary, unary, BinaryOp, UnaryOp};
 use diffuse_cpu_kernels::strided::StridedRef;
 use proptest::prelude::*;
 
@@ -283,4 +283,28 @@ proptest! {
             prop_assert_eq!(g.to_bits(), UnaryOp::Silu.apply(xi).to_bits());
         }
     }
+}
+
+proptest! {
+    /// `add_assign` is `binary(Add)` written in place: the same bits, for lengths around its 16384-element tasks.
+    #[test]
+    fn add_assign_is_binary_add_in_place(len in prop_oneof![0usize..40, 16_380usize..16_390, 40_000usize..40_010],
+                                         seed in 0u64..1000) {
+        let (a, b) = (random_vec(len, seed), random_vec(len, seed + 1));
+        let mut expected = vec![0.0; len];
+        let layout = StridedRef { strides: &[1], offset: 0 };
+        binary(BinaryOp::Add, &[len], &a, layout, &b, layout, &mut expected).unwrap();
+        let mut acc = a.clone();
+        with_threads(2, || add_assign(&mut acc, &b)).unwrap();
+        prop_assert_eq!(acc, expected);
+    }
+}
+
+#[test]
+fn add_assign_rejects_a_length_mismatch() {
+    let err = add_assign(&mut [0.0; 3], &[1.0; 2]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "add_assign: x has 2 elements but its shape implies 3"
+    );
 }

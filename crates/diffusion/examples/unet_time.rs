@@ -1,10 +1,11 @@
-//! Times the U-Net's training or sampling step (the `unet` bench's cases) in a plain loop and prints wall time and
-//! process CPU time per step. On a shared machine the CPU time (read from `/proc/self/stat`, 10 ms ticks) is the
+//! Times the U-Net's training or sampling step (the `unet` bench's cases) in a plain loop and prints the median and
+//! the mean wall time and the mean process CPU time per step. On a shared machine the CPU time (read from `/proc/self/stat`, 10 ms ticks) is the
 //! steadier figure; with `RAYON_NUM_THREADS=1` it compares directly with the CPU time that
 //! `benches/peers/diffusers_unet.py --threads 1` prints for PyTorch.
 //!
-//! Run: `RAYON_NUM_THREADS=1 cargo run --release -p diffuse-diffusion --example unet_time -- CONFIG train|sample STEPS`
-//! (e.g. `fashion-small train 5`).
+//! Run: `RAYON_NUM_THREADS=1 cargo run --release -p diffuse-diffusion --example unet_time -- CONFIG train|sample STEPS
+//! [BATCH]` (e.g. `fashion-small train 5 32`; the batch defaults to 64). `benches/peers/paired_speed.sh` runs it beside
+//! `benches/peers/diffusers_unet.py`.
 
 use diffuse_autograd::{no_grad, Var};
 use diffuse_models::unet::{UNet2DModel, UNetConfig};
@@ -12,7 +13,7 @@ use diffuse_nn::{AdamW, ParamStore};
 use diffuse_tensor::{Device, Tensor};
 use std::time::Instant;
 
-const BATCH: usize = 64;
+const DEFAULT_BATCH: usize = 64;
 
 /// User plus system CPU seconds of this process so far (Linux); `None` where `/proc` is unavailable.
 fn cpu_seconds() -> Option<f64> {
@@ -26,11 +27,16 @@ fn cpu_seconds() -> Option<f64> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: unet_time CONFIG train|sample STEPS";
-    let (name, case, steps) = match args.as_slice() {
-        [name, case, steps] => (name.as_str(), case.as_str(), steps.parse::<usize>()?),
+    let usage = "usage: unet_time CONFIG train|sample STEPS [BATCH]";
+    let (name, case, steps, batch) = match args.as_slice() {
+        [name, case, steps] => (name, case, steps, DEFAULT_BATCH),
+        [name, case, steps, batch] => (name, case, steps, batch.parse::<usize>()?),
         _ => return Err(usage.into()),
     };
+    let (name, case, steps) = (name.as_str(), case.as_str(), steps.parse::<usize>()?.max(1));
+    if batch == 0 {
+        return Err("BATCH must be at least 1".into());
+    }
     let train = match case {
         "train" => true,
         "sample" => false,
@@ -40,10 +46,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = UNet2DModel::new(UNetConfig::named(name)?, &store)?;
     let params = store.params().into_iter().map(|(_, v)| v);
     let mut opt = AdamW::new(params, AdamW::default_config(1e-4))?;
-    let x = Tensor::randn(&[BATCH, 1, 28, 28], 1, 0, Device::Cpu)?;
-    let noise = Var::constant(Tensor::randn(&[BATCH, 1, 28, 28], 2, 0, Device::Cpu)?);
-    let t: Vec<f64> = (0..BATCH).map(|i| ((i * 397) % 1000) as f64).collect();
-    let labels: Vec<u32> = (0..BATCH as u32).map(|i| i % 11).collect();
+    let x = Tensor::randn(&[batch, 1, 28, 28], 1, 0, Device::Cpu)?;
+    let noise = Var::constant(Tensor::randn(&[batch, 1, 28, 28], 2, 0, Device::Cpu)?);
+    let t: Vec<f64> = (0..batch).map(|i| ((i * 397) % 1000) as f64).collect();
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 11).collect();
 
     let mut step = || -> Result<(), Box<dyn std::error::Error>> {
         if train {
@@ -58,15 +64,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     step()?; // warm-up: first-touch allocations and the host cache
     let (wall, cpu) = (Instant::now(), cpu_seconds());
-    for _ in 0..steps.max(1) {
+    let mut step_ms = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let start = Instant::now();
         step()?;
+        step_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    let per_step = |seconds: f64| seconds / steps.max(1) as f64 * 1e3;
+    let per_step = |seconds: f64| seconds / steps as f64 * 1e3;
     let cpu = cpu_seconds()
         .zip(cpu)
         .map(|(end, start)| per_step(end - start));
+    step_ms.sort_by(f64::total_cmp);
     println!(
-        "unet/{name}/{case}_step/batch{BATCH}: {:9.1} ms wall, {} ms CPU per step",
+        "unet/{name}/{case}_step/batch{batch}: {:9.1} ms median, {:9.1} ms mean wall, {} ms CPU per step",
+        step_ms[steps / 2],
         per_step(wall.elapsed().as_secs_f64()),
         cpu.map_or("?".into(), |c| format!("{c:.1}"))
     );

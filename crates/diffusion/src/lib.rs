@@ -11,6 +11,7 @@
 //! - [`sampler`]: reverse-process samplers (DDPM, DDIM, PNDM, Euler, Euler ancestral, Heun, LMS, DPM-Solver,
 //!   UniPC), each as the diffusers scheduler class of the same name runs it and built from its `scheduler_config.json`,
 //!   driving any [`sampler::Denoiser`], and classifier-free guidance.
+//! - [`edit`]: image-to-image (SDEdit) and inpainting (RePaint) with any trained denoiser and sampler.
 //! - [`pipeline`]: the folders a sampling run starts from (diffusers pipelines with `model_index.json`, model
 //!   folders, training runs and checkpoints).
 //! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
@@ -20,13 +21,17 @@
 //!   likelihoods.
 //! - [`autoencoder`]: training diffusers' `AutoencoderKL` with LDM's objective, and the cached, scaled latents that
 //!   latent diffusion trains on.
+//! - [`contrastive`]: CLIP's contrastive pre-training on captioned images (the captions, the tokenizer trained on them,
+//!   both towers), with zero-shot and retrieval evaluation.
 //! - [`eval`]: metrics of generated images (Fréchet distance, classifier accuracy, Inception-style score,
 //!   precision/recall in a classifier's feature space) and the variational bound in bits per dimension.
 //! - [`rng`]: a tiny, seedable, reproducible random number generator (SplitMix64) so that every shuffle and flip can be
 //!   replayed from a `u64` seed.
 
 pub mod autoencoder;
+pub mod contrastive;
 pub mod data;
+pub mod edit;
 pub mod error;
 pub mod eval;
 pub mod forward;

@@ -67,9 +67,30 @@ fn to_f32(name: &str, view: &TensorView<'_>, path: &Path) -> Result<Vec<f32>> {
 /// Fills every parameter of `store` from the safetensors file at `path`, strictly: each must be present with its
 /// shape, and the file may hold nothing else. Nothing is assigned unless everything checks.
 pub fn load_weights(store: &ParamStore, path: &Path) -> Result<()> {
+    load_weights_except(store, path, &[])
+}
+
+/// [`load_weights`], except that the tensors named in `skipped` may be in the file and are not read (buffers such as
+/// transformers' `position_ids`, which older versions saved beside the weights).
+pub fn load_weights_except(store: &ParamStore, path: &Path, skipped: &[&str]) -> Result<()> {
+    load_weights_mapped(store, path, skipped, &|name| name.to_string())
+}
+
+/// [`load_weights_except`] where the parameter `name` of the store is read from the tensor `file_name(name)` (for
+/// formats that moved their keys between library versions).
+pub fn load_weights_mapped(
+    store: &ParamStore,
+    path: &Path,
+    skipped: &[&str],
+    file_name: &dyn Fn(&str) -> String,
+) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
     let file = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, e))?;
-    let params = store.params();
+    let params: Vec<(String, diffuse_autograd::Var)> = store
+        .params()
+        .into_iter()
+        .map(|(name, var)| (file_name(&name), var))
+        .collect();
     let mut values = Vec::with_capacity(params.len());
     for (name, var) in &params {
         let view = file.tensor(name).map_err(|_| {
@@ -98,7 +119,7 @@ pub fn load_weights(store: &ParamStore, path: &Path) -> Result<()> {
     let mut extra: Vec<&String> = file
         .names()
         .into_iter()
-        .filter(|n| !known.contains(n.as_str()))
+        .filter(|n| !known.contains(n.as_str()) && !skipped.contains(&n.as_str()))
         .collect();
     if !extra.is_empty() {
         extra.sort();
@@ -115,7 +136,14 @@ pub fn load_weights(store: &ParamStore, path: &Path) -> Result<()> {
 
 /// Writes every parameter of `store` as f32 to the safetensors file at `path`, atomically.
 pub fn save_weights(store: &ParamStore, path: &Path) -> Result<()> {
-    let params = store.params();
+    save_weights_prefixed(store, path, "")
+}
+
+/// Writes the parameters of `store` whose names start with `prefix` (names kept whole) as f32 to the safetensors file
+/// at `path`, atomically.
+pub fn save_weights_prefixed(store: &ParamStore, path: &Path, prefix: &str) -> Result<()> {
+    let mut params = store.params();
+    params.retain(|(name, _)| name.starts_with(prefix));
     let mut buffers = Vec::with_capacity(params.len());
     for (name, var) in &params {
         let bytes: Vec<u8> = var
@@ -147,8 +175,19 @@ pub fn save_folder(
     store: &ParamStore,
     weights_file: &str,
 ) -> Result<()> {
+    save_folder_prefixed(dir, config_json, store, weights_file, "")
+}
+
+/// [`save_folder`] with only the parameters whose names start with `prefix`.
+pub fn save_folder_prefixed(
+    dir: &Path,
+    config_json: &str,
+    store: &ParamStore,
+    weights_file: &str,
+    prefix: &str,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
-    save_weights(store, &dir.join(weights_file))?;
+    save_weights_prefixed(store, &dir.join(weights_file), prefix)?;
     write_atomically(&dir.join(CONFIG_FILE), config_json.as_bytes())?;
     sync_dir(dir)
 }

@@ -4,6 +4,8 @@
 //! - [`unet`]: diffusers' `UNet2DModel`, the pixel-space denoiser;
 //! - [`dit`]: diffusers' `DiTTransformer2DModel`, the diffusion transformer (patches, adaLN-Zero blocks);
 //! - [`vae`]: diffusers' `AutoencoderKL`, which maps images to the latents of latent diffusion and back;
+//! - [`clip`]: transformers' `CLIPTextModel` (Stable Diffusion's text encoder), `CLIPVisionModel`, `CLIPModel` and
+//!   CLIP's tokenizer;
 //! - [`layers`]: the residual block, resampling and mid block the U-Net and the autoencoder share;
 //! - [`backbone`]: any of the denoising networks behind one forward pass and one config, for the processes and the
 //!   command line;
@@ -13,6 +15,7 @@
 //! The diffusion processes that train and sample these networks live one layer up, in `diffuse-diffusion`.
 
 pub mod backbone;
+pub mod clip;
 pub mod dit;
 pub mod error;
 pub mod folder;

@@ -105,6 +105,11 @@ impl GroupNorm {
             eps,
         })
     }
+
+    /// `silu(self.forward(x))` in one fused kernel each way (the pre-activation of a residual block).
+    pub fn forward_silu(&self, x: &Var) -> Result<Var> {
+        x.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps)
+    }
 }
 
 impl Module for GroupNorm {

@@ -439,6 +439,27 @@ impl Storage {
         }
     }
 
+    /// `self` is the input; returns (silu(group_norm(x)), mean, rstd).
+    pub fn group_norm_silu(
+        &self,
+        shape: &GroupNormShape,
+        gamma: &Storage,
+        beta: &Storage,
+    ) -> Result<[Self; 3]> {
+        match same_device("group_norm_silu", [self, gamma, beta])? {
+            Same::Cpu([x, g, b]) => Ok(cpu::group_norm_silu(shape, x, g, b)?.map(Storage::Cpu)),
+            Same::Cuda([x, g, b]) => Ok(cuda::group_norm_silu(shape, x, g, b)?.map(Storage::Cuda)),
+        }
+    }
+
+    /// `t` is `[x, gamma, beta, mean, rstd, grad_y]`; returns (∂x, ∂γ, ∂β).
+    pub fn group_norm_silu_backward(shape: &GroupNormShape, t: [&Storage; 6]) -> Result<[Self; 3]> {
+        match same_device("group_norm_silu_backward", t)? {
+            Same::Cpu(t) => Ok(cpu::group_norm_silu_backward(shape, t)?.map(Storage::Cpu)),
+            Same::Cuda(t) => Ok(cuda::group_norm_silu_backward(shape, t)?.map(Storage::Cuda)),
+        }
+    }
+
     /// `self` is the input; returns (y, mean, rstd).
     pub fn layer_norm(
         &self,

@@ -64,6 +64,32 @@ impl Tensor {
         self.storage.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True when this tensor is its buffer's only user (no clone or view shares it) and covers it exactly: a
+    /// contiguous f32 CPU tensor from offset 0 over every element. Such a tensor may be overwritten in place.
+    pub(crate) fn writable_alone(&self) -> bool {
+        Arc::strong_count(&self.storage) == 1
+            && Arc::weak_count(&self.storage) == 0
+            && self.dtype == DType::F32
+            && self.device == Device::Cpu
+            && self.layout.is_contiguous()
+            && self.layout.offset() == 0
+            && self.storage().len() == self.numel()
+    }
+
+    /// The elements of a tensor for which [`Tensor::writable_alone`] holds, mutably; `None` otherwise.
+    pub(crate) fn cpu_f32_mut(&mut self) -> Option<&mut [f32]> {
+        if !self.writable_alone() {
+            return None;
+        }
+        let storage = Arc::get_mut(&mut self.storage)?
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        match storage {
+            Storage::Cpu(cpu) => cpu.as_f32_mut(),
+            Storage::Cuda(_) => None,
+        }
+    }
+
     /// True when both tensors share one buffer (used to refuse in-place updates that would alias).
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)
@@ -295,5 +321,28 @@ impl Tensor {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Device, Tensor};
+    use std::sync::Arc;
+
+    /// The buffer the sum lands in: an owned operand's own, else a new one.
+    #[test]
+    fn accumulate_reuses_the_buffer_of_an_owned_operand() {
+        let x = Tensor::randn(&[4, 33], 1, 0, Device::Cpu).unwrap();
+        let y = Tensor::randn(&[4, 33], 2, 0, Device::Cpu).unwrap();
+        let owned = x.mul_scalar(2.0).unwrap();
+        let buffer = Arc::as_ptr(&owned.storage);
+        let total = owned.accumulate(y.clone()).unwrap();
+        assert_eq!(Arc::as_ptr(&total.storage), buffer);
+        let owned = y.mul_scalar(2.0).unwrap();
+        let buffer = Arc::as_ptr(&owned.storage);
+        let total = x.clone().accumulate(owned).unwrap();
+        assert_eq!(Arc::as_ptr(&total.storage), buffer);
+        let total = x.clone().accumulate(y.clone()).unwrap();
+        assert!(!total.same_storage(&x) && !total.same_storage(&y));
     }
 }

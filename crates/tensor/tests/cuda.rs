@@ -862,6 +862,40 @@ fn group_norm_and_layer_norm_match_the_cpu_forward_and_backward(_: &Device) {
         .unwrap();
 }
 
+/// The fused group norm + SiLU (the forward kernel's SiLU flag; `group_norm_silu_backward_dz` and group norm's two
+/// backward kernels) against the CPU's fused kernel. Tolerances as group norm's above: f32 sums over a group of at
+/// most 3·30 elements in a different order, and SiLU's slope is at most 1.1.
+fn group_norm_silu_matches_the_cpu_forward_and_backward(_: &Device) {
+    poison_the_allocator();
+    runner()
+        .run(
+            // spatial 1..30 reaches both the scalar and the float4 forward path (spatial % 4 == 0)
+            &(1usize..3, 1usize..4, 1usize..4, 1usize..30, any::<u64>()),
+            |(n, groups, per_group, spatial, seed)| {
+                let c = groups * per_group;
+                let (x_cpu, x_gpu) = pair(&[n, c, spatial], seed);
+                let (g_cpu, g_gpu) = pair(&[c], seed ^ 1);
+                let (b_cpu, b_gpu) = pair(&[c], seed ^ 2);
+                let (dy_cpu, dy_gpu) = pair(&[n, c, spatial], seed ^ 3);
+                let fc = x_cpu.group_norm_silu(groups, &g_cpu, &b_cpu, 1e-5).unwrap();
+                let fg = x_gpu.group_norm_silu(groups, &g_gpu, &b_gpu, 1e-5).unwrap();
+                close("group_norm_silu y", &fg.0, &fc.0, 1e-4, 1e-4)?;
+                close("group_norm_silu mean", &fg.1, &fc.1, 1e-5, 1e-5)?;
+                close("group_norm_silu rstd", &fg.2, &fc.2, 1e-5, 1e-4)?;
+                let bc = dy_cpu
+                    .group_norm_silu_backward(&x_cpu, (&g_cpu, &b_cpu), (&fc.1, &fc.2), groups)
+                    .unwrap();
+                let bg = dy_gpu
+                    .group_norm_silu_backward(&x_gpu, (&g_gpu, &b_gpu), (&fg.1, &fg.2), groups)
+                    .unwrap();
+                close("group_norm_silu dx", &bg.0, &bc.0, 1e-4, 1e-4)?;
+                close("group_norm_silu dgamma", &bg.1, &bc.1, 1e-4, 1e-4)?;
+                close("group_norm_silu dbeta", &bg.2, &bc.2, 1e-4, 1e-4)
+            },
+        )
+        .unwrap();
+}
+
 fn attention_forward_matches_the_cpu(_: &Device) {
     poison_the_allocator();
     runner()
@@ -1054,6 +1088,7 @@ fn main() {
         bf16_conv2d_is_within_the_bf16_bound_and_grouped_ones_stay_f32,
         conv2d_forward_matches_the_cpu_on_awkward_shapes,
         group_norm_and_layer_norm_match_the_cpu_forward_and_backward,
+        group_norm_silu_matches_the_cpu_forward_and_backward,
         attention_forward_matches_the_cpu,
         attention_backward_matches_the_cpu,
         q_sample_and_sampler_step_match_the_cpu,

@@ -101,6 +101,12 @@ fn every_operation() -> Result<Vec<Vec<f32>>> {
     for t in [gn, mean, rstd, gx, gg, gbeta] {
         keep(t)?;
     }
+    let (gn, mean, rstd) = image.group_norm_silu(4, &gamma, &beta, 1e-5)?;
+    let (gx, gg, gbeta) =
+        gn.group_norm_silu_backward(&image, (&gamma, &beta), (&mean, &rstd), 4)?;
+    for t in [gn, mean, rstd, gx, gg, gbeta] {
+        keep(t)?;
+    }
     let rows = randn(&[1200, 16], 13);
     let (ln, mean, rstd) = rows.layer_norm(&gamma, &beta, 1e-5)?;
     let (gx, gg, gbeta) = ln.layer_norm_backward(&rows, &gamma, (&mean, &rstd))?;

@@ -205,6 +205,29 @@ fn group_norm_refuses_groups_that_do_not_divide_channels() {
 }
 
 #[test]
+fn group_norm_silu_refuses_mismatched_affine_parameters() {
+    let x = seq(&[1, 6, 2, 2], 1);
+    let (g, short) = (seq(&[6], 2), seq(&[5], 3));
+    let msg = x
+        .group_norm_silu(3, &g, &short, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("group_norm_silu") && msg.contains("beta"),
+        "{msg}"
+    );
+    let (y, mean, rstd) = x.group_norm_silu(3, &g, &g, 1e-5).unwrap();
+    let msg = y
+        .group_norm_silu_backward(&x, (&g, &short), (&mean, &rstd), 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("group_norm_silu_backward") && msg.contains("beta"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn layer_norm_matches_reference_and_backward_matches_kernel() {
     let x = seq(&[3, 2, 5], 12);
     let (gamma, beta) = (seq(&[5], 13), seq(&[5], 14));

@@ -392,3 +392,60 @@ fn randn_is_the_philox_normal_stream_from_its_offset() {
         .collect();
     assert_eq!(t.to_vec().unwrap(), want);
 }
+
+/// `accumulate` gives `add`'s bits, writes into an operand it owns alone (either one), and never into a buffer
+/// something else still holds.
+#[test]
+fn accumulate_adds_in_place_only_into_an_unshared_buffer() {
+    let x = Tensor::randn(&[3, 50], 1, 0, Device::Cpu).unwrap();
+    let y = Tensor::randn(&[3, 50], 2, 0, Device::Cpu).unwrap();
+    let sum = x.add(&y).unwrap().to_vec().unwrap();
+    let (x_values, y_values) = (x.to_vec().unwrap(), y.to_vec().unwrap());
+
+    // Both shared (the originals are still held): a new tensor, and neither input changes.
+    let total = x.clone().accumulate(y.clone()).unwrap();
+    assert!(!total.same_storage(&x) && !total.same_storage(&y));
+    assert_eq!(total.to_vec().unwrap(), sum);
+    assert_eq!(
+        (x.to_vec().unwrap(), y.to_vec().unwrap()),
+        (x_values.clone(), y_values)
+    );
+
+    // The left one owned alone (written in place: the unit test in src/tensor.rs checks the buffer).
+    let total = x.mul_scalar(1.0).unwrap().accumulate(y.clone()).unwrap();
+    assert_eq!(total.to_vec().unwrap(), sum);
+    // Only the right one owned alone: the held left operand is untouched.
+    let right = y.mul_scalar(1.0).unwrap();
+    let total = x.clone().accumulate(right).unwrap();
+    assert_eq!(total.to_vec().unwrap(), sum);
+    assert_eq!(x.to_vec().unwrap(), x_values);
+
+    // A view (a transposed operand) and a broadcast shape fall back to add.
+    let t = y
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap();
+    assert_eq!(
+        x.mul_scalar(1.0)
+            .unwrap()
+            .accumulate(t)
+            .unwrap()
+            .to_vec()
+            .unwrap(),
+        sum
+    );
+    let row = Tensor::randn(&[1, 50], 3, 0, Device::Cpu).unwrap();
+    let broadcast = x.add(&row).unwrap().to_vec().unwrap();
+    assert_eq!(
+        x.mul_scalar(1.0)
+            .unwrap()
+            .accumulate(row)
+            .unwrap()
+            .to_vec()
+            .unwrap(),
+        broadcast
+    );
+}

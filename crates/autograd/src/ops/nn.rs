@@ -2,7 +2,8 @@
 //!
 //! - matmul `Y = A·B`: `∂A = G·Bᵀ`, `∂B = Aᵀ·G`, each summed over broadcast batch axes;
 //! - softmax / log-softmax along a dimension, from the saved output;
-//! - conv2d, group norm, layer norm and attention, from their saved inputs (and saved statistics).
+//! - conv2d, group norm (alone or fused with SiLU), layer norm and attention, from their saved inputs (and saved
+//!   statistics).
 
 use crate::reduce_to::sum_to_shape;
 use crate::var::Var;
@@ -67,6 +68,22 @@ impl Var {
         let (y, mean, rstd) = x.group_norm(groups, &gm, beta.tensor(), eps)?;
         Ok(Var::from_op(y, &[self, gamma, beta], move |g| {
             let (gx, gg, gb) = g.group_norm_backward(&x, &gm, (&mean, &rstd), groups)?;
+            Ok(vec![Some(gx), Some(gg), Some(gb)])
+        }))
+    }
+
+    /// `silu(group_norm(self))` in one kernel each way: the pre-activation of a residual block. Saves only the
+    /// input and the statistics (the separate ops also keep the normalised values for SiLU's rule).
+    pub fn group_norm_silu(&self, groups: usize, gamma: &Var, beta: &Var, eps: f32) -> Result<Var> {
+        let (x, gm, bt) = (
+            self.tensor().clone(),
+            gamma.tensor().clone(),
+            beta.tensor().clone(),
+        );
+        let (y, mean, rstd) = x.group_norm_silu(groups, &gm, &bt, eps)?;
+        Ok(Var::from_op(y, &[self, gamma, beta], move |g| {
+            let (gx, gg, gb) =
+                g.group_norm_silu_backward(&x, (&gm, &bt), (&mean, &rstd), groups)?;
             Ok(vec![Some(gx), Some(gg), Some(gb)])
         }))
     }

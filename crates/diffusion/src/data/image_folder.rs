@@ -237,6 +237,12 @@ struct Listing {
     skipped: usize,
 }
 
+/// The relative paths of the image files in `dir` and below, in the order [`read_image_folder`] stores the images;
+/// an error if there are none.
+pub fn image_file_names(dir: &Path) -> Result<Vec<String>> {
+    Ok(list_images(dir)?.files)
+}
+
 /// The sorted relative paths of the image files in `dir` and below; an error if there are none.
 fn list_images(dir: &Path) -> Result<Listing> {
     let mut listing = Listing {

@@ -13,7 +13,7 @@
 
 use super::noise::StepNoise;
 use super::prediction::{eps_from, eps_of_x0, lin, predict, x0_from};
-use super::{Condition, Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions, Start};
 use crate::error::{Error, Result};
 use crate::schedule::{timesteps, NoiseSchedule};
 use diffuse_tensor::Tensor;
@@ -45,7 +45,7 @@ pub fn ddim(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     settings: &Ddim,
-    noise: &Tensor,
+    start: Start<'_>,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     let eta = settings.eta;
@@ -62,7 +62,7 @@ pub fn ddim(
         options.seed,
         options.step_noise.as_ref(),
         visited.len(),
-        noise,
+        start.tensor(),
         eta > 0.0,
     )?;
     let stride = total / options.steps;
@@ -72,8 +72,8 @@ pub fn ddim(
         schedule.alpha_bar(0)? as f32
     };
     let eta = eta as f32;
-    let mut x = noise.clone();
-    for (step, &t) in visited.iter().enumerate() {
+    let mut x = start.initial(1.0, visited.len())?;
+    for (step, &t) in visited.iter().enumerate().skip(start.first_step()) {
         // diffusers' float32 scalars, in its order of operations.
         let alpha_bar = schedule.alpha_bar(t)? as f32;
         let alpha_bar_prev = match t.checked_sub(stride) {

@@ -17,7 +17,7 @@
 
 use super::noise::StepNoise;
 use super::prediction::{lin, predict, x0_from};
-use super::{Condition, Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions, Start};
 use crate::error::{Error, Result};
 use crate::learned_range::learned_range_log_variance;
 use crate::schedule::{timesteps, NoiseSchedule, VarianceType};
@@ -30,7 +30,7 @@ pub fn ddpm(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     variance: VarianceType,
-    noise: &Tensor,
+    start: Start<'_>,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     if variance == VarianceType::FixedLargeLog {
@@ -51,11 +51,11 @@ pub fn ddpm(
         options.seed,
         options.step_noise.as_ref(),
         visited.len(),
-        noise,
+        start.tensor(),
         true,
     )?;
-    let mut x = noise.clone();
-    for (step, &t) in visited.iter().enumerate() {
+    let mut x = start.initial(1.0, visited.len())?;
+    for (step, &t) in visited.iter().enumerate().skip(start.first_step()) {
         // diffusers' float32 scalars, in its order of operations.
         let alpha_bar = schedule.alpha_bar(t)? as f32;
         let alpha_bar_prev = match visited.get(step + 1) {

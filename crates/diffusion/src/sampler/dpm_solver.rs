@@ -24,7 +24,7 @@
 use super::grid::{multistep_grid, FinalSigma, Multistep};
 use super::noise::StepNoise;
 use super::prediction::{eps_from, eps_of_x0, predict, vp_level, weighted_sum, x0_from};
-use super::{Condition, Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions, Start};
 use crate::error::{Error, Result};
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -175,7 +175,7 @@ pub fn dpm_solver(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     settings: &DpmSolver,
-    noise: &Tensor,
+    start: Start<'_>,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     settings.validate(options.sigmas.final_sigma)?;
@@ -193,17 +193,17 @@ pub fn dpm_solver(
         options.seed,
         options.step_noise.as_ref(),
         n,
-        noise,
+        start.tensor(),
         algorithm.is_sde(),
     )?;
     let limit = options.x0_limit();
     let prediction = model.prediction();
     let level = |i: usize| vp_level(grid.sigmas[i] as f32);
-    let mut x = noise.clone();
+    let mut x = start.initial(1.0, n)?;
     // The converted outputs (x̂0 or ε̂) of the last steps, newest last.
     let mut outputs: Vec<Tensor> = Vec::with_capacity(settings.order);
     let mut lower_order_nums = 0;
-    for (i, &t) in grid.timesteps.iter().enumerate() {
+    for (i, &t) in grid.timesteps.iter().enumerate().skip(start.first_step()) {
         let (alpha_s, sigma_s, lambda_s) = level(i);
         let out = predict(model, &x, t, cond)?.prediction;
         let m = if algorithm.predicts_data() {

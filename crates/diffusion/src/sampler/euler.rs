@@ -8,7 +8,7 @@
 
 use super::grid::{k_grid, SigmaInterpolation};
 use super::k_diffusion::{init_noise_sigma, SigmaDenoiser};
-use super::{Condition, Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions, Start};
 use crate::error::{Error, Result};
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -36,7 +36,7 @@ pub fn euler(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     settings: &Euler,
-    noise: &Tensor,
+    start: Start<'_>,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     if options.step_noise.is_some() {
@@ -56,8 +56,11 @@ pub fn euler(
         cond,
         limit: options.x0_limit(),
     };
-    let mut x = noise.mul_scalar(init_noise_sigma(&grid, options.spacing))?;
-    for (i, &t) in grid.timesteps.iter().enumerate() {
+    let mut x = start.initial(
+        init_noise_sigma(&grid, options.spacing),
+        grid.timesteps.len(),
+    )?;
+    for (i, &t) in grid.timesteps.iter().enumerate().skip(start.first_step()) {
         let (sigma, sigma_next) = (grid.sigmas[i] as f32, grid.sigmas[i + 1] as f32);
         let slope = denoiser.slope(&x, sigma, t)?;
         x = x.add(&slope.mul_scalar(sigma_next - sigma)?)?;

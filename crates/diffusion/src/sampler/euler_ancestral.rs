@@ -7,7 +7,7 @@
 use super::grid::{k_grid, SigmaInterpolation};
 use super::k_diffusion::{init_noise_sigma, SigmaDenoiser};
 use super::noise::StepNoise;
-use super::{Condition, Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions, Start};
 use crate::error::Result;
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -17,7 +17,7 @@ pub fn euler_ancestral(
     model: &dyn Denoiser,
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
-    noise: &Tensor,
+    start: Start<'_>,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     let grid = k_grid(schedule, options, SigmaInterpolation::Linear, false)?;
@@ -25,7 +25,7 @@ pub fn euler_ancestral(
         options.seed,
         options.step_noise.as_ref(),
         grid.timesteps.len(),
-        noise,
+        start.tensor(),
         true,
     )?;
     let denoiser = SigmaDenoiser {
@@ -33,8 +33,11 @@ pub fn euler_ancestral(
         cond,
         limit: options.x0_limit(),
     };
-    let mut x = noise.mul_scalar(init_noise_sigma(&grid, options.spacing))?;
-    for (step, &t) in grid.timesteps.iter().enumerate() {
+    let mut x = start.initial(
+        init_noise_sigma(&grid, options.spacing),
+        grid.timesteps.len(),
+    )?;
+    for (step, &t) in grid.timesteps.iter().enumerate().skip(start.first_step()) {
         let (sigma, sigma_next) = (grid.sigmas[step] as f32, grid.sigmas[step + 1] as f32);
         let sigma_up = (sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next)
             / (sigma * sigma))

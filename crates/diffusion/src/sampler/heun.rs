@@ -6,7 +6,7 @@
 
 use super::grid::{k_grid, SigmaInterpolation};
 use super::k_diffusion::{init_noise_sigma, SigmaDenoiser};
-use super::{Condition, Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions, Start};
 use crate::error::{Error, Result};
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -16,7 +16,7 @@ pub fn heun(
     model: &dyn Denoiser,
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
-    noise: &Tensor,
+    start: Start<'_>,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     if options.step_noise.is_some() {
@@ -31,9 +31,9 @@ pub fn heun(
         cond,
         limit: options.x0_limit(),
     };
-    let mut x = noise.mul_scalar(init_noise_sigma(&grid, options.spacing))?;
     let n = grid.timesteps.len();
-    for i in 0..n {
+    let mut x = start.initial(init_noise_sigma(&grid, options.spacing), n)?;
+    for i in start.first_step()..n {
         let (sigma, sigma_next) = (grid.sigmas[i] as f32, grid.sigmas[i + 1] as f32);
         let dt = sigma_next - sigma;
         let slope = denoiser.slope(&x, sigma, grid.timesteps[i])?;

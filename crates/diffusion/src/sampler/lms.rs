@@ -14,7 +14,7 @@
 
 use super::grid::{k_grid, SigmaInterpolation};
 use super::k_diffusion::{init_noise_sigma, SigmaDenoiser};
-use super::{Condition, Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions, Start};
 use crate::error::{Error, Result};
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -46,7 +46,7 @@ pub fn lms(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     order: usize,
-    noise: &Tensor,
+    start: Start<'_>,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     if !(1..=MAX_LMS_ORDER).contains(&order) {
@@ -67,10 +67,13 @@ pub fn lms(
         cond,
         limit: options.x0_limit(),
     };
-    let mut x = noise.mul_scalar(init_noise_sigma(&grid, options.spacing))?;
+    let mut x = start.initial(
+        init_noise_sigma(&grid, options.spacing),
+        grid.timesteps.len(),
+    )?;
     // The slopes of the last `order` steps, oldest first.
     let mut slopes: Vec<Tensor> = Vec::with_capacity(order);
-    for (i, &t) in grid.timesteps.iter().enumerate() {
+    for (i, &t) in grid.timesteps.iter().enumerate().skip(start.first_step()) {
         let sigma = grid.sigmas[i];
         if slopes.len() == order {
             slopes.remove(0);

@@ -34,6 +34,7 @@ pub mod pndm;
 pub mod prediction;
 pub mod scheduler;
 pub mod sigmas;
+pub mod start;
 pub mod threshold;
 pub mod unipc;
 
@@ -51,6 +52,7 @@ pub use lms::lms;
 pub use pndm::{pndm, Pndm};
 pub use prediction::X0Limit;
 pub use scheduler::Scheduler;
+pub use start::{NoiseLevel, Start, StateSpace};
 pub use threshold::DynamicThreshold;
 pub use unipc::{unipc, UniPc, UniPcVariant};
 
@@ -251,21 +253,99 @@ impl Sampler {
         noise: &Tensor,
         cond: Condition<'_>,
     ) -> Result<Tensor> {
-        batch_of(noise, cond)?;
+        self.run(model, schedule, options, Start::Noise(noise), cond)
+    }
+
+    /// Runs from `start`: unit normal latents, or the sampler's state at one of its steps (see [`start`]).
+    pub fn run(
+        &self,
+        model: &dyn Denoiser,
+        schedule: &NoiseSchedule,
+        options: &SamplerOptions,
+        start: Start<'_>,
+        cond: Condition<'_>,
+    ) -> Result<Tensor> {
+        batch_of(start.tensor(), cond)?;
         options.x0_limit().validate()?;
         match self {
-            Sampler::Ddpm { variance } => ddpm(model, schedule, options, *variance, noise, cond),
-            Sampler::Ddim(settings) => ddim(model, schedule, options, settings, noise, cond),
-            Sampler::Pndm(settings) => pndm(model, schedule, options, settings, noise, cond),
-            Sampler::Euler(settings) => euler(model, schedule, options, settings, noise, cond),
-            Sampler::EulerAncestral => euler_ancestral(model, schedule, options, noise, cond),
-            Sampler::Heun => heun(model, schedule, options, noise, cond),
-            Sampler::Lms { order } => lms(model, schedule, options, *order, noise, cond),
+            Sampler::Ddpm { variance } => ddpm(model, schedule, options, *variance, start, cond),
+            Sampler::Ddim(settings) => ddim(model, schedule, options, settings, start, cond),
+            Sampler::Pndm(settings) => pndm(model, schedule, options, settings, start, cond),
+            Sampler::Euler(settings) => euler(model, schedule, options, settings, start, cond),
+            Sampler::EulerAncestral => euler_ancestral(model, schedule, options, start, cond),
+            Sampler::Heun => heun(model, schedule, options, start, cond),
+            Sampler::Lms { order } => lms(model, schedule, options, *order, start, cond),
             Sampler::DpmSolver(settings) => {
-                dpm_solver(model, schedule, options, settings, noise, cond)
+                dpm_solver(model, schedule, options, settings, start, cond)
             }
-            Sampler::UniPc(settings) => unipc(model, schedule, options, settings, noise, cond),
+            Sampler::UniPc(settings) => unipc(model, schedule, options, settings, start, cond),
         }
+    }
+
+    /// The noise level at which each step of a run begins (one per step, in order), in the sampler's own state
+    /// space: the state a run started at step `k` with [`Start::State`] holds.
+    pub fn step_levels(
+        &self,
+        schedule: &NoiseSchedule,
+        options: &SamplerOptions,
+    ) -> Result<Vec<NoiseLevel>> {
+        let vp = |ts: Vec<usize>| -> Result<Vec<NoiseLevel>> {
+            ts.into_iter()
+                .map(|t| {
+                    Ok(NoiseLevel::of_alpha_bar(
+                        t as f64,
+                        schedule.alpha_bar(t)?,
+                        StateSpace::VariancePreserving,
+                    ))
+                })
+                .collect()
+        };
+        let of_grid = |grid: grid::SigmaGrid, space: StateSpace| {
+            grid.timesteps
+                .iter()
+                .zip(&grid.sigmas)
+                .map(|(&t, &sigma)| NoiseLevel::of_sigma(t, sigma, space))
+                .collect()
+        };
+        let visited = || {
+            crate::schedule::timesteps(
+                options.spacing,
+                schedule.len(),
+                options.steps,
+                options.steps_offset,
+            )
+        };
+        Ok(match self {
+            Sampler::Ddpm { .. } | Sampler::Ddim(_) | Sampler::Pndm(_) => vp(visited()?)?,
+            Sampler::Euler(settings) => of_grid(
+                grid::k_grid(
+                    schedule,
+                    options,
+                    settings.interpolation,
+                    settings.continuous_timesteps,
+                )?,
+                StateSpace::Sigma,
+            ),
+            Sampler::EulerAncestral | Sampler::Heun | Sampler::Lms { .. } => of_grid(
+                grid::k_grid(schedule, options, SigmaInterpolation::Linear, false)?,
+                StateSpace::Sigma,
+            ),
+            Sampler::DpmSolver(settings) => of_grid(
+                grid::multistep_grid(
+                    schedule,
+                    options,
+                    grid::Multistep::DpmSolver {
+                        lambda_min_clipped: settings.lambda_min_clipped,
+                        truncate_ramp_timesteps: settings.truncate_ramp_timesteps,
+                    },
+                )?,
+                StateSpace::VariancePreserving,
+            ),
+            Sampler::UniPc(_) => of_grid(
+                grid::multistep_grid(schedule, options, grid::Multistep::UniPc)?,
+                StateSpace::VariancePreserving,
+            ),
+        })
     }
 }
 

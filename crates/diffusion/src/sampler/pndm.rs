@@ -25,7 +25,7 @@
 //! x0-prediction; diffuse turns each x̂0 into ε̂ at the point where it was predicted.
 
 use super::prediction::{div_scalar, eps_from, eps_of_x0, predict, x0_from, X0Limit};
-use super::{Condition, Denoiser, Prediction, SamplerOptions};
+use super::{Condition, Denoiser, Prediction, SamplerOptions, Start};
 use crate::error::{Error, Result};
 use crate::schedule::{timesteps, NoiseSchedule};
 use diffuse_tensor::Tensor;
@@ -137,7 +137,7 @@ pub fn pndm(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     settings: &Pndm,
-    noise: &Tensor,
+    start: Start<'_>,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     if options.step_noise.is_some() {
@@ -149,6 +149,9 @@ pub fn pndm(
     let total = schedule.len();
     let mut ascending = timesteps(options.spacing, total, options.steps, options.steps_offset)?;
     ascending.reverse();
+    // A run from a later step is a run on the visited timesteps from there down, its warm-up included.
+    let mut x = start.initial(1.0, ascending.len())?;
+    ascending.truncate(ascending.len() - start.first_step());
     let stride = total / options.steps;
     let half = stride / 2;
     let (prk, plms) = schedule_of(settings, &ascending, half)?;
@@ -165,7 +168,6 @@ pub fn pndm(
             schedule.alpha_bar(0)? as f32
         },
     };
-    let mut x = noise.clone();
     // The raw outputs PLMS combines, the running RK4 sum, and the point a PRK step (or PLMS's first) starts from.
     let mut history: Vec<Tensor> = Vec::new();
     let mut rk_sum: Option<Tensor> = None;

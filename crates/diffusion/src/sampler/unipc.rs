@@ -26,7 +26,7 @@ use super::grid::{multistep_grid, Multistep};
 use super::prediction::{
     div_scalar, eps_from, eps_of_x0, predict, vp_level, weighted_sum, x0_from,
 };
-use super::{Condition, Denoiser, SamplerOptions};
+use super::{Condition, Denoiser, SamplerOptions, Start};
 use crate::error::{Error, Result};
 use crate::schedule::NoiseSchedule;
 use diffuse_tensor::Tensor;
@@ -203,7 +203,7 @@ pub fn unipc(
     schedule: &NoiseSchedule,
     options: &SamplerOptions,
     settings: &UniPc,
-    noise: &Tensor,
+    start: Start<'_>,
     cond: Condition<'_>,
 ) -> Result<Tensor> {
     if !(1..=MAX_UNIPC_ORDER).contains(&settings.order) {
@@ -225,13 +225,13 @@ pub fn unipc(
     let n = grid.timesteps.len();
     let limit = options.x0_limit();
     let prediction = model.prediction();
-    let mut x = noise.clone();
+    let mut x = start.initial(1.0, n)?;
     // Converted outputs (x̂0 or ε̂) with the index of their level, newest last.
     let mut outputs: Vec<(Tensor, usize)> = Vec::with_capacity(settings.order);
     let mut last_sample: Option<Tensor> = None;
     let mut this_order = 0;
     let mut lower_order_nums = 0;
-    for (i, &t) in grid.timesteps.iter().enumerate() {
+    for (i, &t) in grid.timesteps.iter().enumerate().skip(start.first_step()) {
         let (alpha, sigma, _) = vp_level(grid.sigmas[i] as f32);
         let out = predict(model, &x, t, cond)?.prediction;
         let m = if settings.predict_x0 {

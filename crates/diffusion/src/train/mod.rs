@@ -8,21 +8,31 @@
 //! - [`config`]: [`TrainConfig`], the settings of a run;
 //! - [`model`]: [`TrainableModel`], the network as the trainer sees it, and [`ModelDenoiser`] for sampling;
 //! - [`trainer`]: [`Trainer`], one step (noise, forward, weighted MSE, backward, clip, AdamW, EMA);
-//! - [`checkpoint`]: atomic checkpoint folders and resuming.
+//! - [`checkpoint`]: atomic checkpoint folders and resuming;
+//! - [`collective`]: data-parallel training: the [`Collective`] engines, batch shards, gradient buckets;
+//! - [`watchdog`]: a deadline around collectives, so a rank that died or hangs ends the job;
+//! - `mpi_collective` (feature `mpi`): the ranks of `mpirun`.
 
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod hybrid;
 pub mod model;
+#[cfg(feature = "mpi")]
+pub mod mpi_collective;
 pub mod random;
 pub mod target;
 pub mod timesteps;
 pub mod trainer;
+pub mod watchdog;
 pub mod weighting;
 
 pub use checkpoint::{latest_checkpoint, read_trainer_state, write_diffusers_model};
+pub use collective::{Collective, Shard, SingleProcess};
 pub use config::TrainConfig;
 pub use model::{refuse_context, ModelDenoiser, TrainableModel};
+#[cfg(feature = "mpi")]
+pub use mpi_collective::MpiCollective;
 pub use target::Prediction;
 pub use timesteps::{LossHistory, TimestepSampler};
 pub use trainer::{StepReport, Trainer, TrainerState};

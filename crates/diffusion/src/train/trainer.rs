@@ -19,7 +19,14 @@
 //!
 //! The step counter advances on skipped steps too, so the data order and random draws of later steps do not depend on
 //! whether an earlier one was skipped.
+//!
+//! Data parallel ([`super::collective`]): each of `N` ranks takes its [`Shard`] of the global batch with the random
+//! draws the single process makes for those samples (the step's scalar draws are made for the whole batch and
+//! sliced; the Gaussian noise is read from the same Philox stream at the shard's offset), back-propagates its part
+//! `Σ_{b∈shard} L_b / B` of the batch loss, and the gradients are summed over the ranks before anything reads them,
+//! so the loss scaler, clipping, the optimiser and the EMA see the gradient of the whole batch's loss and every rank takes the same step.
 
+use super::collective::{all_reduce_gradients, Collective, Shard, SingleProcess, BUCKET_ELEMENTS};
 use super::config::TrainConfig;
 use super::hybrid::{hybrid_terms, Batch as HybridBatch};
 use super::model::TrainableModel;
@@ -36,6 +43,7 @@ use diffuse_autograd::Var;
 use diffuse_nn::{clip_grad_norm, grad_norm, AdamW, Ema, LossScaler, ParamStore};
 use diffuse_tensor::{AdamWConfig, Device, Tensor};
 use serde::{Deserialize, Serialize};
+use std::rc::Rc;
 
 /// How much of the newest loss enters the smoothed loss: `ℓ̄ ← ℓ̄ + max(α, 1/n)·(ℓ − ℓ̄)` after the `n`-th update (a
 /// plain running mean until `n = 1/α`, so the start does not linger).
@@ -62,11 +70,15 @@ pub struct TrainerState {
     pub loss_scaler: Option<LossScaler>,
 }
 
-/// One step's batch and random draws.
+/// One step's batch and random draws: this rank's shard of them.
 struct Draw {
+    /// Which samples of the global batch these are.
+    shard: Shard,
     x0: Tensor,
     labels: Option<Vec<u32>>,
     timesteps: Vec<usize>,
+    /// The timesteps of the whole global batch (what the timestep sampler records).
+    batch_timesteps: Vec<usize>,
     importance: Vec<f64>,
     /// The continuous times of score matching (empty for the discrete objective, whose `timesteps` are empty
     /// under score matching).
@@ -86,6 +98,8 @@ pub struct StepReport {
     pub lr: f32,
     /// The step took no update.
     pub skipped: bool,
+    /// Seconds spent summing gradients and losses over the processes of a data-parallel run (0 for one process).
+    pub communication_s: f64,
 }
 
 /// A model, its EMA, its optimiser and the run's state.
@@ -102,6 +116,8 @@ pub struct Trainer<M: TrainableModel> {
     epoch_order: Option<(u64, Vec<usize>)>,
     /// Latent diffusion: the dataset holds posterior moments, and x0 is a scaled latent drawn from them.
     latents: Option<LatentSpace>,
+    /// The processes of a data-parallel run ([`SingleProcess`] by default).
+    collective: Rc<dyn Collective>,
 }
 
 impl<M: TrainableModel> Trainer<M> {
@@ -164,6 +180,7 @@ impl<M: TrainableModel> Trainer<M> {
             schedule,
             epoch_order: None,
             latents: None,
+            collective: Rc::new(SingleProcess),
         })
     }
 
@@ -212,6 +229,26 @@ impl<M: TrainableModel> Trainer<M> {
         self.state.loss_scaler = scaler;
     }
 
+    /// Trains as one rank of a data-parallel run: each step takes this rank's [`Shard`] of the global batch and sums
+    /// the gradients over `collective`'s ranks.
+    pub fn set_collective(&mut self, collective: Rc<dyn Collective>) {
+        self.collective = collective;
+    }
+
+    /// The processes this trainer steps with.
+    pub fn collective(&self) -> &dyn Collective {
+        self.collective.as_ref()
+    }
+
+    /// This rank's part of every global batch.
+    pub fn shard(&self) -> Result<Shard> {
+        Shard::of(
+            self.state.config.batch_size,
+            self.collective.rank(),
+            self.collective.size(),
+        )
+    }
+
     /// Sets the total number of steps (to extend a resumed run); the learning-rate schedule is kept.
     pub fn set_total_steps(&mut self, steps: u64) {
         self.state.config.steps = steps;
@@ -236,8 +273,11 @@ impl<M: TrainableModel> Trainer<M> {
         Ok(order[k * b..(k + 1) * b].to_vec())
     }
 
-    /// The batch of step `step` with its random draws: images, (dropped-out) labels, timesteps, importance weights.
+    /// This rank's shard of the batch of step `step` with its random draws: images, (dropped-out) labels,
+    /// timesteps, importance weights. The draws are made for the whole global batch (a few numbers per sample, and the
+    /// images are copied for the whole batch so that the flip coins fall as in one process) and then sliced.
     fn draw(&mut self, data: &Dataset, step: u64) -> Result<Draw> {
+        let shard = self.shard()?;
         let config = &self.state.config;
         let (b, seed, dropout, hflip, null_class) = (
             config.batch_size,
@@ -259,11 +299,14 @@ impl<M: TrainableModel> Trainer<M> {
         let dropped: Vec<bool> = (0..b).map(|_| rng.next_f64() < dropout).collect();
         let flip_seed = rng.next_u64();
         let (pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
+        let (start, end) = (shard.start, shard.end);
+        let image_len = data.channels * data.height * data.width;
+        let pixels = pixels[start * image_len..end * image_len].to_vec();
         let labels = match null_class {
             Some(null) if labels.len() == b => Some(
-                labels
+                labels[start..end]
                     .iter()
-                    .zip(&dropped)
+                    .zip(&dropped[start..end])
                     .map(|(&y, &drop)| if drop { null } else { y })
                     .collect(),
             ),
@@ -277,31 +320,54 @@ impl<M: TrainableModel> Trainer<M> {
         };
         let x0 = Tensor::from_vec(
             pixels,
-            &[b, data.channels, data.height, data.width],
+            &[shard.len(), data.channels, data.height, data.width],
             self.device(),
         )?;
         let x0 = match &self.latents {
             Some(space) => {
-                let (key, offset) = latent_stream(seed, step, x0.numel() / 2)?;
-                space.sample(&x0, key, offset)?
+                let latent_len = image_len / 2;
+                let (key, offset) = latent_stream(seed, step, b * latent_len)?;
+                space.sample(&x0, key, offset + (start * latent_len) as u64)?
             }
             None => x0,
         };
+        /// The shard's part of per-sample draws (none under the other objective).
+        fn part<T: Clone>(values: &[T], start: usize, end: usize) -> Vec<T> {
+            values.get(start..end).unwrap_or_default().to_vec()
+        }
         Ok(Draw {
+            shard,
             x0,
             labels,
-            timesteps,
-            importance,
-            times,
+            timesteps: part(&timesteps, start, end),
+            batch_timesteps: timesteps,
+            importance: importance[start..end].to_vec(),
+            times: part(&times, start, end),
         })
     }
 
     /// The weighted loss of a drawn batch: `mean_b (w_b·i_b·mean(f(x_t) − target)² + i_b·λ·T·L_vlb,b)` with `w_b`
     /// the timestep weight, `i_b` the importance weight, and the variational term only for a network that also
-    /// predicts its variance ([`super::hybrid`]). Returns the loss, the per-sample MSEs and the timestep weights.
+    /// predicts its variance ([`super::hybrid`]); of a shard, its share `Σ_{b∈shard} (…) / B` of the global batch's
+    /// loss. Returns the loss, the per-sample MSEs and the timestep weights.
     fn weighted_loss(&self, batch: &Draw, step: u64) -> Result<(Var, Var, Vec<f64>)> {
         let config = &self.state.config;
-        let (key, offset) = noise_stream(config.seed, step, batch.x0.numel())?;
+        let (loss, per_sample, weights) = self.shard_mean_loss(batch, step)?;
+        let share = batch.shard.len() as f64 / config.batch_size as f64;
+        let loss = if share == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(share as f32)?
+        };
+        Ok((loss, per_sample, weights))
+    }
+
+    /// As [`Trainer::weighted_loss`], the mean over the shard's samples.
+    fn shard_mean_loss(&self, batch: &Draw, step: u64) -> Result<(Var, Var, Vec<f64>)> {
+        let config = &self.state.config;
+        let sample_len = batch.x0.numel() / batch.shard.len();
+        let (key, offset) = noise_stream(config.seed, step, config.batch_size * sample_len)?;
+        let offset = offset + (batch.shard.start * sample_len) as u64;
         if let Some(objective) = &config.score_matching {
             let z = Tensor::randn(batch.x0.shape(), key, offset, self.device())?;
             let cond = Condition::class_opt(batch.labels.as_deref());
@@ -387,24 +453,56 @@ impl<M: TrainableModel> Trainer<M> {
         let b = config.batch_size;
         let batch = self.draw(data, step)?;
         let (loss, per_sample, timestep_weights) = self.weighted_loss(&batch, step)?;
-        let loss_value = f64::from(loss.tensor().to_scalar()?);
+        let weighted_losses = |per_sample: &Var| -> Result<Vec<f64>> {
+            Ok(per_sample
+                .tensor()
+                .to_vec()?
+                .iter()
+                .zip(&timestep_weights)
+                .map(|(&l, w)| f64::from(l) * w)
+                .collect())
+        };
+        let mut loss_value = f64::from(loss.tensor().to_scalar()?);
+        // Data parallel: the batch loss and every sample's loss, summed over the ranks (each fills its shard's
+        // slots), so that every rank skips the same steps and records the same losses.
+        let mut batch_losses = None;
+        let mut communication_s = 0.0;
+        if self.collective.size() > 1 {
+            let begun = std::time::Instant::now();
+            let mut shared = vec![0.0; 1 + b];
+            shared[0] = loss_value;
+            let shard = batch.shard;
+            shared[1 + shard.start..1 + shard.end].copy_from_slice(&weighted_losses(&per_sample)?);
+            self.collective.all_reduce_sum_f64(&mut shared)?;
+            loss_value = shared[0];
+            batch_losses = Some(shared[1..].to_vec());
+            communication_s += begun.elapsed().as_secs_f64();
+        }
         let lr = config.lr.lr_at(step);
         self.state.step += 1;
         self.state.epoch = self.state.step / (data.len() / b) as u64;
         self.state.batch_in_epoch = self.state.step % (data.len() / b) as u64;
 
         if !loss_value.is_finite() {
-            return self.skip(step, loss_value, None, lr);
+            return self.skip(step, loss_value, None, lr, communication_s);
         }
         let mut grads = match &self.state.loss_scaler {
             Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
             None => loss.backward()?,
         };
+        // Summed over the ranks before anything reads them: the scaler's overflow check, clipping, AdamW and the
+        // EMA all see the whole batch's gradient, identical on every rank, so every rank takes the same decisions.
+        communication_s += all_reduce_gradients(
+            self.collective.as_ref(),
+            &self.store.trainable(),
+            &mut grads,
+            BUCKET_ELEMENTS,
+        )?;
         if let Some(scaler) = self.state.loss_scaler.as_mut() {
             let finite = scaler.unscale(&mut grads)?;
             scaler.update(finite);
             if !finite {
-                return Ok(self.overflow(step, loss_value, lr));
+                return Ok(self.overflow(step, loss_value, lr, communication_s));
             }
         }
         let grad_norm = match config.grad_clip {
@@ -412,19 +510,18 @@ impl<M: TrainableModel> Trainer<M> {
             None => grad_norm(&grads)? as f32,
         };
         if !grad_norm.is_finite() {
-            return self.skip(step, loss_value, Some(grad_norm), lr);
+            return self.skip(step, loss_value, Some(grad_norm), lr, communication_s);
         }
         self.optimizer.config.lr = lr;
         self.optimizer.step(&grads)?;
         self.ema.update()?;
-        let sample_losses: Vec<f64> = per_sample
-            .tensor()
-            .to_vec()?
-            .iter()
-            .zip(&timestep_weights)
-            .map(|(&l, w)| f64::from(l) * w)
-            .collect();
-        self.state.sampler.record(&batch.timesteps, &sample_losses);
+        let sample_losses = match batch_losses {
+            Some(losses) => losses,
+            None => weighted_losses(&per_sample)?,
+        };
+        self.state
+            .sampler
+            .record(&batch.batch_timesteps, &sample_losses);
         self.state.consecutive_nonfinite = 0;
         // A running mean for the first 1/α updates, then an exponential average.
         let rate = LOSS_SMOOTHING.max(1.0 / self.optimizer.steps() as f64);
@@ -438,12 +535,13 @@ impl<M: TrainableModel> Trainer<M> {
             grad_norm: Some(grad_norm),
             lr,
             skipped: false,
+            communication_s,
         })
     }
 
     /// Records a step skipped because the scaled gradients overflowed (the scaler has halved its scale): counted with
     /// the skipped steps, but not towards `max_nonfinite`, since the loss itself was finite.
-    fn overflow(&mut self, step: u64, loss: f64, lr: f32) -> StepReport {
+    fn overflow(&mut self, step: u64, loss: f64, lr: f32, communication_s: f64) -> StepReport {
         self.state.skipped_steps += 1;
         StepReport {
             step,
@@ -452,6 +550,7 @@ impl<M: TrainableModel> Trainer<M> {
             grad_norm: None,
             lr,
             skipped: true,
+            communication_s,
         }
     }
 
@@ -462,6 +561,7 @@ impl<M: TrainableModel> Trainer<M> {
         loss: f64,
         grad_norm: Option<f32>,
         lr: f32,
+        communication_s: f64,
     ) -> Result<StepReport> {
         self.state.skipped_steps += 1;
         self.state.consecutive_nonfinite += 1;
@@ -482,6 +582,7 @@ impl<M: TrainableModel> Trainer<M> {
             grad_norm,
             lr,
             skipped: true,
+            communication_s,
         })
     }
 }

@@ -82,7 +82,7 @@ impl ResnetBlock2D {
     /// `x` (N, in, H, W) and, for a block with a time embedding, `temb_act` = SiLU(time embedding) (N, temb) →
     /// (N, out, H, W).
     pub fn forward(&self, x: &Var, temb_act: Option<&Var>) -> Result<Var> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = match (&self.time_emb_proj, temb_act) {
             (Some(proj), Some(temb)) => {
                 let t = proj.forward(temb)?;
@@ -103,7 +103,7 @@ impl ResnetBlock2D {
                 ))
             }
         };
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?.add(&h),
             None => x.add(&h),

@@ -171,7 +171,7 @@ impl UNet2DModel {
         for block in &self.up_blocks {
             x = block.forward(&x, &temb_act, &mut skips)?;
         }
-        let x = self.conv_norm_out.forward(&x)?.silu()?;
+        let x = self.conv_norm_out.forward_silu(&x)?;
         let out = self.conv_out.forward(&x)?;
         if self.time_proj.is_none() {
             return Ok(out);

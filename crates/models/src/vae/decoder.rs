@@ -99,7 +99,7 @@ impl Decoder {
         for block in &self.up_blocks {
             x = block.forward(&x)?;
         }
-        self.conv_norm_out.forward(&x)?.silu()
+        self.conv_norm_out.forward_silu(&x)
     }
 
     /// `z` (N, latent_channels, h, w) → (N, out_channels, H, W).

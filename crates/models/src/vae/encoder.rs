@@ -107,7 +107,6 @@ impl Encoder {
             x = block.forward(&x)?;
         }
         let x = self.mid_block.forward(&x, None)?;
-        self.conv_out
-            .forward(&self.conv_norm_out.forward(&x)?.silu()?)
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
     }
 }

@@ -13,6 +13,7 @@ use diffuse_cpu_kernels::attention::{self, AttentionShape};
 use diffuse_cpu_kernels::elementwise::{self, BinaryOp, UnaryOp};
 use diffuse_cpu_kernels::gated_residual::{self, GatedShape};
 use diffuse_cpu_kernels::group_norm::{self, GroupNormShape};
+use diffuse_cpu_kernels::group_norm_silu;
 use diffuse_cpu_kernels::layer_norm::{self, LayerNormShape};
 use diffuse_cpu_kernels::layer_norm_modulate::{self, ModulateShape};
 use diffuse_cpu_kernels::noise::{self, StepCoefficients};
@@ -426,6 +427,57 @@ pub fn group_norm_backward(s: &GroupNormShape, t: [&CpuStorage; 5]) -> Result<[C
         s,
         &x.to_f32(),
         &gamma.to_f32(),
+        &mean.to_f32(),
+        &rstd.to_f32(),
+        &gy.to_f32(),
+        &mut gx,
+        &mut gg,
+        &mut gb,
+    )?;
+    let dtype = gy.dtype();
+    Ok([gx, gg, gb].map(|v| CpuStorage::from_f32(v, dtype)))
+}
+
+/// (silu(group_norm(x)), mean, rstd); the statistics stay f32 whatever the dtype of `x`.
+pub fn group_norm_silu(
+    s: &GroupNormShape,
+    x: &CpuStorage,
+    gamma: &CpuStorage,
+    beta: &CpuStorage,
+) -> Result<[CpuStorage; 3]> {
+    let (mut y, mut mean, mut rstd) = (
+        take(x.len()),
+        output("group_norm_silu", &[s.batch, s.groups])?,
+        output("group_norm_silu", &[s.batch, s.groups])?,
+    );
+    group_norm_silu::group_norm_silu_forward(
+        s,
+        &x.to_f32(),
+        &gamma.to_f32(),
+        &beta.to_f32(),
+        &mut y,
+        &mut mean,
+        &mut rstd,
+    )?;
+    Ok([
+        CpuStorage::from_f32(y, x.dtype()),
+        CpuStorage::F32(mean.into()),
+        CpuStorage::F32(rstd.into()),
+    ])
+}
+
+/// (∂x, ∂γ, ∂β) of [`group_norm_silu`]: `[x, gamma, beta, mean, rstd, grad_y]`.
+pub fn group_norm_silu_backward(
+    s: &GroupNormShape,
+    t: [&CpuStorage; 6],
+) -> Result<[CpuStorage; 3]> {
+    let [x, gamma, beta, mean, rstd, gy] = t;
+    let (mut gx, mut gg, mut gb) = (take(x.len()), take(s.channels), take(s.channels));
+    group_norm_silu::group_norm_silu_backward(
+        s,
+        &x.to_f32(),
+        &gamma.to_f32(),
+        &beta.to_f32(),
         &mean.to_f32(),
         &rstd.to_f32(),
         &gy.to_f32(),

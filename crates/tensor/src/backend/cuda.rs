@@ -858,6 +858,56 @@ pub fn group_norm_backward(s: &GroupNormShape, t: [&CudaStorage; 5]) -> Result<[
     Ok([gx, gg, gb])
 }
 
+/// (silu(group_norm(x)), mean, rstd); the statistics are `[batch, groups]`.
+pub fn group_norm_silu(
+    s: &GroupNormShape,
+    x: &CudaStorage,
+    gamma: &CudaStorage,
+    beta: &CudaStorage,
+) -> Result<[CudaStorage; 3]> {
+    let stats = checked_numel("group_norm_silu", &[s.batch, s.groups])?;
+    let (mut y, mut mean, mut rstd) = (x.sibling(x.len())?, x.sibling(stats)?, x.sibling(stats)?);
+    ck::group_norm::group_norm_silu_forward(
+        x.gpu,
+        s,
+        &x.view(),
+        &gamma.view(),
+        &beta.view(),
+        &mut y.view_mut(),
+        &mut mean.view_mut(),
+        &mut rstd.view_mut(),
+    )?;
+    Ok([y, mean, rstd])
+}
+
+/// (∂x, ∂γ, ∂β) of [`group_norm_silu`] from `[x, gamma, beta, mean, rstd, grad_y]`.
+pub fn group_norm_silu_backward(
+    s: &GroupNormShape,
+    t: [&CudaStorage; 6],
+) -> Result<[CudaStorage; 3]> {
+    let [x, gamma, beta, mean, rstd, gy] = t;
+    let (mut gz, mut gx, mut gg, mut gb) = (
+        x.sibling(x.len())?,
+        x.sibling(x.len())?,
+        x.sibling(s.channels)?,
+        x.sibling(s.channels)?,
+    );
+    ck::group_norm::group_norm_silu_backward(
+        x.gpu,
+        s,
+        &x.view(),
+        (&gamma.view(), &beta.view()),
+        &mean.view(),
+        &rstd.view(),
+        &gy.view(),
+        &mut gz.view_mut(),
+        &mut gx.view_mut(),
+        &mut gg.view_mut(),
+        &mut gb.view_mut(),
+    )?;
+    Ok([gx, gg, gb])
+}
+
 /// Layer norm over rows of `dim` is group norm of `rows` samples with `dim` channels of one element in one group:
 /// the statistics run over the row, and γ, β (per channel) are per element of the row.
 fn as_group_norm(s: &LayerNormShape) -> GroupNormShape {

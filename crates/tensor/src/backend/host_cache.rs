@@ -16,9 +16,14 @@
 //! kernel writes its whole output, which the kernels of `diffuse-cpu-kernels` do. [`set_poison`] fills every reused
 //! buffer with NaN before handing it out, so that an output element a kernel forgot to write shows up as NaN; the
 //! tests run the operations with it on.
+//!
+//! [`counters`] reports what went through [`take`] since the last [`reset_counters`]: how many output buffers the CPU
+//! operations asked for and their bytes (each is one pass of writes over that much memory), and how many of them the
+//! cache could not serve (fresh allocations: a zero fill and, for large ones, page faults). `examples/step_counts.rs`
+//! of the diffusion crate prints them per training step.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Buffers shorter than this (64 KiB) are left to the system allocator, which serves them from its own free lists.
@@ -41,6 +46,45 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache {
 });
 
 static POISON: AtomicBool = AtomicBool::new(false);
+
+/// Requests to [`take`], their bytes, and those of them served by a fresh allocation (`[count, bytes]` each).
+static TAKEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static FRESH: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn count(counter: &[AtomicU64; 2], len: usize) {
+    counter[0].fetch_add(1, Ordering::Relaxed);
+    counter[1].fetch_add((len * std::mem::size_of::<f32>()) as u64, Ordering::Relaxed);
+}
+
+/// What went through [`take`] since the last [`reset_counters`] (all threads together).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Output buffers requested (every length, cached or not).
+    pub buffers: u64,
+    /// Their bytes: each is written once by the kernel that asked, so this is the memory the outputs cover.
+    pub bytes: u64,
+    /// Requests the cache did not serve: new allocations (zero-filled by the system allocator).
+    pub fresh_buffers: u64,
+    pub fresh_bytes: u64,
+}
+
+/// The counts since the last [`reset_counters`].
+pub fn counters() -> Counters {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    Counters {
+        buffers: load(&TAKEN[0]),
+        bytes: load(&TAKEN[1]),
+        fresh_buffers: load(&FRESH[0]),
+        fresh_bytes: load(&FRESH[1]),
+    }
+}
+
+/// Sets every count of [`counters`] to zero.
+pub fn reset_counters() {
+    for c in TAKEN.iter().chain(&FRESH) {
+        c.store(0, Ordering::Relaxed);
+    }
+}
 
 fn cache() -> MutexGuard<'static, Cache> {
     // The cache stays consistent at every point where a panic could occur, so a poisoned lock is still usable.
@@ -68,6 +112,7 @@ impl Cache {
 /// A buffer of exactly `len` floats: a cached one with stale contents (NaN when poisoning is on) if one of that
 /// length is cached, otherwise a fresh zeroed one.
 pub fn take(len: usize) -> Vec<f32> {
+    count(&TAKEN, len);
     if len >= MIN_CACHED_LEN {
         let reused = {
             let mut cache = cache();
@@ -85,6 +130,7 @@ pub fn take(len: usize) -> Vec<f32> {
             return buffer;
         }
     }
+    count(&FRESH, len);
     vec![0.0; len]
 }
 

@@ -2,7 +2,8 @@
 
 use crate::error::Result;
 use crate::layout::broadcast_shapes;
-use crate::{BinaryOp, Tensor, UnaryOp};
+use crate::storage::Storage;
+use crate::{BinaryOp, DType, Tensor, UnaryOp};
 
 macro_rules! unary_methods {
     ($($name:ident => $op:expr, $doc:literal;)*) => {
@@ -93,6 +94,33 @@ impl Tensor {
             sa.binary(&a, &sb, &b, op)?
         };
         Tensor::from_contiguous(storage, &shape)
+    }
+
+    /// `self + other` for two tensors of one shape, written into the buffer of whichever operand is its buffer's only
+    /// user (no clone or view shares it) and covers it exactly as a contiguous f32 CPU tensor; otherwise (shared
+    /// buffers, views, half types, the GPU) a new tensor, as [`Tensor::add`]. f32 addition commutes exactly, so the
+    /// result is bit for bit `self.add(&other)` either way. The backward pass accumulates gradients with it, so an
+    /// accumulation into a gradient it owns costs no new buffer.
+    pub fn accumulate(mut self, mut other: Tensor) -> Result<Tensor> {
+        if self.shape() == other.shape() && other.dtype() == DType::F32 && other.is_contiguous() {
+            if !self.writable_alone() {
+                std::mem::swap(&mut self, &mut other);
+            }
+            if self.writable_alone() && other.is_contiguous() {
+                let offset = other.layout().offset();
+                let numel = self.numel();
+                let src = other.storage();
+                if let (Some(acc), Storage::Cpu(src)) = (self.cpu_f32_mut(), &*src) {
+                    diffuse_cpu_kernels::elementwise::add_assign(
+                        acc,
+                        &src.to_f32()[offset..offset + numel],
+                    )?;
+                    drop(src);
+                    return Ok(self);
+                }
+            }
+        }
+        self.add(&other)
     }
 
     binary_methods! {

@@ -254,6 +254,74 @@ impl Tensor {
         ))
     }
 
+    /// [`Tensor::group_norm`] followed by SiLU in one kernel: returns (silu(y), mean, rstd). Its backward,
+    /// [`Tensor::group_norm_silu_backward`], needs only the input and the statistics (not the normalised values).
+    pub fn group_norm_silu(
+        &self,
+        groups: usize,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f32,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        const OP: &str = "group_norm_silu";
+        let shape = self.group_norm_shape(OP, groups, eps)?;
+        for (what, t) in [("gamma", gamma), ("beta", beta)] {
+            self.check_compatible(OP, t)?;
+            expect_shape(OP, what, t, &[shape.channels])?;
+        }
+        let (x, g, b) = (self.contiguous()?, gamma.contiguous()?, beta.contiguous()?);
+        let [y, mean, rstd] = x
+            .storage()
+            .group_norm_silu(&shape, &g.storage(), &b.storage())?;
+        let stats = [shape.batch, groups];
+        Ok((
+            Tensor::from_contiguous(y, self.shape())?,
+            Tensor::from_contiguous(mean, &stats)?,
+            Tensor::from_contiguous(rstd, &stats)?,
+        ))
+    }
+
+    /// The gradients (∂x, ∂γ, ∂β) of [`Tensor::group_norm_silu`]: `self` is the output gradient; `mean` and `rstd`
+    /// are the statistics the forward returned.
+    pub fn group_norm_silu_backward(
+        &self,
+        x: &Tensor,
+        (gamma, beta): (&Tensor, &Tensor),
+        (mean, rstd): (&Tensor, &Tensor),
+        groups: usize,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        const OP: &str = "group_norm_silu_backward";
+        let shape = x.group_norm_shape(OP, groups, 0.0)?;
+        self.check_compatible(OP, x)?;
+        expect_shape(OP, "output gradient", self, x.shape())?;
+        for (what, t) in [("gamma", gamma), ("beta", beta)] {
+            self.check_compatible(OP, t)?;
+            expect_shape(OP, what, t, &[shape.channels])?;
+        }
+        for (what, t) in [("mean", mean), ("rstd", rstd)] {
+            expect_shape(OP, what, t, &[shape.batch, groups])?;
+        }
+        let [x, gamma, beta, mean, rstd, gy] =
+            [x, gamma, beta, mean, rstd, self].map(Tensor::contiguous);
+        let (x, gamma, beta, mean, rstd, gy) = (x?, gamma?, beta?, mean?, rstd?, gy?);
+        let [dx, dg, db] = Storage::group_norm_silu_backward(
+            &shape,
+            [
+                &x.storage(),
+                &gamma.storage(),
+                &beta.storage(),
+                &mean.storage(),
+                &rstd.storage(),
+                &gy.storage(),
+            ],
+        )?;
+        Ok((
+            Tensor::from_contiguous(dx, x.shape())?,
+            Tensor::from_contiguous(dg, &[shape.channels])?,
+            Tensor::from_contiguous(db, &[shape.channels])?,
+        ))
+    }
+
     fn group_norm_shape(
         &self,
         op: &'static str,

@@ -1,0 +1,396 @@
+//! `mpirun -np 2 diffuse train` against one process, on the shipped data: same losses and weights, a killed or hung
+//! rank ends the job with the last checkpoint whole, and a run resumes onto a different number of processes.
+//!
+//! These need the `mpi` feature (and so Open MPI): `cargo test --release -p diffuse-cli --features mpi --test
+//! mpi_train`. Built without it, the MPI tests are reported ignored with that reason, and the test that runs instead
+//! checks that a build without MPI refuses to run under mpirun.
+
+use libtest_mimic::{Arguments, Trial};
+#[cfg(feature = "mpi")]
+use std::path::{Path, PathBuf};
+#[cfg(feature = "mpi")]
+use std::process::{Command, Output, Stdio};
+#[cfg(feature = "mpi")]
+use std::time::{Duration, Instant};
+
+mod common;
+#[cfg(feature = "mpi")]
+use common::{repo, temp_dir, TINY_CONFIG};
+
+/// The options of every run: the tiny U-Net at the global batch of 32, a learning rate that does not depend on the
+/// total number of steps (so a run to 10 steps is the first half of one to 20), no grids but the final one.
+#[cfg(feature = "mpi")]
+const RUN: [&str; 16] = [
+    "--batch-size",
+    "32",
+    "--lr-schedule",
+    "constant",
+    "--num-train-timesteps",
+    "100",
+    "--log-every",
+    "1",
+    "--sample-every",
+    "0",
+    "--grid-steps",
+    "1",
+    "--grid-columns",
+    "1",
+    "--device",
+    "cpu",
+];
+
+/// A scratch folder with the tiny config.
+#[cfg(feature = "mpi")]
+fn setup(name: &str) -> (PathBuf, String) {
+    let dir = temp_dir(name);
+    let config = dir.join("tiny.json");
+    std::fs::write(&config, TINY_CONFIG).unwrap();
+    let config = config.to_str().unwrap().to_string();
+    (dir, config)
+}
+
+/// `mpirun -np N diffuse ARGS` (one thread per process: the machine may have as few cores as processes), or, for
+/// `processes == 0`, `diffuse ARGS` without mpirun.
+#[cfg(feature = "mpi")]
+fn launch(processes: usize, args: &[&str]) -> Command {
+    let bin = env!("CARGO_BIN_EXE_diffuse");
+    let mut command = if processes == 0 {
+        Command::new(bin)
+    } else {
+        let mut mpirun = Command::new("mpirun");
+        mpirun
+            .args([
+                "-np",
+                &processes.to_string(),
+                "--oversubscribe",
+                "--bind-to",
+                "none",
+            ])
+            .args(["-x", "RAYON_NUM_THREADS=1", bin])
+            // CI containers run as root, which Open MPI refuses unless told.
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+        mpirun
+    };
+    command.args(args).env("RAYON_NUM_THREADS", "1");
+    command
+}
+
+#[cfg(feature = "mpi")]
+fn succeed(mut command: Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The loss of every step of a run's metrics.
+#[cfg(feature = "mpi")]
+fn losses(out: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// Every weight of checkpoint `step` of a run (model and EMA), by name.
+#[cfg(feature = "mpi")]
+fn weights(out: &Path, step: u64) -> Vec<(String, Vec<f32>)> {
+    let mut all = Vec::new();
+    for part in ["model", "ema"] {
+        let path = out
+            .join(format!("step-{step}"))
+            .join(part)
+            .join("diffusion_pytorch_model.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<String> = tensors.names().into_iter().cloned().collect();
+        names.sort();
+        for name in names {
+            let view = tensors.tensor(&name).unwrap();
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            all.push((format!("{part}/{name}"), values));
+        }
+    }
+    all
+}
+
+/// The runs agree to what reordering f32 sums allows. A shard sums half the batch's per-sample gradients and the
+/// all-reduce adds the two halves, where one process sums all 32 in one pass: each gradient differs by a few ulps
+/// (relative ~1e-6). AdamW divides the first moment by the root of the second, so an update differs by about as much
+/// relatively, and each update moves a weight by at most ~lr = 2e-3: after 20 steps the weights differ by far less
+/// than 20 × 2e-3 × 1e-4 = 4e-6 each, except for coordinates whose gradient is near zero, where m/√v is ill
+/// conditioned; those still move by at most 2·lr per step. Hence: every weight within 1e-4 absolute (the weights
+/// are O(0.1)), and the losses, which see weights that close, within 1e-4 relative.
+#[cfg(feature = "mpi")]
+fn assert_same_run(a: &Path, b: &Path, step: u64) {
+    let (la, lb) = (losses(a), losses(b));
+    assert_eq!(la.len(), lb.len(), "{la:?}\n{lb:?}");
+    for ((sa, x), (sb, y)) in la.iter().zip(&lb) {
+        assert_eq!(sa, sb);
+        assert!(
+            (x - y).abs() <= 1e-4 * x.abs().max(1e-3),
+            "step {sa}: loss {x} against {y}"
+        );
+    }
+    let (wa, wb) = (weights(a, step), weights(b, step));
+    assert_eq!(wa.len(), wb.len());
+    let mut worst = (0.0f32, String::new());
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        for (x, y) in va.iter().zip(vb) {
+            let d = (x - y).abs();
+            if d.is_nan() || d > worst.0 {
+                worst = (d, na.clone());
+            }
+        }
+    }
+    assert!(
+        worst.0 <= 1e-4,
+        "weights differ by up to {} (in {})",
+        worst.0,
+        worst.1
+    );
+}
+
+#[cfg(feature = "mpi")]
+fn two_processes_reproduce_one_and_resume_onto_one() {
+    let (dir, config) = setup("mpi-reproduce");
+    let data = repo("data/fashion-mnist");
+    let [one, two, half] = ["one", "two", "half"].map(|name| dir.join(name));
+    let train = |out: &Path, steps: &str| -> Vec<String> {
+        let mut args = vec![
+            "train", "--config", &config, "--data", &data, "--steps", steps,
+        ];
+        args.extend(["--out", out.to_str().unwrap(), "--checkpoint-every", "10"]);
+        args.extend(RUN);
+        args.iter().map(|s| s.to_string()).collect()
+    };
+    let run = |processes: usize, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        succeed(launch(processes, &args))
+    };
+    run(0, train(&one, "20"));
+    let output = run(2, train(&two, "20"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("over 2 processes"), "{stderr}");
+    assert_eq!(losses(&two).len(), 20);
+    assert_same_run(&one, &two, 20);
+    assert!(two.join("samples/final.png").is_file());
+
+    // Ten steps on two processes, then ten more on one: the same run.
+    run(2, train(&half, "10"));
+    let mut resume: Vec<String> = [
+        "train",
+        "--resume",
+        half.to_str().unwrap(),
+        "--data",
+        &data,
+        "--steps",
+        "20",
+    ]
+    .map(String::from)
+    .to_vec();
+    resume.extend(RUN.map(String::from));
+    let output = run(0, resume);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at step 10"));
+    assert_same_run(&one, &half, 20);
+}
+
+/// The ranks `mpirun` (pid `parent`) started, by rank.
+#[cfg(feature = "mpi")]
+fn rank_pid(parent: u32, rank: u32) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: the command may hold spaces, so read after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+        if environ.split(|&b| b == 0).any(|v| v == wanted.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Starts a long 2-process run checkpointing every 5 steps, waits for its first checkpoint, sends `signal` to rank 1,
+/// and returns the job's output (it must end by itself within `limit`) and the run folder.
+#[cfg(feature = "mpi")]
+fn fault(name: &str, signal: i32, timeout: &str, limit: Duration) -> (Output, PathBuf, PathBuf) {
+    let (dir, config) = setup(name);
+    let data = repo("data/fashion-mnist");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap().to_string();
+    let mut args = vec![
+        "train", "--config", &config, "--data", &data, "--out", &out_s,
+    ];
+    args.extend(["--steps", "100000", "--checkpoint-every", "5"]);
+    args.extend(["--collective-timeout", timeout]);
+    args.extend(RUN);
+    let mut job = launch(2, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let begun = Instant::now();
+    while !out.join("latest").is_file() {
+        assert!(
+            begun.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rank1 = rank_pid(job.id(), 1).expect("rank 1 of the job");
+    // SAFETY: kill with a pid read from /proc and a valid signal number has no memory effects.
+    assert_eq!(unsafe { libc::kill(rank1, signal) }, 0);
+    let stopped = Instant::now();
+    loop {
+        if job.try_wait().unwrap().is_some() {
+            break;
+        }
+        if stopped.elapsed() > limit {
+            let _ = job.kill();
+            panic!("the job did not end within {limit:?} of the fault");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = job.wait_with_output().unwrap();
+    (output, out, dir)
+}
+
+/// Resumes the run in `out` for 3 more steps than its last checkpoint on `processes` processes.
+#[cfg(feature = "mpi")]
+fn resume_three_more(out: &Path, processes: usize) {
+    let latest = std::fs::read_to_string(out.join("latest")).unwrap();
+    let step: u64 = latest.trim().trim_start_matches("step-").parse().unwrap();
+    let (data, out_s, steps) = (
+        repo("data/fashion-mnist"),
+        out.to_str().unwrap().to_string(),
+        (step + 3).to_string(),
+    );
+    let mut args = vec![
+        "train", "--resume", &out_s, "--data", &data, "--steps", &steps,
+    ];
+    args.extend(RUN);
+    let output = succeed(launch(processes, &args));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("at step {step}")), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("latest")).unwrap().trim(),
+        format!("step-{}", step + 3)
+    );
+}
+
+#[cfg(feature = "mpi")]
+fn a_killed_rank_ends_the_job_and_the_run_resumes() {
+    let (output, out, _) = fault("mpi-kill", libc::SIGKILL, "60", Duration::from_secs(60));
+    assert!(!output.status.success());
+    resume_three_more(&out, 2);
+}
+
+#[cfg(feature = "mpi")]
+fn a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes() {
+    let (output, out, dir) = fault("mpi-hang", libc::SIGSTOP, "2", Duration::from_secs(60));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("did not complete within 2 s") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    resume_three_more(&out, 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn trials() -> Vec<Trial> {
+    #[cfg(feature = "mpi")]
+    {
+        let test = |name: &str, body: fn()| {
+            Trial::test(name, move || {
+                body();
+                Ok(())
+            })
+        };
+        vec![
+            test(
+                "two_processes_reproduce_one_and_resume_onto_one",
+                two_processes_reproduce_one_and_resume_onto_one,
+            ),
+            test(
+                "a_killed_rank_ends_the_job_and_the_run_resumes",
+                a_killed_rank_ends_the_job_and_the_run_resumes,
+            ),
+            test(
+                "a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes",
+                a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes,
+            ),
+        ]
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        use libtest_mimic::Completion;
+        let reason = "diffuse-cli was built without the mpi feature: install Open MPI and run `cargo test --release \
+                      -p diffuse-cli --features mpi --test mpi_train`";
+        let mut trials: Vec<Trial> = [
+            "two_processes_reproduce_one_and_resume_onto_one",
+            "a_killed_rank_ends_the_job_and_the_run_resumes",
+            "a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes",
+        ]
+        .into_iter()
+        .map(|name| Trial::ignorable_test(name, move || Ok(Completion::ignored_with(reason))))
+        .collect();
+        trials.push(Trial::test(
+            "a_build_without_mpi_refuses_to_run_under_mpirun",
+            || {
+                let output = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
+                    .args([
+                        "train",
+                        "--steps",
+                        "1",
+                        "--out",
+                        "/nonexistent/diffuse-mpi-refusal",
+                    ])
+                    .env("OMPI_COMM_WORLD_RANK", "1")
+                    .env("OMPI_COMM_WORLD_SIZE", "2")
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                if output.status.success()
+                    || !stderr.contains("openmpi-bin")
+                    || !stderr.contains("--features mpi")
+                {
+                    return Err(format!(
+                        "expected the refusal naming the package and the feature: {stderr}"
+                    )
+                    .into());
+                }
+                Ok(())
+            },
+        ));
+        trials
+    }
+}
+
+fn main() {
+    libtest_mimic::run(&Arguments::from_args(), trials()).exit();
+}

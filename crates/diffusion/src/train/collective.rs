@@ -1,0 +1,219 @@
+//! Data-parallel training: the processes of a run ("ranks") each take a disjoint part of every global batch
+//! ([`Shard`]), back-propagate their part's share of the batch loss, and sum their gradients with an all-reduce, so
+//! that every rank holds the gradient of the whole batch's loss and takes the same optimiser step.
+//!
+//! [`Collective`] is the communication engine: [`SingleProcess`] (nothing to do), MPI (`MpiCollective`, behind the
+//! `mpi` feature). The gradients travel in buckets ([`all_reduce_gradients`]): the trainable parameters in the store's
+//! order (sorted by name), packed into flat buffers of up to [`BUCKET_ELEMENTS`] values, so that every rank reduces
+//! the same values in the same order and a run is reproducible, and a few large messages pay the per-message latency
+//! instead of hundreds of small ones.
+
+use crate::error::{Error, Result};
+use diffuse_autograd::{Gradients, Var};
+use diffuse_tensor::Tensor;
+use std::time::Instant;
+
+/// Values per gradient bucket: 4 MiB of f32, large enough that the per-message latency (microseconds) is small beside
+/// the transfer, small enough that a bucket's host copy stays modest.
+pub const BUCKET_ELEMENTS: usize = 1 << 20;
+
+/// The communication engine of a data-parallel run. Every rank calls the same operations in the same order with
+/// buffers of the same lengths; each operation returns when every rank has contributed.
+pub trait Collective {
+    /// This process's index, `0..size()`.
+    fn rank(&self) -> usize;
+    /// The number of processes.
+    fn size(&self) -> usize;
+    /// The element-wise sum over ranks of `bucket` (a flat f32 tensor), on `bucket`'s device. Every rank receives
+    /// the same values.
+    fn all_reduce_sum(&self, bucket: &Tensor) -> Result<Tensor>;
+    /// The element-wise sum over ranks of `values`, in place (losses, flags: small host buffers).
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()>;
+
+    /// Whether `flag` is set on any rank (to stop every rank at the same step).
+    fn any(&self, flag: bool) -> Result<bool> {
+        let mut value = [f64::from(u8::from(flag))];
+        self.all_reduce_sum_f64(&mut value)?;
+        Ok(value[0] > 0.0)
+    }
+
+    /// Ends every process of the job after an error on this one, which the others, waiting in a collective, cannot
+    /// see. One process has no others: this returns, and the caller reports its error.
+    fn abort(&self, code: i32);
+
+    /// Whether this rank writes the run's files (checkpoints, metrics, grids, the progress bar).
+    fn is_leader(&self) -> bool {
+        self.rank() == 0
+    }
+}
+
+/// One process: every sum is the value itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn size(&self) -> usize {
+        1
+    }
+
+    fn all_reduce_sum(&self, bucket: &Tensor) -> Result<Tensor> {
+        Ok(bucket.clone())
+    }
+
+    fn all_reduce_sum_f64(&self, _values: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+
+    fn abort(&self, _code: i32) {}
+}
+
+/// A rank's part of a global batch of `batch` samples: samples `start..end` with `start = ⌊r·B/N⌋`,
+/// `end = ⌊(r+1)·B/N⌋`, so the parts are disjoint, cover the batch in order, and differ in size by at most one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Shard {
+    /// Rank `rank`'s part of a batch of `batch` samples among `size` ranks; every rank needs at least one sample.
+    pub fn of(batch: usize, rank: usize, size: usize) -> Result<Shard> {
+        if size == 0 || rank >= size {
+            return Err(Error::train(
+                "rank",
+                format!("rank {rank} of a world of {size} processes"),
+            ));
+        }
+        if batch < size {
+            return Err(Error::train(
+                "batch_size",
+                format!(
+                    "the global batch of {batch} cannot be split over {size} processes (each needs at least one \
+                     sample); use --batch-size {size} or more, or fewer processes"
+                ),
+            ));
+        }
+        let bound = |r: usize| r * batch / size;
+        Ok(Shard {
+            start: bound(rank),
+            end: bound(rank + 1),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// Replaces every gradient of `params` by its sum over the ranks of `collective`, in buckets of up to
+/// `bucket_elements` values ([`BUCKET_ELEMENTS`] in training) taken in `params`' order; returns the seconds spent communicating (packing and
+/// unpacking included). A parameter without a gradient on this rank contributes zeros; one without a gradient on
+/// every rank stays without one, as it would in a single process. With one process nothing is done.
+pub fn all_reduce_gradients(
+    collective: &dyn Collective,
+    params: &[(String, Var)],
+    grads: &mut Gradients,
+    bucket_elements: usize,
+) -> Result<f64> {
+    if collective.size() == 1 {
+        return Ok(0.0);
+    }
+    let begun = Instant::now();
+    // Which parameters have a gradient on some rank.
+    let mut present: Vec<f64> = params
+        .iter()
+        .map(|(_, p)| f64::from(u8::from(grads.get(p).is_some())))
+        .collect();
+    collective.all_reduce_sum_f64(&mut present)?;
+    let reduced: Vec<&Var> = params
+        .iter()
+        .zip(&present)
+        .filter(|(_, &n)| n > 0.0)
+        .map(|((_, p), _)| p)
+        .collect();
+    let mut bucket: Vec<&Var> = Vec::new();
+    let mut filled = 0;
+    for (i, param) in reduced.iter().enumerate() {
+        bucket.push(param);
+        filled += param.tensor().numel();
+        let last = i + 1 == reduced.len();
+        if filled >= bucket_elements || last {
+            reduce_bucket(collective, &bucket, grads)?;
+            bucket.clear();
+            filled = 0;
+        }
+    }
+    Ok(begun.elapsed().as_secs_f64())
+}
+
+/// Packs the gradients of `params` (zeros where this rank has none) into one flat tensor, sums it over the ranks,
+/// and puts the slices back.
+fn reduce_bucket(
+    collective: &dyn Collective,
+    params: &[&Var],
+    grads: &mut Gradients,
+) -> Result<()> {
+    let mut flat = Vec::with_capacity(params.len());
+    for param in params {
+        let value = param.tensor();
+        let g = match grads.get(param) {
+            Some(g) => g.reshape(&[g.numel()])?,
+            None => Tensor::zeros(&[value.numel()], value.dtype(), value.device())?,
+        };
+        flat.push(g);
+    }
+    let parts: Vec<&Tensor> = flat.iter().collect();
+    let summed = collective.all_reduce_sum(&Tensor::concat(&parts, 0)?)?;
+    let mut offset = 0;
+    for param in params {
+        let value = param.tensor();
+        let n = value.numel();
+        let g = summed.narrow(0, offset, n)?.reshape(value.shape())?;
+        grads.insert(param, g);
+        offset += n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_disjoint_ordered_and_cover_the_batch() {
+        for batch in 1..40 {
+            for size in 1..=batch.min(9) {
+                let shards: Vec<Shard> = (0..size)
+                    .map(|r| Shard::of(batch, r, size).unwrap())
+                    .collect();
+                assert_eq!(shards[0].start, 0);
+                assert_eq!(shards[size - 1].end, batch);
+                for pair in shards.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start);
+                }
+                let (min, max) = shards.iter().fold((usize::MAX, 0), |(lo, hi), s| {
+                    (lo.min(s.len()), hi.max(s.len()))
+                });
+                assert!(
+                    min >= 1 && max - min <= 1,
+                    "{batch} over {size}: {shards:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_smaller_than_the_world_is_refused_by_name() {
+        let e = Shard::of(3, 0, 4).unwrap_err().to_string();
+        assert!(e.contains("--batch-size 4"), "{e}");
+        assert!(Shard::of(8, 4, 4).is_err());
+    }
+}

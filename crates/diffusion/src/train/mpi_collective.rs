@@ -1,0 +1,96 @@
+//! [`MpiCollective`]: the ranks of `mpirun -np N` summing their gradients with `MPI_Allreduce` (Open MPI picks the
+//! algorithm: recursive doubling for small messages, a ring for large ones; docs/distributed.md derives their cost).
+//!
+//! The buckets are copied to the host and back, so a CUDA run works over any MPI build (a CUDA-aware MPI could read
+//! device memory directly; NCCL is the engine made for it). Every collective call is armed on a [`Watchdog`]: when a
+//! rank died or hangs, the others report which call stalled and end the process, and `mpirun` then ends the rest of
+//! the job. Checkpoints are written atomically by rank 0, so the last one stays whole.
+
+use super::collective::Collective;
+use super::watchdog::Watchdog;
+use crate::error::{Error, Result};
+use diffuse_tensor::Tensor;
+use mpi::collective::{CommunicatorCollectives, SystemOperation};
+use mpi::environment::Universe;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use std::time::Duration;
+
+/// The exit status of a rank whose collective timed out.
+pub const TIMEOUT_EXIT_CODE: i32 = 75;
+
+/// The ranks of `MPI_COMM_WORLD`.
+pub struct MpiCollective {
+    world: SimpleCommunicator,
+    watchdog: Watchdog,
+    /// Finalises MPI when dropped: declared last, so the communicator goes first.
+    _universe: Universe,
+}
+
+impl MpiCollective {
+    /// Initialises MPI (once per process). A collective that has not returned after `timeout` prints which call
+    /// stalled, this rank, and `hint` (what the user can do: the run's last checkpoint and how to resume), and exits
+    /// with [`TIMEOUT_EXIT_CODE`].
+    pub fn init(timeout: Duration, hint: String) -> Result<MpiCollective> {
+        let universe = mpi::initialize()
+            .ok_or_else(|| Error::train("mpi", "MPI was already initialised in this process"))?;
+        let world = universe.world();
+        let (rank, size) = (world.rank(), world.size());
+        let seconds = timeout.as_secs_f64();
+        let watchdog = Watchdog::start(timeout, move |what| {
+            eprintln!(
+                "rank {rank} of {size}: {what} did not complete within {seconds} s: another process died or hangs \
+                 (see mpirun's messages for which). Ending the job. {hint}"
+            );
+            std::process::exit(TIMEOUT_EXIT_CODE);
+        });
+        Ok(MpiCollective {
+            world,
+            watchdog,
+            _universe: universe,
+        })
+    }
+
+    /// Sends rank 0's `bytes` to every rank (in place), under the watchdog.
+    pub fn broadcast_bytes(&self, bytes: &mut [u8]) {
+        let _armed = self.watchdog.guard("MPI broadcast");
+        mpi::collective::Root::broadcast_into(&self.world.process_at_rank(0), bytes);
+    }
+}
+
+impl Collective for MpiCollective {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+
+    fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+
+    fn all_reduce_sum(&self, bucket: &Tensor) -> Result<Tensor> {
+        let send = bucket.to_vec()?;
+        let mut received = vec![0.0f32; send.len()];
+        {
+            let _armed = self.watchdog.guard(&format!(
+                "MPI all-reduce of a {}-value gradient bucket",
+                send.len()
+            ));
+            self.world
+                .all_reduce_into(&send[..], &mut received[..], SystemOperation::sum());
+        }
+        Ok(Tensor::from_vec(received, bucket.shape(), bucket.device())?)
+    }
+
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {
+        let send = values.to_vec();
+        let _armed = self
+            .watchdog
+            .guard("MPI all-reduce of the step's losses and flags");
+        self.world
+            .all_reduce_into(&send[..], values, SystemOperation::sum());
+        Ok(())
+    }
+
+    fn abort(&self, code: i32) {
+        self.world.abort(code)
+    }
+}
