@@ -3,8 +3,8 @@
 //! checkpoints whose `text_encoder/` and `tokenizer/` a text-to-image run conditions on; `eval` reports zero-shot
 //! accuracy with the prompts "a photo of a {class}" and image↔text recall@1 and @5 on the test images.
 
+use crate::datasets::DataSource;
 use crate::device::DeviceArgs;
-use crate::train::data_dir;
 use clap::{Args, Subcommand};
 use diffuse_diffusion::contrastive::{
     evaluate, ClipArchitecture, ClipEvalReport, ClipTrainConfig, ClipTrainer, ImageCaptions,
@@ -144,9 +144,17 @@ fn checkpoint_dir(dir: &Path) -> Result<PathBuf, String> {
 }
 
 fn load_split(name: &str, split: Split) -> Result<(Dataset, ImageCaptions), String> {
-    let dir = data_dir(name)?;
+    let dir = match DataSource::named(name)? {
+        DataSource::Folder(dir) => dir,
+        DataSource::Shipped => {
+            return Err(format!(
+                "--data {name}: CLIP reads its captions beside the images in a folder; pass --data \
+                 data/fashion-mnist (in the repository) or another folder"
+            ))
+        }
+    };
     let data = Dataset::load(&dir, split)
-        .map_err(|e| format!("{e}\n(pass --data DIR with IDX files or PNG images)"))?;
+        .map_err(|e| format!("{e}\n(pass --data DIR with IDX files or images)"))?;
     let captions = ImageCaptions::for_dataset(&dir, split, &data).map_err(|e| e.to_string())?;
     Ok((data, captions))
 }

@@ -11,6 +11,7 @@
 //! The edits are unconditional (a class-conditional model's null class) unless `--conditional`, which gives each
 //! edit its guide's label (and allows `--guidance`).
 
+use crate::datasets::DataSource;
 use crate::device::DeviceArgs;
 use crate::edit::{read_mask, report_start, EditRequest, EditRun};
 use crate::latent::{check_decodes, decoder_for};
@@ -133,8 +134,9 @@ pub fn run(args: &EvalEditArgs) -> Result<(), String> {
             "--guidance other than 1 needs --conditional and a class-conditional model".into(),
         );
     }
-    let train = load_split(&args.data, Split::Train)?;
-    let test = load_split(&args.data, Split::Test)?;
+    let source = DataSource::Folder(args.data.clone());
+    let train = load_split(&source, Split::Train)?;
+    let test = load_split(&source, Split::Test)?;
     let scorer = Scorer::new(classifier, &test)?;
     let (guides, labels) = first_images(&train, args.num)?;
     let num = guides.shape()[0];

@@ -7,10 +7,12 @@
 //! Every run (sampler, steps) starts sample batch `b` from the same noise: batch seeds are the successive outputs of
 //! `SplitMix64::new(--seed)`, so the rows of a sweep differ only in how they integrate, not in their starting points.
 
+use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
 use crate::latent::{check_decodes, decoder_for, LatentDecoder};
 use crate::nll::{ode_bits_per_dim, NllArgs, NllMethod};
+use crate::numbers::finite_f64;
 use crate::plots::{save_fd_sweep, Curve};
 use crate::sample::{open_folder, Folder};
 use crate::sampling::{SamplerArgs, DEFAULT_STEPS};
@@ -52,7 +54,7 @@ pub struct EvalArgs {
     #[command(flatten)]
     nll: NllArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 1.0)]
     guidance: f64,
     #[command(flatten)]
     device: DeviceArgs,
@@ -65,9 +67,10 @@ pub struct EvalArgs {
     /// Seed of the starting noise and of the stochastic samplers' noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The dataset folder whose test split is the reference set (and whose training split gives --floor).
-    #[arg(long, default_value = "data/fashion-mnist")]
-    data: PathBuf,
+    /// The dataset whose test split is the reference set (and whose training split gives --floor): a folder, or
+    /// `fashion-mnist`, the shipped subset compiled into the binary.
+    #[arg(long, default_value = SHIPPED_DATA)]
+    data: String,
     /// The feature extractor's weights.
     #[arg(long, default_value = DEFAULT_CLASSIFIER)]
     classifier: PathBuf,
@@ -225,7 +228,7 @@ fn bits_per_dim(
         return Err(format!(
             "--bpd on a class-conditional model needs the test images' labels, and {} has none \
              (t10k-labels-idx1-ubyte[.gz]); pass --bpd 0 to skip the bound",
-            args.data.display()
+            args.data
         ));
     }
     let n = images.shape()[0];
@@ -376,12 +379,9 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     if args.guidance != 1.0 && model.num_classes.is_none() {
         return Err("--guidance other than 1 needs a class-conditional model".into());
     }
-    let test = load_split(&args.data, Split::Test)?;
-    eprintln!(
-        "reference: {} test images of {}",
-        test.len(),
-        args.data.display()
-    );
+    let source = DataSource::named(&args.data)?;
+    let test = load_split(&source, Split::Test)?;
+    eprintln!("reference: {} test images of {source}", test.len());
     let scorer = Scorer::new(classifier, &test)?;
     if let Some(n) = model
         .num_classes
@@ -444,7 +444,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         );
     }
     let floor = if args.floor {
-        let train = load_split(&args.data, Split::Train)?;
+        let train = load_split(&source, Split::Train)?;
         let (images, labels) = first_images(&train, args.num)?;
         let labels = labels.filter(|_| train.num_classes <= NUM_CLASSES);
         Some(
@@ -488,16 +488,26 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
             "floor": floor,
         })
     };
+    let checkpoint = args.checkpoint.display();
     if args.sweep_steps.is_empty() {
         print_report(&rows[0].2, floor.as_ref());
         if let Some(path) = &args.json {
             write_json(path, &record(0))?;
         }
+        eprintln!(
+            "next: diffuse eval --checkpoint {checkpoint} --sweep-steps 5,10,20,50 --samplers all   (FD against \
+             sampling steps for every sampler, plotted)"
+        );
         return Ok(());
     }
     print_sweep(&rows, floor.as_ref());
     if let Some(path) = &args.json {
         write_json(path, &Value::Array((0..rows.len()).map(record).collect()))?;
     }
-    plot_sweep(args, &rows)
+    plot_sweep(args, &rows)?;
+    eprintln!(
+        "next: diffuse sample --checkpoint {checkpoint} --sampler NAME --steps N --out grid.png   (with the \
+         sampler and steps the sweep favours)"
+    );
+    Ok(())
 }

@@ -2,9 +2,10 @@
 //! to a later timestep, from x_0 on the left to x_{T−1} (almost pure noise) on the right, so a reader sees how the
 //! chosen schedule destroys information.
 
+use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::grid::Grid;
 use clap::Args;
-use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::data::{FolderOptions, Split};
 use diffuse_diffusion::forward::q_sample;
 use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule};
 use diffuse_tensor::{Device, Tensor};
@@ -13,9 +14,9 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
-    /// Dataset folder (IDX files or PNG images).
-    #[arg(long, default_value = "data/fashion-mnist")]
-    data: PathBuf,
+    /// Dataset: a folder of images or IDX files, or `fashion-mnist`, the shipped subset compiled into the binary.
+    #[arg(long, default_value = SHIPPED_DATA)]
+    data: String,
     /// Beta schedule: linear, scaled_linear, squaredcos_cap_v2, sigmoid or laplace.
     #[arg(long, default_value = "linear")]
     schedule: String,
@@ -49,8 +50,7 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
     };
     let schedule = NoiseSchedule::new(kind, args.timesteps, beta_start, beta_end, false)
         .map_err(|e| e.to_string())?;
-    let data = Dataset::load(&args.data, Split::Train)
-        .map_err(|e| format!("{e}\n(pass --data DIR with IDX files or PNG images)"))?;
+    let data = DataSource::named(&args.data)?.load(Split::Train, &FolderOptions::default())?;
     let count = args.images.min(data.len());
     let indices: Vec<usize> = (0..count).collect();
     let (pixels, _) = data.batch(&indices, None).map_err(|e| e.to_string())?;

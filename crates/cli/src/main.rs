@@ -2,6 +2,7 @@
 
 mod clip;
 mod consistency;
+mod datasets;
 mod device;
 mod devices;
 mod distill;
@@ -10,13 +11,16 @@ mod edit_eval;
 mod eval;
 mod eval_table;
 mod files;
+mod fit_config;
 mod forward;
 mod grid;
 mod info;
 mod interrupt;
 mod latent;
 mod launch;
+mod memory_check;
 mod nll;
+mod numbers;
 mod plots;
 mod precision;
 mod prompt;

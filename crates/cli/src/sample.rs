@@ -14,6 +14,7 @@ use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
 use crate::prompt::{read_prompts, save_prompt_grid, PromptContexts, TextEncoder};
 use crate::sampling::{draw_with, GridRequest, SamplerArgs, DEFAULT_STEPS};
+use crate::numbers::finite_f64;
 use crate::score::{
     any_sampler, refuse_discrete_options, AnySampler, ScoreArgs, ScoreRequest, ScoreView,
 };
@@ -25,6 +26,7 @@ use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
 use diffuse_diffusion::schedule::SchedulerConfig;
 use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -44,7 +46,7 @@ pub struct SampleArgs {
     score: ScoreArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a class-conditional model otherwise; with
     /// prompts, as diffusers, only a scale above 1 guides).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 1.0)]
     guidance: f64,
     /// A prompt for a text-to-image model (a StableDiffusionPipeline folder); repeat for several, each a row of
     /// --count samples.  [default: none]
@@ -228,22 +230,31 @@ fn write_tensor(path: &Path, name: &str, t: &Tensor) -> Result<(), String> {
 }
 
 /// Records the first sample of every `x_t` the sampler passes to the model.
-struct Recorder<'a> {
+/// Wraps the denoiser the sampler calls: advances the progress bar once per model call and, for `--trajectory`,
+/// keeps the first sample's state before each call.
+struct Watcher<'a> {
     inner: &'a dyn Denoiser,
-    frames: RefCell<Vec<Tensor>>,
+    frames: Option<RefCell<Vec<Tensor>>>,
+    bar: &'a ProgressBar,
 }
 
-impl Denoiser for Recorder<'_> {
+impl Denoiser for Watcher<'_> {
     fn predict(
         &self,
         x_t: &Tensor,
         t: &[f64],
         cond: Condition<'_>,
     ) -> diffuse_diffusion::Result<Tensor> {
-        self.frames
-            .borrow_mut()
-            .push(x_t.narrow(0, 0, 1)?.contiguous()?);
-        self.inner.predict(x_t, t, cond)
+        if let Some(frames) = &self.frames {
+            frames.borrow_mut().push(x_t.narrow(0, 0, 1)?.contiguous()?);
+        }
+        // Samplers that call the model more than once a step (Heun, PNDM's warm-up, a corrector) lengthen the bar.
+        if self.bar.position() >= self.bar.length().unwrap_or(0) {
+            self.bar.inc_length(1);
+        }
+        let out = self.inner.predict(x_t, t, cond);
+        self.bar.inc(1);
+        out
     }
 
     fn prediction(&self) -> Prediction {
@@ -346,6 +357,22 @@ fn text_conditioning(
     }
     let text = TextEncoder::load(tokenizer, encoder, Some(context_dim), device)?;
     PromptContexts::encode(&text, &prompts, count, args.negative_prompt.as_deref()).map(Some)
+}
+
+/// Refuses a tensor file (given as `flag`) that holds NaN or infinity: it would make every sample NaN without a word.
+fn check_finite(tensor: &Tensor, flag: &str, path: &Path) -> Result<(), String> {
+    let values = tensor.to_vec().map_err(|e| e.to_string())?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(first) => Err(format!(
+            "{flag} {}: {bad} of its {} values are not finite (NaN or infinity), the first at flat index {first} \
+             ({}); every sample they reach would be NaN",
+            path.display(),
+            values.len(),
+            values[first]
+        )),
+        None => Ok(()),
+    }
 }
 
 pub fn run(args: &SampleArgs) -> Result<(), String> {
@@ -464,37 +491,51 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     let init = match args.init_noise.as_deref() {
         Some(path) => {
             let noise = read_tensor(path)?;
-            if noise.shape().first() != Some(&total) {
+            let config = model.config();
+            let (h, w) = config.sample_size().unwrap_or((28, 28));
+            let expected = [total, config.in_channels(), h, w];
+            if noise.shape() != expected {
                 return Err(format!(
-                    "{}: holds latents of shape {:?}, but {total} samples are asked for (--count, --class)",
+                    "--init-noise {}: shape mismatch: the file holds latents of shape {:?}, the model samples {:?}                      ({total} samples from --count and --class, each in_channels × sample_size of {})",
                     path.display(),
-                    noise.shape()
+                    noise.shape(),
+                    expected,
+                    denoiser_dir.display()
                 ));
             }
+            check_finite(&noise, "--init-noise", path)?;
             Some(noise.to_device(model.device()).map_err(|e| e.to_string())?)
         }
         None => None,
     };
     let step_noise = match args.noise.as_deref() {
-        Some(path) => Some(
-            read_tensor(path)?
-                .to_device(model.device())
-                .map_err(|e| e.to_string())?,
-        ),
+        Some(path) => {
+            let noise = read_tensor(path)?;
+            check_finite(&noise, "--noise", path)?;
+            Some(noise.to_device(model.device()).map_err(|e| e.to_string())?)
+        }
         None => None,
     };
     let mut frames = Vec::new();
+    // Model calls against the planned steps (hidden when stderr is not a terminal).
+    let planned = match &sampler {
+        AnySampler::Discrete(scheduler) => scheduler.options.steps,
+        AnySampler::Score(score) => score.steps,
+    };
+    let bar = ProgressBar::new(planned as u64).with_message(format!("{total} images"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} model calls, {msg} ETA {eta}")
+            .map_err(|e| e.to_string())?,
+    );
     let record = |denoiser: &dyn Denoiser,
                   sample: &dyn Fn(&dyn Denoiser) -> Result<Tensor, String>| {
-        if args.trajectory.is_none() {
-            return sample(denoiser);
-        }
-        let recorder = Recorder {
+        let watcher = Watcher {
             inner: denoiser,
-            frames: RefCell::new(Vec::new()),
+            frames: args.trajectory.is_some().then(|| RefCell::new(Vec::new())),
+            bar: &bar,
         };
-        let out = sample(&recorder);
-        frames = recorder.frames.into_inner();
+        let out = sample(&watcher);
+        frames = watcher.frames.map(RefCell::into_inner).unwrap_or_default();
         out
     };
     let (images, steps) = match &sampler {
@@ -575,6 +616,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
             (images, score.steps)
         }
     };
+    bar.finish_and_clear();
     // The sampler's own output, unclipped; a latent model's decoded into (clamped) images.
     let decode = |t: Tensor| match &decoder {
         Some(decoder) => decoder.decode(&t),
@@ -627,5 +669,9 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         let strip = Tensor::concat(&refs, 0).map_err(|e| e.to_string())?;
         save_grid(&strip, frames.len() + 1, path)?;
     }
+    eprintln!(
+        "next: diffuse eval --checkpoint {} --num 1000   (FD, precision and recall of its samples)",
+        args.checkpoint.display()
+    );
     Ok(())
 }

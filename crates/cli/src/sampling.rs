@@ -9,6 +9,7 @@
 //! `guidance ≠ 1`, classifier-free guidance around the null class.
 
 use crate::prompt::PromptContexts;
+use crate::numbers::finite_f64;
 use clap::Args;
 use diffuse_diffusion::sampler::scheduler::{SamplerOverrides, Scheduler};
 use diffuse_diffusion::sampler::{
@@ -41,7 +42,7 @@ pub struct SamplerArgs {
     #[arg(long, value_name = "LIST")]
     pub sigmas: Option<String>,
     /// DDIM's stochasticity η (0: deterministic, 1: DDPM's variance).  [default: 0]
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     pub eta: Option<f64>,
     /// Which training timesteps are visited: leading, trailing or linspace.  [default: the config's]
     #[arg(long, value_parser = ["leading", "trailing", "linspace"])]
@@ -69,10 +70,10 @@ pub struct SamplerArgs {
     pub clipped_eps: bool,
     /// Dynamic thresholding (Imagen): scale each predicted x0 back into [−1, 1] by this quantile of |x0| (0.995 in
     /// Imagen and diffusers).  [default: the config's thresholding]
-    #[arg(long, value_name = "RATIO")]
+    #[arg(long, value_parser = finite_f64, value_name = "RATIO")]
     pub dynamic_threshold: Option<f64>,
     /// The largest threshold dynamic thresholding may use (diffusers' sample_max_value).  [default: no cap]
-    #[arg(long, value_name = "MAX")]
+    #[arg(long, value_parser = finite_f64, value_name = "MAX")]
     pub threshold_max: Option<f64>,
 }
 

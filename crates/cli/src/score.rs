@@ -11,6 +11,7 @@
 //! SDEs).
 
 use crate::consistency::ConsistencySampler;
+use crate::numbers::finite_f64;
 use clap::{Args, ValueEnum};
 use diffuse_diffusion::sampler::named::{self, label};
 use diffuse_diffusion::sampler::scheduler::Scheduler;
@@ -50,20 +51,20 @@ pub struct ScoreArgs {
     corrector_steps: Option<usize>,
     /// The Langevin corrector's signal-to-noise ratio r.  [default: the scheduler's snr for a VE model (diffusers:
     /// 0.15), 0.16 otherwise]
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_parser = finite_f64, value_name = "R")]
     snr: Option<f64>,
     /// langevin: the step size ε at the smallest noise level (level i steps ε·σ_i²/σ_L²).
-    #[arg(long, value_name = "EPS", default_value_t = 2e-5)]
+    #[arg(long, value_parser = finite_f64, value_name = "EPS", default_value_t = 2e-5)]
     langevin_step: f64,
     /// ode-rk45 and --nll ode: the adaptive solver's relative tolerance.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 1e-5)]
     rtol: f64,
     /// ode-rk45 and --nll ode: the adaptive solver's absolute tolerance.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 1e-5)]
     atol: f64,
     /// The time the score samplers end at.  [default: the scheduler's sampling_eps (VE 1e-5, VP 1e-3); 1e-3 for a
     /// DDPM model]
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_parser = finite_f64, value_name = "T")]
     sde_eps: Option<f64>,
     /// End on the last noisy sample instead of the denoised one (the last predictor mean, or a Tweedie step).
     /// [default: off]

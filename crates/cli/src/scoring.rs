@@ -12,10 +12,11 @@
 //! Accuracy is scored only when the model's classes are the classifier's ten Fashion-MNIST classes.
 
 use crate::consistency::ConsistencyRequest;
+use crate::datasets::{shipped_classifier, DataSource, SHIPPED_CLASSIFIER};
 use crate::latent::LatentDecoder;
 use crate::sampling::{draw, GridRequest};
 use crate::score::{AnySampler, ScoreRequest, ScoreView};
-use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::data::{Dataset, FolderOptions, Split};
 use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
 use diffuse_diffusion::eval::{evaluate_samples, EvalReport, FashionClassifier, ReferenceFeatures};
 use diffuse_diffusion::rng::SplitMix64;
@@ -24,8 +25,8 @@ use diffuse_tensor::{Device, Tensor};
 use indicatif::ProgressBar;
 use std::path::Path;
 
-/// Where the classifier weights are unless `--classifier` says otherwise.
-pub const DEFAULT_CLASSIFIER: &str = "data/classifier/fashion-classifier.safetensors";
+/// Where the classifier weights are unless `--classifier` says otherwise (compiled into the binary as well).
+pub const DEFAULT_CLASSIFIER: &str = SHIPPED_CLASSIFIER;
 
 /// Samples per model batch unless `--batch` says otherwise.
 pub const SAMPLE_BATCH: usize = 250;
@@ -36,6 +37,9 @@ const TRAIN_CLASSIFIER: &str =
 
 /// The classifier weights at `path`, or an error that says how to make them.
 pub fn load_classifier(path: &Path) -> Result<FashionClassifier, String> {
+    if let Some(shipped) = shipped_classifier(path) {
+        return shipped;
+    }
     if !path.is_file() {
         return Err(format!(
             "no classifier weights at {}: pass --classifier FILE, or make them (they are written to \
@@ -54,17 +58,20 @@ pub fn check_image_shape(
     if (channels, height, width) != (1, IMAGE_SIZE, IMAGE_SIZE) {
         return Err(format!(
             "{source} holds {channels}×{height}×{width} images; the Fashion-MNIST classifier scores \
-             1×{IMAGE_SIZE}×{IMAGE_SIZE} images only"
+             1×{IMAGE_SIZE}×{IMAGE_SIZE} images only. FD and precision/recall need a feature extractor for these \
+             images, which diffuse does not have yet: for 1×{IMAGE_SIZE}×{IMAGE_SIZE} grey images with up to \
+             {NUM_CLASSES} labelled classes, train one with `cargo run --release -p diffuse-diffusion --example \
+             fashion_classifier -- --data DIR --out FILE` and pass --classifier FILE"
         ));
     }
     Ok(())
 }
 
-/// One split of the dataset in `dir`, which must hold images the classifier reads.
-pub fn load_split(dir: &Path, split: Split) -> Result<Dataset, String> {
-    let data = Dataset::load(dir, split).map_err(|e| e.to_string())?;
+/// One split of the dataset `source`, which must hold images the classifier reads.
+pub fn load_split(source: &DataSource, split: Split) -> Result<Dataset, String> {
+    let data = source.load(split, &FolderOptions::default())?;
     check_image_shape(
-        &dir.display().to_string(),
+        &source.to_string(),
         (data.channels, data.height, data.width),
     )?;
     Ok(data)

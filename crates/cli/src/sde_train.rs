@@ -1,6 +1,7 @@
 //! `diffuse train --sde ve|vp|subvp`: denoising score matching of a continuous SDE
 //! ([`diffuse_diffusion::sde::ScoreMatching`]) instead of the discrete objective, and the network it trains.
 
+use crate::numbers::finite_f64;
 use clap::Args;
 use diffuse_diffusion::sde::{
     ScoreMatching, ScoreNetwork, ScoreParameterization, ScoreWeighting, Sde,
@@ -16,22 +17,22 @@ pub struct SdeTrainArgs {
     #[arg(long, value_parser = ["ve", "vp", "subvp"])]
     pub sde: Option<String>,
     /// VE: the smallest noise level σ_min.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 0.01)]
     pub sigma_min: f64,
     /// VE: the largest noise level σ_max (about the largest distance between training images).
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 50.0)]
     pub sigma_max: f64,
     /// VP and sub-VP: β(0).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 0.1)]
     pub beta_min: f64,
     /// VP and sub-VP: β(1).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 20.0)]
     pub beta_max: f64,
     /// The loss weighting λ(t): variance (s(t)², NCSN's σ²) or likelihood (g(t)²).
     #[arg(long, default_value = "variance", value_parser = ["variance", "likelihood"])]
     pub sde_weighting: String,
     /// The smallest training time ε (t ~ U(ε, 1)).
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 1e-5)]
     pub sde_eps: f64,
     /// Train at this many discrete noise levels (NCSN) instead of continuous times.  [default: continuous]
     #[arg(long)]

@@ -7,11 +7,15 @@
 //! folder ([`crate::latent`]). Under `mpirun -np N` the ranks train data parallel ([`crate::launch`]): rank 0 alone
 //! writes the files and the progress bar, every rank reads the checkpoint it resumes from.
 
+use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::distill::{run_rounds, Cadence, Run};
+use crate::fit_config::{adapt_named, check_explicit, DataShape};
 use crate::grid::Grid;
 use crate::latent::{check_latent_setup, decoder_for, encode_training_set, LatentDecoder};
 use crate::launch::LaunchArgs;
+use crate::memory_check::check_training_fits;
+use crate::numbers::{finite_f32, finite_f64};
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
 use crate::precision::PrecisionArgs;
 use crate::sampling::{draw, run_sampler, GridRequest};
@@ -19,7 +23,7 @@ use crate::score::{any_sampler, AnySampler, ScoreArgs, ScoreRequest, ScoreView};
 use crate::sde_train::SdeTrainArgs;
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
-use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::data::{Dataset, FolderOptions, Split};
 use diffuse_diffusion::distill::{read_state, Curriculum, DistillConfig, DistillState, Method};
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
 use diffuse_diffusion::sde::ScoreMatching;
@@ -36,17 +40,24 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-/// Where `--data fashion-mnist-full` looks (Debian's `dataset-fashion-mnist` package).
-const FULL_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
-
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Model architecture: a named config (fashion-small, fashion-base, ddpm-cifar10) or a diffusers config.json.
+    /// Model architecture: a named config (fashion-small, fashion-base, ddpm-cifar10, dit-s-4, ...), which takes the
+    /// dataset's channels, size and classes, or a diffusers config.json, which must fit the dataset.
     #[arg(long, default_value = "fashion-small")]
     config: String,
-    /// Dataset: a folder of IDX files or PNG images, or `fashion-mnist-full` for the 60,000-image training set.
-    #[arg(long, default_value = "data/fashion-mnist")]
+    /// Dataset: a folder of images (PNG or JPEG, grey or colour, any depth of sub-folders) or of IDX files,
+    /// `fashion-mnist` (the shipped subset, compiled into the binary) or `fashion-mnist-full` (the 60,000-image
+    /// training set of Debian's dataset-fashion-mnist).
+    #[arg(long, default_value = SHIPPED_DATA)]
     data: String,
+    /// Resize each image of an image folder so that its short side is N, then keep the centred N×N square.
+    /// [default: images must share one size]
+    #[arg(long, value_name = "N")]
+    resolution: Option<usize>,
+    /// Train on 1 (grey) or 3 (RGB) channels, converting the images.  [default: 1 if every image is grey, else 3]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    channels: Option<u8>,
     /// Output folder: checkpoints, samples, metrics and the loss curve.
     #[arg(long, default_value = "runs/fashion-small")]
     out: PathBuf,
@@ -57,7 +68,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, value_parser = finite_f32, default_value_t = 2e-3)]
     lr: f32,
     /// Linear warm-up steps.
     #[arg(long, default_value_t = 50)]
@@ -66,16 +77,16 @@ pub struct TrainArgs {
     #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine"])]
     lr_schedule: String,
     /// The cosine schedule's final learning rate.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, value_parser = finite_f32, default_value_t = 1e-4)]
     lr_floor: f32,
     /// AdamW's decoupled weight decay.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, value_parser = finite_f32, default_value_t = 1e-4)]
     weight_decay: f32,
     /// Clip the global gradient norm to this (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = finite_f32, default_value_t = 1.0)]
     grad_clip: f32,
     /// Maximum decay of the EMA of the weights (warmed up as (1+k)/(10+k)).
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 0.999)]
     ema_decay: f64,
     /// What the network predicts.
     #[arg(long, default_value = "epsilon", value_parser = ["epsilon", "sample", "v_prediction"])]
@@ -84,13 +95,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = "min-snr", value_parser = ["uniform", "min-snr"])]
     loss_weighting: String,
     /// γ of min-SNR-γ weighting.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 5.0)]
     min_snr_gamma: f64,
     /// Timestep distribution: uniform, or loss-aware importance sampling (Nichol & Dhariwal 2021).
     #[arg(long, default_value = "uniform", value_parser = ["uniform", "importance"])]
     timestep_sampler: String,
     /// Probability of training a sample with the null class (for classifier-free guidance).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 0.1)]
     label_dropout: f64,
     /// Beta schedule: linear, scaled_linear, squaredcos_cap_v2, sigmoid or laplace.
     #[arg(long, default_value = "squaredcos_cap_v2")]
@@ -140,7 +151,7 @@ pub struct TrainArgs {
     grid_columns: usize,
     /// Classifier-free guidance scale of the grids (1: plain conditional; 2 sharpens the classes of a short run at
     /// twice the sampling cost).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 2.0)]
     grid_guidance: f64,
     #[command(flatten)]
     eval: TrainEvalArgs,
@@ -161,24 +172,11 @@ pub struct TrainArgs {
     launch: LaunchArgs,
 }
 
-/// The folder `--data` names.
-pub fn data_dir(name: &str) -> Result<PathBuf, String> {
-    if name != "fashion-mnist-full" {
-        return Ok(PathBuf::from(name));
-    }
-    let dir = PathBuf::from(FULL_FASHION_MNIST);
-    if !dir.is_dir() {
-        return Err(format!(
-            "the full Fashion-MNIST is not installed at {FULL_FASHION_MNIST}; run `apt install dataset-fashion-mnist`"
-        ));
-    }
-    Ok(dir)
-}
-
-/// The training split of the dataset `--data` names.
-pub fn load_data(name: &str) -> Result<Dataset, String> {
-    Dataset::load(&data_dir(name)?, Split::Train)
-        .map_err(|e| format!("{e}\n(pass --data DIR with IDX files or PNG images)"))
+/// The training split of the dataset `--data` names, shaped by `options`, and where it came from.
+pub fn load_data(name: &str, options: &FolderOptions) -> Result<(DataSource, Dataset), String> {
+    let source = DataSource::named(name)?;
+    let data = source.load(Split::Train, options)?;
+    Ok((source, data))
 }
 
 /// `--config`: a named architecture or a path to a diffusers config.json.
@@ -538,7 +536,12 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         args.device.resolve()?
     };
     args.precision.apply(device)?;
-    let data = load_data(&args.data)?;
+    let options = FolderOptions {
+        resolution: args.resolution,
+        channels: args.channels.map(usize::from),
+    };
+    let (source, data) = load_data(&args.data, &options)?;
+    eprintln!("data: {}", data.summary);
     let (mut trainer, model_config, out, decoder) = match &args.resume {
         Some(dir) => {
             let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;
@@ -567,11 +570,28 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         }
         None => {
             let named = !Path::new(&args.config).is_file();
-            let (model_config, objective) = args.sde.objective(
-                &model_config(&args.config)?,
-                named,
-                args.num_train_timesteps,
-            )?;
+            let mut model_config = model_config(&args.config)?;
+            // Pixel models fit the images; a latent model's shape is checked against its autoencoder below.
+            if args.vae.is_none() {
+                let shape = DataShape {
+                    channels: data.channels,
+                    height: data.height,
+                    width: data.width,
+                    classes: data.labels.is_some().then_some(data.num_classes),
+                };
+                if named {
+                    let notes;
+                    (model_config, notes) = adapt_named(&args.config, model_config, shape)?;
+                    for note in notes {
+                        eprintln!("{note}");
+                    }
+                } else {
+                    check_explicit(&model_config, &args.config, shape, &source.to_string())?;
+                }
+            }
+            let (model_config, objective) =
+                args.sde
+                    .objective(&model_config, named, args.num_train_timesteps)?;
             let config = new_config(args, &model_config, &data, objective)?;
             let decoder = args
                 .vae
@@ -583,6 +603,16 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
                             --hflip off for latent diffusion"
                     .into());
             }
+            let (height, width) = model_config
+                .sample_size()
+                .unwrap_or((data.height, data.width));
+            check_training_fits(
+                &model_config,
+                &args.config,
+                config.batch_size,
+                height,
+                width,
+            )?;
             let trainer =
                 Trainer::new_on(config, device, build(&model_config)).map_err(|e| e.to_string())?;
             (trainer, model_config, args.out.clone(), decoder)
@@ -603,7 +633,7 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
     let evaluator = match leader {
         true => Evaluator::new(
             &args.eval,
-            &data_dir(&args.data)?,
+            &source,
             &data,
             &model_config,
             decoder.as_ref(),
@@ -809,6 +839,12 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         start.elapsed().as_secs_f64(),
         grid.display(),
         curve.display()
+    );
+    eprintln!(
+        "next: diffuse sample --checkpoint {} --steps 50 --out grid.png   (or diffuse eval --checkpoint {} \
+         --num 1000)",
+        out.display(),
+        out.display()
     );
     Ok(())
 }

@@ -10,7 +10,9 @@
 //! - Everything that can be wrong (no test split, images the classifier does not read, no classifier weights) fails
 //!   before the first step, and the test set's features are computed once per run.
 
+use crate::datasets::DataSource;
 use crate::latent::LatentDecoder;
+use crate::numbers::finite_f64;
 use crate::sampling::run_sampler;
 use crate::score::{any_sampler, ScoreArgs, ScoreView};
 use crate::scoring::{
@@ -45,7 +47,7 @@ pub struct TrainEvalArgs {
     #[arg(long, default_value_t = 20)]
     pub eval_steps: usize,
     /// Classifier-free guidance scale of the evaluations (1: the model itself, at half the cost of guidance).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 1.0)]
     pub eval_guidance: f64,
     /// The evaluations' feature extractor.
     #[arg(long, default_value = DEFAULT_CLASSIFIER)]
@@ -63,13 +65,13 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// `None` when `--eval-every` is 0. Checks the settings, the dataset in `data_dir` (its training images
+    /// `None` when `--eval-every` is 0. Checks the settings, the dataset `source` (its training images
     /// `train`, and its test split) and the model (through `decoder` for a latent model) before anything runs, then
     /// computes the test set's features. The run's `config` gives the scheduler config the sampler is built from
     /// (or the SDE of a score model), the null class and the seed.
     pub fn new(
         args: &TrainEvalArgs,
-        data_dir: &Path,
+        source: &DataSource,
         train: &Dataset,
         model: &BackboneConfig,
         decoder: Option<&LatentDecoder>,
@@ -104,7 +106,7 @@ impl Evaluator {
         }
         let context = |e: String| format!("--eval-every: {e}");
         check_image_shape(
-            &format!("the training set of {}", data_dir.display()),
+            &format!("the training set of {source}"),
             (train.channels, train.height, train.width),
         )
         .map_err(context)?;
@@ -115,7 +117,7 @@ impl Evaluator {
         };
         check_image_shape("the model's samples", samples).map_err(context)?;
         let classifier = load_classifier(&args.classifier).map_err(context)?;
-        let test = load_split(data_dir, Split::Test).map_err(|e| {
+        let test = load_split(source, Split::Test).map_err(|e| {
             format!("--eval-every scores samples against the test split of --data, and {e}")
         })?;
         eprintln!(
@@ -126,7 +128,7 @@ impl Evaluator {
             args.eval_steps,
             args.eval_guidance,
             test.len(),
-            data_dir.display()
+            source
         );
         Ok(Some(Evaluator {
             scorer: Scorer::new(classifier, &test)?,

@@ -15,11 +15,10 @@ use crate::grid::Grid;
 use crate::tensor_file::{read_tensor, write_tensors};
 use crate::vae::load_vae;
 use clap::Args;
-use diffuse_diffusion::data::{decode_png_image, read_png_folder};
+use diffuse_diffusion::data::image_folder::IMAGE_EXTENSIONS;
+use diffuse_diffusion::data::{read_image, read_image_folder, FolderOptions};
 use diffuse_models::vae::AutoencoderKL;
 use diffuse_tensor::{Device, Tensor};
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 /// Images or latents per model batch.
@@ -33,7 +32,7 @@ pub struct EncodeArgs {
     /// Use the EMA weights of a training run or checkpoint (false: the live weights).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ema: bool,
-    /// A PNG image, a folder of PNG images, or a safetensors file of images (N, C, H, W) in [−1, 1].
+    /// A PNG or JPEG image, a folder of them, or a safetensors file of images (N, C, H, W) in [−1, 1].
     #[arg(long)]
     input: PathBuf,
     /// The tensor to read from a safetensors --input.  [default: its only tensor]
@@ -82,40 +81,31 @@ pub struct DecodeArgs {
     device: DeviceArgs,
 }
 
-/// One PNG as an image in [−1, 1], (C, H, W).
-fn read_png(path: &Path) -> Result<(Vec<f32>, [usize; 3]), String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let image = decode_png_image(BufReader::new(file), path).map_err(|e| e.to_string())?;
-    let pixels = image
-        .planar
-        .iter()
-        .map(|&b| f32::from(b) / 127.5 - 1.0)
-        .collect();
-    Ok((pixels, [image.channels, image.height, image.width]))
-}
-
-/// The images a PNG, a PNG folder or a safetensors file (its tensor `tensor`, or its only one) holds, as (N, C, H, W)
-/// in [−1, 1].
+/// The images a PNG or JPEG file, a folder of them or a safetensors file (its tensor `tensor`, or its only one)
+/// holds, as (N, C, H, W) in [−1, 1].
 pub fn read_images(input: &Path, tensor: Option<&str>) -> Result<Tensor, String> {
     let from_values = |values: Vec<f32>, shape: &[usize]| {
         Tensor::from_vec(values, shape, Device::Cpu).map_err(|e| e.to_string())
     };
     if input.is_dir() {
-        let folder = read_png_folder(input).map_err(|e| e.to_string())?;
+        let folder =
+            read_image_folder(input, &FolderOptions::default()).map_err(|e| e.to_string())?;
         let n = folder.files.len();
-        let values = folder
-            .pixels
-            .iter()
-            .map(|&b| f32::from(b) / 127.5 - 1.0)
-            .collect();
-        return from_values(values, &[n, folder.channels, folder.height, folder.width]);
+        return from_values(
+            folder.values,
+            &[n, folder.channels, folder.height, folder.width],
+        );
     }
-    if input
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-    {
-        let (values, [c, h, w]) = read_png(input)?;
-        return from_values(values, &[1, c, h, w]);
+    let is_image = input.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        IMAGE_EXTENSIONS
+            .iter()
+            .any(|known| e.eq_ignore_ascii_case(known))
+    });
+    if is_image {
+        let image = read_image(input).map_err(|e| e.to_string())?;
+        let channels = if image.has_color() { 3 } else { 1 };
+        let shape = [1, channels, image.height(), image.width()];
+        return from_values(image.planar(channels, None), &shape);
     }
     let images = read_tensor(input, tensor)?;
     if images.rank() != 4 {

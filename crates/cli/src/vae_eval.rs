@@ -7,12 +7,13 @@
 //!   itself in the Fashion-MNIST classifier's features: the reconstruction Fréchet distance (rFD, what the
 //!   autoencoder alone costs a latent model's FD) and the classifier's accuracy on the reconstructions.
 
+use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::scoring::{check_image_shape, first_images, load_classifier, DEFAULT_CLASSIFIER};
 use crate::vae::load_vae;
 use crate::vae_codec::decode_latents;
 use clap::Args;
-use diffuse_diffusion::data::{Dataset, Split};
+use diffuse_diffusion::data::{FolderOptions, Split};
 use diffuse_diffusion::eval::reconstruction::reconstruction_quality;
 use diffuse_diffusion::eval::{evaluate_samples, EvalReport, ReferenceFeatures};
 use diffuse_tensor::{Device, Tensor};
@@ -31,9 +32,9 @@ pub struct VaeEvalArgs {
     /// Use the EMA weights of a training run or checkpoint (false: the live weights).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ema: bool,
-    /// The dataset folder whose test split is reconstructed.
-    #[arg(long, default_value = "data/fashion-mnist")]
-    data: PathBuf,
+    /// The dataset whose test split is reconstructed: a folder, or `fashion-mnist`, the shipped subset.
+    #[arg(long, default_value = SHIPPED_DATA)]
+    data: String,
     /// Test images to reconstruct (the first N; all 10,000 of Fashion-MNIST by default).
     #[arg(long, default_value_t = 10_000)]
     num: usize,
@@ -53,9 +54,10 @@ pub fn run(args: &VaeEvalArgs) -> Result<(), String> {
     }
     let device = args.device.resolve()?;
     let (vae, _store, vae_dir) = load_vae(&args.vae, args.ema, device)?;
-    let test = Dataset::load(&args.data, Split::Test).map_err(|e| e.to_string())?;
+    let source = DataSource::named(&args.data)?;
+    let test = source.load(Split::Test, &FolderOptions::default())?;
     diffuse_diffusion::autoencoder::latents::check_images(&vae, &test)
-        .map_err(|e| format!("the test split of {}: {e}", args.data.display()))?;
+        .map_err(|e| format!("the test split of {source}: {e}"))?;
     let scored = check_image_shape("", (test.channels, test.height, test.width)).is_ok();
     let classifier = scored
         .then(|| load_classifier(&args.classifier))
@@ -63,8 +65,7 @@ pub fn run(args: &VaeEvalArgs) -> Result<(), String> {
     let (originals, labels) = first_images(&test, args.num)?;
     let n = originals.shape()[0];
     eprintln!(
-        "reconstructing {n} test images of {} with {}",
-        args.data.display(),
+        "reconstructing {n} test images of {source} with {}",
         vae_dir.display()
     );
     let bar = ProgressBar::new(n as u64);

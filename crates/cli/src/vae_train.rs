@@ -5,8 +5,10 @@
 //! (`OUT/metrics.jsonl`) and the loss curve at the end (`OUT/loss.png`). Ctrl-C writes a checkpoint and stops;
 //! `--resume OUT` continues bit for bit where the last checkpoint left off.
 
+use crate::datasets::SHIPPED_DATA;
 use crate::device::DeviceArgs;
 use crate::grid::Grid;
+use crate::numbers::{finite_f32, finite_f64};
 use crate::plots::save_loss_curve;
 use crate::scoring::{load_classifier, DEFAULT_CLASSIFIER};
 use crate::train::{load_data, read_metrics};
@@ -16,6 +18,7 @@ use diffuse_diffusion::autoencoder::{
     Reconstruction, EMA_DIR, LIVE_DIR,
 };
 use diffuse_diffusion::data::Dataset;
+use diffuse_diffusion::data::FolderOptions;
 use diffuse_diffusion::eval::classifier::IMAGE_SIZE;
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
 use diffuse_models::folder::CONFIG_FILE;
@@ -33,8 +36,9 @@ pub struct VaeTrainArgs {
     /// Autoencoder architecture: a named config (fashion-vae: 28×28×1 → 4×7×7) or a diffusers config.json.
     #[arg(long, default_value = "fashion-vae")]
     config: String,
-    /// Dataset: a folder of IDX files or PNG images, or `fashion-mnist-full` for the 60,000-image training set.
-    #[arg(long, default_value = "data/fashion-mnist")]
+    /// Dataset: a folder of images or IDX files, `fashion-mnist` (the shipped subset, compiled into the binary) or
+    /// `fashion-mnist-full` (the 60,000-image training set of Debian's dataset-fashion-mnist).
+    #[arg(long, default_value = SHIPPED_DATA)]
     data: String,
     /// Output folder: checkpoints, reconstruction grids, metrics and the loss curve.
     #[arg(long, default_value = "runs/fashion-vae")]
@@ -46,7 +50,7 @@ pub struct VaeTrainArgs {
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Peak learning rate (of the autoencoder and, unless --disc-lr, of the discriminator).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, value_parser = finite_f32, default_value_t = 1e-3)]
     lr: f32,
     /// Linear warm-up steps.
     #[arg(long, default_value_t = 100)]
@@ -55,29 +59,29 @@ pub struct VaeTrainArgs {
     #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine"])]
     lr_schedule: String,
     /// The cosine schedule's final learning rate.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, value_parser = finite_f32, default_value_t = 1e-5)]
     lr_floor: f32,
     /// Adam's β₁ (LDM trains its autoencoders with 0.5).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, value_parser = finite_f32, default_value_t = 0.5)]
     adam_beta1: f32,
     /// Adam's β₂ (LDM: 0.9).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, value_parser = finite_f32, default_value_t = 0.9)]
     adam_beta2: f32,
     /// Clip the global gradient norm to this (0: no clipping).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = finite_f32, default_value_t = 0.0)]
     grad_clip: f32,
     /// Maximum decay of the EMA of the weights (warmed up as (1+k)/(10+k)).
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 0.999)]
     ema_decay: f64,
     /// Per-pixel reconstruction error: l1 (LDM) or mse.
     #[arg(long, default_value = "l1", value_parser = ["l1", "mse"])]
     reconstruction: String,
     /// β, the weight of KL(q(z|x) ‖ N(0, I)) against the reconstruction error, both summed per image (LDM: 1e-6).
-    #[arg(long, default_value_t = 1e-6)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 1e-6)]
     kl_weight: f64,
     /// Weight of the perceptual distance in the Fashion-MNIST classifier's activations (0: off; LDM uses 1 with
     /// LPIPS). Needs 28×28 grey images and --classifier.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 0.0)]
     perceptual_weight: f64,
     /// The classifier of the perceptual term.
     #[arg(long, default_value = DEFAULT_CLASSIFIER)]
@@ -87,10 +91,10 @@ pub struct VaeTrainArgs {
     #[arg(long)]
     disc_start: Option<u64>,
     /// Weight of the adaptively weighted generator loss (LDM's disc_weight).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, value_parser = finite_f64, default_value_t = 0.5)]
     disc_weight: f64,
     /// The discriminator's learning rate.  [default: --lr]
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f32)]
     disc_lr: Option<f32>,
     /// Width of the discriminator's first convolution.
     #[arg(long, default_value_t = 32)]
@@ -304,7 +308,7 @@ fn save_reconstructions(
 
 pub fn run(args: &VaeTrainArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
-    let data = load_data(&args.data)?;
+    let (_, data) = load_data(&args.data, &FolderOptions::default())?;
     let (mut trainer, out) = match &args.resume {
         Some(dir) => {
             let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;

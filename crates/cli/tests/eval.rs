@@ -81,6 +81,11 @@ fn eval_writes_a_report_with_settings_accuracy_bpd_and_floor() {
         json.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("next: diffuse eval --checkpoint"),
+        "{}",
+        stderr(&out)
+    );
     let table = String::from_utf8_lossy(&out.stdout);
     for row in [
         "FD (fashion_classifier)",
@@ -145,6 +150,11 @@ fn eval_sweep_of_an_unconditional_model_writes_one_row_per_sampler_and_step_coun
         json.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("next: diffuse sample --checkpoint"),
+        "{}",
+        stderr(&out)
+    );
     let rows = read_json(&json);
     let rows = rows.as_array().unwrap();
     let settings: Vec<(String, u64)> = rows

@@ -190,6 +190,49 @@ fn bad_noise_files_are_refused_before_anything_is_written() {
         },
         "holds latents of shape [2, 3, 8, 8]",
     );
+    let shape: Vec<usize> = runs()[0]["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    // The right count, one row short: a shape mismatch, not a class count.
+    let short = [shape[0], shape[1], shape[2] - 1, shape[3]];
+    refused(
+        |args, dir| {
+            let latents = dir.join("short.safetensors");
+            write_tensor(&latents, &vec![0.0; short.iter().product()], &short);
+            set(args, "--init-noise", &latents.display().to_string());
+        },
+        &format!("shape mismatch: the file holds latents of shape {short:?}, the model samples {shape:?}"),
+    );
+    for bad in [f32::NAN, f32::INFINITY] {
+        refused(
+            |args, dir| {
+                let latents = dir.join("nan.safetensors");
+                let mut values = vec![0.0; shape.iter().product()];
+                values[5] = bad;
+                write_tensor(&latents, &values, &shape);
+                set(args, "--init-noise", &latents.display().to_string());
+            },
+            "1 of its",
+        );
+    }
+}
+
+/// Every float option takes finite numbers only.
+#[test]
+fn non_finite_numbers_are_refused_by_every_float_option() {
+    for (flag, value) in [
+        ("--guidance", "nan"),
+        ("--eta", "inf"),
+        ("--guidance", "1e999"),
+    ] {
+        refused(
+            |args, _| set(args, flag, value),
+            &format!("{value:?} is not a finite number"),
+        );
+    }
 }
 
 #[test]

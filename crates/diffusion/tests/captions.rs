@@ -120,7 +120,10 @@ fn bad_captions_files_are_refused_with_the_reason() {
             "a.png,x\nb.png,y\na.png,z\n",
             "line 3: \"a.png\" has two captions",
         ),
-        ("a.png,x\nc.png,y\n", "line 2: \"c.png\" is not a .png file"),
+        (
+            "a.png,x\nc.png,y\n",
+            "line 2: \"c.png\" is not an image file",
+        ),
         ("a.png x\n", "line 1: expected `filename,caption`"),
     ] {
         std::fs::write(&file, text).unwrap();

@@ -82,7 +82,8 @@ fn missing_split_is_an_error_naming_what_was_looked_for() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("train-images-idx3-ubyte") && error.contains("no .png files"),
+        error.contains("train-images-idx3-ubyte")
+            && error.contains("holds no images (.png, .jpg or .jpeg"),
         "{error}"
     );
 }

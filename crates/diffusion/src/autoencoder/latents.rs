@@ -138,6 +138,7 @@ pub fn encode_posteriors(
         channels,
         height,
         width,
+        summary: format!("{} latents of {channels}×{height}×{width}", data.len()),
     })
 }
 

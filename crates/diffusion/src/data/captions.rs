@@ -28,7 +28,7 @@ use std::fs;
 use std::path::Path;
 
 use super::error::{DataError, Result};
-use super::png_folder::png_file_names;
+use super::image_folder::image_file_names;
 
 /// Fashion-MNIST's class names as captions spell them, by label.
 pub const FASHION_CLASSES: [&str; 10] = [
@@ -246,7 +246,7 @@ pub fn read_folder_captions(dir: &Path) -> Result<Option<Vec<String>>> {
             ))
         }
     };
-    let files = png_file_names(dir)?;
+    let files = image_file_names(dir)?;
     let text =
         fs::read_to_string(path).map_err(|e| DataError::at(path, format!("cannot read: {e}")))?;
     let mut captions: Vec<Option<String>> = vec![None; files.len()];
@@ -268,7 +268,7 @@ pub fn read_folder_captions(dir: &Path) -> Result<Option<Vec<String>>> {
             .unwrap_or(caption);
         let slot = files
             .binary_search_by(|f| f.as_str().cmp(name))
-            .map_err(|_| line_error(format!("{name:?} is not a .png file in the folder")))?;
+            .map_err(|_| line_error(format!("{name:?} is not an image file in the folder")))?;
         if captions[slot].replace(caption.to_string()).is_some() {
             return Err(line_error(format!("{name:?} has two captions")));
         }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::rng::SplitMix64;
 
 use super::error::{DataError, Result};
-use super::idx::{read_idx_images, read_idx_labels};
-use super::png_folder::read_png_folder;
+use super::idx::{idx_images, idx_labels, parse_idx_u8, read_idx_u8, IdxArray};
+use super::image_folder::{read_image_folder, FolderOptions};
 use super::shuffle::EpochBatches;
 
 /// Which half of a dataset to load.
@@ -28,7 +28,7 @@ impl Split {
         }
     }
 
-    /// The sub-folder name used for PNG datasets.
+    /// The sub-folder name used for image-folder datasets.
     fn folder_name(self) -> &'static str {
         match self {
             Split::Train => "train",
@@ -49,28 +49,36 @@ pub struct Dataset {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// One line on what was read (counts per size and mode, where the labels came from), for the user.
+    pub summary: String,
 }
 
 impl Dataset {
     /// Loads one split from `dir`, trying in turn:
     /// 1. IDX files `{train,t10k}-images-idx3-ubyte[.gz]`, with `{train,t10k}-labels-idx1-ubyte[.gz]` if present;
-    /// 2. a sub-folder `train/` or `test/` of PNG images (see [`read_png_folder`]);
-    /// 3. for [`Split::Train`] only, PNG images directly in `dir`.
+    /// 2. a sub-folder `train/` or `test/` of images (see [`read_image_folder`]);
+    /// 3. for [`Split::Train`] only, the images in `dir`.
     pub fn load(dir: &Path, split: Split) -> Result<Self> {
+        Self::load_with(dir, split, &FolderOptions::default())
+    }
+
+    /// [`Dataset::load`], with `options` shaping the images of an image folder (IDX files must already fit them).
+    pub fn load_with(dir: &Path, split: Split, options: &FolderOptions) -> Result<Self> {
         let prefix = split.idx_prefix();
         if let Some(images) = existing_variant(dir, &format!("{prefix}-images-idx3-ubyte")) {
             let labels = existing_variant(dir, &format!("{prefix}-labels-idx1-ubyte"));
-            return Self::from_idx(&images, labels.as_deref());
+            let data = Self::from_idx(&images, labels.as_deref())?;
+            return data.check_fits(options, &images);
         }
         let sub_folder = dir.join(split.folder_name());
         if sub_folder.is_dir() {
-            return Self::from_png_folder(&sub_folder);
+            return Self::from_image_folder(&sub_folder, options);
         }
         if split == Split::Train {
-            return Self::from_png_folder(dir).map_err(|e| match e.path.as_deref() {
+            return Self::from_image_folder(dir, options).map_err(|e| match e.path.as_deref() {
                 Some(path) if path == dir => DataError::at(
                     dir,
-                    format!("found neither {prefix}-images-idx3-ubyte[.gz], a train/ folder, nor usable PNGs: {}", e.message),
+                    format!("found neither {prefix}-images-idx3-ubyte[.gz], a train/ folder, nor images: {}", e.message),
                 ),
                 _ => e,
             });
@@ -86,10 +94,36 @@ impl Dataset {
 
     /// Loads an IDX image file and, optionally, the IDX label file that goes with it.
     pub fn from_idx(images_path: &Path, labels_path: Option<&Path>) -> Result<Self> {
-        let images = read_idx_images(images_path)?;
-        let labels = match labels_path {
-            Some(path) => {
-                let labels = read_idx_labels(path)?;
+        let images = read_idx_u8(images_path)?;
+        let labels = labels_path
+            .map(|path| Ok((read_idx_u8(path)?, path)))
+            .transpose()?;
+        Self::from_idx_arrays(images, images_path, labels)
+    }
+
+    /// Images and optional labels from IDX bytes already read (plain or gzip-compressed), e.g. files embedded in a
+    /// program; `images_path` and the labels' path name them in errors and in the summary.
+    pub fn from_idx_bytes(
+        images: &[u8],
+        images_path: &Path,
+        labels: Option<(&[u8], &Path)>,
+    ) -> Result<Self> {
+        let images = parse_idx_u8(images, images_path)?;
+        let labels = labels
+            .map(|(bytes, path)| Ok((parse_idx_u8(bytes, path)?, path)))
+            .transpose()?;
+        Self::from_idx_arrays(images, images_path, labels)
+    }
+
+    fn from_idx_arrays(
+        images: IdxArray,
+        images_path: &Path,
+        labels: Option<(IdxArray, &Path)>,
+    ) -> Result<Self> {
+        let images = idx_images(images, images_path)?;
+        let labels = match labels {
+            Some((array, path)) => {
+                let labels = idx_labels(array, path)?;
                 if labels.len() != images.count {
                     return Err(DataError::at(
                         path,
@@ -105,25 +139,57 @@ impl Dataset {
             }
             None => None,
         };
-        Self::from_u8(&images.pixels, labels, 1, images.rows, images.cols).map_err(|e| DataError {
-            path: Some(images_path.to_path_buf()),
-            ..e
-        })
+        let mut data =
+            Self::from_u8(&images.pixels, labels, 1, images.rows, images.cols).map_err(|e| {
+                DataError {
+                    path: Some(images_path.to_path_buf()),
+                    ..e
+                }
+            })?;
+        let labels = match data.num_classes {
+            0 => "no labels".to_string(),
+            n => format!("{n} classes"),
+        };
+        data.summary = format!(
+            "{}: {} images of 1×{}×{} (IDX); {labels}",
+            images_path.display(),
+            data.len(),
+            data.height,
+            data.width
+        );
+        Ok(data)
     }
 
-    /// Loads a folder of PNG images (see [`read_png_folder`]).
-    pub fn from_png_folder(dir: &Path) -> Result<Self> {
-        let folder = read_png_folder(dir)?;
-        Self::from_u8(
-            &folder.pixels,
-            folder.labels,
-            folder.channels,
-            folder.height,
-            folder.width,
-        )
-        .map_err(|e| DataError {
-            path: Some(dir.to_path_buf()),
-            ..e
+    /// IDX images cannot be resized: an error unless `options` asks for what they are.
+    fn check_fits(self, options: &FolderOptions, path: &Path) -> Result<Self> {
+        let side_fits = options
+            .resolution
+            .is_none_or(|side| (side, side) == (self.height, self.width));
+        if !side_fits || options.channels.is_some_and(|c| c != self.channels) {
+            return Err(DataError::at(
+                path,
+                format!(
+                    "IDX images are {}×{}×{} and are not resized or converted; leave out --resolution and --channels, \
+                     or use a folder of images",
+                    self.channels, self.height, self.width
+                ),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Loads a folder of images (see [`read_image_folder`]).
+    pub fn from_image_folder(dir: &Path, options: &FolderOptions) -> Result<Self> {
+        let folder = read_image_folder(dir, options)?;
+        let num_classes = folder.summary.num_classes;
+        Ok(Self {
+            images: folder.values,
+            labels: folder.labels,
+            num_classes,
+            channels: folder.channels,
+            height: folder.height,
+            width: folder.width,
+            summary: folder.summary.to_string(),
         })
     }
 
@@ -174,6 +240,7 @@ impl Dataset {
             channels,
             height,
             width,
+            summary: String::new(),
         })
     }
 

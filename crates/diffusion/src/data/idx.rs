@@ -67,7 +67,11 @@ pub fn parse_idx_u8(reader: impl Read, source: &Path) -> Result<IdxArray> {
 
 /// Reads an IDX file of images: three dimensions `[count, rows, cols]`, neither `rows` nor `cols` zero.
 pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
-    let array = read_idx_u8(path)?;
+    idx_images(read_idx_u8(path)?, path)
+}
+
+/// An IDX array (read from `path`) as images: three dimensions `[count, rows, cols]`, neither `rows` nor `cols` zero.
+pub fn idx_images(array: IdxArray, path: &Path) -> Result<IdxImages> {
     let [count, rows, cols] = array.dims[..] else {
         return Err(DataError::at(
             path,
@@ -94,7 +98,11 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
 
 /// Reads an IDX file of labels: one dimension `[count]`.
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
-    let array = read_idx_u8(path)?;
+    idx_labels(read_idx_u8(path)?, path)
+}
+
+/// An IDX array (read from `path`) as labels: one dimension `[count]`.
+pub fn idx_labels(array: IdxArray, path: &Path) -> Result<Vec<u8>> {
     if array.dims.len() != 1 {
         return Err(DataError::at(
             path,

@@ -79,6 +79,17 @@ impl FashionClassifier {
         Ok(model)
     }
 
+    /// A classifier with the weights of safetensors bytes (e.g. a file embedded in a program); errors name `source`.
+    pub fn from_bytes(
+        bytes: &[u8],
+        source: &std::path::Path,
+        device: Device,
+    ) -> Result<FashionClassifier> {
+        let model = FashionClassifier::new(0, device)?;
+        model.store.load_bytes(bytes, source)?;
+        Ok(model)
+    }
+
     /// Features and logits of a batch `x` of shape (N, 1, 28, 28).
     pub fn forward(&self, x: &Var) -> Result<ClassifierOutput> {
         let [.., features] = self.activations(x)?;
