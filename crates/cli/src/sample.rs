@@ -12,9 +12,9 @@ use crate::device::DeviceArgs;
 use crate::edit::{edit_classes, EditArgs, EditRun};
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
+use crate::numbers::finite_f64;
 use crate::prompt::{read_prompts, save_prompt_grid, PromptContexts, TextEncoder};
 use crate::sampling::{draw_with, GridRequest, SamplerArgs, DEFAULT_STEPS};
-use crate::numbers::finite_f64;
 use crate::score::{
     any_sampler, refuse_discrete_options, AnySampler, ScoreArgs, ScoreRequest, ScoreView,
 };

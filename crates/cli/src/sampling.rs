@@ -8,8 +8,8 @@
 //! A grid is one row per class (or plain rows for an unconditional model), drawn with the resolved sampler and, for
 //! `guidance ≠ 1`, classifier-free guidance around the null class.
 
-use crate::prompt::PromptContexts;
 use crate::numbers::finite_f64;
+use crate::prompt::PromptContexts;
 use clap::Args;
 use diffuse_diffusion::sampler::scheduler::{SamplerOverrides, Scheduler};
 use diffuse_diffusion::sampler::{

@@ -87,7 +87,12 @@ impl LossScaler {
         if finite {
             self.good_steps += 1;
             if self.good_steps == self.growth_interval {
-                self.scale *= 2.0;
+                // Doubling past f32::MAX would give an infinite scale that halving never brings back (inf / 2 =
+                // inf), so every later step would overflow and be skipped: the scale stops at the largest doubling
+                // that stays finite.
+                if (self.scale * 2.0).is_finite() {
+                    self.scale *= 2.0;
+                }
                 self.good_steps = 0;
             }
         } else {

@@ -103,3 +103,16 @@ fn a_scaler_refuses_a_non_positive_scale_or_a_zero_interval() {
         assert!(err.contains("LossScaler"), "{err}");
     }
 }
+
+#[test]
+fn the_scale_stops_growing_before_it_would_overflow() {
+    // Growing from the largest power of two below f32::MAX would give infinity, which halving never undoes.
+    let top = 2f32.powi(127);
+    let mut scaler = LossScaler::new(top, 1).unwrap();
+    scaler.update(true);
+    assert_eq!(scaler.scale(), top);
+    scaler.update(false);
+    assert_eq!(scaler.scale(), top / 2.0);
+    scaler.update(true);
+    assert_eq!(scaler.scale(), top);
+}

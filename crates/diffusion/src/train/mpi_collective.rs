@@ -49,12 +49,6 @@ impl MpiCollective {
             _universe: universe,
         })
     }
-
-    /// Sends rank 0's `bytes` to every rank (in place), under the watchdog.
-    pub fn broadcast_bytes(&self, bytes: &mut [u8]) {
-        let _armed = self.watchdog.guard("MPI broadcast");
-        mpi::collective::Root::broadcast_into(&self.world.process_at_rank(0), bytes);
-    }
 }
 
 impl Collective for MpiCollective {
