@@ -9,7 +9,7 @@ use crate::device::DeviceArgs;
 use crate::scoring::DEFAULT_CLASSIFIER;
 use crate::train::{load_data, model_config};
 use clap::{Args, Subcommand};
-use diffuse_diffusion::data::Dataset;
+use diffuse_diffusion::data::{Dataset, FolderOptions};
 use diffuse_diffusion::distill::checkpoint::{read_state, SamplingInfo};
 use diffuse_diffusion::distill::{
     check_halvings, fingerprint, round_name, Distance, DistillConfig, DistillState, Distiller,
@@ -209,7 +209,8 @@ pub fn run(command: &DistillCommand) -> Result<(), String> {
         DistillCommand::Consistency(args) => (&args.common, "runs/distill-consistency"),
     };
     let device = common.device.resolve()?;
-    let data = load_data(&common.data)?;
+    // The teacher's images, as they are: a distillation run trains on what the teacher was trained on.
+    let (_, data) = load_data(&common.data, &FolderOptions::default())?;
     if let Some(dir) = &common.resume {
         let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;
         let state = read_state(&step_dir).map_err(|e| e.to_string())?;

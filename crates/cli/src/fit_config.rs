@@ -62,6 +62,12 @@ pub fn adapt_named(
                 ..unet
             })
         }
+        BackboneConfig::UNet2DCondition(_) => {
+            return Err(format!(
+                "{name} is a text-conditioned UNet2DConditionModel; diffuse train trains class-conditional and \
+                 unconditional models (pick --config fashion-small or a DiT)"
+            ))
+        }
         BackboneConfig::DiT(mut dit) => {
             let Some(classes) = data.classes else {
                 return Err(format!(

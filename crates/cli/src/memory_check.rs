@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! parameters  U-Net: Σ_levels c² (18·L down + 27·(L+1) up, 3×3 convolutions) + 4c² per attention layer + 40 c_last²
-//!                    (the mid block) + the time embedding; DiT: 18·d² per block (attention 4d², MLP 8d², adaLN 6d²)
+//!                    (the mid block) + the time embedding; a cross-attention U-Net adds 20c² per transformer
+//!                    layer; DiT: 18·d² per block (attention 4d², MLP 8d², adaLN 6d²)
 //! training    20 bytes per parameter: f32 weights, gradients, AdamW's two moments and the EMA copy
 //! activations U-Net: batch · Σ_levels 8·(2L + 1) · c · (H/2^i)(W/2^i) f32 values kept for the backward pass;
 //!             DiT: batch · tokens · d · 16 per block
@@ -42,6 +43,36 @@ fn estimate(config: &BackboneConfig, height: usize, width: usize) -> (f64, f64) 
             }
             let last = unet.block_out_channels.last().copied().unwrap_or(0) as f64;
             parameters += 40.0 * last * last;
+            (parameters, activations)
+        }
+        BackboneConfig::UNet2DCondition(unet) => {
+            let temb = unet.time_embed_dim() as f64;
+            let mut parameters = 2.0 * temb * temb;
+            let mut activations = 0.0;
+            for (level, &channels) in unet.block_out_channels.iter().enumerate() {
+                let c = channels as f64;
+                let layers = unet.layers_per_block.at(level) as f64;
+                parameters += c * c * (18.0 * layers + 27.0 * (layers + 1.0))
+                    + temb * c * (2.0 * layers + 1.0);
+                let cross = [&unet.down_block_types, &unet.up_block_types]
+                    .iter()
+                    .filter(|types| {
+                        types
+                            .get(level)
+                            .is_some_and(|kind| kind.starts_with("CrossAttn"))
+                    })
+                    .count() as f64;
+                // A transformer block: self- and cross-attention (≈ 6c²), the GEGLU feed-forward (12c²), the
+                // projections in and out (2c²); its activations about three times a resnet's.
+                let transformer_layers = unet.transformer_layers_per_block.at(level) as f64;
+                parameters += 20.0 * c * c * transformer_layers * cross * (layers + 1.0);
+                let scale = f64::from(1u32 << level.min(30));
+                let pixels = (height as f64 / scale).max(1.0) * (width as f64 / scale).max(1.0);
+                activations +=
+                    8.0 * (2.0 * layers + 1.0) * c * pixels * (1.0 + 3.0 * cross.min(1.0));
+            }
+            let last = unet.block_out_channels.last().copied().unwrap_or(0) as f64;
+            parameters += 60.0 * last * last;
             (parameters, activations)
         }
         BackboneConfig::DiT(dit) => {

@@ -518,10 +518,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     };
     let mut frames = Vec::new();
     // Model calls against the planned steps (hidden when stderr is not a terminal).
-    let planned = match &sampler {
-        AnySampler::Discrete(scheduler) => scheduler.options.steps,
-        AnySampler::Score(score) => score.steps,
-    };
+    let planned = sampler.steps();
     let bar = ProgressBar::new(planned as u64).with_message(format!("{total} images"));
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} model calls, {msg} ETA {eta}")

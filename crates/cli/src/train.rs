@@ -179,6 +179,14 @@ pub fn load_data(name: &str, options: &FolderOptions) -> Result<(DataSource, Dat
     Ok((source, data))
 }
 
+/// How `--resolution` and `--channels` shape the training images.
+fn folder_options(args: &TrainArgs) -> FolderOptions {
+    FolderOptions {
+        resolution: args.resolution,
+        channels: args.channels.map(usize::from),
+    }
+}
+
 /// `--config`: a named architecture or a path to a diffusers config.json.
 pub fn model_config(name: &str) -> Result<BackboneConfig, String> {
     let path = Path::new(name);
@@ -449,7 +457,7 @@ fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
         return Err("--objective consistency trains on pixels of a DDPM-style schedule; leave out --vae and --sde".into());
     }
     let device = args.device.resolve()?;
-    let data = load_data(&args.data)?;
+    let (_, data) = load_data(&args.data, &folder_options(args))?;
     let cadence = Cadence {
         checkpoint_every: args.checkpoint_every,
         keep: args.keep,
@@ -536,11 +544,7 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         args.device.resolve()?
     };
     args.precision.apply(device)?;
-    let options = FolderOptions {
-        resolution: args.resolution,
-        channels: args.channels.map(usize::from),
-    };
-    let (source, data) = load_data(&args.data, &options)?;
+    let (source, data) = load_data(&args.data, &folder_options(args))?;
     eprintln!("data: {}", data.summary);
     let (mut trainer, model_config, out, decoder) = match &args.resume {
         Some(dir) => {
@@ -571,6 +575,14 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         None => {
             let named = !Path::new(&args.config).is_file();
             let mut model_config = model_config(&args.config)?;
+            if model_config.context_dim().is_some() {
+                return Err(format!(
+                    "--config {}: a {} attends to text states, and diffuse train trains class-conditional and \
+                     unconditional models only (pick a UNet2DModel or DiT config)",
+                    args.config,
+                    model_config.class_name()
+                ));
+            }
             // Pixel models fit the images; a latent model's shape is checked against its autoencoder below.
             if args.vae.is_none() {
                 let shape = DataShape {
