@@ -5,6 +5,7 @@
 
 use crate::datasets::DataSource;
 use crate::device::DeviceArgs;
+use crate::files::truncate_metrics;
 use clap::{Args, Subcommand};
 use diffuse_diffusion::contrastive::{
     evaluate, ClipArchitecture, ClipEvalReport, ClipTrainConfig, ClipTrainer, ImageCaptions,
@@ -210,25 +211,6 @@ fn eval(args: &ClipEvalArgs) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-/// Keeps the metrics lines of the steps before `step` (a resumed run rewrites what came after its checkpoint).
-fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s < step)
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    crate::files::write_atomically(path, kept.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn train(args: &ClipTrainArgs) -> Result<(), String> {

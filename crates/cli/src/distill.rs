@@ -6,8 +6,9 @@
 //! and shows one progress bar per round. Ctrl-C writes a checkpoint and stops; `--resume OUT` continues exactly.
 
 use crate::device::DeviceArgs;
+use crate::files::truncate_metrics;
 use crate::scoring::DEFAULT_CLASSIFIER;
-use crate::train::{load_data, model_config};
+use crate::train::{build, load_data, model_config};
 use clap::{Args, Subcommand};
 use diffuse_diffusion::data::{Dataset, FolderOptions};
 use diffuse_diffusion::distill::checkpoint::{read_state, SamplingInfo};
@@ -20,8 +21,7 @@ use diffuse_diffusion::pipeline::{Pipeline, Weights};
 use diffuse_diffusion::schedule::SchedulerConfig;
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, WEIGHTS_FILE};
 use diffuse_diffusion::train::StepReport;
-use diffuse_models::{Backbone, BackboneConfig};
-use diffuse_nn::ParamStore;
+use diffuse_models::BackboneConfig;
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::OpenOptions;
@@ -354,29 +354,6 @@ pub struct Run<'a> {
     pub data: &'a Dataset,
     pub device: Device,
     pub cadence: Cadence,
-}
-
-fn build(config: &BackboneConfig) -> impl Fn(&ParamStore) -> diffuse_models::Result<Backbone> + '_ {
-    move |store| Backbone::new(config.clone(), store)
-}
-
-/// Keeps the metrics lines of steps before `step` (a resumed run rewrites what came after).
-fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s < step)
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    crate::files::write_atomically(path, kept.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn metrics_line(round: u32, report: &StepReport, elapsed: f64) -> String {

@@ -35,3 +35,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     result
 }
+
+/// Keeps the metrics lines of what the checkpoint after `step` steps contains (a resumed run rewrites what came
+/// after it): the loss lines of steps `s < step` and the evaluations after `s ≤ step` steps.
+pub fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .is_some_and(|v| match (v["step"].as_u64(), v.get("eval")) {
+                    (Some(s), Some(_)) => s <= step,
+                    (Some(s), None) => s < step,
+                    (None, _) => false,
+                })
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    write_atomically(path, kept.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}

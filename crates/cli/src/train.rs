@@ -10,6 +10,7 @@
 use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::distill::{run_rounds, Cadence, Run};
+use crate::files::truncate_metrics;
 use crate::fit_config::{adapt_named, check_explicit, DataShape};
 use crate::grid::Grid;
 use crate::latent::{check_latent_setup, decoder_for, encode_training_set, LatentDecoder};
@@ -291,31 +292,10 @@ fn new_config(
     Ok(config)
 }
 
-fn build(config: &BackboneConfig) -> impl Fn(&ParamStore) -> diffuse_models::Result<Backbone> + '_ {
+pub fn build(
+    config: &BackboneConfig,
+) -> impl Fn(&ParamStore) -> diffuse_models::Result<Backbone> + '_ {
     move |store| Backbone::new(config.clone(), store)
-}
-
-/// Keeps the metrics lines of what the checkpoint after `step` steps contains (a resumed run rewrites what came
-/// after it): the loss lines of steps `s < step` and the evaluations after `s ≤ step` steps.
-fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .is_some_and(|v| match (v["step"].as_u64(), v.get("eval")) {
-                    (Some(s), Some(_)) => s <= step,
-                    (Some(s), None) => s < step,
-                    (None, _) => false,
-                })
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    crate::files::write_atomically(path, kept.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Step, loss, smoothed loss and learning rate of every loss line of the metrics file.

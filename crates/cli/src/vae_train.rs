@@ -7,6 +7,7 @@
 
 use crate::datasets::SHIPPED_DATA;
 use crate::device::DeviceArgs;
+use crate::files::truncate_metrics;
 use crate::grid::Grid;
 use crate::numbers::{finite_f32, finite_f64};
 use crate::plots::save_loss_curve;
@@ -259,25 +260,6 @@ fn metrics_line(report: &AutoencoderStepReport, images_per_s: f64, elapsed: f64)
         "elapsed_s": elapsed,
     })
     .to_string()
-}
-
-/// Keeps the metrics lines of the steps before `step` (a resumed run rewrites what came after its checkpoint).
-fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s < step)
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    crate::files::write_atomically(path, kept.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes `path`: the first `columns` images of `data` in the top row, the EMA autoencoder's reconstructions below.
