@@ -2,7 +2,7 @@
 //! training run with its learning-rate schedule underneath (`loss.png`), FD against training step (`eval.png`), and
 //! FD against sampling steps, one line per sampler (`diffuse eval --sweep-steps`).
 
-use diffuse_plot::{Axis, Chart, Figure, Legend, Panel, Series, CHART_SIZE};
+use diffuse_plot::{Axis, Chart, Figure, Legend, Panel, Series, CHART_SIZE, PALETTE};
 use std::path::Path;
 
 /// One logged training step.
@@ -54,9 +54,15 @@ pub fn save_fd_sweep(curves: &[Curve], path: &Path) -> Result<(), String> {
         Axis::log("sampling steps"),
         Axis::linear("FD (classifier features)"),
     );
-    for curve in curves {
+    // Past the palette's seven colours the lines turn dashed, so twelve samplers stay apart in the legend.
+    for (i, curve) in curves.iter().enumerate() {
         let points = curve.points.iter().map(|&(s, fd)| (s as f64, fd)).collect();
-        chart = chart.with(Series::line_markers(&curve.name, points));
+        let series = if i < PALETTE.len() {
+            Series::line_markers(&curve.name, points)
+        } else {
+            Series::dashed(&curve.name, points)
+        };
+        chart = chart.with(series.color(i));
     }
     Ok(Figure::single(chart).save(path)?)
 }
