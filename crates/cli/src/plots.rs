@@ -2,7 +2,7 @@
 //! training run with its learning-rate schedule underneath (`loss.png`), FD against training step (`eval.png`), and
 //! FD against sampling steps, one line per sampler (`diffuse eval --sweep-steps`).
 
-use diffuse_plot::{Axis, Chart, Figure, Legend, Panel, Series, CHART_SIZE, PALETTE};
+use diffuse_plot::{fd_sweep_chart, Axis, Chart, Curve, Figure, Legend, Panel, Series, CHART_SIZE};
 use std::path::Path;
 
 /// One logged training step.
@@ -41,30 +41,9 @@ pub fn save_loss_curve(points: &[LossPoint], path: &Path) -> Result<(), String> 
     Ok(figure.save(path)?)
 }
 
-/// One sampler's sweep: (steps, FD) points.
-pub struct Curve {
-    pub name: String,
-    pub points: Vec<(usize, f64)>,
-}
-
-/// FD against sampling steps on a log axis, one line per curve, named in the legend.
+/// FD against sampling steps, one line per sampler (`diffuse_plot::fd_sweep_chart`).
 pub fn save_fd_sweep(curves: &[Curve], path: &Path) -> Result<(), String> {
-    let mut chart = Chart::new(
-        "Fréchet distance against sampling steps",
-        Axis::log("sampling steps"),
-        Axis::linear("FD (classifier features)"),
-    );
-    // Past the palette's seven colours the lines turn dashed, so twelve samplers stay apart in the legend.
-    for (i, curve) in curves.iter().enumerate() {
-        let points = curve.points.iter().map(|&(s, fd)| (s as f64, fd)).collect();
-        let series = if i < PALETTE.len() {
-            Series::line_markers(&curve.name, points)
-        } else {
-            Series::dashed(&curve.name, points)
-        };
-        chart = chart.with(series.color(i));
-    }
-    Ok(Figure::single(chart).save(path)?)
+    Ok(Figure::single(fd_sweep_chart(curves)).save(path)?)
 }
 
 /// FD of the evaluations during training against the training step.

@@ -16,6 +16,7 @@ mod mixture;
 mod roofline;
 mod samplers;
 mod schedules;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ enum Command {
     Roofline(roofline::RooflineArgs),
     /// The few-step table and plot of scripts/distill-table.sh's evaluations (distill-table.md, distill-fd.png).
     Distill(distill_table::DistillArgs),
+    /// FD against steps, one line per sampler, from `diffuse eval --sweep-steps … --json FILE` (sampler-sweep.png).
+    Sweep(sweep::SweepArgs),
 }
 
 fn main() {
@@ -76,6 +79,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         Command::Guidance(args) => guidance::draw(args, &cli.out),
         Command::Roofline(args) => roofline::draw(args, &cli.out),
         Command::Distill(args) => distill_table::draw(args, &cli.out),
+        Command::Sweep(args) => sweep::draw(args, &cli.out),
     }
 }
 

@@ -21,12 +21,14 @@ mod font;
 mod image_grid;
 mod output;
 mod style;
+mod sweep;
 
 pub use chart::{tick_label, Annotation, Axis, Chart, Legend, Scale, Series, SeriesStyle};
 pub use error::PlotError;
 pub use image_grid::{ImageGrid, RgbImage};
 pub use output::{check_png, PngSummary};
 pub use style::{palette_name, PALETTE};
+pub use sweep::{fd_sweep_chart, Curve};
 
 use plotters::prelude::*;
 use std::path::Path;
