@@ -391,19 +391,30 @@ pub fn conv2d_backward_weight(
     ))
 }
 
-/// (y, mean, rstd); the statistics stay f32 whatever the dtype of `x`.
-pub fn group_norm(
+/// The signature both group-norm forward kernels share: shape, x, γ, β, then y, mean and rstd written.
+type GroupNormForward = fn(
+    &GroupNormShape,
+    &[f32],
+    &[f32],
+    &[f32],
+    &mut [f32],
+    &mut [f32],
+    &mut [f32],
+) -> diffuse_cpu_kernels::error::Result<()>;
+
+/// Runs `kernel` (named `op`) in f32: (y in the dtype of `x`, mean, rstd), the statistics f32 whatever that dtype.
+fn group_norm_forward_with(
+    op: &'static str,
+    kernel: GroupNormForward,
     s: &GroupNormShape,
-    x: &CpuStorage,
-    gamma: &CpuStorage,
-    beta: &CpuStorage,
+    [x, gamma, beta]: [&CpuStorage; 3],
 ) -> Result<[CpuStorage; 3]> {
     let (mut y, mut mean, mut rstd) = (
         take(x.len()),
-        output("group_norm", &[s.batch, s.groups])?,
-        output("group_norm", &[s.batch, s.groups])?,
+        output(op, &[s.batch, s.groups])?,
+        output(op, &[s.batch, s.groups])?,
     );
-    group_norm::group_norm_forward(
+    kernel(
         s,
         &x.to_f32(),
         &gamma.to_f32(),
@@ -417,6 +428,21 @@ pub fn group_norm(
         CpuStorage::F32(mean.into()),
         CpuStorage::F32(rstd.into()),
     ])
+}
+
+/// (y, mean, rstd); the statistics stay f32 whatever the dtype of `x`.
+pub fn group_norm(
+    s: &GroupNormShape,
+    x: &CpuStorage,
+    gamma: &CpuStorage,
+    beta: &CpuStorage,
+) -> Result<[CpuStorage; 3]> {
+    group_norm_forward_with(
+        "group_norm",
+        group_norm::group_norm_forward,
+        s,
+        [x, gamma, beta],
+    )
 }
 
 /// (∂x, ∂γ, ∂β) from the input, γ, the saved statistics and ∂y: `[x, gamma, mean, rstd, grad_y]`.
@@ -445,25 +471,12 @@ pub fn group_norm_silu(
     gamma: &CpuStorage,
     beta: &CpuStorage,
 ) -> Result<[CpuStorage; 3]> {
-    let (mut y, mut mean, mut rstd) = (
-        take(x.len()),
-        output("group_norm_silu", &[s.batch, s.groups])?,
-        output("group_norm_silu", &[s.batch, s.groups])?,
-    );
-    group_norm_silu::group_norm_silu_forward(
+    group_norm_forward_with(
+        "group_norm_silu",
+        group_norm_silu::group_norm_silu_forward,
         s,
-        &x.to_f32(),
-        &gamma.to_f32(),
-        &beta.to_f32(),
-        &mut y,
-        &mut mean,
-        &mut rstd,
-    )?;
-    Ok([
-        CpuStorage::from_f32(y, x.dtype()),
-        CpuStorage::F32(mean.into()),
-        CpuStorage::F32(rstd.into()),
-    ])
+        [x, gamma, beta],
+    )
 }
 
 /// (∂x, ∂γ, ∂β) of [`group_norm_silu`]: `[x, gamma, beta, mean, rstd, grad_y]`.
