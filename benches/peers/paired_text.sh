@@ -26,7 +26,8 @@ for round in $(seq "$rounds"); do
     [[ $case == *"$filter"* ]] || continue
     ours=$(cargo bench -q -p diffuse-diffusion --bench text -- "text/${case}" --warm-up-time 1 \
       --measurement-time "$measure" 2>/dev/null |
-      awk '/time:/ { v = $4; u = $5; if (u == "s") v *= 1000; if (u == "µs" || u == "us") v /= 1000; print v; exit }')
+      awk '/time:/ { for (i = 1; i < NF; i++) if ($i == "time:") { v = $(i + 3); u = $(i + 4) }
+        if (u == "s") v *= 1000; if (u == "µs" || u == "us") v /= 1000; if (u == "ns") v /= 1e6; print v; exit }')
     theirs=$("$python" benches/peers/transformers_diffusers_text.py --threads "$threads" --only "$case" \
       --min-time "$measure" | awk '/ ms/ { for (i = 1; i < NF; i++) if ($(i + 1) == "ms") { print $i; exit } }')
     ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f", a / b }')
