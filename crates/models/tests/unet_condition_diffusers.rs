@@ -179,3 +179,34 @@ fn a_context_of_the_wrong_width_is_refused_naming_cross_attention_dim() {
         "{err}"
     );
 }
+
+#[test]
+fn the_named_configs_build_and_denoise_their_sample_size_under_a_context() {
+    for (name, shape) in [
+        ("fashion-text", [1, 1, 28, 28]),
+        ("fashion-text-latent", [2, 4, 7, 7]),
+    ] {
+        let config = UNet2DConditionConfig::named(name).unwrap();
+        // The named configs round-trip through the diffusers config.json.
+        let text = config.to_json_string();
+        assert_eq!(UNet2DConditionConfig::from_json_str(&text).unwrap(), config);
+        let store = ParamStore::new(0, Device::Cpu);
+        let model = UNet2DConditionModel::new(config.clone(), &store).unwrap();
+        let sample = Tensor::randn(&shape, 1, 0, Device::Cpu).unwrap();
+        let context =
+            Tensor::randn(&[shape[0], 5, config.context_dim()], 2, 0, Device::Cpu).unwrap();
+        let out = model
+            .forward(
+                &Var::constant(sample),
+                &vec![500.0; shape[0]],
+                &Var::constant(context),
+                None,
+            )
+            .unwrap();
+        assert_eq!(out.tensor().shape(), &shape[..], "{name}");
+    }
+    let err = UNet2DConditionConfig::named("fashion-texts")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fashion-text-latent"), "{err}");
+}
