@@ -287,6 +287,7 @@ fn new_config(
         max_nonfinite: args.max_nonfinite,
         score_matching,
         vlb_weight: DEFAULT_VLB_WEIGHT,
+        image_condition: None,
     };
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
