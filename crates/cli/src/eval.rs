@@ -7,6 +7,7 @@
 //! Every run (sampler, steps) starts sample batch `b` from the same noise: batch seeds are the successive outputs of
 //! `SplitMix64::new(--seed)`, so the rows of a sweep differ only in how they integrate, not in their starting points.
 
+use crate::cascade::Upscaler;
 use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
@@ -96,6 +97,13 @@ pub struct EvalArgs {
     /// Also evaluate the floor: the first --num training images of --data scored as samples against the test set.
     #[arg(long)]
     floor: bool,
+    /// Score a cascade: upsample every batch of samples with this super-resolution stage (a run of diffuse train
+    /// --super-resolution) before scoring, as diffuse sample --upscale does.  [default: none]
+    #[arg(long, value_name = "SR_RUN")]
+    upscale: Option<PathBuf>,
+    /// The noise-conditioning augmentation level of --upscale.
+    #[arg(long, default_value_t = 1)]
+    sr_level: u32,
 }
 
 /// A loaded model and how to sample it.
@@ -113,6 +121,8 @@ struct Model {
     step: Option<u64>,
     /// The autoencoder of a latent model.
     decoder: Option<LatentDecoder>,
+    /// The super-resolution stage of a cascade.
+    upscaler: Option<Upscaler>,
 }
 
 fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
@@ -135,6 +145,18 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         }
         None => (config.in_channels(), h, w),
     };
+    let upscaler = args
+        .upscale
+        .as_deref()
+        .map(|stage| Upscaler::load(stage, &args.sampling, args.sr_level, device))
+        .transpose()?;
+    let samples = match &upscaler {
+        Some(upscaler) => {
+            let high = upscaler.high()?;
+            (samples.0, high, high)
+        }
+        None => samples,
+    };
     check_image_shape(&format!("{} (its samples)", model_dir.display()), samples)?;
     let step = model_dir
         .ancestors()
@@ -147,6 +169,7 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         unet,
         step,
         decoder,
+        upscaler,
     })
 }
 
@@ -158,6 +181,7 @@ impl Model {
             null_class: self.num_classes,
             score: &self.score,
             decoder: self.decoder.as_ref(),
+            upscale: self.upscaler.as_ref(),
         }
     }
 
@@ -377,6 +401,9 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
     let classifier = load_classifier(&args.classifier)?;
     let model = load_model(args, device)?;
+    if model.upscaler.is_some() && args.bpd > 0 {
+        return Err("--bpd scores the base model's likelihood; leave it out with --upscale".into());
+    }
     if args.guidance != 1.0 && model.num_classes.is_none() {
         return Err("--guidance other than 1 needs a class-conditional model".into());
     }
