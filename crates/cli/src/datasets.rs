@@ -6,6 +6,7 @@
 
 use diffuse_diffusion::data::{Dataset, FolderOptions, Split};
 use diffuse_diffusion::eval::FashionClassifier;
+use diffuse_diffusion::image_condition::downsample_box;
 use diffuse_tensor::Device;
 use std::path::{Path, PathBuf};
 
@@ -98,10 +99,11 @@ impl DataSource {
                     .iter()
                     .find(|entry| entry.split == split)
                     .expect("both splits are shipped");
-                if *options != FolderOptions::default() {
+                let side = options.resolution.filter(|&side| side != 28);
+                if options.channels.is_some_and(|c| c != 1) || side.is_some_and(|n| 28 % n != 0) {
                     return Err(format!(
-                        "--data {SHIPPED_DATA}: the shipped images are 1×28×28 and are not resized or converted; \
-                         leave out --resolution and --channels"
+                        "--data {SHIPPED_DATA}: the shipped images are 1×28×28; they are not converted, and only \
+                         box-averaged to a side that divides 28 (--resolution 14, 7, 4 or 2)"
                     ));
                 }
                 let labels = Some((shipped.labels, Path::new(shipped.labels_path)));
@@ -109,6 +111,16 @@ impl DataSource {
                     Dataset::from_idx_bytes(shipped.images, Path::new(shipped.images_path), labels)
                         .map_err(|e| e.to_string())?;
                 data.summary = format!("{} (shipped, in the binary)", data.summary);
+                if let Some(side) = side {
+                    data.images = downsample_box(&data.images, data.len(), (28, 28), 28 / side)
+                        .map_err(|e| e.to_string())?;
+                    (data.height, data.width) = (side, side);
+                    data.summary = format!(
+                        "{}; box-averaged to 1×{side}×{side} (each {f}×{f} block's mean)",
+                        data.summary,
+                        f = 28 / side
+                    );
+                }
                 Ok(data)
             }
         }

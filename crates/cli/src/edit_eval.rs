@@ -11,9 +11,11 @@
 //! The edits are unconditional (a class-conditional model's null class) unless `--conditional`, which gives each
 //! edit its guide's label (and allows `--guidance`).
 
+use crate::cascade::image_condition_of;
 use crate::datasets::DataSource;
 use crate::device::DeviceArgs;
 use crate::edit::{read_mask, report_start, EditRequest, EditRun};
+use crate::edit_eval_conditioned::ConditionedEval;
 use crate::latent::{check_decodes, decoder_for};
 use crate::sample::open_folder;
 use crate::sampling::SamplerArgs;
@@ -23,7 +25,9 @@ use clap::Args;
 use diffuse_diffusion::data::Split;
 use diffuse_diffusion::edit::{check_strength, RePaint, Sdedit};
 use diffuse_diffusion::eval::{evaluate_samples, EvalReport};
+use diffuse_diffusion::image_condition::ImageCondition;
 use diffuse_diffusion::pipeline::Weights;
+use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_models::Backbone;
 use diffuse_tensor::{Device, Tensor};
 use serde_json::json;
@@ -76,6 +80,10 @@ pub struct EvalEditArgs {
     /// Write the settings and one report per row as JSON to this file.  [default: none]
     #[arg(long)]
     json: Option<PathBuf>,
+    /// A super-resolution stage (--checkpoint a run of diffuse train --super-resolution): the noise-augmentation
+    /// levels to upsample at, one row each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    sr_levels: Vec<u32>,
 }
 
 /// One row of the table.
@@ -99,12 +107,81 @@ fn rms_distance(a: &Tensor, b: &Tensor) -> Result<f64, String> {
     Ok((sum / a.len().max(1) as f64).sqrt())
 }
 
-pub fn run(args: &EvalEditArgs) -> Result<(), String> {
-    if args.strengths.is_empty() && args.mask.is_none() {
-        return Err(
-            "give --strengths (SDEdit), --mask (RePaint) or both: nothing to measure".into(),
+/// The classifier, the reference statistics and the first `--num` training images with their labels.
+fn classifier_scorer_inputs(args: &EvalEditArgs) -> Result<(Scorer, Tensor, Vec<u32>), String> {
+    let classifier = load_classifier(&args.classifier)?;
+    let source = DataSource::Folder(args.data.clone());
+    let train = load_split(&source, Split::Train)?;
+    let test = load_split(&source, Split::Test)?;
+    let scorer = Scorer::new(classifier, &test)?;
+    let (guides, labels) = first_images(&train, args.num)?;
+    let labels = labels.ok_or("the training split has no labels: accuracy needs them")?;
+    Ok((scorer, guides, labels))
+}
+
+/// eval-edit on an image-conditioned run: a super-resolution stage against interpolation, or a trained inpainting
+/// network on `--mask` ([`crate::edit_eval_conditioned`]).
+fn run_conditioned(
+    args: &EvalEditArgs,
+    model: &Backbone,
+    scheduler: &Scheduler,
+    condition: ImageCondition,
+    (scorer, guides, labels): &(Scorer, Tensor, Vec<u32>),
+) -> Result<(), String> {
+    if !args.strengths.is_empty() {
+        return Err(format!(
+            "--strengths: {} is image-conditioned; SDEdit is measured on a plain denoiser",
+            args.checkpoint.display()
+        ));
+    }
+    let rows = ConditionedEval {
+        model,
+        checkpoint: &args.checkpoint,
+        scheduler,
+        condition,
+        guides,
+        labels,
+        scorer,
+        mask: args.mask.as_deref(),
+        sr_levels: &args.sr_levels,
+        conditional: args.conditional,
+        guidance: args.guidance,
+        batch: args.batch,
+        seed: args.seed,
+    }
+    .run()?;
+    println!("| method | PSNR (dB) | SSIM | FD | accuracy (guide's label) | precision | recall |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for row in &rows {
+        println!(
+            "| {} | {:.2} | {:.4} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            row.name,
+            row.psnr,
+            row.ssim,
+            row.report.fd_fashion_classifier,
+            row.report.accuracy.unwrap_or(f64::NAN),
+            row.report.precision,
+            row.report.recall
         );
     }
+    if let Some(path) = &args.json {
+        let value = json!({
+            "checkpoint": args.checkpoint,
+            "sampler": scheduler.sampler.class_name(),
+            "steps": scheduler.options.steps,
+            "guides": guides.shape()[0],
+            "rows": rows.iter().map(|row| json!({
+                "method": row.name, "psnr": row.psnr, "ssim": row.ssim, "report": row.report,
+            })).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+        crate::files::write_atomically(path, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub fn run(args: &EvalEditArgs) -> Result<(), String> {
     if args.num < 2 || args.batch == 0 {
         return Err(format!(
             "--num must be at least 2 (got {}) and --batch at least 1 (got {})",
@@ -128,6 +205,20 @@ pub fn run(args: &EvalEditArgs) -> Result<(), String> {
     let AnySampler::Discrete(scheduler) = sampler else {
         return Err("editing runs a discrete-time sampler; pick one with --sampler".into());
     };
+    if let Some(condition) = image_condition_of(&folder)? {
+        return run_conditioned(
+            args,
+            &model,
+            &scheduler,
+            condition,
+            &classifier_scorer_inputs(args)?,
+        );
+    }
+    if args.strengths.is_empty() && args.mask.is_none() {
+        return Err(
+            "give --strengths (SDEdit), --mask (RePaint) or both: nothing to measure".into(),
+        );
+    }
     let null_class = model.config().num_class_embeds().map(|n| n as u32 - 1);
     if args.guidance != 1.0 && !(args.conditional && null_class.is_some()) {
         return Err(

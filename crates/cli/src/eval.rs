@@ -8,6 +8,7 @@
 //! Every run (sampler, steps) starts sample batch `b` from the same noise: batch seeds are the successive outputs of
 //! `SplitMix64::new(--seed)`, so the rows of a sweep differ only in how they integrate, not in their starting points.
 
+use crate::cascade::Upscaler;
 use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
@@ -101,6 +102,13 @@ pub struct EvalArgs {
     floor: bool,
     #[command(flatten)]
     prompts: PromptEvalArgs,
+    /// Score a cascade: upsample every batch of samples with this super-resolution stage (a run of diffuse train
+    /// --super-resolution) before scoring, as diffuse sample --upscale does.  [default: none]
+    #[arg(long, value_name = "SR_RUN")]
+    upscale: Option<PathBuf>,
+    /// The noise-conditioning augmentation level of --upscale.
+    #[arg(long, default_value_t = 1)]
+    sr_level: u32,
 }
 
 /// A loaded model and how to sample it.
@@ -118,6 +126,8 @@ struct Model {
     step: Option<u64>,
     /// The autoencoder of a latent model.
     decoder: Option<LatentDecoder>,
+    /// The super-resolution stage of a cascade.
+    upscaler: Option<Upscaler>,
 }
 
 fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
@@ -140,6 +150,18 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         }
         None => (config.in_channels(), h, w),
     };
+    let upscaler = args
+        .upscale
+        .as_deref()
+        .map(|stage| Upscaler::load(stage, &args.sampling, args.sr_level, device))
+        .transpose()?;
+    let samples = match &upscaler {
+        Some(upscaler) => {
+            let high = upscaler.high()?;
+            (samples.0, high, high)
+        }
+        None => samples,
+    };
     check_image_shape(&format!("{} (its samples)", model_dir.display()), samples)?;
     let step = model_dir
         .ancestors()
@@ -152,6 +174,7 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         unet,
         step,
         decoder,
+        upscaler,
     })
 }
 
@@ -163,6 +186,7 @@ impl Model {
             null_class: self.num_classes,
             score: &self.score,
             decoder: self.decoder.as_ref(),
+            upscale: self.upscaler.as_ref(),
         }
     }
 
@@ -467,7 +491,15 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     let classifier = load_classifier(&args.classifier)?;
     let model = load_model(args, device)?;
     if model.unet.config().context_dim().is_some() || args.prompts.prompts.is_some() {
+        if model.upscaler.is_some() {
+            return Err("--upscale scores a cascade of class-conditional or unconditional stages; leave it out \
+                        with a text-to-image model or --prompts"
+                .into());
+        }
         return run_prompts(args, &model, classifier, device);
+    }
+    if model.upscaler.is_some() && args.bpd > 0 {
+        return Err("--bpd scores the base model's likelihood; leave it out with --upscale".into());
     }
     if args.guidance != 1.0 && model.num_classes.is_none() {
         return Err("--guidance other than 1 needs a class-conditional model".into());

@@ -3,6 +3,7 @@
 //! An explicit `config.json` is a file the user chose, so it is only checked: where it does not fit, the error names
 //! both sides and the flag or key that makes them agree.
 
+use diffuse_diffusion::image_condition::ImageCondition;
 use diffuse_models::unet::{SampleSize, UNetConfig};
 use diffuse_models::unet_condition::UNet2DConditionConfig;
 use diffuse_models::BackboneConfig;
@@ -172,4 +173,84 @@ pub fn check_explicit(
         )),
         _ => Ok(()),
     }
+}
+
+/// `config` made to fit `data` under an image condition: a named config is adapted as [`adapt_named`] does, then
+/// takes the condition's extra input channels (and, for a super-resolution stage, one class embedding per
+/// augmentation level instead of the classes); an explicit `config.json` must already say so.
+pub fn fit_conditioned(
+    name: &str,
+    named: bool,
+    config: BackboneConfig,
+    condition: ImageCondition,
+    data: DataShape,
+) -> Result<(BackboneConfig, Vec<String>), String> {
+    let extra = condition.extra_channels(data.channels);
+    let in_channels = data.channels + extra;
+    let sr_levels = match condition {
+        ImageCondition::SuperResolution(sr) => Some(sr.augmentation.levels),
+        ImageCondition::Inpainting(_) => None,
+    };
+    let BackboneConfig::UNet2D(unet) = config else {
+        return Err(format!(
+            "--config {name}: a {} has no extra input channels for an image condition; pick a UNet2DModel config \
+             (fashion-sr, fashion-inpaint or fashion-small)",
+            config.class_name()
+        ));
+    };
+    if !named {
+        let explicit = BackboneConfig::UNet2D(UNetConfig {
+            in_channels: data.channels,
+            num_class_embeds: unet.num_class_embeds.filter(|_| sr_levels.is_none()),
+            ..unet.clone()
+        });
+        check_explicit(&explicit, name, data, "the dataset")?;
+        if unet.in_channels != in_channels {
+            return Err(format!(
+                "{name}: in_channels = {} but the image condition needs {in_channels} (the images' {} and {extra} \
+                 more); set in_channels to {in_channels}",
+                unet.in_channels, data.channels
+            ));
+        }
+        if let Some(levels) = sr_levels.filter(|&k| unet.num_class_embeds != Some(k)) {
+            return Err(format!(
+                "{name}: a super-resolution stage takes its augmentation level as its class label: set \
+                 num_class_embeds to {levels} (--sr-levels)"
+            ));
+        }
+        return Ok((BackboneConfig::UNet2D(unet), Vec::new()));
+    }
+    let shape = DataShape {
+        classes: if sr_levels.is_some() {
+            None
+        } else {
+            data.classes
+        },
+        ..data
+    };
+    let (adapted, mut notes) = adapt_named(name, BackboneConfig::UNet2D(unet.clone()), shape)?;
+    let BackboneConfig::UNet2D(adapted) = adapted else {
+        return Err(format!(
+            "--config {name}: adapting it changed its architecture"
+        ));
+    };
+    notes.retain(|note| !note.contains("input channels") && !note.contains("class"));
+    notes.push(format!(
+        "{name}: {in_channels} input channels ({} of the image and {extra} of the condition)",
+        data.channels
+    ));
+    if let Some(levels) = sr_levels {
+        notes.push(format!(
+            "{name}: {levels} class embeddings, one per noise-augmentation level (no image classes)"
+        ));
+    }
+    Ok((
+        BackboneConfig::UNet2D(UNetConfig {
+            in_channels,
+            num_class_embeds: sr_levels.or(adapted.num_class_embeds),
+            class_embed_type: None,
+            ..adapted
+        }),
+        notes,
+    ))
 }

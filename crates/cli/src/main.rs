@@ -1,5 +1,6 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
+mod cascade;
 mod clip;
 mod consistency;
 mod datasets;
@@ -8,6 +9,7 @@ mod devices;
 mod distill;
 mod edit;
 mod edit_eval;
+mod edit_eval_conditioned;
 mod eval;
 mod eval_table;
 mod files;

@@ -7,9 +7,12 @@
 //! noise level, as `init_noise_sigma`), `--noise` the fresh noise of every step of a stochastic sampler. Everything is
 //! checked before anything is written.
 
+use crate::cascade::{
+    image_condition_of, inpainting_input, sample_conditioned, upscale, ConditionedRequest,
+};
 use crate::consistency::{self, ConsistencyRequest, ConsistencySampler};
 use crate::device::DeviceArgs;
-use crate::edit::{edit_classes, EditArgs, EditRun};
+use crate::edit::{edit_classes, EditArgs, EditRequest, EditRun};
 use crate::grid::Grid;
 use crate::latent::{check_decodes, decoder_for};
 use crate::numbers::finite_f64;
@@ -20,6 +23,7 @@ use crate::score::{
 };
 use clap::Args;
 use diffuse_diffusion::distill::SamplingInfo;
+use diffuse_diffusion::image_condition::ImageCondition;
 use diffuse_diffusion::pipeline::{Pipeline, Weights};
 use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_diffusion::sampler::{Condition, Denoiser, Prediction};
@@ -92,6 +96,15 @@ pub struct SampleArgs {
     trajectory: Option<PathBuf>,
     #[command(flatten)]
     edit: EditArgs,
+    /// Cascade: upsample the samples with this super-resolution stage (a run of diffuse train --super-resolution
+    /// LOW:HIGH), sampled with the same --sampler and --steps on its own scheduler. The base model samples LOW×LOW,
+    /// or HIGH×HIGH (box-averaged to LOW×LOW first).  [default: none]
+    #[arg(long, value_name = "SR_RUN")]
+    upscale: Option<PathBuf>,
+    /// The noise-conditioning augmentation level of --upscale's low-resolution input (0: the base samples as they
+    /// are; higher: noised to the stage's level, hiding the base model's flaws at the cost of faithfulness).
+    #[arg(long, default_value_t = 1)]
+    sr_level: u32,
 }
 
 /// A folder opened for sampling: where its network is, and what its scheduler config says.
@@ -375,6 +388,97 @@ fn check_finite(tensor: &Tensor, flag: &str, path: &Path) -> Result<(), String> 
     }
 }
 
+/// `--init-image --mask` on a trained inpainting run: the network sees each image's mask and masked image and samples
+/// the whole image from noise; the known pixels are then put back, so that they come out exactly as given.
+fn inpaint_trained(
+    args: &SampleArgs,
+    model: &Backbone,
+    sampler: &AnySampler,
+) -> Result<(), String> {
+    let Some(EditRequest::RePaint { images, known, .. }) = args.edit.request()? else {
+        return Err(format!(
+            "{} is a trained inpainting network: give --init-image IMAGES --mask MASK",
+            args.checkpoint.display()
+        ));
+    };
+    let AnySampler::Discrete(scheduler) = sampler else {
+        return Err(format!(
+            "an inpainting network runs a discrete-time sampler; --sampler {} is a score sampler",
+            sampler.label()
+        ));
+    };
+    if args.upscale.is_some() {
+        return Err("--upscale upsamples samples drawn from noise, not inpaintings".into());
+    }
+    let config = model.config();
+    let channels = config.out_channels();
+    let (h, w) = config.sample_size().unwrap_or((28, 28));
+    let s = images.shape().to_vec();
+    if s[1] != channels || s[2..] != [h, w] {
+        return Err(format!(
+            "--init-image: the images are {}×{}×{} but the inpainting network takes {channels}×{h}×{w}",
+            s[1], s[2], s[3]
+        ));
+    }
+    let null_class = config.num_class_embeds().map(|n| n as u32 - 1);
+    let count = args.count.max(1);
+    let classes = edit_classes(s[0], args.class, null_class, args.guidance)?;
+    let repeated = |t: &Tensor| -> Result<Tensor, String> {
+        let mut rows = Vec::new();
+        for i in 0..t.shape()[0] {
+            let row = t.narrow(0, i, 1).map_err(|e| e.to_string())?;
+            rows.extend(std::iter::repeat_n(row, count));
+        }
+        let refs: Vec<&Tensor> = rows.iter().collect();
+        Tensor::concat(&refs, 0).map_err(|e| e.to_string())
+    };
+    let guides = repeated(&images)?;
+    let extra = inpainting_input(&guides, &known)?;
+    let classes: Option<Vec<u32>> = classes.map(|c| {
+        c.iter()
+            .flat_map(|&c| std::iter::repeat_n(c, count))
+            .collect()
+    });
+    let mut scheduler = scheduler.as_ref().clone();
+    scheduler.options.seed = args.seed;
+    let sampled = sample_conditioned(
+        model,
+        &ConditionedRequest {
+            scheduler: &scheduler,
+            extra: &extra,
+            own_labels: None,
+            classes: classes.as_deref(),
+            guidance: args.guidance,
+            null_class,
+        },
+    )?
+    .to_device(Device::Cpu)
+    .map_err(|e| e.to_string())?;
+    // The known pixels put back: known·image + (1 − known)·sample.
+    let known_values = known.to_vec().map_err(|e| e.to_string())?;
+    let hw = h * w;
+    let merged: Vec<f32> = sampled
+        .to_vec()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .zip(guides.to_vec().map_err(|e| e.to_string())?)
+        .enumerate()
+        .map(|(i, (&x, g))| {
+            let k = known_values[i % hw];
+            k * g + (1.0 - k) * x
+        })
+        .collect();
+    let merged =
+        Tensor::from_vec(merged, sampled.shape(), Device::Cpu).map_err(|e| e.to_string())?;
+    let shown = images.mul(&known).map_err(|e| e.to_string())?;
+    eprintln!(
+        "trained inpainting: {} steps of {}",
+        scheduler.options.steps,
+        scheduler.class.name()
+    );
+    write_edited(args, &merged, &shown, count)
+}
+
 pub fn run(args: &SampleArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
     let weights = if args.ema {
@@ -387,6 +491,22 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     let (model, _store) = Backbone::load_diffusers(denoiser_dir, device)
         .map_err(|e| format!("{}: {e}", denoiser_dir.display()))?;
     let (sampler, view) = folder.sampler(&model.config(), &args.sampling, &args.score)?;
+    match image_condition_of(&folder)? {
+        Some(ImageCondition::SuperResolution(sr)) => {
+            return Err(format!(
+                "{} is a super-resolution stage ({}×{} → {}×{}): it upsamples a base model's samples; run diffuse \
+                 sample --checkpoint BASE --upscale {}",
+                args.checkpoint.display(),
+                sr.low,
+                sr.low,
+                sr.high,
+                sr.high,
+                args.checkpoint.display()
+            ))
+        }
+        Some(ImageCondition::Inpainting(_)) => return inpaint_trained(args, &model, &sampler),
+        None => {}
+    }
     if let AnySampler::Discrete(scheduler) = &sampler {
         for (key, value) in scheduler.ignored.iter().chain(&scheduler.dropped) {
             eprintln!(
@@ -415,6 +535,11 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         eprintln!("note: {channels}-channel samples are written as a tensor only (no PNG)");
     }
     if let Some(request) = args.edit.request()? {
+        if args.upscale.is_some() {
+            return Err(
+                "--upscale upsamples samples drawn from noise, not edits (--init-image)".into(),
+            );
+        }
         if model.config().context_dim().is_some() {
             return Err(
                 "--init-image edits with class-conditional and unconditional models; a text-to-image model is \
@@ -620,6 +745,37 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         None => Ok(t),
     };
     let images = decode(images)?;
+    let images = match &args.upscale {
+        Some(stage) => {
+            if args.trajectory.is_some() {
+                return Err(
+                    "--trajectory records the base model's steps; leave it out with --upscale"
+                        .into(),
+                );
+            }
+            let folder = open_folder(stage, weights)?;
+            let upscaled = upscale(
+                &images,
+                &folder,
+                stage,
+                &args.sampling,
+                args.sr_level,
+                args.seed,
+                device,
+            )?;
+            eprintln!(
+                "upscaled {total} samples from {}×{} to {}×{} with {} (augmentation level {})",
+                images.shape()[2],
+                images.shape()[3],
+                upscaled.shape()[2],
+                upscaled.shape()[3],
+                stage.display(),
+                args.sr_level
+            );
+            upscaled
+        }
+        None => images,
+    };
     if let Some(path) = &args.out_tensor {
         write_tensor(path, "samples", &images)?;
     }

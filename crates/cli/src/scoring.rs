@@ -11,6 +11,7 @@
 //!
 //! Accuracy is scored only when the model's classes are the classifier's ten Fashion-MNIST classes.
 
+use crate::cascade::Upscaler;
 use crate::consistency::ConsistencyRequest;
 use crate::datasets::{shipped_classifier, DataSource, SHIPPED_CLASSIFIER};
 use crate::latent::LatentDecoder;
@@ -95,6 +96,8 @@ pub struct SampleModel<'a> {
     pub score: &'a Result<ScoreView, String>,
     /// Decodes the samples of a latent model into images.
     pub decoder: Option<&'a LatentDecoder>,
+    /// The super-resolution stage that upsamples the (decoded) samples: a cascade.
+    pub upscale: Option<&'a Upscaler>,
 }
 
 impl SampleModel<'_> {
@@ -180,6 +183,10 @@ pub fn generate(
         };
         let images = match model.decoder {
             Some(decoder) => decoder.decode(&images)?,
+            None => images,
+        };
+        let images = match model.upscale {
+            Some(upscaler) => upscaler.apply(&images, seed)?,
             None => images,
         };
         image_shape = images.shape()[1..].to_vec();

@@ -9,11 +9,12 @@
 //! `StableDiffusionPipeline` folder ([`crate::text_train`]). Under `mpirun -np N` the ranks train data parallel ([`crate::launch`]): rank 0 alone
 //! writes the files and the progress bar, every rank reads the checkpoint it resumes from.
 
+use crate::cascade::conditioned_grid;
 use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::distill::{run_rounds, Cadence, Run};
 use crate::files::truncate_metrics;
-use crate::fit_config::{adapt_named, check_explicit, DataShape};
+use crate::fit_config::{adapt_named, check_explicit, fit_conditioned, DataShape};
 use crate::grid::Grid;
 use crate::latent::{check_latent_setup, decoder_for, encode_training_set, LatentDecoder};
 use crate::launch::LaunchArgs;
@@ -30,6 +31,9 @@ use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, FolderOptions, Split};
 use diffuse_diffusion::distill::{read_state, Curriculum, DistillConfig, DistillState, Method};
+use diffuse_diffusion::image_condition::{
+    ImageCondition, Inpainting, NoiseAugmentation, SuperResolution,
+};
 use diffuse_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
 use diffuse_diffusion::sde::ScoreMatching;
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, PIPELINE_UNET_DIR};
@@ -185,6 +189,41 @@ pub struct TrainArgs {
     objective: String,
     #[command(flatten)]
     launch: LaunchArgs,
+    /// Train the super-resolution stage of a cascade, LOW:HIGH (e.g. 14:28): a U-Net of HIGH×HIGH images that also
+    /// sees the image box-averaged to LOW×LOW, noise-augmented and bilinearly upsampled, as extra input channels;
+    /// its class labels are the augmentation levels (see --sr-levels). Use it with diffuse sample --upscale.
+    /// [default: none]
+    #[arg(long, value_name = "LOW:HIGH")]
+    super_resolution: Option<String>,
+    /// --super-resolution: the noise-conditioning augmentation levels K (0 = clean, K − 1 = --sr-max-timestep),
+    /// drawn uniformly per image; the network has one class embedding per level.
+    #[arg(long, default_value_t = 11)]
+    sr_levels: usize,
+    /// --super-resolution: the timestep of the run's noise schedule that the top augmentation level noises to.
+    #[arg(long, default_value_t = 200)]
+    sr_max_timestep: usize,
+    /// Train an inpainting network: the U-Net also sees a random mask (halves and rectangles) and the image with the
+    /// masked region blanked, as diffusers' inpainting U-Nets do ([x_t, mask, masked image]); sample it with diffuse
+    /// sample --init-image --mask.  [default: off]
+    #[arg(long, conflicts_with = "super_resolution")]
+    inpainting: bool,
+}
+
+/// The image condition `--super-resolution` or `--inpainting` asks for.
+fn image_condition(args: &TrainArgs) -> Result<Option<ImageCondition>, String> {
+    if let Some(text) = &args.super_resolution {
+        let augmentation = NoiseAugmentation {
+            levels: args.sr_levels,
+            max_timestep: args.sr_max_timestep,
+        };
+        let sr = SuperResolution::parse(text, augmentation).map_err(|e| e.to_string())?;
+        sr.validate(args.num_train_timesteps)
+            .map_err(|e| e.to_string())?;
+        return Ok(Some(ImageCondition::SuperResolution(sr)));
+    }
+    Ok(args
+        .inpainting
+        .then_some(ImageCondition::Inpainting(Inpainting)))
 }
 
 /// The training split of the dataset `--data` names, shaped by `options`, and where it came from.
@@ -218,6 +257,7 @@ fn new_config(
     model: &BackboneConfig,
     data: &Dataset,
     score_matching: Option<ScoreMatching>,
+    image_condition: Option<ImageCondition>,
 ) -> Result<TrainConfig, String> {
     let beta_schedule = BetaSchedule::from_name(&args.schedule).ok_or_else(|| {
         format!("unknown --schedule '{}' (expected linear, scaled_linear, squaredcos_cap_v2, sigmoid or laplace)", args.schedule)
@@ -254,7 +294,9 @@ fn new_config(
             warmup,
         },
     };
+    let owns_labels = image_condition.is_some_and(|c| c.owns_class_labels());
     let null_class = match model.num_class_embeds() {
+        _ if owns_labels => None,
         Some(n) if data.labels.is_some() => {
             if n <= data.num_classes {
                 return Err(format!(
@@ -305,6 +347,7 @@ fn new_config(
         max_nonfinite: args.max_nonfinite,
         score_matching,
         vlb_weight: DEFAULT_VLB_WEIGHT,
+        image_condition,
     };
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
@@ -354,6 +397,27 @@ impl Grids<'_> {
     ) -> Result<PathBuf, String> {
         let config = trainer.config();
         let columns = self.args.grid_columns.max(1);
+        if let Some(condition) = config.image_condition {
+            let AnySampler::Discrete(scheduler) = &self.sampler else {
+                return Err(
+                    "the grids of an image-conditioned run are drawn by a discrete-time sampler"
+                        .into(),
+                );
+            };
+            let mut scheduler = scheduler.as_ref().clone();
+            scheduler.options.seed = config.seed;
+            let path = self.out.join("samples").join(format!("{name}.png"));
+            conditioned_grid(
+                &trainer.ema_model,
+                condition,
+                &scheduler,
+                data,
+                trainer.schedule(),
+                columns,
+                &path,
+            )?;
+            return Ok(path);
+        }
         let classes: Option<Vec<u32>> = config.null_class.map(|null| {
             (0..null)
                 .flat_map(|c| std::iter::repeat_n(c, columns))
@@ -499,7 +563,7 @@ fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
                 return Err("--objective consistency: a network that predicts its variance has no use for it                             here; pick a config without a learned variance"
                     .into());
             }
-            let train = new_config(args, &model, &data, None)?;
+            let train = new_config(args, &model, &data, None, None)?;
             let config = DistillConfig {
                 method: Method::ConsistencyTraining {
                     curriculum: Curriculum::default(),
@@ -533,6 +597,9 @@ fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
 
 pub fn run(args: &TrainArgs) -> Result<(), String> {
     if args.objective == "consistency" {
+        if args.super_resolution.is_some() || args.inpainting {
+            return Err("--objective consistency trains plain denoisers; leave out --super-resolution and --inpainting".into());
+        }
         return run_consistency_training(args);
     }
     let out = args.resume.as_ref().unwrap_or(&args.out);
@@ -628,8 +695,42 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
                 }
                 None => None,
             };
+            let condition = image_condition(args)?;
+            if condition.is_some()
+                && (args.vae.is_some() || args.sde.is_set() || args.text.is_some())
+            {
+                return Err("--super-resolution and --inpainting train pixel U-Nets with the discrete objective; leave \
+                            out --vae, --sde and --text"
+                    .into());
+            }
+            if let Some(ImageCondition::SuperResolution(sr)) = &condition {
+                if (data.height, data.width) != (sr.high, sr.high) {
+                    return Err(format!(
+                        "--super-resolution {}:{}: the stage trains on {high}×{high} images but the dataset's are \
+                         {}×{}; pass --resolution {high} (or pick LOW:HIGH to match the images)",
+                        sr.low,
+                        sr.high,
+                        data.height,
+                        data.width,
+                        high = sr.high
+                    ));
+                }
+            }
             // Pixel models fit the images; a latent model's shape is checked against its autoencoder below.
-            if args.vae.is_none() {
+            if let Some(condition) = condition {
+                let shape = DataShape {
+                    channels: data.channels,
+                    height: data.height,
+                    width: data.width,
+                    classes: data.labels.is_some().then_some(data.num_classes),
+                };
+                let notes;
+                (model_config, notes) =
+                    fit_conditioned(&args.config, named, model_config, condition, shape)?;
+                for note in notes {
+                    eprintln!("{note}");
+                }
+            } else if args.vae.is_none() {
                 let shape = DataShape {
                     channels: data.channels,
                     height: data.height,
@@ -649,7 +750,7 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
             let (model_config, objective) =
                 args.sde
                     .objective(&model_config, named, args.num_train_timesteps)?;
-            let config = new_config(args, &model_config, &data, objective)?;
+            let config = new_config(args, &model_config, &data, objective, condition)?;
             let decoder = args
                 .vae
                 .as_deref()
@@ -675,18 +776,31 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
             (trainer, model_config, args.out.clone(), decoder, text)
         }
     };
+    let extra_channels = trainer
+        .config()
+        .image_condition
+        .map_or(0, |c| c.extra_channels(data.channels));
     match &decoder {
         Some(decoder) => check_latent_setup(decoder, &data, &model_config)?,
-        None if model_config.in_channels() != data.channels => {
+        None if model_config.in_channels() != data.channels + extra_channels => {
             return Err(format!(
-                "the model takes {} channels but the dataset's images have {}",
+                "the model takes {} channels but the dataset's images have {}{}",
                 model_config.in_channels(),
-                data.channels
+                data.channels,
+                match extra_channels {
+                    0 => String::new(),
+                    n => format!(" (and the image condition adds {n})"),
+                }
             ))
         }
         None => {}
     }
     let grid_sampler = grid_sampler(args, trainer.config())?;
+    if trainer.config().image_condition.is_some() && args.eval.eval_every > 0 {
+        return Err("--eval-every scores samples drawn from noise; an image-conditioned run is scored with \
+                    diffuse eval-edit (leave out --eval-every)"
+            .into());
+    }
     let prompts = match &text {
         Some(text) => {
             if args.eval.eval_every > 0 {
@@ -933,13 +1047,25 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         grid.display(),
         curve.display()
     );
-    match prompts {
-        Some(prompts) => eprintln!(
+    match (prompts, trainer.config().image_condition) {
+        (Some(prompts), _) => eprintln!(
             "next: diffuse sample --checkpoint {} --prompt \"{}\" --guidance 4 --out grid.png",
             out.display(),
             prompts.prompts[0]
         ),
-        None => eprintln!(
+        (None, Some(ImageCondition::SuperResolution(sr))) => eprintln!(
+            "next: diffuse sample --checkpoint BASE --upscale {} --out grid.png   (BASE: a {}×{} run, or a {}×{} one)",
+            out.display(),
+            sr.low,
+            sr.low,
+            sr.high,
+            sr.high
+        ),
+        (None, Some(ImageCondition::Inpainting(_))) => eprintln!(
+            "next: diffuse sample --checkpoint {} --init-image IMAGE.png --mask MASK.png --out fills.png",
+            out.display()
+        ),
+        (None, None) => eprintln!(
             "next: diffuse sample --checkpoint {} --steps 50 --out grid.png   (or diffuse eval --checkpoint {} \
              --num 1000)",
             out.display(),

@@ -162,6 +162,7 @@ impl Evaluator {
             null_class: config.null_class,
             score: &self.score,
             decoder,
+            upscale: None,
         };
         let (report, _) = self
             .scorer

@@ -129,6 +129,7 @@ fn config() -> TrainConfig {
         max_nonfinite: 3,
         score_matching: None,
         vlb_weight: 0.001,
+        image_condition: None,
     }
 }
 

@@ -12,6 +12,9 @@
 //!   UniPC), each as the diffusers scheduler class of the same name runs it and built from its `scheduler_config.json`,
 //!   driving any [`sampler::Denoiser`], and classifier-free guidance.
 //! - [`edit`]: image-to-image (SDEdit) and inpainting (RePaint) with any trained denoiser and sampler.
+//! - [`image_condition`]: denoisers that also see an image as extra input channels: the super-resolution stage of a
+//!   cascade (with noise-conditioning augmentation) and the trained inpainting network; box, bilinear and bicubic
+//!   resizing.
 //! - [`pipeline`]: the folders a sampling run starts from (diffusers pipelines with `model_index.json`, model
 //!   folders, training runs and checkpoints).
 //! - [`train`]: training: prediction targets, loss weighting, timestep sampling, the training step, EMA and
@@ -38,6 +41,7 @@ pub mod edit;
 pub mod error;
 pub mod eval;
 pub mod forward;
+pub mod image_condition;
 pub mod learned_range;
 pub mod pipeline;
 pub mod rng;

@@ -238,6 +238,7 @@ fn tiny_config() -> TrainConfig {
         max_nonfinite: 3,
         score_matching: None,
         vlb_weight: 0.001,
+        image_condition: None,
     }
 }
 

@@ -66,6 +66,7 @@ fn config(vlb_weight: f64) -> TrainConfig {
         hflip: false,
         max_nonfinite: 2,
         vlb_weight,
+        image_condition: None,
         score_matching: None,
     }
 }

@@ -50,6 +50,7 @@ fn config(caption_dropout: f64) -> TrainConfig {
         max_nonfinite: 2,
         score_matching: None,
         vlb_weight: 0.001,
+        image_condition: None,
     }
 }
 

@@ -27,6 +27,9 @@ fn named_configs_build_with_diffusers_parameter_counts() {
         ("fashion-small", 1_114_209),
         ("fashion-base", 6_804_225),
         ("fashion-latent", 960_324),
+        ("fashion-small-14", 702_753),
+        ("fashion-sr", 1_114_497),
+        ("fashion-inpaint", 1_114_785),
         ("ddpm-cifar10", 35_746_307),
     ] {
         let store = ParamStore::new(0, Device::Cpu);
@@ -42,6 +45,7 @@ fn named_configs_map_a_sample_to_its_own_shape() {
         ("fashion-small", [2, 1, 28, 28], Some(&[3u32, 10][..])),
         ("fashion-base", [1, 1, 28, 28], Some(&[10u32][..])),
         ("fashion-latent", [2, 4, 7, 7], Some(&[0u32, 10][..])),
+        ("fashion-small-14", [1, 1, 14, 14], Some(&[4u32][..])),
         ("ddpm-cifar10", [1, 3, 32, 32], None),
     ] {
         let store = ParamStore::new(1, Device::Cpu);

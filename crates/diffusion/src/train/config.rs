@@ -3,6 +3,7 @@
 use super::target::{prediction_of, Prediction};
 use super::weighting::LossWeighting;
 use crate::error::{Error, Result};
+use crate::image_condition::ImageCondition;
 use crate::schedule::{NoiseSchedule, SchedulerConfig};
 use crate::sde::ScoreMatching;
 use diffuse_nn::{EmaWarmup, LrSchedule};
@@ -56,6 +57,10 @@ pub struct TrainConfig {
     /// λ of `L_simple + λ·L_vlb` when the network also predicts its variance ([`super::hybrid`]); unused otherwise.
     #[serde(default = "default_vlb_weight")]
     pub vlb_weight: f64,
+    /// An image the network also sees as extra input channels: a super-resolution stage's low-resolution input or
+    /// an inpainting network's mask and masked image ([`crate::image_condition`]); `None` for a plain denoiser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_condition: Option<ImageCondition>,
 }
 
 fn default_vlb_weight() -> f64 {
@@ -141,6 +146,23 @@ impl TrainConfig {
                 "vlb_weight",
                 format!("{} must be finite and ≥ 0", self.vlb_weight),
             );
+        }
+        if let Some(condition) = &self.image_condition {
+            condition.validate(self.scheduler.num_train_timesteps)?;
+            if self.score_matching.is_some() {
+                return bad(
+                    "image_condition",
+                    "image-conditioned training uses the discrete objective; leave out score matching".into(),
+                );
+            }
+            if condition.owns_class_labels() && self.null_class.is_some() {
+                return bad(
+                    "image_condition",
+                    "a super-resolution stage's class labels are its augmentation levels; train it unconditional \
+                     (no null class, no label dropout)"
+                        .into(),
+                );
+            }
         }
         if self.max_nonfinite == 0 {
             return bad("max_nonfinite", "must be at least 1".into());

@@ -31,7 +31,7 @@ use super::collective::{all_reduce_gradients, Collective, Shard, SingleProcess, 
 use super::config::TrainConfig;
 use super::hybrid::{hybrid_terms, Batch as HybridBatch};
 use super::model::TrainableModel;
-use super::random::{noise_stream, step_rng};
+use super::random::{augment_stream, noise_stream, step_rng};
 use super::target::training_target;
 use super::timesteps::{LossHistory, TimestepSampler};
 use crate::autoencoder::latents::{latent_stream, LatentSpace};
@@ -86,6 +86,8 @@ struct Draw {
     /// The continuous times of score matching (empty for the discrete objective, whose `timesteps` are empty
     /// under score matching).
     times: Vec<f64>,
+    /// The extra input channels of an image-conditioned run ([`crate::image_condition`]), concatenated after `x_t`.
+    extra: Option<Tensor>,
 }
 
 impl Draw {
@@ -327,6 +329,9 @@ impl<M: TrainableModel> Trainer<M> {
         let draws: Vec<f64> = (0..b).map(|_| rng.next_f64()).collect();
         let dropped: Vec<bool> = draws.iter().map(|&u| u < dropout).collect();
         let flip_seed = rng.next_u64();
+        // After every other draw, so that runs without an image condition draw as before it existed.
+        let image_condition = self.state.config.image_condition;
+        let condition_draws = image_condition.map(|c| c.draw(&mut rng, b));
         let (pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
         let (start, end) = (shard.start, shard.end);
         let image_len = data.channels * data.height * data.width;
@@ -353,6 +358,37 @@ impl<M: TrainableModel> Trainer<M> {
             None => None,
         };
         let pixels = pixels[start * image_len..end * image_len].to_vec();
+        let extra = match (image_condition, condition_draws) {
+            (Some(condition), Some(draws)) => {
+                if self.latents.is_some() {
+                    return Err(Error::train(
+                        "image_condition",
+                        "an image-conditioned run trains on pixels, not latents",
+                    ));
+                }
+                let input = condition.training_input(
+                    &self.schedule,
+                    &pixels,
+                    data.channels,
+                    (data.height, data.width),
+                    &draws[start..end],
+                    |len| {
+                        let per_sample = len / shard.len();
+                        let (key, offset) = augment_stream(seed, step, b * per_sample)?;
+                        let offset = offset + (start * per_sample) as u64;
+                        Ok(Tensor::randn(&[len], key, offset, Device::Cpu)?.to_vec()?)
+                    },
+                )?;
+                let channels = condition.extra_channels(data.channels);
+                let tensor = Tensor::from_vec(
+                    input.channels,
+                    &[shard.len(), channels, data.height, data.width],
+                    self.device(),
+                )?;
+                Some((tensor, input.labels))
+            }
+            _ => None,
+        };
         let labels = match null_class {
             Some(null) if labels.len() == b => Some(
                 labels[start..end]
@@ -368,6 +404,12 @@ impl<M: TrainableModel> Trainer<M> {
                 ))
             }
             None => None,
+        };
+        // A super-resolution stage's class labels are its augmentation levels.
+        let (extra, labels) = match extra {
+            Some((extra, Some(levels))) => (Some(extra), Some(levels)),
+            Some((extra, None)) => (Some(extra), labels),
+            None => (None, labels),
         };
         let x0 = Tensor::from_vec(
             pixels,
@@ -395,6 +437,7 @@ impl<M: TrainableModel> Trainer<M> {
             batch_timesteps: timesteps,
             importance: importance[start..end].to_vec(),
             times: part(&times, start, end),
+            extra,
         })
     }
 
@@ -435,9 +478,13 @@ impl<M: TrainableModel> Trainer<M> {
         let prediction = config.prediction();
         let target = training_target(prediction, &batch.x0, &eps, &alpha_bars)?;
         let t: Vec<f64> = batch.timesteps.iter().map(|&t| t as f64).collect();
+        let input = match &batch.extra {
+            Some(extra) => Tensor::concat(&[&x_t, extra], 1)?,
+            None => x_t.clone(),
+        };
         let out = self
             .model
-            .forward(&Var::constant(x_t.clone()), &t, batch.condition())?;
+            .forward(&Var::constant(input), &t, batch.condition())?;
         let (per_sample, vlb) =
             if out.shape().get(1) == batch.x0.shape().get(1).map(|c| 2 * c).as_ref() {
                 let terms = hybrid_terms(

@@ -136,10 +136,13 @@ impl SampleSize {
 }
 
 /// The names [`UNetConfig::named`] knows.
-pub const NAMED_CONFIGS: [&str; 4] = [
+pub const NAMED_CONFIGS: [&str; 7] = [
     "fashion-small",
     "fashion-base",
     "fashion-latent",
+    "fashion-small-14",
+    "fashion-sr",
+    "fashion-inpaint",
     "ddpm-cifar10",
 ];
 
@@ -163,6 +166,13 @@ impl UNetConfig {
     /// - `fashion-latent`: the denoiser of latent diffusion on the 4×7×7 latents of the `fashion-vae` autoencoder:
     ///   one level of 64 channels (7×7 leaves nothing to halve evenly), two residual blocks with attention, 10
     ///   classes plus the null class. About as many parameters as `fashion-small`, a fifth of its arithmetic.
+    /// - `fashion-small-14`: the base model of a 14 → 28 cascade, on 14×14 images: channels (32, 64), attention at
+    ///   7×7 (a third level would halve 7), 10 classes plus the null class.
+    /// - `fashion-sr`: the super-resolution stage of that cascade: `fashion-small` at 28×28 with a second input
+    ///   channel (the upsampled low-resolution image) and 11 class embeddings, one per noise-augmentation level
+    ///   (`diffuse train --super-resolution 14:28`).
+    /// - `fashion-inpaint`: the trained inpainting network: `fashion-small` with the mask and the masked image as two
+    ///   more input channels (`diffuse train --inpainting`), class-conditional.
     /// - `ddpm-cifar10`: the published `google/ddpm-cifar10-32` model (Ho et al. 2020's CIFAR-10 network).
     ///
     /// The Fashion configs use 32-channel attention heads and 8 normalisation groups.
@@ -198,6 +208,23 @@ impl UNetConfig {
                 in_channels: 4,
                 out_channels: 4,
                 ..fashion(vec![64], 2, &["AttnDownBlock2D"], &["AttnUpBlock2D"])
+            }),
+            "fashion-small-14" => Ok(UNetConfig {
+                sample_size: Some(SampleSize::Square(14)),
+                ..fashion(
+                    vec![32, 64],
+                    1,
+                    &["DownBlock2D", "AttnDownBlock2D"],
+                    &["AttnUpBlock2D", "UpBlock2D"],
+                )
+            }),
+            "fashion-sr" => Ok(UNetConfig {
+                in_channels: 2,
+                ..UNetConfig::named("fashion-small")?
+            }),
+            "fashion-inpaint" => Ok(UNetConfig {
+                in_channels: 3,
+                ..UNetConfig::named("fashion-small")?
             }),
             "ddpm-cifar10" => UNetConfig::from_json_str(DDPM_CIFAR10_CONFIG),
             other => Err(config_error(format!(
