@@ -527,10 +527,11 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
 /// `--objective consistency`: the consistency-training loop of [`crate::distill`], on this command's model, data
 /// and optimiser settings.
 fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
-    if args.vae.is_some() || args.sde.is_set() || args.text.is_some() {
-        return Err("--objective consistency trains on pixels of a DDPM-style schedule; leave out --vae, --sde and \
-                    --text"
-            .into());
+    if args.vae.is_some() || args.sde.is_set() {
+        return Err("--objective consistency trains on pixels of a DDPM-style schedule; leave out --vae and --sde".into());
+    }
+    if args.text.is_some() {
+        return Err("--objective consistency trains class-conditional and unconditional models; leave out --text".into());
     }
     let device = args.device.resolve()?;
     let (_, data) = load_data(&args.data, &folder_options(args))?;
