@@ -42,6 +42,7 @@ use diffuse_diffusion::train::{Collective, LossWeighting, StepReport, TrainConfi
 use diffuse_models::folder::CONFIG_FILE;
 use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule, ParamStore};
+use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -604,8 +605,9 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         return run_consistency_training(args);
     }
     let out = args.resume.as_ref().unwrap_or(&args.out);
-    let collective = crate::launch::collective(&args.launch, out)?;
-    let result = train(args, Rc::clone(&collective));
+    let device = crate::launch::device(&args.device)?;
+    let collective = crate::launch::collective(&args.launch, out, device)?;
+    let result = train(args, device, Rc::clone(&collective));
     if let Err(message) = &result {
         if collective.size() > 1 {
             // The other ranks wait in a collective: end them too rather than leave them to time out.
@@ -616,13 +618,8 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     result
 }
 
-fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String> {
+fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Result<(), String> {
     let leader = collective.is_leader();
-    let device = if collective.size() > 1 {
-        args.device.resolve_for_rank(crate::launch::local_rank())?
-    } else {
-        args.device.resolve()?
-    };
     args.precision.apply(device)?;
     let (source, data) = load_data(&args.data, &folder_options(args))?;
     eprintln!("data: {}", data.summary);

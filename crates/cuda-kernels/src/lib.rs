@@ -26,6 +26,7 @@ pub mod index;
 mod jit;
 mod launch;
 pub mod layer_norm_modulate;
+pub mod nccl;
 pub mod noise;
 pub mod open_error;
 pub mod pack_bf16;

@@ -12,6 +12,7 @@ mod device;
 mod dtype;
 pub mod error;
 pub mod layout;
+pub mod nccl;
 mod ops;
 mod precision;
 pub mod storage;

@@ -1216,6 +1216,37 @@ pub fn sampler_step(
     Ok((prev, x0))
 }
 
+// ---- collectives ---------------------------------------------------------------------------------------------------
+
+/// This process's member of the NCCL communicator `id`, as rank `rank` of `size`, on device `ordinal`.
+pub fn join_nccl(
+    ordinal: usize,
+    rank: usize,
+    size: usize,
+    id: &ck::nccl::UniqueId,
+) -> Result<ck::nccl::NcclComm> {
+    Ok(ck::nccl::NcclComm::join(gpu(ordinal)?, rank, size, id)?)
+}
+
+/// The element-wise sum over the ranks of `comm` of the elements of `layout`, in a new contiguous buffer (queued on
+/// the stream after the kernels that wrote `s`).
+pub fn nccl_all_reduce_sum(
+    comm: &ck::nccl::NcclComm,
+    s: &CudaStorage,
+    layout: &Layout,
+) -> Result<CudaStorage> {
+    let mut out = copy_contiguous(s, layout)?;
+    if !out.is_empty() {
+        comm.all_reduce_sum_in_place(&mut out.view_mut())?;
+    }
+    Ok(out)
+}
+
+/// Waits until every kernel and collective queued on device `ordinal` has finished.
+pub fn synchronize(ordinal: usize) -> Result<()> {
+    Ok(gpu(ordinal)?.synchronize()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
