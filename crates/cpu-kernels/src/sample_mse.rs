@@ -117,7 +117,7 @@ pub fn sample_mse_backward(
         .map(|&g| (2.0 * f64::from(g) / len as f64) as f32)
         .collect();
     // A block may straddle samples: it is walked in runs of one sample each.
-    let block = |(b, (gp, (p, t))): (usize, (&mut [f32], (&[f32], &[f32])))| {
+    let block = |b: usize, gp: &mut [f32], p: &[f32], t: &[f32]| {
         let (mut at, first) = (0, b * BLOCK);
         while at < gp.len() {
             let n = (first + at) / len;
@@ -133,13 +133,13 @@ pub fn sample_mse_backward(
         }
     };
     if elements <= BLOCK {
-        block((0, (grad_prediction, (prediction, target))));
+        block(0, grad_prediction, prediction, target);
     } else {
         grad_prediction
             .par_chunks_mut(BLOCK)
             .zip(prediction.par_chunks(BLOCK).zip(target.par_chunks(BLOCK)))
             .enumerate()
-            .for_each(block);
+            .for_each(|(b, (gp, (p, t)))| block(b, gp, p, t));
     }
     Ok(())
 }
