@@ -32,6 +32,7 @@ pub mod open_error;
 pub mod pack_bf16;
 pub mod philox;
 pub mod reduce;
+pub mod sample_mse;
 pub mod select;
 pub mod softmax;
 

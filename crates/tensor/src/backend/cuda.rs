@@ -29,6 +29,7 @@ use diffuse_cpu_kernels::layer_norm::LayerNormShape;
 use diffuse_cpu_kernels::layer_norm_modulate::ModulateShape;
 use diffuse_cpu_kernels::noise::StepCoefficients;
 use diffuse_cpu_kernels::reduce::ReduceOp;
+use diffuse_cpu_kernels::sample_mse::SampleShape;
 use diffuse_cpu_kernels::Conv2dShape;
 use diffuse_cuda_kernels as ck;
 use diffuse_cuda_kernels::elementwise::Operand;
@@ -1029,6 +1030,38 @@ pub fn gated_residual_backward(s: &GatedShape, t: [&CudaStorage; 3]) -> Result<[
         &mut gg.view_mut(),
     )?;
     Ok([gy, gg])
+}
+
+/// The per-sample MSE of `prediction` against `target`.
+pub fn sample_mse(
+    s: &SampleShape,
+    prediction: &CudaStorage,
+    target: &CudaStorage,
+) -> Result<CudaStorage> {
+    let mut mse = prediction.sibling(s.batch)?;
+    ck::sample_mse::sample_mse_forward(
+        prediction.gpu,
+        s,
+        &prediction.view(),
+        &target.view(),
+        &mut mse.view_mut(),
+    )?;
+    Ok(mse)
+}
+
+/// ∂prediction of [`sample_mse`] from `[prediction, target, grad_mse]`.
+pub fn sample_mse_backward(s: &SampleShape, t: [&CudaStorage; 3]) -> Result<CudaStorage> {
+    let [p, target, g] = t;
+    let mut gp = p.sibling(p.len())?;
+    ck::sample_mse::sample_mse_backward(
+        p.gpu,
+        s,
+        &p.view(),
+        &target.view(),
+        &g.view(),
+        &mut gp.view_mut(),
+    )?;
+    Ok(gp)
 }
 
 /// (out, lse) of attention without a bias.
