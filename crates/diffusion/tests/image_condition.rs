@@ -70,7 +70,7 @@ fn bilinear_and_bicubic_upsampling_match_pytorch_at_whole_and_fractional_factors
     ];
     let bicubic_3x5 = [
         0.628_548_7,
-        -0.229_899_49,
+        -0.229_899_5,
         -1.086_805_8,
         -0.341_524,
         0.449_687_6,
@@ -207,9 +207,12 @@ fn masks_are_halves_or_rectangles_and_the_masked_image_blanks_what_is_filled_in(
 
 // ---- sampling: what the network sees ----------------------------------------------------------------------------
 
+/// One call's input: its shape, its values and its class labels.
+type Call = (Vec<usize>, Vec<f32>, Option<Vec<u32>>);
+
 /// A denoiser that records its inputs and returns the first channel of them.
 struct Recorder {
-    inputs: RefCell<Vec<(Vec<usize>, Vec<f32>, Option<Vec<u32>>)>>,
+    inputs: RefCell<Vec<Call>>,
 }
 
 impl Denoiser for Recorder {
@@ -277,13 +280,16 @@ const PAD1: Conv2dParams = Conv2dParams {
     groups: 1,
 };
 
+type Seen = (Vec<f32>, Option<Vec<u32>>);
+
 /// A small network of `in_channels` inputs and one output that records what it is given.
 struct RecordingNet {
     conv_in: Conv2d,
     time: Linear,
     class: Option<Embedding>,
     conv_out: Conv2d,
-    seen: RefCell<Vec<(Vec<f32>, Option<Vec<u32>>)>>,
+    /// Each forward pass's input values and class labels.
+    seen: RefCell<Vec<Seen>>,
 }
 
 impl RecordingNet {

@@ -130,7 +130,7 @@ impl SuperResolution {
     }
 
     fn check_sides(&self) -> Result<()> {
-        if self.low == 0 || self.high <= self.low || self.high % self.low != 0 {
+        if self.low == 0 || self.high <= self.low || !self.high.is_multiple_of(self.low) {
             return Err(Error::train(
                 "super-resolution",
                 format!(
