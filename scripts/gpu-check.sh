@@ -167,6 +167,7 @@ part_env() {
     within nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv || true
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
     ldconfig -p 2>/dev/null | grep -E 'libcuda\.so' || echo "libcuda.so: not in the loader cache"
+    ldconfig -p 2>/dev/null | grep -E 'libnccl\.so' || echo "libnccl.so: not in the loader cache"
     local sanitizer
     if sanitizer=$(find_sanitizer); then within "$sanitizer" --version | tail -1; else echo "compute-sanitizer: not found"; fi
     within python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' ||
@@ -301,6 +302,11 @@ there() {
     for dir in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
         [[ -e $dir/libcuda.so.1 || -e $dir/libcuda.so ]] && export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     done
+    # NCCL (the tensor crate's cuda_nccl tests) from PyTorch's nvidia-nccl wheel when no system libnccl is installed
+    if ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so'; then
+        dir=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null) &&
+            [[ -e $dir/libnccl.so.2 ]] && export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    fi
     local start=$SECONDS number=0 failed=0 part
     {
         grep -E '^commit' "$BIN/MANIFEST"

@@ -179,6 +179,17 @@ def gated_residual(k):
                  [gate, y, k.f32(n), k.out(4 * n), k.out(4 * batch * dim), batch, tokens, dim])
 
 
+@case('sample_mse.ptx', 'sample_mse_forward', 'sample_mse_backward')
+def sample_mse(k):
+    # (batch, len): 300 and 2 x 260 elements per sample fold past one 256-thread block; the backward's 600 and 520
+    # elements wrap its grid-stride loop on one block; an empty sample writes 0 without reading
+    for batch, n in [(2, 300), (1, 520), (3, 0)]:
+        p, t = k.f32(max(1, batch * n)), k.f32(max(1, batch * n))
+        k.launch('sample_mse_forward', (batch, 1, 1), [p, t, k.out(4 * batch), n])
+        if n:
+            k.launch('sample_mse_backward', (1, 1, 1), [p, t, k.f32(batch), k.out(4 * batch * n), batch * n, n])
+
+
 @case('pack_bf16.ptx', 'pack_bf16')
 def pack_bf16(k):
     # the bf16 matrix product as the CUDA backend runs it: A [37, 11] stored transposed and B [11, 6] a broadcast

@@ -203,6 +203,26 @@ def check_noise_adamw_reduce_softmax():
             close(f'softmax log={log} {rows}x{cols}', mem.get_f32(po, rows*cols), want)
 
 
+def check_sample_mse():
+    # batch 1, one element, a sample shorter than a warp, a sample longer than the 64-thread block (the fold wraps),
+    # and an empty sample (mse 0); the backward's grid-stride loop wraps on one 64-thread block
+    random.seed(23)
+    mod = Module(open(K+'sample_mse.ptx').read())
+    for batch, n in [(1, 1), (3, 7), (2, 150), (2, 0)]:
+        total = batch*n
+        P = [r32(random.uniform(-2, 2)) for _ in range(total)]; T = [r32(random.uniform(-1, 1)) for _ in range(total)]
+        G = [r32(random.uniform(-1, 1)) for _ in range(batch)]
+        mem = Memory(); pp, pt, pdp = [mem.alloc(4*max(1, total)) for _ in range(3)]; pm, pg = mem.alloc(4*batch), mem.alloc(4*batch)
+        mem.put_f32(pp, P); mem.put_f32(pt, T); mem.put_f32(pg, G)
+        launch(mod, 'sample_mse_forward', (batch,1,1), (64,1,1), [pp, pt, pm, n], mem)
+        want = [sum((P[b*n+i] - T[b*n+i])**2 for i in range(n)) / n if n else 0.0 for b in range(batch)]
+        close(f'sample_mse_forward {batch}x{n}', mem.get_f32(pm, batch), want)
+        if total:
+            launch(mod, 'sample_mse_backward', (1,1,1), (64,1,1), [pp, pt, pg, pdp, total, n], mem)
+            want = [2*G[i//n]/n*(P[i] - T[i]) for i in range(total)]
+            close(f'sample_mse_backward {batch}x{n}', mem.get_f32(pdp, total), want)
+
+
 def check_group_norm():
     random.seed(3)
     mod = Module(open(K+'group_norm.ptx').read())

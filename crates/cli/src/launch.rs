@@ -1,10 +1,13 @@
 //! How `diffuse train` was launched: alone, or as one rank of `mpirun -np N diffuse train ...` (data parallel, see
 //! docs/distributed.md). The launcher is recognised by the variables it sets (Open MPI's `OMPI_COMM_WORLD_*`, the
 //! PMI/PMIx ones of MPICH and Slurm); a build without the `mpi` feature refuses such a launch rather than train N
-//! independent copies of the run.
+//! independent copies of the run. Under mpirun the gradients are summed over MPI through host memory, or with NCCL
+//! on the GPUs (`--collective`).
 
-use clap::Args;
+use crate::device::DeviceArgs;
+use clap::{Args, ValueEnum};
 use diffuse_diffusion::train::{Collective, SingleProcess};
+use diffuse_tensor::Device;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -20,6 +23,45 @@ pub struct LaunchArgs {
     /// evaluation), during which the other ranks wait.
     #[arg(long, default_value_t = 600.0)]
     pub collective_timeout: f64,
+    /// Under mpirun: how the ranks sum their gradients. nccl: on the GPUs, one process per GPU (needs NCCL's
+    /// libnccl2); mpi: through host memory over MPI; auto: nccl when training on CUDA and the NCCL library loads,
+    /// else mpi.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub collective: Engine,
+}
+
+/// The engine that sums the gradients of an MPI job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    Auto,
+    Mpi,
+    Nccl,
+}
+
+impl Engine {
+    /// Whether a run on `device` sums with NCCL, given whether the NCCL library loads; an error when NCCL is asked
+    /// for where it cannot run.
+    pub fn uses_nccl(self, device: Device, nccl_present: bool) -> Result<bool, String> {
+        match (self, device) {
+            (Engine::Mpi, _) | (Engine::Auto, Device::Cpu) => Ok(false),
+            (Engine::Auto, Device::Cuda(_)) => Ok(nccl_present),
+            (Engine::Nccl, Device::Cpu) => Err(
+                "--collective nccl sums gradients on GPUs: train with --device cuda, or use --collective mpi".into(),
+            ),
+            (Engine::Nccl, Device::Cuda(_)) if !nccl_present => {
+                Err(diffuse_tensor::nccl::missing_library().to_string())
+            }
+            (Engine::Nccl, Device::Cuda(_)) => Ok(true),
+        }
+    }
+}
+
+/// The device of this process: `--device` as asked, or under mpirun the GPU of the rank's index on its node.
+pub fn device(args: &DeviceArgs) -> Result<Device, String> {
+    match mpi_rank() {
+        Some(_) => args.resolve_for_rank(local_rank()),
+        None => args.resolve(),
+    }
 }
 
 /// The rank `mpirun` gave this process, when it was launched by one.
@@ -34,18 +76,32 @@ pub fn local_rank() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
-/// The collective of this process: MPI's world under mpirun, else a single process. `out` is the run's folder, named
-/// in the message of a rank that times out.
-pub fn collective(args: &LaunchArgs, out: &Path) -> Result<Rc<dyn Collective>, String> {
+/// The collective of this process, training on `device`: MPI's world under mpirun (its gradients summed by the
+/// `--collective` engine), else a single process. `out` is the run's folder, named in the message of a rank that
+/// times out.
+pub fn collective(
+    args: &LaunchArgs,
+    out: &Path,
+    device: Device,
+) -> Result<Rc<dyn Collective>, String> {
     let Some(rank) = mpi_rank() else {
         return Ok(Rc::new(SingleProcess));
     };
-    mpi_world(args, out, &rank)
+    let nccl = args
+        .collective
+        .uses_nccl(device, diffuse_tensor::nccl::nccl_library_present())?;
+    mpi_world(args, out, device, nccl, &rank)
 }
 
 #[cfg(feature = "mpi")]
-fn mpi_world(args: &LaunchArgs, out: &Path, _rank: &str) -> Result<Rc<dyn Collective>, String> {
-    use diffuse_diffusion::train::MpiCollective;
+fn mpi_world(
+    args: &LaunchArgs,
+    out: &Path,
+    device: Device,
+    nccl: bool,
+    _rank: &str,
+) -> Result<Rc<dyn Collective>, String> {
+    use diffuse_diffusion::train::{MpiCollective, NcclCollective};
     if !(args.collective_timeout > 0.0 && args.collective_timeout.is_finite()) {
         return Err(format!(
             "--collective-timeout must be a positive number of seconds, got {}",
@@ -58,17 +114,49 @@ fn mpi_world(args: &LaunchArgs, out: &Path, _rank: &str) -> Result<Rc<dyn Collec
         out.display()
     );
     let timeout = std::time::Duration::from_secs_f64(args.collective_timeout);
+    let mpi = MpiCollective::init(timeout, hint).map_err(|e| e.to_string())?;
+    if !nccl {
+        return Ok(Rc::new(mpi));
+    }
     Ok(Rc::new(
-        MpiCollective::init(timeout, hint).map_err(|e| e.to_string())?,
+        NcclCollective::init(mpi, device).map_err(|e| e.to_string())?,
     ))
 }
 
 #[cfg(not(feature = "mpi"))]
-fn mpi_world(_args: &LaunchArgs, _out: &Path, rank: &str) -> Result<Rc<dyn Collective>, String> {
+fn mpi_world(
+    _args: &LaunchArgs,
+    _out: &Path,
+    _device: Device,
+    _nccl: bool,
+    rank: &str,
+) -> Result<Rc<dyn Collective>, String> {
     Err(format!(
         "this process is rank {rank} of an MPI job (mpirun), but this diffuse was built without MPI, so every \
          process would train its own copy of the run; install Open MPI (`apt install openmpi-bin libopenmpi-dev \
          libclang-dev`) and build with `cargo build --release -p diffuse-cli --features mpi`, or run diffuse \
          without mpirun"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_takes_nccl_only_on_cuda_with_the_library() {
+        assert!(!Engine::Auto.uses_nccl(Device::Cpu, true).unwrap());
+        assert!(!Engine::Auto.uses_nccl(Device::Cuda(0), false).unwrap());
+        assert!(Engine::Auto.uses_nccl(Device::Cuda(1), true).unwrap());
+        assert!(!Engine::Mpi.uses_nccl(Device::Cuda(0), true).unwrap());
+        assert!(Engine::Nccl.uses_nccl(Device::Cuda(0), true).unwrap());
+    }
+
+    #[test]
+    fn nccl_where_it_cannot_run_is_refused_with_the_fix() {
+        let e = Engine::Nccl.uses_nccl(Device::Cuda(0), false).unwrap_err();
+        assert!(e.contains("libnccl2"), "{e}");
+        let e = Engine::Nccl.uses_nccl(Device::Cpu, true).unwrap_err();
+        assert!(e.contains("--device cuda"), "{e}");
+    }
 }

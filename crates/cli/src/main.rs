@@ -26,12 +26,14 @@ mod numbers;
 mod plots;
 mod precision;
 mod prompt;
+mod prompt_eval;
 mod sample;
 mod sampling;
 mod score;
 mod scoring;
 mod sde_train;
 mod tensor_file;
+mod text_train;
 mod train;
 mod train_eval;
 mod vae;
@@ -79,6 +81,12 @@ enum Command {
 }
 
 fn main() {
+    // The CPU kernels' parallel loops start on this thread instead of waking the pool and sleeping until it is done
+    // (thousands of hand-offs per training step). Nothing has used the pool yet, so this cannot fail; if it did, the
+    // default pool computes the same results.
+    if let Err(e) = diffuse_tensor::pool_with_calling_thread() {
+        eprintln!("warning: the main thread is not in the CPU thread pool ({e})");
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Forward(args) => forward::run(args),

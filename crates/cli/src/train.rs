@@ -4,7 +4,9 @@
 //! also evaluations of the EMA weights ([`crate::train_eval`]: metrics lines, progress line, `OUT/eval.png`).
 //! Ctrl-C writes a checkpoint and stops; `--resume OUT` continues bit for bit where the last checkpoint left off.
 //! With `--vae DIR` the model trains on the autoencoder's scaled latents and every checkpoint is a diffusers pipeline
-//! folder ([`crate::latent`]). Under `mpirun -np N` the ranks train data parallel ([`crate::launch`]): rank 0 alone
+//! folder ([`crate::latent`]). With `--text CLIP_DIR` a cross-attention U-Net learns to denoise conditioned on the
+//! training images' captions through a frozen text encoder, and every checkpoint is a diffusers
+//! `StableDiffusionPipeline` folder ([`crate::text_train`]). Under `mpirun -np N` the ranks train data parallel ([`crate::launch`]): rank 0 alone
 //! writes the files and the progress bar, every rank reads the checkpoint it resumes from.
 
 use crate::cascade::conditioned_grid;
@@ -20,9 +22,11 @@ use crate::memory_check::check_training_fits;
 use crate::numbers::{finite_f32, finite_f64};
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
 use crate::precision::PrecisionArgs;
+use crate::prompt::{save_prompt_grid, PromptContexts};
 use crate::sampling::{draw, run_sampler, GridRequest};
 use crate::score::{any_sampler, AnySampler, ScoreArgs, ScoreRequest, ScoreView};
 use crate::sde_train::SdeTrainArgs;
+use crate::text_train::{grid_prompts, training_captions, TextConditioning};
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, FolderOptions, Split};
@@ -38,6 +42,7 @@ use diffuse_diffusion::train::{Collective, LossWeighting, StepReport, TrainConfi
 use diffuse_models::folder::CONFIG_FILE;
 use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule, ParamStore};
+use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -165,6 +170,16 @@ pub struct TrainArgs {
     /// takes its autoencoder from its checkpoint.  [default: none: pixels]
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// Text to image: condition a cross-attention U-Net (--config fashion-text, or fashion-text-latent with --vae) on
+    /// the training images' captions through the frozen tokenizer and text encoder of this `diffuse clip train` run
+    /// (or checkpoint, or text-to-image pipeline folder); checkpoints become diffusers StableDiffusionPipeline
+    /// folders. A resumed run takes its text encoder from its checkpoint.  [default: none]
+    #[arg(long, value_name = "CLIP_DIR")]
+    text: Option<PathBuf>,
+    /// Probability of training a sample with the empty prompt instead of its caption (for classifier-free guidance
+    /// of a --text run).
+    #[arg(long, value_parser = finite_f64, default_value_t = 0.1)]
+    caption_dropout: f64,
     #[command(flatten)]
     sde: SdeTrainArgs,
     /// What the network learns: diffusion (denoising, as --prediction and --loss-weighting say) or consistency
@@ -324,7 +339,11 @@ fn new_config(
         } else {
             0.0
         },
-        caption_dropout: 0.0,
+        caption_dropout: if model.context_dim().is_some() {
+            args.caption_dropout
+        } else {
+            0.0
+        },
         hflip: args.hflip,
         max_nonfinite: args.max_nonfinite,
         score_matching,
@@ -365,6 +384,8 @@ struct Grids<'a> {
     sampler: AnySampler,
     /// Decodes the sampled latents of a latent run.
     decoder: Option<&'a LatentDecoder>,
+    /// A text-to-image run's grid prompts (one row each), encoded.
+    prompts: Option<&'a PromptContexts>,
 }
 
 impl Grids<'_> {
@@ -403,7 +424,11 @@ impl Grids<'_> {
                 .flat_map(|c| std::iter::repeat_n(c, columns))
                 .collect()
         });
-        let count = classes.as_ref().map_or(columns * 4, Vec::len);
+        let count = match (&classes, self.prompts) {
+            (Some(classes), _) => classes.len(),
+            (None, Some(prompts)) => prompts.context.shape()[0],
+            (None, None) => columns * 4,
+        };
         let images = match &self.sampler {
             AnySampler::Discrete(scheduler) => {
                 let mut scheduler = scheduler.as_ref().clone();
@@ -414,7 +439,7 @@ impl Grids<'_> {
                     count,
                     guidance: self.args.grid_guidance,
                     null_class: config.null_class,
-                    prompts: None,
+                    prompts: self.prompts,
                 };
                 draw(&trainer.ema_model, &request, None)?
             }
@@ -441,6 +466,12 @@ impl Grids<'_> {
             None => images,
         };
         let path = self.out.join("samples").join(format!("{name}.png"));
+        if let Some(prompts) = self.prompts {
+            std::fs::create_dir_all(self.out.join("samples"))
+                .map_err(|e| format!("{}: {e}", self.out.display()))?;
+            save_prompt_grid(&images, &prompts.prompts, columns, &path)?;
+            return Ok(path);
+        }
         Grid {
             pixels: &images.to_vec().map_err(|e| e.to_string())?,
             count,
@@ -499,6 +530,9 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
 fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
     if args.vae.is_some() || args.sde.is_set() {
         return Err("--objective consistency trains on pixels of a DDPM-style schedule; leave out --vae and --sde".into());
+    }
+    if args.text.is_some() {
+        return Err("--objective consistency trains class-conditional and unconditional models; leave out --text".into());
     }
     let device = args.device.resolve()?;
     let (_, data) = load_data(&args.data, &folder_options(args))?;
@@ -571,8 +605,9 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         return run_consistency_training(args);
     }
     let out = args.resume.as_ref().unwrap_or(&args.out);
-    let collective = crate::launch::collective(&args.launch, out)?;
-    let result = train(args, Rc::clone(&collective));
+    let device = crate::launch::device(&args.device)?;
+    let collective = crate::launch::collective(&args.launch, out, device)?;
+    let result = train(args, device, Rc::clone(&collective));
     if let Err(message) = &result {
         if collective.size() > 1 {
             // The other ranks wait in a collective: end them too rather than leave them to time out.
@@ -583,17 +618,12 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     result
 }
 
-fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String> {
+fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Result<(), String> {
     let leader = collective.is_leader();
-    let device = if collective.size() > 1 {
-        args.device.resolve_for_rank(crate::launch::local_rank())?
-    } else {
-        args.device.resolve()?
-    };
     args.precision.apply(device)?;
     let (source, data) = load_data(&args.data, &folder_options(args))?;
     eprintln!("data: {}", data.summary);
-    let (mut trainer, model_config, out, decoder) = match &args.resume {
+    let (mut trainer, model_config, out, decoder, text) = match &args.resume {
         Some(dir) => {
             let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;
             let config_path = step_dir.join("model").join(CONFIG_FILE);
@@ -616,24 +646,59 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
                         .into(),
                 );
             }
+            if args.text.is_some() {
+                return Err(
+                    "--text with --resume: a resumed run keeps the text encoder of its checkpoint"
+                        .into(),
+                );
+            }
             let decoder = decoder_for(&step_dir.join(PIPELINE_UNET_DIR), device)?;
-            (trainer, model_config, dir.clone(), decoder)
+            let text = match model_config.context_dim() {
+                Some(_) => {
+                    let text = TextConditioning::load(&step_dir, device)?;
+                    text.fit(model_config.clone(), &step_dir.display().to_string(), false)?;
+                    Some(text)
+                }
+                None => None,
+            };
+            (trainer, model_config, dir.clone(), decoder, text)
         }
         None => {
             let named = !Path::new(&args.config).is_file();
             let mut model_config = model_config(&args.config)?;
-            if model_config.context_dim().is_some() {
-                return Err(format!(
-                    "--config {}: a {} attends to text states, and diffuse train trains class-conditional and \
-                     unconditional models only (pick a UNet2DModel or DiT config)",
-                    args.config,
-                    model_config.class_name()
-                ));
-            }
+            let text = match &args.text {
+                Some(dir) => {
+                    if args.sde.is_set() {
+                        return Err(
+                            "--sde with --text: a text-to-image run trains the discrete-time \
+                                    objective; leave out --sde"
+                                .into(),
+                        );
+                    }
+                    let text = TextConditioning::load(dir, device)?;
+                    let note;
+                    (model_config, note) = text.fit(model_config, &args.config, named)?;
+                    if let Some(note) = note {
+                        eprintln!("{note}");
+                    }
+                    Some(text)
+                }
+                None if model_config.context_dim().is_some() => {
+                    return Err(format!(
+                        "--config {}: a {} attends to a prompt's states; pass --text CLIP_DIR (a `diffuse clip \
+                         train` run) to train it on the images' captions",
+                        args.config,
+                        model_config.class_name()
+                    ));
+                }
+                None => None,
+            };
             let condition = image_condition(args)?;
-            if condition.is_some() && (args.vae.is_some() || args.sde.is_set()) {
+            if condition.is_some()
+                && (args.vae.is_some() || args.sde.is_set() || args.text.is_some())
+            {
                 return Err("--super-resolution and --inpainting train pixel U-Nets with the discrete objective; leave \
-                            out --vae and --sde"
+                            out --vae, --sde and --text"
                     .into());
             }
             if let Some(ImageCondition::SuperResolution(sr)) = &condition {
@@ -706,7 +771,7 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
             )?;
             let trainer =
                 Trainer::new_on(config, device, build(&model_config)).map_err(|e| e.to_string())?;
-            (trainer, model_config, args.out.clone(), decoder)
+            (trainer, model_config, args.out.clone(), decoder, text)
         }
     };
     let extra_channels = trainer
@@ -734,6 +799,38 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
                     diffuse eval-edit (leave out --eval-every)"
             .into());
     }
+    let prompts = match &text {
+        Some(text) => {
+            if args.eval.eval_every > 0 {
+                return Err(
+                    "--eval-every: the evaluations during training score class-conditional and \
+                            unconditional runs; score a --text run afterwards with diffuse eval --checkpoint \
+                            OUT --prompts default"
+                        .into(),
+                );
+            }
+            let captions = training_captions(&source, &data)?;
+            let contexts = text.caption_contexts(&captions, trainer.config().seed)?;
+            if leader {
+                eprintln!(
+                    "text: {} captions ({} distinct) encoded by the frozen text encoder {}, caption dropout {}",
+                    contexts.len(),
+                    contexts.distinct(),
+                    text.dir.display(),
+                    trainer.config().caption_dropout
+                );
+            }
+            trainer.set_captions(contexts);
+            let columns = args.grid_columns.max(1);
+            Some(PromptContexts::encode(
+                &text.text,
+                &grid_prompts(&captions),
+                columns,
+                None,
+            )?)
+        }
+        None => None,
+    };
     let evaluator = match leader {
         true => Evaluator::new(
             &args.eval,
@@ -820,6 +917,7 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         out: &out,
         sampler: grid_sampler,
         decoder: decoder.as_ref(),
+        prompts: prompts.as_ref(),
     };
     let start = Instant::now();
     let first_step = trainer.step_index();
@@ -844,11 +942,14 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
             Ok::<_, String>((summary(&report), seconds))
         };
     let save = |trainer: &Trainer<Backbone>| -> Result<u64, String> {
-        match &decoder {
-            Some(decoder) => trainer.save_pipeline_checkpoint(&out, args.keep, |dir| {
+        match (&text, &decoder) {
+            (Some(text), decoder) => trainer.save_pipeline_checkpoint(&out, args.keep, |dir| {
+                Ok(text.write_pipeline(dir, &model_config, decoder.as_ref())?)
+            }),
+            (None, Some(decoder)) => trainer.save_pipeline_checkpoint(&out, args.keep, |dir| {
                 Ok(decoder.write_pipeline_components(dir, &model_config)?)
             }),
-            None => trainer.save_checkpoint(&out, args.keep),
+            (None, None) => trainer.save_checkpoint(&out, args.keep),
         }
         .map_err(|e| e.to_string())?;
         Ok(trainer.step_index())
@@ -944,8 +1045,13 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         grid.display(),
         curve.display()
     );
-    match trainer.config().image_condition {
-        Some(ImageCondition::SuperResolution(sr)) => eprintln!(
+    match (prompts, trainer.config().image_condition) {
+        (Some(prompts), _) => eprintln!(
+            "next: diffuse sample --checkpoint {} --prompt \"{}\" --guidance 4 --out grid.png",
+            out.display(),
+            prompts.prompts[0]
+        ),
+        (None, Some(ImageCondition::SuperResolution(sr))) => eprintln!(
             "next: diffuse sample --checkpoint BASE --upscale {} --out grid.png   (BASE: a {}×{} run, or a {}×{} one)",
             out.display(),
             sr.low,
@@ -953,11 +1059,11 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
             sr.high,
             sr.high
         ),
-        Some(ImageCondition::Inpainting(_)) => eprintln!(
+        (None, Some(ImageCondition::Inpainting(_))) => eprintln!(
             "next: diffuse sample --checkpoint {} --init-image IMAGE.png --mask MASK.png --out fills.png",
             out.display()
         ),
-        None => eprintln!(
+        (None, None) => eprintln!(
             "next: diffuse sample --checkpoint {} --steps 50 --out grid.png   (or diffuse eval --checkpoint {} \
              --num 1000)",
             out.display(),

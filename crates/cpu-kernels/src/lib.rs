@@ -20,8 +20,10 @@ mod moments;
 pub mod noise;
 pub mod philox;
 pub mod reduce;
+pub mod sample_mse;
 pub mod softmax;
 pub mod strided;
+pub mod threads;
 
 pub use conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape};
 pub use error::{KernelError, Result};

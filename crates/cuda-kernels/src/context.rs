@@ -36,11 +36,12 @@ pub enum Module {
     Select,
     LayerNormModulate,
     GatedResidual,
+    SampleMse,
 }
 
 impl Module {
     /// Every module; [`Gpu::new`] loads them all, so any entry point can be looked up.
-    pub const ALL: [Module; 19] = [
+    pub const ALL: [Module; 20] = [
         Module::Philox,
         Module::Elementwise,
         Module::Noise,
@@ -60,6 +61,7 @@ impl Module {
         Module::Select,
         Module::LayerNormModulate,
         Module::GatedResidual,
+        Module::SampleMse,
     ];
 
     /// The file name under `kernels/`.
@@ -84,6 +86,7 @@ impl Module {
             Module::Select => "select.ptx",
             Module::LayerNormModulate => "layer_norm_modulate.ptx",
             Module::GatedResidual => "gated_residual.ptx",
+            Module::SampleMse => "sample_mse.ptx",
         }
     }
 
@@ -109,6 +112,7 @@ impl Module {
             Module::Select => include_str!("../../../kernels/select.ptx"),
             Module::LayerNormModulate => include_str!("../../../kernels/layer_norm_modulate.ptx"),
             Module::GatedResidual => include_str!("../../../kernels/gated_residual.ptx"),
+            Module::SampleMse => include_str!("../../../kernels/sample_mse.ptx"),
         }
     }
 }

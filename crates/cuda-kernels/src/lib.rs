@@ -26,11 +26,13 @@ pub mod index;
 mod jit;
 mod launch;
 pub mod layer_norm_modulate;
+pub mod nccl;
 pub mod noise;
 pub mod open_error;
 pub mod pack_bf16;
 pub mod philox;
 pub mod reduce;
+pub mod sample_mse;
 pub mod select;
 pub mod softmax;
 

@@ -1,4 +1,4 @@
-//! Counts, not times: what one U-Net training step (forward, MSE loss, backward, AdamW; as `unet_time`) asks of
+//! Counts, not times: what one U-Net training step (forward, the trainer's weighted MSE loss, backward, AdamW) asks of
 //! memory on the CPU, read from the host buffer cache's counters (`diffuse_tensor::backend::host_cache::counters`).
 //! Per step it prints the output buffers the operations requested and their megabytes (each buffer is written once
 //! by its kernel, so the megabytes are the memory the step's outputs cover, a floor on its passes over memory), and
@@ -16,6 +16,8 @@ use diffuse_tensor::backend::host_cache;
 use diffuse_tensor::{Device, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As `diffuse`: the kernels' parallel loops start on this thread.
+    diffuse_tensor::pool_with_calling_thread()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map_or("fashion-small", String::as_str);
     let batch: usize = args.get(1).map_or(Ok(64), |b| b.parse())?;
@@ -31,13 +33,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let noise = Var::constant(Tensor::randn(&[batch, 1, 28, 28], 2, 0, Device::Cpu)?);
     let t: Vec<f64> = (0..batch).map(|i| ((i * 397) % 1000) as f64).collect();
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 11).collect();
+    // The trainer's loss: each sample's MSE times its timestep weight, averaged over the batch.
+    let weights: Vec<f32> = (0..batch).map(|i| 0.5 + (i % 5) as f32 * 0.25).collect();
+    let weights = Var::constant(Tensor::from_vec(weights, &[batch], Device::Cpu)?);
 
     let megabytes = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     println!("unet/{name}/train_step/batch{batch}: per step, outputs requested and fresh allocations among them");
     for step in 1..=steps {
         host_cache::reset_counters();
         let out = model.forward(&Var::constant(x.clone()), &t, Some(&labels))?;
-        let loss = out.sub(&noise)?.square()?.mean_all()?;
+        let mse = out.sample_mse(&noise)?;
+        let loss = mse.mul(&weights)?.mean_all()?;
         let grads = loss.backward()?;
         opt.step(&grads)?;
         let c = host_cache::counters();

@@ -26,6 +26,8 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As `diffuse`: the kernels' parallel loops start on this thread.
+    diffuse_tensor::pool_with_calling_thread()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: unet_time CONFIG train|sample STEPS [BATCH]";
     let (name, case, steps, batch) = match args.as_slice() {

@@ -207,12 +207,12 @@ fn masks_are_halves_or_rectangles_and_the_masked_image_blanks_what_is_filled_in(
 
 // ---- sampling: what the network sees ----------------------------------------------------------------------------
 
-/// One call's input: its shape, its values and its class labels.
-type Call = (Vec<usize>, Vec<f32>, Option<Vec<u32>>);
+/// One call's input: its shape, its values and its labels.
+type RecordedInput = (Vec<usize>, Vec<f32>, Option<Vec<u32>>);
 
 /// A denoiser that records its inputs and returns the first channel of them.
 struct Recorder {
-    inputs: RefCell<Vec<Call>>,
+    inputs: RefCell<Vec<RecordedInput>>,
 }
 
 impl Denoiser for Recorder {
@@ -280,7 +280,8 @@ const PAD1: Conv2dParams = Conv2dParams {
     groups: 1,
 };
 
-type Seen = (Vec<f32>, Option<Vec<u32>>);
+/// One forward's input values and labels.
+type SeenInput = (Vec<f32>, Option<Vec<u32>>);
 
 /// A small network of `in_channels` inputs and one output that records what it is given.
 struct RecordingNet {
@@ -288,8 +289,7 @@ struct RecordingNet {
     time: Linear,
     class: Option<Embedding>,
     conv_out: Conv2d,
-    /// Each forward pass's input values and class labels.
-    seen: RefCell<Vec<Seen>>,
+    seen: RefCell<Vec<SeenInput>>,
 }
 
 impl RecordingNet {

@@ -12,6 +12,7 @@ mod device;
 mod dtype;
 pub mod error;
 pub mod layout;
+pub mod nccl;
 mod ops;
 mod precision;
 pub mod storage;
@@ -21,6 +22,8 @@ pub use device::Device;
 pub use diffuse_cpu_kernels::adamw::AdamWConfig;
 pub use diffuse_cpu_kernels::elementwise::{BinaryOp, UnaryOp};
 pub use diffuse_cpu_kernels::reduce::ReduceOp;
+/// Makes the calling thread a worker of the CPU kernels' thread pool (call it first in `main`; see the function).
+pub use diffuse_cpu_kernels::threads::pool_with_calling_thread;
 /// The CUDA devices the driver sees and its version, without opening any (`diffuse info --devices`).
 pub use diffuse_cuda_kernels::devices as cuda_devices;
 pub use diffuse_cuda_kernels::OpenError;

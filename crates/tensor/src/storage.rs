@@ -20,6 +20,7 @@ use diffuse_cpu_kernels::layer_norm::LayerNormShape;
 use diffuse_cpu_kernels::layer_norm_modulate::ModulateShape;
 use diffuse_cpu_kernels::noise::StepCoefficients;
 use diffuse_cpu_kernels::reduce::ReduceOp;
+use diffuse_cpu_kernels::sample_mse::SampleShape;
 use diffuse_cpu_kernels::Conv2dShape;
 
 /// One operand of a batched matrix product as strides into its buffer: element `(b, i, j)` lies at
@@ -520,6 +521,22 @@ impl Storage {
         match same_device("gated_residual_backward", t)? {
             Same::Cpu(t) => Ok(cpu::gated_residual_backward(shape, t)?.map(Storage::Cpu)),
             Same::Cuda(t) => Ok(cuda::gated_residual_backward(shape, t)?.map(Storage::Cuda)),
+        }
+    }
+
+    /// The per-sample MSE of `self` (the prediction) against `target`.
+    pub fn sample_mse(&self, shape: &SampleShape, target: &Storage) -> Result<Self> {
+        match same_device("sample_mse", [self, target])? {
+            Same::Cpu([p, t]) => Ok(Storage::Cpu(cpu::sample_mse(shape, p, t)?)),
+            Same::Cuda([p, t]) => Ok(Storage::Cuda(cuda::sample_mse(shape, p, t)?)),
+        }
+    }
+
+    /// `t` is `[prediction, target, grad_mse]`; returns ∂prediction.
+    pub fn sample_mse_backward(shape: &SampleShape, t: [&Storage; 3]) -> Result<Self> {
+        match same_device("sample_mse_backward", t)? {
+            Same::Cpu(t) => Ok(Storage::Cpu(cpu::sample_mse_backward(shape, t)?)),
+            Same::Cuda(t) => Ok(Storage::Cuda(cuda::sample_mse_backward(shape, t)?)),
         }
     }
 

@@ -10,18 +10,22 @@ impl Var {
         Var::from_op(y, &[self], move |g| Ok(vec![Some(rule(g)?)]))
     }
 
+    /// A binary operation's node. `rule` gets the output gradient and which operands need a gradient (fixed when the
+    /// operation is recorded: a constant operand, such as a training target, costs the backward pass nothing) and
+    /// returns the gradient of each that does.
     fn binary_op(
         &self,
         rhs: &Var,
         y: Tensor,
-        rule: impl FnOnce(&Tensor) -> Result<(Tensor, Tensor)> + 'static,
+        rule: impl FnOnce(&Tensor, [bool; 2]) -> Result<[Option<Tensor>; 2]> + 'static,
     ) -> Var {
         let (a_shape, b_shape) = (self.shape().to_vec(), rhs.shape().to_vec());
+        let needs = [self.requires_grad(), rhs.requires_grad()];
         Var::from_op(y, &[self, rhs], move |g| {
-            let (ga, gb) = rule(g)?;
+            let [ga, gb] = rule(g, needs)?;
             Ok(vec![
-                Some(sum_to_shape(&ga, &a_shape)?),
-                Some(sum_to_shape(&gb, &b_shape)?),
+                ga.map(|ga| sum_to_shape(&ga, &a_shape)).transpose()?,
+                gb.map(|gb| sum_to_shape(&gb, &b_shape)).transpose()?,
             ])
         })
     }
@@ -29,31 +33,41 @@ impl Var {
     /// a + b (broadcasting): ∂a = g, ∂b = g.
     pub fn add(&self, rhs: &Var) -> Result<Var> {
         let y = self.tensor().add(rhs.tensor())?;
-        Ok(self.binary_op(rhs, y, |g| Ok((g.clone(), g.clone()))))
+        Ok(self.binary_op(rhs, y, |g, [na, nb]| {
+            Ok([na.then(|| g.clone()), nb.then(|| g.clone())])
+        }))
     }
 
     /// a − b: ∂a = g, ∂b = −g.
     pub fn sub(&self, rhs: &Var) -> Result<Var> {
         let y = self.tensor().sub(rhs.tensor())?;
-        Ok(self.binary_op(rhs, y, |g| Ok((g.clone(), g.neg()?))))
+        Ok(self.binary_op(rhs, y, |g, [na, nb]| {
+            Ok([na.then(|| g.clone()), nb.then(|| g.neg()).transpose()?])
+        }))
     }
 
-    /// a·b: ∂a = g·b, ∂b = g·a.
+    /// a·b: ∂a = g·b, ∂b = g·a. Each operand is kept only for the other's gradient.
     pub fn mul(&self, rhs: &Var) -> Result<Var> {
-        let (a, b) = (self.tensor().clone(), rhs.tensor().clone());
-        let y = a.mul(&b)?;
-        Ok(self.binary_op(rhs, y, move |g| Ok((g.mul(&b)?, g.mul(&a)?))))
+        let y = self.tensor().mul(rhs.tensor())?;
+        let a = rhs.requires_grad().then(|| self.tensor().clone());
+        let b = self.requires_grad().then(|| rhs.tensor().clone());
+        Ok(self.binary_op(rhs, y, move |g, _| {
+            Ok([
+                b.map(|b| g.mul(&b)).transpose()?,
+                a.map(|a| g.mul(&a)).transpose()?,
+            ])
+        }))
     }
 
     /// a / b: ∂a = g / b, ∂b = −g·a / b² = −(g / b)·y.
     pub fn div(&self, rhs: &Var) -> Result<Var> {
         let b = rhs.tensor().clone();
         let y = self.tensor().div(&b)?;
-        let saved_y = y.clone();
-        Ok(self.binary_op(rhs, y, move |g| {
+        let saved_y = rhs.requires_grad().then(|| y.clone());
+        Ok(self.binary_op(rhs, y, move |g, [na, _]| {
             let g_over_b = g.div(&b)?;
-            let gb = g_over_b.mul(&saved_y)?.neg()?;
-            Ok((g_over_b, gb))
+            let gb = saved_y.map(|y| g_over_b.mul(&y)?.neg()).transpose()?;
+            Ok([na.then_some(g_over_b), gb])
         }))
     }
 

@@ -3,6 +3,7 @@
 mod adaln;
 mod dropout;
 mod elementwise;
+mod loss;
 mod nn;
 mod reduce;
 mod shape;

@@ -11,17 +11,20 @@ use diffuse_tensor::{Conv2dParams, Result};
 
 impl Var {
     /// Batched matrix product over the last two dimensions, batch dimensions broadcast.
+    /// Only the gradients of operands that need one are computed (a constant input costs no product).
     pub fn matmul(&self, rhs: &Var) -> Result<Var> {
         let (a, b) = (self.tensor().clone(), rhs.tensor().clone());
         let y = a.matmul(&b)?;
+        let (need_a, need_b) = (self.requires_grad(), rhs.requires_grad());
         Ok(Var::from_op(y, &[self, rhs], move |g| {
             let (ra, rb) = (a.rank(), b.rank());
-            let ga = g.matmul(&b.transpose(rb - 2, rb - 1)?)?;
-            let gb = a.transpose(ra - 2, ra - 1)?.matmul(g)?;
-            Ok(vec![
-                Some(sum_to_shape(&ga, a.shape())?),
-                Some(sum_to_shape(&gb, b.shape())?),
-            ])
+            let ga = need_a
+                .then(|| sum_to_shape(&g.matmul(&b.transpose(rb - 2, rb - 1)?)?, a.shape()))
+                .transpose()?;
+            let gb = need_b
+                .then(|| sum_to_shape(&a.transpose(ra - 2, ra - 1)?.matmul(g)?, b.shape()))
+                .transpose()?;
+            Ok(vec![ga, gb])
         }))
     }
 
@@ -43,7 +46,8 @@ impl Var {
         }))
     }
 
-    /// 2-D convolution of `self` (N, C, H, W) with `weight` (O, C/groups, KH, KW) and an optional `bias` (O).
+    /// 2-D convolution of `self` (N, C, H, W) with `weight` (O, C/groups, KH, KW) and an optional `bias` (O). The
+    /// input gradient is computed only when the input needs one: a network's first convolution reads data.
     pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, p: &Conv2dParams) -> Result<Var> {
         let (x, w) = (self.tensor().clone(), weight.tensor().clone());
         let y = x.conv2d(&w, bias.map(Var::tensor), p)?;
@@ -51,10 +55,13 @@ impl Var {
         let mut parents = vec![self, weight];
         parents.extend(bias);
         let with_bias = bias.is_some();
+        let need_x = self.requires_grad();
         Ok(Var::from_op(y, &parents, move |g| {
-            let gx = g.conv2d_backward_input(&w, x.shape(), &p)?;
+            let gx = need_x
+                .then(|| g.conv2d_backward_input(&w, x.shape(), &p))
+                .transpose()?;
             let (gw, gb) = x.conv2d_backward_weight(g, w.shape(), &p, with_bias)?;
-            let mut grads = vec![Some(gx), Some(gw)];
+            let mut grads = vec![gx, Some(gw)];
             if with_bias {
                 grads.push(gb);
             }

@@ -11,6 +11,7 @@
 use crate::error::{Error, Result};
 use diffuse_autograd::{Gradients, Var};
 use diffuse_tensor::Tensor;
+use std::ops::Range;
 use std::time::Instant;
 
 /// Values per gradient bucket: 4 MiB of f32, large enough that the per-message latency (microseconds) is small beside
@@ -139,19 +140,28 @@ pub fn all_reduce_gradients(
         .filter(|(_, &n)| n > 0.0)
         .map(|((_, p), _)| p)
         .collect();
-    let mut bucket: Vec<&Var> = Vec::new();
-    let mut filled = 0;
-    for (i, param) in reduced.iter().enumerate() {
-        bucket.push(param);
-        filled += param.tensor().numel();
-        let last = i + 1 == reduced.len();
-        if filled >= bucket_elements || last {
-            reduce_bucket(collective, &bucket, grads)?;
-            bucket.clear();
+    let sizes: Vec<usize> = reduced.iter().map(|p| p.tensor().numel()).collect();
+    for bucket in plan_buckets(&sizes, bucket_elements) {
+        reduce_bucket(collective, &reduced[bucket], grads)?;
+    }
+    Ok(begun.elapsed().as_secs_f64())
+}
+
+/// The buckets of tensors of `sizes` elements, in order: consecutive runs, each closed as soon as it holds at least
+/// `bucket_elements` values (so a tensor larger than a bucket travels alone, and the last bucket may be smaller).
+/// Every rank plans the same buckets from the same sizes, which fixes the order of every sum.
+pub fn plan_buckets(sizes: &[usize], bucket_elements: usize) -> Vec<Range<usize>> {
+    let mut buckets = Vec::new();
+    let (mut start, mut filled) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        filled += size;
+        if filled >= bucket_elements || i + 1 == sizes.len() {
+            buckets.push(start..i + 1);
+            start = i + 1;
             filled = 0;
         }
     }
-    Ok(begun.elapsed().as_secs_f64())
+    buckets
 }
 
 /// Packs the gradients of `params` (zeros where this rank has none) into one flat tensor, sums it over the ranks,
@@ -206,6 +216,29 @@ mod tests {
                     min >= 1 && max - min <= 1,
                     "{batch} over {size}: {shards:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_cover_the_tensors_in_order_and_close_at_the_threshold() {
+        assert!(plan_buckets(&[], 4).is_empty());
+        assert_eq!(plan_buckets(&[1, 2, 3], 100), vec![0..3]);
+        // 3 + 2 reaches 4 and closes; the 10 exceeds a bucket alone; the 1 is what is left.
+        assert_eq!(plan_buckets(&[3, 2, 10, 1], 4), vec![0..2, 2..3, 3..4]);
+        assert_eq!(plan_buckets(&[4, 4], 4), vec![0..1, 1..2]);
+        for bucket_elements in 1..12 {
+            let sizes = [5, 1, 1, 7, 2, 3, 1];
+            let buckets = plan_buckets(&sizes, bucket_elements);
+            assert_eq!(buckets.first().unwrap().start, 0);
+            assert_eq!(buckets.last().unwrap().end, sizes.len());
+            for pair in buckets.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start);
+            }
+            for bucket in &buckets[..buckets.len() - 1] {
+                let filled: usize = sizes[bucket.clone()].iter().sum();
+                let before_last: usize = sizes[bucket.start..bucket.end - 1].iter().sum();
+                assert!(filled >= bucket_elements && before_last < bucket_elements);
             }
         }
     }

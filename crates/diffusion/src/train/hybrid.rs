@@ -80,11 +80,7 @@ pub fn hybrid_terms(
     }
     let mean = output.narrow(1, 0, c)?;
     let v = output.narrow(1, c, c)?;
-    let dims: Vec<usize> = (1..shape.len()).collect();
-    let mse = mean
-        .sub(&Var::constant(batch.target.clone()))?
-        .square()?
-        .mean(&dims, false)?;
+    let mse = mean.sample_mse(&Var::constant(batch.target.clone()))?;
     let vlb = vlb_bits_per_dim(schedule, prediction, mean.tensor(), &v, batch)?;
     Ok(HybridTerms { mse, vlb })
 }

@@ -12,7 +12,8 @@
 //! - [`checkpoint`]: atomic checkpoint folders and resuming;
 //! - [`collective`]: data-parallel training: the [`Collective`] engines, batch shards, gradient buckets;
 //! - [`watchdog`]: a deadline around collectives, so a rank that died or hangs ends the job;
-//! - `mpi_collective` (feature `mpi`): the ranks of `mpirun`.
+//! - `mpi_collective` (feature `mpi`): the ranks of `mpirun`;
+//! - `nccl_collective` (feature `mpi`): the ranks of `mpirun`, one per GPU, summing gradients with NCCL.
 
 pub mod captions;
 pub mod checkpoint;
@@ -22,6 +23,8 @@ pub mod hybrid;
 pub mod model;
 #[cfg(feature = "mpi")]
 pub mod mpi_collective;
+#[cfg(feature = "mpi")]
+pub mod nccl_collective;
 pub mod random;
 pub mod target;
 pub mod timesteps;
@@ -36,6 +39,8 @@ pub use config::TrainConfig;
 pub use model::{refuse_context, ModelDenoiser, TrainableModel};
 #[cfg(feature = "mpi")]
 pub use mpi_collective::MpiCollective;
+#[cfg(feature = "mpi")]
+pub use nccl_collective::NcclCollective;
 pub use target::Prediction;
 pub use timesteps::{LossHistory, TimestepSampler};
 pub use trainer::{StepReport, Trainer, TrainerState};

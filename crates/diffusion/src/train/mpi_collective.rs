@@ -7,10 +7,10 @@
 //! the job. Checkpoints are written atomically by rank 0, so the last one stays whole.
 
 use super::collective::Collective;
-use super::watchdog::Watchdog;
+use super::watchdog::{Guard, Watchdog};
 use crate::error::{Error, Result};
 use diffuse_tensor::Tensor;
-use mpi::collective::{CommunicatorCollectives, SystemOperation};
+use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::time::Duration;
@@ -48,6 +48,51 @@ impl MpiCollective {
             watchdog,
             _universe: universe,
         })
+    }
+
+    /// Arms the collective timeout around `what`, a call that waits for every rank (see [`MpiCollective::init`]).
+    pub fn guard(&self, what: &str) -> Guard<'_> {
+        self.watchdog.guard(what)
+    }
+
+    /// The value of `make()` on rank 0, on every rank: `make` runs on rank 0 only, and its `N` bytes are broadcast
+    /// (an NCCL unique id). When it fails, rank 0 returns its error and every other rank an error naming `what`,
+    /// so no rank waits for a value that will not come.
+    pub fn share_from_leader<const N: usize>(
+        &self,
+        what: &str,
+        make: impl FnOnce() -> Result<[u8; N]>,
+    ) -> Result<[u8; N]> {
+        // Byte 0: whether rank 0 made the value; bytes 1..=N: the value.
+        let mut message = vec![0u8; N + 1];
+        let made = if self.rank() == 0 {
+            let made = make();
+            if let Ok(value) = &made {
+                message[0] = 1;
+                message[1..].copy_from_slice(value);
+            }
+            Some(made)
+        } else {
+            None
+        };
+        {
+            let _armed = self.guard(&format!("MPI broadcast of {what} from rank 0"));
+            self.world
+                .process_at_rank(0)
+                .broadcast_into(&mut message[..]);
+        }
+        match made {
+            Some(made) => made,
+            None if message[0] == 1 => {
+                let mut value = [0u8; N];
+                value.copy_from_slice(&message[1..]);
+                Ok(value)
+            }
+            None => Err(Error::train(
+                "collective",
+                format!("rank 0 could not make {what} (its error is printed above)"),
+            )),
+        }
     }
 }
 

@@ -503,12 +503,8 @@ impl<M: TrainableModel> Trainer<M> {
                 )?;
                 (terms.mse, Some(terms.vlb))
             } else {
-                let pixel_dims: Vec<usize> = (1..batch.x0.rank()).collect();
-                let mse = out
-                    .sub(&Var::constant(target))?
-                    .square()?
-                    .mean(&pixel_dims, false)?;
-                (mse, None)
+                // One kernel each way; the weights below reach its backward pass as the gradient of `mse`.
+                (out.sample_mse(&Var::constant(target))?, None)
             };
         let timestep_weights: Vec<f64> = alpha_bars
             .iter()

@@ -18,6 +18,7 @@ use diffuse_cpu_kernels::layer_norm::{self, LayerNormShape};
 use diffuse_cpu_kernels::layer_norm_modulate::{self, ModulateShape};
 use diffuse_cpu_kernels::noise::{self, StepCoefficients};
 use diffuse_cpu_kernels::reduce::{self, ReduceOp};
+use diffuse_cpu_kernels::sample_mse::{self, SampleShape};
 use diffuse_cpu_kernels::{conv2d, gemm, index, philox, softmax, Conv2dShape, MatMut, MatRef};
 use half::{bf16, f16};
 use std::borrow::Cow;
@@ -618,6 +619,25 @@ pub fn gated_residual_backward(s: &GatedShape, t: [&CpuStorage; 3]) -> Result<[C
     )?;
     let dtype = g.dtype();
     Ok([gy, gg].map(|v| CpuStorage::from_f32(v, dtype)))
+}
+
+/// The per-sample MSE of `prediction` against `target`, in the prediction's dtype.
+pub fn sample_mse(
+    s: &SampleShape,
+    prediction: &CpuStorage,
+    target: &CpuStorage,
+) -> Result<CpuStorage> {
+    let mut mse = output("sample_mse", &[s.batch])?;
+    sample_mse::sample_mse_forward(s, &prediction.to_f32(), &target.to_f32(), &mut mse)?;
+    Ok(CpuStorage::from_f32(mse, prediction.dtype()))
+}
+
+/// ∂prediction of [`sample_mse`] from `[prediction, target, grad_mse]`.
+pub fn sample_mse_backward(s: &SampleShape, t: [&CpuStorage; 3]) -> Result<CpuStorage> {
+    let [p, target, g] = t;
+    let mut gp = take(p.len());
+    sample_mse::sample_mse_backward(s, &p.to_f32(), &target.to_f32(), &g.to_f32(), &mut gp)?;
+    Ok(CpuStorage::from_f32(gp, g.dtype()))
 }
 
 /// (out, lse) of attention without a bias; `lse` stays f32.

@@ -29,6 +29,7 @@ use diffuse_cpu_kernels::layer_norm::LayerNormShape;
 use diffuse_cpu_kernels::layer_norm_modulate::ModulateShape;
 use diffuse_cpu_kernels::noise::StepCoefficients;
 use diffuse_cpu_kernels::reduce::ReduceOp;
+use diffuse_cpu_kernels::sample_mse::SampleShape;
 use diffuse_cpu_kernels::Conv2dShape;
 use diffuse_cuda_kernels as ck;
 use diffuse_cuda_kernels::elementwise::Operand;
@@ -1031,6 +1032,38 @@ pub fn gated_residual_backward(s: &GatedShape, t: [&CudaStorage; 3]) -> Result<[
     Ok([gy, gg])
 }
 
+/// The per-sample MSE of `prediction` against `target`.
+pub fn sample_mse(
+    s: &SampleShape,
+    prediction: &CudaStorage,
+    target: &CudaStorage,
+) -> Result<CudaStorage> {
+    let mut mse = prediction.sibling(s.batch)?;
+    ck::sample_mse::sample_mse_forward(
+        prediction.gpu,
+        s,
+        &prediction.view(),
+        &target.view(),
+        &mut mse.view_mut(),
+    )?;
+    Ok(mse)
+}
+
+/// ∂prediction of [`sample_mse`] from `[prediction, target, grad_mse]`.
+pub fn sample_mse_backward(s: &SampleShape, t: [&CudaStorage; 3]) -> Result<CudaStorage> {
+    let [p, target, g] = t;
+    let mut gp = p.sibling(p.len())?;
+    ck::sample_mse::sample_mse_backward(
+        p.gpu,
+        s,
+        &p.view(),
+        &target.view(),
+        &g.view(),
+        &mut gp.view_mut(),
+    )?;
+    Ok(gp)
+}
+
 /// (out, lse) of attention without a bias.
 pub fn attention(
     s: &AttentionShape,
@@ -1214,6 +1247,37 @@ pub fn sampler_step(
         &mut x0.view_mut(),
     )?;
     Ok((prev, x0))
+}
+
+// ---- collectives ---------------------------------------------------------------------------------------------------
+
+/// This process's member of the NCCL communicator `id`, as rank `rank` of `size`, on device `ordinal`.
+pub fn join_nccl(
+    ordinal: usize,
+    rank: usize,
+    size: usize,
+    id: &ck::nccl::UniqueId,
+) -> Result<ck::nccl::NcclComm> {
+    Ok(ck::nccl::NcclComm::join(gpu(ordinal)?, rank, size, id)?)
+}
+
+/// The element-wise sum over the ranks of `comm` of the elements of `layout`, in a new contiguous buffer (queued on
+/// the stream after the kernels that wrote `s`).
+pub fn nccl_all_reduce_sum(
+    comm: &ck::nccl::NcclComm,
+    s: &CudaStorage,
+    layout: &Layout,
+) -> Result<CudaStorage> {
+    let mut out = copy_contiguous(s, layout)?;
+    if !out.is_empty() {
+        comm.all_reduce_sum_in_place(&mut out.view_mut())?;
+    }
+    Ok(out)
+}
+
+/// Waits until every kernel and collective queued on device `ordinal` has finished.
+pub fn synchronize(ordinal: usize) -> Result<()> {
+    Ok(gpu(ordinal)?.synchronize()?)
 }
 
 #[cfg(test)]

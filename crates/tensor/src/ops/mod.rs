@@ -4,6 +4,7 @@
 mod adaln;
 mod elementwise;
 mod index;
+mod loss;
 mod matmul;
 mod nn;
 pub mod noise;
