@@ -100,7 +100,9 @@ impl DataSource {
                     .find(|entry| entry.split == split)
                     .expect("both splits are shipped");
                 let side = options.resolution.filter(|&side| side != 28);
-                if options.channels.is_some_and(|c| c != 1) || side.is_some_and(|n| 28 % n != 0) {
+                if options.channels.is_some_and(|c| c != 1)
+                    || side.is_some_and(|n| !28usize.is_multiple_of(n))
+                {
                     return Err(format!(
                         "--data {SHIPPED_DATA}: the shipped images are 1×28×28; they are not converted, and only \
                          box-averaged to a side that divides 28 (--resolution 14, 7, 4 or 2)"

@@ -5,6 +5,9 @@
 //! 2. noise the batch in one fused pass, `x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε` ([`crate::forward::q_sample`]), and form the
 //!    target (ε, x0 or v, [`super::target`]); under score matching, draw continuous times instead and take the
 //!    loss of [`crate::sde::ScoreMatching`] (same noise stream);
+//!    with an image condition ([`crate::image_condition`]: a super-resolution stage's low-resolution input, an
+//!    inpainting network's mask and masked image) the network's input is `[x_t, extra channels]`, the extra channels
+//!    built from the clean batch and the step's draws;
 //! 3. per-sample loss `L_b = mean over pixels of (f(x_t, t, y) − target)²`, weighted by the timestep weighting
 //!    ([`super::weighting`]); for a network that also predicts its variance (twice the image's channels out) plus
 //!    `λ·T·L_vlb` ([`super::hybrid`]); under importance sampling all of it weighted by `1/(T·p_t)`; the batch loss is
