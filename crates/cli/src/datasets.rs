@@ -124,10 +124,14 @@ impl std::fmt::Display for DataSource {
     }
 }
 
-/// The classifier `--classifier path` names: the file, or the shipped one for the default path when it is absent.
-pub fn shipped_classifier(path: &Path) -> Option<Result<FashionClassifier, String>> {
+/// The shipped classifier on `device` when `--classifier path` is the default path and no file is there (`None`:
+/// read the file).
+pub fn shipped_classifier(
+    path: &Path,
+    device: Device,
+) -> Option<Result<FashionClassifier, String>> {
     (path == Path::new(SHIPPED_CLASSIFIER) && !path.is_file()).then(|| {
-        FashionClassifier::from_bytes(SHIPPED_CLASSIFIER_BYTES, path, Device::Cpu)
+        FashionClassifier::from_bytes(SHIPPED_CLASSIFIER_BYTES, path, device)
             .map_err(|e| e.to_string())
     })
 }

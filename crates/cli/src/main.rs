@@ -32,6 +32,7 @@ mod sde_train;
 mod tensor_file;
 mod train;
 mod train_eval;
+mod training_grids;
 mod vae;
 mod vae_codec;
 mod vae_eval;

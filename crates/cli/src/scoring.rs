@@ -35,9 +35,14 @@ pub const SAMPLE_BATCH: usize = 250;
 const TRAIN_CLASSIFIER: &str =
     "cargo run --release -p diffuse-diffusion --example fashion_classifier -- --full --epochs 5";
 
-/// The classifier weights at `path`, or an error that says how to make them.
+/// The classifier weights at `path` on the CPU, or an error that says how to make them.
 pub fn load_classifier(path: &Path) -> Result<FashionClassifier, String> {
-    if let Some(shipped) = shipped_classifier(path) {
+    load_classifier_on(path, Device::Cpu)
+}
+
+/// The classifier weights at `path` (the shipped ones, compiled in, for the default path) on `device`.
+pub fn load_classifier_on(path: &Path, device: Device) -> Result<FashionClassifier, String> {
+    if let Some(shipped) = shipped_classifier(path, device) {
         return shipped;
     }
     if !path.is_file() {
@@ -47,7 +52,7 @@ pub fn load_classifier(path: &Path) -> Result<FashionClassifier, String> {
             path.display()
         ));
     }
-    FashionClassifier::load(path, Device::Cpu).map_err(|e| format!("{}: {e}", path.display()))
+    FashionClassifier::load(path, device).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Checks that images of `channels×height×width` (from `source`) are what the classifier reads.
