@@ -5,7 +5,7 @@
 //! data/fashion-mnist` in the repository reads the same files from disk.
 
 use diffuse_diffusion::data::{Dataset, FolderOptions, Split};
-use diffuse_diffusion::eval::FashionClassifier;
+use diffuse_diffusion::eval::{ClassifierConfig, ImageClassifier};
 use diffuse_tensor::Device;
 use std::path::{Path, PathBuf};
 
@@ -126,12 +126,14 @@ impl std::fmt::Display for DataSource {
 
 /// The shipped classifier on `device` when `--classifier path` is the default path and no file is there (`None`:
 /// read the file).
-pub fn shipped_classifier(
-    path: &Path,
-    device: Device,
-) -> Option<Result<FashionClassifier, String>> {
+pub fn shipped_classifier(path: &Path, device: Device) -> Option<Result<ImageClassifier, String>> {
     (path == Path::new(SHIPPED_CLASSIFIER) && !path.is_file()).then(|| {
-        FashionClassifier::from_bytes(SHIPPED_CLASSIFIER_BYTES, path, device)
-            .map_err(|e| e.to_string())
+        ImageClassifier::from_bytes(
+            SHIPPED_CLASSIFIER_BYTES,
+            path,
+            ClassifierConfig::fashion_mnist(),
+            device,
+        )
+        .map_err(|e| e.to_string())
     })
 }

@@ -22,7 +22,7 @@ use diffuse_diffusion::distill::{
     check_halvings, fingerprint, round_name, Distance, DistillConfig, DistillState, Distiller,
     Method, OdeSolver, RoundStart, TeacherId,
 };
-use diffuse_diffusion::eval::FashionClassifier;
+use diffuse_diffusion::eval::ImageClassifier;
 use diffuse_diffusion::pipeline::{Pipeline, Weights};
 use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_diffusion::schedule::SchedulerConfig;
@@ -428,7 +428,7 @@ fn student_grid_model(distiller: &Distiller<Backbone>) -> GridModel<'_> {
 fn perceptual_classifier(
     method: &Method,
     device: Device,
-) -> Result<Option<FashionClassifier>, String> {
+) -> Result<Option<ImageClassifier>, String> {
     match method {
         Method::ConsistencyDistillation {
             distance: Distance::Perceptual,

@@ -135,8 +135,8 @@ pub fn run(args: &EvalEditArgs) -> Result<(), String> {
         );
     }
     let source = DataSource::Folder(args.data.clone());
-    let train = load_split(&source, Split::Train)?;
-    let test = load_split(&source, Split::Test)?;
+    let train = load_split(&source, Split::Train, &classifier)?;
+    let test = load_split(&source, Split::Test, &classifier)?;
     let scorer = Scorer::new(classifier, &test)?;
     let (guides, labels) = first_images(&train, args.num)?;
     let num = guides.shape()[0];
