@@ -130,6 +130,11 @@ pub struct TrainArgs {
     /// Mirror training images left-to-right at random.  [default: off]
     #[arg(long, default_value_t = false)]
     hflip: bool,
+    /// Random crop: translate each training image by up to N pixels in each direction, the uncovered border
+    /// filled by reflecting the image (padding by N and cutting a random window; 0: off). Drawn from --seed, so a
+    /// resumed run replays it exactly.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    crop_pad: usize,
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -285,6 +290,7 @@ fn new_config(
         },
         caption_dropout: 0.0,
         hflip: args.hflip,
+        crop_pad: args.crop_pad,
         max_nonfinite: args.max_nonfinite,
         score_matching,
         vlb_weight: DEFAULT_VLB_WEIGHT,
@@ -531,6 +537,20 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
                 return Err("--hflip with --vae: a mirrored image's latent is not its latent mirrored; leave \
                             --hflip off for latent diffusion"
                     .into());
+            }
+            if decoder.is_some() && config.crop_pad > 0 {
+                return Err("--crop-pad with --vae: the crop would move latents, not images; leave --crop-pad at \
+                            0 for latent diffusion"
+                    .into());
+            }
+            if config.crop_pad >= data.height.min(data.width) {
+                return Err(format!(
+                    "--crop-pad {} moves {}×{} images by as much as their size; pass less than {}",
+                    config.crop_pad,
+                    data.height,
+                    data.width,
+                    data.height.min(data.width)
+                ));
             }
             let (height, width) = model_config
                 .sample_size()

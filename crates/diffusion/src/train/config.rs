@@ -47,6 +47,10 @@ pub struct TrainConfig {
     pub caption_dropout: f64,
     /// Mirror each image left-to-right with probability ½.
     pub hflip: bool,
+    /// Translate each image by up to this many pixels in each direction, borders filled by reflection
+    /// ([`crate::data::augment`]; 0: off, and nothing is drawn for it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crop_pad: usize,
     /// Fail after this many consecutive steps with a non-finite loss or gradient norm.
     pub max_nonfinite: u32,
     /// Denoising score matching of a VE, VP or sub-VP SDE ([`crate::sde::score_matching`]) instead of the
@@ -56,6 +60,10 @@ pub struct TrainConfig {
     /// λ of `L_simple + λ·L_vlb` when the network also predicts its variance ([`super::hybrid`]); unused otherwise.
     #[serde(default = "default_vlb_weight")]
     pub vlb_weight: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_vlb_weight() -> f64 {

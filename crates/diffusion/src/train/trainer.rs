@@ -35,7 +35,7 @@ use super::random::{noise_stream, step_rng};
 use super::target::training_target;
 use super::timesteps::{LossHistory, TimestepSampler};
 use crate::autoencoder::latents::{latent_stream, LatentSpace};
-use crate::data::{Dataset, EpochBatches};
+use crate::data::{random_translate, Dataset, EpochBatches};
 use crate::error::{Error, Result};
 use crate::forward::q_sample;
 use crate::sampler::Condition;
@@ -306,12 +306,13 @@ impl<M: TrainableModel> Trainer<M> {
     fn draw(&mut self, data: &Dataset, step: u64) -> Result<Draw> {
         let shard = self.shard()?;
         let config = &self.state.config;
-        let (b, seed, dropout, caption_dropout, hflip, null_class) = (
+        let (b, seed, dropout, caption_dropout, hflip, crop_pad, null_class) = (
             config.batch_size,
             config.seed,
             config.label_dropout,
             config.caption_dropout,
             config.hflip,
+            config.crop_pad,
             config.null_class,
         );
         let objective = config.score_matching.clone();
@@ -327,7 +328,12 @@ impl<M: TrainableModel> Trainer<M> {
         let draws: Vec<f64> = (0..b).map(|_| rng.next_f64()).collect();
         let dropped: Vec<bool> = draws.iter().map(|&u| u < dropout).collect();
         let flip_seed = rng.next_u64();
-        let (pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
+        let (mut pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
+        if crop_pad > 0 {
+            // Drawn after the flip seed and only when on, so runs without it keep every other draw.
+            let shape = (data.channels, data.height, data.width);
+            random_translate(&mut pixels, shape, crop_pad, rng.next_u64())?;
+        }
         let (start, end) = (shard.start, shard.end);
         let image_len = data.channels * data.height * data.width;
         // The shard's samples' captions (the empty prompt's where dropped).
