@@ -529,6 +529,7 @@ pub fn run_rounds(run: Run<'_>) -> Result<(), String> {
             columns: cadence.grid_columns,
             // A distilled student carries its teacher's guidance.
             guidance: 1.0,
+            prompts: None,
         };
         while !distiller.state().round_done() {
             if crate::interrupt::requested() {

@@ -3,7 +3,8 @@
 //! train` fitted to another dataset — (Fréchet distance, class accuracy of conditional samples, Inception-style
 //! score, precision and recall with k = 3 nearest-neighbour radii), optionally with the variational bound in bits per dimension on
 //! test images and with the floor (the same metrics for real training images). `--sweep-steps` repeats the
-//! sampling for several step counts and samplers, and plots FD against steps.
+//! sampling for several step counts and samplers, and plots FD against steps. A text-to-image model is scored on
+//! `--prompts` instead ([`crate::prompt_eval`]: prompt and attribute adherence, CLIP score, FD).
 //!
 //! Every run (sampler, steps) starts sample batch `b` from the same noise: batch seeds are the successive outputs of
 //! `SplitMix64::new(--seed)`, so the rows of a sweep differ only in how they integrate, not in their starting points.
@@ -15,6 +16,8 @@ use crate::latent::{check_decodes, decoder_for, LatentDecoder};
 use crate::nll::{ode_bits_per_dim, NllArgs, NllMethod};
 use crate::numbers::finite_f64;
 use crate::plots::save_fd_sweep;
+use crate::prompt::TextEncoder;
+use crate::prompt_eval::{PromptEvalArgs, PromptSampling};
 use crate::sample::{open_folder, Folder};
 use crate::sampling::{SamplerArgs, DEFAULT_STEPS};
 use crate::score::{AnySampler, ScoreArgs, ScoreView, SCORE_SAMPLERS};
@@ -97,6 +100,8 @@ pub struct EvalArgs {
     /// Also evaluate the floor: the first --num training images of --data scored as samples against the test set.
     #[arg(long)]
     floor: bool,
+    #[command(flatten)]
+    prompts: PromptEvalArgs,
 }
 
 /// A loaded model and how to sample it.
@@ -376,6 +381,90 @@ fn plot_sweep(args: &EvalArgs, rows: &[(String, usize, EvalReport)]) -> Result<(
     Ok(())
 }
 
+/// `--prompts` on a text-to-image model (see [`crate::prompt_eval`]).
+fn run_prompts(
+    args: &EvalArgs,
+    model: &Model,
+    classifier: ImageClassifier,
+    device: Device,
+) -> Result<(), String> {
+    let checkpoint = args.checkpoint.display();
+    let config = model.unet.config();
+    let Some(given) = &args.prompts.prompts else {
+        return Err(format!(
+            "{checkpoint} is a text-to-image model: pass --prompts FILE (one prompt per line) or --prompts default"
+        ));
+    };
+    let pipeline = &model.folder.pipeline;
+    let (Some(tokenizer), Some(encoder), Some(_)) = (
+        &pipeline.tokenizer,
+        &pipeline.text_encoder,
+        config.context_dim(),
+    ) else {
+        return Err(format!(
+            "--prompts scores a text-to-image model (a StableDiffusionPipeline folder with tokenizer/ and \
+             text_encoder/); {checkpoint} is a {} without them",
+            config.class_name()
+        ));
+    };
+    let per_prompt = args.prompts.per_prompt;
+    if per_prompt == 0 {
+        return Err("--per-prompt must be at least 1".into());
+    }
+    let text = TextEncoder::load(tokenizer, encoder, config.context_dim(), device)?;
+    let prompts = crate::prompt_eval::read(given)?;
+    let clip = args
+        .prompts
+        .clip_model
+        .as_deref()
+        .map(|dir| crate::prompt_eval::load_clip(dir, device))
+        .transpose()?;
+    let steps = args.sampling.steps.unwrap_or(DEFAULT_STEPS);
+    let sampler = sampler_for(args, model, None, steps)?;
+    let AnySampler::Discrete(scheduler) = &sampler else {
+        return Err(format!(
+            "--prompts samples with a discrete-time sampler; --sampler {} is not one",
+            sampler.label()
+        ));
+    };
+    let source = DataSource::named(&args.data)?;
+    let test = load_split(&source, Split::Test, &classifier)?;
+    eprintln!("reference: {} test images of {source}", test.len());
+    let scorer = Scorer::new(classifier, &test)?;
+    eprintln!(
+        "{}, {steps} steps, guidance {}: {} prompts × {per_prompt} samples",
+        sampler.label(),
+        args.guidance,
+        prompts.len()
+    );
+    let sampling = PromptSampling {
+        model: &model.unet,
+        text: &text,
+        decoder: model.decoder.as_ref(),
+        scheduler,
+        guidance: args.guidance,
+        seed: args.seed,
+    };
+    let images = crate::prompt_eval::sample_prompts(&sampling, &prompts, per_prompt)?;
+    let report = crate::prompt_eval::score(&scorer, clip.as_ref(), &images, &prompts, per_prompt)?;
+    crate::prompt_eval::print(&report);
+    if let Some(path) = &args.json {
+        let mut settings = settings(args, model, &sampler);
+        if let Some(map) = settings.as_object_mut() {
+            // --num does not apply: --per-prompt samples of each prompt.
+            map.remove("num");
+        }
+        settings["prompts"] = json!(given);
+        settings["per_prompt"] = json!(per_prompt);
+        settings["clip_model"] = json!(args.prompts.clip_model);
+        write_json(
+            path,
+            &json!({ "settings": settings, "prompt_report": report }),
+        )?;
+    }
+    Ok(())
+}
+
 pub fn run(args: &EvalArgs) -> Result<(), String> {
     if args.num < 2 || args.batch == 0 {
         return Err(format!(
@@ -386,6 +475,9 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     let device = args.device.resolve()?;
     let classifier = load_classifier(&args.classifier)?;
     let model = load_model(args, &classifier, device)?;
+    if model.unet.config().context_dim().is_some() || args.prompts.prompts.is_some() {
+        return run_prompts(args, &model, classifier, device);
+    }
     if args.guidance != 1.0 && model.num_classes.is_none() {
         return Err("--guidance other than 1 needs a class-conditional model".into());
     }

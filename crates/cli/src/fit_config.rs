@@ -4,6 +4,7 @@
 //! both sides and the flag or key that makes them agree.
 
 use diffuse_models::unet::{SampleSize, UNetConfig};
+use diffuse_models::unet_condition::UNet2DConditionConfig;
 use diffuse_models::BackboneConfig;
 
 /// What the network sees of the data: image shape and whether (and how many) classes.
@@ -14,6 +15,15 @@ pub struct DataShape {
     pub width: usize,
     /// Number of classes when the dataset has labels.
     pub classes: Option<usize>,
+}
+
+/// The sample size of images of `data`'s shape.
+fn sample_size(data: DataShape) -> SampleSize {
+    if data.height == data.width {
+        SampleSize::Square(data.height)
+    } else {
+        SampleSize::Rect(data.height, data.width)
+    }
 }
 
 /// `config` (the named config `name`) adapted to `data`, with one line per change for the user.
@@ -48,11 +58,7 @@ pub fn adapt_named(
             BackboneConfig::UNet2D(UNetConfig {
                 in_channels: data.channels,
                 out_channels: data.channels,
-                sample_size: Some(if data.height == data.width {
-                    SampleSize::Square(data.height)
-                } else {
-                    SampleSize::Rect(data.height, data.width)
-                }),
+                sample_size: Some(sample_size(data)),
                 class_embed_type: if num_class_embeds.is_some() {
                     unet.class_embed_type
                 } else {
@@ -62,11 +68,14 @@ pub fn adapt_named(
                 ..unet
             })
         }
-        BackboneConfig::UNet2DCondition(_) => {
-            return Err(format!(
-                "{name} is a text-conditioned UNet2DConditionModel; diffuse train trains class-conditional and \
-                 unconditional models (pick --config fashion-small or a DiT)"
-            ))
+        // Conditioned on text, not labels: the dataset's classes do not change it.
+        BackboneConfig::UNet2DCondition(unet) => {
+            BackboneConfig::UNet2DCondition(UNet2DConditionConfig {
+                in_channels: data.channels,
+                out_channels: data.channels,
+                sample_size: Some(sample_size(data)),
+                ..unet
+            })
         }
         BackboneConfig::DiT(mut dit) => {
             let Some(classes) = data.classes else {

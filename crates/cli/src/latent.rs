@@ -78,19 +78,24 @@ impl LatentDecoder {
         Tensor::concat(&refs, 0).map_err(|e| e.to_string())
     }
 
-    /// Writes the pipeline's `vae/` (this autoencoder, as loaded) and `model_index.json` naming the denoiser of
-    /// `model` into `dir`.
-    pub fn write_pipeline_components(
-        &self,
-        dir: &Path,
-        model: &BackboneConfig,
-    ) -> diffuse_models::Result<()> {
+    /// Writes this autoencoder, as loaded, into the pipeline folder `dir` as its `vae/`.
+    pub fn write_vae(&self, dir: &Path) -> diffuse_models::Result<()> {
         save_folder(
             &dir.join(PIPELINE_VAE_DIR),
             &self.vae.config().to_json_string(),
             &self.store,
             DIFFUSERS_WEIGHTS_FILE,
-        )?;
+        )
+    }
+
+    /// Writes the pipeline's `vae/` ([`Self::write_vae`]) and `model_index.json` naming the denoiser of `model` into
+    /// `dir`.
+    pub fn write_pipeline_components(
+        &self,
+        dir: &Path,
+        model: &BackboneConfig,
+    ) -> diffuse_models::Result<()> {
+        self.write_vae(dir)?;
         let index = serde_json::json!({
             "_class_name": PIPELINE_CLASS,
             "_diffusers_version": DIFFUSERS_VERSION,
@@ -170,7 +175,12 @@ pub fn decoder_for(model_dir: &Path, device: Device) -> Result<Option<LatentDeco
     };
     let index: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not valid JSON: {e}", index_path.display()))?;
-    if index.get(PIPELINE_VAE_DIR).is_none() {
+    // A pixel-space text-to-image pipeline saves its absent vae as `[null, null]`.
+    let names_vae = index
+        .get(PIPELINE_VAE_DIR)
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|parts| parts.iter().any(|part| !part.is_null()));
+    if !names_vae {
         return Ok(None);
     }
     let vae_dir = pipeline.join(PIPELINE_VAE_DIR);

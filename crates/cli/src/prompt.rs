@@ -5,6 +5,7 @@
 //! unconditional context of classifier-free guidance.
 
 use diffuse_models::clip::{ClipTextModel, ClipTokenizer};
+use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
 use std::path::Path;
 
@@ -12,6 +13,8 @@ use std::path::Path;
 pub struct TextEncoder {
     pub tokenizer: ClipTokenizer,
     pub encoder: ClipTextModel,
+    /// The encoder's weights (as loaded), for saving it into a pipeline folder.
+    store: ParamStore,
 }
 
 impl TextEncoder {
@@ -25,7 +28,7 @@ impl TextEncoder {
         device: Device,
     ) -> Result<TextEncoder, String> {
         let tokenizer = ClipTokenizer::load(tokenizer_dir).map_err(|e| e.to_string())?;
-        let (encoder, _store) = ClipTextModel::load(encoder_dir, device)
+        let (encoder, store) = ClipTextModel::load(encoder_dir, device)
             .map_err(|e| format!("{}: {e}", encoder_dir.display()))?;
         let c = encoder.config();
         let (t, e) = (tokenizer_dir.display(), encoder_dir.display());
@@ -55,7 +58,17 @@ impl TextEncoder {
                 c.max_position_embeddings
             ));
         }
-        Ok(TextEncoder { tokenizer, encoder })
+        Ok(TextEncoder {
+            tokenizer,
+            encoder,
+            store,
+        })
+    }
+
+    /// Writes the tokenizer into `tokenizer_dir` and the text encoder into `encoder_dir` (transformers folders).
+    pub fn save(&self, tokenizer_dir: &Path, encoder_dir: &Path) -> diffuse_models::Result<()> {
+        self.tokenizer.save(tokenizer_dir)?;
+        self.encoder.save(&self.store, encoder_dir)
     }
 
     /// The states (N, L, D) of `prompts`, warning on stderr about each one truncated.

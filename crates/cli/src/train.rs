@@ -4,7 +4,9 @@
 //! also evaluations of the EMA weights ([`crate::train_eval`]: metrics lines, progress line, `OUT/eval.png`).
 //! Ctrl-C writes a checkpoint and stops; `--resume OUT` continues bit for bit where the last checkpoint left off.
 //! With `--vae DIR` the model trains on the autoencoder's scaled latents and every checkpoint is a diffusers pipeline
-//! folder ([`crate::latent`]). Under `mpirun -np N` the ranks train data parallel ([`crate::launch`]): rank 0 alone
+//! folder ([`crate::latent`]). With `--text CLIP_DIR` a cross-attention U-Net learns to denoise conditioned on the
+//! training images' captions through a frozen text encoder, and every checkpoint is a diffusers
+//! `StableDiffusionPipeline` folder ([`crate::text_train`]). Under `mpirun -np N` the ranks train data parallel ([`crate::launch`]): rank 0 alone
 //! writes the files and the progress bar, every rank reads the checkpoint it resumes from.
 
 use crate::datasets::{DataSource, SHIPPED_DATA};
@@ -18,9 +20,11 @@ use crate::memory_check::check_training_fits;
 use crate::numbers::{finite_f32, finite_f64};
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
 use crate::precision::PrecisionArgs;
+use crate::prompt::PromptContexts;
 use crate::sampling::run_sampler;
 use crate::score::{any_sampler, AnySampler, ScoreArgs, ScoreView};
 use crate::sde_train::SdeTrainArgs;
+use crate::text_train::{grid_prompts, training_captions, TextConditioning};
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
 use crate::training_grids::{GridModel, Grids};
 use clap::Args;
@@ -166,6 +170,16 @@ pub struct TrainArgs {
     /// takes its autoencoder from its checkpoint.  [default: none: pixels]
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// Text to image: condition a cross-attention U-Net (--config fashion-text, or fashion-text-latent with --vae) on
+    /// the training images' captions through the frozen tokenizer and text encoder of this `diffuse clip train` run
+    /// (or checkpoint, or text-to-image pipeline folder); checkpoints become diffusers StableDiffusionPipeline
+    /// folders. A resumed run takes its text encoder from its checkpoint.  [default: none]
+    #[arg(long, value_name = "CLIP_DIR")]
+    text: Option<PathBuf>,
+    /// Probability of training a sample with the empty prompt instead of its caption (for classifier-free guidance
+    /// of a --text run).
+    #[arg(long, value_parser = finite_f64, default_value_t = 0.1)]
+    caption_dropout: f64,
     #[command(flatten)]
     sde: SdeTrainArgs,
     /// What the network learns: diffusion (denoising, as --prediction and --loss-weighting say) or consistency
@@ -288,7 +302,11 @@ fn new_config(
         } else {
             0.0
         },
-        caption_dropout: 0.0,
+        caption_dropout: if model.context_dim().is_some() {
+            args.caption_dropout
+        } else {
+            0.0
+        },
         hflip: args.hflip,
         crop_pad: args.crop_pad,
         max_nonfinite: args.max_nonfinite,
@@ -374,8 +392,10 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
 /// `--objective consistency`: the consistency-training loop of [`crate::distill`], on this command's model, data
 /// and optimiser settings.
 fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
-    if args.vae.is_some() || args.sde.is_set() {
-        return Err("--objective consistency trains on pixels of a DDPM-style schedule; leave out --vae and --sde".into());
+    if args.vae.is_some() || args.sde.is_set() || args.text.is_some() {
+        return Err("--objective consistency trains on pixels of a DDPM-style schedule; leave out --vae, --sde and \
+                    --text"
+            .into());
     }
     let device = args.device.resolve()?;
     let (_, data) = load_data(&args.data, &folder_options(args))?;
@@ -469,7 +489,7 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
     args.precision.apply(device)?;
     let (source, data) = load_data(&args.data, &folder_options(args))?;
     eprintln!("data: {}", data.summary);
-    let (mut trainer, model_config, out, decoder) = match &args.resume {
+    let (mut trainer, model_config, out, decoder, text) = match &args.resume {
         Some(dir) => {
             let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;
             let config_path = step_dir.join("model").join(CONFIG_FILE);
@@ -492,20 +512,53 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
                         .into(),
                 );
             }
+            if args.text.is_some() {
+                return Err(
+                    "--text with --resume: a resumed run keeps the text encoder of its checkpoint"
+                        .into(),
+                );
+            }
             let decoder = decoder_for(&step_dir.join(PIPELINE_UNET_DIR), device)?;
-            (trainer, model_config, dir.clone(), decoder)
+            let text = match model_config.context_dim() {
+                Some(_) => {
+                    let text = TextConditioning::load(&step_dir, device)?;
+                    text.fit(model_config.clone(), &step_dir.display().to_string(), false)?;
+                    Some(text)
+                }
+                None => None,
+            };
+            (trainer, model_config, dir.clone(), decoder, text)
         }
         None => {
             let named = !Path::new(&args.config).is_file();
             let mut model_config = model_config(&args.config)?;
-            if model_config.context_dim().is_some() {
-                return Err(format!(
-                    "--config {}: a {} attends to text states, and diffuse train trains class-conditional and \
-                     unconditional models only (pick a UNet2DModel or DiT config)",
-                    args.config,
-                    model_config.class_name()
-                ));
-            }
+            let text = match &args.text {
+                Some(dir) => {
+                    if args.sde.is_set() {
+                        return Err(
+                            "--sde with --text: a text-to-image run trains the discrete-time \
+                                    objective; leave out --sde"
+                                .into(),
+                        );
+                    }
+                    let text = TextConditioning::load(dir, device)?;
+                    let note;
+                    (model_config, note) = text.fit(model_config, &args.config, named)?;
+                    if let Some(note) = note {
+                        eprintln!("{note}");
+                    }
+                    Some(text)
+                }
+                None if model_config.context_dim().is_some() => {
+                    return Err(format!(
+                        "--config {}: a {} attends to a prompt's states; pass --text CLIP_DIR (a `diffuse clip \
+                         train` run) to train it on the images' captions",
+                        args.config,
+                        model_config.class_name()
+                    ));
+                }
+                None => None,
+            };
             // Pixel models fit the images; a latent model's shape is checked against its autoencoder below.
             if args.vae.is_none() {
                 let shape = DataShape {
@@ -564,7 +617,7 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
             )?;
             let trainer =
                 Trainer::new_on(config, device, build(&model_config)).map_err(|e| e.to_string())?;
-            (trainer, model_config, args.out.clone(), decoder)
+            (trainer, model_config, args.out.clone(), decoder, text)
         }
     };
     match &decoder {
@@ -579,6 +632,38 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         None => {}
     }
     let grid_sampler = grid_sampler(args, trainer.config())?;
+    let prompts = match &text {
+        Some(text) => {
+            if args.eval.eval_every > 0 {
+                return Err(
+                    "--eval-every: the evaluations during training score class-conditional and \
+                            unconditional runs; score a --text run afterwards with diffuse eval --checkpoint \
+                            OUT --prompts default"
+                        .into(),
+                );
+            }
+            let captions = training_captions(&source, &data)?;
+            let contexts = text.caption_contexts(&captions, trainer.config().seed)?;
+            if leader {
+                eprintln!(
+                    "text: {} captions ({} distinct) encoded by the frozen text encoder {}, caption dropout {}",
+                    contexts.len(),
+                    contexts.distinct(),
+                    text.dir.display(),
+                    trainer.config().caption_dropout
+                );
+            }
+            trainer.set_captions(contexts);
+            let columns = args.grid_columns.max(1);
+            Some(PromptContexts::encode(
+                &text.text,
+                &grid_prompts(&captions),
+                columns,
+                None,
+            )?)
+        }
+        None => None,
+    };
     let evaluator = match leader {
         true => Evaluator::new(
             &args.eval,
@@ -673,6 +758,7 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         decoder: decoder.as_ref(),
         columns: args.grid_columns,
         guidance: args.grid_guidance,
+        prompts: prompts.as_ref(),
     };
     let start = Instant::now();
     let first_step = trainer.step_index();
@@ -697,11 +783,14 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
             Ok::<_, String>((summary(&report), seconds))
         };
     let save = |trainer: &Trainer<Backbone>| -> Result<u64, String> {
-        match &decoder {
-            Some(decoder) => trainer.save_pipeline_checkpoint(&out, args.keep, |dir| {
+        match (&text, &decoder) {
+            (Some(text), decoder) => trainer.save_pipeline_checkpoint(&out, args.keep, |dir| {
+                Ok(text.write_pipeline(dir, &model_config, decoder.as_ref())?)
+            }),
+            (None, Some(decoder)) => trainer.save_pipeline_checkpoint(&out, args.keep, |dir| {
                 Ok(decoder.write_pipeline_components(dir, &model_config)?)
             }),
-            None => trainer.save_checkpoint(&out, args.keep),
+            (None, None) => trainer.save_checkpoint(&out, args.keep),
         }
         .map_err(|e| e.to_string())?;
         Ok(trainer.step_index())
@@ -797,11 +886,18 @@ fn train(args: &TrainArgs, collective: Rc<dyn Collective>) -> Result<(), String>
         grid.display(),
         curve.display()
     );
-    eprintln!(
-        "next: diffuse sample --checkpoint {} --steps 50 --out grid.png   (or diffuse eval --checkpoint {} \
-         --num 1000)",
-        out.display(),
-        out.display()
-    );
+    match prompts {
+        Some(prompts) => eprintln!(
+            "next: diffuse sample --checkpoint {} --prompt \"{}\" --guidance 4 --out grid.png",
+            out.display(),
+            prompts.prompts[0]
+        ),
+        None => eprintln!(
+            "next: diffuse sample --checkpoint {} --steps 50 --out grid.png   (or diffuse eval --checkpoint {} \
+             --num 1000)",
+            out.display(),
+            out.display()
+        ),
+    }
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! The sample grids a run writes while it trains (`OUT/samples/NAME.png`): `diffuse train`'s from its EMA model with
 //! the grid sampler, and distillation or consistency-training runs' from the EMA student with the sampler the
 //! student is meant for (DDIM at a progressive round's step count, one-step consistency sampling). One row per class
-//! for a class-conditional model (`columns` samples each), else four rows; the noise comes from the run's seed, so
+//! for a class-conditional model (`columns` samples each), one per grid prompt for a text-to-image run (labelled with
+//! its prompt), else four rows; the noise comes from the run's seed, so
 //! every grid of a run starts from the same noise and grids show training progress alone.
 
 use crate::consistency::ConsistencyRequest;
 use crate::grid::Grid;
 use crate::latent::LatentDecoder;
+use crate::prompt::{save_prompt_grid, PromptContexts};
 use crate::sampling::{draw, GridRequest};
 use crate::score::{AnySampler, ScoreRequest, ScoreView};
 use diffuse_diffusion::data::Dataset;
@@ -24,6 +26,8 @@ pub struct Grids<'a> {
     pub columns: usize,
     /// Classifier-free guidance scale (1: plain conditional).
     pub guidance: f64,
+    /// A text-to-image run's grid prompts (one row each), encoded.
+    pub prompts: Option<&'a PromptContexts>,
 }
 
 /// The network a grid is drawn from, with what its sampling needs.
@@ -43,7 +47,11 @@ impl Grids<'_> {
                 .flat_map(|c| std::iter::repeat_n(c, columns))
                 .collect()
         });
-        let count = classes.as_ref().map_or(columns * 4, Vec::len);
+        let count = match (&classes, self.prompts) {
+            (Some(classes), _) => classes.len(),
+            (None, Some(prompts)) => prompts.context.shape()[0],
+            (None, None) => columns * 4,
+        };
         let images = match &self.sampler {
             AnySampler::Discrete(scheduler) => {
                 let mut scheduler = scheduler.as_ref().clone();
@@ -54,7 +62,7 @@ impl Grids<'_> {
                     count,
                     guidance: self.guidance,
                     null_class: from.null_class,
-                    prompts: None,
+                    prompts: self.prompts,
                 };
                 draw(from.model, &request, None)?
             }
@@ -91,6 +99,12 @@ impl Grids<'_> {
             None => images,
         };
         let path = self.out.join("samples").join(format!("{name}.png"));
+        if let Some(prompts) = self.prompts {
+            std::fs::create_dir_all(self.out.join("samples"))
+                .map_err(|e| format!("{}: {e}", self.out.display()))?;
+            save_prompt_grid(&images, &prompts.prompts, columns, &path)?;
+            return Ok(path);
+        }
         Grid {
             pixels: &images.to_vec().map_err(|e| e.to_string())?,
             count,

@@ -492,5 +492,5 @@ fn consistency_distillation_and_training_sample_with_the_consistency_sampler() {
         "--out",
         s(&ct),
     ]));
-    assert!(err.contains("leave out --vae and --sde"), "{err}");
+    assert!(err.contains("leave out --vae, --sde and --text"), "{err}");
 }

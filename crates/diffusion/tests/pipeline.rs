@@ -308,3 +308,27 @@ fn a_stable_diffusion_pipeline_without_its_text_encoder_is_refused_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn a_stable_diffusion_pipeline_without_a_vae_denoises_pixels() {
+    let tmp = TempDir::new("sd-without-vae");
+    let dir = tmp.path().join("tiny_sd");
+    for part in ["unet", "scheduler", "text_encoder", "tokenizer"] {
+        fs::create_dir_all(dir.join(part)).unwrap();
+        for entry in fs::read_dir(stable_diffusion().join(part)).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), dir.join(part).join(entry.file_name())).unwrap();
+        }
+    }
+    let index = fs::read_to_string(stable_diffusion().join(MODEL_INDEX_FILE)).unwrap();
+    let without = index.replace(
+        r#""diffusers",
+    "AutoencoderKL""#,
+        "null,\n    null",
+    );
+    assert_ne!(without, index);
+    fs::write(dir.join(MODEL_INDEX_FILE), &without).unwrap();
+    let pipeline = Pipeline::open(&dir, Weights::Ema).unwrap();
+    assert_eq!(pipeline.vae, None);
+    assert_eq!(pipeline.text_encoder, Some(dir.join("text_encoder")));
+}

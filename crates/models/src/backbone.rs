@@ -9,7 +9,9 @@ use crate::dit::{DiTConfig, DiTTransformer2DModel, NAMED_CONFIGS as DIT_NAMED_CO
 use crate::error::{Error, Result};
 use crate::folder::{load_weights, read_config, save_folder, DIFFUSERS_WEIGHTS_FILE};
 use crate::unet::{UNet2DModel, UNetConfig, NAMED_CONFIGS as UNET_NAMED_CONFIGS};
-use crate::unet_condition::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::unet_condition::{
+    UNet2DConditionConfig, UNet2DConditionModel, NAMED_CONFIGS as TEXT_NAMED_CONFIGS,
+};
 use diffuse_autograd::Var;
 use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
@@ -30,7 +32,12 @@ pub enum BackboneConfig {
 impl BackboneConfig {
     /// Every named configuration, of every architecture.
     pub fn named_configs() -> Vec<&'static str> {
-        [&UNET_NAMED_CONFIGS[..], &DIT_NAMED_CONFIGS[..]].concat()
+        [
+            &UNET_NAMED_CONFIGS[..],
+            &DIT_NAMED_CONFIGS[..],
+            &TEXT_NAMED_CONFIGS[..],
+        ]
+        .concat()
     }
 
     /// A built-in architecture by name (see [`BackboneConfig::named_configs`]).
@@ -40,6 +47,11 @@ impl BackboneConfig {
         }
         if DIT_NAMED_CONFIGS.contains(&name) {
             return Ok(BackboneConfig::DiT(DiTConfig::named(name)?));
+        }
+        if TEXT_NAMED_CONFIGS.contains(&name) {
+            return Ok(BackboneConfig::UNet2DCondition(
+                UNet2DConditionConfig::named(name)?,
+            ));
         }
         Err(Error::model(
             "config",

@@ -2,14 +2,15 @@
 //! `DiTTransformer2DModel`, randomly initialised, with its forward output), the diffusers folder round trip, and a
 //! folder saved here for `make_fixtures.py --check` to load in diffusers.
 
+use common::{assert_same_params, scaled_error, Io};
 use diffuse_autograd::Var;
 use diffuse_models::dit::DiTConfig;
 use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
+
+mod common;
 
 const FIXTURES: [&str; 3] = [
     "learned_sigma_rescaled_positions",
@@ -18,67 +19,13 @@ const FIXTURES: [&str; 3] = [
 ];
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/dit")
-        .join(name)
-}
-
-/// A fixture's inputs and diffusers' output.
-struct Io {
-    sample: Tensor,
-    timesteps: Vec<f64>,
-    class_labels: Vec<u32>,
-    output: Tensor,
-}
-
-fn read_io(path: &Path) -> Io {
-    let bytes = std::fs::read(path).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let words = |name: &str, dtype: Dtype| {
-        let view = file.tensor(name).unwrap();
-        assert_eq!(view.dtype(), dtype, "{name}");
-        (view.shape().to_vec(), view.data().to_vec())
-    };
-    let f32_tensor = |name: &str| {
-        let (shape, data) = words(name, Dtype::F32);
-        let values = data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        Tensor::from_vec(values, &shape, Device::Cpu).unwrap()
-    };
-    let (_, t) = words("timesteps", Dtype::F64);
-    let (_, labels) = words("class_labels", Dtype::I64);
-    Io {
-        sample: f32_tensor("sample"),
-        timesteps: t
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
-        class_labels: labels
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-            .collect(),
-        output: f32_tensor("output"),
-    }
-}
-
-/// Largest |a − b| over the largest |b|.
-fn scaled_error(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    diff / scale
+    common::fixture_dir("dit", name)
 }
 
 fn forward(model: &Backbone, io: &Io) -> Tensor {
-    let x = Var::constant(io.sample.clone());
+    let x = Var::constant(io.tensor("sample").clone());
     model
-        .forward(&x, &io.timesteps, Some(&io.class_labels), None)
+        .forward(&x, io.f64s("timesteps"), io.labels("class_labels"), None)
         .unwrap()
         .tensor()
         .clone()
@@ -97,9 +44,9 @@ fn forward_matches_diffusers_on_every_fixture() {
         let dir = fixture_dir(name);
         let (model, _store) = Backbone::load_diffusers(&dir, Device::Cpu).unwrap();
         assert!(matches!(model.config(), BackboneConfig::DiT(_)), "{name}");
-        let io = read_io(&dir.join("io.safetensors"));
+        let io = Io::read(&dir.join("io.safetensors"));
         let out = forward(&model, &io);
-        let err = scaled_error(&out, &io.output);
+        let err = scaled_error(&out, io.tensor("output"));
         eprintln!("{name}: scaled error {err:e}");
         assert!(err < TOLERANCE, "{name}: scaled error {err:e}");
     }
@@ -119,15 +66,6 @@ fn a_learned_variance_doubles_the_output_channels() {
     assert!(!model.config().learns_variance());
 }
 
-fn bits(v: &Var) -> Vec<u32> {
-    v.tensor()
-        .to_vec()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
-}
-
 #[test]
 fn save_then_load_is_bit_identical() {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dit-round-trip");
@@ -137,12 +75,7 @@ fn save_then_load_is_bit_identical() {
         model.save_diffusers(&store, &dir).unwrap();
         let (reloaded, store2) = Backbone::load_diffusers(&dir, Device::Cpu).unwrap();
         assert_eq!(reloaded.config(), model.config());
-        let (a, b) = (store.params(), store2.params());
-        assert_eq!(a.len(), b.len());
-        for ((name_a, va), (name_b, vb)) in a.iter().zip(&b) {
-            assert_eq!(name_a, name_b);
-            assert_eq!(bits(va), bits(vb), "{name_a} changed in the round trip");
-        }
+        assert_same_params(&store, &store2);
     }
 }
 
@@ -163,7 +96,7 @@ fn a_freshly_initialised_model_saves_a_folder_that_reproduces_its_output() {
                 .assign(&p.tensor().add(&noise.mul_scalar(0.05).unwrap()).unwrap())
                 .unwrap();
         }
-        let io = read_io(&fixture_dir(name).join("io.safetensors"));
+        let io = Io::read(&fixture_dir(name).join("io.safetensors"));
         let out = forward(&model, &io);
         let dir = root.join(name);
         model.save_diffusers(&store, &dir).unwrap();
@@ -176,38 +109,9 @@ fn a_freshly_initialised_model_saves_a_folder_that_reproduces_its_output() {
     }
 }
 
+/// Diffuse's output beside the fixture's inputs, under the names `make_fixtures.py --check` reads.
 fn write_rust_io(path: &Path, io: &Io, out: &Tensor) {
-    let f32_bytes = |t: &Tensor| -> Vec<u8> {
-        t.to_vec()
-            .unwrap()
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect()
-    };
-    let (sample, output) = (f32_bytes(&io.sample), f32_bytes(out));
-    let timesteps: Vec<u8> = io.timesteps.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let labels: Vec<u8> = io
-        .class_labels
-        .iter()
-        .flat_map(|&x| i64::from(x).to_le_bytes())
-        .collect();
-    let views = vec![
-        (
-            "sample",
-            TensorView::new(Dtype::F32, io.sample.shape().to_vec(), &sample).unwrap(),
-        ),
-        (
-            "output",
-            TensorView::new(Dtype::F32, out.shape().to_vec(), &output).unwrap(),
-        ),
-        (
-            "timesteps",
-            TensorView::new(Dtype::F64, vec![io.timesteps.len()], &timesteps).unwrap(),
-        ),
-        (
-            "class_labels",
-            TensorView::new(Dtype::I64, vec![io.class_labels.len()], &labels).unwrap(),
-        ),
-    ];
-    safetensors::serialize_to_file(views, &None, path).unwrap();
+    let mut rust_io = io.clone();
+    rust_io.set_tensor("output", out.clone());
+    rust_io.write(path);
 }

@@ -2,89 +2,28 @@
 //! `fixtures/unet_condition/make_fixtures.py` (diffusers 0.42.1's `UNet2DConditionModel`, random weights, with its
 //! forward output), the diffusers folder round trip, and the configs it refuses.
 
+use common::{assert_same_params, scaled_error, Io};
 use diffuse_autograd::Var;
 use diffuse_models::unet_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+mod common;
 
 const FIXTURES: [&str; 2] = ["linear_proj_heads_classes", "conv_proj_uneven_heads"];
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/unet_condition")
-        .join(name)
-}
-
-/// A fixture's inputs and diffusers' output.
-struct Io {
-    sample: Tensor,
-    timesteps: Vec<f64>,
-    context: Tensor,
-    class_labels: Option<Vec<u32>>,
-    output: Tensor,
-}
-
-fn read_io(path: &Path) -> Io {
-    let bytes = std::fs::read(path).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = file
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| (name, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
-    let f32_tensor = |name: &str| {
-        let (dtype, shape, data) = &tensors[name];
-        assert_eq!(*dtype, Dtype::F32);
-        let values = data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        Tensor::from_vec(values, shape, Device::Cpu).unwrap()
-    };
-    let (dtype, _, data) = &tensors["timesteps"];
-    assert_eq!(*dtype, Dtype::F64);
-    let timesteps = data
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let class_labels = tensors.get("class_labels").map(|(dtype, _, data)| {
-        assert_eq!(*dtype, Dtype::I64);
-        data.chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-            .collect()
-    });
-    Io {
-        sample: f32_tensor("sample"),
-        timesteps,
-        context: f32_tensor("encoder_hidden_states"),
-        class_labels,
-        output: f32_tensor("output"),
-    }
-}
-
-/// Largest |a − b| over the largest |b|.
-fn scaled_error(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    diff / scale
+    common::fixture_dir("unet_condition", name)
 }
 
 fn forward(model: &UNet2DConditionModel, io: &Io) -> Tensor {
     model
         .forward(
-            &Var::constant(io.sample.clone()),
-            &io.timesteps,
-            &Var::constant(io.context.clone()),
-            io.class_labels.as_deref(),
+            &Var::constant(io.tensor("sample").clone()),
+            io.f64s("timesteps"),
+            &Var::constant(io.tensor("encoder_hidden_states").clone()),
+            io.labels("class_labels"),
         )
         .unwrap()
         .tensor()
@@ -103,8 +42,8 @@ fn forward_matches_diffusers_on_every_fixture() {
     for name in FIXTURES {
         let dir = fixture_dir(name);
         let (model, _store) = UNet2DConditionModel::load_diffusers(&dir, Device::Cpu).unwrap();
-        let io = read_io(&dir.join("io.safetensors"));
-        let err = scaled_error(&forward(&model, &io), &io.output);
+        let io = Io::read(&dir.join("io.safetensors"));
+        let err = scaled_error(&forward(&model, &io), io.tensor("output"));
         eprintln!("{name}: scaled error {err:e}");
         assert!(err < TOLERANCE, "{name}: scaled error {err:e}");
     }
@@ -114,9 +53,10 @@ fn forward_matches_diffusers_on_every_fixture() {
 fn the_output_depends_on_the_context() {
     let dir = fixture_dir("conv_proj_uneven_heads");
     let (model, _store) = UNet2DConditionModel::load_diffusers(&dir, Device::Cpu).unwrap();
-    let mut io = read_io(&dir.join("io.safetensors"));
-    io.context = io.context.mul_scalar(-1.0).unwrap();
-    let err = scaled_error(&forward(&model, &io), &io.output);
+    let mut io = Io::read(&dir.join("io.safetensors"));
+    let negated = io.tensor("encoder_hidden_states").mul_scalar(-1.0).unwrap();
+    io.set_tensor("encoder_hidden_states", negated);
+    let err = scaled_error(&forward(&model, &io), io.tensor("output"));
     assert!(
         err > 1e-3,
         "negating the context changed the output by only {err:e}"
@@ -133,20 +73,7 @@ fn save_then_load_is_bit_identical() {
         model.save_diffusers(&store, &dir).unwrap();
         let (reloaded, store2) = UNet2DConditionModel::load_diffusers(&dir, Device::Cpu).unwrap();
         assert_eq!(reloaded.config(), model.config());
-        let (a, b) = (store.params(), store2.params());
-        assert_eq!(a.len(), b.len());
-        for ((name_a, va), (name_b, vb)) in a.iter().zip(&b) {
-            assert_eq!(name_a, name_b);
-            let bits = |v: &Var| -> Vec<u32> {
-                v.tensor()
-                    .to_vec()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect()
-            };
-            assert_eq!(bits(va), bits(vb), "{name_a} changed in the round trip");
-        }
+        assert_same_params(&store, &store2);
     }
 }
 
@@ -161,7 +88,7 @@ fn a_freshly_initialised_model_saves_a_folder_that_reproduces_its_output() {
         let config = UNet2DConditionConfig::from_json_str(&text).unwrap();
         let store = ParamStore::new(42 + k as u64, Device::Cpu);
         let model = UNet2DConditionModel::new(config, &store).unwrap();
-        let io = read_io(&fixture_dir(name).join("io.safetensors"));
+        let io = Io::read(&fixture_dir(name).join("io.safetensors"));
         let out = forward(&model, &io);
         let dir = root.join(name);
         model.save_diffusers(&store, &dir).unwrap();
@@ -174,50 +101,11 @@ fn a_freshly_initialised_model_saves_a_folder_that_reproduces_its_output() {
     }
 }
 
+/// Diffuse's output beside the fixture's inputs, under the names `make_fixtures.py --check` reads.
 fn write_rust_io(path: &Path, io: &Io, out: &Tensor) {
-    let f32_bytes = |t: &Tensor| -> Vec<u8> {
-        t.to_vec()
-            .unwrap()
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect()
-    };
-    let (sample, context, output) = (
-        f32_bytes(&io.sample),
-        f32_bytes(&io.context),
-        f32_bytes(out),
-    );
-    let timesteps: Vec<u8> = io.timesteps.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let labels: Option<Vec<u8>> = io
-        .class_labels
-        .as_ref()
-        .map(|l| l.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect());
-    let mut views = vec![
-        (
-            "sample",
-            TensorView::new(Dtype::F32, io.sample.shape().to_vec(), &sample).unwrap(),
-        ),
-        (
-            "encoder_hidden_states",
-            TensorView::new(Dtype::F32, io.context.shape().to_vec(), &context).unwrap(),
-        ),
-        (
-            "output",
-            TensorView::new(Dtype::F32, out.shape().to_vec(), &output).unwrap(),
-        ),
-        (
-            "timesteps",
-            TensorView::new(Dtype::F64, vec![io.timesteps.len()], &timesteps).unwrap(),
-        ),
-    ];
-    if let Some(labels) = &labels {
-        let n = io.class_labels.as_ref().unwrap().len();
-        views.push((
-            "class_labels",
-            TensorView::new(Dtype::I64, vec![n], labels).unwrap(),
-        ));
-    }
-    std::fs::write(path, safetensors::serialize(views, &None).unwrap()).unwrap();
+    let mut rust_io = io.clone();
+    rust_io.set_tensor("output", out.clone());
+    rust_io.write(path);
 }
 
 fn config_with(key: &str, value: &str) -> String {
@@ -274,12 +162,12 @@ fn unknown_keys_and_unsupported_values_are_refused_by_name() {
 fn a_context_of_the_wrong_width_is_refused_naming_cross_attention_dim() {
     let dir = fixture_dir("conv_proj_uneven_heads");
     let (model, _store) = UNet2DConditionModel::load_diffusers(&dir, Device::Cpu).unwrap();
-    let io = read_io(&dir.join("io.safetensors"));
+    let io = Io::read(&dir.join("io.safetensors"));
     let context = Tensor::zeros(&[3, 4, 8], diffuse_tensor::DType::F32, Device::Cpu).unwrap();
     let err = model
         .forward(
-            &Var::constant(io.sample.clone()),
-            &io.timesteps,
+            &Var::constant(io.tensor("sample").clone()),
+            io.f64s("timesteps"),
             &Var::constant(context),
             None,
         )
@@ -290,4 +178,35 @@ fn a_context_of_the_wrong_width_is_refused_naming_cross_attention_dim() {
         err.contains("cross_attention_dim = 5") && err.contains("[3, 4, 8]"),
         "{err}"
     );
+}
+
+#[test]
+fn the_named_configs_build_and_denoise_their_sample_size_under_a_context() {
+    for (name, shape) in [
+        ("fashion-text", [1, 1, 28, 28]),
+        ("fashion-text-latent", [2, 4, 7, 7]),
+    ] {
+        let config = UNet2DConditionConfig::named(name).unwrap();
+        // The named configs round-trip through the diffusers config.json.
+        let text = config.to_json_string();
+        assert_eq!(UNet2DConditionConfig::from_json_str(&text).unwrap(), config);
+        let store = ParamStore::new(0, Device::Cpu);
+        let model = UNet2DConditionModel::new(config.clone(), &store).unwrap();
+        let sample = Tensor::randn(&shape, 1, 0, Device::Cpu).unwrap();
+        let context =
+            Tensor::randn(&[shape[0], 5, config.context_dim()], 2, 0, Device::Cpu).unwrap();
+        let out = model
+            .forward(
+                &Var::constant(sample),
+                &vec![500.0; shape[0]],
+                &Var::constant(context),
+                None,
+            )
+            .unwrap();
+        assert_eq!(out.tensor().shape(), &shape[..], "{name}");
+    }
+    let err = UNet2DConditionConfig::named("fashion-texts")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fashion-text-latent"), "{err}");
 }

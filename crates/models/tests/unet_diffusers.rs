@@ -1,14 +1,15 @@
 //! The U-Net against diffusers itself: golden fixtures made by `fixtures/unet/make_fixtures.py` (diffusers 0.42.1's
 //! `UNet2DModel`, randomly initialised, with its forward output), and the diffusers folder round trip.
 
+use common::{assert_no_temporary_files, assert_same_params, scaled_error, Io};
 use diffuse_autograd::Var;
 use diffuse_models::unet::{UNet2DModel, UNetConfig, WEIGHTS_FILE};
 use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
 use safetensors::tensor::Dtype;
-use safetensors::SafeTensors;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+mod common;
 
 const FIXTURES: [&str; 4] = [
     "attn_heads_classes",
@@ -18,72 +19,13 @@ const FIXTURES: [&str; 4] = [
 ];
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/unet")
-        .join(name)
-}
-
-/// A fixture's inputs and diffusers' output.
-struct Io {
-    sample: Tensor,
-    timesteps: Vec<f64>,
-    class_labels: Option<Vec<u32>>,
-    output: Tensor,
-}
-
-fn read_io(path: &Path) -> Io {
-    let bytes = std::fs::read(path).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = file
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| (name, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
-    let f32_tensor = |name: &str| {
-        let (dtype, shape, data) = &tensors[name];
-        assert_eq!(*dtype, Dtype::F32);
-        let values = data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        Tensor::from_vec(values, shape, Device::Cpu).unwrap()
-    };
-    let (dtype, _, data) = &tensors["timesteps"];
-    assert_eq!(*dtype, Dtype::F64);
-    let timesteps = data
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let class_labels = tensors.get("class_labels").map(|(dtype, _, data)| {
-        assert_eq!(*dtype, Dtype::I64);
-        data.chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-            .collect()
-    });
-    Io {
-        sample: f32_tensor("sample"),
-        timesteps,
-        class_labels,
-        output: f32_tensor("output"),
-    }
-}
-
-/// Largest |a − b| over the largest |b|.
-fn scaled_error(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    diff / scale
+    common::fixture_dir("unet", name)
 }
 
 fn forward(model: &UNet2DModel, io: &Io) -> Tensor {
-    let x = Var::constant(io.sample.clone());
+    let x = Var::constant(io.tensor("sample").clone());
     model
-        .forward(&x, &io.timesteps, io.class_labels.as_deref())
+        .forward(&x, io.f64s("timesteps"), io.labels("class_labels"))
         .unwrap()
         .tensor()
         .clone()
@@ -101,9 +43,9 @@ fn forward_matches_diffusers_on_every_fixture() {
     for name in FIXTURES {
         let dir = fixture_dir(name);
         let (model, _store) = UNet2DModel::load_diffusers(&dir, Device::Cpu).unwrap();
-        let io = read_io(&dir.join("io.safetensors"));
+        let io = Io::read(&dir.join("io.safetensors"));
         let out = forward(&model, &io);
-        let err = scaled_error(&out, &io.output);
+        let err = scaled_error(&out, io.tensor("output"));
         eprintln!("{name}: scaled error {err:e}");
         assert!(err < TOLERANCE, "{name}: scaled error {err:e}");
     }
@@ -118,26 +60,8 @@ fn save_then_load_is_bit_identical() {
         model.save_diffusers(&store, &dir).unwrap();
         let (reloaded, store2) = UNet2DModel::load_diffusers(&dir, Device::Cpu).unwrap();
         assert_eq!(reloaded.config(), model.config());
-        let (a, b) = (store.params(), store2.params());
-        assert_eq!(a.len(), b.len());
-        for ((name_a, va), (name_b, vb)) in a.iter().zip(&b) {
-            assert_eq!(name_a, name_b);
-            let bits = |v: &Var| -> Vec<u32> {
-                v.tensor()
-                    .to_vec()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect()
-            };
-            assert_eq!(bits(va), bits(vb), "{name_a} changed in the round trip");
-        }
-        let leftovers: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|f| f.ends_with(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+        assert_same_params(&store, &store2);
+        assert_no_temporary_files(&dir);
     }
 }
 
@@ -152,7 +76,7 @@ fn a_freshly_initialised_model_saves_a_folder_that_reproduces_its_output() {
         let config = UNetConfig::from_json_str(&text).unwrap();
         let store = ParamStore::new(42 + k as u64, Device::Cpu);
         let model = UNet2DModel::new(config, &store).unwrap();
-        let io = read_io(&fixture_dir(name).join("io.safetensors"));
+        let io = Io::read(&fixture_dir(name).join("io.safetensors"));
         let out = forward(&model, &io);
         let dir = root.join(name);
         model.save_diffusers(&store, &dir).unwrap();
@@ -165,43 +89,11 @@ fn a_freshly_initialised_model_saves_a_folder_that_reproduces_its_output() {
     }
 }
 
+/// Diffuse's output beside the fixture's inputs, under the names `make_fixtures.py --check` reads.
 fn write_rust_io(path: &Path, io: &Io, out: &Tensor) {
-    use safetensors::tensor::TensorView;
-    let f32_bytes = |t: &Tensor| -> Vec<u8> {
-        t.to_vec()
-            .unwrap()
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect()
-    };
-    let sample = f32_bytes(&io.sample);
-    let output = f32_bytes(out);
-    let timesteps: Vec<u8> = io.timesteps.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let labels: Option<Vec<u8>> = io
-        .class_labels
-        .as_ref()
-        .map(|l| l.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect());
-    let mut views = vec![
-        (
-            "sample",
-            TensorView::new(Dtype::F32, io.sample.shape().to_vec(), &sample).unwrap(),
-        ),
-        (
-            "output",
-            TensorView::new(Dtype::F32, out.shape().to_vec(), &output).unwrap(),
-        ),
-        (
-            "timesteps",
-            TensorView::new(Dtype::F64, vec![io.timesteps.len()], &timesteps).unwrap(),
-        ),
-    ];
-    if let Some(labels) = &labels {
-        views.push((
-            "class_labels",
-            TensorView::new(Dtype::I64, vec![labels.len() / 8], labels).unwrap(),
-        ));
-    }
-    safetensors::serialize_to_file(views, &None, path).unwrap();
+    let mut rust_io = io.clone();
+    rust_io.set_tensor("output", out.clone());
+    rust_io.write(path);
 }
 
 #[test]

@@ -2,63 +2,31 @@
 //! 0.42.1's `AutoencoderKL`, randomly initialised, with its posterior, KL and decoder outputs), and the diffusers
 //! folder round trip.
 
+use common::{assert_no_temporary_files, param_bits, scaled_error, Io};
 use diffuse_autograd::Var;
 use diffuse_models::folder::DIFFUSERS_WEIGHTS_FILE;
 use diffuse_models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use diffuse_nn::ParamStore;
 use diffuse_tensor::{Device, Tensor};
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+mod common;
 
 const FIXTURES: [&str; 2] = ["two_levels_clamped", "three_levels_plain"];
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/vae")
-        .join(name)
-}
-
-/// Every (f32) tensor of a safetensors file by name.
-fn read_tensors(path: &Path) -> HashMap<String, Tensor> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            assert_eq!(v.dtype(), Dtype::F32, "{name}");
-            let values = v
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            (
-                name,
-                Tensor::from_vec(values, v.shape(), Device::Cpu).unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Largest |a − b| over the largest |b|.
-fn scaled_error(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    diff / scale
+    common::fixture_dir("vae", name)
 }
 
 /// What diffuse computes for a fixture's inputs, under the fixture's names.
-fn outputs(model: &AutoencoderKL, io: &HashMap<String, Tensor>) -> HashMap<&'static str, Tensor> {
-    let images = Var::constant(io["images"].clone());
+fn outputs(model: &AutoencoderKL, io: &Io) -> HashMap<&'static str, Tensor> {
+    let images = Var::constant(io.tensor("images").clone());
     let posterior = model.encode(&images).unwrap();
-    let sample = posterior.sample_with(&io["noise"]).unwrap();
-    let decoded = model.decode(&Var::constant(io["latents"].clone())).unwrap();
+    let sample = posterior.sample_with(io.tensor("noise")).unwrap();
+    let decoded = model
+        .decode(&Var::constant(io.tensor("latents").clone()))
+        .unwrap();
     let (_, forward) = model.forward(&images, None).unwrap();
     HashMap::from([
         ("mean", posterior.mean.tensor().clone()),
@@ -82,9 +50,9 @@ fn encode_mean_logvar_kl_and_decode_match_diffusers_on_every_fixture() {
     for name in FIXTURES {
         let dir = fixture_dir(name);
         let (model, _store) = AutoencoderKL::load_diffusers(&dir, Device::Cpu).unwrap();
-        let io = read_tensors(&dir.join("io.safetensors"));
+        let io = Io::read(&dir.join("io.safetensors"));
         for (key, ours) in outputs(&model, &io) {
-            let err = scaled_error(&ours, &io[key]);
+            let err = scaled_error(&ours, io.tensor(key));
             eprintln!("{name} {key}: scaled error {err:e}");
             assert!(err < TOLERANCE, "{name} {key}: scaled error {err:e}");
         }
@@ -94,11 +62,11 @@ fn encode_mean_logvar_kl_and_decode_match_diffusers_on_every_fixture() {
 #[test]
 fn the_log_variance_clamp_engages_where_diffusers_clamps() {
     // The fixture pushed two log-variance biases to +25 and −40: those channels sit on the bounds 20 and −30.
-    let io = read_tensors(&fixture_dir("two_levels_clamped").join("io.safetensors"));
+    let io = Io::read(&fixture_dir("two_levels_clamped").join("io.safetensors"));
     let (model, _) =
         AutoencoderKL::load_diffusers(&fixture_dir("two_levels_clamped"), Device::Cpu).unwrap();
     let logvar = model
-        .encode(&Var::constant(io["images"].clone()))
+        .encode(&Var::constant(io.tensor("images").clone()))
         .unwrap()
         .logvar
         .tensor()
@@ -123,17 +91,6 @@ fn scaling_maps_latents_as_diffusers_pipelines_do() {
     );
 }
 
-fn bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
-    store
-        .params()
-        .into_iter()
-        .map(|(name, v)| {
-            let values = v.tensor().to_vec().unwrap();
-            (name, values.iter().map(|x| x.to_bits()).collect())
-        })
-        .collect()
-}
-
 #[test]
 fn save_then_load_is_bit_identical() {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vae-round-trip");
@@ -144,13 +101,8 @@ fn save_then_load_is_bit_identical() {
         model.save_diffusers(&store, &dir).unwrap();
         let (reloaded, store2) = AutoencoderKL::load_diffusers(&dir, Device::Cpu).unwrap();
         assert_eq!(reloaded.config(), model.config());
-        assert_eq!(bits(&store), bits(&store2), "{name}");
-        let leftovers: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|f| f.ends_with(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+        assert_eq!(param_bits(&store), param_bits(&store2), "{name}");
+        assert_no_temporary_files(&dir);
     }
 }
 
@@ -165,32 +117,15 @@ fn a_freshly_initialised_autoencoder_saves_a_folder_that_reproduces_its_outputs(
         let config = AutoencoderKLConfig::from_json_str(&text).unwrap();
         let store = ParamStore::new(7 + k as u64, Device::Cpu);
         let model = AutoencoderKL::new(config, &store).unwrap();
-        let io = read_tensors(&fixture_dir(name).join("io.safetensors"));
+        let io = Io::read(&fixture_dir(name).join("io.safetensors"));
         let ours = outputs(&model, &io);
         let dir = root.join(name);
         model.save_diffusers(&store, &dir).unwrap();
-        let bytes: Vec<(&str, Vec<u8>, Vec<usize>)> = [
-            ("images", &io["images"]),
-            ("latents", &io["latents"]),
-            ("mean", &ours["mean"]),
-            ("logvar", &ours["logvar"]),
-            ("decoded", &ours["decoded"]),
-        ]
-        .into_iter()
-        .map(|(key, t)| {
-            let b = t
-                .to_vec()
-                .unwrap()
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect();
-            (key, b, t.shape().to_vec())
-        })
-        .collect();
-        let views = bytes
-            .iter()
-            .map(|(k, b, s)| (*k, TensorView::new(Dtype::F32, s.clone(), b).unwrap()));
-        safetensors::serialize_to_file(views, &None, &dir.join("rust_io.safetensors")).unwrap();
+        let mut rust_io = io.clone().only(&["images", "latents"]);
+        for key in ["mean", "logvar", "decoded"] {
+            rust_io.set_tensor(key, ours[key].clone());
+        }
+        rust_io.write(&dir.join("rust_io.safetensors"));
         let (reloaded, _) = AutoencoderKL::load_diffusers(&dir, Device::Cpu).unwrap();
         let again = outputs(&reloaded, &io);
         for key in ["mean", "logvar", "decoded"] {

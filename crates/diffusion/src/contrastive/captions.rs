@@ -38,9 +38,15 @@ impl ImageCaptions {
                 return Ok(ImageCaptions::Fixed(captions));
             }
         }
+        Self::from_labels(data, &dir.display().to_string())
+    }
+
+    /// Captions generated from the Fashion-MNIST labels (0–9) of `data` and its pixels; `source` names the data in
+    /// the error when it has no such labels.
+    pub fn from_labels(data: &Dataset, source: &str) -> Result<ImageCaptions> {
         let labels = data.labels.as_ref().filter(|_| data.num_classes <= 10).ok_or_else(|| {
             Error::train(
-                dir.display().to_string(),
+                source,
                 "no captions: give the image folder a captions.txt of `filename,caption` lines, or Fashion-MNIST \
                  labels (0–9) to generate them from",
             )

@@ -7,7 +7,8 @@
 //!
 //! A `StableDiffusionPipeline` folder also names the text side: `text_encoder/` (a transformers `CLIPTextModel`)
 //! and `tokenizer/` (a `CLIPTokenizer`), whose folders [`Pipeline::text_encoder`] and [`Pipeline::tokenizer`] give;
-//! its `unet` is a `UNet2DConditionModel` that attends to the encoded prompt, and its `vae` decodes the latents.
+//! its `unet` is a `UNet2DConditionModel` that attends to the encoded prompt, and its `vae` decodes the latents (a
+//! pixel-space one, as `diffuse train --text` without `--vae` saves, has `"vae": [null, null]`).
 //! | diffuse training run | `latest` | the latest checkpoint's `ema/` or `model/` | that checkpoint's `scheduler/` |
 //! | `step-N` checkpoint | `trainer_state.json` or `model/config.json` | its `ema/` or `model/` | its `scheduler/` |
 //! | model folder | `config.json` | the folder | a sibling `../scheduler/`, else none |
@@ -281,8 +282,15 @@ impl Pipeline {
             }
         }
         let present = |name: &str| matches!(index.components.get(name), Some(Some(_)));
+        // A text-to-image pipeline without a `vae` (saved as `[null, null]`) denoises pixels: diffuse's
+        // `train --text` without `--vae` writes one.
         let required: &[Component] = if index.class_name == STABLE_DIFFUSION_PIPELINE {
-            &Component::ALL
+            &[
+                Component::Unet,
+                Component::Scheduler,
+                Component::TextEncoder,
+                Component::Tokenizer,
+            ]
         } else {
             &[Component::Unet, Component::Scheduler]
         };

@@ -54,6 +54,11 @@ impl CaptionContexts {
         self.caption_of.is_empty()
     }
 
+    /// Number of distinct captions (the empty prompt not counted).
+    pub fn distinct(&self) -> usize {
+        self.states.shape()[0] - 1
+    }
+
     /// The empty prompt's states, (1, L, D): the unconditional context.
     pub fn empty_prompt(&self) -> Result<Tensor> {
         let rows = self.states.shape()[0];

@@ -202,6 +202,13 @@ impl Default for UNet2DConditionConfig {
 /// The class name in `config.json`.
 pub const CLASS_NAME: &str = "UNet2DConditionModel";
 
+/// The names [`UNet2DConditionConfig::named`] knows.
+pub const NAMED_CONFIGS: [&str; 2] = ["fashion-text", "fashion-text-latent"];
+
+/// The context width of the named configs: the width of the text encoder `diffuse clip train` makes by default
+/// (`diffuse train --text` sets it to the encoder's own width).
+const NAMED_CONTEXT_DIM: usize = 64;
+
 /// Bookkeeping keys diffusers writes beside the arguments (`_class_name`, `_diffusers_version`, `_name_or_path`,
 /// ...): every key starting with an underscore.
 fn is_bookkeeping(key: &str) -> bool {
@@ -219,6 +226,55 @@ fn unsupported(option: &str, value: impl std::fmt::Debug, supported: &str) -> Er
 }
 
 impl UNet2DConditionConfig {
+    /// A built-in text-to-image denoiser, small enough to train on a CPU in minutes:
+    ///
+    /// - `fashion-text`: 28×28×1 pixels (Fashion-MNIST), channels (32, 64, 64), one residual block per level, a
+    ///   transformer (self-attention, cross-attention to the prompt, GEGLU feed-forward) at the 14×14 and 7×7 levels
+    ///   and in the mid block, two heads per transformer;
+    /// - `fashion-text-latent`: the 4×7×7 latents of the `fashion-vae` autoencoder, one level of 64 channels (7×7
+    ///   leaves nothing to halve evenly) with two residual blocks, each followed by a transformer, and the mid block's.
+    ///
+    /// Both attend to 64-wide text states, 8 normalisation groups, linear transformer projections, no class labels.
+    pub fn named(name: &str) -> Result<UNet2DConditionConfig> {
+        let base = UNet2DConditionConfig {
+            cross_attention_dim: PerLevel::All(NAMED_CONTEXT_DIM),
+            attention_head_dim: PerLevel::All(2),
+            norm_num_groups: Some(8),
+            use_linear_projection: true,
+            ..UNet2DConditionConfig::default()
+        };
+        match name {
+            "fashion-text" => Ok(UNet2DConditionConfig {
+                sample_size: Some(SampleSize::Square(28)),
+                in_channels: 1,
+                out_channels: 1,
+                block_out_channels: vec![32, 64, 64],
+                layers_per_block: PerLevel::All(1),
+                down_block_types: strings(&[
+                    "DownBlock2D",
+                    "CrossAttnDownBlock2D",
+                    "CrossAttnDownBlock2D",
+                ]),
+                up_block_types: strings(&["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]),
+                ..base
+            }),
+            "fashion-text-latent" => Ok(UNet2DConditionConfig {
+                sample_size: Some(SampleSize::Square(7)),
+                in_channels: 4,
+                out_channels: 4,
+                block_out_channels: vec![64],
+                layers_per_block: PerLevel::All(2),
+                down_block_types: strings(&["CrossAttnDownBlock2D"]),
+                up_block_types: strings(&["CrossAttnUpBlock2D"]),
+                ..base
+            }),
+            other => Err(config_error(format!(
+                "unknown model config '{other}'; known: {}",
+                NAMED_CONFIGS.join(", ")
+            ))),
+        }
+    }
+
     /// Parses a diffusers `config.json` and checks every option (see [`UNet2DConditionConfig::validate`]).
     pub fn from_json_str(s: &str) -> Result<UNet2DConditionConfig> {
         let value: Value =

@@ -15,5 +15,5 @@ mod io;
 pub mod model;
 pub mod transformer;
 
-pub use config::{PerLevel, UNet2DConditionConfig};
+pub use config::{PerLevel, UNet2DConditionConfig, NAMED_CONFIGS};
 pub use model::UNet2DConditionModel;
