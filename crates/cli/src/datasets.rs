@@ -5,7 +5,7 @@
 //! data/fashion-mnist` in the repository reads the same files from disk.
 
 use diffuse_diffusion::data::{Dataset, FolderOptions, Split};
-use diffuse_diffusion::eval::FashionClassifier;
+use diffuse_diffusion::eval::{ClassifierConfig, ImageClassifier};
 use diffuse_diffusion::image_condition::downsample_box;
 use diffuse_tensor::Device;
 use std::path::{Path, PathBuf};
@@ -138,10 +138,16 @@ impl std::fmt::Display for DataSource {
     }
 }
 
-/// The classifier `--classifier path` names: the file, or the shipped one for the default path when it is absent.
-pub fn shipped_classifier(path: &Path) -> Option<Result<FashionClassifier, String>> {
+/// The shipped classifier on `device` when `--classifier path` is the default path and no file is there (`None`:
+/// read the file).
+pub fn shipped_classifier(path: &Path, device: Device) -> Option<Result<ImageClassifier, String>> {
     (path == Path::new(SHIPPED_CLASSIFIER) && !path.is_file()).then(|| {
-        FashionClassifier::from_bytes(SHIPPED_CLASSIFIER_BYTES, path, Device::Cpu)
-            .map_err(|e| e.to_string())
+        ImageClassifier::from_bytes(
+            SHIPPED_CLASSIFIER_BYTES,
+            path,
+            ClassifierConfig::fashion_mnist(),
+            device,
+        )
+        .map_err(|e| e.to_string())
     })
 }

@@ -2,26 +2,33 @@
 //! and the loop `diffuse train --objective consistency` shares with them.
 //!
 //! Every run writes `OUT/step-G/` resumable checkpoints (`OUT/latest`), `OUT/round-K/` students (sampleable with
-//! `diffuse sample --checkpoint OUT/round-K`), `OUT/metrics.jsonl` (one line per logged step, with the wall time)
-//! and shows one progress bar per round. Ctrl-C writes a checkpoint and stops; `--resume OUT` continues exactly.
+//! `diffuse sample --checkpoint OUT/round-K`), sample grids of the EMA student (`OUT/samples/round-K.png` at the end
+//! of each round, `OUT/samples/round-K-step-N.png` with `--sample-every N`; [`crate::training_grids`]),
+//! `OUT/metrics.jsonl` (one line per logged step, with the wall time) and shows one progress bar per round. Ctrl-C writes a checkpoint and stops; `--resume OUT` continues exactly.
 
+use crate::consistency::ConsistencySampler;
+use crate::datasets::SHIPPED_DATA;
 use crate::device::DeviceArgs;
 use crate::files::truncate_metrics;
-use crate::scoring::DEFAULT_CLASSIFIER;
+use crate::sampling::run_sampler;
+use crate::score::AnySampler;
+use crate::scoring::{load_classifier_on, DEFAULT_CLASSIFIER};
 use crate::train::{build, load_data, model_config};
+use crate::training_grids::{GridModel, Grids};
 use clap::{Args, Subcommand};
 use diffuse_diffusion::data::{Dataset, FolderOptions};
-use diffuse_diffusion::distill::checkpoint::{read_state, SamplingInfo};
+use diffuse_diffusion::distill::checkpoint::{ddim_student_config, read_state, SamplingInfo};
 use diffuse_diffusion::distill::{
     check_halvings, fingerprint, round_name, Distance, DistillConfig, DistillState, Distiller,
     Method, OdeSolver, RoundStart, TeacherId,
 };
-use diffuse_diffusion::eval::FashionClassifier;
+use diffuse_diffusion::eval::ImageClassifier;
 use diffuse_diffusion::pipeline::{Pipeline, Weights};
+use diffuse_diffusion::sampler::scheduler::Scheduler;
 use diffuse_diffusion::schedule::SchedulerConfig;
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, WEIGHTS_FILE};
 use diffuse_diffusion::train::StepReport;
-use diffuse_models::BackboneConfig;
+use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::OpenOptions;
@@ -50,8 +57,9 @@ pub struct CommonArgs {
     /// must be the teacher's.  [default: the teacher's]
     #[arg(long)]
     config: Option<String>,
-    /// Dataset the noisy inputs are made from: a folder of IDX files or PNG images, or fashion-mnist-full.
-    #[arg(long, default_value = "data/fashion-mnist")]
+    /// Dataset the noisy inputs are made from: a folder of IDX files or images, fashion-mnist (the shipped subset,
+    /// compiled into the binary) or fashion-mnist-full.
+    #[arg(long, default_value = SHIPPED_DATA)]
     data: String,
     /// Output folder: checkpoints, round students, metrics.  [default: runs/distill-progressive or
     /// runs/distill-consistency]
@@ -88,6 +96,12 @@ pub struct CommonArgs {
     /// Write a metrics line every N steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Draw a sample grid of the EMA student every N steps of a round (0: only at the end of each round).
+    #[arg(long, default_value_t = 0)]
+    sample_every: u64,
+    /// Samples per row of the grids (one row per class for a class-conditional model).
+    #[arg(long, default_value_t = 8)]
+    grid_columns: usize,
     /// Continue the run in this folder from its latest checkpoint (its stored settings apply; outputs go there).
     /// [default: none: a new run]
     #[arg(long)]
@@ -330,6 +344,9 @@ pub struct Cadence {
     pub checkpoint_every: u64,
     pub keep: usize,
     pub log_every: u64,
+    /// Grid every N steps of a round (0: only at each round's end).
+    pub sample_every: u64,
+    pub grid_columns: usize,
 }
 
 impl From<&CommonArgs> for Cadence {
@@ -338,6 +355,8 @@ impl From<&CommonArgs> for Cadence {
             checkpoint_every: c.checkpoint_every,
             keep: c.keep,
             log_every: c.log_every,
+            sample_every: c.sample_every,
+            grid_columns: c.grid_columns,
         }
     }
 }
@@ -376,20 +395,48 @@ fn metrics_line(round: u32, report: &StepReport, elapsed: f64) -> String {
     .to_string()
 }
 
+/// The sampler a round's student is meant for: DDIM at a progressive round's step count (on the student's trailing
+/// DDIM scheduler), or one-step consistency sampling.
+fn student_sampler(config: &DistillConfig, round: u32) -> Result<AnySampler, String> {
+    match config.method.student_steps(round) {
+        Some(steps) => Ok(AnySampler::Discrete(Box::new(run_sampler(
+            &ddim_student_config(&config.scheduler),
+            "ddim",
+            steps,
+        )?))),
+        None => {
+            let scheduler = Scheduler::from_config(&config.scheduler).map_err(|e| e.to_string())?;
+            Ok(AnySampler::Consistency(Box::new(ConsistencySampler::new(
+                &scheduler,
+                Some(1),
+                None,
+            )?)))
+        }
+    }
+}
+
+/// The EMA student of `distiller`, as the grids draw it.
+fn student_grid_model(distiller: &Distiller<Backbone>) -> GridModel<'_> {
+    GridModel {
+        model: &distiller.ema_model,
+        null_class: distiller.config().null_class,
+        seed: distiller.config().seed,
+        image_condition: None,
+    }
+}
+
 /// The classifier of a perceptual distance (loaded for each round: the student owns it).
 fn perceptual_classifier(
     method: &Method,
     device: Device,
-) -> Result<Option<FashionClassifier>, String> {
+) -> Result<Option<ImageClassifier>, String> {
     match method {
         Method::ConsistencyDistillation {
             distance: Distance::Perceptual,
             ..
-        } => FashionClassifier::load(DEFAULT_CLASSIFIER, device)
+        } => load_classifier_on(Path::new(DEFAULT_CLASSIFIER), device)
             .map(Some)
-            .map_err(|e| {
-                format!("the perceptual distance needs the shipped classifier ({e}); run from the repository root")
-            }),
+            .map_err(|e| format!("the perceptual distance needs the shipped classifier: {e}")),
         _ => Ok(None),
     }
 }
@@ -475,6 +522,16 @@ pub fn run_rounds(run: Run<'_>) -> Result<(), String> {
                 .map_err(|e| e.to_string())?,
         );
         bar.set_prefix(format!("round {round}/{rounds}"));
+        let grids = Grids {
+            out: &out,
+            sampler: student_sampler(distiller.config(), round)?,
+            score: None,
+            decoder: None,
+            columns: cadence.grid_columns,
+            // A distilled student carries its teacher's guidance.
+            guidance: 1.0,
+            prompts: None,
+        };
         while !distiller.state().round_done() {
             if crate::interrupt::requested() {
                 let state = distiller.state().clone();
@@ -509,6 +566,14 @@ pub fn run_rounds(run: Run<'_>) -> Result<(), String> {
                 )
                 .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
             }
+            if cadence.sample_every > 0
+                && done % cadence.sample_every == 0
+                && !distiller.state().round_done()
+            {
+                let name = format!("{}-step-{done}", round_name(round));
+                let path = grids.write(&student_grid_model(&distiller), &name, data)?;
+                bar.suspend(|| eprintln!("step {done}: samples in {}", path.display()));
+            }
             if cadence.checkpoint_every > 0
                 && done % cadence.checkpoint_every == 0
                 && !distiller.state().round_done()
@@ -521,6 +586,7 @@ pub fn run_rounds(run: Run<'_>) -> Result<(), String> {
         }
         bar.finish();
         let student = distiller.write_round(&out).map_err(|e| e.to_string())?;
+        let grid = grids.write(&student_grid_model(&distiller), &round_name(round), data)?;
         let next = if round < rounds {
             distiller.next_round_state()
         } else {
@@ -541,9 +607,10 @@ pub fn run_rounds(run: Run<'_>) -> Result<(), String> {
             ),
         };
         eprintln!(
-            "round {round} done: smoothed loss {:.4}, {:.1} s in all; sample it with {how}",
+            "round {round} done: smoothed loss {:.4}, {:.1} s in all; samples in {}; sample it with {how}",
             distiller.state().smoothed_loss.unwrap_or(f64::NAN),
-            start.elapsed().as_secs_f64()
+            start.elapsed().as_secs_f64(),
+            grid.display()
         );
         if round >= rounds {
             break;

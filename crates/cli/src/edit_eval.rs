@@ -111,8 +111,8 @@ fn rms_distance(a: &Tensor, b: &Tensor) -> Result<f64, String> {
 fn classifier_scorer_inputs(args: &EvalEditArgs) -> Result<(Scorer, Tensor, Vec<u32>), String> {
     let classifier = load_classifier(&args.classifier)?;
     let source = DataSource::Folder(args.data.clone());
-    let train = load_split(&source, Split::Train)?;
-    let test = load_split(&source, Split::Test)?;
+    let train = load_split(&source, Split::Train, &classifier)?;
+    let test = load_split(&source, Split::Test, &classifier)?;
     let scorer = Scorer::new(classifier, &test)?;
     let (guides, labels) = first_images(&train, args.num)?;
     let labels = labels.ok_or("the training split has no labels: accuracy needs them")?;
@@ -226,8 +226,8 @@ pub fn run(args: &EvalEditArgs) -> Result<(), String> {
         );
     }
     let source = DataSource::Folder(args.data.clone());
-    let train = load_split(&source, Split::Train)?;
-    let test = load_split(&source, Split::Test)?;
+    let train = load_split(&source, Split::Train, &classifier)?;
+    let test = load_split(&source, Split::Test, &classifier)?;
     let scorer = Scorer::new(classifier, &test)?;
     let (guides, labels) = first_images(&train, args.num)?;
     let num = guides.shape()[0];

@@ -1,6 +1,7 @@
 //! `diffuse eval`: scores a trained U-Net by drawing `--num` samples and comparing them with the test set in the
-//! feature space of the shipped Fashion-MNIST classifier (Fréchet distance, class accuracy of conditional samples,
-//! Inception-style score, precision and recall), optionally with the variational bound in bits per dimension on
+//! feature space of a classifier — the shipped Fashion-MNIST one, or with `--classifier DIR` one `diffuse classifier
+//! train` fitted to another dataset — (Fréchet distance, class accuracy of conditional samples, Inception-style
+//! score, precision and recall with k = 3 nearest-neighbour radii), optionally with the variational bound in bits per dimension on
 //! test images and with the floor (the same metrics for real training images). `--sweep-steps` repeats the
 //! sampling for several step counts and samplers, and plots FD against steps. A text-to-image model is scored on
 //! `--prompts` instead ([`crate::prompt_eval`]: prompt and attribute adherence, CLIP score, FD).
@@ -27,9 +28,8 @@ use crate::scoring::{
 };
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, Split};
-use diffuse_diffusion::eval::classifier::NUM_CLASSES;
 use diffuse_diffusion::eval::{
-    evaluate_samples, variational_bound, BoundOptions, BpdSummary, EvalReport, FashionClassifier,
+    evaluate_samples, variational_bound, BoundOptions, BpdSummary, EvalReport, ImageClassifier,
 };
 use diffuse_diffusion::pipeline::Weights;
 use diffuse_diffusion::sampler::named;
@@ -76,7 +76,8 @@ pub struct EvalArgs {
     /// `fashion-mnist`, the shipped subset compiled into the binary.
     #[arg(long, default_value = SHIPPED_DATA)]
     data: String,
-    /// The feature extractor's weights.
+    /// The feature extractor: a classifier folder written by `diffuse classifier train` (for images other than
+    /// Fashion-MNIST's), or a Fashion-MNIST weights file (the default path is the shipped classifier, compiled in).
     #[arg(long, default_value = DEFAULT_CLASSIFIER)]
     classifier: PathBuf,
     /// Compute bits/dim on the first N test images (0: skip) by --nll: the variational bound (each image costs as
@@ -130,7 +131,11 @@ struct Model {
     upscaler: Option<Upscaler>,
 }
 
-fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
+fn load_model(
+    args: &EvalArgs,
+    classifier: &ImageClassifier,
+    device: Device,
+) -> Result<Model, String> {
     let weights = if args.weights == "ema" {
         Weights::Ema
     } else {
@@ -162,7 +167,11 @@ fn load_model(args: &EvalArgs, device: Device) -> Result<Model, String> {
         }
         None => samples,
     };
-    check_image_shape(&format!("{} (its samples)", model_dir.display()), samples)?;
+    check_image_shape(
+        classifier,
+        &format!("{} (its samples)", model_dir.display()),
+        samples,
+    )?;
     let step = model_dir
         .ancestors()
         .find_map(|p| p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok());
@@ -400,7 +409,7 @@ fn plot_sweep(args: &EvalArgs, rows: &[(String, usize, EvalReport)]) -> Result<(
 fn run_prompts(
     args: &EvalArgs,
     model: &Model,
-    classifier: FashionClassifier,
+    classifier: ImageClassifier,
     device: Device,
 ) -> Result<(), String> {
     let checkpoint = args.checkpoint.display();
@@ -443,7 +452,7 @@ fn run_prompts(
         ));
     };
     let source = DataSource::named(&args.data)?;
-    let test = load_split(&source, Split::Test)?;
+    let test = load_split(&source, Split::Test, &classifier)?;
     eprintln!("reference: {} test images of {source}", test.len());
     let scorer = Scorer::new(classifier, &test)?;
     eprintln!(
@@ -489,7 +498,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     }
     let device = args.device.resolve()?;
     let classifier = load_classifier(&args.classifier)?;
-    let model = load_model(args, device)?;
+    let model = load_model(args, &classifier, device)?;
     if model.unet.config().context_dim().is_some() || args.prompts.prompts.is_some() {
         if model.upscaler.is_some() {
             return Err("--upscale scores a cascade of class-conditional or unconditional stages; leave it out \
@@ -505,15 +514,16 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         return Err("--guidance other than 1 needs a class-conditional model".into());
     }
     let source = DataSource::named(&args.data)?;
-    let test = load_split(&source, Split::Test)?;
+    let test = load_split(&source, Split::Test, &classifier)?;
     eprintln!("reference: {} test images of {source}", test.len());
     let scorer = Scorer::new(classifier, &test)?;
+    let classes = scorer.classifier.config().num_classes;
     if let Some(n) = model
         .num_classes
-        .filter(|_| !model.sample_model().scores_accuracy())
+        .filter(|_| !model.sample_model().scores_accuracy(&scorer.classifier))
     {
         eprintln!(
-            "the model has {n} classes, not Fashion-MNIST's {NUM_CLASSES}: accuracy is not scored"
+            "the model has {n} classes, not the classifier's {classes}: accuracy is not scored"
         );
     }
 
@@ -569,9 +579,9 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         );
     }
     let floor = if args.floor {
-        let train = load_split(&source, Split::Train)?;
+        let train = load_split(&source, Split::Train, &scorer.classifier)?;
         let (images, labels) = first_images(&train, args.num)?;
-        let labels = labels.filter(|_| train.num_classes <= NUM_CLASSES);
+        let labels = labels.filter(|_| train.num_classes <= classes);
         Some(
             evaluate_samples(
                 &scorer.classifier,

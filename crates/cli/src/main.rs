@@ -1,6 +1,7 @@
 //! `diffuse`: the command-line front end of the diffuse workspace.
 
 mod cascade;
+mod classifier;
 mod clip;
 mod consistency;
 mod datasets;
@@ -36,6 +37,7 @@ mod tensor_file;
 mod text_train;
 mod train;
 mod train_eval;
+mod training_grids;
 mod vae;
 mod vae_codec;
 mod vae_eval;
@@ -62,12 +64,17 @@ enum Command {
     /// Draw samples from a denoising network (a diffusers pipeline or model folder, a run folder, or a checkpoint)
     /// with the sampler its scheduler config names or another.
     Sample(Box<sample::SampleArgs>),
-    /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in the Fashion-MNIST classifier's
-    /// feature space, and optionally bits/dim, the floor, and a sweep over sampling steps.
+    /// Score a trained U-Net: FD, accuracy, IS-style score, precision/recall in a classifier's feature space (the
+    /// shipped Fashion-MNIST one, or --classifier), and optionally bits/dim, the floor, and a sweep over sampling
+    /// steps.
     Eval(Box<eval::EvalArgs>),
     /// Measure editing on the shipped data: SDEdit's distance to the guide against FD over strengths, or RePaint's
     /// FD and class accuracy on masked training images.
     EvalEdit(Box<edit_eval::EvalEditArgs>),
+    /// The feature extractor of the metrics for another dataset: train a classifier on its labelled images, or
+    /// measure one's accuracy.
+    #[command(subcommand)]
+    Classifier(classifier::ClassifierCommand),
     /// The autoencoder of latent diffusion: train it, encode images to latents, decode latents, score it.
     #[command(subcommand)]
     Vae(vae::VaeCommand),
@@ -97,6 +104,7 @@ fn main() {
         Command::EvalEdit(args) => edit_eval::run(args),
         Command::Info(args) => info::run(args),
         Command::Vae(command) => vae::run(command),
+        Command::Classifier(command) => classifier::run(command),
         Command::Clip(command) => clip::run(command),
     };
     if let Err(message) = result {

@@ -9,7 +9,9 @@
 //! report     = evaluate_samples(classifier, samples, classes if K = 10, reference)
 //! ```
 //!
-//! Accuracy is scored only when the model's classes are the classifier's ten Fashion-MNIST classes.
+//! The classifier is the shipped Fashion-MNIST one, its weights file, or a folder `diffuse classifier train` wrote
+//! for another dataset; it must read the images being scored. Accuracy is scored only when the model's classes are
+//! the classifier's.
 
 use crate::cascade::Upscaler;
 use crate::consistency::ConsistencyRequest;
@@ -18,8 +20,9 @@ use crate::latent::LatentDecoder;
 use crate::sampling::{draw, GridRequest};
 use crate::score::{AnySampler, ScoreRequest, ScoreView};
 use diffuse_diffusion::data::{Dataset, FolderOptions, Split};
-use diffuse_diffusion::eval::classifier::{IMAGE_SIZE, NUM_CLASSES};
-use diffuse_diffusion::eval::{evaluate_samples, EvalReport, FashionClassifier, ReferenceFeatures};
+use diffuse_diffusion::eval::{
+    evaluate_samples, ClassifierConfig, EvalReport, ImageClassifier, ReferenceFeatures,
+};
 use diffuse_diffusion::rng::SplitMix64;
 use diffuse_models::Backbone;
 use diffuse_tensor::{Device, Tensor};
@@ -32,49 +35,88 @@ pub const DEFAULT_CLASSIFIER: &str = SHIPPED_CLASSIFIER;
 /// Samples per model batch unless `--batch` says otherwise.
 pub const SAMPLE_BATCH: usize = 250;
 
-/// The command that makes the classifier weights.
-const TRAIN_CLASSIFIER: &str =
-    "cargo run --release -p diffuse-diffusion --example fashion_classifier -- --full --epochs 5";
+/// The command that trains a classifier for another dataset.
+const TRAIN_CLASSIFIER: &str = "diffuse classifier train --data DIR --out CLASSIFIER";
 
-/// The classifier weights at `path`, or an error that says how to make them.
-pub fn load_classifier(path: &Path) -> Result<FashionClassifier, String> {
-    if let Some(shipped) = shipped_classifier(path) {
+/// The classifier `--classifier` names, on the CPU.
+pub fn load_classifier(path: &Path) -> Result<ImageClassifier, String> {
+    load_classifier_on(path, Device::Cpu)
+}
+
+/// The classifier `--classifier path` names on `device`: a folder of `diffuse classifier train`, a Fashion-MNIST
+/// weights file, or the shipped one (compiled in) for the default path.
+pub fn load_classifier_on(path: &Path, device: Device) -> Result<ImageClassifier, String> {
+    if let Some(shipped) = shipped_classifier(path, device) {
         return shipped;
+    }
+    if path.is_dir() {
+        return ImageClassifier::open_folder(path, device).map_err(|e| e.to_string());
     }
     if !path.is_file() {
         return Err(format!(
-            "no classifier weights at {}: pass --classifier FILE, or make them (they are written to \
-             {DEFAULT_CLASSIFIER}) with\n  {TRAIN_CLASSIFIER}",
+            "no classifier at {}: pass --classifier with a folder written by `{TRAIN_CLASSIFIER}`, or leave it out \
+             for the shipped Fashion-MNIST classifier",
             path.display()
         ));
     }
-    FashionClassifier::load(path, Device::Cpu).map_err(|e| format!("{}: {e}", path.display()))
+    ImageClassifier::load(path, ClassifierConfig::fashion_mnist(), device)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Checks that images of `channels×height×width` (from `source`) are what the classifier reads.
+/// Checks that images of `channels×height×width` (from `source`) are what `classifier` reads.
 pub fn check_image_shape(
+    classifier: &ImageClassifier,
     source: &str,
     (channels, height, width): (usize, usize, usize),
 ) -> Result<(), String> {
-    if (channels, height, width) != (1, IMAGE_SIZE, IMAGE_SIZE) {
+    let c = classifier.config();
+    if (channels, height, width) != (c.in_channels, c.height, c.width) {
         return Err(format!(
-            "{source} holds {channels}×{height}×{width} images; the Fashion-MNIST classifier scores \
-             1×{IMAGE_SIZE}×{IMAGE_SIZE} images only. FD and precision/recall need a feature extractor for these \
-             images, which diffuse does not have yet: for 1×{IMAGE_SIZE}×{IMAGE_SIZE} grey images with up to \
-             {NUM_CLASSES} labelled classes, train one with `cargo run --release -p diffuse-diffusion --example \
-             fashion_classifier -- --data DIR --out FILE` and pass --classifier FILE"
+            "{source} holds {channels}×{height}×{width} images, and the classifier {} reads {}×{}×{} images. FD and \
+             precision/recall compare images in the feature space of a classifier that reads them: train one on \
+             labelled images of this kind (class sub-folders or a labels file) with `{TRAIN_CLASSIFIER}` and pass \
+             --classifier CLASSIFIER (for unlabelled data, train it on a labelled dataset of the same size and \
+             channels, or pass a classifier you have)",
+            c.name, c.in_channels, c.height, c.width
         ));
     }
     Ok(())
 }
 
-/// One split of the dataset `source`, which must hold images the classifier reads.
-pub fn load_split(source: &DataSource, split: Split) -> Result<Dataset, String> {
-    let data = source.load(split, &FolderOptions::default())?;
-    check_image_shape(
-        &source.to_string(),
-        (data.channels, data.height, data.width),
-    )?;
+/// One split of the dataset `source`, in the shape `classifier` reads: as stored when it fits, else (an image folder)
+/// resized and converted to the classifier's size and channels, as `--resolution` and `--channels` would.
+pub fn load_split(
+    source: &DataSource,
+    split: Split,
+    classifier: &ImageClassifier,
+) -> Result<Dataset, String> {
+    let fits = |data: &Dataset| {
+        check_image_shape(
+            classifier,
+            &source.to_string(),
+            (data.channels, data.height, data.width),
+        )
+    };
+    let stored = source.load(split, &FolderOptions::default());
+    if let Ok(data) = &stored {
+        if fits(data).is_ok() {
+            return stored;
+        }
+    }
+    let c = classifier.config();
+    if let (DataSource::Folder(_), true) = (source, c.height == c.width) {
+        let shaped = FolderOptions {
+            resolution: Some(c.height),
+            channels: Some(c.in_channels),
+        };
+        if let Ok(data) = source.load(split, &shaped) {
+            if fits(&data).is_ok() {
+                return Ok(data);
+            }
+        }
+    }
+    let data = stored?;
+    fits(&data)?;
     Ok(data)
 }
 
@@ -101,9 +143,9 @@ pub struct SampleModel<'a> {
 }
 
 impl SampleModel<'_> {
-    /// Whether its classes are the classifier's, so that class accuracy means something.
-    pub fn scores_accuracy(&self) -> bool {
-        self.null_class == Some(NUM_CLASSES as u32)
+    /// Whether its classes are `classifier`'s, so that class accuracy means something.
+    pub fn scores_accuracy(&self, classifier: &ImageClassifier) -> bool {
+        self.null_class == Some(classifier.config().num_classes as u32)
     }
 
     /// The class of each of `num` samples: 0, 1, …, K−1, 0, … (`None` for an unconditional model).
@@ -203,13 +245,13 @@ pub fn generate(
 
 /// The classifier and the reference set's features: what every evaluation of one command compares against.
 pub struct Scorer {
-    pub classifier: FashionClassifier,
+    pub classifier: ImageClassifier,
     pub reference: ReferenceFeatures,
 }
 
 impl Scorer {
     /// Runs `classifier` over every image of `reference` (the test split) once.
-    pub fn new(classifier: FashionClassifier, reference: &Dataset) -> Result<Scorer, String> {
+    pub fn new(classifier: ImageClassifier, reference: &Dataset) -> Result<Scorer, String> {
         let images = first_images(reference, reference.len())?.0;
         let reference =
             ReferenceFeatures::from_images(&classifier, &images).map_err(|e| e.to_string())?;
@@ -226,7 +268,7 @@ impl Scorer {
         samples: &Tensor,
         classes: Option<&[u32]>,
     ) -> Result<EvalReport, String> {
-        let scored = classes.filter(|_| model.scores_accuracy());
+        let scored = classes.filter(|_| model.scores_accuracy(&self.classifier));
         evaluate_samples(&self.classifier, samples, scored, &self.reference)
             .map_err(|e| e.to_string())
     }

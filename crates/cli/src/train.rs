@@ -9,25 +9,24 @@
 //! `StableDiffusionPipeline` folder ([`crate::text_train`]). Under `mpirun -np N` the ranks train data parallel ([`crate::launch`]): rank 0 alone
 //! writes the files and the progress bar, every rank reads the checkpoint it resumes from.
 
-use crate::cascade::conditioned_grid;
 use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::distill::{run_rounds, Cadence, Run};
 use crate::files::truncate_metrics;
 use crate::fit_config::{adapt_named, check_explicit, fit_conditioned, DataShape};
-use crate::grid::Grid;
 use crate::latent::{check_latent_setup, decoder_for, encode_training_set, LatentDecoder};
 use crate::launch::LaunchArgs;
 use crate::memory_check::check_training_fits;
 use crate::numbers::{finite_f32, finite_f64};
 use crate::plots::{save_eval_curve, save_loss_curve, LossPoint};
 use crate::precision::PrecisionArgs;
-use crate::prompt::{save_prompt_grid, PromptContexts};
-use crate::sampling::{draw, run_sampler, GridRequest};
-use crate::score::{any_sampler, AnySampler, ScoreArgs, ScoreRequest, ScoreView};
+use crate::prompt::PromptContexts;
+use crate::sampling::run_sampler;
+use crate::score::{any_sampler, AnySampler, ScoreArgs, ScoreView};
 use crate::sde_train::SdeTrainArgs;
 use crate::text_train::{grid_prompts, training_captions, TextConditioning};
 use crate::train_eval::{read_evaluations, summary, Evaluator, TrainEvalArgs};
+use crate::training_grids::{GridModel, Grids};
 use clap::Args;
 use diffuse_diffusion::data::{Dataset, FolderOptions, Split};
 use diffuse_diffusion::distill::{read_state, Curriculum, DistillConfig, DistillState, Method};
@@ -139,6 +138,11 @@ pub struct TrainArgs {
     /// Mirror training images left-to-right at random.  [default: off]
     #[arg(long, default_value_t = false)]
     hflip: bool,
+    /// Random crop: translate each training image by up to N pixels in each direction, the uncovered border
+    /// filled by reflecting the image (padding by N and cutting a random window; 0: off). Drawn from --seed, so a
+    /// resumed run replays it exactly.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    crop_pad: usize,
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -184,7 +188,8 @@ pub struct TrainArgs {
     sde: SdeTrainArgs,
     /// What the network learns: diffusion (denoising, as --prediction and --loss-weighting say) or consistency
     /// (consistency training without a teacher, Song & Dhariwal 2023: discretisation curriculum 10 → 1280 levels,
-    /// log-normal noise levels, pseudo-Huber loss, no EMA target, constant --lr; no grids or evaluations: sample it
+    /// log-normal noise levels, pseudo-Huber loss, no EMA target, constant --lr; grids are drawn one-step with the
+    /// consistency sampler, and there are no evaluations: sample it
     /// with diffuse sample --sampler consistency).
     #[arg(long, default_value = "diffusion", value_parser = ["diffusion", "consistency"])]
     objective: String,
@@ -345,6 +350,7 @@ fn new_config(
             0.0
         },
         hflip: args.hflip,
+        crop_pad: args.crop_pad,
         max_nonfinite: args.max_nonfinite,
         score_matching,
         vlb_weight: DEFAULT_VLB_WEIGHT,
@@ -377,111 +383,16 @@ pub fn read_metrics(path: &Path) -> Vec<LossPoint> {
         .collect()
 }
 
-struct Grids<'a> {
-    args: &'a TrainArgs,
-    out: &'a Path,
-    /// `--grid-sampler` with `--grid-steps` on the run's scheduler config, or a score sampler.
-    sampler: AnySampler,
-    /// Decodes the sampled latents of a latent run.
-    decoder: Option<&'a LatentDecoder>,
-    /// A text-to-image run's grid prompts (one row each), encoded.
-    prompts: Option<&'a PromptContexts>,
-}
-
-impl Grids<'_> {
-    /// Samples a grid from the EMA model and writes it to `OUT/samples/NAME.png`.
-    fn write(
-        &self,
-        trainer: &Trainer<Backbone>,
-        name: &str,
-        data: &Dataset,
-    ) -> Result<PathBuf, String> {
-        let config = trainer.config();
-        let columns = self.args.grid_columns.max(1);
-        if let Some(condition) = config.image_condition {
-            let AnySampler::Discrete(scheduler) = &self.sampler else {
-                return Err(
-                    "the grids of an image-conditioned run are drawn by a discrete-time sampler"
-                        .into(),
-                );
-            };
-            let mut scheduler = scheduler.as_ref().clone();
-            scheduler.options.seed = config.seed;
-            let path = self.out.join("samples").join(format!("{name}.png"));
-            conditioned_grid(
-                &trainer.ema_model,
-                condition,
-                &scheduler,
-                data,
-                trainer.schedule(),
-                columns,
-                &path,
-            )?;
-            return Ok(path);
-        }
-        let classes: Option<Vec<u32>> = config.null_class.map(|null| {
-            (0..null)
-                .flat_map(|c| std::iter::repeat_n(c, columns))
-                .collect()
-        });
-        let count = match (&classes, self.prompts) {
-            (Some(classes), _) => classes.len(),
-            (None, Some(prompts)) => prompts.context.shape()[0],
-            (None, None) => columns * 4,
-        };
-        let images = match &self.sampler {
-            AnySampler::Discrete(scheduler) => {
-                let mut scheduler = scheduler.as_ref().clone();
-                scheduler.options.seed = config.seed;
-                let request = GridRequest {
-                    scheduler: &scheduler,
-                    classes: classes.as_deref(),
-                    count,
-                    guidance: self.args.grid_guidance,
-                    null_class: config.null_class,
-                    prompts: self.prompts,
-                };
-                draw(&trainer.ema_model, &request, None)?
-            }
-            AnySampler::Consistency(_) => {
-                return Err("the training grids are drawn by a diffusion sampler; sample a consistency model with                             diffuse sample --sampler consistency"
-                    .into())
-            }
-            AnySampler::Score(sampler) => {
-                let request = ScoreRequest {
-                    sampler: *sampler,
-                    seed: config.seed,
-                    classes: classes.as_deref(),
-                    count,
-                    guidance: self.args.grid_guidance,
-                    null_class: config.null_class,
-                    pixels: self.decoder.is_none(),
-                };
-                let view = ScoreView::of_training(&trainer.ema_model.config(), config)?;
-                crate::score::draw(&trainer.ema_model, &view, &request)?.0
-            }
-        };
-        let images = match self.decoder {
-            Some(decoder) => decoder.decode(&images)?,
-            None => images,
-        };
-        let path = self.out.join("samples").join(format!("{name}.png"));
-        if let Some(prompts) = self.prompts {
-            std::fs::create_dir_all(self.out.join("samples"))
-                .map_err(|e| format!("{}: {e}", self.out.display()))?;
-            save_prompt_grid(&images, &prompts.prompts, columns, &path)?;
-            return Ok(path);
-        }
-        Grid {
-            pixels: &images.to_vec().map_err(|e| e.to_string())?,
-            count,
-            channels: data.channels,
-            height: data.height,
-            width: data.width,
-            columns,
-        }
-        .save(&path)?;
-        Ok(path)
+/// The EMA model of `trainer`, as the grids draw it.
+fn ema_grid_model(trainer: &Trainer<Backbone>) -> GridModel<'_> {
+    GridModel {
+        model: &trainer.ema_model,
+        null_class: trainer.config().null_class,
+        seed: trainer.config().seed,
+        image_condition: trainer
+            .config()
+            .image_condition
+            .map(|condition| (condition, trainer.schedule())),
     }
 }
 
@@ -540,6 +451,8 @@ fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
         checkpoint_every: args.checkpoint_every,
         keep: args.keep,
         log_every: args.log_every,
+        sample_every: args.sample_every,
+        grid_columns: args.grid_columns,
     };
     let (state, resume_from, model, out) = match &args.resume {
         Some(dir) => {
@@ -759,6 +672,20 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
                             --hflip off for latent diffusion"
                     .into());
             }
+            if decoder.is_some() && config.crop_pad > 0 {
+                return Err("--crop-pad with --vae: the crop would move latents, not images; leave --crop-pad at \
+                            0 for latent diffusion"
+                    .into());
+            }
+            if config.crop_pad >= data.height.min(data.width) {
+                return Err(format!(
+                    "--crop-pad {} moves {}×{} images by as much as their size; pass less than {}",
+                    config.crop_pad,
+                    data.height,
+                    data.width,
+                    data.height.min(data.width)
+                ));
+            }
             let (height, width) = model_config
                 .sample_size()
                 .unwrap_or((data.height, data.width));
@@ -913,10 +840,18 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
             .map_err(|e| e.to_string())?,
     );
     let grids = Grids {
-        args,
         out: &out,
+        score: match grid_sampler {
+            AnySampler::Score(_) => Some(ScoreView::of_training(
+                &trainer.ema_model.config(),
+                trainer.config(),
+            )?),
+            _ => None,
+        },
         sampler: grid_sampler,
         decoder: decoder.as_ref(),
+        columns: args.grid_columns,
+        guidance: args.grid_guidance,
         prompts: prompts.as_ref(),
     };
     let start = Instant::now();
@@ -1005,7 +940,7 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
             saved_at = Some(save(&trainer)?);
         }
         if leader && args.sample_every > 0 && done % args.sample_every == 0 && done < total {
-            let path = grids.write(&trainer, &format!("step-{done}"), &data)?;
+            let path = grids.write(&ema_grid_model(&trainer), &format!("step-{done}"), &data)?;
             bar.suspend(|| eprintln!("step {done}: samples in {}", path.display()));
         }
     }
@@ -1025,7 +960,7 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
     if saved_at != Some(trainer.step_index()) {
         save(&trainer)?;
     }
-    let grid = grids.write(&trainer, "final", &data)?;
+    let grid = grids.write(&ema_grid_model(&trainer), "final", &data)?;
     let curve = out.join("loss.png");
     let points = read_metrics(&metrics_path);
     if !points.is_empty() {

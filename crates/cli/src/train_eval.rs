@@ -49,7 +49,8 @@ pub struct TrainEvalArgs {
     /// Classifier-free guidance scale of the evaluations (1: the model itself, at half the cost of guidance).
     #[arg(long, value_parser = finite_f64, default_value_t = 1.0)]
     pub eval_guidance: f64,
-    /// The evaluations' feature extractor.
+    /// The evaluations' feature extractor: a classifier folder written by `diffuse classifier train` (for images other than
+    /// Fashion-MNIST's), or a Fashion-MNIST weights file (the default path is the shipped classifier, compiled in).
     #[arg(long, default_value = DEFAULT_CLASSIFIER)]
     pub classifier: PathBuf,
 }
@@ -105,7 +106,9 @@ impl Evaluator {
             return Err("--eval-guidance other than 1 needs a class-conditional model".into());
         }
         let context = |e: String| format!("--eval-every: {e}");
+        let classifier = load_classifier(&args.classifier).map_err(context)?;
         check_image_shape(
+            &classifier,
             &format!("the training set of {source}"),
             (train.channels, train.height, train.width),
         )
@@ -115,9 +118,8 @@ impl Evaluator {
             Some(decoder) => decoder.image_shape((h, w)),
             None => (model.in_channels(), h, w),
         };
-        check_image_shape("the model's samples", samples).map_err(context)?;
-        let classifier = load_classifier(&args.classifier).map_err(context)?;
-        let test = load_split(source, Split::Test).map_err(|e| {
+        check_image_shape(&classifier, "the model's samples", samples).map_err(context)?;
+        let test = load_split(source, Split::Test, &classifier).map_err(|e| {
             format!("--eval-every scores samples against the test split of --data, and {e}")
         })?;
         eprintln!(

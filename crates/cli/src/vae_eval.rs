@@ -58,10 +58,10 @@ pub fn run(args: &VaeEvalArgs) -> Result<(), String> {
     let test = source.load(Split::Test, &FolderOptions::default())?;
     diffuse_diffusion::autoencoder::latents::check_images(&vae, &test)
         .map_err(|e| format!("the test split of {source}: {e}"))?;
-    let scored = check_image_shape("", (test.channels, test.height, test.width)).is_ok();
-    let classifier = scored
-        .then(|| load_classifier(&args.classifier))
-        .transpose()?;
+    let classifier = load_classifier(&args.classifier)?;
+    let scored =
+        check_image_shape(&classifier, "", (test.channels, test.height, test.width)).is_ok();
+    let classifier = scored.then_some(classifier);
     let (originals, labels) = first_images(&test, args.num)?;
     let n = originals.shape()[0];
     eprintln!(

@@ -217,7 +217,7 @@ fn perceptual_classifier(
     weight: f64,
     path: &Path,
     data: &Dataset,
-) -> Result<Option<diffuse_diffusion::eval::FashionClassifier>, String> {
+) -> Result<Option<diffuse_diffusion::eval::ImageClassifier>, String> {
     if weight == 0.0 {
         return Ok(None);
     }

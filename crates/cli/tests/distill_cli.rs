@@ -2,7 +2,7 @@
 //! sampling them as distilled, resuming mid-round and between rounds exactly, and the refused inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 mod common;
 use common::{diffuse, synthetic_data, temp_dir, TINY_CONFIG};
@@ -154,6 +154,10 @@ fn progressive_distillation_writes_rounds_that_sample_with_ddim_and_resumes_exac
     );
     for (round, steps) in [(1, 2), (2, 1)] {
         let folder = out.join(format!("round-{round}"));
+        assert!(
+            out.join(format!("samples/round-{round}.png")).is_file(),
+            "each round ends with a grid of its student"
+        );
         let info: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(folder.join("distillation.json")).unwrap(),
         )
@@ -344,7 +348,40 @@ fn consistency_distillation_and_training_sample_with_the_consistency_sampler() {
         "4",
         "--levels",
         "6",
+        "--sample-every",
+        "1",
+        "--grid-columns",
+        "1",
     ]));
+    for grid in ["round-1-step-1", "round-1"] {
+        assert!(cd.join(format!("samples/{grid}.png")).is_file(), "{grid}");
+    }
+    // The perceptual distance reads the shipped classifier compiled into the binary, from any working directory.
+    let perceptual = setup.dir.join("perceptual");
+    let run = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .current_dir(&setup.dir)
+        .args([
+            "distill",
+            "consistency",
+            "--teacher",
+            s(&setup.teacher),
+            "--data",
+            s(&setup.data),
+            "--out",
+            s(&perceptual),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--levels",
+            "6",
+            "--distance",
+            "perceptual",
+        ])
+        .output()
+        .unwrap();
+    ok(&run);
+    assert!(perceptual.join("round-1").is_dir());
     let ct = setup.dir.join("ct");
     ok(&diffuse(&[
         "train",
@@ -363,6 +400,10 @@ fn consistency_distillation_and_training_sample_with_the_consistency_sampler() {
         "--lr",
         "1e-3",
     ]));
+    assert!(
+        ct.join("samples/round-1.png").is_file(),
+        "consistency training draws its grid with the consistency sampler"
+    );
     let grid = setup.dir.join("grid.png");
     for run in [cd.join("round-1"), ct.clone()] {
         // A consistency model samples with its own sampler unless told otherwise.

@@ -11,7 +11,9 @@
 //! images of `data/fashion-mnist` against its 10,000 test images.
 
 use diffuse_diffusion::data::{Dataset, Split};
-use diffuse_diffusion::eval::{evaluate_samples, FashionClassifier, ReferenceFeatures};
+use diffuse_diffusion::eval::{
+    evaluate_samples, ClassifierConfig, ImageClassifier, ReferenceFeatures,
+};
 use diffuse_tensor::{Device, Tensor};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,7 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let start = Instant::now();
-    let classifier = FashionClassifier::load(&weights, Device::Cpu)?;
+    let classifier =
+        ImageClassifier::load(&weights, ClassifierConfig::fashion_mnist(), Device::Cpu)?;
     let train = Dataset::load(&data, Split::Train)?;
     let test = Dataset::load(&data, Split::Test)?;
     let image_len = train.image_len();

@@ -126,6 +126,7 @@ fn config() -> TrainConfig {
         label_dropout: 0.1,
         caption_dropout: 0.0,
         hflip: false,
+        crop_pad: 0,
         max_nonfinite: 3,
         score_matching: None,
         vlb_weight: 0.001,

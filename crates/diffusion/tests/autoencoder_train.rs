@@ -10,7 +10,7 @@ use diffuse_diffusion::autoencoder::{
     Reconstruction, EMA_DIR, LIVE_DIR,
 };
 use diffuse_diffusion::data::Dataset;
-use diffuse_diffusion::eval::FashionClassifier;
+use diffuse_diffusion::eval::{ClassifierConfig, ImageClassifier};
 use diffuse_models::vae::{AutoencoderKL, AutoencoderKLConfig, PatchDiscriminatorConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule, ParamStore};
 use diffuse_tensor::{Device, Tensor};
@@ -201,7 +201,8 @@ fn the_perceptual_term_trains_through_the_frozen_classifier() {
         batch_size: 2,
         ..config()
     };
-    let classifier = FashionClassifier::new(3, Device::Cpu).unwrap();
+    let classifier =
+        ImageClassifier::new(ClassifierConfig::fashion_mnist(), 3, Device::Cpu).unwrap();
     let before = values(&classifier.store);
     let classifier_store = classifier.store.clone();
     let mut trainer =

@@ -200,6 +200,7 @@ fn config() -> TrainConfig {
         label_dropout: 0.3,
         caption_dropout: 0.0,
         hflip: true,
+        crop_pad: 0,
         max_nonfinite: 3,
         score_matching: None,
         vlb_weight: 0.001,

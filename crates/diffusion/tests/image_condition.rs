@@ -373,6 +373,7 @@ fn config(condition: ImageCondition) -> TrainConfig {
         label_dropout: 0.0,
         caption_dropout: 0.0,
         hflip: false,
+        crop_pad: 0,
         max_nonfinite: 3,
         score_matching: None,
         vlb_weight: 0.0,

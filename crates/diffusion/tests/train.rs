@@ -2,7 +2,7 @@
 //! from its documented random streams, non-finite handling, and exact resumption from a checkpoint.
 
 use diffuse_autograd::Var;
-use diffuse_diffusion::data::Dataset;
+use diffuse_diffusion::data::{random_translate, Dataset};
 use diffuse_diffusion::rng::SplitMix64;
 use diffuse_diffusion::sampler::Condition;
 use diffuse_diffusion::schedule::{PredictionType, SchedulerConfig};
@@ -235,6 +235,7 @@ fn tiny_config() -> TrainConfig {
         label_dropout: 0.3,
         caption_dropout: 0.0,
         hflip: true,
+        crop_pad: 0,
         max_nonfinite: 3,
         score_matching: None,
         vlb_weight: 0.001,
@@ -265,8 +266,24 @@ fn values(store: &ParamStore) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn the_step_loss_equals_the_weighted_mse_recomputed_from_the_documented_streams() {
+    assert_step_loss_from_documented_streams(0);
+}
+
+#[test]
+fn a_random_crop_draws_its_offsets_after_the_flip_seed_and_resumes_exactly() {
+    assert_step_loss_from_documented_streams(2);
+    let config = TrainConfig {
+        crop_pad: 2,
+        ..tiny_config()
+    };
+    assert_resume_is_exact(config, 3, "resume-crop");
+}
+
+/// Recomputes step 0's loss from the streams random.rs documents, with images moved by a random crop of `crop_pad`.
+fn assert_step_loss_from_documented_streams(crop_pad: usize) {
     let data = tiny_dataset();
     let mut config = tiny_config();
+    config.crop_pad = crop_pad;
     config.importance_sampling = false;
     config.hflip = false;
     config.label_dropout = 0.0;
@@ -277,7 +294,17 @@ fn the_step_loss_equals_the_weighted_mse_recomputed_from_the_documented_streams(
     let order = data.epoch(4, config.seed, 0, true).unwrap().order()[..4].to_vec();
     let mut rng = step_rng(config.seed, 0);
     let ts: Vec<usize> = (0..4).map(|_| rng.below(20) as usize).collect();
-    let (pixels, labels) = data.batch(&order, None).unwrap();
+    let (mut pixels, labels) = data.batch(&order, None).unwrap();
+    if crop_pad > 0 {
+        // After the timesteps: one dropout coin per sample, the flip seed, then the crop's seed.
+        for _ in 0..4 {
+            rng.next_f64();
+        }
+        rng.next_u64();
+        let before = pixels.clone();
+        random_translate(&mut pixels, (1, 6, 6), crop_pad, rng.next_u64()).unwrap();
+        assert_ne!(pixels, before, "the crop moved some image");
+    }
     let x0 = Tensor::from_vec(pixels, &[4, 1, 6, 6], Device::Cpu).unwrap();
     let (key, offset) = noise_stream(config.seed, 0, x0.numel()).unwrap();
     let (x_t, eps) =

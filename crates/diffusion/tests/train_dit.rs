@@ -64,6 +64,7 @@ fn config(vlb_weight: f64) -> TrainConfig {
         label_dropout: 0.25,
         caption_dropout: 0.0,
         hflip: false,
+        crop_pad: 0,
         max_nonfinite: 2,
         vlb_weight,
         image_condition: None,

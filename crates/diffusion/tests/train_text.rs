@@ -47,6 +47,7 @@ fn config(caption_dropout: f64) -> TrainConfig {
         label_dropout: 0.0,
         caption_dropout,
         hflip: false,
+        crop_pad: 0,
         max_nonfinite: 2,
         score_matching: None,
         vlb_weight: 0.001,

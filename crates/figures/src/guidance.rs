@@ -4,7 +4,9 @@
 //! `diffuse eval` computes them). The sampler is DPM-Solver++(2M) on the Karras ramp with x̂₀ clipped to [−1, 1].
 
 use diffuse_diffusion::data::{Dataset, Split};
-use diffuse_diffusion::eval::{evaluate_samples, FashionClassifier, ReferenceFeatures};
+use diffuse_diffusion::eval::{
+    evaluate_samples, ClassifierConfig, ImageClassifier, ReferenceFeatures,
+};
 use diffuse_diffusion::sampler::{
     ClassifierFreeGuidance, Condition, Denoiser, DpmSolver, Sampler, SamplerOptions, SigmaRange,
     SigmaSchedule, SigmaSpacing,
@@ -143,8 +145,12 @@ pub fn draw(args: &GuidanceArgs, out: &Path) -> Result<(), String> {
         "guidance-grid.png",
     )?;
 
-    let classifier = FashionClassifier::load(&args.classifier, Device::Cpu)
-        .map_err(|e| format!("{}: {e}", args.classifier.display()))?;
+    let classifier = ImageClassifier::load(
+        &args.classifier,
+        ClassifierConfig::fashion_mnist(),
+        Device::Cpu,
+    )
+    .map_err(|e| format!("{}: {e}", args.classifier.display()))?;
     let test = Dataset::load(&args.data, Split::Test)
         .map_err(|e| format!("{}: {e}", args.data.display()))?;
     let reference_images = Tensor::from_slice(

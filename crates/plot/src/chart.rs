@@ -7,6 +7,7 @@
 //! narrow range would leave fewer than three), labelled with the values themselves. Points that cannot be drawn (not
 //! finite, or ≤ 0 on a log axis) are left out; a chart with no drawable point at all is an error.
 
+use crate::dashed_mark::DashedMark;
 use crate::font::FAMILY;
 use crate::style::{
     self, FAINT, GRID_BOLD, GRID_LIGHT, LABEL_SIZE, LEGEND_SIZE, TICK_SIZE, TITLE_SIZE,
@@ -530,7 +531,10 @@ fn clip(points: &[(f64, f64)], x: &(f64, f64), y: &(f64, f64)) -> Vec<Vec<(f64, 
     pieces
 }
 
-/// The legend's sample of a series: a short line, a dashed line or a dot.
+/// Length in pixels of a line's sample in the legend.
+const LEGEND_MARK_LENGTH: i32 = 20;
+
+/// The legend's sample of a series: a short line, a dashed line (three dashes) or a dot.
 fn legend_mark<'b>(
     style: SeriesStyle,
     color: RGBColor,
@@ -541,12 +545,14 @@ fn legend_mark<'b>(
     match style {
         SeriesStyle::Markers => Circle::new((x + 10, y), 5, color.filled()).into_dyn(),
         SeriesStyle::Dots => Circle::new((x + 10, y), 3, FAINT.filled()).into_dyn(),
-        SeriesStyle::Dashed => PathElement::new(
-            vec![(x, y), (x + 7, y), (x + 13, y), (x + 20, y)],
+        SeriesStyle::Dashed => {
+            DashedMark::new((x, y), LEGEND_MARK_LENGTH, 6, 4, color.stroke_width(width)).into_dyn()
+        }
+        _ => PathElement::new(
+            vec![(x, y), (x + LEGEND_MARK_LENGTH, y)],
             color.stroke_width(width),
         )
         .into_dyn(),
-        _ => PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)).into_dyn(),
     }
 }
 
@@ -576,7 +582,35 @@ fn trim_zeros(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::tick_label;
+    use super::{legend_mark, tick_label, SeriesStyle, LEGEND_MARK_LENGTH};
+    use plotters::prelude::*;
+
+    /// The pixels of row `y` from `x` on, `LEGEND_MARK_LENGTH` of them, after drawing `style`'s legend mark there in
+    /// black on white: true where ink is.
+    fn legend_row(style: SeriesStyle) -> Vec<bool> {
+        let (w, h) = (40u32, 9u32);
+        let mut buffer = vec![255u8; (w * h * 3) as usize];
+        {
+            let area = BitMapBackend::with_buffer(&mut buffer, (w, h)).into_drawing_area();
+            area.draw(&legend_mark(style, BLACK, 1, 5, 4)).unwrap();
+            area.present().unwrap();
+        }
+        (5..5 + LEGEND_MARK_LENGTH as u32)
+            .map(|x| buffer[((4 * w + x) * 3) as usize] < 128)
+            .collect()
+    }
+
+    #[test]
+    fn a_dashed_series_has_a_dashed_legend_mark_and_a_solid_one_a_solid_mark() {
+        let dashed = legend_row(SeriesStyle::Dashed);
+        let gaps = dashed.windows(2).filter(|w| w[0] && !w[1]).count();
+        assert!(
+            gaps >= 2,
+            "three dashes with two gaps between them: {dashed:?}"
+        );
+        assert!(dashed[0], "the mark starts with a dash");
+        assert!(legend_row(SeriesStyle::Line).iter().all(|&ink| ink));
+    }
 
     #[test]
     fn tick_labels_are_short_and_exact_to_four_digits() {

@@ -16,6 +16,7 @@
 //! ```
 
 mod chart;
+mod dashed_mark;
 mod error;
 mod font;
 mod image_grid;

@@ -17,7 +17,7 @@ use super::latents::measure_scaling_factor;
 use super::trainer::{AutoencoderTrainer, AutoencoderTrainerState};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::FashionClassifier;
+use crate::eval::ImageClassifier;
 use crate::train::checkpoint::{latest_checkpoint, sync, write_checkpoint_folder, write_synced};
 use diffuse_models::folder::{read_config, save_folder, DIFFUSERS_WEIGHTS_FILE};
 use diffuse_models::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -101,7 +101,7 @@ impl AutoencoderTrainer {
     pub fn resume_on(
         dir: &Path,
         device: Device,
-        perceptual: Option<FashionClassifier>,
+        perceptual: Option<ImageClassifier>,
     ) -> Result<Self> {
         let step_dir = latest_checkpoint(dir)?;
         let state = read_autoencoder_state(&step_dir)?;

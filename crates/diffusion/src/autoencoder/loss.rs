@@ -20,7 +20,7 @@
 
 use super::config::Reconstruction;
 use crate::error::Result;
-use crate::eval::FashionClassifier;
+use crate::eval::ImageClassifier;
 use diffuse_autograd::Var;
 
 /// The largest adaptive weight (LDM's clamp).
@@ -44,7 +44,7 @@ fn unit_channels(a: &Var) -> Result<Var> {
 }
 
 /// The perceptual distance P(x, x̂) of each pair of images (N, 1, 28, 28): (N,).
-pub fn perceptual_distance(classifier: &FashionClassifier, x: &Var, x_hat: &Var) -> Result<Var> {
+pub fn perceptual_distance(classifier: &ImageClassifier, x: &Var, x_hat: &Var) -> Result<Var> {
     let ours = classifier.activations(x)?;
     let theirs = classifier.activations(x_hat)?;
     let mut total: Option<Var> = None;
@@ -126,7 +126,12 @@ mod tests {
 
     #[test]
     fn the_perceptual_distance_is_zero_for_equal_images_and_positive_otherwise() {
-        let classifier = FashionClassifier::new(1, Device::Cpu).unwrap();
+        let classifier = ImageClassifier::new(
+            crate::eval::ClassifierConfig::fashion_mnist(),
+            1,
+            Device::Cpu,
+        )
+        .unwrap();
         let x = Var::constant(Tensor::randn(&[2, 1, 28, 28], 2, 0, Device::Cpu).unwrap());
         let y = Var::leaf(Tensor::randn(&[2, 1, 28, 28], 3, 0, Device::Cpu).unwrap());
         let same = perceptual_distance(&classifier, &x, &x).unwrap();

@@ -24,7 +24,7 @@ use super::loss::{
 };
 use crate::data::{Dataset, EpochBatches};
 use crate::error::{Error, Result};
-use crate::eval::FashionClassifier;
+use crate::eval::ImageClassifier;
 use crate::train::random::step_rng;
 use crate::train::trainer::LOSS_SMOOTHING;
 use diffuse_autograd::{Gradients, Var};
@@ -124,7 +124,7 @@ pub struct AutoencoderTrainer {
     pub(super) ema: Ema,
     pub(super) optimizer: AdamW,
     pub(super) critic: Option<Critic>,
-    perceptual: Option<FashionClassifier>,
+    perceptual: Option<ImageClassifier>,
     pub(super) state: AutoencoderTrainerState,
     epoch_order: Option<(u64, Vec<usize>)>,
 }
@@ -136,7 +136,7 @@ impl AutoencoderTrainer {
         config: AutoencoderTrainConfig,
         model_config: AutoencoderKLConfig,
         device: Device,
-        perceptual: Option<FashionClassifier>,
+        perceptual: Option<ImageClassifier>,
     ) -> Result<Self> {
         config.validate()?;
         if (config.perceptual_weight > 0.0) != perceptual.is_some() {

@@ -1,6 +1,7 @@
 //! Image datasets for training: readers for the IDX format and for folders of PNG and JPEG files, and [`Dataset`], which holds
 //! the images normalised to `[-1, 1]` in `N×C×H×W` order and hands out shuffled batches.
 
+pub mod augment;
 pub mod captions;
 pub mod dataset;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod image_file;
 pub mod image_folder;
 pub mod shuffle;
 
+pub use augment::random_translate;
 pub use captions::{
     class_prompt, fashion_attributes, fashion_caption, read_folder_captions, Attributes,
     FASHION_CLASSES, HELD_OUT_TEMPLATES, TRAIN_TEMPLATES,

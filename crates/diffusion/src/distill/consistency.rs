@@ -326,7 +326,7 @@ impl Distance {
         self,
         a: &Var,
         b: &Tensor,
-        classifier: Option<&crate::eval::FashionClassifier>,
+        classifier: Option<&crate::eval::ImageClassifier>,
     ) -> Result<Var> {
         let dims: Vec<usize> = (1..b.rank()).collect();
         let values: usize = b.shape()[1..].iter().product();

@@ -17,7 +17,7 @@ use super::progressive::{
 };
 use crate::data::{Dataset, EpochBatches};
 use crate::error::{Error, Result};
-use crate::eval::FashionClassifier;
+use crate::eval::ImageClassifier;
 use crate::forward::q_sample;
 use crate::sampler::scheduler::Scheduler;
 use crate::sampler::sigmas::training_sigmas;
@@ -88,7 +88,7 @@ pub struct Distiller<M: TrainableModel> {
     limit: X0Limit,
     training_sigmas: Vec<f64>,
     param: ConsistencyParam,
-    classifier: Option<FashionClassifier>,
+    classifier: Option<ImageClassifier>,
     epoch_order: Option<(u64, Vec<usize>)>,
 }
 
@@ -97,7 +97,7 @@ pub struct RoundStart<'a> {
     /// The teacher's weights file (none for consistency training).
     pub teacher: Option<&'a Path>,
     /// The classifier of a perceptual distance.
-    pub classifier: Option<FashionClassifier>,
+    pub classifier: Option<ImageClassifier>,
     pub device: Device,
 }
 

@@ -1,7 +1,7 @@
 //! Running the classifier over a set of images: per image, the penultimate features φ(x) ∈ ℝ^128 and the class
 //! probabilities p(y|x) = softmax(logits). Inference only ([`no_grad`]), in batches so memory stays bounded.
 
-use super::classifier::FashionClassifier;
+use super::classifier::ImageClassifier;
 use crate::error::Result;
 use diffuse_autograd::{no_grad, Var};
 use diffuse_tensor::{Error as TensorError, Tensor};
@@ -12,6 +12,8 @@ pub const DEFAULT_BATCH: usize = 250;
 /// Features and class probabilities of `len()` images, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassifierFeatures {
+    /// The name of the classifier that extracted them.
+    pub extractor: String,
     /// `len() × feature_dim` penultimate activations.
     pub features: Vec<f32>,
     pub feature_dim: usize,
@@ -51,9 +53,10 @@ impl ClassifierFeatures {
     }
 }
 
-/// Runs `classifier` over `images` (N, 1, 28, 28) with values in [−1, 1], `batch_size` images at a time.
+/// Runs `classifier` over `images` (N, C, H, W, the shape it reads) with values in [−1, 1], `batch_size` images at
+/// a time.
 pub fn extract_features(
-    classifier: &FashionClassifier,
+    classifier: &ImageClassifier,
     images: &Tensor,
     batch_size: usize,
 ) -> Result<ClassifierFeatures> {
@@ -61,7 +64,7 @@ pub fn extract_features(
         return Err(TensorError::shape(
             "extract_features",
             format!(
-                "images have shape {:?} (expected (N, 1, 28, 28)) and batch size {batch_size} (expected ≥ 1)",
+                "images have shape {:?} (expected (N, C, H, W)) and batch size {batch_size} (expected ≥ 1)",
                 images.shape()
             ),
         )
@@ -69,6 +72,7 @@ pub fn extract_features(
     }
     let n = images.shape()[0];
     let mut out = ClassifierFeatures {
+        extractor: classifier.config().name.clone(),
         features: Vec::new(),
         feature_dim: 0,
         probs: Vec::new(),

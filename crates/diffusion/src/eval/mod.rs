@@ -1,8 +1,9 @@
-//! Evaluation of generated images, in the feature space of a small Fashion-MNIST classifier, and of a denoiser's
-//! likelihood.
+//! Evaluation of generated images, in the feature space of a small image classifier (the shipped Fashion-MNIST one
+//! or one trained on another dataset), and of a denoiser's likelihood.
 //!
-//! - [`classifier`]: the CNN whose penultimate layer is the feature extractor (trained by the `fashion_classifier`
-//!   example, weights in `data/classifier/`).
+//! - [`classifier`]: the CNN whose penultimate layer is the feature extractor (the shipped one trained by the
+//!   `fashion_classifier` example, weights in `data/classifier/`).
+//! - [`classifier_training`]: training it on any labelled dataset, and its accuracy.
 //! - [`features`]: running it over a set of images: features and class probabilities.
 //! - [`frechet`]: Fréchet distance between feature Gaussians, with the symmetric eigensolver of [`jacobi`].
 //! - [`accuracy`]: per-class and overall accuracy of class-conditional samples.
@@ -16,6 +17,7 @@
 pub mod accuracy;
 pub mod bound;
 pub mod classifier;
+pub mod classifier_training;
 pub mod features;
 pub mod frechet;
 pub mod inception_score;
@@ -27,7 +29,8 @@ pub mod report;
 
 pub use accuracy::{class_accuracy, ClassAccuracy};
 pub use bound::{variational_bound, BitsPerDim, BoundOptions, BoundTerms, DdpmVariance};
-pub use classifier::{cross_entropy, FashionClassifier};
+pub use classifier::{cross_entropy, ClassifierConfig, ImageClassifier};
+pub use classifier_training::{classifier_accuracy, train_classifier, ClassifierTraining};
 pub use features::{extract_features, ClassifierFeatures};
 pub use frechet::{frechet_distance, FeatureStatistics};
 pub use inception_score::inception_score;

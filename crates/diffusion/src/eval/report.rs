@@ -13,7 +13,7 @@
 
 use super::accuracy::class_accuracy;
 use super::bound::BitsPerDim;
-use super::classifier::{FashionClassifier, NAME};
+use super::classifier::ImageClassifier;
 use super::features::{extract_features, ClassifierFeatures, DEFAULT_BATCH};
 use super::frechet::{frechet_distance, FeatureStatistics};
 use super::inception_score::inception_score;
@@ -44,11 +44,8 @@ impl ReferenceFeatures {
         })
     }
 
-    /// Runs the classifier over `images` (N, 1, 28, 28) in [−1, 1] and summarises them.
-    pub fn from_images(
-        classifier: &FashionClassifier,
-        images: &Tensor,
-    ) -> Result<ReferenceFeatures> {
+    /// Runs the classifier over `images` (N, C, H, W, the shape it reads) in [−1, 1] and summarises them.
+    pub fn from_images(classifier: &ImageClassifier, images: &Tensor) -> Result<ReferenceFeatures> {
         ReferenceFeatures::new(extract_features(classifier, images, DEFAULT_BATCH)?)
     }
 }
@@ -72,11 +69,12 @@ impl From<&BitsPerDim> for BpdSummary {
 /// Every metric of one set of samples.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
-    /// The feature extractor (`fashion_classifier`).
+    /// The feature extractor (`fashion_classifier` for the shipped one, else the classifier's own name).
     pub extractor: String,
     pub samples: usize,
     pub reference_samples: usize,
-    /// Fréchet distance in the extractor's 128-dimensional feature space.
+    /// Fréchet distance in the extractor's 128-dimensional feature space (the field keeps the name it had when the
+    /// shipped classifier was the only extractor; `extractor` says which one it is).
     pub fd_fashion_classifier: f64,
     /// Fraction of class-conditional samples classified as their requested class.
     pub accuracy: Option<f64>,
@@ -90,9 +88,9 @@ pub struct EvalReport {
     pub bpd: Option<BpdSummary>,
 }
 
-/// The report of `samples` (N, 1, 28, 28) in [−1, 1], generated for the classes `labels` when conditional.
+/// The report of `samples` (N, C, H, W, the shape the classifier reads) in [−1, 1], generated for the classes `labels` when conditional.
 pub fn evaluate_samples(
-    classifier: &FashionClassifier,
+    classifier: &ImageClassifier,
     samples: &Tensor,
     labels: Option<&[u32]>,
     reference: &ReferenceFeatures,
@@ -118,7 +116,7 @@ pub fn evaluate_features(
     let sample_radii = knn_squared_radii(&samples.features, dim, reference.k)?;
     let real = &reference.features.features;
     Ok(EvalReport {
-        extractor: NAME.to_string(),
+        extractor: samples.extractor.clone(),
         samples: samples.len(),
         reference_samples: reference.features.len(),
         fd_fashion_classifier: frechet_distance(&statistics, &reference.statistics)?,

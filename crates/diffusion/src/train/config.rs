@@ -48,6 +48,10 @@ pub struct TrainConfig {
     pub caption_dropout: f64,
     /// Mirror each image left-to-right with probability ½.
     pub hflip: bool,
+    /// Translate each image by up to this many pixels in each direction, borders filled by reflection
+    /// ([`crate::data::augment`]; 0: off, and nothing is drawn for it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crop_pad: usize,
     /// Fail after this many consecutive steps with a non-finite loss or gradient norm.
     pub max_nonfinite: u32,
     /// Denoising score matching of a VE, VP or sub-VP SDE ([`crate::sde::score_matching`]) instead of the
@@ -61,6 +65,10 @@ pub struct TrainConfig {
     /// an inpainting network's mask and masked image ([`crate::image_condition`]); `None` for a plain denoiser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_condition: Option<ImageCondition>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_vlb_weight() -> f64 {

@@ -5,9 +5,10 @@
 //!   per epoch; the last partial batch is dropped), batch `s mod K` of it;
 //! - timesteps, label-dropout coins and the flip seed: a [`SplitMix64`] seeded with
 //!   `seed ⊕ (s + 1)·0xA24BAED4963EE407` (an odd multiplier, so distinct steps give distinct states), drawn in that
-//!   order: the batch's timesteps, then one coin per sample, then one `u64` for the horizontal flips;
+//!   order: the batch's timesteps, then one coin per sample, then one `u64` for the horizontal flips, then (only
+//!   with a random crop) one `u64` for the crop offsets;
 //! - an image-conditioned run's per-sample draws (augmentation levels, masks): one `u64` each from the same generator,
-//!   after the flip seed;
+//!   after those;
 //! - the Gaussian noise of `q_sample`: Philox with key `seed ⊕ NOISE_KEY` at offset `s·B·C·H·W`, so the noise of
 //!   successive steps never overlaps, and never overlaps the parameters' initialisation, which draws from key `seed`.
 

@@ -38,7 +38,7 @@ use super::random::{augment_stream, noise_stream, step_rng};
 use super::target::training_target;
 use super::timesteps::{LossHistory, TimestepSampler};
 use crate::autoencoder::latents::{latent_stream, LatentSpace};
-use crate::data::{Dataset, EpochBatches};
+use crate::data::{random_translate, Dataset, EpochBatches};
 use crate::error::{Error, Result};
 use crate::forward::q_sample;
 use crate::sampler::Condition;
@@ -311,12 +311,13 @@ impl<M: TrainableModel> Trainer<M> {
     fn draw(&mut self, data: &Dataset, step: u64) -> Result<Draw> {
         let shard = self.shard()?;
         let config = &self.state.config;
-        let (b, seed, dropout, caption_dropout, hflip, null_class) = (
+        let (b, seed, dropout, caption_dropout, hflip, crop_pad, null_class) = (
             config.batch_size,
             config.seed,
             config.label_dropout,
             config.caption_dropout,
             config.hflip,
+            config.crop_pad,
             config.null_class,
         );
         let objective = config.score_matching.clone();
@@ -332,10 +333,16 @@ impl<M: TrainableModel> Trainer<M> {
         let draws: Vec<f64> = (0..b).map(|_| rng.next_f64()).collect();
         let dropped: Vec<bool> = draws.iter().map(|&u| u < dropout).collect();
         let flip_seed = rng.next_u64();
+        // Drawn after the flip seed and only when on, so runs without it keep every other draw.
+        let crop_seed = (crop_pad > 0).then(|| rng.next_u64());
         // After every other draw, so that runs without an image condition draw as before it existed.
         let image_condition = self.state.config.image_condition;
         let condition_draws = image_condition.map(|c| c.draw(&mut rng, b));
-        let (pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
+        let (mut pixels, labels) = data.batch(&indices, hflip.then_some(flip_seed))?;
+        if let Some(seed) = crop_seed {
+            let shape = (data.channels, data.height, data.width);
+            random_translate(&mut pixels, shape, crop_pad, seed)?;
+        }
         let (start, end) = (shard.start, shard.end);
         let image_len = data.channels * data.height * data.width;
         // The shard's samples' captions (the empty prompt's where dropped).
