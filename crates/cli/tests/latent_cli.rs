@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{
-    diffuse, repo, synthetic_data, synthetic_split, temp_dir, TINY_CONFIG, TINY_VAE_CONFIG,
+    diffuse, repo, success, synthetic_data, synthetic_split, temp_dir, tiny_train, TINY_CONFIG,
+    TINY_VAE_CONFIG,
 };
 
 /// A class-conditional one-level U-Net over 4×7×7 latents (~46k parameters).
@@ -84,36 +85,8 @@ impl Setup {
 
     /// `diffuse train` with the common tiny settings and `extra`.
     fn train(&self, extra: &[&str]) -> std::process::Output {
-        let mut args = vec![
-            "train",
-            "--data",
-            &self.data,
-            "--batch-size",
-            "4",
-            "--checkpoint-every",
-            "2",
-            "--sample-every",
-            "2",
-            "--grid-steps",
-            "2",
-            "--grid-columns",
-            "2",
-            "--log-every",
-            "1",
-            "--num-train-timesteps",
-            "50",
-            "--lr-schedule",
-            "constant",
-        ];
-        args.extend(extra);
-        diffuse(&args)
+        tiny_train(&self.data, extra)
     }
-}
-
-fn success(output: std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    stderr
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{diffuse, synthetic_data, temp_dir, TINY_VAE_CONFIG};
+use common::{diffuse, failure, success, synthetic_data, temp_dir, tiny_train, TINY_VAE_CONFIG};
 
 /// A two-level cross-attention U-Net over 28×28 grey pixels attending to 16-wide text states (the tiny CLIP's).
 const TINY_TEXT_CONFIG: &str = r#"{
@@ -85,41 +85,8 @@ impl Setup {
 
     /// `diffuse train` with the common tiny settings and `extra`.
     fn train(&self, extra: &[&str]) -> std::process::Output {
-        let mut args = vec![
-            "train",
-            "--data",
-            &self.data,
-            "--batch-size",
-            "4",
-            "--checkpoint-every",
-            "2",
-            "--sample-every",
-            "2",
-            "--grid-steps",
-            "2",
-            "--grid-columns",
-            "2",
-            "--log-every",
-            "1",
-            "--num-train-timesteps",
-            "50",
-            "--lr-schedule",
-            "constant",
-        ];
-        args.extend(extra);
-        diffuse(&args)
+        tiny_train(&self.data, extra)
     }
-}
-
-fn success(output: std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    stderr
-}
-
-fn failure(output: std::process::Output) -> String {
-    assert!(!output.status.success(), "should fail");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn same_bytes(a: &Path, b: &Path, files: &[&str]) {

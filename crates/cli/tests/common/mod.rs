@@ -52,6 +52,47 @@ pub fn diffuse(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The stderr of a run that must succeed (the assertion shows it if not).
+pub fn success(output: Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    stderr
+}
+
+/// The stderr of a run that must fail.
+pub fn failure(output: Output) -> String {
+    assert!(!output.status.success(), "should fail");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `diffuse train` on `data` with the tiny settings the end-to-end tests share (batch 4, a checkpoint and a 2-step
+/// grid of 2 columns every 2 steps, 50 training timesteps, a constant learning rate), then `extra`.
+pub fn tiny_train(data: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--data",
+        data,
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--sample-every",
+        "2",
+        "--grid-steps",
+        "2",
+        "--grid-columns",
+        "2",
+        "--log-every",
+        "1",
+        "--num-train-timesteps",
+        "50",
+        "--lr-schedule",
+        "constant",
+    ];
+    args.extend(extra);
+    diffuse(&args)
+}
+
 /// Writes an uncompressed IDX file: magic (0, 0, type 0x08 = u8, rank), big-endian dims, then the bytes.
 pub fn write_idx(path: &Path, dims: &[u32], data: &[u8]) {
     let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
