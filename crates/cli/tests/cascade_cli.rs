@@ -5,7 +5,7 @@
 use std::path::Path;
 
 mod common;
-use common::{diffuse, temp_dir};
+use common::{fails, ok, temp_dir};
 
 /// A 28×28 super-resolution stage of ~20k parameters: 2 input channels, 3 augmentation levels.
 const TINY_SR: &str = r#"{
@@ -36,19 +36,6 @@ const TINY_INPAINT: &str = r#"{
   "up_block_types": ["UpBlock2D", "UpBlock2D"],
   "norm_num_groups": 4, "num_class_embeds": 11
 }"#;
-
-fn ok(args: &[&str]) -> String {
-    let run = diffuse(args);
-    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
-    assert!(run.status.success(), "{args:?}: {stderr}");
-    stderr
-}
-
-fn fails(args: &[&str]) -> String {
-    let run = diffuse(args);
-    assert!(!run.status.success(), "{args:?} should fail");
-    String::from_utf8_lossy(&run.stderr).into_owned()
-}
 
 fn read_samples(path: &Path) -> (Vec<f32>, Vec<usize>) {
     let bytes = std::fs::read(path).unwrap();

@@ -3,14 +3,7 @@
 //! bad settings are refused with the reason.
 
 mod common;
-use common::{diffuse, synthetic_data, temp_dir};
-
-fn ok(args: &[&str]) -> String {
-    let run = diffuse(args);
-    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
-    assert!(run.status.success(), "{args:?}: {stderr}");
-    stderr
-}
+use common::{diffuse, ok, synthetic_data, temp_dir};
 
 const TINY: [&str; 22] = [
     "--width",

@@ -5,20 +5,7 @@
 use std::path::Path;
 
 mod common;
-use common::{diffuse, repo, synthetic_data, temp_dir, TINY_CONFIG};
-
-fn ok(args: &[&str]) -> String {
-    let run = diffuse(args);
-    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
-    assert!(run.status.success(), "{args:?}: {stderr}");
-    stderr
-}
-
-fn fails(args: &[&str]) -> String {
-    let run = diffuse(args);
-    assert!(!run.status.success(), "{args:?} should fail");
-    String::from_utf8_lossy(&run.stderr).into_owned()
-}
+use common::{diffuse, fails, ok, repo, synthetic_data, temp_dir, TINY_CONFIG};
 
 /// Writes an 8-bit PNG of `channels` (1 or 3) planes of `side`×`side` from `value(channel, y, x)`.
 fn write_png(path: &Path, channels: usize, side: usize, value: impl Fn(usize, usize, usize) -> u8) {

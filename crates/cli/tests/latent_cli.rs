@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{
-    diffuse, repo, success, synthetic_data, synthetic_split, temp_dir, tiny_train, TINY_CONFIG,
-    TINY_VAE_CONFIG,
+    diffuse, fails, repo, success, synthetic_data, synthetic_split, temp_dir, tiny_train,
+    TINY_CONFIG, TINY_VAE_CONFIG,
 };
 
 /// A class-conditional one-level U-Net over 4×7×7 latents (~46k parameters).
@@ -31,12 +31,6 @@ fn ok(args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(run.status.success(), "{args:?}: {stderr}");
     stderr + &String::from_utf8_lossy(&run.stdout)
-}
-
-fn fails(args: &[&str]) -> String {
-    let run = diffuse(args);
-    assert!(!run.status.success(), "{args:?} should fail");
-    String::from_utf8_lossy(&run.stderr).into_owned()
 }
 
 struct Setup {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{diffuse, failure, success, synthetic_data, temp_dir, tiny_train, TINY_VAE_CONFIG};
+use common::{fails, failure, ok, success, synthetic_data, temp_dir, tiny_train, TINY_VAE_CONFIG};
 
 /// A two-level cross-attention U-Net over 28×28 grey pixels attending to 16-wide text states (the tiny CLIP's).
 const TINY_TEXT_CONFIG: &str = r#"{
@@ -16,19 +16,6 @@ const TINY_TEXT_CONFIG: &str = r#"{
   "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
   "attention_head_dim": 2, "norm_num_groups": 4, "cross_attention_dim": 16, "use_linear_projection": true
 }"#;
-
-fn ok(args: &[&str]) -> String {
-    let run = diffuse(args);
-    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
-    assert!(run.status.success(), "{args:?}: {stderr}");
-    stderr
-}
-
-fn fails(args: &[&str]) -> String {
-    let run = diffuse(args);
-    assert!(!run.status.success(), "{args:?} should fail");
-    String::from_utf8_lossy(&run.stderr).into_owned()
-}
 
 struct Setup {
     dir: PathBuf,

@@ -5,21 +5,7 @@
 use std::path::Path;
 
 mod common;
-use common::{diffuse, repo, synthetic_split, temp_dir, TINY_VAE_CONFIG};
-
-fn ok(args: &[&str]) -> String {
-    let run = diffuse(args);
-    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
-    assert!(run.status.success(), "{args:?}: {stderr}");
-    stderr
-}
-
-fn fails(args: &[&str]) -> String {
-    let run = diffuse(args);
-    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
-    assert!(!run.status.success(), "{args:?} should fail");
-    stderr
-}
+use common::{diffuse, fails, ok, repo, synthetic_split, temp_dir, TINY_VAE_CONFIG};
 
 #[test]
 fn vae_train_resumes_exactly_and_encode_decode_round_trip() {

@@ -52,6 +52,21 @@ pub fn diffuse(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `diffuse` with `args`, which must succeed; its stderr.
+pub fn ok(args: &[&str]) -> String {
+    let run = diffuse(args);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{args:?}: {stderr}");
+    stderr
+}
+
+/// Runs `diffuse` with `args`, which must fail; its stderr.
+pub fn fails(args: &[&str]) -> String {
+    let run = diffuse(args);
+    assert!(!run.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&run.stderr).into_owned()
+}
+
 /// The stderr of a run that must succeed (the assertion shows it if not).
 pub fn success(output: Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
