@@ -406,66 +406,23 @@ fn consistency_distillation_and_training_sample_with_the_consistency_sampler() {
     );
     let grid = setup.dir.join("grid.png");
     for run in [cd.join("round-1"), ct.clone()] {
+        // One image from `run` with the sampler options `extra`.
+        let sample_one = |extra: &[&str]| {
+            let mut args = vec!["sample", "--checkpoint", s(&run), "--count", "1"];
+            args.extend(extra);
+            args.extend(["--out", s(&grid)]);
+            diffuse(&args)
+        };
         // A consistency model samples with its own sampler unless told otherwise.
-        let log = ok(&diffuse(&[
-            "sample",
-            "--checkpoint",
-            s(&run),
-            "--count",
-            "1",
-            "--out",
-            s(&grid),
-        ]));
+        let log = ok(&sample_one(&[]));
         assert!(log.contains("(consistency, 1 steps)"), "{log}");
-        let log = ok(&diffuse(&[
-            "sample",
-            "--checkpoint",
-            s(&run),
-            "--count",
-            "1",
-            "--steps",
-            "2",
-            "--out",
-            s(&grid),
-        ]));
+        let log = ok(&sample_one(&["--steps", "2"]));
         assert!(log.contains("(consistency, 2 steps)"), "{log}");
-        let log = ok(&diffuse(&[
-            "sample",
-            "--checkpoint",
-            s(&run),
-            "--count",
-            "1",
-            "--sigmas",
-            "80,2,0.5",
-            "--out",
-            s(&grid),
-        ]));
+        let log = ok(&sample_one(&["--sigmas", "80,2,0.5"]));
         assert!(log.contains("(consistency, 3 steps)"), "{log}");
-        let err = failed(&diffuse(&[
-            "sample",
-            "--checkpoint",
-            s(&run),
-            "--count",
-            "1",
-            "--sigmas",
-            "0.5,2",
-            "--out",
-            s(&grid),
-        ]));
+        let err = failed(&sample_one(&["--sigmas", "0.5,2"]));
         assert!(err.contains("must decrease"), "{err}");
-        let err = failed(&diffuse(&[
-            "sample",
-            "--checkpoint",
-            s(&run),
-            "--count",
-            "1",
-            "--sigmas",
-            "80",
-            "--steps",
-            "2",
-            "--out",
-            s(&grid),
-        ]));
+        let err = failed(&sample_one(&["--sigmas", "80", "--steps", "2"]));
         assert!(err.contains("leave --steps out"), "{err}");
     }
     let err = failed(&diffuse(&[
