@@ -106,6 +106,21 @@ proptest! {
         check_gradients(&[&a, &b], |v| v[0].matmul(&v[1]));
     }
 
+    /// A batched input through a rank-2 weight, as a linear layer: the weight's gradient is one product over all
+    /// the input's rows (contiguous, transposed or narrowed inputs).
+    #[test]
+    fn batched_input_times_rank2_weight_matches_finite_differences(
+        (m, k, n) in (1usize..4, 1usize..4, 1usize..4),
+        batch in prop::collection::vec(1usize..3, 1..3),
+        (how_a, how_w) in (0u8..3, 0u8..3),
+        seed in 0u64..1000,
+    ) {
+        let mut a_shape = batch.clone();
+        a_shape.extend([m, k]);
+        let (a, w) = (strided(&a_shape, seed, how_a), strided(&[k, n], seed + 5, how_w));
+        check_gradients(&[&a, &w], |v| v[0].matmul(&v[1]));
+    }
+
     #[test]
     fn conv2d_over_random_geometry_matches_finite_differences(
         (batch, group_in, group_out, groups) in (1usize..3, 1usize..3, 1usize..3, 1usize..3),

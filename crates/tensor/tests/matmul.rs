@@ -125,6 +125,70 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A batched input times a rank-2 weight (a linear layer) is computed as one product over all the input's rows
+    /// when they lie at one stride; it must equal the per-batch products bit for bit (the GEMM's sum order does not
+    /// depend on the row count), for contiguous inputs, inputs at an offset (a narrow of the first axis), rows wider
+    /// than k (a narrow of the last axis), and inputs whose rows do not lie at one stride (a transposed view, a batch
+    /// broadcast from one).
+    #[test]
+    fn batched_times_rank2_equals_the_per_batch_products_bit_for_bit(
+        batch in prop::collection::vec(1usize..4, 1..3),
+        (m, k, n) in (dims(), dims(), (1usize..40)),
+        how in 0u8..5,
+        data in prop::collection::vec(-3.0f32..3.0, 64),
+    ) {
+        let mut shape = batch.clone();
+        shape.extend([m, k]);
+        let r = shape.len();
+        let numel: usize = shape.iter().product();
+        let values = |len: usize| -> Vec<f32> { data.iter().cycle().take(len).copied().collect() };
+        let a = match how {
+            0 => Tensor::from_vec(values(numel), &shape, Device::Cpu).unwrap(),
+            1 => {
+                let mut wider = shape.clone();
+                wider[0] += 2;
+                let t = Tensor::from_vec(values(wider.iter().product()), &wider, Device::Cpu).unwrap();
+                t.narrow(0, 1, shape[0]).unwrap()
+            }
+            2 => {
+                let mut wider = shape.clone();
+                wider[r - 1] += 3;
+                let t = Tensor::from_vec(values(wider.iter().product()), &wider, Device::Cpu).unwrap();
+                t.narrow(r - 1, 2, k).unwrap()
+            }
+            3 => {
+                let mut stored = shape.clone();
+                stored.swap(r - 2, r - 1);
+                Tensor::from_vec(values(numel), &stored, Device::Cpu).unwrap().transpose(r - 2, r - 1).unwrap()
+            }
+            _ => {
+                let mut one = shape.clone();
+                one[0] = 1;
+                Tensor::from_vec(values(one.iter().product()), &one, Device::Cpu)
+                    .unwrap()
+                    .broadcast_to(&shape)
+                    .unwrap()
+            }
+        };
+        let w = Tensor::from_vec(values(k * n)[..].iter().rev().copied().collect(), &[k, n], Device::Cpu).unwrap();
+        let got = a.matmul(&w).unwrap();
+        let mut out_shape = batch.clone();
+        out_shape.extend([m, n]);
+        prop_assert_eq!(got.shape(), &out_shape[..]);
+        let rows = a.reshape(&[numel / k / m, m, k]).unwrap();
+        let mut want = Vec::new();
+        for i in 0..numel / k / m {
+            let one = rows.narrow(0, i, 1).unwrap().reshape(&[m, k]).unwrap();
+            want.extend(one.matmul(&w).unwrap().to_vec().unwrap());
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&got.to_vec().unwrap()), bits(&want));
+    }
+}
+
 #[test]
 fn matmul_rejects_mismatched_inner_dimensions_naming_both_shapes() {
     let a = Tensor::zeros(&[2, 3], DType::F32, Device::Cpu).unwrap();

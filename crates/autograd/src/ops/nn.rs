@@ -22,7 +22,18 @@ impl Var {
                 .then(|| sum_to_shape(&g.matmul(&b.transpose(rb - 2, rb - 1)?)?, a.shape()))
                 .transpose()?;
             let gb = need_b
-                .then(|| sum_to_shape(&a.transpose(ra - 2, ra - 1)?.matmul(g)?, b.shape()))
+                .then(|| {
+                    if rb == 2 && ra > 2 {
+                        // b (a linear layer's weight) served every batch: its gradient Σ_batch aᵀ·g is one product
+                        // over all of a's rows, rather than a product per batch and a sum of the copies.
+                        let rows = a.shape()[..ra - 1].iter().product::<usize>();
+                        let (k, n) = (a.shape()[ra - 1], g.shape()[ra - 1]);
+                        let a_rows = a.reshape(&[rows, k])?;
+                        a_rows.transpose(0, 1)?.matmul(&g.reshape(&[rows, n])?)
+                    } else {
+                        sum_to_shape(&a.transpose(ra - 2, ra - 1)?.matmul(g)?, b.shape())
+                    }
+                })
                 .transpose()?;
             Ok(vec![ga, gb])
         }))

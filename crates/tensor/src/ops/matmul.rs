@@ -79,6 +79,15 @@ impl Tensor {
         let batch = dims_product(&batch_shape);
         let a = self.batch_operand(&batch_shape, m, k)?;
         let b = rhs.batch_operand(&batch_shape, k, n)?;
+        // A rank-2 `rhs` (a linear layer's weight) is the same matrix for every batch. When `self`'s rows lie at one
+        // stride across the batches (batch stride = m · row stride, as in any contiguous input), the whole product is
+        // the single `[batch·m, k] × [k, n]` product, which packs `rhs` once instead of once per batch. The output is
+        // the same row-major buffer, and the GEMM's sum order, hence every bit, does not depend on the row count.
+        let (batch, m) = if rb == 2 && a.1.batch_stride == m * a.1.row_stride {
+            (1, batch * m)
+        } else {
+            (batch, m)
+        };
         let storage = {
             let (sa, sb) = (a.0.storage(), b.0.storage());
             sa.matmul(&a.1, &sb, &b.1, (batch, m, n, k))?
