@@ -1,9 +1,10 @@
 //! Reductions over the last dimension of a contiguous `[rows, n]` buffer: sum, max, min, argmax.
 //!
 //! The tensor layer brings any set of reduced axes to the back and makes them contiguous, so one row kernel serves
-//! every axis. Sums accumulate in f64: a row of n f32 values then carries no accumulated rounding beyond the final
+//! every axis, and [`sum_columns`] sums over leading axes in place. Sums accumulate in f64: a row of n f32 values then carries no accumulated rounding beyond the final
 //! conversion, which keeps `mean` of a million elements exact to one f32 ulp. Rows are split across rayon.
 
+use crate::dispatch::dispatch;
 use crate::error::{KernelError, Result};
 use rayon::prelude::*;
 
@@ -70,6 +71,49 @@ pub fn reduce_rows(
             };
         });
     Ok(())
+}
+
+/// Columns per task of [`sum_columns`]: 64 f64 accumulators (512 bytes) stay in registers and L1 while the task
+/// walks every row.
+const SUM_COLUMNS_WIDTH: usize = 64;
+
+/// `out[c] = Σ_r src[r·n + c]` for every column c of a contiguous `[rows, n]` buffer: a sum over leading axes (a bias
+/// gradient sums `[tokens, features]` over the tokens) read in place, where [`reduce_rows`] would need the transpose
+/// copied out first. Each column accumulates in f64 over the rows in ascending order, the order `reduce_rows` sums a
+/// row of the transpose, so the two agree bit for bit. Tasks own [`SUM_COLUMNS_WIDTH`] adjacent columns and walk all
+/// the rows, reading each row's slice of them contiguously.
+pub fn sum_columns(rows: usize, n: usize, src: &[f32], out: &mut [f32]) -> Result<()> {
+    let expected = rows
+        .checked_mul(n)
+        .ok_or_else(|| KernelError::new("sum_columns", "rows × n overflows usize"))?;
+    crate::error::check_len("sum_columns", "source", src.len(), expected)?;
+    crate::error::check_len("sum_columns", "output", out.len(), n)?;
+    let tasks_min = (1 << 14) / (rows.max(1) * SUM_COLUMNS_WIDTH) + 1;
+    out.par_chunks_mut(SUM_COLUMNS_WIDTH)
+        .with_min_len(tasks_min)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            let first = chunk * SUM_COLUMNS_WIDTH;
+            dispatch!(sum_column_block(rows: usize, n: usize, first: usize, src: &[f32], out: &mut [f32]));
+        });
+    Ok(())
+}
+
+/// Columns `first..first + out.len()` of [`sum_columns`].
+#[inline(always)]
+fn sum_column_block(rows: usize, n: usize, first: usize, src: &[f32], out: &mut [f32]) {
+    let width = out.len();
+    let mut acc = [0.0f64; SUM_COLUMNS_WIDTH];
+    let acc = &mut acc[..width];
+    for r in 0..rows {
+        let row = &src[r * n + first..r * n + first + width];
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a += f64::from(x);
+        }
+    }
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = a as f32;
+    }
 }
 
 /// max that propagates NaN (as PyTorch's `max` does), unlike `f32::max`.

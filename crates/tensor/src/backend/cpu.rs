@@ -152,6 +152,17 @@ pub fn where_select(
 pub fn reduce_last(s: &CpuStorage, layout: &Layout, op: ReduceOp) -> Result<CpuStorage> {
     let n = layout.shape().last().copied().unwrap_or(1);
     let rows = dims_product(&layout.shape()[..layout.rank().saturating_sub(1)]);
+    if let (ReduceOp::Sum, &[columns, _], &[1, row_stride]) = (op, layout.shape(), layout.strides())
+    {
+        if row_stride == columns {
+            // The transpose of a contiguous [n, columns] matrix (a sum over leading axes): summed in place.
+            let src = s.to_f32();
+            let start = layout.offset();
+            let mut out = take(columns);
+            reduce::sum_columns(n, columns, &src[start..start + n * columns], &mut out)?;
+            return Ok(CpuStorage::from_f32(out, s.dtype()));
+        }
+    }
     let contiguous = copy_contiguous(s, layout, DType::F32)?;
     let src = contiguous.to_f32();
     let mut out = take(rows);

@@ -1,10 +1,12 @@
 //! Reductions over any set of axes (sum, mean, max, min), argmax over one axis.
 //!
 //! Method: permute the reduced axes to the back, then reduce the last dimension of that view as rows of length
-//! Π(reduced sizes). The kept axes keep their order; `keepdim` re-inserts the reduced axes with size 1.
+//! Π(reduced sizes). The kept axes keep their order; `keepdim` re-inserts the reduced axes with size 1. Reduced leading
+//! axes of a contiguous tensor need no copy: the view is the transpose of a contiguous matrix, which the CPU sums in
+//! place by columns.
 
 use crate::error::{Error, Result};
-use crate::layout::{checked_numel, dims_product};
+use crate::layout::{checked_numel, dims_product, Layout};
 use crate::{ReduceOp, Tensor};
 
 impl Tensor {
@@ -45,8 +47,18 @@ impl Tensor {
         let row_len = dims_product(&reduced_sizes);
         let mut rows_shape = kept_shape.clone();
         rows_shape.push(row_len);
+        let leading = dims.len();
         let rows_view = match permuted.reshape(&rows_shape)? {
             Some(l) => self.with_layout(l),
+            // Reducing the leading axes of a contiguous tensor: its rows to reduce are the columns of the contiguous
+            // `[row_len, kept]` matrix, handed over as that matrix's transposed view rather than copied.
+            None if self.is_contiguous() && reduced[..leading].iter().all(|&r| r) => {
+                let kept_len = dims_product(&kept_shape);
+                let offset = self.layout().offset();
+                let columns =
+                    Layout::from_parts(vec![kept_len, row_len], vec![1, kept_len], offset)?;
+                self.with_layout(columns)
+            }
             None => self
                 .with_layout(permuted)
                 .contiguous()?
