@@ -33,8 +33,9 @@
 # - the cascade splits it in half: the base gets ½·TRAIN_STEPS·s_direct/s_base14 steps, the stage
 #   ½·TRAIN_STEPS·s_direct/s_sr (a 14×14 step costs about a quarter of a 28×28 one, so the base takes several
 #   times the stage's steps).
-# A network evaluation costs in sampling what a training step costs in the same proportion (the backward pass is a
-# fixed multiple of the forward for these U-Nets), so the same ratios split the sampling time: the cascade's base
+# Assuming the networks' sampling steps cost in the same proportion as their training steps (the backward pass the
+# same multiple of the forward for each; the wall times of the cascade's and the direct model's evaluations, in the
+# table, check it), the same ratios split the sampling time: the cascade's base
 # runs ½·SAMPLE_STEPS·s_direct/s_base14 steps and its stage ½·SAMPLE_STEPS·s_direct/s_sr (each at least 1). RePaint
 # and the inpainting U-Net call a 28×28 network of equal cost once per step, so equal sampling time is an equal
 # number of calls: SAMPLE_STEPS for the U-Net and for RePaint without resampling; with resampling, the largest step

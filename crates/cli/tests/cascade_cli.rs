@@ -161,6 +161,7 @@ fn a_base_model_and_a_super_resolution_stage_chain_and_the_stage_resumes_exactly
     // and 2 changes it.
     let cascade_with_stage_steps = |sr_steps: &str, name: &str| -> Vec<f32> {
         let out = p(name);
+        let grid = out.with_extension("png");
         ok(&[
             "sample",
             "--checkpoint",
@@ -179,6 +180,8 @@ fn a_base_model_and_a_super_resolution_stage_chain_and_the_stage_resumes_exactly
             "4",
             "--count",
             "2",
+            "--out",
+            grid.to_str().unwrap(),
             "--out-tensor",
             out.to_str().unwrap(),
         ]);
