@@ -706,7 +706,7 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
         .image_condition
         .map_or(0, |c| c.extra_channels(data.channels));
     match &decoder {
-        Some(decoder) => check_latent_setup(decoder, &data, &model_config)?,
+        Some(decoder) => check_latent_setup(decoder, &data, &model_config, text.is_some())?,
         None if model_config.in_channels() != data.channels + extra_channels => {
             return Err(format!(
                 "the model takes {} channels but the dataset's images have {}{}",
