@@ -90,6 +90,26 @@ pub fn sample_conditioned(
         .map_err(|e| e.to_string())
 }
 
+/// The sampler options of a cascade's stage: the base model's, with `--sr-steps` (when given) as its step count, so
+/// that the cheap base and the full-size stage can be given different shares of a sampling budget.
+pub fn stage_sampling(base: &SamplerArgs, sr_steps: Option<usize>) -> SamplerArgs {
+    let mut stage = base.clone();
+    if sr_steps.is_some() {
+        stage.steps = sr_steps;
+    }
+    stage
+}
+
+/// Refuses `--sr-steps` without `--upscale`.
+pub fn check_sr_steps(upscale: Option<&Path>, sr_steps: Option<usize>) -> Result<(), String> {
+    match (upscale, sr_steps) {
+        (None, Some(_)) => {
+            Err("--sr-steps sets the steps of the --upscale stage; give --upscale SR_RUN".into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The super-resolution stage of `folder` (a `diffuse train --super-resolution` run), or why it is not one.
 pub fn super_resolution_of(folder: &Folder, dir: &Path) -> Result<SuperResolution, String> {
     match image_condition_of(folder)? {
