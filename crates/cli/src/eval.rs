@@ -9,7 +9,7 @@
 //! Every run (sampler, steps) starts sample batch `b` from the same noise: batch seeds are the successive outputs of
 //! `SplitMix64::new(--seed)`, so the rows of a sweep differ only in how they integrate, not in their starting points.
 
-use crate::cascade::Upscaler;
+use crate::cascade::{check_sr_steps, stage_sampling, Upscaler};
 use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
@@ -110,6 +110,9 @@ pub struct EvalArgs {
     /// The noise-conditioning augmentation level of --upscale.
     #[arg(long, default_value_t = 1)]
     sr_level: u32,
+    /// Denoising steps of the --upscale stage.  [default: --steps]
+    #[arg(long)]
+    sr_steps: Option<usize>,
 }
 
 /// A loaded model and how to sample it.
@@ -155,10 +158,12 @@ fn load_model(
         }
         None => (config.in_channels(), h, w),
     };
+    check_sr_steps(args.upscale.as_deref(), args.sr_steps)?;
+    let stage_args = stage_sampling(&args.sampling, args.sr_steps);
     let upscaler = args
         .upscale
         .as_deref()
-        .map(|stage| Upscaler::load(stage, &args.sampling, args.sr_level, device))
+        .map(|stage| Upscaler::load(stage, &stage_args, args.sr_level, device))
         .transpose()?;
     let samples = match &upscaler {
         Some(upscaler) => {

@@ -770,6 +770,7 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
         false => None,
     };
     trainer.set_collective(Rc::clone(&collective));
+    trainer.set_overlap(args.launch.overlap_bucket_elements()?);
     // Refuses a global batch smaller than the number of processes before anything is written.
     let shard = trainer.shard().map_err(|e| e.to_string())?;
     let latents = match &decoder {
