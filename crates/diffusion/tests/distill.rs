@@ -216,7 +216,7 @@ fn the_truncated_snr_weight_is_max_snr_1_on_x0_capped_for_eps() {
         let v = snr.max(1.0) * (1.0 - ab);
         assert!((truncated_snr_weight(Prediction::VPrediction, ab) - v).abs() < 1e-12);
         // ε: x̂0 = (x − s·ε)/a, so max(SNR, 1)/SNR = max(1, 1/SNR), capped (ᾱ = 0.001 has 1/SNR = 999).
-        let eps = (1.0 / snr).max(1.0).min(EPSILON_WEIGHT_CAP);
+        let eps = (1.0 / snr).clamp(1.0, EPSILON_WEIGHT_CAP);
         let got = truncated_snr_weight(Prediction::Epsilon, ab);
         assert!((got - eps).abs() < 1e-12 * eps, "ᾱ {ab}: {got} vs {eps}");
     }
