@@ -232,15 +232,21 @@ def conv2d_bf16(k):
 
 @case('conv2d.ptx', 'conv2d_forward')
 def conv2d(k):
-    # (batch, C, H, W, OC, KH, KW, stride, pad, dil, groups, bias): stride 2 with dilation 2 and groups, no bias (a
-    # null pointer); a 3x3 'same' convolution with bias
-    for bn, c, h, w, oc, kh, kw, s, p, d, g, bias in [(2, 4, 6, 5, 4, 3, 3, 2, 2, 2, 2, False),
-                                                       (1, 3, 5, 4, 3, 3, 3, 1, 1, 1, 1, True)]:
+    # (batch, C, H, W, OC, KH, KW, stride, pad, dil, groups, addends): stride 2 with dilation 2 and groups, no addends
+    # (null pointers); a 3x3 'same' convolution with bias; two images of a 3x3 convolution without padding with bias,
+    # per-channel addend and residual (the fused residual-block epilogue)
+    for bn, c, h, w, oc, kh, kw, s, p, d, g, (bias, channel, residual) in [
+            (2, 4, 6, 5, 4, 3, 3, 2, 2, 2, 2, (False, False, False)),
+            (1, 3, 5, 4, 3, 3, 3, 1, 1, 1, 1, (True, False, False)),
+            (2, 3, 5, 6, 5, 3, 3, 1, 0, 1, 1, (True, True, True))]:
         oh, ow = conv_out(h, w, kh, kw, s, p, d)
         x, wt = k.f32(bn * c * h * w), k.f32(oc * c // g * kh * kw)
         b = k.f32(oc) if bias else 0
+        t = k.f32(bn * oc) if channel else 0
+        r = k.f32(bn * oc * oh * ow) if residual else 0
         k.launch('conv2d_forward', ((bn * oh * ow + 127) // 128, (oc // g + 127) // 128, g),
-                 [x, wt, b, k.out(4 * bn * oc * oh * ow), int(bias), bn, c, h, w, oc, kh, kw, s, p, d, g, oh, ow])
+                 [x, wt, b, t, r, k.out(4 * bn * oc * oh * ow), int(bias), int(channel), int(residual),
+                  bn, c, h, w, oc, kh, kw, s, p, d, g, oh, ow])
 
 
 @case('conv2d_backward.ptx', 'conv2d_backward_input', 'conv2d_backward_weight', 'conv2d_sum_splits', 'conv2d_backward_bias')

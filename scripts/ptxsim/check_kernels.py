@@ -303,14 +303,21 @@ def check_gemm_f32():
 def check_conv2d():
     random.seed(7)
     mod = Module(open(K+'conv2d.ptx').read())
-    for (Bn, C, H, W, OC, KH, KW, s, p, d, g, bias) in [(1, 2, 5, 4, 3, 3, 3, 1, 1, 1, 1, True), (2, 4, 6, 5, 4, 3, 3, 2, 2, 2, 2, False), (1, 3, 3, 3, 3, 1, 1, 1, 0, 1, 3, True)]:
+    # the last two flags: the per-channel addend (batch x OC) and the residual (the output's shape) of the fused
+    # epilogue, with and without bias, one of them with two images and a pointwise kernel
+    for (Bn, C, H, W, OC, KH, KW, s, p, d, g, bias, chan, res) in [(1, 2, 5, 4, 3, 3, 3, 1, 1, 1, 1, True, False, False), (2, 4, 6, 5, 4, 3, 3, 2, 2, 2, 2, False, False, False),
+                                                               (1, 3, 3, 3, 3, 1, 1, 1, 0, 1, 3, True, False, False), (2, 3, 5, 6, 5, 3, 3, 1, 0, 1, 1, True, True, True),
+                                                               (3, 2, 4, 3, 2, 1, 1, 1, 0, 1, 1, False, True, False), (2, 2, 5, 5, 3, 3, 3, 2, 1, 1, 1, False, False, True)]:
         OH = (H + 2*p - d*(KH-1) - 1)//s + 1; OW = (W + 2*p - d*(KW-1) - 1)//s + 1
         cg = C//g; ocg = OC//g
         X = [r32(random.uniform(-1,1)) for _ in range(Bn*C*H*W)]; Wt = [r32(random.uniform(-1,1)) for _ in range(OC*cg*KH*KW)]; Bi = [r32(random.uniform(-1,1)) for _ in range(OC)]
+        T = [r32(random.uniform(-1,1)) for _ in range(Bn*OC)]; R = [r32(random.uniform(-1,1)) for _ in range(Bn*OC*OH*OW)]
         mem = Memory(); px = mem.alloc(4*len(X)); pw = mem.alloc(4*len(Wt)); pb = mem.alloc(4*OC); py = mem.alloc(4*Bn*OC*OH*OW)
-        mem.put_f32(px, X); mem.put_f32(pw, Wt); mem.put_f32(pb, Bi)
+        pt = mem.alloc(4*len(T)); pr = mem.alloc(4*len(R))
+        mem.put_f32(px, X); mem.put_f32(pw, Wt); mem.put_f32(pb, Bi); mem.put_f32(pt, T); mem.put_f32(pr, R)
         N = Bn*OH*OW
-        launch(mod, 'conv2d_forward', ((N+127)//128, (ocg+127)//128, g), (256,1,1), [px, pw, pb if bias else 0, py, int(bias), Bn, C, H, W, OC, KH, KW, s, p, d, g, OH, OW], mem)
+        launch(mod, 'conv2d_forward', ((N+127)//128, (ocg+127)//128, g), (256,1,1),
+               [px, pw, pb if bias else 0, pt if chan else 0, pr if res else 0, py, int(bias), int(chan), int(res), Bn, C, H, W, OC, KH, KW, s, p, d, g, OH, OW], mem)
         want = []; mags = []
         for b in range(Bn):
             for oc in range(OC):
@@ -324,8 +331,10 @@ def check_conv2d():
                                     ih = i*s - p + kh*d; iw = j*s - p + kw*d
                                     if 0 <= ih < H and 0 <= iw < W:
                                         ps.append(X[((b*C + gi*cg + ic)*H + ih)*W + iw] * Wt[((oc*cg + ic)*KH + kh)*KW + kw])
-                        want.append(sum(ps) + (Bi[oc] if bias else 0)); mags.append(sum(abs(q) for q in ps))
-        check_sum(f'conv {Bn,C,H,W,OC,KH,KW,s,p,d,g,bias}', mem.get_f32(py, len(want)), want, mags, cg*KH*KW)
+                        adds = [Bi[oc]] * bias + [T[b*OC + oc]] * chan + [R[((b*OC + oc)*OH + i)*OW + j]] * res
+                        want.append(sum(ps) + sum(adds)); mags.append(sum(abs(q) for q in ps + adds))
+        # three more roundings than the products' sum: bias + channel, + the sum, + residual
+        check_sum(f'conv {Bn,C,H,W,OC,KH,KW,s,p,d,g,bias,chan,res}', mem.get_f32(py, len(want)), want, mags, cg*KH*KW + 3)
 
 
 def check_conv2d_backward():

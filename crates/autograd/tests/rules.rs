@@ -178,6 +178,98 @@ fn conv2d_matches_finite_differences() {
     });
 }
 
+/// The fused addends of a convolution (time embedding per image and channel, residual) with and without bias, on a
+/// strided grouped convolution without padding, a one-channel batch-1 one and the U-Net's 3×3 'same' one.
+#[test]
+fn conv2d_add_matches_finite_differences() {
+    let strided = Conv2dParams {
+        stride: (2, 2),
+        padding: (0, 0),
+        dilation: (1, 1),
+        groups: 2,
+    };
+    let x = randn(&[2, 4, 5, 6], 30);
+    let w = randn(&[4, 2, 3, 3], 31);
+    let (b, t, r) = (
+        randn(&[4], 32),
+        randn(&[2, 4], 33),
+        randn(&[2, 4, 2, 2], 34),
+    );
+    check_gradients(&[&x, &w, &b, &t, &r], |v| {
+        v[0].conv2d_add(&v[1], Some(&v[2]), Some(&v[3]), Some(&v[4]), &strided)
+    });
+    check_gradients(&[&x, &w, &r], |v| {
+        v[0].conv2d_add(&v[1], None, None, Some(&v[2]), &strided)
+    });
+    let single = Conv2dParams::default();
+    let (x1, w1) = (randn(&[1, 1, 3, 4], 35), randn(&[1, 1, 2, 2], 36));
+    let (t1, b1) = (randn(&[1, 1], 37), randn(&[1], 38));
+    check_gradients(&[&x1, &w1, &b1, &t1], |v| {
+        v[0].conv2d_add(&v[1], Some(&v[2]), Some(&v[3]), None, &single)
+    });
+    let same = Conv2dParams {
+        padding: (1, 1),
+        ..Conv2dParams::default()
+    };
+    let (x3, w3) = (randn(&[2, 3, 4, 5], 39), randn(&[2, 3, 3, 3], 40));
+    let (b3, t3, r3) = (
+        randn(&[2], 41),
+        randn(&[2, 2], 42),
+        randn(&[2, 2, 4, 5], 43),
+    );
+    check_gradients(&[&x3, &w3, &b3, &t3, &r3], |v| {
+        v[0].conv2d_add(&v[1], Some(&v[2]), Some(&v[3]), Some(&v[4]), &same)
+    });
+}
+
+/// The fused convolution computes the separate additions up to the rounding of its sums, forward and backward.
+#[test]
+fn conv2d_add_equals_conv2d_then_adds() {
+    let p = Conv2dParams {
+        padding: (1, 1),
+        ..Conv2dParams::default()
+    };
+    let (x, w, b) = (
+        randn(&[3, 4, 6, 5], 50),
+        randn(&[5, 4, 3, 3], 51),
+        randn(&[5], 52),
+    );
+    let (t, r) = (randn(&[3, 5], 53), randn(&[3, 5, 6, 5], 54));
+    let run = |fused: bool| {
+        let leaves = [&x, &w, &b, &t, &r].map(|t| Var::leaf(t.clone()));
+        let [x, w, b, t, r] = &leaves;
+        let y = if fused {
+            x.conv2d_add(w, Some(b), Some(t), Some(r), &p).unwrap()
+        } else {
+            let t4 = t.reshape(&[3, 5, 1, 1]).unwrap();
+            x.conv2d(w, Some(b), &p)
+                .unwrap()
+                .add(&t4)
+                .unwrap()
+                .add(r)
+                .unwrap()
+        };
+        let dy = Var::constant(randn(y.shape(), 55));
+        let grads = y.mul(&dy).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![y.tensor().to_vec().unwrap()];
+        out.extend(
+            leaves
+                .iter()
+                .map(|l| grads.get(l).unwrap().to_vec().unwrap()),
+        );
+        out
+    };
+    let (fused, separate) = (run(true), run(false));
+    // Only the forward sums round differently (the addends join the products in another order): outputs and
+    // gradients are sums of at most 4·9 + 3 (forward) or 3·30 (weight gradient) unit-size terms, of magnitude below
+    // 10, and differ by a few ulps of that.
+    for (got, want) in fused.iter().zip(&separate) {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+    }
+}
+
 #[test]
 fn group_norm_matches_finite_differences() {
     let x = randn(&[2, 4, 3, 2], 22);

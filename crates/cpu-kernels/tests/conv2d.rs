@@ -14,8 +14,8 @@ mod common;
 use common::{assert_within, random_vec, with_threads, F32_UNIT_ROUNDOFF};
 use diffuse_cpu_kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
-    conv2d_backward_weight_with, conv2d_forward, conv2d_forward_with, Conv2dAlgorithm, Conv2dShape,
-    WINOGRAD_MIN_CHANNELS,
+    conv2d_backward_weight_with, conv2d_forward, conv2d_forward_add_with, conv2d_forward_with,
+    Conv2dAddends, Conv2dAlgorithm, Conv2dShape, WINOGRAD_MIN_CHANNELS,
 };
 use proptest::prelude::*;
 
@@ -988,4 +988,150 @@ fn conv2d_winograd_refuses_shapes_it_cannot_compute() {
         assert_eq!(err.op, "conv2d_backward_weight");
         assert!(err.message.contains(expected), "{s:?}: {err}");
     }
+}
+
+/// The fused addends (`conv2d/addends.rs`): bias, a per-image-and-channel addend and a residual, each present or not
+/// (`present`), on top of the products, by `algo`, against the f64 reference plus the addends. The addends take at
+/// most three more roundings (bias + channel, onto the products, + residual), inside either tolerance: im2col's with
+/// two more terms and the addends' magnitudes, Winograd's plus `2·(C + 12)·2^-24` times the addends' magnitudes.
+fn check_forward_add(s: &Conv2dShape, present: [bool; 3], algo: Conv2dAlgorithm, seed: u64) {
+    let d = Data::new(s, seed);
+    let channel = random_vec(s.batch * s.out_channels, seed + 4);
+    let residual = random_vec(s.output_len(), seed + 5);
+    let [with_bias, with_channel, with_residual] = present;
+    let addends = Conv2dAddends {
+        bias: with_bias.then_some(&d.b[..]),
+        channel: with_channel.then_some(&channel[..]),
+        residual: with_residual.then_some(&residual[..]),
+    };
+    let mut y = vec![f32::NAN; s.output_len()];
+    conv2d_forward_add_with(algo, s, &d.x, &d.w, addends, &mut y).unwrap();
+
+    let plane = s.out_h() * s.out_w();
+    let terms = |i: usize| {
+        let (n, o) = (i / plane / s.out_channels, i / plane % s.out_channels);
+        [
+            with_bias.then(|| d.b[o]),
+            with_channel.then(|| channel[n * s.out_channels + o]),
+            with_residual.then(|| residual[i]),
+        ]
+        .into_iter()
+        .flatten()
+        .map(f64::from)
+    };
+    let (x, w) = (to_f64(&d.x), to_f64(&d.w));
+    let want: Vec<f64> = conv_ref(s, &x, &w, None)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + terms(i).sum::<f64>())
+        .collect();
+    let added: Vec<f64> = (0..s.output_len())
+        .map(|i| terms(i).map(f64::abs).sum())
+        .collect();
+    let tol: Vec<f64> = if algo == Conv2dAlgorithm::Winograd {
+        let c = s.in_channels as f64;
+        winograd_tolerance(s, &x, &w, None)
+            .iter()
+            .zip(&added)
+            .map(|(t, a)| t + 2.0 * (c + 12.0) * F32_UNIT_ROUNDOFF * a)
+            .collect()
+    } else {
+        let magnitude: Vec<f64> = conv_ref(s, &abs(&x), &abs(&w), None)
+            .iter()
+            .zip(&added)
+            .map(|(m, a)| m + a)
+            .collect();
+        let patch = s.in_channels / s.groups * s.kernel_h * s.kernel_w;
+        tolerance(patch + 2, &magnitude)
+    };
+    assert_within(&y, &want, &tol, &format!("{algo:?} {present:?} {s:?}"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn conv2d_forward_add_matches_f64_reference(
+        s in shapes(9),
+        present in any::<[bool; 3]>(),
+        seed in any::<u64>(),
+    ) {
+        check_forward_add(&s, present, Conv2dAlgorithm::Im2col, seed);
+    }
+
+    #[test]
+    fn conv2d_winograd_forward_add_matches_f64_reference(
+        s in winograd_shapes(20, 13),
+        present in any::<[bool; 3]>(),
+        seed in any::<u64>(),
+    ) {
+        check_forward_add(&s, present, Conv2dAlgorithm::Winograd, seed);
+    }
+}
+
+/// Batches cut into several chunks of several images (im2col: ⌈256 / 49⌉ = 6 images of 7×7 per GEMM, so 13 images
+/// are chunks of 6, 6 and 1; Winograd: 16 tiles per 7×7 image, 16 images per chunk, so 35 are 16, 16 and 3), where
+/// each image must take its own per-channel addend and residual; also a single 1×1 image, and a 1×1 pointwise kernel
+/// without padding.
+#[test]
+fn conv2d_forward_add_finds_each_images_addends_in_every_chunk() {
+    let square = |batch, channels, side, kernel, padding| Conv2dShape {
+        batch,
+        in_channels: channels,
+        in_h: side,
+        in_w: side,
+        out_channels: channels + 1,
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride: (1, 1),
+        padding: (padding, padding),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    for algo in [Conv2dAlgorithm::Im2col, Conv2dAlgorithm::Winograd] {
+        for s in [
+            square(13, 4, 7, 3, 1),
+            square(35, 3, 7, 3, 1),
+            square(1, 1, 1, 3, 1),
+        ] {
+            check_forward_add(&s, [true; 3], algo, 11);
+            check_forward_add(&s, [false, true, true], algo, 12);
+        }
+    }
+    check_forward_add(
+        &square(3, 2, 5, 1, 0),
+        [true; 3],
+        Conv2dAlgorithm::Im2col,
+        13,
+    );
+}
+
+#[test]
+fn conv2d_forward_add_rejects_addends_of_the_wrong_length() {
+    let s = base();
+    let d = Data::new(&s, 3);
+    let (channel, residual) = (
+        vec![0.0; s.batch * s.out_channels],
+        vec![0.0; s.output_len()],
+    );
+    let mut y = vec![0.0; s.output_len()];
+    let run = |addends, y: &mut [f32]| {
+        conv2d_forward_add_with(Conv2dAlgorithm::Auto, &s, &d.x, &d.w, addends, y).unwrap_err()
+    };
+    let err = run(
+        Conv2dAddends {
+            channel: Some(&channel[1..]),
+            ..Conv2dAddends::default()
+        },
+        &mut y,
+    );
+    assert!(err.message.contains("channel addend has"), "{err}");
+    let err = run(
+        Conv2dAddends {
+            residual: Some(&residual[..residual.len() - 1]),
+            ..Conv2dAddends::default()
+        },
+        &mut y,
+    );
+    assert!(err.message.contains("residual has"), "{err}");
 }

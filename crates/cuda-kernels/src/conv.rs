@@ -68,13 +68,39 @@ impl Conv2dShape {
     }
 }
 
+/// The optional addends the forward kernel adds in its epilogue: `bias` (out_channels), `channel` (batch ×
+/// out_channels, one value per image and channel, e.g. a time embedding) and `residual` (the output's shape).
+pub struct Conv2dAddends<'a, P> {
+    pub bias: Option<&'a P>,
+    pub channel: Option<&'a P>,
+    pub residual: Option<&'a P>,
+}
+
 /// `y = conv2d(x, weight) + bias` (bias per output channel, optional).
-pub fn conv2d_forward(
+pub fn conv2d_forward<P: DevicePtr<f32>>(
     gpu: &Gpu,
     shape: &Conv2dShape,
     x: &impl DevicePtr<f32>,
     weight: &impl DevicePtr<f32>,
-    bias: Option<&impl DevicePtr<f32>>,
+    bias: Option<&P>,
+    y: &mut impl DevicePtrMut<f32>,
+) -> Result<()> {
+    let addends = Conv2dAddends {
+        bias,
+        channel: None,
+        residual: None,
+    };
+    conv2d_forward_add(gpu, shape, x, weight, addends, y)
+}
+
+/// `y = conv2d(x, weight) + bias[oc] + channel[b, oc] + residual[b, oc, oh, ow]`, each addend optional, added in the
+/// kernel's epilogue.
+pub fn conv2d_forward_add<P: DevicePtr<f32>>(
+    gpu: &Gpu,
+    shape: &Conv2dShape,
+    x: &impl DevicePtr<f32>,
+    weight: &impl DevicePtr<f32>,
+    addends: Conv2dAddends<'_, P>,
     y: &mut impl DevicePtrMut<f32>,
 ) -> Result<()> {
     const OP: &str = "conv2d_forward";
@@ -100,17 +126,27 @@ pub fn conv2d_forward(
     }
     check_len(OP, "x", x.len(), s.batch * s.in_channels * s.in_h * s.in_w)?;
     check_len(OP, "weight", weight.len(), s.out_channels * k)?;
-    if let Some(b) = &bias {
+    let out_len = s.batch * s.out_channels * out_h * out_w;
+    if let Some(b) = addends.bias {
         check_len(OP, "bias", b.len(), s.out_channels)?;
     }
-    check_len(OP, "y", y.len(), s.batch * s.out_channels * out_h * out_w)?;
+    if let Some(c) = addends.channel {
+        check_len(OP, "channel addend", c.len(), s.batch * s.out_channels)?;
+    }
+    if let Some(r) = addends.residual {
+        check_len(OP, "residual", r.len(), out_len)?;
+    }
+    check_len(OP, "y", y.len(), out_len)?;
     if n == 0 || s.out_channels == 0 {
         return Ok(());
     }
     let stream = gpu.stream();
     let (x_ptr, _gx) = x.device_ptr(stream);
     let (w_ptr, _gw) = weight.device_ptr(stream);
-    let bias_ptr = bias.map(|b| b.device_ptr(stream));
+    let [bias_ptr, channel_ptr, residual_ptr] =
+        [addends.bias, addends.channel, addends.residual].map(|a| a.map(|a| a.device_ptr(stream)));
+    let ptr = |p: &Option<(u64, _)>| Arg::Ptr(p.as_ref().map_or(0, |(ptr, _guard)| *ptr));
+    let flag = |p: &Option<(u64, _)>| Arg::U32(u32::from(p.is_some()));
     let (y_ptr, _gy) = y.device_ptr_mut(stream);
     let ocg = s.out_channels / s.groups;
     let grid = (
@@ -132,9 +168,13 @@ pub fn conv2d_forward(
         &[
             Arg::Ptr(x_ptr),
             Arg::Ptr(w_ptr),
-            Arg::Ptr(bias_ptr.as_ref().map_or(0, |(ptr, _guard)| *ptr)),
+            ptr(&bias_ptr),
+            ptr(&channel_ptr),
+            ptr(&residual_ptr),
             Arg::Ptr(y_ptr),
-            u(usize::from(bias_ptr.is_some())),
+            flag(&bias_ptr),
+            flag(&channel_ptr),
+            flag(&residual_ptr),
             u(s.batch),
             u(s.in_channels),
             u(s.in_h),

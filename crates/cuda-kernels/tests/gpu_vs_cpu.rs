@@ -1286,6 +1286,99 @@ fn conv2d_forward_matches_the_naive_f64_convolution(gpu: &Gpu) {
         .unwrap();
 }
 
+/// The fused epilogue (bias, per-image-and-channel addend, residual; each present or not) against the CPU's fused
+/// im2col kernel on the same data. Each is within `(K + 4)·2^-24·M` of the exact value (K products, at most three
+/// additions of addends, one more rounding for the order), with `M` the same sum over absolute values (computed by the
+/// CPU kernel on |x|, |w| and |addends|; its own rounding is below K·2^-24 relative), so they differ by at most twice
+/// that.
+fn conv2d_forward_add_matches_the_cpu_kernel(gpu: &Gpu) {
+    runner()
+        .run(
+            &(conv_case(), any::<[bool; 3]>()),
+            |((s, _, seed), present)| {
+                let (oh, ow) = s.output_hw().unwrap();
+                let out_len = s.batch * s.out_channels * oh * ow;
+                let cg = s.in_channels / s.groups;
+                let x_host = matrix(seed, s.batch * s.in_channels * s.in_h * s.in_w, 1.0);
+                let w_host = matrix(seed ^ 9, s.out_channels * cg * s.kernel_h * s.kernel_w, 1.0);
+                let hosts = [
+                    matrix(seed ^ 11, s.out_channels, 1.0),
+                    matrix(seed ^ 13, s.batch * s.out_channels, 1.0),
+                    matrix(seed ^ 15, out_len, 1.0),
+                ];
+                let devices = hosts.each_ref().map(|h| upload(gpu, h));
+                let (x, w) = (upload(gpu, &x_host), upload(gpu, &w_host));
+                let [bias, channel, residual] =
+                    [0, 1, 2].map(|i| present[i].then_some(&devices[i]));
+                let addends = conv::Conv2dAddends {
+                    bias,
+                    channel,
+                    residual,
+                };
+                let mut y = zeros(gpu, out_len);
+                conv::conv2d_forward_add(gpu, &s, &x, &w, addends, &mut y).unwrap();
+                let got = download(gpu, &y);
+
+                let cpu_shape = cpu_kernels::conv2d::Conv2dShape {
+                    batch: s.batch,
+                    in_channels: s.in_channels,
+                    in_h: s.in_h,
+                    in_w: s.in_w,
+                    out_channels: s.out_channels,
+                    kernel_h: s.kernel_h,
+                    kernel_w: s.kernel_w,
+                    stride: (s.stride, s.stride),
+                    padding: (s.padding, s.padding),
+                    dilation: (s.dilation, s.dilation),
+                    groups: s.groups,
+                };
+                let cpu_run = |x: &[f32], w: &[f32], hosts: &[Vec<f32>; 3]| {
+                    let [bias, channel, residual] =
+                        [0, 1, 2].map(|i| present[i].then_some(&hosts[i][..]));
+                    let addends = cpu_kernels::conv2d::Conv2dAddends {
+                        bias,
+                        channel,
+                        residual,
+                    };
+                    let mut y = vec![0.0; out_len];
+                    cpu_kernels::conv2d::conv2d_forward_add_with(
+                        cpu_kernels::conv2d::Conv2dAlgorithm::Im2col,
+                        &cpu_shape,
+                        x,
+                        w,
+                        addends,
+                        &mut y,
+                    )
+                    .unwrap();
+                    y
+                };
+                let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+                let cpu = cpu_run(&x_host, &w_host, &hosts);
+                let magnitude = cpu_run(
+                    &abs(&x_host),
+                    &abs(&w_host),
+                    &hosts.each_ref().map(|h| abs(h)),
+                );
+                let k = (cg * s.kernel_h * s.kernel_w) as f64;
+                for (at, ((&g, &c), &m)) in got.iter().zip(&cpu).zip(&magnitude).enumerate() {
+                    let tol =
+                        2.0 * (k + 4.0) * f64::from(f32::EPSILON) / 2.0 * (f64::from(m) + 1e-6);
+                    prop_assert!(
+                        (f64::from(g) - f64::from(c)).abs() <= tol,
+                        "y[{}] = {} but the CPU kernel says {} ({:?}, addends {:?})",
+                        at,
+                        g,
+                        c,
+                        s,
+                        present
+                    );
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
 fn conv2d_refuses_a_kernel_larger_than_the_padded_input(gpu: &Gpu) {
     let s = Conv2dShape {
         batch: 1,
@@ -1549,6 +1642,7 @@ fn main() {
         pack_bf16_rounds_like_half_and_pads_with_zeros,
         pack_bf16_refuses_a_padding_that_does_not_hold_the_matrix,
         conv2d_forward_matches_the_naive_f64_convolution,
+        conv2d_forward_add_matches_the_cpu_kernel,
         conv2d_refuses_a_kernel_larger_than_the_padded_input,
         attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias,
         attention_refuses_a_head_dim_above_128,

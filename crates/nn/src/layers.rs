@@ -80,6 +80,24 @@ impl Conv2d {
             params,
         })
     }
+
+    /// `forward(x) + channel[:, :, None, None] + residual` with both additions fused into the convolution's output
+    /// stage: `channel` (N, out_channels) is one value per image and channel (a projected time embedding),
+    /// `residual` has the output's shape (a skip connection); either may be absent.
+    pub fn forward_add(
+        &self,
+        x: &Var,
+        channel: Option<&Var>,
+        residual: Option<&Var>,
+    ) -> Result<Var> {
+        x.conv2d_add(
+            &self.weight,
+            self.bias.as_ref(),
+            channel,
+            residual,
+            &self.params,
+        )
+    }
 }
 
 impl Module for Conv2d {

@@ -78,6 +78,36 @@ fn same_device<'a, const N: usize>(op: &'static str, t: [&'a Storage; N]) -> Res
         .ok_or_else(|| Error::argument(op, "no operands"))
 }
 
+/// An optional operand that must live on the CPU, as the CPU backend's buffer.
+fn cpu_operand<'a>(op: &'static str, s: Option<&'a Storage>) -> Result<Option<&'a CpuStorage>> {
+    s.map(|s| match s {
+        Storage::Cpu(c) => Ok(c),
+        Storage::Cuda(g) => Err(Error::DeviceMismatch {
+            op,
+            lhs: Device::Cpu,
+            rhs: g.device(),
+        }),
+    })
+    .transpose()
+}
+
+/// An optional operand that must live on the GPU `device`, as the CUDA backend's buffer.
+fn cuda_operand<'a>(
+    op: &'static str,
+    device: Device,
+    s: Option<&'a Storage>,
+) -> Result<Option<&'a CudaStorage>> {
+    s.map(|s| match s {
+        Storage::Cuda(g) if s.device() == device => Ok(g),
+        other => Err(Error::DeviceMismatch {
+            op,
+            lhs: device,
+            rhs: other.device(),
+        }),
+    })
+    .transpose()
+}
+
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
@@ -374,21 +404,24 @@ impl Storage {
     }
 
     /// `self` is the input (contiguous NCHW).
+    /// `self` is the input; `addends` are the optional bias, per-channel addend and residual
+    /// ([`crate::Tensor::conv2d_add`]), each on the input's device.
     pub fn conv2d(
         &self,
         shape: &Conv2dShape,
         weight: &Storage,
-        bias: Option<&Storage>,
+        addends: [Option<&Storage>; 3],
     ) -> Result<Self> {
-        match bias {
-            None => match same_device("conv2d", [self, weight])? {
-                Same::Cpu([x, w]) => Ok(Storage::Cpu(cpu::conv2d(shape, x, w, None)?)),
-                Same::Cuda([x, w]) => Ok(Storage::Cuda(cuda::conv2d(shape, x, w, None)?)),
-            },
-            Some(bias) => match same_device("conv2d", [self, weight, bias])? {
-                Same::Cpu([x, w, b]) => Ok(Storage::Cpu(cpu::conv2d(shape, x, w, Some(b))?)),
-                Same::Cuda([x, w, b]) => Ok(Storage::Cuda(cuda::conv2d(shape, x, w, Some(b))?)),
-            },
+        const OP: &str = "conv2d";
+        match same_device(OP, [self, weight])? {
+            Same::Cpu([x, w]) => {
+                let [b, c, r] = addends.map(|a| cpu_operand(OP, a));
+                Ok(Storage::Cpu(cpu::conv2d(shape, x, w, [b?, c?, r?])?))
+            }
+            Same::Cuda([x, w]) => {
+                let [b, c, r] = addends.map(|a| cuda_operand(OP, self.device(), a));
+                Ok(Storage::Cuda(cuda::conv2d(shape, x, w, [b?, c?, r?])?))
+            }
         }
     }
 

@@ -49,12 +49,35 @@ impl Var {
     /// 2-D convolution of `self` (N, C, H, W) with `weight` (O, C/groups, KH, KW) and an optional `bias` (O). The
     /// input gradient is computed only when the input needs one: a network's first convolution reads data.
     pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, p: &Conv2dParams) -> Result<Var> {
+        self.conv2d_add(weight, bias, None, None, p)
+    }
+
+    /// [`Var::conv2d`] plus `channel` (N, O) broadcast over the plane and `residual` (the output's shape), added in
+    /// the convolution's output stage (a residual block's time embedding and skip connection). Rules:
+    /// `∂channel = Σ_{h, w} g`, `∂residual = g`, the others as for the plain convolution.
+    pub fn conv2d_add(
+        &self,
+        weight: &Var,
+        bias: Option<&Var>,
+        channel: Option<&Var>,
+        residual: Option<&Var>,
+        p: &Conv2dParams,
+    ) -> Result<Var> {
         let (x, w) = (self.tensor().clone(), weight.tensor().clone());
-        let y = x.conv2d(&w, bias.map(Var::tensor), p)?;
+        let y = x.conv2d_add(
+            &w,
+            bias.map(Var::tensor),
+            channel.map(Var::tensor),
+            residual.map(Var::tensor),
+            p,
+        )?;
         let p = *p;
         let mut parents = vec![self, weight];
         parents.extend(bias);
-        let with_bias = bias.is_some();
+        parents.extend(channel);
+        parents.extend(residual);
+        let (with_bias, with_channel, with_residual) =
+            (bias.is_some(), channel.is_some(), residual.is_some());
         let need_x = self.requires_grad();
         Ok(Var::from_op(y, &parents, move |g| {
             let gx = need_x
@@ -64,6 +87,12 @@ impl Var {
             let mut grads = vec![gx, Some(gw)];
             if with_bias {
                 grads.push(gb);
+            }
+            if with_channel {
+                grads.push(Some(g.sum(&[2, 3], false)?));
+            }
+            if with_residual {
+                grads.push(Some(g.clone()));
             }
             Ok(grads)
         }))

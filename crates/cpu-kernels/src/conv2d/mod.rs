@@ -33,6 +33,7 @@
 //! and the GEMM over its tiles. Chunking depends only on the shape, so every result is bit-identical for any number
 //! of threads.
 
+mod addends;
 mod im2col;
 mod scratch;
 mod shape;
@@ -40,6 +41,7 @@ mod winograd;
 
 use rayon::prelude::*;
 
+pub use addends::Conv2dAddends;
 pub use shape::Conv2dShape;
 
 use scratch::{Buffer, Role};
@@ -218,7 +220,7 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) -> Result<()> {
-    conv2d_forward_with(Conv2dAlgorithm::Auto, s, input, weight, bias, output)
+    conv2d_forward_add(s, input, weight, Conv2dAddends::bias(bias), output)
 }
 
 /// [`conv2d_forward`] by a chosen algorithm.
@@ -230,29 +232,61 @@ pub fn conv2d_forward_with(
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) -> Result<()> {
+    conv2d_forward_add_with(
+        algorithm,
+        s,
+        input,
+        weight,
+        Conv2dAddends::bias(bias),
+        output,
+    )
+}
+
+/// Forward convolution with its addends fused into the output stage (`addends.rs`):
+/// `output = conv(input, weight) + bias + channel + residual`. `output` is overwritten.
+pub fn conv2d_forward_add(
+    s: &Conv2dShape,
+    input: &[f32],
+    weight: &[f32],
+    addends: Conv2dAddends,
+    output: &mut [f32],
+) -> Result<()> {
+    conv2d_forward_add_with(Conv2dAlgorithm::Auto, s, input, weight, addends, output)
+}
+
+/// [`conv2d_forward_add`] by a chosen algorithm.
+pub fn conv2d_forward_add_with(
+    algorithm: Conv2dAlgorithm,
+    s: &Conv2dShape,
+    input: &[f32],
+    weight: &[f32],
+    addends: Conv2dAddends,
+    output: &mut [f32],
+) -> Result<()> {
     const OP: &str = "conv2d_forward";
     s.validate_for(OP)?;
     check_len(OP, "input", input.len(), s.input_len())?;
     check_len(OP, "weight", weight.len(), s.weight_len())?;
-    if let Some(bias) = bias {
-        check_len(OP, "bias", bias.len(), s.out_channels)?;
-    }
+    addends.check(OP, s)?;
     check_len(OP, "output", output.len(), s.output_len())?;
     let winograd = algorithm.winograd(OP, s)?;
     if s.batch == 0 {
         return Ok(());
     }
     if winograd {
-        return winograd::forward(s, input, weight, bias, output);
+        return winograd::forward(s, input, weight, &addends, output);
     }
 
     let plan = Plan::new(s);
     let (og, k) = (plan.og, plan.patch);
+    let beta = if addends.any() { 1.0 } else { 0.0 };
     output
         .par_chunks_mut(plan.images * plan.out_image)
         .zip(input.par_chunks(plan.images * plan.in_image))
-        .try_for_each_init(Scratch::take, |scratch, (y, x)| {
+        .enumerate()
+        .try_for_each_init(Scratch::take, |scratch, (chunk, (y, x))| {
             let images = y.len() / plan.out_image;
+            let first_image = chunk * plan.images;
             let ld = images * plan.plane;
             for g in 0..s.groups {
                 let col = plan.columns(s, x, g, &mut scratch.col, false);
@@ -261,15 +295,14 @@ pub fn conv2d_forward_with(
                 } else {
                     scratch.block.floats(og * ld)
                 };
-                let beta = match bias {
-                    Some(bias) => {
-                        for (row, &b) in y_g.chunks_exact_mut(ld).zip(&bias[g * og..][..og]) {
-                            row.fill(b);
+                // The addends are the GEMM's starting value (β = 1); without any, β = 0 ignores the stale floats.
+                if addends.any() {
+                    for (o, row) in y_g.chunks_exact_mut(ld).enumerate() {
+                        for (i, row_i) in row.chunks_exact_mut(plan.plane).enumerate() {
+                            addends.fill(first_image + i, g * og + o, s.out_channels, row_i);
                         }
-                        1.0
                     }
-                    None => 0.0,
-                };
+                }
                 let col = MatRef::row_major(col, ld);
                 sgemm(
                     og,

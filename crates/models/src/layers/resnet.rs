@@ -82,14 +82,9 @@ impl ResnetBlock2D {
     /// `x` (N, in, H, W) and, for a block with a time embedding, `temb_act` = SiLU(time embedding) (N, temb) →
     /// (N, out, H, W).
     pub fn forward(&self, x: &Var, temb_act: Option<&Var>) -> Result<Var> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let h = match (&self.time_emb_proj, temb_act) {
-            (Some(proj), Some(temb)) => {
-                let t = proj.forward(temb)?;
-                let (n, c) = (t.shape()[0], t.shape()[1]);
-                h.add(&t.reshape(&[n, c, 1, 1])?)?
-            }
-            (None, None) => h,
+        let t = match (&self.time_emb_proj, temb_act) {
+            (Some(proj), Some(temb)) => Some(proj.forward(temb)?),
+            (None, None) => None,
             (Some(_), None) => {
                 return Err(Error::argument(
                     "ResnetBlock2D",
@@ -103,10 +98,15 @@ impl ResnetBlock2D {
                 ))
             }
         };
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
-        match &self.conv_shortcut {
-            Some(conv) => conv.forward(x)?.add(&h),
-            None => x.add(&h),
-        }
+        // The time embedding and the skip connection are added in the convolutions' output stage.
+        let h = self
+            .conv1
+            .forward_add(&self.norm1.forward_silu(x)?, t.as_ref(), None)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x)?,
+            None => x.clone(),
+        };
+        self.conv2
+            .forward_add(&self.norm2.forward_silu(&h)?, None, Some(&shortcut))
     }
 }

@@ -347,15 +347,21 @@ pub fn softmax_backward(
     Ok(CpuStorage::from_f32(out, y.dtype()))
 }
 
+/// The convolution with its optional addends `[bias, channel, residual]` fused into the output stage.
 pub fn conv2d(
     s: &Conv2dShape,
     x: &CpuStorage,
     w: &CpuStorage,
-    bias: Option<&CpuStorage>,
+    addends: [Option<&CpuStorage>; 3],
 ) -> Result<CpuStorage> {
     let mut out = take(s.output_len());
-    let bias32 = bias.map(CpuStorage::to_f32);
-    conv2d::conv2d_forward(s, &x.to_f32(), &w.to_f32(), bias32.as_deref(), &mut out)?;
+    let [bias, channel, residual] = addends.map(|a| a.map(CpuStorage::to_f32));
+    let addends = conv2d::Conv2dAddends {
+        bias: bias.as_deref(),
+        channel: channel.as_deref(),
+        residual: residual.as_deref(),
+    };
+    conv2d::conv2d_forward_add(s, &x.to_f32(), &w.to_f32(), addends, &mut out)?;
     Ok(CpuStorage::from_f32(out, x.dtype()))
 }
 

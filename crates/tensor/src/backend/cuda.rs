@@ -717,33 +717,50 @@ fn bf16_plan(
     Ok(Some(ck::conv_bf16::Plan::new(op, shape)?))
 }
 
-/// A convolution: f32 implicit GEMM, or in bf16 ([`crate::set_matmul_precision`]) see [`bf16_plan`].
+/// A convolution with its optional addends `[bias, channel, residual]`: f32 implicit GEMM adding all three in its
+/// epilogue, or in bf16 ([`crate::set_matmul_precision`], see [`bf16_plan`]) adding the bias in the kernel and the
+/// other two by element-wise additions.
 pub fn conv2d(
     s: &Conv2dShape,
     x: &CudaStorage,
     w: &CudaStorage,
-    bias: Option<&CudaStorage>,
+    addends: [Option<&CudaStorage>; 3],
 ) -> Result<CudaStorage> {
     let shape = gpu_conv_shape(s)?;
     let mut out = x.sibling(s.output_len())?;
-    let bias_view = bias.map(CudaStorage::view);
+    let [bias, channel, residual] = addends.map(|a| a.map(CudaStorage::view));
     if let Some(plan) = bf16_plan("conv2d", &shape)? {
         ck::conv_bf16::conv2d_forward_bf16(
             x.gpu,
             &plan,
             &x.view(),
             &w.view(),
-            bias_view.as_ref(),
+            bias.as_ref(),
             &mut out.view_mut(),
         )?;
+        let out_shape = [s.batch, s.out_channels, s.out_h(), s.out_w()];
+        let out_layout = Layout::contiguous(&out_shape)?;
+        if let Some(channel) = addends[1] {
+            let per_image =
+                Layout::contiguous(&[s.batch, s.out_channels, 1, 1])?.broadcast_to(&out_shape)?;
+            out = binary(&out, &out_layout, channel, &per_image, BinaryOp::Add)?;
+        }
+        if let Some(residual) = addends[2] {
+            out = binary(&out, &out_layout, residual, &out_layout, BinaryOp::Add)?;
+        }
         return Ok(out);
     }
-    ck::conv::conv2d_forward(
+    let addends = ck::conv::Conv2dAddends {
+        bias: bias.as_ref(),
+        channel: channel.as_ref(),
+        residual: residual.as_ref(),
+    };
+    ck::conv::conv2d_forward_add(
         x.gpu,
         &shape,
         &x.view(),
         &w.view(),
-        bias_view.as_ref(),
+        addends,
         &mut out.view_mut(),
     )?;
     Ok(out)

@@ -131,21 +131,56 @@ impl Tensor {
         bias: Option<&Tensor>,
         p: &Conv2dParams,
     ) -> Result<Tensor> {
+        self.conv2d_add(weight, bias, None, None, p)
+    }
+
+    /// [`Tensor::conv2d`] with addends fused into the kernel's output stage:
+    /// `conv2d(x, w) + bias + channel[:, :, None, None] + residual`, with `channel` (N, O) one value per image and
+    /// output channel (a time embedding) and `residual` of the output's shape (a skip connection). Each is optional;
+    /// the result equals the separate additions up to rounding.
+    pub fn conv2d_add(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        channel: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        p: &Conv2dParams,
+    ) -> Result<Tensor> {
         const OP: &str = "conv2d";
         let shape = conv_shape(OP, self.shape(), weight, p)?;
         self.check_compatible(OP, weight)?;
-        if let Some(b) = bias {
-            self.check_compatible(OP, b)?;
-            expect_shape(OP, "bias", b, &[shape.out_channels])?;
+        let out = out_shape(&shape);
+        let addends = [
+            ("bias", bias, &[shape.out_channels][..]),
+            ("channel addend", channel, &out[..2]),
+            ("residual", residual, &out[..]),
+        ];
+        for (what, t, want) in addends {
+            if let Some(t) = t {
+                self.check_compatible(OP, t)?;
+                expect_shape(OP, what, t, want)?;
+            }
         }
+        let contiguous = |t: Option<&Tensor>| t.map(Tensor::contiguous).transpose();
         let (x, w) = (self.contiguous()?, weight.contiguous()?);
-        let b = bias.map(Tensor::contiguous).transpose()?;
+        let (b, c, r) = (
+            contiguous(bias)?,
+            contiguous(channel)?,
+            contiguous(residual)?,
+        );
         let storage = {
-            let b_guard = b.as_ref().map(|b| b.storage());
-            x.storage()
-                .conv2d(&shape, &w.storage(), b_guard.as_deref())?
+            let (b, c, r) = (
+                b.as_ref().map(|t| t.storage()),
+                c.as_ref().map(|t| t.storage()),
+                r.as_ref().map(|t| t.storage()),
+            );
+            x.storage().conv2d(
+                &shape,
+                &w.storage(),
+                [b.as_deref(), c.as_deref(), r.as_deref()],
+            )?
         };
-        Tensor::from_contiguous(storage, &out_shape(&shape))
+        Tensor::from_contiguous(storage, &out)
     }
 
     /// The input gradient of [`Tensor::conv2d`]: `self` is the output gradient, `input_shape` the (N, C, H, W) shape

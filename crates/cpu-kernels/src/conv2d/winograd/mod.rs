@@ -9,7 +9,7 @@
 //! U[ξ][o][c] = (G·w[o, c]·Gᵀ)[ξ]            weight transform, once per call
 //! V[ξ][c][t] = (Bᵀ·x[c, tile t]·B)[ξ]       input transform
 //! M[ξ][o][t] = Σ_c U[ξ][o][c] · V[ξ][c][t]   16 GEMMs  (O × C) · (C × tiles)
-//! y[o, tile t] = Aᵀ·M[·][o][t]·A + b[o]     output transform (2×2; cropped at odd edges)
+//! y[o, tile t] = Aᵀ·M[·][o][t]·A + b[o]     output transform (2×2; cropped at odd edges), + the other addends
 //! ```
 //!
 //! Backward-input of a stride-1 3×3 convolution with padding p is itself one: `dx = conv(dy, w')` with
@@ -38,7 +38,7 @@ mod transform;
 use rayon::prelude::*;
 
 use super::scratch::{Buffer, Role};
-use super::Conv2dShape;
+use super::{Conv2dAddends, Conv2dShape};
 use crate::dispatch::dispatch;
 use crate::error::Result;
 use crate::gemm::{sgemm_batched, MatMut, MatRef};
@@ -127,7 +127,7 @@ pub(super) fn forward(
     s: &Conv2dShape,
     input: &[f32],
     weight: &[f32],
-    bias: Option<&[f32]>,
+    addends: &Conv2dAddends,
     output: &mut [f32],
 ) -> Result<()> {
     let geo = Geometry::new(
@@ -149,7 +149,7 @@ pub(super) fn forward(
                 }
             }
         });
-    run(&geo, input, u, bias, output)
+    run(&geo, input, u, addends, output)
 }
 
 /// Backward-input of a shape for which [`unsupported`] is `None`, as the forward convolution of `grad_output` with
@@ -179,7 +179,7 @@ pub(super) fn backward_input(
             }
         }
     });
-    run(&geo, grad_output, u, None, grad_input)
+    run(&geo, grad_output, u, &Conv2dAddends::default(), grad_input)
 }
 
 /// Weight gradient (not the bias) of a shape for which [`unsupported`] is `None`, batch > 0; lengths already checked.
@@ -294,8 +294,8 @@ pub(super) fn backward_weight(
     Ok(())
 }
 
-/// The chunked tile loop of the module header: `y = conv(x)` with transformed weights `u` (`[O][16][C]`).
-fn run(geo: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
+/// The chunked tile loop of the module header: `y = conv(x) + addends` with transformed weights `u` (`[O][16][C]`).
+fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f32]) -> Result<()> {
     let (c_n, o_n, tw) = (geo.in_channels, geo.out_channels, geo.tiles_w);
     let (in_plane, out_plane) = (geo.in_h * geo.in_w, geo.out_h * geo.out_w);
     let (in_image, out_image) = (c_n * in_plane, o_n * out_plane);
@@ -309,7 +309,9 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]
     };
     y.par_chunks_mut(images * out_image)
         .zip(x.par_chunks(images * in_image))
-        .try_for_each_init(scratch, |(v_buf, m_buf, work_buf), (y, x)| {
+        .enumerate()
+        .try_for_each_init(scratch, |(v_buf, m_buf, work_buf), (chunk, (y, x))| {
+            let first_image = chunk * images;
             let images = y.len() / out_image;
             for first in (0..geo.tiles_h).step_by(band_rows) {
                 let bands = band_rows.min(geo.tiles_h - first);
@@ -360,7 +362,8 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]
                     stride: usize,
                     first: usize,
                     bands: usize,
-                    bias: Option<&[f32]>,
+                    addends: &Conv2dAddends,
+                    first_image: usize,
                     y: &mut [f32],
                 ));
             }
@@ -385,20 +388,21 @@ fn input_transform(
     }
 }
 
-/// The output transform of every channel of a chunk's images `y`, for one band of tile rows, from M
-/// (`[O][16][stride]`).
+/// The output transform of every channel of a chunk's images `y` (image `first_image` onwards), for one band of
+/// tile rows, from M (`[O][16][stride]`), with the addends.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn output_transform(
     geo: &Geometry,
     m: &[f32],
     stride: usize,
     first: usize,
     bands: usize,
-    bias: Option<&[f32]>,
+    addends: &Conv2dAddends,
+    first_image: usize,
     y: &mut [f32],
 ) {
     for (o, m_o) in m.chunks_exact(16 * stride).enumerate() {
-        let b = bias.map_or(0.0, |b| b[o]);
-        transform::output_channel(geo, m_o, stride, first, bands, b, y, o);
+        transform::output_channel(geo, m_o, stride, (first, bands), addends, first_image, y, o);
     }
 }

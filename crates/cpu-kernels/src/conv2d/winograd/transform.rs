@@ -19,6 +19,7 @@
 //! of a chunk are numbered image by image, row by row. The arithmetic runs on `LANES` consecutive tiles of a tile row
 //! at once (`[f32; LANES]` per matrix entry, which compiles to one vector register each).
 
+use super::super::Conv2dAddends;
 use super::Geometry;
 
 /// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 16 values, ξ = 4·a + b.
@@ -221,19 +222,20 @@ pub(super) fn input_channel(
     }
 }
 
-/// `Y = Aᵀ·M·A + bias` for every tile of tile rows `first..first + bands` of every image of `y` (whole NCHW images),
-/// from `m` (`[16][stride]`, as `v` above) into output channel `o`; tiles at the bottom and right edges keep only
-/// their rows and columns inside. A row's last lanes read past it (into the next row or the plane's spare floats)
-/// and are dropped.
+/// `Y = Aᵀ·M·A + (bias + channel) + residual` (the addends of image `first_image + n` for the n-th image of `y`)
+/// for every tile of tile rows `first..first + bands` of every image of `y` (whole NCHW images), from `m`
+/// (`[16][stride]`, as `v` above) into output channel `o`; tiles at the bottom and right edges keep only their rows
+/// and columns inside. A row's last lanes read past it (into the next row or the plane's spare floats) and are
+/// dropped.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn output_channel(
     geo: &Geometry,
     m: &[f32],
     stride: usize,
-    first: usize,
-    bands: usize,
-    bias: f32,
+    (first, bands): (usize, usize),
+    addends: &Conv2dAddends,
+    first_image: usize,
     y: &mut [f32],
     o: usize,
 ) {
@@ -243,6 +245,8 @@ pub(super) fn output_channel(
         .map(|y_n| &mut y_n[o * plane_len..][..plane_len])
         .enumerate()
     {
+        let bias = addends.constant(first_image + n, o, geo.out_channels);
+        let residual = addends.residual_plane(first_image + n, o, geo.out_channels, plane_len);
         for i in 0..bands {
             let base = (n * bands + i) * tw;
             for j in (0..tw).step_by(LANES) {
@@ -268,6 +272,12 @@ pub(super) fn output_channel(
                     }
                     if let [last] = pairs.into_remainder() {
                         *last = left[geo.out_w / 2 - j];
+                    }
+                    if let Some(residual) = residual {
+                        let skip = &residual[oh * geo.out_w..][2 * j..end];
+                        for (y, &s) in row.iter_mut().zip(skip) {
+                            *y += s;
+                        }
                     }
                 }
             }
