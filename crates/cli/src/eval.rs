@@ -20,7 +20,7 @@ use crate::plots::save_fd_sweep;
 use crate::prompt::TextEncoder;
 use crate::prompt_eval::{PromptEvalArgs, PromptSampling};
 use crate::sample::{open_folder, Folder};
-use crate::sampling::{SamplerArgs, DEFAULT_STEPS};
+use crate::sampling::SamplerArgs;
 use crate::score::{AnySampler, ScoreArgs, ScoreView, SCORE_SAMPLERS};
 use crate::scoring::{
     check_image_shape, first_images, load_classifier, load_split, SampleModel, Sampling, Scorer,
@@ -215,13 +215,14 @@ fn sampler_for(
     args: &EvalArgs,
     model: &Model,
     sampler: Option<&str>,
-    steps: usize,
+    steps: Option<usize>,
 ) -> Result<AnySampler, String> {
     let mut sampling = args.sampling.clone();
     if let Some(name) = sampler {
         sampling.sampler = Some(name.to_string());
     }
-    sampling.steps = Some(steps);
+    // None: --steps, else the folder's default (a distilled student's own count, 1 for a consistency model, 20).
+    sampling.steps = steps.or(args.sampling.steps);
     let (sampler, _) = model
         .folder
         .sampler(&model.unet.config(), &sampling, &args.score)?;
@@ -463,8 +464,7 @@ fn run_prompts(
         .as_deref()
         .map(|dir| crate::prompt_eval::load_clip(dir, device))
         .transpose()?;
-    let steps = args.sampling.steps.unwrap_or(DEFAULT_STEPS);
-    let sampler = sampler_for(args, model, None, steps)?;
+    let sampler = sampler_for(args, model, None, None)?;
     let AnySampler::Discrete(scheduler) = &sampler else {
         return Err(format!(
             "--prompts samples with a discrete-time sampler; --sampler {} is not one",
@@ -476,8 +476,9 @@ fn run_prompts(
     eprintln!("reference: {} test images of {source}", test.len());
     let scorer = Scorer::new(classifier, &test)?;
     eprintln!(
-        "{}, {steps} steps, guidance {}: {} prompts × {per_prompt} samples",
+        "{}, {} steps, guidance {}: {} prompts × {per_prompt} samples",
         sampler.label(),
+        sampler.steps(),
         args.guidance,
         prompts.len()
     );
@@ -568,10 +569,10 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
             })
             .collect()
     };
-    let step_counts = if args.sweep_steps.is_empty() {
-        vec![args.sampling.steps.unwrap_or(DEFAULT_STEPS)]
+    let step_counts: Vec<Option<usize>> = if args.sweep_steps.is_empty() {
+        vec![None]
     } else {
-        args.sweep_steps.clone()
+        args.sweep_steps.iter().copied().map(Some).collect()
     };
     // Resolve every row before any sampling (and the bound), so that a bad name or setting, or a discrete-time
     // sampler for a score model, fails at once.
@@ -584,7 +585,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
                 scheduler
                     .sampler
                     .model_timesteps(&scheduler.schedule, &scheduler.options)
-                    .map_err(|e| format!("{name}, {steps} steps: {e}"))?;
+                    .map_err(|e| format!("{name}, {} steps: {e}", scheduler.options.steps))?;
             }
             runs.push((name, sampler));
         }

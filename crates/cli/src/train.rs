@@ -97,9 +97,10 @@ pub struct TrainArgs {
     /// Maximum decay of the EMA of the weights (warmed up as (1+k)/(10+k)).
     #[arg(long, value_parser = finite_f64, default_value_t = 0.999)]
     ema_decay: f64,
-    /// What the network predicts.
-    #[arg(long, default_value = "epsilon", value_parser = ["epsilon", "sample", "v_prediction"])]
-    prediction: String,
+    /// What the network predicts.  [default: epsilon; v_prediction with --objective consistency, whose output at
+    /// σ = 80 an ε network would multiply by 80]
+    #[arg(long, value_parser = ["epsilon", "sample", "v_prediction"])]
+    prediction: Option<String>,
     /// Per-timestep loss weights: uniform, or min-SNR-γ (Hang et al. 2023).
     #[arg(long, default_value = "min-snr", value_parser = ["uniform", "min-snr"])]
     loss_weighting: String,
@@ -278,7 +279,14 @@ fn new_config(
         beta_start,
         beta_end,
         beta_schedule,
-        prediction_type: PredictionType::from_name(&args.prediction).ok_or("bad --prediction")?,
+        prediction_type: PredictionType::from_name(args.prediction.as_deref().unwrap_or(
+            if args.objective == "consistency" {
+                "v_prediction"
+            } else {
+                "epsilon"
+            },
+        ))
+        .ok_or("bad --prediction")?,
         // A network that predicts its variance is sampled with it by diffusers' DDPM (the other samplers use the mean).
         variance_type: if model.learns_variance() {
             VarianceType::LearnedRange

@@ -7,6 +7,7 @@ use diffuse_diffusion::distill::consistency::{
 };
 use diffuse_diffusion::distill::progressive::{
     output_target, student_grid, teacher_two_steps, truncated_snr_weight, x0_target, DistillStep,
+    EPSILON_WEIGHT_CAP,
 };
 use diffuse_diffusion::distill::{
     check_halvings, consistency_sample, consistency_sample_from, default_sampling_sigmas,
@@ -204,7 +205,7 @@ fn the_student_grid_nests_in_the_teachers() {
 }
 
 #[test]
-fn the_truncated_snr_weight_is_max_snr_1_on_x0() {
+fn the_truncated_snr_weight_is_max_snr_1_on_x0_capped_for_eps() {
     for ab in [0.001, 0.3, 0.5, 0.9, 0.999] {
         let snr: f64 = ab / (1.0 - ab);
         // x0: max(SNR, 1); v: x̂0 = a·x − s·v, so max(SNR, 1)·(1 − ᾱ).
@@ -214,7 +215,10 @@ fn the_truncated_snr_weight_is_max_snr_1_on_x0() {
         );
         let v = snr.max(1.0) * (1.0 - ab);
         assert!((truncated_snr_weight(Prediction::VPrediction, ab) - v).abs() < 1e-12);
-        assert_eq!(truncated_snr_weight(Prediction::Epsilon, ab), 1.0);
+        // ε: x̂0 = (x − s·ε)/a, so max(SNR, 1)/SNR = max(1, 1/SNR), capped (ᾱ = 0.001 has 1/SNR = 999).
+        let eps = (1.0 / snr).clamp(1.0, EPSILON_WEIGHT_CAP);
+        let got = truncated_snr_weight(Prediction::Epsilon, ab);
+        assert!((got - eps).abs() < 1e-12 * eps, "ᾱ {ab}: {got} vs {eps}");
     }
 }
 
@@ -419,7 +423,9 @@ fn the_teachers_ode_step_converges_at_its_order() {
     let g = Gaussian::new();
     let gap = |solver: OdeSolver, h: f64| {
         consistency_gap(&g, 1.0, 1.0 + h, |x, f, t| {
-            solver.step(&g, x, f, t, Condition::NONE).unwrap()
+            solver
+                .step(&g, X0Limit::default(), x, f, t, Condition::NONE)
+                .unwrap()
         })
     };
     for (solver, order) in [(OdeSolver::Ddim, 2.0), (OdeSolver::Heun, 3.0)] {
@@ -569,4 +575,82 @@ fn the_curriculum_doubles_the_levels_in_equal_stages() {
         grid[best],
         grid[best + 1]
     );
+}
+
+#[test]
+fn every_consistency_step_is_clipped_the_first_included() {
+    // A function whose one-step output is its input: σ_max·z, values up to hundreds. With the run's clipping every
+    // clean-sample estimate is kept in [−1, 1], the single step's as much as the later ones'.
+    struct Identity(ConsistencyParam);
+    impl ConsistencyFunction for Identity {
+        fn apply(&self, x: &Tensor, _sigmas: &[f64], _cond: Condition<'_>) -> Result<Tensor> {
+            Ok(x.clone())
+        }
+        fn param(&self) -> ConsistencyParam {
+            self.0
+        }
+    }
+    let f = Identity(Gaussian::new().param);
+    let noise = Tensor::randn(&[64, 4], 7, 0, Device::Cpu).unwrap();
+    let clip = X0Limit {
+        clip: Some(1.0),
+        threshold: None,
+    };
+    for sigmas in [vec![80.0], vec![80.0, 0.8]] {
+        let x = consistency_sample_from(&f, &sigmas, clip, &noise, 0, Condition::NONE).unwrap();
+        let largest = f64s(&x).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(largest <= 1.0, "{sigmas:?}: |x| up to {largest}");
+        assert!(largest == 1.0, "{sigmas:?}: the test needs values to clip");
+    }
+}
+
+#[test]
+fn the_clipped_ddim_teacher_step_is_the_teachers_ddim_sampler_step() {
+    // Consistency distillation's DDIM teacher step with the run's clipping, chained over the trailing 2-step grid
+    // (σ_999 → σ_499 → 0) in the σ-view, against the library's DDIM sampler with the same clip and the noise from the
+    // clipped x̂0, on the exact mixture denoiser (ε). The exact x̂0 stays within the mixture's means, so the clip is
+    // set to 0.5 to be active.
+    let schedule = linear_schedule();
+    let teacher = Mixture::new(&schedule, Prediction::Epsilon);
+    let sigmas = training_sigmas(&schedule).unwrap();
+    let b = 64;
+    let noise = Tensor::randn(&[b, DIM], 11, 0, Device::Cpu).unwrap();
+    let clip = X0Limit {
+        clip: Some(0.5),
+        threshold: None,
+    };
+    let options = SamplerOptions {
+        steps: 2,
+        spacing: TimestepSpacing::Trailing,
+        clip_sample_range: Some(0.5),
+        ..SamplerOptions::default()
+    };
+    let ddim = Ddim {
+        use_clipped_model_output: true,
+        ..Ddim::default()
+    };
+    let sampled = f64s(
+        &Sampler::Ddim(ddim)
+            .sample_from(&teacher, &schedule, &options, &noise, Condition::NONE)
+            .unwrap(),
+    );
+    let d = NetworkDenoiser {
+        model: &teacher,
+        training_sigmas: sigmas.clone(),
+    };
+    let (s999, s499) = (sigmas[999], sigmas[499]);
+    let mut x = noise.mul_scalar((1.0 + s999 * s999).sqrt() as f32).unwrap();
+    let mut clipped_somewhere = false;
+    for (from, to) in [(s999, s499), (s499, 0.0)] {
+        let raw = denoised(&teacher, &sigmas, &x, &vec![from; b], Condition::NONE).unwrap();
+        clipped_somewhere |= f64s(&raw).iter().any(|v| v.abs() > 0.5);
+        x = OdeSolver::Ddim
+            .step(&d, clip, &x, &vec![from; b], &vec![to; b], Condition::NONE)
+            .unwrap();
+    }
+    assert!(clipped_somewhere, "the test needs x̂0 outside [−0.5, 0.5]");
+    for (a, b) in f64s(&x).iter().zip(&sampled) {
+        // f32 rounding of σ-view values up to ~σ_999·|x_T| ≈ 500, scaled back by √ᾱ_999: ~1e-5 absolute.
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
 }

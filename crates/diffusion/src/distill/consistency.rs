@@ -262,10 +262,15 @@ impl SigmaDenoise for NetworkDenoiser<'_> {
 }
 
 impl OdeSolver {
-    /// One step of the probability-flow ODE from `x` at `from` to `to` (per sample, `to < from`).
+    /// One step of the probability-flow ODE from `x` at `from` to `to` (per sample, `to < from`), with the teacher's
+    /// denoised estimate kept in range by `limit` as its samplers keep x̂0: with the run's clipping, the DDIM step is
+    /// then exactly the teacher's DDIM sampler step (with the noise taken from the clipped x̂0, diffusers'
+    /// `use_clipped_model_output`). An ε teacher needs it at high σ, where `D = x − σ·ε̂` multiplies the network's
+    /// error by σ (up to 80).
     pub fn step(
         self,
         teacher: &dyn SigmaDenoise,
+        limit: X0Limit,
         x: &Tensor,
         from: &[f64],
         to: &[f64],
@@ -276,13 +281,13 @@ impl OdeSolver {
         let euler = |x: &Tensor, d: &Tensor| -> Result<Tensor> {
             Ok(d.add(&scale_samples(&x.sub(d)?, &ratio)?)?)
         };
-        let d = teacher.denoise(x, from, cond)?;
+        let d = limit.apply(teacher.denoise(x, from, cond)?)?;
         let predictor = euler(x, &d)?;
         match self {
             OdeSolver::Ddim => Ok(predictor),
             OdeSolver::Heun => {
                 // x + (σ′ − σ)·(slope + slope′)/2 with slope = (x − D)/σ at each end.
-                let d_next = teacher.denoise(&predictor, to, cond)?;
+                let d_next = limit.apply(teacher.denoise(&predictor, to, cond)?)?;
                 let inv_from: Vec<f32> = from.iter().map(|f| (1.0 / f) as f32).collect();
                 let inv_to: Vec<f32> = to.iter().map(|t| (1.0 / t) as f32).collect();
                 let half_dt: Vec<f32> = from
@@ -388,11 +393,11 @@ pub fn consistency_sample_from(
     let batch = noise.shape().first().copied().unwrap_or(0);
     cond.check_batch(batch)?;
     let n = noise.numel() as u64;
-    let mut x = f.apply(
+    let mut x = limit.apply(f.apply(
         &noise.mul_scalar(sigmas[0] as f32)?,
         &vec![sigmas[0]; batch],
         cond,
-    )?;
+    )?)?;
     for (k, &tau) in sigmas.iter().enumerate().skip(1) {
         let z = Tensor::randn(noise.shape(), seed, k as u64 * n, noise.device())?;
         let scale = (tau * tau - param.sigma_min * param.sigma_min).sqrt() as f32;

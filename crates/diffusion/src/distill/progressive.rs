@@ -183,15 +183,25 @@ pub fn output_target(
     Ok(scale_samples(x_t, &cx)?.add(&scale_samples(x0, &c0)?)?)
 }
 
-/// The truncated-SNR weight of the squared output error at `ᾱ`: `max(SNR, 1)·c²` with `c = ∂x̂0/∂output`, for x0
-/// and v students. For an ε student this is `max(1, 1/SNR)`, unbounded at the trailing grid's first timestep (`1/SNR ≈
-/// 4·10⁸` at `t = 999` of the cosine schedule), which is the paper's reason to distil x- or v-models; an ε student's
-/// error is weighted 1 everywhere instead (the paper's weight wherever `SNR ≥ 1`).
+/// The largest weight of an ε student's squared error: the truncated-SNR weight `max(1, 1/SNR)` of a level with
+/// `SNR = 1/100`.
+pub const EPSILON_WEIGHT_CAP: f64 = 100.0;
+
+/// The truncated-SNR weight of the squared output error at `ᾱ`: `max(SNR, 1)·c²` with `c = ∂x̂0/∂output`. For x0 and
+/// v students it is bounded (1 and `ᾱ` at most 1); for an ε student it is `max(1, 1/SNR)`, capped at
+/// [`EPSILON_WEIGHT_CAP`]: the cap binds only at the trailing grid's first timestep on a schedule whose last `ᾱ` is
+/// near 0 (`1/SNR ≈ 4·10⁸` at `t = 999` of the cosine schedule, where x̂0 = (x − s·ε̂)/a divides the network's error
+/// by `a ≈ 5·10⁻⁵` and no f32 network pins it down; the paper's reason to distil x- or v-models). Below the cap the
+/// high-noise steps keep the paper's weight: weighting an ε student's error uniformly lets the large low-noise errors
+/// move the shared weights while the high-noise outputs, whose ε error becomes an x̂0 error `1/√SNR` times larger,
+/// drift unchecked.
 pub fn truncated_snr_weight(prediction: Prediction, alpha_bar: f64) -> f64 {
-    if prediction == Prediction::Epsilon {
-        return 1.0;
-    }
     let snr = alpha_bar / (1.0 - alpha_bar);
     let (_, slope) = convert(prediction, Prediction::Sample, alpha_bar);
-    snr.max(1.0) * slope * slope
+    let weight = snr.max(1.0) * slope * slope;
+    if prediction == Prediction::Epsilon {
+        weight.min(EPSILON_WEIGHT_CAP)
+    } else {
+        weight
+    }
 }

@@ -347,7 +347,8 @@ impl<M: TrainableModel> Distiller<M> {
                     model: teacher,
                     training_sigmas: self.training_sigmas.clone(),
                 };
-                let x_hat = solver.step(&teacher_d, &x_next, &sigma_next, &sigma, cond)?;
+                let x_hat =
+                    solver.step(&teacher_d, self.limit, &x_next, &sigma_next, &sigma, cond)?;
                 let (target_model, _) = self
                     .target
                     .as_ref()
