@@ -18,11 +18,11 @@ use std::time::Instant;
 /// the transfer, small enough that a bucket's host copy stays modest.
 pub const BUCKET_ELEMENTS: usize = 1 << 20;
 
-/// Where a backward pass hands each full gradient bucket, in order, as soon as it is complete.
-pub type HandBucket<'a> = dyn FnMut(Tensor) -> Result<()> + 'a;
+/// Starts the sum over the ranks of the next gradient bucket ([`Collective::all_reduce_overlapped`]).
+pub type StartBucket<'a> = dyn FnMut(Tensor) -> Result<()> + 'a;
 
-/// A backward pass that hands its gradient buckets to the function it is given.
-pub type BucketedWork<'a> = dyn FnMut(&mut HandBucket<'_>) -> Result<()> + 'a;
+/// The computation during which the buckets are started, given the function that starts one.
+pub type BucketWork<'a> = dyn FnMut(&mut StartBucket<'_>) -> Result<()> + 'a;
 
 /// The communication engine of a data-parallel run. Every rank calls the same operations in the same order with
 /// buffers of the same lengths; each operation returns when every rank has contributed.
@@ -42,7 +42,7 @@ pub trait Collective {
     fn all_reduce_overlapped(
         &self,
         sizes: &[usize],
-        work: &mut BucketedWork<'_>,
+        work: &mut BucketWork<'_>,
     ) -> Result<Vec<Tensor>> {
         let mut sums = Vec::with_capacity(sizes.len());
         work(&mut |bucket| {

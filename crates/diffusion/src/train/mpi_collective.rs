@@ -6,7 +6,7 @@
 //! rank died or hangs, the others report which call stalled and end the process, and `mpirun` then ends the rest of
 //! the job. Checkpoints are written atomically by rank 0, so the last one stays whole.
 
-use super::collective::{check_all_handed, check_bucket, BucketedWork, Collective};
+use super::collective::{check_all_handed, check_bucket, BucketWork, Collective};
 use super::watchdog::{Guard, Watchdog};
 use crate::error::{Error, Result};
 use diffuse_tensor::Tensor;
@@ -125,7 +125,7 @@ impl Collective for MpiCollective {
     fn all_reduce_overlapped(
         &self,
         sizes: &[usize],
-        work: &mut BucketedWork<'_>,
+        work: &mut BucketWork<'_>,
     ) -> Result<Vec<Tensor>> {
         // The buffers outlive the scope in which their requests run (the mpi crate's rule for immediate calls).
         let mut sends: Vec<Vec<f32>> = vec![Vec::new(); sizes.len()];

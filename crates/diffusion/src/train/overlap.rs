@@ -5,9 +5,9 @@
 //!
 //! The order is learnt on this process's first step: its backward reports each parameter as its gradient becomes
 //! final ([`Var::backward_with_hook`]); that step's gradients are summed after backward, as without overlap; rank 0's
-//! order is then given to every rank, so that every rank plans the same buckets and starts them in the same order
-//! (MPI requires that of collectives). From the second step on, buckets start during backward; a rank whose
-//! gradients become final in another order only starts later. Each bucket holds the same gradients in the same place
+//! order is then given to every rank (and learnt again if the set of trainable parameters changes), so that every
+//! rank plans the same buckets and starts them in the same order (MPI requires that of collectives). From the second
+//! step on, buckets start during backward; a rank whose gradients become final in another order only starts later. Each bucket holds the same gradients in the same place
 //! on every rank, and a parameter without a gradient on this rank contributes zeros.
 
 use super::collective::{all_reduce_gradients, plan_buckets_capped, Collective, BUCKET_ELEMENTS};
@@ -27,6 +27,9 @@ pub const FIRST_BUCKET_ELEMENTS: usize = (1 << 20) / 4;
 /// The buckets, once the order is known: parameter indices in the order their gradients become final, and the
 /// buckets as ranges of that order.
 struct Plan {
+    /// The parameters it was planned for (their variables' ids): another set (a parameter frozen or thawed) is
+    /// planned again.
+    params: Vec<usize>,
     order: Vec<usize>,
     buckets: Vec<Range<usize>>,
 }
@@ -64,7 +67,9 @@ impl OverlappedBackward {
             .enumerate()
             .map(|(i, (_, p))| (p.id(), i))
             .collect();
-        let Some(plan) = &self.plan else {
+        let ids: Vec<usize> = params.iter().map(|(_, p)| p.id()).collect();
+        let planned = self.plan.as_ref().filter(|plan| plan.params == ids);
+        let Some(plan) = planned else {
             let mut order = Vec::with_capacity(params.len());
             let mut grads = loss.backward_with_hook(&mut |id, _| {
                 order.extend(index.get(&id));
@@ -73,7 +78,7 @@ impl OverlappedBackward {
             let communication_s =
                 all_reduce_gradients(collective, params, &mut grads, BUCKET_ELEMENTS)?;
             let begun = Instant::now();
-            self.plan = Some(self.agree_on_plan(collective, params, order)?);
+            self.plan = Some(self.agree_on_plan(collective, params, ids, order)?);
             return Ok((grads, communication_s + begun.elapsed().as_secs_f64()));
         };
         let sizes: Vec<usize> = plan
@@ -162,6 +167,7 @@ impl OverlappedBackward {
         &self,
         collective: &dyn Collective,
         params: &[(String, Var)],
+        ids: Vec<usize>,
         mut order: Vec<usize>,
     ) -> Result<Plan> {
         let mut seen = vec![false; params.len()];
@@ -185,7 +191,11 @@ impl OverlappedBackward {
             FIRST_BUCKET_ELEMENTS.min(self.bucket_elements),
             self.bucket_elements,
         );
-        Ok(Plan { order, buckets })
+        Ok(Plan {
+            params: ids,
+            order,
+            buckets,
+        })
     }
 }
 
