@@ -112,7 +112,19 @@ impl ImageGrid {
         }
         let (width, height) = area.dim_in_pixel();
         let title_h = if self.title.is_empty() { 8 } else { 44 };
-        let label_w = if self.row_labels.is_empty() { 8 } else { 150 };
+        // The row labels' column is as wide as the widest label (right-aligned, 10 pixels before the images, 10
+        // after the edge), at most half the figure.
+        let label_w = if self.row_labels.is_empty() {
+            8
+        } else {
+            let font = (FAMILY, LABEL_SIZE).into_font();
+            let mut widest = 0;
+            for label in &self.row_labels {
+                let (label_width, _) = font.box_size(label).map_err(PlotError::drawing)?;
+                widest = widest.max(label_width);
+            }
+            (widest + 20).min(width / 2)
+        };
         let column_h = if self.column_labels.is_empty() { 0 } else { 30 };
         let cols = self.columns as u32;
         let free_w = width.saturating_sub(label_w + 12 + GAP * cols);

@@ -71,6 +71,31 @@ fn an_image_grid_enlarges_images_by_a_whole_factor() {
 }
 
 #[test]
+fn a_long_row_label_widens_its_column_instead_of_running_off_the_edge() {
+    // White images on the white background: all ink is the label's.
+    let white = RgbImage::from_signed_unit(1, 4, 4, &[1.0; 16]).unwrap();
+    let grid = ImageGrid {
+        title: String::new(),
+        images: vec![white.clone(), white],
+        columns: 2,
+        row_labels: vec!["a photo of a dark and wide ankle boot".into()],
+        column_labels: vec![],
+    };
+    let figure = Figure {
+        width: 700,
+        height: 100,
+        panels: vec![(Panel::Images(grid), 1.0)],
+    };
+    let image = check_png(&figure.png().unwrap()).unwrap();
+    assert!(image.ink((0, 700), (0, 100)) > 0.001, "the label is drawn");
+    assert_eq!(
+        image.ink((0, 6), (0, 100)),
+        0.0,
+        "the label starts inside the figure"
+    );
+}
+
+#[test]
 fn figures_without_anything_to_draw_are_errors_naming_the_problem() {
     let empty = Chart::new("nothing", Axis::linear("x"), Axis::log("y"))
         .with(Series::line("zeros", vec![(0.0, 0.0), (1.0, -1.0)]));
