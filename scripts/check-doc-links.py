@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Checks that every relative link and image in the Markdown files of docs/ (and the top-level README.md) points at
-a file or folder that exists, and that a link's #anchor names a heading of the target page. Fast (no network):
-external links (http, https, mailto) are not followed. Exits 1 with one line per broken link."""
+a file or folder that exists, and that a link's #anchor names a heading of the target page; and that no page holds a
+control character (a tab, vertical tab, form feed, backspace or carriage return is what a LaTeX command such as
+\text, \varepsilon, \frac, \beta or \rho becomes when a string escape eats its backslash). Fast (no network):
+external links (http, https, mailto) are not followed. Exits 1 with one line per problem."""
 
 import re
 import sys
@@ -43,10 +45,24 @@ def links(page: Path):
             yield number, match.group(1)
 
 
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+def control_characters(page: Path):
+    for number, line in enumerate(page.read_text(encoding="utf-8").split("\n"), 1):
+        for match in CONTROL.finditer(line):
+            yield number, match.start() + 1, repr(match.group(0))
+
+
 def main() -> int:
     pages = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
     broken = []
     for page in pages:
+        for number, column, char in control_characters(page):
+            broken.append(
+                f"{page.relative_to(ROOT)}:{number}:{column}: control character {char} "
+                "(a LaTeX backslash eaten by a string escape? write the backslash twice or use a raw string)"
+            )
         for number, target in links(page):
             if re.match(r"^[a-z][a-z0-9+.-]*:", target):
                 continue
@@ -59,7 +75,7 @@ def main() -> int:
                 broken.append(f"{where}: {target}: no heading with anchor #{anchor}")
     for line in broken:
         print(line)
-    print(f"checked {len(pages)} pages: {len(broken)} broken links")
+    print(f"checked {len(pages)} pages: {len(broken)} problems")
     return 1 if broken else 0
 
 

@@ -79,6 +79,18 @@ impl Var {
     /// falls as the walk proceeds; afterwards the graph below `self` is gone, and a second call through the same
     /// nodes is an error (run the forward again).
     pub fn backward(&self) -> Result<Gradients> {
+        self.backward_with_hook(&mut |_, _| Ok(()))
+    }
+
+    /// [`Var::backward`], calling `on_final(leaf_id, gradient)` for each leaf as soon as its gradient is final: when
+    /// the last node that uses the leaf has passed its contribution on, while the walk goes on through the nodes
+    /// below (a data-parallel run starts summing a bucket of gradients over the processes there). Each leaf that
+    /// receives a gradient is reported exactly once, in the order the walk finishes them; a leaf whose every path to
+    /// the loss carried no gradient is not reported. An error from `on_final` ends the walk and is returned.
+    pub fn backward_with_hook(
+        &self,
+        on_final: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Gradients> {
         let value = self.tensor();
         if value.numel() != 1 {
             return Err(Error::shape(
@@ -97,11 +109,26 @@ impl Var {
         let mut leaves = Gradients::default();
         // Consumed from the end, so each node is released as soon as it has been processed.
         let mut order = topological_order(&self.node);
+        // For every leaf, how many of the walk's nodes use it and have not yet run: at zero its gradient is final.
+        let mut users_left: HashMap<usize, usize> = HashMap::new();
+        for node in &order {
+            for parent in node.parents.borrow().iter() {
+                if parent.leaf && parent.requires_grad.get() {
+                    *users_left.entry(parent.id).or_default() += 1;
+                }
+            }
+        }
         while let Some(node) = order.pop() {
             let Some(grad) = pending.remove(&node.id) else {
+                // No gradient reached this node: its uses of the leaves below are done all the same.
+                count_uses(&node.parents.borrow(), &mut users_left, &pending, on_final)?;
                 continue;
             };
             if node.leaf {
+                // A leaf that no node uses is the loss itself: final at once.
+                if !users_left.contains_key(&node.id) {
+                    on_final(node.id, &grad)?;
+                }
                 leaves.by_id.insert(node.id, grad);
                 continue;
             }
@@ -135,9 +162,32 @@ impl Var {
                 };
                 pending.insert(parent.id, total);
             }
+            count_uses(&parents, &mut users_left, &pending, on_final)?;
         }
         Ok(leaves)
     }
+}
+
+/// Counts one use of each leaf among `parents` as done, and reports through `on_final` the leaves whose uses are now
+/// all done and that hold a gradient.
+fn count_uses(
+    parents: &[Rc<Node>],
+    users_left: &mut HashMap<usize, usize>,
+    pending: &HashMap<usize, Tensor>,
+    on_final: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+) -> Result<()> {
+    for parent in parents {
+        let Some(left) = users_left.get_mut(&parent.id) else {
+            continue;
+        };
+        *left -= 1;
+        if *left == 0 {
+            if let Some(grad) = pending.get(&parent.id) {
+                on_final(parent.id, grad)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Zeros of `shape` in the dtype and on the device of `like` (used by rules that pad a gradient).

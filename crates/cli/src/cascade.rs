@@ -22,6 +22,15 @@ use std::path::{Path, PathBuf};
 /// The Philox key of the augmentation noise of `--upscale` ("srnoise"), apart from the samplers' streams.
 const UPSCALE_NOISE_KEY: u64 = 0x73_726E_6F69_7365;
 
+/// The Philox key of the stage's own sampler under `--upscale` ("srstage"): apart from the base model's (the run's
+/// seed) and from the augmentation noise, so that the stage's starting noise is independent of both.
+const UPSCALE_STAGE_KEY: u64 = 0x73_7273_7461_6765;
+
+/// The sampler seed of a cascade's stage for the run's `seed`.
+fn stage_seed(seed: u64) -> u64 {
+    seed ^ UPSCALE_STAGE_KEY
+}
+
 /// The image condition a run's checkpoint was trained with (`None` for a plain denoiser, or a folder that is no
 /// training run).
 pub fn image_condition_of(folder: &Folder) -> Result<Option<ImageCondition>, String> {
@@ -88,6 +97,26 @@ pub fn sample_conditioned(
             Condition::class_opt(request.classes),
         )
         .map_err(|e| e.to_string())
+}
+
+/// The sampler options of a cascade's stage: the base model's, with `--sr-steps` (when given) as its step count, so
+/// that the cheap base and the full-size stage can be given different shares of a sampling budget.
+pub fn stage_sampling(base: &SamplerArgs, sr_steps: Option<usize>) -> SamplerArgs {
+    let mut stage = base.clone();
+    if sr_steps.is_some() {
+        stage.steps = sr_steps;
+    }
+    stage
+}
+
+/// Refuses `--sr-steps` without `--upscale`.
+pub fn check_sr_steps(upscale: Option<&Path>, sr_steps: Option<usize>) -> Result<(), String> {
+    match (upscale, sr_steps) {
+        (None, Some(_)) => {
+            Err("--sr-steps sets the steps of the --upscale stage; give --upscale SR_RUN".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The super-resolution stage of `folder` (a `diffuse train --super-resolution` run), or why it is not one.
@@ -198,7 +227,7 @@ pub fn upscale(
         ));
     };
     let mut scheduler = scheduler.as_ref().clone();
-    scheduler.options.seed = seed ^ UPSCALE_NOISE_KEY;
+    scheduler.options.seed = stage_seed(seed);
     let low = low_resolution_input(images, &sr, model.config().out_channels(), stage)?;
     let extra = upscale_condition(&sr, &scheduler, &low, level, seed)?;
     let n = extra.shape()[0];
@@ -353,6 +382,7 @@ pub fn conditioned_grid(
 mod tests {
     use super::*;
     use diffuse_diffusion::image_condition::NoiseAugmentation;
+    use diffuse_diffusion::schedule::SchedulerConfig;
 
     fn stage() -> SuperResolution {
         SuperResolution::parse("2:4", NoiseAugmentation::default()).unwrap()
@@ -382,6 +412,35 @@ mod tests {
             err.contains("channels mismatch") && err.contains("have 3 channels"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_augmentation_noise_and_the_stage_and_base_starting_noises_are_independent_streams() {
+        // Level 10 of 11 on a zero image: the condition is σ·ε upsampled, and pixel (0, 0) of a ×2 bilinear
+        // upsampling is input pixel (0, 0) exactly, so extra[0] = σ·ε[0].
+        let sr = stage();
+        let scheduler = Scheduler::from_config(&SchedulerConfig::default()).unwrap();
+        let (_, sigma) = sr
+            .augmentation
+            .coefficients(&scheduler.schedule, 10)
+            .unwrap();
+        let low = Tensor::from_vec(vec![0.0; 4], &[1, 1, 2, 2], Device::Cpu).unwrap();
+        let seed = 7;
+        let extra = upscale_condition(&sr, &scheduler, &low, 10, seed).unwrap();
+        let augmentation = f64::from(extra.to_vec().unwrap()[0]) / sigma;
+        let first = |key: u64| -> f64 {
+            f64::from(
+                Tensor::randn(&[1, 1, 4, 4], key, 0, Device::Cpu)
+                    .unwrap()
+                    .to_vec()
+                    .unwrap()[0],
+            )
+        };
+        assert!((augmentation - first(seed ^ UPSCALE_NOISE_KEY)).abs() < 1e-5);
+        let (stage, base) = (first(stage_seed(seed)), first(seed));
+        for (a, b) in [(augmentation, stage), (augmentation, base), (stage, base)] {
+            assert!((a - b).abs() > 1e-3, "{a} and {b}: one stream drawn twice");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `diffuse eval-edit`: measures editing on the shipped data (docs/editing.md §5).
 //!
 //! The guides are the first `--num` *training* images (so that strength 0 scores the data floor, not the reference
-//! against itself); the reference is the test split, as in `diffuse eval`.
+//! against itself), or with `--guides test` the first test images (which no model was trained on); the reference is
+//! the test split, as in `diffuse eval`.
 //!
 //! - `--strengths 0.2,0.4,…` (SDEdit): per strength, the root-mean-square distance of the edits to their guides
 //!   (faithfulness, in [−1, 1] pixel units) against FD and the other `eval` metrics (realism);
@@ -62,9 +63,13 @@ pub struct EvalEditArgs {
     /// Classifier-free guidance scale (with --conditional).
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
-    /// Guides (the first training images).
+    /// Guides (the first images of the --guides split).
     #[arg(long, default_value_t = 1000)]
     num: usize,
+    /// The split the guides come from: train (strength 0 then scores the data floor) or test (images no model was
+    /// trained on; the reference is the test split either way).
+    #[arg(long, default_value = "train", value_parser = ["train", "test"])]
+    guides: String,
     /// Images per model batch.
     #[arg(long, default_value_t = 250)]
     batch: usize,
@@ -114,9 +119,17 @@ fn classifier_scorer_inputs(args: &EvalEditArgs) -> Result<(Scorer, Tensor, Vec<
     let train = load_split(&source, Split::Train, &classifier)?;
     let test = load_split(&source, Split::Test, &classifier)?;
     let scorer = Scorer::new(classifier, &test)?;
-    let (guides, labels) = first_images(&train, args.num)?;
-    let labels = labels.ok_or("the training split has no labels: accuracy needs them")?;
+    let (guides, labels) = first_images(guide_split(args, &train, &test), args.num)?;
+    let labels = labels.ok_or("the guides' split has no labels: accuracy needs them")?;
     Ok((scorer, guides, labels))
+}
+
+/// The split `--guides` names.
+fn guide_split<'a, T>(args: &EvalEditArgs, train: &'a T, test: &'a T) -> &'a T {
+    match args.guides.as_str() {
+        "test" => test,
+        _ => train,
+    }
 }
 
 /// eval-edit on an image-conditioned run: a super-resolution stage against interpolation, or a trained inpainting
@@ -170,6 +183,7 @@ fn run_conditioned(
             "sampler": scheduler.sampler.class_name(),
             "steps": scheduler.options.steps,
             "guides": guides.shape()[0],
+            "guide_split": args.guides,
             "rows": rows.iter().map(|row| json!({
                 "method": row.name, "psnr": row.psnr, "ssim": row.ssim, "report": row.report,
             })).collect::<Vec<_>>(),
@@ -229,9 +243,9 @@ pub fn run(args: &EvalEditArgs) -> Result<(), String> {
     let train = load_split(&source, Split::Train, &classifier)?;
     let test = load_split(&source, Split::Test, &classifier)?;
     let scorer = Scorer::new(classifier, &test)?;
-    let (guides, labels) = first_images(&train, args.num)?;
+    let (guides, labels) = first_images(guide_split(args, &train, &test), args.num)?;
     let num = guides.shape()[0];
-    let labels = labels.ok_or("the training split has no labels: accuracy needs them")?;
+    let labels = labels.ok_or("the guides' split has no labels: accuracy needs them")?;
     let classes_of = |range: std::ops::Range<usize>| -> Option<Vec<u32>> {
         null_class.map(|null| match args.conditional {
             true => labels[range].to_vec(),
@@ -341,6 +355,7 @@ pub fn run(args: &EvalEditArgs) -> Result<(), String> {
             "sampler": scheduler.sampler.class_name(),
             "steps": scheduler.options.steps,
             "guides": num,
+            "guide_split": args.guides,
             "conditional": args.conditional,
             "guidance": args.guidance,
             "rows": reports.iter().map(|(name, distance, report)| json!({

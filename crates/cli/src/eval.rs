@@ -9,7 +9,7 @@
 //! Every run (sampler, steps) starts sample batch `b` from the same noise: batch seeds are the successive outputs of
 //! `SplitMix64::new(--seed)`, so the rows of a sweep differ only in how they integrate, not in their starting points.
 
-use crate::cascade::Upscaler;
+use crate::cascade::{check_sr_steps, stage_sampling, Upscaler};
 use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::eval_table::{print_report, print_sweep};
@@ -110,6 +110,9 @@ pub struct EvalArgs {
     /// The noise-conditioning augmentation level of --upscale.
     #[arg(long, default_value_t = 1)]
     sr_level: u32,
+    /// Denoising steps of the --upscale stage.  [default: --steps]
+    #[arg(long)]
+    sr_steps: Option<usize>,
 }
 
 /// A loaded model and how to sample it.
@@ -155,10 +158,12 @@ fn load_model(
         }
         None => (config.in_channels(), h, w),
     };
+    check_sr_steps(args.upscale.as_deref(), args.sr_steps)?;
+    let stage_args = stage_sampling(&args.sampling, args.sr_steps);
     let upscaler = args
         .upscale
         .as_deref()
-        .map(|stage| Upscaler::load(stage, &args.sampling, args.sr_level, device))
+        .map(|stage| Upscaler::load(stage, &stage_args, args.sr_level, device))
         .transpose()?;
     let samples = match &upscaler {
         Some(upscaler) => {
@@ -266,7 +271,8 @@ fn bits_per_dim(
     if model.num_classes.is_some() && labels.is_none() {
         return Err(format!(
             "--bpd on a class-conditional model needs the test images' labels, and {} has none \
-             (t10k-labels-idx1-ubyte[.gz]); pass --bpd 0 to skip the bound",
+             (t10k-labels-idx1-ubyte[.gz] beside IDX images; class sub-folders or a labels.txt in an image folder's \
+             test/); pass --bpd 0 to skip the bound",
             args.data
         ));
     }
@@ -405,6 +411,20 @@ fn plot_sweep(args: &EvalArgs, rows: &[(String, usize, EvalReport)]) -> Result<(
     Ok(())
 }
 
+/// The test split of `source`, the reference set of FD and precision/recall; a folder without one is told where
+/// to put held-out images.
+fn reference_split(source: &DataSource, classifier: &ImageClassifier) -> Result<Dataset, String> {
+    load_split(source, Split::Test, classifier).map_err(|e| match source {
+        DataSource::Folder(dir) if !dir.join("test").exists() => format!(
+            "{e}. diffuse eval compares samples with held-out images: put them in {test}/ (and the training images in \
+             {train}/), labelled or not",
+            test = dir.join("test").display(),
+            train = dir.join("train").display(),
+        ),
+        _ => e,
+    })
+}
+
 /// `--prompts` on a text-to-image model (see [`crate::prompt_eval`]).
 fn run_prompts(
     args: &EvalArgs,
@@ -452,7 +472,7 @@ fn run_prompts(
         ));
     };
     let source = DataSource::named(&args.data)?;
-    let test = load_split(&source, Split::Test, &classifier)?;
+    let test = reference_split(&source, &classifier)?;
     eprintln!("reference: {} test images of {source}", test.len());
     let scorer = Scorer::new(classifier, &test)?;
     eprintln!(
@@ -514,10 +534,16 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         return Err("--guidance other than 1 needs a class-conditional model".into());
     }
     let source = DataSource::named(&args.data)?;
-    let test = load_split(&source, Split::Test, &classifier)?;
+    let test = reference_split(&source, &classifier)?;
     eprintln!("reference: {} test images of {source}", test.len());
     let scorer = Scorer::new(classifier, &test)?;
     let classes = scorer.classifier.config().num_classes;
+    if model.num_classes.is_none() {
+        eprintln!(
+            "the model is unconditional: FD, IS-style score and precision/recall are scored; accuracy, which needs \
+             samples drawn for requested classes, is not"
+        );
+    }
     if let Some(n) = model
         .num_classes
         .filter(|_| !model.sample_model().scores_accuracy(&scorer.classifier))

@@ -1,10 +1,10 @@
 //! The tables `diffuse eval` prints: every metric of one report (with the floor's values beside it), or one line per
 //! (sampler, steps) row of a sweep.
 
-use diffuse_diffusion::eval::classifier::NUM_CLASSES;
+use diffuse_diffusion::eval::classifier::{NAME as FASHION_CLASSIFIER, NUM_CLASSES};
 use diffuse_diffusion::eval::EvalReport;
 
-/// The Fashion-MNIST class names, by label.
+/// The Fashion-MNIST class names, by label (named only when the extractor is the Fashion-MNIST classifier).
 const CLASS_NAMES: [&str; NUM_CLASSES] = [
     "T-shirt/top",
     "Trouser",
@@ -22,11 +22,13 @@ fn percent(x: Option<f64>) -> String {
     x.map_or("–".into(), |a| format!("{:.2} %", 100.0 * a))
 }
 
-/// The metric table of one report, with the floor's values beside it.
+/// The metric table of one report, with the floor's values beside it. FD is labelled with the feature extractor
+/// it was computed in.
 pub fn print_report(report: &EvalReport, floor: Option<&EvalReport>) {
+    let fashion = report.extractor == FASHION_CLASSIFIER;
     let mut rows: Vec<(String, String, Option<String>)> = vec![
         (
-            "FD (fashion_classifier)".into(),
+            format!("FD ({})", report.extractor),
             format!("{:.3}", report.fd_fashion_classifier),
             floor.map(|f| format!("{:.3}", f.fd_fashion_classifier)),
         ),
@@ -41,8 +43,9 @@ pub fn print_report(report: &EvalReport, floor: Option<&EvalReport>) {
             let floor_acc = floor
                 .and_then(|f| f.per_class_accuracy.as_ref())
                 .and_then(|p| p.get(c).copied().flatten());
+            let name = CLASS_NAMES.get(c).filter(|_| fashion).unwrap_or(&"");
             rows.push((
-                format!("  {c} {}", CLASS_NAMES.get(c).unwrap_or(&"")),
+                format!("  {c} {name}").trim_end().to_string(),
                 percent(*acc),
                 floor.map(|_| percent(floor_acc)),
             ));

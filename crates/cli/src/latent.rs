@@ -109,11 +109,13 @@ impl LatentDecoder {
 }
 
 /// Checks that the autoencoder reads the images of `data` and writes the latents `model` denoises, naming both
-/// sides of any mismatch.
+/// sides of any mismatch; `text` says whether the run is text-conditioned, which picks the named configs the error
+/// suggests.
 pub fn check_latent_setup(
     decoder: &LatentDecoder,
     data: &Dataset,
     model: &BackboneConfig,
+    text: bool,
 ) -> Result<(), String> {
     let vae = decoder.vae.config();
     let where_ = decoder.dir.display();
@@ -130,10 +132,15 @@ pub fn check_latent_setup(
         return Err(format!(
             "the autoencoder {where_} has latent_channels = {latent} but the {} takes in_channels = {} and gives \
              out_channels = {}; a latent denoiser takes latent_channels and gives as many ({out} with a learned \
-             variance), e.g. --config fashion-latent or dit-latent-s",
+             variance), e.g. --config {}",
             model.class_name(),
             model.in_channels(),
-            model.out_channels()
+            model.out_channels(),
+            if text {
+                "fashion-text-latent"
+            } else {
+                "fashion-latent or dit-latent-s"
+            }
         ));
     }
     let (h, w) = vae.latent_size(data.height, data.width);

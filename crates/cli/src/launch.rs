@@ -28,6 +28,24 @@ pub struct LaunchArgs {
     /// else mpi.
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub collective: Engine,
+    /// Under mpirun: sum the gradients in buckets of up to this many MiB, each started while the backward pass
+    /// goes on (the first bucket at most 1 MiB); 0 sums them all after backward. PyTorch's default, 25.
+    #[arg(long, default_value_t = 25.0)]
+    pub bucket_mb: f64,
+}
+
+impl LaunchArgs {
+    /// `--bucket-mb` in f32 values: `None` for 0 (no overlap), an error when it is not a size.
+    pub fn overlap_bucket_elements(&self) -> Result<Option<usize>, String> {
+        let mb = self.bucket_mb;
+        if !(mb >= 0.0 && mb.is_finite()) {
+            return Err(format!(
+                "--bucket-mb must be 0 (no overlap) or a positive size in MiB, got {mb}"
+            ));
+        }
+        let elements = (mb * f64::from(1u32 << 20) / 4.0).round() as usize;
+        Ok((mb > 0.0).then_some(elements.max(1)))
+    }
 }
 
 /// The engine that sums the gradients of an MPI job.
@@ -150,6 +168,25 @@ mod tests {
         assert!(Engine::Auto.uses_nccl(Device::Cuda(1), true).unwrap());
         assert!(!Engine::Mpi.uses_nccl(Device::Cuda(0), true).unwrap());
         assert!(Engine::Nccl.uses_nccl(Device::Cuda(0), true).unwrap());
+    }
+
+    #[test]
+    fn bucket_sizes_are_read_in_mib_and_zero_turns_overlap_off() {
+        let args = |bucket_mb| LaunchArgs {
+            collective_timeout: 600.0,
+            collective: Engine::Auto,
+            bucket_mb,
+        };
+        assert_eq!(args(0.0).overlap_bucket_elements().unwrap(), None);
+        assert_eq!(
+            args(25.0).overlap_bucket_elements().unwrap(),
+            Some(25 << 18)
+        );
+        assert_eq!(args(1e-9).overlap_bucket_elements().unwrap(), Some(1));
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let e = args(bad).overlap_bucket_elements().unwrap_err();
+            assert!(e.contains("--bucket-mb"), "{e}");
+        }
     }
 
     #[test]

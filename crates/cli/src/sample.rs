@@ -8,7 +8,8 @@
 //! checked before anything is written.
 
 use crate::cascade::{
-    image_condition_of, inpainting_input, sample_conditioned, upscale, ConditionedRequest,
+    check_sr_steps, image_condition_of, inpainting_input, sample_conditioned, stage_sampling,
+    upscale, ConditionedRequest,
 };
 use crate::consistency::{self, ConsistencyRequest, ConsistencySampler};
 use crate::device::DeviceArgs;
@@ -97,7 +98,7 @@ pub struct SampleArgs {
     #[command(flatten)]
     edit: EditArgs,
     /// Cascade: upsample the samples with this super-resolution stage (a run of diffuse train --super-resolution
-    /// LOW:HIGH), sampled with the same --sampler and --steps on its own scheduler. The base model samples LOW×LOW,
+    /// LOW:HIGH), sampled with the same --sampler and --steps (or --sr-steps) on its own scheduler. The base model samples LOW×LOW,
     /// or HIGH×HIGH (box-averaged to LOW×LOW first).  [default: none]
     #[arg(long, value_name = "SR_RUN")]
     upscale: Option<PathBuf>,
@@ -105,6 +106,9 @@ pub struct SampleArgs {
     /// are; higher: noised to the stage's level, hiding the base model's flaws at the cost of faithfulness).
     #[arg(long, default_value_t = 1)]
     sr_level: u32,
+    /// Denoising steps of the --upscale stage.  [default: --steps]
+    #[arg(long)]
+    sr_steps: Option<usize>,
 }
 
 /// A folder opened for sampling: where its network is, and what its scheduler config says.
@@ -480,6 +484,7 @@ fn inpaint_trained(
 }
 
 pub fn run(args: &SampleArgs) -> Result<(), String> {
+    check_sr_steps(args.upscale.as_deref(), args.sr_steps)?;
     let device = args.device.resolve()?;
     let weights = if args.ema {
         Weights::Ema
@@ -758,7 +763,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
                 &images,
                 &folder,
                 stage,
-                &args.sampling,
+                &stage_sampling(&args.sampling, args.sr_steps),
                 args.sr_level,
                 args.seed,
                 device,

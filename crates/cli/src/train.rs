@@ -706,7 +706,7 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
         .image_condition
         .map_or(0, |c| c.extra_channels(data.channels));
     match &decoder {
-        Some(decoder) => check_latent_setup(decoder, &data, &model_config)?,
+        Some(decoder) => check_latent_setup(decoder, &data, &model_config, text.is_some())?,
         None if model_config.in_channels() != data.channels + extra_channels => {
             return Err(format!(
                 "the model takes {} channels but the dataset's images have {}{}",
@@ -770,6 +770,7 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
         false => None,
     };
     trainer.set_collective(Rc::clone(&collective));
+    trainer.set_overlap(args.launch.overlap_bucket_elements()?);
     // Refuses a global batch smaller than the number of processes before anything is written.
     let shard = trainer.shard().map_err(|e| e.to_string())?;
     let latents = match &decoder {

@@ -157,6 +157,39 @@ fn a_base_model_and_a_super_resolution_stage_chain_and_the_stage_resumes_exactly
     assert!(values.iter().all(|v| v.is_finite()));
     assert!(p("up.png").is_file());
 
+    // --sr-steps gives the stage its own step count: the base's by default, so 3 repeats the run above bit for bit
+    // and 2 changes it.
+    let cascade_with_stage_steps = |sr_steps: &str, name: &str| -> Vec<f32> {
+        let out = p(name);
+        let grid = out.with_extension("png");
+        ok(&[
+            "sample",
+            "--checkpoint",
+            p("base").to_str().unwrap(),
+            "--upscale",
+            sr,
+            "--sr-level",
+            "2",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "3",
+            "--sr-steps",
+            sr_steps,
+            "--class",
+            "4",
+            "--count",
+            "2",
+            "--out",
+            grid.to_str().unwrap(),
+            "--out-tensor",
+            out.to_str().unwrap(),
+        ]);
+        read_samples(&out).0
+    };
+    assert!(cascade_with_stage_steps("3", "up3.safetensors") == values);
+    assert!(cascade_with_stage_steps("2", "up2.safetensors") != values);
+
     // The stage alone, a plain run as a stage, an augmentation level it was not trained on: refused by name.
     let err = fails(&["sample", "--checkpoint", sr, "--steps", "2"]);
     assert!(
@@ -187,6 +220,15 @@ fn a_base_model_and_a_super_resolution_stage_chain_and_the_stage_resumes_exactly
         "2",
     ]);
     assert!(err.contains("levels 0..2"), "{err}");
+    for command in [&["sample"][..], &["eval", "--num", "2"][..]] {
+        let mut args = command.to_vec();
+        args.extend_from_slice(&["--checkpoint", base, "--sr-steps", "2", "--steps", "2"]);
+        let err = fails(&args);
+        assert!(
+            err.contains("--sr-steps sets the steps of the --upscale stage"),
+            "{args:?}: {err}"
+        );
+    }
     // Training: a factor that is not whole, images of the wrong size.
     let err = fails(&[
         "train",

@@ -1,6 +1,7 @@
-//! `diffuse classifier train|eval` and `diffuse eval --classifier DIR` on a tiny labelled RGB folder: the classifier
-//! folder is written whole, scores its own test split, gives `diffuse eval` a feature space for 3×16×16 images, and
-//! unlabelled data or a classifier that cannot read the images is refused with the command that fixes it.
+//! `diffuse classifier train|eval` and `diffuse eval --classifier DIR` on tiny RGB folders: the classifier folder is
+//! written whole, scores its own test split, gives `diffuse eval` a feature space for 3×16×16 images, labelled or
+//! not, and unlabelled data, a classifier that cannot read the images, a folder without held-out images and a
+//! measure that needs labels the data lacks are refused with what fixes them.
 
 use std::path::Path;
 
@@ -27,6 +28,22 @@ fn labelled_rgb(dir: &Path, count: u32) {
     }
 }
 
+/// 16×16 RGB images without labels, `count` in each of `dir/train` and `dir/test` (one folder each, no labels file):
+/// a smooth colour gradient with a per-image offset.
+fn unlabelled_rgb(dir: &Path, count: u32) {
+    for (split, offset) in [("train", 0), ("test", 50)] {
+        let folder = dir.join(split);
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..count {
+            let image = image::RgbImage::from_fn(16, 16, |x, y| {
+                let k = i + offset;
+                image::Rgb([(x * 15) as u8, (y * 15) as u8, ((k * 37) % 256) as u8])
+            });
+            image.save(folder.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
 /// Two levels of 8 and 16 channels for 3×16×16 images of three classes plus the null class.
 const RGB_CONFIG: &str = r#"{
   "_class_name": "UNet2DModel",
@@ -36,6 +53,62 @@ const RGB_CONFIG: &str = r#"{
   "up_block_types": ["UpBlock2D", "UpBlock2D"],
   "norm_num_groups": 4, "num_class_embeds": 4
 }"#;
+
+/// `RGB_CONFIG` without the class embedding: an unconditional model.
+fn unconditional_rgb_config() -> String {
+    RGB_CONFIG.replace(", \"num_class_embeds\": 4", "")
+}
+
+/// Trains the classifier of `labelled_rgb(data, …)` into `out` (a few epochs: the tests need its feature space, not
+/// its accuracy); the log.
+fn train_rgb_classifier(data: &Path, out: &Path) -> String {
+    let train = diffuse(&[
+        "classifier",
+        "train",
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+        "--epochs",
+        "6",
+        "--batch-size",
+        "6",
+    ]);
+    let log = stderr(&train);
+    assert!(train.status.success(), "{log}");
+    log
+}
+
+/// Two steps of the model of `config` (a config.json's text) on `data`, into `run`, with no grid or checkpoint in
+/// between.
+fn train_tiny(config: &str, data: &Path, run: &Path) {
+    let config_file = run.with_extension("json");
+    std::fs::write(&config_file, config).unwrap();
+    let trained = diffuse(&[
+        "train",
+        "--config",
+        s(&config_file),
+        "--data",
+        s(data),
+        "--out",
+        s(run),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--sample-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--grid-steps",
+        "1",
+        "--grid-columns",
+        "1",
+        "--num-train-timesteps",
+        "50",
+    ]);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -51,20 +124,7 @@ fn a_classifier_trained_on_a_labelled_folder_gives_eval_its_feature_space() {
     let data = dir.join("data");
     labelled_rgb(&data, 6);
     let classifier = dir.join("rgb-classifier");
-    let train = diffuse(&[
-        "classifier",
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&classifier),
-        "--epochs",
-        "6",
-        "--batch-size",
-        "6",
-    ]);
-    let log = stderr(&train);
-    assert!(train.status.success(), "{log}");
+    let log = train_rgb_classifier(&data, &classifier);
     assert!(
         log.contains("3 classes") && log.contains("test split: accuracy"),
         "{log}"
@@ -105,31 +165,8 @@ fn a_classifier_trained_on_a_labelled_folder_gives_eval_its_feature_space() {
     );
 
     // A tiny class-conditional model of the same images, scored in the classifier's feature space.
-    let config = dir.join("rgb.json");
-    std::fs::write(&config, RGB_CONFIG).unwrap();
     let run = dir.join("run");
-    let trained = diffuse(&[
-        "train",
-        "--config",
-        s(&config),
-        "--data",
-        s(&data),
-        "--out",
-        s(&run),
-        "--steps",
-        "2",
-        "--batch-size",
-        "4",
-        "--sample-every",
-        "0",
-        "--checkpoint-every",
-        "0",
-        "--grid-steps",
-        "1",
-        "--grid-columns",
-        "1",
-    ]);
-    assert!(trained.status.success(), "{}", stderr(&trained));
+    train_tiny(RGB_CONFIG, &data, &run);
     let json = dir.join("eval.json");
     let eval = |classifier: Option<&Path>| {
         let mut args = vec![
@@ -203,4 +240,105 @@ fn a_classifier_needs_labels() {
         "{err}"
     );
     assert!(!dir.join("c").exists(), "nothing written");
+}
+
+#[test]
+fn eval_scores_an_unlabelled_folder_in_a_supplied_classifier_and_refuses_what_needs_labels() {
+    let dir = temp_dir("classifier-eval-unlabelled");
+    let labelled = dir.join("labelled");
+    labelled_rgb(&labelled, 4);
+    let classifier = dir.join("rgb-classifier");
+    train_rgb_classifier(&labelled, &classifier);
+    let plain = dir.join("plain");
+    unlabelled_rgb(&plain, 8);
+    let run = dir.join("unconditional");
+    train_tiny(&unconditional_rgb_config(), &plain, &run);
+    let json = dir.join("eval.json");
+    let eval = |checkpoint: &Path, data: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            s(checkpoint),
+            "--data",
+            s(data),
+            "--num",
+            "6",
+            "--batch",
+            "6",
+            "--steps",
+            "1",
+            "--json",
+            s(&json),
+        ];
+        args.extend(extra);
+        diffuse(&args)
+    };
+
+    // With the classifier the user brings: FD and precision/recall in its feature space; accuracy, which needs
+    // samples of requested classes, is said not to be scored.
+    let out = eval(&run, &plain, &["--classifier", s(&classifier)]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("reference: 8 test images")
+            && log.contains("accuracy")
+            && log.contains("is not"),
+        "{log}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    for row in ["FD (rgb-classifier)", "precision", "recall"] {
+        assert!(table.contains(row), "{row}: {table}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = &v["report"];
+    assert_eq!(report["extractor"], "rgb-classifier");
+    assert_eq!(
+        (
+            report["samples"].as_u64(),
+            report["reference_samples"].as_u64()
+        ),
+        (Some(6), Some(8))
+    );
+    let fd = report["fd_fashion_classifier"].as_f64().unwrap();
+    assert!(fd.is_finite() && fd >= 0.0, "{fd}");
+    for key in ["precision", "recall"] {
+        let value = report[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&value), "{key} {value}");
+    }
+    assert!(report["accuracy"].is_null() && report["per_class_accuracy"].is_null());
+
+    // Neither labels to train a classifier on nor an extractor that reads 3×16×16 images: the error says both ways
+    // out, and that unlabelled data needs a classifier from elsewhere.
+    let err = stderr(&eval(&run, &plain, &[]));
+    assert!(
+        err.contains("3×16×16")
+            && err.contains("diffuse classifier train")
+            && err.contains("unlabelled data"),
+        "{err}"
+    );
+
+    // A folder without held-out images: eval says where to put them.
+    let flat = plain.join("train");
+    let err = stderr(&eval(&run, &flat, &["--classifier", s(&classifier)]));
+    assert!(
+        err.contains("put them in") && err.contains(&flat.join("test").display().to_string()),
+        "{err}"
+    );
+
+    // A measure that needs the reference images' labels: the bound of a class-conditional model on unlabelled test
+    // images is refused before anything is sampled.
+    let conditional = dir.join("conditional");
+    train_tiny(RGB_CONFIG, &labelled, &conditional);
+    let out = eval(
+        &conditional,
+        &plain,
+        &["--classifier", s(&classifier), "--bpd", "2"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("needs the test images' labels") && err.contains("--bpd 0"),
+        "{err}"
+    );
 }

@@ -287,6 +287,38 @@ fn sdedit_and_repaint_edit_images_and_bad_input_is_refused() {
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["rows"].as_array().unwrap().len(), 3);
+    assert_eq!(report["guide_split"], "train");
+    // --guides test: strength 0 returns the guides, so it scores the first test images against the test split: FD 0
+    // where they are the whole split. On a dataset whose test split is the training split inverted, the training
+    // images score far from it.
+    let inverted = dir.join("inverted");
+    synthetic_data(&inverted, 8, true);
+    let train_images = std::fs::read(inverted.join("train-images-idx3-ubyte")).unwrap();
+    let (header, pixels) = train_images.split_at(16);
+    let test_images: Vec<u8> = header
+        .iter()
+        .copied()
+        .chain(pixels.iter().map(|&v| 255 - v))
+        .collect();
+    std::fs::write(inverted.join("t10k-images-idx3-ubyte"), test_images).unwrap();
+    let fd_of_strength_0 = |split: &str| -> f64 {
+        let json = p(&format!("edit-{split}.json"));
+        let mut v = measure(&["--strengths", "0", "--guides", split, "--json", &json]);
+        let at = v.iter().position(|a| a == "--data").unwrap();
+        v[at + 1] = inverted.to_str().unwrap().to_string();
+        ok(&args(&v));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(report["guide_split"], split);
+        report["rows"][0]["report"]["fd_fashion_classifier"]
+            .as_f64()
+            .unwrap()
+    };
+    let (fd_test, fd_train) = (fd_of_strength_0("test"), fd_of_strength_0("train"));
+    assert!(
+        fd_test.abs() < 1e-3 && fd_train > 1.0,
+        "test guides {fd_test}, train guides {fd_train}"
+    );
     for (v, want) in [
         (measure(&[]), "nothing to measure"),
         (measure(&["--strengths", "0.5,2"]), "--strengths: "),

@@ -208,6 +208,32 @@ fn two_processes_reproduce_one_and_resume_onto_one() {
     assert_same_run(&one, &half, 20);
 }
 
+/// The gradient all-reduce overlapped with backward in many small buckets (`--bucket-mb 0.01`: 2621 values, so the
+/// tiny U-Net's gradients go in dozens of buckets, started as backward finishes each) against one all-reduce pass
+/// after backward (`--bucket-mb 0`): the same bits. With two ranks every summed value is one IEEE addition of the
+/// two ranks' values, which is commutative and correctly rounded, so neither the buckets nor the algorithm MPI
+/// picks for a message of their size can change it (docs/distributed.md).
+#[cfg(feature = "mpi")]
+fn overlapped_buckets_give_the_bits_of_one_pass_after_backward() {
+    let (dir, config) = setup("mpi-overlap");
+    let data = repo("data/fashion-mnist");
+    let run = |name: &str, bucket_mb: &str| -> PathBuf {
+        let out = dir.join(name);
+        let out_s = out.to_str().unwrap().to_string();
+        let mut args = vec![
+            "train", "--config", &config, "--data", &data, "--steps", "6",
+        ];
+        args.extend(["--out", &out_s, "--bucket-mb", bucket_mb]);
+        args.extend(RUN);
+        succeed(launch(2, &args));
+        out
+    };
+    let (after, overlapped) = (run("after", "0"), run("overlapped", "0.01"));
+    assert_eq!(losses(&after), losses(&overlapped));
+    assert_eq!(weights(&after, 6), weights(&overlapped, 6));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The ranks `mpirun` (pid `parent`) started, by rank.
 #[cfg(feature = "mpi")]
 fn rank_pid(parent: u32, rank: u32) -> Option<i32> {
@@ -337,6 +363,10 @@ fn trials() -> Vec<Trial> {
                 two_processes_reproduce_one_and_resume_onto_one,
             ),
             test(
+                "overlapped_buckets_give_the_bits_of_one_pass_after_backward",
+                overlapped_buckets_give_the_bits_of_one_pass_after_backward,
+            ),
+            test(
                 "a_killed_rank_ends_the_job_and_the_run_resumes",
                 a_killed_rank_ends_the_job_and_the_run_resumes,
             ),
@@ -353,6 +383,7 @@ fn trials() -> Vec<Trial> {
                       -p diffuse-cli --features mpi --test mpi_train`";
         let mut trials: Vec<Trial> = [
             "two_processes_reproduce_one_and_resume_onto_one",
+            "overlapped_buckets_give_the_bits_of_one_pass_after_backward",
             "a_killed_rank_ends_the_job_and_the_run_resumes",
             "a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes",
         ]

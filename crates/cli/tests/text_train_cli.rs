@@ -307,6 +307,25 @@ fn a_latent_text_run_takes_the_named_config_to_the_encoders_width_and_samples() 
     ]));
     assert!(stderr.contains("cross_attention_dim 16"), "{stderr}");
     assert!(stderr.contains("caption dropout 0.5"), "{stderr}");
+    // The pixel text config on the autoencoder's latents: the refusal suggests the latent text config.
+    let never = s.path("never");
+    let err = failure(s.train(&[
+        "--config",
+        &s.path("text.json"),
+        "--text",
+        &s.clip,
+        "--vae",
+        &vae,
+        "--out",
+        &never,
+        "--steps",
+        "2",
+    ]));
+    assert!(
+        err.contains("latent_channels = 4") && err.contains("--config fashion-text-latent"),
+        "{err}"
+    );
+    assert!(!Path::new(&never).exists(), "a refused run wrote {never}");
     let index = std::fs::read_to_string(Path::new(&run).join("step-2/model_index.json")).unwrap();
     assert!(
         index.contains("AutoencoderKL") && index.contains("StableDiffusionPipeline"),

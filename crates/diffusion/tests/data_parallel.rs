@@ -11,6 +11,7 @@ use diffuse_diffusion::sde::{
     ScoreMatching, ScoreNetwork, ScoreParameterization, ScoreWeighting, Sde,
 };
 use diffuse_diffusion::train::collective::{all_reduce_gradients, BUCKET_ELEMENTS};
+use diffuse_diffusion::train::overlap::DEFAULT_BUCKET_ELEMENTS;
 use diffuse_diffusion::train::{
     Collective, LossWeighting, SingleProcess, TrainConfig, TrainableModel, Trainer,
 };
@@ -218,9 +219,20 @@ struct Outcome {
 
 /// Trains `config` as one rank of `collective`, with dynamic loss scaling from `scale` when given.
 fn train(config: TrainConfig, collective: Rc<dyn Collective>, scale: Option<f32>) -> Outcome {
+    train_overlapped(config, collective, scale, Some(DEFAULT_BUCKET_ELEMENTS))
+}
+
+/// [`train`] with the gradient all-reduce overlapped with backward in buckets of `overlap` values, or after it.
+fn train_overlapped(
+    config: TrainConfig,
+    collective: Rc<dyn Collective>,
+    scale: Option<f32>,
+    overlap: Option<usize>,
+) -> Outcome {
     let data = dataset();
     let mut trainer = Trainer::new(config, |s: &ParamStore| TinyNet::new(s)).unwrap();
     trainer.set_collective(collective);
+    trainer.set_overlap(overlap);
     trainer.set_loss_scaler(scale.map(|s| LossScaler::new(s, 2).unwrap()));
     let (mut losses, mut skipped, mut grad_norms) = (Vec::new(), Vec::new(), Vec::new());
     while trainer.step_index() < trainer.config().steps {
@@ -245,11 +257,23 @@ fn train(config: TrainConfig, collective: Rc<dyn Collective>, scale: Option<f32>
 
 /// Trains `config` on `size` threads; every rank's outcome.
 fn train_on_threads(config: &TrainConfig, size: usize, scale: Option<f32>) -> Vec<Outcome> {
+    train_on_threads_overlapped(config, size, scale, Some(DEFAULT_BUCKET_ELEMENTS))
+}
+
+/// [`train_on_threads`] with the all-reduce overlapped in buckets of `overlap` values, or after backward.
+fn train_on_threads_overlapped(
+    config: &TrainConfig,
+    size: usize,
+    scale: Option<f32>,
+    overlap: Option<usize>,
+) -> Vec<Outcome> {
     let handles: Vec<_> = ThreadCollective::world(size)
         .into_iter()
         .map(|collective| {
             let config = config.clone();
-            std::thread::spawn(move || train(config, Rc::new(collective), scale))
+            std::thread::spawn(move || {
+                train_overlapped(config, Rc::new(collective), scale, overlap)
+            })
         })
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -332,6 +356,23 @@ fn score_matching_on_three_ranks_reproduces_one_process() {
         ..config()
     };
     assert_reproduces_one_process(config, 3, None);
+}
+
+#[test]
+fn overlapped_buckets_give_the_bits_of_one_pass_after_backward() {
+    // Buckets of 16 values split the tiny net's parameters over many all-reduces, started as backward finishes each
+    // (the first step learns the order and sums after backward). The thread collective sums every value over the
+    // ranks in rank order whatever bucket carries it, so the two schedules must agree bit for bit; loss scaling
+    // and the parameter no rank reaches (`spare`) take the same paths in both.
+    for scale in [None, Some(256.0)] {
+        let after = train_on_threads_overlapped(&config(), 3, scale, None);
+        let overlapped = train_on_threads_overlapped(&config(), 3, scale, Some(16));
+        for (a, o) in after.iter().zip(&overlapped) {
+            assert_eq!(a.losses, o.losses);
+            assert_eq!(a.grad_norms, o.grad_norms);
+            assert_eq!(a.weights, o.weights);
+        }
+    }
 }
 
 /// The gradients of the tiny net's squared output on a fixed input.

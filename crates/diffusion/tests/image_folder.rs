@@ -229,6 +229,18 @@ fn bad_folders_are_rejected_naming_the_file() {
             reason: "not a PNG or JPEG image",
         },
         Case {
+            // Unreadable whoever runs the test (a file without read permission is readable by root): a link to a
+            // file that is gone.
+            name: "unreadable file",
+            build: |d| {
+                save(&d.join("ok.png"), grey(2, 2, 0));
+                std::fs::create_dir_all(d.join("sub")).unwrap();
+                std::os::unix::fs::symlink(d.join("gone.png"), d.join("sub/lost.png")).unwrap();
+            },
+            names_file: "sub/lost.png",
+            reason: "cannot read",
+        },
+        Case {
             name: "truncated PNG in a sub-folder",
             build: |d| {
                 save(&d.join("deep/ok.png"), grey(8, 8, 0));

@@ -18,6 +18,12 @@ use std::time::Instant;
 /// the transfer, small enough that a bucket's host copy stays modest.
 pub const BUCKET_ELEMENTS: usize = 1 << 20;
 
+/// Where a backward pass hands each full gradient bucket, in order, as soon as it is complete.
+pub type HandBucket<'a> = dyn FnMut(Tensor) -> Result<()> + 'a;
+
+/// A backward pass that hands its gradient buckets to the function it is given.
+pub type BucketedWork<'a> = dyn FnMut(&mut HandBucket<'_>) -> Result<()> + 'a;
+
 /// The communication engine of a data-parallel run. Every rank calls the same operations in the same order with
 /// buffers of the same lengths; each operation returns when every rank has contributed.
 pub trait Collective {
@@ -28,6 +34,26 @@ pub trait Collective {
     /// The element-wise sum over ranks of `bucket` (a flat f32 tensor), on `bucket`'s device. Every rank receives
     /// the same values.
     fn all_reduce_sum(&self, bucket: &Tensor) -> Result<Tensor>;
+    /// The sums over the ranks of buckets of `sizes[k]` values (flat f32 tensors) that `work` hands, in order, to
+    /// the function it is given, while it goes on computing (a backward pass); returns them, in order, once `work`
+    /// has returned, having handed over every bucket. Every rank hands the same buckets in the same order. By
+    /// default each bucket is summed as it arrives ([`Collective::all_reduce_sum`], blocking); MPI starts a
+    /// non-blocking all-reduce and waits for all of them after `work`.
+    fn all_reduce_overlapped(
+        &self,
+        sizes: &[usize],
+        work: &mut BucketedWork<'_>,
+    ) -> Result<Vec<Tensor>> {
+        let mut sums = Vec::with_capacity(sizes.len());
+        work(&mut |bucket| {
+            check_bucket(sizes, sums.len(), &bucket)?;
+            sums.push(self.all_reduce_sum(&bucket)?);
+            Ok(())
+        })?;
+        check_all_handed(sizes, sums.len())?;
+        Ok(sums)
+    }
+
     /// The element-wise sum over ranks of `values`, in place (losses, flags: small host buffers).
     fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()>;
 
@@ -70,6 +96,42 @@ impl Collective for SingleProcess {
     }
 
     fn abort(&self, _code: i32) {}
+}
+
+/// An error unless `bucket` is the `index`-th of buckets of `sizes` values ([`Collective::all_reduce_overlapped`]).
+pub fn check_bucket(sizes: &[usize], index: usize, bucket: &Tensor) -> Result<()> {
+    match sizes.get(index) {
+        Some(&n) if bucket.shape() == [n] => Ok(()),
+        Some(&n) => Err(Error::train(
+            "collective",
+            format!(
+                "gradient bucket {index} has shape {:?}, planned as {n} values",
+                bucket.shape()
+            ),
+        )),
+        None => Err(Error::train(
+            "collective",
+            format!(
+                "gradient bucket {index} was started, but only {} were planned",
+                sizes.len()
+            ),
+        )),
+    }
+}
+
+/// An error unless all `sizes.len()` planned buckets were handed over (`handed`).
+pub fn check_all_handed(sizes: &[usize], handed: usize) -> Result<()> {
+    if handed == sizes.len() {
+        Ok(())
+    } else {
+        Err(Error::train(
+            "collective",
+            format!(
+                "{handed} of {} planned gradient buckets were started",
+                sizes.len()
+            ),
+        ))
+    }
 }
 
 /// A rank's part of a global batch of `batch` samples: samples `start..end` with `start = ⌊r·B/N⌋`,
@@ -151,11 +213,26 @@ pub fn all_reduce_gradients(
 /// `bucket_elements` values (so a tensor larger than a bucket travels alone, and the last bucket may be smaller).
 /// Every rank plans the same buckets from the same sizes, which fixes the order of every sum.
 pub fn plan_buckets(sizes: &[usize], bucket_elements: usize) -> Vec<Range<usize>> {
+    plan_buckets_capped(sizes, bucket_elements, bucket_elements)
+}
+
+/// [`plan_buckets`] with the first bucket closed at `first_elements` and the others at `bucket_elements` (a small
+/// first bucket starts the overlapped all-reduce early).
+pub fn plan_buckets_capped(
+    sizes: &[usize],
+    first_elements: usize,
+    bucket_elements: usize,
+) -> Vec<Range<usize>> {
     let mut buckets = Vec::new();
     let (mut start, mut filled) = (0, 0);
     for (i, &size) in sizes.iter().enumerate() {
         filled += size;
-        if filled >= bucket_elements || i + 1 == sizes.len() {
+        let cap = if buckets.is_empty() {
+            first_elements
+        } else {
+            bucket_elements
+        };
+        if filled >= cap || i + 1 == sizes.len() {
             buckets.push(start..i + 1);
             start = i + 1;
             filled = 0;
@@ -241,6 +318,15 @@ mod tests {
                 assert!(filled >= bucket_elements && before_last < bucket_elements);
             }
         }
+    }
+
+    #[test]
+    fn the_first_bucket_closes_at_its_own_cap() {
+        assert_eq!(
+            plan_buckets_capped(&[1, 1, 3, 3, 3, 1], 2, 5),
+            vec![0..2, 2..4, 4..6]
+        );
+        assert_eq!(plan_buckets_capped(&[9, 1], 2, 5), vec![0..1, 1..2]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`trainer`]: [`Trainer`], one step (noise, forward, weighted MSE, backward, clip, AdamW, EMA);
 //! - [`checkpoint`]: atomic checkpoint folders and resuming;
 //! - [`collective`]: data-parallel training: the [`Collective`] engines, batch shards, gradient buckets;
+//! - [`overlap`]: the gradient all-reduce in buckets started during the backward pass;
 //! - [`watchdog`]: a deadline around collectives, so a rank that died or hangs ends the job;
 //! - `mpi_collective` (feature `mpi`): the ranks of `mpirun`;
 //! - `nccl_collective` (feature `mpi`): the ranks of `mpirun`, one per GPU, summing gradients with NCCL.
@@ -25,6 +26,7 @@ pub mod model;
 pub mod mpi_collective;
 #[cfg(feature = "mpi")]
 pub mod nccl_collective;
+pub mod overlap;
 pub mod random;
 pub mod target;
 pub mod timesteps;

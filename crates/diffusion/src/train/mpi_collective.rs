@@ -6,7 +6,7 @@
 //! rank died or hangs, the others report which call stalled and end the process, and `mpirun` then ends the rest of
 //! the job. Checkpoints are written atomically by rank 0, so the last one stays whole.
 
-use super::collective::Collective;
+use super::collective::{check_all_handed, check_bucket, BucketedWork, Collective};
 use super::watchdog::{Guard, Watchdog};
 use crate::error::{Error, Result};
 use diffuse_tensor::Tensor;
@@ -117,6 +117,63 @@ impl Collective for MpiCollective {
                 .all_reduce_into(&send[..], &mut received[..], SystemOperation::sum());
         }
         Ok(Tensor::from_vec(received, bucket.shape(), bucket.device())?)
+    }
+
+    /// Each bucket's `MPI_Iallreduce` starts when `work` hands it over and runs while `work` goes on; every call into
+    /// this engine meanwhile also tests the requests in flight, which lets Open MPI progress them (it has no
+    /// progress thread by default). After `work`, the host waits for all of them under the collective timeout.
+    fn all_reduce_overlapped(
+        &self,
+        sizes: &[usize],
+        work: &mut BucketedWork<'_>,
+    ) -> Result<Vec<Tensor>> {
+        // The buffers outlive the scope in which their requests run (the mpi crate's rule for immediate calls).
+        let mut sends: Vec<Vec<f32>> = vec![Vec::new(); sizes.len()];
+        let mut receives: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+        let mut devices = Vec::with_capacity(sizes.len());
+        let worked = mpi::request::scope(|scope| {
+            let mut buffers = sends.iter_mut().zip(receives.iter_mut());
+            let mut in_flight = Vec::with_capacity(sizes.len());
+            let worked = work(&mut |bucket| {
+                check_bucket(sizes, devices.len(), &bucket)?;
+                let (send, receive) = buffers.next().expect("checked against the plan");
+                *send = bucket.to_vec()?;
+                let send: &Vec<f32> = send;
+                devices.push(bucket.device());
+                in_flight.push(Some(self.world.immediate_all_reduce_into(
+                    scope,
+                    &send[..],
+                    &mut receive[..],
+                    SystemOperation::sum(),
+                )));
+                for slot in in_flight.iter_mut() {
+                    if let Some(request) = slot.take() {
+                        *slot = request.test().err();
+                    }
+                }
+                Ok(())
+            });
+            // Every request started must complete before its buffers go, error or not (the other ranks start the
+            // same buckets, so these complete unless a rank died, which the timeout reports).
+            let _armed = self.watchdog.guard(&format!(
+                "MPI non-blocking all-reduce of {} gradient buckets",
+                sizes.len()
+            ));
+            for request in in_flight.into_iter().flatten() {
+                request.wait_without_status();
+            }
+            worked
+        });
+        worked?;
+        check_all_handed(sizes, devices.len())?;
+        receives
+            .into_iter()
+            .zip(devices)
+            .map(|(values, device)| {
+                let n = values.len();
+                Ok(Tensor::from_vec(values, &[n], device)?)
+            })
+            .collect()
     }
 
     fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {

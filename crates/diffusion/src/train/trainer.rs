@@ -34,6 +34,7 @@ use super::collective::{all_reduce_gradients, Collective, Shard, SingleProcess, 
 use super::config::TrainConfig;
 use super::hybrid::{hybrid_terms, Batch as HybridBatch};
 use super::model::TrainableModel;
+use super::overlap::{OverlappedBackward, DEFAULT_BUCKET_ELEMENTS};
 use super::random::{augment_stream, noise_stream, step_rng};
 use super::target::training_target;
 use super::timesteps::{LossHistory, TimestepSampler};
@@ -138,6 +139,8 @@ pub struct Trainer<M: TrainableModel> {
     captions: Option<CaptionContexts>,
     /// The processes of a data-parallel run ([`SingleProcess`] by default).
     collective: Rc<dyn Collective>,
+    /// The gradient all-reduce started during backward, bucket by bucket; `None`: after it, all at once.
+    overlap: Option<OverlappedBackward>,
 }
 
 impl<M: TrainableModel> Trainer<M> {
@@ -202,6 +205,7 @@ impl<M: TrainableModel> Trainer<M> {
             latents: None,
             captions: None,
             collective: Rc::new(SingleProcess),
+            overlap: Some(OverlappedBackward::new(DEFAULT_BUCKET_ELEMENTS)),
         })
     }
 
@@ -265,6 +269,13 @@ impl<M: TrainableModel> Trainer<M> {
     /// the gradients over `collective`'s ranks.
     pub fn set_collective(&mut self, collective: Rc<dyn Collective>) {
         self.collective = collective;
+    }
+
+    /// Overlaps the gradient all-reduce with the backward pass in buckets of up to `bucket_elements` values (the
+    /// default: [`DEFAULT_BUCKET_ELEMENTS`], PyTorch's 25 MiB), or with `None` sums the gradients after backward in
+    /// the parameters' order. With two processes both give the same bits (docs/distributed.md).
+    pub fn set_overlap(&mut self, bucket_elements: Option<usize>) {
+        self.overlap = bucket_elements.map(OverlappedBackward::new);
     }
 
     /// The processes this trainer steps with.
@@ -589,18 +600,31 @@ impl<M: TrainableModel> Trainer<M> {
         if !loss_value.is_finite() {
             return self.skip(step, loss_value, None, lr, communication_s);
         }
-        let mut grads = match &self.state.loss_scaler {
-            Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
-            None => loss.backward()?,
+        let loss = match &self.state.loss_scaler {
+            Some(scaler) => scaler.scale_loss(&loss)?,
+            None => loss,
         };
         // Summed over the ranks before anything reads them: the scaler's overflow check, clipping, AdamW and the
         // EMA all see the whole batch's gradient, identical on every rank, so every rank takes the same decisions.
-        communication_s += all_reduce_gradients(
-            self.collective.as_ref(),
-            &self.store.trainable(),
-            &mut grads,
-            BUCKET_ELEMENTS,
-        )?;
+        let params = self.store.trainable();
+        let mut grads = match self.overlap.as_mut() {
+            Some(overlap) => {
+                let (grads, seconds) =
+                    overlap.backward(self.collective.as_ref(), &params, &loss)?;
+                communication_s += seconds;
+                grads
+            }
+            None => {
+                let mut grads = loss.backward()?;
+                communication_s += all_reduce_gradients(
+                    self.collective.as_ref(),
+                    &params,
+                    &mut grads,
+                    BUCKET_ELEMENTS,
+                )?;
+                grads
+            }
+        };
         if let Some(scaler) = self.state.loss_scaler.as_mut() {
             let finite = scaler.unscale(&mut grads)?;
             scaler.update(finite);
