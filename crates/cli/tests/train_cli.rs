@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{diffuse, repo, temp_dir, TINY_CONFIG};
+use common::{diffuse, repo, temp_dir, tiny_train, TINY_CONFIG};
 
 fn metric_steps(out: &Path) -> Vec<u64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -28,30 +28,12 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
         out.to_str().unwrap().to_string(),
         repo("data/fashion-mnist"),
     );
-    let common = [
-        "--batch-size",
-        "4",
-        "--checkpoint-every",
-        "2",
-        "--sample-every",
-        "2",
-        "--grid-steps",
-        "2",
-        "--grid-columns",
-        "2",
-        "--log-every",
-        "1",
-        "--num-train-timesteps",
-        "50",
-        // A schedule that does not depend on the total, so that `--steps 5` means the same in both runs below.
-        "--lr-schedule",
-        "constant",
-    ];
-    let mut args = vec![
-        "train", "--config", &config, "--data", &data, "--out", &out_s, "--steps", "3",
-    ];
-    args.extend(common);
-    let run = diffuse(&args);
+    // `tiny_train`'s constant learning rate does not depend on the total, so `--steps 5` means the same in both runs
+    // below.
+    let run = tiny_train(
+        &data,
+        &["--config", &config, "--out", &out_s, "--steps", "3"],
+    );
     assert!(
         run.status.success(),
         "{}",
@@ -87,9 +69,7 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
         "learning-rate panel"
     );
 
-    let mut args = vec!["train", "--resume", &out_s, "--data", &data, "--steps", "5"];
-    args.extend(common);
-    let resumed = diffuse(&args);
+    let resumed = tiny_train(&data, &["--resume", &out_s, "--steps", "5"]);
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
     assert!(stderr.contains("at step 3"), "{stderr}");
@@ -105,19 +85,10 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
     // Five steps in one process give the same bytes as three, a checkpoint, and two more in a second process.
     let straight = dir.join("straight");
     let straight_s = straight.to_str().unwrap().to_string();
-    let mut args = vec![
-        "train",
-        "--config",
-        &config,
-        "--data",
+    let run = tiny_train(
         &data,
-        "--out",
-        &straight_s,
-        "--steps",
-        "5",
-    ];
-    args.extend(common);
-    let run = diffuse(&args);
+        &["--config", &config, "--out", &straight_s, "--steps", "5"],
+    );
     assert!(
         run.status.success(),
         "{}",
