@@ -12,8 +12,8 @@ threads=${THREADS:-2}
 export RAYON_NUM_THREADS=$threads
 # criterion bench | criterion filter | torch_cpu.py case
 cases=(
-  "gemm|^sgemm/diffuse-avx2\+fma/512$|^sgemm 512\^3"
-  "gemm|^sgemm/diffuse-avx2\+fma/2048$|^sgemm 2048\^3"
+  "gemm|^sgemm/diffuse/512$|^sgemm 512\^3"
+  "gemm|^sgemm/diffuse/2048$|^sgemm 2048\^3"
   "conv2d|forward/N32_C64_28x28$|forward N32_C64_28x28"
   "conv2d|forward/N32_C128_14x14$|forward N32_C128_14x14"
   "conv2d|forward\+backward/N32_C128_14x14$|forward\+backward N32_C128_14x14"

@@ -2,6 +2,10 @@
 //! product) for diffuse's kernels and two Rust peers on the same row-major problems. Peers are benchmarked, never
 //! called by the library. `gemm` runs on rayon's global pool; `matrixmultiply` uses its own threads
 //! (`MATMUL_NUM_THREADS`, default the physical core count).
+//!
+//! `sgemm/diffuse/SIZE` is what `sgemm` runs: the micro-kernel `MicroKernel::detect` picks, named (with its tile) on
+//! stderr when the bench starts. At 512³ every other micro-kernel this CPU supports runs too, as
+//! `sgemm/diffuse-KERNEL/512`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use diffuse_cpu_kernels::gemm::{sgemm_batched_using, MatMut, MatRef, MicroKernel};
@@ -17,6 +21,9 @@ fn operand(len: usize, seed: u32) -> Vec<f32> {
 }
 
 fn bench_sgemm(c: &mut Criterion) {
+    let detected = MicroKernel::detect();
+    let (mr, nr) = detected.tile_shape();
+    eprintln!("sgemm/diffuse runs the {detected} micro-kernel ({mr}×{nr} register tile)");
     let mut group = c.benchmark_group("sgemm");
     group.sample_size(10);
     for size in [512usize, 2048] {
@@ -24,24 +31,24 @@ fn bench_sgemm(c: &mut Criterion) {
         let mut out = vec![0.0f32; size * size];
         group.throughput(Throughput::Elements(2 * (size as u64).pow(3)));
 
-        let mut kernels = vec![MicroKernel::detect()];
-        if size <= 512 && MicroKernel::detect() != MicroKernel::Portable {
-            kernels.push(MicroKernel::Portable);
-        }
-        for kernel in kernels {
-            group.bench_function(
-                BenchmarkId::new(format!("diffuse-{kernel}"), size),
-                |bench| {
-                    bench.iter(|| {
-                        let (a, b) = (MatRef::row_major(&a, size), MatRef::row_major(&b, size));
-                        let c = MatMut::row_major(&mut out, size);
-                        sgemm_batched_using(
-                            kernel, 1, size, size, size, 1.0, a, 0, b, 0, 0.0, c, 0,
-                        )
-                        .unwrap();
-                    })
-                },
+        let mut kernels = vec![(detected, "diffuse".to_string())];
+        if size <= 512 {
+            kernels.extend(
+                MicroKernel::ALL
+                    .into_iter()
+                    .filter(|&k| k != detected && k.is_supported())
+                    .map(|k| (k, format!("diffuse-{k}"))),
             );
+        }
+        for (kernel, name) in kernels {
+            group.bench_function(BenchmarkId::new(name, size), |bench| {
+                bench.iter(|| {
+                    let (a, b) = (MatRef::row_major(&a, size), MatRef::row_major(&b, size));
+                    let c = MatMut::row_major(&mut out, size);
+                    sgemm_batched_using(kernel, 1, size, size, size, 1.0, a, 0, b, 0, 0.0, c, 0)
+                        .unwrap();
+                })
+            });
         }
 
         group.bench_function(BenchmarkId::new("gemm-crate", size), |bench| {

@@ -189,11 +189,22 @@ impl Problem {
     }
 }
 
+/// Every micro-kernel this CPU runs. The others are named on stderr (`--nocapture` shows it); a kernel listed in
+/// `DIFFUSE_REQUIRE_KERNELS` (comma-separated names, e.g. `avx512f,avx2+fma`) must be supported, so a machine that
+/// should test it fails instead of skipping it.
 fn kernels() -> Vec<MicroKernel> {
-    [MicroKernel::Portable, MicroKernel::Avx2Fma]
-        .into_iter()
-        .filter(|k| k.is_supported())
-        .collect()
+    let required = std::env::var("DIFFUSE_REQUIRE_KERNELS").unwrap_or_default();
+    let (supported, skipped): (Vec<_>, Vec<_>) =
+        MicroKernel::ALL.into_iter().partition(|k| k.is_supported());
+    for kernel in skipped {
+        let name = kernel.to_string();
+        assert!(
+            !required.split(',').any(|r| r.trim() == name),
+            "DIFFUSE_REQUIRE_KERNELS names the {name} micro-kernel, which this CPU cannot run"
+        );
+        eprintln!("skipped: the {name} micro-kernel (this CPU cannot run it)");
+    }
+    supported
 }
 
 fn check_all_kernels(problem: &Problem) {
@@ -211,7 +222,7 @@ fn check_all_kernels(problem: &Problem) {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Sizes straddle the register tile (6×16) and the depth block (256), with every transpose and padding choice.
+    /// Sizes straddle the register tiles (6×16, 12×32) and the depth block (256), with every transpose and padding choice.
     #[test]
     fn sgemm_batched_matches_f64_reference_for_any_layout(
         batch in 1usize..=3,
@@ -464,10 +475,7 @@ fn sgemm_is_bit_identical_for_any_thread_count() {
 }
 
 #[test]
-fn avx2_and_portable_kernels_agree_to_rounding() {
-    if !MicroKernel::Avx2Fma.is_supported() {
-        return;
-    }
+fn simd_and_portable_kernels_agree_to_rounding() {
     let layout = Layout::ROW_MAJOR;
     let problem = Problem::new((1, 50, 70, 400), 1.0, 0.0, layout, layout, layout, 5);
     let (_, tol) = problem.reference();
@@ -478,12 +486,59 @@ fn avx2_and_portable_kernels_agree_to_rounding() {
         .collect();
     // Both kernels are within `tol` of the exact result, so within 2·tol of each other.
     let doubled: Vec<f64> = tol.iter().map(|t| 2.0 * t).collect();
-    assert_within(
-        &problem.run(MicroKernel::Avx2Fma),
-        &portable,
-        &doubled,
-        "avx2 vs portable",
-    );
+    for kernel in kernels() {
+        assert_within(
+            &problem.run(kernel),
+            &portable,
+            &doubled,
+            &format!("{kernel} vs portable"),
+        );
+    }
+}
+
+#[test]
+fn detect_picks_the_first_supported_kernel_and_tiles_differ_only_where_registers_do() {
+    let first = MicroKernel::ALL.into_iter().find(|k| k.is_supported());
+    assert_eq!(Some(MicroKernel::detect()), first);
+    assert_eq!(MicroKernel::Portable.tile_shape(), (6, 16));
+    assert_eq!(MicroKernel::Avx2Fma.tile_shape(), (6, 16));
+    assert_eq!(MicroKernel::Avx512F.tile_shape(), (12, 32));
+}
+
+#[test]
+fn every_kernel_handles_shapes_off_every_tile_edge() {
+    // Sizes one below, at and one above each kernel's tile (6×16 and 12×32) and a single element, a depth of one
+    // step, one just past a whole k-block (KC = 256), every transpose of A and C, padded lines, beta 0 and 0.5.
+    let plain = Layout::ROW_MAJOR;
+    let flipped = Layout {
+        transposed: true,
+        line_pad: 3,
+        broadcast: false,
+    };
+    let mut seed = 100;
+    for m in [1, 5, 6, 7, 11, 12, 13, 25] {
+        for n in [1, 15, 16, 17, 31, 32, 33, 47] {
+            for k in [1, 7, 257] {
+                for (a_layout, c_layout, beta) in [
+                    (plain, plain, 0.0),
+                    (flipped, plain, 0.5),
+                    (plain, flipped, 0.0),
+                    (flipped, flipped, 0.5),
+                ] {
+                    seed += 1;
+                    check_all_kernels(&Problem::new(
+                        (1, m, n, k),
+                        -0.75,
+                        beta,
+                        a_layout,
+                        flipped,
+                        c_layout,
+                        seed,
+                    ));
+                }
+            }
+        }
+    }
 }
 
 fn error_of(result: diffuse_cpu_kernels::Result<()>) -> String {

@@ -16,9 +16,14 @@
 //! number of threads and however rayon splits the `ic` and `jr` loops: results are bit-identical across thread counts.
 //! Threads only ever split the `ic`/`jr` loops, whose C tiles are disjoint; small products run on the calling thread.
 //!
-//! Sizes (f32, MR×NR = 6×16): the B̃ panel is KC·NR·4 = 16 KiB (half of a 32 KiB L1d), an Ã block MC·KC·4 = 120 KiB
-//! (a quarter of a 512 KiB L2), B̃ at most KC·NC·4 = 4 MiB (a slice of L3). Packing costs O(mk + kn) copies against
-//! the O(mnk) multiply-adds.
+//! The register tile MR×NR belongs to the micro-kernel (6×16 for the portable and AVX2 kernels, 12×32 for AVX-512):
+//! the whole nest, packing included, is compiled once per kernel with its MR and NR as constants, so a kernel's loops
+//! are exactly what they would be with global constants. The block sizes are shared and hold whole panels of every
+//! tile (`MC` a multiple of 6 and 12, `NC` of 16 and 32). Sizes (f32): the B̃ panel is KC·NR·4 = 16 KiB at NR = 16
+//! and 32 KiB at NR = 32 (L1d holds 32–48 KiB), an Ã block MC·KC·4 = 120 KiB (a quarter of a 512 KiB L2), B̃ at most
+//! KC·NC·4 = 4 MiB (a slice of L3). Packing costs O(mk + kn) copies against the O(mnk) multiply-adds. Each kernel's
+//! sum order is fixed by the constants alone, so thread counts never change a bit; different kernels may differ by
+//! rounding (FMA or not).
 //!
 //! Short, wide products (`m ≤ 256` rows, as in a convolution's `[out_channels × positions]`) use a second loop order,
 //! [`gemm_short`]: A's whole k-block is packed once and each B panel is packed just before its tiles run, so it never
@@ -34,14 +39,16 @@ pub use microkernel::MicroKernel;
 
 use crate::error::{KernelError, Result};
 use check::Axis;
-use microkernel::{CTile, MR, NR};
+#[cfg(target_arch = "x86_64")]
+use microkernel::{avx2, avx512, Avx2Fma, Avx512F};
+use microkernel::{CTile, Kernel, Portable, PORTABLE_MR, PORTABLE_NR};
 use pack::{Operand, PackBuf};
 
 /// Depth of a packed block: the k-extent one micro-kernel call sums over.
 const KC: usize = 256;
-/// Rows of A packed per task (a multiple of MR).
+/// Rows of A packed per task (a multiple of every kernel's MR).
 const MC: usize = 120;
-/// Columns of B packed per k-block (a multiple of NR).
+/// Columns of B packed per k-block (a multiple of every kernel's NR).
 const NC: usize = 4096;
 /// Products with at most this many rows take the short-and-wide loop order of [`gemm_short`].
 const SHORT_M: usize = 256;
@@ -241,39 +248,110 @@ pub fn sgemm_batched_using(
         return Ok(());
     }
 
-    let parallel = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
-    let c_base = SharedC {
-        ptr: c.data.as_mut_ptr(),
-        row_stride: c.row_stride,
-        col_stride: c.col_stride,
+    let problem = Problem {
+        batch,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        a_batch_stride,
+        b,
+        b_batch_stride,
+        beta,
+        c: SharedC {
+            ptr: c.data.as_mut_ptr(),
+            row_stride: c.row_stride,
+            col_stride: c.col_stride,
+        },
+        c_batch_stride,
     };
-    let product = |index: usize| {
-        let a_i = MatRef {
-            data: &a.data[index * a_batch_stride..],
-            ..a
-        };
-        let b_i = MatRef {
-            data: &b.data[index * b_batch_stride..],
-            ..b
-        };
-        // SAFETY: the bounds check covered offset index·c_batch_stride, so the pointer stays inside C's slice.
-        let c_i = unsafe { c_base.offset(index * c_batch_stride) };
-        // SAFETY: `c_i` addresses product `index` of C: in bounds by `in_bounds`, disjoint from the other products'
-        // elements by `injective`, and nothing else touches C's slice while `c` is mutably borrowed here.
-        unsafe {
-            if m <= SHORT_M {
-                gemm_short(kernel, m, n, k, alpha, &a_i, &b_i, beta, c_i, parallel)
-            } else {
-                gemm_blocked(kernel, m, n, k, alpha, &a_i, &b_i, beta, c_i, parallel)
+    // SAFETY: the kernel is supported (checked above); the checks above put every addressed element of A, B and C
+    // inside its slice and give every element of C a slot of its own, and `c` is mutably borrowed for the call.
+    unsafe {
+        match kernel {
+            MicroKernel::Portable => problem.run::<PORTABLE_MR, PORTABLE_NR, Portable>(),
+            #[cfg(target_arch = "x86_64")]
+            MicroKernel::Avx2Fma => problem.run::<{ avx2::MR }, { avx2::NR }, Avx2Fma>(),
+            #[cfg(target_arch = "x86_64")]
+            MicroKernel::Avx512F => problem.run::<{ avx512::MR }, { avx512::NR }, Avx512F>(),
+            #[cfg(not(target_arch = "x86_64"))]
+            MicroKernel::Avx2Fma | MicroKernel::Avx512F => {
+                unreachable!("x86 kernels are never reported as supported off x86-64")
             }
-        };
-    };
-    if batch > 1 && parallel_batch(batch, m, n, k) {
-        (0..batch).into_par_iter().for_each(product);
-    } else {
-        (0..batch).for_each(product);
+        }
     }
     Ok(())
+}
+
+/// A checked, non-empty batched product (`k > 0`), ready to run with a chosen kernel.
+struct Problem<'a> {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'a>,
+    a_batch_stride: usize,
+    b: MatRef<'a>,
+    b_batch_stride: usize,
+    beta: f32,
+    c: SharedC,
+    c_batch_stride: usize,
+}
+
+impl Problem<'_> {
+    /// Runs every product with kernel `K` and its `MR × NR` tile.
+    ///
+    /// # Safety
+    /// `K` is supported by this CPU; every element the problem addresses is inside its slice, C's elements have
+    /// slots of their own, and nothing else touches C meanwhile.
+    unsafe fn run<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(&self) {
+        const {
+            assert!(
+                MC.is_multiple_of(MR) && NC.is_multiple_of(NR),
+                "blocks must hold whole panels"
+            )
+        };
+        let &Self {
+            batch,
+            m,
+            n,
+            k,
+            alpha,
+            a,
+            b,
+            beta,
+            ..
+        } = self;
+        let parallel = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
+        let product = |index: usize| {
+            let a_i = MatRef {
+                data: &a.data[index * self.a_batch_stride..],
+                ..a
+            };
+            let b_i = MatRef {
+                data: &b.data[index * self.b_batch_stride..],
+                ..b
+            };
+            // SAFETY: the bounds check covered offset index·c_batch_stride, so the pointer stays inside C's slice.
+            let c_i = unsafe { self.c.offset(index * self.c_batch_stride) };
+            // SAFETY: `c_i` addresses product `index` of C: in bounds, disjoint from the other products' elements,
+            // and touched by nothing else (this function's contract).
+            unsafe {
+                if m <= SHORT_M {
+                    gemm_short::<MR, NR, K>(m, n, k, alpha, &a_i, &b_i, beta, c_i, parallel)
+                } else {
+                    gemm_blocked::<MR, NR, K>(m, n, k, alpha, &a_i, &b_i, beta, c_i, parallel)
+                }
+            };
+        };
+        if batch > 1 && parallel_batch(batch, m, n, k) {
+            (0..batch).into_par_iter().for_each(product);
+        } else {
+            (0..batch).for_each(product);
+        }
+    }
 }
 
 /// Whether a batch is worth spreading over threads product by product.
@@ -338,11 +416,10 @@ impl SharedC {
 /// The five-loop blocked product of one matrix triple (see the module header), with `k > 0`.
 ///
 /// # Safety
-/// `kernel` is supported; A and B address only elements inside their slices; every element of the `m × n` matrix
+/// `K` is supported; A and B address only elements inside their slices; every element of the `m × n` matrix
 /// `c` is inside one allocation, has a slot of its own, and no other code reads or writes those slots meanwhile.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_blocked(
-    kernel: MicroKernel,
+unsafe fn gemm_blocked<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
     m: usize,
     n: usize,
     k: usize,
@@ -360,21 +437,21 @@ unsafe fn gemm_blocked(
             let kc = KC.min(k - pc);
             let beta_block = if pc == 0 { beta } else { 1.0 };
             let b_packed = b_buf.floats(nc.next_multiple_of(NR) * kc);
-            pack::pack_b(b, pc, kc, jc, nc, b_packed, parallel);
+            pack::pack_b::<NR>(b, pc, kc, jc, nc, b_packed, parallel);
             let b_packed: &[f32] = b_packed;
 
             let row_block = |a_buf: &mut PackBuf, ic: usize| {
                 let mc = MC.min(m - ic);
                 let a_packed = a_buf.floats(mc.next_multiple_of(MR) * kc);
-                pack::pack_a(a, ic, mc, pc, kc, a_packed);
+                pack::pack_a::<MR>(a, ic, mc, pc, kc, a_packed);
                 let a_packed: &[f32] = a_packed;
                 let column_panel = |(q, b_panel): (usize, &[f32])| {
                     let jr = q * NR;
                     let (rows, cols) = ((ic, mc), (jc + jr, NR.min(nc - jr)));
                     // SAFETY: the rows and columns are inside C, and this task alone owns their tiles.
                     unsafe {
-                        panel_tiles(
-                            kernel, kc, a_packed, b_panel, alpha, beta_block, c, rows, cols,
+                        panel_tiles::<MR, NR, K>(
+                            kc, a_packed, b_panel, alpha, beta_block, c, rows, cols,
                         )
                     };
                 };
@@ -407,10 +484,9 @@ unsafe fn gemm_blocked(
 /// `cols = (first, count ≤ NR)`, from the packed A block of those rows and one packed B panel.
 ///
 /// # Safety
-/// `kernel` is supported; the rows and columns are inside C, and no other code touches their elements meanwhile.
+/// `K` is supported; the rows and columns are inside C, and no other code touches their elements meanwhile.
 #[allow(clippy::too_many_arguments)]
-unsafe fn panel_tiles(
-    kernel: MicroKernel,
+unsafe fn panel_tiles<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
     kc: usize,
     a_packed: &[f32],
     b_panel: &[f32],
@@ -425,7 +501,7 @@ unsafe fn panel_tiles(
         // kernel and panel lengths are as `run` requires.
         unsafe {
             let tile = c.tile(row0 + ir, col0, MR.min(rows - ir), cols);
-            microkernel::run(kernel, kc, a_panel, b_panel, alpha, beta, tile);
+            K::tile(kc, a_panel, b_panel, alpha, beta, tile);
         }
     }
 }
@@ -434,7 +510,7 @@ unsafe fn panel_tiles(
 ///
 /// ```text
 /// for pc in 0..k step KC                      pack Ã = A[.., pc..]  m×kc  (≤ 256 KiB: lives in L2)
-///   for jr in 0..n step NR      (parallel)    pack one B̃ panel kc×NR  (16 KiB: lives in L1)
+///   for jr in 0..n step NR      (parallel)    pack one B̃ panel kc×NR  (16 or 32 KiB: lives in L1)
 ///     for ir in 0..m step MR                  micro-kernel on that panel
 /// ```
 ///
@@ -446,8 +522,7 @@ unsafe fn panel_tiles(
 /// # Safety
 /// As for [`gemm_blocked`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_short(
-    kernel: MicroKernel,
+unsafe fn gemm_short<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
     m: usize,
     n: usize,
     k: usize,
@@ -463,16 +538,15 @@ unsafe fn gemm_short(
         let kc = KC.min(k - pc);
         let beta_block = if pc == 0 { beta } else { 1.0 };
         let a_packed = a_buf.floats(m.next_multiple_of(MR) * kc);
-        pack::pack_a(a, 0, m, pc, kc, a_packed);
+        pack::pack_a::<MR>(a, 0, m, pc, kc, a_packed);
         let a_packed: &[f32] = a_packed;
         let column_panel = |b_buf: &mut PackBuf, jr: usize| {
             let cols = NR.min(n - jr);
             let b_panel = b_buf.floats(NR * kc);
-            pack::pack_b_panel(b, pc, kc, jr, cols, b_panel);
+            pack::pack_b_panel::<NR>(b, pc, kc, jr, cols, b_panel);
             // SAFETY: the rows and columns are inside C, and this task alone owns their tiles.
             unsafe {
-                panel_tiles(
-                    kernel,
+                panel_tiles::<MR, NR, K>(
                     kc,
                     a_packed,
                     b_panel,

@@ -5,14 +5,14 @@
 //! column: `panel[p·MR + r] = A[ic + q·MR + r, pc + p]`. A block `B[pc..pc+kc, jc..jc+nc]` becomes ⌈nc/NR⌉ *column
 //! panels*; panel `q` holds columns `q·NR .. q·NR+NR` row by row: `panel[p·NR + c] = B[pc + p, jc + q·NR + c]`.
 //! Rows (columns) past the edge of the matrix are filled with zeros, so the micro-kernel always multiplies a full
-//! MR×NR tile and the padding contributes exact zeros that the write-back then ignores.
+//! MR×NR tile and the padding contributes exact zeros that the write-back then ignores. MR and NR are the kernel's
+//! tile (const parameters), so every copy loop is compiled for its constant panel width.
 
 use std::cell::Cell;
 use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
-use super::microkernel::{MR, NR};
 use super::MatRef;
 
 /// An `f32` buffer whose start is aligned to a 64-byte cache line, so packed panels never straddle one more line
@@ -78,7 +78,14 @@ impl Drop for PackBuf {
 }
 
 /// Packs `A[ic..ic+mc, pc..pc+kc]` into `out` (length `⌈mc/MR⌉·MR·kc`) as MR-row panels.
-pub(super) fn pack_a(a: &MatRef, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [f32]) {
+pub(super) fn pack_a<const MR: usize>(
+    a: &MatRef,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+    out: &mut [f32],
+) {
     for (q, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
         let row0 = ic + q * MR;
         let rows = MR.min(ic + mc - row0);
@@ -114,7 +121,7 @@ pub(super) fn pack_a(a: &MatRef, ic: usize, mc: usize, pc: usize, kc: usize, out
 
 /// Packs `B[pc..pc+kc, jc..jc+nc]` into `out` (length `⌈nc/NR⌉·NR·kc`) as NR-column panels, panels in parallel when
 /// `parallel` is set.
-pub(super) fn pack_b(
+pub(super) fn pack_b<const NR: usize>(
     b: &MatRef,
     pc: usize,
     kc: usize,
@@ -125,7 +132,7 @@ pub(super) fn pack_b(
 ) {
     let pack_panel = |(q, panel): (usize, &mut [f32])| {
         let col0 = jc + q * NR;
-        pack_b_panel(b, pc, kc, col0, NR.min(jc + nc - col0), panel);
+        pack_b_panel::<NR>(b, pc, kc, col0, NR.min(jc + nc - col0), panel);
     };
     if parallel {
         out.par_chunks_exact_mut(NR * kc)
@@ -140,7 +147,7 @@ pub(super) fn pack_b(
 
 /// Packs the one panel `B[pc..pc+kc, col0..col0+cols]` (`cols ≤ NR`) into `panel` (length `NR·kc`), zero-padded to
 /// NR columns.
-pub(super) fn pack_b_panel(
+pub(super) fn pack_b_panel<const NR: usize>(
     b: &MatRef,
     pc: usize,
     kc: usize,
@@ -168,7 +175,7 @@ pub(super) fn pack_b_panel(
     for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
         let base = (pc + p) * b.row_stride + col0 * b.col_stride;
         if b.col_stride == 1 && cols == NR {
-            // A constant-length copy: the compiler emits two vector moves instead of a call to memcpy.
+            // A constant-length copy: the compiler emits vector moves instead of a call to memcpy.
             dst.copy_from_slice(&b.data[base..base + NR]);
         } else if b.col_stride == 1 {
             dst[..cols].copy_from_slice(&b.data[base..base + cols]);

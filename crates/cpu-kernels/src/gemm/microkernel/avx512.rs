@@ -1,0 +1,125 @@
+//! The 12×32 AVX-512F micro-kernel.
+//!
+//! Register budget (32 zmm registers of 16 floats): the 12×32 accumulator tile takes 24 (12 rows × 2 vectors), the
+//! two vectors of B̃ row p take 2, and the broadcast Ã scalar of the current row 1, leaving 5 spare. Each step p
+//! issues 24 FMAs against 2 vector loads and 12 broadcast loads (`vbroadcastss` from memory: a load-port µop, no
+//! shuffle): at 2 FMA ports that is 12 cycles of FMA work for 14 loads, inside the 2 loads a cycle the core sustains,
+//! so the FMA ports stay the bottleneck. The 24 accumulators are independent chains, three times the
+//! 2 ports × 4-cycle latency = 8 FMAs that must be in flight to keep both ports busy, which leaves slack for the
+//! loads.
+//!
+//! Why 12×32 rather than the other shapes that fit: 14×32 (28 accumulators) does not divide the A block height
+//! `MC = 120`, and 8×48 (24 accumulators) has a 48-float B̃ panel of 48 KiB at `KC = 256`, the whole L1d, against 32
+//! KiB for NR = 32. The C write-back masks the columns past the matrix edge (`cols < 32`) instead of going through a
+//! scalar spill, so narrow right-edge tiles stay vectorised.
+
+use std::arch::x86_64::*;
+
+use super::{store, CTile, Kernel};
+
+/// Rows of the register tile.
+pub(in crate::gemm) const MR: usize = 12;
+/// Columns of the register tile: two zmm vectors.
+pub(in crate::gemm) const NR: usize = 32;
+
+/// The AVX-512F kernel.
+pub(in crate::gemm) struct Avx512F;
+
+impl Kernel<MR, NR> for Avx512F {
+    unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile) {
+        debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+        // SAFETY: the caller checked AVX-512F is available; the panel lengths and `c` are forwarded contracts.
+        unsafe { tile(kc, a.as_ptr(), b.as_ptr(), alpha, beta, c) }
+    }
+}
+
+/// # Safety
+/// The CPU supports AVX-512F; `a` and `b` point to `kc·MR` and `kc·NR` readable floats; `c` as for
+/// [`Kernel::tile`].
+#[target_feature(enable = "avx512f")]
+unsafe fn tile(kc: usize, a: *const f32, b: *const f32, alpha: f32, beta: f32, c: CTile) {
+    if c.col_stride == 1 {
+        for r in 0..c.rows {
+            // SAFETY: a prefetch never faults; the addresses are the first and last element of tile row r.
+            unsafe {
+                let row = c.ptr.add(r * c.row_stride);
+                _mm_prefetch::<_MM_HINT_T0>(row.cast());
+                _mm_prefetch::<_MM_HINT_T0>(row.add(c.cols - 1).cast());
+            }
+        }
+    }
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        // SAFETY: p < kc, so the NR floats of B̃ row p and the MR floats of Ã column p are inside the panels.
+        unsafe {
+            let b_lo = _mm512_loadu_ps(b.add(p * NR));
+            let b_hi = _mm512_loadu_ps(b.add(p * NR + 16));
+            let a_p = a.add(p * MR);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let a_rp = _mm512_set1_ps(*a_p.add(r));
+                acc_r[0] = _mm512_fmadd_ps(a_rp, b_lo, acc_r[0]);
+                acc_r[1] = _mm512_fmadd_ps(a_rp, b_hi, acc_r[1]);
+            }
+        }
+    }
+
+    let alpha_v = _mm512_set1_ps(alpha);
+    let beta_v = _mm512_set1_ps(beta);
+    // The same separate multiplies and add as `store`, so every element rounds as it would there.
+    let update = |dst: *mut f32, acc: __m512, mask: __mmask16| {
+        // SAFETY: the callers pass a vector whose first lane is in C and a mask enabling only lanes of columns below
+        // `cols`, which the caller of `tile` guarantees are in bounds and ours; masked-off lanes are neither read nor
+        // written and cannot fault.
+        unsafe {
+            let mut v = _mm512_mul_ps(alpha_v, acc);
+            if beta != 0.0 {
+                let old = _mm512_maskz_loadu_ps(mask, dst);
+                v = _mm512_add_ps(v, _mm512_mul_ps(beta_v, old));
+            }
+            _mm512_mask_storeu_ps(dst, mask, v);
+        }
+    };
+    if c.col_stride == 1 && c.rows == MR && c.cols == NR {
+        // Full tile with contiguous rows: every lane is in C, constant loop bounds keep the accumulators in registers.
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (half, &acc_rh) in acc_r.iter().enumerate() {
+                // SAFETY: the tile is full and rows are contiguous, so floats r·row_stride + 16·half .. +16 are in C.
+                update(
+                    unsafe { c.ptr.add(r * c.row_stride + 16 * half) },
+                    acc_rh,
+                    !0,
+                );
+            }
+        }
+    } else if c.col_stride == 1 {
+        // Edge tile with contiguous rows: rows past `rows` are skipped, lanes past column `cols` masked off.
+        let lanes = |half: usize| -> __mmask16 {
+            let valid = c.cols.saturating_sub(16 * half).min(16);
+            ((1u32 << valid) - 1) as __mmask16
+        };
+        let masks = [lanes(0), lanes(1)];
+        for (acc_r, r) in acc.iter().zip(0..c.rows) {
+            for (half, (&acc_rh, &mask)) in acc_r.iter().zip(&masks).enumerate() {
+                if mask != 0 {
+                    // SAFETY: r < rows and column 16·half < cols (the mask is not empty), so the address is in C.
+                    update(
+                        unsafe { c.ptr.add(r * c.row_stride + 16 * half) },
+                        acc_rh,
+                        mask,
+                    );
+                }
+            }
+        }
+    } else {
+        let mut spill = [[0.0f32; NR]; MR];
+        for (row, acc_r) in spill.iter_mut().zip(&acc) {
+            // SAFETY: each spill row holds NR = 32 floats, two vectors' worth.
+            unsafe {
+                _mm512_storeu_ps(row.as_mut_ptr(), acc_r[0]);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), acc_r[1]);
+            }
+        }
+        // SAFETY: `c` satisfies `store`'s contract by ours.
+        unsafe { store(&spill, alpha, beta, c) };
+    }
+}

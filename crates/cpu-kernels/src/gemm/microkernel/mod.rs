@@ -1,0 +1,169 @@
+//! The micro-kernels: one MR×NR tile of C from one packed A panel (MR×kc) and one packed B panel (kc×NR),
+//!
+//! ```text
+//! acc[r][c] = Σ_{p<kc} Ã[p·MR + r] · B̃[p·NR + c]        (p ascending: the sum order never depends on threads)
+//! C[r, c]   = alpha·acc[r][c] + beta·C[r, c]            (beta == 0: C is overwritten, never read)
+//! ```
+//!
+//! Each step `p` is a rank-1 update of the MR×NR accumulator tile, held in vector registers. The tile shape is a
+//! property of the kernel ([`Kernel`]'s const parameters), because the register file decides it: 6×16 for AVX2's 16
+//! ymm registers (`avx2.rs`), 12×32 for AVX-512's 32 zmm registers (`avx512.rs`); the packing layout and the driver
+//! are compiled once per shape, so each kernel's loops see constant panel widths. The portable kernel is the same loop
+//! in plain Rust at 6×16 (separate multiply and add, so its roundings differ from the fused ones by at most one ulp
+//! per step).
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512;
+
+use std::fmt;
+
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx2::Avx2Fma;
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx512::Avx512F;
+
+/// Which micro-kernel computes the register tiles. [`MicroKernel::detect`] picks the fastest the CPU supports; the
+/// others exist so tests can hold every kernel against the same reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MicroKernel {
+    /// Plain Rust, any target; 6×16 tiles.
+    Portable,
+    /// x86-64 AVX2 + FMA intrinsics, 6×16 tiles; needs a CPU with both.
+    Avx2Fma,
+    /// x86-64 AVX-512F intrinsics, 12×32 tiles; needs a CPU with AVX-512 Foundation.
+    Avx512F,
+}
+
+impl MicroKernel {
+    /// Every kernel, fastest first.
+    pub const ALL: [MicroKernel; 3] = [Self::Avx512F, Self::Avx2Fma, Self::Portable];
+
+    /// The fastest micro-kernel this CPU can run.
+    pub fn detect() -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|kernel| kernel.is_supported())
+            .unwrap_or(Self::Portable)
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Self::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512F => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Avx2Fma | Self::Avx512F => false,
+        }
+    }
+
+    /// The register tile `(MR, NR)`: rows of C (and of a packed A panel) × columns of C (and of a packed B panel) one
+    /// kernel call computes.
+    pub fn tile_shape(self) -> (usize, usize) {
+        match self {
+            Self::Portable => (PORTABLE_MR, PORTABLE_NR),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2Fma => (avx2::MR, avx2::NR),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512F => (avx512::MR, avx512::NR),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Avx2Fma => (6, 16),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Avx512F => (12, 32),
+        }
+    }
+}
+
+impl fmt::Display for MicroKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Portable => "portable",
+            Self::Avx2Fma => "avx2+fma",
+            Self::Avx512F => "avx512f",
+        })
+    }
+}
+
+/// A micro-kernel with an `MR × NR` register tile.
+pub(super) trait Kernel<const MR: usize, const NR: usize> {
+    /// `C ← alpha·Ã·B̃ + beta·C` over `kc` steps for one tile.
+    ///
+    /// # Safety
+    /// The CPU supports the kernel; every element of `c` must be in bounds of one live allocation and written by no
+    /// other thread during the call; `a` and `b` must hold at least `kc·MR` and `kc·NR` floats.
+    unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile);
+}
+
+/// The part of C one micro-kernel call updates: element `(r, c)`, `r < rows ≤ MR`, `c < cols ≤ NR`, lives at
+/// `ptr + r·row_stride + c·col_stride`.
+#[derive(Clone, Copy)]
+pub(super) struct CTile {
+    pub ptr: *mut f32,
+    pub row_stride: usize,
+    pub col_stride: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Rows of the portable kernel's tile.
+pub(super) const PORTABLE_MR: usize = 6;
+/// Columns of the portable kernel's tile.
+pub(super) const PORTABLE_NR: usize = 16;
+
+/// The plain-Rust kernel.
+pub(super) struct Portable;
+
+impl Kernel<PORTABLE_MR, PORTABLE_NR> for Portable {
+    unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile) {
+        debug_assert!(a.len() >= kc * PORTABLE_MR && b.len() >= kc * PORTABLE_NR);
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            store(
+                &portable::<PORTABLE_MR, PORTABLE_NR>(kc, a, b),
+                alpha,
+                beta,
+                c,
+            )
+        }
+    }
+}
+
+/// The accumulator tile `Σ_p Ã[p]ᵀ·B̃[p]` in plain Rust.
+fn portable<const MR: usize, const NR: usize>(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    let mut acc = [[0.0f32; NR]; MR];
+    for (a_p, b_p) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+        for (acc_row, &a_rp) in acc.iter_mut().zip(a_p) {
+            for (acc_rc, &b_pc) in acc_row.iter_mut().zip(b_p) {
+                *acc_rc += a_rp * b_pc;
+            }
+        }
+    }
+    acc
+}
+
+/// Writes `C ← alpha·acc + beta·C` for the valid part of the tile, one element at a time.
+///
+/// # Safety
+/// As for [`Kernel::tile`]: every element of `c` is in bounds and exclusively ours.
+unsafe fn store<const MR: usize, const NR: usize>(
+    acc: &[[f32; NR]; MR],
+    alpha: f32,
+    beta: f32,
+    c: CTile,
+) {
+    for (r, acc_row) in acc.iter().enumerate().take(c.rows) {
+        for (j, &v) in acc_row.iter().enumerate().take(c.cols) {
+            // SAFETY: r < rows and j < cols, so the caller guarantees this element is in bounds and ours alone.
+            let dst = unsafe { &mut *c.ptr.add(r * c.row_stride + j * c.col_stride) };
+            *dst = if beta == 0.0 {
+                alpha * v
+            } else {
+                alpha * v + beta * *dst
+            };
+        }
+    }
+}
