@@ -11,7 +11,8 @@
 //! Why 12×32 rather than the other shapes that fit: 14×32 (28 accumulators) does not divide the A block height
 //! `MC = 120`, and 8×48 (24 accumulators) has a 48-float B̃ panel of 48 KiB at `KC = 256`, the whole L1d, against 32
 //! KiB for NR = 32. The C write-back masks the columns past the matrix edge (`cols < 32`) instead of going through a
-//! scalar spill, so narrow right-edge tiles stay vectorised.
+//! scalar spill, so narrow right-edge tiles stay vectorised; that edge write-back is out of line, so the full tiles'
+//! write-back keeps the accumulators in registers.
 
 use std::arch::x86_64::*;
 
@@ -63,36 +64,58 @@ unsafe fn tile(kc: usize, a: *const f32, b: *const f32, alpha: f32, beta: f32, c
         }
     }
 
-    let alpha_v = _mm512_set1_ps(alpha);
-    let beta_v = _mm512_set1_ps(beta);
-    // The same separate multiplies and add as `store`, so every element rounds as it would there.
-    let update = |dst: *mut f32, acc: __m512, mask: __mmask16| {
-        // SAFETY: the callers pass a vector whose first lane is in C and a mask enabling only lanes of columns below
-        // `cols`, which the caller of `tile` guarantees are in bounds and ours; masked-off lanes are neither read nor
-        // written and cannot fault.
-        unsafe {
-            let mut v = _mm512_mul_ps(alpha_v, acc);
-            if beta != 0.0 {
-                let old = _mm512_maskz_loadu_ps(mask, dst);
-                v = _mm512_add_ps(v, _mm512_mul_ps(beta_v, old));
-            }
-            _mm512_mask_storeu_ps(dst, mask, v);
-        }
-    };
     if c.col_stride == 1 && c.rows == MR && c.cols == NR {
-        // Full tile with contiguous rows: every lane is in C, constant loop bounds keep the accumulators in registers.
+        // Full tile with contiguous rows: constant loop bounds, so the accumulators never leave their registers.
         for (r, acc_r) in acc.iter().enumerate() {
             for (half, &acc_rh) in acc_r.iter().enumerate() {
                 // SAFETY: the tile is full and rows are contiguous, so floats r·row_stride + 16·half .. +16 are in C.
-                update(
-                    unsafe { c.ptr.add(r * c.row_stride + 16 * half) },
-                    acc_rh,
-                    !0,
-                );
+                unsafe {
+                    update(
+                        c.ptr.add(r * c.row_stride + 16 * half),
+                        acc_rh,
+                        !0,
+                        alpha,
+                        beta,
+                    )
+                };
             }
         }
-    } else if c.col_stride == 1 {
-        // Edge tile with contiguous rows: rows past `rows` are skipped, lanes past column `cols` masked off.
+    } else {
+        // SAFETY: `c` is as our caller guaranteed.
+        unsafe { edge(acc, alpha, beta, c) };
+    }
+}
+
+/// `C ← alpha·acc + beta·C` for the 16 lanes of `dst` that `mask` enables, with the same separate multiplies and add
+/// as `store`, so every element rounds as it would there.
+///
+/// # Safety
+/// The CPU supports AVX-512F; the enabled lanes are in bounds of C and ours. Masked-off lanes are neither read nor
+/// written and cannot fault.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn update(dst: *mut f32, acc: __m512, mask: __mmask16, alpha: f32, beta: f32) {
+    let mut v = _mm512_mul_ps(_mm512_set1_ps(alpha), acc);
+    // SAFETY: forwarded from the caller: the enabled lanes are in bounds and ours.
+    unsafe {
+        if beta != 0.0 {
+            let old = _mm512_maskz_loadu_ps(mask, dst);
+            v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(beta), old));
+        }
+        _mm512_mask_storeu_ps(dst, mask, v);
+    }
+}
+
+/// The write-back of a partial tile or of a C with strided rows. Out of line, so that the full-tile path keeps the
+/// accumulators in registers (a loop with a data-dependent bound over them would put them in memory for every tile).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `c` as for [`Kernel::tile`].
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+unsafe fn edge(acc: [[__m512; 2]; MR], alpha: f32, beta: f32, c: CTile) {
+    if c.col_stride == 1 {
+        // Contiguous rows: rows past `rows` are skipped, lanes past column `cols` masked off.
         let lanes = |half: usize| -> __mmask16 {
             let valid = c.cols.saturating_sub(16 * half).min(16);
             ((1u32 << valid) - 1) as __mmask16
@@ -101,12 +124,17 @@ unsafe fn tile(kc: usize, a: *const f32, b: *const f32, alpha: f32, beta: f32, c
         for (acc_r, r) in acc.iter().zip(0..c.rows) {
             for (half, (&acc_rh, &mask)) in acc_r.iter().zip(&masks).enumerate() {
                 if mask != 0 {
-                    // SAFETY: r < rows and column 16·half < cols (the mask is not empty), so the address is in C.
-                    update(
-                        unsafe { c.ptr.add(r * c.row_stride + 16 * half) },
-                        acc_rh,
-                        mask,
-                    );
+                    // SAFETY: r < rows and column 16·half < cols (the mask is not empty), so the vector starts in C
+                    // and the mask enables only columns below `cols`, which are ours.
+                    unsafe {
+                        update(
+                            c.ptr.add(r * c.row_stride + 16 * half),
+                            acc_rh,
+                            mask,
+                            alpha,
+                            beta,
+                        )
+                    };
                 }
             }
         }
