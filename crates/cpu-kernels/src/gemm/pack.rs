@@ -156,18 +156,19 @@ pub(super) fn pack_b_panel<const NR: usize>(
     panel: &mut [f32],
 ) {
     if b.row_stride == 1 && b.col_stride != 1 {
-        // Column-major B (a transposed view): read `cols` contiguous columns side by side.
-        let start = |c: usize| (col0 + c) * b.col_stride + pc;
-        let lines: [&[f32]; NR] = std::array::from_fn(|c| {
+        // Column-major B (a transposed view): each column is contiguous, so copy it down its column of the panel
+        // (stride NR). Column by column, the reads are sequential and the loop has no per-element bounds test; the
+        // panel is in L1, so the strided writes are cheap.
+        let panel = &mut panel[..NR * kc];
+        for c in 0..NR {
+            let dst = panel[c..].iter_mut().step_by(NR);
             if c < cols {
-                &b.data[start(c)..start(c) + kc]
+                let start = (col0 + c) * b.col_stride + pc;
+                for (d, &v) in dst.zip(&b.data[start..start + kc]) {
+                    *d = v;
+                }
             } else {
-                &[]
-            }
-        });
-        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-            for (c, d) in dst.iter_mut().enumerate() {
-                *d = lines[c].get(p).copied().unwrap_or(0.0);
+                dst.for_each(|d| *d = 0.0);
             }
         }
         return;
