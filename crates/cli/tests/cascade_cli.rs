@@ -5,49 +5,7 @@
 use std::path::Path;
 
 mod common;
-use common::{fails, ok, temp_dir};
-
-/// A 28×28 super-resolution stage of ~20k parameters: 2 input channels, 3 augmentation levels.
-const TINY_SR: &str = r#"{
-  "_class_name": "UNet2DModel",
-  "sample_size": 28, "in_channels": 2, "out_channels": 1,
-  "block_out_channels": [8, 16], "layers_per_block": 1,
-  "down_block_types": ["DownBlock2D", "DownBlock2D"],
-  "up_block_types": ["UpBlock2D", "UpBlock2D"],
-  "norm_num_groups": 4, "num_class_embeds": 3
-}"#;
-
-/// The 14×14 base.
-const TINY_BASE: &str = r#"{
-  "_class_name": "UNet2DModel",
-  "sample_size": 14, "in_channels": 1, "out_channels": 1,
-  "block_out_channels": [8, 16], "layers_per_block": 1,
-  "down_block_types": ["DownBlock2D", "DownBlock2D"],
-  "up_block_types": ["UpBlock2D", "UpBlock2D"],
-  "norm_num_groups": 4, "num_class_embeds": 11
-}"#;
-
-/// A class-conditional inpainting network: x_t, the mask and the masked image.
-const TINY_INPAINT: &str = r#"{
-  "_class_name": "UNet2DModel",
-  "sample_size": 28, "in_channels": 3, "out_channels": 1,
-  "block_out_channels": [8, 16], "layers_per_block": 1,
-  "down_block_types": ["DownBlock2D", "DownBlock2D"],
-  "up_block_types": ["UpBlock2D", "UpBlock2D"],
-  "norm_num_groups": 4, "num_class_embeds": 11
-}"#;
-
-fn read_samples(path: &Path) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = file.tensor("samples").unwrap();
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (values, view.shape().to_vec())
-}
+use common::{fails, ok, read_samples, temp_dir, tiny_unet_config};
 
 fn train(config: &Path, out: &Path, steps: &str, extra: &[&str]) -> String {
     let mut args = vec![
@@ -81,7 +39,12 @@ fn train(config: &Path, out: &Path, steps: &str, extra: &[&str]) -> String {
 fn a_base_model_and_a_super_resolution_stage_chain_and_the_stage_resumes_exactly() {
     let dir = temp_dir("cascade");
     let p = |name: &str| dir.join(name);
-    for (name, text) in [("sr.json", TINY_SR), ("base.json", TINY_BASE)] {
+    // A 28×28 super-resolution stage of ~20k parameters (x_t and the upsampled image in, 3 augmentation levels)
+    // and its 14×14 base.
+    for (name, text) in [
+        ("sr.json", tiny_unet_config(28, 2, 1, Some(3))),
+        ("base.json", tiny_unet_config(14, 1, 1, Some(11))),
+    ] {
         std::fs::write(p(name), text).unwrap();
     }
     let sr_args = [
@@ -129,43 +92,14 @@ fn a_base_model_and_a_super_resolution_stage_chain_and_the_stage_resumes_exactly
     // The cascade: 14×14 samples, upsampled to 28×28.
     let sr = p("sr");
     let sr = sr.to_str().unwrap();
-    let out = p("up.safetensors");
-    let log = ok(&[
-        "sample",
-        "--checkpoint",
-        p("base").to_str().unwrap(),
-        "--upscale",
-        sr,
-        "--sr-level",
-        "2",
-        "--sampler",
-        "ddim",
-        "--steps",
-        "3",
-        "--class",
-        "4",
-        "--count",
-        "2",
-        "--out",
-        p("up.png").to_str().unwrap(),
-        "--out-tensor",
-        out.to_str().unwrap(),
-    ]);
-    assert!(log.contains("from 14×14 to 28×28"), "{log}");
-    let (values, shape) = read_samples(&out);
-    assert_eq!(shape, vec![2, 1, 28, 28]);
-    assert!(values.iter().all(|v| v.is_finite()));
-    assert!(p("up.png").is_file());
-
-    // --sr-steps gives the stage its own step count: the base's by default, so 3 repeats the run above bit for bit
-    // and 2 changes it.
-    let cascade_with_stage_steps = |sr_steps: &str, name: &str| -> Vec<f32> {
+    let cascade = |name: &str, extra: &[&str]| -> String {
         let out = p(name);
         let grid = out.with_extension("png");
-        ok(&[
+        let base = p("base");
+        let mut args = vec![
             "sample",
             "--checkpoint",
-            p("base").to_str().unwrap(),
+            base.to_str().unwrap(),
             "--upscale",
             sr,
             "--sr-level",
@@ -174,8 +108,6 @@ fn a_base_model_and_a_super_resolution_stage_chain_and_the_stage_resumes_exactly
             "ddim",
             "--steps",
             "3",
-            "--sr-steps",
-            sr_steps,
             "--class",
             "4",
             "--count",
@@ -184,8 +116,22 @@ fn a_base_model_and_a_super_resolution_stage_chain_and_the_stage_resumes_exactly
             grid.to_str().unwrap(),
             "--out-tensor",
             out.to_str().unwrap(),
-        ]);
-        read_samples(&out).0
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let log = cascade("up.safetensors", &[]);
+    assert!(log.contains("from 14×14 to 28×28"), "{log}");
+    let (values, shape) = read_samples(&p("up.safetensors"));
+    assert_eq!(shape, vec![2, 1, 28, 28]);
+    assert!(values.iter().all(|v| v.is_finite()));
+    assert!(p("up.png").is_file());
+
+    // --sr-steps gives the stage its own step count: the base's by default, so 3 repeats the run above bit for bit
+    // and 2 changes it.
+    let cascade_with_stage_steps = |sr_steps: &str, name: &str| -> Vec<f32> {
+        cascade(name, &["--sr-steps", sr_steps]);
+        read_samples(&p(name)).0
     };
     assert!(cascade_with_stage_steps("3", "up3.safetensors") == values);
     assert!(cascade_with_stage_steps("2", "up2.safetensors") != values);
@@ -294,7 +240,8 @@ fn write_png(path: &Path, value: impl Fn(usize, usize) -> u8) {
 fn a_trained_inpainting_network_fills_the_mask_and_keeps_the_known_pixels_exactly() {
     let dir = temp_dir("inpaint-net");
     let p = |name: &str| dir.join(name);
-    std::fs::write(p("inpaint.json"), TINY_INPAINT).unwrap();
+    // A class-conditional inpainting network: x_t, the mask and the masked image in.
+    std::fs::write(p("inpaint.json"), tiny_unet_config(28, 3, 1, Some(11))).unwrap();
     let log = train(&p("inpaint.json"), &p("run"), "2", &["--inpainting"]);
     assert!(log.contains("--init-image"), "{log}");
     write_png(&p("image.png"), |y, x| ((y * 28 + x) * 7 % 256) as u8);

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 mod common;
-use common::{diffuse, temp_dir};
+use common::{diffuse, failure, success, temp_dir, tiny_unet_config};
 
 /// Three 16×16 RGB classes in sub-folders (`red`, `green`, `blue`: that channel bright, the others dark, with a
 /// per-image pattern), `count` images each, under `dir/train` and `dir/test`.
@@ -44,25 +44,15 @@ fn unlabelled_rgb(dir: &Path, count: u32) {
     }
 }
 
-/// Two levels of 8 and 16 channels for 3×16×16 images of three classes plus the null class.
-const RGB_CONFIG: &str = r#"{
-  "_class_name": "UNet2DModel",
-  "sample_size": 16, "in_channels": 3, "out_channels": 3,
-  "block_out_channels": [8, 16], "layers_per_block": 1,
-  "down_block_types": ["DownBlock2D", "DownBlock2D"],
-  "up_block_types": ["UpBlock2D", "UpBlock2D"],
-  "norm_num_groups": 4, "num_class_embeds": 4
-}"#;
-
-/// `RGB_CONFIG` without the class embedding: an unconditional model.
-fn unconditional_rgb_config() -> String {
-    RGB_CONFIG.replace(", \"num_class_embeds\": 4", "")
+/// The tiny UNet for 3×16×16 images of three classes (plus the null class), or unconditional.
+fn rgb_config(conditional: bool) -> String {
+    tiny_unet_config(16, 3, 3, conditional.then_some(4))
 }
 
 /// Trains the classifier of `labelled_rgb(data, …)` into `out` (a few epochs: the tests need its feature space, not
 /// its accuracy); the log.
 fn train_rgb_classifier(data: &Path, out: &Path) -> String {
-    let train = diffuse(&[
+    success(diffuse(&[
         "classifier",
         "train",
         "--data",
@@ -73,10 +63,7 @@ fn train_rgb_classifier(data: &Path, out: &Path) -> String {
         "6",
         "--batch-size",
         "6",
-    ]);
-    let log = stderr(&train);
-    assert!(train.status.success(), "{log}");
-    log
+    ]))
 }
 
 /// Two steps of the model of `config` (a config.json's text) on `data`, into `run`, with no grid or checkpoint in
@@ -84,7 +71,7 @@ fn train_rgb_classifier(data: &Path, out: &Path) -> String {
 fn train_tiny(config: &str, data: &Path, run: &Path) {
     let config_file = run.with_extension("json");
     std::fs::write(&config_file, config).unwrap();
-    let trained = diffuse(&[
+    success(diffuse(&[
         "train",
         "--config",
         s(&config_file),
@@ -106,8 +93,7 @@ fn train_tiny(config: &str, data: &Path, run: &Path) {
         "1",
         "--num-train-timesteps",
         "50",
-    ]);
-    assert!(trained.status.success(), "{}", stderr(&trained));
+    ]));
 }
 
 fn s(p: &Path) -> &str {
@@ -166,7 +152,7 @@ fn a_classifier_trained_on_a_labelled_folder_gives_eval_its_feature_space() {
 
     // A tiny class-conditional model of the same images, scored in the classifier's feature space.
     let run = dir.join("run");
-    train_tiny(RGB_CONFIG, &data, &run);
+    train_tiny(&rgb_config(true), &data, &run);
     let json = dir.join("eval.json");
     let eval = |classifier: Option<&Path>| {
         let mut args = vec![
@@ -189,8 +175,7 @@ fn a_classifier_trained_on_a_labelled_folder_gives_eval_its_feature_space() {
         }
         diffuse(&args)
     };
-    let out = eval(Some(&classifier));
-    assert!(out.status.success(), "{}", stderr(&out));
+    success(eval(Some(&classifier)));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let report = &v["report"];
@@ -206,9 +191,7 @@ fn a_classifier_trained_on_a_labelled_folder_gives_eval_its_feature_space() {
     assert_eq!(report["per_class_accuracy"].as_array().unwrap().len(), 3);
 
     // The shipped classifier reads 1×28×28 images only: the error says how to get a classifier for these.
-    let out = eval(None);
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = failure(eval(None));
     assert!(
         err.contains("3×16×16") && err.contains("diffuse classifier train"),
         "{err}"
@@ -225,16 +208,14 @@ fn a_classifier_needs_labels() {
             .save(data.join(format!("{i}.png")))
             .unwrap();
     }
-    let out = diffuse(&[
+    let err = failure(diffuse(&[
         "classifier",
         "train",
         "--data",
         s(&data),
         "--out",
         s(&dir.join("c")),
-    ]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    ]));
     assert!(
         err.contains("has no labels") && err.contains("--classifier"),
         "{err}"
@@ -252,7 +233,7 @@ fn eval_scores_an_unlabelled_folder_in_a_supplied_classifier_and_refuses_what_ne
     let plain = dir.join("plain");
     unlabelled_rgb(&plain, 8);
     let run = dir.join("unconditional");
-    train_tiny(&unconditional_rgb_config(), &plain, &run);
+    train_tiny(&rgb_config(false), &plain, &run);
     let json = dir.join("eval.json");
     let eval = |checkpoint: &Path, data: &Path, extra: &[&str]| {
         let mut args = vec![
@@ -329,14 +310,12 @@ fn eval_scores_an_unlabelled_folder_in_a_supplied_classifier_and_refuses_what_ne
     // A measure that needs the reference images' labels: the bound of a class-conditional model on unlabelled test
     // images is refused before anything is sampled.
     let conditional = dir.join("conditional");
-    train_tiny(RGB_CONFIG, &labelled, &conditional);
-    let out = eval(
+    train_tiny(&rgb_config(true), &labelled, &conditional);
+    let err = failure(eval(
         &conditional,
         &plain,
         &["--classifier", s(&classifier), "--bpd", "2"],
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    ));
     assert!(
         err.contains("needs the test images' labels") && err.contains("--bpd 0"),
         "{err}"

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{diffuse, synthetic_data, temp_dir, TINY_CONFIG};
+use common::{diffuse, synthetic_data, temp_dir, tiny_config};
 
 fn ok(run: &Output) -> String {
     let stderr = String::from_utf8_lossy(&run.stderr).to_string();
@@ -37,7 +37,7 @@ fn prepare(name: &str, seed: &str) -> Setup {
     let data = dir.join("data");
     synthetic_data(&data, 16, true);
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, tiny_config()).unwrap();
     let teacher = dir.join("teacher");
     ok(&diffuse(&[
         "train",
@@ -257,7 +257,7 @@ fn bad_distillation_inputs_are_refused_by_name() {
     }
     // A student config of another architecture than the teacher's.
     let other = setup.dir.join("other.json");
-    std::fs::write(&other, TINY_CONFIG.replace("[8, 16]", "[8, 8]")).unwrap();
+    std::fs::write(&other, tiny_config().replace("[8, 16]", "[8, 8]")).unwrap();
     for kind in ["progressive", "consistency"] {
         let mut args = vec![
             "distill",

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 mod common;
-use common::{diffuse, fails, ok, repo, synthetic_data, temp_dir, TINY_CONFIG};
+use common::{diffuse, fails, ok, read_samples, repo, synthetic_data, temp_dir, tiny_config};
 
 /// Writes an 8-bit PNG of `channels` (1 or 3) planes of `side`×`side` from `value(channel, y, x)`.
 fn write_png(path: &Path, channels: usize, side: usize, value: impl Fn(usize, usize, usize) -> u8) {
@@ -32,19 +32,6 @@ fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// The f32 tensor "samples" of a safetensors file.
-fn read_samples(path: &Path) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = file.tensor("samples").unwrap();
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (values, view.shape().to_vec())
-}
-
 /// The test image's grey level at (y, x).
 fn grey(y: usize, x: usize) -> u8 {
     ((y * 28 + x) * 7 % 256) as u8
@@ -56,7 +43,7 @@ fn sdedit_and_repaint_edit_images_and_bad_input_is_refused() {
     let data = dir.join("data");
     synthetic_data(&data, 16, true);
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, tiny_config()).unwrap();
     let run = dir.join("run");
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
     ok(&[

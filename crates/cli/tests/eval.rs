@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{diffuse, repo, synthetic_data, temp_dir, TINY_CONFIG};
+use common::{diffuse, repo, synthetic_data, temp_dir, tiny_config};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -15,9 +15,9 @@ fn stderr(out: &Output) -> String {
 fn tiny_run(dir: &Path, conditional: bool) -> String {
     let config = dir.join("tiny.json");
     let text = if conditional {
-        TINY_CONFIG.to_string()
+        tiny_config()
     } else {
-        TINY_CONFIG.replace(r#", "num_class_embeds": 11"#, "")
+        tiny_config().replace(r#", "num_class_embeds": 11"#, "")
     };
     assert_ne!(text.contains("num_class_embeds"), !conditional);
     std::fs::write(&config, text).unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{diffuse, temp_dir, TINY_CONFIG};
+use common::{diffuse, temp_dir, tiny_config};
 
 /// `count` 16×16 RGB images, PNG and JPEG alternately, in `dir` and a sub-folder.
 fn rgb_folder(dir: &Path, count: u32) {
@@ -119,7 +119,7 @@ fn an_explicit_config_that_does_not_fit_names_both_sides_and_the_flag() {
     let dir = temp_dir("rgb-explicit");
     rgb_folder(&dir.join("data"), 4);
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, tiny_config()).unwrap();
     let (out, data) = (dir.join("run"), dir.join("data"));
     let run = |extra: &[&str]| {
         let mut args = vec![

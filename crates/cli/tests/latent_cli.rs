@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{
-    diffuse, fails, repo, success, synthetic_data, synthetic_split, temp_dir, tiny_train,
-    TINY_CONFIG, TINY_VAE_CONFIG,
+    diffuse, fails, repo, success, synthetic_data, synthetic_split, temp_dir, tiny_config,
+    tiny_train, TINY_VAE_CONFIG,
 };
 
 /// A class-conditional one-level U-Net over 4×7×7 latents (~46k parameters).
@@ -47,7 +47,7 @@ impl Setup {
         synthetic_data(&data, 32, true);
         std::fs::write(dir.join("vae.json"), TINY_VAE_CONFIG).unwrap();
         std::fs::write(dir.join("latent.json"), TINY_LATENT_CONFIG).unwrap();
-        std::fs::write(dir.join("pixel.json"), TINY_CONFIG).unwrap();
+        std::fs::write(dir.join("pixel.json"), tiny_config()).unwrap();
         std::fs::write(dir.join("dit.json"), TINY_LATENT_DIT).unwrap();
         let setup = Setup {
             data: data.to_str().unwrap().to_string(),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 #[cfg(feature = "mpi")]
-use common::{repo, temp_dir, TINY_CONFIG};
+use common::{repo, temp_dir, tiny_config};
 
 /// The options of every run: the tiny U-Net at the global batch of 32, a learning rate that does not depend on the
 /// total number of steps (so a run to 10 steps is the first half of one to 20), no grids but the final one.
@@ -44,7 +44,7 @@ const RUN: [&str; 16] = [
 fn setup(name: &str) -> (PathBuf, String) {
     let dir = temp_dir(name);
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, tiny_config()).unwrap();
     let config = config.to_str().unwrap().to_string();
     (dir, config)
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{diffuse, repo, synthetic_data, temp_dir, TINY_CONFIG};
+use common::{diffuse, repo, synthetic_data, temp_dir, tiny_config};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -44,7 +44,7 @@ fn train(dir: &Path, name: &str, config: &str, args: &[&str]) -> String {
 
 /// The tiny config with the score-SDE time embedding (σ through Fourier features, output divided by σ).
 fn fourier_config() -> String {
-    TINY_CONFIG.replace(
+    tiny_config().replace(
         r#""_class_name": "UNet2DModel","#,
         r#""_class_name": "UNet2DModel", "time_embedding_type": "fourier","#,
     )
@@ -215,7 +215,7 @@ fn eval_measures_bits_per_dim_by_the_ode_beside_the_bound() {
     let out = eval(&ve, "pc", "both", &json);
     assert!(stderr(&out).contains("use --nll ode"), "{}", stderr(&out));
 
-    let ddpm = train(&dir, "ddpm", TINY_CONFIG, &[]);
+    let ddpm = train(&dir, "ddpm", &tiny_config(), &[]);
     let json = dir.join("ddpm.json");
     let out = eval(&ddpm, "dpm++2m", "both", &json);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{diffuse, repo, temp_dir, tiny_train, TINY_CONFIG};
+use common::{diffuse, repo, temp_dir, tiny_config, tiny_train};
 
 fn metric_steps(out: &Path) -> Vec<u64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -21,7 +21,7 @@ fn metric_steps(out: &Path) -> Vec<u64> {
 fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
     let dir = temp_dir("train");
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, tiny_config()).unwrap();
     let out = dir.join("run");
     let (config, out_s, data) = (
         config.to_str().unwrap().to_string(),
@@ -216,7 +216,7 @@ fn train_writes_checkpoints_samples_metrics_and_resume_continues_the_run() {
 fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
     let dir = temp_dir("sigint");
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, tiny_config()).unwrap();
     let out = dir.join("run");
     let child = Command::new(env!("CARGO_BIN_EXE_diffuse"))
         .args(["train", "--config", config.to_str().unwrap(), "--data"])
@@ -350,7 +350,7 @@ fn latest_readable_step(out: &Path) -> Option<u64> {
 fn sigkill_at_any_moment_leaves_a_readable_checkpoint_and_the_resumed_run_is_exact() {
     let dir = temp_dir("sigkill");
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, tiny_config()).unwrap();
     let data = repo("data/fashion-mnist");
     let settings = [
         "--steps",

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{diffuse, repo, synthetic_data, synthetic_split, temp_dir, TINY_CONFIG};
+use common::{diffuse, repo, synthetic_data, synthetic_split, temp_dir, tiny_config};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -55,7 +55,7 @@ const SETTINGS: [&str; 16] = [
 fn evaluation_during_training_is_logged_matches_diffuse_eval_and_leaves_the_weights_bit_for_bit() {
     let dir = temp_dir("train-eval");
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, tiny_config()).unwrap();
     let data = dir.join("data");
     synthetic_data(&data, 40, true);
     let (config, data) = (config.to_str().unwrap(), data.to_str().unwrap());
@@ -161,7 +161,7 @@ fn eval_every_fails_before_the_first_step_without_a_test_split_or_with_images_th
 ) {
     let dir = temp_dir("train-eval-bad-data");
     let config = dir.join("tiny.json");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, tiny_config()).unwrap();
     let no_test = dir.join("no-test");
     synthetic_split(&no_test, "train", 8, 28, true);
     let small_test = dir.join("small-test");

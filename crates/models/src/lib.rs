@@ -18,6 +18,7 @@
 
 pub mod backbone;
 pub mod clip;
+mod config_json;
 pub mod dit;
 pub mod error;
 pub mod folder;

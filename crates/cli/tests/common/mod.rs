@@ -5,16 +5,34 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Two levels of 8 and 16 channels, no attention, class-conditional with a null class (the last line; without it
-/// the model is unconditional): ~30k parameters, a step in milliseconds.
-pub const TINY_CONFIG: &str = r#"{
+/// The tiny UNet of the end-to-end tests: two levels of 8 and 16 channels, no attention, ~30k parameters (a step in
+/// milliseconds), for `sample_size`² images of `in_channels` (`out_channels` predicted); class-conditional with
+/// `num_class_embeds` embeddings when given (the last is the null class), unconditional without.
+pub fn tiny_unet_config(
+    sample_size: usize,
+    in_channels: usize,
+    out_channels: usize,
+    num_class_embeds: Option<usize>,
+) -> String {
+    let classes = num_class_embeds
+        .map(|n| format!(r#", "num_class_embeds": {n}"#))
+        .unwrap_or_default();
+    format!(
+        r#"{{
   "_class_name": "UNet2DModel",
-  "sample_size": 28, "in_channels": 1, "out_channels": 1,
+  "sample_size": {sample_size}, "in_channels": {in_channels}, "out_channels": {out_channels},
   "block_out_channels": [8, 16], "layers_per_block": 1,
   "down_block_types": ["DownBlock2D", "DownBlock2D"],
   "up_block_types": ["UpBlock2D", "UpBlock2D"],
-  "norm_num_groups": 4, "num_class_embeds": 11
-}"#;
+  "norm_num_groups": 4{classes}
+}}"#
+    )
+}
+
+/// The tiny UNet for 1×28×28 images of ten classes (plus the null class).
+pub fn tiny_config() -> String {
+    tiny_unet_config(28, 1, 1, Some(11))
+}
 
 /// A three-level autoencoder of 8 channels from 28×28 grey images to 4×7×7 latents (~20k parameters, a training
 /// step in milliseconds).
@@ -25,6 +43,19 @@ pub const TINY_VAE_CONFIG: &str = r#"{
   "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
   "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
 }"#;
+
+/// The f32 tensor "samples" of a safetensors file and its shape.
+pub fn read_samples(path: &Path) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor("samples").unwrap();
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (values, view.shape().to_vec())
+}
 
 /// An empty scratch folder unique to this test process.
 pub fn temp_dir(name: &str) -> PathBuf {

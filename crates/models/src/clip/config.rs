@@ -5,7 +5,8 @@
 //! name. Keys transformers writes for its own bookkeeping or for text generation (`architectures`, `dtype`,
 //! `transformers_version`, `num_beams`, ...) never change what the encoder computes and are skipped.
 
-use crate::error::{Error, Result};
+use crate::config_json::config_error;
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -72,10 +73,6 @@ const IGNORED_KEYS: [&str; 53] = [
 
 /// Keys transformers 4.x wrote that the model reads nowhere (`dropout` of CLIP's first configs, `typical_p`).
 const UNUSED_KEYS: [&str; 3] = ["dropout", "typical_p", "_attn_implementation_autoset"];
-
-fn config_error(message: impl Into<String>) -> Error {
-    Error::model("config.json", message)
-}
 
 /// `value` as an object without the ignored keys.
 fn strip(value: Value, what: &str) -> Result<Map<String, Value>> {

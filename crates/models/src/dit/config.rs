@@ -2,8 +2,8 @@
 //! defaults for the ones a file leaves out, a check that every option is one this implementation builds, and the
 //! named architectures of `diffuse train --config dit-…`.
 
+use crate::config_json::{config_error, diffusers_config_json};
 use crate::error::{Error, Result};
-use crate::unet::config::DIFFUSERS_VERSION;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -89,10 +89,6 @@ const BOOKKEEPING_KEYS: [&str; 4] = [
     "_name_or_path",
     "_use_default_values",
 ];
-
-fn config_error(message: impl Into<String>) -> Error {
-    Error::model("config.json", message)
-}
 
 fn unsupported(option: &str, value: impl std::fmt::Debug, supported: &str) -> Error {
     config_error(format!(
@@ -205,13 +201,8 @@ impl DiTConfig {
 
     /// A `config.json` diffusers' `DiTTransformer2DModel.from_pretrained` reads.
     pub fn to_json_string(&self) -> String {
-        let mut value = serde_json::to_value(self).expect("a DiTConfig always serialises");
-        let map = value
-            .as_object_mut()
-            .expect("a DiTConfig serialises to an object");
-        map.insert("_class_name".into(), Value::from("DiTTransformer2DModel"));
-        map.insert("_diffusers_version".into(), Value::from(DIFFUSERS_VERSION));
-        serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
+        let value = serde_json::to_value(self).expect("a DiTConfig always serialises");
+        diffusers_config_json(value, "DiTTransformer2DModel")
     }
 
     /// The width of every token: `num_attention_heads · attention_head_dim`.

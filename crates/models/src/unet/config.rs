@@ -1,6 +1,7 @@
 //! The U-Net's `config.json`: diffusers' `UNet2DModel` arguments under their own names, with diffusers' defaults for
 //! the ones a file leaves out, and a check that every option is one this implementation builds.
 
+use crate::config_json::{config_error, diffusers_config_json};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -146,22 +147,7 @@ pub const NAMED_CONFIGS: [&str; 7] = [
     "ddpm-cifar10",
 ];
 
-pub(crate) fn config_error(message: impl Into<String>) -> Error {
-    Error::model("config.json", message)
-}
-
-// The checks and the writing that diffusers' two U-Net configs (`UNet2DModel`, `UNet2DConditionModel`) share.
-
-/// A diffusers `config.json` of `class_name` from a config serialised by serde: the arguments, the class name and
-/// the diffusers version this crate reproduces.
-pub(crate) fn diffusers_config_json(mut value: Value, class_name: &str) -> String {
-    let map = value
-        .as_object_mut()
-        .expect("a U-Net config serialises to an object");
-    map.insert("_class_name".into(), Value::from(class_name));
-    map.insert("_diffusers_version".into(), Value::from(DIFFUSERS_VERSION));
-    serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
-}
+// The checks that diffusers' two U-Net configs (`UNet2DModel`, `UNet2DConditionModel`) share.
 
 /// At least one level, and one down and one up block for each.
 pub(crate) fn check_levels(levels: usize, down_blocks: usize, up_blocks: usize) -> Result<()> {

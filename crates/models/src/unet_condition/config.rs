@@ -5,10 +5,10 @@
 //! diffusers' naming quirk, kept for compatibility: in this class `attention_head_dim` is the number of attention
 //! *heads* per level (it is passed on as `num_attention_heads`), and each head has `channels / heads` channels.
 
+use crate::config_json::{config_error, diffusers_config_json};
 use crate::error::{Error, Result};
 use crate::unet::config::{
-    check_in_out_channels, check_level_groups, check_levels, check_norm_eps, config_error,
-    diffusers_config_json, strings,
+    check_in_out_channels, check_level_groups, check_levels, check_norm_eps, strings,
 };
 use crate::unet::SampleSize;
 use serde::{Deserialize, Serialize};

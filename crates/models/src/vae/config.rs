@@ -3,8 +3,8 @@
 //! bookkeeping key such as `_class_name`), and every argument must have a value this implementation builds: anything
 //! else is an error naming the key.
 
+use crate::config_json::{config_error, diffusers_config_json};
 use crate::error::{Error, Result};
-use crate::unet::config::DIFFUSERS_VERSION;
 use crate::unet::SampleSize;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -105,10 +105,6 @@ const KNOWN_KEYS: [&str; 18] = [
 /// The names [`AutoencoderKLConfig::named`] knows.
 pub const NAMED_CONFIGS: [&str; 1] = ["fashion-vae"];
 
-fn config_error(message: impl Into<String>) -> Error {
-    Error::model("config.json", message)
-}
-
 fn unsupported(option: &str, value: impl std::fmt::Debug, supported: &str) -> Error {
     config_error(format!(
         "{option} = {value:?} is not supported by diffuse's AutoencoderKL; supported: {supported}"
@@ -176,13 +172,8 @@ impl AutoencoderKLConfig {
 
     /// A `config.json` diffusers' `AutoencoderKL.from_pretrained` reads.
     pub fn to_json_string(&self) -> String {
-        let mut value = serde_json::to_value(self).expect("a config always serialises");
-        let map = value
-            .as_object_mut()
-            .expect("a config serialises to an object");
-        map.insert("_class_name".into(), Value::from(CLASS_NAME));
-        map.insert("_diffusers_version".into(), Value::from(DIFFUSERS_VERSION));
-        serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
+        let value = serde_json::to_value(self).expect("a config always serialises");
+        diffusers_config_json(value, CLASS_NAME)
     }
 
     /// How many times the encoder halves the image: `2^(levels − 1)`.
