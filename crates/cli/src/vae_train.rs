@@ -313,7 +313,11 @@ pub fn run(args: &VaeTrainArgs) -> Result<(), String> {
     result
 }
 
-fn train(args: &VaeTrainArgs, device: Device, collective: Rc<dyn Collective>) -> Result<(), String> {
+fn train(
+    args: &VaeTrainArgs,
+    device: Device,
+    collective: Rc<dyn Collective>,
+) -> Result<(), String> {
     let leader = collective.is_leader();
     let (_, data) = load_data(&args.data, &FolderOptions::default())?;
     let (mut trainer, out) = match &args.resume {

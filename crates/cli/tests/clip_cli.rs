@@ -144,7 +144,9 @@ fn bad_settings_are_refused_with_the_reason() {
     // One of two ranks of an MPI job (the variables mpirun sets): refused, naming what data parallelism lacks, with
     // nothing written.
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args(["clip", "train", "--data", &data, "--out", &out, "--steps", "1"])
+        .args([
+            "clip", "train", "--data", &data, "--out", &out, "--steps", "1",
+        ])
         .env("OMPI_COMM_WORLD_RANK", "0")
         .env("OMPI_COMM_WORLD_SIZE", "2")
         .output()

@@ -35,8 +35,8 @@ use super::loss::{
 use crate::data::{Dataset, EpochBatches};
 use crate::error::{Error, Result};
 use crate::eval::ImageClassifier;
-use crate::train::collective::{all_reduce_gradients, Collective, Shard, SingleProcess};
 use crate::train::collective::BUCKET_ELEMENTS;
+use crate::train::collective::{all_reduce_gradients, Collective, Shard, SingleProcess};
 use crate::train::overlap::OverlappedBackward;
 use crate::train::random::step_rng;
 use crate::train::trainer::LOSS_SMOOTHING;
@@ -641,7 +641,12 @@ mod tests {
             let numel = shape.iter().product();
             let (key, offset) = shard_noise_stream(seed, step, batch, shard, numel).unwrap();
             let values = Tensor::randn(&shape, key, offset, Device::Cpu).unwrap();
-            values.to_vec().unwrap().iter().map(|x| x.to_bits()).collect()
+            values
+                .to_vec()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
         };
         let whole = noise(Shard::of(batch, 0, 1).unwrap());
         assert_eq!(whole.len(), batch * 18);
