@@ -121,8 +121,9 @@ pub struct AutoencoderStepReport {
     pub lr: f32,
     /// The step took no update.
     pub skipped: bool,
-    /// Seconds spent summing over the ranks (0 in one process): the losses, λ's two gradients, and the gradients
-    /// not summed during backward.
+    /// Seconds spent on the sums over the ranks (0 in one process): the all-reduce of the loss terms, λ's two
+    /// gradients at the last weight (computing and summing them), the gradient all-reduce not hidden behind
+    /// backward, and the discriminator's loss and gradient all-reduces.
     pub communication_s: f64,
 }
 
