@@ -214,6 +214,12 @@ fn eval(args: &ClipEvalArgs) -> Result<(), String> {
 }
 
 fn train(args: &ClipTrainArgs) -> Result<(), String> {
+    crate::launch::refuse_several_ranks(
+        "clip train",
+        "its symmetric contrastive loss scores every image against every caption of the global batch, so data \
+         parallelism needs an all-gather of the embeddings across processes (whose backward returns each rank its \
+         slice of the summed embedding gradient), which diffuse does not have yet",
+    )?;
     let device = args.device.resolve()?;
     let (data, captions) = load_split(&args.data, Split::Train)?;
     let (mut trainer, out) = match &args.resume {

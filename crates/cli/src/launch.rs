@@ -1,5 +1,5 @@
-//! How `diffuse train` was launched: alone, or as one rank of `mpirun -np N diffuse train ...` (data parallel, see
-//! docs/distributed.md). The launcher is recognised by the variables it sets (Open MPI's `OMPI_COMM_WORLD_*`, the
+//! How `diffuse train` or `diffuse vae train` was launched: alone, or as one rank of `mpirun -np N diffuse train ...`
+//! (data parallel, see docs/distributed.md). The launcher is recognised by the variables it sets (Open MPI's `OMPI_COMM_WORLD_*`, the
 //! PMI/PMIx ones of MPICH and Slurm); a build without the `mpi` feature refuses such a launch rather than train N
 //! independent copies of the run. Under mpirun the gradients are summed over MPI through host memory, or with NCCL
 //! on the GPUs (`--collective`).
@@ -13,6 +13,8 @@ use std::rc::Rc;
 
 /// The variables that give a process's rank in its MPI job, Open MPI's first.
 const RANK_VARIABLES: [&str; 3] = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"];
+/// The variables that give the number of processes of an MPI job.
+const SIZE_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
 /// The variables that give a process's index among the ranks on its node.
 const LOCAL_RANK_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"];
 
@@ -87,6 +89,26 @@ pub fn mpi_rank() -> Option<String> {
     RANK_VARIABLES.iter().find_map(|v| std::env::var(v).ok())
 }
 
+/// The number of processes of the MPI job that launched this one, when its launcher says.
+pub fn mpi_world_size() -> Option<usize> {
+    SIZE_VARIABLES
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// An error naming what is `missing` when this process is one of several ranks of an MPI job: `command` trains in
+/// one process only, and N copies of it would each train the whole run into the same folder.
+pub fn refuse_several_ranks(command: &str, missing: &str) -> Result<(), String> {
+    match mpi_world_size() {
+        Some(size) if size > 1 => Err(format!(
+            "`diffuse {command}` trains in one process only, but this is one of {size} processes started by mpirun, \
+             each of which would train its own copy of the run into the same folder: {missing}. Run it without \
+             mpirun (or with -np 1)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// This process's index among the ranks on its node, when launched by mpirun.
 pub fn local_rank() -> Option<usize> {
     LOCAL_RANK_VARIABLES
@@ -95,10 +117,11 @@ pub fn local_rank() -> Option<usize> {
 }
 
 /// The collective of this process, training on `device`: MPI's world under mpirun (its gradients summed by the
-/// `--collective` engine), else a single process. `out` is the run's folder, named in the message of a rank that
-/// times out.
+/// `--collective` engine), else a single process. `command` (`train`, `vae train`) and the run's folder `out` are
+/// named in the message of a rank that times out.
 pub fn collective(
     args: &LaunchArgs,
+    command: &str,
     out: &Path,
     device: Device,
 ) -> Result<Rc<dyn Collective>, String> {
@@ -108,12 +131,13 @@ pub fn collective(
     let nccl = args
         .collective
         .uses_nccl(device, diffuse_tensor::nccl::nccl_library_present())?;
-    mpi_world(args, out, device, nccl, &rank)
+    mpi_world(args, command, out, device, nccl, &rank)
 }
 
 #[cfg(feature = "mpi")]
 fn mpi_world(
     args: &LaunchArgs,
+    command: &str,
     out: &Path,
     device: Device,
     nccl: bool,
@@ -127,7 +151,7 @@ fn mpi_world(
         ));
     }
     let hint = format!(
-        "The last checkpoint in {} is intact; continue with `mpirun -np N diffuse train --resume {}`.",
+        "The last checkpoint in {} is intact; continue with `mpirun -np N diffuse {command} --resume {}`.",
         out.display(),
         out.display()
     );
@@ -144,6 +168,7 @@ fn mpi_world(
 #[cfg(not(feature = "mpi"))]
 fn mpi_world(
     _args: &LaunchArgs,
+    _command: &str,
     _out: &Path,
     _device: Device,
     _nccl: bool,

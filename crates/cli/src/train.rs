@@ -527,7 +527,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     }
     let out = args.resume.as_ref().unwrap_or(&args.out);
     let device = crate::launch::device(&args.device)?;
-    let collective = crate::launch::collective(&args.launch, out, device)?;
+    let collective = crate::launch::collective(&args.launch, "train", out, device)?;
     let result = train(args, device, Rc::clone(&collective));
     if let Err(message) = &result {
         if collective.size() > 1 {

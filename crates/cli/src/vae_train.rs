@@ -4,11 +4,16 @@
 //! grids (`OUT/samples/step-N.png`: originals above their reconstructions), one line of metrics per logged step
 //! (`OUT/metrics.jsonl`) and the loss curve at the end (`OUT/loss.png`). Ctrl-C writes a checkpoint and stops;
 //! `--resume OUT` continues bit for bit where the last checkpoint left off.
+//!
+//! Under `mpirun -np N` the run is data-parallel (docs/distributed.md): each rank trains on its shard of every
+//! global batch of `--batch-size` images and the ranks sum losses and gradients, so N processes reproduce one;
+//! rank 0 alone writes checkpoints, grids, metrics and the progress bar; every rank reads the checkpoint it resumes.
 
 use crate::datasets::SHIPPED_DATA;
 use crate::device::DeviceArgs;
 use crate::files::truncate_metrics;
 use crate::grid::Grid;
+use crate::launch::LaunchArgs;
 use crate::numbers::{finite_f32, finite_f64};
 use crate::plots::save_loss_curve;
 use crate::scoring::{load_classifier, DEFAULT_CLASSIFIER};
@@ -22,14 +27,16 @@ use diffuse_diffusion::data::Dataset;
 use diffuse_diffusion::data::FolderOptions;
 use diffuse_diffusion::eval::classifier::IMAGE_SIZE;
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
+use diffuse_diffusion::train::Collective;
 use diffuse_models::folder::CONFIG_FILE;
 use diffuse_models::vae::{AutoencoderKLConfig, PatchDiscriminatorConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule};
 use diffuse_tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 #[derive(Args, Debug)]
@@ -136,6 +143,8 @@ pub struct VaeTrainArgs {
     /// Write a metrics line every N steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    #[command(flatten)]
+    launch: LaunchArgs,
 }
 
 /// `--config`: a named architecture or a path to a diffusers config.json.
@@ -256,6 +265,7 @@ fn metrics_line(report: &AutoencoderStepReport, images_per_s: f64, elapsed: f64)
         "grad_norm": report.grad_norm.map(|g| num(f64::from(g))),
         "lr": report.lr,
         "skipped": report.skipped,
+        "communication_s": report.communication_s,
         "images_per_s": images_per_s,
         "elapsed_s": elapsed,
     })
@@ -289,7 +299,26 @@ fn save_reconstructions(
 }
 
 pub fn run(args: &VaeTrainArgs) -> Result<(), String> {
-    let device = args.device.resolve()?;
+    let out = args.resume.as_ref().unwrap_or(&args.out);
+    let device = crate::launch::device(&args.device)?;
+    let collective = crate::launch::collective(&args.launch, "vae train", out, device)?;
+    let result = train(args, device, Rc::clone(&collective));
+    if let Err(message) = &result {
+        if collective.size() > 1 {
+            // The other ranks wait in a collective: end them too rather than leave them to time out.
+            eprintln!("error on rank {}: {message}", collective.rank());
+            collective.abort(1);
+        }
+    }
+    result
+}
+
+fn train(
+    args: &VaeTrainArgs,
+    device: Device,
+    collective: Rc<dyn Collective>,
+) -> Result<(), String> {
+    let leader = collective.is_leader();
     let (_, data) = load_data(&args.data, &FolderOptions::default())?;
     let (mut trainer, out) = match &args.resume {
         Some(dir) => {
@@ -305,11 +334,13 @@ pub fn run(args: &VaeTrainArgs) -> Result<(), String> {
             let mut trainer = AutoencoderTrainer::resume_on(dir, device, classifier)
                 .map_err(|e| e.to_string())?;
             trainer.set_total_steps(args.steps);
-            eprintln!(
-                "resuming {} at step {}",
-                step_dir.display(),
-                trainer.step_index()
-            );
+            if leader {
+                eprintln!(
+                    "resuming {} at step {}",
+                    step_dir.display(),
+                    trainer.step_index()
+                );
+            }
             (trainer, dir.clone())
         }
         None => {
@@ -323,35 +354,57 @@ pub fn run(args: &VaeTrainArgs) -> Result<(), String> {
             (trainer, args.out.clone())
         }
     };
-    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    trainer.set_collective(Rc::clone(&collective));
+    trainer.set_overlap(args.launch.overlap_bucket_elements()?);
+    // Refuses a global batch smaller than the number of processes before anything is written.
+    let shard = trainer.shard().map_err(|e| e.to_string())?;
     let metrics_path = out.join("metrics.jsonl");
-    truncate_metrics(&metrics_path, trainer.step_index())?;
-    let mut metrics = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let mut metrics: Option<File> = None;
+    if leader {
+        std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        truncate_metrics(&metrics_path, trainer.step_index())?;
+        metrics = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| format!("{}: {e}", metrics_path.display()))?,
+        );
+    }
     crate::interrupt::install()?;
 
     let total = trainer.config().steps;
     let batch = trainer.config().batch_size;
     let latent = trainer.model.config().latent_size(data.height, data.width);
-    eprintln!(
-        "training an autoencoder of {} parameters (discriminator {}) on {} on {} images of {}×{}×{} → latents \
-         {}×{}×{}, batch {batch}, to step {total}; outputs in {}",
-        trainer.store.numel(),
-        trainer.discriminator_numel(),
-        trainer.device(),
-        data.len(),
-        data.channels,
-        data.height,
-        data.width,
-        trainer.model.config().latent_channels,
-        latent.0,
-        latent.1,
-        out.display()
-    );
-    let bar = ProgressBar::new(total).with_position(trainer.step_index());
+    let processes = match collective.size() {
+        1 => String::new(),
+        n => format!(
+            " over {n} processes (rank 0: images {}..{})",
+            shard.start, shard.end
+        ),
+    };
+    if leader {
+        eprintln!(
+            "training an autoencoder of {} parameters (discriminator {}) on {} on {} images of {}×{}×{} → latents \
+             {}×{}×{}, batch {batch}{processes}, to step {total}; outputs in {}",
+            trainer.store.numel(),
+            trainer.discriminator_numel(),
+            trainer.device(),
+            data.len(),
+            data.channels,
+            data.height,
+            data.width,
+            trainer.model.config().latent_channels,
+            latent.0,
+            latent.1,
+            out.display()
+        );
+    }
+    let bar = match leader {
+        true => ProgressBar::new(total),
+        false => ProgressBar::hidden(),
+    }
+    .with_position(trainer.step_index());
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
             .map_err(|e| e.to_string())?,
@@ -381,7 +434,14 @@ pub fn run(args: &VaeTrainArgs) -> Result<(), String> {
         Ok(trainer.step_index())
     };
     while trainer.step_index() < total {
-        if crate::interrupt::requested() {
+        // Every rank stops at the same step, whichever of them was interrupted.
+        let interrupted = collective
+            .any(crate::interrupt::requested())
+            .map_err(|e| e.to_string())?;
+        if interrupted && !leader {
+            return Ok(());
+        }
+        if interrupted {
             bar.suspend(|| {
                 eprintln!(
                     "interrupted: writing a checkpoint at step {}",
@@ -417,20 +477,28 @@ pub fn run(args: &VaeTrainArgs) -> Result<(), String> {
         if report.skipped {
             bar.suspend(|| eprintln!("step {}: non-finite loss, skipped", report.step));
         }
-        if args.log_every > 0 && (report.step % args.log_every == 0 || done == total) {
-            writeln!(metrics, "{}", metrics_line(&report, images_per_s, elapsed))
-                .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+        if let Some(file) = metrics.as_mut() {
+            if args.log_every > 0 && (report.step % args.log_every == 0 || done == total) {
+                writeln!(file, "{}", metrics_line(&report, images_per_s, elapsed))
+                    .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            }
         }
-        if args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total {
+        if leader && args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total
+        {
             saved_at = Some(save(&trainer)?);
         }
-        if args.sample_every > 0 && done % args.sample_every == 0 && done < total {
+        if leader && args.sample_every > 0 && done % args.sample_every == 0 && done < total {
             let path = out.join("samples").join(format!("step-{done}.png"));
             save_reconstructions(&trainer, &data, args.grid_columns, &path)?;
         }
     }
+    if !leader {
+        return Ok(());
+    }
     bar.finish();
-    metrics.flush().map_err(|e| e.to_string())?;
+    if let Some(file) = metrics.as_mut() {
+        file.flush().map_err(|e| e.to_string())?;
+    }
     if saved_at != Some(trainer.step_index()) {
         save(&trainer)?;
     }

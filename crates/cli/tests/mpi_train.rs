@@ -1,5 +1,6 @@
 //! `mpirun -np 2 diffuse train` against one process, on the shipped data: same losses and weights, a killed or hung
-//! rank ends the job with the last checkpoint whole, and a run resumes onto a different number of processes.
+//! rank ends the job with the last checkpoint whole, and a run resumes onto a different number of processes; the
+//! same for `diffuse vae train` with its discriminator on.
 //!
 //! These need the `mpi` feature (and so Open MPI): `cargo test --release -p diffuse-cli --features mpi --test
 //! mpi_train`. Built without it, the MPI tests are reported ignored with that reason, and the test that runs instead
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 #[cfg(feature = "mpi")]
-use common::{repo, temp_dir, tiny_config};
+use common::{repo, temp_dir, tiny_config, TINY_VAE_CONFIG};
 
 /// The options of every run: the tiny U-Net at the global batch of 32, a learning rate that does not depend on the
 /// total number of steps (so a run to 10 steps is the first half of one to 20), no grids but the final one.
@@ -100,6 +101,27 @@ fn losses(out: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// Every f32 tensor of the safetensors file `path`, by name, each name prefixed with `part/`.
+#[cfg(feature = "mpi")]
+fn tensors(path: &Path, part: &str) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = tensors.names().into_iter().cloned().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let view = tensors.tensor(&name).unwrap();
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (format!("{part}/{name}"), values)
+        })
+        .collect()
+}
+
 /// Every weight of checkpoint `step` of a run (model and EMA), by name.
 #[cfg(feature = "mpi")]
 fn weights(out: &Path, step: u64) -> Vec<(String, Vec<f32>)> {
@@ -109,19 +131,7 @@ fn weights(out: &Path, step: u64) -> Vec<(String, Vec<f32>)> {
             .join(format!("step-{step}"))
             .join(part)
             .join("diffusion_pytorch_model.safetensors");
-        let bytes = std::fs::read(&path).unwrap();
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut names: Vec<String> = tensors.names().into_iter().cloned().collect();
-        names.sort();
-        for name in names {
-            let view = tensors.tensor(&name).unwrap();
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            all.push((format!("{part}/{name}"), values));
-        }
+        all.extend(tensors(&path, part));
     }
     all
 }
@@ -231,6 +241,165 @@ fn overlapped_buckets_give_the_bits_of_one_pass_after_backward() {
     let (after, overlapped) = (run("after", "0"), run("overlapped", "0.01"));
     assert_eq!(losses(&after), losses(&overlapped));
     assert_eq!(weights(&after, 6), weights(&overlapped, 6));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The options of every `vae train` run: the tiny autoencoder at the global batch of 8 with flips, the
+/// discriminator on from step 2, a constant learning rate (so a run to 3 steps is the first half of one to 6), a
+/// checkpoint every 3 steps and no grids but the final one.
+#[cfg(feature = "mpi")]
+const VAE_RUN: [&str; 23] = [
+    "--batch-size",
+    "8",
+    "--hflip",
+    "--disc-start",
+    "2",
+    "--disc-channels",
+    "8",
+    "--kl-weight",
+    "1e-3",
+    "--lr-schedule",
+    "constant",
+    "--checkpoint-every",
+    "3",
+    "--sample-every",
+    "0",
+    "--log-every",
+    "1",
+    "--scale-images",
+    "16",
+    "--grid-columns",
+    "2",
+    "--device",
+    "cpu",
+];
+
+/// The loss terms of every step of a `vae train` run's metrics.
+#[cfg(feature = "mpi")]
+fn vae_losses(out: &Path) -> Vec<(u64, [f64; 6])> {
+    let terms = [
+        "loss",
+        "reconstruction",
+        "kl",
+        "generator",
+        "discriminator",
+        "adaptive_weight",
+    ];
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let step = v["step"].as_u64().unwrap();
+            (step, terms.map(|t| v[t].as_f64().unwrap()))
+        })
+        .collect()
+}
+
+/// Every weight of checkpoint `step` of a `vae train` run: the autoencoder, its EMA and the discriminator.
+#[cfg(feature = "mpi")]
+fn vae_weights(out: &Path, step: u64) -> Vec<(String, Vec<f32>)> {
+    let dir = out.join(format!("step-{step}"));
+    let mut all = Vec::new();
+    for part in ["vae", "ema"] {
+        all.extend(tensors(
+            &dir.join(part).join("diffusion_pytorch_model.safetensors"),
+            part,
+        ));
+    }
+    all.extend(tensors(
+        &dir.join("discriminator.safetensors"),
+        "discriminator",
+    ));
+    all
+}
+
+/// The `vae train` runs agree to what reordering f32 sums allows. Each image's forward pass reads that image alone,
+/// so every per-image quantity (encoding, posterior noise, decoding, per-image losses, the discriminator's logits)
+/// is the same f32 computation on a rank as in one process; only the sums over the batch are grouped differently
+/// (a shard's 4 images, then the two shards added), which moves each batch sum and each gradient by a few ulps
+/// (relative ~1e-6): the loss terms, and λ (a ratio of two gradient norms), within 1e-5 relative. AdamW's update
+/// m/√v differs relatively by about as much, so after 6 steps of lr 1e-3 the weights (O(0.1)) stay within 1e-5.
+/// The attention's key bias is left out: its gradient is zero in exact arithmetic (a shift of every key by `b` adds
+/// `q·b` to every score of a query, which the softmax ignores), so backward computes rounding noise for it that
+/// depends on the summation order, and Adam turns that noise into steps of about ±lr whose signs differ.
+#[cfg(feature = "mpi")]
+fn assert_same_vae_run(a: &Path, b: &Path, step: u64) {
+    let (la, lb) = (vae_losses(a), vae_losses(b));
+    assert_eq!(la.len(), lb.len(), "{la:?}\n{lb:?}");
+    for ((sa, x), (sb, y)) in la.iter().zip(&lb) {
+        assert_eq!(sa, sb);
+        for (u, v) in x.iter().zip(y) {
+            assert!(
+                (u - v).abs() <= 1e-5 * u.abs().max(1e-3),
+                "step {sa}: {x:?} against {y:?}"
+            );
+        }
+    }
+    let (wa, wb) = (vae_weights(a, step), vae_weights(b, step));
+    assert_eq!(wa.len(), wb.len());
+    let mut worst = (0.0f32, String::new());
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        if na.ends_with(".to_k.bias") {
+            continue;
+        }
+        for (x, y) in va.iter().zip(vb) {
+            let d = (x - y).abs();
+            if d.is_nan() || d > worst.0 {
+                worst = (d, na.clone());
+            }
+        }
+    }
+    assert!(
+        worst.0 <= 1e-5,
+        "weights differ by up to {} (in {})",
+        worst.0,
+        worst.1
+    );
+}
+
+/// `mpirun -np 2 diffuse vae train` against one process, with flips and the discriminator (adaptive weight and its
+/// own step) on: the same losses and weights; the gradients summed during backward in many small buckets give the
+/// bits of one pass after backward (with two ranks every summed value is one IEEE addition); and 3 steps on two
+/// processes then 3 on one are the same run.
+#[cfg(feature = "mpi")]
+fn vae_two_processes_reproduce_one_and_resume_onto_one() {
+    let dir = temp_dir("mpi-vae");
+    let config = dir.join("tiny_vae.json");
+    std::fs::write(&config, TINY_VAE_CONFIG).unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let data = repo("data/fashion-mnist");
+    let train = |processes: usize, name: &str, steps: &str, extra: &[&str]| -> Output {
+        let out = dir.join(name).to_str().unwrap().to_string();
+        let mut args = vec![
+            "vae", "train", "--config", &config, "--data", &data, "--out", &out, "--steps", steps,
+        ];
+        args.extend(extra);
+        args.extend(VAE_RUN);
+        succeed(launch(processes, &args))
+    };
+    train(0, "one", "6", &[]);
+    let output = train(2, "two", "6", &["--bucket-mb", "0.001"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("over 2 processes"), "{stderr}");
+    train(2, "after", "6", &["--bucket-mb", "0"]);
+    let [one, two, after, half] = ["one", "two", "after", "half"].map(|name| dir.join(name));
+    assert_eq!(vae_losses(&two).len(), 6);
+    assert_same_vae_run(&one, &two, 6);
+    assert!(two.join("samples/final.png").is_file());
+    assert_eq!(vae_losses(&two), vae_losses(&after));
+    assert_eq!(vae_weights(&two, 6), vae_weights(&after, 6));
+
+    train(2, "half", "3", &[]);
+    let half_s = half.to_str().unwrap().to_string();
+    let mut resume = vec![
+        "vae", "train", "--resume", &half_s, "--data", &data, "--steps", "6",
+    ];
+    resume.extend(VAE_RUN);
+    let output = succeed(launch(0, &resume));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at step 3"));
+    assert_same_vae_run(&one, &half, 6);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -371,6 +540,10 @@ fn trials() -> Vec<Trial> {
                 a_killed_rank_ends_the_job_and_the_run_resumes,
             ),
             test(
+                "vae_two_processes_reproduce_one_and_resume_onto_one",
+                vae_two_processes_reproduce_one_and_resume_onto_one,
+            ),
+            test(
                 "a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes",
                 a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes,
             ),
@@ -386,6 +559,7 @@ fn trials() -> Vec<Trial> {
             "overlapped_buckets_give_the_bits_of_one_pass_after_backward",
             "a_killed_rank_ends_the_job_and_the_run_resumes",
             "a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes",
+            "vae_two_processes_reproduce_one_and_resume_onto_one",
         ]
         .into_iter()
         .map(|name| Trial::ignorable_test(name, move || Ok(Completion::ignored_with(reason))))

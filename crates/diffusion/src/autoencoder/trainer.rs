@@ -16,6 +16,16 @@
 //!
 //! A non-finite loss or gradient norm skips the autoencoder's update (and the discriminator's), counted; the run
 //! fails after `max_nonfinite` in a row. The step counter advances on skipped steps too.
+//!
+//! Data parallel ([`crate::train::collective`]): each of `N` ranks takes its [`Shard`] of the global batch of `B`
+//! images (the whole batch is loaded, so the flip coins fall as in one process, then sliced) and draws its posterior
+//! noise at the shard's place in the step's Philox stream (offset `s·B·L·h·w + start·L·h·w`), so the ranks together
+//! see exactly the images and noise of one process. Every batch mean becomes the shard's mean times `|shard|/B`
+//! (the shard's sum over `B`), so the ranks' losses and gradients add up to the whole batch's: the loss terms
+//! are summed over the ranks before the non-finite check; the two gradients at the decoder's last weight that give
+//! λ are summed before their norms are taken; the autoencoder's parameter gradients are summed (in buckets,
+//! optionally during backward) before clipping and AdamW, and the discriminator's before its AdamW. Every rank thus
+//! takes the same decisions and the same updates.
 
 use super::config::AutoencoderTrainConfig;
 use super::latents::latent_stream;
@@ -25,6 +35,9 @@ use super::loss::{
 use crate::data::{Dataset, EpochBatches};
 use crate::error::{Error, Result};
 use crate::eval::ImageClassifier;
+use crate::train::collective::BUCKET_ELEMENTS;
+use crate::train::collective::{all_reduce_gradients, Collective, Shard, SingleProcess};
+use crate::train::overlap::OverlappedBackward;
 use crate::train::random::step_rng;
 use crate::train::trainer::LOSS_SMOOTHING;
 use diffuse_autograd::{Gradients, Var};
@@ -32,6 +45,8 @@ use diffuse_models::vae::{AutoencoderKL, AutoencoderKLConfig, PatchDiscriminator
 use diffuse_nn::{clip_grad_norm, grad_norm, AdamW, Ema, Module, ParamStore};
 use diffuse_tensor::{AdamWConfig, Device, Tensor};
 use serde::{Deserialize, Serialize};
+use std::rc::Rc;
+use std::time::Instant;
 
 /// The terms of one step's loss, each a batch mean (see [`super::loss`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -106,6 +121,10 @@ pub struct AutoencoderStepReport {
     pub lr: f32,
     /// The step took no update.
     pub skipped: bool,
+    /// Seconds spent on the sums over the ranks (0 in one process): the all-reduce of the loss terms, λ's two
+    /// gradients at the last weight (computing and summing them), the gradient all-reduce not hidden behind
+    /// backward, and the discriminator's loss and gradient all-reduces.
+    pub communication_s: f64,
 }
 
 /// The discriminator, its weights and its optimiser.
@@ -127,6 +146,8 @@ pub struct AutoencoderTrainer {
     perceptual: Option<ImageClassifier>,
     pub(super) state: AutoencoderTrainerState,
     epoch_order: Option<(u64, Vec<usize>)>,
+    collective: Rc<dyn Collective>,
+    overlap: Option<OverlappedBackward>,
 }
 
 impl AutoencoderTrainer {
@@ -197,7 +218,30 @@ impl AutoencoderTrainer {
                 config,
             },
             epoch_order: None,
+            collective: Rc::new(SingleProcess),
+            overlap: None,
         })
+    }
+
+    /// Trains as one rank of a data-parallel run: each step takes this rank's [`Shard`] of the global batch and sums
+    /// losses and gradients over `collective`'s ranks (see the module docs).
+    pub fn set_collective(&mut self, collective: Rc<dyn Collective>) {
+        self.collective = collective;
+    }
+
+    /// Sums the autoencoder's gradients over the ranks in buckets of up to `bucket_elements` values started during
+    /// the backward pass, or with `None` (the default) after it ([`crate::train::overlap`]).
+    pub fn set_overlap(&mut self, bucket_elements: Option<usize>) {
+        self.overlap = bucket_elements.map(OverlappedBackward::new);
+    }
+
+    /// This rank's part of every global batch.
+    pub fn shard(&self) -> Result<Shard> {
+        Shard::of(
+            self.state.config.batch_size,
+            self.collective.rank(),
+            self.collective.size(),
+        )
     }
 
     pub fn config(&self) -> &AutoencoderTrainConfig {
@@ -228,6 +272,11 @@ impl AutoencoderTrainer {
         self.ema.store()
     }
 
+    /// The discriminator's weights, when the run has one.
+    pub fn discriminator_store(&self) -> Option<&ParamStore> {
+        self.critic.as_ref().map(|c| &c.store)
+    }
+
     /// Parameters of the discriminator (0 without one).
     pub fn discriminator_numel(&self) -> usize {
         self.critic.as_ref().map_or(0, |c| c.store.numel())
@@ -243,8 +292,9 @@ impl AutoencoderTrainer {
         })
     }
 
-    /// The images of step `step`: batch `s mod K` of epoch `⌊s/K⌋`, `K = ⌊len/B⌋`, flipped when asked.
-    fn batch(&mut self, data: &Dataset, step: u64) -> Result<Tensor> {
+    /// `shard`'s images of step `step`: batch `s mod K` of epoch `⌊s/K⌋`, `K = ⌊len/B⌋`, flipped when asked (the
+    /// whole batch is read, so that the flip coins fall as in one process, then sliced).
+    fn batch(&mut self, data: &Dataset, step: u64, shard: Shard) -> Result<Tensor> {
         let config = &self.state.config;
         let b = config.batch_size;
         let per_epoch = (data.len() / b) as u64;
@@ -262,7 +312,9 @@ impl AutoencoderTrainer {
         let indices = &self.epoch_order.as_ref().expect("just set").1[k * b..(k + 1) * b];
         let flip_seed = config.hflip.then(|| step_rng(config.seed, step).next_u64());
         let (pixels, _) = data.batch(indices, flip_seed)?;
-        let shape = [b, data.channels, data.height, data.width];
+        let n = data.image_len();
+        let pixels = pixels[shard.start * n..shard.end * n].to_vec();
+        let shape = [shard.len(), data.channels, data.height, data.width];
         Ok(Tensor::from_vec(pixels, &shape, self.device())?)
     }
 
@@ -270,7 +322,10 @@ impl AutoencoderTrainer {
     pub fn step(&mut self, data: &Dataset) -> Result<AutoencoderStepReport> {
         let step = self.state.step;
         let config = self.state.config.clone();
-        let images = self.batch(data, step)?;
+        let shard = self.shard()?;
+        // A batch mean over the shard times this is the shard's part of the mean over the global batch.
+        let share = shard.len() as f64 / config.batch_size as f64;
+        let images = self.batch(data, step, shard)?;
         let lr = config.lr.lr_at(step);
         self.state.step += 1;
         let per_epoch = (data.len() / config.batch_size) as u64;
@@ -279,59 +334,93 @@ impl AutoencoderTrainer {
 
         let x = Var::constant(images);
         let posterior = self.model.encode(&x)?;
-        let (key, offset) = latent_stream(config.seed, step, posterior.mean.tensor().numel())?;
+        let numel = posterior.mean.tensor().numel();
+        let (key, offset) = shard_noise_stream(config.seed, step, config.batch_size, shard, numel)?;
         let z = posterior.sample(key, offset)?;
         let features = self.model.decoder_features(&z)?;
         let x_hat = self.model.decoder.conv_out.forward(&features)?;
 
-        let (mut parts, grad_rec) = self.reconstruction_gradient(&x, x_hat.tensor())?;
-        let kl = posterior.kl()?.mean_all()?;
+        let (mut parts, grad_rec) = self.reconstruction_gradient(&x, x_hat.tensor(), share)?;
+        let kl = posterior.kl()?.mean_all()?.mul_scalar(share as f32)?;
         parts.kl = f64::from(kl.tensor().to_scalar()?);
         let adversarial = config
             .adversarial
             .filter(|adv| step >= adv.start_step && self.critic.is_some());
-        let grad_out = match adversarial {
-            Some(adv) => {
-                let (generator, grad_adv) = self.generator_gradient(x_hat.tensor())?;
-                let last = &self.model.decoder.conv_out;
-                let weight_grad_norm = |g: &Tensor| -> Result<f64> {
-                    let (gw, _) = features.tensor().conv2d_backward_weight(
-                        g,
-                        last.weight.shape(),
-                        &last.params,
-                        false,
-                    )?;
-                    Ok(f64::from(gw.square()?.sum_all()?.to_scalar()?).sqrt())
-                };
-                let lambda = adv.weight
-                    * adaptive_weight(weight_grad_norm(&grad_rec)?, weight_grad_norm(&grad_adv)?);
-                parts.generator = generator;
+        let generated = match adversarial {
+            Some(_) => Some(self.generator_gradient(x_hat.tensor(), share)?),
+            None => None,
+        };
+        if let Some((generator, _)) = generated {
+            parts.generator = generator;
+        }
+        let begun = Instant::now();
+        let mut terms = [
+            parts.total,
+            parts.reconstruction,
+            parts.perceptual,
+            parts.kl,
+            parts.generator,
+        ];
+        self.collective.all_reduce_sum_f64(&mut terms)?;
+        [
+            parts.total,
+            parts.reconstruction,
+            parts.perceptual,
+            parts.kl,
+            parts.generator,
+        ] = terms;
+        let grad_out = match (adversarial, generated) {
+            (Some(adv), Some((_, grad_adv))) => {
+                let (rec_norm, adv_norm) =
+                    self.last_weight_grad_norms(features.tensor(), &grad_rec, &grad_adv)?;
+                let lambda = adv.weight * adaptive_weight(rec_norm, adv_norm);
                 parts.adaptive_weight = lambda;
                 grad_rec.add(&grad_adv.mul_scalar(lambda as f32)?)?
             }
-            None => grad_rec,
+            _ => grad_rec,
         };
+        let mut communication_s = self.communicated(begun);
         parts.total += config.kl_weight * parts.kl + parts.adaptive_weight * parts.generator;
         if !parts.finite() {
-            return self.skip(step, parts, None, lr);
+            return self.skip(step, parts, None, lr, communication_s);
         }
         let surrogate = x_hat
             .mul(&Var::constant(grad_out))?
             .sum_all()?
             .add(&kl.mul_scalar(config.kl_weight as f32)?)?;
-        let mut grads = surrogate.backward()?;
+        let params = self.store.trainable();
+        let mut grads = match self.overlap.as_mut() {
+            Some(overlap) => {
+                let (grads, seconds) =
+                    overlap.backward(self.collective.as_ref(), &params, &surrogate)?;
+                communication_s += seconds;
+                grads
+            }
+            None => {
+                let mut grads = surrogate.backward()?;
+                communication_s += all_reduce_gradients(
+                    self.collective.as_ref(),
+                    &params,
+                    &mut grads,
+                    BUCKET_ELEMENTS,
+                )?;
+                grads
+            }
+        };
         let norm = match config.grad_clip {
             Some(max) => clip_grad_norm(&mut grads, max)?,
             None => grad_norm(&grads)? as f32,
         };
         if !norm.is_finite() {
-            return self.skip(step, parts, Some(norm), lr);
+            return self.skip(step, parts, Some(norm), lr, communication_s);
         }
         self.optimizer.config.lr = lr;
         self.optimizer.step(&grads)?;
         self.ema.update()?;
         if adversarial.is_some() {
-            parts.discriminator = self.discriminator_step(x.tensor(), x_hat.tensor())?;
+            let (loss, seconds) = self.discriminator_step(x.tensor(), x_hat.tensor(), share)?;
+            parts.discriminator = loss;
+            communication_s += seconds;
         }
         self.state.consecutive_nonfinite = 0;
         let rate = LOSS_SMOOTHING.max(1.0 / self.optimizer.steps() as f64);
@@ -347,17 +436,65 @@ impl AutoencoderTrainer {
             grad_norm: Some(norm),
             lr,
             skipped: false,
+            communication_s,
         })
     }
 
-    /// The reconstruction (and perceptual) loss of `x_hat` against `x` and its gradient with respect to `x_hat`
-    /// alone; the returned parts hold `total` = that loss, its per-pixel reconstruction error and P.
-    fn reconstruction_gradient(&self, x: &Var, x_hat: &Tensor) -> Result<(LossParts, Tensor)> {
+    /// Seconds since `begun` when there are other ranks to wait for, else 0.
+    fn communicated(&self, begun: Instant) -> f64 {
+        match self.collective.size() {
+            1 => 0.0,
+            _ => begun.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The norms of the gradients at the decoder's last weight of the reconstruction loss and of the generator loss,
+    /// given their gradients `grad_rec`, `grad_adv` at this shard's reconstructions and the `features` that layer
+    /// reads: each shard's part `conv2d_backward_weight(features, g)`, summed over the ranks (one all-reduce of both)
+    /// before the norm is taken, so that λ is the whole batch's.
+    fn last_weight_grad_norms(
+        &self,
+        features: &Tensor,
+        grad_rec: &Tensor,
+        grad_adv: &Tensor,
+    ) -> Result<(f64, f64)> {
+        let last = &self.model.decoder.conv_out;
+        let weight_grad = |g: &Tensor| -> Result<Tensor> {
+            let (gw, _) =
+                features.conv2d_backward_weight(g, last.weight.shape(), &last.params, false)?;
+            Ok(gw.reshape(&[gw.numel()])?)
+        };
+        let (rec, adv) = (weight_grad(grad_rec)?, weight_grad(grad_adv)?);
+        let n = rec.numel();
+        let (rec, adv) = match self.collective.size() {
+            1 => (rec, adv),
+            _ => {
+                let summed = self
+                    .collective
+                    .all_reduce_sum(&Tensor::concat(&[&rec, &adv], 0)?)?;
+                (summed.narrow(0, 0, n)?, summed.narrow(0, n, n)?)
+            }
+        };
+        let norm = |g: &Tensor| -> Result<f64> {
+            Ok(f64::from(g.square()?.sum_all()?.to_scalar()?).sqrt())
+        };
+        Ok((norm(&rec)?, norm(&adv)?))
+    }
+
+    /// The reconstruction (and perceptual) loss of `x_hat` against `x`, batch means times `share`, and its gradient
+    /// with respect to `x_hat` alone; the returned parts hold `total` = that loss, its per-pixel reconstruction error
+    /// and P.
+    fn reconstruction_gradient(
+        &self,
+        x: &Var,
+        x_hat: &Tensor,
+        share: f64,
+    ) -> Result<(LossParts, Tensor)> {
         let config = &self.state.config;
         let leaf = Var::leaf(x_hat.clone());
         let per_image = reconstruction_error(config.reconstruction, x, &leaf)?;
         let pixels = x_hat.numel() / x_hat.shape()[0];
-        let reconstruction = f64::from(per_image.mean_all()?.tensor().to_scalar()?);
+        let reconstruction = f64::from(per_image.mean_all()?.tensor().to_scalar()?) * share;
         let mut parts = LossParts {
             reconstruction: reconstruction / pixels as f64,
             ..LossParts::default()
@@ -365,23 +502,29 @@ impl AutoencoderTrainer {
         let loss = match &self.perceptual {
             Some(classifier) => {
                 let distance = perceptual_distance(classifier, x, &leaf)?;
-                parts.perceptual = f64::from(distance.mean_all()?.tensor().to_scalar()?);
+                parts.perceptual = f64::from(distance.mean_all()?.tensor().to_scalar()?) * share;
                 let weight = (config.perceptual_weight * pixels as f64) as f32;
                 per_image.add(&distance.mul_scalar(weight)?)?.mean_all()?
             }
             None => per_image.mean_all()?,
-        };
+        }
+        .mul_scalar(share as f32)?;
         parts.total = f64::from(loss.tensor().to_scalar()?);
         let grad = gradient_at(loss.backward()?, &leaf)?;
         Ok((parts, grad))
     }
 
-    /// The generator loss of `x_hat` and its gradient with respect to `x_hat`, the discriminator frozen.
-    fn generator_gradient(&self, x_hat: &Tensor) -> Result<(f64, Tensor)> {
+    /// The generator loss of `x_hat` (its batch mean times `share`) and its gradient with respect to `x_hat`, the
+    /// discriminator frozen.
+    fn generator_gradient(&self, x_hat: &Tensor, share: f64) -> Result<(f64, Tensor)> {
         let critic = self.critic.as_ref().expect("called with a discriminator");
         critic.store.freeze("")?;
         let leaf = Var::leaf(x_hat.clone());
-        let result = generator_loss(&critic.model.forward(&leaf)?).and_then(|loss| {
+        let generated = || -> Result<Var> {
+            let fake = critic.model.forward(&leaf)?;
+            Ok(generator_loss(&fake)?.mul_scalar(share as f32)?)
+        };
+        let result = generated().and_then(|loss| {
             let value = f64::from(loss.tensor().to_scalar()?);
             Ok((value, gradient_at(loss.backward()?, &leaf)?))
         });
@@ -389,17 +532,33 @@ impl AutoencoderTrainer {
         result
     }
 
-    /// One discriminator step on real `x` and reconstructed `x_hat`; returns its loss.
-    fn discriminator_step(&mut self, x: &Tensor, x_hat: &Tensor) -> Result<f64> {
+    /// One discriminator step on this shard's real `x` and reconstructed `x_hat` (its loss a batch mean times
+    /// `share`, its gradients summed over the ranks); returns the whole batch's loss and the seconds spent
+    /// communicating.
+    fn discriminator_step(&mut self, x: &Tensor, x_hat: &Tensor, share: f64) -> Result<(f64, f64)> {
+        let collective = Rc::clone(&self.collective);
         let critic = self.critic.as_mut().expect("called with a discriminator");
         let real = critic.model.forward(&Var::constant(x.clone()))?;
         let fake = critic.model.forward(&Var::constant(x_hat.clone()))?;
-        let loss = discriminator_loss(&real, &fake)?;
-        let value = f64::from(loss.tensor().to_scalar()?);
-        if value.is_finite() {
-            critic.optimizer.step(&loss.backward()?)?;
+        let loss = discriminator_loss(&real, &fake)?.mul_scalar(share as f32)?;
+        let begun = Instant::now();
+        let mut value = [f64::from(loss.tensor().to_scalar()?)];
+        collective.all_reduce_sum_f64(&mut value)?;
+        let mut seconds = match collective.size() {
+            1 => 0.0,
+            _ => begun.elapsed().as_secs_f64(),
+        };
+        if value[0].is_finite() {
+            let mut grads = loss.backward()?;
+            seconds += all_reduce_gradients(
+                collective.as_ref(),
+                &critic.store.trainable(),
+                &mut grads,
+                BUCKET_ELEMENTS,
+            )?;
+            critic.optimizer.step(&grads)?;
         }
-        Ok(value)
+        Ok((value[0], seconds))
     }
 
     /// Records a skipped step; an error once `max_nonfinite` have been skipped in a row.
@@ -409,6 +568,7 @@ impl AutoencoderTrainer {
         loss: LossParts,
         grad_norm: Option<f32>,
         lr: f32,
+        communication_s: f64,
     ) -> Result<AutoencoderStepReport> {
         self.state.skipped_steps += 1;
         self.state.consecutive_nonfinite += 1;
@@ -429,6 +589,7 @@ impl AutoencoderTrainer {
             grad_norm,
             lr,
             skipped: true,
+            communication_s,
         })
     }
 }
@@ -436,9 +597,65 @@ impl AutoencoderTrainer {
 /// Seeds the discriminator's initial weights: the run's seed xor "disc" in ASCII.
 const DISCRIMINATOR_SEED: u64 = 0x6469_7363;
 
+/// `(key, offset)` of `shard`'s posterior noise at step `step` of a run with global batch `batch`, the shard's
+/// latents holding `numel` values: one process reads `B·L·h·w` values per step from [`latent_stream`], and the
+/// shard's start `start·L·h·w` into the step's.
+fn shard_noise_stream(
+    seed: u64,
+    step: u64,
+    batch: usize,
+    shard: Shard,
+    numel: usize,
+) -> Result<(u64, u64)> {
+    let per_image = numel / shard.len();
+    let (key, offset) = latent_stream(seed, step, per_image * batch)?;
+    let offset = offset
+        .checked_add((shard.start * per_image) as u64)
+        .ok_or_else(|| {
+            Error::train(
+                "step",
+                format!("latent noise offset of step {step} overflows u64"),
+            )
+        })?;
+    Ok((key, offset))
+}
+
 /// The gradient a backward pass left at `leaf`.
 fn gradient_at(mut grads: Gradients, leaf: &Var) -> Result<Tensor> {
     grads
         .remove(leaf)
         .ok_or_else(|| Error::train("loss", "the loss does not depend on the reconstruction"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shards' posterior noise, read at their offsets, is the one process's noise cut at the shards' starts, bit
+    /// for bit, for shards of unequal size too.
+    #[test]
+    fn the_shards_noise_is_the_single_processs_noise_sliced() {
+        let (seed, step, batch) = (3, 7, 5);
+        let latent = [2, 3, 3];
+        let noise = |shard: Shard| -> Vec<u32> {
+            let shape = [shard.len(), latent[0], latent[1], latent[2]];
+            let numel = shape.iter().product();
+            let (key, offset) = shard_noise_stream(seed, step, batch, shard, numel).unwrap();
+            let values = Tensor::randn(&shape, key, offset, Device::Cpu).unwrap();
+            values
+                .to_vec()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        let whole = noise(Shard::of(batch, 0, 1).unwrap());
+        assert_eq!(whole.len(), batch * 18);
+        for size in 2..=batch {
+            let sharded: Vec<u32> = (0..size)
+                .flat_map(|rank| noise(Shard::of(batch, rank, size).unwrap()))
+                .collect();
+            assert_eq!(sharded, whole, "{size} shards");
+        }
+    }
 }
