@@ -338,7 +338,13 @@ fn attention_matches_finite_differences() {
 fn attention_with_a_causal_bias_matches_finite_differences() {
     // 4 queries over 4 keys, key j visible to query i when j ≤ i: the first row attends to one key only.
     let values = (0..16)
-        .map(|i| if i % 4 > i / 4 { f32::NEG_INFINITY } else { 0.0 })
+        .map(|i| {
+            if i % 4 > i / 4 {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
         .collect();
     let bias = Tensor::from_vec(values, &[4, 4], CPU).unwrap();
     let q = randn(&[2, 4, 3], 32);

@@ -611,18 +611,18 @@ impl Storage {
             Some(bias) => {
                 let [q, k, v, out, lse, g] = t;
                 match same_device(OP, [q, k, v, out, lse, g, bias])? {
-                    Same::Cpu([q, k, v, out, lse, g, b]) => Ok(cpu::attention_backward(
-                        shape,
-                        [q, k, v, out, lse, g],
-                        Some(b),
-                    )?
-                    .map(Storage::Cpu)),
-                    Same::Cuda([q, k, v, out, lse, g, b]) => Ok(cuda::attention_backward(
-                        shape,
-                        [q, k, v, out, lse, g],
-                        Some(b),
-                    )?
-                    .map(Storage::Cuda)),
+                    Same::Cpu([q, k, v, out, lse, g, b]) => {
+                        Ok(
+                            cpu::attention_backward(shape, [q, k, v, out, lse, g], Some(b))?
+                                .map(Storage::Cpu),
+                        )
+                    }
+                    Same::Cuda([q, k, v, out, lse, g, b]) => {
+                        Ok(
+                            cuda::attention_backward(shape, [q, k, v, out, lse, g], Some(b))?
+                                .map(Storage::Cuda),
+                        )
+                    }
                 }
             }
         }

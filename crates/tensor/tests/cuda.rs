@@ -947,7 +947,13 @@ fn attention_backward_matches_the_cpu(_: &Device) {
 /// A causal score bias `[len, len]` (0 where key j ≤ query i, −∞ above) on the CPU and on the GPU.
 fn causal_bias_pair(len: usize) -> (Tensor, Tensor) {
     let values: Vec<f32> = (0..len * len)
-        .map(|i| if i % len > i / len { f32::NEG_INFINITY } else { 0.0 })
+        .map(|i| {
+            if i % len > i / len {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
         .collect();
     let cpu = Tensor::from_vec(values, &[len, len], Device::Cpu).unwrap();
     let gpu = cpu.to_device(GPU).unwrap();

@@ -330,7 +330,13 @@ fn attention_matches_softmax_of_scaled_scores_and_backward_matches_kernel() {
 /// The causal mask of a text encoder, `[len, len]`: 0 where key j ≤ query i, −∞ above the diagonal.
 fn causal_bias(len: usize) -> Tensor {
     let values = (0..len * len)
-        .map(|i| if i % len > i / len { f32::NEG_INFINITY } else { 0.0 })
+        .map(|i| {
+            if i % len > i / len {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
         .collect();
     Tensor::from_vec(values, &[len, len], CPU).unwrap()
 }

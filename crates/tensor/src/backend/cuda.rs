@@ -296,6 +296,7 @@ fn binary_op(op: BinaryOp) -> ck::elementwise::BinaryOp {
         BinaryOp::Minimum => G::Min,
         BinaryOp::SiluBackward => G::SiluBackward,
         BinaryOp::GeluTanhBackward => G::GeluTanhBackward,
+        BinaryOp::GeluBackward => G::GeluBackward,
     }
 }
 
