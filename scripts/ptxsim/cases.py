@@ -71,7 +71,7 @@ def elementwise(k):
     k.launch('unary_strided', (1, 1, 1), [k.out(4 * 323), x, 323, 12, 0.0, 0.0, layout_bytes([17, 19], [1, 17], [1, 17])])
     # binary: a broadcast operand with a negative stride, passed as a pointer into the middle of its buffer
     a, b = k.f32(24), k.f32(3, 0.5, 1.5)
-    for op in range(8):
+    for op in range(9):
         k.launch('binary_strided', (1, 1, 1), [k.out(96), a, b + 8, 24, op, layout_bytes([2, 3, 4], [12, 4, 1], [0, -1, 0])])
 
 

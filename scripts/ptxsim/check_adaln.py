@@ -124,8 +124,28 @@ def check_gelu_tanh():
     close('gelu_tanh_backward', mem.get_f32(pout, n), want, 1e-5)
 
 
+def gelu(x):
+    return x * 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def check_gelu():
+    # the exact GELU (unary op 7) and its fused gradient (binary op 8) against Python's erfc and central differences
+    mod = Module(open(K + 'elementwise.ptx').read())
+    xs = [-12.0, -6.0, -3.0, -1.0, -0.3, -1e-3, 0.0, 1e-3, 0.5, 1.0, 2.5, 7.0, 15.0]
+    n = len(xs)
+    mem = Memory(); px = f32s(mem, xs); pout = mem.alloc(4 * n)
+    launch(mod, 'unary_strided', (1, 1, 1), (32, 1, 1), [pout, px, n, 7, 0.0, 0.0, layout_bytes([n], [1], [1])], mem)
+    close('gelu', mem.get_f32(pout, n), [gelu(x) for x in xs], 1e-5)
+    g = [r32(random.uniform(-2, 2)) for _ in xs]
+    pg = f32s(mem, g)
+    launch(mod, 'binary_strided', (1, 1, 1), (32, 1, 1), [pout, px, pg, n, 8, layout_bytes([n], [1], [1])], mem)
+    h = 1e-5
+    want = [gi * (gelu(x + h) - gelu(x - h)) / (2 * h) for x, gi in zip(xs, g)]
+    close('gelu_backward', mem.get_f32(pout, n), want, 1e-5)
+
+
 CHECKS = {'layer_norm_modulate': check_layer_norm_modulate, 'gated_residual': check_gated_residual,
-          'gelu_tanh': check_gelu_tanh}
+          'gelu_tanh': check_gelu_tanh, 'gelu': check_gelu}
 
 if __name__ == '__main__':
     for name in sys.argv[1:] or list(CHECKS):

@@ -335,6 +335,27 @@ fn attention_matches_finite_differences() {
 }
 
 #[test]
+fn attention_with_a_causal_bias_matches_finite_differences() {
+    // 4 queries over 4 keys, key j visible to query i when j ≤ i: the first row attends to one key only.
+    let values = (0..16)
+        .map(|i| {
+            if i % 4 > i / 4 {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let bias = Tensor::from_vec(values, &[4, 4], CPU).unwrap();
+    let q = randn(&[2, 4, 3], 32);
+    let k = randn(&[2, 4, 3], 33);
+    let v = randn(&[2, 4, 3], 34);
+    check_gradients(&[&q, &k, &v], |x| {
+        x[0].attention_with_bias(&x[1], &x[2], Some(&bias), 0.5)
+    });
+}
+
+#[test]
 fn upsample_nearest2x_matches_finite_differences() {
     check_gradients(&[&randn(&[1, 2, 2, 3], 31)], |v| {
         v[0].upsample_nearest2x()?.square()

@@ -7,8 +7,8 @@
 //!
 //! Contiguous rows (the common case) go through [`map_row`] / [`zip_rows`], which pick the operation once per row so
 //! that the loop over elements is a single function LLVM vectorises, compiled for AVX2 + FMA when the CPU has them
-//! (`dispatch.rs`; both builds give identical bits). `exp`, `σ` and SiLU use the vectorisable [`crate::math::exp`]
-//! (≤ 2 ulp) instead of libm's scalar call.
+//! (`dispatch.rs`; both builds give identical bits). `exp`, `σ`, SiLU and the exact GELU use the vectorisable
+//! [`crate::math::exp`] (≤ 2 ulp) instead of libm's scalar call; the GELU's normal CDF is [`normal_cdf`], branch-free.
 
 use rayon::prelude::*;
 
@@ -63,7 +63,7 @@ impl UnaryOp {
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Silu => x * sigmoid(x),
-            UnaryOp::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+            UnaryOp::Gelu => gelu(x),
             UnaryOp::GeluTanh => x * sigmoid(2.0 * gelu_tanh_inner(x)),
             UnaryOp::Powf(p) => x.powf(p),
             UnaryOp::Clamp(lo, hi) => x.max(lo).min(hi),
@@ -87,6 +87,9 @@ pub enum BinaryOp {
     /// The gradient of the tanh-approximated GELU in one pass: `a` is its input x, `b` the output gradient g, and the
     /// result g·(s + x·s·(1 − s)·2u′) with s = σ(2u), u′ = √(2/π)(1 + 3·0.044715x²), the derivative of x·σ(2u) times g.
     GeluTanhBackward,
+    /// The gradient of the exact GELU in one pass: `a` is its input x, `b` the output gradient g, and the result
+    /// g·(Φ(x) + x·φ(x)) with φ(x) = e^{−x²/2}/√(2π), the derivative of x·Φ(x) times g.
+    GeluBackward,
 }
 
 impl BinaryOp {
@@ -108,6 +111,7 @@ impl BinaryOp {
                 let du = GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * a * a);
                 b * (s + a * s * (1.0 - s) * 2.0 * du)
             }
+            BinaryOp::GeluBackward => gelu_backward(a, b),
         }
     }
 }
@@ -121,6 +125,52 @@ const GELU_TANH_CUBIC: f32 = 0.044_715;
 #[inline(always)]
 fn gelu_tanh_inner(x: f32) -> f32 {
     GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x * x * x)
+}
+
+/// `g·(Φ(x) + x·φ(x))`, the exact GELU's derivative at `x` times `g`, called directly by the row loop so that it is
+/// inlined there (passed as a closure or `fn` item, its body is large enough for LLVM to leave a call per element,
+/// outside the AVX2 build).
+#[inline(always)]
+fn gelu_backward(x: f32, g: f32) -> f32 {
+    g * (normal_cdf(x) + x * FRAC_1_SQRT_2PI * math::exp(-0.5 * x * x))
+}
+
+/// The exact GELU `x·Φ(x)`, called directly by the row loop for the same reason as [`gelu_backward`].
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    x * normal_cdf(x)
+}
+
+/// 1/√(2π), the normal density at 0.
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// The standard normal CDF `Φ(x) = ½·erfc(−x/√2)`, branch-free so that its loops vectorise. With `z = |x|/√2` and
+/// `t = 1/(1 + z/2)`, `erfc(z) = t·exp(−z² + P(t))` where `P` is the degree-9 Chebyshev fit of Press et al.
+/// (Numerical Recipes, `erfcc`; fractional error below 1.2e-7 for every z ≥ 0); then `Φ(x) = erfc(z)/2` for x < 0
+/// and `1 − erfc(z)/2` otherwise, so neither tail cancels. In f32 the Horner steps and `exp` (≤ 2 ulp) add a few
+/// ulp, and the exponent `P(t) − x²/2` carries the roundings of x² and of the difference: a relative error of about
+/// `(2z² + 6)·2⁻²⁴` in Φ for x < 0, which grows only in the tail where Φ is tiny. The coefficients are the fit's as
+/// published.
+#[inline(always)]
+#[allow(clippy::excessive_precision)]
+pub fn normal_cdf(x: f32) -> f32 {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let p = -0.822_152_23 + t * 0.170_872_77;
+    let p = 1.488_515_87 + t * p;
+    let p = -1.135_203_98 + t * p;
+    let p = 0.278_868_07 + t * p;
+    let p = -0.186_288_06 + t * p;
+    let p = 0.096_784_18 + t * p;
+    let p = 0.374_091_96 + t * p;
+    let p = 1.000_023_68 + t * p;
+    let p = -1.265_512_23 + t * p;
+    let half_erfc = 0.5 * t * math::exp(p - 0.5 * (x * x));
+    if x < 0.0 {
+        half_erfc
+    } else {
+        1.0 - half_erfc
+    }
 }
 
 /// `σ(x) = 1/(1 + e⁻ˣ)`, with the vectorisable `exp` (0 for x < −88.72, where e⁻ˣ overflows).
@@ -146,6 +196,12 @@ fn map_row(op: UnaryOp, src: &[f32], out: &mut [f32]) {
         UnaryOp::Sigmoid => each(src, out, sigmoid),
         UnaryOp::Silu => each(src, out, |x| UnaryOp::Silu.apply(x)),
         UnaryOp::GeluTanh => each(src, out, |x| UnaryOp::GeluTanh.apply(x)),
+        UnaryOp::Gelu => {
+            // A direct call, as `zip_rows` does for the GELU's gradient.
+            for (o, &x) in out.iter_mut().zip(src) {
+                *o = gelu(x);
+            }
+        }
         UnaryOp::Square => each(src, out, |x| x * x),
         UnaryOp::Neg => each(src, out, |x| -x),
         UnaryOp::Affine(mul, add) => each(src, out, |x| x * mul + add),
@@ -175,91 +231,13 @@ fn zip_rows(op: BinaryOp, a: &[f32], b: &[f32], out: &mut [f32]) {
         BinaryOp::GeluTanhBackward => {
             each2(a, b, out, |x, y| BinaryOp::GeluTanhBackward.apply(x, y))
         }
+        BinaryOp::GeluBackward => {
+            // A direct call: through `each2`'s `Fn` the large body stays an outlined call per element.
+            for ((o, &x), &g) in out.iter_mut().zip(a).zip(b) {
+                *o = gelu_backward(x, g);
+            }
+        }
     }
-}
-
-/// The error function, from the rational approximation of W. J. Cody (1969) evaluated in f64, so that its error
-/// (below 1e-15 relative) is far under one f32 ulp.
-pub fn erf(x: f32) -> f32 {
-    erf_f64(f64::from(x)) as f32
-}
-
-// The coefficients are kept exactly as published, beyond f64 precision.
-#[allow(clippy::excessive_precision)]
-fn erf_f64(x: f64) -> f64 {
-    let ax = x.abs();
-    let r = if ax < 0.5 {
-        // erf(x) = x · P(x²)/Q(x²) on |x| < 0.5.
-        const P: [f64; 5] = [
-            3.209_377_589_138_469_4e3,
-            3.774_852_376_853_020_2e2,
-            1.138_641_541_510_501_6e2,
-            3.161_123_743_870_565_6,
-            1.857_777_061_846_031_5e-1,
-        ];
-        const Q: [f64; 5] = [
-            2.844_236_833_439_170_6e3,
-            1.282_616_526_077_372_3e3,
-            2.440_246_379_344_441_7e2,
-            2.360_129_095_234_412_1e1,
-            1.0,
-        ];
-        let z = x * x;
-        let num = P[0] + z * (P[1] + z * (P[2] + z * (P[3] + z * P[4])));
-        let den = Q[0] + z * (Q[1] + z * (Q[2] + z * (Q[3] + z * Q[4])));
-        return x * num / den;
-    } else if ax < 4.0 {
-        // erfc(|x|) = exp(−x²) · P(|x|)/Q(|x|) on 0.5 ≤ |x| < 4.
-        const P: [f64; 9] = [
-            1.230_339_354_797_997_2e3,
-            2.051_078_377_826_071_5e3,
-            1.712_047_612_634_070_6e3,
-            8.819_522_212_417_690_9e2,
-            2.986_351_381_974_001_3e2,
-            6.611_919_063_714_163e1,
-            8.883_149_794_388_376,
-            5.641_884_969_886_700_9e-1,
-            2.153_115_354_744_038_5e-8,
-        ];
-        const Q: [f64; 9] = [
-            1.230_339_354_803_749_4e3,
-            3.439_367_674_143_721_6e3,
-            4.362_619_090_143_247e3,
-            3.290_799_235_733_459_7e3,
-            1.621_389_574_566_690_2e3,
-            5.371_811_018_620_098_6e2,
-            1.176_939_508_913_125e2,
-            1.574_492_611_070_983_5e1,
-            1.0,
-        ];
-        let num = P.iter().rev().fold(0.0, |acc, &p| acc * ax + p);
-        let den = Q.iter().rev().fold(0.0, |acc, &q| acc * ax + q);
-        1.0 - (-ax * ax).exp() * num / den
-    } else {
-        // erfc(|x|) = exp(−x²)/|x| · (1/√π + 1/x² · P(1/x²)/Q(1/x²)) on |x| ≥ 4.
-        const P: [f64; 6] = [
-            -6.587_491_615_298_378e-4,
-            -1.608_378_514_874_227_5e-2,
-            -1.257_817_261_112_292_6e-1,
-            -3.603_448_999_498_044_5e-1,
-            -3.053_266_349_612_323_4e-1,
-            -1.631_538_713_730_709_8e-2,
-        ];
-        const Q: [f64; 6] = [
-            2.335_204_976_268_691_8e-3,
-            6.051_834_131_244_131_9e-2,
-            5.278_905_347_532_218_7e-1,
-            1.872_952_849_923_460_4,
-            2.568_520_192_289_822_4,
-            1.0,
-        ];
-        let z = 1.0 / (ax * ax);
-        let num = P.iter().rev().fold(0.0, |acc, &p| acc * z + p);
-        let den = Q.iter().rev().fold(0.0, |acc, &q| acc * z + q);
-        let frac_1_sqrt_pi = 0.564_189_583_547_756_3;
-        1.0 - (-ax * ax).exp() / ax * (frac_1_sqrt_pi + z * num / den)
-    };
-    r.copysign(x)
 }
 
 /// Checks that the strided operand `what` of `op`, read over `shape`, stays inside a slice of `len` elements.

@@ -107,6 +107,8 @@ pub enum BinaryOp {
     /// The gradient of the tanh GELU: `a` is its input x, `b` the output gradient g; `g (s + x s (1 - s) 2u')`,
     /// `s = sigmoid(2u)`.
     GeluTanhBackward,
+    /// The gradient of the exact GELU: `a` is its input x, `b` the output gradient g; `g (Φ(x) + x φ(x))`.
+    GeluBackward,
 }
 
 impl BinaryOp {
@@ -120,6 +122,7 @@ impl BinaryOp {
             BinaryOp::Min => 5,
             BinaryOp::SiluBackward => 6,
             BinaryOp::GeluTanhBackward => 7,
+            BinaryOp::GeluBackward => 8,
         }
     }
 }

@@ -331,7 +331,9 @@ fn binary_maps_broadcast_both_operands_exactly(gpu: &Gpu) {
                         BinaryOp::Max => x.max(y),
                         BinaryOp::Min => x.min(y),
                         // not drawn here: its sigmoid is not correctly rounded (gpu_vs_cpu_index.rs holds it)
-                        BinaryOp::SiluBackward | BinaryOp::GeluTanhBackward => {
+                        BinaryOp::SiluBackward
+                        | BinaryOp::GeluTanhBackward
+                        | BinaryOp::GeluBackward => {
                             unreachable!("the activation gradients are tested with a tolerance")
                         }
                     })

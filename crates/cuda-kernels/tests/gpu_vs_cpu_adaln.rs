@@ -1,4 +1,4 @@
-//! The adaLN kernels (`layer_norm_modulate.ptx`, `gated_residual.ptx`) and the tanh-GELU op codes of
+//! The adaLN kernels (`layer_norm_modulate.ptx`, `gated_residual.ptx`) and the GELU op codes (tanh and exact) of
 //! `elementwise.ptx` held against their CPU twins in `diffuse-cpu-kernels`, over random shapes that include batch 1,
 //! one token, one feature, features off every multiple of the warp and of the 256-thread block, and more rows than
 //! one block of 8 warps. Also the attention kernels at the DiT's shapes (49 and 196 tokens, heads of 32 and 64).
@@ -235,6 +235,54 @@ fn gelu_tanh_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
         .unwrap();
 }
 
+fn gelu_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
+    runner()
+        .run(&(1usize..3000, any::<u64>()), |(len, seed)| {
+            // inputs in [-12, 12): both tails and the bend
+            let x: Vec<f32> = values(seed, len).iter().map(|v| 4.0 * v).collect();
+            let g = values(seed ^ 1, len);
+            let contiguous = [1isize];
+            let (gx, gg) = (upload(gpu, &x), upload(gpu, &g));
+            let mut out = zeros(gpu, len);
+            elementwise::unary(
+                gpu,
+                UnaryOp::Gelu,
+                &[len],
+                &gx,
+                Operand::new(&contiguous, 0),
+                &mut out,
+            )
+            .unwrap();
+            let want: Vec<f32> = x
+                .iter()
+                .map(|&v| cpu_elementwise::UnaryOp::Gelu.apply(v))
+                .collect();
+            // the PTX erfc (Abramowitz & Stegun 7.1.26) is within 1.5e-7 absolute, the CPU's within 1.2e-7 relative:
+            // Φ within ~2e-7 absolute, times |x| ≤ 12
+            assert_near("gelu", &download(gpu, &out), &want, 3e-6, 1e-5)?;
+            elementwise::binary(
+                gpu,
+                BinaryOp::GeluBackward,
+                &[len],
+                &gx,
+                Operand::new(&contiguous, 0),
+                &gg,
+                Operand::new(&contiguous, 0),
+                &mut out,
+            )
+            .unwrap();
+            let want: Vec<f32> = x
+                .iter()
+                .zip(&g)
+                .map(|(&v, &w)| cpu_elementwise::BinaryOp::GeluBackward.apply(v, w))
+                .collect();
+            // Φ as above (|g| ≤ 3) plus x·φ(x) ≤ 0.25 with exp's ~1e-6 relative
+            assert_near("gelu_backward", &download(gpu, &out), &want, 2e-6, 1e-5)?;
+            Ok(())
+        })
+        .unwrap();
+}
+
 fn attention_and_its_backward_match_the_cpu_at_dit_shapes(gpu: &Gpu) {
     // (batch·heads, tokens, head size): patch 4 or latents (49 tokens) and patch 2 (196) at the named configs'
     // heads of 64, and a batch of 32-channel heads. Inputs in [−1, 1) and the scale 1/√d keep the scores O(1); the
@@ -296,6 +344,7 @@ fn main() {
         layer_norm_modulate_and_its_backward_match_the_cpu_kernels,
         gated_residual_and_its_backward_match_the_cpu_kernels,
         gelu_tanh_and_its_backward_match_the_cpu_kernels,
+        gelu_and_its_backward_match_the_cpu_kernels,
         attention_and_its_backward_match_the_cpu_at_dit_shapes,
     ];
     diffuse_gpu_test::run(|| Gpu::new(0), tests);

@@ -573,19 +573,58 @@ impl Storage {
         }
     }
 
-    /// Returns (out, lse) for `[q, k, v]`.
-    pub fn attention(shape: &AttentionShape, t: [&Storage; 3]) -> Result<[Self; 2]> {
-        match same_device("attention", t)? {
-            Same::Cpu([q, k, v]) => Ok(cpu::attention(shape, q, k, v)?.map(Storage::Cpu)),
-            Same::Cuda([q, k, v]) => Ok(cuda::attention(shape, q, k, v)?.map(Storage::Cuda)),
+    /// Returns (out, lse) for `[q, k, v]` and the optional additive score `bias`.
+    pub fn attention(
+        shape: &AttentionShape,
+        [q, k, v]: [&Storage; 3],
+        bias: Option<&Storage>,
+    ) -> Result<[Self; 2]> {
+        const OP: &str = "attention";
+        match bias {
+            None => match same_device(OP, [q, k, v])? {
+                Same::Cpu(t) => Ok(cpu::attention(shape, t, None)?.map(Storage::Cpu)),
+                Same::Cuda(t) => Ok(cuda::attention(shape, t, None)?.map(Storage::Cuda)),
+            },
+            Some(bias) => match same_device(OP, [q, k, v, bias])? {
+                Same::Cpu([q, k, v, b]) => {
+                    Ok(cpu::attention(shape, [q, k, v], Some(b))?.map(Storage::Cpu))
+                }
+                Same::Cuda([q, k, v, b]) => {
+                    Ok(cuda::attention(shape, [q, k, v], Some(b))?.map(Storage::Cuda))
+                }
+            },
         }
     }
 
-    /// `t` is `[q, k, v, out, lse, grad_out]`; returns (∂q, ∂k, ∂v).
-    pub fn attention_backward(shape: &AttentionShape, t: [&Storage; 6]) -> Result<[Self; 3]> {
-        match same_device("attention_backward", t)? {
-            Same::Cpu(t) => Ok(cpu::attention_backward(shape, t)?.map(Storage::Cpu)),
-            Same::Cuda(t) => Ok(cuda::attention_backward(shape, t)?.map(Storage::Cuda)),
+    /// `t` is `[q, k, v, out, lse, grad_out]`, `bias` the forward's; returns (∂q, ∂k, ∂v).
+    pub fn attention_backward(
+        shape: &AttentionShape,
+        t: [&Storage; 6],
+        bias: Option<&Storage>,
+    ) -> Result<[Self; 3]> {
+        const OP: &str = "attention_backward";
+        match bias {
+            None => match same_device(OP, t)? {
+                Same::Cpu(t) => Ok(cpu::attention_backward(shape, t, None)?.map(Storage::Cpu)),
+                Same::Cuda(t) => Ok(cuda::attention_backward(shape, t, None)?.map(Storage::Cuda)),
+            },
+            Some(bias) => {
+                let [q, k, v, out, lse, g] = t;
+                match same_device(OP, [q, k, v, out, lse, g, bias])? {
+                    Same::Cpu([q, k, v, out, lse, g, b]) => {
+                        Ok(
+                            cpu::attention_backward(shape, [q, k, v, out, lse, g], Some(b))?
+                                .map(Storage::Cpu),
+                        )
+                    }
+                    Same::Cuda([q, k, v, out, lse, g, b]) => {
+                        Ok(
+                            cuda::attention_backward(shape, [q, k, v, out, lse, g], Some(b))?
+                                .map(Storage::Cuda),
+                        )
+                    }
+                }
+            }
         }
     }
 

@@ -568,6 +568,26 @@ fn rows() -> Vec<Row> {
             &["attention", "bf16"],
         ),
         (
+            "attention: bias of another shape",
+            err(t(&[1, 2, 4]).attention_with_bias(
+                &t(&[1, 3, 4]),
+                &t(&[1, 3, 4]),
+                Some(&t(&[3, 2])),
+                1.0,
+            )),
+            &["attention", "bias", "[3, 2]", "[2, 3]"],
+        ),
+        (
+            "attention: bias of another dtype",
+            err(t(&[1, 2, 4]).attention_with_bias(
+                &t(&[1, 3, 4]),
+                &t(&[1, 3, 4]),
+                Some(&bf16(&[2, 3])),
+                1.0,
+            )),
+            &["attention", "bf16"],
+        ),
+        (
             "attention_backward: gradient shape differs",
             err(t(&[1, 3, 4]).attention_backward(
                 (&t(&[1, 2, 4]), &t(&[1, 2, 4]), &t(&[1, 2, 4])),

@@ -944,6 +944,68 @@ fn attention_backward_matches_the_cpu(_: &Device) {
         .unwrap();
 }
 
+/// A causal score bias `[len, len]` (0 where key j ≤ query i, −∞ above) on the CPU and on the GPU.
+fn causal_bias_pair(len: usize) -> (Tensor, Tensor) {
+    let values: Vec<f32> = (0..len * len)
+        .map(|i| {
+            if i % len > i / len {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let cpu = Tensor::from_vec(values, &[len, len], Device::Cpu).unwrap();
+    let gpu = cpu.to_device(GPU).unwrap();
+    (cpu, gpu)
+}
+
+fn attention_with_a_causal_bias_matches_the_cpu_forward_and_backward(_: &Device) {
+    poison_the_allocator();
+    runner()
+        .run(
+            &(1usize..4, 1usize..40, 1usize..65, any::<u64>()),
+            |(bh, len, d, seed)| {
+                let (q_cpu, q_gpu) = pair(&[bh, len, d], seed);
+                let (k_cpu, k_gpu) = pair(&[bh, len, d], seed ^ 1);
+                let (v_cpu, v_gpu) = pair(&[bh, len, d], seed ^ 2);
+                let (go_cpu, go_gpu) = pair(&[bh, len, d], seed ^ 3);
+                let (b_cpu, b_gpu) = causal_bias_pair(len);
+                let scale = 1.0 / (d as f32).sqrt();
+                let (o_cpu, lse_cpu) = q_cpu
+                    .attention_with_bias(&k_cpu, &v_cpu, Some(&b_cpu), scale)
+                    .unwrap();
+                let (o_gpu, lse_gpu) = q_gpu
+                    .attention_with_bias(&k_gpu, &v_gpu, Some(&b_gpu), scale)
+                    .unwrap();
+                close("causal attention out", &o_gpu, &o_cpu, 1e-4, 1e-4)?;
+                close("causal attention lse", &lse_gpu, &lse_cpu, 1e-4, 1e-5)?;
+                let c = go_cpu
+                    .attention_with_bias_backward(
+                        (&q_cpu, &k_cpu, &v_cpu),
+                        (&o_cpu, &lse_cpu),
+                        Some(&b_cpu),
+                        scale,
+                    )
+                    .unwrap();
+                let g = go_gpu
+                    .attention_with_bias_backward(
+                        (&q_gpu, &k_gpu, &v_gpu),
+                        (&o_gpu, &lse_gpu),
+                        Some(&b_gpu),
+                        scale,
+                    )
+                    .unwrap();
+                // As the unmasked backward: sums over up to `len` rows of d-long dot products.
+                let tol = 2e-6 * 9.0 * ((len * d) as f64 + 1.0);
+                close("causal attention dq", &g.0, &c.0, tol, 1e-4)?;
+                close("causal attention dk", &g.1, &c.1, tol, 1e-4)?;
+                close("causal attention dv", &g.2, &c.2, tol, 1e-4)
+            },
+        )
+        .unwrap();
+}
+
 // ---- noise, optimiser ---------------------------------------------------------------------------------------------
 
 fn q_sample_and_sampler_step_match_the_cpu(_: &Device) {
@@ -1091,6 +1153,7 @@ fn main() {
         group_norm_silu_matches_the_cpu_forward_and_backward,
         attention_forward_matches_the_cpu,
         attention_backward_matches_the_cpu,
+        attention_with_a_causal_bias_matches_the_cpu_forward_and_backward,
         q_sample_and_sampler_step_match_the_cpu,
         adamw_step_updates_gpu_parameters_like_the_cpu,
         empty_tensors_move_and_compute_on_the_gpu,

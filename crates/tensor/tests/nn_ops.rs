@@ -327,6 +327,84 @@ fn attention_matches_softmax_of_scaled_scores_and_backward_matches_kernel() {
     assert_eq!(dv.to_vec().unwrap(), dvw);
 }
 
+/// The causal mask of a text encoder, `[len, len]`: 0 where key j ≤ query i, −∞ above the diagonal.
+fn causal_bias(len: usize) -> Tensor {
+    let values = (0..len * len)
+        .map(|i| {
+            if i % len > i / len {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(values, &[len, len], CPU).unwrap()
+}
+
+#[test]
+fn attention_with_a_causal_bias_matches_the_masked_softmax_and_its_backward_the_kernel() {
+    // One problem (batch·heads 1), one head dim, and 7 rows (off the 6-row register tile) among the cases.
+    for (bh, len, d) in [(1, 1, 1), (3, 7, 5), (2, 20, 16)] {
+        let q = seq(&[bh, len, d], 21);
+        let kt = seq(&[bh, len, d], 22);
+        let v = seq(&[bh, len, d], 23);
+        let (bias, scale) = (causal_bias(len), 0.7);
+        let (out, lse) = q.attention_with_bias(&kt, &v, Some(&bias), scale).unwrap();
+        let want = q
+            .matmul(&kt.transpose(1, 2).unwrap())
+            .unwrap()
+            .mul_scalar(scale)
+            .unwrap()
+            .add(&bias)
+            .unwrap()
+            .softmax(2)
+            .unwrap()
+            .matmul(&v)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let want: Vec<f64> = want.iter().map(|&w| f64::from(w)).collect();
+        // f32 throughout, sums of at most 20 terms of order 1: both sides within a few ulps of the exact value.
+        assert_close(&out.to_vec().unwrap(), &want, 1e-5);
+
+        let g = seq(out.shape(), 24);
+        let (dq, dk, dv) = g
+            .attention_with_bias_backward((&q, &kt, &v), (&out, &lse), Some(&bias), scale)
+            .unwrap();
+        let s = k::attention::AttentionShape {
+            batch_heads: bh,
+            q_len: len,
+            kv_len: len,
+            head_dim: d,
+            scale,
+        };
+        let (mut dqw, mut dkw, mut dvw) = (
+            vec![0.0; bh * len * d],
+            vec![0.0; bh * len * d],
+            vec![0.0; bh * len * d],
+        );
+        let vecs = [&q, &kt, &v, &out, &lse, &g].map(|t| t.to_vec().unwrap());
+        let bias = bias.to_vec().unwrap();
+        k::attention::attention_backward(
+            &s,
+            &vecs[0],
+            &vecs[1],
+            &vecs[2],
+            Some(&bias),
+            &vecs[3],
+            &vecs[4],
+            &vecs[5],
+            &mut dqw,
+            &mut dkw,
+            &mut dvw,
+        )
+        .unwrap();
+        assert_eq!(dq.to_vec().unwrap(), dqw);
+        assert_eq!(dk.to_vec().unwrap(), dkw);
+        assert_eq!(dv.to_vec().unwrap(), dvw);
+    }
+}
+
 #[test]
 fn attention_refuses_keys_with_another_head_dim() {
     let q = seq(&[1, 2, 4], 1);

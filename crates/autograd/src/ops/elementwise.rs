@@ -141,26 +141,11 @@ impl Var {
         Ok(self.unary_op(x.silu()?, move |g| x.silu_backward(g)))
     }
 
-    /// x·Φ(x) (exact GELU): ∂x = g·(Φ(x) + x·φ(x)), φ the standard normal density.
-    ///
-    /// Φ(x) is recovered as GELU(x)/x, which keeps full relative precision for every x that is not tiny; where
-    /// |x| ≤ 1e-30 (and the quotient would lose it) Φ(x) = ½ to within 1e-30.
+    /// x·Φ(x) (exact GELU): ∂x = g·(Φ(x) + x·φ(x)), φ the standard normal density, in one fused pass
+    /// ([`Tensor::gelu_backward`]).
     pub fn gelu(&self) -> Result<Var> {
         let x = self.tensor().clone();
-        let y = x.gelu()?;
-        let saved = y.clone();
-        Ok(self.unary_op(y, move |g| {
-            let not_tiny = x.abs()?.add_scalar(-1e-30)?.relu()?;
-            let half = Tensor::full(&[], 0.5, x.dtype(), x.device())?;
-            let cdf = not_tiny.where_select(&saved.div(&x)?, &half)?;
-            let inv_sqrt_2pi = 1.0 / (2.0 * std::f32::consts::PI).sqrt();
-            let pdf = x
-                .square()?
-                .mul_scalar(-0.5)?
-                .exp()?
-                .mul_scalar(inv_sqrt_2pi)?;
-            g.mul(&cdf.add(&x.mul(&pdf)?)?)
-        }))
+        Ok(self.unary_op(x.gelu()?, move |g| x.gelu_backward(g)))
     }
 
     /// |x|: ∂x = g·sign(x), with sign(0) = 0 (PyTorch's subgradient at the kink).

@@ -7,7 +7,7 @@
 
 use crate::reduce_to::sum_to_shape;
 use crate::var::Var;
-use diffuse_tensor::{Conv2dParams, Result};
+use diffuse_tensor::{Conv2dParams, Result, Tensor};
 
 impl Var {
     /// Batched matrix product over the last two dimensions, batch dimensions broadcast.
@@ -147,15 +147,33 @@ impl Var {
 
     /// Scaled dot-product attention of `self` = Q (BH, Lq, d) over K, V (BH, Lk, d).
     pub fn attention(&self, k: &Var, v: &Var, scale: f32) -> Result<Var> {
+        self.attention_with_bias(k, v, None, scale)
+    }
+
+    /// [`Var::attention`] with a constant additive score bias (Lq, Lk) shared by every problem, such as a causal mask
+    /// of 0 and −∞ ([`Tensor::attention_with_bias`]); the bias gets no gradient.
+    pub fn attention_with_bias(
+        &self,
+        k: &Var,
+        v: &Var,
+        bias: Option<&Tensor>,
+        scale: f32,
+    ) -> Result<Var> {
         let (q, kt, vt) = (
             self.tensor().clone(),
             k.tensor().clone(),
             v.tensor().clone(),
         );
-        let (out, lse) = q.attention(&kt, &vt, scale)?;
+        let bias = bias.cloned();
+        let (out, lse) = q.attention_with_bias(&kt, &vt, bias.as_ref(), scale)?;
         let saved = out.clone();
         Ok(Var::from_op(out, &[self, k, v], move |g| {
-            let (gq, gk, gv) = g.attention_backward((&q, &kt, &vt), (&saved, &lse), scale)?;
+            let (gq, gk, gv) = g.attention_with_bias_backward(
+                (&q, &kt, &vt),
+                (&saved, &lse),
+                bias.as_ref(),
+                scale,
+            )?;
             Ok(vec![Some(gq), Some(gk), Some(gv)])
         }))
     }

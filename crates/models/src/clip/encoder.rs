@@ -7,14 +7,10 @@
 //!
 //! ## The causal mask
 //!
-//! The text tower lets token i attend only to tokens j ≤ i. Its attention is composed from autograd operations:
-//! `softmax(q·kᵀ/√d + M)·v` with the constant `M_ij = −∞` for j > i and 0 otherwise, so each masked weight is
-//! `exp(−∞) = 0` exactly and each row keeps its diagonal, whose finite score bounds the row's maximum. The backward
-//! pass is that of matmul, add and softmax, each checked against finite differences in diffuse-autograd. Composing
-//! costs the (N·heads, L, L) score matrix that the fused kernel avoids; CLIP's context is at most 77 tokens, so that
-//! matrix is at most 77 × 77 per head, smaller than one layer's activations (77 × width), and the fused kernel's saving
-//! matters only for the long sequences of image tokens. The vision tower, which needs no mask, uses the fused
-//! attention kernel.
+//! The text tower lets token i attend only to tokens j ≤ i: `softmax(q·kᵀ/√d + M)·v` with the constant additive
+//! bias `M_ij = −∞` for j > i and 0 otherwise, so each masked weight is `exp(−∞) = 0` exactly and each row keeps its
+//! diagonal, whose finite score bounds the row's maximum. Both towers use the fused attention kernel, the text tower
+//! with `M` as its score bias (`Var::attention_with_bias`), so no (N·heads, L, L) score matrix is ever stored.
 
 use super::config::{ClipTextConfig, ClipVisionConfig};
 use super::init::{linear, LayerStd};
@@ -108,8 +104,8 @@ impl ClipAttention {
         })
     }
 
-    /// `x` (N, L, D) → (N, L, D); with `causal_mask` (L, L) the composed masked attention, else the fused kernel.
-    fn forward(&self, x: &Var, causal_mask: Option<&Var>) -> Result<Var> {
+    /// `x` (N, L, D) → (N, L, D), attending with the additive score bias `causal_mask` (L, L) when there is one.
+    fn forward(&self, x: &Var, causal_mask: Option<&Tensor>) -> Result<Var> {
         let (n, len, hidden) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (heads, head_dim) = (self.heads, hidden / self.heads);
         let split = |proj: &Linear| -> Result<Var> {
@@ -125,16 +121,8 @@ impl ClipAttention {
             split(&self.v_proj)?,
         );
         let scale = 1.0 / (head_dim as f32).sqrt();
-        let o = match causal_mask {
-            Some(mask) => q
-                .matmul(&k.transpose(1, 2)?)?
-                .mul_scalar(scale)?
-                .add(mask)?
-                .softmax(2)?
-                .matmul(&v)?,
-            None => q.attention(&k, &v, scale)?,
-        };
-        let o = o
+        let o = q
+            .attention_with_bias(&k, &v, causal_mask, scale)?
             .reshape(&[n, heads, len, head_dim])?
             .permute(&[0, 2, 1, 3])?
             .reshape(&[n, len, hidden])?;
@@ -171,7 +159,7 @@ impl ClipEncoderLayer {
         })
     }
 
-    fn forward(&self, h: &Var, causal_mask: Option<&Var>) -> Result<Var> {
+    fn forward(&self, h: &Var, causal_mask: Option<&Tensor>) -> Result<Var> {
         let attended = self
             .self_attn
             .forward(&self.layer_norm1.forward(h)?, causal_mask)?;
@@ -201,7 +189,7 @@ impl ClipEncoder {
     /// `h` (N, L, D) through every layer; `causal` masks attention to later tokens.
     pub fn forward(&self, h: &Var, causal: bool) -> Result<Var> {
         let mask = if causal {
-            Some(causal_mask(h.shape()[1], h.tensor().device())?)
+            Some(causal_mask(h.shape()[1], h.tensor())?)
         } else {
             None
         };
@@ -213,8 +201,8 @@ impl ClipEncoder {
     }
 }
 
-/// The (L, L) additive mask: 0 on and below the diagonal, −∞ above.
-fn causal_mask(len: usize, device: diffuse_tensor::Device) -> Result<Var> {
+/// The (L, L) additive mask: 0 on and below the diagonal, −∞ above, on the device and in the dtype of `like`.
+fn causal_mask(len: usize, like: &Tensor) -> Result<Tensor> {
     let values: Vec<f32> = (0..len * len)
         .map(|i| {
             if i % len > i / len {
@@ -224,9 +212,5 @@ fn causal_mask(len: usize, device: diffuse_tensor::Device) -> Result<Var> {
             }
         })
         .collect();
-    Ok(Var::constant(Tensor::from_vec(
-        values,
-        &[len, len],
-        device,
-    )?))
+    Ok(Tensor::from_vec(values, &[len, len], like.device())?.to_dtype(like.dtype())?)
 }

@@ -657,21 +657,21 @@ pub fn sample_mse_backward(s: &SampleShape, t: [&CpuStorage; 3]) -> Result<CpuSt
     Ok(CpuStorage::from_f32(gp, g.dtype()))
 }
 
-/// (out, lse) of attention without a bias; `lse` stays f32.
+/// (out, lse) of attention with an optional additive `[q_len, kv_len]` score bias; `lse` stays f32.
 pub fn attention(
     s: &AttentionShape,
-    q: &CpuStorage,
-    k: &CpuStorage,
-    v: &CpuStorage,
+    [q, k, v]: [&CpuStorage; 3],
+    bias: Option<&CpuStorage>,
 ) -> Result<[CpuStorage; 2]> {
     let mut out = take(q.len());
     let mut lse = output("attention", &[s.batch_heads, s.q_len])?;
+    let bias = bias.map(CpuStorage::to_f32);
     attention::attention_forward(
         s,
         &q.to_f32(),
         &k.to_f32(),
         &v.to_f32(),
-        None,
+        bias.as_deref(),
         &mut out,
         &mut lse,
     )?;
@@ -681,16 +681,21 @@ pub fn attention(
     ])
 }
 
-/// (∂q, ∂k, ∂v) from `[q, k, v, out, lse, grad_out]`.
-pub fn attention_backward(s: &AttentionShape, t: [&CpuStorage; 6]) -> Result<[CpuStorage; 3]> {
+/// (∂q, ∂k, ∂v) from `[q, k, v, out, lse, grad_out]` and the forward's `bias`.
+pub fn attention_backward(
+    s: &AttentionShape,
+    t: [&CpuStorage; 6],
+    bias: Option<&CpuStorage>,
+) -> Result<[CpuStorage; 3]> {
     let [q, k, v, out, lse, gout] = t;
     let (mut gq, mut gk, mut gv) = (take(q.len()), take(k.len()), take(v.len()));
+    let bias = bias.map(CpuStorage::to_f32);
     attention::attention_backward(
         s,
         &q.to_f32(),
         &k.to_f32(),
         &v.to_f32(),
-        None,
+        bias.as_deref(),
         &out.to_f32(),
         &lse.to_f32(),
         &gout.to_f32(),

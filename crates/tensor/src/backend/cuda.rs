@@ -296,6 +296,7 @@ fn binary_op(op: BinaryOp) -> ck::elementwise::BinaryOp {
         BinaryOp::Minimum => G::Min,
         BinaryOp::SiluBackward => G::SiluBackward,
         BinaryOp::GeluTanhBackward => G::GeluTanhBackward,
+        BinaryOp::GeluBackward => G::GeluBackward,
     }
 }
 
@@ -1081,45 +1082,49 @@ pub fn sample_mse_backward(s: &SampleShape, t: [&CudaStorage; 3]) -> Result<Cuda
     Ok(gp)
 }
 
-/// (out, lse) of attention without a bias.
+/// (out, lse) of attention with an optional additive `[q_len, kv_len]` score bias.
 pub fn attention(
     s: &AttentionShape,
-    q: &CudaStorage,
-    k: &CudaStorage,
-    v: &CudaStorage,
+    [q, k, v]: [&CudaStorage; 3],
+    bias: Option<&CudaStorage>,
 ) -> Result<[CudaStorage; 2]> {
     let mut out = q.sibling(q.len())?;
     let mut lse = q.sibling(checked_numel("attention", &[s.batch_heads, s.q_len])?)?;
-    let no_bias: Option<&CudaView<'_, f32>> = None;
+    let bias = bias.map(CudaStorage::view);
     ck::attention::attention_forward(
         q.gpu,
         s,
         &q.view(),
         &k.view(),
         &v.view(),
-        no_bias,
+        bias.as_ref(),
         &mut out.view_mut(),
         &mut lse.view_mut(),
     )?;
     Ok([out, lse])
 }
 
-/// (∂q, ∂k, ∂v) from `[q, k, v, out, lse, grad_out]`, recomputing the probabilities from the saved `lse`.
-pub fn attention_backward(s: &AttentionShape, t: [&CudaStorage; 6]) -> Result<[CudaStorage; 3]> {
+/// (∂q, ∂k, ∂v) from `[q, k, v, out, lse, grad_out]` and the forward's `bias`, recomputing the probabilities from
+/// the saved `lse`.
+pub fn attention_backward(
+    s: &AttentionShape,
+    t: [&CudaStorage; 6],
+    bias: Option<&CudaStorage>,
+) -> Result<[CudaStorage; 3]> {
     let [q, k, v, out, lse, gout] = t;
     let (mut gq, mut gk, mut gv) = (
         q.sibling(q.len())?,
         k.sibling(k.len())?,
         v.sibling(v.len())?,
     );
-    let no_bias: Option<&CudaView<'_, f32>> = None;
+    let bias = bias.map(CudaStorage::view);
     ck::attention_backward::attention_backward(
         q.gpu,
         s,
         &q.view(),
         &k.view(),
         &v.view(),
-        no_bias,
+        bias.as_ref(),
         &out.view(),
         &lse.view(),
         &gout.view(),

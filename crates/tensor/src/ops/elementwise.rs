@@ -143,6 +143,12 @@ impl Tensor {
         self.binary(grad, BinaryOp::GeluTanhBackward)
     }
 
+    /// The gradient of [`Tensor::gelu`] at input `self` given the output gradient `grad`,
+    /// `grad·(Φ(x) + x·φ(x))`, in one fused pass, broadcasting like the binary operations.
+    pub fn gelu_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        self.binary(grad, BinaryOp::GeluBackward)
+    }
+
     /// `if self != 0 { on_true } else { on_false }`, all three broadcast together.
     pub fn where_select(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
         on_true.check_compatible("where", on_false)?;
@@ -181,5 +187,6 @@ fn binary_name(op: BinaryOp) -> &'static str {
         BinaryOp::Minimum => "minimum",
         BinaryOp::SiluBackward => "silu_backward",
         BinaryOp::GeluTanhBackward => "gelu_tanh_backward",
+        BinaryOp::GeluBackward => "gelu_backward",
     }
 }

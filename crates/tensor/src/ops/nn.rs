@@ -461,11 +461,30 @@ impl Tensor {
     /// Scaled dot-product attention `softmax(scale·Q·Kᵀ)·V` of `self` = Q (BH, Lq, d) over K, V (BH, Lk, d).
     /// Returns (out, lse), `lse` (BH, Lq) in f32 being the log-sum-exp of each score row, kept for the backward pass.
     pub fn attention(&self, k: &Tensor, v: &Tensor, scale: f32) -> Result<(Tensor, Tensor)> {
+        self.attention_with_bias(k, v, None, scale)
+    }
+
+    /// [`Tensor::attention`] with an additive score bias (Lq, Lk) shared by every problem:
+    /// `softmax(scale·Q·Kᵀ + bias)·V`. The bias may hold −∞ (a mask such as the causal one); a query row whose scores
+    /// are all −∞ attends to nothing and its output is 0.
+    pub fn attention_with_bias(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+        scale: f32,
+    ) -> Result<(Tensor, Tensor)> {
         const OP: &str = "attention";
         let shape = attention_shape(OP, self, k, v, scale)?;
+        let bias = attention_bias(OP, self, bias, &shape)?;
         let [q, k, v] = [self, k, v].map(Tensor::contiguous);
         let (q, k, v) = (q?, k?, v?);
-        let [out, lse] = Storage::attention(&shape, [&q.storage(), &k.storage(), &v.storage()])?;
+        let bias_storage = bias.as_ref().map(Tensor::storage);
+        let [out, lse] = Storage::attention(
+            &shape,
+            [&q.storage(), &k.storage(), &v.storage()],
+            bias_storage.as_deref(),
+        )?;
         Ok((
             Tensor::from_contiguous(out, q.shape())?,
             Tensor::from_contiguous(lse, &[shape.batch_heads, shape.q_len])?,
@@ -476,8 +495,19 @@ impl Tensor {
     /// forward returned.
     pub fn attention_backward(
         &self,
+        qkv: (&Tensor, &Tensor, &Tensor),
+        out_lse: (&Tensor, &Tensor),
+        scale: f32,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        self.attention_with_bias_backward(qkv, out_lse, None, scale)
+    }
+
+    /// The gradients (∂Q, ∂K, ∂V) of [`Tensor::attention_with_bias`] with the forward's `bias` (which gets none).
+    pub fn attention_with_bias_backward(
+        &self,
         (q, k, v): (&Tensor, &Tensor, &Tensor),
         (out, lse): (&Tensor, &Tensor),
+        bias: Option<&Tensor>,
         scale: f32,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         const OP: &str = "attention_backward";
@@ -486,8 +516,10 @@ impl Tensor {
         expect_shape(OP, "output gradient", self, q.shape())?;
         expect_shape(OP, "out", out, q.shape())?;
         expect_shape(OP, "lse", lse, &[shape.batch_heads, shape.q_len])?;
+        let bias = attention_bias(OP, q, bias, &shape)?;
         let [q, k, v, out, lse, g] = [q, k, v, out, lse, self].map(Tensor::contiguous);
         let (q, k, v, out, lse, g) = (q?, k?, v?, out?, lse?, g?);
+        let bias_storage = bias.as_ref().map(Tensor::storage);
         let [dq, dk, dv] = Storage::attention_backward(
             &shape,
             [
@@ -498,6 +530,7 @@ impl Tensor {
                 &lse.storage(),
                 &g.storage(),
             ],
+            bias_storage.as_deref(),
         )?;
         Ok((
             Tensor::from_contiguous(dq, q.shape())?,
@@ -505,6 +538,21 @@ impl Tensor {
             Tensor::from_contiguous(dv, v.shape())?,
         ))
     }
+}
+
+/// The score bias of an attention call, checked against `q` and the shape and made contiguous.
+fn attention_bias(
+    op: &'static str,
+    q: &Tensor,
+    bias: Option<&Tensor>,
+    shape: &AttentionShape,
+) -> Result<Option<Tensor>> {
+    let Some(bias) = bias else {
+        return Ok(None);
+    };
+    q.check_compatible(op, bias)?;
+    expect_shape(op, "bias", bias, &[shape.q_len, shape.kv_len])?;
+    Ok(Some(bias.contiguous()?))
 }
 
 fn attention_shape(
