@@ -153,16 +153,36 @@ pub fn group_norm_backward(
             ))
         });
 
+    sum_over_batch(s, &sum_g, &sum_g_xhat, grad_gamma, grad_beta);
+    Ok(())
+}
+
+/// Finishes `∂L/∂β[c] = Σ_n sum_g[n, c]` and `∂L/∂γ[c] = Σ_n sum_g_xhat[n, c]` from the group tasks' per-(n, c)
+/// partial sums (`[N, C]`), in a fixed order over `n` so the result does not depend on the thread count.
+pub(crate) fn sum_over_batch(
+    s: &GroupNormShape,
+    sum_g: &[f64],
+    sum_g_xhat: &[f64],
+    grad_gamma: &mut [f32],
+    grad_beta: &mut [f32],
+) {
     for c in 0..s.channels {
         let over_batch = |partial: &[f64]| {
             (0..s.batch)
                 .map(|n| partial[n * s.channels + c])
                 .sum::<f64>() as f32
         };
-        grad_beta[c] = over_batch(&sum_g);
-        grad_gamma[c] = over_batch(&sum_g_xhat);
+        grad_beta[c] = over_batch(sum_g);
+        grad_gamma[c] = over_batch(sum_g_xhat);
     }
-    Ok(())
+}
+
+/// `z = (x − mean)·a + b` with `a = rstd·γ[c]`, `b = β[c]`: the group norm output, computed the same way by every
+/// kernel that needs it (the fused SiLU's backward recomputes the forward's `z` bit for bit). Folding the mean into
+/// the offset, `x·a + (b − mean·a)`, would cancel two large terms when rstd is large, e.g. a near-constant group.
+#[inline(always)]
+pub(crate) fn normalised(x: f32, mean: f32, a: f32, b: f32) -> f32 {
+    (x - mean) * a + b
 }
 
 /// Forward of group `ng`: its moments, then `y = (x − mean)·(rstd·γ[c]) + β[c]` channel by channel.
@@ -187,12 +207,9 @@ fn normalise_group(
         .zip(x.chunks_exact(s.spatial))
         .enumerate()
     {
-        // y = (x − mean)·a + β with a = rstd·γ. (Folding mean into the offset, x·a + (β − mean·a), would cancel
-        // two large terms when rstd is large, e.g. a near-constant group.)
-        let a = r * gamma[first_channel + c];
-        let b = beta[first_channel + c];
+        let (a, b) = (r * gamma[first_channel + c], beta[first_channel + c]);
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = (x - mu) * a + b;
+            *y = normalised(x, mu, a, b);
         }
     }
 }

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use crate::dispatch::dispatch;
 use crate::elementwise::sigmoid;
 use crate::error::{check_len, Result};
-use crate::group_norm::{groups_per_task, GroupNormShape};
+use crate::group_norm::{groups_per_task, normalised, sum_over_batch, GroupNormShape};
 use crate::moments::{mean_rstd, sum2_f64, sum_f64};
 
 /// `silu(group_norm(x))` into `y`, saving each group's `mean` and `rstd` (both `[N·G]`) for the backward pass.
@@ -127,24 +127,8 @@ pub fn group_norm_silu_backward(
             ))
         });
 
-    for c in 0..s.channels {
-        let over_batch = |partial: &[f64]| {
-            (0..s.batch)
-                .map(|n| partial[n * s.channels + c])
-                .sum::<f64>() as f32
-        };
-        grad_beta[c] = over_batch(&sum_g);
-        grad_gamma[c] = over_batch(&sum_g_xhat);
-    }
+    sum_over_batch(s, &sum_g, &sum_g_xhat, grad_gamma, grad_beta);
     Ok(())
-}
-
-/// `z = (x − mean)·a + b` with `a = rstd·γ[c]`, `b = β[c]`: the group norm output, computed the same way forward
-/// and backward so that the backward pass sees the forward's `z` bit for bit. (Folding the mean into the offset
-/// would cancel two large terms when rstd is large.)
-#[inline(always)]
-fn normalised(x: f32, mean: f32, a: f32, b: f32) -> f32 {
-    (x - mean) * a + b
 }
 
 /// Forward of group `ng`: its moments, then `y = silu((x − mean)·(rstd·γ[c]) + β[c])` channel by channel.

@@ -8,40 +8,16 @@
 
 mod common;
 
-use common::{download, runner, upload};
+use common::{absolute, cpu_conv_shape, download, poisoned, runner, upload, values};
 
 use diffuse_cpu_kernels::attention as cpu_attention;
-use diffuse_cpu_kernels::conv2d::{self as cpu_conv, Conv2dShape as CpuConv2dShape};
+use diffuse_cpu_kernels::conv2d as cpu_conv;
 use diffuse_cuda_kernels::attention::{self, AttentionShape};
 use diffuse_cuda_kernels::attention_backward::attention_backward;
 use diffuse_cuda_kernels::conv::Conv2dShape;
 use diffuse_cuda_kernels::conv_backward::{conv2d_backward_input, conv2d_backward_weight};
 use diffuse_cuda_kernels::{DeviceBuffer, Gpu};
 use proptest::prelude::*;
-
-/// A device buffer filled with NaN, so that an element a kernel forgets to write cannot pass.
-fn poisoned(gpu: &Gpu, len: usize) -> DeviceBuffer {
-    upload(gpu, &vec![f32::NAN; len])
-}
-
-/// `len` values uniform in [-1, 1) from a SplitMix64 stream.
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn absolute(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|x| x.abs()).collect()
-}
 
 /// Elementwise `|got - want| <= bound[i]`, naming the first offender.
 fn assert_within(
@@ -67,22 +43,6 @@ fn assert_within(
 }
 
 // ---------------------------------------------------------------------------------------------------------- conv2d
-
-fn cpu_shape(s: &Conv2dShape) -> CpuConv2dShape {
-    CpuConv2dShape {
-        batch: s.batch,
-        in_channels: s.in_channels,
-        in_h: s.in_h,
-        in_w: s.in_w,
-        out_channels: s.out_channels,
-        kernel_h: s.kernel_h,
-        kernel_w: s.kernel_w,
-        stride: (s.stride, s.stride),
-        padding: (s.padding, s.padding),
-        dilation: (s.dilation, s.dilation),
-        groups: s.groups,
-    }
-}
 
 /// Random convolutions: batch 1..3, 1..3 groups of 1..4 input channels, 1..12 pixels a side (so batch H W crosses the
 /// 128-wide tile edge), 1x1 and 3x3 kernels, stride 1..3 (1, 4 or 9 stride phases), padding 0..2, dilation 1 and 2.
@@ -149,7 +109,7 @@ fn check_backward_input(gpu: &Gpu, s: &Conv2dShape, seed: u64) -> Result<(), Tes
         &mut dx,
     )
     .unwrap();
-    let cpu = cpu_shape(s);
+    let cpu = cpu_conv_shape(s);
     let (mut want, mut magnitude) = (vec![0.0; x_len], vec![0.0; x_len]);
     cpu_conv::conv2d_backward_input(&cpu, &dy_host, &w_host, &mut want).unwrap();
     cpu_conv::conv2d_backward_input(
@@ -183,7 +143,7 @@ fn check_backward_weight(
         with_bias.then_some(&mut db),
     )
     .unwrap();
-    let cpu = cpu_shape(s);
+    let cpu = cpu_conv_shape(s);
     let (mut want, mut magnitude) = (vec![0.0; w_len], vec![0.0; w_len]);
     let (mut want_db, mut magnitude_db) = (vec![0.0; s.out_channels], vec![0.0; s.out_channels]);
     cpu_conv::conv2d_backward_weight(&cpu, &x_host, &dy_host, &mut want, Some(&mut want_db))

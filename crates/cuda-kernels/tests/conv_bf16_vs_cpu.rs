@@ -14,11 +14,9 @@
 
 mod common;
 
-use common::{download, runner, upload};
+use common::{absolute, cpu_conv_shape, download, poisoned, runner, upload, values};
 
-use diffuse_cpu_kernels::conv2d::{
-    self as cpu_conv, Conv2dAlgorithm, Conv2dShape as CpuConv2dShape,
-};
+use diffuse_cpu_kernels::conv2d::{self as cpu_conv, Conv2dAlgorithm};
 use diffuse_cuda_kernels::conv::Conv2dShape;
 use diffuse_cuda_kernels::conv_bf16::{
     conv2d_backward_input_bf16, conv2d_backward_weight_bf16, conv2d_forward_bf16, Plan,
@@ -27,30 +25,6 @@ use diffuse_cuda_kernels::{DeviceBuffer, Gpu};
 use proptest::prelude::*;
 
 const CPU: Conv2dAlgorithm = Conv2dAlgorithm::Im2col;
-
-/// A device buffer filled with NaN, so that an element a kernel forgets to write cannot pass.
-fn poisoned(gpu: &Gpu, len: usize) -> DeviceBuffer {
-    upload(gpu, &vec![f32::NAN; len])
-}
-
-/// `len` values uniform in [-1, 1) from a SplitMix64 stream.
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn absolute(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|x| x.abs()).collect()
-}
 
 /// `|got - want| <= (2⁻⁸ + (additions + 3)·2⁻²⁴)·magnitude[i]` for every element, naming the first offender.
 /// `additions` counts both sides' f32 additions (see the module docs).
@@ -78,22 +52,6 @@ fn assert_within_bf16(
         );
     }
     Ok(())
-}
-
-fn cpu_shape(s: &Conv2dShape) -> CpuConv2dShape {
-    CpuConv2dShape {
-        batch: s.batch,
-        in_channels: s.in_channels,
-        in_h: s.in_h,
-        in_w: s.in_w,
-        out_channels: s.out_channels,
-        kernel_h: s.kernel_h,
-        kernel_w: s.kernel_w,
-        stride: (s.stride, s.stride),
-        padding: (s.padding, s.padding),
-        dilation: (s.dilation, s.dilation),
-        groups: 1,
-    }
 }
 
 /// Random ungrouped convolutions: batch 1..4, 1..5 input and 1..10 output channels (OC₈ padding and K₈ padding
@@ -168,7 +126,7 @@ fn check_all(gpu: &Gpu, s: &Conv2dShape, chunked: bool, seed: u64) -> Result<(),
         upload(gpu, &b),
         upload(gpu, &dy),
     );
-    let cpu = cpu_shape(s);
+    let cpu = cpu_conv_shape(s);
     let taps = s.kernel_h * s.kernel_w;
     let pixels = s.batch * oh * ow;
     let chunks = plan.chunks().count();

@@ -11,7 +11,7 @@ mod reference;
 
 mod common;
 
-use common::{download, runner, runner_of, upload, zeros};
+use common::{cpu_conv_shape, download, runner, runner_of, upload, zeros};
 
 use diffuse_cpu_kernels as cpu_kernels;
 use diffuse_cuda_kernels::adamw::{self, AdamWConfig};
@@ -1199,19 +1199,7 @@ fn conv2d_forward_matches_the_naive_f64_convolution(gpu: &Gpu) {
             let mut y = zeros(gpu, s.batch * s.out_channels * oh * ow);
             conv::conv2d_forward(gpu, &s, &x, &w, with_bias.then_some(&b), &mut y).unwrap();
             let got = download(gpu, &y);
-            let cpu_shape = cpu_kernels::conv2d::Conv2dShape {
-                batch: s.batch,
-                in_channels: s.in_channels,
-                in_h: s.in_h,
-                in_w: s.in_w,
-                out_channels: s.out_channels,
-                kernel_h: s.kernel_h,
-                kernel_w: s.kernel_w,
-                stride: (s.stride, s.stride),
-                padding: (s.padding, s.padding),
-                dilation: (s.dilation, s.dilation),
-                groups: s.groups,
-            };
+            let cpu_shape = cpu_conv_shape(&s);
             let mut cpu = vec![0.0; got.len()];
             cpu_kernels::conv2d::conv2d_forward(
                 &cpu_shape,
@@ -1319,19 +1307,7 @@ fn conv2d_forward_add_matches_the_cpu_kernel(gpu: &Gpu) {
                 conv::conv2d_forward_add(gpu, &s, &x, &w, addends, &mut y).unwrap();
                 let got = download(gpu, &y);
 
-                let cpu_shape = cpu_kernels::conv2d::Conv2dShape {
-                    batch: s.batch,
-                    in_channels: s.in_channels,
-                    in_h: s.in_h,
-                    in_w: s.in_w,
-                    out_channels: s.out_channels,
-                    kernel_h: s.kernel_h,
-                    kernel_w: s.kernel_w,
-                    stride: (s.stride, s.stride),
-                    padding: (s.padding, s.padding),
-                    dilation: (s.dilation, s.dilation),
-                    groups: s.groups,
-                };
+                let cpu_shape = cpu_conv_shape(&s);
                 let cpu_run = |x: &[f32], w: &[f32], hosts: &[Vec<f32>; 3]| {
                     let [bias, channel, residual] =
                         [0, 1, 2].map(|i| present[i].then_some(&hosts[i][..]));

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{download, runner, upload, zeros};
+use common::{download, runner, upload, xorshift_values, zeros};
 
 use diffuse_cpu_kernels::attention as cpu_attention;
 use diffuse_cpu_kernels::elementwise as cpu_elementwise;
@@ -35,15 +35,7 @@ use proptest::prelude::*;
 
 /// Deterministic values in [-3, 3) from a seed.
 fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0
-        })
-        .collect()
+    xorshift_values(seed, len, 3.0)
 }
 
 fn assert_near(

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{download, runner, upload, zeros};
+use common::{download, runner, upload, xorshift_values, zeros};
 
 use diffuse_cpu_kernels::elementwise as cpu_elementwise;
 use diffuse_cpu_kernels::index as cpu_index;
@@ -21,15 +21,7 @@ use proptest::prelude::*;
 
 /// Deterministic values in [-2, 2) from a seed (no f32 rounding subtleties: the kernels only move and add them).
 fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-        })
-        .collect()
+    xorshift_values(seed, len, 2.0)
 }
 
 /// `[outer, dim, inner]` with the awkward sizes in reach: 1 everywhere, ragged sizes up to 9.

@@ -113,7 +113,7 @@ impl Default for UNetConfig {
     }
 }
 
-fn strings(names: &[&str]) -> Vec<String> {
+pub(crate) fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
@@ -146,8 +146,63 @@ pub const NAMED_CONFIGS: [&str; 7] = [
     "ddpm-cifar10",
 ];
 
-fn config_error(message: impl Into<String>) -> Error {
+pub(crate) fn config_error(message: impl Into<String>) -> Error {
     Error::model("config.json", message)
+}
+
+// The checks and the writing that diffusers' two U-Net configs (`UNet2DModel`, `UNet2DConditionModel`) share.
+
+/// A diffusers `config.json` of `class_name` from a config serialised by serde: the arguments, the class name and
+/// the diffusers version this crate reproduces.
+pub(crate) fn diffusers_config_json(mut value: Value, class_name: &str) -> String {
+    let map = value
+        .as_object_mut()
+        .expect("a U-Net config serialises to an object");
+    map.insert("_class_name".into(), Value::from(class_name));
+    map.insert("_diffusers_version".into(), Value::from(DIFFUSERS_VERSION));
+    serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
+}
+
+/// At least one level, and one down and one up block for each.
+pub(crate) fn check_levels(levels: usize, down_blocks: usize, up_blocks: usize) -> Result<()> {
+    if levels == 0 {
+        return Err(config_error("block_out_channels is empty"));
+    }
+    if down_blocks != levels || up_blocks != levels {
+        return Err(config_error(format!(
+            "block_out_channels has {levels} entries but down_block_types has {down_blocks} and up_block_types \
+             {up_blocks}; each level needs one of each"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_in_out_channels(in_channels: usize, out_channels: usize) -> Result<()> {
+    if in_channels == 0 || out_channels == 0 {
+        return Err(config_error(format!(
+            "in_channels = {in_channels} and out_channels = {out_channels} must both be at least 1"
+        )));
+    }
+    Ok(())
+}
+
+/// Level `i`'s `channels` split into `groups` normalisation groups.
+pub(crate) fn check_level_groups(i: usize, channels: usize, groups: usize) -> Result<()> {
+    if groups == 0 || channels == 0 || !channels.is_multiple_of(groups) {
+        return Err(config_error(format!(
+            "block_out_channels[{i}] = {channels} is not a positive multiple of norm_num_groups = {groups}"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_norm_eps(norm_eps: f64) -> Result<()> {
+    if !(norm_eps > 0.0 && norm_eps.is_finite()) {
+        return Err(config_error(format!(
+            "norm_eps = {norm_eps} must be positive"
+        )));
+    }
+    Ok(())
 }
 
 fn unsupported(option: &str, value: impl std::fmt::Debug, supported: &str) -> Error {
@@ -251,13 +306,8 @@ impl UNetConfig {
 
     /// A `config.json` diffusers' `UNet2DModel.from_pretrained` reads.
     pub fn to_json_string(&self) -> String {
-        let mut value = serde_json::to_value(self).expect("a UNetConfig always serialises");
-        let map = value
-            .as_object_mut()
-            .expect("a UNetConfig serialises to an object");
-        map.insert("_class_name".into(), Value::from("UNet2DModel"));
-        map.insert("_diffusers_version".into(), Value::from(DIFFUSERS_VERSION));
-        serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
+        let value = serde_json::to_value(self).expect("a UNetConfig always serialises");
+        diffusers_config_json(value, "UNet2DModel")
     }
 
     /// Width of the time (and class) embedding: `4 · block_out_channels[0]`.
@@ -369,38 +419,21 @@ impl UNetConfig {
                 ));
             }
         }
-        let levels = self.block_out_channels.len();
-        if levels == 0 {
-            return Err(config_error("block_out_channels is empty"));
-        }
-        if self.down_block_types.len() != levels || self.up_block_types.len() != levels {
-            return Err(config_error(format!(
-                "block_out_channels has {levels} entries but down_block_types has {} and up_block_types {}; \
-                 each level needs one of each",
-                self.down_block_types.len(),
-                self.up_block_types.len()
-            )));
-        }
-        Ok(())
+        check_levels(
+            self.block_out_channels.len(),
+            self.down_block_types.len(),
+            self.up_block_types.len(),
+        )
     }
 
     fn validate_sizes(&self) -> Result<()> {
-        if self.in_channels == 0 || self.out_channels == 0 {
-            return Err(config_error(format!(
-                "in_channels = {} and out_channels = {} must both be at least 1",
-                self.in_channels, self.out_channels
-            )));
-        }
+        check_in_out_channels(self.in_channels, self.out_channels)?;
         if self.layers_per_block == 0 {
             return Err(config_error("layers_per_block must be at least 1"));
         }
         let groups = self.norm_num_groups;
         for (i, &c) in self.block_out_channels.iter().enumerate() {
-            if groups == 0 || c == 0 || !c.is_multiple_of(groups) {
-                return Err(config_error(format!(
-                    "block_out_channels[{i}] = {c} is not a positive multiple of norm_num_groups = {groups}"
-                )));
-            }
+            check_level_groups(i, c, groups)?;
             let attends = self.down_block_types[i] == "AttnDownBlock2D"
                 || self.up_block_types[self.block_out_channels.len() - 1 - i] == "AttnUpBlock2D"
                 || i + 1 == self.block_out_channels.len();
@@ -414,13 +447,7 @@ impl UNetConfig {
         if self.attention_head_dim == Some(0) {
             return Err(unsupported("attention_head_dim", 0, "null or at least 1"));
         }
-        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
-            return Err(config_error(format!(
-                "norm_eps = {} must be positive",
-                self.norm_eps
-            )));
-        }
-        Ok(())
+        check_norm_eps(self.norm_eps)
     }
 }
 

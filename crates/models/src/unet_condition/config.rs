@@ -6,7 +6,10 @@
 //! *heads* per level (it is passed on as `num_attention_heads`), and each head has `channels / heads` channels.
 
 use crate::error::{Error, Result};
-use crate::unet::config::DIFFUSERS_VERSION;
+use crate::unet::config::{
+    check_in_out_channels, check_level_groups, check_levels, check_norm_eps, config_error,
+    diffusers_config_json, strings,
+};
 use crate::unet::SampleSize;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -129,10 +132,6 @@ pub struct UNet2DConditionConfig {
     pub addition_embed_type_num_heads: usize,
 }
 
-fn strings(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
 impl Default for UNet2DConditionConfig {
     /// diffusers' `UNet2DConditionModel.__init__` defaults (Stable Diffusion 1.x's U-Net).
     fn default() -> Self {
@@ -213,10 +212,6 @@ const NAMED_CONTEXT_DIM: usize = 64;
 /// ...): every key starting with an underscore.
 fn is_bookkeeping(key: &str) -> bool {
     key.starts_with('_')
-}
-
-fn config_error(message: impl Into<String>) -> Error {
-    Error::model("config.json", message)
 }
 
 fn unsupported(option: &str, value: impl std::fmt::Debug, supported: &str) -> Error {
@@ -304,14 +299,8 @@ impl UNet2DConditionConfig {
 
     /// A `config.json` diffusers' `UNet2DConditionModel.from_pretrained` reads.
     pub fn to_json_string(&self) -> String {
-        let mut value =
-            serde_json::to_value(self).expect("a UNet2DConditionConfig always serialises");
-        let map = value
-            .as_object_mut()
-            .expect("a UNet2DConditionConfig serialises to an object");
-        map.insert("_class_name".into(), Value::from(CLASS_NAME));
-        map.insert("_diffusers_version".into(), Value::from(DIFFUSERS_VERSION));
-        serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
+        let value = serde_json::to_value(self).expect("a UNet2DConditionConfig always serialises");
+        diffusers_config_json(value, CLASS_NAME)
     }
 
     /// Number of levels (entries of `block_out_channels`).
@@ -479,17 +468,11 @@ impl UNet2DConditionConfig {
             }
         }
         let levels = self.levels();
-        if levels == 0 {
-            return Err(config_error("block_out_channels is empty"));
-        }
-        if self.down_block_types.len() != levels || self.up_block_types.len() != levels {
-            return Err(config_error(format!(
-                "block_out_channels has {levels} entries but down_block_types has {} and up_block_types {}; \
-                 each level needs one of each",
-                self.down_block_types.len(),
-                self.up_block_types.len()
-            )));
-        }
+        check_levels(
+            levels,
+            self.down_block_types.len(),
+            self.up_block_types.len(),
+        )?;
         let per_level = [
             (
                 "only_cross_attention",
@@ -518,19 +501,10 @@ impl UNet2DConditionConfig {
     }
 
     fn validate_sizes(&self) -> Result<()> {
-        if self.in_channels == 0 || self.out_channels == 0 {
-            return Err(config_error(format!(
-                "in_channels = {} and out_channels = {} must both be at least 1",
-                self.in_channels, self.out_channels
-            )));
-        }
+        check_in_out_channels(self.in_channels, self.out_channels)?;
         let groups = self.groups();
         for (i, &c) in self.block_out_channels.iter().enumerate() {
-            if groups == 0 || c == 0 || !c.is_multiple_of(groups) {
-                return Err(config_error(format!(
-                    "block_out_channels[{i}] = {c} is not a positive multiple of norm_num_groups = {groups}"
-                )));
-            }
+            check_level_groups(i, c, groups)?;
             if self.layers_per_block.at(i) == 0 {
                 return Err(config_error(format!(
                     "layers_per_block[{i}] must be at least 1"
@@ -560,12 +534,6 @@ impl UNet2DConditionConfig {
         if self.time_embed_dim() == 0 {
             return Err(config_error("time_embedding_dim must be at least 1"));
         }
-        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
-            return Err(config_error(format!(
-                "norm_eps = {} must be positive",
-                self.norm_eps
-            )));
-        }
-        Ok(())
+        check_norm_eps(self.norm_eps)
     }
 }
