@@ -13,8 +13,9 @@
 //!
 //! A progressive student's scheduler is DDIM on the trailing grid with the teacher's schedule, prediction and
 //! clipping, and `distillation.json` ([`SamplingInfo`]) says how many steps it was distilled for and that DDIM takes
-//! its noise from the clipped x̂0, so `diffuse sample` runs it at that count as it was trained; a consistency student keeps the teacher's scheduler (its schedule maps σ to the network's
-//! timesteps) and is sampled with `--sampler consistency`.
+//! its noise from the clipped x̂0, so `diffuse sample` runs it at that count as it was trained; a consistency student
+//! keeps the teacher's scheduler (its schedule maps σ to the network's timesteps) and is sampled with `--sampler
+//! consistency`.
 
 use super::method::{DistillConfig, Method};
 use super::trainer::{DistillState, Distiller};
