@@ -24,7 +24,7 @@ use diffuse_diffusion::distill::{
 };
 use diffuse_diffusion::eval::ImageClassifier;
 use diffuse_diffusion::pipeline::{Pipeline, Weights};
-use diffuse_diffusion::sampler::scheduler::Scheduler;
+use diffuse_diffusion::sampler::scheduler::{SamplerOverrides, Scheduler};
 use diffuse_diffusion::schedule::SchedulerConfig;
 use diffuse_diffusion::train::checkpoint::{latest_checkpoint, WEIGHTS_FILE};
 use diffuse_diffusion::train::StepReport;
@@ -396,14 +396,18 @@ fn metrics_line(round: u32, report: &StepReport, elapsed: f64) -> String {
 }
 
 /// The sampler a round's student is meant for: DDIM at a progressive round's step count (on the student's trailing
-/// DDIM scheduler), or one-step consistency sampling.
+/// DDIM scheduler, its noise from the clipped x̂0 as the student learned), or one-step consistency sampling.
 fn student_sampler(config: &DistillConfig, round: u32) -> Result<AnySampler, String> {
     match config.method.student_steps(round) {
-        Some(steps) => Ok(AnySampler::Discrete(Box::new(run_sampler(
-            &ddim_student_config(&config.scheduler),
-            "ddim",
-            steps,
-        )?))),
+        Some(steps) => {
+            let ddim = run_sampler(&ddim_student_config(&config.scheduler), "ddim", steps)?
+                .apply(&SamplerOverrides {
+                    use_clipped_model_output: Some(true),
+                    ..SamplerOverrides::default()
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(AnySampler::Discrete(Box::new(ddim)))
+        }
         None => {
             let scheduler = Scheduler::from_config(&config.scheduler).map_err(|e| e.to_string())?;
             Ok(AnySampler::Consistency(Box::new(ConsistencySampler::new(

@@ -163,6 +163,11 @@ impl Folder {
             ));
         }
         let mut sampling = sampling.clone();
+        // A progressive student learned one DDIM step with the noise of the clipped x̂0; other samplers take none.
+        let ddim = matches!(sampling.sampler.as_deref(), None | Some("ddim"));
+        if ddim && distilled.is_some_and(|info| info.clipped_model_output) {
+            sampling.clipped_eps = true;
+        }
         let steps = sampling
             .steps
             .or(distilled.and_then(|info| info.steps))

@@ -70,16 +70,39 @@ fn prepare(name: &str, seed: &str) -> Setup {
     }
 }
 
-fn progressive(setup: &Setup, out: &Path, extra: &[&str]) -> Output {
+/// `diffuse distill KIND --teacher (the setup's) --data (the setup's) --out OUT EXTRA…`.
+fn distill(setup: &Setup, kind: &str, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "distill",
-        "progressive",
+        kind,
         "--teacher",
         s(&setup.teacher),
         "--data",
         s(&setup.data),
         "--out",
         s(out),
+    ];
+    args.extend(extra);
+    diffuse(&args)
+}
+
+/// `diffuse distill KIND --resume OUT --data (the setup's) EXTRA…`.
+fn resume(setup: &Setup, kind: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "distill",
+        kind,
+        "--resume",
+        s(out),
+        "--data",
+        s(&setup.data),
+    ];
+    args.extend(extra);
+    diffuse(&args)
+}
+
+/// The progressive run the tests resume: 4 → 2 → 1 steps, 4 steps a round, a checkpoint every 2.
+fn progressive(setup: &Setup, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "--teacher-steps",
         "4",
         "--to-steps",
@@ -98,7 +121,7 @@ fn progressive(setup: &Setup, out: &Path, extra: &[&str]) -> Output {
         "2",
     ];
     args.extend(extra);
-    diffuse(&args)
+    distill(setup, "progressive", out, &args)
 }
 
 fn weights(dir: &Path) -> Vec<u8> {
@@ -164,6 +187,8 @@ fn progressive_distillation_writes_rounds_that_sample_with_ddim_and_resumes_exac
         .unwrap();
         assert_eq!(info["steps"], steps);
         assert_eq!(info["guidance"], 2.0);
+        // The student learned DDIM steps that take their noise from the clipped x̂0, and is sampled so.
+        assert_eq!(info["clipped_model_output"], true);
         let scheduler =
             std::fs::read_to_string(folder.join("scheduler/scheduler_config.json")).unwrap();
         assert!(
@@ -189,16 +214,12 @@ fn progressive_distillation_writes_rounds_that_sample_with_ddim_and_resumes_exac
     for (step, first_missing) in [(2, 1), (4, 2), (6, 2)] {
         let resumed = setup.dir.join(format!("resumed-{step}"));
         rewind(&out, &resumed, step, first_missing);
-        let log = ok(&diffuse(&[
-            "distill",
+        let log = ok(&resume(
+            &setup,
             "progressive",
-            "--resume",
-            s(&resumed),
-            "--data",
-            s(&setup.data),
-            "--log-every",
-            "1",
-        ]));
+            &resumed,
+            &["--log-every", "1"],
+        ));
         assert!(log.contains("round 2/2"), "{log}");
         for round in ["round-1", "round-2"] {
             assert!(
@@ -215,14 +236,7 @@ fn progressive_distillation_writes_rounds_that_sample_with_ddim_and_resumes_exac
             "one metrics line per step, the resumed ones once, after resuming at {step}"
         );
     }
-    let log = ok(&diffuse(&[
-        "distill",
-        "progressive",
-        "--resume",
-        s(&out),
-        "--data",
-        s(&setup.data),
-    ]));
+    let log = ok(&resume(&setup, "progressive", &out, &[]));
     assert!(log.contains("nothing to do"), "{log}");
 }
 
@@ -235,21 +249,8 @@ fn bad_distillation_inputs_are_refused_by_name() {
         ("4", "below the teacher's 4"),
         ("8", "below the teacher's 4"),
     ] {
-        let args = [
-            "distill",
-            "progressive",
-            "--teacher",
-            s(&setup.teacher),
-            "--data",
-            s(&setup.data),
-            "--out",
-            s(&out),
-            "--teacher-steps",
-            "4",
-            "--to-steps",
-            to,
-        ];
-        let err = failed(&diffuse(&args));
+        let args = ["--teacher-steps", "4", "--to-steps", to];
+        let err = failed(&distill(&setup, "progressive", &out, &args));
         assert!(
             err.contains("--to-steps") && err.contains(want),
             "--to-steps {to}: {err}"
@@ -259,73 +260,48 @@ fn bad_distillation_inputs_are_refused_by_name() {
     let other = setup.dir.join("other.json");
     std::fs::write(&other, tiny_config().replace("[8, 16]", "[8, 8]")).unwrap();
     for kind in ["progressive", "consistency"] {
-        let mut args = vec![
-            "distill",
-            kind,
-            "--teacher",
-            s(&setup.teacher),
-            "--data",
-            s(&setup.data),
-            "--out",
-            s(&out),
-            "--config",
-            s(&other),
-        ];
+        let mut args = vec!["--config", s(&other)];
         if kind == "progressive" {
             args.extend(["--to-steps", "2"]);
         }
-        let err = failed(&diffuse(&args));
+        let err = failed(&distill(&setup, kind, &out, &args));
         assert!(
             err.contains("another architecture") && err.contains("leave --config out"),
             "{err}"
         );
     }
     // The teacher's own config is accepted.
-    ok(&diffuse(&[
-        "distill",
+    ok(&distill(
+        &setup,
         "progressive",
-        "--teacher",
-        s(&setup.teacher),
-        "--data",
-        s(&setup.data),
-        "--out",
-        s(&out),
-        "--config",
-        s(&setup.config),
-        "--teacher-steps",
-        "4",
-        "--to-steps",
-        "2",
-        "--steps",
-        "1",
-        "--batch-size",
-        "4",
-    ]));
+        &out,
+        &[
+            "--config",
+            s(&setup.config),
+            "--teacher-steps",
+            "4",
+            "--to-steps",
+            "2",
+            "--steps",
+            "1",
+            "--batch-size",
+            "4",
+        ],
+    ));
     // Resuming with another teacher.
     let other_teacher = prepare("distill-errors-other", "7").teacher;
-    let err = failed(&diffuse(&[
-        "distill",
+    let err = failed(&resume(
+        &setup,
         "progressive",
-        "--resume",
-        s(&out),
-        "--teacher",
-        s(&other_teacher),
-        "--data",
-        s(&setup.data),
-    ]));
+        &out,
+        &["--teacher", s(&other_teacher)],
+    ));
     assert!(
         err.contains("was distilled from the teacher") && err.contains("fingerprint"),
         "{err}"
     );
     // Resuming with the other subcommand.
-    let err = failed(&diffuse(&[
-        "distill",
-        "consistency",
-        "--resume",
-        s(&out),
-        "--data",
-        s(&setup.data),
-    ]));
+    let err = failed(&resume(&setup, "consistency", &out, &[]));
     assert!(err.contains("progressive distillation run"), "{err}");
 }
 
@@ -333,26 +309,23 @@ fn bad_distillation_inputs_are_refused_by_name() {
 fn consistency_distillation_and_training_sample_with_the_consistency_sampler() {
     let setup = prepare("distill-consistency", "0");
     let cd = setup.dir.join("cd");
-    ok(&diffuse(&[
-        "distill",
+    ok(&distill(
+        &setup,
         "consistency",
-        "--teacher",
-        s(&setup.teacher),
-        "--data",
-        s(&setup.data),
-        "--out",
-        s(&cd),
-        "--steps",
-        "2",
-        "--batch-size",
-        "4",
-        "--levels",
-        "6",
-        "--sample-every",
-        "1",
-        "--grid-columns",
-        "1",
-    ]));
+        &cd,
+        &[
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--levels",
+            "6",
+            "--sample-every",
+            "1",
+            "--grid-columns",
+            "1",
+        ],
+    ));
     for grid in ["round-1-step-1", "round-1"] {
         assert!(cd.join(format!("samples/{grid}.png")).is_file(), "{grid}");
     }

@@ -7,12 +7,13 @@ use diffuse_diffusion::distill::consistency::{
 };
 use diffuse_diffusion::distill::progressive::{
     output_target, student_grid, teacher_two_steps, truncated_snr_weight, x0_target, DistillStep,
-    EPSILON_WEIGHT_CAP,
+    EPSILON_WEIGHT_LIMIT,
 };
 use diffuse_diffusion::distill::{
     check_halvings, consistency_sample, consistency_sample_from, default_sampling_sigmas,
     ConsistencyFunction, ConsistencyParam, Curriculum, NetworkConsistency, OdeSolver,
 };
+use diffuse_diffusion::forward::q_sample;
 use diffuse_diffusion::sampler::sigmas::{timestep_to_sigma, training_sigmas};
 use diffuse_diffusion::sampler::{
     Condition, Ddim, Denoiser, Prediction, Sampler, SamplerOptions, X0Limit,
@@ -106,6 +107,8 @@ struct ExactStudent<'a> {
     teacher: &'a Mixture,
     schedule: &'a NoiseSchedule,
     grid: Vec<DistillStep>,
+    /// How the teacher's steps (and the student's sampler) keep x̂0 in range.
+    limit: X0Limit,
 }
 
 impl Denoiser for ExactStudent<'_> {
@@ -120,14 +123,7 @@ impl Denoiser for ExactStudent<'_> {
                     .expect("a grid timestep")
             })
             .collect();
-        let x_next = teacher_two_steps(
-            self.teacher,
-            self.schedule,
-            X0Limit::default(),
-            x_t,
-            &steps,
-            cond,
-        )?;
+        let x_next = teacher_two_steps(self.teacher, self.schedule, self.limit, x_t, &steps, cond)?;
         let x0 = x0_target(self.schedule, x_t, &x_next, &steps)?;
         output_target(self.schedule, self.teacher.target, x_t, &x0, &steps)
     }
@@ -136,19 +132,27 @@ impl Denoiser for ExactStudent<'_> {
     }
 }
 
+/// The library's deterministic DDIM sampler on the trailing grid; with a clip range, x̂0 is clipped and the noise
+/// taken from the clipped x̂0 (diffusers' `use_clipped_model_output`), as a progressive student is sampled.
 fn ddim_run(
     model: &dyn Denoiser,
     schedule: &NoiseSchedule,
     steps: usize,
     noise: &Tensor,
+    clip: Option<f64>,
 ) -> Vec<f64> {
     let options = SamplerOptions {
         steps,
         spacing: TimestepSpacing::Trailing,
+        clip_sample_range: clip,
         ..SamplerOptions::default()
     };
+    let ddim = Ddim {
+        use_clipped_model_output: clip.is_some(),
+        ..Ddim::default()
+    };
     f64s(
-        &Sampler::Ddim(Ddim::default())
+        &Sampler::Ddim(ddim)
             .sample_from(model, schedule, &options, noise, Condition::NONE)
             .unwrap(),
     )
@@ -169,14 +173,85 @@ fn the_distillation_target_takes_two_ddim_teacher_steps_in_one() {
                 teacher: &teacher,
                 schedule: &schedule,
                 grid: student_grid(1000, student_steps).unwrap(),
+                limit: X0Limit::default(),
             };
             // The library's own DDIM sampler runs both: the teacher with 2N steps, the student with N.
-            let want = ddim_run(&teacher, &schedule, 2 * student_steps, &noise);
-            let got = ddim_run(&student, &schedule, student_steps, &noise);
+            let want = ddim_run(&teacher, &schedule, 2 * student_steps, &noise, None);
+            let got = ddim_run(&student, &schedule, student_steps, &noise, None);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 // f32 throughout; solving for x̃ divides by a″ − (s″/s)·a, which is ≥ √ᾱ_249 ≈ 0.68 on this grid
                 // except on the first step, where a = √ᾱ_999 = 0.006 makes it ≈ a″; O(1) values: 1e-4 absolute is
                 // a few hundred f32 roundings.
+                assert!(
+                    (g - w).abs() < 1e-4 * (1.0 + w.abs()),
+                    "{target:?}, {student_steps} student steps, element {i}: student {g}, teacher {w}"
+                );
+            }
+        }
+    }
+}
+
+/// The range x̂0 is clipped to in the clipped tests: the mixture's means reach ±1, so the exact x̂0 leaves [−0.25, 0.25]
+/// at most points and the clip binds at every level.
+const CLIP: f64 = 0.25;
+
+#[test]
+fn with_clipping_the_target_is_in_range_and_takes_two_clipped_teacher_steps_in_one() {
+    // With x̂0 clipped and the noise taken from the clipped x̂0, each DDIM step is affine in the clipped x̂0, and two
+    // of them compose into one whose x̂0 is a positive combination (weights summing to 1) of the two clipped x̂0: the
+    // target x̃ lies in the clip range, where the student's own clip leaves it alone, and the student lands exactly
+    // on the teacher. (With the network's own noise, the teacher's two clipped steps put x̃ outside the range, and the
+    // student's clip then moves it: a student that learns that target lands elsewhere.)
+    let schedule = linear_schedule();
+    let noise = Tensor::randn(&[64, DIM], 5, 0, Device::Cpu).unwrap();
+    let limit = X0Limit {
+        clip: Some(CLIP),
+        threshold: None,
+    };
+    for target in [
+        Prediction::Epsilon,
+        Prediction::Sample,
+        Prediction::VPrediction,
+    ] {
+        let teacher = Mixture::new(&schedule, target);
+        for student_steps in [1, 2, 4] {
+            let grid = student_grid(1000, student_steps).unwrap();
+            // At every step of the grid, from points noised from data beyond the clip range: the target is in range.
+            for step in &grid {
+                let picks = vec![*step; 64];
+                let x0 = noise.affine(1.5, 0.0).unwrap();
+                let (x_t, _) = q_sample(&schedule, &x0, &vec![step.t; 64], 11, 0).unwrap();
+                let x_next =
+                    teacher_two_steps(&teacher, &schedule, limit, &x_t, &picks, Condition::NONE)
+                        .unwrap();
+                let x_tilde = f64s(&x0_target(&schedule, &x_t, &x_next, &picks).unwrap());
+                // f32 rounding of O(1) values divided by a″ − (s″/s)·a ≥ 0.03 on these grids.
+                let worst = x_tilde.iter().fold(0f64, |m, v| m.max(v.abs()));
+                assert!(
+                    worst <= CLIP + 1e-4,
+                    "{target:?}, step {step:?}: |x̃| reaches {worst}"
+                );
+            }
+            let student = ExactStudent {
+                teacher: &teacher,
+                schedule: &schedule,
+                grid,
+                limit,
+            };
+            let want = ddim_run(&teacher, &schedule, 2 * student_steps, &noise, Some(CLIP));
+            let unclipped = ddim_run(&teacher, &schedule, 2 * student_steps, &noise, None);
+            let moved = want
+                .iter()
+                .zip(&unclipped)
+                .filter(|(c, u)| (*c - *u).abs() > 1e-3)
+                .count();
+            assert!(
+                moved > 16,
+                "{target:?}: the clip moved only {moved} of 128 values"
+            );
+            let got = ddim_run(&student, &schedule, student_steps, &noise, Some(CLIP));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                // As above: f32 throughout, O(1) values.
                 assert!(
                     (g - w).abs() < 1e-4 * (1.0 + w.abs()),
                     "{target:?}, {student_steps} student steps, element {i}: student {g}, teacher {w}"
@@ -205,8 +280,8 @@ fn the_student_grid_nests_in_the_teachers() {
 }
 
 #[test]
-fn the_truncated_snr_weight_is_max_snr_1_on_x0_capped_for_eps() {
-    for ab in [0.001, 0.3, 0.5, 0.9, 0.999] {
+fn the_truncated_snr_weight_is_max_snr_1_on_x0_and_leaves_out_eps_beyond_its_limit() {
+    for ab in [0.001, 0.0101, 0.3, 0.5, 0.9, 0.999] {
         let snr: f64 = ab / (1.0 - ab);
         // x0: max(SNR, 1); v: x̂0 = a·x − s·v, so max(SNR, 1)·(1 − ᾱ).
         assert!(
@@ -215,10 +290,12 @@ fn the_truncated_snr_weight_is_max_snr_1_on_x0_capped_for_eps() {
         );
         let v = snr.max(1.0) * (1.0 - ab);
         assert!((truncated_snr_weight(Prediction::VPrediction, ab) - v).abs() < 1e-12);
-        // ε: x̂0 = (x − s·ε)/a, so max(SNR, 1)/SNR = max(1, 1/SNR), capped (ᾱ = 0.001 has 1/SNR = 999).
-        let eps = (1.0 / snr).clamp(1.0, EPSILON_WEIGHT_CAP);
+        // ε: x̂0 = (x − s·ε)/a, so max(SNR, 1)/SNR = max(1, 1/SNR), left out beyond the limit (ᾱ = 0.001 has 1/SNR =
+        // 999: weight 0; ᾱ = 0.0101 has 1/SNR ≈ 98: kept).
+        let eps = (1.0 / snr).max(1.0);
+        let eps = if eps > EPSILON_WEIGHT_LIMIT { 0.0 } else { eps };
         let got = truncated_snr_weight(Prediction::Epsilon, ab);
-        assert!((got - eps).abs() < 1e-12 * eps, "ᾱ {ab}: {got} vs {eps}");
+        assert!((got - eps).abs() <= 1e-12 * eps, "ᾱ {ab}: {got} vs {eps}");
     }
 }
 

@@ -12,9 +12,10 @@
 //! ```
 //!
 //! A progressive student's scheduler is DDIM on the trailing grid with the teacher's schedule, prediction and
-//! clipping, and `distillation.json` ([`SamplingInfo`]) says how many steps it was distilled for, so `diffuse sample`
-//! runs it at that count; a consistency student keeps the teacher's scheduler (its schedule maps σ to the network's
-//! timesteps) and is sampled with `--sampler consistency`.
+//! clipping, and `distillation.json` ([`SamplingInfo`]) says how many steps it was distilled for and that DDIM takes
+//! its noise from the clipped x̂0, so `diffuse sample` runs it at that count as it was trained; a consistency student
+//! keeps the teacher's scheduler (its schedule maps σ to the network's timesteps) and is sampled with `--sampler
+//! consistency`.
 
 use super::method::{DistillConfig, Method};
 use super::trainer::{DistillState, Distiller};
@@ -45,6 +46,11 @@ pub struct SamplingInfo {
     /// progressive distillation, consistency distillation or consistency training.
     pub method: String,
     pub round: u32,
+    /// Whether DDIM takes its noise from the clipped x̂0 (diffusers' `use_clipped_model_output`): a progressive
+    /// student's target is one such step ([`super::progressive::ddim_step`]), so it is sampled that way. Absent in
+    /// folders written before it existed (false).
+    #[serde(default)]
+    pub clipped_model_output: bool,
 }
 
 impl SamplingInfo {
@@ -95,6 +101,7 @@ fn sampling_info(config: &DistillConfig, round: u32) -> SamplingInfo {
         guidance: config.guidance,
         method: config.method.name().into(),
         round,
+        clipped_model_output: steps.is_some(),
     }
 }
 

@@ -21,8 +21,15 @@
 //! weight of `‖target − output‖²` is `max(SNR_t, 1)·c²` ([`truncated_snr_weight`], which says what an ε student
 //! gets instead).
 //!
-//! The teacher's steps keep x̂0 in range as the run's scheduler config says (clipping, thresholding), and the student's
-//! DDIM scheduler carries the same setting.
+//! **Clipping.** The teacher's steps keep x̂0 in range as the run's scheduler config says (clipping, thresholding), and
+//! every step here, the teacher's two and the student's one, takes its noise from the kept x̂0, `ε̂ = (x_t − a·x̂0)/s`
+//! (diffusers' `use_clipped_model_output`; [`ddim_step`]). Each step is then the affine map above applied to the
+//! clipped x̂0, and two of them compose into one whose x̂0 is `(w₁·x̂0₁ + w₂·x̂0₂)/(w₁ + w₂)` with positive `w`: the
+//! target `x̃` lies in the clip range, where the student's own clip leaves it alone, and the student sampled the same
+//! way lands exactly on the teacher. With the network's own ε̂ (diffusers' default), a clipped step is not a function
+//! of x̂0 alone, `x̃` leaves the range (to |x̃| ≈ 5 on the default run), and a student that learns it lands elsewhere
+//! once its sampler clips: the round made the student worse than its teacher. The student is therefore sampled with
+//! the noise of the clipped x̂0 ([`super::SamplingInfo::clipped_model_output`]).
 
 use crate::error::{Error, Result};
 use crate::sampler::{Condition, Denoiser, Prediction, X0Limit};
@@ -74,8 +81,14 @@ fn alpha_bar(schedule: &NoiseSchedule, t: Option<usize>) -> Result<f64> {
 }
 
 /// One deterministic DDIM step per sample: sample `b` goes from `from[b]` to `to[b]` given the network output `out`
-/// (a `prediction`) at `x`: `√ᾱ′·x̂0 + √(1−ᾱ′)·ε̂`, with x̂0 (kept in range by `limit`, as the sampler does) and the
-/// network's ε̂ from the output.
+/// (a `prediction`) at `x`. x̂0 is kept in range by `limit`, and the noise is the one that clipped x̂0 implies,
+/// `ε̂ = (x − a·x̂0)/s` (diffusers' `use_clipped_model_output`), so the step
+///
+/// `a′·x̂0 + s′·ε̂ = (s′/s)·x + (a′ − (s′/s)·a)·x̂0`
+///
+/// is affine in the limited x̂0 with a positive slope. With the network's own ε̂ instead (diffusers' default), a
+/// clipped x̂0 and that ε̂ no longer describe the same `x`, and the step is not a function of x̂0 alone: see the module
+/// documentation for why the target needs this form.
 pub fn ddim_step(
     schedule: &NoiseSchedule,
     prediction: Prediction,
@@ -86,25 +99,21 @@ pub fn ddim_step(
     to: &[Option<usize>],
 ) -> Result<Tensor> {
     let n = from.len();
-    let (mut x0_x, mut x0_o, mut e_x, mut e_o) = (vec![], vec![], vec![], vec![]);
-    let (mut a_next, mut s_next) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut x0_x, mut x0_o) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut keep_x, mut take_x0) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (&t, &next) in from.iter().zip(to) {
         let (ab, ab_next) = (schedule.alpha_bar(t)?, alpha_bar(schedule, next)?);
         let (cx, co) = convert(prediction, Prediction::Sample, ab);
         x0_x.push(cx as f32);
         x0_o.push(co as f32);
-        let (cx, co) = convert(prediction, Prediction::Epsilon, ab);
-        e_x.push(cx as f32);
-        e_o.push(co as f32);
-        a_next.push(ab_next.sqrt() as f32);
-        s_next.push((1.0 - ab_next).sqrt() as f32);
+        let (a, s) = (ab.sqrt(), (1.0 - ab).sqrt());
+        let (a_next, s_next) = (ab_next.sqrt(), (1.0 - ab_next).sqrt());
+        keep_x.push((s_next / s) as f32);
+        take_x0.push((a_next - s_next / s * a) as f32);
     }
-    let affine = |cx: &[f32], co: &[f32]| -> Result<Tensor> {
-        Ok(scale_samples(x, cx)?.add(&scale_samples(out, co)?)?)
-    };
-    let x0 = limit.apply(affine(&x0_x, &x0_o)?)?;
-    let eps = affine(&e_x, &e_o)?;
-    Ok(scale_samples(&x0, &a_next)?.add(&scale_samples(&eps, &s_next)?)?)
+    let x0 = scale_samples(x, &x0_x)?.add(&scale_samples(out, &x0_o)?)?;
+    let x0 = limit.apply(x0)?;
+    Ok(scale_samples(x, &keep_x)?.add(&scale_samples(&x0, &take_x0)?)?)
 }
 
 /// The teacher's two DDIM steps from `x_t` along each sample's step, as `x_t″`.
@@ -183,24 +192,25 @@ pub fn output_target(
     Ok(scale_samples(x_t, &cx)?.add(&scale_samples(x0, &c0)?)?)
 }
 
-/// The largest weight of an ε student's squared error: the truncated-SNR weight `max(1, 1/SNR)` of a level with
-/// `SNR = 1/100`.
-pub const EPSILON_WEIGHT_CAP: f64 = 100.0;
+/// The largest weight of an ε student's squared error, `max(1, 1/SNR)` at `SNR = 1/100`: beyond it the student's
+/// error is left out of the loss.
+pub const EPSILON_WEIGHT_LIMIT: f64 = 100.0;
 
 /// The truncated-SNR weight of the squared output error at `ᾱ`: `max(SNR, 1)·c²` with `c = ∂x̂0/∂output`. For x0 and
-/// v students it is bounded (1 and `ᾱ` at most 1); for an ε student it is `max(1, 1/SNR)`, capped at
-/// [`EPSILON_WEIGHT_CAP`]: the cap binds only at the trailing grid's first timestep on a schedule whose last `ᾱ` is
-/// near 0 (`1/SNR ≈ 4·10⁸` at `t = 999` of the cosine schedule, where x̂0 = (x − s·ε̂)/a divides the network's error
-/// by `a ≈ 5·10⁻⁵` and no f32 network pins it down; the paper's reason to distil x- or v-models). Below the cap the
-/// high-noise steps keep the paper's weight: weighting an ε student's error uniformly lets the large low-noise errors
-/// move the shared weights while the high-noise outputs, whose ε error becomes an x̂0 error `1/√SNR` times larger,
-/// drift unchecked.
+/// v students it is bounded (1 and `ᾱ` at most 1); for an ε student it is `max(1, 1/SNR)`, and 0 where that exceeds
+/// [`EPSILON_WEIGHT_LIMIT`]: on the trailing grid's first timestep of a schedule whose last `ᾱ` is near 0 (`1/SNR ≈
+/// 4·10⁸` at `t = 999` of the cosine schedule), `x̂0 = (x − s·ε̂)/a` divides the network's ε error by `a ≈ 5·10⁻⁵`,
+/// so the clip, through the signs of errors far below what an ε-space loss resolves, decides x̂0. Weighting that
+/// error (capped at the limit, as an earlier version did) made it the largest term of the loss, and lowering it
+/// scrambled the signs: the student's first step landed ten times further from its teacher's two than the teacher's
+/// own step (docs/distillation.md). Left out, the first step keeps what the other steps' updates leave of the
+/// teacher's; to learn it, distil a v- or x0-prediction teacher (the paper's reason to use them).
 pub fn truncated_snr_weight(prediction: Prediction, alpha_bar: f64) -> f64 {
     let snr = alpha_bar / (1.0 - alpha_bar);
     let (_, slope) = convert(prediction, Prediction::Sample, alpha_bar);
     let weight = snr.max(1.0) * slope * slope;
-    if prediction == Prediction::Epsilon {
-        weight.min(EPSILON_WEIGHT_CAP)
+    if prediction == Prediction::Epsilon && weight > EPSILON_WEIGHT_LIMIT {
+        0.0
     } else {
         weight
     }
