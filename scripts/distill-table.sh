@@ -10,7 +10,8 @@
 # GUIDANCE the teacher's guidance scale, distilled into the students and used for the teacher's samplers (2), BATCH
 # (32). The teacher's samplers run on trailing timesteps (the first is T − 1, as the students' are) and all clip x̂0
 # to [−1, 1] as the run's DDIM does: an ε model's x̂0 at T − 1 of the cosine schedule is divided by √ᾱ ≈ 5·10⁻⁵, and
-# unclipped DPM-Solver++ and UniPC diverge there. Wall times are only comparable on an otherwise idle machine.
+# unclipped DPM-Solver++ and UniPC diverge there. The teacher's DDIM also takes its noise from the clipped x̂0
+# (`--clipped-eps`), as the progressive students' DDIM does. Wall times are only comparable on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEACHER=${1:-runs/fashion-small}
@@ -58,8 +59,11 @@ evaluate() { # NAME STEPS ARGS...: one evaluation into OUT/results/NAME-STEPS.js
 }
 for n in 1 2 4 8; do
     for sampler in ddim dpm++2m unipc; do
+        # DDIM takes its noise from the clipped x̂0, as the progressive students' DDIM does (docs/distillation.md).
+        like_students=()
+        [[ $sampler == ddim ]] && like_students=(--clipped-eps)
         evaluate "teacher-$sampler" "$n" --checkpoint "$TEACHER" --sampler "$sampler" --spacing trailing \
-            --clip 1 --guidance "$GUIDANCE"
+            --clip 1 --guidance "$GUIDANCE" "${like_students[@]}"
     done
     # Round k of 16 → 1 is the 16/2^k-step student.
     round=$(( $(echo "l(16/$n)/l(2)" | bc -l | xargs printf '%.0f') ))
