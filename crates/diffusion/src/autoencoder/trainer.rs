@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::eval::ImageClassifier;
 use crate::train::collective::BUCKET_ELEMENTS;
 use crate::train::collective::{all_reduce_gradients, Collective, Shard, SingleProcess};
-use crate::train::overlap::OverlappedBackward;
+use crate::train::overlap::{backward_summed, OverlappedBackward};
 use crate::train::random::step_rng;
 use crate::train::trainer::LOSS_SMOOTHING;
 use diffuse_autograd::{Gradients, Var};
@@ -389,24 +389,13 @@ impl AutoencoderTrainer {
             .sum_all()?
             .add(&kl.mul_scalar(config.kl_weight as f32)?)?;
         let params = self.store.trainable();
-        let mut grads = match self.overlap.as_mut() {
-            Some(overlap) => {
-                let (grads, seconds) =
-                    overlap.backward(self.collective.as_ref(), &params, &surrogate)?;
-                communication_s += seconds;
-                grads
-            }
-            None => {
-                let mut grads = surrogate.backward()?;
-                communication_s += all_reduce_gradients(
-                    self.collective.as_ref(),
-                    &params,
-                    &mut grads,
-                    BUCKET_ELEMENTS,
-                )?;
-                grads
-            }
-        };
+        let (mut grads, seconds) = backward_summed(
+            self.overlap.as_mut(),
+            self.collective.as_ref(),
+            &params,
+            &surrogate,
+        )?;
+        communication_s += seconds;
         let norm = match config.grad_clip {
             Some(max) => clip_grad_norm(&mut grads, max)?,
             None => grad_norm(&grads)? as f32,

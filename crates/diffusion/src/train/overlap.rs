@@ -34,6 +34,26 @@ struct Plan {
     buckets: Vec<Range<usize>>,
 }
 
+/// The gradients of `loss` with respect to `params`, summed over the ranks of `collective`, and the seconds spent
+/// communicating: overlapped with backward through `overlap` when there is one, otherwise summed after backward in
+/// buckets of [`BUCKET_ELEMENTS`]. Both trainers (the diffusion model's and the autoencoder's) take their gradients
+/// through this.
+pub fn backward_summed(
+    overlap: Option<&mut OverlappedBackward>,
+    collective: &dyn Collective,
+    params: &[(String, Var)],
+    loss: &Var,
+) -> Result<(Gradients, f64)> {
+    match overlap {
+        Some(overlap) => overlap.backward(collective, params, loss),
+        None => {
+            let mut grads = loss.backward()?;
+            let seconds = all_reduce_gradients(collective, params, &mut grads, BUCKET_ELEMENTS)?;
+            Ok((grads, seconds))
+        }
+    }
+}
+
 /// The backward pass of a data-parallel step with its gradient all-reduce overlapped, in buckets of up to
 /// `bucket_elements` values (the first of up to [`FIRST_BUCKET_ELEMENTS`]).
 pub struct OverlappedBackward {

@@ -30,11 +30,11 @@
 //! so the loss scaler, clipping, the optimiser and the EMA see the gradient of the whole batch's loss and every rank takes the same step.
 
 use super::captions::CaptionContexts;
-use super::collective::{all_reduce_gradients, Collective, Shard, SingleProcess, BUCKET_ELEMENTS};
+use super::collective::{Collective, Shard, SingleProcess};
 use super::config::TrainConfig;
 use super::hybrid::{hybrid_terms, Batch as HybridBatch};
 use super::model::TrainableModel;
-use super::overlap::{OverlappedBackward, DEFAULT_BUCKET_ELEMENTS};
+use super::overlap::{backward_summed, OverlappedBackward, DEFAULT_BUCKET_ELEMENTS};
 use super::random::{augment_stream, noise_stream, step_rng};
 use super::target::training_target;
 use super::timesteps::{LossHistory, TimestepSampler};
@@ -607,24 +607,13 @@ impl<M: TrainableModel> Trainer<M> {
         // Summed over the ranks before anything reads them: the scaler's overflow check, clipping, AdamW and the
         // EMA all see the whole batch's gradient, identical on every rank, so every rank takes the same decisions.
         let params = self.store.trainable();
-        let mut grads = match self.overlap.as_mut() {
-            Some(overlap) => {
-                let (grads, seconds) =
-                    overlap.backward(self.collective.as_ref(), &params, &loss)?;
-                communication_s += seconds;
-                grads
-            }
-            None => {
-                let mut grads = loss.backward()?;
-                communication_s += all_reduce_gradients(
-                    self.collective.as_ref(),
-                    &params,
-                    &mut grads,
-                    BUCKET_ELEMENTS,
-                )?;
-                grads
-            }
-        };
+        let (mut grads, seconds) = backward_summed(
+            self.overlap.as_mut(),
+            self.collective.as_ref(),
+            &params,
+            &loss,
+        )?;
+        communication_s += seconds;
         if let Some(scaler) = self.state.loss_scaler.as_mut() {
             let finite = scaler.unscale(&mut grads)?;
             scaler.update(finite);
