@@ -116,6 +116,27 @@ pub fn local_rank() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
+/// Runs `train` on this process's device and collective (see [`collective`]); an error on one of several ranks ends
+/// the others too, which would otherwise wait in a collective until they time out.
+pub fn run_training(
+    args: &LaunchArgs,
+    device: &DeviceArgs,
+    command: &str,
+    out: &Path,
+    train: impl FnOnce(Device, Rc<dyn Collective>) -> Result<(), String>,
+) -> Result<(), String> {
+    let device = self::device(device)?;
+    let collective = collective(args, command, out, device)?;
+    let result = train(device, Rc::clone(&collective));
+    if let Err(message) = &result {
+        if collective.size() > 1 {
+            eprintln!("error on rank {}: {message}", collective.rank());
+            collective.abort(1);
+        }
+    }
+    result
+}
+
 /// The collective of this process, training on `device`: MPI's world under mpirun (its gradients summed by the
 /// `--collective` engine), else a single process. `command` (`train`, `vae train`) and the run's folder `out` are
 /// named in the message of a rank that times out.

@@ -526,17 +526,13 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         return run_consistency_training(args);
     }
     let out = args.resume.as_ref().unwrap_or(&args.out);
-    let device = crate::launch::device(&args.device)?;
-    let collective = crate::launch::collective(&args.launch, "train", out, device)?;
-    let result = train(args, device, Rc::clone(&collective));
-    if let Err(message) = &result {
-        if collective.size() > 1 {
-            // The other ranks wait in a collective: end them too rather than leave them to time out.
-            eprintln!("error on rank {}: {message}", collective.rank());
-            collective.abort(1);
-        }
-    }
-    result
+    crate::launch::run_training(
+        &args.launch,
+        &args.device,
+        "train",
+        out,
+        |device, collective| train(args, device, collective),
+    )
 }
 
 fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Result<(), String> {
