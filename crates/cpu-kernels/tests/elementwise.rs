@@ -170,9 +170,24 @@ fn gelu_tanh_is_within_a_few_ulp_of_the_f64_definition() {
 
 #[test]
 fn gelu_tanh_backward_is_the_derivative_times_the_gradient() {
-    // Central differences of the f64 definition (h = 1e-4: truncation ~h²·|y'''| ≲ 1e-7) against the fused gradient
-    // with g = 1 and g = −2.5; the f32 evaluation adds ~10 ulp of terms of size ≲ 1.2·|g|.
-    let x: Vec<f32> = random_vec(4000, 10).iter().map(|v| v * 8.0).collect();
+    // h = 1e-4: truncation ~h²·|y'''| ≲ 1e-7; the f32 evaluation adds ~10 ulp of terms of size ≲ 1.2·|g|.
+    assert_backward_matches_central_differences(
+        BinaryOp::GeluTanhBackward,
+        gelu_tanh_f64,
+        10,
+        "gelu_tanh'",
+    );
+}
+
+/// Central differences of the f64 definition `f` (h = 1e-4) against the fused gradient `op` with g = 1 and
+/// g = −2.5, on 4000 inputs in [−8, 8) drawn from `seed`, to 2e-6·|g|.
+fn assert_backward_matches_central_differences(
+    op: BinaryOp,
+    f: fn(f64) -> f64,
+    seed: u64,
+    name: &str,
+) {
+    let x: Vec<f32> = random_vec(4000, seed).iter().map(|v| v * 8.0).collect();
     let layout = StridedRef {
         strides: &[1],
         offset: 0,
@@ -180,23 +195,14 @@ fn gelu_tanh_backward_is_the_derivative_times_the_gradient() {
     for g in [1.0f32, -2.5] {
         let grads = vec![g; x.len()];
         let mut got = vec![0.0; x.len()];
-        binary(
-            BinaryOp::GeluTanhBackward,
-            &[x.len()],
-            &x,
-            layout,
-            &grads,
-            layout,
-            &mut got,
-        )
-        .unwrap();
+        binary(op, &[x.len()], &x, layout, &grads, layout, &mut got).unwrap();
         for (&xi, &d) in x.iter().zip(&got) {
             let h = 1e-4;
             let xi = f64::from(xi);
-            let want = f64::from(g) * (gelu_tanh_f64(xi + h) - gelu_tanh_f64(xi - h)) / (2.0 * h);
+            let want = f64::from(g) * (f(xi + h) - f(xi - h)) / (2.0 * h);
             assert!(
                 (f64::from(d) - want).abs() <= 2e-6 * f64::from(g.abs()),
-                "gelu_tanh'({xi})·{g} = {d}, expected {want}"
+                "{name}({xi})·{g} = {d}, expected {want}"
             );
         }
     }
@@ -312,36 +318,8 @@ fn gelu_is_within_a_few_ulp_of_the_f64_definition() {
 
 #[test]
 fn gelu_backward_is_the_derivative_times_the_gradient() {
-    // Central differences of the f64 definition (h = 1e-4: truncation h²/6·|y‴| ≲ 1e-8) against the fused gradient
-    // with g = 1 and g = −2.5; Φ + x·φ is evaluated in f32 to a few ulp of terms of size ≲ 1.1·|g|.
-    let x: Vec<f32> = random_vec(4000, 12).iter().map(|v| v * 8.0).collect();
-    let layout = StridedRef {
-        strides: &[1],
-        offset: 0,
-    };
-    for g in [1.0f32, -2.5] {
-        let grads = vec![g; x.len()];
-        let mut got = vec![0.0; x.len()];
-        binary(
-            BinaryOp::GeluBackward,
-            &[x.len()],
-            &x,
-            layout,
-            &grads,
-            layout,
-            &mut got,
-        )
-        .unwrap();
-        for (&xi, &d) in x.iter().zip(&got) {
-            let h = 1e-4;
-            let xi = f64::from(xi);
-            let want = f64::from(g) * (gelu_f64(xi + h) - gelu_f64(xi - h)) / (2.0 * h);
-            assert!(
-                (f64::from(d) - want).abs() <= 2e-6 * f64::from(g.abs()),
-                "gelu'({xi})·{g} = {d}, expected {want}"
-            );
-        }
-    }
+    // h = 1e-4: truncation h²/6·|y‴| ≲ 1e-8; Φ + x·φ is evaluated in f32 to a few ulp of terms of size ≲ 1.1·|g|.
+    assert_backward_matches_central_differences(BinaryOp::GeluBackward, gelu_f64, 12, "gelu'");
 }
 
 #[test]
