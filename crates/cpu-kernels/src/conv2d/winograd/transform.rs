@@ -129,6 +129,45 @@ fn output_lanes<const N: usize>(m: &[Lanes<N>; 16], bias: f32) -> [Lanes<N>; 4] 
     y
 }
 
+/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for every such element of `src` (`even` needs `⌈len/2⌉` floats, `odd`
+/// `⌊len/2⌋`; later ones are left alone). Blocks of 16 go through fixed-size arrays, which compile to two vector
+/// shuffles; the last odd-length piece is copied element by element.
+#[inline(always)]
+fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let blocks = src.len() / (2 * LANES);
+    let (even_blocks, even_rest) = even.split_at_mut(blocks * LANES);
+    let (odd_blocks, odd_rest) = odd.split_at_mut(blocks * LANES);
+    let mut pairs = src.chunks_exact(2 * LANES);
+    let split = even_blocks
+        .chunks_exact_mut(LANES)
+        .zip(odd_blocks.chunks_exact_mut(LANES));
+    for (block, (e, o)) in (&mut pairs).zip(split) {
+        let block: &[f32; 2 * LANES] = block.try_into().unwrap();
+        e.copy_from_slice(&std::array::from_fn::<f32, LANES, _>(|j| block[2 * j]));
+        o.copy_from_slice(&std::array::from_fn::<f32, LANES, _>(|j| block[2 * j + 1]));
+    }
+    for (k, &x) in pairs.remainder().iter().enumerate() {
+        if k % 2 == 0 {
+            even_rest[k / 2] = x;
+        } else {
+            odd_rest[k / 2] = x;
+        }
+    }
+}
+
+/// `[left[0], right[0], left[1], right[1], …]`: the two output columns of `LANES` tiles in row order (one vector
+/// shuffle per half).
+#[inline(always)]
+fn interleave(left: &Lanes<LANES>, right: &Lanes<LANES>) -> [f32; 2 * LANES] {
+    std::array::from_fn(|i| {
+        if i % 2 == 0 {
+            left[i / 2]
+        } else {
+            right[i / 2]
+        }
+    })
+}
+
 /// Floats between the transformed planes of one channel for a chunk of `ld` tiles: `LANES` more than the tiles, so
 /// the vector stores of a tile row's last lanes (which run past the row) stay inside the plane.
 pub(super) fn plane_stride(ld: usize) -> usize {
@@ -174,31 +213,30 @@ pub(super) fn input_channel(
             .chunks_exact_mut(width)
             .zip(odd.chunks_exact_mut(width));
         for (r, (e, o)) in split.enumerate() {
-            e.fill(0.0);
-            o.fill(0.0);
             let Some(ih) = (2 * first + r)
                 .checked_sub(geo.pad_h)
                 .filter(|&ih| ih < geo.in_h)
             else {
+                e.fill(0.0);
+                o.fill(0.0);
                 continue;
             };
             let src = &plane[ih * geo.in_w..][..geo.in_w];
-            // Input column k is padded column k + pad_w, which goes to column (k + pad_w) / 2 of its parity.
+            // Input column k is padded column k + pad_w, which goes to column (k + pad_w) / 2 of its parity: with an
+            // even pad the even input columns land in `e` from pad_w / 2 on, with an odd pad in `o` from
+            // (pad_w − 1) / 2 on, and the odd input columns in the other one, one column later for an odd pad.
             let pad = geo.pad_w;
-            let (to_even, to_odd) = if pad.is_multiple_of(2) {
-                (e, o)
+            let (to_even, to_odd, even_at, odd_at) = if pad.is_multiple_of(2) {
+                (e, o, pad / 2, pad / 2)
             } else {
-                (o, e)
+                (o, e, pad / 2, pad / 2 + 1)
             };
-            for (dst, &x) in to_even[pad / 2..].iter_mut().zip(src.iter().step_by(2)) {
-                *dst = x;
-            }
-            for (dst, &x) in to_odd[pad.div_ceil(2)..]
-                .iter_mut()
-                .zip(src.iter().skip(1).step_by(2))
-            {
-                *dst = x;
-            }
+            to_even[..even_at].fill(0.0);
+            to_odd[..odd_at].fill(0.0);
+            let (even_len, odd_len) = (geo.in_w.div_ceil(2), geo.in_w / 2);
+            deinterleave(src, &mut to_even[even_at..], &mut to_odd[odd_at..]);
+            to_even[even_at + even_len..].fill(0.0);
+            to_odd[odd_at + odd_len..].fill(0.0);
         }
         for i in 0..bands {
             let base = (n * bands + i) * tw;
@@ -264,15 +302,8 @@ pub(super) fn output_channel(
                     // columns; an odd last column takes only the left one.
                     let end = (2 * (j + LANES)).min(geo.out_w);
                     let row = &mut plane[oh * geo.out_w..][2 * j..end];
-                    let (left, right) = (&values[2 * r], &values[2 * r + 1]);
-                    let mut pairs = row.chunks_exact_mut(2);
-                    for (pair, (&l, &r)) in (&mut pairs).zip(left.iter().zip(right)) {
-                        pair[0] = l;
-                        pair[1] = r;
-                    }
-                    if let [last] = pairs.into_remainder() {
-                        *last = left[geo.out_w / 2 - j];
-                    }
+                    let pairs = interleave(&values[2 * r], &values[2 * r + 1]);
+                    row.copy_from_slice(&pairs[..row.len()]);
                     if let Some(residual) = residual {
                         let skip = &residual[oh * geo.out_w..][2 * j..end];
                         for (y, &s) in row.iter_mut().zip(skip) {
@@ -317,19 +348,16 @@ pub(super) fn gradient_channel(
             let mut split = work[..4 * width].chunks_exact_mut(width);
             for r in 0..2 {
                 let (e, od) = (split.next().unwrap(), split.next().unwrap());
-                e.fill(0.0);
-                od.fill(0.0);
                 let oh = 2 * (first + i) + r;
                 if oh >= geo.out_h {
+                    e.fill(0.0);
+                    od.fill(0.0);
                     continue;
                 }
                 let src = &plane[oh * geo.out_w..][..geo.out_w];
-                for (dst, &x) in e.iter_mut().zip(src.iter().step_by(2)) {
-                    *dst = x;
-                }
-                for (dst, &x) in od.iter_mut().zip(src.iter().skip(1).step_by(2)) {
-                    *dst = x;
-                }
+                deinterleave(src, e, od);
+                e[geo.out_w.div_ceil(2)..].fill(0.0);
+                od[geo.out_w / 2..].fill(0.0);
             }
             let base = (n * bands + i) * tw;
             for j in (0..tw).step_by(LANES) {
