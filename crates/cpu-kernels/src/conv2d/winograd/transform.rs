@@ -372,3 +372,158 @@ pub(super) fn gradient_channel(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The transforms are compiled three times (`dispatch!`: baseline, AVX2, AVX-512); every build this CPU runs must
+    //! give the baseline's bits, on sizes off every vector block (widths 1–35, odd and even, every padding, bands).
+
+    use super::super::Geometry;
+    use super::*;
+
+    /// `$f(args)` (an `#[inline(always)]` function returning `Vec<f32>`) run by its baseline build and by each
+    /// `#[target_feature]` build (the function inlined into a wrapper, as `dispatch!` does) the CPU supports.
+    macro_rules! every_build {
+        ($f:ident($($arg:ident: $ty:ty),*)) => {{
+            let mut builds = vec![("baseline", $f($($arg),*))];
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn with_avx2($($arg: $ty),*) -> Vec<f32> {
+                    $f($($arg),*)
+                }
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                fn with_avx512($($arg: $ty),*) -> Vec<f32> {
+                    $f($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    builds.push(("avx2", unsafe { with_avx2($($arg),*) }));
+                }
+                if crate::dispatch::has_avx512() {
+                    // SAFETY: the CPU supports every feature `with_avx512` enables (checked just above).
+                    builds.push(("avx512", unsafe { with_avx512($($arg),*) }));
+                }
+            }
+            builds
+        }};
+    }
+
+    #[inline(always)]
+    fn input(geo: &Geometry, x: &[f32], first: usize, bands: usize, stride: usize) -> Vec<f32> {
+        let mut work = vec![0.0; work_len(geo, bands)];
+        let mut v = vec![0.0; geo.in_channels * 16 * stride];
+        for (c, v_c) in v.chunks_exact_mut(16 * stride).enumerate() {
+            input_channel(geo, x, c, first, bands, &mut work, v_c, stride);
+        }
+        v
+    }
+
+    #[inline(always)]
+    fn gradient(geo: &Geometry, dy: &[f32], first: usize, bands: usize, stride: usize) -> Vec<f32> {
+        let mut work = vec![0.0; gradient_work_len(geo)];
+        let mut e = vec![0.0; geo.out_channels * 16 * stride];
+        for (o, e_o) in e.chunks_exact_mut(16 * stride).enumerate() {
+            gradient_channel(geo, dy, o, first, bands, &mut work, e_o, stride);
+        }
+        e
+    }
+
+    #[inline(always)]
+    fn output(
+        geo: &Geometry,
+        m: &[f32],
+        first: usize,
+        bands: usize,
+        stride: usize,
+        addends: &Conv2dAddends,
+    ) -> Vec<f32> {
+        let mut y = vec![f32::NAN; geo.batch * geo.out_channels * geo.out_h * geo.out_w];
+        for (o, m_o) in m.chunks_exact(16 * stride).enumerate() {
+            output_channel(geo, m_o, stride, (first, bands), addends, 0, &mut y, o);
+        }
+        y
+    }
+
+    fn geometries() -> Vec<Geometry> {
+        let mut all = Vec::new();
+        for (in_h, in_w) in [(1, 1), (3, 5), (4, 16), (7, 7), (9, 17), (5, 33), (6, 35)] {
+            for (pad_h, pad_w) in [(0, 0), (1, 1), (2, 2), (0, 1), (2, 1)] {
+                let (out_h, out_w) = (in_h + 2 * pad_h, in_w + 2 * pad_w);
+                if out_h >= 3 && out_w >= 3 {
+                    all.push(Geometry::new(
+                        2,
+                        (2, in_h, in_w),
+                        (3, out_h - 2, out_w - 2),
+                        (pad_h, pad_w),
+                    ));
+                }
+            }
+        }
+        all
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 97.0 - 5.0)
+            .collect()
+    }
+
+    fn assert_builds_agree(what: &str, builds: Vec<(&'static str, Vec<f32>)>) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (name, out) in &builds[1..] {
+            assert_eq!(
+                bits(out),
+                bits(&builds[0].1),
+                "{what}: the {name} build differs from the baseline"
+            );
+        }
+    }
+
+    #[test]
+    fn every_build_of_the_transforms_gives_the_baseline_bits() {
+        for geo in geometries() {
+            let shape = format!(
+                "{}×{} pad ({}, {})",
+                geo.in_h, geo.in_w, geo.pad_h, geo.pad_w
+            );
+            let x = values(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 1);
+            let dy = values(geo.batch * geo.out_channels * geo.out_h * geo.out_w, 2);
+            let (bias, residual) = (values(geo.out_channels, 4), values(dy.len(), 5));
+            let addends = Conv2dAddends {
+                bias: Some(&bias),
+                channel: None,
+                residual: Some(&residual),
+            };
+            for (first, bands) in [
+                (0, geo.tiles_h),
+                (geo.tiles_h / 2, geo.tiles_h - geo.tiles_h / 2),
+            ] {
+                let stride = plane_stride(geo.batch * bands * geo.tiles_w);
+                let (geo, x, dy) = (&geo, &x[..], &dy[..]);
+                let part = format!("{shape}, tile rows {first}..{}", first + bands);
+                assert_builds_agree(
+                    &format!("input, {part}"),
+                    every_build!(input(geo: &Geometry, x: &[f32], first: usize, bands: usize, stride: usize)),
+                );
+                assert_builds_agree(
+                    &format!("gradient, {part}"),
+                    every_build!(gradient(geo: &Geometry, dy: &[f32], first: usize, bands: usize, stride: usize)),
+                );
+                let m = values(geo.out_channels * 16 * stride, 3);
+                let (m, addends) = (&m[..], &addends);
+                assert_builds_agree(
+                    &format!("output, {part}"),
+                    every_build!(output(
+                        geo: &Geometry,
+                        m: &[f32],
+                        first: usize,
+                        bands: usize,
+                        stride: usize,
+                        addends: &Conv2dAddends
+                    )),
+                );
+            }
+        }
+    }
+}
