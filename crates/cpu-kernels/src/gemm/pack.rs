@@ -110,8 +110,13 @@ pub(super) fn pack_a<const MR: usize, const VECTOR: bool>(
             // Column-major A: each column's `rows` floats are contiguous, so every panel step is one short copy.
             for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
                 let base = row0 + (pc + p) * a.col_stride;
-                dst[..rows].copy_from_slice(&a.data[base..base + rows]);
-                dst[rows..].fill(0.0);
+                if rows == MR {
+                    // Constant length: vector moves, not a call to memcpy.
+                    dst.copy_from_slice(&a.data[base..base + MR]);
+                } else {
+                    dst[..rows].copy_from_slice(&a.data[base..base + rows]);
+                    dst[rows..].fill(0.0);
+                }
             }
         } else {
             for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {

@@ -155,6 +155,15 @@ fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     }
 }
 
+/// Zeros a slice of at most 2 floats by plain stores (a `fill` of unknown length becomes a call to memset).
+#[inline(always)]
+fn zero_few(few: &mut [f32]) {
+    debug_assert!(few.len() <= 2, "{} floats", few.len());
+    for slot in few.iter_mut().take(2) {
+        *slot = 0.0;
+    }
+}
+
 /// `[left[0], right[0], left[1], right[1], …]`: the two output columns of `LANES` tiles in row order (one vector
 /// shuffle per half).
 #[inline(always)]
@@ -231,12 +240,14 @@ pub(super) fn input_channel(
             } else {
                 (o, e, pad / 2, pad / 2 + 1)
             };
-            to_even[..even_at].fill(0.0);
-            to_odd[..odd_at].fill(0.0);
+            // The tiles read split columns 0..=tw; past them only lanes beyond the row, whose values are dropped.
+            // Of those columns, at most one before the input (pad_w ≤ 2) and two after it are padding.
             let (even_len, odd_len) = (geo.in_w.div_ceil(2), geo.in_w / 2);
             deinterleave(src, &mut to_even[even_at..], &mut to_odd[odd_at..]);
-            to_even[even_at + even_len..].fill(0.0);
-            to_odd[odd_at + odd_len..].fill(0.0);
+            zero_few(&mut to_even[..even_at]);
+            zero_few(&mut to_odd[..odd_at]);
+            zero_few(&mut to_even[even_at + even_len..=tw]);
+            zero_few(&mut to_odd[odd_at + odd_len..=tw]);
         }
         for i in 0..bands {
             let base = (n * bands + i) * tw;
@@ -303,7 +314,12 @@ pub(super) fn output_channel(
                     let end = (2 * (j + LANES)).min(geo.out_w);
                     let row = &mut plane[oh * geo.out_w..][2 * j..end];
                     let pairs = interleave(&values[2 * r], &values[2 * r + 1]);
-                    row.copy_from_slice(&pairs[..row.len()]);
+                    if let Ok(row) = <&mut [f32; 2 * LANES]>::try_from(&mut *row) {
+                        // Constant length: vector stores, not a call to memcpy.
+                        *row = pairs;
+                    } else {
+                        row.copy_from_slice(&pairs[..row.len()]);
+                    }
                     if let Some(residual) = residual {
                         let skip = &residual[oh * geo.out_w..][2 * j..end];
                         for (y, &s) in row.iter_mut().zip(skip) {
@@ -355,9 +371,10 @@ pub(super) fn gradient_channel(
                     continue;
                 }
                 let src = &plane[oh * geo.out_w..][..geo.out_w];
+                // The tiles read split columns 0..tw, all of `e`'s inside the row and all of `od`'s but an odd
+                // width's last; past them only lanes beyond the row, whose values are dropped.
                 deinterleave(src, e, od);
-                e[geo.out_w.div_ceil(2)..].fill(0.0);
-                od[geo.out_w / 2..].fill(0.0);
+                zero_few(&mut od[geo.out_w / 2..tw]);
             }
             let base = (n * bands + i) * tw;
             for j in (0..tw).step_by(LANES) {
