@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use super::microkernel::Kernel;
 use super::transpose::transpose_into;
 use super::MatRef;
+use crate::short_copy::copy_short;
 
 /// An `f32` buffer whose start is aligned to a 64-byte cache line, so packed panels never straddle one more line
 /// than they must and vector loads from them are aligned.
@@ -114,7 +115,7 @@ pub(super) fn pack_a<const MR: usize, const VECTOR: bool>(
                     // Constant length: vector moves, not a call to memcpy.
                     dst.copy_from_slice(&a.data[base..base + MR]);
                 } else {
-                    dst[..rows].copy_from_slice(&a.data[base..base + rows]);
+                    copy_short(&mut dst[..rows], &a.data[base..base + rows]);
                     dst[rows..].fill(0.0);
                 }
             }
@@ -194,7 +195,7 @@ pub(super) fn pack_b_panel<const NR: usize, const VECTOR: bool>(
             // A constant-length copy: the compiler emits vector moves instead of a call to memcpy.
             dst.copy_from_slice(&b.data[base..base + NR]);
         } else if b.col_stride == 1 {
-            dst[..cols].copy_from_slice(&b.data[base..base + cols]);
+            copy_short(&mut dst[..cols], &b.data[base..base + cols]);
         } else {
             for (c, d) in dst[..cols].iter_mut().enumerate() {
                 *d = b.data[base + c * b.col_stride];

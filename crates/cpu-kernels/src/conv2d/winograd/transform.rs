@@ -21,6 +21,7 @@
 
 use super::super::Conv2dAddends;
 use super::Geometry;
+use crate::short_copy::copy_short;
 
 /// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 16 values, ξ = 4·a + b.
 pub(super) fn kernel(g: &[f32; 9]) -> [f32; 16] {
@@ -131,7 +132,7 @@ fn output_lanes<const N: usize>(m: &[Lanes<N>; 16], bias: f32) -> [Lanes<N>; 4] 
 
 /// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for every such element of `src` (`even` needs `⌈len/2⌉` floats, `odd`
 /// `⌊len/2⌋`; later ones are left alone). Blocks of 16 go through fixed-size arrays, which compile to two vector
-/// shuffles; the last odd-length piece is copied element by element.
+/// shuffles, and so does the last, shorter piece, padded to a block.
 #[inline(always)]
 fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     let blocks = src.len() / (2 * LANES);
@@ -146,12 +147,16 @@ fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
         e.copy_from_slice(&std::array::from_fn::<f32, LANES, _>(|j| block[2 * j]));
         o.copy_from_slice(&std::array::from_fn::<f32, LANES, _>(|j| block[2 * j + 1]));
     }
-    for (k, &x) in pairs.remainder().iter().enumerate() {
-        if k % 2 == 0 {
-            even_rest[k / 2] = x;
-        } else {
-            odd_rest[k / 2] = x;
-        }
+    let rest = pairs.remainder();
+    if !rest.is_empty() {
+        // The last piece (shorter than a block: often the whole row of a small image) through a zero-padded block.
+        let mut block = [0.0; 2 * LANES];
+        copy_short(&mut block[..rest.len()], rest);
+        let (even_len, odd_len) = (rest.len().div_ceil(2), rest.len() / 2);
+        let even = std::array::from_fn::<f32, LANES, _>(|j| block[2 * j]);
+        let odd = std::array::from_fn::<f32, LANES, _>(|j| block[2 * j + 1]);
+        copy_short(&mut even_rest[..even_len], &even[..even_len]);
+        copy_short(&mut odd_rest[..odd_len], &odd[..odd_len]);
     }
 }
 
@@ -314,12 +319,7 @@ pub(super) fn output_channel(
                     let end = (2 * (j + LANES)).min(geo.out_w);
                     let row = &mut plane[oh * geo.out_w..][2 * j..end];
                     let pairs = interleave(&values[2 * r], &values[2 * r + 1]);
-                    if let Ok(row) = <&mut [f32; 2 * LANES]>::try_from(&mut *row) {
-                        // Constant length: vector stores, not a call to memcpy.
-                        *row = pairs;
-                    } else {
-                        row.copy_from_slice(&pairs[..row.len()]);
-                    }
+                    copy_short(row, &pairs[..row.len()]);
                     if let Some(residual) = residual {
                         let skip = &residual[oh * geo.out_w..][2 * j..end];
                         for (y, &s) in row.iter_mut().zip(skip) {
