@@ -4,8 +4,9 @@
 //! across the ranks); the commands that train in one process only refuse several ranks, naming the fix.
 //!
 //! These need the `mpi` feature (and so Open MPI): `cargo test --release -p diffuse-cli --features mpi --test
-//! mpi_train`. Built without it, the MPI tests are reported ignored with that reason, and the test that runs instead
-//! checks that a build without MPI refuses to run under mpirun.
+//! mpi_train`. Built without it, the MPI tests are reported ignored with that reason, and two tests run instead: a
+//! build without MPI refuses to run under mpirun, and the one-process commands refuse several ranks (read from the
+//! variables mpirun sets).
 
 use libtest_mimic::{Arguments, Trial};
 #[cfg(feature = "mpi")]
@@ -534,10 +535,10 @@ fn clip_two_processes_reproduce_one_and_resume_onto_one() {
 }
 
 /// The training commands without data parallelism refuse to run as several ranks, naming the fix, before anything
-/// is read or written.
-#[cfg(feature = "mpi")]
+/// is read or written. With the mpi feature the two ranks are started by mpirun; without it, the command is run as
+/// rank 1 of 2 through the variables mpirun sets, which are all the refusal reads.
 fn one_process_commands_refuse_several_ranks() {
-    let out = temp_dir("mpi-refuse").join("run");
+    let out = common::temp_dir("mpi-refuse").join("run");
     let out = out.to_str().unwrap();
     for args in [
         vec![
@@ -551,7 +552,15 @@ fn one_process_commands_refuse_several_ranks() {
         vec!["train", "--objective", "consistency", "--out", out],
         vec!["classifier", "train", "--out", out],
     ] {
+        #[cfg(feature = "mpi")]
         let output = launch(2, &args).output().unwrap();
+        #[cfg(not(feature = "mpi"))]
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
+            .args(&args)
+            .env("OMPI_COMM_WORLD_RANK", "1")
+            .env("OMPI_COMM_WORLD_SIZE", "2")
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !output.status.success()
@@ -559,7 +568,7 @@ fn one_process_commands_refuse_several_ranks() {
                 && stderr.contains("Run it without mpirun (or with -np 1)"),
             "{args:?}: {stderr}"
         );
-        assert!(!Path::new(out).exists(), "{args:?} wrote {out}");
+        assert!(!std::path::Path::new(out).exists(), "{args:?} wrote {out}");
     }
 }
 
@@ -768,11 +777,17 @@ fn trials() -> Vec<Trial> {
             "vae_two_processes_reproduce_one_and_resume_onto_one",
             "vae_a_killed_rank_ends_the_job_and_the_run_resumes",
             "clip_two_processes_reproduce_one_and_resume_onto_one",
-            "one_process_commands_refuse_several_ranks",
         ]
         .into_iter()
         .map(|name| Trial::ignorable_test(name, move || Ok(Completion::ignored_with(reason))))
         .collect();
+        trials.push(Trial::test(
+            "one_process_commands_refuse_several_ranks",
+            || {
+                one_process_commands_refuse_several_ranks();
+                Ok(())
+            },
+        ));
         trials.push(Trial::test(
             "a_build_without_mpi_refuses_to_run_under_mpirun",
             || {
