@@ -365,17 +365,26 @@ impl Storage {
             )?)),
         }
     }
-    /// `batch` products of `[m, k] × [k, n]` matrices read through strides; `dims` is `(batch, m, n, k)`.
+    /// `batch` products of `[m, k] × [k, n]` matrices read through strides, plus the contiguous `[n]` `bias` on
+    /// every row when given; `dims` is `(batch, m, n, k)`.
     pub fn matmul(
         &self,
         a: &MatmulOperand,
         rhs: &Storage,
         b: &MatmulOperand,
+        bias: Option<&Storage>,
         dims: (usize, usize, usize, usize),
     ) -> Result<Self> {
-        match same_device("matmul", [self, rhs])? {
-            Same::Cpu([x, y]) => Ok(Storage::Cpu(cpu::matmul((x, a), (y, b), dims)?)),
-            Same::Cuda([x, y]) => Ok(Storage::Cuda(cuda::matmul((x, a), (y, b), dims)?)),
+        const OP: &str = "matmul";
+        match same_device(OP, [self, rhs])? {
+            Same::Cpu([x, y]) => {
+                let bias = cpu_operand(OP, bias)?;
+                Ok(Storage::Cpu(cpu::matmul((x, a), (y, b), bias, dims)?))
+            }
+            Same::Cuda([x, y]) => {
+                let bias = cuda_operand(OP, x.device(), bias)?;
+                Ok(Storage::Cuda(cuda::matmul((x, a), (y, b), bias, dims)?))
+            }
         }
     }
 

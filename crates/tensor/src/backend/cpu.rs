@@ -19,6 +19,7 @@ use diffuse_cpu_kernels::layer_norm_modulate::{self, ModulateShape};
 use diffuse_cpu_kernels::noise::{self, StepCoefficients};
 use diffuse_cpu_kernels::reduce::{self, ReduceOp};
 use diffuse_cpu_kernels::sample_mse::{self, SampleShape};
+use diffuse_cpu_kernels::strided::StridedRef;
 use diffuse_cpu_kernels::{conv2d, gemm, index, philox, softmax, Conv2dShape, MatMut, MatRef};
 use half::{bf16, f16};
 use std::borrow::Cow;
@@ -304,14 +305,28 @@ fn operand<'a>(data: &'a [f32], view: &MatmulOperand) -> MatRef<'a> {
     }
 }
 
-/// `batch` products `C_b = A_b · B_b` read through strides; the result is contiguous `[batch, m, n]`.
+/// `batch` products `C_b = A_b · B_b` read through strides, plus `bias` `[n]` on every row when given (the output
+/// starts as the bias repeated and the GEMM accumulates onto it, β = 1); the result is contiguous `[batch, m, n]`.
 pub fn matmul(
     a: (&CpuStorage, &MatmulOperand),
     b: (&CpuStorage, &MatmulOperand),
+    bias: Option<&CpuStorage>,
     (batch, m, n, k): (usize, usize, usize, usize),
 ) -> Result<CpuStorage> {
     let (x, y) = (a.0.to_f32(), b.0.to_f32());
     let mut out = output("matmul", &[batch, m, n])?;
+    let beta = match bias {
+        Some(bias) => {
+            let rows = dims_product(&[batch, m]);
+            let repeat = StridedRef {
+                strides: &[0, 1],
+                offset: 0,
+            };
+            elementwise::copy_strided(&[rows, n], &bias.to_f32(), repeat, &mut out)?;
+            1.0
+        }
+        None => 0.0,
+    };
     gemm::sgemm_batched(
         batch,
         m,
@@ -322,7 +337,7 @@ pub fn matmul(
         a.1.batch_stride,
         operand(&y, b.1),
         b.1.batch_stride,
-        0.0,
+        beta,
         MatMut::row_major(&mut out, n),
         dims_product(&[m, n]),
     )?;
