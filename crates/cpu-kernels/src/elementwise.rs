@@ -131,13 +131,13 @@ fn gelu_tanh_inner(x: f32) -> f32 {
 /// inlined there (passed as a closure or `fn` item, its body is large enough for LLVM to leave a call per element,
 /// outside the AVX2 build).
 #[inline(always)]
-fn gelu_backward(x: f32, g: f32) -> f32 {
+pub(crate) fn gelu_backward(x: f32, g: f32) -> f32 {
     g * (normal_cdf(x) + x * FRAC_1_SQRT_2PI * math::exp(-0.5 * x * x))
 }
 
 /// The exact GELU `x·Φ(x)`, called directly by the row loop for the same reason as [`gelu_backward`].
 #[inline(always)]
-fn gelu(x: f32) -> f32 {
+pub(crate) fn gelu(x: f32) -> f32 {
     x * normal_cdf(x)
 }
 

@@ -566,6 +566,22 @@ impl Storage {
         }
     }
 
+    /// GEGLU of `self`, contiguous `[rows, 2·inner]`: `[rows, inner]`.
+    pub fn geglu(&self, rows: usize, inner: usize) -> Result<Self> {
+        match self {
+            Storage::Cpu(x) => Ok(Storage::Cpu(cpu::geglu(x, rows, inner)?)),
+            Storage::Cuda(x) => Ok(Storage::Cuda(cuda::geglu(x, rows, inner)?)),
+        }
+    }
+
+    /// `self` is GEGLU's input, `grad` the gradient at its output; returns ∂input.
+    pub fn geglu_backward(&self, grad: &Storage, rows: usize, inner: usize) -> Result<Self> {
+        match same_device("geglu_backward", [self, grad])? {
+            Same::Cpu([x, g]) => Ok(Storage::Cpu(cpu::geglu_backward(x, g, rows, inner)?)),
+            Same::Cuda([x, g]) => Ok(Storage::Cuda(cuda::geglu_backward(x, g, rows, inner)?)),
+        }
+    }
+
     /// The per-sample MSE of `self` (the prediction) against `target`.
     pub fn sample_mse(&self, shape: &SampleShape, target: &Storage) -> Result<Self> {
         match same_device("sample_mse", [self, target])? {

@@ -568,6 +568,47 @@ fn matmul_bias_matches_the_cpu_in_f32_and_bf16(_: &Device) {
         .unwrap();
 }
 
+/// GEGLU forward and backward: the GPU's GELU and its derivative are within ~1e-6 relative of the correctly rounded
+/// values (as the other transcendental maps), each multiplied by a value ≤ 3 and rounded once; 1e-5 relative plus
+/// 1e-6 absolute. Rows of one and of ragged widths, a batch of token rows, and a transposed input.
+fn geglu_matches_the_cpu_forward_and_backward(_: &Device) {
+    poison_the_allocator();
+    runner()
+        .run(
+            &(
+                1usize..4,
+                1usize..40,
+                1usize..70,
+                any::<bool>(),
+                any::<u64>(),
+            ),
+            |(batch, tokens, inner, transposed, seed)| {
+                let (x_cpu, x_gpu) = if transposed {
+                    let (a, b) = pair(&[batch, 2 * inner, tokens], seed);
+                    (a.transpose(1, 2).unwrap(), b.transpose(1, 2).unwrap())
+                } else {
+                    pair(&[batch, tokens, 2 * inner], seed)
+                };
+                let (g_cpu, g_gpu) = pair(&[batch, tokens, inner], seed ^ 1);
+                close(
+                    "geglu",
+                    &x_gpu.geglu().unwrap(),
+                    &x_cpu.geglu().unwrap(),
+                    1e-6,
+                    1e-5,
+                )?;
+                close(
+                    "geglu_backward",
+                    &x_gpu.geglu_backward(&g_gpu).unwrap(),
+                    &x_cpu.geglu_backward(&g_cpu).unwrap(),
+                    1e-6,
+                    1e-5,
+                )
+            },
+        )
+        .unwrap();
+}
+
 /// Restores this thread's matmul precision when dropped (also when a property fails and unwinds).
 struct PrecisionFor(Precision);
 
@@ -1202,6 +1243,7 @@ fn main() {
         batched_matmul_of_transposed_broadcast_operands_matches_the_cpu,
         bf16_matmul_is_within_the_bf16_bound_of_the_f32_product,
         matmul_bias_matches_the_cpu_in_f32_and_bf16,
+        geglu_matches_the_cpu_forward_and_backward,
         bf16_conv2d_is_within_the_bf16_bound_and_grouped_ones_stay_f32,
         conv2d_forward_matches_the_cpu_on_awkward_shapes,
         group_norm_and_layer_norm_match_the_cpu_forward_and_backward,

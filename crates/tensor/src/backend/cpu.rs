@@ -12,6 +12,7 @@ use diffuse_cpu_kernels::adamw::{self, AdamWConfig};
 use diffuse_cpu_kernels::attention::{self, AttentionShape};
 use diffuse_cpu_kernels::elementwise::{self, BinaryOp, UnaryOp};
 use diffuse_cpu_kernels::gated_residual::{self, GatedShape};
+use diffuse_cpu_kernels::geglu;
 use diffuse_cpu_kernels::group_norm::{self, GroupNormShape};
 use diffuse_cpu_kernels::group_norm_silu;
 use diffuse_cpu_kernels::layer_norm::{self, LayerNormShape};
@@ -651,6 +652,25 @@ pub fn gated_residual_backward(s: &GatedShape, t: [&CpuStorage; 3]) -> Result<[C
     )?;
     let dtype = g.dtype();
     Ok([gy, gg].map(|v| CpuStorage::from_f32(v, dtype)))
+}
+
+/// GEGLU of the contiguous `[rows, 2·inner]` `x`: `[rows, inner]`.
+pub fn geglu(x: &CpuStorage, rows: usize, inner: usize) -> Result<CpuStorage> {
+    let mut out = output("geglu", &[rows, inner])?;
+    geglu::geglu_forward(rows, inner, &x.to_f32(), &mut out)?;
+    Ok(CpuStorage::from_f32(out, x.dtype()))
+}
+
+/// ∂x of [`geglu`] from `x` and the output gradient `g`.
+pub fn geglu_backward(
+    x: &CpuStorage,
+    g: &CpuStorage,
+    rows: usize,
+    inner: usize,
+) -> Result<CpuStorage> {
+    let mut dx = take(x.len());
+    geglu::geglu_backward(rows, inner, &x.to_f32(), &g.to_f32(), &mut dx)?;
+    Ok(CpuStorage::from_f32(dx, g.dtype()))
 }
 
 /// The per-sample MSE of `prediction` against `target`, in the prediction's dtype.

@@ -1031,6 +1031,25 @@ pub fn layer_norm_modulate_backward(
 }
 
 /// `x + gate[n]∘y`.
+/// GEGLU of the contiguous `[rows, 2·inner]` `x`: `[rows, inner]`.
+pub fn geglu(x: &CudaStorage, rows: usize, inner: usize) -> Result<CudaStorage> {
+    let mut out = x.sibling(checked_numel("geglu", &[rows, inner])?)?;
+    ck::geglu::geglu_forward(x.gpu, rows, inner, &x.view(), &mut out.view_mut())?;
+    Ok(out)
+}
+
+/// ∂x of [`geglu`] from `x` and the output gradient `g`.
+pub fn geglu_backward(
+    x: &CudaStorage,
+    g: &CudaStorage,
+    rows: usize,
+    inner: usize,
+) -> Result<CudaStorage> {
+    let mut dx = x.sibling(x.len())?;
+    ck::geglu::geglu_backward(x.gpu, rows, inner, &x.view(), &g.view(), &mut dx.view_mut())?;
+    Ok(dx)
+}
+
 pub fn gated_residual(
     s: &GatedShape,
     x: &CudaStorage,
