@@ -14,6 +14,9 @@
 //! are then added: six passes over the widest activations of the block. Fused, the forward reads `x` once and writes
 //! `out` once; the backward reads `x` and `g` once and writes each element of `∂x` once.
 //!
+//! The backward computes `Φ(a)` once for both `gelu(a) = a·Φ(a)` and `gelu′(a)`, where the unfused kernels each
+//! compute it.
+//!
 //! Loop structure: rows are independent; rayon hands out runs of rows, and each row is a loop over `j` that the
 //! AVX-512 / AVX2 builds (`dispatch.rs`) vectorise. Every element is computed alone, so the result does not depend on
 //! the thread count.
@@ -21,7 +24,7 @@
 use rayon::prelude::*;
 
 use crate::dispatch::dispatch;
-use crate::elementwise::{gelu, gelu_backward};
+use crate::elementwise::{gelu, gelu_derivative_from_cdf, normal_cdf};
 use crate::error::{check_len, KernelError, Result};
 
 /// Output elements per rayon task, at least one row.
@@ -51,8 +54,11 @@ fn backward_row(x: &[f32], g: &[f32], dx: &mut [f32]) {
     let (h, a) = x.split_at(g.len());
     let (dh, da) = dx.split_at_mut(g.len());
     for ((((dh, da), &h), &a), &g) in dh.iter_mut().zip(da).zip(h).zip(a).zip(g) {
-        *dh = g * gelu(a);
-        *da = gelu_backward(a, g * h);
+        // Φ(a) once for both halves: g·gelu(a) = g·(a·Φ(a)), and gelu′(a) = Φ(a) + a·φ(a), rounded as the
+        // element-wise GELU and GELU-derivative kernels round them
+        let cdf = normal_cdf(a);
+        *dh = g * (a * cdf);
+        *da = (g * h) * gelu_derivative_from_cdf(a, cdf);
     }
 }
 
