@@ -9,6 +9,7 @@ mod dispatch;
 pub mod elementwise;
 pub mod error;
 pub mod gated_residual;
+pub mod geglu;
 pub mod gemm;
 pub mod group_norm;
 pub mod group_norm_silu;
