@@ -85,7 +85,8 @@ fn main() -> Result<(), Error> {
         let picks = vec![step; n];
         let t = vec![step.t; n];
         let (x_t, _) = q_sample(&schedule, &x0, &t, 7, 0)?;
-        let x_next = teacher_two_steps(&teacher_denoiser, &schedule, limit, &x_t, &picks, cond)?;
+        let x_next =
+            teacher_two_steps(&teacher_denoiser, &schedule, limit, &x_t, &picks, cond)?.landing;
         let x_tilde = x0_target(&schedule, &x_t, &x_next, &picks)?;
         let target = output_target(&schedule, prediction, &x_t, &x_tilde, &picks)?;
         let largest = x_tilde.to_vec()?.iter().fold(0f32, |m, v| m.max(v.abs()));
