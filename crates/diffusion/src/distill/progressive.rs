@@ -16,10 +16,11 @@
 //! (`x̃ = x_t″` on the last step, where `a″ = 1`, `s″ = 0`). A student whose x̂0 is `x̃` reproduces the teacher's
 //! two steps exactly; its output target is `x̃` expressed in the run's prediction (ε, x0 or v) at `x_t`.
 //!
-//! **The weighting.** The paper's truncated-SNR loss, `max(‖x̃ − x̂0‖², ‖ε̃ − ε̂‖²) = max(SNR_t, 1)·‖x̃ − x̂0‖²`,
-//! written on the network output: `x̂0` is affine in the output with slope `c` (ε: `−s/a`, x0: 1, v: `−s`), so the
-//! weight of `‖target − output‖²` is `max(SNR_t, 1)·c²` ([`truncated_snr_weight`], which says what an ε student
-//! gets instead).
+//! **The loss.** The paper's truncated-SNR loss, `max(‖x̃ − x̂0‖², ‖ε̃ − ε̂‖²) = max(SNR_t, 1)·‖x̃ − x̂0‖²`, taken on
+//! the student's x̂0 (affine in its output: ε `−s/a`, x0 1, v `−s` per unit), with one change for the clip: where
+//! both of the teacher's kept x̂0 sit on a bound of the clip range, `x̃` is that bound and every x̂0 beyond it lands
+//! the same, so the error there is only the part short of the bound ([`student_loss`]; [`truncated_snr_weight`] says
+//! which steps an ε student leaves out).
 //!
 //! **Clipping.** The teacher's steps keep x̂0 in range as the run's scheduler config says (clipping, thresholding), and
 //! every step here, the teacher's two and the student's one, takes its noise from the kept x̂0, `ε̂ = (x_t − a·x̂0)/s`
@@ -101,7 +102,7 @@ pub fn kept_x0(
         x0_o.push(co as f32);
     }
     let x0 = scale_samples(x, &x0_x)?.add(&scale_samples(out, &x0_o)?)?;
-    Ok(limit.apply(x0)?)
+    limit.apply(x0)
 }
 
 /// One deterministic DDIM step per sample from `x` at `from[b]` to `to[b]` with the clean-sample estimate `x0`, the
