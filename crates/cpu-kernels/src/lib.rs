@@ -21,6 +21,7 @@ pub mod noise;
 pub mod philox;
 pub mod reduce;
 pub mod sample_mse;
+mod short_copy;
 pub mod softmax;
 pub mod strided;
 pub mod threads;
