@@ -201,6 +201,72 @@ fn read_model_config(dir: &Path) -> Result<BackboneConfig, String> {
     BackboneConfig::from_json_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Refuses a teacher that is not a diffusion model the subcommand can distil: a consistency model (its network is a
+/// consistency function, not a denoiser), and for consistency distillation a progressive student (trained only at its
+/// own few timesteps, where consistency distillation asks the teacher at every noise level).
+fn check_teacher_kind(command: &DistillCommand, teacher: &Teacher) -> Result<(), String> {
+    let Some(info) = &teacher.info else {
+        return Ok(());
+    };
+    let path = &teacher.id.path;
+    if info.sampler == "consistency" {
+        return Err(format!(
+            "--teacher {path} is a consistency model (its {} says {}): it maps noise to samples in one call and is              no denoiser to distil; give the diffusion run it came from as --teacher",
+            diffuse_diffusion::distill::SAMPLING_INFO_FILE,
+            info.method
+        ));
+    }
+    if matches!(command, DistillCommand::Consistency(_)) {
+        return Err(format!(
+            "--teacher {path} is a progressive student, trained only at its {} timesteps, but consistency              distillation asks the teacher at every noise level; give the diffusion run it was distilled from as              --teacher",
+            info.steps.map_or("few".to_string(), |n| n.to_string())
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses, when resuming `dir`, a `--config`, `--to-steps` or `--teacher-steps` other than the run's own (a resumed
+/// run keeps its stored settings, so a different value would be silently ignored).
+fn check_resume_settings(
+    command: &DistillCommand,
+    dir: &Path,
+    state: &DistillState,
+    teacher: &Teacher,
+) -> Result<(), String> {
+    let common = command.common();
+    if let Some(name) = &common.config {
+        if model_config(name)? != teacher.model {
+            return Err(format!(
+                "--config {name} is another architecture than the run {} distils ({} with {} output channels); a                  resumed run keeps its student's architecture: leave --config out",
+                dir.display(),
+                teacher.model.class_name(),
+                teacher.model.out_channels(),
+            ));
+        }
+    }
+    if let (
+        DistillCommand::Progressive(args),
+        Method::Progressive {
+            from_steps,
+            to_steps,
+        },
+    ) = (command, &state.config.method)
+    {
+        for (flag, given, stored) in [
+            ("--to-steps", args.to_steps, *to_steps),
+            ("--teacher-steps", args.teacher_steps, *from_steps),
+        ] {
+            if let Some(given) = given.filter(|&n| n != stored) {
+                return Err(format!(
+                    "{flag} {given} differs from the run {}'s {stored} ({from_steps} → {to_steps} steps); a resumed                      run keeps its settings: leave {flag} out, or start a new run in another --out",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a `--config` other than the teacher's architecture.
 fn check_student_config(config: Option<&str>, teacher: &Teacher) -> Result<(), String> {
     let Some(name) = config else { return Ok(()) };
@@ -222,18 +288,20 @@ fn null_class(model: &BackboneConfig) -> Option<u32> {
     model.num_class_embeds().map(|n| n as u32 - 1)
 }
 
+impl DistillCommand {
+    fn common(&self) -> &CommonArgs {
+        match self {
+            DistillCommand::Progressive(args) => &args.common,
+            DistillCommand::Consistency(args) => &args.common,
+        }
+    }
+}
+
 pub fn run(command: &DistillCommand) -> Result<(), String> {
-    let (common, default_out, name) = match command {
-        DistillCommand::Progressive(args) => (
-            &args.common,
-            "runs/distill-progressive",
-            "distill progressive",
-        ),
-        DistillCommand::Consistency(args) => (
-            &args.common,
-            "runs/distill-consistency",
-            "distill consistency",
-        ),
+    let common = command.common();
+    let (default_out, name) = match command {
+        DistillCommand::Progressive(_) => ("runs/distill-progressive", "distill progressive"),
+        DistillCommand::Consistency(_) => ("runs/distill-consistency", "distill consistency"),
     };
     crate::launch::refuse_several_ranks(name, NOT_DATA_PARALLEL)?;
     let device = common.device.resolve()?;
@@ -242,11 +310,15 @@ pub fn run(command: &DistillCommand) -> Result<(), String> {
     if let Some(dir) = &common.resume {
         let step_dir = latest_checkpoint(dir).map_err(|e| e.to_string())?;
         let state = read_state(&step_dir).map_err(|e| e.to_string())?;
-        let stored = state
-            .config
-            .teacher
-            .clone()
-            .ok_or("the run has no teacher: resume it with diffuse train --resume")?;
+        let stored = state.config.teacher.clone().ok_or_else(|| {
+            format!(
+                "{} is a {} run, which has no teacher: resume it with diffuse train --objective consistency \
+                 --resume {}",
+                dir.display(),
+                state.config.method.name(),
+                dir.display()
+            )
+        })?;
         let teacher_dir = common
             .teacher
             .clone()
@@ -278,6 +350,7 @@ pub fn run(command: &DistillCommand) -> Result<(), String> {
                 state.config.method.name()
             ));
         }
+        check_resume_settings(command, dir, &state, &teacher)?;
         return run_rounds(Run {
             state,
             resume_from: Some(step_dir),
@@ -294,6 +367,7 @@ pub fn run(command: &DistillCommand) -> Result<(), String> {
         .as_ref()
         .ok_or("--teacher RUN is required (the trained run to distil)")?;
     let teacher = Teacher::open(teacher_dir)?;
+    check_teacher_kind(command, &teacher)?;
     check_student_config(common.config.as_deref(), &teacher)?;
     let method = match command {
         DistillCommand::Progressive(args) => {

@@ -70,9 +70,10 @@ pub struct TrainArgs {
     /// Output folder: checkpoints, samples, metrics and the loss curve.
     #[arg(long, default_value = "runs/fashion-small")]
     out: PathBuf,
-    /// Total optimiser steps (with --resume: the new total).
-    #[arg(long, default_value_t = 400)]
-    steps: u64,
+    /// Total optimiser steps (with --resume: the new total; a resumed --objective consistency run keeps its own,
+    /// over which its curriculum is laid out).  [default: 400]
+    #[arg(long)]
+    steps: Option<u64>,
     /// Images per step.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -299,7 +300,7 @@ fn new_config(
         ("cosine", warmup) => LrSchedule::Cosine {
             lr: args.lr,
             warmup,
-            total: args.steps,
+            total: args.total_steps(),
             floor: args.lr_floor,
         },
         (_, 0) => LrSchedule::Constant { lr: args.lr },
@@ -327,7 +328,7 @@ fn new_config(
     };
     let config = TrainConfig {
         seed: args.seed,
-        steps: args.steps,
+        steps: args.total_steps(),
         batch_size: args.batch_size,
         lr,
         adam_beta1: 0.9,
@@ -472,11 +473,25 @@ fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
             let state = read_state(&step_dir).map_err(|e| {
                 format!("{e} (--objective consistency resumes a consistency-training run)")
             })?;
-            if !matches!(state.config.method, Method::ConsistencyTraining { .. }) {
+            let subcommand = match state.config.method {
+                Method::ConsistencyTraining { .. } => None,
+                Method::Progressive { .. } => Some("progressive"),
+                Method::ConsistencyDistillation { .. } => Some("consistency"),
+            };
+            if let Some(subcommand) = subcommand {
                 return Err(format!(
-                    "{} is a {} run; resume it with diffuse distill",
+                    "{} is a {} run; resume it with diffuse distill {subcommand} --resume {}",
                     dir.display(),
-                    state.config.method.name()
+                    state.config.method.name(),
+                    dir.display()
+                ));
+            }
+            let total = state.config.steps_per_round;
+            if let Some(steps) = args.steps.filter(|&n| n != total) {
+                return Err(format!(
+                    "--steps {steps}: the run {}'s discretisation curriculum is laid out over its {total} steps, \
+                     and another total would re-time it; leave --steps out to continue it",
+                    dir.display()
                 ));
             }
             let text = std::fs::read_to_string(step_dir.join("model").join(CONFIG_FILE))
@@ -487,7 +502,8 @@ fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
         None => {
             let model = model_config(&args.config)?;
             if model.learns_variance() {
-                return Err("--objective consistency: a network that predicts its variance has no use for it                             here; pick a config without a learned variance"
+                return Err("--objective consistency: a network that predicts its variance has no use for it \
+                            here; pick a config without a learned variance"
                     .into());
             }
             let train = new_config(args, &model, &data, None, None)?;
@@ -499,7 +515,7 @@ fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
                 scheduler: train.scheduler,
                 seed: args.seed,
                 batch_size: args.batch_size,
-                steps_per_round: args.steps,
+                steps_per_round: args.total_steps(),
                 lr: args.lr,
                 grad_clip: train.grad_clip,
                 ema_decay: args.ema_decay,
@@ -522,12 +538,48 @@ fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
     })
 }
 
+impl TrainArgs {
+    /// `--steps`, or its default.
+    fn total_steps(&self) -> u64 {
+        self.steps.unwrap_or(DEFAULT_STEPS)
+    }
+}
+
+/// Optimiser steps of a run without `--steps`.
+const DEFAULT_STEPS: u64 = 400;
+
+/// Refuses to resume a distillation or consistency-training run (its checkpoints hold a `distill_state.json`) as a
+/// diffusion training run, naming the command that continues it.
+fn refuse_distillation_run(dir: &Path) -> Result<(), String> {
+    let Ok(step_dir) = latest_checkpoint(dir) else {
+        // No checkpoint: the training resume reports it.
+        return Ok(());
+    };
+    let Ok(state) = read_state(&step_dir) else {
+        return Ok(());
+    };
+    let how = match state.config.method {
+        Method::ConsistencyTraining { .. } => "diffuse train --objective consistency",
+        Method::Progressive { .. } => "diffuse distill progressive",
+        Method::ConsistencyDistillation { .. } => "diffuse distill consistency",
+    };
+    Err(format!(
+        "{} is a {} run, not a diffusion training run; resume it with {how} --resume {}",
+        dir.display(),
+        state.config.method.name(),
+        dir.display()
+    ))
+}
+
 pub fn run(args: &TrainArgs) -> Result<(), String> {
     if args.objective == "consistency" {
         if args.super_resolution.is_some() || args.inpainting {
             return Err("--objective consistency trains plain denoisers; leave out --super-resolution and --inpainting".into());
         }
         return run_consistency_training(args);
+    }
+    if let Some(dir) = &args.resume {
+        refuse_distillation_run(dir)?;
     }
     let out = args.resume.as_ref().unwrap_or(&args.out);
     crate::launch::run_training(
@@ -553,7 +605,7 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
             let model_config = BackboneConfig::from_json_str(&text).map_err(|e| e.to_string())?;
             let mut trainer =
                 Trainer::resume_on(dir, device, build(&model_config)).map_err(|e| e.to_string())?;
-            trainer.set_total_steps(args.steps);
+            trainer.set_total_steps(args.total_steps());
             if leader {
                 eprintln!(
                     "resuming {} at step {}",

@@ -303,6 +303,74 @@ fn bad_distillation_inputs_are_refused_by_name() {
     // Resuming with the other subcommand.
     let err = failed(&resume(&setup, "consistency", &out, &[]));
     assert!(err.contains("progressive distillation run"), "{err}");
+    // Resuming with settings other than the run's, which a resumed run would ignore.
+    for (flag, value) in [("--to-steps", "1"), ("--teacher-steps", "8")] {
+        let err = failed(&resume(&setup, "progressive", &out, &[flag, value]));
+        assert!(
+            err.contains(&format!("{flag} {value} differs"))
+                && err.contains(&format!("leave {flag} out")),
+            "{err}"
+        );
+    }
+    let err = failed(&resume(
+        &setup,
+        "progressive",
+        &out,
+        &["--config", s(&other)],
+    ));
+    assert!(
+        err.contains("another architecture") && err.contains("leave --config out"),
+        "{err}"
+    );
+    // A progressive student as the teacher of consistency distillation.
+    let err = failed(&diffuse(&[
+        "distill",
+        "consistency",
+        "--teacher",
+        s(&out.join("round-1")),
+        "--data",
+        s(&setup.data),
+        "--out",
+        s(&setup.dir.join("cd-from-student")),
+    ]));
+    assert!(
+        err.contains("is a progressive student") && err.contains("give the diffusion run"),
+        "{err}"
+    );
+    // The same refusals for consistency distillation: bad settings, another teacher, the other subcommand.
+    let cd = setup.dir.join("bad-cd");
+    for (args, want) in [
+        (["--levels", "1"], "--levels: 1"),
+        (["--target-decay", "1"], "--target-decay: 1"),
+    ] {
+        let err = failed(&distill(&setup, "consistency", &cd, &args));
+        assert!(err.contains(want), "{err}");
+    }
+    let tiny = ["--steps", "1", "--batch-size", "4", "--levels", "4"];
+    ok(&distill(&setup, "consistency", &cd, &tiny));
+    let err = failed(&resume(
+        &setup,
+        "consistency",
+        &cd,
+        &["--teacher", s(&other_teacher)],
+    ));
+    assert!(
+        err.contains("was distilled from the teacher") && err.contains("fingerprint"),
+        "{err}"
+    );
+    let err = failed(&resume(&setup, "progressive", &cd, &[]));
+    assert!(err.contains("consistency distillation run"), "{err}");
+    // A distillation run resumed by diffuse train, with or without --objective consistency.
+    for objective in [&[][..], &["--objective", "consistency"][..]] {
+        let mut args = vec!["train", "--resume", s(&out), "--data", s(&setup.data)];
+        args.extend(objective);
+        let err = failed(&diffuse(&args));
+        assert!(
+            err.contains("progressive distillation run")
+                && err.contains(&format!("diffuse distill progressive --resume {}", s(&out))),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -423,4 +491,73 @@ fn consistency_distillation_and_training_sample_with_the_consistency_sampler() {
         s(&ct),
     ]));
     assert!(err.contains("leave out --vae and --sde"), "{err}");
+    // A consistency model is no teacher.
+    for (kind, teacher) in [
+        ("progressive", ct.clone()),
+        ("consistency", cd.join("round-1")),
+    ] {
+        let out = setup.dir.join(format!("from-{kind}"));
+        let mut args = vec![
+            "distill",
+            kind,
+            "--teacher",
+            s(&teacher),
+            "--data",
+            s(&setup.data),
+            "--out",
+            s(&out),
+        ];
+        if kind == "progressive" {
+            args.extend(["--to-steps", "1"]);
+        }
+        let err = failed(&diffuse(&args));
+        assert!(err.contains("is a consistency model"), "{kind}: {err}");
+    }
+    // The consistency-training run resumed by the wrong command, or over another total.
+    let err = failed(&resume(&setup, "progressive", &ct, &[]));
+    assert!(
+        err.contains(&format!(
+            "diffuse train --objective consistency --resume {}",
+            s(&ct)
+        )),
+        "{err}"
+    );
+    let err = failed(&diffuse(&[
+        "train",
+        "--resume",
+        s(&ct),
+        "--data",
+        s(&setup.data),
+    ]));
+    assert!(
+        err.contains("not a diffusion training run")
+            && err.contains("diffuse train --objective consistency --resume"),
+        "{err}"
+    );
+    let err = failed(&diffuse(&[
+        "train",
+        "--objective",
+        "consistency",
+        "--resume",
+        s(&ct),
+        "--data",
+        s(&setup.data),
+        "--steps",
+        "3",
+    ]));
+    assert!(
+        err.contains("--steps 3") && err.contains("leave --steps out"),
+        "{err}"
+    );
+    // Without --steps it continues with its own total (here: it is done).
+    let log = ok(&diffuse(&[
+        "train",
+        "--objective",
+        "consistency",
+        "--resume",
+        s(&ct),
+        "--data",
+        s(&setup.data),
+    ]));
+    assert!(log.contains("nothing to do"), "{log}");
 }

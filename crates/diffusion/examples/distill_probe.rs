@@ -2,8 +2,9 @@
 //! on 64 fixed test images of the shipped Fashion-MNIST subset, noised once with a fixed seed at each grid timestep
 //! `t`, it prints the distillation target's largest |x̃| and, for the teacher itself (as the untrained student, `m0`)
 //! and for each student folder given (`m1`, …), the mean squared error of the network output against the target
-//! (`out`, the loss before weighting) and of the landing point of one clipped DDIM step against the teacher's two
-//! (`land`, what sampling sees). A round that works lowers `land`; docs/distillation.md reads the figures.
+//! written as an output (`out`), the training loss at that step (`loss`: the truncated-SNR-weighted distance of x̂0
+//! from what the clip sends to x̃, 0 where an ε student's step is left out) and the mean squared error of the landing
+//! point of one clipped DDIM step against the teacher's two (`land`, what sampling sees). A round that works lowers `land`; docs/distillation.md reads the figures.
 //!
 //! Run: `cargo run --release -p diffuse-diffusion --example distill_probe -- TEACHER_RUN STEPS STUDENT_MODEL...`
 //! with `TEACHER_RUN` a training checkpoint folder (`model/` or `ema/` and `scheduler/`, e.g.
@@ -11,9 +12,10 @@
 //! `runs/distill-progressive/round-1/ema`). The teacher's EMA weights are used; the run's scheduler says the
 //! schedule, the prediction and the clipping.
 
+use diffuse_autograd::Var;
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::distill::progressive::{
-    ddim_step, output_target, student_grid, teacher_two_steps, x0_target,
+    ddim_step, distillation_target, output_target, student_grid, student_loss, teacher_two_steps,
 };
 use diffuse_diffusion::forward::q_sample;
 use diffuse_diffusion::sampler::scheduler::Scheduler;
@@ -85,10 +87,16 @@ fn main() -> Result<(), Error> {
         let picks = vec![step; n];
         let t = vec![step.t; n];
         let (x_t, _) = q_sample(&schedule, &x0, &t, 7, 0)?;
-        let x_next = teacher_two_steps(&teacher_denoiser, &schedule, limit, &x_t, &picks, cond)?;
-        let x_tilde = x0_target(&schedule, &x_t, &x_next, &picks)?;
-        let target = output_target(&schedule, prediction, &x_t, &x_tilde, &picks)?;
-        let largest = x_tilde.to_vec()?.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let teacher_steps =
+            teacher_two_steps(&teacher_denoiser, &schedule, limit, &x_t, &picks, cond)?;
+        let x_next = &teacher_steps.landing;
+        let distill_target = distillation_target(&schedule, limit, &x_t, &teacher_steps, &picks)?;
+        let target = output_target(&schedule, prediction, &x_t, &distill_target.x0, &picks)?;
+        let largest = distill_target
+            .x0
+            .to_vec()?
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
         let mut line = format!("t={:4} |x~|max={largest:.2}", step.t);
         for (k, model) in std::iter::once(&teacher).chain(&students).enumerate() {
             let out =
@@ -102,10 +110,21 @@ fn main() -> Result<(), Error> {
                 &t,
                 &vec![step.next; n],
             )?;
+            let loss = student_loss(
+                &schedule,
+                prediction,
+                &x_t,
+                &Var::constant(out.clone()),
+                &distill_target,
+                &picks,
+            )?
+            .mean_all()?
+            .tensor()
+            .to_scalar()?;
             line += &format!(
-                " | m{k}: out {:.3e} land {:.3e}",
+                " | m{k}: out {:.3e} loss {loss:.3e} land {:.3e}",
                 mse(&out, &target)?,
-                mse(&land, &x_next)?
+                mse(&land, x_next)?
             );
         }
         println!("{line}");

@@ -2,12 +2,13 @@
 //! Gaussian-mixture denoiser, the consistency parameterisation's boundary condition, and the closed-form consistency
 //! function of Gaussian data.
 
+use diffuse_autograd::Var;
 use diffuse_diffusion::distill::consistency::{
     check_sampling_sigmas, denoised, NetworkDenoiser, SigmaDenoise,
 };
 use diffuse_diffusion::distill::progressive::{
-    output_target, student_grid, teacher_two_steps, truncated_snr_weight, x0_target, DistillStep,
-    EPSILON_WEIGHT_LIMIT,
+    ddim_step, distillation_target, output_target, student_grid, student_loss, teacher_two_steps,
+    truncated_snr_weight, x0_target, DistillStep, EPSILON_WEIGHT_LIMIT,
 };
 use diffuse_diffusion::distill::{
     check_halvings, consistency_sample, consistency_sample_from, default_sampling_sigmas,
@@ -19,6 +20,7 @@ use diffuse_diffusion::sampler::{
     Condition, Ddim, Denoiser, Prediction, Sampler, SamplerOptions, X0Limit,
 };
 use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
+use diffuse_diffusion::train::target::convert;
 use diffuse_diffusion::Result;
 use diffuse_tensor::{Device, Tensor};
 
@@ -123,7 +125,8 @@ impl Denoiser for ExactStudent<'_> {
                     .expect("a grid timestep")
             })
             .collect();
-        let x_next = teacher_two_steps(self.teacher, self.schedule, self.limit, x_t, &steps, cond)?;
+        let x_next =
+            teacher_two_steps(self.teacher, self.schedule, self.limit, x_t, &steps, cond)?.landing;
         let x0 = x0_target(self.schedule, x_t, &x_next, &steps)?;
         output_target(self.schedule, self.teacher.target, x_t, &x0, &steps)
     }
@@ -223,7 +226,8 @@ fn with_clipping_the_target_is_in_range_and_takes_two_clipped_teacher_steps_in_o
                 let (x_t, _) = q_sample(&schedule, &x0, &vec![step.t; 64], 11, 0).unwrap();
                 let x_next =
                     teacher_two_steps(&teacher, &schedule, limit, &x_t, &picks, Condition::NONE)
-                        .unwrap();
+                        .unwrap()
+                        .landing;
                 let x_tilde = f64s(&x0_target(&schedule, &x_t, &x_next, &picks).unwrap());
                 // f32 rounding of O(1) values divided by a″ − (s″/s)·a ≥ 0.03 on these grids.
                 let worst = x_tilde.iter().fold(0f64, |m, v| m.max(v.abs()));
@@ -280,22 +284,233 @@ fn the_student_grid_nests_in_the_teachers() {
 }
 
 #[test]
-fn the_truncated_snr_weight_is_max_snr_1_on_x0_and_leaves_out_eps_beyond_its_limit() {
+fn the_truncated_snr_weight_is_max_snr_1_and_leaves_out_eps_beyond_its_limit() {
     for ab in [0.001, 0.0101, 0.3, 0.5, 0.9, 0.999] {
         let snr: f64 = ab / (1.0 - ab);
-        // x0: max(SNR, 1); v: x̂0 = a·x − s·v, so max(SNR, 1)·(1 − ᾱ).
-        assert!(
-            (truncated_snr_weight(Prediction::Sample, ab) - snr.max(1.0)).abs()
-                < 1e-12 * snr.max(1.0)
-        );
-        let v = snr.max(1.0) * (1.0 - ab);
-        assert!((truncated_snr_weight(Prediction::VPrediction, ab) - v).abs() < 1e-12);
-        // ε: x̂0 = (x − s·ε)/a, so max(SNR, 1)/SNR = max(1, 1/SNR), left out beyond the limit (ᾱ = 0.001 has 1/SNR =
-        // 999: weight 0; ᾱ = 0.0101 has 1/SNR ≈ 98: kept).
-        let eps = (1.0 / snr).max(1.0);
-        let eps = if eps > EPSILON_WEIGHT_LIMIT { 0.0 } else { eps };
+        // The weight of the squared x̂0 error, whatever the student predicts.
+        for prediction in [Prediction::Sample, Prediction::VPrediction] {
+            let got = truncated_snr_weight(prediction, ab);
+            assert!(
+                (got - snr.max(1.0)).abs() <= 1e-12 * snr.max(1.0),
+                "{prediction:?} ᾱ {ab}: {got}"
+            );
+        }
+        // ε: x̂0 = (x − s·ε)/a puts max(SNR, 1)/SNR = max(1, 1/SNR) on the output error; the sample is left out
+        // beyond the limit (ᾱ = 0.001 has 1/SNR = 999: weight 0; ᾱ = 0.0101 has 1/SNR ≈ 98: kept).
+        let on_output = (1.0 / snr).max(1.0);
+        let want = if on_output > EPSILON_WEIGHT_LIMIT {
+            0.0
+        } else {
+            snr.max(1.0)
+        };
         let got = truncated_snr_weight(Prediction::Epsilon, ab);
-        assert!((got - eps).abs() <= 1e-12 * eps, "ᾱ {ab}: {got} vs {eps}");
+        assert!(
+            (got - want).abs() <= 1e-12 * want,
+            "ᾱ {ab}: {got} vs {want}"
+        );
+    }
+}
+
+/// The per-sample loss of a student whose output is `out`, and its gradient with respect to `out`.
+fn loss_and_gradient(
+    schedule: &NoiseSchedule,
+    prediction: Prediction,
+    x_t: &Tensor,
+    out: &Tensor,
+    target: &diffuse_diffusion::distill::progressive::Target,
+    steps: &[DistillStep],
+) -> (Vec<f64>, Vec<f64>) {
+    let out = Var::leaf(out.clone());
+    let loss = student_loss(schedule, prediction, x_t, &out, target, steps).unwrap();
+    let per_sample = f64s(loss.tensor());
+    let grads = loss.sum_all().unwrap().backward().unwrap();
+    (per_sample, f64s(grads.get(&out).unwrap()))
+}
+
+#[test]
+fn the_loss_counts_only_what_the_clipped_student_step_does_not_land() {
+    // The exact mixture denoiser teaches with x̂0 clipped to ±0.25, so at many elements both of the teacher's clipped
+    // estimates sit on a bound and x̃ is that bound. A student whose x̂0 goes beyond the bound there, and equals x̃
+    // elsewhere, lands exactly on the teacher's two steps once its sampler clips: the loss must be zero. The earlier
+    // loss on the output (ε, x0 or v) counted the part beyond the bound, which the sampler never sees; it is
+    // computed here beside the new one and must be clearly positive. A student that stops short of the bound lands
+    // elsewhere, and the loss counts exactly that shortfall.
+    let schedule = linear_schedule();
+    let limit = X0Limit {
+        clip: Some(CLIP),
+        threshold: None,
+    };
+    let n = 64;
+    let noise = Tensor::randn(&[n, DIM], 5, 0, Device::Cpu).unwrap();
+    let x0 = noise.affine(1.5, 0.0).unwrap();
+    for prediction in [
+        Prediction::Epsilon,
+        Prediction::Sample,
+        Prediction::VPrediction,
+    ] {
+        let teacher = Mixture::new(&schedule, prediction);
+        let grid = student_grid(1000, 4).unwrap();
+        for step in &grid {
+            let picks = vec![*step; n];
+            let t = vec![step.t; n];
+            let ab = schedule.alpha_bar(step.t).unwrap();
+            let weight = truncated_snr_weight(prediction, ab);
+            if weight == 0.0 {
+                // An ε student's high-noise steps (1/SNR > 100 at t = 999 and 749 of the linear schedule): left out.
+                assert!(
+                    prediction == Prediction::Epsilon && step.t >= 749,
+                    "{prediction:?} t = {}",
+                    step.t
+                );
+                continue;
+            }
+            let (x_t, _) = q_sample(&schedule, &x0, &t, 11, 0).unwrap();
+            let teacher_steps =
+                teacher_two_steps(&teacher, &schedule, limit, &x_t, &picks, Condition::NONE)
+                    .unwrap();
+            let target =
+                distillation_target(&schedule, limit, &x_t, &teacher_steps, &picks).unwrap();
+            let bound = f64s(target.bound.as_ref().expect("an elementwise clip"));
+            let x_tilde = f64s(&target.x0);
+            let pinned = bound.iter().filter(|b| **b != 0.0).count();
+            assert!(
+                pinned >= 16,
+                "{prediction:?} t = {}: only {pinned} of 128 elements pinned",
+                step.t
+            );
+            for (b, x) in bound.iter().zip(&x_tilde) {
+                assert!(
+                    *b == 0.0 || *x == b * CLIP,
+                    "a pinned element's target is the bound itself"
+                );
+            }
+            // Beyond the bound where pinned (0.5 further out), on x̃ elsewhere.
+            let beyond: Vec<f32> = bound
+                .iter()
+                .zip(&x_tilde)
+                .map(|(&b, &x)| (x + b * 0.5) as f32)
+                .collect();
+            let beyond = Tensor::from_vec(beyond, &[n, DIM], Device::Cpu).unwrap();
+            let out = output_target(&schedule, prediction, &x_t, &beyond, &picks).unwrap();
+            let landing = f64s(
+                &ddim_step(
+                    &schedule,
+                    prediction,
+                    limit,
+                    &x_t,
+                    &out,
+                    &t,
+                    &vec![step.next; n],
+                )
+                .unwrap(),
+            );
+            for (g, w) in landing.iter().zip(&f64s(&teacher_steps.landing)) {
+                // f32, O(1) values through x̂0 → output → x̂0 (÷ a ≥ √ᾱ_749 ≈ 0.27 here): a few hundred roundings.
+                assert!(
+                    (g - w).abs() < 1e-4,
+                    "{prediction:?} t = {}: lands at {g}, teacher at {w}",
+                    step.t
+                );
+            }
+            let (loss, gradient) =
+                loss_and_gradient(&schedule, prediction, &x_t, &out, &target, &picks);
+            // The old loss: the truncated-SNR weight written on the output error, max(SNR, 1)·(∂x̂0/∂out)².
+            let slope = convert(prediction, Prediction::Sample, ab).1;
+            let on_target =
+                f64s(&output_target(&schedule, prediction, &x_t, &target.x0, &picks).unwrap());
+            let old: f64 = f64s(&out)
+                .iter()
+                .zip(&on_target)
+                .map(|(o, t)| weight * slope * slope * (o - t).powi(2))
+                .sum::<f64>()
+                / (n * DIM) as f64;
+            // It counts 0.5² at each pinned element.
+            let beyond_bound = weight * 0.25 * pinned as f64 / (n * DIM) as f64;
+            assert!(
+                (old - beyond_bound).abs() < 1e-3 * beyond_bound,
+                "{prediction:?}: old loss {old}"
+            );
+            let new = loss.iter().sum::<f64>() / n as f64;
+            // The free elements' x̂0 is x̃ up to the round trip's f32 rounding (relative 1e-6 of O(1) values, squared).
+            assert!(
+                new < 1e-8 * weight,
+                "{prediction:?} t = {}: loss {new}, old loss {old}",
+                step.t
+            );
+            // Pinned elements beyond their bound get no gradient at all.
+            for (g, b) in gradient.iter().zip(&bound) {
+                if *b != 0.0 {
+                    assert_eq!(*g, 0.0);
+                }
+            }
+            // Short of the bound by 0.1 where pinned: the loss is that shortfall, with the gradient of its square.
+            let short: Vec<f32> = bound
+                .iter()
+                .zip(&x_tilde)
+                .map(|(&b, &x)| (x - b * 0.1) as f32)
+                .collect();
+            let short = Tensor::from_vec(short, &[n, DIM], Device::Cpu).unwrap();
+            let out = output_target(&schedule, prediction, &x_t, &short, &picks).unwrap();
+            let (loss, gradient) =
+                loss_and_gradient(&schedule, prediction, &x_t, &out, &target, &picks);
+            let new = loss.iter().sum::<f64>() / n as f64;
+            let want = weight * 0.01 * pinned as f64 / (n * DIM) as f64;
+            // f32 rounding of 0.1 differences: relative 1e-4.
+            assert!(
+                (new - want).abs() < 1e-4 * want,
+                "{prediction:?}: {new} vs {want}"
+            );
+            for (g, b) in gradient.iter().zip(&bound) {
+                // d/d out of weight·(x̂0 − x̃)²/D per sample: 2·weight·slope·(x̂0 − x̃)/D, with x̂0 − x̃ = −0.1·b.
+                let want = 2.0 * weight * slope * (-0.1 * b) / DIM as f64;
+                // f32: relative 1e-3, and the free elements' round-trip error (1e-6 of O(1) values).
+                let tolerance = 1e-3 * want.abs() + 1e-4 * weight * slope.abs();
+                assert!(
+                    (g - want).abs() < tolerance,
+                    "{prediction:?}: gradient {g} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn without_an_elementwise_clip_the_loss_is_the_truncated_snr_x0_loss() {
+    // No clip (and dynamic thresholding, whose range is per sample) pins nothing: the loss is max(SNR, 1) times the
+    // mean squared x̂0 error, which is the old output-space loss.
+    let schedule = linear_schedule();
+    let n = 8;
+    let x_t = Tensor::randn(&[n, DIM], 1, 0, Device::Cpu).unwrap();
+    let x_tilde = Tensor::randn(&[n, DIM], 2, 0, Device::Cpu).unwrap();
+    let out = Tensor::randn(&[n, DIM], 3, 0, Device::Cpu).unwrap();
+    let step = student_grid(1000, 4).unwrap()[1];
+    let picks = vec![step; n];
+    let target = diffuse_diffusion::distill::progressive::Target {
+        x0: x_tilde.clone(),
+        bound: None,
+    };
+    let ab = schedule.alpha_bar(step.t).unwrap();
+    for prediction in [
+        Prediction::Epsilon,
+        Prediction::Sample,
+        Prediction::VPrediction,
+    ] {
+        let (loss, _) = loss_and_gradient(&schedule, prediction, &x_t, &out, &target, &picks);
+        let (cx, co) = convert(prediction, Prediction::Sample, ab);
+        let (x, o, y) = (f64s(&x_t), f64s(&out), f64s(&x_tilde));
+        for b in 0..n {
+            let want: f64 = (0..DIM)
+                .map(|d| (cx * x[b * DIM + d] + co * o[b * DIM + d] - y[b * DIM + d]).powi(2))
+                .sum::<f64>()
+                / DIM as f64
+                * truncated_snr_weight(prediction, ab);
+            // f32 evaluation of O(1) terms.
+            assert!(
+                (loss[b] - want).abs() < 1e-5 * want.max(1.0),
+                "{prediction:?} sample {b}: {} vs {want}",
+                loss[b]
+            );
+        }
     }
 }
 

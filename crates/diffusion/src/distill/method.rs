@@ -132,10 +132,22 @@ impl DistillConfig {
         } = self.method
         {
             if levels < 2 {
-                return bad("levels", format!("{levels} must be at least 2"));
+                return bad(
+                    "--levels",
+                    format!(
+                        "{levels}: consistency distillation needs at least 2 noise levels (σ_min and σ_max); \
+                         Song et al. use 18"
+                    ),
+                );
             }
             if !(0.0..1.0).contains(&target_decay) {
-                return bad("target_decay", format!("{target_decay} is not in [0, 1)"));
+                return bad(
+                    "--target-decay",
+                    format!(
+                        "{target_decay} is not in [0, 1): the target network would never move (1) or diverge; \
+                         Song et al. use 0.95"
+                    ),
+                );
             }
         }
         if let Method::ConsistencyTraining { curriculum } = &self.method {
@@ -175,8 +187,11 @@ impl DistillConfig {
         }
         if self.guidance != 1.0 && self.null_class.is_none() {
             return bad(
-                "guidance",
-                "a guided teacher must be class-conditional with a null class".into(),
+                "--guidance",
+                format!(
+                    "{}: a guided teacher must be class-conditional with a null class; leave --guidance out",
+                    self.guidance
+                ),
             );
         }
         Ok(())
