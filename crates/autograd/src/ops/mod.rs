@@ -5,5 +5,6 @@ mod dropout;
 mod elementwise;
 mod loss;
 mod nn;
+mod packed_attention;
 mod reduce;
 mod shape;
