@@ -7,8 +7,9 @@
 #   scripts/dit-scaling.sh [RUNS]            # RUNS: runs/dit-scaling; a config whose folder exists is not retrained
 #
 # Sizes (environment): CONFIGS (dit-s-4 dit-s-2 dit-b-4 dit-m-2), STEPS per config (4000), BATCH (32), EVAL_EVERY
-# (1000), EVAL_NUM samples per evaluation (1000), GUIDANCE of the evaluations (2), LR (3e-4), WARMUP (200). Every
-# config sees the same data, schedule and seed; only the network differs.
+# (1000), EVAL_NUM samples per evaluation (1000), GUIDANCE of the evaluations (2), LR (3e-4), WARMUP (200), TRAIN_ARGS
+# (--schedule linear --loss-weighting uniform, the DiT paper's). Every config sees the same data, schedule and seed;
+# only the network differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/dit-scaling}
@@ -20,6 +21,7 @@ EVAL_NUM=${EVAL_NUM:-1000}
 GUIDANCE=${GUIDANCE:-2}
 LR=${LR:-3e-4}
 WARMUP=${WARMUP:-200}
+TRAIN_ARGS=${TRAIN_ARGS:---schedule linear --loss-weighting uniform}
 cargo build --release -q -p diffuse-cli -p diffuse-figures
 mkdir -p "$RUNS"
 for config in $CONFIGS; do
@@ -29,6 +31,6 @@ for config in $CONFIGS; do
     fi
     target/release/diffuse train --config "$config" --out "$RUNS/$config" --steps "$STEPS" --batch-size "$BATCH" \
         --lr "$LR" --warmup "$WARMUP" --sample-every 0 --eval-every "$EVAL_EVERY" --eval-num "$EVAL_NUM" \
-        --eval-guidance "$GUIDANCE"
+        --eval-guidance "$GUIDANCE" $TRAIN_ARGS
 done
 target/release/diffuse-figures dit-scaling --runs "$RUNS" --batch-size "$BATCH" --out "$RUNS"
