@@ -304,6 +304,20 @@ fn attention_matches_softmax_of_scaled_scores_and_backward_matches_kernel() {
     let (dq, dk, dv) = g
         .attention_backward((&q, &kt, &v), (&out, &lse), scale)
         .unwrap();
+    assert_backward_matches_kernel([&q, &kt, &v, &out, &lse, &g], None, scale, [&dq, &dk, &dv]);
+}
+
+/// The tensor-level attention backward `got` (dq, dk, dv) equals one direct call of the CPU kernel on the same
+/// operands `[q, kᵀ rows, v, out, lse, g]` (bit for bit: the tensor op is that kernel call).
+fn assert_backward_matches_kernel(
+    operands: [&Tensor; 6],
+    bias: Option<&Tensor>,
+    scale: f32,
+    got: [&Tensor; 3],
+) {
+    let [q, kt, v, ..] = operands;
+    let (bh, lq, d) = (q.shape()[0], q.shape()[1], q.shape()[2]);
+    let lk = kt.shape()[1];
     let s = k::attention::AttentionShape {
         batch_heads: bh,
         q_len: lq,
@@ -311,20 +325,31 @@ fn attention_matches_softmax_of_scaled_scores_and_backward_matches_kernel() {
         head_dim: d,
         scale,
     };
-    let (mut dqw, mut dkw, mut dvw) = (
+    let mut want = [
         vec![0.0; bh * lq * d],
         vec![0.0; bh * lk * d],
-        vec![0.0; bh * lk * d],
-    );
-    let vecs = [&q, &kt, &v, &out, &lse, &g].map(|t| t.to_vec().unwrap());
+        vec![0.0; v.numel()],
+    ];
+    let vecs = operands.map(|t| t.to_vec().unwrap());
+    let bias = bias.map(|b| b.to_vec().unwrap());
+    let [dqw, dkw, dvw] = &mut want;
     k::attention::attention_backward(
-        &s, &vecs[0], &vecs[1], &vecs[2], None, &vecs[3], &vecs[4], &vecs[5], &mut dqw, &mut dkw,
-        &mut dvw,
+        &s,
+        &vecs[0],
+        &vecs[1],
+        &vecs[2],
+        bias.as_deref(),
+        &vecs[3],
+        &vecs[4],
+        &vecs[5],
+        dqw,
+        dkw,
+        dvw,
     )
     .unwrap();
-    assert_eq!(dq.to_vec().unwrap(), dqw);
-    assert_eq!(dk.to_vec().unwrap(), dkw);
-    assert_eq!(dv.to_vec().unwrap(), dvw);
+    for (got, want) in got.iter().zip(&want) {
+        assert_eq!(&got.to_vec().unwrap(), want);
+    }
 }
 
 /// The causal mask of a text encoder, `[len, len]`: 0 where key j ≤ query i, −∞ above the diagonal.
@@ -371,37 +396,12 @@ fn attention_with_a_causal_bias_matches_the_masked_softmax_and_its_backward_the_
         let (dq, dk, dv) = g
             .attention_with_bias_backward((&q, &kt, &v), (&out, &lse), Some(&bias), scale)
             .unwrap();
-        let s = k::attention::AttentionShape {
-            batch_heads: bh,
-            q_len: len,
-            kv_len: len,
-            head_dim: d,
-            scale,
-        };
-        let (mut dqw, mut dkw, mut dvw) = (
-            vec![0.0; bh * len * d],
-            vec![0.0; bh * len * d],
-            vec![0.0; bh * len * d],
-        );
-        let vecs = [&q, &kt, &v, &out, &lse, &g].map(|t| t.to_vec().unwrap());
-        let bias = bias.to_vec().unwrap();
-        k::attention::attention_backward(
-            &s,
-            &vecs[0],
-            &vecs[1],
-            &vecs[2],
+        assert_backward_matches_kernel(
+            [&q, &kt, &v, &out, &lse, &g],
             Some(&bias),
-            &vecs[3],
-            &vecs[4],
-            &vecs[5],
-            &mut dqw,
-            &mut dkw,
-            &mut dvw,
-        )
-        .unwrap();
-        assert_eq!(dq.to_vec().unwrap(), dqw);
-        assert_eq!(dk.to_vec().unwrap(), dkw);
-        assert_eq!(dv.to_vec().unwrap(), dvw);
+            scale,
+            [&dq, &dk, &dv],
+        );
     }
 }
 
