@@ -5,6 +5,5 @@ mod dropout;
 mod elementwise;
 mod loss;
 mod nn;
-mod packed_attention;
 mod reduce;
 mod shape;

@@ -53,18 +53,23 @@ impl SelfAttention {
         })
     }
 
-    /// Tokens `h` (N, L, D) → (N, L, D). `to_q`, `to_k` and `to_v` run as one product with their weights (and
-    /// biases) stacked, `[q | k | v]` (N, L, 3·H·d), which [`Var::packed_self_attention`] splits into heads.
+    /// Tokens `h` (N, L, D) → (N, L, D).
     pub fn forward(&self, h: &Var) -> Result<Var> {
-        let projections = [&self.to_q, &self.to_k, &self.to_v];
-        let weights: Vec<&Var> = projections.iter().map(|p| &p.weight).collect();
-        let biases: Option<Vec<&Var>> = projections.iter().map(|p| p.bias.as_ref()).collect();
-        let qkv = Linear {
-            weight: Var::concat(&weights, 0)?,
-            bias: biases.map(|b| Var::concat(&b, 0)).transpose()?,
+        let (n, len) = (h.shape()[0], h.shape()[1]);
+        let (heads, head_dim) = (self.heads, self.head_dim);
+        // (N, L, H·d) → (N·H, L, d): the layout the attention kernel takes.
+        let split = |proj: &Linear| -> Result<Var> {
+            proj.forward(h)?
+                .reshape(&[n, len, heads, head_dim])?
+                .permute(&[0, 2, 1, 3])?
+                .reshape(&[n * heads, len, head_dim])
         };
-        let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let merged = qkv.forward(h)?.packed_self_attention(self.heads, scale)?;
+        let (q, k, v) = (split(&self.to_q)?, split(&self.to_k)?, split(&self.to_v)?);
+        let o = q.attention(&k, &v, 1.0 / (head_dim as f32).sqrt())?;
+        let merged = o
+            .reshape(&[n, heads, len, head_dim])?
+            .permute(&[0, 2, 1, 3])?
+            .reshape(&[n, len, heads * head_dim])?;
         self.to_out.forward(&merged)
     }
 }
