@@ -75,6 +75,16 @@ def elementwise(k):
         k.launch('binary_strided', (1, 1, 1), [k.out(96), a, b + 8, 24, op, layout_bytes([2, 3, 4], [12, 4, 1], [0, -1, 0])])
 
 
+@case('elementwise.ptx', 'geglu_forward', 'geglu_backward')
+def geglu(k):
+    # rows x inner = 7 x 50: 350 outputs on one 256-thread block (the grid-stride loop wraps mid-row); one row of one
+    for rows, inner in [(7, 50), (1, 1)]:
+        n = rows * inner
+        x = k.f32(2 * n, -4, 4)
+        k.launch('geglu_forward', (1, 1, 1), [k.out(4 * n), x, n, inner])
+        k.launch('geglu_backward', (1, 1, 1), [k.out(8 * n), x, k.f32(n), n, inner])
+
+
 @case('reduce.ptx', 'row_reduce')
 def reduce(k):
     for rows, cols in [(1, 1), (2, 300)]:

@@ -252,6 +252,29 @@ def check_group_norm():
         close('gn dbeta', mem.get_f32(pdb, C), [fd(beta, c, 'b') for c in range(C)], 1e-4)
 
 
+def check_geglu():
+    # GEGLU on rows of 2 inner: out = h gelu(a); backward against central differences of the f64 reference. rows x
+    # inner = 7 x 5 (35 outputs) on one 16-thread block: the grid-stride loop wraps, rows straddle the wrap
+    random.seed(6)
+    mod = Module(open(K+'elementwise.ptx').read())
+    gelu = lambda v: 0.5*v*(1+erf(v/math.sqrt(2)))
+    for rows, inner in [(7, 5), (1, 1), (2, 33)]:
+        n = rows*inner
+        x = [r32(random.uniform(-4, 4)) for _ in range(2*n)]
+        g = [r32(random.uniform(-1, 1)) for _ in range(n)]
+        ref = lambda x_: [x_[r*2*inner + j]*gelu(x_[r*2*inner + inner + j]) for r in range(rows) for j in range(inner)]
+        mem = Memory(); px = mem.alloc(4*2*n); pg = mem.alloc(4*n); po = mem.alloc(4*n); pdx = mem.alloc(4*2*n)
+        mem.put_f32(px, x); mem.put_f32(pg, g)
+        launch(mod, 'geglu_forward', (1,1,1), (16,1,1), [po, px, n, inner], mem)
+        close(f'geglu fwd {rows, inner}', mem.get_f32(po, n), ref(x))
+        launch(mod, 'geglu_backward', (1,1,1), (16,1,1), [pdx, px, pg, n, inner], mem)
+        h = 1e-5
+        def fd(i):
+            up = list(x); dn = list(x); up[i] += h; dn[i] -= h
+            return (sum(a*b for a, b in zip(ref(up), g)) - sum(a*b for a, b in zip(ref(dn), g))) / (2*h)
+        close(f'geglu dx {rows, inner}', mem.get_f32(pdx, 2*n), [fd(i) for i in range(2*n)], 1e-4)
+
+
 def check_group_norm_silu():
     # silu(group_norm(x)): the forward kernel with silu = 1; backward = group_norm_silu_backward_dz, then the two
     # group norm backward kernels on dz, as crates/cuda-kernels/src/group_norm.rs launches them

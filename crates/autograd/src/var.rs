@@ -115,6 +115,19 @@ impl Var {
         }
     }
 
+    /// An operation defined outside this crate: `value` computed from `parents`, and `backward`, which maps the
+    /// gradient of `value` to the gradients of `parents` (in order; `None` where none flows), run once by
+    /// [`Var::backward`]. For operations whose rule needs something this crate cannot see, such as the all-gather
+    /// of data-parallel training, whose backward sums the gradient over processes. Recorded only when recording is
+    /// on and some parent needs a gradient.
+    pub fn custom_op(
+        value: Tensor,
+        parents: &[&Var],
+        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
+    ) -> Var {
+        Var::from_op(value, parents, backward)
+    }
+
     /// The same value as a constant: gradients stop here.
     pub fn detach(&self) -> Var {
         Var::constant(self.value.clone())

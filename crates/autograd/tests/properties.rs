@@ -121,6 +121,22 @@ proptest! {
         check_gradients(&[&a, &w], |v| v[0].matmul(&v[1]));
     }
 
+    /// A linear layer's `x·Wᵀ + b` through `matmul_bias` (the bias added in the GEMM's output stage): the input,
+    /// weight and bias gradients, the bias's summed over every row of every batch.
+    #[test]
+    fn matmul_bias_matches_finite_differences(
+        (m, k, n) in (1usize..4, 1usize..4, 1usize..4),
+        batch in prop::collection::vec(1usize..3, 0..3),
+        (how_a, how_w) in (0u8..3, 0u8..3),
+        seed in 0u64..1000,
+    ) {
+        let mut a_shape = batch.clone();
+        a_shape.extend([m, k]);
+        let (a, w) = (strided(&a_shape, seed, how_a), strided(&[n, k], seed + 5, how_w));
+        let bias = randn(&[n], seed + 7);
+        check_gradients(&[&a, &w, &bias], |v| v[0].matmul_bias(&v[1].transpose(0, 1)?, &v[2]));
+    }
+
     #[test]
     fn conv2d_over_random_geometry_matches_finite_differences(
         (batch, group_in, group_out, groups) in (1usize..3, 1usize..3, 1usize..3, 1usize..3),

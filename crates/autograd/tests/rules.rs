@@ -82,6 +82,26 @@ fn abs_and_clamp_gradients_at_the_kinks_follow_pytorch() {
     );
 }
 
+/// GEGLU over rank 1 (one row of one feature), a batch of token rows, and a transposed (non-contiguous) input; the
+/// forward against the composition it fuses, `hidden·gelu(gate)` on the two halves.
+#[test]
+fn geglu_matches_finite_differences_and_its_composition() {
+    check_gradients(&[&randn(&[2], 11)], |v| v[0].geglu());
+    check_gradients(&[&randn(&[2, 3, 8], 12)], |v| v[0].geglu());
+    let stored = randn(&[6, 4], 13);
+    check_gradients(&[&stored.transpose(0, 1).unwrap()], |v| v[0].geglu());
+    let x = randn(&[5, 14], 14);
+    let fused = x.geglu().unwrap().to_vec().unwrap();
+    let (hidden, gate) = (x.narrow(1, 0, 7).unwrap(), x.narrow(1, 7, 7).unwrap());
+    let composed = hidden.mul(&gate.gelu().unwrap()).unwrap().to_vec().unwrap();
+    assert_eq!(fused, composed);
+    let odd = randn(&[2, 5], 15).geglu().unwrap_err().to_string();
+    assert!(
+        odd.contains("must be even") && odd.contains("[2, 5]"),
+        "{odd}"
+    );
+}
+
 #[test]
 fn gelu_gradient_at_zero_is_one_half() {
     let x = Var::leaf(Tensor::zeros(&[1], diffuse_tensor::DType::F32, CPU).unwrap());

@@ -99,6 +99,11 @@ fn accuracy_line(
 }
 
 fn train(args: &ClassifierTrainArgs) -> Result<(), String> {
+    crate::launch::refuse_several_ranks(
+        "classifier train",
+        "the classifier's training loop has no batch sharding or gradient all-reduce (it trains in minutes on one \
+         process); only `diffuse train`, `diffuse vae train` and `diffuse clip train` are data parallel",
+    )?;
     let source = DataSource::named(&args.data)?;
     let options = FolderOptions {
         resolution: args.resolution,

@@ -1,11 +1,14 @@
 //! `diffuse clip`: contrastive language–image pre-training on captioned images. `train` trains a small CLIP (a
 //! BPE tokenizer learned on the captions, a text transformer and a ViT) with the symmetric contrastive loss and writes
 //! checkpoints whose `text_encoder/` and `tokenizer/` a text-to-image run conditions on; `eval` reports zero-shot
-//! accuracy with the prompts "a photo of a {class}" and image↔text recall@1 and @5 on the test images.
+//! accuracy with the prompts "a photo of a {class}" and image↔text recall@1 and @5 on the test images. Under
+//! `mpirun -np N`, `train` is data parallel: each rank encodes its shard of every batch and the embeddings are
+//! gathered for the loss (docs/distributed.md).
 
 use crate::datasets::DataSource;
 use crate::device::DeviceArgs;
 use crate::files::truncate_metrics;
+use crate::launch::CollectiveArgs;
 use clap::{Args, Subcommand};
 use diffuse_diffusion::contrastive::{
     evaluate, ClipArchitecture, ClipEvalReport, ClipTrainConfig, ClipTrainer, ImageCaptions,
@@ -13,12 +16,15 @@ use diffuse_diffusion::contrastive::{
 };
 use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::train::checkpoint::latest_checkpoint;
+use diffuse_diffusion::train::Collective;
 use diffuse_models::clip::{ClipModel, ClipTokenizer};
 use diffuse_nn::LrSchedule;
+use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 #[derive(Subcommand, Debug)]
@@ -102,6 +108,8 @@ pub struct ClipTrainArgs {
     resume: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    launch: CollectiveArgs,
     /// Write a metrics line every N steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
@@ -214,23 +222,36 @@ fn eval(args: &ClipEvalArgs) -> Result<(), String> {
 }
 
 fn train(args: &ClipTrainArgs) -> Result<(), String> {
-    crate::launch::refuse_several_ranks(
+    let out = args.resume.as_ref().unwrap_or(&args.out);
+    crate::launch::run_training(
+        &args.launch,
+        &args.device,
         "clip train",
-        "its symmetric contrastive loss scores every image against every caption of the global batch, so data \
-         parallelism needs an all-gather of the embeddings across processes (whose backward returns each rank its \
-         slice of the summed embedding gradient), which diffuse does not have yet",
-    )?;
-    let device = args.device.resolve()?;
+        out,
+        |device, collective| train_on(args, device, collective),
+    )
+}
+
+/// `clip train` as one rank of `collective` (all of it in one process): every rank encodes its shard of each batch
+/// and takes the same step; rank 0 alone writes checkpoints, metrics, the progress bar and the evaluation.
+fn train_on(
+    args: &ClipTrainArgs,
+    device: Device,
+    collective: Rc<dyn Collective>,
+) -> Result<(), String> {
+    let leader = collective.is_leader();
     let (data, captions) = load_split(&args.data, Split::Train)?;
     let (mut trainer, out) = match &args.resume {
         Some(dir) => {
             let mut trainer = ClipTrainer::resume(dir, device).map_err(|e| e.to_string())?;
             trainer.set_total_steps(args.steps);
-            eprintln!(
-                "resuming {} at step {}",
-                dir.display(),
-                trainer.step_index()
-            );
+            if leader {
+                eprintln!(
+                    "resuming {} at step {}",
+                    dir.display(),
+                    trainer.step_index()
+                );
+            }
             (trainer, dir.clone())
         }
         None => {
@@ -262,28 +283,48 @@ fn train(args: &ClipTrainArgs) -> Result<(), String> {
             (trainer, args.out.clone())
         }
     };
-    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    trainer.set_collective(Rc::clone(&collective));
+    // Refuses a batch smaller than the number of processes before anything is written.
+    let shard = trainer.shard().map_err(|e| e.to_string())?;
     let metrics_path = out.join("metrics.jsonl");
-    truncate_metrics(&metrics_path, trainer.step_index())?;
-    let mut metrics = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let mut metrics = None;
+    if leader {
+        std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        truncate_metrics(&metrics_path, trainer.step_index())?;
+        metrics = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| format!("{}: {e}", metrics_path.display()))?,
+        );
+    }
     crate::interrupt::install()?;
     let total = trainer.config().steps;
-    eprintln!(
-        "training a CLIP of {} parameters (vocabulary {}, context {}) on {} on {} images, batch {}, to step {total}; \
-         outputs in {}",
-        trainer.store.numel(),
-        trainer.tokenizer.vocab_size(),
-        trainer.tokenizer.context_length(),
-        device,
-        data.len(),
-        trainer.config().batch_size,
-        out.display()
-    );
-    let bar = ProgressBar::new(total).with_position(trainer.step_index());
+    let processes = match collective.size() {
+        1 => String::new(),
+        n => format!(
+            " over {n} processes (rank 0: pairs {}..{})",
+            shard.start, shard.end
+        ),
+    };
+    if leader {
+        eprintln!(
+            "training a CLIP of {} parameters (vocabulary {}, context {}) on {} on {} images, batch {}{processes}, \
+             to step {total}; outputs in {}",
+            trainer.store.numel(),
+            trainer.tokenizer.vocab_size(),
+            trainer.tokenizer.context_length(),
+            device,
+            data.len(),
+            trainer.config().batch_size,
+            out.display()
+        );
+    }
+    let bar = match leader {
+        true => ProgressBar::new(total).with_position(trainer.step_index()),
+        false => ProgressBar::hidden(),
+    };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
             .map_err(|e| e.to_string())?,
@@ -304,7 +345,14 @@ fn train(args: &ClipTrainArgs) -> Result<(), String> {
     };
     let mut smoothed = None::<f32>;
     while trainer.step_index() < total {
-        if crate::interrupt::requested() {
+        // Every rank stops at the same step, whichever of them was interrupted.
+        let interrupted = collective
+            .any(crate::interrupt::requested())
+            .map_err(|e| e.to_string())?;
+        if interrupted && !leader {
+            return Ok(());
+        }
+        if interrupted {
             save(&trainer)?;
             bar.abandon();
             eprintln!(
@@ -323,17 +371,24 @@ fn train(args: &ClipTrainArgs) -> Result<(), String> {
             "loss {s:.3} batch acc {:.2} T {:.3}",
             report.batch_accuracy, report.temperature
         ));
-        if args.log_every > 0 && (done % args.log_every == 0 || done == total) {
-            let line = serde_json::json!({
-                "step": report.step, "loss": report.loss, "smoothed_loss": s,
-                "batch_accuracy": report.batch_accuracy, "temperature": report.temperature,
-                "grad_norm": report.grad_norm, "lr": report.lr, "elapsed_s": start.elapsed().as_secs_f64(),
-            });
-            writeln!(metrics, "{line}").map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+        if let Some(metrics) = metrics.as_mut() {
+            if args.log_every > 0 && (done % args.log_every == 0 || done == total) {
+                let line = serde_json::json!({
+                    "step": report.step, "loss": report.loss, "smoothed_loss": s,
+                    "batch_accuracy": report.batch_accuracy, "temperature": report.temperature,
+                    "grad_norm": report.grad_norm, "lr": report.lr, "elapsed_s": start.elapsed().as_secs_f64(),
+                });
+                writeln!(metrics, "{line}")
+                    .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            }
         }
-        if args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total {
+        if leader && args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total
+        {
             save(&trainer)?;
         }
+    }
+    if !leader {
+        return Ok(());
     }
     bar.finish();
     save(&trainer)?;

@@ -36,6 +36,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Why distillation (and consistency training, which shares its loop) runs in one process only.
+pub const NOT_DATA_PARALLEL: &str = "the distillation loop (the teacher's targets, the student's rounds and its EMA \
+     target network) has no batch sharding or gradient all-reduce; only `diffuse train`, `diffuse vae train` and \
+     `diffuse clip train` are data parallel";
+
 #[derive(Subcommand, Debug)]
 pub enum DistillCommand {
     /// Progressive distillation (Salimans & Ho 2022): rounds that halve the DDIM step count, each student learning
@@ -218,10 +223,19 @@ fn null_class(model: &BackboneConfig) -> Option<u32> {
 }
 
 pub fn run(command: &DistillCommand) -> Result<(), String> {
-    let (common, default_out) = match command {
-        DistillCommand::Progressive(args) => (&args.common, "runs/distill-progressive"),
-        DistillCommand::Consistency(args) => (&args.common, "runs/distill-consistency"),
+    let (common, default_out, name) = match command {
+        DistillCommand::Progressive(args) => (
+            &args.common,
+            "runs/distill-progressive",
+            "distill progressive",
+        ),
+        DistillCommand::Consistency(args) => (
+            &args.common,
+            "runs/distill-consistency",
+            "distill consistency",
+        ),
     };
+    crate::launch::refuse_several_ranks(name, NOT_DATA_PARALLEL)?;
     let device = common.device.resolve()?;
     // The teacher's images, as they are: a distillation run trains on what the teacher was trained on.
     let (_, data) = load_data(&common.data, &FolderOptions::default())?;

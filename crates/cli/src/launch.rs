@@ -1,8 +1,9 @@
-//! How `diffuse train` or `diffuse vae train` was launched: alone, or as one rank of `mpirun -np N diffuse train ...`
-//! (data parallel, see docs/distributed.md). The launcher is recognised by the variables it sets (Open MPI's `OMPI_COMM_WORLD_*`, the
-//! PMI/PMIx ones of MPICH and Slurm); a build without the `mpi` feature refuses such a launch rather than train N
-//! independent copies of the run. Under mpirun the gradients are summed over MPI through host memory, or with NCCL
-//! on the GPUs (`--collective`).
+//! How `diffuse train`, `diffuse vae train` or `diffuse clip train` was launched: alone, or as one rank of `mpirun
+//! -np N diffuse train ...` (data parallel, see docs/distributed.md). The launcher is recognised by the variables it
+//! sets (Open MPI's `OMPI_COMM_WORLD_*`, the PMI/PMIx ones of MPICH and Slurm); a build without the `mpi` feature
+//! refuses such a launch rather than train N independent copies of the run, and so do the training commands without
+//! data parallelism ([`refuse_several_ranks`]). Under mpirun the gradients are summed over MPI through host memory,
+//! or with NCCL on the GPUs (`--collective`).
 
 use crate::device::DeviceArgs;
 use clap::{Args, ValueEnum};
@@ -18,8 +19,9 @@ const SIZE_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
 /// The variables that give a process's index among the ranks on its node.
 const LOCAL_RANK_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"];
 
+/// How the ranks of an MPI job communicate: every data-parallel command's options.
 #[derive(Args, Clone, Debug)]
-pub struct LaunchArgs {
+pub struct CollectiveArgs {
     /// Under mpirun: end the job when a gradient all-reduce waits longer than this many seconds for the other
     /// processes (one died or hangs). It must exceed the longest pause of rank 0 alone (a sample grid, an
     /// evaluation), during which the other ranks wait.
@@ -30,6 +32,13 @@ pub struct LaunchArgs {
     /// else mpi.
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub collective: Engine,
+}
+
+/// The options of a data-parallel command that can overlap its gradient all-reduce with backward.
+#[derive(Args, Clone, Debug)]
+pub struct LaunchArgs {
+    #[command(flatten)]
+    pub engine: CollectiveArgs,
     /// Under mpirun: sum the gradients in buckets of up to this many MiB, each started while the backward pass
     /// goes on (the first bucket at most 1 MiB); 0 sums them all after backward. PyTorch's default, 25.
     #[arg(long, default_value_t = 25.0)]
@@ -119,7 +128,7 @@ pub fn local_rank() -> Option<usize> {
 /// Runs `train` on this process's device and collective (see [`collective`]); an error on one of several ranks ends
 /// the others too, which would otherwise wait in a collective until they time out.
 pub fn run_training(
-    args: &LaunchArgs,
+    args: &CollectiveArgs,
     device: &DeviceArgs,
     command: &str,
     out: &Path,
@@ -138,10 +147,10 @@ pub fn run_training(
 }
 
 /// The collective of this process, training on `device`: MPI's world under mpirun (its gradients summed by the
-/// `--collective` engine), else a single process. `command` (`train`, `vae train`) and the run's folder `out` are
-/// named in the message of a rank that times out.
+/// `--collective` engine), else a single process. `command` (`train`, `vae train`, `clip train`) and the run's
+/// folder `out` are named in the message of a rank that times out.
 pub fn collective(
-    args: &LaunchArgs,
+    args: &CollectiveArgs,
     command: &str,
     out: &Path,
     device: Device,
@@ -157,7 +166,7 @@ pub fn collective(
 
 #[cfg(feature = "mpi")]
 fn mpi_world(
-    args: &LaunchArgs,
+    args: &CollectiveArgs,
     command: &str,
     out: &Path,
     device: Device,
@@ -188,7 +197,7 @@ fn mpi_world(
 
 #[cfg(not(feature = "mpi"))]
 fn mpi_world(
-    _args: &LaunchArgs,
+    _args: &CollectiveArgs,
     _command: &str,
     _out: &Path,
     _device: Device,
@@ -219,8 +228,10 @@ mod tests {
     #[test]
     fn bucket_sizes_are_read_in_mib_and_zero_turns_overlap_off() {
         let args = |bucket_mb| LaunchArgs {
-            collective_timeout: 600.0,
-            collective: Engine::Auto,
+            engine: CollectiveArgs {
+                collective_timeout: 600.0,
+                collective: Engine::Auto,
+            },
             bucket_mb,
         };
         assert_eq!(args(0.0).overlap_bucket_elements().unwrap(), None);

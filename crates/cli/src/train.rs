@@ -447,6 +447,10 @@ fn metrics_line(report: &StepReport, images_per_s: f64, elapsed: f64) -> String 
 /// `--objective consistency`: the consistency-training loop of [`crate::distill`], on this command's model, data
 /// and optimiser settings.
 fn run_consistency_training(args: &TrainArgs) -> Result<(), String> {
+    crate::launch::refuse_several_ranks(
+        "train --objective consistency",
+        crate::distill::NOT_DATA_PARALLEL,
+    )?;
     if args.vae.is_some() || args.sde.is_set() {
         return Err("--objective consistency trains on pixels of a DDPM-style schedule; leave out --vae and --sde".into());
     }
@@ -527,7 +531,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     }
     let out = args.resume.as_ref().unwrap_or(&args.out);
     crate::launch::run_training(
-        &args.launch,
+        &args.launch.engine,
         &args.device,
         "train",
         out,

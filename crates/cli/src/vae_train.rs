@@ -301,7 +301,7 @@ fn save_reconstructions(
 pub fn run(args: &VaeTrainArgs) -> Result<(), String> {
     let out = args.resume.as_ref().unwrap_or(&args.out);
     crate::launch::run_training(
-        &args.launch,
+        &args.launch.engine,
         &args.device,
         "vae train",
         out,

@@ -1,10 +1,12 @@
 //! `mpirun -np 2 diffuse train` against one process, on the shipped data: same losses and weights, a killed or hung
 //! rank ends the job with the last checkpoint whole, and a run resumes onto a different number of processes; the
-//! same for `diffuse vae train` with its discriminator on.
+//! same for `diffuse vae train` with its discriminator on (and a killed rank), and for `diffuse clip train` (the embeddings gathered
+//! across the ranks); the commands that train in one process only refuse several ranks, naming the fix.
 //!
 //! These need the `mpi` feature (and so Open MPI): `cargo test --release -p diffuse-cli --features mpi --test
-//! mpi_train`. Built without it, the MPI tests are reported ignored with that reason, and the test that runs instead
-//! checks that a build without MPI refuses to run under mpirun.
+//! mpi_train`. Built without it, the MPI tests are reported ignored with that reason, and two tests run instead: a
+//! build without MPI refuses to run under mpirun, and the one-process commands refuse several ranks (read from the
+//! variables mpirun sets).
 
 use libtest_mimic::{Arguments, Trial};
 #[cfg(feature = "mpi")]
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 #[cfg(feature = "mpi")]
-use common::{repo, temp_dir, tiny_config, TINY_VAE_CONFIG};
+use common::{repo, synthetic_data, temp_dir, tiny_config, TINY_VAE_CONFIG};
 
 /// The options of every run: the tiny U-Net at the global batch of 32, a learning rate that does not depend on the
 /// total number of steps (so a run to 10 steps is the first half of one to 20), no grids but the final one.
@@ -403,6 +405,173 @@ fn vae_two_processes_reproduce_one_and_resume_onto_one() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The options of every `clip train` run: a tiny CLIP (width 16, one layer per tower) at the global batch of 7, so
+/// that the two ranks encode shards of unequal size (3 and 4 pairs), a checkpoint every 2 steps, no evaluation.
+#[cfg(feature = "mpi")]
+const CLIP_RUN: [&str; 26] = [
+    "--width",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--mlp",
+    "16",
+    "--patch-size",
+    "7",
+    "--projection-dim",
+    "8",
+    "--batch-size",
+    "7",
+    "--checkpoint-every",
+    "2",
+    "--log-every",
+    "1",
+    "--eval-images",
+    "0",
+    "--warmup",
+    "1",
+    "--keep",
+    "3",
+    "--device",
+    "cpu",
+];
+
+/// The `clip train` runs agree to what reordering f32 sums allows. Each rank encodes its pairs one sequence and one
+/// image at a time, as one process does, and every rank computes the loss from the same gathered embeddings, so the
+/// losses differ only through the weights. The all-gather's backward gives each rank exactly the single process's
+/// gradient at its embeddings (each rank back-propagates half the loss, and the two halves add exactly); what is
+/// grouped differently is each weight gradient's sum over the batch (a shard's 3 or 4 pairs, then the two shards
+/// added, against 7 in one pass), a few ulps (relative ~1e-6). AdamW's step m/√v differs relatively by about as much,
+/// so after 4 steps of lr ≤ 1e-3 the weights (O(1)) stay within 1e-5, and the losses and gradient norms within 1e-5
+/// relative. The attention's key bias is left out, as for the autoencoder: its gradient is zero in exact arithmetic,
+/// so what backward computes for it is rounding noise that depends on the summation order, which Adam turns into
+/// steps of about ±lr.
+#[cfg(feature = "mpi")]
+fn assert_same_clip_run(a: &Path, b: &Path, step: u64) {
+    // The gradient norm before clipping too: AdamW's step is blind to a gradient scaled by a constant, and the
+    // clipping to norm 1 to one scaled whole, so only the norm shows a gradient summed wrongly by a constant factor.
+    let numbers = |run: &Path| -> Vec<(u64, [f64; 2])> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let step = v["step"].as_u64().unwrap();
+                (step, ["loss", "grad_norm"].map(|k| v[k].as_f64().unwrap()))
+            })
+            .collect()
+    };
+    let (la, lb) = (numbers(a), numbers(b));
+    assert_eq!(la.len(), lb.len(), "{la:?}\n{lb:?}");
+    for ((sa, x), (sb, y)) in la.iter().zip(&lb) {
+        assert_eq!(sa, sb);
+        for (u, v) in x.iter().zip(y) {
+            assert!(
+                (u - v).abs() <= 1e-5 * u.abs().max(1e-3),
+                "step {sa}: loss and gradient norm {x:?} against {y:?}"
+            );
+        }
+    }
+    let weights = |run: &Path| tensors(&run.join(format!("step-{step}/model.safetensors")), "clip");
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.len(), wb.len());
+    let mut worst = (0.0f32, String::new());
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        if na.ends_with("k_proj.bias") {
+            continue;
+        }
+        for (x, y) in va.iter().zip(vb) {
+            let d = (x - y).abs();
+            if d.is_nan() || d > worst.0 {
+                worst = (d, na.clone());
+            }
+        }
+    }
+    assert!(
+        worst.0 <= 1e-5,
+        "weights differ by up to {} (in {})",
+        worst.0,
+        worst.1
+    );
+}
+
+/// `mpirun -np 2 diffuse clip train` against one process on 40 captioned synthetic images: the same losses and
+/// weights; and the two-process run resumed on one process from its step-2 checkpoint is the same run.
+#[cfg(feature = "mpi")]
+fn clip_two_processes_reproduce_one_and_resume_onto_one() {
+    let dir = temp_dir("mpi-clip");
+    let data = dir.join("data");
+    synthetic_data(&data, 40, true);
+    let data = data.to_str().unwrap().to_string();
+    let train = |processes: usize, out: &Path, steps: &str, resume: bool| -> Output {
+        let out = out.to_str().unwrap().to_string();
+        let mut args = vec!["clip", "train", "--data", &data, "--steps", steps];
+        args.extend(match resume {
+            true => ["--resume", &out],
+            false => ["--out", &out],
+        });
+        args.extend(CLIP_RUN);
+        succeed(launch(processes, &args))
+    };
+    let [one, two] = ["one", "two"].map(|name| dir.join(name));
+    train(0, &one, "4", false);
+    let output = train(2, &two, "4", false);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("over 2 processes"), "{stderr}");
+    assert_eq!(losses(&two).len(), 4);
+    assert_same_clip_run(&one, &two, 4);
+    assert_same_clip_run(&one, &two, 2);
+
+    // The two-process run as if it had stopped after its step-2 checkpoint (its learning-rate schedule is the
+    // 4-step one), resumed on one process.
+    std::fs::remove_dir_all(two.join("step-4")).unwrap();
+    std::fs::write(two.join("latest"), "step-2\n").unwrap();
+    let output = train(0, &two, "4", true);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at step 2"));
+    assert_same_clip_run(&one, &two, 4);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The training commands without data parallelism refuse to run as several ranks, naming the fix, before anything
+/// is read or written. With the mpi feature the two ranks are started by mpirun; without it, the command is run as
+/// rank 1 of 2 through the variables mpirun sets, which are all the refusal reads.
+fn one_process_commands_refuse_several_ranks() {
+    let out = common::temp_dir("mpi-refuse").join("run");
+    let out = out.to_str().unwrap();
+    for args in [
+        vec![
+            "distill",
+            "progressive",
+            "--teacher",
+            "/nonexistent",
+            "--out",
+            out,
+        ],
+        vec!["train", "--objective", "consistency", "--out", out],
+        vec!["classifier", "train", "--out", out],
+    ] {
+        #[cfg(feature = "mpi")]
+        let output = launch(2, &args).output().unwrap();
+        #[cfg(not(feature = "mpi"))]
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
+            .args(&args)
+            .env("OMPI_COMM_WORLD_RANK", "1")
+            .env("OMPI_COMM_WORLD_SIZE", "2")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success()
+                && stderr.contains("one of 2 processes")
+                && stderr.contains("Run it without mpirun (or with -np 1)"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!std::path::Path::new(out).exists(), "{args:?} wrote {out}");
+    }
+}
+
 /// The ranks `mpirun` (pid `parent`) started, by rank.
 #[cfg(feature = "mpi")]
 fn rank_pid(parent: u32, rank: u32) -> Option<i32> {
@@ -429,20 +598,11 @@ fn rank_pid(parent: u32, rank: u32) -> Option<i32> {
     None
 }
 
-/// Starts a long 2-process run checkpointing every 5 steps, waits for its first checkpoint, sends `signal` to rank 1,
-/// and returns the job's output (it must end by itself within `limit`) and the run folder.
+/// Starts `args` (a long run on 2 processes that checkpoints into `out`), waits for its first checkpoint, sends
+/// `signal` to rank 1, and returns the job's output: it must end by itself within `limit`.
 #[cfg(feature = "mpi")]
-fn fault(name: &str, signal: i32, timeout: &str, limit: Duration) -> (Output, PathBuf, PathBuf) {
-    let (dir, config) = setup(name);
-    let data = repo("data/fashion-mnist");
-    let out = dir.join("run");
-    let out_s = out.to_str().unwrap().to_string();
-    let mut args = vec![
-        "train", "--config", &config, "--data", &data, "--out", &out_s,
-    ];
-    args.extend(["--steps", "100000", "--checkpoint-every", "5"]);
-    args.extend(["--collective-timeout", timeout]);
-    args.extend(RUN);
+fn fault(args: &[String], out: &Path, signal: i32, limit: Duration) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut job = launch(2, &args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -470,13 +630,32 @@ fn fault(name: &str, signal: i32, timeout: &str, limit: Duration) -> (Output, Pa
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let output = job.wait_with_output().unwrap();
+    job.wait_with_output().unwrap()
+}
+
+/// A `train` run on 2 processes checkpointing every 5 steps, with the given collective timeout, faulted by `signal`
+/// ([`fault`]); returns the job's output, the run folder and the scratch folder.
+#[cfg(feature = "mpi")]
+fn train_fault(name: &str, signal: i32, timeout: &str) -> (Output, PathBuf, PathBuf) {
+    let (dir, config) = setup(name);
+    let data = repo("data/fashion-mnist");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap().to_string();
+    let mut args = vec![
+        "train", "--config", &config, "--data", &data, "--out", &out_s,
+    ];
+    args.extend(["--steps", "100000", "--checkpoint-every", "5"]);
+    args.extend(["--collective-timeout", timeout]);
+    args.extend(RUN);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let output = fault(&args, &out, signal, Duration::from_secs(60));
     (output, out, dir)
 }
 
-/// Resumes the run in `out` for 3 more steps than its last checkpoint on `processes` processes.
+/// Resumes the run in `out` of `command` (`train`, `vae train`) with the options `run` for 3 more steps than its
+/// last checkpoint on `processes` processes.
 #[cfg(feature = "mpi")]
-fn resume_three_more(out: &Path, processes: usize) {
+fn resume_three_more(out: &Path, processes: usize, command: &[&str], run: &[&str]) {
     let latest = std::fs::read_to_string(out.join("latest")).unwrap();
     let step: u64 = latest.trim().trim_start_matches("step-").parse().unwrap();
     let (data, out_s, steps) = (
@@ -484,10 +663,9 @@ fn resume_three_more(out: &Path, processes: usize) {
         out.to_str().unwrap().to_string(),
         (step + 3).to_string(),
     );
-    let mut args = vec![
-        "train", "--resume", &out_s, "--data", &data, "--steps", &steps,
-    ];
-    args.extend(RUN);
+    let mut args = command.to_vec();
+    args.extend(["--resume", &out_s, "--data", &data, "--steps", &steps]);
+    args.extend(run);
     let output = succeed(launch(processes, &args));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("at step {step}")), "{stderr}");
@@ -499,21 +677,46 @@ fn resume_three_more(out: &Path, processes: usize) {
 
 #[cfg(feature = "mpi")]
 fn a_killed_rank_ends_the_job_and_the_run_resumes() {
-    let (output, out, _) = fault("mpi-kill", libc::SIGKILL, "60", Duration::from_secs(60));
+    let (output, out, _) = train_fault("mpi-kill", libc::SIGKILL, "60");
     assert!(!output.status.success());
-    resume_three_more(&out, 2);
+    resume_three_more(&out, 2, &["train"], &RUN);
+}
+
+/// `vae train` as `train` above: rank 1 killed after the first checkpoint (every 3 steps) ends the job within the
+/// limit, and the last checkpoint resumes on one process.
+#[cfg(feature = "mpi")]
+fn vae_a_killed_rank_ends_the_job_and_the_run_resumes() {
+    let dir = temp_dir("mpi-vae-kill");
+    let config = dir.join("tiny_vae.json");
+    std::fs::write(&config, TINY_VAE_CONFIG).unwrap();
+    let out = dir.join("run");
+    let (config, data, out_s) = (
+        config.to_str().unwrap().to_string(),
+        repo("data/fashion-mnist"),
+        out.to_str().unwrap().to_string(),
+    );
+    let mut args = vec![
+        "vae", "train", "--config", &config, "--data", &data, "--out", &out_s,
+    ];
+    args.extend(["--steps", "100000", "--collective-timeout", "60"]);
+    args.extend(VAE_RUN);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let output = fault(&args, &out, libc::SIGKILL, Duration::from_secs(60));
+    assert!(!output.status.success());
+    resume_three_more(&out, 1, &["vae", "train"], &VAE_RUN);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[cfg(feature = "mpi")]
 fn a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes() {
-    let (output, out, dir) = fault("mpi-hang", libc::SIGSTOP, "2", Duration::from_secs(60));
+    let (output, out, dir) = train_fault("mpi-hang", libc::SIGSTOP, "2");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("did not complete within 2 s") && stderr.contains("--resume"),
         "{stderr}"
     );
-    resume_three_more(&out, 1);
+    resume_three_more(&out, 1, &["train"], &RUN);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -547,6 +750,18 @@ fn trials() -> Vec<Trial> {
                 "a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes",
                 a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes,
             ),
+            test(
+                "vae_a_killed_rank_ends_the_job_and_the_run_resumes",
+                vae_a_killed_rank_ends_the_job_and_the_run_resumes,
+            ),
+            test(
+                "clip_two_processes_reproduce_one_and_resume_onto_one",
+                clip_two_processes_reproduce_one_and_resume_onto_one,
+            ),
+            test(
+                "one_process_commands_refuse_several_ranks",
+                one_process_commands_refuse_several_ranks,
+            ),
         ]
     }
     #[cfg(not(feature = "mpi"))]
@@ -560,10 +775,19 @@ fn trials() -> Vec<Trial> {
             "a_killed_rank_ends_the_job_and_the_run_resumes",
             "a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes",
             "vae_two_processes_reproduce_one_and_resume_onto_one",
+            "vae_a_killed_rank_ends_the_job_and_the_run_resumes",
+            "clip_two_processes_reproduce_one_and_resume_onto_one",
         ]
         .into_iter()
         .map(|name| Trial::ignorable_test(name, move || Ok(Completion::ignored_with(reason))))
         .collect();
+        trials.push(Trial::test(
+            "one_process_commands_refuse_several_ranks",
+            || {
+                one_process_commands_refuse_several_ranks();
+                Ok(())
+            },
+        ));
         trials.push(Trial::test(
             "a_build_without_mpi_refuses_to_run_under_mpirun",
             || {

@@ -131,13 +131,20 @@ fn gelu_tanh_inner(x: f32) -> f32 {
 /// inlined there (passed as a closure or `fn` item, its body is large enough for LLVM to leave a call per element,
 /// outside the AVX2 build).
 #[inline(always)]
-fn gelu_backward(x: f32, g: f32) -> f32 {
-    g * (normal_cdf(x) + x * FRAC_1_SQRT_2PI * math::exp(-0.5 * x * x))
+pub(crate) fn gelu_backward(x: f32, g: f32) -> f32 {
+    g * gelu_derivative_from_cdf(x, normal_cdf(x))
+}
+
+/// `Φ(x) + x·φ(x)`, the exact GELU's derivative, from `cdf = Φ(x)`: for a caller that needs `Φ(x)` for the GELU
+/// itself too and computes it once (the same roundings as [`gelu_backward`]).
+#[inline(always)]
+pub(crate) fn gelu_derivative_from_cdf(x: f32, cdf: f32) -> f32 {
+    cdf + x * FRAC_1_SQRT_2PI * math::exp(-0.5 * x * x)
 }
 
 /// The exact GELU `x·Φ(x)`, called directly by the row loop for the same reason as [`gelu_backward`].
 #[inline(always)]
-fn gelu(x: f32) -> f32 {
+pub(crate) fn gelu(x: f32) -> f32 {
     x * normal_cdf(x)
 }
 

@@ -20,6 +20,7 @@ pub mod devices;
 pub mod elementwise;
 pub mod error;
 pub mod gated_residual;
+pub mod geglu;
 pub mod gemm;
 pub mod group_norm;
 pub mod index;

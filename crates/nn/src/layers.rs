@@ -29,11 +29,12 @@ impl Linear {
 }
 
 impl Module for Linear {
+    /// One GEMM; the bias, when there is one, is added in its output stage ([`Var::matmul_bias`]).
     fn forward(&self, x: &Var) -> Result<Var> {
-        let y = x.matmul(&self.weight.transpose(0, 1)?)?;
+        let weight_t = self.weight.transpose(0, 1)?;
         match &self.bias {
-            Some(b) => y.add(b),
-            None => Ok(y),
+            Some(b) => x.matmul_bias(&weight_t, b),
+            None => x.matmul(&weight_t),
         }
     }
 }

@@ -365,17 +365,26 @@ impl Storage {
             )?)),
         }
     }
-    /// `batch` products of `[m, k] × [k, n]` matrices read through strides; `dims` is `(batch, m, n, k)`.
+    /// `batch` products of `[m, k] × [k, n]` matrices read through strides, plus the contiguous `[n]` `bias` on
+    /// every row when given; `dims` is `(batch, m, n, k)`.
     pub fn matmul(
         &self,
         a: &MatmulOperand,
         rhs: &Storage,
         b: &MatmulOperand,
+        bias: Option<&Storage>,
         dims: (usize, usize, usize, usize),
     ) -> Result<Self> {
-        match same_device("matmul", [self, rhs])? {
-            Same::Cpu([x, y]) => Ok(Storage::Cpu(cpu::matmul((x, a), (y, b), dims)?)),
-            Same::Cuda([x, y]) => Ok(Storage::Cuda(cuda::matmul((x, a), (y, b), dims)?)),
+        const OP: &str = "matmul";
+        match same_device(OP, [self, rhs])? {
+            Same::Cpu([x, y]) => {
+                let bias = cpu_operand(OP, bias)?;
+                Ok(Storage::Cpu(cpu::matmul((x, a), (y, b), bias, dims)?))
+            }
+            Same::Cuda([x, y]) => {
+                let bias = cuda_operand(OP, x.device(), bias)?;
+                Ok(Storage::Cuda(cuda::matmul((x, a), (y, b), bias, dims)?))
+            }
         }
     }
 
@@ -554,6 +563,22 @@ impl Storage {
         match same_device("gated_residual_backward", t)? {
             Same::Cpu(t) => Ok(cpu::gated_residual_backward(shape, t)?.map(Storage::Cpu)),
             Same::Cuda(t) => Ok(cuda::gated_residual_backward(shape, t)?.map(Storage::Cuda)),
+        }
+    }
+
+    /// GEGLU of `self`, contiguous `[rows, 2·inner]`: `[rows, inner]`.
+    pub fn geglu(&self, rows: usize, inner: usize) -> Result<Self> {
+        match self {
+            Storage::Cpu(x) => Ok(Storage::Cpu(cpu::geglu(x, rows, inner)?)),
+            Storage::Cuda(x) => Ok(Storage::Cuda(cuda::geglu(x, rows, inner)?)),
+        }
+    }
+
+    /// `self` is GEGLU's input, `grad` the gradient at its output; returns ∂input.
+    pub fn geglu_backward(&self, grad: &Storage, rows: usize, inner: usize) -> Result<Self> {
+        match same_device("geglu_backward", [self, grad])? {
+            Same::Cpu([x, g]) => Ok(Storage::Cpu(cpu::geglu_backward(x, g, rows, inner)?)),
+            Same::Cuda([x, g]) => Ok(Storage::Cuda(cuda::geglu_backward(x, g, rows, inner)?)),
         }
     }
 

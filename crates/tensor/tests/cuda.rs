@@ -514,6 +514,101 @@ fn batched_matmul_of_transposed_broadcast_operands_matches_the_cpu(_: &Device) {
         .unwrap();
 }
 
+/// The bias added in the GEMM's output stage: the GPU starts from the bias repeated by the strided copy and runs the
+/// SGEMM with β = 1 (f32), or adds it with the element-wise kernel after the bf16 product; the CPU does the former.
+/// f32 tolerance as for the product (the bias adds one rounding of a value ≤ 3); bf16: the product's bound against
+/// `|A||B|` plus one f32 rounding of the sum (≤ 2⁻²⁴·(9k + 3)).
+fn matmul_bias_matches_the_cpu_in_f32_and_bf16(_: &Device) {
+    poison_the_allocator();
+    runner()
+        .run(
+            &(1usize..4, 1usize..40, 1usize..40, 1usize..70, any::<u64>()),
+            |(batch, m, n, k, seed)| {
+                let (a_cpu, a_gpu) = pair(&[batch, m, k], seed);
+                let (w_cpu, w_gpu) = pair(&[n, k], seed ^ 1); // a linear layer's weight, read transposed
+                let (w_cpu, w_gpu) = (
+                    w_cpu.transpose(0, 1).unwrap(),
+                    w_gpu.transpose(0, 1).unwrap(),
+                );
+                let (b_cpu, b_gpu) = pair(&[n], seed ^ 2);
+                let want = a_cpu.matmul_bias(&w_cpu, &b_cpu).unwrap();
+                close(
+                    "matmul_bias",
+                    &a_gpu.matmul_bias(&w_gpu, &b_gpu).unwrap(),
+                    &want,
+                    2e-6 * 9.0 * k as f64 + 1e-6,
+                    0.0,
+                )?;
+                let bf16 = {
+                    let _bf16 = PrecisionFor::set(Precision::Bf16);
+                    a_gpu.matmul_bias(&w_gpu, &b_gpu).unwrap()
+                };
+                let magnitude = a_cpu.abs().unwrap().matmul(&w_cpu.abs().unwrap()).unwrap();
+                let relative = 2f64.powi(-8) + (2 * k + 5) as f64 * 2f64.powi(-24);
+                let (got, want, magnitude) = (
+                    bf16.to_vec().unwrap(),
+                    want.to_vec().unwrap(),
+                    magnitude.to_vec().unwrap(),
+                );
+                for (i, ((&g, &w), &mag)) in got.iter().zip(&want).zip(&magnitude).enumerate() {
+                    let bound = relative * f64::from(mag) + 2f64.powi(-24) * (9.0 * k as f64 + 3.0);
+                    let error = (f64::from(g) - f64::from(w)).abs();
+                    prop_assert!(
+                        error <= bound,
+                        "element {}: bf16 {} against {} (bound {})",
+                        i,
+                        g,
+                        w,
+                        bound
+                    );
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+/// GEGLU forward and backward: the GPU's GELU and its derivative are within ~1e-6 relative of the correctly rounded
+/// values (as the other transcendental maps), each multiplied by a value ≤ 3 and rounded once; 1e-5 relative plus
+/// 1e-6 absolute. Rows of one and of ragged widths, a batch of token rows, and a transposed input.
+fn geglu_matches_the_cpu_forward_and_backward(_: &Device) {
+    poison_the_allocator();
+    runner()
+        .run(
+            &(
+                1usize..4,
+                1usize..40,
+                1usize..70,
+                any::<bool>(),
+                any::<u64>(),
+            ),
+            |(batch, tokens, inner, transposed, seed)| {
+                let (x_cpu, x_gpu) = if transposed {
+                    let (a, b) = pair(&[batch, 2 * inner, tokens], seed);
+                    (a.transpose(1, 2).unwrap(), b.transpose(1, 2).unwrap())
+                } else {
+                    pair(&[batch, tokens, 2 * inner], seed)
+                };
+                let (g_cpu, g_gpu) = pair(&[batch, tokens, inner], seed ^ 1);
+                close(
+                    "geglu",
+                    &x_gpu.geglu().unwrap(),
+                    &x_cpu.geglu().unwrap(),
+                    1e-6,
+                    1e-5,
+                )?;
+                close(
+                    "geglu_backward",
+                    &x_gpu.geglu_backward(&g_gpu).unwrap(),
+                    &x_cpu.geglu_backward(&g_cpu).unwrap(),
+                    1e-6,
+                    1e-5,
+                )
+            },
+        )
+        .unwrap();
+}
+
 /// Restores this thread's matmul precision when dropped (also when a property fails and unwinds).
 struct PrecisionFor(Precision);
 
@@ -1147,6 +1242,8 @@ fn main() {
         upsampling_and_its_backward_match_the_cpu,
         batched_matmul_of_transposed_broadcast_operands_matches_the_cpu,
         bf16_matmul_is_within_the_bf16_bound_of_the_f32_product,
+        matmul_bias_matches_the_cpu_in_f32_and_bf16,
+        geglu_matches_the_cpu_forward_and_backward,
         bf16_conv2d_is_within_the_bf16_bound_and_grouped_ones_stay_f32,
         conv2d_forward_matches_the_cpu_on_awkward_shapes,
         group_norm_and_layer_norm_match_the_cpu_forward_and_backward,

@@ -189,6 +189,69 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `matmul_bias` (the output starts as the bias and the GEMM accumulates onto it) against the f64 reference plus
+    /// the bias, for a batched input through a transposed weight as a linear layer holds it (rows at one stride: one
+    /// product over all rows) and for batched weights (one product per batch), inputs contiguous, transposed or
+    /// broadcast. The bias adds one rounding to the product's (k ≤ 9, |x| < 3), inside the same tolerance.
+    #[test]
+    fn matmul_bias_matches_the_reference_plus_the_bias_on_every_row(
+        (m, k, n) in (dims(), dims(), (1usize..40)),
+        batch in prop::collection::vec(prop_oneof![Just(1usize), 2usize..4], 0..3),
+        shared_weight in any::<bool>(),
+        how_a in 0u8..3,
+        data in prop::collection::vec(-3.0f32..3.0, 64),
+    ) {
+        let mut a_shape = batch.clone();
+        a_shape.extend([m, k]);
+        let how_a = if a_shape.len() > 2 { how_a } else { how_a % 2 };
+        let (a, av) = operand(&a_shape, how_a, &data);
+        let mut b_shape = if shared_weight { vec![] } else { batch.clone() };
+        b_shape.extend([k, n]);
+        // a weight stored (n, k) and read transposed, as `Linear` does
+        let (b, bv) = operand(&b_shape, 1, &data[5..]);
+        let bias_values: Vec<f32> = data.iter().rev().cycle().take(n).copied().collect();
+        let bias = Tensor::from_vec(bias_values.clone(), &[n], Device::Cpu).unwrap();
+        let got = a.matmul_bias(&b, &bias).unwrap();
+        let mut out_shape = batch.clone();
+        out_shape.extend([m, n]);
+        prop_assert_eq!(got.shape(), &out_shape[..]);
+        let want = reference(&av, &a_shape, &bv, &b_shape, &batch);
+        for (i, (&g, &w)) in got.to_vec().unwrap().iter().zip(&want).enumerate() {
+            let w = w + f64::from(bias_values[i % n]);
+            prop_assert!((f64::from(g) - w).abs() <= 1e-4 + 1e-5 * w.abs(), "element {}: {} vs {}", i, g, w);
+        }
+    }
+}
+
+#[test]
+fn matmul_bias_with_an_empty_sum_is_the_bias_alone() {
+    let ones = |s: &[usize]| Tensor::ones(s, DType::F32, Device::Cpu).unwrap();
+    let bias = Tensor::from_vec(vec![1.0, -2.0, 0.5], &[3], Device::Cpu).unwrap();
+    let c = ones(&[2, 0]).matmul_bias(&ones(&[0, 3]), &bias).unwrap();
+    assert_eq!(c.to_vec().unwrap(), vec![1.0, -2.0, 0.5, 1.0, -2.0, 0.5]);
+    let empty = ones(&[0, 2]).matmul_bias(&ones(&[2, 3]), &bias).unwrap();
+    assert_eq!(empty.shape(), &[0, 3]);
+}
+
+#[test]
+fn matmul_bias_rejects_a_bias_that_is_not_one_value_per_column() {
+    let a = Tensor::zeros(&[2, 3], DType::F32, Device::Cpu).unwrap();
+    let b = Tensor::zeros(&[3, 4], DType::F32, Device::Cpu).unwrap();
+    for shape in [&[3][..], &[1, 4], &[]] {
+        let bias = Tensor::zeros(shape, DType::F32, Device::Cpu).unwrap();
+        let msg = a.matmul_bias(&b, &bias).unwrap_err().to_string();
+        assert!(
+            msg.contains("bias")
+                && msg.contains("4 columns")
+                && msg.contains(&format!("{shape:?}")),
+            "{msg}"
+        );
+    }
+}
+
 #[test]
 fn matmul_rejects_mismatched_inner_dimensions_naming_both_shapes() {
     let a = Tensor::zeros(&[2, 3], DType::F32, Device::Cpu).unwrap();

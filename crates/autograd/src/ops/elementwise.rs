@@ -148,6 +148,13 @@ impl Var {
         Ok(self.unary_op(x.gelu()?, move |g| x.gelu_backward(g)))
     }
 
+    /// GEGLU: `h·gelu(a)` with `h, a` the halves of the last dimension (`2·inner` → `inner`). ∂h = g·gelu(a) and
+    /// ∂a = g·h·gelu′(a), written into the two halves of one gradient in one fused pass ([`Tensor::geglu_backward`]).
+    pub fn geglu(&self) -> Result<Var> {
+        let x = self.tensor().clone();
+        Ok(self.unary_op(x.geglu()?, move |g| x.geglu_backward(g)))
+    }
+
     /// |x|: ∂x = g·sign(x), with sign(0) = 0 (PyTorch's subgradient at the kink).
     ///
     /// The sign is selected, not computed as x/|x|: `g` where x > 0, −g where x < 0, 0 at 0.

@@ -17,25 +17,31 @@ impl Var {
         let y = a.matmul(&b)?;
         let (need_a, need_b) = (self.requires_grad(), rhs.requires_grad());
         Ok(Var::from_op(y, &[self, rhs], move |g| {
-            let (ra, rb) = (a.rank(), b.rank());
-            let ga = need_a
-                .then(|| sum_to_shape(&g.matmul(&b.transpose(rb - 2, rb - 1)?)?, a.shape()))
-                .transpose()?;
-            let gb = need_b
+            let [ga, gb] = matmul_grads(&a, &b, g, need_a, need_b)?;
+            Ok(vec![ga, gb])
+        }))
+    }
+
+    /// [`Var::matmul`] plus `bias` (`[n]`) on every row, added in the GEMM's output stage (a linear layer). Rules: as
+    /// for the product, and `∂bias = Σ_rows g`.
+    pub fn matmul_bias(&self, rhs: &Var, bias: &Var) -> Result<Var> {
+        let (a, b) = (self.tensor().clone(), rhs.tensor().clone());
+        let y = a.matmul_bias(&b, bias.tensor())?;
+        let (need_a, need_b, need_bias) = (
+            self.requires_grad(),
+            rhs.requires_grad(),
+            bias.requires_grad(),
+        );
+        Ok(Var::from_op(y, &[self, rhs, bias], move |g| {
+            let [ga, gb] = matmul_grads(&a, &b, g, need_a, need_b)?;
+            let gbias = need_bias
                 .then(|| {
-                    if rb == 2 && ra > 2 {
-                        // b (a linear layer's weight) served every batch: its gradient Σ_batch aᵀ·g is one product
-                        // over all of a's rows, rather than a product per batch and a sum of the copies.
-                        let rows = a.shape()[..ra - 1].iter().product::<usize>();
-                        let (k, n) = (a.shape()[ra - 1], g.shape()[ra - 1]);
-                        let a_rows = a.reshape(&[rows, k])?;
-                        a_rows.transpose(0, 1)?.matmul(&g.reshape(&[rows, n])?)
-                    } else {
-                        sum_to_shape(&a.transpose(ra - 2, ra - 1)?.matmul(g)?, b.shape())
-                    }
+                    let n = g.shape()[g.rank() - 1];
+                    let rows = g.numel() / n.max(1);
+                    g.reshape(&[rows, n])?.sum(&[0], false)
                 })
                 .transpose()?;
-            Ok(vec![ga, gb])
+            Ok(vec![ga, gb, gbias])
         }))
     }
 
@@ -177,4 +183,34 @@ impl Var {
             Ok(vec![Some(gq), Some(gk), Some(gv)])
         }))
     }
+}
+
+/// The gradients of `y = a·b` from `g = ∂y`: `∂a = g·bᵀ`, `∂b = aᵀ·g`, each summed over broadcast batch axes and
+/// computed only when asked for.
+fn matmul_grads(
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    need_a: bool,
+    need_b: bool,
+) -> Result<[Option<Tensor>; 2]> {
+    let (ra, rb) = (a.rank(), b.rank());
+    let ga = need_a
+        .then(|| sum_to_shape(&g.matmul(&b.transpose(rb - 2, rb - 1)?)?, a.shape()))
+        .transpose()?;
+    let gb = need_b
+        .then(|| {
+            if rb == 2 && ra > 2 {
+                // b (a linear layer's weight) served every batch: its gradient Σ_batch aᵀ·g is one product over all
+                // of a's rows, rather than a product per batch and a sum of the copies.
+                let rows = a.shape()[..ra - 1].iter().product::<usize>();
+                let (k, n) = (a.shape()[ra - 1], g.shape()[ra - 1]);
+                let a_rows = a.reshape(&[rows, k])?;
+                a_rows.transpose(0, 1)?.matmul(&g.reshape(&[rows, n])?)
+            } else {
+                sum_to_shape(&a.transpose(ra - 2, ra - 1)?.matmul(g)?, b.shape())
+            }
+        })
+        .transpose()?;
+    Ok([ga, gb])
 }

@@ -454,7 +454,12 @@ fn weight_gradient_im2col(
     grad_weight: &mut [f32],
 ) -> Result<()> {
     let (og, k) = (plan.og, plan.patch);
-    grad_weight.fill(0.0);
+    if s.batch == 0 {
+        grad_weight.fill(0.0);
+        return Ok(());
+    }
+    // The first chunk's GEMMs overwrite the gradient (beta = 0), later ones accumulate onto it.
+    let mut beta = 0.0;
     let mut scratch = Scratch::take();
     let chunks = input
         .chunks(plan.images * plan.in_image)
@@ -473,8 +478,9 @@ fn weight_gradient_im2col(
                 k,
             );
             let (dy_g, col_t) = (MatRef::row_major(dy_g, ld), MatRef::row_major(col, ld).t());
-            sgemm(og, k, ld, 1.0, dy_g, col_t, 1.0, dw_g)?;
+            sgemm(og, k, ld, 1.0, dy_g, col_t, beta, dw_g)?;
         }
+        beta = 1.0;
     }
     Ok(())
 }

@@ -32,6 +32,7 @@
 mod check;
 mod microkernel;
 mod pack;
+mod transpose;
 
 use rayon::prelude::*;
 
@@ -437,13 +438,15 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
             let kc = KC.min(k - pc);
             let beta_block = if pc == 0 { beta } else { 1.0 };
             let b_packed = b_buf.floats(nc.next_multiple_of(NR) * kc);
-            pack::pack_b::<NR>(b, pc, kc, jc, nc, b_packed, parallel);
+            // SAFETY: `K` is supported (this function's contract).
+            unsafe { pack::pack_b::<MR, NR, K>(b, pc, kc, jc, nc, b_packed, parallel) };
             let b_packed: &[f32] = b_packed;
 
             let row_block = |a_buf: &mut PackBuf, ic: usize| {
                 let mc = MC.min(m - ic);
                 let a_packed = a_buf.floats(mc.next_multiple_of(MR) * kc);
-                pack::pack_a::<MR>(a, ic, mc, pc, kc, a_packed);
+                // SAFETY: `K` is supported (this function's contract).
+                unsafe { K::pack_a(a, ic, mc, pc, kc, a_packed) };
                 let a_packed: &[f32] = a_packed;
                 let column_panel = |(q, b_panel): (usize, &[f32])| {
                     let jr = q * NR;
@@ -538,12 +541,14 @@ unsafe fn gemm_short<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
         let kc = KC.min(k - pc);
         let beta_block = if pc == 0 { beta } else { 1.0 };
         let a_packed = a_buf.floats(m.next_multiple_of(MR) * kc);
-        pack::pack_a::<MR>(a, 0, m, pc, kc, a_packed);
+        // SAFETY: `K` is supported (this function's contract).
+        unsafe { K::pack_a(a, 0, m, pc, kc, a_packed) };
         let a_packed: &[f32] = a_packed;
         let column_panel = |b_buf: &mut PackBuf, jr: usize| {
             let cols = NR.min(n - jr);
             let b_panel = b_buf.floats(NR * kc);
-            pack::pack_b_panel::<NR>(b, pc, kc, jr, cols, b_panel);
+            // SAFETY: `K` is supported (this function's contract).
+            unsafe { K::pack_b_panel(b, pc, kc, jr, cols, b_panel) };
             // SAFETY: the rows and columns are inside C, and this task alone owns their tiles.
             unsafe {
                 panel_tiles::<MR, NR, K>(

@@ -6,14 +6,19 @@
 //! panels*; panel `q` holds columns `q·NR .. q·NR+NR` row by row: `panel[p·NR + c] = B[pc + p, jc + q·NR + c]`.
 //! Rows (columns) past the edge of the matrix are filled with zeros, so the micro-kernel always multiplies a full
 //! MR×NR tile and the padding contributes exact zeros that the write-back then ignores. MR and NR are the kernel's
-//! tile (const parameters), so every copy loop is compiled for its constant panel width.
+//! tile (const parameters), so every copy loop is compiled for its constant panel width, and each kernel compiles the
+//! packing under its own target features (`Kernel::pack_a`, `Kernel::pack_b_panel`), so its copies and transposes
+//! use the kernel's vector registers.
 
 use std::cell::Cell;
 use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
+use super::microkernel::Kernel;
+use super::transpose::transpose_into;
 use super::MatRef;
+use crate::short_copy::copy_short;
 
 /// An `f32` buffer whose start is aligned to a 64-byte cache line, so packed panels never straddle one more line
 /// than they must and vector loads from them are aligned.
@@ -77,8 +82,10 @@ impl Drop for PackBuf {
     }
 }
 
-/// Packs `A[ic..ic+mc, pc..pc+kc]` into `out` (length `⌈mc/MR⌉·MR·kc`) as MR-row panels.
-pub(super) fn pack_a<const MR: usize>(
+/// Packs `A[ic..ic+mc, pc..pc+kc]` into `out` (length `⌈mc/MR⌉·MR·kc`) as MR-row panels. `VECTOR`: the caller is
+/// compiled with AVX, so the transposing copy may use it (see `transpose.rs`).
+#[inline(always)]
+pub(super) fn pack_a<const MR: usize, const VECTOR: bool>(
     a: &MatRef,
     ic: usize,
     mc: usize,
@@ -90,7 +97,7 @@ pub(super) fn pack_a<const MR: usize>(
         let row0 = ic + q * MR;
         let rows = MR.min(ic + mc - row0);
         if a.col_stride == 1 {
-            // Row-major A: read `rows` contiguous rows side by side, write the panel front to back.
+            // Row-major A: the panel is the transpose of `rows` contiguous row pieces.
             let start = |r: usize| (row0 + r) * a.row_stride + pc;
             let lines: [&[f32]; MR] = std::array::from_fn(|r| {
                 if r < rows {
@@ -99,9 +106,17 @@ pub(super) fn pack_a<const MR: usize>(
                     &[]
                 }
             });
+            transpose_into::<MR, VECTOR>(&lines[..rows], kc, panel);
+        } else if a.row_stride == 1 {
+            // Column-major A: each column's `rows` floats are contiguous, so every panel step is one short copy.
             for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                for (r, d) in dst.iter_mut().enumerate() {
-                    *d = lines[r].get(p).copied().unwrap_or(0.0);
+                let base = row0 + (pc + p) * a.col_stride;
+                if rows == MR {
+                    // Constant length: vector moves, not a call to memcpy.
+                    dst.copy_from_slice(&a.data[base..base + MR]);
+                } else {
+                    copy_short(&mut dst[..rows], &a.data[base..base + rows]);
+                    dst[rows..].fill(0.0);
                 }
             }
         } else {
@@ -119,9 +134,13 @@ pub(super) fn pack_a<const MR: usize>(
     }
 }
 
-/// Packs `B[pc..pc+kc, jc..jc+nc]` into `out` (length `⌈nc/NR⌉·NR·kc`) as NR-column panels, panels in parallel when
-/// `parallel` is set.
-pub(super) fn pack_b<const NR: usize>(
+/// Packs `B[pc..pc+kc, jc..jc+nc]` into `out` (length `⌈nc/NR⌉·NR·kc`) as NR-column panels with kernel `K`'s
+/// packing, panels in parallel when `parallel` is set.
+///
+/// # Safety
+/// The CPU supports `K`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn pack_b<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
     b: &MatRef,
     pc: usize,
     kc: usize,
@@ -132,7 +151,8 @@ pub(super) fn pack_b<const NR: usize>(
 ) {
     let pack_panel = |(q, panel): (usize, &mut [f32])| {
         let col0 = jc + q * NR;
-        pack_b_panel::<NR>(b, pc, kc, col0, NR.min(jc + nc - col0), panel);
+        // SAFETY: the CPU supports `K` (this function's contract).
+        unsafe { K::pack_b_panel(b, pc, kc, col0, NR.min(jc + nc - col0), panel) };
     };
     if parallel {
         out.par_chunks_exact_mut(NR * kc)
@@ -146,8 +166,9 @@ pub(super) fn pack_b<const NR: usize>(
 }
 
 /// Packs the one panel `B[pc..pc+kc, col0..col0+cols]` (`cols ≤ NR`) into `panel` (length `NR·kc`), zero-padded to
-/// NR columns.
-pub(super) fn pack_b_panel<const NR: usize>(
+/// NR columns. `VECTOR` as for [`pack_a`].
+#[inline(always)]
+pub(super) fn pack_b_panel<const NR: usize, const VECTOR: bool>(
     b: &MatRef,
     pc: usize,
     kc: usize,
@@ -156,30 +177,25 @@ pub(super) fn pack_b_panel<const NR: usize>(
     panel: &mut [f32],
 ) {
     if b.row_stride == 1 && b.col_stride != 1 {
-        // Column-major B (a transposed view): each column is contiguous, so copy it down its column of the panel
-        // (stride NR). Column by column, the reads are sequential and the loop has no per-element bounds test; the
-        // panel is in L1, so the strided writes are cheap.
-        let panel = &mut panel[..NR * kc];
-        for c in 0..NR {
-            let dst = panel[c..].iter_mut().step_by(NR);
+        // Column-major B (a transposed view): the panel is the transpose of `cols` contiguous column pieces.
+        let start = |c: usize| (col0 + c) * b.col_stride + pc;
+        let lines: [&[f32]; NR] = std::array::from_fn(|c| {
             if c < cols {
-                let start = (col0 + c) * b.col_stride + pc;
-                for (d, &v) in dst.zip(&b.data[start..start + kc]) {
-                    *d = v;
-                }
+                &b.data[start(c)..start(c) + kc]
             } else {
-                dst.for_each(|d| *d = 0.0);
+                &[]
             }
-        }
+        });
+        transpose_into::<NR, VECTOR>(&lines[..cols], kc, panel);
         return;
     }
-    for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+    for (p, dst) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
         let base = (pc + p) * b.row_stride + col0 * b.col_stride;
         if b.col_stride == 1 && cols == NR {
             // A constant-length copy: the compiler emits vector moves instead of a call to memcpy.
             dst.copy_from_slice(&b.data[base..base + NR]);
         } else if b.col_stride == 1 {
-            dst[..cols].copy_from_slice(&b.data[base..base + cols]);
+            copy_short(&mut dst[..cols], &b.data[base..base + cols]);
         } else {
             for (c, d) in dst[..cols].iter_mut().enumerate() {
                 *d = b.data[base + c * b.col_stride];

@@ -7,12 +7,21 @@
 //!          clip the gradient norm to 1, AdamW at the schedule's rate,
 //!          logit_scale ≤ ln 100 (CLIP's cap on the inverse temperature)
 //! ```
+//!
+//! Data parallel (`mpirun -np N diffuse clip train`, docs/distributed.md): rank `r` encodes its [`Shard`] of the
+//! batch (the same images and captions, caption templates drawn at their positions in the global batch), the unit
+//! embeddings of every rank are gathered in rank order ([`all_gather_rows`]), and every rank computes the loss of the
+//! whole batch from them and back-propagates `loss / N`: the all-gather's backward sums the embeddings' gradients
+//! over the ranks, and the parameter gradients are summed too, before clipping and AdamW, so every rank takes the
+//! single process's step.
 
 use super::captions::ImageCaptions;
 use crate::data::captions::TRAIN_TEMPLATES;
 use crate::data::{Dataset, EpochBatches};
 use crate::error::{Error, Result};
 use crate::train::checkpoint::{latest_checkpoint, write_checkpoint_folder};
+use crate::train::collective::{all_reduce_gradients, BUCKET_ELEMENTS};
+use crate::train::{all_gather_rows, Collective, Shard, SingleProcess};
 use diffuse_autograd::Var;
 use diffuse_models::clip::{
     contrastive_loss, ClipConfig, ClipModel, ClipTextConfig, ClipTokenizer, ClipVisionConfig,
@@ -21,6 +30,7 @@ use diffuse_nn::{clip_grad_norm, AdamW, LrSchedule, ParamStore};
 use diffuse_tensor::{AdamWConfig, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// The text tower's folder in a checkpoint.
 pub const TEXT_ENCODER_DIR: &str = "text_encoder";
@@ -84,6 +94,8 @@ pub struct ClipTrainer {
     pub tokenizer: ClipTokenizer,
     optimizer: AdamW,
     state: ClipTrainerState,
+    /// The ranks of a data-parallel run ([`SingleProcess`] by default).
+    collective: Rc<dyn Collective>,
 }
 
 fn adamw(config: &ClipTrainConfig) -> AdamWConfig {
@@ -159,6 +171,7 @@ impl ClipTrainer {
             tokenizer,
             optimizer,
             state: ClipTrainerState { step: 0, config },
+            collective: Rc::new(SingleProcess),
         })
     }
 
@@ -180,7 +193,23 @@ impl ClipTrainer {
             tokenizer,
             optimizer,
             state,
+            collective: Rc::new(SingleProcess),
         })
+    }
+
+    /// Trains as one rank of `collective`: this rank encodes its shard of every batch, and the embeddings and
+    /// gradients are shared with the other ranks (see the module documentation).
+    pub fn set_collective(&mut self, collective: Rc<dyn Collective>) {
+        self.collective = collective;
+    }
+
+    /// This rank's part of every batch; an error when the batch has fewer pairs than there are ranks.
+    pub fn shard(&self) -> Result<Shard> {
+        Shard::of(
+            self.state.config.batch_size,
+            self.collective.rank(),
+            self.collective.size(),
+        )
     }
 
     pub fn config(&self) -> &ClipTrainConfig {
@@ -219,27 +248,47 @@ impl ClipTrainer {
         let config = &self.state.config;
         let indices = self.batch_indices(data.len(), step)?;
         let n = indices.len();
-        let texts = indices
+        let ranks = self.collective.size();
+        let shard = self.shard()?;
+        let rows = (0..ranks)
+            .map(|r| Ok(Shard::of(n, r, ranks)?.len()))
+            .collect::<Result<Vec<usize>>>()?;
+        let local = &indices[shard.start..shard.end];
+        let texts = local
             .iter()
-            .enumerate()
-            .map(|(position, &i)| {
+            .zip(shard.start..)
+            .map(|(&i, position)| {
                 captions.training_caption(i, &TRAIN_TEMPLATES, (config.seed, step, position))
             })
             .collect::<Result<Vec<_>>>()?;
         let ids = self.tokenizer.encode_batch(&texts)?.ids;
-        let (pixels, _) = data.batch(&indices, None)?;
+        let (pixels, _) = data.batch(local, None)?;
         let device = self.model.device();
         let pixels = Var::constant(Tensor::from_vec(
             pixels,
-            &[n, data.channels, data.height, data.width],
+            &[local.len(), data.channels, data.height, data.width],
             device,
         )?);
+        let text_embeds = self.model.text_embeds(&ids, local.len())?;
+        let image_embeds = self.model.image_embeds(&pixels)?;
         let logits = self.model.logits_per_text(
-            &self.model.text_embeds(&ids, n)?,
-            &self.model.image_embeds(&pixels)?,
+            &all_gather_rows(&self.collective, &text_embeds, &rows)?,
+            &all_gather_rows(&self.collective, &image_embeds, &rows)?,
         )?;
         let loss = contrastive_loss(&logits)?;
-        let mut grads = loss.backward()?;
+        // Every rank computes the whole batch's loss; each back-propagates its 1/N share, so that the sums over the
+        // ranks (of the embeddings' gradients in the all-gather's backward, then of the parameters' gradients) are
+        // the gradient of the loss itself. With N = 2 the halving and the sum of the two halves are exact.
+        let mut grads = match ranks {
+            1 => loss.backward()?,
+            _ => loss.mul_scalar(1.0 / ranks as f32)?.backward()?,
+        };
+        all_reduce_gradients(
+            self.collective.as_ref(),
+            &self.store.trainable(),
+            &mut grads,
+            BUCKET_ELEMENTS,
+        )?;
         let grad_norm = clip_grad_norm(&mut grads, config.grad_clip)?;
         let lr = config.lr.lr_at(step);
         self.optimizer.config.lr = lr;

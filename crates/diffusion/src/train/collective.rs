@@ -54,6 +54,27 @@ pub trait Collective {
         Ok(sums)
     }
 
+    /// Every rank's `local` (a flat f32 tensor of `counts[rank]` values) laid end to end in rank order, on `local`'s
+    /// device; every rank receives the same `counts.iter().sum()` values. By default each rank places its values
+    /// at its offset in a buffer of zeros and the buffers are summed ([`Collective::all_reduce_sum`]): every value
+    /// is added to zeros only, which leaves it exact (a −0 comes back as +0), at N times the bytes of a true
+    /// all-gather, which is nothing for the few embeddings this is for. MPI uses `MPI_Allgatherv`.
+    fn all_gather(&self, local: &Tensor, counts: &[usize]) -> Result<Tensor> {
+        let offset = check_gather(self.rank(), self.size(), local, counts)?;
+        if self.size() == 1 {
+            return Ok(local.clone());
+        }
+        let total: usize = counts.iter().sum();
+        let (dtype, device) = (local.dtype(), local.device());
+        let before = Tensor::zeros(&[offset], dtype, device)?;
+        let after = Tensor::zeros(&[total - offset - local.numel()], dtype, device)?;
+        let parts: Vec<&Tensor> = [&before, local, &after]
+            .into_iter()
+            .filter(|part| part.numel() > 0)
+            .collect();
+        self.all_reduce_sum(&Tensor::concat(&parts, 0)?)
+    }
+
     /// The element-wise sum over ranks of `values`, in place (losses, flags: small host buffers).
     fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()>;
 
@@ -117,6 +138,24 @@ pub fn check_bucket(sizes: &[usize], index: usize, bucket: &Tensor) -> Result<()
             ),
         )),
     }
+}
+
+/// Where rank `rank`'s values start in an all-gather of `counts` values per rank ([`Collective::all_gather`]); an
+/// error unless there is one count per rank and `local` is a flat tensor of this rank's count.
+pub fn check_gather(rank: usize, size: usize, local: &Tensor, counts: &[usize]) -> Result<usize> {
+    if counts.len() != size || local.shape() != [counts[rank]] {
+        return Err(Error::train(
+            "collective",
+            format!(
+                "all-gather on rank {rank} of {size}: {} counts, and a local tensor of shape {:?} where rank \
+                 {rank}'s count is {:?}",
+                counts.len(),
+                local.shape(),
+                counts.get(rank)
+            ),
+        ));
+    }
+    Ok(counts[..rank].iter().sum())
 }
 
 /// An error unless all `sizes.len()` planned buckets were handed over (`handed`).

@@ -11,11 +11,13 @@
 //! - [`trainer`]: [`Trainer`], one step (noise, forward, weighted MSE, backward, clip, AdamW, EMA);
 //! - [`checkpoint`]: atomic checkpoint folders and resuming;
 //! - [`collective`]: data-parallel training: the [`Collective`] engines, batch shards, gradient buckets;
+//! - [`all_gather`]: the all-gather of rows across the ranks as an autograd operation (CLIP's batch-wide loss);
 //! - [`overlap`]: the gradient all-reduce in buckets started during the backward pass;
 //! - [`watchdog`]: a deadline around collectives, so a rank that died or hangs ends the job;
 //! - `mpi_collective` (feature `mpi`): the ranks of `mpirun`;
 //! - `nccl_collective` (feature `mpi`): the ranks of `mpirun`, one per GPU, summing gradients with NCCL.
 
+pub mod all_gather;
 pub mod captions;
 pub mod checkpoint;
 pub mod collective;
@@ -34,6 +36,7 @@ pub mod trainer;
 pub mod watchdog;
 pub mod weighting;
 
+pub use all_gather::all_gather_rows;
 pub use captions::CaptionContexts;
 pub use checkpoint::{latest_checkpoint, read_trainer_state, write_diffusers_model};
 pub use collective::{Collective, Shard, SingleProcess};

@@ -6,13 +6,15 @@
 //! rank died or hangs, the others report which call stalled and end the process, and `mpirun` then ends the rest of
 //! the job. Checkpoints are written atomically by rank 0, so the last one stays whole.
 
-use super::collective::{check_all_handed, check_bucket, BucketWork, Collective};
+use super::collective::{check_all_handed, check_bucket, check_gather, BucketWork, Collective};
 use super::watchdog::{Guard, Watchdog};
 use crate::error::{Error, Result};
 use diffuse_tensor::Tensor;
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::Count;
 use std::time::Duration;
 
 /// The exit status of a rank whose collective timed out.
@@ -174,6 +176,42 @@ impl Collective for MpiCollective {
                 Ok(Tensor::from_vec(values, &[n], device)?)
             })
             .collect()
+    }
+
+    fn all_gather(&self, local: &Tensor, counts: &[usize]) -> Result<Tensor> {
+        check_gather(self.rank(), self.size(), local, counts)?;
+        let send = local.to_vec()?;
+        let total: usize = counts.iter().sum();
+        let count = |n: usize| {
+            Count::try_from(n).map_err(|_| {
+                Error::train(
+                    "collective",
+                    format!("an all-gather of {total} values exceeds MPI's count type"),
+                )
+            })
+        };
+        let sizes = counts
+            .iter()
+            .map(|&n| count(n))
+            .collect::<Result<Vec<_>>>()?;
+        let offsets = counts
+            .iter()
+            .scan(0, |offset, &n| {
+                let start = *offset;
+                *offset += n;
+                Some(count(start))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut received = vec![0.0f32; total];
+        {
+            let _armed = self
+                .watchdog
+                .guard(&format!("MPI all-gather of {total} values"));
+            let mut partition = PartitionMut::new(&mut received[..], sizes, offsets);
+            self.world
+                .all_gather_varcount_into(&send[..], &mut partition);
+        }
+        Ok(Tensor::from_vec(received, &[total], local.device())?)
     }
 
     fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {

@@ -7,8 +7,10 @@
 //! y      = h·W₂ᵀ + b₂                    `net.2`: inner → dim      (`net.1` is a dropout, absent at p = 0)
 //! ```
 //!
-//! GEGLU is composed of existing differentiable operations (two views of one projection, GELU, a product), so its
-//! gradient is theirs: ∂a = ∂h ∘ GELU(g), ∂g = ∂h ∘ a ∘ GELU′(g).
+//! GEGLU is one fused operation ([`Var::geglu`]): the forward reads the projection once and writes `h` once, and the
+//! backward writes both halves of the projection's gradient, ∂a = ∂h ∘ GELU(g) and ∂g = ∂h ∘ a ∘ GELU′(g), in one
+//! pass (composed of two views, a GELU and a product, the backward would also build two zero-padded halves and add
+//! them).
 
 use diffuse_autograd::Var;
 use diffuse_nn::{Linear, Module, Path};
@@ -39,11 +41,7 @@ impl Geglu {
 impl Module for Geglu {
     /// (…, dim) → (…, inner).
     fn forward(&self, x: &Var) -> Result<Var> {
-        let y = self.proj.forward(x)?;
-        let last = y.shape().len() - 1;
-        let hidden = y.narrow(last, 0, self.inner)?;
-        let gate = y.narrow(last, self.inner, self.inner)?;
-        hidden.mul(&gate.gelu()?)
+        self.proj.forward(x)?.geglu()
     }
 }
 

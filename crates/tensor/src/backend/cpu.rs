@@ -12,6 +12,7 @@ use diffuse_cpu_kernels::adamw::{self, AdamWConfig};
 use diffuse_cpu_kernels::attention::{self, AttentionShape};
 use diffuse_cpu_kernels::elementwise::{self, BinaryOp, UnaryOp};
 use diffuse_cpu_kernels::gated_residual::{self, GatedShape};
+use diffuse_cpu_kernels::geglu;
 use diffuse_cpu_kernels::group_norm::{self, GroupNormShape};
 use diffuse_cpu_kernels::group_norm_silu;
 use diffuse_cpu_kernels::layer_norm::{self, LayerNormShape};
@@ -19,6 +20,7 @@ use diffuse_cpu_kernels::layer_norm_modulate::{self, ModulateShape};
 use diffuse_cpu_kernels::noise::{self, StepCoefficients};
 use diffuse_cpu_kernels::reduce::{self, ReduceOp};
 use diffuse_cpu_kernels::sample_mse::{self, SampleShape};
+use diffuse_cpu_kernels::strided::StridedRef;
 use diffuse_cpu_kernels::{conv2d, gemm, index, philox, softmax, Conv2dShape, MatMut, MatRef};
 use half::{bf16, f16};
 use std::borrow::Cow;
@@ -304,14 +306,28 @@ fn operand<'a>(data: &'a [f32], view: &MatmulOperand) -> MatRef<'a> {
     }
 }
 
-/// `batch` products `C_b = A_b · B_b` read through strides; the result is contiguous `[batch, m, n]`.
+/// `batch` products `C_b = A_b · B_b` read through strides, plus `bias` `[n]` on every row when given (the output
+/// starts as the bias repeated and the GEMM accumulates onto it, β = 1); the result is contiguous `[batch, m, n]`.
 pub fn matmul(
     a: (&CpuStorage, &MatmulOperand),
     b: (&CpuStorage, &MatmulOperand),
+    bias: Option<&CpuStorage>,
     (batch, m, n, k): (usize, usize, usize, usize),
 ) -> Result<CpuStorage> {
     let (x, y) = (a.0.to_f32(), b.0.to_f32());
     let mut out = output("matmul", &[batch, m, n])?;
+    let beta = match bias {
+        Some(bias) => {
+            let rows = dims_product(&[batch, m]);
+            let repeat = StridedRef {
+                strides: &[0, 1],
+                offset: 0,
+            };
+            elementwise::copy_strided(&[rows, n], &bias.to_f32(), repeat, &mut out)?;
+            1.0
+        }
+        None => 0.0,
+    };
     gemm::sgemm_batched(
         batch,
         m,
@@ -322,7 +338,7 @@ pub fn matmul(
         a.1.batch_stride,
         operand(&y, b.1),
         b.1.batch_stride,
-        0.0,
+        beta,
         MatMut::row_major(&mut out, n),
         dims_product(&[m, n]),
     )?;
@@ -636,6 +652,25 @@ pub fn gated_residual_backward(s: &GatedShape, t: [&CpuStorage; 3]) -> Result<[C
     )?;
     let dtype = g.dtype();
     Ok([gy, gg].map(|v| CpuStorage::from_f32(v, dtype)))
+}
+
+/// GEGLU of the contiguous `[rows, 2·inner]` `x`: `[rows, inner]`.
+pub fn geglu(x: &CpuStorage, rows: usize, inner: usize) -> Result<CpuStorage> {
+    let mut out = output("geglu", &[rows, inner])?;
+    geglu::geglu_forward(rows, inner, &x.to_f32(), &mut out)?;
+    Ok(CpuStorage::from_f32(out, x.dtype()))
+}
+
+/// ∂x of [`geglu`] from `x` and the output gradient `g`.
+pub fn geglu_backward(
+    x: &CpuStorage,
+    g: &CpuStorage,
+    rows: usize,
+    inner: usize,
+) -> Result<CpuStorage> {
+    let mut dx = take(x.len());
+    geglu::geglu_backward(rows, inner, &x.to_f32(), &g.to_f32(), &mut dx)?;
+    Ok(CpuStorage::from_f32(dx, g.dtype()))
 }
 
 /// The per-sample MSE of `prediction` against `target`, in the prediction's dtype.

@@ -527,24 +527,39 @@ pub fn upsample_nearest2x_backward(
 
 // ---- matmul, softmax, convolution, normalisation, attention --------------------------------------------------------
 
-/// `batch` products `C_b = A_b · B_b` read through strides; the result is contiguous `[batch, m, n]`. In f32 (the
-/// default) one SGEMM launch per product; in bf16 ([`crate::set_matmul_precision`]) see [`matmul_bf16`].
+/// `batch` products `C_b = A_b · B_b` read through strides, plus `bias` `[n]` on every row when given; the result is
+/// contiguous `[batch, m, n]`. In f32 (the default) one SGEMM launch per product, onto an output that starts as the
+/// bias repeated (strided copy, β = 1) or from nothing (β = 0); in bf16 ([`crate::set_matmul_precision`]) see
+/// [`matmul_bf16`], the bias then added by the element-wise kernel.
 pub fn matmul(
     a: (&CudaStorage, &MatmulOperand),
     b: (&CudaStorage, &MatmulOperand),
+    bias: Option<&CudaStorage>,
     (batch, m, n, k): (usize, usize, usize, usize),
 ) -> Result<CudaStorage> {
     const OP: &str = "matmul";
     let per = dims_product(&[m, n]);
     let len = checked_numel(OP, &[batch, m, n])?;
     if len == 0 || k == 0 {
-        // no entries, or every entry the empty sum (and the operands may hold no element to point at)
+        // no entries, or every entry the empty sum (and the operands may hold no element to point at); the tensor
+        // layer answers these shapes itself, bias included
         return from_host(a.0.ordinal, &vec![0.0; len]);
     }
+    let rows = Layout::from_parts(vec![batch * m, n], vec![0, 1], 0)?;
     if matmul_precision() == Precision::Bf16 {
-        return matmul_bf16(a, b, (batch, m, n, k));
+        let product = matmul_bf16(a, b, (batch, m, n, k))?;
+        return match bias {
+            Some(bias) => {
+                let flat = Layout::contiguous(&[batch * m, n])?;
+                binary(&product, &flat, bias, &rows, BinaryOp::Add)
+            }
+            None => Ok(product),
+        };
     }
-    let mut out = a.0.sibling(len)?;
+    let (mut out, beta) = match bias {
+        Some(bias) => (copy_contiguous(bias, &rows)?, 1.0),
+        None => (a.0.sibling(len)?, 0.0),
+    };
     for index in 0..batch {
         let at = |view: &MatmulOperand| view.offset + index * view.batch_stride;
         let x = a.0.view_from(OP, at(a.1))?;
@@ -561,7 +576,7 @@ pub fn matmul(
             operand_layout(a.1),
             &y,
             operand_layout(b.1),
-            0.0,
+            beta,
             &mut c,
         )?;
     }
@@ -1016,6 +1031,25 @@ pub fn layer_norm_modulate_backward(
 }
 
 /// `x + gate[n]∘y`.
+/// GEGLU of the contiguous `[rows, 2·inner]` `x`: `[rows, inner]`.
+pub fn geglu(x: &CudaStorage, rows: usize, inner: usize) -> Result<CudaStorage> {
+    let mut out = x.sibling(checked_numel("geglu", &[rows, inner])?)?;
+    ck::geglu::geglu_forward(x.gpu, rows, inner, &x.view(), &mut out.view_mut())?;
+    Ok(out)
+}
+
+/// ∂x of [`geglu`] from `x` and the output gradient `g`.
+pub fn geglu_backward(
+    x: &CudaStorage,
+    g: &CudaStorage,
+    rows: usize,
+    inner: usize,
+) -> Result<CudaStorage> {
+    let mut dx = x.sibling(x.len())?;
+    ck::geglu::geglu_backward(x.gpu, rows, inner, &x.view(), &g.view(), &mut dx.view_mut())?;
+    Ok(dx)
+}
+
 pub fn gated_residual(
     s: &GatedShape,
     x: &CudaStorage,

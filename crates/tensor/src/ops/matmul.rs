@@ -1,4 +1,9 @@
-//! Batched matrix product `[..., m, k] × [..., k, n] → [..., m, n]` with NumPy broadcasting of the batch dimensions.
+//! Batched matrix product `[..., m, k] × [..., k, n] → [..., m, n]` with NumPy broadcasting of the batch dimensions,
+//! optionally plus a bias `[n]` added to every row (a linear layer's `x·Wᵀ + b`).
+//!
+//! The bias costs no pass of its own: the output buffer starts as the bias repeated row by row and the GEMM
+//! accumulates onto it (`C = A·B + 1·C`), so the sum is formed in the GEMM's output stage instead of by a second
+//! read-and-write of the product.
 //!
 //! The operands are handed to the GEMM kernel as strides into their own buffers, so a transposed or narrowed view
 //! costs no copy. The kernel takes one batch stride per operand; when the (broadcast) batch dimensions of an operand
@@ -33,12 +38,21 @@ fn uniform_batch_stride(layout: &Layout) -> Option<usize> {
 impl Tensor {
     /// The matrix product over the last two dimensions, the leading (batch) dimensions broadcast together.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        const OP: &str = "matmul";
-        self.check_compatible(OP, rhs)?;
+        self.matmul_plus("matmul", rhs, None)
+    }
+
+    /// [`Tensor::matmul`] plus `bias` (shape `[n]`, `n` the product's last dimension) added to every row, in the
+    /// GEMM's output stage. Equals `self.matmul(rhs)?.add(bias)` up to the order of one rounding.
+    pub fn matmul_bias(&self, rhs: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        self.matmul_plus("matmul_bias", rhs, Some(bias))
+    }
+
+    fn matmul_plus(&self, op: &'static str, rhs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.check_compatible(op, rhs)?;
         let (ra, rb) = (self.rank(), rhs.rank());
         if ra < 2 || rb < 2 {
             return Err(Error::shape(
-                OP,
+                op,
                 format!(
                     "operands need at least two dimensions, got {:?} × {:?}",
                     self.shape(),
@@ -50,7 +64,7 @@ impl Tensor {
         let (k2, n) = (rhs.shape()[rb - 2], rhs.shape()[rb - 1]);
         if k != k2 {
             return Err(Error::shape(
-                OP,
+                op,
                 format!(
                     "inner dimensions differ: {:?} × {:?} ({k} vs {k2})",
                     self.shape(),
@@ -58,10 +72,10 @@ impl Tensor {
                 ),
             ));
         }
-        let batch_shape = broadcast_shapes(OP, &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])
+        let batch_shape = broadcast_shapes(op, &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])
             .map_err(|e| {
                 Error::shape(
-                    OP,
+                    op,
                     format!(
                         "batch dimensions of {:?} × {:?} do not broadcast: {e}",
                         self.shape(),
@@ -70,11 +84,15 @@ impl Tensor {
                 )
             })?;
         let out_shape: Vec<usize> = batch_shape.iter().copied().chain([m, n]).collect();
+        let bias = bias.map(|b| self.bias_operand(op, b, n)).transpose()?;
         // `[n, 0] × [0, n]` has no elements to read but n² to write; refuse it before allocating if n² overflows.
-        if checked_numel(OP, &out_shape)? == 0 || k == 0 {
+        if checked_numel(op, &out_shape)? == 0 || k == 0 {
             // Nothing to compute: no output elements, or each one a sum of no terms. Shapes like `[usize::MAX, 0]`
-            // never reach the stride arithmetic below.
-            return Tensor::zeros(&out_shape, self.dtype(), self.device());
+            // never reach the stride arithmetic below. With a bias, each entry is the bias alone.
+            return match bias {
+                Some(b) => b.broadcast_to(&out_shape)?.contiguous(),
+                None => Tensor::zeros(&out_shape, self.dtype(), self.device()),
+            };
         }
         let batch = dims_product(&batch_shape);
         let a = self.batch_operand(&batch_shape, m, k)?;
@@ -90,9 +108,25 @@ impl Tensor {
         };
         let storage = {
             let (sa, sb) = (a.0.storage(), b.0.storage());
-            sa.matmul(&a.1, &sb, &b.1, (batch, m, n, k))?
+            let sbias = bias.as_ref().map(|b| b.storage());
+            sa.matmul(&a.1, &sb, &b.1, sbias.as_deref(), (batch, m, n, k))?
         };
         Tensor::from_contiguous(storage, &out_shape)
+    }
+
+    /// `bias` checked to be a `[n]` vector on `self`'s device and dtype, made contiguous.
+    fn bias_operand(&self, op: &'static str, bias: &Tensor, n: usize) -> Result<Tensor> {
+        self.check_compatible(op, bias)?;
+        if bias.shape() != [n] {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "the bias must be a vector of the product's {n} columns, got shape {:?}",
+                    bias.shape()
+                ),
+            ));
+        }
+        bias.contiguous()
     }
 
     /// `self` broadcast to `batch_shape + [rows, cols]`, as a tensor and the strides the GEMM reads it with.

@@ -3,6 +3,7 @@
 
 mod adaln;
 mod elementwise;
+mod geglu;
 mod index;
 mod loss;
 mod matmul;

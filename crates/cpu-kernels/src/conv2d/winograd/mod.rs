@@ -25,7 +25,7 @@
 //! tiles (3.1 MiB for 64 → 64 channels at 28×28, T = 392; 4.7 MiB for 128 → 128 at 14×14, T = 294; 4.3 MiB for
 //! 256 → 256 at 7×7, T = 128) plus a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. The
 //! weight gradient walks the same chunks in order with one V, one transformed output gradient (`16·O·(T + 8)`) and
-//! M (`16·O·C`). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][stride]` (U `[O][16][C]`, V
+//! M (`16·O·C`). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][stride]` (U `[C][16][O]`, V
 //! `[C][16][T + 8]`, M `[O][16][T + 8]`) so each transform touches one contiguous block per channel; the GEMM reads
 //! the ξ-th matrix through strides. Every output element is computed by the same operations in the same order
 //! whatever the number of threads, so results are bit-identical for any thread count.
@@ -136,19 +136,21 @@ pub(super) fn forward(
         (s.out_channels, s.out_h(), s.out_w()),
         s.padding,
     );
+    let (c_n, o_n) = (s.in_channels, s.out_channels);
     let mut u = Buffer::take(Role::Weights);
-    let u = u.floats(16 * s.out_channels * s.in_channels);
-    // Row o of U is [16][C]: kernel w[o, c] becomes column c.
-    u.par_chunks_mut(16 * s.in_channels)
-        .zip(weight.par_chunks(9 * s.in_channels))
-        .for_each(|(u_o, w_o)| {
-            for (c, g) in w_o.chunks_exact(9).enumerate() {
-                let g = std::array::from_fn(|k| g[k]);
-                for (xi, value) in transform::kernel(&g).into_iter().enumerate() {
-                    u_o[xi * s.in_channels + c] = value;
-                }
+    let u = u.floats(16 * c_n * o_n);
+    // Row c of U is [16][O]: kernel w[o, c] becomes column o.
+    u.par_chunks_mut(16 * o_n).enumerate().for_each(|(c, u_c)| {
+        for o in 0..o_n {
+            let g = &weight[(o * c_n + c) * 9..][..9];
+            for (xi, value) in transform::kernel(&std::array::from_fn(|k| g[k]))
+                .into_iter()
+                .enumerate()
+            {
+                u_c[xi * o_n + o] = value;
             }
-        });
+        }
+    });
     run(&geo, input, u, addends, output)
 }
 
@@ -169,16 +171,18 @@ pub(super) fn backward_input(
     let (c_n, o_n) = (s.in_channels, s.out_channels);
     let mut u = Buffer::take(Role::Weights);
     let u = u.floats(16 * c_n * o_n);
-    // Row c of U is [16][O]: kernel w[o, c] rotated by 180° becomes column o.
-    u.par_chunks_mut(16 * o_n).enumerate().for_each(|(c, u_c)| {
-        for o in 0..o_n {
-            let g = &weight[(o * c_n + c) * 9..][..9];
-            let flipped = std::array::from_fn(|k| g[8 - k]);
-            for (xi, value) in transform::kernel(&flipped).into_iter().enumerate() {
-                u_c[xi * o_n + o] = value;
+    // Here the GEMM's rows are input channels and its depth output channels: row o of U is [16][C], kernel w[o, c]
+    // rotated by 180° becomes column c.
+    u.par_chunks_mut(16 * c_n)
+        .zip(weight.par_chunks(9 * c_n))
+        .for_each(|(u_o, w_o)| {
+            for (c, g) in w_o.chunks_exact(9).enumerate() {
+                let flipped = std::array::from_fn(|k| g[8 - k]);
+                for (xi, value) in transform::kernel(&flipped).into_iter().enumerate() {
+                    u_o[xi * c_n + c] = value;
+                }
             }
-        }
-    });
+        });
     run(&geo, grad_output, u, &Conv2dAddends::default(), grad_input)
 }
 
@@ -294,7 +298,8 @@ pub(super) fn backward_weight(
     Ok(())
 }
 
-/// The chunked tile loop of the module header: `y = conv(x) + addends` with transformed weights `u` (`[O][16][C]`).
+/// The chunked tile loop of the module header: `y = conv(x) + addends` with transformed weights `u` (`[C][16][O]`:
+/// the GEMM's A stored column by column, so packing its panels copies short contiguous runs).
 fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f32]) -> Result<()> {
     let (c_n, o_n, tw) = (geo.in_channels, geo.out_channels, geo.tiles_w);
     let (in_plane, out_plane) = (geo.in_h * geo.in_w, geo.out_h * geo.out_w);
@@ -337,10 +342,10 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f
                     1.0,
                     MatRef {
                         data: u,
-                        row_stride: 16 * c_n,
-                        col_stride: 1,
+                        row_stride: 1,
+                        col_stride: 16 * o_n,
                     },
-                    c_n,
+                    o_n,
                     MatRef {
                         data: v,
                         row_stride: 16 * stride,

@@ -21,6 +21,7 @@
 
 use super::super::Conv2dAddends;
 use super::Geometry;
+use crate::short_copy::copy_short;
 
 /// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 16 values, ξ = 4·a + b.
 pub(super) fn kernel(g: &[f32; 9]) -> [f32; 16] {
@@ -129,6 +130,58 @@ fn output_lanes<const N: usize>(m: &[Lanes<N>; 16], bias: f32) -> [Lanes<N>; 4] 
     y
 }
 
+/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for every such element of `src` (`even` needs `⌈len/2⌉` floats, `odd`
+/// `⌊len/2⌋`; later ones are left alone). Blocks of 16 go through fixed-size arrays, which compile to two vector
+/// shuffles, and so does the last, shorter piece, padded to a block.
+#[inline(always)]
+fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let blocks = src.len() / (2 * LANES);
+    let (even_blocks, even_rest) = even.split_at_mut(blocks * LANES);
+    let (odd_blocks, odd_rest) = odd.split_at_mut(blocks * LANES);
+    let mut pairs = src.chunks_exact(2 * LANES);
+    let split = even_blocks
+        .chunks_exact_mut(LANES)
+        .zip(odd_blocks.chunks_exact_mut(LANES));
+    for (block, (e, o)) in (&mut pairs).zip(split) {
+        let block: &[f32; 2 * LANES] = block.try_into().unwrap();
+        e.copy_from_slice(&std::array::from_fn::<f32, LANES, _>(|j| block[2 * j]));
+        o.copy_from_slice(&std::array::from_fn::<f32, LANES, _>(|j| block[2 * j + 1]));
+    }
+    let rest = pairs.remainder();
+    if !rest.is_empty() {
+        // The last piece (shorter than a block: often the whole row of a small image) through a zero-padded block.
+        let mut block = [0.0; 2 * LANES];
+        copy_short(&mut block[..rest.len()], rest);
+        let (even_len, odd_len) = (rest.len().div_ceil(2), rest.len() / 2);
+        let even = std::array::from_fn::<f32, LANES, _>(|j| block[2 * j]);
+        let odd = std::array::from_fn::<f32, LANES, _>(|j| block[2 * j + 1]);
+        copy_short(&mut even_rest[..even_len], &even[..even_len]);
+        copy_short(&mut odd_rest[..odd_len], &odd[..odd_len]);
+    }
+}
+
+/// Zeros a slice of at most 2 floats by plain stores (a `fill` of unknown length becomes a call to memset).
+#[inline(always)]
+fn zero_few(few: &mut [f32]) {
+    debug_assert!(few.len() <= 2, "{} floats", few.len());
+    for slot in few.iter_mut().take(2) {
+        *slot = 0.0;
+    }
+}
+
+/// `[left[0], right[0], left[1], right[1], …]`: the two output columns of `LANES` tiles in row order (one vector
+/// shuffle per half).
+#[inline(always)]
+fn interleave(left: &Lanes<LANES>, right: &Lanes<LANES>) -> [f32; 2 * LANES] {
+    std::array::from_fn(|i| {
+        if i % 2 == 0 {
+            left[i / 2]
+        } else {
+            right[i / 2]
+        }
+    })
+}
+
 /// Floats between the transformed planes of one channel for a chunk of `ld` tiles: `LANES` more than the tiles, so
 /// the vector stores of a tile row's last lanes (which run past the row) stay inside the plane.
 pub(super) fn plane_stride(ld: usize) -> usize {
@@ -174,31 +227,32 @@ pub(super) fn input_channel(
             .chunks_exact_mut(width)
             .zip(odd.chunks_exact_mut(width));
         for (r, (e, o)) in split.enumerate() {
-            e.fill(0.0);
-            o.fill(0.0);
             let Some(ih) = (2 * first + r)
                 .checked_sub(geo.pad_h)
                 .filter(|&ih| ih < geo.in_h)
             else {
+                e.fill(0.0);
+                o.fill(0.0);
                 continue;
             };
             let src = &plane[ih * geo.in_w..][..geo.in_w];
-            // Input column k is padded column k + pad_w, which goes to column (k + pad_w) / 2 of its parity.
+            // Input column k is padded column k + pad_w, which goes to column (k + pad_w) / 2 of its parity: with an
+            // even pad the even input columns land in `e` from pad_w / 2 on, with an odd pad in `o` from
+            // (pad_w − 1) / 2 on, and the odd input columns in the other one, one column later for an odd pad.
             let pad = geo.pad_w;
-            let (to_even, to_odd) = if pad.is_multiple_of(2) {
-                (e, o)
+            let (to_even, to_odd, even_at, odd_at) = if pad.is_multiple_of(2) {
+                (e, o, pad / 2, pad / 2)
             } else {
-                (o, e)
+                (o, e, pad / 2, pad / 2 + 1)
             };
-            for (dst, &x) in to_even[pad / 2..].iter_mut().zip(src.iter().step_by(2)) {
-                *dst = x;
-            }
-            for (dst, &x) in to_odd[pad.div_ceil(2)..]
-                .iter_mut()
-                .zip(src.iter().skip(1).step_by(2))
-            {
-                *dst = x;
-            }
+            // The tiles read split columns 0..=tw; past them only lanes beyond the row, whose values are dropped.
+            // Of those columns, at most one before the input (pad_w ≤ 2) and two after it are padding.
+            let (even_len, odd_len) = (geo.in_w.div_ceil(2), geo.in_w / 2);
+            deinterleave(src, &mut to_even[even_at..], &mut to_odd[odd_at..]);
+            zero_few(&mut to_even[..even_at]);
+            zero_few(&mut to_odd[..odd_at]);
+            zero_few(&mut to_even[even_at + even_len..=tw]);
+            zero_few(&mut to_odd[odd_at + odd_len..=tw]);
         }
         for i in 0..bands {
             let base = (n * bands + i) * tw;
@@ -264,15 +318,8 @@ pub(super) fn output_channel(
                     // columns; an odd last column takes only the left one.
                     let end = (2 * (j + LANES)).min(geo.out_w);
                     let row = &mut plane[oh * geo.out_w..][2 * j..end];
-                    let (left, right) = (&values[2 * r], &values[2 * r + 1]);
-                    let mut pairs = row.chunks_exact_mut(2);
-                    for (pair, (&l, &r)) in (&mut pairs).zip(left.iter().zip(right)) {
-                        pair[0] = l;
-                        pair[1] = r;
-                    }
-                    if let [last] = pairs.into_remainder() {
-                        *last = left[geo.out_w / 2 - j];
-                    }
+                    let pairs = interleave(&values[2 * r], &values[2 * r + 1]);
+                    copy_short(row, &pairs[..row.len()]);
                     if let Some(residual) = residual {
                         let skip = &residual[oh * geo.out_w..][2 * j..end];
                         for (y, &s) in row.iter_mut().zip(skip) {
@@ -317,19 +364,17 @@ pub(super) fn gradient_channel(
             let mut split = work[..4 * width].chunks_exact_mut(width);
             for r in 0..2 {
                 let (e, od) = (split.next().unwrap(), split.next().unwrap());
-                e.fill(0.0);
-                od.fill(0.0);
                 let oh = 2 * (first + i) + r;
                 if oh >= geo.out_h {
+                    e.fill(0.0);
+                    od.fill(0.0);
                     continue;
                 }
                 let src = &plane[oh * geo.out_w..][..geo.out_w];
-                for (dst, &x) in e.iter_mut().zip(src.iter().step_by(2)) {
-                    *dst = x;
-                }
-                for (dst, &x) in od.iter_mut().zip(src.iter().skip(1).step_by(2)) {
-                    *dst = x;
-                }
+                // The tiles read split columns 0..tw, all of `e`'s inside the row and all of `od`'s but an odd
+                // width's last; past them only lanes beyond the row, whose values are dropped.
+                deinterleave(src, e, od);
+                zero_few(&mut od[geo.out_w / 2..tw]);
             }
             let base = (n * bands + i) * tw;
             for j in (0..tw).step_by(LANES) {
@@ -340,6 +385,161 @@ pub(super) fn gradient_channel(
                 for (q, value) in gradient_lanes(&e).iter().enumerate() {
                     u[q * stride + base + j..][..LANES].copy_from_slice(value);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The transforms are compiled three times (`dispatch!`: baseline, AVX2, AVX-512); every build this CPU runs must
+    //! give the baseline's bits, on sizes off every vector block (widths 1–35, odd and even, every padding, bands).
+
+    use super::super::Geometry;
+    use super::*;
+
+    /// `$f(args)` (an `#[inline(always)]` function returning `Vec<f32>`) run by its baseline build and by each
+    /// `#[target_feature]` build (the function inlined into a wrapper, as `dispatch!` does) the CPU supports.
+    macro_rules! every_build {
+        ($f:ident($($arg:ident: $ty:ty),*)) => {{
+            let mut builds = vec![("baseline", $f($($arg),*))];
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn with_avx2($($arg: $ty),*) -> Vec<f32> {
+                    $f($($arg),*)
+                }
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                fn with_avx512($($arg: $ty),*) -> Vec<f32> {
+                    $f($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    builds.push(("avx2", unsafe { with_avx2($($arg),*) }));
+                }
+                if crate::dispatch::has_avx512() {
+                    // SAFETY: the CPU supports every feature `with_avx512` enables (checked just above).
+                    builds.push(("avx512", unsafe { with_avx512($($arg),*) }));
+                }
+            }
+            builds
+        }};
+    }
+
+    #[inline(always)]
+    fn input(geo: &Geometry, x: &[f32], first: usize, bands: usize, stride: usize) -> Vec<f32> {
+        let mut work = vec![0.0; work_len(geo, bands)];
+        let mut v = vec![0.0; geo.in_channels * 16 * stride];
+        for (c, v_c) in v.chunks_exact_mut(16 * stride).enumerate() {
+            input_channel(geo, x, c, first, bands, &mut work, v_c, stride);
+        }
+        v
+    }
+
+    #[inline(always)]
+    fn gradient(geo: &Geometry, dy: &[f32], first: usize, bands: usize, stride: usize) -> Vec<f32> {
+        let mut work = vec![0.0; gradient_work_len(geo)];
+        let mut e = vec![0.0; geo.out_channels * 16 * stride];
+        for (o, e_o) in e.chunks_exact_mut(16 * stride).enumerate() {
+            gradient_channel(geo, dy, o, first, bands, &mut work, e_o, stride);
+        }
+        e
+    }
+
+    #[inline(always)]
+    fn output(
+        geo: &Geometry,
+        m: &[f32],
+        first: usize,
+        bands: usize,
+        stride: usize,
+        addends: &Conv2dAddends,
+    ) -> Vec<f32> {
+        let mut y = vec![f32::NAN; geo.batch * geo.out_channels * geo.out_h * geo.out_w];
+        for (o, m_o) in m.chunks_exact(16 * stride).enumerate() {
+            output_channel(geo, m_o, stride, (first, bands), addends, 0, &mut y, o);
+        }
+        y
+    }
+
+    fn geometries() -> Vec<Geometry> {
+        let mut all = Vec::new();
+        for (in_h, in_w) in [(1, 1), (3, 5), (4, 16), (7, 7), (9, 17), (5, 33), (6, 35)] {
+            for (pad_h, pad_w) in [(0, 0), (1, 1), (2, 2), (0, 1), (2, 1)] {
+                let (out_h, out_w) = (in_h + 2 * pad_h, in_w + 2 * pad_w);
+                if out_h >= 3 && out_w >= 3 {
+                    all.push(Geometry::new(
+                        2,
+                        (2, in_h, in_w),
+                        (3, out_h - 2, out_w - 2),
+                        (pad_h, pad_w),
+                    ));
+                }
+            }
+        }
+        all
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 97.0 - 5.0)
+            .collect()
+    }
+
+    fn assert_builds_agree(what: &str, builds: Vec<(&'static str, Vec<f32>)>) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (name, out) in &builds[1..] {
+            assert_eq!(
+                bits(out),
+                bits(&builds[0].1),
+                "{what}: the {name} build differs from the baseline"
+            );
+        }
+    }
+
+    #[test]
+    fn every_build_of_the_transforms_gives_the_baseline_bits() {
+        for geo in geometries() {
+            let shape = format!(
+                "{}×{} pad ({}, {})",
+                geo.in_h, geo.in_w, geo.pad_h, geo.pad_w
+            );
+            let x = values(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 1);
+            let dy = values(geo.batch * geo.out_channels * geo.out_h * geo.out_w, 2);
+            let (bias, residual) = (values(geo.out_channels, 4), values(dy.len(), 5));
+            let addends = Conv2dAddends {
+                bias: Some(&bias),
+                channel: None,
+                residual: Some(&residual),
+            };
+            for (first, bands) in [
+                (0, geo.tiles_h),
+                (geo.tiles_h / 2, geo.tiles_h - geo.tiles_h / 2),
+            ] {
+                let stride = plane_stride(geo.batch * bands * geo.tiles_w);
+                let (geo, x, dy) = (&geo, &x[..], &dy[..]);
+                let part = format!("{shape}, tile rows {first}..{}", first + bands);
+                assert_builds_agree(
+                    &format!("input, {part}"),
+                    every_build!(input(geo: &Geometry, x: &[f32], first: usize, bands: usize, stride: usize)),
+                );
+                assert_builds_agree(
+                    &format!("gradient, {part}"),
+                    every_build!(gradient(geo: &Geometry, dy: &[f32], first: usize, bands: usize, stride: usize)),
+                );
+                let m = values(geo.out_channels * 16 * stride, 3);
+                let (m, addends) = (&m[..], &addends);
+                assert_builds_agree(
+                    &format!("output, {part}"),
+                    every_build!(output(
+                        geo: &Geometry,
+                        m: &[f32],
+                        first: usize,
+                        bands: usize,
+                        stride: usize,
+                        addends: &Conv2dAddends
+                    )),
+                );
             }
         }
     }

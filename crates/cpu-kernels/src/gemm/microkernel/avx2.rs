@@ -23,6 +23,7 @@ impl Kernel<MR, NR> for Avx2Fma {
         // SAFETY: the caller checked AVX2 and FMA are available; the panel lengths and `c` are forwarded contracts.
         unsafe { tile(kc, a.as_ptr(), b.as_ptr(), alpha, beta, c) }
     }
+    packing_with_features!("avx2,fma");
 }
 
 /// # Safety

@@ -32,6 +32,7 @@ impl Kernel<MR, NR> for Avx512F {
         // SAFETY: the caller checked AVX-512F is available; the panel lengths and `c` are forwarded contracts.
         unsafe { tile(kc, a.as_ptr(), b.as_ptr(), alpha, beta, c) }
     }
+    packing_with_features!("avx512f");
 }
 
 /// # Safety

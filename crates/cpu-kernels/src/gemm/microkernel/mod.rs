@@ -12,12 +12,68 @@
 //! in plain Rust at 6×16 (separate multiply and add, so its roundings differ from the fused ones by at most one ulp
 //! per step).
 
+/// Implements [`Kernel`]'s packing methods inside a kernel's `impl` block (with its `MR` and `NR` in scope) by wrappers
+/// compiled with `$features`, the target features the kernel's `is_supported` check guarantees, so the packing copies
+/// run in the kernel's vector registers and may use AVX transposes.
+#[cfg(target_arch = "x86_64")]
+macro_rules! packing_with_features {
+    ($features:literal) => {
+        unsafe fn pack_a(
+            a: &$crate::gemm::MatRef,
+            ic: usize,
+            mc: usize,
+            pc: usize,
+            kc: usize,
+            out: &mut [f32],
+        ) {
+            #[target_feature(enable = $features)]
+            fn compiled(
+                a: &$crate::gemm::MatRef,
+                ic: usize,
+                mc: usize,
+                pc: usize,
+                kc: usize,
+                out: &mut [f32],
+            ) {
+                $crate::gemm::pack::pack_a::<MR, true>(a, ic, mc, pc, kc, out)
+            }
+            // SAFETY: the caller guarantees the CPU supports this kernel, whose check covers `$features`.
+            unsafe { compiled(a, ic, mc, pc, kc, out) }
+        }
+
+        unsafe fn pack_b_panel(
+            b: &$crate::gemm::MatRef,
+            pc: usize,
+            kc: usize,
+            col0: usize,
+            cols: usize,
+            panel: &mut [f32],
+        ) {
+            #[target_feature(enable = $features)]
+            fn compiled(
+                b: &$crate::gemm::MatRef,
+                pc: usize,
+                kc: usize,
+                col0: usize,
+                cols: usize,
+                panel: &mut [f32],
+            ) {
+                $crate::gemm::pack::pack_b_panel::<NR, true>(b, pc, kc, col0, cols, panel)
+            }
+            // SAFETY: the caller guarantees the CPU supports this kernel, whose check covers `$features`.
+            unsafe { compiled(b, pc, kc, col0, cols, panel) }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512;
 
 use std::fmt;
+
+use super::{pack, MatRef};
 
 #[cfg(target_arch = "x86_64")]
 pub(super) use avx2::Avx2Fma;
@@ -96,6 +152,30 @@ pub(super) trait Kernel<const MR: usize, const NR: usize> {
     /// The CPU supports the kernel; every element of `c` must be in bounds of one live allocation and written by no
     /// other thread during the call; `a` and `b` must hold at least `kc·MR` and `kc·NR` floats.
     unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile);
+
+    /// [`pack::pack_a`] for this kernel's `MR`, compiled with the kernel's target features (the SIMD kernels
+    /// override this baseline build through `packing_with_features!`).
+    ///
+    /// # Safety
+    /// The CPU supports the kernel.
+    unsafe fn pack_a(a: &MatRef, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [f32]) {
+        pack::pack_a::<MR, false>(a, ic, mc, pc, kc, out)
+    }
+
+    /// [`pack::pack_b_panel`] for this kernel's `NR`, compiled as [`Kernel::pack_a`] is.
+    ///
+    /// # Safety
+    /// The CPU supports the kernel.
+    unsafe fn pack_b_panel(
+        b: &MatRef,
+        pc: usize,
+        kc: usize,
+        col0: usize,
+        cols: usize,
+        panel: &mut [f32],
+    ) {
+        pack::pack_b_panel::<NR, false>(b, pc, kc, col0, cols, panel)
+    }
 }
 
 /// The part of C one micro-kernel call updates: element `(r, c)`, `r < rows ≤ MR`, `c < cols ≤ NR`, lives at
