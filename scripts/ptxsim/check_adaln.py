@@ -109,43 +109,31 @@ def gelu_tanh(x):
     return x / (1 + math.exp(-2 * u)) if -2 * u < 700 else 0.0
 
 
-def check_gelu_tanh():
+def check_activation(name, f, unary_op, binary_op):
+    # an activation's unary op code of kernels/elementwise.ptx against its Python definition, and its fused gradient
+    # (binary op code) against central differences of that definition, over both tails and the bend
     mod = Module(open(K + 'elementwise.ptx').read())
     xs = [-12.0, -6.0, -3.0, -1.0, -0.3, -1e-3, 0.0, 1e-3, 0.5, 1.0, 2.5, 7.0, 15.0]
     n = len(xs)
     mem = Memory(); px = f32s(mem, xs); pout = mem.alloc(4 * n)
-    launch(mod, 'unary_strided', (1, 1, 1), (32, 1, 1), [pout, px, n, 17, 0.0, 0.0, layout_bytes([n], [1], [1])], mem)
-    close('gelu_tanh', mem.get_f32(pout, n), [gelu_tanh(x) for x in xs], 1e-5)
+    launch(mod, 'unary_strided', (1, 1, 1), (32, 1, 1), [pout, px, n, unary_op, 0.0, 0.0, layout_bytes([n], [1], [1])],
+           mem)
+    close(name, mem.get_f32(pout, n), [f(x) for x in xs], 1e-5)
     g = [r32(random.uniform(-2, 2)) for _ in xs]
     pg = f32s(mem, g)
-    launch(mod, 'binary_strided', (1, 1, 1), (32, 1, 1), [pout, px, pg, n, 7, layout_bytes([n], [1], [1])], mem)
+    launch(mod, 'binary_strided', (1, 1, 1), (32, 1, 1), [pout, px, pg, n, binary_op, layout_bytes([n], [1], [1])], mem)
     h = 1e-5
-    want = [gi * (gelu_tanh(x + h) - gelu_tanh(x - h)) / (2 * h) for x, gi in zip(xs, g)]
-    close('gelu_tanh_backward', mem.get_f32(pout, n), want, 1e-5)
+    want = [gi * (f(x + h) - f(x - h)) / (2 * h) for x, gi in zip(xs, g)]
+    close(name + '_backward', mem.get_f32(pout, n), want, 1e-5)
 
 
 def gelu(x):
     return x * 0.5 * math.erfc(-x / math.sqrt(2))
 
 
-def check_gelu():
-    # the exact GELU (unary op 7) and its fused gradient (binary op 8) against Python's erfc and central differences
-    mod = Module(open(K + 'elementwise.ptx').read())
-    xs = [-12.0, -6.0, -3.0, -1.0, -0.3, -1e-3, 0.0, 1e-3, 0.5, 1.0, 2.5, 7.0, 15.0]
-    n = len(xs)
-    mem = Memory(); px = f32s(mem, xs); pout = mem.alloc(4 * n)
-    launch(mod, 'unary_strided', (1, 1, 1), (32, 1, 1), [pout, px, n, 7, 0.0, 0.0, layout_bytes([n], [1], [1])], mem)
-    close('gelu', mem.get_f32(pout, n), [gelu(x) for x in xs], 1e-5)
-    g = [r32(random.uniform(-2, 2)) for _ in xs]
-    pg = f32s(mem, g)
-    launch(mod, 'binary_strided', (1, 1, 1), (32, 1, 1), [pout, px, pg, n, 8, layout_bytes([n], [1], [1])], mem)
-    h = 1e-5
-    want = [gi * (gelu(x + h) - gelu(x - h)) / (2 * h) for x, gi in zip(xs, g)]
-    close('gelu_backward', mem.get_f32(pout, n), want, 1e-5)
-
-
 CHECKS = {'layer_norm_modulate': check_layer_norm_modulate, 'gated_residual': check_gated_residual,
-          'gelu_tanh': check_gelu_tanh, 'gelu': check_gelu}
+          'gelu_tanh': lambda: check_activation('gelu_tanh', gelu_tanh, 17, 7),  # the tanh GELU
+          'gelu': lambda: check_activation('gelu', gelu, 7, 8)}  # the exact GELU (erfc)
 
 if __name__ == '__main__':
     for name in sys.argv[1:] or list(CHECKS):

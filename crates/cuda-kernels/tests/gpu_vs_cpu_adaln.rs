@@ -183,10 +183,19 @@ fn gated_residual_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
         .unwrap();
 }
 
-fn gelu_tanh_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
+/// One activation's GPU op codes (`unary` forward, `binary` gradient) against its CPU ops, on inputs in [-12, 12) (both
+/// tails and the bend) and output gradients in [-3, 3); tolerances `abs + 1e-5·|cpu|`, `abs` per direction.
+struct Activation {
+    name: &'static str,
+    unary: (UnaryOp, cpu_elementwise::UnaryOp),
+    binary: (BinaryOp, cpu_elementwise::BinaryOp),
+    forward_abs: f32,
+    backward_abs: f32,
+}
+
+fn activation_and_its_backward_match_the_cpu_kernels(gpu: &Gpu, a: &Activation) {
     runner()
         .run(&(1usize..3000, any::<u64>()), |(len, seed)| {
-            // inputs in [-12, 12): both tails and the bend
             let x: Vec<f32> = values(seed, len).iter().map(|v| 4.0 * v).collect();
             let g = values(seed ^ 1, len);
             let contiguous = [1isize];
@@ -194,22 +203,18 @@ fn gelu_tanh_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
             let mut out = zeros(gpu, len);
             elementwise::unary(
                 gpu,
-                UnaryOp::GeluTanh,
+                a.unary.0,
                 &[len],
                 &gx,
                 Operand::new(&contiguous, 0),
                 &mut out,
             )
             .unwrap();
-            let want: Vec<f32> = x
-                .iter()
-                .map(|&v| cpu_elementwise::UnaryOp::GeluTanh.apply(v))
-                .collect();
-            // the PTX exp is within ~1e-6 relative of the correctly rounded value
-            assert_near("gelu_tanh", &download(gpu, &out), &want, 1e-6, 1e-5)?;
+            let want: Vec<f32> = x.iter().map(|&v| a.unary.1.apply(v)).collect();
+            assert_near(a.name, &download(gpu, &out), &want, a.forward_abs, 1e-5)?;
             elementwise::binary(
                 gpu,
-                BinaryOp::GeluTanhBackward,
+                a.binary.0,
                 &[len],
                 &gx,
                 Operand::new(&contiguous, 0),
@@ -221,66 +226,49 @@ fn gelu_tanh_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
             let want: Vec<f32> = x
                 .iter()
                 .zip(&g)
-                .map(|(&v, &w)| cpu_elementwise::BinaryOp::GeluTanhBackward.apply(v, w))
+                .map(|(&v, &w)| a.binary.1.apply(v, w))
                 .collect();
-            assert_near(
-                "gelu_tanh_backward",
-                &download(gpu, &out),
-                &want,
-                1e-5,
-                1e-5,
-            )?;
+            let what = format!("{}_backward", a.name);
+            assert_near(&what, &download(gpu, &out), &want, a.backward_abs, 1e-5)?;
             Ok(())
         })
         .unwrap();
 }
 
+fn gelu_tanh_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
+    activation_and_its_backward_match_the_cpu_kernels(
+        gpu,
+        &Activation {
+            name: "gelu_tanh",
+            unary: (UnaryOp::GeluTanh, cpu_elementwise::UnaryOp::GeluTanh),
+            binary: (
+                BinaryOp::GeluTanhBackward,
+                cpu_elementwise::BinaryOp::GeluTanhBackward,
+            ),
+            // the PTX exp is within ~1e-6 relative of the correctly rounded value
+            forward_abs: 1e-6,
+            backward_abs: 1e-5,
+        },
+    );
+}
+
 fn gelu_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
-    runner()
-        .run(&(1usize..3000, any::<u64>()), |(len, seed)| {
-            // inputs in [-12, 12): both tails and the bend
-            let x: Vec<f32> = values(seed, len).iter().map(|v| 4.0 * v).collect();
-            let g = values(seed ^ 1, len);
-            let contiguous = [1isize];
-            let (gx, gg) = (upload(gpu, &x), upload(gpu, &g));
-            let mut out = zeros(gpu, len);
-            elementwise::unary(
-                gpu,
-                UnaryOp::Gelu,
-                &[len],
-                &gx,
-                Operand::new(&contiguous, 0),
-                &mut out,
-            )
-            .unwrap();
-            let want: Vec<f32> = x
-                .iter()
-                .map(|&v| cpu_elementwise::UnaryOp::Gelu.apply(v))
-                .collect();
-            // the PTX erfc (Abramowitz & Stegun 7.1.26) is within 1.5e-7 absolute, the CPU's within 1.2e-7 relative:
-            // Φ within ~2e-7 absolute, times |x| ≤ 12
-            assert_near("gelu", &download(gpu, &out), &want, 3e-6, 1e-5)?;
-            elementwise::binary(
-                gpu,
+    activation_and_its_backward_match_the_cpu_kernels(
+        gpu,
+        &Activation {
+            name: "gelu",
+            unary: (UnaryOp::Gelu, cpu_elementwise::UnaryOp::Gelu),
+            binary: (
                 BinaryOp::GeluBackward,
-                &[len],
-                &gx,
-                Operand::new(&contiguous, 0),
-                &gg,
-                Operand::new(&contiguous, 0),
-                &mut out,
-            )
-            .unwrap();
-            let want: Vec<f32> = x
-                .iter()
-                .zip(&g)
-                .map(|(&v, &w)| cpu_elementwise::BinaryOp::GeluBackward.apply(v, w))
-                .collect();
-            // Φ as above (|g| ≤ 3) plus x·φ(x) ≤ 0.25 with exp's ~1e-6 relative
-            assert_near("gelu_backward", &download(gpu, &out), &want, 2e-6, 1e-5)?;
-            Ok(())
-        })
-        .unwrap();
+                cpu_elementwise::BinaryOp::GeluBackward,
+            ),
+            // the PTX erfc (Abramowitz & Stegun 7.1.26) is within 1.5e-7 absolute, the CPU's within 1.2e-7 relative:
+            // Φ within ~2e-7 absolute, times |x| ≤ 12; the gradient: Φ as above (|g| ≤ 3) plus x·φ(x) ≤ 0.25 with
+            // exp's ~1e-6 relative
+            forward_abs: 3e-6,
+            backward_abs: 2e-6,
+        },
+    );
 }
 
 fn attention_and_its_backward_match_the_cpu_at_dit_shapes(gpu: &Gpu) {

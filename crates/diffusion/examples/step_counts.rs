@@ -1,4 +1,5 @@
-//! Counts, not times: what one U-Net training step (forward, the trainer's weighted MSE loss, backward, AdamW) asks of
+//! Counts, not times: what one training step of a named backbone, a U-Net or a DiT (forward, the trainer's weighted MSE
+//! loss on the prediction channels, backward, AdamW) asks of
 //! memory on the CPU, read from the host buffer cache's counters (`diffuse_tensor::backend::host_cache::counters`).
 //! Per step it prints the output buffers the operations requested and their megabytes (each buffer is written once
 //! by its kernel, so the megabytes are the memory the step's outputs cover, a floor on its passes over memory), and
@@ -10,7 +11,7 @@
 //! (defaults `fashion-small 64 3`).
 
 use diffuse_autograd::Var;
-use diffuse_models::unet::{UNet2DModel, UNetConfig};
+use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_nn::{AdamW, ParamStore};
 use diffuse_tensor::backend::host_cache;
 use diffuse_tensor::{Device, Tensor};
@@ -26,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("BATCH must be at least 1".into());
     }
     let store = ParamStore::new(0, Device::Cpu);
-    let model = UNet2DModel::new(UNetConfig::named(name)?, &store)?;
+    let model = Backbone::new(BackboneConfig::named(name)?, &store)?;
     let params = store.params().into_iter().map(|(_, v)| v);
     let mut opt = AdamW::new(params, AdamW::default_config(1e-4))?;
     let x = Tensor::randn(&[batch, 1, 28, 28], 1, 0, Device::Cpu)?;
@@ -38,11 +39,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let weights = Var::constant(Tensor::from_vec(weights, &[batch], Device::Cpu)?);
 
     let megabytes = |bytes: u64| bytes as f64 / (1 << 20) as f64;
-    println!("unet/{name}/train_step/batch{batch}: per step, outputs requested and fresh allocations among them");
+    println!("{name}/train_step/batch{batch}: per step, outputs requested and fresh allocations among them");
     for step in 1..=steps {
         host_cache::reset_counters();
-        let out = model.forward(&Var::constant(x.clone()), &t, Some(&labels))?;
-        let mse = out.sample_mse(&noise)?;
+        let out = model.forward(&Var::constant(x.clone()), &t, Some(&labels), None)?;
+        // A DiT with a learned variance returns two channels per image channel: the first is the prediction.
+        let prediction = if out.shape()[1] > 1 {
+            out.narrow(1, 0, 1)?
+        } else {
+            out
+        };
+        let mse = prediction.sample_mse(&noise)?;
         let loss = mse.mul(&weights)?.mean_all()?;
         let grads = loss.backward()?;
         opt.step(&grads)?;

@@ -5,11 +5,13 @@
 //! cargo run --release -p diffuse-figures -- guidance --checkpoint runs/fashion-small
 //! cargo run --release -p diffuse-figures -- roofline --criterion target/criterion
 //! cargo run --release -p diffuse-figures -- distill --results runs/distill-table/results --out runs/distill-table
+//! cargo run --release -p diffuse-figures -- dit-scaling --runs runs/dit-scaling --out runs/dit-scaling
 //! ```
 //!
 //! Each subcommand writes PNGs into `--out` (default `docs/images`) and prints what it wrote.
 
 mod distill_table;
+mod dit_scaling;
 mod forward_grid;
 mod guidance;
 mod mixture;
@@ -52,6 +54,8 @@ enum Command {
     Roofline(roofline::RooflineArgs),
     /// The few-step table and plot of scripts/distill-table.sh's evaluations (distill-table.md, distill-fd.png).
     Distill(distill_table::DistillArgs),
+    /// FD against GFLOPs of the DiT sizes that scripts/dit-scaling.sh trains (dit-scaling.md, dit-scaling.png).
+    DitScaling(dit_scaling::DitScalingArgs),
     /// FD against steps, one line per sampler, from `diffuse eval --sweep-steps … --json FILE` (sampler-sweep.png).
     Sweep(sweep::SweepArgs),
 }
@@ -80,6 +84,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         Command::Roofline(args) => roofline::draw(args, &cli.out),
         Command::Distill(args) => distill_table::draw(args, &cli.out),
         Command::Sweep(args) => sweep::draw(args, &cli.out),
+        Command::DitScaling(args) => dit_scaling::draw(args, &cli.out),
     }
 }
 

@@ -25,7 +25,7 @@
 //! is exact and whose polynomial has a short dependency chain. `lse` is stored in natural units.
 //!
 //! Inner loops: every product is the register-tiled routine of `product.rs` (6 × 16 tiles of fused multiply-adds;
-//! AVX2 intrinsics where the CPU has them). Each problem's `K` is transposed once into `d × BK` tiles shared by all
+//! AVX-512 or AVX2 intrinsics where the CPU has them). Each problem's `K` is transposed once into `d × BK` tiles shared by all
 //! its query tiles (the backward transposes its key tile's `K` and `V`), and the operands are copied with rows padded
 //! to whole register tiles. The element-wise steps (bias, row maximum, `2^x` and row sum, `dS`) take few passes
 //! over a tile, with eight-lane partial maxima and sums reduced pairwise. They are compiled for AVX2 + FMA as well

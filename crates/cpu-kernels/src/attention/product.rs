@@ -13,8 +13,9 @@
 //! accumulators (12 FMAs per 8 loads, enough independent chains to keep both FMA pipes of the core busy). Rows and
 //! columns are rounded up to whole tiles: the caller provides that much readable `A`, `B` and writable `out`, and
 //! ignores the extra rows and columns. Every element is summed over `p` in ascending order with one fused
-//! multiply-add per step, in the AVX2 build (intrinsics) and in the portable build (`f32::mul_add`) alike, so the
-//! two give identical bits and no result depends on how the caller splits work among threads.
+//! multiply-add per step, in the AVX-512 and AVX2 builds (intrinsics; the AVX-512 one holds a tile row in one 16-lane
+//! vector and runs two column tiles side by side) and in the portable build (`f32::mul_add`) alike, so the builds give
+//! identical bits and no result depends on how the caller splits work among threads.
 
 /// Rows of a register tile.
 pub(super) const MR: usize = 6;
@@ -96,6 +97,12 @@ pub(super) fn product(
         (rows - 1) * out.ld + cols <= out.data.len(),
         "out too short"
     );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was just detected, and the assertions above bound every index `avx512::product` touches.
+        unsafe { avx512::product(rows, cols, k, a, b, out, init) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: AVX2 and FMA were just detected, and the assertions above bound every index `avx2::product` touches.
@@ -233,12 +240,105 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Init, Rows, Strided, MR, NR};
+
+    /// [`super::product`] with AVX-512F intrinsics: a 16-lane vector holds a whole tile row, and two column tiles
+    /// run side by side where the columns allow (`MR × 2·NR`: twelve independent multiply-add chains, as the AVX2
+    /// build has), one otherwise.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `rows` and `cols` are whole tiles and every operand is long enough for them (as
+    /// [`super::product`] asserts).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn product(
+        rows: usize,
+        cols: usize,
+        k: usize,
+        a: Strided,
+        b: Rows<&[f32]>,
+        out: Rows<&mut [f32]>,
+        init: Init,
+    ) {
+        let (a_ptr, b_ptr, out_ptr) = (a.data.as_ptr(), b.data.as_ptr(), out.data.as_mut_ptr());
+        let mut c0 = 0;
+        while c0 < cols {
+            let pair = c0 + 2 * NR <= cols;
+            for r0 in (0..rows).step_by(MR) {
+                // SAFETY: r0 + MR ≤ rows and c0 + NR (2·NR for a pair) ≤ cols, which the caller's extents cover.
+                unsafe {
+                    let a_tile = a_ptr.add(r0 * a.row);
+                    let (b_tile, out_tile) = (b_ptr.add(c0), out_ptr.add(r0 * out.ld + c0));
+                    let strides = (a.row, a.step, b.ld, out.ld);
+                    if pair {
+                        tile::<2>(k, a_tile, b_tile, out_tile, strides, init);
+                    } else {
+                        tile::<1>(k, a_tile, b_tile, out_tile, strides, init);
+                    }
+                }
+            }
+            c0 += if pair { 2 * NR } else { NR };
+        }
+    }
+
+    /// `MR × W·NR` of the output at `out` from `A` at `a` and `B` at `b`; `strides` = (A's row, A's step, B's row,
+    /// the output's row). Each element gets one fused multiply-add per step `p`, in order, as in every build.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `a[r·a_row + p·a_step]`, `b[p·ldb + c]` and `out[r·ldo + c]` are in bounds for
+    /// `r < MR`, `c < W·NR`, `p < k`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const W: usize>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        out: *mut f32,
+        (a_row, a_step, ldb, ldo): (usize, usize, usize, usize),
+        init: Init,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); W]; MR];
+        if init == Init::Accumulate {
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                for (w, acc_rw) in acc_r.iter_mut().enumerate() {
+                    // SAFETY: row r < MR of the output tile, 16 floats at column w·NR < W·NR.
+                    *acc_rw = unsafe { _mm512_loadu_ps(out.add(r * ldo + w * NR)) };
+                }
+            }
+        }
+        for p in 0..k {
+            // SAFETY: p < k, so B row p's W·16 floats and A column p's six scalars are in bounds.
+            unsafe {
+                let b_p: [__m512; W] =
+                    std::array::from_fn(|w| _mm512_loadu_ps(b.add(p * ldb + w * NR)));
+                let a_p = a.add(p * a_step);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let a_rp = _mm512_set1_ps(*a_p.add(r * a_row));
+                    for (acc_rw, &b_pw) in acc_r.iter_mut().zip(&b_p) {
+                        *acc_rw = _mm512_fmadd_ps(a_rp, b_pw, *acc_rw);
+                    }
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (w, &acc_rw) in acc_r.iter().enumerate() {
+                // SAFETY: row r < MR of the output tile, 16 floats at column w·NR < W·NR.
+                unsafe { _mm512_storeu_ps(out.add(r * ldo + w * NR), acc_rw) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The dispatched product (AVX2 where the CPU has it) and the portable one agree bit for bit, for strided `A`,
-    /// both initialisations and a `k` of 0.
+    /// The dispatched product (AVX-512 or AVX2 where the CPU has it) and the portable one agree bit for bit, for
+    /// strided `A`, both initialisations, a `k` of 0, and column counts of one, two and three tiles (the AVX-512
+    /// build's single and paired column tiles).
     #[test]
     fn product_builds_agree_bit_for_bit() {
         let values = |n: usize, salt: u32| -> Vec<f32> {
@@ -246,9 +346,12 @@ mod tests {
                 .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(salt) >> 9) as f32 / 4e6 - 1.0)
                 .collect()
         };
-        for (rows, cols, k, transposed) in
-            [(12, 32, 7, false), (6, 16, 0, true), (18, 48, 33, true)]
-        {
+        for (rows, cols, k, transposed) in [
+            (12, 32, 7, false),
+            (6, 16, 0, true),
+            (18, 48, 33, true),
+            (6, 16, 5, false),
+        ] {
             let a = values(rows * k.max(1) + 8, 1);
             let a = if transposed {
                 Strided {
