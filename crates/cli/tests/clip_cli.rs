@@ -3,21 +3,10 @@
 //! bad settings are refused with the reason (two ranks under mpirun: crates/cli/tests/mpi_train.rs).
 
 mod common;
-use common::{diffuse, ok, synthetic_data, temp_dir};
+use common::{diffuse, ok, synthetic_data, temp_dir, TINY_CLIP};
 
-const TINY: [&str; 22] = [
-    "--width",
-    "16",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--mlp",
-    "16",
-    "--patch-size",
-    "7",
-    "--projection-dim",
-    "8",
+/// The training settings of every run, after the tiny CLIP's.
+const RUN: [&str; 10] = [
     "--batch-size",
     "8",
     "--checkpoint-every",
@@ -42,7 +31,8 @@ fn clip_train_resumes_exactly_and_eval_reads_the_run() {
         let mut args = vec![
             "clip", "train", "--data", &data, "--out", out, "--steps", steps,
         ];
-        args.extend(TINY);
+        args.extend(TINY_CLIP);
+        args.extend(RUN);
         args.extend(extra);
         ok(&args)
     };
@@ -129,8 +119,9 @@ fn bad_settings_are_refused_with_the_reason() {
         let mut args = vec![
             "clip", "train", "--data", &data, "--out", &out, "--steps", "1",
         ];
-        // TINY's settings, with the one under test replaced.
-        for pair in TINY.chunks(2).filter(|pair| pair[0] != extra[0]) {
+        // The tiny CLIP's and the run's settings, with the one under test replaced.
+        let settings = TINY_CLIP.chunks(2).chain(RUN.chunks(2));
+        for pair in settings.filter(|pair| pair[0] != extra[0]) {
             args.extend(pair);
         }
         args.extend(extra);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 #[cfg(feature = "mpi")]
-use common::{repo, synthetic_data, temp_dir, tiny_config, TINY_VAE_CONFIG};
+use common::{repo, synthetic_data, temp_dir, tiny_config, TINY_CLIP, TINY_VAE_CONFIG};
 
 /// The options of every run: the tiny U-Net at the global batch of 32, a learning rate that does not depend on the
 /// total number of steps (so a run to 10 steps is the first half of one to 20), no grids but the final one.
@@ -138,6 +138,58 @@ fn weights(out: &Path, step: u64) -> Vec<(String, Vec<f32>)> {
     all
 }
 
+/// Two runs' numbers per logged step agree: the same steps, and each number within `relative` of the first run's
+/// (relative to its magnitude, floored at 1e-3 so that numbers near zero compare absolutely).
+#[cfg(feature = "mpi")]
+fn assert_steps_within<const N: usize>(
+    la: &[(u64, [f64; N])],
+    lb: &[(u64, [f64; N])],
+    relative: f64,
+    what: &str,
+) {
+    assert_eq!(la.len(), lb.len(), "{la:?}\n{lb:?}");
+    for ((sa, x), (sb, y)) in la.iter().zip(lb) {
+        assert_eq!(sa, sb);
+        for (u, v) in x.iter().zip(y) {
+            assert!(
+                (u - v).abs() <= relative * u.abs().max(1e-3),
+                "step {sa}: {what} {x:?} against {y:?}"
+            );
+        }
+    }
+}
+
+/// Two runs' weights, matched by name, differ by at most `tolerance` each (a NaN difference fails), leaving out the
+/// tensors whose name ends with `skip`.
+#[cfg(feature = "mpi")]
+fn assert_weights_within(
+    wa: &[(String, Vec<f32>)],
+    wb: &[(String, Vec<f32>)],
+    tolerance: f32,
+    skip: Option<&str>,
+) {
+    assert_eq!(wa.len(), wb.len());
+    let mut worst = (0.0f32, String::new());
+    for ((na, va), (nb, vb)) in wa.iter().zip(wb) {
+        assert_eq!(na, nb);
+        if skip.is_some_and(|suffix| na.ends_with(suffix)) {
+            continue;
+        }
+        for (x, y) in va.iter().zip(vb) {
+            let d = (x - y).abs();
+            if d.is_nan() || d > worst.0 {
+                worst = (d, na.clone());
+            }
+        }
+    }
+    assert!(
+        worst.0 <= tolerance,
+        "weights differ by up to {} (in {})",
+        worst.0,
+        worst.1
+    );
+}
+
 /// The runs agree to what reordering f32 sums allows. A shard sums half the batch's per-sample gradients and the
 /// all-reduce adds the two halves, where one process sums all 32 in one pass: each gradient differs by a few ulps
 /// (relative ~1e-6). AdamW divides the first moment by the root of the second, so an update differs by about as much
@@ -147,33 +199,11 @@ fn weights(out: &Path, step: u64) -> Vec<(String, Vec<f32>)> {
 /// are O(0.1)), and the losses, which see weights that close, within 1e-4 relative.
 #[cfg(feature = "mpi")]
 fn assert_same_run(a: &Path, b: &Path, step: u64) {
-    let (la, lb) = (losses(a), losses(b));
-    assert_eq!(la.len(), lb.len(), "{la:?}\n{lb:?}");
-    for ((sa, x), (sb, y)) in la.iter().zip(&lb) {
-        assert_eq!(sa, sb);
-        assert!(
-            (x - y).abs() <= 1e-4 * x.abs().max(1e-3),
-            "step {sa}: loss {x} against {y}"
-        );
-    }
-    let (wa, wb) = (weights(a, step), weights(b, step));
-    assert_eq!(wa.len(), wb.len());
-    let mut worst = (0.0f32, String::new());
-    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
-        assert_eq!(na, nb);
-        for (x, y) in va.iter().zip(vb) {
-            let d = (x - y).abs();
-            if d.is_nan() || d > worst.0 {
-                worst = (d, na.clone());
-            }
-        }
-    }
-    assert!(
-        worst.0 <= 1e-4,
-        "weights differ by up to {} (in {})",
-        worst.0,
-        worst.1
-    );
+    let loss = |run: &Path| -> Vec<(u64, [f64; 1])> {
+        losses(run).into_iter().map(|(s, l)| (s, [l])).collect()
+    };
+    assert_steps_within(&loss(a), &loss(b), 1e-4, "loss");
+    assert_weights_within(&weights(a, step), &weights(b, step), 1e-4, None);
 }
 
 #[cfg(feature = "mpi")]
@@ -327,38 +357,9 @@ fn vae_weights(out: &Path, step: u64) -> Vec<(String, Vec<f32>)> {
 /// depends on the summation order, and Adam turns that noise into steps of about ±lr whose signs differ.
 #[cfg(feature = "mpi")]
 fn assert_same_vae_run(a: &Path, b: &Path, step: u64) {
-    let (la, lb) = (vae_losses(a), vae_losses(b));
-    assert_eq!(la.len(), lb.len(), "{la:?}\n{lb:?}");
-    for ((sa, x), (sb, y)) in la.iter().zip(&lb) {
-        assert_eq!(sa, sb);
-        for (u, v) in x.iter().zip(y) {
-            assert!(
-                (u - v).abs() <= 1e-5 * u.abs().max(1e-3),
-                "step {sa}: {x:?} against {y:?}"
-            );
-        }
-    }
+    assert_steps_within(&vae_losses(a), &vae_losses(b), 1e-5, "loss terms");
     let (wa, wb) = (vae_weights(a, step), vae_weights(b, step));
-    assert_eq!(wa.len(), wb.len());
-    let mut worst = (0.0f32, String::new());
-    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
-        assert_eq!(na, nb);
-        if na.ends_with(".to_k.bias") {
-            continue;
-        }
-        for (x, y) in va.iter().zip(vb) {
-            let d = (x - y).abs();
-            if d.is_nan() || d > worst.0 {
-                worst = (d, na.clone());
-            }
-        }
-    }
-    assert!(
-        worst.0 <= 1e-5,
-        "weights differ by up to {} (in {})",
-        worst.0,
-        worst.1
-    );
+    assert_weights_within(&wa, &wb, 1e-5, Some(".to_k.bias"));
 }
 
 /// `mpirun -np 2 diffuse vae train` against one process, with flips and the discriminator (adaptive weight and its
@@ -405,22 +406,10 @@ fn vae_two_processes_reproduce_one_and_resume_onto_one() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The options of every `clip train` run: a tiny CLIP (width 16, one layer per tower) at the global batch of 7, so
-/// that the two ranks encode shards of unequal size (3 and 4 pairs), a checkpoint every 2 steps, no evaluation.
+/// The options of every `clip train` run after the tiny CLIP's: the global batch of 7, so that the two ranks encode
+/// shards of unequal size (3 and 4 pairs), a checkpoint every 2 steps, no evaluation.
 #[cfg(feature = "mpi")]
-const CLIP_RUN: [&str; 26] = [
-    "--width",
-    "16",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--mlp",
-    "16",
-    "--patch-size",
-    "7",
-    "--projection-dim",
-    "8",
+const CLIP_RUN: [&str; 14] = [
     "--batch-size",
     "7",
     "--checkpoint-every",
@@ -462,39 +451,9 @@ fn assert_same_clip_run(a: &Path, b: &Path, step: u64) {
             })
             .collect()
     };
-    let (la, lb) = (numbers(a), numbers(b));
-    assert_eq!(la.len(), lb.len(), "{la:?}\n{lb:?}");
-    for ((sa, x), (sb, y)) in la.iter().zip(&lb) {
-        assert_eq!(sa, sb);
-        for (u, v) in x.iter().zip(y) {
-            assert!(
-                (u - v).abs() <= 1e-5 * u.abs().max(1e-3),
-                "step {sa}: loss and gradient norm {x:?} against {y:?}"
-            );
-        }
-    }
+    assert_steps_within(&numbers(a), &numbers(b), 1e-5, "loss and gradient norm");
     let weights = |run: &Path| tensors(&run.join(format!("step-{step}/model.safetensors")), "clip");
-    let (wa, wb) = (weights(a), weights(b));
-    assert_eq!(wa.len(), wb.len());
-    let mut worst = (0.0f32, String::new());
-    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
-        assert_eq!(na, nb);
-        if na.ends_with("k_proj.bias") {
-            continue;
-        }
-        for (x, y) in va.iter().zip(vb) {
-            let d = (x - y).abs();
-            if d.is_nan() || d > worst.0 {
-                worst = (d, na.clone());
-            }
-        }
-    }
-    assert!(
-        worst.0 <= 1e-5,
-        "weights differ by up to {} (in {})",
-        worst.0,
-        worst.1
-    );
+    assert_weights_within(&weights(a), &weights(b), 1e-5, Some("k_proj.bias"));
 }
 
 /// `mpirun -np 2 diffuse clip train` against one process on 40 captioned synthetic images: the same losses and
@@ -512,6 +471,7 @@ fn clip_two_processes_reproduce_one_and_resume_onto_one() {
             true => ["--resume", &out],
             false => ["--out", &out],
         });
+        args.extend(TINY_CLIP);
         args.extend(CLIP_RUN);
         succeed(launch(processes, &args))
     };

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{fails, failure, ok, success, synthetic_data, temp_dir, tiny_train, TINY_VAE_CONFIG};
+use common::{
+    fails, failure, ok, success, synthetic_data, temp_dir, tiny_train, TINY_CLIP, TINY_VAE_CONFIG,
+};
 
 /// A two-level cross-attention U-Net over 28×28 grey pixels attending to 16-wide text states (the tiny CLIP's).
 const TINY_TEXT_CONFIG: &str = r#"{
@@ -35,7 +37,7 @@ impl Setup {
             clip: dir.join("clip").to_str().unwrap().to_string(),
             dir,
         };
-        ok(&[
+        let mut args = vec![
             "clip",
             "train",
             "--data",
@@ -44,25 +46,10 @@ impl Setup {
             &setup.clip,
             "--steps",
             "2",
-            "--width",
-            "16",
-            "--layers",
-            "1",
-            "--heads",
-            "2",
-            "--mlp",
-            "16",
-            "--patch-size",
-            "7",
-            "--projection-dim",
-            "8",
-            "--batch-size",
-            "8",
-            "--eval-images",
-            "0",
-            "--warmup",
-            "1",
-        ]);
+        ];
+        args.extend(TINY_CLIP);
+        args.extend(["--batch-size", "8", "--eval-images", "0", "--warmup", "1"]);
+        ok(&args);
         setup
     }
 

@@ -34,6 +34,24 @@ pub fn tiny_config() -> String {
     tiny_unet_config(28, 1, 1, Some(11))
 }
 
+/// The options of the tiny CLIP of the `clip train` runs: 16 wide (the text states the tiny cross-attention U-Nets
+/// attend to), one layer of 2 heads and a 16-wide MLP per tower, 7×7 patches of the 28×28 images, 8-wide
+/// projections (a training step in milliseconds).
+pub const TINY_CLIP: [&str; 12] = [
+    "--width",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--mlp",
+    "16",
+    "--patch-size",
+    "7",
+    "--projection-dim",
+    "8",
+];
+
 /// A three-level autoencoder of 8 channels from 28×28 grey images to 4×7×7 latents (~20k parameters, a training
 /// step in milliseconds).
 pub const TINY_VAE_CONFIG: &str = r#"{
