@@ -100,6 +100,27 @@ fn resume(setup: &Setup, kind: &str, out: &Path, extra: &[&str]) -> Output {
     diffuse(&args)
 }
 
+/// Resuming the `kind` run `out` with `other_teacher` is refused for the teacher's fingerprint, and resuming it with
+/// the other `distill` subcommand for being a `kind` distillation run.
+fn refuses_another_teacher_or_subcommand(
+    setup: &Setup,
+    kind: &str,
+    out: &Path,
+    other_teacher: &Path,
+) {
+    let err = failed(&resume(setup, kind, out, &["--teacher", s(other_teacher)]));
+    assert!(
+        err.contains("was distilled from the teacher") && err.contains("fingerprint"),
+        "{err}"
+    );
+    let other_kind = match kind {
+        "progressive" => "consistency",
+        _ => "progressive",
+    };
+    let err = failed(&resume(setup, other_kind, out, &[]));
+    assert!(err.contains(&format!("{kind} distillation run")), "{err}");
+}
+
 /// The progressive run the tests resume: 4 → 2 → 1 steps, 4 steps a round, a checkpoint every 2.
 fn progressive(setup: &Setup, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -288,21 +309,8 @@ fn bad_distillation_inputs_are_refused_by_name() {
             "4",
         ],
     ));
-    // Resuming with another teacher.
     let other_teacher = prepare("distill-errors-other", "7").teacher;
-    let err = failed(&resume(
-        &setup,
-        "progressive",
-        &out,
-        &["--teacher", s(&other_teacher)],
-    ));
-    assert!(
-        err.contains("was distilled from the teacher") && err.contains("fingerprint"),
-        "{err}"
-    );
-    // Resuming with the other subcommand.
-    let err = failed(&resume(&setup, "consistency", &out, &[]));
-    assert!(err.contains("progressive distillation run"), "{err}");
+    refuses_another_teacher_or_subcommand(&setup, "progressive", &out, &other_teacher);
     // Resuming with settings other than the run's, which a resumed run would ignore.
     for (flag, value) in [("--to-steps", "1"), ("--teacher-steps", "8")] {
         let err = failed(&resume(&setup, "progressive", &out, &[flag, value]));
@@ -348,18 +356,7 @@ fn bad_distillation_inputs_are_refused_by_name() {
     }
     let tiny = ["--steps", "1", "--batch-size", "4", "--levels", "4"];
     ok(&distill(&setup, "consistency", &cd, &tiny));
-    let err = failed(&resume(
-        &setup,
-        "consistency",
-        &cd,
-        &["--teacher", s(&other_teacher)],
-    ));
-    assert!(
-        err.contains("was distilled from the teacher") && err.contains("fingerprint"),
-        "{err}"
-    );
-    let err = failed(&resume(&setup, "progressive", &cd, &[]));
-    assert!(err.contains("consistency distillation run"), "{err}");
+    refuses_another_teacher_or_subcommand(&setup, "consistency", &cd, &other_teacher);
     // A distillation run resumed by diffuse train, with or without --objective consistency.
     for objective in [&[][..], &["--objective", "consistency"][..]] {
         let mut args = vec!["train", "--resume", s(&out), "--data", s(&setup.data)];
