@@ -7,7 +7,7 @@
 
 use crate::datasets::DataSource;
 use crate::device::DeviceArgs;
-use crate::files::truncate_metrics;
+use crate::files::open_metrics;
 use crate::launch::CollectiveArgs;
 use clap::{Args, Subcommand};
 use diffuse_diffusion::contrastive::{
@@ -21,7 +21,6 @@ use diffuse_models::clip::{ClipModel, ClipTokenizer};
 use diffuse_nn::LrSchedule;
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -289,25 +288,11 @@ fn train_on(
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = None;
     if leader {
-        std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-        truncate_metrics(&metrics_path, trainer.step_index())?;
-        metrics = Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&metrics_path)
-                .map_err(|e| format!("{}: {e}", metrics_path.display()))?,
-        );
+        metrics = Some(open_metrics(&metrics_path, trainer.step_index())?);
     }
     crate::interrupt::install()?;
     let total = trainer.config().steps;
-    let processes = match collective.size() {
-        1 => String::new(),
-        n => format!(
-            " over {n} processes (rank 0: pairs {}..{})",
-            shard.start, shard.end
-        ),
-    };
+    let processes = crate::launch::processes_note(collective.size(), shard, "pairs");
     if leader {
         eprintln!(
             "training a CLIP of {} parameters (vocabulary {}, context {}) on {} on {} images, batch {}{processes}, \
@@ -345,10 +330,7 @@ fn train_on(
     };
     let mut smoothed = None::<f32>;
     while trainer.step_index() < total {
-        // Every rank stops at the same step, whichever of them was interrupted.
-        let interrupted = collective
-            .any(crate::interrupt::requested())
-            .map_err(|e| e.to_string())?;
+        let interrupted = crate::interrupt::requested_on_any(collective.as_ref())?;
         if interrupted && !leader {
             return Ok(());
         }

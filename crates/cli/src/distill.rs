@@ -9,7 +9,7 @@
 use crate::consistency::ConsistencySampler;
 use crate::datasets::SHIPPED_DATA;
 use crate::device::DeviceArgs;
-use crate::files::truncate_metrics;
+use crate::files::open_metrics;
 use crate::sampling::run_sampler;
 use crate::score::AnySampler;
 use crate::scoring::{load_classifier_on, DEFAULT_CLASSIFIER};
@@ -31,7 +31,6 @@ use diffuse_diffusion::train::StepReport;
 use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -560,14 +559,8 @@ pub fn run_rounds(run: Run<'_>) -> Result<(), String> {
         );
         return Ok(());
     }
-    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let metrics_path = out.join("metrics.jsonl");
-    truncate_metrics(&metrics_path, state.step)?;
-    let mut metrics = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let mut metrics = open_metrics(&metrics_path, state.step)?;
     crate::interrupt::install()?;
     let rounds = state.config.method.rounds();
     let start = Instant::now();

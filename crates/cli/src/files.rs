@@ -1,7 +1,7 @@
 //! Writing files so that a crash never leaves a half-written one: write a temporary file beside the target, flush it
 //! to disk, then rename it over the target (a rename within one directory is atomic on POSIX file systems).
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -36,9 +36,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Opens a run's metrics file `path` for appending (creating its folder), after keeping only the lines of what the
+/// checkpoint after `step` steps contains ([`truncate_metrics`]).
+pub fn open_metrics(path: &Path, step: u64) -> Result<File, String> {
+    if let Some(folder) = path.parent() {
+        fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    }
+    truncate_metrics(path, step)?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Keeps the metrics lines of what the checkpoint after `step` steps contains (a resumed run rewrites what came
 /// after it): the loss lines of steps `s < step` and the evaluations after `s ≤ step` steps.
-pub fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
+fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };

@@ -1,6 +1,7 @@
 //! Ctrl-C as a request, not a kill: the first SIGINT sets a flag that the training loop polls between steps (it then
 //! writes a checkpoint and exits); the handler does nothing else, since only async-signal-safe work is allowed there.
 
+use diffuse_diffusion::train::Collective;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -24,4 +25,10 @@ pub fn install() -> Result<(), String> {
 /// Whether Ctrl-C was pressed.
 pub fn requested() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Whether Ctrl-C was pressed on any rank of `collective`: every rank asks at the same step, so all of them stop at
+/// that step, whichever was interrupted.
+pub fn requested_on_any(collective: &dyn Collective) -> Result<bool, String> {
+    collective.any(requested()).map_err(|e| e.to_string())
 }

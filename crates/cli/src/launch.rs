@@ -7,7 +7,7 @@
 
 use crate::device::DeviceArgs;
 use clap::{Args, ValueEnum};
-use diffuse_diffusion::train::{Collective, SingleProcess};
+use diffuse_diffusion::train::{Collective, Shard, SingleProcess};
 use diffuse_tensor::Device;
 use std::path::Path;
 use std::rc::Rc;
@@ -123,6 +123,18 @@ pub fn local_rank() -> Option<usize> {
     LOCAL_RANK_VARIABLES
         .iter()
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// What a training command's opening line says of its ranks: ` over N processes (rank 0: ITEMS a..b)` for `size`
+/// ranks of which rank 0 takes `shard` of each batch (`items`: what a batch holds), nothing in one process.
+pub fn processes_note(size: usize, shard: Shard, items: &str) -> String {
+    match size {
+        1 => String::new(),
+        n => format!(
+            " over {n} processes (rank 0: {items} {}..{})",
+            shard.start, shard.end
+        ),
+    }
 }
 
 /// Runs `train` on this process's device and collective (see [`collective`]); an error on one of several ranks ends

@@ -12,7 +12,7 @@
 use crate::datasets::{DataSource, SHIPPED_DATA};
 use crate::device::DeviceArgs;
 use crate::distill::{run_rounds, Cadence, Run};
-use crate::files::truncate_metrics;
+use crate::files::open_metrics;
 use crate::fit_config::{adapt_named, check_explicit, fit_conditioned, DataShape};
 use crate::latent::{check_latent_setup, decoder_for, encode_training_set, LatentDecoder};
 use crate::launch::LaunchArgs;
@@ -43,7 +43,7 @@ use diffuse_models::{Backbone, BackboneConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule, ParamStore};
 use diffuse_tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -845,16 +845,8 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
     let mut evaluated_at = None;
     let mut metrics = None;
     if leader {
-        std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-        truncate_metrics(&metrics_path, trainer.step_index())?;
+        metrics = Some(open_metrics(&metrics_path, trainer.step_index())?);
         evaluated_at = read_evaluations(&metrics_path).last().map(|e| e.0);
-        metrics = Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&metrics_path)
-                .map_err(|e| format!("{}: {e}", metrics_path.display()))?,
-        );
     }
     let mut latest_eval = String::new();
     crate::interrupt::install()?;
@@ -871,13 +863,7 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
         ),
         None => String::new(),
     };
-    let processes = match collective.size() {
-        1 => String::new(),
-        n => format!(
-            " over {n} processes (rank 0: samples {}..{})",
-            shard.start, shard.end
-        ),
-    };
+    let processes = crate::launch::processes_note(collective.size(), shard, "samples");
     if leader {
         eprintln!(
             "training {} parameters on {} on {} images of {}×{}×{}{latent_note}, batch {batch}{processes}, to step \
@@ -951,10 +937,7 @@ fn train(args: &TrainArgs, device: Device, collective: Rc<dyn Collective>) -> Re
         Ok(trainer.step_index())
     };
     while trainer.step_index() < total {
-        // Every rank stops at the same step, whichever of them was interrupted.
-        let interrupted = collective
-            .any(crate::interrupt::requested())
-            .map_err(|e| e.to_string())?;
+        let interrupted = crate::interrupt::requested_on_any(collective.as_ref())?;
         if interrupted && !leader {
             return Ok(());
         }

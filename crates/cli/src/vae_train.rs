@@ -11,7 +11,7 @@
 
 use crate::datasets::SHIPPED_DATA;
 use crate::device::DeviceArgs;
-use crate::files::truncate_metrics;
+use crate::files::open_metrics;
 use crate::grid::Grid;
 use crate::launch::LaunchArgs;
 use crate::numbers::{finite_f32, finite_f64};
@@ -33,7 +33,7 @@ use diffuse_models::vae::{AutoencoderKLConfig, PatchDiscriminatorConfig};
 use diffuse_nn::{EmaWarmup, LrSchedule};
 use diffuse_tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -357,28 +357,14 @@ fn train(
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics: Option<File> = None;
     if leader {
-        std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-        truncate_metrics(&metrics_path, trainer.step_index())?;
-        metrics = Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&metrics_path)
-                .map_err(|e| format!("{}: {e}", metrics_path.display()))?,
-        );
+        metrics = Some(open_metrics(&metrics_path, trainer.step_index())?);
     }
     crate::interrupt::install()?;
 
     let total = trainer.config().steps;
     let batch = trainer.config().batch_size;
     let latent = trainer.model.config().latent_size(data.height, data.width);
-    let processes = match collective.size() {
-        1 => String::new(),
-        n => format!(
-            " over {n} processes (rank 0: images {}..{})",
-            shard.start, shard.end
-        ),
-    };
+    let processes = crate::launch::processes_note(collective.size(), shard, "images");
     if leader {
         eprintln!(
             "training an autoencoder of {} parameters (discriminator {}) on {} on {} images of {}×{}×{} → latents \
@@ -430,10 +416,7 @@ fn train(
         Ok(trainer.step_index())
     };
     while trainer.step_index() < total {
-        // Every rank stops at the same step, whichever of them was interrupted.
-        let interrupted = collective
-            .any(crate::interrupt::requested())
-            .map_err(|e| e.to_string())?;
+        let interrupted = crate::interrupt::requested_on_any(collective.as_ref())?;
         if interrupted && !leader {
             return Ok(());
         }
