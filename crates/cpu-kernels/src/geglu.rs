@@ -30,8 +30,9 @@ use crate::error::{check_len, KernelError, Result};
 /// Output elements per rayon task, at least one row.
 const ELEMENTS_PER_TASK: usize = 8192;
 
-/// (input elements `rows·2·inner`, output elements `rows·inner`), or an error naming the overflowing shape.
-fn lengths(op: &'static str, rows: usize, inner: usize) -> Result<(usize, usize)> {
+/// (input elements `rows·2·inner`, output elements `rows·inner`), or an error naming the overflowing shape. The GPU
+/// entries (`diffuse_cuda_kernels::geglu`) check their operands with it too.
+pub fn lengths(op: &'static str, rows: usize, inner: usize) -> Result<(usize, usize)> {
     let out = rows
         .checked_mul(inner)
         .ok_or_else(|| KernelError::new(op, format!("{rows} rows of {inner} overflow usize")))?;

@@ -3,24 +3,13 @@
 //! the CPU twin is `diffuse_cpu_kernels::geglu`).
 
 use cudarc::driver::{DevicePtr, DevicePtrMut};
+use diffuse_cpu_kernels::geglu::lengths;
 
 use crate::context::{Gpu, Module};
-use crate::error::{check_len, KernelError, Result};
+use crate::error::{check_len, Result};
 use crate::launch::{grid_for, launch, Arg, Launch};
 
 const THREADS: u32 = 256;
-
-/// (input elements `rows·2·inner`, output elements `rows·inner`), or an error naming the overflowing shape.
-fn lengths(op: &'static str, rows: usize, inner: usize) -> Result<(usize, usize)> {
-    let out = rows.checked_mul(inner);
-    match out.and_then(|out| out.checked_mul(2).map(|input| (input, out))) {
-        Some(lengths) => Ok(lengths),
-        None => Err(KernelError::new(
-            op,
-            format!("{rows} rows of 2·{inner} overflow usize"),
-        )),
-    }
-}
 
 /// `out[r, j] = x[r, j]·gelu(x[r, inner + j])`.
 pub fn geglu_forward(
