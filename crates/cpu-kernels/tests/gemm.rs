@@ -261,6 +261,24 @@ fn sgemm_crosses_every_block_boundary() {
         layout,
         7,
     ));
+    // The same with A column-major (a transposed view, as in a weight gradient xᵀ·g), in both loop orders: its packing
+    // walks A column by column, each column scattered over the block's panels, ragged last panel included.
+    let column_major = Layout {
+        transposed: true,
+        line_pad: 5,
+        broadcast: false,
+    };
+    for (m, seed) in [(263, 9), (127, 10)] {
+        check_all_kernels(&Problem::new(
+            (1, m, 20, 520),
+            1.0,
+            0.5,
+            column_major,
+            layout,
+            layout,
+            seed,
+        ));
+    }
     check_all_kernels(&Problem::new(
         (1, 7, 4100, 3),
         1.0,
