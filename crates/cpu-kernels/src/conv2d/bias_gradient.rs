@@ -4,7 +4,8 @@
 //! db[o] = Σ_{n, oh, ow} dy[n, o, oh, ow]      summed in f64, rounded once to f32
 //! ```
 //!
-//! Loop structure: channels in parallel (rayon); inside a channel, its planes image after image, each plane in blocks
+//! Loop structure (here; Winograd's weight gradient sums the rows it reads anyway, in its chunk order, through the same
+//! `accumulate`): channels in parallel (rayon); inside a channel, its planes image after image, each plane in blocks
 //! of `LANES` floats, float `i` of a block going to partial sum `i` (a plane's last, shorter block fills the first
 //! partial sums only). The `LANES` partial sums are independent, so the additions pipeline in vector registers
 //! instead of waiting on one running sum, and they are combined at the end by a fixed pairwise tree. Every step of
@@ -12,8 +13,9 @@
 //! and for every build of `dispatch!` (f64 additions, no FMA).
 //!
 //! Rounding: every float of dy is exact in f64, and a sum of `L` of them in any order is within `L·2^-53·Σ|dy|` of
-//! the exact one, far below the final rounding to f32 (`2^-24·|db|`) for any `L` below 2^28; so the result is the
-//! correctly rounded sum except when the exact sum lies within that tiny error of a rounding boundary.
+//! the exact one (2^29 times less than the same sum in f32), then rounded once to f32 (`2^-24·|db|`): unless the
+//! terms cancel to a sum far below `L·2^-29·Σ|dy|`, that is the correctly rounded sum or one ulp from it, in
+//! whichever of the two orders.
 
 use rayon::prelude::*;
 
@@ -21,6 +23,9 @@ use crate::dispatch::dispatch;
 
 /// Independent partial sums per channel: four AVX-512 registers of f64 (eight AVX2 ones).
 const LANES: usize = 32;
+
+/// The running partial sums of one channel.
+pub(super) type Partials = [f64; LANES];
 
 /// `grad_bias[o] = Σ` of plane `o` of every `out_image`-float image of `grad_output` (planes of `plane` floats).
 pub(super) fn bias_gradient(
@@ -46,21 +51,33 @@ pub(super) fn bias_gradient(
 /// `*db = Σ` of plane `channel` of every image, in the order of the module header.
 #[inline(always)]
 fn channel_sum(grad_output: &[f32], channel: usize, plane: usize, out_image: usize, db: &mut f32) {
-    let mut partial = [0.0f64; LANES];
+    let mut partial = [0.0; LANES];
     for image in grad_output.chunks_exact(out_image) {
-        let values = &image[channel * plane..][..plane];
-        let mut blocks = values.chunks_exact(LANES);
-        for block in &mut blocks {
-            // A fixed-length block, so the loop compiles to whole-register conversions and additions.
-            let block: &[f32; LANES] = block.try_into().unwrap();
-            for i in 0..LANES {
-                partial[i] += f64::from(block[i]);
-            }
-        }
-        for (sum, &v) in partial.iter_mut().zip(blocks.remainder()) {
-            *sum += f64::from(v);
+        accumulate(&image[channel * plane..][..plane], &mut partial);
+    }
+    *db = total(partial);
+}
+
+/// Adds `values` to the partial sums: float `i` of each `LANES`-float block to partial sum `i`, the last, shorter
+/// block to the first partial sums. (Winograd's weight gradient calls this on each output-gradient row it reads,
+/// which sums the same floats in another fixed order; see `winograd/mod.rs`.)
+#[inline(always)]
+pub(super) fn accumulate(values: &[f32], partial: &mut Partials) {
+    let mut blocks = values.chunks_exact(LANES);
+    for block in &mut blocks {
+        // A fixed-length block, so the loop compiles to whole-register conversions and additions.
+        let block: &[f32; LANES] = block.try_into().unwrap();
+        for i in 0..LANES {
+            partial[i] += f64::from(block[i]);
         }
     }
+    for (sum, &v) in partial.iter_mut().zip(blocks.remainder()) {
+        *sum += f64::from(v);
+    }
+}
+
+/// The partial sums combined by a fixed pairwise tree, rounded to f32.
+pub(super) fn total(mut partial: Partials) -> f32 {
     let mut width = LANES;
     while width > 1 {
         width /= 2;
@@ -68,7 +85,7 @@ fn channel_sum(grad_output: &[f32], channel: usize, plane: usize, out_image: usi
             partial[i] += partial[i + width];
         }
     }
-    *db = partial[0] as f32;
+    partial[0] as f32
 }
 
 #[cfg(test)]

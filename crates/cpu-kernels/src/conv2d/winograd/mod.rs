@@ -39,6 +39,7 @@ mod transform;
 
 use rayon::prelude::*;
 
+use super::bias_gradient::{total, Partials};
 use super::scratch::{Buffer, Role};
 use super::{Conv2dAddends, Conv2dShape};
 use crate::dispatch::dispatch;
@@ -188,7 +189,10 @@ pub(super) fn backward_input(
     run(&geo, grad_output, u, &Conv2dAddends::default(), grad_input)
 }
 
-/// Weight gradient (not the bias) of a shape for which [`unsupported`] is `None`, batch > 0; lengths already checked.
+/// Weight gradient of a shape for which [`unsupported`] is `None`, batch > 0, and with `grad_bias` the bias gradient,
+/// summed from the output-gradient rows the transform reads anyway (`bias_gradient.rs`: each channel's rows in the
+/// order of the chunks, their bands and images, so one pass over the output gradient serves both); lengths already
+/// checked.
 ///
 /// By the transposition principle (`⟨dy, Aᵀ[(G·g) ⊙ (Bᵀ·d)]⟩ = ⟨g, Gᵀ[(A·dy) ⊙ (Bᵀ·d)]⟩`), the gradient of one tile's
 /// output with respect to its kernel is `Gᵀ·[(A·dy_t·Aᵀ) ⊙ (Bᵀ·d_t·B)]·G`, so summed over tiles:
@@ -200,6 +204,7 @@ pub(super) fn backward_weight(
     input: &[f32],
     grad_output: &[f32],
     grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
     use transform::{gradient_channel, input_channel};
     let geo = Geometry::new(
@@ -215,6 +220,8 @@ pub(super) fn backward_weight(
     let mut m_buf = Buffer::take(Role::Products);
     let m = m_buf.floats(o_n * 16 * c_n);
     let rows = || Buffer::take(Role::Rows);
+    let sum_bias = grad_bias.is_some();
+    let mut bias_partials: Vec<Partials> = vec![Partials::default(); o_n];
     let mut beta = 0.0;
     let chunks = input
         .chunks(images * in_image)
@@ -243,10 +250,11 @@ pub(super) fn backward_weight(
                 });
             let e = e_buf.floats(o_n * 16 * stride);
             e.par_chunks_mut(16 * stride)
+                .zip(bias_partials.par_iter_mut())
                 .enumerate()
-                .for_each_init(rows, |work, (o, e)| {
+                .for_each_init(rows, |work, (o, (e, partials))| {
                     let work = work.floats(transform::gradient_work_len(&geo));
-                    let geo = &geo;
+                    let (geo, bias_partials) = (&geo, sum_bias.then_some(partials));
                     dispatch!(gradient_channel(
                         geo: &Geometry,
                         dy: &[f32],
@@ -256,6 +264,7 @@ pub(super) fn backward_weight(
                         work: &mut [f32],
                         e: &mut [f32],
                         stride: usize,
+                        bias_partials: Option<&mut Partials>,
                     ));
                 });
             sgemm_batched(
@@ -297,6 +306,11 @@ pub(super) fn backward_weight(
                 dw.copy_from_slice(&transform::kernel_gradient(&m_oc));
             }
         });
+    if let Some(grad_bias) = grad_bias {
+        for (db, partials) in grad_bias.iter_mut().zip(bias_partials) {
+            *db = total(partials);
+        }
+    }
     Ok(())
 }
 

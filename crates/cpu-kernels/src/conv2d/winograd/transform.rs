@@ -19,6 +19,7 @@
 //! of a chunk are numbered image by image, row by row. The arithmetic runs on `LANES` consecutive tiles of a tile row
 //! at once (`[f32; LANES]` per matrix entry, which compiles to one vector register each).
 
+use super::super::bias_gradient::{accumulate, Partials};
 use super::super::Conv2dAddends;
 use super::Geometry;
 use crate::short_copy::copy_short;
@@ -368,7 +369,9 @@ pub(super) fn gradient_work_len(geo: &Geometry) -> usize {
 
 /// `A·e·Aᵀ` for every 2×2 block `e` of tile rows `first..first + bands` of output channel `o` of every image of the
 /// output gradient `dy` (whole NCHW images), into `u` (`[16][stride]`, as `v` of [`input_channel`]); outside the
-/// output (odd edges) the blocks hold zeros. Lanes past a tile row are handled as in [`input_channel`].
+/// output (odd edges) the blocks hold zeros. Lanes past a tile row are handled as in [`input_channel`]. With
+/// `bias_partials`, each output row read is also added to them (the bias gradient, `bias_gradient.rs`), image by
+/// image, top to bottom.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gradient_channel(
@@ -380,6 +383,7 @@ pub(super) fn gradient_channel(
     work: &mut [f32],
     u: &mut [f32],
     stride: usize,
+    mut bias_partials: Option<&mut Partials>,
 ) {
     let (tw, width) = (geo.tiles_w, geo.tiles_w + LANES);
     let plane_len = geo.out_h * geo.out_w;
@@ -401,6 +405,9 @@ pub(super) fn gradient_channel(
                 // The tiles read split columns 0..tw, all of `e`'s inside the row and all of `od`'s but an odd
                 // width's last; past them only lanes beyond the row, whose values are dropped.
                 deinterleave(row, geo.out_w, e, od);
+                if let Some(partials) = &mut bias_partials {
+                    accumulate(&row[..geo.out_w], partials);
+                }
                 zero_few(&mut od[geo.out_w / 2..tw]);
             }
             let base = (n * bands + i) * tw;
@@ -468,7 +475,7 @@ mod tests {
         let mut work = vec![0.0; gradient_work_len(geo)];
         let mut e = vec![0.0; geo.out_channels * 16 * stride];
         for (o, e_o) in e.chunks_exact_mut(16 * stride).enumerate() {
-            gradient_channel(geo, dy, o, first, bands, &mut work, e_o, stride);
+            gradient_channel(geo, dy, o, first, bands, &mut work, e_o, stride, None);
         }
         e
     }
