@@ -277,13 +277,7 @@ fn attention_and_its_backward_match_the_cpu_at_dit_shapes(gpu: &Gpu) {
     // kernels sum d-term dot products and L-term softmax rows in different orders: 1e-4 relative (absolute below 1)
     // holds out, lse and the gradients.
     for (bh, len, d) in [(6, 49, 64), (3, 196, 64), (8, 196, 32)] {
-        let s = AttentionShape {
-            batch_heads: bh,
-            q_len: len,
-            kv_len: len,
-            head_dim: d,
-            scale: 1.0 / (d as f32).sqrt(),
-        };
+        let s = AttentionShape::dense(bh, 1, len, len, d, 1.0 / (d as f32).sqrt());
         let n = bh * len * d;
         let third = |seed: u64| -> Vec<f32> { values(seed, n).iter().map(|v| v / 3.0).collect() };
         let (q, k, v, g) = (third(1), third(2), third(3), third(4));
