@@ -385,7 +385,7 @@ fn multi_head_attention_matches_finite_differences() {
     check_gradients(&[&q, &k, &v], |x| x[0].attention(&x[1], &x[2], 3, 0.4));
     let values = (0..12)
         .map(|i| {
-            if i < 4 && i >= 2 {
+            if (2..4).contains(&i) {
                 f32::NEG_INFINITY
             } else {
                 0.1 * (i % 3) as f32

@@ -18,7 +18,12 @@ use diffuse_nn::{AdamW, ParamStore};
 use diffuse_tensor::backend::host_cache;
 use diffuse_tensor::{Device, Tensor};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// One forward pass of the model under count, from the noisy images to its prediction.
+type Forward = Box<dyn Fn(&Var) -> Result<Var>>;
+
+fn main() -> Result<()> {
     // As `diffuse`: the kernels' parallel loops start on this thread.
     diffuse_tensor::pool_with_calling_thread()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,15 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = ParamStore::new(0, Device::Cpu);
     let t: Vec<f64> = (0..batch).map(|i| ((i * 397) % 1000) as f64).collect();
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 11).collect();
-    let forward: Box<dyn Fn(&Var) -> Result<Var, Box<dyn std::error::Error>>> =
-        if name == "fashion-text" {
-            let model = UNet2DConditionModel::new(UNet2DConditionConfig::named(name)?, &store)?;
-            let context = Var::constant(Tensor::randn(&[batch, 20, 64], 3, 0, Device::Cpu)?);
-            Box::new(move |x| Ok(model.forward(x, &t, &context, None)?))
-        } else {
-            let model = Backbone::new(BackboneConfig::named(name)?, &store)?;
-            Box::new(move |x| Ok(model.forward(x, &t, Some(&labels), None)?))
-        };
+    let forward: Forward = if name == "fashion-text" {
+        let model = UNet2DConditionModel::new(UNet2DConditionConfig::named(name)?, &store)?;
+        let context = Var::constant(Tensor::randn(&[batch, 20, 64], 3, 0, Device::Cpu)?);
+        Box::new(move |x| Ok(model.forward(x, &t, &context, None)?))
+    } else {
+        let model = Backbone::new(BackboneConfig::named(name)?, &store)?;
+        Box::new(move |x| Ok(model.forward(x, &t, Some(&labels), None)?))
+    };
     let params = store.params().into_iter().map(|(_, v)| v);
     let mut opt = AdamW::new(params, AdamW::default_config(1e-4))?;
     let x = Tensor::randn(&[batch, 1, 28, 28], 1, 0, Device::Cpu)?;

@@ -42,8 +42,8 @@ impl<'a> HeadRows<'a> {
         &self.data[self.start + i * self.stride..][..self.width]
     }
 
-    /// The rows from `i` on.
-    pub fn from_row(self, i: usize) -> Self {
+    /// The rows from `i` on (row `i` becomes row 0).
+    pub fn skip_rows(self, i: usize) -> Self {
         Self {
             start: self.start + i * self.stride,
             ..self

@@ -236,7 +236,7 @@ fn transpose_into(src: HeadRows, rows: usize, dst: &mut [f32], width: usize) {
 fn transposed_tiles_into(src: HeadRows, len: usize, d: usize, dst: &mut [f32], width: usize) {
     for (t, dst) in dst.chunks_exact_mut(d * width).enumerate() {
         let j0 = t * width;
-        transpose_into(src.from_row(j0), width.min(len - j0), dst, width);
+        transpose_into(src.skip_rows(j0), width.min(len - j0), dst, width);
     }
 }
 
@@ -742,8 +742,8 @@ fn key_tile_grads(
 ) {
     let (d, dp, lq) = (pr.s.head_dim, padded(pr.s.head_dim), pr.s.q_len);
     let (kt, vt) = (take(&mut scratch, d * BK), take(&mut scratch, d * BK));
-    transpose_into(pr.k.from_row(j0), nk, kt, BK);
-    transpose_into(pr.v.from_row(j0), nk, vt, BK);
+    transpose_into(pr.k.skip_rows(j0), nk, kt, BK);
+    transpose_into(pr.v.skip_rows(j0), nk, vt, BK);
     let (kt, vt) = (&*kt, &*vt);
     // The first query tile overwrites dK and dV, the score products write every element of P and dS that is read.
     let (dk, dv) = (take(&mut scratch, BK * dp), take(&mut scratch, BK * dp));
