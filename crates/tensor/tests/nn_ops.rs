@@ -298,7 +298,7 @@ fn attention_matches_softmax_of_scaled_scores_and_backward_matches_kernel() {
         .unwrap();
     let want: Vec<f64> = want.iter().map(|&w| f64::from(w)).collect();
     assert_close(&out.to_vec().unwrap(), &want, 1e-5);
-    assert_eq!(lse.shape(), &[bh, lq]);
+    assert_eq!(lse.shape(), &[bh, 1, lq]); // (sequences, heads, queries)
 
     let g = seq(out.shape(), 19);
     let (dq, dk, dv) = g
