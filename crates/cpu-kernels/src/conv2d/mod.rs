@@ -34,6 +34,7 @@
 //! of threads.
 
 mod addends;
+mod bias_gradient;
 mod im2col;
 mod scratch;
 mod shape;
@@ -406,7 +407,8 @@ pub fn conv2d_backward_weight(
     )
 }
 
-/// [`conv2d_backward_weight`] by a chosen algorithm (the bias gradient is the same f64 sum for both).
+/// [`conv2d_backward_weight`] by a chosen algorithm (the bias gradient is an f64 sum for both, `bias_gradient.rs`;
+/// Winograd adds the rows in its chunk order, so the two may differ by the last bit).
 pub fn conv2d_backward_weight_with(
     algorithm: Conv2dAlgorithm,
     s: &Conv2dShape,
@@ -425,22 +427,12 @@ pub fn conv2d_backward_weight_with(
     }
     let plan = Plan::new(s);
     if algorithm.winograd(OP, s)? && s.batch > 0 {
-        winograd::backward_weight(s, input, grad_output, grad_weight)?;
-    } else {
-        weight_gradient_im2col(s, &plan, input, grad_output, grad_weight)?;
+        // The bias gradient too, from the rows the transform reads.
+        return winograd::backward_weight(s, input, grad_output, grad_weight, grad_bias);
     }
+    weight_gradient_im2col(s, &plan, input, grad_output, grad_weight)?;
     if let Some(grad_bias) = grad_bias {
-        grad_bias
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(channel, db)| {
-                let sum: f64 = grad_output
-                    .chunks_exact(plan.out_image)
-                    .flat_map(|dy| &dy[channel * plan.plane..][..plan.plane])
-                    .map(|&v| f64::from(v))
-                    .sum();
-                *db = sum as f32;
-            });
+        bias_gradient::bias_gradient(grad_output, plan.plane, plan.out_image, grad_bias);
     }
     Ok(())
 }

@@ -17,13 +17,15 @@
 //! gradient runs the transposed algorithm (see [`backward_weight`]): `dw[o, c] = Gᵀ·[Σ_t (A·dy_t·Aᵀ) ⊙ V_t]·G`.
 //!
 //! Loop structure and memory. Tiles are processed in chunks that depend only on the shape. With
-//! `target = clamp(2^16 / (C + O), 64, 256)` tiles (so that V and M, `16·(C + O)` floats per tile, stay near 4 MiB),
-//! a chunk is `⌈target / tiles per image⌉` whole images or, for images of at least `target` tiles, one image cut
-//! into bands of `⌊target / tiles_w⌋` tile rows. Rayon runs chunks of images in parallel; for each band of a chunk a
-//! task transforms the input into V, runs the 16 GEMMs (`sgemm_batched`, which parallelises inside too), and
-//! transforms M into the output. A task's scratch is `16·(C + O)·(T + 8)` floats for V and M with `T < 2·target`
-//! tiles (3.1 MiB for 64 → 64 channels at 28×28, T = 392; 4.7 MiB for 128 → 128 at 14×14, T = 294; 4.3 MiB for
-//! 256 → 256 at 7×7, T = 128) plus a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. The
+//! `target = clamp(2^18 / (16·(C + O)), 128, 256)` tiles (so that V and M, `16·(C + O)` floats per tile, stay near
+//! 1 MiB, half of a 2 MiB L2, where the channels allow: a chunk whose V and M spill out of L2 pays for the round trip
+//! in both transforms), a chunk is `⌈target / tiles per image⌉` whole images or, for images of at least `target`
+//! tiles, one image cut into bands of `⌊target / tiles_w⌋` tile rows. Rayon runs chunks of images in parallel; for
+//! each band of a chunk a task transforms the input into V, runs the 16 GEMMs (`sgemm_batched`, which parallelises
+//! inside too), and transforms M into the output. A task's scratch is `16·(C + O)·(T + 8)` floats for V and M with
+//! `T < 2·target` tiles (1.6 MiB for 32 → 32 channels at 28×28, T = 392; 1.2 MiB for
+//! 64 → 64 at 14×14, T = 147; 2.5 MiB for 128 → 128 at 14×14, T = 147; 4.3 MiB for 256 → 256 at 7×7, T = 128) plus
+//! a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. The
 //! weight gradient walks the same chunks in order with one V, one transformed output gradient (`16·O·(T + 8)`) and
 //! M (`16·O·C`). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][stride]` (U `[C][16][O]`, V
 //! `[C][16][T + 8]`, M `[O][16][T + 8]`) so each transform touches one contiguous block per channel; the GEMM reads
@@ -37,17 +39,18 @@ mod transform;
 
 use rayon::prelude::*;
 
+use super::bias_gradient::{total, Partials};
 use super::scratch::{Buffer, Role};
 use super::{Conv2dAddends, Conv2dShape};
 use crate::dispatch::dispatch;
 use crate::error::Result;
 use crate::gemm::{sgemm_batched, MatMut, MatRef};
 
-/// Floats of V and M together a chunk aims at (4 MiB): the tile target is this over `16·(C + O)`.
-const CHUNK_FLOATS: usize = 1 << 20;
+/// Floats of V and M together a chunk aims at (1 MiB): the tile target is this over `16·(C + O)`.
+const CHUNK_FLOATS: usize = 1 << 18;
 /// Bounds on the tiles per GEMM: wide enough that packing the 16 weight matrices costs little against the
-/// products, and no wider than needed for that.
-const TILE_TARGET: (usize, usize) = (64, 256);
+/// products (and that wide channels keep their earlier, measured chunking), and no wider than needed for that.
+const TILE_TARGET: (usize, usize) = (128, 256);
 
 /// Why Winograd F(2×2, 3×3) cannot compute `s`, or `None` if it can.
 pub(super) fn unsupported(s: &Conv2dShape) -> Option<String> {
@@ -186,7 +189,10 @@ pub(super) fn backward_input(
     run(&geo, grad_output, u, &Conv2dAddends::default(), grad_input)
 }
 
-/// Weight gradient (not the bias) of a shape for which [`unsupported`] is `None`, batch > 0; lengths already checked.
+/// Weight gradient of a shape for which [`unsupported`] is `None`, batch > 0, and with `grad_bias` the bias gradient,
+/// summed from the output-gradient rows the transform reads anyway (`bias_gradient.rs`: each channel's rows in the
+/// order of the chunks, their bands and images, so one pass over the output gradient serves both); lengths already
+/// checked.
 ///
 /// By the transposition principle (`⟨dy, Aᵀ[(G·g) ⊙ (Bᵀ·d)]⟩ = ⟨g, Gᵀ[(A·dy) ⊙ (Bᵀ·d)]⟩`), the gradient of one tile's
 /// output with respect to its kernel is `Gᵀ·[(A·dy_t·Aᵀ) ⊙ (Bᵀ·d_t·B)]·G`, so summed over tiles:
@@ -198,6 +204,7 @@ pub(super) fn backward_weight(
     input: &[f32],
     grad_output: &[f32],
     grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
     use transform::{gradient_channel, input_channel};
     let geo = Geometry::new(
@@ -213,6 +220,8 @@ pub(super) fn backward_weight(
     let mut m_buf = Buffer::take(Role::Products);
     let m = m_buf.floats(o_n * 16 * c_n);
     let rows = || Buffer::take(Role::Rows);
+    let sum_bias = grad_bias.is_some();
+    let mut bias_partials: Vec<Partials> = vec![Partials::default(); o_n];
     let mut beta = 0.0;
     let chunks = input
         .chunks(images * in_image)
@@ -241,10 +250,11 @@ pub(super) fn backward_weight(
                 });
             let e = e_buf.floats(o_n * 16 * stride);
             e.par_chunks_mut(16 * stride)
+                .zip(bias_partials.par_iter_mut())
                 .enumerate()
-                .for_each_init(rows, |work, (o, e)| {
+                .for_each_init(rows, |work, (o, (e, partials))| {
                     let work = work.floats(transform::gradient_work_len(&geo));
-                    let geo = &geo;
+                    let (geo, bias_partials) = (&geo, sum_bias.then_some(partials));
                     dispatch!(gradient_channel(
                         geo: &Geometry,
                         dy: &[f32],
@@ -254,6 +264,7 @@ pub(super) fn backward_weight(
                         work: &mut [f32],
                         e: &mut [f32],
                         stride: usize,
+                        bias_partials: Option<&mut Partials>,
                     ));
                 });
             sgemm_batched(
@@ -295,6 +306,11 @@ pub(super) fn backward_weight(
                 dw.copy_from_slice(&transform::kernel_gradient(&m_oc));
             }
         });
+    if let Some(grad_bias) = grad_bias {
+        for (db, partials) in grad_bias.iter_mut().zip(bias_partials) {
+            *db = total(partials);
+        }
+    }
     Ok(())
 }
 

@@ -19,6 +19,7 @@
 //! of a chunk are numbered image by image, row by row. The arithmetic runs on `LANES` consecutive tiles of a tile row
 //! at once (`[f32; LANES]` per matrix entry, which compiles to one vector register each).
 
+use super::super::bias_gradient::{accumulate, Partials};
 use super::super::Conv2dAddends;
 use super::Geometry;
 use crate::short_copy::copy_short;
@@ -130,15 +131,19 @@ fn output_lanes<const N: usize>(m: &[Lanes<N>; 16], bias: f32) -> [Lanes<N>; 4] 
     y
 }
 
-/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for every such element of `src` (`even` needs `⌈len/2⌉` floats, `odd`
-/// `⌊len/2⌋`; later ones are left alone). Blocks of 16 go through fixed-size arrays, which compile to two vector
-/// shuffles, and so does the last, shorter piece, padded to a block.
+/// `even[j] = row[2j]`, `odd[j] = row[2j + 1]` for the `len` floats of a row at the start of `row` (`even` needs
+/// `⌈len/2⌉` floats, `odd` `⌊len/2⌋`). Blocks of 16 go through fixed-size arrays, which compile to two vector
+/// shuffles, and so does the last, shorter piece (often the whole row of a small image): read as a full block when
+/// `row` holds 16 floats from its start (the floats after the row, whatever they are, then land in `even` and `odd`
+/// past the row's values: `LANES` floats are written from the piece's start, so both need that room), else copied
+/// into a zero-padded block first. The copy is the slow way: its short stores followed by the block's wide loads
+/// defeat store-to-load forwarding, so it is kept for a row at the very end of its slice.
 #[inline(always)]
-fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
-    let blocks = src.len() / (2 * LANES);
+fn deinterleave(row: &[f32], len: usize, even: &mut [f32], odd: &mut [f32]) {
+    let blocks = len / (2 * LANES);
     let (even_blocks, even_rest) = even.split_at_mut(blocks * LANES);
     let (odd_blocks, odd_rest) = odd.split_at_mut(blocks * LANES);
-    let mut pairs = src.chunks_exact(2 * LANES);
+    let mut pairs = row[..len].chunks_exact(2 * LANES);
     let split = even_blocks
         .chunks_exact_mut(LANES)
         .zip(odd_blocks.chunks_exact_mut(LANES));
@@ -148,16 +153,24 @@ fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
         o.copy_from_slice(&std::array::from_fn::<f32, LANES, _>(|j| block[2 * j + 1]));
     }
     let rest = pairs.remainder();
-    if !rest.is_empty() {
-        // The last piece (shorter than a block: often the whole row of a small image) through a zero-padded block.
-        let mut block = [0.0; 2 * LANES];
-        copy_short(&mut block[..rest.len()], rest);
-        let (even_len, odd_len) = (rest.len().div_ceil(2), rest.len() / 2);
-        let even = std::array::from_fn::<f32, LANES, _>(|j| block[2 * j]);
-        let odd = std::array::from_fn::<f32, LANES, _>(|j| block[2 * j + 1]);
-        copy_short(&mut even_rest[..even_len], &even[..even_len]);
-        copy_short(&mut odd_rest[..odd_len], &odd[..odd_len]);
+    if rest.is_empty() {
+        return;
     }
+    let start = blocks * 2 * LANES;
+    if let Some(block) = row.get(start..start + 2 * LANES) {
+        let block: &[f32; 2 * LANES] = block.try_into().unwrap();
+        even_rest[..LANES].copy_from_slice(&std::array::from_fn::<f32, LANES, _>(|j| block[2 * j]));
+        odd_rest[..LANES]
+            .copy_from_slice(&std::array::from_fn::<f32, LANES, _>(|j| block[2 * j + 1]));
+        return;
+    }
+    let mut block = [0.0; 2 * LANES];
+    copy_short(&mut block[..rest.len()], rest);
+    let (even_len, odd_len) = (rest.len().div_ceil(2), rest.len() / 2);
+    let even = std::array::from_fn::<f32, LANES, _>(|j| block[2 * j]);
+    let odd = std::array::from_fn::<f32, LANES, _>(|j| block[2 * j + 1]);
+    copy_short(&mut even_rest[..even_len], &even[..even_len]);
+    copy_short(&mut odd_rest[..odd_len], &odd[..odd_len]);
 }
 
 /// Zeros a slice of at most 2 floats by plain stores (a `fill` of unknown length becomes a call to memset).
@@ -216,11 +229,9 @@ pub(super) fn input_channel(
     let rows = 2 * bands + 2;
     let (even, odd) = work[..2 * rows * width].split_at_mut(rows * width);
     let plane_len = geo.in_h * geo.in_w;
-    let planes = x.chunks_exact(geo.in_channels * plane_len);
-    for (n, plane) in planes
-        .map(|x_n| &x_n[c * plane_len..][..plane_len])
-        .enumerate()
-    {
+    let image_len = geo.in_channels * plane_len;
+    for n in 0..x.len() / image_len {
+        let plane_start = n * image_len + c * plane_len;
         // Padded rows 2·first − pad_h .., columns −pad_w .. 2·tw + 2 − pad_w (then zeros), split by parity. Every
         // padded row holds all in_w input columns, since 2·tw ≥ out_w = in_w + 2·pad_w − 2.
         let split = even
@@ -235,7 +246,8 @@ pub(super) fn input_channel(
                 o.fill(0.0);
                 continue;
             };
-            let src = &plane[ih * geo.in_w..][..geo.in_w];
+            // The row and the rest of the chunk after it, for the last piece's full-block read.
+            let row = &x[plane_start + ih * geo.in_w..];
             // Input column k is padded column k + pad_w, which goes to column (k + pad_w) / 2 of its parity: with an
             // even pad the even input columns land in `e` from pad_w / 2 on, with an odd pad in `o` from
             // (pad_w − 1) / 2 on, and the odd input columns in the other one, one column later for an odd pad.
@@ -248,7 +260,12 @@ pub(super) fn input_channel(
             // The tiles read split columns 0..=tw; past them only lanes beyond the row, whose values are dropped.
             // Of those columns, at most one before the input (pad_w ≤ 2) and two after it are padding.
             let (even_len, odd_len) = (geo.in_w.div_ceil(2), geo.in_w / 2);
-            deinterleave(src, &mut to_even[even_at..], &mut to_odd[odd_at..]);
+            deinterleave(
+                row,
+                geo.in_w,
+                &mut to_even[even_at..],
+                &mut to_odd[odd_at..],
+            );
             zero_few(&mut to_even[..even_at]);
             zero_few(&mut to_odd[..odd_at]);
             zero_few(&mut to_even[even_at + even_len..=tw]);
@@ -281,6 +298,13 @@ pub(super) fn input_channel(
 /// (`[16][stride]`, as `v` above) into output channel `o`; tiles at the bottom and right edges keep only their rows
 /// and columns inside. A row's last lanes read past it (into the next row or the plane's spare floats) and are
 /// dropped.
+///
+/// The row pieces are stored as whole `2·LANES`-float blocks (one vector store; a short copy of the piece's exact
+/// length splits into several stores and branches) wherever the block stays inside floats this call or a later one
+/// writes afterwards: those after the piece in the same plane (the caller runs the bands top to bottom) or, when the
+/// call covers whole planes and `o` is not the last channel, in the image's later channels (the caller runs the
+/// channels in ascending order). The lane blocks of a tile row run right to left, so the one that runs past the
+/// row's end (the rightmost) is stored before the start of the next row, which it spills into, is written.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn output_channel(
@@ -294,16 +318,20 @@ pub(super) fn output_channel(
     o: usize,
 ) {
     let (tw, plane_len) = (geo.tiles_w, geo.out_h * geo.out_w);
+    let spill_to_next_channel = first == 0 && bands == geo.tiles_h && o + 1 < geo.out_channels;
     let images = y.chunks_exact_mut(geo.out_channels * plane_len);
-    for (n, plane) in images
-        .map(|y_n| &mut y_n[o * plane_len..][..plane_len])
-        .enumerate()
-    {
+    for (n, y_n) in images.enumerate() {
+        // The plane and the floats a whole block may run into.
+        let room = if spill_to_next_channel {
+            &mut y_n[o * plane_len..]
+        } else {
+            &mut y_n[o * plane_len..][..plane_len]
+        };
         let bias = addends.constant(first_image + n, o, geo.out_channels);
         let residual = addends.residual_plane(first_image + n, o, geo.out_channels, plane_len);
         for i in 0..bands {
             let base = (n * bands + i) * tw;
-            for j in (0..tw).step_by(LANES) {
+            for j in (0..tw).step_by(LANES).rev() {
                 let mut lanes = [[0.0; LANES]; 16];
                 for (q, lane) in lanes.iter_mut().enumerate() {
                     lane.copy_from_slice(&m[q * stride + base + j..][..LANES]);
@@ -316,13 +344,15 @@ pub(super) fn output_channel(
                     }
                     // Output columns 2j .. 2j + 2·LANES of this row (fewer at its end), interleaving the tiles' two
                     // columns; an odd last column takes only the left one.
-                    let end = (2 * (j + LANES)).min(geo.out_w);
-                    let row = &mut plane[oh * geo.out_w..][2 * j..end];
+                    let (start, len) = (oh * geo.out_w + 2 * j, (2 * LANES).min(geo.out_w - 2 * j));
                     let pairs = interleave(&values[2 * r], &values[2 * r + 1]);
-                    copy_short(row, &pairs[..row.len()]);
+                    match room.get_mut(start..start + 2 * LANES) {
+                        Some(block) => block.copy_from_slice(&pairs),
+                        None => copy_short(&mut room[start..start + len], &pairs[..len]),
+                    }
                     if let Some(residual) = residual {
-                        let skip = &residual[oh * geo.out_w..][2 * j..end];
-                        for (y, &s) in row.iter_mut().zip(skip) {
+                        let row = &mut room[start..start + len];
+                        for (y, &s) in row.iter_mut().zip(&residual[start..start + len]) {
                             *y += s;
                         }
                     }
@@ -339,7 +369,9 @@ pub(super) fn gradient_work_len(geo: &Geometry) -> usize {
 
 /// `A·e·Aᵀ` for every 2×2 block `e` of tile rows `first..first + bands` of output channel `o` of every image of the
 /// output gradient `dy` (whole NCHW images), into `u` (`[16][stride]`, as `v` of [`input_channel`]); outside the
-/// output (odd edges) the blocks hold zeros. Lanes past a tile row are handled as in [`input_channel`].
+/// output (odd edges) the blocks hold zeros. Lanes past a tile row are handled as in [`input_channel`]. With
+/// `bias_partials`, each output row read is also added to them (the bias gradient, `bias_gradient.rs`), image by
+/// image, top to bottom.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gradient_channel(
@@ -351,14 +383,13 @@ pub(super) fn gradient_channel(
     work: &mut [f32],
     u: &mut [f32],
     stride: usize,
+    mut bias_partials: Option<&mut Partials>,
 ) {
     let (tw, width) = (geo.tiles_w, geo.tiles_w + LANES);
     let plane_len = geo.out_h * geo.out_w;
-    let planes = dy.chunks_exact(geo.out_channels * plane_len);
-    for (n, plane) in planes
-        .map(|dy_n| &dy_n[o * plane_len..][..plane_len])
-        .enumerate()
-    {
+    let image_len = geo.out_channels * plane_len;
+    for n in 0..dy.len() / image_len {
+        let plane_start = n * image_len + o * plane_len;
         for i in 0..bands {
             // Output rows 2·(first + i) and the next, split by column parity (zeros past the edges).
             let mut split = work[..4 * width].chunks_exact_mut(width);
@@ -370,10 +401,13 @@ pub(super) fn gradient_channel(
                     od.fill(0.0);
                     continue;
                 }
-                let src = &plane[oh * geo.out_w..][..geo.out_w];
+                let row = &dy[plane_start + oh * geo.out_w..];
                 // The tiles read split columns 0..tw, all of `e`'s inside the row and all of `od`'s but an odd
                 // width's last; past them only lanes beyond the row, whose values are dropped.
-                deinterleave(src, e, od);
+                deinterleave(row, geo.out_w, e, od);
+                if let Some(partials) = &mut bias_partials {
+                    accumulate(&row[..geo.out_w], partials);
+                }
                 zero_few(&mut od[geo.out_w / 2..tw]);
             }
             let base = (n * bands + i) * tw;
@@ -441,7 +475,7 @@ mod tests {
         let mut work = vec![0.0; gradient_work_len(geo)];
         let mut e = vec![0.0; geo.out_channels * 16 * stride];
         for (o, e_o) in e.chunks_exact_mut(16 * stride).enumerate() {
-            gradient_channel(geo, dy, o, first, bands, &mut work, e_o, stride);
+            gradient_channel(geo, dy, o, first, bands, &mut work, e_o, stride, None);
         }
         e
     }
@@ -493,6 +527,37 @@ mod tests {
                 bits(out),
                 bits(&builds[0].1),
                 "{what}: the {name} build differs from the baseline"
+            );
+        }
+    }
+
+    /// The last piece of a row is read as a whole block when the slice goes on after the row (the floats after it
+    /// land only in lanes past the row) and through a zero-padded copy at the slice's end: the tiles get the same
+    /// bits either way, here with NaNs after the last image so that any leak would show.
+    #[test]
+    fn floats_after_a_row_never_reach_the_transformed_tiles() {
+        for geo in geometries() {
+            let x = values(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 6);
+            // Fewer NaNs than an image, so the images transformed stay the same.
+            let image_len = geo.in_channels * geo.in_h * geo.in_w;
+            let mut padded = x.clone();
+            padded.extend(vec![f32::NAN; (image_len - 1).min(4 * LANES)]);
+            let (first, bands) = (0, geo.tiles_h);
+            let ld = geo.batch * bands * geo.tiles_w;
+            let stride = plane_stride(ld);
+            let tiles = |v: Vec<f32>| {
+                v.chunks_exact(stride)
+                    .flat_map(|plane| plane[..ld].iter().map(|x| x.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                tiles(input(&geo, &padded, first, bands, stride)),
+                tiles(input(&geo, &x, first, bands, stride)),
+                "{}×{} pad ({}, {})",
+                geo.in_h,
+                geo.in_w,
+                geo.pad_h,
+                geo.pad_w
             );
         }
     }

@@ -1,0 +1,112 @@
+//! Times a 3×3, padding-1 convolution (forward, backward-input, backward-weight with the bias gradient, or all three)
+//! at one shape in a plain loop and prints wall time and process CPU time per call, for `perf stat` / `perf record`
+//! to attach to. On a shared machine the CPU time (read from `/proc/self/stat`, 10 ms ticks) is the steadier figure.
+//!
+//! Run: `RAYON_NUM_THREADS=1 taskset -c 1 perf stat -e task-clock target/release/examples/conv_time N C SIDE ITERS
+//! fwd|bwd-input|bwd-weight|all [im2col]` after `cargo build --release -p diffuse-cpu-kernels --example conv_time`
+//! (e.g. `64 32 28 20 fwd` is the `fashion-vae` encoder's first level at batch 64, `32 128 14 10 all` the bench's
+//! forward + backward case).
+
+use diffuse_cpu_kernels::conv2d::{
+    conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward_with, Conv2dAlgorithm,
+    Conv2dShape,
+};
+use std::time::Instant;
+
+/// Reproducible inputs in [−0.5, 0.5).
+fn filled(len: usize, salt: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(salt) >> 8) as f32 / 16_777_216.0
+                - 0.5
+        })
+        .collect()
+}
+
+/// User plus system CPU seconds of this process so far (Linux); `None` where `/proc` is unavailable.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is parenthesised and may hold spaces: utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: conv_time BATCH CHANNELS SIDE ITERS fwd|bwd-input|bwd-weight|all [im2col]";
+    let number = |i: usize| -> usize {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{usage}"))
+    };
+    let (batch, channels, side, iters) = (number(0), number(1), number(2), number(3).max(1));
+    let pass = args
+        .get(4)
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("{usage}"));
+    let (forward, input, weight) = match pass {
+        "fwd" => (true, false, false),
+        "bwd-input" => (false, true, false),
+        "bwd-weight" => (false, false, true),
+        "all" => (true, true, true),
+        _ => panic!("{usage}"),
+    };
+    let algorithm = match args.get(5).map(String::as_str) {
+        None => Conv2dAlgorithm::Auto,
+        Some("im2col") => Conv2dAlgorithm::Im2col,
+        Some(_) => panic!("{usage}"),
+    };
+    let s = Conv2dShape {
+        batch,
+        in_channels: channels,
+        in_h: side,
+        in_w: side,
+        out_channels: channels,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: (1, 1),
+        padding: (1, 1),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    let (x, w, b, dy) = (
+        filled(s.input_len(), 1),
+        filled(s.weight_len(), 2),
+        filled(s.out_channels, 3),
+        filled(s.output_len(), 4),
+    );
+    let (mut y, mut dx, mut dw, mut db) = (
+        vec![0.0; s.output_len()],
+        vec![0.0; s.input_len()],
+        vec![0.0; s.weight_len()],
+        vec![0.0; s.out_channels],
+    );
+    let mut run = || {
+        if forward {
+            conv2d_forward_with(algorithm, &s, &x, &w, Some(&b), &mut y).expect("forward");
+        }
+        if input {
+            conv2d_backward_input_with(algorithm, &s, &dy, &w, &mut dx).expect("backward input");
+        }
+        if weight {
+            conv2d_backward_weight_with(algorithm, &s, &x, &dy, &mut dw, Some(&mut db))
+                .expect("backward weight");
+        }
+    };
+    run(); // warm-up
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
+    for _ in 0..iters {
+        run();
+    }
+    let wall = start.elapsed().as_secs_f64() / iters as f64;
+    print!(
+        "conv 3×3 N{batch} C{channels} {side}² {pass}: wall {:.2} ms",
+        wall * 1e3
+    );
+    match cpu_start.zip(cpu_seconds()) {
+        Some((a, b)) => println!(", CPU {:.2} ms", (b - a) / iters as f64 * 1e3),
+        None => println!(),
+    }
+}
