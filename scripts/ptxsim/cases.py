@@ -288,30 +288,37 @@ def causal_bias(q_len, kv_len, masked_row=None):
 @case('attention.ptx', 'attention_forward')
 def attention(k):
     # 9 query rows (two 8-row blocks), 40 keys (a full and a ragged 32-key tile), head_dim 33 (a lane owns 1 or 2
-    # dims), without a bias (a null pointer) and with a causal one that masks a whole row; then two heads of head_dim
-    # 128 (every lane owns 4 dims)
-    for bh, ql, kl, d, biases in [(1, 9, 40, 33, (False, True)), (2, 2, 3, 128, (True,))]:
-        q, kt, v = k.f32(bh * ql * d), k.f32(bh * kl * d), k.f32(bh * kl * d)
+    # dims), two heads in rows 3 floats wider than their heads (q), without a bias (a null pointer) and with a causal
+    # one that masks a whole row; then two sequences of one head of head_dim 128 (every lane owns 4 dims), k and v
+    # rows 5 floats wider
+    for n, h, ql, kl, d, q_pad, kv_pad, biases in [(1, 2, 9, 40, 33, 3, 0, (False, True)),
+                                                    (2, 1, 2, 3, 128, 0, 5, (True,))]:
+        qs, kvs = h * d + q_pad, h * d + kv_pad
+        q, kt, v = k.f32(n * ql * qs), k.f32(n * kl * kvs), k.f32(n * kl * kvs)
         for has_bias in biases:
             bias = k.f32(causal_bias(ql, kl, masked_row=ql // 3)) if has_bias else 0
-            k.launch('attention_forward', ((ql + 7) // 8, bh, 1), [q, kt, v, bias, k.out(4 * bh * ql * d),
-                     k.out(4 * bh * ql), int(has_bias), ql, kl, d, 1 / math.sqrt(d)])
+            k.launch('attention_forward', ((ql + 7) // 8, h, n), [q, kt, v, bias, k.out(4 * n * ql * h * d),
+                     k.out(4 * n * h * ql), int(has_bias), ql, kl, d, qs, kvs, 1 / math.sqrt(d)])
 
 
 @case('attention_backward.ptx', 'attention_backward_dq', 'attention_backward_dkv')
 def attention_backward(k):
     # the forward first (its output and lse are the backward's inputs). A causal mask with a fully masked row, 9
     # queries (two 8-row blocks in dq) and 36 keys (a ragged second 32-key tile in dq, five 8-key blocks in dkv),
-    # head_dim 33; then two heads of head_dim 128 without a bias (a null pointer)
-    for bh, ql, kl, d, has_bias in [(1, 9, 36, 33, True), (2, 4, 3, 128, False)]:
-        q, kt, v, g = k.f32(bh * ql * d), k.f32(bh * kl * d), k.f32(bh * kl * d), k.f32(bh * ql * d)
+    # head_dim 33, two heads in rows wider than their heads; then two sequences of one head of head_dim 128 without a
+    # bias (a null pointer)
+    for n, h, ql, kl, d, q_pad, kv_pad, has_bias in [(1, 2, 9, 36, 33, 3, 2, True), (2, 1, 4, 3, 128, 0, 0, False)]:
+        qs, kvs = h * d + q_pad, h * d + kv_pad
+        q, kt, v = k.f32(n * ql * qs), k.f32(n * kl * kvs), k.f32(n * kl * kvs)
+        g = k.f32(n * ql * h * d)
         bias = k.f32(causal_bias(ql, kl, masked_row=ql // 3)) if has_bias else 0
-        out, lse = k.out(4 * bh * ql * d), k.out(4 * bh * ql)
-        shape = [int(has_bias), ql, kl, d, 1 / math.sqrt(d)]
-        k.launch('attention_forward', ((ql + 7) // 8, bh, 1), [q, kt, v, bias, out, lse] + shape, ptx='attention.ptx')
-        delta, dq, dk, dv = k.out(4 * bh * ql), k.out(4 * bh * ql * d), k.out(4 * bh * kl * d), k.out(4 * bh * kl * d)
-        k.launch('attention_backward_dq', ((ql + 7) // 8, bh, 1), [q, kt, v, bias, out, g, lse, delta, dq] + shape)
-        k.launch('attention_backward_dkv', ((kl + 7) // 8, bh, 1), [q, kt, v, bias, g, lse, delta, dk, dv] + shape)
+        out, lse = k.out(4 * n * ql * h * d), k.out(4 * n * h * ql)
+        shape = [int(has_bias), ql, kl, d, qs, kvs, 1 / math.sqrt(d)]
+        k.launch('attention_forward', ((ql + 7) // 8, h, n), [q, kt, v, bias, out, lse] + shape, ptx='attention.ptx')
+        delta, dq = k.out(4 * n * h * ql), k.out(4 * n * ql * qs)
+        dk, dv = k.out(4 * n * kl * kvs), k.out(4 * n * kl * kvs)
+        k.launch('attention_backward_dq', ((ql + 7) // 8, h, n), [q, kt, v, bias, out, g, lse, delta, dq] + shape)
+        k.launch('attention_backward_dkv', ((kl + 7) // 8, h, n), [q, kt, v, bias, g, lse, delta, dk, dv] + shape)
 
 
 @case('index.ptx', 'concat_part', 'index_select', 'index_select_backward', 'gather', 'gather_backward',

@@ -407,42 +407,72 @@ def check_conv2d_backward():
         check_sum(f'conv db {tag}', mem.get_f32(pdb, OC), db, dbm, R)
 
 
+def attention_index(L, stride, D, n, l, h, c):
+    """where element (n, l, h, c) of a head-interleaved operand lies: rows of `stride` floats, head h at column h D"""
+    return (n*L + l)*stride + h*D + c
+
+
+def attention_reference(N, H, QL, KL, D, qs, kvs, scale, Q, Kt, V, bias):
+    """f64 forward over head-interleaved operands (row strides qs, kvs): P (0 rows where fully masked), out and lse per
+    (n, h, i) in lse order (N, H, QL); out rows are D floats of that head"""
+    P, O, L = [], [], []
+    for n in range(N):
+        for h in range(H):
+            for i in range(QL):
+                q = lambda c: Q[attention_index(QL, qs, D, n, i, h, c)]
+                sc = [sum(q(c)*Kt[attention_index(KL, kvs, D, n, j, h, c)] for c in range(D))*r32(scale) + bias[i*KL+j]
+                      for j in range(KL)]
+                m = max(sc)
+                if m == -math.inf:
+                    P.append([0.0]*KL); O.append([0.0]*D); L.append(-math.inf); continue
+                e = [math.exp(x-m) for x in sc]; l = sum(e)
+                P.append([x/l for x in e]); L.append(m + math.log(l))
+                O.append([sum(P[-1][j]*V[attention_index(KL, kvs, D, n, j, h, c)] for j in range(KL)) for c in range(D)])
+    return P, O, L
+
+
+def attention_out(N, H, QL, D, O):
+    """the reference's rows O (lse order) as the dense (N, QL, H D) output"""
+    out = [0.0]*(N*QL*H*D)
+    for n in range(N):
+        for h in range(H):
+            for i in range(QL):
+                for c in range(D):
+                    out[attention_index(QL, H*D, D, n, i, h, c)] = O[(n*H + h)*QL + i][c]
+    return out
+
+
+# (N, H, QL, KL, D, q_pad, kv_pad, mask): the row strides are H D + pad
+def attention_inputs(N, H, QL, KL, D, q_pad, kv_pad, mask):
+    rnd = lambda n: [r32(random.uniform(-1,1)) for _ in range(n)]
+    qs, kvs = H*D + q_pad, H*D + kv_pad
+    Q, Kt, V, G = rnd(N*QL*qs), rnd(N*KL*kvs), rnd(N*KL*kvs), rnd(N*QL*H*D)
+    def vis(i, j):
+        if mask == 'causal': return j + QL <= i + KL or j == 0
+        if mask == 'row1': return i != 1
+        return True
+    bias = [0.0 if vis(e//KL, e%KL) else -math.inf for e in range(QL*KL)]   # [QL, KL], shared by all heads
+    return qs, kvs, Q, Kt, V, G, bias
+
+
 def check_attention():
     random.seed(9)
     mod = Module(open(K+'attention.ptx').read())
-    for (BH, QL, KL, D, causal) in [(1, 3, 5, 8, False), (2, 9, 40, 33, True), (1, 2, 3, 128, True)]:
+    # one dense head; two heads of D = 33 in rows wider than their heads (q); two sequences of one head of D = 128
+    for (N, H, QL, KL, D, q_pad, kv_pad, mask) in [(1, 1, 3, 5, 8, 0, 0, 'none'), (1, 2, 9, 40, 33, 3, 0, 'causal'),
+                                                   (2, 1, 2, 3, 128, 0, 5, 'causal')]:
         scale = 1/math.sqrt(D)
-        Q = [r32(random.uniform(-1,1)) for _ in range(BH*QL*D)]; Kt = [r32(random.uniform(-1,1)) for _ in range(BH*KL*D)]; V = [r32(random.uniform(-1,1)) for _ in range(BH*KL*D)]
-        vis = lambda i, j: (not causal) or j + QL <= i + KL or j == 0
-        bias = [0.0 if vis(e//KL, e%KL) else -math.inf for e in range(QL*KL)]   # [QL, KL], shared by all heads
-        mem = Memory(); pq = mem.alloc(4*len(Q)); pk = mem.alloc(4*len(Kt)); pv = mem.alloc(4*len(V)); pb = mem.alloc(4*len(bias)); po = mem.alloc(4*len(Q)); pl = mem.alloc(4*BH*QL)
+        qs, kvs, Q, Kt, V, _, bias = attention_inputs(N, H, QL, KL, D, q_pad, kv_pad, mask)
+        has_bias = int(mask != 'none')
+        mem = Memory(); pq = mem.alloc(4*len(Q)); pk = mem.alloc(4*len(Kt)); pv = mem.alloc(4*len(V)); pb = mem.alloc(4*len(bias))
+        po = mem.alloc(4*N*QL*H*D); pl = mem.alloc(4*N*H*QL)
         mem.put_f32(pq, Q); mem.put_f32(pk, Kt); mem.put_f32(pv, V); mem.put_f32(pb, bias)
-        launch(mod, 'attention_forward', ((QL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, po, pl, int(causal), QL, KL, D, scale], mem)
-        wo = []; wl = []
-        for h in range(BH):
-            for i in range(QL):
-                sc = [(sum(Q[(h*QL+i)*D+c]*Kt[(h*KL+j)*D+c] for c in range(D))*r32(scale)) if vis(i,j) else -math.inf for j in range(KL)]
-                m = max(sc); l = sum(math.exp(x-m) for x in sc)
-                for c in range(D): wo.append(sum(math.exp(sc[j]-m)*V[(h*KL+j)*D+c] for j in range(KL))/l)
-                wl.append(m + math.log(l))
-        got = mem.get_f32(po, len(wo)); gl = mem.get_f32(pl, len(wl))
-        bad = [(i,g,w) for i,(g,w) in enumerate(zip(got+gl, wo+wl)) if not abs(g-w) <= 1e-5*max(1,abs(w))]
-        print('attention', (BH,QL,KL,D,causal), 'bad', bad[:3]); assert not bad
-
-
-def attention_reference(BH, QL, KL, D, scale, Q, Kt, V, bias):
-    """f64 forward: the scores, P (0 rows where fully masked), out and lse of every head"""
-    S, P, O, L = [], [], [], []
-    for h in range(BH):
-        for i in range(QL):
-            sc = [sum(Q[(h*QL+i)*D+c]*Kt[(h*KL+j)*D+c] for c in range(D))*r32(scale) + bias[i*KL+j] for j in range(KL)]
-            m = max(sc)
-            if m == -math.inf:
-                P.append([0.0]*KL); O.append([0.0]*D); L.append(-math.inf); continue
-            e = [math.exp(x-m) for x in sc]; l = sum(e)
-            P.append([x/l for x in e]); L.append(m + math.log(l))
-            O.append([sum(P[-1][j]*V[(h*KL+j)*D+c] for j in range(KL)) for c in range(D)])
-    return P, O, L
+        launch(mod, 'attention_forward', ((QL+7)//8, H, N), (256,1,1), [pq, pk, pv, pb, po, pl, has_bias, QL, KL, D, qs, kvs, scale], mem)
+        _, O, L = attention_reference(N, H, QL, KL, D, qs, kvs, scale, Q, Kt, V, bias)
+        wo = attention_out(N, H, QL, D, O)
+        got = mem.get_f32(po, len(wo)); gl = mem.get_f32(pl, len(L))
+        bad = [(i,g,w) for i,(g,w) in enumerate(zip(got+gl, wo+L)) if not (g == w or abs(g-w) <= 1e-5*max(1,abs(w)))]
+        print('attention', (N, H, QL, KL, D, q_pad, kv_pad, mask), 'bad', bad[:3]); assert not bad
 
 
 def check_attention_backward():
@@ -450,41 +480,47 @@ def check_attention_backward():
     mod = Module(open(K+'attention_backward.ptx').read())
     fwd = Module(open(K+'attention.ptx').read())
     # ragged tiles (kv_len 40, q_len 37 against 32-row tiles and 8-warp blocks), D = 33 and 128 (all four lane slots),
-    # a causal mask, a fully masked query row (forward output 0, no gradient)
-    for (BH, QL, KL, D, mask) in [(1, 3, 5, 8, 'none'), (2, 37, 40, 33, 'causal'), (1, 4, 3, 128, 'row1')]:
+    # two heads in rows wider than their heads, two sequences, a causal mask, a fully masked query row (forward output
+    # 0, no gradient)
+    for (N, H, QL, KL, D, q_pad, kv_pad, mask) in [(1, 1, 3, 5, 8, 0, 0, 'none'), (1, 2, 37, 40, 33, 3, 2, 'causal'),
+                                                   (2, 1, 4, 3, 128, 0, 5, 'row1')]:
         scale = 1/math.sqrt(D)
-        rnd = lambda n: [r32(random.uniform(-1,1)) for _ in range(n)]
-        Q, Kt, V, G = rnd(BH*QL*D), rnd(BH*KL*D), rnd(BH*KL*D), rnd(BH*QL*D)
-        def vis(i, j):
-            if mask == 'causal': return j + QL <= i + KL or j == 0
-            if mask == 'row1': return i != 1
-            return True
-        bias = [0.0 if vis(e//KL, e%KL) else -math.inf for e in range(QL*KL)]
+        qs, kvs, Q, Kt, V, G, bias = attention_inputs(N, H, QL, KL, D, q_pad, kv_pad, mask)
         has_bias = int(mask != 'none')
         mem = Memory(); al = lambda n: mem.alloc(4*n)
-        pq, pk, pv, pb, po, pl, pg = al(len(Q)), al(len(Kt)), al(len(V)), al(len(bias)), al(len(Q)), al(BH*QL), al(len(G))
-        pd, pdq, pdk, pdv = al(BH*QL), al(len(Q)), al(len(Kt)), al(len(V))
+        pq, pk, pv, pb, pg = al(len(Q)), al(len(Kt)), al(len(V)), al(len(bias)), al(len(G))
+        po, pl, pd = al(len(G)), al(N*H*QL), al(N*H*QL)
+        pdq, pdk, pdv = al(len(Q)), al(len(Kt)), al(len(V))
         mem.put_f32(pq, Q); mem.put_f32(pk, Kt); mem.put_f32(pv, V); mem.put_f32(pb, bias); mem.put_f32(pg, G)
-        launch(fwd, 'attention_forward', ((QL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, po, pl, has_bias, QL, KL, D, scale], mem)
-        args = [has_bias, QL, KL, D, scale]
-        launch(mod, 'attention_backward_dq', ((QL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, po, pg, pl, pd, pdq] + args, mem)
-        launch(mod, 'attention_backward_dkv', ((KL+7)//8, BH, 1), (256,1,1), [pq, pk, pv, pb, pg, pl, pd, pdk, pdv] + args, mem)
-        P, O, L = attention_reference(BH, QL, KL, D, scale, Q, Kt, V, bias)
-        close(f'attention forward out {BH,QL,KL,D,mask}', mem.get_f32(po, len(Q)), [x for row in O for x in row])
-        wdq, wdk, wdv = [0.0]*len(Q), [0.0]*len(Kt), [0.0]*len(V)
-        for h in range(BH):
-            for i in range(QL):
-                r = h*QL + i
-                Dv = sum(G[r*D+c]*O[r][c] for c in range(D))
-                for j in range(KL):
-                    dp = sum(G[r*D+c]*V[(h*KL+j)*D+c] for c in range(D))
-                    ds = P[r][j]*(dp - Dv)
-                    for c in range(D):
-                        wdq[r*D+c] += scale*ds*Kt[(h*KL+j)*D+c]
-                        wdk[(h*KL+j)*D+c] += scale*ds*Q[r*D+c]
-                        wdv[(h*KL+j)*D+c] += P[r][j]*G[r*D+c]
+        for ptr, n in [(pdq, len(Q)), (pdk, len(Kt)), (pdv, len(V))]:
+            mem.put_f32(ptr, [7.0]*n)                # the columns past the heads must keep this
+        launch(fwd, 'attention_forward', ((QL+7)//8, H, N), (256,1,1), [pq, pk, pv, pb, po, pl, has_bias, QL, KL, D, qs, kvs, scale], mem)
+        args = [has_bias, QL, KL, D, qs, kvs, scale]
+        launch(mod, 'attention_backward_dq', ((QL+7)//8, H, N), (256,1,1), [pq, pk, pv, pb, po, pg, pl, pd, pdq] + args, mem)
+        launch(mod, 'attention_backward_dkv', ((KL+7)//8, H, N), (256,1,1), [pq, pk, pv, pb, pg, pl, pd, pdk, pdv] + args, mem)
+        P, O, L = attention_reference(N, H, QL, KL, D, qs, kvs, scale, Q, Kt, V, bias)
+        close(f'attention forward out {N,H,QL,KL,D,mask}', mem.get_f32(po, len(G)), attention_out(N, H, QL, D, O))
+        wdq, wdk, wdv = [7.0]*len(Q), [7.0]*len(Kt), [7.0]*len(V)
+        for w, rows, stride in [(wdq, N*QL, qs), (wdk, N*KL, kvs), (wdv, N*KL, kvs)]:
+            for r in range(rows):
+                w[r*stride:r*stride + H*D] = [0.0]*(H*D)
+        for n in range(N):
+            for h in range(H):
+                for i in range(QL):
+                    r = (n*H + h)*QL + i
+                    g = lambda c: G[attention_index(QL, H*D, D, n, i, h, c)]
+                    qi = lambda c: attention_index(QL, qs, D, n, i, h, c)
+                    Dv = sum(g(c)*O[r][c] for c in range(D))
+                    for j in range(KL):
+                        kj = lambda c: attention_index(KL, kvs, D, n, j, h, c)
+                        dp = sum(g(c)*V[kj(c)] for c in range(D))
+                        ds = P[r][j]*(dp - Dv)
+                        for c in range(D):
+                            wdq[qi(c)] += scale*ds*Kt[kj(c)]
+                            wdk[kj(c)] += scale*ds*Q[qi(c)]
+                            wdv[kj(c)] += P[r][j]*g(c)
         # f32 sums of up to max(QL, KL) terms of size <= 1 after exps good to ~2^-21: 5e-5 of max(1, |want|)
-        tag = (BH, QL, KL, D, mask)
+        tag = (N, H, QL, KL, D, q_pad, kv_pad, mask)
         close(f'attention dq {tag}', mem.get_f32(pdq, len(Q)), wdq, 5e-5)
         close(f'attention dk {tag}', mem.get_f32(pdk, len(Kt)), wdk, 5e-5)
         close(f'attention dv {tag}', mem.get_f32(pdv, len(V)), wdv, 5e-5)

@@ -57,7 +57,7 @@ def two_tile_attention(k):
     """8 query rows (one block), 40 keys (two K/V tiles), head_dim 8"""
     ql, kl, d = 8, 40, 8
     k.launch('attention_forward', (1, 1, 1), [k.f32(ql * d), k.f32(kl * d), k.f32(kl * d), 0, k.out(4 * ql * d),
-                                              k.out(4 * ql), 0, ql, kl, d, 0.25])
+                                              k.out(4 * ql), 0, ql, kl, d, d, d, 0.25])
 
 
 BF16 = Case(one_tile_gemm_bf16, 'gemm_bf16.ptx', ('gemm_bf16',))
@@ -135,7 +135,7 @@ class Memcheck_(unittest.TestCase):
         def no_bias(k):
             bh, ql, kl, d = 1, 2, 3, 8
             k.launch('attention_forward', (1, bh, 1), [k.f32(bh * ql * d), k.f32(bh * kl * d), k.f32(bh * kl * d), 0,
-                                                      k.out(4 * bh * ql * d), k.out(4 * bh * ql), 0, ql, kl, d, 0.5])
+                                                      k.out(4 * bh * ql * d), k.out(4 * bh * ql), 0, ql, kl, d, d, d, 0.5])
         case = Case(no_bias, 'attention.ptx', ('attention_forward',))
         self.assertTrue(check_case(case, detectors=(Memcheck,), runs=[InOrder()]).clean())
         outcome = check_case(case, edit('@%with_bias ld.global.nc.f32', 'ld.global.nc.f32'), (Memcheck,), [InOrder()])

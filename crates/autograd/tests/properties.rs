@@ -162,7 +162,7 @@ proptest! {
     #[test]
     fn normalisation_and_attention_over_random_sizes_match_finite_differences(
         (batch, groups, per_group, spatial) in (1usize..3, 1usize..3, 1usize..3, 1usize..5),
-        (bh, lq, lk, d) in (1usize..3, 1usize..4, 1usize..4, 1usize..5),
+        (n, heads, lq, lk, d) in (1usize..3, 1usize..4, 1usize..4, 1usize..4, 1usize..5),
         seed in 0u64..1000,
     ) {
         let c = groups * per_group;
@@ -175,9 +175,10 @@ proptest! {
         let rows = spread(&[batch, spatial + 2], seed + 3);
         let (g1, b1) = (randn(&[spatial + 2], seed + 4), randn(&[spatial + 2], seed + 5));
         check_gradients(&[&rows, &g1, &b1], |v| v[0].layer_norm(&v[1], &v[2], 1e-5));
-        let q = randn(&[bh, lq, d], seed + 6);
-        let k = randn(&[bh, lk, d], seed + 7);
-        let vv = randn(&[bh, lk, d], seed + 8);
-        check_gradients(&[&q, &k, &vv], |v| v[0].attention(&v[1], &v[2], 1.0 / (d as f32).sqrt()));
+        // `heads` heads of `d` side by side in every row.
+        let q = randn(&[n, lq, heads * d], seed + 6);
+        let k = randn(&[n, lk, heads * d], seed + 7);
+        let vv = randn(&[n, lk, heads * d], seed + 8);
+        check_gradients(&[&q, &k, &vv], |v| v[0].attention(&v[1], &v[2], heads, 1.0 / (d as f32).sqrt()));
     }
 }

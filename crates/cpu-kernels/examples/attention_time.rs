@@ -42,13 +42,7 @@ fn main() {
         Some("bwd") => true,
         _ => panic!("{usage}"),
     };
-    let s = AttentionShape {
-        batch_heads,
-        q_len: len,
-        kv_len: len,
-        head_dim: d,
-        scale: 1.0 / (d as f32).sqrt(),
-    };
+    let s = AttentionShape::dense(batch_heads, 1, len, len, d, 1.0 / (d as f32).sqrt());
     let n = batch_heads * len * d;
     let (q, k, v, grad_out) = (filled(n, 1), filled(n, 2), filled(n, 3), filled(n, 4));
     let (mut out, mut lse) = (vec![0.0; n], vec![0.0; batch_heads * len]);

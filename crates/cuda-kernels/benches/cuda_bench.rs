@@ -311,13 +311,7 @@ fn run(gpu: &Gpu) -> Result<()> {
     );
 
     // self-attention of a 32x32 feature map: [8 batch x 8 heads, 1024 tokens, 64]
-    let at = AttentionShape {
-        batch_heads: 64,
-        q_len: 1024,
-        kv_len: 1024,
-        head_dim: 64,
-        scale: 0.125,
-    };
+    let at = AttentionShape::dense(64, 1, 1024, 1024, 64, 0.125);
     let qkv_len = 64 * 1024 * 64;
     let (aq, ak, av) = (
         buffer(gpu, qkv_len)?,
@@ -452,13 +446,14 @@ fn backward_kernels(gpu: &Gpu) -> Result<()> {
         );
     }
     for (batch_heads, len, head_dim) in ATTENTION {
-        let s = AttentionShape {
+        let s = AttentionShape::dense(
             batch_heads,
-            q_len: len,
-            kv_len: len,
+            1,
+            len,
+            len,
             head_dim,
-            scale: 1.0 / (head_dim as f32).sqrt(),
-        };
+            1.0 / (head_dim as f32).sqrt(),
+        );
         let elems = batch_heads * len * head_dim;
         let (q, k, v, g) = (
             buffer(gpu, elems)?,

@@ -4,17 +4,15 @@
 
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
-use crate::attention::{AttentionShape, MAX_HEAD_DIM};
+use crate::attention::{check_launch, grid, AttentionShape, ROWS_PER_BLOCK};
 use crate::context::{Gpu, Module};
-use crate::error::{check_len, driver_error, KernelError, Result};
+use crate::error::Result;
 use crate::launch::{launch, Arg, Launch};
 
-/// Rows per block: one warp per query row (dq) or key row (dk, dv).
-const ROWS_PER_BLOCK: usize = 8;
-
 /// `grad_q`, `grad_k`, `grad_v` (overwritten) of `out = softmax(scale q kᵀ + bias) v`, from the forward's `out` and
-/// `lse` ([`crate::attention::attention_forward`]) and `grad_out`. `bias` is `[q_len, kv_len]`, shared by every
-/// batch-head; a fully masked query row (lse = -inf) gets no gradient.
+/// `lse` ([`crate::attention::attention_forward`]) and `grad_out`, in the operands' head-interleaved layouts (columns
+/// past `heads·head_dim` are not touched). `bias` is `[q_len, kv_len]`, shared by every sequence and head; a fully
+/// masked query row (lse = -inf) gets no gradient.
 ///
 /// Two kernels on the handle's stream: the first writes `D = rowsum(grad_out ∘ out)` to a pooled workspace and
 /// `grad_q`, the second reads `D` and writes `grad_k`, `grad_v`. No atomics: every result is summed in a fixed order.
@@ -35,68 +33,22 @@ pub fn attention_backward(
 ) -> Result<()> {
     const OP: &str = "attention_backward";
     let s = shape;
-    if s.head_dim == 0 || s.head_dim > MAX_HEAD_DIM {
-        return Err(KernelError::new(
-            OP,
-            format!("head_dim {} is outside 1..={MAX_HEAD_DIM}", s.head_dim),
-        ));
-    }
-    if s.kv_len == 0 && s.q_len > 0 {
-        return Err(KernelError::new(
-            OP,
-            format!("kv_len is 0 but q_len is {}: nothing to attend to", s.q_len),
-        ));
-    }
-    if !s.scale.is_finite() {
-        return Err(KernelError::new(
-            OP,
-            format!("scale {} is not finite", s.scale),
-        ));
-    }
-    let fits = |v: Option<usize>| v.is_some_and(|v| v < (1usize << 31));
-    let q_elems = s.batch_heads.checked_mul(s.q_len * s.head_dim);
-    let kv_elems = s.batch_heads.checked_mul(s.kv_len * s.head_dim);
-    if !(fits(q_elems)
-        && fits(kv_elems)
-        && fits(s.q_len.checked_mul(s.kv_len))
-        && s.batch_heads < 65536)
-    {
-        return Err(KernelError::new(
-            OP,
-            format!("{shape:?} exceeds the kernels' 32-bit indices"),
-        ));
-    }
-    let (q_elems, kv_elems) = (q_elems.unwrap_or(0), kv_elems.unwrap_or(0));
-    let rows = s.batch_heads * s.q_len;
-    check_len(OP, "q", q.len(), q_elems)?;
-    check_len(OP, "k", k.len(), kv_elems)?;
-    check_len(OP, "v", v.len(), kv_elems)?;
-    if let Some(b) = &bias {
-        check_len(OP, "bias", b.len(), s.q_len * s.kv_len)?;
-    }
-    check_len(OP, "out", out.len(), q_elems)?;
-    check_len(OP, "lse", lse.len(), rows)?;
-    check_len(OP, "grad_out", grad_out.len(), q_elems)?;
-    check_len(OP, "grad_q", grad_q.len(), q_elems)?;
-    check_len(OP, "grad_k", grad_k.len(), kv_elems)?;
-    check_len(OP, "grad_v", grad_v.len(), kv_elems)?;
-    if kv_elems == 0 {
+    check_launch(OP, s)?;
+    let lengths = [q.len(), k.len(), v.len(), out.len(), lse.len()];
+    s.check_forward_lengths(OP, lengths, bias.as_ref().map(|b| b.len()))?;
+    s.check_gradient_lengths(
+        OP,
+        [grad_out.len(), grad_q.len(), grad_k.len(), grad_v.len()],
+    )?;
+    if s.batch * s.kv_len == 0 {
         return Ok(());
     }
     let stream = gpu.stream();
-    if rows == 0 {
-        // no queries: dK and dV are empty sums
-        stream
-            .memset_zeros(grad_k)
-            .map_err(|e| driver_error(OP, "zeroing grad_k", e))?;
-        stream
-            .memset_zeros(grad_v)
-            .map_err(|e| driver_error(OP, "zeroing grad_v", e))?;
-        return Ok(());
-    }
+    let rows = s.problems() * s.q_len;
     // D lives in a pooled workspace: the pool hands it out again only to later work on this same stream, which runs
-    // after the second kernel has read it.
-    let mut delta = gpu.take_buffer(rows)?;
+    // after the second kernel has read it. Without queries only the second kernel runs (over no query tiles: it
+    // writes dK = dV = 0) and D is never read.
+    let mut delta = gpu.take_buffer(rows.max(1))?;
     let result = (|| {
         let mut delta_view = delta.view_mut();
         let (delta_ptr, _gd) = delta_view.device_ptr_mut(stream);
@@ -116,16 +68,14 @@ pub fn attention_backward(
             Arg::U32(s.q_len as u32),
             Arg::U32(s.kv_len as u32),
             Arg::U32(s.head_dim as u32),
+            Arg::U32(s.q_row_stride as u32),
+            Arg::U32(s.kv_row_stride as u32),
             Arg::F32(s.scale),
         ];
         let per_rows = |kernel: &'static str, rows: usize| Launch {
             module: Module::AttentionBackward,
             kernel,
-            grid: (
-                rows.div_ceil(ROWS_PER_BLOCK) as u32,
-                s.batch_heads as u32,
-                1,
-            ),
+            grid: grid(s, rows),
             block: (32 * ROWS_PER_BLOCK as u32, 1, 1),
             shared_bytes: 0,
         };
@@ -141,7 +91,9 @@ pub fn attention_backward(
             Arg::Ptr(grad_q_ptr),
         ];
         args.extend(scalars);
-        launch(gpu, OP, per_rows("attention_backward_dq", s.q_len), &args)?;
+        if rows > 0 {
+            launch(gpu, OP, per_rows("attention_backward_dq", s.q_len), &args)?;
+        }
         let mut args = vec![
             Arg::Ptr(q_ptr),
             Arg::Ptr(k_ptr),

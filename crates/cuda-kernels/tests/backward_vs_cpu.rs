@@ -321,9 +321,16 @@ impl Mask {
     }
 }
 
+/// Sequences, heads (side by side in every row), lengths, head sizes up to the kernels' 128, and rows of q and of
+/// k, v dense or wider than their heads (a fused projection's rows, read in place).
 fn attention_case() -> impl Strategy<Value = (AttentionShape, Mask, u64)> {
     (
-        1usize..4,
+        (
+            1usize..3,
+            1usize..4,
+            prop_oneof![Just(0usize), Just(3)],
+            prop_oneof![Just(0usize), Just(5)],
+        ),
         prop_oneof![1usize..9, 30usize..40, 60usize..70],
         prop_oneof![1usize..9, 30usize..40, 60usize..70],
         prop_oneof![
@@ -341,16 +348,18 @@ fn attention_case() -> impl Strategy<Value = (AttentionShape, Mask, u64)> {
         ],
         any::<u64>(),
     )
-        .prop_map(|(batch_heads, q_len, kv_len, head_dim, mask, seed)| {
-            let shape = AttentionShape {
-                batch_heads,
-                q_len,
-                kv_len,
-                head_dim,
-                scale: 1.0 / (head_dim as f32).sqrt(),
-            };
-            (shape, mask, seed)
-        })
+        .prop_map(
+            |((batch, heads, q_pad, kv_pad), q_len, kv_len, head_dim, mask, seed)| {
+                let scale = 1.0 / (head_dim as f32).sqrt();
+                let dense = AttentionShape::dense(batch, heads, q_len, kv_len, head_dim, scale);
+                let shape = AttentionShape {
+                    q_row_stride: dense.inner() + q_pad,
+                    kv_row_stride: dense.inner() + kv_pad,
+                    ..dense
+                };
+                (shape, mask, seed)
+            },
+        )
 }
 
 fn attention_forward_and_backward_match_the_cpu_kernels(gpu: &Gpu) {
@@ -359,19 +368,21 @@ fn attention_forward_and_backward_match_the_cpu_kernels(gpu: &Gpu) {
     // differ by a few hundred ulps of the largest term. 1e-4 of max(1, |want|) holds that with room.
     runner()
         .run(&attention_case(), |(s, mask, seed)| {
-            let (q_elems, kv_elems) = (
-                s.batch_heads * s.q_len * s.head_dim,
-                s.batch_heads * s.kv_len * s.head_dim,
+            let (q_rows, kv_rows, inner) = (s.batch * s.q_len, s.batch * s.kv_len, s.inner());
+            let (q_elems, kv_elems, out_elems) = (
+                q_rows * s.q_row_stride,
+                kv_rows * s.kv_row_stride,
+                q_rows * inner,
             );
             let (q, k, v, grad_out) = (
                 values(seed, q_elems),
                 values(seed ^ 1, kv_elems),
                 values(seed ^ 2, kv_elems),
-                values(seed ^ 3, q_elems),
+                values(seed ^ 3, out_elems),
             );
             let bias = mask.bias(s.q_len, s.kv_len);
             let (mut want_out, mut want_lse) =
-                (vec![0.0; q_elems], vec![0.0; s.batch_heads * s.q_len]);
+                (vec![0.0; out_elems], vec![0.0; s.problems() * s.q_len]);
             cpu_attention::attention_forward(
                 &s,
                 &q,
@@ -382,8 +393,18 @@ fn attention_forward_and_backward_match_the_cpu_kernels(gpu: &Gpu) {
                 &mut want_lse,
             )
             .unwrap();
-            let (mut want_dq, mut want_dk, mut want_dv) =
-                (vec![0.0; q_elems], vec![0.0; kv_elems], vec![0.0; kv_elems]);
+            // Gradients start as NaN in the head columns (a forgotten element cannot pass) and 7 past them (where
+            // both kernels must leave them).
+            let canvas = |len: usize, stride: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|i| if i % stride < inner { f32::NAN } else { 7.0 })
+                    .collect()
+            };
+            let (mut want_dq, mut want_dk, mut want_dv) = (
+                canvas(q_elems, s.q_row_stride),
+                canvas(kv_elems, s.kv_row_stride),
+                canvas(kv_elems, s.kv_row_stride),
+            );
             cpu_attention::attention_backward(
                 &s,
                 &q,
@@ -402,8 +423,8 @@ fn attention_forward_and_backward_match_the_cpu_kernels(gpu: &Gpu) {
             let (dq_dev, dk_dev, dv_dev) = (upload(gpu, &q), upload(gpu, &k), upload(gpu, &v));
             let bias_dev = bias.as_deref().map(|b| upload(gpu, b));
             let (mut out, mut lse) = (
-                poisoned(gpu, q_elems),
-                poisoned(gpu, s.batch_heads * s.q_len),
+                poisoned(gpu, out_elems),
+                poisoned(gpu, s.problems() * s.q_len),
             );
             attention::attention_forward(
                 gpu,
@@ -417,9 +438,9 @@ fn attention_forward_and_backward_match_the_cpu_kernels(gpu: &Gpu) {
             )
             .unwrap();
             let (mut dq, mut dk, mut dv) = (
-                poisoned(gpu, q_elems),
-                poisoned(gpu, kv_elems),
-                poisoned(gpu, kv_elems),
+                upload(gpu, &canvas(q_elems, s.q_row_stride)),
+                upload(gpu, &canvas(kv_elems, s.kv_row_stride)),
+                upload(gpu, &canvas(kv_elems, s.kv_row_stride)),
             );
             attention_backward(
                 gpu,
@@ -461,13 +482,7 @@ fn attention_forward_and_backward_match_the_cpu_kernels(gpu: &Gpu) {
 }
 
 fn attention_backward_without_queries_zeroes_the_key_and_value_gradients(gpu: &Gpu) {
-    let s = AttentionShape {
-        batch_heads: 2,
-        q_len: 0,
-        kv_len: 3,
-        head_dim: 4,
-        scale: 0.5,
-    };
+    let s = AttentionShape::dense(2, 1, 0, 3, 4, 0.5);
     let empty = upload(gpu, &[]);
     let kv = upload(gpu, &values(1, 24));
     let (mut dq, mut dk, mut dv) = (upload(gpu, &[]), poisoned(gpu, 24), poisoned(gpu, 24));
@@ -491,13 +506,7 @@ fn attention_backward_without_queries_zeroes_the_key_and_value_gradients(gpu: &G
 }
 
 fn attention_backward_refuses_a_bias_of_the_wrong_length(gpu: &Gpu) {
-    let s = AttentionShape {
-        batch_heads: 2,
-        q_len: 3,
-        kv_len: 5,
-        head_dim: 4,
-        scale: 0.5,
-    };
+    let s = AttentionShape::dense(2, 1, 3, 5, 4, 0.5);
     let (q, kv, lse) = (poisoned(gpu, 24), poisoned(gpu, 40), poisoned(gpu, 6));
     // a per-head bias ([batch_heads, q_len, kv_len]) is not the CPU convention ([q_len, kv_len]) and is refused
     let bias = poisoned(gpu, 2 * 15);

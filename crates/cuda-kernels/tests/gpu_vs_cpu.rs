@@ -1401,13 +1401,14 @@ fn attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias(gp
         .run(
             &case,
             |(batch_heads, q_len, kv_len, head_dim, causal, seed)| {
-                let s = AttentionShape {
+                let s = AttentionShape::dense(
                     batch_heads,
+                    1,
                     q_len,
                     kv_len,
                     head_dim,
-                    scale: 1.0 / (head_dim as f32).sqrt(),
-                };
+                    1.0 / (head_dim as f32).sqrt(),
+                );
                 let q_host = matrix(seed, batch_heads * q_len * head_dim, 1.0);
                 let k_host = matrix(seed ^ 1, batch_heads * kv_len * head_dim, 1.0);
                 let v_host = matrix(seed ^ 2, batch_heads * kv_len * head_dim, 1.0);
@@ -1482,13 +1483,7 @@ fn attention_forward_matches_the_f64_reference_with_and_without_a_causal_bias(gp
 }
 
 fn attention_refuses_a_head_dim_above_128(gpu: &Gpu) {
-    let s = AttentionShape {
-        batch_heads: 1,
-        q_len: 1,
-        kv_len: 1,
-        head_dim: 129,
-        scale: 1.0,
-    };
+    let s = AttentionShape::dense(1, 1, 1, 1, 129, 1.0);
     let x = zeros(gpu, 129);
     let (mut out, mut lse) = (zeros(gpu, 129), zeros(gpu, 1));
     let err = attention::attention_forward(

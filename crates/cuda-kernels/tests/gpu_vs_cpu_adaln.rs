@@ -272,18 +272,13 @@ fn gelu_and_its_backward_match_the_cpu_kernels(gpu: &Gpu) {
 }
 
 fn attention_and_its_backward_match_the_cpu_at_dit_shapes(gpu: &Gpu) {
-    // (batch·heads, tokens, head size): patch 4 or latents (49 tokens) and patch 2 (196) at the named configs'
-    // heads of 64, and a batch of 32-channel heads. Inputs in [−1, 1) and the scale 1/√d keep the scores O(1); the
-    // kernels sum d-term dot products and L-term softmax rows in different orders: 1e-4 relative (absolute below 1)
-    // holds out, lse and the gradients.
-    for (bh, len, d) in [(6, 49, 64), (3, 196, 64), (8, 196, 32)] {
-        let s = AttentionShape {
-            batch_heads: bh,
-            q_len: len,
-            kv_len: len,
-            head_dim: d,
-            scale: 1.0 / (d as f32).sqrt(),
-        };
+    // (batch, heads, tokens, head size), the heads side by side in each row as the DiT's projections write them:
+    // patch 4 or latents (49 tokens) and patch 2 (196) at the named configs' heads of 64, and a batch of 32-channel
+    // heads. Inputs in [−1, 1) and the scale 1/√d keep the scores O(1); the kernels sum d-term dot products and L-term
+    // softmax rows in different orders: 1e-4 relative (absolute below 1) holds out, lse and the gradients.
+    for (batch, heads, len, d) in [(2, 3, 49, 64), (1, 3, 196, 64), (2, 4, 196, 32)] {
+        let bh = batch * heads;
+        let s = AttentionShape::dense(batch, heads, len, len, d, 1.0 / (d as f32).sqrt());
         let n = bh * len * d;
         let third = |seed: u64| -> Vec<f32> { values(seed, n).iter().map(|v| v / 3.0).collect() };
         let (q, k, v, g) = (third(1), third(2), third(3), third(4));

@@ -4,14 +4,15 @@
 //! ```text
 //! h   = GroupNorm(x)                                (N, C, H, W), viewed as N sequences of L = H·W tokens of size C
 //! q,k,v = h·Wqᵀ + bq, h·Wkᵀ + bk, h·Wvᵀ + bv        (N, L, inner), inner = heads·head_dim
-//! o   = softmax(q·kᵀ/√head_dim)·v  per head         one fused attention kernel over (N·heads, L, head_dim)
+//! o   = softmax(q·kᵀ/√head_dim)·v  per head         one fused attention kernel, heads side by side in each row
 //! y   = x + (o·Woᵀ + bo)  back in (N, C, H, W)
 //! ```
 //!
 //! The channel-first feature map is read as tokens through a transposed view, which the GEMM takes by strides, and
-//! the output projection is computed as `Wo·oᵀ`, which lands directly in channel-first order: the only copies are
-//! the head split before the attention kernel and the head merge after it (none with one head). The token view and
-//! the attention core are shared with [`crate::CrossAttention`], which takes keys and values from a context instead.
+//! the output projection is computed as `Wo·oᵀ`, which lands directly in channel-first order; the attention kernel
+//! reads the projections' (N, L, heads·head_dim) rows and writes its output in that layout, so no head is ever split
+//! off into a copy of its own. The token view and the attention core are shared with [`crate::CrossAttention`], which
+//! takes keys and values from a context instead.
 
 use crate::layers::{GroupNorm, Linear, Module};
 use crate::store::Path;
@@ -109,8 +110,9 @@ pub(crate) fn multi_head_attention(
     Ok(y)
 }
 
-/// The attention core: the queries (N, Lq, C) and the context (N, Lk, D) projected by `[to_q, to_k, to_v]`, split
-/// into `heads` heads of `head_dim`, `softmax(q·kᵀ/√head_dim)·v` per head, the heads merged again: (N, Lq, inner).
+/// The attention core: the queries (N, Lq, C) and the context (N, Lk, D) projected by `[to_q, to_k, to_v]` to
+/// (N, L, inner) with the `heads` heads of `head_dim` side by side in each row, `softmax(q·kᵀ/√head_dim)·v` per head
+/// by the attention kernel reading and writing that layout directly: (N, Lq, inner), no head split or merge copies.
 pub(crate) fn attend_heads(
     queries: &Var,
     context: &Var,
@@ -118,28 +120,10 @@ pub(crate) fn attend_heads(
     heads: usize,
     head_dim: usize,
 ) -> Result<Var> {
-    let n = queries.shape()[0];
-    let split_heads = |proj: &Linear, input: &Var| -> Result<Var> {
-        let y = proj.forward(input)?; // (N, L, inner)
-        if heads == 1 {
-            return Ok(y);
-        }
-        let len = y.shape()[1];
-        y.reshape(&[n, len, heads, head_dim])?
-            .permute(&[0, 2, 1, 3])?
-            .reshape(&[n * heads, len, head_dim])
-    };
     let (q, k, v) = (
-        split_heads(to_q, queries)?,
-        split_heads(to_k, context)?,
-        split_heads(to_v, context)?,
+        to_q.forward(queries)?,
+        to_k.forward(context)?,
+        to_v.forward(context)?,
     );
-    let o = q.attention(&k, &v, 1.0 / (head_dim as f32).sqrt())?;
-    if heads == 1 {
-        return Ok(o);
-    }
-    let len = queries.shape()[1];
-    o.reshape(&[n, heads, len, head_dim])?
-        .permute(&[0, 2, 1, 3])?
-        .reshape(&[n, len, heads * head_dim])
+    q.attention(&k, &v, heads, 1.0 / (head_dim as f32).sqrt())
 }

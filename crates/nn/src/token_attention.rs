@@ -5,7 +5,7 @@
 //! ```text
 //! q    = x·Wqᵀ (+ bq)                            (N, L, inner), inner = heads·head_dim, from the tokens x (N, L, C)
 //! k, v = c·Wkᵀ (+ bk), c·Wvᵀ (+ bv)              (N, Lc, inner), c = x, or the context (N, Lc, D)
-//! o    = softmax(q·kᵀ/√head_dim)·v  per head     one fused attention kernel over (N·heads, L, head_dim)
+//! o    = softmax(q·kᵀ/√head_dim)·v  per head     one fused attention kernel, heads side by side in each row
 //! y    = o·Woᵀ + bo                              (N, L, C)
 //! ```
 //!

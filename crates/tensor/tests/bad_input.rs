@@ -549,22 +549,27 @@ fn rows() -> Vec<Row> {
         // ---- attention ----
         (
             "attention: q not rank 3",
-            err(x.attention(&x, &x, 1.0)),
+            err(x.attention(&x, &x, 1, 1.0)),
             &["attention", "q", "[2, 3]"],
         ),
         (
+            "attention: heads that do not divide the channels",
+            err(t(&[1, 2, 6]).attention(&t(&[1, 3, 6]), &t(&[1, 3, 6]), 4, 1.0)),
+            &["attention", "4 heads", "6 channels", "[1, 2, 6]"],
+        ),
+        (
             "attention: head sizes differ",
-            err(t(&[1, 2, 4]).attention(&t(&[1, 3, 5]), &t(&[1, 3, 5]), 1.0)),
+            err(t(&[1, 2, 4]).attention(&t(&[1, 3, 5]), &t(&[1, 3, 5]), 1, 1.0)),
             &["attention", "k", "[1, 3, 5]", "[1, 3, 4]"],
         ),
         (
             "attention: v length differs from k",
-            err(t(&[1, 2, 4]).attention(&t(&[1, 3, 4]), &t(&[1, 2, 4]), 1.0)),
+            err(t(&[1, 2, 4]).attention(&t(&[1, 3, 4]), &t(&[1, 2, 4]), 1, 1.0)),
             &["attention", "v", "[1, 2, 4]"],
         ),
         (
             "attention: dtypes differ",
-            err(t(&[1, 2, 4]).attention(&bf16(&[1, 2, 4]), &t(&[1, 2, 4]), 1.0)),
+            err(t(&[1, 2, 4]).attention(&bf16(&[1, 2, 4]), &t(&[1, 2, 4]), 1, 1.0)),
             &["attention", "bf16"],
         ),
         (
@@ -573,6 +578,7 @@ fn rows() -> Vec<Row> {
                 &t(&[1, 3, 4]),
                 &t(&[1, 3, 4]),
                 Some(&t(&[3, 2])),
+                1,
                 1.0,
             )),
             &["attention", "bias", "[3, 2]", "[2, 3]"],
@@ -583,6 +589,7 @@ fn rows() -> Vec<Row> {
                 &t(&[1, 3, 4]),
                 &t(&[1, 3, 4]),
                 Some(&bf16(&[2, 3])),
+                1,
                 1.0,
             )),
             &["attention", "bf16"],
@@ -592,6 +599,7 @@ fn rows() -> Vec<Row> {
             err(t(&[1, 3, 4]).attention_backward(
                 (&t(&[1, 2, 4]), &t(&[1, 2, 4]), &t(&[1, 2, 4])),
                 (&t(&[1, 2, 4]), &t(&[1, 2])),
+                1,
                 1.0,
             )),
             &["attention_backward", "[1, 3, 4]"],
@@ -742,7 +750,7 @@ fn nan_and_infinity_pass_through_every_operation() {
         (
             "attention",
             x.reshape(&[1, 2, 2])
-                .and_then(|q| q.attention(&q, &q, 1.0))
+                .and_then(|q| q.attention(&q, &q, 1, 1.0))
                 .map(|r| r.0),
         ),
         ("upsample_nearest2x", x.upsample_nearest2x()),

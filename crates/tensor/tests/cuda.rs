@@ -1001,8 +1001,8 @@ fn attention_forward_matches_the_cpu(_: &Device) {
                 let (k_cpu, k_gpu) = pair(&[bh, lk, d], seed ^ 1);
                 let (v_cpu, v_gpu) = pair(&[bh, lk, d], seed ^ 2);
                 let scale = 1.0 / (d as f32).sqrt();
-                let (o_cpu, lse_cpu) = q_cpu.attention(&k_cpu, &v_cpu, scale).unwrap();
-                let (o_gpu, lse_gpu) = q_gpu.attention(&k_gpu, &v_gpu, scale).unwrap();
+                let (o_cpu, lse_cpu) = q_cpu.attention(&k_cpu, &v_cpu, 1, scale).unwrap();
+                let (o_gpu, lse_gpu) = q_gpu.attention(&k_gpu, &v_gpu, 1, scale).unwrap();
                 close("attention out", &o_gpu, &o_cpu, 1e-4, 1e-4)?;
                 close("attention lse", &lse_gpu, &lse_cpu, 1e-4, 1e-5)
             },
@@ -1021,13 +1021,13 @@ fn attention_backward_matches_the_cpu(_: &Device) {
                 let (v_cpu, v_gpu) = pair(&[bh, lk, d], seed ^ 2);
                 let (go_cpu, go_gpu) = pair(&[bh, lq, d], seed ^ 3);
                 let scale = 1.0 / (d as f32).sqrt();
-                let (o_cpu, lse_cpu) = q_cpu.attention(&k_cpu, &v_cpu, scale).unwrap();
-                let (o_gpu, lse_gpu) = q_gpu.attention(&k_gpu, &v_gpu, scale).unwrap();
+                let (o_cpu, lse_cpu) = q_cpu.attention(&k_cpu, &v_cpu, 1, scale).unwrap();
+                let (o_gpu, lse_gpu) = q_gpu.attention(&k_gpu, &v_gpu, 1, scale).unwrap();
                 let c = go_cpu
-                    .attention_backward((&q_cpu, &k_cpu, &v_cpu), (&o_cpu, &lse_cpu), scale)
+                    .attention_backward((&q_cpu, &k_cpu, &v_cpu), (&o_cpu, &lse_cpu), 1, scale)
                     .unwrap();
                 let g = go_gpu
-                    .attention_backward((&q_gpu, &k_gpu, &v_gpu), (&o_gpu, &lse_gpu), scale)
+                    .attention_backward((&q_gpu, &k_gpu, &v_gpu), (&o_gpu, &lse_gpu), 1, scale)
                     .unwrap();
                 // Each gradient sums over up to max(lq, lk) rows of products of d-long dot products.
                 let tol = 2e-6 * 9.0 * ((lq.max(lk) * d) as f64 + 1.0);
@@ -1068,10 +1068,10 @@ fn attention_with_a_causal_bias_matches_the_cpu_forward_and_backward(_: &Device)
                 let (b_cpu, b_gpu) = causal_bias_pair(len);
                 let scale = 1.0 / (d as f32).sqrt();
                 let (o_cpu, lse_cpu) = q_cpu
-                    .attention_with_bias(&k_cpu, &v_cpu, Some(&b_cpu), scale)
+                    .attention_with_bias(&k_cpu, &v_cpu, Some(&b_cpu), 1, scale)
                     .unwrap();
                 let (o_gpu, lse_gpu) = q_gpu
-                    .attention_with_bias(&k_gpu, &v_gpu, Some(&b_gpu), scale)
+                    .attention_with_bias(&k_gpu, &v_gpu, Some(&b_gpu), 1, scale)
                     .unwrap();
                 close("causal attention out", &o_gpu, &o_cpu, 1e-4, 1e-4)?;
                 close("causal attention lse", &lse_gpu, &lse_cpu, 1e-4, 1e-5)?;
@@ -1080,6 +1080,7 @@ fn attention_with_a_causal_bias_matches_the_cpu_forward_and_backward(_: &Device)
                         (&q_cpu, &k_cpu, &v_cpu),
                         (&o_cpu, &lse_cpu),
                         Some(&b_cpu),
+                        1,
                         scale,
                     )
                     .unwrap();
@@ -1088,6 +1089,7 @@ fn attention_with_a_causal_bias_matches_the_cpu_forward_and_backward(_: &Device)
                         (&q_gpu, &k_gpu, &v_gpu),
                         (&o_gpu, &lse_gpu),
                         Some(&b_gpu),
+                        1,
                         scale,
                     )
                     .unwrap();

@@ -118,8 +118,8 @@ fn every_operation() -> Result<Vec<Vec<f32>>> {
         randn(&[8, 90, 24], 15),
         randn(&[8, 90, 24], 16),
     );
-    let (out, lse) = q.attention(&k, &v, 0.2)?;
-    let (dq, dk, dv) = out.attention_backward((&q, &k, &v), (&out, &lse), 0.2)?;
+    let (out, lse) = q.attention(&k, &v, 1, 0.2)?;
+    let (dq, dk, dv) = out.attention_backward((&q, &k, &v), (&out, &lse), 1, 0.2)?;
     for t in [out, lse, dq, dk, dv] {
         keep(t)?;
     }

@@ -283,7 +283,7 @@ fn attention_matches_softmax_of_scaled_scores_and_backward_matches_kernel() {
     let kt = seq(&[bh, lk, d], 17);
     let v = seq(&[bh, lk, d], 18);
     let scale = 0.5;
-    let (out, lse) = q.attention(&kt, &v, scale).unwrap();
+    let (out, lse) = q.attention(&kt, &v, 1, scale).unwrap();
     let scores = q
         .matmul(&kt.transpose(1, 2).unwrap())
         .unwrap()
@@ -298,11 +298,11 @@ fn attention_matches_softmax_of_scaled_scores_and_backward_matches_kernel() {
         .unwrap();
     let want: Vec<f64> = want.iter().map(|&w| f64::from(w)).collect();
     assert_close(&out.to_vec().unwrap(), &want, 1e-5);
-    assert_eq!(lse.shape(), &[bh, lq]);
+    assert_eq!(lse.shape(), &[bh, 1, lq]); // (sequences, heads, queries)
 
     let g = seq(out.shape(), 19);
     let (dq, dk, dv) = g
-        .attention_backward((&q, &kt, &v), (&out, &lse), scale)
+        .attention_backward((&q, &kt, &v), (&out, &lse), 1, scale)
         .unwrap();
     assert_backward_matches_kernel([&q, &kt, &v, &out, &lse, &g], None, scale, [&dq, &dk, &dv]);
 }
@@ -318,13 +318,7 @@ fn assert_backward_matches_kernel(
     let [q, kt, v, ..] = operands;
     let (bh, lq, d) = (q.shape()[0], q.shape()[1], q.shape()[2]);
     let lk = kt.shape()[1];
-    let s = k::attention::AttentionShape {
-        batch_heads: bh,
-        q_len: lq,
-        kv_len: lk,
-        head_dim: d,
-        scale,
-    };
+    let s = k::attention::AttentionShape::dense(bh, 1, lq, lk, d, scale);
     let mut want = [
         vec![0.0; bh * lq * d],
         vec![0.0; bh * lk * d],
@@ -374,7 +368,9 @@ fn attention_with_a_causal_bias_matches_the_masked_softmax_and_its_backward_the_
         let kt = seq(&[bh, len, d], 22);
         let v = seq(&[bh, len, d], 23);
         let (bias, scale) = (causal_bias(len), 0.7);
-        let (out, lse) = q.attention_with_bias(&kt, &v, Some(&bias), scale).unwrap();
+        let (out, lse) = q
+            .attention_with_bias(&kt, &v, Some(&bias), 1, scale)
+            .unwrap();
         let want = q
             .matmul(&kt.transpose(1, 2).unwrap())
             .unwrap()
@@ -394,7 +390,7 @@ fn attention_with_a_causal_bias_matches_the_masked_softmax_and_its_backward_the_
 
         let g = seq(out.shape(), 24);
         let (dq, dk, dv) = g
-            .attention_with_bias_backward((&q, &kt, &v), (&out, &lse), Some(&bias), scale)
+            .attention_with_bias_backward((&q, &kt, &v), (&out, &lse), Some(&bias), 1, scale)
             .unwrap();
         assert_backward_matches_kernel(
             [&q, &kt, &v, &out, &lse, &g],
@@ -409,7 +405,7 @@ fn attention_with_a_causal_bias_matches_the_masked_softmax_and_its_backward_the_
 fn attention_refuses_keys_with_another_head_dim() {
     let q = seq(&[1, 2, 4], 1);
     let kt = seq(&[1, 3, 5], 2);
-    let msg = q.attention(&kt, &kt, 1.0).unwrap_err().to_string();
+    let msg = q.attention(&kt, &kt, 1, 1.0).unwrap_err().to_string();
     assert!(msg.contains("k has shape [1, 3, 5]"), "{msg}");
 }
 

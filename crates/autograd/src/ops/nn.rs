@@ -151,18 +151,22 @@ impl Var {
         }))
     }
 
-    /// Scaled dot-product attention of `self` = Q (BH, Lq, d) over K, V (BH, Lk, d).
-    pub fn attention(&self, k: &Var, v: &Var, scale: f32) -> Result<Var> {
-        self.attention_with_bias(k, v, None, scale)
+    /// Multi-head scaled dot-product attention of `self` = Q (N, Lq, H·d) over K, V (N, Lk, H·d), each row
+    /// holding its `heads` heads side by side, as a projection writes them; the output is (N, Lq, H·d) in the same
+    /// layout, so no head is split off into a copy of its own either way ([`Tensor::attention`]). A batched
+    /// (BH, L, d) attention is `heads = 1`.
+    pub fn attention(&self, k: &Var, v: &Var, heads: usize, scale: f32) -> Result<Var> {
+        self.attention_with_bias(k, v, None, heads, scale)
     }
 
-    /// [`Var::attention`] with a constant additive score bias (Lq, Lk) shared by every problem, such as a causal mask
-    /// of 0 and −∞ ([`Tensor::attention_with_bias`]); the bias gets no gradient.
+    /// [`Var::attention`] with a constant additive score bias (Lq, Lk) shared by every sequence and head, such as a
+    /// causal mask of 0 and −∞ ([`Tensor::attention_with_bias`]); the bias gets no gradient.
     pub fn attention_with_bias(
         &self,
         k: &Var,
         v: &Var,
         bias: Option<&Tensor>,
+        heads: usize,
         scale: f32,
     ) -> Result<Var> {
         let (q, kt, vt) = (
@@ -171,13 +175,14 @@ impl Var {
             v.tensor().clone(),
         );
         let bias = bias.cloned();
-        let (out, lse) = q.attention_with_bias(&kt, &vt, bias.as_ref(), scale)?;
+        let (out, lse) = q.attention_with_bias(&kt, &vt, bias.as_ref(), heads, scale)?;
         let saved = out.clone();
         Ok(Var::from_op(out, &[self, k, v], move |g| {
             let (gq, gk, gv) = g.attention_with_bias_backward(
                 (&q, &kt, &vt),
                 (&saved, &lse),
                 bias.as_ref(),
+                heads,
                 scale,
             )?;
             Ok(vec![Some(gq), Some(gk), Some(gv)])

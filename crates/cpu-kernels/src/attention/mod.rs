@@ -1,5 +1,14 @@
-//! Scaled dot-product attention for `BH` independent (batch·head) problems, in the blocked online-softmax form of
-//! FlashAttention (Dao et al., 2022; backward as in FlashAttention-2, Dao, 2023).
+//! Scaled dot-product attention for `N·H` independent (sequence, head) problems, in the blocked online-softmax form
+//! of FlashAttention (Dao et al., 2022; backward as in FlashAttention-2, Dao, 2023).
+//!
+//! Layout: the operands are read where a projection writes them, heads interleaved ([`layout`]): element
+//! `(n, l, h, c)` of `q` is at `(n·Lq + l)·q_row_stride + h·d + c`, of `k` and `v` at `(n·Lk + l)·kv_row_stride +
+//! h·d + c`, with row strides of at least `H·d` (exactly `H·d` for a dense `(N, L, H·d)` projection; more when the
+//! rows are a slice of a wider, fused projection's). `out` and `grad_out` are dense `(N, Lq, H·d)`, `lse` is
+//! `(N, H, Lq)`, and `grad_q`, `grad_k`, `grad_v` are written in their operands' layouts (columns past `H·d` are left
+//! as they are). No head is ever split off into a copy of its own: the copies the kernel makes anyway (the padded
+//! register-tile rows below) gather one head's rows from the interleaved ones. A batched `(BH, L, d)` attention is
+//! the special case `N = BH`, `H = 1`, row strides `d`.
 //!
 //! Math, per problem: `S = scale·Q·Kᵀ + bias` (`[Lq, Lk]`), `P = softmax_rows(S)`, `O = P·V`,
 //! `lse_i = ln Σ_j exp(S_ij)`. Backward with `dO`: `D_i = Σ_c dO_ic·O_ic`, `P_ij = exp(S_ij − lse_i)`,
@@ -40,7 +49,9 @@ use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
 use crate::math::exp2_shifted as exp2;
 
+mod layout;
 mod product;
+use layout::{check_rows, HeadRows, HeadRowsMut, SharedRows};
 use product::{product, Init, Rows, Strided, MR, NR};
 
 /// Query rows per tile (and per forward task): a whole number of register tiles ([`MR`] rows).
@@ -56,42 +67,110 @@ const WHOLE_ROW_KEYS: usize = 256;
 /// 5–8% faster than 48 keys, and 256 keys slower (interleaved runs of the three builds, 2026-11-23).
 const LONG_FORWARD_BK: usize = 2 * BK;
 
-/// The shape of an attention call: `q [batch_heads, q_len, head_dim]`, `k, v [batch_heads, kv_len, head_dim]`.
+/// The shape of an attention call over `batch` sequences of `heads` heads: `q` holds `batch·q_len` rows, `k` and `v`
+/// `batch·kv_len` rows, each row every head's `head_dim` channels side by side ([`layout`]: element `(n, l, h, c)` at
+/// `(n·len + l)·row_stride + h·head_dim + c`). `out` and `grad_out` are dense (`batch`, `q_len`, `heads·head_dim`);
+/// `lse` is (`batch`, `heads`, `q_len`). The contiguous (`BH`, `L`, `d`) problems of a plain batched attention are
+/// `batch = BH`, `heads = 1`, row strides `d` ([`AttentionShape::dense`]).
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
-    pub batch_heads: usize,
+    pub batch: usize,
+    pub heads: usize,
     pub q_len: usize,
     pub kv_len: usize,
     pub head_dim: usize,
+    /// Floats from one row of `q` (and of `grad_q`) to the next: at least `heads·head_dim`.
+    pub q_row_stride: usize,
+    /// Floats from one row of `k`, `v` (and of `grad_k`, `grad_v`) to the next: at least `heads·head_dim`.
+    pub kv_row_stride: usize,
     pub scale: f32,
 }
 
 impl AttentionShape {
-    /// Checks the shape and the lengths of the forward's operands `[q, k, v, out, lse]` and `bias`, which the
-    /// backward reads too; returns the lengths of `q`/`out` and of `k`/`v`.
-    fn check_operands(
-        &self,
-        op: &'static str,
-        [q, k, v, out, lse]: [&[f32]; 5],
-        bias: Option<&[f32]>,
-    ) -> Result<(usize, usize)> {
-        let (q_elems, kv_elems) = self.validate(op)?;
-        check_len(op, "q", q.len(), q_elems)?;
-        check_len(op, "k", k.len(), kv_elems)?;
-        check_len(op, "v", v.len(), kv_elems)?;
-        check_len(op, "out", out.len(), q_elems)?;
-        check_len(op, "lse", lse.len(), self.batch_heads * self.q_len)?;
-        if let Some(bias) = bias {
-            check_len(op, "bias", bias.len(), self.q_len * self.kv_len)?;
+    /// Every operand dense: rows of `heads·head_dim` floats.
+    pub fn dense(
+        batch: usize,
+        heads: usize,
+        q_len: usize,
+        kv_len: usize,
+        head_dim: usize,
+        scale: f32,
+    ) -> Self {
+        let inner = heads.saturating_mul(head_dim);
+        Self {
+            batch,
+            heads,
+            q_len,
+            kv_len,
+            head_dim,
+            q_row_stride: inner,
+            kv_row_stride: inner,
+            scale,
         }
-        Ok((q_elems, kv_elems))
     }
 
-    /// Checks the shape and returns the lengths of `q`/`out` and of `k`/`v`.
-    fn validate(&self, op: &'static str) -> Result<(usize, usize)> {
+    /// `heads·head_dim`: the channels of a row that hold heads (all of `out`'s).
+    pub fn inner(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// The number of independent (sequence, head) problems: `batch·heads`, the rows of `lse`.
+    pub fn problems(&self) -> usize {
+        self.batch * self.heads
+    }
+
+    /// Checks the shape and the lengths of the forward's operands `[q, k, v, out, lse]` and of `bias` (which the
+    /// backward reads too); returns the number of elements of `out`. The GPU entries
+    /// (`diffuse_cuda_kernels::attention`) check their operands with it too.
+    pub fn check_forward_lengths(
+        &self,
+        op: &'static str,
+        [q, k, v, out, lse]: [usize; 5],
+        bias: Option<usize>,
+    ) -> Result<usize> {
+        let out_elems = self.validate(op)?;
+        let (q_rows, kv_rows, inner) = (
+            self.batch * self.q_len,
+            self.batch * self.kv_len,
+            self.inner(),
+        );
+        check_rows(op, "q", q, q_rows, self.q_row_stride, inner)?;
+        check_rows(op, "k", k, kv_rows, self.kv_row_stride, inner)?;
+        check_rows(op, "v", v, kv_rows, self.kv_row_stride, inner)?;
+        check_len(op, "out", out, out_elems)?;
+        check_len(op, "lse", lse, self.problems() * self.q_len)?;
+        if let Some(bias) = bias {
+            check_len(op, "bias", bias, self.q_len * self.kv_len)?;
+        }
+        Ok(out_elems)
+    }
+
+    /// Checks the lengths of the backward's own operands `[grad_out, grad_q, grad_k, grad_v]`, after
+    /// [`AttentionShape::check_forward_lengths`] has checked the shape.
+    pub fn check_gradient_lengths(
+        &self,
+        op: &'static str,
+        [grad_out, grad_q, grad_k, grad_v]: [usize; 4],
+    ) -> Result<()> {
+        let (q_rows, kv_rows, inner) = (
+            self.batch * self.q_len,
+            self.batch * self.kv_len,
+            self.inner(),
+        );
+        check_len(op, "grad_out", grad_out, q_rows * inner)?;
+        check_rows(op, "grad_q", grad_q, q_rows, self.q_row_stride, inner)?;
+        check_rows(op, "grad_k", grad_k, kv_rows, self.kv_row_stride, inner)?;
+        check_rows(op, "grad_v", grad_v, kv_rows, self.kv_row_stride, inner)
+    }
+
+    /// Checks the shape and returns the number of elements of `out`.
+    fn validate(&self, op: &'static str) -> Result<usize> {
         let overflow = || KernelError::new(op, format!("shape {self:?} overflows usize"));
         if self.head_dim == 0 {
             return Err(KernelError::new(op, "head_dim is 0"));
+        }
+        if self.heads == 0 {
+            return Err(KernelError::new(op, "heads is 0"));
         }
         if self.kv_len == 0 && self.q_len > 0 {
             return Err(KernelError::new(
@@ -108,35 +187,56 @@ impl AttentionShape {
                 format!("scale {} is not finite", self.scale),
             ));
         }
-        let rows = |len: usize| {
-            self.batch_heads
+        let inner = self.heads.checked_mul(self.head_dim).ok_or_else(overflow)?;
+        for (what, stride) in [
+            ("q_row_stride", self.q_row_stride),
+            ("kv_row_stride", self.kv_row_stride),
+        ] {
+            if stride < inner {
+                return Err(KernelError::new(
+                    op,
+                    format!(
+                        "{what} {stride} is less than heads·head_dim = {} × {} = {inner}: rows would overlap",
+                        self.heads, self.head_dim
+                    ),
+                ));
+            }
+        }
+        let rows = |len: usize, stride: usize| {
+            self.batch
                 .checked_mul(len)
-                .and_then(|r| r.checked_mul(self.head_dim))
+                .and_then(|r| r.checked_mul(stride))
         };
-        let q_elems = rows(self.q_len).ok_or_else(overflow)?;
-        let kv_elems = rows(self.kv_len).ok_or_else(overflow)?;
+        rows(self.q_len, self.q_row_stride).ok_or_else(overflow)?;
+        rows(self.kv_len, self.kv_row_stride).ok_or_else(overflow)?;
+        self.batch
+            .checked_mul(self.heads)
+            .and_then(|p| p.checked_mul(self.q_len))
+            .ok_or_else(overflow)?;
         self.q_len.checked_mul(self.kv_len).ok_or_else(overflow)?;
-        Ok((q_elems, kv_elems))
+        rows(self.q_len, inner).ok_or_else(overflow)
     }
 }
 
-/// Writes the `rows × d` tile `src` transposed into `dst` (`d × width`), zero-filling columns `rows..width`.
+/// Writes the `rows` rows of `src` (`d` wide) transposed into `dst` (`d × width`), zero-filling columns
+/// `rows..width`.
 #[inline(always)]
-fn transpose_into(src: &[f32], d: usize, dst: &mut [f32], width: usize) {
+fn transpose_into(src: HeadRows, rows: usize, dst: &mut [f32], width: usize) {
     dst.fill(0.0);
-    for (j, row) in src.chunks_exact(d).enumerate() {
-        for (p, &value) in row.iter().enumerate() {
+    for j in 0..rows {
+        for (p, &value) in src.row(j).iter().enumerate() {
             dst[p * width + j] = value;
         }
     }
 }
 
-/// Writes the `len × d` rows of one problem into `dst` as consecutive transposed tiles of `width` rows: tile `t`
-/// (`d × width`, at `t·d·width`) holds rows `t·width..` as [`transpose_into`] writes them. Made once per problem and
-/// read by all its query tiles.
-fn transposed_tiles_into(rows: &[f32], d: usize, dst: &mut [f32], width: usize) {
-    for (src, dst) in rows.chunks(width * d).zip(dst.chunks_exact_mut(d * width)) {
-        transpose_into(src, d, dst, width);
+/// Writes the `len` rows of one problem's `src` (`d` wide) into `dst` as consecutive transposed tiles of `width` rows:
+/// tile `t` (`d × width`, at `t·d·width`) holds rows `t·width..` as [`transpose_into`] writes them. Made once per
+/// problem and read by all its query tiles.
+fn transposed_tiles_into(src: HeadRows, len: usize, d: usize, dst: &mut [f32], width: usize) {
+    for (t, dst) in dst.chunks_exact_mut(d * width).enumerate() {
+        let j0 = t * width;
+        transpose_into(src.skip_rows(j0), width.min(len - j0), dst, width);
     }
 }
 
@@ -155,16 +255,18 @@ fn padded(d: usize) -> usize {
     d.div_ceil(NR) * NR
 }
 
-/// Writes the `· × d` rows `src` into `dst` with row stride `padded(d)`, zero-filling the extra columns and the rows
-/// after `src`'s, so that products over whole register tiles read only defined values.
-fn padded_rows_into(src: &[f32], d: usize, dst: &mut [f32]) {
+/// Writes the `rows` rows of `src` (`d` wide) into `dst` with row stride `padded(d)`, zero-filling the extra
+/// columns and the rows after `src`'s, so that products over whole register tiles read only defined values.
+fn padded_rows_into(src: HeadRows, rows: usize, d: usize, dst: &mut [f32]) {
     let dp = padded(d);
-    let mut dst_rows = dst.chunks_exact_mut(dp);
-    for (dst, src) in (&mut dst_rows).zip(src.chunks_exact(d)) {
-        dst[..d].copy_from_slice(src);
-        dst[d..].fill(0.0);
+    for (i, dst) in dst.chunks_exact_mut(dp).enumerate() {
+        if i < rows {
+            dst[..d].copy_from_slice(src.row(i));
+            dst[d..].fill(0.0);
+        } else {
+            dst.fill(0.0);
+        }
     }
-    dst_rows.for_each(|row| row.fill(0.0));
 }
 
 /// Splits `len` floats off the front of `buf`.
@@ -279,8 +381,9 @@ pub fn attention_forward(
     lse: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "attention_forward";
-    let (q_elems, _) = s.check_operands(OP, [q, k, v, &*out, &*lse], bias)?;
-    if q_elems == 0 {
+    let lengths = [q.len(), k.len(), v.len(), out.len(), lse.len()];
+    let out_elems = s.check_forward_lengths(OP, lengths, bias.map(<[f32]>::len))?;
+    if out_elems == 0 {
         return Ok(());
     }
 
@@ -288,54 +391,66 @@ pub fn attention_forward(
     let bk = forward_key_tile(lk);
     let kt_len = lk.div_ceil(bk) * d * bk;
     let tile_scratch = BQ * (d + bk + dp);
-    out.par_chunks_mut(lq * d)
-        .zip(lse.par_chunks_mut(lq))
-        .enumerate()
-        .for_each_init(Vec::new, |problem_scratch, (bh, (out, lse))| {
+    let (out, inner) = (SharedRows::new(out), s.inner());
+    lse.par_chunks_mut(lq).enumerate().for_each_init(
+        Vec::new,
+        |problem_scratch, (problem, lse)| {
+            let (n, h) = (problem / s.heads, problem % s.heads);
             problem_scratch.resize(kt_len + lk * dp, 0.0);
             let (kt, v_rows) = problem_scratch.split_at_mut(kt_len);
-            transposed_tiles_into(&k[bh * lk * d..][..lk * d], d, kt, bk);
-            padded_rows_into(&v[bh * lk * d..][..lk * d], d, v_rows);
+            transposed_tiles_into(
+                HeadRows::new(k, s.kv_row_stride, n * lk, h, d),
+                lk,
+                d,
+                kt,
+                bk,
+            );
+            padded_rows_into(
+                HeadRows::new(v, s.kv_row_stride, n * lk, h, d),
+                lk,
+                d,
+                v_rows,
+            );
             let (kt, v) = (&*kt, &*v_rows);
-            out.par_chunks_mut(BQ * d)
-                .zip(lse.par_chunks_mut(BQ))
-                .enumerate()
-                .for_each(|(tile, (out, lse))| {
-                    let i0 = tile * BQ;
-                    let q = &q[(bh * lq + i0) * d..][..out.len()];
-                    with_tile_scratch(tile_scratch, |scratch| {
-                        dispatch!(forward_tile(
-                            s: &AttentionShape,
-                            q: &[f32],
-                            kt: &[f32],
-                            bk: usize,
-                            v: &[f32],
-                            bias: Option<&[f32]>,
-                            i0: usize,
-                            out: &mut [f32],
-                            lse: &mut [f32],
-                            scratch: &mut [f32],
-                        ))
-                    });
+            lse.par_chunks_mut(BQ).enumerate().for_each(|(tile, lse)| {
+                let i0 = tile * BQ;
+                let q = HeadRows::new(q, s.q_row_stride, n * lq + i0, h, d);
+                // SAFETY: this task alone writes rows i0.. of head h of sequence n.
+                let out = &mut unsafe { out.head_rows(inner, n * lq + i0, h, d, lse.len()) };
+                with_tile_scratch(tile_scratch, |scratch| {
+                    dispatch!(forward_tile(
+                        s: &AttentionShape,
+                        q: HeadRows,
+                        kt: &[f32],
+                        bk: usize,
+                        v: &[f32],
+                        bias: Option<&[f32]>,
+                        i0: usize,
+                        out: &mut HeadRowsMut,
+                        lse: &mut [f32],
+                        scratch: &mut [f32],
+                    ))
                 });
-        });
+            });
+        },
+    );
     Ok(())
 }
 
-/// One query tile (`q`, rows `i0..`) of one problem against all its keys (`kt` from [`transposed_tiles_into`] with
+/// One query tile (`q`, rows `i0..`; output rows `out`) of one problem against all its keys (`kt` from [`transposed_tiles_into`] with
 /// tiles of `bk` keys, `v` from [`padded_rows_into`]): online softmax over key tiles. `scratch` holds
 /// `BQ·(d + bk + padded(d))` floats.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_tile(
     s: &AttentionShape,
-    q: &[f32],
+    q: HeadRows,
     kt: &[f32],
     bk: usize,
     v: &[f32],
     bias: Option<&[f32]>,
     i0: usize,
-    out: &mut [f32],
+    out: &mut HeadRowsMut,
     lse: &mut [f32],
     mut scratch: &mut [f32],
 ) {
@@ -343,8 +458,10 @@ fn forward_tile(
     // Scores in base 2: `scale·log2(e)` goes into the copy of Q, so the score product yields `log2(e)·scale·q·k`.
     let q_tile = take(&mut scratch, BQ * d);
     let q_scale = s.scale * LOG2_E;
-    for (to, &from) in q_tile.iter_mut().zip(q) {
-        *to = q_scale * from;
+    for (i, to) in q_tile.chunks_exact_mut(d).take(nq).enumerate() {
+        for (to, &from) in to.iter_mut().zip(q.row(i)) {
+            *to = q_scale * from;
+        }
     }
     q_tile[nq * d..].fill(0.0); // the products run over whole register tiles of rows
     let q_tile = Strided::by_rows(q_tile, d);
@@ -396,11 +513,12 @@ fn forward_tile(
         );
     }
 
-    for ((out, acc), (lse, (&m, &l))) in out
-        .chunks_exact_mut(d)
-        .zip(acc.chunks_exact(dp))
+    for (i, (acc, (lse, (&m, &l)))) in acc
+        .chunks_exact(dp)
         .zip(lse.iter_mut().zip(row_max.iter().zip(&row_sum)))
+        .enumerate()
     {
+        let out = out.row(i);
         if l > 0.0 {
             let inv = 1.0 / l;
             out.iter_mut().zip(acc).for_each(|(o, &a)| *o = a * inv);
@@ -428,67 +546,84 @@ pub fn attention_backward(
     grad_v: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "attention_backward";
-    let (q_elems, kv_elems) = s.check_operands(OP, [q, k, v, out, lse], bias)?;
-    check_len(OP, "grad_out", grad_out.len(), q_elems)?;
-    check_len(OP, "grad_q", grad_q.len(), q_elems)?;
-    check_len(OP, "grad_k", grad_k.len(), kv_elems)?;
-    check_len(OP, "grad_v", grad_v.len(), kv_elems)?;
-    grad_k.fill(0.0);
-    grad_v.fill(0.0);
-    if q_elems == 0 {
+    let lengths = [q.len(), k.len(), v.len(), out.len(), lse.len()];
+    let out_elems = s.check_forward_lengths(OP, lengths, bias.map(<[f32]>::len))?;
+    let gradients = [grad_out.len(), grad_q.len(), grad_k.len(), grad_v.len()];
+    s.check_gradient_lengths(OP, gradients)?;
+    let (kv_rows, inner) = (s.batch * s.kv_len, s.inner());
+    if out_elems == 0 {
+        // No queries (or no problems): dK and dV are empty sums.
+        for grad in [grad_k, grad_v] {
+            for row in 0..kv_rows {
+                grad[row * s.kv_row_stride..][..inner].fill(0.0);
+            }
+        }
         return Ok(());
     }
 
-    let (d, lq, lk) = (s.head_dim, s.q_len, s.kv_len);
-    // D_i = Σ_c dO_ic·O_ic, the row correction of dS = P∘(dP − D).
-    let mut delta = vec![0.0f32; s.batch_heads * lq];
+    let (d, lq, lk, heads) = (s.head_dim, s.q_len, s.kv_len, s.heads);
+    // D_i = Σ_c dO_ic·O_ic, the row correction of dS = P∘(dP − D); `delta` is laid out as `lse`.
+    let mut delta = vec![0.0f32; s.problems() * lq];
     delta
         .par_iter_mut()
-        .zip(out.par_chunks(d).zip(grad_out.par_chunks(d)))
+        .enumerate()
         .with_min_len(256)
-        .for_each(|(delta, (o, g))| *delta = o.iter().zip(g).map(|(&o, &g)| o * g).sum());
-    let problem = |bh: usize| Problem {
-        s,
-        q: &q[bh * lq * d..][..lq * d],
-        k: &k[bh * lk * d..][..lk * d],
-        v: &v[bh * lk * d..][..lk * d],
-        bias,
-        lse: &lse[bh * lq..][..lq],
-        delta: &delta[bh * lq..][..lq],
-        grad_out: &grad_out[bh * lq * d..][..lq * d],
+        .for_each(|(row, delta)| {
+            let (problem, i) = (row / lq, row % lq);
+            let (n, h) = (problem / heads, problem % heads);
+            let at = (n * lq + i) * inner + h * d;
+            let (o, g) = (&out[at..][..d], &grad_out[at..][..d]);
+            *delta = o.iter().zip(g).map(|(&o, &g)| o * g).sum();
+        });
+    let problem = |problem: usize| {
+        let (n, h) = (problem / heads, problem % heads);
+        Problem {
+            s,
+            q: HeadRows::new(q, s.q_row_stride, n * lq, h, d),
+            k: HeadRows::new(k, s.kv_row_stride, n * lk, h, d),
+            v: HeadRows::new(v, s.kv_row_stride, n * lk, h, d),
+            bias,
+            lse: &lse[problem * lq..][..lq],
+            delta: &delta[problem * lq..][..lq],
+            grad_out: HeadRows::new(grad_out, inner, n * lq, h, d),
+        }
     };
 
     let (dp, lq_padded, key_tiles) = (padded(d), lq.div_ceil(MR) * MR, lk.div_ceil(BK));
     let problem_scratch = 2 * lq_padded * dp + lk * dp + key_tiles * lq_padded * dp;
     let tile_scratch = 2 * d * BK + 2 * BK * dp + 2 * BQ * BK;
-    grad_q
-        .par_chunks_mut(lq * d)
-        .zip(
-            grad_k
-                .par_chunks_mut(lk * d)
-                .zip(grad_v.par_chunks_mut(lk * d)),
-        )
-        .enumerate()
-        .for_each_init(Vec::new, |buffer, (bh, (grad_q, (grad_k, grad_v)))| {
-            let p = &problem(bh);
+    let (grad_q, grad_k, grad_v) = (
+        SharedRows::new(grad_q),
+        SharedRows::new(grad_k),
+        SharedRows::new(grad_v),
+    );
+    (0..s.problems())
+        .into_par_iter()
+        .for_each_init(Vec::new, |buffer, index| {
+            let p = &problem(index);
+            let (n, h) = (index / heads, index % heads);
             buffer.resize(problem_scratch, 0.0);
             let mut buffer = &mut buffer[..];
             let q_rows = take(&mut buffer, lq_padded * dp);
             let grad_out_rows = take(&mut buffer, lq_padded * dp);
             let k_rows = take(&mut buffer, lk * dp);
-            padded_rows_into(p.q, d, q_rows);
-            padded_rows_into(p.grad_out, d, grad_out_rows);
-            padded_rows_into(p.k, d, k_rows);
+            padded_rows_into(p.q, lq, d, q_rows);
+            padded_rows_into(p.grad_out, lq, d, grad_out_rows);
+            padded_rows_into(p.k, lk, d, k_rows);
             let (q_rows, grad_out_rows, k_rows) = (&*q_rows, &*grad_out_rows, &*k_rows);
             // dQ's share of each key tile (every element is written), summed over the tiles in order below.
             let grad_q_parts = buffer;
-            grad_k
-                .par_chunks_mut(BK * d)
-                .zip(grad_v.par_chunks_mut(BK * d))
-                .zip(grad_q_parts.par_chunks_mut(lq_padded * dp))
+            grad_q_parts
+                .par_chunks_mut(lq_padded * dp)
                 .enumerate()
-                .for_each(|(tile, ((grad_k, grad_v), grad_q_part))| {
+                .for_each(|(tile, grad_q_part)| {
                     let j0 = tile * BK;
+                    let nk = BK.min(lk - j0);
+                    let stride = s.kv_row_stride;
+                    // SAFETY: this task alone writes key rows j0..j0 + nk of head h of sequence n.
+                    let grad_k = &mut unsafe { grad_k.head_rows(stride, n * lk + j0, h, d, nk) };
+                    // SAFETY: as for grad_k.
+                    let grad_v = &mut unsafe { grad_v.head_rows(stride, n * lk + j0, h, d, nk) };
                     with_tile_scratch(tile_scratch, |scratch| {
                         dispatch!(key_tile_grads(
                             p: &Problem,
@@ -496,38 +631,47 @@ pub fn attention_backward(
                             grad_out_rows: &[f32],
                             k_rows: &[f32],
                             j0: usize,
-                            grad_k: &mut [f32],
-                            grad_v: &mut [f32],
+                            nk: usize,
+                            grad_k: &mut HeadRowsMut,
+                            grad_v: &mut HeadRowsMut,
                             grad_q_part: &mut [f32],
                             scratch: &mut [f32],
                         ))
                     });
                 });
+            // SAFETY: this task alone writes the query rows of head h of sequence n.
+            let mut grad_q = unsafe { grad_q.head_rows(s.q_row_stride, n * lq, h, d, lq) };
             let mut parts = grad_q_parts.chunks_exact(lq_padded * dp);
             let first = parts.next().expect("kv_len > 0 when q_len > 0");
-            for (g, row) in grad_q.chunks_exact_mut(d).zip(first.chunks_exact(dp)) {
-                g.copy_from_slice(&row[..d]);
+            for (i, row) in first.chunks_exact(dp).take(lq).enumerate() {
+                grad_q.row(i).copy_from_slice(&row[..d]);
             }
             for part in parts {
-                for (g, row) in grad_q.chunks_exact_mut(d).zip(part.chunks_exact(dp)) {
-                    g.iter_mut().zip(row).for_each(|(g, &x)| *g += x);
+                for (i, row) in part.chunks_exact(dp).take(lq).enumerate() {
+                    grad_q
+                        .row(i)
+                        .iter_mut()
+                        .zip(row)
+                        .for_each(|(g, &x)| *g += x);
                 }
             }
-            grad_q.iter_mut().for_each(|g| *g *= s.scale);
+            for i in 0..lq {
+                grad_q.row(i).iter_mut().for_each(|g| *g *= s.scale);
+            }
         });
     Ok(())
 }
 
-/// The slices of one (batch·head) problem that the backward tiles read.
+/// The operands of one (sequence, head) problem that the backward tiles read.
 struct Problem<'a> {
     s: &'a AttentionShape,
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
+    q: HeadRows<'a>,
+    k: HeadRows<'a>,
+    v: HeadRows<'a>,
     bias: Option<&'a [f32]>,
     lse: &'a [f32],
     delta: &'a [f32],
-    grad_out: &'a [f32],
+    grad_out: HeadRows<'a>,
 }
 
 /// Replaces the raw products `s = q·k` in the first `nq` rows (stride `BK`) of `p` (query rows `i0..`, key rows
@@ -590,16 +734,16 @@ fn key_tile_grads(
     grad_out_rows: &[f32],
     k_rows: &[f32],
     j0: usize,
-    grad_k: &mut [f32],
-    grad_v: &mut [f32],
+    nk: usize,
+    grad_k: &mut HeadRowsMut,
+    grad_v: &mut HeadRowsMut,
     grad_q_part: &mut [f32],
     mut scratch: &mut [f32],
 ) {
     let (d, dp, lq) = (pr.s.head_dim, padded(pr.s.head_dim), pr.s.q_len);
-    let nk = grad_k.len() / d;
     let (kt, vt) = (take(&mut scratch, d * BK), take(&mut scratch, d * BK));
-    transpose_into(&pr.k[j0 * d..(j0 + nk) * d], d, kt, BK);
-    transpose_into(&pr.v[j0 * d..(j0 + nk) * d], d, vt, BK);
+    transpose_into(pr.k.skip_rows(j0), nk, kt, BK);
+    transpose_into(pr.v.skip_rows(j0), nk, vt, BK);
     let (kt, vt) = (&*kt, &*vt);
     // The first query tile overwrites dK and dV, the score products write every element of P and dS that is read.
     let (dk, dv) = (take(&mut scratch, BK * dp), take(&mut scratch, BK * dp));
@@ -667,15 +811,17 @@ fn key_tile_grads(
             Init::Zero,
         );
     }
-    for ((grad_k, dk), (grad_v, dv)) in grad_k
-        .chunks_exact_mut(d)
-        .zip(dk.chunks_exact(dp))
-        .zip(grad_v.chunks_exact_mut(d).zip(dv.chunks_exact(dp)))
+    for (j, (dk, dv)) in dk
+        .chunks_exact(dp)
+        .zip(dv.chunks_exact(dp))
+        .take(nk)
+        .enumerate()
     {
         grad_k
+            .row(j)
             .iter_mut()
             .zip(dk)
             .for_each(|(g, &x)| *g = pr.s.scale * x);
-        grad_v.copy_from_slice(&dv[..d]);
+        grad_v.row(j).copy_from_slice(&dv[..d]);
     }
 }

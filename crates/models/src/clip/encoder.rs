@@ -106,26 +106,15 @@ impl ClipAttention {
 
     /// `x` (N, L, D) → (N, L, D), attending with the additive score bias `causal_mask` (L, L) when there is one.
     fn forward(&self, x: &Var, causal_mask: Option<&Tensor>) -> Result<Var> {
-        let (n, len, hidden) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        let (heads, head_dim) = (self.heads, hidden / self.heads);
-        let split = |proj: &Linear| -> Result<Var> {
-            proj.forward(x)?
-                .reshape(&[n, len, heads, head_dim])?
-                .permute(&[0, 2, 1, 3])?
-                .reshape(&[n * heads, len, head_dim])
-                .map_err(Into::into)
-        };
+        let (heads, head_dim) = (self.heads, x.shape()[2] / self.heads);
         let (q, k, v) = (
-            split(&self.q_proj)?,
-            split(&self.k_proj)?,
-            split(&self.v_proj)?,
+            self.q_proj.forward(x)?,
+            self.k_proj.forward(x)?,
+            self.v_proj.forward(x)?,
         );
+        // The heads stay side by side in each row: the kernel reads and writes (N, L, heads·head_dim) directly.
         let scale = 1.0 / (head_dim as f32).sqrt();
-        let o = q
-            .attention_with_bias(&k, &v, causal_mask, scale)?
-            .reshape(&[n, heads, len, head_dim])?
-            .permute(&[0, 2, 1, 3])?
-            .reshape(&[n, len, hidden])?;
+        let o = q.attention_with_bias(&k, &v, causal_mask, heads, scale)?;
         Ok(self.out_proj.forward(&o)?)
     }
 }

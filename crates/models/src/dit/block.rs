@@ -55,22 +55,14 @@ impl SelfAttention {
 
     /// Tokens `h` (N, L, D) → (N, L, D).
     pub fn forward(&self, h: &Var) -> Result<Var> {
-        let (n, len) = (h.shape()[0], h.shape()[1]);
-        let (heads, head_dim) = (self.heads, self.head_dim);
-        // (N, L, H·d) → (N·H, L, d): the layout the attention kernel takes.
-        let split = |proj: &Linear| -> Result<Var> {
-            proj.forward(h)?
-                .reshape(&[n, len, heads, head_dim])?
-                .permute(&[0, 2, 1, 3])?
-                .reshape(&[n * heads, len, head_dim])
-        };
-        let (q, k, v) = (split(&self.to_q)?, split(&self.to_k)?, split(&self.to_v)?);
-        let o = q.attention(&k, &v, 1.0 / (head_dim as f32).sqrt())?;
-        let merged = o
-            .reshape(&[n, heads, len, head_dim])?
-            .permute(&[0, 2, 1, 3])?
-            .reshape(&[n, len, heads * head_dim])?;
-        self.to_out.forward(&merged)
+        let (q, k, v) = (
+            self.to_q.forward(h)?,
+            self.to_k.forward(h)?,
+            self.to_v.forward(h)?,
+        );
+        // The heads stay side by side in each row: the kernel reads and writes (N, L, heads·head_dim) directly.
+        let o = q.attention(&k, &v, self.heads, 1.0 / (self.head_dim as f32).sqrt())?;
+        self.to_out.forward(&o)
     }
 }
 

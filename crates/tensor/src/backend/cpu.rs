@@ -696,7 +696,7 @@ pub fn attention(
     bias: Option<&CpuStorage>,
 ) -> Result<[CpuStorage; 2]> {
     let mut out = take(q.len());
-    let mut lse = output("attention", &[s.batch_heads, s.q_len])?;
+    let mut lse = output("attention", &[s.problems(), s.q_len])?;
     let bias = bias.map(CpuStorage::to_f32);
     attention::attention_forward(
         s,

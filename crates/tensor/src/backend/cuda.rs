@@ -1123,7 +1123,7 @@ pub fn attention(
     bias: Option<&CudaStorage>,
 ) -> Result<[CudaStorage; 2]> {
     let mut out = q.sibling(q.len())?;
-    let mut lse = q.sibling(checked_numel("attention", &[s.batch_heads, s.q_len])?)?;
+    let mut lse = q.sibling(checked_numel("attention", &[s.problems(), s.q_len])?)?;
     let bias = bias.map(CudaStorage::view);
     ck::attention::attention_forward(
         q.gpu,

@@ -458,13 +458,21 @@ impl Tensor {
 
     // ---- attention ------------------------------------------------------------------------------------------------
 
-    /// Scaled dot-product attention `softmax(scale·Q·Kᵀ)·V` of `self` = Q (BH, Lq, d) over K, V (BH, Lk, d).
-    /// Returns (out, lse), `lse` (BH, Lq) in f32 being the log-sum-exp of each score row, kept for the backward pass.
-    pub fn attention(&self, k: &Tensor, v: &Tensor, scale: f32) -> Result<(Tensor, Tensor)> {
-        self.attention_with_bias(k, v, None, scale)
+    /// Multi-head scaled dot-product attention `softmax(scale·Q·Kᵀ)·V` of `self` = Q (N, Lq, H·d) over K, V
+    /// (N, Lk, H·d), each row holding its `heads` heads side by side (as a projection writes them), per sequence and
+    /// head; the output is (N, Lq, H·d) in the same layout. A batched (BH, L, d) attention is `heads = 1`. Returns
+    /// (out, lse), `lse` (N, H, Lq) in f32 being the log-sum-exp of each score row, kept for the backward pass.
+    pub fn attention(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+        scale: f32,
+    ) -> Result<(Tensor, Tensor)> {
+        self.attention_with_bias(k, v, None, heads, scale)
     }
 
-    /// [`Tensor::attention`] with an additive score bias (Lq, Lk) shared by every problem:
+    /// [`Tensor::attention`] with an additive score bias (Lq, Lk) shared by every sequence and head:
     /// `softmax(scale·Q·Kᵀ + bias)·V`. The bias may hold −∞ (a mask such as the causal one); a query row whose scores
     /// are all −∞ attends to nothing and its output is 0.
     pub fn attention_with_bias(
@@ -472,10 +480,11 @@ impl Tensor {
         k: &Tensor,
         v: &Tensor,
         bias: Option<&Tensor>,
+        heads: usize,
         scale: f32,
     ) -> Result<(Tensor, Tensor)> {
         const OP: &str = "attention";
-        let shape = attention_shape(OP, self, k, v, scale)?;
+        let shape = attention_shape(OP, self, k, v, heads, scale)?;
         let bias = attention_bias(OP, self, bias, &shape)?;
         let [q, k, v] = [self, k, v].map(Tensor::contiguous);
         let (q, k, v) = (q?, k?, v?);
@@ -487,7 +496,7 @@ impl Tensor {
         )?;
         Ok((
             Tensor::from_contiguous(out, q.shape())?,
-            Tensor::from_contiguous(lse, &[shape.batch_heads, shape.q_len])?,
+            Tensor::from_contiguous(lse, &[shape.batch, shape.heads, shape.q_len])?,
         ))
     }
 
@@ -497,9 +506,10 @@ impl Tensor {
         &self,
         qkv: (&Tensor, &Tensor, &Tensor),
         out_lse: (&Tensor, &Tensor),
+        heads: usize,
         scale: f32,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        self.attention_with_bias_backward(qkv, out_lse, None, scale)
+        self.attention_with_bias_backward(qkv, out_lse, None, heads, scale)
     }
 
     /// The gradients (∂Q, ∂K, ∂V) of [`Tensor::attention_with_bias`] with the forward's `bias` (which gets none).
@@ -508,14 +518,15 @@ impl Tensor {
         (q, k, v): (&Tensor, &Tensor, &Tensor),
         (out, lse): (&Tensor, &Tensor),
         bias: Option<&Tensor>,
+        heads: usize,
         scale: f32,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         const OP: &str = "attention_backward";
-        let shape = attention_shape(OP, q, k, v, scale)?;
+        let shape = attention_shape(OP, q, k, v, heads, scale)?;
         self.check_compatible(OP, q)?;
         expect_shape(OP, "output gradient", self, q.shape())?;
         expect_shape(OP, "out", out, q.shape())?;
-        expect_shape(OP, "lse", lse, &[shape.batch_heads, shape.q_len])?;
+        expect_shape(OP, "lse", lse, &[shape.batch, shape.heads, shape.q_len])?;
         let bias = attention_bias(OP, q, bias, &shape)?;
         let [q, k, v, out, lse, g] = [q, k, v, out, lse, self].map(Tensor::contiguous);
         let (q, k, v, out, lse, g) = (q?, k?, v?, out?, lse?, g?);
@@ -560,24 +571,36 @@ fn attention_shape(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
+    heads: usize,
     scale: f32,
 ) -> Result<AttentionShape> {
     for (what, t) in [("q", q), ("k", k), ("v", v)] {
-        expect_rank(op, what, t, 3, "(batch·heads, length, head_dim)")?;
+        expect_rank(op, what, t, 3, "(batch, length, heads·head_dim)")?;
     }
     q.check_compatible(op, k)?;
     q.check_compatible(op, v)?;
-    let (bh, lq, d) = (q.shape()[0], q.shape()[1], q.shape()[2]);
+    let (n, lq, inner) = (q.shape()[0], q.shape()[1], q.shape()[2]);
+    if heads == 0 || inner % heads != 0 {
+        return Err(Error::argument(
+            op,
+            format!(
+                "{heads} heads do not divide the {inner} channels of q {:?}: pass a number of heads that divides \
+                 heads·head_dim",
+                q.shape()
+            ),
+        ));
+    }
     let lk = k.shape()[1];
-    expect_shape(op, "k", k, &[bh, lk, d])?;
-    expect_shape(op, "v", v, &[bh, lk, d])?;
-    Ok(AttentionShape {
-        batch_heads: bh,
-        q_len: lq,
-        kv_len: lk,
-        head_dim: d,
+    expect_shape(op, "k", k, &[n, lk, inner])?;
+    expect_shape(op, "v", v, &[n, lk, inner])?;
+    Ok(AttentionShape::dense(
+        n,
+        heads,
+        lq,
+        lk,
+        inner / heads,
         scale,
-    })
+    ))
 }
 
 fn conv_shape(
