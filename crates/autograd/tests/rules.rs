@@ -381,3 +381,36 @@ fn upsample_nearest2x_matches_finite_differences() {
         v[0].upsample_nearest2x()?.square()
     });
 }
+
+#[test]
+fn a_linear_layers_weight_gradient_arrives_in_the_weights_layout() {
+    // x·Wᵀ (+ b) with W stored (out, in): W's gradient is formed in that layout, so the optimiser reads it in place
+    // rather than copying a transposed view. Batched (rank 3) and plain (rank 2) inputs.
+    for x_shape in [vec![2, 3, 4], vec![3, 4]] {
+        let x = Var::leaf(randn(&x_shape, 31));
+        let w = Var::leaf(randn(&[5, 4], 32));
+        let b = Var::leaf(randn(&[5], 33));
+        let y = x.matmul_bias(&w.transpose(0, 1).unwrap(), &b).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let gw = grads.get(&w).unwrap();
+        assert_eq!(gw.shape(), [5, 4]);
+        assert!(
+            gw.is_contiguous(),
+            "{x_shape:?}: strides {:?}",
+            gw.layout().strides()
+        );
+        // ∂W[o][i] = Σ_rows x[row][i] (the output gradient is all ones).
+        // f32 sums of at most 6 terms of size ≤ ~4: a few ulp, far inside 1e-5.
+        let xs = x.tensor().to_vec().unwrap();
+        let got = gw.to_vec().unwrap();
+        for o in 0..5 {
+            for i in 0..4 {
+                let want: f32 = xs.iter().skip(i).step_by(4).sum();
+                assert!(
+                    (got[o * 4 + i] - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "∂W[{o}][{i}]"
+                );
+            }
+        }
+    }
+}

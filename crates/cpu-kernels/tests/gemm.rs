@@ -8,7 +8,8 @@ mod common;
 
 use common::{assert_within, random_vec, F32_UNIT_ROUNDOFF};
 use diffuse_cpu_kernels::gemm::{
-    sgemm, sgemm_batched, sgemm_batched_using, MatMut, MatRef, MicroKernel,
+    sgemm, sgemm_batched, sgemm_batched_bias_using, sgemm_batched_using, MatMut, MatRef,
+    MicroKernel,
 };
 use proptest::prelude::*;
 
@@ -261,6 +262,24 @@ fn sgemm_crosses_every_block_boundary() {
         layout,
         7,
     ));
+    // The same with A column-major (a transposed view, as in a weight gradient xᵀ·g), in both loop orders: its packing
+    // walks A column by column, each column scattered over the block's panels, ragged last panel included.
+    let column_major = Layout {
+        transposed: true,
+        line_pad: 5,
+        broadcast: false,
+    };
+    for (m, seed) in [(263, 9), (127, 10)] {
+        check_all_kernels(&Problem::new(
+            (1, m, 20, 520),
+            1.0,
+            0.5,
+            column_major,
+            layout,
+            layout,
+            seed,
+        ));
+    }
     check_all_kernels(&Problem::new(
         (1, 7, 4100, 3),
         1.0,
@@ -539,6 +558,132 @@ fn every_kernel_handles_shapes_off_every_tile_edge() {
             }
         }
     }
+}
+
+/// `sgemm_batched_bias_using` on `problem`'s operands, C's elements (not its padding) set to NaN first, since the
+/// bias replaces them.
+fn run_with_bias(problem: &Problem, kernel: MicroKernel, bias: &[f32]) -> Vec<f32> {
+    let mut c = problem.c.clone();
+    let (cr, cc, cb) = problem.c_strides;
+    for_each_c_slot(problem, |slot, _| c[slot] = f32::NAN);
+    let (ar, ac, ab) = problem.a_strides;
+    let (br, bc, bb) = problem.b_strides;
+    let matrix = |data, row_stride, col_stride| MatRef {
+        data,
+        row_stride,
+        col_stride,
+    };
+    sgemm_batched_bias_using(
+        kernel,
+        problem.batch,
+        problem.m,
+        problem.n,
+        problem.k,
+        problem.alpha,
+        matrix(&problem.a, ar, ac),
+        ab,
+        matrix(&problem.b, br, bc),
+        bb,
+        bias,
+        MatMut {
+            data: &mut c,
+            row_stride: cr,
+            col_stride: cc,
+        },
+        cb,
+    )
+    .unwrap();
+    c
+}
+
+/// Calls `f(slot, column)` for every element of every product of C.
+fn for_each_c_slot(problem: &Problem, mut f: impl FnMut(usize, usize)) {
+    let (cr, cc, cb) = problem.c_strides;
+    for index in 0..problem.batch {
+        for i in 0..problem.m {
+            for j in 0..problem.n {
+                f(index * cb + i * cr + j * cc, j);
+            }
+        }
+    }
+}
+
+#[test]
+fn sgemm_bias_rounds_as_a_c_filled_with_the_bias() {
+    // The bias added in the output stage replaces "copy the bias into C, then C ← alpha·A·B + 1·C": every element
+    // must carry the same bits. Sizes off every tile edge (6×16, 12×32), one step, just past a k-block (only the
+    // first block adds the bias), both loop orders (m ≤ 256 and m > 256, ragged MC block), A and C transposed (C
+    // transposed takes the scalar write-back), a batch of two, and k = 0 (C is the bias alone).
+    let plain = Layout::ROW_MAJOR;
+    let flipped = Layout {
+        transposed: true,
+        line_pad: 3,
+        broadcast: false,
+    };
+    let mut seed = 500;
+    for (batch, m, n, k) in [
+        (1, 1, 1, 1),
+        (1, 13, 33, 7),
+        (2, 25, 47, 257),
+        (1, 12, 32, 3),
+        (1, 263, 20, 520),
+        (1, 127, 50, 300),
+        (2, 7, 17, 0),
+    ] {
+        for (a_layout, c_layout) in [
+            (plain, plain),
+            (flipped, plain),
+            (plain, flipped),
+            (flipped, flipped),
+        ] {
+            seed += 1;
+            let mut problem = Problem::new(
+                (batch, m, n, k),
+                -0.75,
+                1.0,
+                a_layout,
+                plain,
+                c_layout,
+                seed,
+            );
+            let bias = random_vec(n, seed + 7);
+            let mut filled = problem.c.clone();
+            for_each_c_slot(&problem, |slot, j| filled[slot] = bias[j]);
+            problem.c = filled;
+            for kernel in kernels() {
+                let (want, got) = (problem.run(kernel), run_with_bias(&problem, kernel, &bias));
+                assert!(
+                    want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()),
+                    "{kernel} kernel, {batch}×{m}×{n}×{k}, A {a_layout:?}, C {c_layout:?}: the bias's bits differ"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sgemm_bias_of_the_wrong_length_is_refused() {
+    let (a, b) = (vec![1.0; 6], vec![1.0; 6]);
+    let mut c = vec![0.0; 4];
+    let err = error_of(sgemm_batched_bias_using(
+        MicroKernel::Portable,
+        1,
+        2,
+        2,
+        3,
+        1.0,
+        MatRef::row_major(&a, 3),
+        0,
+        MatRef::row_major(&b, 2),
+        0,
+        &[1.0; 3],
+        MatMut::row_major(&mut c, 2),
+        0,
+    ));
+    assert!(
+        err.contains("the bias has 3 floats") && err.contains("2 columns"),
+        "{err}"
+    );
 }
 
 fn error_of(result: diffuse_cpu_kernels::Result<()>) -> String {

@@ -200,13 +200,22 @@ fn matmul_grads(
         .transpose()?;
     let gb = need_b
         .then(|| {
-            if rb == 2 && ra > 2 {
-                // b (a linear layer's weight) served every batch: its gradient Σ_batch aᵀ·g is one product over all
-                // of a's rows, rather than a product per batch and a sum of the copies.
+            if rb == 2 {
+                // b (a linear layer's weight) served every row of a: its gradient is one product over all of a's
+                // rows (for a batched a, rather than a product per batch and a sum of the copies).
                 let rows = a.shape()[..ra - 1].iter().product::<usize>();
                 let (k, n) = (a.shape()[ra - 1], g.shape()[ra - 1]);
-                let a_rows = a.reshape(&[rows, k])?;
-                a_rows.transpose(0, 1)?.matmul(&g.reshape(&[rows, n])?)
+                let (a_rows, g_rows) = (a.reshape(&[rows, k])?, g.reshape(&[rows, n])?);
+                if !b.is_contiguous() && b.transpose(0, 1)?.is_contiguous() {
+                    // b is the transpose of a contiguous [n, k] matrix (a linear layer's weightᵀ): its gradient
+                    // is formed as (gᵀ·a)ᵀ, so that it lies in the weight's own layout and reaches the optimiser
+                    // contiguous, where aᵀ·g would arrive as a transposed view to be copied. Each element is the
+                    // same sum of the same products in the same order (the GEMM's order does not depend on which
+                    // operand is A), so the bits are those of aᵀ·g.
+                    g_rows.transpose(0, 1)?.matmul(&a_rows)?.transpose(0, 1)
+                } else {
+                    a_rows.transpose(0, 1)?.matmul(&g_rows)
+                }
             } else {
                 sum_to_shape(&a.transpose(ra - 2, ra - 1)?.matmul(g)?, b.shape())
             }

@@ -11,7 +11,9 @@
 //!         for ir in 0..mc step MR             micro-kernel: C[ic+ir.., jc+jr..] (MR×NR) ← alpha·Ã·B̃ + beta'·C
 //! ```
 //!
-//! `beta' = beta` for the first `pc` block and 1 afterwards, so C accumulates the k-blocks in order. Every element of C
+//! `beta' = beta` for the first `pc` block and 1 afterwards, so C accumulates the k-blocks in order. With a bias
+//! ([`sgemm_batched_bias`]) the first block's tiles write `alpha·Ã·B̃ + bias` instead, and the later blocks accumulate
+//! onto that as before. Every element of C
 //! therefore receives its k-terms in the same order (ascending `p` inside a block, blocks ascending) whatever the
 //! number of threads and however rayon splits the `ic` and `jr` loops: results are bit-identical across thread counts.
 //! Threads only ever split the `ic`/`jr` loops, whose C tiles are disjoint; small products run on the calling thread.
@@ -188,6 +190,109 @@ pub fn sgemm_batched_using(
     c: MatMut,
     c_batch_stride: usize,
 ) -> Result<()> {
+    let (a, b) = ((a, a_batch_stride), (b, b_batch_stride));
+    checked_gemm(
+        kernel,
+        (batch, m, n, k),
+        alpha,
+        a,
+        b,
+        Addend::ScaledC(beta),
+        (c, c_batch_stride),
+    )
+}
+
+/// `batch` products `C = alpha·A·B + bias`, the `[n]` vector `bias` added to every row of every product in the
+/// GEMM's output stage (a linear layer), where copying it into C first would cost a pass over C. C's old contents
+/// are ignored. Each element is `alpha·(A·B)_ij + bias_j`, rounded exactly as a C filled with the bias and `beta = 1`
+/// would give it. Operands and errors as for [`sgemm_batched`], and the bias must hold `n` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_batched_bias(
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef,
+    a_batch_stride: usize,
+    b: MatRef,
+    b_batch_stride: usize,
+    bias: &[f32],
+    c: MatMut,
+    c_batch_stride: usize,
+) -> Result<()> {
+    sgemm_batched_bias_using(
+        MicroKernel::detect(),
+        batch,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        a_batch_stride,
+        b,
+        b_batch_stride,
+        bias,
+        c,
+        c_batch_stride,
+    )
+}
+
+/// [`sgemm_batched_bias`] with a chosen micro-kernel, as [`sgemm_batched_using`].
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_batched_bias_using(
+    kernel: MicroKernel,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef,
+    a_batch_stride: usize,
+    b: MatRef,
+    b_batch_stride: usize,
+    bias: &[f32],
+    c: MatMut,
+    c_batch_stride: usize,
+) -> Result<()> {
+    if bias.len() != n {
+        return Err(KernelError::new(
+            "sgemm",
+            format!(
+                "the bias has {} floats for a product with {n} columns (one per column)",
+                bias.len()
+            ),
+        ));
+    }
+    let (a, b) = ((a, a_batch_stride), (b, b_batch_stride));
+    checked_gemm(
+        kernel,
+        (batch, m, n, k),
+        alpha,
+        a,
+        b,
+        Addend::Bias(bias),
+        (c, c_batch_stride),
+    )
+}
+
+/// What the product is added to: `beta·C`, or a bias row (C's old contents ignored).
+#[derive(Clone, Copy)]
+enum Addend<'a> {
+    ScaledC(f32),
+    Bias(&'a [f32]),
+}
+
+/// The checks and the run shared by the public entry points.
+fn checked_gemm(
+    kernel: MicroKernel,
+    (batch, m, n, k): (usize, usize, usize, usize),
+    alpha: f32,
+    (a, a_batch_stride): (MatRef, usize),
+    (b, b_batch_stride): (MatRef, usize),
+    addend: Addend,
+    (c, c_batch_stride): (MatMut, usize),
+) -> Result<()> {
     const OP: &str = "sgemm";
     if !kernel.is_supported() {
         return Err(KernelError::new(
@@ -244,8 +349,16 @@ pub fn sgemm_batched_using(
     if batch == 0 || m == 0 || n == 0 {
         return Ok(());
     }
+    let (beta, bias) = match addend {
+        // A bias replaces C's old contents, as beta = 0 would; the tiles of the first k-block add it instead.
+        Addend::ScaledC(beta) => (beta, std::ptr::null()),
+        Addend::Bias(bias) => (0.0, bias.as_ptr()),
+    };
     if k == 0 {
-        scale(batch, m, n, beta, c, c_batch_stride);
+        match addend {
+            Addend::ScaledC(beta) => scale(batch, m, n, beta, c, c_batch_stride),
+            Addend::Bias(bias) => fill_rows(batch, m, bias, c, c_batch_stride),
+        }
         return Ok(());
     }
 
@@ -264,6 +377,7 @@ pub fn sgemm_batched_using(
             ptr: c.data.as_mut_ptr(),
             row_stride: c.row_stride,
             col_stride: c.col_stride,
+            bias,
         },
         c_batch_stride,
     };
@@ -373,12 +487,25 @@ fn scale(batch: usize, m: usize, n: usize, beta: f32, c: MatMut, c_batch_stride:
     }
 }
 
+/// C = the bias on every row: the product of an empty sum plus its bias.
+fn fill_rows(batch: usize, m: usize, bias: &[f32], c: MatMut, c_batch_stride: usize) {
+    for index in 0..batch {
+        for i in 0..m {
+            for (j, &b) in bias.iter().enumerate() {
+                c.data[index * c_batch_stride + i * c.row_stride + j * c.col_stride] = b;
+            }
+        }
+    }
+}
+
 /// The base of one C matrix, shared by the tasks that write its disjoint tiles.
 #[derive(Clone, Copy)]
 struct SharedC {
     ptr: *mut f32,
     row_stride: usize,
     col_stride: usize,
+    /// Null, or the bias (one float per column of C) that the first k-block's tiles add instead of `beta·C`.
+    bias: *const f32,
 }
 
 // SAFETY: a `SharedC` is only dereferenced through `tile`, and the loop nest hands each (ic, jr, ir) tile to exactly
@@ -398,6 +525,18 @@ impl SharedC {
         Self { ptr, ..*self }
     }
 
+    /// This C for k-block `pc`: only the first block's tiles add the bias; later blocks accumulate onto C.
+    fn for_block(&self, pc: usize) -> Self {
+        if pc == 0 {
+            *self
+        } else {
+            Self {
+                bias: std::ptr::null(),
+                ..*self
+            }
+        }
+    }
+
     /// The `rows × cols` tile whose top-left element is `(i, j)`.
     ///
     /// # Safety
@@ -410,6 +549,12 @@ impl SharedC {
             col_stride: self.col_stride,
             rows,
             cols,
+            // Column j of C takes bias[j].
+            bias: if self.bias.is_null() {
+                self.bias
+            } else {
+                self.bias.wrapping_add(j)
+            },
         }
     }
 }
@@ -437,6 +582,7 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let beta_block = if pc == 0 { beta } else { 1.0 };
+            let c = c.for_block(pc);
             let b_packed = b_buf.floats(nc.next_multiple_of(NR) * kc);
             // SAFETY: `K` is supported (this function's contract).
             unsafe { pack::pack_b::<MR, NR, K>(b, pc, kc, jc, nc, b_packed, parallel) };
@@ -540,6 +686,7 @@ unsafe fn gemm_short<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
         let beta_block = if pc == 0 { beta } else { 1.0 };
+        let c = c.for_block(pc);
         let a_packed = a_buf.floats(m.next_multiple_of(MR) * kc);
         // SAFETY: `K` is supported (this function's contract).
         unsafe { K::pack_a(a, 0, m, pc, kc, a_packed) };

@@ -20,7 +20,6 @@ use diffuse_cpu_kernels::layer_norm_modulate::{self, ModulateShape};
 use diffuse_cpu_kernels::noise::{self, StepCoefficients};
 use diffuse_cpu_kernels::reduce::{self, ReduceOp};
 use diffuse_cpu_kernels::sample_mse::{self, SampleShape};
-use diffuse_cpu_kernels::strided::StridedRef;
 use diffuse_cpu_kernels::{conv2d, gemm, index, philox, softmax, Conv2dShape, MatMut, MatRef};
 use half::{bf16, f16};
 use std::borrow::Cow;
@@ -306,43 +305,41 @@ fn operand<'a>(data: &'a [f32], view: &MatmulOperand) -> MatRef<'a> {
     }
 }
 
-/// `batch` products `C_b = A_b · B_b` read through strides, plus `bias` `[n]` on every row when given (the output
-/// starts as the bias repeated and the GEMM accumulates onto it, β = 1); the result is contiguous `[batch, m, n]`.
+/// `batch` products `C_b = A_b · B_b` read through strides, plus `bias` `[n]` on every row when given (added by the
+/// GEMM's output stage, [`gemm::sgemm_batched_bias`]); the result is contiguous `[batch, m, n]`.
 pub fn matmul(
     a: (&CpuStorage, &MatmulOperand),
     b: (&CpuStorage, &MatmulOperand),
     bias: Option<&CpuStorage>,
     (batch, m, n, k): (usize, usize, usize, usize),
 ) -> Result<CpuStorage> {
+    let a_dtype = a.0.dtype();
     let (x, y) = (a.0.to_f32(), b.0.to_f32());
     let mut out = output("matmul", &[batch, m, n])?;
-    let beta = match bias {
-        Some(bias) => {
-            let rows = dims_product(&[batch, m]);
-            let repeat = StridedRef {
-                strides: &[0, 1],
-                offset: 0,
-            };
-            elementwise::copy_strided(&[rows, n], &bias.to_f32(), repeat, &mut out)?;
-            1.0
-        }
-        None => 0.0,
-    };
-    gemm::sgemm_batched(
-        batch,
-        m,
-        n,
-        k,
-        1.0,
-        operand(&x, a.1),
-        a.1.batch_stride,
-        operand(&y, b.1),
-        b.1.batch_stride,
-        beta,
-        MatMut::row_major(&mut out, n),
-        dims_product(&[m, n]),
-    )?;
-    Ok(CpuStorage::from_f32(out, a.0.dtype()))
+    let (lhs, rhs) = (operand(&x, a.1), operand(&y, b.1));
+    let (lhs_batch, rhs_batch) = (a.1.batch_stride, b.1.batch_stride);
+    let c = MatMut::row_major(&mut out, n);
+    let c_batch = dims_product(&[m, n]);
+    match bias {
+        Some(bias) => gemm::sgemm_batched_bias(
+            batch,
+            m,
+            n,
+            k,
+            1.0,
+            lhs,
+            lhs_batch,
+            rhs,
+            rhs_batch,
+            &bias.to_f32(),
+            c,
+            c_batch,
+        )?,
+        None => gemm::sgemm_batched(
+            batch, m, n, k, 1.0, lhs, lhs_batch, rhs, rhs_batch, 0.0, c, c_batch,
+        )?,
+    }
+    Ok(CpuStorage::from_f32(out, a_dtype))
 }
 
 /// Softmax (or log-softmax) of each row of a contiguous `[rows, cols]` buffer.

@@ -60,7 +60,7 @@ unsafe fn tile(kc: usize, a: *const f32, b: *const f32, alpha: f32, beta: f32, c
     let beta_v = _mm256_set1_ps(beta);
     if c.rows == MR && c.cols == NR && c.col_stride == 1 {
         // Full tile with contiguous rows: update C sixteen floats per row, with the same separate multiplies and
-        // add as `store`, so full and edge tiles round alike.
+        // add as `store`, so full and edge tiles round alike (and a bias is added as `store` adds it).
         for (r, acc_r) in acc.iter().enumerate() {
             // SAFETY: the tile is full and rows are contiguous, so floats r·row_stride .. +16 are the tile's row r.
             unsafe {
@@ -68,7 +68,10 @@ unsafe fn tile(kc: usize, a: *const f32, b: *const f32, alpha: f32, beta: f32, c
                 for (half, &acc_rh) in acc_r.iter().enumerate() {
                     let dst = row.add(8 * half);
                     let mut v = _mm256_mul_ps(alpha_v, acc_rh);
-                    if beta != 0.0 {
+                    if !c.bias.is_null() {
+                        // A full tile's bias holds NR floats: these eight are in it.
+                        v = _mm256_add_ps(v, _mm256_loadu_ps(c.bias.add(8 * half)));
+                    } else if beta != 0.0 {
                         v = _mm256_add_ps(v, _mm256_mul_ps(beta_v, _mm256_loadu_ps(dst)));
                     }
                     _mm256_storeu_ps(dst, v);

@@ -77,6 +77,7 @@ unsafe fn tile(kc: usize, a: *const f32, b: *const f32, alpha: f32, beta: f32, c
                         !0,
                         alpha,
                         beta,
+                        bias_half(c.bias, half),
                     )
                 };
             }
@@ -87,19 +88,39 @@ unsafe fn tile(kc: usize, a: *const f32, b: *const f32, alpha: f32, beta: f32, c
     }
 }
 
-/// `C ← alpha·acc + beta·C` for the 16 lanes of `dst` that `mask` enables, with the same separate multiplies and add
-/// as `store`, so every element rounds as it would there.
+/// The bias of a tile's 16-column half `half` (null stays null). `wrapping_add`: the pointer past a narrow tile's
+/// bias is formed but, its lanes masked off, never read.
+#[inline(always)]
+fn bias_half(bias: *const f32, half: usize) -> *const f32 {
+    if bias.is_null() {
+        bias
+    } else {
+        bias.wrapping_add(16 * half)
+    }
+}
+
+/// `C ← alpha·acc + beta·C`, or `alpha·acc + bias` when `bias` is not null, for the 16 lanes of `dst` that `mask`
+/// enables, with the same separate multiplies and add as `store`, so every element rounds as it would there.
 ///
 /// # Safety
-/// The CPU supports AVX-512F; the enabled lanes are in bounds of C and ours. Masked-off lanes are neither read nor
-/// written and cannot fault.
+/// The CPU supports AVX-512F; the enabled lanes are in bounds of C and ours, and of the bias when there is one.
+/// Masked-off lanes are neither read nor written and cannot fault.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn update(dst: *mut f32, acc: __m512, mask: __mmask16, alpha: f32, beta: f32) {
+unsafe fn update(
+    dst: *mut f32,
+    acc: __m512,
+    mask: __mmask16,
+    alpha: f32,
+    beta: f32,
+    bias: *const f32,
+) {
     let mut v = _mm512_mul_ps(_mm512_set1_ps(alpha), acc);
     // SAFETY: forwarded from the caller: the enabled lanes are in bounds and ours.
     unsafe {
-        if beta != 0.0 {
+        if !bias.is_null() {
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias));
+        } else if beta != 0.0 {
             let old = _mm512_maskz_loadu_ps(mask, dst);
             v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(beta), old));
         }
@@ -134,6 +155,7 @@ unsafe fn edge(acc: [[__m512; 2]; MR], alpha: f32, beta: f32, c: CTile) {
                             mask,
                             alpha,
                             beta,
+                            bias_half(c.bias, half),
                         )
                     };
                 }

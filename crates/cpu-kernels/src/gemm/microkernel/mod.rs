@@ -146,11 +146,12 @@ impl fmt::Display for MicroKernel {
 
 /// A micro-kernel with an `MR × NR` register tile.
 pub(super) trait Kernel<const MR: usize, const NR: usize> {
-    /// `C ← alpha·Ã·B̃ + beta·C` over `kc` steps for one tile.
+    /// `C ← alpha·Ã·B̃ + beta·C` over `kc` steps for one tile (`alpha·Ã·B̃ + bias` when `c` carries a bias).
     ///
     /// # Safety
     /// The CPU supports the kernel; every element of `c` must be in bounds of one live allocation and written by no
-    /// other thread during the call; `a` and `b` must hold at least `kc·MR` and `kc·NR` floats.
+    /// other thread during the call; `a` and `b` must hold at least `kc·MR` and `kc·NR` floats; a bias in `c` holds
+    /// at least `c.cols` floats.
     unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile);
 
     /// [`pack::pack_a`] for this kernel's `MR`, compiled with the kernel's target features (the SIMD kernels
@@ -187,6 +188,10 @@ pub(super) struct CTile {
     pub col_stride: usize,
     pub rows: usize,
     pub cols: usize,
+    /// Null, or a row of addends for the write-back: then it is `C ← alpha·acc + bias[c]` for tile column `c`, with
+    /// `bias[c]` at `bias + c` (a linear layer's bias, added in the first k-block), and C's old contents are neither
+    /// read nor scaled (`beta` is ignored).
+    pub bias: *const f32,
 }
 
 /// Rows of the portable kernel's tile.
@@ -225,10 +230,12 @@ fn portable<const MR: usize, const NR: usize>(kc: usize, a: &[f32], b: &[f32]) -
     acc
 }
 
-/// Writes `C ← alpha·acc + beta·C` for the valid part of the tile, one element at a time.
+/// Writes `C ← alpha·acc + beta·C` (or `alpha·acc + bias[j]` when the tile carries a bias) for the valid part of the
+/// tile, one element at a time.
 ///
 /// # Safety
-/// As for [`Kernel::tile`]: every element of `c` is in bounds and exclusively ours.
+/// As for [`Kernel::tile`]: every element of `c` is in bounds and exclusively ours, and a bias, if any, holds
+/// `c.cols` floats.
 unsafe fn store<const MR: usize, const NR: usize>(
     acc: &[[f32; NR]; MR],
     alpha: f32,
@@ -239,7 +246,10 @@ unsafe fn store<const MR: usize, const NR: usize>(
         for (j, &v) in acc_row.iter().enumerate().take(c.cols) {
             // SAFETY: r < rows and j < cols, so the caller guarantees this element is in bounds and ours alone.
             let dst = unsafe { &mut *c.ptr.add(r * c.row_stride + j * c.col_stride) };
-            *dst = if beta == 0.0 {
+            *dst = if !c.bias.is_null() {
+                // SAFETY: j < cols, and a tile's bias holds `cols` floats (this function's contract).
+                alpha * v + unsafe { *c.bias.add(j) }
+            } else if beta == 0.0 {
                 alpha * v
             } else {
                 alpha * v + beta * *dst
