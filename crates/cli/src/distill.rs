@@ -20,7 +20,7 @@ use diffuse_diffusion::data::{Dataset, FolderOptions};
 use diffuse_diffusion::distill::checkpoint::{ddim_student_config, read_state, SamplingInfo};
 use diffuse_diffusion::distill::{
     check_halvings, fingerprint, round_name, Distance, DistillConfig, DistillState, Distiller,
-    Method, OdeSolver, RoundStart, TeacherId,
+    LevelWeighting, Method, OdeSolver, RoundStart, TeacherId,
 };
 use diffuse_diffusion::eval::ImageClassifier;
 use diffuse_diffusion::pipeline::{Pipeline, Weights};
@@ -143,6 +143,11 @@ pub struct ConsistencyArgs {
     /// EMA decay μ of the target network θ⁻.
     #[arg(long, default_value_t = 0.95)]
     target_decay: f64,
+    /// Weight of each sample's distance by its noise level σ: uniform (Song et al.'s λ = 1) or edm-output
+    /// (λ = σ_d/√(σ² + σ_d²), which gives an ε teacher's levels the gradient scale of EDM's c_out; see
+    /// docs/distillation.md).  [default: uniform; with --resume, the run's]
+    #[arg(long, value_parser = ["uniform", "edm-output"])]
+    level_weighting: Option<String>,
 }
 
 /// The teacher as a run sees it.
@@ -261,6 +266,26 @@ fn check_resume_settings(
                     dir.display()
                 ));
             }
+        }
+    }
+    if let (
+        DistillCommand::Consistency(args),
+        Method::ConsistencyDistillation {
+            level_weighting, ..
+        },
+    ) = (command, &state.config.method)
+    {
+        if let Some(given) = args
+            .level_weighting
+            .as_deref()
+            .filter(|&name| name != level_weighting.name())
+        {
+            return Err(format!(
+                "--level-weighting {given} differs from the run {}'s {}; a resumed run keeps its settings: leave \
+                 --level-weighting out, or start a new run in another --out",
+                dir.display(),
+                level_weighting.name()
+            ));
         }
     }
     Ok(())
@@ -394,6 +419,10 @@ pub fn run(command: &DistillCommand) -> Result<(), String> {
             },
             distance: Distance::from_name(&args.distance).ok_or("bad --distance")?,
             target_decay: args.target_decay,
+            level_weighting: match &args.level_weighting {
+                Some(name) => LevelWeighting::from_name(name).ok_or("bad --level-weighting")?,
+                None => LevelWeighting::default(),
+            },
         },
     };
     let config = DistillConfig {

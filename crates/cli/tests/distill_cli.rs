@@ -357,6 +357,39 @@ fn bad_distillation_inputs_are_refused_by_name() {
     let tiny = ["--steps", "1", "--batch-size", "4", "--levels", "4"];
     ok(&distill(&setup, "consistency", &cd, &tiny));
     refuses_another_teacher_or_subcommand(&setup, "consistency", &cd, &other_teacher);
+    // The level weighting is stored (uniform by default) and a resumed run keeps it.
+    let weighted = setup.dir.join("cd-edm-output");
+    let mut args = tiny.to_vec();
+    args.extend(["--level-weighting", "edm-output"]);
+    ok(&distill(&setup, "consistency", &weighted, &args));
+    for (run, stored, other) in [
+        (&cd, "\"uniform\"", "edm-output"),
+        (&weighted, "\"edm_output\"", "uniform"),
+    ] {
+        let state = std::fs::read_to_string(run.join("step-1/distill_state.json")).unwrap();
+        assert!(
+            state.contains(&format!("\"level_weighting\": {stored}")),
+            "{state}"
+        );
+        let err = failed(&resume(
+            &setup,
+            "consistency",
+            run,
+            &["--level-weighting", other],
+        ));
+        assert!(
+            err.contains(&format!("--level-weighting {other} differs"))
+                && err.contains("leave --level-weighting out"),
+            "{err}"
+        );
+    }
+    let log = ok(&resume(
+        &setup,
+        "consistency",
+        &weighted,
+        &["--level-weighting", "edm-output"],
+    ));
+    assert!(log.contains("nothing to do"), "{log}");
     // A distillation run resumed by diffuse train, with or without --objective consistency.
     for objective in [&[][..], &["--objective", "consistency"][..]] {
         let mut args = vec!["train", "--resume", s(&out), "--data", s(&setup.data)];

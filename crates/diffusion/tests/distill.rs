@@ -12,7 +12,8 @@ use diffuse_diffusion::distill::progressive::{
 };
 use diffuse_diffusion::distill::{
     check_halvings, consistency_sample, consistency_sample_from, default_sampling_sigmas,
-    ConsistencyFunction, ConsistencyParam, Curriculum, NetworkConsistency, OdeSolver,
+    ConsistencyFunction, ConsistencyParam, Curriculum, Distance, LevelWeighting,
+    NetworkConsistency, OdeSolver,
 };
 use diffuse_diffusion::forward::q_sample;
 use diffuse_diffusion::sampler::sigmas::{timestep_to_sigma, training_sigmas};
@@ -705,6 +706,116 @@ fn the_exact_consistency_function_has_zero_consistency_loss() {
         let gap = consistency_gap(&g, pair[0], pair[1], |x, f, t| g.flow(x, f, t));
         // Only f32 rounding of O(σ_max) values: 80 · 2⁻²³ ≈ 1e-5.
         assert!(gap < 2e-5, "levels {pair:?}: {gap}");
+    }
+}
+
+#[test]
+fn the_edm_output_weighting_is_c_out_over_an_eps_networks_coefficient() {
+    let param = Gaussian::new().param;
+    // σ_d/√(σ² + σ_d²) with σ_d = 0.5, written out.
+    for (sigma, want) in [
+        (0.002, 0.5 / (0.002f64 * 0.002 + 0.25).sqrt()),
+        (0.5, 0.5f64.sqrt()),
+        (1.5, 0.5 / 2.5f64.sqrt()),
+        (80.0, 0.5 / 6400.25f64.sqrt()),
+    ] {
+        assert_eq!(LevelWeighting::Uniform.weight(&param, sigma), 1.0);
+        let w = LevelWeighting::EdmOutput.weight(&param, sigma);
+        assert!((w - want).abs() < 1e-15, "σ = {sigma}: {w} vs {want}");
+    }
+    // Above σ_min, λ·|B_ε| is EDM's c_out: an ε network's levels get the gradient scale an EDM network's would.
+    for sigma in [0.01, 0.5, 3.0, 21.0, 80.0] {
+        let (_, b) = param.coefficients(Prediction::Epsilon, sigma).unwrap();
+        let w = LevelWeighting::EdmOutput.weight(&param, sigma);
+        assert!(
+            (w * b.abs() - param.c_out(sigma)).abs() < 1e-12,
+            "σ = {sigma}"
+        );
+    }
+}
+
+#[test]
+fn the_weighted_consistency_loss_is_the_per_sample_weighted_mean() {
+    // The consistency distance between the exact f at σ_{n+1} and after a DDIM step to σ_n, on levels from every part
+    // of the ramp: the weighted loss and its gradient against the per-sample sums written out.
+    let g = Gaussian::new();
+    let levels = g.param.levels(18).unwrap();
+    let picks = [0usize, 3, 8, 12, 16, 16];
+    let (sigma, sigma_next): (Vec<f64>, Vec<f64>) =
+        picks.iter().map(|&n| (levels[n], levels[n + 1])).unzip();
+    let b = picks.len();
+    let x0 = Tensor::randn(&[b, 1, 2, 2], 3, 0, Device::Cpu)
+        .unwrap()
+        .affine(g.std as f32, g.mean as f32)
+        .unwrap();
+    let z = Tensor::randn(&[b, 1, 2, 2], 4, 0, Device::Cpu).unwrap();
+    let noise = Tensor::from_vec(
+        f64s(&z)
+            .chunks(4)
+            .zip(&sigma_next)
+            .flat_map(|(zs, &s)| zs.iter().map(move |&z| (z * s) as f32).collect::<Vec<_>>())
+            .collect(),
+        &[b, 1, 2, 2],
+        Device::Cpu,
+    )
+    .unwrap();
+    let x_next = x0.add(&noise).unwrap();
+    let x_hat = OdeSolver::Ddim
+        .step(
+            &g,
+            X0Limit::default(),
+            &x_next,
+            &sigma_next,
+            &sigma,
+            Condition::NONE,
+        )
+        .unwrap();
+    let target = g.apply(&x_hat, &sigma, Condition::NONE).unwrap();
+    let pred = g.apply(&x_next, &sigma_next, Condition::NONE).unwrap();
+    // A fresh graph each time (back-propagation frees it): the student's output and its per-sample distances.
+    let forward = |distance: Distance| {
+        let pred = Var::leaf(pred.clone());
+        let per_sample = distance.per_sample(&pred, &target, None).unwrap();
+        (pred, per_sample)
+    };
+    for distance in [Distance::L2, Distance::PseudoHuber] {
+        let (pred, per_sample) = forward(distance);
+        let d = f64s(per_sample.tensor());
+        assert!(
+            d.iter().any(|&d| d > 0.0),
+            "{distance:?}: the DDIM step's error"
+        );
+        let grads_d = per_sample.sum_all().unwrap().backward().unwrap();
+        let grad_d = f64s(grads_d.get(&pred).unwrap());
+        for weighting in [LevelWeighting::Uniform, LevelWeighting::EdmOutput] {
+            let (pred, per_sample) = forward(distance);
+            let loss = weighting
+                .weighted_mean(&g.param, &per_sample, &sigma_next)
+                .unwrap();
+            let lambda: Vec<f64> = sigma_next
+                .iter()
+                .map(|&s| match weighting {
+                    LevelWeighting::Uniform => 1.0,
+                    LevelWeighting::EdmOutput => 0.5 / (s * s + 0.25).sqrt(),
+                })
+                .collect();
+            let want = d.iter().zip(&lambda).map(|(d, l)| d * l).sum::<f64>() / b as f64;
+            let got = f64s(loss.tensor())[0];
+            // f32 products and a sum of 6 terms: a few ulps of the largest.
+            assert!(
+                (got - want).abs() < 1e-6 * want.abs().max(1e-6),
+                "{distance:?} {weighting:?}: {got} vs {want}"
+            );
+            // ∂loss/∂pred = λ_i/N · ∂d_i/∂pred, per sample.
+            let grad = f64s(loss.backward().unwrap().get(&pred).unwrap());
+            for (i, (g_got, g_d)) in grad.iter().zip(&grad_d).enumerate() {
+                let want = lambda[i / 4] / b as f64 * g_d;
+                assert!(
+                    (g_got - want).abs() <= 1e-6 * want.abs() + 1e-12,
+                    "{distance:?} {weighting:?} value {i}: {g_got} vs {want}"
+                );
+            }
+        }
     }
 }
 

@@ -6,8 +6,8 @@
 use diffuse_autograd::Var;
 use diffuse_diffusion::data::Dataset;
 use diffuse_diffusion::distill::{
-    consistency_sample_from, fingerprint, Distance, DistillConfig, DistillState, Distiller, Method,
-    NetworkConsistency, OdeSolver, RoundStart, TeacherId,
+    consistency_sample_from, fingerprint, Distance, DistillConfig, DistillState, Distiller,
+    LevelWeighting, Method, NetworkConsistency, OdeSolver, RoundStart, TeacherId,
 };
 use diffuse_diffusion::forward::q_sample;
 use diffuse_diffusion::rng::SplitMix64;
@@ -279,6 +279,7 @@ fn distilled_students_come_closer_to_the_teachers_many_step_samples() {
         solver: OdeSolver::Heun,
         distance: Distance::PseudoHuber,
         target_decay: 0.95,
+        level_weighting: LevelWeighting::Uniform,
     };
     let student = distil(
         config(method, &teacher_path, 200),

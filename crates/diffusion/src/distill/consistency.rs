@@ -361,6 +361,69 @@ impl Distance {
     }
 }
 
+/// The weight `λ(σ_{n+1})` of each sample's consistency distance before the batch mean (docs/distillation.md, "An ε
+/// teacher near σ_max").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LevelWeighting {
+    /// `λ = 1`, Song et al.'s choice.
+    #[default]
+    Uniform,
+    /// `λ(σ) = σ_d/√(σ² + σ_d²)`: for a network whose output enters `f` with coefficient `B(σ)`, `λ·|B|` is the
+    /// EDM parameterisation's `c_out(σ)` (exactly so for an ε network, `|B| = σ − σ_min`), so every level's
+    /// gradient reaches the network at the scale an EDM network's would.
+    EdmOutput,
+}
+
+impl LevelWeighting {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "uniform" => Some(LevelWeighting::Uniform),
+            "edm-output" => Some(LevelWeighting::EdmOutput),
+            _ => None,
+        }
+    }
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LevelWeighting::Uniform => "uniform",
+            LevelWeighting::EdmOutput => "edm-output",
+        }
+    }
+
+    /// `λ(σ)` with the data scale of `param`.
+    pub fn weight(self, param: &ConsistencyParam, sigma: f64) -> f64 {
+        match self {
+            LevelWeighting::Uniform => 1.0,
+            LevelWeighting::EdmOutput => {
+                param.sigma_data / (sigma * sigma + param.sigma_data * param.sigma_data).sqrt()
+            }
+        }
+    }
+
+    /// The batch loss `(1/N)·Σ λ(σ_i)·d_i` of the per-sample distances `(N,)` at the students' levels `sigmas`
+    /// (uniform: the plain mean).
+    pub fn weighted_mean(
+        self,
+        param: &ConsistencyParam,
+        per_sample: &Var,
+        sigmas: &[f64],
+    ) -> Result<Var> {
+        if self == LevelWeighting::Uniform {
+            return Ok(per_sample.mean_all()?);
+        }
+        let weights: Vec<f32> = sigmas
+            .iter()
+            .map(|&s| self.weight(param, s) as f32)
+            .collect();
+        let n = weights.len();
+        let device = per_sample.tensor().device();
+        let w = Var::constant(Tensor::from_vec(weights, &[n], device)?);
+        Ok(per_sample.mul(&w)?.mean_all()?)
+    }
+}
+
 /// Multistep consistency sampling (Song et al. 2023, Algorithm 1): `x = f(σ_0·z_0, σ_0)`, then for each further level
 /// `τ`: `x = f(x + √(τ² − σ_min²)·z, τ)`. `sigmas` are decreasing, the first the start (`σ_max` as a rule); the noise
 /// `z_k` is Philox stream `(seed, k·n)` for `n` elements (`z_0` = the starting noise, as the other samplers'). Each

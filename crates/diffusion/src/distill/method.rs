@@ -1,7 +1,7 @@
 //! What a distillation (or consistency training) run does each step, and the settings that say so, saved whole in
 //! every checkpoint's `distill_state.json`.
 
-use super::consistency::{Distance, OdeSolver};
+use super::consistency::{Distance, LevelWeighting, OdeSolver};
 use super::curriculum::Curriculum;
 use crate::error::{Error, Result};
 use crate::schedule::{NoiseSchedule, SchedulerConfig};
@@ -22,6 +22,9 @@ pub enum Method {
         solver: OdeSolver,
         distance: Distance,
         target_decay: f64,
+        /// How each sample's distance is weighted by its noise level (runs saved before the option are uniform).
+        #[serde(default)]
+        level_weighting: LevelWeighting,
     },
     /// Consistency training without a teacher, Song & Dhariwal's (2023) improved recipe: the noise levels follow
     /// `curriculum`, are drawn log-normally, the target network is the student itself (no EMA) and the distance is

@@ -21,7 +21,7 @@ pub mod trainer;
 pub use checkpoint::{read_state, round_name, SamplingInfo, SAMPLING_INFO_FILE};
 pub use consistency::{
     consistency_sample, consistency_sample_from, default_sampling_sigmas, ConsistencyFunction,
-    ConsistencyParam, Distance, NetworkConsistency, OdeSolver,
+    ConsistencyParam, Distance, LevelWeighting, NetworkConsistency, OdeSolver,
 };
 pub use curriculum::Curriculum;
 pub use method::{check_halvings, fingerprint, DistillConfig, Method, TeacherId};

@@ -321,6 +321,7 @@ impl<M: TrainableModel> Distiller<M> {
                 levels,
                 solver,
                 distance,
+                level_weighting,
                 ..
             } => {
                 let teacher = teacher.expect("validated: consistency distillation has a teacher");
@@ -352,9 +353,8 @@ impl<M: TrainableModel> Distiller<M> {
                 }
                 .apply(&x_hat, &sigma, cond)?;
                 let pred = self.consistency(&x_next, &sigma_next, cond)?;
-                Ok(distance
-                    .per_sample(&pred, &target, self.classifier.as_ref())?
-                    .mean_all()?)
+                let per_sample = distance.per_sample(&pred, &target, self.classifier.as_ref())?;
+                level_weighting.weighted_mean(&self.param, &per_sample, &sigma_next)
             }
             Method::ConsistencyTraining { curriculum } => {
                 let total = config.steps_per_round;
