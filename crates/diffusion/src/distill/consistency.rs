@@ -402,7 +402,7 @@ impl LevelWeighting {
         }
     }
 
-    /// The batch loss `(1/N)·Σ λ(σ_i)·d_i` of the per-sample distances `(N,)` at the students' levels `sigmas`
+    /// The batch loss `(1/N)·Σ λ(σ_i)·d_i` of the per-sample distances `(N,)` at the student's levels `sigmas`
     /// (uniform: the plain mean).
     pub fn weighted_mean(
         self,
