@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
-use crate::moments::{mean_rstd, sum2_f64};
+use crate::moments::{mean_rstd, sum2_f64, sum3_f64};
 
 /// Rows per parallel task of the backward pass (and the granularity of its γ/β partial sums).
 const ROWS_PER_TASK: usize = 16;
@@ -181,12 +181,7 @@ fn rows_backward(
     for ((gx, (x, gy)), (&mu, &r)) in rows.zip(mean.iter().zip(rstd)) {
         let (mu64, r64) = (f64::from(mu), f64::from(r));
         let mean_dxhat = sum2_f64(gy, gamma, |g, w| g * w) / d as f64;
-        let sum_dxhat_centred: f64 = gy
-            .iter()
-            .zip(gamma)
-            .zip(x)
-            .map(|((&g, &w), &x)| f64::from(g) * f64::from(w) * (f64::from(x) - mu64))
-            .sum();
+        let sum_dxhat_centred = sum3_f64(gy, gamma, x, |g, w, x| g * w * (x - mu64));
         let mean_dxhat_xhat = sum_dxhat_centred * r64 / d as f64;
         let (mean_dxhat, mean_dxhat_xhat) = (mean_dxhat as f32, mean_dxhat_xhat as f32);
         for j in 0..d {

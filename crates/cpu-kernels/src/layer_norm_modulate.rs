@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, KernelError, Result};
-use crate::moments::{mean_rstd, sum2_f64};
+use crate::moments::{mean_rstd, sum2_f64, sum3_f64};
 
 /// Tokens per parallel task of the backward pass (and the granularity of its `∂scale`/`∂shift` partial sums).
 const TOKENS_PER_TASK: usize = 16;
@@ -226,12 +226,7 @@ fn rows_backward(
         let (mu64, r64) = (f64::from(mu), f64::from(r));
         // mean(a∘g) and mean(a∘g∘x̂) in f64, x̂ formed from the centred input so the mean's rounding enters once.
         let mean_dxhat = sum2_f64(gy, gain, |g, a| g * a) / d as f64;
-        let sum_dxhat_centred: f64 = gy
-            .iter()
-            .zip(gain)
-            .zip(x)
-            .map(|((&g, &a), &x)| f64::from(g) * f64::from(a) * (f64::from(x) - mu64))
-            .sum();
+        let sum_dxhat_centred = sum3_f64(gy, gain, x, |g, a, x| g * a * (x - mu64));
         let mean_dxhat_xhat = sum_dxhat_centred * r64 / d as f64;
         let (mean_dxhat, mean_dxhat_xhat) = (mean_dxhat as f32, mean_dxhat_xhat as f32);
         for j in 0..d {

@@ -40,6 +40,30 @@ pub(crate) fn sum2_f64(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64
     acc.iter().sum::<f64>() + tail
 }
 
+/// `Σ f(a_i, b_i, c_i)` over three equally long runs, accumulated in f64 lanes.
+#[inline(always)]
+pub(crate) fn sum3_f64(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f64, f64, f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let (ca, cb, cc) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+    );
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .zip(cc.remainder())
+        .map(|((&x, &y), &z)| f(f64::from(x), f64::from(y), f64::from(z)))
+        .sum();
+    for ((xa, xb), xc) in ca.zip(cb).zip(cc) {
+        for (((acc, &x), &y), &z) in acc.iter_mut().zip(xa).zip(xb).zip(xc) {
+            *acc += f(f64::from(x), f64::from(y), f64::from(z));
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
 /// `(mean, rstd)` of a non-empty run, the biased variance regularised by `eps`.
 #[inline(always)]
 pub(crate) fn mean_rstd(x: &[f32], eps: f32) -> (f32, f32) {
