@@ -20,14 +20,9 @@ const BATCH: usize = 64;
 const TOKENS: usize = 196;
 const DIM: usize = 192;
 
-fn filled(len: usize, salt: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(salt) >> 8) as f32 / 16_777_216.0
-                - 0.5
-        })
-        .collect()
-}
+#[path = "shared/inputs.rs"]
+mod inputs;
+use inputs::filled;
 
 fn bench(c: &mut Criterion) {
     let (len, cond, rows) = (BATCH * TOKENS * DIM, BATCH * DIM, BATCH * TOKENS);

@@ -3,14 +3,9 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diffuse_cpu_kernels::group_norm::{group_norm_backward, group_norm_forward, GroupNormShape};
 
-fn filled(len: usize, salt: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(salt) >> 8) as f32 / 16_777_216.0
-                - 0.5
-        })
-        .collect()
-}
+#[path = "shared/inputs.rs"]
+mod inputs;
+use inputs::filled;
 
 fn bench(c: &mut Criterion) {
     let s = GroupNormShape {

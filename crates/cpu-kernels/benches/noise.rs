@@ -8,14 +8,9 @@ use diffuse_cpu_kernels::noise::{
     q_sample, sampler_step, DdpmVariance, Prediction, StepCoefficients,
 };
 
-fn filled(len: usize, salt: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(salt) >> 8) as f32 / 16_777_216.0
-                - 0.5
-        })
-        .collect()
-}
+#[path = "shared/inputs.rs"]
+mod inputs;
+use inputs::filled;
 
 fn bench_shape(c: &mut Criterion, name: &str, batch: usize, per_sample: usize) {
     let len = batch * per_sample;

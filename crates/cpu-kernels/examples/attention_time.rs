@@ -8,25 +8,12 @@
 use diffuse_cpu_kernels::attention::{attention_backward, attention_forward, AttentionShape};
 use std::time::Instant;
 
-/// The bench's reproducible inputs in [−0.5, 0.5).
-fn filled(len: usize, salt: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(salt) >> 8) as f32 / 16_777_216.0
-                - 0.5
-        })
-        .collect()
-}
+#[path = "../benches/shared/inputs.rs"]
+mod inputs;
+use inputs::filled;
 
-/// User plus system CPU seconds of this process so far (Linux); `None` where `/proc` is unavailable.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is parenthesised and may hold spaces: utime and stime are the 12th and
-    // 13th of them, in clock ticks (100 per second on Linux).
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
+mod process_time;
+use process_time::cpu_seconds;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
