@@ -9,21 +9,9 @@ use diffuse_cpu_kernels::conv2d::{
     Conv2dAlgorithm, Conv2dShape,
 };
 
-fn layer(batch: usize, channels: usize, side: usize) -> Conv2dShape {
-    Conv2dShape {
-        batch,
-        in_channels: channels,
-        in_h: side,
-        in_w: side,
-        out_channels: channels,
-        kernel_h: 3,
-        kernel_w: 3,
-        stride: (1, 1),
-        padding: (1, 1),
-        dilation: (1, 1),
-        groups: 1,
-    }
-}
+#[path = "shared/conv_layer.rs"]
+mod conv_layer;
+use conv_layer::layer;
 
 fn forward_flops(s: &Conv2dShape) -> u64 {
     let per_output = s.in_channels / s.groups * s.kernel_h * s.kernel_w;

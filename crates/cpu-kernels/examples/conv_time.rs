@@ -9,10 +9,12 @@
 
 use diffuse_cpu_kernels::conv2d::{
     conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward_with, Conv2dAlgorithm,
-    Conv2dShape,
 };
 use std::time::Instant;
 
+#[path = "../benches/shared/conv_layer.rs"]
+mod conv_layer;
+use conv_layer::layer;
 #[path = "../benches/shared/inputs.rs"]
 mod inputs;
 use inputs::filled;
@@ -45,19 +47,7 @@ fn main() {
         Some("im2col") => Conv2dAlgorithm::Im2col,
         Some(_) => panic!("{usage}"),
     };
-    let s = Conv2dShape {
-        batch,
-        in_channels: channels,
-        in_h: side,
-        in_w: side,
-        out_channels: channels,
-        kernel_h: 3,
-        kernel_w: 3,
-        stride: (1, 1),
-        padding: (1, 1),
-        dilation: (1, 1),
-        groups: 1,
-    };
+    let s = layer(batch, channels, side);
     let (x, w, b, dy) = (
         filled(s.input_len(), 1),
         filled(s.weight_len(), 2),
