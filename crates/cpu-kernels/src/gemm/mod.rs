@@ -39,6 +39,7 @@ mod transpose;
 use rayon::prelude::*;
 
 pub use microkernel::MicroKernel;
+pub(crate) use transpose::transpose_into;
 
 use crate::error::{KernelError, Result};
 use check::Axis;

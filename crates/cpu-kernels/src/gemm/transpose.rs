@@ -12,9 +12,11 @@
 //! element. It is a permutation, so every build gives the same bits.
 
 /// `out[p·W + r] = lines[r][p]` for `p < len` (each line holds at least `len` floats), zeros in the rows past
-/// `lines.len()`. `VECTOR` may be set only when the caller is compiled with AVX.
+/// `lines.len()`. `VECTOR` may be set only when the CPU supports AVX; the register transposes are inlined where the
+/// caller is compiled with AVX (the packing routines, the Winograd weight gradient's AVX builds) and called
+/// otherwise. (Also the Winograd weight gradient's channel-last staging, `conv2d/winograd/transform.rs`.)
 #[inline(always)]
-pub(super) fn transpose_into<const W: usize, const VECTOR: bool>(
+pub(crate) fn transpose_into<const W: usize, const VECTOR: bool>(
     lines: &[&[f32]],
     len: usize,
     out: &mut [f32],
@@ -28,8 +30,8 @@ pub(super) fn transpose_into<const W: usize, const VECTOR: bool>(
         while done + 8 <= len {
             let mut r = 0;
             // SAFETY: the asserts above put floats `done .. done + 8` of every line and floats `(done + q)·W + r ..
-            // + 8` (q < 8, r + 8 ≤ valid ≤ W, or + 4 for the 4-line block) inside their slices; the caller is
-            // compiled with AVX (`VECTOR`'s contract).
+            // + 8` (q < 8, r + 8 ≤ valid ≤ W, or + 4 for the 4-line block) inside their slices; the CPU supports
+            // AVX (`VECTOR`'s contract).
             unsafe {
                 while r + 8 <= valid {
                     avx::transpose_8x8(
@@ -82,7 +84,7 @@ mod avx {
     /// Writes position `p + q` of the 8 lines as 8 floats at `out + q·stride` (q < 8).
     ///
     /// # Safety
-    /// The CPU supports AVX (the caller is compiled with it); floats `p .. p + 8` of every line exist and the 8
+    /// The CPU supports AVX; floats `p .. p + 8` of every line exist and the 8
     /// destinations of 8 floats are writable.
     #[inline(always)]
     pub(super) unsafe fn transpose_8x8(lines: &[&[f32]], p: usize, out: *mut f32, stride: usize) {
@@ -190,6 +192,7 @@ mod tests {
     #[test]
     fn transpose_matches_its_definition_for_every_panel_width() {
         check::<6>();
+        check::<8>();
         check::<12>();
         check::<16>();
         check::<32>();

@@ -48,6 +48,9 @@ use crate::gemm::{sgemm_batched, MatMut, MatRef};
 
 /// Floats of V and M together a chunk aims at (1 MiB): the tile target is this over `16·(C + O)`.
 const CHUNK_FLOATS: usize = 1 << 18;
+/// Tiles per task of the weight gradient's channel-last transforms: a few microseconds of work, against about one
+/// for a rayon task.
+const TILES_PER_TASK: usize = 64;
 /// Bounds on the tiles per GEMM: wide enough that packing the 16 weight matrices costs little against the
 /// products (and that wide channels keep their earlier, measured chunking), and no wider than needed for that.
 const TILE_TARGET: (usize, usize) = (128, 256);
@@ -206,7 +209,7 @@ pub(super) fn backward_weight(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
-    use transform::{gradient_channel, input_channel};
+    use transform::{gradient_tiles, input_tiles, stage_gradient, stage_input, tile_ranges, LANES};
     let geo = Geometry::new(
         s.batch,
         (s.in_channels, s.in_h, s.in_w),
@@ -214,12 +217,13 @@ pub(super) fn backward_weight(
         s.padding,
     );
     let (c_n, o_n, tw) = (s.in_channels, s.out_channels, geo.tiles_w);
+    let (c_row, o_row) = (transform::channel_row(c_n), transform::channel_row(o_n));
     let (in_image, out_image) = (c_n * s.in_h * s.in_w, o_n * geo.out_h * geo.out_w);
     let (images, band_rows) = geo.chunking();
     let (mut v_buf, mut e_buf) = (Buffer::take(Role::Tiles), Buffer::take(Role::GradientTiles));
-    let mut m_buf = Buffer::take(Role::Products);
+    let (mut m_buf, mut staged_buf) = (Buffer::take(Role::Products), Buffer::take(Role::Rows));
     let m = m_buf.floats(o_n * 16 * c_n);
-    let rows = || Buffer::take(Role::Rows);
+    let avx = has_avx();
     let sum_bias = grad_bias.is_some();
     let mut bias_partials: Vec<Partials> = vec![Partials::default(); o_n];
     let mut beta = 0.0;
@@ -227,44 +231,71 @@ pub(super) fn backward_weight(
         .chunks(images * in_image)
         .zip(grad_output.chunks(images * out_image));
     for (x, dy) in chunks {
+        let images = x.len() / in_image;
         for first in (0..geo.tiles_h).step_by(band_rows) {
             let bands = band_rows.min(geo.tiles_h - first);
-            let ld = x.len() / in_image * bands * tw;
-            let stride = transform::plane_stride(ld);
-            let v = v_buf.floats(c_n * 16 * stride);
-            v.par_chunks_mut(16 * stride)
+            let (geo, band) = (&geo, (first, bands));
+            let ld = images * bands * tw;
+            let block_len = transform::input_staged_len(geo, images, bands);
+            let staged = staged_buf.floats(c_n.div_ceil(LANES) * block_len);
+            staged
+                .par_chunks_mut(block_len)
                 .enumerate()
-                .for_each_init(rows, |work, (c, v)| {
-                    let work = work.floats(transform::work_len(&geo, bands));
-                    let geo = &geo;
-                    dispatch!(input_channel(
+                .for_each(|(block, staged)| {
+                    let c0 = block * LANES;
+                    dispatch!(stage_input(
                         geo: &Geometry,
                         x: &[f32],
-                        c: usize,
-                        first: usize,
-                        bands: usize,
-                        work: &mut [f32],
-                        v: &mut [f32],
-                        stride: usize,
+                        c0: usize,
+                        band: (usize, usize),
+                        avx: bool,
+                        staged: &mut [f32],
                     ));
                 });
-            let e = e_buf.floats(o_n * 16 * stride);
-            e.par_chunks_mut(16 * stride)
-                .zip(bias_partials.par_iter_mut())
+            let v_plane = transform::channel_plane_stride(ld, c_row);
+            let v = v_buf.floats(16 * v_plane);
+            let staged: &[f32] = staged;
+            tile_ranges(v, (v_plane, c_row), ld, TILES_PER_TASK)
+                .into_par_iter()
+                .for_each(|mut range| {
+                    let range = &mut range;
+                    dispatch!(input_tiles(
+                        geo: &Geometry,
+                        staged: &[f32],
+                        bands: usize,
+                        range: &mut transform::TileRange,
+                    ));
+                });
+            let block_len = transform::gradient_staged_len(geo, images, bands);
+            let staged = staged_buf.floats(o_n.div_ceil(LANES) * block_len);
+            staged
+                .par_chunks_mut(block_len)
+                .zip(bias_partials.par_chunks_mut(LANES))
                 .enumerate()
-                .for_each_init(rows, |work, (o, (e, partials))| {
-                    let work = work.floats(transform::gradient_work_len(&geo));
-                    let (geo, bias_partials) = (&geo, sum_bias.then_some(partials));
-                    dispatch!(gradient_channel(
+                .for_each(|(block, (staged, partials))| {
+                    let (o0, bias_partials) = (block * LANES, sum_bias.then_some(partials));
+                    dispatch!(stage_gradient(
                         geo: &Geometry,
                         dy: &[f32],
-                        o: usize,
-                        first: usize,
+                        o0: usize,
+                        band: (usize, usize),
+                        avx: bool,
+                        staged: &mut [f32],
+                        bias_partials: Option<&mut [Partials]>,
+                    ));
+                });
+            let e_plane = transform::channel_plane_stride(ld, o_row);
+            let e = e_buf.floats(16 * e_plane);
+            let staged: &[f32] = staged;
+            tile_ranges(e, (e_plane, o_row), ld, TILES_PER_TASK)
+                .into_par_iter()
+                .for_each(|mut range| {
+                    let range = &mut range;
+                    dispatch!(gradient_tiles(
+                        geo: &Geometry,
+                        staged: &[f32],
                         bands: usize,
-                        work: &mut [f32],
-                        e: &mut [f32],
-                        stride: usize,
-                        bias_partials: Option<&mut Partials>,
+                        range: &mut transform::TileRange,
                     ));
                 });
             sgemm_batched(
@@ -275,16 +306,16 @@ pub(super) fn backward_weight(
                 1.0,
                 MatRef {
                     data: e,
-                    row_stride: 16 * stride,
-                    col_stride: 1,
+                    row_stride: 1,
+                    col_stride: o_row,
                 },
-                stride,
+                e_plane,
                 MatRef {
                     data: v,
-                    row_stride: 1,
-                    col_stride: 16 * stride,
+                    row_stride: c_row,
+                    col_stride: 1,
                 },
-                stride,
+                v_plane,
                 beta,
                 MatMut {
                     data: &mut *m,
@@ -425,5 +456,17 @@ fn output_transform(
 ) {
     for (o, m_o) in m.chunks_exact(16 * stride).enumerate() {
         transform::output_channel(geo, m_o, stride, (first, bands), addends, first_image, y, o);
+    }
+}
+
+/// Whether the CPU supports AVX, for the channel-last transforms' register transposes.
+fn has_avx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }

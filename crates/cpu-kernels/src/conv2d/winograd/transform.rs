@@ -22,6 +22,7 @@
 use super::super::bias_gradient::{accumulate, Partials};
 use super::super::Conv2dAddends;
 use super::Geometry;
+use crate::gemm::transpose_into;
 use crate::short_copy::copy_short;
 
 /// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 16 values, ξ = 4·a + b.
@@ -54,7 +55,7 @@ pub(super) fn kernel_gradient(m: &[f32; 16]) -> [f32; 9] {
 }
 
 /// Tiles transformed together: one AVX2 register of f32.
-const LANES: usize = 8;
+pub(super) const LANES: usize = 8;
 
 /// One value of the transforms for `N` tiles at once.
 type Lanes<const N: usize> = [f32; N];
@@ -362,64 +363,255 @@ pub(super) fn output_channel(
     }
 }
 
-/// Work floats [`gradient_channel`] needs: two output rows split by parity.
-pub(super) fn gradient_work_len(geo: &Geometry) -> usize {
-    4 * (geo.tiles_w + LANES)
+/// Floats per tile in the weight gradient's channel-last planes: the channels, rounded up to whole blocks of `LANES`
+/// (a block's lanes past the last channel hold zeros and are never read).
+pub(super) fn channel_row(channels: usize) -> usize {
+    channels.next_multiple_of(LANES)
 }
 
-/// `A·e·Aᵀ` for every 2×2 block `e` of tile rows `first..first + bands` of output channel `o` of every image of the
-/// output gradient `dy` (whole NCHW images), into `u` (`[16][stride]`, as `v` of [`input_channel`]); outside the
-/// output (odd edges) the blocks hold zeros. Lanes past a tile row are handled as in [`input_channel`]. With
-/// `bias_partials`, each output row read is also added to them (the bias gradient, `bias_gradient.rs`), image by
-/// image, top to bottom.
+/// Floats between the weight gradient's channel-last planes (one per ξ) for `tiles` tiles of `row` floats: one cache
+/// line more than the tiles take, so the 16 stores of a tile do not all map to one cache set when the tiles' floats
+/// are a multiple of 4 KiB.
+pub(super) fn channel_plane_stride(tiles: usize, row: usize) -> usize {
+    tiles * row + 16
+}
+
+/// A range of tile rows of the weight gradient's transformed values, which are channel-last: `[16][tiles][row]`,
+/// value ξ of tile t and channel c at `ξ·plane + t·row + c` (`row = channel_row(channels)`, `plane =
+/// channel_plane_stride(tiles, row)`). Each matrix ξ is then a row-major `tiles × channels` matrix, which the GEMM
+/// packs by plain copies. The transforms run a range of tiles per task, writing each tile's whole row in every plane
+/// (so each cache line is filled at once); the ranges of one buffer ([`tile_ranges`]) hold disjoint rows of the same
+/// 16 planes, so each holds a pointer to the buffer and writes only its own rows.
+pub(super) struct TileRange<'a> {
+    ptr: *mut f32,
+    len: usize,
+    plane: usize,
+    row: usize,
+    tiles: std::ops::Range<usize>,
+    _planes: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a range writes only its own rows (`store`), which no other range of the buffer addresses, and the buffer
+// is mutably borrowed for the ranges' lives.
+unsafe impl Send for TileRange<'_> {}
+
+/// `planes` (at least `16·plane` floats, rows of `row` floats) cut into ranges of `per_range` tiles (the last one
+/// shorter) covering `tiles` tiles, each borrowing `planes` for its life.
+pub(super) fn tile_ranges(
+    planes: &mut [f32],
+    (plane, row): (usize, usize),
+    tiles: usize,
+    per_range: usize,
+) -> Vec<TileRange<'_>> {
+    assert!(planes.len() >= 16 * plane && tiles * row <= plane && per_range > 0);
+    let (ptr, len) = (planes.as_mut_ptr(), planes.len());
+    (0..tiles)
+        .step_by(per_range)
+        .map(|start| TileRange {
+            ptr,
+            len,
+            plane,
+            row,
+            tiles: start..(start + per_range).min(tiles),
+            _planes: std::marker::PhantomData,
+        })
+        .collect()
+}
+
+impl TileRange<'_> {
+    /// Writes the 16 values of tile `t` (inside the range) for channels `c0 .. c0 + LANES`.
+    #[inline(always)]
+    fn store(&mut self, t: usize, c0: usize, values: &[Lanes<LANES>; 16]) {
+        let at = t * self.row + c0;
+        assert!(
+            self.tiles.contains(&t)
+                && c0 + LANES <= self.row
+                && 15 * self.plane + at + LANES <= self.len
+        );
+        for (xi, value) in values.iter().enumerate() {
+            // SAFETY: the assert puts the LANES floats inside the borrowed buffer, in row t of plane ξ (row t ends
+            // before the plane does, `tile_ranges` checked that), which is this range's alone.
+            unsafe {
+                self.ptr
+                    .add(xi * self.plane + at)
+                    .cast::<Lanes<LANES>>()
+                    .write_unaligned(*value)
+            };
+        }
+    }
+}
+
+/// `out[p·LANES + l] = lines[l][p]` (`p < len`, zeros in the lanes past `lines.len()`): `LANES` channel rows into one
+/// channel-last row. `avx`: the CPU supports AVX, so the copy may use its register transposes (inlined where the
+/// caller is compiled with AVX, called otherwise).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn gradient_channel(
+fn channels_last(lines: &[&[f32]], len: usize, out: &mut [f32], avx: bool) {
+    if avx {
+        transpose_into::<LANES, true>(lines, len, out);
+    } else {
+        transpose_into::<LANES, false>(lines, len, out);
+    }
+}
+
+/// Rows and columns of one image's staged input band of `bands` tile rows (padded rows and columns).
+fn input_staged_size(geo: &Geometry, bands: usize) -> (usize, usize) {
+    (2 * bands + 2, 2 * geo.tiles_w + 2)
+}
+
+/// Rows and columns of one image's staged output-gradient band of `bands` tile rows.
+fn gradient_staged_size(geo: &Geometry, bands: usize) -> (usize, usize) {
+    (2 * bands, 2 * geo.tiles_w)
+}
+
+/// Floats of one block of `LANES` channels of the staged input band for `images` images (see [`stage_input`]).
+pub(super) fn input_staged_len(geo: &Geometry, images: usize, bands: usize) -> usize {
+    let (rows, width) = input_staged_size(geo, bands);
+    images * rows * width * LANES
+}
+
+/// Floats of one block of `LANES` channels of the staged output-gradient band (see [`stage_gradient`]).
+pub(super) fn gradient_staged_len(geo: &Geometry, images: usize, bands: usize) -> usize {
+    let (rows, width) = gradient_staged_size(geo, bands);
+    images * rows * width * LANES
+}
+
+/// Input channels `c0 .. c0 + LANES` (fewer at the end) of the padded rows of tile rows `first..first + bands` of
+/// every image of `x` (whole NCHW images), channel-last, into `staged` (`[image][row][column][LANES]`: padded rows
+/// `2·first − pad_h ..`, columns `−pad_w .. 2·tw + 2 − pad_w`, zeros for padding and for the lanes past the last
+/// channel): `LANES` input rows through one register transpose per `LANES` columns. Every padded row holds all
+/// in_w input columns, since 2·tw ≥ out_w = in_w + 2·pad_w − 2.
+#[inline(always)]
+pub(super) fn stage_input(
+    geo: &Geometry,
+    x: &[f32],
+    c0: usize,
+    (first, bands): (usize, usize),
+    avx: bool,
+    staged: &mut [f32],
+) {
+    let channels = LANES.min(geo.in_channels - c0);
+    let (_, width) = input_staged_size(geo, bands);
+    let plane_len = geo.in_h * geo.in_w;
+    let image_len = geo.in_channels * plane_len;
+    for (n, image) in staged
+        .chunks_exact_mut(input_staged_len(geo, 1, bands))
+        .enumerate()
+    {
+        for (r, row) in image.chunks_exact_mut(width * LANES).enumerate() {
+            let Some(ih) = (2 * first + r)
+                .checked_sub(geo.pad_h)
+                .filter(|&ih| ih < geo.in_h)
+            else {
+                row.fill(0.0);
+                continue;
+            };
+            let start = |l: usize| n * image_len + (c0 + l) * plane_len + ih * geo.in_w;
+            let lines: [&[f32]; LANES] = std::array::from_fn(|l| {
+                if l < channels {
+                    &x[start(l)..][..geo.in_w]
+                } else {
+                    &[]
+                }
+            });
+            let (before, rest) = row.split_at_mut(geo.pad_w * LANES);
+            let (inside, after) = rest.split_at_mut(geo.in_w * LANES);
+            before.fill(0.0);
+            channels_last(&lines[..channels], geo.in_w, inside, avx);
+            after.fill(0.0);
+        }
+    }
+}
+
+/// Output channels `o0 .. o0 + LANES` (fewer at the end) of the rows of tile rows `first..first + bands` of every
+/// image of the output gradient `dy` (whole NCHW images), channel-last, into `staged` (`[image][row][column]
+/// [LANES]`, zeros past the bottom and right edges and in the lanes past the last channel), as [`stage_input`].
+/// With `bias_partials` (one per channel of the block), each output row read is also added to its channel's partial
+/// sums (the bias gradient, `bias_gradient.rs`), image by image, top to bottom.
+#[inline(always)]
+pub(super) fn stage_gradient(
     geo: &Geometry,
     dy: &[f32],
-    o: usize,
-    first: usize,
-    bands: usize,
-    work: &mut [f32],
-    u: &mut [f32],
-    stride: usize,
-    mut bias_partials: Option<&mut Partials>,
+    o0: usize,
+    (first, bands): (usize, usize),
+    avx: bool,
+    staged: &mut [f32],
+    mut bias_partials: Option<&mut [Partials]>,
 ) {
-    let (tw, width) = (geo.tiles_w, geo.tiles_w + LANES);
+    let channels = LANES.min(geo.out_channels - o0);
+    let (_, width) = gradient_staged_size(geo, bands);
     let plane_len = geo.out_h * geo.out_w;
     let image_len = geo.out_channels * plane_len;
-    for n in 0..dy.len() / image_len {
-        let plane_start = n * image_len + o * plane_len;
-        for i in 0..bands {
-            // Output rows 2·(first + i) and the next, split by column parity (zeros past the edges).
-            let mut split = work[..4 * width].chunks_exact_mut(width);
-            for r in 0..2 {
-                let (e, od) = (split.next().unwrap(), split.next().unwrap());
-                let oh = 2 * (first + i) + r;
-                if oh >= geo.out_h {
-                    e.fill(0.0);
-                    od.fill(0.0);
-                    continue;
-                }
-                let row = &dy[plane_start + oh * geo.out_w..];
-                // The tiles read split columns 0..tw, all of `e`'s inside the row and all of `od`'s but an odd
-                // width's last; past them only lanes beyond the row, whose values are dropped.
-                deinterleave(row, geo.out_w, e, od);
-                if let Some(partials) = &mut bias_partials {
-                    accumulate(&row[..geo.out_w], partials);
-                }
-                zero_few(&mut od[geo.out_w / 2..tw]);
+    for (n, image) in staged
+        .chunks_exact_mut(gradient_staged_len(geo, 1, bands))
+        .enumerate()
+    {
+        for (r, row) in image.chunks_exact_mut(width * LANES).enumerate() {
+            let oh = 2 * first + r;
+            if oh >= geo.out_h {
+                row.fill(0.0);
+                continue;
             }
-            let base = (n * bands + i) * tw;
-            for j in (0..tw).step_by(LANES) {
-                let mut e = [[0.0; LANES]; 4];
-                for (q, lane) in e.iter_mut().enumerate() {
-                    lane.copy_from_slice(&work[q * width + j..][..LANES]);
+            let start = |l: usize| n * image_len + (o0 + l) * plane_len + oh * geo.out_w;
+            let lines: [&[f32]; LANES] = std::array::from_fn(|l| {
+                if l < channels {
+                    &dy[start(l)..][..geo.out_w]
+                } else {
+                    &[]
                 }
-                for (q, value) in gradient_lanes(&e).iter().enumerate() {
-                    u[q * stride + base + j..][..LANES].copy_from_slice(value);
+            });
+            if let Some(partials) = &mut bias_partials {
+                for (line, partials) in lines[..channels].iter().zip(partials.iter_mut()) {
+                    accumulate(line, partials);
                 }
             }
+            let (inside, after) = row.split_at_mut(geo.out_w * LANES);
+            channels_last(&lines[..channels], geo.out_w, inside, avx);
+            after.fill(0.0);
+        }
+    }
+}
+
+/// `V = Bᵀ·d·B` of the tiles of range `v` (tiles numbered image by image, row by row, `bands` tile rows per image)
+/// from the staged input band (`staged`: the blocks of [`stage_input`] one after another), every block of channels
+/// of a tile before the next tile: 16 vector loads, the same additions as [`input_channel`], 16 vector stores.
+#[inline(always)]
+pub(super) fn input_tiles(geo: &Geometry, staged: &[f32], bands: usize, v: &mut TileRange) {
+    let (rows, width) = input_staged_size(geo, bands);
+    let tw = geo.tiles_w;
+    let block_len = staged.len() / geo.in_channels.div_ceil(LANES);
+    for t in v.tiles.clone() {
+        let (n, i, j) = (t / (bands * tw), t / tw % bands, t % tw);
+        for (b, block) in staged.chunks_exact(block_len).enumerate() {
+            let image = &block[n * rows * width * LANES..];
+            let mut d = [[0.0; LANES]; 16];
+            for (q, lane) in d.iter_mut().enumerate() {
+                let (k, l) = (q / 4, q % 4);
+                lane.copy_from_slice(&image[((2 * i + k) * width + 2 * j + l) * LANES..][..LANES]);
+            }
+            v.store(t, b * LANES, &input_lanes(&d));
+        }
+    }
+}
+
+/// `A·e·Aᵀ` of the 2×2 output-gradient blocks of the tiles of range `e` from the staged band (the blocks of
+/// [`stage_gradient`] one after another), as [`input_tiles`]; outside the output (odd edges) the blocks hold zeros.
+#[inline(always)]
+pub(super) fn gradient_tiles(geo: &Geometry, staged: &[f32], bands: usize, e: &mut TileRange) {
+    let (rows, width) = gradient_staged_size(geo, bands);
+    let tw = geo.tiles_w;
+    let block_len = staged.len() / geo.out_channels.div_ceil(LANES);
+    for t in e.tiles.clone() {
+        let (n, i, j) = (t / (bands * tw), t / tw % bands, t % tw);
+        for (b, block) in staged.chunks_exact(block_len).enumerate() {
+            let image = &block[n * rows * width * LANES..];
+            let mut values = [[0.0; LANES]; 4];
+            for (q, lane) in values.iter_mut().enumerate() {
+                let (r, col) = (q / 2, q % 2);
+                lane.copy_from_slice(
+                    &image[((2 * i + r) * width + 2 * j + col) * LANES..][..LANES],
+                );
+            }
+            e.store(t, b * LANES, &gradient_lanes(&values));
         }
     }
 }
@@ -470,13 +662,56 @@ mod tests {
         v
     }
 
+    /// The weight gradient's input transform (staging, then the tiles in ranges of 5) into fresh channel-last planes.
     #[inline(always)]
-    fn gradient(geo: &Geometry, dy: &[f32], first: usize, bands: usize, stride: usize) -> Vec<f32> {
-        let mut work = vec![0.0; gradient_work_len(geo)];
-        let mut e = vec![0.0; geo.out_channels * 16 * stride];
-        for (o, e_o) in e.chunks_exact_mut(16 * stride).enumerate() {
-            gradient_channel(geo, dy, o, first, bands, &mut work, e_o, stride, None);
+    fn input_last(geo: &Geometry, x: &[f32], first: usize, bands: usize, avx: bool) -> Vec<f32> {
+        let (row, ld) = (
+            channel_row(geo.in_channels),
+            geo.batch * bands * geo.tiles_w,
+        );
+        let plane = channel_plane_stride(ld, row);
+        let block_len = input_staged_len(geo, geo.batch, bands);
+        let mut staged = vec![f32::NAN; geo.in_channels.div_ceil(LANES) * block_len];
+        for (b, block) in staged.chunks_exact_mut(block_len).enumerate() {
+            stage_input(geo, x, b * LANES, (first, bands), avx, block);
         }
+        let mut v = vec![f32::NAN; 16 * plane];
+        for mut range in tile_ranges(&mut v, (plane, row), ld, 5) {
+            input_tiles(geo, &staged, bands, &mut range);
+        }
+        v
+    }
+
+    /// The weight gradient's output-gradient transform, as [`input_last`], with the bias partial sums appended.
+    #[inline(always)]
+    fn gradient(geo: &Geometry, dy: &[f32], first: usize, bands: usize, avx: bool) -> Vec<f32> {
+        let (row, ld) = (
+            channel_row(geo.out_channels),
+            geo.batch * bands * geo.tiles_w,
+        );
+        let plane = channel_plane_stride(ld, row);
+        let block_len = gradient_staged_len(geo, geo.batch, bands);
+        let mut staged = vec![f32::NAN; geo.out_channels.div_ceil(LANES) * block_len];
+        let mut partials = vec![Partials::default(); geo.out_channels];
+        let blocks = staged
+            .chunks_exact_mut(block_len)
+            .zip(partials.chunks_mut(LANES));
+        for (b, (block, partials)) in blocks.enumerate() {
+            stage_gradient(
+                geo,
+                dy,
+                b * LANES,
+                (first, bands),
+                avx,
+                block,
+                Some(partials),
+            );
+        }
+        let mut e = vec![f32::NAN; 16 * plane];
+        for mut range in tile_ranges(&mut e, (plane, row), ld, 5) {
+            gradient_tiles(geo, &staged, bands, &mut range);
+        }
+        e.extend(partials.iter().flatten().map(|&p| p as f32));
         e
     }
 
@@ -506,6 +741,13 @@ mod tests {
                         2,
                         (2, in_h, in_w),
                         (3, out_h - 2, out_w - 2),
+                        (pad_h, pad_w),
+                    ));
+                    // One channel, and channels past a whole block of LANES (the channel-last transforms).
+                    all.push(Geometry::new(
+                        1,
+                        (1, in_h, in_w),
+                        (LANES + 3, out_h - 2, out_w - 2),
                         (pad_h, pad_w),
                     ));
                 }
@@ -588,10 +830,16 @@ mod tests {
                     &format!("input, {part}"),
                     every_build!(input(geo: &Geometry, x: &[f32], first: usize, bands: usize, stride: usize)),
                 );
-                assert_builds_agree(
-                    &format!("gradient, {part}"),
-                    every_build!(gradient(geo: &Geometry, dy: &[f32], first: usize, bands: usize, stride: usize)),
-                );
+                for avx in avx_choices() {
+                    assert_builds_agree(
+                        &format!("channel-last input, {part}, avx {avx}"),
+                        every_build!(input_last(geo: &Geometry, x: &[f32], first: usize, bands: usize, avx: bool)),
+                    );
+                    assert_builds_agree(
+                        &format!("gradient, {part}, avx {avx}"),
+                        every_build!(gradient(geo: &Geometry, dy: &[f32], first: usize, bands: usize, avx: bool)),
+                    );
+                }
                 let m = values(geo.out_channels * 16 * stride, 3);
                 let (m, addends) = (&m[..], &addends);
                 assert_builds_agree(
@@ -607,5 +855,129 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The transposes with AVX where the CPU has it, and always without.
+    fn avx_choices() -> Vec<bool> {
+        let mut choices = vec![false];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx") {
+            choices.push(true);
+        }
+        choices
+    }
+
+    /// The channel-last transforms against their definition, tile by tile: the 4×4 input window (2×2 output-gradient
+    /// block) gathered with zeros outside, through the same one-lane arithmetic, at `ξ·plane + t·row + c`; the bias
+    /// partial sums against `accumulate` over each channel's rows in image, then row order. Batch 1 and 2, one to
+    /// eleven channels, widths 1–35, every padding, whole and partial bands.
+    #[test]
+    fn channel_last_transforms_match_their_definition() {
+        for geo in geometries() {
+            let x = values(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 7);
+            let dy = values(geo.batch * geo.out_channels * geo.out_h * geo.out_w, 8);
+            for (first, bands) in [
+                (0, geo.tiles_h),
+                (geo.tiles_h / 2, geo.tiles_h - geo.tiles_h / 2),
+            ] {
+                let ld = geo.batch * bands * geo.tiles_w;
+                let shape = format!(
+                    "{}×{} pad ({}, {}), tile rows {first}..{}",
+                    geo.in_h,
+                    geo.in_w,
+                    geo.pad_h,
+                    geo.pad_w,
+                    first + bands
+                );
+                for avx in avx_choices() {
+                    let v = input_last(&geo, &x, first, bands, avx);
+                    let (row, plane) = (
+                        channel_row(geo.in_channels),
+                        channel_plane_stride(ld, channel_row(geo.in_channels)),
+                    );
+                    for (n, i, j) in tiles(&geo, bands) {
+                        let t = (n * bands + i) * geo.tiles_w + j;
+                        for c in 0..geo.in_channels {
+                            let d: [Lanes<1>; 16] = std::array::from_fn(|q| {
+                                let ih = (2 * (first + i) + q / 4).checked_sub(geo.pad_h);
+                                let iw = (2 * j + q % 4).checked_sub(geo.pad_w);
+                                match (ih, iw) {
+                                    (Some(ih), Some(iw)) if ih < geo.in_h && iw < geo.in_w => {
+                                        [x[((n * geo.in_channels + c) * geo.in_h + ih) * geo.in_w
+                                            + iw]]
+                                    }
+                                    _ => [0.0],
+                                }
+                            });
+                            for (xi, want) in input_lanes(&d).iter().enumerate() {
+                                let got = v[xi * plane + t * row + c];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want[0].to_bits(),
+                                    "input, {shape}, tile {t}, channel {c}, ξ {xi}"
+                                );
+                            }
+                        }
+                    }
+                    let e = gradient(&geo, &dy, first, bands, avx);
+                    let (row, plane) = (
+                        channel_row(geo.out_channels),
+                        channel_plane_stride(ld, channel_row(geo.out_channels)),
+                    );
+                    for (n, i, j) in tiles(&geo, bands) {
+                        let t = (n * bands + i) * geo.tiles_w + j;
+                        for o in 0..geo.out_channels {
+                            let block: [Lanes<1>; 4] = std::array::from_fn(|q| {
+                                let (oh, ow) = (2 * (first + i) + q / 2, 2 * j + q % 2);
+                                if oh < geo.out_h && ow < geo.out_w {
+                                    [dy[((n * geo.out_channels + o) * geo.out_h + oh) * geo.out_w
+                                        + ow]]
+                                } else {
+                                    [0.0]
+                                }
+                            });
+                            for (xi, want) in gradient_lanes(&block).iter().enumerate() {
+                                let got = e[xi * plane + t * row + o];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want[0].to_bits(),
+                                    "gradient, {shape}, tile {t}, channel {o}, ξ {xi}"
+                                );
+                            }
+                        }
+                    }
+                    let partials = &e[16 * plane..];
+                    for o in 0..geo.out_channels {
+                        let mut want = Partials::default();
+                        for n in 0..geo.batch {
+                            for oh in 2 * first..(2 * (first + bands)).min(geo.out_h) {
+                                let start =
+                                    ((n * geo.out_channels + o) * geo.out_h + oh) * geo.out_w;
+                                accumulate(&dy[start..start + geo.out_w], &mut want);
+                            }
+                        }
+                        let want: Vec<f32> = want.iter().map(|&p| p as f32).collect();
+                        assert_eq!(
+                            &partials[o * want.len()..][..want.len()],
+                            &want[..],
+                            "bias partials, {shape}, channel {o}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every (image, tile row of the band, tile column) of a band of `bands` tile rows.
+    fn tiles(geo: &Geometry, bands: usize) -> Vec<(usize, usize, usize)> {
+        let mut all = Vec::new();
+        for n in 0..geo.batch {
+            for i in 0..bands {
+                for j in 0..geo.tiles_w {
+                    all.push((n, i, j));
+                }
+            }
+        }
+        all
     }
 }
