@@ -26,10 +26,11 @@
 //! `T < 2·target` tiles (1.6 MiB for 32 → 32 channels at 28×28, T = 392; 1.2 MiB for
 //! 64 → 64 at 14×14, T = 147; 2.5 MiB for 128 → 128 at 14×14, T = 147; 4.3 MiB for 256 → 256 at 7×7, T = 128) plus
 //! a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. The
-//! weight gradient walks the same chunks in order with one V, one transformed output gradient (`16·O·(T + 8)`) and
-//! M (`16·O·C`). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][stride]` (U `[C][16][O]`, V
-//! `[C][16][T + 8]`, M `[O][16][T + 8]`) so each transform touches one contiguous block per channel; the GEMM reads
-//! the ξ-th matrix through strides. Every output element is computed by the same operations in the same order
+//! weight gradient walks the same chunks in order with one V, one transformed output gradient (`16·O·T`), the staged
+//! rows of a band and M (`16·O·C`). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major
+//! `[row][16][stride]` (U `[C][16][O]`, V `[C][16][T + 8]`, M `[O][16][T + 8]`) so each transform touches one
+//! contiguous block per channel; the GEMM reads the ξ-th matrix through strides. The weight gradient's V and E are
+//! channel-last instead (`[16][T][C]`, `[16][T][O]`, see [`backward_weight`]). Every output element is computed by the same operations in the same order
 //! whatever the number of threads, so results are bit-identical for any thread count.
 //!
 //! Rounding: the transforms multiply only by 0, ±1 and ±½, so each transformed value is a short sum (≤ 9 terms)
@@ -200,8 +201,11 @@ pub(super) fn backward_input(
 /// By the transposition principle (`⟨dy, Aᵀ[(G·g) ⊙ (Bᵀ·d)]⟩ = ⟨g, Gᵀ[(A·dy) ⊙ (Bᵀ·d)]⟩`), the gradient of one tile's
 /// output with respect to its kernel is `Gᵀ·[(A·dy_t·Aᵀ) ⊙ (Bᵀ·d_t·B)]·G`, so summed over tiles:
 /// `M[ξ][o][c] = Σ_t E[ξ][o][t] · V[ξ][c][t]` (16 GEMMs (O × T)·(T × C), accumulated chunk after chunk) and
-/// `dw[o, c] = Gᵀ·M[·][o][c]·G`. Chunks run in order (the sum order never depends on threads); inside a chunk the
-/// transforms run channel by channel in parallel and the GEMMs parallelise themselves.
+/// `dw[o, c] = Gᵀ·M[·][o][c]·G`. Chunks run in order (the sum order never depends on threads). Inside a chunk the
+/// transforms write E and V channel-last (`[16][T][O]`, `[16][T][C]`, see `transform::TileRange`), so that the GEMMs,
+/// which parallelise themselves, pack both by plain copies: the rows of a band are first staged channel-last by
+/// blocks of 8 channels in parallel (`transform::stage_input`, `stage_gradient`), then transformed by ranges of
+/// `TILES_PER_TASK` tiles in parallel, every channel of a tile at once.
 pub(super) fn backward_weight(
     s: &Conv2dShape,
     input: &[f32],

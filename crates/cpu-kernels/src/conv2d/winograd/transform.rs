@@ -453,6 +453,16 @@ fn channels_last(lines: &[&[f32]], len: usize, out: &mut [f32], avx: bool) {
     }
 }
 
+/// Zeros the at most 3 channel-last padding columns (`LANES` floats each) at either end of a staged row, by
+/// whole-vector stores (a `fill` of unknown length becomes a call to memset).
+#[inline(always)]
+fn zero_columns(columns: &mut [f32]) {
+    debug_assert!(columns.len() <= 3 * LANES, "{} floats", columns.len());
+    for column in columns.chunks_exact_mut(LANES).take(3) {
+        column.copy_from_slice(&[0.0; LANES]);
+    }
+}
+
 /// Rows and columns of one image's staged input band of `bands` tile rows (padded rows and columns).
 fn input_staged_size(geo: &Geometry, bands: usize) -> (usize, usize) {
     (2 * bands + 2, 2 * geo.tiles_w + 2)
@@ -515,9 +525,9 @@ pub(super) fn stage_input(
             });
             let (before, rest) = row.split_at_mut(geo.pad_w * LANES);
             let (inside, after) = rest.split_at_mut(geo.in_w * LANES);
-            before.fill(0.0);
+            zero_columns(before);
             channels_last(&lines[..channels], geo.in_w, inside, avx);
-            after.fill(0.0);
+            zero_columns(after);
         }
     }
 }
@@ -566,7 +576,7 @@ pub(super) fn stage_gradient(
             }
             let (inside, after) = row.split_at_mut(geo.out_w * LANES);
             channels_last(&lines[..channels], geo.out_w, inside, avx);
-            after.fill(0.0);
+            zero_columns(after);
         }
     }
 }
