@@ -18,6 +18,11 @@
 //! `[16][stride]`, element ξ of tile t at `ξ·stride + t`, ξ = 4·a + b for row a, column b of the 4×4 matrix; the tiles
 //! of a chunk are numbered image by image, row by row. The arithmetic runs on `LANES` consecutive tiles of a tile row
 //! at once (`[f32; LANES]` per matrix entry, which compiles to one vector register each).
+//!
+//! The weight gradient's transforms are channel-last instead (V `[16][tiles][C']`, E `[16][tiles][O']`, see
+//! [`TileRange`]): its rows are first staged channel-last, `LANES` channels at a time ([`stage_input`],
+//! [`stage_gradient`]), and the same arithmetic then runs on `LANES` channels of one tile at once ([`input_tiles`],
+//! [`gradient_tiles`]).
 
 use super::super::bias_gradient::{accumulate, Partials};
 use super::super::Conv2dAddends;
