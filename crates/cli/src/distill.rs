@@ -229,6 +229,21 @@ fn check_teacher_kind(command: &DistillCommand, teacher: &Teacher) -> Result<(),
     Ok(())
 }
 
+/// Refuses `--guidance` for a teacher that is a student distilled from a guided teacher: it already gives the guided
+/// output, and guiding it again would compound the scale.
+fn check_teacher_guidance(guidance: f64, teacher: &Teacher) -> Result<(), String> {
+    match &teacher.info {
+        Some(info) if info.guidance != 1.0 && guidance != 1.0 => Err(format!(
+            "--teacher {} was distilled with guidance {} and already gives the guided output; --guidance {guidance} \
+             would guide it again (about {} in all): leave --guidance out",
+            teacher.id.path,
+            info.guidance,
+            info.guidance * guidance
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses, when resuming `dir`, a `--config`, `--to-steps` or `--teacher-steps` other than the run's own (a resumed
 /// run keeps its stored settings, so a different value would be silently ignored).
 fn check_resume_settings(
@@ -392,6 +407,7 @@ pub fn run(command: &DistillCommand) -> Result<(), String> {
         .ok_or("--teacher RUN is required (the trained run to distil)")?;
     let teacher = Teacher::open(teacher_dir)?;
     check_teacher_kind(command, &teacher)?;
+    check_teacher_guidance(common.guidance, &teacher)?;
     check_student_config(common.config.as_deref(), &teacher)?;
     let method = match command {
         DistillCommand::Progressive(args) => {

@@ -12,15 +12,15 @@ use diffuse_diffusion::distill::progressive::{
 };
 use diffuse_diffusion::distill::{
     check_halvings, consistency_sample, consistency_sample_from, default_sampling_sigmas,
-    ConsistencyFunction, ConsistencyParam, Curriculum, Distance, LevelWeighting,
-    NetworkConsistency, OdeSolver,
+    ConsistencyFunction, ConsistencyParam, Curriculum, Distance, DistillConfig, LevelWeighting,
+    Method, NetworkConsistency, OdeSolver,
 };
 use diffuse_diffusion::forward::q_sample;
 use diffuse_diffusion::sampler::sigmas::{timestep_to_sigma, training_sigmas};
 use diffuse_diffusion::sampler::{
     Condition, Ddim, Denoiser, Prediction, Sampler, SamplerOptions, X0Limit,
 };
-use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
+use diffuse_diffusion::schedule::{BetaSchedule, NoiseSchedule, SchedulerConfig, TimestepSpacing};
 use diffuse_diffusion::train::target::convert;
 use diffuse_diffusion::Result;
 use diffuse_tensor::{Device, Tensor};
@@ -532,6 +532,32 @@ fn progressive_step_counts_must_halve_to_a_power_of_two() {
     let err = check_halvings(2048, 4, 1000).unwrap_err().to_string();
     assert!(err.contains("1000 timesteps"), "{err}");
     check_halvings(64, 1, 1000).unwrap();
+}
+
+#[test]
+fn only_the_first_rounds_teacher_is_guided() {
+    // Later teachers are earlier students, which already give the guided output: guiding them again would compound
+    // the scale (about w² after two rounds).
+    let config = DistillConfig {
+        method: Method::Progressive {
+            from_steps: 16,
+            to_steps: 2,
+        },
+        teacher: None,
+        scheduler: SchedulerConfig::default(),
+        seed: 0,
+        batch_size: 1,
+        steps_per_round: 1,
+        lr: 1e-4,
+        grad_clip: None,
+        ema_decay: 0.999,
+        guidance: 3.0,
+        null_class: Some(10),
+    };
+    assert_eq!(config.method.rounds(), 3);
+    assert_eq!(config.teacher_guidance(1), 3.0);
+    assert_eq!(config.teacher_guidance(2), 1.0);
+    assert_eq!(config.teacher_guidance(3), 1.0);
 }
 
 // ---- consistency models ----------------------------------------------------------------------------------------

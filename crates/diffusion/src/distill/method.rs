@@ -107,7 +107,8 @@ pub struct DistillConfig {
     pub grad_clip: Option<f32>,
     /// Maximum decay of the EMA of the student's weights (the weights that are sampled).
     pub ema_decay: f64,
-    /// Classifier-free guidance scale of the teacher (1: unguided); the student learns the guided output.
+    /// Classifier-free guidance scale of the first teacher (1: unguided); the student learns the guided output
+    /// ([`DistillConfig::teacher_guidance`] for later rounds).
     pub guidance: f64,
     /// The null class of a class-conditional model.
     pub null_class: Option<u32>,
@@ -116,6 +117,19 @@ pub struct DistillConfig {
 impl DistillConfig {
     pub fn noise_schedule(&self) -> Result<NoiseSchedule> {
         Ok(NoiseSchedule::from_config(&self.scheduler)?)
+    }
+
+    /// The guidance scale applied to round `round`'s teacher. Only the first round's teacher is the guided model;
+    /// every later round's teacher is the previous round's student, which has learned the guided output and
+    /// carries the guidance in its conditional prediction. Guiding it again would compound the scale round after
+    /// round (its null-class output, never trained, stays near the original model's unconditional one, so scale w
+    /// over a student that already gives u + w·(c − u) gives about u + w²·(c − u)).
+    pub fn teacher_guidance(&self, round: u32) -> f64 {
+        if round <= 1 {
+            self.guidance
+        } else {
+            1.0
+        }
     }
 
     /// Refuses settings that cannot run.

@@ -280,11 +280,12 @@ impl<M: TrainableModel> Distiller<M> {
             prediction: self.prediction,
         });
         let guided;
+        let guidance = config.teacher_guidance(self.state.round);
         let teacher: Option<&dyn Denoiser> = match &teacher_plain {
-            Some(plain) if config.guidance != 1.0 => {
+            Some(plain) if guidance != 1.0 => {
                 guided = ClassifierFreeGuidance {
                     model: plain,
-                    scale: config.guidance,
+                    scale: guidance,
                     null_class: config.null_class,
                     null_context: None,
                 };
