@@ -24,6 +24,7 @@ use diffuse_diffusion::data::{Dataset, Split};
 use diffuse_diffusion::eval::EvalReport;
 use diffuse_diffusion::train::{TrainConfig, Trainer};
 use diffuse_models::{Backbone, BackboneConfig};
+use diffuse_tensor::backend::host_cache;
 use indicatif::ProgressBar;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -152,8 +153,21 @@ impl Evaluator {
         done.is_multiple_of(self.every)
     }
 
-    /// Scores samples of the trainer's EMA weights (decoded by `decoder` in a latent run).
+    /// Scores samples of the trainer's EMA weights (decoded by `decoder` in a latent run). The host buffer cache is
+    /// emptied before and after, as around a sample grid (`training_grids.rs`), so that the training step's cached
+    /// buffers and the evaluation's do not add up in the run's peak memory.
     pub fn run(
+        &self,
+        trainer: &Trainer<Backbone>,
+        decoder: Option<&LatentDecoder>,
+    ) -> Result<EvalReport, String> {
+        host_cache::release();
+        let report = self.score_ema(trainer, decoder);
+        host_cache::release();
+        report
+    }
+
+    fn score_ema(
         &self,
         trainer: &Trainer<Backbone>,
         decoder: Option<&LatentDecoder>,

@@ -16,6 +16,7 @@ use diffuse_diffusion::data::Dataset;
 use diffuse_diffusion::image_condition::ImageCondition;
 use diffuse_diffusion::schedule::NoiseSchedule;
 use diffuse_models::Backbone;
+use diffuse_tensor::backend::host_cache;
 use std::path::{Path, PathBuf};
 
 pub struct Grids<'a> {
@@ -46,7 +47,24 @@ pub struct GridModel<'a> {
 
 impl Grids<'_> {
     /// Samples a grid from `model` and writes it to `OUT/samples/NAME.png` (images shaped as `data`'s).
+    ///
+    /// The host buffer cache is emptied before and after: the training step's cached buffers and the grid's
+    /// (another batch, so other lengths) would otherwise sit side by side, each set unused while the other runs,
+    /// and the run's peak memory would be their sum instead of the larger of the two. Emptying costs the first
+    /// training step after a grid its fresh allocations, once per grid.
     pub fn write(&self, from: &GridModel, name: &str, data: &Dataset) -> Result<PathBuf, String> {
+        host_cache::release();
+        let written = self.draw_and_save(from, name, data);
+        host_cache::release();
+        written
+    }
+
+    fn draw_and_save(
+        &self,
+        from: &GridModel,
+        name: &str,
+        data: &Dataset,
+    ) -> Result<PathBuf, String> {
         let columns = self.columns.max(1);
         let path = self.out.join("samples").join(format!("{name}.png"));
         if let Some((condition, schedule)) = from.image_condition {
