@@ -134,6 +134,42 @@ fn matmul_with_broadcast_batch_and_transposed_operand_matches_finite_differences
 }
 
 #[test]
+fn a_linear_layer_over_a_transposed_batch_gives_the_bits_of_its_contiguous_copy() {
+    // Tokens read out of an (N, C, HW) map as an (N, HW, C) transposed view, through a weight and bias as
+    // `Transformer2DModel`'s linear projections take them: the product and every gradient must carry the same bits
+    // as for a contiguous copy of the tokens (one product over all rows either way), with an output gradient that is
+    // itself a transposed view. Sizes off the GEMM's tiles (12 × 32) and its 256-row short order.
+    let (n, c, hw, out) = (3, 37, 101, 45);
+    let map = randn(&[n, c, hw], 31);
+    let (weight, bias) = (randn(&[out, c], 32), randn(&[out], 33));
+    let upstream = randn(&[n, out, hw], 34);
+    let run = |tokens: Tensor| {
+        let (x, w, b) = (
+            Var::leaf(tokens),
+            Var::leaf(weight.clone()),
+            Var::leaf(bias.clone()),
+        );
+        let y = x.matmul_bias(&w.transpose(0, 1).unwrap(), &b).unwrap();
+        // Read back as a map, so the gradient y receives is a transposed view.
+        let map_out = y.transpose(1, 2).unwrap();
+        let loss = map_out.mul(&Var::constant(upstream.clone())).unwrap();
+        let grads = loss.sum_all().unwrap().backward().unwrap();
+        let bits =
+            |t: &Tensor| -> Vec<u32> { t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect() };
+        [
+            bits(y.tensor()),
+            bits(grads.get(&x).unwrap()),
+            bits(grads.get(&w).unwrap()),
+            bits(grads.get(&b).unwrap()),
+        ]
+    };
+    let view = map.transpose(1, 2).unwrap();
+    let copy = view.contiguous().unwrap();
+    assert!(!view.is_contiguous());
+    assert_eq!(run(view), run(copy));
+}
+
+#[test]
 fn views_match_finite_differences() {
     let x = randn(&[2, 3, 4], 11);
     check_gradients(&[&x], |v| {

@@ -331,6 +331,64 @@ fn short_and_blocked_loop_orders_give_identical_bits() {
 }
 
 #[test]
+fn a_row_major_a_read_in_place_gives_the_bits_of_its_packed_copy() {
+    // In the blocked order (more than 256 rows) a row-major A's whole register-tile panels are read where they lie
+    // and only the rows past them are packed; the same A stored column-major is packed throughout. Both sum the same
+    // products in the same order, so C must agree bit for bit: row counts off every tile (12, 6) and row block (120),
+    // one and two k-blocks (256), padded rows, with beta and with a bias.
+    for (m, n, k, pad) in [
+        (257, 33, 7, 0),
+        (300, 64, 64, 3),
+        (367, 17, 300, 0),
+        (480, 40, 513, 5),
+    ] {
+        let values = random_vec(m * k, 21);
+        let b = random_vec(k * n, 22);
+        let c0 = random_vec(m * n, 23);
+        let bias = random_vec(n, 24);
+        let lead = k + pad;
+        let mut rows = vec![f32::NAN; m * lead];
+        let mut columns = vec![f32::NAN; k * m];
+        for i in 0..m {
+            for p in 0..k {
+                rows[i * lead + p] = values[i * k + p];
+                columns[p * m + i] = values[i * k + p];
+            }
+        }
+        let in_place = MatRef {
+            data: &rows,
+            row_stride: lead,
+            col_stride: 1,
+        };
+        let packed = MatRef {
+            data: &columns,
+            row_stride: 1,
+            col_stride: m,
+        };
+        for kernel in kernels() {
+            for with_bias in [false, true] {
+                let product = |a: MatRef| {
+                    let mut c = c0.clone();
+                    let (b, out) = (MatRef::row_major(&b, n), MatMut::row_major(&mut c, n));
+                    if with_bias {
+                        sgemm_batched_bias_using(kernel, 1, m, n, k, 0.5, a, 0, b, 0, &bias, out, 0)
+                    } else {
+                        sgemm_batched_using(kernel, 1, m, n, k, 0.5, a, 0, b, 0, 0.75, out, 0)
+                    }
+                    .unwrap();
+                    c
+                };
+                let (want, got) = (product(packed), product(in_place));
+                assert!(
+                    want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()),
+                    "{kernel} kernel, {m}×{n}×{k}, bias {with_bias}: A read in place differs from A packed"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn sgemm_is_large_enough_to_run_in_parallel_and_still_matches_reference() {
     let t = Layout {
         transposed: true,

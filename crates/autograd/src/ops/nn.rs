@@ -13,35 +13,59 @@ impl Var {
     /// Batched matrix product over the last two dimensions, batch dimensions broadcast.
     /// Only the gradients of operands that need one are computed (a constant input costs no product).
     pub fn matmul(&self, rhs: &Var) -> Result<Var> {
-        let (a, b) = (self.tensor().clone(), rhs.tensor().clone());
-        let y = a.matmul(&b)?;
-        let (need_a, need_b) = (self.requires_grad(), rhs.requires_grad());
-        Ok(Var::from_op(y, &[self, rhs], move |g| {
-            let [ga, gb] = matmul_grads(&a, &b, g, need_a, need_b)?;
-            Ok(vec![ga, gb])
-        }))
+        self.matmul_plus(rhs, None)
     }
 
     /// [`Var::matmul`] plus `bias` (`[n]`) on every row, added in the GEMM's output stage (a linear layer). Rules: as
     /// for the product, and `∂bias = Σ_rows g`.
     pub fn matmul_bias(&self, rhs: &Var, bias: &Var) -> Result<Var> {
+        self.matmul_plus(rhs, Some(bias))
+    }
+
+    /// The product, with a bias when there is one. A rank-2 `rhs` (a linear layer's weight) serves every row of
+    /// `self`, so the product and both gradients are taken over `self`'s rows as one `[rows, k]` matrix
+    /// ([`as_rows`]): a view when the rows lie at one stride, otherwise one contiguous copy made here and shared by
+    /// the forward and the weight gradient. Without it, a batched view (tokens read out of a feature map, `[n, hw,
+    /// c]` with the channels `hw` apart) ran one small GEMM per batch, each packing the weight anew, and the backward
+    /// copied the same rows again for the weight gradient. The GEMM's sums do not depend on how the rows are batched,
+    /// so the bits are the same.
+    fn matmul_plus(&self, rhs: &Var, bias: Option<&Var>) -> Result<Var> {
         let (a, b) = (self.tensor().clone(), rhs.tensor().clone());
-        let y = a.matmul_bias(&b, bias.tensor())?;
-        let (need_a, need_b, need_bias) = (
-            self.requires_grad(),
-            rhs.requires_grad(),
-            bias.requires_grad(),
-        );
-        Ok(Var::from_op(y, &[self, rhs, bias], move |g| {
-            let [ga, gb] = matmul_grads(&a, &b, g, need_a, need_b)?;
-            let gbias = need_bias
-                .then(|| {
-                    let n = g.shape()[g.rank() - 1];
-                    let rows = g.numel() / n.max(1);
-                    g.reshape(&[rows, n])?.sum(&[0], false)
-                })
-                .transpose()?;
-            Ok(vec![ga, gb, gbias])
+        let flatten = b.rank() == 2 && a.rank() > 2;
+        let a_shape = a.shape().to_vec();
+        let a = if flatten { as_rows(&a)? } else { a };
+        let y = match bias {
+            Some(bias) => a.matmul_bias(&b, bias.tensor())?,
+            None => a.matmul(&b)?,
+        };
+        let y = if flatten {
+            let rows_shape = &a_shape[..a_shape.len() - 1];
+            let shape: Vec<usize> = rows_shape.iter().copied().chain([b.shape()[1]]).collect();
+            y.reshape(&shape)?
+        } else {
+            y
+        };
+        let (need_a, need_b) = (self.requires_grad(), rhs.requires_grad());
+        let (has_bias, need_bias) = (bias.is_some(), bias.is_some_and(Var::requires_grad));
+        let mut inputs = vec![self, rhs];
+        inputs.extend(bias);
+        Ok(Var::from_op(y, &inputs, move |g| {
+            let g = if flatten { as_rows(g)? } else { g.clone() };
+            let [ga, gb] = matmul_grads(&a, &b, &g, need_a, need_b)?;
+            let ga = ga.map(|ga| ga.reshape(&a_shape)).transpose()?;
+            let mut grads = vec![ga, gb];
+            if has_bias {
+                grads.push(
+                    need_bias
+                        .then(|| {
+                            let n = g.shape()[g.rank() - 1];
+                            let rows = g.numel() / n.max(1);
+                            g.reshape(&[rows, n])?.sum(&[0], false)
+                        })
+                        .transpose()?,
+                );
+            }
+            Ok(grads)
         }))
     }
 
@@ -188,6 +212,14 @@ impl Var {
             Ok(vec![Some(gq), Some(gk), Some(gv)])
         }))
     }
+}
+
+/// All of `t`'s rows (`[.., m, k]`) as one `[rows, k]` matrix: a view when they lie at one stride, else a
+/// contiguous copy.
+fn as_rows(t: &Tensor) -> Result<Tensor> {
+    let k = t.shape()[t.rank() - 1];
+    let rows = t.shape()[..t.rank() - 1].iter().product::<usize>();
+    t.reshape(&[rows, k])
 }
 
 /// The gradients of `y = a·b` from `g = ∂y`: `∂a = g·bᵀ`, `∂b = aᵀ·g`, each summed over broadcast batch axes and

@@ -27,6 +27,10 @@
 //! sum order is fixed by the constants alone, so thread counts never change a bit; different kernels may differ by
 //! rounding (FMA or not).
 //!
+//! A row-major A is not packed in the blocked order: its tiles read MR rows in place ([`row_tiles`]), the same
+//! products in the same order as from the packed panel, since the panel would only be a transposed copy of rows
+//! that are already contiguous.
+//!
 //! Short, wide products (`m ≤ 256` rows, as in a convolution's `[out_channels × positions]`) use a second loop order,
 //! [`gemm_short`]: A's whole k-block is packed once and each B panel is packed just before its tiles run, so it never
 //! leaves L1. The sum order, hence every bit of the result, is the same in both.
@@ -591,18 +595,41 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
 
             let row_block = |a_buf: &mut PackBuf, ic: usize| {
                 let mc = MC.min(m - ic);
-                let a_packed = a_buf.floats(mc.next_multiple_of(MR) * kc);
-                // SAFETY: `K` is supported (this function's contract).
-                unsafe { K::pack_a(a, ic, mc, pc, kc, a_packed) };
+                // A row-major A's whole MR-row panels are read where they lie (`Kernel::tile_rows`); only the rows
+                // past the last whole panel, and every row of any other layout, are packed.
+                let in_place = if a.col_stride == 1 { mc / MR * MR } else { 0 };
+                let packed_rows = (ic + in_place, mc - in_place);
+                let a_packed = a_buf.floats(packed_rows.1.next_multiple_of(MR) * kc);
+                if packed_rows.1 > 0 {
+                    // SAFETY: `K` is supported (this function's contract).
+                    unsafe { K::pack_a(a, packed_rows.0, packed_rows.1, pc, kc, a_packed) };
+                }
                 let a_packed: &[f32] = a_packed;
                 let column_panel = |(q, b_panel): (usize, &[f32])| {
                     let jr = q * NR;
-                    let (rows, cols) = ((ic, mc), (jc + jr, NR.min(nc - jr)));
+                    let cols = (jc + jr, NR.min(nc - jr));
                     // SAFETY: the rows and columns are inside C, and this task alone owns their tiles.
                     unsafe {
+                        row_tiles::<MR, NR, K>(
+                            kc,
+                            (a, pc),
+                            b_panel,
+                            alpha,
+                            beta_block,
+                            c,
+                            (ic, in_place),
+                            cols,
+                        );
                         panel_tiles::<MR, NR, K>(
-                            kc, a_packed, b_panel, alpha, beta_block, c, rows, cols,
-                        )
+                            kc,
+                            a_packed,
+                            b_panel,
+                            alpha,
+                            beta_block,
+                            c,
+                            packed_rows,
+                            cols,
+                        );
                     };
                 };
                 if parallel {
@@ -652,6 +679,35 @@ unsafe fn panel_tiles<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
         unsafe {
             let tile = c.tile(row0 + ir, col0, MR.min(rows - ir), cols);
             K::tile(kc, a_panel, b_panel, alpha, beta, tile);
+        }
+    }
+}
+
+/// [`panel_tiles`] with A's rows read in place instead of packed ([`Kernel::tile_rows`]): `rows = (first, count)`
+/// with `count` a multiple of MR, of a row-major A (`col_stride == 1`) whose k-block starts at column `pc`.
+///
+/// # Safety
+/// As for [`panel_tiles`]; A is row-major and its rows `first .. first + count` exist.
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_tiles<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
+    kc: usize,
+    (a, pc): (&MatRef, usize),
+    b_panel: &[f32],
+    alpha: f32,
+    beta: f32,
+    c: SharedC,
+    (row0, rows): (usize, usize),
+    (col0, cols): (usize, usize),
+) {
+    debug_assert!(a.col_stride == 1 && rows.is_multiple_of(MR));
+    for ir in (0..rows).step_by(MR) {
+        // Row row0 + ir + MR − 1 of A exists and the bounds check covered its columns pc .. pc + kc, so the slice
+        // holds the (MR − 1)·row_stride + kc floats the kernel reads.
+        let a_rows = &a.data[(row0 + ir) * a.row_stride + pc..];
+        // SAFETY: (row0 + ir, col0) is inside C and the full-height tile belongs to the caller alone.
+        unsafe {
+            let tile = c.tile(row0 + ir, col0, MR, cols);
+            K::tile_rows(kc, a_rows, a.row_stride, b_panel, alpha, beta, tile);
         }
     }
 }

@@ -21,16 +21,42 @@ impl Kernel<MR, NR> for Avx2Fma {
     unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile) {
         debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
         // SAFETY: the caller checked AVX2 and FMA are available; the panel lengths and `c` are forwarded contracts.
-        unsafe { tile(kc, a.as_ptr(), b.as_ptr(), alpha, beta, c) }
+        unsafe { tile::<false>(kc, a.as_ptr(), 0, b.as_ptr(), alpha, beta, c) }
+    }
+
+    unsafe fn tile_rows(
+        kc: usize,
+        a: &[f32],
+        row_stride: usize,
+        b: &[f32],
+        alpha: f32,
+        beta: f32,
+        c: CTile,
+    ) {
+        debug_assert!(a.len() >= (MR - 1) * row_stride + kc && b.len() >= kc * NR);
+        // SAFETY: as for `tile`; the A rows' length is a forwarded contract.
+        unsafe { tile::<true>(kc, a.as_ptr(), row_stride, b.as_ptr(), alpha, beta, c) }
     }
     packing_with_features!("avx2,fma");
 }
 
+/// Element `(r, p)` of A is `a[p·MR + r]` (a packed panel) or, with `ROWS`, `a[r·row_stride + p]` (rows of a
+/// row-major A in place). The packed build has constant offsets and ignores `row_stride`.
+///
 /// # Safety
-/// The CPU supports AVX2 and FMA; `a` and `b` point to `kc·MR` and `kc·NR` readable floats; `c` as for
-/// [`Kernel::tile`].
+/// The CPU supports AVX2 and FMA; `a` points to the `kc·MR` floats of a packed panel, or with `ROWS` to
+/// `(MR − 1)·row_stride + kc` readable floats; `b` to `kc·NR`; `c` as for [`Kernel::tile`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile(kc: usize, a: *const f32, b: *const f32, alpha: f32, beta: f32, c: CTile) {
+unsafe fn tile<const ROWS: bool>(
+    kc: usize,
+    a: *const f32,
+    row_stride: usize,
+    b: *const f32,
+    alpha: f32,
+    beta: f32,
+    c: CTile,
+) {
+    let (row_step, p_step) = if ROWS { (row_stride, 1) } else { (1, MR) };
     if c.col_stride == 1 {
         for r in 0..c.rows {
             // SAFETY: a prefetch never faults; the address is the first element of tile row r, inside C.
@@ -43,13 +69,13 @@ unsafe fn tile(kc: usize, a: *const f32, b: *const f32, alpha: f32, beta: f32, c
     }
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
-        // SAFETY: p < kc, so the NR floats of B̃ row p and the MR floats of Ã column p are inside the panels.
+        // SAFETY: p < kc, so the NR floats of B̃ row p and the MR floats of A's column p are inside the operands.
         unsafe {
             let b_lo = _mm256_loadu_ps(b.add(p * NR));
             let b_hi = _mm256_loadu_ps(b.add(p * NR + 8));
-            let a_p = a.add(p * MR);
+            let a_p = a.add(p * p_step);
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let a_rp = _mm256_broadcast_ss(&*a_p.add(r));
+                let a_rp = _mm256_broadcast_ss(&*a_p.add(r * row_step));
                 acc_r[0] = _mm256_fmadd_ps(a_rp, b_lo, acc_r[0]);
                 acc_r[1] = _mm256_fmadd_ps(a_rp, b_hi, acc_r[1]);
             }

@@ -11,6 +11,10 @@
 //! are compiled once per shape, so each kernel's loops see constant panel widths. The portable kernel is the same loop
 //! in plain Rust at 6×16 (separate multiply and add, so its roundings differ from the fused ones by at most one ulp
 //! per step).
+//!
+//! Every kernel also reads a row-major A in place ([`Kernel::tile_rows`]: `a[r·row_stride + p]` for `Ã[p·MR + r]`):
+//! the step's MR broadcasts then come from MR row streams instead of one packed column, which costs the load ports
+//! nothing more, and the transposing copy of A's panel is skipped.
 
 /// Implements [`Kernel`]'s packing methods inside a kernel's `impl` block (with its `MR` and `NR` in scope) by wrappers
 /// compiled with `$features`, the target features the kernel's `is_supported` check guarantees, so the packing copies
@@ -154,6 +158,23 @@ pub(super) trait Kernel<const MR: usize, const NR: usize> {
     /// at least `c.cols` floats.
     unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile);
 
+    /// [`Kernel::tile`] with Ã replaced by MR rows of a row-major A read where they lie: step `p` of row `r` is
+    /// `a[r·row_stride + p]` instead of `Ã[p·MR + r]`. The same products are summed in the same order, so the tile's
+    /// bits are those of `tile` on the packed panel of the same rows; the driver uses it to skip packing a row-major
+    /// A (a linear layer's activations), whose panel would be a transposed copy of rows already contiguous.
+    ///
+    /// # Safety
+    /// As for [`Kernel::tile`], with `a` holding at least `(MR − 1)·row_stride + kc` floats.
+    unsafe fn tile_rows(
+        kc: usize,
+        a: &[f32],
+        row_stride: usize,
+        b: &[f32],
+        alpha: f32,
+        beta: f32,
+        c: CTile,
+    );
+
     /// [`pack::pack_a`] for this kernel's `MR`, compiled with the kernel's target features (the SIMD kernels
     /// override this baseline build through `packing_with_features!`).
     ///
@@ -205,23 +226,36 @@ pub(super) struct Portable;
 impl Kernel<PORTABLE_MR, PORTABLE_NR> for Portable {
     unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile) {
         debug_assert!(a.len() >= kc * PORTABLE_MR && b.len() >= kc * PORTABLE_NR);
+        let acc = portable::<PORTABLE_MR, PORTABLE_NR>(kc, |r, p| a[p * PORTABLE_MR + r], b);
         // SAFETY: forwarded from this function's contract.
-        unsafe {
-            store(
-                &portable::<PORTABLE_MR, PORTABLE_NR>(kc, a, b),
-                alpha,
-                beta,
-                c,
-            )
-        }
+        unsafe { store(&acc, alpha, beta, c) }
+    }
+
+    unsafe fn tile_rows(
+        kc: usize,
+        a: &[f32],
+        row_stride: usize,
+        b: &[f32],
+        alpha: f32,
+        beta: f32,
+        c: CTile,
+    ) {
+        let acc = portable::<PORTABLE_MR, PORTABLE_NR>(kc, |r, p| a[r * row_stride + p], b);
+        // SAFETY: forwarded from this function's contract.
+        unsafe { store(&acc, alpha, beta, c) }
     }
 }
 
-/// The accumulator tile `Σ_p Ã[p]ᵀ·B̃[p]` in plain Rust.
-fn portable<const MR: usize, const NR: usize>(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+/// The accumulator tile `Σ_p A[·, p]·B̃[p]` in plain Rust, element `(r, p)` of A read through `a`.
+fn portable<const MR: usize, const NR: usize>(
+    kc: usize,
+    a: impl Fn(usize, usize) -> f32,
+    b: &[f32],
+) -> [[f32; NR]; MR] {
     let mut acc = [[0.0f32; NR]; MR];
-    for (a_p, b_p) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
-        for (acc_row, &a_rp) in acc.iter_mut().zip(a_p) {
+    for (p, b_p) in b.chunks_exact(NR).take(kc).enumerate() {
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let a_rp = a(r, p);
             for (acc_rc, &b_pc) in acc_row.iter_mut().zip(b_p) {
                 *acc_rc += a_rp * b_pc;
             }
