@@ -1277,7 +1277,7 @@ fn conv2d_direct_handles_autoencoder_layers_and_edge_cases() {
     }
 }
 
-/// `Auto` picks the direct algorithm for stride-1 convolutions with at most `DIRECT_MAX_CHANNELS` channels on a side
+/// `Auto` picks the direct algorithm for stride-1 convolutions with at most `DIRECT_MAX_CHANNELS` output channels
 /// (bit-identical to asking for it), and `Direct` refuses the shapes it cannot compute.
 #[test]
 fn conv2d_direct_is_chosen_for_few_channels_and_refuses_other_shapes() {

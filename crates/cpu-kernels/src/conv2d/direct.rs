@@ -1,8 +1,7 @@
-//! Direct convolution for stride-1, one-group convolutions with few channels on one side (a network's first and last
-//! layers: 1 → 32 channels, 32 → 1, 64 → 8), where im2col + GEMM spends its time copying: the column matrix has
-//! `Cin·KH·KW` rows for `Cout` GEMM rows, so with `Cout ≤ 8` each copied float serves at most 8 multiply-adds and
-//! the 12-row register tile is mostly empty (with `Cin ≤ 8`, the input gradient is the same case). No column matrix
-//! is built here.
+//! Direct convolution for stride-1, one-group convolutions with few output channels (a network's last layers:
+//! 32 → 1 channels, 64 → 8), where im2col + GEMM spends its time copying: the column matrix has `Cin·KH·KW` rows
+//! for `Cout` GEMM rows, so with `Cout ≤ 8` each copied float serves at most 8 multiply-adds and the 12-row register
+//! tile is mostly empty. No column matrix is built here.
 //!
 //! Each image is copied once into a zero-padded buffer `xp[c]` of `Hp × Wp` floats (`Hp = H + 2·ph`,
 //! `Wp = W + 2·pw`), and the output is computed at every position `q = oh·Wp + ow` of the padded width, `ow < Wp`:
@@ -37,8 +36,9 @@ use super::scratch::{Buffer, Role};
 use super::shape::Conv2dShape;
 use crate::dispatch::dispatch;
 
-/// Most channels on the smaller side (input or output) for which [`super::Conv2dAlgorithm::Auto`] picks the direct
-/// convolution.
+/// Most output channels for which [`super::Conv2dAlgorithm::Auto`] picks the direct convolution. (With few input
+/// channels and many outputs, 1 → 32 at 28×28, im2col + GEMM measured faster for both gradients: its column matrix
+/// is then short.)
 pub const DIRECT_MAX_CHANNELS: usize = 8;
 
 /// The widest position block: every plane buffer has this many floats (and a row's worth of taps) to spare at its

@@ -8,8 +8,7 @@
 //! back with `+=` (several kernel offsets read the same input pixel), which is exactly the transpose of im2col.
 //! Each col row is one kernel tap `(c, kh, kw)`; along each axis the output positions that land inside the image form
 //! one contiguous range, computed once per convolution call for every row ([`Taps`]: the divisions by the stride cost
-//! more than a row's copy of a small image) so the inner loop is a plain copy, or for stride 2 a copy of every other
-//! float (a fixed stride, which vectorises as two loads and a permute).
+//! more than a row's copy of a small image) so the inner loop is a plain (strided) copy.
 
 use std::ops::Range;
 
@@ -83,19 +82,11 @@ fn im2col_row(s: &Conv2dShape, taps: &Taps, x: &[f32], row: usize, dst: &mut [f3
         dst_row[..tap.cols.start].fill(0.0);
         dst_row[tap.cols.end..].fill(0.0);
         let dst_inside = &mut dst_row[tap.cols.clone()];
-        let n = dst_inside.len();
-        match s.stride.1 {
-            1 => dst_inside.copy_from_slice(&src[..n]),
-            2 => {
-                let src = &src[..2 * n - 1];
-                for (j, d) in dst_inside.iter_mut().enumerate() {
-                    *d = src[2 * j];
-                }
-            }
-            stride => {
-                for (d, &v) in dst_inside.iter_mut().zip(src.iter().step_by(stride)) {
-                    *d = v;
-                }
+        if s.stride.1 == 1 {
+            dst_inside.copy_from_slice(&src[..dst_inside.len()]);
+        } else {
+            for (d, &v) in dst_inside.iter_mut().zip(src.iter().step_by(s.stride.1)) {
+                *d = v;
             }
         }
     }

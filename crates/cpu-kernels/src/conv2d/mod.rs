@@ -1,5 +1,6 @@
 //! NCHW 2-D convolution (stride, padding, dilation, groups) and its two gradients, as im2col + GEMM or, for 3×3
-//! stride-1 convolutions with enough channels, Winograd F(2×2, 3×3) (`winograd/`; see [`Conv2dAlgorithm`]).
+//! stride-1 convolutions with enough channels, Winograd F(2×2, 3×3) (`winograd/`), or, for stride-1 convolutions with
+//! few output channels, a direct convolution (`direct.rs`; see [`Conv2dAlgorithm`]).
 //!
 //! With `G = groups`, `Cg = in_channels / G`, `Og = out_channels / G`, group `g` of image `n` computes
 //!
@@ -181,8 +182,8 @@ impl Scratch {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Conv2dAlgorithm {
     /// Winograd where it applies ([`Conv2dShape::supports_winograd`]) and both channel counts are at least
-    /// [`WINOGRAD_MIN_CHANNELS`]; else the direct convolution where it applies and one channel count is at most
-    /// [`DIRECT_MAX_CHANNELS`]; im2col + GEMM otherwise.
+    /// [`WINOGRAD_MIN_CHANNELS`]; else the direct convolution where it applies and there are at most
+    /// [`DIRECT_MAX_CHANNELS`] output channels; im2col + GEMM otherwise.
     #[default]
     Auto,
     /// im2col + GEMM (`im2col.rs`), any shape.
@@ -218,8 +219,7 @@ impl Conv2dAlgorithm {
                     && s.in_channels.min(s.out_channels) >= WINOGRAD_MIN_CHANNELS
                 {
                     Route::Winograd
-                } else if direct::unsupported(s).is_none()
-                    && s.in_channels.min(s.out_channels) <= DIRECT_MAX_CHANNELS
+                } else if direct::unsupported(s).is_none() && s.out_channels <= DIRECT_MAX_CHANNELS
                 {
                     Route::Direct
                 } else {
