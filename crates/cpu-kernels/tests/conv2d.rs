@@ -15,7 +15,7 @@ use common::{assert_within, random_vec, with_threads, F32_UNIT_ROUNDOFF};
 use diffuse_cpu_kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
     conv2d_backward_weight_with, conv2d_forward, conv2d_forward_add_with, conv2d_forward_with,
-    Conv2dAddends, Conv2dAlgorithm, Conv2dShape, WINOGRAD_MIN_CHANNELS,
+    Conv2dAddends, Conv2dAlgorithm, Conv2dShape, DIRECT_MAX_CHANNELS, WINOGRAD_MIN_CHANNELS,
 };
 use proptest::prelude::*;
 
@@ -1148,4 +1148,219 @@ fn conv2d_forward_add_rejects_addends_of_the_wrong_length() {
         &mut y,
     );
     assert!(err.message.contains("residual has"), "{err}");
+}
+
+/// Shapes the direct convolution computes: stride 1, one group, any kernel up to 4×4 with padding below it; batch
+/// 1–3, 1 to 11 channels on each side (so output-channel blocks of 8, 4, 2 and 1 all occur), sides 1 to `max_side`
+/// (position counts off every block of 32, 64 and 128).
+fn direct_shapes(max_side: usize) -> impl Strategy<Value = Conv2dShape> {
+    (
+        (1usize..=3, 1usize..=11, 1usize..=11),
+        (1..=max_side, 1..=max_side, 1usize..=4, 1usize..=4),
+        (0usize..=3, 0usize..=3),
+    )
+        .prop_map(
+            |((batch, in_channels, out_channels), (in_h, in_w, kernel_h, kernel_w), (ph, pw))| {
+                Conv2dShape {
+                    batch,
+                    in_channels,
+                    in_h,
+                    in_w,
+                    out_channels,
+                    kernel_h,
+                    kernel_w,
+                    stride: (1, 1),
+                    padding: (ph.min(kernel_h - 1), pw.min(kernel_w - 1)),
+                    dilation: (1, 1),
+                    groups: 1,
+                }
+            },
+        )
+        .prop_filter("the kernel must fit the padded input", |s| {
+            s.validate().is_ok()
+        })
+}
+
+/// The direct algorithm's three passes against the f64 references (the input gradient as the forward convolution
+/// it is, the weight gradient as a direct sum): each an f32 sum of the same terms as im2col's GEMM, in another order,
+/// within the same bound; the forward with all three addends.
+fn check_direct(s: &Conv2dShape, seed: u64) {
+    let algo = Conv2dAlgorithm::Direct;
+    check_forward_add(s, [true; 3], algo, seed);
+    check_forward_add(s, [false, false, true], algo, seed + 1);
+    let d = Data::new(s, seed + 2);
+    let (x, w, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.dy));
+
+    let mut dx = vec![f32::NAN; s.input_len()];
+    conv2d_backward_input_with(algo, s, &d.dy, &d.w, &mut dx).unwrap();
+    let want = finite_differences(&x, &dy, |x| conv_ref(s, x, &w, None));
+    let magnitude = finite_differences(&abs(&x), &abs(&dy), |x| conv_ref(s, x, &abs(&w), None));
+    let terms = s.out_channels * s.kernel_h * s.kernel_w;
+    assert_within(
+        &dx,
+        &want,
+        &tolerance(terms, &magnitude),
+        &format!("grad_input {s:?}"),
+    );
+
+    let (mut dw, mut db) = (
+        vec![f32::NAN; s.weight_len()],
+        vec![f32::NAN; s.out_channels],
+    );
+    conv2d_backward_weight_with(algo, s, &d.x, &d.dy, &mut dw, Some(&mut db)).unwrap();
+    let want = weight_gradient_ref(s, &x, &dy);
+    let magnitude = weight_gradient_ref(s, &abs(&x), &abs(&dy));
+    let terms = s.batch * s.out_h() * s.out_w();
+    assert_within(
+        &dw,
+        &want,
+        &tolerance(terms, &magnitude),
+        &format!("grad_weight {s:?}"),
+    );
+    let plane = s.out_h() * s.out_w();
+    for (o, &got) in db.iter().enumerate() {
+        let terms = dy
+            .chunks_exact(s.out_channels * plane)
+            .flat_map(|image| &image[o * plane..][..plane]);
+        let (sum, abs) = terms.fold((0.0, 0.0), |(sum, abs): (f64, f64), &v| {
+            (sum + v, abs + v.abs())
+        });
+        let tol = (s.batch * plane) as f64 * abs * 2f64.powi(-53) + sum.abs() * 2f64.powi(-24);
+        assert!(
+            (f64::from(got) - sum).abs() <= tol,
+            "grad_bias[{o}] {s:?}: {got} against {sum}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn conv2d_direct_matches_f64_reference(s in direct_shapes(13), seed in any::<u64>()) {
+        check_direct(&s, seed);
+    }
+}
+
+/// The `fashion-vae` layers the direct algorithm runs under `Auto` (batch 2 of each): 1 → 32 and 32 → 1 channels at
+/// 28×28, 64 → 8 and 4 → 64 at 7×7 (3×3, padding 1), and the 8 → 8 pointwise quant convolution; and the edge cases
+/// batch 1, one channel in and out, a 1×1 image and a kernel as large as the padded input.
+#[test]
+fn conv2d_direct_handles_autoencoder_layers_and_edge_cases() {
+    let square = |batch, in_channels, side, out_channels, kernel, padding| Conv2dShape {
+        batch,
+        in_channels,
+        in_h: side,
+        in_w: side,
+        out_channels,
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride: (1, 1),
+        padding: (padding, padding),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    for (i, s) in [
+        square(2, 1, 28, 32, 3, 1),
+        square(2, 32, 28, 1, 3, 1),
+        square(2, 64, 7, 8, 3, 1),
+        square(2, 4, 7, 64, 3, 1),
+        square(2, 8, 7, 8, 1, 0),
+        square(1, 1, 1, 1, 3, 1),
+        square(1, 1, 5, 1, 5, 0),
+        square(1, 3, 2, 9, 3, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_direct(s, 40 + i as u64);
+    }
+}
+
+/// `Auto` picks the direct algorithm for stride-1 convolutions with at most `DIRECT_MAX_CHANNELS` output channels
+/// (bit-identical to asking for it), and `Direct` refuses the shapes it cannot compute.
+#[test]
+fn conv2d_direct_is_chosen_for_few_channels_and_refuses_other_shapes() {
+    let s = Conv2dShape {
+        batch: 2,
+        in_channels: 20,
+        in_h: 9,
+        in_w: 11,
+        out_channels: DIRECT_MAX_CHANNELS,
+        groups: 1,
+        ..base()
+    };
+    let d = Data::new(&s, 5);
+    let mut auto = vec![0.0; s.output_len()];
+    let mut direct = vec![0.0; s.output_len()];
+    conv2d_forward(&s, &d.x, &d.w, Some(&d.b), &mut auto).unwrap();
+    conv2d_forward_with(
+        Conv2dAlgorithm::Direct,
+        &s,
+        &d.x,
+        &d.w,
+        Some(&d.b),
+        &mut direct,
+    )
+    .unwrap();
+    assert_eq!(auto, direct);
+    for unsupported in [
+        Conv2dShape {
+            stride: (2, 1),
+            ..s
+        },
+        Conv2dShape {
+            dilation: (1, 2),
+            ..s
+        },
+        Conv2dShape {
+            groups: 2,
+            in_channels: 4,
+            out_channels: 4,
+            ..s
+        },
+        Conv2dShape {
+            padding: (3, 1),
+            ..s
+        },
+    ] {
+        let mut y = vec![0.0; unsupported.output_len()];
+        let x = vec![0.0; unsupported.input_len()];
+        let w = vec![0.0; unsupported.weight_len()];
+        let result =
+            conv2d_forward_with(Conv2dAlgorithm::Direct, &unsupported, &x, &w, None, &mut y);
+        assert!(result.is_err(), "{unsupported:?} must be refused");
+    }
+}
+
+/// The direct algorithm's results do not depend on the number of threads.
+#[test]
+fn conv2d_direct_is_bit_identical_for_any_thread_count() {
+    let s = Conv2dShape {
+        batch: 5,
+        in_channels: 3,
+        in_h: 17,
+        in_w: 15,
+        out_channels: 13,
+        groups: 1,
+        ..base()
+    };
+    let d = Data::new(&s, 17);
+    let algo = Conv2dAlgorithm::Direct;
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut y = vec![0.0; s.output_len()];
+            let mut dx = vec![0.0; s.input_len()];
+            let (mut dw, mut db) = (vec![0.0; s.weight_len()], vec![0.0; s.out_channels]);
+            conv2d_forward_with(algo, &s, &d.x, &d.w, Some(&d.b), &mut y).unwrap();
+            conv2d_backward_input_with(algo, &s, &d.dy, &d.w, &mut dx).unwrap();
+            conv2d_backward_weight_with(algo, &s, &d.x, &d.dy, &mut dw, Some(&mut db)).unwrap();
+            [y, dx, dw, db].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        })
+    };
+    assert_eq!(run(1), run(2));
 }

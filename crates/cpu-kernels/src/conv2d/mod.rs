@@ -1,5 +1,6 @@
 //! NCHW 2-D convolution (stride, padding, dilation, groups) and its two gradients, as im2col + GEMM or, for 3×3
-//! stride-1 convolutions with enough channels, Winograd F(2×2, 3×3) (`winograd/`; see [`Conv2dAlgorithm`]).
+//! stride-1 convolutions with enough channels, Winograd F(2×2, 3×3) (`winograd/`), or, for stride-1 convolutions with
+//! few output channels, a direct convolution (`direct.rs`; see [`Conv2dAlgorithm`]).
 //!
 //! With `G = groups`, `Cg = in_channels / G`, `Og = out_channels / G`, group `g` of image `n` computes
 //!
@@ -35,6 +36,7 @@
 
 mod addends;
 mod bias_gradient;
+mod direct;
 mod im2col;
 mod scratch;
 mod shape;
@@ -43,6 +45,7 @@ mod winograd;
 use rayon::prelude::*;
 
 pub use addends::Conv2dAddends;
+pub use direct::DIRECT_MAX_CHANNELS;
 pub use shape::Conv2dShape;
 
 use scratch::{Buffer, Role};
@@ -70,6 +73,8 @@ struct Plan {
     weight_slab: usize,
     /// Images per GEMM.
     images: usize,
+    /// The column matrix's rows (im2col's taps).
+    taps: im2col::Taps,
 }
 
 impl Plan {
@@ -86,6 +91,7 @@ impl Plan {
             out_slab: out_image / s.groups,
             weight_slab: s.weight_len() / s.groups,
             images: MIN_GEMM_COLUMNS.div_ceil(plane).min(s.batch).max(1),
+            taps: im2col::Taps::new(s),
         }
     }
 
@@ -117,6 +123,7 @@ impl Plan {
         for (i, x_i) in x.chunks_exact(self.in_image).enumerate() {
             im2col::im2col(
                 s,
+                &self.taps,
                 &x_i[g * self.in_slab..][..self.in_slab],
                 &mut col[i * self.plane..],
                 ld,
@@ -175,32 +182,53 @@ impl Scratch {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Conv2dAlgorithm {
     /// Winograd where it applies ([`Conv2dShape::supports_winograd`]) and both channel counts are at least
-    /// [`WINOGRAD_MIN_CHANNELS`]; im2col + GEMM otherwise.
+    /// [`WINOGRAD_MIN_CHANNELS`]; else the direct convolution where it applies and there are at most
+    /// [`DIRECT_MAX_CHANNELS`] output channels; im2col + GEMM otherwise.
     #[default]
     Auto,
     /// im2col + GEMM (`im2col.rs`), any shape.
     Im2col,
     /// Winograd F(2×2, 3×3) (`winograd/`); a shape it cannot compute is an error.
     Winograd,
+    /// Direct convolution at the padded width (`direct.rs`): stride 1, dilation 1, one group, padding below the
+    /// kernel size; a shape it cannot compute is an error.
+    Direct,
 }
 
 /// Fewest input and output channels for which [`Conv2dAlgorithm::Auto`] picks Winograd: with fewer, its 16 thin
 /// GEMMs and the transforms' memory traffic cost more than the multiplications it saves.
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
+/// The algorithm a call runs on.
+enum Route {
+    Im2col,
+    Winograd,
+    Direct,
+}
+
 impl Conv2dAlgorithm {
-    /// Whether `s` runs on Winograd under this choice; an error if Winograd was asked for and cannot run `s`.
-    fn winograd(self, op: &'static str, s: &Conv2dShape) -> Result<bool> {
+    /// What runs `s` under this choice; an error if an algorithm was asked for that cannot run `s`.
+    fn route(self, op: &'static str, s: &Conv2dShape) -> Result<Route> {
+        let checked = |why: Option<String>, route| match why {
+            Some(why) => Err(KernelError::new(op, why)),
+            None => Ok(route),
+        };
         match self {
-            Self::Auto => {
-                Ok(s.supports_winograd()
-                    && s.in_channels.min(s.out_channels) >= WINOGRAD_MIN_CHANNELS)
-            }
-            Self::Im2col => Ok(false),
-            Self::Winograd => match winograd::unsupported(s) {
-                Some(why) => Err(KernelError::new(op, why)),
-                None => Ok(true),
-            },
+            Self::Auto => Ok(
+                if s.supports_winograd()
+                    && s.in_channels.min(s.out_channels) >= WINOGRAD_MIN_CHANNELS
+                {
+                    Route::Winograd
+                } else if direct::unsupported(s).is_none() && s.out_channels <= DIRECT_MAX_CHANNELS
+                {
+                    Route::Direct
+                } else {
+                    Route::Im2col
+                },
+            ),
+            Self::Im2col => Ok(Route::Im2col),
+            Self::Winograd => checked(winograd::unsupported(s), Route::Winograd),
+            Self::Direct => checked(direct::unsupported(s).map(String::from), Route::Direct),
         }
     }
 }
@@ -270,12 +298,17 @@ pub fn conv2d_forward_add_with(
     check_len(OP, "weight", weight.len(), s.weight_len())?;
     addends.check(OP, s)?;
     check_len(OP, "output", output.len(), s.output_len())?;
-    let winograd = algorithm.winograd(OP, s)?;
+    let route = algorithm.route(OP, s)?;
     if s.batch == 0 {
         return Ok(());
     }
-    if winograd {
-        return winograd::forward(s, input, weight, &addends, output);
+    match route {
+        Route::Winograd => return winograd::forward(s, input, weight, &addends, output),
+        Route::Direct => {
+            direct::forward(s, input, weight, &addends, output);
+            return Ok(());
+        }
+        Route::Im2col => {}
     }
 
     let plan = Plan::new(s);
@@ -347,12 +380,17 @@ pub fn conv2d_backward_input_with(
     check_len(OP, "grad_output", grad_output.len(), s.output_len())?;
     check_len(OP, "weight", weight.len(), s.weight_len())?;
     check_len(OP, "grad_input", grad_input.len(), s.input_len())?;
-    let winograd = algorithm.winograd(OP, s)?;
+    let route = algorithm.route(OP, s)?;
     if s.batch == 0 {
         return Ok(());
     }
-    if winograd {
-        return winograd::backward_input(s, grad_output, weight, grad_input);
+    match route {
+        Route::Winograd => return winograd::backward_input(s, grad_output, weight, grad_input),
+        Route::Direct => {
+            direct::backward_input(s, grad_output, weight, grad_input);
+            return Ok(());
+        }
+        Route::Im2col => {}
     }
 
     let plan = Plan::new(s);
@@ -382,7 +420,7 @@ pub fn conv2d_backward_input_with(
                 for (i, dx_i) in dx.chunks_exact_mut(plan.in_image).enumerate() {
                     let dx_ig = &mut dx_i[g * plan.in_slab..][..plan.in_slab];
                     dx_ig.fill(0.0);
-                    im2col::col2im_add(s, &col[i * plan.plane..], ld, dx_ig);
+                    im2col::col2im_add(s, &plan.taps, &col[i * plan.plane..], ld, dx_ig);
                 }
             }
             Ok(())
@@ -425,14 +463,17 @@ pub fn conv2d_backward_weight_with(
     if let Some(grad_bias) = &grad_bias {
         check_len(OP, "grad_bias", grad_bias.len(), s.out_channels)?;
     }
-    let plan = Plan::new(s);
-    if algorithm.winograd(OP, s)? && s.batch > 0 {
+    match algorithm.route(OP, s)? {
         // The bias gradient too, from the rows the transform reads.
-        return winograd::backward_weight(s, input, grad_output, grad_weight, grad_bias);
+        Route::Winograd if s.batch > 0 => {
+            return winograd::backward_weight(s, input, grad_output, grad_weight, grad_bias)
+        }
+        Route::Direct if s.batch > 0 => direct::backward_weight(s, input, grad_output, grad_weight),
+        _ => weight_gradient_im2col(s, &Plan::new(s), input, grad_output, grad_weight)?,
     }
-    weight_gradient_im2col(s, &plan, input, grad_output, grad_weight)?;
     if let Some(grad_bias) = grad_bias {
-        bias_gradient::bias_gradient(grad_output, plan.plane, plan.out_image, grad_bias);
+        let plane = s.out_plane();
+        bias_gradient::bias_gradient(grad_output, plane, s.out_channels * plane, grad_bias);
     }
     Ok(())
 }
