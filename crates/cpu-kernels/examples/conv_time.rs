@@ -15,9 +15,11 @@ use std::time::Instant;
 #[path = "../benches/shared/conv_layer.rs"]
 mod conv_layer;
 use conv_layer::layer;
+#[path = "../benches/shared/conv_operands.rs"]
+mod conv_operands;
 #[path = "../benches/shared/inputs.rs"]
 mod inputs;
-use inputs::filled;
+use conv_operands::ConvOperands;
 
 mod process_time;
 use process_time::cpu_seconds;
@@ -48,18 +50,16 @@ fn main() {
         Some(_) => panic!("{usage}"),
     };
     let s = layer(batch, channels, side);
-    let (x, w, b, dy) = (
-        filled(s.input_len(), 1),
-        filled(s.weight_len(), 2),
-        filled(s.out_channels, 3),
-        filled(s.output_len(), 4),
-    );
-    let (mut y, mut dx, mut dw, mut db) = (
-        vec![0.0; s.output_len()],
-        vec![0.0; s.input_len()],
-        vec![0.0; s.weight_len()],
-        vec![0.0; s.out_channels],
-    );
+    let ConvOperands {
+        x,
+        w,
+        b,
+        dy,
+        mut y,
+        mut dx,
+        mut dw,
+        mut db,
+    } = ConvOperands::new(&s);
     let mut run = || {
         if forward {
             conv2d_forward_with(algorithm, &s, &x, &w, Some(&b), &mut y).expect("forward");

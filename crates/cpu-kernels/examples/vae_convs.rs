@@ -11,9 +11,11 @@ use diffuse_cpu_kernels::conv2d::{
 };
 use std::time::Instant;
 
+#[path = "../benches/shared/conv_operands.rs"]
+mod conv_operands;
 #[path = "../benches/shared/inputs.rs"]
 mod inputs;
-use inputs::filled;
+use conv_operands::ConvOperands;
 
 /// `(name, in channels, side, out channels, kernel, stride, padding)`; the downsampling convolutions see the
 /// image already padded on the bottom and right (diffusers' `Downsample2D` with `padding = 0`).
@@ -52,18 +54,16 @@ fn main() {
             dilation: (1, 1),
             groups: 1,
         };
-        let (x, w, b, dy) = (
-            filled(s.input_len(), 1),
-            filled(s.weight_len(), 2),
-            filled(s.out_channels, 3),
-            filled(s.output_len(), 4),
-        );
-        let (mut y, mut dx, mut dw, mut db) = (
-            vec![0.0; s.output_len()],
-            vec![0.0; s.input_len()],
-            vec![0.0; s.weight_len()],
-            vec![0.0; s.out_channels],
-        );
+        let ConvOperands {
+            x,
+            w,
+            b,
+            dy,
+            mut y,
+            mut dx,
+            mut dw,
+            mut db,
+        } = ConvOperands::new(&s);
         let time = |f: &mut dyn FnMut()| {
             f();
             let mut best = f64::INFINITY;
