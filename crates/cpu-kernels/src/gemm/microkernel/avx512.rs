@@ -27,26 +27,7 @@ pub(in crate::gemm) const NR: usize = 32;
 pub(in crate::gemm) struct Avx512F;
 
 impl Kernel<MR, NR> for Avx512F {
-    unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile) {
-        debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-        // SAFETY: the caller checked AVX-512F is available; the panel lengths and `c` are forwarded contracts.
-        unsafe { tile::<false>(kc, a.as_ptr(), 0, b.as_ptr(), alpha, beta, c) }
-    }
-
-    unsafe fn tile_rows(
-        kc: usize,
-        a: &[f32],
-        row_stride: usize,
-        b: &[f32],
-        alpha: f32,
-        beta: f32,
-        c: CTile,
-    ) {
-        debug_assert!(a.len() >= (MR - 1) * row_stride + kc && b.len() >= kc * NR);
-        // SAFETY: as for `tile`; the A rows' length is a forwarded contract.
-        unsafe { tile::<true>(kc, a.as_ptr(), row_stride, b.as_ptr(), alpha, beta, c) }
-    }
-    packing_with_features!("avx512f");
+    simd_kernel_methods!("avx512f");
 }
 
 /// Element `(r, p)` of A is `a[p·MR + r]` (a packed panel) or, with `ROWS`, `a[r·row_stride + p]` (rows of a

@@ -16,12 +16,35 @@
 //! the step's MR broadcasts then come from MR row streams instead of one packed column, which costs the load ports
 //! nothing more, and the transposing copy of A's panel is skipped.
 
-/// Implements [`Kernel`]'s packing methods inside a kernel's `impl` block (with its `MR` and `NR` in scope) by wrappers
-/// compiled with `$features`, the target features the kernel's `is_supported` check guarantees, so the packing copies
-/// run in the kernel's vector registers and may use AVX transposes.
+/// Implements [`Kernel`]'s methods inside a SIMD kernel's `impl` block, with the kernel module's `MR`, `NR` and
+/// `unsafe fn tile<const ROWS: bool>(kc, a, row_stride, b, alpha, beta, c)` in scope: `tile` and `tile_rows` check
+/// the panel lengths and forward to that function (a packed panel, or rows of A in place); the packing methods are
+/// wrappers compiled with `$features`, the target features the kernel's `is_supported` check guarantees, so the
+/// packing copies run in the kernel's vector registers and may use AVX transposes.
 #[cfg(target_arch = "x86_64")]
-macro_rules! packing_with_features {
+macro_rules! simd_kernel_methods {
     ($features:literal) => {
+        unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile) {
+            debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+            // SAFETY: the caller checked the CPU supports this kernel (`$features`); the panel lengths and `c` are
+            // forwarded contracts.
+            unsafe { tile::<false>(kc, a.as_ptr(), 0, b.as_ptr(), alpha, beta, c) }
+        }
+
+        unsafe fn tile_rows(
+            kc: usize,
+            a: &[f32],
+            row_stride: usize,
+            b: &[f32],
+            alpha: f32,
+            beta: f32,
+            c: CTile,
+        ) {
+            debug_assert!(a.len() >= (MR - 1) * row_stride + kc && b.len() >= kc * NR);
+            // SAFETY: as for `tile`; the A rows' length is a forwarded contract.
+            unsafe { tile::<true>(kc, a.as_ptr(), row_stride, b.as_ptr(), alpha, beta, c) }
+        }
+
         unsafe fn pack_a(
             a: &$crate::gemm::MatRef,
             ic: usize,
@@ -176,7 +199,7 @@ pub(super) trait Kernel<const MR: usize, const NR: usize> {
     );
 
     /// [`pack::pack_a`] for this kernel's `MR`, compiled with the kernel's target features (the SIMD kernels
-    /// override this baseline build through `packing_with_features!`).
+    /// override this baseline build through `simd_kernel_methods!`).
     ///
     /// # Safety
     /// The CPU supports the kernel.
