@@ -153,18 +153,14 @@ impl Evaluator {
         done.is_multiple_of(self.every)
     }
 
-    /// Scores samples of the trainer's EMA weights (decoded by `decoder` in a latent run). The host buffer cache is
-    /// emptied before and after, as around a sample grid (`training_grids.rs`), so that the training step's cached
-    /// buffers and the evaluation's do not add up in the run's peak memory.
+    /// Scores samples of the trainer's EMA weights (decoded by `decoder` in a latent run), with the host buffer cache
+    /// emptied around it (the evaluation's batch is not the training step's: [`host_cache::emptied_around`]).
     pub fn run(
         &self,
         trainer: &Trainer<Backbone>,
         decoder: Option<&LatentDecoder>,
     ) -> Result<EvalReport, String> {
-        host_cache::release();
-        let report = self.score_ema(trainer, decoder);
-        host_cache::release();
-        report
+        host_cache::emptied_around(|| self.score_ema(trainer, decoder))
     }
 
     fn score_ema(

@@ -46,17 +46,10 @@ pub struct GridModel<'a> {
 }
 
 impl Grids<'_> {
-    /// Samples a grid from `model` and writes it to `OUT/samples/NAME.png` (images shaped as `data`'s).
-    ///
-    /// The host buffer cache is emptied before and after: the training step's cached buffers and the grid's
-    /// (another batch, so other lengths) would otherwise sit side by side, each set unused while the other runs,
-    /// and the run's peak memory would be their sum instead of the larger of the two. Emptying costs the first
-    /// training step after a grid its fresh allocations, once per grid.
+    /// Samples a grid from `model` and writes it to `OUT/samples/NAME.png` (images shaped as `data`'s), with the
+    /// host buffer cache emptied around it (the grid's batch is not the training step's: [`host_cache::emptied_around`]).
     pub fn write(&self, from: &GridModel, name: &str, data: &Dataset) -> Result<PathBuf, String> {
-        host_cache::release();
-        let written = self.draw_and_save(from, name, data);
-        host_cache::release();
-        written
+        host_cache::emptied_around(|| self.draw_and_save(from, name, data))
     }
 
     fn draw_and_save(

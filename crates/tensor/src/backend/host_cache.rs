@@ -173,6 +173,17 @@ pub fn release() {
     cache.shrink_to(0);
 }
 
+/// Runs `phase` with the cache emptied before and after it: for a stretch that asks for other buffer lengths than
+/// the loop around it (a sample grid or an evaluation inside a training run, at another batch size), so that the
+/// loop's cached buffers and the stretch's do not sit side by side, each set unused while the other runs, and the
+/// peak memory is the larger of the two instead of their sum. The loop's next step pays its fresh allocations once.
+pub fn emptied_around<T>(phase: impl FnOnce() -> T) -> T {
+    release();
+    let result = phase();
+    release();
+    result
+}
+
 /// When on, every reused buffer is filled with NaN before [`take`] returns it: a debugging aid that makes an output
 /// element a kernel never wrote visible.
 pub fn set_poison(on: bool) {
