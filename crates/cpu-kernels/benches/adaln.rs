@@ -25,6 +25,9 @@ mod inputs;
 use inputs::filled;
 
 fn bench(c: &mut Criterion) {
+    // As `diffuse` runs its kernels: the calling thread is worker 0 of the pool (`threads.rs`).
+    diffuse_cpu_kernels::threads::pool_with_calling_thread()
+        .expect("the bench builds the global pool first");
     let (len, cond, rows) = (BATCH * TOKENS * DIM, BATCH * DIM, BATCH * TOKENS);
     let s = ModulateShape {
         batch: BATCH,

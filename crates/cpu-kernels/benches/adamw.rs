@@ -4,6 +4,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diffuse_cpu_kernels::adamw::{adamw_step, AdamWConfig};
 
 fn bench(c: &mut Criterion) {
+    // As `diffuse` runs its kernels: the calling thread is worker 0 of the pool (`threads.rs`).
+    diffuse_cpu_kernels::threads::pool_with_calling_thread()
+        .expect("the bench builds the global pool first");
     let n = 10_000_000;
     let cfg = AdamWConfig {
         lr: 1e-4,

@@ -46,6 +46,9 @@ fn bench_shape(
 }
 
 fn bench(c: &mut Criterion) {
+    // As `diffuse` runs its kernels: the calling thread is worker 0 of the pool (`threads.rs`).
+    diffuse_cpu_kernels::threads::pool_with_calling_thread()
+        .expect("the bench builds the global pool first");
     bench_shape(c, "attention B32 H4 L196 d32", 32 * 4, 196, 32, true);
     bench_shape(c, "attention B64 H4 L49 d32", 64 * 4, 49, 32, true);
     bench_shape(c, "attention B8 H8 L1024 d64", 8 * 8, 1024, 64, false);

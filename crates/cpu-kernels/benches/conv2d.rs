@@ -25,6 +25,9 @@ fn filled(len: usize) -> Vec<f32> {
 }
 
 fn bench_conv2d(c: &mut Criterion) {
+    // As `diffuse` runs its kernels: the calling thread is worker 0 of the pool (`threads.rs`).
+    diffuse_cpu_kernels::threads::pool_with_calling_thread()
+        .expect("the bench builds the global pool first");
     let mut group = c.benchmark_group("conv2d_3x3");
     group.sample_size(10);
     let layers = [

@@ -21,6 +21,9 @@ fn operand(len: usize, seed: u32) -> Vec<f32> {
 }
 
 fn bench_sgemm(c: &mut Criterion) {
+    // As `diffuse` runs its kernels: the calling thread is worker 0 of the pool (`threads.rs`).
+    diffuse_cpu_kernels::threads::pool_with_calling_thread()
+        .expect("the bench builds the global pool first");
     let detected = MicroKernel::detect();
     let (mr, nr) = detected.tile_shape();
     eprintln!("sgemm/diffuse runs the {detected} micro-kernel ({mr}×{nr} register tile)");

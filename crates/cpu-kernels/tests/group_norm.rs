@@ -141,6 +141,34 @@ fn group_norm_handles_the_unet_shape_and_is_thread_count_independent() {
     assert_close("y", &single.0, &ry, 0.0, FORWARD_ATOL);
 }
 
+/// The moments take one pass over values shifted by each group's first (`moments.rs`): a group whose mean is large
+/// against its spread, and whose first value lies far out (here 1000 ± 0.01 with the first at 1001, about 12
+/// standard deviations away: in a group of 150 the outlier's own share of the variance caps its distance near
+/// √150), must still give mean and rstd to f32 rounding. An unshifted one-pass `E[x²] − mean²` would lose about
+/// `2^-53·150·mean²/var ≈ 2.5e-6` of the variance here, ten times the rstd tolerance. Group length 150: four
+/// 32-value chunks and a tail.
+#[test]
+fn group_norm_moments_hold_for_a_large_mean_and_an_outlying_first_value() {
+    let mut c = case(2, 2, 3, 50, 17);
+    c.s.eps = 0.0;
+    let m = 3 * 50;
+    for (i, x) in c.x.iter_mut().enumerate() {
+        *x = if i % m == 0 {
+            1001.0
+        } else {
+            1000.0 + 0.005 * (*x - 0.5)
+        };
+    }
+    let (_, mean, rstd) = forward(&c);
+    let (_, rmean, rrstd) = reference(&c.s, &to_f64(&c.x), &to_f64(&c.gamma), &to_f64(&c.beta));
+    assert!(
+        rrstd.iter().all(|&r| r > 10.0),
+        "the groups' spread is small: {rrstd:?}"
+    );
+    assert_close("mean", &mean, &rmean, 2f64.powi(-23), 0.0);
+    assert_close("rstd", &rstd, &rrstd, 2f64.powi(-22), 0.0);
+}
+
 #[test]
 fn group_norm_accepts_an_empty_batch() {
     let c = case(0, 2, 3, 5, 1);
