@@ -16,6 +16,8 @@ pub(super) enum Role {
     Block,
     /// Winograd: the transformed weights `U`.
     Weights,
+    /// Winograd: `U` packed into the GEMM's panels, once per call.
+    PackedWeights,
     /// Winograd: the transformed input tiles `V`.
     Tiles,
     /// Winograd: the transformed output-gradient tiles of the weight gradient.
@@ -26,7 +28,7 @@ pub(super) enum Role {
     Rows,
 }
 
-const ROLES: usize = 7;
+const ROLES: usize = 8;
 
 thread_local! {
     static SPARE: RefCell<[Vec<f32>; ROLES]> = const { RefCell::new([const { Vec::new() }; ROLES]) };

@@ -38,11 +38,13 @@
 mod check;
 mod microkernel;
 mod pack;
+mod packed_a;
 mod transpose;
 
 use rayon::prelude::*;
 
 pub use microkernel::MicroKernel;
+pub use packed_a::{sgemm_batched_packed, PackedA};
 pub(crate) use transpose::transpose_into;
 
 use crate::error::{KernelError, Result};
@@ -195,7 +197,7 @@ pub fn sgemm_batched_using(
     c: MatMut,
     c_batch_stride: usize,
 ) -> Result<()> {
-    let (a, b) = ((a, a_batch_stride), (b, b_batch_stride));
+    let (a, b) = ((AOperand::Strided(a), a_batch_stride), (b, b_batch_stride));
     checked_gemm(
         kernel,
         (batch, m, n, k),
@@ -269,7 +271,7 @@ pub fn sgemm_batched_bias_using(
             ),
         ));
     }
-    let (a, b) = ((a, a_batch_stride), (b, b_batch_stride));
+    let (a, b) = ((AOperand::Strided(a), a_batch_stride), (b, b_batch_stride));
     checked_gemm(
         kernel,
         (batch, m, n, k),
@@ -293,7 +295,7 @@ fn checked_gemm(
     kernel: MicroKernel,
     (batch, m, n, k): (usize, usize, usize, usize),
     alpha: f32,
-    (a, a_batch_stride): (MatRef, usize),
+    (a, a_batch_stride): (AOperand, usize),
     (b, b_batch_stride): (MatRef, usize),
     addend: Addend,
     (c, c_batch_stride): (MatMut, usize),
@@ -326,11 +328,15 @@ fn checked_gemm(
             },
         ]
     };
-    let a_axes = axes(
-        a_batch_stride,
-        ("m", m, a.row_stride),
-        ("k", k, a.col_stride),
-    );
+    // A packed by `pack_a_batched` was checked when it was packed, against this kernel and these sizes.
+    let a_axes = match a {
+        AOperand::Strided(a) => Some(axes(
+            a_batch_stride,
+            ("m", m, a.row_stride),
+            ("k", k, a.col_stride),
+        )),
+        AOperand::Packed(_) => None,
+    };
     let b_axes = axes(
         b_batch_stride,
         ("k", k, b.row_stride),
@@ -342,8 +348,10 @@ fn checked_gemm(
         ("n", n, c.col_stride),
     );
     // A and B are read only when some element of C is computed; C is touched whenever it is non-empty.
-    if n > 0 {
-        check::in_bounds(OP, "A", &a_axes, a.data.len())?;
+    if let (Some(a_axes), AOperand::Strided(a)) = (&a_axes, a) {
+        if n > 0 {
+            check::in_bounds(OP, "A", a_axes, a.data.len())?;
+        }
     }
     if m > 0 {
         check::in_bounds(OP, "B", &b_axes, b.data.len())?;
@@ -404,6 +412,14 @@ fn checked_gemm(
     Ok(())
 }
 
+/// The A of a product: a strided view the GEMM packs as it goes, or panels packed beforehand ([`PackedA`]) for
+/// the kernel that runs the product; with `batch` products, product `i`'s panels start `i·a_batch_stride` in.
+#[derive(Clone, Copy)]
+enum AOperand<'a> {
+    Strided(MatRef<'a>),
+    Packed(&'a [f32]),
+}
+
 /// A checked, non-empty batched product (`k > 0`), ready to run with a chosen kernel.
 struct Problem<'a> {
     batch: usize,
@@ -411,7 +427,7 @@ struct Problem<'a> {
     n: usize,
     k: usize,
     alpha: f32,
-    a: MatRef<'a>,
+    a: AOperand<'a>,
     a_batch_stride: usize,
     b: MatRef<'a>,
     b_batch_stride: usize,
@@ -446,9 +462,14 @@ impl Problem<'_> {
         } = self;
         let parallel = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
         let product = |index: usize| {
-            let a_i = MatRef {
-                data: &a.data[index * self.a_batch_stride..],
-                ..a
+            let a_i = match a {
+                AOperand::Strided(a) => AOperand::Strided(MatRef {
+                    data: &a.data[index * self.a_batch_stride..],
+                    ..a
+                }),
+                AOperand::Packed(panels) => {
+                    AOperand::Packed(&panels[index * self.a_batch_stride..])
+                }
             };
             let b_i = MatRef {
                 data: &b.data[index * self.b_batch_stride..],
@@ -575,7 +596,7 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
     n: usize,
     k: usize,
     alpha: f32,
-    a: &MatRef,
+    a: &AOperand,
     b: &MatRef,
     beta: f32,
     c: SharedC,
@@ -596,30 +617,43 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
             let row_block = |a_buf: &mut PackBuf, ic: usize| {
                 let mc = MC.min(m - ic);
                 // A row-major A's whole MR-row panels are read where they lie (`Kernel::tile_rows`); only the rows
-                // past the last whole panel, and every row of any other layout, are packed.
-                let in_place = if a.col_stride == 1 { mc / MR * MR } else { 0 };
+                // past the last whole panel, and every row of any other layout, are packed (or were, beforehand).
+                let in_place = match a {
+                    AOperand::Strided(a) if a.col_stride == 1 => mc / MR * MR,
+                    _ => 0,
+                };
                 let packed_rows = (ic + in_place, mc - in_place);
-                let a_packed = a_buf.floats(packed_rows.1.next_multiple_of(MR) * kc);
-                if packed_rows.1 > 0 {
-                    // SAFETY: `K` is supported (this function's contract).
-                    unsafe { K::pack_a(a, packed_rows.0, packed_rows.1, pc, kc, a_packed) };
-                }
-                let a_packed: &[f32] = a_packed;
+                let a_packed: &[f32] = match a {
+                    AOperand::Packed(panels) => {
+                        &panels[m.next_multiple_of(MR) * pc + ic * kc..]
+                            [..mc.next_multiple_of(MR) * kc]
+                    }
+                    AOperand::Strided(a) => {
+                        let a_packed = a_buf.floats(packed_rows.1.next_multiple_of(MR) * kc);
+                        if packed_rows.1 > 0 {
+                            // SAFETY: `K` is supported (this function's contract).
+                            unsafe { K::pack_a(a, packed_rows.0, packed_rows.1, pc, kc, a_packed) };
+                        }
+                        a_packed
+                    }
+                };
                 let column_panel = |(q, b_panel): (usize, &[f32])| {
                     let jr = q * NR;
                     let cols = (jc + jr, NR.min(nc - jr));
                     // SAFETY: the rows and columns are inside C, and this task alone owns their tiles.
                     unsafe {
-                        row_tiles::<MR, NR, K>(
-                            kc,
-                            (a, pc),
-                            b_panel,
-                            alpha,
-                            beta_block,
-                            c,
-                            (ic, in_place),
-                            cols,
-                        );
+                        if let AOperand::Strided(a) = a {
+                            row_tiles::<MR, NR, K>(
+                                kc,
+                                (a, pc),
+                                b_panel,
+                                alpha,
+                                beta_block,
+                                c,
+                                (ic, in_place),
+                                cols,
+                            );
+                        }
                         panel_tiles::<MR, NR, K>(
                             kc,
                             a_packed,
@@ -733,7 +767,7 @@ unsafe fn gemm_short<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
     n: usize,
     k: usize,
     alpha: f32,
-    a: &MatRef,
+    a: &AOperand,
     b: &MatRef,
     beta: f32,
     c: SharedC,
@@ -744,10 +778,17 @@ unsafe fn gemm_short<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
         let kc = KC.min(k - pc);
         let beta_block = if pc == 0 { beta } else { 1.0 };
         let c = c.for_block(pc);
-        let a_packed = a_buf.floats(m.next_multiple_of(MR) * kc);
-        // SAFETY: `K` is supported (this function's contract).
-        unsafe { K::pack_a(a, 0, m, pc, kc, a_packed) };
-        let a_packed: &[f32] = a_packed;
+        let a_packed: &[f32] = match a {
+            AOperand::Packed(panels) => {
+                &panels[m.next_multiple_of(MR) * pc..][..m.next_multiple_of(MR) * kc]
+            }
+            AOperand::Strided(a) => {
+                let a_packed = a_buf.floats(m.next_multiple_of(MR) * kc);
+                // SAFETY: `K` is supported (this function's contract).
+                unsafe { K::pack_a(a, 0, m, pc, kc, a_packed) };
+                a_packed
+            }
+        };
         let column_panel = |b_buf: &mut PackBuf, jr: usize| {
             let cols = NR.min(n - jr);
             let b_panel = b_buf.floats(NR * kc);

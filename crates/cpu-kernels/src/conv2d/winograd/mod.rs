@@ -45,7 +45,7 @@ use super::scratch::{Buffer, Role};
 use super::{Conv2dAddends, Conv2dShape};
 use crate::dispatch::dispatch;
 use crate::error::Result;
-use crate::gemm::{sgemm_batched, MatMut, MatRef};
+use crate::gemm::{sgemm_batched, sgemm_batched_packed, MatMut, MatRef, MicroKernel, PackedA};
 
 /// Floats of V and M together a chunk aims at (1 MiB): the tile target is this over `16·(C + O)`.
 const CHUNK_FLOATS: usize = 1 << 18;
@@ -350,9 +350,23 @@ pub(super) fn backward_weight(
 }
 
 /// The chunked tile loop of the module header: `y = conv(x) + addends` with transformed weights `u` (`[C][16][O]`:
-/// the GEMM's A stored column by column, so packing its panels copies short contiguous runs).
+/// the GEMMs' A stored column by column, so packing its panels copies short contiguous runs; packed once per call).
 fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f32]) -> Result<()> {
     let (c_n, o_n, tw) = (geo.in_channels, geo.out_channels, geo.tiles_w);
+    // Every chunk multiplies the same 16 matrices of U: packed into the GEMM's panels once here, not per chunk.
+    let kernel = MicroKernel::detect();
+    let mut packed_buf = Buffer::take(Role::PackedWeights);
+    let u = PackedA::pack(
+        kernel,
+        (16, o_n, c_n),
+        MatRef {
+            data: u,
+            row_stride: 1,
+            col_stride: 16 * o_n,
+        },
+        o_n,
+        packed_buf.floats(PackedA::len(kernel, 16, o_n, c_n)),
+    )?;
     let (in_plane, out_plane) = (geo.in_h * geo.in_w, geo.out_h * geo.out_w);
     let (in_image, out_image) = (c_n * in_plane, o_n * out_plane);
     let (images, band_rows) = geo.chunking();
@@ -385,18 +399,10 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f
                     stride: usize,
                 ));
                 let m = m_buf.floats(o_n * 16 * stride);
-                sgemm_batched(
-                    16,
-                    o_n,
+                sgemm_batched_packed(
+                    &u,
                     ld,
-                    c_n,
                     1.0,
-                    MatRef {
-                        data: u,
-                        row_stride: 1,
-                        col_stride: 16 * o_n,
-                    },
-                    o_n,
                     MatRef {
                         data: v,
                         row_stride: 16 * stride,

@@ -1,0 +1,99 @@
+//! `PackedA` + `sgemm_batched_packed` against the GEMM that packs A as it goes: the panels are the same, so every
+//! product must agree bit for bit, for each kernel this CPU runs, both loop orders and any A layout.
+
+mod common;
+
+use common::random_vec;
+use diffuse_cpu_kernels::gemm::{
+    sgemm_batched_packed, sgemm_batched_using, MatMut, MatRef, MicroKernel, PackedA,
+};
+
+fn supported_kernels() -> impl Iterator<Item = MicroKernel> {
+    MicroKernel::ALL.into_iter().filter(|k| k.is_supported())
+}
+
+#[test]
+fn a_packed_once_gives_the_bits_of_a_packed_per_call() {
+    // (batch, m, n, k): one element; rows and columns off every tile (6/12 × 16/32); the blocked order (m > 256)
+    // with two k-blocks (KC = 256); a Winograd-like batch of 16.
+    for (batch, m, n, k) in [
+        (1, 1, 1, 1),
+        (3, 13, 40, 7),
+        (2, 257, 33, 300),
+        (16, 64, 130, 64),
+    ] {
+        for (column_major, broadcast) in [(false, false), (true, false), (true, true)] {
+            let a_len = if broadcast { m * k } else { batch * m * k };
+            let a_values = random_vec(a_len, 31);
+            let a_batch_stride = if broadcast { 0 } else { m * k };
+            let a = if column_major {
+                MatRef {
+                    data: &a_values,
+                    row_stride: 1,
+                    col_stride: m,
+                }
+            } else {
+                MatRef::row_major(&a_values, k)
+            };
+            let b = random_vec(batch * k * n, 32);
+            let c0 = random_vec(batch * m * n, 33);
+            for kernel in supported_kernels() {
+                let mut want = c0.clone();
+                sgemm_batched_using(
+                    kernel,
+                    batch,
+                    m,
+                    n,
+                    k,
+                    0.5,
+                    a,
+                    a_batch_stride,
+                    MatRef::row_major(&b, n),
+                    k * n,
+                    0.75,
+                    MatMut::row_major(&mut want, n),
+                    m * n,
+                )
+                .unwrap();
+                let mut panels = vec![f32::NAN; PackedA::len(kernel, batch, m, k) + 5];
+                let packed =
+                    PackedA::pack(kernel, (batch, m, k), a, a_batch_stride, &mut panels).unwrap();
+                let mut got = c0.clone();
+                sgemm_batched_packed(
+                    &packed,
+                    n,
+                    0.5,
+                    MatRef::row_major(&b, n),
+                    k * n,
+                    0.75,
+                    MatMut::row_major(&mut got, n),
+                    m * n,
+                )
+                .unwrap();
+                assert!(
+                    want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()),
+                    "{kernel} kernel, batch {batch}, {m}×{n}×{k}, column-major {column_major}, broadcast \
+                     {broadcast}: the product from A packed once differs"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn packing_refuses_a_short_output_and_an_a_outside_its_slice() {
+    let kernel = MicroKernel::detect();
+    let a = random_vec(4 * 5, 1);
+    let mut short = vec![0.0; PackedA::len(kernel, 1, 4, 5) - 1];
+    let message = PackedA::pack(kernel, (1, 4, 5), MatRef::row_major(&a, 5), 0, &mut short)
+        .err()
+        .expect("a short output is refused")
+        .to_string();
+    assert!(message.contains("need"), "{message}");
+    let mut out = vec![0.0; PackedA::len(kernel, 2, 4, 5)];
+    let message = PackedA::pack(kernel, (2, 4, 5), MatRef::row_major(&a, 5), 20, &mut out)
+        .err()
+        .expect("a second matrix past the end of A is refused")
+        .to_string();
+    assert!(message.contains("A"), "{message}");
+}
