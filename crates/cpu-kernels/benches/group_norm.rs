@@ -1,7 +1,8 @@
-//! Group norm at a U-Net block shape: N 32, C 128, 14×14, G 32, forward and backward.
+//! Group norm at a U-Net block shape: N 32, C 128, 14×14, G 32, forward and backward, alone and fused with SiLU.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diffuse_cpu_kernels::group_norm::{group_norm_backward, group_norm_forward, GroupNormShape};
+use diffuse_cpu_kernels::group_norm_silu::{group_norm_silu_backward, group_norm_silu_forward};
 
 #[path = "shared/inputs.rs"]
 mod inputs;
@@ -35,6 +36,21 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             group_norm_backward(&s, &x, &gamma, &mean, &rstd, &gy, &mut gx, &mut gg, &mut gb)
                 .unwrap()
+        })
+    });
+    group.throughput(Throughput::Bytes((2 * 4 * len) as u64));
+    group.bench_function("forward with SiLU", |b| {
+        b.iter(|| {
+            group_norm_silu_forward(&s, &x, &gamma, &beta, &mut y, &mut mean, &mut rstd).unwrap()
+        })
+    });
+    group.throughput(Throughput::Bytes((3 * 4 * len) as u64));
+    group.bench_function("backward with SiLU", |b| {
+        b.iter(|| {
+            group_norm_silu_backward(
+                &s, &x, &gamma, &beta, &mean, &rstd, &gy, &mut gx, &mut gg, &mut gb,
+            )
+            .unwrap()
         })
     });
     group.finish();

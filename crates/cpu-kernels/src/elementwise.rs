@@ -7,8 +7,10 @@
 //!
 //! Contiguous rows (the common case) go through [`map_row`] / [`zip_rows`], which pick the operation once per row so
 //! that the loop over elements is a single function LLVM vectorises, compiled for AVX2 + FMA when the CPU has them
-//! (`dispatch.rs`; both builds give identical bits). `exp`, `σ`, SiLU and the exact GELU use the vectorisable
-//! [`crate::math::exp`] (≤ 2 ulp) instead of libm's scalar call; the GELU's normal CDF is [`normal_cdf`], branch-free.
+//! (`dispatch.rs`; both builds give identical bits); strided and broadcast rows go through the same builds
+//! ([`map_strided_row`], [`zip_strided_rows`]). `exp` uses the vectorisable [`crate::math::exp`] (≤ 2 ulp) instead of
+//! libm's scalar call, `σ`, SiLU and the GELUs its fused-multiply-add form [`crate::math::exp_fused`]; the exact
+//! GELU's normal CDF is [`normal_cdf`], branch-free, its polynomial by fused multiply-adds too.
 
 use rayon::prelude::*;
 
@@ -181,10 +183,11 @@ pub fn normal_cdf(x: f32) -> f32 {
     }
 }
 
-/// `σ(x) = 1/(1 + e⁻ˣ)`, with the vectorisable `exp` (0 for x < −88.72, where e⁻ˣ overflows).
+/// `σ(x) = 1/(1 + e⁻ˣ)`, with the vectorisable `exp` by fused multiply-adds ([`math::exp_fused`]; 0 for
+/// x < −88.72, where e⁻ˣ overflows). For routines compiled through `dispatch!`, as [`normal_cdf`].
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + math::exp(-x))
+    1.0 / (1.0 + math::exp_fused(-x))
 }
 
 /// `out[i] = f(src[i])`.
@@ -192,6 +195,51 @@ pub fn sigmoid(x: f32) -> f32 {
 fn each(src: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
     for (o, &x) in out.iter_mut().zip(src) {
         *o = f(x);
+    }
+}
+
+/// `row[j] = op(a[ao + j·asz])`: a row of a strided input, compiled through `dispatch!` like the contiguous rows, so
+/// that the operations' fused multiply-adds ([`normal_cdf`], [`sigmoid`]) are instructions here too.
+#[inline(always)]
+fn map_strided_row(op: UnaryOp, a: &[f32], ao: usize, asz: usize, row: &mut [f32]) {
+    for (j, o) in row.iter_mut().enumerate() {
+        *o = op.apply(a[ao + j * asz]);
+    }
+}
+
+/// `row[j] = op(a[ao + j·asz], b[bo + j·bsz])` for a row whose operands are not both contiguous: one of them
+/// broadcast along the row (stride 0), or strided. Compiled through `dispatch!`, as [`map_strided_row`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn zip_strided_rows(
+    op: BinaryOp,
+    a: &[f32],
+    ao: usize,
+    asz: usize,
+    b: &[f32],
+    bo: usize,
+    bsz: usize,
+    row: &mut [f32],
+) {
+    let n = row.len();
+    match (asz, bsz) {
+        (1, 0) => {
+            let y = b[bo];
+            for (o, &x) in row.iter_mut().zip(&a[ao..ao + n]) {
+                *o = op.apply(x, y);
+            }
+        }
+        (0, 1) => {
+            let x = a[ao];
+            for (o, &y) in row.iter_mut().zip(&b[bo..bo + n]) {
+                *o = op.apply(x, y);
+            }
+        }
+        _ => {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = op.apply(a[ao + j * asz], b[bo + j * bsz]);
+            }
+        }
     }
 }
 
@@ -321,9 +369,7 @@ pub fn unary(
             let src = &a[ao..ao + n];
             dispatch!(map_row(op: UnaryOp, src: &[f32], row: &mut [f32]));
         } else {
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = op.apply(a[ao + j * asz]);
-            }
+            dispatch!(map_strided_row(op: UnaryOp, a: &[f32], ao: usize, asz: usize, row: &mut [f32]));
         }
     });
     Ok(())
@@ -348,28 +394,20 @@ pub fn binary(
         [a_layout, b_layout],
         |row, [ao, bo], [asz, bsz]| {
             let n = row.len();
-            match (asz, bsz) {
-                (1, 1) => {
-                    let (ar, br) = (&a[ao..ao + n], &b[bo..bo + n]);
-                    dispatch!(zip_rows(op: BinaryOp, ar: &[f32], br: &[f32], row: &mut [f32]));
-                }
-                (1, 0) => {
-                    let y = b[bo];
-                    for (o, &x) in row.iter_mut().zip(&a[ao..ao + n]) {
-                        *o = op.apply(x, y);
-                    }
-                }
-                (0, 1) => {
-                    let x = a[ao];
-                    for (o, &y) in row.iter_mut().zip(&b[bo..bo + n]) {
-                        *o = op.apply(x, y);
-                    }
-                }
-                _ => {
-                    for (j, o) in row.iter_mut().enumerate() {
-                        *o = op.apply(a[ao + j * asz], b[bo + j * bsz]);
-                    }
-                }
+            if (asz, bsz) == (1, 1) {
+                let (ar, br) = (&a[ao..ao + n], &b[bo..bo + n]);
+                dispatch!(zip_rows(op: BinaryOp, ar: &[f32], br: &[f32], row: &mut [f32]));
+            } else {
+                dispatch!(zip_strided_rows(
+                    op: BinaryOp,
+                    a: &[f32],
+                    ao: usize,
+                    asz: usize,
+                    b: &[f32],
+                    bo: usize,
+                    bsz: usize,
+                    row: &mut [f32],
+                ));
             }
         },
     );
