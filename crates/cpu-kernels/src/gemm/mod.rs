@@ -328,7 +328,7 @@ fn checked_gemm(
             },
         ]
     };
-    // A packed by `pack_a_batched` was checked when it was packed, against this kernel and these sizes.
+    // A packed by `PackedA::pack` was checked when it was packed, against this kernel and these sizes.
     let a_axes = match a {
         AOperand::Strided(a) => Some(axes(
             a_batch_stride,
