@@ -17,15 +17,17 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-ARGS = argparse.ArgumentParser()
-ARGS.add_argument("--threads", type=int, default=2)
-ARGS.add_argument("--only", default="", help="run the cases whose name contains this, e.g. fashion-base/train")
-ARGS.add_argument("--min-time", type=float, default=10.0, help="seconds of repeats per case (at least 5 repeats)")
-ARGS.add_argument("--min-reps", type=int, default=5, help="at least this many timed repeats per case")
-ARGS.add_argument("--batch", type=int, default=64)
-ARGS = ARGS.parse_args()
-torch.set_num_threads(ARGS.threads)
-torch.manual_seed(0)
+
+def parse_args():
+    """The command line, parsed only when this file runs as a script: `diffusers_train.py` imports its CONFIGS."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default="", help="run the cases whose name contains this, e.g. fashion-base/train")
+    parser.add_argument("--min-time", type=float, default=10.0, help="seconds of repeats per case (at least 5 repeats)")
+    parser.add_argument("--min-reps", type=int, default=5, help="at least this many timed repeats per case")
+    parser.add_argument("--batch", type=int, default=64)
+    return parser.parse_args()
+
 
 COMMON = dict(sample_size=28, in_channels=1, out_channels=1, attention_head_dim=32, norm_num_groups=8, num_class_embeds=11)
 CONFIGS = {
@@ -44,13 +46,11 @@ CONFIGS = {
         **COMMON,
     ),
 }
-BATCH = ARGS.batch
 
 
-def median_seconds(fn):
+def median_seconds(fn, min_time, min_reps):
     """Median wall time per call, and mean process CPU time per call (all threads; on a shared machine the CPU time
     is the steadier figure)."""
-    min_time, min_reps = ARGS.min_time, ARGS.min_reps
     fn()  # warm-up
     times = []
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -62,14 +62,18 @@ def median_seconds(fn):
 
 
 def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    batch = args.batch
     print(f"diffusers {diffusers.__version__}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     for name, config in CONFIGS.items():
         model = UNet2DModel(**config)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        x = torch.randn(BATCH, 1, 28, 28)
-        noise = torch.randn(BATCH, 1, 28, 28)
-        t = torch.randint(0, 1000, (BATCH,))
-        labels = torch.randint(0, 11, (BATCH,))
+        x = torch.randn(batch, 1, 28, 28)
+        noise = torch.randn(batch, 1, 28, 28)
+        t = torch.randint(0, 1000, (batch,))
+        labels = torch.randint(0, 11, (batch,))
 
         def train_step():
             opt.zero_grad(set_to_none=True)
@@ -82,10 +86,10 @@ def main():
                 model(x, t, class_labels=labels)
 
         for case, fn in [("train_step", train_step), ("sample_step", sample_step)]:
-            if ARGS.only not in f"{name}/{case}":
+            if args.only not in f"{name}/{case}":
                 continue
-            wall, cpu = median_seconds(fn)
-            print(f"unet/{name}/{case}/batch{BATCH}: {wall * 1e3:9.1f} ms   (CPU {cpu * 1e3:9.1f} ms per step)")
+            wall, cpu = median_seconds(fn, args.min_time, args.min_reps)
+            print(f"unet/{name}/{case}/batch{batch}: {wall * 1e3:9.1f} ms   (CPU {cpu * 1e3:9.1f} ms per step)")
 
 
 if __name__ == "__main__":
