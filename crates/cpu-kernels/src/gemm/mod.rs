@@ -35,6 +35,40 @@
 //! [`gemm_short`]: A's whole k-block is packed once and each B panel is packed just before its tiles run, so it never
 //! leaves L1. The sum order, hence every bit of the result, is the same in both.
 
+/// Evaluates `$body` with micro-kernel `$kernel`'s register tile and type in scope as `MR`, `NR` and `K`: one `match`
+/// arm per kernel, so the body is compiled once for each with its constants (the entry points' products, and
+/// [`PackedA`]'s packing).
+macro_rules! with_micro_kernel {
+    ($kernel:expr, $body:expr) => {
+        match $kernel {
+            $crate::gemm::MicroKernel::Portable => {
+                const MR: usize = $crate::gemm::microkernel::PORTABLE_MR;
+                const NR: usize = $crate::gemm::microkernel::PORTABLE_NR;
+                type K = $crate::gemm::microkernel::Portable;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::gemm::MicroKernel::Avx2Fma => {
+                const MR: usize = $crate::gemm::microkernel::avx2::MR;
+                const NR: usize = $crate::gemm::microkernel::avx2::NR;
+                type K = $crate::gemm::microkernel::Avx2Fma;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::gemm::MicroKernel::Avx512F => {
+                const MR: usize = $crate::gemm::microkernel::avx512::MR;
+                const NR: usize = $crate::gemm::microkernel::avx512::NR;
+                type K = $crate::gemm::microkernel::Avx512F;
+                $body
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            $crate::gemm::MicroKernel::Avx2Fma | $crate::gemm::MicroKernel::Avx512F => {
+                unreachable!("x86 kernels are never reported as supported off x86-64")
+            }
+        }
+    };
+}
+
 mod check;
 mod microkernel;
 mod pack;
@@ -49,9 +83,7 @@ pub(crate) use transpose::transpose_into;
 
 use crate::error::{KernelError, Result};
 use check::Axis;
-#[cfg(target_arch = "x86_64")]
-use microkernel::{avx2, avx512, Avx2Fma, Avx512F};
-use microkernel::{CTile, Kernel, Portable, PORTABLE_MR, PORTABLE_NR};
+use microkernel::{CTile, Kernel};
 use pack::{Operand, PackBuf};
 
 /// Depth of a packed block: the k-extent one micro-kernel call sums over.
@@ -396,19 +428,7 @@ fn checked_gemm(
     };
     // SAFETY: the kernel is supported (checked above); the checks above put every addressed element of A, B and C
     // inside its slice and give every element of C a slot of its own, and `c` is mutably borrowed for the call.
-    unsafe {
-        match kernel {
-            MicroKernel::Portable => problem.run::<PORTABLE_MR, PORTABLE_NR, Portable>(),
-            #[cfg(target_arch = "x86_64")]
-            MicroKernel::Avx2Fma => problem.run::<{ avx2::MR }, { avx2::NR }, Avx2Fma>(),
-            #[cfg(target_arch = "x86_64")]
-            MicroKernel::Avx512F => problem.run::<{ avx512::MR }, { avx512::NR }, Avx512F>(),
-            #[cfg(not(target_arch = "x86_64"))]
-            MicroKernel::Avx2Fma | MicroKernel::Avx512F => {
-                unreachable!("x86 kernels are never reported as supported off x86-64")
-            }
-        }
-    }
+    unsafe { with_micro_kernel!(kernel, problem.run::<MR, NR, K>()) }
     Ok(())
 }
 

@@ -13,9 +13,7 @@
 use rayon::prelude::*;
 
 use super::check::{self, Axis};
-#[cfg(target_arch = "x86_64")]
-use super::microkernel::{avx2, avx512, Avx2Fma, Avx512F};
-use super::microkernel::{Kernel, MicroKernel, Portable, PORTABLE_MR, PORTABLE_NR};
+use super::microkernel::{Kernel, MicroKernel};
 use super::{checked_gemm, AOperand, Addend, MatMut, MatRef, KC};
 use crate::error::{KernelError, Result};
 
@@ -129,19 +127,7 @@ unsafe fn pack_product(kernel: MicroKernel, a: &MatRef, m: usize, k: usize, out:
         }
     }
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match kernel {
-            MicroKernel::Portable => blocks::<PORTABLE_MR, PORTABLE_NR, Portable>(a, m, k, out),
-            #[cfg(target_arch = "x86_64")]
-            MicroKernel::Avx2Fma => blocks::<{ avx2::MR }, { avx2::NR }, Avx2Fma>(a, m, k, out),
-            #[cfg(target_arch = "x86_64")]
-            MicroKernel::Avx512F => blocks::<{ avx512::MR }, { avx512::NR }, Avx512F>(a, m, k, out),
-            #[cfg(not(target_arch = "x86_64"))]
-            MicroKernel::Avx2Fma | MicroKernel::Avx512F => {
-                unreachable!("x86 kernels are never reported as supported off x86-64")
-            }
-        }
-    }
+    unsafe { with_micro_kernel!(kernel, blocks::<MR, NR, K>(a, m, k, out)) }
 }
 
 /// `C = alpha·A·B + beta·C` for each of `a`'s products with its packed A, on the kernel that packed it: B is
