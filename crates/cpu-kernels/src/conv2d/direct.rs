@@ -584,6 +584,7 @@ mod tests {
         if !crate::dispatch::has_avx512() {
             return;
         }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (in_channels, side, out_channels, kernel, padding) in [
             (3, 7, 15, 3, 1),
             (2, 11, 8, 3, 0),
@@ -639,10 +640,8 @@ mod tests {
                         2 => both!(2, 4),
                         _ => both!(1, 8),
                     }
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&plain_dw), bits(&wide_dw), "weight gradient, {s:?}");
                 }
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 let kept = |v: &[f32]| -> Vec<u32> {
                     (0..size)
                         .flat_map(|o| bits(&v[o * g.row_len..][..g.positions]))
