@@ -360,15 +360,6 @@ fn checked_gemm(
             },
         ]
     };
-    // A packed by `PackedA::pack` was checked when it was packed, against this kernel and these sizes.
-    let a_axes = match a {
-        AOperand::Strided(a) => Some(axes(
-            a_batch_stride,
-            ("m", m, a.row_stride),
-            ("k", k, a.col_stride),
-        )),
-        AOperand::Packed(_) => None,
-    };
     let b_axes = axes(
         b_batch_stride,
         ("k", k, b.row_stride),
@@ -379,11 +370,15 @@ fn checked_gemm(
         ("m", m, c.row_stride),
         ("n", n, c.col_stride),
     );
-    // A and B are read only when some element of C is computed; C is touched whenever it is non-empty.
-    if let (Some(a_axes), AOperand::Strided(a)) = (&a_axes, a) {
-        if n > 0 {
-            check::in_bounds(OP, "A", a_axes, a.data.len())?;
-        }
+    // A and B are read only when some element of C is computed; C is touched whenever it is non-empty. A packed by
+    // `PackedA::pack` was checked when it was packed, against this kernel and these sizes.
+    if let (AOperand::Strided(a), true) = (a, n > 0) {
+        let a_axes = axes(
+            a_batch_stride,
+            ("m", m, a.row_stride),
+            ("k", k, a.col_stride),
+        );
+        check::in_bounds(OP, "A", &a_axes, a.data.len())?;
     }
     if m > 0 {
         check::in_bounds(OP, "B", &b_axes, b.data.len())?;
