@@ -3,7 +3,7 @@
 //! to attach to. On a shared machine the CPU time (read from `/proc/self/stat`, 10 ms ticks) is the steadier figure.
 //!
 //! Run: `RAYON_NUM_THREADS=1 taskset -c 1 perf stat -e task-clock target/release/examples/conv_time N C SIDE ITERS
-//! fwd|bwd-input|bwd-weight|all [im2col]` after `cargo build --release -p diffuse-cpu-kernels --example conv_time`
+//! fwd|bwd-input|bwd-weight|all [im2col|winograd|winograd4]` after `cargo build --release -p diffuse-cpu-kernels --example conv_time`
 //! (e.g. `64 32 28 20 fwd` is the `fashion-vae` encoder's first level at batch 64, `32 128 14 10 all` the bench's
 //! forward + backward case).
 
@@ -26,7 +26,8 @@ use process_time::cpu_seconds;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: conv_time BATCH CHANNELS SIDE ITERS fwd|bwd-input|bwd-weight|all [im2col]";
+    let usage = "usage: conv_time BATCH CHANNELS SIDE ITERS fwd|bwd-input|bwd-weight|all \
+                 [im2col|winograd|winograd4]";
     let number = |i: usize| -> usize {
         args.get(i)
             .and_then(|a| a.parse().ok())
@@ -47,6 +48,8 @@ fn main() {
     let algorithm = match args.get(5).map(String::as_str) {
         None => Conv2dAlgorithm::Auto,
         Some("im2col") => Conv2dAlgorithm::Im2col,
+        Some("winograd") => Conv2dAlgorithm::Winograd,
+        Some("winograd4") => Conv2dAlgorithm::Winograd4,
         Some(_) => panic!("{usage}"),
     };
     let s = layer(batch, channels, side);

@@ -15,7 +15,8 @@ use common::{assert_within, random_vec, with_threads, F32_UNIT_ROUNDOFF};
 use diffuse_cpu_kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
     conv2d_backward_weight_with, conv2d_forward, conv2d_forward_add_with, conv2d_forward_with,
-    Conv2dAddends, Conv2dAlgorithm, Conv2dShape, DIRECT_MAX_CHANNELS, WINOGRAD_MIN_CHANNELS,
+    Conv2dAddends, Conv2dAlgorithm, Conv2dShape, DIRECT_MAX_CHANNELS, WINOGRAD4_MIN_WIDTH,
+    WINOGRAD_MIN_CHANNELS,
 };
 use proptest::prelude::*;
 
@@ -536,28 +537,37 @@ fn conv2d_kernels_reject_buffers_of_the_wrong_length() {
     assert_eq!(err.op, "conv2d_backward_weight");
 }
 
-/// Tolerances for Winograd F(2×2, 3×3) computing the stride-1 3×3 convolution `s` of `x` (f64 copies of the f32
-/// inputs), with reduction length `C = s.in_channels`.
+/// Tolerances for Winograd F(2×2, 3×3) (`algo` = `Winograd`) or F(4×4, 3×3) (`Winograd4`) computing the stride-1
+/// 3×3 convolution `s` of `x` (f64 copies of the f32 inputs), with reduction length `C = s.in_channels`.
 ///
-/// Every transform entry is 0, ±1 or ±½, so (with γ_k = k·2^-24 and |·| taken entrywise): U = G·g·Gᵀ is rounded at
-/// most 4 times (two 3-term sums; halving is exact), V = Bᵀ·d·B twice, the GEMM's C products and sum C times, the
-/// output transform 4 times and the bias once: the error is at most γ_{C+11}·Σ_c |Aᵀ|·(|G||g||Gᵀ| ⊙ |Bᵀ||d||B|)·|A|
-/// (first order). In 1-D that magnitude, for output 0, is |g0|(|d0| + |d2|) + ½‖g‖₁·2(|d1| + |d2|) ≤ 2·‖g‖₁·‖d‖₁
-/// over the output's own 3-window d0..d2 (output 1 likewise over d1..d3), and the 2-D one is the product of two
-/// such factors: at most 4·‖w[o, c]‖₁·‖x[c, window]‖₁. Direct summation's bound has Σ|w·x| over the window instead,
-/// smaller by up to 9× (Winograd mixes every tap with every window value), so the tolerance is
-/// `2·(C + 12)·2^-24·(4·Σ_c ‖w[o, c]‖₁·‖x[c, window]‖₁ + |b|)`, doubled as the other tolerances are. Measured over
-/// the forward passes of the Winograd tests (74 shapes, 1–70 channels), the largest error is 1.02·2^-24·Σ_c ‖w‖₁‖x‖₁, at least 100 times
-/// inside the tolerance, and 9.2·2^-24·Σ|w·x| when measured against direct summation's magnitude.
-fn winograd_tolerance(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+/// F(2×2, 3×3): every transform entry is 0, ±1 or ±½, so (with γ_k = k·2^-24 and |·| taken entrywise): U = G·g·Gᵀ is
+/// rounded at most 4 times (two 3-term sums; halving is exact), V = Bᵀ·d·B twice, the GEMM's C products and sum C
+/// times, the output transform 4 times and the bias once: the error is at most
+/// γ_{C+11}·Σ_c |Aᵀ|·(|G||g||Gᵀ| ⊙ |Bᵀ||d||B|)·|A| (first order). In 1-D that magnitude, for output 0, is
+/// |g0|(|d0| + |d2|) + ½‖g‖₁·2(|d1| + |d2|) ≤ 2·‖g‖₁·‖d‖₁ over the output's own 3-window d0..d2 (output 1 likewise over
+/// d1..d3), and the 2-D one is the product of two such factors: at most 4·‖w[o, c]‖₁·‖x[c, window]‖₁. Direct
+/// summation's bound has Σ|w·x| over the window instead, smaller by up to 9× (Winograd mixes every tap with every
+/// window value), so the tolerance is `2·(C + 12)·2^-24·(4·Σ_c ‖w[o, c]‖₁·‖x[c, window]‖₁ + |b|)`, doubled as the
+/// other tolerances are. Measured over the forward passes of the Winograd tests (74 shapes, 1–70 channels), the
+/// largest error is 1.02·2^-24·Σ_c ‖w‖₁‖x‖₁, at least 100 times inside the tolerance, and 9.2·2^-24·Σ|w·x| when
+/// measured against direct summation's magnitude.
+///
+/// F(4×4, 3×3): U takes at most 10 roundings (a 1-D transform rounds each value up to 5 times: three scalings by ⅙,
+/// 1/12 or 1/24 and two sums), V at most 6 (3 per 1-D pass: a fused multiply-add, then up to two more), the output
+/// transform 6 and the bias one more: γ_{C+23}. Per axis, `max_{i,k,m} Σ_ξ |Aᵀ_iξ|·|G_ξk|·|Bᵀ_ξm| = 32/3` (output 3,
+/// whose row of Aᵀ holds the 8s), over the tile's 6-window rather than the output's own, so the magnitude is at most
+/// `(32/3)²·‖w[o, c]‖₁·‖x[c, tile block]‖₁ ≤ 114·…` with the block the 6×6 input block of the output's 4×4 tile, and
+/// the tolerance `2·(C + 24)·2^-24·(114·Σ_c ‖w[o, c]‖₁·‖x[c, tile block]‖₁ + |b|)`.
+fn winograd_tolerance(
+    algo: Conv2dAlgorithm,
+    s: &Conv2dShape,
+    x: &[f64],
+    w: &[f64],
+    b: Option<&[f64]>,
+) -> Vec<f64> {
     let (c_n, o_n) = (s.in_channels, s.out_channels);
-    // ‖x[c, window]‖₁: a depthwise convolution of |x| with a kernel of ones.
-    let window = Conv2dShape {
-        out_channels: c_n,
-        groups: c_n,
-        ..*s
-    };
-    let boxed = conv_ref(&window, &abs(x), &vec![1.0; window.weight_len()], None);
+    let (factor, roundings) = winograd_error_constants(algo);
+    let blocks = winograd_blocks(algo, s, x);
     let plane = s.out_h() * s.out_w();
     let w_norm: Vec<f64> = w
         .chunks_exact(9)
@@ -568,18 +578,66 @@ fn winograd_tolerance(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) 
         for o in 0..o_n {
             let t = &mut tol[(n * o_n + o) * plane..][..plane];
             for c in 0..c_n {
-                let boxed = &boxed[(n * c_n + c) * plane..][..plane];
-                for (t, &x) in t.iter_mut().zip(boxed) {
-                    *t += 4.0 * w_norm[o * c_n + c] * x;
+                let block = &blocks[(n * c_n + c) * plane..][..plane];
+                for (t, &x) in t.iter_mut().zip(block) {
+                    *t += factor * w_norm[o * c_n + c] * x;
                 }
             }
             let bias = b.map_or(0.0, |b| b[o].abs());
             for t in t.iter_mut() {
-                *t = 2.0 * (c_n as f64 + 12.0) * F32_UNIT_ROUNDOFF * (*t + bias) + 1e-9;
+                *t = 2.0 * (c_n as f64 + roundings) * F32_UNIT_ROUNDOFF * (*t + bias) + 1e-9;
             }
         }
     }
     tol
+}
+
+/// The magnitude factor and the roundings beyond the reduction's of [`winograd_tolerance`].
+fn winograd_error_constants(algo: Conv2dAlgorithm) -> (f64, f64) {
+    match algo {
+        Conv2dAlgorithm::Winograd => (4.0, 12.0),
+        Conv2dAlgorithm::Winograd4 => (114.0, 24.0),
+        other => panic!("{other:?} is not a Winograd algorithm"),
+    }
+}
+
+/// `‖x[c, block]‖₁` for every output position of every image and input channel (`[batch][C][out_h][out_w]`): the
+/// output's own 3×3 window for F(2×2, 3×3), the 6×6 input block of its 4×4 tile for F(4×4, 3×3), zeros outside the
+/// image.
+fn winograd_blocks(algo: Conv2dAlgorithm, s: &Conv2dShape, x: &[f64]) -> Vec<f64> {
+    let c_n = s.in_channels;
+    if algo == Conv2dAlgorithm::Winograd {
+        // A depthwise convolution of |x| with a kernel of ones.
+        let window = Conv2dShape {
+            out_channels: c_n,
+            groups: c_n,
+            ..*s
+        };
+        return conv_ref(&window, &abs(x), &vec![1.0; window.weight_len()], None);
+    }
+    let (in_plane, out_plane) = (s.in_h * s.in_w, s.out_h() * s.out_w());
+    let mut blocks = vec![0.0; s.batch * c_n * out_plane];
+    for (block, image) in blocks
+        .chunks_exact_mut(out_plane)
+        .zip(x.chunks_exact(in_plane))
+    {
+        for oh in 0..s.out_h() {
+            for ow in 0..s.out_w() {
+                let (top, left) = (4 * (oh / 4), 4 * (ow / 4));
+                let mut sum = 0.0;
+                for r in top..top + 6 {
+                    for q in left..left + 6 {
+                        let (ih, iw) = (r.wrapping_sub(s.padding.0), q.wrapping_sub(s.padding.1));
+                        if ih < s.in_h && iw < s.in_w {
+                            sum += image[ih * s.in_w + iw].abs();
+                        }
+                    }
+                }
+                block[oh * s.out_w() + ow] = sum;
+            }
+        }
+    }
+    blocks
 }
 
 /// Tolerances for Winograd's weight gradient of the stride-1 3×3 convolution `s`, summed over `T = N·tiles` tiles.
@@ -703,20 +761,40 @@ fn backward_input_as_forward(s: &Conv2dShape, w: &[f64]) -> (Conv2dShape, Vec<f6
 /// f64 sum (both exact, as finite differences are, and far cheaper on these sizes) and, if
 /// `finite_differences_too`, both gradients against central finite differences of the forward.
 fn check_winograd(s: &Conv2dShape, bias: bool, seed: u64, finite_differences_too: bool) {
+    for algo in WINOGRAD {
+        check_winograd_by(algo, s, bias, seed, finite_differences_too);
+    }
+}
+
+/// Both Winograd tilings.
+const WINOGRAD: [Conv2dAlgorithm; 2] = [Conv2dAlgorithm::Winograd, Conv2dAlgorithm::Winograd4];
+
+/// [`check_winograd`] for one tiling (`algo`).
+fn check_winograd_by(
+    algo: Conv2dAlgorithm,
+    s: &Conv2dShape,
+    bias: bool,
+    seed: u64,
+    finite_differences_too: bool,
+) {
     let d = Data::new(s, seed);
     let (x, w, b, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.dy));
     let b = bias.then_some(&b[..]);
     let mut y = vec![f32::NAN; s.output_len()];
-    let algo = Conv2dAlgorithm::Winograd;
     conv2d_forward_with(algo, s, &d.x, &d.w, bias.then_some(&d.b[..]), &mut y).unwrap();
-    let tol = winograd_tolerance(s, &x, &w, b);
-    assert_within(&y, &conv_ref(s, &x, &w, b), &tol, &format!("forward {s:?}"));
+    let tol = winograd_tolerance(algo, s, &x, &w, b);
+    assert_within(
+        &y,
+        &conv_ref(s, &x, &w, b),
+        &tol,
+        &format!("{algo:?} forward {s:?}"),
+    );
 
     let mut dx = vec![f32::NAN; s.input_len()];
     conv2d_backward_input_with(algo, s, &d.dy, &d.w, &mut dx).unwrap();
     let (t, w_t) = backward_input_as_forward(s, &w);
-    let tol = winograd_tolerance(&t, &dy, &w_t, None);
-    let what = format!("grad_input {s:?}");
+    let tol = winograd_tolerance(algo, &t, &dy, &w_t, None);
+    let what = format!("{algo:?} grad_input {s:?}");
     assert_within(&dx, &conv_ref(&t, &dy, &w_t, None), &tol, &what);
     if finite_differences_too {
         let want = finite_differences(&x, &dy, |x| conv_ref(s, x, &w, None));
@@ -875,13 +953,15 @@ fn conv2d_winograd_results_are_bit_identical_for_any_thread_count() {
         ..stacked
     };
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    for s in [stacked, banded] {
+    for (s, algo) in [stacked, banded]
+        .into_iter()
+        .flat_map(|s| WINOGRAD.map(|a| (s, a)))
+    {
         let d = Data::new(&s, 3);
         let run = |threads: usize| {
             with_threads(threads, || {
                 let (mut y, mut dx) = (vec![0.0; s.output_len()], vec![0.0; s.input_len()]);
                 let mut dw = vec![0.0; s.weight_len()];
-                let algo = Conv2dAlgorithm::Winograd;
                 conv2d_forward_with(algo, &s, &d.x, &d.w, Some(&d.b), &mut y).unwrap();
                 conv2d_backward_input_with(algo, &s, &d.dy, &d.w, &mut dx).unwrap();
                 conv2d_backward_weight_with(algo, &s, &d.x, &d.dy, &mut dw, None).unwrap();
@@ -889,12 +969,13 @@ fn conv2d_winograd_results_are_bit_identical_for_any_thread_count() {
             })
         };
         let one = run(1);
-        assert!(one == run(2) && one == run(3), "{s:?}");
+        assert!(one == run(2) && one == run(3), "{algo:?} {s:?}");
     }
 }
 
-/// `Auto` runs Winograd on 3×3 stride-1 convolutions with at least `WINOGRAD_MIN_CHANNELS` channels each way, and
-/// im2col otherwise (checked bit for bit against the forced algorithms).
+/// `Auto` runs Winograd on 3×3 stride-1 convolutions with at least `WINOGRAD_MIN_CHANNELS` channels each way (F(4×4,
+/// 3×3) from `WINOGRAD4_MIN_WIDTH` output columns on), and im2col otherwise (checked bit for bit against the forced
+/// algorithms).
 #[test]
 fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
     let wide = Conv2dShape {
@@ -910,6 +991,15 @@ fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
         in_channels: WINOGRAD_MIN_CHANNELS - 1,
         ..wide
     };
+    // Padding 1 keeps the width: the narrowest image F(4×4, 3×3) takes, and one column fewer.
+    let broad = Conv2dShape {
+        in_w: WINOGRAD4_MIN_WIDTH,
+        ..wide
+    };
+    let almost_broad = Conv2dShape {
+        in_w: WINOGRAD4_MIN_WIDTH - 1,
+        ..wide
+    };
     let strided = Conv2dShape {
         stride: (2, 1),
         ..wide
@@ -922,6 +1012,8 @@ fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
     };
     for (s, expected) in [
         (wide, Conv2dAlgorithm::Winograd),
+        (broad, Conv2dAlgorithm::Winograd4),
+        (almost_broad, Conv2dAlgorithm::Winograd),
         (narrow, Conv2dAlgorithm::Im2col),
         (strided, Conv2dAlgorithm::Im2col),
         (grouped, Conv2dAlgorithm::Im2col),
@@ -983,22 +1075,18 @@ fn conv2d_winograd_refuses_shapes_it_cannot_compute() {
         ),
         (base(), "got groups = 2"),
     ];
-    for (s, expected) in cases {
+    for ((s, expected), algo) in cases.into_iter().flat_map(|c| WINOGRAD.map(|a| (c, a))) {
         let d = Data::new(&s, 1);
         let mut y = vec![0.0; s.output_len()];
-        let err = conv2d_forward_with(Conv2dAlgorithm::Winograd, &s, &d.x, &d.w, None, &mut y)
-            .unwrap_err();
+        let err = conv2d_forward_with(algo, &s, &d.x, &d.w, None, &mut y).unwrap_err();
         assert_eq!(err.op, "conv2d_forward");
         assert!(err.message.contains(expected), "{s:?}: {err}");
         let mut dx = vec![0.0; s.input_len()];
-        let err = conv2d_backward_input_with(Conv2dAlgorithm::Winograd, &s, &d.dy, &d.w, &mut dx)
-            .unwrap_err();
+        let err = conv2d_backward_input_with(algo, &s, &d.dy, &d.w, &mut dx).unwrap_err();
         assert_eq!(err.op, "conv2d_backward_input");
         assert!(err.message.contains(expected), "{s:?}: {err}");
         let mut dw = vec![0.0; s.weight_len()];
-        let err =
-            conv2d_backward_weight_with(Conv2dAlgorithm::Winograd, &s, &d.x, &d.dy, &mut dw, None)
-                .unwrap_err();
+        let err = conv2d_backward_weight_with(algo, &s, &d.x, &d.dy, &mut dw, None).unwrap_err();
         assert_eq!(err.op, "conv2d_backward_weight");
         assert!(err.message.contains(expected), "{s:?}: {err}");
     }
@@ -1007,7 +1095,7 @@ fn conv2d_winograd_refuses_shapes_it_cannot_compute() {
 /// The fused addends (`conv2d/addends.rs`): bias, a per-image-and-channel addend and a residual, each present or not
 /// (`present`), on top of the products, by `algo`, against the f64 reference plus the addends. The addends take at
 /// most three more roundings (bias + channel, onto the products, + residual), inside either tolerance: im2col's with
-/// two more terms and the addends' magnitudes, Winograd's plus `2·(C + 12)·2^-24` times the addends' magnitudes.
+/// two more terms and the addends' magnitudes, Winograd's plus `2·(C + r)·2^-24` times the addends' magnitudes (r = 12 or 24, the roundings of its tiling).
 fn check_forward_add(s: &Conv2dShape, present: [bool; 3], algo: Conv2dAlgorithm, seed: u64) {
     let d = Data::new(s, seed);
     let channel = random_vec(s.batch * s.out_channels, seed + 4);
@@ -1042,12 +1130,13 @@ fn check_forward_add(s: &Conv2dShape, present: [bool; 3], algo: Conv2dAlgorithm,
     let added: Vec<f64> = (0..s.output_len())
         .map(|i| terms(i).map(f64::abs).sum())
         .collect();
-    let tol: Vec<f64> = if algo == Conv2dAlgorithm::Winograd {
+    let tol: Vec<f64> = if WINOGRAD.contains(&algo) {
         let c = s.in_channels as f64;
-        winograd_tolerance(s, &x, &w, None)
+        let (_, roundings) = winograd_error_constants(algo);
+        winograd_tolerance(algo, s, &x, &w, None)
             .iter()
             .zip(&added)
-            .map(|(t, a)| t + 2.0 * (c + 12.0) * F32_UNIT_ROUNDOFF * a)
+            .map(|(t, a)| t + 2.0 * (c + roundings) * F32_UNIT_ROUNDOFF * a)
             .collect()
     } else {
         let magnitude: Vec<f64> = conv_ref(s, &abs(&x), &abs(&w), None)
@@ -1079,7 +1168,9 @@ proptest! {
         present in any::<[bool; 3]>(),
         seed in any::<u64>(),
     ) {
-        check_forward_add(&s, present, Conv2dAlgorithm::Winograd, seed);
+        for algo in WINOGRAD {
+            check_forward_add(&s, present, algo, seed);
+        }
     }
 }
 

@@ -41,6 +41,7 @@ mod im2col;
 mod scratch;
 mod shape;
 mod winograd;
+use winograd::Tiling;
 
 use rayon::prelude::*;
 
@@ -182,7 +183,8 @@ impl Scratch {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Conv2dAlgorithm {
     /// Winograd where it applies ([`Conv2dShape::supports_winograd`]) and both channel counts are at least
-    /// [`WINOGRAD_MIN_CHANNELS`]; else the direct convolution where it applies and there are at most
+    /// [`WINOGRAD_MIN_CHANNELS`] (F(4×4, 3×3) for outputs at least [`WINOGRAD4_MIN_WIDTH`] wide, F(2×2, 3×3) for
+    /// narrower ones); else the direct convolution where it applies and there are at most
     /// [`DIRECT_MAX_CHANNELS`] output channels; im2col + GEMM otherwise.
     #[default]
     Auto,
@@ -190,6 +192,9 @@ pub enum Conv2dAlgorithm {
     Im2col,
     /// Winograd F(2×2, 3×3) (`winograd/`); a shape it cannot compute is an error.
     Winograd,
+    /// Winograd F(4×4, 3×3) (`winograd/transform4.rs`) for the forward pass and the input gradient, F(2×2, 3×3) for
+    /// the weight gradient; the same shapes as [`Conv2dAlgorithm::Winograd`].
+    Winograd4,
     /// Direct convolution at the padded width (`direct.rs`): stride 1, dilation 1, one group, padding below the
     /// kernel size; a shape it cannot compute is an error.
     Direct,
@@ -199,10 +204,17 @@ pub enum Conv2dAlgorithm {
 /// GEMMs and the transforms' memory traffic cost more than the multiplications it saves.
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
+/// Narrowest output for which [`Conv2dAlgorithm::Auto`] picks Winograd F(4×4, 3×3) over F(2×2, 3×3). Its
+/// transforms run on 8 consecutive tiles of a tile row at once, so a row of fewer than 6 tiles (4 output columns
+/// each) leaves lanes idle, and its 36 transformed weight matrices (2.25 times F(2×2, 3×3)'s 16) weigh more against
+/// small images. Measured one thread (`conv_time`, N32): F(4×4) ahead by 5–30 % from 28 columns on (C32–C256),
+/// level at 21, behind at 17 and below (by 4–30 % at 14 and 7).
+pub const WINOGRAD4_MIN_WIDTH: usize = 24;
+
 /// The algorithm a call runs on.
 enum Route {
     Im2col,
-    Winograd,
+    Winograd(Tiling),
     Direct,
 }
 
@@ -218,7 +230,11 @@ impl Conv2dAlgorithm {
                 if s.supports_winograd()
                     && s.in_channels.min(s.out_channels) >= WINOGRAD_MIN_CHANNELS
                 {
-                    Route::Winograd
+                    Route::Winograd(if s.out_w() >= WINOGRAD4_MIN_WIDTH {
+                        Tiling::F4
+                    } else {
+                        Tiling::F2
+                    })
                 } else if direct::unsupported(s).is_none() && s.out_channels <= DIRECT_MAX_CHANNELS
                 {
                     Route::Direct
@@ -227,7 +243,8 @@ impl Conv2dAlgorithm {
                 },
             ),
             Self::Im2col => Ok(Route::Im2col),
-            Self::Winograd => checked(winograd::unsupported(s), Route::Winograd),
+            Self::Winograd => checked(winograd::unsupported(s), Route::Winograd(Tiling::F2)),
+            Self::Winograd4 => checked(winograd::unsupported(s), Route::Winograd(Tiling::F4)),
             Self::Direct => checked(direct::unsupported(s).map(String::from), Route::Direct),
         }
     }
@@ -303,7 +320,9 @@ pub fn conv2d_forward_add_with(
         return Ok(());
     }
     match route {
-        Route::Winograd => return winograd::forward(s, input, weight, &addends, output),
+        Route::Winograd(tiling) => {
+            return winograd::forward(tiling, s, input, weight, &addends, output)
+        }
         Route::Direct => {
             direct::forward(s, input, weight, &addends, output);
             return Ok(());
@@ -385,7 +404,9 @@ pub fn conv2d_backward_input_with(
         return Ok(());
     }
     match route {
-        Route::Winograd => return winograd::backward_input(s, grad_output, weight, grad_input),
+        Route::Winograd(tiling) => {
+            return winograd::backward_input(tiling, s, grad_output, weight, grad_input)
+        }
         Route::Direct => {
             direct::backward_input(s, grad_output, weight, grad_input);
             return Ok(());
@@ -465,7 +486,7 @@ pub fn conv2d_backward_weight_with(
     }
     match algorithm.route(OP, s)? {
         // The bias gradient too, from the rows the transform reads.
-        Route::Winograd if s.batch > 0 => {
+        Route::Winograd(_) if s.batch > 0 => {
             return winograd::backward_weight(s, input, grad_output, grad_weight, grad_bias)
         }
         Route::Direct if s.batch > 0 => direct::backward_weight(s, input, grad_output, grad_weight),

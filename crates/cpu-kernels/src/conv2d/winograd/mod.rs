@@ -1,5 +1,7 @@
-//! 3×3, stride-1 convolutions by Winograd's F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2015): 16 multiplications per 2×2 output block instead of 36.
+//! 3×3, stride-1 convolutions by Winograd's minimal filtering algorithms (Lavin & Gray, "Fast Algorithms for
+//! Convolutional Neural Networks", 2015): F(2×2, 3×3), 16 multiplications per 2×2 output block instead of 36, and
+//! F(4×4, 3×3), 36 per 4×4 block instead of 144 ([`Tiling`]; the text below says F(2×2, 3×3), whose sizes F(4×4,
+//! 3×3) replaces by 4×4 tiles of 6×6 input blocks and 36 transformed values, `transform4.rs`).
 //!
 //! The output is cut into 2×2 tiles (`tiles_h = ⌈OH/2⌉`, `tiles_w = ⌈OW/2⌉`); tile `(i, j)` reads the 4×4 input
 //! block at rows `2i − ph ..`, columns `2j − pw ..` (tiles overlap by 2; zero outside the image). With the transforms
@@ -11,6 +13,11 @@
 //! M[ξ][o][t] = Σ_c U[ξ][o][c] · V[ξ][c][t]   16 GEMMs  (O × C) · (C × tiles)
 //! y[o, tile t] = Aᵀ·M[·][o][t]·A + b[o]     output transform (2×2; cropped at odd edges), + the other addends
 //! ```
+//!
+//! F(4×4, 3×3) does 0.56 times the GEMM work of F(2×2, 3×3) on an image whose sides are multiples of 4, but its
+//! transforms are longer, its U is 36/16 times larger, and its transforms' lanes (8 consecutive tiles of a tile row)
+//! go half idle on rows of 4 tiles or fewer; [`Conv2dAlgorithm::Auto`](super::Conv2dAlgorithm::Auto) picks it for
+//! wide images (see `WINOGRAD4_MIN_WIDTH`). The weight gradient always runs F(2×2, 3×3).
 //!
 //! Backward-input of a stride-1 3×3 convolution with padding p is itself one: `dx = conv(dy, w')` with
 //! `w'[c, o, kh, kw] = w[o, c, 2 − kh, 2 − kw]` and padding `2 − p`, so both kernels run the same loop. The weight
@@ -37,6 +44,7 @@
 //! rounded a few times; the error is a small constant factor over direct summation (see `tests/conv2d.rs`).
 
 mod transform;
+mod transform4;
 
 use rayon::prelude::*;
 
@@ -56,7 +64,109 @@ const TILES_PER_TASK: usize = 64;
 /// products (and that wide channels keep their earlier, measured chunking), and no wider than needed for that.
 const TILE_TARGET: (usize, usize) = (128, 256);
 
-/// Why Winograd F(2×2, 3×3) cannot compute `s`, or `None` if it can.
+/// The output tile of a Winograd algorithm: F(2×2, 3×3) (`transform.rs`) or F(4×4, 3×3) (`transform4.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tiling {
+    F2,
+    F4,
+}
+
+impl Tiling {
+    /// Output rows (and columns) per tile.
+    fn size(self) -> usize {
+        match self {
+            Self::F2 => 2,
+            Self::F4 => 4,
+        }
+    }
+
+    /// Transformed values per tile (the number of GEMMs): `(size + 2)²`.
+    fn points(self) -> usize {
+        (self.size() + 2) * (self.size() + 2)
+    }
+}
+
+/// Kernels transformed together by [`transform_weights`].
+const KERNEL_LANES: usize = 16;
+/// Rows of `U` per task of [`transform_weights`].
+const KERNEL_ROWS: usize = 8;
+
+/// The transformed weights `U` (`[rows][points][cols]`): entry `(row, ξ, col)` is value ξ of `G·g·Gᵀ` for the kernel
+/// `g` at `weight[row·row_stride + col·col_stride ..][..9]`, rotated by 180° if `flip`.
+///
+/// `KERNEL_ROWS` rows per task, in parallel; inside a task, `KERNEL_LANES` columns at a time for each row in turn, so
+/// that when the kernels of a row lie far apart (the forward pass: a row is an input channel, its kernels one per
+/// output channel, `9·C` floats apart) the next rows' kernels, which follow them, are read from the same cache lines.
+fn transform_weights(
+    tiling: Tiling,
+    weight: &[f32],
+    (row_stride, col_stride): (usize, usize),
+    flip: bool,
+    u: &mut [f32],
+    cols: usize,
+) {
+    let row_len = tiling.points() * cols;
+    u.par_chunks_mut(KERNEL_ROWS * row_len)
+        .enumerate()
+        .for_each(|(task, u_rows)| {
+            let weight = &weight[task * KERNEL_ROWS * row_stride..];
+            let strides = (row_stride, col_stride);
+            dispatch!(transform_weight_rows(
+                tiling: Tiling,
+                weight: &[f32],
+                strides: (usize, usize),
+                flip: bool,
+                u_rows: &mut [f32],
+                cols: usize,
+            ));
+        });
+}
+
+/// The rows `u_rows` of [`transform_weights`] (`weight` starting at the first one's kernels): `KERNEL_LANES` kernels
+/// at a time, each value ξ of them stored as one contiguous run.
+#[inline(always)]
+fn transform_weight_rows(
+    tiling: Tiling,
+    weight: &[f32],
+    (row_stride, col_stride): (usize, usize),
+    flip: bool,
+    u_rows: &mut [f32],
+    cols: usize,
+) {
+    let row_len = tiling.points() * cols;
+    for col0 in (0..cols).step_by(KERNEL_LANES) {
+        let lanes = KERNEL_LANES.min(cols - col0);
+        for (row, u_row) in u_rows.chunks_exact_mut(row_len).enumerate() {
+            let mut g = [[0.0; KERNEL_LANES]; 9];
+            for l in 0..lanes {
+                let taps: &[f32; 9] = weight[row * row_stride + (col0 + l) * col_stride..][..9]
+                    .try_into()
+                    .unwrap();
+                // Nine plain stores (a tap index chosen per store by `flip` would become a scatter).
+                if flip {
+                    for (t, &tap) in taps.iter().rev().enumerate() {
+                        g[t][l] = tap;
+                    }
+                } else {
+                    for (t, &tap) in taps.iter().enumerate() {
+                        g[t][l] = tap;
+                    }
+                }
+            }
+            let mut store = |values: &[[f32; KERNEL_LANES]]| {
+                for (xi, value) in values.iter().enumerate() {
+                    u_row[xi * cols + col0..][..lanes].copy_from_slice(&value[..lanes]);
+                }
+            };
+            match tiling {
+                Tiling::F2 => store(&transform::kernel(&g)),
+                Tiling::F4 => store(&transform4::kernel(&g)),
+            }
+        }
+    }
+}
+
+/// Why Winograd (either tiling; both have the same conditions) cannot compute `s`, or `None` if it can.
 pub(super) fn unsupported(s: &Conv2dShape) -> Option<String> {
     let why = if (s.kernel_h, s.kernel_w) != (3, 3) {
         format!("a {}×{} kernel", s.kernel_h, s.kernel_w)
@@ -72,12 +182,13 @@ pub(super) fn unsupported(s: &Conv2dShape) -> Option<String> {
         return None;
     };
     Some(format!(
-        "Winograd F(2×2, 3×3) needs a 3×3 kernel, stride 1, dilation 1, padding ≤ 2 and groups = 1; got {why}"
+        "Winograd needs a 3×3 kernel, stride 1, dilation 1, padding ≤ 2 and groups = 1; got {why}"
     ))
 }
 
 /// The stride-1 3×3 convolution a Winograd call computes, from a `[batch, in_channels, in_h, in_w]` input.
 pub(super) struct Geometry {
+    tiling: Tiling,
     batch: usize,
     in_channels: usize,
     in_h: usize,
@@ -93,12 +204,14 @@ pub(super) struct Geometry {
 
 impl Geometry {
     fn new(
+        tiling: Tiling,
         batch: usize,
         (in_channels, in_h, in_w): (usize, usize, usize),
         (out_channels, out_h, out_w): (usize, usize, usize),
         (pad_h, pad_w): (usize, usize),
     ) -> Self {
         Self {
+            tiling,
             batch,
             in_channels,
             in_h,
@@ -108,14 +221,14 @@ impl Geometry {
             pad_w,
             out_h,
             out_w,
-            tiles_w: out_w.div_ceil(2),
-            tiles_h: out_h.div_ceil(2),
+            tiles_w: out_w.div_ceil(tiling.size()),
+            tiles_h: out_h.div_ceil(tiling.size()),
         }
     }
 
     /// Images per chunk and tile rows per band (see the module header).
     fn chunking(&self) -> (usize, usize) {
-        let per_tile = 16 * (self.in_channels + self.out_channels);
+        let per_tile = self.tiling.points() * (self.in_channels + self.out_channels);
         let target = (CHUNK_FLOATS / per_tile).clamp(TILE_TARGET.0, TILE_TARGET.1);
         let per_image = self.tiles_h * self.tiles_w;
         if per_image >= target {
@@ -131,6 +244,7 @@ impl Geometry {
 
 /// Forward convolution of a shape for which [`unsupported`] is `None`; lengths already checked.
 pub(super) fn forward(
+    tiling: Tiling,
     s: &Conv2dShape,
     input: &[f32],
     weight: &[f32],
@@ -138,58 +252,42 @@ pub(super) fn forward(
     output: &mut [f32],
 ) -> Result<()> {
     let geo = Geometry::new(
+        tiling,
         s.batch,
         (s.in_channels, s.in_h, s.in_w),
         (s.out_channels, s.out_h(), s.out_w()),
         s.padding,
     );
-    let (c_n, o_n) = (s.in_channels, s.out_channels);
+    let (c_n, o_n, points) = (s.in_channels, s.out_channels, tiling.points());
     let mut u = Buffer::take(Role::Weights);
-    let u = u.floats(16 * c_n * o_n);
-    // Row c of U is [16][O]: kernel w[o, c] becomes column o.
-    u.par_chunks_mut(16 * o_n).enumerate().for_each(|(c, u_c)| {
-        for o in 0..o_n {
-            let g = &weight[(o * c_n + c) * 9..][..9];
-            for (xi, value) in transform::kernel(&std::array::from_fn(|k| g[k]))
-                .into_iter()
-                .enumerate()
-            {
-                u_c[xi * o_n + o] = value;
-            }
-        }
-    });
+    let u = u.floats(points * c_n * o_n);
+    // Row c of U is [points][O]: kernel w[o, c] becomes column o.
+    transform_weights(tiling, weight, (9, 9 * c_n), false, u, o_n);
     run(&geo, input, u, addends, output)
 }
 
 /// Backward-input of a shape for which [`unsupported`] is `None`, as the forward convolution of `grad_output` with
 /// the flipped, transposed kernel and padding `2 − p`; lengths already checked.
 pub(super) fn backward_input(
+    tiling: Tiling,
     s: &Conv2dShape,
     grad_output: &[f32],
     weight: &[f32],
     grad_input: &mut [f32],
 ) -> Result<()> {
     let geo = Geometry::new(
+        tiling,
         s.batch,
         (s.out_channels, s.out_h(), s.out_w()),
         (s.in_channels, s.in_h, s.in_w),
         (2 - s.padding.0, 2 - s.padding.1),
     );
-    let (c_n, o_n) = (s.in_channels, s.out_channels);
+    let (c_n, o_n, points) = (s.in_channels, s.out_channels, tiling.points());
     let mut u = Buffer::take(Role::Weights);
-    let u = u.floats(16 * c_n * o_n);
-    // Here the GEMM's rows are input channels and its depth output channels: row o of U is [16][C], kernel w[o, c]
-    // rotated by 180° becomes column c.
-    u.par_chunks_mut(16 * c_n)
-        .zip(weight.par_chunks(9 * c_n))
-        .for_each(|(u_o, w_o)| {
-            for (c, g) in w_o.chunks_exact(9).enumerate() {
-                let flipped = std::array::from_fn(|k| g[8 - k]);
-                for (xi, value) in transform::kernel(&flipped).into_iter().enumerate() {
-                    u_o[xi * c_n + c] = value;
-                }
-            }
-        });
+    let u = u.floats(points * c_n * o_n);
+    // Here the GEMM's rows are input channels and its depth output channels: row o of U is [points][C], kernel
+    // w[o, c] rotated by 180° becomes column c.
+    transform_weights(tiling, weight, (9 * c_n, 9), true, u, c_n);
     run(&geo, grad_output, u, &Conv2dAddends::default(), grad_input)
 }
 
@@ -215,6 +313,7 @@ pub(super) fn backward_weight(
 ) -> Result<()> {
     use transform::{gradient_tiles, input_tiles, stage_gradient, stage_input, tile_ranges, LANES};
     let geo = Geometry::new(
+        Tiling::F2,
         s.batch,
         (s.in_channels, s.in_h, s.in_w),
         (s.out_channels, s.out_h(), s.out_w()),
@@ -353,19 +452,20 @@ pub(super) fn backward_weight(
 /// the GEMMs' A stored column by column, so packing its panels copies short contiguous runs; packed once per call).
 fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f32]) -> Result<()> {
     let (c_n, o_n, tw) = (geo.in_channels, geo.out_channels, geo.tiles_w);
-    // Every chunk multiplies the same 16 matrices of U: packed into the GEMM's panels once here, not per chunk.
+    let points = geo.tiling.points();
+    // Every chunk multiplies the same matrices of U: packed into the GEMM's panels once here, not per chunk.
     let kernel = MicroKernel::detect();
     let mut packed_buf = Buffer::take(Role::PackedWeights);
     let u = PackedA::pack(
         kernel,
-        (16, o_n, c_n),
+        (points, o_n, c_n),
         MatRef {
             data: u,
             row_stride: 1,
-            col_stride: 16 * o_n,
+            col_stride: points * o_n,
         },
         o_n,
-        packed_buf.floats(PackedA::len(kernel, 16, o_n, c_n)),
+        packed_buf.floats(PackedA::len(kernel, points, o_n, c_n)),
     )?;
     let (in_plane, out_plane) = (geo.in_h * geo.in_w, geo.out_h * geo.out_w);
     let (in_image, out_image) = (c_n * in_plane, o_n * out_plane);
@@ -387,8 +487,11 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f
                 let bands = band_rows.min(geo.tiles_h - first);
                 let ld = images * bands * tw;
                 let stride = transform::plane_stride(ld);
-                let work = work_buf.floats(transform::work_len(geo, bands));
-                let v = v_buf.floats(c_n * 16 * stride);
+                let work = work_buf.floats(match geo.tiling {
+                    Tiling::F2 => transform::work_len(geo, bands),
+                    Tiling::F4 => transform4::work_len(geo, bands),
+                });
+                let v = v_buf.floats(c_n * points * stride);
                 dispatch!(input_transform(
                     geo: &Geometry,
                     x: &[f32],
@@ -398,21 +501,21 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f
                     v: &mut [f32],
                     stride: usize,
                 ));
-                let m = m_buf.floats(o_n * 16 * stride);
+                let m = m_buf.floats(o_n * points * stride);
                 sgemm_batched_packed(
                     &u,
                     ld,
                     1.0,
                     MatRef {
                         data: v,
-                        row_stride: 16 * stride,
+                        row_stride: points * stride,
                         col_stride: 1,
                     },
                     stride,
                     0.0,
                     MatMut {
                         data: m,
-                        row_stride: 16 * stride,
+                        row_stride: points * stride,
                         col_stride: 1,
                     },
                     stride,
@@ -445,8 +548,11 @@ fn input_transform(
     v: &mut [f32],
     stride: usize,
 ) {
-    for (c, v_c) in v.chunks_exact_mut(16 * stride).enumerate() {
-        transform::input_channel(geo, x, c, first, bands, work, v_c, stride);
+    for (c, v_c) in v.chunks_exact_mut(geo.tiling.points() * stride).enumerate() {
+        match geo.tiling {
+            Tiling::F2 => transform::input_channel(geo, x, c, first, bands, work, v_c, stride),
+            Tiling::F4 => transform4::input_channel(geo, x, c, first, bands, work, v_c, stride),
+        }
     }
 }
 
@@ -464,8 +570,16 @@ fn output_transform(
     first_image: usize,
     y: &mut [f32],
 ) {
-    for (o, m_o) in m.chunks_exact(16 * stride).enumerate() {
-        transform::output_channel(geo, m_o, stride, (first, bands), addends, first_image, y, o);
+    let band = (first, bands);
+    for (o, m_o) in m.chunks_exact(geo.tiling.points() * stride).enumerate() {
+        match geo.tiling {
+            Tiling::F2 => {
+                transform::output_channel(geo, m_o, stride, band, addends, first_image, y, o)
+            }
+            Tiling::F4 => {
+                transform4::output_channel(geo, m_o, stride, band, addends, first_image, y, o)
+            }
+        }
     }
 }
 

@@ -30,12 +30,24 @@ use super::Geometry;
 use crate::gemm::transpose_into;
 use crate::short_copy::copy_short;
 
-/// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 16 values, ξ = 4·a + b.
-pub(super) fn kernel(g: &[f32; 9]) -> [f32; 16] {
-    let along = |g0: f32, g1: f32, g2: f32| [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2];
+/// `G·g·Gᵀ` of `N` 3×3 kernels `g` (row-major, `g[3k + l]` = tap (k, l) of each lane) as 16 values, ξ = 4·a + b.
+#[inline(always)]
+pub(super) fn kernel<const N: usize>(g: &[Lanes<N>; 9]) -> [Lanes<N>; 16] {
+    let along = |g0: Lanes<N>, g1: Lanes<N>, g2: Lanes<N>| {
+        [
+            g0,
+            scale(add(add(g0, g1), g2), 0.5),
+            scale(add(sub(g0, g1), g2), 0.5),
+            g2,
+        ]
+    };
     // Columns of g first (t = G·g, 4×3), then the rows of t (t·Gᵀ, 4×4).
-    let cols: [[f32; 4]; 3] = std::array::from_fn(|l| along(g[l], g[3 + l], g[6 + l]));
-    let mut u = [0.0; 16];
+    let cols = [
+        along(g[0], g[3], g[6]),
+        along(g[1], g[4], g[7]),
+        along(g[2], g[5], g[8]),
+    ];
+    let mut u = [[0.0; N]; 16];
     for a in 0..4 {
         u[4 * a..4 * a + 4].copy_from_slice(&along(cols[0][a], cols[1][a], cols[2][a]));
     }
@@ -63,10 +75,10 @@ pub(super) fn kernel_gradient(m: &[f32; 16]) -> [f32; 9] {
 pub(super) const LANES: usize = 8;
 
 /// One value of the transforms for `N` tiles at once.
-type Lanes<const N: usize> = [f32; N];
+pub(super) type Lanes<const N: usize> = [f32; N];
 
 #[inline(always)]
-fn add<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
+pub(super) fn add<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
     for (a, b) in a.iter_mut().zip(b) {
         *a += b;
     }
@@ -74,7 +86,15 @@ fn add<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
 }
 
 #[inline(always)]
-fn sub<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
+pub(super) fn scale<const N: usize>(mut a: Lanes<N>, s: f32) -> Lanes<N> {
+    for a in a.iter_mut() {
+        *a *= s;
+    }
+    a
+}
+
+#[inline(always)]
+pub(super) fn sub<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
     for (a, b) in a.iter_mut().zip(b) {
         *a -= b;
     }
@@ -635,8 +655,9 @@ pub(super) fn gradient_tiles(geo: &Geometry, staged: &[f32], bands: usize, e: &m
 mod tests {
     //! The transforms are compiled three times (`dispatch!`: baseline, AVX2, AVX-512); every build this CPU runs must
     //! give the baseline's bits, on sizes off every vector block (widths 1–35, odd and even, every padding, bands).
+    //! The tile-row transforms are checked for both tilings, F(4×4, 3×3)'s (`transform4.rs`) too.
 
-    use super::super::Geometry;
+    use super::super::{transform4, Geometry, Tiling};
     use super::*;
 
     /// `$f(args)` (an `#[inline(always)]` function returning `Vec<f32>`) run by its baseline build and by each
@@ -667,12 +688,25 @@ mod tests {
         }};
     }
 
+    /// The input transform of `geo`'s tiling, every channel, into fresh planes.
     #[inline(always)]
     fn input(geo: &Geometry, x: &[f32], first: usize, bands: usize, stride: usize) -> Vec<f32> {
-        let mut work = vec![0.0; work_len(geo, bands)];
-        let mut v = vec![0.0; geo.in_channels * 16 * stride];
-        for (c, v_c) in v.chunks_exact_mut(16 * stride).enumerate() {
-            input_channel(geo, x, c, first, bands, &mut work, v_c, stride);
+        let points = geo.tiling.points();
+        let mut work = vec![
+            0.0;
+            match geo.tiling {
+                Tiling::F2 => work_len(geo, bands),
+                Tiling::F4 => transform4::work_len(geo, bands),
+            }
+        ];
+        let mut v = vec![0.0; geo.in_channels * points * stride];
+        for (c, v_c) in v.chunks_exact_mut(points * stride).enumerate() {
+            match geo.tiling {
+                Tiling::F2 => input_channel(geo, x, c, first, bands, &mut work, v_c, stride),
+                Tiling::F4 => {
+                    transform4::input_channel(geo, x, c, first, bands, &mut work, v_c, stride)
+                }
+            }
         }
         v
     }
@@ -740,19 +774,37 @@ mod tests {
         addends: &Conv2dAddends,
     ) -> Vec<f32> {
         let mut y = vec![f32::NAN; geo.batch * geo.out_channels * geo.out_h * geo.out_w];
-        for (o, m_o) in m.chunks_exact(16 * stride).enumerate() {
-            output_channel(geo, m_o, stride, (first, bands), addends, 0, &mut y, o);
+        let band = (first, bands);
+        for (o, m_o) in m.chunks_exact(geo.tiling.points() * stride).enumerate() {
+            match geo.tiling {
+                Tiling::F2 => output_channel(geo, m_o, stride, band, addends, 0, &mut y, o),
+                Tiling::F4 => {
+                    transform4::output_channel(geo, m_o, stride, band, addends, 0, &mut y, o)
+                }
+            }
         }
         y
     }
 
     fn geometries() -> Vec<Geometry> {
+        geometries_of(Tiling::F2)
+    }
+
+    /// F(2×2, 3×3)'s and F(4×4, 3×3)'s geometries.
+    fn both_tilings() -> Vec<Geometry> {
+        let mut all = geometries_of(Tiling::F2);
+        all.extend(geometries_of(Tiling::F4));
+        all
+    }
+
+    fn geometries_of(tiling: Tiling) -> Vec<Geometry> {
         let mut all = Vec::new();
         for (in_h, in_w) in [(1, 1), (3, 5), (4, 16), (7, 7), (9, 17), (5, 33), (6, 35)] {
             for (pad_h, pad_w) in [(0, 0), (1, 1), (2, 2), (0, 1), (2, 1)] {
                 let (out_h, out_w) = (in_h + 2 * pad_h, in_w + 2 * pad_w);
                 if out_h >= 3 && out_w >= 3 {
                     all.push(Geometry::new(
+                        tiling,
                         2,
                         (2, in_h, in_w),
                         (3, out_h - 2, out_w - 2),
@@ -760,6 +812,7 @@ mod tests {
                     ));
                     // One channel, and channels past a whole block of LANES (the channel-last transforms).
                     all.push(Geometry::new(
+                        tiling,
                         1,
                         (1, in_h, in_w),
                         (LANES + 3, out_h - 2, out_w - 2),
@@ -793,7 +846,7 @@ mod tests {
     /// bits either way, here with NaNs after the last image so that any leak would show.
     #[test]
     fn floats_after_a_row_never_reach_the_transformed_tiles() {
-        for geo in geometries() {
+        for geo in both_tilings() {
             let x = values(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 6);
             // Fewer NaNs than an image, so the images transformed stay the same.
             let image_len = geo.in_channels * geo.in_h * geo.in_w;
@@ -821,10 +874,10 @@ mod tests {
 
     #[test]
     fn every_build_of_the_transforms_gives_the_baseline_bits() {
-        for geo in geometries() {
+        for geo in both_tilings() {
             let shape = format!(
-                "{}×{} pad ({}, {})",
-                geo.in_h, geo.in_w, geo.pad_h, geo.pad_w
+                "{:?} {}×{} pad ({}, {})",
+                geo.tiling, geo.in_h, geo.in_w, geo.pad_h, geo.pad_w
             );
             let x = values(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 1);
             let dy = values(geo.batch * geo.out_channels * geo.out_h * geo.out_w, 2);
@@ -845,7 +898,13 @@ mod tests {
                     &format!("input, {part}"),
                     every_build!(input(geo: &Geometry, x: &[f32], first: usize, bands: usize, stride: usize)),
                 );
-                for avx in avx_choices() {
+                // The channel-last transforms (the weight gradient's) are F(2×2, 3×3)'s only.
+                let avx = if geo.tiling == Tiling::F2 {
+                    avx_choices()
+                } else {
+                    vec![]
+                };
+                for avx in avx {
                     assert_builds_agree(
                         &format!("channel-last input, {part}, avx {avx}"),
                         every_build!(input_last(geo: &Geometry, x: &[f32], first: usize, bands: usize, avx: bool)),
@@ -855,7 +914,7 @@ mod tests {
                         every_build!(gradient(geo: &Geometry, dy: &[f32], first: usize, bands: usize, avx: bool)),
                     );
                 }
-                let m = values(geo.out_channels * 16 * stride, 3);
+                let m = values(geo.out_channels * geo.tiling.points() * stride, 3);
                 let (m, addends) = (&m[..], &addends);
                 assert_builds_agree(
                     &format!("output, {part}"),
