@@ -20,6 +20,9 @@ use std::time::Duration;
 const BATCH: usize = 64;
 
 fn bench(c: &mut Criterion) {
+    // As `diffuse` runs its models: the calling thread is worker 0 of the pool, the others spin between parallel
+    // loops (`cpu-kernels/src/threads.rs`).
+    diffuse_tensor::pool_with_calling_thread().expect("the bench builds the global pool first");
     let device = match std::env::var("DIFFUSE_BENCH_DEVICE").as_deref() {
         Ok("cuda") => Device::Cuda(0),
         _ => Device::Cpu,

@@ -59,6 +59,9 @@ fn group<'a>(
 }
 
 fn bench(c: &mut Criterion) {
+    // As `diffuse` runs its models: the calling thread is worker 0 of the pool, the others spin between parallel
+    // loops (`cpu-kernels/src/threads.rs`).
+    diffuse_tensor::pool_with_calling_thread().expect("the bench builds the global pool first");
     let t: Vec<f64> = (0..BATCH).map(|i| ((i * 397) % 1000) as f64).collect();
     let labels: Vec<u32> = (0..BATCH as u32).map(|i| i % 11).collect();
     for (name, shape) in [

@@ -42,6 +42,9 @@ impl Denoiser for Stored {
 }
 
 fn bench(c: &mut Criterion) {
+    // As `diffuse` runs its models: the calling thread is worker 0 of the pool, the others spin between parallel
+    // loops (`cpu-kernels/src/threads.rs`).
+    diffuse_tensor::pool_with_calling_thread().expect("the bench builds the global pool first");
     let shape = [BATCH, 1, 28, 28];
     let noise = Tensor::randn(&shape, 1, 0, Device::Cpu).unwrap();
     let model = Stored {

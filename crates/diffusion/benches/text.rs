@@ -38,6 +38,9 @@ fn text_config() -> ClipTextConfig {
 }
 
 fn bench(c: &mut Criterion) {
+    // As `diffuse` runs its models: the calling thread is worker 0 of the pool, the others spin between parallel
+    // loops (`cpu-kernels/src/threads.rs`).
+    diffuse_tensor::pool_with_calling_thread().expect("the bench builds the global pool first");
     let mut group = c.benchmark_group("text");
     group
         .sample_size(10)

@@ -16,6 +16,9 @@ use std::time::Duration;
 const BATCH: usize = 64;
 
 fn bench(c: &mut Criterion) {
+    // As `diffuse` runs its models: the calling thread is worker 0 of the pool, the others spin between parallel
+    // loops (`cpu-kernels/src/threads.rs`).
+    diffuse_tensor::pool_with_calling_thread().expect("the bench builds the global pool first");
     for name in ["fashion-small", "fashion-base"] {
         let store = ParamStore::new(0, Device::Cpu);
         let model = UNet2DModel::new(UNetConfig::named(name).unwrap(), &store).unwrap();

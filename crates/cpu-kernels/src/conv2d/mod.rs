@@ -310,6 +310,7 @@ pub fn conv2d_forward_add_with(
     output: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "conv2d_forward";
+    crate::threads::keep_workers_spinning();
     s.validate_for(OP)?;
     check_len(OP, "input", input.len(), s.input_len())?;
     check_len(OP, "weight", weight.len(), s.weight_len())?;
@@ -395,6 +396,7 @@ pub fn conv2d_backward_input_with(
     grad_input: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "conv2d_backward_input";
+    crate::threads::keep_workers_spinning();
     s.validate_for(OP)?;
     check_len(OP, "grad_output", grad_output.len(), s.output_len())?;
     check_len(OP, "weight", weight.len(), s.weight_len())?;
@@ -477,6 +479,7 @@ pub fn conv2d_backward_weight_with(
     grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
     const OP: &str = "conv2d_backward_weight";
+    crate::threads::keep_workers_spinning();
     s.validate_for(OP)?;
     check_len(OP, "input", input.len(), s.input_len())?;
     check_len(OP, "grad_output", grad_output.len(), s.output_len())?;

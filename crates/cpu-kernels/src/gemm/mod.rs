@@ -333,6 +333,7 @@ fn checked_gemm(
     (c, c_batch_stride): (MatMut, usize),
 ) -> Result<()> {
     const OP: &str = "sgemm";
+    crate::threads::keep_workers_spinning();
     if !kernel.is_supported() {
         return Err(KernelError::new(
             OP,
