@@ -88,15 +88,9 @@ impl Tiling {
 
 /// Kernels transformed together by [`transform_weights`].
 const KERNEL_LANES: usize = 16;
-/// Rows of `U` per task of [`transform_weights`].
-const KERNEL_ROWS: usize = 8;
 
 /// The transformed weights `U` (`[rows][points][cols]`): entry `(row, ξ, col)` is value ξ of `G·g·Gᵀ` for the kernel
-/// `g` at `weight[row·row_stride + col·col_stride ..][..9]`, rotated by 180° if `flip`.
-///
-/// `KERNEL_ROWS` rows per task, in parallel; inside a task, `KERNEL_LANES` columns at a time for each row in turn, so
-/// that when the kernels of a row lie far apart (the forward pass: a row is an input channel, its kernels one per
-/// output channel, `9·C` floats apart) the next rows' kernels, which follow them, are read from the same cache lines.
+/// `g` at `weight[row·row_stride + col·col_stride ..][..9]`, rotated by 180° if `flip`. Rows in parallel.
 fn transform_weights(
     tiling: Tiling,
     weight: &[f32],
@@ -105,63 +99,55 @@ fn transform_weights(
     u: &mut [f32],
     cols: usize,
 ) {
-    let row_len = tiling.points() * cols;
-    u.par_chunks_mut(KERNEL_ROWS * row_len)
+    u.par_chunks_mut(tiling.points() * cols)
         .enumerate()
-        .for_each(|(task, u_rows)| {
-            let weight = &weight[task * KERNEL_ROWS * row_stride..];
-            let strides = (row_stride, col_stride);
-            dispatch!(transform_weight_rows(
+        .for_each(|(row, u_row)| {
+            let weight = &weight[row * row_stride..];
+            dispatch!(transform_weight_row(
                 tiling: Tiling,
                 weight: &[f32],
-                strides: (usize, usize),
+                col_stride: usize,
                 flip: bool,
-                u_rows: &mut [f32],
-                cols: usize,
+                u_row: &mut [f32],
             ));
         });
 }
 
-/// The rows `u_rows` of [`transform_weights`] (`weight` starting at the first one's kernels): `KERNEL_LANES` kernels
-/// at a time, each value ξ of them stored as one contiguous run.
+/// One row of [`transform_weights`] (`weight` starting at its first kernel): `KERNEL_LANES` kernels at a time, each
+/// value ξ of them stored as one contiguous run.
 #[inline(always)]
-fn transform_weight_rows(
+fn transform_weight_row(
     tiling: Tiling,
     weight: &[f32],
-    (row_stride, col_stride): (usize, usize),
+    col_stride: usize,
     flip: bool,
-    u_rows: &mut [f32],
-    cols: usize,
+    u_row: &mut [f32],
 ) {
-    let row_len = tiling.points() * cols;
+    let cols = u_row.len() / tiling.points();
     for col0 in (0..cols).step_by(KERNEL_LANES) {
         let lanes = KERNEL_LANES.min(cols - col0);
-        for (row, u_row) in u_rows.chunks_exact_mut(row_len).enumerate() {
-            let mut g = [[0.0; KERNEL_LANES]; 9];
-            for l in 0..lanes {
-                let taps: &[f32; 9] = weight[row * row_stride + (col0 + l) * col_stride..][..9]
-                    .try_into()
-                    .unwrap();
-                // Nine plain stores (a tap index chosen per store by `flip` would become a scatter).
-                if flip {
-                    for (t, &tap) in taps.iter().rev().enumerate() {
-                        g[t][l] = tap;
-                    }
-                } else {
-                    for (t, &tap) in taps.iter().enumerate() {
-                        g[t][l] = tap;
-                    }
+        let mut g = [[0.0; KERNEL_LANES]; 9];
+        for l in 0..lanes {
+            let taps: &[f32; 9] = weight[(col0 + l) * col_stride..][..9].try_into().unwrap();
+            // Nine plain stores (a tap index chosen per store by `flip` would become a scatter).
+            if flip {
+                for (t, &tap) in taps.iter().rev().enumerate() {
+                    g[t][l] = tap;
+                }
+            } else {
+                for (t, &tap) in taps.iter().enumerate() {
+                    g[t][l] = tap;
                 }
             }
-            let mut store = |values: &[[f32; KERNEL_LANES]]| {
-                for (xi, value) in values.iter().enumerate() {
-                    u_row[xi * cols + col0..][..lanes].copy_from_slice(&value[..lanes]);
-                }
-            };
-            match tiling {
-                Tiling::F2 => store(&transform::kernel(&g)),
-                Tiling::F4 => store(&transform4::kernel(&g)),
+        }
+        let mut store = |values: &[[f32; KERNEL_LANES]]| {
+            for (xi, value) in values.iter().enumerate() {
+                u_row[xi * cols + col0..][..lanes].copy_from_slice(&value[..lanes]);
             }
+        };
+        match tiling {
+            Tiling::F2 => store(&transform::kernel(&g)),
+            Tiling::F4 => store(&transform4::kernel(&g)),
         }
     }
 }
