@@ -324,13 +324,6 @@ pub(super) fn input_channel(
 /// (`[16][stride]`, as `v` above) into output channel `o`; tiles at the bottom and right edges keep only their rows
 /// and columns inside. A row's last lanes read past it (into the next row or the plane's spare floats) and are
 /// dropped.
-///
-/// The row pieces are stored as whole `2·LANES`-float blocks (one vector store; a short copy of the piece's exact
-/// length splits into several stores and branches) wherever the block stays inside floats this call or a later one
-/// writes afterwards: those after the piece in the same plane (the caller runs the bands top to bottom) or, when the
-/// call covers whole planes and `o` is not the last channel, in the image's later channels (the caller runs the
-/// channels in ascending order). The lane blocks of a tile row run right to left, so the one that runs past the
-/// row's end (the rightmost) is stored before the start of the next row, which it spills into, is written.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn output_channel(
@@ -343,49 +336,95 @@ pub(super) fn output_channel(
     y: &mut [f32],
     o: usize,
 ) {
-    let (tw, plane_len) = (geo.tiles_w, geo.out_h * geo.out_w);
-    let spill_to_next_channel = first == 0 && bands == geo.tiles_h && o + 1 < geo.out_channels;
-    let images = y.chunks_exact_mut(geo.out_channels * plane_len);
-    for (n, y_n) in images.enumerate() {
-        // The plane and the floats a whole block may run into.
-        let room = if spill_to_next_channel {
-            &mut y_n[o * plane_len..]
-        } else {
-            &mut y_n[o * plane_len..][..plane_len]
-        };
-        let bias = addends.constant(first_image + n, o, geo.out_channels);
-        let residual = addends.residual_plane(first_image + n, o, geo.out_channels, plane_len);
+    let tw = geo.tiles_w;
+    for (n, mut plane) in output_planes(geo, (first, bands), addends, first_image, y, o) {
         for i in 0..bands {
-            let base = (n * bands + i) * tw;
+            // Lane blocks right to left (see `OutputPlane::store`).
             for j in (0..tw).step_by(LANES).rev() {
+                let tile = (n * bands + i) * tw + j;
                 let mut lanes = [[0.0; LANES]; 16];
                 for (q, lane) in lanes.iter_mut().enumerate() {
-                    lane.copy_from_slice(&m[q * stride + base + j..][..LANES]);
+                    lane.copy_from_slice(&m[q * stride + tile..][..LANES]);
                 }
-                let values = output_lanes(&lanes, bias);
+                let values = output_lanes(&lanes, plane.bias);
                 for r in 0..2 {
                     let oh = 2 * (first + i) + r;
                     if oh >= geo.out_h {
                         break;
                     }
-                    // Output columns 2j .. 2j + 2·LANES of this row (fewer at its end), interleaving the tiles' two
-                    // columns; an odd last column takes only the left one.
-                    let (start, len) = (oh * geo.out_w + 2 * j, (2 * LANES).min(geo.out_w - 2 * j));
-                    let pairs = interleave(&values[2 * r], &values[2 * r + 1]);
-                    match room.get_mut(start..start + 2 * LANES) {
-                        Some(block) => block.copy_from_slice(&pairs),
-                        None => copy_short(&mut room[start..start + len], &pairs[..len]),
-                    }
-                    if let Some(residual) = residual {
-                        let row = &mut room[start..start + len];
-                        for (y, &s) in row.iter_mut().zip(&residual[start..start + len]) {
-                            *y += s;
-                        }
-                    }
+                    // Output columns 2j .. 2j + 2·LANES of this row (fewer at its end), interleaving the tiles'
+                    // two columns; an odd last column takes only the left one.
+                    let at = oh * geo.out_w + 2 * j;
+                    let len = (2 * LANES).min(geo.out_w - 2 * j);
+                    plane.store(at, len, &interleave(&values[2 * r], &values[2 * r + 1]));
                 }
             }
         }
     }
+}
+
+/// One output plane (channel `o` of one image) as an output transform (either tiling) writes it: the floats a whole
+/// row block may run into, the plane's constant addend and its residual plane.
+pub(super) struct OutputPlane<'a> {
+    room: &'a mut [f32],
+    pub(super) bias: f32,
+    residual: Option<&'a [f32]>,
+}
+
+impl OutputPlane<'_> {
+    /// Writes `block[..len]` at `at` in the plane, plus the residual: the whole block (one vector store; a short copy
+    /// of the piece's exact length splits into several stores and branches) where it stays inside the room, else the
+    /// piece alone.
+    ///
+    /// The room is what this call or a later one writes afterwards: the floats after the piece in the same plane
+    /// (bands run top to bottom, a tile's output rows top to bottom, and the lane blocks of a tile row right to left,
+    /// so the rightmost, the only one that runs past its row's end, is stored before the next row, which it spills
+    /// into, is written) or, when the call covers whole planes and `o` is not the last channel, the image's later
+    /// channels too (the caller runs the channels in ascending order).
+    #[inline(always)]
+    pub(super) fn store(&mut self, at: usize, len: usize, block: &[f32]) {
+        match self.room.get_mut(at..at + block.len()) {
+            Some(whole) => whole.copy_from_slice(block),
+            None => copy_short(&mut self.room[at..at + len], &block[..len]),
+        }
+        if let Some(residual) = self.residual {
+            let row = &mut self.room[at..at + len];
+            for (y, &s) in row.iter_mut().zip(&residual[at..at + len]) {
+                *y += s;
+            }
+        }
+    }
+}
+
+/// Output channel `o`'s plane of every image `n` of `y` (whole NCHW images), with the addends of image
+/// `first_image + n`, for an output transform of the band `first..first + bands` (see [`OutputPlane::store`]).
+#[inline(always)]
+pub(super) fn output_planes<'a>(
+    geo: &Geometry,
+    (first, bands): (usize, usize),
+    addends: &'a Conv2dAddends,
+    first_image: usize,
+    y: &'a mut [f32],
+    o: usize,
+) -> impl Iterator<Item = (usize, OutputPlane<'a>)> {
+    let (plane_len, out_channels) = (geo.out_h * geo.out_w, geo.out_channels);
+    let spill_to_next_channel = first == 0 && bands == geo.tiles_h && o + 1 < out_channels;
+    y.chunks_exact_mut(out_channels * plane_len)
+        .enumerate()
+        .map(move |(n, y_n)| {
+            let room = if spill_to_next_channel {
+                &mut y_n[o * plane_len..]
+            } else {
+                &mut y_n[o * plane_len..][..plane_len]
+            };
+            let image = first_image + n;
+            let plane = OutputPlane {
+                room,
+                bias: addends.constant(image, o, out_channels),
+                residual: addends.residual_plane(image, o, out_channels, plane_len),
+            };
+            (n, plane)
+        })
 }
 
 /// Floats per tile in the weight gradient's channel-last planes: the channels, rounded up to whole blocks of `LANES`

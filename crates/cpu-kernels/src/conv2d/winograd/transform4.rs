@@ -32,7 +32,7 @@
 //! consecutive tiles read contiguous lanes.
 
 use super::super::Conv2dAddends;
-use super::transform::{add, scale, sub, Lanes, LANES};
+use super::transform::{add, output_planes, scale, sub, Lanes, LANES};
 use super::Geometry;
 use crate::short_copy::copy_short;
 
@@ -232,13 +232,8 @@ fn interleave(y: &[Lanes<LANES>; 4]) -> [f32; 4 * LANES] {
 
 /// `Y = Aᵀ·M·A + (bias + channel) + residual` for every tile of tile rows `first..first + bands` of every image of
 /// `y` (whole NCHW images; image n takes the addends of image `first_image + n`), from `m` (`[36][stride]`) into
-/// output channel `o`; tiles at the bottom and right edges keep only their rows and columns inside.
-///
-/// As in F(2×2, 3×3) (`transform::output_channel`), row pieces are stored as whole `4·LANES`-float blocks wherever the
-/// block stays inside floats written afterwards: later in the same plane (bands run top to bottom, and within a tile
-/// row the output rows top to bottom and the lane blocks right to left, so only the rightmost block, stored first,
-/// runs past its row's end) or, when the call covers whole planes and `o` is not the last channel, the image's later
-/// channels.
+/// output channel `o`; tiles at the bottom and right edges keep only their rows and columns inside. The walk and the
+/// stores are F(2×2, 3×3)'s (`transform::output_blocks`), with `4·LANES`-float row pieces.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn output_channel(
@@ -251,26 +246,18 @@ pub(super) fn output_channel(
     y: &mut [f32],
     o: usize,
 ) {
-    let (tw, plane_len) = (geo.tiles_w, geo.out_h * geo.out_w);
-    let spill_to_next_channel = first == 0 && bands == geo.tiles_h && o + 1 < geo.out_channels;
-    let images = y.chunks_exact_mut(geo.out_channels * plane_len);
-    for (n, y_n) in images.enumerate() {
-        let room = if spill_to_next_channel {
-            &mut y_n[o * plane_len..]
-        } else {
-            &mut y_n[o * plane_len..][..plane_len]
-        };
-        let bias = addends.constant(first_image + n, o, geo.out_channels);
-        let residual = addends.residual_plane(first_image + n, o, geo.out_channels, plane_len);
+    let tw = geo.tiles_w;
+    for (n, mut plane) in output_planes(geo, (first, bands), addends, first_image, y, o) {
         for i in 0..bands {
-            let base = (n * bands + i) * tw;
+            // Lane blocks right to left (see `transform::OutputPlane::store`).
             for j in (0..tw).step_by(LANES).rev() {
-                // Aᵀ·m down each of the 6 columns (read from their planes), then along each row of the result.
+                let tile = (n * bands + i) * tw + j;
+                // Aᵀ·m down each of the 6 columns (read from their planes), then along each row of the result:
                 // `rows[r][b]` = entry (r, b) of Aᵀ·m (4×6).
                 let mut rows = [[[0.0; LANES]; 6]; 4];
                 for b in 0..6 {
                     let m = |a: usize| -> Lanes<LANES> {
-                        m[(6 * a + b) * stride + base + j..][..LANES]
+                        m[(6 * a + b) * stride + tile..][..LANES]
                             .try_into()
                             .unwrap()
                     };
@@ -284,23 +271,12 @@ pub(super) fn output_channel(
                     if oh >= geo.out_h {
                         break;
                     }
-                    let values = output_along(*row);
-                    let (start, len) = (oh * geo.out_w + 4 * j, (4 * LANES).min(geo.out_w - 4 * j));
-                    let mut biased = values;
-                    for value in &mut biased {
-                        *value = add(*value, [bias; LANES]);
+                    let mut values = output_along(*row);
+                    for value in &mut values {
+                        *value = add(*value, [plane.bias; LANES]);
                     }
-                    let row = interleave(&biased);
-                    match room.get_mut(start..start + 4 * LANES) {
-                        Some(block) => block.copy_from_slice(&row),
-                        None => copy_short(&mut room[start..start + len], &row[..len]),
-                    }
-                    if let Some(residual) = residual {
-                        let out = &mut room[start..start + len];
-                        for (y, &s) in out.iter_mut().zip(&residual[start..start + len]) {
-                            *y += s;
-                        }
-                    }
+                    let at = oh * geo.out_w + 4 * j;
+                    plane.store(at, (4 * LANES).min(geo.out_w - 4 * j), &interleave(&values));
                 }
             }
         }
