@@ -19,8 +19,8 @@
 //! kernels' entry points call [`keep_workers_spinning`], which (when they are not already) sets every other worker
 //! spinning: looking for work, running any it finds at once, until [`SPIN_IDLE`] passes without any, and then
 //! returning to rayon's own sleep. The calling thread is never held: it only runs its share of the loops, as before.
-//! Measured (`unet_time fashion-small train 20 32`, two threads, alternating, four rounds): 211–218 ms per step
-//! against 223–231 ms without, the same CPU time per step.
+//! Measured (`unet_time fashion-small train 20 32`, two threads, alternating): 214–224 ms per step against 223–228
+//! ms before, the same CPU time per step (`docs/unet.md`, "Spinning workers").
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
