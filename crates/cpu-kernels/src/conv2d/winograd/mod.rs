@@ -103,11 +103,10 @@ fn transform_weights(
         .for_each(|(row, u_row)| {
             for col in 0..cols {
                 let taps = &weight[row * row_stride + col * col_stride..][..9];
-                let g: [[f32; 1]; 9] =
-                    std::array::from_fn(|t| [taps[if flip { 8 - t } else { t }]]);
-                let mut store = |values: &[[f32; 1]]| {
-                    for (xi, value) in values.iter().enumerate() {
-                        u_row[xi * cols + col] = value[0];
+                let g = std::array::from_fn(|t| taps[if flip { 8 - t } else { t }]);
+                let mut store = |values: &[f32]| {
+                    for (xi, &value) in values.iter().enumerate() {
+                        u_row[xi * cols + col] = value;
                     }
                 };
                 match tiling {
@@ -439,10 +438,7 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f
                 let bands = band_rows.min(geo.tiles_h - first);
                 let ld = images * bands * tw;
                 let stride = transform::plane_stride(ld);
-                let work = work_buf.floats(match geo.tiling {
-                    Tiling::F2 => transform::work_len(geo, bands),
-                    Tiling::F4 => transform4::work_len(geo, bands),
-                });
+                let work = work_buf.floats(input_work_len(geo, bands));
                 let v = v_buf.floats(c_n * points * stride);
                 dispatch!(input_transform(
                     geo: &Geometry,
@@ -486,6 +482,14 @@ fn run(geo: &Geometry, x: &[f32], u: &[f32], addends: &Conv2dAddends, y: &mut [f
             }
             Ok(())
         })
+}
+
+/// Work floats [`input_transform`] needs for one band of `bands` tile rows.
+fn input_work_len(geo: &Geometry, bands: usize) -> usize {
+    match geo.tiling {
+        Tiling::F2 => transform::work_len(geo, bands),
+        Tiling::F4 => transform4::work_len(geo, bands),
+    }
 }
 
 /// The input transform of every channel of a chunk's images `x`, for one band of tile rows, into V

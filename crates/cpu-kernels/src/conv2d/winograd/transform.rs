@@ -30,24 +30,12 @@ use super::Geometry;
 use crate::gemm::transpose_into;
 use crate::short_copy::copy_short;
 
-/// `G·g·Gᵀ` of `N` 3×3 kernels `g` (row-major, `g[3k + l]` = tap (k, l) of each lane) as 16 values, ξ = 4·a + b.
-#[inline(always)]
-pub(super) fn kernel<const N: usize>(g: &[Lanes<N>; 9]) -> [Lanes<N>; 16] {
-    let along = |g0: Lanes<N>, g1: Lanes<N>, g2: Lanes<N>| {
-        [
-            g0,
-            scale(add(add(g0, g1), g2), 0.5),
-            scale(add(sub(g0, g1), g2), 0.5),
-            g2,
-        ]
-    };
+/// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 16 values, ξ = 4·a + b.
+pub(super) fn kernel(g: &[f32; 9]) -> [f32; 16] {
+    let along = |g0: f32, g1: f32, g2: f32| [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2];
     // Columns of g first (t = G·g, 4×3), then the rows of t (t·Gᵀ, 4×4).
-    let cols = [
-        along(g[0], g[3], g[6]),
-        along(g[1], g[4], g[7]),
-        along(g[2], g[5], g[8]),
-    ];
-    let mut u = [[0.0; N]; 16];
+    let cols: [[f32; 4]; 3] = std::array::from_fn(|l| along(g[l], g[3 + l], g[6 + l]));
+    let mut u = [0.0; 16];
     for a in 0..4 {
         u[4 * a..4 * a + 4].copy_from_slice(&along(cols[0][a], cols[1][a], cols[2][a]));
     }
@@ -81,14 +69,6 @@ pub(super) type Lanes<const N: usize> = [f32; N];
 pub(super) fn add<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
     for (a, b) in a.iter_mut().zip(b) {
         *a += b;
-    }
-    a
-}
-
-#[inline(always)]
-pub(super) fn scale<const N: usize>(mut a: Lanes<N>, s: f32) -> Lanes<N> {
-    for a in a.iter_mut() {
-        *a *= s;
     }
     a
 }
@@ -696,7 +676,7 @@ mod tests {
     //! give the baseline's bits, on sizes off every vector block (widths 1–35, odd and even, every padding, bands).
     //! The tile-row transforms are checked for both tilings, F(4×4, 3×3)'s (`transform4.rs`) too.
 
-    use super::super::{transform4, Geometry, Tiling};
+    use super::super::{input_transform, input_work_len, output_transform, Geometry, Tiling};
     use super::*;
 
     /// `$f(args)` (an `#[inline(always)]` function returning `Vec<f32>`) run by its baseline build and by each
@@ -730,23 +710,9 @@ mod tests {
     /// The input transform of `geo`'s tiling, every channel, into fresh planes.
     #[inline(always)]
     fn input(geo: &Geometry, x: &[f32], first: usize, bands: usize, stride: usize) -> Vec<f32> {
-        let points = geo.tiling.points();
-        let mut work = vec![
-            0.0;
-            match geo.tiling {
-                Tiling::F2 => work_len(geo, bands),
-                Tiling::F4 => transform4::work_len(geo, bands),
-            }
-        ];
-        let mut v = vec![0.0; geo.in_channels * points * stride];
-        for (c, v_c) in v.chunks_exact_mut(points * stride).enumerate() {
-            match geo.tiling {
-                Tiling::F2 => input_channel(geo, x, c, first, bands, &mut work, v_c, stride),
-                Tiling::F4 => {
-                    transform4::input_channel(geo, x, c, first, bands, &mut work, v_c, stride)
-                }
-            }
-        }
+        let mut work = vec![0.0; input_work_len(geo, bands)];
+        let mut v = vec![0.0; geo.in_channels * geo.tiling.points() * stride];
+        input_transform(geo, x, first, bands, &mut work, &mut v, stride);
         v
     }
 
@@ -813,15 +779,7 @@ mod tests {
         addends: &Conv2dAddends,
     ) -> Vec<f32> {
         let mut y = vec![f32::NAN; geo.batch * geo.out_channels * geo.out_h * geo.out_w];
-        let band = (first, bands);
-        for (o, m_o) in m.chunks_exact(geo.tiling.points() * stride).enumerate() {
-            match geo.tiling {
-                Tiling::F2 => output_channel(geo, m_o, stride, band, addends, 0, &mut y, o),
-                Tiling::F4 => {
-                    transform4::output_channel(geo, m_o, stride, band, addends, 0, &mut y, o)
-                }
-            }
-        }
+        output_transform(geo, m, stride, first, bands, addends, 0, &mut y);
         y
     }
 

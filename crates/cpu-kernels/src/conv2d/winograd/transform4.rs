@@ -32,40 +32,34 @@
 //! consecutive tiles read contiguous lanes.
 
 use super::super::Conv2dAddends;
-use super::transform::{add, output_planes, scale, sub, Lanes, LANES};
+use super::transform::{add, output_planes, sub, Lanes, LANES};
 use super::Geometry;
 use crate::short_copy::copy_short;
 
 /// Transformed values per tile: the 6×6 matrices U, V and M.
 pub(super) const POINTS: usize = 36;
 
-/// `G·g` of one column (or row) of `N` kernels: the 3 taps to the 6 points (multiplications by the rounded
-/// reciprocals, not divisions, which cost several multiplications each).
-#[inline(always)]
-fn kernel_along<const N: usize>(g0: Lanes<N>, g1: Lanes<N>, g2: Lanes<N>) -> [Lanes<N>; 6] {
+/// `G·g` of one column (or row) of a kernel: the 3 taps to the 6 points (multiplications by the rounded reciprocals,
+/// not divisions, which cost several multiplications each).
+fn kernel_along(g0: f32, g1: f32, g2: f32) -> [f32; 6] {
     const SIXTH: f32 = 1.0 / 6.0;
-    let (outer, middle) = (add(g0, g2), g1);
-    let (quarter_outer, half_middle) = (add(scale(g0, 0.25), g2), scale(g1, 0.5));
+    let (outer, middle) = (g0 + g2, g1);
+    let (quarter_outer, half_middle) = (0.25 * g0 + g2, 0.5 * g1);
     [
-        scale(g0, 0.25),
-        scale(add(outer, middle), -SIXTH),
-        scale(sub(outer, middle), -SIXTH),
-        scale(add(quarter_outer, half_middle), SIXTH),
-        scale(sub(quarter_outer, half_middle), SIXTH),
+        0.25 * g0,
+        -SIXTH * (outer + middle),
+        -SIXTH * (outer - middle),
+        SIXTH * (quarter_outer + half_middle),
+        SIXTH * (quarter_outer - half_middle),
         g2,
     ]
 }
 
-/// `G·g·Gᵀ` of `N` 3×3 kernels `g` (row-major, `g[3k + l]` = tap (k, l) of each lane) as 36 values, ξ = 6·a + b.
-#[inline(always)]
-pub(super) fn kernel<const N: usize>(g: &[Lanes<N>; 9]) -> [Lanes<N>; POINTS] {
+/// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 36 values, ξ = 6·a + b.
+pub(super) fn kernel(g: &[f32; 9]) -> [f32; POINTS] {
     // Columns of g first (t = G·g, 6×3), then the rows of t (t·Gᵀ, 6×6).
-    let cols = [
-        kernel_along(g[0], g[3], g[6]),
-        kernel_along(g[1], g[4], g[7]),
-        kernel_along(g[2], g[5], g[8]),
-    ];
-    let mut u = [[0.0; N]; POINTS];
+    let cols: [[f32; 6]; 3] = std::array::from_fn(|l| kernel_along(g[l], g[3 + l], g[6 + l]));
+    let mut u = [0.0; POINTS];
     for a in 0..6 {
         u[6 * a..6 * a + 6].copy_from_slice(&kernel_along(cols[0][a], cols[1][a], cols[2][a]));
     }
@@ -296,9 +290,9 @@ mod tests {
             let value = |i: u32| ((seed * 7 + i * 13) % 11) as f32 - 5.0;
             let g = [value(0), value(1), value(2)];
             let d: [f32; 6] = std::array::from_fn(|i| value(3 + i as u32));
-            let u = kernel_along([g[0]], [g[1]], [g[2]]);
+            let u = kernel_along(g[0], g[1], g[2]);
             let v = input_along(d.map(|d| [d]));
-            let m = std::array::from_fn(|xi| [u[xi][0] * v[xi][0]]);
+            let m = std::array::from_fn(|xi| [u[xi] * v[xi][0]]);
             let y = output_along(m);
             for (i, y) in y.iter().enumerate() {
                 let want: f32 = (0..3).map(|k| g[k] * d[i + k]).sum();
