@@ -761,23 +761,24 @@ fn backward_input_as_forward(s: &Conv2dShape, w: &[f64]) -> (Conv2dShape, Vec<f6
 /// f64 sum (both exact, as finite differences are, and far cheaper on these sizes) and, if
 /// `finite_differences_too`, both gradients against central finite differences of the forward.
 fn check_winograd(s: &Conv2dShape, bias: bool, seed: u64, finite_differences_too: bool) {
+    let d = Data::new(s, seed);
     for algo in WINOGRAD {
-        check_winograd_by(algo, s, bias, seed, finite_differences_too);
+        check_winograd_passes(algo, s, &d, bias, finite_differences_too);
     }
+    check_winograd_weight_gradient(s, &d, finite_differences_too);
 }
 
 /// Both Winograd tilings.
 const WINOGRAD: [Conv2dAlgorithm; 2] = [Conv2dAlgorithm::Winograd, Conv2dAlgorithm::Winograd4];
 
-/// [`check_winograd`] for one tiling (`algo`).
-fn check_winograd_by(
+/// [`check_winograd`]'s forward pass and input gradient for one tiling (`algo`).
+fn check_winograd_passes(
     algo: Conv2dAlgorithm,
     s: &Conv2dShape,
+    d: &Data,
     bias: bool,
-    seed: u64,
     finite_differences_too: bool,
 ) {
-    let d = Data::new(s, seed);
     let (x, w, b, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.dy));
     let b = bias.then_some(&b[..]);
     let mut y = vec![f32::NAN; s.output_len()];
@@ -800,12 +801,25 @@ fn check_winograd_by(
         let want = finite_differences(&x, &dy, |x| conv_ref(s, x, &w, None));
         assert_within(&dx, &want, &tol, &what);
     }
+}
 
-    let (mut dw, mut db) = (
-        vec![f32::NAN; s.weight_len()],
-        vec![f32::NAN; s.out_channels],
-    );
-    conv2d_backward_weight_with(algo, s, &d.x, &d.dy, &mut dw, Some(&mut db)).unwrap();
+/// [`check_winograd`]'s weight and bias gradients: F(2×2, 3×3)'s transposed algorithm, which both tilings run (so
+/// `Winograd4` must give its bits), against the f64 references (and finite differences) and im2col's bias gradient.
+fn check_winograd_weight_gradient(s: &Conv2dShape, d: &Data, finite_differences_too: bool) {
+    let (x, w, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.dy));
+    let gradients = |algo| {
+        let (mut dw, mut db) = (
+            vec![f32::NAN; s.weight_len()],
+            vec![f32::NAN; s.out_channels],
+        );
+        conv2d_backward_weight_with(algo, s, &d.x, &d.dy, &mut dw, Some(&mut db)).unwrap();
+        (dw, db)
+    };
+    let (dw, db) = gradients(Conv2dAlgorithm::Winograd);
+    let (dw4, db4) = gradients(Conv2dAlgorithm::Winograd4);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&dw4), bits(&dw), "Winograd4 grad_weight {s:?}");
+    assert_eq!(bits(&db4), bits(&db), "Winograd4 grad_bias {s:?}");
     let tol = winograd_weight_tolerance(s, &x, &dy);
     let what = format!("grad_weight {s:?}");
     assert_within(&dw, &weight_gradient_ref(s, &x, &dy), &tol, &what);
