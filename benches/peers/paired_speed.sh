@@ -11,7 +11,8 @@
 # - the kernels: conv 3×3 forward N32 C256 7², conv forward + backward N32 C128 14² (criterion's median, benches
 #   conv2d) beside benches/peers/torch_cpu.py; group norm forward and backward N32 C128 14² G32 (bench group_norm)
 #   beside benches/peers/torch_cpu_norm_attn.py;
-# - the FMA peak of the same round (bench fma_peak: 12 AVX2 FMA chains per thread), on one thread and on THREADS.
+# - the FMA peaks of the same round (bench fma_peak: 12 chains of 256-bit FMAs per thread, and 24 of 512-bit ones on
+#   AVX-512 CPUs, whose roof can be twice the AVX2 one), on one thread and on THREADS.
 #
 # Only rounds on an otherwise idle machine (load average near THREADS, printed per case) say anything; the figures in
 # docs/ come from this script on such a machine.
@@ -90,8 +91,10 @@ theirs_ms() {
   fi
 }
 
+# fma_gflops LOOP THREADS: GFLOP/s of fma_peak's LOOP (avx2_fma or avx512_fma) on THREADS threads; empty when the CPU
+# lacks that width.
 fma_gflops() {
-  cargo bench -q -p diffuse-cpu-kernels --bench fma_peak -- "^fma_peak/avx2_fma_threads/$1\$" --warm-up-time 1 \
+  cargo bench -q -p diffuse-cpu-kernels --bench fma_peak -- "^fma_peak/$1_threads/$2\$" --warm-up-time 1 \
     --measurement-time 1 2>/dev/null | awk '/thrpt:/ { for (i = 1; $i != "thrpt:"; i++); v = $(i + 3); u = $(i + 4);
       if (u ~ /^M/) v /= 1000; print v; exit }'
 }
@@ -115,8 +118,12 @@ for round in $(seq "$rounds"); do
     printf '%-36s %5s %10s %10s %7s  %s\n' "$name" "$round" "$ours" "$theirs" "$ratio" "$(cut -d' ' -f1 /proc/loadavg)"
     printf '%s\t%s\t%s\t%s\n' "$name" "$ours" "$theirs" "$ratio" >>"$results"
   done
-  printf '%-36s %5s %10s %10s  GFLOP/s (one thread, %s threads)\n' "fma_peak" "$round" "$(fma_gflops 1)" \
-    "$(fma_gflops "$threads")" "$threads"
+  for width in avx2_fma avx512_fma; do
+    one=$(fma_gflops "$width" 1)
+    [[ -n $one ]] || continue
+    printf '%-36s %5s %10s %10s  GFLOP/s (one thread, %s threads)\n' "fma_peak/$width" "$round" "$one" \
+      "$(fma_gflops "$width" "$threads")" "$threads"
+  done
 done
 
 echo

@@ -335,12 +335,14 @@ fn a_row_major_a_read_in_place_gives_the_bits_of_its_packed_copy() {
     // In the blocked order (more than 256 rows) a row-major A's whole register-tile panels are read where they lie
     // and only the rows past them are packed; the same A stored column-major is packed throughout. Both sum the same
     // products in the same order, so C must agree bit for bit: row counts off every tile (12, 6) and row block (120),
-    // one and two k-blocks (256), padded rows, with beta and with a bias.
+    // one and two k-blocks (256), padded rows, with beta and with a bias. A row stride of 512 floats, whose rows
+    // alias in L1, is packed after all (`ALIASING_ROW_STRIDE`) and must give the same bits too.
     for (m, n, k, pad) in [
         (257, 33, 7, 0),
         (300, 64, 64, 3),
         (367, 17, 300, 0),
         (480, 40, 513, 5),
+        (270, 20, 500, 12),
     ] {
         let values = random_vec(m * k, 21);
         let b = random_vec(k * n, 22);
