@@ -944,7 +944,18 @@ fn conv2d_winograd_of_wide_and_large_convolutions_matches_reference() {
         groups: 1,
         ..base()
     };
-    for s in [wide, banded] {
+    // More than 256 channels each way: the transformed weights span two of the GEMM's k-blocks in both the forward
+    // pass (depth C) and the input gradient (depth O), and their rows end off a register tile.
+    let deep = Conv2dShape {
+        batch: 1,
+        in_channels: 260,
+        in_h: 5,
+        in_w: 6,
+        out_channels: 259,
+        groups: 1,
+        ..base()
+    };
+    for s in [wide, banded, deep] {
         check_winograd(&s, true, 5, false);
     }
 }

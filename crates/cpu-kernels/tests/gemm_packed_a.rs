@@ -5,7 +5,7 @@ mod common;
 
 use common::random_vec;
 use diffuse_cpu_kernels::gemm::{
-    sgemm_batched_packed, sgemm_batched_using, MatMut, MatRef, MicroKernel, PackedA,
+    sgemm_batched_packed, sgemm_batched_using, MatMut, MatRef, MicroKernel, PackedA, PanelLayout,
 };
 
 fn supported_kernels() -> impl Iterator<Item = MicroKernel> {
@@ -96,4 +96,66 @@ fn packing_refuses_a_short_output_and_an_a_outside_its_slice() {
         .expect("a second matrix past the end of A is refused")
         .to_string();
     assert!(message.contains("A"), "{message}");
+}
+
+#[test]
+fn panels_written_by_their_layout_are_the_packed_panels() {
+    // A caller that writes A straight into the panels (`PanelLayout::index`, zero padding rows) and wraps them with
+    // `from_panels` must hold exactly what `pack` writes: rows off every tile, one and two k-blocks (KC = 256).
+    for (batch, m, k) in [(1, 1, 1), (3, 13, 7), (2, 30, 300), (16, 64, 64)] {
+        let a_values = random_vec(batch * m * k, 41);
+        for kernel in supported_kernels() {
+            let len = PackedA::len(kernel, batch, m, k);
+            let mut packed = vec![f32::NAN; len];
+            let packed = PackedA::pack(
+                kernel,
+                (batch, m, k),
+                MatRef::row_major(&a_values, k),
+                m * k,
+                &mut packed,
+            )
+            .unwrap();
+            let layout = PanelLayout::new(kernel, m, k);
+            let mut written = vec![f32::NAN; len];
+            for (i, product) in written.chunks_exact_mut(layout.product_len()).enumerate() {
+                for row in 0..m.next_multiple_of(layout.panel_rows()) {
+                    for col in 0..k {
+                        let value = if row < m {
+                            a_values[(i * m + row) * k + col]
+                        } else {
+                            0.0
+                        };
+                        product[layout.index(row, col)] = value;
+                    }
+                }
+            }
+            assert!(
+                written.iter().all(|v| !v.is_nan()),
+                "{kernel}: the layout left an element unwritten"
+            );
+            let written = PackedA::from_panels(kernel, (batch, m, k), &written).unwrap();
+            // Same panels, same product: compare the GEMM results bit for bit (the panels themselves are private).
+            let n = 37;
+            let b = random_vec(batch * k * n, 42);
+            let product = |a: &PackedA| {
+                let mut c = vec![0.0; batch * m * n];
+                let out = MatMut::row_major(&mut c, n);
+                sgemm_batched_packed(a, n, 1.0, MatRef::row_major(&b, n), k * n, 0.0, out, m * n)
+                    .unwrap();
+                c
+            };
+            let (want, got) = (product(&packed), product(&written));
+            assert!(
+                want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()),
+                "{kernel}, {batch} × {m} × {k}: panels written by their layout differ from the packed ones"
+            );
+        }
+        let kernel = MicroKernel::detect();
+        let short = vec![0.0; PackedA::len(kernel, batch, m, k) - 1];
+        let error = PackedA::from_panels(kernel, (batch, m, k), &short)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("take"), "{error}");
+    }
 }

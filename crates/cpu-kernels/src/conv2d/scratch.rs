@@ -14,9 +14,7 @@ pub(super) enum Role {
     Columns,
     /// im2col: an output (or output-gradient) block of stacked images.
     Block,
-    /// Winograd: the transformed weights `U`.
-    Weights,
-    /// Winograd: `U` packed into the GEMM's panels, once per call.
+    /// Winograd: the transformed weights `U`, written into the GEMM's packed panels once per call.
     PackedWeights,
     /// Winograd: the transformed input tiles `V`.
     Tiles,
@@ -28,7 +26,7 @@ pub(super) enum Role {
     Rows,
 }
 
-const ROLES: usize = 8;
+const ROLES: usize = 7;
 
 thread_local! {
     static SPARE: RefCell<[Vec<f32>; ROLES]> = const { RefCell::new([const { Vec::new() }; ROLES]) };

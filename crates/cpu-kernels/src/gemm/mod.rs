@@ -78,7 +78,7 @@ mod transpose;
 use rayon::prelude::*;
 
 pub use microkernel::MicroKernel;
-pub use packed_a::{sgemm_batched_packed, PackedA};
+pub use packed_a::{sgemm_batched_packed, PackedA, PanelLayout};
 pub(crate) use transpose::transpose_into;
 
 use crate::error::{KernelError, Result};

@@ -8,7 +8,10 @@
 //!
 //! Layout: product `i`, k-block `pc` (columns `pc .. pc + kc`, `kc = min(KC, k − pc)`) starts at
 //! `i·m̄·k + m̄·pc` with `m̄ = m` rounded up to whole MR-row panels, and holds those panels one after another
-//! (`MR × kc` floats each), so the rows from `ic` (a multiple of MR) start `ic·kc` further on.
+//! (`MR × kc` floats each), so the rows from `ic` (a multiple of MR) start `ic·kc` further on. Inside a panel column
+//! `p` of the block holds the panel's MR rows one after another. [`PanelLayout`] gives the index of any element, for a
+//! caller that computes A and writes it straight into the panels ([`PackedA::from_panels`]) instead of storing A and
+//! packing it.
 
 use rayon::prelude::*;
 
@@ -16,6 +19,45 @@ use super::check::{self, Axis};
 use super::microkernel::{Kernel, MicroKernel};
 use super::{checked_gemm, AOperand, Addend, MatMut, MatRef, KC};
 use crate::error::{KernelError, Result};
+
+/// Where the elements of one `m × k` A lie in its packed panels for one micro-kernel (see the module header).
+#[derive(Clone, Copy, Debug)]
+pub struct PanelLayout {
+    mr: usize,
+    m: usize,
+    k: usize,
+}
+
+impl PanelLayout {
+    pub fn new(kernel: MicroKernel, m: usize, k: usize) -> Self {
+        Self {
+            mr: kernel.tile_shape().0,
+            m,
+            k,
+        }
+    }
+
+    /// Rows per panel (the micro-kernel's MR).
+    pub fn panel_rows(&self) -> usize {
+        self.mr
+    }
+
+    /// Floats of one product's panels: `m` rounded up to whole panels, times `k`.
+    pub fn product_len(&self) -> usize {
+        self.m.next_multiple_of(self.mr) * self.k
+    }
+
+    /// Index of element `(row, col)` in its product's panels, for any `row < m̄` (the rows from `m` on are a panel's
+    /// zero padding): the rows of one panel in one column are consecutive.
+    pub fn index(&self, row: usize, col: usize) -> usize {
+        let pc = col - col % KC;
+        let kc = KC.min(self.k - pc);
+        self.m.next_multiple_of(self.mr) * pc
+            + (row - row % self.mr) * kc
+            + (col - pc) * self.mr
+            + row % self.mr
+    }
+}
 
 /// `batch` `m × k` A matrices packed for one micro-kernel (see the module header), borrowed from the caller's buffer.
 pub struct PackedA<'a> {
@@ -33,7 +75,41 @@ impl<'a> PackedA<'a> {
     }
 
     fn product_len(kernel: MicroKernel, m: usize, k: usize) -> usize {
-        m.next_multiple_of(kernel.tile_shape().0) * k
+        PanelLayout::new(kernel, m, k).product_len()
+    }
+
+    /// Takes `batch` products' panels that the caller wrote in [`PanelLayout::new`]`(kernel, m, k)`'s layout, product
+    /// `i` from `i·product_len()` on, padding rows zero. Errors when this CPU cannot run `kernel` or when `panels`
+    /// is not exactly [`PackedA::len`] floats.
+    pub fn from_panels(
+        kernel: MicroKernel,
+        (batch, m, k): (usize, usize, usize),
+        panels: &'a [f32],
+    ) -> Result<Self> {
+        const OP: &str = "PackedA::from_panels";
+        if !kernel.is_supported() {
+            return Err(KernelError::new(
+                OP,
+                format!("this CPU cannot run the {kernel} micro-kernel"),
+            ));
+        }
+        let len = Self::len(kernel, batch, m, k);
+        if panels.len() != len {
+            return Err(KernelError::new(
+                OP,
+                format!(
+                    "the panels hold {} floats; {batch} packed {m} × {k} matrices take {len}",
+                    panels.len()
+                ),
+            ));
+        }
+        Ok(Self {
+            kernel,
+            batch,
+            m,
+            k,
+            panels,
+        })
     }
 
     /// Packs `batch` matrices, product `i`'s A starting `i·a_batch_stride` into `a`, into the first
