@@ -15,8 +15,8 @@ use common::{assert_within, random_vec, with_threads, F32_UNIT_ROUNDOFF};
 use diffuse_cpu_kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
     conv2d_backward_weight_with, conv2d_forward, conv2d_forward_add_with, conv2d_forward_with,
-    Conv2dAddends, Conv2dAlgorithm, Conv2dShape, DIRECT_MAX_CHANNELS, WINOGRAD4_MIN_WIDTH,
-    WINOGRAD_MIN_CHANNELS,
+    Conv2dAddends, Conv2dAlgorithm, Conv2dShape, DIRECT_MAX_CHANNELS, WINOGRAD4_MIN_CHANNELS,
+    WINOGRAD4_MIN_WIDTH, WINOGRAD_MIN_CHANNELS,
 };
 use proptest::prelude::*;
 
@@ -999,7 +999,7 @@ fn conv2d_winograd_results_are_bit_identical_for_any_thread_count() {
 }
 
 /// `Auto` runs Winograd on 3×3 stride-1 convolutions with at least `WINOGRAD_MIN_CHANNELS` channels each way (F(4×4,
-/// 3×3) from `WINOGRAD4_MIN_WIDTH` output columns on), and im2col otherwise (checked bit for bit against the forced
+/// 3×3) from `WINOGRAD4_MIN_WIDTH` output columns or `WINOGRAD4_MIN_CHANNELS` channels on), and im2col otherwise (checked bit for bit against the forced
 /// algorithms).
 #[test]
 fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
@@ -1025,6 +1025,16 @@ fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
         in_w: WINOGRAD4_MIN_WIDTH - 1,
         ..wide
     };
+    // Narrow, but with channels wide enough for F(4×4, 3×3) anyway; and one channel short of that.
+    let deep = Conv2dShape {
+        in_channels: WINOGRAD4_MIN_CHANNELS,
+        out_channels: WINOGRAD4_MIN_CHANNELS,
+        ..wide
+    };
+    let almost_deep = Conv2dShape {
+        in_channels: WINOGRAD4_MIN_CHANNELS - 1,
+        ..deep
+    };
     let strided = Conv2dShape {
         stride: (2, 1),
         ..wide
@@ -1039,6 +1049,8 @@ fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
         (wide, Conv2dAlgorithm::Winograd),
         (broad, Conv2dAlgorithm::Winograd4),
         (almost_broad, Conv2dAlgorithm::Winograd),
+        (deep, Conv2dAlgorithm::Winograd4),
+        (almost_deep, Conv2dAlgorithm::Winograd),
         (narrow, Conv2dAlgorithm::Im2col),
         (strided, Conv2dAlgorithm::Im2col),
         (grouped, Conv2dAlgorithm::Im2col),

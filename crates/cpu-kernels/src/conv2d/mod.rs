@@ -183,8 +183,8 @@ impl Scratch {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Conv2dAlgorithm {
     /// Winograd where it applies ([`Conv2dShape::supports_winograd`]) and both channel counts are at least
-    /// [`WINOGRAD_MIN_CHANNELS`] (F(4×4, 3×3) for outputs at least [`WINOGRAD4_MIN_WIDTH`] wide, F(2×2, 3×3) for
-    /// narrower ones); else the direct convolution where it applies and there are at most
+    /// [`WINOGRAD_MIN_CHANNELS`] (F(4×4, 3×3) for outputs at least [`WINOGRAD4_MIN_WIDTH`] wide or at least
+    /// [`WINOGRAD4_MIN_CHANNELS`] channels each way, F(2×2, 3×3) otherwise); else the direct convolution where it applies and there are at most
     /// [`DIRECT_MAX_CHANNELS`] output channels; im2col + GEMM otherwise.
     #[default]
     Auto,
@@ -211,6 +211,13 @@ pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// level at 21, behind at 17 and below (by 4–30 % at 14 and 7).
 pub const WINOGRAD4_MIN_WIDTH: usize = 24;
 
+/// Fewest input and output channels for which [`Conv2dAlgorithm::Auto`] picks Winograd F(4×4, 3×3) at any width:
+/// its GEMMs' work per tile grows with the product of the channel counts, its transforms' with their sum, so with
+/// wide enough channels the multiplications it saves outweigh its idle lanes and larger U. Measured one thread
+/// (`conv_time`, N32, forward and input gradient, two alternating runs each): at 256 channels F(4×4) ahead by 4–9 %
+/// at 7² and 10–16 % at 14², at 128 level, at 64 behind by 15–25 %.
+pub const WINOGRAD4_MIN_CHANNELS: usize = 256;
+
 /// The algorithm a call runs on.
 enum Route {
     Im2col,
@@ -230,11 +237,15 @@ impl Conv2dAlgorithm {
                 if s.supports_winograd()
                     && s.in_channels.min(s.out_channels) >= WINOGRAD_MIN_CHANNELS
                 {
-                    Route::Winograd(if s.out_w() >= WINOGRAD4_MIN_WIDTH {
-                        Tiling::F4
-                    } else {
-                        Tiling::F2
-                    })
+                    Route::Winograd(
+                        if s.out_w() >= WINOGRAD4_MIN_WIDTH
+                            || s.in_channels.min(s.out_channels) >= WINOGRAD4_MIN_CHANNELS
+                        {
+                            Tiling::F4
+                        } else {
+                            Tiling::F2
+                        },
+                    )
                 } else if direct::unsupported(s).is_none() && s.out_channels <= DIRECT_MAX_CHANNELS
                 {
                     Route::Direct

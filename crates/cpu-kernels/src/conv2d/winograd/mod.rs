@@ -45,6 +45,7 @@
 
 mod transform;
 mod transform4;
+mod weights;
 
 use rayon::prelude::*;
 
@@ -53,18 +54,14 @@ use super::scratch::{Buffer, Role};
 use super::{Conv2dAddends, Conv2dShape};
 use crate::dispatch::dispatch;
 use crate::error::Result;
-use crate::gemm::{
-    sgemm_batched, sgemm_batched_packed, MatMut, MatRef, MicroKernel, PackedA, PanelLayout,
-};
+use crate::gemm::{sgemm_batched, sgemm_batched_packed, MatMut, MatRef, MicroKernel, PackedA};
+use weights::transform_weights;
 
 /// Floats of V and M together a chunk aims at (1 MiB): the tile target is this over `16·(C + O)`.
 const CHUNK_FLOATS: usize = 1 << 18;
 /// Tiles per task of the weight gradient's channel-last transforms: a few microseconds of work, against about one
 /// for a rayon task.
 const TILES_PER_TASK: usize = 64;
-/// Columns of a weight-transform panel gathered before they are copied to the packed panels: divides the GEMM's
-/// k-block (256), so a group never straddles two.
-const COLUMN_GROUP: usize = 16;
 /// Bounds on the tiles per GEMM: wide enough that packing the 16 weight matrices costs little against the
 /// products (and that wide channels keep their earlier, measured chunking), and no wider than needed for that.
 const TILE_TARGET: (usize, usize) = (128, 256);
@@ -90,96 +87,6 @@ impl Tiling {
         (self.size() + 2) * (self.size() + 2)
     }
 }
-
-/// The transformed weights `U`, written straight into the GEMMs' packed A panels for `kernel` (one product per point
-/// ξ, [`PanelLayout`]): element `(row, col)` of product ξ is value ξ of `G·g·Gᵀ` for the kernel `g` at
-/// `weight[row·row_stride + col·col_stride ..][..9]`, rotated by 180° if `flip`; the panels' padding rows are zero.
-/// Panels in parallel, one kernel at a time in scalar registers, `COLUMN_GROUP` columns of a panel gathered in a small
-/// block before each product's run of them is copied out: stored straight to the panels, the 16 or 36 products'
-/// elements of one kernel are `product_len` floats apart, a multiple of 4 KiB for most channel counts, so they all
-/// fall into one L1 set and evict each other (the N32 C256 7² forward took 12.7–12.9 ms against 10.9–11.0 with U
-/// written out and packed, one thread). Writing U out and packing it afterwards, as the GEMM would, costs a second
-/// pass over `points·rows·cols` floats; gathering 16 kernels into vector lanes through memory first was 5–10 % slower
-/// on that forward than the scalar loop.
-fn transform_weights<'a>(
-    tiling: Tiling,
-    kernel: MicroKernel,
-    weight: &[f32],
-    (row_stride, col_stride): (usize, usize),
-    flip: bool,
-    (rows, cols): (usize, usize),
-    out: &'a mut [f32],
-) -> Result<PackedA<'a>> {
-    let points = tiling.points();
-    let layout = PanelLayout::new(kernel, rows, cols);
-    let (panel_rows, product_len) = (layout.panel_rows(), layout.product_len());
-    let panels = &mut out[..points * product_len];
-    let shared = SharedPanels(panels.as_mut_ptr());
-    (0..rows.div_ceil(panel_rows))
-        .into_par_iter()
-        .for_each(|panel| {
-            let first = panel * panel_rows;
-            // A group's values, [ξ][column][panel row]; each ξ's block is a contiguous run of its product's panel.
-            let mut block = vec![0.0; points * COLUMN_GROUP * panel_rows];
-            for group_start in (0..cols).step_by(COLUMN_GROUP) {
-                let group = COLUMN_GROUP.min(cols - group_start);
-                let run = group * panel_rows;
-                for col in group_start..group_start + group {
-                    for row in first..first + panel_rows {
-                        let at = (col - group_start) * panel_rows + row - first;
-                        if row >= rows {
-                            scatter(&[0.0; transform4::POINTS][..points], &mut block[at..], run);
-                            continue;
-                        }
-                        let taps = &weight[row * row_stride + col * col_stride..][..9];
-                        let g = std::array::from_fn(|t| taps[if flip { 8 - t } else { t }]);
-                        match tiling {
-                            Tiling::F2 => scatter(&transform::kernel(&g), &mut block[at..], run),
-                            Tiling::F4 => scatter(&transform4::kernel(&g), &mut block[at..], run),
-                        }
-                    }
-                }
-                let start = layout.index(first, group_start);
-                for (xi, values) in block.chunks_exact(run).take(points).enumerate() {
-                    // SAFETY: the group lies in one k-block (COLUMN_GROUP divides its width), so its columns of this
-                    // panel are the `run` consecutive elements from `start`, inside product ξ's `product_len`; only
-                    // this task writes this panel's elements.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            values.as_ptr(),
-                            shared.at(xi * product_len + start),
-                            run,
-                        )
-                    };
-                }
-            }
-        });
-    PackedA::from_panels(kernel, (points, rows, cols), panels)
-}
-
-/// Writes `values[ξ]` to `out[ξ·stride]`.
-#[inline(always)]
-fn scatter(values: &[f32], out: &mut [f32], stride: usize) {
-    for (xi, &value) in values.iter().enumerate() {
-        out[xi * stride] = value;
-    }
-}
-
-/// The panels [`transform_weights`]' tasks write, each only the elements of its own panel's rows.
-#[derive(Clone, Copy)]
-struct SharedPanels(*mut f32);
-
-impl SharedPanels {
-    /// The element at `index` (a method, so that closures capture the whole wrapper rather than its raw pointer).
-    fn at(self, index: usize) -> *mut f32 {
-        self.0.wrapping_add(index)
-    }
-}
-
-// SAFETY: the tasks sharing the pointer write disjoint elements, and the buffer outlives them (`transform_weights`).
-unsafe impl Send for SharedPanels {}
-// SAFETY: as for `Send`.
-unsafe impl Sync for SharedPanels {}
 
 /// Why Winograd (either tiling; both have the same conditions) cannot compute `s`, or `None` if it can.
 pub(super) fn unsupported(s: &Conv2dShape) -> Option<String> {

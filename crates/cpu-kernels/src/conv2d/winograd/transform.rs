@@ -26,18 +26,34 @@
 
 use super::super::bias_gradient::{accumulate, Partials};
 use super::super::Conv2dAddends;
+use super::weights::Value;
 use super::Geometry;
 use crate::gemm::transpose_into;
 use crate::short_copy::copy_short;
 
-/// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 16 values, ξ = 4·a + b.
-pub(super) fn kernel(g: &[f32; 9]) -> [f32; 16] {
-    let along = |g0: f32, g1: f32, g2: f32| [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2];
+/// `G·g` of one column (or row) of a kernel: the 3 taps to the 4 points.
+#[inline(always)]
+fn kernel_along<L: Value>(g0: L, g1: L, g2: L) -> [L; 4] {
+    [
+        g0,
+        g0.add(g1).add(g2).scale(0.5),
+        g0.sub(g1).add(g2).scale(0.5),
+        g2,
+    ]
+}
+
+/// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major; or one per lane) as 16 values, ξ = 4·a + b.
+#[inline(always)]
+pub(super) fn kernel<L: Value>(g: &[L; 9]) -> [L; 16] {
     // Columns of g first (t = G·g, 4×3), then the rows of t (t·Gᵀ, 4×4).
-    let cols: [[f32; 4]; 3] = std::array::from_fn(|l| along(g[l], g[3 + l], g[6 + l]));
-    let mut u = [0.0; 16];
+    let cols = [
+        kernel_along(g[0], g[3], g[6]),
+        kernel_along(g[1], g[4], g[7]),
+        kernel_along(g[2], g[5], g[8]),
+    ];
+    let mut u = [g[0]; 16];
     for a in 0..4 {
-        u[4 * a..4 * a + 4].copy_from_slice(&along(cols[0][a], cols[1][a], cols[2][a]));
+        u[4 * a..4 * a + 4].copy_from_slice(&kernel_along(cols[0][a], cols[1][a], cols[2][a]));
     }
     u
 }

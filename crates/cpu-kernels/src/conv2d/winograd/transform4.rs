@@ -33,33 +33,40 @@
 
 use super::super::Conv2dAddends;
 use super::transform::{add, output_planes, sub, Lanes, LANES};
+use super::weights::Value;
 use super::Geometry;
 use crate::short_copy::copy_short;
 
 /// Transformed values per tile: the 6×6 matrices U, V and M.
 pub(super) const POINTS: usize = 36;
 
-/// `G·g` of one column (or row) of a kernel: the 3 taps to the 6 points (multiplications by the rounded reciprocals,
-/// not divisions, which cost several multiplications each).
-fn kernel_along(g0: f32, g1: f32, g2: f32) -> [f32; 6] {
+/// `G·g` of one column (or row) of a kernel (or one per lane): the 3 taps to the 6 points (multiplications by the
+/// rounded reciprocals, not divisions, which cost several multiplications each).
+#[inline(always)]
+fn kernel_along<L: Value>(g0: L, g1: L, g2: L) -> [L; 6] {
     const SIXTH: f32 = 1.0 / 6.0;
-    let (outer, middle) = (g0 + g2, g1);
-    let (quarter_outer, half_middle) = (0.25 * g0 + g2, 0.5 * g1);
+    let (outer, middle) = (g0.add(g2), g1);
+    let (quarter_outer, half_middle) = (g0.scale(0.25).add(g2), g1.scale(0.5));
     [
-        0.25 * g0,
-        -SIXTH * (outer + middle),
-        -SIXTH * (outer - middle),
-        SIXTH * (quarter_outer + half_middle),
-        SIXTH * (quarter_outer - half_middle),
+        g0.scale(0.25),
+        outer.add(middle).scale(-SIXTH),
+        outer.sub(middle).scale(-SIXTH),
+        quarter_outer.add(half_middle).scale(SIXTH),
+        quarter_outer.sub(half_middle).scale(SIXTH),
         g2,
     ]
 }
 
-/// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major) as 36 values, ξ = 6·a + b.
-pub(super) fn kernel(g: &[f32; 9]) -> [f32; POINTS] {
+/// `G·g·Gᵀ` of one 3×3 kernel `g` (row-major; or one per lane) as 36 values, ξ = 6·a + b.
+#[inline(always)]
+pub(super) fn kernel<L: Value>(g: &[L; 9]) -> [L; POINTS] {
     // Columns of g first (t = G·g, 6×3), then the rows of t (t·Gᵀ, 6×6).
-    let cols: [[f32; 6]; 3] = std::array::from_fn(|l| kernel_along(g[l], g[3 + l], g[6 + l]));
-    let mut u = [0.0; POINTS];
+    let cols = [
+        kernel_along(g[0], g[3], g[6]),
+        kernel_along(g[1], g[4], g[7]),
+        kernel_along(g[2], g[5], g[8]),
+    ];
+    let mut u = [g[0]; POINTS];
     for a in 0..6 {
         u[6 * a..6 * a + 6].copy_from_slice(&kernel_along(cols[0][a], cols[1][a], cols[2][a]));
     }
