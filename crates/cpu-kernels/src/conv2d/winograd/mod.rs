@@ -27,9 +27,10 @@
 //! `target = clamp(2^18 / (16·(C + O)), 128, 256)` tiles (so that V and M, `16·(C + O)` floats per tile, stay near
 //! 1 MiB, half of a 2 MiB L2, where the channels allow: a chunk whose V and M spill out of L2 pays for the round trip
 //! in both transforms), a chunk is `⌈target / tiles per image⌉` whole images or, for images of at least `target`
-//! tiles, one image cut into bands of `⌊target / tiles_w⌋` tile rows. Rayon runs chunks of images in parallel; for
-//! each band of a chunk a task transforms the input into V, runs the 16 GEMMs (`sgemm_batched`, which parallelises
-//! inside too), and transforms M into the output. A task's scratch is `16·(C + O)·(T + 8)` floats for V and M with
+//! tiles, one image cut into bands of `⌊target / tiles_w⌋` tile rows; the forward pass and the input gradient cut
+//! the batch into at least `RUN_MIN_CHUNKS` chunks where it has that many images. Rayon runs chunks of images in
+//! parallel; for each band of a chunk a task transforms the input into V, runs the 16 GEMMs (`sgemm_batched`, which
+//! parallelises inside too), and transforms M into the output. A task's scratch is `16·(C + O)·(T + 8)` floats for V and M with
 //! `T < 2·target` tiles (1.6 MiB for 32 → 32 channels at 28×28, T = 392; 1.2 MiB for
 //! 64 → 64 at 14×14, T = 147; 2.5 MiB for 128 → 128 at 14×14, T = 147; 4.3 MiB for 256 → 256 at 7×7, T = 128) plus
 //! a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. The
@@ -59,6 +60,13 @@ use weights::transform_weights;
 
 /// Floats of V and M together a chunk aims at (1 MiB): the tile target is this over `16·(C + O)`.
 const CHUNK_FLOATS: usize = 1 << 18;
+/// Fewest chunks the forward pass and the input gradient cut a batch of at least this many images into: their
+/// transforms run in parallel across chunks only, so one chunk would leave a second thread idle through them (F(4×4,
+/// 3×3) on N32 C256 7², 4 tiles per image, fits the whole batch in one: two threads took 8.1–8.3 ms, against
+/// 5.3–5.7 ms in two chunks; one thread pays 0–4 % for reading U twice). Their results do not depend on the chunking
+/// (every output sums over channels alone), so this leaves every bit as it was; the weight gradient, whose sums run
+/// across chunks, keeps its own.
+const RUN_MIN_CHUNKS: usize = 2;
 /// Tiles per task of the weight gradient's channel-last transforms: a few microseconds of work, against about one
 /// for a rayon task.
 const TILES_PER_TASK: usize = 64;
@@ -386,6 +394,7 @@ fn run(
     let (in_plane, out_plane) = (geo.in_h * geo.in_w, geo.out_h * geo.out_w);
     let (in_image, out_image) = (c_n * in_plane, o_n * out_plane);
     let (images, band_rows) = geo.chunking();
+    let images = images.min(geo.batch.div_ceil(RUN_MIN_CHUNKS));
     let scratch = || {
         (
             Buffer::take(Role::Tiles),
