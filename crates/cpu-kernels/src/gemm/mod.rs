@@ -327,6 +327,18 @@ enum Addend<'a> {
     Bias(&'a [f32]),
 }
 
+/// An error naming `op` unless this CPU can run `kernel`.
+fn check_supported(op: &'static str, kernel: MicroKernel) -> Result<()> {
+    if kernel.is_supported() {
+        Ok(())
+    } else {
+        Err(KernelError::new(
+            op,
+            format!("this CPU cannot run the {kernel} micro-kernel"),
+        ))
+    }
+}
+
 /// The checks and the run shared by the public entry points.
 fn checked_gemm(
     kernel: MicroKernel,
@@ -339,12 +351,7 @@ fn checked_gemm(
 ) -> Result<()> {
     const OP: &str = "sgemm";
     crate::threads::keep_workers_spinning();
-    if !kernel.is_supported() {
-        return Err(KernelError::new(
-            OP,
-            format!("this CPU cannot run the {kernel} micro-kernel"),
-        ));
-    }
+    check_supported(OP, kernel)?;
     let axes = |batch_stride: usize,
                 rows: (&'static str, usize, usize),
                 cols: (&'static str, usize, usize)| {

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::check::{self, Axis};
 use super::microkernel::{Kernel, MicroKernel};
-use super::{checked_gemm, AOperand, Addend, MatMut, MatRef, KC};
+use super::{check_supported, checked_gemm, AOperand, Addend, MatMut, MatRef, KC};
 use crate::error::{KernelError, Result};
 
 /// Where the elements of one `m × k` A lie in its packed panels for one micro-kernel (see the module header).
@@ -87,12 +87,7 @@ impl<'a> PackedA<'a> {
         panels: &'a [f32],
     ) -> Result<Self> {
         const OP: &str = "PackedA::from_panels";
-        if !kernel.is_supported() {
-            return Err(KernelError::new(
-                OP,
-                format!("this CPU cannot run the {kernel} micro-kernel"),
-            ));
-        }
+        check_supported(OP, kernel)?;
         let len = Self::len(kernel, batch, m, k);
         if panels.len() != len {
             return Err(KernelError::new(
@@ -123,12 +118,7 @@ impl<'a> PackedA<'a> {
         out: &'a mut [f32],
     ) -> Result<Self> {
         const OP: &str = "PackedA::pack";
-        if !kernel.is_supported() {
-            return Err(KernelError::new(
-                OP,
-                format!("this CPU cannot run the {kernel} micro-kernel"),
-            ));
-        }
+        check_supported(OP, kernel)?;
         let axes = [
             Axis {
                 name: "batch",
