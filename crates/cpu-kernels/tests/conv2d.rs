@@ -955,7 +955,18 @@ fn conv2d_winograd_of_wide_and_large_convolutions_matches_reference() {
         groups: 1,
         ..base()
     };
-    for s in [wide, banded, deep] {
+    // Three 24×24 images, 144 tiles each: two images per chunk, so two chunks, whose weight-gradient sums run in two
+    // halves of the batch and are added.
+    let chunked = Conv2dShape {
+        batch: 3,
+        in_channels: 3,
+        in_h: 24,
+        in_w: 24,
+        out_channels: 2,
+        groups: 1,
+        ..base()
+    };
+    for s in [wide, banded, deep, chunked] {
         check_winograd(&s, true, 5, false);
     }
 }

@@ -33,11 +33,12 @@
 //! parallelises inside too), and transforms M into the output. A task's scratch is `16·(C + O)·(T + 8)` floats for V and M with
 //! `T < 2·target` tiles (1.6 MiB for 32 → 32 channels at 28×28, T = 392; 1.2 MiB for
 //! 64 → 64 at 14×14, T = 147; 2.5 MiB for 128 → 128 at 14×14, T = 147; 4.3 MiB for 256 → 256 at 7×7, T = 128) plus
-//! a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call. The
-//! weight gradient walks the same chunks in order with one V, one transformed output gradient (`16·O·T`), the staged
-//! rows of a band and M (`16·O·C`). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major
-//! `[row][16][stride]` (U `[C][16][O]`, V `[C][16][T + 8]`, M `[O][16][T + 8]`) so each transform touches one
-//! contiguous block per channel; the GEMM reads the ξ-th matrix through strides. The weight gradient's V and E are
+//! a few padded rows; U is `16·O·C` floats (16/9 of the weight) per call, written straight into the GEMMs' packed
+//! panels (`weights.rs`). The weight gradient walks the same chunks in order, in two halves at once (see
+//! [`backward_weight`]), each with one V, one transformed output gradient (`16·O·T`), the staged rows of a band and M
+//! (`16·O·C`). Scratch is recycled per thread (`scratch.rs`). Layouts are row-major `[row][16][stride]` (V
+//! `[C][16][T + 8]`, M `[O][16][T + 8]`) so each transform touches one contiguous block per channel; the GEMM reads
+//! the ξ-th matrix through strides. The weight gradient's V and E are
 //! channel-last instead (`[16][T][C]`, `[16][T][O]`, see [`backward_weight`]). Every output element is computed by the same operations in the same order
 //! whatever the number of threads, so results are bit-identical for any thread count.
 //!
@@ -231,7 +232,11 @@ pub(super) fn backward_input(
 /// By the transposition principle (`⟨dy, Aᵀ[(G·g) ⊙ (Bᵀ·d)]⟩ = ⟨g, Gᵀ[(A·dy) ⊙ (Bᵀ·d)]⟩`), the gradient of one tile's
 /// output with respect to its kernel is `Gᵀ·[(A·dy_t·Aᵀ) ⊙ (Bᵀ·d_t·B)]·G`, so summed over tiles:
 /// `M[ξ][o][c] = Σ_t E[ξ][o][t] · V[ξ][c][t]` (16 GEMMs (O × T)·(T × C), accumulated chunk after chunk) and
-/// `dw[o, c] = Gᵀ·M[·][o][c]·G`. Chunks run in order (the sum order never depends on threads). Inside a chunk the
+/// `dw[o, c] = Gᵀ·M[·][o][c]·G`. The chunks fall into two fixed halves of the batch, summed at once by two tasks
+/// ([`accumulate_chunks`], chunk after chunk, each into its own M) and then added, so the sum order depends on the
+/// shape alone, never on the threads, and one half's work fills the gaps between the other's short parallel
+/// phases (in a two-thread profile of the `fashion-small` training step the second thread idled through a third of
+/// these phases when one task walked every chunk). Inside a chunk the
 /// transforms write E and V channel-last (`[16][T][O]`, `[16][T][C]`, see `transform::TileRange`), so that the GEMMs,
 /// which parallelise themselves, pack both by plain copies: the rows of a band are first staged channel-last by
 /// blocks of 8 channels in parallel (`transform::stage_input`, `stage_gradient`), then transformed by ranges of
@@ -243,7 +248,6 @@ pub(super) fn backward_weight(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) -> Result<()> {
-    use transform::{gradient_tiles, input_tiles, stage_gradient, stage_input, tile_ranges, LANES};
     let geo = Geometry::new(
         Tiling::F2,
         s.batch,
@@ -251,15 +255,73 @@ pub(super) fn backward_weight(
         (s.out_channels, s.out_h(), s.out_w()),
         s.padding,
     );
-    let (c_n, o_n, tw) = (s.in_channels, s.out_channels, geo.tiles_w);
-    let (c_row, o_row) = (transform::channel_row(c_n), transform::channel_row(o_n));
+    let (c_n, o_n) = (s.in_channels, s.out_channels);
     let (in_image, out_image) = (c_n * s.in_h * s.in_w, o_n * geo.out_h * geo.out_w);
+    let (images, _) = geo.chunking();
+    let sum_bias = grad_bias.is_some();
+    // The chunks in two fixed halves, each summed by its own task into its own M and bias partials (results depend on
+    // the shape alone, never on the threads), then added: the other half's work fills the gaps between one half's
+    // short parallel phases.
+    let split = s.batch.div_ceil(images).div_ceil(2) * images;
+    let half = |range: std::ops::Range<usize>| {
+        accumulate_chunks(
+            &geo,
+            &input[range.start * in_image..range.end * in_image],
+            &grad_output[range.start * out_image..range.end * out_image],
+            sum_bias,
+        )
+    };
+    let (mut m_buf, bias_partials) = if split < s.batch {
+        let (first, second) = rayon::join(|| half(0..split), || half(split..s.batch));
+        let ((mut m_buf, mut bias_partials), (mut second_m, second_partials)) = (first?, second?);
+        let second_m: &[f32] = second_m.floats(o_n * 16 * c_n);
+        for (m, second) in m_buf.floats(o_n * 16 * c_n).iter_mut().zip(second_m) {
+            *m += second;
+        }
+        for (partials, second) in bias_partials.iter_mut().zip(second_partials) {
+            for (p, q) in partials.iter_mut().zip(second) {
+                *p += q;
+            }
+        }
+        (m_buf, bias_partials)
+    } else {
+        half(0..s.batch)?
+    };
+    let m: &[f32] = m_buf.floats(o_n * 16 * c_n);
+    grad_weight
+        .par_chunks_mut(9 * c_n)
+        .zip(m.par_chunks(16 * c_n))
+        .for_each(|(dw_o, m_o)| {
+            for (c, dw) in dw_o.chunks_exact_mut(9).enumerate() {
+                let m_oc = std::array::from_fn(|xi| m_o[xi * c_n + c]);
+                dw.copy_from_slice(&transform::kernel_gradient(&m_oc));
+            }
+        });
+    if let Some(grad_bias) = grad_bias {
+        for (db, partials) in grad_bias.iter_mut().zip(bias_partials) {
+            *db = total(partials);
+        }
+    }
+    Ok(())
+}
+
+/// The weight gradient's sums over the chunks of `input` and `grad_output` (whole images), in order: `M` (`[O][16][C]`,
+/// the first `O·16·C` floats of the returned buffer) and, if `sum_bias`, each output channel's bias partial sums.
+fn accumulate_chunks(
+    geo: &Geometry,
+    input: &[f32],
+    grad_output: &[f32],
+    sum_bias: bool,
+) -> Result<(Buffer, Vec<Partials>)> {
+    use transform::{gradient_tiles, input_tiles, stage_gradient, stage_input, tile_ranges, LANES};
+    let (c_n, o_n, tw) = (geo.in_channels, geo.out_channels, geo.tiles_w);
+    let (c_row, o_row) = (transform::channel_row(c_n), transform::channel_row(o_n));
+    let (in_image, out_image) = (c_n * geo.in_h * geo.in_w, o_n * geo.out_h * geo.out_w);
     let (images, band_rows) = geo.chunking();
     let (mut v_buf, mut e_buf) = (Buffer::take(Role::Tiles), Buffer::take(Role::GradientTiles));
     let (mut m_buf, mut staged_buf) = (Buffer::take(Role::Products), Buffer::take(Role::Rows));
     let m = m_buf.floats(o_n * 16 * c_n);
     let avx = has_avx();
-    let sum_bias = grad_bias.is_some();
     let mut bias_partials: Vec<Partials> = vec![Partials::default(); o_n];
     let mut beta = 0.0;
     let chunks = input
@@ -362,22 +424,7 @@ pub(super) fn backward_weight(
             beta = 1.0;
         }
     }
-    let m: &[f32] = m;
-    grad_weight
-        .par_chunks_mut(9 * c_n)
-        .zip(m.par_chunks(16 * c_n))
-        .for_each(|(dw_o, m_o)| {
-            for (c, dw) in dw_o.chunks_exact_mut(9).enumerate() {
-                let m_oc = std::array::from_fn(|xi| m_o[xi * c_n + c]);
-                dw.copy_from_slice(&transform::kernel_gradient(&m_oc));
-            }
-        });
-    if let Some(grad_bias) = grad_bias {
-        for (db, partials) in grad_bias.iter_mut().zip(bias_partials) {
-            *db = total(partials);
-        }
-    }
-    Ok(())
+    Ok((m_buf, bias_partials))
 }
 
 /// The chunked tile loop of the module header: `y = conv(x) + addends` with the transformed weights `u`, packed once
