@@ -521,11 +521,57 @@ fn weight_gradient_im2col(
     grad_output: &[f32],
     grad_weight: &mut [f32],
 ) -> Result<()> {
-    let (og, k) = (plan.og, plan.patch);
     if s.batch == 0 {
         grad_weight.fill(0.0);
         return Ok(());
     }
+    // The chunks in two fixed halves of the batch, summed at once into two gradients and then added: the sum order
+    // depends on the shape alone, and one half's work fills the gaps the other leaves between its small GEMMs (as
+    // Winograd's weight gradient does, `winograd::backward_weight`).
+    let split = s.batch.div_ceil(plan.images).div_ceil(2) * plan.images;
+    if split >= s.batch {
+        return accumulate_weight_gradient(s, plan, input, grad_output, grad_weight);
+    }
+    let (x_split, dy_split) = (split * plan.in_image, split * plan.out_image);
+    let mut second = vec![0.0; grad_weight.len()];
+    let (first_half, second_half) = rayon::join(
+        || {
+            accumulate_weight_gradient(
+                s,
+                plan,
+                &input[..x_split],
+                &grad_output[..dy_split],
+                grad_weight,
+            )
+        },
+        || {
+            accumulate_weight_gradient(
+                s,
+                plan,
+                &input[x_split..],
+                &grad_output[dy_split..],
+                &mut second,
+            )
+        },
+    );
+    first_half?;
+    second_half?;
+    for (w, second) in grad_weight.iter_mut().zip(&second) {
+        *w += second;
+    }
+    Ok(())
+}
+
+/// `grad_weight = Σ` over the chunks of `input` and `grad_output` (whole images, at least one), in order, of the
+/// chunk's weight gradient by im2col + GEMM.
+fn accumulate_weight_gradient(
+    s: &Conv2dShape,
+    plan: &Plan,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) -> Result<()> {
+    let (og, k) = (plan.og, plan.patch);
     // The first chunk's GEMMs overwrite the gradient (beta = 0), later ones accumulate onto it.
     let mut beta = 0.0;
     let mut scratch = Scratch::take();
