@@ -184,8 +184,8 @@ impl Scratch {
 pub enum Conv2dAlgorithm {
     /// Winograd where it applies ([`Conv2dShape::supports_winograd`]) and both channel counts are at least
     /// [`WINOGRAD_MIN_CHANNELS`] (F(4×4, 3×3) for outputs at least [`WINOGRAD4_MIN_WIDTH`] wide or at least
-    /// [`WINOGRAD4_MIN_CHANNELS`] channels each way, F(2×2, 3×3) otherwise); else the direct convolution where it applies and there are at most
-    /// [`DIRECT_MAX_CHANNELS`] output channels; im2col + GEMM otherwise.
+    /// [`WINOGRAD4_MIN_CHANNELS`] channels each way, F(2×2, 3×3) otherwise); else the direct convolution where it
+    /// applies and there are at most [`DIRECT_MAX_CHANNELS`] output channels; im2col + GEMM otherwise.
     #[default]
     Auto,
     /// im2col + GEMM (`im2col.rs`), any shape.
