@@ -513,7 +513,17 @@ pub fn conv2d_backward_weight_with(
     Ok(())
 }
 
-/// The weight gradient by im2col + GEMM: `dW_g = Σ_chunks dy_g · colᵀ`.
+/// Where the second of a weight gradient's two fixed halves of the batch starts (in images: whole chunks of
+/// `images_per_chunk`, the first half the larger), or `None` when the batch is one chunk. Both weight gradients
+/// (im2col's below, Winograd's) sum each half's chunks in order in a task of its own, the two at once, and add the
+/// second half's sum to the first's: the sum order depends on the shape alone, never on the threads, and one half's
+/// work fills the gaps the other leaves between its short parallel phases.
+fn second_half(batch: usize, images_per_chunk: usize) -> Option<usize> {
+    let split = batch.div_ceil(images_per_chunk).div_ceil(2) * images_per_chunk;
+    (split < batch).then_some(split)
+}
+
+/// The weight gradient by im2col + GEMM: `dW_g = Σ_chunks dy_g · colᵀ`, in two halves ([`second_half`]).
 fn weight_gradient_im2col(
     s: &Conv2dShape,
     plan: &Plan,
@@ -525,13 +535,9 @@ fn weight_gradient_im2col(
         grad_weight.fill(0.0);
         return Ok(());
     }
-    // The chunks in two fixed halves of the batch, summed at once into two gradients and then added: the sum order
-    // depends on the shape alone, and one half's work fills the gaps the other leaves between its small GEMMs (as
-    // Winograd's weight gradient does, `winograd::backward_weight`).
-    let split = s.batch.div_ceil(plan.images).div_ceil(2) * plan.images;
-    if split >= s.batch {
+    let Some(split) = second_half(s.batch, plan.images) else {
         return accumulate_weight_gradient(s, plan, input, grad_output, grad_weight);
-    }
+    };
     let (x_split, dy_split) = (split * plan.in_image, split * plan.out_image);
     let mut second = vec![0.0; grad_weight.len()];
     let (first_half, second_half) = rayon::join(

@@ -53,10 +53,10 @@ use rayon::prelude::*;
 
 use super::bias_gradient::{total, Partials};
 use super::scratch::{Buffer, Role};
-use super::{Conv2dAddends, Conv2dShape};
+use super::{second_half, Conv2dAddends, Conv2dShape};
 use crate::dispatch::dispatch;
 use crate::error::Result;
-use crate::gemm::{sgemm_batched, sgemm_batched_packed, MatMut, MatRef, MicroKernel, PackedA};
+use crate::gemm::{sgemm_batched, sgemm_batched_packed, MatMut, MatRef, PackedA};
 use weights::transform_weights;
 
 /// Floats of V and M together a chunk aims at (1 MiB): the tile target is this over `16·(C + O)`.
@@ -190,11 +190,9 @@ pub(super) fn forward(
         s.padding,
     );
     let (c_n, o_n) = (s.in_channels, s.out_channels);
-    let kernel = MicroKernel::detect();
     let mut u = Buffer::take(Role::PackedWeights);
-    let u = u.floats(PackedA::len(kernel, tiling.points(), o_n, c_n));
     // The GEMM's rows are output channels and its depth input channels: kernel w[o, c] is element (o, c).
-    let u = transform_weights(tiling, kernel, weight, (9 * c_n, 9), false, (o_n, c_n), u)?;
+    let u = transform_weights(tiling, weight, (9 * c_n, 9), false, (o_n, c_n), &mut u)?;
     run(&geo, input, &u, addends, output)
 }
 
@@ -215,12 +213,10 @@ pub(super) fn backward_input(
         (2 - s.padding.0, 2 - s.padding.1),
     );
     let (c_n, o_n) = (s.in_channels, s.out_channels);
-    let kernel = MicroKernel::detect();
     let mut u = Buffer::take(Role::PackedWeights);
-    let u = u.floats(PackedA::len(kernel, tiling.points(), c_n, o_n));
     // Here the GEMM's rows are input channels and its depth output channels: kernel w[o, c] rotated by 180° is
     // element (c, o).
-    let u = transform_weights(tiling, kernel, weight, (9, 9 * c_n), true, (c_n, o_n), u)?;
+    let u = transform_weights(tiling, weight, (9, 9 * c_n), true, (c_n, o_n), &mut u)?;
     run(&geo, grad_output, &u, &Conv2dAddends::default(), grad_input)
 }
 
@@ -259,10 +255,7 @@ pub(super) fn backward_weight(
     let (in_image, out_image) = (c_n * s.in_h * s.in_w, o_n * geo.out_h * geo.out_w);
     let (images, _) = geo.chunking();
     let sum_bias = grad_bias.is_some();
-    // The chunks in two fixed halves, each summed by its own task into its own M and bias partials (results depend on
-    // the shape alone, never on the threads), then added: the other half's work fills the gaps between one half's
-    // short parallel phases.
-    let split = s.batch.div_ceil(images).div_ceil(2) * images;
+    // Two fixed halves of the batch (`second_half`), each summed into its own M and bias partials, then added.
     let half = |range: std::ops::Range<usize>| {
         accumulate_chunks(
             &geo,
@@ -271,7 +264,7 @@ pub(super) fn backward_weight(
             sum_bias,
         )
     };
-    let (mut m_buf, bias_partials) = if split < s.batch {
+    let (mut m_buf, bias_partials) = if let Some(split) = second_half(s.batch, images) {
         let (first, second) = rayon::join(|| half(0..split), || half(split..s.batch));
         let ((mut m_buf, mut bias_partials), (mut second_m, second_partials)) = (first?, second?);
         let second_m: &[f32] = second_m.floats(o_n * 16 * c_n);

@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use super::super::scratch::Buffer;
 use super::{transform, transform4, Tiling};
 use crate::error::Result;
 use crate::gemm::{MicroKernel, PackedA, PanelLayout};
@@ -47,22 +48,23 @@ impl Value for f32 {
     }
 }
 
-/// The transformed weights `U`, into the GEMMs' packed A panels for `kernel` (see the module header): element
-/// `(row, col)` of product ξ is value ξ of `G·g·Gᵀ` for the kernel `g` at `weight[row·row_stride + col·col_stride
-/// ..][..9]`, rotated by 180° if `flip`; the panels' padding rows are zero (±0).
+/// The transformed weights `U`, in `out`, as the GEMMs' packed A panels for this CPU's micro-kernel (see the module
+/// header): element `(row, col)` of product ξ is value ξ of `G·g·Gᵀ` for the kernel `g` at `weight[row·row_stride +
+/// col·col_stride ..][..9]`, rotated by 180° if `flip`; the panels' padding rows are zero (±0).
 pub(super) fn transform_weights<'a>(
     tiling: Tiling,
-    kernel: MicroKernel,
     weight: &[f32],
     (row_stride, col_stride): (usize, usize),
     flip: bool,
     (rows, cols): (usize, usize),
-    out: &'a mut [f32],
+    out: &'a mut Buffer,
 ) -> Result<PackedA<'a>> {
+    let kernel = MicroKernel::detect();
     let points = tiling.points();
     let layout = PanelLayout::new(kernel, rows, cols);
     let (panel_rows, product_len) = (layout.panel_rows(), layout.product_len());
-    let panels = &mut out[..points * product_len];
+    let lanes = lanes_fit(panel_rows, row_stride);
+    let panels = out.floats(points * product_len);
     let shared = SharedPanels(panels.as_mut_ptr());
     (0..rows.div_ceil(panel_rows))
         .into_par_iter()
@@ -80,6 +82,7 @@ pub(super) fn transform_weights<'a>(
                         flip,
                         rows: (first, rows.min(first + panel_rows)),
                         panel_rows,
+                        lanes,
                     };
                     column.transform(&mut block[(col - group_start) * panel_rows..], run);
                 }
@@ -101,8 +104,27 @@ pub(super) fn transform_weights<'a>(
     PackedA::from_panels(kernel, (points, rows, cols), panels)
 }
 
+/// Whether a panel's columns run in AVX-512 lanes ([`PanelColumn::transform_lanes`]): the CPU has them, a panel's
+/// rows fit the 16 lanes, and every tap's offset from its panel's first row fits in an i32.
+fn lanes_fit(panel_rows: usize, row_stride: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        panel_rows <= 16
+            && row_stride
+                .checked_mul(15)
+                .is_some_and(|last| last + 9 <= i32::MAX as usize)
+            && crate::dispatch::has_avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (panel_rows, row_stride);
+        false
+    }
+}
+
 /// The kernels of one column of a panel: rows `rows.0 .. rows.1` (the panel's rows inside the matrix) of the
-/// `panel_rows`, row `r`'s taps from `taps[r·row_stride]`, rotated by 180° if `flip`.
+/// `panel_rows`, row `r`'s taps from `taps[r·row_stride]`, rotated by 180° if `flip`; in AVX-512 lanes if `lanes`
+/// (decided once per call by [`lanes_fit`]).
 struct PanelColumn<'a> {
     tiling: Tiling,
     taps: &'a [f32],
@@ -110,6 +132,7 @@ struct PanelColumn<'a> {
     flip: bool,
     rows: (usize, usize),
     panel_rows: usize,
+    lanes: bool,
 }
 
 impl PanelColumn<'_> {
@@ -117,15 +140,9 @@ impl PanelColumn<'_> {
     /// transform of a zero kernel (zeros, some of them −0).
     fn transform(&self, out: &mut [f32], run: usize) {
         #[cfg(target_arch = "x86_64")]
-        if self.panel_rows <= 16
-            && self
-                .row_stride
-                .checked_mul(self.rows.1)
-                .is_some_and(|end| end + 9 <= i32::MAX as usize)
-            && crate::dispatch::has_avx512()
-        {
-            // SAFETY: the CPU supports AVX-512F (just checked), the panel fits the lanes and every tap's offset
-            // from the panel's first row fits in an i32.
+        if self.lanes {
+            // SAFETY: `lanes_fit` checked that the CPU supports AVX-512F, that the panel fits the lanes and that
+            // every tap's offset from the panel's first row fits in an i32.
             return unsafe { self.transform_lanes(out, run) };
         }
         self.transform_scalar(out, run);
@@ -153,7 +170,7 @@ impl PanelColumn<'_> {
     /// [`PanelColumn::transform`] with panel row `r` in lane `r` of AVX-512 registers.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F, `panel_rows ≤ 16`, and `rows.1·row_stride + 9` fits in an i32.
+    /// The CPU supports AVX-512F, `panel_rows ≤ 16`, and `15·row_stride + 9` fits in an i32.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn transform_lanes(&self, out: &mut [f32], run: usize) {
@@ -283,6 +300,7 @@ mod tests {
                             flip,
                             rows: (first, end.min(first + panel_rows)),
                             panel_rows,
+                            lanes: true,
                         };
                         let run = 3 * panel_rows;
                         let len = (tiling.points() - 1) * run + panel_rows;
