@@ -15,8 +15,7 @@ use common::{assert_within, random_vec, with_threads, F32_UNIT_ROUNDOFF};
 use diffuse_cpu_kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
     conv2d_backward_weight_with, conv2d_forward, conv2d_forward_add_with, conv2d_forward_with,
-    Conv2dAddends, Conv2dAlgorithm, Conv2dShape, DIRECT_MAX_CHANNELS, WINOGRAD4_MIN_CHANNELS,
-    WINOGRAD4_MIN_WIDTH, WINOGRAD_MIN_CHANNELS,
+    Conv2dAddends, Conv2dAlgorithm, Conv2dShape, DIRECT_MAX_CHANNELS, WINOGRAD_MIN_CHANNELS,
 };
 use proptest::prelude::*;
 
@@ -1009,8 +1008,8 @@ fn conv2d_winograd_results_are_bit_identical_for_any_thread_count() {
     }
 }
 
-/// `Auto` runs Winograd on 3×3 stride-1 convolutions with at least `WINOGRAD_MIN_CHANNELS` channels each way (F(4×4,
-/// 3×3) from `WINOGRAD4_MIN_WIDTH` output columns or `WINOGRAD4_MIN_CHANNELS` channels on), and im2col otherwise (checked bit for bit against the forced
+/// `Auto` runs Winograd F(4×4, 3×3) on 3×3 stride-1 convolutions with at least `WINOGRAD_MIN_CHANNELS` channels each
+/// way (its weight gradient is F(2×2, 3×3)'s), and im2col otherwise (checked bit for bit against the forced
 /// algorithms).
 #[test]
 fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
@@ -1027,25 +1026,8 @@ fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
         in_channels: WINOGRAD_MIN_CHANNELS - 1,
         ..wide
     };
-    // Padding 1 keeps the width: the narrowest image F(4×4, 3×3) takes, and one column fewer.
-    let broad = Conv2dShape {
-        in_w: WINOGRAD4_MIN_WIDTH,
-        ..wide
-    };
-    let almost_broad = Conv2dShape {
-        in_w: WINOGRAD4_MIN_WIDTH - 1,
-        ..wide
-    };
-    // Narrow, but with channels wide enough for F(4×4, 3×3) anyway; and one channel short of that.
-    let deep = Conv2dShape {
-        in_channels: WINOGRAD4_MIN_CHANNELS,
-        out_channels: WINOGRAD4_MIN_CHANNELS,
-        ..wide
-    };
-    let almost_deep = Conv2dShape {
-        in_channels: WINOGRAD4_MIN_CHANNELS - 1,
-        ..deep
-    };
+    // A 7×7 image (the lanes across tile rows), one that F(2×2, 3×3) would tile more tightly (17 columns), a wide one.
+    let sides = [(7, 7), (17, 17), (5, 30)].map(|(in_h, in_w)| Conv2dShape { in_h, in_w, ..wide });
     let strided = Conv2dShape {
         stride: (2, 1),
         ..wide
@@ -1056,16 +1038,13 @@ fn conv2d_auto_picks_winograd_only_where_it_applies_and_pays() {
         out_channels: 2 * WINOGRAD_MIN_CHANNELS,
         ..wide
     };
-    for (s, expected) in [
-        (wide, Conv2dAlgorithm::Winograd),
-        (broad, Conv2dAlgorithm::Winograd4),
-        (almost_broad, Conv2dAlgorithm::Winograd),
-        (deep, Conv2dAlgorithm::Winograd4),
-        (almost_deep, Conv2dAlgorithm::Winograd),
+    let winograd = [wide].into_iter().chain(sides);
+    let cases = winograd.map(|s| (s, Conv2dAlgorithm::Winograd4)).chain([
         (narrow, Conv2dAlgorithm::Im2col),
         (strided, Conv2dAlgorithm::Im2col),
         (grouped, Conv2dAlgorithm::Im2col),
-    ] {
+    ]);
+    for (s, expected) in cases {
         assert_eq!(s.supports_winograd(), s.stride == (1, 1) && s.groups == 1);
         let d = Data::new(&s, 9);
         let forward = |algo| {

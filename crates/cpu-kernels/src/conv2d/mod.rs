@@ -182,10 +182,10 @@ impl Scratch {
 /// each is deterministic and bit-identical for any thread count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Conv2dAlgorithm {
-    /// Winograd where it applies ([`Conv2dShape::supports_winograd`]) and both channel counts are at least
-    /// [`WINOGRAD_MIN_CHANNELS`] (F(4×4, 3×3) for outputs at least [`WINOGRAD4_MIN_WIDTH`] wide or at least
-    /// [`WINOGRAD4_MIN_CHANNELS`] channels each way, F(2×2, 3×3) otherwise); else the direct convolution where it
-    /// applies and there are at most [`DIRECT_MAX_CHANNELS`] output channels; im2col + GEMM otherwise.
+    /// Winograd F(4×4, 3×3) where it applies ([`Conv2dShape::supports_winograd`]) and both channel counts are at
+    /// least [`WINOGRAD_MIN_CHANNELS`]; else the direct convolution where it applies and there are at most
+    /// [`DIRECT_MAX_CHANNELS`] output channels; im2col + GEMM otherwise. F(4×4, 3×3) is ahead of F(2×2, 3×3) on
+    /// every shape measured from 7² to 28² and 16 to 256 channels, or level (`docs/kernels/cpu-gemm-conv.md`).
     #[default]
     Auto,
     /// im2col + GEMM (`im2col.rs`), any shape.
@@ -203,20 +203,6 @@ pub enum Conv2dAlgorithm {
 /// Fewest input and output channels for which [`Conv2dAlgorithm::Auto`] picks Winograd: with fewer, its 16 thin
 /// GEMMs and the transforms' memory traffic cost more than the multiplications it saves.
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
-
-/// Narrowest output for which [`Conv2dAlgorithm::Auto`] picks Winograd F(4×4, 3×3) over F(2×2, 3×3). Its
-/// transforms run on 8 consecutive tiles of a tile row at once, so a row of fewer than 6 tiles (4 output columns
-/// each) leaves lanes idle, and its 36 transformed weight matrices (2.25 times F(2×2, 3×3)'s 16) weigh more against
-/// small images. Measured one thread (`conv_time`, N32): F(4×4) ahead by 5–30 % from 28 columns on (C32–C256),
-/// level at 21, behind at 17 and below (by 4–30 % at 14 and 7).
-pub const WINOGRAD4_MIN_WIDTH: usize = 24;
-
-/// Fewest input and output channels for which [`Conv2dAlgorithm::Auto`] picks Winograd F(4×4, 3×3) at any width:
-/// its GEMMs' work per tile grows with the product of the channel counts, its transforms' with their sum, so with
-/// wide enough channels the multiplications it saves outweigh its idle lanes and larger U. Measured one thread
-/// (`conv_time`, N32, forward and input gradient, two alternating runs each): at 256 channels F(4×4) ahead by 4–9 %
-/// at 7² and 10–16 % at 14², at 128 level, at 64 behind by 15–25 %.
-pub const WINOGRAD4_MIN_CHANNELS: usize = 256;
 
 /// The algorithm a call runs on.
 enum Route {
@@ -237,15 +223,7 @@ impl Conv2dAlgorithm {
                 if s.supports_winograd()
                     && s.in_channels.min(s.out_channels) >= WINOGRAD_MIN_CHANNELS
                 {
-                    Route::Winograd(
-                        if s.out_w() >= WINOGRAD4_MIN_WIDTH
-                            || s.in_channels.min(s.out_channels) >= WINOGRAD4_MIN_CHANNELS
-                        {
-                            Tiling::F4
-                        } else {
-                            Tiling::F2
-                        },
-                    )
+                    Route::Winograd(Tiling::F4)
                 } else if direct::unsupported(s).is_none() && s.out_channels <= DIRECT_MAX_CHANNELS
                 {
                     Route::Direct

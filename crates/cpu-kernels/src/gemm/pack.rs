@@ -152,8 +152,9 @@ fn pack_a_column_major<const MR: usize>(
             // The last panel's rows past the edge of A are zeros.
             let rows = mc - full * MR;
             let dst = &mut out[(full * kc + p) * MR..][..MR];
+            // Zeroed whole first, at a constant length: the `MR − rows` floats alone would be a call to memset.
+            dst.fill(0.0);
             copy_short(&mut dst[..rows], &column[full * MR..]);
-            dst[rows..].fill(0.0);
         }
     }
 }
@@ -218,13 +219,17 @@ pub(super) fn pack_b_panel<const NR: usize, const VECTOR: bool>(
         if b.col_stride == 1 && cols == NR {
             // A constant-length copy: the compiler emits vector moves instead of a call to memcpy.
             dst.copy_from_slice(&b.data[base..base + NR]);
-        } else if b.col_stride == 1 {
+            continue;
+        }
+        // Zero the whole row first, at a constant length (vector stores: zeroing just the `NR − cols` columns past
+        // the edge is a call to memset per row, which a short GEMM edge makes for every row of its last panel).
+        dst.fill(0.0);
+        if b.col_stride == 1 {
             copy_short(&mut dst[..cols], &b.data[base..base + cols]);
         } else {
             for (c, d) in dst[..cols].iter_mut().enumerate() {
                 *d = b.data[base + c * b.col_stride];
             }
         }
-        dst[cols..].fill(0.0);
     }
 }

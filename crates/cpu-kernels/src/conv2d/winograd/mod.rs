@@ -15,9 +15,12 @@
 //! ```
 //!
 //! F(4×4, 3×3) does 0.56 times the GEMM work of F(2×2, 3×3) on an image whose sides are multiples of 4, but its
-//! transforms are longer, its U is 36/16 times larger, and its transforms' lanes (8 consecutive tiles of a tile row)
-//! go half idle on rows of 4 tiles or fewer; [`Conv2dAlgorithm::Auto`](super::Conv2dAlgorithm::Auto) picks it for
-//! wide images (see `WINOGRAD4_MIN_WIDTH`). The weight gradient always runs F(2×2, 3×3).
+//! transforms are longer and its U is 36/16 times larger; [`Conv2dAlgorithm::Auto`](super::Conv2dAlgorithm::Auto)
+//! picks it. The weight gradient always runs F(2×2, 3×3).
+//!
+//! The input and output transforms run on `LANES` tiles at once: consecutive tiles of one tile row, or, on narrow
+//! images (at most 4 tiles per row), consecutive tiles of the chunk across rows and images (`narrow.rs`), which
+//! would otherwise leave half of the lanes or more idle.
 //!
 //! Backward-input of a stride-1 3×3 convolution with padding p is itself one: `dx = conv(dy, w')` with
 //! `w'[c, o, kh, kw] = w[o, c, 2 − kh, 2 − kw]` and padding `2 − p`, so both kernels run the same loop. The weight
@@ -45,6 +48,7 @@
 //! Rounding: the transforms multiply only by 0, ±1 and ±½, so each transformed value is a short sum (≤ 9 terms)
 //! rounded a few times; the error is a small constant factor over direct summation (see `tests/conv2d.rs`).
 
+mod narrow;
 mod transform;
 mod transform4;
 mod weights;
@@ -482,10 +486,9 @@ fn run(
                     },
                     stride,
                 )?;
-                let m: &[f32] = m;
                 dispatch!(output_transform(
                     geo: &Geometry,
-                    m: &[f32],
+                    m: &mut [f32],
                     stride: usize,
                     first: usize,
                     bands: usize,
@@ -500,6 +503,9 @@ fn run(
 
 /// Work floats [`input_transform`] needs for one band of `bands` tile rows.
 fn input_work_len(geo: &Geometry, bands: usize) -> usize {
+    if narrow::is_narrow(geo) {
+        return narrow::work_len(geo.tiling.size(), bands);
+    }
     match geo.tiling {
         Tiling::F2 => transform::work_len(geo, bands),
         Tiling::F4 => transform4::work_len(geo, bands),
@@ -518,21 +524,32 @@ fn input_transform(
     v: &mut [f32],
     stride: usize,
 ) {
+    let narrow = narrow::is_narrow(geo);
     for (c, v_c) in v.chunks_exact_mut(geo.tiling.points() * stride).enumerate() {
-        match geo.tiling {
-            Tiling::F2 => transform::input_channel(geo, x, c, first, bands, work, v_c, stride),
-            Tiling::F4 => transform4::input_channel(geo, x, c, first, bands, work, v_c, stride),
+        match (geo.tiling, narrow) {
+            (Tiling::F2, false) => {
+                transform::input_channel(geo, x, c, first, bands, work, v_c, stride)
+            }
+            (Tiling::F4, false) => {
+                transform4::input_channel(geo, x, c, first, bands, work, v_c, stride)
+            }
+            (Tiling::F2, true) => {
+                narrow::input_channel::<narrow::F2>(geo, x, c, first, bands, work, v_c, stride)
+            }
+            (Tiling::F4, true) => {
+                narrow::input_channel::<narrow::F4>(geo, x, c, first, bands, work, v_c, stride)
+            }
         }
     }
 }
 
 /// The output transform of every channel of a chunk's images `y` (image `first_image` onwards), for one band of
-/// tile rows, from M (`[O][16][stride]`), with the addends.
+/// tile rows, from M (`[O][16][stride]`, overwritten by the narrow transforms), with the addends.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn output_transform(
     geo: &Geometry,
-    m: &[f32],
+    m: &mut [f32],
     stride: usize,
     first: usize,
     bands: usize,
@@ -540,15 +557,35 @@ fn output_transform(
     first_image: usize,
     y: &mut [f32],
 ) {
-    let band = (first, bands);
-    for (o, m_o) in m.chunks_exact(geo.tiling.points() * stride).enumerate() {
-        match geo.tiling {
-            Tiling::F2 => {
+    let (band, narrow) = ((first, bands), narrow::is_narrow(geo));
+    for (o, m_o) in m.chunks_exact_mut(geo.tiling.points() * stride).enumerate() {
+        match (geo.tiling, narrow) {
+            (Tiling::F2, false) => {
                 transform::output_channel(geo, m_o, stride, band, addends, first_image, y, o)
             }
-            Tiling::F4 => {
+            (Tiling::F4, false) => {
                 transform4::output_channel(geo, m_o, stride, band, addends, first_image, y, o)
             }
+            (Tiling::F2, true) => narrow::output_channel::<narrow::F2>(
+                geo,
+                m_o,
+                stride,
+                band,
+                addends,
+                first_image,
+                y,
+                o,
+            ),
+            (Tiling::F4, true) => narrow::output_channel::<narrow::F4>(
+                geo,
+                m_o,
+                stride,
+                band,
+                addends,
+                first_image,
+                y,
+                o,
+            ),
         }
     }
 }

@@ -99,7 +99,7 @@ pub(super) fn sub<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
 
 /// `Bᵀ·d·B` of `N` tiles, `d[4k + l]` = entry (k, l): along each row first, then down each column.
 #[inline(always)]
-fn input_lanes<const N: usize>(d: &[Lanes<N>; 16]) -> [Lanes<N>; 16] {
+pub(super) fn input_lanes<const N: usize>(d: &[Lanes<N>; 16]) -> [Lanes<N>; 16] {
     let mut h = [[0.0; N]; 16];
     for k in 0..4 {
         let row = |l: usize| d[4 * k + l];
@@ -135,15 +135,14 @@ fn gradient_lanes<const N: usize>(e: &[Lanes<N>; 4]) -> [Lanes<N>; 16] {
     u
 }
 
-/// `Aᵀ·m·A + bias` of `N` tiles, `m[4a + b]` = entry (a, b); returns `y[2r + q]` = entry (r, q).
+/// `Aᵀ·m·A + bias` of `N` tiles (`bias` per lane), `m[4a + b]` = entry (a, b); returns `y[2r + q]` = entry (r, q).
 #[inline(always)]
-fn output_lanes<const N: usize>(m: &[Lanes<N>; 16], bias: f32) -> [Lanes<N>; 4] {
+pub(super) fn output_lanes<const N: usize>(m: &[Lanes<N>; 16], bias: Lanes<N>) -> [Lanes<N>; 4] {
     let mut s = [[0.0; N]; 8];
     for b in 0..4 {
         s[b] = add(add(m[b], m[4 + b]), m[8 + b]);
         s[4 + b] = sub(sub(m[4 + b], m[8 + b]), m[12 + b]);
     }
-    let bias = [bias; N];
     let mut y = [[0.0; N]; 4];
     for r in 0..2 {
         let s = |b: usize| s[4 * r + b];
@@ -342,7 +341,7 @@ pub(super) fn output_channel(
                 for (q, lane) in lanes.iter_mut().enumerate() {
                     lane.copy_from_slice(&m[q * stride + tile..][..LANES]);
                 }
-                let values = output_lanes(&lanes, plane.bias);
+                let values = output_lanes(&lanes, [plane.bias; LANES]);
                 for r in 0..2 {
                     let oh = 2 * (first + i) + r;
                     if oh >= geo.out_h {
@@ -795,7 +794,16 @@ mod tests {
         addends: &Conv2dAddends,
     ) -> Vec<f32> {
         let mut y = vec![f32::NAN; geo.batch * geo.out_channels * geo.out_h * geo.out_w];
-        output_transform(geo, m, stride, first, bands, addends, 0, &mut y);
+        output_transform(
+            geo,
+            &mut m.to_vec(),
+            stride,
+            first,
+            bands,
+            addends,
+            0,
+            &mut y,
+        );
         y
     }
 

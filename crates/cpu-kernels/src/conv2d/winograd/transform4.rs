@@ -84,7 +84,7 @@ fn scale_add<const N: usize>(a: Lanes<N>, s: f32, mut b: Lanes<N>) -> Lanes<N> {
 
 /// `Bᵀ·d` of one row (or column) of `N` tiles: 12 additions or fused multiply-adds for 6 values.
 #[inline(always)]
-fn input_along<const N: usize>(d: [Lanes<N>; 6]) -> [Lanes<N>; 6] {
+pub(super) fn input_along<const N: usize>(d: [Lanes<N>; 6]) -> [Lanes<N>; 6] {
     let [d0, d1, d2, d3, d4, d5] = d;
     // Rows 1 and 2 of Bᵀ are (d4 − 4·d2) ± (d3 − 4·d1); rows 3 and 4 are (d4 − d2) ± 2·(d3 − d1).
     let (even4, odd4) = (scale_add(d2, -4.0, d4), scale_add(d1, -4.0, d3));
@@ -101,7 +101,7 @@ fn input_along<const N: usize>(d: [Lanes<N>; 6]) -> [Lanes<N>; 6] {
 
 /// `Aᵀ·m` of one column (or row) of `N` tiles: the 6 points back to 4 outputs, 10 additions or fused multiply-adds.
 #[inline(always)]
-fn output_along<const N: usize>(m: [Lanes<N>; 6]) -> [Lanes<N>; 4] {
+pub(super) fn output_along<const N: usize>(m: [Lanes<N>; 6]) -> [Lanes<N>; 4] {
     let [m0, m1, m2, m3, m4, m5] = m;
     let (sum12, diff12) = (add(m1, m2), sub(m1, m2));
     let (sum34, diff34) = (add(m3, m4), sub(m3, m4));
@@ -185,21 +185,17 @@ pub(super) fn input_channel(
                 // Bᵀ·d along each of the tile's 6 rows, then down each column of the result, whose 6 values go
                 // straight to their planes. (Plain loops, not `array::from_fn`: its closures are not inlined into
                 // `dispatch!`'s builds, so their `mul_add`s would become calls to libm.)
-                let mut rows = [[[0.0; LANES]; 6]; 6];
-                for (k, row) in rows.iter_mut().enumerate() {
-                    let split = &phases[(4 * i + k) * row_len..][..row_len];
-                    let phase = |q: usize, from: usize| -> Lanes<LANES> {
-                        split[q * width + j + from..][..LANES].try_into().unwrap()
-                    };
-                    *row = input_along([
-                        phase(0, 0),
-                        phase(1, 0),
-                        phase(2, 0),
-                        phase(3, 0),
-                        phase(0, 1),
-                        phase(1, 1),
-                    ]);
-                }
+                // (An array literal of the 6 rows: filling a zeroed array row by row zeroes it with a call to
+                // memset first, once per lane block.)
+                let row = |k: usize| &phases[(4 * i + k) * row_len..][..row_len];
+                let rows = [
+                    input_row(row(0), width, j),
+                    input_row(row(1), width, j),
+                    input_row(row(2), width, j),
+                    input_row(row(3), width, j),
+                    input_row(row(4), width, j),
+                    input_row(row(5), width, j),
+                ];
                 for b in 0..6 {
                     let column = input_along([
                         rows[0][b], rows[1][b], rows[2][b], rows[3][b], rows[4][b], rows[5][b],
@@ -211,6 +207,24 @@ pub(super) fn input_channel(
             }
         }
     }
+}
+
+/// `Bᵀ·d` along one input row of the `LANES` tiles from tile `j` on, from the row split into its column phases
+/// (`width` entries each): tile j's 6 columns are `phase0[j], phase1[j], phase2[j], phase3[j], phase0[j + 1],
+/// phase1[j + 1]`.
+#[inline(always)]
+fn input_row(split: &[f32], width: usize, j: usize) -> [Lanes<LANES>; 6] {
+    let phase = |q: usize, from: usize| -> Lanes<LANES> {
+        split[q * width + j + from..][..LANES].try_into().unwrap()
+    };
+    input_along([
+        phase(0, 0),
+        phase(1, 0),
+        phase(2, 0),
+        phase(3, 0),
+        phase(0, 1),
+        phase(1, 1),
+    ])
 }
 
 /// `[y[0][0], y[1][0], y[2][0], y[3][0], y[0][1], …]`: the four output columns of `LANES` tiles in row order, by two
