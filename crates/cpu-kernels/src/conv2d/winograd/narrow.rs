@@ -108,22 +108,7 @@ impl TileArithmetic for F4 {
 
     #[inline(always)]
     fn output(m: &mut [f32], stride: usize, t: usize, bias: Lanes<LANES>) {
-        let mut rows = [[[0.0; LANES]; 6]; 4];
-        for b in 0..6 {
-            let entry = |a: usize| load(m, stride, t, 6 * a + b);
-            let column = transform4::output_along([
-                entry(0),
-                entry(1),
-                entry(2),
-                entry(3),
-                entry(4),
-                entry(5),
-            ]);
-            for (row, value) in rows.iter_mut().zip(column) {
-                row[b] = value;
-            }
-        }
-        for (r, row) in rows.iter().enumerate() {
+        for (r, row) in transform4::output_rows(m, stride, t).iter().enumerate() {
             for (q, value) in transform4::output_along(*row).iter().enumerate() {
                 store(m, stride, t, 4 * r + q, &transform::add(*value, bias));
             }

@@ -119,10 +119,10 @@ fn phase_width(geo: &Geometry) -> usize {
     geo.tiles_w.next_multiple_of(LANES) + LANES
 }
 
-/// Work floats the input transform needs for one band of `bands` tile rows: its `4·bands + 2` padded rows split into
-/// phases, and one padded row before the split.
+/// Work floats the input transform needs for one band of `bands` tile rows: its `4·bands + 2` padded rows, and the
+/// same rows split into phases.
 pub(super) fn work_len(geo: &Geometry, bands: usize) -> usize {
-    (4 * bands + 3) * 4 * phase_width(geo)
+    2 * (4 * bands + 2) * 4 * phase_width(geo)
 }
 
 /// `phases[q·width + j] = line[4j + q]`: a padded row into its four column phases, a block of `4·LANES` floats at a
@@ -159,34 +159,39 @@ pub(super) fn input_channel(
 ) {
     let (tw, width) = (geo.tiles_w, phase_width(geo));
     let row_len = 4 * width;
-    let (phases, line) = work[..work_len(geo, bands)].split_at_mut((4 * bands + 2) * row_len);
-    // Only the input columns pad_w .. pad_w + in_w of the line are ever written: the rest stays zero (padding). Every
-    // padded row's columns fit: 4·tw + 2 ≥ out_w + 2 = in_w + 2·pad_w.
-    line.fill(0.0);
+    let (phases, lines) = work[..work_len(geo, bands)].split_at_mut((4 * bands + 2) * row_len);
+    // Only the input columns pad_w .. pad_w + in_w of rows inside the image are ever written, the same ones for every
+    // image: the rest stays zero (padding). Every padded row's columns fit: 4·tw + 2 ≥ out_w + 2 = in_w + 2·pad_w.
+    lines.fill(0.0);
     let plane_len = geo.in_h * geo.in_w;
     let image_len = geo.in_channels * plane_len;
     for n in 0..x.len() / image_len {
         let plane_start = n * image_len + c * plane_len;
-        for (r, split) in phases.chunks_exact_mut(row_len).enumerate() {
-            let Some(ih) = (4 * first + r)
+        // Every row is copied before any is split: a split right after its row's copy would read the row while the
+        // copy's stores are still in flight, and a store cannot be forwarded to a wider load that spans it and
+        // others, so every row would stall until its stores had reached the cache.
+        for (r, line) in lines.chunks_exact_mut(row_len).enumerate() {
+            if let Some(ih) = (4 * first + r)
                 .checked_sub(geo.pad_h)
                 .filter(|&ih| ih < geo.in_h)
-            else {
-                split.fill(0.0);
-                continue;
-            };
-            let row = &x[plane_start + ih * geo.in_w..][..geo.in_w];
-            copy_short(&mut line[geo.pad_w..][..geo.in_w], row);
+            {
+                let row = &x[plane_start + ih * geo.in_w..][..geo.in_w];
+                copy_short(&mut line[geo.pad_w..][..geo.in_w], row);
+            }
+        }
+        for (split, line) in phases
+            .chunks_exact_mut(row_len)
+            .zip(lines.chunks_exact(row_len))
+        {
             split_phases(line, split, width);
         }
         for i in 0..bands {
             let base = (n * bands + i) * tw;
             for j in (0..tw).step_by(LANES) {
                 // Bᵀ·d along each of the tile's 6 rows, then down each column of the result, whose 6 values go
-                // straight to their planes. (Plain loops, not `array::from_fn`: its closures are not inlined into
-                // `dispatch!`'s builds, so their `mul_add`s would become calls to libm.)
-                // (An array literal of the 6 rows: filling a zeroed array row by row zeroes it with a call to
-                // memset first, once per lane block.)
+                // straight to their planes. (Plain loops and an array literal, not `array::from_fn`, whose closures
+                // are not inlined into `dispatch!`'s builds, so their `mul_add`s would become calls to libm; nor a
+                // zeroed array filled row by row, which is zeroed by a call to memset first.)
                 let row = |k: usize| &phases[(4 * i + k) * row_len..][..row_len];
                 let rows = [
                     input_row(row(0), width, j),
@@ -225,6 +230,34 @@ fn input_row(split: &[f32], width: usize, j: usize) -> [Lanes<LANES>; 6] {
         phase(0, 1),
         phase(1, 1),
     ])
+}
+
+/// `Aᵀ·m` (4×6) of the `LANES` tiles from `tile` on, entry (a, b) of M in plane `6a + b` of `m` (planes `stride`
+/// floats apart): down each of the 6 columns, returned as the 4 rows of the result, `[r][b]` = entry (r, b). (Array
+/// literals: a zeroed array filled column by column is zeroed first, 12 vector stores per call.)
+#[inline(always)]
+pub(super) fn output_rows(m: &[f32], stride: usize, tile: usize) -> [[Lanes<LANES>; 6]; 4] {
+    let c = [
+        output_column(m, stride, tile, 0),
+        output_column(m, stride, tile, 1),
+        output_column(m, stride, tile, 2),
+        output_column(m, stride, tile, 3),
+        output_column(m, stride, tile, 4),
+        output_column(m, stride, tile, 5),
+    ];
+    let row = |r: usize| [c[0][r], c[1][r], c[2][r], c[3][r], c[4][r], c[5][r]];
+    [row(0), row(1), row(2), row(3)]
+}
+
+/// `Aᵀ·m` down column `b` of M (see [`output_rows`]).
+#[inline(always)]
+fn output_column(m: &[f32], stride: usize, tile: usize, b: usize) -> [Lanes<LANES>; 4] {
+    let entry = |a: usize| -> Lanes<LANES> {
+        m[(6 * a + b) * stride + tile..][..LANES]
+            .try_into()
+            .unwrap()
+    };
+    output_along([entry(0), entry(1), entry(2), entry(3), entry(4), entry(5)])
 }
 
 /// `[y[0][0], y[1][0], y[2][0], y[3][0], y[0][1], …]`: the four output columns of `LANES` tiles in row order, by two
@@ -267,21 +300,8 @@ pub(super) fn output_channel(
             // Lane blocks right to left (see `transform::OutputPlane::store`).
             for j in (0..tw).step_by(LANES).rev() {
                 let tile = (n * bands + i) * tw + j;
-                // Aᵀ·m down each of the 6 columns (read from their planes), then along each row of the result:
-                // `rows[r][b]` = entry (r, b) of Aᵀ·m (4×6).
-                let mut rows = [[[0.0; LANES]; 6]; 4];
-                for b in 0..6 {
-                    let m = |a: usize| -> Lanes<LANES> {
-                        m[(6 * a + b) * stride + tile..][..LANES]
-                            .try_into()
-                            .unwrap()
-                    };
-                    let column = output_along([m(0), m(1), m(2), m(3), m(4), m(5)]);
-                    for (row, value) in rows.iter_mut().zip(column) {
-                        row[b] = value;
-                    }
-                }
-                for (r, row) in rows.iter().enumerate() {
+                // Aᵀ·m down each of the 6 columns, then along each row of the result.
+                for (r, row) in output_rows(m, stride, tile).iter().enumerate() {
                     let oh = 4 * (first + i) + r;
                     if oh >= geo.out_h {
                         break;
