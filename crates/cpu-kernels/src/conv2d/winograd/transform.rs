@@ -97,26 +97,27 @@ pub(super) fn sub<const N: usize>(mut a: Lanes<N>, b: Lanes<N>) -> Lanes<N> {
     a
 }
 
-/// `Bᵀ·d·B` of `N` tiles, `d[4k + l]` = entry (k, l): along each row first, then down each column.
+/// `Bᵀ·d·B` of `N` tiles, `d[4k + l]` = entry (k, l): along each row first, then down each column. (Array literals
+/// throughout: zeroed arrays filled entry by entry are zeroed first, with vector stores the compiler keeps.)
 #[inline(always)]
 pub(super) fn input_lanes<const N: usize>(d: &[Lanes<N>; 16]) -> [Lanes<N>; 16] {
-    let mut h = [[0.0; N]; 16];
-    for k in 0..4 {
-        let row = |l: usize| d[4 * k + l];
-        h[4 * k] = sub(row(0), row(2));
-        h[4 * k + 1] = add(row(1), row(2));
-        h[4 * k + 2] = sub(row(2), row(1));
-        h[4 * k + 3] = sub(row(1), row(3));
-    }
-    let mut v = [[0.0; N]; 16];
-    for b in 0..4 {
-        let col = |k: usize| h[4 * k + b];
-        v[b] = sub(col(0), col(2));
-        v[4 + b] = add(col(1), col(2));
-        v[8 + b] = sub(col(2), col(1));
-        v[12 + b] = sub(col(1), col(3));
-    }
-    v
+    // Bᵀ·a of one row or column a.
+    let along = |a: [Lanes<N>; 4]| {
+        [
+            sub(a[0], a[2]),
+            add(a[1], a[2]),
+            sub(a[2], a[1]),
+            sub(a[1], a[3]),
+        ]
+    };
+    let row = |k: usize| along([d[4 * k], d[4 * k + 1], d[4 * k + 2], d[4 * k + 3]]);
+    let h = [row(0), row(1), row(2), row(3)];
+    let column = |b: usize| along([h[0][b], h[1][b], h[2][b], h[3][b]]);
+    let c = [column(0), column(1), column(2), column(3)];
+    [
+        c[0][0], c[1][0], c[2][0], c[3][0], c[0][1], c[1][1], c[2][1], c[3][1], c[0][2], c[1][2],
+        c[2][2], c[3][2], c[0][3], c[1][3], c[2][3], c[3][3],
+    ]
 }
 
 /// `A·e·Aᵀ` of `N` 2×2 output-gradient blocks, `e[2r + q]` = entry (r, q): along each row first, then down each
@@ -125,14 +126,13 @@ pub(super) fn input_lanes<const N: usize>(d: &[Lanes<N>; 16]) -> [Lanes<N>; 16] 
 fn gradient_lanes<const N: usize>(e: &[Lanes<N>; 4]) -> [Lanes<N>; 16] {
     let along = |a0: Lanes<N>, a1: Lanes<N>| [a0, add(a0, a1), sub(a0, a1), sub([0.0; N], a1)];
     let rows = [along(e[0], e[1]), along(e[2], e[3])];
-    let mut u = [[0.0; N]; 16];
-    for b in 0..4 {
-        let col = along(rows[0][b], rows[1][b]);
-        for a in 0..4 {
-            u[4 * a + b] = col[a];
-        }
-    }
-    u
+    let column = |b: usize| along(rows[0][b], rows[1][b]);
+    let c = [column(0), column(1), column(2), column(3)];
+    // Entry (a, b) is c[b][a] (an array literal, as in `input_lanes`).
+    [
+        c[0][0], c[1][0], c[2][0], c[3][0], c[0][1], c[1][1], c[2][1], c[3][1], c[0][2], c[1][2],
+        c[2][2], c[3][2], c[0][3], c[1][3], c[2][3], c[3][3],
+    ]
 }
 
 /// `Aᵀ·m·A + bias` of `N` tiles (`bias` per lane), `m[4a + b]` = entry (a, b); returns `y[2r + q]` = entry (r, q).
