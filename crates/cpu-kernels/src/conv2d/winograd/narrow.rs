@@ -334,82 +334,52 @@ mod tests {
                     .max(transform::work_len(&geo, bands))
                     .max(transform4::work_len(&geo, bands));
                 let mut work = vec![f32::NAN; work_len];
+                let wide_input = |c, work: &mut [f32], v: &mut [f32]| match geo.tiling {
+                    Tiling::F2 => {
+                        transform::input_channel(&geo, &x, c, first, bands, work, v, stride)
+                    }
+                    Tiling::F4 => {
+                        transform4::input_channel(&geo, &x, c, first, bands, work, v, stride)
+                    }
+                };
+                let narrow_input = |c, work: &mut [f32], v: &mut [f32]| match geo.tiling {
+                    Tiling::F2 => input_channel::<F2>(&geo, &x, c, first, bands, work, v, stride),
+                    Tiling::F4 => input_channel::<F4>(&geo, &x, c, first, bands, work, v, stride),
+                };
                 for c in 0..geo.in_channels {
                     let (mut wide, mut narrow) = (
                         vec![f32::NAN; points * stride],
                         vec![f32::NAN; points * stride],
                     );
-                    let (x, work) = (&x[..], &mut work[..]);
-                    match geo.tiling {
-                        Tiling::F2 => {
-                            transform::input_channel(
-                                &geo, x, c, first, bands, work, &mut wide, stride,
-                            );
-                            input_channel::<F2>(
-                                &geo,
-                                x,
-                                c,
-                                first,
-                                bands,
-                                work,
-                                &mut narrow,
-                                stride,
-                            );
-                        }
-                        Tiling::F4 => {
-                            transform4::input_channel(
-                                &geo, x, c, first, bands, work, &mut wide, stride,
-                            );
-                            input_channel::<F4>(
-                                &geo,
-                                x,
-                                c,
-                                first,
-                                bands,
-                                work,
-                                &mut narrow,
-                                stride,
-                            );
-                        }
-                    }
+                    wide_input(c, &mut work, &mut wide);
+                    narrow_input(c, &mut work, &mut narrow);
                     assert_eq!(tiles(&narrow), tiles(&wide), "input, {shape}, channel {c}");
                 }
                 let m = values(points * stride, 5);
                 let band = (first, bands);
-                let (mut wide, mut narrow) = (vec![f32::NAN; out_len], vec![f32::NAN; out_len]);
-                for o in 0..geo.out_channels {
+                let wide_output = |y: &mut [f32], o| match geo.tiling {
+                    Tiling::F2 => {
+                        transform::output_channel(&geo, &m, stride, band, &addends, 0, y, o)
+                    }
+                    Tiling::F4 => {
+                        transform4::output_channel(&geo, &m, stride, band, &addends, 0, y, o)
+                    }
+                };
+                let narrow_output = |y: &mut [f32], o| {
+                    let m = &mut m.clone();
                     match geo.tiling {
                         Tiling::F2 => {
-                            transform::output_channel(
-                                &geo, &m, stride, band, &addends, 0, &mut wide, o,
-                            );
-                            output_channel::<F2>(
-                                &geo,
-                                &mut m.clone(),
-                                stride,
-                                band,
-                                &addends,
-                                0,
-                                &mut narrow,
-                                o,
-                            );
+                            output_channel::<F2>(&geo, m, stride, band, &addends, 0, y, o)
                         }
                         Tiling::F4 => {
-                            transform4::output_channel(
-                                &geo, &m, stride, band, &addends, 0, &mut wide, o,
-                            );
-                            output_channel::<F4>(
-                                &geo,
-                                &mut m.clone(),
-                                stride,
-                                band,
-                                &addends,
-                                0,
-                                &mut narrow,
-                                o,
-                            );
+                            output_channel::<F4>(&geo, m, stride, band, &addends, 0, y, o)
                         }
                     }
+                };
+                let (mut wide, mut narrow) = (vec![f32::NAN; out_len], vec![f32::NAN; out_len]);
+                for o in 0..geo.out_channels {
+                    wide_output(&mut wide, o);
+                    narrow_output(&mut narrow, o);
                 }
                 assert_eq!(bits(&narrow), bits(&wide), "output, {shape}");
             }
