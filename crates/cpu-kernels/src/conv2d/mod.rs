@@ -51,6 +51,7 @@ pub use shape::Conv2dShape;
 
 use scratch::{Buffer, Role};
 
+use crate::elementwise::add_assign;
 use crate::error::{check_len, KernelError, Result};
 use crate::gemm::{sgemm, MatMut, MatRef};
 
@@ -516,34 +517,23 @@ fn weight_gradient_im2col(
     let Some(split) = second_half(s.batch, plan.images) else {
         return accumulate_weight_gradient(s, plan, input, grad_output, grad_weight);
     };
-    let (x_split, dy_split) = (split * plan.in_image, split * plan.out_image);
+    let half = |images: std::ops::Range<usize>, grad_weight: &mut [f32]| {
+        accumulate_weight_gradient(
+            s,
+            plan,
+            &input[images.start * plan.in_image..images.end * plan.in_image],
+            &grad_output[images.start * plan.out_image..images.end * plan.out_image],
+            grad_weight,
+        )
+    };
     let mut second = vec![0.0; grad_weight.len()];
     let (first_half, second_half) = rayon::join(
-        || {
-            accumulate_weight_gradient(
-                s,
-                plan,
-                &input[..x_split],
-                &grad_output[..dy_split],
-                grad_weight,
-            )
-        },
-        || {
-            accumulate_weight_gradient(
-                s,
-                plan,
-                &input[x_split..],
-                &grad_output[dy_split..],
-                &mut second,
-            )
-        },
+        || half(0..split, grad_weight),
+        || half(split..s.batch, &mut second),
     );
     first_half?;
     second_half?;
-    for (w, second) in grad_weight.iter_mut().zip(&second) {
-        *w += second;
-    }
-    Ok(())
+    add_assign(grad_weight, &second)
 }
 
 /// `grad_weight = Σ` over the chunks of `input` and `grad_output` (whole images, at least one), in order, of the

@@ -59,6 +59,7 @@ use super::bias_gradient::{total, Partials};
 use super::scratch::{Buffer, Role};
 use super::{second_half, Conv2dAddends, Conv2dShape};
 use crate::dispatch::dispatch;
+use crate::elementwise::add_assign;
 use crate::error::Result;
 use crate::gemm::{sgemm_batched, sgemm_batched_packed, MatMut, MatRef, PackedA};
 use weights::transform_weights;
@@ -271,10 +272,10 @@ pub(super) fn backward_weight(
     let (mut m_buf, bias_partials) = if let Some(split) = second_half(s.batch, images) {
         let (first, second) = rayon::join(|| half(0..split), || half(split..s.batch));
         let ((mut m_buf, mut bias_partials), (mut second_m, second_partials)) = (first?, second?);
-        let second_m: &[f32] = second_m.floats(o_n * 16 * c_n);
-        for (m, second) in m_buf.floats(o_n * 16 * c_n).iter_mut().zip(second_m) {
-            *m += second;
-        }
+        add_assign(
+            m_buf.floats(o_n * 16 * c_n),
+            second_m.floats(o_n * 16 * c_n),
+        )?;
         for (partials, second) in bias_partials.iter_mut().zip(second_partials) {
             for (p, q) in partials.iter_mut().zip(second) {
                 *p += q;
