@@ -37,6 +37,33 @@ unsafe fn tile<const ROWS: bool>(
     beta: f32,
     c: CTile,
 ) {
+    // SAFETY: forwarded contracts; each arm's `LIVE` covers the tile's rows.
+    unsafe {
+        match c.rows {
+            ..=2 => tile_live::<ROWS, 2>(kc, a, row_stride, b, alpha, beta, c),
+            3..=4 => tile_live::<ROWS, 4>(kc, a, row_stride, b, alpha, beta, c),
+            _ => tile_live::<ROWS, MR>(kc, a, row_stride, b, alpha, beta, c),
+        }
+    }
+}
+
+/// [`tile`] on the first `LIVE ≥ c.rows` rows of the tile only, as in the AVX-512 kernel: a bottom-edge tile of 2 or
+/// 4 rows runs a third or two thirds of a full tile's FMAs, and its rows get the same products in the same order.
+///
+/// # Safety
+/// As for [`tile`], and `c.rows ≤ LIVE ≤ MR`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_live<const ROWS: bool, const LIVE: usize>(
+    kc: usize,
+    a: *const f32,
+    row_stride: usize,
+    b: *const f32,
+    alpha: f32,
+    beta: f32,
+    c: CTile,
+) {
+    debug_assert!(c.rows <= LIVE && LIVE <= MR);
     let (row_step, p_step) = if ROWS { (row_stride, 1) } else { (1, MR) };
     if c.col_stride == 1 {
         for r in 0..c.rows {
@@ -48,7 +75,7 @@ unsafe fn tile<const ROWS: bool>(
             }
         }
     }
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm256_setzero_ps(); 2]; LIVE];
     for p in 0..kc {
         // SAFETY: p < kc, so the NR floats of B̃ row p and the MR floats of A's column p are inside the operands.
         unsafe {
@@ -65,7 +92,7 @@ unsafe fn tile<const ROWS: bool>(
 
     let alpha_v = _mm256_set1_ps(alpha);
     let beta_v = _mm256_set1_ps(beta);
-    if c.rows == MR && c.cols == NR && c.col_stride == 1 {
+    if LIVE == MR && c.rows == MR && c.cols == NR && c.col_stride == 1 {
         // Full tile with contiguous rows: update C sixteen floats per row, with the same separate multiplies and
         // add as `store`, so full and edge tiles round alike (and a bias is added as `store` adds it).
         for (r, acc_r) in acc.iter().enumerate() {

@@ -12,7 +12,9 @@
 //! `MC = 120`, and 8×48 (24 accumulators) has a 48-float B̃ panel of 48 KiB at `KC = 256`, the whole L1d, against 32
 //! KiB for NR = 32. The C write-back masks the columns past the matrix edge (`cols < 32`) instead of going through a
 //! scalar spill, so narrow right-edge tiles stay vectorised; that edge write-back is out of line, so the full tiles'
-//! write-back keeps the accumulators in registers.
+//! write-back keeps the accumulators in registers. Bottom-edge tiles of at most 4 or 8 rows run a 4- or 8-row copy of
+//! the loop (`tile_live`), not 12 rows of which the last are A's zero padding: with 32 or 64 rows (the U-Net's
+//! channel counts) a full 12-row loop would spend 11 % of the FMAs on padding.
 
 use std::arch::x86_64::*;
 
@@ -46,6 +48,35 @@ unsafe fn tile<const ROWS: bool>(
     beta: f32,
     c: CTile,
 ) {
+    // SAFETY: forwarded contracts; each arm's `LIVE` covers the tile's rows.
+    unsafe {
+        match c.rows {
+            ..=4 => tile_live::<ROWS, 4>(kc, a, row_stride, b, alpha, beta, c),
+            5..=8 => tile_live::<ROWS, 8>(kc, a, row_stride, b, alpha, beta, c),
+            _ => tile_live::<ROWS, MR>(kc, a, row_stride, b, alpha, beta, c),
+        }
+    }
+}
+
+/// [`tile`] on the first `LIVE ≥ c.rows` rows of the tile only: a bottom-edge tile of at most 4 or 8 rows (the last
+/// of an A with 64 or 32 rows, say: a convolution's output channels) runs a third or two thirds of a full tile's
+/// FMAs instead of spending the rest on A's zero padding. The rows it computes get the same products in the same
+/// order, so the same bits.
+///
+/// # Safety
+/// As for [`tile`], and `c.rows ≤ LIVE ≤ MR`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_live<const ROWS: bool, const LIVE: usize>(
+    kc: usize,
+    a: *const f32,
+    row_stride: usize,
+    b: *const f32,
+    alpha: f32,
+    beta: f32,
+    c: CTile,
+) {
+    debug_assert!(c.rows <= LIVE && LIVE <= MR);
     let (row_step, p_step) = if ROWS { (row_stride, 1) } else { (1, MR) };
     if c.col_stride == 1 {
         for r in 0..c.rows {
@@ -57,7 +88,7 @@ unsafe fn tile<const ROWS: bool>(
             }
         }
     }
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); 2]; LIVE];
     for p in 0..kc {
         // SAFETY: p < kc, so the NR floats of B̃ row p and the MR floats of A's column p are inside the operands.
         unsafe {
@@ -72,7 +103,7 @@ unsafe fn tile<const ROWS: bool>(
         }
     }
 
-    if c.col_stride == 1 && c.rows == MR && c.cols == NR {
+    if LIVE == MR && c.col_stride == 1 && c.rows == MR && c.cols == NR {
         // Full tile with contiguous rows: constant loop bounds, so the accumulators never leave their registers.
         for (r, acc_r) in acc.iter().enumerate() {
             for (half, &acc_rh) in acc_r.iter().enumerate() {
@@ -142,7 +173,7 @@ unsafe fn update(
 /// The CPU supports AVX-512F; `c` as for [`Kernel::tile`].
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn edge(acc: [[__m512; 2]; MR], alpha: f32, beta: f32, c: CTile) {
+unsafe fn edge<const LIVE: usize>(acc: [[__m512; 2]; LIVE], alpha: f32, beta: f32, c: CTile) {
     if c.col_stride == 1 {
         // Contiguous rows: rows past `rows` are skipped, lanes past column `cols` masked off.
         let lanes = |half: usize| -> __mmask16 {
