@@ -14,12 +14,18 @@ What matches `diffuse train`'s defaults (crates/cli/src/train.rs, crates/diffusi
              weighted by min-SNR-5 (min(SNR, 5)/SNR), label dropout 0.1 to the null class 10;
   optimiser  AdamW(lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight decay 1e-4), global gradient-norm clip 1.0,
              learning rate (s+1)/50 warm-up then cosine to 1e-4 at the last step (diffuse's LrSchedule::Cosine);
-  EMA        diffusers' EMAModel, max decay 0.999, warm-up (1+k)/(10+k) (diffuse's EmaWarmup::Fraction).
+  EMA        diffusers' EMAModel, max decay 0.999, warm-up (1+k)/(10+k) (diffuse's EmaWarmup::Fraction);
+  outputs    a checkpoint every 100 steps (OUT/step-N: model, EMA and optimiser state; the last 2 kept) and a sample
+             grid from the EMA model at step 250 and after the last step (OUT/samples/step-N.png: one row of 8 per
+             class, DPM-Solver++(2M) with diffusers' default settings from the run's scheduler, 20 steps,
+             classifier-free guidance 2 against the null class, noise from the seed), as `diffuse train` writes them,
+             so that the two programs' wall times compare the same recipe (`--no-grids --checkpoint-every 0` leaves
+             training and the final save alone).
 What differs: the random streams (torch's generator instead of diffuse's Philox/SplitMix64), so the two runs see the
 same distribution of batches, timesteps and noise, not the same draws. Hence two seeds per side.
 
 Output: OUT/model and OUT/ema (config.json + diffusion_pytorch_model.safetensors), OUT/scheduler/scheduler_config.json,
-OUT/metrics.jsonl (step, loss, lr, grad norm, seconds per step).
+OUT/metrics.jsonl (step, loss, lr, grad norm, seconds per step), and the checkpoints and grids above.
 """
 
 import argparse
@@ -28,14 +34,16 @@ import gzip
 import json
 import math
 import pathlib
+import shutil
 import struct
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
+from PIL import Image
 
 from diffusers_unet import CONFIGS
 
@@ -57,6 +65,43 @@ def lr_at(step, peak, warmup, total, floor):
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def ema_copy(model, ema):
+    """The EMA weights in a model of their own (the training model keeps its weights)."""
+    ema_model = copy.deepcopy(model)
+    ema.copy_to(ema_model.parameters())
+    return ema_model
+
+
+@torch.no_grad()
+def save_grid(model, scheduler, args, path):
+    """A grid of `args.grid_columns` samples per class from `model`, as `diffuse train`'s grids are drawn."""
+    sampler = DPMSolverMultistepScheduler.from_config(scheduler.config)
+    sampler.set_timesteps(args.grid_steps)
+    classes = torch.arange(NULL_CLASS).repeat_interleave(args.grid_columns)
+    noise = torch.Generator().manual_seed(args.seed)
+    x = torch.randn((len(classes), 1, 28, 28), generator=noise) * sampler.init_noise_sigma
+    labels = torch.cat([classes, torch.full_like(classes, NULL_CLASS)])
+    for t in sampler.timesteps:
+        conditional, unconditional = model(torch.cat([x, x]), t, class_labels=labels).sample.chunk(2)
+        epsilon = unconditional + args.grid_guidance * (conditional - unconditional)
+        x = sampler.step(epsilon, t, x).prev_sample
+    pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()
+    rows = [np.concatenate(list(pixels[r : r + args.grid_columns]), axis=1) for r in range(0, len(pixels), args.grid_columns)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def save_checkpoint(model, ema, optimizer, args, step):
+    """OUT/step-N with the model, the EMA model and the optimiser state; only the last `args.keep` are kept."""
+    folder = args.out / f"step-{step}"
+    model.save_pretrained(folder / "model")
+    ema_copy(model, ema).save_pretrained(folder / "ema")
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    steps = sorted(int(p.name[5:]) for p in args.out.glob("step-*"))
+    for old in steps[: -args.keep]:
+        shutil.rmtree(args.out / f"step-{old}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
@@ -69,6 +114,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--lr-floor", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="0: only the final save")
+    parser.add_argument("--keep", type=int, default=2)
+    parser.add_argument("--sample-every", type=int, default=250, help="0: only after the last step")
+    parser.add_argument("--no-grids", action="store_true", help="draw no sample grids")
+    parser.add_argument("--grid-steps", type=int, default=20)
+    parser.add_argument("--grid-columns", type=int, default=8)
+    parser.add_argument("--grid-guidance", type=float, default=2.0)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -118,12 +170,15 @@ def main():
         log.write(json.dumps(dict(step=step + 1, loss=loss.item(), lr=lr, grad_norm=grad_norm.item(), seconds=seconds)) + "\n")
         if (step + 1) % 50 == 0:
             print(f"step {step + 1}: loss {loss.item():.4f}, {seconds:.2f} s/step", flush=True)
+        last = step + 1 == args.steps
+        if args.checkpoint_every > 0 and (step + 1) % args.checkpoint_every == 0 and not last:
+            save_checkpoint(model, ema, optimizer, args, step + 1)
+        if not args.no_grids and (last or (args.sample_every > 0 and (step + 1) % args.sample_every == 0)):
+            save_grid(ema_copy(model, ema), scheduler, args, args.out / "samples" / f"step-{step + 1}.png")
     log.close()
 
     model.save_pretrained(args.out / "model")
-    ema_model = copy.deepcopy(model)
-    ema.copy_to(ema_model.parameters())
-    ema_model.save_pretrained(args.out / "ema")
+    ema_copy(model, ema).save_pretrained(args.out / "ema")
     scheduler.save_config(args.out / "scheduler")
     print(f"done: {args.steps} steps in {time.perf_counter() - start:.0f} s; {args.out}")
 
