@@ -391,6 +391,44 @@ fn a_row_major_a_read_in_place_gives_the_bits_of_its_packed_copy() {
 }
 
 #[test]
+fn a_b_of_packed_panel_layout_read_in_place_gives_the_bits_of_its_packed_copy() {
+    // In the short order (at most 256 rows) a row-major B of exactly NR columns with rows NR floats apart is its own
+    // packed panel and is read where it lies; the same B with padded rows is packed first. Both sum the same products
+    // in the same order: C must agree bit for bit, for row counts off every tile (including the 4- and 8-row edge
+    // tiles), one and two k-blocks (256), beta 0 and 0.75.
+    for kernel in kernels() {
+        let (_, nr) = kernel.tile_shape();
+        for (m, k) in [(1, 1), (5, 7), (12, 33), (20, 256), (32, 300), (64, 513)] {
+            for beta in [0.0, 0.75] {
+                let b = random_vec(k * nr, 32);
+                let pad = 3;
+                let mut padded = vec![f32::NAN; k * (nr + pad)];
+                for (row, values) in padded.chunks_exact_mut(nr + pad).zip(b.chunks_exact(nr)) {
+                    row[..nr].copy_from_slice(values);
+                }
+                let a = random_vec(m * k, 31);
+                let c0 = random_vec(m * nr, 33);
+                let product = |b: MatRef| {
+                    let mut c = c0.clone();
+                    let (a, out) = (MatRef::row_major(&a, k), MatMut::row_major(&mut c, nr));
+                    sgemm_batched_using(kernel, 1, m, nr, k, -0.5, a, 0, b, 0, beta, out, 0)
+                        .unwrap();
+                    c
+                };
+                let (want, got) = (
+                    product(MatRef::row_major(&padded, nr + pad)),
+                    product(MatRef::row_major(&b, nr)),
+                );
+                assert!(
+                    want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()),
+                    "{kernel} kernel, {m}×{nr}×{k}, beta {beta}: B read in place differs from B packed"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn sgemm_is_large_enough_to_run_in_parallel_and_still_matches_reference() {
     let t = Layout {
         transposed: true,
