@@ -75,7 +75,11 @@ def ema_copy(model, ema):
 @torch.no_grad()
 def save_grid(model, scheduler, args, path):
     """A grid of `args.grid_columns` samples per class from `model`, as `diffuse train`'s grids are drawn."""
-    sampler = DPMSolverMultistepScheduler.from_config(scheduler.config)
+    # The run's settings, every one of them: a config made in this process lists the settings left at their defaults
+    # (`_use_default_values`), and `from_config` would give DPM-Solver its own defaults for those (timestep_spacing
+    # "linspace", not DDPM's "leading"), unlike the saved config that `diffuse train` and `diffuse sample` read.
+    settings = {key: value for key, value in scheduler.config.items() if not key.startswith("_")}
+    sampler = DPMSolverMultistepScheduler.from_config(settings)
     sampler.set_timesteps(args.grid_steps)
     classes = torch.arange(NULL_CLASS).repeat_interleave(args.grid_columns)
     noise = torch.Generator().manual_seed(args.seed)
