@@ -779,40 +779,6 @@ unsafe fn row_tiles<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
     }
 }
 
-/// [`panel_tiles`] for a B of NR columns, row-major with rows NR floats apart: the packed panel's own layout, so its
-/// rows are read where they lie ([`Kernel::tile_b_rows`]) instead of copied first. (A Winograd weight gradient over 32
-/// input channels has such a B, `tiles × 32`: without the copies, `conv_time 32 32 28 20 bwd-weight` on one thread
-/// went from 3.94 / 3.95 / 4.28 to 3.62 / 3.69 / 3.98 ms.) Rows
-/// further apart are still packed: read in place, a k-block of rows a few hundred bytes apart maps onto a fraction
-/// of L1's sets and is evicted between the panel's row tiles, and the forward products' rows, far apart, were 5 %
-/// slower in place (`conv_time 32 64 14 20 fwd`, one thread).
-///
-/// # Safety
-/// As for [`panel_tiles`] over rows `0..m`; B is row-major and has the columns `jr .. jr + NR` and rows
-/// `pc .. pc + kc`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn b_rows_in_place<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
-    kc: usize,
-    a_packed: &[f32],
-    b: &MatRef,
-    (pc, jr): (usize, usize),
-    alpha: f32,
-    beta: f32,
-    c: SharedC,
-    m: usize,
-) {
-    debug_assert!(b.col_stride == 1);
-    let b_rows = &b.data[pc * b.row_stride + jr..];
-    for (ir, a_panel) in (0..m).step_by(MR).zip(a_packed.chunks_exact(MR * kc)) {
-        // SAFETY: (ir, jr) is inside C and the tile, clamped to C's bottom edge, belongs to the caller alone; the
-        // operands hold the rows the kernel reads (the bounds check covered B's).
-        unsafe {
-            let tile = c.tile(ir, jr, MR.min(m - ir), NR);
-            K::tile_b_rows(kc, a_panel, b_rows, b.row_stride, alpha, beta, tile);
-        }
-    }
-}
-
 /// The loop order for short, wide products (`m ≤ SHORT_M`, e.g. a convolution's `[out_channels × positions]`):
 ///
 /// ```text
@@ -858,16 +824,20 @@ unsafe fn gemm_short<const MR: usize, const NR: usize, K: Kernel<MR, NR>>(
         };
         let column_panel = |b_buf: &mut PackBuf, jr: usize| {
             let cols = NR.min(n - jr);
-            if cols == NR && b.col_stride == 1 && b.row_stride == NR {
-                // SAFETY: as below; B's rows are its own packed panel, read in place (`b_rows_in_place`).
-                unsafe {
-                    b_rows_in_place::<MR, NR, K>(kc, a_packed, b, (pc, jr), alpha, beta_block, c, m)
-                };
-                return;
-            }
-            let b_panel = b_buf.floats(NR * kc);
-            // SAFETY: `K` is supported (this function's contract).
-            unsafe { K::pack_b_panel(b, pc, kc, jr, cols, b_panel) };
+            let b_panel: &[f32] = if cols == NR && b.col_stride == 1 && b.row_stride == NR {
+                // Rows NR floats apart, NR columns from jr: this k-block of B is already the packed panel, kc rows
+                // of NR floats one after another, and is read where it lies. (A Winograd weight gradient over 32
+                // input channels has such a B, `tiles × 32`: without the copies, `conv_time 32 32 28 20
+                // bwd-weight` on one thread went from 3.94 / 3.95 / 4.28 to 3.62 / 3.69 / 3.98 ms. Rows further
+                // apart are still packed: a first version that read every row-major B's rows in place made the
+                // forward products, whose rows lie far apart, 5 % slower.)
+                &b.data[pc * NR + jr..][..kc * NR]
+            } else {
+                let b_panel = b_buf.floats(NR * kc);
+                // SAFETY: `K` is supported (this function's contract).
+                unsafe { K::pack_b_panel(b, pc, kc, jr, cols, b_panel) };
+                b_panel
+            };
             // SAFETY: the rows and columns are inside C, and this task alone owns their tiles.
             unsafe {
                 panel_tiles::<MR, NR, K>(

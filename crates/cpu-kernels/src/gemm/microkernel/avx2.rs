@@ -26,13 +26,13 @@ impl Kernel<MR, NR> for Avx2Fma {
 ///
 /// # Safety
 /// The CPU supports AVX2 and FMA; `a` points to the `kc·MR` floats of a packed panel, or with `ROWS` to
-/// `(MR − 1)·row_stride + kc` readable floats; `b` to `kc` rows of NR floats, `b_stride` apart (NR: a packed panel);
-/// `c` as for [`Kernel::tile`].
+/// `(MR − 1)·row_stride + kc` readable floats; `b` to `kc·NR`; `c` as for [`Kernel::tile`].
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile<const ROWS: bool>(
     kc: usize,
-    (a, row_stride): (*const f32, usize),
-    (b, b_stride): (*const f32, usize),
+    a: *const f32,
+    row_stride: usize,
+    b: *const f32,
     alpha: f32,
     beta: f32,
     c: CTile,
@@ -40,9 +40,9 @@ unsafe fn tile<const ROWS: bool>(
     // SAFETY: forwarded contracts; each arm's `LIVE` covers the tile's rows.
     unsafe {
         match c.rows {
-            ..=2 => tile_live::<ROWS, 2>(kc, (a, row_stride), (b, b_stride), alpha, beta, c),
-            3..=4 => tile_live::<ROWS, 4>(kc, (a, row_stride), (b, b_stride), alpha, beta, c),
-            _ => tile_live::<ROWS, MR>(kc, (a, row_stride), (b, b_stride), alpha, beta, c),
+            ..=2 => tile_live::<ROWS, 2>(kc, a, row_stride, b, alpha, beta, c),
+            3..=4 => tile_live::<ROWS, 4>(kc, a, row_stride, b, alpha, beta, c),
+            _ => tile_live::<ROWS, MR>(kc, a, row_stride, b, alpha, beta, c),
         }
     }
 }
@@ -56,8 +56,9 @@ unsafe fn tile<const ROWS: bool>(
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_live<const ROWS: bool, const LIVE: usize>(
     kc: usize,
-    (a, row_stride): (*const f32, usize),
-    (b, b_stride): (*const f32, usize),
+    a: *const f32,
+    row_stride: usize,
+    b: *const f32,
     alpha: f32,
     beta: f32,
     c: CTile,
@@ -78,8 +79,8 @@ unsafe fn tile_live<const ROWS: bool, const LIVE: usize>(
     for p in 0..kc {
         // SAFETY: p < kc, so the NR floats of B̃ row p and the MR floats of A's column p are inside the operands.
         unsafe {
-            let b_lo = _mm256_loadu_ps(b.add(p * b_stride));
-            let b_hi = _mm256_loadu_ps(b.add(p * b_stride + 8));
+            let b_lo = _mm256_loadu_ps(b.add(p * NR));
+            let b_hi = _mm256_loadu_ps(b.add(p * NR + 8));
             let a_p = a.add(p * p_step);
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let a_rp = _mm256_broadcast_ss(&*a_p.add(r * row_step));

@@ -17,9 +17,8 @@
 //! nothing more, and the transposing copy of A's panel is skipped.
 
 /// Implements [`Kernel`]'s methods inside a SIMD kernel's `impl` block, with the kernel module's `MR`, `NR` and
-/// `unsafe fn tile<const ROWS: bool>(kc, (a, row_stride), (b, b_stride), alpha, beta, c)` in scope: `tile`, `tile_rows`
-/// and `tile_b_rows` check the operand lengths and forward to that function (packed panels, rows of A in place, rows
-/// of B in place); the packing methods are
+/// `unsafe fn tile<const ROWS: bool>(kc, a, row_stride, b, alpha, beta, c)` in scope: `tile` and `tile_rows` check
+/// the panel lengths and forward to that function (a packed panel, or rows of A in place); the packing methods are
 /// wrappers compiled with `$features`, the target features the kernel's `is_supported` check guarantees, so the
 /// packing copies run in the kernel's vector registers and may use AVX transposes.
 #[cfg(target_arch = "x86_64")]
@@ -29,21 +28,7 @@ macro_rules! simd_kernel_methods {
             debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
             // SAFETY: the caller checked the CPU supports this kernel (`$features`); the panel lengths and `c` are
             // forwarded contracts.
-            unsafe { tile::<false>(kc, (a.as_ptr(), 0), (b.as_ptr(), NR), alpha, beta, c) }
-        }
-
-        unsafe fn tile_b_rows(
-            kc: usize,
-            a: &[f32],
-            b: &[f32],
-            b_stride: usize,
-            alpha: f32,
-            beta: f32,
-            c: CTile,
-        ) {
-            debug_assert!(a.len() >= kc * MR && b.len() >= (kc - 1) * b_stride + NR);
-            // SAFETY: as for `tile`; the B rows' length is a forwarded contract.
-            unsafe { tile::<false>(kc, (a.as_ptr(), 0), (b.as_ptr(), b_stride), alpha, beta, c) }
+            unsafe { tile::<false>(kc, a.as_ptr(), 0, b.as_ptr(), alpha, beta, c) }
         }
 
         unsafe fn tile_rows(
@@ -57,16 +42,7 @@ macro_rules! simd_kernel_methods {
         ) {
             debug_assert!(a.len() >= (MR - 1) * row_stride + kc && b.len() >= kc * NR);
             // SAFETY: as for `tile`; the A rows' length is a forwarded contract.
-            unsafe {
-                tile::<true>(
-                    kc,
-                    (a.as_ptr(), row_stride),
-                    (b.as_ptr(), NR),
-                    alpha,
-                    beta,
-                    c,
-                )
-            }
+            unsafe { tile::<true>(kc, a.as_ptr(), row_stride, b.as_ptr(), alpha, beta, c) }
         }
 
         unsafe fn pack_a(
@@ -222,23 +198,6 @@ pub(super) trait Kernel<const MR: usize, const NR: usize> {
         c: CTile,
     );
 
-    /// [`Kernel::tile`] with B̃ replaced by the NR columns of a row-major B read where they lie: step `p` reads
-    /// `b[p·b_stride + j]` instead of `B̃[p·NR + j]`, for a full-width panel only. The same products in the same order,
-    /// so the bits of `tile` on the packed panel; the driver uses it where B already has the packed panel's layout
-    /// (a Winograd weight gradient over NR input channels), to skip a copy that changes nothing.
-    ///
-    /// # Safety
-    /// As for [`Kernel::tile`], with `b` holding at least `(kc − 1)·b_stride + NR` floats.
-    unsafe fn tile_b_rows(
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        b_stride: usize,
-        alpha: f32,
-        beta: f32,
-        c: CTile,
-    );
-
     /// [`pack::pack_a`] for this kernel's `MR`, compiled with the kernel's target features (the SIMD kernels
     /// override this baseline build through `simd_kernel_methods!`).
     ///
@@ -290,23 +249,7 @@ pub(super) struct Portable;
 impl Kernel<PORTABLE_MR, PORTABLE_NR> for Portable {
     unsafe fn tile(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile) {
         debug_assert!(a.len() >= kc * PORTABLE_MR && b.len() >= kc * PORTABLE_NR);
-        let acc =
-            portable::<PORTABLE_MR, PORTABLE_NR>(kc, |r, p| a[p * PORTABLE_MR + r], b, PORTABLE_NR);
-        // SAFETY: forwarded from this function's contract.
-        unsafe { store(&acc, alpha, beta, c) }
-    }
-
-    unsafe fn tile_b_rows(
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        b_stride: usize,
-        alpha: f32,
-        beta: f32,
-        c: CTile,
-    ) {
-        let acc =
-            portable::<PORTABLE_MR, PORTABLE_NR>(kc, |r, p| a[p * PORTABLE_MR + r], b, b_stride);
+        let acc = portable::<PORTABLE_MR, PORTABLE_NR>(kc, |r, p| a[p * PORTABLE_MR + r], b);
         // SAFETY: forwarded from this function's contract.
         unsafe { store(&acc, alpha, beta, c) }
     }
@@ -320,24 +263,20 @@ impl Kernel<PORTABLE_MR, PORTABLE_NR> for Portable {
         beta: f32,
         c: CTile,
     ) {
-        let acc =
-            portable::<PORTABLE_MR, PORTABLE_NR>(kc, |r, p| a[r * row_stride + p], b, PORTABLE_NR);
+        let acc = portable::<PORTABLE_MR, PORTABLE_NR>(kc, |r, p| a[r * row_stride + p], b);
         // SAFETY: forwarded from this function's contract.
         unsafe { store(&acc, alpha, beta, c) }
     }
 }
 
-/// The accumulator tile `Σ_p A[·, p]·B̃[p]` in plain Rust, element `(r, p)` of A read through `a`, row `p` of B̃ at
-/// `b[p·b_stride..]`.
+/// The accumulator tile `Σ_p A[·, p]·B̃[p]` in plain Rust, element `(r, p)` of A read through `a`.
 fn portable<const MR: usize, const NR: usize>(
     kc: usize,
     a: impl Fn(usize, usize) -> f32,
     b: &[f32],
-    b_stride: usize,
 ) -> [[f32; NR]; MR] {
     let mut acc = [[0.0f32; NR]; MR];
-    for p in 0..kc {
-        let b_p = &b[p * b_stride..][..NR];
+    for (p, b_p) in b.chunks_exact(NR).take(kc).enumerate() {
         for (r, acc_row) in acc.iter_mut().enumerate() {
             let a_rp = a(r, p);
             for (acc_rc, &b_pc) in acc_row.iter_mut().zip(b_p) {
