@@ -6,8 +6,10 @@
 #
 # Cases:
 # - U-Net steps, fashion-small and fashion-base, training and sampling, batch 32 and 64: diffuse's `unet_time`
-#   example (median wall time over STEPS steps after one warm-up) beside diffusers' UNet2DModel of the same
-#   configuration (benches/peers/diffusers_unet.py, median over at least MIN_TIME seconds and MIN_REPS steps);
+#   example beside diffusers' UNet2DModel of the same configuration (benches/peers/diffusers_unet.py), each the
+#   median wall time per step over at least MIN_TIME seconds and MIN_REPS steps after one warm-up (the same window on
+#   both sides: the machine's speed drifts over seconds, and a median over 2 s of steps follows it more than one over
+#   10 s);
 # - the kernels: conv 3×3 forward N32 C256 7², conv forward + backward N32 C128 14² (criterion's median, benches
 #   conv2d) beside benches/peers/torch_cpu.py; group norm forward and backward N32 C128 14² G32 (bench group_norm)
 #   beside benches/peers/torch_cpu_norm_attn.py;
@@ -17,16 +19,15 @@
 # Only rounds on an otherwise idle machine (load average near THREADS, printed per case) say anything; the figures in
 # docs/ come from this script on such a machine.
 #
-# Usage: [THREADS=2] [STEPS=10] [MIN_TIME=10] [MIN_REPS=5] [KERNEL_TIME=3] [ONLY=substring]
+# Usage: [THREADS=2] [MIN_TIME=10] [MIN_REPS=5] [KERNEL_TIME=3] [ONLY=substring]
 #        [PYTHON=/opt/torchenv/bin/python] benches/peers/paired_speed.sh [ROUNDS]       (from the repository root)
 # THREADS sets both rayon's pool (RAYON_NUM_THREADS) and torch.set_num_threads; ONLY keeps the cases whose name
-# contains it (e.g. ONLY=fashion-small, ONLY=conv); STEPS, MIN_TIME, MIN_REPS and KERNEL_TIME (criterion's
-# measurement seconds) shorten a trial run: `STEPS=1 MIN_TIME=0 MIN_REPS=1 KERNEL_TIME=1 ... paired_speed.sh 2`.
+# contains it (e.g. ONLY=fashion-small, ONLY=conv); MIN_TIME, MIN_REPS and KERNEL_TIME (criterion's measurement
+# seconds) shorten a trial run: `MIN_TIME=0 MIN_REPS=1 KERNEL_TIME=1 ... paired_speed.sh 2`.
 set -euo pipefail
 rounds=${1:-3}
 python=${PYTHON:-/opt/torchenv/bin/python}
 threads=${THREADS:-2}
-steps=${STEPS:-10}
 min_time=${MIN_TIME:-10}
 min_reps=${MIN_REPS:-5}
 kernel_time=${KERNEL_TIME:-3}
@@ -40,7 +41,7 @@ cases=()
 for batch in 32 64; do
   for model in fashion-small fashion-base; do
     for step in train sample; do
-      cases+=("$model/${step}_step/batch$batch|unet|$model $step $steps $batch|$model/${step}_step --batch $batch|^unet/")
+      cases+=("$model/${step}_step/batch$batch|unet|$model $step $min_reps $batch $min_time|$model/${step}_step --batch $batch|^unet/")
     done
   done
 done
@@ -121,13 +122,16 @@ for round in $(seq "$rounds"); do
   for width in avx2_fma avx512_fma; do
     one=$(fma_gflops "$width" 1)
     [[ -n $one ]] || continue
-    printf '%-36s %5s %10s %10s  GFLOP/s (one thread, %s threads)\n' "fma_peak/$width" "$round" "$one" \
-      "$(fma_gflops "$width" "$threads")" "$threads"
+    many=$(fma_gflops "$width" "$threads")
+    printf '%-36s %5s %10s %10s  GFLOP/s (one thread, %s threads)\n' "fma_peak/$width" "$round" "$one" "$many" \
+      "$threads"
+    printf '%s\t%s\t%s\t-\n' "fma_peak/$width" "$one" "$many" >>"$results"
   done
 done
 
 echo
-echo "over $rounds rounds: median ratio, and each side's spread (max − min) / median of its times"
+echo "over $rounds rounds: median ratio, and each side's spread (max − min) / median of its times; for the FMA"
+echo "peaks, the host's own spread on one thread and on $threads (a loop that touches no memory)"
 printf '%-36s %7s %9s %9s\n' case ratio diffuse torch
 awk -F'\t' '
   function median(list, n,    sorted, i, j, t) {
@@ -148,6 +152,7 @@ awk -F'\t' '
     for (c = 1; c <= cases; c++) {
       name = order[c]; n = count[name]
       for (k = 1; k <= n; k++) { o[k] = ours[name, k]; t[k] = theirs[name, k]; r[k] = ratio[name, k] }
-      printf "%-36s %7.3f %8.1f%% %8.1f%%\n", name, median(r, n), 100 * spread(o, n), 100 * spread(t, n)
+      if (name ~ /^fma_peak/) printf "%-36s %7s %8.1f%% %8.1f%%\n", name, "-", 100 * spread(o, n), 100 * spread(t, n)
+      else printf "%-36s %7.3f %8.1f%% %8.1f%%\n", name, median(r, n), 100 * spread(o, n), 100 * spread(t, n)
     }
   }' "$results"

@@ -4,8 +4,10 @@
 //! `benches/peers/diffusers_unet.py --threads 1` prints for PyTorch.
 //!
 //! Run: `RAYON_NUM_THREADS=1 cargo run --release -p diffuse-diffusion --example unet_time -- CONFIG train|sample STEPS
-//! [BATCH]` (e.g. `fashion-small train 5 32`; the batch defaults to 64). `benches/peers/paired_speed.sh` runs it beside
-//! `benches/peers/diffusers_unet.py`.
+//! [BATCH [MIN_SECONDS]]` (e.g. `fashion-small train 5 32`; the batch defaults to 64). It times at least STEPS steps
+//! and, given MIN_SECONDS, keeps stepping until that many seconds have passed: the rule of
+//! `benches/peers/diffusers_unet.py` (`--min-reps`, `--min-time`), beside which `benches/peers/paired_speed.sh` runs
+//! it, so that both medians cover the same span of the machine's drifting speed.
 
 use diffuse_autograd::{no_grad, Var};
 use diffuse_models::unet::{UNet2DModel, UNetConfig};
@@ -29,15 +31,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As `diffuse`: the kernels' parallel loops start on this thread.
     diffuse_tensor::pool_with_calling_thread()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: unet_time CONFIG train|sample STEPS [BATCH]";
-    let (name, case, steps, batch) = match args.as_slice() {
-        [name, case, steps] => (name, case, steps, DEFAULT_BATCH),
-        [name, case, steps, batch] => (name, case, steps, batch.parse::<usize>()?),
+    let usage = "usage: unet_time CONFIG train|sample STEPS [BATCH [MIN_SECONDS]]";
+    let (name, case, steps, batch, min_seconds) = match args.as_slice() {
+        [name, case, steps] => (name, case, steps, DEFAULT_BATCH, 0.0),
+        [name, case, steps, batch] => (name, case, steps, batch.parse::<usize>()?, 0.0),
+        [name, case, steps, batch, min_seconds] => (
+            name,
+            case,
+            steps,
+            batch.parse::<usize>()?,
+            min_seconds.parse::<f64>()?,
+        ),
         _ => return Err(usage.into()),
     };
     let (name, case, steps) = (name.as_str(), case.as_str(), steps.parse::<usize>()?.max(1));
     if batch == 0 {
         return Err("BATCH must be at least 1".into());
+    }
+    if !(min_seconds.is_finite() && min_seconds >= 0.0) {
+        return Err(format!("MIN_SECONDS must be a finite number ≥ 0, not {min_seconds}").into());
     }
     let train = match case {
         "train" => true,
@@ -67,11 +79,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     step()?; // warm-up: first-touch allocations and the host cache
     let (wall, cpu) = (Instant::now(), cpu_seconds());
     let mut step_ms = Vec::with_capacity(steps);
-    for _ in 0..steps {
+    while step_ms.len() < steps || wall.elapsed().as_secs_f64() < min_seconds {
         let start = Instant::now();
         step()?;
         step_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
+    let steps = step_ms.len();
     let per_step = |seconds: f64| seconds / steps as f64 * 1e3;
     let cpu = cpu_seconds()
         .zip(cpu)
