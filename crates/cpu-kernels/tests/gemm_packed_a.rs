@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::random_vec;
+use common::{random_vec, same_bits};
 use diffuse_cpu_kernels::gemm::{
     sgemm_batched_packed, sgemm_batched_using, MatMut, MatRef, MicroKernel, PackedA, PanelLayout,
 };
@@ -71,7 +71,7 @@ fn a_packed_once_gives_the_bits_of_a_packed_per_call() {
                 )
                 .unwrap();
                 assert!(
-                    want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()),
+                    same_bits(&want, &got),
                     "{kernel} kernel, batch {batch}, {m}×{n}×{k}, column-major {column_major}, broadcast \
                      {broadcast}: the product from A packed once differs"
                 );
@@ -146,7 +146,7 @@ fn panels_written_by_their_layout_are_the_packed_panels() {
             };
             let (want, got) = (product(&packed), product(&written));
             assert!(
-                want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()),
+                same_bits(&want, &got),
                 "{kernel}, {batch} × {m} × {k}: panels written by their layout differ from the packed ones"
             );
         }

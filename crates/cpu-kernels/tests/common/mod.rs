@@ -5,6 +5,12 @@
 /// Unit roundoff of f32: every correctly rounded f32 operation is exact up to a relative 2^-24.
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / (1u64 << 24) as f64;
 
+/// Whether two runs of floats are the same length and equal bit for bit (for results that must not depend on a
+/// loop order, a thread count or a layout).
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// `len` floats uniform in [-1, 1), reproducible from `seed` (xorshift64*; quality is irrelevant here).
 pub fn random_vec(len: usize, seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
