@@ -32,18 +32,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     diffuse_tensor::pool_with_calling_thread()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: unet_time CONFIG train|sample STEPS [BATCH [MIN_SECONDS]]";
-    let (name, case, steps, batch, min_seconds) = match args.as_slice() {
-        [name, case, steps] => (name, case, steps, DEFAULT_BATCH, 0.0),
-        [name, case, steps, batch] => (name, case, steps, batch.parse::<usize>()?, 0.0),
-        [name, case, steps, batch, min_seconds] => (
-            name,
-            case,
-            steps,
-            batch.parse::<usize>()?,
-            min_seconds.parse::<f64>()?,
-        ),
-        _ => return Err(usage.into()),
+    let [name, case, steps, optional @ ..] = args.as_slice() else {
+        return Err(usage.into());
     };
+    if optional.len() > 2 {
+        return Err(usage.into());
+    }
+    let batch = optional
+        .first()
+        .map_or(Ok(DEFAULT_BATCH), |b| b.parse::<usize>())?;
+    let min_seconds = optional.get(1).map_or(Ok(0.0), |s| s.parse::<f64>())?;
     let (name, case, steps) = (name.as_str(), case.as_str(), steps.parse::<usize>()?.max(1));
     if batch == 0 {
         return Err("BATCH must be at least 1".into());
